@@ -1,0 +1,67 @@
+"""The Python API; the CLI is a thin layer over these functions.
+
+Example::
+
+    import edgekd
+    result = edgekd.run("demo-digits", out="runs/demo")
+    print(result.report()["student"]["p90_ms"])
+    figures = edgekd.profile("runs/demo/03-export/student.onnx", device="host-cpu")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekd.catalog import UnknownEntryError, find, load_device, load_recipe
+from edgekd.config import DeviceProfile, Recipe
+from edgekd.errors import ConfigError
+from edgekd.pipeline import RunResult, run_pipeline
+from edgekd.stages import check_stage_order
+
+
+def validate(recipe: str | Path) -> Recipe:
+    """Load and check a recipe (keys, types, names, stage order, referenced files) without running it."""
+    loaded = load_recipe(recipe)
+    source = str(find("pipelines", recipe))
+    check_stage_order(loaded, source)
+    try:
+        load_device(loaded.device)
+    except UnknownEntryError as exc:
+        raise ConfigError(f"{source}: device: {exc}") from None
+    return loaded
+
+
+def run(
+    recipe: str | Path | Recipe,
+    *,
+    device: str | Path | DeviceProfile | None = None,
+    out: str | Path | None = None,
+    fresh: bool = False,
+    show_progress: bool = False,
+) -> RunResult:
+    """Run a recipe (a built-in name, a YAML path or a :class:`Recipe`) and return its result.
+
+    ``device`` overrides the recipe's device profile; ``out`` is the run directory
+    (default ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
+    """
+    loaded = recipe if isinstance(recipe, Recipe) else validate(recipe)
+    if isinstance(recipe, Recipe):
+        check_stage_order(loaded, f"recipe '{loaded.name}'")
+    profile = device if isinstance(device, DeviceProfile) else load_device(device or loaded.device)
+    run_dir = Path(out) if out is not None else Path("runs") / loaded.name
+    return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+
+
+def profile(
+    onnx_path: str | Path,
+    *,
+    device: str | Path | DeviceProfile = "host-cpu",
+    warmup: int = 20,
+    runs: int = 200,
+    show_progress: bool = False,
+):
+    """Profile any ONNX file with onnxruntime under a device profile; returns a ``ProfileResult``."""
+    from edgekd.profile.runner import profile_onnx
+
+    profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
+    return profile_onnx(Path(onnx_path), profile_, warmup=warmup, runs=runs, show_progress=show_progress)

@@ -1,0 +1,100 @@
+"""What stages pass to each other: the models so far and where their files are.
+
+Paths inside an :class:`Artifact` are stored relative to the run directory (``01-teacher/teacher.safetensors``)
+so a run directory can be moved or rebuilt into a report without re-running anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgekd.config import DeviceProfile, Recipe
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """One model (teacher or student) as the pipeline carries it from stage to stage."""
+
+    role: str
+    weights: str | None = None
+    onnx: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def updated(self, *, onnx: str | None = None, **metrics: Any) -> ModelArtifact:
+        """A copy with ``metrics`` merged into the existing ones (and a new ONNX file, if given)."""
+        return replace(self, onnx=onnx or self.onnx, metrics={**self.metrics, **metrics})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "weights": self.weights, "onnx": self.onnx, "metrics": self.metrics}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelArtifact:
+        return cls(role=data["role"], weights=data.get("weights"), onnx=data.get("onnx"),
+                   metrics=dict(data.get("metrics", {})))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The state between stages: the models by role (``teacher``, ``student``)."""
+
+    models: dict[str, ModelArtifact] = field(default_factory=dict)
+
+    def get(self, role: str) -> ModelArtifact:
+        """The model of ``role``; a missing one is a recipe-order mistake caught by validation."""
+        return self.models[role]
+
+    def with_model(self, model: ModelArtifact) -> Artifact:
+        """A copy with ``model`` added or replaced."""
+        return Artifact(models={**self.models, model.role: model})
+
+    def to_json(self) -> dict[str, Any]:
+        return {role: m.to_json() for role, m in self.models.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Artifact:
+        return cls(models={role: ModelArtifact.from_json(m) for role, m in data.items()})
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage may use besides its input artifact.
+
+    A stage writes its files only through :meth:`path` (inside the stage's working directory,
+    which the pipeline renames into place once the stage has finished) and stores the
+    matching :meth:`ref` in the artifact it returns.
+    """
+
+    recipe: Recipe
+    device: DeviceProfile
+    run_dir: Path
+    work_dir: Path
+    stage_dir_name: str
+    seed: int
+    log: logging.Logger
+    show_progress: bool = True
+    previous: tuple[dict[str, Any], ...] = ()
+    """The ``stage.json`` records of the stages before this one, in order."""
+
+    def path(self, name: str) -> Path:
+        """Where to write the file ``name`` of this stage."""
+        return self.work_dir / name
+
+    def ref(self, name: str) -> str:
+        """The run-relative reference under which ``name`` is found once the stage is committed."""
+        return f"{self.stage_dir_name}/{name}"
+
+    def resolve(self, ref: str) -> Path:
+        """The file a reference in an artifact points at (absolute refs pass through)."""
+        path = Path(ref)
+        return path if path.is_absolute() else self.run_dir / path
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage returns: the new artifact and the metrics it measured."""
+
+    artifact: Artifact
+    metrics: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,65 @@
+"""Atomic file writes: write to a temporary file beside the target, then rename over it.
+
+A crash or a full disk leaves either the old file or no file, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it to ``target``.
+
+    The caller writes the whole file to the yielded path (e.g. a library that only accepts a
+    path, like ``torch.onnx.export``). On an exception the temporary file is removed and
+    ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_with(target: Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and atomically move the result to ``target``."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def write_bytes(target: Path, data: bytes) -> Path:
+    """Atomically write ``data`` to ``target``."""
+    return write_with(target, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(target: Path, text: str) -> Path:
+    """Atomically write UTF-8 ``text`` to ``target``."""
+    return write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: Path, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented, key-sorted JSON to ``target``."""
+    return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

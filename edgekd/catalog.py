@@ -1,0 +1,72 @@
+"""Finding the built-in YAML catalogs: ``pipelines/``, ``devices/`` and ``exporters/``.
+
+In a checkout they sit at the top of the repository, beside ``edgekd/``; in an installed wheel
+they ship as the data-only packages ``edgekd._catalog.<kind>``. A name can also be a path to a
+YAML file of the user's own.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from edgekd.config import DeviceProfile, ExportTarget, Recipe, load_yaml_model
+from edgekd.errors import ConfigError
+
+
+class UnknownEntryError(ConfigError):
+    """A built-in name that is not in the catalog; callers prefix it with where the name was written."""
+
+
+Kind = Literal["pipelines", "devices", "exporters"]
+_MODELS = {"pipelines": Recipe, "devices": DeviceProfile, "exporters": ExportTarget}
+
+
+def catalog_dir(kind: Kind) -> Path:
+    """The directory holding the built-in YAML files of ``kind``."""
+    checkout = Path(__file__).resolve().parent.parent / kind
+    if checkout.is_dir() and (checkout.parent / "pyproject.toml").is_file():
+        return checkout
+    installed = Path(str(resources.files("edgekd") / "_catalog" / kind))
+    if installed.is_dir():
+        return installed
+    raise ConfigError(f"built-in catalog '{kind}' not found (looked in {checkout} and {installed})")
+
+
+def names(kind: Kind) -> list[str]:
+    """Names of the built-in entries of ``kind``, sorted."""
+    return sorted(p.stem for p in catalog_dir(kind).glob("*.yaml"))
+
+
+def find(kind: Kind, name_or_path: str | Path) -> Path:
+    """Resolve a built-in name (``host-cpu``) or a path to a YAML file."""
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    if text.endswith((".yaml", ".yml")) or candidate.is_file() or "/" in text:
+        if not candidate.is_file():
+            raise UnknownEntryError(f"{candidate}: file not found")
+        return candidate
+    path = catalog_dir(kind) / f"{text}.yaml"
+    if path.is_file():
+        return path
+    known = names(kind)
+    close = difflib.get_close_matches(text, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise UnknownEntryError(f"unknown {kind[:-1]} '{text}'{hint}; built-in: {', '.join(known)}")
+
+
+def load_device(name_or_path: str | Path) -> DeviceProfile:
+    """Load a device profile by built-in name or path."""
+    return load_yaml_model(find("devices", name_or_path), DeviceProfile)
+
+
+def load_export_target(name_or_path: str | Path) -> ExportTarget:
+    """Load an export-target preset by built-in name or path."""
+    return load_yaml_model(find("exporters", name_or_path), ExportTarget)
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load a recipe by built-in name (``demo-digits``) or path."""
+    return load_yaml_model(find("pipelines", name_or_path), Recipe)

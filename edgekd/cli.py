@@ -1,0 +1,215 @@
+"""The ``edgekd`` command line (typer + rich). Every command calls the Python API in :mod:`edgekd.api`.
+
+Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from edgekd import api, catalog
+from edgekd.errors import EdgekdError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="edgekd",
+    help="Distill, export and profile models against an edge device's latency budget.\n\n"
+    "Example: edgekd demo --out runs/demo",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+devices_app = typer.Typer(help="List and show device profiles.\n\nExample: edgekd devices show host-cpu",
+                          no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+def _handle_errors(func: F) -> F:
+    """Turn user errors into one line on stderr and exit code 2; other failures into exit code 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgekdError as exc:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; finished stages are kept and a re-run resumes from them")
+            raise typer.Exit(code=130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+                      "(run with --debug for the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+    logging.getLogger("edgekd").setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+RecipeArg = Annotated[str, typer.Argument(help="A recipe YAML path or a built-in name (see pipelines/).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", "-d", help="Device profile name or YAML path.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<recipe name>).")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished stages of an earlier run.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@app.command()
+@_handle_errors
+def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, fresh: FreshOpt = False,
+        quiet: QuietOpt = False) -> None:
+    """Run a recipe's stages; finished stages of an earlier run are skipped.
+
+    Example: edgekd run pipelines/demo-digits.yaml --device host-cpu --out runs/demo
+    """
+    result = api.run(recipe, device=device, out=out_dir, fresh=fresh, show_progress=not quiet)
+    _print_run(result)
+
+
+@app.command()
+@_handle_errors
+def demo(out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False) -> None:
+    """Run the built-in demo: digits CNN teacher → small student, exported and profiled on host-cpu.
+
+    Example: edgekd demo --out runs/demo
+    """
+    result = api.run("demo-digits", out=out_dir or Path("runs/demo"), fresh=fresh, show_progress=not quiet)
+    _print_run(result)
+
+
+@app.command()
+@_handle_errors
+def validate(recipe: RecipeArg) -> None:
+    """Check a recipe (keys, types, names, stage order, files) without running it.
+
+    Example: edgekd validate pipelines/demo-digits.yaml
+    """
+    loaded = api.validate(recipe)
+    out.print(f"[green]ok[/]: recipe '{loaded.name}' with stages {', '.join(loaded.stage_names())} "
+              f"on device '{loaded.device}'")
+
+
+@app.command()
+@_handle_errors
+def profile(
+    model: Annotated[Path, typer.Argument(help="An ONNX model file.")],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device profile name or YAML path.")] = "host-cpu",
+    runs: Annotated[int, typer.Option(min=10, help="Timed runs.")] = 200,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Profile any ONNX model with onnxruntime under a device profile's threads and input shapes.
+
+    Example: edgekd profile runs/demo/03-export/student.onnx --device host-cpu --json
+    """
+    result = api.profile(model, device=device, runs=runs, warmup=warmup, show_progress=not as_json)
+    figures = result.to_json()
+    if as_json:
+        sys.stdout.write(json.dumps(figures, sort_keys=True) + "\n")
+        return
+    table = Table(title=f"{model} on {device}" + (" (estimate)" if figures["estimate"] else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb", "size_mb", "threads"):
+        table.add_row(key, f"{figures[key]:.3f}" if isinstance(figures[key], float) else str(figures[key]))
+    out.print(table)
+
+
+@devices_app.command("list")
+@_handle_errors
+def devices_list() -> None:
+    """List the built-in device profiles.
+
+    Example: edgekd devices list
+    """
+    table = Table(title="device profiles")
+    for column in ("name", "threads", "p90 budget (ms)", "size (MB)", "memory (MB)", "latency", "description"):
+        table.add_column(column)
+    for name in catalog.names("devices"):
+        device = catalog.load_device(name)
+        b = device.budget
+        table.add_row(device.name, str(device.threads), f"{b.p90_ms:g}", f"{b.size_mb:g}", f"{b.peak_memory_mb:g}",
+                      "estimated" if device.is_estimate else "measured", device.description)
+    out.print(table)
+
+
+@devices_app.command("show")
+@_handle_errors
+def devices_show(name: Annotated[str, typer.Argument(help="Device profile name or YAML path.")]) -> None:
+    """Show one device profile as YAML-like JSON, with the CPU it resolves to here.
+
+    Example: edgekd devices show raspberry-pi-4
+    """
+    device = catalog.load_device(name)
+    out.print_json(json.dumps({"source": str(catalog.find("devices", name)), **device.model_dump(mode="json")}))
+
+
+def _print_run(result) -> None:
+    table = Table(title=f"run {result.run_dir}")
+    for column in ("#", "stage", "status", "seconds"):
+        table.add_column(column)
+    for record in result.stages:
+        status = "[dim]skipped (cached)[/]" if record.skipped else "[green]ran[/]"
+        table.add_row(str(record.index), record.stage, status, f"{record.wall_seconds:.1f}")
+    out.print(table)
+    if not result.report_path.is_file():
+        return
+    report = result.report()
+    summary = Table(title="teacher vs student")
+    summary.add_column("")
+    roles = [r for r in ("teacher", "student") if r in report]
+    for role in roles:
+        summary.add_column(role, justify="right")
+    for key, pattern in (("accuracy", "{:.4f}"), ("params", "{:,}"), ("size_mb", "{:.3f}"),
+                         ("p50_ms", "{:.3f}"), ("p90_ms", "{:.3f}")):
+        summary.add_row(key, *[pattern.format(report[r][key]) if report[r].get(key) is not None else "–"
+                               for r in roles])
+    out.print(summary)
+    comparison = report.get("comparison") or {}
+    if comparison.get("p50_latency_ratio") is not None:
+        out.print(f"student/teacher: accuracy ratio {comparison['accuracy_ratio']:.3f}, "
+                  f"p50 latency ratio {comparison['p50_latency_ratio']:.3f}")
+    budget = report["budget"]
+    colour = "green" if budget["verdict"] == "pass" else "red"
+    out.print(f"budget on {report['device']['name']}: [{colour}]{budget['verdict']}[/]"
+              + (" (latency estimated)" if budget.get("estimate") else ""))
+    out.print(f"report: {result.run_dir / 'report.md'}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

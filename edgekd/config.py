@@ -1,0 +1,376 @@
+"""Typed configuration: recipes, device profiles and export targets, loaded from YAML.
+
+Every model here forbids unknown keys. Loading goes through :func:`load_yaml_model`, which turns
+YAML syntax errors and pydantic validation errors into a one-line :class:`ConfigError` naming the
+file, the key path and what was expected (with a "did you mean" for misspelled keys).
+
+This module only describes and validates; it runs nothing and imports no ML library.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgekd.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class StrictModel(BaseModel):
+    """Base for all config models: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- device profile
+
+
+class InputShape(StrictModel):
+    """Input shapes the device runs: dynamic axes of a model are filled from these."""
+
+    batch: PositiveInt = 1
+    sequence_length: PositiveInt = 128
+    image_size: PositiveInt | None = Field(
+        default=None, description="Side of a square image input; null keeps the model's own size."
+    )
+
+
+class Budget(StrictModel):
+    """What the exported model must fit in on the device."""
+
+    p90_ms: PositiveFloat
+    size_mb: PositiveFloat
+    peak_memory_mb: PositiveFloat
+
+
+class ReferenceFigure(StrictModel):
+    """A published latency of a public model on the device, used to derive a host→device ratio."""
+
+    model: Literal["mobilebert-seq128", "bert-base-seq128"]
+    latency_ms: PositiveFloat
+    threads: PositiveInt
+    source: str = Field(min_length=10, description="Where the figure was published.")
+
+
+class DeviceProfile(StrictModel):
+    """A target device: how it runs the model, what it must fit, and how to estimate its speed."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    threads: PositiveInt | Literal["auto"] = "auto"
+    inputs: InputShape = InputShape()
+    budget: Budget
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    isa: list[str] | Literal["detect"] = Field(
+        default="detect", description="Instruction-set features; 'detect' reads them from this CPU."
+    )
+    reference: ReferenceFigure | None = Field(
+        default=None,
+        description="Set for devices edgekd cannot run on: latencies are then estimates.",
+    )
+
+    @property
+    def is_estimate(self) -> bool:
+        """True when latencies on this device are estimated from the host through a speed ratio."""
+        return self.reference is not None
+
+
+# --------------------------------------------------------------------------- export target
+
+
+class ExportTarget(StrictModel):
+    """How a model is exported: format, opset, graph optimization and the parity gate."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    format: Literal["onnx"] = "onnx"
+    opset: Annotated[int, Field(ge=13, le=21)] = 17
+    optimization_level: Literal["disabled", "basic", "extended", "all"] = "basic"
+    parity_atol: PositiveFloat = 1e-4
+
+
+# --------------------------------------------------------------------------- recipe: data and models
+
+
+class SklearnData(StrictModel):
+    """A dataset bundled with scikit-learn (no download needed)."""
+
+    source: Literal["sklearn"]
+    name: Literal["digits"]
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.2
+    limit: PositiveInt | None = Field(default=None, description="Use only this many samples.")
+
+
+DataConfig = Annotated[Union[SklearnData], Field(discriminator="source")]  # noqa: UP007
+
+
+class CNNSpec(StrictModel):
+    """A plain image CNN: conv-BN-ReLU blocks (each halving the image), then an MLP head."""
+
+    arch: Literal["cnn"]
+    channels: list[PositiveInt] = Field(min_length=1)
+    hidden: PositiveInt = 64
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class MLPSpec(StrictModel):
+    """A multilayer perceptron over the flattened input."""
+
+    arch: Literal["mlp"]
+    hidden: list[PositiveInt] = Field(min_length=1)
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+ModelSpec = Annotated[Union[CNNSpec, MLPSpec], Field(discriminator="arch")]  # noqa: UP007
+
+
+class TeacherConfig(StrictModel):
+    """The teacher: an architecture and, optionally, trained weights (else the ``teacher`` stage trains it)."""
+
+    model: ModelSpec
+    weights: Path | None = Field(default=None, description="A .safetensors file of trained weights.")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_are_safetensors(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix != ".safetensors":
+            raise ValueError(f"expected a .safetensors file, got '{value}'")
+        return value
+
+
+class StudentConfig(StrictModel):
+    """The student architecture that distillation trains."""
+
+    model: ModelSpec
+
+
+# --------------------------------------------------------------------------- recipe: stages
+
+
+class TrainingConfig(StrictModel):
+    """Optimizer settings shared by every stage that trains."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+
+
+class TeacherStage(TrainingConfig):
+    """Train the teacher on the hard labels, or load and evaluate ``teacher.weights`` when given."""
+
+    stage: Literal["teacher"]
+
+
+class DistillStage(TrainingConfig):
+    """Hinton distillation: ``alpha`` · T² · KL(soft) + (1 − alpha) · CE(hard)."""
+
+    stage: Literal["distill"]
+    temperature: PositiveFloat = 4.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
+
+
+class ExportStage(StrictModel):
+    """Export every model so far to ONNX and check it against PyTorch."""
+
+    stage: Literal["export"]
+    target: str = Field(default="onnx-fp32", description="A preset name from exporters/ or a YAML path.")
+
+
+class ProfileStage(StrictModel):
+    """Time every exported model with onnxruntime under the device profile."""
+
+    stage: Literal["profile"]
+    warmup: Annotated[int, Field(ge=0)] = 20
+    runs: Annotated[int, Field(ge=10)] = 200
+
+
+class ReportStage(StrictModel):
+    """Write report.json and report.md to the run directory."""
+
+    stage: Literal["report"]
+
+
+StageConfig = Annotated[
+    Union[TeacherStage, DistillStage, ExportStage, ProfileStage, ReportStage],  # noqa: UP007
+    Field(discriminator="stage"),
+]
+
+
+class Recipe(StrictModel):
+    """A compression recipe: data, teacher, student and the stages to run, in order."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] = 0
+    device: str = Field(default="host-cpu", description="A profile name from devices/ or a YAML path.")
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    stages: list[StageConfig] = Field(min_length=1)
+
+    def stage_names(self) -> list[str]:
+        """The stage kinds in run order."""
+        return [s.stage for s in self.stages]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file with the safe loader; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read file ({exc})") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML: {where}{problem}") from exc
+
+
+def load_yaml_model(path: Path, model: type[M], *, base_dir: Path | None = None) -> M:
+    """Load ``path`` into ``model``; relative ``Path`` fields are resolved against ``base_dir``.
+
+    ``base_dir`` defaults to the file's own directory, so a recipe can name files beside it.
+    """
+    path = Path(path)
+    data = read_yaml(path)
+    return validate_model(data, model, source=str(path), base_dir=base_dir or path.parent)
+
+
+def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | None = None) -> M:
+    """Validate a parsed mapping into ``model``, raising a one-line :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {kind}")
+    try:
+        obj = model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, model, source)) from None
+    return _resolve_paths(obj, base_dir) if base_dir is not None else obj
+
+
+def _resolve_paths(obj: M, base_dir: Path) -> M:
+    updates: dict[str, Any] = {}
+    for name, value in obj:
+        if isinstance(value, Path) and not value.is_absolute():
+            updates[name] = (base_dir / value).resolve()
+        elif isinstance(value, BaseModel):
+            updates[name] = _resolve_paths(value, base_dir)
+    return obj.model_copy(update=updates) if updates else obj
+
+
+def _describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    parent, shown = _walk(model, loc[:-1]) if loc else (model, [])
+    last = loc[-1] if loc else None
+    if first["type"] == "extra_forbidden":
+        key_parts, message = shown + [last], f"unknown key '{last}'"
+        if parent is not None:
+            valid = list(parent.model_fields)
+            close = difflib.get_close_matches(str(last), valid, n=1)
+            message += f" (did you mean '{close[0]}'?)" if close else f"; valid keys: {', '.join(valid)}"
+    elif first["type"] == "union_tag_invalid":
+        ctx = first.get("ctx", {})
+        key_parts = shown + ([last] if last is not None else []) + [ctx.get("discriminator", "").strip("'")]
+        tag, expected = ctx.get("tag"), ctx.get("expected_tags", "")
+        options = [t.strip(" '") for t in str(expected).split(",")]
+        close = difflib.get_close_matches(str(tag), options, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        message = f"unknown value '{tag}'{hint}; expected one of {expected}"
+    elif first["type"] == "union_tag_not_found":
+        _, key_parts = _walk(model, loc)
+        key_parts.append(first.get("ctx", {}).get("discriminator", "").strip("'"))
+        message = "required key is missing"
+    else:
+        _, key_parts = _walk(model, loc)
+        if first["type"] == "missing":
+            message = "required key is missing"
+        elif first["type"] == "value_error":
+            message = first["msg"].removeprefix("Value error, ")
+        else:
+            message = f"{first['msg']} (got {first.get('input')!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    key = _format_loc(key_parts)
+    where = f"{key}: " if key else ""
+    return f"{source}: {where}{message}{more}"
+
+
+def _format_loc(parts: list[Any]) -> str:
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, list[Any]]:
+    """Follow a pydantic error location through fields, lists and tagged unions.
+
+    Returns the model class at the end of ``loc`` (or None) and the location as a user wrote it,
+    without the union tags pydantic inserts (``stages[1].distill.alpha`` → ``stages[1].alpha``).
+    """
+    current: Any = model
+    shown: list[Any] = []
+    for part in loc:
+        current = _unwrap(current)
+        member = _union_member(current, str(part))
+        if member is not None:
+            current = member
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            current = field.annotation if field is not None else None
+        elif typing.get_origin(current) is list and isinstance(part, int):
+            current = typing.get_args(current)[0]
+        else:
+            current = None
+        shown.append(part)
+    current = _unwrap(current)
+    found = current if isinstance(current, type) and issubclass(current, BaseModel) else None
+    return found, shown
+
+
+def _unwrap(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        members = [m for m in typing.get_args(annotation) if m is not type(None)]
+        if len(members) == 1:
+            return _unwrap(members[0])
+    return annotation
+
+
+def _union_member(annotation: Any, tag: str) -> type[BaseModel] | None:
+    """The member of a tagged union (or a lone tagged model) whose Literal tag equals ``tag``."""
+    is_union = typing.get_origin(annotation) in (Union, types.UnionType)
+    for member in typing.get_args(annotation) if is_union else (annotation,):
+        if not (isinstance(member, type) and issubclass(member, BaseModel)):
+            continue
+        for field in member.model_fields.values():
+            if typing.get_origin(field.annotation) is Literal and tag in typing.get_args(field.annotation):
+                return member
+    return None

@@ -1,0 +1,99 @@
+"""Load a recipe's dataset into train/validation/test tensors.
+
+Today: scikit-learn's bundled sets (no download; they ship inside the scikit-learn wheel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from edgekd.config import DataConfig, SklearnData
+from edgekd.errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """A labelled dataset split three ways, as float/long tensors."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: tuple[str, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, without the batch dimension."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def sample_input(self, batch: int = 1) -> torch.Tensor:
+        """The first ``batch`` test examples (for export and parity checks)."""
+        return self.x_test[:batch]
+
+
+@lru_cache(maxsize=4)
+def load_dataset(config: DataConfig, seed: int) -> DatasetSplits:
+    """Load and split the dataset a recipe names; the split is stratified and seeded.
+
+    Cached per (config, seed): stages of one run share the tensors, which nobody modifies.
+    """
+    if isinstance(config, SklearnData):
+        features, labels, class_names = _load_sklearn(config)
+    else:  # pragma: no cover - the config union is exhaustive
+        raise DataError(f"unsupported data source {config!r}")
+    return _split(features, labels, class_names, config, seed)
+
+
+def _load_sklearn(config: SklearnData) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    from sklearn.datasets import load_digits
+
+    loaders = {"digits": load_digits}
+    bunch = loaders[config.name]()
+    # digits: 8×8 grey images with values 0..16 → one channel in [0, 1]
+    features = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    labels = bunch.target.astype(np.int64)
+    class_names = tuple(str(name) for name in bunch.target_names)
+    return features, labels, class_names
+
+
+def _split(
+    features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], config: SklearnData, seed: int
+) -> DatasetSplits:
+    if config.limit is not None:
+        features, labels = features[: config.limit], labels[: config.limit]
+    if config.val_fraction + config.test_fraction >= 0.9:
+        raise DataError(
+            f"data.val_fraction + data.test_fraction = {config.val_fraction + config.test_fraction:.2f}; "
+            "expected below 0.9 so that training data remains"
+        )
+    n_classes = len(np.unique(labels))
+    min_split = int(min(config.val_fraction, config.test_fraction) * len(labels))
+    if min_split < n_classes:
+        raise DataError(
+            f"data: {len(labels)} examples are too few to split into validation and test sets "
+            f"holding each of the {n_classes} classes (raise data.limit or the fractions)"
+        )
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        features, labels, test_size=config.test_fraction, random_state=seed, stratify=labels
+    )
+    val_share = config.val_fraction / (1.0 - config.test_fraction)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest
+    )
+    return DatasetSplits(
+        x_train=torch.from_numpy(x_train), y_train=torch.from_numpy(y_train),
+        x_val=torch.from_numpy(x_val), y_val=torch.from_numpy(y_val),
+        x_test=torch.from_numpy(x_test), y_test=torch.from_numpy(y_test),
+        class_names=class_names,
+    )

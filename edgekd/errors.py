@@ -1,0 +1,32 @@
+"""Exception types for user mistakes.
+
+Each kind of mistake a user can make has its own type. The CLI catches :class:`EdgekdError`
+once, prints its message on one line and exits with code 2; anything else is an internal
+error (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class EdgekdError(Exception):
+    """Base class of every error caused by the user's input rather than by a bug."""
+
+
+class ConfigError(EdgekdError):
+    """A recipe, device profile or export target is malformed or names something unknown."""
+
+
+class DataError(EdgekdError):
+    """A dataset is missing, empty, or has the wrong columns or labels."""
+
+
+class ModelError(EdgekdError):
+    """A model file is missing, corrupt, or does not fit the recipe or device profile."""
+
+
+class ExportError(EdgekdError):
+    """Exporting a model failed or the exported model disagrees with the original."""
+
+
+class BudgetError(EdgekdError):
+    """A device budget cannot be met or is impossible."""

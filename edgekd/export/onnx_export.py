@@ -1,0 +1,206 @@
+"""PyTorch → ONNX export with onnxruntime graph optimization and a parity gate.
+
+:func:`export_onnx` traces the model with the TorchScript exporter (``dynamo=False``, the robust
+path today), gives it a dynamic batch axis, optionally lets onnxruntime optimize the graph
+offline, validates it with ``onnx.checker`` and checks it against PyTorch on batches of 1 and
+7 rows and on the whole sample. The file only appears at its path once all of that has passed:
+an export that fails, crashes or misses the parity gate leaves no file (and no temporary file)
+behind.
+
+Optimization levels (``ExportTarget.optimization_level``), all run by onnxruntime on this CPU:
+
+- ``disabled``: the graph exactly as PyTorch wrote it.
+- ``basic``: constant folding, redundant-node elimination and simple fusions; only standard
+  ONNX operators, so any ONNX runtime can load the file.
+- ``extended``: also fusions into onnxruntime contrib operators (``com.microsoft`` domain, e.g.
+  ``FusedConv``); the file then needs onnxruntime.
+- ``all``: also layout optimizations (``com.microsoft.nchwc`` operators) chosen for this CPU's
+  instruction set; the file should only be run on CPUs like the one that exported it.
+
+The exported bytes are deterministic: the same weights, sample shape and target give the same
+file. Models are serialized in memory, so they must be smaller than protobuf's 2 GB limit.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+import torch
+
+from edgekd.atomic import atomic_path
+from edgekd.config import ExportTarget
+from edgekd.errors import ExportError
+from edgekd.export.parity import (
+    DEFAULT_BATCH_SIZES,
+    ParityResult,
+    check_parity,
+    eval_mode,
+    one_line,
+    parity_batches,
+)
+
+log = logging.getLogger(__name__)
+
+_ORT_LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_BYTES_PER_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported ONNX file and what is known about it.
+
+    ``size_mb`` is the file size in MiB (2**20 bytes); ``opset`` is the default-domain opset the
+    file declares; ``input_shapes`` maps each graph input to its dimensions, with the name of
+    the axis (``"batch"``) in place of a dynamic dimension.
+    """
+
+    path: Path
+    size_mb: float
+    opset: int
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    input_shapes: dict[str, tuple[int | str, ...]]
+    parity: ParityResult
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as a JSON-ready dict (paths as strings, shapes as lists)."""
+        return {
+            "path": str(self.path),
+            "size_mb": self.size_mb,
+            "opset": self.opset,
+            "input_names": list(self.input_names),
+            "output_names": list(self.output_names),
+            "input_shapes": {name: list(dims) for name, dims in self.input_shapes.items()},
+            "parity": self.parity.to_json(),
+        }
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    sample_input: torch.Tensor,
+    path: Path,
+    target: ExportTarget,
+    *,
+    input_name: str = "input",
+    output_name: str = "logits",
+) -> ExportResult:
+    """Export ``model`` to ONNX at ``path`` as ``target`` describes, and check it against PyTorch.
+
+    ``sample_input`` is one input batch (its batch axis becomes dynamic, named ``batch``); the
+    model must take that one tensor and return one tensor. The model is exported in eval mode
+    under ``torch.no_grad()`` (its train/eval modes are restored afterwards), optimized by
+    onnxruntime unless ``target.optimization_level`` is ``"disabled"``, validated with
+    ``onnx.checker``, and compared with PyTorch on batches of 1 and 7 rows built from the sample
+    and on the whole sample (so a sample of real inputs is checked in full).
+
+    The file is written atomically and only once every check has passed. Raises
+    :class:`ExportError` (one line) when PyTorch cannot export the model, onnxruntime cannot
+    optimize or run it, the checker rejects it, or the largest output difference exceeds
+    ``target.parity_atol``; ``path`` is then left as it was.
+    """
+    path = Path(path)
+    onnx_bytes = _torch_export(model, sample_input, path, target.opset, input_name, output_name)
+    batches = parity_batches(sample_input, sorted({*DEFAULT_BATCH_SIZES, len(sample_input)}))
+    with atomic_path(path) as tmp:
+        if target.optimization_level == "disabled":
+            tmp.write_bytes(onnx_bytes)
+        else:
+            _ort_optimize(onnx_bytes, tmp, target.optimization_level, path)
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"{path}: the exported model is not valid ONNX: {one_line(exc)}") from exc
+        parity = check_parity(model, tmp, batches, target.parity_atol, label=path)
+        if not parity.passed:
+            raise ExportError(
+                f"{path}: parity check failed: max |torch - onnxruntime| = {parity.max_abs_diff:.3g} "
+                f"exceeds parity_atol {target.parity_atol:g} (export target '{target.name}', "
+                f"optimization '{target.optimization_level}'); the file was not written"
+            )
+        proto = onnx.load(str(tmp), load_external_data=False)
+        size_mb = tmp.stat().st_size / _BYTES_PER_MB
+
+    result = ExportResult(
+        path=path,
+        size_mb=size_mb,
+        opset=next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")),
+        input_names=tuple(i.name for i in proto.graph.input),
+        output_names=tuple(o.name for o in proto.graph.output),
+        input_shapes={i.name: _dims(i) for i in proto.graph.input},
+        parity=parity,
+    )
+    log.info(
+        "exported %s (%.3f MB, opset %d, optimization %s, parity max diff %.2e)",
+        path, size_mb, result.opset, target.optimization_level, parity.max_abs_diff,
+    )
+    return result
+
+
+def _torch_export(
+    model: torch.nn.Module,
+    sample_input: torch.Tensor,
+    path: Path,
+    opset: int,
+    input_name: str,
+    output_name: str,
+) -> bytes:
+    """The ONNX bytes of the TorchScript export; any failure becomes a one-line ExportError."""
+    buffer = io.BytesIO()
+    try:
+        with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter warns that it is deprecated; it is still the robust path.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (sample_input,),
+                buffer,
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            )
+    except Exception as exc:
+        raise ExportError(
+            f"{path}: cannot export {type(model).__name__} to ONNX opset {opset}: {one_line(exc)}"
+        ) from exc
+    return buffer.getvalue()
+
+
+def _ort_optimize(onnx_bytes: bytes, out: Path, level: str, path: Path) -> None:
+    """Let onnxruntime optimize the graph at ``level`` and write the optimized model to ``out``."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = _ORT_LEVELS[level]
+    options.optimized_model_filepath = str(out)
+    # At "all" onnxruntime warns on stderr that the layout is hardware-specific; say it in the log.
+    options.log_severity_level = 3
+    if level == "all":
+        log.warning(
+            "%s: optimization level 'all' writes CPU-specific layouts; run the file only on CPUs "
+            "like this one",
+            path,
+        )
+    try:
+        ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(
+            f"{path}: onnxruntime cannot optimize the exported graph (level '{level}'): {one_line(exc)}"
+        ) from exc
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+    """A graph input's dimensions: sizes, or the axis name for dynamic ones."""
+    dims = value.type.tensor_type.shape.dim
+    return tuple(d.dim_param if d.WhichOneof("value") == "dim_param" else d.dim_value for d in dims)

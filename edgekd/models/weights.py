@@ -1,0 +1,35 @@
+"""Saving and loading weights as safetensors (never pickle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from edgekd.atomic import write_with
+from edgekd.errors import ModelError
+
+
+def save_weights(model: nn.Module, path: Path) -> Path:
+    """Atomically write ``model``'s state dict (parameters and buffers) to ``path``."""
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    return write_with(Path(path), lambda tmp: save_file(state, str(tmp)))
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Load a safetensors file into ``model`` (strict: names and shapes must match)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file not found")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"{path}: weights do not fit the recipe's model ({first})") from exc
+    return model

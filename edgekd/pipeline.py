@@ -1,0 +1,231 @@
+"""Run a recipe's stages in order over a work directory, resuming finished work.
+
+Layout of a run directory::
+
+    runs/<name>/
+      01-teacher/    teacher.safetensors, stage.json
+      02-distill/    student.safetensors, stage.json
+      03-export/     teacher.onnx, student.onnx, stage.json
+      ...
+      report.json, report.md
+
+A stage runs in ``.NN-<stage>.partial/`` and is renamed to ``NN-<stage>/`` only after its
+``stage.json`` (config fingerprint, input and output artifacts, metrics, wall time) is written,
+so a directory without the ``.partial`` suffix is always a finished stage. The fingerprint of a
+stage hashes its config, the parts of the recipe (and device profile) it reads, and the
+fingerprint of the stage before it: a changed stage re-runs together with every stage after
+it, the others are skipped. An interrupted stage keeps its ``.partial`` directory so that
+training can resume from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edgekd import __version__
+from edgekd.artifacts import Artifact, StageContext
+from edgekd.atomic import write_json
+from edgekd.config import DeviceProfile, Recipe
+from edgekd.stages import STAGES, StageKind
+
+log = logging.getLogger(__name__)
+
+STAGE_RECORD = "stage.json"
+FINGERPRINT_FILE = ".fingerprint"
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage of a run as recorded in its ``stage.json``."""
+
+    index: int
+    stage: str
+    directory: str
+    fingerprint: str
+    skipped: bool
+    data: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.data.get("metrics", {})
+
+    @property
+    def wall_seconds(self) -> float:
+        return float(self.data.get("wall_seconds", 0.0))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of a pipeline run."""
+
+    run_dir: Path
+    artifact: Artifact
+    stages: tuple[StageRecord, ...]
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.json"
+
+    def report(self) -> dict[str, Any]:
+        """The run's ``report.json`` as a dict (needs a ``report`` stage)."""
+        return json.loads(self.report_path.read_text())
+
+
+def stage_dir_name(index: int, stage: str) -> str:
+    """``NN-<stage>``, numbered from 1 in recipe order."""
+    return f"{index:02d}-{stage}"
+
+
+def fingerprint(previous: str, stage_config: Any, recipe: Recipe, device: DeviceProfile, kind: StageKind) -> str:
+    """Hash of everything a stage's result depends on (see the module docstring)."""
+    inputs: dict[str, Any] = {
+        "edgekd": __version__,
+        "previous": previous,
+        "config": stage_config.model_dump(mode="json"),
+        "recipe": {name: _dump(getattr(recipe, name)) for name in kind.recipe_inputs},
+    }
+    if kind.uses_device:
+        inputs["device"] = device.model_dump(mode="json")
+    if kind.extra_inputs is not None:
+        inputs["extra"] = kind.extra_inputs(stage_config, recipe)
+    encoded = json.dumps(inputs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def run_pipeline(
+    recipe: Recipe,
+    device: DeviceProfile,
+    run_dir: Path,
+    *,
+    fresh: bool = False,
+    show_progress: bool = True,
+) -> RunResult:
+    """Run ``recipe``'s stages for ``device`` in ``run_dir``, skipping stages already finished.
+
+    ``fresh`` ignores (and replaces) every cached stage.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    artifact = Artifact()
+    previous = ""
+    records: list[StageRecord] = []
+    planned: set[str] = set()
+    for index, stage_config in enumerate(recipe.stages, start=1):
+        kind = STAGES[stage_config.stage]
+        name = stage_dir_name(index, stage_config.stage)
+        planned.add(name)
+        fp = fingerprint(previous, stage_config, recipe, device, kind)
+        cached = None if fresh or not kind.cacheable else _finished_record(run_dir, name, fp)
+        if cached is not None:
+            log.info("stage %s: skipped, finished earlier with the same inputs (%.1f s then)",
+                     name, cached.get("wall_seconds", 0.0))
+            record = StageRecord(index, stage_config.stage, name, fp, True, cached)
+        else:
+            log.info("stage %s: running", name)
+            ctx = StageContext(
+                recipe=recipe, device=device, run_dir=run_dir.resolve(),
+                work_dir=_partial_dir(run_dir, name, fp, fresh),
+                stage_dir_name=name, seed=recipe.seed, log=logging.getLogger(f"edgekd.stage.{stage_config.stage}"),
+                show_progress=show_progress, previous=tuple(r.data for r in records),
+            )
+            record = _run_stage(kind, stage_config, artifact, ctx, index, fp)
+            log.info("stage %s: done in %.1f s", name, record.wall_seconds)
+        artifact = Artifact.from_json(record.data["artifact"])
+        previous = fp
+        records.append(record)
+    _remove_stale_stage_dirs(run_dir, planned)
+    return RunResult(run_dir=run_dir, artifact=artifact, stages=tuple(records))
+
+
+def _finished_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None:
+    """The record of a finished stage with fingerprint ``fp``, completing an interrupted rename."""
+    final = run_dir / name
+    record = _read_record(final / STAGE_RECORD)
+    if record is not None and record.get("fingerprint") == fp:
+        return record
+    partial = run_dir / f".{name}.partial"
+    record = _read_record(partial / STAGE_RECORD)
+    if record is not None and record.get("fingerprint") == fp:
+        _commit(partial, final)  # the stage finished but was stopped before its rename
+        return record
+    return None
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _partial_dir(run_dir: Path, name: str, fp: str, fresh: bool) -> Path:
+    """The stage's working directory; kept from an interrupted attempt with the same inputs."""
+    partial = run_dir / f".{name}.partial"
+    marker = partial / FINGERPRINT_FILE
+    keep = not fresh and marker.is_file() and marker.read_text() == fp
+    if partial.exists() and not keep:
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fp)
+    return partial
+
+
+def _run_stage(kind: StageKind, stage_config: Any, artifact: Artifact, ctx: StageContext,
+               index: int, fp: str) -> StageRecord:
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+    output = kind.runner()(stage_config, artifact, ctx)
+    data = {
+        "stage": stage_config.stage,
+        "index": index,
+        "fingerprint": fp,
+        "config": stage_config.model_dump(mode="json"),
+        "inputs": artifact.to_json(),
+        "artifact": output.artifact.to_json(),
+        "metrics": output.metrics,
+        "started_at": started_at,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "edgekd_version": __version__,
+    }
+    write_json(ctx.work_dir / STAGE_RECORD, data)
+    (ctx.work_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
+    _commit(ctx.work_dir, ctx.run_dir / ctx.stage_dir_name)
+    return StageRecord(index, stage_config.stage, ctx.stage_dir_name, fp, False, data)
+
+
+def _commit(partial: Path, final: Path) -> None:
+    """Replace ``final`` by the finished ``partial`` directory."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+
+
+def _remove_stale_stage_dirs(run_dir: Path, planned: set[str]) -> None:
+    """Delete stage directories a longer or different earlier version of the recipe left."""
+    for path in run_dir.iterdir():
+        name = path.name.removeprefix(".").removesuffix(".partial")
+        if path.is_dir() and name[:2].isdigit() and name[2:3] == "-" and name not in planned:
+            shutil.rmtree(path)
+
+
+def load_run_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The ``stage.json`` records of a run directory's finished stages, in order."""
+    records = []
+    for path in sorted(Path(run_dir).glob("[0-9][0-9]-*/" + STAGE_RECORD)):
+        record = _read_record(path)
+        if record is not None:
+            records.append(record)
+    return records

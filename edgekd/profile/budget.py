@@ -1,0 +1,47 @@
+"""Judging a profile against a device budget: p90 latency, model size and peak memory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from edgekd.config import Budget
+from edgekd.profile.runner import ProfileResult
+
+
+@dataclass(frozen=True)
+class BudgetVerdict:
+    """``pass`` when every check is within its limit; ``estimate`` when latency came from a ratio."""
+
+    verdict: Literal["pass", "fail"]
+    checks: list[dict[str, Any]]
+    limits: dict[str, float]
+    estimate: bool
+
+    @property
+    def passed(self) -> bool:
+        """True when the verdict is ``pass``."""
+        return self.verdict == "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return asdict(self)
+
+
+def judge(result: ProfileResult, budget: Budget) -> BudgetVerdict:
+    """Compare ``result`` with ``budget``; a value equal to its limit passes."""
+    measured = [
+        ("p90_latency", result.p90_ms, budget.p90_ms, "ms"),
+        ("model_size", result.size_mb, budget.size_mb, "MB"),
+        ("peak_memory", result.peak_memory_mb, budget.peak_memory_mb, "MB"),
+    ]
+    checks = [
+        {"name": name, "value": round(value, 4), "limit": limit, "unit": unit, "passed": value <= limit}
+        for name, value, limit, unit in measured
+    ]
+    return BudgetVerdict(
+        verdict="pass" if all(c["passed"] for c in checks) else "fail",
+        checks=checks,
+        limits=budget.model_dump(),
+        estimate=result.estimate,
+    )

@@ -1,0 +1,47 @@
+"""Shared fixtures: small real recipes derived from the built-in demo."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgekd.catalog import find
+
+DEMO = find("pipelines", "demo-digits")
+
+
+def demo_recipe_dict() -> dict[str, Any]:
+    """The built-in demo recipe as a dict."""
+    return yaml.safe_load(DEMO.read_text())
+
+
+def shrink(
+    recipe: dict[str, Any], *, teacher_epochs: int = 4, distill_epochs: int = 6, runs: int = 30
+) -> dict[str, Any]:
+    """A faster copy of a recipe: fewer epochs and timed runs, same stages and data."""
+    recipe = copy.deepcopy(recipe)
+    for stage in recipe["stages"]:
+        if stage["stage"] == "teacher":
+            stage["epochs"] = teacher_epochs
+        elif stage["stage"] == "distill":
+            stage["epochs"] = distill_epochs
+        elif stage["stage"] == "profile":
+            stage.update(warmup=5, runs=runs)
+    return recipe
+
+
+@pytest.fixture
+def write_recipe(tmp_path: Path) -> Callable[..., Path]:
+    """Write a recipe dict (default: the shrunken demo) to a YAML file and return its path."""
+
+    def _write(recipe: dict[str, Any] | None = None, name: str = "recipe.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(recipe if recipe is not None else shrink(demo_recipe_dict())))
+        return path
+
+    return _write

@@ -1,0 +1,112 @@
+"""Malformed recipes fail with one line naming the file and key, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from tests.conftest import demo_recipe_dict
+
+runner = CliRunner()
+
+
+def _validate(path: Path):
+    return runner.invoke(app, ["validate", str(path)])
+
+
+def _assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text
+    assert len(text.splitlines()) == 1, text
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+def test_builtin_demo_recipe_validates() -> None:
+    result = runner.invoke(app, ["validate", "demo-digits"])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output and "teacher, distill, export, profile, report" in result.output
+
+
+def test_unknown_key_is_named_with_suggestion(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    recipe["stages"][1]["tempreature"] = 2.0
+    path = write_recipe(recipe)
+    _assert_one_line_error(_validate(path), str(path), "stages[1].tempreature", "did you mean 'temperature'")
+
+
+def test_wrong_type_names_key_and_value(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    recipe["stages"][0]["epochs"] = "many"
+    _assert_one_line_error(_validate(write_recipe(recipe)), "stages[0].epochs", "valid integer", "'many'")
+
+
+@pytest.mark.parametrize(("section", "key", "value", "expected"), [
+    ("distill", "temperature", -1.0, "greater than 0"),
+    ("distill", "alpha", 1.5, "less than or equal to 1"),
+    ("teacher", "epochs", 0, "greater than 0"),
+])
+def test_out_of_range_values(write_recipe, section: str, key: str, value: float, expected: str) -> None:
+    recipe = demo_recipe_dict()
+    index = [s["stage"] for s in recipe["stages"]].index(section)
+    recipe["stages"][index][key] = value
+    _assert_one_line_error(_validate(write_recipe(recipe)), f"stages[{index}].{key}", expected)
+
+
+def test_unknown_stage_and_arch_names_suggest_closest(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    recipe["stages"][1]["stage"] = "distil"
+    _assert_one_line_error(_validate(write_recipe(recipe)), "stages[1].stage", "did you mean 'distill'")
+    recipe = demo_recipe_dict()
+    recipe["student"]["model"]["arch"] = "cn"
+    _assert_one_line_error(_validate(write_recipe(recipe)), "student.model.arch", "'cnn'")
+
+
+def test_missing_files(write_recipe, tmp_path: Path) -> None:
+    _assert_one_line_error(_validate(tmp_path / "nope.yaml"), "nope.yaml", "file not found")
+    recipe = demo_recipe_dict()
+    recipe["teacher"]["weights"] = "missing-teacher.safetensors"
+    result = runner.invoke(app, ["run", str(write_recipe(recipe)), "--out", str(tmp_path / "run"), "-q"])
+    _assert_one_line_error(result, "missing-teacher.safetensors", "not found")
+
+
+def test_unknown_device_and_export_target(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    recipe["device"] = "raspbery-pi-4"
+    _assert_one_line_error(_validate(write_recipe(recipe)), "unknown device 'raspbery-pi-4'", "raspberry-pi-4")
+    recipe = demo_recipe_dict()
+    recipe["stages"][2]["target"] = "onnx-fp64"
+    _assert_one_line_error(_validate(write_recipe(recipe)), "unknown exporter 'onnx-fp64'")
+
+
+def test_malformed_yaml_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nstages: [\n  - stage: teacher\n")
+    _assert_one_line_error(_validate(path), str(path), "malformed YAML", "line")
+
+
+def test_top_level_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    _assert_one_line_error(_validate(path), "expected a mapping")
+
+
+def test_stage_order_is_checked(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    recipe["stages"] = [s for s in recipe["stages"] if s["stage"] != "export"]
+    _assert_one_line_error(_validate(write_recipe(recipe)), "'profile' needs an 'export' stage")
+    recipe = demo_recipe_dict()
+    recipe["stages"] = recipe["stages"][1:]
+    _assert_one_line_error(_validate(write_recipe(recipe)), "'distill' needs a 'teacher' stage")
+
+
+def test_bad_device_profile_file(write_recipe, tmp_path: Path) -> None:
+    device = tmp_path / "phone.yaml"
+    device.write_text("name: phone\nthreads: 0\nbudget: {p90_ms: 20, size_mb: 5, peak_memory_mb: 100}\n")
+    recipe = demo_recipe_dict()
+    recipe["device"] = str(device)
+    _assert_one_line_error(_validate(write_recipe(recipe)), str(device), "threads")

@@ -1,0 +1,230 @@
+"""Tests for edgekd.export: ONNX export, graph optimization, determinism and the parity gate."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from edgekd.config import ExportTarget, load_yaml_model
+from edgekd.errors import ExportError
+from edgekd.export import ExportResult, check_parity, export_onnx, parity_batches
+
+EXPORTERS = Path(__file__).resolve().parent.parent / "exporters"
+LEVELS = ["disabled", "basic", "extended", "all"]
+
+
+class SmallCNN(nn.Module):
+    """conv-bn-relu-pool-linear over 1×8×8 images, 10 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, kernel_size=3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn(self.conv(x))))
+        return self.fc(x.flatten(1))
+
+
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    model = SmallCNN()
+    # Non-trivial running statistics, so folding BN into the convolution is really exercised.
+    model.bn.running_mean.uniform_(-0.5, 0.5)
+    model.bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+
+
+MODELS = {"cnn": _cnn, "mlp": _mlp}
+
+
+def _sample(batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(42))
+
+
+def _target(level: str = "basic", atol: float = 1e-4) -> ExportTarget:
+    return ExportTarget(name="test", optimization_level=level, parity_atol=atol)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_export_matches_torch_at_batch_1_and_7(tmp_path: Path, kind: str) -> None:
+    model = MODELS[kind]()
+    path = tmp_path / f"{kind}.onnx"
+    result = export_onnx(model, _sample(), path, _target())
+
+    assert isinstance(result, ExportResult) and result.path == path and path.is_file()
+    assert result.parity.passed and result.parity.max_abs_diff < 1e-4
+    assert result.parity.samples == 1 + 7
+    assert result.opset == 17
+    assert result.size_mb == pytest.approx(path.stat().st_size / 2**20)
+
+    batch1, batch7 = parity_batches(_sample(), (1, 7), seed=3)
+    for batch in (batch1, batch7):
+        parity = check_parity(model, path, batch, atol=1e-4)
+        assert parity.passed and parity.max_abs_diff < 1e-4
+        assert parity.argmax_agreement == 1.0
+        assert parity.samples == batch.shape[0]
+
+
+def test_dynamic_batch_axis_is_in_the_graph(tmp_path: Path) -> None:
+    path = tmp_path / "cnn.onnx"
+    result = export_onnx(_cnn(), _sample(), path, _target())
+
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["input"]
+    assert [o.name for o in graph.output] == ["logits"]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert result.input_names == ("input",) and result.output_names == ("logits",)
+    assert result.input_shapes == {"input": ("batch", 1, 8, 8)}
+
+
+def test_custom_input_and_output_names(tmp_path: Path) -> None:
+    path = tmp_path / "mlp.onnx"
+    result = export_onnx(_mlp(), _sample(), path, _target(), input_name="pixels", output_name="scores")
+    assert result.input_shapes == {"pixels": ("batch", 1, 8, 8)}
+    assert result.output_names == ("scores",)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_reexport_of_same_weights_is_byte_identical(tmp_path: Path, level: str) -> None:
+    model = _cnn()
+    first = export_onnx(model, _sample(), tmp_path / "a.onnx", _target(level))
+    second = export_onnx(copy.deepcopy(model), _sample(), tmp_path / "b.onnx", _target(level))
+    assert first.path.read_bytes() == second.path.read_bytes()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_each_optimization_level_loads_and_passes_parity(tmp_path: Path, level: str) -> None:
+    model = _cnn()
+    path = tmp_path / f"cnn-{level}.onnx"
+    result = export_onnx(model, _sample(), path, _target(level))
+    assert result.parity.passed and result.parity.argmax_agreement == 1.0
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": _sample(5).numpy()})[0].shape == (5, 10)
+    assert check_parity(model, path, parity_batches(_sample(), (1, 7)), atol=1e-4).passed
+
+    domains = {node.domain for node in onnx.load(str(path)).graph.node}
+    if level in ("disabled", "basic"):
+        assert domains <= {"", "ai.onnx"}, "disabled/basic must keep standard ONNX operators only"
+
+
+def test_export_restores_training_mode(tmp_path: Path) -> None:
+    model = _cnn().train()
+    model.bn.eval()
+    export_onnx(model, _sample(), tmp_path / "cnn.onnx", _target())
+    assert model.training and model.conv.training and not model.bn.training
+
+
+class _FFT(nn.Module):
+    """A module the TorchScript exporter cannot export (no ONNX symbolic for aten::fft_fft)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft(x).real
+
+
+def test_unexportable_module_raises_and_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "fft.onnx"
+    with pytest.raises(ExportError) as info:
+        export_onnx(_FFT(), _sample(), path, _target())
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "fft" in message
+    assert not path.exists()
+    assert not path.parent.exists() or list(path.parent.iterdir()) == []
+
+
+def test_failed_export_keeps_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"previous")
+    with pytest.raises(ExportError):
+        export_onnx(_FFT(), _sample(), path, _target())
+    assert path.read_bytes() == b"previous"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_parity_gate_raises_naming_the_file(tmp_path: Path) -> None:
+    model = _cnn()
+    measured = export_onnx(model, _sample(), tmp_path / "probe.onnx", _target("disabled")).parity
+    if measured.max_abs_diff == 0.0:
+        pytest.skip("onnxruntime matches torch exactly here; a 1e-12 gate cannot fail")
+
+    path = tmp_path / "gated" / "cnn.onnx"
+    with pytest.raises(ExportError) as info:
+        export_onnx(model, _sample(), path, _target("disabled", atol=1e-12))
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message and "1e-12" in message and "parity" in message
+    assert f"{measured.max_abs_diff:.3g}" in message
+    assert not path.exists() and list(path.parent.iterdir()) == []
+
+
+class _TwoOutputs(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.flatten(1), x.sum(dim=(1, 2, 3))
+
+
+def test_model_with_several_outputs_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "two.onnx"
+    with pytest.raises(ExportError, match="single tensor"):
+        export_onnx(_TwoOutputs(), _sample(), path, _target())
+    assert not path.exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_check_parity_reports_a_fixed_batch_graph(tmp_path: Path) -> None:
+    model = _mlp()
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(model, (_sample(),), str(path), dynamo=False, input_names=["input"])
+    with pytest.raises(ExportError, match="fixed.onnx"):
+        check_parity(model, path, parity_batches(_sample(), (1, 7)), atol=1e-4)
+
+
+def test_parity_batches_are_deterministic_and_distinct() -> None:
+    first = parity_batches(_sample(), (1, 7))
+    again = parity_batches(_sample(), (1, 7))
+    assert [tuple(b.shape) for b in first] == [(1, 1, 8, 8), (7, 1, 8, 8)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert len({tuple(row.flatten().tolist()) for row in first[1]}) == 7
+    tokens = parity_batches(torch.tensor([[3, 5, 7]]), (4,))[0]
+    assert torch.equal(tokens, torch.tensor([[3, 5, 7]] * 4))
+
+
+def test_result_to_json_is_serializable(tmp_path: Path) -> None:
+    result = export_onnx(_mlp(), _sample(), tmp_path / "mlp.onnx", _target())
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["path"] == str(tmp_path / "mlp.onnx")
+    assert data["input_shapes"] == {"input": ["batch", 1, 8, 8]}
+    assert data["parity"]["passed"] is True and data["parity"]["samples"] == 8
+
+
+@pytest.mark.parametrize("preset", sorted(EXPORTERS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_exporter_presets_validate(preset: Path) -> None:
+    target = load_yaml_model(preset, ExportTarget)
+    assert target.name == preset.stem
+
+
+def test_onnx_fp32_preset_exports(tmp_path: Path) -> None:
+    target = load_yaml_model(EXPORTERS / "onnx-fp32.yaml", ExportTarget)
+    assert (target.format, target.opset) == ("onnx", 17)
+    assert export_onnx(_cnn(), _sample(), tmp_path / "cnn.onnx", target).parity.passed
+
+
+def test_whole_sample_is_checked_for_parity(tmp_path: Path) -> None:
+    result = export_onnx(_mlp(), _sample(16), tmp_path / "mlp.onnx", _target())
+    assert result.parity.samples == 1 + 7 + 16
+    assert result.input_shapes == {"input": ("batch", 1, 8, 8)}
