@@ -57,7 +57,7 @@ class Budget(StrictModel):
 class ReferenceFigure(StrictModel):
     """A published latency of a public model on the device, used to derive a host→device ratio."""
 
-    model: Literal["mobilebert-seq128", "bert-base-seq128"]
+    model: Literal["mobilebert-seq128", "bert-base-seq128", "mobilenet-v2-int8-224"]
     latency_ms: PositiveFloat
     threads: PositiveInt
     source: str = Field(min_length=10, description="Where the figure was published.")

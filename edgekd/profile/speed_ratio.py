@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,7 +142,36 @@ def _cached_host_ms(path: Path, key: dict[str, Any]) -> float | None:
 # --------------------------------------------------------------------------- reference builders
 
 
-def _export_encoder(family: str, seq: int) -> Callable[[Path], None]:
+def export_encoder(model: Any, target: Path, *, sequence_length: int, dynamic: bool = False) -> None:
+    """Export a ``transformers`` BERT-family encoder to ONNX (opset 17, TorchScript exporter).
+
+    Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, batch 1 ×
+    ``sequence_length``; batch and sequence axes dynamic when ``dynamic``), output
+    ``last_hidden_state``. The model is called with keyword arguments through a thin wrapper,
+    which the tracer needs with transformers 5.
+    """
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch", 1: "sequence"} for name in names} if dynamic else None
+    ids = torch.zeros(1, sequence_length, dtype=torch.long)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
+        torch.onnx.export(Encoder(model.eval()), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(target),
+                          input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                          opset_version=17, dynamo=False)
+
+
+def _encoder_builder(family: str, seq: int) -> Callable[[Path], None]:
     """A builder exporting a random-weight BERT-family encoder at batch 1 and ``seq`` tokens."""
 
     def build(target: Path) -> None:
@@ -156,14 +186,7 @@ def _export_encoder(family: str, seq: int) -> Callable[[Path], None]:
             config = transformers.BertConfig()  # BERT-base: 12 layers, hidden 768
             model = transformers.BertModel(config)
         config._attn_implementation = "eager"  # plain MatMul/Softmax, as the on-device runtimes run it
-        model.eval()
-        ids = torch.zeros(1, seq, dtype=torch.long)
-        with torch.no_grad():
-            torch.onnx.export(
-                model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(target),
-                input_names=["input_ids", "attention_mask", "token_type_ids"],
-                output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-            )
+        export_encoder(model, target, sequence_length=seq)
 
     return build
 
@@ -190,7 +213,8 @@ def _build_mobilenet_v2_int8(target: Path) -> None:
     model = transformers.MobileNetV2ForImageClassification(config).eval()
     fp32 = target.with_name(target.name + ".fp32.onnx")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(fp32), input_names=["pixel_values"],
                               output_names=["logits"], opset_version=17, dynamo=False)
         onnxruntime.set_default_logger_severity(3)
@@ -204,11 +228,9 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
     m.key: m
     for m in (
         ReferenceModel("mobilebert-seq128", "MobileBERT encoder, fp32, batch 1 × 128 tokens",
-                       InputShape(batch=1, sequence_length=128), _export_encoder("mobilebert", 128)),
-        ReferenceModel("mobilebert-seq384", "MobileBERT encoder, fp32, batch 1 × 384 tokens (SQuAD setting)",
-                       InputShape(batch=1, sequence_length=384), _export_encoder("mobilebert", 384)),
+                       InputShape(batch=1, sequence_length=128), _encoder_builder("mobilebert", 128)),
         ReferenceModel("bert-base-seq128", "BERT-base encoder, fp32, batch 1 × 128 tokens",
-                       InputShape(batch=1, sequence_length=128), _export_encoder("bert", 128)),
+                       InputShape(batch=1, sequence_length=128), _encoder_builder("bert", 128)),
         ReferenceModel("mobilenet-v2-int8-224", "MobileNetV2 1.0, static INT8, batch 1 × 3×224×224",
                        InputShape(batch=1, image_size=224), _build_mobilenet_v2_int8),
     )

@@ -1,0 +1,188 @@
+"""Input tensors for timing a model: shapes from the device profile, values that run anywhere.
+
+Latency does not depend on the values fed, so the only rules are that every input has the
+shape the device runs and values the model accepts: token ids in a small range (valid for any
+vocabulary of 32 or more), attention masks of ones, token type ids of zeros, position ids
+counting up, and random normal floats.
+
+This module imports only numpy (and onnx when given a path), so the profiling worker stays
+light; it accepts anything shaped like :class:`edgekd.config.InputShape`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekd.errors import ModelError
+
+TOKEN_ID_HIGH = 32
+_SEQ_NAME = re.compile(r"seq|sequence|length|len|token|time|step", re.IGNORECASE)
+_BATCH_NAME = re.compile(r"batch|^n$|^b$", re.IGNORECASE)
+_SPATIAL_NAME = re.compile(r"height|width|^h$|^w$", re.IGNORECASE)
+
+_NUMPY_DTYPES: dict[str, Any] = {
+    "float": np.float32, "float16": np.float16, "double": np.float64,
+    "int64": np.int64, "int32": np.int32, "int16": np.int16, "int8": np.int8,
+    "uint8": np.uint8, "bool": np.bool_,
+}
+# onnx.TensorProto data type numbers → the names onnxruntime uses in "tensor(<name>)".
+_ONNX_TYPE_NAMES = {1: "float", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
+                    8: "string", 9: "bool", 10: "float16", 11: "double", 16: "bfloat16"}
+
+Dim = int | str | None
+
+
+class ShapeLike(Protocol):
+    """What :func:`make_feeds` reads from a device profile's ``inputs``."""
+
+    batch: int
+    sequence_length: int
+    image_size: int | None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input: its name, declared dims (ints static, strings or None dynamic) and type."""
+
+    name: str
+    dims: tuple[Dim, ...]
+    type_name: str
+
+
+def input_specs(model: str | Path | Any) -> list[InputSpec]:
+    """The graph inputs of an ONNX file or of an ``onnxruntime.InferenceSession``."""
+    if isinstance(model, str | Path):
+        return _specs_from_file(Path(model))
+    return [
+        InputSpec(i.name, tuple(i.shape), str(i.type).removeprefix("tensor(").removesuffix(")"))
+        for i in model.get_inputs()
+    ]
+
+
+def _specs_from_file(path: Path) -> list[InputSpec]:
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # protobuf raises several unrelated types for a bad file
+        raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+    initializers = {t.name for t in graph.initializer}
+    specs = []
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims: list[Dim] = []
+        for d in tensor.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+        type_name = _ONNX_TYPE_NAMES.get(tensor.elem_type, f"type {tensor.elem_type}")
+        specs.append(InputSpec(value.name, tuple(dims), type_name))
+    return specs
+
+
+def resolve_shape(spec: InputSpec, shape: ShapeLike) -> tuple[int, ...]:
+    """The concrete shape ``spec`` gets on the device described by ``shape``.
+
+    Static dims are kept. Dynamic dims are filled by name (``seq``/``length`` → sequence length,
+    ``batch`` → batch, ``height``/``width`` → image size), then by position: the first other
+    dynamic dim is the batch, the spatial dims of a 4-D float input are the image size, and any
+    remaining dim of a 2-D input is the sequence length. A model whose static image size differs
+    from the profile's ``image_size`` is a :class:`ModelError`.
+    """
+    dims = spec.dims
+    image = _spatial_axes(spec)
+    if image and shape.image_size is not None:
+        static = [dims[a] for a in image if _is_static(dims[a])]
+        if any(d != shape.image_size for d in static):
+            raise ModelError(
+                f"input '{spec.name}' has static shape {_show(dims)} but the device profile sets "
+                f"image_size={shape.image_size}; export the model at {shape.image_size}x"
+                f"{shape.image_size} or with dynamic height/width"
+            )
+    resolved: list[int] = []
+    batch_taken = False
+    for axis, dim in enumerate(dims):
+        if _is_static(dim):
+            resolved.append(int(dim))  # type: ignore[arg-type]
+            continue
+        name = dim if isinstance(dim, str) else ""
+        if _BATCH_NAME.search(name) and not _SEQ_NAME.search(name):
+            value, batch_taken = shape.batch, True
+        elif _SEQ_NAME.search(name):
+            value = shape.sequence_length
+        elif axis in image or _SPATIAL_NAME.search(name):
+            if shape.image_size is None:
+                raise ModelError(
+                    f"input '{spec.name}' has dynamic image size {_show(dims)}; "
+                    "set inputs.image_size in the device profile"
+                )
+            value = shape.image_size
+        elif not batch_taken:
+            value, batch_taken = shape.batch, True
+        elif len(dims) == 2:
+            value = shape.sequence_length
+        else:
+            raise ModelError(
+                f"input '{spec.name}' has a dynamic dim {dim!r} at axis {axis} of {_show(dims)} "
+                "that is neither batch, sequence length nor image size; export it with a static size"
+            )
+        resolved.append(value)
+    return tuple(resolved)
+
+
+def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: int = 0) -> dict[str, np.ndarray]:
+    """Input arrays for every graph input, shaped for the device (see :func:`resolve_shape`).
+
+    Raises :class:`ModelError` for an input type that cannot be fed (strings, bfloat16, ...).
+    """
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for spec in input_specs(onnx_path_or_session):
+        dtype = _NUMPY_DTYPES.get(spec.type_name)
+        if dtype is None:
+            supported = ", ".join(sorted(_NUMPY_DTYPES))
+            raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} (supported: {supported})")
+        feeds[spec.name] = _values(spec.name.lower(), resolve_shape(spec, shape), np.dtype(dtype), rng)
+    return feeds
+
+
+def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    if dtype.kind == "f":
+        return rng.standard_normal(dims).astype(dtype)
+    if dtype.kind == "b" or "mask" in name:
+        return np.ones(dims, dtype=dtype)
+    if "position" in name and dims:
+        return np.broadcast_to(np.arange(dims[-1], dtype=dtype), dims).copy()
+    if "type" in name or "segment" in name:
+        return np.zeros(dims, dtype=dtype)
+    if dtype == np.uint8:
+        return rng.integers(0, 256, dims, dtype=dtype)
+    return rng.integers(0, TOKEN_ID_HIGH, dims, dtype=dtype)
+
+
+def _spatial_axes(spec: InputSpec) -> tuple[int, ...]:
+    """The (height, width) axes of a 4-D float image input, NCHW unless it looks NHWC."""
+    dims = spec.dims
+    if len(dims) != 4 or spec.type_name not in ("float", "float16", "double"):
+        return ()
+    channels_last = dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4)
+    return (1, 2) if channels_last else (2, 3)
+
+
+def _is_static(dim: Dim) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def _show(dims: tuple[Dim, ...]) -> str:
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (or its type name), for one-line errors."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

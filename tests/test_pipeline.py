@@ -1,0 +1,130 @@
+"""The pipeline resumes finished stages, re-runs what changed, and never trusts half-written work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import edgekd
+from edgekd.pipeline import load_run_records
+from tests.conftest import demo_recipe_dict, shrink
+
+TRAIN_AND_EXPORT = ("teacher", "distill", "export")
+
+
+def _recipe(**changes) -> dict:
+    recipe = shrink(demo_recipe_dict())
+    recipe["stages"] = [s for s in recipe["stages"] if s["stage"] in TRAIN_AND_EXPORT]
+    for stage in recipe["stages"]:
+        stage.update(changes.get(stage["stage"], {}))
+    return recipe
+
+
+def _metrics(result) -> dict:
+    return {role: {k: m.metrics[k] for k in ("accuracy", "params")} for role, m in result.artifact.models.items()}
+
+
+def test_second_run_skips_finished_stages_with_same_metrics(write_recipe, tmp_path: Path) -> None:
+    path = write_recipe(_recipe())
+    first = edgekd.run(path, out=tmp_path / "run")
+    assert [r.skipped for r in first.stages] == [False, False, False]
+    second = edgekd.run(path, out=tmp_path / "run")
+    assert [r.skipped for r in second.stages] == [True, True, True]
+    assert _metrics(second) == _metrics(first)
+    assert [r.wall_seconds for r in second.stages] == [r.wall_seconds for r in first.stages]
+    assert (tmp_path / "run" / "03-export" / "student.onnx").is_file()
+    assert [r["stage"] for r in load_run_records(tmp_path / "run")] == list(TRAIN_AND_EXPORT)
+
+
+def test_changed_stage_reruns_it_and_later_stages_only(write_recipe, tmp_path: Path) -> None:
+    edgekd.run(write_recipe(_recipe()), out=tmp_path / "run")
+    changed = write_recipe(_recipe(distill={"temperature": 2.0}), name="changed.yaml")
+    result = edgekd.run(changed, out=tmp_path / "run")
+    assert [r.skipped for r in result.stages] == [True, False, False]
+
+
+def test_fresh_ignores_cache(write_recipe, tmp_path: Path) -> None:
+    path = write_recipe(_recipe())
+    edgekd.run(path, out=tmp_path / "run")
+    result = edgekd.run(path, out=tmp_path / "run", fresh=True)
+    assert not any(r.skipped for r in result.stages)
+
+
+def test_same_seed_gives_identical_metrics_and_onnx_bytes(write_recipe, tmp_path: Path) -> None:
+    path = write_recipe(_recipe())
+    a = edgekd.run(path, out=tmp_path / "a")
+    b = edgekd.run(path, out=tmp_path / "b")
+    assert _metrics(a) == _metrics(b)
+    for role in ("teacher", "student"):
+        assert (tmp_path / "a/03-export" / f"{role}.onnx").read_bytes() == (
+            tmp_path / "b/03-export" / f"{role}.onnx").read_bytes()
+
+
+def test_unfinished_stage_directory_is_not_taken_for_a_result(write_recipe, tmp_path: Path) -> None:
+    path = write_recipe(_recipe())
+    run_dir = tmp_path / "run"
+    edgekd.run(path, out=run_dir)
+    # Simulate a crash inside the export stage: its directory is back to ".partial" with no stage.json.
+    (run_dir / "03-export" / "stage.json").unlink()
+    (run_dir / "03-export").rename(run_dir / ".03-export.partial")
+    result = edgekd.run(path, out=run_dir)
+    assert [r.skipped for r in result.stages] == [True, True, False]
+    assert not (run_dir / ".03-export.partial").exists()
+
+
+def test_stage_finished_but_not_renamed_is_recovered(write_recipe, tmp_path: Path) -> None:
+    path = write_recipe(_recipe())
+    run_dir = tmp_path / "run"
+    edgekd.run(path, out=run_dir)
+    (run_dir / "02-distill").rename(run_dir / ".02-distill.partial")  # killed between stage.json and rename
+    result = edgekd.run(path, out=run_dir)
+    assert [r.skipped for r in result.stages] == [True, True, True]
+    assert (run_dir / "02-distill" / "stage.json").is_file()
+
+
+def test_interrupted_training_resumes_from_checkpoint(write_recipe, tmp_path: Path, monkeypatch) -> None:
+    from edgekd.distill import trainer
+
+    path = write_recipe(_recipe(distill={"epochs": 6}))
+    reference = edgekd.run(path, out=tmp_path / "reference")
+
+    calls = {"n": 0}
+    original = trainer._save_checkpoint
+
+    def crash_after_three_epochs(directory, model, optimizer, best_state, history):
+        original(directory, model, optimizer, best_state, history)
+        if "distill" in directory.name and history.epochs_run == 3:  # as if killed right after epoch 3
+            calls["n"] += 1
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", crash_after_three_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        edgekd.run(path, out=tmp_path / "run")
+    assert calls["n"] == 1
+    monkeypatch.setattr(trainer, "_save_checkpoint", original)
+    resumed = edgekd.run(path, out=tmp_path / "run")
+    distill = resumed.stages[1]
+    assert distill.metrics["student"]["resumed_from_epoch"] == 3
+    assert _metrics(resumed) == _metrics(reference)
+
+
+def test_stage_record_contents(write_recipe, tmp_path: Path) -> None:
+    edgekd.run(write_recipe(_recipe()), out=tmp_path / "run")
+    record = json.loads((tmp_path / "run/02-distill/stage.json").read_text())
+    assert set(record) >= {"fingerprint", "config", "inputs", "artifact", "metrics", "wall_seconds"}
+    assert record["inputs"]["teacher"]["weights"] == "01-teacher/teacher.safetensors"
+    assert record["artifact"]["student"]["weights"] == "02-distill/student.safetensors"
+    assert record["config"]["temperature"] == 4.0
+    assert len(record["metrics"]["history"]) == record["config"]["epochs"]
+
+
+def test_removed_stages_leave_no_stale_directories(write_recipe, tmp_path: Path) -> None:
+    edgekd.run(write_recipe(_recipe()), out=tmp_path / "run")
+    shorter = _recipe()
+    shorter["stages"] = shorter["stages"][:2]
+    edgekd.run(write_recipe(shorter, name="short.yaml"), out=tmp_path / "run")
+    assert not (tmp_path / "run" / "03-export").exists()
+    shutil.rmtree(tmp_path / "run")
