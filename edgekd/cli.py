@@ -141,11 +141,15 @@ def profile(
     if as_json:
         sys.stdout.write(json.dumps(figures, sort_keys=True) + "\n")
         return
-    table = Table(title=f"{model} on {device}" + (" (estimate)" if figures["estimate"] else ""))
+    estimate = (f" — estimate: host × speed ratio {figures['speed_ratio']:.2f} from '{figures['reference']}'"
+                if figures["estimate"] else " — measured")
+    out.print(f"[bold]{model}[/] on [bold]{device}[/]{estimate}, {figures['threads']} thread(s) here, "
+              f"inputs {figures['input_shapes']}", highlight=False)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb", "size_mb", "threads"):
-        table.add_row(key, f"{figures[key]:.3f}" if isinstance(figures[key], float) else str(figures[key]))
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb", "size_mb"):
+        table.add_row(key, f"{figures[key]:.3f}")
     out.print(table)
 
 
