@@ -34,12 +34,14 @@ from typing import Any
 from edgekd import __version__
 from edgekd.artifacts import Artifact, StageContext
 from edgekd.atomic import write_json
-from edgekd.config import DeviceProfile, Recipe
+from edgekd.config import DeviceProfile, Recipe, validate_model
+from edgekd.errors import ConfigError
 from edgekd.stages import STAGES, StageKind
 
 log = logging.getLogger(__name__)
 
 STAGE_RECORD = "stage.json"
+RUN_RECORD = "run.json"  # the recipe and device profile of the latest run, for rebuilding reports
 FINGERPRINT_FILE = ".fingerprint"
 
 
@@ -119,6 +121,8 @@ def run_pipeline(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__, "recipe": recipe.model_dump(mode="json"),
+                                      "device": device.model_dump(mode="json")})
     artifact = Artifact()
     previous = ""
     records: list[StageRecord] = []
@@ -219,6 +223,17 @@ def _remove_stale_stage_dirs(run_dir: Path, planned: set[str]) -> None:
         name = path.name.removeprefix(".").removesuffix(".partial")
         if path.is_dir() and name[:2].isdigit() and name[2:3] == "-" and name not in planned:
             shutil.rmtree(path)
+
+
+def load_run(run_dir: Path) -> tuple[Recipe, DeviceProfile, list[dict[str, Any]]]:
+    """The recipe, device profile and finished stage records of a run directory (nothing is re-run)."""
+    record = _read_record(Path(run_dir) / RUN_RECORD)
+    if record is None:
+        raise ConfigError(f"{run_dir}: not an edgekd run directory ({RUN_RECORD} missing or unreadable)")
+    source = str(Path(run_dir) / RUN_RECORD)
+    recipe = validate_model(record["recipe"], Recipe, source=f"{source} (recipe)")
+    device = validate_model(record["device"], DeviceProfile, source=f"{source} (device)")
+    return recipe, device, load_run_records(run_dir)
 
 
 def load_run_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -128,3 +128,12 @@ def test_removed_stages_leave_no_stale_directories(write_recipe, tmp_path: Path)
     edgekd.run(write_recipe(shorter, name="short.yaml"), out=tmp_path / "run")
     assert not (tmp_path / "run" / "03-export").exists()
     shutil.rmtree(tmp_path / "run")
+
+
+def test_run_directory_records_recipe_and_device(write_recipe, tmp_path: Path) -> None:
+    from edgekd.pipeline import load_run
+
+    edgekd.run(write_recipe(_recipe()), out=tmp_path / "run")
+    recipe, device, records = load_run(tmp_path / "run")
+    assert recipe.name == "demo-digits" and device.name == "host-cpu"
+    assert [r["stage"] for r in records] == list(TRAIN_AND_EXPORT)
