@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.errors import ConfigError
 
@@ -113,7 +113,59 @@ class SklearnData(StrictModel):
     limit: PositiveInt | None = Field(default=None, description="Use only this many samples.")
 
 
-DataConfig = Annotated[Union[SklearnData], Field(discriminator="source")]  # noqa: UP007
+class TextSplitsConfig(StrictModel):
+    """What every labelled text source shares: columns, the held-out validation slice, limits."""
+
+    text_column: str = "sentence"
+    label_column: str = "label"
+    val_examples: PositiveInt = Field(
+        default=1000, description="Examples held out of the training split to pick the best epoch."
+    )
+    limit_train: PositiveInt | None = Field(default=None, description="Use only the first N training examples.")
+    limit_test: PositiveInt | None = None
+
+
+class TextFileData(TextSplitsConfig):
+    """Labelled text in local TSV or CSV files with a header line (e.g. GLUE SST-2)."""
+
+    source: Literal["tsv", "csv"]
+    train: Path
+    test: Path = Field(description="Labelled file the reported accuracy is measured on (SST-2: dev.tsv).")
+
+
+class HFDiskData(TextSplitsConfig):
+    """A dataset saved with ``datasets.Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+
+    source: Literal["hf_disk"]
+    path: Path
+    train_split: str = "train"
+    test_split: str = "validation"
+
+
+class HubData(TextSplitsConfig):
+    """A dataset from the Hugging Face hub (needs network at run time)."""
+
+    source: Literal["hub"]
+    id: str = Field(min_length=1)
+    config: str | None = None
+    train_split: str = "train"
+    test_split: str = "validation"
+
+
+DataConfig = Annotated[
+    Union[SklearnData, TextFileData, HFDiskData, HubData], Field(discriminator="source")  # noqa: UP007
+]
+
+
+class TokenizerConfig(StrictModel):
+    """Token ids for text data: a Hugging Face tokenizer, or a WordPiece one trained on the training split."""
+
+    pretrained: str | None = Field(
+        default=None, description="A hub id or a local tokenizer directory; unset trains WordPiece offline."
+    )
+    vocab_size: Annotated[int, Field(ge=100)] = 8000
+    lowercase: bool = True
+    max_length: Annotated[int, Field(ge=8)] = 128
 
 
 class CNNSpec(StrictModel):
@@ -133,7 +185,69 @@ class MLPSpec(StrictModel):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
-ModelSpec = Annotated[Union[CNNSpec, MLPSpec], Field(discriminator="arch")]  # noqa: UP007
+class BertSpec(StrictModel):
+    """A BERT-family sequence classifier: from ``pretrained`` (hub id or local directory) or a fresh config."""
+
+    arch: Literal["bert"]
+    pretrained: str | None = None
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model. Never default.")
+    layers: PositiveInt = 4
+    hidden: PositiveInt = 512
+    heads: PositiveInt = 8
+    ffn: PositiveInt | None = Field(default=None, description="Feed-forward width; default 4 × hidden.")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> BertSpec:
+        sized = self.model_fields_set & {"layers", "hidden", "heads", "ffn"}
+        if self.pretrained is not None and sized:
+            raise ValueError(f"give either 'pretrained' or sizes ({', '.join(sorted(sized))}), not both")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+class DropLayersSpec(StrictModel):
+    """DistilBERT-style student: the teacher with encoder layers dropped, the kept ones' weights copied."""
+
+    arch: Literal["drop_layers"]
+    keep: Literal["every_other"] | list[Annotated[int, Field(ge=0)]] = "every_other"
+
+
+class BiLSTMSpec(StrictModel):
+    """Tang et al. (2019) student: embeddings, a bidirectional LSTM, max-pooling over time, an MLP head."""
+
+    arch: Literal["bilstm"]
+    embedding_dim: PositiveInt = 300
+    hidden: PositiveInt = 150
+    layers: PositiveInt = 1
+    fc_hidden: PositiveInt = 200
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class TextCNNSpec(StrictModel):
+    """Kim (2014) CNN text classifier: embeddings, parallel 1-D convolutions, max-pooling, a linear head."""
+
+    arch: Literal["textcnn"]
+    embedding_dim: PositiveInt = 128
+    filters: PositiveInt = 100
+    kernel_sizes: list[PositiveInt] = Field(default=[3, 4, 5], min_length=1)
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+ModelSpec = Annotated[
+    Union[CNNSpec, MLPSpec, BertSpec, DropLayersSpec, BiLSTMSpec, TextCNNSpec],  # noqa: UP007
+    Field(discriminator="arch"),
+]
+
+
+class EnsembleConfig(StrictModel):
+    """Several teachers of the same architecture trained with different seeds; soft targets are averaged."""
+
+    members: Annotated[int, Field(ge=2)] = 3
+    weighting: Literal["uniform", "accuracy"] | list[PositiveFloat] = Field(
+        default="accuracy", description="'accuracy' weights each member by its validation accuracy."
+    )
 
 
 class TeacherConfig(StrictModel):
@@ -141,6 +255,7 @@ class TeacherConfig(StrictModel):
 
     model: ModelSpec
     weights: Path | None = Field(default=None, description="A .safetensors file of trained weights.")
+    ensemble: EnsembleConfig | None = None
 
     @field_validator("weights")
     @classmethod
@@ -151,7 +266,7 @@ class TeacherConfig(StrictModel):
 
 
 class StudentConfig(StrictModel):
-    """The student architecture that distillation trains."""
+    """The architecture of a model that distillation trains (the student, or a teacher assistant)."""
 
     model: ModelSpec
 
@@ -160,12 +275,116 @@ class StudentConfig(StrictModel):
 
 
 class TrainingConfig(StrictModel):
-    """Optimizer settings shared by every stage that trains."""
+    """Optimizer settings shared by every stage that trains (AdamW, linear warm-up then linear decay)."""
 
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    max_grad_norm: PositiveFloat | None = Field(default=None, description="Clip the gradient norm to this.")
+    patience: PositiveInt | None = Field(
+        default=None, description="Stop after this many epochs without a better validation accuracy."
+    )
+
+
+class LayerMap(StrictModel):
+    """Which teacher layer each student layer learns from (layers counted from 1; 0 is the embeddings)."""
+
+    kind: Literal["uniform", "skip", "last", "explicit"] = "uniform"
+    k: PositiveInt | None = Field(default=None, description="'skip': every k-th teacher layer.")
+    pairs: list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]] | None = Field(
+        default=None, description="'explicit': [student_layer, teacher_layer] pairs."
+    )
+
+    @model_validator(mode="after")
+    def _fields_fit_kind(self) -> LayerMap:
+        if self.kind == "skip" and self.k is None:
+            raise ValueError("kind 'skip' needs k (use every k-th teacher layer)")
+        if self.kind == "explicit" and not self.pairs:
+            raise ValueError("kind 'explicit' needs pairs: [[student_layer, teacher_layer], ...]")
+        return self
+
+
+class HintonLoss(StrictModel):
+    """Hinton et al.: ``alpha`` · T² · KL(soft teacher ‖ soft student) + (1 − alpha) · CE(hard labels)."""
+
+    kind: Literal["hinton"]
+    weight: PositiveFloat = 1.0
+    temperature: PositiveFloat = 4.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
+
+
+class LogitMSELoss(StrictModel):
+    """Tang et al.: mean squared error between student and teacher logits."""
+
+    kind: Literal["logit_mse"]
+    weight: PositiveFloat = 1.0
+
+
+class HiddenLoss(StrictModel):
+    """FitNets / TinyBERT / Patient KD: hidden states of mapped layers, projected when widths differ."""
+
+    kind: Literal["hidden"]
+    weight: PositiveFloat = 1.0
+    metric: Literal["mse", "cosine"] = "mse"
+    layer_map: LayerMap = LayerMap()
+
+
+class PKDLoss(StrictModel):
+    """Patient KD: MSE between L2-normalised [CLS] vectors of mapped layers."""
+
+    kind: Literal["pkd"]
+    weight: PositiveFloat = 1.0
+    layer_map: LayerMap = LayerMap(kind="skip", k=2)
+
+
+class AttentionLoss(StrictModel):
+    """TinyBERT: attention distributions of mapped layers (heads averaged when head counts differ)."""
+
+    kind: Literal["attention"]
+    weight: PositiveFloat = 1.0
+    metric: Literal["mse", "kl"] = "mse"
+    layer_map: LayerMap = LayerMap()
+
+
+class EmbeddingLoss(StrictModel):
+    """TinyBERT: the embedding-layer outputs (projected when widths differ)."""
+
+    kind: Literal["embedding"]
+    weight: PositiveFloat = 1.0
+    metric: Literal["mse", "cosine"] = "mse"
+
+
+class CosineLoss(StrictModel):
+    """DistilBERT: cosine alignment of the last hidden states."""
+
+    kind: Literal["cosine"]
+    weight: PositiveFloat = 1.0
+
+
+class MiniLMLoss(StrictModel):
+    """MiniLM: last-layer self-attention distributions and value relations (any hidden sizes)."""
+
+    kind: Literal["minilm"]
+    weight: PositiveFloat = 1.0
+    relation_heads: PositiveInt = Field(default=8, description="Heads Q/K/V are split into for the relations.")
+
+
+LossConfig = Annotated[
+    Union[HintonLoss, LogitMSELoss, HiddenLoss, PKDLoss, AttentionLoss, EmbeddingLoss,  # noqa: UP007
+          CosineLoss, MiniLMLoss],
+    Field(discriminator="kind"),
+]
+
+
+class AugmentConfig(StrictModel):
+    """Tang et al. (2019) transfer-set augmentation: masked tokens and n-gram samples, labelled by the teacher."""
+
+    copies: PositiveInt = Field(default=10, description="Augmented sentences per training sentence.")
+    p_mask: Annotated[float, Field(ge=0, le=1)] = 0.1
+    p_ngram: Annotated[float, Field(ge=0, le=1)] = 0.25
+    max_ngram: PositiveInt = 5
 
 
 class TeacherStage(TrainingConfig):
@@ -175,11 +394,20 @@ class TeacherStage(TrainingConfig):
 
 
 class DistillStage(TrainingConfig):
-    """Hinton distillation: ``alpha`` · T² · KL(soft) + (1 − alpha) · CE(hard)."""
+    """Distil ``student`` from ``teacher`` with a weighted sum of ``losses``."""
 
     stage: Literal["distill"]
-    temperature: PositiveFloat = 4.0
-    alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
+    teacher: Literal["teacher", "assistant"] = "teacher"
+    student: Literal["student", "assistant"] = "student"
+    losses: list[LossConfig] = Field(default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1)
+    cache_teacher: bool = Field(default=True, description="Compute teacher outputs once, memory-mapped on disk.")
+    augment: AugmentConfig | None = None
+
+    @model_validator(mode="after")
+    def _roles_differ(self) -> DistillStage:
+        if self.teacher == self.student:
+            raise ValueError(f"teacher and student must be different models, both are '{self.teacher}'")
+        return self
 
 
 class ExportStage(StrictModel):
@@ -217,7 +445,9 @@ class Recipe(StrictModel):
     seed: Annotated[int, Field(ge=0)] = 0
     device: str = Field(default="host-cpu", description="A profile name from devices/ or a YAML path.")
     data: DataConfig
+    tokenizer: TokenizerConfig | None = Field(default=None, description="For text data; default trains WordPiece.")
     teacher: TeacherConfig
+    assistant: StudentConfig | None = Field(default=None, description="A teacher assistant between the two.")
     student: StudentConfig
     stages: list[StageConfig] = Field(min_length=1)
 

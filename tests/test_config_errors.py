@@ -34,9 +34,9 @@ def test_builtin_demo_recipe_validates() -> None:
 
 def test_unknown_key_is_named_with_suggestion(write_recipe) -> None:
     recipe = demo_recipe_dict()
-    recipe["stages"][1]["tempreature"] = 2.0
+    recipe["stages"][1]["losses"][0]["tempreature"] = 2.0
     path = write_recipe(recipe)
-    _assert_one_line_error(_validate(path), str(path), "stages[1].tempreature", "did you mean 'temperature'")
+    _assert_one_line_error(_validate(path), str(path), "stages[1].losses[0].tempreature", "did you mean 'temperature'")
 
 
 def test_wrong_type_names_key_and_value(write_recipe) -> None:
@@ -45,16 +45,24 @@ def test_wrong_type_names_key_and_value(write_recipe) -> None:
     _assert_one_line_error(_validate(write_recipe(recipe)), "stages[0].epochs", "valid integer", "'many'")
 
 
-@pytest.mark.parametrize(("section", "key", "value", "expected"), [
-    ("distill", "temperature", -1.0, "greater than 0"),
-    ("distill", "alpha", 1.5, "less than or equal to 1"),
-    ("teacher", "epochs", 0, "greater than 0"),
+@pytest.mark.parametrize(("key_path", "value", "expected"), [
+    ("stages[1].losses[0].temperature", -1.0, "greater than 0"),
+    ("stages[1].losses[0].alpha", 1.5, "less than or equal to 1"),
+    ("stages[0].epochs", 0, "greater than 0"),
+    ("stages[1].warmup_ratio", 1.0, "less than 1"),
 ])
-def test_out_of_range_values(write_recipe, section: str, key: str, value: float, expected: str) -> None:
+def test_out_of_range_values(write_recipe, key_path: str, value: float, expected: str) -> None:
     recipe = demo_recipe_dict()
-    index = [s["stage"] for s in recipe["stages"]].index(section)
-    recipe["stages"][index][key] = value
-    _assert_one_line_error(_validate(write_recipe(recipe)), f"stages[{index}].{key}", expected)
+    _set(recipe, key_path, value)
+    _assert_one_line_error(_validate(write_recipe(recipe)), key_path, expected)
+
+
+def _set(tree: dict, key_path: str, value: object) -> None:
+    """Set ``tree`` at a path written like the error messages (``stages[1].losses[0].alpha``)."""
+    parts = [int(p) if p.isdigit() else p for p in key_path.replace("[", ".").replace("]", "").split(".")]
+    for part in parts[:-1]:
+        tree = tree[part]
+    tree[parts[-1]] = value
 
 
 def test_unknown_stage_and_arch_names_suggest_closest(write_recipe) -> None:

@@ -41,7 +41,7 @@ def test_second_run_skips_finished_stages_with_same_metrics(write_recipe, tmp_pa
 
 def test_changed_stage_reruns_it_and_later_stages_only(write_recipe, tmp_path: Path) -> None:
     edgekd.run(write_recipe(_recipe()), out=tmp_path / "run")
-    changed = write_recipe(_recipe(distill={"temperature": 2.0}), name="changed.yaml")
+    changed = write_recipe(_recipe(distill={"lr": 0.002}), name="changed.yaml")
     result = edgekd.run(changed, out=tmp_path / "run")
     assert [r.skipped for r in result.stages] == [True, False, False]
 
@@ -117,7 +117,7 @@ def test_stage_record_contents(write_recipe, tmp_path: Path) -> None:
     assert set(record) >= {"fingerprint", "config", "inputs", "artifact", "metrics", "wall_seconds"}
     assert record["inputs"]["teacher"]["weights"] == "01-teacher/teacher.safetensors"
     assert record["artifact"]["student"]["weights"] == "02-distill/student.safetensors"
-    assert record["config"]["temperature"] == 4.0
+    assert record["config"]["losses"] == [{"kind": "hinton", "weight": 1.0, "temperature": 4.0, "alpha": 0.7}]
     assert len(record["metrics"]["history"]) == record["config"]["epochs"]
 
 

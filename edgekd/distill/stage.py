@@ -40,7 +40,8 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
     teacher = build_model(ctx.recipe.teacher.model, data.input_shape, data.num_classes)
     load_weights(teacher, ctx.resolve(artifact.get("teacher").weights))
     teacher_logits = predict_logits(teacher, data.x_train)  # computed once, not every epoch
-    loss = HintonDistillationLoss(config.temperature, config.alpha)
+    hinton = config.losses[0]
+    loss = HintonDistillationLoss(hinton.temperature, hinton.alpha)
     torch.manual_seed(ctx.seed)
     student = build_model(ctx.recipe.student.model, data.input_shape, data.num_classes)
     started = time.perf_counter()
