@@ -77,7 +77,7 @@ def test_export_matches_torch_at_batch_1_and_7(tmp_path: Path, kind: str) -> Non
         parity = check_parity(model, path, batch, atol=1e-4)
         assert parity.passed and parity.max_abs_diff < 1e-4
         assert parity.argmax_agreement == 1.0
-        assert parity.samples == batch.shape[0]
+        assert parity.samples == batch["input"].shape[0]
 
 
 def test_dynamic_batch_axis_is_in_the_graph(tmp_path: Path) -> None:
@@ -197,11 +197,37 @@ def test_check_parity_reports_a_fixed_batch_graph(tmp_path: Path) -> None:
 def test_parity_batches_are_deterministic_and_distinct() -> None:
     first = parity_batches(_sample(), (1, 7))
     again = parity_batches(_sample(), (1, 7))
-    assert [tuple(b.shape) for b in first] == [(1, 1, 8, 8), (7, 1, 8, 8)]
-    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
-    assert len({tuple(row.flatten().tolist()) for row in first[1]}) == 7
-    tokens = parity_batches(torch.tensor([[3, 5, 7]]), (4,))[0]
+    assert [tuple(b["input"].shape) for b in first] == [(1, 1, 8, 8), (7, 1, 8, 8)]
+    assert all(torch.equal(a["input"], b["input"]) for a, b in zip(first, again, strict=True))
+    assert len({tuple(row.flatten().tolist()) for row in first[1]["input"]}) == 7
+    tokens = parity_batches(torch.tensor([[3, 5, 7]]), (4,))[0]["input"]
     assert torch.equal(tokens, torch.tensor([[3, 5, 7]] * 4))
+
+
+class _TinyTextModel(nn.Module):
+    """Embedding + masked mean: two named integer inputs, a dynamic sequence axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.head((self.embed(input_ids) * mask).sum(1) / mask.sum(1))
+
+
+def test_named_inputs_with_dynamic_sequence_axis(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _TinyTextModel()
+    ids = torch.randint(1, 20, (4, 9))
+    sample = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    axes = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}
+    result = export_onnx(model, sample, tmp_path / "text.onnx", _target(), extra_dynamic_axes=axes)
+    assert result.input_names == ("input_ids", "attention_mask")
+    assert result.input_shapes["input_ids"] == ("batch", "sequence")
+    short = {"input_ids": ids[:, :3], "attention_mask": torch.ones(4, 3, dtype=torch.long)}
+    assert check_parity(model, tmp_path / "text.onnx", short, atol=1e-5).passed
 
 
 def test_result_to_json_is_serializable(tmp_path: Path) -> None:

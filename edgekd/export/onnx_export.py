@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,13 @@ from edgekd.config import ExportTarget
 from edgekd.errors import ExportError
 from edgekd.export.parity import (
     DEFAULT_BATCH_SIZES,
+    Batch,
     ParityResult,
+    as_batch,
+    batch_rows,
     check_parity,
     eval_mode,
+    model_logits,
     one_line,
     parity_batches,
 )
@@ -88,21 +93,26 @@ class ExportResult:
 
 def export_onnx(
     model: torch.nn.Module,
-    sample_input: torch.Tensor,
+    sample_input: torch.Tensor | Mapping[str, torch.Tensor],
     path: Path,
     target: ExportTarget,
     *,
     input_name: str = "input",
     output_name: str = "logits",
+    extra_dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
 ) -> ExportResult:
     """Export ``model`` to ONNX at ``path`` as ``target`` describes, and check it against PyTorch.
 
-    ``sample_input`` is one input batch (its batch axis becomes dynamic, named ``batch``); the
-    model must take that one tensor and return one tensor. The model is exported in eval mode
-    under ``torch.no_grad()`` (its train/eval modes are restored afterwards), optimized by
-    onnxruntime unless ``target.optimization_level`` is ``"disabled"``, validated with
-    ``onnx.checker``, and compared with PyTorch on batches of 1 and 7 rows built from the sample
-    and on the whole sample (so a sample of real inputs is checked in full).
+    ``sample_input`` is one input batch: a tensor (the graph input is then named ``input_name``)
+    or a mapping of input names to tensors, which the model takes positionally in that order
+    (e.g. ``input_ids, attention_mask, token_type_ids``). Every input's first axis becomes the
+    dynamic ``batch`` axis; ``extra_dynamic_axes`` names more (``{"input_ids": {1: "sequence"}}``).
+    The model must return one tensor or an object with ``.logits`` (a Hugging Face output).
+
+    The model is exported in eval mode under ``torch.no_grad()`` (its train/eval modes are
+    restored afterwards), optimized by onnxruntime unless ``target.optimization_level`` is
+    ``"disabled"``, validated with ``onnx.checker``, and compared with PyTorch on batches of 1
+    and 7 rows built from the sample and on the whole sample (so real inputs are checked in full).
 
     The file is written atomically and only once every check has passed. Raises
     :class:`ExportError` (one line) when PyTorch cannot export the model, onnxruntime cannot
@@ -110,8 +120,13 @@ def export_onnx(
     ``target.parity_atol``; ``path`` is then left as it was.
     """
     path = Path(path)
-    onnx_bytes = _torch_export(model, sample_input, path, target.opset, input_name, output_name)
-    batches = parity_batches(sample_input, sorted({*DEFAULT_BATCH_SIZES, len(sample_input)}))
+    sample = as_batch(sample_input, input_name)
+    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in sample}
+    for name, extra in (extra_dynamic_axes or {}).items():
+        axes[name].update(extra)
+    axes[output_name] = {0: "batch"}
+    onnx_bytes = _torch_export(model, sample, path, target.opset, axes, output_name)
+    batches = parity_batches(sample, sorted({*DEFAULT_BATCH_SIZES, batch_rows(sample)}))
     with atomic_path(path) as tmp:
         if target.optimization_level == "disabled":
             tmp.write_bytes(onnx_bytes)
@@ -147,12 +162,23 @@ def export_onnx(
     return result
 
 
+class _LogitsOnly(torch.nn.Module):
+    """Wraps a model so the traced graph has one output: its logits."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return model_logits(self.model(*inputs))
+
+
 def _torch_export(
     model: torch.nn.Module,
-    sample_input: torch.Tensor,
+    sample: Batch,
     path: Path,
     opset: int,
-    input_name: str,
+    dynamic_axes: dict[str, dict[int, str]],
     output_name: str,
 ) -> bytes:
     """The ONNX bytes of the TorchScript export; any failure becomes a one-line ExportError."""
@@ -161,16 +187,17 @@ def _torch_export(
         with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter warns that it is deprecated; it is still the robust path.
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                model,
-                (sample_input,),
+                _LogitsOnly(model),
+                tuple(sample.values()),
                 buffer,
                 opset_version=opset,
                 dynamo=False,
                 do_constant_folding=True,
-                input_names=[input_name],
+                input_names=list(sample),
                 output_names=[output_name],
-                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                dynamic_axes=dynamic_axes,
             )
     except Exception as exc:
         raise ExportError(

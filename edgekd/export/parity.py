@@ -9,7 +9,7 @@ exported batch axis is really dynamic: a graph with a fixed batch size fails on 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +23,27 @@ from edgekd.errors import ExportError
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 7)
 """Batch sizes :func:`parity_batches` builds by default: 1 and an odd size larger than 1."""
+
+Batch = dict[str, torch.Tensor]
+"""Model inputs by name (``{"input": images}`` or ``{"input_ids": ..., "attention_mask": ...}``)."""
+
+
+def as_batch(inputs: torch.Tensor | Mapping[str, torch.Tensor], name: str = "input") -> Batch:
+    """A named batch: a lone tensor becomes ``{name: tensor}``."""
+    return {name: inputs} if isinstance(inputs, torch.Tensor) else dict(inputs)
+
+
+def batch_rows(batch: Mapping[str, torch.Tensor]) -> int:
+    """The batch size (all inputs share their first axis)."""
+    return int(next(iter(batch.values())).shape[0])
+
+
+def model_logits(output: object) -> torch.Tensor:
+    """The output tensor of a model: itself, or the ``logits`` of a Hugging Face model output."""
+    logits = getattr(output, "logits", output)
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"model returned {type(output).__name__}; expected a single tensor or an object with .logits")
+    return logits
 
 
 @dataclass(frozen=True)
@@ -60,31 +81,35 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def parity_batches(
-    sample: torch.Tensor, sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *, seed: int = 0
-) -> list[torch.Tensor]:
+    sample: torch.Tensor | Mapping[str, torch.Tensor], sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *, seed: int = 0
+) -> list[Batch]:
     """Deterministic input batches of the given sizes, built from the rows of ``sample``.
 
     A batch no larger than ``sample`` is its first rows. A larger one repeats the rows; for
     floating-point inputs the repeated rows get seeded Gaussian noise scaled to the sample's
-    standard deviation, so every row differs. Integer inputs (token ids) are repeated as they
-    are, since noise would make them invalid. The global RNG is not touched.
+    standard deviation, so every row differs. Integer inputs (token ids, masks) are repeated as
+    they are, since noise would make them invalid. The global RNG is not touched.
     """
-    if sample.dim() == 0 or sample.shape[0] == 0:
-        raise ValueError(f"sample must have a non-empty batch axis, got shape {tuple(sample.shape)}")
-    sample = sample.detach()
-    rows = sample.shape[0]
+    sample = {name: tensor.detach() for name, tensor in as_batch(sample).items()}
+    first = next(iter(sample.values()))
+    if first.dim() == 0 or first.shape[0] == 0:
+        raise ValueError(f"sample must have a non-empty batch axis, got shape {tuple(first.shape)}")
+    rows = first.shape[0]
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for size in sizes:
         if size <= rows:
-            batches.append(sample[:size].clone())
+            batches.append({name: tensor[:size].clone() for name, tensor in sample.items()})
             continue
         index = torch.arange(size) % rows
-        batch = sample[index].clone()
-        if sample.is_floating_point():
-            scale = sample.float().std(unbiased=False).item()
-            noise = torch.randn(batch[rows:].shape, generator=generator) * scale
-            batch[rows:] += noise.to(sample.dtype)
+        batch = {}
+        for name, tensor in sample.items():
+            repeated = tensor[index].clone()
+            if tensor.is_floating_point():
+                scale = tensor.float().std(unbiased=False).item()
+                noise = torch.randn(repeated[rows:].shape, generator=generator) * scale
+                repeated[rows:] += noise.to(tensor.dtype)
+            batch[name] = repeated
         batches.append(batch)
     return batches
 
@@ -92,46 +117,48 @@ def parity_batches(
 def check_parity(
     model: torch.nn.Module,
     onnx_path: Path,
-    inputs: torch.Tensor | Sequence[torch.Tensor],
+    inputs: torch.Tensor | Mapping[str, torch.Tensor] | Sequence[torch.Tensor | Mapping[str, torch.Tensor]],
     atol: float,
     *,
     label: str | Path | None = None,
 ) -> ParityResult:
     """Compare ``model``'s outputs with onnxruntime's (CPU provider) on ``onnx_path``.
 
-    ``inputs`` is one batch or a list of batches, each fed whole to both sides; pass several
-    batch sizes, including 1 and one larger than 1 (see :func:`parity_batches`), to check the
-    dynamic batch axis. The model must take one tensor and return one tensor, and the ONNX model
-    must have one input. The model runs in eval mode under ``torch.no_grad()``; its train/eval
+    ``inputs`` is one batch or a list of batches (a tensor, fed as the ONNX model's only input,
+    or a mapping of input names to tensors, passed to the model positionally in that order, as the
+    ONNX exporter traced them), each fed
+    whole to both sides; pass several batch sizes, including 1 and one larger than 1 (see
+    :func:`parity_batches`), to check the dynamic batch axis. The model must return one tensor
+    (or an object with ``.logits``). The model runs in eval mode under ``torch.no_grad()``; its train/eval
     modes are restored afterwards. ``label`` names the file in error messages (default
     ``onnx_path``). Raises :class:`ExportError` when onnxruntime cannot load or run the file or
     when the outputs differ in shape; a difference larger than ``atol`` is reported through
     ``ParityResult.passed``, not raised.
     """
-    batches = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
-    if not batches:
-        raise ValueError("check_parity needs at least one input batch")
+    single = isinstance(inputs, (torch.Tensor, Mapping))
     shown = label if label is not None else onnx_path
     session = _cpu_session(Path(onnx_path), shown)
-    input_name = session.get_inputs()[0].name
+    only_input = session.get_inputs()[0].name
+    batches = [as_batch(b, only_input) for b in ([inputs] if single else list(inputs))]
+    if not batches:
+        raise ValueError("check_parity needs at least one input batch")
 
     diffs, matches, samples = [], [], 0
     for batch in batches:
+        shapes = {name: tuple(t.shape) for name, t in batch.items()}
         expected = _torch_output(model, batch, shown)
         try:
-            actual = np.asarray(session.run(None, {input_name: batch.detach().cpu().numpy()})[0])
+            actual = np.asarray(session.run(None, {n: t.detach().cpu().numpy() for n, t in batch.items()})[0])
         except Exception as exc:
-            raise ExportError(
-                f"{shown}: onnxruntime failed on a batch of shape {tuple(batch.shape)}: {one_line(exc)}"
-            ) from exc
+            raise ExportError(f"{shown}: onnxruntime failed on inputs of shapes {shapes}: {one_line(exc)}") from exc
         if actual.shape != expected.shape:
             raise ExportError(
-                f"{shown}: output shape differs for input shape {tuple(batch.shape)}: "
+                f"{shown}: output shape differs for inputs of shapes {shapes}: "
                 f"torch {expected.shape}, onnxruntime {actual.shape}"
             )
         diffs.append(_abs_diff(expected, actual).ravel())
         matches.append(_argmax_matches(expected, actual))
-        samples += int(batch.shape[0])
+        samples += batch_rows(batch)
 
     diff, match = np.concatenate(diffs), np.concatenate(matches)
     max_diff = float(diff.max(initial=0.0))  # NaN if any element differs by NaN
@@ -153,24 +180,21 @@ def one_line(exc: BaseException) -> str:
 
 def _cpu_session(path: Path, shown: str | Path) -> ort.InferenceSession:
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(f"{shown}: onnxruntime cannot load the model: {one_line(exc)}") from exc
-    if len(session.get_inputs()) != 1:
-        names = [i.name for i in session.get_inputs()]
-        raise ExportError(f"{shown}: expected an ONNX model with one input, got {len(names)}: {names}")
-    return session
 
 
-def _torch_output(model: torch.nn.Module, batch: torch.Tensor, shown: str | Path) -> np.ndarray:
+def _torch_output(model: torch.nn.Module, batch: Batch, shown: str | Path) -> np.ndarray:
     with eval_mode(model), torch.no_grad():
-        output = model(batch)
-    if not isinstance(output, torch.Tensor):
+        output = model(*batch.values())
+    try:
+        return model_logits(output).detach().cpu().numpy()
+    except TypeError:
         raise ExportError(
             f"{shown}: {type(model).__name__} returns {type(output).__name__}; only models returning "
-            "a single tensor can be exported and checked for parity"
-        )
-    return output.detach().cpu().numpy()
+            "a single tensor (or .logits) can be exported and checked for parity"
+        ) from None
 
 
 def _abs_diff(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
