@@ -65,3 +65,39 @@ def profile(
 
     profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
     return profile_onnx(Path(onnx_path), profile_, warmup=warmup, runs=runs, show_progress=show_progress)
+
+
+def report(run_dir: str | Path) -> list[Path]:
+    """Rebuild a run directory's report.json/.md/.html and plots from its records (nothing is re-run)."""
+    from edgekd.report.write import rebuild_report
+
+    return rebuild_report(Path(run_dir))
+
+
+def bench(
+    models: list[str | Path],
+    *,
+    device: str | Path | DeviceProfile = "host-cpu",
+    out: str | Path = "runs/bench",
+    warmup: int = 20,
+    runs: int = 200,
+    rounds: int = 4,
+) -> dict:
+    """Time several ONNX files side by side (interleaved) and write bench.json/.md/.html to ``out``."""
+    from edgekd.profile.bench import bench_models
+    from edgekd.profile.cpu import detect_cpu
+    from edgekd.report.bench import write_bench_report
+
+    profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
+    paths = [Path(m) for m in models]
+    figures = bench_models(paths, profile_, warmup=warmup, runs=runs, rounds=rounds)
+    settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "interleaved": True}
+    return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))
+
+
+def export(model: str | Path, *, target: str | Path = "ort-mobile", out: str | Path = "export"):
+    """Convert an ONNX file as an export target says (e.g. to ``.ort`` for ORT Mobile); returns an ``OrtModel``."""
+    from edgekd.catalog import load_export_target
+    from edgekd.export.ort_format import export_file
+
+    return export_file(Path(model), load_export_target(target), Path(out))

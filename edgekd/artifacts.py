@@ -22,18 +22,24 @@ class ModelArtifact:
     weights: str | None = None
     onnx: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    members: tuple[str, ...] = ()
+    """For an ensemble teacher: every member's model directory (``weights`` is the first)."""
+    member_weights: tuple[float, ...] = ()
+    """How much each member's soft targets count (sums to 1)."""
 
     def updated(self, *, onnx: str | None = None, **metrics: Any) -> ModelArtifact:
         """A copy with ``metrics`` merged into the existing ones (and a new ONNX file, if given)."""
         return replace(self, onnx=onnx or self.onnx, metrics={**self.metrics, **metrics})
 
     def to_json(self) -> dict[str, Any]:
-        return {"role": self.role, "weights": self.weights, "onnx": self.onnx, "metrics": self.metrics}
+        return {"role": self.role, "weights": self.weights, "onnx": self.onnx, "metrics": self.metrics,
+                "members": list(self.members), "member_weights": list(self.member_weights)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelArtifact:
         return cls(role=data["role"], weights=data.get("weights"), onnx=data.get("onnx"),
-                   metrics=dict(data.get("metrics", {})))
+                   metrics=dict(data.get("metrics", {})), members=tuple(data.get("members", ())),
+                   member_weights=tuple(data.get("member_weights", ())))
 
 
 @dataclass(frozen=True)

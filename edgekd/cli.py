@@ -153,6 +153,63 @@ def profile(
     out.print(table)
 
 
+@app.command()
+@_handle_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (edgekd run/demo --out).")]) -> None:
+    """Rebuild a run's report.json, report.md, report.html and plots from its records, re-running nothing.
+
+    Example: edgekd report runs/demo
+    """
+    for path in api.report(run_dir):
+        out.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@_handle_errors
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="ONNX model files to compare.")],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device profile name or YAML path.")] = "host-cpu",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for bench.json/.md/.html.")] = Path(
+        "runs/bench"),
+    runs: Annotated[int, typer.Option(min=10, help="Timed runs per model.")] = 200,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs per session.")] = 20,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved sessions per model (A B, B A, ...).")] = 4,
+) -> None:
+    """Benchmark several ONNX models side by side on this CPU under a device profile (interleaved timing).
+
+    Example: edgekd bench runs/demo/03-export/teacher.onnx runs/demo/03-export/student.onnx --device host-cpu
+    """
+    record = api.bench(models, device=device, out=out_dir, warmup=warmup, runs=runs, rounds=rounds)
+    table = Table(title=f"CPU benchmark on {record['device']['name']}")
+    for column in ("model", "p50 ms", "p90 ms", "size MB", "MACs", "verdict"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for m in record["models"]:
+        table.add_row(m["name"], f"{m['p50_ms']:.4f}", f"{m['p90_ms']:.4f}", f"{m['size_mb']:.3f}", f"{m['macs']:,}",
+                      m["verdict"])
+    out.print(table)
+    out.print(f"report: {out_dir / 'bench.html'}", highlight=False)
+
+
+@app.command()
+@_handle_errors
+def export(
+    model: Annotated[Path, typer.Argument(help="An ONNX model file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Export preset from exporters/ or a YAML path.")] = (
+        "ort-mobile"),
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: beside MODEL).")]
+    = None,
+) -> None:
+    """Convert an ONNX model for deployment, e.g. to ONNX Runtime's .ort format for Android/iOS apps.
+
+    Example: edgekd export runs/demo/03-export/student.onnx --target ort-mobile --out mobile/
+    """
+    result = api.export(model, target=target, out=out_dir or model.parent)
+    out.print(f"wrote {result.path} ({result.size_mb:.3f} MB)"
+              + (f" and {result.operators_config}" if result.operators_config else "")
+              + f"; parity with {model.name}: max abs diff {result.parity.max_abs_diff:.2e}",
+              highlight=False, soft_wrap=True)
+
+
 @devices_app.command("list")
 @_handle_errors
 def devices_list() -> None:
@@ -211,7 +268,9 @@ def _print_run(result) -> None:
     colour = "green" if budget["verdict"] == "pass" else "red"
     out.print(f"budget on {report['device']['name']}: [{colour}]{budget['verdict']}[/]"
               + (" (latency estimated)" if budget.get("estimate") else ""))
-    out.print(f"report: {result.run_dir / 'report.md'}")
+    out.print(f"report: {result.run_dir / 'report.html'} (and report.md)")
+    if (result.run_dir / "bundle.zip").is_file():
+        out.print(f"mobile bundle: {result.run_dir / 'bundle'} and bundle.zip")
 
 
 def main() -> None:

@@ -94,10 +94,27 @@ class ExportTarget(StrictModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    format: Literal["onnx"] = "onnx"
+    format: Literal["onnx", "ort"] = Field(
+        default="onnx", description="'ort': also convert to ONNX Runtime's .ort format (ORT Mobile)."
+    )
     opset: Annotated[int, Field(ge=13, le=21)] = 17
     optimization_level: Literal["disabled", "basic", "extended", "all"] = "basic"
     parity_atol: PositiveFloat = 1e-4
+    keep_onnx: bool = Field(default=True, description="'ort' only: ship the .onnx file beside the .ort.")
+    reduced_operator_config: bool = Field(
+        default=True, description="'ort' only: write the operator list a minimal ONNX Runtime build needs."
+    )
+    ort_optimization_level: Literal["disabled", "basic", "extended", "all"] = Field(
+        default="all", description="'ort' only: optimizations baked into the .ort (never CPU-specific layouts)."
+    )
+
+    @model_validator(mode="after")
+    def _ort_fields_need_ort(self) -> ExportTarget:
+        ort_only = [name for name in ("keep_onnx", "reduced_operator_config", "ort_optimization_level")
+                    if getattr(self, name) != type(self).model_fields[name].default]
+        if self.format != "ort" and ort_only:
+            raise ValueError(f"{', '.join(ort_only)}: only for format 'ort' (this target's format is '{self.format}')")
+        return self
 
 
 # --------------------------------------------------------------------------- recipe: data and models
@@ -292,7 +309,10 @@ class LayerMap(StrictModel):
     """Which teacher layer each student layer learns from (layers counted from 1; 0 is the embeddings)."""
 
     kind: Literal["uniform", "skip", "last", "explicit"] = "uniform"
-    k: PositiveInt | None = Field(default=None, description="'skip': every k-th teacher layer.")
+    k: PositiveInt | None = Field(
+        default=None,
+        description="'skip': every k-th teacher layer; 'last': how many top layers to pair (default: all).",
+    )
     pairs: list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]] | None = Field(
         default=None, description="'explicit': [student_layer, teacher_layer] pairs."
     )
@@ -303,6 +323,10 @@ class LayerMap(StrictModel):
             raise ValueError("kind 'skip' needs k (use every k-th teacher layer)")
         if self.kind == "explicit" and not self.pairs:
             raise ValueError("kind 'explicit' needs pairs: [[student_layer, teacher_layer], ...]")
+        if self.k is not None and self.kind not in ("skip", "last"):
+            raise ValueError(f"k applies only to kinds 'skip' and 'last', not '{self.kind}'")
+        if self.pairs is not None and self.kind != "explicit":
+            raise ValueError(f"pairs apply only to kind 'explicit', not '{self.kind}'")
         return self
 
 
@@ -425,14 +449,53 @@ class ProfileStage(StrictModel):
     runs: Annotated[int, Field(ge=10)] = 200
 
 
+class QuantizeStage(StrictModel):
+    """Quantize the exported models (onnxruntime INT8 / FP16 weights) and keep a variant only where it pays.
+
+    Every variant is evaluated on the validation split (accuracy and agreement with FP32), timed
+    against FP32 in the same run under the device profile, and kept only when it is faster (or
+    fits a size budget FP32 misses) within ``tolerance``; otherwise FP32 is kept and the reason said.
+    """
+
+    stage: Literal["quantize"]
+    modes: list[Literal["auto", "dynamic", "static", "fp16"]] = Field(
+        default=["auto"], min_length=1,
+        description="Variants to try; auto picks by model kind, device ISA and precision preference.")
+    calibration_samples: PositiveInt = Field(default=256, description="Training examples that calibrate static INT8.")
+    calibration_methods: list[Literal["minmax", "entropy", "percentile"]] = Field(default=["minmax"], min_length=1)
+    per_channel: bool = True
+    symmetric_activations: bool = False
+    symmetric_weights: bool = True
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.01, description="Largest validation accuracy drop vs FP32 (absolute) a variant may have.")
+    agreement: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.99, description="Fraction of validation inputs on which a variant must predict as FP32 does.")
+    max_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=3, description="Retries excluding the most sensitive nodes (1, 2, 4, ... of them) from INT8.")
+    roles: list[Literal["teacher", "student"]] = Field(default=["student"], min_length=1)
+    min_speedup: Annotated[float, Field(ge=1)] = Field(
+        default=1.05, description="How much faster than FP32 a variant must be to be kept for speed.")
+    warmup: Annotated[int, Field(ge=0)] = 20
+    runs: Annotated[int, Field(ge=10)] = 200
+    rounds: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=4, description="Timing sessions per variant, interleaved with the others'.")
+
+
+class BundleStage(StrictModel):
+    """Pack the final model for an Android/iOS app: bundle/ (model, manifest.json, README.md) and bundle.zip."""
+
+    stage: Literal["bundle"]
+
+
 class ReportStage(StrictModel):
-    """Write report.json and report.md to the run directory."""
+    """Write report.json, report.md, report.html and their plots to the run directory."""
 
     stage: Literal["report"]
 
 
 StageConfig = Annotated[
-    Union[TeacherStage, DistillStage, ExportStage, ProfileStage, ReportStage],  # noqa: UP007
+    Union[TeacherStage, DistillStage, ExportStage, QuantizeStage, ProfileStage, BundleStage,  # noqa: UP007
+          ReportStage],
     Field(discriminator="stage"),
 ]
 

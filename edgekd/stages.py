@@ -55,13 +55,25 @@ def _export_target(config: Any, _recipe: Recipe) -> dict[str, Any]:
     return {"export_target": load_export_target(config.target).model_dump(mode="json")}
 
 
+def _measuring_host(_config: Any, _recipe: Recipe) -> dict[str, Any]:
+    """The CPU and onnxruntime a measured decision was taken on: another host re-measures."""
+    from importlib.metadata import version
+
+    from edgekd.profile.cpu import detect_cpu
+
+    return {"cpu": detect_cpu().to_json(), "onnxruntime": version("onnxruntime")}
+
+
 STAGES: dict[str, StageKind] = {
     "teacher": StageKind("edgekd.distill.stage:run_teacher", ("seed", "data", "teacher"),
                          extra_inputs=_teacher_weights),
     "distill": StageKind("edgekd.distill.stage:run_distill", ("seed", "data", "teacher", "student")),
     "export": StageKind("edgekd.export.stage:run_export", ("data", "teacher", "student"),
                         extra_inputs=_export_target),
+    "quantize": StageKind("edgekd.quantize.stage:run_quantize", ("seed", "data"), uses_device=True,
+                          extra_inputs=_measuring_host),
     "profile": StageKind("edgekd.profile.stage:run_profile", (), uses_device=True),
+    "bundle": StageKind("edgekd.export.bundle_stage:run_bundle", ("data",), uses_device=True, cacheable=False),
     "report": StageKind("edgekd.report.stage:run_report", (), uses_device=True, cacheable=False),
 }
 
@@ -69,20 +81,39 @@ STAGES: dict[str, StageKind] = {
 def check_stage_order(recipe: Recipe, source: str) -> None:
     """Reject recipes whose stages need something no earlier stage provides."""
     seen: list[str] = []
+    trained: set[str] = set()  # model roles an earlier stage produces
     for index, stage in enumerate(recipe.stages):
         where = f"{source}: stages[{index}].stage"
         kind = stage.stage
-        if kind in seen and kind != "report":
+        if kind in seen and kind not in ("report", "distill"):
             raise ConfigError(f"{where}: stage '{kind}' appears twice; expected each stage once")
-        if kind == "distill" and "teacher" not in seen:
-            raise ConfigError(f"{where}: 'distill' needs a 'teacher' stage before it (it trains or loads the teacher)")
+        if kind == "teacher":
+            trained.add("teacher")
+        if kind == "distill":
+            _check_distill(stage, recipe, trained, f"{source}: stages[{index}]")
+            trained.add(stage.student)
         if kind == "export" and not {"teacher", "distill"} & set(seen):
             raise ConfigError(f"{where}: 'export' needs a 'teacher' or 'distill' stage before it")
+        if kind == "quantize" and "export" not in seen:
+            raise ConfigError(f"{where}: 'quantize' needs an 'export' stage before it (it quantizes the ONNX files)")
         if kind == "profile" and "export" not in seen:
             raise ConfigError(f"{where}: 'profile' needs an 'export' stage before it")
+        if kind == "bundle" and "profile" not in seen:
+            raise ConfigError(f"{where}: 'bundle' needs a 'profile' stage before it (the manifest carries the latency)")
         if kind == "export":
             try:
                 load_export_target(stage.target)
             except UnknownEntryError as exc:
                 raise ConfigError(f"{source}: stages[{index}].target: {exc}") from None
         seen.append(kind)
+
+
+def _check_distill(stage: Any, recipe: Recipe, trained: set[str], where: str) -> None:
+    """A distill stage needs its teacher trained earlier, an assistant spec if it trains one, and a new student."""
+    if stage.teacher not in trained:
+        before = "a 'teacher' stage" if stage.teacher == "teacher" else "a 'distill' stage into 'assistant'"
+        raise ConfigError(f"{where}.teacher: distilling from '{stage.teacher}' needs {before} before it")
+    if stage.student == "assistant" and recipe.assistant is None:
+        raise ConfigError(f"{where}.student: 'assistant' needs a top-level 'assistant' with a model")
+    if stage.student in trained:
+        raise ConfigError(f"{where}.student: '{stage.student}' is already trained by an earlier stage")

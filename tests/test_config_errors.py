@@ -29,7 +29,8 @@ def _assert_one_line_error(result, *fragments: str) -> None:
 def test_builtin_demo_recipe_validates() -> None:
     result = runner.invoke(app, ["validate", "demo-digits"])
     assert result.exit_code == 0, result.output
-    assert "ok" in result.output and "teacher, distill, export, profile, report" in result.output
+    stages = ", ".join(stage["stage"] for stage in demo_recipe_dict()["stages"])
+    assert "ok" in result.output and stages in " ".join(result.output.split())
 
 
 def test_unknown_key_is_named_with_suggestion(write_recipe) -> None:
@@ -109,7 +110,7 @@ def test_stage_order_is_checked(write_recipe) -> None:
     _assert_one_line_error(_validate(write_recipe(recipe)), "'profile' needs an 'export' stage")
     recipe = demo_recipe_dict()
     recipe["stages"] = recipe["stages"][1:]
-    _assert_one_line_error(_validate(write_recipe(recipe)), "'distill' needs a 'teacher' stage")
+    _assert_one_line_error(_validate(write_recipe(recipe)), "stages[0].teacher", "needs a 'teacher' stage")
 
 
 def test_bad_device_profile_file(write_recipe, tmp_path: Path) -> None:
@@ -118,3 +119,12 @@ def test_bad_device_profile_file(write_recipe, tmp_path: Path) -> None:
     recipe = demo_recipe_dict()
     recipe["device"] = str(device)
     _assert_one_line_error(_validate(write_recipe(recipe)), str(device), "threads")
+
+
+def test_assistant_chain_order_is_checked(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    distill = recipe["stages"][1]
+    recipe["stages"][1] = {**distill, "teacher": "assistant"}
+    _assert_one_line_error(_validate(write_recipe(recipe)), "stages[1].teacher", "into 'assistant'")
+    recipe["stages"][1] = {**distill, "student": "assistant"}
+    _assert_one_line_error(_validate(write_recipe(recipe)), "stages[1].student", "top-level 'assistant'")

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from tests.conftest import demo_recipe_dict, shrink
+from tests.test_report import check_bundle
 
 runner = CliRunner()
 
@@ -34,10 +35,15 @@ def _check_report(run_dir: Path, min_accuracy_ratio: float) -> dict:
     passed = all(check["passed"] for check in report["budget"]["checks"])
     assert report["budget"]["verdict"] == ("pass" if passed else "fail")
     assert report["cpu"]["brand"] and isinstance(report["cpu"]["isa"], list)
-    assert [s["stage"] for s in report["stages"]] == ["teacher", "distill", "export", "profile"]
+    recipe_stages = [s["stage"] for s in report["recipe"]["stages"]]
+    assert [s["stage"] for s in report["stages"]] == recipe_stages[: recipe_stages.index("report")]
     markdown = (run_dir / "report.md").read_text()
     assert "| accuracy (test) |" in markdown and "Verdict: **" in markdown
     assert (run_dir / "accuracy_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
+    if "bundle" in recipe_stages:
+        assert check_bundle(run_dir / "bundle")["model"]["format"] == "ort"
+        assert (run_dir / "bundle.zip").is_file()
     return report
 
 

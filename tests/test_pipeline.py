@@ -94,8 +94,8 @@ def test_interrupted_training_resumes_from_checkpoint(write_recipe, tmp_path: Pa
     calls = {"n": 0}
     original = trainer._save_checkpoint
 
-    def crash_after_three_epochs(directory, model, optimizer, best_state, history):
-        original(directory, model, optimizer, best_state, history)
+    def crash_after_three_epochs(directory, modules, optimizer, scheduler, best_state, history):
+        original(directory, modules, optimizer, scheduler, best_state, history)
         if "distill" in directory.name and history.epochs_run == 3:  # as if killed right after epoch 3
             calls["n"] += 1
             raise KeyboardInterrupt
@@ -115,8 +115,9 @@ def test_stage_record_contents(write_recipe, tmp_path: Path) -> None:
     edgekd.run(write_recipe(_recipe()), out=tmp_path / "run")
     record = json.loads((tmp_path / "run/02-distill/stage.json").read_text())
     assert set(record) >= {"fingerprint", "config", "inputs", "artifact", "metrics", "wall_seconds"}
-    assert record["inputs"]["teacher"]["weights"] == "01-teacher/teacher.safetensors"
-    assert record["artifact"]["student"]["weights"] == "02-distill/student.safetensors"
+    assert record["inputs"]["teacher"]["weights"] == "01-teacher/teacher"
+    assert record["artifact"]["student"]["weights"] == "02-distill/student"
+    assert (tmp_path / "run/02-distill/student/edgekd_model.json").is_file()
     assert record["config"]["losses"] == [{"kind": "hinton", "weight": 1.0, "temperature": 4.0, "alpha": 0.7}]
     assert len(record["metrics"]["history"]) == record["config"]["epochs"]
 

@@ -1,18 +1,22 @@
-"""Load a recipe's dataset into train/validation/test tensors.
+"""Load a recipe's dataset, split into train/validation/test.
 
-Today: scikit-learn's bundled sets (no download; they ship inside the scikit-learn wheel).
+scikit-learn's bundled sets (no download; they ship inside the scikit-learn wheel) become tensors
+(:class:`DatasetSplits`); text sources become sentences and labels (:class:`~edgekd.data.text.TextSplits`,
+see :mod:`edgekd.data.text`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import overload
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
 from edgekd.config import DataConfig, SklearnData
+from edgekd.data.text import TextDataConfig, TextSplits, load_text_dataset
 from edgekd.errors import DataError
 
 
@@ -42,16 +46,28 @@ class DatasetSplits:
         return self.x_test[:batch]
 
 
-@lru_cache(maxsize=4)
-def load_dataset(config: DataConfig, seed: int) -> DatasetSplits:
-    """Load and split the dataset a recipe names; the split is stratified and seeded.
+@overload
+def load_dataset(config: SklearnData, seed: int) -> DatasetSplits: ...
 
-    Cached per (config, seed): stages of one run share the tensors, which nobody modifies.
+
+@overload
+def load_dataset(config: TextDataConfig, seed: int) -> TextSplits: ...
+
+
+def load_dataset(config: DataConfig, seed: int) -> DatasetSplits | TextSplits:
+    """Load and split the dataset a recipe names, seeded; by source, tensors or texts.
+
+    Cached per (config, seed): stages of one run share the result, which nobody modifies.
     """
     if isinstance(config, SklearnData):
-        features, labels, class_names = _load_sklearn(config)
-    else:  # pragma: no cover - the config union is exhaustive
-        raise DataError(f"unsupported data source {config!r}")
+        return _load_sklearn_splits(config, seed)
+    return load_text_dataset(config, seed)
+
+
+@lru_cache(maxsize=4)
+def _load_sklearn_splits(config: SklearnData, seed: int) -> DatasetSplits:
+    """scikit-learn data, split stratified."""
+    features, labels, class_names = _load_sklearn(config)
     return _split(features, labels, class_names, config, seed)
 
 

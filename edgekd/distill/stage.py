@@ -1,73 +1,215 @@
-"""The ``teacher`` and ``distill`` stages."""
+"""The ``teacher`` and ``distill`` stages.
+
+``teacher`` trains the recipe's teacher on the labels (or loads its weights), optionally as an
+ensemble of members trained with different seeds. ``distill`` trains a student (or a teacher
+assistant) from a teacher (or from the assistant) with the recipe's weighted losses; the teacher's
+logits over the training set are computed once and kept memory-mapped on disk.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
-from edgekd.config import DistillStage, TeacherStage
-from edgekd.data import DatasetSplits, load_dataset
-from edgekd.distill.losses import HintonDistillationLoss
-from edgekd.distill.trainer import accuracy, clear_checkpoint, fit, predict_logits
-from edgekd.models import build_model, count_params, load_weights, save_weights
+from edgekd.config import DistillStage, EnsembleConfig, Recipe, TeacherStage, TokenizerConfig
+from edgekd.data.augment import augment_texts
+from edgekd.data.examples import UNLABELLED, Examples, TextExamples
+from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
+from edgekd.distill.losses import CombinedLoss, build_loss
+from edgekd.distill.outputs import ModelInfo, ModelOutputs, forward_outputs
+from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
+from edgekd.errors import ConfigError
+from edgekd.models.logits import model_logits
+from edgekd.models.task_model import TaskModel, build_task_model
+from edgekd.models.weights import load_weights
 
 
 def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
-    """Train the teacher on hard labels, or load the recipe's teacher weights, and evaluate it."""
-    data = load_dataset(ctx.recipe.data, ctx.seed)
-    torch.manual_seed(ctx.seed)
-    model = build_model(ctx.recipe.teacher.model, data.input_shape, data.num_classes)
-    started = time.perf_counter()
-    if ctx.recipe.teacher.weights is not None:
-        load_weights(model, ctx.recipe.teacher.weights)
+    """Train (or load) the teacher — every member of an ensemble — and evaluate it on the test split."""
+    recipe = ctx.recipe
+    data = prepare_task_data(recipe.data, ctx.seed, tokenizer_config=_tokenizer_config(recipe),
+                             trust_remote_code=_trust_remote_code(recipe))
+    ensemble = recipe.teacher.ensemble
+    members: list[TaskModel] = []
+    member_metrics: list[dict[str, Any]] = []
+    for member in range(ensemble.members if ensemble else 1):
+        seed = ctx.seed + member
+        torch.manual_seed(seed)
+        model = build_task_model(recipe.teacher.model, data.signature, data.class_names, tokenizer=data.tokenizer)
+        started = time.perf_counter()
         history = None
-    else:
-        history = fit(
-            model, (data.x_train, data.y_train), (data.x_val, data.y_val), config,
-            lambda logits, labels, _idx: F.cross_entropy(logits, labels),
-            seed=ctx.seed, checkpoint_dir=ctx.work_dir, description="teacher", show_progress=ctx.show_progress,
-        )
-    return _finish(model, "teacher", data, ctx, artifact, started, history)
+        if recipe.teacher.weights is not None:
+            load_weights(model.module, recipe.teacher.weights)
+        else:
+            history = fit(
+                model.module, data.train, data.val, config, _hard_label_objective, seed=seed,
+                checkpoint_dir=ctx.work_dir / f"checkpoint-{member}",
+                description=f"teacher {member + 1}" if ensemble else "teacher", show_progress=ctx.show_progress,
+            )
+        members.append(model)
+        member_metrics.append(_evaluate(model, data, started, history))
+        model.save(ctx.path(_member_name(member)))
+    weights = _member_weights(ensemble, [m["val_accuracy"] for m in member_metrics])
+    metrics = dict(member_metrics[0])
+    teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=metrics)
+    if ensemble:
+        metrics["ensemble_accuracy"] = _ensemble_accuracy(members, weights, data.test)
+        metrics["members"] = member_metrics
+        teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=metrics,
+                                members=tuple(ctx.ref(_member_name(i)) for i in range(len(members))),
+                                member_weights=tuple(weights))
+    return StageOutput(artifact=artifact.with_model(teacher), metrics={"teacher": metrics})
 
 
 def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
-    """Distill the recipe's student from the teacher with Hinton's soft-target loss."""
-    data = load_dataset(ctx.recipe.data, ctx.seed)
-    teacher = build_model(ctx.recipe.teacher.model, data.input_shape, data.num_classes)
-    load_weights(teacher, ctx.resolve(artifact.get("teacher").weights))
-    teacher_logits = predict_logits(teacher, data.x_train)  # computed once, not every epoch
-    hinton = config.losses[0]
-    loss = HintonDistillationLoss(hinton.temperature, hinton.alpha)
+    """Distil ``config.student`` from ``config.teacher`` with the weighted ``config.losses``."""
+    source = artifact.get(config.teacher)
+    teachers = [TaskModel.load(ctx.resolve(ref)) for ref in (source.members or (source.weights,))]
+    teacher = teachers[0]
+    data = prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=teacher.tokenizer)
     torch.manual_seed(ctx.seed)
-    student = build_model(ctx.recipe.student.model, data.input_shape, data.num_classes)
+    student = build_task_model(_spec_for(ctx.recipe, config.student), data.signature, data.class_names,
+                               tokenizer=teacher.tokenizer, teacher=teacher)
+    loss = CombinedLoss([
+        (spec.weight, build_loss(spec, ModelInfo.of(student.module), ModelInfo.of(teacher.module)))
+        for spec in config.losses
+    ])
+    if len(teachers) > 1 and (loss.needs or any(spec.kind == "logit_mse" for spec in config.losses)):
+        raise ConfigError(
+            "stages: distill from an ensemble transfers averaged soft targets only: use 'hinton' losses "
+            f"(got {', '.join(spec.kind for spec in config.losses)}), or a single teacher"
+        )
+    train = _transfer_set(data, config, ctx.seed)
+    weights = list(source.member_weights) or [1.0]
+    soft_targets = _TeacherLogits(teachers, weights, train, ctx.path("teacher_logits.npy")) \
+        if config.cache_teacher or len(teachers) > 1 else None
+
+    def objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                  idx: np.ndarray) -> torch.Tensor:
+        student_out = forward_outputs(model, inputs, loss.needs)
+        if soft_targets is not None and not loss.needs:
+            teacher_out = ModelOutputs(logits=soft_targets.lookup(idx))
+        else:
+            with torch.no_grad():
+                teacher_out = forward_outputs(teacher.module.eval(), inputs, loss.needs)
+        return loss(student_out, teacher_out, labels, inputs.get("attention_mask"))
+
     started = time.perf_counter()
-    history = fit(
-        student, (data.x_train, data.y_train), (data.x_val, data.y_val), config,
-        lambda logits, labels, idx: loss(logits, teacher_logits[idx], labels),
-        seed=ctx.seed, checkpoint_dir=ctx.work_dir, description="distill", show_progress=ctx.show_progress,
-    )
-    return _finish(student, "student", data, ctx, artifact, started, history)
-
-
-def _finish(model: nn.Module, role: str, data: DatasetSplits, ctx: StageContext, artifact: Artifact,
-            started: float, history) -> StageOutput:
-    save_weights(model, ctx.path(f"{role}.safetensors"))
+    history = fit(student.module, train, data.val, config, objective, seed=ctx.seed, extra=loss,
+                  checkpoint_dir=ctx.work_dir, description=f"distill {config.teacher} → {config.student}",
+                  show_progress=ctx.show_progress)
+    metrics = _evaluate(student, data, started, history)
+    metrics.update(transfer_set_size=len(train), losses=[spec.kind for spec in config.losses])
+    student.save(ctx.path(config.student))
     clear_checkpoint(ctx.work_dir)
-    metrics = {
-        "accuracy": accuracy(model, data.x_test, data.y_test),
-        "val_accuracy": accuracy(model, data.x_val, data.y_val),
-        "params": count_params(model),
+    ctx.path("teacher_logits.npy").unlink(missing_ok=True)
+    result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=metrics)
+    return StageOutput(artifact=artifact.with_model(result),
+                       metrics={config.student: metrics, "history": history.epochs})
+
+
+class _TeacherLogits:
+    """The teacher's (ensemble-averaged) logits for every training example, memory-mapped on disk.
+
+    Computed once before training, so epochs do not re-run the teacher. For an ensemble the
+    members' probabilities are averaged with their weights and stored as log-probabilities, which
+    softmax-based losses treat exactly like logits.
+    """
+
+    def __init__(self, teachers: list[TaskModel], weights: list[float], examples: Examples, path: Path) -> None:
+        if len(teachers) == 1:
+            values = predict_logits(teachers[0].module, examples)
+        else:
+            values = torch.log(_ensemble_probs(teachers, weights, examples).clamp_min(1e-12))
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=tuple(values.shape))
+        array[:] = values.numpy()
+        array.flush()
+        self.values = np.load(path, mmap_mode="r")
+
+    def lookup(self, idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.values[idx]))
+
+
+def _transfer_set(data: TaskData, config: DistillStage, seed: int) -> Examples:
+    """The training set, plus Tang et al.'s augmented sentences (unlabelled: the teacher labels them)."""
+    if config.augment is None:
+        return data.train
+    if data.texts is None or not isinstance(data.train, TextExamples):
+        raise ConfigError("stages: distill.augment applies to text data only")
+    extra = augment_texts(data.texts.train.texts, config.augment, seed=seed, mask_token=data.tokenizer.mask_token)
+    augmented = text_examples(data.tokenizer, extra, np.full(len(extra), UNLABELLED), data.signature.max_length)
+    return TextExamples(encoded=data.train.encoded + augmented.encoded,
+                        labels=torch.cat([data.train.labels, augmented.labels]), pad_id=data.train.pad_id)
+
+
+def _hard_label_objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                          _idx: np.ndarray) -> torch.Tensor:
+    return F.cross_entropy(model_logits(model(*inputs.values())), labels)
+
+
+def _evaluate(model: TaskModel, data: TaskData, started: float, history: TrainHistory | None) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "accuracy": accuracy(model.module, data.test),
+        "val_accuracy": accuracy(model.module, data.val),
+        "params": model.params,
         "train_seconds": time.perf_counter() - started,
     }
     if history is not None:
         metrics.update(epochs_run=history.epochs_run, best_epoch=history.best_epoch,
-                       resumed_from_epoch=history.resumed_from_epoch)
-    model_artifact = ModelArtifact(role=role, weights=ctx.ref(f"{role}.safetensors"), metrics=metrics)
-    stage_metrics = {role: metrics}
-    if history is not None:
-        stage_metrics["history"] = history.epochs
-    return StageOutput(artifact=artifact.with_model(model_artifact), metrics=stage_metrics)
+                       resumed_from_epoch=history.resumed_from_epoch, stopped_early=history.stopped_early)
+    return metrics
+
+
+def _ensemble_probs(members: list[TaskModel], weights: list[float], examples: Examples) -> torch.Tensor:
+    """Weighted average of the members' class probabilities."""
+    return sum(w * predict_logits(m.module, examples).softmax(-1) for m, w in zip(members, weights, strict=True))
+
+
+def _ensemble_accuracy(members: list[TaskModel], weights: list[float], examples: Examples) -> float:
+    probs = _ensemble_probs(members, weights, examples)
+    return (probs.argmax(-1) == examples.labels).sum().item() / len(examples)
+
+
+def _member_weights(ensemble: EnsembleConfig | None, val_accuracies: list[float]) -> list[float]:
+    if ensemble is None:
+        return [1.0]
+    if ensemble.weighting == "uniform":
+        raw = [1.0] * ensemble.members
+    elif ensemble.weighting == "accuracy":
+        raw = val_accuracies
+    else:
+        raw = list(ensemble.weighting)
+        if len(raw) != ensemble.members:
+            raise ConfigError(f"teacher.ensemble.weighting: {len(raw)} weights given for {ensemble.members} members")
+    return [w / sum(raw) for w in raw]
+
+
+def _member_name(member: int) -> str:
+    return "teacher" if member == 0 else f"teacher-{member}"
+
+
+def _spec_for(recipe: Recipe, role: str) -> Any:
+    if role == "assistant":
+        if recipe.assistant is None:
+            raise ConfigError("stages: distill into 'assistant' needs a top-level 'assistant' with a model")
+        return recipe.assistant.model
+    return recipe.student.model
+
+
+def _tokenizer_config(recipe: Recipe) -> TokenizerConfig | None:
+    """The recipe's tokenizer; a pretrained teacher's own tokenizer when the recipe names none."""
+    pretrained = getattr(recipe.teacher.model, "pretrained", None)
+    if recipe.tokenizer is None and pretrained is not None:
+        return TokenizerConfig(pretrained=pretrained)
+    return recipe.tokenizer
+
+
+def _trust_remote_code(recipe: Recipe) -> bool:
+    return bool(getattr(recipe.teacher.model, "trust_remote_code", False))

@@ -1,9 +1,10 @@
 """The training loop shared by teacher training and distillation.
 
-AdamW over shuffled mini-batches, validation accuracy after every epoch, the best epoch's
-weights kept, and a checkpoint after every epoch so an interrupted run resumes where it
-stopped. Each epoch seeds its own shuffling and dropout from ``(seed, epoch)``, so a resumed
-run follows exactly the same path as an uninterrupted one.
+AdamW with linear warm-up then linear decay, optional gradient clipping, validation accuracy
+after every epoch, the best epoch's weights kept, early stopping, and a checkpoint after every
+epoch so an interrupted run resumes where it stopped. Each epoch seeds its own shuffling and
+dropout from ``(seed, epoch)``, so a resumed run follows exactly the same path as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors import safe_open
@@ -25,13 +28,16 @@ from torch import nn
 
 from edgekd.atomic import write_with
 from edgekd.config import TrainingConfig
+from edgekd.data.examples import Examples
+from edgekd.models.logits import model_logits
 
 log = logging.getLogger(__name__)
 
-#: ``objective(logits, labels, batch_indices) -> loss``; indices let distillation look up cached teacher outputs.
-Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``objective(model, inputs, labels, indices) -> loss``; indices let distillation look up cached teacher outputs.
+Objective = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor, np.ndarray], torch.Tensor]
 
 CHECKPOINT = "checkpoint.safetensors"
+EVAL_BATCH = 256
 
 
 @dataclass
@@ -43,25 +49,32 @@ class TrainHistory:
     best_val_accuracy: float = -1.0
     epochs: list[dict[str, float]] = field(default_factory=list)
     resumed_from_epoch: int = 0
+    stopped_early: bool = False
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``model`` (in eval mode) for all ``inputs``."""
+def predict_logits(model: nn.Module, examples: Examples, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Logits of ``model`` (in eval mode) for every example, in the set's order."""
     model.eval()
-    return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+    out: torch.Tensor | None = None
+    for idx, inputs, _labels in examples.batches(batch_size, shuffle=False):
+        logits = model_logits(model(*inputs.values()))
+        if out is None:
+            out = torch.empty(len(examples), logits.shape[-1])
+        out[torch.from_numpy(np.asarray(idx))] = logits.float()
+    return out if out is not None else torch.empty(0, 0)
 
 
-def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of ``model`` on ``inputs``."""
-    correct = (predict_logits(model, inputs).argmax(dim=-1) == labels).sum().item()
-    return correct / len(labels)
+def accuracy(model: nn.Module, examples: Examples) -> float:
+    """Top-1 accuracy of ``model`` on ``examples``."""
+    correct = (predict_logits(model, examples).argmax(dim=-1) == examples.labels).sum().item()
+    return correct / len(examples)
 
 
 def fit(
     model: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: Examples,
+    val: Examples,
     config: TrainingConfig,
     objective: Objective,
     *,
@@ -69,19 +82,26 @@ def fit(
     checkpoint_dir: Path,
     description: str = "training",
     show_progress: bool = True,
+    extra: nn.Module | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place and leave it holding the weights of its best validation epoch.
 
-    If ``checkpoint_dir`` holds a checkpoint from an earlier, interrupted call with the same
-    settings, training continues after its last finished epoch.
+    ``extra`` holds trainable parameters outside the model (e.g. a distillation loss's
+    projections); they are optimised and checkpointed with it. If ``checkpoint_dir`` holds a
+    checkpoint from an earlier, interrupted call with the same settings, training continues
+    after its last finished epoch.
     """
-    x_train, y_train = train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    modules = nn.ModuleDict({"model": model, **({"extra": extra} if extra is not None else {})})
+    optimizer = torch.optim.AdamW(modules.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_then_linear_decay(config.warmup_ratio, steps_per_epoch * config.epochs)
+    )
     history = TrainHistory()
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 1
     if (checkpoint_dir / CHECKPOINT).is_file():
-        history, best_state = _load_checkpoint(checkpoint_dir, model, optimizer)
+        history, best_state = _load_checkpoint(checkpoint_dir, modules, optimizer, scheduler)
         start_epoch = history.epochs_run + 1
         history.resumed_from_epoch = history.epochs_run
         log.info("%s: resuming after epoch %d", description, history.epochs_run)
@@ -89,22 +109,27 @@ def fit(
     with _progress(show_progress) as progress:
         task = progress.add_task(description, total=config.epochs, completed=start_epoch - 1, status="")
         for epoch in range(start_epoch, config.epochs + 1):
+            if history.stopped_early:
+                break
             started = time.perf_counter()
             torch.manual_seed(seed * 1_000_003 + epoch)
-            order = torch.randperm(len(x_train))
-            model.train()
-            total_loss = 0.0
-            for begin in range(0, len(order), config.batch_size):
-                idx = order[begin : begin + config.batch_size]
-                loss = objective(model(x_train[idx]), y_train[idx], idx)
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            modules.train()
+            total_loss, seen = 0.0, 0
+            for idx, inputs, labels in train.batches(config.batch_size, shuffle=True, generator=generator):
+                loss = objective(model, inputs, labels, idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(modules.parameters(), config.max_grad_norm)
                 optimizer.step()
+                scheduler.step()
                 total_loss += loss.item() * len(idx)
-            val_acc = accuracy(model, *val)
+                seen += len(idx)
+            val_acc = accuracy(model, val)
             history.epochs.append({
                 "epoch": epoch,
-                "train_loss": total_loss / len(order),
+                "train_loss": total_loss / max(seen, 1),
                 "val_accuracy": val_acc,
                 "seconds": time.perf_counter() - started,
             })
@@ -112,11 +137,25 @@ def fit(
             if val_acc > history.best_val_accuracy:
                 history.best_val_accuracy, history.best_epoch = val_acc, epoch
                 best_state = copy.deepcopy(model.state_dict())
-            _save_checkpoint(checkpoint_dir, model, optimizer, best_state, history)
+            elif config.patience is not None and epoch - history.best_epoch >= config.patience:
+                history.stopped_early = True
+                log.info("%s: no better validation accuracy for %d epochs; stopping", description, config.patience)
+            _save_checkpoint(checkpoint_dir, modules, optimizer, scheduler, best_state, history)
             progress.update(task, advance=1, status=f"val acc {val_acc:.4f} (best {history.best_val_accuracy:.4f})")
     model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def _warmup_then_linear_decay(warmup_ratio: float, total_steps: int) -> Callable[[int], float]:
+    warmup = int(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
 
 
 def clear_checkpoint(checkpoint_dir: Path) -> None:
@@ -139,17 +178,19 @@ def _progress(show: bool) -> Progress:
 
 def _save_checkpoint(
     directory: Path,
-    model: nn.Module,
+    modules: nn.Module,
     optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     best_state: dict[str, torch.Tensor],
     history: TrainHistory,
 ) -> None:
-    """Write one safetensors file: current weights, best weights, optimizer tensors, and the
-    history and optimizer scalars as JSON metadata — one atomic write, so never half a checkpoint."""
+    """Write one safetensors file: current weights (model and extra modules), the best model
+    weights, optimizer tensors, and the history, optimizer scalars and scheduler state as JSON
+    metadata — one atomic write, so never half a checkpoint."""
     opt_state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
-        tensors[f"model.{name}"] = tensor.detach().contiguous().clone()
+    for name, tensor in modules.state_dict().items():
+        tensors[f"modules.{name}"] = tensor.detach().contiguous().clone()
     for name, tensor in best_state.items():
         tensors[f"best.{name}"] = tensor.detach().contiguous().clone()
     scalars: dict[str, dict[str, float]] = {}
@@ -163,19 +204,23 @@ def _save_checkpoint(
         "history": json.dumps(asdict(history)),
         "optimizer_scalars": json.dumps(scalars),
         "param_groups": json.dumps(opt_state["param_groups"]),
+        "scheduler": json.dumps(scheduler.state_dict()),
     }
     write_with(directory / CHECKPOINT, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _load_checkpoint(
-    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    directory: Path,
+    modules: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> tuple[TrainHistory, dict[str, torch.Tensor]]:
     path = directory / CHECKPOINT
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     history = TrainHistory(**json.loads(metadata["history"]))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    modules.load_state_dict({k.removeprefix("modules."): v for k, v in tensors.items() if k.startswith("modules.")})
     best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
     opt_state: dict[str, Any] = {"state": {}, "param_groups": json.loads(metadata["param_groups"])}
     for key, value in tensors.items():
@@ -186,4 +231,5 @@ def _load_checkpoint(
         for name, value in values.items():
             opt_state["state"].setdefault(int(param_id), {})[name] = torch.tensor(value)
     optimizer.load_state_dict(opt_state)
+    scheduler.load_state_dict(json.loads(metadata["scheduler"]))
     return history, best

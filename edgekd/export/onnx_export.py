@@ -46,10 +46,10 @@ from edgekd.export.parity import (
     batch_rows,
     check_parity,
     eval_mode,
-    model_logits,
     one_line,
     parity_batches,
 )
+from edgekd.models.logits import model_logits
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,8 @@ def _torch_export(
             # The TorchScript exporter warns that it is deprecated; it is still the robust path.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # transformers' attention masks index with non-negative indices only; the warning does not apply
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
             torch.onnx.export(
                 _LogitsOnly(model),
                 tuple(sample.values()),

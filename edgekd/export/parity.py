@@ -20,6 +20,7 @@ import onnxruntime as ort
 import torch
 
 from edgekd.errors import ExportError
+from edgekd.models.logits import model_logits
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 7)
 """Batch sizes :func:`parity_batches` builds by default: 1 and an odd size larger than 1."""
@@ -36,14 +37,6 @@ def as_batch(inputs: torch.Tensor | Mapping[str, torch.Tensor], name: str = "inp
 def batch_rows(batch: Mapping[str, torch.Tensor]) -> int:
     """The batch size (all inputs share their first axis)."""
     return int(next(iter(batch.values())).shape[0])
-
-
-def model_logits(output: object) -> torch.Tensor:
-    """The output tensor of a model: itself, or the ``logits`` of a Hugging Face model output."""
-    logits = getattr(output, "logits", output)
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"model returned {type(output).__name__}; expected a single tensor or an object with .logits")
-    return logits
 
 
 @dataclass(frozen=True)
@@ -148,7 +141,7 @@ def check_parity(
         shapes = {name: tuple(t.shape) for name, t in batch.items()}
         expected = _torch_output(model, batch, shown)
         try:
-            actual = np.asarray(session.run(None, {n: t.detach().cpu().numpy() for n, t in batch.items()})[0])
+            actual = np.asarray(session.run(None, _feeds(session, batch))[0])
         except Exception as exc:
             raise ExportError(f"{shown}: onnxruntime failed on inputs of shapes {shapes}: {one_line(exc)}") from exc
         if actual.shape != expected.shape:
@@ -159,7 +152,43 @@ def check_parity(
         diffs.append(_abs_diff(expected, actual).ravel())
         matches.append(_argmax_matches(expected, actual))
         samples += batch_rows(batch)
+    return _parity_result(diffs, matches, samples, atol)
 
+
+def check_file_parity(
+    reference: Path,
+    candidate: Path,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    atol: float,
+    *,
+    label: str | Path | None = None,
+) -> ParityResult:
+    """Compare every output of two model files (e.g. ``.onnx`` and its ``.ort``) on onnxruntime's CPU provider.
+
+    ``feeds`` are input batches by input name, each run through both models. ``label`` names the
+    candidate in error messages (default ``candidate``). Raises :class:`ExportError` when either file
+    cannot be loaded or run, or when their outputs differ in number or shape.
+    """
+    shown = label if label is not None else candidate
+    sessions = _cpu_session(Path(reference), reference), _cpu_session(Path(candidate), shown)
+    diffs, matches, samples = [], [], 0
+    for feed in feeds:
+        try:
+            expected, actual = (session.run(None, dict(feed)) for session in sessions)
+        except Exception as exc:
+            shapes = {name: tuple(array.shape) for name, array in feed.items()}
+            raise ExportError(f"{shown}: onnxruntime failed on inputs of shapes {shapes}: {one_line(exc)}") from exc
+        if [np.shape(a) for a in actual] != [np.shape(e) for e in expected]:
+            raise ExportError(f"{shown}: outputs differ from {Path(reference).name}: shapes "
+                              f"{[np.shape(a) for a in actual]} vs {[np.shape(e) for e in expected]}")
+        for want, got in zip(expected, actual, strict=True):
+            diffs.append(_abs_diff(np.asarray(want), np.asarray(got)).ravel())
+            matches.append(_argmax_matches(np.asarray(want), np.asarray(got)))
+        samples += int(np.shape(next(iter(feed.values())))[0])
+    return _parity_result(diffs, matches, samples, atol)
+
+
+def _parity_result(diffs: list[np.ndarray], matches: list[np.ndarray], samples: int, atol: float) -> ParityResult:
     diff, match = np.concatenate(diffs), np.concatenate(matches)
     max_diff = float(diff.max(initial=0.0))  # NaN if any element differs by NaN
     return ParityResult(
@@ -183,6 +212,12 @@ def _cpu_session(path: Path, shown: str | Path) -> ort.InferenceSession:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(f"{shown}: onnxruntime cannot load the model: {one_line(exc)}") from exc
+
+
+def _feeds(session: ort.InferenceSession, batch: Batch) -> dict[str, np.ndarray]:
+    """The batch's tensors the graph takes (the exporter drops inputs a model ignores, e.g. token_type_ids)."""
+    wanted = {i.name for i in session.get_inputs()}
+    return {name: t.detach().cpu().numpy() for name, t in batch.items() if name in wanted}
 
 
 def _torch_output(model: torch.nn.Module, batch: Batch, shown: str | Path) -> np.ndarray:

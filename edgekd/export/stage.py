@@ -1,35 +1,43 @@
-"""The ``export`` stage: every model with weights → ONNX, checked against PyTorch."""
+"""The ``export`` stage: every model with weights → ONNX, checked against PyTorch on real test inputs."""
 
 from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.catalog import load_export_target
 from edgekd.config import ExportStage
-from edgekd.data import load_dataset
+from edgekd.data.task_data import prepare_task_data
 from edgekd.export.onnx_export import export_onnx
-from edgekd.models import build_model, load_weights, spec_for_role
+from edgekd.export.ort_format import convert_to_ort, numpy_feeds
+from edgekd.models.task_model import TaskModel
 
-#: Test examples used for the parity check (several batches of real inputs).
+#: Test examples used for the parity check (one batch of real inputs, plus batches of 1 and 7).
 PARITY_SAMPLES = 64
 
 
 def run_export(config: ExportStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
-    """Export the teacher and the student (whichever have weights) with the recipe's export target."""
+    """Export every model that has weights (teacher, assistant, student) with the recipe's export target."""
     target = load_export_target(config.target)
-    data = load_dataset(ctx.recipe.data, ctx.seed)
-    sample = data.x_test[:PARITY_SAMPLES]
     metrics = {"target": target.model_dump(mode="json")}
     for role, model_artifact in artifact.models.items():
         if model_artifact.weights is None:
             continue
-        model = build_model(spec_for_role(ctx.recipe, role), data.input_shape, data.num_classes)
-        load_weights(model, ctx.resolve(model_artifact.weights))
-        result = export_onnx(model, sample, ctx.path(f"{role}.onnx"), target)
+        model = TaskModel.load(ctx.resolve(model_artifact.weights))
+        data = prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=model.tokenizer)
+        _, sample, _ = next(data.test.batches(PARITY_SAMPLES, shuffle=False))
+        result = export_onnx(model.module, sample, ctx.path(f"{role}.onnx"), target,
+                             extra_dynamic_axes=model.signature.dynamic_axes())
         metrics[role] = {**result.to_json(), "path": ctx.ref(f"{role}.onnx")}
+        ort_figures = {}
+        if target.format == "ort":
+            converted = convert_to_ort(ctx.path(f"{role}.onnx"), target, numpy_feeds(sample))
+            metrics[role]["ort"] = converted.to_json()
+            ort_figures["deploy_files"] = converted.deploy_files(
+                ctx.ref, f"{role}.onnx" if target.keep_onnx else None)
         artifact = artifact.with_model(model_artifact.updated(
             onnx=ctx.ref(f"{role}.onnx"),
             size_mb=result.size_mb,
             parity_max_abs_diff=result.parity.max_abs_diff,
             opset=result.opset,
+            **ort_figures,
         ))
     return StageOutput(artifact=artifact, metrics=metrics)

@@ -1,6 +1,6 @@
 """Model adapters and builders: architectures named in recipes, built through one registry."""
 
-from edgekd.models.builders import build_model, count_params, spec_for_role
+from edgekd.models.builders import build_model, count_params
 from edgekd.models.weights import load_weights, save_weights
 
-__all__ = ["build_model", "count_params", "load_weights", "save_weights", "spec_for_role"]
+__all__ = ["build_model", "count_params", "load_weights", "save_weights"]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from edgekd.config import CNNSpec, MLPSpec, Recipe
+from edgekd.config import CNNSpec, MLPSpec
 from edgekd.errors import ConfigError
 
 
@@ -69,7 +69,3 @@ def count_params(model: nn.Module) -> int:
     """Number of parameters (trainable or not) in ``model``."""
     return sum(p.numel() for p in model.parameters())
 
-
-def spec_for_role(recipe: Recipe, role: str) -> CNNSpec | MLPSpec:
-    """The architecture the recipe gives the model of ``role`` (``teacher`` or ``student``)."""
-    return {"teacher": recipe.teacher.model, "student": recipe.student.model}[role]

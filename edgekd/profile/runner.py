@@ -79,6 +79,8 @@ class ProfileResult:
     runs: int
     warmup: int
     onnxruntime: str
+    times_ms: tuple[float, ...] = ()
+    """Every timed run's latency on the device (host time × ``speed_ratio`` for an estimate), in run order."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
@@ -115,7 +117,17 @@ def profile_onnx(
     threads = host_threads(resolve_threads(device))
     timing = time_onnx(path, device.inputs, threads=threads, warmup=warmup, runs=runs,
                        show_progress=show_progress)
-    host = np.asarray(timing.times_ms)
+    return summarize_timings(path, device, [timing], warmup=warmup)
+
+
+def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTiming], *, warmup: int) -> ProfileResult:
+    """The device figures of one model from one or more timing sessions of it on this machine.
+
+    The runs of every session are pooled (sessions interleaved with other models' make a fair
+    comparison on a noisy machine); peak memory is the largest of the sessions'.
+    """
+    timing = timings[0]
+    host = np.concatenate([np.asarray(t.times_ms) for t in timings])
     ratio: float | None = None
     if device.reference is not None:
         from edgekd.profile.speed_ratio import speed_ratio
@@ -130,9 +142,9 @@ def profile_onnx(
         p99_ms=float(np.percentile(host, 99)) * factor,
         mean_ms=float(host.mean()) * factor,
         min_ms=float(host.min()) * factor,
-        peak_memory_mb=timing.peak_memory_mb,
+        peak_memory_mb=max(t.peak_memory_mb for t in timings),
         size_mb=timing.size_mb,
-        threads=threads,
+        threads=timing.threads,
         estimate=ratio is not None,
         speed_ratio=ratio,
         reference=device.reference.model if device.reference else None,
@@ -141,9 +153,10 @@ def profile_onnx(
         host_p90_ms=float(np.percentile(host, 90)),
         input_shapes=timing.input_shapes,
         cpu=detect_cpu().to_json(),
-        runs=runs,
+        runs=len(host),
         warmup=warmup,
         onnxruntime=timing.onnxruntime,
+        times_ms=tuple(float(t) * factor for t in host),
     )
 
 

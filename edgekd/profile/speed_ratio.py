@@ -142,12 +142,14 @@ def _cached_host_ms(path: Path, key: dict[str, Any]) -> float | None:
 # --------------------------------------------------------------------------- reference builders
 
 
-def export_encoder(model: Any, target: Path, *, sequence_length: int, dynamic: bool = False) -> None:
+def export_encoder(model: Any, target: Path, *, sequence_length: int, dynamic: bool = False,
+                   output: str = "last_hidden_state") -> None:
     """Export a ``transformers`` BERT-family encoder to ONNX (opset 17, TorchScript exporter).
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, batch 1 ×
-    ``sequence_length``; batch and sequence axes dynamic when ``dynamic``), output
-    ``last_hidden_state``. The model is called with keyword arguments through a thin wrapper,
+    ``sequence_length``; batch and sequence axes dynamic when ``dynamic``), one output: the model
+    output field ``output`` (``last_hidden_state``, or ``logits`` of a classifier; its batch axis
+    dynamic when ``dynamic``). The model is called with keyword arguments through a thin wrapper,
     which the tracer needs with transformers 5.
     """
     import torch
@@ -159,15 +161,15 @@ def export_encoder(model: Any, target: Path, *, sequence_length: int, dynamic: b
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
             return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+                              token_type_ids=token_type_ids)[output]
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {name: {0: "batch", 1: "sequence"} for name in names} if dynamic else None
+    axes = {**{name: {0: "batch", 1: "sequence"} for name in names}, output: {0: "batch"}} if dynamic else None
     ids = torch.zeros(1, sequence_length, dtype=torch.long)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(Encoder(model.eval()), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(target),
-                          input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                          input_names=names, output_names=[output], dynamic_axes=axes,
                           opset_version=17, dynamo=False)
 
 

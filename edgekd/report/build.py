@@ -1,36 +1,76 @@
-"""Assemble ``report.json`` from the run's final artifact and its stage records."""
+"""Assemble ``report.json``, the machine record of a run, from its final artifact and stage records.
+
+Everything here is read from what the stages recorded; nothing is measured. Top level: one
+object per model role (``teacher``, ``student``, ...) with :data:`MODEL_FIELDS`, ``comparison``
+(student/teacher ratios), ``budget`` (verdict, limits, checks), ``stages`` (one row per stage,
+with the figures of every model after it and which models it changed), ``final_model``,
+``operators`` (the final model's onnxruntime operator profile), ``bundle``, ``quantization``
+(any ``decision``/``reason`` a quantize stage recorded), ``warnings``, ``notes``, ``cpu``,
+``device``, ``recipe``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from edgekd import __version__
 from edgekd.artifacts import Artifact
 from edgekd.config import DeviceProfile, Recipe
+from edgekd.profile.stage import judged_role
 
 #: Per-model figures every report carries (``None`` when the stage that measures one did not run).
-MODEL_FIELDS = ("accuracy", "val_accuracy", "params", "size_mb", "p50_ms", "p90_ms", "p99_ms",
-                "peak_memory_mb", "threads", "estimate", "parity_max_abs_diff")
+MODEL_FIELDS = ("accuracy", "val_accuracy", "params", "macs", "size_mb", "p50_ms", "p90_ms", "p99_ms",
+                "peak_memory_mb", "threads", "estimate", "parity_max_abs_diff", "precision", "quantization_reason")
+#: Per-model figures of a stage row: the model figures and the budget verdict, once judged.
+STAGE_FIELDS = (*MODEL_FIELDS, "budget_verdict")
+#: The order models are shown in (others follow in the order the run made them).
+ROLE_ORDER = ("teacher", "assistant", "student")
 
 
 def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, records: list[dict[str, Any]],
                  cpu: dict[str, Any]) -> dict[str, Any]:
     """The machine-readable record of a run: models, comparison, budget verdict, stages, CPU."""
-    models = {role: _model_figures(m.metrics) for role, m in artifact.models.items()}
-    profile = next((r for r in records if r["stage"] == "profile"), None)
+    models = {role: _model_figures(artifact.get(role).metrics) for role in ordered_roles(artifact.models)}
+    profile = last_record(records, "profile")
+    final = final_role(artifact)
     report: dict[str, Any] = {
         "edgekd_version": __version__,
         "recipe": recipe.model_dump(mode="json"),
         "device": device.model_dump(mode="json"),
         "cpu": cpu,
         **models,
+        "roles": list(models),
+        "final_model": final,
         "budget": _budget(device, profile),
         "stages": [_stage_row(r) for r in records],
+        "operators": (profile or {}).get("metrics", {}).get(final, {}).get("operators", []) if final else [],
+        "bundle": _bundle(last_record(records, "bundle")),
+        "quantization": _decisions(records),
         "warnings": _warnings(device, models),
+        "notes": _notes(device, cpu, profile),
     }
     if "teacher" in models and "student" in models:
         report["comparison"] = _comparison(models["teacher"], models["student"])
     return report
+
+
+def final_role(artifact: Artifact) -> str | None:
+    """The run's final model: the one judged against the budget (the student, else the last exported one)."""
+    exported = [role for role, m in artifact.models.items() if m.onnx is not None]
+    roles = exported or list(artifact.models)
+    return judged_role(roles) if roles else None
+
+
+def ordered_roles(roles: Iterable[str]) -> list[str]:
+    """Model roles in display order: teacher, assistant, student, then any other."""
+    roles = list(roles)
+    return sorted(roles, key=lambda r: (ROLE_ORDER.index(r) if r in ROLE_ORDER else len(ROLE_ORDER), roles.index(r)))
+
+
+def last_record(records: list[dict[str, Any]], stage: str) -> dict[str, Any] | None:
+    """The record of the last ``stage`` stage of a run, if it has one."""
+    return next((r for r in reversed(records) if r["stage"] == stage), None)
 
 
 def _model_figures(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +93,7 @@ def _comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, A
     return {
         "accuracy_ratio": ratio("accuracy"),
         "params_ratio": ratio("params"),
+        "macs_ratio": ratio("macs"),
         "size_ratio": ratio("size_mb"),
         "p50_latency_ratio": ratio("p50_ms"),
         "p90_latency_ratio": ratio("p90_ms"),
@@ -60,15 +101,37 @@ def _comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, A
 
 
 def _stage_row(record: dict[str, Any]) -> dict[str, Any]:
+    before, after = record.get("inputs", {}), record["artifact"]
     return {
         "index": record["index"],
         "stage": record["stage"],
         "wall_seconds": record["wall_seconds"],
         "started_at": record["started_at"],
         "fingerprint": record["fingerprint"],
-        "models": {role: {k: v for k, v in m["metrics"].items() if k in MODEL_FIELDS}
-                   for role, m in record["artifact"].items()},
+        "models": {role: {k: v for k, v in m["metrics"].items() if k in STAGE_FIELDS} for role, m in after.items()},
+        "changed": ordered_roles(role for role, m in after.items() if before.get(role) != m),
     }
+
+
+def _bundle(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {key: record["metrics"].get(key) for key in ("role", "format", "directory", "zip", "zip_bytes", "files")}
+
+
+def _decisions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every ``decision``/``reason`` a quantize stage recorded, at the top of its metrics or per model."""
+    found = []
+    for record in records:
+        if record["stage"] != "quantize":
+            continue
+        metrics = record["metrics"]
+        scopes = [(None, metrics)] + [(key, value) for key, value in metrics.items() if isinstance(value, dict)]
+        for role, scope in scopes:
+            if "decision" in scope or "reason" in scope:
+                found.append({"stage": record["stage"], "role": role, "decision": scope.get("decision"),
+                              "reason": scope.get("reason")})
+    return found
 
 
 def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]]) -> list[str]:
@@ -83,3 +146,10 @@ def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]]) -> list[
         if figures.get("p50_ms") is None:
             warnings.append(f"The {role} was not profiled: no latency figures.")
     return warnings
+
+
+def _notes(device: DeviceProfile, cpu: dict[str, Any], profile: dict[str, Any] | None) -> list[str]:
+    if profile is None or device.reference is not None:
+        return []
+    return [f"Latencies are measured, not estimated: timed with onnxruntime on {cpu.get('brand', 'this CPU')}, "
+            f"which is the device '{device.name}'."]

@@ -1,37 +1,134 @@
-"""Plots for the report (matplotlib, no display needed)."""
+"""Plots for the reports (matplotlib, Agg backend: no display needed). Each is written atomically as PNG.
+
+Each function returns the path it wrote, or None when there is nothing to plot.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekd.atomic import write_with
 
+_DPI = 110
 
-def plot_accuracy_latency(report: dict[str, Any], path: Path) -> Path | None:
-    """Accuracy vs p90 latency of each model, with the budget's p90 line; None if nothing was profiled."""
-    points = [(role, report[role]) for role in ("teacher", "student")
-              if role in report and report[role].get("p90_ms") is not None and report[role].get("accuracy") is not None]
-    if not points:
-        return None
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for role, figures in points:
-        ax.scatter(figures["p90_ms"], figures["accuracy"], s=60, label=role)
-        ax.annotate(role, (figures["p90_ms"], figures["accuracy"]), textcoords="offset points", xytext=(6, 4))
-    limit = report["budget"]["limits"]["p90_ms"]
-    ax.axvline(limit, color="red", linestyle="--", label=f"budget p90 {limit:g} ms")
-    estimate = " (estimate)" if any(f.get("estimate") for _, f in points) else ""
-    ax.set_xlabel(f"p90 latency on {report['device']['name']} (ms){estimate}")
-    ax.set_ylabel("test accuracy")
-    ax.set_xscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+    _pyplot().close(fig)
     return path
+
+
+def plot_accuracy_latency(report: dict[str, Any], path: Path) -> Path | None:
+    """Accuracy vs p90 latency of each model, with the budget's p90 line."""
+    points = [(role, report[role]) for role in report.get("roles", ("teacher", "student"))
+              if role in report and report[role].get("p90_ms") is not None
+              and report[role].get("accuracy") is not None]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for role, figures in points:
+        ax.scatter(figures["p90_ms"], figures["accuracy"], s=70, label=role, zorder=3)
+        ax.annotate(role, (figures["p90_ms"], figures["accuracy"]), textcoords="offset points", xytext=(7, 5))
+    limit = report["budget"]["limits"]["p90_ms"]
+    ax.axvline(limit, color="tab:red", linestyle="--", label=f"budget p90 {limit:g} ms")
+    estimate = " (estimate)" if any(f.get("estimate") for _, f in points) else ""
+    ax.set_xlabel(f"p90 latency on {report['device']['name']} (ms, log scale){estimate}")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy vs p90 latency")
+    ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.2)  # room for the labels next to the points
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_size_per_stage(rows: Sequence[tuple[str, float]], budget_mb: float, path: Path) -> Path | None:
+    """Model file size after each stage that wrote a model file (``rows``: label, MB), with the budget line."""
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    labels, sizes = [label for label, _ in rows], [size for _, size in rows]
+    bars = ax.bar(range(len(rows)), sizes, color="tab:blue", zorder=3)
+    ax.bar_label(bars, labels=[f"{s:.3g} MB" for s in sizes], padding=2, fontsize=8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    if max(sizes) / max(min(sizes), 1e-9) > 20:
+        ax.set_yscale("log")
+    title = "Model size per stage"
+    if budget_mb <= 3 * max(sizes):
+        ax.axhline(budget_mb, color="tab:red", linestyle="--", label=f"budget {budget_mb:g} MB")
+        ax.legend(loc="upper right")
+    else:
+        title += f" (budget {budget_mb:g} MB, off the scale)"
+    ax.set_title(title)
+    ax.set_ylabel("model file size (MB)")
+    ax.grid(True, axis="y", alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def plot_latency_distribution(series: dict[str, Sequence[float]], budget_ms: float | None, xlabel: str,
+                              path: Path) -> Path | None:
+    """Histogram of per-run latencies of each model, with its p50/p90/p99 marked and the budget line.
+
+    The axis ends a little past the slowest model's 99.5th percentile (at most 4× its p90), so
+    that a few runs disturbed by the machine do not squash the distribution; slower runs are
+    counted in the last bin. Models whose medians differ over 3× share a logarithmic axis.
+    """
+    series = {name: np.asarray(times, dtype=float) for name, times in series.items() if len(times)}
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    low = min(float(t.min()) for t in series.values())
+    high = min(max(float(np.percentile(t, 99.5)) for t in series.values()) * 1.1,
+               max(float(np.percentile(t, 90)) for t in series.values()) * 4)
+    budget_shown = budget_ms is not None and budget_ms <= 3 * high
+    if budget_shown:
+        high = max(high, budget_ms * 1.05)
+    medians = [float(np.median(t)) for t in series.values()]
+    logarithmic = max(medians) > 3 * min(medians) > 0
+    high = max(high, low * 1.01 + 1e-9)
+    bins = np.geomspace(low, high, 60) if logarithmic else np.linspace(low, high, 60)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    percentile_styles = ((50, "-", "p50"), (90, "--", "p90"), (99, ":", "p99"))
+    slower = 0
+    for index, (name, times) in enumerate(series.items()):
+        color = colors[index % len(colors)]
+        slower += int((times > bins[-1]).sum())
+        ax.hist(np.minimum(times, bins[-1]), bins=bins, alpha=0.55, color=color, label=name)
+        for q, style, _ in percentile_styles:
+            ax.axvline(np.percentile(times, q), color=color, linestyle=style, linewidth=1.2)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [plt.Line2D([], [], color="black", linestyle=style, linewidth=1.2) for _, style, _ in percentile_styles]
+    labels += [label for _, _, label in percentile_styles]
+    notes = [f"{slower} slower run{'s' if slower != 1 else ''} in the last bin"] if slower else []
+    if budget_shown:
+        ax.axvline(budget_ms, color="tab:red", linewidth=2)
+        handles.append(plt.Line2D([], [], color="tab:red", linewidth=2))
+        labels.append(f"budget p90 {budget_ms:g} ms")
+    elif budget_ms is not None:
+        notes.append(f"budget p90 {budget_ms:g} ms is off the scale")
+    ax.legend(handles, labels, fontsize=8, loc="upper right")
+    ax.set_title("Latency distribution" + (f"\n({'; '.join(notes)})" if notes else ""), fontsize=11)
+    if logarithmic:
+        ax.set_xscale("log")
+    ax.set_xlim(bins[0] / (1.05 if logarithmic else 1), bins[-1] * 1.02)  # a p99 past the last bin stays off it
+    ax.set_xlabel(xlabel + (", log scale" if logarithmic else ""))
+    ax.set_ylabel("runs")
+    ax.grid(True, alpha=0.3, which="both")
+    return _save(fig, path)

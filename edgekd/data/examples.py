@@ -1,0 +1,97 @@
+"""Model-ready example sets: what the training loop iterates over, for images and for text.
+
+Both kinds yield ``(indices, inputs, labels)`` batches, where ``inputs`` is a dict of named
+tensors in the order the model takes them and ``indices`` are positions in the set (so cached
+teacher outputs can be looked up). Labels of ``-1`` mark unlabelled examples (an augmented
+transfer set that only the teacher labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from edgekd.data.batching import bucket_batches, collate
+
+UNLABELLED = -1
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+Batch = tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InputSignature:
+    """What a model is fed: images of a fixed shape, or token ids from a tokenizer's vocabulary."""
+
+    kind: Literal["image", "text"]
+    image_shape: tuple[int, ...] = ()
+    vocab_size: int = 0
+    pad_id: int = 0
+    max_length: int = 0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """ONNX input names, in the order the model takes them."""
+        return ("input",) if self.kind == "image" else TEXT_INPUTS
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Axes beyond the batch that vary at run time (the sequence axis of text inputs)."""
+        return {} if self.kind == "image" else {name: {1: "sequence"} for name in TEXT_INPUTS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "image_shape": list(self.image_shape), "vocab_size": self.vocab_size,
+                "pad_id": self.pad_id, "max_length": self.max_length}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputSignature:
+        return cls(kind=data["kind"], image_shape=tuple(data["image_shape"]), vocab_size=data["vocab_size"],
+                   pad_id=data["pad_id"], max_length=data["max_length"])
+
+
+class Examples(Protocol):
+    """A set of examples the training loop can batch."""
+
+    labels: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Mini-batches covering every example once; shuffled (with ``generator``) when asked."""
+        ...
+
+
+@dataclass(frozen=True)
+class ImageExamples:
+    """Images already in memory as one float tensor ``[N, C, H, W]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for begin in range(0, len(order), batch_size):
+            idx = order[begin : begin + batch_size]
+            yield idx.numpy(), {"input": self.images[idx]}, self.labels[idx]
+
+
+@dataclass(frozen=True)
+class TextExamples:
+    """Token-id sequences of varying length, padded per batch (length-bucketed when shuffled)."""
+
+    encoded: tuple[np.ndarray, ...]
+    labels: torch.Tensor
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        lengths = np.fromiter((len(ids) for ids in self.encoded), dtype=np.int64, count=len(self.encoded))
+        for idx in bucket_batches(lengths, batch_size, shuffle=shuffle, generator=generator):
+            yield idx, collate(self.encoded, idx, self.pad_id), self.labels[torch.from_numpy(idx)]

@@ -1,0 +1,73 @@
+"""A recipe's data made ready for a model: split, tokenized (text) and wrapped as example sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from edgekd.config import DataConfig, SklearnData, TokenizerConfig
+from edgekd.data.batching import encode
+from edgekd.data.datasets import load_dataset
+from edgekd.data.examples import Examples, ImageExamples, InputSignature, TextExamples
+from edgekd.data.text import TextSplits
+from edgekd.data.tokenizer import load_or_train_tokenizer
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Train/validation/test example sets, the class names and what models are fed."""
+
+    train: Examples
+    val: Examples
+    test: Examples
+    class_names: tuple[str, ...]
+    signature: InputSignature
+    tokenizer: Any | None = None
+    texts: TextSplits | None = None
+
+
+def prepare_task_data(
+    config: DataConfig,
+    seed: int,
+    *,
+    tokenizer_config: TokenizerConfig | None = None,
+    tokenizer: Any | None = None,
+    trust_remote_code: bool = False,
+) -> TaskData:
+    """Load ``config``'s data; text is tokenized with ``tokenizer`` or one from ``tokenizer_config``.
+
+    Without a given tokenizer, text data gets the recipe's tokenizer (a pretrained one, or WordPiece
+    trained on the training split — deterministic, so every stage that trains one gets the same).
+    """
+    if isinstance(config, SklearnData):
+        splits = load_dataset(config, seed)
+        return TaskData(
+            train=ImageExamples(splits.x_train, splits.y_train),
+            val=ImageExamples(splits.x_val, splits.y_val),
+            test=ImageExamples(splits.x_test, splits.y_test),
+            class_names=splits.class_names,
+            signature=InputSignature(kind="image", image_shape=splits.input_shape),
+        )
+    texts = load_dataset(config, seed)
+    if tokenizer is None:
+        tokenizer = load_or_train_tokenizer(tokenizer_config, texts.train.texts, trust_remote_code=trust_remote_code)
+    max_length = tokenizer.model_max_length if tokenizer_config is None else tokenizer_config.max_length
+    signature = InputSignature(kind="text", vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
+                               max_length=int(max_length))
+    return TaskData(
+        train=text_examples(tokenizer, texts.train.texts, texts.train.labels, max_length),
+        val=text_examples(tokenizer, texts.val.texts, texts.val.labels, max_length),
+        test=text_examples(tokenizer, texts.test.texts, texts.test.labels, max_length),
+        class_names=texts.class_names,
+        signature=signature,
+        tokenizer=tokenizer,
+        texts=texts,
+    )
+
+
+def text_examples(tokenizer: Any, texts: Any, labels: Any, max_length: int) -> TextExamples:
+    """Tokenize ``texts`` into a :class:`TextExamples` set with ``labels`` (−1 = unlabelled)."""
+    return TextExamples(encoded=tuple(encode(tokenizer, texts, max_length)),
+                        labels=torch.tensor(labels, dtype=torch.long), pad_id=int(tokenizer.pad_token_id))

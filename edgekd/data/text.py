@@ -1,0 +1,266 @@
+"""Labelled text datasets: local TSV/CSV files, datasets saved to disk, and hub datasets.
+
+Every source gives a training and a test split of (sentence, label) pairs; :func:`load_text_dataset`
+turns them into :class:`TextSplits`:
+
+- **validation**: ``val_examples`` examples held out of the training split by a permutation seeded
+  with the recipe's seed;
+- **limit_train**: the first N training examples in that same seeded order (a random subset, not the
+  head of the file, which may be sorted), so the validation set does not change with the limit;
+- **limit_test**: the first N rows of the test split, in file order (the test split is never shuffled);
+- every split keeps the file order of the examples it holds.
+
+Labels become class indices: the distinct labels of the training split, sorted (numerically when
+they are all integers, else as strings), are the class names, and a label's index is its position
+among them, so SST-2's 0/1 stay 0/1. A ``datasets.ClassLabel`` column keeps its own names and order.
+
+TSV files are read with the ``csv`` module without quote processing (SST-2 sentences contain quote
+characters), CSV files with standard CSV quoting; both need a header line, may start with a UTF-8
+byte-order mark, and may contain blank lines, which are skipped. Texts and labels are stripped
+(SST-2 sentences end with a space).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.config import HFDiskData, HubData, TextFileData
+from edgekd.errors import DataError
+
+TextDataConfig = TextFileData | HFDiskData | HubData
+
+
+@dataclass(frozen=True, eq=False)
+class TextSet:
+    """Sentences and their class indices (a read-only int64 array of the same length); compared by identity."""
+
+    texts: tuple[str, ...]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True, eq=False)
+class TextSplits:
+    """A labelled text dataset split three ways, with the names of its classes; compared by identity."""
+
+    train: TextSet
+    val: TextSet
+    test: TextSet
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels index."""
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class _RawSplit:
+    """One split as read, before labels become indices; ``lines`` locate each example for messages."""
+
+    name: str
+    texts: list[str]
+    labels: list[str]
+    lines: Sequence[int]
+    unit: str
+
+
+def load_text_dataset(config: TextDataConfig, seed: int) -> TextSplits:
+    """Read the text dataset ``config`` names and split it (see the module docstring for the rules).
+
+    Cached per (config, seed) and, for local files, their size and modification time: the stages
+    of a run share one copy, whose texts are tuples and whose label arrays are read-only.
+
+    Raises :class:`~edgekd.errors.DataError` (one line naming the file, the line or column, and
+    what was expected) for a missing file, split or column, a row with the wrong number of fields,
+    an empty split, a test label the training split lacks, or ``val_examples`` not below the
+    number of training examples.
+    """
+    return _load_cached(config, seed, _file_stamps(config))
+
+
+def _file_stamps(config: TextDataConfig) -> tuple[tuple[int, int], ...]:
+    if not isinstance(config, TextFileData):
+        return ()
+    return tuple((s.st_size, s.st_mtime_ns) for s in (p.stat() for p in (config.train, config.test) if p.is_file()))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int], ...]) -> TextSplits:
+    if isinstance(config, TextFileData):
+        train = _read_table(config.train, "train", config)
+        test = _read_table(config.test, "test", config)
+        class_names = _sorted_labels(train.labels)
+    else:
+        train, test, known_names = _read_hf(config)
+        class_names = known_names or _sorted_labels(train.labels)
+    return _split(train, test, class_names, config, seed)
+
+
+# --------------------------------------------------------------------------- local TSV / CSV files
+
+
+def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (data.{key})")
+    delimiter, quoting = ("\t", csv.QUOTE_NONE) if config.source == "tsv" else (",", csv.QUOTE_MINIMAL)
+    texts: list[str] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DataError(
+                    f"{path}: empty file; expected a header line naming the columns "
+                    f"'{config.text_column}' and '{config.label_column}'"
+                )
+            _check_columns(str(path), header, config)
+            text_at, label_at = header.index(config.text_column), header.index(config.label_column)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise DataError(
+                        f"{path} line {reader.line_num}: {len(row)} fields, expected {len(header)} "
+                        f"like the header ({_listing(header)})"
+                    )
+                texts.append(row[text_at].strip())
+                labels.append(row[label_at].strip())
+                lines.append(reader.line_num)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+        except csv.Error as exc:
+            raise DataError(f"{path} line {reader.line_num}: malformed {config.source.upper()} ({exc})") from None
+    if not texts:
+        raise DataError(f"{path}: no data rows after the header line")
+    return _RawSplit(str(path), texts, labels, lines, "line")
+
+
+def _check_columns(where: str, columns: list[str], config: TextDataConfig) -> None:
+    for column, key in ((config.text_column, "text_column"), (config.label_column, "label_column")):
+        if column not in columns:
+            raise DataError(f"{where}: no column '{column}' (data.{key}); the columns are {_listing(columns)}")
+
+
+# --------------------------------------------------------------------------- Hugging Face datasets
+
+
+def _read_hf(config: HFDiskData | HubData) -> tuple[_RawSplit, _RawSplit, tuple[str, ...] | None]:
+    """Both splits of a ``DatasetDict``, and the class names when the label column is a ClassLabel."""
+    import datasets
+
+    where = str(config.path) if isinstance(config, HFDiskData) else f"hub dataset '{config.id}'"
+    loaded = _open_hf(config, where)
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise DataError(
+            f"{where}: holds a single Dataset; expected a DatasetDict with the splits "
+            f"'{config.train_split}' and '{config.test_split}'"
+        )
+    train, test = (_hf_split(loaded, name, where, key, config) for name, key in
+                   ((config.train_split, "train_split"), (config.test_split, "test_split")))
+    feature = loaded[config.train_split].features[config.label_column]
+    return train, test, tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def _open_hf(config: HFDiskData | HubData, where: str) -> Any:
+    import datasets
+
+    if isinstance(config, HFDiskData):
+        try:
+            return datasets.load_from_disk(str(config.path))
+        except FileNotFoundError as exc:
+            raise DataError(f"{where}: not a dataset saved with save_to_disk (data.path): {exc}") from None
+    try:
+        return datasets.load_dataset(config.id, config.config)
+    except Exception as exc:  # the hub client raises many types (network, auth, unknown config)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{where} (config {config.config!r}): cannot load it: {detail}") from exc
+
+
+def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData | HubData) -> _RawSplit:
+    import datasets
+
+    if split not in loaded:
+        raise DataError(f"{where}: no split '{split}' (data.{key}); the dataset has {_listing(list(loaded))}")
+    table = loaded[split]
+    name = f"{where} split '{split}'"
+    _check_columns(name, table.column_names, config)
+    text_feature = table.features[config.text_column]
+    if not (isinstance(text_feature, datasets.Value) and text_feature.dtype in ("string", "large_string")):
+        raise DataError(f"{name}: column '{config.text_column}' holds {text_feature}, expected strings")
+    if table.num_rows == 0:
+        raise DataError(f"{name}: the split has no rows")
+    texts = list(table[config.text_column])
+    if None in texts:
+        raise DataError(f"{name} row {texts.index(None)}: column '{config.text_column}' is empty (null)")
+    label_feature = table.features[config.label_column]
+    names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
+    labels = [names[v] if names is not None and 0 <= v < len(names) else str(v) for v in table[config.label_column]]
+    return _RawSplit(name, [text.strip() for text in texts], labels, range(len(texts)), "row")
+
+
+# --------------------------------------------------------------------------- labels and splits
+
+
+def _sorted_labels(labels: list[str]) -> tuple[str, ...]:
+    distinct = set(labels)
+    try:
+        return tuple(sorted(distinct, key=int))
+    except ValueError:
+        return tuple(sorted(distinct))
+
+
+def _encode_labels(split: _RawSplit, class_names: tuple[str, ...]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(class_names)}
+    codes = [index.get(label, -1) for label in split.labels]
+    if -1 in codes:
+        at = codes.index(-1)
+        raise DataError(
+            f"{split.name} {split.unit} {split.lines[at]}: label '{split.labels[at]}' is not one of "
+            f"the training split's labels ({_listing(class_names)})"
+        )
+    return np.asarray(codes, dtype=np.int64)
+
+
+def _split(
+    train: _RawSplit, test: _RawSplit, class_names: tuple[str, ...], config: TextDataConfig, seed: int
+) -> TextSplits:
+    if config.val_examples >= len(train.texts):
+        raise DataError(
+            f"data.val_examples ({config.val_examples}) must be below the {len(train.texts)} examples "
+            f"of {train.name}, so that some remain for training"
+        )
+    train_labels = _encode_labels(train, class_names)
+    test_labels = _encode_labels(test, class_names)
+    order = np.random.default_rng(seed).permutation(len(train.texts))
+    val_rows = np.sort(order[: config.val_examples])
+    train_rows = np.sort(order[config.val_examples :][: config.limit_train])
+    test_rows = np.arange(len(test.texts))[: config.limit_test]
+    return TextSplits(
+        train=_subset(train.texts, train_labels, train_rows),
+        val=_subset(train.texts, train_labels, val_rows),
+        test=_subset(test.texts, test_labels, test_rows),
+        class_names=class_names,
+    )
+
+
+def _subset(texts: list[str], labels: np.ndarray, rows: np.ndarray) -> TextSet:
+    chosen = labels[rows]
+    chosen.setflags(write=False)
+    return TextSet(tuple(texts[i] for i in rows), chosen)
+
+
+def _listing(items: Sequence[str], most: int = 10) -> str:
+    shown = ", ".join(f"'{item}'" for item in items[:most])
+    return shown + (f", … ({len(items)} in all)" if len(items) > most else "")

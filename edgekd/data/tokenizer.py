@@ -1,0 +1,102 @@
+"""Tokenizers for text data: a pretrained Hugging Face one, or a BERT-style WordPiece trained offline.
+
+The trained tokenizer is a ``transformers.PreTrainedTokenizerFast`` like BERT's: the BERT
+normalizer (optionally lower-casing and stripping accents), the BERT pre-tokenizer (whitespace and
+punctuation), a WordPiece vocabulary with ``##`` continuation pieces, ``[CLS] … [SEP]`` around each
+sentence and the special tokens ``[PAD]`` (id 0), ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from edgekd.atomic import atomic_dir
+from edgekd.config import TokenizerConfig
+from edgekd.errors import ConfigError, DataError
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]"}
+
+
+def load_or_train_tokenizer(
+    config: TokenizerConfig | None, train_texts: Sequence[str], *, trust_remote_code: bool = False
+) -> PreTrainedTokenizerFast:
+    """The tokenizer a recipe asks for, with ``model_max_length`` set to ``config.max_length``.
+
+    ``config.pretrained`` set: loaded with ``AutoTokenizer.from_pretrained`` from a local directory
+    or a hub id (``vocab_size`` and ``lowercase`` are then the pretrained tokenizer's own); code
+    shipped with a hub tokenizer runs only when ``trust_remote_code`` is true. Unset (or ``config``
+    None, meaning the defaults): a WordPiece vocabulary of ``config.vocab_size`` pieces is trained
+    on ``train_texts``; the same texts give the same vocabulary and ids.
+    """
+    config = config or TokenizerConfig()
+    if config.pretrained is None:
+        tokenizer = _train_wordpiece(train_texts, config.vocab_size, lowercase=config.lowercase)
+    else:
+        tokenizer = _load_pretrained(config.pretrained, trust_remote_code)
+    tokenizer.model_max_length = config.max_length
+    return tokenizer
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> Path:
+    """Write ``tokenizer`` to ``directory`` (replacing it), readable by ``AutoTokenizer.from_pretrained``.
+
+    The files are written into a temporary directory beside ``directory`` and renamed into place,
+    so a crash leaves the old directory or none, never a half-written one.
+    """
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        tokenizer.save_pretrained(tmp)
+    return directory
+
+
+def _load_pretrained(name: str, trust_remote_code: bool) -> PreTrainedTokenizerFast:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"tokenizer.pretrained: cannot load '{name}': {detail}") from exc
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise ConfigError(f"tokenizer.pretrained: '{name}' has no fast (tokenizers-backed) tokenizer")
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"tokenizer.pretrained: '{name}' has no padding token; batches need one")
+    return tokenizer
+
+
+def _train_wordpiece(texts: Sequence[str], vocab_size: int, *, lowercase: bool) -> PreTrainedTokenizerFast:
+    if not texts:
+        raise DataError("cannot train a tokenizer: the training split has no texts")
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    trainer_tokenizer = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+    trainer_tokenizer.normalizer = normalizer
+    trainer_tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The trainer numbers the '##x' continuation pieces of single characters in the order of a
+    # randomly seeded hash map, and merges that tie in frequency are chosen by those numbers: the
+    # vocabulary would differ from run to run. Listing the pieces up front fixes their numbers (the
+    # normalizer acts on one character at a time, so normalizing the distinct characters suffices;
+    # punctuation gets a '##' piece it never uses).
+    characters = sorted({c for raw in set().union(*texts) for c in normalizer.normalize_str(raw) if not c.isspace()})
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[*SPECIAL_TOKENS.values(), *(f"##{c}" for c in characters)],
+        show_progress=False,
+    )
+    trainer_tokenizer.train_from_iterator(texts, trainer)
+
+    # A fresh tokenizer over the learned vocabulary, so that only the real special tokens are special.
+    tokenizer = Tokenizer(models.WordPiece(trainer_tokenizer.get_vocab(with_added_tokens=False),
+                                           unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+    )
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)

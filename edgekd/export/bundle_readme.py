@@ -1,0 +1,194 @@
+"""The bundle's README.md for app developers, written from its manifest.
+
+It says what each file is, what the model expects and returns, how fast it is on the target
+device, and shows how to feed it with ONNX Runtime's Android API (Kotlin) and from Python. The
+Python example is complete: run in the bundle directory, it classifies one input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_FILE_PURPOSES = {
+    "ort": "the model in ONNX Runtime's mobile format: load this in the app",
+    "onnx": "the same model as ONNX (for Netron, desktop tests and other runtimes)",
+    "required_operators": "operators a minimal ONNX Runtime build needs (build.py --include_ops_by_config)",
+}
+
+
+def render_readme(manifest: dict[str, Any]) -> str:
+    """README.md text for the bundle described by ``manifest`` (its ``files`` entry is not needed)."""
+    model, latency = manifest["model"], manifest["latency"]
+    first = manifest["inputs"][0]
+    shape = _concrete(first["shape"])
+    lines = [
+        f"# {manifest['name']}: on-device model bundle",
+        "",
+        f"Made by edgekd {manifest['edgekd_version']} for the device profile **{manifest['device']['name']}**"
+        + (f" ({manifest['device']['description'].rstrip('.')})" if manifest["device"].get("description") else "")
+        + ".",
+        "",
+        "| file | what it is |",
+        "|---|---|",
+        *[f"| `{path}` | {purpose} |" for path, purpose in _files(manifest)],
+        "",
+        "## The model",
+        "",
+        f"- Format: {model['format']} (opset {model['opset']}), made with onnxruntime {model['onnxruntime']}: "
+        "run it with that version of ONNX Runtime or a newer one.",
+        *[f"- Input `{t['name']}`: {t['dtype']} {_shape(t['shape'])}" for t in manifest["inputs"]],
+        *[f"- Output `{t['name']}`: {t['dtype']} {_shape(t['shape'])}: {manifest['postprocessing']['note']}"
+          for t in manifest["outputs"][:1]],
+        f"- Labels ({len(manifest['labels'])}): {', '.join(manifest['labels'])}",
+        f"- Test accuracy: {_number(manifest['accuracy']['test'], '{:.4f}')}",
+        f"- Latency on {manifest['device']['name']}: p50 {_number(latency['p50_ms'], '{:.3f}')} ms, "
+        f"p90 {_number(latency['p90_ms'], '{:.3f}')} ms ({latency['basis']})"
+        + (f"; budget verdict: **{manifest['budget']['verdict']}**" if manifest.get("budget") else ""),
+        "",
+        *_preprocessing_lines(manifest.get("preprocessing")),
+        "## Android (Kotlin, ONNX Runtime)",
+        "",
+        f"Add `implementation(\"com.microsoft.onnxruntime:onnxruntime-android:{model['onnxruntime']}\")` to the app's",
+        f"dependencies and copy `{model['file']}` to `app/src/main/assets/`. The Java API has the same classes.",
+        "",
+        "```kotlin",
+        *_kotlin(manifest, first["name"], shape),
+        "```",
+        "",
+        "On iOS the same model runs with the `onnxruntime-objc` pod (`ORTSession` on the same file and inputs).",
+        "",
+        "## Python",
+        "",
+        "```python",
+        *_python(manifest, first, shape),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _files(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    model = manifest["model"]
+    rows = [(model["file"], _FILE_PURPOSES[model["format"]])]
+    if model.get("onnx_file") and model["onnx_file"] != model["file"]:
+        rows.append((model["onnx_file"], _FILE_PURPOSES["onnx"]))
+    if model.get("required_operators"):
+        rows.append((model["required_operators"], _FILE_PURPOSES["required_operators"]))
+    if manifest.get("tokenizer"):
+        rows.append((manifest["tokenizer"]["directory"] + "/", "the tokenizer the model's token ids come from"))
+    rows += [("manifest.json", "machine-readable description of all of this, with the sha256 of every file"),
+             ("README.md", "this file")]
+    return rows
+
+
+def _preprocessing_lines(pre: dict[str, Any] | None) -> list[str]:
+    if pre is None:
+        return ["## Preprocessing", "", "Feed the inputs as the model was trained on them (see manifest.json).", ""]
+    if pre["kind"] == "text":
+        return ["## Preprocessing", "",
+                f"Tokenize with the files in `tokenizer/`, padding or truncating to {pre['max_length']} tokens "
+                f"(pad id {pre['pad_id']}).", ""]
+    return [
+        "## Preprocessing",
+        "",
+        f"Images of {pre['height']}×{pre['width']} pixels ({pre['color']}), {pre['channels']} channel(s), "
+        f"layout {pre['layout']}, pixel values {pre['pixel_range'][0]}..{pre['pixel_range'][1]}:",
+        "",
+        f"    {pre['formula']}   (scale = {pre['scale']:g}, mean = {pre['mean']}, std = {pre['std']})",
+        "",
+    ]
+
+
+_KOTLIN = """\
+import ai.onnxruntime.OnnxTensor
+import ai.onnxruntime.OrtEnvironment
+import ai.onnxruntime.OrtSession
+import java.nio.FloatBuffer
+
+val LABELS = arrayOf({labels})
+val env: OrtEnvironment = OrtEnvironment.getEnvironment()
+val session: OrtSession = env.createSession(
+    context.assets.open("{model_file}").readBytes(), OrtSession.SessionOptions())
+
+// {argument_doc}
+fun classify({argument}): String {{
+    {convert}
+    val shape = longArrayOf({shape})
+    OnnxTensor.createTensor(env, FloatBuffer.wrap(input), shape).use {{ tensor ->
+        session.run(mapOf("{input_name}" to tensor)).use {{ result ->
+            val logits = (result[0].value as Array<FloatArray>)[0]
+            return LABELS[logits.indices.maxByOrNull {{ logits[it] }}!!]
+        }}
+    }}
+}}"""
+
+_PYTHON_HEAD = """\
+import json
+
+import numpy as np
+import onnxruntime as ort
+
+manifest = json.load(open("manifest.json"))
+session = ort.InferenceSession("{model_file}")"""
+
+_PYTHON_IMAGE = """\
+pixels = np.random.default_rng(0).integers({low}, {high} + 1, size=({height}, {width}))  # your image here
+pre = manifest["preprocessing"]
+x = ((pixels * pre["scale"] - pre["mean"][0]) / pre["std"][0]).astype(np.{dtype}).reshape({shape})
+logits = session.run(None, {{"{input_name}": x}})[0]
+print(manifest["labels"][int(logits[0].argmax())])"""
+
+_PYTHON_TEXT = """\
+from transformers import AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{directory}")
+encoded = tokenizer(["an example sentence"], padding="max_length", truncation=True,
+                    max_length={max_length}, return_tensors="np")
+feeds = {{i.name: encoded[i.name].astype(np.int64) for i in session.get_inputs()}}
+logits = session.run(None, feeds)[0]
+print(manifest["labels"][int(logits[0].argmax())])"""
+
+_PYTHON_OTHER = """\
+x = np.zeros(({shape}), dtype=np.{dtype})  # your input here, preprocessed as in training
+logits = session.run(None, {{"{input_name}": x}})[0]
+print(manifest["labels"][int(logits[0].argmax())])"""
+
+
+def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list[str]:
+    pre = manifest.get("preprocessing") or {}
+    if pre.get("kind") == "image":
+        convert = (f"val input = FloatArray(pixels.size) {{ i -> "
+                   f"(pixels[i] * {pre['scale']:g}f - {pre['mean'][0]:g}f) / {pre['std'][0]:g}f }}")
+        argument, doc = "pixels: FloatArray", "pixels: grey levels, row by row"
+    else:
+        convert = "val input = features"
+        argument, doc = "features: FloatArray", "features: the model's input, preprocessed as in training"
+    return _KOTLIN.format(labels=", ".join(f'"{label}"' for label in manifest["labels"]),
+                          model_file=manifest["model"]["file"], argument=argument, argument_doc=doc,
+                          convert=convert, shape=", ".join(map(str, shape)), input_name=input_name).splitlines()
+
+
+def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -> list[str]:
+    pre = manifest.get("preprocessing") or {}
+    dims = ", ".join(map(str, shape))
+    if pre.get("kind") == "text":
+        body = _PYTHON_TEXT.format(directory=manifest["tokenizer"]["directory"], max_length=pre["max_length"])
+    elif pre.get("kind") == "image":
+        body = _PYTHON_IMAGE.format(low=pre["pixel_range"][0], high=pre["pixel_range"][1], height=pre["height"],
+                                    width=pre["width"], dtype=first["dtype"], shape=dims, input_name=first["name"])
+    else:
+        body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=first["name"])
+    return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body.splitlines()]
+
+
+def _concrete(shape: list[Any]) -> list[int]:
+    """A shape with every dynamic axis (batch, ...) set to 1."""
+    return [dim if isinstance(dim, int) and dim > 0 else 1 for dim in shape]
+
+
+def _shape(shape: list[Any]) -> str:
+    return "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+def _number(value: Any, pattern: str) -> str:
+    return "–" if value is None else pattern.format(value)

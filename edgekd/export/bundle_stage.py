@@ -1,0 +1,102 @@
+"""The ``bundle`` stage: the final model packed for an Android/iOS app.
+
+Writes ``RUN_DIR/bundle/`` (model files, ``manifest.json``, ``README.md``, a ``tokenizer/``
+folder for text models) and ``RUN_DIR/bundle.zip``. It runs after ``profile``, so the manifest
+carries the latency measured (or estimated) for the device. The bundled model is the one the
+profile stage judged against the budget (the student, else the only model); its files are the
+ones the export target marked for shipping (``deploy_files``: the ``.ort`` model, its
+reduced-operator configuration and, with ``keep_onnx``, the ONNX file), or the ONNX file alone.
+When a stage after ``export`` replaced the ONNX file (``quantize`` keeping an INT8 variant), the
+current file is converted to ``.ort`` here, the same way and with the same parity check.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
+from edgekd.config import BundleStage, ExportTarget
+from edgekd.errors import ConfigError
+from edgekd.export.bundle import write_bundle
+from edgekd.export.bundle_readme import render_readme
+from edgekd.export.manifest import TOKENIZER_DIR, TOKENIZER_FILES, build_manifest
+from edgekd.export.ort_format import convert_to_ort, random_feeds
+from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
+from edgekd.profile.stage import judged_role
+
+BUNDLE_DIR = "bundle"
+BUNDLE_ZIP = "bundle.zip"
+#: Bundle file names of each deployable file kind.
+BUNDLE_NAMES = {"ort": "model.ort", "onnx": "model.onnx", "required_operators": "model.required_operators.config"}
+
+
+def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
+    """Pack the judged model with its manifest and README into ``bundle/`` and ``bundle.zip``."""
+    role = judged_role([r for r, m in artifact.models.items() if m.onnx is not None])
+    profile = next((r for r in reversed(ctx.previous) if r["stage"] == "profile"), None)
+    if profile is None or role not in profile["metrics"]:
+        raise ConfigError(f"recipe '{ctx.recipe.name}': the 'bundle' stage needs a 'profile' stage before it")
+    model = artifact.get(role)
+    deploy = _deploy_files(model, ctx)
+    sources = {BUNDLE_NAMES[kind]: path for kind, path in deploy.items()}
+    model_dir = ctx.resolve(model.weights) if model.weights else None
+    info = _model_info(model_dir)
+    tokenizer = _tokenizer_files(model_dir, info)
+    sources.update({f"{TOKENIZER_DIR}/{path.name}": path for path in tokenizer})
+    fmt = "ort" if "ort" in deploy else "onnx"
+    manifest = build_manifest(
+        name=f"{ctx.recipe.name}-{role}",
+        model={"file": BUNDLE_NAMES[fmt], "format": fmt, "opset": model.metrics.get("opset"),
+               "onnx_file": BUNDLE_NAMES["onnx"] if "onnx" in deploy else None,
+               "required_operators": BUNDLE_NAMES["required_operators"] if "required_operators" in deploy else None,
+               "onnxruntime": ort.__version__},
+        onnx_path=ctx.resolve(model.onnx),
+        labels=list(info.get("class_names", [])),
+        data=ctx.recipe.data,
+        signature=info.get("signature", {}),
+        tokenizer={"directory": TOKENIZER_DIR, "files": [p.name for p in tokenizer]} if tokenizer else None,
+        device=ctx.device,
+        profile=profile["metrics"][role],
+        budget=profile["metrics"].get("budget"),
+        accuracy=model.metrics.get("accuracy"),
+    )
+    manifest = write_bundle(ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP, sources, manifest, render_readme)
+    ctx.log.info("bundle of the %s (%s) written to %s and %s", role, fmt, BUNDLE_DIR, BUNDLE_ZIP)
+    return StageOutput(artifact=artifact, metrics={
+        "role": role, "format": fmt, "directory": BUNDLE_DIR, "zip": BUNDLE_ZIP,
+        "zip_bytes": (ctx.run_dir / BUNDLE_ZIP).stat().st_size, "files": manifest["files"],
+    })
+
+
+def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:
+    """The files to ship by kind: as exported, or converted anew from an ONNX file replaced after export."""
+    deploy = model.metrics.get("deploy_files") or {"onnx": model.onnx}
+    converted = deploy.get("ort")
+    if converted is None or Path(converted).with_suffix(".onnx") == Path(model.onnx):
+        return {kind: ctx.resolve(ref) for kind, ref in deploy.items()}
+    export = next(r for r in reversed(ctx.previous) if r["stage"] == "export")
+    target = ExportTarget.model_validate(export["metrics"]["target"])
+    onnx_path = ctx.resolve(model.onnx)
+    result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, ctx.device.inputs), out_dir=ctx.work_dir)
+    files = {"ort": result.path, "onnx": onnx_path}
+    if result.operators_config is not None:
+        files["required_operators"] = result.operators_config
+    return files if target.keep_onnx else {k: v for k, v in files.items() if k != "onnx"}
+
+
+def _model_info(model_dir: Path | None) -> dict[str, Any]:
+    """The model directory's own description (class names, input signature), or nothing."""
+    if model_dir is None or not (model_dir / MODEL_MANIFEST).is_file():
+        return {}
+    return json.loads((model_dir / MODEL_MANIFEST).read_text(encoding="utf-8"))
+
+
+def _tokenizer_files(model_dir: Path | None, info: dict[str, Any]) -> list[Path]:
+    """A text model's tokenizer files, as saved beside its weights."""
+    if model_dir is None or info.get("signature", {}).get("kind") != "text":
+        return []
+    return [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]

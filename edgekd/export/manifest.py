@@ -1,0 +1,136 @@
+"""``manifest.json`` of a mobile bundle: everything an app needs to feed the model and read its answer.
+
+Schema (``schema_version`` 1)::
+
+    schema_version, name, edgekd_version
+    model            file, format ("ort" | "onnx"), opset, onnx_file, required_operators, onnxruntime
+    inputs, outputs  [{name, dtype, shape}]; a dynamic axis is its name ("batch", "sequence")
+    labels           class names, in the order of the output's last axis
+    preprocessing    images: {kind: "image", layout, channels, height, width, pixel_range, scale, mean,
+                     std, formula}; text: {kind: "text", max_length, pad_id}; null if unknown
+    postprocessing   what the output is and how to turn it into a label
+    tokenizer        text models: {directory, files}; null for image models
+    device           the device profile the model was tuned for
+    latency          p50/p90/p99 ms on that device, estimate (true: host time × speed ratio), basis
+    budget           the device budget's verdict and limits
+    accuracy         test accuracy
+    files            {path: {sha256, bytes}} of every other file of the bundle
+
+Paths in ``model``, ``tokenizer`` and ``files`` are relative to the bundle directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgekd import __version__
+from edgekd.config import DataConfig, DeviceProfile, SklearnData
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+#: Files a Hugging Face tokenizer's ``save_pretrained`` may write; the ones present are bundled.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_DIR = "tokenizer"
+
+
+def tensor_specs(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The graph inputs (without initializers) and outputs of an ONNX file: name, dtype and shape."""
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+
+    def spec(value: onnx.ValueInfoProto) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.WhichOneof("value") == "dim_value" else (d.dim_param or "?")
+                for d in tensor.shape.dim]
+        return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+                "shape": dims}
+
+    return ([spec(v) for v in graph.input if v.name not in initializers], [spec(v) for v in graph.output])
+
+
+def preprocessing(data: DataConfig, signature: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How raw inputs become model inputs, as the recipe's data source prepared them for training.
+
+    ``signature`` is the model directory's input signature (text: max length, pad id); ``inputs``
+    are the model's graph inputs (:func:`tensor_specs`), whose dimensions give an image's size.
+    """
+    if signature.get("kind") == "text":
+        return {"kind": "text", "max_length": signature.get("max_length"), "pad_id": signature.get("pad_id"),
+                "note": "tokenize with the bundled tokenizer; pad or truncate to max_length"}
+    if isinstance(data, SklearnData) and data.name == "digits":
+        channels, height, width = inputs[0]["shape"][1:]
+        return {
+            "kind": "image", "layout": "NCHW", "channels": channels, "height": height, "width": width,
+            "color": "grayscale, ink bright on a dark background", "pixel_range": [0, 16],
+            "scale": 1 / 16, "mean": [0.0] * channels, "std": [1.0] * channels,
+            "formula": "input[0][c][y][x] = (pixel[y][x] * scale - mean[c]) / std[c]",
+        }
+    return None
+
+
+def latency_entry(profile: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``latency`` from the profile stage's figures of the bundled model."""
+    estimate = bool(profile.get("estimate"))
+    cpu = profile.get("cpu", {}).get("brand", "this CPU")
+    threads = profile.get("threads")
+    basis = (f"estimate: measured on {cpu} ({threads} threads) and scaled by the speed ratio "
+             f"{profile.get('speed_ratio', 0):.3g} of reference model '{profile.get('reference')}'"
+             if estimate else f"measured on {cpu} with {threads} threads")
+    return {"p50_ms": profile.get("p50_ms"), "p90_ms": profile.get("p90_ms"), "p99_ms": profile.get("p99_ms"),
+            "estimate": estimate, "basis": basis, "threads": threads, "batch_shapes": profile.get("input_shapes"),
+            "onnxruntime": profile.get("onnxruntime")}
+
+
+def file_entries(directory: Path, *, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, dict[str, Any]]:
+    """``{relative path: {sha256, bytes}}`` of every file below ``directory``, sorted by path."""
+    entries = {}
+    for path in sorted(directory.rglob("*"), key=lambda p: p.relative_to(directory).as_posix()):
+        name = path.relative_to(directory).as_posix()
+        if path.is_file() and name not in exclude:
+            with open(path, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            entries[name] = {"sha256": digest, "bytes": path.stat().st_size}
+    return entries
+
+
+def build_manifest(
+    *,
+    name: str,
+    model: dict[str, Any],
+    onnx_path: Path,
+    labels: list[str],
+    data: DataConfig,
+    signature: dict[str, Any],
+    tokenizer: dict[str, Any] | None,
+    device: DeviceProfile,
+    profile: dict[str, Any],
+    budget: dict[str, Any] | None,
+    accuracy: float | None,
+) -> dict[str, Any]:
+    """The manifest without ``files`` (added once every other file of the bundle is written)."""
+    inputs, outputs = tensor_specs(onnx_path)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "edgekd_version": __version__,
+        "model": model,
+        "inputs": inputs,
+        "outputs": outputs,
+        "labels": labels,
+        "preprocessing": preprocessing(data, signature, inputs),
+        "postprocessing": {
+            "output": outputs[0]["name"],
+            "kind": "logits",
+            "note": "softmax over the last axis gives probabilities; its argmax indexes labels",
+        },
+        "tokenizer": tokenizer,
+        "device": device.model_dump(mode="json"),
+        "latency": latency_entry(profile),
+        "budget": {key: budget[key] for key in ("verdict", "limits", "checks") if key in budget} if budget else None,
+        "accuracy": {"test": accuracy},
+    }

@@ -1,0 +1,180 @@
+"""ONNX → ONNX Runtime's ``.ort`` format (what ORT Mobile loads), checked against the ONNX model.
+
+The conversion is onnxruntime's own tool, ``onnxruntime.tools.convert_onnx_models_to_ort``
+(called through its Python API), in its "fixed" optimization style at the export target's
+``ort_optimization_level`` (default ``all``, the tool's own default): the fusions onnxruntime
+would apply when loading the ONNX file are baked into the ``.ort`` (a minimal mobile build cannot
+apply them at load time). The converter leaves out the CPU-specific NCHWc layouts, so the file
+runs on ARM phones. The ONNX file beside it keeps the target's ``optimization_level`` (``basic``:
+standard operators, which the quantize stage and other runtimes need); onnxruntime applies the
+same fusions to it when it loads it, so the latency profiled on the ONNX file stands for the
+``.ort``.
+
+With ``reduced_operator_config`` the operator list a minimal ONNX Runtime build needs is
+written beside the model as ``<model>.required_operators.config`` (pass it to ORT's build with
+``--include_ops_by_config``). The converter's comment lines name absolute paths; they are
+replaced by one line naming the model file, so the file is the same wherever it was made.
+
+The ``.ort`` bytes themselves are not reproducible: onnxruntime serializes parts of the graph
+in an order that differs from one conversion to the next (the model is the same).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from edgekd.atomic import write_text, write_with
+from edgekd.config import ExportTarget, InputShape
+from edgekd.errors import ConfigError, ExportError, ModelError
+from edgekd.export.parity import DEFAULT_BATCH_SIZES, ParityResult, check_file_parity, one_line, parity_batches
+from edgekd.profile.inputs import make_feeds
+
+log = logging.getLogger(__name__)
+
+#: The converter reads its optimization level from this environment variable only.
+LEVEL_VARIABLE = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
+_CONVERTER_LEVELS = {"disabled": "disable", "basic": "basic", "extended": "extended", "all": "all"}
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OrtModel:
+    """A converted ``.ort`` model, its reduced-operator configuration and its parity with the ONNX model."""
+
+    path: Path
+    operators_config: Path | None
+    size_mb: float
+    parity: ParityResult
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping (file names, relative to the directory they were written to)."""
+        return {"file": self.path.name, "size_mb": self.size_mb, "parity": self.parity.to_json(),
+                "operators_config": self.operators_config.name if self.operators_config else None}
+
+    def deploy_files(self, ref: Callable[[str], str], onnx_name: str | None) -> dict[str, str]:
+        """What an app ships, by kind (``ort``, ``required_operators``, ``onnx`` if named), as ``ref(name)``."""
+        files = {"ort": ref(self.path.name)}
+        if self.operators_config is not None:
+            files["required_operators"] = ref(self.operators_config.name)
+        if onnx_name is not None:
+            files["onnx"] = ref(onnx_name)
+        return files
+
+
+def convert_to_ort(
+    onnx_path: Path,
+    target: ExportTarget,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    out_dir: Path | None = None,
+) -> OrtModel:
+    """Convert ``onnx_path`` to ``<stem>.ort`` in ``out_dir`` (default: beside it) and check it on ``feeds``.
+
+    Every output of the ``.ort`` model must match the ONNX model's within ``target.parity_atol``
+    on every batch of ``feeds``; otherwise, or when onnxruntime cannot convert the model, an
+    :class:`ExportError` is raised and no file is written. Files are written atomically.
+    """
+    onnx_path = Path(onnx_path)
+    out_dir = Path(out_dir) if out_dir is not None else onnx_path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ort_path = out_dir / f"{onnx_path.stem}.ort"
+    config_path = out_dir / f"{onnx_path.stem}.required_operators.config"
+    with tempfile.TemporaryDirectory(prefix=".ort-", dir=out_dir) as tmp:
+        converted, config = _run_converter(onnx_path, Path(tmp), target.ort_optimization_level)
+        parity = check_file_parity(onnx_path, converted, feeds, target.parity_atol, label=ort_path)
+        if not parity.passed:
+            raise ExportError(
+                f"{ort_path}: parity check failed: max |onnx - ort| = {parity.max_abs_diff:.3g} exceeds "
+                f"parity_atol {target.parity_atol:g} (export target '{target.name}'); the file was not written"
+            )
+        write_with(ort_path, lambda tmp_path: shutil.copyfile(converted, tmp_path))
+        if target.reduced_operator_config:
+            write_text(config_path, portable_operator_config(config.read_text(encoding="utf-8"), ort_path.name))
+    log.debug("converted %s to %s (parity max diff %.2e)", onnx_path, ort_path, parity.max_abs_diff)
+    return OrtModel(path=ort_path, operators_config=config_path if target.reduced_operator_config else None,
+                    size_mb=ort_path.stat().st_size / _MIB, parity=parity)
+
+
+def numpy_feeds(sample: Mapping[str, torch.Tensor]) -> list[dict[str, np.ndarray]]:
+    """Parity batches (batch 1 and 7, see :func:`parity_batches`) of a named sample, as onnxruntime feeds."""
+    return [{name: tensor.cpu().numpy() for name, tensor in batch.items()} for batch in parity_batches(sample)]
+
+
+def random_feeds(onnx_path: Path, shape: InputShape | None = None) -> list[dict[str, np.ndarray]]:
+    """Seeded random inputs of batch 1 and 7 (other dynamic axes from ``shape``) to check parity on."""
+    shape = shape or InputShape()
+    return [make_feeds(onnx_path, shape.model_copy(update={"batch": size}), seed=size) for size in DEFAULT_BATCH_SIZES]
+
+
+def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path) -> OrtModel:
+    """``edgekd export``: convert an existing ONNX file as ``target`` says, into ``out_dir``.
+
+    Parity is checked on seeded random inputs of batch 1 and 7 (dynamic axes filled as for a
+    default device profile). With ``target.keep_onnx`` the ONNX file is copied beside the result.
+    """
+    onnx_path = Path(onnx_path)
+    if target.format != "ort":
+        raise ConfigError(f"export target '{target.name}' has format '{target.format}', which {onnx_path} "
+                          "already is; choose a target with format 'ort' (e.g. ort-mobile)")
+    if not onnx_path.is_file():
+        raise ModelError(f"{onnx_path}: model file not found")
+    result = convert_to_ort(onnx_path, target, random_feeds(onnx_path), out_dir=out_dir)
+    copy = Path(out_dir) / onnx_path.name
+    if target.keep_onnx and copy.resolve() != onnx_path.resolve():
+        write_with(copy, lambda tmp_path: shutil.copyfile(onnx_path, tmp_path))
+    return result
+
+
+def portable_operator_config(text: str, model_name: str) -> str:
+    """The converter's operator configuration without its comment lines (they name absolute paths)."""
+    operators = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    header = (f"# Operators required by {model_name} (onnxruntime {ort.__version__}); "
+              "build ONNX Runtime with --include_ops_by_config <this file>")
+    return "\n".join([header, *operators]) + "\n"
+
+
+def _run_converter(onnx_path: Path, out_dir: Path, level: str) -> tuple[Path, Path]:
+    """Run onnxruntime's converter on one model into the empty ``out_dir``; the .ort and .config it wrote."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs every config it writes
+    printed = io.StringIO()
+    with _environment(LEVEL_VARIABLE, _CONVERTER_LEVELS[level]), contextlib.redirect_stdout(printed):
+        try:
+            convert_onnx_models_to_ort(onnx_path.resolve(), output_dir=out_dir,
+                                       optimization_styles=[OptimizationStyle.Fixed])
+        except Exception as exc:  # the converter raises ValueError, onnxruntime's Fail, ...
+            raise ExportError(f"{onnx_path}: onnxruntime cannot convert it to ORT format: {one_line(exc)}") from exc
+    log.debug("onnxruntime converter output:\n%s", printed.getvalue())
+    models, configs = sorted(out_dir.glob("*.ort")), sorted(out_dir.glob("*.config"))
+    if len(models) != 1 or len(configs) != 1:
+        raise ExportError(f"{onnx_path}: onnxruntime's converter wrote {[p.name for p in out_dir.iterdir()]}, "
+                          "expected one .ort model and one .config file")
+    return models[0], configs[0]
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the block, restoring its earlier value after."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous

@@ -1,0 +1,157 @@
+"""A classifier together with what it takes to rebuild, feed and export it.
+
+Every model a stage saves is a self-describing directory::
+
+    <role>/
+      edgekd_model.json    spec it was built from, input signature, class names
+      model.safetensors    weights (Hugging Face models: save_pretrained, with config.json)
+      tokenizer.json ...   text models: the tokenizer their token ids come from
+
+so a later stage (or a user) reloads it with :meth:`TaskModel.load` whatever its architecture,
+including one whose shape pruning has changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.atomic import atomic_dir
+from edgekd.config import BertSpec, CNNSpec, DropLayersSpec, MLPSpec, ModelSpec
+from edgekd.data.examples import InputSignature
+from edgekd.errors import ConfigError, ModelError
+from edgekd.models import hf
+from edgekd.models.builders import build_model, count_params
+from edgekd.models.weights import load_weights, save_weights
+
+MANIFEST = "edgekd_model.json"
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class TaskModel:
+    """A classifier module plus its spec, input signature, class names and (text) tokenizer."""
+
+    module: nn.Module
+    spec: dict[str, Any]
+    signature: InputSignature
+    class_names: tuple[str, ...]
+    tokenizer: Any | None = field(default=None, repr=False)
+
+    @property
+    def params(self) -> int:
+        """Number of parameters."""
+        return count_params(self.module)
+
+    @property
+    def is_hf(self) -> bool:
+        return hf.is_hf_model(self.module)
+
+    def save(self, directory: Path) -> Path:
+        """Write the model directory atomically (see the module docstring)."""
+        with atomic_dir(Path(directory)) as tmp:
+            if self.is_hf:
+                self.module.save_pretrained(tmp, safe_serialization=True)
+            else:
+                save_weights(self.module, tmp / WEIGHTS)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            manifest = {"format": 1, "spec": self.spec, "signature": self.signature.to_json(),
+                        "class_names": list(self.class_names), "huggingface": self.is_hf}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> TaskModel:
+        """Reload a directory written by :meth:`save` (weights as safetensors only)."""
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / MANIFEST).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{directory}: not an edgekd model directory ({MANIFEST} missing or unreadable)") from exc
+        signature = InputSignature.from_json(manifest["signature"])
+        class_names = tuple(manifest["class_names"])
+        if manifest["huggingface"]:
+            module = _load_hf(directory)
+        else:
+            from pydantic import TypeAdapter
+
+            spec = TypeAdapter(ModelSpec).validate_python(manifest["spec"])
+            module = load_weights(_build_plain(spec, signature, len(class_names)), directory / WEIGHTS)
+        tokenizer = _load_tokenizer(directory) if signature.kind == "text" else None
+        return cls(module=module.eval(), spec=manifest["spec"], signature=signature, class_names=class_names,
+                   tokenizer=tokenizer)
+
+    def example_inputs(self, batch: int = 2, sequence: int = 16) -> dict[str, torch.Tensor]:
+        """Placeholder inputs of the right names, dtypes and shapes (for tracing and smoke tests)."""
+        if self.signature.kind == "image":
+            return {"input": torch.zeros(batch, *self.signature.image_shape)}
+        ids = torch.full((batch, sequence), min(5, self.signature.vocab_size - 1), dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+
+def build_task_model(
+    spec: ModelSpec,
+    signature: InputSignature,
+    class_names: tuple[str, ...],
+    *,
+    tokenizer: Any | None = None,
+    teacher: TaskModel | None = None,
+) -> TaskModel:
+    """A freshly initialised model for ``spec`` (seed torch first for determinism).
+
+    ``drop_layers`` students are built from ``teacher`` (weights copied).
+    """
+    num_classes = len(class_names)
+    if isinstance(spec, (CNNSpec, MLPSpec)):
+        if signature.kind != "image":
+            raise ConfigError(f"model arch '{spec.arch}' takes images, but the recipe's data is text")
+        module = build_model(spec, signature.image_shape, num_classes)
+    elif signature.kind != "text":
+        raise ConfigError(f"model arch '{spec.arch}' takes text, but the recipe's data is images")
+    elif isinstance(spec, BertSpec):
+        module = hf.build_bert(spec, vocab_size=signature.vocab_size, num_classes=num_classes,
+                               pad_id=signature.pad_id, max_positions=signature.max_length)
+    elif isinstance(spec, DropLayersSpec):
+        if teacher is None:
+            raise ConfigError("model arch 'drop_layers' is built from a teacher; none was given")
+        module = hf.drop_layers(teacher.module, spec)
+    else:
+        module = _build_plain(spec, signature, num_classes)
+    return TaskModel(module=module, spec=spec.model_dump(mode="json"), signature=signature,
+                     class_names=class_names, tokenizer=tokenizer)
+
+
+def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -> nn.Module:
+    """Non-Hugging-Face architectures, rebuilt from their spec."""
+    if signature.kind == "image":
+        return build_model(spec, signature.image_shape, num_classes)
+    from edgekd.models.text_students import build_text_student
+
+    return build_text_student(spec, vocab_size=signature.vocab_size, num_classes=num_classes, pad_id=signature.pad_id)
+
+
+def _load_hf(directory: Path) -> nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    hf.quiet_transformers()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            directory, attn_implementation=hf.ATTENTION, use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{directory}: cannot load the Hugging Face model ({str(exc).splitlines()[0]})") from exc
+
+
+def _load_tokenizer(directory: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{directory}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from exc

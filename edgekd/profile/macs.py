@@ -1,0 +1,122 @@
+"""Multiply-accumulate operations (MACs) and parameters of an ONNX model, counted from its graph.
+
+One count for every model edgekd reports on (exported teachers and students, quantized models,
+any file given to ``edgekd bench``): the graph as stored in the file, one inference at the
+device profile's input shapes.
+
+The shape of every tensor is taken from one onnxruntime run with graph optimizations disabled
+and every node output exposed, so the count works for any operator onnxruntime can run,
+including its fused and quantized contrib operators (``FusedConv``, ``QLinearConv``,
+``MatMulInteger``, ...), which ONNX shape inference does not know. Counted operators:
+
+- convolutions (``Conv``, ``FusedConv``, ``ConvInteger``, ``QLinearConv``): output elements ×
+  input channels per group × kernel size; ``ConvTranspose``: input elements × the same per input;
+- matrix products (``MatMul``, ``FusedMatMul``, ``MatMulInteger``, ``QLinearMatMul``,
+  ``MatMulNBits``, ``Gemm``, ``FusedGemm``): output elements × the shared dimension.
+
+Element-wise operators, pooling and normalization are not counted (they are a small share of
+the arithmetic of the models edgekd builds). Nodes inside subgraphs (``If``, ``Loop``) are not
+counted either.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edgekd.errors import ModelError
+from edgekd.profile.inputs import ShapeLike, first_line, make_feeds
+
+#: Convolution-like operators and the input index of their weight ([C_out, C_in / group, *kernel]).
+CONV_WEIGHT_INPUT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv": 3}
+#: Matrix-product operators (their first input is the left operand ``A``).
+MATMUL_OPS = frozenset({"MatMul", "FusedMatMul", "MatMulInteger", "QLinearMatMul", "MatMulNBits", "Gemm",
+                        "FusedGemm"})
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class GraphCount:
+    """MACs of one inference at the given input shapes, and parameters (initializer elements)."""
+
+    macs: int
+    params: int
+    macs_by_op: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return asdict(self)
+
+
+def count_macs(onnx_path: str | Path, shape: ShapeLike) -> GraphCount:
+    """Count the MACs of one inference of ``onnx_path`` at ``shape`` (a device profile's ``inputs``).
+
+    Raises :class:`ModelError` (one line, naming the file) when the file cannot be read or run.
+    """
+    path = Path(onnx_path)
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several unrelated types for a bad file
+        raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+    shapes = {t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer}
+    shapes.update(_run_shapes(model, make_feeds(path, shape), path))
+    by_op: dict[str, int] = {}
+    for node in model.graph.node:
+        macs = node_macs(node, shapes)
+        if macs:
+            by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
+    params = sum(math.prod(t.dims) for t in model.graph.initializer)
+    return GraphCount(macs=sum(by_op.values()), params=int(params), macs_by_op=dict(sorted(by_op.items())))
+
+
+def node_macs(node: onnx.NodeProto, shapes: Shapes) -> int:
+    """MACs of one node given the shapes of its tensors (0 for uncounted operators or unknown shapes)."""
+
+    def shape(index: int) -> tuple[int, ...] | None:
+        return shapes.get(node.input[index]) if index < len(node.input) else None
+
+    output = shapes.get(node.output[0]) if node.output else None
+    if node.op_type in CONV_WEIGHT_INPUT:
+        weight = shape(CONV_WEIGHT_INPUT[node.op_type])
+        return math.prod(output) * math.prod(weight[1:]) if output and weight else 0
+    if node.op_type == "ConvTranspose":
+        data, weight = shape(0), shape(1)
+        return math.prod(data) * math.prod(weight[1:]) if data and weight else 0
+    if node.op_type in MATMUL_OPS:
+        left = shape(0)
+        if not output or not left:
+            return 0
+        trans_a = any(a.name == "transA" and a.i for a in node.attribute)
+        shared = left[-2] if trans_a and len(left) >= 2 else left[-1]
+        return math.prod(output) * shared
+    return 0
+
+
+def _run_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray], path: Path) -> Shapes:
+    """The shape of every node output, from one unoptimized onnxruntime run exposing them all."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    names = {o.name for o in exposed.graph.output}
+    for node in exposed.graph.node:
+        for name in node.output:
+            if name and name not in names:
+                exposed.graph.output.append(onnx.ValueInfoProto(name=name))
+                names.add(name)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        values = session.run(None, feeds)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise ModelError(f"{path}: onnxruntime cannot run it to count MACs: {first_line(exc)}") from None
+    shapes = {name: tuple(array.shape) for name, array in feeds.items()}
+    shapes.update({o.name: tuple(np.shape(v)) for o, v in zip(session.get_outputs(), values, strict=True)})
+    return shapes

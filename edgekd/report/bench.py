@@ -1,0 +1,109 @@
+"""The CPU benchmark report of ``edgekd bench``: several ONNX models side by side on one device profile.
+
+Writes ``bench.json`` (the machine record: device, CPU, settings, every model's figures), and
+``bench.md`` and ``bench.html`` from the same :class:`Document`, with a plot of the latency
+distributions. The figures come from :func:`edgekd.profile.bench.bench_models`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekd import __version__
+from edgekd.config import DeviceProfile
+from edgekd.report.document import Bullets, Code, Document, Figure, Paragraph, Section, Table, fmt, si
+from edgekd.report.plots import plot_latency_distribution
+from edgekd.report.sections import cpu_line, device_line, operators_table, yaml_text
+from edgekd.report.write import write_documents
+
+LATENCY_PLOT = "bench_latency.png"
+#: Rows of the side-by-side table: figure key, label, format (None: SI suffix).
+BENCH_ROWS = (
+    ("size_mb", "size (MB)", "{:.3f}"),
+    ("params", "parameters", "{:,}"),
+    ("macs", "MACs per inference", None),
+    ("p50_ms", "p50 latency (ms)", "{:.4f}"),
+    ("p90_ms", "p90 latency (ms)", "{:.4f}"),
+    ("p99_ms", "p99 latency (ms)", "{:.4f}"),
+    ("mean_ms", "mean latency (ms)", "{:.4f}"),
+    ("min_ms", "min latency (ms)", "{:.4f}"),
+    ("peak_memory_mb", "peak memory (MB)", "{:.1f}"),
+    ("p50_vs_first", "p50 vs the first model", "{:.3f}×"),
+    ("verdict", "budget verdict", "{}"),
+)
+TOP_OPERATORS = 5
+
+
+def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu: dict[str, Any],
+                       settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Write the benchmark report of ``models`` (from ``bench_models``) to ``out_dir``; returns bench.json's content."""
+    out_dir = Path(out_dir)
+    names = display_names([Path(m["model"]) for m in models])
+    baseline = models[0]["p50_ms"]
+    rows = [{**m, "name": name, "verdict": m["budget"]["verdict"],
+             "p50_vs_first": m["p50_ms"] / baseline if baseline else None}
+            for name, m in zip(names, models, strict=True)]
+    estimate = any(m["estimate"] for m in models)
+    record: dict[str, Any] = {
+        "edgekd_version": __version__,
+        "device": device.model_dump(mode="json"),
+        "cpu": cpu,
+        "settings": settings,
+        "models": rows,
+        "warnings": [f"Latencies for '{device.name}' are estimates: host times × speed ratio "
+                     f"{models[0]['speed_ratio']:.3g} of reference model '{models[0]['reference']}'."]
+        if estimate else [],
+    }
+    plot = plot_latency_distribution({r["name"]: r["times_ms"] for r in rows}, device.budget.p90_ms,
+                                     f"latency per run on {device.name} (ms)" + (" (estimate)" if estimate else ""),
+                                     out_dir / LATENCY_PLOT)
+    record["plots"] = {"latency_distribution": plot.name} if plot else {}
+    return write_documents(out_dir, "bench", record, bench_document)
+
+
+def display_names(paths: list[Path]) -> list[str]:
+    """Short unique names for model files: the file name, or more of the path where names repeat."""
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
+def bench_document(record: dict[str, Any]) -> Document:
+    """The benchmark report's content, for every renderer."""
+    models, device, cpu, settings = record["models"], record["device"], record["cpu"], record["settings"]
+    names = [m["name"] for m in models]
+    side_by_side = Table(("", *names), tuple(
+        (label, *[si(m.get(key)) if pattern is None else fmt(m.get(key), pattern) for m in models])
+        for key, label, pattern in BENCH_ROWS))
+    shapes = ", ".join(f"{name} {'×'.join(map(str, dims))}" for name, dims in models[0]["input_shapes"].items())
+    overview = Bullets((
+        device_line(device),
+        f"CPU: {cpu_line(cpu)}",
+        f"{models[0]['threads']} thread(s), inputs {shapes}; {settings['runs']} timed runs per "
+        f"model in {settings['rounds']} interleaved rounds (A B, B A, ...), {settings['warmup']} warm-up runs each",
+        f"edgekd {record['edgekd_version']}, onnxruntime {models[0]['onnxruntime']}",
+    ))
+    files = Table(("model", "file"), tuple((m["name"], m["model"]) for m in models))
+    sections = [Section("Side by side", (side_by_side, files))]
+    if record["plots"]:
+        sections.append(Section("Latency distribution", (
+            Figure(record["plots"]["latency_distribution"],
+                   "Per-run latency of each model: p50 (solid), p90 (dashed), p99 (dotted)."),)))
+    operator_blocks = []
+    for model in models:
+        operator_blocks += [Paragraph(model["name"]), operators_table(model["operators"], TOP_OPERATORS)]
+    sections.append(Section("Top operators", tuple(operator_blocks)))
+    if record["warnings"]:
+        sections.append(Section("Warnings", (Bullets(tuple(record["warnings"]), tone="warning"),)))
+    sections.append(Section("Device profile", (Code(f"device profile {device['name']}", yaml_text(device), "yaml"),)))
+    fastest = min(models, key=lambda m: m["p50_ms"])
+    verdicts = "; ".join(f"{m['name']}: {m['verdict']}" for m in models)
+    return Document(
+        title=f"edgekd CPU benchmark: {len(models)} model{'s' if len(models) > 1 else ''} on {device['name']}",
+        intro=(Paragraph(f"Fastest at p50: {fastest['name']} ({fastest['p50_ms']:.4f} ms). "
+                         f"Budget verdicts on {device['name']}: {verdicts}."), overview),
+        sections=tuple(sections),
+    )

@@ -1,0 +1,106 @@
+"""Write a run's report files: ``report.json``, ``report.md``, ``report.html`` and the plots.
+
+The report stage calls :func:`write_run_report` with the stage records before it;
+:func:`rebuild_report` (``edgekd report RUN_DIR``) does the same from a run directory alone,
+without re-running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgekd.artifacts import Artifact
+from edgekd.atomic import write_json, write_text
+from edgekd.config import DeviceProfile, Recipe
+from edgekd.errors import ConfigError
+from edgekd.profile.cpu import detect_cpu
+from edgekd.report.build import build_report, last_record
+from edgekd.report.document import Document
+from edgekd.report.html import render_html
+from edgekd.report.markdown import render_markdown
+from edgekd.report.plots import plot_accuracy_latency, plot_latency_distribution, plot_size_per_stage
+from edgekd.report.sections import run_document
+
+PLOT_FILES = {"accuracy_vs_latency": "accuracy_vs_latency.png", "size_per_stage": "size_per_stage.png",
+              "latency_distribution": "latency_distribution.png"}
+
+
+def write_run_report(run_dir: Path, recipe: Recipe, device: DeviceProfile, artifact: Artifact,
+                     records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the report of a run whose finished stages are ``records``; returns ``report.json``'s content.
+
+    Its ``files`` lists the names of every file written (to ``run_dir``).
+    """
+    report = build_report(recipe, device, artifact, records, measured_cpu(records))
+    report["plots"] = _draw_plots(report, records, run_dir)
+    return write_documents(run_dir, "report", report, run_document)
+
+
+def write_documents(out_dir: Path, stem: str, record: dict[str, Any],
+                    document_of: Callable[[dict[str, Any]], Document]) -> dict[str, Any]:
+    """Write ``<stem>.md`` and ``<stem>.html`` of ``document_of(record)``, then the record as ``<stem>.json``.
+
+    The record gets ``files``: those three and its ``plots`` (already in ``out_dir``). Returns it.
+    """
+    record["files"] = [f"{stem}.json", f"{stem}.md", f"{stem}.html", *record.get("plots", {}).values()]
+    document = document_of(record)
+    write_text(out_dir / f"{stem}.md", render_markdown(document))
+    write_text(out_dir / f"{stem}.html", render_html(document, out_dir))
+    write_json(out_dir / f"{stem}.json", record)
+    return record
+
+
+def rebuild_report(run_dir: Path) -> list[Path]:
+    """Rebuild the report files of a finished (or partly finished) run directory; returns their paths."""
+    from edgekd.pipeline import load_run
+
+    run_dir = Path(run_dir)
+    recipe, device, records = load_run(run_dir)
+    records = [r for r in records if r["stage"] != "report"]
+    if not records:
+        raise ConfigError(f"{run_dir}: no finished stage to report on (run the recipe first)")
+    artifact = Artifact.from_json(records[-1]["artifact"])
+    return [run_dir / name for name in write_run_report(run_dir, recipe, device, artifact, records)["files"]]
+
+
+def measured_cpu(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The CPU the run's latencies were measured on (from its profile stage), else this machine's."""
+    profile = last_record(records, "profile") or {"metrics": {}}
+    cpus = [m["cpu"] for m in profile["metrics"].values() if isinstance(m, dict) and "cpu" in m]
+    return cpus[0] if cpus else detect_cpu().to_json()
+
+
+def _draw_plots(report: dict[str, Any], records: list[dict[str, Any]], run_dir: Path) -> dict[str, str]:
+    limits = report["budget"]["limits"]
+    final = report.get("final_model")
+    profile = last_record(records, "profile") or {"metrics": {}}
+    times = profile["metrics"].get(final, {}).get("times_ms", []) if final else []
+    estimate = " (estimate)" if report.get(final or "", {}).get("estimate") else ""
+    written = {
+        "accuracy_vs_latency": plot_accuracy_latency(report, run_dir / PLOT_FILES["accuracy_vs_latency"]),
+        "size_per_stage": plot_size_per_stage(_sizes(report), limits["size_mb"],
+                                              run_dir / PLOT_FILES["size_per_stage"]),
+        "latency_distribution": plot_latency_distribution(
+            {final: times} if final else {}, limits["p90_ms"],
+            f"latency per run on {report['device']['name']} (ms){estimate}",
+            run_dir / PLOT_FILES["latency_distribution"]),
+    }
+    return {key: path.name for key, path in written.items() if path is not None}
+
+
+def _sizes(report: dict[str, Any]) -> list[tuple[str, float]]:
+    """(``stage: model``, MB) for each stage that wrote a model file, and the bundle's model file."""
+    sizes, last = [], {}
+    for row in report["stages"]:
+        for role in row["changed"]:
+            size = row["models"].get(role, {}).get("size_mb")
+            if size is not None and size != last.get(role):
+                sizes.append((f"{row['stage']}\n{role}", size))
+                last[role] = size
+    bundle = report.get("bundle")
+    if bundle:
+        model_file = "model.ort" if bundle["format"] == "ort" else "model.onnx"
+        sizes.append((f"bundle\n{bundle['role']} {model_file}", bundle["files"][model_file]["bytes"] / 2**20))
+    return sizes

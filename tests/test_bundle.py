@@ -1,0 +1,111 @@
+"""The mobile bundle's pieces: reproducible zip, manifest hashes, README for app developers, stage order.
+
+A real bundle (from a pipeline run, with an .ort model checked in onnxruntime) is tested in
+tests/test_report.py and tests/test_demo_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edgekd.config import Recipe, validate_model
+from edgekd.errors import ConfigError
+from edgekd.export.bundle import ZIP_EPOCH, write_bundle
+from edgekd.export.bundle_readme import render_readme
+from edgekd.stages import check_stage_order
+from tests.conftest import demo_recipe_dict
+
+
+def _manifest(**changes: object) -> dict:
+    manifest = {
+        "schema_version": 1, "name": "demo-student", "edgekd_version": "0.1.0",
+        "model": {"file": "model.ort", "format": "ort", "opset": 17, "onnx_file": "model.onnx",
+                  "required_operators": "model.required_operators.config", "onnxruntime": "1.20.0"},
+        "inputs": [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", 10]}],
+        "labels": [str(i) for i in range(10)],
+        "preprocessing": {"kind": "image", "layout": "NCHW", "channels": 1, "height": 8, "width": 8,
+                          "color": "grayscale", "pixel_range": [0, 16], "scale": 0.0625, "mean": [0.0],
+                          "std": [1.0], "formula": "x = pixel * scale"},
+        "postprocessing": {"output": "logits", "kind": "logits", "note": "argmax indexes labels"},
+        "tokenizer": None,
+        "device": {"name": "phone", "description": "a phone."},
+        "latency": {"p50_ms": 1.0, "p90_ms": 1.5, "p99_ms": 2.0, "estimate": True, "basis": "estimate: ..."},
+        "budget": {"verdict": "pass"},
+        "accuracy": {"test": 0.97},
+    }
+    manifest.update(changes)
+    return manifest
+
+
+def _sources(tmp_path: Path) -> dict[str, Path]:
+    files = {"model.ort": b"ort bytes", "model.onnx": b"onnx bytes", "model.required_operators.config": b"ops\n",
+             "tokenizer/vocab.txt": b"[PAD]\n"}
+    sources = {}
+    for name, data in files.items():
+        path = tmp_path / "src" / name.replace("/", "_")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        sources[name] = path
+    return sources
+
+
+def test_bundle_files_are_hashed_and_the_zip_is_reproducible(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)
+    manifest = write_bundle(tmp_path / "bundle", tmp_path / "bundle.zip", sources, _manifest(), render_readme)
+    bundle = tmp_path / "bundle"
+    on_disk = json.loads((bundle / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert sorted(on_disk["files"]) == ["README.md", "model.onnx", "model.ort", "model.required_operators.config",
+                                        "tokenizer/vocab.txt"]
+    for name, entry in on_disk["files"].items():
+        data = (bundle / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert bundle.stat().st_mode & 0o777 == 0o755
+
+    first = (tmp_path / "bundle.zip").read_bytes()
+    for path in sources.values():  # new mtimes must not change the archive
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    write_bundle(tmp_path / "bundle", tmp_path / "bundle.zip", sources, _manifest(), render_readme)
+    assert (tmp_path / "bundle.zip").read_bytes() == first
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as archive:
+        names = archive.namelist()
+        assert names == sorted(names) and all(n.startswith("demo-student/") for n in names)
+        assert {info.date_time for info in archive.infolist()} == {ZIP_EPOCH}
+        assert archive.read("demo-student/manifest.json") == (bundle / "manifest.json").read_bytes()
+
+
+def test_readme_shows_android_and_python_use_of_an_image_model() -> None:
+    readme = render_readme(_manifest())
+    assert "```kotlin" in readme and "```python" in readme
+    assert 'context.assets.open("model.ort")' in readme and "longArrayOf(1, 1, 8, 8)" in readme
+    assert "(pixels[i] * 0.0625f - 0f) / 1f" in readme
+    assert "p90 1.500 ms (estimate: ...)" in readme  # the latency and whether it is an estimate
+    assert "| `model.required_operators.config` |" in readme
+
+
+def test_readme_of_a_text_model_names_its_tokenizer() -> None:
+    manifest = _manifest(
+        inputs=[{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]}
+                for n in ("input_ids", "attention_mask", "token_type_ids")],
+        preprocessing={"kind": "text", "max_length": 64, "pad_id": 0},
+        tokenizer={"directory": "tokenizer", "files": ["tokenizer.json", "vocab.txt"]},
+        labels=["negative", "positive"],
+    )
+    readme = render_readme(manifest)
+    assert 'AutoTokenizer.from_pretrained("tokenizer")' in readme and "max_length=64" in readme
+    assert "| `tokenizer/` |" in readme and "padding or truncating to 64 tokens" in readme
+
+
+def test_bundle_needs_a_profile_stage_before_it() -> None:
+    recipe = demo_recipe_dict()
+    recipe["stages"] = [s for s in recipe["stages"] if s["stage"] != "profile"]
+    loaded = validate_model(recipe, Recipe, source="r.yaml")
+    with pytest.raises(ConfigError, match=r"r.yaml: stages\[3\].stage: 'bundle' needs a 'profile' stage before it"):
+        check_stage_order(loaded, "r.yaml")

@@ -1,0 +1,180 @@
+"""A small real run's report (json, Markdown, self-contained HTML checked in Chromium) and mobile bundle.
+
+One reduced demo run (1 epoch each, 600 digits) serves every test here: its report, its rebuild
+by `edgekd report`, and its bundle, whose .ort model must run in onnxruntime like the ONNX model.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+from sklearn.datasets import load_digits
+from typer.testing import CliRunner
+
+from edgekd.artifacts import Artifact, StageContext
+from edgekd.cli import app
+from edgekd.config import BundleStage
+from edgekd.export.bundle_stage import run_bundle
+from edgekd.pipeline import load_run
+from edgekd.report.build import build_report
+from edgekd.report.markdown import render_markdown
+from edgekd.report.sections import run_document
+from tests.conftest import demo_recipe_dict, shrink
+
+runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
+PLOTS = ["accuracy_vs_latency.png", "size_per_stage.png", "latency_distribution.png"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    recipe = shrink(demo_recipe_dict(), teacher_epochs=1, distill_epochs=1, runs=20)
+    recipe["data"]["limit"] = 600
+    root = tmp_path_factory.mktemp("report")
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = runner.invoke(app, ["run", str(root / "recipe.yaml"), "--out", str(root / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def _records(run_dir: Path) -> tuple:
+    recipe, device, records = load_run(run_dir)
+    records = [r for r in records if r["stage"] != "report"]
+    return recipe, device, records, Artifact.from_json(records[-1]["artifact"])
+
+
+def test_report_files_and_content(run_dir: Path) -> None:
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["files"] == ["report.json", "report.md", "report.html", *PLOTS]
+    for name in PLOTS:
+        assert (run_dir / name).read_bytes()[:8] == PNG
+    assert [row["stage"] for row in report["stages"]] == ["teacher", "distill", "export", "profile", "bundle"]
+    assert report["stages"][2]["changed"] == ["teacher", "student"] and report["stages"][4]["changed"] == []
+    assert report["teacher"]["macs"] > report["student"]["macs"] > 0
+    assert report["final_model"] == "student" and report["bundle"]["format"] == "ort"
+    assert sum(op["share"] for op in report["operators"]) == pytest.approx(1.0)
+    assert report["notes"] and "measured, not estimated" in report["notes"][0]
+
+    markdown = (run_dir / "report.md").read_text()
+    for text in ("| accuracy (test) |", "Verdict: **", "## Stages", "| MACs per inference |", "## Top operators",
+                 "## Mobile bundle", "## Recipe and device profile", *[f"]({name})" for name in PLOTS]):
+        assert text in markdown, text
+
+    html = (run_dir / "report.html").read_text()
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 3 and all(base64.b64decode(data)[:8] == PNG for data in images)
+    assert not re.search(r'(src|href)="(?!data:|#)', html)  # self-contained: no file or network reference
+    assert html.count("<table>") == 5 and "<script" not in html
+
+
+def test_report_command_rebuilds_from_the_run_directory(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = json.loads((copy / "report.json").read_text())
+    stage_records = {p: p.read_bytes() for p in copy.glob("*/stage.json")}
+    for name in before["files"]:
+        (copy / name).unlink()
+    result = runner.invoke(app, ["report", str(copy)])
+    assert result.exit_code == 0, result.output
+    after = json.loads((copy / "report.json").read_text())
+    assert {k: v for k, v in after.items() if k != "stages"} == {k: v for k, v in before.items() if k != "stages"}
+    assert [r["stage"] for r in after["stages"]] == [r["stage"] for r in before["stages"]]
+    assert {p: p.read_bytes() for p in copy.glob("*/stage.json")} == stage_records  # nothing re-ran
+    assert all((copy / name).is_file() for name in after["files"])
+
+
+def test_report_command_rejects_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "not an edgekd run directory" in result.output
+
+
+def test_quantization_decisions_are_rendered(run_dir: Path) -> None:
+    recipe, device, records, artifact = _records(run_dir)
+    quantize = {**records[-1], "stage": "quantize",
+                "metrics": {"student": {"decision": "refused", "reason": "INT8 lost 3% accuracy"}}}
+    report = build_report(recipe, device, artifact, [*records, quantize], cpu={"brand": "x"})
+    assert report["quantization"] == [{"stage": "quantize", "role": "student", "decision": "refused",
+                                       "reason": "INT8 lost 3% accuracy"}]
+    assert "- Quantization of the student: refused — INT8 lost 3% accuracy" in render_markdown(run_document(report))
+
+
+def check_bundle(bundle: Path) -> dict:
+    """Every file of a digits bundle matches its manifest entry, and model.ort answers like model.onnx."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    files = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
+    assert sorted(manifest["files"]) == [f for f in files if f != "manifest.json"]
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == entry["sha256"], name
+    pixels = load_digits().images[:16]  # real digits, 0..16, preprocessed as the manifest says
+    pre = manifest["preprocessing"]
+    x = ((pixels * pre["scale"] - pre["mean"][0]) / pre["std"][0]).astype(np.float32)[:, None]
+    ort_out, onnx_out = (ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
+                         .run(None, {"input": x})[0] for name in ("model.ort", "model.onnx"))
+    np.testing.assert_allclose(ort_out, onnx_out, atol=1e-4)
+    return manifest
+
+
+def test_bundle_matches_its_manifest_and_runs_like_the_onnx_model(run_dir: Path) -> None:
+    bundle = run_dir / "bundle"
+    manifest = check_bundle(bundle)
+    assert manifest["model"]["file"] == "model.ort" and manifest["latency"]["estimate"] is False
+    assert manifest["labels"] == [str(i) for i in range(10)] and manifest["preprocessing"]["scale"] == 1 / 16
+    assert manifest["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
+
+    readme = (bundle / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=bundle, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in manifest["labels"]
+
+
+def test_bundle_converts_an_onnx_file_replaced_after_export(run_dir: Path, tmp_path: Path) -> None:
+    """A stage after export (quantize) that swaps the ONNX file gets the new file converted, not the stale .ort."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    recipe, device, records, artifact = _records(copy)
+    student = artifact.get("student")
+    (copy / "07-quantize").mkdir()
+    shutil.copyfile(copy / student.onnx, copy / "07-quantize" / "student.onnx")
+    artifact = artifact.with_model(student.updated(onnx="07-quantize/student.onnx"))
+    ctx = StageContext(recipe=recipe, device=device, run_dir=copy, work_dir=tmp_path / "work",
+                       stage_dir_name="08-bundle", seed=0, log=logging.getLogger("test"), previous=tuple(records))
+    ctx.work_dir.mkdir()
+    output = run_bundle(BundleStage(stage="bundle"), artifact, ctx)
+    assert (copy / "bundle" / "model.ort").read_bytes() == (ctx.work_dir / "student.ort").read_bytes()
+    assert (copy / "bundle" / "model.onnx").read_bytes() == (copy / "07-quantize" / "student.onnx").read_bytes()
+    assert output.metrics["format"] == "ort" and (copy / "bundle.zip").is_file()
+
+
+def test_report_html_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); browser check skipped")
+    probe = ('<script>window.addEventListener("load", () => {'
+             'document.body.dataset.images = [...document.images].map(i => i.naturalWidth).join(",");'
+             'document.body.dataset.tables = document.querySelectorAll("table").length;});</script></body>')
+    page = tmp_path / "report.html"
+    page.write_text((run_dir / "report.html").read_text().replace("</body>", probe))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom"]
+    done = subprocess.run([browser, *flags, page.as_uri()], capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body([^>]*)>", done.stdout)
+    assert body is not None, done.stderr[-2000:]
+    widths = re.search(r'data-images="([^"]*)"', body.group(1))
+    tables = re.search(r'data-tables="(\d+)"', body.group(1))
+    assert widths and tables, body.group(1)
+    assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 3  # every plot decoded and laid out
+    assert int(tables.group(1)) == 5

@@ -1,0 +1,282 @@
+"""Text data: loading TSV/CSV/saved datasets, tokenizer training, bucketed batching, augmentation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from edgekd.config import AugmentConfig, HFDiskData, TextFileData, TokenizerConfig
+from edgekd.data import load_dataset, load_text_dataset
+from edgekd.data.augment import augment_texts
+from edgekd.data.batching import bucket_batches, collate, encode, padding_ratio
+from edgekd.data.tokenizer import load_or_train_tokenizer, save_tokenizer
+from edgekd.errors import DataError
+
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+needs_sst2 = pytest.mark.skipif(
+    not (SST2 / "train.tsv").is_file(), reason=f"GLUE SST-2 is not at {SST2} (the shared data folder beside the repo)"
+)
+
+WORDS = ("the", "a", "film", "movie", "story", "good", "bad", "great", "dull", "charming", "awful", "funny", "boring",
+         "smart", "slow")
+
+
+def synthetic_rows(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(sentence, label) rows: lower-case words, lengths 1–30, label 1 when 'good' occurs."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(count):
+        words = rng.choice(WORDS, size=int(rng.integers(1, 31)))
+        rows.append((" ".join(words) + " ", str(int("good" in words))))
+    return rows
+
+
+def write_table(path: Path, header: str, lines: list[str]) -> Path:
+    path.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    return path
+
+
+def tsv_config(tmp_path: Path, train: list[str], test: list[str] | None = None, **fields) -> TextFileData:
+    header = "sentence\tlabel"
+    return TextFileData(
+        source="tsv",
+        train=write_table(tmp_path / "train.tsv", header, train),
+        test=write_table(tmp_path / "dev.tsv", header, test if test is not None else train),
+        **fields,
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_tsv_keeps_quotes_strips_spaces_and_holds_out_validation(tmp_path: Path) -> None:
+    train = [f'a "quoted" sentence number {i} \t{i % 2}' for i in range(20)]
+    config = tsv_config(tmp_path, train, ["it 's \"fine\" \t1", "no \t0"], val_examples=5)
+    splits = load_text_dataset(config, seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (15, 5, 2)
+    assert splits.class_names == ("0", "1") and splits.num_classes == 2
+    assert splits.test.texts == ("it 's \"fine\"", "no")
+    assert splits.test.labels.tolist() == [1, 0] and splits.test.labels.dtype == np.int64
+    assert set(splits.train.texts).isdisjoint(splits.val.texts)
+    assert len(set(splits.train.texts) | set(splits.val.texts)) == 20
+    assert list(splits.train.texts) == sorted(splits.train.texts, key=lambda t: int(t.split()[-1]))  # file order
+    assert not splits.train.labels.flags.writeable  # cached and shared between stages
+    assert load_text_dataset(config, seed=0) is splits
+    assert load_text_dataset(config, seed=1).val.texts != splits.val.texts
+    assert load_dataset(config, seed=0) is splits  # the generic loader dispatches text sources here
+
+
+def test_limits_take_a_seeded_subset_of_train_and_the_head_of_test(tmp_path: Path) -> None:
+    rows = [f"{text}\t{label}" for text, label in synthetic_rows(40)]
+    full = load_text_dataset(tsv_config(tmp_path, rows, val_examples=10), seed=3)
+    limited = load_text_dataset(tsv_config(tmp_path, rows, val_examples=10, limit_train=7, limit_test=4), seed=3)
+    assert limited.val.texts == full.val.texts  # the validation set does not depend on the limit
+    assert np.array_equal(limited.val.labels, full.val.labels)
+    assert len(limited.train) == 7 and set(limited.train.texts) <= set(full.train.texts)
+    assert limited.test.texts == full.test.texts[:4]
+
+
+def test_csv_with_quoted_commas_and_string_labels(tmp_path: Path) -> None:
+    lines = ['"great, really great",positive', "dull,negative", '"so-so, mostly",neutral', "fine,positive"]
+    path = write_table(tmp_path / "reviews.csv", "review,sentiment", lines)
+    config = TextFileData(source="csv", train=path, test=path, text_column="review", label_column="sentiment",
+                          val_examples=1)
+    splits = load_text_dataset(config, seed=0)
+    assert splits.class_names == ("negative", "neutral", "positive")  # sorted label strings
+    assert splits.test.texts[0] == "great, really great"
+    assert splits.test.labels.tolist() == [2, 0, 1, 2]
+
+
+def test_integer_labels_sort_numerically(tmp_path: Path) -> None:
+    train = [f"sentence {i}\t{label}" for i, label in enumerate([10, 2, 1, 2, 10, 1])]
+    splits = load_text_dataset(tsv_config(tmp_path, train, ["x\t10", "y\t1"], val_examples=1), seed=0)
+    assert splits.class_names == ("1", "2", "10")
+    assert splits.test.labels.tolist() == [2, 0]
+
+
+def test_load_from_disk_with_class_label(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})
+    rows = synthetic_rows(30)
+    data = {"text": [r[0] for r in rows], "label": [int(r[1]) for r in rows]}
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict(data, features=features),
+        "validation": datasets.Dataset.from_dict({k: v[:6] for k, v in data.items()}, features=features),
+    }).save_to_disk(str(tmp_path / "saved"))
+    config = HFDiskData(source="hf_disk", path=tmp_path / "saved", text_column="text", val_examples=5)
+    splits = load_text_dataset(config, seed=0)
+    assert splits.class_names == ("neg", "pos")
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (25, 5, 6)
+    assert splits.test.texts == tuple(r[0].strip() for r in rows[:6])
+    assert splits.test.labels.tolist() == data["label"][:6]
+    with pytest.raises(DataError, match=r"saved: no split 'test' \(data.test_split\); the dataset has 'train', "):
+        load_text_dataset(config.model_copy(update={"test_split": "test"}), seed=0)
+    datasets.Dataset.from_dict(data, features=features).save_to_disk(str(tmp_path / "single"))
+    with pytest.raises(DataError, match=r"single: holds a single Dataset; expected a DatasetDict with the splits"):
+        load_text_dataset(config.model_copy(update={"path": tmp_path / "single"}), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "fields", "message"),
+    [
+        (["a\t0"], None, {"val_examples": 1}, r"data.val_examples \(1\) must be below the 1 examples of .*train.tsv"),
+        (["a\t0", "b\t1"], ["c\t2"], {"val_examples": 1},
+         r"dev.tsv line 2: label '2' is not one of the training split's labels \('0', '1'\)"),
+        (["a\t0", "b\t0\textra", "c\t1"], None, {"val_examples": 1},
+         r"train.tsv line 3: 3 fields, expected 2 like the header \('sentence', 'label'\)"),
+        ([], None, {"val_examples": 1}, r"train.tsv: no data rows after the header line"),
+        (["a\t0", "b\t1"], None, {"val_examples": 1, "text_column": "text"},
+         r"train.tsv: no column 'text' \(data.text_column\); the columns are 'sentence', 'label'"),
+    ],
+    ids=["val-too-large", "unknown-test-label", "field-count", "empty-split", "missing-column"],
+)
+def test_data_errors_name_file_line_and_expectation(
+    tmp_path: Path, train: list[str], test: list[str] | None, fields: dict, message: str
+) -> None:
+    with pytest.raises(DataError, match=message) as caught:
+        load_text_dataset(tsv_config(tmp_path, train, test, **fields), seed=0)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    present = write_table(tmp_path / "train.tsv", "sentence\tlabel", ["a\t0", "b\t1"])
+    missing = TextFileData(source="tsv", train=present, test=tmp_path / "nope.tsv", val_examples=1)
+    with pytest.raises(DataError, match=r"nope.tsv: file not found \(data.test\)"):
+        load_text_dataset(missing, seed=0)
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(DataError, match=r"empty.tsv: empty file; expected a header line naming the columns"):
+        load_text_dataset(missing.model_copy(update={"test": tmp_path / "empty.tsv"}), seed=0)
+
+
+def test_edited_file_is_read_again(tmp_path: Path) -> None:
+    config = tsv_config(tmp_path, ["a\t0", "b\t1", "c\t1"], val_examples=1)
+    assert len(load_text_dataset(config, seed=0).test) == 3
+    write_table(config.test, "sentence\tlabel", ["a\t0"])
+    assert len(load_text_dataset(config, seed=0).test) == 1
+
+
+@needs_sst2
+def test_sst2_counts_and_label_balance() -> None:
+    splits = load_text_dataset(TextFileData(source="tsv", train=SST2 / "train.tsv", test=SST2 / "dev.tsv"), seed=0)
+    assert len(splits.train) + len(splits.val) == 67_349 and len(splits.val) == 1000
+    assert len(splits.test) == 872
+    train_labels = np.concatenate([splits.train.labels, splits.val.labels])
+    assert np.bincount(train_labels).tolist() == [29_780, 37_569]
+    assert np.bincount(splits.test.labels).tolist() == [428, 444]
+    assert splits.test.texts[0] == "it 's a charming and often affecting journey ."
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def test_trained_tokenizer_is_deterministic_and_reloads(tmp_path: Path) -> None:
+    texts = [text for text, _ in synthetic_rows(300)] + ["Naïve CAFÉ déjà-vu , unheard-of words !"]
+    config = TokenizerConfig(vocab_size=120, max_length=16)
+    first = load_or_train_tokenizer(config, texts)
+    assert first.get_vocab() == load_or_train_tokenizer(config, texts).get_vocab()  # ids too, not just the set
+    assert first.convert_ids_to_tokens(list(range(5))) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert first.model_max_length == 16 and first.pad_token_id == 0
+    ids = first("Naïve words")["input_ids"]
+    assert first.convert_ids_to_tokens([ids[0], ids[-1]]) == ["[CLS]", "[SEP]"]
+    assert first.decode(ids, skip_special_tokens=True) == "naive words"  # lower-cased, accents stripped
+
+    target = tmp_path / "tokenizer"
+    save_tokenizer(first, target)
+    save_tokenizer(first, target)  # replacing an existing directory
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer"]  # no temporary directories left
+    reloaded = AutoTokenizer.from_pretrained(target)
+    assert reloaded.get_vocab() == first.get_vocab()
+    assert reloaded(texts[:20])["input_ids"] == first(texts[:20])["input_ids"]
+    assert reloaded.model_max_length == 16 and reloaded.all_special_tokens == first.all_special_tokens
+
+
+def test_pretrained_tokenizer_from_a_local_directory(tmp_path: Path) -> None:
+    save_tokenizer(load_or_train_tokenizer(TokenizerConfig(vocab_size=100), ["a b c d"]), tmp_path / "tok")
+    loaded = load_or_train_tokenizer(TokenizerConfig(pretrained=str(tmp_path / "tok"), max_length=32), [])
+    assert loaded.model_max_length == 32 and loaded.pad_token_id == 0
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def test_encode_truncates_and_collate_pads_to_the_longest() -> None:
+    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=100), [t for t, _ in synthetic_rows(50)])
+    encoded = encode(tokenizer, ["good film", "the " * 40, ""], max_length=10)
+    assert [len(ids) for ids in encoded] == [4, 10, 2] and encoded[0].dtype == np.int64
+    batch = collate(encoded, [0, 2], pad_id=tokenizer.pad_token_id)
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert batch["input_ids"].shape == (2, 4) and batch["input_ids"].dtype == torch.int64
+    assert batch["input_ids"][1].tolist() == [*encoded[2].tolist(), 0, 0]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert not batch["token_type_ids"].any()
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_bucket_batches_cover_every_index_once(shuffle: bool) -> None:
+    lengths = np.random.default_rng(0).integers(3, 60, size=5_003)
+    batches = bucket_batches(lengths, 32, shuffle=shuffle, generator=torch.Generator().manual_seed(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert all(1 <= len(batch) <= 32 for batch in batches)
+    if shuffle:
+        again = bucket_batches(lengths, 32, shuffle=True, generator=torch.Generator().manual_seed(1))
+        other = bucket_batches(lengths, 32, shuffle=True, generator=torch.Generator().manual_seed(2))
+        assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+        assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=False))
+    else:
+        assert np.all(np.diff(lengths[np.concatenate(batches)]) >= 0)
+
+
+def test_bucketing_pads_less_than_random_batches() -> None:
+    """On SST-2's tokenized training set when present (else a long-tailed synthetic length mix)."""
+    if (SST2 / "train.tsv").is_file():
+        splits = load_text_dataset(TextFileData(source="tsv", train=SST2 / "train.tsv", test=SST2 / "dev.tsv"), 0)
+        tokenizer = load_or_train_tokenizer(None, splits.train.texts)
+        lengths = np.array([len(ids) for ids in encode(tokenizer, splits.train.texts, 128)])
+    else:
+        lengths = np.minimum(np.random.default_rng(0).lognormal(2.4, 0.6, size=60_000).astype(int) + 2, 128)
+    generator = torch.Generator().manual_seed(0)
+    bucketed = padding_ratio(lengths, bucket_batches(lengths, 32, shuffle=True, generator=generator))
+    shuffled = torch.randperm(len(lengths), generator=generator).numpy()
+    random = padding_ratio(lengths, [shuffled[i : i + 32] for i in range(0, len(shuffled), 32)])
+    assert bucketed > 0.9 and random < 0.5, (bucketed, random)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_augmentation_counts_determinism_and_duplicates() -> None:
+    texts = [text.strip() for text, _ in synthetic_rows(200)]
+    config = AugmentConfig(copies=6, p_mask=0.2, p_ngram=0.3, max_ngram=4)
+    augmented = augment_texts(texts, config, seed=5)
+    assert augmented == augment_texts(texts, config, seed=5)
+    assert augmented != augment_texts(texts, config, seed=6)
+    assert 4 * len(texts) < len(augmented) <= 6 * len(texts)
+    single = augment_texts(["a slow but charming and very funny film"], config, seed=0)
+    assert 0 < len(single) <= 6 and len(set(single)) == len(single)  # no repeats among an input's copies
+    assert "a slow but charming and very funny film" not in single  # nor the original
+    assert augment_texts(["alone"], config.model_copy(update={"p_mask": 0.9}), seed=0) == ["[MASK]"]
+    assert augment_texts(["", "   "], config, seed=0) == []
+
+
+def test_mask_rate_and_ngram_lengths() -> None:
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"s{i}w{j}" for j in rng.permutation(40)) for i in range(1_500)]
+    masked = augment_texts(texts, AugmentConfig(copies=1, p_mask=0.1, p_ngram=0.0), seed=0, mask_token="<m>")
+    assert all(len(sentence.split()) == 40 for sentence in masked)
+    tokens = Counter(word for sentence in masked for word in sentence.split())
+    # copies equal to the original (no word masked: 0.9**40 ≈ 1.5%) are dropped, so the rate is ≈ 0.1 / 0.985
+    assert tokens["<m>"] / tokens.total() == pytest.approx(0.1015, abs=0.005)
+
+    ngrams = augment_texts(texts, AugmentConfig(copies=4, p_mask=0.0, p_ngram=1.0, max_ngram=3), seed=0)
+    lengths = Counter(len(sentence.split()) for sentence in ngrams)
+    assert sorted(lengths) == [1, 2, 3]
+    assert all(count / len(ngrams) == pytest.approx(1 / 3, abs=0.03) for count in lengths.values())
+    for sentence in ngrams:  # a contiguous run of words of the sentence it came from
+        source = texts[int(sentence.split("w")[0].removeprefix("s"))]
+        assert f" {sentence} " in f" {source} "
