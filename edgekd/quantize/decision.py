@@ -1,0 +1,82 @@
+"""Which candidate to keep, from measurements taken in one run, and one sentence saying why.
+
+A candidate other than ``fp32`` is *eligible* when it is within the accuracy tolerance and the
+agreement gate on the validation split. The fastest eligible candidate at least ``min_speedup``
+times faster than FP32 is kept. Failing that, when FP32 exceeds the device's size budget, the
+fastest eligible candidate that fits is kept. Otherwise FP32 is kept, and the reason names the
+fastest lower-precision candidate and what it lacked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgekd.quantize.variants import Variant
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The kept candidate's name and why it was kept."""
+
+    kept: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return asdict(self)
+
+
+def decide(variants: Sequence[Variant], *, eligible: Callable[[Variant], bool], min_speedup: float,
+           size_budget_mb: float, cpu_label: str, tolerance: float) -> Decision:
+    """Choose among timed ``variants`` (one named ``fp32``); see the module docstring."""
+    fp32 = next(v for v in variants if v.name == "fp32")
+    others = sorted((v for v in variants if v.name != "fp32"), key=lambda v: _p50(v))
+    ok = [v for v in others if eligible(v)]
+    on_cpu = f"on this CPU ({cpu_label})"
+
+    def accuracy_delta(v: Variant) -> str:
+        return f"validation accuracy {100 * (v.val_accuracy - fp32.val_accuracy):+.1f} pt".replace("-", "−")
+
+    fast = [v for v in ok if _speedup(fp32, v) >= min_speedup]
+    if fast:
+        kept = fast[0]
+        return Decision(kept.name, f"{kept.name} kept: {_speedup(fp32, kept):.2f}× faster than fp32 {on_cpu}, "
+                                   f"{accuracy_delta(kept)}")
+    fits = [v for v in ok if _size(v) <= size_budget_mb]
+    if _size(fp32) > size_budget_mb and fits:
+        kept = fits[0]
+        return Decision(kept.name, f"{kept.name} kept: {_size(kept):.2f} MB fits the {size_budget_mb:g} MB size "
+                                   f"budget fp32 ({_size(fp32):.2f} MB) exceeds; {_speedup(fp32, kept):.2f}× fp32 "
+                                   f"speed {on_cpu}, {accuracy_delta(kept)}")
+    if not others:
+        return Decision("fp32", "fp32 kept: no other variant was tried")
+    reduced = [v for v in others if v.precision != "fp32"]
+    best = (reduced or others)[0]  # the fastest lower-precision variant: what the reader asks about
+    speed = _speedup(fp32, best)
+    if eligible(best):
+        pace = f"only {speed:.2f}× faster" if speed >= 1 else f"slower ({speed:.2f}× fp32's speed)"
+        why = f"{best.name} is {pace} {on_cpu}; keeping it needs {min_speedup:g}×"
+    elif fp32.val_accuracy - best.val_accuracy > tolerance:
+        why = (f"{best.name} ({speed:.2f}× fp32's speed) loses {100 * (fp32.val_accuracy - best.val_accuracy):.1f} "
+               f"pt validation accuracy (tolerance {100 * tolerance:g} pt) with {len(best.excluded_nodes)} "
+               "node(s) excluded")
+    else:
+        why = (f"{best.name} ({speed:.2f}× fp32's speed) agrees with fp32 on only "
+               f"{100 * best.val_agreement:.1f}% of validation inputs")
+    return Decision("fp32", f"fp32 kept: {why}")
+
+
+def _p50(variant: Variant) -> float:
+    if variant.p50_ms is None:
+        raise ValueError(f"variant {variant.name} has not been timed")
+    return variant.p50_ms
+
+
+def _size(variant: Variant) -> float:
+    return variant.size_mb if variant.size_mb is not None else float("inf")
+
+
+def _speedup(fp32: Variant, variant: Variant) -> float:
+    return _p50(fp32) / _p50(variant)

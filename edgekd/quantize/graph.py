@@ -1,0 +1,135 @@
+"""Graph optimization before quantization: onnxruntime's transformer fusions, or its basic passes.
+
+Every model gets a *pre-processed* graph (:func:`onnxruntime.quantization.shape_inference.quant_pre_process`:
+symbolic shape inference, onnxruntime's basic graph optimizations, ONNX shape inference), the
+graph onnxruntime's quantizers expect. A transformer (a graph with integer token inputs and a
+Softmax) also gets a *fused* graph from ``onnxruntime.transformers.optimizer`` (Attention,
+SkipLayerNormalization, BiasGelu, EmbedLayerNormalization fusions); the attention heads and hidden
+size it needs are read from the graph (:func:`attention_shape`).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgekd.atomic import atomic_path
+from edgekd.errors import ModelError
+from edgekd.export.parity import one_line
+
+log = logging.getLogger(__name__)
+
+_INTEGER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+
+
+@dataclass(frozen=True)
+class PreparedGraphs:
+    """The FP32 graphs quantization starts from."""
+
+    preprocessed: Path
+    fused: Path | None
+    transformer: bool
+    fusions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def optimized(self) -> Path:
+        """The most optimized FP32 graph: the fused one for a transformer, else the pre-processed one."""
+        return self.fused or self.preprocessed
+
+
+def is_transformer(model: onnx.ModelProto) -> bool:
+    """True for a graph with integer (token id) inputs and a Softmax: a BERT-family encoder."""
+    integer_inputs = any(i.type.tensor_type.elem_type in _INTEGER_TYPES for i in model.graph.input)
+    return integer_inputs and any(node.op_type == "Softmax" for node in model.graph.node)
+
+
+def prepare_graphs(source: Path, out_dir: Path, stem: str) -> PreparedGraphs:
+    """Write ``<stem>.preprocessed.onnx`` (and ``<stem>.fused.onnx`` for a transformer) to ``out_dir``."""
+    model = onnx.load(str(source), load_external_data=False)
+    transformer = is_transformer(model)
+    preprocessed = preprocess(source, out_dir / f"{stem}.preprocessed.onnx")
+    if not transformer:
+        return PreparedGraphs(preprocessed=preprocessed, fused=None, transformer=False)
+    fused, fusions = fuse_transformer(source, out_dir / f"{stem}.fused.onnx", attention_shape(model))
+    return PreparedGraphs(preprocessed=preprocessed, fused=fused, transformer=True, fusions=fusions)
+
+
+def preprocess(source: Path, target: Path) -> Path:
+    """onnxruntime's quantization pre-processing; symbolic shape inference is skipped where it fails.
+
+    It runs in a scratch working directory: a failing symbolic shape inference leaves
+    ``sym_shape_infer_temp.onnx`` and its external data in the current directory.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for skip_symbolic in (False, True):
+        try:
+            with atomic_path(target) as tmp, tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+                quant_pre_process(str(source.resolve()), str(tmp.resolve()), skip_symbolic_shape=skip_symbolic)
+            return target
+        except Exception as exc:  # symbolic shape inference raises plain Exceptions on unknown ops
+            if skip_symbolic:
+                raise ModelError(f"{source}: cannot pre-process the graph for quantization: {one_line(exc)}") from exc
+            log.info("%s: symbolic shape inference failed (%s); pre-processing without it", source, one_line(exc))
+    raise AssertionError("unreachable")
+
+
+def fuse_transformer(source: Path, target: Path, shape: tuple[int, int] | None) -> tuple[Path, dict[str, int]]:
+    """Fuse a BERT-family graph with onnxruntime's transformer optimizer; returns the fused op counts."""
+    from onnxruntime.transformers import optimizer
+
+    num_heads, hidden_size = shape or (0, 0)
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)  # "failed to detect num_heads" noise
+    try:
+        fused = optimizer.optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+        with atomic_path(target) as tmp:
+            fused.save_model_to_file(str(tmp))
+    except Exception as exc:
+        raise ModelError(f"{source}: onnxruntime's transformer optimizer failed: {one_line(exc)}") from exc
+    fusions = {op: count for op, count in fused.get_fused_operator_statistics().items() if count}
+    return target, fusions
+
+
+def attention_shape(model: onnx.ModelProto) -> tuple[int, int] | None:
+    """(attention heads, hidden size) of a BERT-family graph, or None when they cannot be read.
+
+    The hidden size is the length of the first LayerNormalization scale; the head size is the last
+    entry of the shapes the graph reshapes activations to ([batch, sequence, heads, head_size]),
+    written as a constant or as the last constant piece of a Concat.
+    """
+    scales = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    hidden = next((scales[n.input[1]] for n in model.graph.node
+                   if n.op_type == "LayerNormalization" and n.input[1] in scales), None)
+    if hidden is None:
+        return None
+    constants = _int_constants(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    head_sizes: collections.Counter[int] = collections.Counter()
+    for node in model.graph.node:
+        if node.op_type != "Reshape":
+            continue
+        shape = constants.get(node.input[1])
+        concat = producers.get(node.input[1])
+        if shape is None and concat is not None and concat.op_type == "Concat":
+            shape = constants.get(concat.input[-1])
+            shape = shape if shape is not None and shape.size == 1 else None
+        if shape is not None and shape.size in (1, 4) and 1 < int(shape.ravel()[-1]) < hidden:
+            head_sizes[int(shape.ravel()[-1])] += 1
+    head_size = next((size for size, _ in head_sizes.most_common() if hidden % size == 0), None)
+    return (hidden // head_size, hidden) if head_size else None
+
+
+def _int_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Integer initializers and Constant-node values by tensor name."""
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    tensors += [(n.output[0], n.attribute[0].t) for n in model.graph.node
+                if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"]
+    return {name: numpy_helper.to_array(t) for name, t in tensors if t.data_type in _INTEGER_TYPES}

@@ -1,0 +1,110 @@
+"""Quantizing one ONNX model end to end: build the candidates, gate them, time them, decide."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.config import DeviceProfile, QuantizeStage
+from edgekd.errors import ExportError
+from edgekd.profile.bench import benchmark
+from edgekd.profile.cpu import detect_cpu, device_isa, host_threads, resolve_threads
+from edgekd.quantize.decision import Decision, decide
+from edgekd.quantize.feeds import QuantData
+from edgekd.quantize.graph import PreparedGraphs
+from edgekd.quantize.isa import int8_settings, isa_label
+from edgekd.quantize.quantizers import Int8Options
+from edgekd.quantize.variants import Variant, VariantBuilder, within_gates
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """Every candidate of one model with its figures, and the decision taken on them."""
+
+    graphs: PreparedGraphs
+    variants: tuple[Variant, ...]
+    decision: Decision
+    options: Int8Options
+
+    @property
+    def kept(self) -> Variant:
+        """The candidate the decision keeps."""
+        return next(v for v in self.variants if v.name == self.decision.kept)
+
+    @property
+    def fp32(self) -> Variant:
+        """The FP32 model as exported."""
+        return next(v for v in self.variants if v.name == "fp32")
+
+    def to_json(self, ref: Callable[[Path], str] = str) -> dict[str, Any]:
+        """Variants by name (file paths through ``ref``), the decision, the INT8 settings and graph fusions."""
+        return {
+            "variants": {v.name: {**v.to_json(), "path": ref(v.path)} for v in self.variants},
+            "decision": self.decision.kept,
+            "reason": self.decision.reason,
+            "int8_settings": self.options.settings.to_json(),
+            "transformer": self.graphs.transformer,
+            "fusions": self.graphs.fusions,
+        }
+
+
+def int8_options(config: QuantizeStage, device: DeviceProfile) -> Int8Options:
+    """The INT8 options for ``device``'s instruction set and the recipe's choices."""
+    return Int8Options(settings=int8_settings(device_isa(device)), per_channel=config.per_channel,
+                       symmetric_activations=config.symmetric_activations,
+                       symmetric_weights=config.symmetric_weights)
+
+
+def builder_for(config: QuantizeStage, device: DeviceProfile, data: QuantData) -> VariantBuilder:
+    """A variant builder evaluating with the device's thread count and quantizing for its ISA."""
+    return VariantBuilder(config, int8_options(config, device), data, host_threads(resolve_threads(device)))
+
+
+def gate_failure(variants: Sequence[Variant], config: QuantizeStage, *, label: str) -> str | None:
+    """The message for the first variant below the agreement gate (after its retries), or None."""
+    for variant in variants:
+        if variant.val_agreement < config.agreement:
+            return (f"{label}: {variant.name} agrees with fp32 on {100 * variant.val_agreement:.1f}% of validation "
+                    f"inputs (< agreement {config.agreement:g}) after excluding {len(variant.excluded_nodes)} "
+                    "node(s); raise max_retries, lower agreement, or drop that mode from modes")
+    return None
+
+
+def build_checked(builder: VariantBuilder, source: Path, out_dir: Path, stem: str, *, precision: str,
+                  label: str) -> tuple[PreparedGraphs, list[Variant]]:
+    """The candidates of ``source``; one that misses the agreement gate raises :class:`ExportError`.
+
+    ``label`` names the model in the error, which is raised before any timing.
+    """
+    graphs, variants = builder.build(source, out_dir, stem, precision=precision)
+    failure = gate_failure(variants, builder.config, label=label)
+    if failure is not None:
+        raise ExportError(failure)
+    return graphs, variants
+
+
+def time_variants(variants: Sequence[Variant], device: DeviceProfile, config: QuantizeStage) -> list[Variant]:
+    """Every candidate timed under ``device``, interleaved with the others in one run."""
+    results = benchmark([v.path for v in variants], device, warmup=config.warmup, runs=config.runs,
+                        rounds=config.rounds)
+    return [v.timed(r.p50_ms, r.size_mb) for v, r in zip(variants, results, strict=True)]
+
+
+def decide_for(variants: Sequence[Variant], config: QuantizeStage, device: DeviceProfile) -> Decision:
+    """The decision on timed ``variants`` under the recipe's gates and the device's size budget."""
+    fp32 = next(v for v in variants if v.name == "fp32")
+    return decide(variants, eligible=lambda v: within_gates(v, fp32.val_accuracy, config),
+                  min_speedup=config.min_speedup, size_budget_mb=device.budget.size_mb,
+                  cpu_label=isa_label(detect_cpu().isa), tolerance=config.tolerance)
+
+
+def quantize_model(source: Path, out_dir: Path, stem: str, data: QuantData, config: QuantizeStage,
+                   device: DeviceProfile, *, label: str) -> QuantizeResult:
+    """Build, gate, time and decide for one model (see :mod:`edgekd.quantize.variants` and ``decision``)."""
+    builder = builder_for(config, device, data)
+    graphs, variants = build_checked(builder, source, out_dir, stem, precision=device.precision, label=label)
+    timed = time_variants(variants, device, config)
+    return QuantizeResult(graphs=graphs, variants=tuple(timed), decision=decide_for(timed, config, device),
+                          options=builder.options)

@@ -1,0 +1,243 @@
+"""The quantize stage: ISA-fit settings, accuracy-aware exclusion, the agreement gate, the decision, the pipeline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+
+import edgekd
+from edgekd.catalog import load_device
+from edgekd.config import QuantizeStage, SklearnData
+from edgekd.data import load_dataset
+from edgekd.errors import ConfigError, ExportError
+from edgekd.pipeline import RunResult
+from edgekd.profile.cpu import detect_cpu
+from edgekd.quantize.decision import decide
+from edgekd.quantize.evaluate import predict
+from edgekd.quantize.feeds import QuantData, dataset_feeds
+from edgekd.quantize.isa import expand_modes, int8_settings, isa_label
+from edgekd.quantize.model import build_checked, builder_for, quantize_model
+from edgekd.quantize.quantizers import fp16_weights, weighted_nodes
+from edgekd.quantize.sensitivity import rank_nodes
+from edgekd.quantize.variants import Variant
+from tests.conftest import demo_recipe_dict
+
+FAST_TIMING = {"warmup": 2, "runs": 20, "rounds": 2}
+
+
+def _recipe(**quantize: object) -> dict:
+    """A small digits recipe: a briefly trained teacher CNN, exported and quantized."""
+    recipe = demo_recipe_dict()
+    recipe["name"] = "quantize-test"
+    recipe["teacher"]["model"] = {"arch": "cnn", "channels": [32, 128], "hidden": 128}
+    recipe["stages"] = [
+        {"stage": "teacher", "epochs": 4, "lr": 0.004},
+        {"stage": "export", "target": "onnx-fp32"},
+        {"stage": "quantize", "roles": ["teacher"], **FAST_TIMING, **quantize},
+        {"stage": "report"},
+    ]
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """One pipeline run of :func:`_recipe`, shared by the tests that inspect a real model."""
+    directory = tmp_path_factory.mktemp("quantize")
+    path = directory / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe()))
+    return edgekd.run(path, out=directory / "run")
+
+
+@pytest.fixture(scope="module")
+def exported(run) -> Path:
+    return run.run_dir / "02-export" / "teacher.onnx"
+
+
+@pytest.fixture(scope="module")
+def data() -> QuantData:
+    return QuantData.from_dataset(load_dataset(SklearnData(**demo_recipe_dict()["data"]), 0), calibration_samples=128)
+
+
+# --------------------------------------------------------------------------- settings and modes
+
+
+def test_int8_settings_follow_the_instruction_set() -> None:
+    vnni = int8_settings(["avx2", "avx512f", "avx512_vnni"])
+    assert (vnni.activation_type, vnni.weight_type, vnni.reduce_range) == ("uint8", "int8", False)
+    avx2 = int8_settings(["avx", "avx2", "fma"])
+    assert avx2.weight_type == "int8" and avx2.reduce_range  # 7-bit weights: VPMADDUBSW saturation
+    arm = int8_settings(["neon", "dotprod"])
+    assert arm.weight_type == "int8" and not arm.reduce_range
+    assert isa_label(["avx", "avx2"]) == "avx2-only"
+    assert isa_label(["avx2", "avx512_vnni", "amx_int8"]) == "amx_int8, avx512_vnni"
+
+
+def test_auto_mode_depends_on_model_kind_and_precision() -> None:
+    assert expand_modes(["auto"], transformer=True, precision="fp32") == ["dynamic"]
+    assert expand_modes(["auto"], transformer=False, precision="int8") == ["static"]
+    assert expand_modes(["auto", "static", "fp16"], transformer=False, precision="fp16") == ["static", "fp16"]
+
+
+def test_dataset_feeds_batches_images_with_labels() -> None:
+    splits = load_dataset(SklearnData(**demo_recipe_dict()["data"]), 0)
+    batches = list(dataset_feeds(splits, "val", 100))
+    assert sum(len(labels) for _, labels in batches) == len(splits.y_val)
+    feed, labels = batches[0]
+    assert feed["input"].dtype == np.float32 and feed["input"].shape == (100, 1, 8, 8)
+    assert labels.dtype == np.int64
+
+
+# --------------------------------------------------------------------------- decision
+
+
+def _variant(name: str, p50: float, *, val_accuracy: float = 0.98, size: float = 1.0, excluded: int = 0) -> Variant:
+    precision = name.split("-")[0]
+    return Variant(name=name, precision=precision, path=Path(f"{name}.onnx"), val_accuracy=val_accuracy,
+                   val_agreement=1.0 if val_accuracy == 0.98 else 0.9, accuracy=val_accuracy, agreement=1.0,
+                   excluded_nodes=tuple(f"n{i}" for i in range(excluded)), p50_ms=p50, size_mb=size)
+
+
+def _decide(variants: list[Variant], *, size_budget: float = 100.0):
+    return decide(variants, eligible=lambda v: v.val_accuracy >= 0.97, min_speedup=1.05,
+                  size_budget_mb=size_budget, cpu_label="avx512_vnni", tolerance=0.01)
+
+
+def test_int8_is_kept_when_it_pays() -> None:
+    decision = _decide([_variant("fp32", 10.0), _variant("int8-dynamic", 4.0)])
+    assert decision.kept == "int8-dynamic"
+    assert decision.reason.startswith("int8-dynamic kept: 2.50× faster than fp32 on this CPU (avx512_vnni)")
+
+
+def test_fp32_is_kept_when_int8_is_barely_faster() -> None:
+    decision = _decide([_variant("fp32", 10.0), _variant("int8-dynamic", 9.8)])
+    assert decision.kept == "fp32"
+    assert "only 1.02× faster" in decision.reason
+
+
+def test_fp32_is_kept_when_the_fast_variant_loses_accuracy() -> None:
+    decision = _decide([_variant("fp32", 10.0), _variant("int8-static-minmax", 3.0, val_accuracy=0.90, excluded=2)])
+    assert decision.kept == "fp32"
+    assert "loses 8.0 pt validation accuracy" in decision.reason and "2 node(s) excluded" in decision.reason
+
+
+def test_a_binding_size_budget_keeps_the_smaller_variant() -> None:
+    variants = [_variant("fp32", 10.0, size=4.0), _variant("fp16", 10.1, size=2.0)]
+    decision = _decide(variants, size_budget=3.0)
+    assert decision.kept == "fp16" and "fits the 3 MB size budget" in decision.reason
+
+
+# --------------------------------------------------------------------------- on a real model
+
+
+def test_stage_keeps_a_variant_and_records_why(run) -> None:
+    record = json.loads((run.run_dir / "03-quantize" / "stage.json").read_text())
+    teacher = record["metrics"]["teacher"]
+    assert set(teacher["variants"]) == {"fp32", "fp32-optimized", "int8-static-minmax"}
+    static = teacher["variants"]["int8-static-minmax"]
+    fp32 = teacher["variants"]["fp32"]
+    assert abs(static["accuracy"] - fp32["accuracy"]) <= 0.01
+    assert static["val_agreement"] >= 0.99
+    assert fp32["size_mb"] / static["size_mb"] >= 3.0
+    assert teacher["decision"] in teacher["variants"] and teacher["reason"].startswith(teacher["decision"])
+    assert record["metrics"]["cpu"]["isa"] == list(detect_cpu().isa)
+    model = run.artifact.get("teacher")
+    assert model.onnx == teacher["variants"][teacher["decision"]]["path"]
+    assert (run.run_dir / model.onnx).is_file()
+    report = run.report()
+    assert report["teacher"]["precision"] == teacher["decision"]
+    assert report["teacher"]["quantization_reason"] == teacher["reason"]
+
+
+def test_wrecked_calibration_is_repaired_by_excluding_sensitive_nodes(exported: Path, data: QuantData,
+                                                                     tmp_path: Path) -> None:
+    # Calibrating on inputs 100× too small clips every activation: static INT8 then wrecks accuracy.
+    wrecked = replace(data, calibration=tuple({"input": f["input"] * 0.01} for f in data.calibration))
+    config = QuantizeStage(stage="quantize", modes=["static"], max_retries=4, **FAST_TIMING)
+    builder = builder_for(config, load_device("host-cpu"), wrecked)
+    _, variants = build_checked(builder, exported, tmp_path, "teacher", precision="fp32", label="teacher")
+    static = next(v for v in variants if v.name == "int8-static-minmax")
+    fp32 = next(v for v in variants if v.name == "fp32")
+    assert static.retries >= 1 and static.excluded_nodes
+    assert fp32.val_accuracy - static.val_accuracy <= 0.01 and static.val_agreement >= 0.99
+
+
+def test_agreement_gate_fails_the_stage_with_a_clear_message(exported: Path, data: QuantData,
+                                                            tmp_path: Path) -> None:
+    wrecked = replace(data, calibration=tuple({"input": f["input"] * 0.01} for f in data.calibration))
+    config = QuantizeStage(stage="quantize", modes=["static"], max_retries=0, **FAST_TIMING)
+    with pytest.raises(ExportError, match=r"^teacher: int8-static-minmax agrees with fp32 on .*% of validation "
+                                          r"inputs \(< agreement 0.99\) after excluding 0 node\(s\)"):
+        quantize_model(exported, tmp_path, "teacher", wrecked, config, load_device("host-cpu"), label="teacher")
+
+
+def test_sensitivity_ranks_every_weighted_node(exported: Path, data: QuantData, tmp_path: Path) -> None:
+    wrecked = replace(data, calibration=tuple({"input": f["input"] * 0.01} for f in data.calibration))
+    config = QuantizeStage(stage="quantize", modes=["static"], max_retries=0, agreement=0.01, **FAST_TIMING)
+    builder = builder_for(config, load_device("host-cpu"), wrecked)
+    graphs, variants = build_checked(builder, exported, tmp_path, "teacher", precision="fp32", label="teacher")
+    static = next(v for v in variants if v.name == "int8-static-minmax")
+    nodes = weighted_nodes(graphs.preprocessed)
+    ranked = rank_nodes(graphs.preprocessed, static.path, nodes, data.calibration[:2], threads=1)
+    assert sorted(name for name, _ in ranked) == sorted(nodes) and len(nodes) == 4
+    assert [score for _, score in ranked] == sorted((score for _, score in ranked), reverse=True)
+
+
+def test_fp16_weights_halve_the_file_and_keep_predictions(exported: Path, data: QuantData, tmp_path: Path) -> None:
+    half = fp16_weights(exported, tmp_path / "half.onnx")
+    onnx.checker.check_model(str(half))
+    assert half.stat().st_size < 0.6 * exported.stat().st_size
+    assert np.array_equal(predict(half, data.test, 1), predict(exported, data.test, 1))
+
+
+def test_quantize_needs_an_export_before_it(write_recipe) -> None:
+    recipe = _recipe()
+    recipe["stages"] = [recipe["stages"][0], recipe["stages"][2], recipe["stages"][1]]
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.stage: 'quantize' needs an 'export' stage before it"):
+        edgekd.validate(write_recipe(recipe))
+
+
+def test_unknown_quantize_key_is_named(write_recipe) -> None:
+    with pytest.raises(ConfigError, match=r"stages\[2\]\.tolerence: unknown key 'tolerence' \(did you mean "
+                                          r"'tolerance'\?\)"):
+        edgekd.validate(write_recipe(_recipe(tolerence=0.02)))
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+def test_bert_is_fused_then_quantized_despite_shape_inference_friction(tmp_path: Path) -> None:
+    import torch
+    import transformers
+
+    from edgekd.profile.speed_ratio import export_encoder
+    from edgekd.quantize.graph import attention_shape
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=32, num_labels=2)
+    config._attn_implementation = "eager"
+    source = tmp_path / "bert.onnx"
+    export_encoder(transformers.BertForSequenceClassification(config), source, sequence_length=16, dynamic=True,
+                   output="logits")
+    assert attention_shape(onnx.load(str(source))) == (4, 64)
+    rng = np.random.default_rng(0)
+
+    def batch(rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        ids = rng.integers(1, 64, (rows, 16), dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        return feeds, rng.integers(0, 2, rows, dtype=np.int64)
+
+    data = QuantData(calibration=(batch(8)[0],), val=(batch(16),), test=(batch(16),))
+    config_q = QuantizeStage(stage="quantize", modes=["auto"], max_retries=0, **FAST_TIMING)
+    graphs, variants = builder_for(config_q, load_device("host-cpu"), data).build(source, tmp_path, "bert",
+                                                                                 precision="fp32")
+    assert graphs.transformer and graphs.fusions.get("Attention") == 2
+    assert [v.name for v in variants] == ["fp32", "fp32-optimized", "int8-dynamic", "int8-dynamic-fused"]
+    fused_ops = {node.op_type for node in onnx.load(str(tmp_path / "bert.int8-dynamic-fused.onnx")).graph.node}
+    assert "QAttention" in fused_ops  # the fused graph was quantized, not given up on
