@@ -1,0 +1,104 @@
+"""Low-rank factorization of linear layers by truncated SVD (Denton et al., 2014; LadaBERT, Mao et al., 2020).
+
+A weight ``W [out, in]`` with singular values ``s_1 ≥ s_2 ≥ …`` is replaced by ``B A`` where
+``A = sqrt(S_r) V_r^T [r, in]`` and ``B = U_r sqrt(S_r) [out, r]``: the best rank-``r`` approximation
+(Eckart–Young), whose Frobenius error is ``sqrt(sum_{i>r} s_i²)``. The rank of a layer keeps a share
+``energy`` of ``sum s_i²``, or gives a share ``param_ratio`` of its parameters; a layer whose
+factor pair would keep more than ``max_size_ratio`` of the dense parameters is left dense (two
+smaller matrix products only pay when the rank is well below ``in·out / (in + out)``).
+A layer factorized earlier is re-factorized from its product ``B A`` (a lower rank each time).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgekd.config import FactorizeConfig
+from edgekd.prune.structure import LowRankLinear, linear_layers
+
+
+@dataclass(frozen=True)
+class LayerRank:
+    """What factorization decided for one linear layer."""
+
+    name: str
+    shape: tuple[int, int]
+    rank: int | None
+    """``None``: left as it was (the factorized form would not be small enough)."""
+    energy_kept: float
+
+
+def rank_for_energy(singular_values: torch.Tensor, energy: float) -> int:
+    """Smallest rank whose singular values hold at least ``energy`` of the total squared sum."""
+    squared = singular_values.double() ** 2
+    cumulative = torch.cumsum(squared, 0) / squared.sum().clamp_min(1e-30)
+    return min(int(torch.searchsorted(cumulative, torch.tensor(energy, dtype=torch.float64))) + 1,
+               len(singular_values))
+
+
+def rank_for_params(shape: tuple[int, int], param_ratio: float) -> int:
+    """Largest rank whose factor pair has at most ``param_ratio`` of the dense layer's weights (at least 1)."""
+    out_dim, in_dim = shape
+    return max(1, math.floor(param_ratio * out_dim * in_dim / (out_dim + in_dim)))
+
+
+def dense_weight(layer: nn.Module) -> torch.Tensor:
+    """The ``[out, in]`` weight a linear layer applies (the product of a factor pair)."""
+    if isinstance(layer, LowRankLinear):
+        return layer[1].weight @ layer[0].weight
+    return layer.weight
+
+
+@torch.no_grad()
+def factorize_linear(layer: nn.Module, rank: int) -> LowRankLinear:
+    """The rank-``rank`` truncated SVD of ``layer`` (``nn.Linear`` or :class:`LowRankLinear`) as a factor pair."""
+    original = dense_weight(layer)
+    weight = original.double()
+    u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+    root = s[:rank].sqrt()
+    bias = layer[1].bias if isinstance(layer, LowRankLinear) else layer.bias
+    pair = LowRankLinear(weight.shape[1], weight.shape[0], rank, bias=bias is not None).to(original.dtype)
+    pair[0].weight.copy_(root[:, None] * vh[:rank])
+    pair[1].weight.copy_(u[:, :rank] * root[None, :])
+    if bias is not None:
+        pair[1].bias.copy_(bias)
+    return pair
+
+
+def choose_rank(layer: nn.Module, config: FactorizeConfig) -> tuple[int, float]:
+    """The rank ``config`` gives ``layer`` and the share of squared singular values it keeps."""
+    weight = dense_weight(layer).detach().double()
+    singular = torch.linalg.svdvals(weight)
+    if config.param_ratio is not None:
+        rank = min(rank_for_params(tuple(weight.shape), config.param_ratio), len(singular))
+    else:
+        rank = rank_for_energy(singular, config.energy)
+    squared = singular**2
+    return rank, float(squared[:rank].sum() / squared.sum().clamp_min(1e-30))
+
+
+def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[str, ...] = ()) -> list[LayerRank]:
+    """Factorize every linear layer of ``model`` that ``config`` makes smaller (in place).
+
+    ``skip`` names modules left alone (e.g. a classifier whose outputs the graph must keep).
+    Returns one :class:`LayerRank` per linear layer considered.
+    """
+    decisions: list[LayerRank] = []
+    for name, layer in linear_layers(model):
+        if name in skip:
+            continue
+        out_dim, in_dim = dense_weight(layer).shape
+        rank, kept = choose_rank(layer, config)
+        current = layer.rank if isinstance(layer, LowRankLinear) else None
+        small_enough = rank * (out_dim + in_dim) <= config.max_size_ratio * out_dim * in_dim
+        if not small_enough or (current is not None and rank >= current):
+            decisions.append(LayerRank(name, (out_dim, in_dim), None, kept))
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, factorize_linear(layer, rank))
+        decisions.append(LayerRank(name, (out_dim, in_dim), rank, kept))
+    return decisions

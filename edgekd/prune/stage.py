@@ -1,0 +1,177 @@
+"""The ``prune``, ``factorize`` and ``hybrid`` stages: physically smaller models, re-checked and measured.
+
+Each stage loads its role's model directory, changes it (structured pruning, truncated-SVD
+factorization, or LadaBERT's alternation of both with distillation recovery, Mao et al., 2020),
+checks that the output shape is unchanged and that the ONNX export matches PyTorch, measures
+accuracy, parameters, MACs and ONNX latency before and after (every step for ``hybrid``), and saves
+the new model directory in place of the old one in the artifact.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekd.artifacts import Artifact, StageContext, StageOutput
+from edgekd.config import FactorizeStage, HybridStage, PruneStage, RecoveryConfig
+from edgekd.data.task_data import TaskData, prepare_task_data
+from edgekd.distill.losses import CombinedLoss, build_loss
+from edgekd.distill.outputs import ModelInfo, forward_outputs
+from edgekd.distill.trainer import fit
+from edgekd.models.logits import model_logits
+from edgekd.models.task_model import TaskModel
+from edgekd.prune.lowrank import LayerRank, factorize_model
+from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot
+from edgekd.prune.structure import linear_layers
+from edgekd.prune.structured import prune_step, record_structure
+
+#: Training batches whose loss gradients feed Taylor importance.
+TAYLOR_BATCHES, TAYLOR_BATCH_SIZE = 4, 32
+
+CompressStage = PruneStage | FactorizeStage | HybridStage
+
+
+class _Compression:
+    """One stage's model, data, teacher and checks, shared by the three stages."""
+
+    def __init__(self, config: CompressStage, artifact: Artifact, ctx: StageContext) -> None:
+        self.config, self.artifact, self.ctx = config, artifact, ctx
+        self.source = artifact.get(config.role)
+        self.model = TaskModel.load(ctx.resolve(self.source.weights))
+        self.data: TaskData = prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=self.model.tokenizer)
+        self.teacher = TaskModel.load(ctx.resolve(artifact.get("teacher").weights)) if config.recovery else None
+        self.inputs = device_inputs(self.model, ctx.device)
+        self.shape = output_shape(self.model, self.inputs)
+        self.snapshots: list[Snapshot] = []
+        torch.manual_seed(ctx.seed)
+
+    def measure(self, step: int, *, latency: bool = True) -> Snapshot:
+        """Check the output shape (after step 0), then record the model's figures."""
+        if step:
+            check_shape(self.shape, self.model, self.inputs, f"stage '{self.config.stage}' step {step}")
+        shot = snapshot(self.model, self.data, self.ctx.device, step,
+                        onnx_path=self.ctx.path("check.onnx") if latency else None)
+        self.snapshots.append(shot)
+        self.ctx.log.info("%s step %d: accuracy %.4f, params %d, MACs %d, p50 %s ms", self.config.stage, step,
+                          shot.accuracy, shot.params, shot.macs, shot.onnx_p50_ms)
+        return shot
+
+    def prune(self, ratio: float) -> None:
+        prune_config = self.config.prune if isinstance(self.config, HybridStage) else self.config
+        prune_step(self.model, prune_config, ratio, self.inputs, gradients=self._taylor_gradients)
+
+    def factorize(self) -> list[LayerRank]:
+        """Factorize every linear layer but the classifier, whose few outputs never pay for two products."""
+        factorize_config = self.config.factorize if isinstance(self.config, HybridStage) else self.config
+        classifier, _ = linear_layers(self.model.module)[-1]
+        decisions = factorize_model(self.model.module, factorize_config, skip=(classifier,))
+        record_structure(self.model)
+        return decisions
+
+    def recover(self, step: int) -> None:
+        """LadaBERT's recovery: a short distillation from the teacher (no-op without ``recovery``)."""
+        if self.config.recovery is None or self.teacher is None:
+            return
+        checkpoints = self.ctx.path(f"recovery-{step}")
+        fit(self.model.module, self.data.train, self.data.val, self.config.recovery,
+            _distill_objective(self.config.recovery, self.model, self.teacher), seed=self.ctx.seed + step,
+            checkpoint_dir=checkpoints, description=f"{self.config.stage} recovery {step}",
+            show_progress=self.ctx.show_progress)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+
+    def finish(self, metrics: dict[str, Any]) -> StageOutput:
+        """Save the model directory, point the artifact at it and report before/after."""
+        role = self.config.role
+        self.model.save(self.ctx.path(role))
+        before, after = self.snapshots[0], self.snapshots[-1]
+        summary = {
+            **after.to_json(),
+            "before": before.to_json(),
+            "params_ratio": after.params / before.params,
+            "macs_ratio": after.macs / before.macs,
+            "accuracy_ratio": after.accuracy / before.accuracy if before.accuracy else None,
+            "speedup": (before.onnx_p50_ms / after.onnx_p50_ms) if before.onnx_p50_ms and after.onnx_p50_ms
+            else None,
+            "trajectory": [s.to_json() for s in self.snapshots],
+            **metrics,
+        }
+        kept = {k: summary[k] for k in ("accuracy", "val_accuracy", "params", "macs", "params_ratio", "macs_ratio")}
+        model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics={**self.source.metrics, **kept})
+        return StageOutput(artifact=self.artifact.with_model(model), metrics={role: summary})
+
+    def _taylor_gradients(self, module: nn.Module) -> None:
+        module.train()
+        generator = torch.Generator().manual_seed(self.ctx.seed)
+        batches = self.data.train.batches(TAYLOR_BATCH_SIZE, shuffle=True, generator=generator)
+        for _, (_, inputs, labels) in zip(range(TAYLOR_BATCHES), batches, strict=False):
+            F.cross_entropy(model_logits(module(*inputs.values())), labels).backward()
+        module.eval()
+
+
+def _distill_objective(recovery: RecoveryConfig, student: TaskModel, teacher: TaskModel) -> Callable[..., torch.Tensor]:
+    """The distill stage's weighted losses, with the teacher run on each batch (recovery is short)."""
+    loss = CombinedLoss([(spec.weight, build_loss(spec, ModelInfo.of(student.module), ModelInfo.of(teacher.module)))
+                         for spec in recovery.losses])
+
+    def objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                  _idx: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_out = forward_outputs(teacher.module.eval(), inputs, loss.needs)
+        return loss(forward_outputs(model, inputs, loss.needs), teacher_out, labels, inputs.get("attention_mask"))
+
+    return objective
+
+
+def run_prune(config: PruneStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
+    """Remove ``ratio`` of the heads/channels in ``steps`` equal geometric steps, recovering after each."""
+    job = _Compression(config, artifact, ctx)
+    job.measure(0)
+    per_step = 1 - (1 - config.ratio) ** (1 / config.steps)
+    for step in range(1, config.steps + 1):
+        job.prune(per_step)
+        job.recover(step)
+        job.measure(step, latency=step == config.steps)
+    return job.finish({"ratio_per_step": per_step})
+
+
+def run_factorize(config: FactorizeStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
+    """Factorize the linear layers by truncated SVD, then recover."""
+    job = _Compression(config, artifact, ctx)
+    job.measure(0)
+    decisions = job.factorize()
+    job.recover(1)
+    job.measure(1)
+    return job.finish({"layers": [vars(d) for d in decisions]})
+
+
+def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
+    """Prune, factorize and recover, step by step, until every target is met or ``max_steps`` have run."""
+    job = _Compression(config, artifact, ctx)
+    base = job.measure(0, latency=config.measure_latency)
+    reached = False
+    for step in range(1, config.max_steps + 1):
+        job.prune(config.prune.ratio)
+        job.factorize()
+        job.recover(step)
+        reached = _targets_met(config, base, job.measure(step, latency=config.measure_latency))
+        if reached:
+            break
+    return job.finish({"target_reached": reached, "steps_run": len(job.snapshots) - 1})
+
+
+def _targets_met(config: HybridStage, base: Snapshot, now: Snapshot) -> bool:
+    checks = []
+    if config.target_params_ratio is not None:
+        checks.append(now.params <= config.target_params_ratio * base.params)
+    if config.target_macs_ratio is not None:
+        checks.append(now.macs <= config.target_macs_ratio * base.macs)
+    if config.target_latency_ms is not None:
+        checks.append(now.onnx_p50_ms is not None and now.onnx_p50_ms <= config.target_latency_ms)
+    return all(checks)

@@ -1,0 +1,136 @@
+"""How a pruned or factorized model is described, so its directory rebuilds it without pickle.
+
+Pruning and factorization change shapes that a model's spec or config no longer states. The
+model directory carries the difference as a small JSON mapping, the **structure**:
+
+``{"heads": [h_1, ...], "intermediate": [f_1, ...], "low_rank": {"module.name": rank, ...}}``
+
+- ``heads`` / ``intermediate`` (BERT-family models only): attention heads and feed-forward
+  width of every encoder layer (the head size stays ``hidden_size / num_attention_heads``);
+- ``low_rank``: linear layers replaced by a :class:`LowRankLinear` of that rank.
+
+Hugging Face models keep it in ``config.json`` under ``edgekd_structure`` and reload with
+``from_pretrained`` of the class :func:`pruned_class` derives (the architecture is built, then
+reshaped to the structure, before the weights are read); plain models keep ``low_rank`` in
+``edgekd_model.json`` and their widths in their spec. A BERT whose heads are all kept, with one
+feed-forward width and no low-rank layer, needs no structure: ``intermediate_size`` says it, and
+``AutoModelForSequenceClassification.from_pretrained`` reloads it as it is.
+
+Transformers 5 dropped ``config.pruned_heads``/``prune_heads``, and its BERT config cannot state a
+head count whose heads keep their size, hence the structure rather than HF's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+CONFIG_KEY = "edgekd_structure"
+
+
+class LowRankLinear(nn.Sequential):
+    """``x W^T + b`` as ``(x A^T) B^T + b`` with ``A: [rank, in]`` and ``B: [out, rank]`` (two ``nn.Linear``)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True) -> None:
+        super().__init__(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias))
+
+    @property
+    def rank(self) -> int:
+        return self[0].out_features
+
+
+def out_features(module: nn.Module) -> int:
+    """Output width of an ``nn.Linear`` or a :class:`LowRankLinear`."""
+    return module[1].out_features if isinstance(module, LowRankLinear) else module.out_features
+
+
+def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every linear layer of ``model`` in order: ``nn.Linear`` and :class:`LowRankLinear` (not the latter's parts)."""
+    pairs = {name for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    return [(name, m) for name, m in model.named_modules()
+            if name in pairs or (isinstance(m, nn.Linear) and name.rpartition(".")[0] not in pairs)]
+
+
+def low_rank_layers(model: nn.Module) -> dict[str, int]:
+    """The :class:`LowRankLinear` modules of ``model`` by qualified name, with their ranks."""
+    return {name: m.rank for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
+
+
+def apply_low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
+    """Replace the ``nn.Linear`` named in ``ranks`` by empty :class:`LowRankLinear` of those ranks (in place)."""
+    for name, rank in ranks.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        dense = getattr(parent, child)
+        setattr(parent, child, LowRankLinear(dense.in_features, dense.out_features, rank, dense.bias is not None))
+    return model
+
+
+# --------------------------------------------------------------------------- BERT-family layout
+
+
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The encoder layers of a BERT-family model (``base_model.encoder.layer``)."""
+    return list(model.base_model.encoder.layer)
+
+
+def bert_structure(model: nn.Module) -> dict[str, Any]:
+    """The structure of a (possibly pruned or factorized) BERT-family model, as stored in its config."""
+    layers = encoder_layers(model)
+    return {
+        "heads": [out_features(layer.attention.self.query) // layer.attention.self.attention_head_size
+                  for layer in layers],
+        "intermediate": [out_features(layer.intermediate.dense) for layer in layers],
+        "low_rank": low_rank_layers(model),
+    }
+
+
+def sync_bert_config(model: nn.Module) -> None:
+    """After pruning: set each attention module's head counts, and the config's structure (see module doc)."""
+    for layer in encoder_layers(model):
+        attention = layer.attention.self
+        attention.all_head_size = out_features(attention.query)
+        attention.num_attention_heads = attention.all_head_size // attention.attention_head_size
+    structure = bert_structure(model)
+    config = model.config
+    uniform_ffn = len(set(structure["intermediate"])) == 1
+    if set(structure["heads"]) == {config.num_attention_heads} and uniform_ffn and not structure["low_rank"]:
+        config.intermediate_size = structure["intermediate"][0]
+        if hasattr(config, CONFIG_KEY):
+            delattr(config, CONFIG_KEY)
+    else:
+        setattr(config, CONFIG_KEY, structure)
+
+
+def reshape_bert(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
+    """Rebuild a freshly initialised BERT-family model to ``structure`` (weights are loaded afterwards)."""
+    hidden = model.config.hidden_size
+    for layer, heads, width in zip(encoder_layers(model), structure["heads"], structure["intermediate"], strict=True):
+        attention = layer.attention.self
+        attention.num_attention_heads = heads
+        attention.all_head_size = heads * attention.attention_head_size
+        for name in ("query", "key", "value"):
+            setattr(attention, name, nn.Linear(hidden, attention.all_head_size))
+        layer.attention.output.dense = nn.Linear(attention.all_head_size, hidden)
+        layer.intermediate.dense = nn.Linear(hidden, width)
+        layer.output.dense = nn.Linear(width, hidden)
+    return apply_low_rank(model, structure["low_rank"])
+
+
+_PRUNED_CLASSES: dict[type, type] = {}
+
+
+def pruned_class(base: type) -> type:
+    """A subclass of the Hugging Face model class ``base`` that reshapes itself to ``config.edgekd_structure``.
+
+    ``pruned_class(BertForSequenceClassification).from_pretrained(directory)`` then reloads a
+    pruned directory with Hugging Face's own loader.
+    """
+    if base not in _PRUNED_CLASSES:
+        def __init__(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+            base.__init__(self, config, *args, **kwargs)
+            reshape_bert(self, getattr(config, CONFIG_KEY))
+
+        _PRUNED_CLASSES[base] = type(f"Pruned{base.__name__}", (base,), {"__init__": __init__})
+    return _PRUNED_CLASSES[base]

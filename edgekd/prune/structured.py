@@ -1,0 +1,149 @@
+"""Structured pruning with Torch-Pruning's dependency graph (Fang et al., "DepGraph", CVPR 2023).
+
+Torch-Pruning groups every parameter coupled to a channel (a conv's filters, the batch norm after
+it and the next layer's input channels; the query, key and value rows of an attention head and
+the output projection's columns) and removes whole groups, so the tensors are physically smaller.
+
+- BERT-family models: attention heads (``prune_num_heads`` with the ``num_heads`` map) and
+  feed-forward channels. Everything that writes the hidden width (embeddings, attention and FFN
+  output projections, pooler, classifier) is ignored, so the hidden size is never pruned; the
+  attention modules' head counts and the config's structure are updated afterwards
+  (:func:`edgekd.prune.structure.sync_bert_config`).
+- ``cnn``/``mlp`` models: conv channels and hidden units, the classifier's outputs kept; the spec
+  is rewritten with the new widths so the model directory rebuilds it.
+
+Importance criteria: group L1/L2 magnitude (Li et al., 2017), first-order Taylor (Molchanov et
+al., 2019; needs gradients, see ``gradients``), and random as a control. The factor pairs of a
+factorized layer are pruned only through their outer dimensions, never their rank.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.config import PruneConfig
+from edgekd.errors import ConfigError
+from edgekd.models.task_model import TaskModel
+from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers, out_features, sync_bert_config
+
+log = logging.getLogger(__name__)
+
+#: A share of any one layer's channels always kept under global ranking, so no layer disappears.
+MAX_LAYER_RATIO = 0.9
+
+
+def importance(kind: str) -> Any:
+    """Torch-Pruning's importance estimator for a recipe's ``importance``."""
+    import torch_pruning as tp
+
+    if kind == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if kind == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if kind == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.RandomImportance()
+
+
+def prune_step(
+    model: TaskModel,
+    config: PruneConfig,
+    ratio: float,
+    example_inputs: dict[str, torch.Tensor],
+    *,
+    gradients: Callable[[nn.Module], None] | None = None,
+) -> None:
+    """Remove ``ratio`` of ``model``'s current prunable units (in place) and update its spec or config.
+
+    ``gradients(module)`` fills ``.grad`` for Taylor importance (e.g. a few training batches' loss).
+    """
+    import torch_pruning as tp
+
+    module = model.module
+    if model.is_hf:
+        plan = _bert_plan(module, config, ratio)
+    elif model.spec.get("arch") in ("cnn", "mlp"):
+        plan = _plain_plan(module, config)
+    else:
+        raise ConfigError(f"stages: prune supports BERT-family, 'cnn' and 'mlp' models, not '{model.spec.get('arch')}'")
+    if config.importance == "taylor":
+        if gradients is None:
+            raise ValueError("Taylor importance needs a gradients function")
+        module.zero_grad(set_to_none=True)
+        gradients(module)
+    inputs: Any = example_inputs if model.is_hf else next(iter(example_inputs.values()))
+    pruner = tp.pruner.MetaPruner(
+        module, inputs, importance=importance(config.importance), pruning_ratio=ratio,
+        global_pruning=config.scope == "global", max_pruning_ratio=MAX_LAYER_RATIO,
+        output_transform=(lambda out: out.logits) if model.is_hf else None, **plan,
+    )
+    module.eval()
+    pruner.step()
+    module.zero_grad(set_to_none=True)
+    record_structure(model)
+
+
+def record_structure(model: TaskModel) -> None:
+    """After pruning or factorization: state the new shapes where the model directory rebuilds them from.
+
+    BERT-family: head counts and the config's structure; ``cnn``/``mlp``: the spec's widths (the
+    low-rank layers of plain models are found by :meth:`TaskModel.save` itself).
+    """
+    if model.is_hf:
+        sync_bert_config(model.module)
+    elif model.spec.get("arch") in ("cnn", "mlp"):
+        model.spec = plain_spec(model.spec, model.module)
+
+
+def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str, Any]:
+    """MetaPruner arguments pruning heads and/or FFN channels of a BERT-family model, never its hidden size."""
+    if not {"heads", "ffn"} & set(config.targets):
+        raise ConfigError("stages: prune.targets: a BERT-family model prunes 'heads' and/or 'ffn'")
+    ignored: list[nn.Module] = [model.base_model.embeddings]
+    num_heads: dict[nn.Module, int] = {}
+    for layer in encoder_layers(model):
+        attention = layer.attention.self
+        projections = [_outer(getattr(attention, name)) for name in ("query", "key", "value")]
+        ignored += [_outer(layer.attention.output.dense), _outer(layer.output.dense)]
+        if "heads" in config.targets:
+            num_heads.update({p: attention.num_attention_heads for p in projections})
+        else:
+            ignored += projections
+        if "ffn" not in config.targets:
+            ignored.append(_outer(layer.intermediate.dense))
+    ignored += [_outer(m) for name, m in linear_layers(model) if ".encoder." not in f".{name}."]  # pooler, classifier
+    return {"ignored_layers": ignored + _rank_factors(model), "num_heads": num_heads,
+            "prune_num_heads": bool(num_heads), "prune_head_dims": False,
+            "head_pruning_ratio": ratio if num_heads else 0.0}
+
+
+def _plain_plan(model: nn.Module, config: PruneConfig) -> dict[str, Any]:
+    """MetaPruner arguments pruning a cnn/mlp's channels and hidden units, keeping the classifier's outputs."""
+    if "channels" not in config.targets:
+        raise ConfigError("stages: prune.targets: a 'cnn' or 'mlp' model prunes 'channels'")
+    _, classifier = linear_layers(model)[-1]
+    return {"ignored_layers": [_outer(classifier), *_rank_factors(model)]}
+
+
+def _outer(layer: nn.Module) -> nn.Module:
+    """The ``nn.Linear`` producing a layer's outputs (the second factor of a :class:`LowRankLinear`)."""
+    return layer[1] if isinstance(layer, LowRankLinear) else layer
+
+
+def _rank_factors(model: nn.Module) -> list[nn.Module]:
+    """The first factor of every pair: pruning it would cut the rank, which factorization decides."""
+    return [m[0] for m in model.modules() if isinstance(m, LowRankLinear)]
+
+
+def plain_spec(spec: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """A ``cnn``/``mlp`` spec rewritten with ``model``'s current widths (so the directory rebuilds it)."""
+    widths = [out_features(m) for _, m in linear_layers(model)]
+    if spec["arch"] == "cnn":
+        channels = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+        return {**spec, "channels": channels, "hidden": widths[0]}
+    return {**spec, "hidden": widths[:-1]}

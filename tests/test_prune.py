@@ -1,0 +1,204 @@
+"""Structured pruning, low-rank factorization and the hybrid schedule: physical shrinkage that reloads and exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+import edgekd
+from edgekd.catalog import load_export_target
+from edgekd.config import BertSpec, CNNSpec, FactorizeConfig, PruneConfig, Recipe, validate_model
+from edgekd.data.examples import InputSignature
+from edgekd.errors import ConfigError
+from edgekd.export.onnx_export import export_onnx
+from edgekd.models.task_model import TaskModel, build_task_model
+from edgekd.profile.runner import time_onnx
+from edgekd.prune.lowrank import factorize_linear, factorize_model, rank_for_energy, rank_for_params
+from edgekd.prune.structure import LowRankLinear, pruned_class
+from edgekd.prune.structured import prune_step, record_structure
+
+# --------------------------------------------------------------------------- factorization on known matrices
+
+
+def _matrix(singular: list[float], out_dim: int = 24, in_dim: int = 16) -> torch.Tensor:
+    """``U diag(singular) V^T`` with random orthonormal ``U``, ``V``."""
+    generator = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(out_dim, len(singular), generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(in_dim, len(singular), generator=generator, dtype=torch.float64))
+    return u @ torch.diag(torch.tensor(singular, dtype=torch.float64)) @ v.T
+
+
+def test_rank_by_energy_and_eckart_young_error() -> None:
+    singular = [10.0, 5.0, 2.0, 1.0, 0.5, 0.1]
+    total = sum(s * s for s in singular)
+    assert rank_for_energy(torch.tensor(singular), 0.5) == 1  # 100 / 130.26 = 0.77
+    assert rank_for_energy(torch.tensor(singular), 0.95) == 2  # (100 + 25) / total = 0.96
+    assert rank_for_energy(torch.tensor(singular), 0.99) == 3  # 129 / total = 0.990
+    layer = nn.Linear(16, 24).double()
+    with torch.no_grad():
+        layer.weight.copy_(_matrix(singular))
+    pair = factorize_linear(layer, 2)
+    assert isinstance(pair, LowRankLinear) and pair.rank == 2
+    error = torch.linalg.matrix_norm(pair[1].weight @ pair[0].weight - layer.weight).item()
+    assert error == pytest.approx((total - 125.0) ** 0.5, rel=1e-6)  # sqrt of the dropped energy
+    x = torch.randn(3, 16, dtype=torch.float64)
+    assert torch.linalg.vector_norm(pair(x) - layer(x), dim=1).max() <= error * torch.linalg.vector_norm(x, dim=1).max()
+
+
+def test_rank_by_param_ratio_and_layers_left_dense() -> None:
+    assert rank_for_params((24, 16), 0.5) == 4  # 4 · (24 + 16) = 160 ≤ 0.5 · 384
+    model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 24), nn.Linear(24, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(_matrix([10.0, 5.0, 0.01], 24, 16))  # rank 2 holds ~all energy
+        model[2].weight.copy_(_matrix([1.0] * 24, 24, 24))  # flat spectrum: rank too high to pay
+    decisions = {d.name: d for d in factorize_model(model, FactorizeConfig(energy=0.99), skip=("3",))}
+    assert decisions["0"].rank == 2 and isinstance(model[0], LowRankLinear)
+    assert decisions["2"].rank is None and isinstance(model[2], nn.Linear)
+    assert "3" not in decisions
+    again = {d.name: d for d in factorize_model(model, FactorizeConfig(energy=0.5), skip=("3",))}
+    assert again["0"].rank == 1 and model[0].rank == 1  # re-factorized from the pair's product
+
+
+# --------------------------------------------------------------------------- BERT: prune, save, reload, export
+
+
+def _tiny_bert() -> TaskModel:
+    torch.manual_seed(0)
+    signature = InputSignature("text", vocab_size=100, pad_id=0, max_length=32)
+    return build_task_model(BertSpec(arch="bert", layers=2, hidden=32, heads=4, ffn=64), signature, ("neg", "pos"))
+
+
+def _onnx_logits(path: Path, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {name: t.numpy() for name, t in inputs.items()})[0]
+
+
+def test_pruned_bert_saves_reloads_with_from_pretrained_exports_and_runs(tmp_path: Path) -> None:
+    model = _tiny_bert()
+    inputs = model.example_inputs(batch=3, sequence=12)
+    params = model.params
+    prune_step(model, PruneConfig(targets=["heads", "ffn"], importance="l1"), 0.5, inputs)
+    factorize_model(model.module, FactorizeConfig(energy=0.6), skip=("classifier",))
+    record_structure(model)
+    attention = model.module.bert.encoder.layer[0].attention.self
+    assert (attention.num_attention_heads, attention.all_head_size, attention.query[1].out_features) == (2, 16, 16)
+    assert model.module.bert.encoder.layer[0].intermediate.dense[1].out_features == 32
+    assert model.params < 0.7 * params
+    expected = model.module(**inputs).logits
+    model.save(tmp_path / "pruned")
+
+    reloaded = pruned_class(BertForSequenceClassification).from_pretrained(tmp_path / "pruned").eval()
+    torch.testing.assert_close(reloaded(**inputs).logits, expected)
+    again = TaskModel.load(tmp_path / "pruned")
+    torch.testing.assert_close(again.module(**inputs).logits, expected)
+    result = export_onnx(again.module, inputs, tmp_path / "pruned.onnx", load_export_target("onnx-fp32"),
+                         extra_dynamic_axes=again.signature.dynamic_axes())
+    assert result.parity.passed
+    np.testing.assert_allclose(_onnx_logits(tmp_path / "pruned.onnx", inputs), expected.detach().numpy(), atol=1e-4)
+
+
+def test_ffn_pruned_bert_needs_no_structure(tmp_path: Path) -> None:
+    """Uniform FFN pruning with every head kept reloads with the stock Auto class."""
+    model = _tiny_bert()
+    inputs = model.example_inputs(batch=2, sequence=8)
+    prune_step(model, PruneConfig(targets=["ffn"], importance="random"), 0.25, inputs)
+    assert model.module.config.intermediate_size == 48 and not hasattr(model.module.config, "edgekd_structure")
+    model.save(tmp_path / "ffn")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ffn").eval()
+    torch.testing.assert_close(reloaded(**inputs).logits, model.module(**inputs).logits)
+
+
+# --------------------------------------------------------------------------- CNN: physically smaller and faster
+
+
+def test_pruned_cnn_is_smaller_and_faster_in_onnx(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    signature = InputSignature("image", image_shape=(3, 32, 32))
+    model = build_task_model(CNNSpec(arch="cnn", channels=[32, 64, 128], hidden=128), signature, tuple("0123456789"))
+    inputs = model.example_inputs(batch=8)
+    target = load_export_target("onnx-fp32")
+    export_onnx(model.module, inputs, tmp_path / "dense.onnx", target)
+    dense_params = model.params
+    prune_step(model, PruneConfig(ratio=0.5, importance="l2"), 0.5, inputs)
+    assert model.spec["channels"] == [16, 32, 64] and model.spec["hidden"] == 64
+    assert model.params < 0.3 * dense_params
+    export_onnx(model.module, inputs, tmp_path / "pruned.onnx", target)
+    model.save(tmp_path / "pruned")
+    assert TaskModel.load(tmp_path / "pruned").params == model.params
+    shape = validate_model({"name": "x", "budget": {"p90_ms": 1, "size_mb": 1, "peak_memory_mb": 1},
+                            "inputs": {"batch": 8}}, edgekd.config.DeviceProfile, source="t").inputs
+    p50 = {name: [] for name in ("dense", "pruned")}
+    for _ in range(2):  # interleaved, so a slow spell of a loaded machine hits both
+        for name in p50:
+            p50[name].append(time_onnx(tmp_path / f"{name}.onnx", shape, threads=1, warmup=5, runs=40).p50_ms)
+    assert min(p50["pruned"]) / min(p50["dense"]) < 1.0
+
+
+# --------------------------------------------------------------------------- the stages in a pipeline
+
+
+def _digits_recipe(stages: list[dict]) -> Recipe:
+    recipe = {
+        "name": "prune-test", "data": {"source": "sklearn", "name": "digits", "limit": 600},
+        "teacher": {"model": {"arch": "cnn", "channels": [16, 32], "hidden": 32}},
+        "student": {"model": {"arch": "cnn", "channels": [16, 32], "hidden": 32}},
+        "stages": [{"stage": "teacher", "epochs": 4, "lr": 0.01}, {"stage": "distill", "epochs": 2, "lr": 0.01},
+                   *stages, {"stage": "export"}],
+    }
+    return validate_model(recipe, Recipe, source="test")
+
+
+def test_prune_and_hybrid_stages_in_a_pipeline(tmp_path: Path) -> None:
+    recovery = {"epochs": 1, "lr": 0.005}
+    recipe = _digits_recipe([
+        {"stage": "prune", "ratio": 0.5, "steps": 2, "importance": "taylor", "scope": "global", "recovery": recovery},
+        {"stage": "hybrid", "target_params_ratio": 0.6, "max_steps": 3, "recovery": recovery,
+         "prune": {"ratio": 0.2}, "factorize": {"energy": 0.9}},
+    ])
+    result = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    prune, hybrid = (result.stages[i].metrics["student"] for i in (2, 3))
+    assert prune["params_ratio"] < 0.5 and prune["macs_ratio"] < 0.5
+    assert [s["step"] for s in prune["trajectory"]] == [0, 1, 2]
+    assert prune["parity_max_abs_diff"] < 1e-4 and prune["onnx_p50_ms"] > 0
+    assert hybrid["target_reached"] and hybrid["params_ratio"] <= 0.6
+    assert all(s["onnx_p50_ms"] > 0 and 0 <= s["accuracy"] <= 1 for s in hybrid["trajectory"])
+    student = result.artifact.get("student")
+    assert student.onnx is not None and student.metrics["params"] == hybrid["params"]
+    assert TaskModel.load(tmp_path / "run" / "04-hybrid" / "student").params == hybrid["params"]
+
+
+@pytest.mark.parametrize(("stages", "message"), [
+    ([{"stage": "export"}, {"stage": "prune"}], "must come before 'export'"),
+    ([{"stage": "factorize", "role": "assistant"}], "'assistant' needs a 'teacher' or 'distill' stage"),
+])
+def test_stage_order_is_checked(stages: list[dict], message: str, tmp_path: Path) -> None:
+    recipe = _digits_recipe([]).model_dump(mode="json")
+    recipe["stages"] = recipe["stages"][:2] + stages
+    with pytest.raises(ConfigError, match=message):
+        edgekd.validate(_write(tmp_path, recipe))
+
+
+@pytest.mark.parametrize(("stage", "message"), [
+    ({"stage": "factorize", "energy": 0.9, "param_ratio": 0.3}, "either 'energy' or 'param_ratio'"),
+    ({"stage": "hybrid"}, "give a target"),
+    ({"stage": "prune", "importance": "fisher"}, "importance"),
+])
+def test_stage_settings_are_checked(stage: dict, message: str) -> None:
+    recipe = _digits_recipe([]).model_dump(mode="json")
+    recipe["stages"].insert(2, stage)
+    with pytest.raises(ConfigError, match=message):
+        validate_model(recipe, Recipe, source="test")
+
+
+def _write(tmp_path: Path, recipe: dict) -> Path:
+    import yaml
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
