@@ -13,22 +13,52 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.catalog import UnknownEntryError, find, load_device, load_recipe
-from edgekd.config import DeviceProfile, Recipe
-from edgekd.errors import ConfigError
+from edgekd.config import DeviceProfile, HFDiskData, Recipe, TextFileData
+from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.pipeline import RunResult, run_pipeline
+from edgekd.profile.floor import check_budget
 from edgekd.stages import check_stage_order
 
 
 def validate(recipe: str | Path) -> Recipe:
-    """Load and check a recipe (keys, types, names, stage order, referenced files) without running it."""
+    """Load and check a recipe without running it.
+
+    Checked: keys, types, names, stage order, the device profile (and that some model could meet
+    its budget on this machine), local data files (columns, labels, sizes) and teacher weights.
+    """
     loaded = load_recipe(recipe)
     source = str(find("pipelines", recipe))
     check_stage_order(loaded, source)
     try:
-        load_device(loaded.device)
+        _checked_device(loaded.device)
     except UnknownEntryError as exc:
         raise ConfigError(f"{source}: device: {exc}") from None
+    _check_inputs(loaded)
     return loaded
+
+
+def _checked_device(device: str | Path | DeviceProfile) -> DeviceProfile:
+    """A device profile (given, or loaded by name or path) whose budget is not impossible on this machine."""
+    if isinstance(device, DeviceProfile):
+        check_budget(device, f"device '{device.name}'")
+        return device
+    loaded = load_device(device)
+    check_budget(loaded, str(find("devices", device)))
+    return loaded
+
+
+def _check_inputs(recipe: Recipe) -> None:
+    """Read local text data files as the teacher stage will, and check that named directories and weights exist."""
+    data = recipe.data
+    if isinstance(data, TextFileData):
+        from edgekd.data.text import load_text_dataset
+
+        load_text_dataset(data, recipe.seed)
+    if isinstance(data, HFDiskData) and not data.path.is_dir():
+        raise DataError(f"{data.path}: directory not found (data.path)")
+    weights = recipe.teacher.weights
+    if weights is not None and not weights.is_file():
+        raise ModelError(f"{weights}: weights file not found (teacher.weights)")
 
 
 def run(
@@ -47,7 +77,7 @@ def run(
     loaded = recipe if isinstance(recipe, Recipe) else validate(recipe)
     if isinstance(recipe, Recipe):
         check_stage_order(loaded, f"recipe '{loaded.name}'")
-    profile = device if isinstance(device, DeviceProfile) else load_device(device or loaded.device)
+    profile = _checked_device(device or loaded.device)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
     return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
 

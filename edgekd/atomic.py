@@ -1,10 +1,13 @@
 """Atomic file writes: write to a temporary file beside the target, then rename over it.
 
-A crash or a full disk leaves either the old file or no file, never a half-written one.
+A crash or a full disk leaves either the old file or no file, never a half-written one. A full
+disk is reported as a one-line :class:`~edgekd.errors.StorageError` naming the file; what a killed
+process leaves behind (``.<name>.*.tmp``) is cleared by :func:`remove_temporaries`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,6 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edgekd.errors import StorageError
+
+#: errno values of a full disk or quota (libraries with their own exception types quote their text).
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -21,21 +29,56 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
     The caller writes the whole file to the yielded path (e.g. a library that only accepts a
     path, like ``torch.onnx.export``). On an exception the temporary file is removed and
-    ``target`` is untouched.
+    ``target`` is untouched; a full disk raises :class:`StorageError` naming ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    with _full_disk_reported(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, target)
+        with _full_disk_reported(target):
+            yield tmp
+            _persist(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _persist(tmp: Path, target: Path) -> None:
+    """Flush the finished ``tmp`` to disk and rename it to ``target`` (a full disk shows here at the latest)."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+    os.replace(tmp, target)
+
+
+@contextmanager
+def _full_disk_reported(target: Path) -> Iterator[None]:
+    """Turn a full-disk failure while writing ``target`` into a one-line :class:`StorageError`."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            code: int | None = exc.errno
+        else:
+            code = next((c for c in _DISK_FULL if os.strerror(c) in str(exc)), None)
+        if code is None:
+            raise
+        raise StorageError(f"{target}: cannot write it: {os.strerror(code).lower()}; free some space and run "
+                           "again (an earlier version of it, if any, is kept)") from exc
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Delete what interrupted atomic writes left anywhere under ``directory`` (``.<name>.*.tmp``/``.old``)."""
+    for pattern in (".*.tmp", ".*.old"):
+        for leftover in sorted(Path(directory).rglob(pattern), reverse=True):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -71,18 +114,21 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success it replaces ``target``.
 
     For writers that produce several files (``save_pretrained``): readers see the old directory
-    or the complete new one, never a mix. On an exception the temporary directory is removed.
+    or the complete new one, never a mix. On an exception the temporary directory is removed; a
+    full disk raises :class:`StorageError` naming ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    with _full_disk_reported(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     old = tmp.with_suffix(".old")
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual permissions
-        if target.exists():
-            os.replace(target, old)  # keep the old directory until the new one is in place
-        os.replace(tmp, target)
+        with _full_disk_reported(target):
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual permissions
+            if target.exists():
+                os.replace(target, old)  # keep the old directory until the new one is in place
+            os.replace(tmp, target)
     finally:
         for leftover in (tmp, old):
             if leftover.exists():

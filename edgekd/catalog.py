@@ -46,7 +46,8 @@ def find(kind: Kind, name_or_path: str | Path) -> Path:
     candidate = Path(text).expanduser()
     if text.endswith((".yaml", ".yml")) or candidate.is_file() or "/" in text:
         if not candidate.is_file():
-            raise UnknownEntryError(f"{candidate}: file not found")
+            found = "a directory, expected a YAML file" if candidate.is_dir() else "file not found"
+            raise UnknownEntryError(f"{candidate}: {found}")
         return candidate
     path = catalog_dir(kind) / f"{text}.yaml"
     if path.is_file():

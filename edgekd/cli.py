@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd import api, catalog
@@ -50,7 +51,7 @@ def _handle_errors(func: F) -> F:
         except EdgekdError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err.print("interrupted; finished stages are kept and a re-run resumes from them")
@@ -60,11 +61,16 @@ def _handle_errors(func: F) -> F:
         except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {_one_line(exc)} "
                       "(run with --debug for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line, with rich markup characters escaped (paths may hold '[')."""
+    return escape(" ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
 
 
 @app.callback()

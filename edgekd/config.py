@@ -481,6 +481,95 @@ class QuantizeStage(StrictModel):
         default=4, description="Timing sessions per variant, interleaved with the others'.")
 
 
+class RecoveryConfig(TrainingConfig):
+    """Short distillation from the teacher after a prune/factorize step (LadaBERT's recovery)."""
+
+    epochs: PositiveInt = 1
+    losses: list[LossConfig] = Field(default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1)
+
+
+class PruneConfig(StrictModel):
+    """Structured pruning with Torch-Pruning's dependency graph (Fang et al., DepGraph, 2023).
+
+    ``ratio`` is the fraction of attention heads, FFN channels or conv/MLP channels removed (of
+    the model's current ones). A transformer's hidden (model) width is never pruned.
+    """
+
+    ratio: Fraction = 0.5
+    targets: list[Literal["heads", "ffn", "channels"]] = Field(
+        default=["heads", "ffn", "channels"], min_length=1,
+        description="heads/ffn: BERT-family attention heads and feed-forward channels; channels: CNN/MLP widths.")
+    importance: Literal["l1", "l2", "taylor", "random"] = Field(
+        default="l2", description="Magnitude (L1/L2 norm), first-order Taylor, or random as a control.")
+    scope: Literal["layer", "global"] = Field(
+        default="layer", description="layer: every layer loses `ratio`; global: ranked across layers.")
+
+
+class FactorizeConfig(StrictModel):
+    """Low-rank factorization: each ``nn.Linear`` → two thinner ones from a truncated SVD.
+
+    The rank of a layer keeps ``energy`` of its squared singular values, or gives ``param_ratio`` of
+    its parameters; layers whose factorized form would keep more than ``max_size_ratio`` of their
+    parameters (too high a rank to be smaller and faster) are left dense.
+    """
+
+    energy: Fraction = 0.9
+    param_ratio: Fraction | None = Field(default=None, description="Set to choose ranks by size instead of energy.")
+    max_size_ratio: Fraction = 0.8
+
+    @model_validator(mode="after")
+    def _one_rank_rule(self) -> FactorizeConfig:
+        if self.param_ratio is not None and "energy" in self.model_fields_set:
+            raise ValueError("give either 'energy' or 'param_ratio', not both")
+        return self
+
+
+class _CompressStage(StrictModel):
+    """What the prune, factorize and hybrid stages share: the model they change and its recovery."""
+
+    role: Literal["student", "teacher", "assistant"] = "student"
+    recovery: RecoveryConfig | None = Field(
+        default=None, description="Distil from the teacher after each step to recover accuracy.")
+
+
+class PruneStage(_CompressStage, PruneConfig):
+    """Physically remove heads/channels in ``steps`` iterative steps (recovery after each)."""
+
+    stage: Literal["prune"]
+    steps: PositiveInt = 1
+
+
+class FactorizeStage(_CompressStage, FactorizeConfig):
+    """Replace linear layers by truncated-SVD factor pairs."""
+
+    stage: Literal["factorize"]
+
+
+class HybridStage(_CompressStage):
+    """LadaBERT-style (Mao et al., 2020) schedule: prune and factorize a little, recover by distillation, repeat.
+
+    Stops once every target given is met (parameters or MACs as a ratio of the input model's, p50
+    ONNX latency on the device profile) or after ``max_steps``.
+    """
+
+    stage: Literal["hybrid"]
+    prune: PruneConfig = PruneConfig(ratio=0.2)
+    factorize: FactorizeConfig = FactorizeConfig(energy=0.95)
+    target_params_ratio: Fraction | None = None
+    target_macs_ratio: Fraction | None = None
+    target_latency_ms: PositiveFloat | None = None
+    max_steps: PositiveInt = 10
+    measure_latency: bool = Field(default=True, description="Time each step's ONNX export on the device profile.")
+
+    @model_validator(mode="after")
+    def _has_target(self) -> HybridStage:
+        if (self.target_params_ratio, self.target_macs_ratio, self.target_latency_ms) == (None, None, None):
+            raise ValueError("give a target: target_params_ratio, target_macs_ratio or target_latency_ms")
+        if self.target_latency_ms is not None and not self.measure_latency:
+            raise ValueError("target_latency_ms needs measure_latency: true")
+        return self
+
+
 class BundleStage(StrictModel):
     """Pack the final model for an Android/iOS app: bundle/ (model, manifest.json, README.md) and bundle.zip."""
 
@@ -494,8 +583,8 @@ class ReportStage(StrictModel):
 
 
 StageConfig = Annotated[
-    Union[TeacherStage, DistillStage, ExportStage, QuantizeStage, ProfileStage, BundleStage,  # noqa: UP007
-          ReportStage],
+    Union[TeacherStage, DistillStage, PruneStage, FactorizeStage, HybridStage, ExportStage,  # noqa: UP007
+          QuantizeStage, ProfileStage, BundleStage, ReportStage],
     Field(discriminator="stage"),
 ]
 
@@ -578,6 +667,7 @@ def _describe_validation_error(exc: ValidationError, model: type[BaseModel], sou
     loc = tuple(first["loc"])
     parent, shown = _walk(model, loc[:-1]) if loc else (model, [])
     last = loc[-1] if loc else None
+    explained = 1  # errors the message covers
     if first["type"] == "extra_forbidden":
         key_parts, message = shown + [last], f"unknown key '{last}'"
         if parent is not None:
@@ -602,9 +692,12 @@ def _describe_validation_error(exc: ValidationError, model: type[BaseModel], sou
             message = "required key is missing"
         elif first["type"] == "value_error":
             message = first["msg"].removeprefix("Value error, ")
-        else:
-            message = f"{first['msg']} (got {first.get('input')!r})"
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        else:  # a value a union rejects fails each member at the same key: say every alternative
+            alternatives = [e["msg"] for e in errors if _walk(model, tuple(e["loc"]))[1] == key_parts]
+            explained = len(alternatives)
+            message = f"{' or '.join(dict.fromkeys(alternatives))} (got {first.get('input')!r})"
+    others = len(errors) - explained
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
     key = _format_loc(key_parts)
     where = f"{key}: " if key else ""
     return f"{source}: {where}{message}{more}"
@@ -630,11 +723,15 @@ def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel]
     shown: list[Any] = []
     for part in loc:
         current = _unwrap(current)
-        member = _union_member(current, str(part))
+        is_model = isinstance(current, type) and issubclass(current, BaseModel)
+        member = None if is_model and str(part) in current.model_fields else _union_member(current, str(part))
         if member is not None:
             current = member
             continue
-        if isinstance(current, type) and issubclass(current, BaseModel):
+        if typing.get_origin(current) in (Union, types.UnionType) and isinstance(part, str):
+            current = None  # pydantic's name of a union member ('constrained-int'), not a key the user wrote
+            continue
+        if is_model:
             field = current.model_fields.get(str(part))
             current = field.annotation if field is not None else None
         elif typing.get_origin(current) is list and isinstance(part, int):

@@ -30,3 +30,7 @@ class ExportError(EdgekdError):
 
 class BudgetError(EdgekdError):
     """A device budget cannot be met or is impossible."""
+
+
+class StorageError(EdgekdError):
+    """A result cannot be written: the disk (or the user's quota) is full."""

@@ -33,7 +33,7 @@ from typing import Any
 
 from edgekd import __version__
 from edgekd.artifacts import Artifact, StageContext
-from edgekd.atomic import write_json
+from edgekd.atomic import remove_temporaries, write_json
 from edgekd.config import DeviceProfile, Recipe, validate_model
 from edgekd.errors import ConfigError
 from edgekd.stages import STAGES, StageKind
@@ -176,12 +176,18 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 
 def _partial_dir(run_dir: Path, name: str, fp: str, fresh: bool) -> Path:
-    """The stage's working directory; kept from an interrupted attempt with the same inputs."""
+    """The stage's working directory; kept from an interrupted attempt with the same inputs.
+
+    A kept directory loses the temporary files of writes the interruption cut short, so that
+    they are not renamed into place with the finished stage.
+    """
     partial = run_dir / f".{name}.partial"
     marker = partial / FINGERPRINT_FILE
     keep = not fresh and marker.is_file() and marker.read_text() == fp
     if partial.exists() and not keep:
         shutil.rmtree(partial)
+    elif keep:
+        remove_temporaries(partial)
     partial.mkdir(parents=True, exist_ok=True)
     marker.write_text(fp)
     return partial

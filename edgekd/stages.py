@@ -68,6 +68,12 @@ STAGES: dict[str, StageKind] = {
     "teacher": StageKind("edgekd.distill.stage:run_teacher", ("seed", "data", "teacher"),
                          extra_inputs=_teacher_weights),
     "distill": StageKind("edgekd.distill.stage:run_distill", ("seed", "data", "teacher", "student")),
+    "prune": StageKind("edgekd.prune.stage:run_prune", ("seed", "data"), uses_device=True,
+                       extra_inputs=_measuring_host),
+    "factorize": StageKind("edgekd.prune.stage:run_factorize", ("seed", "data"), uses_device=True,
+                           extra_inputs=_measuring_host),
+    "hybrid": StageKind("edgekd.prune.stage:run_hybrid", ("seed", "data"), uses_device=True,
+                        extra_inputs=_measuring_host),
     "export": StageKind("edgekd.export.stage:run_export", ("data", "teacher", "student"),
                         extra_inputs=_export_target),
     "quantize": StageKind("edgekd.quantize.stage:run_quantize", ("seed", "data"), uses_device=True,
@@ -92,6 +98,8 @@ def check_stage_order(recipe: Recipe, source: str) -> None:
         if kind == "distill":
             _check_distill(stage, recipe, trained, f"{source}: stages[{index}]")
             trained.add(stage.student)
+        if kind in COMPRESS_STAGES:
+            _check_compress(stage, trained, seen, f"{source}: stages[{index}]")
         if kind == "export" and not {"teacher", "distill"} & set(seen):
             raise ConfigError(f"{where}: 'export' needs a 'teacher' or 'distill' stage before it")
         if kind == "quantize" and "export" not in seen:
@@ -106,6 +114,17 @@ def check_stage_order(recipe: Recipe, source: str) -> None:
             except UnknownEntryError as exc:
                 raise ConfigError(f"{source}: stages[{index}].target: {exc}") from None
         seen.append(kind)
+
+
+COMPRESS_STAGES = ("prune", "factorize", "hybrid")
+
+
+def _check_compress(stage: Any, trained: set[str], seen: list[str], where: str) -> None:
+    """A prune/factorize/hybrid stage changes a model an earlier stage made, before it is exported."""
+    if stage.role not in trained:
+        raise ConfigError(f"{where}.role: '{stage.role}' needs a 'teacher' or 'distill' stage making it before this")
+    if "export" in seen:
+        raise ConfigError(f"{where}.stage: '{stage.stage}' must come before 'export' (it changes the PyTorch model)")
 
 
 def _check_distill(stage: Any, recipe: Recipe, trained: set[str], where: str) -> None:

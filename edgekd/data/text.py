@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -116,7 +116,7 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     texts: list[str] = []
     labels: list[str] = []
     lines: list[int] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with _open_text(path, key) as handle:
         reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
         try:
             header = next(reader, None)
@@ -145,6 +145,14 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     if not texts:
         raise DataError(f"{path}: no data rows after the header line")
     return _RawSplit(str(path), texts, labels, lines, "line")
+
+
+def _open_text(path: Path, key: str) -> TextIO:
+    """``path`` opened for reading text; a file this user may not read is a :class:`DataError`."""
+    try:
+        return path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc}) (data.{key})") from None
 
 
 def _check_columns(where: str, columns: list[str], config: TextDataConfig) -> None:

@@ -28,6 +28,8 @@ from edgekd.errors import ConfigError, ModelError
 from edgekd.models import hf
 from edgekd.models.builders import build_model, count_params
 from edgekd.models.weights import load_weights, save_weights
+from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
+from edgekd.prune.structure import apply_low_rank, low_rank_layers, pruned_class
 
 MANIFEST = "edgekd_model.json"
 WEIGHTS = "model.safetensors"
@@ -63,6 +65,9 @@ class TaskModel:
                 self.tokenizer.save_pretrained(tmp)
             manifest = {"format": 1, "spec": self.spec, "signature": self.signature.to_json(),
                         "class_names": list(self.class_names), "huggingface": self.is_hf}
+            low_rank = {} if self.is_hf else low_rank_layers(self.module)  # HF: in config.json
+            if low_rank:
+                manifest["low_rank"] = low_rank
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return Path(directory)
 
@@ -82,7 +87,8 @@ class TaskModel:
             from pydantic import TypeAdapter
 
             spec = TypeAdapter(ModelSpec).validate_python(manifest["spec"])
-            module = load_weights(_build_plain(spec, signature, len(class_names)), directory / WEIGHTS)
+            module = _build_plain(spec, signature, len(class_names))
+            module = load_weights(apply_low_rank(module, manifest.get("low_rank", {})), directory / WEIGHTS)
         tokenizer = _load_tokenizer(directory) if signature.kind == "text" else None
         return cls(module=module.eval(), spec=manifest["spec"], signature=signature, class_names=class_names,
                    tokenizer=tokenizer)
@@ -137,11 +143,17 @@ def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -
 
 
 def _load_hf(directory: Path) -> nn.Module:
-    from transformers import AutoModelForSequenceClassification
+    """A Hugging Face classifier; a pruned/factorized one through its reshaping subclass (see edgekd.prune)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     hf.quiet_transformers()
+    loader: Any = AutoModelForSequenceClassification
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
+        if hasattr(config, STRUCTURE_KEY):
+            loader = pruned_class(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)])
+        return loader.from_pretrained(
             directory, attn_implementation=hf.ATTENTION, use_safetensors=True, trust_remote_code=False
         )
     except (OSError, ValueError) as exc:

@@ -1,4 +1,4 @@
-"""Saving and loading weights as safetensors (never pickle)."""
+"""Saving and loading weights as safetensors: plain tensors, so loading a file never runs code."""
 
 from __future__ import annotations
 

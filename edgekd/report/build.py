@@ -5,8 +5,9 @@ object per model role (``teacher``, ``student``, ...) with :data:`MODEL_FIELDS`,
 (student/teacher ratios), ``budget`` (verdict, limits, checks), ``stages`` (one row per stage,
 with the figures of every model after it and which models it changed), ``final_model``,
 ``operators`` (the final model's onnxruntime operator profile), ``bundle``, ``quantization``
-(any ``decision``/``reason`` a quantize stage recorded), ``warnings``, ``notes``, ``cpu``,
-``device``, ``recipe``.
+(any ``decision``/``reason`` a quantize stage recorded), ``trust_remote_code`` (the recipe keys of
+models whose Hugging Face code was allowed to run, also said in ``warnings``), ``warnings``,
+``notes``, ``cpu``, ``device``, ``recipe``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
     models = {role: _model_figures(artifact.get(role).metrics) for role in ordered_roles(artifact.models)}
     profile = last_record(records, "profile")
     final = final_role(artifact)
+    remote_code = remote_code_models(recipe)
     report: dict[str, Any] = {
         "edgekd_version": __version__,
         "recipe": recipe.model_dump(mode="json"),
@@ -47,7 +49,8 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "operators": (profile or {}).get("metrics", {}).get(final, {}).get("operators", []) if final else [],
         "bundle": _bundle(last_record(records, "bundle")),
         "quantization": _decisions(records),
-        "warnings": _warnings(device, models),
+        "trust_remote_code": list(remote_code),
+        "warnings": _warnings(device, models, remote_code),
         "notes": _notes(device, cpu, profile),
     }
     if "teacher" in models and "student" in models:
@@ -71,6 +74,14 @@ def ordered_roles(roles: Iterable[str]) -> list[str]:
 def last_record(records: list[dict[str, Any]], stage: str) -> dict[str, Any] | None:
     """The record of the last ``stage`` stage of a run, if it has one."""
     return next((r for r in reversed(records) if r["stage"] == stage), None)
+
+
+def remote_code_models(recipe: Recipe) -> dict[str, str | None]:
+    """The recipe keys of models with ``trust_remote_code: true``, each with the Hugging Face model it names."""
+    specs = {"teacher.model": recipe.teacher.model, "student.model": recipe.student.model,
+             "assistant.model": recipe.assistant.model if recipe.assistant is not None else None}
+    return {key: getattr(spec, "pretrained", None) for key, spec in specs.items()
+            if getattr(spec, "trust_remote_code", False)}
 
 
 def _model_figures(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -134,8 +145,10 @@ def _decisions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
-def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]]) -> list[str]:
-    warnings = []
+def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]],
+              remote_code: dict[str, str | None]) -> list[str]:
+    warnings = [f"{key}.trust_remote_code is true: Python code shipped with the Hugging Face model "
+                f"'{pretrained}' was allowed to run on this machine." for key, pretrained in remote_code.items()]
     if device.reference is not None:
         ref = device.reference
         warnings.append(
