@@ -190,7 +190,7 @@ def cnn_case(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], Any
     """The demo CNNs, trained and exported by the demo-digits-int8 recipe's first stages."""
     import edgekd
     from edgekd.catalog import load_recipe
-    from edgekd.data import load_dataset
+    from edgekd.data.task_data import prepare_task_data
     from edgekd.quantize.feeds import QuantData
 
     recipe = load_recipe("demo-digits-int8")
@@ -200,7 +200,7 @@ def cnn_case(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], Any
     path.write_text(json.dumps(export_only.model_dump(mode="json")))
     result = edgekd.run(_yaml(path), out=work / "demo-run")
     files = {role: result.run_dir / m.onnx for role, m in result.artifact.models.items()}
-    return files, QuantData.from_dataset(load_dataset(recipe.data, recipe.seed), args.calibration)
+    return files, QuantData.from_dataset(prepare_task_data(recipe.data, recipe.seed), args.calibration)
 
 
 def _yaml(json_path: Path) -> Path:

@@ -13,8 +13,8 @@ import yaml
 
 import edgekd
 from edgekd.catalog import load_device
-from edgekd.config import QuantizeStage, SklearnData
-from edgekd.data import load_dataset
+from edgekd.config import QuantizeStage, SklearnData, TextFileData, TokenizerConfig
+from edgekd.data.task_data import prepare_task_data
 from edgekd.errors import ConfigError, ExportError
 from edgekd.pipeline import RunResult
 from edgekd.profile.cpu import detect_cpu
@@ -61,7 +61,8 @@ def exported(run) -> Path:
 
 @pytest.fixture(scope="module")
 def data() -> QuantData:
-    return QuantData.from_dataset(load_dataset(SklearnData(**demo_recipe_dict()["data"]), 0), calibration_samples=128)
+    digits = SklearnData(**demo_recipe_dict()["data"])
+    return QuantData.from_dataset(prepare_task_data(digits, 0), calibration_samples=128)
 
 
 # --------------------------------------------------------------------------- settings and modes
@@ -85,9 +86,9 @@ def test_auto_mode_depends_on_model_kind_and_precision() -> None:
 
 
 def test_dataset_feeds_batches_images_with_labels() -> None:
-    splits = load_dataset(SklearnData(**demo_recipe_dict()["data"]), 0)
-    batches = list(dataset_feeds(splits, "val", 100))
-    assert sum(len(labels) for _, labels in batches) == len(splits.y_val)
+    data = prepare_task_data(SklearnData(**demo_recipe_dict()["data"]), 0)
+    batches = list(dataset_feeds(data, "val", 100))
+    assert sum(len(labels) for _, labels in batches) == len(data.val)
     feed, labels = batches[0]
     assert feed["input"].dtype == np.float32 and feed["input"].shape == (100, 1, 8, 8)
     assert labels.dtype == np.int64
@@ -241,3 +242,41 @@ def test_bert_is_fused_then_quantized_despite_shape_inference_friction(tmp_path:
     assert [v.name for v in variants] == ["fp32", "fp32-optimized", "int8-dynamic", "int8-dynamic-fused"]
     fused_ops = {node.op_type for node in onnx.load(str(tmp_path / "bert.int8-dynamic-fused.onnx")).graph.node}
     assert "QAttention" in fused_ops  # the fused graph was quantized, not given up on
+
+
+def test_dataset_feeds_pad_text_batches_to_one_length_and_keep_graph_inputs(tmp_path: Path) -> None:
+    from tests.test_text_pipeline import _write_tsv
+
+    _write_tsv(tmp_path / "train.tsv", 120, seed=1)
+    _write_tsv(tmp_path / "dev.tsv", 40, seed=2)
+    config = TextFileData(source="tsv", train=tmp_path / "train.tsv", test=tmp_path / "dev.tsv", val_examples=20)
+    data = prepare_task_data(config, 0, tokenizer_config=TokenizerConfig(vocab_size=100, max_length=32))
+    batches = list(dataset_feeds(data, "train", 16, input_names={"input_ids", "attention_mask"}))
+    assert {tuple(feed["input_ids"].shape[1:]) for feed, _ in batches} == {(batches[0][0]["input_ids"].shape[1],)}
+    assert all(set(feed) == {"input_ids", "attention_mask"} for feed, _ in batches)
+    assert sum(len(labels) for _, labels in batches) == len(data.train)
+
+
+def test_quantize_stage_on_a_text_model(tmp_path: Path) -> None:
+    import edgekd
+    from edgekd.config import Recipe, validate_model
+    from tests.test_text_pipeline import _write_tsv
+
+    _write_tsv(tmp_path / "train.tsv", 300, seed=1)
+    _write_tsv(tmp_path / "dev.tsv", 60, seed=2)
+    recipe = validate_model({
+        "name": "text-int8",
+        "data": {"source": "tsv", "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "dev.tsv"),
+                 "val_examples": 60},
+        "tokenizer": {"vocab_size": 200, "max_length": 32},
+        "teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 64, "heads": 2, "ffn": 128}},
+        "student": {"model": {"arch": "bilstm", "embedding_dim": 16, "hidden": 8, "fc_hidden": 8}},
+        "stages": [{"stage": "teacher", "epochs": 4, "batch_size": 16, "lr": 0.003},
+                   {"stage": "export"},
+                   {"stage": "quantize", "roles": ["teacher"], "modes": ["dynamic"], "tolerance": 0.5,
+                    "agreement": 0.5},
+                   {"stage": "profile", "warmup": 2, "runs": 10}, {"stage": "report"}],
+    }, Recipe, source="test")
+    result = edgekd.run(recipe, out=tmp_path / "run")
+    quantized = result.stages[2].metrics["teacher"]
+    assert quantized["decision"] and result.report()["teacher"]["precision"] in ("fp32", "int8-dynamic")

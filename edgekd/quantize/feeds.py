@@ -6,14 +6,15 @@ dataset through :func:`dataset_feeds`, so supporting a new kind of data means ex
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from edgekd.data import DatasetSplits
-from edgekd.errors import DataError
+from edgekd.data.batching import collate
+from edgekd.data.examples import ImageExamples, TextExamples
+from edgekd.data.task_data import TaskData
 
 Split = Literal["train", "val", "test"]
 Feed = dict[str, np.ndarray]
@@ -23,27 +24,41 @@ LabelledBatch = tuple[Feed, np.ndarray]
 IMAGE_INPUT = "input"
 
 
-def dataset_feeds(data: object, split: Split, batch_size: int, *, limit: int | None = None,
-                  drop_last: bool = False) -> Iterator[LabelledBatch]:
+def dataset_feeds(data: TaskData, split: Split, batch_size: int, *, limit: int | None = None,
+                  drop_last: bool = False, input_names: Collection[str] | None = None) -> Iterator[LabelledBatch]:
     """Batches of ``split`` as (onnxruntime feeds by input name, int64 labels), in dataset order.
 
-    Image data gives ``{"input": float32 [N, C, H, W]}``. ``limit`` keeps only the first examples;
-    ``drop_last`` drops a last batch smaller than ``batch_size`` (unless it is the only one).
-    Raises :class:`DataError` for a kind of data that has no feeds yet.
+    Image data gives ``{"input": float32 [N, C, H, W]}``; text data gives int64 ``input_ids``,
+    ``attention_mask`` and ``token_type_ids``, every batch padded to one length (the longest of the
+    examples taken) because entropy and percentile calibration pool all batches' activations.
+    ``input_names`` keeps only the inputs a graph has (the exporter drops inputs a model ignores).
+    ``limit`` keeps only the first examples; ``drop_last`` drops a last batch smaller than
+    ``batch_size`` (unless it is the only one).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if not isinstance(data, DatasetSplits):
-        raise DataError(f"quantize: no ONNX input feeds for {type(data).__name__} data yet; "
-                        "use a recipe with image data (data.source: sklearn)")
-    features = getattr(data, f"x_{split}").numpy()
-    labels = getattr(data, f"y_{split}").numpy()
+    examples = {"train": data.train, "val": data.val, "test": data.test}[split]
+    labels = examples.labels.numpy()
     count = len(labels) if limit is None else min(limit, len(labels))
     if drop_last and count > batch_size:
         count -= count % batch_size
+    length = max((len(ids) for ids in examples.encoded[:count]), default=1) if isinstance(examples, TextExamples) else 0
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
-        yield {IMAGE_INPUT: np.ascontiguousarray(features[start:stop], dtype=np.float32)}, labels[start:stop]
+        if isinstance(examples, ImageExamples):
+            feed = {IMAGE_INPUT: np.ascontiguousarray(examples.images[start:stop].numpy(), dtype=np.float32)}
+        else:
+            batch = collate(examples.encoded, np.arange(start, stop), examples.pad_id)
+            feed = {name: _pad_to(tensor.numpy(), length, examples.pad_id if name == "input_ids" else 0)
+                    for name, tensor in batch.items()}
+        if input_names is not None:
+            feed = {name: value for name, value in feed.items() if name in input_names}
+        yield feed, labels[start:stop]
+
+
+def _pad_to(values: np.ndarray, length: int, pad: int) -> np.ndarray:
+    """Right-pad the sequence axis of ``values`` [B, T] to ``length``."""
+    return np.pad(values, ((0, 0), (0, length - values.shape[1])), constant_values=pad).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -59,13 +74,16 @@ class QuantData:
     test: tuple[LabelledBatch, ...]
 
     @classmethod
-    def from_dataset(cls, data: object, calibration_samples: int, batch_size: int = 64) -> QuantData:
+    def from_dataset(cls, data: TaskData, calibration_samples: int, batch_size: int = 64,
+                     input_names: Collection[str] | None = None) -> QuantData:
         """Calibration from the first training examples; evaluation on all of val and test.
 
         Calibration takes whole batches of one shape: ``calibration_samples`` rounded down to a
         multiple of ``batch_size`` (at least one batch).
         """
         calibration = tuple(feed for feed, _ in dataset_feeds(data, "train", min(batch_size, calibration_samples),
-                                                              limit=calibration_samples, drop_last=True))
-        return cls(calibration=calibration, val=tuple(dataset_feeds(data, "val", batch_size)),
-                   test=tuple(dataset_feeds(data, "test", batch_size)))
+                                                              limit=calibration_samples, drop_last=True,
+                                                              input_names=input_names))
+        return cls(calibration=calibration,
+                   val=tuple(dataset_feeds(data, "val", batch_size, input_names=input_names)),
+                   test=tuple(dataset_feeds(data, "test", batch_size, input_names=input_names)))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.config import QuantizeStage
-from edgekd.data import load_dataset
+from edgekd.data.task_data import TaskData, prepare_task_data
 from edgekd.errors import ConfigError
+from edgekd.models.task_model import TaskModel
 from edgekd.profile.cpu import detect_cpu, device_isa
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.model import quantize_model
@@ -20,7 +21,6 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
     The kept variant's figures go into the model's metrics (``precision``, ``quantization_reason``,
     ``accuracy``, ``size_mb``), so later stages and the report describe the file that ships.
     """
-    data = QuantData.from_dataset(load_dataset(ctx.recipe.data, ctx.seed), config.calibration_samples)
     metrics: dict = {"cpu": detect_cpu().to_json(), "device_isa": device_isa(ctx.device)}
     for role in config.roles:
         model_artifact = artifact.models.get(role)
@@ -28,6 +28,8 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
             raise ConfigError(f"recipe '{ctx.recipe.name}': quantize.roles: the {role} has no exported ONNX "
                               "model; list roles an earlier 'export' stage exported")
         source = ctx.resolve(model_artifact.onnx)
+        data = QuantData.from_dataset(_task_data(ctx, model_artifact.weights), config.calibration_samples,
+                                      input_names=_graph_inputs(source))
         result = quantize_model(source, ctx.work_dir, role, data, config, ctx.device,
                                 label=f"quantize {role} ({model_artifact.onnx})")
         ref = partial(_ref, source=source, source_ref=model_artifact.onnx, ctx=ctx)
@@ -45,6 +47,18 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
             quantization_speedup=fp32.p50_ms / kept.p50_ms,
         ))
     return StageOutput(artifact=artifact, metrics=metrics)
+
+
+def _task_data(ctx: StageContext, weights: str | None) -> TaskData:
+    """The recipe's data, tokenized with the model's own tokenizer for text models."""
+    tokenizer = TaskModel.load(ctx.resolve(weights)).tokenizer if weights is not None else None
+    return prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=tokenizer)
+
+
+def _graph_inputs(path: Path) -> set[str]:
+    import onnx
+
+    return {value.name for value in onnx.load(str(path), load_external_data=False).graph.input}
 
 
 def _ref(path: Path, *, source: Path, source_ref: str, ctx: StageContext) -> str:
