@@ -330,68 +330,66 @@ class LayerMap(StrictModel):
         return self
 
 
-class HintonLoss(StrictModel):
+class WeightedLoss(StrictModel):
+    """What every distillation loss has: how much it counts in the stage's weighted sum."""
+
+    weight: PositiveFloat = 1.0
+
+
+class HintonLoss(WeightedLoss):
     """Hinton et al.: ``alpha`` · T² · KL(soft teacher ‖ soft student) + (1 − alpha) · CE(hard labels)."""
 
     kind: Literal["hinton"]
-    weight: PositiveFloat = 1.0
     temperature: PositiveFloat = 4.0
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
 
 
-class LogitMSELoss(StrictModel):
+class LogitMSELoss(WeightedLoss):
     """Tang et al.: mean squared error between student and teacher logits."""
 
     kind: Literal["logit_mse"]
-    weight: PositiveFloat = 1.0
 
 
-class HiddenLoss(StrictModel):
+class HiddenLoss(WeightedLoss):
     """FitNets / TinyBERT / Patient KD: hidden states of mapped layers, projected when widths differ."""
 
     kind: Literal["hidden"]
-    weight: PositiveFloat = 1.0
     metric: Literal["mse", "cosine"] = "mse"
     layer_map: LayerMap = LayerMap()
 
 
-class PKDLoss(StrictModel):
+class PKDLoss(WeightedLoss):
     """Patient KD: MSE between L2-normalised [CLS] vectors of mapped layers."""
 
     kind: Literal["pkd"]
-    weight: PositiveFloat = 1.0
     layer_map: LayerMap = LayerMap(kind="skip", k=2)
 
 
-class AttentionLoss(StrictModel):
+class AttentionLoss(WeightedLoss):
     """TinyBERT: attention distributions of mapped layers (heads averaged when head counts differ)."""
 
     kind: Literal["attention"]
-    weight: PositiveFloat = 1.0
     metric: Literal["mse", "kl"] = "mse"
     layer_map: LayerMap = LayerMap()
 
 
-class EmbeddingLoss(StrictModel):
+class EmbeddingLoss(WeightedLoss):
     """TinyBERT: the embedding-layer outputs (projected when widths differ)."""
 
     kind: Literal["embedding"]
-    weight: PositiveFloat = 1.0
     metric: Literal["mse", "cosine"] = "mse"
 
 
-class CosineLoss(StrictModel):
+class CosineLoss(WeightedLoss):
     """DistilBERT: cosine alignment of the last hidden states."""
 
     kind: Literal["cosine"]
-    weight: PositiveFloat = 1.0
 
 
-class MiniLMLoss(StrictModel):
+class MiniLMLoss(WeightedLoss):
     """MiniLM: last-layer self-attention distributions and value relations (any hidden sizes)."""
 
     kind: Literal["minilm"]
-    weight: PositiveFloat = 1.0
     relation_heads: PositiveInt = Field(default=8, description="Heads Q/K/V are split into for the relations.")
 
 
