@@ -1,4 +1,4 @@
-"""How a pruned or factorized model is described, so its directory rebuilds it without pickle.
+"""How a pruned or factorized model is described, so its directory rebuilds it from plain JSON and safetensors.
 
 Pruning and factorization change shapes that a model's spec or config no longer states. The
 model directory carries the difference as a small JSON mapping, the **structure**:
