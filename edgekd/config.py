@@ -138,7 +138,9 @@ class TextSplitsConfig(StrictModel):
     val_examples: PositiveInt = Field(
         default=1000, description="Examples held out of the training split to pick the best epoch."
     )
-    limit_train: PositiveInt | None = Field(default=None, description="Use only the first N training examples.")
+    limit_train: PositiveInt | None = Field(
+        default=None, description="Use only N training examples (the first N of the seeded order, after val)."
+    )
     limit_test: PositiveInt | None = None
 
 

@@ -1,7 +1,7 @@
-"""Build the torch module a recipe's model spec describes.
+"""Image classifiers (``cnn``, ``mlp``) built from their spec, registered in :data:`BUILDERS`.
 
-Each ``arch`` in :data:`edgekd.config.ModelSpec` has one builder here, registered in
-:data:`BUILDERS`; adding an architecture is one config model, one builder, one registry line.
+Text students live in :mod:`edgekd.models.text_students`, BERT-family models in
+:mod:`edgekd.models.hf`; :func:`edgekd.models.task_model.build_task_model` picks among them.
 """
 
 from __future__ import annotations
