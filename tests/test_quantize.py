@@ -279,4 +279,6 @@ def test_quantize_stage_on_a_text_model(tmp_path: Path) -> None:
     }, Recipe, source="test")
     result = edgekd.run(recipe, out=tmp_path / "run")
     quantized = result.stages[2].metrics["teacher"]
-    assert quantized["decision"] and result.report()["teacher"]["precision"] in ("fp32", "int8-dynamic")
+    assert "int8-dynamic" in quantized["variants"] and quantized["transformer"]
+    assert result.report()["teacher"]["precision"] == quantized["decision"] in quantized["variants"]
+    assert result.artifact.get("teacher").onnx == quantized["variants"][quantized["decision"]]["path"]
