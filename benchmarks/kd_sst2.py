@@ -101,17 +101,30 @@ def with_trained_teacher(recipe: dict[str, Any], weights: Path, seed: int, hard:
     return recipe
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def sst2_parser(description: str, work: str, only: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The arguments every SST-2 benchmark takes: data, output, work directory, --quick, --only."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, required=True, help="directory with SST-2 train.tsv and dev.tsv")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    parser.add_argument("--work", type=Path, default=Path("runs/bench-kd-sst2"), help="work directory (cached runs)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path(work), help="work directory (cached runs)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark path in minutes")
-    parser.add_argument("--only", nargs="*", default=list(STUDENT_RECIPES), help="student recipes to run")
+    parser.add_argument("--only", nargs="*", default=list(only), help="what to run")
+    return parser
+
+
+def data_missing(data: Path) -> bool:
+    """True (after saying so) when ``data`` lacks the SST-2 training file."""
+    if (data / "train.tsv").is_file():
+        return False
+    print(f"error: {data}/train.tsv not found (the SST-2 data; see ../shared/data/sst2/SOURCE.md)")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = sst2_parser(__doc__.splitlines()[0], "runs/bench-kd-sst2", STUDENT_RECIPES)
+    parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
-    if not (args.data / "train.tsv").is_file():
-        print(f"error: {args.data}/train.tsv not found (the SST-2 data; see ../shared/data/sst2/SOURCE.md)")
+    if data_missing(args.data):
         return 2
     started = time.perf_counter()
     seeds = [0] if args.quick else list(range(args.seeds))

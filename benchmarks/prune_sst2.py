@@ -18,7 +18,6 @@ one epoch) to check the benchmark path in minutes; its accuracies mean nothing.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -32,7 +31,7 @@ from edgekd.config import Recipe, validate_model
 from edgekd.profile.cpu import detect_cpu
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kd_sst2 import recipe_dict, teacher_recipe  # noqa: E402  (the shared SST-2 teacher setup)
+from kd_sst2 import data_missing, recipe_dict, sst2_parser, teacher_recipe  # noqa: E402  (shared SST-2 setup)
 
 RECOVERY = {"epochs": 1, "batch_size": 32, "lr": 0.0001, "warmup_ratio": 0.1, "max_grad_norm": 1.0,
             "losses": [{"kind": "hinton", "temperature": 2.0, "alpha": 0.5}]}
@@ -76,15 +75,9 @@ def point_row(name: str, figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="directory with SST-2 train.tsv and dev.tsv")
-    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    parser.add_argument("--work", type=Path, default=Path("runs/bench-prune-sst2"), help="work directory")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark path in minutes")
-    parser.add_argument("--only", nargs="*", default=list(POINTS), help="points to run")
+    parser = sst2_parser(__doc__.splitlines()[0], "runs/bench-prune-sst2", tuple(POINTS))
     args = parser.parse_args(argv)
-    if not (args.data / "train.tsv").is_file():
-        print(f"error: {args.data}/train.tsv not found (the SST-2 data; see ../shared/data/sst2/SOURCE.md)")
+    if data_missing(args.data):
         return 2
     started = time.perf_counter()
     work = args.work / ("quick" if args.quick else "full")

@@ -22,8 +22,7 @@ from edgekd.config import DistillStage, EnsembleConfig, Recipe, TeacherStage, To
 from edgekd.data.augment import augment_texts
 from edgekd.data.examples import UNLABELLED, Examples, TextExamples
 from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
-from edgekd.distill.losses import CombinedLoss, build_loss
-from edgekd.distill.outputs import ModelInfo, ModelOutputs, forward_outputs
+from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
 from edgekd.errors import ConfigError
 from edgekd.models.logits import model_logits
@@ -77,10 +76,7 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
     torch.manual_seed(ctx.seed)
     student = build_task_model(_spec_for(ctx.recipe, config.student), data.signature, data.class_names,
                                tokenizer=teacher.tokenizer, teacher=teacher)
-    loss = CombinedLoss([
-        (spec.weight, build_loss(spec, ModelInfo.of(student.module), ModelInfo.of(teacher.module)))
-        for spec in config.losses
-    ])
+    loss = combined_loss(config.losses, student.module, teacher.module)
     if len(teachers) > 1 and (loss.needs or any(spec.kind == "logit_mse" for spec in config.losses)):
         raise ConfigError(
             "stages: distill from an ensemble transfers averaged soft targets only: use 'hinton' losses "
@@ -91,16 +87,7 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
     soft_targets = _TeacherLogits(teachers, weights, train, ctx.path("teacher_logits.npy")) \
         if config.cache_teacher or len(teachers) > 1 else None
 
-    def objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
-                  idx: np.ndarray) -> torch.Tensor:
-        student_out = forward_outputs(model, inputs, loss.needs)
-        if soft_targets is not None and not loss.needs:
-            teacher_out = ModelOutputs(logits=soft_targets.lookup(idx))
-        else:
-            with torch.no_grad():
-                teacher_out = forward_outputs(teacher.module.eval(), inputs, loss.needs)
-        return loss(student_out, teacher_out, labels, inputs.get("attention_mask"))
-
+    objective = distillation_objective(loss, teacher.module, soft_targets.lookup if soft_targets else None)
     started = time.perf_counter()
     history = fit(student.module, train, data.val, config, objective, seed=ctx.seed, extra=loss,
                   checkpoint_dir=ctx.work_dir, description=f"distill {config.teacher} → {config.student}",

@@ -10,20 +10,17 @@ the new model directory in place of the old one in the artifact.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.config import FactorizeStage, HybridStage, PruneStage, RecoveryConfig
+from edgekd.config import FactorizeStage, HybridStage, PruneStage
 from edgekd.data.task_data import TaskData, prepare_task_data
-from edgekd.distill.losses import CombinedLoss, build_loss
-from edgekd.distill.outputs import ModelInfo, forward_outputs
+from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.trainer import fit
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
@@ -80,8 +77,9 @@ class _Compression:
         if self.config.recovery is None or self.teacher is None:
             return
         checkpoints = self.ctx.path(f"recovery-{step}")
+        loss = combined_loss(self.config.recovery.losses, self.model.module, self.teacher.module)
         fit(self.model.module, self.data.train, self.data.val, self.config.recovery,
-            _distill_objective(self.config.recovery, self.model, self.teacher), seed=self.ctx.seed + step,
+            distillation_objective(loss, self.teacher.module), seed=self.ctx.seed + step, extra=loss,
             checkpoint_dir=checkpoints, description=f"{self.config.stage} recovery {step}",
             show_progress=self.ctx.show_progress)
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -113,20 +111,6 @@ class _Compression:
         for _, (_, inputs, labels) in zip(range(TAYLOR_BATCHES), batches, strict=False):
             F.cross_entropy(model_logits(module(*inputs.values())), labels).backward()
         module.eval()
-
-
-def _distill_objective(recovery: RecoveryConfig, student: TaskModel, teacher: TaskModel) -> Callable[..., torch.Tensor]:
-    """The distill stage's weighted losses, with the teacher run on each batch (recovery is short)."""
-    loss = CombinedLoss([(spec.weight, build_loss(spec, ModelInfo.of(student.module), ModelInfo.of(teacher.module)))
-                         for spec in recovery.losses])
-
-    def objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
-                  _idx: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            teacher_out = forward_outputs(teacher.module.eval(), inputs, loss.needs)
-        return loss(forward_outputs(model, inputs, loss.needs), teacher_out, labels, inputs.get("attention_mask"))
-
-    return objective
 
 
 def run_prune(config: PruneStage, artifact: Artifact, ctx: StageContext) -> StageOutput:

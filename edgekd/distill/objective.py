@@ -1,0 +1,45 @@
+"""The distillation training objective, shared by the ``distill`` stage and pruning's recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.config import LossConfig
+from edgekd.distill.losses import CombinedLoss, build_loss
+from edgekd.distill.outputs import ModelInfo, ModelOutputs, forward_outputs
+from edgekd.distill.trainer import Objective
+
+
+def combined_loss(specs: Sequence[LossConfig], student: nn.Module, teacher: nn.Module) -> CombinedLoss:
+    """The recipe's weighted losses, built for these two models' sizes (seed torch first: projections)."""
+    return CombinedLoss([(spec.weight, build_loss(spec, ModelInfo.of(student), ModelInfo.of(teacher)))
+                         for spec in specs])
+
+
+def distillation_objective(
+    loss: CombinedLoss,
+    teacher: nn.Module,
+    soft_targets: Callable[[np.ndarray], torch.Tensor] | None = None,
+) -> Objective:
+    """``objective(model, inputs, labels, idx)`` for :func:`edgekd.distill.trainer.fit`.
+
+    ``soft_targets(idx)`` returns cached teacher logits; they are used when the losses need nothing
+    beyond logits, otherwise the teacher runs on the batch (without gradients). Pass ``loss`` to
+    ``fit`` as ``extra`` so its projections are trained.
+    """
+
+    def objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                  idx: np.ndarray) -> torch.Tensor:
+        student_out = forward_outputs(model, inputs, loss.needs)
+        if soft_targets is not None and not loss.needs:
+            teacher_out = ModelOutputs(logits=soft_targets(idx))
+        else:
+            with torch.no_grad():
+                teacher_out = forward_outputs(teacher.eval(), inputs, loss.needs)
+        return loss(student_out, teacher_out, labels, inputs.get("attention_mask"))
+
+    return objective
