@@ -56,9 +56,9 @@ def _check_inputs(recipe: Recipe) -> None:
         load_text_dataset(data, recipe.seed)
     if isinstance(data, HFDiskData) and not data.path.is_dir():
         raise DataError(f"{data.path}: directory not found (data.path)")
-    weights = recipe.teacher.weights
-    if weights is not None and not weights.is_file():
-        raise ModelError(f"{weights}: weights file not found (teacher.weights)")
+    for weights in recipe.teacher.weight_files:
+        if not weights.is_file():
+            raise ModelError(f"{weights}: weights file not found (teacher.weights)")
 
 
 def run(

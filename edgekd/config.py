@@ -120,7 +120,17 @@ class ExportTarget(StrictModel):
 # --------------------------------------------------------------------------- recipe: data and models
 
 
-class SklearnData(StrictModel):
+class SplitSeed(StrictModel):
+    """The seed of the train/validation(/test) split, when it must not follow the recipe's seed."""
+
+    split_seed: int | None = Field(
+        default=None,
+        description="Seed of the data split (default: the recipe's seed). Fix it to compare training seeds "
+        "on identical splits, or to reuse a teacher trained on one split.",
+    )
+
+
+class SklearnData(SplitSeed):
     """A dataset bundled with scikit-learn (no download needed)."""
 
     source: Literal["sklearn"]
@@ -130,7 +140,7 @@ class SklearnData(StrictModel):
     limit: PositiveInt | None = Field(default=None, description="Use only this many samples.")
 
 
-class TextSplitsConfig(StrictModel):
+class TextSplitsConfig(SplitSeed):
     """What every labelled text source shares: columns, the held-out validation slice, limits."""
 
     text_column: str = "sentence"
@@ -273,15 +283,35 @@ class TeacherConfig(StrictModel):
     """The teacher: an architecture and, optionally, trained weights (else the ``teacher`` stage trains it)."""
 
     model: ModelSpec
-    weights: Path | None = Field(default=None, description="A .safetensors file of trained weights.")
+    weights: Path | list[Path] | None = Field(
+        default=None, description="A .safetensors file of trained weights; for an ensemble, one per member."
+    )
     ensemble: EnsembleConfig | None = None
 
     @field_validator("weights")
     @classmethod
-    def _weights_are_safetensors(cls, value: Path | None) -> Path | None:
-        if value is not None and value.suffix != ".safetensors":
-            raise ValueError(f"expected a .safetensors file, got '{value}'")
+    def _weights_are_safetensors(cls, value: Path | list[Path] | None) -> Path | list[Path] | None:
+        for path in value if isinstance(value, list) else [value] if value is not None else []:
+            if path.suffix != ".safetensors":
+                raise ValueError(f"expected a .safetensors file, got '{path}'")
         return value
+
+    @model_validator(mode="after")
+    def _one_file_per_member(self) -> TeacherConfig:
+        members = self.ensemble.members if self.ensemble else 1
+        given = len(self.weights) if isinstance(self.weights, list) else 1
+        if self.weights is not None and given != members:
+            expected = f"a list of {members} .safetensors files (one per ensemble member)" if self.ensemble \
+                else "one .safetensors file"
+            raise ValueError(f"weights: expected {expected}, got {given}")
+        return self
+
+    @property
+    def weight_files(self) -> list[Path]:
+        """The given weight files, one per member (one without an ensemble); empty when none are given."""
+        if self.weights is None:
+            return []
+        return list(self.weights) if isinstance(self.weights, list) else [self.weights]
 
 
 class StudentConfig(StrictModel):
@@ -424,7 +454,14 @@ class DistillStage(TrainingConfig):
     teacher: Literal["teacher", "assistant"] = "teacher"
     student: Literal["student", "assistant"] = "student"
     losses: list[LossConfig] = Field(default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1)
-    cache_teacher: bool = Field(default=True, description="Compute teacher outputs once, memory-mapped on disk.")
+    cache_teacher: bool = Field(
+        default=True, description="Compute the teacher outputs the losses read once, memory-mapped on disk "
+        "(float16 hidden states/attention maps: turn off for transfer sets too large for the disk)."
+    )
+    teacher_cache_dir: Path | None = Field(
+        default=None, description="Keep cached teacher outputs here, shared between runs (a subdirectory per "
+        "teacher, transfer set and stored layers); default: inside the stage, deleted after training."
+    )
     augment: AugmentConfig | None = None
 
     @model_validator(mode="after")
@@ -652,10 +689,15 @@ def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | N
 
 
 def _resolve_paths(obj: M, base_dir: Path) -> M:
+    def resolved(path: Path) -> Path:
+        return path if path.is_absolute() else (base_dir / path).resolve()
+
     updates: dict[str, Any] = {}
     for name, value in obj:
         if isinstance(value, Path) and not value.is_absolute():
-            updates[name] = (base_dir / value).resolve()
+            updates[name] = resolved(value)
+        elif isinstance(value, list) and any(isinstance(item, Path) for item in value):
+            updates[name] = [resolved(item) if isinstance(item, Path) else item for item in value]
         elif isinstance(value, BaseModel):
             updates[name] = _resolve_paths(value, base_dir)
     return obj.model_copy(update=updates) if updates else obj

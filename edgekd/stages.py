@@ -37,8 +37,8 @@ class StageKind:
         return getattr(importlib.import_module(module), function)
 
 
-def _file_digest(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
+def _file_digest(path: Path) -> str | None:
+    if not path.is_file():
         return None
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -48,7 +48,9 @@ def _file_digest(path: Path | None) -> str | None:
 
 
 def _teacher_weights(_config: Any, recipe: Recipe) -> dict[str, Any]:
-    return {"teacher_weights_sha256": _file_digest(recipe.teacher.weights)}
+    """Digests of the given teacher weights (a list for an ensemble): new weights re-run the stage."""
+    digests = [_file_digest(path) for path in recipe.teacher.weight_files]
+    return {"teacher_weights_sha256": digests if len(digests) > 1 else next(iter(digests), None)}
 
 
 def _export_target(config: Any, _recipe: Recipe) -> dict[str, Any]:

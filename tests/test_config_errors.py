@@ -83,6 +83,14 @@ def test_missing_files(write_recipe, tmp_path: Path) -> None:
     _assert_one_line_error(result, "missing-teacher.safetensors", "not found")
 
 
+def test_ensemble_needs_one_weights_file_per_member(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    recipe["teacher"]["ensemble"] = {"members": 3}
+    recipe["teacher"]["weights"] = ["a.safetensors", "b.safetensors"]
+    _assert_one_line_error(_validate(write_recipe(recipe)), "teacher", "weights",
+                           "expected a list of 3 .safetensors files (one per ensemble member), got 2")
+
+
 def test_unknown_device_and_export_target(write_recipe) -> None:
     recipe = demo_recipe_dict()
     recipe["device"] = "raspbery-pi-4"

@@ -93,6 +93,17 @@ def test_ensemble_and_assistant_chain(text_data: dict, tmp_path: Path) -> None:
     assert len(result.artifact.get("teacher").members) == 2
     assert result.report()["student"]["accuracy"] > 0.8
 
+    # The trained members reload from their weight files, one per member, on the same fixed split.
+    stage_dir = tmp_path / "ensemble" / "01-teacher"
+    recipe["teacher"]["weights"] = [str(stage_dir / name / "model.safetensors") for name in ("teacher", "teacher-1")]
+    recipe["data"]["split_seed"] = recipe["seed"]
+    recipe["seed"] += 1
+    recipe["stages"] = recipe["stages"][:1]
+    reloaded = edgekd.run(validate_model(recipe, Recipe, source="test"), out=tmp_path / "reloaded")
+    members = reloaded.stages[0].metrics["teacher"]["members"]
+    assert [m["accuracy"] for m in members] == [m["accuracy"] for m in teacher["members"]]
+    assert [m["val_accuracy"] for m in members] == [m["val_accuracy"] for m in teacher["members"]]
+
     chain = _recipe(text_data, student, [{"teacher": "teacher", "student": "assistant"},
                                          {"teacher": "assistant", "student": "student"}],
                     assistant={"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64}})

@@ -40,7 +40,10 @@ def prepare_task_data(
 
     Without a given tokenizer, text data gets the recipe's tokenizer (a pretrained one, or WordPiece
     trained on the training split — deterministic, so every stage that trains one gets the same).
+    ``seed`` (the recipe's) seeds the split unless the data config fixes ``split_seed``.
     """
+    if config.split_seed is not None:
+        seed = config.split_seed
     if isinstance(config, SklearnData):
         splits = load_dataset(config, seed)
         return TaskData(

@@ -118,6 +118,10 @@ class DistillationLoss(nn.Module, ABC):
     ) -> Tensor:
         """The scalar loss of one batch."""
 
+    def teacher_layers(self) -> dict[str, set[int]]:
+        """The teacher outputs this loss reads: output kind → indices into that tuple of :class:`ModelOutputs`."""
+        return {}
+
 
 class HintonDistillationLoss(DistillationLoss):
     """Hinton et al. (2015), "Distilling the Knowledge in a Neural Network":
@@ -203,6 +207,9 @@ class _HiddenPairsLoss(DistillationLoss):
             for (s, t), project in zip(self.pairs, self.projections, strict=True)
         ]
         return torch.stack(distances).mean()
+
+    def teacher_layers(self) -> dict[str, set[int]]:
+        return {"hidden_states": {t for _, t in self.pairs}}
 
     @abstractmethod
     def distance(self, student: Tensor, teacher: Tensor, mask: Tensor | None) -> Tensor:
@@ -323,6 +330,9 @@ class AttentionDistillationLoss(DistillationLoss):
             distances.append(self.metric(s_map, t_map, _real_tokens(mask, s_map)))
         return torch.stack(distances).mean()
 
+    def teacher_layers(self) -> dict[str, set[int]]:
+        return {"attentions": {t - 1 for _, t in self.pairs}}
+
 
 class MiniLMDistillationLoss(DistillationLoss):
     """MiniLMv2 (Wang et al., 2021), "Multi-Head Self-Attention Relation Distillation for Compressing
@@ -362,6 +372,9 @@ class MiniLMDistillationLoss(DistillationLoss):
             for s, t in zip(s_qkv, t_qkv, strict=True)
         ]
         return torch.stack(kls).mean()
+
+    def teacher_layers(self) -> dict[str, set[int]]:
+        return {"qkv": {0, 1, 2}}
 
     def _relations(self, x: Tensor, keys: Tensor) -> Tensor:
         """Log-probabilities ``[B, R, T, T]`` of the scaled dot-product relations of ``x`` ``[B, T, D]``."""
@@ -427,6 +440,14 @@ class CombinedLoss(nn.Module):
         self.needs: frozenset[str] = frozenset().union(*(loss.needs for _, loss in parts))
         self.names = _part_names([loss for _, loss in parts])
         self.last_parts: dict[str, float] = {}
+
+    def teacher_layers(self) -> dict[str, set[int]]:
+        """The union of the parts' :meth:`DistillationLoss.teacher_layers`."""
+        merged: dict[str, set[int]] = {}
+        for loss in self.parts:
+            for kind, indices in loss.teacher_layers().items():
+                merged.setdefault(kind, set()).update(indices)
+        return merged
 
     def forward(
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, mask: Tensor | None = None

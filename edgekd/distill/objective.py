@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -10,7 +10,8 @@ from torch import nn
 
 from edgekd.config import LossConfig
 from edgekd.distill.losses import CombinedLoss, build_loss
-from edgekd.distill.outputs import ModelInfo, ModelOutputs, forward_outputs
+from edgekd.distill.outputs import ModelInfo, forward_outputs
+from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import Objective
 
 
@@ -23,23 +24,24 @@ def combined_loss(specs: Sequence[LossConfig], student: nn.Module, teacher: nn.M
 def distillation_objective(
     loss: CombinedLoss,
     teacher: nn.Module,
-    soft_targets: Callable[[np.ndarray], torch.Tensor] | None = None,
+    cache: TeacherOutputCache | None = None,
 ) -> Objective:
     """``objective(model, inputs, labels, idx)`` for :func:`edgekd.distill.trainer.fit`.
 
-    ``soft_targets(idx)`` returns cached teacher logits; they are used when the losses need nothing
-    beyond logits, otherwise the teacher runs on the batch (without gradients). Pass ``loss`` to
-    ``fit`` as ``extra`` so its projections are trained.
+    With a ``cache`` (built for this loss's :meth:`~CombinedLoss.teacher_layers`) the teacher's
+    outputs for the batch's examples are read from it; otherwise the teacher runs on the batch
+    (without gradients). Pass ``loss`` to ``fit`` as ``extra`` so its projections are trained.
     """
 
     def objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
                   idx: np.ndarray) -> torch.Tensor:
         student_out = forward_outputs(model, inputs, loss.needs)
-        if soft_targets is not None and not loss.needs:
-            teacher_out = ModelOutputs(logits=soft_targets(idx))
+        mask = inputs.get("attention_mask")
+        if cache is not None:
+            teacher_out = cache.lookup(idx, mask)
         else:
             with torch.no_grad():
                 teacher_out = forward_outputs(teacher.eval(), inputs, loss.needs)
-        return loss(student_out, teacher_out, labels, inputs.get("attention_mask"))
+        return loss(student_out, teacher_out, labels, mask)
 
     return objective

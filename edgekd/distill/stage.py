@@ -3,13 +3,14 @@
 ``teacher`` trains the recipe's teacher on the labels (or loads its weights), optionally as an
 ensemble of members trained with different seeds. ``distill`` trains a student (or a teacher
 assistant) from a teacher (or from the assistant) with the recipe's weighted losses; the teacher's
-logits over the training set are computed once and kept memory-mapped on disk.
+outputs over the transfer set (the logits and whatever intermediate states the losses compare) are
+computed once and kept memory-mapped on disk (:mod:`edgekd.distill.teacher_cache`).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from edgekd.data.augment import augment_texts
 from edgekd.data.examples import UNLABELLED, Examples, TextExamples
 from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
 from edgekd.distill.objective import combined_loss, distillation_objective
+from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
 from edgekd.errors import ConfigError
 from edgekd.models.logits import model_logits
@@ -44,8 +46,8 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
         model = build_task_model(recipe.teacher.model, data.signature, data.class_names, tokenizer=data.tokenizer)
         started = time.perf_counter()
         history = None
-        if recipe.teacher.weights is not None:
-            load_weights(model.module, recipe.teacher.weights)
+        if recipe.teacher.weight_files:
+            load_weights(model.module, recipe.teacher.weight_files[member])
         else:
             history = fit(
                 model.module, data.train, data.val, config, _hard_label_objective, seed=seed,
@@ -83,11 +85,12 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
             f"(got {', '.join(spec.kind for spec in config.losses)}), or a single teacher"
         )
     train = _transfer_set(data, config, ctx.seed)
-    weights = list(source.member_weights) or [1.0]
-    soft_targets = _TeacherLogits(teachers, weights, train, ctx.path("teacher_logits.npy")) \
-        if config.cache_teacher or len(teachers) > 1 else None
-
-    objective = distillation_objective(loss, teacher.module, soft_targets.lookup if soft_targets else None)
+    cache = None
+    if config.cache_teacher or len(teachers) > 1:
+        cache = TeacherOutputCache.open_or_build(
+            [t.module for t in teachers], list(source.member_weights) or [1.0], train, loss.teacher_layers(),
+            config.teacher_cache_dir or ctx.work_dir / "teacher-outputs")
+    objective = distillation_objective(loss, teacher.module, cache)
     started = time.perf_counter()
     history = fit(student.module, train, data.val, config, objective, seed=ctx.seed, extra=loss,
                   checkpoint_dir=ctx.work_dir, description=f"distill {config.teacher} → {config.student}",
@@ -96,32 +99,11 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
     metrics.update(transfer_set_size=len(train), losses=[spec.kind for spec in config.losses])
     student.save(ctx.path(config.student))
     clear_checkpoint(ctx.work_dir)
-    ctx.path("teacher_logits.npy").unlink(missing_ok=True)
+    if cache is not None and config.teacher_cache_dir is None:
+        shutil.rmtree(cache.directory.parent)
     result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=metrics)
     return StageOutput(artifact=artifact.with_model(result),
                        metrics={config.student: metrics, "history": history.epochs})
-
-
-class _TeacherLogits:
-    """The teacher's (ensemble-averaged) logits for every training example, memory-mapped on disk.
-
-    Computed once before training, so epochs do not re-run the teacher. For an ensemble the
-    members' probabilities are averaged with their weights and stored as log-probabilities, which
-    softmax-based losses treat exactly like logits.
-    """
-
-    def __init__(self, teachers: list[TaskModel], weights: list[float], examples: Examples, path: Path) -> None:
-        if len(teachers) == 1:
-            values = predict_logits(teachers[0].module, examples)
-        else:
-            values = torch.log(_ensemble_probs(teachers, weights, examples).clamp_min(1e-12))
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=tuple(values.shape))
-        array[:] = values.numpy()
-        array.flush()
-        self.values = np.load(path, mmap_mode="r")
-
-    def lookup(self, idx: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.values[idx]))
 
 
 def _transfer_set(data: TaskData, config: DistillStage, seed: int) -> Examples:

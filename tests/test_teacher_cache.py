@@ -1,0 +1,83 @@
+"""The teacher-output cache: batches rebuilt from disk equal a live teacher pass on the real tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.config import BertSpec
+from edgekd.data.examples import TextExamples
+from edgekd.distill.outputs import forward_outputs
+from edgekd.distill.teacher_cache import TeacherOutputCache
+from edgekd.distill.trainer import predict_logits
+from edgekd.models.hf import build_bert
+
+VOCAB, PAD = 40, 0
+LAYERS = {"hidden_states": {0, 2}, "attentions": {1}, "qkv": {0, 1, 2}}
+
+
+def _bert(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    spec = BertSpec(arch="bert", layers=2, hidden=16, heads=2, ffn=32, dropout=0.0)
+    return build_bert(spec, vocab_size=VOCAB, num_classes=3, pad_id=PAD, max_positions=64).eval()
+
+
+def _examples(count: int = 37) -> TextExamples:
+    rng = np.random.default_rng(0)
+    encoded = tuple(np.array([2, *rng.integers(5, VOCAB, size=int(rng.integers(1, 14))), 3]) for _ in range(count))
+    return TextExamples(encoded=encoded, labels=torch.from_numpy(rng.integers(0, 3, count)), pad_id=PAD)
+
+
+def _assert_real_tokens_match(cached: torch.Tensor, live: torch.Tensor, mask: torch.Tensor, kind: str) -> None:
+    real = mask.bool()
+    for row in range(mask.shape[0]):
+        keep = real[row]
+        want = live[row][keep] if kind != "attentions" else live[row][:, keep][:, :, keep]
+        got = cached[row][keep] if kind != "attentions" else cached[row][:, keep][:, :, keep]
+        torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)  # stored as float16
+
+
+def test_cached_outputs_equal_a_live_pass_under_any_padding(tmp_path: Path) -> None:
+    teacher, examples = _bert(0), _examples()
+    cache = TeacherOutputCache.open_or_build([teacher], [1.0], examples, LAYERS, tmp_path)
+    generator = torch.Generator().manual_seed(3)
+    for idx, inputs, _labels in examples.batches(8, shuffle=True, generator=generator):  # new batch mixes
+        mask = inputs["attention_mask"]
+        cached = cache.lookup(idx, mask)
+        with torch.no_grad():
+            live = forward_outputs(teacher, inputs, frozenset(LAYERS))
+        torch.testing.assert_close(cached.logits, live.logits)
+        for kind, indices in LAYERS.items():
+            stored = getattr(cached, kind)
+            assert len(stored) == len(getattr(live, kind))
+            for i, value in enumerate(stored):
+                if i not in indices:
+                    assert value is None  # only the layers the losses read are stored
+                    continue
+                assert value.shape == getattr(live, kind)[i].shape
+                _assert_real_tokens_match(value, getattr(live, kind)[i], mask, kind)
+
+
+def test_cache_is_reused_only_when_teacher_and_data_match(tmp_path: Path) -> None:
+    examples = _examples()
+    first = TeacherOutputCache.open_or_build([_bert(0)], [1.0], examples, {"hidden_states": {2}}, tmp_path)
+    (first.directory / "marker").write_text("reused")
+    again = TeacherOutputCache.open_or_build([_bert(0)], [1.0], examples, {"hidden_states": {2}}, tmp_path)
+    assert again.directory == first.directory and (again.directory / "marker").is_file()
+    other_teacher = TeacherOutputCache.open_or_build([_bert(1)], [1.0], examples, {"hidden_states": {2}}, tmp_path)
+    other_data = TeacherOutputCache.open_or_build([_bert(0)], [1.0], _examples(20), {"hidden_states": {2}}, tmp_path)
+    other_layers = TeacherOutputCache.open_or_build([_bert(0)], [1.0], examples, {"hidden_states": {1}}, tmp_path)
+    assert len({c.directory for c in (first, other_teacher, other_data, other_layers)}) == 4
+
+
+def test_ensemble_cache_holds_weighted_average_probabilities(tmp_path: Path) -> None:
+    members, weights, examples = [_bert(0), _bert(1)], [0.25, 0.75], _examples()
+    cache = TeacherOutputCache.open_or_build(members, weights, examples, {}, tmp_path)
+    idx = np.arange(len(examples))
+    probs = sum(w * predict_logits(m, examples).softmax(-1) for m, w in zip(members, weights, strict=True))
+    torch.testing.assert_close(cache.lookup(idx, None).logits.exp(), probs, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="averaged logits only"):
+        TeacherOutputCache.open_or_build(members, weights, examples, {"hidden_states": {1}}, tmp_path)
