@@ -2,7 +2,7 @@
 
     python benchmarks/kd_sst2.py --data ../shared/data/sst2 --out benchmarks/results/kd_sst2.json
 
-Trains the BERT-Small teacher (4 × 512, 8 heads) from scratch once (cached in the work directory;
+Trains the BERT-Small teacher (4 × 512, 8 heads) from scratch once (cached in ``--teachers``;
 the ensemble recipe adds two more teachers with seeds 1 and 2), then for each student recipe and
 seed: distils the student, and trains the same student on the hard labels only (``<name>-hard``:
 same architecture, data and epochs). Seeds change initialisation, dropout and batch order only:
@@ -147,9 +147,21 @@ def sst2_parser(description: str, work: str, only: tuple[str, ...]) -> argparse.
     parser.add_argument("--data", type=Path, required=True, help="directory with SST-2 train.tsv and dev.tsv")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--work", type=Path, default=Path(work), help="work directory (cached runs)")
+    parser.add_argument("--teachers", type=Path, default=Path("runs/bench-sst2-teachers"),
+                        help="work directory of the trained teachers, shared by the SST-2 benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark path in minutes")
     parser.add_argument("--only", nargs="*", default=list(only), help="what to run")
     return parser
+
+
+def teachers_dir(args: argparse.Namespace) -> Path:
+    """Where the teachers of this mode (``quick`` or ``full``) are trained and cached."""
+    return args.teachers / ("quick" if args.quick else "full")
+
+
+def teacher_weights(run_dir: Path) -> Path:
+    """The weights file of the teacher a :func:`teacher_recipe` run trained."""
+    return run_dir / "01-teacher" / "teacher" / "model.safetensors"
 
 
 def data_missing(data: Path) -> bool:
@@ -169,19 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     seeds = [0] if args.quick else list(range(args.seeds))
     work = args.work / ("quick" if args.quick else "full")
+    trained = teachers_dir(args)
 
     base = recipe_dict(STUDENT_RECIPES[0], args.data.resolve(), quick=args.quick)
-    teacher_report = run(teacher_recipe(base), work / "teacher")
-    weights = [work / "teacher" / "01-teacher" / "teacher" / "model.safetensors"]
+    teacher_report = run(teacher_recipe(base), trained / "teacher")
+    weights = [teacher_weights(trained / "teacher")]
     rows = [model_row("teacher", [teacher_report], "teacher", [base["seed"]])]
     timings = {"teacher": time.perf_counter() - started}
     members = max((recipe_dict(name, args.data.resolve(), quick=args.quick)["teacher"].get("ensemble") or {})
                   .get("members", 1) for name in args.only) if args.only else 1
     for member in range(1, members):
         begun = time.perf_counter()
-        report = run(teacher_recipe(base, seed=base["seed"] + member), work / f"teacher-{member}")
+        report = run(teacher_recipe(base, seed=base["seed"] + member), trained / f"teacher-{member}")
         rows.append(model_row(f"teacher-{member}", [report], "teacher", [base["seed"] + member]))
-        weights.append(work / f"teacher-{member}" / "01-teacher" / "teacher" / "model.safetensors")
+        weights.append(teacher_weights(trained / f"teacher-{member}"))
         timings[f"teacher-{member}"] = time.perf_counter() - begun
 
     for name in args.only:

@@ -2,7 +2,7 @@
 
     python benchmarks/prune_sst2.py --data ../shared/data/sst2 --out benchmarks/results/prune_sst2.json
 
-Trains the BERT-Small teacher of ``kd_sst2.py`` once (cached in the work directory), then compresses
+Trains the BERT-Small teacher of ``kd_sst2.py`` once (cached in ``--teachers``, shared with it), then compresses
 it: the hybrid schedule (prune 20% of heads/FFN channels + SVD at 95% energy, one epoch of
 distillation recovery from the uncompressed teacher, repeated) to 2×, 5× and 10× fewer parameters,
 and for comparison pruning alone and factorization alone at two strengths each. Per point: params,
@@ -31,7 +31,14 @@ from edgekd.config import Recipe, validate_model
 from edgekd.profile.cpu import detect_cpu
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kd_sst2 import data_missing, recipe_dict, sst2_parser, teacher_recipe  # noqa: E402  (shared SST-2 setup)
+from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
+    data_missing,
+    recipe_dict,
+    sst2_parser,
+    teacher_recipe,
+    teacher_weights,
+    teachers_dir,
+)
 
 RECOVERY = {"epochs": 1, "batch_size": 32, "lr": 0.0001, "warmup_ratio": 0.1, "max_grad_norm": 1.0,
             "losses": [{"kind": "hinton", "temperature": 2.0, "alpha": 0.5}]}
@@ -82,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     work = args.work / ("quick" if args.quick else "full")
     base = recipe_dict("sst2-distilbert-style", args.data.resolve(), quick=args.quick)
-    edgekd.run(validate_model(teacher_recipe(base), Recipe, source="teacher"), out=work / "teacher",
-               show_progress=False)
-    weights = work / "teacher" / "01-teacher" / "teacher" / "model.safetensors"
+    trained = teachers_dir(args) / "teacher"
+    edgekd.run(validate_model(teacher_recipe(base), Recipe, source="teacher"), out=trained, show_progress=False)
+    weights = teacher_weights(trained)
     rows, timings = [], {}
     for name in args.only:
         begun = time.perf_counter()

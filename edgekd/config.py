@@ -553,6 +553,10 @@ class FactorizeConfig(StrictModel):
     energy: Fraction = 0.9
     param_ratio: Fraction | None = Field(default=None, description="Set to choose ranks by size instead of energy.")
     max_size_ratio: Fraction = 0.8
+    embeddings: bool = Field(
+        default=False, description="Also factorize embedding tables (ALBERT-style thin table + projection): "
+        "the word embeddings are a quarter of a small BERT's parameters."
+    )
 
     @model_validator(mode="after")
     def _one_rank_rule(self) -> FactorizeConfig:

@@ -21,7 +21,8 @@ def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
         sys.path.remove(str(ROOT / "benchmarks"))
     out = tmp_path / "kd.json"
     only = ["sst2-distilbert-style", "sst2-bilstm"]
-    assert kd_sst2.main(["--data", str(SST2), "--out", str(out), "--work", str(tmp_path / "work"), "--quick",
+    assert kd_sst2.main(["--data", str(SST2), "--out", str(out), "--work", str(tmp_path / "work"),
+                         "--teachers", str(tmp_path / "teachers"), "--quick",
                          "--only", *only]) == 0
     result = json.loads(out.read_text())
     names = [m["name"] for m in result["models"]]

@@ -19,8 +19,8 @@ from edgekd.errors import ConfigError
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.profile.runner import time_onnx
-from edgekd.prune.lowrank import factorize_linear, factorize_model, rank_for_energy, rank_for_params
-from edgekd.prune.structure import LowRankLinear, pruned_class
+from edgekd.prune.lowrank import factorize_layer, factorize_model, rank_for_energy, rank_for_params
+from edgekd.prune.structure import LowRankEmbedding, LowRankLinear, pruned_class
 from edgekd.prune.structured import prune_step, record_structure
 
 # --------------------------------------------------------------------------- factorization on known matrices
@@ -43,7 +43,7 @@ def test_rank_by_energy_and_eckart_young_error() -> None:
     layer = nn.Linear(16, 24).double()
     with torch.no_grad():
         layer.weight.copy_(_matrix(singular))
-    pair = factorize_linear(layer, 2)
+    pair = factorize_layer(layer, 2)
     assert isinstance(pair, LowRankLinear) and pair.rank == 2
     error = torch.linalg.matrix_norm(pair[1].weight @ pair[0].weight - layer.weight).item()
     assert error == pytest.approx((total - 125.0) ** 0.5, rel=1e-6)  # sqrt of the dropped energy
@@ -101,6 +101,32 @@ def test_pruned_bert_saves_reloads_with_from_pretrained_exports_and_runs(tmp_pat
                          extra_dynamic_axes=again.signature.dynamic_axes())
     assert result.parity.passed
     np.testing.assert_allclose(_onnx_logits(tmp_path / "pruned.onnx", inputs), expected.detach().numpy(), atol=1e-4)
+
+
+def test_factorized_embeddings_prune_save_reload_and_export(tmp_path: Path) -> None:
+    model = _tiny_bert()
+    inputs = model.example_inputs(batch=3, sequence=12)
+    table = model.module.bert.embeddings.word_embeddings.weight.detach().double().clone()
+    params = model.params
+    decisions = factorize_model(model.module, FactorizeConfig(param_ratio=0.25, embeddings=True), skip=("classifier",))
+    record_structure(model)
+    words = model.module.bert.embeddings.word_embeddings
+    rank = {d.name: d.rank for d in decisions}["bert.embeddings.word_embeddings"]
+    assert isinstance(words, LowRankEmbedding) and words.rank == rank == 6  # ⌊0.25 · 100·32 / 132⌋
+    assert words[0].padding_idx == 0
+    singular = torch.linalg.svdvals(table)
+    error = torch.linalg.matrix_norm(words[0].weight.double() @ words[1].weight.double().T - table).item()
+    assert error == pytest.approx(singular[rank:].pow(2).sum().sqrt().item(), rel=1e-4)  # Eckart–Young
+    prune_step(model, PruneConfig(targets=["heads", "ffn"], importance="l2"), 0.5, inputs)  # a later hybrid step
+    assert model.params < 0.4 * params
+    expected = model.module(**inputs).logits
+    model.save(tmp_path / "factorized")
+    reloaded = pruned_class(BertForSequenceClassification).from_pretrained(tmp_path / "factorized").eval()
+    torch.testing.assert_close(reloaded(**inputs).logits, expected)
+    again = TaskModel.load(tmp_path / "factorized")
+    result = export_onnx(again.module, inputs, tmp_path / "factorized.onnx", load_export_target("onnx-fp32"),
+                         extra_dynamic_axes=again.signature.dynamic_axes())
+    assert result.parity.passed
 
 
 def test_ffn_pruned_bert_needs_no_structure(tmp_path: Path) -> None:

@@ -7,6 +7,11 @@ A weight ``W [out, in]`` with singular values ``s_1 ≥ s_2 ≥ …`` is replace
 factor pair would keep more than ``max_size_ratio`` of the dense parameters is left dense (two
 smaller matrix products only pay when the rank is well below ``in·out / (in + out)``).
 A layer factorized earlier is re-factorized from its product ``B A`` (a lower rank each time).
+
+With ``embeddings`` set, embedding tables ``E [num, dim]`` are factorized the same way into a thin
+table ``[num, r]`` and a projection ``[r, dim]`` (ALBERT's factorized embedding, Lan et al., 2020;
+LadaBERT factorizes them too): in a small BERT the word embeddings are a quarter of the parameters
+and nothing else touches them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 from torch import nn
 
 from edgekd.config import FactorizeConfig
-from edgekd.prune.structure import LowRankLinear, linear_layers
+from edgekd.prune.structure import LowRank, LowRankEmbedding, LowRankLinear, embedding_tables, linear_layers
 
 
 @dataclass(frozen=True)
@@ -47,23 +52,33 @@ def rank_for_params(shape: tuple[int, int], param_ratio: float) -> int:
 
 
 def dense_weight(layer: nn.Module) -> torch.Tensor:
-    """The ``[out, in]`` weight a linear layer applies (the product of a factor pair)."""
+    """The matrix a layer applies: ``[out, in]`` for linear layers, the ``[num, dim]`` table for embeddings
+    (the product of a factor pair)."""
     if isinstance(layer, LowRankLinear):
         return layer[1].weight @ layer[0].weight
+    if isinstance(layer, LowRankEmbedding):
+        return layer[0].weight @ layer[1].weight.T
     return layer.weight
 
 
 @torch.no_grad()
-def factorize_linear(layer: nn.Module, rank: int) -> LowRankLinear:
-    """The rank-``rank`` truncated SVD of ``layer`` (``nn.Linear`` or :class:`LowRankLinear`) as a factor pair."""
+def factorize_layer(layer: nn.Module, rank: int) -> LowRank:
+    """The rank-``rank`` truncated SVD of a linear layer or embedding table (or an earlier pair) as a factor pair."""
     original = dense_weight(layer)
     weight = original.double()
     u, s, vh = torch.linalg.svd(weight, full_matrices=False)
     root = s[:rank].sqrt()
+    left, right = u[:, :rank] * root[None, :], root[:, None] * vh[:rank]  # weight ≈ left @ right
+    if isinstance(layer, nn.Embedding | LowRankEmbedding):
+        table = layer[0] if isinstance(layer, LowRankEmbedding) else layer
+        embedding = LowRankEmbedding(weight.shape[0], weight.shape[1], rank, table.padding_idx).to(original.dtype)
+        embedding[0].weight.copy_(left)
+        embedding[1].weight.copy_(right.T)
+        return embedding
     bias = layer[1].bias if isinstance(layer, LowRankLinear) else layer.bias
     pair = LowRankLinear(weight.shape[1], weight.shape[0], rank, bias=bias is not None).to(original.dtype)
-    pair[0].weight.copy_(root[:, None] * vh[:rank])
-    pair[1].weight.copy_(u[:, :rank] * root[None, :])
+    pair[0].weight.copy_(right)
+    pair[1].weight.copy_(left)
     if bias is not None:
         pair[1].bias.copy_(bias)
     return pair
@@ -82,23 +97,25 @@ def choose_rank(layer: nn.Module, config: FactorizeConfig) -> tuple[int, float]:
 
 
 def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[str, ...] = ()) -> list[LayerRank]:
-    """Factorize every linear layer of ``model`` that ``config`` makes smaller (in place).
+    """Factorize every linear layer (and embedding table, with ``config.embeddings``) that ``config``
+    makes smaller (in place).
 
     ``skip`` names modules left alone (e.g. a classifier whose outputs the graph must keep).
-    Returns one :class:`LayerRank` per linear layer considered.
+    Returns one :class:`LayerRank` per layer considered.
     """
     decisions: list[LayerRank] = []
-    for name, layer in linear_layers(model):
+    layers = linear_layers(model) + (embedding_tables(model) if config.embeddings else [])
+    for name, layer in layers:
         if name in skip:
             continue
         out_dim, in_dim = dense_weight(layer).shape
         rank, kept = choose_rank(layer, config)
-        current = layer.rank if isinstance(layer, LowRankLinear) else None
+        current = layer.rank if isinstance(layer, LowRank) else None
         small_enough = rank * (out_dim + in_dim) <= config.max_size_ratio * out_dim * in_dim
         if not small_enough or (current is not None and rank >= current):
             decisions.append(LayerRank(name, (out_dim, in_dim), None, kept))
             continue
         parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, factorize_linear(layer, rank))
+        setattr(model.get_submodule(parent_name), child, factorize_layer(layer, rank))
         decisions.append(LayerRank(name, (out_dim, in_dim), rank, kept))
     return decisions

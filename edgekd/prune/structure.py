@@ -7,7 +7,8 @@ model directory carries the difference as a small JSON mapping, the **structure*
 
 - ``heads`` / ``intermediate`` (BERT-family models only): attention heads and feed-forward
   width of every encoder layer (the head size stays ``hidden_size / num_attention_heads``);
-- ``low_rank``: linear layers replaced by a :class:`LowRankLinear` of that rank.
+- ``low_rank``: linear layers replaced by a :class:`LowRankLinear` of that rank, and embedding
+  tables replaced by a :class:`LowRankEmbedding` (ALBERT-style: a thin table, then a projection).
 
 Hugging Face models keep it in ``config.json`` under ``edgekd_structure`` and reload with
 ``from_pretrained`` of the class :func:`pruned_class` derives (the architecture is built, then
@@ -40,30 +41,64 @@ class LowRankLinear(nn.Sequential):
         return self[0].out_features
 
 
+class LowRankEmbedding(nn.Sequential):
+    """An embedding table ``E [num, dim]`` as ``E_r [num, rank]`` followed by ``P: [dim, rank]`` (``E ≈ E_r Pᵀ``)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, rank: int, padding_idx: int | None = None) -> None:
+        super().__init__(nn.Embedding(num_embeddings, rank, padding_idx=padding_idx),
+                         nn.Linear(rank, embedding_dim, bias=False))
+
+    @property
+    def rank(self) -> int:
+        return self[0].embedding_dim
+
+
+#: The two factor-pair modules; the structure's ``low_rank`` lists both kinds by name.
+LowRank = LowRankLinear | LowRankEmbedding
+
+
 def out_features(module: nn.Module) -> int:
     """Output width of an ``nn.Linear`` or a :class:`LowRankLinear`."""
     return module[1].out_features if isinstance(module, LowRankLinear) else module.out_features
 
 
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every linear layer of ``model`` in order: ``nn.Linear`` and :class:`LowRankLinear` (not the latter's parts)."""
-    pairs = {name for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    """Every linear layer of ``model`` in order: ``nn.Linear`` and :class:`LowRankLinear`.
+
+    The parts of a factor pair (including a :class:`LowRankEmbedding`'s projection) are not listed.
+    """
+    pairs = {name for name, m in model.named_modules() if isinstance(m, LowRank)}
     return [(name, m) for name, m in model.named_modules()
-            if name in pairs or (isinstance(m, nn.Linear) and name.rpartition(".")[0] not in pairs)]
+            if (name in pairs and isinstance(m, LowRankLinear))
+            or (isinstance(m, nn.Linear) and name.rpartition(".")[0] not in pairs)]
+
+
+def embedding_tables(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every embedding table of ``model``: ``nn.Embedding`` and :class:`LowRankEmbedding` (not the latter's parts)."""
+    pairs = {name for name, m in model.named_modules() if isinstance(m, LowRankEmbedding)}
+    return [(name, m) for name, m in model.named_modules()
+            if name in pairs or (isinstance(m, nn.Embedding) and name.rpartition(".")[0] not in pairs)]
 
 
 def low_rank_layers(model: nn.Module) -> dict[str, int]:
-    """The :class:`LowRankLinear` modules of ``model`` by qualified name, with their ranks."""
-    return {name: m.rank for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    """The factor pairs (:class:`LowRankLinear`, :class:`LowRankEmbedding`) of ``model`` by name, with their ranks."""
+    return {name: m.rank for name, m in model.named_modules() if isinstance(m, LowRank)}
 
 
 def apply_low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
-    """Replace the ``nn.Linear`` named in ``ranks`` by empty :class:`LowRankLinear` of those ranks (in place)."""
+    """Replace the layers named in ``ranks`` by empty factor pairs of those ranks (in place).
+
+    An ``nn.Linear`` becomes a :class:`LowRankLinear`, an ``nn.Embedding`` a :class:`LowRankEmbedding`.
+    """
     for name, rank in ranks.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         dense = getattr(parent, child)
-        setattr(parent, child, LowRankLinear(dense.in_features, dense.out_features, rank, dense.bias is not None))
+        if isinstance(dense, nn.Embedding):
+            pair: nn.Module = LowRankEmbedding(dense.num_embeddings, dense.embedding_dim, rank, dense.padding_idx)
+        else:
+            pair = LowRankLinear(dense.in_features, dense.out_features, rank, dense.bias is not None)
+        setattr(parent, child, pair)
     return model
 
 
