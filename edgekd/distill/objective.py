@@ -28,16 +28,18 @@ def distillation_objective(
     """``objective(model, inputs, labels, idx)`` for :func:`edgekd.distill.trainer.fit`.
 
     ``soft_targets(idx)`` returns cached teacher logits; they are used when the losses need nothing
-    beyond logits, otherwise the teacher runs on the batch (without gradients). Pass ``loss`` to
-    ``fit`` as ``extra`` so its projections are trained.
+    beyond logits, otherwise the teacher runs on the batch (without gradients), moved to the
+    batch's device first. Pass ``loss`` to ``fit`` as ``extra`` so its projections are trained.
     """
 
     def objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
                   idx: np.ndarray) -> torch.Tensor:
         student_out = forward_outputs(model, inputs, loss.needs)
         if soft_targets is not None and not loss.needs:
-            teacher_out = ModelOutputs(logits=soft_targets(idx))
+            teacher_out = ModelOutputs(logits=soft_targets(idx).to(labels.device))
         else:
+            if next(teacher.parameters()).device != labels.device:
+                teacher.to(labels.device)
             with torch.no_grad():
                 teacher_out = forward_outputs(teacher.eval(), inputs, loss.needs)
         return loss(student_out, teacher_out, labels, inputs.get("attention_mask"))
