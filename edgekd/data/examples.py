@@ -62,6 +62,10 @@ class Examples(Protocol):
         """Mini-batches covering every example once; shuffled (with ``generator``) when asked."""
         ...
 
+    def subset(self, indices: np.ndarray) -> Examples:
+        """The examples at ``indices``, in that order (a process's block of a data-parallel run)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ImageExamples:
@@ -79,6 +83,11 @@ class ImageExamples:
             idx = order[begin : begin + batch_size]
             yield idx.numpy(), {"input": self.images[idx]}, self.labels[idx]
 
+    def subset(self, indices: np.ndarray) -> ImageExamples:
+        """The images at ``indices``, in that order."""
+        rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return ImageExamples(images=self.images[rows], labels=self.labels[rows])
+
 
 @dataclass(frozen=True)
 class TextExamples:
@@ -95,3 +104,9 @@ class TextExamples:
         lengths = np.fromiter((len(ids) for ids in self.encoded), dtype=np.int64, count=len(self.encoded))
         for idx in bucket_batches(lengths, batch_size, shuffle=shuffle, generator=generator):
             yield idx, collate(self.encoded, idx, self.pad_id), self.labels[torch.from_numpy(idx)]
+
+    def subset(self, indices: np.ndarray) -> TextExamples:
+        """The texts at ``indices``, in that order."""
+        rows = np.asarray(indices, dtype=np.int64)
+        return TextExamples(encoded=tuple(self.encoded[i] for i in rows), labels=self.labels[torch.from_numpy(rows)],
+                            pad_id=self.pad_id)

@@ -24,6 +24,7 @@ from edgekd.data.examples import UNLABELLED, Examples, TextExamples
 from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
 from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
+from edgekd.distributed import World
 from edgekd.errors import ConfigError
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel, build_task_model
@@ -51,10 +52,12 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
                 model.module, data.train, data.val, config, _hard_label_objective, seed=seed,
                 checkpoint_dir=ctx.work_dir / f"checkpoint-{member}",
                 description=f"teacher {member + 1}" if ensemble else "teacher", show_progress=ctx.show_progress,
+                world=ctx.world,
             )
         members.append(model)
         member_metrics.append(_evaluate(model, data, started, history))
-        model.save(ctx.path(_member_name(member)))
+        if ctx.world.is_main:
+            model.save(ctx.path(_member_name(member)))
     weights = _member_weights(ensemble, [m["val_accuracy"] for m in member_metrics])
     metrics = dict(member_metrics[0])
     teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=metrics)
@@ -84,19 +87,22 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
         )
     train = _transfer_set(data, config, ctx.seed)
     weights = list(source.member_weights) or [1.0]
-    soft_targets = _TeacherLogits(teachers, weights, train, ctx.path("teacher_logits.npy")) \
+    for member in teachers:
+        member.module.to(ctx.world.device)
+    soft_targets = _TeacherLogits(teachers, weights, train, ctx.path("teacher_logits.npy"), ctx.world) \
         if config.cache_teacher or len(teachers) > 1 else None
 
     objective = distillation_objective(loss, teacher.module, soft_targets.lookup if soft_targets else None)
     started = time.perf_counter()
     history = fit(student.module, train, data.val, config, objective, seed=ctx.seed, extra=loss,
                   checkpoint_dir=ctx.work_dir, description=f"distill {config.teacher} → {config.student}",
-                  show_progress=ctx.show_progress)
+                  show_progress=ctx.show_progress, world=ctx.world)
     metrics = _evaluate(student, data, started, history)
     metrics.update(transfer_set_size=len(train), losses=[spec.kind for spec in config.losses])
-    student.save(ctx.path(config.student))
-    clear_checkpoint(ctx.work_dir)
-    ctx.path("teacher_logits.npy").unlink(missing_ok=True)
+    if ctx.world.is_main:
+        student.save(ctx.path(config.student))
+        clear_checkpoint(ctx.work_dir)
+        ctx.path("teacher_logits.npy").unlink(missing_ok=True)
     result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=metrics)
     return StageOutput(artifact=artifact.with_model(result),
                        metrics={config.student: metrics, "history": history.epochs})
@@ -107,17 +113,23 @@ class _TeacherLogits:
 
     Computed once before training, so epochs do not re-run the teacher. For an ensemble the
     members' probabilities are averaged with their weights and stored as log-probabilities, which
-    softmax-based losses treat exactly like logits.
+    softmax-based losses treat exactly like logits. In a data-parallel stage each process computes
+    its block of the examples; rank 0 writes them all to ``path``, which every process then maps.
     """
 
-    def __init__(self, teachers: list[TaskModel], weights: list[float], examples: Examples, path: Path) -> None:
+    def __init__(self, teachers: list[TaskModel], weights: list[float], examples: Examples, path: Path,
+                 world: World) -> None:
+        mine = examples.subset(np.asarray(world.block(len(examples)))) if world.distributed else examples
         if len(teachers) == 1:
-            values = predict_logits(teachers[0].module, examples)
+            values = predict_logits(teachers[0].module, mine)
         else:
-            values = torch.log(_ensemble_probs(teachers, weights, examples).clamp_min(1e-12))
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=tuple(values.shape))
-        array[:] = values.numpy()
-        array.flush()
+            values = torch.log(_ensemble_probs(teachers, weights, mine).clamp_min(1e-12))
+        gathered = world.gather_blocks(values.numpy(), len(examples))
+        if gathered is not None:
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=gathered.shape)
+            array[:] = gathered
+            array.flush()
+        world.barrier()
         self.values = np.load(path, mmap_mode="r")
 
     def lookup(self, idx: np.ndarray) -> torch.Tensor:
