@@ -215,6 +215,8 @@ class _Steps:
 
     def close(self) -> None:
         """Free the DDP wrapper now: one left for the interpreter's shutdown can abort the process."""
+        if not self.world.distributed:
+            return  # no wrapper; garbage collection would only cost time
         self.module = self.optimizer = None
         self.engine.free_memory()  # accelerate's own references to them
         gc.collect()  # DDP's reference cycles
