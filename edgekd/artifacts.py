@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.config import DeviceProfile, Recipe
+from edgekd.distributed import LOCAL, World
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class StageContext:
     show_progress: bool = True
     previous: tuple[dict[str, Any], ...] = ()
     """The ``stage.json`` records of the stages before this one, in order."""
+    world: World = LOCAL
+    """The processes running this stage: all of a data-parallel run's for ``teacher``/``distill``, else one.
+    Only ``world.is_main`` writes files."""
 
     def path(self, name: str) -> Path:
         """Where to write the file ``name`` of this stage."""

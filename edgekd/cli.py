@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekd import api, catalog
+from edgekd.distributed import launched_rank
 from edgekd.errors import EdgekdError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,6 +86,8 @@ def _main(
         handlers=[RichHandler(console=err, show_path=False, show_time=False)],
     )
     logging.getLogger("edgekd").setLevel(logging.DEBUG if debug else logging.INFO)
+    if launched_rank() != 0:  # the other processes of a data-parallel run: rank 0 speaks for the run
+        logging.getLogger("edgekd").setLevel(logging.WARNING)
 
 
 RecipeArg = Annotated[str, typer.Argument(help="A recipe YAML path or a built-in name (see pipelines/).")]
@@ -103,7 +106,8 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, fre
     Example: edgekd run pipelines/demo-digits.yaml --device host-cpu --out runs/demo
     """
     result = api.run(recipe, device=device, out=out_dir, fresh=fresh, show_progress=not quiet)
-    _print_run(result)
+    if result.is_main_process:
+        _print_run(result)
 
 
 @app.command()
@@ -114,7 +118,8 @@ def demo(out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = Fals
     Example: edgekd demo --out runs/demo
     """
     result = api.run("demo-digits", out=out_dir or Path("runs/demo"), fresh=fresh, show_progress=not quiet)
-    _print_run(result)
+    if result.is_main_process:
+        _print_run(result)
 
 
 @app.command()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgekd.errors import ConfigError
 
@@ -335,6 +335,23 @@ class TrainingConfig(StrictModel):
     patience: PositiveInt | None = Field(
         default=None, description="Stop after this many epochs without a better validation accuracy."
     )
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        default="no", description="Autocast forward passes to this precision (accelerate); 'fp16' needs CUDA GPUs."
+    )
+    gradient_accumulation_steps: PositiveInt = Field(
+        default=1,
+        description="Compute each batch of batch_size examples in this many sequential parts per process "
+        "(less memory, same batch).",
+    )
+
+    @field_validator("gradient_accumulation_steps")
+    @classmethod
+    def _parts_fit_batch(cls, steps: int, info: ValidationInfo) -> int:
+        batch_size = info.data.get("batch_size")
+        if batch_size is not None and steps > batch_size:
+            raise ValueError(f"{steps} accumulation steps for a batch_size of {batch_size} leave some steps without "
+                             f"examples; expected at most {batch_size}")
+        return steps
 
 
 class LayerMap(StrictModel):

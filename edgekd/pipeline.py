@@ -16,6 +16,12 @@ stage hashes its config, the parts of the recipe (and device profile) it reads, 
 fingerprint of the stage before it: a changed stage re-runs together with every stage after
 it, the others are skipped. An interrupted stage keeps its ``.partial`` directory so that
 training can resume from its last epoch checkpoint.
+
+Launched as several processes (``torchrun``/``accelerate launch``, see :mod:`edgekd.distributed`),
+every process runs this loop: rank 0 decides which stages are cached, prepares and commits stage
+directories and writes every record; data-parallel stages (``teacher``, ``distill``) run in all
+processes, the others in rank 0 while the rest wait for its record. Processes other than rank 0
+return after the last data-parallel stage.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from typing import Any
 from edgekd import __version__
 from edgekd.artifacts import Artifact, StageContext
 from edgekd.atomic import remove_temporaries, write_json
-from edgekd.config import DeviceProfile, Recipe, validate_model
+from edgekd.config import DeviceProfile, Recipe, TrainingConfig, validate_model
+from edgekd.distributed import World, check_training, current_world
 from edgekd.errors import ConfigError
 from edgekd.stages import STAGES, StageKind
 
@@ -72,6 +79,8 @@ class RunResult:
     run_dir: Path
     artifact: Artifact
     stages: tuple[StageRecord, ...]
+    is_main_process: bool = True
+    """False in the other processes of a data-parallel run: their result ends at the last data-parallel stage."""
 
     @property
     def report_path(self) -> Path:
@@ -117,41 +126,82 @@ def run_pipeline(
 ) -> RunResult:
     """Run ``recipe``'s stages for ``device`` in ``run_dir``, skipping stages already finished.
 
-    ``fresh`` ignores (and replaces) every cached stage.
+    ``fresh`` ignores (and replaces) every cached stage. Under a launcher every process calls
+    this (see the module docstring).
     """
+    world = current_world()
+    _check_training(recipe, world)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__, "recipe": recipe.model_dump(mode="json"),
-                                      "device": device.model_dump(mode="json")})
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__, "recipe": recipe.model_dump(mode="json"),
+                                          "device": device.model_dump(mode="json")})
+    last_parallel = max((i for i, s in enumerate(recipe.stages, start=1) if STAGES[s.stage].data_parallel), default=0)
     artifact = Artifact()
     previous = ""
     records: list[StageRecord] = []
     planned: set[str] = set()
     for index, stage_config in enumerate(recipe.stages, start=1):
+        if index > last_parallel:  # the other processes have finished: rank 0 goes on alone
+            if not world.is_main:
+                break
+            world = world.alone()
         kind = STAGES[stage_config.stage]
         name = stage_dir_name(index, stage_config.stage)
         planned.add(name)
-        fp = fingerprint(previous, stage_config, recipe, device, kind)
-        cached = None if fresh or not kind.cacheable else _finished_record(run_dir, name, fp)
+        decision = None
+        if world.is_main:
+            fp = fingerprint(previous, stage_config, recipe, device, kind)
+            decision = (fp, None if fresh or not kind.cacheable else _finished_record(run_dir, name, fp))
+        fp, cached = world.broadcast(decision)
         if cached is not None:
             log.info("stage %s: skipped, finished earlier with the same inputs (%.1f s then)",
                      name, cached.get("wall_seconds", 0.0))
             record = StageRecord(index, stage_config.stage, name, fp, True, cached)
         else:
             log.info("stage %s: running", name)
-            ctx = StageContext(
-                recipe=recipe, device=device, run_dir=run_dir.resolve(),
-                work_dir=_partial_dir(run_dir, name, fp, fresh),
-                stage_dir_name=name, seed=recipe.seed, log=logging.getLogger(f"edgekd.stage.{stage_config.stage}"),
-                show_progress=show_progress, previous=tuple(r.data for r in records),
-            )
-            record = _run_stage(kind, stage_config, artifact, ctx, index, fp)
+            stage_world = world if kind.data_parallel else world.alone()
+            work_dir = _partial_dir(run_dir, name, fp, fresh) if world.is_main else run_dir / f".{name}.partial"
+            if kind.data_parallel:
+                world.barrier()
+                _check_shared(work_dir, fp, world)
+            data = None
+            if world.is_main or kind.data_parallel:
+                ctx = StageContext(
+                    recipe=recipe, device=device, run_dir=run_dir.resolve(), work_dir=work_dir,
+                    stage_dir_name=name, seed=recipe.seed, log=logging.getLogger(f"edgekd.stage.{stage_config.stage}"),
+                    show_progress=show_progress and world.is_main, previous=tuple(r.data for r in records),
+                    world=stage_world,
+                )
+                data = _run_stage(kind, stage_config, artifact, ctx, index, fp).data
+            record = StageRecord(index, stage_config.stage, name, fp, False, world.broadcast(data))
             log.info("stage %s: done in %.1f s", name, record.wall_seconds)
         artifact = Artifact.from_json(record.data["artifact"])
         previous = fp
         records.append(record)
-    _remove_stale_stage_dirs(run_dir, planned)
-    return RunResult(run_dir=run_dir, artifact=artifact, stages=tuple(records))
+    if world.is_main:
+        _remove_stale_stage_dirs(run_dir, planned)
+    return RunResult(run_dir=run_dir, artifact=artifact, stages=tuple(records), is_main_process=world.is_main)
+
+
+def _check_training(recipe: Recipe, world: World) -> None:
+    """Reject training options (the stages' own and nested ones like ``recovery``) this run cannot honour."""
+    for index, stage in enumerate(recipe.stages):
+        stage_world = world if STAGES[stage.stage].data_parallel else world.alone()
+        where = f"recipe '{recipe.name}': stages[{index}]"
+        if isinstance(stage, TrainingConfig):
+            check_training(stage, where, stage_world)
+        for key, value in stage:
+            if isinstance(value, TrainingConfig):
+                check_training(value, f"{where}.{key}", stage_world)
+
+
+def _check_shared(work_dir: Path, fp: str, world: World) -> None:
+    """Fail clearly when this process cannot see the stage directory rank 0 just prepared."""
+    marker = work_dir / FINGERPRINT_FILE
+    if not world.is_main and not (marker.is_file() and marker.read_text() == fp):
+        raise ConfigError(f"{work_dir.parent}: process {world.rank} does not see what rank 0 wrote there; a run "
+                          "over several machines needs its run directory (--out) on a filesystem they all share")
 
 
 def _finished_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None:
@@ -198,6 +248,7 @@ def _run_stage(kind: StageKind, stage_config: Any, artifact: Artifact, ctx: Stag
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     output = kind.runner()(stage_config, artifact, ctx)
+    ctx.world.barrier()  # every process is done with the stage directory before rank 0 commits it
     data = {
         "stage": stage_config.stage,
         "index": index,
@@ -210,6 +261,8 @@ def _run_stage(kind: StageKind, stage_config: Any, artifact: Artifact, ctx: Stag
         "wall_seconds": round(time.perf_counter() - started, 3),
         "edgekd_version": __version__,
     }
+    if not ctx.world.is_main:
+        return StageRecord(index, stage_config.stage, ctx.stage_dir_name, fp, False, data)
     write_json(ctx.work_dir / STAGE_RECORD, data)
     (ctx.work_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
     _commit(ctx.work_dir, ctx.run_dir / ctx.stage_dir_name)

@@ -30,6 +30,8 @@ class StageKind:
     uses_device: bool = False
     cacheable: bool = True
     extra_inputs: Callable[[Any, Recipe], dict[str, Any]] | None = None
+    data_parallel: bool = False
+    """Runs in every process of a data-parallel run (see :mod:`edgekd.distributed`); else in rank 0 alone."""
 
     def runner(self) -> Callable[[Any, Artifact, StageContext], StageOutput]:
         """Import and return the stage's run function."""
@@ -68,8 +70,9 @@ def _measuring_host(_config: Any, _recipe: Recipe) -> dict[str, Any]:
 
 STAGES: dict[str, StageKind] = {
     "teacher": StageKind("edgekd.distill.stage:run_teacher", ("seed", "data", "teacher"),
-                         extra_inputs=_teacher_weights),
-    "distill": StageKind("edgekd.distill.stage:run_distill", ("seed", "data", "teacher", "student")),
+                         extra_inputs=_teacher_weights, data_parallel=True),
+    "distill": StageKind("edgekd.distill.stage:run_distill", ("seed", "data", "teacher", "student"),
+                         data_parallel=True),
     "prune": StageKind("edgekd.prune.stage:run_prune", ("seed", "data"), uses_device=True,
                        extra_inputs=_measuring_host),
     "factorize": StageKind("edgekd.prune.stage:run_factorize", ("seed", "data"), uses_device=True,

@@ -30,7 +30,8 @@ def distillation_objective(
 
     With a ``cache`` (built for this loss's :meth:`~CombinedLoss.teacher_layers`) the teacher's
     outputs for the batch's examples are read from it; otherwise the teacher runs on the batch
-    (without gradients). Pass ``loss`` to ``fit`` as ``extra`` so its projections are trained.
+    (without gradients), moved to the batch's device first. Pass ``loss`` to ``fit`` as ``extra``
+    so its projections are trained.
     """
 
     def objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
@@ -40,6 +41,8 @@ def distillation_objective(
         if cache is not None:
             teacher_out = cache.lookup(idx, mask)
         else:
+            if next(teacher.parameters()).device != labels.device:
+                teacher.to(labels.device)
             with torch.no_grad():
                 teacher_out = forward_outputs(teacher.eval(), inputs, loss.needs)
         return loss(student_out, teacher_out, labels, mask)

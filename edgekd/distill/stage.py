@@ -53,10 +53,12 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
                 model.module, data.train, data.val, config, _hard_label_objective, seed=seed,
                 checkpoint_dir=ctx.work_dir / f"checkpoint-{member}",
                 description=f"teacher {member + 1}" if ensemble else "teacher", show_progress=ctx.show_progress,
+                world=ctx.world,
             )
         members.append(model)
         member_metrics.append(_evaluate(model, data, started, history))
-        model.save(ctx.path(_member_name(member)))
+        if ctx.world.is_main:
+            model.save(ctx.path(_member_name(member)))
     weights = _member_weights(ensemble, [m["val_accuracy"] for m in member_metrics])
     metrics = dict(member_metrics[0])
     teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=metrics)
@@ -85,25 +87,39 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
             f"(got {', '.join(spec.kind for spec in config.losses)}), or a single teacher"
         )
     train = _transfer_set(data, config, ctx.seed)
-    cache = None
-    if config.cache_teacher or len(teachers) > 1:
-        cache = TeacherOutputCache.open_or_build(
-            [t.module for t in teachers], list(source.member_weights) or [1.0], train, loss.teacher_layers(),
-            config.teacher_cache_dir or ctx.work_dir / "teacher-outputs")
+    for member in teachers:
+        member.module.to(ctx.world.device)
+    cache = _teacher_cache(teachers, source, train, loss, config, ctx) \
+        if config.cache_teacher or len(teachers) > 1 else None
     objective = distillation_objective(loss, teacher.module, cache)
     started = time.perf_counter()
     history = fit(student.module, train, data.val, config, objective, seed=ctx.seed, extra=loss,
                   checkpoint_dir=ctx.work_dir, description=f"distill {config.teacher} → {config.student}",
-                  show_progress=ctx.show_progress)
+                  show_progress=ctx.show_progress, world=ctx.world)
     metrics = _evaluate(student, data, started, history)
     metrics.update(transfer_set_size=len(train), losses=[spec.kind for spec in config.losses])
-    student.save(ctx.path(config.student))
-    clear_checkpoint(ctx.work_dir)
-    if cache is not None and config.teacher_cache_dir is None:
-        shutil.rmtree(cache.directory.parent)
+    if ctx.world.is_main:
+        student.save(ctx.path(config.student))
+        clear_checkpoint(ctx.work_dir)
+        if cache is not None and config.teacher_cache_dir is None:
+            shutil.rmtree(cache.directory.parent)
     result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=metrics)
     return StageOutput(artifact=artifact.with_model(result),
                        metrics={config.student: metrics, "history": history.epochs})
+
+
+def _teacher_cache(teachers: list[TaskModel], source: ModelArtifact, train: Examples, loss: Any,
+                   config: DistillStage, ctx: StageContext) -> TeacherOutputCache:
+    """The teacher-output cache for this stage: rank 0 builds it (or finds it), then every process maps it."""
+
+    def open_or_build() -> TeacherOutputCache:
+        return TeacherOutputCache.open_or_build(
+            [t.module for t in teachers], list(source.member_weights) or [1.0], train, loss.teacher_layers(),
+            config.teacher_cache_dir or ctx.work_dir / "teacher-outputs")
+
+    cache = open_or_build() if ctx.world.is_main else None
+    ctx.world.barrier()
+    return cache if cache is not None else open_or_build()
 
 
 def _transfer_set(data: TaskData, config: DistillStage, seed: int) -> Examples:

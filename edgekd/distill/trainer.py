@@ -5,11 +5,18 @@ after every epoch, the best epoch's weights kept, early stopping, and a checkpoi
 epoch so an interrupted run resumes where it stopped. Each epoch seeds its own shuffling and
 dropout from ``(seed, epoch)``, so a resumed run follows exactly the same path as an
 uninterrupted one.
+
+The loop runs on Hugging Face accelerate: mixed precision, and in a data-parallel stage DDP over
+the processes of a :class:`~edgekd.distributed.World` (see :mod:`edgekd.distributed` for how
+batches are shared). Each batch of ``batch_size`` examples is one optimizer step, computed in
+``gradient_accumulation_steps`` parts per process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import json
 import logging
 import math
@@ -29,6 +36,7 @@ from torch import nn
 from edgekd.atomic import write_with
 from edgekd.config import TrainingConfig
 from edgekd.data.examples import Examples
+from edgekd.distributed import LOCAL, World, accelerator
 from edgekd.models.logits import model_logits
 
 log = logging.getLogger(__name__)
@@ -56,9 +64,10 @@ class TrainHistory:
 def predict_logits(model: nn.Module, examples: Examples, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Logits of ``model`` (in eval mode) for every example, in the set's order."""
     model.eval()
+    device = next(model.parameters()).device
     out: torch.Tensor | None = None
     for idx, inputs, _labels in examples.batches(batch_size, shuffle=False):
-        logits = model_logits(model(*inputs.values()))
+        logits = model_logits(model(*(value.to(device) for value in inputs.values()))).cpu()
         if out is None:
             out = torch.empty(len(examples), logits.shape[-1])
         out[torch.from_numpy(np.asarray(idx))] = logits.float()
@@ -83,13 +92,17 @@ def fit(
     description: str = "training",
     show_progress: bool = True,
     extra: nn.Module | None = None,
+    world: World = LOCAL,
 ) -> TrainHistory:
     """Train ``model`` in place and leave it holding the weights of its best validation epoch.
 
     ``extra`` holds trainable parameters outside the model (e.g. a distillation loss's
     projections); they are optimised and checkpointed with it. If ``checkpoint_dir`` holds a
     checkpoint from an earlier, interrupted call with the same settings, training continues
-    after its last finished epoch.
+    after its last finished epoch. With a ``world`` of several processes every process calls
+    ``fit`` alike: each computes its share of every batch, DDP averages the gradients, rank 0
+    validates and writes the checkpoints. Training runs on ``world.device``; the model is
+    returned on the CPU.
     """
     modules = nn.ModuleDict({"model": model, **({"extra": extra} if extra is not None else {})})
     optimizer = torch.optim.AdamW(modules.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -100,11 +113,12 @@ def fit(
     history = TrainHistory()
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 1
-    if (checkpoint_dir / CHECKPOINT).is_file():
+    if world.broadcast((checkpoint_dir / CHECKPOINT).is_file()):
         history, best_state = _load_checkpoint(checkpoint_dir, modules, optimizer, scheduler)
         start_epoch = history.epochs_run + 1
         history.resumed_from_epoch = history.epochs_run
         log.info("%s: resuming after epoch %d", description, history.epochs_run)
+    steps = _Steps(modules, objective, optimizer, config, world)
 
     with _progress(show_progress) as progress:
         task = progress.add_task(description, total=config.epochs, completed=start_epoch - 1, status="")
@@ -112,21 +126,18 @@ def fit(
             if history.stopped_early:
                 break
             started = time.perf_counter()
-            torch.manual_seed(seed * 1_000_003 + epoch)
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            torch.manual_seed((seed * 1_000_003 + epoch) * world.size + world.rank)  # dropout differs by process
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # batches are the same in all
             modules.train()
             total_loss, seen = 0.0, 0
-            for idx, inputs, labels in train.batches(config.batch_size, shuffle=True, generator=generator):
-                loss = objective(model, inputs, labels, idx)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.max_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(modules.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                total_loss += loss.item() * len(idx)
-                seen += len(idx)
-            val_acc = accuracy(model, val)
+            for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
+                loss_sum, count = steps.step(batch)
+                if not steps.skipped:
+                    scheduler.step()
+                total_loss += loss_sum
+                seen += count
+            total_loss, seen = world.total([total_loss, seen])
+            val_acc = world.broadcast(accuracy(model, val) if world.is_main else None)
             history.epochs.append({
                 "epoch": epoch,
                 "train_loss": total_loss / max(seen, 1),
@@ -140,11 +151,80 @@ def fit(
             elif config.patience is not None and epoch - history.best_epoch >= config.patience:
                 history.stopped_early = True
                 log.info("%s: no better validation accuracy for %d epochs; stopping", description, config.patience)
-            _save_checkpoint(checkpoint_dir, modules, optimizer, scheduler, best_state, history)
+            if world.is_main:
+                _save_checkpoint(checkpoint_dir, modules, optimizer, scheduler, best_state, history)
             progress.update(task, advance=1, status=f"val acc {val_acc:.4f} (best {history.best_val_accuracy:.4f})")
+    steps.close()
+    modules.cpu()
     model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+class _Objective(nn.Module):
+    """The trained modules and the objective as one module, so that DDP sees every trained
+    parameter (the model's and ``extra``'s) in one forward pass while the objective still gets the
+    model itself (losses read its config and hook its layers)."""
+
+    def __init__(self, modules: nn.ModuleDict, objective: Objective) -> None:
+        super().__init__()
+        self.trained = modules
+        self.objective = objective
+
+    def forward(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """The objective on one part of a batch; zero, with zero gradients, on an empty part (which
+        still runs forward and backward so that its process joins DDP's gradient averaging)."""
+        if len(labels) == 0:
+            return sum(p.sum() for p in self.trained.parameters() if p.requires_grad) * 0.0
+        return self.objective(self.trained["model"], inputs, labels, idx)
+
+
+class _Steps:
+    """Optimizer steps through accelerate: autocast, DDP across the world's processes, clipping."""
+
+    def __init__(self, modules: nn.ModuleDict, objective: Objective, optimizer: torch.optim.Optimizer,
+                 config: TrainingConfig, world: World) -> None:
+        self.engine = accelerator(world, config.mixed_precision)
+        # evaluation_mode only leaves out the DDP wrapper, which one process (or rank 0 alone) does not need.
+        self.module = self.engine.prepare_model(_Objective(modules, objective), evaluation_mode=not world.distributed)
+        self.optimizer = self.engine.prepare_optimizer(optimizer)
+        self.parameters = list(modules.parameters())
+        self.config, self.world = config, world
+
+    def step(self, batch: tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]) -> tuple[float, int]:
+        """Forward and backward this process's parts of ``batch``, then step; returns (summed loss, examples)."""
+        idx, inputs, labels = batch
+        device = self.engine.device
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = self.world.share(len(idx), self.config.gradient_accumulation_steps)
+        loss_sum, count = 0.0, 0
+        for number, rows in enumerate(parts):
+            size = rows.stop - rows.start
+            last = number == len(parts) - 1  # DDP averages the gradients over the processes here
+            with contextlib.nullcontext() if last else self.engine.no_sync(self.module):
+                loss = self.module({name: value[rows].to(device) for name, value in inputs.items()},
+                                   labels[rows].to(device), idx[rows])
+                # A part's mean loss counts by its share of the batch; × processes undoes DDP's averaging.
+                self.engine.backward(loss * (size * self.world.size / len(idx)))
+            loss_sum += loss.item() * size
+            count += size
+        if self.config.max_grad_norm is not None:
+            self.engine.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
+        self.optimizer.step()
+        return loss_sum, count
+
+    def close(self) -> None:
+        """Free the DDP wrapper now: one left for the interpreter's shutdown can abort the process."""
+        if not self.world.distributed:
+            return  # no wrapper; garbage collection would only cost time
+        self.module = self.optimizer = None
+        self.engine.free_memory()  # accelerate's own references to them
+        gc.collect()  # DDP's reference cycles
+
+    @property
+    def skipped(self) -> bool:
+        """True when the last step was skipped (fp16 gradients overflowed): the learning rate must not move."""
+        return self.engine.optimizer_step_was_skipped
 
 
 def _warmup_then_linear_decay(warmup_ratio: float, total_steps: int) -> Callable[[int], float]:
@@ -190,14 +270,14 @@ def _save_checkpoint(
     opt_state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in modules.state_dict().items():
-        tensors[f"modules.{name}"] = tensor.detach().contiguous().clone()
+        tensors[f"modules.{name}"] = tensor.detach().cpu().contiguous().clone()
     for name, tensor in best_state.items():
-        tensors[f"best.{name}"] = tensor.detach().contiguous().clone()
+        tensors[f"best.{name}"] = tensor.detach().cpu().contiguous().clone()
     scalars: dict[str, dict[str, float]] = {}
     for param_id, state in opt_state["state"].items():
         for key, value in state.items():
             if torch.is_tensor(value) and value.dim() > 0:
-                tensors[f"optim.{param_id}.{key}"] = value.contiguous()
+                tensors[f"optim.{param_id}.{key}"] = value.cpu().contiguous()
             else:
                 scalars.setdefault(str(param_id), {})[key] = float(value)
     metadata = {
