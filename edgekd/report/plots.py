@@ -139,8 +139,11 @@ _TABLE_STATUS = (("trained", "tab:blue"), ("feasible", "tab:green"), ("over budg
 
 
 def plot_search_pareto(search: dict[str, Any], teacher: dict[str, Any] | None, path: Path) -> Path | None:
-    """A budget search: test accuracy vs p90 of the trained candidates' real exports, with their Pareto front,
-    the chosen one and the teacher; below, every latency-table candidate's p90 by status; the budget line on both.
+    """A budget search's Pareto plot: test accuracy vs p90 of the trained candidates, the budget line drawn.
+
+    The trained candidates' real exports (within or over budget), their Pareto front, the chosen one
+    and the teacher; below, every latency-table candidate's p90 by status (trained, feasible, over
+    budget); the budget line on both.
     """
     measured = [m for m in search["measured"] if m.get("accuracy") is not None]
     if not measured:

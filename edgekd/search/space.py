@@ -93,8 +93,12 @@ def space_for(stage: SearchStage, student: BaseModel) -> dict[str, list[Any]]:
 
 
 def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
-    """Raise a one-line :class:`ConfigError` (prefixed by ``where``) for a space the student cannot take,
-    or a grid with no valid candidate or too many."""
+    """Raise a one-line :class:`ConfigError` (prefixed by ``where``) for a search the student cannot take.
+
+    Checked: the student's arch can be varied, every ``space`` key is a field of its spec and every
+    value fits that field, pruning is asked only of prunable archs, and the grid has at least one
+    valid candidate and no more than ``max_candidates``.
+    """
     arch = student.arch
     if arch not in DEFAULT_SPACES:
         raise ConfigError(f"{where}: a search varies a student built from sizes; student.model.arch '{arch}' is not "
