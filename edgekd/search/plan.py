@@ -36,8 +36,9 @@ class Row:
         return not self.over
 
     def to_json(self) -> dict[str, Any]:
-        """The entry's figures with the structure key and what the candidate exceeds."""
-        return {**self.entry.to_json(), "structure": self.candidate.structure.key, "over": list(self.over)}
+        """The entry's figures with the candidate's label, its structure's key and what it exceeds."""
+        return {**self.entry.to_json(), "label": self.candidate.label, "structure": self.candidate.structure.key,
+                "over": list(self.over)}
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def candidates(stage: SearchStage, student: BaseModel, where: str = "search") ->
     exceeds ``max_candidates``.
     """
     space = space_for(stage, student)
-    names = list(space)
+    names = [name for name in type(student).model_fields if name in space]  # the spec's order, for stable labels
     template = student.model_dump(mode="json")
     structures: list[Structure] = []
     rejected: list[str] = []
