@@ -6,7 +6,7 @@ Example::
     result = edgekd.run("demo-digits", out="runs/demo")
     print(result.report()["student"]["p90_ms"])
     figures = edgekd.profile("runs/demo/03-export/student.onnx", device="host-cpu")
-    found = edgekd.compress("demo-digits", device="host-cpu", budget_ms=0.05)   # budget-driven search
+    found = edgekd.compress("demo-digits", device="host-cpu", budget_ms=0.02)   # budget-driven search
 """
 
 from __future__ import annotations

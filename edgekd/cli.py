@@ -135,7 +135,7 @@ def compress(
     with random weights; those over budget are dropped, the largest feasible ones are distilled, and
     the most accurate within budget after a real export is confirmed and reported.
 
-    Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.05
+    Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.02
     """
     result = api.compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, fresh=fresh,
                           show_progress=not quiet)
