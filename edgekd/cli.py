@@ -131,9 +131,9 @@ def compress(
 ) -> None:
     """Find the most accurate student that fits a device's budget: latency table first, training second.
 
-    Candidate students (the recipe's search stage, or a default grid around its student) are timed
-    with random weights; those over budget are dropped, the largest feasible ones are distilled, and
-    the most accurate within budget after a real export is confirmed and reported.
+    Candidates (the recipe's search stage, or a default grid around its student) are timed with random weights.
+
+    Those over budget are dropped; the largest feasible ones are distilled; the most accurate within budget wins.
 
     Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.02
     """

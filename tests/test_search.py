@@ -18,6 +18,7 @@ from edgekd.catalog import find, load_device
 from edgekd.cli import app
 from edgekd.config import BertSpec, Budget, InputShape, MLPSpec, Recipe, SearchStage, validate_model
 from edgekd.data.examples import InputSignature
+from edgekd.errors import BudgetError
 from edgekd.profile import speed_ratio as speed_ratio_module
 from edgekd.profile.cpu import CpuInfo
 from edgekd.search import table as table_module
@@ -164,6 +165,11 @@ def test_impossible_budget_exits_2_with_the_fastest_candidate_before_training(wr
     assert "fastest candidate" in text and "vs budget 0.0001 ms" in text, text
     assert "an empty ONNX graph already takes" in text, text
     assert not out.exists()  # refused before the teacher trained
+    # `edgekd run` of a recipe with a search stage checks the same way before training
+    impossible = load_device("host-cpu").model_copy(update={"budget": TIGHT.model_copy(update={"p90_ms": 1e-4})})
+    with pytest.raises(BudgetError, match="fastest candidate"):
+        edgekd.run(validate_model(_recipe(), Recipe, source="test"), device=impossible, out=out)
+    assert not out.exists()
 
 
 def test_budget_error_says_what_would_be_needed() -> None:
