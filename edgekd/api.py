@@ -6,11 +6,13 @@ Example::
     result = edgekd.run("demo-digits", out="runs/demo")
     print(result.report()["student"]["p90_ms"])
     figures = edgekd.profile("runs/demo/03-export/student.onnx", device="host-cpu")
+    found = edgekd.compress("demo-digits", device="host-cpu", budget_ms=0.02)   # budget-driven search
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekd.catalog import UnknownEntryError, find, load_device, load_recipe
 from edgekd.config import DeviceProfile, HFDiskData, Recipe, TextFileData
@@ -18,6 +20,9 @@ from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
 from edgekd.stages import check_stage_order
+
+if TYPE_CHECKING:
+    from edgekd.search.compress import CompressResult
 
 
 def validate(recipe: str | Path) -> Recipe:
@@ -37,13 +42,16 @@ def validate(recipe: str | Path) -> Recipe:
     return loaded
 
 
-def _checked_device(device: str | Path | DeviceProfile) -> DeviceProfile:
-    """A device profile (given, or loaded by name or path) whose budget is not impossible on this machine."""
+def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True) -> DeviceProfile:
+    """A device profile (given, or loaded by name or path) whose budget is not impossible on this machine.
+
+    ``latency=False`` leaves the p90 limit to a budget search, which explains it with its candidates.
+    """
     if isinstance(device, DeviceProfile):
-        check_budget(device, f"device '{device.name}'")
+        check_budget(device, f"device '{device.name}'", latency=latency)
         return device
     loaded = load_device(device)
-    check_budget(loaded, str(find("devices", device)))
+    check_budget(loaded, str(find("devices", device)), latency=latency)
     return loaded
 
 
@@ -77,9 +85,42 @@ def run(
     loaded = recipe if isinstance(recipe, Recipe) else validate(recipe)
     if isinstance(recipe, Recipe):
         check_stage_order(loaded, f"recipe '{loaded.name}'")
-    profile = _checked_device(device or loaded.device)
+    searches = "search" in loaded.stage_names()
+    profile = _checked_device(device or loaded.device, latency=not searches)
+    if searches:
+        from edgekd.search.compress import preflight
+
+        preflight(loaded, profile)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
     return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+
+
+def compress(
+    recipe: str | Path | Recipe,
+    *,
+    device: str | Path | DeviceProfile | None = None,
+    budget_ms: float | None = None,
+    out: str | Path | None = None,
+    fresh: bool = False,
+    show_progress: bool = False,
+) -> CompressResult:
+    """Find the most accurate student of ``recipe`` that fits ``device``'s budget, and run it to a report.
+
+    The recipe (a built-in name, a YAML path or a :class:`Recipe`) becomes a budget search (see
+    :func:`edgekd.search.compress.search_recipe`); ``budget_ms`` replaces the device profile's p90
+    budget; ``out`` is the run directory (default ``runs/<recipe name>-search``). The latency table
+    is built (or read from the cache) first: a budget no candidate meets raises
+    :class:`~edgekd.errors.BudgetError` before anything trains.
+    """
+    from edgekd.search.compress import CompressResult, preflight, search_recipe, with_budget
+
+    loaded = search_recipe(recipe if isinstance(recipe, Recipe) else validate(recipe))
+    check_stage_order(loaded, f"recipe '{loaded.name}'")
+    profile = with_budget(_checked_device(device or loaded.device, latency=False), budget_ms)
+    table = preflight(loaded, profile)
+    run_dir = Path(out) if out is not None else Path("runs") / loaded.name
+    result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+    return CompressResult(run=result, table=table)
 
 
 def profile(

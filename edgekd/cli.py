@@ -124,6 +124,32 @@ def demo(out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = Fals
 
 @app.command()
 @_handle_errors
+def compress(
+    recipe: RecipeArg,
+    device: DeviceOpt = None,
+    budget_ms: Annotated[float | None, typer.Option(
+        "--budget-ms", help="p90 latency budget in ms, instead of the device profile's.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Run directory (default runs/<recipe name>-search).")] = None,
+    fresh: FreshOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find the most accurate student that fits a device's budget: latency table first, training second.
+
+    Candidates (the recipe's search stage, or a default grid around its student) are timed with random weights.
+
+    Those over budget are dropped; the largest feasible ones are distilled; the most accurate within budget wins.
+
+    Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.02
+    """
+    result = api.compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, fresh=fresh,
+                          show_progress=not quiet)
+    _print_search(result)
+    _print_run(result.run)
+
+
+@app.command()
+@_handle_errors
 def validate(recipe: RecipeArg) -> None:
     """Check a recipe (keys, types, names, stage order, files) without running it.
 
@@ -248,6 +274,26 @@ def devices_show(name: Annotated[str, typer.Argument(help="Device profile name o
     """
     device = catalog.load_device(name)
     out.print_json(json.dumps({"source": str(catalog.find("devices", name)), **device.model_dump(mode="json")}))
+
+
+def _print_search(result) -> None:
+    """The latency table's origin, the trained candidates and the choice of a search run."""
+    table = result.table
+    out.print(f"latency table: {table.entries} candidates, "
+              + (f"{table.profiled} timed now in {table.seconds:.1f} s, " if table.profiled else "")
+              + f"{table.reused} from the cache ({table.path})", highlight=False, soft_wrap=True)
+    search = next(r.metrics["search"] for r in result.run.stages if r.stage == "search")
+    trained = Table(title=f"trained candidates ({search['table']['feasible']} of {table.entries} fit the budget "
+                          f"p90 {search['budget']['p90_ms']:g} ms on {search['device']})")
+    for column in ("candidate", "val acc", "test acc", "p90 ms", "size MB", "verdict"):
+        trained.add_column(column, justify="left" if column == "candidate" else "right")
+    for m in search["measured"]:
+        trained.add_row(m["label"], f"{m['val_accuracy']:.4f}", f"{m['accuracy']:.4f}", f"{m['p90_ms']:.3f}",
+                        f"{m['size_mb']:.3f}", m["verdict"])
+    out.print(trained)
+    chosen = search["chosen"]
+    out.print(f"chosen: [bold]{escape(chosen['label'])}[/] — p90 {chosen['confirmed']['p90_ms']:.3f} ms on "
+              f"re-profile" + (" (estimate)" if search["estimate"] else ""), highlight=False)
 
 
 def _print_run(result) -> None:

@@ -464,12 +464,9 @@ class TeacherStage(TrainingConfig):
     stage: Literal["teacher"]
 
 
-class DistillStage(TrainingConfig):
-    """Distil ``student`` from ``teacher`` with a weighted sum of ``losses``."""
+class DistillSettings(TrainingConfig):
+    """How a student is distilled: training settings, the weighted ``losses`` and the transfer set."""
 
-    stage: Literal["distill"]
-    teacher: Literal["teacher", "assistant"] = "teacher"
-    student: Literal["student", "assistant"] = "student"
     losses: list[LossConfig] = Field(default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1)
     cache_teacher: bool = Field(
         default=True, description="Compute the teacher outputs the losses read once, memory-mapped on disk "
@@ -480,6 +477,14 @@ class DistillStage(TrainingConfig):
         "teacher, transfer set and stored layers); default: inside the stage, deleted after training."
     )
     augment: AugmentConfig | None = None
+
+
+class DistillStage(DistillSettings):
+    """Distil ``student`` from ``teacher`` with a weighted sum of ``losses``."""
+
+    stage: Literal["distill"]
+    teacher: Literal["teacher", "assistant"] = "teacher"
+    student: Literal["student", "assistant"] = "student"
 
     @model_validator(mode="after")
     def _roles_differ(self) -> DistillStage:
@@ -503,15 +508,14 @@ class ProfileStage(StrictModel):
     runs: Annotated[int, Field(ge=10)] = 200
 
 
-class QuantizeStage(StrictModel):
-    """Quantize the exported models (onnxruntime INT8 / FP16 weights) and keep a variant only where it pays.
+class QuantizeSettings(StrictModel):
+    """How models are quantized (onnxruntime INT8 / FP16 weights) and when a variant is kept.
 
     Every variant is evaluated on the validation split (accuracy and agreement with FP32), timed
     against FP32 in the same run under the device profile, and kept only when it is faster (or
     fits a size budget FP32 misses) within ``tolerance``; otherwise FP32 is kept and the reason said.
     """
 
-    stage: Literal["quantize"]
     modes: list[Literal["auto", "dynamic", "static", "fp16"]] = Field(
         default=["auto"], min_length=1,
         description="Variants to try; auto picks by model kind, device ISA and precision preference.")
@@ -526,13 +530,19 @@ class QuantizeStage(StrictModel):
         default=0.99, description="Fraction of validation inputs on which a variant must predict as FP32 does.")
     max_retries: Annotated[int, Field(ge=0, le=10)] = Field(
         default=3, description="Retries excluding the most sensitive nodes (1, 2, 4, ... of them) from INT8.")
-    roles: list[Literal["teacher", "student"]] = Field(default=["student"], min_length=1)
     min_speedup: Annotated[float, Field(ge=1)] = Field(
         default=1.05, description="How much faster than FP32 a variant must be to be kept for speed.")
     warmup: Annotated[int, Field(ge=0)] = 20
     runs: Annotated[int, Field(ge=10)] = 200
     rounds: Annotated[int, Field(ge=1, le=20)] = Field(
         default=4, description="Timing sessions per variant, interleaved with the others'.")
+
+
+class QuantizeStage(QuantizeSettings):
+    """Quantize the exported models and keep a variant only where it pays (see :class:`QuantizeSettings`)."""
+
+    stage: Literal["quantize"]
+    roles: list[Literal["teacher", "student"]] = Field(default=["student"], min_length=1)
 
 
 class RecoveryConfig(TrainingConfig):
@@ -628,6 +638,51 @@ class HybridStage(_CompressStage):
         return self
 
 
+class LatencyTableConfig(StrictModel):
+    """How each candidate of a search's latency table is timed: interleaved sessions, as ``edgekd bench`` does."""
+
+    warmup: Annotated[int, Field(ge=0)] = 10
+    runs: Annotated[int, Field(ge=10)] = 100
+    rounds: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=2, description="Timing sessions per candidate, interleaved with the other candidates'.")
+
+
+class SearchStage(StrictModel):
+    """Budget-driven search: the most accurate student that fits the device's budget, found by measuring.
+
+    Candidates are the product of ``space`` (student spec fields → values, around the recipe's
+    ``student.model``), ``prune``, ``factorize`` and ``precision``. Each is built with random
+    weights, exported and timed on the device profile into a latency table (cached per
+    architecture family, device profile, input shape and CPU); those over the budget (p90 with
+    ``latency_margin``, size, memory) are dropped before any training. The ``top_k`` feasible
+    architectures with the most capacity (``rank_by``) are distilled, pruned/factorized and
+    quantized as asked, exported for real and timed again; the most accurate one within the budget
+    is re-profiled to confirm it and becomes the student.
+    """
+
+    stage: Literal["search"]
+    space: dict[str, Annotated[list[Any], Field(min_length=1)]] | None = Field(
+        default=None, description="Student spec fields → values to try; unset: the defaults for the student's arch.")
+    prune: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default=[0.0], min_length=1, description="Structured prune ratios applied after distillation (0: none).")
+    factorize: list[Fraction | None] = Field(
+        default=[None], min_length=1, description="Low-rank param_ratio values tried after distillation (null: none).")
+    precision: list[Literal["fp32", "int8"]] = Field(default=["fp32", "int8"], min_length=1)
+    top_k: PositiveInt = Field(default=3, description="Feasible architectures trained, the largest by rank_by first.")
+    rank_by: Literal["macs", "params"] = Field(
+        default="macs", description="The capacity heuristic that decides which feasible candidates are trained.")
+    latency_margin: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.1, description="In the table, a candidate's p90 must be this share under the budget (noise).")
+    max_candidates: PositiveInt = Field(default=200, description="Refuse grids larger than this.")
+    distill: DistillSettings = Field(default_factory=DistillSettings, description="How each candidate is distilled.")
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig, description="Distillation after prune/factorize.")
+    quantize: QuantizeSettings = Field(default_factory=QuantizeSettings, description="How int8 candidates are made.")
+    target: str = Field(default="onnx-fp32", description="Export preset from exporters/ or a YAML path.")
+    table: LatencyTableConfig = Field(default_factory=LatencyTableConfig)
+    confirm_runs: Annotated[int, Field(ge=10)] = Field(
+        default=200, description="Timed runs of the re-profile that confirms the chosen model.")
+
+
 class BundleStage(StrictModel):
     """Pack the final model for an Android/iOS app: bundle/ (model, manifest.json, README.md) and bundle.zip."""
 
@@ -641,8 +696,8 @@ class ReportStage(StrictModel):
 
 
 StageConfig = Annotated[
-    Union[TeacherStage, DistillStage, PruneStage, FactorizeStage, HybridStage, ExportStage,  # noqa: UP007
-          QuantizeStage, ProfileStage, BundleStage, ReportStage],
+    Union[TeacherStage, DistillStage, PruneStage, FactorizeStage, HybridStage, SearchStage,  # noqa: UP007
+          ExportStage, QuantizeStage, ProfileStage, BundleStage, ReportStage],
     Field(discriminator="stage"),
 ]
 

@@ -19,6 +19,7 @@ from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.catalog import UnknownEntryError, load_export_target
 from edgekd.config import Recipe
 from edgekd.errors import ConfigError
+from edgekd.search.space import check_space
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ def _measuring_host(_config: Any, _recipe: Recipe) -> dict[str, Any]:
     return {"cpu": detect_cpu().to_json(), "onnxruntime": version("onnxruntime")}
 
 
+def _search_inputs(config: Any, recipe: Recipe) -> dict[str, Any]:
+    """A search measures on this host and exports with its target."""
+    return {**_measuring_host(config, recipe), **_export_target(config, recipe)}
+
+
 STAGES: dict[str, StageKind] = {
     "teacher": StageKind("edgekd.distill.stage:run_teacher", ("seed", "data", "teacher"),
                          extra_inputs=_teacher_weights, data_parallel=True),
@@ -83,6 +89,8 @@ STAGES: dict[str, StageKind] = {
                         extra_inputs=_export_target),
     "quantize": StageKind("edgekd.quantize.stage:run_quantize", ("seed", "data"), uses_device=True,
                           extra_inputs=_measuring_host),
+    "search": StageKind("edgekd.search.stage:run_search", ("seed", "data", "tokenizer", "teacher", "student"),
+                        uses_device=True, extra_inputs=_search_inputs),
     "profile": StageKind("edgekd.profile.stage:run_profile", (), uses_device=True),
     "bundle": StageKind("edgekd.export.bundle_stage:run_bundle", ("data",), uses_device=True, cacheable=False),
     "report": StageKind("edgekd.report.stage:run_report", (), uses_device=True, cacheable=False),
@@ -98,8 +106,14 @@ def check_stage_order(recipe: Recipe, source: str) -> None:
         kind = stage.stage
         if kind in seen and kind not in ("report", "distill"):
             raise ConfigError(f"{where}: stage '{kind}' appears twice; expected each stage once")
+        if "search" in seen and kind not in AFTER_SEARCH:
+            raise ConfigError(f"{where}: '{kind}' cannot follow 'search' (the search distils, compresses, exports and "
+                              f"quantizes the student itself); expected only {', '.join(AFTER_SEARCH)} after it")
         if kind == "teacher":
             trained.add("teacher")
+        if kind == "search":
+            _check_search(stage, recipe, trained, f"{source}: stages[{index}]")
+            trained.add("student")
         if kind == "distill":
             _check_distill(stage, recipe, trained, f"{source}: stages[{index}]")
             trained.add(stage.student)
@@ -109,11 +123,11 @@ def check_stage_order(recipe: Recipe, source: str) -> None:
             raise ConfigError(f"{where}: 'export' needs a 'teacher' or 'distill' stage before it")
         if kind == "quantize" and "export" not in seen:
             raise ConfigError(f"{where}: 'quantize' needs an 'export' stage before it (it quantizes the ONNX files)")
-        if kind == "profile" and "export" not in seen:
-            raise ConfigError(f"{where}: 'profile' needs an 'export' stage before it")
+        if kind == "profile" and not {"export", "search"} & set(seen):
+            raise ConfigError(f"{where}: 'profile' needs an 'export' stage before it (or a 'search')")
         if kind == "bundle" and "profile" not in seen:
             raise ConfigError(f"{where}: 'bundle' needs a 'profile' stage before it (the manifest carries the latency)")
-        if kind == "export":
+        if kind in ("export", "search"):
             try:
                 load_export_target(stage.target)
             except UnknownEntryError as exc:
@@ -122,6 +136,19 @@ def check_stage_order(recipe: Recipe, source: str) -> None:
 
 
 COMPRESS_STAGES = ("prune", "factorize", "hybrid")
+#: The stages that may follow a search: they measure and ship the student it chose.
+AFTER_SEARCH = ("profile", "bundle", "report")
+
+
+def _check_search(stage: Any, recipe: Recipe, trained: set[str], where: str) -> None:
+    """A search distils the student from a trained single teacher, over a space the student's spec can take."""
+    if "teacher" not in trained:
+        raise ConfigError(f"{where}.stage: 'search' needs a 'teacher' stage before it")
+    if recipe.teacher.ensemble is not None:
+        raise ConfigError(f"{where}.stage: 'search' distils from one teacher; remove teacher.ensemble")
+    if "student" in trained:
+        raise ConfigError(f"{where}.stage: 'student' is already trained by an earlier stage")
+    check_space(stage, recipe.student.model, where)
 
 
 def _check_compress(stage: Any, trained: set[str], seen: list[str], where: str) -> None:

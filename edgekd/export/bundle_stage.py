@@ -78,7 +78,7 @@ def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:
     converted = deploy.get("ort")
     if converted is None or Path(converted).with_suffix(".onnx") == Path(model.onnx):
         return {kind: ctx.resolve(ref) for kind, ref in deploy.items()}
-    export = next(r for r in reversed(ctx.previous) if r["stage"] == "export")
+    export = next(r for r in reversed(ctx.previous) if r["stage"] in ("export", "search"))  # both record the target
     target = ExportTarget.model_validate(export["metrics"]["target"])
     onnx_path = ctx.resolve(model.onnx)
     result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, ctx.device.inputs), out_dir=ctx.work_dir)

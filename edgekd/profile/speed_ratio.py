@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.atomic import atomic_path, write_json
+from edgekd.cache import cache_root
 from edgekd.config import InputShape, ReferenceFigure
 from edgekd.errors import ConfigError
 from edgekd.profile.cpu import detect_cpu, host_threads
@@ -65,8 +65,7 @@ class SpeedRatio:
 
 def cache_dir() -> Path:
     """Where reference models and measured host times are kept."""
-    root = os.environ.get("EDGEKD_CACHE") or "~/.cache/edgekd"
-    return Path(root).expanduser() / "reference"
+    return cache_root() / "reference"
 
 
 def speed_ratio(reference: ReferenceFigure, threads: int | None = None) -> SpeedRatio:

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from edgekd.config import FactorizeConfig
+from edgekd.models.task_model import TaskModel
 from edgekd.prune.structure import LowRank, LowRankEmbedding, LowRankLinear, embedding_tables, linear_layers
+from edgekd.prune.structured import record_structure
 
 
 @dataclass(frozen=True)
@@ -118,4 +120,15 @@ def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[st
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, factorize_layer(layer, rank))
         decisions.append(LayerRank(name, (out_dim, in_dim), rank, kept))
+    return decisions
+
+
+def factorize_task_model(model: TaskModel, config: FactorizeConfig) -> list[LayerRank]:
+    """Factorize every linear layer of ``model`` but the classifier (its few outputs never pay for two products).
+
+    The model's spec or config then states its new structure, so its directory rebuilds it.
+    """
+    classifier, _ = linear_layers(model.module)[-1]
+    decisions = factorize_model(model.module, config, skip=(classifier,))
+    record_structure(model)
     return decisions

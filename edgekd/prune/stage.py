@@ -24,10 +24,9 @@ from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.trainer import fit
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
-from edgekd.prune.lowrank import LayerRank, factorize_model
+from edgekd.prune.lowrank import LayerRank, factorize_task_model
 from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot
-from edgekd.prune.structure import linear_layers
-from edgekd.prune.structured import prune_step, record_structure
+from edgekd.prune.structured import prune_step
 
 #: Training batches whose loss gradients feed Taylor importance.
 TAYLOR_BATCHES, TAYLOR_BATCH_SIZE = 4, 32
@@ -65,12 +64,9 @@ class _Compression:
         prune_step(self.model, prune_config, ratio, self.inputs, gradients=self._taylor_gradients)
 
     def factorize(self) -> list[LayerRank]:
-        """Factorize every linear layer but the classifier, whose few outputs never pay for two products."""
+        """Factorize every linear layer but the classifier (see :func:`factorize_task_model`)."""
         factorize_config = self.config.factorize if isinstance(self.config, HybridStage) else self.config
-        classifier, _ = linear_layers(self.model.module)[-1]
-        decisions = factorize_model(self.model.module, factorize_config, skip=(classifier,))
-        record_structure(self.model)
-        return decisions
+        return factorize_task_model(self.model, factorize_config)
 
     def recover(self, step: int) -> None:
         """LadaBERT's recovery: a short distillation from the teacher (no-op without ``recovery``)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.config import DeviceProfile, QuantizeStage
+from edgekd.config import DeviceProfile, QuantizeSettings, QuantizeStage
 from edgekd.errors import ExportError
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu, device_isa, host_threads, resolve_threads
@@ -50,7 +50,7 @@ class QuantizeResult:
         }
 
 
-def int8_options(config: QuantizeStage, device: DeviceProfile) -> Int8Options:
+def int8_options(config: QuantizeSettings, device: DeviceProfile) -> Int8Options:
     """The INT8 options for ``device``'s instruction set and the recipe's choices."""
     return Int8Options(settings=int8_settings(device_isa(device)), per_channel=config.per_channel,
                        symmetric_activations=config.symmetric_activations,

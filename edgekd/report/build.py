@@ -5,7 +5,8 @@ object per model role (``teacher``, ``student``, ...) with :data:`MODEL_FIELDS`,
 (student/teacher ratios), ``budget`` (verdict, limits, checks), ``stages`` (one row per stage,
 with the figures of every model after it and which models it changed), ``final_model``,
 ``operators`` (the final model's onnxruntime operator profile), ``bundle``, ``quantization``
-(any ``decision``/``reason`` a quantize stage recorded), ``trust_remote_code`` (the recipe keys of
+(any ``decision``/``reason`` a quantize stage recorded), ``search`` (a search stage's latency table,
+trained candidates and choice, else null), ``trust_remote_code`` (the recipe keys of
 models whose Hugging Face code was allowed to run, also said in ``warnings``), ``warnings``,
 ``notes``, ``cpu``, ``device``, ``recipe``.
 """
@@ -49,6 +50,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "operators": (profile or {}).get("metrics", {}).get(final, {}).get("operators", []) if final else [],
         "bundle": _bundle(last_record(records, "bundle")),
         "quantization": _decisions(records),
+        "search": (last_record(records, "search") or {}).get("metrics", {}).get("search"),
         "trust_remote_code": list(remote_code),
         "warnings": _warnings(device, models, remote_code),
         "notes": _notes(device, cpu, profile),

@@ -132,3 +132,60 @@ def plot_latency_distribution(series: dict[str, Sequence[float]], budget_ms: flo
     ax.set_ylabel("runs")
     ax.grid(True, alpha=0.3, which="both")
     return _save(fig, path)
+
+
+#: How a budget search's latency-table candidates are drawn in the strip under its Pareto plot.
+_TABLE_STATUS = (("trained", "tab:blue"), ("feasible", "tab:green"), ("over budget", "tab:gray"))
+
+
+def plot_search_pareto(search: dict[str, Any], teacher: dict[str, Any] | None, path: Path) -> Path | None:
+    """A budget search's Pareto plot: test accuracy vs p90 of the trained candidates, the budget line drawn.
+
+    The trained candidates' real exports (within or over budget), their Pareto front, the chosen one
+    and the teacher; below, every latency-table candidate's p90 by status (trained, feasible, over
+    budget); the budget line on both.
+    """
+    measured = [m for m in search["measured"] if m.get("accuracy") is not None]
+    if not measured:
+        return None
+    plt = _pyplot()
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(6.8, 5.4), sharex=True, gridspec_kw={"height_ratios": [4, 1.3]})
+    for verdict, marker in (("pass", "o"), ("fail", "x")):
+        points = [m for m in measured if m["verdict"] == verdict]
+        if points:
+            ax.scatter([m["p90_ms"] for m in points], [m["accuracy"] for m in points], marker=marker, s=45,
+                       color="tab:blue" if verdict == "pass" else "tab:red", zorder=3,
+                       label="trained, within budget" if verdict == "pass" else "trained, over budget")
+    front, best = [], -1.0
+    for m in sorted(measured, key=lambda m: m["p90_ms"]):
+        if m["accuracy"] > best:
+            front.append(m)
+            best = m["accuracy"]
+    ax.step([m["p90_ms"] for m in front], [m["accuracy"] for m in front], where="post", color="tab:blue",
+            alpha=0.5, label="Pareto front")
+    chosen = search["chosen"]
+    ax.scatter([chosen["p90_ms"]], [chosen["accuracy"]], marker="*", s=260, color="gold", edgecolors="black",
+               zorder=4, label=f"chosen: {chosen['label']}")
+    if teacher and teacher.get("p90_ms") is not None and teacher.get("accuracy") is not None:
+        ax.scatter([teacher["p90_ms"]], [teacher["accuracy"]], marker="D", s=60, color="tab:purple", zorder=3,
+                   label="teacher")
+    rows = search["table"]["candidates"]
+    for level, (status, color) in enumerate(_TABLE_STATUS):
+        times = [row["p90_ms"] for row in rows if row["status"] == status]
+        strip.scatter(times, [level] * len(times), marker="|", s=150, color=color)
+    strip.set_yticks(range(len(_TABLE_STATUS)), [status for status, _ in _TABLE_STATUS], fontsize=8)
+    strip.set_ylim(-0.7, len(_TABLE_STATUS) - 0.3)
+    limit = search["budget"]["p90_ms"]
+    for axis in (ax, strip):
+        axis.axvline(limit, color="tab:red", linestyle="--")
+        axis.grid(True, alpha=0.3, which="both")
+    ax.plot([], [], color="tab:red", linestyle="--", label=f"budget p90 {limit:g} ms")
+    estimate = " (estimate)" if search["estimate"] else ""
+    strip.set_xscale("log")
+    strip.set_xlabel(f"p90 latency on {search['device']} (ms, log scale){estimate}")
+    strip.set_title("latency table (random weights)", fontsize=9)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Budget search: accuracy vs p90 latency")
+    ax.margins(y=0.15)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)

@@ -1,12 +1,14 @@
 """The run report as a :class:`Document`, built from ``report.json`` alone (plus the plot file names).
 
-Sections: the verdict and an overview, the models side by side, the budget checks, a row per
-stage, the plots, where the final model's time goes (onnxruntime operators), the mobile bundle,
-warnings and notes, and the recipe and device profile in full.
+Sections: the verdict and an overview, the models side by side, the budget checks, a budget
+search's table and choice, a row per stage, the plots, where the final model's time goes
+(onnxruntime operators), the mobile bundle, warnings and notes, and the recipe and device profile
+in full.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -63,7 +65,8 @@ def operators_table(operators: list[dict[str, Any]], limit: int = TOP_OPERATORS)
 def run_document(report: dict[str, Any]) -> Document:
     """The run report's content, for every renderer."""
     recipe = report["recipe"]
-    sections = [_models(report), _budget(report["budget"]), _stages(report), _plots(report.get("plots", {})),
+    sections = [_models(report), _budget(report["budget"]), _search(report), _stages(report),
+                _plots(report.get("plots", {})),
                 _operators(report), _bundle(report.get("bundle")), _warnings(report), _setup(report)]
     return Document(
         title=f"edgekd report: {recipe['name']}",
@@ -128,6 +131,59 @@ def _budget(budget: dict[str, Any]) -> Section:
     judged = f"Judged: the {budget['judged']}." if budget.get("judged") else ""
     return Section("Budget", (Verdict("Verdict", budget["verdict"], judged),
                               Table(("limit", "measured", "budget", "result"), rows)))
+
+
+def _search(report: dict[str, Any]) -> Section | None:
+    """A budget search: how the table was made and judged, the trained candidates, the choice, the Pareto plot."""
+    search = report.get("search")
+    if not search:
+        return None
+    table, budget, margin = search["table"], search["budget"], search["latency_margin"]
+    reused = (f"{table['profiled']} timed in this run ({table['seconds']:.1f} s)" if table["profiled"]
+              else "none timed in this run") + f", {table['reused']} read from the cache ({table['path']})"
+    blocks: list[Block] = [Paragraph(
+        f"Latency table first: {table['entries']} candidates ({search['family']['arch']} students; space "
+        f"{_compact(search['space'])}, prune {_compact(search['prune'])}, factorize {_compact(search['factorize'])},"
+        f" precision {_compact(search['precision'])}) built with random weights, exported and timed on "
+        f"{search['device']}: {reused}. {table['feasible']} fit the budget (p90 ≤ "
+        f"{budget['p90_ms'] * (1 - margin):.4g} ms, the budget less a {margin:.0%} noise margin; size ≤ "
+        f"{budget['size_mb']:g} MB; peak memory ≤ {budget['peak_memory_mb']:g} MB); the others were dropped "
+        "before any training.")]
+    chosen = search["chosen"]
+    blocks.append(Paragraph(
+        f"Training second: the {len(search['trained'])} largest feasible structures by {search['rank_by']} were "
+        f"distilled, exported and timed again; chosen by validation accuracy among those within the whole budget: "
+        f"{chosen['label']} (validation {chosen['val_accuracy']:.4f}, test {chosen['accuracy']:.4f}), "
+        f"p90 {chosen['confirmed']['p90_ms']:.4g} ms on re-profile ({chosen['confirmed']['verdict']}). "
+        f"Search wall time {search['wall_seconds']:.1f} s."))
+    reference = search.get("reference")
+    if search["estimate"] and reference:
+        blocks.append(Paragraph(
+            f"Latencies are estimates for {search['device']}: host times × speed ratio {reference['ratio']:.3g}, "
+            f"from reference model '{reference['reference_model']}' ({reference['device_ms']:g} ms published, "
+            f"{reference['host_ms']:.4g} ms measured here; {reference['source']})."))
+    blocks.append(Table(
+        ("trained candidate", "val acc", "test acc", "table p90 (ms)", "p90 (ms)", "size (MB)", "peak mem (MB)",
+         "verdict"),
+        tuple((m["label"] + (" ← chosen" if m["onnx"] == chosen["onnx"] else ""), fmt(m["val_accuracy"], "{:.4f}"),
+               fmt(m["accuracy"], "{:.4f}"), fmt(m["table_p90_ms"], "{:.4f}"), f"{m['p90_ms']:.4f}",
+               f"{m['size_mb']:.3f}", f"{m['peak_memory_mb']:.1f}", m["verdict"]) for m in search["measured"])))
+    plot = report.get("plots", {}).get("search_pareto")
+    if plot:
+        blocks.append(Figure(plot, "Budget search: test accuracy vs p90 of the trained candidates' real exports "
+                                   "(the star is the choice, made on validation accuracy); below, the latency "
+                                   "table's candidates; the dashed line is the budget."))
+    blocks.append(Table(
+        ("latency table candidate", "p90 (ms)", "size (MB)", "peak mem (MB)", "MACs", "params", "status"),
+        tuple((row["label"], f"{row['p90_ms']:.4f}", f"{row['size_mb']:.3f}", f"{row['peak_memory_mb']:.1f}",
+               si(row["macs"]), si(row["params"]),
+               row["status"] + (f" ({', '.join(row['over'])})" if row["over"] else ""))
+              for row in sorted(table["candidates"], key=lambda row: row["p90_ms"]))))
+    return Section("Budget search", tuple(blocks))
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _stages(report: dict[str, Any]) -> Section:

@@ -20,11 +20,16 @@ from edgekd.report.build import build_report, last_record
 from edgekd.report.document import Document
 from edgekd.report.html import render_html
 from edgekd.report.markdown import render_markdown
-from edgekd.report.plots import plot_accuracy_latency, plot_latency_distribution, plot_size_per_stage
+from edgekd.report.plots import (
+    plot_accuracy_latency,
+    plot_latency_distribution,
+    plot_search_pareto,
+    plot_size_per_stage,
+)
 from edgekd.report.sections import run_document
 
 PLOT_FILES = {"accuracy_vs_latency": "accuracy_vs_latency.png", "size_per_stage": "size_per_stage.png",
-              "latency_distribution": "latency_distribution.png"}
+              "latency_distribution": "latency_distribution.png", "search_pareto": "search_pareto.png"}
 
 
 def write_run_report(run_dir: Path, recipe: Recipe, device: DeviceProfile, artifact: Artifact,
@@ -86,6 +91,8 @@ def _draw_plots(report: dict[str, Any], records: list[dict[str, Any]], run_dir: 
             {final: times} if final else {}, limits["p90_ms"],
             f"latency per run on {report['device']['name']} (ms){estimate}",
             run_dir / PLOT_FILES["latency_distribution"]),
+        "search_pareto": plot_search_pareto(report["search"], report.get("teacher"),
+                                            run_dir / PLOT_FILES["search_pareto"]) if report["search"] else None,
     }
     return {key: path.name for key, path in written.items() if path is not None}
 

@@ -1,0 +1,95 @@
+"""``edgekd compress``: any recipe as a budget search, judged against the budget before anything trains.
+
+:func:`search_recipe` turns a recipe into a search. One with a ``search`` stage is kept as it is.
+Otherwise the result (named ``<name>-search``) keeps the recipe's data, teacher and teacher stage and
+runs a ``search`` stage that distils with the recipe's own distill settings (its last distillation
+into the student), exports with its export target and quantizes with its quantize settings, then its
+profile stage (or a default one), its bundle stage if it has one, and a report. The search varies the
+recipe's student, or the teacher's architecture when the student cannot be varied (``drop_layers``).
+
+:func:`preflight` builds the latency table (cached, so the search stage reuses it) and raises the
+search's :class:`~edgekd.errors.BudgetError` when no candidate fits, before the teacher trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgekd.config import DeviceProfile, Recipe, SearchStage, validate_model
+from edgekd.data.task_data import prepare_task_data
+from edgekd.distill.stage import _tokenizer_config, _trust_remote_code
+from edgekd.pipeline import RunResult
+from edgekd.search.build import Family
+from edgekd.search.plan import plan_search
+from edgekd.search.space import DEFAULT_SPACES
+from edgekd.search.table import TableStats
+
+#: Stages of a recipe a derived search keeps (the others are what the search does itself).
+KEPT_STAGES = ("teacher", "profile", "bundle")
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """A finished search run and how its latency table was obtained before training."""
+
+    run: RunResult
+    table: TableStats
+    """The pre-flight table: ``profiled`` 0 and ``seconds`` 0 when every candidate came from the cache."""
+
+    def report(self) -> dict[str, Any]:
+        """The run's ``report.json`` as a dict."""
+        return self.run.report()
+
+
+def search_recipe(recipe: Recipe) -> Recipe:
+    """``recipe`` as a budget search (see the module docstring)."""
+    if "search" in recipe.stage_names():
+        return recipe
+    kept = {stage.stage: stage for stage in recipe.stages if stage.stage in KEPT_STAGES}
+    search: dict[str, Any] = {"stage": "search"}
+    for stage in recipe.stages:
+        if stage.stage == "distill" and stage.student == "student":
+            search["distill"] = stage.model_dump(mode="json", exclude={"stage", "teacher", "student"})
+        elif stage.stage == "export":
+            search["target"] = stage.target
+        elif stage.stage == "quantize":
+            search["quantize"] = stage.model_dump(mode="json", exclude={"stage", "roles"})
+    stages = [kept.get("teacher") or {"stage": "teacher"}, search, kept.get("profile") or {"stage": "profile"},
+              *([kept["bundle"]] if "bundle" in kept else []), {"stage": "report"}]
+    student = recipe.student.model
+    if student.arch not in DEFAULT_SPACES or getattr(student, "pretrained", None) is not None:
+        student = recipe.teacher.model
+    derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}),
+               "name": f"{recipe.name}-search", "student": {"model": student.model_dump(mode="json")},
+               "stages": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in stages]}
+    return validate_model(derived, Recipe, source=f"recipe '{recipe.name}' as a search")
+
+
+def with_budget(device: DeviceProfile, p90_ms: float | None) -> DeviceProfile:
+    """``device`` with its p90 latency budget replaced by ``p90_ms`` (unchanged for None)."""
+    if p90_ms is None:
+        return device
+    data = device.model_dump(mode="json")
+    data["budget"]["p90_ms"] = p90_ms
+    return validate_model(data, DeviceProfile, source="--budget-ms")
+
+
+def search_stage(recipe: Recipe) -> SearchStage | None:
+    """The recipe's search stage, if it has one."""
+    return next((stage for stage in recipe.stages if isinstance(stage, SearchStage)), None)
+
+
+def preflight(recipe: Recipe, device: DeviceProfile) -> TableStats | None:
+    """Judge the recipe's search grid against ``device``'s budget before anything trains (None: no search).
+
+    Builds (or reads) the latency table and raises :class:`~edgekd.errors.BudgetError` when no
+    candidate fits; returns how the table was obtained.
+    """
+    stage = search_stage(recipe)
+    if stage is None:
+        return None
+    data = prepare_task_data(recipe.data, recipe.seed, tokenizer_config=_tokenizer_config(recipe),
+                             trust_remote_code=_trust_remote_code(recipe))
+    family = Family(recipe.student.model.arch, data.signature, data.class_names)
+    return plan_search(stage, recipe.student.model, family, device).table.stats

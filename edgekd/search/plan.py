@@ -1,0 +1,95 @@
+"""What a budget search will train: the latency table judged against the budget, feasible structures ranked.
+
+A candidate is *feasible* when its table p90 is at most the budget less ``latency_margin`` (the
+table times untrained models a little differently from the real export, and the machine is
+noisy) and its size and peak memory are within the budget. Feasible candidates are grouped by
+structure (one training run serves every precision of it) and ranked by capacity: ``rank_by``
+(MACs or parameters of the exported graph) descending, then the lower table p90. When nothing is
+feasible the search fails here, before any training, with :func:`edgekd.search.messages.no_fit_message`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from edgekd.config import Budget, DeviceProfile, SearchStage
+from edgekd.errors import BudgetError
+from edgekd.search.build import Family
+from edgekd.search.messages import no_fit_message
+from edgekd.search.space import Candidate, Structure, candidates
+from edgekd.search.table import Entry, LatencyTable, latency_table
+
+
+@dataclass(frozen=True)
+class Row:
+    """A candidate, its table entry, and the budget limits it exceeds (none: feasible)."""
+
+    candidate: Candidate
+    entry: Entry
+    over: tuple[str, ...]
+
+    @property
+    def feasible(self) -> bool:
+        """True when the table entry is within every limit."""
+        return not self.over
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry's figures with the candidate's label, its structure's key and what it exceeds."""
+        return {**self.entry.to_json(), "label": self.candidate.label, "structure": self.candidate.structure.key,
+                "over": list(self.over)}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A feasible structure and the precisions at which it is feasible, with its table figures."""
+
+    structure: Structure
+    precisions: tuple[str, ...]
+    capacity: int
+    entries: dict[str, Entry]
+    """Its feasible entries by precision."""
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """The table, every candidate's verdict, and the feasible structures in training order."""
+
+    table: LatencyTable
+    rows: tuple[Row, ...]
+    ranked: tuple[Choice, ...]
+
+    def batches(self, size: int) -> Iterator[tuple[Choice, ...]]:
+        """The ranked structures ``size`` at a time: the top-K, then the next K if none of them fits."""
+        for start in range(0, len(self.ranked), size):
+            yield self.ranked[start:start + size]
+
+
+def exceeded(entry: Entry, budget: Budget, margin: float) -> tuple[str, ...]:
+    """The budget limits ``entry`` is over (``p90_ms`` against the budget less ``margin``)."""
+    limits = (("p90_ms", entry.p90_ms, budget.p90_ms * (1 - margin)), ("size_mb", entry.size_mb, budget.size_mb),
+              ("peak_memory_mb", entry.peak_memory_mb, budget.peak_memory_mb))
+    return tuple(name for name, value, limit in limits if value > limit)
+
+
+def plan_search(stage: SearchStage, student: Any, family: Family, device: DeviceProfile) -> SearchPlan:
+    """The latency table of ``stage``'s grid around ``student`` and what to train, best first.
+
+    Raises :class:`BudgetError` when no candidate fits the device's budget.
+    """
+    grid = candidates(stage, student)
+    table = latency_table(grid, family, device, stage)
+    rows = tuple(Row(c, table[c], exceeded(table[c], device.budget, stage.latency_margin)) for c in grid)
+    feasible = [row for row in rows if row.feasible]
+    if not feasible:
+        raise BudgetError(no_fit_message(rows, device, stage, family))
+    by_structure: dict[str, list[Row]] = {}
+    for row in feasible:
+        by_structure.setdefault(row.candidate.structure.key, []).append(row)
+    choices = [Choice(structure=group[0].candidate.structure, precisions=tuple(r.candidate.precision for r in group),
+                      capacity=getattr(group[0].entry, stage.rank_by),
+                      entries={r.candidate.precision: r.entry for r in group})
+               for group in by_structure.values()]
+    choices.sort(key=lambda c: (-c.capacity, min(e.p90_ms for e in c.entries.values())))
+    return SearchPlan(table=table, rows=rows, ranked=tuple(choices))

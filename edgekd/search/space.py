@@ -1,0 +1,174 @@
+"""The candidate grid of a budget search: student architectures × compression × precision.
+
+A :class:`Structure` is what one training run makes: a student spec (the recipe's ``student.model``
+with the search ``space``'s fields set) and the prune ratio and low-rank parameter ratio applied after
+distilling it. A :class:`Candidate` is a structure exported at one precision. The grid is the product
+of every ``space`` list, ``prune``, ``factorize`` and ``precision``; combinations a spec rejects
+(e.g. a BERT width that is not a multiple of its head count) are left out.
+
+This module only describes candidates (no torch): validating a recipe checks its space here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from edgekd.config import ModelSpec, SearchStage
+from edgekd.errors import ConfigError
+
+#: The student architectures a search can vary (built from their spec alone), with their default spaces.
+DEFAULT_SPACES: dict[str, dict[str, list[Any]]] = {
+    "bert": {"layers": [1, 2, 4], "hidden": [128, 256, 512], "heads": [2, 8], "ffn": [None]},
+    "cnn": {"channels": [[8, 16], [16, 32], [32, 64], [16, 32, 64]], "hidden": [32, 64]},
+    "mlp": {"hidden": [[32], [64], [128], [64, 64], [128, 128]]},
+    "bilstm": {"embedding_dim": [64, 128, 300], "hidden": [64, 150]},
+    "textcnn": {"embedding_dim": [64, 128], "filters": [50, 100]},
+}
+#: Architectures the prune stage can shrink.
+PRUNABLE = ("bert", "cnn", "mlp")
+#: Spec fields a search never varies.
+FIXED_FIELDS = ("arch", "pretrained", "trust_remote_code")
+#: Spec fields that do not change the exported graph (so not its latency either).
+NOT_IN_GRAPH = ("dropout",)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A student spec and the compression applied after distilling it; one training run makes it."""
+
+    spec: dict[str, Any]
+    prune: float = 0.0
+    factorize: float | None = None
+    varied: tuple[tuple[str, Any], ...] = ()
+    """The space's fields and their values here (for the label)."""
+
+    @property
+    def key(self) -> str:
+        """A short stable id of everything that shapes the exported graph."""
+        graph = {k: v for k, v in self.spec.items() if k not in NOT_IN_GRAPH}
+        encoded = json.dumps({"spec": graph, "prune": self.prune, "factorize": self.factorize}, sort_keys=True)
+        return hashlib.sha256(encoded.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """``bert layers=2 hidden=256 heads=8 ffn=null prune=0.5 lowrank=0.3``: the arch and what the search set."""
+        parts = [self.spec["arch"], *(f"{name}={_compact(value)}" for name, value in self.varied)]
+        parts += [f"prune={self.prune:g}"] if self.prune else []
+        parts += [f"lowrank={self.factorize:g}"] if self.factorize is not None else []
+        return " ".join(parts)
+
+    def model_spec(self) -> ModelSpec:
+        """The spec as the config model a builder takes."""
+        return TypeAdapter(ModelSpec).validate_python(self.spec)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A structure exported at one precision: one row of the latency table."""
+
+    structure: Structure
+    precision: str
+
+    @property
+    def key(self) -> str:
+        """The structure's key and the precision."""
+        return f"{self.structure.key}-{self.precision}"
+
+    @property
+    def label(self) -> str:
+        """The structure's label and the precision."""
+        return f"{self.structure.label} {self.precision}"
+
+
+def space_for(stage: SearchStage, student: BaseModel) -> dict[str, list[Any]]:
+    """The space a search stage varies: its own, else the default for the student's arch."""
+    return stage.space if stage.space is not None else DEFAULT_SPACES.get(student.arch, {})
+
+
+def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
+    """Raise a one-line :class:`ConfigError` (prefixed by ``where``) for a search the student cannot take.
+
+    Checked: the student's arch can be varied, every ``space`` key is a field of its spec and every
+    value fits that field, pruning is asked only of prunable archs, and the grid has at least one
+    valid candidate and no more than ``max_candidates``.
+    """
+    arch = student.arch
+    if arch not in DEFAULT_SPACES:
+        raise ConfigError(f"{where}: a search varies a student built from sizes; student.model.arch '{arch}' is not "
+                          f"one (searchable: {', '.join(DEFAULT_SPACES)})")
+    if getattr(student, "pretrained", None) is not None:
+        raise ConfigError(f"{where}: a search varies the student's sizes; student.model.pretrained must be unset")
+    if any(ratio > 0 for ratio in stage.prune) and arch not in PRUNABLE:
+        raise ConfigError(f"{where}.prune: structured pruning supports {', '.join(PRUNABLE)} students, not '{arch}'")
+    fields = [name for name in type(student).model_fields if name not in FIXED_FIELDS]
+    template = student.model_dump(mode="json")
+    for name, values in space_for(stage, student).items():
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; fields: {', '.join(fields)}"
+            raise ConfigError(f"{where}.space.{name}: not a field of a '{arch}' student{hint}")
+        for index, value in enumerate(values):
+            problem = _value_problem(type(student), template, name, value)
+            if problem is not None:
+                raise ConfigError(f"{where}.space.{name}[{index}]: {problem} (got {value!r})")
+    candidates(stage, student, where)
+
+
+def candidates(stage: SearchStage, student: BaseModel, where: str = "search") -> list[Candidate]:
+    """Every valid candidate of the grid, in a stable order (see the module docstring).
+
+    Raises :class:`ConfigError` (prefixed by ``where``) when no combination is valid or the grid
+    exceeds ``max_candidates``.
+    """
+    space = space_for(stage, student)
+    names = [name for name in type(student).model_fields if name in space]  # the spec's order, for stable labels
+    template = student.model_dump(mode="json")
+    structures: list[Structure] = []
+    rejected: list[str] = []
+    for values in itertools.product(*(_unique(space[name]) for name in names)):
+        combination = dict(zip(names, values, strict=True))
+        try:
+            spec = type(student).model_validate({**template, **combination}).model_dump(mode="json")
+        except ValidationError as exc:
+            rejected.append(f"{_compact(combination)}: {exc.errors(include_url=False)[0]['msg']}")
+            continue
+        for prune, factorize in itertools.product(_unique(stage.prune), _unique(stage.factorize)):
+            structures.append(Structure(spec, prune, factorize, tuple(combination.items())))
+    if not structures:
+        example = rejected[0].replace("Value error, ", "")
+        raise ConfigError(f"{where}.space: no combination makes a valid student (e.g. {example})")
+    grid = [Candidate(s, precision) for s in structures for precision in _unique(stage.precision)]
+    if len(grid) > stage.max_candidates:
+        raise ConfigError(f"{where}: the grid has {len(grid)} candidates, over max_candidates {stage.max_candidates}; "
+                          "narrow space, prune, factorize or precision (or raise max_candidates)")
+    return grid
+
+
+def _value_problem(spec_class: type[BaseModel], template: dict[str, Any], name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be the field ``name`` (checked alone; combinations are checked by :func:`candidates`)."""
+    try:
+        spec_class.model_validate({**template, name: value})
+    except ValidationError as exc:
+        own = [e["msg"] for e in exc.errors(include_url=False) if e["loc"] and e["loc"][0] == name]
+        return own[0] if own else None
+    return None
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    """The values in order, each once."""
+    seen: list[Any] = []
+    for value in values:
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,117 @@
+"""The ``search`` stage: latency table first, training second; the chosen model becomes the student.
+
+1. The grid around the recipe's ``student.model`` (:mod:`edgekd.search.space`) is timed with random
+   weights into the latency table (:mod:`edgekd.search.table`, cached) and judged against the device's
+   budget; over-budget candidates are dropped before any training, and no feasible one is a
+   :class:`~edgekd.errors.BudgetError` (:mod:`edgekd.search.plan`).
+2. The ``top_k`` feasible structures with the most capacity are trained, each as its own run
+   (:mod:`edgekd.search.train`), and their real exports measured; the most accurate within the whole
+   budget is re-profiled to confirm it (:mod:`edgekd.search.select`). When none fits, the next
+   ``top_k`` are trained.
+3. The stage's artifact holds the teacher (its ONNX from a candidate run) and the chosen student; its
+   metrics hold the table, the trained candidates and the confirmation, which the report shows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
+from edgekd.catalog import load_export_target
+from edgekd.config import DeviceProfile, SearchStage
+from edgekd.errors import BudgetError
+from edgekd.models.task_model import WEIGHTS
+from edgekd.search.build import Family
+from edgekd.search.messages import missed_message
+from edgekd.search.plan import SearchPlan, plan_search
+from edgekd.search.select import Confirmation, Measured, choose, measure
+from edgekd.search.space import space_for
+from edgekd.search.train import Trained, moved_under, train
+
+#: Teacher figures carried over from the candidate run that exported it.
+EXPORT_FIGURES = ("size_mb", "parity_max_abs_diff", "opset")
+
+
+def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
+    """Search the grid for the most accurate student within the device's budget (see the module docstring)."""
+    started = time.perf_counter()
+    teacher = artifact.get("teacher")
+    student_spec = ctx.recipe.student.model
+    family = Family.of_model_dir(ctx.resolve(teacher.weights), student_spec.arch)
+    plan = plan_search(config, student_spec, family, ctx.device)
+    ctx.log.info("search: %d of %d candidates fit the budget; training up to %d of %d feasible structures",
+                 sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
+    trained: list[Trained] = []
+    measured: list[Measured] = []
+    attempts: list[Confirmation] = []
+    chosen = None
+    for batch in plan.batches(config.top_k):
+        fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, ctx.resolve(teacher.weights) / WEIGHTS,
+                       show_progress=ctx.show_progress) for choice in batch]
+        trained += fresh
+        new = measure([v for t in fresh for v in t.variants], ctx.device, config, ctx.path)
+        measured += new
+        chosen, tried = choose(new, ctx.device, config, ctx.path)
+        attempts += tried
+        if chosen is not None:
+            break
+    if chosen is None:
+        raise BudgetError(missed_message([(m.variant.label, m.result.p90_ms, m.variant.table_p90_ms)
+                                          for m in measured], ctx.device))
+    exported_teacher = moved_under(trained[0].teacher, ctx.stage_dir_name)
+    teacher = replace(teacher, onnx=exported_teacher.onnx, metrics={
+        **teacher.metrics, **{k: exported_teacher.metrics[k] for k in EXPORT_FIGURES if k in exported_teacher.metrics}})
+    student = _chosen_student(chosen, ctx)
+    summary = _summary(config, ctx.device, family, plan, trained, measured, attempts, chosen, started,
+                       space_for(config, student_spec))
+    ctx.log.info("search: chose %s (validation accuracy %.4f, p90 %.3f ms)", chosen.measured.variant.label,
+                 chosen.measured.val_accuracy, chosen.result.p90_ms)
+    return StageOutput(artifact=artifact.with_model(teacher).with_model(student),
+                       metrics={"search": summary, "target": load_export_target(config.target).model_dump(mode="json")})
+
+
+def _chosen_student(chosen: Confirmation, ctx: StageContext) -> ModelArtifact:
+    """The chosen variant as the run's student, its files referenced from the run directory."""
+    variant = chosen.measured.variant
+    model = moved_under(variant.model, ctx.stage_dir_name)
+    return replace(model, role="student", metrics={**model.metrics, "search_candidate": variant.label})
+
+
+def _summary(config: SearchStage, device: DeviceProfile, family: Family, plan: SearchPlan, trained: list[Trained],
+             measured: list[Measured], attempts: list[Confirmation], chosen: Confirmation, started: float,
+             space: dict[str, list[Any]]) -> dict[str, Any]:
+    """The search's record: budget, table (with each candidate's status), trained candidates, the choice."""
+    trained_keys = {t.choice.structure.key for t in trained}
+    candidates = [{**row.to_json(), "status": "trained" if row.feasible and row.candidate.structure.key in trained_keys
+                   else "feasible" if row.feasible else "over budget"} for row in plan.rows]
+    return {
+        "device": device.name,
+        "budget": device.budget.model_dump(mode="json"),
+        "latency_margin": config.latency_margin,
+        "estimate": device.is_estimate,
+        "reference": _reference(device),
+        "family": family.to_json(),
+        "space": space, "prune": config.prune, "factorize": config.factorize, "precision": config.precision,
+        "rank_by": config.rank_by,
+        "top_k": config.top_k,
+        "table": {**plan.table.stats.to_json(), "feasible": sum(row.feasible for row in plan.rows),
+                  "candidates": candidates},
+        "trained": [{"structure": t.choice.structure.key, "label": t.choice.structure.label,
+                     "capacity": t.choice.capacity, "train_seconds": round(t.wall_seconds, 3), "note": t.note}
+                    for t in trained],
+        "measured": [m.to_json() for m in measured],
+        "confirmations": [a.to_json() for a in attempts],
+        "chosen": {**chosen.measured.to_json(), "confirmed": chosen.to_json()},
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _reference(device: DeviceProfile) -> dict[str, Any] | None:
+    """Where an estimated device's latencies come from: the reference model and the speed ratio measured here."""
+    if device.reference is None:
+        return None
+    from edgekd.profile.speed_ratio import speed_ratio
+
+    return speed_ratio(device.reference).to_json()

@@ -1,0 +1,184 @@
+"""The latency table of a budget search: every candidate's device latency, size and memory, cached.
+
+Each missing candidate is built with random weights (:mod:`edgekd.search.build`), exported, and
+timed with the profiler's interleaved sessions (:func:`edgekd.profile.bench.benchmark`, a fresh
+worker process per session) under the device profile, so a device with a ``reference`` gets
+host times × its speed ratio, marked as estimates. MACs and parameters come from the ONNX graph.
+
+The table is cached in ``<cache>/latency-tables/`` (see :mod:`edgekd.cache`) under a key of
+everything a latency depends on: the architecture family (arch, input signature, classes), the
+device profile's content except its budget (threads, input shapes, ISA, reference), this CPU,
+the edgekd, onnxruntime and torch versions, the export target, the INT8 settings and the timing
+settings. A table measured on another CPU or under another profile is therefore never reused;
+budgets can change freely. Entries accumulate: a later grid on the same key times only
+candidates the file lacks. Writes are atomic and merge with what another process wrote meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from edgekd import __version__
+from edgekd.atomic import write_json
+from edgekd.cache import cache_root
+from edgekd.catalog import load_export_target
+from edgekd.config import DeviceProfile, SearchStage
+from edgekd.errors import EdgekdError
+from edgekd.profile.bench import benchmark
+from edgekd.profile.cpu import detect_cpu
+from edgekd.profile.macs import GraphCount, count_macs
+from edgekd.search.build import Family, export_for_latency
+from edgekd.search.space import Candidate
+
+log = logging.getLogger(__name__)
+
+TABLE_DIR = "latency-tables"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One candidate's figures on the device (``estimate``: host time × the device's speed ratio)."""
+
+    key: str
+    label: str
+    precision: str
+    p50_ms: float
+    p90_ms: float
+    size_mb: float
+    peak_memory_mb: float
+    host_p90_ms: float
+    estimate: bool
+    macs: int
+    params: int
+    measured_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """How a table was obtained: entries timed now, entries read from the cache, and the time it took."""
+
+    path: str
+    entries: int
+    profiled: int
+    reused: int
+    seconds: float
+    """Wall time of building, exporting and timing the missing candidates (0 when all were cached)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """The entries of one search's grid, by candidate key, and how they were obtained."""
+
+    entries: dict[str, Entry]
+    stats: TableStats
+
+    def __getitem__(self, candidate: Candidate) -> Entry:
+        return self.entries[candidate.key]
+
+
+def table_key(family: Family, device: DeviceProfile, stage: SearchStage) -> dict[str, Any]:
+    """Everything a candidate's latency depends on (see the module docstring)."""
+    return {
+        "format": FORMAT,
+        "family": family.to_json(),
+        "device": device.model_dump(mode="json", exclude={"budget", "description", "precision"}),
+        "cpu": detect_cpu().to_json(),
+        "versions": {"edgekd": __version__, "onnxruntime": version("onnxruntime"), "torch": version("torch")},
+        "export_target": load_export_target(stage.target).model_dump(mode="json"),
+        "int8": stage.quantize.model_dump(mode="json", include={"modes", "per_channel", "symmetric_activations",
+                                                                "symmetric_weights"}),
+        "timing": stage.table.model_dump(mode="json"),
+    }
+
+
+def table_path(key: dict[str, Any]) -> Path:
+    """The cache file of the table with ``key``: ``<device>-<arch>-<digest>.json``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    device = re.sub(r"[^A-Za-z0-9_.-]+", "-", key["device"]["name"])
+    return cache_root() / TABLE_DIR / f"{device}-{key['family']['arch']}-{digest}.json"
+
+
+def latency_table(grid: list[Candidate], family: Family, device: DeviceProfile, stage: SearchStage) -> LatencyTable:
+    """The table of ``grid``: cached entries, the missing ones measured now (and cached)."""
+    key = table_key(family, device, stage)
+    path = table_path(key)
+    entries = _read(path, key)
+    missing = [c for c in grid if c.key not in entries]
+    started = time.perf_counter()
+    if missing:
+        log.info("latency table: timing %d of %d candidates on %s (%d cached in %s)", len(missing), len(grid),
+                 device.name, len(grid) - len(missing), path)
+        measured = _measure(missing, family, device, stage)
+        entries = _write(path, key, measured)
+    stats = TableStats(path=str(path), entries=len(grid), profiled=len(missing), reused=len(grid) - len(missing),
+                       seconds=round(time.perf_counter() - started, 3) if missing else 0.0)
+    return LatencyTable(entries={c.key: entries[c.key] for c in grid}, stats=stats)
+
+
+def _measure(missing: list[Candidate], family: Family, device: DeviceProfile, stage: SearchStage) -> dict[str, Entry]:
+    """Build, export and time ``missing`` (interleaved, so a slow spell of the machine falls on all alike)."""
+    target = load_export_target(stage.target)
+    by_structure: dict[str, list[Candidate]] = {}
+    for candidate in missing:
+        by_structure.setdefault(candidate.structure.key, []).append(candidate)
+    with tempfile.TemporaryDirectory(prefix="edgekd-latency-table-") as tmp:
+        files: dict[str, Path] = {}
+        counts: dict[str, GraphCount] = {}
+        for index, group in enumerate(by_structure.values(), start=1):
+            structure = group[0].structure
+            log.info("latency table: exporting %d/%d: %s", index, len(by_structure), structure.label)
+            paths = export_for_latency(structure, [c.precision for c in group], family, device, target,
+                                       stage.quantize, Path(tmp))
+            counts[structure.key] = count_macs(paths["fp32"], device.inputs)
+            files.update({c.key: paths[c.precision] for c in group})
+        timed = stage.table
+        results = benchmark([files[c.key] for c in missing], device, warmup=timed.warmup, runs=timed.runs,
+                            rounds=timed.rounds)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return {c.key: Entry(key=c.key, label=c.label, precision=c.precision, p50_ms=r.p50_ms, p90_ms=r.p90_ms,
+                         size_mb=r.size_mb, peak_memory_mb=r.peak_memory_mb, host_p90_ms=r.host_p90_ms,
+                         estimate=r.estimate, macs=counts[c.structure.key].macs,
+                         params=counts[c.structure.key].params, measured_at=now)
+            for c, r in zip(missing, results, strict=True)}
+
+
+def _read(path: Path, key: dict[str, Any]) -> dict[str, Entry]:
+    """The entries cached at ``path`` under exactly ``key`` (none when absent, unreadable or another key's)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("key") != key:
+            return {}
+        return {name: Entry(**entry) for name, entry in record["entries"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _write(path: Path, key: dict[str, Any], measured: dict[str, Entry]) -> dict[str, Entry]:
+    """Add ``measured`` to the table at ``path`` (re-read first: another search may have added entries).
+
+    Returns every entry; an unwritable cache only means measuring again next time.
+    """
+    entries = {**_read(path, key), **measured}
+    try:
+        write_json(path, {"key": key, "entries": {name: entry.to_json() for name, entry in entries.items()}})
+    except (OSError, EdgekdError) as exc:
+        log.warning("latency table not cached (%s); the next search times these candidates again", exc)
+    return entries

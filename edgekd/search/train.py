@@ -1,0 +1,138 @@
+"""Training the structures a search picked: each one is an edgekd run of its own, inside the search stage.
+
+A structure's run (``candidates/<key>/`` in the search stage's directory) has the search recipe's
+data, seed and tokenizer, the teacher loaded from the teacher stage's weights, the structure's spec as
+the student, and the stages teacher → distill (the search's ``distill`` settings) → prune (its ratio,
+with ``recovery``) → factorize (its parameter ratio, with ``recovery``) → export (the search's
+``target``, parity-checked) → quantize (the search's ``quantize`` settings; only for structures
+feasible in INT8, and keeping INT8 only where it pays, as the quantize stage always does). Being a
+pipeline run, it resumes where an interrupted search stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgekd.artifacts import Artifact, ModelArtifact
+from edgekd.config import DeviceProfile, Recipe, SearchStage, validate_model
+from edgekd.errors import ExportError, ModelError
+from edgekd.pipeline import run_pipeline
+from edgekd.search.build import PRUNE_SETTINGS
+from edgekd.search.plan import Choice
+from edgekd.stages import check_stage_order
+
+log = logging.getLogger(__name__)
+
+#: The subdirectory of the search stage holding one run per trained structure.
+CANDIDATES = "candidates"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One deployable model of a trained structure (file references relative to the search stage's directory)."""
+
+    choice: Choice
+    model: ModelArtifact
+    table_p90_ms: float | None
+    """The structure's latency-table p90 at this precision (None: the table did not time it)."""
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` as exported, or the variant the quantize stage kept (``int8-dynamic``, ``fp32-optimized``, ...)."""
+        return str(self.model.metrics.get("precision", "fp32"))
+
+    @property
+    def label(self) -> str:
+        """The structure's label and the precision."""
+        return f"{self.choice.structure.label} {self.precision}"
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What training a structure gave: its deployable variants and the teacher as its run exported it."""
+
+    choice: Choice
+    variants: tuple[Variant, ...]
+    teacher: ModelArtifact
+    wall_seconds: float
+    note: str | None = None
+    """Why INT8 is missing, when the quantize stage refused every INT8 variant."""
+
+
+def moved_under(model: ModelArtifact, prefix: str) -> ModelArtifact:
+    """``model`` with every relative file reference (weights, ONNX, members, deploy files) under ``prefix``."""
+
+    def ref(value: str | None) -> str | None:
+        return f"{prefix}/{value}" if value is not None and not Path(value).is_absolute() else value
+
+    metrics = dict(model.metrics)
+    if isinstance(metrics.get("deploy_files"), dict):
+        metrics["deploy_files"] = {kind: ref(value) for kind, value in metrics["deploy_files"].items()}
+    return replace(model, weights=ref(model.weights), onnx=ref(model.onnx),
+                   members=tuple(str(ref(m)) for m in model.members), metrics=metrics)
+
+
+def candidate_recipe(recipe: Recipe, choice: Choice, stage: SearchStage, teacher_weights: Path, *,
+                     quantize: bool = True) -> Recipe:
+    """The recipe of one structure's run (see the module docstring); ``quantize=False`` leaves INT8 out."""
+    structure = choice.structure
+    recovery = stage.recovery.model_dump(mode="json")
+    stages: list[dict[str, Any]] = [{"stage": "teacher"}, {"stage": "distill", **stage.distill.model_dump(mode="json")}]
+    if structure.prune:
+        stages.append({"stage": "prune", "ratio": structure.prune, **PRUNE_SETTINGS, "recovery": recovery})
+    if structure.factorize is not None:
+        stages.append({"stage": "factorize", "param_ratio": structure.factorize, "recovery": recovery})
+    stages.append({"stage": "export", "target": stage.target})
+    if quantize and "int8" in choice.precisions:
+        stages.append({"stage": "quantize", **stage.quantize.model_dump(mode="json")})
+    source = f"search candidate '{structure.label}'"
+    candidate = validate_model({
+        **recipe.model_dump(mode="json", include={"seed", "device", "data", "tokenizer"}),
+        "name": f"{recipe.name}-{structure.key}",
+        "description": structure.label,
+        "teacher": {"model": recipe.teacher.model.model_dump(mode="json"), "weights": str(teacher_weights)},
+        "student": {"model": structure.spec},
+        "stages": stages,
+    }, Recipe, source=source)
+    check_stage_order(candidate, source)
+    return candidate
+
+
+def train(choice: Choice, stage: SearchStage, recipe: Recipe, device: DeviceProfile, work_dir: Path,
+          teacher_weights: Path, *, show_progress: bool) -> Trained:
+    """Run ``choice``'s structure in ``work_dir/candidates/<key>`` and collect its deployable variants."""
+    started = time.perf_counter()
+    key = choice.structure.key
+    run_dir = work_dir / CANDIDATES / key
+    log.info("search: training %s", choice.structure.label)
+    note = None
+    try:
+        result = run_pipeline(candidate_recipe(recipe, choice, stage, teacher_weights), device, run_dir,
+                              show_progress=show_progress)
+    except (ExportError, ModelError) as exc:
+        if "int8" not in choice.precisions:
+            raise
+        note = f"int8 refused: {exc}"  # the agreement gate or the quantizer; FP32 stays a candidate
+        log.info("search: %s: %s", choice.structure.label, note)
+        result = run_pipeline(candidate_recipe(recipe, choice, stage, teacher_weights, quantize=False), device,
+                              run_dir, show_progress=show_progress)
+    prefix = f"{CANDIDATES}/{key}"
+    artifacts = {record.stage: Artifact.from_json(record.data["artifact"]) for record in result.stages}
+    exported = artifacts["export"]
+    variants = [Variant(choice, moved_under(exported.get("student"), prefix), _table_p90(choice, "fp32"))]
+    quantized = artifacts.get("quantize")
+    if quantized is not None and quantized.get("student").onnx != exported.get("student").onnx:
+        kept = moved_under(quantized.get("student"), prefix)
+        family = "int8" if str(kept.metrics.get("precision", "")).startswith("int8") else "fp32"
+        variants.append(Variant(choice, kept, _table_p90(choice, family)))
+    return Trained(choice=choice, variants=tuple(variants), teacher=moved_under(exported.get("teacher"), prefix),
+                   wall_seconds=time.perf_counter() - started, note=note)
+
+
+def _table_p90(choice: Choice, precision: str) -> float | None:
+    entry = choice.entries.get(precision)
+    return entry.p90_ms if entry is not None else None

@@ -1,0 +1,241 @@
+"""Budget-driven search: the candidate grid, the cached latency table, impossible budgets, a search end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import edgekd
+from edgekd.catalog import find, load_device
+from edgekd.cli import app
+from edgekd.config import BertSpec, Budget, InputShape, MLPSpec, Recipe, SearchStage, validate_model
+from edgekd.data.examples import InputSignature
+from edgekd.errors import BudgetError
+from edgekd.profile import speed_ratio as speed_ratio_module
+from edgekd.profile.cpu import CpuInfo
+from edgekd.search import table as table_module
+from edgekd.search.build import Family
+from edgekd.search.compress import preflight, search_recipe, with_budget
+from edgekd.search.messages import no_fit_message
+from edgekd.search.plan import Row
+from edgekd.search.space import candidates
+from edgekd.search.table import Entry, latency_table, table_key, table_path
+from tests.conftest import demo_recipe_dict
+
+runner = CliRunner()
+FAST_TABLE = {"warmup": 3, "runs": 20, "rounds": 1}
+DIGITS = Family("mlp", InputSignature("image", image_shape=(1, 8, 8)), tuple(str(i) for i in range(10)))
+#: Digits MLPs a few microseconds fast, and one far over a 0.05 ms budget (and, at 16 MB, over a 10 MB one).
+SPACE = {"hidden": [[16], [64], [2048, 2048]]}
+#: This machine with a budget the search has to work for.
+TIGHT = Budget(p90_ms=0.05, size_mb=10, peak_memory_mb=500)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One edgekd cache for the module, so later tests reuse the latency table earlier ones built."""
+    root = tmp_path_factory.mktemp("edgekd-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEKD_CACHE", str(root))
+        yield root
+
+
+def _search(**settings: Any) -> dict[str, Any]:
+    return {"stage": "search", "space": copy.deepcopy(SPACE), "prune": [0.0, 0.5], "precision": ["fp32"], "top_k": 2,
+            "distill": {"epochs": 1, "lr": 0.004}, "recovery": {"epochs": 1, "lr": 0.002}, "table": FAST_TABLE,
+            "confirm_runs": 30, **settings}
+
+
+def _recipe(**search: Any) -> dict[str, Any]:
+    """The digits demo with an MLP teacher (fast to train) and a search over MLP students."""
+    recipe = demo_recipe_dict()
+    recipe["name"] = "digits-search"
+    recipe["teacher"]["model"] = {"arch": "mlp", "hidden": [256]}
+    recipe["student"]["model"] = {"arch": "mlp", "hidden": [32]}
+    recipe["stages"] = [{"stage": "teacher", "epochs": 3, "lr": 0.003}, _search(**search),
+                        {"stage": "profile", "warmup": 5, "runs": 30}, {"stage": "report"}]
+    return recipe
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+def test_grid_is_the_product_of_the_space_and_leaves_invalid_students_out() -> None:
+    stage = SearchStage(stage="search", space={"hidden": [64, 96, 64], "heads": [2, 5]}, prune=[0.0, 0.5],
+                        precision=["fp32", "int8"])
+    grid = candidates(stage, BertSpec(arch="bert", layers=2, hidden=64, heads=2))
+    structures = {c.structure.key: c.structure for c in grid}
+    # 64 and 96 (64 listed once) × heads 2 (5 divides neither width) × prune 2 → 4 structures, × 2 precisions
+    assert len(grid) == 8 and len(structures) == 4
+    assert {(s.spec["hidden"], s.spec["heads"], s.prune) for s in structures.values()} == {
+        (64, 2, 0.0), (64, 2, 0.5), (96, 2, 0.0), (96, 2, 0.5)}
+    assert grid[0].label == "bert hidden=64 heads=2 fp32" and grid[2].label == "bert hidden=64 heads=2 prune=0.5 fp32"
+    # the key names what shapes the graph: dropout does not, widths do
+    same = candidates(stage, BertSpec(arch="bert", layers=2, hidden=64, heads=2, dropout=0.3))
+    assert [c.key for c in same] == [c.key for c in grid]
+    other = candidates(stage, BertSpec(arch="bert", layers=3, hidden=64, heads=2))
+    assert not {c.key for c in other} & {c.key for c in grid}
+
+
+@pytest.mark.parametrize(("change", "fragments"), [
+    (lambda r: r["stages"][1]["space"].update(hiden=[[8]]), ["stages[1].space.hiden", "did you mean 'hidden'"]),
+    (lambda r: r["stages"][1]["space"].update(hidden=[["wide"]]), ["stages[1].space.hidden[0]", "'wide'"]),
+    (lambda r: r["student"].update(model={"arch": "bilstm"}), ["stages[1].prune", "not 'bilstm'"]),
+    (lambda r: r["stages"].insert(2, {"stage": "export"}), ["stages[2].stage", "'export' cannot follow 'search'"]),
+    (lambda r: r["stages"].pop(0), ["stages[0].stage", "'search' needs a 'teacher' stage"]),
+    (lambda r: r["stages"][1].update(max_candidates=4), ["stages[1]: the grid has 6 candidates"]),
+])
+def test_search_recipe_mistakes_are_one_line_errors(write_recipe, change, fragments: list[str]) -> None:
+    recipe = _recipe()
+    change(recipe)
+    result = runner.invoke(app, ["validate", str(write_recipe(recipe))])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+# --------------------------------------------------------------------------- the latency table
+
+
+def test_latency_table_is_cached_per_device_and_cpu(cache: Path) -> None:
+    stage = SearchStage(stage="search", space=SPACE, prune=[0.0, 0.5], precision=["fp32"], table=FAST_TABLE)
+    grid = candidates(stage, MLPSpec(arch="mlp", hidden=[32]))
+    host = load_device("host-cpu")
+    first = latency_table(grid, DIGITS, host, stage)
+    assert first.stats.profiled == len(grid) == 6 and Path(first.stats.path).parent == cache / "latency-tables"
+    by_label = {e.label: e for e in first.entries.values()}
+    small, large = by_label["mlp hidden=[16] fp32"], by_label["mlp hidden=[2048,2048] fp32"]
+    assert small.macs == 8 * 8 * 16 + 16 * 10 and large.size_mb > TIGHT.size_mb > small.size_mb
+    assert by_label["mlp hidden=[2048,2048] prune=0.5 fp32"].macs == 64 * 1024 + 1024 * 1024 + 1024 * 10
+    # the second search on the same device costs no profiling, whatever its budget
+    again = latency_table(grid, DIGITS, with_budget(host, 0.5), stage)
+    assert (again.stats.profiled, again.stats.reused, again.stats.seconds) == (0, 6, 0.0)
+    assert again.entries == first.entries
+    # another profile, another CPU: another table
+    one_thread = host.model_copy(update={"threads": 1})
+    assert table_path(table_key(DIGITS, one_thread, stage)) != Path(first.stats.path)
+    other_cpu = CpuInfo("Another CPU", "x86_64", 2, 2, ("avx2",))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(table_module, "detect_cpu", lambda: other_cpu)
+        assert table_path(table_key(DIGITS, host, stage)) != Path(first.stats.path)
+
+
+def test_estimated_device_scales_the_table_by_its_speed_ratio(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed = speed_ratio_module.SpeedRatio(ratio=3.0, host_ms=10.0, device_ms=30.0, reference_model="mobilebert-seq128",
+                                          source="a test figure", threads=2, cpu={})
+    monkeypatch.setattr(speed_ratio_module, "speed_ratio", lambda *_args, **_kwargs: fixed)
+    stage = SearchStage(stage="search", space={"hidden": [[16]]}, precision=["fp32"], table=FAST_TABLE)
+    table = latency_table(candidates(stage, MLPSpec(arch="mlp", hidden=[32])), DIGITS,
+                          load_device("android-midrange-cpu"), stage)
+    (entry,) = table.entries.values()
+    assert entry.estimate and entry.p90_ms == pytest.approx(3.0 * entry.host_p90_ms)
+
+
+def test_bert_candidates_are_timed_at_the_device_sequence_length_in_fp32_and_int8(cache: Path) -> None:
+    stage = SearchStage(stage="search", space={"layers": [1], "hidden": [32]}, precision=["fp32", "int8"],
+                        table=FAST_TABLE)
+    family = Family("bert", InputSignature("text", vocab_size=200, pad_id=0, max_length=32), ("neg", "pos"))
+    device = load_device("host-cpu").model_copy(update={"inputs": InputShape(batch=1, sequence_length=16)})
+    table = latency_table(candidates(stage, BertSpec(arch="bert", layers=2, hidden=64, heads=2)), family, device,
+                          stage)
+    fp32, int8 = sorted(table.entries.values(), key=lambda e: e.precision)
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    assert fp32.macs == int8.macs > 0 and int8.size_mb < fp32.size_mb
+
+
+# --------------------------------------------------------------------------- impossible budgets
+
+
+def test_impossible_budget_exits_2_with_the_fastest_candidate_before_training(write_recipe, cache: Path,
+                                                                              tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["compress", str(write_recipe(_recipe())), "--budget-ms", "0.0001", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert len(text.splitlines()) == 1 and "Traceback" not in text, text
+    assert "fastest candidate" in text and "vs budget 0.0001 ms" in text, text
+    assert "an empty ONNX graph already takes" in text, text
+    assert not out.exists()  # refused before the teacher trained
+    # `edgekd run` of a recipe with a search stage checks the same way before training
+    impossible = load_device("host-cpu").model_copy(update={"budget": TIGHT.model_copy(update={"p90_ms": 1e-4})})
+    with pytest.raises(BudgetError, match="fastest candidate"):
+        edgekd.run(validate_model(_recipe(), Recipe, source="test"), device=impossible, out=out)
+    assert not out.exists()
+
+
+def test_budget_error_says_what_would_be_needed() -> None:
+    stage = SearchStage(stage="search", space={"layers": [1, 2]}, precision=["fp32", "int8"])
+    grid = candidates(stage, BertSpec(arch="bert", layers=2, hidden=64, heads=2))
+    family = Family("bert", InputSignature("text", vocab_size=200, pad_id=0, max_length=32), ("neg", "pos"))
+    phone = load_device("android-midrange-cpu").model_copy(update={"isa": ["neon"]})  # no int8 dot products
+
+    def rows(p90: float, size: float) -> list[Row]:
+        return [Row(c, Entry(key=c.key, label=c.label, precision=c.precision, p50_ms=p90 * (i + 1),
+                             p90_ms=p90 * (i + 1), size_mb=size, peak_memory_mb=40.0, host_p90_ms=p90, estimate=True,
+                             macs=1, params=1, measured_at=""), ("p90_ms",)) for i, c in enumerate(grid)]
+
+    slow = no_fit_message(rows(62.0, 1.0), phone, stage, family)
+    assert "fastest candidate 62 ms p90 (estimated) vs budget 50 ms" in slow, slow
+    assert "a smaller max sequence length (inputs.sequence_length is 128)" in slow
+    assert "int8 on a VNNI device (this one: neon-only)" in slow
+    big = [replace(row, over=("size_mb",)) for row in rows(1.0, 60.0)]
+    assert "smallest file 60 MB vs budget 25 MB" in no_fit_message(big, phone, stage, family)
+
+
+# --------------------------------------------------------------------------- a search end to end
+
+
+def test_compress_picks_a_model_within_budget_and_reports_it(cache: Path, tmp_path: Path) -> None:
+    recipe = validate_model(_recipe(), Recipe, source="test")
+    device = load_device("host-cpu").model_copy(update={"budget": TIGHT})
+    found = edgekd.compress(recipe, device=device, out=tmp_path / "run")
+    search = next(r for r in found.run.stages if r.stage == "search").metrics["search"]
+    rows = search["table"]["candidates"]
+    over = [row for row in rows if row["over"]]
+    assert {row["label"] for row in over} == {"mlp hidden=[2048,2048] fp32", "mlp hidden=[2048,2048] prune=0.5 fp32"}
+    assert "size_mb" in next(row for row in over if row["label"] == "mlp hidden=[2048,2048] fp32")["over"]
+    # over-budget candidates were never trained; the two largest feasible ones were (one pruned after distillation)
+    assert {row["status"] for row in over} == {"over budget"}
+    assert [t["label"] for t in search["trained"]] == ["mlp hidden=[64]", "mlp hidden=[64] prune=0.5"]
+    # the choice is the most accurate (validation) within budget, confirmed by a re-profile
+    passing = [m for m in search["measured"] if m["verdict"] == "pass"]
+    assert search["chosen"]["val_accuracy"] == max(m["val_accuracy"] for m in passing)
+    assert search["chosen"]["confirmed"]["verdict"] == "pass" and search["chosen"]["confirmed"]["p90_ms"] <= 0.05
+    report = found.report()
+    assert report["student"]["p90_ms"] <= 0.05 and report["budget"]["verdict"] == "pass"
+    assert report["student"]["accuracy"] == search["chosen"]["accuracy"]
+    # the report shows the table, the trained candidates and the Pareto plot
+    run_dir = found.run.run_dir
+    assert report["plots"]["search_pareto"] == "search_pareto.png" and (run_dir / "search_pareto.png").is_file()
+    markdown = (run_dir / "report.md").read_text()
+    assert "## Budget search" in markdown and "latency table candidate" in markdown and "← chosen" in markdown
+    assert "Budget search" in (run_dir / "report.html").read_text()
+    assert json.loads((run_dir / "report.json").read_text())["search"]["chosen"]["label"] == search["chosen"]["label"]
+    # the table was timed once, by the pre-flight check; the stage and a second search reuse it
+    assert found.table.profiled + found.table.reused == len(rows) and search["table"]["profiled"] == 0
+    second = preflight(recipe, with_budget(load_device("host-cpu"), 1.0))
+    assert second is not None and (second.profiled, second.seconds) == (0, 0.0)
+
+
+def test_compress_turns_a_plain_recipe_into_a_search() -> None:
+    recipe = validate_model(demo_recipe_dict(), Recipe, source="demo")
+    derived = search_recipe(recipe)
+    assert derived.name == "demo-digits-search"
+    assert derived.stage_names() == ["teacher", "search", "profile", "bundle", "report"]
+    search = derived.stages[1]
+    distill = recipe.stages[1]
+    assert (search.distill.epochs, search.distill.lr, search.target) == (distill.epochs, distill.lr, "ort-mobile")
+    assert search_recipe(derived) == derived
+    text = yaml.safe_load(find("pipelines", "sst2-distilbert-style").read_text())
+    text["data"].update(train="train.tsv", test="dev.tsv")
+    sst2 = search_recipe(validate_model(text, Recipe, source="sst2"))
+    assert sst2.student.model.arch == "bert"  # drop_layers cannot be varied: the teacher's architecture is
