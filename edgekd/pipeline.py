@@ -141,8 +141,9 @@ def run_pipeline(
     previous = ""
     records: list[StageRecord] = []
     planned: set[str] = set()
+    everyone = world
     for index, stage_config in enumerate(recipe.stages, start=1):
-        if index > last_parallel:  # the other processes have finished: rank 0 goes on alone
+        if index > last_parallel:  # no data-parallel stage left: rank 0 goes on alone, the others wait
             if not world.is_main:
                 break
             world = world.alone()
@@ -181,6 +182,10 @@ def run_pipeline(
         records.append(record)
     if world.is_main:
         _remove_stale_stage_dirs(run_dir, planned)
+    # The other processes wait for rank 0 rather than exit while it works: a process leaving the
+    # group early aborted now and then ("terminate called without an active exception"), and the
+    # launcher then stopped rank 0 mid-stage.
+    everyone.barrier()
     return RunResult(run_dir=run_dir, artifact=artifact, stages=tuple(records), is_main_process=world.is_main)
 
 
