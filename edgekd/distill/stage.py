@@ -35,8 +35,7 @@ from edgekd.models.weights import load_weights
 def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Train (or load) the teacher — every member of an ensemble — and evaluate it on the test split."""
     recipe = ctx.recipe
-    data = prepare_task_data(recipe.data, ctx.seed, tokenizer_config=_tokenizer_config(recipe),
-                             trust_remote_code=_trust_remote_code(recipe))
+    data = teacher_task_data(recipe, ctx.seed)
     ensemble = recipe.teacher.ensemble
     members: list[TaskModel] = []
     member_metrics: list[dict[str, Any]] = []
@@ -188,13 +187,12 @@ def _spec_for(recipe: Recipe, role: str) -> Any:
     return recipe.student.model
 
 
-def _tokenizer_config(recipe: Recipe) -> TokenizerConfig | None:
-    """The recipe's tokenizer; a pretrained teacher's own tokenizer when the recipe names none."""
+def teacher_task_data(recipe: Recipe, seed: int) -> TaskData:
+    """The recipe's data tokenized as the teacher stage does: the recipe's tokenizer, or a pretrained
+    teacher's own when the recipe names none (its remote code trusted only if the teacher's spec says so)."""
     pretrained = getattr(recipe.teacher.model, "pretrained", None)
-    if recipe.tokenizer is None and pretrained is not None:
-        return TokenizerConfig(pretrained=pretrained)
-    return recipe.tokenizer
-
-
-def _trust_remote_code(recipe: Recipe) -> bool:
-    return bool(getattr(recipe.teacher.model, "trust_remote_code", False))
+    tokenizer = recipe.tokenizer
+    if tokenizer is None and pretrained is not None:
+        tokenizer = TokenizerConfig(pretrained=pretrained)
+    return prepare_task_data(recipe.data, seed, tokenizer_config=tokenizer,
+                             trust_remote_code=bool(getattr(recipe.teacher.model, "trust_remote_code", False)))

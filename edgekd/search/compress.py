@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgekd.config import DeviceProfile, Recipe, SearchStage, validate_model
-from edgekd.data.task_data import prepare_task_data
-from edgekd.distill.stage import _tokenizer_config, _trust_remote_code
+from edgekd.distill.stage import teacher_task_data
 from edgekd.pipeline import RunResult
 from edgekd.search.build import Family
 from edgekd.search.plan import plan_search
@@ -89,7 +88,6 @@ def preflight(recipe: Recipe, device: DeviceProfile) -> TableStats | None:
     stage = search_stage(recipe)
     if stage is None:
         return None
-    data = prepare_task_data(recipe.data, recipe.seed, tokenizer_config=_tokenizer_config(recipe),
-                             trust_remote_code=_trust_remote_code(recipe))
+    data = teacher_task_data(recipe, recipe.seed)
     family = Family(recipe.student.model.arch, data.signature, data.class_names)
     return plan_search(stage, recipe.student.model, family, device).table.stats
