@@ -2,8 +2,8 @@
 
     python benchmarks/budget_search.py --data ../shared/data/sst2 --out benchmarks/results/budget_search.json
 
-Trains the BERT-Small teacher of ``kd_sst2.py`` once (cached in the work directory; pass
-``--work runs/bench-kd-sst2`` to share that benchmark's teacher and student runs), runs the shipped
+Trains the BERT-Small teacher of ``kd_sst2.py`` once (cached in ``--teachers``, shared with it; pass
+``--work runs/bench-kd-sst2`` to share that benchmark's student runs too), runs the shipped
 SST-2 student recipes (the hand-written ones of issues 3-4) from it, then for each budget (p90 on
 ``host-cpu`` at the profile's 128 tokens) runs the budget search from the same teacher
 (``edgekd.compress``: latency table, top-3 feasible BERT students distilled, real exports timed, the
@@ -48,6 +48,8 @@ from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
     recipe_dict,
     sst2_parser,
     teacher_recipe,
+    teacher_weights,
+    teachers_dir,
     with_trained_teacher,
 )
 
@@ -77,7 +79,8 @@ def search_recipe(base: dict[str, Any], weights: Path, *, quick: bool) -> dict[s
 
 def hand_written(name: str, data: Path, weights: Path, work: Path, *, quick: bool) -> dict[str, Any]:
     """A shipped student recipe run from the benchmark's teacher (seed 0); its dev accuracy and ONNX file."""
-    recipe = with_trained_teacher(recipe_dict(name, data, quick=quick), weights, 0, hard=False)
+    recipe = with_trained_teacher(recipe_dict(name, data, quick=quick), [weights], 0, hard=False,
+                                  cache=work / "teacher-outputs")
     label = name.removeprefix("sst2-")
     result = edgekd.run(validate_model(recipe, Recipe, source=name), out=work / f"{label}-seed0")
     student = result.artifact.get("student")
@@ -133,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data.resolve()
     work = (args.work / ("quick" if args.quick else "full")).resolve()
     base = recipe_dict("sst2-distilbert-style", data, quick=args.quick)
-    edgekd.run(validate_model(teacher_recipe(base), Recipe, source="teacher"), out=work / "teacher")
-    weights = work / "teacher" / "01-teacher" / "teacher" / "model.safetensors"
+    trained = teachers_dir(args).resolve() / "teacher"
+    edgekd.run(validate_model(teacher_recipe(base), Recipe, source="teacher"), out=trained)
+    weights = teacher_weights(trained)
 
     recipes = [hand_written(name, data, weights, work, quick=args.quick) for name in args.only]
     recipe = search_recipe(base, weights, quick=args.quick)
