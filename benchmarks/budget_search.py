@@ -39,13 +39,14 @@ from edgekd.atomic import write_json
 from edgekd.catalog import load_device
 from edgekd.config import Recipe, validate_model
 from edgekd.profile.bench import benchmark
-from edgekd.profile.cpu import detect_cpu
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
     STUDENT_RECIPES,
     data_missing,
+    mode,
     recipe_dict,
+    result_header,
     sst2_parser,
     teacher_recipe,
     teacher_weights,
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     data = args.data.resolve()
-    work = (args.work / ("quick" if args.quick else "full")).resolve()
+    work = (args.work / mode(args)).resolve()
     base = recipe_dict("sst2-distilbert-style", data, quick=args.quick)
     trained = teachers_dir(args).resolve() / "teacher"
     edgekd.run(validate_model(teacher_recipe(base), Recipe, source="teacher"), out=trained)
@@ -164,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         row["matches_or_beats_hand_written"] = best is None or row["dev_accuracy"] >= best["dev_accuracy"]
     refused = impossible(recipe, work)
     result = {
-        "benchmark": "budget_search",
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "quick": args.quick,
-        "cpu": detect_cpu().to_json(),
-        "device": DEVICE,
+        **result_header("budget_search", args, argv, DEVICE),
         "search": QUICK_SEARCH if args.quick else SEARCH,
         "budgets": searches,
         "hand_written": recipes,

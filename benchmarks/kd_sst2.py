@@ -154,9 +154,26 @@ def sst2_parser(description: str, work: str, only: tuple[str, ...]) -> argparse.
     return parser
 
 
+def mode(args: argparse.Namespace) -> str:
+    """``quick`` or ``full``: the subdirectory each benchmark keeps this mode's runs in."""
+    return "quick" if args.quick else "full"
+
+
 def teachers_dir(args: argparse.Namespace) -> Path:
-    """Where the teachers of this mode (``quick`` or ``full``) are trained and cached."""
-    return args.teachers / ("quick" if args.quick else "full")
+    """Where the teachers of this mode are trained and cached."""
+    return args.teachers / mode(args)
+
+
+def result_header(benchmark: str, args: argparse.Namespace, argv: list[str] | None,
+                  device: str = "host-cpu") -> dict[str, Any]:
+    """What every SST-2 benchmark's JSON starts with: its name, the command, the mode, the CPU, the device."""
+    return {
+        "benchmark": benchmark,
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "quick": args.quick,
+        "cpu": detect_cpu().to_json(),
+        "device": device,
+    }
 
 
 def teacher_weights(run_dir: Path) -> Path:
@@ -180,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     seeds = [0] if args.quick else list(range(args.seeds))
-    work = args.work / ("quick" if args.quick else "full")
+    work = args.work / mode(args)
     trained = teachers_dir(args)
 
     base = recipe_dict(STUDENT_RECIPES[0], args.data.resolve(), quick=args.quick)
@@ -188,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = [teacher_weights(trained / "teacher")]
     rows = [model_row("teacher", [teacher_report], "teacher", [base["seed"]])]
     timings = {"teacher": time.perf_counter() - started}
-    members = max((recipe_dict(name, args.data.resolve(), quick=args.quick)["teacher"].get("ensemble") or {})
-                  .get("members", 1) for name in args.only) if args.only else 1
+    recipes = {name: recipe_dict(name, args.data.resolve(), quick=args.quick) for name in args.only}
+    members = max(((r["teacher"].get("ensemble") or {}).get("members", 1) for r in recipes.values()), default=1)
     for member in range(1, members):
         begun = time.perf_counter()
         report = run(teacher_recipe(base, seed=base["seed"] + member), trained / f"teacher-{member}")
@@ -197,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         weights.append(teacher_weights(trained / f"teacher-{member}"))
         timings[f"teacher-{member}"] = time.perf_counter() - begun
 
-    for name in args.only:
-        recipe = recipe_dict(name, args.data.resolve(), quick=args.quick)
+    for name, recipe in recipes.items():
         short = name.removeprefix("sst2-")
         for hard in (False, True):
             label = f"{short}-hard" if hard else short
@@ -224,11 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             gains[row["name"]] = {"gain_points": 100 * gain, "pooled_std_points": 100 * pooled,
                                   "gain_in_stds": gain / pooled if pooled > 0 else None}
     result = {
-        "benchmark": "kd_sst2",
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "quick": args.quick,
-        "cpu": detect_cpu().to_json(),
-        "device": "host-cpu",
+        **result_header("kd_sst2", args, argv),
         "models": rows,
         "distillation_gain_over_hard_labels": gains,
         "targets": targets(by_name, gains),

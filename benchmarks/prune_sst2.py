@@ -29,12 +29,13 @@ from typing import Any
 import edgekd
 from edgekd.atomic import write_json
 from edgekd.config import Recipe, validate_model
-from edgekd.profile.cpu import detect_cpu
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
     data_missing,
+    mode,
     recipe_dict,
+    result_header,
     sst2_parser,
     teacher_recipe,
     teacher_weights,
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if data_missing(args.data):
         return 2
     started = time.perf_counter()
-    work = args.work / ("quick" if args.quick else "full")
+    work = args.work / mode(args)
     base = recipe_dict("sst2-distilbert-style", args.data.resolve(), quick=args.quick)
     trained = teachers_dir(args) / "teacher"
     edgekd.run(validate_model(teacher_recipe(base), Recipe, source="teacher"), out=trained, show_progress=False)
@@ -104,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {rows[-1]['compression']:.2f}× params, dev {rows[-1]['dev_accuracy']:.4f} "
               f"(ratio {rows[-1]['accuracy_ratio']:.3f}), speed-up {rows[-1]['speedup']:.2f}×", flush=True)
     write_json(args.out, {
-        "benchmark": "prune_sst2",
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "quick": args.quick,
-        "cpu": detect_cpu().to_json(),
-        "device": "host-cpu",
+        **result_header("prune_sst2", args, argv),
         "points": rows,
         "wall_seconds": timings,
         "total_seconds": time.perf_counter() - started,
