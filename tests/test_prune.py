@@ -90,17 +90,23 @@ def test_pruned_bert_saves_reloads_with_from_pretrained_exports_and_runs(tmp_pat
     assert (attention.num_attention_heads, attention.all_head_size, attention.query[1].out_features) == (2, 16, 16)
     assert model.module.bert.encoder.layer[0].intermediate.dense[1].out_features == 32
     assert model.params < 0.7 * params
-    expected = model.module(**inputs).logits
-    model.save(tmp_path / "pruned")
+    _assert_reloads_and_exports(model, inputs, tmp_path / "pruned")
 
-    reloaded = pruned_class(BertForSequenceClassification).from_pretrained(tmp_path / "pruned").eval()
+
+def _assert_reloads_and_exports(model: TaskModel, inputs: dict[str, torch.Tensor], directory: Path) -> None:
+    """``model`` saved to ``directory`` reloads with Hugging Face's loader and ``TaskModel.load`` to the same
+    logits, and its ONNX export passes parity and gives them too."""
+    expected = model.module(**inputs).logits
+    model.save(directory)
+    reloaded = pruned_class(BertForSequenceClassification).from_pretrained(directory).eval()
     torch.testing.assert_close(reloaded(**inputs).logits, expected)
-    again = TaskModel.load(tmp_path / "pruned")
+    again = TaskModel.load(directory)
     torch.testing.assert_close(again.module(**inputs).logits, expected)
-    result = export_onnx(again.module, inputs, tmp_path / "pruned.onnx", load_export_target("onnx-fp32"),
+    onnx_path = directory.with_suffix(".onnx")
+    result = export_onnx(again.module, inputs, onnx_path, load_export_target("onnx-fp32"),
                          extra_dynamic_axes=again.signature.dynamic_axes())
     assert result.parity.passed
-    np.testing.assert_allclose(_onnx_logits(tmp_path / "pruned.onnx", inputs), expected.detach().numpy(), atol=1e-4)
+    np.testing.assert_allclose(_onnx_logits(onnx_path, inputs), expected.detach().numpy(), atol=1e-4)
 
 
 def test_factorized_embeddings_prune_save_reload_and_export(tmp_path: Path) -> None:
@@ -119,14 +125,7 @@ def test_factorized_embeddings_prune_save_reload_and_export(tmp_path: Path) -> N
     assert error == pytest.approx(singular[rank:].pow(2).sum().sqrt().item(), rel=1e-4)  # Eckart–Young
     prune_step(model, PruneConfig(targets=["heads", "ffn"], importance="l2"), 0.5, inputs)  # a later hybrid step
     assert model.params < 0.4 * params
-    expected = model.module(**inputs).logits
-    model.save(tmp_path / "factorized")
-    reloaded = pruned_class(BertForSequenceClassification).from_pretrained(tmp_path / "factorized").eval()
-    torch.testing.assert_close(reloaded(**inputs).logits, expected)
-    again = TaskModel.load(tmp_path / "factorized")
-    result = export_onnx(again.module, inputs, tmp_path / "factorized.onnx", load_export_target("onnx-fp32"),
-                         extra_dynamic_axes=again.signature.dynamic_axes())
-    assert result.parity.passed
+    _assert_reloads_and_exports(model, inputs, tmp_path / "factorized")
 
 
 def test_ffn_pruned_bert_needs_no_structure(tmp_path: Path) -> None:

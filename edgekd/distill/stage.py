@@ -23,6 +23,7 @@ from edgekd.config import DistillStage, EnsembleConfig, Recipe, TeacherStage, To
 from edgekd.data.augment import augment_texts
 from edgekd.data.examples import UNLABELLED, Examples, TextExamples
 from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
+from edgekd.distill.losses import CombinedLoss
 from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
@@ -107,7 +108,7 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
                        metrics={config.student: metrics, "history": history.epochs})
 
 
-def _teacher_cache(teachers: list[TaskModel], source: ModelArtifact, train: Examples, loss: Any,
+def _teacher_cache(teachers: list[TaskModel], source: ModelArtifact, train: Examples, loss: CombinedLoss,
                    config: DistillStage, ctx: StageContext) -> TeacherOutputCache:
     """The teacher-output cache for this stage: rank 0 builds it (or finds it), then every process maps it."""
 
