@@ -141,11 +141,10 @@ def _build(directory: Path, teachers: Sequence[nn.Module], weights: Sequence[flo
     lengths = _real_lengths(examples) if layers else np.zeros(len(examples), dtype=np.int64)
     tokens = np.concatenate([[0], np.cumsum(lengths)])
     np.save(directory / "tokens.npy", tokens)
-    arrays: dict[tuple[str, int], np.ndarray] = {}
+    arrays: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}  # stored layer → (array, example offsets)
     logits: np.ndarray | None = None
     counts: dict[str, int] = {}
     heads = 0
-    attention_offsets = tokens  # replaced once the head count is known
     with torch.no_grad():
         for idx, inputs, _labels in examples.batches(EVAL_BATCH, shuffle=False):
             rows = np.asarray(idx)
@@ -159,21 +158,23 @@ def _build(directory: Path, teachers: Sequence[nn.Module], weights: Sequence[flo
             out, real = outputs[0], inputs["attention_mask"].bool()
             if not arrays:
                 counts = {kind: len(out.require(kind)) for kind in layers}
+                offsets = {kind: tokens for kind in _PER_TOKEN}
                 if "attentions" in layers:
                     heads = out.require("attentions")[0].shape[1]
-                    attention_offsets = np.concatenate([[0], np.cumsum(heads * lengths**2)])
-                    np.save(directory / "attention_offsets.npy", attention_offsets)
-                arrays = {(kind, i): _open_layer(directory, kind, i, out.require(kind)[i], tokens, attention_offsets)
-                          for kind, indices in layers.items() for i in indices}
-            for (kind, i), array in arrays.items():
+                    offsets["attentions"] = np.concatenate([[0], np.cumsum(heads * lengths**2)])
+                    np.save(directory / "attention_offsets.npy", offsets["attentions"])
+                arrays = {
+                    (kind, i): (_open_layer(directory, kind, i, out.require(kind)[i], offsets[kind]), offsets[kind])
+                    for kind, indices in layers.items() for i in indices
+                }
+            for (kind, i), (array, starts) in arrays.items():
                 batch = out.require(kind)[i]
                 for row, example in enumerate(rows):
                     part = _real_part(kind, batch[row], real[row]).half().numpy()
-                    offsets = tokens if kind in _PER_TOKEN else attention_offsets
-                    array[offsets[example]:offsets[example + 1]] = part.reshape(-1, *array.shape[1:])
+                    array[starts[example]:starts[example + 1]] = part.reshape(-1, *array.shape[1:])
     if logits is None:
         raise ValueError("an empty transfer set has nothing to cache")
-    for array in (logits, *arrays.values()):
+    for array in (logits, *(array for array, _ in arrays.values())):
         array.flush()
     write_json(directory / _META, {"counts": counts, "layers": dict(layers), "heads": heads, "examples": len(examples),
                                    "teachers": len(teachers)})
@@ -191,13 +192,12 @@ def _open(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
-def _open_layer(directory: Path, kind: str, index: int, like: Tensor, tokens: np.ndarray,
-                attention_offsets: np.ndarray) -> np.ndarray:
-    """The memory-mapped array for one stored layer: ``[total_tokens, D]`` or flat attention maps."""
+def _open_layer(directory: Path, kind: str, index: int, like: Tensor, offsets: np.ndarray) -> np.ndarray:
+    """The memory-mapped array for one stored layer: ``[total_tokens, D]`` or flat attention maps, sized by
+    the example ``offsets`` of its kind."""
     path = directory / f"{kind}-{index}.npy"
-    if kind in _PER_TOKEN:
-        return _open(path, np.float16, (int(tokens[-1]), like.shape[-1]))
-    return _open(path, np.float16, (int(attention_offsets[-1]),))
+    shape = (int(offsets[-1]), like.shape[-1]) if kind in _PER_TOKEN else (int(offsets[-1]),)
+    return _open(path, np.float16, shape)
 
 
 def _averaged_logits(logits: list[Tensor], weights: Sequence[float]) -> Tensor:
