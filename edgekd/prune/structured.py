@@ -28,6 +28,7 @@ from torch import nn
 
 from edgekd.config import PruneConfig
 from edgekd.errors import ConfigError
+from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers, out_features, sync_bert_config
 
@@ -62,8 +63,6 @@ def prune_step(
 
     ``gradients(module)`` fills ``.grad`` for Taylor importance (e.g. a few training batches' loss).
     """
-    import torch_pruning as tp
-
     module = model.module
     if model.is_hf:
         plan = _bert_plan(module, config, ratio)
@@ -71,21 +70,54 @@ def prune_step(
         plan = _plain_plan(module, config)
     else:
         raise ConfigError(f"stages: prune supports BERT-family, 'cnn' and 'mlp' models, not '{model.spec.get('arch')}'")
+    inputs: Any = example_inputs if model.is_hf else next(iter(example_inputs.values()))
+    prune_module(module, inputs, config, ratio, plan, gradients=gradients)
+    record_structure(model)
+
+
+def prune_image_classifier(
+    module: nn.Module,
+    example: torch.Tensor,
+    config: PruneConfig,
+    ratio: float,
+    *,
+    gradients: Callable[[nn.Module], None] | None = None,
+) -> None:
+    """Remove ``ratio`` of the conv channels and hidden units of any image classifier (in place).
+
+    Torch-Pruning's dependency graph finds what is coupled (residual additions, depthwise
+    convolutions, batch norms), so this works beyond edgekd's own ``cnn``: e.g. the ResNet and
+    MobileNet classifiers of ``transformers`` or torchvision. The last linear layer's outputs (the
+    classes) are kept.
+    """
+    prune_module(module, example, config, ratio, _plain_plan(module, config), gradients=gradients)
+
+
+def prune_module(
+    module: nn.Module,
+    example: Any,
+    config: PruneConfig,
+    ratio: float,
+    plan: dict[str, Any],
+    *,
+    gradients: Callable[[nn.Module], None] | None = None,
+) -> None:
+    """Run one Torch-Pruning ``MetaPruner`` step over ``module`` with ``plan``'s arguments (ignored layers, heads)."""
+    import torch_pruning as tp
+
     if config.importance == "taylor":
         if gradients is None:
             raise ValueError("Taylor importance needs a gradients function")
         module.zero_grad(set_to_none=True)
         gradients(module)
-    inputs: Any = example_inputs if model.is_hf else next(iter(example_inputs.values()))
     pruner = tp.pruner.MetaPruner(
-        module, inputs, importance=importance(config.importance), pruning_ratio=ratio,
+        module, example, importance=importance(config.importance), pruning_ratio=ratio,
         global_pruning=config.scope == "global", max_pruning_ratio=MAX_LAYER_RATIO,
-        output_transform=(lambda out: out.logits) if model.is_hf else None, **plan,
+        output_transform=model_logits, **plan,
     )
     module.eval()
     pruner.step()
     module.zero_grad(set_to_none=True)
-    record_structure(model)
 
 
 def record_structure(model: TaskModel) -> None:
@@ -123,9 +155,9 @@ def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str,
 
 
 def _plain_plan(model: nn.Module, config: PruneConfig) -> dict[str, Any]:
-    """MetaPruner arguments pruning a cnn/mlp's channels and hidden units, keeping the classifier's outputs."""
+    """MetaPruner arguments pruning an image classifier's channels and hidden units, keeping its class outputs."""
     if "channels" not in config.targets:
-        raise ConfigError("stages: prune.targets: a 'cnn' or 'mlp' model prunes 'channels'")
+        raise ConfigError("stages: prune.targets: an image classifier ('cnn', 'mlp') prunes 'channels'")
     _, classifier = linear_layers(model)[-1]
     return {"ignored_layers": [_outer(classifier), *_rank_factors(model)]}
 
