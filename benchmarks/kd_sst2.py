@@ -9,10 +9,15 @@ same architecture, data and epochs). Seeds change initialisation, dropout and ba
 every run uses the same train/validation split (``data.split_seed``), so the teachers' tokenizer
 and weights apply, and teacher outputs are cached once per teacher and transfer set
 (``distill.teacher_cache_dir``) and shared by all runs. Every model is evaluated on SST-2 dev,
-exported to ONNX and profiled on ``host-cpu``. The JSON lists, per model, parameters, mean/std dev
-accuracy over seeds, ONNX p50/p90, size, and accuracy ratio and speed-up against the teacher, plus
-how many (pooled) standard deviations each distilled student beats its twin by, and the issue's
-targets with whether they were met.
+exported to ONNX and profiled on ``host-cpu``; at the end, all the ONNX models (first seed) are
+timed again side by side in interleaved sessions, and those figures give the speed-ups. The JSON
+lists, per model, parameters, mean/std dev accuracy over seeds, ONNX p50/p90, size, and accuracy
+ratio and speed-up against the teacher, plus how many (pooled) standard deviations each distilled
+student beats its twin by, and the issue's targets with whether they were met. It is rewritten
+after every model (``"complete": false`` until the end), so an interrupted run keeps its figures.
+
+``--merge A.json B.json --out C.json`` combines runs that trained the same teacher (e.g. one
+``--only`` recipe each, run on different days) into one result.
 
 ``--quick`` shrinks everything (a 4 × 64 teacher, 2,000 training sentences, 300 dev sentences,
 one epoch, one seed) to check the whole benchmark path in a few minutes; its accuracies mean
@@ -32,8 +37,10 @@ from typing import Any
 
 import edgekd
 from edgekd.atomic import write_json
-from edgekd.catalog import find
+from edgekd.catalog import find, load_device
 from edgekd.config import Recipe, read_yaml, validate_model
+from edgekd.pipeline import RunResult
+from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
 
 STUDENT_RECIPES = ("sst2-distilbert-style", "sst2-tinybert-style", "sst2-bilstm", "sst2-assistant", "sst2-ensemble")
@@ -60,13 +67,15 @@ def recipe_dict(name: str, data: Path, *, quick: bool) -> dict[str, Any]:
     return recipe
 
 
-def run(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Run one recipe dict through the pipeline; return its report."""
+def run(recipe: dict[str, Any], out: Path) -> RunResult:
+    """Run one recipe dict through the pipeline."""
     loaded = validate_model(recipe, Recipe, source=recipe["name"])
-    return edgekd.run(loaded, out=out, show_progress=False).report()
+    return edgekd.run(loaded, out=out, show_progress=False)
 
 
-def model_row(name: str, reports: list[dict[str, Any]], role: str, seeds: list[int]) -> dict[str, Any]:
+def model_row(name: str, results: list[RunResult], role: str, seeds: list[int]) -> dict[str, Any]:
+    """One model's JSON row: figures of its first seed's run, dev accuracy over all seeds."""
+    reports = [r.report() for r in results]
     accuracies = [r[role]["accuracy"] for r in reports]
     first = reports[0][role]
     return {
@@ -79,6 +88,7 @@ def model_row(name: str, reports: list[dict[str, Any]], role: str, seeds: list[i
         "onnx_p50_ms": first["p50_ms"],
         "onnx_p90_ms": first["p90_ms"],
         "size_mb": first["size_mb"],
+        "onnx": str(results[0].run_dir / results[0].artifact.get(role).onnx),
     }
 
 
@@ -189,67 +199,154 @@ def data_missing(data: Path) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = sst2_parser(__doc__.splitlines()[0], "runs/bench-kd-sst2", STUDENT_RECIPES)
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args(argv)
-    if data_missing(args.data):
-        return 2
-    started = time.perf_counter()
-    seeds = [0] if args.quick else list(range(args.seeds))
-    work = args.work / mode(args)
-    trained = teachers_dir(args)
+def interleaved_latency(rows: list[dict[str, Any]], *, quick: bool) -> None:
+    """Time every row's ONNX model again, all in one interleaved session set, and set p50/p90 from it.
 
-    base = recipe_dict(STUDENT_RECIPES[0], args.data.resolve(), quick=args.quick)
-    teacher_report = run(teacher_recipe(base), trained / "teacher")
-    weights = [teacher_weights(trained / "teacher")]
-    rows = [model_row("teacher", [teacher_report], "teacher", [base["seed"]])]
-    timings = {"teacher": time.perf_counter() - started}
-    recipes = {name: recipe_dict(name, args.data.resolve(), quick=args.quick) for name in args.only}
-    members = max(((r["teacher"].get("ensemble") or {}).get("members", 1) for r in recipes.values()), default=1)
-    for member in range(1, members):
-        begun = time.perf_counter()
-        report = run(teacher_recipe(base, seed=base["seed"] + member), trained / f"teacher-{member}")
-        rows.append(model_row(f"teacher-{member}", [report], "teacher", [base["seed"] + member]))
-        weights.append(teacher_weights(trained / f"teacher-{member}"))
-        timings[f"teacher-{member}"] = time.perf_counter() - begun
+    The pipeline profiled each model right after training it, minutes or hours apart; on a shared
+    machine those figures drift. Timing them side by side (:func:`edgekd.profile.bench.benchmark`)
+    makes the speed-ups ratios measured in one run.
+    """
+    paths = [Path(row["onnx"]) for row in rows]
+    results = benchmark(paths, load_device("host-cpu"), warmup=5 if quick else 20, runs=50 if quick else 400,
+                        rounds=2 if quick else 8)
+    for row, result in zip(rows, results, strict=True):
+        row.update(onnx_p50_ms=result.p50_ms, onnx_p90_ms=result.p90_ms)
 
-    for name, recipe in recipes.items():
-        short = name.removeprefix("sst2-")
-        for hard in (False, True):
-            label = f"{short}-hard" if hard else short
-            begun = time.perf_counter()
-            reports = [run(with_trained_teacher(recipe, weights, seed, hard, work / "teacher-outputs"),
-                           work / f"{label}-seed{seed}") for seed in seeds]
-            rows.append(model_row(label, reports, "student", seeds))
-            timings[label] = time.perf_counter() - begun
-            print(f"{label}: dev {rows[-1]['dev_accuracy']:.4f} ± {rows[-1]['dev_accuracy_std']:.4f}, "
-                  f"p50 {rows[-1]['onnx_p50_ms']:.3f} ms", flush=True)
 
+def relative_to_teacher(rows: list[dict[str, Any]]) -> None:
+    """Set each row's accuracy ratio and speed-up against the first row, the teacher."""
     teacher = rows[0]
     for row in rows:
         row["accuracy_ratio"] = row["dev_accuracy"] / teacher["dev_accuracy"]
         row["speedup"] = teacher["onnx_p50_ms"] / row["onnx_p50_ms"]
-    by_name = {row["name"]: row for row in rows}
+
+
+def gains_over_hard_labels(by_name: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per distilled student with a ``-hard`` twin: mean gain in points and in pooled standard deviations."""
     gains = {}
-    for row in rows:
-        twin = by_name.get(f"{row['name']}-hard")
+    for name, row in by_name.items():
+        twin = by_name.get(f"{name}-hard")
         if twin is not None:
             pooled = ((row["dev_accuracy_std"] ** 2 + twin["dev_accuracy_std"] ** 2) / 2) ** 0.5
             gain = row["dev_accuracy"] - twin["dev_accuracy"]
-            gains[row["name"]] = {"gain_points": 100 * gain, "pooled_std_points": 100 * pooled,
-                                  "gain_in_stds": gain / pooled if pooled > 0 else None}
-    result = {
-        **result_header("kd_sst2", args, argv),
-        "models": rows,
-        "distillation_gain_over_hard_labels": gains,
-        "targets": targets(by_name, gains),
-        "wall_seconds": timings,
-        "total_seconds": time.perf_counter() - started,
+            gains[name] = {"gain_points": 100 * gain, "pooled_std_points": 100 * pooled,
+                           "gain_in_stds": gain / pooled if pooled > 0 else None}
+    return gains
+
+
+def results_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The models, the distillation gains and the targets (rows already carry ratios and speed-ups)."""
+    by_name = {row["name"]: row for row in rows}
+    gains = gains_over_hard_labels(by_name)
+    return {"models": rows, "distillation_gain_over_hard_labels": gains, "targets": targets(by_name, gains)}
+
+
+def merge(files: list[Path]) -> dict[str, Any]:
+    """One result from several runs of this benchmark that trained the same teacher (e.g. one recipe each).
+
+    The teachers must agree (parameters and dev accuracy); each student keeps the speed-up measured
+    in its own run (a ratio to the teacher timed in that run), recorded under ``measured_in``.
+    """
+    parts = [json.loads(f.read_text()) for f in files]
+    teacher = parts[0]["models"][0]
+    rows: dict[str, dict[str, Any]] = {"teacher": teacher}
+    for file, part in zip(files, parts, strict=True):
+        other = part["models"][0]
+        if (other["params"], other["dev_accuracy"]) != (teacher["params"], teacher["dev_accuracy"]):
+            raise SystemExit(f"error: {file}: its teacher ({other['params']} params, dev {other['dev_accuracy']}) "
+                             f"is not the one of {files[0]} ({teacher['params']}, {teacher['dev_accuracy']})")
+        for row in part["models"][1:]:
+            rows.setdefault(row["name"], {**row, "measured_in": file.name})
+    return {
+        "benchmark": "kd_sst2",
+        "merged_from": [{"file": f.name, "command": p["command"], "total_seconds": p["total_seconds"]}
+                        for f, p in zip(files, parts, strict=True)],
+        "quick": any(p["quick"] for p in parts),
+        "cpu": parts[0]["cpu"],
+        "device": parts[0]["device"],
+        **results_body(list(rows.values())),
+        "total_seconds": sum(p["total_seconds"] for p in parts),
     }
-    write_json(args.out, result)
-    print(json.dumps({"models": [{k: r[k] for k in ("name", "dev_accuracy", "speedup")} for r in rows],
-                      "gains": gains}, indent=1))
+
+
+class Benchmark:
+    """The teachers and students of one benchmark run, trained on demand and written as they finish."""
+
+    def __init__(self, args: argparse.Namespace, argv: list[str] | None) -> None:
+        self.args, self.argv = args, argv
+        self.started = time.perf_counter()
+        self.seeds = [0] if args.quick else list(range(args.seeds))
+        self.work = args.work / mode(args)
+        self.base = recipe_dict(STUDENT_RECIPES[0], args.data.resolve(), quick=args.quick)
+        self.rows: list[dict[str, Any]] = []
+        self.weights: list[Path] = []
+        self.timings: dict[str, float] = {}
+
+    def teacher(self, member: int) -> None:
+        """Train (or reuse) teacher ``member`` (0 is the teacher; 1, 2, … are extra ensemble members)."""
+        name = f"teacher-{member}" if member else "teacher"
+        seed = self.base["seed"] + member
+        begun = time.perf_counter()
+        directory = teachers_dir(self.args) / name
+        result = run(teacher_recipe(self.base, seed=seed if member else None), directory)
+        self.rows.append(model_row(name, [result], "teacher", [seed]))
+        self.weights.append(teacher_weights(directory))
+        self.timings[name] = time.perf_counter() - begun
+
+    def student(self, name: str, recipe: dict[str, Any], *, hard: bool) -> None:
+        """Distil (or, ``hard``, train on the labels) the recipe's student once per seed."""
+        label = f"{name}-hard" if hard else name
+        members = (recipe["teacher"].get("ensemble") or {}).get("members", 1)
+        while len(self.weights) < members:
+            self.teacher(len(self.weights))
+        begun = time.perf_counter()
+        results = [run(with_trained_teacher(recipe, self.weights, seed, hard, self.work / "teacher-outputs"),
+                       self.work / f"{label}-seed{seed}") for seed in self.seeds]
+        self.rows.append(model_row(label, results, "student", self.seeds))
+        self.timings[label] = time.perf_counter() - begun
+        print(f"{label}: dev {self.rows[-1]['dev_accuracy']:.4f} ± {self.rows[-1]['dev_accuracy_std']:.4f}",
+              flush=True)
+
+    def write(self, *, final: bool) -> dict[str, Any]:
+        """Write the JSON (after every model, so an interrupted run keeps what it measured)."""
+        rows = [dict(row) for row in self.rows]
+        if final:
+            interleaved_latency(rows, quick=self.args.quick)
+        relative_to_teacher(rows)
+        result = {
+            **result_header("kd_sst2", self.args, self.argv),
+            "complete": final,
+            "latency": "interleaved re-timing of every model at the end" if final
+            else "each model profiled right after training (interim)",
+            **results_body(rows),
+            "wall_seconds": self.timings,
+            "total_seconds": time.perf_counter() - self.started,
+        }
+        write_json(self.args.out, result)
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = sst2_parser(__doc__.splitlines()[0], "runs/bench-kd-sst2", STUDENT_RECIPES)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="instead of running: merge these result files (same teacher) into --out")
+    args = parser.parse_args(argv)
+    if args.merge:
+        write_json(args.out, merge(args.merge))
+        return 0
+    if data_missing(args.data):
+        return 2
+    bench = Benchmark(args, argv)
+    bench.teacher(0)
+    for name in args.only:
+        recipe = recipe_dict(name, args.data.resolve(), quick=args.quick)
+        for hard in (False, True):
+            bench.student(name.removeprefix("sst2-"), recipe, hard=hard)
+            bench.write(final=False)
+    result = bench.write(final=True)
+    print(json.dumps({"models": [{k: r[k] for k in ("name", "dev_accuracy", "speedup")} for r in result["models"]],
+                      "gains": result["distillation_gain_over_hard_labels"]}, indent=1))
     return 0
 
 

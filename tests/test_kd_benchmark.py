@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,13 +13,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
 
 
-@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
-def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
+def load_benchmark() -> Any:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import kd_sst2
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+    return kd_sst2
+
+
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
+def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
+    kd_sst2 = load_benchmark()
     out = tmp_path / "kd.json"
     only = ["sst2-distilbert-style", "sst2-bilstm"]
     assert kd_sst2.main(["--data", str(SST2), "--out", str(out), "--work", str(tmp_path / "work"),
@@ -32,5 +38,43 @@ def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
                 "accuracy_ratio", "speedup"} <= set(model)
         assert 0.0 <= model["dev_accuracy"] <= 1.0 and model["onnx_p50_ms"] > 0
     assert result["models"][0]["speedup"] == 1.0
+    assert result["complete"] is True and result["latency"].startswith("interleaved")
     assert result["cpu"]["brand"]
     assert set(result["distillation_gain_over_hard_labels"]) == {"distilbert-style", "bilstm"}
+
+
+def _result(tmp_path: Path, name: str, teacher_accuracy: float, rows: list[tuple[str, float, float]]) -> Path:
+    """A result file as kd_sst2 writes it: the teacher, then (name, dev accuracy, std) students."""
+    models = [{"name": "teacher", "params": 1000, "dev_accuracy": teacher_accuracy, "dev_accuracy_std": 0.0,
+               "onnx_p50_ms": 10.0}]
+    models += [{"name": n, "params": 100, "dev_accuracy": acc, "dev_accuracy_std": std, "onnx_p50_ms": 0.5,
+                "speedup": 20.0, "accuracy_ratio": acc / teacher_accuracy} for n, acc, std in rows]
+    path = tmp_path / name
+    path.write_text(json.dumps({"command": f"kd_sst2.py --only {name}", "total_seconds": 60.0, "quick": False,
+                                "cpu": {"brand": "test cpu"}, "device": "host-cpu", "models": models}))
+    return path
+
+
+def test_merge_combines_runs_of_one_teacher_and_rejudges_the_targets(tmp_path: Path) -> None:
+    kd_sst2 = load_benchmark()
+    a = _result(tmp_path, "a.json", 0.8, [("bilstm", 0.79, 0.002), ("bilstm-hard", 0.77, 0.002)])
+    b = _result(tmp_path, "b.json", 0.8, [("tiny", 0.78, 0.004), ("tiny-hard", 0.785, 0.004)])
+    out = tmp_path / "merged.json"
+    assert kd_sst2.main(["--data", str(tmp_path), "--out", str(out), "--merge", str(a), str(b)]) == 0
+    merged = json.loads(out.read_text())
+    assert [m["name"] for m in merged["models"]] == ["teacher", "bilstm", "bilstm-hard", "tiny", "tiny-hard"]
+    assert merged["models"][3]["measured_in"] == "b.json"
+    gains = merged["distillation_gain_over_hard_labels"]
+    assert gains["bilstm"]["gain_points"] == pytest.approx(2.0)
+    assert gains["bilstm"]["gain_in_stds"] == pytest.approx(10.0)
+    assert merged["targets"]["kd_beats_hard_labels"]["met"] is False  # tiny lost to its twin
+    assert merged["targets"]["bilstm_gain_at_least_1_point"]["met"] is True
+    assert merged["total_seconds"] == 120.0
+
+
+def test_merge_refuses_runs_with_different_teachers(tmp_path: Path) -> None:
+    kd_sst2 = load_benchmark()
+    a = _result(tmp_path, "a.json", 0.8, [])
+    b = _result(tmp_path, "b.json", 0.7, [])
+    with pytest.raises(SystemExit, match="b.json: its teacher"):
+        kd_sst2.main(["--data", str(tmp_path), "--out", str(tmp_path / "m.json"), "--merge", str(a), str(b)])
