@@ -214,6 +214,36 @@ class MLPSpec(StrictModel):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
+#: Layer shapes a pruned image model is rebuilt with: module name → [in, out] (conv: [in, out, groups]).
+LayerShapes = dict[str, list[PositiveInt]]
+
+
+class ResNetSpec(StrictModel):
+    """He et al. (2016) ResNet (``transformers``' implementation); the defaults are ResNet-18."""
+
+    arch: Literal["resnet"]
+    block: Literal["basic", "bottleneck"] = "basic"
+    depths: list[PositiveInt] = Field(default=[2, 2, 2, 2], min_length=1)
+    widths: list[PositiveInt] = Field(default=[64, 128, 256, 512], min_length=1)
+    stem: PositiveInt = Field(default=64, description="Channels of the 7 × 7 stem convolution.")
+    shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")
+
+    @model_validator(mode="after")
+    def _one_width_per_stage(self) -> ResNetSpec:
+        if len(self.depths) != len(self.widths):
+            raise ValueError(f"depths ({len(self.depths)} stages) and widths ({len(self.widths)}) must match")
+        return self
+
+
+class MobileNetV2Spec(StrictModel):
+    """Sandler et al. (2018) MobileNetV2 (``transformers``' implementation)."""
+
+    arch: Literal["mobilenet_v2"]
+    width_multiplier: Annotated[float, Field(gt=0, le=4)] = 1.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")
+
+
 class BertSpec(StrictModel):
     """A BERT-family sequence classifier: from ``pretrained`` (hub id or local directory) or a fresh config."""
 
@@ -265,7 +295,8 @@ class TextCNNSpec(StrictModel):
 
 
 ModelSpec = Annotated[
-    Union[CNNSpec, MLPSpec, BertSpec, DropLayersSpec, BiLSTMSpec, TextCNNSpec],  # noqa: UP007
+    Union[CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec, BertSpec, DropLayersSpec, BiLSTMSpec,  # noqa: UP007
+          TextCNNSpec],
     Field(discriminator="arch"),
 ]
 

@@ -19,11 +19,13 @@ import pytest
 import torch
 from torch import nn
 
+import edgekd
 from edgekd.catalog import load_export_target
-from edgekd.config import InputShape, PruneConfig
+from edgekd.config import InputShape, PruneConfig, Recipe, validate_model
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.builders import count_params
 from edgekd.models.logits import model_logits
+from edgekd.models.task_model import TaskModel
 from edgekd.profile.macs import count_macs
 from edgekd.prune.structured import prune_image_classifier
 
@@ -89,3 +91,34 @@ def test_half_the_channels_pruned_exports_runs_and_cuts_macs_by_40_percent(name:
     assert macs_after <= 0.6 * macs_before, f"MACs {macs_before:,} -> {macs_after:,}"
     with torch.no_grad():
         assert model_logits(module(torch.zeros(2, 3, 224, 224))).shape == (2, 1000)
+
+
+# --------------------------------------------------------------------------- the same architectures in a recipe
+
+
+@pytest.mark.parametrize("model", [
+    {"arch": "resnet", "stem": 16, "widths": [16, 32], "depths": [1, 1]},
+    {"arch": "mobilenet_v2", "width_multiplier": 0.35},
+])
+def test_recipe_trains_prunes_reloads_and_exports_a_standard_image_model(model: dict, tmp_path: Path) -> None:
+    recipe = validate_model({
+        "name": "vision-prune", "data": {"source": "sklearn", "name": "digits", "limit": 600},
+        "teacher": {"model": model}, "student": {"model": {"arch": "cnn", "channels": [8]}},
+        "stages": [{"stage": "teacher", "epochs": 8, "lr": 0.01},
+                   {"stage": "prune", "role": "teacher", "ratio": 0.5, "targets": ["channels"]},
+                   {"stage": "export"}],
+    }, Recipe, source="test")
+    result = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    pruned = result.stages[1].metrics["teacher"]
+    assert pruned["params_ratio"] < 0.5 and pruned["macs_ratio"] <= 0.6
+    assert pruned["parity_max_abs_diff"] < 1e-4
+    assert pruned["before"]["accuracy"] > 0.15  # above chance (0.10), though 8 × 8 digits suit these nets badly
+
+    reloaded = TaskModel.load(tmp_path / "run" / "02-prune" / "teacher")
+    assert reloaded.params == pruned["params"] and reloaded.spec["shapes"]
+    images = reloaded.example_inputs(batch=3)["input"]
+    session = ort.InferenceSession(str(result.run_dir / result.artifact.get("teacher").onnx),
+                                   providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = reloaded.module(images).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": images.numpy()})[0], expected, atol=1e-4)

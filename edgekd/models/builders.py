@@ -1,4 +1,6 @@
-"""Image classifiers (``cnn``, ``mlp``) built from their spec, registered in :data:`BUILDERS`.
+"""Image classifiers built from their spec, registered in :data:`BUILDERS`.
+
+``cnn`` and ``mlp`` are built here; ``resnet`` and ``mobilenet_v2`` in :mod:`edgekd.models.vision`.
 
 Text students live in :mod:`edgekd.models.text_students`, BERT-family models in
 :mod:`edgekd.models.hf`; :func:`edgekd.models.task_model.build_task_model` picks among them.
@@ -10,8 +12,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from edgekd.config import CNNSpec, MLPSpec
+from edgekd.config import CNNSpec, MLPSpec, MobileNetV2Spec, ResNetSpec
 from edgekd.errors import ConfigError
+from edgekd.models.vision import build_mobilenet_v2, build_resnet
+
+#: The specs of image classifiers (the others take text).
+ImageSpec = CNNSpec | MLPSpec | ResNetSpec | MobileNetV2Spec
 
 
 def build_cnn(spec: CNNSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -57,10 +63,11 @@ def build_mlp(spec: MLPSpec, input_shape: tuple[int, ...], num_classes: int) -> 
     return nn.Sequential(*layers)
 
 
-BUILDERS: dict[str, Callable[..., nn.Module]] = {"cnn": build_cnn, "mlp": build_mlp}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "cnn": build_cnn, "mlp": build_mlp, "resnet": build_resnet, "mobilenet_v2": build_mobilenet_v2}
 
 
-def build_model(spec: CNNSpec | MLPSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build_model(spec: ImageSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Build the (randomly initialised) module for ``spec``; seed torch beforehand for determinism."""
     return BUILDERS[spec.arch](spec, tuple(input_shape), num_classes)
 

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from edgekd.atomic import atomic_dir
-from edgekd.config import BertSpec, CNNSpec, DropLayersSpec, MLPSpec, ModelSpec
+from edgekd.config import BertSpec, DropLayersSpec, ModelSpec
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError
 from edgekd.models import hf
-from edgekd.models.builders import build_model, count_params
+from edgekd.models.builders import ImageSpec, build_model, count_params
 from edgekd.models.weights import load_weights, save_weights
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 from edgekd.prune.structure import apply_low_rank, low_rank_layers, pruned_class
@@ -114,7 +114,7 @@ def build_task_model(
     ``drop_layers`` students are built from ``teacher`` (weights copied).
     """
     num_classes = len(class_names)
-    if isinstance(spec, (CNNSpec, MLPSpec)):
+    if isinstance(spec, ImageSpec):
         if signature.kind != "image":
             raise ConfigError(f"model arch '{spec.arch}' takes images, but the recipe's data is text")
         module = build_model(spec, signature.image_shape, num_classes)

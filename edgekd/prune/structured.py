@@ -9,8 +9,9 @@ the output projection's columns) and removes whole groups, so the tensors are ph
   output projections, pooler, classifier) is ignored, so the hidden size is never pruned; the
   attention modules' head counts and the config's structure are updated afterwards
   (:func:`edgekd.prune.structure.sync_bert_config`).
-- ``cnn``/``mlp`` models: conv channels and hidden units, the classifier's outputs kept; the spec
-  is rewritten with the new widths so the model directory rebuilds it.
+- image classifiers (``cnn``, ``mlp``, ``resnet``, ``mobilenet_v2``): conv channels and hidden
+  units, the classifier's outputs kept; the spec is rewritten with the new widths (``resnet`` and
+  ``mobilenet_v2``: every layer's shape) so the model directory rebuilds it.
 
 Importance criteria: group L1/L2 magnitude (Li et al., 2017), first-order Taylor (Molchanov et
 al., 2019; needs gradients, see ``gradients``), and random as a control. The factor pairs of a
@@ -30,10 +31,13 @@ from edgekd.config import PruneConfig
 from edgekd.errors import ConfigError
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
+from edgekd.models.vision import layer_shapes
 from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers, out_features, sync_bert_config
 
 log = logging.getLogger(__name__)
 
+#: Image classifiers whose channels and hidden units are pruned.
+IMAGE_ARCHS = ("cnn", "mlp", "resnet", "mobilenet_v2")
 #: A share of any one layer's channels always kept under global ranking, so no layer disappears.
 MAX_LAYER_RATIO = 0.9
 
@@ -66,10 +70,11 @@ def prune_step(
     module = model.module
     if model.is_hf:
         plan = _bert_plan(module, config, ratio)
-    elif model.spec.get("arch") in ("cnn", "mlp"):
+    elif model.spec.get("arch") in IMAGE_ARCHS:
         plan = _plain_plan(module, config)
     else:
-        raise ConfigError(f"stages: prune supports BERT-family, 'cnn' and 'mlp' models, not '{model.spec.get('arch')}'")
+        raise ConfigError(f"stages: prune supports BERT-family models and {', '.join(map(repr, IMAGE_ARCHS))}, "
+                          f"not '{model.spec.get('arch')}'")
     inputs: Any = example_inputs if model.is_hf else next(iter(example_inputs.values()))
     prune_module(module, inputs, config, ratio, plan, gradients=gradients)
     record_structure(model)
@@ -123,13 +128,16 @@ def prune_module(
 def record_structure(model: TaskModel) -> None:
     """After pruning or factorization: state the new shapes where the model directory rebuilds them from.
 
-    BERT-family: head counts and the config's structure; ``cnn``/``mlp``: the spec's widths (the
-    low-rank layers of plain models are found by :meth:`TaskModel.save` itself).
+    BERT-family: head counts and the config's structure; ``cnn``/``mlp``: the spec's widths;
+    ``resnet``/``mobilenet_v2``: the spec's layer ``shapes`` (the low-rank layers of plain models
+    are found by :meth:`TaskModel.save` itself).
     """
     if model.is_hf:
         sync_bert_config(model.module)
     elif model.spec.get("arch") in ("cnn", "mlp"):
         model.spec = plain_spec(model.spec, model.module)
+    elif model.spec.get("arch") in IMAGE_ARCHS:
+        model.spec = {**model.spec, "shapes": layer_shapes(model.module)}
 
 
 def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str, Any]:
