@@ -95,6 +95,7 @@ def test_ensemble_and_assistant_chain(text_data: dict, tmp_path: Path) -> None:
 
     # The trained members reload from their weight files, one per member, on the same fixed split.
     stage_dir = tmp_path / "ensemble" / "01-teacher"
+    assert sorted(p.name for p in stage_dir.iterdir() if p.is_dir()) == ["teacher", "teacher-1"]  # no checkpoints left
     recipe["teacher"]["weights"] = [str(stage_dir / name / "model.safetensors") for name in ("teacher", "teacher-1")]
     recipe["data"]["split_seed"] = recipe["seed"]
     recipe["seed"] += 1

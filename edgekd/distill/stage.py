@@ -59,6 +59,9 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
         member_metrics.append(_evaluate(model, data, started, history))
         if ctx.world.is_main:
             model.save(ctx.path(_member_name(member)))
+    if ctx.world.is_main:  # every member is saved: their epoch checkpoints (weights + optimizer state) can go
+        for member in range(len(members)):
+            shutil.rmtree(ctx.work_dir / f"checkpoint-{member}", ignore_errors=True)
     weights = _member_weights(ensemble, [m["val_accuracy"] for m in member_metrics])
     metrics = dict(member_metrics[0])
     teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=metrics)
