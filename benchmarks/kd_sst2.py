@@ -42,6 +42,7 @@ from edgekd.config import Recipe, read_yaml, validate_model
 from edgekd.pipeline import RunResult
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
+from edgekd.profile.runner import ProfileResult
 
 STUDENT_RECIPES = ("sst2-distilbert-style", "sst2-tinybert-style", "sst2-bilstm", "sst2-assistant", "sst2-ensemble")
 HARD_LABELS = [{"kind": "hinton", "alpha": 0.0}]  # the Hinton loss with alpha 0 is plain cross-entropy
@@ -199,6 +200,12 @@ def data_missing(data: Path) -> bool:
     return True
 
 
+def time_side_by_side(paths: list[Path], *, quick: bool) -> list[ProfileResult]:
+    """The ONNX models of ``paths`` timed on ``host-cpu`` in interleaved sessions (fewer runs for ``--quick``)."""
+    return benchmark(paths, load_device("host-cpu"), warmup=5 if quick else 20, runs=50 if quick else 400,
+                     rounds=2 if quick else 8)
+
+
 def interleaved_latency(rows: list[dict[str, Any]], *, quick: bool) -> None:
     """Time every row's ONNX model again, all in one interleaved session set, and set p50/p90 from it.
 
@@ -206,9 +213,7 @@ def interleaved_latency(rows: list[dict[str, Any]], *, quick: bool) -> None:
     machine those figures drift. Timing them side by side (:func:`edgekd.profile.bench.benchmark`)
     makes the speed-ups ratios measured in one run.
     """
-    paths = [Path(row["onnx"]) for row in rows]
-    results = benchmark(paths, load_device("host-cpu"), warmup=5 if quick else 20, runs=50 if quick else 400,
-                        rounds=2 if quick else 8)
+    results = time_side_by_side([Path(row["onnx"]) for row in rows], quick=quick)
     for row, result in zip(rows, results, strict=True):
         row.update(onnx_p50_ms=result.p50_ms, onnx_p90_ms=result.p90_ms)
 
@@ -241,13 +246,24 @@ def results_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"models": rows, "distillation_gain_over_hard_labels": gains, "targets": targets(by_name, gains)}
 
 
+def read_result(file: Path) -> dict[str, Any]:
+    """A result file of this benchmark; a missing or foreign file stops with one line naming it."""
+    try:
+        result = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {file}: cannot read a kd_sst2 result ({exc})") from None
+    if result.get("benchmark") != "kd_sst2" or not result.get("models"):
+        raise SystemExit(f"error: {file}: not a kd_sst2 result (expected 'benchmark': 'kd_sst2' and a 'models' list)")
+    return result
+
+
 def merge(files: list[Path]) -> dict[str, Any]:
     """One result from several runs of this benchmark that trained the same teacher (e.g. one recipe each).
 
     The teachers must agree (parameters and dev accuracy); each student keeps the speed-up measured
     in its own run (a ratio to the teacher timed in that run), recorded under ``measured_in``.
     """
-    parts = [json.loads(f.read_text()) for f in files]
+    parts = [read_result(f) for f in files]
     teacher = parts[0]["models"][0]
     rows: dict[str, dict[str, Any]] = {"teacher": teacher}
     for file, part in zip(files, parts, strict=True):

@@ -36,12 +36,10 @@ import torch
 
 import edgekd
 from edgekd.atomic import write_json
-from edgekd.catalog import load_device
 from edgekd.config import Recipe, validate_model
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.pipeline import RunResult
-from edgekd.profile.bench import benchmark
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
@@ -53,6 +51,7 @@ from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
     teacher_recipe,
     teacher_weights,
     teachers_dir,
+    time_side_by_side,
 )
 
 RECOVERY = {"epochs": 1, "batch_size": 32, "lr": 0.0001, "warmup_ratio": 0.1, "max_grad_norm": 1.0,
@@ -135,8 +134,7 @@ def hybrid_steps(figures: dict[str, Any]) -> list[dict[str, Any]]:
 def interleaved_speedups(rows: list[dict[str, Any]], teacher_onnx: Path, *, quick: bool) -> dict[str, Any]:
     """Time the uncompressed ONNX model and every final point's side by side; set their p50 and speed-up."""
     timed = [row for row in rows if "onnx" in row]
-    results = benchmark([teacher_onnx, *(Path(row["onnx"]) for row in timed)], load_device("host-cpu"),
-                        warmup=5 if quick else 20, runs=50 if quick else 400, rounds=2 if quick else 8)
+    results = time_side_by_side([teacher_onnx, *(Path(row["onnx"]) for row in timed)], quick=quick)
     for row, result in zip(timed, results[1:], strict=True):
         row.update(onnx_p50_ms=result.p50_ms, speedup=results[0].p50_ms / result.p50_ms, latency="interleaved")
     return {"onnx_p50_ms": results[0].p50_ms, "onnx_p90_ms": results[0].p90_ms}

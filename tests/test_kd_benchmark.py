@@ -50,8 +50,9 @@ def _result(tmp_path: Path, name: str, teacher_accuracy: float, rows: list[tuple
     models += [{"name": n, "params": 100, "dev_accuracy": acc, "dev_accuracy_std": std, "onnx_p50_ms": 0.5,
                 "speedup": 20.0, "accuracy_ratio": acc / teacher_accuracy} for n, acc, std in rows]
     path = tmp_path / name
-    path.write_text(json.dumps({"command": f"kd_sst2.py --only {name}", "total_seconds": 60.0, "quick": False,
-                                "cpu": {"brand": "test cpu"}, "device": "host-cpu", "models": models}))
+    path.write_text(json.dumps({"benchmark": "kd_sst2", "command": f"kd_sst2.py --only {name}",
+                                "total_seconds": 60.0, "quick": False, "cpu": {"brand": "test cpu"},
+                                "device": "host-cpu", "models": models}))
     return path
 
 
@@ -78,3 +79,10 @@ def test_merge_refuses_runs_with_different_teachers(tmp_path: Path) -> None:
     b = _result(tmp_path, "b.json", 0.7, [])
     with pytest.raises(SystemExit, match="b.json: its teacher"):
         kd_sst2.main(["--data", str(tmp_path), "--out", str(tmp_path / "m.json"), "--merge", str(a), str(b)])
+
+
+def test_merge_names_a_file_that_is_not_a_result(tmp_path: Path) -> None:
+    kd_sst2 = load_benchmark()
+    with pytest.raises(SystemExit, match="missing.json: cannot read a kd_sst2 result"):
+        kd_sst2.main(["--data", str(tmp_path), "--out", str(tmp_path / "m.json"), "--merge",
+                      str(tmp_path / "missing.json")])

@@ -21,8 +21,6 @@ from torch import nn
 from edgekd.config import MobileNetV2Spec, ResNetSpec
 from edgekd.errors import ConfigError
 
-RESHAPED = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
-
 
 class VisionClassifier(nn.Module):
     """A ``transformers`` image classifier that takes ``pixel_values`` and returns the logits tensor."""

@@ -29,6 +29,7 @@ from torch import nn
 
 from edgekd.config import PruneConfig
 from edgekd.errors import ConfigError
+from edgekd.models.builders import BUILDERS
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.models.vision import layer_shapes
@@ -36,8 +37,8 @@ from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers,
 
 log = logging.getLogger(__name__)
 
-#: Image classifiers whose channels and hidden units are pruned.
-IMAGE_ARCHS = ("cnn", "mlp", "resnet", "mobilenet_v2")
+#: Image classifiers (every registered image builder): their channels and hidden units are pruned.
+IMAGE_ARCHS = tuple(BUILDERS)
 #: A share of any one layer's channels always kept under global ranking, so no layer disappears.
 MAX_LAYER_RATIO = 0.9
 
