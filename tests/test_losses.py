@@ -29,6 +29,7 @@ from edgekd.config import (
     MiniLMLoss,
     PKDLoss,
 )
+from edgekd.data.examples import UNLABELLED
 from edgekd.distill.layer_map import map_layers
 from edgekd.distill.losses import (
     LOSSES,
@@ -117,6 +118,25 @@ def test_hinton_soft_term_matches_hand_computation() -> None:
     student, teacher, labels = torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([1])
     assert loss(ModelOutputs(student), ModelOutputs(teacher), labels, None).item() == pytest.approx(expected, rel=1e-6)
     assert loss.forward_logits(student, teacher, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_hinton_hard_term_counts_only_labelled_rows() -> None:
+    # Row 0 has label 0, row 1 is an augmented sentence (UNLABELLED): the CE is row 0's alone.
+    student = [[2.0, 0.5, -1.0], [9.0, -9.0, 0.0]]
+    loss = HintonDistillationLoss(temperature=4.0, alpha=0.0)(
+        outputs(logits=student), outputs(logits=student), torch.tensor([0, UNLABELLED]), None
+    )
+    log_z = math.log(sum(math.exp(v) for v in student[0]))
+    assert loss.item() == pytest.approx(log_z - student[0][0], rel=1e-6)
+
+
+def test_hinton_batch_without_labels_keeps_only_the_soft_term() -> None:
+    student, teacher = torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 0.0]])
+    unlabelled = torch.tensor([UNLABELLED])
+    mixed = HintonDistillationLoss(temperature=2.0, alpha=0.5)(ModelOutputs(student), ModelOutputs(teacher), unlabelled)
+    soft = HintonDistillationLoss(temperature=2.0, alpha=1.0)(ModelOutputs(student), ModelOutputs(teacher), unlabelled)
+    assert torch.isfinite(mixed)
+    assert mixed.item() == pytest.approx(0.5 * soft.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize(("temperature", "alpha"), [(0.0, 0.5), (-1.0, 0.5), (2.0, 1.5)])

@@ -33,6 +33,7 @@ from edgekd.config import (
     MiniLMLoss,
     PKDLoss,
 )
+from edgekd.data.examples import UNLABELLED
 from edgekd.distill.layer_map import LayerPairs, map_layers
 from edgekd.distill.outputs import ModelInfo, ModelOutputs
 from edgekd.errors import ConfigError
@@ -48,6 +49,13 @@ def _masked_mean(values: Tensor, keep: Tensor) -> Tensor:
     """Mean of ``values`` over the entries where the boolean ``keep`` (broadcast to ``values``) is true."""
     keep = keep.expand_as(values)
     return torch.where(keep, values, 0.0).sum() / keep.sum().clamp_min(1)
+
+
+def _labelled_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy averaged over the rows that have a label; rows labelled ``UNLABELLED`` (Tang et
+    al.'s augmented sentences, which only the teacher labels) do not count. 0 when no row has one."""
+    total = F.cross_entropy(logits, labels, ignore_index=UNLABELLED, reduction="sum")
+    return total / (labels != UNLABELLED).sum().clamp_min(1)
 
 
 def _real_tokens(mask: Tensor | None, like: Tensor) -> Tensor:
@@ -161,7 +169,7 @@ class HintonDistillationLoss(DistillationLoss):
             reduction="batchmean",
             log_target=True,
         ) * (t * t)
-        hard = F.cross_entropy(student_logits, labels)
+        hard = _labelled_cross_entropy(student_logits, labels)
         return self.alpha * soft + (1.0 - self.alpha) * hard
 
 
@@ -169,7 +177,8 @@ class LogitMSEDistillationLoss(DistillationLoss):
     """Tang et al. (2019), "Distilling Task-Specific Knowledge from BERT into Simple Neural Networks":
     mean squared error between student and teacher logits.
 
-    The paper mixes it with cross-entropy on hard labels; add ``hinton`` with ``alpha: 0`` for that.
+    The paper can mix it with cross-entropy on hard labels; add ``hinton`` with ``alpha: 0`` for that
+    (on an augmented transfer set the cross-entropy counts only the labelled sentences).
     """
 
     kind = "logit_mse"
