@@ -80,8 +80,7 @@ def search_recipe(base: dict[str, Any], weights: Path, *, quick: bool) -> dict[s
 
 def hand_written(name: str, data: Path, weights: Path, work: Path, *, quick: bool) -> dict[str, Any]:
     """A shipped student recipe run from the benchmark's teacher (seed 0); its dev accuracy and ONNX file."""
-    recipe = with_trained_teacher(recipe_dict(name, data, quick=quick), [weights], 0, hard=False,
-                                  cache=work / "teacher-outputs")
+    recipe = with_trained_teacher(recipe_dict(name, data, quick=quick), [weights], 0, cache=work / "teacher-outputs")
     label = name.removeprefix("sst2-")
     result = edgekd.run(validate_model(recipe, Recipe, source=name), out=work / f"{label}-seed0")
     student = result.artifact.get("student")

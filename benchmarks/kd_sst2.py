@@ -5,7 +5,7 @@
 Trains the BERT-Small teacher (4 × 512, 8 heads) from scratch once (cached in ``--teachers``;
 the ensemble recipe adds two more teachers with seeds 1 and 2), then for each student recipe and
 seed: distils the student, and trains the same student on the hard labels only (``<name>-hard``:
-same architecture, data and epochs). Seeds change initialisation, dropout and batch order only:
+same architecture, data and budget of steps). Seeds change initialisation, dropout and batch order only:
 every run uses the same train/validation split (``data.split_seed``), so the teachers' tokenizer
 and weights apply, and teacher outputs are cached once per teacher and transfer set
 (``distill.teacher_cache_dir``) and shared by all runs. Every model is evaluated on SST-2 dev,
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -89,7 +90,7 @@ def model_row(name: str, results: list[RunResult], role: str, seeds: list[int]) 
         "onnx_p50_ms": first["p50_ms"],
         "onnx_p90_ms": first["p90_ms"],
         "size_mb": first["size_mb"],
-        "onnx": str(results[0].run_dir / results[0].artifact.get(role).onnx),
+        "onnx": os.path.relpath(results[0].run_dir / results[0].artifact.get(role).onnx),  # no machine paths in results
     }
 
 
@@ -108,27 +109,40 @@ def teacher_recipe(base: dict[str, Any], seed: int | None = None) -> dict[str, A
     return recipe
 
 
-def with_trained_teacher(recipe: dict[str, Any], weights: list[Path], seed: int, hard: bool,
-                         cache: Path) -> dict[str, Any]:
+def with_trained_teacher(recipe: dict[str, Any], weights: list[Path], seed: int, cache: Path) -> dict[str, Any]:
     """``recipe`` reusing the benchmark's teacher weights (one per ensemble member), at ``seed``.
 
     The split stays the one the teachers were trained on; teacher outputs are cached under ``cache``.
-    ``hard`` swaps in the hard-label twin.
     """
     recipe = copy.deepcopy(recipe)
     recipe["data"]["split_seed"] = recipe["seed"]
     recipe["seed"] = seed
     members = recipe["teacher"].get("ensemble", {}).get("members", 1)
     recipe["teacher"]["weights"] = [str(w) for w in weights[:members]] if members > 1 else str(weights[0])
-    for stage in recipe["stages"]:
-        if stage["stage"] == "distill":
-            stage["teacher_cache_dir"] = str(cache)
-            if hard:
-                stage["losses"] = HARD_LABELS
-                stage.pop("augment", None)
-    if hard:
-        recipe["name"] += "-hard"
+    for stage in distill_stages(recipe):
+        stage["teacher_cache_dir"] = str(cache)
     return recipe
+
+
+def hard_label_twin(recipe: dict[str, Any], distilled: RunResult) -> dict[str, Any]:
+    """The same student trained on the hard labels only, with the ``distilled`` run's budget of steps.
+
+    An augmented transfer set has no labels, so the twin trains on the training set for as many
+    more epochs as the transfer set was larger (Tang et al.'s BiLSTM sees ~2× the sentences).
+    """
+    recipe = copy.deepcopy(recipe)
+    recipe["name"] += "-hard"
+    for stage in distill_stages(recipe):
+        stage["losses"] = HARD_LABELS
+        if stage.pop("augment", None):
+            seen = distilled.artifact.get("student").metrics
+            stage["epochs"] = round(stage["epochs"] * seen["transfer_set_size"] / seen["labelled_examples"])
+    return recipe
+
+
+def distill_stages(recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recipe's distill stages (dicts, edited in place by the callers)."""
+    return [stage for stage in recipe["stages"] if stage["stage"] == "distill"]
 
 
 def targets(by_name: dict[str, dict[str, Any]], gains: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -296,6 +310,7 @@ class Benchmark:
         self.base = recipe_dict(STUDENT_RECIPES[0], args.data.resolve(), quick=args.quick)
         self.rows: list[dict[str, Any]] = []
         self.weights: list[Path] = []
+        self.distilled: dict[tuple[str, int], RunResult] = {}
         self.timings: dict[str, float] = {}
 
     def teacher(self, member: int) -> None:
@@ -310,14 +325,24 @@ class Benchmark:
         self.timings[name] = time.perf_counter() - begun
 
     def student(self, name: str, recipe: dict[str, Any], *, hard: bool) -> None:
-        """Distil (or, ``hard``, train on the labels) the recipe's student once per seed."""
+        """Distil (or, ``hard``, train on the labels) the recipe's student once per seed.
+
+        The hard-label twin of a seed takes its budget of steps from that seed's distilled run,
+        so ``student(name, hard=False)`` runs first.
+        """
         label = f"{name}-hard" if hard else name
         members = (recipe["teacher"].get("ensemble") or {}).get("members", 1)
         while len(self.weights) < members:
             self.teacher(len(self.weights))
         begun = time.perf_counter()
-        results = [run(with_trained_teacher(recipe, self.weights, seed, hard, self.work / "teacher-outputs"),
-                       self.work / f"{label}-seed{seed}") for seed in self.seeds]
+        results = []
+        for seed in self.seeds:
+            seeded = with_trained_teacher(recipe, self.weights, seed, self.work / "teacher-outputs")
+            if hard:
+                seeded = hard_label_twin(seeded, self.distilled[name, seed])
+            results.append(run(seeded, self.work / f"{label}-seed{seed}"))
+            if not hard:
+                self.distilled[name, seed] = results[-1]
         self.rows.append(model_row(label, results, "student", self.seeds))
         self.timings[label] = time.perf_counter() - begun
         print(f"{label}: dev {self.rows[-1]['dev_accuracy']:.4f} ± {self.rows[-1]['dev_accuracy_std']:.4f}",

@@ -41,6 +41,17 @@ def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
     assert result["complete"] is True and result["latency"].startswith("interleaved")
     assert result["cpu"]["brand"]
     assert set(result["distillation_gain_over_hard_labels"]) == {"distilbert-style", "bilstm"}
+    # The BiLSTM's hard-label twin gets the distilled run's steps: more epochs over the unaugmented set.
+    distilled = distill_record(tmp_path / "work" / "quick" / "bilstm-seed0")
+    twin = distill_record(tmp_path / "work" / "quick" / "bilstm-hard-seed0")
+    seen = distilled["artifact"]["student"]["metrics"]
+    assert seen["transfer_set_size"] > 1.5 * seen["labelled_examples"]
+    assert twin["config"]["epochs"] == round(seen["transfer_set_size"] / seen["labelled_examples"]) > 1
+    assert "augment" not in twin["config"] or twin["config"]["augment"] is None
+
+
+def distill_record(run_dir: Path) -> dict[str, Any]:
+    return json.loads(next(run_dir.glob("*-distill/stage.json")).read_text())
 
 
 def _result(tmp_path: Path, name: str, teacher_accuracy: float, rows: list[tuple[str, float, float]]) -> Path:

@@ -100,7 +100,8 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
                   checkpoint_dir=ctx.work_dir, description=f"distill {config.teacher} → {config.student}",
                   show_progress=ctx.show_progress, world=ctx.world)
     metrics = _evaluate(student, data, started, history)
-    metrics.update(transfer_set_size=len(train), losses=[spec.kind for spec in config.losses])
+    metrics.update(labelled_examples=len(data.train), transfer_set_size=len(train),
+                   losses=[spec.kind for spec in config.losses])
     if ctx.world.is_main:
         student.save(ctx.path(config.student))
         clear_checkpoint(ctx.work_dir)
