@@ -56,8 +56,8 @@ def _sample(batch: int = 1) -> torch.Tensor:
     return torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(42))
 
 
-def _target(level: str = "basic", atol: float = 1e-4) -> ExportTarget:
-    return ExportTarget(name="test", optimization_level=level, parity_atol=atol)
+def _target(level: str = "basic", atol: float = 1e-4, rtol: float = 1e-4) -> ExportTarget:
+    return ExportTarget(name="test", optimization_level=level, parity_atol=atol, parity_rtol=rtol)
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -165,12 +165,39 @@ def test_parity_gate_raises_naming_the_file(tmp_path: Path) -> None:
 
     path = tmp_path / "gated" / "cnn.onnx"
     with pytest.raises(ExportError) as info:
-        export_onnx(model, _sample(), path, _target("disabled", atol=1e-12))
+        export_onnx(model, _sample(), path, _target("disabled", atol=1e-12, rtol=0.0))
     message = str(info.value)
     assert "\n" not in message
     assert str(path) in message and "1e-12" in message and "parity" in message
     assert f"{measured.max_abs_diff:.3g}" in message
     assert not path.exists() and list(path.parent.iterdir()) == []
+
+
+class _Scaled(nn.Module):
+    def __init__(self, model: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.factor
+
+
+def test_parity_tolerance_grows_with_the_outputs_scale(tmp_path: Path) -> None:
+    # Logits of magnitude ~1e3, and an ONNX file that is off by a relative 1e-5: an absolute 1e-4
+    # gate rejects it, 1e-4 of the largest |output| accepts it, 1e-6 does not.
+    reference = _Scaled(_mlp(), 5000.0).eval()
+    path = tmp_path / "scaled.onnx"
+    export_onnx(_Scaled(_mlp(), 5000.0 * (1 + 1e-5)).eval(), _sample(), path, _target(atol=1.0))
+    batches = parity_batches(_sample(), (1, 7))
+    absolute = check_parity(reference, path, batches, atol=1e-4)
+    scale = absolute.max_abs_diff / 1e-5  # ≈ the largest |output|
+    assert not absolute.passed and scale > 500
+    relative = check_parity(reference, path, batches, atol=1e-4, rtol=1e-4)
+    assert relative.passed and relative.tolerance == pytest.approx(1e-4 + 1e-4 * scale, rel=0.05)
+    strict = check_parity(reference, path, batches, atol=1e-4, rtol=1e-6)
+    assert not strict.passed
+    assert strict.tolerance_text() == (f"the tolerance {strict.tolerance:.3g} (parity_atol 0.0001 + "
+                                       f"parity_rtol 1e-06 × largest |output| {(strict.tolerance - 1e-4) / 1e-6:.3g})")
 
 
 class _TwoOutputs(nn.Module):

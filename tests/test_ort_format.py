@@ -53,10 +53,11 @@ def test_ort_model_matches_onnx_and_its_operator_config_is_portable(onnx_model: 
 
 
 def test_failed_parity_writes_nothing(onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    failing = ParityResult(max_abs_diff=0.5, mean_abs_diff=0.1, atol=1e-4, passed=False, samples=8,
-                           argmax_agreement=0.5)
+    failing = ParityResult(max_abs_diff=0.5, mean_abs_diff=0.1, atol=1e-4, rtol=1e-4, tolerance=0.0011,
+                           passed=False, samples=8, argmax_agreement=0.5)
     monkeypatch.setattr(ort_format, "check_file_parity", lambda *args, **kwargs: failing)
-    with pytest.raises(ExportError, match=r"small.ort: parity check failed: max \|onnx - ort\| = 0.5"):
+    with pytest.raises(ExportError, match=r"small.ort: parity check failed: max \|onnx - ort\| = 0.5 exceeds "
+                       r"the tolerance 0.0011 \(parity_atol 0.0001 \+ parity_rtol 0.0001 × largest \|output\| 10\)"):
         convert_to_ort(onnx_model, load_export_target("ort-mobile"), random_feeds(onnx_model), out_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 

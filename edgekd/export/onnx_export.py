@@ -117,7 +117,7 @@ def export_onnx(
     The file is written atomically and only once every check has passed. Raises
     :class:`ExportError` (one line) when PyTorch cannot export the model, onnxruntime cannot
     optimize or run it, the checker rejects it, or the largest output difference exceeds
-    ``target.parity_atol``; ``path`` is then left as it was.
+    ``target.parity_atol + target.parity_rtol × max |torch output|``; ``path`` is then left as it was.
     """
     path = Path(path)
     sample = as_batch(sample_input, input_name)
@@ -136,11 +136,11 @@ def export_onnx(
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"{path}: the exported model is not valid ONNX: {one_line(exc)}") from exc
-        parity = check_parity(model, tmp, batches, target.parity_atol, label=path)
+        parity = check_parity(model, tmp, batches, target.parity_atol, rtol=target.parity_rtol, label=path)
         if not parity.passed:
             raise ExportError(
                 f"{path}: parity check failed: max |torch - onnxruntime| = {parity.max_abs_diff:.3g} "
-                f"exceeds parity_atol {target.parity_atol:g} (export target '{target.name}', "
+                f"exceeds {parity.tolerance_text()} (export target '{target.name}', "
                 f"optimization '{target.optimization_level}'); the file was not written"
             )
         proto = onnx.load(str(tmp), load_external_data=False)

@@ -83,7 +83,8 @@ def convert_to_ort(
 ) -> OrtModel:
     """Convert ``onnx_path`` to ``<stem>.ort`` in ``out_dir`` (default: beside it) and check it on ``feeds``.
 
-    Every output of the ``.ort`` model must match the ONNX model's within ``target.parity_atol``
+    Every output of the ``.ort`` model must match the ONNX model's within ``target.parity_atol`` (plus
+    ``target.parity_rtol`` × the largest |output|)
     on every batch of ``feeds``; otherwise, or when onnxruntime cannot convert the model, an
     :class:`ExportError` is raised and no file is written. Files are written atomically.
     """
@@ -94,11 +95,12 @@ def convert_to_ort(
     config_path = out_dir / f"{onnx_path.stem}.required_operators.config"
     with tempfile.TemporaryDirectory(prefix=".ort-", dir=out_dir) as tmp:
         converted, config = _run_converter(onnx_path, Path(tmp), target.ort_optimization_level)
-        parity = check_file_parity(onnx_path, converted, feeds, target.parity_atol, label=ort_path)
+        parity = check_file_parity(onnx_path, converted, feeds, target.parity_atol, rtol=target.parity_rtol,
+                                   label=ort_path)
         if not parity.passed:
             raise ExportError(
                 f"{ort_path}: parity check failed: max |onnx - ort| = {parity.max_abs_diff:.3g} exceeds "
-                f"parity_atol {target.parity_atol:g} (export target '{target.name}'); the file was not written"
+                f"{parity.tolerance_text()} (export target '{target.name}'); the file was not written"
             )
         write_with(ort_path, lambda tmp_path: shutil.copyfile(converted, tmp_path))
         if target.reduced_operator_config:

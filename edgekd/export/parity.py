@@ -2,7 +2,9 @@
 
 :func:`check_parity` runs the same input batches through the model (eval mode, no gradients)
 and through a plain ``onnxruntime.InferenceSession`` on the exported file, then reports the
-largest and mean absolute difference and how often the two agree on the arg-max class.
+largest and mean absolute difference and how often the two agree on the arg-max class. The
+tolerance is ``atol + rtol × max |reference output|``: float32 rounding grows with the scale of the
+activations, so a fixed absolute bound alone rejects correct exports of models with large logits.
 Running batches of different sizes (always batch 1 and a batch larger than 1) proves that the
 exported batch axis is really dynamic: a graph with a fixed batch size fails on one of them.
 """
@@ -46,12 +48,15 @@ class ParityResult:
     ``max_abs_diff`` and ``mean_abs_diff`` are taken over every output element of every batch;
     ``argmax_agreement`` is the fraction of output rows (positions along all but the last axis)
     whose arg-max over the last axis agrees (1.0 for outputs with no class axis); ``samples``
-    counts the input rows; ``passed`` is ``max_abs_diff <= atol`` (False when it is NaN).
+    counts the input rows; ``tolerance`` is ``atol + rtol × max |reference output|`` and
+    ``passed`` is ``max_abs_diff <= tolerance`` (False when it is NaN).
     """
 
     max_abs_diff: float
     mean_abs_diff: float
     atol: float
+    rtol: float
+    tolerance: float
     passed: bool
     samples: int
     argmax_agreement: float
@@ -59,6 +64,14 @@ class ParityResult:
     def to_json(self) -> dict[str, Any]:
         """The result as a JSON-ready dict."""
         return asdict(self)
+
+    def tolerance_text(self) -> str:
+        """The tolerance in the export target's terms, for error messages."""
+        if not self.rtol:
+            return f"parity_atol {self.atol:g}"
+        scale = (self.tolerance - self.atol) / self.rtol
+        return (f"the tolerance {self.tolerance:.3g} (parity_atol {self.atol:g} + parity_rtol {self.rtol:g} × "
+                f"largest |output| {scale:.3g})")
 
 
 @contextmanager
@@ -113,6 +126,7 @@ def check_parity(
     inputs: torch.Tensor | Mapping[str, torch.Tensor] | Sequence[torch.Tensor | Mapping[str, torch.Tensor]],
     atol: float,
     *,
+    rtol: float = 0.0,
     label: str | Path | None = None,
 ) -> ParityResult:
     """Compare ``model``'s outputs with onnxruntime's (CPU provider) on ``onnx_path``.
@@ -125,8 +139,8 @@ def check_parity(
     (or an object with ``.logits``). The model runs in eval mode under ``torch.no_grad()``; its train/eval
     modes are restored afterwards. ``label`` names the file in error messages (default
     ``onnx_path``). Raises :class:`ExportError` when onnxruntime cannot load or run the file or
-    when the outputs differ in shape; a difference larger than ``atol`` is reported through
-    ``ParityResult.passed``, not raised.
+    when the outputs differ in shape; a difference larger than ``atol + rtol × max |torch output|``
+    is reported through ``ParityResult.passed``, not raised.
     """
     single = isinstance(inputs, (torch.Tensor, Mapping))
     shown = label if label is not None else onnx_path
@@ -136,7 +150,7 @@ def check_parity(
     if not batches:
         raise ValueError("check_parity needs at least one input batch")
 
-    diffs, matches, samples = [], [], 0
+    diffs, matches, scales, samples = [], [], [], 0
     for batch in batches:
         shapes = {name: tuple(t.shape) for name, t in batch.items()}
         expected = _torch_output(model, batch, shown)
@@ -151,8 +165,9 @@ def check_parity(
             )
         diffs.append(_abs_diff(expected, actual).ravel())
         matches.append(_argmax_matches(expected, actual))
+        scales.append(_largest_magnitude(expected))
         samples += batch_rows(batch)
-    return _parity_result(diffs, matches, samples, atol)
+    return _parity_result(diffs, matches, samples, atol + rtol * max(scales), atol=atol, rtol=rtol)
 
 
 def check_file_parity(
@@ -161,17 +176,19 @@ def check_file_parity(
     feeds: Sequence[Mapping[str, np.ndarray]],
     atol: float,
     *,
+    rtol: float = 0.0,
     label: str | Path | None = None,
 ) -> ParityResult:
     """Compare every output of two model files (e.g. ``.onnx`` and its ``.ort``) on onnxruntime's CPU provider.
 
     ``feeds`` are input batches by input name, each run through both models. ``label`` names the
-    candidate in error messages (default ``candidate``). Raises :class:`ExportError` when either file
+    candidate in error messages (default ``candidate``). The tolerance is ``atol + rtol × max
+    |reference output|``. Raises :class:`ExportError` when either file
     cannot be loaded or run, or when their outputs differ in number or shape.
     """
     shown = label if label is not None else candidate
     sessions = _cpu_session(Path(reference), reference), _cpu_session(Path(candidate), shown)
-    diffs, matches, samples = [], [], 0
+    diffs, matches, scales, samples = [], [], [], 0
     for feed in feeds:
         try:
             expected, actual = (session.run(None, dict(feed)) for session in sessions)
@@ -184,18 +201,22 @@ def check_file_parity(
         for want, got in zip(expected, actual, strict=True):
             diffs.append(_abs_diff(np.asarray(want), np.asarray(got)).ravel())
             matches.append(_argmax_matches(np.asarray(want), np.asarray(got)))
+            scales.append(_largest_magnitude(np.asarray(want)))
         samples += int(np.shape(next(iter(feed.values())))[0])
-    return _parity_result(diffs, matches, samples, atol)
+    return _parity_result(diffs, matches, samples, atol + rtol * max(scales, default=0.0), atol=atol, rtol=rtol)
 
 
-def _parity_result(diffs: list[np.ndarray], matches: list[np.ndarray], samples: int, atol: float) -> ParityResult:
+def _parity_result(diffs: list[np.ndarray], matches: list[np.ndarray], samples: int, tolerance: float, *,
+                   atol: float, rtol: float) -> ParityResult:
     diff, match = np.concatenate(diffs), np.concatenate(matches)
     max_diff = float(diff.max(initial=0.0))  # NaN if any element differs by NaN
     return ParityResult(
         max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
         atol=float(atol),
-        passed=bool(max_diff <= atol),
+        rtol=float(rtol),
+        tolerance=float(tolerance),
+        passed=bool(max_diff <= tolerance),
         samples=samples,
         argmax_agreement=float(match.mean()) if match.size else 1.0,
     )
@@ -237,6 +258,12 @@ def _abs_diff(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
     a, b = expected.astype(np.float64), actual.astype(np.float64)
     with np.errstate(invalid="ignore"):
         return np.where(np.isclose(a, b, rtol=0.0, atol=0.0, equal_nan=True), 0.0, np.abs(a - b))
+
+
+def _largest_magnitude(output: np.ndarray) -> float:
+    """The largest finite |value| of a reference output (0 when it has none): the scale ``rtol`` multiplies."""
+    finite = np.abs(output[np.isfinite(output)])
+    return float(finite.max(initial=0.0))
 
 
 def _argmax_matches(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
