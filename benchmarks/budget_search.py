@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
     STUDENT_RECIPES,
     data_missing,
+    log_progress,
     mode,
     recipe_dict,
     result_header,
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if data_missing(args.data):
         return 2
+    log_progress()
     started = time.perf_counter()
     data = args.data.resolve()
     work = (args.work / mode(args)).resolve()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import statistics
 import sys
@@ -177,6 +178,12 @@ def sst2_parser(description: str, work: str, only: tuple[str, ...]) -> argparse.
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the benchmark path in minutes")
     parser.add_argument("--only", nargs="*", default=list(only), help="what to run")
     return parser
+
+
+def log_progress() -> None:
+    """Print the pipeline's progress lines (stages started and done, each prune or hybrid step) on stderr."""
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("edgekd").setLevel(logging.INFO)
 
 
 def mode(args: argparse.Namespace) -> str:
@@ -378,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if data_missing(args.data):
         return 2
+    log_progress()
     bench = Benchmark(args, argv)
     bench.teacher(0)
     for name in args.only:

@@ -55,8 +55,9 @@ class _Compression:
         shot = snapshot(self.model, self.data, self.ctx.device, step,
                         onnx_path=self.ctx.path("check.onnx") if latency else None)
         self.snapshots.append(shot)
-        self.ctx.log.info("%s step %d: accuracy %.4f, params %d, MACs %d, p50 %s ms", self.config.stage, step,
-                          shot.accuracy, shot.params, shot.macs, shot.onnx_p50_ms)
+        p50 = "not timed" if shot.onnx_p50_ms is None else f"p50 {shot.onnx_p50_ms:.3f} ms"
+        self.ctx.log.info("%s step %d: accuracy %.4f, params %d, MACs %d, %s", self.config.stage, step,
+                          shot.accuracy, shot.params, shot.macs, p50)
         return shot
 
     def prune(self, ratio: float) -> None:
