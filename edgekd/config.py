@@ -99,8 +99,8 @@ class ExportTarget(StrictModel):
     )
     opset: Annotated[int, Field(ge=13, le=21)] = 17
     optimization_level: Literal["disabled", "basic", "extended", "all"] = "basic"
-    parity_atol: PositiveFloat = 1e-4
-    parity_rtol: Annotated[float, Field(ge=0)] = Field(
+    parity_atol: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
+    parity_rtol: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
         default=1e-4, description="Added to parity_atol, times the largest |output| of the reference model: float32 "
         "rounding grows with the outputs' scale.")
     keep_onnx: bool = Field(default=True, description="'ort' only: ship the .onnx file beside the .ort.")

@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -15,6 +16,7 @@ from torch import nn
 from edgekd.config import ExportTarget, load_yaml_model
 from edgekd.errors import ExportError
 from edgekd.export import ExportResult, check_parity, export_onnx, parity_batches
+from edgekd.export.parity import check_file_parity
 
 EXPORTERS = Path(__file__).resolve().parent.parent / "exporters"
 LEVELS = ["disabled", "basic", "extended", "all"]
@@ -189,15 +191,52 @@ def test_parity_tolerance_grows_with_the_outputs_scale(tmp_path: Path) -> None:
     path = tmp_path / "scaled.onnx"
     export_onnx(_Scaled(_mlp(), 5000.0 * (1 + 1e-5)).eval(), _sample(), path, _target(atol=1.0))
     batches = parity_batches(_sample(), (1, 7))
+    with torch.no_grad():
+        largest = max(reference(b["input"]).abs().max().item() for b in batches)
+    assert largest > 500
+
     absolute = check_parity(reference, path, batches, atol=1e-4)
-    scale = absolute.max_abs_diff / 1e-5  # ≈ the largest |output|
-    assert not absolute.passed and scale > 500
+    assert not absolute.passed and absolute.max_abs_diff == pytest.approx(1e-5 * largest, rel=0.01)
     relative = check_parity(reference, path, batches, atol=1e-4, rtol=1e-4)
-    assert relative.passed and relative.tolerance == pytest.approx(1e-4 + 1e-4 * scale, rel=0.05)
+    assert relative.passed and relative.reference_max_abs == pytest.approx(largest, rel=1e-6)
+    assert relative.tolerance == pytest.approx(1e-4 + 1e-4 * largest, rel=1e-6)
     strict = check_parity(reference, path, batches, atol=1e-4, rtol=1e-6)
     assert not strict.passed
-    assert strict.tolerance_text() == (f"the tolerance {strict.tolerance:.3g} (parity_atol 0.0001 + "
-                                       f"parity_rtol 1e-06 × largest |output| {(strict.tolerance - 1e-4) / 1e-6:.3g})")
+    assert strict.tolerance_text() == (f"the tolerance {1e-4 + 1e-6 * largest:.3g} (parity_atol 0.0001 + "
+                                       f"parity_rtol 1e-06 × largest |output| {largest:.3g})")
+    assert strict.to_json()["tolerance"] == pytest.approx(1e-4 + 1e-6 * largest, rel=1e-6)
+
+
+def _two_output_graph(path: Path, small_factor: float) -> Path:
+    """``x -> (1000 · x, small_factor · x)`` as an ONNX file."""
+    from onnx import TensorProto, helper
+
+    def const(name: str, value: float) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+
+    graph = helper.make_graph(
+        [const("k_big", 1000.0), const("k_small", small_factor),
+         helper.make_node("Mul", ["x", "k_big"], ["big"]), helper.make_node("Mul", ["x", "k_small"], ["small"])],
+        "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 4]) for name in ("big", "small")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_file_parity_holds_each_output_to_its_own_scale(tmp_path: Path) -> None:
+    # The small output is off by 1%: the big output's scale (~2000) must not excuse it.
+    reference = _two_output_graph(tmp_path / "reference.onnx", 1.0)
+    candidate = _two_output_graph(tmp_path / "candidate.onnx", 1.01)
+    x = np.random.default_rng(0).uniform(-2, 2, (5, 4)).astype(np.float32)
+    x[0, 0] = np.inf  # non-finite reference values do not set the scale
+    result = check_file_parity(reference, candidate, [{"x": x}], 1e-4, rtol=1e-4)
+    largest_small = float(np.abs(x[np.isfinite(x)]).max())
+    assert not result.passed
+    assert result.reference_max_abs == pytest.approx(largest_small, rel=1e-6)
+    assert result.max_abs_diff == pytest.approx(0.01 * largest_small, rel=1e-3)
+    assert check_file_parity(reference, reference, [{"x": x}], 1e-4, rtol=1e-4).passed
+    with pytest.raises(ValueError, match="at least one feed"):
+        check_file_parity(reference, candidate, [], 1e-4)
 
 
 class _TwoOutputs(nn.Module):

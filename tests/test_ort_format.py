@@ -53,7 +53,7 @@ def test_ort_model_matches_onnx_and_its_operator_config_is_portable(onnx_model: 
 
 
 def test_failed_parity_writes_nothing(onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    failing = ParityResult(max_abs_diff=0.5, mean_abs_diff=0.1, atol=1e-4, rtol=1e-4, tolerance=0.0011,
+    failing = ParityResult(max_abs_diff=0.5, mean_abs_diff=0.1, atol=1e-4, rtol=1e-4, reference_max_abs=10.0,
                            passed=False, samples=8, argmax_agreement=0.5)
     monkeypatch.setattr(ort_format, "check_file_parity", lambda *args, **kwargs: failing)
     with pytest.raises(ExportError, match=r"small.ort: parity check failed: max \|onnx - ort\| = 0.5 exceeds "
@@ -92,3 +92,10 @@ def test_ort_only_fields_need_format_ort(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"mine.yaml: keep_onnx: only for format 'ort'"):
         load_export_target(preset)
     assert ExportTarget.model_validate(ExportTarget(name="x").model_dump()).format == "onnx"  # dumps round-trip
+
+
+def test_parity_tolerances_must_be_finite(tmp_path: Path) -> None:
+    preset = tmp_path / "loose.yaml"
+    preset.write_text("name: loose\nparity_rtol: .inf\n")
+    with pytest.raises(ConfigError, match=r"loose.yaml: parity_rtol: .*finite number"):
+        load_export_target(preset)
