@@ -48,6 +48,7 @@ from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
     mode,
     recipe_dict,
     result_header,
+    shown_path,
     sst2_parser,
     teacher_recipe,
     teacher_weights,
@@ -86,7 +87,7 @@ def hand_written(name: str, data: Path, weights: Path, work: Path, *, quick: boo
     result = edgekd.run(validate_model(recipe, Recipe, source=name), out=work / f"{label}-seed0")
     student = result.artifact.get("student")
     return {"name": label, "dev_accuracy": student.metrics["accuracy"], "params": student.metrics["params"],
-            "run_p90_ms": student.metrics["p90_ms"], "onnx": str(result.run_dir / student.onnx)}
+            "run_p90_ms": student.metrics["p90_ms"], "onnx": shown_path(result.run_dir / student.onnx)}
 
 
 def search(recipe: dict[str, Any], budget: float, work: Path) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def search(recipe: dict[str, Any], budget: float, work: Path) -> dict[str, Any]:
         "dev_accuracy": student["accuracy"], "val_accuracy": student["val_accuracy"],
         "search_p90_ms": chosen["p90_ms"], "confirmed_p90_ms": chosen["confirmed"]["p90_ms"],
         "reprofiled_p90_ms": student["p90_ms"],
-        "onnx": str(found.run.run_dir / found.run.artifact.get("student").onnx),
+        "onnx": shown_path(found.run.run_dir / found.run.artifact.get("student").onnx),
         "table": found.table.to_json(),
         "feasible_candidates": stage.metrics["search"]["table"]["feasible"],
         "trained": [t["label"] for t in stage.metrics["search"]["trained"]],

@@ -91,8 +91,13 @@ def model_row(name: str, results: list[RunResult], role: str, seeds: list[int]) 
         "onnx_p50_ms": first["p50_ms"],
         "onnx_p90_ms": first["p90_ms"],
         "size_mb": first["size_mb"],
-        "onnx": os.path.relpath(results[0].run_dir / results[0].artifact.get(role).onnx),  # no machine paths in results
+        "onnx": shown_path(results[0].run_dir / results[0].artifact.get(role).onnx),
     }
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as result files record it: relative to the current directory, not the machine's root."""
+    return os.path.relpath(path)
 
 
 def teacher_recipe(base: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
@@ -135,8 +140,11 @@ def hard_label_twin(recipe: dict[str, Any], distilled: RunResult) -> dict[str, A
     recipe["name"] += "-hard"
     for stage in distill_stages(recipe):
         stage["losses"] = HARD_LABELS
-        if stage.pop("augment", None):
+        if stage.pop("augment", None) is not None:
             seen = distilled.artifact.get("student").metrics
+            if "labelled_examples" not in seen:
+                raise SystemExit(f"error: {distilled.run_dir}: its distill stage predates 'labelled_examples'; "
+                                 "delete that run directory and run again")
             stage["epochs"] = round(stage["epochs"] * seen["transfer_set_size"] / seen["labelled_examples"])
     return recipe
 

@@ -48,6 +48,7 @@ from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
     mode,
     recipe_dict,
     result_header,
+    shown_path,
     sst2_parser,
     teacher_recipe,
     teacher_weights,
@@ -96,7 +97,7 @@ def point_row(name: str, figures: dict[str, Any], onnx: Path) -> dict[str, Any]:
         "compression": before["params"] / figures["params"],
         "macs_ratio": figures["macs_ratio"],
         "uncompressed": {k: before[k] for k in ("params", "macs", "onnx_p50_ms", "accuracy")},
-        "onnx": str(onnx),
+        "onnx": shown_path(onnx),
     }
     if "target_reached" in figures:
         row.update(target_reached=figures["target_reached"], trajectory=figures["trajectory"])
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = teacher_weights(trained)
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
-    uncompressed: dict[str, Any] = {"onnx": str(teacher_onnx)}
+    uncompressed: dict[str, Any] = {"onnx": shown_path(teacher_onnx)}
     checks: dict[str, Any] = {}
 
     def write(complete: bool) -> None:

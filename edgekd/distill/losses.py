@@ -1,7 +1,8 @@
 """Distillation losses, each a small ``nn.Module`` with one call signature.
 
 Every loss is called as ``loss(student, teacher, labels, mask)``: the two models'
-:class:`~edgekd.distill.outputs.ModelOutputs`, the hard labels ``[B]`` and the attention mask
+:class:`~edgekd.distill.outputs.ModelOutputs`, the hard labels ``[B]`` (``UNLABELLED`` for a
+transfer set's augmented examples, which only the teacher labels) and the attention mask
 ``[B, T]`` (1 for real tokens; ``None`` when every position is real). Padded positions never count
 in a token-level loss. The class attribute ``needs`` names what each loss reads beyond logits; pass
 it to :func:`~edgekd.distill.outputs.forward_outputs`.
@@ -137,7 +138,8 @@ class HintonDistillationLoss(DistillationLoss):
 
     ``p_T`` are softmaxes at temperature ``T``; the T² factor keeps the soft-target gradients on
     the same scale as the hard-label ones when T changes. ``alpha = 0`` is plain supervised
-    training, ``alpha = 1`` pure distillation.
+    training, ``alpha = 1`` pure distillation. The cross-entropy averages over the labelled rows
+    only (rows labelled ``UNLABELLED`` have no hard target).
     """
 
     kind = "hinton"
