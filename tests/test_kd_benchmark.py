@@ -1,8 +1,10 @@
-"""The SST-2 distillation benchmark runs end to end in --quick mode and writes the promised JSON."""
+"""The SST-2 distillation benchmarks run end to end in --quick mode and write the promised JSON."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
 
 
-def load_benchmark() -> Any:
+def load_benchmark(name: str = "kd_sst2") -> Any:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import kd_sst2
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    return kd_sst2
 
 
 @pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
@@ -97,3 +98,16 @@ def test_merge_names_a_file_that_is_not_a_result(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="missing.json: cannot read a kd_sst2 result"):
         kd_sst2.main(["--data", str(tmp_path), "--out", str(tmp_path / "m.json"), "--merge",
                       str(tmp_path / "missing.json")])
+
+
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
+def test_quick_training_precision_benchmark_times_fp32_against_bf16(tmp_path: Path) -> None:
+    train_precision = load_benchmark("train_precision")
+    out = tmp_path / "precision.json"
+    assert train_precision.main(["--data", str(SST2), "--out", str(out), "--quick"]) == 0
+    result = json.loads(out.read_text())
+    assert [run["precision"] for run in result["runs"]] == ["no", "bf16", "bf16", "no"]  # alternating order
+    assert all(run["train_seconds"] > 0 for run in result["runs"])
+    ratios = result["fp32_over_bf16_seconds"]
+    assert ratios["median"] == statistics.median(ratios["per_pair"]) and len(ratios["per_pair"]) == 2
+    assert result["cpu_has_native_bf16"] == bool({"amx_bf16", "avx512_bf16", "bf16"} & set(result["cpu"]["isa"]))
