@@ -27,13 +27,14 @@ def load_benchmark(name: str = "kd_sst2") -> Any:
 def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
     kd_sst2 = load_benchmark()
     out = tmp_path / "kd.json"
-    only = ["sst2-distilbert-style", "sst2-bilstm"]
+    only = ["sst2-distilbert-style", "sst2-bilstm", "sst2-ensemble"]
     assert kd_sst2.main(["--data", str(SST2), "--out", str(out), "--work", str(tmp_path / "work"),
                          "--teachers", str(tmp_path / "teachers"), "--quick",
                          "--only", *only]) == 0
     result = json.loads(out.read_text())
     names = [m["name"] for m in result["models"]]
-    assert names == ["teacher", "distilbert-style", "distilbert-style-hard", "bilstm", "bilstm-hard"]
+    assert names == ["teacher", "distilbert-style", "distilbert-style-hard", "bilstm", "bilstm-hard", "teacher-1",
+                     "ensemble", "ensemble-hard"]  # --quick ensembles two teachers
     for model in result["models"]:
         assert {"params", "dev_accuracy", "dev_accuracy_std", "seeds", "onnx_p50_ms", "onnx_p90_ms", "size_mb",
                 "accuracy_ratio", "speedup"} <= set(model)
@@ -41,7 +42,10 @@ def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
     assert result["models"][0]["speedup"] == 1.0
     assert result["complete"] is True and result["latency"].startswith("interleaved")
     assert result["cpu"]["brand"]
-    assert set(result["distillation_gain_over_hard_labels"]) == {"distilbert-style", "bilstm"}
+    assert set(result["distillation_gain_over_hard_labels"]) == {"distilbert-style", "bilstm", "ensemble"}
+    ensemble = result["targets"]["ensemble_student_vs_best_teacher"]
+    assert 0.0 <= ensemble["teacher_ensemble"] <= 1.0
+    assert ensemble["best_teacher"] == max(result["models"][0]["dev_accuracy"], result["models"][5]["dev_accuracy"])
     # The BiLSTM's hard-label twin gets the distilled run's steps: more epochs over the unaugmented set.
     distilled = distill_record(tmp_path / "work" / "quick" / "bilstm-seed0")
     twin = distill_record(tmp_path / "work" / "quick" / "bilstm-hard-seed0")
