@@ -1,0 +1,70 @@
+"""The ``dataset_distill`` stage's configuration: which method learns the synthetic set, and how it is judged."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from edgekd.config import PositiveFloat, PositiveInt, StrictModel
+
+Method = Literal["meta", "gradient_matching", "distribution_matching"]
+
+
+class AugmentSettings(StrictModel):
+    """Differentiable augmentation (Zhao & Bilen 2021, DSA): one random affine warp per image, no flips."""
+
+    enabled: bool = True
+    scale: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+    rotate_degrees: Annotated[float, Field(ge=0, le=45)] = 10.0
+    translate: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        default=0.125, description="Largest shift as a share of the image side (0.125: one pixel of 8).")
+
+
+class EvaluationSettings(StrictModel):
+    """How a set is judged: fresh, randomly initialised models of the family trained on it alone."""
+
+    inits: Annotated[int, Field(ge=1)] = Field(default=5, description="Fresh initialisations trained per set.")
+    random_draws: Annotated[int, Field(ge=1)] = Field(default=5, description="Random real subsets drawn.")
+    steps: PositiveInt = Field(default=300, description="Training steps on a small set (synthetic, subset, coreset).")
+    full_epochs: PositiveInt = Field(default=30, description="Epochs over the full training set (the reference).")
+    batch_size: PositiveInt = 256
+    lr: PositiveFloat = 0.001
+    augment: bool = Field(default=False, description="Train with the stage's differentiable augmentation too.")
+    baselines: bool = Field(default=True, description="Also evaluate random real, coreset and full training set.")
+
+
+class DatasetDistillStage(StrictModel):
+    """Learn ``images_per_class`` synthetic training examples per class for the recipe's student family.
+
+    ``meta``: Wang et al. (2018), unrolled inner steps with learned step sizes; ``gradient_matching``:
+    Zhao, Mopuri & Bilen (2021, DC); ``distribution_matching``: Zhao & Bilen (2023, DM). ``labels``:
+    ``hard`` (one-hot), ``learned`` (soft labels learned with the images; meta only) or ``teacher``
+    (the trained teacher's soft labels for the synthetic images, at ``temperature``).
+    """
+
+    stage: Literal["dataset_distill"]
+    method: Method = "distribution_matching"
+    images_per_class: PositiveInt = 10
+    role: Literal["student", "teacher"] = Field(default="student", description="Whose model family is distilled for.")
+    labels: Literal["hard", "learned", "teacher"] = "hard"
+    temperature: PositiveFloat = 4.0
+    iterations: PositiveInt = Field(default=1000, description="Outer updates of the synthetic set.")
+    lr: PositiveFloat = Field(default=0.1, description="Learning rate of the synthetic images (Adam).")
+    batch_real: PositiveInt = Field(default=128, description="Real examples per class in each matching step.")
+    init: Literal["real", "noise"] = "real"
+    inner_steps: PositiveInt = Field(default=10, description="meta: unrolled training steps per outer update.")
+    inner_lr: PositiveFloat = Field(default=0.01, description="meta: initial step size (learned per step).")
+    outer_loop: PositiveInt = Field(
+        default=10, description="gradient_matching: synthetic updates per initialisation (DC's outer loop).")
+    inner_loop: PositiveInt = Field(
+        default=5, description="gradient_matching: network steps on the synthetic set between them (inner loop).")
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    coreset: Literal["herding", "k_center"] = "herding"
+
+    @model_validator(mode="after")
+    def _learned_labels_need_meta(self) -> DatasetDistillStage:
+        if self.labels == "learned" and self.method != "meta":
+            raise ValueError(f"labels: 'learned' needs method 'meta' (method '{self.method}' matches per class)")
+        return self
