@@ -143,6 +143,21 @@ class SklearnData(SplitSeed):
     limit: PositiveInt | None = Field(default=None, description="Use only this many samples.")
 
 
+class NpzData(SplitSeed):
+    """Images and labels in a ``.npz`` file (``inputs`` N × C × H × W, ``labels``; see :mod:`edgekd.data.npz`).
+
+    With ``eval_data``, the whole file is the training set (e.g. a synthetic set from ``dataset_distill``)
+    and validation/test come from that source; else the file is split like scikit-learn data.
+    """
+
+    source: Literal["npz"]
+    path: Path
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.2
+    eval_data: SklearnData | None = Field(
+        default=None, description="Where validation and test examples come from; unset splits the file.")
+
+
 class TextSplitsConfig(SplitSeed):
     """What every labelled text source shares: columns, the held-out validation slice, limits."""
 
@@ -185,7 +200,7 @@ class HubData(TextSplitsConfig):
 
 
 DataConfig = Annotated[
-    Union[SklearnData, TextFileData, HFDiskData, HubData], Field(discriminator="source")  # noqa: UP007
+    Union[SklearnData, NpzData, TextFileData, HFDiskData, HubData], Field(discriminator="source")  # noqa: UP007
 ]
 
 
