@@ -1,13 +1,14 @@
 """Load a recipe's dataset, split into train/validation/test.
 
-scikit-learn's bundled sets (no download; they ship inside the scikit-learn wheel) become tensors
+scikit-learn's bundled sets (no download; they ship inside the scikit-learn wheel) and ``.npz`` image
+files (:mod:`edgekd.data.npz`) become tensors
 (:class:`DatasetSplits`); text sources become sentences and labels (:class:`~edgekd.data.text.TextSplits`,
 see :mod:`edgekd.data.text`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import overload
 
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from edgekd.config import DataConfig, SklearnData
+from edgekd.config import DataConfig, NpzData, SklearnData
+from edgekd.data.npz import load_npz
 from edgekd.data.text import TextDataConfig, TextSplits, load_text_dataset
 from edgekd.errors import DataError
 
@@ -47,7 +49,7 @@ class DatasetSplits:
 
 
 @overload
-def load_dataset(config: SklearnData, seed: int) -> DatasetSplits: ...
+def load_dataset(config: SklearnData | NpzData, seed: int) -> DatasetSplits: ...
 
 
 @overload
@@ -61,6 +63,8 @@ def load_dataset(config: DataConfig, seed: int) -> DatasetSplits | TextSplits:
     """
     if isinstance(config, SklearnData):
         return _load_sklearn_splits(config, seed)
+    if isinstance(config, NpzData):
+        return _load_npz_splits(config, seed)
     return load_text_dataset(config, seed)
 
 
@@ -68,7 +72,22 @@ def load_dataset(config: DataConfig, seed: int) -> DatasetSplits | TextSplits:
 def _load_sklearn_splits(config: SklearnData, seed: int) -> DatasetSplits:
     """scikit-learn data, split stratified."""
     features, labels, class_names = _load_sklearn(config)
-    return _split(features, labels, class_names, config, seed)
+    if config.limit is not None:
+        features, labels = features[: config.limit], labels[: config.limit]
+    return _split(features, labels, class_names, config.val_fraction, config.test_fraction, seed)
+
+
+def _load_npz_splits(config: NpzData, seed: int) -> DatasetSplits:
+    """A ``.npz`` set: all of it for training when ``eval_data`` gives validation and test, else split."""
+    loaded = load_npz(config.path)
+    if config.eval_data is None:
+        return _split(loaded.inputs, loaded.labels, loaded.class_names, config.val_fraction, config.test_fraction,
+                      seed)
+    held_out = _load_sklearn_splits(config.eval_data, seed)
+    if held_out.input_shape != loaded.inputs.shape[1:] or len(loaded.class_names) > held_out.num_classes:
+        raise DataError(f"{config.path}: inputs of shape {loaded.inputs.shape[1:]} in {len(loaded.class_names)} "
+                        f"classes do not fit data.eval_data ({held_out.input_shape}, {held_out.num_classes} classes)")
+    return replace(held_out, x_train=torch.from_numpy(loaded.inputs), y_train=torch.from_numpy(loaded.labels))
 
 
 def _load_sklearn(config: SklearnData) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -84,26 +103,25 @@ def _load_sklearn(config: SklearnData) -> tuple[np.ndarray, np.ndarray, tuple[st
 
 
 def _split(
-    features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], config: SklearnData, seed: int
+    features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], val_fraction: float,
+    test_fraction: float, seed: int
 ) -> DatasetSplits:
-    if config.limit is not None:
-        features, labels = features[: config.limit], labels[: config.limit]
-    if config.val_fraction + config.test_fraction >= 0.9:
+    if val_fraction + test_fraction >= 0.9:
         raise DataError(
-            f"data.val_fraction + data.test_fraction = {config.val_fraction + config.test_fraction:.2f}; "
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:.2f}; "
             "expected below 0.9 so that training data remains"
         )
     n_classes = len(np.unique(labels))
-    min_split = int(min(config.val_fraction, config.test_fraction) * len(labels))
+    min_split = int(min(val_fraction, test_fraction) * len(labels))
     if min_split < n_classes:
         raise DataError(
             f"data: {len(labels)} examples are too few to split into validation and test sets "
             f"holding each of the {n_classes} classes (raise data.limit or the fractions)"
         )
     x_rest, x_test, y_rest, y_test = train_test_split(
-        features, labels, test_size=config.test_fraction, random_state=seed, stratify=labels
+        features, labels, test_size=test_fraction, random_state=seed, stratify=labels
     )
-    val_share = config.val_fraction / (1.0 - config.test_fraction)
+    val_share = val_fraction / (1.0 - test_fraction)
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest
     )

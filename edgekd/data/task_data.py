@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from edgekd.config import DataConfig, SklearnData, TokenizerConfig
+from edgekd.config import DataConfig, NpzData, SklearnData, TokenizerConfig
 from edgekd.data.batching import encode
 from edgekd.data.datasets import load_dataset
 from edgekd.data.examples import Examples, ImageExamples, InputSignature, TextExamples
@@ -44,7 +44,7 @@ def prepare_task_data(
     """
     if config.split_seed is not None:
         seed = config.split_seed
-    if isinstance(config, SklearnData):
+    if isinstance(config, SklearnData | NpzData):
         splits = load_dataset(config, seed)
         return TaskData(
             train=ImageExamples(splits.x_train, splits.y_train),
