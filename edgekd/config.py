@@ -744,9 +744,11 @@ class ReportStage(StrictModel):
     stage: Literal["report"]
 
 
+from edgekd.dataset_distill.config import DatasetDistillStage  # noqa: E402 (needs StrictModel above)
+
 StageConfig = Annotated[
     Union[TeacherStage, DistillStage, PruneStage, FactorizeStage, HybridStage, SearchStage,  # noqa: UP007
-          ExportStage, QuantizeStage, ProfileStage, BundleStage, ReportStage],
+          ExportStage, QuantizeStage, ProfileStage, BundleStage, ReportStage, DatasetDistillStage],
     Field(discriminator="stage"),
 ]
 

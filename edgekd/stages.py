@@ -94,6 +94,8 @@ STAGES: dict[str, StageKind] = {
     "profile": StageKind("edgekd.profile.stage:run_profile", (), uses_device=True),
     "bundle": StageKind("edgekd.export.bundle_stage:run_bundle", ("data",), uses_device=True, cacheable=False),
     "report": StageKind("edgekd.report.stage:run_report", (), uses_device=True, cacheable=False),
+    "dataset_distill": StageKind("edgekd.dataset_distill.stage:run_dataset_distill",
+                                 ("seed", "data", "teacher", "student")),
 }
 
 
