@@ -592,6 +592,8 @@ class QuantizeStage(QuantizeSettings):
 
     stage: Literal["quantize"]
     roles: list[Literal["teacher", "student"]] = Field(default=["student"], min_length=1)
+    calibration: Literal["train", "synthetic"] = Field(
+        default="train", description="'synthetic': calibrate on an earlier dataset_distill stage's synthetic set.")
 
 
 class RecoveryConfig(TrainingConfig):
