@@ -1,13 +1,16 @@
-"""Calibration for static INT8: a data reader over recipe data and the calibration methods."""
+"""Calibration for static INT8: a data reader over recipe data or a ``.npz`` set, and the calibration methods."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
 
-from edgekd.quantize.feeds import Feed
+from edgekd.data.npz import load_npz
+from edgekd.quantize.feeds import IMAGE_INPUT, Feed
 
 _METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile}
@@ -34,3 +37,17 @@ class FeedReader(CalibrationDataReader):
 def calibration_method(name: str) -> CalibrationMethod:
     """onnxruntime's calibration method for ``minmax``, ``entropy`` or ``percentile``."""
     return _METHODS[name]
+
+
+def npz_calibration_feeds(path: Path, samples: int, batch_size: int = 64,
+                          input_name: str = IMAGE_INPUT) -> tuple[Feed, ...]:
+    """Calibration batches of one shape from a ``.npz`` image set (e.g. ``dataset_distill``'s synthetic set).
+
+    Takes up to ``samples`` examples in whole batches (batch = min(batch_size, examples)), so a
+    distilled set of 10 images calibrates as one batch of 10.
+    """
+    inputs = load_npz(path).inputs
+    count = min(samples, len(inputs))
+    batch = min(batch_size, count)
+    return tuple({input_name: np.ascontiguousarray(inputs[start:start + batch])}
+                 for start in range(0, count - count % batch, batch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from edgekd.data.task_data import TaskData, prepare_task_data
 from edgekd.errors import ConfigError
 from edgekd.models.task_model import TaskModel
 from edgekd.profile.cpu import detect_cpu, device_isa
+from edgekd.quantize.calibration import npz_calibration_feeds
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.model import quantize_model
 
@@ -30,6 +32,8 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
         source = ctx.resolve(model_artifact.onnx)
         data = QuantData.from_dataset(_task_data(ctx, model_artifact.weights), config.calibration_samples,
                                       input_names=_graph_inputs(source))
+        if config.calibration == "synthetic":
+            data = replace(data, calibration=npz_calibration_feeds(_synthetic_set(ctx), config.calibration_samples))
         result = quantize_model(source, ctx.work_dir, role, data, config, ctx.device,
                                 label=f"quantize {role} ({model_artifact.onnx})")
         ref = partial(_ref, source=source, source_ref=model_artifact.onnx, ctx=ctx)
@@ -53,6 +57,15 @@ def _task_data(ctx: StageContext, weights: str | None) -> TaskData:
     """The recipe's data, tokenized with the model's own tokenizer for text models."""
     tokenizer = TaskModel.load(ctx.resolve(weights)).tokenizer if weights is not None else None
     return prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=tokenizer)
+
+
+def _synthetic_set(ctx: StageContext) -> Path:
+    """The synthetic set of the last ``dataset_distill`` stage before this one."""
+    record = next((r for r in reversed(ctx.previous) if r["stage"] == "dataset_distill"), None)
+    if record is None:
+        raise ConfigError(f"recipe '{ctx.recipe.name}': quantize.calibration: 'synthetic' needs a 'dataset_distill' "
+                          "stage before it (its synthetic set calibrates static INT8)")
+    return ctx.resolve(record["metrics"]["synthetic_set"])
 
 
 def _graph_inputs(path: Path) -> set[str]:
