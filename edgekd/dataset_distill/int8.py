@@ -12,6 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from edgekd.atomic import write_bytes
+from edgekd.export.onnx_export import _torch_export
 from edgekd.profile.cpu import detect_cpu
 from edgekd.quantize.feeds import IMAGE_INPUT
 from edgekd.quantize.graph import preprocess
@@ -20,11 +22,10 @@ from edgekd.quantize.quantizers import Int8Options, quantize_static_int8
 
 
 def export_fp32(model: torch.nn.Module, example: torch.Tensor, target: Path) -> Path:
-    """``model`` as an ONNX graph with a dynamic batch axis, pre-processed for quantization."""
-    raw = target.with_suffix(".raw.onnx")
-    torch.onnx.export(model.eval(), (example,), str(raw), input_names=[IMAGE_INPUT], output_names=["logits"],
-                      dynamic_axes={IMAGE_INPUT: {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-                      dynamo=False)
+    """``model`` as an ONNX graph with a dynamic batch axis (edgekd's exporter), pre-processed for quantization."""
+    raw = write_bytes(target.with_suffix(".raw.onnx"), _torch_export(
+        model.eval(), {IMAGE_INPUT: example}, target, 17, {IMAGE_INPUT: {0: "batch"}, "logits": {0: "batch"}},
+        "logits"))
     return preprocess(raw, target)
 
 

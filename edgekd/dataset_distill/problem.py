@@ -28,6 +28,16 @@ class SyntheticSet:
         return torch.nn.functional.one_hot(self.labels, num_classes).float()
 
 
+def check_images_per_class(labels: torch.Tensor, num_classes: int, images_per_class: int, where: str) -> None:
+    """Refuse more synthetic images per class than the smallest class has real ones (one-line DataError)."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    smallest = int(counts.min())
+    if images_per_class > smallest:
+        raise DataError(f"{where}.images_per_class: {images_per_class} is more than the smallest class of the "
+                        f"training set holds (class {int(counts.argmin())}: {smallest} examples); expected at most "
+                        f"{smallest}")
+
+
 @dataclass
 class Problem:
     """A real labelled training set, the family to distil for and the stage's settings."""
@@ -40,13 +50,7 @@ class Problem:
     where: str = "dataset_distill"
 
     def __post_init__(self) -> None:
-        counts = torch.bincount(self.labels, minlength=self.num_classes)
-        smallest = int(counts.min())
-        if self.config.images_per_class > smallest:
-            cls = int(counts.argmin())
-            raise DataError(f"{self.where}.images_per_class: {self.config.images_per_class} is more than the "
-                            f"smallest class of the training set holds (class {cls}: {smallest} examples); "
-                            f"expected at most {smallest}")
+        check_images_per_class(self.labels, self.num_classes, self.config.images_per_class, self.where)
         self._by_class = [torch.nonzero(self.labels == c).flatten() for c in range(self.num_classes)]
         self.low, self.high = float(self.images.min()), float(self.images.max())
 

@@ -55,7 +55,7 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     ``teacher`` (needed for ``labels: teacher``) labels the synthetic images with its softened outputs.
     """
     check_distillable(config, recipe, where)
-    splits = load_dataset(recipe.data, recipe.data.split_seed if recipe.data.split_seed is not None else seed)
+    splits = load_dataset(recipe.data, data_seed(recipe, seed))
     family = Family(image_family(_spec(config, recipe), where), splits.input_shape, splits.num_classes)
     problem = Problem(splits.x_train, splits.y_train, family, config, seed, where=where)
     started = time.perf_counter()
@@ -75,6 +75,11 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     soft = synthetic.soft_labels.numpy() if synthetic.soft_labels is not None else None
     save_npz(out, NpzSet(synthetic.images.numpy(), synthetic.labels.numpy(), splits.class_names, soft, metadata))
     return DistilledSet(synthetic, Path(out), wall, accuracy)
+
+
+def data_seed(recipe: Recipe, seed: int) -> int:
+    """The seed the recipe's data is split with: ``data.split_seed`` if set, else ``seed``."""
+    return recipe.data.split_seed if recipe.data.split_seed is not None else seed
 
 
 def _spec(config: DatasetDistillStage, recipe: Recipe) -> Any:

@@ -34,7 +34,7 @@ def learn(problem: Problem) -> SyntheticSet:
     torch.manual_seed(problem.seed)
     images = problem.initial_images(generator).requires_grad_(True)
     labels = problem.synthetic_labels()
-    optimizer = torch.optim.Adam([images], lr=config.lr)
+    optimizer = torch.optim.Adam([images], lr=config.image_lr)
     per_class = config.images_per_class
     losses: list[float] = []
     for _ in range(config.iterations):

@@ -1,0 +1,41 @@
+"""``edgekd distill-data RECIPE``: run a recipe up to its ``dataset_distill`` stage, checked before anything trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekd.catalog import find, load_device, load_recipe
+from edgekd.config import Recipe
+from edgekd.data.datasets import load_dataset
+from edgekd.dataset_distill.config import DatasetDistillStage
+from edgekd.dataset_distill.problem import check_images_per_class
+from edgekd.dataset_distill.run import check_distillable, data_seed
+from edgekd.errors import ConfigError
+from edgekd.pipeline import RunResult, run_pipeline
+from edgekd.stages import check_stage_order
+
+
+def distill_data(recipe: str | Path | Recipe, *, out: str | Path | None = None, fresh: bool = False,
+                 show_progress: bool = False) -> RunResult:
+    """Run ``recipe``'s stages up to and including its ``dataset_distill`` stage (a teacher first, if listed).
+
+    Bad input stops before anything trains, in one line: no such stage, text data, a family that
+    takes token ids, ``images_per_class`` above the smallest class. ``out`` defaults to
+    ``runs/<recipe name>-distill-data``; the synthetic set is ``NN-dataset_distill/synthetic.npz`` there.
+    """
+    loaded = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    source = f"recipe '{loaded.name}'" if isinstance(recipe, Recipe) else str(find("pipelines", recipe))
+    index = next((i for i, s in enumerate(loaded.stages) if isinstance(s, DatasetDistillStage)), None)
+    if index is None:
+        raise ConfigError(f"{source}: stages: no 'dataset_distill' stage; expected one to run")
+    stage = loaded.stages[index]
+    where = f"{source}: stages[{index}]"
+    check_distillable(stage, loaded, where)
+    partial = loaded.model_copy(update={"stages": loaded.stages[:index + 1]})
+    check_stage_order(partial, source)
+    if stage.labels == "teacher" and "teacher" not in partial.stage_names():
+        raise ConfigError(f"{where}.labels: 'teacher' needs a 'teacher' stage before it")
+    splits = load_dataset(loaded.data, data_seed(loaded, loaded.seed))
+    check_images_per_class(splits.y_train, splits.num_classes, stage.images_per_class, where)
+    run_dir = Path(out) if out is not None else Path("runs") / f"{loaded.name}-distill-data"
+    return run_pipeline(partial, load_device(loaded.device), run_dir, fresh=fresh, show_progress=show_progress)
