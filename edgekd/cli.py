@@ -333,3 +333,24 @@ def _print_run(result) -> None:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+@app.command("distill-data")
+@_handle_errors
+def distill_data(recipe: RecipeArg, out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False) -> None:
+    """Learn a recipe's synthetic training set (its dataset_distill stage) and compare it with real subsets.
+
+    Example: edgekd distill-data pipelines/digits-dataset-distill.yaml --out runs/digits-dd
+    """
+    from edgekd.dataset_distill.api import distill_data as run_distill_data
+
+    result = run_distill_data(recipe, out=out_dir, fresh=fresh, show_progress=not quiet)
+    metrics = result.stages[-1].metrics
+    table = Table(title=f"{metrics['method']}, {metrics['images_per_class']} per class "
+                        f"({metrics['distill_seconds']:.1f} s): test accuracy of fresh models")
+    for column in ("training set", "mean", "std"):
+        table.add_column(column)
+    for name, score in metrics["accuracy"].items():
+        table.add_row(name, f"{score['mean']:.4f}", f"{score['std']:.4f}")
+    out.print(table)
+    out.print(f"synthetic set: {result.run_dir / metrics['synthetic_set']}")
