@@ -1,0 +1,223 @@
+"""Dataset distillation: each method beats real subsets of its size, the .npz set feeds a recipe and INT8
+calibration, and bad input stops in one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from typer.testing import CliRunner
+
+from edgekd.catalog import find
+from edgekd.cli import app
+from edgekd.config import CNNSpec, NpzData, SklearnData
+from edgekd.data.datasets import load_dataset
+from edgekd.data.npz import NpzSet, load_npz, save_npz
+from edgekd.data.task_data import prepare_task_data
+from edgekd.dataset_distill.baselines import coreset, herding, k_center, random_subset
+from edgekd.dataset_distill.config import DatasetDistillStage
+from edgekd.dataset_distill.evaluate import Score, evaluate_set, train_model
+from edgekd.dataset_distill.int8 import export_fp32, onnx_accuracy, static_int8_accuracy
+from edgekd.dataset_distill.methods import METHODS
+from edgekd.dataset_distill.network import Family
+from edgekd.dataset_distill.problem import Problem
+from edgekd.errors import DataError
+from edgekd.quantize.calibration import npz_calibration_feeds
+
+runner = CliRunner()
+DIGITS = SklearnData(source="sklearn", name="digits", val_fraction=0.15, test_fraction=0.25)
+SMALL_CNN = CNNSpec(arch="cnn", channels=[16, 32], hidden=32)
+WIDER_CNN = CNNSpec(arch="cnn", channels=[32, 64], hidden=64)  # the recipe's student
+EVALUATION = {"inits": 3, "random_draws": 3, "steps": 200, "baselines": False}
+
+#: Per method, settings that learn in seconds on digits at 1 image per class.
+QUICK = {
+    "distribution_matching": {"iterations": 150, "batch_real": 32},
+    "gradient_matching": {"iterations": 60, "batch_real": 32},
+    "meta": {"iterations": 80, "batch_real": 16, "inner_lr": 0.1},
+}
+#: Unrolled training from random inits of the 16-channel CNN stayed at random-subset level (58% vs 52%).
+FAMILY = {"meta": WIDER_CNN}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DIGITS, 0)
+
+
+def problem_for(digits, method: str, images_per_class: int = 1, **settings: Any) -> Problem:
+    config = DatasetDistillStage(stage="dataset_distill", method=method, images_per_class=images_per_class,
+                                 evaluation=EVALUATION, **{**QUICK[method], **settings})
+    family = Family(FAMILY.get(method, SMALL_CNN), digits.input_shape, digits.num_classes)
+    return Problem(digits.x_train, digits.y_train, family, config, seed=0)
+
+
+def random_real_score(problem: Problem, digits) -> Score:
+    settings, generator = problem.config.evaluation, torch.Generator().manual_seed(7)
+    accuracies: list[float] = []
+    for draw in range(settings.random_draws):
+        index = random_subset(problem.labels, problem.config.images_per_class, problem.num_classes, generator)
+        targets = F.one_hot(problem.labels[index], problem.num_classes).float()
+        score = evaluate_set(problem.family, problem.images[index], targets, (digits.x_test, digits.y_test),
+                             settings, problem.config.augment, seed=100 + draw)
+        accuracies.extend(score.accuracies)
+    return Score(tuple(accuracies))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_beats_random_real_subset_of_same_size(digits, method: str) -> None:
+    problem = problem_for(digits, method)
+    synthetic = METHODS[method](problem)
+    assert synthetic.images.shape == (10, 1, 8, 8)
+    assert torch.equal(synthetic.labels, torch.arange(10))
+    assert float(synthetic.images.min()) >= 0.0 and float(synthetic.images.max()) <= 1.0  # the data's range
+    learnt = evaluate_set(problem.family, synthetic.images, synthetic.targets(10), (digits.x_test, digits.y_test),
+                          problem.config.evaluation, problem.config.augment, seed=1)
+    random = random_real_score(problem, digits)
+    assert learnt.mean >= random.mean + 0.08, (learnt.mean, random.mean)
+
+
+def test_meta_learns_soft_labels_and_step_sizes(digits) -> None:
+    problem = problem_for(digits, "meta", labels="learned", iterations=5)
+    synthetic = METHODS["meta"](problem)
+    assert synthetic.soft_labels is not None and synthetic.soft_labels.shape == (10, 10)
+    torch.testing.assert_close(synthetic.soft_labels.sum(1), torch.ones(10))
+    assert synthetic.soft_labels.argmax(1).tolist() == list(range(10))
+    assert len(synthetic.details["step_sizes"]) == problem.config.inner_steps
+    assert synthetic.details["step_sizes"] != [problem.config.inner_lr] * problem.config.inner_steps
+
+
+@pytest.mark.parametrize("kind", ["herding", "k_center"])
+def test_coresets_are_class_balanced_distinct_and_deterministic(digits, kind: str) -> None:
+    points = digits.x_train.flatten(1)
+    index = coreset(digits.y_train, points, 3, 10, kind)
+    assert torch.bincount(digits.y_train[index], minlength=10).tolist() == [3] * 10
+    assert len(set(index.tolist())) == 30
+    assert torch.equal(index, coreset(digits.y_train, points, 3, 10, kind))
+
+
+def test_herding_first_pick_is_nearest_the_mean_and_k_center_spreads() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        points = torch.randn(40, 3, generator=generator)
+        nearest = int(((points - points.mean(0)) ** 2).sum(1).argmin())
+        assert herding(points, 1) == [nearest]
+        chosen = k_center(points, 4)
+        spread = torch.cdist(points[chosen], points[chosen]).add(torch.eye(4) * 1e9).min()
+        assert spread >= torch.cdist(points[:4], points[:4]).add(torch.eye(4) * 1e9).min()
+
+
+def test_npz_round_trip_into_recipe_data(digits, tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(3)
+    for count in (1, 4):
+        index = random_subset(digits.y_train, count, 10, generator)
+        images = digits.x_train[index] + 0.01
+        soft = F.softmax(torch.randn(len(index), 10, generator=generator), 1).numpy()
+        path = save_npz(tmp_path / f"set{count}.npz", NpzSet(images.numpy(), digits.y_train[index].numpy(),
+                                                            digits.class_names, soft, {"method": "test"}))
+        loaded = load_npz(path)
+        np.testing.assert_array_equal(loaded.inputs, images.numpy())
+        np.testing.assert_array_equal(loaded.soft_labels, soft)
+        assert loaded.metadata == {"method": "test"} and loaded.class_names == digits.class_names
+        data = prepare_task_data(NpzData(source="npz", path=path, eval_data=DIGITS), seed=0)
+        assert torch.equal(data.train.images, images) and len(data.train) == 10 * count
+        assert torch.equal(data.test.images, digits.x_test)  # held out real images, as the sklearn source splits
+        assert data.signature.image_shape == (1, 8, 8)
+
+
+def test_npz_without_eval_data_is_split(digits, tmp_path: Path) -> None:
+    path = save_npz(tmp_path / "all.npz", NpzSet(digits.x_train.numpy(), digits.y_train.numpy(), digits.class_names))
+    splits = load_dataset(NpzData(source="npz", path=path, val_fraction=0.2, test_fraction=0.2), 0)
+    assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == len(digits.y_train)
+    assert abs(len(splits.y_test) - 0.2 * len(digits.y_train)) <= 1
+
+
+@pytest.mark.parametrize(("arrays", "expected"), [
+    ({"labels": np.zeros(3, np.int64)}, "missing array 'inputs'"),
+    ({"inputs": np.zeros((3, 1, 8, 8), np.float32), "labels": np.zeros(2, np.int64)}, "expected 'inputs' N"),
+    ({"inputs": np.zeros((3, 64), np.float32), "labels": np.zeros(3, np.int64)}, "expected 'inputs' N"),
+    ({"inputs": np.zeros((2, 1, 8, 8), np.float32), "labels": np.array([0.5, 1.0])}, "must be class indices"),
+])
+def test_bad_npz_files_name_file_and_problem(tmp_path: Path, arrays: dict, expected: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=expected) as raised:
+        load_npz(path)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_synthetic_calibration_keeps_int8_accuracy(digits, tmp_path: Path) -> None:
+    problem = problem_for(digits, "distribution_matching", images_per_class=5, iterations=60)
+    synthetic = METHODS["distribution_matching"](problem)
+    path = save_npz(tmp_path / "synthetic.npz", NpzSet(synthetic.images.numpy(), synthetic.labels.numpy(),
+                                                       digits.class_names))
+    feeds = npz_calibration_feeds(path, samples=256, batch_size=64)
+    assert [feed["input"].shape for feed in feeds] == [(50, 1, 8, 8)]
+    assert [f["input"].shape for f in npz_calibration_feeds(path, samples=40, batch_size=16)] == [(16, 1, 8, 8)] * 2
+    torch.manual_seed(0)
+    settings = problem.config.evaluation
+    labels = F.one_hot(digits.y_train, 10).float()
+    model = train_model(problem.family, digits.x_train, labels, 150, settings, problem.config.augment,
+                        torch.Generator().manual_seed(0))
+    fp32 = export_fp32(model, digits.x_train[:1], tmp_path / "fp32.onnx")
+    test = (digits.x_test, digits.y_test)
+    fp32_accuracy = onnx_accuracy(fp32, *test)
+    assert fp32_accuracy > 0.9
+    from_synthetic = static_int8_accuracy(fp32, torch.from_numpy(feeds[0]["input"]), test, tmp_path / "syn.onnx")
+    from_real = static_int8_accuracy(fp32, digits.x_train[:256], test, tmp_path / "real.onnx")
+    assert abs(from_synthetic - from_real) <= 0.02 and from_synthetic >= fp32_accuracy - 0.03
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def recipe_dict(**stage: Any) -> dict[str, Any]:
+    recipe = yaml.safe_load(find("pipelines", "digits-dataset-distill").read_text())
+    recipe["student"]["model"] = SMALL_CNN.model_dump()
+    recipe["stages"] = [{"stage": "dataset_distill", "iterations": 20, "batch_real": 16, "images_per_class": 2,
+                         "evaluation": {"inits": 2, "random_draws": 2, "steps": 50, "full_epochs": 15,
+                                        "batch_size": 64}, **stage}]
+    return recipe
+
+
+def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["distill-data", str(write_recipe(recipe_dict())), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    loaded = load_npz(out / "01-dataset_distill" / "synthetic.npz")
+    assert loaded.inputs.shape == (20, 1, 8, 8) and loaded.labels.tolist() == [c for c in range(10) for _ in "ab"]
+    assert loaded.metadata["method"] == "distribution_matching"
+    assert loaded.metadata["preprocessing"]["formula"] == "input = pixel / 16"
+    record = json.loads((out / "01-dataset_distill" / "stage.json").read_text())
+    accuracy = record["metrics"]["accuracy"]
+    assert set(accuracy) == {"synthetic", "random_real", "coreset", "full"}
+    assert len(accuracy["random_real"]["accuracies"]) == 4 and accuracy["full"]["mean"] > 0.8
+    assert "synthetic" in result.output
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"stage": {"images_per_class": 500}}, "images_per_class: 500 is more than the smallest class"),
+    ({"student": {"arch": "bilstm"}}, "model arch 'bilstm' takes token ids"),
+    ({"student": {"arch": "textcnn"}}, "model arch 'textcnn' takes token ids"),
+    ({"data": {"source": "tsv", "train": "train.tsv", "test": "dev.tsv"}}, "data.source 'tsv' is text"),
+    ({"stage": {"method": "gradient_matching", "labels": "learned"}}, "labels: 'learned' needs method 'meta'"),
+    ({"stage": {"labels": "teacher"}}, "labels: 'teacher' needs a 'teacher' stage"),
+    ({"stage": {"images_per_class": 0}}, "images_per_class"),
+])
+def test_bad_input_is_one_line_and_exit_2(write_recipe, tmp_path: Path, change: dict, expected: str) -> None:
+    recipe = recipe_dict(**change.get("stage", {}))
+    if "student" in change:
+        recipe["student"]["model"] = change["student"]
+    if "data" in change:
+        recipe["data"] = change["data"]
+    result = runner.invoke(app, ["distill-data", str(write_recipe(recipe)), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before anything ran
