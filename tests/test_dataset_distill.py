@@ -221,3 +221,28 @@ def test_bad_input_is_one_line_and_exit_2(write_recipe, tmp_path: Path, change: 
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before anything ran
+
+
+@pytest.mark.slow
+def test_recipe_calibrates_int8_on_the_synthetic_set(write_recipe, tmp_path: Path) -> None:
+    recipe = recipe_dict(images_per_class=5)
+    recipe["teacher"]["model"] = {"arch": "cnn", "channels": [16, 32], "hidden": 32}
+    recipe["stages"] += [
+        {"stage": "teacher", "epochs": 5, "batch_size": 64, "lr": 0.004},
+        {"stage": "distill", "epochs": 5, "batch_size": 64, "lr": 0.004, "losses": [{"kind": "hinton"}]},
+        {"stage": "export", "target": "onnx-fp32"},
+        {"stage": "quantize", "modes": ["static"], "calibration": "synthetic", "calibration_samples": 50,
+         "tolerance": 0.05, "agreement": 0.9},
+    ]
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(write_recipe(recipe)), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    quantize = json.loads((out / "05-quantize" / "stage.json").read_text())["metrics"]["student"]
+    assert quantize["calibration_set"] == "01-dataset_distill/synthetic.npz"
+    variants = quantize["variants"]
+    int8 = [name for name in variants if name.startswith("int8")]
+    assert int8 and all(variants[name]["accuracy"] >= variants["fp32"]["accuracy"] - 0.05 for name in int8)
+    recipe["stages"] = recipe["stages"][1:]  # no dataset_distill stage: nothing to calibrate on
+    result = runner.invoke(app, ["run", str(write_recipe(recipe)), "--out", str(tmp_path / "run2"), "-q"])
+    assert result.exit_code == 2
+    assert "calibration: 'synthetic' needs a 'dataset_distill' stage before it" in result.output

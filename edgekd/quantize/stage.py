@@ -32,12 +32,15 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
         source = ctx.resolve(model_artifact.onnx)
         data = QuantData.from_dataset(_task_data(ctx, model_artifact.weights), config.calibration_samples,
                                       input_names=_graph_inputs(source))
+        calibration_set = "train split"
         if config.calibration == "synthetic":
-            data = replace(data, calibration=npz_calibration_feeds(_synthetic_set(ctx), config.calibration_samples))
+            synthetic = _synthetic_set(ctx)
+            data = replace(data, calibration=npz_calibration_feeds(ctx.resolve(synthetic), config.calibration_samples))
+            calibration_set = synthetic
         result = quantize_model(source, ctx.work_dir, role, data, config, ctx.device,
                                 label=f"quantize {role} ({model_artifact.onnx})")
         ref = partial(_ref, source=source, source_ref=model_artifact.onnx, ctx=ctx)
-        metrics[role] = result.to_json(ref)
+        metrics[role] = result.to_json(ref) | {"calibration_set": calibration_set}
         kept, fp32 = result.kept, result.fp32
         ctx.log.info("%s: %s", role, result.decision.reason)
         artifact = artifact.with_model(model_artifact.updated(
@@ -59,13 +62,13 @@ def _task_data(ctx: StageContext, weights: str | None) -> TaskData:
     return prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=tokenizer)
 
 
-def _synthetic_set(ctx: StageContext) -> Path:
-    """The synthetic set of the last ``dataset_distill`` stage before this one."""
+def _synthetic_set(ctx: StageContext) -> str:
+    """The run-relative reference of the last ``dataset_distill`` stage's synthetic set."""
     record = next((r for r in reversed(ctx.previous) if r["stage"] == "dataset_distill"), None)
     if record is None:
         raise ConfigError(f"recipe '{ctx.recipe.name}': quantize.calibration: 'synthetic' needs a 'dataset_distill' "
                           "stage before it (its synthetic set calibrates static INT8)")
-    return ctx.resolve(record["metrics"]["synthetic_set"])
+    return record["metrics"]["synthetic_set"]
 
 
 def _graph_inputs(path: Path) -> set[str]:
