@@ -29,6 +29,7 @@ from edgekd.dataset_distill.network import Family
 from edgekd.dataset_distill.problem import Problem
 from edgekd.errors import DataError
 from edgekd.quantize.calibration import npz_calibration_feeds
+from edgekd.report.dataset_distill import dataset_distill_section
 
 runner = CliRunner()
 DIGITS = SklearnData(source="sklearn", name="digits", val_fraction=0.15, test_fraction=0.25)
@@ -199,6 +200,16 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
     assert set(accuracy) == {"synthetic", "random_real", "coreset", "full"}
     assert len(accuracy["random_real"]["accuracies"]) == 4 and accuracy["full"]["mean"] > 0.8
     assert "synthetic" in result.output
+    section = dataset_distill_section([record], out, tmp_path)
+    assert section is not None and section.title == "Dataset distillation"
+    table = section.blocks[0]
+    assert [row[2] for row in table.rows] == ["synthetic (learnt)", "random real subset", "coreset",
+                                              "full training set"]
+    assert table.rows[0][3] == f"{100 * accuracy['synthetic']['mean']:.2f} ± {100 * accuracy['synthetic']['std']:.2f}"
+    for figure in section.blocks[2:]:
+        assert (tmp_path / figure.file).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [f.file for f in section.blocks[2:]] == ["dataset_distill_2_per_class.png", "dataset_distill_accuracy.png"]
+    assert dataset_distill_section([{"stage": "teacher", "metrics": {}}], out, tmp_path) is None
 
 
 @pytest.mark.parametrize(("change", "expected"), [
