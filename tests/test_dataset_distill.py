@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from edgekd.catalog import find
 from edgekd.cli import app
-from edgekd.config import CNNSpec, NpzData, SklearnData
+from edgekd.config import CNNSpec, NpzData, Recipe, SklearnData, validate_model
 from edgekd.data.datasets import load_dataset
 from edgekd.data.npz import NpzSet, load_npz, save_npz
 from edgekd.data.task_data import prepare_task_data
@@ -27,7 +27,8 @@ from edgekd.dataset_distill.int8 import export_fp32, onnx_accuracy, static_int8_
 from edgekd.dataset_distill.methods import METHODS
 from edgekd.dataset_distill.network import Family
 from edgekd.dataset_distill.problem import Problem
-from edgekd.errors import DataError
+from edgekd.dataset_distill.run import distill_dataset
+from edgekd.errors import ConfigError, DataError
 from edgekd.quantize.calibration import npz_calibration_feeds
 from edgekd.report.dataset_distill import dataset_distill_section
 
@@ -257,3 +258,22 @@ def test_recipe_calibrates_int8_on_the_synthetic_set(write_recipe, tmp_path: Pat
     result = runner.invoke(app, ["run", str(write_recipe(recipe)), "--out", str(tmp_path / "run2"), "-q"])
     assert result.exit_code == 2
     assert "calibration: 'synthetic' needs a 'dataset_distill' stage before it" in result.output
+
+
+def test_teacher_soft_labels_are_saved_and_train_the_evaluated_models(digits, tmp_path: Path) -> None:
+    recipe = validate_model(recipe_dict(labels="teacher", temperature=2.0), Recipe, source="test")
+    stage = recipe.stages[0]
+    torch.manual_seed(0)
+    family = Family(SMALL_CNN, digits.input_shape, 10)
+    teacher = train_model(family, digits.x_train, F.one_hot(digits.y_train, 10).float(), 150,
+                          stage.evaluation, stage.augment, torch.Generator().manual_seed(0))
+    result = distill_dataset(stage, recipe, 0, tmp_path / "set.npz", where="test", teacher=teacher)
+    saved = load_npz(tmp_path / "set.npz")
+    with torch.no_grad():
+        expected = F.softmax(teacher(torch.from_numpy(saved.inputs)) / 2.0, dim=1).numpy()
+    np.testing.assert_allclose(saved.soft_labels, expected, atol=1e-6)
+    assert (saved.soft_labels.argmax(1) == saved.labels).mean() >= 0.8  # the teacher mostly agrees with the class
+    assert saved.metadata["config"]["labels"] == "teacher"
+    torch.testing.assert_close(result.synthetic.targets(10), torch.from_numpy(saved.soft_labels))
+    with pytest.raises(ConfigError, match="labels: 'teacher' needs a trained teacher"):
+        distill_dataset(stage, recipe, 0, tmp_path / "other.npz", where="test")

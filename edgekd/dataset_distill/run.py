@@ -55,6 +55,8 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     ``teacher`` (needed for ``labels: teacher``) labels the synthetic images with its softened outputs.
     """
     check_distillable(config, recipe, where)
+    if config.labels == "teacher" and teacher is None:
+        raise ConfigError(f"{where}.labels: 'teacher' needs a trained teacher (a 'teacher' stage before it)")
     splits = load_dataset(recipe.data, data_seed(recipe, seed))
     family = Family(image_family(_spec(config, recipe), where), splits.input_shape, splits.num_classes)
     problem = Problem(splits.x_train, splits.y_train, family, config, seed, where=where)
@@ -62,9 +64,7 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     synthetic = METHODS[config.method](problem)
     wall = time.perf_counter() - started
     log.info("%s: %d synthetic examples learnt in %.1f s", config.method, len(synthetic.labels), wall)
-    if config.labels == "teacher":
-        if teacher is None:
-            raise ConfigError(f"{where}.labels: 'teacher' needs a trained teacher (a 'teacher' stage before it)")
+    if teacher is not None and config.labels == "teacher":
         with torch.no_grad():
             synthetic.soft_labels = F.softmax(teacher.eval()(synthetic.images) / config.temperature, dim=1)
     accuracy = compare(problem, synthetic, (splits.x_test, splits.y_test))
