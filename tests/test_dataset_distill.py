@@ -145,6 +145,7 @@ def test_npz_without_eval_data_is_split(digits, tmp_path: Path) -> None:
     ({"inputs": np.zeros((3, 1, 8, 8), np.float32), "labels": np.zeros(2, np.int64)}, "expected 'inputs' N"),
     ({"inputs": np.zeros((3, 64), np.float32), "labels": np.zeros(3, np.int64)}, "expected 'inputs' N"),
     ({"inputs": np.zeros((2, 1, 8, 8), np.float32), "labels": np.array([0.5, 1.0])}, "must be class indices"),
+    ({"inputs": np.array([{"code": 1}], dtype=object), "labels": np.zeros(1, np.int64)}, "not a readable .npz"),
 ])
 def test_bad_npz_files_name_file_and_problem(tmp_path: Path, arrays: dict, expected: str) -> None:
     path = tmp_path / "bad.npz"

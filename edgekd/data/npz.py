@@ -53,7 +53,7 @@ def load_npz(path: Path) -> NpzSet:
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected a .npz file with 'inputs' and 'labels'")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(path) as archive:  # numpy's default refuses object arrays: no code runs on load
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
