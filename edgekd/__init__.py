@@ -6,12 +6,13 @@ entry points (the profiling worker, ``edgekd devices list``) do not pay for the 
 
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["__version__", "compress", "profile", "run", "validate"]
+from edgekd.version import __version__
+
+__all__ = ["__version__", "compress", "plan", "profile", "run", "validate"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("compress", "profile", "run", "validate"):
+    if name in ("compress", "plan", "profile", "run", "validate"):
         from edgekd import api
 
         return getattr(api, name)

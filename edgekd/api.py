@@ -14,12 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekd.catalog import UnknownEntryError, find, load_device, load_recipe
-from edgekd.config import DeviceProfile, HFDiskData, Recipe, TextFileData
+from edgekd.catalog import UnknownEntryError, find
+from edgekd.config.device import DeviceProfile, load_device
+from edgekd.config.recipe import Recipe, load_recipe
+from edgekd.data.config import HFDiskData, TextFileData
 from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
-from edgekd.stages import check_stage_order
+from edgekd.run_plan import StagePlan, plan_run
+from edgekd.stages import check_recipe
 
 if TYPE_CHECKING:
     from edgekd.search.compress import CompressResult
@@ -33,7 +36,7 @@ def validate(recipe: str | Path) -> Recipe:
     """
     loaded = load_recipe(recipe)
     source = str(find("pipelines", recipe))
-    check_stage_order(loaded, source)
+    check_recipe(loaded, source)
     try:
         _checked_device(loaded.device)
     except UnknownEntryError as exc:
@@ -82,17 +85,35 @@ def run(
     ``device`` overrides the recipe's device profile; ``out`` is the run directory
     (default ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
     """
+    loaded, profile, run_dir = _prepared(recipe, device, out)
+    return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+
+
+def plan(
+    recipe: str | Path | Recipe,
+    *,
+    device: str | Path | DeviceProfile | None = None,
+    out: str | Path | None = None,
+    fresh: bool = False,
+) -> list[StagePlan]:
+    """What :func:`run` with the same arguments would do, stage by stage, without doing it (``--dry-run``)."""
+    loaded, profile, run_dir = _prepared(recipe, device, out)
+    return plan_run(loaded, profile, run_dir, fresh=fresh)
+
+
+def _prepared(recipe: str | Path | Recipe, device: str | Path | DeviceProfile | None,
+              out: str | Path | None) -> tuple[Recipe, DeviceProfile, Path]:
+    """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use."""
     loaded = recipe if isinstance(recipe, Recipe) else validate(recipe)
     if isinstance(recipe, Recipe):
-        check_stage_order(loaded, f"recipe '{loaded.name}'")
+        check_recipe(loaded, f"recipe '{loaded.name}'")
     searches = "search" in loaded.stage_names()
     profile = _checked_device(device or loaded.device, latency=not searches)
     if searches:
         from edgekd.search.compress import preflight
 
         preflight(loaded, profile)
-    run_dir = Path(out) if out is not None else Path("runs") / loaded.name
-    return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+    return loaded, profile, Path(out) if out is not None else Path("runs") / loaded.name
 
 
 def compress(
@@ -115,7 +136,7 @@ def compress(
     from edgekd.search.compress import CompressResult, preflight, search_recipe, with_budget
 
     loaded = search_recipe(recipe if isinstance(recipe, Recipe) else validate(recipe))
-    check_stage_order(loaded, f"recipe '{loaded.name}'")
+    check_recipe(loaded, f"recipe '{loaded.name}'")
     profile = with_budget(_checked_device(device or loaded.device, latency=False), budget_ms)
     table = preflight(loaded, profile)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
@@ -168,7 +189,7 @@ def bench(
 
 def export(model: str | Path, *, target: str | Path = "ort-mobile", out: str | Path = "export"):
     """Convert an ONNX file as an export target says (e.g. to ``.ort`` for ORT Mobile); returns an ``OrtModel``."""
-    from edgekd.catalog import load_export_target
+    from edgekd.export.config import load_export_target
     from edgekd.export.ort_format import export_file
 
     return export_file(Path(model), load_export_target(target), Path(out))

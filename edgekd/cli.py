@@ -100,11 +100,18 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 @app.command()
 @_handle_errors
 def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, fresh: FreshOpt = False,
-        quiet: QuietOpt = False) -> None:
+        quiet: QuietOpt = False,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Only say which stages would be cached, run or re-run (and what changed).")] = False,
+        ) -> None:
     """Run a recipe's stages; finished stages of an earlier run are skipped.
 
     Example: edgekd run pipelines/demo-digits.yaml --device host-cpu --out runs/demo
     """
+    if dry_run:
+        for stage in api.plan(recipe, device=device, out=out_dir, fresh=fresh):
+            out.print(stage.describe(), markup=False, highlight=False)
+        return
     result = api.run(recipe, device=device, out=out_dir, fresh=fresh, show_progress=not quiet)
     if result.is_main_process:
         _print_run(result)

@@ -13,11 +13,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from edgekd.catalog import load_export_target
 from edgekd.cli import app
-from edgekd.config import CNNSpec
+from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.builders import build_model
+from edgekd.models.specs import CNNSpec
 from tests.conftest import demo_recipe_dict
 from tests.test_text_pipeline import _write_tsv
 

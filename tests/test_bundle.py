@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.config import Recipe, validate_model
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
 from edgekd.export.bundle import ZIP_EPOCH, write_bundle
 from edgekd.export.bundle_readme import render_readme
-from edgekd.stages import check_stage_order
+from edgekd.stages import check_recipe
 from tests.conftest import demo_recipe_dict
 
 
@@ -108,4 +109,4 @@ def test_bundle_needs_a_profile_stage_before_it() -> None:
     recipe["stages"] = [s for s in recipe["stages"] if s["stage"] != "profile"]
     loaded = validate_model(recipe, Recipe, source="r.yaml")
     with pytest.raises(ConfigError, match=r"r.yaml: stages\[3\].stage: 'bundle' needs a 'profile' stage before it"):
-        check_stage_order(loaded, "r.yaml")
+        check_recipe(loaded, "r.yaml")

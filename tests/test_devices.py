@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.catalog import catalog_dir, load_device
-from edgekd.config import DeviceProfile, load_yaml_model
+from edgekd.catalog import catalog_dir
+from edgekd.config.device import DeviceProfile, load_device
+from edgekd.config.loading import load_yaml_model
 from edgekd.profile.cpu import KNOWN_ISA
 from edgekd.profile.speed_ratio import REFERENCE_MODELS
 

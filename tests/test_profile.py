@@ -12,8 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.catalog import load_device
-from edgekd.config import Budget, InputShape, ReferenceFigure
+from edgekd.config.device import Budget, InputShape, ReferenceFigure, load_device
 from edgekd.errors import ConfigError, ModelError
 from edgekd.profile import speed_ratio as sr
 from edgekd.profile.budget import judge

@@ -12,13 +12,17 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
 import edgekd
-from edgekd.catalog import load_export_target
-from edgekd.config import BertSpec, CNNSpec, FactorizeConfig, PruneConfig, Recipe, validate_model
+from edgekd.config.device import DeviceProfile
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError
+from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
+from edgekd.models.specs import BertSpec, CNNSpec
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.profile.runner import time_onnx
+from edgekd.prune.config import FactorizeConfig, PruneConfig
 from edgekd.prune.lowrank import factorize_layer, factorize_model, rank_for_energy, rank_for_params
 from edgekd.prune.structure import LowRankEmbedding, LowRankLinear, pruned_class
 from edgekd.prune.structured import prune_step, record_structure
@@ -157,7 +161,7 @@ def test_pruned_cnn_is_smaller_and_faster_in_onnx(tmp_path: Path) -> None:
     model.save(tmp_path / "pruned")
     assert TaskModel.load(tmp_path / "pruned").params == model.params
     shape = validate_model({"name": "x", "budget": {"p90_ms": 1, "size_mb": 1, "peak_memory_mb": 1},
-                            "inputs": {"batch": 8}}, edgekd.config.DeviceProfile, source="t").inputs
+                            "inputs": {"batch": 8}}, DeviceProfile, source="t").inputs
     p50 = {name: [] for name in ("dense", "pruned")}
     for _ in range(2):  # interleaved, so a slow spell of a loaded machine hits both
         for name in p50:

@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 import edgekd
-from edgekd.catalog import load_device
-from edgekd.config import QuantizeStage, SklearnData, TextFileData, TokenizerConfig
+from edgekd.config.device import load_device
+from edgekd.data.config import SklearnData, TextFileData, TokenizerConfig
 from edgekd.data.task_data import prepare_task_data
 from edgekd.errors import ConfigError, ExportError
 from edgekd.pipeline import RunResult
 from edgekd.profile.cpu import detect_cpu
+from edgekd.quantize.config import QuantizeStage
 from edgekd.quantize.decision import decide
 from edgekd.quantize.evaluate import predict
 from edgekd.quantize.feeds import QuantData, dataset_feeds
@@ -259,7 +260,8 @@ def test_dataset_feeds_pad_text_batches_to_one_length_and_keep_graph_inputs(tmp_
 
 def test_quantize_stage_on_a_text_model(tmp_path: Path) -> None:
     import edgekd
-    from edgekd.config import Recipe, validate_model
+    from edgekd.config.loading import validate_model
+    from edgekd.config.recipe import Recipe
     from tests.test_text_pipeline import _write_tsv
 
     _write_tsv(tmp_path / "train.tsv", 300, seed=1)

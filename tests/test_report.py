@@ -25,12 +25,13 @@ from typer.testing import CliRunner
 
 from edgekd.artifacts import Artifact, StageContext
 from edgekd.cli import app
-from edgekd.config import BundleStage
 from edgekd.export.bundle_stage import run_bundle
+from edgekd.export.config import BundleStage
 from edgekd.pipeline import load_run
 from edgekd.report.build import build_report
 from edgekd.report.markdown import render_markdown
 from edgekd.report.sections import run_document
+from edgekd.stages import DEFAULT_REGISTRY
 from tests.conftest import demo_recipe_dict, shrink
 
 runner = CliRunner()
@@ -149,8 +150,9 @@ def test_bundle_converts_an_onnx_file_replaced_after_export(run_dir: Path, tmp_p
     (copy / "07-quantize").mkdir()
     shutil.copyfile(copy / student.onnx, copy / "07-quantize" / "student.onnx")
     artifact = artifact.with_model(student.updated(onnx="07-quantize/student.onnx"))
-    ctx = StageContext(recipe=recipe, device=device, run_dir=copy, work_dir=tmp_path / "work",
-                       stage_dir_name="08-bundle", seed=0, log=logging.getLogger("test"), previous=tuple(records))
+    ctx = StageContext(recipe=DEFAULT_REGISTRY["bundle"].view(recipe, None), device=device, run_dir=copy,
+                       work_dir=tmp_path / "work", stage_dir_name="08-bundle", where="stages[7]",
+                       log=logging.getLogger("test"), previous=tuple(records))
     ctx.work_dir.mkdir()
     output = run_bundle(BundleStage(stage="bundle"), artifact, ctx)
     assert (copy / "bundle" / "model.ort").read_bytes() == (ctx.work_dir / "student.ort").read_bytes()

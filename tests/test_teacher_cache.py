@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.config import BertSpec
 from edgekd.data.examples import TextExamples
 from edgekd.distill.outputs import forward_outputs
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import predict_logits
 from edgekd.models.hf import build_bert
+from edgekd.models.specs import BertSpec
 
 VOCAB, PAD = 40, 0
 LAYERS = {"hidden_states": {0, 2}, "attentions": {1}, "qkv": {0, 1, 2}}

@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from edgekd import __version__
 from edgekd.atomic import atomic_dir, write_json
 from edgekd.data.examples import Examples
 from edgekd.distill.outputs import ModelOutputs, forward_outputs
 from edgekd.distill.trainer import EVAL_BATCH
+from edgekd.version import __version__
 
 #: Output kinds stored per real token (``[T, D]`` each) rather than per attention map.
 _PER_TOKEN = ("hidden_states", "qkv")

@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from edgekd.atomic import write_with
-from edgekd.config import TrainingConfig
+from edgekd.config.training import TrainingConfig
 from edgekd.data.examples import Examples
 from edgekd.distributed import LOCAL, World, accelerator
 from edgekd.models.logits import model_logits

@@ -27,8 +27,9 @@ from typing import Any
 
 import onnx
 
-from edgekd import __version__
-from edgekd.config import DataConfig, DeviceProfile, SklearnData
+from edgekd.config.device import DeviceProfile
+from edgekd.data.config import DataConfig, SklearnData
+from edgekd.version import __version__
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

@@ -36,8 +36,8 @@ import onnxruntime as ort
 import torch
 
 from edgekd.atomic import atomic_path
-from edgekd.config import ExportTarget
 from edgekd.errors import ExportError
+from edgekd.export.config import ExportTarget
 from edgekd.export.parity import (
     DEFAULT_BATCH_SIZES,
     Batch,

@@ -37,8 +37,9 @@ import onnxruntime as ort
 import torch
 
 from edgekd.atomic import write_text, write_with
-from edgekd.config import ExportTarget, InputShape
+from edgekd.config.device import InputShape
 from edgekd.errors import ConfigError, ExportError, ModelError
+from edgekd.export.config import ExportTarget
 from edgekd.export.parity import DEFAULT_BATCH_SIZES, ParityResult, check_file_parity, one_line, parity_batches
 from edgekd.profile.inputs import make_feeds
 

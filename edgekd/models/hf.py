@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from edgekd.config import BertSpec, DropLayersSpec
 from edgekd.errors import ConfigError, ModelError
+from edgekd.models.specs import BertSpec, DropLayersSpec
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgekd.config import DeviceProfile
+from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError
 from edgekd.profile.budget import judge
 from edgekd.profile.cpu import host_threads, resolve_threads

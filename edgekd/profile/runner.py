@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-import edgekd
-from edgekd.config import DeviceProfile, InputShape
+from edgekd.config.device import DeviceProfile, InputShape
 from edgekd.errors import ModelError
 from edgekd.profile.cpu import detect_cpu, host_threads, resolve_threads
 from edgekd.profile.inputs import first_line
@@ -231,7 +230,7 @@ def model_size_mb(path: Path) -> float:
 def _run_worker(request: dict[str, Any], *, label: str, show_progress: bool) -> dict[str, Any]:
     """Start the worker, feed it ``request``, follow its progress lines, return its last event."""
     env = dict(os.environ)
-    package_root = str(Path(edgekd.__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])  # the directory holding edgekd/
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryFile(mode="w+") as stderr:
         proc = subprocess.Popen(

@@ -26,7 +26,7 @@ from typing import Any
 
 from edgekd.atomic import atomic_path, write_json
 from edgekd.cache import cache_root
-from edgekd.config import InputShape, ReferenceFigure
+from edgekd.config.device import InputShape, ReferenceFigure
 from edgekd.errors import ConfigError
 from edgekd.profile.cpu import detect_cpu, host_threads
 

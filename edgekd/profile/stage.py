@@ -7,8 +7,8 @@ model gets onnxruntime's per-operator profile (where its time goes).
 from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.config import ProfileStage
 from edgekd.profile.budget import judge
+from edgekd.profile.config import ProfileStage
 from edgekd.profile.macs import count_macs
 from edgekd.profile.operators import profile_operators
 from edgekd.profile.runner import profile_onnx

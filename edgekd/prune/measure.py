@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgekd.catalog import load_export_target
-from edgekd.config import DeviceProfile
+from edgekd.config.device import DeviceProfile
 from edgekd.data.task_data import TaskData
 from edgekd.distill.trainer import accuracy
 from edgekd.errors import ModelError
+from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.stage import PARITY_SAMPLES
 from edgekd.models.logits import model_logits

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.config import FactorizeStage, HybridStage, PruneStage
 from edgekd.data.task_data import TaskData, prepare_task_data
 from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.trainer import fit
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
+from edgekd.prune.config import FactorizeStage, HybridStage, PruneStage
 from edgekd.prune.lowrank import LayerRank, factorize_task_model
 from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot
 from edgekd.prune.structured import prune_step

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.config import DeviceProfile, QuantizeSettings, QuantizeStage
+from edgekd.config.device import DeviceProfile
 from edgekd.errors import ExportError
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu, device_isa, host_threads, resolve_threads
+from edgekd.quantize.config import QuantizeSettings, QuantizeStage
 from edgekd.quantize.decision import Decision, decide
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.graph import PreparedGraphs

@@ -6,11 +6,11 @@ from functools import partial
 from pathlib import Path
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.config import QuantizeStage
 from edgekd.data.task_data import TaskData, prepare_task_data
 from edgekd.errors import ConfigError
 from edgekd.models.task_model import TaskModel
 from edgekd.profile.cpu import detect_cpu, device_isa
+from edgekd.quantize.config import QuantizeStage
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.model import quantize_model
 
@@ -25,8 +25,8 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
     for role in config.roles:
         model_artifact = artifact.models.get(role)
         if model_artifact is None or model_artifact.onnx is None:
-            raise ConfigError(f"recipe '{ctx.recipe.name}': quantize.roles: the {role} has no exported ONNX "
-                              "model; list roles an earlier 'export' stage exported")
+            raise ConfigError(f"roles: the {role} has no exported ONNX model; list roles an earlier 'export' "
+                              "stage exported")
         source = ctx.resolve(model_artifact.onnx)
         data = QuantData.from_dataset(_task_data(ctx, model_artifact.weights), config.calibration_samples,
                                       input_names=_graph_inputs(source))

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.config import QuantizeStage
+from edgekd.quantize.config import QuantizeStage
 from edgekd.quantize.evaluate import predict, score
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.graph import PreparedGraphs, prepare_graphs

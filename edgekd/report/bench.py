@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__
-from edgekd.config import DeviceProfile
+from edgekd.config.device import DeviceProfile
 from edgekd.report.document import Bullets, Code, Document, Figure, Paragraph, Section, Table, fmt, si
 from edgekd.report.plots import plot_latency_distribution
 from edgekd.report.sections import cpu_line, device_line, operators_table, yaml_text
 from edgekd.report.write import write_documents
+from edgekd.version import __version__
 
 LATENCY_PLOT = "bench_latency.png"
 #: Rows of the side-by-side table: figure key, label, format (None: SI suffix).

@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from edgekd import __version__
 from edgekd.artifacts import Artifact
-from edgekd.config import DeviceProfile, Recipe
+from edgekd.config.device import DeviceProfile
+from edgekd.config.recipe import Recipe
 from edgekd.profile.stage import judged_role
+from edgekd.version import __version__
 
 #: Per-model figures every report carries (``None`` when the stage that measures one did not run).
 MODEL_FIELDS = ("accuracy", "val_accuracy", "params", "macs", "size_mb", "p50_ms", "p90_ms", "p99_ms",

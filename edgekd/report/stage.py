@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.config import ReportStage
+from edgekd.report.config import ReportStage
 from edgekd.report.write import write_run_report
 
 
