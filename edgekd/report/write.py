@@ -13,7 +13,8 @@ from typing import Any
 
 from edgekd.artifacts import Artifact
 from edgekd.atomic import write_json, write_text
-from edgekd.config import DeviceProfile, Recipe
+from edgekd.config.device import DeviceProfile
+from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
 from edgekd.profile.cpu import detect_cpu
 from edgekd.report.build import build_report, last_record
@@ -26,6 +27,7 @@ from edgekd.report.plots import (
     plot_search_pareto,
     plot_size_per_stage,
 )
+from edgekd.report.record import check_report
 from edgekd.report.sections import run_document
 
 PLOT_FILES = {"accuracy_vs_latency": "accuracy_vs_latency.png", "size_per_stage": "size_per_stage.png",
@@ -40,16 +42,20 @@ def write_run_report(run_dir: Path, recipe: Recipe, device: DeviceProfile, artif
     """
     report = build_report(recipe, device, artifact, records, measured_cpu(records))
     report["plots"] = _draw_plots(report, records, run_dir)
-    return write_documents(run_dir, "report", report, run_document)
+    return write_documents(run_dir, "report", report, run_document, check=check_report)
 
 
 def write_documents(out_dir: Path, stem: str, record: dict[str, Any],
-                    document_of: Callable[[dict[str, Any]], Document]) -> dict[str, Any]:
+                    document_of: Callable[[dict[str, Any]], Document],
+                    check: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
     """Write ``<stem>.md`` and ``<stem>.html`` of ``document_of(record)``, then the record as ``<stem>.json``.
 
-    The record gets ``files``: those three and its ``plots`` (already in ``out_dir``). Returns it.
+    The record gets ``files``: those three and its ``plots`` (already in ``out_dir``); ``check`` (e.g.
+    :func:`~edgekd.report.record.check_report`) sees it before anything is written. Returns it.
     """
     record["files"] = [f"{stem}.json", f"{stem}.md", f"{stem}.html", *record.get("plots", {}).values()]
+    if check is not None:
+        check(record)
     document = document_of(record)
     write_text(out_dir / f"{stem}.md", render_markdown(document))
     write_text(out_dir / f"{stem}.html", render_html(document, out_dir))
