@@ -11,6 +11,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +24,7 @@ import pytest
 
 import edgekd
 from edgekd import atomic
+from edgekd.stages import STAGES
 from tests.mutations import Case, generate
 from tests.reliability import (
     CliOutcome,
@@ -30,6 +36,7 @@ from tests.reliability import (
     tiny_recipe,
     write_yaml,
 )
+from tests.run_tampering import TAMPERS, bad_run_record, foreign_directory, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +126,102 @@ def test_files_this_user_may_not_read_are_one_line_errors(tmp_path: Path, monkey
         locked.add((tmp_path / name).resolve())
         outcome = cli("validate", recipe)
         assert_user_error(outcome, name, fragment)
+
+
+# Run directories: edgekd writes only into its own, heals a damaged one, and lets one run at a time in.
+
+def test_foreign_out_directories_are_refused_and_left_untouched(tmp_path: Path) -> None:
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(stages=("teacher", "export")))
+    rng = random.Random(0)
+    for case in range(12):
+        out = tmp_path / f"foreign{case}"
+        foreign_directory(out, rng)
+        before = snapshot(out)
+        outcome = cli("run", recipe, "--out", out, "-q")
+        assert_user_error(outcome, str(out), "not empty and not an edgekd run directory", logged=True)
+        assert snapshot(out) == before, f"case {case}: files changed"
+
+
+def test_out_that_is_a_file_or_the_filesystem_root_is_refused(tmp_path: Path) -> None:
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(stages=("teacher", "export")))
+    for name in ("out.txt", "model.onnx", "run.json"):
+        (tmp_path / name).write_text("mine\n")
+        assert_user_error(cli("run", recipe, "--out", tmp_path / name, "-q"), name, "is a file", logged=True)
+        assert (tmp_path / name).read_text() == "mine\n"
+    for root in ("/", "//", "/.", f"/{tmp_path.parts[1]}/.."):
+        assert_user_error(cli("run", recipe, "--out", root, "-q"), "root of the filesystem", logged=True)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A finished tiny run (teacher, distill, export, profile, bundle) and its recipe."""
+    root = tmp_path_factory.mktemp("run")
+    recipe = write_yaml(root / "recipe.yaml", tiny_recipe(teacher_epochs=1, distill_epochs=2))
+    with one_torch_thread():
+        edgekd.run(recipe, out=root / "run")
+    return recipe, root / "run"
+
+
+def _models(run_dir: Path) -> dict[str, bytes | None]:
+    """What the stages and the bundle wrote (records, whose timings differ between runs, left out)."""
+    return {name: content for name, content in snapshot(run_dir).items()
+            if name[:2].isdigit() and not name.endswith("/stage.json") or name == "bundle/model.onnx"}
+
+
+def test_tampered_run_directories_heal_to_the_same_files(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    recipe, base = finished_run
+    expected = _models(base)
+    rng = random.Random(0)
+    failures = []
+    for case in range(16):
+        tamper = TAMPERS[case % len(TAMPERS)]
+        run_dir = tmp_path / f"case{case}" / "run"
+        shutil.copytree(base, run_dir)
+        damaged = tamper.apply(run_dir, rng)
+        with one_torch_thread():
+            result = edgekd.run(recipe, out=run_dir)
+        skipped = [r.skipped for r in result.stages]
+        changed = sorted(k for k in expected.keys() | _models(run_dir).keys()
+                         if expected.get(k) != _models(run_dir).get(k))
+        if skipped != [r.index < damaged and STAGES[r.stage].cacheable for r in result.stages] or changed:
+            failures.append(f"{tamper.name} in stage {damaged}: skipped {skipped}, files differing {changed}")
+        assert b"not for the bundle" not in (run_dir / "bundle.zip").read_bytes()
+    assert not failures, "\n".join(failures)
+
+
+def test_a_run_record_edgekd_did_not_write_is_rewritten_by_run_and_refused_by_report(
+        finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    recipe, base = finished_run
+    rng = random.Random(1)
+    for case in range(4):
+        run_dir = tmp_path / f"case{case}"
+        shutil.copytree(base, run_dir)
+        bad_run_record(run_dir, rng)
+        assert_user_error(cli("report", run_dir), "run.json", "not an edgekd run record")
+        with one_torch_thread():
+            result = edgekd.run(recipe, out=run_dir)
+        assert [r.skipped for r in result.stages] == [STAGES[r.stage].cacheable for r in result.stages]
+        assert json.loads((run_dir / "run.json").read_text())["recipe"]["name"] == "demo-digits"
+
+
+def test_second_run_on_a_locked_directory_exits_2_naming_the_holder(
+        finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    recipe, base = finished_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(base, run_dir)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from edgekd.rundir import claimed\n"
+         "with claimed(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(edgekd.__file__).parents[1])})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        before = snapshot(run_dir)
+        outcome = cli("run", recipe, "--out", run_dir, "-q")
+        assert_user_error(outcome, str(run_dir), "another edgekd run is using this directory",
+                          f"process {holder.pid} on {socket.gethostname()}", logged=True)
+        assert snapshot(run_dir) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    with one_torch_thread():  # the holder is gone: its lock with it
+        assert cli("run", recipe, "--out", run_dir, "-q").exit_code == 0
