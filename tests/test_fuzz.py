@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -20,10 +22,22 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+import onnx
 import pytest
+import torch
+from onnx import numpy_helper
+from safetensors.torch import load_file, save_file
 
 import edgekd
 from edgekd import atomic
+from edgekd.catalog import load_export_target
+from edgekd.config import CNNSpec
+from edgekd.errors import ExportError
+from edgekd.export import parity
+from edgekd.export.onnx_export import export_onnx
+from edgekd.models.builders import build_model
+from edgekd.quantize.evaluate import predict, score
 from edgekd.stages import STAGES
 from tests.mutations import Case, generate
 from tests.reliability import (
@@ -225,3 +239,89 @@ def test_second_run_on_a_locked_directory_exits_2_naming_the_holder(
         holder.wait()
     with one_torch_thread():  # the holder is gone: its lock with it
         assert cli("run", recipe, "--out", run_dir, "-q").exit_code == 0
+
+
+# Non-finite numbers at run time: training stops at once, no gate passes a NaN, a NaN model is never exported.
+
+def test_diverging_training_stops_with_one_line_at_the_first_non_finite_loss(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    for case in range(6):
+        recipe = tiny_recipe(stages=("teacher", "distill", "export"))
+        stage = rng.choice(recipe["stages"][:2])
+        key = rng.choice(("lr", "weight_decay") + (("loss weight",) if stage["stage"] == "distill" else ()))
+        # Adam undoes the scale of a loss: a loss weight diverges only where it overflows float32 (3.4e38).
+        value = rng.uniform(1e38, 3e38) if key == "loss weight" else 10.0 ** rng.randint(30, 38)
+        if key == "loss weight":
+            stage["losses"] = [{**stage.get("losses", [{"kind": "hinton"}])[0], "weight": value}]
+        else:
+            stage[key] = value
+        with one_torch_thread():
+            outcome = cli("run", write_yaml(tmp_path / f"recipe{case}.yaml", recipe), "--out", tmp_path / f"run{case}",
+                          "-q")
+        assert_user_error(outcome, "the training loss became nan", "Lower the learning rate", logged=True)
+        assert not list((tmp_path / f"run{case}").glob("*/*.onnx")), f"{stage['stage']}.{key} = {value:g}"
+
+
+def _poisoned(state: dict[str, torch.Tensor], rng: random.Random) -> tuple[dict[str, torch.Tensor], str]:
+    """``state`` with NaN, +inf or -inf at random places of one random floating-point tensor."""
+    name = rng.choice(sorted(n for n, t in state.items() if t.is_floating_point()))
+    poisoned = {n: t.clone() for n, t in state.items()}
+    flat = poisoned[name].view(-1)
+    for index in rng.sample(range(flat.numel()), rng.randint(1, min(3, flat.numel()))):
+        flat[index] = rng.choice((math.nan, math.inf, -math.inf))
+    return poisoned, name
+
+
+def test_weights_files_with_nan_or_inf_are_refused_in_one_line(finished_run: tuple[Path, Path],
+                                                                tmp_path: Path) -> None:
+    _, base = finished_run
+    state = load_file(str(base / "01-teacher" / "teacher" / "model.safetensors"))
+    rng = random.Random(0)
+    for case in range(8):
+        poisoned, name = _poisoned(state, rng)
+        weights = tmp_path / f"teacher{case}.safetensors"
+        save_file(poisoned, str(weights))
+        recipe = tiny_recipe(stages=("teacher", "distill", "export"))
+        recipe["teacher"]["weights"] = str(weights)
+        outcome = cli("run", write_yaml(tmp_path / f"recipe{case}.yaml", recipe), "--out", tmp_path / f"run{case}",
+                      "-q")
+        assert_user_error(outcome, weights.name, f"tensor '{name}' holds", "NaN or infinite", logged=True)
+
+
+def test_a_model_with_non_finite_weights_is_never_exported(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    for case in range(8):
+        torch.manual_seed(case)
+        model = build_model(CNNSpec(arch="cnn", channels=[4], hidden=8), (1, 8, 8), 10)
+        poisoned, name = _poisoned(model.state_dict(), rng)
+        model.load_state_dict(poisoned)
+        path = tmp_path / f"model{case}.onnx"
+        with pytest.raises(ExportError, match=f"not exported: the model's tensor '{re.escape(name)}' holds"):
+            export_onnx(model, torch.zeros(4, 1, 8, 8), path, load_export_target("onnx-fp32"))
+        assert not path.exists()
+
+
+def test_nan_outputs_never_pass_parity_or_agreement(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for case in range(20):
+        expected = rng.normal(size=(int(rng.integers(1, 8)), 10)).astype(np.float32)
+        actual = expected.copy()
+        rows, cols = rng.integers(0, expected.shape[0]), rng.integers(0, 10)
+        both = case % 2 == 0  # NaN on both sides (the same broken model twice) or on one side
+        actual[rows, cols] = np.nan
+        if both:
+            expected[rows, cols] = np.nan
+        diffs = parity._OutputDiffs()
+        diffs.add(0, expected, actual)
+        assert not diffs.result(samples=len(expected), atol=1e-4, rtol=1e-4).passed, (case, both)
+    # A model whose every weight is NaN, as an ONNX file (written around the exporter's own check).
+    model = onnx.load(str(tiny_onnx(tmp_path / "model.onnx")))
+    for tensor in model.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            tensor.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(tensor), np.nan), tensor.name))
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    feeds = [({"input": rng.normal(size=(n, 1, 8, 8)).astype(np.float32)}, np.zeros(n, dtype=np.int64))
+             for n in (1, 5)]
+    predictions = predict(tmp_path / "nan.onnx", feeds, threads=1)
+    scores = score(predictions, feeds, predictions)
+    assert scores.accuracy == 0.0 and scores.agreement == 0.0
