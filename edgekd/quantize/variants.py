@@ -145,6 +145,8 @@ class VariantBuilder:
                 candidates = weighted_nodes(graph)
                 feeds = self.data.calibration[:SENSITIVITY_BATCHES]
                 ranked = [node for node, _ in rank_nodes(graph, variant.path, candidates, feeds, self.threads)]
+            if not ranked:  # nothing quantized that could be left out
+                break
             excluded = ranked[: min(len(ranked), 2 ** (retry - 1))]
             log.info("%s: val accuracy %.4f (fp32 %.4f), agreement %.4f; retry %d excluding %d node(s)",
                      name, variant.val_accuracy, reference.val_accuracy, variant.val_agreement, retry, len(excluded))
