@@ -17,7 +17,6 @@ carry edgekd's own markers (:func:`remove_stale_stage_dirs`, :func:`replace_stag
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -31,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgekd.errors import ConfigError, StorageError
+from edgekd.atomic import write_errors_reported
+from edgekd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ HASHED_BELOW = 1 << 20
 hashed; larger ones (weights, models) are checked by size, which catches truncation without re-reading
 hundreds of megabytes on every re-run."""
 _NOT_WRITTEN_BY_STAGE = {STAGE_RECORD, FINGERPRINT_FILE, LOCK_FILE}
-_CANNOT_WRITE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-                 errno.EPERM: "operation not permitted"}
 
 
 def is_stage_dir_name(name: str) -> bool:
@@ -68,7 +66,7 @@ def claimed(run_dir: Path, *, main: bool = True) -> Iterator[None]:
         yield
         return
     check_claimable(run_dir)
-    with _cannot_write_reported(run_dir):
+    with write_errors_reported(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
     try:
@@ -108,19 +106,6 @@ def is_edgekd_run(run_dir: Path) -> bool:
         return True
     return any(read_stage_record(path / STAGE_RECORD) is not None
                for path in run_dir.iterdir() if is_stage_dir_name(path.name) and path.is_dir())
-
-
-@contextmanager
-def _cannot_write_reported(run_dir: Path) -> Iterator[None]:
-    """Turn a read-only or forbidden run directory into a one-line :class:`StorageError`."""
-    try:
-        yield
-    except OSError as exc:
-        reason = _CANNOT_WRITE.get(exc.errno)
-        if reason is None:
-            raise
-        raise StorageError(f"{run_dir}: cannot write the run directory there ({reason}); "
-                           "choose a writable --out") from None
 
 
 def _lock(handle: Any, run_dir: Path) -> None:
