@@ -17,6 +17,7 @@ from edgekd.config import QuantizeStage, SklearnData, TextFileData, TokenizerCon
 from edgekd.data.task_data import prepare_task_data
 from edgekd.errors import ConfigError, ExportError
 from edgekd.pipeline import RunResult
+from edgekd.profile.bench import Speedup
 from edgekd.profile.cpu import detect_cpu
 from edgekd.quantize import variants as variants_module
 from edgekd.quantize.decision import decide
@@ -98,11 +99,15 @@ def test_dataset_feeds_batches_images_with_labels() -> None:
 # --------------------------------------------------------------------------- decision
 
 
-def _variant(name: str, p50: float, *, val_accuracy: float = 0.98, size: float = 1.0, excluded: int = 0) -> Variant:
+def _variant(name: str, p50: float, *, val_accuracy: float = 0.98, size: float = 1.0, excluded: int = 0,
+             spread: float = 0.01) -> Variant:
+    """A timed variant; its speed-up over an fp32 at 10 ms has an interval of ± ``spread`` (relative)."""
     precision = name.split("-")[0]
+    ratio = 10.0 / p50
     return Variant(name=name, precision=precision, path=Path(f"{name}.onnx"), val_accuracy=val_accuracy,
                    val_agreement=1.0 if val_accuracy == 0.98 else 0.9, accuracy=val_accuracy, agreement=1.0,
-                   excluded_nodes=tuple(f"n{i}" for i in range(excluded)), p50_ms=p50, size_mb=size)
+                   excluded_nodes=tuple(f"n{i}" for i in range(excluded)), p50_ms=p50, size_mb=size,
+                   speedup=Speedup(ratio, ratio * (1 - spread), ratio * (1 + spread), 4))
 
 
 def _decide(variants: list[Variant], *, size_budget: float = 100.0):
@@ -113,7 +118,19 @@ def _decide(variants: list[Variant], *, size_budget: float = 100.0):
 def test_int8_is_kept_when_it_pays() -> None:
     decision = _decide([_variant("fp32", 10.0), _variant("int8-dynamic", 4.0)])
     assert decision.kept == "int8-dynamic"
-    assert decision.reason.startswith("int8-dynamic kept: 2.50× faster than fp32 on this CPU (avx512_vnni)")
+    assert decision.reason.startswith("int8-dynamic kept: 2.50× (95% interval 2.48–2.52×, 4 rounds) faster than "
+                                      "fp32 on this CPU (avx512_vnni)")
+
+
+def test_a_variant_is_kept_for_speed_only_when_its_interval_clears_min_speedup() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        ratio, spread = rng.uniform(0.95, 1.3), rng.uniform(0.0, 0.15)
+        decision = _decide([_variant("fp32", 10.0), _variant("int8-dynamic", 10.0 / ratio, spread=spread)])
+        clears = ratio * (1 - spread) >= 1.05
+        assert (decision.kept == "int8-dynamic") == clears, (ratio, spread, decision.reason)
+        if not clears and ratio >= 1.05:
+            assert "its interval does not clear the 1.05× needed" in decision.reason, decision.reason
 
 
 def test_fp32_is_kept_when_int8_is_barely_faster() -> None:
