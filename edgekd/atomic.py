@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edgekd.cache import cache_root
 from edgekd.errors import StorageError
 
 #: errno values of a full disk or quota (libraries with their own exception types quote their text).
@@ -72,6 +73,8 @@ def write_errors_reported(target: Path) -> Iterator[None]:
         if code is None:
             raise
         advice = "free some space and run again" if code in _DISK_FULL else "choose a place you can write to"
+        if Path(target).is_relative_to(cache_root()):
+            advice += " (edgekd's cache: set EDGEKD_CACHE)"
         raise StorageError(f"{target}: cannot write it: {os.strerror(code).lower()}; {advice} (an earlier "
                            "version of it, if any, is kept)") from exc
 

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -325,3 +326,61 @@ def test_nan_outputs_never_pass_parity_or_agreement(tmp_path: Path) -> None:
     predictions = predict(tmp_path / "nan.onnx", feeds, threads=1)
     scores = score(predictions, feeds, predictions)
     assert scores.accuracy == 0.0 and scores.agreement == 0.0
+
+
+# Run-time I/O mistakes: places the user cannot write to, pretrained models that do not fit the tokenizer.
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A read-only filesystem (a tmpfs mounted ``ro``; mounting needs root, skipped otherwise) holding ``old/``."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        (mount / "old").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_read_only_place_to_write_is_one_line(read_only_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = tiny_recipe(stages=("teacher", "distill"))
+    path = write_yaml(tmp_path / "recipe.yaml", recipe)
+    for out in (read_only_dir / "run", read_only_dir / "a" / "b", read_only_dir / "old"):  # new, nested, empty
+        assert_user_error(cli("run", path, "--out", out, "-q"), str(out), "read-only file system", logged=True)
+    recipe["stages"][1]["teacher_cache_dir"] = str(read_only_dir / "cache")
+    with one_torch_thread():
+        outcome = cli("run", write_yaml(tmp_path / "cached.yaml", recipe), "--out", tmp_path / "run", "-q")
+    assert_user_error(outcome, str(read_only_dir / "cache"), "read-only file system", "(distill.teacher_cache_dir)",
+                      logged=True)
+    monkeypatch.setenv("EDGEKD_CACHE", str(read_only_dir / "edgekd"))
+    recipe = tiny_recipe(stages=("teacher", "export", "profile"))
+    with one_torch_thread():
+        outcome = cli("run", write_yaml(tmp_path / "profiled.yaml", recipe), "--device", "raspberry-pi-4",
+                      "--out", tmp_path / "run2", "-q")
+    assert_user_error(outcome, str(read_only_dir / "edgekd"), "read-only file system", "EDGEKD_CACHE", logged=True)
+
+
+def test_a_pretrained_model_smaller_than_the_tokenizer_is_one_line(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    rng = random.Random(0)
+    for case in range(4):
+        recipe = text_recipe(tmp_path)
+        vocab, length = recipe["tokenizer"]["vocab_size"], recipe["tokenizer"]["max_length"]
+        short_vocab = case % 2 == 0
+        config = BertConfig(vocab_size=rng.randint(8, vocab - 1) if short_vocab else vocab + 10, hidden_size=16,
+                            num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            max_position_embeddings=length + 10 if short_vocab else rng.randint(4, length - 1))
+        BertForSequenceClassification(config).save_pretrained(tmp_path / f"model{case}", safe_serialization=True)
+        recipe["teacher"]["model"] = {"arch": "bert", "pretrained": str(tmp_path / f"model{case}")}
+        with one_torch_thread():
+            outcome = cli("run", write_yaml(tmp_path / f"recipe{case}.yaml", recipe), "--out", tmp_path / f"run{case}",
+                          "-q")
+        fragment = (f"its vocabulary has {config.vocab_size} tokens, fewer than the tokenizer's" if short_vocab else
+                    f"it takes at most {config.max_position_embeddings} tokens")
+        assert_user_error(outcome, f"model{case}", fragment, logged=True)
