@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
-from edgekd.pipeline import STAGE_RECORD, fingerprint, fingerprint_inputs, read_record, stage_dir_name
+from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name
+from edgekd.rundir import STAGE_RECORD, read_json, stage_problem
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
 
 Status = Literal["cached", "runs", "re-runs"]
@@ -64,21 +65,27 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
         name = stage_dir_name(index, config.stage)
         inputs = fingerprint_inputs(previous, config, recipe, device, kind)
         fp = fingerprint(inputs)
-        record = read_record(Path(run_dir) / name / STAGE_RECORD)
-        if record is None:
+        stage_dir = Path(run_dir) / name
+        record = read_json(stage_dir / STAGE_RECORD)
+        problem = stage_problem(stage_dir, record) if isinstance(record, dict) else None
+        if not isinstance(record, dict):
             status: Status = "runs"
             changes: tuple[str, ...] = ()
         elif fresh:
             status, changes = "re-runs", ("--fresh",)
         elif not kind.cacheable:
             status, changes = "re-runs", ("this stage always runs",)
+        elif record.get("fingerprint") == fp and problem is not None:
+            status, changes = "re-runs", (f"its finished result cannot be reused ({problem})",)
+        elif record.get("fingerprint") == fp and upstream_reruns:
+            status, changes = "re-runs", ("an earlier stage re-runs",)
         elif record.get("fingerprint") == fp:
             status, changes = "cached", ()
         else:
             status = "re-runs"
             changes = tuple(describe_changes(record.get("fingerprint_inputs"), inputs, index - 1,
                                              upstream_reruns=upstream_reruns))
-        upstream_reruns = upstream_reruns or status != "cached"
+        upstream_reruns = upstream_reruns or (status != "cached" and kind.cacheable)
         plans.append(StagePlan(directory=name, stage=config.stage, status=status, changes=changes))
         previous = fp
     return plans

@@ -15,10 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekd.config.device import Budget, InputShape, ReferenceFigure, load_device
 from edgekd.errors import ConfigError, ModelError
 from edgekd.profile import speed_ratio as sr
+from edgekd.profile.bench import paired_speedup
 from edgekd.profile.budget import judge
 from edgekd.profile.cpu import KNOWN_ISA, detect_cpu, device_isa, host_threads, normalize_isa, resolve_threads
 from edgekd.profile.inputs import TOKEN_ID_HIGH, InputSpec, make_feeds, resolve_shape
-from edgekd.profile.runner import MIB, ProfileResult, profile_onnx
+from edgekd.profile.runner import MIB, HostTiming, ProfileResult, profile_onnx, summarize_timings
 
 # --------------------------------------------------------------------------- tiny models
 
@@ -319,3 +320,30 @@ def test_real_speed_ratio_for_mobilenet_v2(tmp_path: Path, monkeypatch: pytest.M
     assert (tmp_path / "reference" / "mobilenet-v2-int8-224.onnx").is_file()
     assert ratio.host_ms > 0 and ratio.ratio == pytest.approx(26.4 / ratio.host_ms)
     assert ratio.threads == host_threads(4) and ratio.reference_model == "mobilenet-v2-int8-224"
+
+
+def _timed(path: str, session_p50s: np.ndarray, noise_seed: int, noise: float = 0.01) -> ProfileResult:
+    """A model's figures from sessions whose runs scatter by ``noise`` (relative) around the given medians."""
+    rng = np.random.default_rng(noise_seed)
+    timings = [HostTiming(times_ms=tuple(p50 * (1 + noise * rng.standard_normal(41))), input_shapes={},
+                          peak_memory_mb=1.0, size_mb=1.0, threads=1, onnxruntime="test") for p50 in session_p50s]
+    return summarize_timings(Path(path), load_device("host-cpu"), timings, warmup=0)
+
+
+def test_paired_speedup_follows_the_rounds_not_the_machine_load() -> None:
+    rng = np.random.default_rng(0)
+    covered = 0
+    for case in range(40):
+        true, rounds = rng.uniform(0.8, 3.0), int(rng.integers(2, 7))
+        drift = 1 + rng.uniform(0.0, 0.05) * rng.standard_normal(rounds)  # what the rounds cannot pair away
+        quiet = paired_speedup(_timed("a.onnx", np.full(rounds, 10.0), case),
+                               _timed("b.onnx", 10.0 / true * drift, case + 1000))
+        load = rng.uniform(1.0, 4.0, rounds)  # the machine's load changes from round to round
+        busy = paired_speedup(_timed("a.onnx", 10.0 * load, case),
+                              _timed("b.onnx", 10.0 / true * drift * load, case + 1000))
+        assert (busy.ratio, busy.low, busy.high) == pytest.approx((quiet.ratio, quiet.low, quiet.high), rel=1e-9)
+        assert busy.rounds == rounds and busy.low <= busy.ratio <= busy.high
+        covered += busy.low <= true <= busy.high
+    assert covered >= 34, covered  # a 95% interval: about 38 of 40
+    one = paired_speedup(_timed("a.onnx", np.array([10.0]), 0), _timed("b.onnx", np.array([5.0]), 1))
+    assert one.low is None and not one.clears(1.0) and "no interval" in one.text()

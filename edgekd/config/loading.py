@@ -62,7 +62,12 @@ def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | N
 
 def _resolve_paths(obj: M, base_dir: Path) -> M:
     def resolved(path: Path) -> Path:
-        return path if path.is_absolute() else (base_dir / path).resolve()
+        if path.is_absolute():
+            return path
+        try:
+            return (base_dir / path).resolve()
+        except (OSError, RuntimeError):  # a symlink loop: reported as not found where the file is read
+            return base_dir / path
 
     updates: dict[str, Any] = {}
     for name, value in obj:

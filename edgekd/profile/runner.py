@@ -80,6 +80,8 @@ class ProfileResult:
     onnxruntime: str
     times_ms: tuple[float, ...] = ()
     """Every timed run's latency on the device (host time × ``speed_ratio`` for an estimate), in run order."""
+    session_p50_ms: tuple[float, ...] = ()
+    """The median latency on the device of each timing session, in order (one per interleaved round)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
@@ -156,6 +158,7 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
         warmup=warmup,
         onnxruntime=timing.onnxruntime,
         times_ms=tuple(float(t) * factor for t in host),
+        session_p50_ms=tuple(t.p50_ms * factor for t in timings),
     )
 
 
