@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
 from edgekd.config.loading import load_yaml_model
+from edgekd.profile.cpu import KNOWN_ISA
 
 
 class InputShape(StrictModel):
@@ -51,6 +52,15 @@ class DeviceProfile(StrictModel):
     isa: list[str] | Literal["detect"] = Field(
         default="detect", description="Instruction-set features; 'detect' reads them from this CPU."
     )
+
+    @field_validator("isa")
+    @classmethod
+    def _known_isa(cls, isa: list[str] | str) -> list[str] | str:
+        unknown = [name for name in isa if name not in KNOWN_ISA] if isinstance(isa, list) else []
+        if unknown:
+            raise ValueError(f"unknown instruction-set feature {', '.join(map(repr, unknown))}; "
+                             f"expected 'detect' or names from: {', '.join(KNOWN_ISA)}")
+        return isa
     reference: ReferenceFigure | None = Field(
         default=None,
         description="Set for devices edgekd cannot run on: latencies are then estimates.",
