@@ -42,16 +42,20 @@ def validate(recipe: str | Path) -> Recipe:
     return loaded
 
 
-def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True) -> DeviceProfile:
+def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True,
+                    budget_ms: float | None = None) -> DeviceProfile:
     """A device profile (given, or loaded by name or path) whose budget is not impossible on this machine.
 
-    ``latency=False`` leaves the p90 limit to a budget search, which explains it with its candidates.
+    ``budget_ms`` replaces the profile's p90 budget (``--budget-ms``). ``latency=False`` leaves the p90
+    limit to a budget search, which explains it with its candidates.
     """
-    if isinstance(device, DeviceProfile):
-        check_budget(device, f"device '{device.name}'", latency=latency)
-        return device
-    loaded = load_device(device)
-    check_budget(loaded, str(find("devices", device)), latency=latency)
+    from edgekd.search.compress import with_budget
+
+    loaded = device if isinstance(device, DeviceProfile) else load_device(device)
+    source = f"device '{device.name}'" if isinstance(device, DeviceProfile) else str(find("devices", device))
+    if budget_ms is not None:
+        loaded, source = with_budget(loaded, budget_ms), f"{source} with --budget-ms {budget_ms:g}"
+    check_budget(loaded, source, latency=latency)
     return loaded
 
 
@@ -74,19 +78,20 @@ def run(
     *,
     device: str | Path | DeviceProfile | None = None,
     out: str | Path | None = None,
+    budget_ms: float | None = None,
     fresh: bool = False,
     show_progress: bool = False,
 ) -> RunResult:
     """Run a recipe (a built-in name, a YAML path or a :class:`Recipe`) and return its result.
 
-    ``device`` overrides the recipe's device profile; ``out`` is the run directory
-    (default ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
+    ``device`` overrides the recipe's device profile and ``budget_ms`` its p90 latency budget; ``out`` is
+    the run directory (default ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
     """
     loaded = recipe if isinstance(recipe, Recipe) else validate(recipe)
     if isinstance(recipe, Recipe):
         check_stage_order(loaded, f"recipe '{loaded.name}'")
     searches = "search" in loaded.stage_names()
-    profile = _checked_device(device or loaded.device, latency=not searches)
+    profile = _checked_device(device or loaded.device, latency=not searches, budget_ms=budget_ms)
     if searches:
         from edgekd.search.compress import preflight
 
@@ -112,11 +117,11 @@ def compress(
     is built (or read from the cache) first: a budget no candidate meets raises
     :class:`~edgekd.errors.BudgetError` before anything trains.
     """
-    from edgekd.search.compress import CompressResult, preflight, search_recipe, with_budget
+    from edgekd.search.compress import CompressResult, preflight, search_recipe
 
     loaded = search_recipe(recipe if isinstance(recipe, Recipe) else validate(recipe))
     check_stage_order(loaded, f"recipe '{loaded.name}'")
-    profile = with_budget(_checked_device(device or loaded.device, latency=False), budget_ms)
+    profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
     result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
@@ -166,9 +171,14 @@ def bench(
     return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))
 
 
-def export(model: str | Path, *, target: str | Path = "ort-mobile", out: str | Path = "export"):
-    """Convert an ONNX file as an export target says (e.g. to ``.ort`` for ORT Mobile); returns an ``OrtModel``."""
+def export(model: str | Path, *, target: str | Path = "ort-mobile", device: str | Path | DeviceProfile = "host-cpu",
+           out: str | Path = "export"):
+    """Convert an ONNX file as an export target says (e.g. to ``.ort`` for ORT Mobile); returns an ``OrtModel``.
+
+    The conversion is parity-checked at ``device``'s input shapes (its sequence length or image size).
+    """
     from edgekd.catalog import load_export_target
     from edgekd.export.ort_format import export_file
 
-    return export_file(Path(model), load_export_target(target), Path(out))
+    profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
+    return export_file(Path(model), load_export_target(target), Path(out), shape=profile_.inputs)
