@@ -1,12 +1,15 @@
 """The ``edgekd`` command line (typer + rich). Every command calls the Python API in :mod:`edgekd.api`.
 
-Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal error.
+Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal error, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). Text from user files is printed through :func:`edgekd.console.shown`.
+Adding a command is one decorated function (``@app.command()`` then ``@_handle_errors``) calling the API.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -59,9 +62,11 @@ def _handle_errors(func: F) -> F:
                 raise
             err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; finished stages are kept and a re-run resumes from them")
-            raise typer.Exit(code=130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main)
+            terminated = isinstance(exc, Terminated)
+            err.print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; finished stages are kept and "
+                      "a re-run resumes from them")
+            raise typer.Exit(code=143 if terminated else 130) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
@@ -74,6 +79,14 @@ def _handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, as Ctrl-C raises KeyboardInterrupt: the same clean-up runs."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
 def _one_line(exc: BaseException) -> str:
     """The exception's message on one line, control characters and rich markup escaped (see :func:`shown`)."""
     return shown(" ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
@@ -81,7 +94,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _show_version(value: bool) -> None:
     if value:
-        out.print(f"edgekd {__version__}")
+        out.print(f"edgekd {__version__}", soft_wrap=True)
         raise typer.Exit()
 
 
@@ -183,7 +196,7 @@ def validate(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
                     "stages": loaded.stage_names(), "device": str(loaded.device)})
         return
     out.print(f"[green]ok[/]: recipe '{shown(loaded.name)}' with stages {', '.join(loaded.stage_names())} "
-              f"on device '{shown(loaded.device)}'")
+              f"on device '{shown(loaded.device)}'", soft_wrap=True)
 
 
 @app.command()
@@ -207,7 +220,7 @@ def profile(
     estimate = (f" — estimate: host × speed ratio {figures['speed_ratio']:.2f} from '{figures['reference']}'"
                 if figures["estimate"] else " — measured")
     out.print(f"[bold]{shown(model)}[/] on [bold]{shown(device)}[/]{estimate}, {figures['threads']} thread(s) "
-              f"here, inputs {shown(figures['input_shapes'])}")
+              f"here, inputs {shown(figures['input_shapes'])}", soft_wrap=True)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -229,7 +242,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (edgekd
         print_json({"run_dir": str(run_dir), "files": [str(path) for path in paths]})
         return
     for path in paths:
-        out.print(f"wrote {shown(path)}")
+        out.print(f"wrote {shown(path)}", soft_wrap=True)
 
 
 @app.command()
@@ -259,7 +272,7 @@ def bench(
         table.add_row(shown(m["name"]), f"{m['p50_ms']:.4f}", f"{m['p90_ms']:.4f}", f"{m['size_mb']:.3f}",
                       f"{m['macs']:,}", m["verdict"])
     out.print(table)
-    out.print(f"report: {shown(out_dir / 'bench.html')}")
+    out.print(f"report: {shown(out_dir / 'bench.html')}", soft_wrap=True)
 
 
 @app.command()
@@ -341,7 +354,7 @@ def _print_search(result) -> None:
     out.print(trained)
     chosen = search["chosen"]
     out.print(f"chosen: [bold]{shown(chosen['label'])}[/] — p90 {chosen['confirmed']['p90_ms']:.3f} ms on "
-              f"re-profile" + (" (estimate)" if search["estimate"] else ""))
+              f"re-profile" + (" (estimate)" if search["estimate"] else ""), soft_wrap=True)
 
 
 def _run_json(result) -> dict[str, Any]:
@@ -380,16 +393,17 @@ def _print_run(result, as_json: bool) -> None:
     comparison = report.get("comparison") or {}
     if comparison.get("p50_latency_ratio") is not None:
         out.print(f"student/teacher: accuracy ratio {comparison['accuracy_ratio']:.3f}, "
-                  f"p50 latency ratio {comparison['p50_latency_ratio']:.3f}")
+                  f"p50 latency ratio {comparison['p50_latency_ratio']:.3f}", soft_wrap=True)
     budget = report["budget"]
     colour = "green" if budget["verdict"] == "pass" else "red"
     out.print(f"budget on {shown(report['device']['name'])}: [{colour}]{budget['verdict']}[/]"
-              + (" (latency estimated)" if budget.get("estimate") else ""))
-    out.print(f"report: {shown(result.run_dir / 'report.html')} (and report.md)")
+              + (" (latency estimated)" if budget.get("estimate") else ""), soft_wrap=True)
+    out.print(f"report: {shown(result.run_dir / 'report.html')} (and report.md)", soft_wrap=True)
     if (result.run_dir / "bundle.zip").is_file():
-        out.print(f"mobile bundle: {shown(result.run_dir / 'bundle')} and bundle.zip")
+        out.print(f"mobile bundle: {shown(result.run_dir / 'bundle')} and bundle.zip", soft_wrap=True)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: SIGTERM ends a command as Ctrl-C does (a message, finished stages kept)."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()

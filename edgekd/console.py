@@ -22,7 +22,7 @@ from rich.markup import escape
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 out = Console(highlight=False)
-"""Results (tables, lines) go to stdout."""
+"""Results (tables, lines) go to stdout. Print lines holding paths with ``soft_wrap=True`` (copyable)."""
 err = Console(stderr=True, highlight=False)
 """Errors, warnings and progress go to stderr."""
 

@@ -24,6 +24,7 @@ import numpy as np
 
 import edgekd
 from edgekd.config import DeviceProfile, InputShape
+from edgekd.console import printable
 from edgekd.errors import ModelError
 from edgekd.profile.cpu import detect_cpu, host_threads, resolve_threads
 from edgekd.profile.inputs import first_line
@@ -239,9 +240,14 @@ def _run_worker(request: dict[str, Any], *, label: str, show_progress: bool) -> 
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
         )
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(request))
-        proc.stdin.close()
-        last = _follow(proc.stdout, label, request["warmup"] + request["runs"], show_progress)
+        try:
+            proc.stdin.write(json.dumps(request))
+            proc.stdin.close()
+            last = _follow(proc.stdout, label, request["warmup"] + request["runs"], show_progress)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the worker must not outlive its parent
+            proc.kill()
+            proc.wait()
+            raise
         code = proc.wait()
         if last is None or last.get("event") == "progress":
             stderr.seek(0)
@@ -260,10 +266,10 @@ def _follow(stdout: Any, label: str, total: int, show_progress: bool) -> dict[st
         return last
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("profiling {task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(label, total=total)
+        task = progress.add_task(printable(label), total=total)
         for line in stdout:
             last = json.loads(line)
             if last.get("event") == "progress":
