@@ -743,6 +743,8 @@ class Recipe(StrictModel):
     description: str = ""
     seed: Annotated[int, Field(ge=0)] = 0
     device: str = Field(default="host-cpu", description="A profile name from devices/ or a YAML path.")
+    threads: PositiveInt | Literal["auto"] = Field(
+        default="auto", description="torch threads for training; auto = the physical cores this process may use.")
     data: DataConfig
     tokenizer: TokenizerConfig | None = Field(default=None, description="For text data; default trains WordPiece.")
     teacher: TeacherConfig
