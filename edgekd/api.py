@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from edgekd.catalog import UnknownEntryError, find, load_device, load_recipe
 from edgekd.config import DeviceProfile, HFDiskData, Recipe, TextFileData
@@ -20,6 +20,7 @@ from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
 from edgekd.stages import check_stage_order
+from edgekd.threads import training_threads
 
 if TYPE_CHECKING:
     from edgekd.search.compress import CompressResult
@@ -79,15 +80,17 @@ def run(
     device: str | Path | DeviceProfile | None = None,
     out: str | Path | None = None,
     budget_ms: float | None = None,
+    threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
 ) -> RunResult:
     """Run a recipe (a built-in name, a YAML path or a :class:`Recipe`) and return its result.
 
-    ``device`` overrides the recipe's device profile and ``budget_ms`` its p90 latency budget; ``out`` is
-    the run directory (default ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
+    ``device`` overrides the recipe's device profile, ``budget_ms`` its p90 latency budget and ``threads``
+    its torch training threads (see :mod:`edgekd.threads`); ``out`` is the run directory (default
+    ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
     """
-    loaded = recipe if isinstance(recipe, Recipe) else validate(recipe)
+    loaded = _with_threads(recipe if isinstance(recipe, Recipe) else validate(recipe), threads)
     if isinstance(recipe, Recipe):
         check_stage_order(loaded, f"recipe '{loaded.name}'")
     searches = "search" in loaded.stage_names()
@@ -97,7 +100,17 @@ def run(
 
         preflight(loaded, profile)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
-    return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+    with training_threads(loaded.threads):
+        return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+
+
+def _with_threads(recipe: Recipe, threads: int | Literal["auto"] | None) -> Recipe:
+    """``recipe`` with its ``threads`` replaced (``--threads``), checked as the recipe's own value is."""
+    if threads is None:
+        return recipe
+    if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ConfigError(f"--threads: expected a positive number of threads or 'auto', got {threads!r}")
+    return recipe.model_copy(update={"threads": threads})
 
 
 def compress(
@@ -106,6 +119,7 @@ def compress(
     device: str | Path | DeviceProfile | None = None,
     budget_ms: float | None = None,
     out: str | Path | None = None,
+    threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
 ) -> CompressResult:
@@ -119,12 +133,13 @@ def compress(
     """
     from edgekd.search.compress import CompressResult, preflight, search_recipe
 
-    loaded = search_recipe(recipe if isinstance(recipe, Recipe) else validate(recipe))
+    loaded = _with_threads(search_recipe(recipe if isinstance(recipe, Recipe) else validate(recipe)), threads)
     check_stage_order(loaded, f"recipe '{loaded.name}'")
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
-    result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+    with training_threads(loaded.threads):
+        result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
     return CompressResult(run=result, table=table)
 
 

@@ -123,6 +123,8 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory 
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished stages of an earlier run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="torch threads for training (default: the recipe's threads, auto = free physical cores).")]
 BudgetOpt = Annotated[float | None, typer.Option(
     "--budget-ms", help="p90 latency budget in ms, instead of the device profile's.")]
 
@@ -130,12 +132,12 @@ BudgetOpt = Annotated[float | None, typer.Option(
 @app.command()
 @_handle_errors
 def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, budget_ms: BudgetOpt = None,
-        fresh: FreshOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+        threads: ThreadsOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
     """Run a recipe's stages; finished stages of an earlier run are skipped.
 
     Example: edgekd run pipelines/demo-digits.yaml --device host-cpu --out runs/demo
     """
-    result = api.run(recipe, device=device, out=out_dir, budget_ms=budget_ms, fresh=fresh,
+    result = api.run(recipe, device=device, out=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
                      show_progress=not (quiet or as_json))
     if result.is_main_process:
         _print_run(result, as_json)
@@ -143,12 +145,13 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, bud
 
 @app.command()
 @_handle_errors
-def demo(out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+def demo(out_dir: OutOpt = None, threads: ThreadsOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False,
+         as_json: JsonOpt = False) -> None:
     """Run the built-in demo: digits CNN teacher → small student, exported and profiled on host-cpu.
 
     Example: edgekd demo --out runs/demo
     """
-    result = api.run("demo-digits", out=out_dir or Path("runs/demo"), fresh=fresh,
+    result = api.run("demo-digits", out=out_dir or Path("runs/demo"), threads=threads, fresh=fresh,
                      show_progress=not (quiet or as_json))
     if result.is_main_process:
         _print_run(result, as_json)
@@ -162,6 +165,7 @@ def compress(
     budget_ms: BudgetOpt = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Run directory (default runs/<recipe name>-search).")] = None,
+    threads: ThreadsOpt = None,
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -174,7 +178,7 @@ def compress(
 
     Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.02
     """
-    result = api.compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, fresh=fresh,
+    result = api.compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, threads=threads, fresh=fresh,
                           show_progress=not (quiet or as_json))
     if as_json:
         print_json({**_run_json(result.run), "table": result.table.to_json(), "search": _search_metrics(result)})

@@ -109,7 +109,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _edgekd(*args: str | Path, prelude: str = "") -> subprocess.Popen:
     """``edgekd ARGS`` in a fresh process through the console-script entry point, after running ``prelude``."""
-    code = f"{prelude}\nimport sys\nfrom edgekd.cli import main\nsys.argv = ['edgekd', *{[str(a) for a in args]!r}]\nmain()"
+    argv = ["edgekd", *map(str, args)]
+    code = f"{prelude}\nimport sys\nfrom edgekd.cli import main\nsys.argv = {argv!r}\nmain()"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", COLUMNS="200")
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
