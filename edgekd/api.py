@@ -186,6 +186,29 @@ def bench(
     return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))
 
 
+def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[dict]:
+    """Measure the host→device speed ratio of estimated devices (default: every built-in one with a reference).
+
+    Each entry: the device's name, its :class:`~edgekd.profile.speed_ratio.SpeedRatio` as JSON (ratio,
+    range, spread, whether it was cached). ``fresh`` re-measures instead of reading the cache. A device
+    without a reference (measured directly) is a :class:`ConfigError`.
+    """
+    from edgekd.catalog import names
+    from edgekd.profile.speed_ratio import speed_ratio
+
+    if devices is None:
+        profiles = [p for p in (load_device(name) for name in names("devices")) if p.reference is not None]
+    else:
+        profiles = [load_device(device) for device in devices]
+    calibrated = []
+    for profile_ in profiles:
+        if profile_.reference is None:
+            raise ConfigError(f"device '{profile_.name}' has no reference figure: it is measured directly on this "
+                              "machine, so there is no speed ratio to calibrate")
+        calibrated.append({"device": profile_.name, **speed_ratio(profile_.reference, fresh=fresh).to_json()})
+    return calibrated
+
+
 def export(model: str | Path, *, target: str | Path = "ort-mobile", device: str | Path | DeviceProfile = "host-cpu",
            out: str | Path = "export"):
     """Convert an ONNX file as an export target says (e.g. to ``.ort`` for ORT Mobile); returns an ``OrtModel``.

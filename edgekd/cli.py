@@ -24,6 +24,7 @@ from edgekd import __version__, api, catalog
 from edgekd.console import SafeRichHandler, err, out, print_json, shown
 from edgekd.distributed import launched_rank
 from edgekd.errors import EdgekdError
+from edgekd.profile.stability import stability_warning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -218,8 +219,9 @@ def profile(
     """
     result = api.profile(model, device=device, runs=runs, warmup=warmup, show_progress=not as_json)
     figures = result.to_json()
+    unstable = stability_warning(str(model), figures)
     if as_json:
-        print_json(figures)
+        print_json({**figures, "warnings": [unstable] if unstable else []})
         return
     estimate = (f" — estimate: host × speed ratio {figures['speed_ratio']:.2f} from '{figures['reference']}'"
                 if figures["estimate"] else " — measured")
@@ -231,6 +233,7 @@ def profile(
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb", "size_mb"):
         table.add_row(key, f"{figures[key]:.3f}")
     out.print(table)
+    _print_warnings([unstable] if unstable else [])
 
 
 @app.command()
@@ -276,6 +279,7 @@ def bench(
         table.add_row(shown(m["name"]), f"{m['p50_ms']:.4f}", f"{m['p90_ms']:.4f}", f"{m['size_mb']:.3f}",
                       f"{m['macs']:,}", m["verdict"])
     out.print(table)
+    _print_warnings(record["warnings"])
     out.print(f"report: {shown(out_dir / 'bench.html')}", soft_wrap=True)
 
 
@@ -334,6 +338,42 @@ def devices_show(name: Annotated[str, typer.Argument(help="Device profile name o
     """
     device = catalog.load_device(name)
     out.print_json(json.dumps({"source": str(catalog.find("devices", name)), **device.model_dump(mode="json")}))
+
+
+@devices_app.command("calibrate")
+@_handle_errors
+def devices_calibrate(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Device profiles with a reference figure (default: every built-in one).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Measure again instead of reading the cache.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the host→device speed ratio of estimated devices: the reference model timed here in rounds.
+
+    A measurement whose rounds vary by more than 15% is retried, and is not cached if it stays unstable.
+
+    Example: edgekd devices calibrate android-midrange-cpu --fresh
+    """
+    calibrated = api.calibrate(names or None, fresh=fresh)
+    if as_json:
+        print_json(calibrated)
+        return
+    table = Table(title="host→device speed ratios (device ms ÷ host ms of the reference model)", box=box.SIMPLE_HEAD)
+    table.add_column("device", no_wrap=True)
+    for column in ("reference", "published ms", "host ms", "ratio", "rounds", "spread", "status"):
+        table.add_column(column, justify="left" if column in ("reference", "status") else "right")
+    for c in calibrated:
+        status = "cached" if c["cached"] else "measured now" if c["stable"] else "[red]unstable: not cached[/]"
+        table.add_row(shown(c["device"]), c["reference_model"], f"{c['device_ms']:g}", f"{c['host_ms']:.4g}",
+                      f"{c['ratio']:.3g} ± {c['uncertainty']:.2g}", str(len(c["host_rounds_ms"])),
+                      f"{c['spread']:.0%}", status)
+    out.print(table)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    """Warnings about the figures just printed, on stderr (stdout stays the result)."""
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
 
 
 def _search_metrics(result) -> dict[str, Any]:

@@ -82,6 +82,10 @@ class ProfileResult:
     onnxruntime: str
     times_ms: tuple[float, ...] = ()
     """Every timed run's latency on the device (host time × ``speed_ratio`` for an estimate), in run order."""
+    speed_ratio_range: tuple[float, float] | None = None
+    """For an estimate: the speed ratio from the slowest and the fastest round of its reference timing."""
+    speed_ratio_spread: float | None = None
+    """For an estimate: how much the reference's rounds varied, (slowest − fastest) ÷ median."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
@@ -129,11 +133,12 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
     """
     timing = timings[0]
     host = np.concatenate([np.asarray(t.times_ms) for t in timings])
-    ratio: float | None = None
+    measured = None
     if device.reference is not None:
         from edgekd.profile.speed_ratio import speed_ratio
 
-        ratio = speed_ratio(device.reference).ratio
+        measured = speed_ratio(device.reference)
+    ratio = measured.ratio if measured is not None else None
     factor = ratio if ratio is not None else 1.0
     return ProfileResult(
         model=str(path),
@@ -158,6 +163,8 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
         warmup=warmup,
         onnxruntime=timing.onnxruntime,
         times_ms=tuple(float(t) * factor for t in host),
+        speed_ratio_range=(measured.ratio_low, measured.ratio_high) if measured is not None else None,
+        speed_ratio_spread=measured.spread if measured is not None else None,
     )
 
 
