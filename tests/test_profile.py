@@ -286,16 +286,17 @@ def test_host_time_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
     measured: list[tuple[str, int]] = []
 
-    def fake_measure(model: sr.ReferenceModel, threads: int) -> float:
+    def fake_measure(model: sr.ReferenceModel, threads: int) -> sr.HostTime:
         measured.append((model.key, threads))
-        return 5.0
+        return sr.HostTime((5.0, 4.9, 5.2, 5.0, 5.1))
 
-    monkeypatch.setattr(sr, "measure_host_ms", fake_measure)
+    monkeypatch.setattr(sr, "measure_host_time", fake_measure)
     figure = ReferenceFigure(model="bert-base-seq128", latency_ms=50.0, threads=4, source="a published table, row X")
     first = sr.speed_ratio(figure, threads=1)
     second = sr.speed_ratio(figure.model_copy(update={"latency_ms": 100.0}), threads=1)
     assert measured == [("bert-base-seq128", 1)]
     assert (first.ratio, second.ratio, second.host_ms) == (10.0, 20.0, 5.0)
+    assert (first.cached, second.cached) == (False, True)
     records = list((tmp_path / "reference").glob("host-ms-bert-base-seq128-*.json"))
     assert len(records) == 1
     record = json.loads(records[0].read_text())

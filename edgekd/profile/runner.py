@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.config.device import DeviceProfile, InputShape
+from edgekd.console import printable
 from edgekd.errors import ModelError
 from edgekd.profile.cpu import detect_cpu, host_threads, resolve_threads
 from edgekd.profile.inputs import first_line
@@ -82,6 +83,10 @@ class ProfileResult:
     """Every timed run's latency on the device (host time × ``speed_ratio`` for an estimate), in run order."""
     session_p50_ms: tuple[float, ...] = ()
     """The median latency on the device of each timing session, in order (one per interleaved round)."""
+    speed_ratio_range: tuple[float, float] | None = None
+    """For an estimate: the speed ratio from the slowest and the fastest round of its reference timing."""
+    speed_ratio_spread: float | None = None
+    """For an estimate: how much the reference's rounds varied, (slowest − fastest) ÷ median."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
@@ -129,11 +134,12 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
     """
     timing = timings[0]
     host = np.concatenate([np.asarray(t.times_ms) for t in timings])
-    ratio: float | None = None
+    measured = None
     if device.reference is not None:
         from edgekd.profile.speed_ratio import speed_ratio
 
-        ratio = speed_ratio(device.reference).ratio
+        measured = speed_ratio(device.reference)
+    ratio = measured.ratio if measured is not None else None
     factor = ratio if ratio is not None else 1.0
     return ProfileResult(
         model=str(path),
@@ -159,6 +165,8 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
         onnxruntime=timing.onnxruntime,
         times_ms=tuple(float(t) * factor for t in host),
         session_p50_ms=tuple(t.p50_ms * factor for t in timings),
+        speed_ratio_range=(measured.ratio_low, measured.ratio_high) if measured is not None else None,
+        speed_ratio_spread=measured.spread if measured is not None else None,
     )
 
 
@@ -241,9 +249,14 @@ def _run_worker(request: dict[str, Any], *, label: str, show_progress: bool) -> 
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
         )
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(request))
-        proc.stdin.close()
-        last = _follow(proc.stdout, label, request["warmup"] + request["runs"], show_progress)
+        try:
+            proc.stdin.write(json.dumps(request))
+            proc.stdin.close()
+            last = _follow(proc.stdout, label, request["warmup"] + request["runs"], show_progress)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the worker must not outlive its parent
+            proc.kill()
+            proc.wait()
+            raise
         code = proc.wait()
         if last is None or last.get("event") == "progress":
             stderr.seek(0)
@@ -262,10 +275,10 @@ def _follow(stdout: Any, label: str, total: int, show_progress: bool) -> dict[st
         return last
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("profiling {task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(label, total=total)
+        task = progress.add_task(printable(label), total=total)
         for line in stdout:
             last = json.loads(line)
             if last.get("event") == "progress":

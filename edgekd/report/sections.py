@@ -159,7 +159,8 @@ def _search(report: dict[str, Any]) -> Section | None:
     reference = search.get("reference")
     if search["estimate"] and reference:
         blocks.append(Paragraph(
-            f"Latencies are estimates for {search['device']}: host times × speed ratio {reference['ratio']:.3g}, "
+            f"Latencies are estimates for {search['device']}: host times × speed ratio "
+            f"{reference.get('described') or format(reference['ratio'], '.3g')}, "
             f"from reference model '{reference['reference_model']}' ({reference['device_ms']:g} ms published, "
             f"{reference['host_ms']:.4g} ms measured here; {reference['source']})."))
     blocks.append(Table(
