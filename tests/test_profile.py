@@ -19,7 +19,8 @@ from edgekd.profile.bench import paired_speedup
 from edgekd.profile.budget import judge
 from edgekd.profile.cpu import KNOWN_ISA, detect_cpu, device_isa, host_threads, normalize_isa, resolve_threads
 from edgekd.profile.inputs import TOKEN_ID_HIGH, InputSpec, make_feeds, resolve_shape
-from edgekd.profile.runner import MIB, HostTiming, ProfileResult, profile_onnx, summarize_timings
+from edgekd.profile.runner import ProfileResult, profile_onnx, summarize_timings
+from edgekd.profile.timing import MIB, HostTiming
 
 # --------------------------------------------------------------------------- tiny models
 
@@ -273,7 +274,7 @@ def test_estimate_multiplies_host_latency_by_ratio(mlp: Path, monkeypatch: pytes
         return sr.SpeedRatio(ratio=10.0, host_ms=7.4, device_ms=74.0, reference_model=reference.model,
                              source=reference.source, threads=2, cpu={})
 
-    monkeypatch.setattr(sr, "speed_ratio", fake_ratio)
+    monkeypatch.setattr("edgekd.profile.runner.speed_ratio", fake_ratio)
     r = profile_onnx(mlp, device, warmup=2, runs=20)
     assert calls == [device.reference]
     assert r.estimate is True and r.speed_ratio == 10.0 and r.reference == "mobilebert-seq128"

@@ -22,7 +22,7 @@ from edgekd.export.onnx_export import export_onnx
 from edgekd.models.specs import BertSpec, CNNSpec
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.profile import bench, runner
-from edgekd.profile.runner import HostTiming, time_onnx
+from edgekd.profile.timing import HostTiming, time_onnx
 from edgekd.prune import measure
 from edgekd.prune import stage as prune_stage
 from edgekd.prune.config import FactorizeConfig, PruneConfig

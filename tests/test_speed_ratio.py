@@ -13,8 +13,8 @@ from edgekd import api
 from edgekd.cli import app
 from edgekd.config.device import ReferenceFigure, load_device
 from edgekd.profile import speed_ratio as sr
-from edgekd.profile.runner import HostTiming
 from edgekd.profile.stability import MEAN_OVER_MEDIAN, P99_OVER_P50, stability_warning, unstable_reasons
+from edgekd.profile.timing import HostTiming
 from tests.reliability import TINY_STAGES, assert_user_error, cli, tiny_recipe, write_yaml
 
 FIGURE = ReferenceFigure(model="bert-base-seq128", latency_ms=40.0, threads=4, source="a published table")
@@ -115,7 +115,7 @@ def test_measure_retries_until_stable_else_keeps_the_steadiest(attempts: list, e
         calls.append(p50s[len(calls)])
         return _timing(calls[-1])
 
-    monkeypatch.setattr("edgekd.profile.runner.time_onnx", fake_time_onnx)
+    monkeypatch.setattr("edgekd.profile.speed_ratio.time_onnx", fake_time_onnx)
     monkeypatch.setattr(sr, "reference_onnx", lambda model: Path("unused.onnx"))
     host = sr.measure_host_time(sr.reference_model("bert-base-seq128"), threads=1)
     assert len(calls) == expected_calls and host.rounds_ms == expected

@@ -27,7 +27,8 @@ from edgekd.profile.budget import judge
 from edgekd.profile.cpu import host_threads, resolve_threads
 from edgekd.profile.macs import count_macs
 from edgekd.profile.operators import profile_operators
-from edgekd.profile.runner import HostTiming, ProfileResult, summarize_timings, time_onnx
+from edgekd.profile.runner import ProfileResult, summarize_timings
+from edgekd.profile.timing import HostTiming, time_onnx
 
 
 def benchmark(

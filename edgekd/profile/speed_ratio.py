@@ -39,6 +39,7 @@ from edgekd.cache import cache_root
 from edgekd.config.device import InputShape, ReferenceFigure
 from edgekd.errors import ConfigError
 from edgekd.profile.cpu import detect_cpu, host_threads
+from edgekd.profile.timing import time_onnx
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,6 @@ def measure_host_time(model: ReferenceModel, threads: int) -> HostTime:
 
     Returns the first stable measurement, else the one with the smallest spread.
     """
-    from edgekd.profile.runner import time_onnx
 
     path = reference_onnx(model)
     attempts: list[HostTime] = []
