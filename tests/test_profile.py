@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.config.device import Budget, InputShape, ReferenceFigure, load_device
 from edgekd.errors import ConfigError, ModelError
+from edgekd.profile import references
 from edgekd.profile import speed_ratio as sr
 from edgekd.profile.bench import paired_speedup
 from edgekd.profile.budget import judge
@@ -287,7 +288,7 @@ def test_host_time_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
     measured: list[tuple[str, int]] = []
 
-    def fake_measure(model: sr.ReferenceModel, threads: int) -> sr.HostTime:
+    def fake_measure(model: references.ReferenceModel, threads: int) -> sr.HostTime:
         measured.append((model.key, threads))
         return sr.HostTime((5.0, 4.9, 5.2, 5.0, 5.1))
 
@@ -308,9 +309,9 @@ def test_host_time_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pyte
 
 def test_every_reference_name_has_a_builder() -> None:
     names = ReferenceFigure.model_fields["model"].annotation.__args__
-    assert set(names) == set(sr.REFERENCE_MODELS)
+    assert set(names) == set(references.REFERENCE_MODELS)
     with pytest.raises(ConfigError, match="unknown reference model 'gpt-9'"):
-        sr.reference_model("gpt-9")
+        references.reference_model("gpt-9")
 
 
 def test_real_speed_ratio_for_mobilenet_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

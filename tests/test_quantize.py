@@ -237,7 +237,7 @@ def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, QuantData]:
     import torch
     import transformers
 
-    from edgekd.profile.speed_ratio import export_encoder
+    from edgekd.profile.references import export_encoder
 
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from edgekd import api
 from edgekd.cli import app
 from edgekd.config.device import ReferenceFigure, load_device
+from edgekd.profile import references
 from edgekd.profile import speed_ratio as sr
 from edgekd.profile.stability import MEAN_OVER_MEDIAN, P99_OVER_P50, stability_warning, unstable_reasons
 from edgekd.profile.timing import HostTiming
@@ -33,7 +34,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, ...]]:
     """Make ``measure_host_time`` return the given round sequences in order; records each call."""
     script: list[tuple[float, ...]] = []
 
-    def fake(model: sr.ReferenceModel, threads: int) -> sr.HostTime:
+    def fake(model: references.ReferenceModel, threads: int) -> sr.HostTime:
         return sr.HostTime(script.pop(0))
 
     monkeypatch.setattr(sr, "measure_host_time", fake)
@@ -117,7 +118,7 @@ def test_measure_retries_until_stable_else_keeps_the_steadiest(attempts: list, e
 
     monkeypatch.setattr("edgekd.profile.speed_ratio.time_onnx", fake_time_onnx)
     monkeypatch.setattr(sr, "reference_onnx", lambda model: Path("unused.onnx"))
-    host = sr.measure_host_time(sr.reference_model("bert-base-seq128"), threads=1)
+    host = sr.measure_host_time(references.reference_model("bert-base-seq128"), threads=1)
     assert len(calls) == expected_calls and host.rounds_ms == expected
 
 

@@ -11,6 +11,7 @@ from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
 from edgekd.config.loading import load_yaml_model
 from edgekd.profile.cpu import KNOWN_ISA
+from edgekd.profile.references import REFERENCE_MODELS
 
 
 class InputShape(StrictModel):
@@ -34,7 +35,7 @@ class Budget(StrictModel):
 class ReferenceFigure(StrictModel):
     """A published latency of a public model on the device, used to derive a host→device ratio."""
 
-    model: Literal["mobilebert-seq128", "bert-base-seq128", "mobilenet-v2-int8-224"]
+    model: Literal[tuple(REFERENCE_MODELS)]  # type: ignore[valid-type]  # the keys of the reference registry
     latency_ms: PositiveFloat
     threads: PositiveInt
     source: str = Field(min_length=10, description="Where the figure was published.")
