@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgekd import stage_store
 from edgekd.artifacts import Artifact, StageContext
 from edgekd.atomic import remove_temporaries, write_json
 from edgekd.config.device import DeviceProfile
@@ -177,11 +178,15 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
         if world.is_main:
             inputs = fingerprint_inputs(previous, stage_config, recipe, device, kind)
             fp = fingerprint(inputs)
-            decision = (fp, inputs, None if rerun or not kind.cacheable else _finished_record(run_dir, name, fp))
-        fp, inputs, cached = world.broadcast(decision)
+            cached = None if rerun or not kind.cacheable else _finished_record(run_dir, name, fp)
+            shared = None if cached is not None or rerun or not kind.shareable else _shared_record(run_dir, name, fp)
+            decision = (fp, inputs, cached or shared, shared is not None)
+        fp, inputs, cached, from_store = world.broadcast(decision)
         if cached is not None:
-            log.info("stage %s: skipped, finished earlier with the same inputs (%.1f s then)",
-                     name, cached.get("wall_seconds", 0.0))
+            if not from_store:
+                log.info("stage %s: skipped, finished earlier with the same inputs (%.1f s then)",
+                         name, cached.get("wall_seconds", 0.0))
+            rerun = rerun or from_store  # not this directory's own result: what follows it is run again
             record = StageRecord(index, stage_config.stage, name, fp, True, cached)
         else:
             log.info("stage %s: running", name)
@@ -249,6 +254,15 @@ def _finished_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None
     return None
 
 
+def _shared_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None:
+    """The record of the same stage finished by another run (:mod:`edgekd.stage_store`), copied into this one."""
+    partial = run_dir / f".{name}.partial"
+    record = stage_store.fetch(name, fp, partial)
+    if record is not None:
+        replace_stage_dir(partial, run_dir / name)
+    return record
+
+
 def _partial_dir(run_dir: Path, name: str, fp: str, fresh: bool) -> Path:
     """The stage's working directory; kept from an interrupted attempt with the same inputs.
 
@@ -295,6 +309,8 @@ def _run_stage(kind: StageKind, stage_config: Any, artifact: Artifact, ctx: Stag
     write_json(ctx.work_dir / STAGE_RECORD, data)
     (ctx.work_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
     replace_stage_dir(ctx.work_dir, ctx.run_dir / ctx.stage_dir_name)
+    if kind.shareable:
+        stage_store.keep(ctx.run_dir / ctx.stage_dir_name, fp)
     return StageRecord(index, stage_config.stage, ctx.stage_dir_name, fp, False, data)
 
 

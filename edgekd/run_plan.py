@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from edgekd import stage_store
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
 from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name
-from edgekd.rundir import STAGE_RECORD, read_json, stage_problem
+from edgekd.rundir import STAGE_RECORD, cached_record, read_json, stage_problem
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
 
 Status = Literal["cached", "runs", "re-runs"]
@@ -41,6 +42,8 @@ class StagePlan:
 
     def describe(self) -> str:
         """The stage's plan line."""
+        if self.status == "cached" and self.changes:
+            return f"{self.directory}  cached: {'; '.join(self.changes)}"
         if self.status != "re-runs" or not self.changes:
             return f"{self.directory}  {self.status}"
         shown = list(self.changes[:MAX_CHANGES_SHOWN])
@@ -68,7 +71,14 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
         stage_dir = Path(run_dir) / name
         record = read_json(stage_dir / STAGE_RECORD)
         problem = stage_problem(stage_dir, record) if isinstance(record, dict) else None
-        if not isinstance(record, dict):
+        reusable = not fresh and not upstream_reruns
+        if reusable and kind.cacheable and isinstance(record, dict) and record.get("fingerprint") == fp \
+                and problem is None:
+            status, changes = "cached", ()
+        elif reusable and kind.shareable and _stored(name, fp):
+            status, changes = "cached", ("copied from the shared stage store (an earlier run made it)",)
+            upstream_reruns = True  # as the pipeline does: what follows a copied stage runs again
+        elif not isinstance(record, dict):
             status: Status = "runs"
             changes: tuple[str, ...] = ()
         elif fresh:
@@ -77,10 +87,8 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
             status, changes = "re-runs", ("this stage always runs",)
         elif record.get("fingerprint") == fp and problem is not None:
             status, changes = "re-runs", (f"its finished result cannot be reused ({problem})",)
-        elif record.get("fingerprint") == fp and upstream_reruns:
-            status, changes = "re-runs", ("an earlier stage re-runs",)
         elif record.get("fingerprint") == fp:
-            status, changes = "cached", ()
+            status, changes = "re-runs", ("an earlier stage re-runs",)
         else:
             status = "re-runs"
             changes = tuple(describe_changes(record.get("fingerprint_inputs"), inputs, index - 1,
@@ -89,6 +97,12 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
         plans.append(StagePlan(directory=name, stage=config.stage, status=status, changes=changes))
         previous = fp
     return plans
+
+
+def _stored(name: str, fingerprint: str) -> bool:
+    """Whether the shared stage store holds this stage finished and intact."""
+    stored = stage_store.stored_stage(name, fingerprint)
+    return stored is not None and stored.is_dir() and cached_record(stored, fingerprint) is not None
 
 
 def describe_changes(old: Any, new: dict[str, Any], stage_index: int, *, upstream_reruns: bool) -> list[str]:

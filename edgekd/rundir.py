@@ -18,7 +18,6 @@ carry edgekd's own markers (:func:`remove_stale_stage_dirs`, :func:`replace_stag
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgekd.atomic import write_errors_reported
+from edgekd.digest import file_digest
 from edgekd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -196,16 +196,9 @@ def inventory(stage_dir: Path) -> dict[str, dict[str, Any]]:
         if name in _NOT_WRITTEN_BY_STAGE:
             continue
         size = path.stat().st_size
-        files[name] = {"bytes": size, "sha256": _sha256(path)} if size < HASHED_BELOW else {"bytes": size}
+        files[name] = {"bytes": size, "sha256": file_digest(path)} if size < HASHED_BELOW else {"bytes": size}
     return files
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_record(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -246,7 +239,7 @@ def _files_problem(stage_dir: Path, files: Any) -> str | None:
         size = path.stat().st_size
         if size != entry["bytes"]:
             return f"{name} has {size} bytes, {entry['bytes']} were written"
-        if "sha256" in entry and _sha256(path) != entry["sha256"]:
+        if "sha256" in entry and file_digest(path) != entry["sha256"]:
             return f"{name} changed since it was written"
     return None
 

@@ -36,6 +36,15 @@ def shrink(
     return recipe
 
 
+@pytest.fixture(autouse=True)
+def own_stage_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test shares finished stages only with itself (:mod:`edgekd.stage_store`): a teacher another
+    test trained must not turn this test's first run into a cached one."""
+    store = tmp_path_factory.mktemp("stage-store")
+    monkeypatch.setenv("EDGEKD_STAGE_STORE", str(store))
+    return store
+
+
 @pytest.fixture
 def write_recipe(tmp_path: Path) -> Callable[..., Path]:
     """Write a recipe dict (default: the shrunken demo) to a YAML file and return its path."""

@@ -91,7 +91,7 @@ def _check_distill(config: DistillStage, state: PlanState, where: str) -> None:
 
 TEACHER = StageKind(
     TeacherStage, "edgekd.distill.stage:run_teacher", reads=("seed", "data", "tokenizer", "teacher"),
-    extra_inputs=_teacher_weight_digests, data_parallel=True, trains=lambda _config: "teacher")
+    extra_inputs=_teacher_weight_digests, data_parallel=True, shareable=True, trains=lambda _config: "teacher")
 DISTILL = StageKind(
     DistillStage, "edgekd.distill.stage:run_distill", reads=lambda config: ("seed", "data", config.student),
     data_parallel=True, repeatable=True, check=_check_distill, trains=lambda config: config.student)
