@@ -1,8 +1,10 @@
 """edgekd: turn a big, accurate model into a small, fast one that fits an edge device's budget, and prove it.
 
-The API: :func:`run`, :func:`compress`, :func:`validate` and :func:`profile` (the same functions as
-:mod:`edgekd.api`). They are loaded on first call, so that light entry points (the profiling worker,
-``edgekd devices list``) do not pay for the whole pipeline.
+The API: :func:`run`, :func:`plan`, :func:`compress`, :func:`validate` and :func:`profile` (the same
+functions as :mod:`edgekd.api`), and pipelines as objects: :class:`Pipeline`, its stage objects
+(:class:`Teacher`, :class:`Distill`, ...) and :func:`open_run` (:mod:`edgekd.workflow`). They are
+loaded on first use, so that light entry points (the profiling worker, ``edgekd devices list``) do not
+pay for the whole pipeline.
 
 ``edgekd.profile`` is also the name of the profiling subpackage. Python binds a subpackage to its
 parent's attribute on import, so a plain function of that name would be replaced by the package the first
@@ -18,9 +20,12 @@ from typing import Any
 
 from edgekd.version import __version__
 
-__all__ = ["__version__", "compress", "plan", "profile", "run", "validate"]
-
 _API = ("compress", "plan", "run", "validate")
+#: Pipelines as objects (:mod:`edgekd.workflow`): the stage objects, ``Pipeline``, ``open_run``.
+_WORKFLOW = ("Bundle", "Distill", "Export", "Factorize", "Hybrid", "Pipeline", "Profile", "Prune", "Quantize",
+             "Report", "Run", "Search", "Teacher", "open_run")
+
+__all__ = ["__version__", "profile", *_API, *_WORKFLOW]
 
 
 class _CallablePackage(types.ModuleType):
@@ -42,4 +47,8 @@ def __getattr__(name: str) -> Any:
         from edgekd import api
 
         return getattr(api, name)
+    if name in _WORKFLOW:
+        from edgekd import workflow
+
+        return getattr(workflow, name)
     raise AttributeError(f"module 'edgekd' has no attribute {name!r}")

@@ -30,7 +30,7 @@ class AugmentConfig(StrictModel):
 class TeacherStage(TrainingConfig):
     """Train the teacher on the hard labels, or load and evaluate ``teacher.weights`` when given."""
 
-    stage: Literal["teacher"]
+    stage: Literal["teacher"] = "teacher"
 
 
 class DistillSettings(TrainingConfig):
@@ -51,7 +51,7 @@ class DistillSettings(TrainingConfig):
 class DistillStage(DistillSettings):
     """Distil ``student`` from ``teacher`` with a weighted sum of ``losses``."""
 
-    stage: Literal["distill"]
+    stage: Literal["distill"] = "distill"
     teacher: Literal["teacher", "assistant"] = "teacher"
     student: Literal["student", "assistant"] = "student"
 
