@@ -384,3 +384,45 @@ def test_a_pretrained_model_smaller_than_the_tokenizer_is_one_line(tmp_path: Pat
         fragment = (f"its vocabulary has {config.vocab_size} tokens, fewer than the tokenizer's" if short_vocab else
                     f"it takes at most {config.max_position_embeddings} tokens")
         assert_user_error(outcome, f"model{case}", fragment, logged=True)
+
+
+def test_only_stage_directories_edgekd_wrote_are_deleted(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    recipe, base = finished_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(base, run_dir)
+    rng = random.Random(2)
+    mine: dict[Path, bytes] = {}
+    for name in ("07-notes/a.md", ".08-draft.partial/b.txt", "09-profile/c.bin"):  # stage-like names, not stages
+        (run_dir / name).parent.mkdir(parents=True)
+        (run_dir / name).write_bytes(rng.randbytes(16))
+        mine[run_dir / name] = (run_dir / name).read_bytes()
+    shorter = tiny_recipe(teacher_epochs=1, distill_epochs=2, stages=("teacher", "distill", "export"))
+    with one_torch_thread():
+        result = edgekd.run(write_yaml(tmp_path / "shorter.yaml", shorter), out=run_dir)
+    assert [r.skipped for r in result.stages] == [True, True, True]
+    assert not (run_dir / "04-profile").exists() and not (run_dir / "05-bundle").exists()  # edgekd's: removed
+    assert {path: path.read_bytes() for path in mine} == mine  # the user's: kept
+    # A directory in a stage's place that edgekd did not write is refused, not replaced.
+    (run_dir / "03-export" / "stage.json").unlink()
+    shutil.rmtree(run_dir / "02-distill")
+    (run_dir / "02-distill").mkdir()
+    (run_dir / "02-distill" / "mine.txt").write_text("keep")
+    outcome = cli("run", tmp_path / "shorter.yaml", "--out", run_dir, "-q")
+    assert_user_error(outcome, "02-distill", "was not written by edgekd", logged=True)
+    assert (run_dir / "02-distill" / "mine.txt").read_text() == "keep"
+
+
+def test_deleted_teacher_weights_and_changed_distill_settings_rerun_the_teacher(
+        finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    _, base = finished_run
+    for case, name in enumerate(("model.safetensors", "edgekd_model.json")):
+        run_dir = tmp_path / f"run{case}"
+        shutil.copytree(base, run_dir)
+        (run_dir / "01-teacher" / "teacher" / name).unlink()
+        changed = tiny_recipe(teacher_epochs=1, distill_epochs=2)
+        changed["stages"][1]["lr"] = 0.02 + case / 100
+        with one_torch_thread():
+            outcome = cli("run", write_yaml(tmp_path / f"changed{case}.yaml", changed), "--out", run_dir, "-q")
+        assert outcome.exit_code == 0, outcome.output
+        assert (run_dir / "01-teacher" / "teacher" / name).read_bytes() == (
+            base / "01-teacher" / "teacher" / name).read_bytes()
