@@ -4,6 +4,12 @@ The fuzz cases are seeded mutations of valid recipes, device profiles, text data
 (see :mod:`tests.mutations`); a mutation that leaves its input valid by construction must pass. A full
 disk while writing an artifact, or a file the user may not read, is a user error too, and a full disk
 leaves the previous artifact in place.
+
+Run directories (see :mod:`tests.run_tampering`): a foreign ``--out`` is refused and left as it was; a
+tampered run heals to the same files; a second run on a locked directory names the holder. Non-finite
+numbers: a diverging training stops at once, NaN/inf weights files are refused, a NaN model is never
+exported nor passes a gate. Places the user cannot write to and pretrained models that do not fit the
+tokenizer are one line each.
 """
 
 from __future__ import annotations
