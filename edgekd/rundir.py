@@ -67,7 +67,11 @@ def claimed(run_dir: Path, *, main: bool = True) -> Iterator[None]:
         return
     check_claimable(run_dir)
     with write_errors_reported(run_dir):
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except (NotADirectoryError, FileExistsError):
+            raise ConfigError(f"{run_dir}: cannot create the run directory (--out): a part of its path is a "
+                              "file") from None
         handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
     try:
         _lock(handle, run_dir)
@@ -86,9 +90,12 @@ def check_claimable(run_dir: Path) -> None:
         raise ConfigError(f"{run_dir}: is the root of the filesystem; give the run its own directory (--out)")
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: is a file, not a directory; --out names the run directory to create or reuse")
-    if not run_dir.is_dir() or is_edgekd_run(run_dir):
-        return
-    foreign = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    try:
+        if not run_dir.is_dir() or is_edgekd_run(run_dir):
+            return
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    except OSError as exc:
+        raise ConfigError(f"{run_dir}: cannot read the run directory (--out): {exc.strerror or exc}") from None
     if foreign:
         raise ConfigError(
             f"{run_dir}: not empty and not an edgekd run directory (it holds {_listing(foreign)}); edgekd writes "

@@ -168,6 +168,8 @@ def test_out_that_is_a_file_or_the_filesystem_root_is_refused(tmp_path: Path) ->
     for name in ("out.txt", "model.onnx", "run.json"):
         (tmp_path / name).write_text("mine\n")
         assert_user_error(cli("run", recipe, "--out", tmp_path / name, "-q"), name, "is a file", logged=True)
+        assert_user_error(cli("run", recipe, "--out", tmp_path / name / "run", "-q"), name,
+                          "a part of its path is a file", logged=True)
         assert (tmp_path / name).read_text() == "mine\n"
     for root in ("/", "//", "/.", f"/{tmp_path.parts[1]}/.."):
         assert_user_error(cli("run", recipe, "--out", root, "-q"), "root of the filesystem", logged=True)
