@@ -67,11 +67,7 @@ def claimed(run_dir: Path, *, main: bool = True) -> Iterator[None]:
         return
     check_claimable(run_dir)
     with write_errors_reported(run_dir):
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except (NotADirectoryError, FileExistsError):
-            raise ConfigError(f"{run_dir}: cannot create the run directory (--out): a part of its path is a "
-                              "file") from None
+        run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
     try:
         _lock(handle, run_dir)

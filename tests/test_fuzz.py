@@ -175,6 +175,17 @@ def test_out_that_is_a_file_or_the_filesystem_root_is_refused(tmp_path: Path) ->
         assert_user_error(cli("run", recipe, "--out", root, "-q"), "root of the filesystem", logged=True)
 
 
+def test_bench_and_export_out_at_or_below_a_file_is_one_line(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "model.onnx")
+    (tmp_path / "taken").write_text("mine\n")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "out", tmp_path / "taken" / "a" / "b"):
+        assert_user_error(cli("export", model, "--target", "ort-mobile", "--out", out), str(tmp_path / "taken"),
+                          "a part of its path is a file")
+        assert_user_error(cli("bench", model, "--out", out, "--runs", "10", "--rounds", "1", "--warmup", "0"),
+                          str(tmp_path / "taken"), "a part of its path is a file")
+    assert (tmp_path / "taken").read_text() == "mine\n"
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A finished tiny run (teacher, distill, export, profile, bundle) and its recipe."""
