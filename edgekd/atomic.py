@@ -25,6 +25,8 @@ from edgekd.errors import StorageError
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: errno values of a place the user cannot write to, whatever the space.
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+#: errno values of a directory to create where a file is (``mkdir`` of ``file.txt/out``, or of ``file.txt``).
+_NOT_A_DIRECTORY = (errno.ENOTDIR, errno.EEXIST)
 
 
 @contextmanager
@@ -66,12 +68,15 @@ def write_errors_reported(target: Path) -> Iterator[None]:
     except StorageError:
         raise
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL + _NOT_WRITABLE:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL + _NOT_WRITABLE + _NOT_A_DIRECTORY:
             code: int | None = exc.errno
         else:
             code = next((c for c in _DISK_FULL if os.strerror(c) in str(exc)), None)
         if code is None:
             raise
+        if code in _NOT_A_DIRECTORY:
+            raise StorageError(f"{target}: cannot write it: a part of its path is a file, not a directory; "
+                               "choose another place") from exc
         advice = "free some space and run again" if code in _DISK_FULL else "choose a place you can write to"
         if Path(target).is_relative_to(cache_root()):
             advice += " (edgekd's cache: set EDGEKD_CACHE)"

@@ -86,9 +86,12 @@ def check_claimable(run_dir: Path) -> None:
         raise ConfigError(f"{run_dir}: is the root of the filesystem; give the run its own directory (--out)")
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: is a file, not a directory; --out names the run directory to create or reuse")
-    if not run_dir.is_dir() or is_edgekd_run(run_dir):
-        return
-    foreign = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    try:
+        if not run_dir.is_dir() or is_edgekd_run(run_dir):
+            return
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    except OSError as exc:
+        raise ConfigError(f"{run_dir}: cannot read the run directory (--out): {exc.strerror or exc}") from None
     if foreign:
         raise ConfigError(
             f"{run_dir}: not empty and not an edgekd run directory (it holds {_listing(foreign)}); edgekd writes "

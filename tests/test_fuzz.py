@@ -4,6 +4,12 @@ The fuzz cases are seeded mutations of valid recipes, device profiles, text data
 (see :mod:`tests.mutations`); a mutation that leaves its input valid by construction must pass. A full
 disk while writing an artifact, or a file the user may not read, is a user error too, and a full disk
 leaves the previous artifact in place.
+
+Run directories (see :mod:`tests.run_tampering`): a foreign ``--out`` is refused and left as it was; a
+tampered run heals to the same files; a second run on a locked directory names the holder. Non-finite
+numbers: a diverging training stops at once, NaN/inf weights files are refused, a NaN model is never
+exported nor passes a gate. Places the user cannot write to and pretrained models that do not fit the
+tokenizer are one line each.
 """
 
 from __future__ import annotations
@@ -162,9 +168,22 @@ def test_out_that_is_a_file_or_the_filesystem_root_is_refused(tmp_path: Path) ->
     for name in ("out.txt", "model.onnx", "run.json"):
         (tmp_path / name).write_text("mine\n")
         assert_user_error(cli("run", recipe, "--out", tmp_path / name, "-q"), name, "is a file", logged=True)
+        assert_user_error(cli("run", recipe, "--out", tmp_path / name / "run", "-q"), name,
+                          "a part of its path is a file", logged=True)
         assert (tmp_path / name).read_text() == "mine\n"
     for root in ("/", "//", "/.", f"/{tmp_path.parts[1]}/.."):
         assert_user_error(cli("run", recipe, "--out", root, "-q"), "root of the filesystem", logged=True)
+
+
+def test_bench_and_export_out_at_or_below_a_file_is_one_line(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "model.onnx")
+    (tmp_path / "taken").write_text("mine\n")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "out", tmp_path / "taken" / "a" / "b"):
+        assert_user_error(cli("export", model, "--target", "ort-mobile", "--out", out), str(tmp_path / "taken"),
+                          "a part of its path is a file")
+        assert_user_error(cli("bench", model, "--out", out, "--runs", "10", "--rounds", "1", "--warmup", "0"),
+                          str(tmp_path / "taken"), "a part of its path is a file")
+    assert (tmp_path / "taken").read_text() == "mine\n"
 
 
 @pytest.fixture(scope="module")
@@ -384,3 +403,45 @@ def test_a_pretrained_model_smaller_than_the_tokenizer_is_one_line(tmp_path: Pat
         fragment = (f"its vocabulary has {config.vocab_size} tokens, fewer than the tokenizer's" if short_vocab else
                     f"it takes at most {config.max_position_embeddings} tokens")
         assert_user_error(outcome, f"model{case}", fragment, logged=True)
+
+
+def test_only_stage_directories_edgekd_wrote_are_deleted(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    recipe, base = finished_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(base, run_dir)
+    rng = random.Random(2)
+    mine: dict[Path, bytes] = {}
+    for name in ("07-notes/a.md", ".08-draft.partial/b.txt", "09-profile/c.bin"):  # stage-like names, not stages
+        (run_dir / name).parent.mkdir(parents=True)
+        (run_dir / name).write_bytes(rng.randbytes(16))
+        mine[run_dir / name] = (run_dir / name).read_bytes()
+    shorter = tiny_recipe(teacher_epochs=1, distill_epochs=2, stages=("teacher", "distill", "export"))
+    with one_torch_thread():
+        result = edgekd.run(write_yaml(tmp_path / "shorter.yaml", shorter), out=run_dir)
+    assert [r.skipped for r in result.stages] == [True, True, True]
+    assert not (run_dir / "04-profile").exists() and not (run_dir / "05-bundle").exists()  # edgekd's: removed
+    assert {path: path.read_bytes() for path in mine} == mine  # the user's: kept
+    # A directory in a stage's place that edgekd did not write is refused, not replaced.
+    (run_dir / "03-export" / "stage.json").unlink()
+    shutil.rmtree(run_dir / "02-distill")
+    (run_dir / "02-distill").mkdir()
+    (run_dir / "02-distill" / "mine.txt").write_text("keep")
+    outcome = cli("run", tmp_path / "shorter.yaml", "--out", run_dir, "-q")
+    assert_user_error(outcome, "02-distill", "was not written by edgekd", logged=True)
+    assert (run_dir / "02-distill" / "mine.txt").read_text() == "keep"
+
+
+def test_deleted_teacher_weights_and_changed_distill_settings_rerun_the_teacher(
+        finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    _, base = finished_run
+    for case, name in enumerate(("model.safetensors", "edgekd_model.json")):
+        run_dir = tmp_path / f"run{case}"
+        shutil.copytree(base, run_dir)
+        (run_dir / "01-teacher" / "teacher" / name).unlink()
+        changed = tiny_recipe(teacher_epochs=1, distill_epochs=2)
+        changed["stages"][1]["lr"] = 0.02 + case / 100
+        with one_torch_thread():
+            outcome = cli("run", write_yaml(tmp_path / f"changed{case}.yaml", changed), "--out", run_dir, "-q")
+        assert outcome.exit_code == 0, outcome.output
+        assert (run_dir / "01-teacher" / "teacher" / name).read_bytes() == (
+            base / "01-teacher" / "teacher" / name).read_bytes()

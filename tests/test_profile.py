@@ -350,3 +350,31 @@ def test_paired_speedup_follows_the_rounds_not_the_machine_load() -> None:
     assert covered >= 34, covered  # a 95% interval: about 38 of 40
     one = paired_speedup(_timed("a.onnx", np.array([10.0]), 0), _timed("b.onnx", np.array([5.0]), 1))
     assert one.low is None and not one.clears(1.0) and "no interval" in one.text()
+
+
+def test_profile_stage_times_the_models_side_by_side_and_records_the_speedup_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgekd
+    from edgekd.profile import bench
+    from tests.reliability import one_torch_thread, tiny_recipe, write_yaml
+
+    # The machine gets 3× busier right after the first timing session. The fake worker's latency is the file
+    # size in KB × the load, so the student's true speed-up over the teacher is the ratio of their file sizes.
+    calls: list[Path] = []
+
+    def fake_time_onnx(path: Path, shape: object, *, threads: int, warmup: int, runs: int, **_: object) -> HostTiming:
+        calls.append(Path(path))
+        size = Path(path).stat().st_size
+        return HostTiming(times_ms=(size / 1000 * (1.0 if len(calls) == 1 else 3.0),) * runs, input_shapes={},
+                          peak_memory_mb=1.0, size_mb=size / 2**20, threads=threads, onnxruntime="fake")
+
+    monkeypatch.setattr(bench, "time_onnx", fake_time_onnx)
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(teacher_epochs=1, distill_epochs=1,
+                                                              stages=("teacher", "distill", "export", "profile")))
+    with one_torch_thread():
+        result = edgekd.run(recipe, out=tmp_path / "run")
+    metrics = result.stages[3].metrics
+    sizes = {role: (tmp_path / "run" / "03-export" / f"{role}.onnx").stat().st_size for role in ("teacher", "student")}
+    speedup = metrics["student"]["speedup"]["teacher"]
+    assert speedup["rounds"] == 4 and len(calls) == 8 and calls[:2] != calls[2:4]  # A B, B A, ...
+    assert speedup["low"] <= sizes["teacher"] / sizes["student"] <= speedup["high"]  # the load shows as spread

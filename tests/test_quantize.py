@@ -25,10 +25,10 @@ from edgekd.quantize.decision import decide
 from edgekd.quantize.evaluate import predict
 from edgekd.quantize.feeds import QuantData, dataset_feeds
 from edgekd.quantize.isa import expand_modes, int8_settings, isa_label
-from edgekd.quantize.model import build_checked, builder_for, quantize_model
+from edgekd.quantize.model import build_checked, builder_for, decide_for, gate_failure, quantize_model
 from edgekd.quantize.quantizers import fp16_weights, quantize_dynamic_int8, weighted_nodes
 from edgekd.quantize.sensitivity import rank_nodes
-from edgekd.quantize.variants import Variant
+from edgekd.quantize.variants import Variant, within_gates
 from tests.conftest import demo_recipe_dict
 
 FAST_TIMING = {"warmup": 2, "runs": 20, "rounds": 2}
@@ -330,3 +330,14 @@ def test_quantize_stage_on_a_text_model(tmp_path: Path) -> None:
     assert "int8-dynamic" in quantized["variants"] and quantized["transformer"]
     assert result.report()["teacher"]["precision"] == quantized["decision"] in quantized["variants"]
     assert result.artifact.get("teacher").onnx == quantized["variants"][quantized["decision"]]["path"]
+
+
+def test_nan_scores_fail_every_gate() -> None:
+    config = QuantizeStage(stage="quantize", **FAST_TIMING)
+    for field in ("val_agreement", "val_accuracy"):
+        variant = replace(_variant("int8-dynamic", 4.0), **{field: float("nan")})
+        assert not within_gates(variant, 0.98, config), field
+        decision = decide_for([_variant("fp32", 10.0), variant], config, load_device("host-cpu"))
+        assert decision.kept == "fp32", (field, decision.reason)
+    nan_agreement = replace(_variant("int8-dynamic", 4.0), val_agreement=float("nan"))
+    assert gate_failure([nan_agreement], config, label="student") is not None

@@ -36,7 +36,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from edgekd.atomic import write_text, write_with
+from edgekd.atomic import write_errors_reported, write_text, write_with
 from edgekd.config.device import InputShape
 from edgekd.errors import ConfigError, ExportError, ModelError
 from edgekd.export.config import ExportTarget
@@ -91,7 +91,8 @@ def convert_to_ort(
     """
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir) if out_dir is not None else onnx_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with write_errors_reported(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     ort_path = out_dir / f"{onnx_path.stem}.ort"
     config_path = out_dir / f"{onnx_path.stem}.required_operators.config"
     with tempfile.TemporaryDirectory(prefix=".ort-", dir=out_dir) as tmp:

@@ -66,7 +66,7 @@ def builder_for(config: QuantizeStage, device: DeviceProfile, data: QuantData) -
 def gate_failure(variants: Sequence[Variant], config: QuantizeStage, *, label: str) -> str | None:
     """The message for the first variant below the agreement gate (after its retries), or None."""
     for variant in variants:
-        if variant.val_agreement < config.agreement:
+        if not variant.val_agreement >= config.agreement:  # NaN (no validation inputs agree or none ran) fails
             return (f"{label}: {variant.name} agrees with fp32 on {100 * variant.val_agreement:.1f}% of validation "
                     f"inputs (< agreement {config.agreement:g}) after excluding {len(variant.excluded_nodes)} "
                     "node(s); raise max_retries, lower agreement, or drop that mode from modes")
