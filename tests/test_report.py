@@ -27,6 +27,7 @@ from edgekd.artifacts import Artifact, StageContext
 from edgekd.cli import app
 from edgekd.config import BundleStage
 from edgekd.export.bundle_stage import run_bundle
+from edgekd.export.manifest import image_input
 from edgekd.pipeline import load_run
 from edgekd.report.build import build_report
 from edgekd.report.markdown import render_markdown
@@ -137,7 +138,10 @@ def test_bundle_matches_its_manifest_and_runs_like_the_onnx_model(run_dir: Path)
     (snippet,) = re.findall(r"```python\n(.*?)```", readme, re.S)
     done = subprocess.run([sys.executable, "-c", snippet], cwd=bundle, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() in manifest["labels"]
+    label, logits = done.stdout.strip().splitlines()
+    example = manifest["preprocessing"]["example"]
+    assert label == example["label"] and label in manifest["labels"]
+    np.testing.assert_allclose([float(v) for v in logits.split()], example["logits"], atol=1e-4)
 
 
 def test_bundle_converts_an_onnx_file_replaced_after_export(run_dir: Path, tmp_path: Path) -> None:
@@ -178,3 +182,44 @@ def test_report_html_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
     assert widths and tables, body.group(1)
     assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 3  # every plot decoded and laid out
     assert int(tables.group(1)) == 5
+
+
+def test_manifest_example_is_reproduced_by_its_formula_and_the_readme_snippets(run_dir: Path) -> None:
+    """The manifest's 8-bit example, pushed through its own formulas, gives its input and its logits; the
+    README's Kotlin conversion uses the manifest's constants; 0..255 bytes fed unscaled answer differently."""
+    bundle = run_dir / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    pre = manifest["preprocessing"]
+    example = pre["example"]
+    assert pre["pixel_range"] == [0, 16] and pre["byte_scale"] == pytest.approx(16 / 255)
+    image = np.array(example["pixels_8bit"])
+    assert image.shape == (pre["height"], pre["width"]) and image.min() >= 0 and 128 < image.max() <= 255
+    x = image_input(pre, image).astype(np.float32)
+    np.testing.assert_allclose(x[0], example["input"], atol=1e-7)
+    np.testing.assert_allclose(x, (image / 255.0)[None, None], atol=1e-6)  # the formula, spelt out for digits
+    session = ort.InferenceSession(str(bundle / "model.ort"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": x})[0][0]
+    np.testing.assert_allclose(logits, example["logits"], atol=1e-4)
+    assert example["label"] == manifest["labels"][int(np.argmax(logits))] and example["dataset_label"] == "0"
+    raw = session.run(None, {"input": image.astype(np.float32)[None, None]})[0][0]
+    assert not np.allclose(raw, example["logits"], atol=1e-2)  # why the manifest insists on byte_scale
+    readme = (bundle / "README.md").read_text()
+    (kotlin,) = re.findall(r"```kotlin\n(.*?)```", readme, re.S)
+    convert = next(line for line in kotlin.splitlines() if "FloatArray(bytes.size)" in line)
+    constants = [float(v) for v in re.findall(r"([-\d.e]+)f\b", convert)]
+    assert constants == pytest.approx([pre["byte_scale"], pre["scale"], pre["mean"][0], pre["std"][0]])
+    assert str(example["label"]) in readme and f"{example['logits'][0]:.4f}" in readme
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_image_input_follows_the_manifest_formula_for_any_constants(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    channels = int(rng.integers(1, 4))
+    pre = {"channels": channels, "byte_scale": float(rng.uniform(0.01, 1)), "scale": float(rng.uniform(0.01, 1)),
+           "mean": rng.uniform(-1, 1, channels).tolist(), "std": rng.uniform(0.1, 2, channels).tolist()}
+    image = rng.integers(0, 256, (5, 7))
+    x = image_input(pre, image)
+    assert x.shape == (1, channels, 5, 7)
+    for c in range(channels):
+        expected = (image * pre["byte_scale"] * pre["scale"] - pre["mean"][c]) / pre["std"][c]
+        np.testing.assert_allclose(x[0, c], expected)
