@@ -223,3 +223,64 @@ def test_image_input_follows_the_manifest_formula_for_any_constants(seed: int) -
     for c in range(channels):
         expected = (image * pre["byte_scale"] * pre["scale"] - pre["mean"][c]) / pre["std"][c]
         np.testing.assert_allclose(x[0, c], expected)
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch, draw, *args):
+    """Run a plot function and return its matplotlib figure instead of only the file."""
+    from edgekd.report import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    assert draw(*args, Path("unused.png")) is not None
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig
+
+
+def _search_record(seed: int) -> dict:
+    """A search record whose test accuracies rank the candidates differently from their validation accuracies."""
+    rng = np.random.default_rng(seed)
+    measured = []
+    for i in range(6):
+        val = float(rng.uniform(0.5, 0.95))
+        measured.append({"label": f"cnn #{i}", "onnx": f"c{i}.onnx", "p90_ms": float(rng.uniform(0.01, 0.1)),
+                         "val_accuracy": val, "accuracy": float(1.4 - val), "verdict": "pass" if i < 4 else "fail"})
+    chosen = max(measured[:4], key=lambda m: m["val_accuracy"])
+    rows = [{"label": m["label"], "p90_ms": m["p90_ms"], "status": "trained"} for m in measured]
+    return {"measured": measured, "chosen": chosen, "table": {"candidates": rows}, "budget": {"p90_ms": 0.08},
+            "estimate": False, "device": "host-cpu"}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pareto_star_is_the_validation_accuracy_the_choice_used_and_the_legend_covers_nothing(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekd.report.plots import plot_search_pareto
+
+    search = _search_record(seed)
+    fig = _drawn(monkeypatch, plot_search_pareto, search, {"p90_ms": 0.2, "val_accuracy": 0.97})
+    ax = fig.axes[0]
+    stars = [c for c in ax.collections if c.get_label().startswith("chosen")]
+    assert len(stars) == 1
+    np.testing.assert_allclose(stars[0].get_offsets(), [[search["chosen"]["p90_ms"], search["chosen"]["val_accuracy"]]])
+    assert search["chosen"]["accuracy"] < max(m["accuracy"] for m in search["measured"])  # test acc would mislead
+    assert "validation" in ax.get_title() and any("test accuracy" in c.get_label() for c in ax.collections)
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    legend = fig.legends[0]
+    box = legend.get_window_extent()
+    assert all(not box.overlaps(axis.get_window_extent()) for axis in fig.axes)
+    assert min(text.get_fontsize() for text in legend.get_texts()) >= 9
+    assert fig.get_window_extent().contains(box.x0, box.y0) and fig.get_window_extent().contains(box.x1, box.y1)
+
+
+def test_accuracy_plot_legend_is_outside_the_axes(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekd.report.plots import plot_accuracy_latency
+
+    fig = _drawn(monkeypatch, plot_accuracy_latency, json.loads((run_dir / "report.json").read_text()))
+    assert fig.axes[0].get_legend() is None and len(fig.legends) == 1
+    assert not fig.legends[0].get_window_extent().overlaps(fig.axes[0].get_window_extent())
+
+
+def test_a_lone_figure_in_the_html_takes_the_row(run_dir: Path) -> None:
+    html = (run_dir / "report.html").read_text()
+    assert "figure:last-child:nth-child(odd) { flex: 1 1 100%; }" in html
+    assert html.count("<figure>") == 3  # three plots: the third spans the row instead of leaving half of it empty
