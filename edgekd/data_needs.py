@@ -86,5 +86,7 @@ def check_data_present(need: DataNeed, source: Path) -> None:
     if not missing:
         return
     listed = ", ".join(f"{path} ({key})" for key, path in missing.items())
-    where = need.where or "the recipe does not say where to get it (add a '# Data:' comment)"
-    raise DataError(f"{source}: recipe '{need.recipe}' needs data that is not here: {listed}. {where}")
+    what = "directory" if need.kind == "directory" else "file"
+    where = need.where or "The recipe does not say where to get it (add a '# Data:' comment to it)."
+    raise DataError(f"{source}: recipe '{need.recipe}' needs data that is not here ({what} not found: {listed}). "
+                    f"{where}")
