@@ -18,6 +18,7 @@ from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceProfile, load_device
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
+from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
@@ -36,14 +37,29 @@ def validate(recipe: str | Path) -> Recipe:
     its budget on this machine), local data files (columns, labels, sizes) and teacher weights.
     """
     loaded = load_recipe(recipe)
-    source = str(find("pipelines", recipe))
+    path = find("pipelines", recipe)
+    source = str(path)
     check_recipe(loaded, source)
     try:
         _checked_device(loaded.device)
     except UnknownEntryError as exc:
         raise ConfigError(f"{source}: device: {exc}") from None
+    check_data_present(data_need(loaded, path), path)
     _check_inputs(loaded)
     return loaded
+
+
+def pipelines() -> list[dict]:
+    """The built-in recipes: name, description, stages and the data each needs (whether it is here, where to get it)."""
+    from edgekd.catalog import names
+
+    listed = []
+    for name in names("pipelines"):
+        recipe_ = load_recipe(name)
+        listed.append({"name": recipe_.name, "description": recipe_.description, "stages": recipe_.stage_names(),
+                       "source": str(find("pipelines", name)),
+                       "data": data_need(recipe_, find("pipelines", name)).to_json()})
+    return listed
 
 
 def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True,

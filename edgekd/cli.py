@@ -39,6 +39,9 @@ app = typer.Typer(
 devices_app = typer.Typer(help="List and show device profiles.\n\nExample: edgekd devices show host-cpu",
                           no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
+pipelines_app = typer.Typer(help="List the built-in recipes and the data they need.\n\nExample: edgekd pipelines list",
+                            no_args_is_help=True)
+app.add_typer(pipelines_app, name="pipelines")
 
 _state = {"debug": False}
 
@@ -380,6 +383,34 @@ def devices_calibrate(
                       f"{c['ratio']:.3g} ± {c['uncertainty']:.2g}", str(len(c["host_rounds_ms"])),
                       f"{c['spread']:.0%}", status)
     out.print(table)
+
+
+@pipelines_app.command("list")
+@_handle_errors
+def pipelines_list(as_json: JsonOpt = False) -> None:
+    """List the built-in recipes: their stages, the data each needs, whether it is here and where to get it.
+
+    Example: edgekd pipelines list
+    """
+    recipes = api.pipelines()
+    if as_json:
+        print_json(recipes)
+        return
+    table = Table(title="built-in recipes (the names run, validate and compress take)", box=box.SIMPLE_HEAD)
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in recipes))
+    table.add_column("data")
+    table.add_column("here?", no_wrap=True)
+    for r in recipes:
+        data = r["data"]
+        table.add_row(shown(r["name"]), shown(data["summary"]), "[green]yes[/]" if data["ready"] else "[red]missing[/]")
+    out.print(table)
+    needs: dict[tuple[str, str], list[str]] = {}  # (missing paths, where to get them) → recipes
+    for r in recipes:
+        if not r["data"]["ready"]:
+            missing = ", ".join(shown(r["data"]["paths"][key]) for key in r["data"]["missing"])
+            needs.setdefault((missing, shown(r["data"]["where"])), []).append(shown(r["name"]))
+    for (missing, where), names in needs.items():
+        out.print(f"[bold]{', '.join(names)}[/] need{'s' if len(names) == 1 else ''} {missing}. {where}")
 
 
 def _print_warnings(warnings: list[str]) -> None:

@@ -115,6 +115,46 @@ def test_every_document_has_blocks_and_markers_are_known() -> None:
     assert unmarked, "every block is marked: nothing would run by default"
 
 
+def _yaml_blocks() -> list[tuple[Block, dict]]:
+    """YAML blocks of the documents that describe a built-in device profile or recipe (by their ``name``)."""
+    text_blocks = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for m in FENCE.finditer(text):
+            if m.group(1) == "yaml":
+                data = yaml.safe_load(m.group(2))
+                if isinstance(data, dict) and isinstance(data.get("name"), str):
+                    text_blocks.append((Block(doc, text.count("\n", 0, m.start()) + 1, "yaml", m.group(2)), data))
+    return text_blocks
+
+
+def _differences(shown: object, shipped: object, path: str = "") -> list[str]:
+    """Where the values a document shows differ from the shipped file (keys it leaves out, or '...', are fine)."""
+    if shown == "...":
+        return []
+    if isinstance(shown, dict) and isinstance(shipped, dict):
+        return [d for key, value in shown.items() if key in shipped
+                for d in _differences(value, shipped[key], f"{path}.{key}".lstrip("."))]
+    if isinstance(shown, list) and isinstance(shipped, list) and all(isinstance(v, dict) for v in shown):
+        pairs = enumerate(zip(shown, shipped, strict=False))
+        return [d for i, (a, b) in pairs for d in _differences(a, b, f"{path}[{i}]")]
+    return [] if shown == shipped else [f"{path}: the document says {shown!r}, the shipped file {shipped!r}"]
+
+
+def test_documented_profiles_and_recipes_match_the_shipped_files() -> None:
+    """A YAML block named after a built-in device profile or recipe shows that file's values."""
+    from edgekd.catalog import find, names
+
+    checked = 0
+    for block, data in _yaml_blocks():
+        for kind in ("devices", "pipelines"):
+            if data["name"] in names(kind):
+                shipped = yaml.safe_load(find(kind, data["name"]).read_text())
+                assert _differences(data, shipped) == [], f"{block} ({data['name']})"
+                checked += 1
+    assert checked >= 2  # the device profile and the recipe walkthrough
+
+
 def test_api_profile_is_callable_after_any_import() -> None:
     """``edgekd.profile(...)`` works whether or not the ``edgekd.profile`` subpackage was imported first."""
     probes = [

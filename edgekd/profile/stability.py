@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-MEAN_OVER_MEDIAN = 1.5
+MEAN_OVER_MEDIAN = 2.0
 P99_OVER_P50 = 5.0
 
 
