@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.config import HFDiskData, HubData, Recipe, SklearnData, TextFileData
+from edgekd.config.recipe import Recipe
+from edgekd.data.config import HFDiskData, HubData, SklearnData, TextFileData
 from edgekd.errors import DataError
 
 _HEADING = re.compile(r"^#\s*[A-Z][\w -]*:")

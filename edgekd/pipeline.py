@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgekd import stage_store
 from edgekd.artifacts import Artifact, StageContext
 from edgekd.atomic import remove_temporaries, write_json
 from edgekd.config.device import DeviceProfile
@@ -59,6 +58,7 @@ from edgekd.rundir import (
     replace_stage_dir,
 )
 from edgekd.stage_kind import StageKind
+from edgekd.stage_store import fetch_stage, keep_stage
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
 from edgekd.version import __version__
 
@@ -257,7 +257,7 @@ def _finished_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None
 def _shared_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None:
     """The record of the same stage finished by another run (:mod:`edgekd.stage_store`), copied into this one."""
     partial = run_dir / f".{name}.partial"
-    record = stage_store.fetch(name, fp, partial)
+    record = fetch_stage(name, fp, partial)
     if record is not None:
         replace_stage_dir(partial, run_dir / name)
     return record
@@ -310,7 +310,7 @@ def _run_stage(kind: StageKind, stage_config: Any, artifact: Artifact, ctx: Stag
     (ctx.work_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
     replace_stage_dir(ctx.work_dir, ctx.run_dir / ctx.stage_dir_name)
     if kind.shareable:
-        stage_store.keep(ctx.run_dir / ctx.stage_dir_name, fp)
+        keep_stage(ctx.run_dir / ctx.stage_dir_name, fp)
     return StageRecord(index, stage_config.stage, ctx.stage_dir_name, fp, False, data)
 
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edgekd import stage_store
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
 from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name
 from edgekd.rundir import STAGE_RECORD, cached_record, read_json, stage_problem
+from edgekd.stage_store import stored_stage
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
 
 Status = Literal["cached", "runs", "re-runs"]
@@ -101,7 +101,7 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
 
 def _stored(name: str, fingerprint: str) -> bool:
     """Whether the shared stage store holds this stage finished and intact."""
-    stored = stage_store.stored_stage(name, fingerprint)
+    stored = stored_stage(name, fingerprint)
     return stored is not None and stored.is_dir() and cached_record(stored, fingerprint) is not None
 
 

@@ -43,7 +43,7 @@ def stored_stage(name: str, fingerprint: str) -> Path | None:
     return None if store is None else store / f"{name}-{fingerprint[:32]}"
 
 
-def fetch(name: str, fingerprint: str, target: Path) -> dict[str, Any] | None:
+def fetch_stage(name: str, fingerprint: str, target: Path) -> dict[str, Any] | None:
     """Copy the stored stage into ``target`` (a fresh working directory) and return its record, if it verifies."""
     source = stored_stage(name, fingerprint)
     record = cached_record(source, fingerprint) if source is not None and source.is_dir() else None
@@ -56,7 +56,7 @@ def fetch(name: str, fingerprint: str, target: Path) -> dict[str, Any] | None:
     return record
 
 
-def keep(stage_dir: Path, fingerprint: str) -> None:
+def keep_stage(stage_dir: Path, fingerprint: str) -> None:
     """Store a finished stage directory (best effort: a store that cannot be written only costs a re-run)."""
     target = stored_stage(stage_dir.name, fingerprint)
     if target is None or target.is_dir():

@@ -91,14 +91,14 @@ class Pipeline:
     def run(self, out: str | Path | None = None, *, device: str | Path | DeviceProfile | None = None,
             fresh: bool = False, show_progress: bool = False) -> RunResult:
         """Run the pipeline as ``edgekd run`` does (finished stages in ``out`` are reused)."""
-        from edgekd import api
+        import edgekd.api as api
 
         return api.run(self.recipe, device=device, out=out, fresh=fresh, show_progress=show_progress)
 
     def plan(self, out: str | Path | None = None, *, device: str | Path | DeviceProfile | None = None,
              fresh: bool = False) -> list[StagePlan]:
         """What :meth:`run` would do, stage by stage (``edgekd run --dry-run``)."""
-        from edgekd import api
+        import edgekd.api as api
 
         return api.plan(self.recipe, device=device, out=out, fresh=fresh)
 

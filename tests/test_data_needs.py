@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.catalog import find, load_recipe, names
+from edgekd.catalog import find, names
 from edgekd.cli import app
+from edgekd.config.recipe import load_recipe
 from edgekd.data_needs import data_need, where_to_get
 from tests.reliability import assert_user_error, cli
 
