@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,16 @@ def shrink(
         elif stage["stage"] == "profile":
             stage.update(warmup=5, runs=runs)
     return recipe
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_machine_stage_store() -> Iterator[None]:
+    """Module- and session-scoped runs never share stages through the machine's store
+    (``~/.cache/edgekd/stages``): a teacher an earlier test session or another checkout trained must
+    not turn a fixture's first run into a cached one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEKD_STAGE_STORE", "off")
+        yield
 
 
 @pytest.fixture(autouse=True)
