@@ -36,8 +36,9 @@ import yaml
 
 import edgekd
 from edgekd.atomic import write_json
-from edgekd.catalog import load_device
-from edgekd.config import Recipe, validate_model
+from edgekd.config.device import load_device
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.profile.bench import benchmark
 
 sys.path.insert(0, str(Path(__file__).parent))

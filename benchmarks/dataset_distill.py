@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edgekd.atomic import write_json  # noqa: E402
-from edgekd.catalog import load_recipe  # noqa: E402
+from edgekd.config.recipe import load_recipe  # noqa: E402
 from edgekd.data.datasets import load_dataset  # noqa: E402
 from edgekd.dataset_distill.baselines import random_subset  # noqa: E402
 from edgekd.dataset_distill.compare import compare  # noqa: E402

@@ -39,8 +39,10 @@ from typing import Any
 
 import edgekd
 from edgekd.atomic import write_json
-from edgekd.catalog import find, load_device
-from edgekd.config import Recipe, read_yaml, validate_model
+from edgekd.catalog import find
+from edgekd.config.device import load_device
+from edgekd.config.loading import read_yaml, validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.pipeline import RunResult
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu

@@ -36,7 +36,8 @@ import torch
 
 import edgekd
 from edgekd.atomic import write_json
-from edgekd.config import Recipe, validate_model
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.pipeline import RunResult

@@ -121,7 +121,7 @@ def bert_case(args: argparse.Namespace, work: Path) -> tuple[Path, Any, dict[str
     import transformers
 
     from edgekd.data.tokenizer import load_or_train_tokenizer
-    from edgekd.profile.speed_ratio import export_encoder
+    from edgekd.profile.references import export_encoder
     from edgekd.quantize.feeds import QuantData
 
     train = _read_tsv(args.sst2 / "train.tsv")
@@ -189,7 +189,7 @@ def _train(model: Any, batches: list[Any], *, epochs: int, seed: int) -> None:
 def cnn_case(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], Any]:
     """The demo CNNs, trained and exported by the demo-digits-int8 recipe's first stages."""
     import edgekd
-    from edgekd.catalog import load_recipe
+    from edgekd.config.recipe import load_recipe
     from edgekd.data.task_data import prepare_task_data
     from edgekd.quantize.feeds import QuantData
 
@@ -215,9 +215,9 @@ def measure(name: str, source: Path, data: Any, args: argparse.Namespace, work: 
     """edgekd's variants and Optimum's peers of one model, timed together; the decision and the checks."""
     import shutil
 
-    from edgekd.catalog import load_device
-    from edgekd.config import QuantizeStage
+    from edgekd.config.device import load_device
     from edgekd.profile.cpu import detect_cpu
+    from edgekd.quantize.config import QuantizeStage
     from edgekd.quantize.model import builder_for, decide_for, gate_failure, time_variants
 
     device = load_device("host-cpu")
@@ -309,7 +309,7 @@ def main() -> int:
     import onnxruntime
 
     from edgekd.atomic import write_json
-    from edgekd.catalog import load_device
+    from edgekd.config.device import load_device
     from edgekd.profile.cpu import detect_cpu, host_threads, resolve_threads
 
     cpu = detect_cpu()

@@ -29,7 +29,8 @@ import torch
 
 import edgekd
 from edgekd.atomic import write_json
-from edgekd.config import Recipe, validate_model
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kd_sst2 import data_missing, log_progress, recipe_dict, result_header, teacher_recipe  # noqa: E402

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgekd.config import DeviceProfile, Recipe
+from edgekd.config.device import DeviceProfile
 from edgekd.distributed import LOCAL, World
+from edgekd.stage_kind import RecipeView
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,14 @@ class StageContext:
     matching :meth:`ref` in the artifact it returns.
     """
 
-    recipe: Recipe
+    recipe: RecipeView
+    """The recipe fields the stage declares it reads (see :class:`~edgekd.stage_kind.RecipeView`)."""
     device: DeviceProfile
     run_dir: Path
     work_dir: Path
     stage_dir_name: str
-    seed: int
+    where: str
+    """The stage's key path in the recipe (``stages[2]``), to prefix errors the recipe causes."""
     log: logging.Logger
     show_progress: bool = True
     previous: tuple[dict[str, Any], ...] = ()
@@ -87,6 +90,11 @@ class StageContext:
     world: World = LOCAL
     """The processes running this stage: all of a data-parallel run's for ``teacher``/``distill``, else one.
     Only ``world.is_main`` writes files."""
+
+    @property
+    def seed(self) -> int:
+        """The recipe's seed (a stage using it declares ``seed`` in its reads)."""
+        return self.recipe.seed
 
     def path(self, name: str) -> Path:
         """Where to write the file ``name`` of this stage."""

@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from edgekd.config import DeviceProfile, ExportTarget, Recipe, load_yaml_model
 from edgekd.errors import ConfigError
 
 
@@ -21,7 +20,6 @@ class UnknownEntryError(ConfigError):
 
 
 Kind = Literal["pipelines", "devices", "exporters"]
-_MODELS = {"pipelines": Recipe, "devices": DeviceProfile, "exporters": ExportTarget}
 
 
 def catalog_dir(kind: Kind) -> Path:
@@ -57,17 +55,3 @@ def find(kind: Kind, name_or_path: str | Path) -> Path:
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise UnknownEntryError(f"unknown {kind[:-1]} '{text}'{hint}; built-in: {', '.join(known)}")
 
-
-def load_device(name_or_path: str | Path) -> DeviceProfile:
-    """Load a device profile by built-in name or path."""
-    return load_yaml_model(find("devices", name_or_path), DeviceProfile)
-
-
-def load_export_target(name_or_path: str | Path) -> ExportTarget:
-    """Load an export-target preset by built-in name or path."""
-    return load_yaml_model(find("exporters", name_or_path), ExportTarget)
-
-
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load a recipe by built-in name (``demo-digits``) or path."""
-    return load_yaml_model(find("pipelines", name_or_path), Recipe)

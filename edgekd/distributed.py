@@ -36,7 +36,7 @@ from edgekd.errors import ConfigError
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from edgekd.config import TrainingConfig
+    from edgekd.config.training import TrainingConfig
 
 T = TypeVar("T")
 

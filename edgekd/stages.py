@@ -1,172 +1,117 @@
-"""The stage registry: each stage kind's run function and what its result depends on.
+"""The stage registry: every stage kind edgekd knows, and the rules that span the stages of a recipe.
 
-Adding a stage = a config model in :mod:`edgekd.config`, a module with
-``run(config, artifact, ctx) -> StageOutput``, and one entry here. Run functions are named
-as ``"module:function"`` and imported only when the stage runs, so validating a recipe or
-listing devices does not import torch.
+Each stage package defines its kinds once in its ``config.py`` (a ``KINDS`` tuple of
+:class:`~edgekd.stage_kind.StageKind`); :data:`DEFAULT_REGISTRY` collects them from
+:data:`STAGE_MODULES`. The recipe's stage union (:mod:`edgekd.config.recipe`), ``edgekd validate``
+(:func:`check_recipe`) and the pipeline all come from a registry, so a new stage is one config
+module plus one line here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.catalog import UnknownEntryError, load_export_target
-from edgekd.config import Recipe
-from edgekd.errors import ConfigError
-from edgekd.search.space import check_space
+from pydantic import Field
 
+from edgekd.stage_kind import PlanState, StageKind
 
-@dataclass(frozen=True)
-class StageKind:
-    """How the pipeline runs one kind of stage and decides whether its cached result still holds."""
+if TYPE_CHECKING:
+    from edgekd.config.recipe import Recipe
 
-    target: str
-    recipe_inputs: tuple[str, ...]
-    uses_device: bool = False
-    cacheable: bool = True
-    extra_inputs: Callable[[Any, Recipe], dict[str, Any]] | None = None
-    data_parallel: bool = False
-    """Runs in every process of a data-parallel run (see :mod:`edgekd.distributed`); else in rank 0 alone."""
-
-    def runner(self) -> Callable[[Any, Artifact, StageContext], StageOutput]:
-        """Import and return the stage's run function."""
-        module, function = self.target.split(":")
-        return getattr(importlib.import_module(module), function)
+#: The modules whose ``KINDS`` make up the default registry, in the order ``edgekd stages`` lists them.
+STAGE_MODULES = (
+    "edgekd.distill.config",
+    "edgekd.prune.config",
+    "edgekd.search.config",
+    "edgekd.export.config",
+    "edgekd.quantize.config",
+    "edgekd.profile.config",
+    "edgekd.report.config",
+    "edgekd.dataset_distill.config",
+)
 
 
-def _file_digest(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class StageRegistry:
+    """Stage kinds by name."""
+
+    def __init__(self, kinds: Iterable[StageKind]) -> None:
+        self._kinds: dict[str, StageKind] = {}
+        for kind in kinds:
+            if kind.name in self._kinds:
+                raise ValueError(f"stage kind '{kind.name}' is registered twice")
+            self._kinds[kind.name] = kind
+
+    @classmethod
+    def from_modules(cls, modules: Iterable[str]) -> StageRegistry:
+        """The kinds listed in each module's ``KINDS``."""
+        return cls(kind for module in modules for kind in importlib.import_module(module).KINDS)
+
+    def __getitem__(self, name: str) -> StageKind:
+        return self._kinds[name]
+
+    def __iter__(self) -> Iterator[StageKind]:
+        return iter(self._kinds.values())
+
+    def names(self) -> list[str]:
+        """The registered kinds' names."""
+        return list(self._kinds)
+
+    def config_union(self) -> Any:
+        """The pydantic tagged union of the kinds' config models (a recipe's ``stages`` items)."""
+        return Annotated[Union[tuple(kind.config for kind in self)], Field(discriminator="stage")]  # noqa: UP007
 
 
-def _teacher_weights(_config: Any, recipe: Recipe) -> dict[str, Any]:
-    """Digests of the given teacher weights (a list for an ensemble): new weights re-run the stage."""
-    digests = [_file_digest(path) for path in recipe.teacher.weight_files]
-    return {"teacher_weights_sha256": digests if len(digests) > 1 else next(iter(digests), None)}
+DEFAULT_REGISTRY = StageRegistry.from_modules(STAGE_MODULES)
 
 
-def _export_target(config: Any, _recipe: Recipe) -> dict[str, Any]:
-    return {"export_target": load_export_target(config.target).model_dump(mode="json")}
+def check_recipe(recipe: Recipe, source: str, registry: StageRegistry = DEFAULT_REGISTRY) -> None:
+    """Every rule that spans fields or stages, with the key path of the first one broken (``ConfigError``).
+
+    Run by ``edgekd validate`` and before the first stage, so no mistake is found after training.
+    """
+    state = PlanState(recipe=recipe, source=source)
+    _check_models(state)
+    for index, config in enumerate(recipe.stages):
+        where = f"stages[{index}]"
+        kind = registry[config.stage]
+        if kind.name in state.seen and not kind.repeatable:
+            raise state.fail(f"{where}.stage", f"stage '{kind.name}' appears twice; expected each stage once")
+        for earlier in dict.fromkeys(state.seen):
+            allowed = registry[earlier].followed_only_by
+            if allowed is not None and kind.name not in allowed:
+                reason = f" ({registry[earlier].followed_reason})" if registry[earlier].followed_reason else ""
+                raise state.fail(f"{where}.stage", f"'{kind.name}' cannot follow '{earlier}'{reason}; expected only "
+                                 f"{', '.join(allowed)} after it")
+        if kind.after and not set(kind.after) & set(state.seen):
+            needed = " or ".join(f"{'an' if name[0] in 'aeiou' else 'a'} '{name}'" for name in kind.after)
+            reason = f" ({kind.after_reason})" if kind.after_reason else ""
+            raise state.fail(f"{where}.stage", f"'{kind.name}' needs {needed} stage before it{reason}")
+        if kind.check is not None:
+            kind.check(config, state, where)
+        if kind.trains is not None:
+            state.trained.add(kind.trains(config))
+        state.seen.append(kind.name)
 
 
-def _measuring_host(_config: Any, _recipe: Recipe) -> dict[str, Any]:
-    """The CPU and onnxruntime a measured decision was taken on: another host re-measures."""
-    from importlib.metadata import version
+def _check_models(state: PlanState) -> None:
+    """Every model takes the recipe's kind of data; a ``drop_layers`` model copies a transformer teacher."""
+    from edgekd.models.specs import spec_of
 
-    from edgekd.profile.cpu import detect_cpu
-
-    return {"cpu": detect_cpu().to_json(), "onnxruntime": version("onnxruntime")}
-
-
-def _search_inputs(config: Any, recipe: Recipe) -> dict[str, Any]:
-    """A search measures on this host and exports with its target."""
-    return {**_measuring_host(config, recipe), **_export_target(config, recipe)}
-
-
-STAGES: dict[str, StageKind] = {
-    "teacher": StageKind("edgekd.distill.stage:run_teacher", ("seed", "data", "teacher"),
-                         extra_inputs=_teacher_weights, data_parallel=True),
-    "distill": StageKind("edgekd.distill.stage:run_distill", ("seed", "data", "teacher", "student"),
-                         data_parallel=True),
-    "prune": StageKind("edgekd.prune.stage:run_prune", ("seed", "data"), uses_device=True,
-                       extra_inputs=_measuring_host),
-    "factorize": StageKind("edgekd.prune.stage:run_factorize", ("seed", "data"), uses_device=True,
-                           extra_inputs=_measuring_host),
-    "hybrid": StageKind("edgekd.prune.stage:run_hybrid", ("seed", "data"), uses_device=True,
-                        extra_inputs=_measuring_host),
-    "export": StageKind("edgekd.export.stage:run_export", ("data", "teacher", "student"),
-                        extra_inputs=_export_target),
-    "quantize": StageKind("edgekd.quantize.stage:run_quantize", ("seed", "data"), uses_device=True,
-                          extra_inputs=_measuring_host),
-    "search": StageKind("edgekd.search.stage:run_search", ("seed", "data", "tokenizer", "teacher", "student"),
-                        uses_device=True, extra_inputs=_search_inputs),
-    "profile": StageKind("edgekd.profile.stage:run_profile", (), uses_device=True),
-    "bundle": StageKind("edgekd.export.bundle_stage:run_bundle", ("data",), uses_device=True, cacheable=False),
-    "report": StageKind("edgekd.report.stage:run_report", (), uses_device=True, cacheable=False),
-    "dataset_distill": StageKind("edgekd.dataset_distill.stage:run_dataset_distill",
-                                 ("seed", "data", "teacher", "student")),
-}
-
-
-def check_stage_order(recipe: Recipe, source: str) -> None:
-    """Reject recipes whose stages need something no earlier stage provides."""
-    seen: list[str] = []
-    trained: set[str] = set()  # model roles an earlier stage produces
-    for index, stage in enumerate(recipe.stages):
-        where = f"{source}: stages[{index}].stage"
-        kind = stage.stage
-        if kind in seen and kind not in ("report", "distill"):
-            raise ConfigError(f"{where}: stage '{kind}' appears twice; expected each stage once")
-        if "search" in seen and kind not in AFTER_SEARCH:
-            raise ConfigError(f"{where}: '{kind}' cannot follow 'search' (the search distils, compresses, exports and "
-                              f"quantizes the student itself); expected only {', '.join(AFTER_SEARCH)} after it")
-        if kind == "teacher":
-            trained.add("teacher")
-        if kind == "search":
-            _check_search(stage, recipe, trained, f"{source}: stages[{index}]")
-            trained.add("student")
-        if kind == "distill":
-            _check_distill(stage, recipe, trained, f"{source}: stages[{index}]")
-            trained.add(stage.student)
-        if kind in COMPRESS_STAGES:
-            _check_compress(stage, trained, seen, f"{source}: stages[{index}]")
-        if kind == "export" and not {"teacher", "distill"} & set(seen):
-            raise ConfigError(f"{where}: 'export' needs a 'teacher' or 'distill' stage before it")
-        if kind == "quantize" and "export" not in seen:
-            raise ConfigError(f"{where}: 'quantize' needs an 'export' stage before it (it quantizes the ONNX files)")
-        if kind == "profile" and not {"export", "search"} & set(seen):
-            raise ConfigError(f"{where}: 'profile' needs an 'export' stage before it (or a 'search')")
-        if kind == "bundle" and "profile" not in seen:
-            raise ConfigError(f"{where}: 'bundle' needs a 'profile' stage before it (the manifest carries the latency)")
-        if kind in ("export", "search"):
-            try:
-                load_export_target(stage.target)
-            except UnknownEntryError as exc:
-                raise ConfigError(f"{source}: stages[{index}].target: {exc}") from None
-        seen.append(kind)
-
-
-COMPRESS_STAGES = ("prune", "factorize", "hybrid")
-#: The stages that may follow a search: they measure and ship the student it chose.
-AFTER_SEARCH = ("profile", "bundle", "report")
-
-
-def _check_search(stage: Any, recipe: Recipe, trained: set[str], where: str) -> None:
-    """A search distils the student from a trained single teacher, over a space the student's spec can take."""
-    if "teacher" not in trained:
-        raise ConfigError(f"{where}.stage: 'search' needs a 'teacher' stage before it")
-    if recipe.teacher.ensemble is not None:
-        raise ConfigError(f"{where}.stage: 'search' distils from one teacher; remove teacher.ensemble")
-    if "student" in trained:
-        raise ConfigError(f"{where}.stage: 'student' is already trained by an earlier stage")
-    check_space(stage, recipe.student.model, where)
-
-
-def _check_compress(stage: Any, trained: set[str], seen: list[str], where: str) -> None:
-    """A prune/factorize/hybrid stage changes a model an earlier stage made, before it is exported."""
-    if stage.role not in trained:
-        raise ConfigError(f"{where}.role: '{stage.role}' needs a 'teacher' or 'distill' stage making it before this")
-    if "export" in seen:
-        raise ConfigError(f"{where}.stage: '{stage.stage}' must come before 'export' (it changes the PyTorch model)")
-
-
-def _check_distill(stage: Any, recipe: Recipe, trained: set[str], where: str) -> None:
-    """A distill stage needs its teacher trained earlier, an assistant spec if it trains one, and a new student."""
-    if stage.teacher not in trained:
-        before = "a 'teacher' stage" if stage.teacher == "teacher" else "a 'distill' stage into 'assistant'"
-        raise ConfigError(f"{where}.teacher: distilling from '{stage.teacher}' needs {before} before it")
-    if stage.student == "assistant" and recipe.assistant is None:
-        raise ConfigError(f"{where}.student: 'assistant' needs a top-level 'assistant' with a model")
-    if stage.student in trained:
-        raise ConfigError(f"{where}.student: '{stage.student}' is already trained by an earlier stage")
+    recipe = state.recipe
+    modality = recipe.data.modality
+    for role in ("teacher", "assistant", "student"):
+        holder = getattr(recipe, role)
+        if holder is None:
+            continue
+        if holder.model.arch == "drop_layers" and "hidden_states" not in recipe.teacher.model.exposes:
+            raise state.fail(f"{role}.model.arch", f"'drop_layers' copies layers of a transformer teacher; "
+                             f"teacher.model.arch '{recipe.teacher.model.arch}' is not one")
+        spec = spec_of(recipe, role)
+        if spec.modality != modality:
+            raise state.fail(f"{role}.model.arch", f"a '{spec.arch}' model takes {spec.modality} inputs, but "
+                             f"data.source '{recipe.data.source}' gives {modality} data")
+    if recipe.tokenizer is not None and modality != "text":
+        raise state.fail("tokenizer", f"a tokenizer applies to text data; data.source '{recipe.data.source}' "
+                         "gives images")

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.config import Recipe, validate_model
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
 from edgekd.export.bundle import ZIP_EPOCH, write_bundle
 from edgekd.export.bundle_readme import render_readme
-from edgekd.stages import check_stage_order
+from edgekd.stages import check_recipe
 from tests.conftest import demo_recipe_dict
 
 
@@ -32,7 +33,7 @@ def _manifest(**changes: object) -> dict:
         "labels": [str(i) for i in range(10)],
         "preprocessing": {"kind": "image", "layout": "NCHW", "channels": 1, "height": 8, "width": 8,
                           "color": "grayscale", "pixel_range": [0, 16], "scale": 0.0625, "mean": [0.0],
-                          "std": [1.0], "formula": "x = pixel * scale"},
+                          "std": [1.0], "formula": "x = pixel * scale", "byte_scale": 16 / 255},
         "postprocessing": {"output": "logits", "kind": "logits", "note": "argmax indexes labels"},
         "tokenizer": None,
         "device": {"name": "phone", "description": "a phone."},
@@ -85,7 +86,7 @@ def test_readme_shows_android_and_python_use_of_an_image_model() -> None:
     readme = render_readme(_manifest())
     assert "```kotlin" in readme and "```python" in readme
     assert 'context.assets.open("model.ort")' in readme and "longArrayOf(1, 1, 8, 8)" in readme
-    assert "(pixels[i] * 0.0625f - 0f) / 1f" in readme
+    assert "(bytes[i] * 0.06274509803921569f * 0.0625f - 0.0f) / 1.0f" in readme  # 0..255 → 0..16, then scale
     assert "p90 1.500 ms (estimate: ...)" in readme  # the latency and whether it is an estimate
     assert "| `model.required_operators.config` |" in readme
 
@@ -108,4 +109,4 @@ def test_bundle_needs_a_profile_stage_before_it() -> None:
     recipe["stages"] = [s for s in recipe["stages"] if s["stage"] != "profile"]
     loaded = validate_model(recipe, Recipe, source="r.yaml")
     with pytest.raises(ConfigError, match=r"r.yaml: stages\[3\].stage: 'bundle' needs a 'profile' stage before it"):
-        check_stage_order(loaded, "r.yaml")
+        check_recipe(loaded, "r.yaml")

@@ -115,7 +115,7 @@ def test_top_level_not_a_mapping(tmp_path: Path) -> None:
 def test_stage_order_is_checked(write_recipe) -> None:
     recipe = demo_recipe_dict()
     recipe["stages"] = [s for s in recipe["stages"] if s["stage"] != "export"]
-    _assert_one_line_error(_validate(write_recipe(recipe)), "'profile' needs an 'export' stage")
+    _assert_one_line_error(_validate(write_recipe(recipe)), "'profile' needs an 'export' or a 'search' stage")
     recipe = demo_recipe_dict()
     recipe["stages"] = recipe["stages"][1:]
     _assert_one_line_error(_validate(write_recipe(recipe)), "stages[0].teacher", "needs a 'teacher' stage")

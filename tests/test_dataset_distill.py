@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 
 from edgekd.catalog import find
 from edgekd.cli import app
-from edgekd.config import CNNSpec, NpzData, Recipe, SklearnData, validate_model
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
+from edgekd.data.config import NpzData, SklearnData
 from edgekd.data.datasets import load_dataset
 from edgekd.data.npz import NpzSet, load_npz, save_npz
 from edgekd.data.task_data import prepare_task_data
@@ -29,6 +31,7 @@ from edgekd.dataset_distill.network import Family
 from edgekd.dataset_distill.problem import Problem
 from edgekd.dataset_distill.run import distill_dataset
 from edgekd.errors import ConfigError, DataError
+from edgekd.models.specs import CNNSpec
 from edgekd.quantize.calibration import npz_calibration_feeds
 from edgekd.report.dataset_distill import dataset_distill_section
 
@@ -216,17 +219,21 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
 
 @pytest.mark.parametrize(("change", "expected"), [
     ({"stage": {"images_per_class": 500}}, "images_per_class: 500 is more than the smallest class"),
-    ({"student": {"arch": "bilstm"}}, "model arch 'bilstm' takes token ids"),
-    ({"student": {"arch": "textcnn"}}, "model arch 'textcnn' takes token ids"),
-    ({"data": {"source": "tsv", "train": "train.tsv", "test": "dev.tsv"}}, "data.source 'tsv' is text"),
+    ({"student": {"arch": "bilstm"}}, "student.model.arch: a 'bilstm' model takes text inputs"),
+    ({"student": {"arch": "textcnn"}}, "student.model.arch: a 'textcnn' model takes text inputs"),
+    ({"data": {"source": "tsv", "train": "train.tsv", "test": "dev.tsv"}, "student": {"arch": "bilstm"},
+      "teacher": {"arch": "textcnn"}}, "stages[0].method: 'distribution_matching' learns synthetic images, but "
+     "data.source 'tsv' gives text"),
     ({"stage": {"method": "gradient_matching", "labels": "learned"}}, "labels: 'learned' needs method 'meta'"),
-    ({"stage": {"labels": "teacher"}}, "labels: 'teacher' needs a 'teacher' stage"),
+    ({"stage": {"labels": "teacher"}}, "stages[0].labels: 'teacher' needs a 'teacher' stage before it"),
+    ({"stage": {"role": "teacher"}, "teacher": {"arch": "bilstm"}}, "teacher.model.arch: a 'bilstm' model"),
     ({"stage": {"images_per_class": 0}}, "images_per_class"),
 ])
 def test_bad_input_is_one_line_and_exit_2(write_recipe, tmp_path: Path, change: dict, expected: str) -> None:
     recipe = recipe_dict(**change.get("stage", {}))
-    if "student" in change:
-        recipe["student"]["model"] = change["student"]
+    for key in ("student", "teacher"):
+        if key in change:
+            recipe[key]["model"] = change[key]
     if "data" in change:
         recipe["data"] = change["data"]
     result = runner.invoke(app, ["distill-data", str(write_recipe(recipe)), "--out", str(tmp_path / "run")])
@@ -234,6 +241,45 @@ def test_bad_input_is_one_line_and_exit_2(write_recipe, tmp_path: Path, change: 
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before anything ran
+
+
+TEACHER = {"stage": "teacher", "epochs": 1}
+DISTILL = {"stage": "distill", "epochs": 1}
+EXPORT = {"stage": "export", "target": "onnx-fp32"}
+SYNTHETIC_INT8 = {"stage": "quantize", "modes": ["static"], "calibration": "synthetic"}
+DD = {"stage": "dataset_distill"}
+
+
+@pytest.mark.parametrize(("stages", "expected"), [
+    ([TEACHER, DISTILL, EXPORT, SYNTHETIC_INT8], "stages[3].calibration: 'synthetic' needs a 'dataset_distill' "
+                                                 "stage before it"),
+    ([TEACHER, DISTILL, EXPORT, SYNTHETIC_INT8, DD], "stages[3].calibration: 'synthetic' needs a 'dataset_distill'"),
+    ([{**DD, "labels": "teacher"}, TEACHER], "stages[0].labels: 'teacher' needs a 'teacher' stage before it"),
+    ([DD, TEACHER, DISTILL, EXPORT, SYNTHETIC_INT8], None),
+    ([TEACHER, {**DD, "labels": "teacher"}, {**DD, "images_per_class": 1, "method": "meta"}, DISTILL, EXPORT,
+      SYNTHETIC_INT8], None),
+])
+def test_validate_checks_the_stages_a_synthetic_set_needs(write_recipe, stages: list, expected: str | None) -> None:
+    recipe = recipe_dict()
+    recipe["stages"] = stages
+    result = runner.invoke(app, ["validate", str(write_recipe(recipe))])
+    if expected is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_recipe_on_a_missing_npz_set_says_which_file(write_recipe, tmp_path: Path) -> None:
+    recipe = recipe_dict()
+    recipe["data"] = {"source": "npz", "path": str(tmp_path / "synthetic.npz"), "eval_data": DIGITS.model_dump()}
+    recipe["stages"] = [TEACHER]
+    result = runner.invoke(app, ["validate", str(write_recipe(recipe))])
+    assert result.exit_code == 2, result.output
+    assert f"file not found: {tmp_path / 'synthetic.npz'} (data.path)" in result.output
+    bad = {**recipe["data"], "val_fraction": 0.6, "test_fraction": 0.5}
+    result = runner.invoke(app, ["validate", str(write_recipe({**recipe, "data": bad}))])
+    assert result.exit_code == 2 and "val_fraction + test_fraction is 1.1" in result.output, result.output
 
 
 @pytest.mark.slow

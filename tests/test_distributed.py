@@ -20,12 +20,14 @@ from typer.testing import CliRunner
 
 import edgekd
 from edgekd.cli import app
-from edgekd.config import MLPSpec, SklearnData, TrainingConfig
+from edgekd.config.training import TrainingConfig
+from edgekd.data.config import SklearnData
 from edgekd.data.task_data import prepare_task_data
 from edgekd.distill.trainer import fit
 from edgekd.distributed import World, check_training
 from edgekd.errors import ConfigError
-from edgekd.models import build_model
+from edgekd.models.builders import build_model
+from edgekd.models.specs import MLPSpec
 from tests.reliability import one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[1]

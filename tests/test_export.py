@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.config import ExportTarget, load_yaml_model
+from edgekd.config.loading import load_yaml_model
 from edgekd.errors import ExportError
-from edgekd.export import ExportResult, check_parity, export_onnx, parity_batches
-from edgekd.export.parity import check_file_parity
+from edgekd.export.config import ExportTarget
+from edgekd.export.onnx_export import ExportResult, export_onnx
+from edgekd.export.parity import check_file_parity, check_parity, parity_batches
 
 EXPORTERS = Path(__file__).resolve().parent.parent / "exporters"
 LEVELS = ["disabled", "basic", "extended", "all"]

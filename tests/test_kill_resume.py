@@ -27,7 +27,8 @@ from safetensors import safe_open
 
 import edgekd
 from edgekd.artifacts import Artifact
-from edgekd.config import Recipe, validate_model
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.distill.trainer import CHECKPOINT
 from edgekd.models.task_model import MANIFEST, WEIGHTS
 from edgekd.pipeline import FINGERPRINT_FILE, STAGE_RECORD, load_run_records, stage_dir_name

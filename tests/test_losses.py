@@ -17,33 +17,19 @@ from transformers import (
     DistilBertForSequenceClassification,
 )
 
-from edgekd.config import (
-    AttentionLoss,
-    CosineLoss,
-    EmbeddingLoss,
-    HiddenLoss,
-    HintonLoss,
-    LayerMap,
-    LogitMSELoss,
-    LossConfig,
-    MiniLMLoss,
-    PKDLoss,
-)
 from edgekd.data.examples import UNLABELLED
 from edgekd.distill.layer_map import map_layers
-from edgekd.distill.losses import (
-    LOSSES,
-    AttentionDistillationLoss,
-    CombinedLoss,
-    CosineDistillationLoss,
-    EmbeddingDistillationLoss,
-    HiddenStateDistillationLoss,
-    HintonDistillationLoss,
-    LogitMSEDistillationLoss,
-    MiniLMDistillationLoss,
-    PKDDistillationLoss,
-    build_loss,
-)
+from edgekd.distill.layer_map_config import LayerMap
+from edgekd.distill.losses.attention import AttentionDistillationLoss, AttentionLoss
+from edgekd.distill.losses.combined import CombinedLoss
+from edgekd.distill.losses.cosine import CosineDistillationLoss, CosineLoss
+from edgekd.distill.losses.embedding import EmbeddingDistillationLoss, EmbeddingLoss
+from edgekd.distill.losses.hidden import HiddenLoss, HiddenStateDistillationLoss
+from edgekd.distill.losses.hinton import HintonDistillationLoss, HintonLoss
+from edgekd.distill.losses.logit_mse import LogitMSEDistillationLoss, LogitMSELoss
+from edgekd.distill.losses.minilm import MiniLMDistillationLoss, MiniLMLoss
+from edgekd.distill.losses.pkd import PKDDistillationLoss, PKDLoss
+from edgekd.distill.losses.registry import LOSSES, LossConfig, build_loss
 from edgekd.distill.outputs import ModelInfo, ModelOutputs, forward_outputs
 from edgekd.errors import ConfigError, ModelError
 
@@ -420,7 +406,7 @@ def test_forward_outputs_explains_what_a_model_cannot_give() -> None:
     distilbert = DistilBertForSequenceClassification(
         DistilBertConfig(vocab_size=100, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
     )
-    with pytest.raises(ModelError, match="no BERT-style query/key/value projections.*losses minilm need"):
+    with pytest.raises(ModelError, match="no BERT-style query/key/value projections.*the losses on qkv relations need"):
         forward_outputs(distilbert, INPUTS, frozenset({"qkv"}))
 
 
@@ -440,7 +426,7 @@ def test_forward_outputs_of_a_plain_module_are_logits_only() -> None:
     assert ModelInfo.of(model) == ModelInfo(0, 0, 0)
     assert forward_outputs(model, INPUTS, frozenset()).logits.shape == (2, 2)
     with pytest.raises(ModelError, match=r"Bag is not a Hugging Face transformer, so it has no "
-                                         r"hidden_states \(for losses: hidden, pkd, embedding, cosine\)"):
+                                         r"hidden_states; only losses on logits apply"):
         forward_outputs(model, INPUTS, frozenset({"hidden_states"}))
 
 
@@ -475,3 +461,38 @@ def test_two_steps_with_every_loss_reduce_the_combined_loss() -> None:
     projection = combined.parts[2].projections[0]
     assert isinstance(projection, nn.Linear) and projection.weight.grad is not None
     assert projection.weight.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- every registered loss
+
+
+@pytest.mark.parametrize("kind", sorted(LOSSES))
+def test_every_registered_loss_trains_a_tiny_student_from_a_tiny_teacher(kind: str) -> None:
+    """The contract of a loss: built from its default config for a student narrower and shallower than
+    its teacher, it gives a finite positive scalar whose gradient reaches the student (and no teacher)."""
+    torch.manual_seed(0)
+    teacher, student = tiny_bert(layers=4, hidden=32, heads=4), tiny_bert(layers=2, hidden=16, heads=2)
+    cls = LOSSES[kind]
+    loss = build_loss(cls.config_model(kind=kind, **({"relation_heads": 4} if kind == "minilm" else {})),
+                      ModelInfo.of(student), ModelInfo.of(teacher))
+    assert loss.kind == kind and loss.needs == cls.config_model.needs
+    labels = torch.tensor([0, 1])
+    with torch.no_grad():
+        teacher_out = forward_outputs(teacher, INPUTS, loss.needs)
+    value = loss(forward_outputs(student.train(), INPUTS, loss.needs), teacher_out, labels, INPUTS["attention_mask"])
+    assert value.ndim == 0 and torch.isfinite(value) and value.item() > 0
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_minilm_sums_the_three_relations_as_the_paper_does() -> None:
+    torch.manual_seed(0)
+    teacher, student = tiny_bert(layers=2, hidden=32), tiny_bert(layers=1, hidden=16, heads=2)
+    outputs_of = {name: forward_outputs(model, INPUTS, frozenset({"qkv"})) for name, model in
+                  (("student", student), ("teacher", teacher))}
+    values = {reduction: build_loss(MiniLMLoss(kind="minilm", relation_heads=4, relations=reduction),
+                                    ModelInfo.of(student), ModelInfo.of(teacher))(
+        outputs_of["student"], outputs_of["teacher"], NO_LABELS, INPUTS["attention_mask"]).item()
+        for reduction in ("mean", "sum")}
+    assert values["sum"] == pytest.approx(3 * values["mean"])

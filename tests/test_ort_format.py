@@ -12,11 +12,10 @@ from onnxruntime.tools.reduced_build_config_parser import parse_config
 from torch import nn
 from typer.testing import CliRunner
 
-from edgekd.catalog import load_export_target
 from edgekd.cli import app
-from edgekd.config import ExportTarget
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import ort_format
+from edgekd.export.config import ExportTarget, load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.ort_format import convert_to_ort, random_feeds
 from edgekd.export.parity import ParityResult

@@ -20,13 +20,16 @@ import torch
 from torch import nn
 
 import edgekd
-from edgekd.catalog import load_export_target
-from edgekd.config import InputShape, PruneConfig, Recipe, validate_model
+from edgekd.config.device import InputShape
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
+from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.builders import count_params
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.profile.macs import count_macs
+from edgekd.prune.config import PruneConfig
 from edgekd.prune.structured import prune_image_classifier
 
 SHAPE = InputShape(batch=1, image_size=224)

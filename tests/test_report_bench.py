@@ -12,14 +12,14 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from edgekd.catalog import load_device
 from edgekd.cli import app
-from edgekd.config import ExportTarget, InputShape
+from edgekd.config.device import InputShape, load_device
+from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import export_onnx
 from edgekd.profile import bench
 from edgekd.profile.macs import count_macs
 from edgekd.profile.operators import aggregate_kernel_times
-from edgekd.profile.runner import HostTiming
+from edgekd.profile.timing import HostTiming
 
 runner = CliRunner()
 

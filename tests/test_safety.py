@@ -20,9 +20,11 @@ from safetensors import safe_open
 
 import edgekd
 from edgekd.artifacts import Artifact
-from edgekd.catalog import load_device
-from edgekd.config import CNNSpec, Recipe, validate_model
+from edgekd.config.device import load_device
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
+from edgekd.models.specs import CNNSpec
 from edgekd.models.task_model import build_task_model
 from edgekd.report.build import build_report
 from tests.reliability import assert_user_error, cli, text_recipe, tiny_recipe, write_yaml

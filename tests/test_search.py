@@ -14,16 +14,20 @@ import yaml
 from typer.testing import CliRunner
 
 import edgekd
-from edgekd.catalog import find, load_device
+from edgekd.catalog import find
 from edgekd.cli import app
-from edgekd.config import BertSpec, Budget, InputShape, MLPSpec, Recipe, SearchStage, validate_model
+from edgekd.config.device import Budget, InputShape, load_device
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
 from edgekd.errors import BudgetError
+from edgekd.models.specs import BertSpec, MLPSpec
 from edgekd.profile import speed_ratio as speed_ratio_module
 from edgekd.profile.cpu import CpuInfo
 from edgekd.search import table as table_module
 from edgekd.search.build import Family
 from edgekd.search.compress import preflight, search_recipe, with_budget
+from edgekd.search.config import SearchStage
 from edgekd.search.messages import no_fit_message
 from edgekd.search.plan import Row
 from edgekd.search.space import candidates
@@ -88,7 +92,7 @@ def test_grid_is_the_product_of_the_space_and_leaves_invalid_students_out() -> N
 @pytest.mark.parametrize(("change", "fragments"), [
     (lambda r: r["stages"][1]["space"].update(hiden=[[8]]), ["stages[1].space.hiden", "did you mean 'hidden'"]),
     (lambda r: r["stages"][1]["space"].update(hidden=[["wide"]]), ["stages[1].space.hidden[0]", "'wide'"]),
-    (lambda r: r["student"].update(model={"arch": "bilstm"}), ["stages[1].prune", "not 'bilstm'"]),
+    (lambda r: r["student"].update(model={"arch": "bilstm"}), ["student.model.arch", "'bilstm' model takes text"]),
     (lambda r: r["stages"].insert(2, {"stage": "export"}), ["stages[2].stage", "'export' cannot follow 'search'"]),
     (lambda r: r["stages"].pop(0), ["stages[0].stage", "'search' needs a 'teacher' stage"]),
     (lambda r: r["stages"][1].update(max_candidates=4), ["stages[1]: the grid has 6 candidates"]),
@@ -132,7 +136,7 @@ def test_latency_table_is_cached_per_device_and_cpu(cache: Path) -> None:
 def test_estimated_device_scales_the_table_by_its_speed_ratio(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fixed = speed_ratio_module.SpeedRatio(ratio=3.0, host_ms=10.0, device_ms=30.0, reference_model="mobilebert-seq128",
                                           source="a test figure", threads=2, cpu={})
-    monkeypatch.setattr(speed_ratio_module, "speed_ratio", lambda *_args, **_kwargs: fixed)
+    monkeypatch.setattr("edgekd.profile.runner.speed_ratio", lambda *_args, **_kwargs: fixed)
     stage = SearchStage(stage="search", space={"hidden": [[16]]}, precision=["fp32"], table=FAST_TABLE)
     table = latency_table(candidates(stage, MLPSpec(arch="mlp", hidden=[32])), DIGITS,
                           load_device("android-midrange-cpu"), stage)

@@ -10,11 +10,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from edgekd.config import AugmentConfig, HFDiskData, TextFileData, TokenizerConfig
-from edgekd.data import load_dataset, load_text_dataset
 from edgekd.data.augment import augment_texts
 from edgekd.data.batching import bucket_batches, collate, encode, padding_ratio
+from edgekd.data.config import HFDiskData, TextFileData, TokenizerConfig
+from edgekd.data.datasets import load_dataset
+from edgekd.data.text import load_text_dataset
 from edgekd.data.tokenizer import load_or_train_tokenizer, save_tokenizer
+from edgekd.distill.config import AugmentConfig
 from edgekd.errors import DataError
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import edgekd
-from edgekd.config import Recipe, validate_model
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
 from edgekd.models.task_model import TaskModel
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.config import BiLSTMSpec, TextCNNSpec
 from edgekd.data.batching import collate
+from edgekd.models.specs import BiLSTMSpec, TextCNNSpec
 from edgekd.models.text_students import BiLSTMClassifier, TextCNNClassifier, build_text_student
 
 VOCAB, PAD, CLASSES = 30, 0, 3

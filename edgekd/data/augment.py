@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgekd.config import AugmentConfig
+from edgekd.distill.config import AugmentConfig
 
 
 def augment_texts(texts: Sequence[str], config: AugmentConfig, *, seed: int, mask_token: str = "[MASK]") -> list[str]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from edgekd.config import DataConfig, NpzData, SklearnData
+from edgekd.data.config import DataConfig, NpzData, SklearnData
 from edgekd.data.npz import load_npz
 from edgekd.data.text import TextDataConfig, TextSplits, load_text_dataset
 from edgekd.errors import DataError

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from edgekd.config import DataConfig, NpzData, SklearnData, TokenizerConfig
 from edgekd.data.batching import encode
+from edgekd.data.config import DataConfig, NpzData, SklearnData, TokenizerConfig
 from edgekd.data.datasets import load_dataset
 from edgekd.data.examples import Examples, ImageExamples, InputSignature, TextExamples
 from edgekd.data.text import TextSplits

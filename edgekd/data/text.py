@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from edgekd.config import HFDiskData, HubData, TextFileData
+from edgekd.data.config import HFDiskData, HubData, TextFileData
 from edgekd.errors import DataError
 
 TextDataConfig = TextFileData | HFDiskData | HubData

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from edgekd.atomic import atomic_dir
-from edgekd.config import TokenizerConfig
+from edgekd.data.config import TokenizerConfig
 from edgekd.errors import ConfigError, DataError
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",

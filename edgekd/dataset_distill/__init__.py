@@ -4,7 +4,3 @@ Methods (:mod:`~edgekd.dataset_distill.methods`): Wang et al.'s meta-learning, Z
 matching (DC) and distribution matching (DM). Judged by training fresh models on the set
 (:mod:`~edgekd.dataset_distill.evaluate`) against random real subsets, a coreset and the full set.
 """
-
-# The stage's config model joins edgekd.config's stage union, which imports it from there: loading
-# edgekd.config first keeps that circle in one order whichever module is imported first.
-import edgekd.config  # noqa: E402, F401

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekd.catalog import find, load_device, load_recipe
-from edgekd.config import Recipe
+from edgekd.catalog import find
+from edgekd.config.device import load_device
+from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.datasets import load_dataset
 from edgekd.dataset_distill.config import DatasetDistillStage
 from edgekd.dataset_distill.problem import check_images_per_class
-from edgekd.dataset_distill.run import check_distillable, data_seed
+from edgekd.dataset_distill.run import data_seed
 from edgekd.errors import ConfigError
 from edgekd.pipeline import RunResult, run_pipeline
-from edgekd.stages import check_stage_order
+from edgekd.stages import check_recipe
+from edgekd.threads import training_threads
 
 
 def distill_data(recipe: str | Path | Recipe, *, out: str | Path | None = None, fresh: bool = False,
                  show_progress: bool = False) -> RunResult:
-    """Run ``recipe``'s stages up to and including its ``dataset_distill`` stage (a teacher first, if listed).
+    """Run ``recipe``'s stages up to and including its first ``dataset_distill`` stage (a teacher first, if listed).
 
     Bad input stops before anything trains, in one line: no such stage, text data, a family that
     takes token ids, ``images_per_class`` above the smallest class. ``out`` defaults to
@@ -28,14 +30,11 @@ def distill_data(recipe: str | Path | Recipe, *, out: str | Path | None = None, 
     index = next((i for i, s in enumerate(loaded.stages) if isinstance(s, DatasetDistillStage)), None)
     if index is None:
         raise ConfigError(f"{source}: stages: no 'dataset_distill' stage; expected one to run")
-    stage = loaded.stages[index]
-    where = f"{source}: stages[{index}]"
-    check_distillable(stage, loaded, where)
     partial = loaded.model_copy(update={"stages": loaded.stages[:index + 1]})
-    check_stage_order(partial, source)
-    if stage.labels == "teacher" and "teacher" not in partial.stage_names():
-        raise ConfigError(f"{where}.labels: 'teacher' needs a 'teacher' stage before it")
+    check_recipe(partial, source)
     splits = load_dataset(loaded.data, data_seed(loaded, loaded.seed))
-    check_images_per_class(splits.y_train, splits.num_classes, stage.images_per_class, where)
+    check_images_per_class(splits.y_train, splits.num_classes, loaded.stages[index].images_per_class,
+                           f"{source}: stages[{index}]")
     run_dir = Path(out) if out is not None else Path("runs") / f"{loaded.name}-distill-data"
-    return run_pipeline(partial, load_device(loaded.device), run_dir, fresh=fresh, show_progress=show_progress)
+    with training_threads(loaded.threads):
+        return run_pipeline(partial, load_device(loaded.device), run_dir, fresh=fresh, show_progress=show_progress)

@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from edgekd.config import PositiveFloat, PositiveInt, StrictModel
+from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
+from edgekd.stage_kind import PlanState, StageKind
 
 Method = Literal["meta", "gradient_matching", "distribution_matching"]
 
@@ -78,3 +79,24 @@ class DatasetDistillStage(StrictModel):
         if self.labels == "learned" and self.method != "meta":
             raise ValueError(f"labels: 'learned' needs method 'meta' (method '{self.method}' matches per class)")
         return self
+
+
+def _check_dataset_distill(config: DatasetDistillStage, state: PlanState, where: str) -> None:
+    """Image data (no gradient reaches a token id) and, for ``labels: teacher``, a teacher trained before it.
+
+    The models' own modality matches the data's (checked for every recipe), so image data means an image family.
+    """
+    recipe = state.recipe
+    if recipe.data.modality != "image":
+        raise state.fail(f"{where}.method", f"'{config.method}' learns synthetic images, but data.source "
+                         f"'{recipe.data.source}' gives {recipe.data.modality} (token ids cannot be learnt by "
+                         "gradient); use image data")
+    if config.labels == "teacher" and "teacher" not in state.trained:
+        raise state.fail(f"{where}.labels", "'teacher' needs a 'teacher' stage before it (its soft labels label "
+                         "the synthetic images)")
+
+
+DATASET_DISTILL = StageKind(
+    DatasetDistillStage, "edgekd.dataset_distill.stage:run_dataset_distill",
+    reads=lambda config: ("seed", "data", config.role), repeatable=True, check=_check_dataset_distill)
+KINDS = (DATASET_DISTILL,)

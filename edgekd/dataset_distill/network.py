@@ -8,13 +8,11 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from edgekd.config import CNNSpec, MLPSpec, MobileNetV2Spec, ModelSpec, ResNetSpec
 from edgekd.errors import ConfigError
 from edgekd.models.builders import ImageSpec, build_model
+from edgekd.models.specs import ModelSpec
 
 T = TypeVar("T")
-
-_DIFFERENTIABLE = (CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec)
 
 
 def image_family(spec: ModelSpec, where: str) -> ImageSpec:
@@ -22,7 +20,7 @@ def image_family(spec: ModelSpec, where: str) -> ImageSpec:
 
     Text families take token ids (integers): no gradient reaches an input a synthetic example could learn.
     """
-    if not isinstance(spec, _DIFFERENTIABLE):
+    if not isinstance(spec, ImageSpec):
         raise ConfigError(f"{where}: model arch '{spec.arch}' takes token ids, which no gradient reaches; dataset "
                           "distillation needs a family differentiable in its inputs (cnn, mlp, resnet, mobilenet_v2)")
     return spec

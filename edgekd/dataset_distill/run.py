@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from edgekd.config import NpzData, Recipe, SklearnData
+from edgekd.config.recipe import Recipe
 from edgekd.data.datasets import load_dataset
 from edgekd.data.npz import NpzSet, save_npz
 from edgekd.dataset_distill.compare import compare
@@ -19,7 +19,7 @@ from edgekd.dataset_distill.config import DatasetDistillStage
 from edgekd.dataset_distill.methods import METHODS
 from edgekd.dataset_distill.network import Family, image_family
 from edgekd.dataset_distill.problem import Problem, SyntheticSet
-from edgekd.errors import ConfigError, DataError
+from edgekd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +40,17 @@ class DistilledSet:
     accuracy: dict[str, Any]
 
 
-def check_distillable(config: DatasetDistillStage, recipe: Recipe, where: str) -> None:
-    """Refuse in one line what no method can do: text data, or a family no gradient passes through to inputs."""
-    if not isinstance(recipe.data, SklearnData | NpzData):
-        raise DataError(f"{where}.method: '{config.method}' learns synthetic images, but data.source "
-                        f"'{recipe.data.source}' is text (token ids cannot be learnt by gradient); use image data")
-    image_family(_spec(config, recipe), f"{where}.role ({config.role}.model)")
-
-
 def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out: Path, *, where: str,
                     teacher: torch.nn.Module | None = None) -> DistilledSet:
     """Learn ``config.images_per_class`` synthetic examples per class of ``recipe``'s data, judge them, save ``out``.
 
     ``teacher`` (needed for ``labels: teacher``) labels the synthetic images with its softened outputs.
     """
-    check_distillable(config, recipe, where)
     if config.labels == "teacher" and teacher is None:
         raise ConfigError(f"{where}.labels: 'teacher' needs a trained teacher (a 'teacher' stage before it)")
     splits = load_dataset(recipe.data, data_seed(recipe, seed))
-    family = Family(image_family(_spec(config, recipe), where), splits.input_shape, splits.num_classes)
+    spec = image_family(_spec(config, recipe), f"{where}.role ({config.role}.model)")
+    family = Family(spec, splits.input_shape, splits.num_classes)
     problem = Problem(splits.x_train, splits.y_train, family, config, seed, where=where)
     started = time.perf_counter()
     synthetic = METHODS[config.method](problem)
@@ -68,8 +60,8 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
         with torch.no_grad():
             synthetic.soft_labels = F.softmax(teacher.eval()(synthetic.images) / config.temperature, dim=1)
     accuracy = compare(problem, synthetic, (splits.x_test, splits.y_test))
-    metadata = {"method": config.method, "config": config.model_dump(mode="json"), "recipe": recipe.name,
-                "seed": seed, "family": family.spec.model_dump(mode="json"),
+    metadata = {"method": config.method, "config": config.model_dump(mode="json"), "seed": seed,
+                "family": family.spec.model_dump(mode="json"),
                 "preprocessing": PREPROCESSING.get(getattr(recipe.data, "name", ""), {"source": recipe.data.source}),
                 "wall_seconds": wall, "accuracy": accuracy, "details": synthetic.details}
     soft = synthetic.soft_labels.numpy() if synthetic.soft_labels is not None else None

@@ -22,9 +22,8 @@ def run_dataset_distill(config: DatasetDistillStage, artifact: Artifact, ctx: St
         from edgekd.models.task_model import TaskModel
 
         teacher = TaskModel.load(ctx.resolve(artifact.get("teacher").weights)).module
-    index = next(i for i, stage in enumerate(ctx.recipe.stages) if stage == config)
     result = distill_dataset(config, ctx.recipe, ctx.seed, ctx.path(SYNTHETIC_FILE), teacher=teacher,
-                             where=f"recipe '{ctx.recipe.name}': stages[{index}]")
+                             where=ctx.where)
     metrics = {"synthetic_set": ctx.ref(SYNTHETIC_FILE), "method": config.method,
                "images_per_class": config.images_per_class, "examples": len(result.synthetic.labels),
                "distill_seconds": round(result.wall_seconds, 3), "accuracy": result.accuracy,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgekd.config import LayerMap
+from edgekd.distill.layer_map_config import LayerMap
 from edgekd.errors import ConfigError
 
 LayerPairs = list[tuple[int, int]]

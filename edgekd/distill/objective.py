@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.config import LossConfig
-from edgekd.distill.losses import CombinedLoss, build_loss
+from edgekd.distill.losses.combined import CombinedLoss
+from edgekd.distill.losses.registry import LossConfig, build_loss
 from edgekd.distill.outputs import ModelInfo, forward_outputs
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import Objective

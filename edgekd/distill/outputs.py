@@ -106,16 +106,9 @@ def _is_hf(model: nn.Module) -> bool:
     return transformers is not None and isinstance(model, transformers.PreTrainedModel)
 
 
-def _losses_needing(name: str) -> str:
-    from edgekd.distill.losses import kinds_needing  # imported here: losses import this module
-
-    return ", ".join(kinds_needing(name))
-
-
 def _not_a_transformer(model: nn.Module, needs: frozenset[str]) -> str:
-    wanted = ", ".join(f"{name} (for losses: {_losses_needing(name)})" for name in sorted(needs))
     return (
-        f"{type(model).__name__} is not a Hugging Face transformer, so it has no {wanted}; "
+        f"{type(model).__name__} is not a Hugging Face transformer, so it has no {', '.join(sorted(needs))}; "
         f"only losses on logits apply to it"
     )
 
@@ -129,7 +122,7 @@ def _capture_qkv(model: nn.Module, into: dict[int, Tensor]) -> Iterator[None]:
     except (AttributeError, IndexError, TypeError) as exc:
         raise ModelError(
             f"{type(model).__name__} has no BERT-style query/key/value projections "
-            f"(base_model.encoder.layer[-1].attention.self.query/key/value), which losses {_losses_needing('qkv')} need"
+            "(base_model.encoder.layer[-1].attention.self.query/key/value), which the losses on qkv relations need"
         ) from exc
 
     def keep(slot: int) -> Callable[[nn.Module, object, Tensor], None]:

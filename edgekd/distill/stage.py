@@ -19,18 +19,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
-from edgekd.config import DistillStage, EnsembleConfig, Recipe, TeacherStage, TokenizerConfig
+from edgekd.config.recipe import EnsembleConfig, Recipe
 from edgekd.data.augment import augment_texts
+from edgekd.data.config import TokenizerConfig
 from edgekd.data.examples import UNLABELLED, Examples, TextExamples
 from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
-from edgekd.distill.losses import CombinedLoss
+from edgekd.distill.config import DistillStage, TeacherStage
+from edgekd.distill.losses.combined import CombinedLoss
 from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
-from edgekd.errors import ConfigError
+from edgekd.errors import StorageError
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.models.weights import load_weights
+from edgekd.stage_kind import RecipeView
 
 
 def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -81,14 +84,9 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
     teacher = teachers[0]
     data = prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=teacher.tokenizer)
     torch.manual_seed(ctx.seed)
-    student = build_task_model(_spec_for(ctx.recipe, config.student), data.signature, data.class_names,
+    student = build_task_model(getattr(ctx.recipe, config.student).model, data.signature, data.class_names,
                                tokenizer=teacher.tokenizer, teacher=teacher)
-    loss = combined_loss(config.losses, student.module, teacher.module)
-    if len(teachers) > 1 and (loss.needs or any(spec.kind == "logit_mse" for spec in config.losses)):
-        raise ConfigError(
-            "stages: distill from an ensemble transfers averaged soft targets only: use 'hinton' losses "
-            f"(got {', '.join(spec.kind for spec in config.losses)}), or a single teacher"
-        )
+    loss = combined_loss(config.losses, student.module, teacher.module)  # check_recipe: an ensemble → hinton only
     train = _transfer_set(data, config, ctx.seed)
     for member in teachers:
         member.module.to(ctx.world.device)
@@ -117,9 +115,14 @@ def _teacher_cache(teachers: list[TaskModel], source: ModelArtifact, train: Exam
     """The teacher-output cache for this stage: rank 0 builds it (or finds it), then every process maps it."""
 
     def open_or_build() -> TeacherOutputCache:
-        return TeacherOutputCache.open_or_build(
-            [t.module for t in teachers], list(source.member_weights) or [1.0], train, loss.teacher_layers(),
-            config.teacher_cache_dir or ctx.work_dir / "teacher-outputs")
+        try:
+            return TeacherOutputCache.open_or_build(
+                [t.module for t in teachers], list(source.member_weights) or [1.0], train, loss.teacher_layers(),
+                config.teacher_cache_dir or ctx.work_dir / "teacher-outputs")
+        except StorageError as exc:
+            if config.teacher_cache_dir is None:
+                raise
+            raise StorageError(f"{exc} (distill.teacher_cache_dir)") from None
 
     cache = open_or_build() if ctx.world.is_main else None
     ctx.world.barrier()
@@ -129,9 +132,7 @@ def _teacher_cache(teachers: list[TaskModel], source: ModelArtifact, train: Exam
 def _transfer_set(data: TaskData, config: DistillStage, seed: int) -> Examples:
     """The training set, plus Tang et al.'s augmented sentences (unlabelled: the teacher labels them)."""
     if config.augment is None:
-        return data.train
-    if data.texts is None or not isinstance(data.train, TextExamples):
-        raise ConfigError("stages: distill.augment applies to text data only")
+        return data.train  # check_recipe: augment only with text data
     extra = augment_texts(data.texts.train.texts, config.augment, seed=seed, mask_token=data.tokenizer.mask_token)
     augmented = text_examples(data.tokenizer, extra, np.full(len(extra), UNLABELLED), data.signature.max_length)
     return TextExamples(encoded=data.train.encoded + augmented.encoded,
@@ -174,9 +175,7 @@ def _member_weights(ensemble: EnsembleConfig | None, val_accuracies: list[float]
     elif ensemble.weighting == "accuracy":
         raw = val_accuracies
     else:
-        raw = list(ensemble.weighting)
-        if len(raw) != ensemble.members:
-            raise ConfigError(f"teacher.ensemble.weighting: {len(raw)} weights given for {ensemble.members} members")
+        raw = list(ensemble.weighting)  # as many as members (EnsembleConfig)
     return [w / sum(raw) for w in raw]
 
 
@@ -184,15 +183,7 @@ def _member_name(member: int) -> str:
     return "teacher" if member == 0 else f"teacher-{member}"
 
 
-def _spec_for(recipe: Recipe, role: str) -> Any:
-    if role == "assistant":
-        if recipe.assistant is None:
-            raise ConfigError("stages: distill into 'assistant' needs a top-level 'assistant' with a model")
-        return recipe.assistant.model
-    return recipe.student.model
-
-
-def teacher_task_data(recipe: Recipe, seed: int) -> TaskData:
+def teacher_task_data(recipe: Recipe | RecipeView, seed: int) -> TaskData:
     """The recipe's data tokenized as the teacher stage does: the recipe's tokenizer, or a pretrained
     teacher's own when the recipe names none (its remote code trusted only if the teacher's spec says so)."""
     pretrained = getattr(recipe.teacher.model, "pretrained", None)

@@ -19,10 +19,10 @@ from typing import Any
 import onnxruntime as ort
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
-from edgekd.config import BundleStage, ExportTarget
 from edgekd.errors import ConfigError
 from edgekd.export.bundle import write_bundle
 from edgekd.export.bundle_readme import render_readme
+from edgekd.export.config import BundleStage, ExportTarget
 from edgekd.export.manifest import TOKENIZER_DIR, TOKENIZER_FILES, build_manifest
 from edgekd.export.ort_format import convert_to_ort, random_feeds
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
@@ -39,7 +39,7 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
     role = judged_role([r for r, m in artifact.models.items() if m.onnx is not None])
     profile = next((r for r in reversed(ctx.previous) if r["stage"] == "profile"), None)
     if profile is None or role not in profile["metrics"]:
-        raise ConfigError(f"recipe '{ctx.recipe.name}': the 'bundle' stage needs a 'profile' stage before it")
+        raise ConfigError(f"the {role} was not profiled; the 'bundle' stage needs a 'profile' stage before it")
     model = artifact.get(role)
     deploy = _deploy_files(model, ctx)
     sources = {BUNDLE_NAMES[kind]: path for kind, path in deploy.items()}

@@ -36,8 +36,8 @@ import onnxruntime as ort
 import torch
 
 from edgekd.atomic import atomic_path
-from edgekd.config import ExportTarget
 from edgekd.errors import ExportError
+from edgekd.export.config import ExportTarget
 from edgekd.export.parity import (
     DEFAULT_BATCH_SIZES,
     Batch,
@@ -50,6 +50,7 @@ from edgekd.export.parity import (
     parity_batches,
 )
 from edgekd.models.logits import model_logits
+from edgekd.models.weights import non_finite
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ def export_onnx(
     ``target.parity_atol + target.parity_rtol × max |torch output|``; ``path`` is then left as it was.
     """
     path = Path(path)
+    bad = non_finite(model.state_dict().items())
+    if bad is not None:
+        raise ExportError(f"{path}: not exported: the model's {bad} (training diverged or its weights are broken)")
     sample = as_batch(sample_input, input_name)
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in sample}
     for name, extra in (extra_dynamic_axes or {}).items():

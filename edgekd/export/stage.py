@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.catalog import load_export_target
-from edgekd.config import ExportStage
 from edgekd.data.task_data import prepare_task_data
+from edgekd.export.config import ExportStage, load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.ort_format import convert_to_ort, numpy_feeds
 from edgekd.models.task_model import TaskModel

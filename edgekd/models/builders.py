@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from edgekd.config import CNNSpec, MLPSpec, MobileNetV2Spec, ResNetSpec
 from edgekd.errors import ConfigError
+from edgekd.models.specs import CNNSpec, MLPSpec, MobileNetV2Spec, ResNetSpec
 from edgekd.models.vision import build_mobilenet_v2, build_resnet
 
 #: The specs of image classifiers (the others take text).

@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from edgekd.config import BertSpec, DropLayersSpec
 from edgekd.errors import ConfigError, ModelError
+from edgekd.models.specs import BertSpec, DropLayersSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,14 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
 
     if spec.pretrained is not None:
         try:
-            return AutoModelForSequenceClassification.from_pretrained(
+            model = AutoModelForSequenceClassification.from_pretrained(
                 spec.pretrained, num_labels=num_classes, attn_implementation=ATTENTION,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True,
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {str(exc).splitlines()[0]}") from exc
+        _check_fits_tokenizer(model, spec.pretrained, vocab_size, max_positions)
+        return model
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=spec.hidden,
@@ -56,6 +58,18 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
     )
     config._attn_implementation = ATTENTION
     return BertForSequenceClassification(config)
+
+
+def _check_fits_tokenizer(model: nn.Module, name: str, vocab_size: int, max_length: int) -> None:
+    """Refuse a pretrained model whose embeddings cannot take the tokenizer's ids or lengths (an IndexError later)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if rows < vocab_size:
+        raise ModelError(f"pretrained model '{name}': its vocabulary has {rows} tokens, fewer than the tokenizer's "
+                         f"{vocab_size}; use the model's own tokenizer (tokenizer.pretrained) or a smaller vocab_size")
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < max_length:
+        raise ModelError(f"pretrained model '{name}': it takes at most {positions} tokens, fewer than the "
+                         f"tokenizer's max_length {max_length}; lower tokenizer.max_length")
 
 
 def drop_layers(teacher: nn.Module, spec: DropLayersSpec) -> nn.Module:

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from edgekd.atomic import atomic_dir
-from edgekd.config import BertSpec, DropLayersSpec, ModelSpec
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError
 from edgekd.models import hf
 from edgekd.models.builders import ImageSpec, build_model, count_params
+from edgekd.models.specs import BertSpec, DropLayersSpec, ModelSpec
 from edgekd.models.weights import load_weights, save_weights
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 from edgekd.prune.structure import apply_low_rank, low_rank_layers, pruned_class

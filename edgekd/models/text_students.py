@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgekd.config import BiLSTMSpec, TextCNNSpec
+from edgekd.models.specs import BiLSTMSpec, TextCNNSpec
 
 
 class BiLSTMClassifier(nn.Module):

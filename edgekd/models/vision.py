@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd.config import MobileNetV2Spec, ResNetSpec
 from edgekd.errors import ConfigError
+from edgekd.models.specs import MobileNetV2Spec, ResNetSpec
 
 
 class VisionClassifier(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from edgekd.config import Budget
+from edgekd.config.device import Budget
 from edgekd.profile.runner import ProfileResult
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgekd.config import DeviceProfile
+    from edgekd.config.device import DeviceProfile
 
 #: Every ISA name :func:`detect_cpu` can report, in the order it reports them.
 KNOWN_ISA: tuple[str, ...] = (

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from edgekd.atomic import write_json
-from edgekd.config import DeviceProfile, InputShape
+from edgekd.config.device import DeviceProfile, InputShape
 from edgekd.errors import BudgetError, EdgekdError
 from edgekd.profile.cpu import detect_cpu, host_threads, resolve_threads
 from edgekd.profile.speed_ratio import cache_dir
@@ -103,7 +103,7 @@ def empty_graph_floor(threads: int) -> Floor:
 
 
 def _measure(threads: int) -> Floor:
-    from edgekd.profile.runner import time_onnx
+    from edgekd.profile.timing import time_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgekd-empty-graph-") as tmp:
         path = Path(tmp) / "empty.onnx"

@@ -6,7 +6,7 @@ vocabulary of 32 or more), attention masks of ones, token type ids of zeros, pos
 counting up, and random normal floats.
 
 This module imports only numpy (and onnx when given a path), so the profiling worker stays
-light; it accepts anything shaped like :class:`edgekd.config.InputShape`.
+light; it accepts anything shaped like :class:`edgekd.config.device.InputShape`.
 """
 
 from __future__ import annotations

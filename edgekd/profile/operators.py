@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edgekd.config import DeviceProfile
+from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError
 from edgekd.profile.cpu import host_threads, resolve_threads
 from edgekd.profile.inputs import first_line, make_feeds

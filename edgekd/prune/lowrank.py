@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgekd.config import FactorizeConfig
 from edgekd.models.task_model import TaskModel
+from edgekd.prune.config import FactorizeConfig
 from edgekd.prune.structure import LowRank, LowRankEmbedding, LowRankLinear, embedding_tables, linear_layers
 from edgekd.prune.structured import record_structure
 

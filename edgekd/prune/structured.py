@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd.config import PruneConfig
 from edgekd.errors import ConfigError
 from edgekd.models.builders import BUILDERS
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.models.vision import layer_shapes
+from edgekd.prune.config import PruneConfig
 from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers, out_features, sync_bert_config
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def prune_step(
     elif model.spec.get("arch") in IMAGE_ARCHS:
         plan = _plain_plan(module, config)
     else:
-        raise ConfigError(f"stages: prune supports BERT-family models and {', '.join(map(repr, IMAGE_ARCHS))}, "
+        raise ConfigError(f"prune supports BERT-family models and {', '.join(map(repr, IMAGE_ARCHS))}, "
                           f"not '{model.spec.get('arch')}'")
     inputs: Any = example_inputs if model.is_hf else next(iter(example_inputs.values()))
     prune_module(module, inputs, config, ratio, plan, gradients=gradients)
@@ -144,7 +144,7 @@ def record_structure(model: TaskModel) -> None:
 def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str, Any]:
     """MetaPruner arguments pruning heads and/or FFN channels of a BERT-family model, never its hidden size."""
     if not {"heads", "ffn"} & set(config.targets):
-        raise ConfigError("stages: prune.targets: a BERT-family model prunes 'heads' and/or 'ffn'")
+        raise ConfigError("targets: a BERT-family model prunes 'heads' and/or 'ffn'")
     ignored: list[nn.Module] = [model.base_model.embeddings]
     num_heads: dict[nn.Module, int] = {}
     for layer in encoder_layers(model):
@@ -166,7 +166,7 @@ def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str,
 def _plain_plan(model: nn.Module, config: PruneConfig) -> dict[str, Any]:
     """MetaPruner arguments pruning an image classifier's channels and hidden units, keeping its class outputs."""
     if "channels" not in config.targets:
-        raise ConfigError("stages: prune.targets: an image classifier ('cnn', 'mlp') prunes 'channels'")
+        raise ConfigError("targets: an image classifier ('cnn', 'mlp') prunes 'channels'")
     _, classifier = linear_layers(model)[-1]
     return {"ignored_layers": [_outer(classifier), *_rank_factors(model)]}
 

@@ -5,8 +5,3 @@ repairs accuracy by leaving the most sensitive nodes in FP32, gates agreement wi
 every variant against FP32 in one run and keeps one only where it pays (:mod:`edgekd.quantize.decision`).
 Data reaches it only through :func:`dataset_feeds` / :class:`QuantData`.
 """
-
-from edgekd.quantize.feeds import QuantData, dataset_feeds
-from edgekd.quantize.model import QuantizeResult, quantize_model
-
-__all__ = ["QuantData", "QuantizeResult", "dataset_feeds", "quantize_model"]

@@ -17,14 +17,17 @@ from typing import Any
 
 import torch
 
-from edgekd.config import DeviceProfile, ExportTarget, FactorizeConfig, PruneConfig, QuantizeSettings
+from edgekd.config.device import DeviceProfile
 from edgekd.data.examples import InputSignature
+from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.task_model import MANIFEST, TaskModel, build_task_model
 from edgekd.profile.inputs import make_feeds
+from edgekd.prune.config import FactorizeConfig, PruneConfig
 from edgekd.prune.lowrank import factorize_task_model
 from edgekd.prune.measure import device_inputs
 from edgekd.prune.structured import prune_step
+from edgekd.quantize.config import QuantizeSettings
 from edgekd.quantize.graph import prepare_graphs
 from edgekd.quantize.isa import expand_modes
 from edgekd.quantize.model import int8_options

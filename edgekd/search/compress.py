@@ -16,12 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgekd.config import DeviceProfile, Recipe, SearchStage, validate_model
+from edgekd.config.device import DeviceProfile
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.distill.stage import teacher_task_data
 from edgekd.pipeline import RunResult
 from edgekd.search.build import Family
+from edgekd.search.config import SearchStage
 from edgekd.search.plan import plan_search
-from edgekd.search.space import DEFAULT_SPACES
+from edgekd.search.space import SEARCHABLE
 from edgekd.search.table import TableStats
 
 #: Stages of a recipe a derived search keeps (the others are what the search does itself).
@@ -57,7 +60,7 @@ def search_recipe(recipe: Recipe) -> Recipe:
     stages = [kept.get("teacher") or {"stage": "teacher"}, search, kept.get("profile") or {"stage": "profile"},
               *([kept["bundle"]] if "bundle" in kept else []), {"stage": "report"}]
     student = recipe.student.model
-    if student.arch not in DEFAULT_SPACES or getattr(student, "pretrained", None) is not None:
+    if student.arch not in SEARCHABLE or getattr(student, "pretrained", None) is not None:
         student = recipe.teacher.model
     derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}),
                "name": f"{recipe.name}-search", "student": {"model": student.model_dump(mode="json")},

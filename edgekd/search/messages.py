@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from edgekd.config import DeviceProfile, SearchStage
+from edgekd.config.device import DeviceProfile
 from edgekd.profile.cpu import device_isa, host_threads, resolve_threads
 from edgekd.profile.floor import FLOOR_MARGIN, SURELY_MET, empty_graph_floor
 from edgekd.quantize.isa import INT8_DOT_PRODUCT, isa_label
 from edgekd.search.build import Family
+from edgekd.search.config import SearchStage
 
 if TYPE_CHECKING:
     from edgekd.search.plan import Row

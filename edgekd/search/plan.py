@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from edgekd.config import Budget, DeviceProfile, SearchStage
+from edgekd.config.device import Budget, DeviceProfile
 from edgekd.errors import BudgetError
 from edgekd.search.build import Family
+from edgekd.search.config import SearchStage
 from edgekd.search.messages import no_fit_message
 from edgekd.search.space import Candidate, Structure, candidates
 from edgekd.search.table import Entry, LatencyTable, latency_table

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.config import DeviceProfile, SearchStage
+from edgekd.config.device import DeviceProfile
 from edgekd.profile.bench import benchmark
 from edgekd.profile.budget import BudgetVerdict, judge
 from edgekd.profile.runner import ProfileResult, profile_onnx
+from edgekd.search.config import SearchStage
 from edgekd.search.train import Variant
 
 

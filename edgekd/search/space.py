@@ -15,24 +15,22 @@ import difflib
 import hashlib
 import itertools
 import json
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from edgekd.config import ModelSpec, SearchStage
+from edgekd.config.loading import brief
 from edgekd.errors import ConfigError
+from edgekd.models.specs import ModelSpec
 
-#: The student architectures a search can vary (built from their spec alone), with their default spaces.
-DEFAULT_SPACES: dict[str, dict[str, list[Any]]] = {
-    "bert": {"layers": [1, 2, 4], "hidden": [128, 256, 512], "heads": [2, 8], "ffn": [None]},
-    "cnn": {"channels": [[8, 16], [16, 32], [32, 64], [16, 32, 64]], "hidden": [32, 64]},
-    "mlp": {"hidden": [[32], [64], [128], [64, 64], [128, 128]]},
-    "bilstm": {"embedding_dim": [64, 128, 300], "hidden": [64, 150]},
-    "textcnn": {"embedding_dim": [64, 128], "filters": [50, 100]},
-}
-#: Architectures the prune stage can shrink.
-PRUNABLE = ("bert", "cnn", "mlp")
+if TYPE_CHECKING:
+    from edgekd.search.config import SearchStage
+
+#: The student architectures a search can vary (those whose spec has a default ``search_space``).
+SEARCHABLE = tuple(spec.model_fields["arch"].annotation.__args__[0] for spec in typing.get_args(
+    typing.get_args(ModelSpec)[0]) if spec.search_space)
 #: Spec fields a search never varies.
 FIXED_FIELDS = ("arch", "pretrained", "trust_remote_code")
 #: Spec fields that do not change the exported graph (so not its latency either).
@@ -89,7 +87,7 @@ class Candidate:
 
 def space_for(stage: SearchStage, student: BaseModel) -> dict[str, list[Any]]:
     """The space a search stage varies: its own, else the default for the student's arch."""
-    return stage.space if stage.space is not None else DEFAULT_SPACES.get(student.arch, {})
+    return stage.space if stage.space is not None else type(student).search_space
 
 
 def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
@@ -100,13 +98,14 @@ def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
     valid candidate and no more than ``max_candidates``.
     """
     arch = student.arch
-    if arch not in DEFAULT_SPACES:
+    if arch not in SEARCHABLE:
         raise ConfigError(f"{where}: a search varies a student built from sizes; student.model.arch '{arch}' is not "
-                          f"one (searchable: {', '.join(DEFAULT_SPACES)})")
+                          f"one (searchable: {', '.join(SEARCHABLE)})")
     if getattr(student, "pretrained", None) is not None:
         raise ConfigError(f"{where}: a search varies the student's sizes; student.model.pretrained must be unset")
-    if any(ratio > 0 for ratio in stage.prune) and arch not in PRUNABLE:
-        raise ConfigError(f"{where}.prune: structured pruning supports {', '.join(PRUNABLE)} students, not '{arch}'")
+    if any(ratio > 0 for ratio in stage.prune) and not student.prune_targets:
+        prunable = [name for name in SEARCHABLE if _spec_class(name).prune_targets]
+        raise ConfigError(f"{where}.prune: structured pruning supports {', '.join(prunable)} students, not '{arch}'")
     fields = [name for name in type(student).model_fields if name not in FIXED_FIELDS]
     template = student.model_dump(mode="json")
     for name, values in space_for(stage, student).items():
@@ -117,7 +116,7 @@ def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
         for index, value in enumerate(values):
             problem = _value_problem(type(student), template, name, value)
             if problem is not None:
-                raise ConfigError(f"{where}.space.{name}[{index}]: {problem} (got {value!r})")
+                raise ConfigError(f"{where}.space.{name}[{index}]: {problem} (got {brief(value)})")
     candidates(stage, student, where)
 
 
@@ -172,3 +171,8 @@ def _unique(values: list[Any]) -> list[Any]:
 
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def _spec_class(arch: str) -> type[BaseModel]:
+    return next(spec for spec in typing.get_args(typing.get_args(ModelSpec)[0])
+                if spec.model_fields["arch"].annotation.__args__[0] == arch)

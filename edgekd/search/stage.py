@@ -19,11 +19,12 @@ from dataclasses import replace
 from typing import Any
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
-from edgekd.catalog import load_export_target
-from edgekd.config import DeviceProfile, SearchStage
+from edgekd.config.device import DeviceProfile
 from edgekd.errors import BudgetError
+from edgekd.export.config import load_export_target
 from edgekd.models.task_model import WEIGHTS
 from edgekd.search.build import Family
+from edgekd.search.config import SearchStage
 from edgekd.search.messages import missed_message
 from edgekd.search.plan import SearchPlan, plan_search
 from edgekd.search.select import Confirmation, Measured, choose, measure

@@ -27,17 +27,18 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__
 from edgekd.atomic import write_json
 from edgekd.cache import cache_root
-from edgekd.catalog import load_export_target
-from edgekd.config import DeviceProfile, SearchStage
+from edgekd.config.device import DeviceProfile
 from edgekd.errors import EdgekdError
+from edgekd.export.config import load_export_target
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
 from edgekd.profile.macs import GraphCount, count_macs
 from edgekd.search.build import Family, export_for_latency
+from edgekd.search.config import SearchStage
 from edgekd.search.space import Candidate
+from edgekd.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.artifacts import Artifact, ModelArtifact
-from edgekd.config import DeviceProfile, Recipe, SearchStage, validate_model
+from edgekd.config.device import DeviceProfile
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.errors import ExportError, ModelError
 from edgekd.pipeline import run_pipeline
 from edgekd.search.build import PRUNE_SETTINGS
+from edgekd.search.config import SearchStage
 from edgekd.search.plan import Choice
-from edgekd.stages import check_stage_order
+from edgekd.stages import check_recipe
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def candidate_recipe(recipe: Recipe, choice: Choice, stage: SearchStage, teacher
         "student": {"model": structure.spec},
         "stages": stages,
     }, Recipe, source=source)
-    check_stage_order(candidate, source)
+    check_recipe(candidate, source)
     return candidate
 
 

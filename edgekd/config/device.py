@@ -1,0 +1,78 @@
+"""Device profiles: how a target runs a model, the budget it must fit, and how its speed is estimated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from edgekd.catalog import find
+from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
+from edgekd.config.loading import load_yaml_model
+from edgekd.profile.cpu import KNOWN_ISA
+from edgekd.profile.references import REFERENCE_MODELS
+
+
+class InputShape(StrictModel):
+    """Input shapes the device runs: dynamic axes of a model are filled from these."""
+
+    batch: PositiveInt = 1
+    sequence_length: PositiveInt = 128
+    image_size: PositiveInt | None = Field(
+        default=None, description="Side of a square image input; null keeps the model's own size."
+    )
+
+
+class Budget(StrictModel):
+    """What the exported model must fit in on the device."""
+
+    p90_ms: PositiveFloat
+    size_mb: PositiveFloat
+    peak_memory_mb: PositiveFloat
+
+
+class ReferenceFigure(StrictModel):
+    """A published latency of a public model on the device, used to derive a host→device ratio."""
+
+    model: Literal[tuple(REFERENCE_MODELS)]  # type: ignore[valid-type]  # the keys of the reference registry
+    latency_ms: PositiveFloat
+    threads: PositiveInt
+    source: str = Field(min_length=10, description="Where the figure was published.")
+
+
+class DeviceProfile(StrictModel):
+    """A target device: how it runs the model, what it must fit, and how to estimate its speed."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    threads: PositiveInt | Literal["auto"] = "auto"
+    inputs: InputShape = InputShape()
+    budget: Budget
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    isa: list[str] | Literal["detect"] = Field(
+        default="detect", description="Instruction-set features; 'detect' reads them from this CPU."
+    )
+
+    @field_validator("isa")
+    @classmethod
+    def _known_isa(cls, isa: list[str] | str) -> list[str] | str:
+        unknown = [name for name in isa if name not in KNOWN_ISA] if isinstance(isa, list) else []
+        if unknown:
+            raise ValueError(f"unknown instruction-set feature {', '.join(map(repr, unknown))}; "
+                             f"expected 'detect' or names from: {', '.join(KNOWN_ISA)}")
+        return isa
+    reference: ReferenceFigure | None = Field(
+        default=None,
+        description="Set for devices edgekd cannot run on: latencies are then estimates.",
+    )
+
+    @property
+    def is_estimate(self) -> bool:
+        """True when latencies on this device are estimated from the host through a speed ratio."""
+        return self.reference is not None
+
+
+def load_device(name_or_path: str | Path) -> DeviceProfile:
+    """Load a device profile by built-in name (``host-cpu``) or path."""
+    return load_yaml_model(find("devices", name_or_path), DeviceProfile)

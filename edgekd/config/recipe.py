@@ -1,0 +1,102 @@
+"""The recipe: data, teacher, student and the stages to run, in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
+
+from edgekd.catalog import find
+from edgekd.config.base import PositiveFloat, PositiveInt, Seed, StrictModel
+from edgekd.config.loading import load_yaml_model
+from edgekd.data.config import DataConfig, TokenizerConfig
+from edgekd.models.specs import ModelSpec
+from edgekd.stages import DEFAULT_REGISTRY
+
+
+class EnsembleConfig(StrictModel):
+    """Several teachers of the same architecture trained with different seeds; soft targets are averaged."""
+
+    members: Annotated[StrictInt, Field(ge=2)] = 3
+    weighting: Literal["uniform", "accuracy"] | list[PositiveFloat] = Field(
+        default="accuracy", description="'accuracy' weights each member by its validation accuracy."
+    )
+
+    @field_validator("weighting")
+    @classmethod
+    def _one_weight_per_member(cls, weighting: str | list[float], info: ValidationInfo) -> str | list[float]:
+        members = info.data.get("members")
+        if isinstance(weighting, list) and members is not None and len(weighting) != members:
+            raise ValueError(f"{len(weighting)} weights for {members} members; expected one weight per member")
+        return weighting
+
+
+class TeacherConfig(StrictModel):
+    """The teacher: an architecture and, optionally, trained weights (else the ``teacher`` stage trains it)."""
+
+    model: ModelSpec
+    weights: Path | list[Path] | None = Field(
+        default=None, description="A .safetensors file of trained weights; for an ensemble, one per member."
+    )
+    ensemble: EnsembleConfig | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_are_safetensors(cls, value: Path | list[Path] | None) -> Path | list[Path] | None:
+        for path in value if isinstance(value, list) else [value] if value is not None else []:
+            if path.suffix != ".safetensors":
+                raise ValueError(f"expected a .safetensors file, got '{path}'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_file_per_member(self) -> TeacherConfig:
+        members = self.ensemble.members if self.ensemble else 1
+        given = len(self.weights) if isinstance(self.weights, list) else 1
+        if self.weights is not None and given != members:
+            expected = f"a list of {members} .safetensors files (one per ensemble member)" if self.ensemble \
+                else "one .safetensors file"
+            raise ValueError(f"weights: expected {expected}, got {given}")
+        return self
+
+    @property
+    def weight_files(self) -> list[Path]:
+        """The given weight files, one per member (one without an ensemble); empty when none are given."""
+        if self.weights is None:
+            return []
+        return list(self.weights) if isinstance(self.weights, list) else [self.weights]
+
+
+class StudentConfig(StrictModel):
+    """The architecture of a model that distillation trains (the student, or a teacher assistant)."""
+
+    model: ModelSpec
+
+
+StageConfig = DEFAULT_REGISTRY.config_union()
+
+
+class Recipe(StrictModel):
+    """A compression recipe: data, teacher, student and the stages to run, in order."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: Seed = 0
+    device: str = Field(default="host-cpu", description="A profile name from devices/ or a YAML path.")
+    threads: PositiveInt | Literal["auto"] = Field(
+        default="auto", description="torch threads for training; auto = the physical cores this process may use.")
+    data: DataConfig
+    tokenizer: TokenizerConfig | None = Field(default=None, description="For text data; default trains WordPiece.")
+    teacher: TeacherConfig
+    assistant: StudentConfig | None = Field(default=None, description="A teacher assistant between the two.")
+    student: StudentConfig
+    stages: list[StageConfig] = Field(min_length=1)
+
+    def stage_names(self) -> list[str]:
+        """The stage kinds in run order."""
+        return [s.stage for s in self.stages]
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load a recipe by built-in name (``demo-digits``) or path."""
+    return load_yaml_model(find("pipelines", name_or_path), Recipe)

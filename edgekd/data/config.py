@@ -1,0 +1,125 @@
+"""Where a recipe's data comes from (scikit-learn, TSV/CSV, ``save_to_disk`` directories, the hub) and its tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import Field, StrictInt, model_validator
+
+from edgekd.config.base import Fraction, PositiveInt, StrictModel
+
+
+class SplitSeed(StrictModel):
+    """The seed of the train/validation(/test) split, when it must not follow the recipe's seed."""
+
+    split_seed: StrictInt | None = Field(
+        default=None,
+        description="Seed of the data split (default: the recipe's seed). Fix it to compare training seeds "
+        "on identical splits, or to reuse a teacher trained on one split.",
+    )
+
+
+class SklearnData(SplitSeed):
+    """A dataset bundled with scikit-learn (no download needed)."""
+
+    modality: ClassVar[Literal["image", "text"]] = "image"
+
+    source: Literal["sklearn"]
+    name: Literal["digits"]
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.2
+    limit: PositiveInt | None = Field(default=None, description="Use only this many samples.")
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> SklearnData:
+        _check_fractions(self.val_fraction, self.test_fraction)
+        return self
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Validation and test together leave a training split."""
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f"val_fraction + test_fraction is {val_fraction + test_fraction:g}; expected "
+                         "less than 1 (the rest is the training split)")
+
+
+class NpzData(SplitSeed):
+    """Images and labels in a ``.npz`` file (``inputs`` N × C × H × W, ``labels``; see :mod:`edgekd.data.npz`).
+
+    With ``eval_data``, the whole file is the training set (e.g. a synthetic set from ``dataset_distill``)
+    and validation/test come from that source; else the file is split like scikit-learn data.
+    """
+
+    modality: ClassVar[Literal["image", "text"]] = "image"
+
+    source: Literal["npz"]
+    path: Path
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.2
+    eval_data: SklearnData | None = Field(
+        default=None, description="Where validation and test examples come from; unset splits the file.")
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> NpzData:
+        _check_fractions(self.val_fraction, self.test_fraction)
+        return self
+
+
+class TextSplitsConfig(SplitSeed):
+    """What every labelled text source shares: columns, the held-out validation slice, limits."""
+
+    modality: ClassVar[Literal["image", "text"]] = "text"
+
+    text_column: str = "sentence"
+    label_column: str = "label"
+    val_examples: PositiveInt = Field(
+        default=1000, description="Examples held out of the training split to pick the best epoch."
+    )
+    limit_train: PositiveInt | None = Field(
+        default=None, description="Use only N training examples (the first N of the seeded order, after val)."
+    )
+    limit_test: PositiveInt | None = None
+
+
+class TextFileData(TextSplitsConfig):
+    """Labelled text in local TSV or CSV files with a header line (e.g. GLUE SST-2)."""
+
+    source: Literal["tsv", "csv"]
+    train: Path
+    test: Path = Field(description="Labelled file the reported accuracy is measured on (SST-2: dev.tsv).")
+
+
+class HFDiskData(TextSplitsConfig):
+    """A dataset saved with ``datasets.Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+
+    source: Literal["hf_disk"]
+    path: Path
+    train_split: str = "train"
+    test_split: str = "validation"
+
+
+class HubData(TextSplitsConfig):
+    """A dataset from the Hugging Face hub (needs network at run time)."""
+
+    source: Literal["hub"]
+    id: str = Field(min_length=1)
+    config: str | None = None
+    train_split: str = "train"
+    test_split: str = "validation"
+
+
+DataConfig = Annotated[
+    Union[SklearnData, NpzData, TextFileData, HFDiskData, HubData], Field(discriminator="source")  # noqa: UP007
+]
+
+
+class TokenizerConfig(StrictModel):
+    """Token ids for text data: a Hugging Face tokenizer, or a WordPiece one trained on the training split."""
+
+    pretrained: str | None = Field(
+        default=None, description="A hub id or a local tokenizer directory; unset trains WordPiece offline."
+    )
+    vocab_size: Annotated[StrictInt, Field(ge=100)] = 8000
+    lowercase: bool = True
+    max_length: Annotated[StrictInt, Field(ge=8)] = 128

@@ -1,0 +1,84 @@
+"""Export presets (``exporters/*.yaml``) and the ``export`` and ``bundle`` stages' settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictInt, model_validator
+
+from edgekd.catalog import UnknownEntryError, find
+from edgekd.config.base import StrictModel
+from edgekd.config.loading import load_yaml_model
+from edgekd.stage_kind import PlanState, StageKind
+
+
+class ExportTarget(StrictModel):
+    """How a model is exported: format, opset, graph optimization and the parity gate."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    format: Literal["onnx", "ort"] = Field(
+        default="onnx", description="'ort': also convert to ONNX Runtime's .ort format (ORT Mobile)."
+    )
+    opset: Annotated[StrictInt, Field(ge=13, le=21)] = 17
+    optimization_level: Literal["disabled", "basic", "extended", "all"] = "basic"
+    parity_atol: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
+    parity_rtol: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=1e-4, description="Added to parity_atol, times the largest |output| of the reference model: float32 "
+        "rounding grows with the outputs' scale.")
+    keep_onnx: bool = Field(default=True, description="'ort' only: ship the .onnx file beside the .ort.")
+    reduced_operator_config: bool = Field(
+        default=True, description="'ort' only: write the operator list a minimal ONNX Runtime build needs."
+    )
+    ort_optimization_level: Literal["disabled", "basic", "extended", "all"] = Field(
+        default="all", description="'ort' only: optimizations baked into the .ort (never CPU-specific layouts)."
+    )
+
+    @model_validator(mode="after")
+    def _ort_fields_need_ort(self) -> ExportTarget:
+        ort_only = [name for name in ("keep_onnx", "reduced_operator_config", "ort_optimization_level")
+                    if getattr(self, name) != type(self).model_fields[name].default]
+        if self.format != "ort" and ort_only:
+            raise ValueError(f"{', '.join(ort_only)}: only for format 'ort' (this target's format is '{self.format}')")
+        return self
+
+
+class ExportStage(StrictModel):
+    """Export every model so far to ONNX and check it against PyTorch."""
+
+    stage: Literal["export"] = "export"
+    target: str = Field(default="onnx-fp32", description="A preset name from exporters/ or a YAML path.")
+
+
+class BundleStage(StrictModel):
+    """Pack the final model for an Android/iOS app: bundle/ (model, manifest.json, README.md) and bundle.zip."""
+
+    stage: Literal["bundle"] = "bundle"
+
+
+def load_export_target(name_or_path: str | Path) -> ExportTarget:
+    """Load an export-target preset by built-in name (``onnx-fp32``) or path."""
+    return load_yaml_model(find("exporters", name_or_path), ExportTarget)
+
+
+def export_target_input(config: ExportStage, _recipe: Any) -> dict[str, Any]:
+    """Extra input of a stage that exports: the export target's settings (a changed preset re-runs it)."""
+    return {"export_target": load_export_target(config.target).model_dump(mode="json")}
+
+
+def check_export_target(config: ExportStage, state: PlanState, where: str) -> None:
+    """The export target names a built-in preset or a readable YAML file."""
+    try:
+        load_export_target(config.target)
+    except UnknownEntryError as exc:
+        raise state.fail(f"{where}.target", str(exc)) from None
+
+
+EXPORT = StageKind(
+    ExportStage, "edgekd.export.stage:run_export", reads=("seed", "data"), extra_inputs=export_target_input,
+    after=("teacher", "distill"), check=check_export_target)
+BUNDLE = StageKind(
+    BundleStage, "edgekd.export.bundle_stage:run_bundle", reads=("name", "data"), uses_device=True, cacheable=False,
+    after=("profile",), after_reason="the manifest carries the latency")
+KINDS = (EXPORT, BUNDLE)

@@ -1,0 +1,186 @@
+"""Model specs: the architectures a recipe can name, each with its sizes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, Field, StrictInt, model_validator
+
+from edgekd.config.base import PositiveInt, StrictModel
+
+#: A layer width, channel or embedding count: positive and small enough to allocate.
+Width = Annotated[PositiveInt, Field(le=65_536)]
+#: The most parameters a spec built from sizes may have (4 bytes each: 40 GB, more than the machines have).
+MAX_PARAMS = 10**10
+#: A number of layers (or blocks).
+Depth = Annotated[PositiveInt, Field(le=1_024)]
+
+Modality = Literal["image", "text"]
+"""What a model takes: images (any array input) or token ids.
+
+Every spec states its ``modality``, the ``prune_targets`` structured pruning can remove from it
+(empty: not prunable) and which intermediate outputs it ``exposes`` to distillation losses
+(``hidden_states``, ``attentions``, ``qkv``), so recipes are checked against them before anything runs.
+A spec a budget search can vary has a default ``search_space`` (spec field → values to try).
+"""
+
+
+class SpecBase(StrictModel):
+    """What every model spec states besides its sizes (see :data:`Modality`); subclasses override."""
+
+    modality: ClassVar[Modality]
+    prune_targets: ClassVar[frozenset[str]] = frozenset()
+    exposes: ClassVar[frozenset[str]] = frozenset()
+    search_space: ClassVar[dict[str, list[Any]]] = {}
+
+
+class CNNSpec(SpecBase):
+    """A plain image CNN: conv-BN-ReLU blocks (each halving the image), then an MLP head."""
+
+    modality: ClassVar[Modality] = "image"
+    prune_targets: ClassVar[frozenset[str]] = frozenset({"channels"})
+    search_space: ClassVar[dict[str, list[Any]]] = {
+        "channels": [[8, 16], [16, 32], [32, 64], [16, 32, 64]], "hidden": [32, 64]}
+
+    arch: Literal["cnn"]
+    channels: list[Width] = Field(min_length=1)
+    hidden: Width = 64
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class MLPSpec(SpecBase):
+    """A multilayer perceptron over the flattened input."""
+
+    modality: ClassVar[Modality] = "image"
+    prune_targets: ClassVar[frozenset[str]] = frozenset({"channels"})
+    search_space: ClassVar[dict[str, list[Any]]] = {"hidden": [[32], [64], [128], [64, 64], [128, 128]]}
+
+    arch: Literal["mlp"]
+    hidden: list[Width] = Field(min_length=1)
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+#: Layer shapes a pruned image model is rebuilt with: module name → [in, out] (conv: [in, out, groups]).
+LayerShapes = dict[str, list[PositiveInt]]
+
+
+class ResNetSpec(SpecBase):
+    """He et al. (2016) ResNet (``transformers``' implementation); the defaults are ResNet-18."""
+
+    modality: ClassVar[Modality] = "image"
+    prune_targets: ClassVar[frozenset[str]] = frozenset({"channels"})
+
+    arch: Literal["resnet"]
+    block: Literal["basic", "bottleneck"] = "basic"
+    depths: list[Depth] = Field(default=[2, 2, 2, 2], min_length=1)
+    widths: list[Width] = Field(default=[64, 128, 256, 512], min_length=1)
+    stem: Width = Field(default=64, description="Channels of the 7 × 7 stem convolution.")
+    shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")
+
+    @model_validator(mode="after")
+    def _one_width_per_stage(self) -> ResNetSpec:
+        if len(self.depths) != len(self.widths):
+            raise ValueError(f"depths ({len(self.depths)} stages) and widths ({len(self.widths)}) must match")
+        return self
+
+
+class MobileNetV2Spec(SpecBase):
+    """Sandler et al. (2018) MobileNetV2 (``transformers``' implementation)."""
+
+    modality: ClassVar[Modality] = "image"
+    prune_targets: ClassVar[frozenset[str]] = frozenset({"channels"})
+
+    arch: Literal["mobilenet_v2"]
+    width_multiplier: Annotated[float, Field(gt=0, le=4)] = 1.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")
+
+
+class BertSpec(SpecBase):
+    """A BERT-family sequence classifier: from ``pretrained`` (hub id or local directory) or a fresh config."""
+
+    modality: ClassVar[Modality] = "text"
+    prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
+    exposes: ClassVar[frozenset[str]] = frozenset({"hidden_states", "attentions", "qkv"})
+    search_space: ClassVar[dict[str, list[Any]]] = {
+        "layers": [1, 2, 4], "hidden": [128, 256, 512], "heads": [2, 8], "ffn": [None]}
+
+    arch: Literal["bert"]
+    pretrained: str | None = None
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model. Never default.")
+    layers: Depth = 4
+    hidden: Width = 512
+    heads: Width = 8
+    ffn: Width | None = Field(default=None, description="Feed-forward width; default 4 × hidden.")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> BertSpec:
+        sized = self.model_fields_set & {"layers", "hidden", "heads", "ffn"}
+        if self.pretrained is not None and sized:
+            raise ValueError(f"give either 'pretrained' or sizes ({', '.join(sorted(sized))}), not both")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        ffn = self.ffn or 4 * self.hidden
+        params = self.layers * (4 * self.hidden**2 + 2 * self.hidden * ffn)
+        if params > MAX_PARAMS:
+            raise ValueError(f"{self.layers} layers of hidden {self.hidden} and ffn {ffn} are about {params:.1e} "
+                             f"parameters; expected at most {MAX_PARAMS:.0e}")
+        return self
+
+
+class DropLayersSpec(SpecBase):
+    """DistilBERT-style student: the teacher with encoder layers dropped, the kept ones' weights copied."""
+
+    modality: ClassVar[Modality] = "text"
+    prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
+    exposes: ClassVar[frozenset[str]] = frozenset({"hidden_states", "attentions", "qkv"})
+
+    arch: Literal["drop_layers"]
+    keep: Literal["every_other"] | list[Annotated[StrictInt, Field(ge=0)]] = "every_other"
+
+
+class BiLSTMSpec(SpecBase):
+    """Tang et al. (2019) student: embeddings, a bidirectional LSTM, max-pooling over time, an MLP head."""
+
+    modality: ClassVar[Modality] = "text"
+    search_space: ClassVar[dict[str, list[Any]]] = {"embedding_dim": [64, 128, 300], "hidden": [64, 150]}
+
+    arch: Literal["bilstm"]
+    embedding_dim: Width = 300
+    hidden: Width = 150
+    layers: Depth = 1
+    fc_hidden: Width = 200
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+class TextCNNSpec(SpecBase):
+    """Kim (2014) CNN text classifier: embeddings, parallel 1-D convolutions, max-pooling, a linear head."""
+
+    modality: ClassVar[Modality] = "text"
+    search_space: ClassVar[dict[str, list[Any]]] = {"embedding_dim": [64, 128], "filters": [50, 100]}
+
+    arch: Literal["textcnn"]
+    embedding_dim: Width = 128
+    filters: Width = 100
+    kernel_sizes: list[Annotated[PositiveInt, Field(le=64)]] = Field(default=[3, 4, 5], min_length=1)
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
+ModelSpec = Annotated[
+    Union[CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec, BertSpec, DropLayersSpec, BiLSTMSpec,  # noqa: UP007
+          TextCNNSpec],
+    Field(discriminator="arch"),
+]
+
+
+def spec_of(recipe: Any, role: str) -> BaseModel:
+    """The spec whose traits (``modality``, ``prune_targets``, ``exposes``) the model of ``role`` has.
+
+    A ``drop_layers`` student is its teacher with layers removed, so it has the teacher's traits.
+    """
+    spec = {"teacher": recipe.teacher.model, "student": recipe.student.model,
+            "assistant": recipe.assistant.model if recipe.assistant is not None else None}[role]
+    if spec is None:
+        raise ValueError(f"the recipe has no '{role}'")
+    return recipe.teacher.model if spec.arch == "drop_layers" else spec

@@ -1,0 +1,124 @@
+"""The typed shape of ``report.json``, the machine record of a run, and its JSON Schema.
+
+:func:`edgekd.report.build.build_report` assembles the record; :class:`RunReport` checks it before it is
+written, so a report that does not match the shipped schema (``edgekd/schemas/report.schema.json``)
+is an internal error, never a file a script downstream trips over. ``python -m edgekd.report.record``
+rewrites the schema file after a change here (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
+
+
+class _Record(BaseModel):
+    """Records are read back by scripts: unknown keys would go unnoticed, so they are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelFigures(_Record):
+    """One model's figures (``None`` where the stage that measures one did not run)."""
+
+    accuracy: float | None = None
+    val_accuracy: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    size_mb: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    peak_memory_mb: float | None = None
+    threads: int | None = None
+    estimate: bool | None = Field(default=None, description="True when latencies are estimated for another device.")
+    parity_max_abs_diff: float | None = None
+    precision: str | None = None
+    quantization_reason: str | None = None
+
+
+class BudgetCheck(_Record):
+    """One budget limit and the final model's value against it."""
+
+    name: str
+    value: float | None
+    limit: float
+    unit: str
+    passed: bool | None
+
+
+class Budget(_Record):
+    """The budget verdict of the final model on the device profile."""
+
+    model_config = ConfigDict(extra="allow")
+
+    checks: list[BudgetCheck] = []
+    estimate: bool = False
+
+
+class StageRow(_Record):
+    """One stage of the run: what it changed and every model's figures after it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    stage: str
+    fingerprint: str
+    changed: list[str]
+    models: dict[str, dict[str, Any]]
+    wall_seconds: float
+    started_at: str | None = None
+
+
+class RunReport(BaseModel):
+    """``report.json``: one :class:`ModelFigures` object per model role at the top level (``teacher``,
+    ``student``, ...) besides the fields below."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, ModelFigures] = Field(init=False)
+
+    edgekd_version: str
+    recipe: dict[str, Any]
+    device: dict[str, Any]
+    cpu: dict[str, Any]
+    roles: list[str]
+    final_model: str | None
+    budget: Budget | None
+    stages: list[StageRow]
+    operators: list[dict[str, Any]]
+    bundle: dict[str, Any] | None
+    quantization: list[dict[str, Any]]
+    search: dict[str, Any] | None
+    trust_remote_code: list[str]
+    warnings: list[str]
+    notes: list[str]
+    comparison: dict[str, float | None] | None = None
+    files: list[str] = []
+    plots: dict[str, str] = {}
+
+
+def check_report(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` unchanged, once it matches :class:`RunReport` (a mismatch raises ``ValidationError``)."""
+    RunReport.model_validate(report)
+    missing = [role for role in report.get("roles", []) if role not in report]
+    if missing:
+        raise ValueError(f"report.json lists roles without figures: {', '.join(missing)}")
+    return report
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of ``report.json``."""
+    schema = RunReport.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://edgekd.invalid/schemas/report.schema.json"
+    return schema
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(json.dumps(report_schema(), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,56 @@
+"""report.json has a typed shape (:mod:`edgekd.report.record`) and a shipped JSON Schema that stays current."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+import edgekd
+from edgekd.report.record import SCHEMA_PATH, check_report, report_schema
+from tests.conftest import demo_recipe_dict, shrink
+
+
+def test_shipped_schema_is_the_models_schema() -> None:
+    assert json.loads(SCHEMA_PATH.read_text()) == report_schema(), "run: python -m edgekd.report.record"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    recipe = shrink(demo_recipe_dict(), teacher_epochs=1, distill_epochs=1, runs=10)
+    path = tmp_path_factory.mktemp("schema") / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = edgekd.run(path, out=path.parent / "run")
+    return json.loads(Path(result.report_path).read_text())
+
+
+def test_a_written_report_matches_the_schema(report: dict) -> None:
+    check_report(report)
+    for role in report["roles"]:
+        assert set(report[role]) <= set(report_schema()["$defs"]["ModelFigures"]["properties"])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: r.pop("stages"),
+    lambda r: r["student"].update(p90_ms="fast"),
+    lambda r: r["student"].update(new_figure=1.0),
+    lambda r: r["stages"][0].pop("fingerprint"),
+    lambda r: r["budget"]["checks"][0].update(passed="maybe"),
+    lambda r: r["roles"].append("assistant"),
+])
+def test_a_report_of_another_shape_is_refused(report: dict, damage) -> None:
+    broken = copy.deepcopy(report)
+    damage(broken)
+    with pytest.raises((ValidationError, ValueError)):
+        check_report(broken)
+
+
+def test_every_model_figure_the_report_builds_is_in_the_schema() -> None:
+    from edgekd.report.build import MODEL_FIELDS
+    from edgekd.report.record import ModelFigures
+
+    assert set(MODEL_FIELDS) == set(ModelFigures.model_fields)
