@@ -205,16 +205,27 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
     assert set(accuracy) == {"synthetic", "random_real", "coreset", "full"}
     assert len(accuracy["random_real"]["accuracies"]) == 4 and accuracy["full"]["mean"] > 0.8
     assert "synthetic" in result.output
-    section = dataset_distill_section([record], out, tmp_path)
-    assert section is not None and section.title == "Dataset distillation"
-    table = section.blocks[0]
-    assert [row[2] for row in table.rows] == ["synthetic (learnt)", "random real subset", "coreset",
-                                              "full training set"]
-    assert table.rows[0][3] == f"{100 * accuracy['synthetic']['mean']:.2f} ± {100 * accuracy['synthetic']['std']:.2f}"
-    for figure in section.blocks[2:]:
-        assert (tmp_path / figure.file).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [f.file for f in section.blocks[2:]] == ["dataset_distill_2_per_class.png", "dataset_distill_accuracy.png"]
-    assert dataset_distill_section([{"stage": "teacher", "metrics": {}}], out, tmp_path) is None
+    rebuilt = runner.invoke(app, ["report", str(out)])  # the run report, from the stage records alone
+    assert rebuilt.exit_code == 0, rebuilt.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset_distill"] == [{"index": 1, **{key: record["metrics"][key] for key in (
+        "method", "images_per_class", "examples", "distill_seconds", "synthetic_set", "accuracy")}}]
+    assert report["plots"]["dataset_distill_images_1"] == "dataset_distill_01_2_per_class.png"
+    assert report["plots"]["dataset_distill_accuracy"] == "dataset_distill_accuracy.png"
+    for name in ("dataset_distill_01_2_per_class.png", "dataset_distill_accuracy.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and name in report["files"]
+    synthetic = f"{100 * accuracy['synthetic']['mean']:.2f} ± {100 * accuracy['synthetic']['std']:.2f}"
+    markdown = (out / "report.md").read_text()
+    assert "## Dataset distillation" in markdown and "dataset_distill_01_2_per_class.png" in markdown
+    assert f"| 2 | distribution_matching | synthetic (learnt) | {synthetic} | 2 |" in markdown
+    html = (out / "report.html").read_text()
+    assert "Dataset distillation" in html and synthetic in html
+    section = dataset_distill_section(report)
+    assert [row[2] for row in section.blocks[0].rows] == ["synthetic (learnt)", "random real subset", "coreset",
+                                                         "full training set"]
+    assert [figure.file for figure in section.blocks[2:]] == ["dataset_distill_01_2_per_class.png",
+                                                              "dataset_distill_accuracy.png"]
+    assert dataset_distill_section({**report, "dataset_distill": []}) is None
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -292,6 +303,7 @@ def test_recipe_calibrates_int8_on_the_synthetic_set(write_recipe, tmp_path: Pat
         {"stage": "export", "target": "onnx-fp32"},
         {"stage": "quantize", "modes": ["static"], "calibration": "synthetic", "calibration_samples": 50,
          "tolerance": 0.05, "agreement": 0.9},
+        {"stage": "report"},
     ]
     out = tmp_path / "run"
     result = runner.invoke(app, ["run", str(write_recipe(recipe)), "--out", str(out), "-q"])
@@ -301,6 +313,9 @@ def test_recipe_calibrates_int8_on_the_synthetic_set(write_recipe, tmp_path: Pat
     variants = quantize["variants"]
     int8 = [name for name in variants if name.startswith("int8")]
     assert int8 and all(variants[name]["accuracy"] >= variants["fp32"]["accuracy"] - 0.05 for name in int8)
+    markdown = (out / "report.md").read_text()  # the run's own report shows the set beside the models
+    assert "## Dataset distillation" in markdown and "## Models" in markdown
+    assert "dataset_distill_01_5_per_class.png" in markdown and (out / "dataset_distill_01_5_per_class.png").is_file()
     recipe["stages"] = recipe["stages"][1:]  # no dataset_distill stage: nothing to calibrate on
     result = runner.invoke(app, ["run", str(write_recipe(recipe)), "--out", str(tmp_path / "run2"), "-q"])
     assert result.exit_code == 2

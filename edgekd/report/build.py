@@ -6,7 +6,8 @@ object per model role (``teacher``, ``student``, ...) with :data:`MODEL_FIELDS`,
 with the figures of every model after it and which models it changed), ``final_model``,
 ``operators`` (the final model's onnxruntime operator profile), ``bundle``, ``quantization``
 (any ``decision``/``reason`` a quantize stage recorded), ``search`` (a search stage's latency table,
-trained candidates and choice, else null), ``trust_remote_code`` (the recipe keys of
+trained candidates and choice, else null), ``dataset_distill`` (each dataset_distill stage's
+synthetic set and scores), ``trust_remote_code`` (the recipe keys of
 models whose Hugging Face code was allowed to run, also said in ``warnings``), ``warnings``,
 ``notes``, ``cpu``, ``device``, ``recipe``.
 """
@@ -22,6 +23,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
 from edgekd.profile.stage import judged_role
+from edgekd.report.dataset_distill import dataset_distill_summary
 from edgekd.version import __version__
 
 #: Per-model figures every report carries (``None`` when the stage that measures one did not run).
@@ -54,6 +56,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "bundle": _bundle(last_record(records, "bundle")),
         "quantization": _decisions(records),
         "search": (last_record(records, "search") or {}).get("metrics", {}).get("search"),
+        "dataset_distill": dataset_distill_summary(records),
         "trust_remote_code": list(remote_code),
         "warnings": _warnings(device, models, remote_code, profile),
         "notes": _notes(device, cpu, profile),

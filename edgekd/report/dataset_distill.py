@@ -1,8 +1,10 @@
 """The report's dataset distillation section: the synthetic images per class and accuracy vs examples per class.
 
-Built from the ``dataset_distill`` stages' records (their metrics) and the ``.npz`` sets they wrote;
-:func:`dataset_distill_section` writes the plots into the report's directory and returns the section.
-Several ``dataset_distill`` stages (e.g. 1 and 10 images per class) make several points per curve.
+:func:`dataset_distill_summary` gives ``report.json``'s ``dataset_distill`` (one entry per
+``dataset_distill`` stage, from its record); :func:`draw_dataset_distill_plots` draws the image grids
+(from the ``.npz`` sets in the run directory) and the accuracy curve; :func:`dataset_distill_section`
+is the section, built from the report alone. Several stages (e.g. 1 and 10 images per class) make
+several points per curve.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def plot_image_grid(path: Path, target: Path, title: str) -> Path:
     return _save(fig, target)
 
 
-def plot_accuracy_vs_examples(records: list[dict[str, Any]], target: Path) -> Path | None:
+def plot_accuracy_vs_examples(summary: list[dict[str, Any]], target: Path) -> Path | None:
     """Test accuracy (mean ± std over inits) vs examples per class for each training set; None without data."""
-    points = sorted((r["metrics"]["images_per_class"], r["metrics"]["accuracy"]) for r in records)
+    points = sorted(((e["images_per_class"], e["accuracy"]) for e in summary), key=lambda point: point[0])
     if not points:
         return None
     plt = _pyplot()
@@ -75,29 +77,53 @@ def plot_accuracy_vs_examples(records: list[dict[str, Any]], target: Path) -> Pa
     return _save(fig, target)
 
 
-def dataset_distill_section(records: list[dict[str, Any]], run_dir: Path, report_dir: Path) -> Section | None:
-    """The section for a run's ``dataset_distill`` stage records (None when there are none); writes its plots."""
-    records = [r for r in records if r.get("stage") == "dataset_distill"]
-    if not records:
-        return None
-    rows, figures = [], []
-    for record in records:
-        metrics = record["metrics"]
-        count = metrics["images_per_class"]
-        for key, label in SETS.items():
-            score = metrics["accuracy"].get(key)
-            if score is not None:
-                rows.append((str(count), metrics["method"] if key == "synthetic" else "", label,
-                             f"{100 * score['mean']:.2f} ± {100 * score['std']:.2f}", str(len(score["accuracies"]))))
-        name = f"dataset_distill_{count}_per_class.png"
-        plot_image_grid(run_dir / metrics["synthetic_set"], report_dir / name,
-                        f"{metrics['method']}: {count} synthetic image(s) per class")
-        figures.append(Figure(name, f"The learnt images, one row per class ({metrics['synthetic_set']}; "
-                                    f"learnt in {metrics['distill_seconds']:.1f} s)."))
-    curve = plot_accuracy_vs_examples(records, report_dir / "dataset_distill_accuracy.png")
+#: The stage metrics report.json keeps per ``dataset_distill`` stage (:class:`~edgekd.report.record.DatasetDistillRun`).
+SUMMARY_FIELDS = ("method", "images_per_class", "examples", "distill_seconds", "synthetic_set", "accuracy")
+#: ``report["plots"]`` key of the accuracy curve; each stage's image grid is ``dataset_distill_images_<index>``.
+CURVE = "dataset_distill_accuracy"
+
+
+def dataset_distill_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per ``dataset_distill`` stage record: its index and :data:`SUMMARY_FIELDS` of its metrics."""
+    return [{"index": r["index"], **{key: r["metrics"][key] for key in SUMMARY_FIELDS}}
+            for r in records if r["stage"] == "dataset_distill"]
+
+
+def draw_dataset_distill_plots(summary: list[dict[str, Any]], run_dir: Path, out_dir: Path) -> dict[str, str]:
+    """Each stage's image grid and, with any stage, the accuracy curve, written to ``out_dir``; file names by key."""
+    plots = {}
+    for entry in summary:
+        name = f"dataset_distill_{entry['index']:02d}_{entry['images_per_class']}_per_class.png"
+        plot_image_grid(run_dir / entry["synthetic_set"], out_dir / name,
+                        f"{entry['method']}: {entry['images_per_class']} synthetic image(s) per class")
+        plots[f"dataset_distill_images_{entry['index']}"] = name
+    curve = plot_accuracy_vs_examples(summary, out_dir / f"{CURVE}.png")
     if curve is not None:
-        figures.append(Figure(curve.name, "Test accuracy vs examples per class: fresh random inits of the family "
-                                          "trained on each set alone."))
+        plots[CURVE] = curve.name
+    return plots
+
+
+def dataset_distill_section(report: dict[str, Any]) -> Section | None:
+    """The section for a report's ``dataset_distill`` entries (None when the run has none)."""
+    summary = report.get("dataset_distill") or []
+    if not summary:
+        return None
+    plots = report.get("plots", {})
+    rows, figures = [], []
+    for entry in summary:
+        count = entry["images_per_class"]
+        for key, label in SETS.items():
+            score = entry["accuracy"].get(key)
+            if score is not None:
+                rows.append((str(count), entry["method"] if key == "synthetic" else "", label,
+                             f"{100 * score['mean']:.2f} ± {100 * score['std']:.2f}", str(len(score["accuracies"]))))
+        grid = plots.get(f"dataset_distill_images_{entry['index']}")
+        if grid is not None:
+            figures.append(Figure(grid, f"The learnt images, one row per class ({entry['synthetic_set']}; "
+                                        f"learnt in {entry['distill_seconds']:.1f} s)."))
+    if CURVE in plots:
+        figures.append(Figure(plots[CURVE], "Test accuracy vs examples per class: fresh random inits of the family "
+                                            "trained on each set alone."))
     table = Table(("per class", "method", "training set", "test accuracy (%)", "models"), tuple(rows))
     note = Paragraph("Every set is judged alike: fresh, randomly initialised models of the family trained on it "
                      "alone and scored on the test split (random real subsets: several draws × inits).")

@@ -76,6 +76,30 @@ class StageRow(_Record):
     started_at: str | None = None
 
 
+class SetScore(_Record):
+    """Test accuracies of fresh models trained on one set alone, with their mean and standard deviation."""
+
+    mean: float
+    std: float
+    accuracies: list[float]
+    draws: int | None = Field(default=None, description="Random real subsets drawn (random_real).")
+    kind: str | None = Field(default=None, description="The coreset's selection (coreset: herding or k_center).")
+    examples: int | None = Field(default=None, description="Size of the full training set (full).")
+
+
+class DatasetDistillRun(_Record):
+    """One ``dataset_distill`` stage: the learnt set and how each training set scored (by set: ``synthetic``,
+    and with baselines ``random_real``, ``coreset``, ``full``)."""
+
+    index: int
+    method: str
+    images_per_class: int
+    examples: int
+    distill_seconds: float
+    synthetic_set: str = Field(description="The .npz set, relative to the run directory.")
+    accuracy: dict[str, SetScore]
+
+
 class RunReport(BaseModel):
     """``report.json``: one :class:`ModelFigures` object per model role at the top level (``teacher``,
     ``student``, ...) besides the fields below."""
@@ -95,6 +119,8 @@ class RunReport(BaseModel):
     bundle: dict[str, Any] | None
     quantization: list[dict[str, Any]]
     search: dict[str, Any] | None
+    dataset_distill: list[DatasetDistillRun] = Field(
+        default=[], description="Each dataset_distill stage's synthetic set and scores (empty without one).")
     trust_remote_code: list[str]
     warnings: list[str]
     notes: list[str]

@@ -1,7 +1,8 @@
 """The run report as a :class:`Document`, built from ``report.json`` alone (plus the plot file names).
 
 Sections: the verdict and an overview, the models side by side, the budget checks, a budget
-search's table and choice, a row per stage, the plots, where the final model's time goes
+search's table and choice, dataset distillation's synthetic sets and scores
+(:mod:`edgekd.report.dataset_distill`), a row per stage, the plots, where the final model's time goes
 (onnxruntime operators), the mobile bundle, warnings and notes, and the recipe and device profile
 in full.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from edgekd.report.dataset_distill import dataset_distill_section
 from edgekd.report.document import (
     Block,
     Bullets,
@@ -65,7 +67,8 @@ def operators_table(operators: list[dict[str, Any]], limit: int = TOP_OPERATORS)
 def run_document(report: dict[str, Any]) -> Document:
     """The run report's content, for every renderer."""
     recipe = report["recipe"]
-    sections = [_models(report), _budget(report["budget"]), _search(report), _stages(report),
+    sections = [_models(report), _budget(report["budget"]), _search(report), dataset_distill_section(report),
+                _stages(report),
                 _plots(report.get("plots", {})),
                 _operators(report), _bundle(report.get("bundle")), _warnings(report), _setup(report)]
     return Document(

@@ -24,6 +24,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
 from edgekd.profile.cpu import detect_cpu
 from edgekd.report.build import build_report, last_record
+from edgekd.report.dataset_distill import draw_dataset_distill_plots
 from edgekd.report.document import Document
 from edgekd.report.html import render_html
 from edgekd.report.markdown import render_markdown
@@ -57,7 +58,8 @@ def write_run_report(run_dir: Path, recipe: Recipe, device: DeviceProfile, artif
         shutil.rmtree(staging, ignore_errors=True)  # what a killed rebuild left
     staging.mkdir(parents=True, exist_ok=True)
     report = build_report(recipe, device, artifact, records, measured_cpu(records))
-    report["plots"] = _draw_plots(report, records, staging)
+    report["plots"] = {**_draw_plots(report, records, staging),
+                       **draw_dataset_distill_plots(report["dataset_distill"], Path(run_dir), staging)}
     write_documents(staging, "report", report, run_document, check=check_report)
     for name in report["files"]:
         os.replace(staging / name, Path(run_dir) / name)
