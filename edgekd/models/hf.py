@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from edgekd.errors import ConfigError, ModelError
+from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,10 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
     from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
     if spec.pretrained is not None:
+        source = resolve_pretrained(spec.pretrained)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                spec.pretrained, num_labels=num_classes, attn_implementation=ATTENTION,
+                source, num_labels=num_classes, attn_implementation=ATTENTION,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True,
             )
         except (OSError, ValueError) as exc:
