@@ -352,7 +352,7 @@ def quantize(
                           settings={key: value for key, value in given.items() if value is not None})
     record = result.to_json()
     if as_json:
-        print_json({**record, "out": str(out_dir)})
+        print_json(record)
         return
     table = Table(title=f"{shown(model)} on {shown(record['device']['name'])}")
     for column in ("variant", "p50 ms", "vs fp32", "size MB", "accuracy", "agreement", "kept"):
@@ -394,7 +394,7 @@ def bundle(
                         target=target, runs=runs, warmup=warmup)
     record = result.to_json()
     if as_json:
-        print_json({**record, "out": str(out_dir)})
+        print_json(record)
         return
     profile, budget = record["profile"], record["budget"]
     parity = record["parity"]

@@ -10,7 +10,7 @@ graph. Every failure is a one-line :class:`~edgekd.errors.ModelError` naming the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edgekd.errors import ModelError
 from edgekd.profile.inputs import first_line
@@ -25,6 +25,17 @@ def is_ort_file(path: Path) -> bool:
     """Whether ``path`` starts like an ORT format model (its flatbuffer identifier is ``ORTM``)."""
     with open(path, "rb") as handle:
         return handle.read(8)[4:8] == ORT_IDENTIFIER
+
+
+def load_as_ort_if_needed(path: str | Path, options: Any) -> Any:
+    """``options`` (an ``onnxruntime.SessionOptions``) told to read ``path`` as ORT format when its content is.
+
+    onnxruntime tells the format by the file name alone (``.ort``); this makes an ORT format model
+    under any other name load too. Returns ``options``.
+    """
+    if Path(path).suffix.lower() != ORT_SUFFIX and is_ort_file(Path(path)):
+        options.add_session_config_entry("session.load_model_format", "ORT")
+    return options
 
 
 def model_format(path: str | Path) -> ModelFormat:

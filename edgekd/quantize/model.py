@@ -104,10 +104,18 @@ def decide_for(variants: Sequence[Variant], config: QuantizeStage, device: Devic
 
 
 def quantize_model(source: Path, out_dir: Path, stem: str, data: QuantData, config: QuantizeStage,
-                   device: DeviceProfile, *, label: str) -> QuantizeResult:
-    """Build, gate, time and decide for one model (see :mod:`edgekd.quantize.variants` and ``decision``)."""
+                   device: DeviceProfile, *, label: str, strict: bool = True) -> QuantizeResult:
+    """Build, gate, time and decide for one model (see :mod:`edgekd.quantize.variants` and ``decision``).
+
+    ``strict``: a variant below the agreement gate after its retries stops with an :class:`ExportError`
+    (a recipe should be changed); otherwise it is timed with the others and the decision says why it
+    was not kept (``edgekd quantize``).
+    """
     builder = builder_for(config, device, data)
-    graphs, variants = build_checked(builder, source, out_dir, stem, precision=device.precision, label=label)
+    if strict:
+        graphs, variants = build_checked(builder, source, out_dir, stem, precision=device.precision, label=label)
+    else:
+        graphs, variants = builder.build(source, out_dir, stem, precision=device.precision)
     timed = time_variants(variants, device, config)
     return QuantizeResult(graphs=graphs, variants=tuple(timed), decision=decide_for(timed, config, device),
                           options=builder.options)

@@ -5,7 +5,8 @@ and the decision are the stage's own (:func:`edgekd.quantize.model.quantize_mode
 from ``.npz`` files (:mod:`edgekd.quantize.npz_feeds`): without a calibration file static INT8
 cannot be made (``auto`` then tries dynamic INT8); without an evaluation file nothing is scored,
 so no accuracy or agreement gate applies and the decision is by speed (and size) alone. Both are
-said in the record's ``notes``.
+said in the record's ``notes``. A variant that misses a gate even after its retries is recorded
+and not kept (the decision says why); unlike the stage, the command does not stop there.
 
 ``OUT`` receives the kept model, ``<stem>.<variant>.onnx`` (``fp32``: a copy of the input), and
 ``quantize.json``: every variant's figures, the decision and why, the data and settings used.
@@ -77,7 +78,8 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
     with claimed(out, record=RECORD):
         previous = read_command_record(out / RECORD)
         with tempfile.TemporaryDirectory(prefix=".quantize-", suffix=".tmp", dir=out) as work:
-            result = quantize_model(source.resolve(), Path(work), source.stem, data, config, device, label=str(source))
+            result = quantize_model(source.resolve(), Path(work), source.stem, data, config, device,
+                                    label=str(source), strict=False)
             kept = out / f"{source.stem}.{result.kept.name}.onnx"
             write_with(kept, lambda tmp: shutil.copyfile(result.kept.path, tmp))
         record = {
