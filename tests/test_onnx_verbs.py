@@ -314,6 +314,9 @@ NPZ_CASES: list[tuple[str, Callable[[Path, OnnxCase], Path], bool, tuple[str, ..
     ("missing-file", lambda tmp, c: tmp / "absent.npz", False, ("absent.npz", "file not found")),
     ("not-npz", lambda tmp, c: (tmp / "bad.npz").write_text("x") and tmp / "bad.npz", False,
      ("bad.npz", "not a readable NumPy .npz file")),
+    ("object-array", lambda tmp, c: np.savez(tmp / "o.npz", **{k: np.array([None] * 8, dtype=object)
+                                                               for k in c.inputs}) or tmp / "o.npz", False,
+     ("o.npz", "not a readable NumPy .npz file")),
     ("missing-key", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=False, stop=8, **{_first(c): None}), False,
      ("d.npz", "missing", "expected arrays")),
     ("extra-key", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=False, stop=8, extra=np.zeros(8)), False,

@@ -8,6 +8,7 @@ ones the export target marked for shipping (``deploy_files``: the ``.ort`` model
 reduced-operator configuration and, with ``keep_onnx``, the ONNX file), or the ONNX file alone.
 When a stage after ``export`` replaced the ONNX file (``quantize`` keeping an INT8 variant), the
 current file is converted to ``.ort`` here, the same way and with the same parity check.
+Packing is :func:`edgekd.export.bundle.pack_model`, which ``edgekd bundle`` shares.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def _read(path: Path, model: Path, inputs: list[Spec], *, labelled: bool) -> dic
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected a .npz of {what})")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(path) as npz:  # object arrays refused: numpy loads plain arrays only by default
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable NumPy .npz file ({first_line(exc)}); expected arrays "
