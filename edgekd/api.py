@@ -193,7 +193,7 @@ def profile(
     runs: int = 200,
     show_progress: bool = False,
 ):
-    """Profile any ONNX file with onnxruntime under a device profile; returns a ``ProfileResult``."""
+    """Profile any ONNX or ``.ort`` file with onnxruntime under a device profile; returns a ``ProfileResult``."""
     from edgekd.profile.runner import profile_onnx
 
     profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
@@ -216,7 +216,7 @@ def bench(
     runs: int = 200,
     rounds: int = 4,
 ) -> dict:
-    """Time several ONNX files side by side (interleaved) and write bench.json/.md/.html to ``out``."""
+    """Time several ONNX or ``.ort`` files side by side (interleaved) and write bench.json/.md/.html to ``out``."""
     from edgekd.profile.bench import bench_models
     from edgekd.profile.cpu import detect_cpu
     from edgekd.report.bench import write_bench_report
