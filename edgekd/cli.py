@@ -355,7 +355,7 @@ def quantize(
         print_json(record)
         return
     table = Table(title=f"{shown(model)} on {shown(record['device']['name'])}")
-    for column in ("variant", "p50 ms", "vs fp32", "size MB", "accuracy", "agreement", "kept"):
+    for column in ("variant", "p50 ms", "vs fp32", "MB", "accuracy", "agree", "kept"):
         table.add_column(column, justify="left" if column in ("variant", "kept") else "right", no_wrap=True)
     for name, v in record["variants"].items():
         table.add_row(shown(name), f"{v['p50_ms']:.4f}", f"{v['speedup']['ratio']:.2f}×" if name != "fp32" else "1",
