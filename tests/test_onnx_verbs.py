@@ -187,6 +187,22 @@ def test_quantize_without_calibration_offers_no_static_int8_and_without_eval_gat
     assert result.model.is_file() and result.model.parent == tmp_path / "q"
 
 
+def test_quantize_with_eval_but_no_calibration_gates_dynamic_int8_and_retries_on_eval_inputs(
+        digits: OnnxCase, tmp_path: Path) -> None:
+    evaluation = digits.save_npz(tmp_path / "eval.npz", labelled=True)
+    result = api.quantize(digits.path, device="host-cpu", out=tmp_path / "q", eval=evaluation,
+                          settings={"agreement": 1.0, "max_retries": 1, "runs": 20, "rounds": 2})
+    record = result.to_json()
+    dynamic = record["variants"]["int8-dynamic"]
+    assert "int8-static-minmax" not in record["variants"] and len(record["notes"]) == 1
+    if dynamic["retries"] == 0:  # agreed everywhere at once: nothing to retry
+        assert dynamic["val_agreement"] == 1.0
+    else:  # the sensitivity ranking ran on the eval inputs (there is no calibration data)
+        assert dynamic["retries"] == 1 and len(dynamic["excluded_nodes"]) == 1
+    if dynamic["val_agreement"] < 1.0:
+        assert record["decision"] != "int8-dynamic"
+
+
 def test_quantize_summary_and_rerun_into_the_same_directory(digits: OnnxCase, tmp_path: Path) -> None:
     calibration = digits.save_npz(tmp_path / "calib.npz", labelled=False, stop=64)
     out = tmp_path / "q"
