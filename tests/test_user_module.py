@@ -233,3 +233,28 @@ def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(t
         model.save(tmp_path / f"w{width}")
         with torch.no_grad():
             assert torch.equal(TaskModel.load(tmp_path / f"w{width}").module(**inputs), pruned)
+
+
+def test_a_text_module_takes_the_inputs_its_forward_names(tmp_path: Path) -> None:
+    from tests.test_text_pipeline import _write_tsv
+
+    _write_tsv(tmp_path / "train.tsv", 400, seed=1)
+    _write_tsv(tmp_path / "dev.tsv", 80, seed=2)
+    data = {"source": "tsv", "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "dev.tsv"),
+            "val_examples": 80}
+    words = "tests.user_modules:bag_of_words"
+    pipeline = Pipeline(name="text-module", data=data, tokenizer={"vocab_size": 200, "max_length": 32},
+                        teacher={"arch": "module", "factory": words, "kwargs": {"dim": 32}},
+                        student={"arch": "module", "factory": words, "kwargs": {"dim": 8}},
+                        stages=[Teacher(epochs=8, lr=0.05), Distill(epochs=8, lr=0.05), Export()], threads=1)
+    pipeline.run(tmp_path / "run")
+    run = edgekd.open_run(tmp_path / "run")
+    metrics = {record["stage"]: record["metrics"] for record in run.stages}
+    assert metrics["teacher"]["teacher"]["accuracy"] > 0.8  # one sentiment word decides the label
+    assert metrics["distill"]["student"]["accuracy"] > 0.7
+    assert metrics["export"]["student"]["parity"]["passed"]
+    small = {"arch": "module", "factory": words, "kwargs": {"vocab": 50}}  # fewer ids than the tokenizer gives
+    with pytest.raises(ConfigError, match=r"model\.factory: the module fails on the data's inputs") as raised:
+        Pipeline(name="text-module", data=data, tokenizer={"vocab_size": 200, "max_length": 32}, teacher=small,
+                 student=small, stages=[Teacher(epochs=1)], threads=1).run(tmp_path / "small")
+    assert "\n" not in str(raised.value)

@@ -104,3 +104,23 @@ class _NoLogits(nn.Module):
 
 #: Not callable: a factory path naming it is refused.
 NOT_CALLABLE = 42
+
+
+class BagOfWords(nn.Module):
+    """Token embeddings averaged over the attention mask, then a linear classifier (text, by keyword)."""
+
+    def __init__(self, vocab: int = 256, dim: int = 16, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.hidden = nn.Linear(dim, dim)
+        self.classifier = nn.Linear(dim, classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.classifier(torch.relu(self.hidden(pooled)))
+
+
+def bag_of_words(vocab: int = 256, dim: int = 16) -> BagOfWords:
+    """A text classifier for two classes over a vocabulary of ``vocab`` token ids."""
+    return BagOfWords(vocab=vocab, dim=dim)

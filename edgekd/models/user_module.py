@@ -174,11 +174,12 @@ def wrap(module: nn.Module, kind: str) -> UserModule:
 
 
 def probe_inputs(signature: InputSignature) -> dict[str, torch.Tensor]:
-    """A small batch of the data's kind to try a module on (seeded images; token ids of 1)."""
+    """A small batch of the data's kind to try a module on (seeded images; token ids up to the vocabulary's last)."""
     if signature.kind == "image":
         generator = torch.Generator().manual_seed(0)
         return {"input": torch.rand(PROBE_BATCH, *signature.image_shape, generator=generator)}
     ids = torch.ones(PROBE_BATCH, PROBE_TOKENS, dtype=torch.long)
+    ids[:, -1] = signature.vocab_size - 1  # the largest token id: an embedding table too small fails now
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
 
