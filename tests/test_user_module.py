@@ -133,6 +133,20 @@ def test_pipeline_objects_run_and_say_they_cannot_be_reloaded_elsewhere(
     assert not torch.equal(reloaded.head.weight, teacher.head.weight)  # the run trained a copy, not the user's object
 
 
+def test_teacher_weights_saved_from_the_users_own_module_are_loaded(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    trained = small_cnn(width=4)
+    save_file(trained.state_dict(), str(tmp_path / "mine.safetensors"))  # the user's keys, no edgekd prefix
+    pipeline = Pipeline(name="weights", data=DIGITS, teacher={"model": {"arch": "module", "factory": CNN,
+                        "kwargs": {"width": 4}}, "weights": str(tmp_path / "mine.safetensors")},
+                        student=CNN, stages=[Teacher()], threads=1)
+    pipeline.run(tmp_path / "run")
+    loaded = edgekd.open_run(tmp_path / "run").load_model("teacher")
+    assert all(torch.equal(loaded.state_dict()[name], value) for name, value in trained.state_dict().items())
+
+
 def test_objects_fingerprint_by_initial_weights() -> None:
     torch.manual_seed(0)
     first, second = small_cnn(), small_cnn()
