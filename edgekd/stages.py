@@ -109,9 +109,13 @@ def _check_models(state: PlanState) -> None:
             raise state.fail(f"{role}.model.arch", f"'drop_layers' copies layers of a transformer teacher; "
                              f"teacher.model.arch '{recipe.teacher.model.arch}' is not one")
         spec = spec_of(recipe, role)
-        if spec.modality != modality:
+        if spec.modality is not None and spec.modality != modality:
             raise state.fail(f"{role}.model.arch", f"a '{spec.arch}' model takes {spec.modality} inputs, but "
                              f"data.source '{recipe.data.source}' gives {modality} data")
+        if holder.model.arch == "module":  # a user's own module: imported and called on the data now
+            from edgekd.models.user_module import check_spec
+
+            check_spec(holder.model, state, f"{role}.model")
     _check_packaged_checkpoints(state)
     if recipe.tokenizer is not None and modality != "text":
         raise state.fail("tokenizer", f"a tokenizer applies to text data; data.source '{recipe.data.source}' "

@@ -28,7 +28,8 @@ A spec a budget search can vary has a default ``search_space`` (spec field → v
 class SpecBase(StrictModel):
     """What every model spec states besides its sizes (see :data:`Modality`); subclasses override."""
 
-    modality: ClassVar[Modality]
+    modality: ClassVar[Modality | None]
+    """None: the data's (a user's own module takes whatever the recipe's data gives)."""
     prune_targets: ClassVar[frozenset[str]] = frozenset()
     exposes: ClassVar[frozenset[str]] = frozenset()
     search_space: ClassVar[dict[str, list[Any]]] = {}
@@ -167,9 +168,43 @@ class TextCNNSpec(SpecBase):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
+#: ``package.module:factory`` (dotted attribute names allowed after the colon).
+IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+class ModuleSpec(SpecBase):
+    """The user's own ``torch.nn.Module``, returning logits ``[batch, classes]`` (or a dict/``ModelOutput`` with them).
+
+    Built by calling ``factory(**kwargs)``, the ``package.module:factory`` the recipe names (nothing
+    else is imported or run); its modality is the data's, its conv/linear channels are pruned through
+    Torch-Pruning's dependency graph, and it exposes only logits (hidden-state losses are refused).
+    ``instance`` stands for a module given to ``Pipeline(...)`` as an object (see
+    :mod:`edgekd.models.user_module`); such a spec cannot be written to YAML nor rebuilt in another process.
+    """
+
+    modality: ClassVar[Modality | None] = None  # whatever the recipe's data gives
+    prune_targets: ClassVar[frozenset[str]] = frozenset({"channels"})
+
+    arch: Literal["module"]
+    factory: str | None = Field(default=None, pattern=IMPORT_PATH,
+                                description="'package.module:factory' returning the nn.Module.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory.")
+    instance: str | None = Field(default=None, description="Set by Pipeline(...) for a module given as an object: "
+                                 "its class and a digest of its initial weights.")
+    shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")
+
+    @model_validator(mode="after")
+    def _factory_or_instance(self) -> ModuleSpec:
+        if (self.factory is None) == (self.instance is None):
+            raise ValueError("expected 'factory' ('package.module:factory') or, from Python, an nn.Module object")
+        if self.instance is not None and self.kwargs:
+            raise ValueError("'kwargs' apply to a factory; a module given as an object takes none")
+        return self
+
+
 ModelSpec = Annotated[
     Union[CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec, BertSpec, DropLayersSpec, BiLSTMSpec,  # noqa: UP007
-          TextCNNSpec],
+          TextCNNSpec, ModuleSpec],
     Field(discriminator="arch"),
 ]
 

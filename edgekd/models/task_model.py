@@ -26,7 +26,7 @@ from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError
 from edgekd.models import hf
 from edgekd.models.builders import ImageSpec, build_model, count_params
-from edgekd.models.specs import BertSpec, DropLayersSpec, ModelSpec
+from edgekd.models.specs import BertSpec, DropLayersSpec, ModelSpec, ModuleSpec
 from edgekd.models.weights import load_weights, save_weights
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 from edgekd.prune.structure import apply_low_rank, low_rank_layers, pruned_class
@@ -114,7 +114,9 @@ def build_task_model(
     ``drop_layers`` students are built from ``teacher`` (weights copied).
     """
     num_classes = len(class_names)
-    if isinstance(spec, ImageSpec):
+    if isinstance(spec, ModuleSpec):
+        module = _build_plain(spec, signature, num_classes)
+    elif isinstance(spec, ImageSpec):
         if signature.kind != "image":
             raise ConfigError(f"model arch '{spec.arch}' takes images, but the recipe's data is text")
         module = build_model(spec, signature.image_shape, num_classes)
@@ -135,6 +137,10 @@ def build_task_model(
 
 def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -> nn.Module:
     """Non-Hugging-Face architectures, rebuilt from their spec."""
+    if isinstance(spec, ModuleSpec):
+        from edgekd.models.user_module import build_user_module
+
+        return build_user_module(spec, signature, num_classes)
     if signature.kind == "image":
         return build_model(spec, signature.image_shape, num_classes)
     from edgekd.models.text_students import build_text_student

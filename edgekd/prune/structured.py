@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -31,9 +32,11 @@ from edgekd.errors import ConfigError
 from edgekd.models.builders import BUILDERS
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
+from edgekd.models.user_module import unwrap
 from edgekd.models.vision import layer_shapes
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers, out_features, sync_bert_config
+from edgekd.prune.user_module import module_plan, rebuildable
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +72,19 @@ def prune_step(
     ``gradients(module)`` fills ``.grad`` for Taylor importance (e.g. a few training batches' loss).
     """
     module = model.module
+    own = model.spec.get("arch") == "module"  # a user's own module: see edgekd.prune.user_module
     if model.is_hf:
         plan = _bert_plan(module, config, ratio)
+    elif own:
+        plan = module_plan(module, config.targets, example_inputs, _rank_factors(module))
     elif model.spec.get("arch") in IMAGE_ARCHS:
         plan = _plain_plan(module, config)
     else:
         raise ConfigError(f"prune supports BERT-family models and {', '.join(map(repr, IMAGE_ARCHS))}, "
                           f"not '{model.spec.get('arch')}'")
-    inputs: Any = example_inputs if model.is_hf else next(iter(example_inputs.values()))
-    prune_module(module, inputs, config, ratio, plan, gradients=gradients)
+    inputs: Any = example_inputs if model.is_hf or own else next(iter(example_inputs.values()))
+    with rebuildable(module) if own else nullcontext():
+        prune_module(module, inputs, config, ratio, plan, gradients=gradients)
     record_structure(model)
 
 
@@ -139,6 +146,8 @@ def record_structure(model: TaskModel) -> None:
         model.spec = plain_spec(model.spec, model.module)
     elif model.spec.get("arch") in IMAGE_ARCHS:
         model.spec = {**model.spec, "shapes": layer_shapes(model.module)}
+    elif model.spec.get("arch") == "module":
+        model.spec = {**model.spec, "shapes": layer_shapes(unwrap(model.module))}
 
 
 def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str, Any]:
