@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from edgekd.errors import ModelError
+from edgekd.models.call import call_model
 
 #: What :func:`forward_outputs` can collect beyond logits.
 OUTPUT_KINDS = frozenset({"hidden_states", "attentions", "qkv"})
@@ -79,12 +80,12 @@ def forward_outputs(model: nn.Module, inputs: Mapping[str, Tensor], needs: froze
     if not _is_hf(model):
         if needs:
             raise ModelError(_not_a_transformer(model, needs))
-        out = model(**inputs)
+        out = call_model(model, inputs)
         return ModelOutputs(logits=out if isinstance(out, Tensor) else out.logits)
     flags = {"output_hidden_states": "hidden_states" in needs, "output_attentions": "attentions" in needs}
     captured: dict[int, Tensor] = {}
     with _capture_qkv(model, captured) if "qkv" in needs else nullcontext():
-        out = model(**inputs, **flags)
+        out = call_model(model, inputs, **flags)
     attentions = out.attentions if flags["output_attentions"] else None
     if flags["output_attentions"] and (not attentions or any(a is None for a in attentions)):
         raise ModelError(

@@ -29,6 +29,7 @@ from torch import nn
 
 from edgekd.errors import ConfigError
 from edgekd.models.builders import BUILDERS
+from edgekd.models.call import model_inputs
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.models.vision import layer_shapes
@@ -76,7 +77,7 @@ def prune_step(
     else:
         raise ConfigError(f"prune supports BERT-family models and {', '.join(map(repr, IMAGE_ARCHS))}, "
                           f"not '{model.spec.get('arch')}'")
-    inputs: Any = example_inputs if model.is_hf else next(iter(example_inputs.values()))
+    inputs: Any = model_inputs(module, example_inputs) if model.is_hf else next(iter(example_inputs.values()))
     prune_module(module, inputs, config, ratio, plan, gradients=gradients)
     record_structure(model)
 
