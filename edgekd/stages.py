@@ -109,7 +109,7 @@ def _check_models(state: PlanState) -> None:
                              f"teacher.model.arch '{recipe.teacher.model.arch}' is not one")
         spec = spec_of(recipe, role)
         if spec.modality != modality:
-            raise state.fail(f"{role}.model.arch", f"a '{spec.arch}' model takes {spec.modality} inputs, but "
+            raise state.fail(f"{role}.model.arch", f"a {spec.label} model takes {spec.modality} inputs, but "
                              f"data.source '{recipe.data.source}' gives {modality} data")
     if recipe.tokenizer is not None and modality != "text":
         raise state.fail("tokenizer", f"a tokenizer applies to text data; data.source '{recipe.data.source}' "
