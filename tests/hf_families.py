@@ -30,27 +30,36 @@ TEXT: dict[str, dict[str, Any]] = {
     "qwen2": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=37, max_position_embeddings=64, pad_token_id=PAD, bos_token_id=2, eos_token_id=3),
 }
+#: Image families at scikit-learn digits' shape (1 × 8 × 8).
 IMAGE: dict[str, dict[str, Any]] = {
-    "vit": dict(image_size=16, patch_size=4, num_channels=3, hidden_size=24, num_hidden_layers=2,
+    "vit": dict(image_size=8, patch_size=2, num_channels=1, hidden_size=24, num_hidden_layers=2,
                 num_attention_heads=3, intermediate_size=37),
-    "convnext": dict(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=16),
+    "convnext": dict(num_channels=1, patch_size=2, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
+                     image_size=8),
 }
 
 
-def build(family: str, num_labels: int = 3, seed: int = 0) -> torch.nn.Module:
-    """A randomly initialised classifier of ``family`` (eval mode)."""
+def build(family: str, num_labels: int = 3, seed: int = 0, **overrides: Any) -> torch.nn.Module:
+    """A randomly initialised classifier of ``family`` (eval mode); ``overrides`` change config fields."""
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    sizes = TEXT.get(family) or IMAGE[family]
+    sizes = {**(TEXT.get(family) or IMAGE[family]), **overrides}
     config = AutoConfig.for_model(family, num_labels=num_labels, **sizes)
     auto = AutoModelForSequenceClassification if family in TEXT else AutoModelForImageClassification
     return auto.from_config(config).eval()
 
 
-def save(family: str, directory: Path, num_labels: int = 3, seed: int = 0) -> Path:
-    """:func:`build`, saved with ``save_pretrained`` into ``directory`` (safetensors)."""
-    build(family, num_labels, seed).save_pretrained(directory)
+def save(family: str, directory: Path, num_labels: int = 3, seed: int = 0, tokenizer: Any = None) -> Path:
+    """:func:`build`, saved with ``save_pretrained`` into ``directory`` (safetensors).
+
+    With a ``tokenizer`` the model gets its vocabulary size and padding id, and the tokenizer is saved beside it.
+    """
+    overrides = {}
+    if tokenizer is not None:
+        overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        tokenizer.save_pretrained(directory)
+    build(family, num_labels, seed, **overrides).save_pretrained(directory)
     return directory
 
 

@@ -1,0 +1,99 @@
+"""Bring-your-own Hugging Face classifiers: every family as teacher and as student, through the pipeline.
+
+Each case saves a tiny random checkpoint of the family (``save_pretrained``, three labels, the data
+has two or ten) and runs teacher → distill → export with it in the given role: the head is
+replaced with a one-line notice, the model trains, its ONNX graph takes exactly the inputs its
+forward names, and the exported file matches PyTorch on the test set's padded batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import onnx
+import pytest
+
+import edgekd
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
+from edgekd.data.config import TokenizerConfig
+from edgekd.data.tokenizer import load_or_train_tokenizer
+from edgekd.models.task_model import TaskModel
+from tests import hf_families
+from tests.test_text_pipeline import _write_tsv
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
+                                        "ignore::torch.jit.TracerWarning")
+TRAINING = {"epochs": 4, "batch_size": 16, "lr": 0.002, "warmup_ratio": 0.1, "max_grad_norm": 1.0}
+SMALL = {"text": {"arch": "bert", "layers": 1, "hidden": 16, "heads": 2, "ffn": 32},
+         "image": {"arch": "cnn", "channels": [8, 16], "hidden": 32}}
+#: The inputs each family's graph takes (its forward's names that the data gives, as its tokenizer would).
+GRAPH_INPUTS = {"bert": ("input_ids", "attention_mask", "token_type_ids")}
+TEXT_INPUTS = ("input_ids", "attention_mask")
+#: Accuracy a family must reach in TRAINING's few epochs as the trained teacher (random init): well above
+#: chance (text: 2 classes, one word decides; digits: 10 classes).
+TEACHER_ACCURACY = {"text": 0.7, "image": 0.5}
+
+
+@pytest.fixture(scope="module")
+def text_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The synthetic sentiment TSVs and a WordPiece tokenizer trained on them, saved as a directory."""
+    root = tmp_path_factory.mktemp("text")
+    _write_tsv(root / "train.tsv", 400, seed=1)
+    _write_tsv(root / "dev.tsv", 80, seed=2)
+    texts = [line.split("\t")[0] for line in (root / "train.tsv").read_text().splitlines()[1:]]
+    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=200, max_length=32), texts)
+    tokenizer.save_pretrained(root / "tokenizer")
+    return {"root": root, "tokenizer": tokenizer}
+
+
+def recipe(modality: str, role: str, checkpoint: Path, text_files: dict[str, Any]) -> Recipe:
+    """teacher → distill → export, the checkpoint (``arch: hf``) as ``role``, a small plain model as the other."""
+    theirs, ours = {"arch": "hf", "pretrained": str(checkpoint)}, SMALL[modality]
+    if modality == "text":
+        root = text_files["root"]
+        data = {"source": "tsv", "train": str(root / "train.tsv"), "test": str(root / "dev.tsv"), "val_examples": 80}
+        extra = {"tokenizer": {"pretrained": str(root / "tokenizer"), "max_length": 32}}
+    else:
+        data = {"source": "sklearn", "name": "digits", "val_fraction": 0.15, "test_fraction": 0.25}
+        extra = {}
+    return validate_model({
+        "name": f"hf-{role}", "data": data, **extra,
+        "teacher": {"model": theirs if role == "teacher" else ours},
+        "student": {"model": ours if role == "teacher" else theirs},
+        "stages": [{"stage": "teacher", **TRAINING},
+                   {"stage": "distill", **TRAINING, "losses": [{"kind": "hinton", "temperature": 2.0, "alpha": 0.5}]},
+                   {"stage": "export"}],
+    }, Recipe, source="matrix")
+
+
+CASES = [(family, role) for family in (*hf_families.TEXT, *hf_families.IMAGE) for role in ("teacher", "student")]
+
+
+@pytest.mark.parametrize(("family", "role"), CASES, ids=[f"{f}-{r}" for f, r in CASES])
+def test_family_in_role_trains_exports_and_reloads(family: str, role: str, text_files: dict[str, Any],
+                                                    tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    modality = "text" if family in hf_families.TEXT else "image"
+    tokenizer = text_files["tokenizer"] if modality == "text" else None
+    checkpoint = hf_families.save(family, tmp_path / family, num_labels=3, tokenizer=tokenizer)
+    with caplog.at_level(logging.INFO, logger="edgekd.models.hf"):
+        result = edgekd.run(recipe(modality, role, checkpoint, text_files), out=tmp_path / "run")
+    classes = 2 if modality == "text" else 10
+    assert f"classifier replaced: {classes} labels, checkpoint had 3" in caplog.messages
+    model = result.artifact.models[role]
+    if role == "teacher":
+        assert model.metrics["accuracy"] > TEACHER_ACCURACY[modality]
+    assert model.metrics["parity_max_abs_diff"] < 1e-4
+    reloaded = TaskModel.load(tmp_path / "run" / model.weights)
+    assert reloaded.module.config.model_type == family and reloaded.class_names == model_classes(result, role)
+    graph = onnx.load(str(tmp_path / "run" / model.onnx)).graph
+    expected = ("input",) if modality == "image" else GRAPH_INPUTS.get(family, TEXT_INPUTS)
+    assert tuple(i.name for i in graph.input) == expected
+
+
+def model_classes(result: Any, role: str) -> tuple[str, ...]:
+    """The class names the model directory of ``role`` records (as the data gave them)."""
+    other = "student" if role == "teacher" else "teacher"
+    return TaskModel.load(result.run_dir / result.artifact.models[other].weights).class_names
