@@ -63,10 +63,11 @@ def save(family: str, directory: Path, num_labels: int = 3, seed: int = 0, token
     return directory
 
 
-def padded_batch(rows: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A right-padded text batch of sentences 2–14 tokens long (non-trivial attention masks)."""
+def padded_batch(rows: int = 6, seed: int = 0, longest: int = 14) -> dict[str, torch.Tensor]:
+    """A right-padded text batch of sentences 2–``longest`` tokens long (non-trivial attention masks)."""
     rng = np.random.default_rng(seed)
-    encoded = [rng.integers(4, VOCAB, size=int(length)) for length in rng.permutation(np.linspace(2, 14, rows))]
+    lengths = rng.permutation(np.linspace(2, longest, rows))
+    encoded = [rng.integers(4, VOCAB, size=int(length)) for length in lengths]
     batch = collate(encoded, range(rows), PAD)
     assert not batch["attention_mask"].all()
     return batch

@@ -121,3 +121,28 @@ def test_drop_layers_needs_a_stack_of_layers(checkpoints: dict[str, str], tmp_pa
     recipe["teacher"]["model"] = {"arch": "hf", "pretrained": checkpoints["convnext"]}
     recipe["student"]["model"] = {"arch": "drop_layers"}
     _assert_one_line_error(_validate(tmp_path, recipe), "student.model.arch", "'drop_layers' copies layers")
+
+
+@pytest.mark.parametrize("teacher", [{"arch": "bert", "pretrained": "bert"}, {"arch": "hf", "pretrained": "llama"}],
+                         ids=["bert", "hf-llama"])
+def test_a_search_candidate_keeps_a_pretrained_teacher(teacher: dict[str, Any], checkpoints: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    """`edgekd compress` with a bring-your-own teacher (was: give either 'pretrained' or sizes)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgekd.search.config import SearchStage
+    from edgekd.search.plan import Choice
+    from edgekd.search.space import Structure
+    from edgekd.search.train import candidate_recipe
+
+    for name in ("train.tsv", "dev.tsv"):
+        _write_tsv(tmp_path / name, 20, seed=len(name))
+    data = {**TEXT_DATA, "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "dev.tsv")}
+    spec = {**teacher, "pretrained": checkpoints[teacher["pretrained"]]}
+    recipe = validate_model({**_text_recipe(spec, SMALL_BERT, DISTILL), "data": data}, Recipe, source="recipe")
+    choice = Choice(structure=Structure(spec=SMALL_BERT), precisions=("fp32",), capacity=1, entries={})
+    weights = tmp_path / "teacher.safetensors"
+    save_file({"w": torch.zeros(1)}, str(weights))
+    candidate = candidate_recipe(recipe, choice, SearchStage(stage="search"), weights, quantize=False)
+    assert candidate.teacher.model.pretrained == spec["pretrained"] and candidate.teacher.weights is not None
