@@ -18,17 +18,17 @@ VOCAB = 120
 PAD = 0
 TEXT: dict[str, dict[str, Any]] = {
     "bert": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
-                 max_position_embeddings=64, pad_token_id=PAD),
-    "distilbert": dict(vocab_size=VOCAB, dim=24, n_layers=2, n_heads=3, hidden_dim=37, max_position_embeddings=64,
+                 max_position_embeddings=160, pad_token_id=PAD),
+    "distilbert": dict(vocab_size=VOCAB, dim=24, n_layers=2, n_heads=3, hidden_dim=37, max_position_embeddings=160,
                        pad_token_id=PAD),
     "roberta": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
-                    intermediate_size=37, max_position_embeddings=80, pad_token_id=1, type_vocab_size=1),
-    "gpt2": dict(vocab_size=VOCAB, n_embd=24, n_layer=2, n_head=3, n_positions=64, pad_token_id=PAD,
+                    intermediate_size=37, max_position_embeddings=162, pad_token_id=1, type_vocab_size=1),
+    "gpt2": dict(vocab_size=VOCAB, n_embd=24, n_layer=2, n_head=3, n_positions=160, pad_token_id=PAD,
                  bos_token_id=2, eos_token_id=3),
     "llama": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=37, max_position_embeddings=64, pad_token_id=PAD, bos_token_id=2, eos_token_id=3),
+                  intermediate_size=37, max_position_embeddings=160, pad_token_id=PAD, bos_token_id=2, eos_token_id=3),
     "qwen2": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=37, max_position_embeddings=64, pad_token_id=PAD, bos_token_id=2, eos_token_id=3),
+                  intermediate_size=37, max_position_embeddings=160, pad_token_id=PAD, bos_token_id=2, eos_token_id=3),
 }
 #: Image families at scikit-learn digits' shape (1 × 8 × 8).
 IMAGE: dict[str, dict[str, Any]] = {

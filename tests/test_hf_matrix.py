@@ -49,7 +49,8 @@ def text_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "tokenizer": tokenizer}
 
 
-def recipe(modality: str, role: str, checkpoint: Path, text_files: dict[str, Any]) -> Recipe:
+def recipe(modality: str, role: str, checkpoint: Path, text_files: dict[str, Any],
+           compress: tuple[dict[str, Any], ...] = ()) -> Recipe:
     """teacher → distill → export, the checkpoint (``arch: hf``) as ``role``, a small plain model as the other."""
     theirs, ours = {"arch": "hf", "pretrained": str(checkpoint)}, SMALL[modality]
     if modality == "text":
@@ -65,7 +66,7 @@ def recipe(modality: str, role: str, checkpoint: Path, text_files: dict[str, Any
         "student": {"model": ours if role == "teacher" else theirs},
         "stages": [{"stage": "teacher", **TRAINING},
                    {"stage": "distill", **TRAINING, "losses": [{"kind": "hinton", "temperature": 2.0, "alpha": 0.5}]},
-                   {"stage": "export"}],
+                   *compress, {"stage": "export"}],
     }, Recipe, source="matrix")
 
 
@@ -97,3 +98,20 @@ def model_classes(result: Any, role: str) -> tuple[str, ...]:
     """The class names the model directory of ``role`` records (as the data gave them)."""
     other = "student" if role == "teacher" else "teacher"
     return TaskModel.load(result.run_dir / result.artifact.models[other].weights).class_names
+
+
+PRUNABLE = ["bert", "roberta", "llama", "qwen2"]
+
+
+@pytest.mark.parametrize("family", PRUNABLE)
+def test_prunable_family_as_student_is_pruned_with_recovery_and_reloads(family: str, text_files: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    checkpoint = hf_families.save(family, tmp_path / family, num_labels=2, tokenizer=text_files["tokenizer"])
+    prune = {"stage": "prune", "ratio": 0.5, "targets": ["ffn"], "recovery": {"epochs": 1, "lr": 0.002}}
+    result = edgekd.run(recipe("text", "student", checkpoint, text_files, compress=(prune,)), out=tmp_path / "run")
+    metrics = result.stages[2].metrics["student"]
+    assert metrics["params_ratio"] < 1 and metrics["parity_max_abs_diff"] < 1e-4
+    student = result.artifact.models["student"]
+    reloaded = TaskModel.load(tmp_path / "run" / student.weights).module
+    assert reloaded.config.model_type == family and reloaded.config.intermediate_size == 37 - 19
+    assert student.metrics["parity_max_abs_diff"] < 1e-4

@@ -11,8 +11,9 @@ checks the recipe before anything is loaded or trained:
 - ``exposes``: the intermediate outputs distillation losses may compare (``qkv`` needs BERT's
   ``attention.self.{query,key,value}`` layout, the hook's path);
 - ``prune_targets`` and ``factorize``: what the pruning code can rewrite *and reload*
-  (``edgekd.prune.structure`` rebuilds BERT-layout encoders only); ``why_not`` says why a family
-  cannot be pruned or factorized, for the one-line refusal.
+  (``edgekd.prune.structure`` rebuilds BERT-layout encoders; decoders' gated MLPs are pruned alike in
+  every layer, see ``gated_mlp``); ``why_not`` says why a family cannot be pruned or factorized, for
+  the one-line refusal.
 
 Families not listed load and train (traits from the transformers mapping) but expose nothing and
 are not compressed. Reading a checkpoint's family imports neither torch nor the model code.
@@ -42,6 +43,8 @@ class Family:
     prune_targets: frozenset[str] = frozenset()
     factorize: bool = False
     why_not: str = NOT_REWRITTEN
+    gated_mlp: bool = False
+    """Pruned through its gated MLPs (:mod:`edgekd.prune.gated_mlp`): every layer alike, ``scope: layer`` only."""
 
     @property
     def bert_layout(self) -> bool:
@@ -50,6 +53,9 @@ class Family:
 
 
 _BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), factorize=True, why_not="")
+_DECODER = Family("text", True, TRANSFORMER, frozenset({"ffn"}), gated_mlp=True,
+                  why_not="its gated MLP channels are pruned (ffn, scope: layer); its grouped-query heads and "
+                          f"low-rank factors are not rewritten ({NOT_REWRITTEN})")
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
     "distilbert": Family("text", True, TRANSFORMER),
@@ -57,9 +63,7 @@ FAMILIES: dict[str, Family] = {
                      why_not="ALBERT shares one layer's weights across all layers, so no layer is pruned alone"),
     "deberta-v2": Family("text", True, TRANSFORMER),
     "gpt2": Family("text", True, TRANSFORMER),
-    "llama": Family("text", True, TRANSFORMER),
-    "qwen2": Family("text", True, TRANSFORMER),
-    "mistral": Family("text", True, TRANSFORMER),
+    **dict.fromkeys(("llama", "qwen2", "mistral"), _DECODER),
     "vit": Family("image", True, TRANSFORMER),
     "deit": Family("image", True, TRANSFORMER),
     "convnext": Family("image"),

@@ -9,6 +9,8 @@ the output projection's columns) and removes whole groups, so the tensors are ph
   output projections, pooler, classifier) is ignored, so the hidden size is never pruned; the
   attention modules' head counts and the config's structure are updated afterwards
   (:func:`edgekd.prune.structure.sync_bert_config`).
+- decoder classifiers with gated MLPs (Llama, Qwen2, Mistral): MLP channels, every layer alike
+  (:mod:`edgekd.prune.gated_mlp`).
 - image classifiers (``cnn``, ``mlp``, ``resnet``, ``mobilenet_v2``): conv channels and hidden
   units, the classifier's outputs kept; the spec is rewritten with the new widths (``resnet`` and
   ``mobilenet_v2``: every layer's shape) so the model directory rebuilds it.
@@ -34,6 +36,7 @@ from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.models.vision import layer_shapes
 from edgekd.prune.config import PruneConfig
+from edgekd.prune.gated_mlp import gated_mlps, gated_plan, sync_gated_config
 from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers, out_features, sync_bert_config
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,9 @@ def prune_step(
     ``gradients(module)`` fills ``.grad`` for Taylor importance (e.g. a few training batches' loss).
     """
     module = model.module
-    if model.is_hf:
+    if model.is_hf and gated_mlps(module):
+        plan = gated_plan(module, config)
+    elif model.is_hf:
         plan = _bert_plan(module, config, ratio)
     elif model.spec.get("arch") in IMAGE_ARCHS:
         plan = _plain_plan(module, config)
@@ -134,7 +139,9 @@ def record_structure(model: TaskModel) -> None:
     ``resnet``/``mobilenet_v2``: the spec's layer ``shapes`` (the low-rank layers of plain models
     are found by :meth:`TaskModel.save` itself).
     """
-    if model.is_hf:
+    if model.is_hf and gated_mlps(model.module):
+        sync_gated_config(model.module)
+    elif model.is_hf:
         sync_bert_config(model.module)
     elif model.spec.get("arch") in ("cnn", "mlp"):
         model.spec = plain_spec(model.spec, model.module)
