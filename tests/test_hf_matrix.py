@@ -115,3 +115,26 @@ def test_prunable_family_as_student_is_pruned_with_recovery_and_reloads(family: 
     reloaded = TaskModel.load(tmp_path / "run" / student.weights).module
     assert reloaded.config.model_type == family and reloaded.config.intermediate_size == 37 - 19
     assert student.metrics["parity_max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("family", ["distilbert", "gpt2", "llama"])
+def test_family_as_student_is_quantized_profiled_and_bundled(family: str, text_files: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    """ort-mobile export, INT8 candidates (GPT-2's graph breaks onnxruntime's BERT fusion: quantized unfused)."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    checkpoint = hf_families.save(family, tmp_path / family, num_labels=2, tokenizer=text_files["tokenizer"])
+    built = recipe("text", "student", checkpoint, text_files).model_dump(mode="json", exclude_unset=True)
+    built["stages"][-1] = {"stage": "export", "target": "ort-mobile"}
+    built["stages"] += [{"stage": "quantize"}, {"stage": "profile", "warmup": 2, "runs": 10}, {"stage": "bundle"}]
+    result = edgekd.run(validate_model(built, Recipe, source="matrix"), out=tmp_path / "run")
+    bundle = result.run_dir / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == list(TEXT_INPUTS)
+    session = ort.InferenceSession(str(bundle / "model.ort"), providers=["CPUExecutionProvider"])
+    encoded = text_files["tokenizer"](["a really great film", "dull"], padding=True, return_tensors="np")
+    feeds = {i.name: encoded[i.name].astype(np.int64) for i in session.get_inputs()}
+    assert session.run(None, feeds)[0].shape == (2, 2)
