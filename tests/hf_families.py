@@ -36,6 +36,7 @@ IMAGE: dict[str, dict[str, Any]] = {
                 num_attention_heads=3, intermediate_size=37),
     "convnext": dict(num_channels=1, patch_size=2, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
                      image_size=8),
+    "resnet": dict(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"),
 }
 
 
