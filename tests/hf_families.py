@@ -51,14 +51,24 @@ def build(family: str, num_labels: int = 3, seed: int = 0, **overrides: Any) -> 
     return auto.from_config(config).eval()
 
 
-def save(family: str, directory: Path, num_labels: int = 3, seed: int = 0, tokenizer: Any = None) -> Path:
+#: Larger sizes of some families, for the slow-marked runs of the matrix.
+LARGER: dict[str, dict[str, Any]] = {
+    "bert": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
+    "llama": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+                  intermediate_size=344),
+    "vit": dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=4, intermediate_size=384),
+}
+
+
+def save(family: str, directory: Path, num_labels: int = 3, seed: int = 0, tokenizer: Any = None,
+         **sizes: Any) -> Path:
     """:func:`build`, saved with ``save_pretrained`` into ``directory`` (safetensors).
 
     With a ``tokenizer`` the model gets its vocabulary size and padding id, and the tokenizer is saved beside it.
     """
-    overrides = {}
+    overrides = dict(sizes)
     if tokenizer is not None:
-        overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        overrides |= {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
         tokenizer.save_pretrained(directory)
     build(family, num_labels, seed, **overrides).save_pretrained(directory)
     return directory

@@ -76,9 +76,23 @@ CASES = [(family, role) for family in (*hf_families.TEXT, *hf_families.IMAGE) fo
 @pytest.mark.parametrize(("family", "role"), CASES, ids=[f"{f}-{r}" for f, r in CASES])
 def test_family_in_role_trains_exports_and_reloads(family: str, role: str, text_files: dict[str, Any],
                                                     tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    check_family_in_role(family, role, text_files, tmp_path, caplog)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", hf_families.LARGER)
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_larger_configs_in_role(family: str, role: str, text_files: dict[str, Any], tmp_path: Path,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    check_family_in_role(family, role, text_files, tmp_path, caplog, **hf_families.LARGER[family])
+
+
+def check_family_in_role(family: str, role: str, text_files: dict[str, Any], tmp_path: Path,
+                         caplog: pytest.LogCaptureFixture, **sizes: Any) -> None:
+    """One matrix case (see the module docstring); ``sizes`` override the family's tiny config."""
     modality = "text" if family in hf_families.TEXT else "image"
     tokenizer = text_files["tokenizer"] if modality == "text" else None
-    checkpoint = hf_families.save(family, tmp_path / family, num_labels=3, tokenizer=tokenizer)
+    checkpoint = hf_families.save(family, tmp_path / family, num_labels=3, tokenizer=tokenizer, **sizes)
     with caplog.at_level(logging.INFO, logger="edgekd.models.hf"):
         result = edgekd.run(recipe(modality, role, checkpoint, text_files), out=tmp_path / "run")
     classes = 2 if modality == "text" else 10
