@@ -20,7 +20,9 @@ from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.config import TokenizerConfig
 from edgekd.data.tokenizer import load_or_train_tokenizer
+from edgekd.errors import ConfigError
 from edgekd.models.task_model import TaskModel
+from edgekd.stages import check_recipe
 from tests import hf_families
 from tests.test_text_pipeline import _write_tsv
 
@@ -152,3 +154,23 @@ def test_family_as_student_is_quantized_profiled_and_bundled(family: str, text_f
     encoded = text_files["tokenizer"](["a really great film", "dull"], padding=True, return_tensors="np")
     feeds = {i.name: encoded[i.name].astype(np.int64) for i in session.get_inputs()}
     assert session.run(None, feeds)[0].shape == (2, 2)
+
+
+VIT_STUDENT = {"arch": "hf", "config": {"model_type": "vit", "patch_size": 2, "hidden_size": 16,
+                                        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}}
+
+
+def test_image_transformers_distil_hidden_states_and_attentions(text_files: dict[str, Any], tmp_path: Path) -> None:
+    """ViT teacher (checkpoint) → ViT student built from a config, with hidden-state and attention losses."""
+    checkpoint = hf_families.save("vit", tmp_path / "vit", num_labels=10)
+    built = recipe("image", "teacher", checkpoint, text_files).model_dump(mode="json", exclude_unset=True)
+    built["student"]["model"] = VIT_STUDENT
+    built["stages"][1]["losses"] = [{"kind": "hinton"}, {"kind": "hidden"}, {"kind": "attention"}]
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.cache_teacher: the teacher-output cache stores "
+                                          r"attentions, hidden_states per token of text"):
+        check_recipe(validate_model(built, Recipe, source="matrix"), "matrix")
+    built["stages"][1]["cache_teacher"] = False
+    result = edgekd.run(validate_model(built, Recipe, source="matrix"), out=tmp_path / "run")
+    student = result.artifact.models["student"]
+    assert student.metrics["parity_max_abs_diff"] < 1e-4 and student.metrics["accuracy"] > 0.1
+    assert TaskModel.load(tmp_path / "run" / student.weights).module.config.num_hidden_layers == 1
