@@ -36,8 +36,9 @@ import onnxruntime
 from edgekd.atomic import write_json
 from edgekd.config.device import load_device
 from edgekd.profile.cpu import detect_cpu, host_threads, resolve_threads
-from edgekd.profile.runner import model_size_mb, profile_onnx
-from edgekd.profile.speed_ratio import export_encoder
+from edgekd.profile.references import export_encoder
+from edgekd.profile.runner import profile_onnx
+from edgekd.profile.timing import model_size_mb
 
 TOLERANCE = 0.05
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -121,7 +121,7 @@ def bert_case(args: argparse.Namespace, work: Path) -> tuple[Path, Any, dict[str
     import transformers
 
     from edgekd.data.tokenizer import load_or_train_tokenizer
-    from edgekd.profile.speed_ratio import export_encoder
+    from edgekd.profile.references import export_encoder
     from edgekd.quantize.feeds import QuantData
 
     train = _read_tsv(args.sst2 / "train.tsv")

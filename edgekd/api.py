@@ -12,17 +12,19 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceProfile, load_device
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
+from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
 from edgekd.run_plan import StagePlan, plan_run
 from edgekd.stages import check_recipe
+from edgekd.threads import training_threads
 
 if TYPE_CHECKING:
     from edgekd.search.compress import CompressResult
@@ -35,26 +37,45 @@ def validate(recipe: str | Path) -> Recipe:
     its budget on this machine), local data files (columns, labels, sizes) and teacher weights.
     """
     loaded = load_recipe(recipe)
-    source = str(find("pipelines", recipe))
+    path = find("pipelines", recipe)
+    source = str(path)
     check_recipe(loaded, source)
     try:
         _checked_device(loaded.device)
     except UnknownEntryError as exc:
         raise ConfigError(f"{source}: device: {exc}") from None
+    check_data_present(data_need(loaded, path), path)
     _check_inputs(loaded)
     return loaded
 
 
-def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True) -> DeviceProfile:
+def pipelines() -> list[dict]:
+    """The built-in recipes: name, description, stages and the data each needs (whether it is here, where to get it)."""
+    from edgekd.catalog import names
+
+    listed = []
+    for name in names("pipelines"):
+        recipe_ = load_recipe(name)
+        listed.append({"name": recipe_.name, "description": recipe_.description, "stages": recipe_.stage_names(),
+                       "source": str(find("pipelines", name)),
+                       "data": data_need(recipe_, find("pipelines", name)).to_json()})
+    return listed
+
+
+def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True,
+                    budget_ms: float | None = None) -> DeviceProfile:
     """A device profile (given, or loaded by name or path) whose budget is not impossible on this machine.
 
-    ``latency=False`` leaves the p90 limit to a budget search, which explains it with its candidates.
+    ``budget_ms`` replaces the profile's p90 budget (``--budget-ms``). ``latency=False`` leaves the p90
+    limit to a budget search, which explains it with its candidates.
     """
-    if isinstance(device, DeviceProfile):
-        check_budget(device, f"device '{device.name}'", latency=latency)
-        return device
-    loaded = load_device(device)
-    check_budget(loaded, str(find("devices", device)), latency=latency)
+    from edgekd.search.compress import with_budget
+
+    loaded = device if isinstance(device, DeviceProfile) else load_device(device)
+    source = f"device '{device.name}'" if isinstance(device, DeviceProfile) else str(find("devices", device))
+    if budget_ms is not None:
+        loaded, source = with_budget(loaded, budget_ms), f"{source} with --budget-ms {budget_ms:g}"
+    check_budget(loaded, source, latency=latency)
     return loaded
 
 
@@ -77,16 +98,20 @@ def run(
     *,
     device: str | Path | DeviceProfile | None = None,
     out: str | Path | None = None,
+    budget_ms: float | None = None,
+    threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
 ) -> RunResult:
     """Run a recipe (a built-in name, a YAML path or a :class:`Recipe`) and return its result.
 
-    ``device`` overrides the recipe's device profile; ``out`` is the run directory
-    (default ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
+    ``device`` overrides the recipe's device profile, ``budget_ms`` its p90 latency budget and ``threads``
+    its torch training threads (see :mod:`edgekd.threads`); ``out`` is the run directory (default
+    ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
     """
-    loaded, profile, run_dir = _prepared(recipe, device, out)
-    return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+    loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, threads)
+    with training_threads(loaded.threads):
+        return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
 
 
 def plan(
@@ -94,26 +119,36 @@ def plan(
     *,
     device: str | Path | DeviceProfile | None = None,
     out: str | Path | None = None,
+    budget_ms: float | None = None,
     fresh: bool = False,
 ) -> list[StagePlan]:
     """What :func:`run` with the same arguments would do, stage by stage, without doing it (``--dry-run``)."""
-    loaded, profile, run_dir = _prepared(recipe, device, out)
+    loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, None)
     return plan_run(loaded, profile, run_dir, fresh=fresh)
 
 
-def _prepared(recipe: str | Path | Recipe, device: str | Path | DeviceProfile | None,
-              out: str | Path | None) -> tuple[Recipe, DeviceProfile, Path]:
+def _prepared(recipe: str | Path | Recipe, device: str | Path | DeviceProfile | None, out: str | Path | None,
+              budget_ms: float | None, threads: int | Literal["auto"] | None) -> tuple[Recipe, DeviceProfile, Path]:
     """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use."""
-    loaded = recipe if isinstance(recipe, Recipe) else validate(recipe)
+    loaded = _with_threads(recipe if isinstance(recipe, Recipe) else validate(recipe), threads)
     if isinstance(recipe, Recipe):
         check_recipe(loaded, f"recipe '{loaded.name}'")
     searches = "search" in loaded.stage_names()
-    profile = _checked_device(device or loaded.device, latency=not searches)
+    profile = _checked_device(device or loaded.device, latency=not searches, budget_ms=budget_ms)
     if searches:
         from edgekd.search.compress import preflight
 
         preflight(loaded, profile)
     return loaded, profile, Path(out) if out is not None else Path("runs") / loaded.name
+
+
+def _with_threads(recipe: Recipe, threads: int | Literal["auto"] | None) -> Recipe:
+    """``recipe`` with its ``threads`` replaced (``--threads``), checked as the recipe's own value is."""
+    if threads is None:
+        return recipe
+    if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ConfigError(f"--threads: expected a positive number of threads or 'auto', got {threads!r}")
+    return recipe.model_copy(update={"threads": threads})
 
 
 def compress(
@@ -122,6 +157,7 @@ def compress(
     device: str | Path | DeviceProfile | None = None,
     budget_ms: float | None = None,
     out: str | Path | None = None,
+    threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
 ) -> CompressResult:
@@ -133,14 +169,15 @@ def compress(
     is built (or read from the cache) first: a budget no candidate meets raises
     :class:`~edgekd.errors.BudgetError` before anything trains.
     """
-    from edgekd.search.compress import CompressResult, preflight, search_recipe, with_budget
+    from edgekd.search.compress import CompressResult, preflight, search_recipe
 
-    loaded = search_recipe(recipe if isinstance(recipe, Recipe) else validate(recipe))
+    loaded = _with_threads(search_recipe(recipe if isinstance(recipe, Recipe) else validate(recipe)), threads)
     check_recipe(loaded, f"recipe '{loaded.name}'")
-    profile = with_budget(_checked_device(device or loaded.device, latency=False), budget_ms)
+    profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
-    result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
+    with training_threads(loaded.threads):
+        result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
     return CompressResult(run=result, table=table)
 
 
@@ -187,9 +224,37 @@ def bench(
     return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))
 
 
-def export(model: str | Path, *, target: str | Path = "ort-mobile", out: str | Path = "export"):
-    """Convert an ONNX file as an export target says (e.g. to ``.ort`` for ORT Mobile); returns an ``OrtModel``."""
+def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[dict]:
+    """Measure the host→device speed ratio of estimated devices (default: every built-in one with a reference).
+
+    Each entry: the device's name, its :class:`~edgekd.profile.speed_ratio.SpeedRatio` as JSON (ratio,
+    range, spread, whether it was cached). ``fresh`` re-measures instead of reading the cache. A device
+    without a reference (measured directly) is a :class:`ConfigError`.
+    """
+    from edgekd.catalog import names
+    from edgekd.profile.speed_ratio import speed_ratio
+
+    if devices is None:
+        profiles = [p for p in (load_device(name) for name in names("devices")) if p.reference is not None]
+    else:
+        profiles = [load_device(device) for device in devices]
+    calibrated = []
+    for profile_ in profiles:
+        if profile_.reference is None:
+            raise ConfigError(f"device '{profile_.name}' has no reference figure: it is measured directly on this "
+                              "machine, so there is no speed ratio to calibrate")
+        calibrated.append({"device": profile_.name, **speed_ratio(profile_.reference, fresh=fresh).to_json()})
+    return calibrated
+
+
+def export(model: str | Path, *, target: str | Path = "ort-mobile", device: str | Path | DeviceProfile = "host-cpu",
+           out: str | Path = "export"):
+    """Convert an ONNX file as an export target says (e.g. to ``.ort`` for ORT Mobile); returns an ``OrtModel``.
+
+    The conversion is parity-checked at ``device``'s input shapes (its sequence length or image size).
+    """
     from edgekd.export.config import load_export_target
     from edgekd.export.ort_format import export_file
 
-    return export_file(Path(model), load_export_target(target), Path(out))
+    profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
+    return export_file(Path(model), load_export_target(target), Path(out), shape=profile_.inputs)

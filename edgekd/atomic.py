@@ -1,8 +1,9 @@
 """Atomic file writes: write to a temporary file beside the target, then rename over it.
 
 A crash or a full disk leaves either the old file or no file, never a half-written one. A full
-disk is reported as a one-line :class:`~edgekd.errors.StorageError` naming the file; what a killed
-process leaves behind (``.<name>.*.tmp``) is cleared by :func:`remove_temporaries`.
+disk, a read-only filesystem or a directory the user may not write to is reported as a one-line
+:class:`~edgekd.errors.StorageError` naming the file; what a killed process leaves behind
+(``.<name>.*.tmp``) is cleared by :func:`remove_temporaries`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edgekd.cache import cache_root
 from edgekd.errors import StorageError
 
 #: errno values of a full disk or quota (libraries with their own exception types quote their text).
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: errno values of a place the user cannot write to, whatever the space.
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+#: errno values of a directory to create where a file is (``mkdir`` of ``file.txt/out``, or of ``file.txt``).
+_NOT_A_DIRECTORY = (errno.ENOTDIR, errno.EEXIST)
 
 
 @contextmanager
@@ -32,13 +38,13 @@ def atomic_path(target: Path) -> Iterator[Path]:
     ``target`` is untouched; a full disk raises :class:`StorageError` naming ``target``.
     """
     target = Path(target)
-    with _full_disk_reported(target):
+    with write_errors_reported(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with _full_disk_reported(target):
+        with write_errors_reported(target):
             yield tmp
             _persist(tmp, target)
     finally:
@@ -54,21 +60,28 @@ def _persist(tmp: Path, target: Path) -> None:
 
 
 @contextmanager
-def _full_disk_reported(target: Path) -> Iterator[None]:
-    """Turn a full-disk failure while writing ``target`` into a one-line :class:`StorageError`."""
+def write_errors_reported(target: Path) -> Iterator[None]:
+    """Turn a full disk, read-only filesystem or missing permission while writing ``target`` into a one-line
+    :class:`StorageError`."""
     try:
         yield
     except StorageError:
         raise
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL + _NOT_WRITABLE + _NOT_A_DIRECTORY:
             code: int | None = exc.errno
         else:
             code = next((c for c in _DISK_FULL if os.strerror(c) in str(exc)), None)
         if code is None:
             raise
-        raise StorageError(f"{target}: cannot write it: {os.strerror(code).lower()}; free some space and run "
-                           "again (an earlier version of it, if any, is kept)") from exc
+        if code in _NOT_A_DIRECTORY:
+            raise StorageError(f"{target}: cannot write it: a part of its path is a file, not a directory; "
+                               "choose another place") from exc
+        advice = "free some space and run again" if code in _DISK_FULL else "choose a place you can write to"
+        if Path(target).is_relative_to(cache_root()):
+            advice += " (edgekd's cache: set EDGEKD_CACHE)"
+        raise StorageError(f"{target}: cannot write it: {os.strerror(code).lower()}; {advice} (an earlier "
+                           "version of it, if any, is kept)") from exc
 
 
 def remove_temporaries(directory: Path) -> None:
@@ -118,12 +131,12 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     full disk raises :class:`StorageError` naming ``target``.
     """
     target = Path(target)
-    with _full_disk_reported(target):
+    with write_errors_reported(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     old = tmp.with_suffix(".old")
     try:
-        with _full_disk_reported(target):
+        with write_errors_reported(target):
             yield tmp
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual permissions
             if target.exists():

@@ -1,27 +1,31 @@
 """The ``edgekd`` command line (typer + rich). Every command calls the Python API in :mod:`edgekd.api`.
 
-Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal error.
+Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal error, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). Text from user files is printed through :func:`edgekd.console.shown`.
+Adding a command is one decorated function (``@app.command()`` then ``@_handle_errors``) calling the API.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
+import signal
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
+import typer.core
+from rich import box
 from rich.table import Table
 
-from edgekd import api, catalog
+from edgekd import __version__, api, catalog
+from edgekd.config.device import load_device
+from edgekd.console import SafeRichHandler, err, out, print_json, shown
 from edgekd.distributed import launched_rank
 from edgekd.errors import EdgekdError
+from edgekd.profile.stability import stability_warning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,16 +34,25 @@ app = typer.Typer(
     help="Distill, export and profile models against an edge device's latency budget.\n\n"
     "Example: edgekd demo --out runs/demo",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 devices_app = typer.Typer(help="List and show device profiles.\n\nExample: edgekd devices show host-cpu",
                           no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
+pipelines_app = typer.Typer(help="List the built-in recipes and the data they need.\n\nExample: edgekd pipelines list",
+                            no_args_is_help=True)
+app.add_typer(pipelines_app, name="pipelines")
 
-out = Console()
-err = Console(stderr=True)
 _state = {"debug": False}
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """No type after a plain flag in --help (typer ≥ 0.2x shows ``<bool>`` after ``--fresh``)."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 
 def _handle_errors(func: F) -> F:
@@ -54,9 +67,11 @@ def _handle_errors(func: F) -> F:
                 raise
             err.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; finished stages are kept and a re-run resumes from them")
-            raise typer.Exit(code=130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main)
+            terminated = isinstance(exc, Terminated)
+            err.print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; finished stages are kept and "
+                      "a re-run resumes from them")
+            raise typer.Exit(code=143 if terminated else 130) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
@@ -69,21 +84,37 @@ def _handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, as Ctrl-C raises KeyboardInterrupt: the same clean-up runs."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
 def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line, with rich markup characters escaped (paths may hold '[')."""
-    return escape(" ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+    """The exception's message on one line, control characters and rich markup escaped (see :func:`shown`)."""
+    return shown(" ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"edgekd {__version__}", soft_wrap=True)
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print edgekd's version and exit.",
+                                          callback=_show_version, is_eager=True)] = False,
 ) -> None:
     _state["debug"] = debug
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        handlers=[SafeRichHandler(console=err, show_path=False, show_time=False)],
     )
     logging.getLogger("edgekd").setLevel(logging.DEBUG if debug else logging.INFO)
     if launched_rank() != 0:  # the other processes of a data-parallel run: rank 0 speaks for the run
@@ -92,15 +123,21 @@ def _main(
 
 RecipeArg = Annotated[str, typer.Argument(help="A recipe YAML path or a built-in name (see pipelines/).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", "-d", help="Device profile name or YAML path.")]
+HostDeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Device profile name or YAML path.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<recipe name>).")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished stages of an earlier run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="torch threads for training (default: the recipe's threads, auto = free physical cores).")]
+BudgetOpt = Annotated[float | None, typer.Option(
+    "--budget-ms", help="p90 latency budget in ms, instead of the device profile's.")]
 
 
 @app.command()
 @_handle_errors
-def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, fresh: FreshOpt = False,
-        quiet: QuietOpt = False,
+def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, budget_ms: BudgetOpt = None,
+        threads: ThreadsOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False,
         dry_run: Annotated[bool, typer.Option(
             "--dry-run", help="Only say which stages would be cached, run or re-run (and what changed).")] = False,
         ) -> None:
@@ -109,24 +146,31 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, fre
     Example: edgekd run pipelines/demo-digits.yaml --device host-cpu --out runs/demo
     """
     if dry_run:
-        for stage in api.plan(recipe, device=device, out=out_dir, fresh=fresh):
-            out.print(stage.describe(), markup=False, highlight=False)
+        plans = api.plan(recipe, device=device, out=out_dir, budget_ms=budget_ms, fresh=fresh)
+        if as_json:
+            print_json([stage.to_json() for stage in plans])
+            return
+        for stage in plans:
+            out.print(shown(stage.describe()), highlight=False)
         return
-    result = api.run(recipe, device=device, out=out_dir, fresh=fresh, show_progress=not quiet)
+    result = api.run(recipe, device=device, out=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
+                     show_progress=not (quiet or as_json))
     if result.is_main_process:
-        _print_run(result)
+        _print_run(result, as_json)
 
 
 @app.command()
 @_handle_errors
-def demo(out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False) -> None:
+def demo(out_dir: OutOpt = None, threads: ThreadsOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False,
+         as_json: JsonOpt = False) -> None:
     """Run the built-in demo: digits CNN teacher → small student, exported and profiled on host-cpu.
 
     Example: edgekd demo --out runs/demo
     """
-    result = api.run("demo-digits", out=out_dir or Path("runs/demo"), fresh=fresh, show_progress=not quiet)
+    result = api.run("demo-digits", out=out_dir or Path("runs/demo"), threads=threads, fresh=fresh,
+                     show_progress=not (quiet or as_json))
     if result.is_main_process:
-        _print_run(result)
+        _print_run(result, as_json)
 
 
 @app.command()
@@ -134,12 +178,13 @@ def demo(out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = Fals
 def compress(
     recipe: RecipeArg,
     device: DeviceOpt = None,
-    budget_ms: Annotated[float | None, typer.Option(
-        "--budget-ms", help="p90 latency budget in ms, instead of the device profile's.")] = None,
+    budget_ms: BudgetOpt = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Run directory (default runs/<recipe name>-search).")] = None,
+    threads: ThreadsOpt = None,
     fresh: FreshOpt = False,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Find the most accurate student that fits a device's budget: latency table first, training second.
 
@@ -149,32 +194,39 @@ def compress(
 
     Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.02
     """
-    result = api.compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, fresh=fresh,
-                          show_progress=not quiet)
+    result = api.compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, threads=threads, fresh=fresh,
+                          show_progress=not (quiet or as_json))
+    if as_json:
+        print_json({**_run_json(result.run), "table": result.table.to_json(), "search": _search_metrics(result)})
+        return
     _print_search(result)
-    _print_run(result.run)
+    _print_run(result.run, as_json=False)
 
 
 @app.command()
 @_handle_errors
-def validate(recipe: RecipeArg) -> None:
+def validate(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
     """Check a recipe (keys, types, names, stage order, files) without running it.
 
     Example: edgekd validate pipelines/demo-digits.yaml
     """
     loaded = api.validate(recipe)
-    out.print(f"[green]ok[/]: recipe '{loaded.name}' with stages {', '.join(loaded.stage_names())} "
-              f"on device '{loaded.device}'")
+    if as_json:
+        print_json({"ok": True, "recipe": loaded.name, "source": str(catalog.find("pipelines", recipe)),
+                    "stages": loaded.stage_names(), "device": str(loaded.device)})
+        return
+    out.print(f"[green]ok[/]: recipe '{shown(loaded.name)}' with stages {', '.join(loaded.stage_names())} "
+              f"on device '{shown(loaded.device)}'", soft_wrap=True)
 
 
 @app.command()
 @_handle_errors
 def profile(
     model: Annotated[Path, typer.Argument(help="An ONNX model file.")],
-    device: Annotated[str, typer.Option("--device", "-d", help="Device profile name or YAML path.")] = "host-cpu",
+    device: HostDeviceOpt = "host-cpu",
     runs: Annotated[int, typer.Option(min=10, help="Timed runs.")] = 200,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Profile any ONNX model with onnxruntime under a device profile's threads and input shapes.
 
@@ -182,56 +234,68 @@ def profile(
     """
     result = api.profile(model, device=device, runs=runs, warmup=warmup, show_progress=not as_json)
     figures = result.to_json()
+    unstable = stability_warning(str(model), figures)
     if as_json:
-        sys.stdout.write(json.dumps(figures, sort_keys=True) + "\n")
+        print_json({**figures, "warnings": [unstable] if unstable else []})
         return
     estimate = (f" — estimate: host × speed ratio {figures['speed_ratio']:.2f} from '{figures['reference']}'"
                 if figures["estimate"] else " — measured")
-    out.print(f"[bold]{model}[/] on [bold]{device}[/]{estimate}, {figures['threads']} thread(s) here, "
-              f"inputs {figures['input_shapes']}", highlight=False)
+    out.print(f"[bold]{shown(model)}[/] on [bold]{shown(device)}[/]{estimate}, {figures['threads']} thread(s) "
+              f"here, inputs {shown(figures['input_shapes'])}", soft_wrap=True)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb", "size_mb"):
         table.add_row(key, f"{figures[key]:.3f}")
     out.print(table)
+    _print_warnings([unstable] if unstable else [])
 
 
 @app.command()
 @_handle_errors
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (edgekd run/demo --out).")]) -> None:
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (edgekd run/demo --out).")],
+           as_json: JsonOpt = False) -> None:
     """Rebuild a run's report.json, report.md, report.html and plots from its records, re-running nothing.
 
     Example: edgekd report runs/demo
     """
-    for path in api.report(run_dir):
-        out.print(f"wrote {path}", highlight=False)
+    paths = api.report(run_dir)
+    if as_json:
+        print_json({"run_dir": str(run_dir), "files": [str(path) for path in paths]})
+        return
+    for path in paths:
+        out.print(f"wrote {shown(path)}", soft_wrap=True)
 
 
 @app.command()
 @_handle_errors
 def bench(
     models: Annotated[list[Path], typer.Argument(help="ONNX model files to compare.")],
-    device: Annotated[str, typer.Option("--device", "-d", help="Device profile name or YAML path.")] = "host-cpu",
+    device: HostDeviceOpt = "host-cpu",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for bench.json/.md/.html.")] = Path(
         "runs/bench"),
     runs: Annotated[int, typer.Option(min=10, help="Timed runs per model.")] = 200,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs per session.")] = 20,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved sessions per model (A B, B A, ...).")] = 4,
+    as_json: JsonOpt = False,
 ) -> None:
     """Benchmark several ONNX models side by side on this CPU under a device profile (interleaved timing).
 
     Example: edgekd bench runs/demo/03-export/teacher.onnx runs/demo/03-export/student.onnx --device host-cpu
     """
     record = api.bench(models, device=device, out=out_dir, warmup=warmup, runs=runs, rounds=rounds)
-    table = Table(title=f"CPU benchmark on {record['device']['name']}")
+    if as_json:
+        print_json(record)
+        return
+    table = Table(title=f"CPU benchmark on {shown(record['device']['name'])}")
     for column in ("model", "p50 ms", "p90 ms", "size MB", "MACs", "verdict"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for m in record["models"]:
-        table.add_row(m["name"], f"{m['p50_ms']:.4f}", f"{m['p90_ms']:.4f}", f"{m['size_mb']:.3f}", f"{m['macs']:,}",
-                      m["verdict"])
+        table.add_row(shown(m["name"]), f"{m['p50_ms']:.4f}", f"{m['p90_ms']:.4f}", f"{m['size_mb']:.3f}",
+                      f"{m['macs']:,}", m["verdict"])
     out.print(table)
-    out.print(f"report: {out_dir / 'bench.html'}", highlight=False)
+    _print_warnings(record["warnings"])
+    out.print(f"report: {shown(out_dir / 'bench.html')}", soft_wrap=True)
 
 
 @app.command()
@@ -240,6 +304,8 @@ def export(
     model: Annotated[Path, typer.Argument(help="An ONNX model file.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Export preset from exporters/ or a YAML path.")] = (
         "ort-mobile"),
+    device: Annotated[str, typer.Option(
+        "--device", "-d", help="Device profile whose input shapes the parity check uses.")] = "host-cpu",
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: beside MODEL).")]
     = None,
 ) -> None:
@@ -247,40 +313,115 @@ def export(
 
     Example: edgekd export runs/demo/03-export/student.onnx --target ort-mobile --out mobile/
     """
-    result = api.export(model, target=target, out=out_dir or model.parent)
-    out.print(f"wrote {result.path} ({result.size_mb:.3f} MB)"
-              + (f" and {result.operators_config}" if result.operators_config else "")
-              + f"; parity with {model.name}: max abs diff {result.parity.max_abs_diff:.2e}",
-              highlight=False, soft_wrap=True)
+    result = api.export(model, target=target, device=device, out=out_dir or model.parent)
+    out.print(f"wrote {shown(result.path)} ({result.size_mb:.3f} MB)"
+              + (f" and {shown(result.operators_config)}" if result.operators_config else "")
+              + f"; parity with {shown(model.name)}: max abs diff {result.parity.max_abs_diff:.2e}",
+              soft_wrap=True)
 
 
 @devices_app.command("list")
 @_handle_errors
-def devices_list() -> None:
+def devices_list(as_json: JsonOpt = False) -> None:
     """List the built-in device profiles.
 
     Example: edgekd devices list
     """
-    table = Table(title="device profiles")
-    for column in ("name", "threads", "p90 budget (ms)", "size (MB)", "memory (MB)", "latency", "description"):
-        table.add_column(column)
-    for name in catalog.names("devices"):
-        device = catalog.load_device(name)
+    devices = [load_device(name) for name in catalog.names("devices")]
+    if as_json:
+        print_json([{"source": str(catalog.find("devices", d.name)), **d.model_dump(mode="json")} for d in devices])
+        return
+    table = Table(title="device profiles (the names --device takes)", box=box.SIMPLE_HEAD)
+    table.add_column("name", no_wrap=True, min_width=max(len(d.name) for d in devices))
+    for column in ("threads", "p90 ms", "size MB", "memory MB", "latency"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "latency" else "right")
+    for device in devices:
         b = device.budget
-        table.add_row(device.name, str(device.threads), f"{b.p90_ms:g}", f"{b.size_mb:g}", f"{b.peak_memory_mb:g}",
-                      "estimated" if device.is_estimate else "measured", device.description)
+        table.add_row(shown(device.name), str(device.threads), f"{b.p90_ms:g}", f"{b.size_mb:g}",
+                      f"{b.peak_memory_mb:g}", "estimated" if device.is_estimate else "measured")
     out.print(table)
+    for device in devices:  # below the table, so that long descriptions never squeeze the names
+        out.print(f"[bold]{shown(device.name)}[/]: {shown(device.description)}")
 
 
 @devices_app.command("show")
 @_handle_errors
 def devices_show(name: Annotated[str, typer.Argument(help="Device profile name or YAML path.")]) -> None:
-    """Show one device profile as YAML-like JSON, with the CPU it resolves to here.
+    """Show one device profile as JSON, with the file it was read from.
 
     Example: edgekd devices show raspberry-pi-4
     """
-    device = catalog.load_device(name)
+    device = load_device(name)
     out.print_json(json.dumps({"source": str(catalog.find("devices", name)), **device.model_dump(mode="json")}))
+
+
+@devices_app.command("calibrate")
+@_handle_errors
+def devices_calibrate(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Device profiles with a reference figure (default: every built-in one).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Measure again instead of reading the cache.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the host→device speed ratio of estimated devices: the reference model timed here in rounds.
+
+    A measurement whose rounds vary by more than 15% is retried, and is not cached if it stays unstable.
+
+    Example: edgekd devices calibrate android-midrange-cpu --fresh
+    """
+    calibrated = api.calibrate(names or None, fresh=fresh)
+    if as_json:
+        print_json(calibrated)
+        return
+    table = Table(title="host→device speed ratios (device ms ÷ host ms of the reference model)", box=box.SIMPLE_HEAD)
+    table.add_column("device", no_wrap=True)
+    for column in ("reference", "published ms", "host ms", "ratio", "rounds", "spread", "status"):
+        table.add_column(column, justify="left" if column in ("reference", "status") else "right")
+    for c in calibrated:
+        status = "cached" if c["cached"] else "measured now" if c["stable"] else "[red]unstable: not cached[/]"
+        table.add_row(shown(c["device"]), c["reference_model"], f"{c['device_ms']:g}", f"{c['host_ms']:.4g}",
+                      f"{c['ratio']:.3g} ± {c['uncertainty']:.2g}", str(len(c["host_rounds_ms"])),
+                      f"{c['spread']:.0%}", status)
+    out.print(table)
+
+
+@pipelines_app.command("list")
+@_handle_errors
+def pipelines_list(as_json: JsonOpt = False) -> None:
+    """List the built-in recipes: their stages, the data each needs, whether it is here and where to get it.
+
+    Example: edgekd pipelines list
+    """
+    recipes = api.pipelines()
+    if as_json:
+        print_json(recipes)
+        return
+    table = Table(title="built-in recipes (the names run, validate and compress take)", box=box.SIMPLE_HEAD)
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in recipes))
+    table.add_column("data")
+    table.add_column("here?", no_wrap=True)
+    for r in recipes:
+        data = r["data"]
+        table.add_row(shown(r["name"]), shown(data["summary"]), "[green]yes[/]" if data["ready"] else "[red]missing[/]")
+    out.print(table)
+    needs: dict[tuple[str, str], list[str]] = {}  # (missing paths, where to get them) → recipes
+    for r in recipes:
+        if not r["data"]["ready"]:
+            missing = ", ".join(shown(r["data"]["paths"][key]) for key in r["data"]["missing"])
+            needs.setdefault((missing, shown(r["data"]["where"])), []).append(shown(r["name"]))
+    for (missing, where), names in needs.items():
+        out.print(f"[bold]{', '.join(names)}[/] need{'s' if len(names) == 1 else ''} {missing}. {where}")
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    """Warnings about the figures just printed, on stderr (stdout stays the result)."""
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
+
+
+def _search_metrics(result) -> dict[str, Any]:
+    """The search stage's record (candidates, budget, choice) of a search run."""
+    return next(r.metrics["search"] for r in result.run.stages if r.stage == "search")
 
 
 def _print_search(result) -> None:
@@ -288,23 +429,35 @@ def _print_search(result) -> None:
     table = result.table
     out.print(f"latency table: {table.entries} candidates, "
               + (f"{table.profiled} timed now in {table.seconds:.1f} s, " if table.profiled else "")
-              + f"{table.reused} from the cache ({table.path})", highlight=False, soft_wrap=True)
-    search = next(r.metrics["search"] for r in result.run.stages if r.stage == "search")
+              + f"{table.reused} from the cache ({shown(table.path)})", soft_wrap=True)
+    search = _search_metrics(result)
     trained = Table(title=f"trained candidates ({search['table']['feasible']} of {table.entries} fit the budget "
-                          f"p90 {search['budget']['p90_ms']:g} ms on {search['device']})")
+                          f"p90 {search['budget']['p90_ms']:g} ms on {shown(search['device'])})")
     for column in ("candidate", "val acc", "test acc", "p90 ms", "size MB", "verdict"):
         trained.add_column(column, justify="left" if column == "candidate" else "right")
     for m in search["measured"]:
-        trained.add_row(m["label"], f"{m['val_accuracy']:.4f}", f"{m['accuracy']:.4f}", f"{m['p90_ms']:.3f}",
+        trained.add_row(shown(m["label"]), f"{m['val_accuracy']:.4f}", f"{m['accuracy']:.4f}", f"{m['p90_ms']:.3f}",
                         f"{m['size_mb']:.3f}", m["verdict"])
     out.print(trained)
     chosen = search["chosen"]
-    out.print(f"chosen: [bold]{escape(chosen['label'])}[/] — p90 {chosen['confirmed']['p90_ms']:.3f} ms on "
-              f"re-profile" + (" (estimate)" if search["estimate"] else ""), highlight=False)
+    out.print(f"chosen: [bold]{shown(chosen['label'])}[/] — p90 {chosen['confirmed']['p90_ms']:.3f} ms on "
+              f"re-profile" + (" (estimate)" if search["estimate"] else ""), soft_wrap=True)
 
 
-def _print_run(result) -> None:
-    table = Table(title=f"run {result.run_dir}")
+def _run_json(result) -> dict[str, Any]:
+    """A run's stages and, when it has one, its report.json, as one JSON-ready mapping."""
+    stages = [{"index": r.index, "stage": r.stage, "directory": r.directory, "skipped": r.skipped,
+               "wall_seconds": r.wall_seconds} for r in result.stages]
+    report = result.report() if result.report_path.is_file() else None
+    return {"run_dir": str(result.run_dir), "stages": stages, "report": report}
+
+
+def _print_run(result, as_json: bool) -> None:
+    """The run's stage table and, when it has a report, the teacher/student summary and budget verdict."""
+    if as_json:
+        print_json(_run_json(result))
+        return
+    table = Table(title=f"run {shown(result.run_dir)}")
     for column in ("#", "stage", "status", "seconds"):
         table.add_column(column)
     for record in result.stages:
@@ -327,16 +480,17 @@ def _print_run(result) -> None:
     comparison = report.get("comparison") or {}
     if comparison.get("p50_latency_ratio") is not None:
         out.print(f"student/teacher: accuracy ratio {comparison['accuracy_ratio']:.3f}, "
-                  f"p50 latency ratio {comparison['p50_latency_ratio']:.3f}")
+                  f"p50 latency ratio {comparison['p50_latency_ratio']:.3f}", soft_wrap=True)
     budget = report["budget"]
     colour = "green" if budget["verdict"] == "pass" else "red"
-    out.print(f"budget on {report['device']['name']}: [{colour}]{budget['verdict']}[/]"
-              + (" (latency estimated)" if budget.get("estimate") else ""))
-    out.print(f"report: {result.run_dir / 'report.html'} (and report.md)")
+    out.print(f"budget on {shown(report['device']['name'])}: [{colour}]{budget['verdict']}[/]"
+              + (" (latency estimated)" if budget.get("estimate") else ""), soft_wrap=True)
+    out.print(f"report: {shown(result.run_dir / 'report.html')} (and report.md)", soft_wrap=True)
     if (result.run_dir / "bundle.zip").is_file():
-        out.print(f"mobile bundle: {result.run_dir / 'bundle'} and bundle.zip")
+        out.print(f"mobile bundle: {shown(result.run_dir / 'bundle')} and bundle.zip", soft_wrap=True)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: SIGTERM ends a command as Ctrl-C does (a message, finished stages kept)."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()

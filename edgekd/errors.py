@@ -32,5 +32,9 @@ class BudgetError(EdgekdError):
     """A device budget cannot be met or is impossible."""
 
 
+class TrainingError(EdgekdError):
+    """Training diverged: the loss became infinite or NaN (a learning rate, loss weight or temperature too large)."""
+
+
 class StorageError(EdgekdError):
     """A result cannot be written: the disk (or the user's quota) is full."""

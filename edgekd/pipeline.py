@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -45,15 +44,25 @@ from edgekd.config.recipe import Recipe
 from edgekd.config.training import TrainingConfig
 from edgekd.distributed import World, check_training, current_world
 from edgekd.errors import ConfigError
+from edgekd.rundir import (
+    FILES_KEY,
+    FINGERPRINT_FILE,
+    RUN_RECORD,
+    STAGE_RECORD,
+    cached_record,
+    claimed,
+    inventory,
+    read_run_record,
+    read_stage_record,
+    remove_stale_stage_dirs,
+    replace_stage_dir,
+)
 from edgekd.stage_kind import StageKind
+from edgekd.stage_store import fetch_stage, keep_stage
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
 from edgekd.version import __version__
 
 log = logging.getLogger(__name__)
-
-STAGE_RECORD = "stage.json"
-RUN_RECORD = "run.json"  # the recipe and device profile of the latest run, for rebuilding reports
-FINGERPRINT_FILE = ".fingerprint"
 
 
 @dataclass(frozen=True)
@@ -140,14 +149,20 @@ def run_pipeline(
     check_recipe(recipe, f"recipe '{recipe.name}'", registry)
     _check_training(recipe, world, registry)
     run_dir = Path(run_dir)
+    with claimed(run_dir, main=world.is_main):  # refuses directories that are not runs; one run at a time
+        return _run_stages(recipe, device, run_dir, world, registry, fresh=fresh, show_progress=show_progress)
+
+
+def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: World, registry: StageRegistry, *,
+                fresh: bool, show_progress: bool) -> RunResult:
     if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__, "recipe": recipe.model_dump(mode="json"),
                                           "device": device.model_dump(mode="json")})
     last_parallel = max((i for i, s in enumerate(recipe.stages, start=1) if registry[s.stage].data_parallel),
                         default=0)
     artifact = Artifact()
     previous = ""
+    rerun = fresh  # a stage that ran again runs every cacheable stage after it again
     records: list[StageRecord] = []
     planned: set[str] = set()
     everyone = world
@@ -163,14 +178,19 @@ def run_pipeline(
         if world.is_main:
             inputs = fingerprint_inputs(previous, stage_config, recipe, device, kind)
             fp = fingerprint(inputs)
-            decision = (fp, inputs, None if fresh or not kind.cacheable else _finished_record(run_dir, name, fp))
-        fp, inputs, cached = world.broadcast(decision)
+            cached = None if rerun or not kind.cacheable else _finished_record(run_dir, name, fp)
+            shared = None if cached is not None or rerun or not kind.shareable else _shared_record(run_dir, name, fp)
+            decision = (fp, inputs, cached or shared, shared is not None)
+        fp, inputs, cached, from_store = world.broadcast(decision)
         if cached is not None:
-            log.info("stage %s: skipped, finished earlier with the same inputs (%.1f s then)",
-                     name, cached.get("wall_seconds", 0.0))
+            if not from_store:
+                log.info("stage %s: skipped, finished earlier with the same inputs (%.1f s then)",
+                         name, cached.get("wall_seconds", 0.0))
+            rerun = rerun or from_store  # not this directory's own result: what follows it is run again
             record = StageRecord(index, stage_config.stage, name, fp, True, cached)
         else:
             log.info("stage %s: running", name)
+            rerun = rerun or kind.cacheable
             stage_world = world if kind.data_parallel else world.alone()
             work_dir = _partial_dir(run_dir, name, fp, fresh) if world.is_main else run_dir / f".{name}.partial"
             if kind.data_parallel:
@@ -179,8 +199,8 @@ def run_pipeline(
             data = None
             if world.is_main or kind.data_parallel:
                 ctx = StageContext(
-                    recipe=kind.view(recipe, stage_config), device=device, run_dir=run_dir.resolve(), work_dir=work_dir,
-                    stage_dir_name=name, where=f"stages[{index - 1}]",
+                    recipe=kind.view(recipe, stage_config), device=device, run_dir=run_dir.resolve(),
+                    work_dir=work_dir, stage_dir_name=name, where=f"stages[{index - 1}]",
                     log=logging.getLogger(f"edgekd.stage.{stage_config.stage}"),
                     show_progress=show_progress and world.is_main, previous=tuple(r.data for r in records),
                     world=stage_world,
@@ -192,7 +212,7 @@ def run_pipeline(
         previous = fp
         records.append(record)
     if world.is_main:
-        _remove_stale_stage_dirs(run_dir, planned)
+        remove_stale_stage_dirs(run_dir, planned)
     # The other processes wait for rank 0 rather than exit while it works: a process leaving the
     # group early aborted now and then ("terminate called without an active exception"), and the
     # launcher then stopped rank 0 mid-stage.
@@ -221,24 +241,26 @@ def _check_shared(work_dir: Path, fp: str, world: World) -> None:
 
 
 def _finished_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None:
-    """The record of a finished stage with fingerprint ``fp``, completing an interrupted rename."""
+    """The record of a finished stage with fingerprint ``fp`` whose files verify, completing an interrupted rename."""
     final = run_dir / name
-    record = read_record(final / STAGE_RECORD)
-    if record is not None and record.get("fingerprint") == fp:
+    record = cached_record(final, fp)
+    if record is not None:
         return record
     partial = run_dir / f".{name}.partial"
-    record = read_record(partial / STAGE_RECORD)
-    if record is not None and record.get("fingerprint") == fp:
-        _commit(partial, final)  # the stage finished but was stopped before its rename
+    record = cached_record(partial, fp)
+    if record is not None:
+        replace_stage_dir(partial, final)  # the stage finished but was stopped before its rename
         return record
     return None
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def _shared_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None:
+    """The record of the same stage finished by another run (:mod:`edgekd.stage_store`), copied into this one."""
+    partial = run_dir / f".{name}.partial"
+    record = fetch_stage(name, fp, partial)
+    if record is not None:
+        replace_stage_dir(partial, run_dir / name)
+    return record
 
 
 def _partial_dir(run_dir: Path, name: str, fp: str, fresh: bool) -> Path:
@@ -283,32 +305,21 @@ def _run_stage(kind: StageKind, stage_config: Any, artifact: Artifact, ctx: Stag
     }
     if not ctx.world.is_main:
         return StageRecord(index, stage_config.stage, ctx.stage_dir_name, fp, False, data)
+    data[FILES_KEY] = inventory(ctx.work_dir)
     write_json(ctx.work_dir / STAGE_RECORD, data)
     (ctx.work_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
-    _commit(ctx.work_dir, ctx.run_dir / ctx.stage_dir_name)
+    replace_stage_dir(ctx.work_dir, ctx.run_dir / ctx.stage_dir_name)
+    if kind.shareable:
+        keep_stage(ctx.run_dir / ctx.stage_dir_name, fp)
     return StageRecord(index, stage_config.stage, ctx.stage_dir_name, fp, False, data)
-
-
-def _commit(partial: Path, final: Path) -> None:
-    """Replace ``final`` by the finished ``partial`` directory."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-
-
-def _remove_stale_stage_dirs(run_dir: Path, planned: set[str]) -> None:
-    """Delete stage directories a longer or different earlier version of the recipe left."""
-    for path in run_dir.iterdir():
-        name = path.name.removeprefix(".").removesuffix(".partial")
-        if path.is_dir() and name[:2].isdigit() and name[2:3] == "-" and name not in planned:
-            shutil.rmtree(path)
 
 
 def load_run(run_dir: Path) -> tuple[Recipe, DeviceProfile, list[dict[str, Any]]]:
     """The recipe, device profile and finished stage records of a run directory (nothing is re-run)."""
-    record = read_record(Path(run_dir) / RUN_RECORD)
+    record = read_run_record(Path(run_dir) / RUN_RECORD)
     if record is None:
-        raise ConfigError(f"{run_dir}: not an edgekd run directory ({RUN_RECORD} missing or unreadable)")
+        raise ConfigError(f"{run_dir}: not an edgekd run directory ({RUN_RECORD} missing, unreadable or not "
+                          "an edgekd run record)")
     source = str(Path(run_dir) / RUN_RECORD)
     recipe = validate_model(record["recipe"], Recipe, source=f"{source} (recipe)")
     device = validate_model(record["device"], DeviceProfile, source=f"{source} (device)")
@@ -319,7 +330,7 @@ def load_run_records(run_dir: Path) -> list[dict[str, Any]]:
     """The ``stage.json`` records of a run directory's finished stages, in order."""
     records = []
     for path in sorted(Path(run_dir).glob("[0-9][0-9]-*/" + STAGE_RECORD)):
-        record = read_record(path)
+        record = read_stage_record(path)
         if record is not None:
             records.append(record)
     return records

@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
-from edgekd.pipeline import STAGE_RECORD, fingerprint, fingerprint_inputs, read_record, stage_dir_name
+from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name
+from edgekd.rundir import STAGE_RECORD, cached_record, read_json, stage_problem
+from edgekd.stage_store import stored_stage
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
 
 Status = Literal["cached", "runs", "re-runs"]
@@ -40,6 +42,8 @@ class StagePlan:
 
     def describe(self) -> str:
         """The stage's plan line."""
+        if self.status == "cached" and self.changes:
+            return f"{self.directory}  cached: {'; '.join(self.changes)}"
         if self.status != "re-runs" or not self.changes:
             return f"{self.directory}  {self.status}"
         shown = list(self.changes[:MAX_CHANGES_SHOWN])
@@ -64,24 +68,41 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
         name = stage_dir_name(index, config.stage)
         inputs = fingerprint_inputs(previous, config, recipe, device, kind)
         fp = fingerprint(inputs)
-        record = read_record(Path(run_dir) / name / STAGE_RECORD)
-        if record is None:
+        stage_dir = Path(run_dir) / name
+        record = read_json(stage_dir / STAGE_RECORD)
+        problem = stage_problem(stage_dir, record) if isinstance(record, dict) else None
+        reusable = not fresh and not upstream_reruns
+        if reusable and kind.cacheable and isinstance(record, dict) and record.get("fingerprint") == fp \
+                and problem is None:
+            status, changes = "cached", ()
+        elif reusable and kind.shareable and _stored(name, fp):
+            status, changes = "cached", ("copied from the shared stage store (an earlier run made it)",)
+            upstream_reruns = True  # as the pipeline does: what follows a copied stage runs again
+        elif not isinstance(record, dict):
             status: Status = "runs"
             changes: tuple[str, ...] = ()
         elif fresh:
             status, changes = "re-runs", ("--fresh",)
         elif not kind.cacheable:
             status, changes = "re-runs", ("this stage always runs",)
+        elif record.get("fingerprint") == fp and problem is not None:
+            status, changes = "re-runs", (f"its finished result cannot be reused ({problem})",)
         elif record.get("fingerprint") == fp:
-            status, changes = "cached", ()
+            status, changes = "re-runs", ("an earlier stage re-runs",)
         else:
             status = "re-runs"
             changes = tuple(describe_changes(record.get("fingerprint_inputs"), inputs, index - 1,
                                              upstream_reruns=upstream_reruns))
-        upstream_reruns = upstream_reruns or status != "cached"
+        upstream_reruns = upstream_reruns or (status != "cached" and kind.cacheable)
         plans.append(StagePlan(directory=name, stage=config.stage, status=status, changes=changes))
         previous = fp
     return plans
+
+
+def _stored(name: str, fingerprint: str) -> bool:
+    """Whether the shared stage store holds this stage finished and intact."""
+    stored = stored_stage(name, fingerprint)
+    return stored is not None and stored.is_dir() and cached_record(stored, fingerprint) is not None
 
 
 def describe_changes(old: Any, new: dict[str, Any], stage_index: int, *, upstream_reruns: bool) -> list[str]:

@@ -62,6 +62,9 @@ class StageKind:
     or a function of the stage's config giving them (a distill stage reads the spec of the role it trains)."""
     uses_device: bool = False
     cacheable: bool = True
+    shareable: bool = False
+    """Its finished result is kept in the shared stage store and reused by other run directories
+    (:mod:`edgekd.stage_store`): for stages whose outputs depend on their fingerprint alone."""
     data_parallel: bool = False
     """Runs in every process of a data-parallel run (see :mod:`edgekd.distributed`); else in rank 0 alone."""
     extra_inputs: Callable[[Any, Recipe], dict[str, Any]] | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,25 @@ def shrink(
         elif stage["stage"] == "profile":
             stage.update(warmup=5, runs=runs)
     return recipe
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_machine_stage_store() -> Iterator[None]:
+    """Module- and session-scoped runs never share stages through the machine's store
+    (``~/.cache/edgekd/stages``): a teacher an earlier test session or another checkout trained must
+    not turn a fixture's first run into a cached one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEKD_STAGE_STORE", "off")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def own_stage_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test shares finished stages only with itself (:mod:`edgekd.stage_store`): a teacher another
+    test trained must not turn this test's first run into a cached one."""
+    store = tmp_path_factory.mktemp("stage-store")
+    monkeypatch.setenv("EDGEKD_STAGE_STORE", str(store))
+    return store
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ def tiny_recipe(*, teacher_epochs: int = 3, distill_epochs: int = 10, stages: tu
                 ) -> dict[str, Any]:
     """The demo recipe shrunk to seconds: one-block CNNs, few epochs, ONNX export, a short profile."""
     recipe = copy.deepcopy(demo_recipe_dict())
+    recipe["threads"] = 1  # bit-identical results between runs (threads: auto follows the machine's load)
     recipe["teacher"]["model"] = {"arch": "cnn", "channels": [8], "hidden": 16}
     recipe["student"]["model"] = {"arch": "cnn", "channels": [4], "hidden": 8}
     settings = {"teacher": {"epochs": teacher_epochs, "lr": 0.01}, "distill": {"epochs": distill_epochs, "lr": 0.01},
@@ -84,6 +85,7 @@ def text_recipe(directory: Path) -> dict[str, Any]:
     training = {"epochs": 8, "batch_size": 16, "lr": 0.005}
     return {
         "name": "text-tiny",
+        "threads": 1,
         "data": {"source": "tsv", "train": str(directory / "train.tsv"), "test": str(directory / "dev.tsv"),
                  "val_examples": 20},
         "tokenizer": {"vocab_size": 120, "max_length": 24},
@@ -103,7 +105,7 @@ def tiny_onnx(path: Path) -> Path:
 
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """Train with one torch thread, as the subprocesses of these tests do (``OMP_NUM_THREADS=1``).
+    """Train with one torch thread outside a pipeline run, as the recipes here do (``threads: 1``).
 
     Tiny models train no slower on one thread, and on a loaded machine far faster than with
     spinning OpenMP threads; results are compared only between runs with the same thread count.

@@ -33,7 +33,7 @@ def _manifest(**changes: object) -> dict:
         "labels": [str(i) for i in range(10)],
         "preprocessing": {"kind": "image", "layout": "NCHW", "channels": 1, "height": 8, "width": 8,
                           "color": "grayscale", "pixel_range": [0, 16], "scale": 0.0625, "mean": [0.0],
-                          "std": [1.0], "formula": "x = pixel * scale"},
+                          "std": [1.0], "formula": "x = pixel * scale", "byte_scale": 16 / 255},
         "postprocessing": {"output": "logits", "kind": "logits", "note": "argmax indexes labels"},
         "tokenizer": None,
         "device": {"name": "phone", "description": "a phone."},
@@ -86,7 +86,7 @@ def test_readme_shows_android_and_python_use_of_an_image_model() -> None:
     readme = render_readme(_manifest())
     assert "```kotlin" in readme and "```python" in readme
     assert 'context.assets.open("model.ort")' in readme and "longArrayOf(1, 1, 8, 8)" in readme
-    assert "(pixels[i] * 0.0625f - 0f) / 1f" in readme
+    assert "(bytes[i] * 0.06274509803921569f * 0.0625f - 0.0f) / 1.0f" in readme  # 0..255 → 0..16, then scale
     assert "p90 1.500 ms (estimate: ...)" in readme  # the latency and whether it is an estimate
     assert "| `model.required_operators.config` |" in readme
 

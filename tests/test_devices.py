@@ -11,7 +11,7 @@ from edgekd.catalog import catalog_dir
 from edgekd.config.device import DeviceProfile, load_device
 from edgekd.config.loading import load_yaml_model
 from edgekd.profile.cpu import KNOWN_ISA
-from edgekd.profile.speed_ratio import REFERENCE_MODELS
+from edgekd.profile.references import REFERENCE_MODELS
 
 DEVICE_FILES = sorted(catalog_dir("devices").glob("*.yaml"))
 KEY_LINE = re.compile(r"^(\s*)([a-z_0-9]+):")
@@ -53,3 +53,20 @@ def test_estimated_devices_cite_a_buildable_reference(name: str) -> None:
 def test_measured_devices_have_no_reference(name: str) -> None:
     device = load_device(name)
     assert not device.is_estimate and device.isa == "detect"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(REFERENCE_MODELS))
+def test_every_registered_reference_model_builds_a_timeable_onnx_file(key: str, tmp_path: Path) -> None:
+    """The reference registry's contract: each entry builds an ONNX model onnxruntime runs at the entry's shape."""
+    import onnxruntime as ort
+
+    from edgekd.config.device import InputShape
+    from edgekd.profile.inputs import make_feeds
+
+    model = REFERENCE_MODELS[key]
+    target = tmp_path / f"{key}.onnx"
+    model.build(target)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, make_feeds(session, InputShape(**model.shape)))
+    assert outputs and outputs[0].shape[0] == model.shape["batch"]

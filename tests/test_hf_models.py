@@ -10,7 +10,7 @@ import torch
 from pydantic import TypeAdapter
 
 from edgekd.data.examples import InputSignature
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ModelError
 from edgekd.models.call import call_logits
 from edgekd.models.hf import build_hf, drop_layers
 from edgekd.models.specs import DropLayersSpec, HFSpec, ModelSpec
@@ -65,11 +65,29 @@ def test_a_headless_backbone_gets_a_classifier(tmp_path: Path, caplog: pytest.Lo
     assert model.config.num_labels == 2
 
 
-def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path: Path) -> None:
-    checkpoint = hf_families.save("gpt2", tmp_path / "gpt2")
-    big = InputSignature(kind="text", vocab_size=hf_families.VOCAB + 1, pad_id=0, max_length=32)
-    with pytest.raises(ConfigError, match="the tokenizer has 121 tokens but the model's vocabulary 120"):
-        build_hf(spec(pretrained=str(checkpoint)), big, TWO)
+@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama"])
+@pytest.mark.parametrize("short", ["vocabulary", "positions"])
+def test_a_model_smaller_than_the_tokenizer_is_refused(family: str, short: str, tmp_path: Path) -> None:
+    """Token ids beyond the embeddings, or a max_length beyond the positions: one line, checkpoint or config."""
+    from transformers import AutoConfig
+
+    positions = AutoConfig.for_model(family, **hf_families.TEXT[family]).max_position_embeddings
+    vocab, length = (hf_families.VOCAB + 1, 32) if short == "vocabulary" else (hf_families.VOCAB, positions + 1)
+    data = InputSignature(kind="text", vocab_size=vocab, pad_id=hf_families.PAD, max_length=length)
+    expected = (f"its vocabulary has {hf_families.VOCAB} tokens, fewer than the tokenizer's {vocab}"
+                if short == "vocabulary" else f"it takes at most {positions} tokens, fewer than the tokenizer's "
+                f"max_length {length}")
+    checkpoint = hf_families.save(family, tmp_path / family)
+    with pytest.raises(ModelError, match=f"^pretrained model '{checkpoint}': {expected}"):
+        build_hf(spec(pretrained=str(checkpoint)), data, TWO)
+    with pytest.raises(ModelError, match=f"^model config \\(model_type {family}\\): {expected}"):
+        build_hf(spec(config={"model_type": family, **hf_families.TEXT[family]}), data, TWO)
+
+
+def test_images_of_other_channels_are_refused(tmp_path: Path) -> None:
+    checkpoint = hf_families.save("vit", tmp_path / "vit", num_channels=3)
+    with pytest.raises(ConfigError, match=f"^pretrained model '{checkpoint}': takes 3-channel images, the data has 1$"):
+        build_hf(spec(pretrained=str(checkpoint)), DIGITS, TWO)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "gpt2", "llama", "qwen2", "vit"])

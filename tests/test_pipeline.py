@@ -138,3 +138,26 @@ def test_run_directory_records_recipe_and_device(write_recipe, tmp_path: Path) -
     recipe, device, records = load_run(tmp_path / "run")
     assert recipe.name == "demo-digits" and device.name == "host-cpu"
     assert [r["stage"] for r in records] == list(TRAIN_AND_EXPORT)
+
+
+def test_an_identical_teacher_is_reused_from_another_run_directory(write_recipe, tmp_path: Path,
+                                                                   own_stage_store: Path) -> None:
+    path = write_recipe(_recipe())
+    first = edgekd.run(path, out=tmp_path / "one")
+    assert [r.skipped for r in first.stages] == [False, False, False]
+    second = edgekd.run(path, out=tmp_path / "two")
+    assert [r.skipped for r in second.stages] == [True, False, False]  # teacher from the store, the rest run
+    teacher = "01-teacher/teacher/model.safetensors"
+    assert (tmp_path / "two" / teacher).read_bytes() == (tmp_path / "one" / teacher).read_bytes()
+    assert _metrics(second) == _metrics(first)
+    changed = edgekd.run(write_recipe(_recipe(teacher={"lr": 0.003}), name="changed.yaml"), out=tmp_path / "three")
+    assert not changed.stages[0].skipped  # another teacher: trained, not fetched
+    assert len(list(own_stage_store.iterdir())) == 2
+
+
+def test_the_store_is_not_used_when_off_or_fresh(write_recipe, tmp_path: Path, monkeypatch) -> None:
+    path = write_recipe(_recipe())
+    edgekd.run(path, out=tmp_path / "one")
+    assert not edgekd.run(path, out=tmp_path / "two", fresh=True).stages[0].skipped
+    monkeypatch.setenv("EDGEKD_STAGE_STORE", "off")
+    assert not edgekd.run(path, out=tmp_path / "three").stages[0].skipped

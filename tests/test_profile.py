@@ -14,11 +14,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.config.device import Budget, InputShape, ReferenceFigure, load_device
 from edgekd.errors import ConfigError, ModelError
+from edgekd.profile import references
 from edgekd.profile import speed_ratio as sr
+from edgekd.profile.bench import paired_speedup
 from edgekd.profile.budget import judge
 from edgekd.profile.cpu import KNOWN_ISA, detect_cpu, device_isa, host_threads, normalize_isa, resolve_threads
 from edgekd.profile.inputs import TOKEN_ID_HIGH, InputSpec, make_feeds, resolve_shape
-from edgekd.profile.runner import MIB, ProfileResult, profile_onnx
+from edgekd.profile.runner import ProfileResult, profile_onnx, summarize_timings
+from edgekd.profile.timing import MIB, HostTiming
 
 # --------------------------------------------------------------------------- tiny models
 
@@ -272,7 +275,7 @@ def test_estimate_multiplies_host_latency_by_ratio(mlp: Path, monkeypatch: pytes
         return sr.SpeedRatio(ratio=10.0, host_ms=7.4, device_ms=74.0, reference_model=reference.model,
                              source=reference.source, threads=2, cpu={})
 
-    monkeypatch.setattr(sr, "speed_ratio", fake_ratio)
+    monkeypatch.setattr("edgekd.profile.runner.speed_ratio", fake_ratio)
     r = profile_onnx(mlp, device, warmup=2, runs=20)
     assert calls == [device.reference]
     assert r.estimate is True and r.speed_ratio == 10.0 and r.reference == "mobilebert-seq128"
@@ -285,16 +288,17 @@ def test_host_time_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
     measured: list[tuple[str, int]] = []
 
-    def fake_measure(model: sr.ReferenceModel, threads: int) -> float:
+    def fake_measure(model: references.ReferenceModel, threads: int) -> sr.HostTime:
         measured.append((model.key, threads))
-        return 5.0
+        return sr.HostTime((5.0, 4.9, 5.2, 5.0, 5.1))
 
-    monkeypatch.setattr(sr, "measure_host_ms", fake_measure)
+    monkeypatch.setattr(sr, "measure_host_time", fake_measure)
     figure = ReferenceFigure(model="bert-base-seq128", latency_ms=50.0, threads=4, source="a published table, row X")
     first = sr.speed_ratio(figure, threads=1)
     second = sr.speed_ratio(figure.model_copy(update={"latency_ms": 100.0}), threads=1)
     assert measured == [("bert-base-seq128", 1)]
     assert (first.ratio, second.ratio, second.host_ms) == (10.0, 20.0, 5.0)
+    assert (first.cached, second.cached) == (False, True)
     records = list((tmp_path / "reference").glob("host-ms-bert-base-seq128-*.json"))
     assert len(records) == 1
     record = json.loads(records[0].read_text())
@@ -305,9 +309,9 @@ def test_host_time_is_measured_once_and_cached(tmp_path: Path, monkeypatch: pyte
 
 def test_every_reference_name_has_a_builder() -> None:
     names = ReferenceFigure.model_fields["model"].annotation.__args__
-    assert set(names) == set(sr.REFERENCE_MODELS)
+    assert set(names) == set(references.REFERENCE_MODELS)
     with pytest.raises(ConfigError, match="unknown reference model 'gpt-9'"):
-        sr.reference_model("gpt-9")
+        references.reference_model("gpt-9")
 
 
 def test_real_speed_ratio_for_mobilenet_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,3 +323,58 @@ def test_real_speed_ratio_for_mobilenet_v2(tmp_path: Path, monkeypatch: pytest.M
     assert (tmp_path / "reference" / "mobilenet-v2-int8-224.onnx").is_file()
     assert ratio.host_ms > 0 and ratio.ratio == pytest.approx(26.4 / ratio.host_ms)
     assert ratio.threads == host_threads(4) and ratio.reference_model == "mobilenet-v2-int8-224"
+
+
+def _timed(path: str, session_p50s: np.ndarray, noise_seed: int, noise: float = 0.01) -> ProfileResult:
+    """A model's figures from sessions whose runs scatter by ``noise`` (relative) around the given medians."""
+    rng = np.random.default_rng(noise_seed)
+    timings = [HostTiming(times_ms=tuple(p50 * (1 + noise * rng.standard_normal(41))), input_shapes={},
+                          peak_memory_mb=1.0, size_mb=1.0, threads=1, onnxruntime="test") for p50 in session_p50s]
+    return summarize_timings(Path(path), load_device("host-cpu"), timings, warmup=0)
+
+
+def test_paired_speedup_follows_the_rounds_not_the_machine_load() -> None:
+    rng = np.random.default_rng(0)
+    covered = 0
+    for case in range(40):
+        true, rounds = rng.uniform(0.8, 3.0), int(rng.integers(2, 7))
+        drift = 1 + rng.uniform(0.0, 0.05) * rng.standard_normal(rounds)  # what the rounds cannot pair away
+        quiet = paired_speedup(_timed("a.onnx", np.full(rounds, 10.0), case),
+                               _timed("b.onnx", 10.0 / true * drift, case + 1000))
+        load = rng.uniform(1.0, 4.0, rounds)  # the machine's load changes from round to round
+        busy = paired_speedup(_timed("a.onnx", 10.0 * load, case),
+                              _timed("b.onnx", 10.0 / true * drift * load, case + 1000))
+        assert (busy.ratio, busy.low, busy.high) == pytest.approx((quiet.ratio, quiet.low, quiet.high), rel=1e-9)
+        assert busy.rounds == rounds and busy.low <= busy.ratio <= busy.high
+        covered += busy.low <= true <= busy.high
+    assert covered >= 34, covered  # a 95% interval: about 38 of 40
+    one = paired_speedup(_timed("a.onnx", np.array([10.0]), 0), _timed("b.onnx", np.array([5.0]), 1))
+    assert one.low is None and not one.clears(1.0) and "no interval" in one.text()
+
+
+def test_profile_stage_times_the_models_side_by_side_and_records_the_speedup_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgekd
+    from edgekd.profile import bench
+    from tests.reliability import one_torch_thread, tiny_recipe, write_yaml
+
+    # The machine gets 3× busier right after the first timing session. The fake worker's latency is the file
+    # size in KB × the load, so the student's true speed-up over the teacher is the ratio of their file sizes.
+    calls: list[Path] = []
+
+    def fake_time_onnx(path: Path, shape: object, *, threads: int, warmup: int, runs: int, **_: object) -> HostTiming:
+        calls.append(Path(path))
+        size = Path(path).stat().st_size
+        return HostTiming(times_ms=(size / 1000 * (1.0 if len(calls) == 1 else 3.0),) * runs, input_shapes={},
+                          peak_memory_mb=1.0, size_mb=size / 2**20, threads=threads, onnxruntime="fake")
+
+    monkeypatch.setattr(bench, "time_onnx", fake_time_onnx)
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(teacher_epochs=1, distill_epochs=1,
+                                                              stages=("teacher", "distill", "export", "profile")))
+    with one_torch_thread():
+        result = edgekd.run(recipe, out=tmp_path / "run")
+    metrics = result.stages[3].metrics
+    sizes = {role: (tmp_path / "run" / "03-export" / f"{role}.onnx").stat().st_size for role in ("teacher", "student")}
+    speedup = metrics["student"]["speedup"]["teacher"]
+    assert speedup["rounds"] == 4 and len(calls) == 8 and calls[:2] != calls[2:4]  # A B, B A, ...
+    assert speedup["low"] <= sizes["teacher"] / sizes["student"] <= speedup["high"]  # the load shows as spread

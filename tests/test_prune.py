@@ -21,7 +21,10 @@ from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.specs import BertSpec, CNNSpec
 from edgekd.models.task_model import TaskModel, build_task_model
-from edgekd.profile.runner import time_onnx
+from edgekd.profile import bench, runner
+from edgekd.profile.timing import HostTiming, time_onnx
+from edgekd.prune import measure
+from edgekd.prune import stage as prune_stage
 from edgekd.prune.config import FactorizeConfig, PruneConfig
 from edgekd.prune.lowrank import factorize_layer, factorize_model, rank_for_energy, rank_for_params
 from edgekd.prune.structure import LowRankEmbedding, LowRankLinear, pruned_class
@@ -181,6 +184,56 @@ def _digits_recipe(stages: list[dict]) -> Recipe:
                    *stages, {"stage": "export"}],
     }
     return validate_model(recipe, Recipe, source="test")
+
+
+@pytest.mark.parametrize("stage", [
+    {"stage": "prune", "ratio": 0.5, "steps": 2, "importance": "l2"},
+    {"stage": "factorize", "energy": 0.6},
+    {"stage": "hybrid", "target_params_ratio": 0.7, "max_steps": 2, "prune": {"ratio": 0.2},
+     "factorize": {"energy": 0.9}},
+])
+def test_speedups_compare_models_timed_side_by_side_not_minutes_apart(stage: dict, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A machine that gets busy (3× slower) while the stage compresses, and stays busy. The fake worker's
+    # latency is the file size in KB × the load, so the true speed-up is the ratio of file sizes.
+    load = {"factor": 1.0}
+
+    def fake_time_onnx(path: Path, shape: object, *, threads: int, warmup: int, runs: int, **_: object) -> HostTiming:
+        size = Path(path).stat().st_size
+        return HostTiming(times_ms=(size / 1000 * load["factor"],) * runs, input_shapes={}, peak_memory_mb=1.0,
+                          size_mb=size / 2**20, threads=threads, onnxruntime="fake")
+
+    for module in (runner, bench):
+        monkeypatch.setattr(module, "time_onnx", fake_time_onnx)
+    for name in ("prune_step", "factorize_task_model"):
+        original = getattr(prune_stage, name)
+
+        def busy(*args: object, _original=original, **kwargs: object) -> object:
+            load["factor"] = 3.0
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(prune_stage, name, busy)
+    sizes: dict[int, int] = {}
+    unlink = Path.unlink
+
+    def remember_size(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name.startswith("check-") and self.suffix == ".onnx":
+            sizes[int(self.stem.removeprefix("check-"))] = self.stat().st_size
+        unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", remember_size)
+    recipe = _digits_recipe([stage])
+    metrics = edgekd.run(recipe, out=tmp_path / "run", show_progress=False).stages[2].metrics["student"]
+    last = metrics["trajectory"][-1]["step"]
+    assert metrics["speedup"] == pytest.approx(sizes[0] / sizes[last], rel=1e-9)  # minutes apart: a third of it
+    interval = metrics["speedup_interval"]
+    assert interval["rounds"] == measure.ROUNDS and interval["low"] == pytest.approx(interval["high"])
+    for shot in metrics["trajectory"]:
+        if shot["step"] not in sizes:  # a step measured without latency (prune's intermediate steps)
+            assert shot["onnx_p50_ms"] is None and shot["speedup"] is None
+            continue
+        assert shot["onnx_p50_ms"] == pytest.approx(sizes[shot["step"]] / 1000 * 3.0)  # all timed together
+        assert shot["speedup"]["ratio"] == pytest.approx(sizes[0] / sizes[shot["step"]])
 
 
 def test_prune_and_hybrid_stages_in_a_pipeline(tmp_path: Path) -> None:

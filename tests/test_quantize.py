@@ -17,16 +17,18 @@ from edgekd.data.config import SklearnData, TextFileData, TokenizerConfig
 from edgekd.data.task_data import prepare_task_data
 from edgekd.errors import ConfigError, ExportError
 from edgekd.pipeline import RunResult
+from edgekd.profile.bench import Speedup
 from edgekd.profile.cpu import detect_cpu
+from edgekd.quantize import variants as variants_module
 from edgekd.quantize.config import QuantizeStage
 from edgekd.quantize.decision import decide
 from edgekd.quantize.evaluate import predict
 from edgekd.quantize.feeds import QuantData, dataset_feeds
 from edgekd.quantize.isa import expand_modes, int8_settings, isa_label
-from edgekd.quantize.model import build_checked, builder_for, quantize_model
-from edgekd.quantize.quantizers import fp16_weights, weighted_nodes
+from edgekd.quantize.model import build_checked, builder_for, decide_for, gate_failure, quantize_model
+from edgekd.quantize.quantizers import fp16_weights, quantize_dynamic_int8, weighted_nodes
 from edgekd.quantize.sensitivity import rank_nodes
-from edgekd.quantize.variants import Variant
+from edgekd.quantize.variants import Variant, within_gates
 from tests.conftest import demo_recipe_dict
 
 FAST_TIMING = {"warmup": 2, "runs": 20, "rounds": 2}
@@ -98,11 +100,15 @@ def test_dataset_feeds_batches_images_with_labels() -> None:
 # --------------------------------------------------------------------------- decision
 
 
-def _variant(name: str, p50: float, *, val_accuracy: float = 0.98, size: float = 1.0, excluded: int = 0) -> Variant:
+def _variant(name: str, p50: float, *, val_accuracy: float = 0.98, size: float = 1.0, excluded: int = 0,
+             spread: float = 0.01) -> Variant:
+    """A timed variant; its speed-up over an fp32 at 10 ms has an interval of ± ``spread`` (relative)."""
     precision = name.split("-")[0]
+    ratio = 10.0 / p50
     return Variant(name=name, precision=precision, path=Path(f"{name}.onnx"), val_accuracy=val_accuracy,
                    val_agreement=1.0 if val_accuracy == 0.98 else 0.9, accuracy=val_accuracy, agreement=1.0,
-                   excluded_nodes=tuple(f"n{i}" for i in range(excluded)), p50_ms=p50, size_mb=size)
+                   excluded_nodes=tuple(f"n{i}" for i in range(excluded)), p50_ms=p50, size_mb=size,
+                   speedup=Speedup(ratio, ratio * (1 - spread), ratio * (1 + spread), 4))
 
 
 def _decide(variants: list[Variant], *, size_budget: float = 100.0):
@@ -113,7 +119,19 @@ def _decide(variants: list[Variant], *, size_budget: float = 100.0):
 def test_int8_is_kept_when_it_pays() -> None:
     decision = _decide([_variant("fp32", 10.0), _variant("int8-dynamic", 4.0)])
     assert decision.kept == "int8-dynamic"
-    assert decision.reason.startswith("int8-dynamic kept: 2.50× faster than fp32 on this CPU (avx512_vnni)")
+    assert decision.reason.startswith("int8-dynamic kept: 2.50× (95% interval 2.48–2.52×, 4 rounds) faster than "
+                                      "fp32 on this CPU (avx512_vnni)")
+
+
+def test_a_variant_is_kept_for_speed_only_when_its_interval_clears_min_speedup() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        ratio, spread = rng.uniform(0.95, 1.3), rng.uniform(0.0, 0.15)
+        decision = _decide([_variant("fp32", 10.0), _variant("int8-dynamic", 10.0 / ratio, spread=spread)])
+        clears = ratio * (1 - spread) >= 1.05
+        assert (decision.kept == "int8-dynamic") == clears, (ratio, spread, decision.reason)
+        if not clears and ratio >= 1.05:
+            assert "its interval does not clear the 1.05× needed" in decision.reason, decision.reason
 
 
 def test_fp32_is_kept_when_int8_is_barely_faster() -> None:
@@ -213,21 +231,21 @@ def test_unknown_quantize_key_is_named(write_recipe) -> None:
 # --------------------------------------------------------------------------- transformers
 
 
-def test_bert_is_fused_then_quantized_despite_shape_inference_friction(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, QuantData]:
+    """A small random BERT classifier exported to ONNX, and token batches for it."""
     import torch
     import transformers
 
-    from edgekd.profile.speed_ratio import export_encoder
-    from edgekd.quantize.graph import attention_shape
+    from edgekd.profile.references import export_encoder
 
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=128, max_position_embeddings=32, num_labels=2)
     config._attn_implementation = "eager"
-    source = tmp_path / "bert.onnx"
+    source = tmp_path_factory.mktemp("bert") / "bert.onnx"
     export_encoder(transformers.BertForSequenceClassification(config), source, sequence_length=16, dynamic=True,
                    output="logits")
-    assert attention_shape(onnx.load(str(source))) == (4, 64)
     rng = np.random.default_rng(0)
 
     def batch(rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -235,7 +253,15 @@ def test_bert_is_fused_then_quantized_despite_shape_inference_friction(tmp_path:
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         return feeds, rng.integers(0, 2, rows, dtype=np.int64)
 
-    data = QuantData(calibration=(batch(8)[0],), val=(batch(16),), test=(batch(16),))
+    return source, QuantData(calibration=(batch(8)[0],), val=(batch(16),), test=(batch(16),))
+
+
+def test_bert_is_fused_then_quantized_despite_shape_inference_friction(bert: tuple[Path, QuantData],
+                                                                       tmp_path: Path) -> None:
+    from edgekd.quantize.graph import attention_shape
+
+    source, data = bert
+    assert attention_shape(onnx.load(str(source))) == (4, 64)
     config_q = QuantizeStage(stage="quantize", modes=["auto"], max_retries=0, **FAST_TIMING)
     graphs, variants = builder_for(config_q, load_device("host-cpu"), data).build(source, tmp_path, "bert",
                                                                                  precision="fp32")
@@ -243,6 +269,26 @@ def test_bert_is_fused_then_quantized_despite_shape_inference_friction(tmp_path:
     assert [v.name for v in variants] == ["fp32", "fp32-optimized", "int8-dynamic", "int8-dynamic-fused"]
     fused_ops = {node.op_type for node in onnx.load(str(tmp_path / "bert.int8-dynamic-fused.onnx")).graph.node}
     assert "QAttention" in fused_ops  # the fused graph was quantized, not given up on
+
+
+def test_retries_on_a_fused_bert_rank_only_the_nodes_int8_changed(bert: tuple[Path, QuantData], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    source, data = bert
+    # A random BERT's INT8 predictions agree with FP32 on these few inputs: fail the gates so that both variants
+    # retry, the fused one with int32 mask tensors among those the ranking reads.
+    monkeypatch.setattr(variants_module, "within_gates", lambda *args: False)
+    config_q = QuantizeStage(stage="quantize", modes=["dynamic"], max_retries=2, **FAST_TIMING)
+    builder = builder_for(config_q, load_device("host-cpu"), data)
+    graphs, variants = builder.build(source, tmp_path, "bert", precision="fp32")
+    retried = {v.name: v for v in variants if v.retries}
+    assert set(retried) == {"int8-dynamic", "int8-dynamic-fused"}, [(v.name, v.retries) for v in variants]
+    for graph, name in ((graphs.preprocessed, "int8-dynamic"), (graphs.optimized, "int8-dynamic-fused")):
+        quantized = quantize_dynamic_int8(graph, tmp_path / f"{name}.all.onnx", builder.options)
+        candidates = weighted_nodes(graph)
+        ranked = {node for node, _ in rank_nodes(graph, quantized, candidates, data.calibration, threads=1)}
+        untouched = {n for n in candidates if n.endswith(("attention/self/MatMul", "attention/self/MatMul_1"))}
+        assert ranked == set(candidates) - untouched and ranked, name  # Q·Kᵀ and P·V stay FP32 under dynamic INT8
+        assert set(retried[name].excluded_nodes) <= ranked, name
 
 
 def test_dataset_feeds_pad_text_batches_to_one_length_and_keep_graph_inputs(tmp_path: Path) -> None:
@@ -284,3 +330,14 @@ def test_quantize_stage_on_a_text_model(tmp_path: Path) -> None:
     assert "int8-dynamic" in quantized["variants"] and quantized["transformer"]
     assert result.report()["teacher"]["precision"] == quantized["decision"] in quantized["variants"]
     assert result.artifact.get("teacher").onnx == quantized["variants"][quantized["decision"]]["path"]
+
+
+def test_nan_scores_fail_every_gate() -> None:
+    config = QuantizeStage(stage="quantize", **FAST_TIMING)
+    for field in ("val_agreement", "val_accuracy"):
+        variant = replace(_variant("int8-dynamic", 4.0), **{field: float("nan")})
+        assert not within_gates(variant, 0.98, config), field
+        decision = decide_for([_variant("fp32", 10.0), variant], config, load_device("host-cpu"))
+        assert decision.kept == "fp32", (field, decision.reason)
+    nan_agreement = replace(_variant("int8-dynamic", 4.0), val_agreement=float("nan"))
+    assert gate_failure([nan_agreement], config, label="student") is not None

@@ -27,6 +27,7 @@ from edgekd.artifacts import Artifact, StageContext
 from edgekd.cli import app
 from edgekd.export.bundle_stage import run_bundle
 from edgekd.export.config import BundleStage
+from edgekd.export.manifest import image_input
 from edgekd.pipeline import load_run
 from edgekd.report.build import build_report
 from edgekd.report.markdown import render_markdown
@@ -138,7 +139,10 @@ def test_bundle_matches_its_manifest_and_runs_like_the_onnx_model(run_dir: Path)
     (snippet,) = re.findall(r"```python\n(.*?)```", readme, re.S)
     done = subprocess.run([sys.executable, "-c", snippet], cwd=bundle, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() in manifest["labels"]
+    label, logits = done.stdout.strip().splitlines()
+    example = manifest["preprocessing"]["example"]
+    assert label == example["label"] and label in manifest["labels"]
+    np.testing.assert_allclose([float(v) for v in logits.split()], example["logits"], atol=1e-4)
 
 
 def test_bundle_converts_an_onnx_file_replaced_after_export(run_dir: Path, tmp_path: Path) -> None:
@@ -180,3 +184,105 @@ def test_report_html_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
     assert widths and tables, body.group(1)
     assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 3  # every plot decoded and laid out
     assert int(tables.group(1)) == 5
+
+
+def test_manifest_example_is_reproduced_by_its_formula_and_the_readme_snippets(run_dir: Path) -> None:
+    """The manifest's 8-bit example, pushed through its own formulas, gives its input and its logits; the
+    README's Kotlin conversion uses the manifest's constants; 0..255 bytes fed unscaled answer differently."""
+    bundle = run_dir / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    pre = manifest["preprocessing"]
+    example = pre["example"]
+    assert pre["pixel_range"] == [0, 16] and pre["byte_scale"] == pytest.approx(16 / 255)
+    image = np.array(example["pixels_8bit"])
+    assert image.shape == (pre["height"], pre["width"]) and image.min() >= 0 and 128 < image.max() <= 255
+    x = image_input(pre, image).astype(np.float32)
+    np.testing.assert_allclose(x[0], example["input"], atol=1e-7)
+    np.testing.assert_allclose(x, (image / 255.0)[None, None], atol=1e-6)  # the formula, spelt out for digits
+    session = ort.InferenceSession(str(bundle / "model.ort"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": x})[0][0]
+    np.testing.assert_allclose(logits, example["logits"], atol=1e-4)
+    assert example["label"] == manifest["labels"][int(np.argmax(logits))] and example["dataset_label"] == "0"
+    raw = session.run(None, {"input": image.astype(np.float32)[None, None]})[0][0]
+    assert not np.allclose(raw, example["logits"], atol=1e-2)  # why the manifest insists on byte_scale
+    readme = (bundle / "README.md").read_text()
+    (kotlin,) = re.findall(r"```kotlin\n(.*?)```", readme, re.S)
+    convert = next(line for line in kotlin.splitlines() if "FloatArray(bytes.size)" in line)
+    constants = [float(v) for v in re.findall(r"([-\d.e]+)f\b", convert)]
+    assert constants == pytest.approx([pre["byte_scale"], pre["scale"], pre["mean"][0], pre["std"][0]])
+    assert str(example["label"]) in readme and f"{example['logits'][0]:.4f}" in readme
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_image_input_follows_the_manifest_formula_for_any_constants(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    channels = int(rng.integers(1, 4))
+    pre = {"channels": channels, "byte_scale": float(rng.uniform(0.01, 1)), "scale": float(rng.uniform(0.01, 1)),
+           "mean": rng.uniform(-1, 1, channels).tolist(), "std": rng.uniform(0.1, 2, channels).tolist()}
+    image = rng.integers(0, 256, (5, 7))
+    x = image_input(pre, image)
+    assert x.shape == (1, channels, 5, 7)
+    for c in range(channels):
+        expected = (image * pre["byte_scale"] * pre["scale"] - pre["mean"][c]) / pre["std"][c]
+        np.testing.assert_allclose(x[0, c], expected)
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch, draw, *args):
+    """Run a plot function and return its matplotlib figure instead of only the file."""
+    from edgekd.report import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    assert draw(*args, Path("unused.png")) is not None
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig
+
+
+def _search_record(seed: int) -> dict:
+    """A search record whose test accuracies rank the candidates differently from their validation accuracies."""
+    rng = np.random.default_rng(seed)
+    measured = []
+    for i in range(6):
+        val = float(rng.uniform(0.5, 0.95))
+        measured.append({"label": f"cnn #{i}", "onnx": f"c{i}.onnx", "p90_ms": float(rng.uniform(0.01, 0.1)),
+                         "val_accuracy": val, "accuracy": float(1.4 - val), "verdict": "pass" if i < 4 else "fail"})
+    chosen = max(measured[:4], key=lambda m: m["val_accuracy"])
+    rows = [{"label": m["label"], "p90_ms": m["p90_ms"], "status": "trained"} for m in measured]
+    return {"measured": measured, "chosen": chosen, "table": {"candidates": rows}, "budget": {"p90_ms": 0.08},
+            "estimate": False, "device": "host-cpu"}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pareto_star_is_the_validation_accuracy_the_choice_used_and_the_legend_covers_nothing(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekd.report.plots import plot_search_pareto
+
+    search = _search_record(seed)
+    fig = _drawn(monkeypatch, plot_search_pareto, search, {"p90_ms": 0.2, "val_accuracy": 0.97})
+    ax = fig.axes[0]
+    stars = [c for c in ax.collections if c.get_label().startswith("chosen")]
+    assert len(stars) == 1
+    np.testing.assert_allclose(stars[0].get_offsets(), [[search["chosen"]["p90_ms"], search["chosen"]["val_accuracy"]]])
+    assert search["chosen"]["accuracy"] < max(m["accuracy"] for m in search["measured"])  # test acc would mislead
+    assert "validation" in ax.get_title() and any("test accuracy" in c.get_label() for c in ax.collections)
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    legend = fig.legends[0]
+    box = legend.get_window_extent()
+    assert all(not box.overlaps(axis.get_window_extent()) for axis in fig.axes)
+    assert min(text.get_fontsize() for text in legend.get_texts()) >= 9
+    assert fig.get_window_extent().contains(box.x0, box.y0) and fig.get_window_extent().contains(box.x1, box.y1)
+
+
+def test_accuracy_plot_legend_is_outside_the_axes(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekd.report.plots import plot_accuracy_latency
+
+    fig = _drawn(monkeypatch, plot_accuracy_latency, json.loads((run_dir / "report.json").read_text()))
+    assert fig.axes[0].get_legend() is None and len(fig.legends) == 1
+    assert not fig.legends[0].get_window_extent().overlaps(fig.axes[0].get_window_extent())
+
+
+def test_a_lone_figure_in_the_html_takes_the_row(run_dir: Path) -> None:
+    html = (run_dir / "report.html").read_text()
+    assert "figure:last-child:nth-child(odd) { flex: 1 1 100%; }" in html
+    assert html.count("<figure>") == 3  # three plots: the third spans the row instead of leaving half of it empty

@@ -19,7 +19,7 @@ from edgekd.export.onnx_export import export_onnx
 from edgekd.profile import bench
 from edgekd.profile.macs import count_macs
 from edgekd.profile.operators import aggregate_kernel_times
-from edgekd.profile.runner import HostTiming
+from edgekd.profile.timing import HostTiming
 
 runner = CliRunner()
 

@@ -136,7 +136,7 @@ def test_latency_table_is_cached_per_device_and_cpu(cache: Path) -> None:
 def test_estimated_device_scales_the_table_by_its_speed_ratio(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fixed = speed_ratio_module.SpeedRatio(ratio=3.0, host_ms=10.0, device_ms=30.0, reference_model="mobilebert-seq128",
                                           source="a test figure", threads=2, cpu={})
-    monkeypatch.setattr(speed_ratio_module, "speed_ratio", lambda *_args, **_kwargs: fixed)
+    monkeypatch.setattr("edgekd.profile.runner.speed_ratio", lambda *_args, **_kwargs: fixed)
     stage = SearchStage(stage="search", space={"hidden": [[16]]}, precision=["fp32"], table=FAST_TABLE)
     table = latency_table(candidates(stage, MLPSpec(arch="mlp", hidden=[32])), DIGITS,
                           load_device("android-midrange-cpu"), stage)

@@ -279,3 +279,25 @@ def test_dry_run_names_what_changed(write_recipe, tmp_path: Path) -> None:
     assert second.output.splitlines() == [
         "01-teacher  cached", f"02-distill  re-runs: stages[1].lr changed {lr} → {lr * 2}",
         "03-export  re-runs: an earlier stage re-runs"]
+
+
+def test_a_stage_whose_files_changed_is_planned_to_rerun_with_the_reason(tmp_path: Path) -> None:
+    registry = _fake_registry()
+    _ran(_recipe(), tmp_path, registry)
+    (tmp_path / "02-distill" / "output.txt").unlink()
+    plan = plan_run(_recipe(), DEVICE, tmp_path, registry=registry)
+    assert plan[0].status == "cached"
+    assert plan[1].status == "re-runs" and "cannot be reused" in plan[1].describe()
+    assert "output.txt" in plan[1].describe()
+    assert plan[2].describe() == "03-distill  re-runs: an earlier stage re-runs"
+    assert _ran(_recipe(), tmp_path, registry)[:2] == ["02-distill", "03-distill"]
+
+
+def test_a_teacher_in_the_shared_store_is_planned_as_copied_and_then_copied(tmp_path: Path) -> None:
+    registry = _fake_registry()
+    _ran(_recipe(), tmp_path / "one", registry)
+    plan = plan_run(_recipe(), DEVICE, tmp_path / "two", registry=registry)
+    assert plan[0].describe().startswith("01-teacher  cached: copied from the shared stage store")
+    assert plan[1].status == "runs"
+    assert _ran(_recipe(), tmp_path / "two", registry)[0] == "02-distill"  # the teacher was not run again
+    assert plan_run(_recipe(), DEVICE, tmp_path / "three", fresh=True, registry=registry)[0].status == "runs"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,7 @@ from edgekd.data.examples import TextExamples
 from edgekd.distill.outputs import forward_outputs
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import predict_logits
+from edgekd.errors import StorageError
 from edgekd.models.hf import build_bert
 from edgekd.models.specs import BertSpec
 
@@ -81,3 +87,71 @@ def test_ensemble_cache_holds_weighted_average_probabilities(tmp_path: Path) -> 
     torch.testing.assert_close(cache.lookup(idx, None).logits.exp(), probs, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="averaged logits only"):
         TeacherOutputCache.open_or_build(members, weights, examples, {"hidden_states": {1}}, tmp_path)
+
+
+def test_a_full_disk_while_reserving_the_cache_is_one_storage_error_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reserved: list[int] = []
+
+    def full_after(allowed: int):
+        def fallocate(fd: int, offset: int, length: int) -> None:
+            if len(reserved) >= allowed:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            reserved.append(length)
+        return fallocate
+
+    for allowed in range(4):  # the disk fills up at the first, second, ... array
+        reserved.clear()
+        monkeypatch.setattr(os, "posix_fallocate", full_after(allowed))
+        with pytest.raises(StorageError, match="cannot write it: no space left on device; free some space"):
+            TeacherOutputCache.open_or_build([_bert(0)], [1.0], _examples(), LAYERS, tmp_path)
+        assert len(reserved) == allowed and list(tmp_path.iterdir()) == []
+
+
+_BUILD_CACHES = """
+import shutil, sys
+from pathlib import Path
+from edgekd.errors import StorageError
+from tests.test_teacher_cache import LAYERS, _bert, _examples
+from edgekd.distill.teacher_cache import TeacherOutputCache
+root = Path(sys.argv[1])
+for count in map(int, sys.argv[2:]):
+    try:
+        TeacherOutputCache.open_or_build([_bert(0)], [1.0], _examples(count), LAYERS, root)
+        print(count, "built", flush=True)
+    except StorageError as exc:
+        print(count, "error", exc, flush=True)
+    for leftover in root.iterdir():
+        print(count, "left", leftover.name, flush=True)
+        shutil.rmtree(leftover)
+"""
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KB tmpfs (mounting needs root; skipped otherwise)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_cache_larger_than_the_filesystem_is_an_error_not_sigbus(small_filesystem: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    counts = {20: "built", 600: "error", 2000: "error", 30: "built"}  # fits; a little too large; far too large
+    result = subprocess.run([sys.executable, "-c", _BUILD_CACHES, str(small_filesystem), *map(str, counts)],
+                            capture_output=True, text=True, cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr[-2000:])  # SIGBUS: -7
+    lines = result.stdout.splitlines()
+    words = [line.split() for line in lines]
+    outcomes = {int(w[0]): w[1] for w in words if w[1] != "left"}
+    assert outcomes == counts, result.stdout
+    assert all("no space left on device" in line for line in lines if line.split()[1] == "error"), result.stdout
+    left_by_failures = [w for w in words if w[1] == "left" and counts[int(w[0])] == "error"]
+    assert not left_by_failures, result.stdout  # a failed build leaves no directory behind

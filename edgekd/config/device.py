@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
 from edgekd.config.loading import load_yaml_model
+from edgekd.profile.cpu import KNOWN_ISA
+from edgekd.profile.references import REFERENCE_MODELS
 
 
 class InputShape(StrictModel):
@@ -33,7 +35,7 @@ class Budget(StrictModel):
 class ReferenceFigure(StrictModel):
     """A published latency of a public model on the device, used to derive a host→device ratio."""
 
-    model: Literal["mobilebert-seq128", "bert-base-seq128", "mobilenet-v2-int8-224"]
+    model: Literal[tuple(REFERENCE_MODELS)]  # type: ignore[valid-type]  # the keys of the reference registry
     latency_ms: PositiveFloat
     threads: PositiveInt
     source: str = Field(min_length=10, description="Where the figure was published.")
@@ -51,6 +53,15 @@ class DeviceProfile(StrictModel):
     isa: list[str] | Literal["detect"] = Field(
         default="detect", description="Instruction-set features; 'detect' reads them from this CPU."
     )
+
+    @field_validator("isa")
+    @classmethod
+    def _known_isa(cls, isa: list[str] | str) -> list[str] | str:
+        unknown = [name for name in isa if name not in KNOWN_ISA] if isinstance(isa, list) else []
+        if unknown:
+            raise ValueError(f"unknown instruction-set feature {', '.join(map(repr, unknown))}; "
+                             f"expected 'detect' or names from: {', '.join(KNOWN_ISA)}")
+        return isa
     reference: ReferenceFigure | None = Field(
         default=None,
         description="Set for devices edgekd cannot run on: latencies are then estimates.",

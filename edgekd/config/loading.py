@@ -8,6 +8,7 @@ misspelled keys).
 from __future__ import annotations
 
 import difflib
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -17,20 +18,27 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgekd.config.base import M
+from edgekd.config.yaml_reader import MAX_BYTES, DuplicateKeyError, YamlLimitError, load_bounded
 from edgekd.errors import ConfigError
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file with the safe loader; errors name the file and the line."""
+    """Parse a YAML file within :mod:`edgekd.config.yaml_reader`'s bounds; errors name the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; expected a YAML file under {MAX_BYTES:,} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read file ({exc})") from exc
     try:
-        return yaml.safe_load(text)
+        return load_bounded(text)
+    except (YamlLimitError, DuplicateKeyError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply; expected a recipe's few levels of keys") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -62,7 +70,12 @@ def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | N
 
 def _resolve_paths(obj: M, base_dir: Path) -> M:
     def resolved(path: Path) -> Path:
-        return path if path.is_absolute() else (base_dir / path).resolve()
+        if path.is_absolute():
+            return path
+        try:
+            return (base_dir / path).resolve()
+        except (OSError, RuntimeError):  # a symlink loop: reported as not found where the file is read
+            return base_dir / path
 
     updates: dict[str, Any] = {}
     for name, value in obj:
@@ -109,12 +122,27 @@ def _describe_validation_error(exc: ValidationError, model: type[BaseModel], sou
         else:  # a value a union rejects fails each member at the same key: say every alternative
             alternatives = [e["msg"] for e in errors if _walk(model, tuple(e["loc"]))[1] == key_parts]
             explained = len(alternatives)
-            message = f"{' or '.join(dict.fromkeys(alternatives))} (got {first.get('input')!r})"
+            message = f"{' or '.join(dict.fromkeys(alternatives))} (got {brief(first.get('input'))})"
     others = len(errors) - explained
     more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
     key = _format_loc(key_parts)
     where = f"{key}: " if key else ""
     return f"{source}: {where}{message}{more}"
+
+
+def _brief_repr() -> reprlib.Repr:
+    shortened = reprlib.Repr()
+    shortened.maxlevel, shortened.maxlist, shortened.maxdict = 2, 4, 4
+    shortened.maxstring = shortened.maxother = shortened.maxlong = 40
+    return shortened
+
+
+_BRIEF = _brief_repr()
+
+
+def brief(value: Any) -> str:
+    """A short repr of a user's value for an error line (a 50 MB list is shown as its first items)."""
+    return _BRIEF.repr(value)
 
 
 def _format_loc(parts: list[Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from edgekd.catalog import find
-from edgekd.config.base import PositiveFloat, Seed, StrictModel
+from edgekd.config.base import PositiveFloat, PositiveInt, Seed, StrictModel
 from edgekd.config.loading import load_yaml_model
 from edgekd.data.config import DataConfig, TokenizerConfig
 from edgekd.models.specs import ModelSpec
@@ -83,6 +83,8 @@ class Recipe(StrictModel):
     description: str = ""
     seed: Seed = 0
     device: str = Field(default="host-cpu", description="A profile name from devices/ or a YAML path.")
+    threads: PositiveInt | Literal["auto"] = Field(
+        default="auto", description="torch threads for training; auto = the physical cores this process may use.")
     data: DataConfig
     tokenizer: TokenizerConfig | None = Field(default=None, description="For text data; default trains WordPiece.")
     teacher: TeacherConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import Field, StrictInt
+from pydantic import Field, StrictInt, model_validator
 
 from edgekd.config.base import Fraction, PositiveInt, StrictModel
 
@@ -30,6 +30,13 @@ class SklearnData(SplitSeed):
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.2
     limit: PositiveInt | None = Field(default=None, description="Use only this many samples.")
+
+    @model_validator(mode="after")
+    def _splits_leave_training_data(self) -> SklearnData:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}; expected "
+                             "less than 1 (the rest is the training split)")
+        return self
 
 
 class TextSplitsConfig(SplitSeed):

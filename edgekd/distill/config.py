@@ -30,7 +30,7 @@ class AugmentConfig(StrictModel):
 class TeacherStage(TrainingConfig):
     """Train the teacher on the hard labels, or load and evaluate ``teacher.weights`` when given."""
 
-    stage: Literal["teacher"]
+    stage: Literal["teacher"] = "teacher"
 
 
 class DistillSettings(TrainingConfig):
@@ -51,7 +51,7 @@ class DistillSettings(TrainingConfig):
 class DistillStage(DistillSettings):
     """Distil ``student`` from ``teacher`` with a weighted sum of ``losses``."""
 
-    stage: Literal["distill"]
+    stage: Literal["distill"] = "distill"
     teacher: Literal["teacher", "assistant"] = "teacher"
     student: Literal["student", "assistant"] = "student"
 
@@ -95,7 +95,7 @@ def _check_distill(config: DistillStage, state: PlanState, where: str) -> None:
 
 TEACHER = StageKind(
     TeacherStage, "edgekd.distill.stage:run_teacher", reads=("seed", "data", "tokenizer", "teacher"),
-    extra_inputs=_teacher_weight_digests, data_parallel=True, trains=lambda _config: "teacher")
+    extra_inputs=_teacher_weight_digests, data_parallel=True, shareable=True, trains=lambda _config: "teacher")
 DISTILL = StageKind(
     DistillStage, "edgekd.distill.stage:run_distill", reads=lambda config: ("seed", "data", config.student),
     data_parallel=True, repeatable=True, check=_check_distill, trains=lambda config: config.student)

@@ -29,6 +29,7 @@ from edgekd.distill.losses.combined import CombinedLoss
 from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
+from edgekd.errors import StorageError
 from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.models.weights import load_weights
@@ -114,9 +115,14 @@ def _teacher_cache(teachers: list[TaskModel], source: ModelArtifact, train: Exam
     """The teacher-output cache for this stage: rank 0 builds it (or finds it), then every process maps it."""
 
     def open_or_build() -> TeacherOutputCache:
-        return TeacherOutputCache.open_or_build(
-            [t.module for t in teachers], list(source.member_weights) or [1.0], train, loss.teacher_layers(),
-            config.teacher_cache_dir or ctx.work_dir / "teacher-outputs")
+        try:
+            return TeacherOutputCache.open_or_build(
+                [t.module for t in teachers], list(source.member_weights) or [1.0], train, loss.teacher_layers(),
+                config.teacher_cache_dir or ctx.work_dir / "teacher-outputs")
+        except StorageError as exc:
+            if config.teacher_cache_dir is None:
+                raise
+            raise StorageError(f"{exc} (distill.teacher_cache_dir)") from None
 
     cache = open_or_build() if ctx.world.is_main else None
     ctx.world.barrier()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -189,7 +190,18 @@ def _real_lengths(examples: Examples) -> np.ndarray:
 
 
 def _open(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    """A new memory-mapped ``.npy`` array whose blocks are allocated on disk before anything is stored in it.
+
+    ``open_memmap`` creates a sparse file: on a full disk the first store into an unallocated page
+    kills the process with SIGBUS. Reserving every block first turns a full disk into ENOSPC here,
+    which the atomic directory write reports as one line.
+    """
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    with open(path, "rb+") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size:
+            os.posix_fallocate(handle.fileno(), 0, size)
+    return array
 
 
 def _open_layer(directory: Path, kind: str, index: int, like: Tensor, offsets: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from edgekd.atomic import write_with
 from edgekd.config.training import TrainingConfig
 from edgekd.data.examples import Examples
 from edgekd.distributed import LOCAL, World, accelerator
+from edgekd.errors import TrainingError
 from edgekd.models.call import call_logits
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def fit(
         start_epoch = history.epochs_run + 1
         history.resumed_from_epoch = history.epochs_run
         log.info("%s: resuming after epoch %d", description, history.epochs_run)
-    steps = _Steps(modules, objective, optimizer, config, world)
+    steps = _Steps(modules, objective, optimizer, config, world, description)
 
     with _progress(show_progress) as progress:
         task = progress.add_task(description, total=config.epochs, completed=start_epoch - 1, status="")
@@ -183,13 +184,14 @@ class _Steps:
     """Optimizer steps through accelerate: autocast, DDP across the world's processes, clipping."""
 
     def __init__(self, modules: nn.ModuleDict, objective: Objective, optimizer: torch.optim.Optimizer,
-                 config: TrainingConfig, world: World) -> None:
+                 config: TrainingConfig, world: World, description: str) -> None:
         self.engine = accelerator(world, config.mixed_precision)
         # evaluation_mode only leaves out the DDP wrapper, which one process (or rank 0 alone) does not need.
         self.module = self.engine.prepare_model(_Objective(modules, objective), evaluation_mode=not world.distributed)
         self.optimizer = self.engine.prepare_optimizer(optimizer)
         self.parameters = list(modules.parameters())
-        self.config, self.world = config, world
+        self.config, self.world, self.description = config, world, description
+        self.taken = 0
 
     def step(self, batch: tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]) -> tuple[float, int]:
         """Forward and backward this process's parts of ``batch``, then step; returns (summed loss, examples)."""
@@ -204,13 +206,20 @@ class _Steps:
             with contextlib.nullcontext() if last else self.engine.no_sync(self.module):
                 loss = self.module({name: value[rows].to(device) for name, value in inputs.items()},
                                    labels[rows].to(device), idx[rows])
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"{self.description}: the training loss became {value} after {self.taken} optimizer "
+                        "step(s); training stopped. Lower the learning rate (lr) or check the loss weights, "
+                        "temperature and input data")
                 # A part's mean loss counts by its share of the batch; × processes undoes DDP's averaging.
                 self.engine.backward(loss * (size * self.world.size / len(idx)))
-            loss_sum += loss.item() * size
+            loss_sum += value * size
             count += size
         if self.config.max_grad_norm is not None:
             self.engine.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
         self.optimizer.step()
+        self.taken += 1
         return loss_sum, count
 
     def close(self) -> None:

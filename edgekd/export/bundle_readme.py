@@ -88,15 +88,32 @@ def _preprocessing_lines(pre: dict[str, Any] | None) -> list[str]:
         return ["## Preprocessing", "",
                 f"Tokenize with the files in `tokenizer/`, padding or truncating to {pre['max_length']} tokens "
                 f"(pad id {pre['pad_id']}).", ""]
-    return [
+    example = pre.get("example")
+    lines = [
         "## Preprocessing",
         "",
         f"Images of {pre['height']}×{pre['width']} pixels ({pre['color']}), {pre['channels']} channel(s), "
-        f"layout {pre['layout']}, pixel values {pre['pixel_range'][0]}..{pre['pixel_range'][1]}:",
+        f"layout {pre['layout']}. The model was trained on pixel values {pre['pixel_range'][0]}.."
+        f"{pre['pixel_range'][1]}, not 0..255: scale an 8-bit bitmap first.",
         "",
-        f"    {pre['formula']}   (scale = {pre['scale']:g}, mean = {pre['mean']}, std = {pre['std']})",
+        f"    pixel[y][x] = byte[y][x] * byte_scale   (byte_scale = {pre['byte_scale']!r}: 0..255 → "
+        f"{pre['pixel_range'][0]}..{pre['pixel_range'][1]})",
+        f"    {pre['formula']}   (scale = {pre['scale']!r}, mean = {pre['mean']}, std = {pre['std']})",
         "",
     ]
+    if example:
+        rows = ["    " + " ".join(f"{v:3d}" for v in row) for row in example["pixels_8bit"]]
+        lines += [
+            "Example (in `manifest.json` as `preprocessing.example`, with the exact input and logits): this "
+            f"8-bit image of a {example['dataset_label']}",
+            "",
+            *rows,
+            "",
+            f"must give the label `{example['label']}` and logits "
+            f"{', '.join(f'{v:.4f}' for v in example['logits'])}; the Python example below prints both.",
+            "",
+        ]
+    return lines
 
 
 _KOTLIN = """\
@@ -132,11 +149,14 @@ manifest = json.load(open("manifest.json"))
 session = ort.InferenceSession("{model_file}")"""
 
 _PYTHON_IMAGE = """\
-pixels = np.random.default_rng(0).integers({low}, {high} + 1, size=({height}, {width}))  # your image here
 pre = manifest["preprocessing"]
-x = ((pixels * pre["scale"] - pre["mean"][0]) / pre["std"][0]).astype(np.{dtype}).reshape({shape})
+image = np.array(pre["example"]["pixels_8bit"])  # your {height}×{width} 8-bit grey image here (0..255)
+pixel = image * pre["byte_scale"]  # 0..255 → the {low}..{high} the model was trained on
+x = np.stack([(pixel * pre["scale"] - pre["mean"][c]) / pre["std"][c] for c in range(pre["channels"])])
+x = x.astype(np.{dtype}).reshape({shape})
 logits = session.run(None, {{"{input_name}": x}})[0]
-print(manifest["labels"][int(logits[0].argmax())])"""
+print(manifest["labels"][int(logits[0].argmax())])
+print(" ".join(f"{{v:.4f}}" for v in logits[0]))  # the example's: manifest["preprocessing"]["example"]["logits"]"""
 
 _PYTHON_TEXT = """\
 from transformers import AutoTokenizer
@@ -157,9 +177,10 @@ print(manifest["labels"][int(logits[0].argmax())])"""
 def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list[str]:
     pre = manifest.get("preprocessing") or {}
     if pre.get("kind") == "image":
-        convert = (f"val input = FloatArray(pixels.size) {{ i -> "
-                   f"(pixels[i] * {pre['scale']:g}f - {pre['mean'][0]:g}f) / {pre['std'][0]:g}f }}")
-        argument, doc = "pixels: FloatArray", "pixels: grey levels, row by row"
+        convert = (f"val input = FloatArray(bytes.size) {{ i -> "
+                   f"(bytes[i] * {pre['byte_scale']!r}f * {pre['scale']!r}f - {pre['mean'][0]!r}f) / "
+                   f"{pre['std'][0]!r}f }}")
+        argument, doc = "bytes: IntArray", "bytes: 8-bit grey levels 0..255, row by row (ink bright on dark)"
     else:
         convert = "val input = features"
         argument, doc = "features: FloatArray", "features: the model's input, preprocessed as in training"

@@ -47,14 +47,14 @@ class ExportTarget(StrictModel):
 class ExportStage(StrictModel):
     """Export every model so far to ONNX and check it against PyTorch."""
 
-    stage: Literal["export"]
+    stage: Literal["export"] = "export"
     target: str = Field(default="onnx-fp32", description="A preset name from exporters/ or a YAML path.")
 
 
 class BundleStage(StrictModel):
     """Pack the final model for an Android/iOS app: bundle/ (model, manifest.json, README.md) and bundle.zip."""
 
-    stage: Literal["bundle"]
+    stage: Literal["bundle"] = "bundle"
 
 
 def load_export_target(name_or_path: str | Path) -> ExportTarget:

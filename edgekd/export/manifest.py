@@ -6,8 +6,10 @@ Schema (``schema_version`` 1)::
     model            file, format ("ort" | "onnx"), opset, onnx_file, required_operators, onnxruntime
     inputs, outputs  [{name, dtype, shape}]; a dynamic axis is its name ("batch", "sequence")
     labels           class names, in the order of the output's last axis
-    preprocessing    images: {kind: "image", layout, channels, height, width, pixel_range, scale, mean,
-                     std, formula}; text: {kind: "text", max_length, pad_id}; null if unknown
+    preprocessing    images: {kind: "image", layout, channels, height, width, color, pixel_range, scale, mean,
+                     std, formula, byte_scale, formula_8bit, example}; text: {kind: "text", max_length, pad_id};
+                     null if unknown. ``example`` is a real input (``pixels_8bit``: an 8-bit bitmap, row by row),
+                     the exact model ``input`` the formulas make of it, and the model's ``logits`` and ``label``
     postprocessing   what the output is and how to turn it into a label
     tokenizer        text models: {directory, files}; null for image models
     device           the device profile the model was tuned for
@@ -65,13 +67,50 @@ def preprocessing(data: DataConfig, signature: dict[str, Any], inputs: list[dict
                 "note": "tokenize with the bundled tokenizer; pad or truncate to max_length"}
     if isinstance(data, SklearnData) and data.name == "digits":
         channels, height, width = inputs[0]["shape"][1:]
+        top = DIGITS_PIXEL_MAX
         return {
             "kind": "image", "layout": "NCHW", "channels": channels, "height": height, "width": width,
-            "color": "grayscale, ink bright on a dark background", "pixel_range": [0, 16],
-            "scale": 1 / 16, "mean": [0.0] * channels, "std": [1.0] * channels,
+            "color": "grayscale, ink bright on a dark background", "pixel_range": [0, top],
+            "scale": 1 / top, "mean": [0.0] * channels, "std": [1.0] * channels,
             "formula": "input[0][c][y][x] = (pixel[y][x] * scale - mean[c]) / std[c]",
+            "byte_scale": top / 255,
+            "formula_8bit": f"pixel[y][x] = byte[y][x] * byte_scale (a 0..255 bitmap to the 0..{top} range the "
+                            f"model was trained on; feeding bytes unscaled gives garbage)",
         }
     return None
+
+
+DIGITS_PIXEL_MAX = 16
+"""scikit-learn's digits count the inked pixels of 4×4 blocks: values 0..16."""
+#: The dataset image the digits example is made from (a '0').
+DIGITS_EXAMPLE_INDEX = 0
+
+
+def image_example(pre: dict[str, Any], onnx_path: Path, input_spec: dict[str, Any],
+                  labels: list[str]) -> dict[str, Any]:
+    """A real digits image as an app would hold it (8-bit), the exact model input the manifest's formulas
+    make of it, and what the model answers: an app checks its preprocessing by reproducing ``logits``."""
+    import numpy as np
+    import onnxruntime as ort
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().images[DIGITS_EXAMPLE_INDEX]
+    pixels_8bit = np.rint(pixels * 255 / DIGITS_PIXEL_MAX).astype(np.int64)
+    x = image_input(pre, pixels_8bit).astype(input_spec["dtype"])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {input_spec["name"]: x})[0][0]
+    return {"pixels_8bit": pixels_8bit.tolist(), "input": x[0].tolist(),
+            "logits": [float(v) for v in logits], "label": labels[int(np.argmax(logits))],
+            "dataset_label": str(int(load_digits().target[DIGITS_EXAMPLE_INDEX]))}
+
+
+def image_input(pre: dict[str, Any], pixels_8bit: Any) -> Any:
+    """The model input (batch 1, NCHW, float64) the manifest's formulas make of an 8-bit ``height × width`` bitmap."""
+    import numpy as np
+
+    pixel = np.asarray(pixels_8bit, dtype=np.float64) * pre["byte_scale"]
+    channels = [(pixel * pre["scale"] - pre["mean"][c]) / pre["std"][c] for c in range(pre["channels"])]
+    return np.stack(channels)[None]
 
 
 def latency_entry(profile: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +154,9 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest without ``files`` (added once every other file of the bundle is written)."""
     inputs, outputs = tensor_specs(onnx_path)
+    pre = preprocessing(data, signature, inputs)
+    if pre is not None and pre["kind"] == "image":
+        pre["example"] = image_example(pre, onnx_path, inputs[0], labels)
     return {
         "schema_version": SCHEMA_VERSION,
         "name": name,
@@ -123,7 +165,7 @@ def build_manifest(
         "inputs": inputs,
         "outputs": outputs,
         "labels": labels,
-        "preprocessing": preprocessing(data, signature, inputs),
+        "preprocessing": pre,
         "postprocessing": {
             "output": outputs[0]["name"],
             "kind": "logits",

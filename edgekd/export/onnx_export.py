@@ -50,6 +50,7 @@ from edgekd.export.parity import (
     parity_batches,
 )
 from edgekd.models.call import call_logits, used_inputs
+from edgekd.models.weights import non_finite
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,9 @@ def export_onnx(
     ``target.parity_atol + target.parity_rtol × max |torch output|``; ``path`` is then left as it was.
     """
     path = Path(path)
+    bad = non_finite(model.state_dict().items())
+    if bad is not None:
+        raise ExportError(f"{path}: not exported: the model's {bad} (training diverged or its weights are broken)")
     sample = used_inputs(model, as_batch(sample_input, input_name))
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in sample}
     for name, extra in (extra_dynamic_axes or {}).items():

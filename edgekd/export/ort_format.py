@@ -36,7 +36,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from edgekd.atomic import write_text, write_with
+from edgekd.atomic import write_errors_reported, write_text, write_with
 from edgekd.config.device import InputShape
 from edgekd.errors import ConfigError, ExportError, ModelError
 from edgekd.export.config import ExportTarget
@@ -91,7 +91,8 @@ def convert_to_ort(
     """
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir) if out_dir is not None else onnx_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with write_errors_reported(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     ort_path = out_dir / f"{onnx_path.stem}.ort"
     config_path = out_dir / f"{onnx_path.stem}.required_operators.config"
     with tempfile.TemporaryDirectory(prefix=".ort-", dir=out_dir) as tmp:
@@ -122,11 +123,11 @@ def random_feeds(onnx_path: Path, shape: InputShape | None = None) -> list[dict[
     return [make_feeds(onnx_path, shape.model_copy(update={"batch": size}), seed=size) for size in DEFAULT_BATCH_SIZES]
 
 
-def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path) -> OrtModel:
+def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path, shape: InputShape | None = None) -> OrtModel:
     """``edgekd export``: convert an existing ONNX file as ``target`` says, into ``out_dir``.
 
-    Parity is checked on seeded random inputs of batch 1 and 7 (dynamic axes filled as for a
-    default device profile). With ``target.keep_onnx`` the ONNX file is copied beside the result.
+    Parity is checked on seeded random inputs of batch 1 and 7 (other dynamic axes filled from ``shape``,
+    default a default device profile's). With ``target.keep_onnx`` the ONNX file is copied beside the result.
     """
     onnx_path = Path(onnx_path)
     if target.format != "ort":
@@ -134,7 +135,7 @@ def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path) -> OrtMode
                           "already is; choose a target with format 'ort' (e.g. ort-mobile)")
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path}: model file not found")
-    result = convert_to_ort(onnx_path, target, random_feeds(onnx_path), out_dir=out_dir)
+    result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, shape), out_dir=out_dir)
     copy = Path(out_dir) / onnx_path.name
     if target.keep_onnx and copy.resolve() != onnx_path.resolve():
         write_with(copy, lambda tmp_path: shutil.copyfile(onnx_path, tmp_path))

@@ -291,10 +291,13 @@ def _torch_output(model: torch.nn.Module, batch: Batch, shown: str | Path) -> np
 
 
 def _abs_diff(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """|expected - actual| in float64, 0 where both are equal (including NaN/NaN and inf/inf)."""
+    """|expected - actual| in float64: 0 where both are the same infinity, NaN where either is NaN.
+
+    A NaN output is a broken model, not a match: NaN on both sides must fail the gate, not pass it.
+    """
     a, b = expected.astype(np.float64), actual.astype(np.float64)
     with np.errstate(invalid="ignore"):
-        return np.where(np.isclose(a, b, rtol=0.0, atol=0.0, equal_nan=True), 0.0, np.abs(a - b))
+        return np.where(np.isnan(a) | np.isnan(b), np.nan, np.where(a == b, 0.0, np.abs(a - b)))
 
 
 def _largest_magnitude(output: np.ndarray) -> float:

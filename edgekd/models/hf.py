@@ -38,12 +38,14 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
 
     if spec.pretrained is not None:
         try:
-            return AutoModelForSequenceClassification.from_pretrained(
+            model = AutoModelForSequenceClassification.from_pretrained(
                 spec.pretrained, num_labels=num_classes, attn_implementation=ATTENTION,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True,
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {str(exc).splitlines()[0]}") from exc
+        _check_fits_tokenizer(model, f"pretrained model '{spec.pretrained}'", vocab_size, max_positions)
+        return model
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=spec.hidden,
@@ -119,19 +121,32 @@ def _note_head(pretrained: str, config: Any, num_labels: int) -> None:
 def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> None:
     """Refuse (one line) a model the data cannot feed: token ids beyond its vocabulary, other image channels."""
     config = module.config
-    where = spec.pretrained or f"config (model_type {spec.model_type})"
+    where = (f"pretrained model '{spec.pretrained}'" if spec.pretrained is not None
+             else f"model config (model_type {spec.model_type})")
     if signature.kind == "text":
-        vocab = getattr(config, "vocab_size", None)
-        if vocab is not None and signature.vocab_size > vocab:
-            raise ConfigError(f"model {where}: the tokenizer has {signature.vocab_size} tokens but the model's "
-                              f"vocabulary {vocab}; use the checkpoint's own tokenizer (tokenizer.pretrained)")
+        _check_fits_tokenizer(module, where, signature.vocab_size, signature.max_length)
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = signature.pad_id
     else:
         channels = getattr(config, "num_channels", signature.image_shape[0])
         if channels != signature.image_shape[0]:
-            raise ConfigError(f"model {where}: takes {channels}-channel images, the data has "
+            raise ConfigError(f"{where}: takes {channels}-channel images, the data has "
                               f"{signature.image_shape[0]}")
+
+
+def _check_fits_tokenizer(model: nn.Module, where: str, vocab_size: int, max_length: int) -> None:
+    """Refuse a model whose embeddings cannot take the tokenizer's ids or lengths (an IndexError later).
+
+    ``where`` names the model in the message: ``pretrained model '<path>'`` or the recipe's config.
+    """
+    rows = model.get_input_embeddings().num_embeddings
+    if rows < vocab_size:
+        raise ModelError(f"{where}: its vocabulary has {rows} tokens, fewer than the tokenizer's "
+                         f"{vocab_size}; use the model's own tokenizer (tokenizer.pretrained) or a smaller vocab_size")
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < max_length:
+        raise ModelError(f"{where}: it takes at most {positions} tokens, fewer than the "
+                         f"tokenizer's max_length {max_length}; lower tokenizer.max_length")
 
 
 def drop_layers(teacher: nn.Module, spec: DropLayersSpec) -> nn.Module:

@@ -10,6 +10,13 @@ from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 from edgekd.config.base import PositiveInt, StrictModel
 from edgekd.models import families
 
+#: A layer width, channel or embedding count: positive and small enough to allocate.
+Width = Annotated[PositiveInt, Field(le=65_536)]
+#: The most parameters a spec built from sizes may have (4 bytes each: 40 GB, more than the machines have).
+MAX_PARAMS = 10**10
+#: A number of layers (or blocks).
+Depth = Annotated[PositiveInt, Field(le=1_024)]
+
 Modality = Literal["image", "text"]
 """What a model takes: images (any array input) or token ids.
 
@@ -46,8 +53,8 @@ class CNNSpec(SpecBase):
         "channels": [[8, 16], [16, 32], [32, 64], [16, 32, 64]], "hidden": [32, 64]}
 
     arch: Literal["cnn"]
-    channels: list[PositiveInt] = Field(min_length=1)
-    hidden: PositiveInt = 64
+    channels: list[Width] = Field(min_length=1)
+    hidden: Width = 64
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
@@ -59,7 +66,7 @@ class MLPSpec(SpecBase):
     search_space: ClassVar[dict[str, list[Any]]] = {"hidden": [[32], [64], [128], [64, 64], [128, 128]]}
 
     arch: Literal["mlp"]
-    hidden: list[PositiveInt] = Field(min_length=1)
+    hidden: list[Width] = Field(min_length=1)
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
@@ -75,9 +82,9 @@ class ResNetSpec(SpecBase):
 
     arch: Literal["resnet"]
     block: Literal["basic", "bottleneck"] = "basic"
-    depths: list[PositiveInt] = Field(default=[2, 2, 2, 2], min_length=1)
-    widths: list[PositiveInt] = Field(default=[64, 128, 256, 512], min_length=1)
-    stem: PositiveInt = Field(default=64, description="Channels of the 7 × 7 stem convolution.")
+    depths: list[Depth] = Field(default=[2, 2, 2, 2], min_length=1)
+    widths: list[Width] = Field(default=[64, 128, 256, 512], min_length=1)
+    stem: Width = Field(default=64, description="Channels of the 7 × 7 stem convolution.")
     shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")
 
     @model_validator(mode="after")
@@ -111,10 +118,10 @@ class BertSpec(SpecBase):
     arch: Literal["bert"]
     pretrained: str | None = None
     trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model. Never default.")
-    layers: PositiveInt = 4
-    hidden: PositiveInt = 512
-    heads: PositiveInt = 8
-    ffn: PositiveInt | None = Field(default=None, description="Feed-forward width; default 4 × hidden.")
+    layers: Depth = 4
+    hidden: Width = 512
+    heads: Width = 8
+    ffn: Width | None = Field(default=None, description="Feed-forward width; default 4 × hidden.")
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
     @model_validator(mode="after")
@@ -129,6 +136,11 @@ class BertSpec(SpecBase):
             if not families.family(model_type).bert_layout:
                 raise ValueError(f"pretrained '{self.pretrained}' is a '{model_type}' checkpoint, not a BERT-layout "
                                  "encoder; use arch: hf to load any family")
+        ffn = self.ffn or 4 * self.hidden
+        params = self.layers * (4 * self.hidden**2 + 2 * self.hidden * ffn)
+        if params > MAX_PARAMS:
+            raise ValueError(f"{self.layers} layers of hidden {self.hidden} and ffn {ffn} are about {params:.1e} "
+                             f"parameters; expected at most {MAX_PARAMS:.0e}")
         return self
 
 
@@ -211,10 +223,10 @@ class BiLSTMSpec(SpecBase):
     search_space: ClassVar[dict[str, list[Any]]] = {"embedding_dim": [64, 128, 300], "hidden": [64, 150]}
 
     arch: Literal["bilstm"]
-    embedding_dim: PositiveInt = 300
-    hidden: PositiveInt = 150
-    layers: PositiveInt = 1
-    fc_hidden: PositiveInt = 200
+    embedding_dim: Width = 300
+    hidden: Width = 150
+    layers: Depth = 1
+    fc_hidden: Width = 200
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
@@ -225,9 +237,9 @@ class TextCNNSpec(SpecBase):
     search_space: ClassVar[dict[str, list[Any]]] = {"embedding_dim": [64, 128], "filters": [50, 100]}
 
     arch: Literal["textcnn"]
-    embedding_dim: PositiveInt = 128
-    filters: PositiveInt = 100
-    kernel_sizes: list[PositiveInt] = Field(default=[3, 4, 5], min_length=1)
+    embedding_dim: Width = 128
+    filters: Width = 100
+    kernel_sizes: list[Annotated[PositiveInt, Field(le=64)]] = Field(default=[3, 4, 5], min_length=1)
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 

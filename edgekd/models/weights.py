@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -27,9 +29,22 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable safetensors file ({exc})") from exc
+    bad = non_finite(state.items())
+    if bad is not None:
+        raise ModelError(f"{path}: {bad}; a model with such weights computes nothing useful (retrain or re-export it)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ModelError(f"{path}: weights do not fit the recipe's model ({first})") from exc
     return model
+
+
+def non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """Which floating-point tensor holds NaN or infinite values, and how many (None when all are finite)."""
+    for name, tensor in tensors:
+        if tensor.is_floating_point() or tensor.is_complex():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                return f"tensor '{name}' holds {count} NaN or infinite value(s) of {tensor.numel()}"
+    return None

@@ -5,13 +5,21 @@ one session (a fresh worker process, see :mod:`edgekd.profile.runner`), in forwa
 rounds and backward order in odd ones (A B, B A, A B, ...), so that a slow spell of the machine
 (another process, thermal throttling, frequency scaling) falls on every model, not on whichever
 was timed last. Each model's runs are then pooled into one :class:`ProfileResult`.
+
+A speed-up of one model over another (:func:`paired_speedup`) is paired by round: round by round
+the two sessions ran next to each other, so each round gives one ratio of median latencies; the
+figure is their geometric mean and its confidence interval comes from their spread (a change of
+machine load between rounds widens the interval instead of posing as a speed-up).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError
@@ -19,7 +27,8 @@ from edgekd.profile.budget import judge
 from edgekd.profile.cpu import host_threads, resolve_threads
 from edgekd.profile.macs import count_macs
 from edgekd.profile.operators import profile_operators
-from edgekd.profile.runner import HostTiming, ProfileResult, summarize_timings, time_onnx
+from edgekd.profile.runner import ProfileResult, summarize_timings
+from edgekd.profile.timing import HostTiming, time_onnx
 
 
 def benchmark(
@@ -48,6 +57,55 @@ def benchmark(
         for path in order:
             timings[path].append(time_onnx(path, device.inputs, threads=threads, warmup=warmup, runs=per_round))
     return [summarize_timings(path, device, timings[path], warmup=warmup) for path in paths]
+
+
+#: Confidence level of the interval :func:`paired_speedup` gives.
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """How many times faster one model ran than another, with the interval the interleaved rounds allow.
+
+    ``low``/``high`` bound the ratio at ``confidence`` (Student's t over the rounds' log ratios); they
+    are None with one round, which gives no spread.
+    """
+
+    ratio: float
+    low: float | None
+    high: float | None
+    rounds: int
+    confidence: float = CONFIDENCE
+
+    def clears(self, threshold: float) -> bool:
+        """Whether the whole interval is at or above ``threshold`` (never, without an interval)."""
+        return self.low is not None and self.low >= threshold
+
+    def text(self) -> str:
+        """``1.72× (95% interval 1.68–1.76×, 4 rounds)``."""
+        if self.low is None or self.high is None:
+            return f"{self.ratio:.2f}× (1 round: no interval)"
+        return (f"{self.ratio:.2f}× ({100 * self.confidence:g}% interval {self.low:.2f}–{self.high:.2f}×, "
+                f"{self.rounds} rounds)")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return asdict(self)
+
+
+def paired_speedup(before: ProfileResult, after: ProfileResult, confidence: float = CONFIDENCE) -> Speedup:
+    """How many times faster ``after`` ran than ``before``, both timed in one :func:`benchmark` call."""
+    rounds = len(before.session_p50_ms)
+    if rounds != len(after.session_p50_ms) or not rounds:
+        raise ValueError(f"{before.model} and {after.model} were not timed in the same interleaved rounds")
+    logs = np.log(np.asarray(before.session_p50_ms) / np.asarray(after.session_p50_ms))
+    centre = float(logs.mean())
+    if rounds < 2:
+        return Speedup(math.exp(centre), None, None, rounds, confidence)
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + confidence / 2, rounds - 1) * logs.std(ddof=1) / math.sqrt(rounds))
+    return Speedup(math.exp(centre), math.exp(centre - half), math.exp(centre + half), rounds, confidence)
 
 
 def bench_models(paths: list[Path], device: DeviceProfile, *, warmup: int = 20, runs: int = 200,

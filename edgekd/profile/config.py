@@ -13,7 +13,7 @@ from edgekd.stage_kind import StageKind
 class ProfileStage(StrictModel):
     """Time every exported model with onnxruntime under the device profile."""
 
-    stage: Literal["profile"]
+    stage: Literal["profile"] = "profile"
     warmup: Annotated[StrictInt, Field(ge=0)] = 20
     runs: Annotated[StrictInt, Field(ge=10)] = 200
 

@@ -103,7 +103,7 @@ def empty_graph_floor(threads: int) -> Floor:
 
 
 def _measure(threads: int) -> Floor:
-    from edgekd.profile.runner import time_onnx
+    from edgekd.profile.timing import time_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgekd-empty-graph-") as tmp:
         path = Path(tmp) / "empty.onnx"

@@ -1,8 +1,6 @@
-"""Timing an ONNX model with onnxruntime under a device profile: percentiles, peak memory, size.
+"""Profiling an ONNX model under a device profile: percentiles, peak memory, size.
 
-Every measurement runs in a fresh child process (:mod:`edgekd.profile.worker`) so that the
-memory figure belongs to the model alone and nothing the parent process has loaded (torch, a
-previous session, the Python heap of a training run) disturbs the timings.
+The model is timed on this machine in a fresh worker process (:mod:`edgekd.profile.timing`).
 
 For a device edgekd cannot run on (one with a ``reference`` figure), the model is timed on this
 machine and the latencies are multiplied by the host→device speed ratio measured on the
@@ -11,40 +9,16 @@ reference model (:mod:`edgekd.profile.speed_ratio`); the result is then marked a
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekd.config.device import DeviceProfile, InputShape
-from edgekd.errors import ModelError
+from edgekd.config.device import DeviceProfile
 from edgekd.profile.cpu import detect_cpu, host_threads, resolve_threads
-from edgekd.profile.inputs import first_line
-
-MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class HostTiming:
-    """Raw timings of one model on this machine, as the worker measured them."""
-
-    times_ms: tuple[float, ...]
-    input_shapes: dict[str, list[int]]
-    peak_memory_mb: float
-    size_mb: float
-    threads: int
-    onnxruntime: str
-
-    @property
-    def p50_ms(self) -> float:
-        """Median latency of the timed runs."""
-        return float(np.percentile(self.times_ms, 50))
+from edgekd.profile.speed_ratio import speed_ratio
+from edgekd.profile.timing import HostTiming, time_onnx
 
 
 @dataclass(frozen=True)
@@ -80,6 +54,12 @@ class ProfileResult:
     onnxruntime: str
     times_ms: tuple[float, ...] = ()
     """Every timed run's latency on the device (host time × ``speed_ratio`` for an estimate), in run order."""
+    session_p50_ms: tuple[float, ...] = ()
+    """The median latency on the device of each timing session, in order (one per interleaved round)."""
+    speed_ratio_range: tuple[float, float] | None = None
+    """For an estimate: the speed ratio from the slowest and the fastest round of its reference timing."""
+    speed_ratio_spread: float | None = None
+    """For an estimate: how much the reference's rounds varied, (slowest − fastest) ÷ median."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
@@ -127,11 +107,10 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
     """
     timing = timings[0]
     host = np.concatenate([np.asarray(t.times_ms) for t in timings])
-    ratio: float | None = None
+    measured = None
     if device.reference is not None:
-        from edgekd.profile.speed_ratio import speed_ratio
-
-        ratio = speed_ratio(device.reference).ratio
+        measured = speed_ratio(device.reference)
+    ratio = measured.ratio if measured is not None else None
     factor = ratio if ratio is not None else 1.0
     return ProfileResult(
         model=str(path),
@@ -156,116 +135,16 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
         warmup=warmup,
         onnxruntime=timing.onnxruntime,
         times_ms=tuple(float(t) * factor for t in host),
+        session_p50_ms=tuple(t.p50_ms * factor for t in timings),
+        speed_ratio_range=(measured.ratio_low, measured.ratio_high) if measured is not None else None,
+        speed_ratio_spread=measured.spread if measured is not None else None,
     )
 
 
-def time_onnx(
-    onnx_path: str | Path,
-    shape: InputShape,
-    *,
-    threads: int,
-    warmup: int,
-    runs: int,
-    show_progress: bool = False,
-    seed: int = 0,
-) -> HostTiming:
-    """Time ``onnx_path`` in a fresh worker process with ``threads`` intra-op threads.
-
-    The file is checked and sized first (see :func:`model_size_mb`); errors from onnxruntime in the
-    worker come back as a one-line :class:`ModelError` naming the path.
-    """
-    path = Path(onnx_path)
-    size_mb = model_size_mb(path)
-    request = {
-        "model": str(path.resolve()), "threads": threads, "warmup": warmup, "runs": runs,
-        "seed": seed, "progress": show_progress, "shape": shape.model_dump(),
-    }
-    result = _run_worker(request, label=path.name, show_progress=show_progress)
-    if result.get("event") == "error":
-        raise ModelError(f"{path}: {result['message']}")
-    return HostTiming(
-        times_ms=tuple(result["times_ms"]),
-        input_shapes={k: list(v) for k, v in result["input_shapes"].items()},
-        peak_memory_mb=float(result["peak_memory_mb"]),
-        size_mb=size_mb,
-        threads=threads,
-        onnxruntime=str(result["onnxruntime"]),
-    )
 
 
-def model_size_mb(path: Path) -> float:
-    """Size of an ONNX model in MiB (the file plus its external-data files), after checking it.
-
-    Reads only the protobuf structure (no external weights), so it is cheap; a missing file,
-    a file protobuf cannot parse or one without a graph is a :class:`ModelError`.
-    """
-    import onnx
-
-    if not path.exists():
-        raise ModelError(f"{path}: model file not found")
-    if not path.is_file():
-        raise ModelError(f"{path}: not a file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... for a bad file
-        raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
-    if not model.HasField("graph") or len(model.graph.node) == 0:
-        raise ModelError(f"{path}: not an ONNX model (no graph nodes)")
-    external = {
-        entry.value
-        for tensor in model.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    total = path.stat().st_size
-    for location in sorted(external):
-        data = path.parent / location
-        if not data.is_file():
-            raise ModelError(f"{path}: external data file '{location}' not found")
-        total += data.stat().st_size
-    return total / MIB
 
 
-def _run_worker(request: dict[str, Any], *, label: str, show_progress: bool) -> dict[str, Any]:
-    """Start the worker, feed it ``request``, follow its progress lines, return its last event."""
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[2])  # the directory holding edgekd/
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    with tempfile.TemporaryFile(mode="w+") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgekd.profile.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(request))
-        proc.stdin.close()
-        last = _follow(proc.stdout, label, request["warmup"] + request["runs"], show_progress)
-        code = proc.wait()
-        if last is None or last.get("event") == "progress":
-            stderr.seek(0)
-            lines = [line for line in stderr.read().splitlines() if line.strip()]
-            tail = lines[-1].strip() if lines else "no output"
-            raise ModelError(f"{request['model']}: profiling worker exited with code {code} ({tail})")
-    return last
 
 
-def _follow(stdout: Any, label: str, total: int, show_progress: bool) -> dict[str, Any] | None:
-    """Read the worker's JSON lines, updating a rich progress bar; return the last event."""
-    last: dict[str, Any] | None = None
-    if not show_progress:
-        for line in stdout:
-            last = json.loads(line)
-        return last
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(label, total=total)
-        for line in stdout:
-            last = json.loads(line)
-            if last.get("event") == "progress":
-                progress.update(task, completed=last["done"])
-    return last
 

@@ -3,13 +3,22 @@
 A device edgekd cannot run on (a phone, a Raspberry Pi) is described by one published figure:
 model X runs in D ms on it with T threads. edgekd rebuilds X's architecture here from a
 ``transformers`` config with random weights (latency does not depend on the weight values),
-exports it to ONNX once, times it with min(T, physical cores) threads (H ms) and takes
-ratio = D / H. A model's device latency is then estimated as its host latency × ratio.
+exports it to ONNX once, times it with min(T, physical cores) threads and takes ratio = D / H.
+A model's device latency is then estimated as its host latency × ratio.
 
-The ONNX file and the measured host time are cached under ``${EDGEKD_CACHE:-~/.cache/edgekd}/
+H is measured in :data:`ROUNDS` rounds, each a fresh worker session, one after the other: each
+round's median is kept, H is their median and the *spread* is (slowest − fastest round) ÷ H. A
+host time whose spread exceeds :data:`MAX_SPREAD` (another process took the CPU for part of it) is
+measured again, up to :data:`ATTEMPTS` times; if it stays unstable the steadiest attempt is used
+for this run but is never cached, so the next run measures again. The ratio's range follows from
+the rounds: D ÷ slowest round … D ÷ fastest round, shown as ratio ± half that range.
+
+The ONNX file and the stable host times are cached under ``${EDGEKD_CACHE:-~/.cache/edgekd}/
 reference/``; the host time is keyed by CPU brand, reference model, threads and onnxruntime
-version, so each machine measures each reference once. The ratio itself is recomputed from the
-cached host time, so correcting a published figure in a device profile needs no re-measuring.
+version. A cached record without rounds (from an older edgekd) or with a large spread is measured
+again. The ratio itself is recomputed from the cached host time, so correcting a published
+figure in a device profile needs no re-measuring. ``edgekd devices calibrate [--fresh]``
+measures (or re-measures) every reference now.
 """
 
 from __future__ import annotations
@@ -17,9 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import statistics
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,28 +35,56 @@ from typing import Any
 from edgekd.atomic import atomic_path, write_json
 from edgekd.cache import cache_root
 from edgekd.config.device import InputShape, ReferenceFigure
-from edgekd.errors import ConfigError
 from edgekd.profile.cpu import detect_cpu, host_threads
+from edgekd.profile.references import ReferenceModel, reference_model
+from edgekd.profile.timing import time_onnx
 
 log = logging.getLogger(__name__)
 
-HOST_WARMUP = 10
-HOST_RUNS = 50
+HOST_WARMUP = 5
+"""Untimed runs at the start of each round."""
+HOST_RUNS = 12
+"""Timed runs per round."""
+ROUNDS = 5
+"""Rounds (fresh worker sessions) per host measurement."""
+MAX_SPREAD = 0.15
+"""Largest (slowest − fastest round median) ÷ median of a host time that is cached."""
+ATTEMPTS = 3
+"""Host measurements tried before an unstable one is used (uncached)."""
+
+
 
 
 @dataclass(frozen=True)
-class ReferenceModel:
-    """A public architecture edgekd can rebuild, with the input shape its figure was taken at."""
+class HostTime:
+    """The reference model's latency here: each round's median (ms), in the order they were measured."""
 
-    key: str
-    description: str
-    shape: InputShape
-    build: Callable[[Path], None]
+    rounds_ms: tuple[float, ...]
+
+    @property
+    def host_ms(self) -> float:
+        """The median of the rounds' medians."""
+        return float(statistics.median(self.rounds_ms))
+
+    @property
+    def spread(self) -> float:
+        """(slowest − fastest round) ÷ :attr:`host_ms`: 0 for a perfectly steady machine."""
+        return (max(self.rounds_ms) - min(self.rounds_ms)) / self.host_ms
+
+    @property
+    def stable(self) -> bool:
+        """Steady enough to be cached (spread at most :data:`MAX_SPREAD`)."""
+        return self.spread <= MAX_SPREAD
 
 
 @dataclass(frozen=True)
 class SpeedRatio:
-    """``ratio`` = published device latency ÷ latency of the same model measured here."""
+    """``ratio`` = published device latency ÷ latency of the same model measured here, with its range.
+
+    ``ratio_low`` … ``ratio_high`` come from the slowest and fastest measuring rounds; ``stable`` is
+    false when the host time varied by more than :data:`MAX_SPREAD` (then it was not cached);
+    ``cached`` says whether the host time was read from the cache rather than measured now.
+    """
 
     ratio: float
     host_ms: float
@@ -57,10 +93,35 @@ class SpeedRatio:
     source: str
     threads: int
     cpu: dict[str, Any]
+    host_rounds_ms: tuple[float, ...] = ()
+    spread: float = 0.0
+    stable: bool = True
+    cached: bool = False
+
+    @property
+    def ratio_low(self) -> float:
+        """The ratio from the slowest round (the device looks relatively fastest)."""
+        return self.device_ms / max(self.host_rounds_ms) if self.host_rounds_ms else self.ratio
+
+    @property
+    def ratio_high(self) -> float:
+        """The ratio from the fastest round."""
+        return self.device_ms / min(self.host_rounds_ms) if self.host_rounds_ms else self.ratio
+
+    @property
+    def uncertainty(self) -> float:
+        """Half the ratio's range: the ``±`` shown beside it."""
+        return (self.ratio_high - self.ratio_low) / 2
+
+    def describe(self) -> str:
+        """``"0.40 ± 0.02 (5 rounds, spread 9%)"``, the way reports show it."""
+        return (f"{self.ratio:.3g} ± {self.uncertainty:.2g} ({len(self.host_rounds_ms)} rounds here, "
+                f"spread {self.spread:.0%}{'' if self.stable else ', unstable: not cached'})")
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return asdict(self)
+        """A JSON-ready mapping of every field, the ratio's range and its description."""
+        return {**asdict(self), "host_rounds_ms": list(self.host_rounds_ms), "ratio_low": self.ratio_low,
+                "ratio_high": self.ratio_high, "uncertainty": self.uncertainty, "described": self.describe()}
 
 
 def cache_dir() -> Path:
@@ -68,11 +129,12 @@ def cache_dir() -> Path:
     return cache_root() / "reference"
 
 
-def speed_ratio(reference: ReferenceFigure, threads: int | None = None) -> SpeedRatio:
-    """Measure (once per machine) how much slower the reference device is than this host.
+def speed_ratio(reference: ReferenceFigure, threads: int | None = None, *, fresh: bool = False) -> SpeedRatio:
+    """How much slower the reference device is than this host, from a cached or a new host measurement.
 
     ``threads`` is the number of threads used here; by default the published figure's thread
-    count capped at this machine's physical cores.
+    count capped at this machine's physical cores. ``fresh`` ignores the cache (and replaces it
+    when the new measurement is stable).
     """
     model = reference_model(reference.model)
     threads = threads or host_threads(reference.threads)
@@ -83,30 +145,51 @@ def speed_ratio(reference: ReferenceFigure, threads: int | None = None) -> Speed
            "onnxruntime": onnxruntime.__version__}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     record_path = cache_dir() / f"host-ms-{model.key}-{digest}.json"
-    host_ms = _cached_host_ms(record_path, key)
-    if host_ms is None:
-        host_ms = measure_host_ms(model, threads)
-        write_json(record_path, {**key, "host_ms": host_ms, "runs": HOST_RUNS, "warmup": HOST_WARMUP,
-                                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    host = None if fresh else _cached_host_time(record_path, key)
+    cached = host is not None
+    if host is None:
+        host = measure_host_time(model, threads)
+        if host.stable:
+            write_json(record_path, {**key, "host_ms": host.host_ms, "rounds_ms": list(host.rounds_ms),
+                                     "spread": host.spread, "runs": HOST_RUNS, "warmup": HOST_WARMUP,
+                                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        else:
+            log.warning("reference model %s: host time varied by %.0f%% between rounds (more than %.0f%%) in %d "
+                        "attempts; using it for this run only, not cached (is another process using the CPU?)",
+                        model.key, 100 * host.spread, 100 * MAX_SPREAD, ATTEMPTS)
     return SpeedRatio(
-        ratio=reference.latency_ms / host_ms,
-        host_ms=host_ms,
+        ratio=reference.latency_ms / host.host_ms,
+        host_ms=host.host_ms,
         device_ms=reference.latency_ms,
         reference_model=model.key,
         source=reference.source,
         threads=threads,
         cpu=cpu.to_json(),
+        host_rounds_ms=host.rounds_ms,
+        spread=host.spread,
+        stable=host.stable,
+        cached=cached,
     )
 
 
-def measure_host_ms(model: ReferenceModel, threads: int) -> float:
-    """Median latency (ms) of ``model`` on this machine, timed in a fresh worker process."""
-    from edgekd.profile.runner import time_onnx
+def measure_host_time(model: ReferenceModel, threads: int) -> HostTime:
+    """The reference's latency here in :data:`ROUNDS` rounds; up to :data:`ATTEMPTS` tries for a stable one.
+
+    Returns the first stable measurement, else the one with the smallest spread.
+    """
 
     path = reference_onnx(model)
-    log.info("measuring reference model %s on this CPU with %d thread(s)", model.key, threads)
-    timing = time_onnx(path, model.shape, threads=threads, warmup=HOST_WARMUP, runs=HOST_RUNS)
-    return timing.p50_ms
+    attempts: list[HostTime] = []
+    for attempt in range(1, ATTEMPTS + 1):
+        log.info("measuring reference model %s on this CPU with %d thread(s), %d rounds (attempt %d)",
+                 model.key, threads, ROUNDS, attempt)
+        shape = InputShape(**model.shape)
+        rounds = tuple(time_onnx(path, shape, threads=threads, warmup=HOST_WARMUP, runs=HOST_RUNS).p50_ms
+                       for _ in range(ROUNDS))
+        attempts.append(HostTime(rounds))
+        if attempts[-1].stable:
+            break
+    return min(attempts, key=lambda host: host.spread)
 
 
 def reference_onnx(model: ReferenceModel) -> Path:
@@ -119,120 +202,18 @@ def reference_onnx(model: ReferenceModel) -> Path:
     return path
 
 
-def reference_model(key: str) -> ReferenceModel:
-    """The reference architecture named ``key`` (a ``ReferenceFigure.model`` value)."""
-    try:
-        return REFERENCE_MODELS[key]
-    except KeyError:
-        known = ", ".join(sorted(REFERENCE_MODELS))
-        raise ConfigError(f"unknown reference model '{key}'; known: {known}") from None
 
 
-def _cached_host_ms(path: Path, key: dict[str, Any]) -> float | None:
+def _cached_host_time(path: Path, key: dict[str, Any]) -> HostTime | None:
+    """The cached host time for ``key``, if there is one measured in rounds and stable."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if any(record.get(k) != v for k, v in key.items()) or not record.get("host_ms", 0) > 0:
+    if any(record.get(k) != v for k, v in key.items()):
         return None
-    return float(record["host_ms"])
-
-
-# --------------------------------------------------------------------------- reference builders
-
-
-def export_encoder(model: Any, target: Path, *, sequence_length: int, dynamic: bool = False,
-                   output: str = "last_hidden_state") -> None:
-    """Export a ``transformers`` BERT-family encoder to ONNX (opset 17, TorchScript exporter).
-
-    Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, batch 1 ×
-    ``sequence_length``; batch and sequence axes dynamic when ``dynamic``), one output: the model
-    output field ``output`` (``last_hidden_state``, or ``logits`` of a classifier; its batch axis
-    dynamic when ``dynamic``). The model is called with keyword arguments through a thin wrapper,
-    which the tracer needs with transformers 5.
-    """
-    import torch
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids)[output]
-
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {**{name: {0: "batch", 1: "sequence"} for name in names}, output: {0: "batch"}} if dynamic else None
-    ids = torch.zeros(1, sequence_length, dtype=torch.long)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
-        torch.onnx.export(Encoder(model.eval()), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(target),
-                          input_names=names, output_names=[output], dynamic_axes=axes,
-                          opset_version=17, dynamo=False)
-
-
-def _encoder_builder(family: str, seq: int) -> Callable[[Path], None]:
-    """A builder exporting a random-weight BERT-family encoder at batch 1 and ``seq`` tokens."""
-
-    def build(target: Path) -> None:
-        import torch
-        import transformers
-
-        torch.manual_seed(0)
-        if family == "mobilebert":
-            config: Any = transformers.MobileBertConfig()  # 24 layers, NoNorm + ReLU (the "OPT" model)
-            model: Any = transformers.MobileBertModel(config)
-        else:
-            config = transformers.BertConfig()  # BERT-base: 12 layers, hidden 768
-            model = transformers.BertModel(config)
-        config._attn_implementation = "eager"  # plain MatMul/Softmax, as the on-device runtimes run it
-        export_encoder(model, target, sequence_length=seq)
-
-    return build
-
-
-def _build_mobilenet_v2_int8(target: Path) -> None:
-    """MobileNetV2 1.0/224 (1000 classes) with static INT8 QDQ quantization (per-tensor)."""
-    import numpy as np
-    import onnxruntime
-    import torch
-    import transformers
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class RandomImages(CalibrationDataReader):
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.batches = iter([{"pixel_values": rng.standard_normal((1, 3, 224, 224), dtype=np.float32)}
-                                 for _ in range(4)])
-
-        def get_next(self) -> dict[str, Any] | None:
-            return next(self.batches, None)
-
-    torch.manual_seed(0)
-    config = transformers.MobileNetV2Config(num_labels=1000, tf_padding=False)
-    model = transformers.MobileNetV2ForImageClassification(config).eval()
-    fp32 = target.with_name(target.name + ".fp32.onnx")
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(fp32), input_names=["pixel_values"],
-                              output_names=["logits"], opset_version=17, dynamo=False)
-        onnxruntime.set_default_logger_severity(3)
-        quantize_static(str(fp32), str(target), RandomImages(), quant_format=QuantFormat.QDQ,
-                        per_channel=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    finally:
-        fp32.unlink(missing_ok=True)
-
-
-REFERENCE_MODELS: dict[str, ReferenceModel] = {
-    m.key: m
-    for m in (
-        ReferenceModel("mobilebert-seq128", "MobileBERT encoder, fp32, batch 1 × 128 tokens",
-                       InputShape(batch=1, sequence_length=128), _encoder_builder("mobilebert", 128)),
-        ReferenceModel("bert-base-seq128", "BERT-base encoder, fp32, batch 1 × 128 tokens",
-                       InputShape(batch=1, sequence_length=128), _encoder_builder("bert", 128)),
-        ReferenceModel("mobilenet-v2-int8-224", "MobileNetV2 1.0, static INT8, batch 1 × 3×224×224",
-                       InputShape(batch=1, image_size=224), _build_mobilenet_v2_int8),
-    )
-}
+    rounds = record.get("rounds_ms")
+    if not isinstance(rounds, list) or not rounds or not all(isinstance(r, (int, float)) and r > 0 for r in rounds):
+        return None  # an older single measurement: measure again, in rounds
+    host = HostTime(tuple(float(r) for r in rounds))
+    return host if host.stable else None

@@ -1,20 +1,25 @@
 """The ``profile`` stage: time every exported model under the device profile and judge the student.
 
 Each model also gets its MACs and parameters counted at the device's input shapes; the judged
-model gets onnxruntime's per-operator profile (where its time goes).
+model gets onnxruntime's per-operator profile (where its time goes). Several models are timed
+together in interleaved rounds (:func:`edgekd.profile.bench.benchmark`), so that their latencies
+compare models timed side by side, and the judged model's speed-up over each other model is
+recorded with its interval (``speedup``).
 """
 
 from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
+from edgekd.profile.bench import benchmark, paired_speedup
 from edgekd.profile.budget import judge
 from edgekd.profile.config import ProfileStage
 from edgekd.profile.macs import count_macs
 from edgekd.profile.operators import profile_operators
-from edgekd.profile.runner import profile_onnx
 
 #: The model whose figures are judged against the device budget.
 JUDGED_ROLE = "student"
+#: Interleaved timing sessions per model when several are profiled (one model: one session).
+ROUNDS = 4
 
 
 def judged_role(roles: list[str]) -> str:
@@ -27,11 +32,11 @@ def run_profile(config: ProfileStage, artifact: Artifact, ctx: StageContext) -> 
     metrics: dict = {}
     profiled = [role for role, m in artifact.models.items() if m.onnx is not None]
     judged = judged_role(profiled)
-    for role in profiled:
-        model_artifact = artifact.get(role)
-        path = ctx.resolve(model_artifact.onnx)
-        result = profile_onnx(path, ctx.device, warmup=config.warmup, runs=config.runs,
-                              show_progress=ctx.show_progress)
+    paths = [ctx.resolve(artifact.get(role).onnx) for role in profiled]
+    results = dict(zip(profiled, benchmark(paths, ctx.device, warmup=config.warmup, runs=config.runs,
+                                           rounds=ROUNDS if len(paths) > 1 else 1), strict=True))
+    for role, path in zip(profiled, paths, strict=True):
+        model_artifact, result = artifact.get(role), results[role]
         metrics[role] = {**result.to_json(), **count_macs(path, ctx.device.inputs).to_json()}
         figures = {key: metrics[role][key] for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb",
                                                        "size_mb", "threads", "estimate", "macs")}
@@ -40,5 +45,7 @@ def run_profile(config: ProfileStage, artifact: Artifact, ctx: StageContext) -> 
             metrics["budget"] = {"judged": role, **verdict.to_json()}
             metrics[role]["operators"] = [op.to_json() for op in profile_operators(path, ctx.device)]
             figures["budget_verdict"] = verdict.verdict
+            metrics[role]["speedup"] = {other: paired_speedup(results[other], result).to_json()
+                                        for other in profiled if other != role}
         artifact = artifact.with_model(model_artifact.updated(**figures))
     return StageOutput(artifact=artifact, metrics=metrics)

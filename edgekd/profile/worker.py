@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -92,11 +93,19 @@ def profile(request: dict[str, Any], emit: Any) -> dict[str, Any]:
 
 
 def main() -> int:
-    """Read the request from stdin, profile, print the JSON lines; exit code 0 even on ModelError."""
+    """Read the request from stdin, profile, print the JSON lines; exit code 0 even on ModelError.
+
+    The JSON lines go to the original stdout alone: file descriptor 1 is pointed at stderr first, so
+    whatever a library prints (onnxruntime prints an "EP Error" banner for some broken models) never
+    lands between them.
+    """
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
     def emit(obj: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
+        protocol.write(json.dumps(obj) + "\n")
+        protocol.flush()
 
     request = json.loads(sys.stdin.read())
     try:

@@ -72,14 +72,14 @@ class _CompressStage(StrictModel):
 class PruneStage(_CompressStage, PruneConfig):
     """Physically remove heads/channels in ``steps`` iterative steps (recovery after each)."""
 
-    stage: Literal["prune"]
+    stage: Literal["prune"] = "prune"
     steps: PositiveInt = 1
 
 
 class FactorizeStage(_CompressStage, FactorizeConfig):
     """Replace linear layers by truncated-SVD factor pairs."""
 
-    stage: Literal["factorize"]
+    stage: Literal["factorize"] = "factorize"
 
 
 class HybridStage(_CompressStage):
@@ -89,7 +89,7 @@ class HybridStage(_CompressStage):
     ONNX latency on the device profile) or after ``max_steps``.
     """
 
-    stage: Literal["hybrid"]
+    stage: Literal["hybrid"] = "hybrid"
     prune: PruneConfig = PruneConfig(ratio=0.2)
     factorize: FactorizeConfig = FactorizeConfig(energy=0.95)
     target_params_ratio: Fraction | None = None

@@ -2,13 +2,16 @@
 
 MACs are counted by PyTorch's ``FlopCounterMode`` (matrix products and convolutions; FLOPs / 2) at
 the device profile's input shapes; the ONNX file is written by
-:func:`edgekd.export.onnx_export.export_onnx`, whose parity gate checks it against PyTorch, and timed
-by :func:`edgekd.profile.runner.profile_onnx` under the device profile.
+:func:`edgekd.export.onnx_export.export_onnx`, whose parity gate checks it against PyTorch. The
+exports of every measured step are timed together at the end (:func:`time_interleaved`), in
+interleaved rounds under the device profile, so that the latencies and speed-ups recorded compare
+models timed side by side rather than minutes apart under whatever load the machine had then.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +27,14 @@ from edgekd.export.onnx_export import export_onnx
 from edgekd.export.stage import PARITY_SAMPLES
 from edgekd.models.call import call_logits, call_model
 from edgekd.models.task_model import TaskModel
+from edgekd.profile.bench import benchmark, paired_speedup
 from edgekd.profile.runner import profile_onnx
 
 #: Export preset of the checks: plain FP32 ONNX, onnxruntime's basic optimizations.
 CHECK_TARGET = "onnx-fp32"
-#: Timing of each checked export (short: it runs after every step of a schedule).
-WARMUP, RUNS = 10, 60
+#: Timing of the checked exports: runs per model, split over interleaved rounds (sessions) of ``WARMUP`` warm-up
+#: runs each; the rounds give the speed-up's interval.
+WARMUP, RUNS, ROUNDS = 10, 60, 4
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class Snapshot:
     val_accuracy: float
     onnx_p50_ms: float | None = None
     parity_max_abs_diff: float | None = None
+    speedup: dict[str, Any] | None = None
+    """Speed-up over step 0 with its interval (:class:`edgekd.profile.bench.Speedup`), from the interleaved timing."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,16 +83,35 @@ def check_shape(expected: tuple[int, ...], model: TaskModel, inputs: dict[str, t
 
 
 def snapshot(model: TaskModel, data: TaskData, device: DeviceProfile, step: int, *,
-             onnx_path: Path | None = None) -> Snapshot:
-    """Figures of ``model`` now; with ``onnx_path``, also exported there (parity-gated) and timed on ``device``."""
+             onnx_path: Path | None = None, timed_now: bool = False) -> Snapshot:
+    """Figures of ``model`` now; with ``onnx_path``, also exported there (parity-gated) for :func:`time_interleaved`.
+
+    ``timed_now`` times the export at once, for a decision that cannot wait (a latency target); the
+    figure recorded is the interleaved one :func:`time_interleaved` puts in its place.
+    """
     p50 = parity = None
     if onnx_path is not None:
         _, sample, _ = next(data.test.batches(PARITY_SAMPLES, shuffle=False))
         result = export_onnx(model.module, sample, onnx_path, load_export_target(CHECK_TARGET),
                              extra_dynamic_axes=model.signature.dynamic_axes())
         parity = result.parity.max_abs_diff
-        p50 = profile_onnx(onnx_path, device, warmup=WARMUP, runs=RUNS).p50_ms
-        onnx_path.unlink()
+        if timed_now:
+            p50 = profile_onnx(onnx_path, device, warmup=WARMUP, runs=RUNS).p50_ms
     return Snapshot(step=step, params=model.params, macs=count_macs(model, device_inputs(model, device)),
                     accuracy=accuracy(model.module, data.test), val_accuracy=accuracy(model.module, data.val),
                     onnx_p50_ms=p50, parity_max_abs_diff=parity)
+
+
+def time_interleaved(snapshots: Sequence[Snapshot], exports: dict[int, Path], device: DeviceProfile) -> list[Snapshot]:
+    """``snapshots`` with the latency of each exported step (``exports``: step → ONNX file) timed in one
+    interleaved run, and its speed-up over the first exported step; the files are deleted afterwards."""
+    steps = sorted(exports)
+    if not steps:
+        return list(snapshots)
+    results = dict(zip(steps, benchmark([exports[s] for s in steps], device, warmup=WARMUP, runs=RUNS,
+                                        rounds=ROUNDS), strict=True))
+    for path in exports.values():
+        path.unlink()
+    return [replace(shot, onnx_p50_ms=results[shot.step].p50_ms,
+                    speedup=paired_speedup(results[steps[0]], results[shot.step]).to_json())
+            if shot.step in results else replace(shot, onnx_p50_ms=None) for shot in snapshots]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import FactorizeStage, HybridStage, PruneStage
 from edgekd.prune.lowrank import LayerRank, factorize_task_model
-from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot
+from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot, time_interleaved
 from edgekd.prune.structured import prune_step
 
 #: Training batches whose loss gradients feed Taylor importance.
@@ -46,17 +47,22 @@ class _Compression:
         self.inputs = device_inputs(self.model, ctx.device)
         self.shape = output_shape(self.model, self.inputs)
         self.snapshots: list[Snapshot] = []
+        self.exports: dict[int, Path] = {}
+        """The ONNX export of every step measured with latency, timed together by :meth:`finish`."""
         torch.manual_seed(ctx.seed)
 
-    def measure(self, step: int, *, latency: bool = True) -> Snapshot:
-        """Check the output shape (after step 0), then record the model's figures."""
+    def measure(self, step: int, *, latency: bool = True, timed_now: bool = False) -> Snapshot:
+        """Check the output shape (after step 0), then record the model's figures (``latency``: export it for
+        the interleaved timing at the end; ``timed_now``: also time it now, for a latency target)."""
         if step:
             check_shape(self.shape, self.model, self.inputs, f"stage '{self.config.stage}' step {step}")
-        shot = snapshot(self.model, self.data, self.ctx.device, step,
-                        onnx_path=self.ctx.path("check.onnx") if latency else None)
+        if latency:
+            self.exports[step] = self.ctx.path(f"check-{step}.onnx")
+        shot = snapshot(self.model, self.data, self.ctx.device, step, onnx_path=self.exports.get(step),
+                        timed_now=timed_now)
         self.snapshots.append(shot)
-        p50 = "not timed" if shot.onnx_p50_ms is None else f"p50 {shot.onnx_p50_ms:.3f} ms"
-        self.ctx.log.info("%s step %d: accuracy %.4f, params %d, MACs %d, %s", self.config.stage, step,
+        p50 = "" if shot.onnx_p50_ms is None else f", p50 {shot.onnx_p50_ms:.3f} ms (timed alone)"
+        self.ctx.log.info("%s step %d: accuracy %.4f, params %d, MACs %d%s", self.config.stage, step,
                           shot.accuracy, shot.params, shot.macs, p50)
         return shot
 
@@ -85,6 +91,7 @@ class _Compression:
         """Save the model directory, point the artifact at it and report before/after."""
         role = self.config.role
         self.model.save(self.ctx.path(role))
+        self.snapshots = time_interleaved(self.snapshots, self.exports, self.ctx.device)
         before, after = self.snapshots[0], self.snapshots[-1]
         summary = {
             **after.to_json(),
@@ -92,8 +99,8 @@ class _Compression:
             "params_ratio": after.params / before.params,
             "macs_ratio": after.macs / before.macs,
             "accuracy_ratio": after.accuracy / before.accuracy if before.accuracy else None,
-            "speedup": (before.onnx_p50_ms / after.onnx_p50_ms) if before.onnx_p50_ms and after.onnx_p50_ms
-            else None,
+            "speedup": after.speedup["ratio"] if after.speedup else None,  # over step 0, timed interleaved with it
+            "speedup_interval": after.speedup,
             "trajectory": [s.to_json() for s in self.snapshots],
             **metrics,
         }
@@ -141,7 +148,8 @@ def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> St
         job.prune(config.prune.ratio)
         job.factorize()
         job.recover(step)
-        reached = _targets_met(config, base, job.measure(step, latency=config.measure_latency))
+        reached = _targets_met(config, base, job.measure(step, latency=config.measure_latency,
+                                                         timed_now=config.target_latency_ms is not None))
         if reached:
             break
     return job.finish({"target_reached": reached, "steps_run": len(job.snapshots) - 1})

@@ -43,7 +43,7 @@ class QuantizeSettings(StrictModel):
 class QuantizeStage(QuantizeSettings):
     """Quantize the exported models and keep a variant only where it pays (see :class:`QuantizeSettings`)."""
 
-    stage: Literal["quantize"]
+    stage: Literal["quantize"] = "quantize"
     roles: list[Literal["teacher", "student"]] = Field(default=["student"], min_length=1)
 
 

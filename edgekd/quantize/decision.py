@@ -1,10 +1,12 @@
 """Which candidate to keep, from measurements taken in one run, and one sentence saying why.
 
 A candidate other than ``fp32`` is *eligible* when it is within the accuracy tolerance and the
-agreement gate on the validation split. The fastest eligible candidate at least ``min_speedup``
-times faster than FP32 is kept. Failing that, when FP32 exceeds the device's size budget, the
-fastest eligible candidate that fits is kept. Otherwise FP32 is kept, and the reason names the
-fastest lower-precision candidate and what it lacked.
+agreement gate on the validation split. The fastest eligible candidate whose speed-up over FP32
+(paired over the interleaved timing rounds) is at least ``min_speedup`` over its whole confidence
+interval is kept: a point estimate above it whose interval is not says the rounds could not tell.
+Failing that, when FP32 exceeds the device's size budget, the fastest eligible candidate that fits
+is kept. Otherwise FP32 is kept, and the reason names the fastest lower-precision candidate and
+what it lacked.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgekd.profile.bench import Speedup
 from edgekd.quantize.variants import Variant
 
 
@@ -39,25 +42,29 @@ def decide(variants: Sequence[Variant], *, eligible: Callable[[Variant], bool], 
     def accuracy_delta(v: Variant) -> str:
         return f"validation accuracy {100 * (v.val_accuracy - fp32.val_accuracy):+.1f} pt".replace("-", "−")
 
-    fast = [v for v in ok if _speedup(fp32, v) >= min_speedup]
+    fast = [v for v in ok if _speedup(v).clears(min_speedup)]
     if fast:
         kept = fast[0]
-        return Decision(kept.name, f"{kept.name} kept: {_speedup(fp32, kept):.2f}× faster than fp32 {on_cpu}, "
+        return Decision(kept.name, f"{kept.name} kept: {_speedup(kept).text()} faster than fp32 {on_cpu}, "
                                    f"{accuracy_delta(kept)}")
     fits = [v for v in ok if _size(v) <= size_budget_mb]
     if _size(fp32) > size_budget_mb and fits:
         kept = fits[0]
         return Decision(kept.name, f"{kept.name} kept: {_size(kept):.2f} MB fits the {size_budget_mb:g} MB size "
-                                   f"budget fp32 ({_size(fp32):.2f} MB) exceeds; {_speedup(fp32, kept):.2f}× fp32 "
+                                   f"budget fp32 ({_size(fp32):.2f} MB) exceeds; {_speedup(kept).ratio:.2f}× fp32 "
                                    f"speed {on_cpu}, {accuracy_delta(kept)}")
     if not others:
         return Decision("fp32", "fp32 kept: no other variant was tried")
     reduced = [v for v in others if v.precision != "fp32"]
     best = (reduced or others)[0]  # the fastest lower-precision variant: what the reader asks about
-    speed = _speedup(fp32, best)
+    speed = _speedup(best).ratio
     if eligible(best):
-        pace = f"only {speed:.2f}× faster" if speed >= 1 else f"slower ({speed:.2f}× fp32's speed)"
-        why = f"{best.name} is {pace} {on_cpu}; keeping it needs {min_speedup:g}×"
+        if speed >= min_speedup:
+            why = (f"{best.name} is {_speedup(best).text()} faster {on_cpu}, but its interval does not clear the "
+                   f"{min_speedup:g}× needed: the timing rounds cannot tell it apart (more rounds narrow it)")
+        else:
+            pace = f"only {speed:.2f}× faster" if speed >= 1 else f"slower ({speed:.2f}× fp32's speed)"
+            why = f"{best.name} is {pace} {on_cpu}; keeping it needs {min_speedup:g}×"
     elif fp32.val_accuracy - best.val_accuracy > tolerance:
         why = (f"{best.name} ({speed:.2f}× fp32's speed) loses {100 * (fp32.val_accuracy - best.val_accuracy):.1f} "
                f"pt validation accuracy (tolerance {100 * tolerance:g} pt) with {len(best.excluded_nodes)} "
@@ -78,5 +85,7 @@ def _size(variant: Variant) -> float:
     return variant.size_mb if variant.size_mb is not None else float("inf")
 
 
-def _speedup(fp32: Variant, variant: Variant) -> float:
-    return _p50(fp32) / _p50(variant)
+def _speedup(variant: Variant) -> Speedup:
+    if variant.speedup is None:
+        raise ValueError(f"variant {variant.name} has not been timed")
+    return variant.speedup

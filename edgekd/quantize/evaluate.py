@@ -44,10 +44,17 @@ def run_batches(session: ort.InferenceSession, feeds: Sequence[Feed], label: Pat
 
 
 def predict(path: Path, batches: Sequence[LabelledBatch], threads: int) -> np.ndarray:
-    """The arg-max class of the model's first output for every example of ``batches``, in order."""
+    """The arg-max class of the model's first output for every example of ``batches``, in order.
+
+    An example whose output holds NaN or infinity has no class (NaN, a float array then): it counts
+    as wrong and as disagreeing with any reference, never as class 0 (numpy's arg-max of NaN).
+    """
     session = cpu_session(path, threads, path)
-    logits = run_batches(session, [feed for feed, _ in batches], path)
-    return np.concatenate([np.asarray(out[0]).reshape(len(out[0]), -1).argmax(axis=1) for out in logits])
+    outputs = run_batches(session, [feed for feed, _ in batches], path)
+    logits = np.concatenate([np.asarray(out[0]).reshape(len(out[0]), -1) for out in outputs])
+    classes = logits.argmax(axis=1)
+    broken = ~np.isfinite(logits).all(axis=1)
+    return np.where(broken, np.nan, classes) if broken.any() else classes
 
 
 def score(predictions: np.ndarray, batches: Sequence[LabelledBatch], reference: np.ndarray) -> SplitScores:

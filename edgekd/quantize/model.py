@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ExportError
-from edgekd.profile.bench import benchmark
+from edgekd.profile.bench import benchmark, paired_speedup
 from edgekd.profile.cpu import detect_cpu, device_isa, host_threads, resolve_threads
 from edgekd.quantize.config import QuantizeSettings, QuantizeStage
 from edgekd.quantize.decision import Decision, decide
@@ -66,7 +66,7 @@ def builder_for(config: QuantizeStage, device: DeviceProfile, data: QuantData) -
 def gate_failure(variants: Sequence[Variant], config: QuantizeStage, *, label: str) -> str | None:
     """The message for the first variant below the agreement gate (after its retries), or None."""
     for variant in variants:
-        if variant.val_agreement < config.agreement:
+        if not variant.val_agreement >= config.agreement:  # NaN (no validation inputs agree or none ran) fails
             return (f"{label}: {variant.name} agrees with fp32 on {100 * variant.val_agreement:.1f}% of validation "
                     f"inputs (< agreement {config.agreement:g}) after excluding {len(variant.excluded_nodes)} "
                     "node(s); raise max_retries, lower agreement, or drop that mode from modes")
@@ -87,10 +87,11 @@ def build_checked(builder: VariantBuilder, source: Path, out_dir: Path, stem: st
 
 
 def time_variants(variants: Sequence[Variant], device: DeviceProfile, config: QuantizeStage) -> list[Variant]:
-    """Every candidate timed under ``device``, interleaved with the others in one run."""
+    """Every candidate timed under ``device``, interleaved with the others in one run; speed-ups paired with fp32's."""
     results = benchmark([v.path for v in variants], device, warmup=config.warmup, runs=config.runs,
                         rounds=config.rounds)
-    return [v.timed(r.p50_ms, r.size_mb) for v, r in zip(variants, results, strict=True)]
+    fp32 = next(r for v, r in zip(variants, results, strict=True) if v.name == "fp32")
+    return [v.timed(r.p50_ms, r.size_mb, paired_speedup(fp32, r)) for v, r in zip(variants, results, strict=True)]
 
 
 def decide_for(variants: Sequence[Variant], config: QuantizeStage, device: DeviceProfile) -> Decision:

@@ -44,7 +44,7 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
             val_accuracy=kept.val_accuracy,
             fp32_accuracy=fp32.accuracy,
             size_mb=kept.size_mb,
-            quantization_speedup=fp32.p50_ms / kept.p50_ms,
+            quantization_speedup=kept.speedup.ratio if kept.speedup else None,
         ))
     return StageOutput(artifact=artifact, metrics=metrics)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.profile.bench import Speedup
 from edgekd.quantize.config import QuantizeStage
 from edgekd.quantize.evaluate import predict, score
 from edgekd.quantize.feeds import QuantData
@@ -57,17 +58,19 @@ class Variant:
     retries: int = 0
     p50_ms: float | None = None
     size_mb: float | None = None
+    speedup: Speedup | None = None
+    """How many times faster than FP32, paired over the interleaved timing rounds (set once timed)."""
 
-    def timed(self, p50_ms: float, size_mb: float) -> Variant:
-        """A copy with its measured latency and size."""
-        return replace(self, p50_ms=p50_ms, size_mb=size_mb)
+    def timed(self, p50_ms: float, size_mb: float, speedup: Speedup) -> Variant:
+        """A copy with its measured latency, size and speed-up over FP32."""
+        return replace(self, p50_ms=p50_ms, size_mb=size_mb, speedup=speedup)
 
     def to_json(self) -> dict[str, Any]:
         """The figures the stage records per variant (``path`` as given: callers make it run-relative)."""
         return {"precision": self.precision, "path": str(self.path), "p50_ms": self.p50_ms, "size_mb": self.size_mb,
                 "accuracy": self.accuracy, "agreement": self.agreement, "val_accuracy": self.val_accuracy,
                 "val_agreement": self.val_agreement, "excluded_nodes": list(self.excluded_nodes),
-                "retries": self.retries}
+                "retries": self.retries, "speedup": self.speedup.to_json() if self.speedup else None}
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class VariantBuilder:
                 candidates = weighted_nodes(graph)
                 feeds = self.data.calibration[:SENSITIVITY_BATCHES]
                 ranked = [node for node, _ in rank_nodes(graph, variant.path, candidates, feeds, self.threads)]
+            if not ranked:  # nothing quantized that could be left out
+                break
             excluded = ranked[: min(len(ranked), 2 ** (retry - 1))]
             log.info("%s: val accuracy %.4f (fp32 %.4f), agreement %.4f; retry %d excluding %d node(s)",
                      name, variant.val_accuracy, reference.val_accuracy, variant.val_agreement, retry, len(excluded))

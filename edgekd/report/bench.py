@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.config.device import DeviceProfile
+from edgekd.profile.stability import stability_warning
 from edgekd.report.document import Bullets, Code, Document, Figure, Paragraph, Section, Table, fmt, si
 from edgekd.report.plots import plot_latency_distribution
 from edgekd.report.sections import cpu_line, device_line, operators_table, yaml_text
@@ -51,15 +52,23 @@ def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu:
         "cpu": cpu,
         "settings": settings,
         "models": rows,
-        "warnings": [f"Latencies for '{device.name}' are estimates: host times × speed ratio "
-                     f"{models[0]['speed_ratio']:.3g} of reference model '{models[0]['reference']}'."]
-        if estimate else [],
+        "warnings": ([f"Latencies for '{device.name}' are estimates: host times × speed ratio "
+                      f"{_ratio(models[0])} of reference model '{models[0]['reference']}'."] if estimate else [])
+        + [w for r in rows if (w := stability_warning(r["name"], r)) is not None],
     }
     plot = plot_latency_distribution({r["name"]: r["times_ms"] for r in rows}, device.budget.p90_ms,
                                      f"latency per run on {device.name} (ms)" + (" (estimate)" if estimate else ""),
                                      out_dir / LATENCY_PLOT)
     record["plots"] = {"latency_distribution": plot.name} if plot else {}
     return write_documents(out_dir, "bench", record, bench_document)
+
+
+def _ratio(figures: dict[str, Any]) -> str:
+    """The speed ratio with the ± half-range of its reference's timing rounds."""
+    low_high = figures.get("speed_ratio_range")
+    if not low_high:
+        return f"{figures['speed_ratio']:.3g}"
+    return f"{figures['speed_ratio']:.3g} ± {(low_high[1] - low_high[0]) / 2:.2g}"
 
 
 def display_names(paths: list[Path]) -> list[str]:

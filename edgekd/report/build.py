@@ -19,11 +19,13 @@ from typing import Any
 from edgekd.artifacts import Artifact
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
+from edgekd.profile.speed_ratio import MAX_SPREAD
+from edgekd.profile.stability import stability_warning
 from edgekd.profile.stage import judged_role
 from edgekd.version import __version__
 
 #: Per-model figures every report carries (``None`` when the stage that measures one did not run).
-MODEL_FIELDS = ("accuracy", "val_accuracy", "params", "macs", "size_mb", "p50_ms", "p90_ms", "p99_ms",
+MODEL_FIELDS = ("accuracy", "val_accuracy", "params", "macs", "size_mb", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
                 "peak_memory_mb", "threads", "estimate", "parity_max_abs_diff", "precision", "quantization_reason")
 #: Per-model figures of a stage row: the model figures and the budget verdict, once judged.
 STAGE_FIELDS = (*MODEL_FIELDS, "budget_verdict")
@@ -53,7 +55,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "quantization": _decisions(records),
         "search": (last_record(records, "search") or {}).get("metrics", {}).get("search"),
         "trust_remote_code": list(remote_code),
-        "warnings": _warnings(device, models, remote_code),
+        "warnings": _warnings(device, models, remote_code, profile),
         "notes": _notes(device, cpu, profile),
     }
     if "teacher" in models and "student" in models:
@@ -149,19 +151,39 @@ def _decisions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]],
-              remote_code: dict[str, str | None]) -> list[str]:
+              remote_code: dict[str, str | None], profile: dict[str, Any] | None) -> list[str]:
     warnings = [f"{key}.trust_remote_code is true: Python code shipped with the Hugging Face model "
                 f"'{pretrained}' was allowed to run on this machine." for key, pretrained in remote_code.items()]
     if device.reference is not None:
         ref = device.reference
         warnings.append(
             f"Latencies for '{device.name}' are estimates: measured on this CPU and scaled by the speed "
-            f"ratio of reference model '{ref.model}' ({ref.latency_ms} ms published, {ref.source})."
+            f"ratio{_ratio_text(profile)} of reference model '{ref.model}' ({ref.latency_ms} ms published, "
+            f"{ref.source})."
         )
     for role, figures in models.items():
         if figures.get("p50_ms") is None:
             warnings.append(f"The {role} was not profiled: no latency figures.")
+        elif (unstable := stability_warning(f"the {role}", figures)) is not None:
+            warnings.append(unstable)
     return warnings
+
+
+def _ratio_text(profile: dict[str, Any] | None) -> str:
+    """`` 0.41 ± 0.02 (0.39–0.43 over the reference's timing rounds, spread 9%)`` from the profile stage's record."""
+    timed = [m for m in (profile or {}).get("metrics", {}).values() if isinstance(m, dict) and m.get("speed_ratio")]
+    if not timed:
+        return ""
+    figures = timed[0]
+    low_high, spread = figures.get("speed_ratio_range"), figures.get("speed_ratio_spread")
+    if not low_high or spread is None:
+        return f" {figures['speed_ratio']:.3g}"
+    low, high = low_high
+    text = (f" {figures['speed_ratio']:.3g} ± {(high - low) / 2:.2g} ({low:.3g}–{high:.3g} over the reference's "
+            f"timing rounds here, spread {spread:.0%})")
+    if spread > MAX_SPREAD:
+        text += f", an unstable measurement (spread above {MAX_SPREAD:.0%}) that was not cached"
+    return text
 
 
 def _notes(device: DeviceProfile, cpu: dict[str, Any], profile: dict[str, Any] | None) -> list[str]:

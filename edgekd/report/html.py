@@ -42,7 +42,10 @@ td.fail { color: var(--fail); font-weight: 600; }
 .badge.other { color: var(--muted); background: var(--stripe); border: 1px solid var(--line); }
 .figures { display: flex; flex-wrap: wrap; gap: 18px; }
 figure { margin: 8px 0; flex: 0 1 calc(50% - 9px); min-width: 360px; }
-figure img { width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
+figure:last-child:nth-child(odd) { flex: 1 1 100%; }
+figure img { display: block; width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
+figure:last-child:nth-child(odd) img { max-width: 900px; margin: 0 auto; }
+figure:last-child:nth-child(odd) figcaption { max-width: 900px; margin: 4px auto 0; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 ul.warning li { background: var(--warn-bg); padding: 4px 8px; margin: 4px 0; list-style: none; border-radius: 4px; }
 ul.warning { padding-left: 0; }

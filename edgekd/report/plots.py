@@ -13,7 +13,7 @@ import numpy as np
 
 from edgekd.atomic import write_with
 
-_DPI = 110
+_DPI = 150
 
 
 def _pyplot() -> Any:
@@ -26,8 +26,9 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight", pad_inches=0.1))
     _pyplot().close(fig)
     return path
 
@@ -40,7 +41,7 @@ def plot_accuracy_latency(report: dict[str, Any], path: Path) -> Path | None:
     if not points:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
     for role, figures in points:
         ax.scatter(figures["p90_ms"], figures["accuracy"], s=70, label=role, zorder=3)
         ax.annotate(role, (figures["p90_ms"], figures["accuracy"]), textcoords="offset points", xytext=(7, 5))
@@ -53,7 +54,7 @@ def plot_accuracy_latency(report: dict[str, Any], path: Path) -> Path | None:
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.2)  # room for the labels next to the points
     ax.grid(True, alpha=0.3, which="both")
-    ax.legend(loc="lower right")
+    fig.legend(loc="outside lower center", ncols=len(points) + 1, fontsize=9, frameon=False)  # clear of the points
     return _save(fig, path)
 
 
@@ -139,41 +140,51 @@ _TABLE_STATUS = (("trained", "tab:blue"), ("feasible", "tab:green"), ("over budg
 
 
 def plot_search_pareto(search: dict[str, Any], teacher: dict[str, Any] | None, path: Path) -> Path | None:
-    """A budget search's Pareto plot: test accuracy vs p90 of the trained candidates, the budget line drawn.
+    """A budget search's Pareto plot: validation accuracy vs p90 of the trained candidates, the budget line drawn.
 
-    The trained candidates' real exports (within or over budget), their Pareto front, the chosen one
-    and the teacher; below, every latency-table candidate's p90 by status (trained, feasible, over
-    budget); the budget line on both.
+    The choice is made on validation accuracy, so that is what the markers, the Pareto front and the chosen
+    star show; each candidate's test accuracy (what the report quotes) hangs below or above it as a hollow
+    marker on a thin line. Below, every latency-table candidate's p90 by status (trained, feasible, over
+    budget); the budget line on both. The legend sits under the plot, clear of the points.
     """
-    measured = [m for m in search["measured"] if m.get("accuracy") is not None]
+    measured = [m for m in search["measured"] if m.get("val_accuracy") is not None]
     if not measured:
         return None
     plt = _pyplot()
-    fig, (ax, strip) = plt.subplots(2, 1, figsize=(6.8, 5.4), sharex=True, gridspec_kw={"height_ratios": [4, 1.3]})
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(7.6, 6.4), sharex=True, layout="constrained",
+                                    gridspec_kw={"height_ratios": [4, 1.2]})
+    for m in measured:
+        if m.get("accuracy") is not None:
+            ax.plot([m["p90_ms"]] * 2, [m["val_accuracy"], m["accuracy"]], color="tab:gray", linewidth=0.8, zorder=2)
+    tested = [m for m in measured if m.get("accuracy") is not None]
+    ax.scatter([m["p90_ms"] for m in tested], [m["accuracy"] for m in tested], s=30, facecolors="none",
+               edgecolors="tab:gray", zorder=3, label="test accuracy (reported)")
     for verdict, marker in (("pass", "o"), ("fail", "x")):
         points = [m for m in measured if m["verdict"] == verdict]
         if points:
-            ax.scatter([m["p90_ms"] for m in points], [m["accuracy"] for m in points], marker=marker, s=45,
-                       color="tab:blue" if verdict == "pass" else "tab:red", zorder=3,
-                       label="trained, within budget" if verdict == "pass" else "trained, over budget")
+            ax.scatter([m["p90_ms"] for m in points], [m["val_accuracy"] for m in points], marker=marker, s=50,
+                       color="tab:blue" if verdict == "pass" else "tab:red", zorder=4,
+                       label=f"validation accuracy, {'within' if verdict == 'pass' else 'over'} budget")
     front, best = [], -1.0
     for m in sorted(measured, key=lambda m: m["p90_ms"]):
-        if m["accuracy"] > best:
+        if m["val_accuracy"] > best:
             front.append(m)
-            best = m["accuracy"]
-    ax.step([m["p90_ms"] for m in front], [m["accuracy"] for m in front], where="post", color="tab:blue",
-            alpha=0.5, label="Pareto front")
+            best = m["val_accuracy"]
+    ax.step([m["p90_ms"] for m in front], [m["val_accuracy"] for m in front], where="post", color="tab:blue",
+            alpha=0.5, label="Pareto front (validation)")
     chosen = search["chosen"]
-    ax.scatter([chosen["p90_ms"]], [chosen["accuracy"]], marker="*", s=260, color="gold", edgecolors="black",
-               zorder=4, label=f"chosen: {chosen['label']}")
-    if teacher and teacher.get("p90_ms") is not None and teacher.get("accuracy") is not None:
-        ax.scatter([teacher["p90_ms"]], [teacher["accuracy"]], marker="D", s=60, color="tab:purple", zorder=3,
-                   label="teacher")
+    ax.scatter([chosen["p90_ms"]], [chosen["val_accuracy"]], marker="*", s=300, color="gold", edgecolors="black",
+               zorder=5, label="chosen: best validation within budget")
+    ax.annotate(chosen["label"], (chosen["p90_ms"], chosen["val_accuracy"]), textcoords="offset points",
+                xytext=(10, 8), fontsize=9)
+    if teacher and teacher.get("p90_ms") is not None and teacher.get("val_accuracy") is not None:
+        ax.scatter([teacher["p90_ms"]], [teacher["val_accuracy"]], marker="D", s=60, color="tab:purple", zorder=4,
+                   label="teacher (validation)")
     rows = search["table"]["candidates"]
     for level, (status, color) in enumerate(_TABLE_STATUS):
         times = [row["p90_ms"] for row in rows if row["status"] == status]
         strip.scatter(times, [level] * len(times), marker="|", s=150, color=color)
-    strip.set_yticks(range(len(_TABLE_STATUS)), [status for status, _ in _TABLE_STATUS], fontsize=8)
+    strip.set_yticks(range(len(_TABLE_STATUS)), [status for status, _ in _TABLE_STATUS], fontsize=9)
     strip.set_ylim(-0.7, len(_TABLE_STATUS) - 0.3)
     limit = search["budget"]["p90_ms"]
     for axis in (ax, strip):
@@ -183,9 +194,9 @@ def plot_search_pareto(search: dict[str, Any], teacher: dict[str, Any] | None, p
     estimate = " (estimate)" if search["estimate"] else ""
     strip.set_xscale("log")
     strip.set_xlabel(f"p90 latency on {search['device']} (ms, log scale){estimate}")
-    strip.set_title("latency table (random weights)", fontsize=9)
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Budget search: accuracy vs p90 latency")
-    ax.margins(y=0.15)
-    ax.legend(fontsize=7, loc="lower right")
+    strip.set_title("latency table (random weights)", fontsize=10)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Budget search: validation accuracy (the choice) vs p90 latency")
+    ax.margins(x=0.12, y=0.15)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=9, frameon=False)
     return _save(fig, path)

@@ -34,6 +34,7 @@ class ModelFigures(_Record):
     p50_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None
+    mean_ms: float | None = None
     peak_memory_mb: float | None = None
     threads: int | None = None
     estimate: bool | None = Field(default=None, description="True when latencies are estimated for another device.")

@@ -159,7 +159,8 @@ def _search(report: dict[str, Any]) -> Section | None:
     reference = search.get("reference")
     if search["estimate"] and reference:
         blocks.append(Paragraph(
-            f"Latencies are estimates for {search['device']}: host times × speed ratio {reference['ratio']:.3g}, "
+            f"Latencies are estimates for {search['device']}: host times × speed ratio "
+            f"{reference.get('described') or format(reference['ratio'], '.3g')}, "
             f"from reference model '{reference['reference_model']}' ({reference['device_ms']:g} ms published, "
             f"{reference['host_ms']:.4g} ms measured here; {reference['source']})."))
     blocks.append(Table(
@@ -170,9 +171,10 @@ def _search(report: dict[str, Any]) -> Section | None:
                f"{m['size_mb']:.3f}", f"{m['peak_memory_mb']:.1f}", m["verdict"]) for m in search["measured"])))
     plot = report.get("plots", {}).get("search_pareto")
     if plot:
-        blocks.append(Figure(plot, "Budget search: test accuracy vs p90 of the trained candidates' real exports "
-                                   "(the star is the choice, made on validation accuracy); below, the latency "
-                                   "table's candidates; the dashed line is the budget."))
+        blocks.append(Figure(plot, "Budget search: validation accuracy (what the choice is made on) vs p90 of the "
+                                   "trained candidates' real exports, each with its test accuracy as a hollow "
+                                   "marker; the star is the choice; below, the latency table's candidates; the "
+                                   "dashed line is the budget."))
     blocks.append(Table(
         ("latency table candidate", "p90 (ms)", "size (MB)", "peak mem (MB)", "MACs", "params", "status"),
         tuple((row["label"], f"{row['p90_ms']:.4f}", f"{row['size_mb']:.3f}", f"{row['peak_memory_mb']:.1f}",

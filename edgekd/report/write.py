@@ -3,10 +3,16 @@
 The report stage calls :func:`write_run_report` with the stage records before it;
 :func:`rebuild_report` (``edgekd report RUN_DIR``) does the same from a run directory alone,
 without re-running anything.
+
+Every file is first written in a staging directory (the report stage's ``.NN-report.partial/``, or
+``.report.partial/`` for a rebuild) and then renamed into the run directory, so a process killed
+while plotting or writing leaves no temporary file at the top of the run directory.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,15 +40,30 @@ PLOT_FILES = {"accuracy_vs_latency": "accuracy_vs_latency.png", "size_per_stage"
               "latency_distribution": "latency_distribution.png", "search_pareto": "search_pareto.png"}
 
 
+REBUILD_STAGING = ".report.partial"
+
+
 def write_run_report(run_dir: Path, recipe: Recipe, device: DeviceProfile, artifact: Artifact,
-                     records: list[dict[str, Any]]) -> dict[str, Any]:
+                     records: list[dict[str, Any]], staging: Path | None = None) -> dict[str, Any]:
     """Write the report of a run whose finished stages are ``records``; returns ``report.json``'s content.
 
-    Its ``files`` lists the names of every file written (to ``run_dir``).
+    Its ``files`` lists the names of every file written (to ``run_dir``). The files are made in ``staging``
+    (a directory on the same filesystem; default ``run_dir/.report.partial``, removed afterwards) and renamed
+    into ``run_dir`` one by one once all of them are complete.
     """
+    owned = staging is None
+    staging = Path(run_dir) / REBUILD_STAGING if staging is None else Path(staging)
+    if owned:
+        shutil.rmtree(staging, ignore_errors=True)  # what a killed rebuild left
+    staging.mkdir(parents=True, exist_ok=True)
     report = build_report(recipe, device, artifact, records, measured_cpu(records))
-    report["plots"] = _draw_plots(report, records, run_dir)
-    return write_documents(run_dir, "report", report, run_document, check=check_report)
+    report["plots"] = _draw_plots(report, records, staging)
+    write_documents(staging, "report", report, run_document, check=check_report)
+    for name in report["files"]:
+        os.replace(staging / name, Path(run_dir) / name)
+    if owned:
+        shutil.rmtree(staging)
+    return report
 
 
 def write_documents(out_dir: Path, stem: str, record: dict[str, Any],

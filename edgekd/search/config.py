@@ -37,7 +37,7 @@ class SearchStage(StrictModel):
     is re-profiled to confirm it and becomes the student.
     """
 
-    stage: Literal["search"]
+    stage: Literal["search"] = "search"
     space: dict[str, Annotated[list[Any], Field(min_length=1)]] | None = Field(
         default=None, description="Student spec fields → values to try; unset: the defaults for the student's arch.")
     prune: list[Annotated[float, Field(ge=0, lt=1)]] = Field(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from edgekd.config.loading import brief
 from edgekd.errors import ConfigError
 from edgekd.models.specs import ModelSpec
 
@@ -115,7 +116,7 @@ def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
         for index, value in enumerate(values):
             problem = _value_problem(type(student), template, name, value)
             if problem is not None:
-                raise ConfigError(f"{where}.space.{name}[{index}]: {problem} (got {value!r})")
+                raise ConfigError(f"{where}.space.{name}[{index}]: {problem} (got {brief(value)})")
     candidates(stage, student, where)
 
 

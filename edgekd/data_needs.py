@@ -1,0 +1,93 @@
+"""Which data a recipe needs, whether it is here, and where to get it.
+
+A recipe's data is either bundled (scikit-learn's digits), local files or a directory (paths relative to the
+recipe), or a hub download. Where to get local data is said by the recipe itself, in a comment paragraph
+that starts with ``# Data:`` (every built-in SST-2 recipe has one); ``edgekd pipelines list`` and
+``edgekd validate`` quote it instead of a bare "file not found".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekd.config.recipe import Recipe
+from edgekd.data.config import HFDiskData, HubData, SklearnData, TextFileData
+from edgekd.errors import DataError
+
+_HEADING = re.compile(r"^#\s*[A-Z][\w -]*:")
+
+
+@dataclass(frozen=True)
+class DataNeed:
+    """What one recipe reads: ``kind`` (bundled, files, directory, download) and the local paths, by key."""
+
+    recipe: str
+    kind: str
+    summary: str
+    paths: dict[str, Path]
+    where: str
+
+    @property
+    def missing(self) -> dict[str, Path]:
+        """The local paths (by recipe key) that do not exist."""
+        return {key: path for key, path in self.paths.items() if not path.exists()}
+
+    @property
+    def ready(self) -> bool:
+        """True when every local path exists (downloads are not checked)."""
+        return not self.missing
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready mapping, with the missing keys."""
+        return {"recipe": self.recipe, "kind": self.kind, "summary": self.summary, "ready": self.ready,
+                "paths": {k: str(p) for k, p in self.paths.items()}, "missing": sorted(self.missing),
+                "where": self.where}
+
+
+def data_need(recipe: Recipe, source: Path) -> DataNeed:
+    """What ``recipe`` (loaded from the YAML file ``source``) reads."""
+    data, where = recipe.data, where_to_get(source)
+    if isinstance(data, SklearnData):
+        return DataNeed(recipe.name, "bundled", f"scikit-learn's bundled '{data.name}' (no download)", {}, "")
+    if isinstance(data, TextFileData):
+        paths = {"data.train": data.train, "data.test": data.test}
+        return DataNeed(recipe.name, "files", f"{data.source.upper()} files {data.train.name}, {data.test.name}",
+                        paths, where)
+    if isinstance(data, HFDiskData):
+        return DataNeed(recipe.name, "directory", f"a datasets directory {data.path.name}", {"data.path": data.path},
+                        where)
+    assert isinstance(data, HubData)
+    return DataNeed(recipe.name, "download", f"hub dataset '{data.id}' (downloaded: needs network)", {}, where)
+
+
+def where_to_get(source: Path) -> str:
+    """The recipe file's ``# Data:`` comment paragraph as one line, or "" when it has none."""
+    try:
+        lines = Path(source).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    paragraph: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if not paragraph:
+            if stripped.startswith("#") and stripped.lstrip("# ").startswith("Data:"):
+                paragraph.append(stripped.lstrip("# "))
+            continue
+        if not stripped.startswith("#") or stripped == "#" or _HEADING.match(stripped):
+            break
+        paragraph.append(stripped.lstrip("# "))
+    return " ".join(paragraph)
+
+
+def check_data_present(need: DataNeed, source: Path) -> None:
+    """Raise a one-line :class:`DataError` naming the missing data and where to get it."""
+    missing = need.missing
+    if not missing:
+        return
+    listed = ", ".join(f"{path} ({key})" for key, path in missing.items())
+    what = "directory" if need.kind == "directory" else "file"
+    where = need.where or "The recipe does not say where to get it (add a '# Data:' comment to it)."
+    raise DataError(f"{source}: recipe '{need.recipe}' needs data that is not here ({what} not found: {listed}). "
+                    f"{where}")

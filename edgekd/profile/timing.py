@@ -1,0 +1,160 @@
+"""Timing an ONNX model on this machine in a fresh worker process: raw latencies, peak memory, size.
+
+Every measurement runs in a child process (:mod:`edgekd.profile.worker`) so that the memory figure
+belongs to the model alone and nothing the parent process has loaded (torch, a previous session, the
+Python heap of a training run) disturbs the timings. :mod:`edgekd.profile.runner` turns these host
+timings into a device's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.config.device import InputShape
+from edgekd.console import printable
+from edgekd.errors import ModelError
+from edgekd.profile.inputs import first_line
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HostTiming:
+    """Raw timings of one model on this machine, as the worker measured them."""
+
+    times_ms: tuple[float, ...]
+    input_shapes: dict[str, list[int]]
+    peak_memory_mb: float
+    size_mb: float
+    threads: int
+    onnxruntime: str
+
+    @property
+    def p50_ms(self) -> float:
+        """Median latency of the timed runs."""
+        return float(np.percentile(self.times_ms, 50))
+
+
+def time_onnx(
+    onnx_path: str | Path,
+    shape: InputShape,
+    *,
+    threads: int,
+    warmup: int,
+    runs: int,
+    show_progress: bool = False,
+    seed: int = 0,
+) -> HostTiming:
+    """Time ``onnx_path`` in a fresh worker process with ``threads`` intra-op threads.
+
+    The file is checked and sized first (see :func:`model_size_mb`); errors from onnxruntime in the
+    worker come back as a one-line :class:`ModelError` naming the path.
+    """
+    path = Path(onnx_path)
+    size_mb = model_size_mb(path)
+    request = {
+        "model": str(path.resolve()), "threads": threads, "warmup": warmup, "runs": runs,
+        "seed": seed, "progress": show_progress, "shape": shape.model_dump(),
+    }
+    result = _run_worker(request, label=path.name, show_progress=show_progress)
+    if result.get("event") == "error":
+        raise ModelError(f"{path}: {result['message']}")
+    return HostTiming(
+        times_ms=tuple(result["times_ms"]),
+        input_shapes={k: list(v) for k, v in result["input_shapes"].items()},
+        peak_memory_mb=float(result["peak_memory_mb"]),
+        size_mb=size_mb,
+        threads=threads,
+        onnxruntime=str(result["onnxruntime"]),
+    )
+
+
+def model_size_mb(path: Path) -> float:
+    """Size of an ONNX model in MiB (the file plus its external-data files), after checking it.
+
+    Reads only the protobuf structure (no external weights), so it is cheap; a missing file,
+    a file protobuf cannot parse or one without a graph is a :class:`ModelError`.
+    """
+    import onnx
+
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... for a bad file
+        raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+    if not model.HasField("graph") or len(model.graph.node) == 0:
+        raise ModelError(f"{path}: not an ONNX model (no graph nodes)")
+    external = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    total = path.stat().st_size
+    for location in sorted(external):
+        data = path.parent / location
+        if not data.is_file():
+            raise ModelError(f"{path}: external data file '{location}' not found")
+        total += data.stat().st_size
+    return total / MIB
+
+
+def _run_worker(request: dict[str, Any], *, label: str, show_progress: bool) -> dict[str, Any]:
+    """Start the worker, feed it ``request``, follow its progress lines, return its last event."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])  # the directory holding edgekd/
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryFile(mode="w+") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgekd.profile.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps(request))
+            proc.stdin.close()
+            last = _follow(proc.stdout, label, request["warmup"] + request["runs"], show_progress)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the worker must not outlive its parent
+            proc.kill()
+            proc.wait()
+            raise
+        code = proc.wait()
+        if last is None or last.get("event") == "progress":
+            stderr.seek(0)
+            lines = [line for line in stderr.read().splitlines() if line.strip()]
+            tail = lines[-1].strip() if lines else "no output"
+            raise ModelError(f"{request['model']}: profiling worker exited with code {code} ({tail})")
+    return last
+
+
+def _follow(stdout: Any, label: str, total: int, show_progress: bool) -> dict[str, Any] | None:
+    """Read the worker's JSON lines, updating a rich progress bar; return the last event."""
+    last: dict[str, Any] | None = None
+    if not show_progress:
+        for line in stdout:
+            last = json.loads(line)
+        return last
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("profiling {task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(printable(label), total=total)
+        for line in stdout:
+            last = json.loads(line)
+            if last.get("event") == "progress":
+                progress.update(task, completed=last["done"])
+    return last

@@ -1,0 +1,274 @@
+"""Run directories: which ones edgekd may write into, one writer at a time, and which stage results it trusts.
+
+A run directory (``--out``) is claimed before anything is written: it must be new, empty, or an
+earlier edgekd run (a ``run.json`` edgekd wrote, or a stage directory holding an edgekd stage
+record). Anything else — a file, a filesystem root, a directory of the user's own files — is
+refused with a one-line :class:`~edgekd.errors.ConfigError`, so edgekd never deletes or
+overwrites files it did not write. While a run works in the directory it holds an advisory lock
+(``.edgekd.lock``, :func:`fcntl.flock`): a second run on the same directory stops at once and
+names the process holding it.
+
+Each stage's ``stage.json`` lists the files the stage wrote (:func:`inventory`: size, and the
+sha256 of small files). A finished stage is reused only when its record has the expected shape,
+every path in it stays inside the run directory, and its files are still there as recorded
+(:func:`cached_record`); otherwise it runs again. Stage directories are deleted only when they
+carry edgekd's own markers (:func:`remove_stale_stage_dirs`, :func:`replace_stage_dir`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from edgekd.atomic import write_errors_reported
+from edgekd.digest import file_digest
+from edgekd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+RUN_RECORD = "run.json"
+STAGE_RECORD = "stage.json"
+FINGERPRINT_FILE = ".fingerprint"
+"""Marks a stage's ``.partial`` working directory with the fingerprint it is working towards."""
+LOCK_FILE = ".edgekd.lock"
+FILES_KEY = "files"
+"""The key of a stage record listing the files the stage wrote (path relative to the stage directory)."""
+HASHED_BELOW = 1 << 20
+"""Files smaller than this (records, manifests, configs, tokenizer files: what a person edits) are also
+hashed; larger ones (weights, models) are checked by size, which catches truncation without re-reading
+hundreds of megabytes on every re-run."""
+_NOT_WRITTEN_BY_STAGE = {STAGE_RECORD, FINGERPRINT_FILE, LOCK_FILE}
+
+
+def is_stage_dir_name(name: str) -> bool:
+    """``NN-<stage>`` or ``.NN-<stage>.partial``: the names the pipeline gives stage directories."""
+    name = name.removeprefix(".").removesuffix(".partial")
+    return name[:2].isdigit() and name[2:3] == "-"
+
+
+@contextmanager
+def claimed(run_dir: Path, *, main: bool = True) -> Iterator[None]:
+    """Check that ``run_dir`` may be used, create it, and hold its lock while the block runs.
+
+    Only the main process of a data-parallel run (``main``) claims; the others use what it claimed.
+    Raises :class:`ConfigError` for a directory edgekd must not write into or one another run holds.
+    """
+    if not main:
+        yield
+        return
+    check_claimable(run_dir)
+    with write_errors_reported(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
+    try:
+        _lock(handle, run_dir)
+        yield
+    finally:
+        handle.close()  # closing releases the lock; the file stays (deleting it would race a waiting process)
+
+
+def check_claimable(run_dir: Path) -> None:
+    """Refuse a run directory that is a file, a filesystem root, or a non-empty directory of other files."""
+    try:
+        resolved = run_dir.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise ConfigError(f"{run_dir}: cannot use it as the run directory (--out): {exc}") from None
+    if resolved == Path(resolved.anchor):
+        raise ConfigError(f"{run_dir}: is the root of the filesystem; give the run its own directory (--out)")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: is a file, not a directory; --out names the run directory to create or reuse")
+    try:
+        if not run_dir.is_dir() or is_edgekd_run(run_dir):
+            return
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    except OSError as exc:
+        raise ConfigError(f"{run_dir}: cannot read the run directory (--out): {exc.strerror or exc}") from None
+    if foreign:
+        raise ConfigError(
+            f"{run_dir}: not empty and not an edgekd run directory (it holds {_listing(foreign)}); edgekd writes "
+            f"only into a new or empty directory or an earlier run's (with its {RUN_RECORD}): choose another --out")
+
+
+def _listing(names: list[str], shown: int = 3) -> str:
+    quoted = ", ".join(repr(n) for n in names[:shown])
+    return quoted + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def is_edgekd_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds an edgekd run record, or a stage directory with an edgekd stage record."""
+    if read_run_record(run_dir / RUN_RECORD) is not None:
+        return True
+    return any(read_stage_record(path / STAGE_RECORD) is not None
+               for path in run_dir.iterdir() if is_stage_dir_name(path.name) and path.is_dir())
+
+
+def _lock(handle: Any, run_dir: Path) -> None:
+    """Take the run directory's lock or raise :class:`ConfigError` naming its holder; then record ourselves."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = _holder(handle.read())
+        raise ConfigError(f"{run_dir}: another edgekd run is using this directory ({holder}); wait for it to "
+                          "finish or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n")
+    handle.flush()
+
+
+def _holder(text: str) -> str:
+    """The lock holder's description from the lock file's content (it may not have written it yet)."""
+    try:
+        info = json.loads(text)
+        return f"process {int(info['pid'])} on {str(info['host'])[:64]} since {str(info['since'])[:32]}"
+    except (ValueError, TypeError, KeyError):
+        return "a process that has just started"
+
+
+def read_run_record(path: Path) -> dict[str, Any] | None:
+    """A ``run.json`` as edgekd writes it (version, recipe, device), or None for anything else."""
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("edgekd_version"), str):
+        return None
+    return record if isinstance(record.get("recipe"), dict) and isinstance(record.get("device"), dict) else None
+
+
+def read_stage_record(path: Path) -> dict[str, Any] | None:
+    """A ``stage.json`` of the shape the pipeline writes, every path in it inside the run; else None."""
+    record = read_json(path)
+    return record if isinstance(record, dict) and _record_problem(record) is None else None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with a stage record's shape or paths, or None."""
+    types = {"stage": str, "index": int, "fingerprint": str, "artifact": dict, "metrics": dict,
+             "wall_seconds": (int, float)}
+    for key, kind in types.items():
+        if not isinstance(record.get(key), kind):
+            return f"'{key}' missing or of the wrong type"
+    for role, model in record["artifact"].items():
+        refs = _model_refs(model)
+        if refs is None:
+            return f"artifact '{role}' is not a model record"
+        outside = next((ref for ref in refs if not (isinstance(ref, str) and _inside(ref))), None)
+        if outside is not None:
+            return f"artifact '{role}' points outside the run directory ({str(outside)[:80]!r})"
+    return None
+
+
+def _model_refs(model: Any) -> list[Any] | None:
+    """Every file reference of a model record (weights, ONNX, ensemble members, deployable files); None if malformed."""
+    if not isinstance(model, dict) or not isinstance(model.get("role"), str):
+        return None
+    metrics, members = model.get("metrics", {}), model.get("members", [])
+    deploy = metrics.get("deploy_files") or {} if isinstance(metrics, dict) else None
+    if not isinstance(members, list) or not isinstance(deploy, dict):
+        return None
+    return [model[key] for key in ("weights", "onnx") if model.get(key) is not None] + members + list(deploy.values())
+
+
+def _inside(ref: str) -> bool:
+    """Whether a recorded path is relative and stays below the directory it is relative to."""
+    path = PurePosixPath(ref)
+    return bool(ref) and "\\" not in ref and not path.is_absolute() and ".." not in path.parts
+
+
+def inventory(stage_dir: Path) -> dict[str, dict[str, Any]]:
+    """The files a stage wrote (path relative to ``stage_dir`` → bytes, and sha256 of small files)."""
+    files = {}
+    for path in sorted(p for p in stage_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+        name = path.relative_to(stage_dir).as_posix()
+        if name in _NOT_WRITTEN_BY_STAGE:
+            continue
+        size = path.stat().st_size
+        files[name] = {"bytes": size, "sha256": file_digest(path)} if size < HASHED_BELOW else {"bytes": size}
+    return files
+
+
+
+def cached_record(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The record of a finished stage in ``stage_dir`` with ``fingerprint`` whose files verify, else None.
+
+    A record that exists with the right fingerprint but fails (wrong shape, a path outside the run,
+    a file missing or changed) is logged with the reason: the stage runs again.
+    """
+    path = stage_dir / STAGE_RECORD
+    record = read_json(path)
+    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+        return None
+    problem = stage_problem(stage_dir, record)
+    if problem is not None:
+        log.warning("%s: not reused (%s); running the stage again", path, problem)
+        return None
+    return record
+
+
+def stage_problem(stage_dir: Path, record: dict[str, Any]) -> str | None:
+    """Why a finished stage's record (read from ``stage_dir``) cannot be trusted, or None when it can."""
+    return _record_problem(record) or _files_problem(stage_dir, record.get(FILES_KEY))
+
+
+def _files_problem(stage_dir: Path, files: Any) -> str | None:
+    """What differs between the files a stage record lists and ``stage_dir``'s, or None."""
+    if not isinstance(files, dict):
+        return f"it has no '{FILES_KEY}' list to check"
+    root = stage_dir.resolve()
+    for name, entry in files.items():
+        if not _inside(name):
+            return f"'{FILES_KEY}' points outside the stage directory ({name[:80]!r})"
+        path = stage_dir / name
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int):
+            return f"'{FILES_KEY}' entry {name!r} is not a size record"
+        if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(root):
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            return f"{name} has {size} bytes, {entry['bytes']} were written"
+        if "sha256" in entry and file_digest(path) != entry["sha256"]:
+            return f"{name} changed since it was written"
+    return None
+
+
+def replace_stage_dir(source: Path, target: Path) -> None:
+    """Move the finished ``source`` stage directory to ``target``, replacing edgekd's earlier one there."""
+    if target.is_symlink() or target.exists():
+        if not _owned(target):
+            raise ConfigError(f"{target}: exists and was not written by edgekd (no {STAGE_RECORD} in it); move it "
+                              "away and run again")
+        shutil.rmtree(target)
+    os.replace(source, target)
+
+
+def remove_stale_stage_dirs(run_dir: Path, planned: set[str]) -> None:
+    """Delete the stage directories edgekd wrote for stages no longer in the recipe; leave any others alone."""
+    for path in run_dir.iterdir():
+        name = path.name.removeprefix(".").removesuffix(".partial")
+        if is_stage_dir_name(path.name) and name not in planned and path.is_dir():
+            if _owned(path):
+                shutil.rmtree(path)
+            else:
+                log.warning("%s: left in place: not a stage directory edgekd wrote", path)
+
+
+def _owned(path: Path) -> bool:
+    """Whether a stage directory carries edgekd's marks: a stage record, or a partial stage's fingerprint."""
+    return not path.is_symlink() and path.is_dir() and any(
+        (path / marker).is_file() for marker in (STAGE_RECORD, FINGERPRINT_FILE))

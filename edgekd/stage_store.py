@@ -1,0 +1,73 @@
+"""Finished stages shared between run directories, so an identical teacher is trained once per machine.
+
+A stage kind marked ``shareable`` (the teacher) is copied, once finished, into
+``<store>/<NN-stage>-<fingerprint>/``, where the store is ``$EDGEKD_STAGE_STORE`` if set (``off``
+turns sharing off), else ``${EDGEKD_CACHE:-~/.cache/edgekd}/stages``. When a run directory does not
+hold a finished stage with the same fingerprint — another ``--out``, or ``edgekd compress`` after
+``edgekd run`` of the same recipe — the pipeline copies the stored one in instead of running it.
+
+The key is the stage's directory name and fingerprint (its config, the recipe fields it reads, its
+extra inputs such as given weight files, the previous stage's fingerprint and edgekd's version), so
+a stored stage is reused exactly where the run directory's own cache would have been. A stored stage
+is trusted only when its record and files verify as a run directory's do
+(:func:`edgekd.rundir.cached_record`); ``--fresh`` neither reads nor trusts it. Copies, not links:
+nothing a user does to a run directory can change the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgekd.cache import cache_root
+from edgekd.rundir import cached_record
+
+log = logging.getLogger(__name__)
+
+
+def store_dir() -> Path | None:
+    """Where shared stages are kept; None when sharing is off (``EDGEKD_STAGE_STORE=off``)."""
+    configured = os.environ.get("EDGEKD_STAGE_STORE")
+    if configured == "off":
+        return None
+    return Path(configured).expanduser() if configured else cache_root() / "stages"
+
+
+def stored_stage(name: str, fingerprint: str) -> Path | None:
+    """The store's directory for stage directory ``name`` with ``fingerprint`` (None when sharing is off)."""
+    store = store_dir()
+    return None if store is None else store / f"{name}-{fingerprint[:32]}"
+
+
+def fetch_stage(name: str, fingerprint: str, target: Path) -> dict[str, Any] | None:
+    """Copy the stored stage into ``target`` (a fresh working directory) and return its record, if it verifies."""
+    source = stored_stage(name, fingerprint)
+    record = cached_record(source, fingerprint) if source is not None and source.is_dir() else None
+    if record is None:
+        return None
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    log.info("stage %s: reused from the shared stage store (%s), trained by an earlier run", name, source)
+    return record
+
+
+def keep_stage(stage_dir: Path, fingerprint: str) -> None:
+    """Store a finished stage directory (best effort: a store that cannot be written only costs a re-run)."""
+    target = stored_stage(stage_dir.name, fingerprint)
+    if target is None or target.is_dir():
+        return
+    staging: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        shutil.copytree(stage_dir, staging, dirs_exist_ok=True)
+        os.replace(staging, target)
+    except OSError as exc:
+        log.warning("stage %s: not kept in the shared stage store (%s)", stage_dir.name, exc)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)

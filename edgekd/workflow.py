@@ -1,0 +1,158 @@
+"""Pipelines as Python objects, one to one with recipes, and finished runs opened as objects.
+
+The stage objects are the recipe's own config models under short names (``Teacher(epochs=3)`` is the
+``{stage: teacher, epochs: 3}`` of a recipe), so a pipeline written in Python and one written in YAML
+are the same thing and convert into each other::
+
+    import edgekd
+    from edgekd import Distill, Export, Pipeline, Profile, Report, Teacher
+
+    pipeline = Pipeline(
+        name="digits",
+        data={"source": "sklearn", "name": "digits"},
+        teacher={"arch": "cnn", "channels": [32, 64]},
+        student={"arch": "cnn", "channels": [8, 16], "hidden": 32},
+        stages=[Teacher(epochs=5), Distill(epochs=10), Export(), Profile(runs=50), Report()],
+        device="host-cpu",
+    )
+    result = pipeline.run("runs/digits")          # the same RunResult as `edgekd run`
+    run = edgekd.open_run("runs/digits")          # later, in another process
+    student = run.load_model("student")           # the PyTorch module, rebuilt from safetensors
+
+Every argument is validated as the recipe is, with the same one-line errors naming the key
+(``Pipeline(...): stages[1].lr: Input should be greater than 0``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from edgekd.config.device import DeviceProfile
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe, load_recipe
+from edgekd.distill.config import DistillStage as Distill
+from edgekd.distill.config import TeacherStage as Teacher
+from edgekd.errors import ConfigError
+from edgekd.export.config import BundleStage as Bundle
+from edgekd.export.config import ExportStage as Export
+from edgekd.pipeline import RunResult, load_run
+from edgekd.profile.config import ProfileStage as Profile
+from edgekd.prune.config import FactorizeStage as Factorize
+from edgekd.prune.config import HybridStage as Hybrid
+from edgekd.prune.config import PruneStage as Prune
+from edgekd.quantize.config import QuantizeStage as Quantize
+from edgekd.report.config import ReportStage as Report
+from edgekd.run_plan import StagePlan
+from edgekd.search.config import SearchStage as Search
+
+__all__ = ["Bundle", "Distill", "Export", "Factorize", "Hybrid", "Pipeline", "Profile", "Prune", "Quantize", "Report",
+           "Run", "Search", "Teacher", "open_run"]
+
+SOURCE = "Pipeline(...)"
+
+
+class Pipeline:
+    """A recipe built from Python objects (see the module docstring); :attr:`recipe` is the validated recipe."""
+
+    def __init__(self, *, data: Any, teacher: Any, student: Any, stages: list[Any], name: str = "pipeline",
+                 device: str | Path = "host-cpu", seed: int = 0, tokenizer: Any = None, assistant: Any = None,
+                 threads: int | str = "auto", description: str = "") -> None:
+        fields = {"name": name, "description": description, "seed": seed, "device": str(device), "threads": threads,
+                  "data": _plain(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher),
+                  "assistant": _role(assistant), "student": _role(student),
+                  "stages": [_plain(stage) for stage in stages]}
+        self.recipe: Recipe = validate_model(fields, Recipe, source=SOURCE, base_dir=Path.cwd())
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> Pipeline:
+        """The pipeline of an already validated recipe."""
+        pipeline = cls.__new__(cls)
+        pipeline.recipe = recipe
+        return pipeline
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Pipeline:
+        """The pipeline of a recipe file (or a built-in recipe's name)."""
+        return cls.from_recipe(load_recipe(path))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The recipe as YAML (written to ``path`` when given); :meth:`from_yaml` reads it back unchanged."""
+        text = yaml.safe_dump(self.recipe.model_dump(mode="json"), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def run(self, out: str | Path | None = None, *, device: str | Path | DeviceProfile | None = None,
+            fresh: bool = False, show_progress: bool = False) -> RunResult:
+        """Run the pipeline as ``edgekd run`` does (finished stages in ``out`` are reused)."""
+        import edgekd.api as api
+
+        return api.run(self.recipe, device=device, out=out, fresh=fresh, show_progress=show_progress)
+
+    def plan(self, out: str | Path | None = None, *, device: str | Path | DeviceProfile | None = None,
+             fresh: bool = False) -> list[StagePlan]:
+        """What :meth:`run` would do, stage by stage (``edgekd run --dry-run``)."""
+        import edgekd.api as api
+
+        return api.plan(self.recipe, device=device, out=out, fresh=fresh)
+
+    def __repr__(self) -> str:
+        return f"Pipeline(name={self.recipe.name!r}, stages={self.recipe.stage_names()})"
+
+
+def _plain(value: Any) -> Any:
+    """A config object as the mapping a recipe would hold; mappings and None pass through."""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _role(value: Any) -> Any:
+    """A model role: a spec (or its mapping) is wrapped as ``{model: spec}``; a role config passes through."""
+    value = _plain(value)
+    if isinstance(value, dict) and "arch" in value:
+        return {"model": value}
+    return value
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run directory, opened without running anything (:func:`open_run`)."""
+
+    directory: Path
+    recipe: Recipe
+    device: DeviceProfile
+    stages: tuple[dict[str, Any], ...]
+    """Every finished stage's ``stage.json`` record, in order."""
+
+    def report(self) -> dict[str, Any]:
+        """The run's ``report.json`` (it needs a ``report`` stage)."""
+        path = self.directory / "report.json"
+        if not path.is_file():
+            raise ConfigError(f"{path}: not found; the recipe has no 'report' stage or it has not run")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def model_dir(self, role: str) -> Path:
+        """The directory of the last saved PyTorch model of ``role`` (``teacher``, ``assistant``, ``student``)."""
+        for record in reversed(self.stages):
+            model = record.get("artifact", {}).get(role)
+            if model and model.get("weights"):
+                return self.directory / model["weights"]
+        roles = sorted({r for record in self.stages for r in record.get("artifact", {})})
+        raise ConfigError(f"{self.directory}: no saved '{role}' model; the run has: {', '.join(roles) or 'none'}")
+
+    def load_model(self, role: str = "student") -> Any:
+        """The PyTorch module of ``role``, rebuilt from its spec and safetensors weights (nothing is unpickled)."""
+        from edgekd.models.task_model import TaskModel
+
+        return TaskModel.load(self.model_dir(role)).module
+
+
+def open_run(directory: str | Path) -> Run:
+    """A finished run directory as a :class:`Run` (its recipe, device profile, stage records, report, models)."""
+    recipe, device, records = load_run(Path(directory))
+    return Run(directory=Path(directory), recipe=recipe, device=device, stages=tuple(records))

@@ -1,0 +1,129 @@
+"""CLI conventions: --version, completion, help without <bool>, uncut device names, --json, --budget-ms, --device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from edgekd import __version__, catalog
+from edgekd.cli import app
+from edgekd.config.device import load_device
+from tests.reliability import TINY_STAGES, assert_user_error, cli, tiny_onnx, tiny_recipe, write_yaml
+
+COMMAND = typer.main.get_command(app)
+
+
+def _invoke(*args: str | Path, columns: int = 200) -> click.testing.Result:
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)})
+
+
+def _commands(group: click.Group = COMMAND, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of the CLI (``("devices", "list")``, ...)."""
+    paths = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            paths += _commands(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+def test_version_and_completion() -> None:
+    result = _invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"edgekd {__version__}"
+    root_help = _invoke("--help").stdout
+    assert "--install-completion" in root_help and "--show-completion" in root_help
+
+
+@pytest.mark.parametrize("path", _commands(), ids=" ".join)
+def test_help_has_an_example_and_no_type_after_flags(path: tuple[str, ...]) -> None:
+    result = _invoke(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.stdout
+    assert "Example: edgekd " + " ".join(path) in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100, 140])
+def test_devices_list_never_cuts_names(columns: int) -> None:
+    result = _invoke("devices", "list", columns=columns)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= columns for line in lines), [line for line in lines if len(line) > columns]
+    for name in catalog.names("devices"):
+        assert any(line.split()[:1] == [name] for line in lines), f"{name} cut at {columns} columns:\n{result.stdout}"
+        assert any(line.startswith(f"{name}: ") for line in lines)
+
+
+def test_devices_list_json_is_every_profile() -> None:
+    result = _invoke("devices", "list", "--json")
+    assert result.exit_code == 0, result.output
+    devices = json.loads(result.stdout)
+    assert [d["name"] for d in devices] == [load_device(n).name for n in catalog.names("devices")]
+    assert all(Path(d["source"]).is_file() and "budget" in d for d in devices)
+
+
+def test_validate_json(write_recipe) -> None:
+    recipe = write_recipe()
+    result = _invoke("validate", recipe, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["ok"] is True and record["source"] == str(recipe)
+    assert record["stages"] == ["teacher", "distill", "export", "profile", "bundle", "report"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A tiny run with a report, made through ``edgekd run --json --budget-ms 1000``, and its JSON output."""
+    root = tmp_path_factory.mktemp("cli-run")
+    recipe = write_yaml(root / "recipe.yaml", tiny_recipe(stages=(*TINY_STAGES, "report")))
+    result = _invoke("run", recipe, "--out", root / "run", "--json", "--budget-ms", "1000")
+    assert result.exit_code == 0, result.output
+    return root / "run", json.loads(result.stdout)
+
+
+def test_run_json_has_stages_and_report(finished_run: tuple[Path, dict]) -> None:
+    run_dir, record = finished_run
+    assert record["run_dir"] == str(run_dir)
+    assert [s["stage"] for s in record["stages"]] == [*TINY_STAGES, "report"]
+    assert all(not s["skipped"] and s["wall_seconds"] >= 0 for s in record["stages"])
+    assert record["report"] == json.loads((run_dir / "report.json").read_text())
+
+
+def test_run_budget_ms_replaces_the_device_budget(finished_run: tuple[Path, dict], tmp_path: Path) -> None:
+    _, record = finished_run
+    assert record["report"]["budget"]["limits"]["p90_ms"] == 1000
+    assert record["report"]["device"]["budget"]["p90_ms"] == 1000
+    recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe())
+    for budget, fragment in (("1e-9", "--budget-ms 1e-09"), ("-1", "greater than 0"), ("0", "greater than 0")):
+        assert_user_error(cli("run", recipe, "--out", tmp_path / "run", "--budget-ms", budget), fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_report_and_bench_json(finished_run: tuple[Path, dict], tmp_path: Path) -> None:
+    run_dir, _ = finished_run
+    report = _invoke("report", run_dir, "--json")
+    assert report.exit_code == 0, report.output
+    files = json.loads(report.stdout)["files"]
+    assert {Path(f).name for f in files} >= {"report.json", "report.md", "report.html"}
+    assert all(Path(f).is_file() for f in files)
+    models = [run_dir / "03-export" / f"{role}.onnx" for role in ("teacher", "student")]
+    bench = _invoke("bench", *models, "--out", tmp_path / "bench", "--runs", "10", "--rounds", "1", "--warmup", "1",
+                    "--json")
+    assert bench.exit_code == 0, bench.output
+    record = json.loads(bench.stdout)
+    assert record == json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert [m["name"] for m in record["models"]] == ["teacher.onnx", "student.onnx"]
+
+
+def test_export_takes_a_device_for_its_input_shapes(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "m.onnx")
+    result = _invoke("export", model, "--device", "raspberry-pi-4", "--out", tmp_path / "mobile")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mobile" / "m.ort").is_file()
+    assert_user_error(cli("export", model, "--device", "no-such-device", "--out", tmp_path / "other"),
+                      "no-such-device")

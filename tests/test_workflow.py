@@ -1,0 +1,67 @@
+"""Pipelines as Python objects are recipes: the same validation, the same run, a YAML round trip, runs reopened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import edgekd
+from edgekd import Distill, Export, Pipeline, Profile, Report, Teacher
+from edgekd.config.recipe import load_recipe
+from edgekd.errors import ConfigError
+from edgekd.models.specs import CNNSpec
+
+
+def _pipeline(**changes) -> Pipeline:
+    parts = dict(
+        name="objects",
+        data={"source": "sklearn", "name": "digits", "limit": 600},
+        teacher=CNNSpec(arch="cnn", channels=[16, 32], hidden=32),
+        student={"arch": "cnn", "channels": [8], "hidden": 16},
+        stages=[Teacher(epochs=2), Distill(epochs=2), Export(), Profile(warmup=2, runs=20), Report()],
+        device="host-cpu",
+    )
+    parts.update(changes)
+    return Pipeline(**parts)
+
+
+def test_stage_objects_are_the_recipes_configs() -> None:
+    assert Teacher(epochs=3).model_dump()["stage"] == "teacher"
+    assert _pipeline().recipe.stage_names() == ["teacher", "distill", "export", "profile", "report"]
+
+
+def test_yaml_round_trip_gives_the_same_recipe(tmp_path: Path) -> None:
+    pipeline = _pipeline()
+    path = tmp_path / "objects.yaml"
+    pipeline.to_yaml(path)
+    assert load_recipe(path) == pipeline.recipe
+    assert Pipeline.from_yaml(path).recipe == pipeline.recipe
+
+
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"stages": [Teacher(epochs=2), {"stage": "distill", "lr": -1}]}, "Pipeline(...): stages[1].lr"),
+    ({"student": {"arch": "cnn"}}, "student.model.channels: required key is missing"),
+    ({"stages": [Teacher(), Distill(losses=[{"kind": "hidden"}])]}, "stages[1].losses[0].kind: loss 'hidden'"),
+    ({"data": {"source": "sklearn", "name": "mnist"}}, "data.name"),
+])
+def test_mistakes_are_the_recipes_one_line_errors(changes: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _pipeline(**changes).plan("unused")
+    assert fragment in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_run_and_reopen_in_python(tmp_path: Path) -> None:
+    pipeline = _pipeline()
+    assert [p.status for p in pipeline.plan(tmp_path / "run")] == ["runs"] * 5
+    result = pipeline.run(tmp_path / "run")
+    assert [r.skipped for r in pipeline.run(tmp_path / "run").stages][:3] == [True, True, True]
+    run = edgekd.open_run(tmp_path / "run")
+    assert run.recipe == pipeline.recipe
+    assert run.report()["student"]["accuracy"] == result.report()["student"]["accuracy"]
+    student = run.load_model("student")
+    images = torch.zeros(2, 1, 8, 8)
+    assert student(images).shape == (2, 10)
+    with pytest.raises(ConfigError, match="no saved 'assistant' model"):
+        run.load_model("assistant")
