@@ -119,11 +119,13 @@ def test_bert_layout_checkpoints_may_be_pruned_and_factorized(family: str, check
     check_recipe(validate_model(recipe, Recipe, source="recipe"), "recipe")
 
 
-def test_drop_layers_needs_a_stack_of_layers(checkpoints: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", ["convnext", "resnet"])
+def test_drop_layers_needs_a_stack_of_layers(family: str, checkpoints: dict[str, str], tmp_path: Path) -> None:
     recipe = shrink(demo_recipe_dict())
-    recipe["teacher"]["model"] = {"arch": "hf", "pretrained": checkpoints["convnext"]}
+    recipe["teacher"]["model"] = {"arch": "hf", "pretrained": checkpoints[family]}
     recipe["student"]["model"] = {"arch": "drop_layers"}
-    _assert_one_line_error(_validate(tmp_path, recipe), "student.model.arch", "'drop_layers' copies layers")
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model.arch", "'drop_layers' copies layers",
+                           f"teacher.model.arch 'hf' ({family}) is not one")
 
 
 @pytest.mark.parametrize("teacher", [{"arch": "bert", "pretrained": "bert"}, {"arch": "hf", "pretrained": "llama"}],
