@@ -82,8 +82,12 @@ def test_a_text_checkpoint_on_images_is_refused(family: str, checkpoints: dict[s
 @pytest.mark.parametrize("problem", [
     ({"arch": "hf"}, "give either 'pretrained'"),
     ({"arch": "hf", "config": {"hidden_size": 8}}, "expected a 'model_type'"),
+    ({"arch": "hf", "config": {"model_type": "lama"}}, "model_type 'lama' is not a transformers model family "
+                                                         "(did you mean 'llama'?)"),
+    ({"arch": "hf", "config": {"model_type": "zzzz"}}, "model_type 'zzzz' is not a transformers model family "
+                                                         "(e.g. bert"),
     ({"arch": "hf", "pretrained": "MISSING"}, "has no config.json"),
-], ids=["neither", "no-model-type", "no-config-json"])
+], ids=["neither", "no-model-type", "misspelt-model-type", "unknown-model-type", "no-config-json"])
 def test_hf_spec_mistakes(problem: tuple[dict[str, Any], str], tmp_path: Path) -> None:
     spec, fragment = problem
     if spec.get("pretrained") == "MISSING":

@@ -21,6 +21,7 @@ are not compressed. Reading a checkpoint's family imports neither torch nor the 
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -81,6 +82,16 @@ def family(model_type: str) -> Family:
         return known
     return Family("image" if model_type in _image_types() else "text", why_not=f"'{model_type}' is not a family "
                   f"edgekd knows the layout of; {NOT_REWRITTEN}")
+
+
+def check_model_type(model_type: str) -> None:
+    """Raise ``ValueError`` (one line, with the closest name) unless transformers knows ``model_type``."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        close = difflib.get_close_matches(model_type, CONFIG_MAPPING_NAMES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else " (e.g. bert, llama, vit)"
+        raise ValueError(f"config: model_type '{model_type}' is not a transformers model family{hint}")
 
 
 @cache

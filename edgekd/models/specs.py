@@ -166,6 +166,7 @@ class HFSpec(SpecBase):
             model_type = self.config.get("model_type")
             if not isinstance(model_type, str):
                 raise ValueError("config: expected a 'model_type' (e.g. bert, llama, vit) naming the family")
+            families.check_model_type(model_type)
         else:
             model_type = families.read_config(self.pretrained, trust_remote_code=self.trust_remote_code).get(
                 "model_type")
