@@ -96,6 +96,30 @@ def test_hf_spec_mistakes(problem: tuple[dict[str, Any], str], tmp_path: Path) -
     _assert_one_line_error(_validate(tmp_path, _text_recipe(spec, SMALL_BERT, DISTILL)), "teacher.model", fragment)
 
 
+#: Configs too large to allocate, each family under its own field names (GPT-2: n_embd, DistilBERT: dim …).
+OVERSIZED = [
+    ({"model_type": "bert", "hidden_size": 65_536, "num_hidden_layers": 24}, "24 layers of hidden 65536 and ffn 3072"),
+    ({"model_type": "gpt2", "n_embd": 32_768, "n_layer": 48}, "48 layers of hidden 32768 and ffn 131072"),
+    ({"model_type": "distilbert", "dim": 16_384, "n_layers": 1000, "hidden_dim": 4}, "1000 layers of hidden 16384"),
+    ({"model_type": "llama", "num_hidden_layers": 1000}, "1000 layers of hidden 4096 and ffn 11008"),
+    ({"model_type": "vit", "hidden_size": 50_000, "num_hidden_layers": 100}, "100 layers of hidden 50000"),
+]
+
+
+@pytest.mark.parametrize(("config", "fragment"), OVERSIZED, ids=[c["model_type"] for c, _ in OVERSIZED])
+def test_hf_configs_too_large_to_allocate_are_refused(config: dict[str, Any], fragment: str, tmp_path: Path) -> None:
+    recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "config": config}, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model", fragment, "expected at most 1e+10")
+
+
+@pytest.mark.parametrize("config", [{"model_type": "bert", "hidden_size": "wide"},
+                                    {"model_type": "llama", "num_hidden_layers": [1, 2]}], ids=["str", "list"])
+def test_hf_config_values_of_the_wrong_type_are_refused(config: dict[str, Any], tmp_path: Path) -> None:
+    field = next(key for key in config if key != "model_type")
+    recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "config": config}, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model", "config:", field)
+
+
 STEPS = {
     "prune": ({"stage": "prune"}, "stages[2].stage", "has nothing structured pruning removes"),
     "factorize": ({"stage": "factorize"}, "stages[2].stage", "cannot be factorized"),

@@ -94,6 +94,26 @@ def check_model_type(model_type: str) -> None:
         raise ValueError(f"config: model_type '{model_type}' is not a transformers model family{hint}")
 
 
+def transformer_sizes(config: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(layers, hidden, ffn) of a transformers config mapping (``model_type`` included), defaults filled in.
+
+    ``None`` for families without one hidden width (ConvNeXt, ResNet). A value of the wrong type is a
+    one-line ``ValueError``.
+    """
+    from transformers import AutoConfig
+
+    sizes = {key: value for key, value in config.items() if key != "model_type"}
+    try:
+        built = AutoConfig.for_model(config["model_type"], **sizes)
+    except Exception as exc:  # TypeError, ValueError, huggingface_hub's strict-dataclass errors … by version
+        raise ValueError(f"config: {' '.join(str(exc).split())}") from None
+    layers, hidden = getattr(built, "num_hidden_layers", None), getattr(built, "hidden_size", None)
+    if not (isinstance(layers, int) and isinstance(hidden, int)):
+        return None
+    ffn = getattr(built, "intermediate_size", None)
+    return layers, hidden, ffn if isinstance(ffn, int) else 4 * hidden
+
+
 @cache
 def _image_types() -> frozenset[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES

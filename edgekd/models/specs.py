@@ -136,12 +136,16 @@ class BertSpec(SpecBase):
             if not families.family(model_type).bert_layout:
                 raise ValueError(f"pretrained '{self.pretrained}' is a '{model_type}' checkpoint, not a BERT-layout "
                                  "encoder; use arch: hf to load any family")
-        ffn = self.ffn or 4 * self.hidden
-        params = self.layers * (4 * self.hidden**2 + 2 * self.hidden * ffn)
-        if params > MAX_PARAMS:
-            raise ValueError(f"{self.layers} layers of hidden {self.hidden} and ffn {ffn} are about {params:.1e} "
-                             f"parameters; expected at most {MAX_PARAMS:.0e}")
+        check_transformer_size(self.layers, self.hidden, self.ffn or 4 * self.hidden)
         return self
+
+
+def check_transformer_size(layers: int, hidden: int, ffn: int) -> None:
+    """Raise ``ValueError`` when a transformer of these sizes has more than :data:`MAX_PARAMS` parameters."""
+    params = layers * (4 * hidden**2 + 2 * hidden * ffn)
+    if params > MAX_PARAMS:
+        raise ValueError(f"{layers} layers of hidden {hidden} and ffn {ffn} are about {params:.1e} "
+                         f"parameters; expected at most {MAX_PARAMS:.0e}")
 
 
 class HFSpec(SpecBase):
@@ -167,6 +171,9 @@ class HFSpec(SpecBase):
             if not isinstance(model_type, str):
                 raise ValueError("config: expected a 'model_type' (e.g. bert, llama, vit) naming the family")
             families.check_model_type(model_type)
+            sizes = families.transformer_sizes(self.config)
+            if sizes is not None:
+                check_transformer_size(*sizes)
         else:
             model_type = families.read_config(self.pretrained, trust_remote_code=self.trust_remote_code).get(
                 "model_type")
