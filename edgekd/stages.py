@@ -107,10 +107,10 @@ def _check_models(state: PlanState) -> None:
             continue
         if holder.model.arch == "drop_layers" and "hidden_states" not in recipe.teacher.model.exposes:
             raise state.fail(f"{role}.model.arch", f"'drop_layers' copies layers of a transformer teacher; "
-                             f"teacher.model.arch '{recipe.teacher.model.arch}' is not one")
+                             f"teacher.model.arch {recipe.teacher.model.label} is not one")
         spec = spec_of(recipe, role)
         if spec.modality is not None and spec.modality != modality:
-            raise state.fail(f"{role}.model.arch", f"a '{spec.arch}' model takes {spec.modality} inputs, but "
+            raise state.fail(f"{role}.model.arch", f"a {spec.label} model takes {spec.modality} inputs, but "
                              f"data.source '{recipe.data.source}' gives {modality} data")
         if holder.model.arch == "module":  # a user's own module: imported and called on the data now
             from edgekd.models.user_module import check_spec

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, Field, StrictInt, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
 from edgekd.config.base import PositiveInt, StrictModel
+from edgekd.models import families
 
 #: A layer width, channel or embedding count: positive and small enough to allocate.
 Width = Annotated[PositiveInt, Field(le=65_536)]
@@ -21,7 +23,9 @@ Modality = Literal["image", "text"]
 Every spec states its ``modality``, the ``prune_targets`` structured pruning can remove from it
 (empty: not prunable) and which intermediate outputs it ``exposes`` to distillation losses
 (``hidden_states``, ``attentions``, ``qkv``), so recipes are checked against them before anything runs.
-A spec a budget search can vary has a default ``search_space`` (spec field → values to try).
+A spec a budget search can vary has a default ``search_space`` (spec field → values to try), and
+``factorizable`` says whether low-rank factorization can rewrite it. ``arch: hf`` specs answer these
+from their checkpoint's family (:mod:`edgekd.models.families`) rather than as class constants.
 """
 
 
@@ -33,6 +37,12 @@ class SpecBase(StrictModel):
     prune_targets: ClassVar[frozenset[str]] = frozenset()
     exposes: ClassVar[frozenset[str]] = frozenset()
     search_space: ClassVar[dict[str, list[Any]]] = {}
+    factorizable: ClassVar[bool] = True
+
+    @property
+    def label(self) -> str:
+        """How messages name this model (``'bert'``; an ``hf`` spec adds its family: ``'hf' (llama)``)."""
+        return f"'{getattr(self, 'arch', '?')}'"
 
 
 class CNNSpec(SpecBase):
@@ -122,12 +132,86 @@ class BertSpec(SpecBase):
             raise ValueError(f"give either 'pretrained' or sizes ({', '.join(sorted(sized))}), not both")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        ffn = self.ffn or 4 * self.hidden
-        params = self.layers * (4 * self.hidden**2 + 2 * self.hidden * ffn)
-        if params > MAX_PARAMS:
-            raise ValueError(f"{self.layers} layers of hidden {self.hidden} and ffn {ffn} are about {params:.1e} "
-                             f"parameters; expected at most {MAX_PARAMS:.0e}")
+        if self.pretrained is not None and Path(self.pretrained).expanduser().is_dir():
+            model_type = families.read_config(self.pretrained).get("model_type", "?")
+            if not families.family(model_type).bert_layout:
+                raise ValueError(f"pretrained '{self.pretrained}' is a '{model_type}' checkpoint, not a BERT-layout "
+                                 "encoder; use arch: hf to load any family")
+        check_transformer_size(self.layers, self.hidden, self.ffn or 4 * self.hidden)
         return self
+
+
+def check_transformer_size(layers: int, hidden: int, ffn: int) -> None:
+    """Raise ``ValueError`` when a transformer of these sizes has more than :data:`MAX_PARAMS` parameters."""
+    params = layers * (4 * hidden**2 + 2 * hidden * ffn)
+    if params > MAX_PARAMS:
+        raise ValueError(f"{layers} layers of hidden {hidden} and ffn {ffn} are about {params:.1e} "
+                         f"parameters; expected at most {MAX_PARAMS:.0e}")
+
+
+class HFSpec(SpecBase):
+    """Any Hugging Face sequence or image classifier: a checkpoint (``pretrained``) or a transformers ``config``.
+
+    The family comes from the checkpoint's ``config.json`` (or ``config.model_type``) and gives the
+    spec's traits; transformers builds the model (``AutoModelFor{Sequence,Image}Classification``).
+    """
+
+    arch: Literal["hf"]
+    pretrained: str | None = Field(default=None, description="A hub id or a local save_pretrained directory.")
+    config: dict[str, Any] | None = Field(
+        default=None, description="A transformers config as a mapping, model_type included (a fresh model).")
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model. Never default.")
+    _model_type: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HFSpec:
+        if (self.pretrained is None) == (self.config is None):
+            raise ValueError("give either 'pretrained' (a checkpoint) or 'config' (a transformers config), not both")
+        if self.config is not None:
+            model_type = self.config.get("model_type")
+            if not isinstance(model_type, str):
+                raise ValueError("config: expected a 'model_type' (e.g. bert, llama, vit) naming the family")
+            families.check_model_type(model_type)
+            sizes = families.transformer_sizes(self.config)
+            if sizes is not None:
+                check_transformer_size(*sizes)
+        else:
+            model_type = families.read_config(self.pretrained, trust_remote_code=self.trust_remote_code).get(
+                "model_type")
+            if not isinstance(model_type, str):
+                raise ValueError(f"pretrained '{self.pretrained}': its config.json has no model_type")
+        self._model_type = model_type
+        return self
+
+    @property
+    def model_type(self) -> str:
+        """The family's ``model_type`` (``bert``, ``llama``, ``vit``, …)."""
+        return self._model_type
+
+    @property
+    def family(self) -> families.Family:
+        """The family's traits (see :mod:`edgekd.models.families`)."""
+        return families.family(self._model_type)
+
+    @property
+    def label(self) -> str:
+        return f"'hf' ({self._model_type})"
+
+    @property
+    def modality(self) -> Modality:  # type: ignore[override]
+        return self.family.modality
+
+    @property
+    def prune_targets(self) -> frozenset[str]:  # type: ignore[override]
+        return self.family.prune_targets
+
+    @property
+    def exposes(self) -> frozenset[str]:  # type: ignore[override]
+        return self.family.exposes
+
+    @property
+    def factorizable(self) -> bool:  # type: ignore[override]
+        return self.family.factorize
 
 
 class DropLayersSpec(SpecBase):
@@ -203,7 +287,7 @@ class ModuleSpec(SpecBase):
 
 
 ModelSpec = Annotated[
-    Union[CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec, BertSpec, DropLayersSpec, BiLSTMSpec,  # noqa: UP007
+    Union[CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec, BertSpec, HFSpec, DropLayersSpec, BiLSTMSpec,  # noqa: UP007
           TextCNNSpec, ModuleSpec],
     Field(discriminator="arch"),
 ]

@@ -26,7 +26,7 @@ from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError
 from edgekd.models import hf
 from edgekd.models.builders import ImageSpec, build_model, count_params
-from edgekd.models.specs import BertSpec, DropLayersSpec, ModelSpec, ModuleSpec
+from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec, ModelSpec, ModuleSpec
 from edgekd.models.weights import load_weights, save_weights
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 from edgekd.prune.structure import apply_low_rank, low_rank_layers, pruned_class
@@ -116,6 +116,10 @@ def build_task_model(
     num_classes = len(class_names)
     if isinstance(spec, ModuleSpec):
         module = _build_plain(spec, signature, num_classes)
+    elif isinstance(spec, HFSpec):
+        if spec.modality != signature.kind:
+            raise ConfigError(f"model {spec.label} takes {spec.modality}, but the recipe's data is {signature.kind}")
+        module = hf.build_hf(spec, signature, class_names)
     elif isinstance(spec, ImageSpec):
         if signature.kind != "image":
             raise ConfigError(f"model arch '{spec.arch}' takes images, but the recipe's data is text")
@@ -150,15 +154,16 @@ def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -
 
 def _load_hf(directory: Path) -> nn.Module:
     """A Hugging Face classifier; a pruned/factorized one through its reshaping subclass (see edgekd.prune)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+    from transformers import AutoConfig
+
+    from edgekd.models.families import family
 
     hf.quiet_transformers()
-    loader: Any = AutoModelForSequenceClassification
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
+        loader: Any = hf.auto_class(family(config.model_type).modality)
         if hasattr(config, STRUCTURE_KEY):
-            loader = pruned_class(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)])
+            loader = pruned_class(loader._model_mapping[type(config)])
         return loader.from_pretrained(
             directory, attn_implementation=hf.ATTENTION, use_safetensors=True, trust_remote_code=False
         )
