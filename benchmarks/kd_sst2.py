@@ -50,16 +50,25 @@ from edgekd.profile.runner import ProfileResult
 
 STUDENT_RECIPES = ("sst2-distilbert-style", "sst2-tinybert-style", "sst2-bilstm", "sst2-assistant", "sst2-ensemble")
 HARD_LABELS = [{"kind": "hinton", "alpha": 0.0}]  # the Hinton loss with alpha 0 is plain cross-entropy
+#: Pretrained teachers (``--teacher``), each fine-tuned as its shipped recipe's teacher stage does.
+PRETRAINED_TEACHERS = {"minilm": "sst2-minilm"}
 
 
-def recipe_dict(name: str, data: Path, *, quick: bool) -> dict[str, Any]:
-    """A shipped SST-2 recipe with the data paths pointed at ``data`` (and shrunk for ``--quick``)."""
+def recipe_dict(name: str, data: Path, *, quick: bool, teacher: str = "scratch") -> dict[str, Any]:
+    """A shipped SST-2 recipe with the data paths pointed at ``data`` (and shrunk for ``--quick``).
+
+    ``teacher`` other than ``scratch`` swaps in a pretrained teacher (:func:`with_pretrained_teacher`);
+    ``--quick`` then keeps it whole and only shrinks the data and epochs.
+    """
     recipe = read_yaml(find("pipelines", name))
     recipe["data"].update(train=str(data / "train.tsv"), test=str(data / "dev.tsv"))
+    if teacher != "scratch":
+        recipe = with_pretrained_teacher(recipe, teacher)
     if quick:
         recipe["data"].update(limit_train=2000, val_examples=200, limit_test=300)
-        recipe["tokenizer"]["vocab_size"] = 1000
-        recipe["teacher"]["model"].update(layers=4, hidden=64, heads=2, ffn=128)
+        if teacher == "scratch":
+            recipe["tokenizer"]["vocab_size"] = 1000
+            recipe["teacher"]["model"].update(layers=4, hidden=64, heads=2, ffn=128)
         if recipe["teacher"].get("ensemble"):
             recipe["teacher"]["ensemble"]["members"] = 2
         for stage in recipe["stages"]:
@@ -69,6 +78,20 @@ def recipe_dict(name: str, data: Path, *, quick: bool) -> dict[str, Any]:
                 stage.update(warmup=5, runs=50)
             if stage.get("augment"):
                 stage["augment"]["copies"] = 1
+    return recipe
+
+
+def with_pretrained_teacher(recipe: dict[str, Any], teacher: str) -> dict[str, Any]:
+    """``recipe`` distilling from a pretrained teacher: the teacher model, tokenizer and teacher stage
+    (fine-tuning settings) of that teacher's shipped recipe replace the recipe's own; students,
+    distillation stages and everything after them stay as they are."""
+    source = read_yaml(find("pipelines", PRETRAINED_TEACHERS[teacher]))
+    recipe = copy.deepcopy(recipe)
+    recipe["tokenizer"] = copy.deepcopy(source["tokenizer"])
+    recipe["teacher"]["model"] = copy.deepcopy(source["teacher"]["model"])
+    fine_tune = next(stage for stage in source["stages"] if stage["stage"] == "teacher")
+    recipe["stages"] = [copy.deepcopy(fine_tune) if stage["stage"] == "teacher" else stage
+                        for stage in recipe["stages"]]
     return recipe
 
 
@@ -198,8 +221,10 @@ def log_progress() -> None:
 
 
 def mode(args: argparse.Namespace) -> str:
-    """``quick`` or ``full``: the subdirectory each benchmark keeps this mode's runs in."""
-    return "quick" if args.quick else "full"
+    """``quick`` or ``full`` (``-<teacher>`` for a pretrained one): where each benchmark keeps this mode's runs."""
+    size = "quick" if args.quick else "full"
+    teacher = getattr(args, "teacher", "scratch")
+    return size if teacher == "scratch" else f"{size}-{teacher}"
 
 
 def teachers_dir(args: argparse.Namespace) -> Path:
@@ -214,6 +239,7 @@ def result_header(benchmark: str, args: argparse.Namespace, argv: list[str] | No
         "benchmark": benchmark,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
+        "teacher": getattr(args, "teacher", "scratch"),
         "cpu": detect_cpu().to_json(),
         "device": device,
     }
@@ -325,7 +351,7 @@ class Benchmark:
         self.started = time.perf_counter()
         self.seeds = [0] if args.quick else list(range(args.seeds))
         self.work = args.work / mode(args)
-        self.base = recipe_dict(STUDENT_RECIPES[0], args.data.resolve(), quick=args.quick)
+        self.base = recipe_dict(STUDENT_RECIPES[0], args.data.resolve(), quick=args.quick, teacher=args.teacher)
         self.rows: list[dict[str, Any]] = []
         self.weights: list[Path] = []
         self.distilled: dict[tuple[str, int], RunResult] = {}
@@ -391,6 +417,9 @@ class Benchmark:
 def main(argv: list[str] | None = None) -> int:
     parser = sst2_parser(__doc__.splitlines()[0], "runs/bench-kd-sst2", STUDENT_RECIPES)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--teacher", choices=["scratch", *PRETRAINED_TEACHERS], default="scratch",
+                        help="scratch: the recipes' BERT-Small trained on SST-2; minilm: all-MiniLM-L6-v2 fine-tuned "
+                        "(pip install 'edgekd[pretrained]')")
     parser.add_argument("--merge", type=Path, nargs="+",
                         help="instead of running: merge these result files (same teacher) into --out")
     args = parser.parse_args(argv)
@@ -403,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Benchmark(args, argv)
     bench.teacher(0)
     for name in args.only:
-        recipe = recipe_dict(name, args.data.resolve(), quick=args.quick)
+        recipe = recipe_dict(name, args.data.resolve(), quick=args.quick, teacher=args.teacher)
         for hard in (False, True):
             bench.student(name.removeprefix("sst2-"), recipe, hard=hard)
             bench.write(final=False)

@@ -11,8 +11,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceProfile, load_device
@@ -22,11 +23,14 @@ from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
+from edgekd.quantize.config import QuantizeSettings
 from edgekd.run_plan import StagePlan, plan_run
 from edgekd.stages import check_recipe
 from edgekd.threads import training_threads
 
 if TYPE_CHECKING:
+    from edgekd.export.bundle_file import BundledFile
+    from edgekd.quantize.onnx_file import QuantizedFile
     from edgekd.search.compress import CompressResult
 
 
@@ -189,7 +193,7 @@ def profile(
     runs: int = 200,
     show_progress: bool = False,
 ):
-    """Profile any ONNX file with onnxruntime under a device profile; returns a ``ProfileResult``."""
+    """Profile any ONNX or ``.ort`` file with onnxruntime under a device profile; returns a ``ProfileResult``."""
     from edgekd.profile.runner import profile_onnx
 
     profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
@@ -212,7 +216,7 @@ def bench(
     runs: int = 200,
     rounds: int = 4,
 ) -> dict:
-    """Time several ONNX files side by side (interleaved) and write bench.json/.md/.html to ``out``."""
+    """Time several ONNX or ``.ort`` files side by side (interleaved) and write bench.json/.md/.html to ``out``."""
     from edgekd.profile.bench import bench_models
     from edgekd.profile.cpu import detect_cpu
     from edgekd.report.bench import write_bench_report
@@ -258,3 +262,54 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: str 
 
     profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
     return export_file(Path(model), load_export_target(target), Path(out), shape=profile_.inputs)
+
+
+def quantize(model: str | Path, *, device: str | Path | DeviceProfile, out: str | Path,
+             calibration: str | Path | None = None, eval: str | Path | None = None,  # noqa: A002 - the CLI's --eval
+             settings: QuantizeSettings | Mapping[str, Any] | None = None) -> QuantizedFile:
+    """Quantize an ONNX file for ``device`` as the quantize stage does; the kept model and quantize.json go to ``out``.
+
+    ``calibration``: a ``.npz`` with one array per graph input, named as the input (needed for static
+    INT8); ``eval``: the same plus ``y`` labels (the accuracy and agreement gates). ``settings``: the
+    quantize stage's settings (:class:`~edgekd.quantize.config.QuantizeSettings` or a mapping of them).
+    Returns a :class:`~edgekd.quantize.onnx_file.QuantizedFile` (the kept model, the decision, the record).
+    """
+    from edgekd.quantize.onnx_file import quantize_file
+
+    return quantize_file(Path(model), _device(device), Path(out),
+                         calibration=Path(calibration) if calibration is not None else None,
+                         evaluation=Path(eval) if eval is not None else None,
+                         settings=_quantize_settings(settings))
+
+
+def _device(device: str | Path | DeviceProfile) -> DeviceProfile:
+    """A device profile given, or loaded by name or path."""
+    return device if isinstance(device, DeviceProfile) else load_device(device)
+
+
+def _quantize_settings(settings: QuantizeSettings | Mapping[str, Any] | None) -> QuantizeSettings | None:
+    """``settings`` validated as the quantize stage's (an invalid mapping is a one-line ConfigError)."""
+    from edgekd.config.loading import validate_model
+
+    if settings is None or isinstance(settings, QuantizeSettings):
+        return settings
+    return validate_model(dict(settings), QuantizeSettings, source="quantize settings")
+
+
+def bundle(model: str | Path, *, device: str | Path | DeviceProfile, out: str | Path,
+           labels: str | Path | None = None, preprocessing: str | Path | None = None,
+           target: str | Path = "ort-mobile", warmup: int = 20, runs: int = 200) -> BundledFile:
+    """Pack an ONNX file for an Android/iOS app as the bundle stage does: ``out``/bundle/, bundle.zip, bundle.json.
+
+    The model is converted as the export ``target`` says (``.ort`` with its reduced-operator config,
+    parity-checked at ``device``'s input shapes) and profiled on ``device`` for the manifest's latency.
+    ``labels``: a text file with one class name per line; ``preprocessing``: a JSON or YAML mapping
+    stored as the manifest's ``preprocessing``. Returns a :class:`~edgekd.export.bundle_file.BundledFile`.
+    """
+    from edgekd.export.bundle_file import bundle_file
+    from edgekd.export.config import load_export_target
+
+    return bundle_file(Path(model), _device(device), Path(out), load_export_target(target),
+                       labels=Path(labels) if labels is not None else None,
+                       preprocessing=Path(preprocessing) if preprocessing is not None else None,
+                       warmup=warmup, runs=runs)

@@ -222,7 +222,7 @@ def validate(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
 @app.command()
 @_handle_errors
 def profile(
-    model: Annotated[Path, typer.Argument(help="An ONNX model file.")],
+    model: Annotated[Path, typer.Argument(help="An ONNX (.onnx) or ORT format (.ort) model file.")],
     device: HostDeviceOpt = "host-cpu",
     runs: Annotated[int, typer.Option(min=10, help="Timed runs.")] = 200,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 20,
@@ -270,7 +270,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (edgekd
 @app.command()
 @_handle_errors
 def bench(
-    models: Annotated[list[Path], typer.Argument(help="ONNX model files to compare.")],
+    models: Annotated[list[Path], typer.Argument(help="ONNX (.onnx) or ORT format (.ort) model files to compare.")],
     device: HostDeviceOpt = "host-cpu",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for bench.json/.md/.html.")] = Path(
         "runs/bench"),
@@ -279,7 +279,7 @@ def bench(
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved sessions per model (A B, B A, ...).")] = 4,
     as_json: JsonOpt = False,
 ) -> None:
-    """Benchmark several ONNX models side by side on this CPU under a device profile (interleaved timing).
+    """Benchmark several ONNX or .ort models side by side on this CPU under a device profile (interleaved timing).
 
     Example: edgekd bench runs/demo/03-export/teacher.onnx runs/demo/03-export/student.onnx --device host-cpu
     """
@@ -292,7 +292,7 @@ def bench(
         table.add_column(column, justify="left" if column == "model" else "right")
     for m in record["models"]:
         table.add_row(shown(m["name"]), f"{m['p50_ms']:.4f}", f"{m['p90_ms']:.4f}", f"{m['size_mb']:.3f}",
-                      f"{m['macs']:,}", m["verdict"])
+                      f"{m['macs']:,}" if m["macs"] is not None else "–", m["verdict"])
     out.print(table)
     _print_warnings(record["warnings"])
     out.print(f"report: {shown(out_dir / 'bench.html')}", soft_wrap=True)
@@ -317,6 +317,95 @@ def export(
     out.print(f"wrote {shown(result.path)} ({result.size_mb:.3f} MB)"
               + (f" and {shown(result.operators_config)}" if result.operators_config else "")
               + f"; parity with {shown(model.name)}: max abs diff {result.parity.max_abs_diff:.2e}",
+              soft_wrap=True)
+
+
+RequiredDeviceOpt = Annotated[str, typer.Option(
+    "--device", "-d", help="Device profile name or YAML path (its threads, input shapes, ISA and budget).")]
+
+
+@app.command()
+@_handle_errors
+def quantize(
+    model: Annotated[Path, typer.Argument(help="An ONNX model file.")],
+    device: RequiredDeviceOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the kept model and quantize.json.")],
+    calibration: Annotated[Path | None, typer.Option(
+        help=".npz with one array per graph input, named as the input (needed for static INT8).")] = None,
+    eval_file: Annotated[Path | None, typer.Option(
+        "--eval", help=".npz like --calibration plus 'y' class labels: the accuracy and agreement gates.")] = None,
+    modes: Annotated[list[str] | None, typer.Option(
+        "--mode", help="Variant to try: auto, dynamic, static or fp16 (repeatable; default auto).")] = None,
+    min_speedup: Annotated[float | None, typer.Option(
+        help="How much faster than FP32 a variant must be to be kept (default 1.05).")] = None,
+    runs: Annotated[int | None, typer.Option(help="Timed runs per variant (default 200).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Interleaved timing sessions per variant (default 4).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quantize an ONNX model as the quantize stage does: INT8/FP16 variants for the device's ISA, timed
+    against FP32 in one interleaved run, one kept only where it is faster (and, with --eval, as accurate).
+
+    Example: edgekd quantize runs/demo/03-export/student.onnx --device host-cpu --calibration calib.npz --out q/
+    """
+    given = {"modes": modes, "min_speedup": min_speedup, "runs": runs, "rounds": rounds}
+    result = api.quantize(model, device=device, out=out_dir, calibration=calibration, eval=eval_file,
+                          settings={key: value for key, value in given.items() if value is not None})
+    record = result.to_json()
+    if as_json:
+        print_json(record)
+        return
+    table = Table(title=f"{shown(model)} on {shown(record['device']['name'])}")
+    for column in ("variant", "p50 ms", "vs fp32", "MB", "accuracy", "agree", "kept"):
+        table.add_column(column, justify="left" if column in ("variant", "kept") else "right", no_wrap=True)
+    for name, v in record["variants"].items():
+        table.add_row(shown(name), f"{v['p50_ms']:.4f}", f"{v['speedup']['ratio']:.2f}×" if name != "fp32" else "1",
+                      f"{v['size_mb']:.3f}", "–" if v["accuracy"] is None else f"{v['accuracy']:.4f}",
+                      "–" if v["agreement"] is None else f"{v['agreement']:.3f}",
+                      "yes" if name == record["decision"] else "")
+    out.print(table)
+    out.print(f"INT8 settings: {shown(record['int8_settings']['why'])}", soft_wrap=True)
+    out.print(shown(record["reason"]), soft_wrap=True)
+    _print_warnings(record["notes"])
+    out.print(f"wrote {shown(result.model)} and {shown(result.record_path)}", soft_wrap=True)
+
+
+@app.command()
+@_handle_errors
+def bundle(
+    model: Annotated[Path, typer.Argument(help="An ONNX model file.")],
+    device: RequiredDeviceOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for bundle/, bundle.zip and bundle.json.")],
+    labels: Annotated[Path | None, typer.Option(
+        help="Text file with one class name per line, in the order of the model's output.")] = None,
+    preprocessing: Annotated[Path | None, typer.Option(
+        help="JSON or YAML mapping stored as the manifest's preprocessing (kind: image|text|...).")] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Export preset from exporters/ or a YAML path.")] = (
+        "ort-mobile"),
+    runs: Annotated[int, typer.Option(min=10, help="Timed runs for the manifest's latency.")] = 200,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pack an ONNX model for an Android/iOS app as a run's bundle stage does: .ort + reduced-operator config,
+    manifest.json (inputs and outputs from the graph, latency on the device) and README.md, plus bundle.zip.
+
+    Example: edgekd bundle runs/demo/03-export/student.onnx --device host-cpu --labels labels.txt --out app/
+    """
+    result = api.bundle(model, device=device, out=out_dir, labels=labels, preprocessing=preprocessing,
+                        target=target, runs=runs, warmup=warmup)
+    record = result.to_json()
+    if as_json:
+        print_json(record)
+        return
+    profile, budget = record["profile"], record["budget"]
+    parity = record["parity"]
+    out.print(f"bundle of {shown(model)} ({record['format']}) for {shown(record['device']['name'])}: "
+              f"{len(record['files']) + 1} files in {shown(result.directory)}, {shown(result.zip_path)} "
+              f"({record['zip_bytes']:,} bytes)", soft_wrap=True)
+    if parity is not None:
+        out.print(f".ort parity with the ONNX model: max abs diff {parity['max_abs_diff']:.2e}", soft_wrap=True)
+    colour = "green" if budget["verdict"] == "pass" else "red"
+    out.print(f"{shown(record['profiled_file'])}: p50 {profile['p50_ms']:.3f} ms, p90 {profile['p90_ms']:.3f} ms"
+              + (" (estimate)" if profile["estimate"] else "") + f"; budget: [{colour}]{budget['verdict']}[/]",
               soft_wrap=True)
 
 

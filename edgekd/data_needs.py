@@ -8,6 +8,7 @@ that starts with ``# Data:`` (every built-in SST-2 recipe has one); ``edgekd pip
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,13 @@ class DataNeed:
 
     @property
     def missing(self) -> dict[str, Path]:
-        """The local paths (by recipe key) that do not exist."""
+        """The local paths (by recipe key) that do not exist (a broken or looping link included)."""
         return {key: path for key, path in self.paths.items() if not path.exists()}
+
+    def problems(self) -> dict[str, str]:
+        """Why each missing path is missing, by recipe key: not found, a link to nothing, or a link loop."""
+        what = "directory" if self.kind == "directory" else "file"
+        return {key: _why_missing(path, what) for key, path in self.missing.items()}
 
     @property
     def ready(self) -> bool:
@@ -85,11 +91,26 @@ def where_to_get(source: Path) -> str:
 
 def check_data_present(need: DataNeed, source: Path) -> None:
     """Raise a one-line :class:`DataError` naming the missing data and where to get it."""
-    missing = need.missing
-    if not missing:
+    problems = need.problems()
+    if not problems:
         return
-    listed = ", ".join(f"{path} ({key})" for key, path in missing.items())
-    what = "directory" if need.kind == "directory" else "file"
+    listed = ", ".join(f"{problem} ({key})" for key, problem in problems.items())
     where = need.where or "The recipe does not say where to get it (add a '# Data:' comment to it)."
-    raise DataError(f"{source}: recipe '{need.recipe}' needs data that is not here ({what} not found: {listed}). "
-                    f"{where}")
+    raise DataError(f"{source}: recipe '{need.recipe}' needs data that is not here ({listed}). {where}")
+
+
+def _why_missing(path: Path, what: str) -> str:
+    """``<what> not found: path``, or ``symbolic link loop: path``.
+
+    Recipe paths arrive resolved, so a chain of links to nothing already names its missing end; only
+    a loop keeps the link's own name.
+    """
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python 3.11-3.12 raise RuntimeError for a loop, later versions OSError(ELOOP)
+            return f"symbolic link loop: {path}"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"symbolic link loop: {path}"
+    return f"{what} not found: {path}"

@@ -44,6 +44,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.config.training import TrainingConfig
 from edgekd.distributed import World, check_training, current_world
 from edgekd.errors import ConfigError
+from edgekd.models.packaged import source_digest
 from edgekd.rundir import (
     FILES_KEY,
     FINGERPRINT_FILE,
@@ -123,7 +124,20 @@ def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device:
         inputs["device"] = device.model_dump(mode="json")
     if kind.extra_inputs is not None:
         inputs["extra"] = kind.extra_inputs(stage_config, recipe)
+    checkpoints = {name: source_digest(name) for name in _pretrained_names(inputs["recipe"])}
+    if checkpoints:
+        inputs["pretrained"] = checkpoints
     return json.loads(json.dumps(inputs, default=str))
+
+
+def _pretrained_names(value: Any) -> set[str]:
+    """Every ``pretrained`` checkpoint named in a JSON value (models, tokenizer, ensemble members)."""
+    if isinstance(value, dict):
+        named = {value["pretrained"]} if isinstance(value.get("pretrained"), str) else set()
+        return named.union(*(_pretrained_names(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_pretrained_names(v) for v in value))
+    return set()
 
 
 def fingerprint(inputs: dict[str, Any]) -> str:

@@ -56,16 +56,17 @@ def is_stage_dir_name(name: str) -> bool:
 
 
 @contextmanager
-def claimed(run_dir: Path, *, main: bool = True) -> Iterator[None]:
+def claimed(run_dir: Path, *, main: bool = True, record: str = RUN_RECORD) -> Iterator[None]:
     """Check that ``run_dir`` may be used, create it, and hold its lock while the block runs.
 
     Only the main process of a data-parallel run (``main``) claims; the others use what it claimed.
+    ``record`` is the file that marks the directory as edgekd's (see :func:`check_claimable`).
     Raises :class:`ConfigError` for a directory edgekd must not write into or one another run holds.
     """
     if not main:
         yield
         return
-    check_claimable(run_dir)
+    check_claimable(run_dir, record)
     with write_errors_reported(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
@@ -76,8 +77,12 @@ def claimed(run_dir: Path, *, main: bool = True) -> Iterator[None]:
         handle.close()  # closing releases the lock; the file stays (deleting it would race a waiting process)
 
 
-def check_claimable(run_dir: Path) -> None:
-    """Refuse a run directory that is a file, a filesystem root, or a non-empty directory of other files."""
+def check_claimable(run_dir: Path, record: str = RUN_RECORD) -> None:
+    """Refuse a run directory that is a file, a filesystem root, or a non-empty directory of other files.
+
+    A directory is edgekd's when it holds a pipeline run (``record`` = ``run.json``), or, for the
+    output of a one-file command (``edgekd quantize``, ``edgekd bundle``), that command's ``record``.
+    """
     try:
         resolved = run_dir.resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop
@@ -87,7 +92,8 @@ def check_claimable(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: is a file, not a directory; --out names the run directory to create or reuse")
     try:
-        if not run_dir.is_dir() or is_edgekd_run(run_dir):
+        if not run_dir.is_dir() or (is_edgekd_run(run_dir) if record == RUN_RECORD
+                                    else read_command_record(run_dir / record) is not None):
             return
         foreign = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
     except OSError as exc:
@@ -95,7 +101,7 @@ def check_claimable(run_dir: Path) -> None:
     if foreign:
         raise ConfigError(
             f"{run_dir}: not empty and not an edgekd run directory (it holds {_listing(foreign)}); edgekd writes "
-            f"only into a new or empty directory or an earlier run's (with its {RUN_RECORD}): choose another --out")
+            f"only into a new or empty directory or an earlier run's (with its {record}): choose another --out")
 
 
 def _listing(names: list[str], shown: int = 3) -> str:
@@ -142,6 +148,13 @@ def read_run_record(path: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("edgekd_version"), str):
         return None
     return record if isinstance(record.get("recipe"), dict) and isinstance(record.get("device"), dict) else None
+
+
+def read_command_record(path: Path) -> dict[str, Any] | None:
+    """The record a one-file command wrote (``edgekd_version`` and ``command``), or None for anything else."""
+    record = read_json(path)
+    ok = isinstance(record, dict) and isinstance(record.get("edgekd_version"), str) and "command" in record
+    return record if ok else None
 
 
 def read_stage_record(path: Path) -> dict[str, Any] | None:

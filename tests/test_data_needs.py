@@ -75,3 +75,18 @@ def test_pipelines_list_table_groups_recipes_missing_the_same_files(tmp_path: Pa
     for name in names("pipelines"):
         row = next(line for line in lines if line.split()[:1] == [name])
         assert row.rstrip().endswith("missing" if name in TEXT_RECIPES else "yes")
+
+
+def test_links_to_nothing_and_link_loops_are_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    recipe = Path(shutil.copy(find("pipelines", "sst2-bilstm"), tmp_path / "a" / "b" / "r.yaml"))
+    data = recipe.parent / "../../shared/data/sst2"  # where the recipe's paths point, as messages show them
+    data.mkdir(parents=True)
+    (data / "train.tsv").symlink_to(data / "dev.tsv")
+    (data / "dev.tsv").symlink_to(data / "train.tsv")  # a loop
+    assert_user_error(cli("validate", recipe), f"symbolic link loop: {data / 'train.tsv'} (data.train)",
+                      f"symbolic link loop: {data / 'dev.tsv'} (data.test)")
+    (data / "dev.tsv").unlink()
+    (data / "dev.tsv").symlink_to(tmp_path / "gone.tsv")
+    assert_user_error(cli("validate", recipe), f"file not found: {tmp_path / 'gone.tsv'} (data.test)",
+                      f"file not found: {tmp_path / 'gone.tsv'} (data.train)")  # the end of each chain of links

@@ -240,7 +240,7 @@ def test_a_run_record_edgekd_did_not_write_is_rewritten_by_run_and_refused_by_re
         assert json.loads((run_dir / "run.json").read_text())["recipe"]["name"] == "demo-digits"
 
 
-def test_second_run_on_a_locked_directory_exits_2_naming_the_holder(
+def test_second_run_or_report_on_a_locked_directory_exits_2_naming_the_holder(
         finished_run: tuple[Path, Path], tmp_path: Path) -> None:
     recipe, base = finished_run
     run_dir = tmp_path / "run"
@@ -255,6 +255,7 @@ def test_second_run_on_a_locked_directory_exits_2_naming_the_holder(
         outcome = cli("run", recipe, "--out", run_dir, "-q")
         assert_user_error(outcome, str(run_dir), "another edgekd run is using this directory",
                           f"process {holder.pid} on {socket.gethostname()}", logged=True)
+        assert_user_error(cli("report", run_dir), str(run_dir), "another edgekd run is using this directory")
         assert snapshot(run_dir) == before
     finally:
         holder.kill()

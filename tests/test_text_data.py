@@ -135,8 +135,14 @@ def test_load_from_disk_with_class_label(tmp_path: Path) -> None:
         ([], None, {"val_examples": 1}, r"train.tsv: no data rows after the header line"),
         (["a\t0", "b\t1"], None, {"val_examples": 1, "text_column": "text"},
          r"train.tsv: no column 'text' \(data.text_column\); the columns are 'sentence', 'label'"),
+        (["a\t0.25", "b\t3", "c\t1.5"], None, {"val_examples": 1},
+         r"train.tsv line 2: label '0.25' is a fractional number, so the labels read as regression targets; "
+         r"edgekd trains single-label classifiers"),
+        (["a\tpos", "b\tpos,movie", "c\tneg"], None, {"val_examples": 1},
+         r"train.tsv line 3: label 'pos,movie' holds comma-separated names, so the labels read as multi-label"),
     ],
-    ids=["val-too-large", "unknown-test-label", "field-count", "empty-split", "missing-column"],
+    ids=["val-too-large", "unknown-test-label", "field-count", "empty-split", "missing-column", "regression",
+         "multi-label"],
 )
 def test_data_errors_name_file_line_and_expectation(
     tmp_path: Path, train: list[str], test: list[str] | None, fields: dict, message: str

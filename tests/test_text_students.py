@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edgekd.data.batching import collate
+from edgekd.models.call import call_model
 from edgekd.models.specs import BiLSTMSpec, TextCNNSpec
 from edgekd.models.text_students import BiLSTMClassifier, TextCNNClassifier, build_text_student
 
@@ -54,9 +55,9 @@ def test_builder_and_forward_shapes(arch: str) -> None:
     encoded = sentences(5) + [np.array([2, 3])]  # the last is shorter than the largest kernel
     batch = collate(encoded, range(len(encoded)), PAD)
     with torch.no_grad():
-        logits = model(**batch)
+        logits = call_model(model, batch)
         assert logits.shape == (6, CLASSES) and torch.isfinite(logits).all()
-        assert torch.equal(model(batch["input_ids"], batch["attention_mask"]), logits)  # token_type_ids optional
+        assert torch.equal(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]), logits)
 
 
 @pytest.mark.parametrize("arch", SPECS)
@@ -64,8 +65,8 @@ def test_padding_does_not_change_logits(arch: str) -> None:
     model = build(arch).eval()
     encoded = sentences(8, seed=1, longest=20)
     with torch.no_grad():
-        together = model(**collate(encoded, range(len(encoded)), PAD))
-        alone = torch.cat([model(**collate(encoded, [i], PAD)) for i in range(len(encoded))])
+        together = call_model(model, collate(encoded, range(len(encoded)), PAD))
+        alone = torch.cat([call_model(model, collate(encoded, [i], PAD)) for i in range(len(encoded))])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
 
 
@@ -83,13 +84,13 @@ def test_learns_a_separable_toy_task(arch: str) -> None:
     generator = torch.Generator().manual_seed(0)
     for _ in range(5):
         for idx in torch.randperm(len(encoded), generator=generator).split(32):
-            loss = nn.functional.cross_entropy(model(**collate(encoded, idx.tolist(), PAD)), labels[idx])
+            loss = nn.functional.cross_entropy(call_model(model, collate(encoded, idx.tolist(), PAD)), labels[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     model.eval()
     with torch.no_grad():
-        predictions = model(**collate(encoded, range(len(encoded)), PAD)).argmax(dim=1)
+        predictions = call_model(model, collate(encoded, range(len(encoded)), PAD)).argmax(dim=1)
     assert (predictions == labels).float().mean() >= 0.95
 
 
@@ -111,6 +112,6 @@ def test_onnx_export_with_dynamic_batch_and_sequence(arch: str, tmp_path: Path) 
         widths.add(batch["input_ids"].shape[1])
         (logits,) = session.run(None, {name: batch[name].numpy() for name in INPUTS})
         with torch.no_grad():
-            expected = model(**batch).numpy()
+            expected = call_model(model, batch).numpy()
         np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
     assert len(widths) == 2 and sample["input_ids"].shape[1] not in widths

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TextFileData
+from edgekd.data.label_kind import refuse_other_tasks
 from edgekd.errors import DataError
 
 TextDataConfig = TextFileData | HFDiskData | HubData
@@ -99,9 +100,12 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
     if isinstance(config, TextFileData):
         train = _read_table(config.train, "train", config)
         test = _read_table(config.test, "test", config)
+        refuse_other_tasks(train.name, train.labels, train.lines, train.unit)
         class_names = _sorted_labels(train.labels)
     else:
         train, test, known_names = _read_hf(config)
+        if known_names is None:
+            refuse_other_tasks(train.name, train.labels, train.lines, train.unit)
         class_names = known_names or _sorted_labels(train.labels)
     return _split(train, test, class_names, config, seed)
 

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from edgekd.atomic import atomic_dir
 from edgekd.data.config import TokenizerConfig
 from edgekd.errors import ConfigError, DataError
+from edgekd.models.packaged import resolve_pretrained
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
@@ -56,7 +57,7 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> Path:
 
 def _load_pretrained(name: str, trust_remote_code: bool) -> PreTrainedTokenizerFast:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"tokenizer.pretrained: cannot load '{name}': {detail}") from exc

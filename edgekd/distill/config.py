@@ -88,6 +88,10 @@ def _check_distill(config: DistillStage, state: PlanState, where: str) -> None:
                 raise state.fail(f"{where}.losses[{index}].kind", "distilling from an ensemble transfers averaged "
                                  f"soft targets only: use 'hinton' (got '{loss.kind}'), or a single teacher")
     check_losses_fit(config.losses, config.student, config.teacher, state, f"{where}.losses")
+    compared = sorted({need for loss in config.losses for need in loss.needs})
+    if compared and config.cache_teacher and recipe.data.modality != "text":
+        raise state.fail(f"{where}.cache_teacher", f"the teacher-output cache stores {', '.join(compared)} per "
+                         "token of text; for image transformers set cache_teacher: false")
 
 TEACHER = StageKind(
     TeacherStage, "edgekd.distill.stage:run_teacher", reads=("seed", "data", "tokenizer", "teacher"),

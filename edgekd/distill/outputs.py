@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from edgekd.errors import ModelError
+from edgekd.models.call import call_model
 
 #: What :func:`forward_outputs` can collect beyond logits.
 OUTPUT_KINDS = frozenset({"hidden_states", "attentions", "qkv"})
@@ -60,8 +61,9 @@ class ModelInfo:
         """Sizes of a Hugging Face ``PreTrainedModel`` from its config; ``ModelInfo(0, 0, 0)`` otherwise."""
         if not _is_hf(model):
             return cls(0, 0, 0)
-        config = model.config
-        return cls(config.num_hidden_layers, config.hidden_size, config.num_attention_heads)
+        config = model.config  # image families without one transformer stack (ConvNeXt) have none of these
+        return cls(*(getattr(config, name, 0) or 0
+                     for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")))
 
 
 def forward_outputs(model: nn.Module, inputs: Mapping[str, Tensor], needs: frozenset[str]) -> ModelOutputs:
@@ -79,12 +81,12 @@ def forward_outputs(model: nn.Module, inputs: Mapping[str, Tensor], needs: froze
     if not _is_hf(model):
         if needs:
             raise ModelError(_not_a_transformer(model, needs))
-        out = model(**inputs)
+        out = call_model(model, inputs)
         return ModelOutputs(logits=out if isinstance(out, Tensor) else out.logits)
     flags = {"output_hidden_states": "hidden_states" in needs, "output_attentions": "attentions" in needs}
     captured: dict[int, Tensor] = {}
     with _capture_qkv(model, captured) if "qkv" in needs else nullcontext():
-        out = model(**inputs, **flags)
+        out = call_model(model, inputs, **{flag: True for flag, wanted in flags.items() if wanted})
     attentions = out.attentions if flags["output_attentions"] else None
     if flags["output_attentions"] and (not attentions or any(a is None for a in attentions)):
         raise ModelError(

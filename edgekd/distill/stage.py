@@ -30,7 +30,7 @@ from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
 from edgekd.errors import StorageError
-from edgekd.models.logits import model_logits
+from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.models.weights import load_weights
 from edgekd.stage_kind import RecipeView
@@ -141,7 +141,7 @@ def _transfer_set(data: TaskData, config: DistillStage, seed: int) -> Examples:
 
 def _hard_label_objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
                           _idx: np.ndarray) -> torch.Tensor:
-    return F.cross_entropy(model_logits(model(*inputs.values())), labels)
+    return F.cross_entropy(call_logits(model, inputs), labels)
 
 
 def _evaluate(model: TaskModel, data: TaskData, started: float, history: TrainHistory | None) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from edgekd.config.training import TrainingConfig
 from edgekd.data.examples import Examples
 from edgekd.distributed import LOCAL, World, accelerator
 from edgekd.errors import TrainingError
-from edgekd.models.logits import model_logits
+from edgekd.models.call import call_logits
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def predict_logits(model: nn.Module, examples: Examples, batch_size: int = EVAL_
     device = next(model.parameters()).device
     out: torch.Tensor | None = None
     for idx, inputs, _labels in examples.batches(batch_size, shuffle=False):
-        logits = model_logits(model(*(value.to(device) for value in inputs.values()))).cpu()
+        logits = call_logits(model, {name: value.to(device) for name, value in inputs.items()}).cpu()
         if out is None:
             out = torch.empty(len(examples), logits.shape[-1])
         out[torch.from_numpy(np.asarray(idx))] = logits.float()

@@ -15,11 +15,79 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
+
 from edgekd.atomic import atomic_dir, write_with
-from edgekd.export.manifest import MANIFEST, file_entries
+from edgekd.config.device import DeviceProfile
+from edgekd.export.bundle_readme import render_readme
+from edgekd.export.config import ExportTarget
+from edgekd.export.manifest import MANIFEST, TOKENIZER_DIR, build_manifest, file_entries
+from edgekd.export.ort_format import convert_to_ort, random_feeds
+from edgekd.export.parity import ParityResult
 
 README = "README.md"
+#: Where a bundle goes in a run directory (or ``edgekd bundle``'s ``--out``).
+BUNDLE_DIR = "bundle"
+BUNDLE_ZIP = "bundle.zip"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+#: Bundle file names of each deployable file kind.
+BUNDLE_NAMES = {"ort": "model.ort", "onnx": "model.onnx", "required_operators": "model.required_operators.config"}
+
+
+def converted_files(onnx_path: Path, target: ExportTarget, device: DeviceProfile,
+                    work_dir: Path) -> tuple[dict[str, Path], ParityResult]:
+    """The files to ship by kind, ``onnx_path`` converted to ``.ort`` in ``work_dir`` as ``target`` says, and parity.
+
+    The conversion is parity-checked at ``device``'s input shapes; the ONNX file is shipped only
+    with ``target.keep_onnx``, the operator configuration only with ``reduced_operator_config``.
+    """
+    result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, device.inputs), out_dir=work_dir)
+    files = {"ort": result.path, "onnx": onnx_path}
+    if result.operators_config is not None:
+        files["required_operators"] = result.operators_config
+    return (files if target.keep_onnx else {k: v for k, v in files.items() if k != "onnx"}), result.parity
+
+
+def pack_model(
+    bundle_dir: Path,
+    zip_path: Path,
+    *,
+    onnx_path: Path,
+    deploy: dict[str, Path],
+    name: str,
+    opset: int | None,
+    labels: list[str],
+    preprocessing: dict[str, Any] | None,
+    tokenizer: list[Path],
+    device: DeviceProfile,
+    profile: dict[str, Any],
+    budget: dict[str, Any] | None,
+    accuracy: float | None,
+) -> dict[str, Any]:
+    """Write the bundle of one model: its ``deploy`` files (by kind), tokenizer, manifest and README, and the zip.
+
+    ``onnx_path`` is the model's ONNX file (the manifest's inputs and outputs are read from its graph);
+    ``profile`` its latency figures on ``device`` and ``budget`` their verdict. Returns the manifest.
+    """
+    sources = {BUNDLE_NAMES[kind]: path for kind, path in deploy.items()}
+    sources.update({f"{TOKENIZER_DIR}/{path.name}": path for path in tokenizer})
+    fmt = "ort" if "ort" in deploy else "onnx"
+    manifest = build_manifest(
+        name=name,
+        model={"file": BUNDLE_NAMES[fmt], "format": fmt, "opset": opset,
+               "onnx_file": BUNDLE_NAMES["onnx"] if "onnx" in deploy else None,
+               "required_operators": BUNDLE_NAMES["required_operators"] if "required_operators" in deploy else None,
+               "onnxruntime": ort.__version__},
+        onnx_path=onnx_path,
+        labels=labels,
+        preprocessing=preprocessing,
+        tokenizer={"directory": TOKENIZER_DIR, "files": [p.name for p in tokenizer]} if tokenizer else None,
+        device=device,
+        profile=profile,
+        budget=budget,
+        accuracy=accuracy,
+    )
+    return write_bundle(bundle_dir, zip_path, sources, manifest, render_readme)
 
 
 def write_bundle(

@@ -45,7 +45,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"p90 {_number(latency['p90_ms'], '{:.3f}')} ms ({latency['basis']})"
         + (f"; budget verdict: **{manifest['budget']['verdict']}**" if manifest.get("budget") else ""),
         "",
-        *_preprocessing_lines(manifest.get("preprocessing")),
+        *_preprocessing_lines(manifest.get("preprocessing"), tokenized=bool(manifest.get("tokenizer"))),
         "## Android (Kotlin, ONNX Runtime)",
         "",
         f"Add `implementation(\"com.microsoft.onnxruntime:onnxruntime-android:{model['onnxruntime']}\")` to the app's",
@@ -81,13 +81,16 @@ def _files(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _preprocessing_lines(pre: dict[str, Any] | None) -> list[str]:
+def _preprocessing_lines(pre: dict[str, Any] | None, *, tokenized: bool) -> list[str]:
     if pre is None:
         return ["## Preprocessing", "", "Feed the inputs as the model was trained on them (see manifest.json).", ""]
     if pre["kind"] == "text":
         return ["## Preprocessing", "",
-                f"Tokenize with the files in `tokenizer/`, padding or truncating to {pre['max_length']} tokens "
-                f"(pad id {pre['pad_id']}).", ""]
+                ("Tokenize with the files in `tokenizer/`, p" if tokenized else "Tokenize as in training, p")
+                + f"adding or truncating to {pre['max_length']} tokens (pad id {pre['pad_id']}).", ""]
+    if pre["kind"] != "image":  # a user's own description (edgekd bundle --preprocessing), shown as given
+        return ["## Preprocessing", "", f"As described in manifest.json's `preprocessing` (kind `{pre['kind']}`):",
+                "", *[f"- `{key}`: {value}" for key, value in pre.items() if key != "kind"], ""]
     example = pre.get("example")
     lines = [
         "## Preprocessing",
@@ -192,9 +195,9 @@ def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list
 def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -> list[str]:
     pre = manifest.get("preprocessing") or {}
     dims = ", ".join(map(str, shape))
-    if pre.get("kind") == "text":
+    if pre.get("kind") == "text" and manifest.get("tokenizer"):
         body = _PYTHON_TEXT.format(directory=manifest["tokenizer"]["directory"], max_length=pre["max_length"])
-    elif pre.get("kind") == "image":
+    elif pre.get("kind") == "image" and pre.get("example"):
         body = _PYTHON_IMAGE.format(low=pre["pixel_range"][0], high=pre["pixel_range"][1], height=pre["height"],
                                     width=pre["width"], dtype=first["dtype"], shape=dims, input_name=first["name"])
     else:

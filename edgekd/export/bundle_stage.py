@@ -8,6 +8,7 @@ ones the export target marked for shipping (``deploy_files``: the ``.ort`` model
 reduced-operator configuration and, with ``keep_onnx``, the ONNX file), or the ONNX file alone.
 When a stage after ``export`` replaced the ONNX file (``quantize`` keeping an INT8 variant), the
 current file is converted to ``.ort`` here, the same way and with the same parity check.
+Packing is :func:`edgekd.export.bundle.pack_model`, which ``edgekd bundle`` shares.
 """
 
 from __future__ import annotations
@@ -16,22 +17,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.errors import ConfigError
-from edgekd.export.bundle import write_bundle
-from edgekd.export.bundle_readme import render_readme
+from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
 from edgekd.export.config import BundleStage, ExportTarget
-from edgekd.export.manifest import TOKENIZER_DIR, TOKENIZER_FILES, build_manifest
-from edgekd.export.ort_format import convert_to_ort, random_feeds
+from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
 from edgekd.profile.stage import judged_role
-
-BUNDLE_DIR = "bundle"
-BUNDLE_ZIP = "bundle.zip"
-#: Bundle file names of each deployable file kind.
-BUNDLE_NAMES = {"ort": "model.ort", "onnx": "model.onnx", "required_operators": "model.required_operators.config"}
 
 
 def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -42,29 +34,25 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
         raise ConfigError(f"the {role} was not profiled; the 'bundle' stage needs a 'profile' stage before it")
     model = artifact.get(role)
     deploy = _deploy_files(model, ctx)
-    sources = {BUNDLE_NAMES[kind]: path for kind, path in deploy.items()}
     model_dir = ctx.resolve(model.weights) if model.weights else None
     info = _model_info(model_dir)
-    tokenizer = _tokenizer_files(model_dir, info)
-    sources.update({f"{TOKENIZER_DIR}/{path.name}": path for path in tokenizer})
-    fmt = "ort" if "ort" in deploy else "onnx"
-    manifest = build_manifest(
+    onnx_path = ctx.resolve(model.onnx)
+    labels = list(info.get("class_names", []))
+    manifest = pack_model(
+        ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP,
+        onnx_path=onnx_path,
+        deploy=deploy,
         name=f"{ctx.recipe.name}-{role}",
-        model={"file": BUNDLE_NAMES[fmt], "format": fmt, "opset": model.metrics.get("opset"),
-               "onnx_file": BUNDLE_NAMES["onnx"] if "onnx" in deploy else None,
-               "required_operators": BUNDLE_NAMES["required_operators"] if "required_operators" in deploy else None,
-               "onnxruntime": ort.__version__},
-        onnx_path=ctx.resolve(model.onnx),
-        labels=list(info.get("class_names", [])),
-        data=ctx.recipe.data,
-        signature=info.get("signature", {}),
-        tokenizer={"directory": TOKENIZER_DIR, "files": [p.name for p in tokenizer]} if tokenizer else None,
+        opset=model.metrics.get("opset"),
+        labels=labels,
+        preprocessing=recipe_preprocessing(onnx_path, ctx.recipe.data, info.get("signature", {}), labels),
+        tokenizer=_tokenizer_files(model_dir, info),
         device=ctx.device,
         profile=profile["metrics"][role],
         budget=profile["metrics"].get("budget"),
         accuracy=model.metrics.get("accuracy"),
     )
-    manifest = write_bundle(ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP, sources, manifest, render_readme)
+    fmt = manifest["model"]["format"]
     ctx.log.info("bundle of the %s (%s) written to %s and %s", role, fmt, BUNDLE_DIR, BUNDLE_ZIP)
     return StageOutput(artifact=artifact, metrics={
         "role": role, "format": fmt, "directory": BUNDLE_DIR, "zip": BUNDLE_ZIP,
@@ -80,12 +68,8 @@ def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:
         return {kind: ctx.resolve(ref) for kind, ref in deploy.items()}
     export = next(r for r in reversed(ctx.previous) if r["stage"] in ("export", "search"))  # both record the target
     target = ExportTarget.model_validate(export["metrics"]["target"])
-    onnx_path = ctx.resolve(model.onnx)
-    result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, ctx.device.inputs), out_dir=ctx.work_dir)
-    files = {"ort": result.path, "onnx": onnx_path}
-    if result.operators_config is not None:
-        files["required_operators"] = result.operators_config
-    return files if target.keep_onnx else {k: v for k, v in files.items() if k != "onnx"}
+    files, _parity = converted_files(ctx.resolve(model.onnx), target, ctx.device, ctx.work_dir)
+    return files
 
 
 def _model_info(model_dir: Path | None) -> dict[str, Any]:

@@ -138,25 +138,35 @@ def file_entries(directory: Path, *, exclude: tuple[str, ...] = (MANIFEST,)) -> 
     return entries
 
 
+def recipe_preprocessing(onnx_path: Path, data: DataConfig, signature: dict[str, Any],
+                         labels: list[str]) -> dict[str, Any] | None:
+    """The manifest's ``preprocessing`` for a model a recipe trained on ``data`` (with its image example)."""
+    inputs, _ = tensor_specs(onnx_path)
+    pre = preprocessing(data, signature, inputs)
+    if pre is not None and pre["kind"] == "image":
+        pre["example"] = image_example(pre, onnx_path, inputs[0], labels)
+    return pre
+
+
 def build_manifest(
     *,
     name: str,
     model: dict[str, Any],
     onnx_path: Path,
     labels: list[str],
-    data: DataConfig,
-    signature: dict[str, Any],
+    preprocessing: dict[str, Any] | None,
     tokenizer: dict[str, Any] | None,
     device: DeviceProfile,
     profile: dict[str, Any],
     budget: dict[str, Any] | None,
     accuracy: float | None,
 ) -> dict[str, Any]:
-    """The manifest without ``files`` (added once every other file of the bundle is written)."""
+    """The manifest without ``files`` (added once every other file of the bundle is written).
+
+    ``inputs`` and ``outputs`` are read from the graph of ``onnx_path``; ``preprocessing`` is taken as
+    given (:func:`recipe_preprocessing` for a model a recipe trained, a user's file for ``edgekd bundle``).
+    """
     inputs, outputs = tensor_specs(onnx_path)
-    pre = preprocessing(data, signature, inputs)
-    if pre is not None and pre["kind"] == "image":
-        pre["example"] = image_example(pre, onnx_path, inputs[0], labels)
     return {
         "schema_version": SCHEMA_VERSION,
         "name": name,
@@ -165,7 +175,7 @@ def build_manifest(
         "inputs": inputs,
         "outputs": outputs,
         "labels": labels,
-        "preprocessing": pre,
+        "preprocessing": preprocessing,
         "postprocessing": {
             "output": outputs[0]["name"],
             "kind": "logits",

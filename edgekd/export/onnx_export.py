@@ -49,7 +49,7 @@ from edgekd.export.parity import (
     one_line,
     parity_batches,
 )
-from edgekd.models.logits import model_logits
+from edgekd.models.call import call_logits, used_inputs
 from edgekd.models.weights import non_finite
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,10 @@ def export_onnx(
     """Export ``model`` to ONNX at ``path`` as ``target`` describes, and check it against PyTorch.
 
     ``sample_input`` is one input batch: a tensor (the graph input is then named ``input_name``)
-    or a mapping of input names to tensors, which the model takes positionally in that order
-    (e.g. ``input_ids, attention_mask, token_type_ids``). Every input's first axis becomes the
+    or a mapping of input names to tensors. The model is called by keyword with the entries its
+    forward takes (:mod:`edgekd.models.call`), and only those become graph inputs, under their
+    names (a DistilBERT or Llama graph has no ``token_type_ids``); a lone tensor is the forward's
+    first parameter. Every input's first axis becomes the
     dynamic ``batch`` axis; ``extra_dynamic_axes`` names more (``{"input_ids": {1: "sequence"}}``).
     The model must return one tensor or an object with ``.logits`` (a Hugging Face output).
 
@@ -124,10 +126,11 @@ def export_onnx(
     bad = non_finite(model.state_dict().items())
     if bad is not None:
         raise ExportError(f"{path}: not exported: the model's {bad} (training diverged or its weights are broken)")
-    sample = as_batch(sample_input, input_name)
+    sample = used_inputs(model, as_batch(sample_input, input_name))
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in sample}
     for name, extra in (extra_dynamic_axes or {}).items():
-        axes[name].update(extra)
+        if name in axes:
+            axes[name].update(extra)
     axes[output_name] = {0: "batch"}
     onnx_bytes = _torch_export(model, sample, path, target.opset, axes, output_name)
     batches = parity_batches(sample, sorted({*DEFAULT_BATCH_SIZES, batch_rows(sample)}))
@@ -167,14 +170,15 @@ def export_onnx(
 
 
 class _LogitsOnly(torch.nn.Module):
-    """Wraps a model so the traced graph has one output: its logits."""
+    """Wraps a model so the traced graph takes its inputs in ``names`` order and has one output: its logits."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, names: tuple[str, ...]) -> None:
         super().__init__()
         self.model = model
+        self.names = names
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return model_logits(self.model(*inputs))
+        return call_logits(self.model, dict(zip(self.names, inputs, strict=True)))
 
 
 def _torch_export(
@@ -195,7 +199,7 @@ def _torch_export(
             # transformers' attention masks index with non-negative indices only; the warning does not apply
             warnings.filterwarnings("ignore", message="Exporting aten::index operator")
             torch.onnx.export(
-                _LogitsOnly(model),
+                _LogitsOnly(model, tuple(sample)),
                 tuple(sample.values()),
                 buffer,
                 opset_version=opset,

@@ -38,9 +38,10 @@ import torch
 
 from edgekd.atomic import write_errors_reported, write_text, write_with
 from edgekd.config.device import InputShape
-from edgekd.errors import ConfigError, ExportError, ModelError
+from edgekd.errors import ConfigError, ExportError
 from edgekd.export.config import ExportTarget
 from edgekd.export.parity import DEFAULT_BATCH_SIZES, ParityResult, check_file_parity, one_line, parity_batches
+from edgekd.model_file import require_onnx
 from edgekd.profile.inputs import make_feeds
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,7 @@ def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path, shape: Inp
     if target.format != "ort":
         raise ConfigError(f"export target '{target.name}' has format '{target.format}', which {onnx_path} "
                           "already is; choose a target with format 'ort' (e.g. ort-mobile)")
-    if not onnx_path.is_file():
-        raise ModelError(f"{onnx_path}: model file not found")
+    require_onnx(onnx_path, "edgekd export")
     result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, shape), out_dir=out_dir)
     copy = Path(out_dir) / onnx_path.name
     if target.keep_onnx and copy.resolve() != onnx_path.resolve():

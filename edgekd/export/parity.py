@@ -23,6 +23,7 @@ import onnxruntime as ort
 import torch
 
 from edgekd.errors import ExportError
+from edgekd.models.call import call_model
 from edgekd.models.logits import model_logits
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 7)
@@ -139,8 +140,8 @@ def check_parity(
     """Compare ``model``'s outputs with onnxruntime's (CPU provider) on ``onnx_path``.
 
     ``inputs`` is one batch or a list of batches (a tensor, fed as the ONNX model's only input,
-    or a mapping of input names to tensors, passed to the model positionally in that order, as the
-    ONNX exporter traced them), each fed
+    or a mapping of input names to tensors, passed to the model by keyword as :mod:`edgekd.models.call`
+    binds them, and to onnxruntime under the graph's own input names only), each fed
     whole to both sides; pass several batch sizes, including 1 and one larger than 1 (see
     :func:`parity_batches`), to check the dynamic batch axis. The model must return one tensor
     (or an object with ``.logits``). The model runs in eval mode under ``torch.no_grad()``; its train/eval
@@ -162,7 +163,7 @@ def check_parity(
         shapes = {name: tuple(t.shape) for name, t in batch.items()}
         expected = _torch_output(model, batch, shown)
         try:
-            actual = np.asarray(session.run(None, _feeds(session, batch))[0])
+            actual = np.asarray(session.run(None, graph_feed(session, batch))[0])
         except Exception as exc:
             raise ExportError(f"{shown}: onnxruntime failed on inputs of shapes {shapes}: {one_line(exc)}") from exc
         if actual.shape != expected.shape:
@@ -198,7 +199,7 @@ def check_file_parity(
     outputs, samples = _OutputDiffs(), 0
     for feed in feeds:
         try:
-            expected, actual = (session.run(None, dict(feed)) for session in sessions)
+            expected, actual = (session.run(None, graph_feed(session, feed)) for session in sessions)
         except Exception as exc:
             shapes = {name: tuple(array.shape) for name, array in feed.items()}
             raise ExportError(f"{shown}: onnxruntime failed on inputs of shapes {shapes}: {one_line(exc)}") from exc
@@ -266,15 +267,20 @@ def _cpu_session(path: Path, shown: str | Path) -> ort.InferenceSession:
         raise ExportError(f"{shown}: onnxruntime cannot load the model: {one_line(exc)}") from exc
 
 
-def _feeds(session: ort.InferenceSession, batch: Batch) -> dict[str, np.ndarray]:
-    """The batch's tensors the graph takes (the exporter drops inputs a model ignores, e.g. token_type_ids)."""
+def graph_feed(session: ort.InferenceSession, batch: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, np.ndarray]:
+    """The entries of ``batch`` that are inputs of ``session``'s graph, as arrays (onnxruntime refuses any other name).
+
+    A batch carries every input a model family may take; a graph has only those its model uses (no
+    ``token_type_ids`` in a DistilBERT, Llama, TextCNN or BiLSTM graph).
+    """
     wanted = {i.name for i in session.get_inputs()}
-    return {name: t.detach().cpu().numpy() for name, t in batch.items() if name in wanted}
+    return {name: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+            for name, value in batch.items() if name in wanted}
 
 
 def _torch_output(model: torch.nn.Module, batch: Batch, shown: str | Path) -> np.ndarray:
     with eval_mode(model), torch.no_grad():
-        output = model(*batch.values())
+        output = call_model(model, batch)
     try:
         return model_logits(output).detach().cpu().numpy()
     except TypeError:

@@ -1,4 +1,4 @@
-"""Hugging Face BERT-family sequence classifiers: built from a config, loaded, or layer-dropped.
+"""Hugging Face classifiers: BERT built from sizes, any family (``arch: hf``) loaded or built, or layer-dropped.
 
 Models are built with the eager attention implementation so that attention probabilities can be
 returned for attention-transfer losses, and weights are only ever read as safetensors (or with
@@ -13,8 +13,11 @@ from typing import Any
 
 from torch import nn
 
+from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError
-from edgekd.models.specs import BertSpec, DropLayersSpec
+from edgekd.models import families
+from edgekd.models.packaged import resolve_pretrained
+from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +38,15 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
     from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
     if spec.pretrained is not None:
+        source = resolve_pretrained(spec.pretrained)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                spec.pretrained, num_labels=num_classes, attn_implementation=ATTENTION,
+                source, num_labels=num_classes, attn_implementation=ATTENTION,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True,
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {str(exc).splitlines()[0]}") from exc
-        _check_fits_tokenizer(model, spec.pretrained, vocab_size, max_positions)
+        _check_fits_tokenizer(model, f"pretrained model '{spec.pretrained}'", vocab_size, max_positions)
         return model
     config = BertConfig(
         vocab_size=vocab_size,
@@ -60,15 +64,91 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
     return BertForSequenceClassification(config)
 
 
-def _check_fits_tokenizer(model: nn.Module, name: str, vocab_size: int, max_length: int) -> None:
-    """Refuse a pretrained model whose embeddings cannot take the tokenizer's ids or lengths (an IndexError later)."""
+def auto_class(modality: str) -> Any:
+    """``AutoModelForImageClassification`` for image families, ``AutoModelForSequenceClassification`` otherwise."""
+    import transformers
+
+    return (transformers.AutoModelForImageClassification if modality == "image"
+            else transformers.AutoModelForSequenceClassification)
+
+
+def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ...]) -> nn.Module:
+    """Any Hugging Face classifier: ``spec.pretrained`` loaded (its family from config.json) or ``spec.config`` built.
+
+    The head gets one output per class and the class names as labels; a checkpoint whose head has another
+    label count (or none) gets a new head, said in one log line. Text models get the tokenizer's padding id
+    when their config has none (decoders pool the last non-padding token).
+    """
+    quiet_transformers()
+    from transformers import AutoConfig
+
+    labels = {"num_labels": len(class_names), "id2label": dict(enumerate(class_names)),
+              "label2id": {name: index for index, name in enumerate(class_names)}}
+    auto = auto_class(spec.modality)
+    if spec.pretrained is None:
+        sizes = {key: value for key, value in (spec.config or {}).items() if key != "model_type"}
+        config = AutoConfig.for_model(spec.model_type, **{**_data_sizes(spec, signature), **sizes, **labels})
+        config._attn_implementation = ATTENTION
+        module = auto.from_config(config)
+    else:
+        source = resolve_pretrained(spec.pretrained)
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+            module = auto.from_pretrained(
+                source, **labels, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
+                trust_remote_code=spec.trust_remote_code, use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {str(exc).splitlines()[0]}") from exc
+        _note_head(spec.pretrained, config, len(class_names))
+    _fit_data(module, spec, signature)
+    return module
+
+
+def _data_sizes(spec: HFSpec, signature: InputSignature) -> dict[str, Any]:
+    """Config fields a fresh model takes from the data (the recipe's ``config`` overrides them)."""
+    if signature.kind == "image":
+        channels, height, _width = signature.image_shape
+        return {"num_channels": channels, "image_size": height}
+    return {"vocab_size": signature.vocab_size, "pad_token_id": signature.pad_id}
+
+
+def _note_head(pretrained: str, config: Any, num_labels: int) -> None:
+    """One log line when the classification head is not the checkpoint's (transformers' own report is muted)."""
+    heads = [name for name in (config.architectures or []) if name.endswith("Classification")]
+    if not heads:
+        log.info("classifier added: %d labels (%s has no classification head)", num_labels, pretrained)
+    elif config.num_labels != num_labels:
+        log.info("classifier replaced: %d labels, checkpoint had %d", num_labels, config.num_labels)
+
+
+def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> None:
+    """Refuse (one line) a model the data cannot feed: token ids beyond its vocabulary, other image channels."""
+    config = module.config
+    where = (f"pretrained model '{spec.pretrained}'" if spec.pretrained is not None
+             else f"model config (model_type {spec.model_type})")
+    if signature.kind == "text":
+        _check_fits_tokenizer(module, where, signature.vocab_size, signature.max_length)
+        if getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = signature.pad_id
+    else:
+        channels = getattr(config, "num_channels", signature.image_shape[0])
+        if channels != signature.image_shape[0]:
+            raise ConfigError(f"{where}: takes {channels}-channel images, the data has "
+                              f"{signature.image_shape[0]}")
+
+
+def _check_fits_tokenizer(model: nn.Module, where: str, vocab_size: int, max_length: int) -> None:
+    """Refuse a model whose embeddings cannot take the tokenizer's ids or lengths (an IndexError later).
+
+    ``where`` names the model in the message: ``pretrained model '<path>'`` or the recipe's config.
+    """
     rows = model.get_input_embeddings().num_embeddings
     if rows < vocab_size:
-        raise ModelError(f"pretrained model '{name}': its vocabulary has {rows} tokens, fewer than the tokenizer's "
+        raise ModelError(f"{where}: its vocabulary has {rows} tokens, fewer than the tokenizer's "
                          f"{vocab_size}; use the model's own tokenizer (tokenizer.pretrained) or a smaller vocab_size")
     positions = getattr(model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions < max_length:
-        raise ModelError(f"pretrained model '{name}': it takes at most {positions} tokens, fewer than the "
+        raise ModelError(f"{where}: it takes at most {positions} tokens, fewer than the "
                          f"tokenizer's max_length {max_length}; lower tokenizer.max_length")
 
 
@@ -87,20 +167,37 @@ def drop_layers(teacher: nn.Module, spec: DropLayersSpec) -> nn.Module:
             f"student.model.keep: expected distinct layer indices below {total} (the teacher's layers), got {keep}"
         )
     student = copy.deepcopy(teacher)
-    student.base_model.encoder.layer = nn.ModuleList(copy.deepcopy(encoder[i]) for i in keep)
+    holder, name = _layer_stack(student)
+    setattr(holder, name, nn.ModuleList(copy.deepcopy(encoder[i]) for i in keep))
     student.config.num_hidden_layers = len(keep)
-    for index, layer in enumerate(student.base_model.encoder.layer):
+    if getattr(student.config, "layer_types", None) is not None:  # decoders list each layer's attention kind
+        student.config.layer_types = [student.config.layer_types[i] for i in keep]
+    for index, layer in enumerate(getattr(holder, name)):
         _renumber(layer, index)
     return student
 
 
+def _layer_stack(model: nn.Module) -> tuple[nn.Module, str]:
+    """The module holding the model's stack of blocks and the stack's attribute name.
+
+    The stack is the ``nn.ModuleList`` of ``config.num_hidden_layers`` blocks under ``base_model``
+    (``encoder.layer``, ``transformer.layer``, ``h``, ``layers``: names differ by family and version).
+    """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type is not None and families.family(model_type).stacked:
+        count = config.num_hidden_layers
+        for path, module in model.base_model.named_modules():
+            if isinstance(module, nn.ModuleList) and len(module) == count and path:
+                parent, _, name = path.rpartition(".")
+                return (model.base_model.get_submodule(parent) if parent else model.base_model), name
+    raise ConfigError(f"student.model.arch 'drop_layers' copies a stack of transformer layers; a "
+                      f"{type(model).__name__} ({model_type or 'not a Hugging Face model'}) has none")
+
+
 def _encoder_layers(model: nn.Module) -> Any:
-    try:
-        return model.base_model.encoder.layer
-    except AttributeError:
-        raise ConfigError(
-            f"student.model.arch 'drop_layers' needs a BERT-family teacher, got {type(model).__name__}"
-        ) from None
+    holder, name = _layer_stack(model)
+    return getattr(holder, name)
 
 
 def _renumber(layer: nn.Module, index: int) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, Field, StrictInt, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
 from edgekd.config.base import PositiveInt, StrictModel
+from edgekd.models import families
 
 #: A layer width, channel or embedding count: positive and small enough to allocate.
 Width = Annotated[PositiveInt, Field(le=65_536)]
@@ -21,17 +23,26 @@ Modality = Literal["image", "text"]
 Every spec states its ``modality``, the ``prune_targets`` structured pruning can remove from it
 (empty: not prunable) and which intermediate outputs it ``exposes`` to distillation losses
 (``hidden_states``, ``attentions``, ``qkv``), so recipes are checked against them before anything runs.
-A spec a budget search can vary has a default ``search_space`` (spec field → values to try).
+A spec a budget search can vary has a default ``search_space`` (spec field → values to try), and
+``factorizable`` says whether low-rank factorization can rewrite it. ``arch: hf`` specs answer these
+from their checkpoint's family (:mod:`edgekd.models.families`) rather than as class constants.
 """
 
 
 class SpecBase(StrictModel):
     """What every model spec states besides its sizes (see :data:`Modality`); subclasses override."""
 
-    modality: ClassVar[Modality]
+    modality: ClassVar[Modality | None]
+    """None: the data's (a user's own module takes whatever the recipe's data gives)."""
     prune_targets: ClassVar[frozenset[str]] = frozenset()
     exposes: ClassVar[frozenset[str]] = frozenset()
     search_space: ClassVar[dict[str, list[Any]]] = {}
+    factorizable: ClassVar[bool] = True
+
+    @property
+    def label(self) -> str:
+        """How messages name this model (``'bert'``; an ``hf`` spec adds its family: ``'hf' (llama)``)."""
+        return f"'{getattr(self, 'arch', '?')}'"
 
 
 class CNNSpec(SpecBase):
@@ -121,12 +132,86 @@ class BertSpec(SpecBase):
             raise ValueError(f"give either 'pretrained' or sizes ({', '.join(sorted(sized))}), not both")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        ffn = self.ffn or 4 * self.hidden
-        params = self.layers * (4 * self.hidden**2 + 2 * self.hidden * ffn)
-        if params > MAX_PARAMS:
-            raise ValueError(f"{self.layers} layers of hidden {self.hidden} and ffn {ffn} are about {params:.1e} "
-                             f"parameters; expected at most {MAX_PARAMS:.0e}")
+        if self.pretrained is not None and Path(self.pretrained).expanduser().is_dir():
+            model_type = families.read_config(self.pretrained).get("model_type", "?")
+            if not families.family(model_type).bert_layout:
+                raise ValueError(f"pretrained '{self.pretrained}' is a '{model_type}' checkpoint, not a BERT-layout "
+                                 "encoder; use arch: hf to load any family")
+        check_transformer_size(self.layers, self.hidden, self.ffn or 4 * self.hidden)
         return self
+
+
+def check_transformer_size(layers: int, hidden: int, ffn: int) -> None:
+    """Raise ``ValueError`` when a transformer of these sizes has more than :data:`MAX_PARAMS` parameters."""
+    params = layers * (4 * hidden**2 + 2 * hidden * ffn)
+    if params > MAX_PARAMS:
+        raise ValueError(f"{layers} layers of hidden {hidden} and ffn {ffn} are about {params:.1e} "
+                         f"parameters; expected at most {MAX_PARAMS:.0e}")
+
+
+class HFSpec(SpecBase):
+    """Any Hugging Face sequence or image classifier: a checkpoint (``pretrained``) or a transformers ``config``.
+
+    The family comes from the checkpoint's ``config.json`` (or ``config.model_type``) and gives the
+    spec's traits; transformers builds the model (``AutoModelFor{Sequence,Image}Classification``).
+    """
+
+    arch: Literal["hf"]
+    pretrained: str | None = Field(default=None, description="A hub id or a local save_pretrained directory.")
+    config: dict[str, Any] | None = Field(
+        default=None, description="A transformers config as a mapping, model_type included (a fresh model).")
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model. Never default.")
+    _model_type: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HFSpec:
+        if (self.pretrained is None) == (self.config is None):
+            raise ValueError("give either 'pretrained' (a checkpoint) or 'config' (a transformers config), not both")
+        if self.config is not None:
+            model_type = self.config.get("model_type")
+            if not isinstance(model_type, str):
+                raise ValueError("config: expected a 'model_type' (e.g. bert, llama, vit) naming the family")
+            families.check_model_type(model_type)
+            sizes = families.transformer_sizes(self.config)
+            if sizes is not None:
+                check_transformer_size(*sizes)
+        else:
+            model_type = families.read_config(self.pretrained, trust_remote_code=self.trust_remote_code).get(
+                "model_type")
+            if not isinstance(model_type, str):
+                raise ValueError(f"pretrained '{self.pretrained}': its config.json has no model_type")
+        self._model_type = model_type
+        return self
+
+    @property
+    def model_type(self) -> str:
+        """The family's ``model_type`` (``bert``, ``llama``, ``vit``, …)."""
+        return self._model_type
+
+    @property
+    def family(self) -> families.Family:
+        """The family's traits (see :mod:`edgekd.models.families`)."""
+        return families.family(self._model_type)
+
+    @property
+    def label(self) -> str:
+        return f"'hf' ({self._model_type})"
+
+    @property
+    def modality(self) -> Modality:  # type: ignore[override]
+        return self.family.modality
+
+    @property
+    def prune_targets(self) -> frozenset[str]:  # type: ignore[override]
+        return self.family.prune_targets
+
+    @property
+    def exposes(self) -> frozenset[str]:  # type: ignore[override]
+        return self.family.exposes
+
+    @property
+    def factorizable(self) -> bool:  # type: ignore[override]
+        return self.family.factorize
 
 
 class DropLayersSpec(SpecBase):
@@ -167,9 +252,43 @@ class TextCNNSpec(SpecBase):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
+#: ``package.module:factory`` (dotted attribute names allowed after the colon).
+IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+class ModuleSpec(SpecBase):
+    """The user's own ``torch.nn.Module``, returning logits ``[batch, classes]`` (or a dict/``ModelOutput`` with them).
+
+    Built by calling ``factory(**kwargs)``, the ``package.module:factory`` the recipe names (nothing
+    else is imported or run); its modality is the data's, its conv/linear channels are pruned through
+    Torch-Pruning's dependency graph, and it exposes only logits (hidden-state losses are refused).
+    ``instance`` stands for a module given to ``Pipeline(...)`` as an object (see
+    :mod:`edgekd.models.user_module`); such a spec cannot be written to YAML nor rebuilt in another process.
+    """
+
+    modality: ClassVar[Modality | None] = None  # whatever the recipe's data gives
+    prune_targets: ClassVar[frozenset[str]] = frozenset({"channels"})
+
+    arch: Literal["module"]
+    factory: str | None = Field(default=None, pattern=IMPORT_PATH,
+                                description="'package.module:factory' returning the nn.Module.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory.")
+    instance: str | None = Field(default=None, description="Set by Pipeline(...) for a module given as an object: "
+                                 "its class and a digest of its initial weights.")
+    shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")
+
+    @model_validator(mode="after")
+    def _factory_or_instance(self) -> ModuleSpec:
+        if (self.factory is None) == (self.instance is None):
+            raise ValueError("expected 'factory' ('package.module:factory') or, from Python, an nn.Module object")
+        if self.instance is not None and self.kwargs:
+            raise ValueError("'kwargs' apply to a factory; a module given as an object takes none")
+        return self
+
+
 ModelSpec = Annotated[
-    Union[CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec, BertSpec, DropLayersSpec, BiLSTMSpec,  # noqa: UP007
-          TextCNNSpec],
+    Union[CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec, BertSpec, HFSpec, DropLayersSpec, BiLSTMSpec,  # noqa: UP007
+          TextCNNSpec, ModuleSpec],
     Field(discriminator="arch"),
 ]
 

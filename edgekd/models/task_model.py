@@ -26,7 +26,7 @@ from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError
 from edgekd.models import hf
 from edgekd.models.builders import ImageSpec, build_model, count_params
-from edgekd.models.specs import BertSpec, DropLayersSpec, ModelSpec
+from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec, ModelSpec, ModuleSpec
 from edgekd.models.weights import load_weights, save_weights
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 from edgekd.prune.structure import apply_low_rank, low_rank_layers, pruned_class
@@ -114,7 +114,13 @@ def build_task_model(
     ``drop_layers`` students are built from ``teacher`` (weights copied).
     """
     num_classes = len(class_names)
-    if isinstance(spec, ImageSpec):
+    if isinstance(spec, ModuleSpec):
+        module = _build_plain(spec, signature, num_classes)
+    elif isinstance(spec, HFSpec):
+        if spec.modality != signature.kind:
+            raise ConfigError(f"model {spec.label} takes {spec.modality}, but the recipe's data is {signature.kind}")
+        module = hf.build_hf(spec, signature, class_names)
+    elif isinstance(spec, ImageSpec):
         if signature.kind != "image":
             raise ConfigError(f"model arch '{spec.arch}' takes images, but the recipe's data is text")
         module = build_model(spec, signature.image_shape, num_classes)
@@ -135,6 +141,10 @@ def build_task_model(
 
 def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -> nn.Module:
     """Non-Hugging-Face architectures, rebuilt from their spec."""
+    if isinstance(spec, ModuleSpec):
+        from edgekd.models.user_module import build_user_module
+
+        return build_user_module(spec, signature, num_classes)
     if signature.kind == "image":
         return build_model(spec, signature.image_shape, num_classes)
     from edgekd.models.text_students import build_text_student
@@ -144,15 +154,16 @@ def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -
 
 def _load_hf(directory: Path) -> nn.Module:
     """A Hugging Face classifier; a pruned/factorized one through its reshaping subclass (see edgekd.prune)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+    from transformers import AutoConfig
+
+    from edgekd.models.families import family
 
     hf.quiet_transformers()
-    loader: Any = AutoModelForSequenceClassification
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
+        loader: Any = hf.auto_class(family(config.model_type).modality)
         if hasattr(config, STRUCTURE_KEY):
-            loader = pruned_class(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)])
+            loader = pruned_class(loader._model_mapping[type(config)])
         return loader.from_pretrained(
             directory, attn_implementation=hf.ATTENTION, use_safetensors=True, trust_remote_code=False
         )

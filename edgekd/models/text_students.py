@@ -2,8 +2,8 @@
 
 Both take the batch a text tokenizer and :func:`edgekd.data.batching.collate` make —
 ``input_ids`` and ``attention_mask`` of shape ``[batch, sequence]``, right-padded — and return
-logits ``[batch, classes]``; ``token_type_ids`` is accepted and ignored, so one batch dict fits
-every text model. Padding never changes the logits of a sentence, and both export to ONNX with
+logits ``[batch, classes]``; they are called by keyword (:mod:`edgekd.models.call`), so a batch's
+``token_type_ids`` never reach them. Padding never changes the logits of a sentence, and both export to ONNX with
 dynamic batch and sequence axes (no packed sequences, no shape-dependent Python branches).
 """
 
@@ -43,7 +43,7 @@ class BiLSTMClassifier(nn.Module):
             nn.Linear(spec.fc_hidden, num_classes),
         )
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Logits ``[batch, classes]`` for right-padded ``input_ids`` and ``attention_mask`` ``[batch, sequence]``."""
         states = self.embedding(input_ids)
         for layer, (ahead, behind) in enumerate(zip(self.forward_lstms, self.backward_lstms, strict=True)):
@@ -72,7 +72,7 @@ class TextCNNClassifier(nn.Module):
         self.dropout = nn.Dropout(spec.dropout)
         self.classifier = nn.Linear(spec.filters * len(spec.kernel_sizes), num_classes)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Logits ``[batch, classes]`` for right-padded ``input_ids`` and ``attention_mask`` ``[batch, sequence]``."""
         mask = attention_mask.unsqueeze(1)
         embedded = self.embedding(input_ids).transpose(1, 2) * mask.to(self.embedding.weight.dtype)

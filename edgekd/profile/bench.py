@@ -25,7 +25,7 @@ from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError
 from edgekd.profile.budget import judge
 from edgekd.profile.cpu import host_threads, resolve_threads
-from edgekd.profile.macs import count_macs
+from edgekd.profile.macs import graph_figures
 from edgekd.profile.operators import profile_operators
 from edgekd.profile.runner import ProfileResult, summarize_timings
 from edgekd.profile.timing import HostTiming, time_onnx
@@ -112,7 +112,7 @@ def bench_models(paths: list[Path], device: DeviceProfile, *, warmup: int = 20, 
                  rounds: int = 4) -> list[dict[str, Any]]:
     """Per model of ``paths``: its :func:`benchmark` figures, budget verdict, MACs, parameters and operators."""
     results = benchmark(paths, device, warmup=warmup, runs=runs, rounds=rounds)
-    return [{**result.to_json(), **count_macs(path, device.inputs).to_json(),
+    return [{**result.to_json(), **graph_figures(path, device.inputs),
              "budget": judge(result, device.budget).to_json(),
              "operators": [op.to_json() for op in profile_operators(path, device)]}
             for path, result in zip(paths, results, strict=True)]

@@ -31,6 +31,7 @@ import onnx
 import onnxruntime as ort
 
 from edgekd.errors import ModelError
+from edgekd.model_file import model_format
 from edgekd.profile.inputs import ShapeLike, first_line, make_feeds
 
 #: Convolution-like operators and the input index of their weight ([C_out, C_in / group, *kernel]).
@@ -74,6 +75,13 @@ def count_macs(onnx_path: str | Path, shape: ShapeLike) -> GraphCount:
             by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
     params = sum(math.prod(t.dims) for t in model.graph.initializer)
     return GraphCount(macs=sum(by_op.values()), params=int(params), macs_by_op=dict(sorted(by_op.items())))
+
+
+def graph_figures(model_path: str | Path, shape: ShapeLike) -> dict[str, Any]:
+    """:func:`count_macs` as JSON for an ONNX file; nulls for an ORT format model, which has no ONNX graph to count."""
+    if model_format(model_path) == "ort":
+        return {"macs": None, "params": None, "macs_by_op": {}}
+    return count_macs(model_path, shape).to_json()
 
 
 def node_macs(node: onnx.NodeProto, shapes: Shapes) -> int:

@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError
+from edgekd.model_file import load_as_ort_if_needed
 from edgekd.profile.cpu import host_threads, resolve_threads
 from edgekd.profile.inputs import first_line, make_feeds
 
@@ -59,7 +60,8 @@ def profile_operators(onnx_path: str | Path, device: DeviceProfile, *, warmup: i
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), load_as_ort_if_needed(path, options),
+                                           providers=["CPUExecutionProvider"])
             feeds = make_feeds(session, device.inputs)
             for _ in range(warmup + runs):
                 session.run(None, feeds)

@@ -22,7 +22,7 @@ import numpy as np
 from edgekd.config.device import InputShape
 from edgekd.console import printable
 from edgekd.errors import ModelError
-from edgekd.profile.inputs import first_line
+from edgekd.model_file import read_model
 
 MIB = 1024 * 1024
 
@@ -79,23 +79,18 @@ def time_onnx(
 
 
 def model_size_mb(path: Path) -> float:
-    """Size of an ONNX model in MiB (the file plus its external-data files), after checking it.
+    """Size of an ONNX or ORT format model in MiB (the file plus any external-data files), after checking it.
 
-    Reads only the protobuf structure (no external weights), so it is cheap; a missing file,
-    a file protobuf cannot parse or one without a graph is a :class:`ModelError`.
+    The format is told by extension and content (:func:`edgekd.model_file.read_model`); an ONNX
+    file is read without its external weights, so this is cheap. A missing file, a ``.ort`` file
+    without the ORT identifier, a file protobuf cannot parse or one without a graph is a
+    :class:`ModelError`.
     """
     import onnx
 
-    if not path.exists():
-        raise ModelError(f"{path}: model file not found")
-    if not path.is_file():
-        raise ModelError(f"{path}: not a file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... for a bad file
-        raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
-    if not model.HasField("graph") or len(model.graph.node) == 0:
-        raise ModelError(f"{path}: not an ONNX model (no graph nodes)")
+    model = read_model(path)
+    if model is None:  # ORT format: one flatbuffer, weights inside
+        return path.stat().st_size / MIB
     external = {
         entry.value
         for tensor in model.graph.initializer

@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekd.errors import ModelError
+from edgekd.model_file import load_as_ort_if_needed
 from edgekd.profile.inputs import first_line, make_feeds
 
 
@@ -62,7 +63,7 @@ def profile(request: dict[str, Any], emit: Any) -> dict[str, Any]:
     options.log_severity_level = 3
     ort.set_default_logger_severity(3)
     try:
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, load_as_ort_if_needed(model, options), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise ModelError(f"onnxruntime cannot load it: {first_line(exc)}") from None
     feeds = make_feeds(session, SimpleNamespace(**request["shape"]), seed=int(request["seed"]))

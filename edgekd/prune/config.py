@@ -115,12 +115,20 @@ def _check_compress(config: PruneStage | FactorizeStage | HybridStage, state: Pl
         raise state.fail(f"{where}.stage", f"'{config.stage}' must come before 'export' (it changes the PyTorch model)")
     prune = {"prune": config, "hybrid": getattr(config, "prune", None)}.get(config.stage)
     spec = spec_of(state.recipe, config.role)
+    family = getattr(spec, "family", None)  # arch: hf: the checkpoint's family says why a step does not apply
+    why = f" ({family.why_not})" if family is not None and family.why_not else ""
+    if config.stage in ("factorize", "hybrid") and not spec.factorizable:
+        raise state.fail(f"{where}.stage", f"a {spec.label} {config.role} cannot be factorized{why}")
     if prune is not None:
         key = f"{where}.prune.targets" if config.stage == "hybrid" else f"{where}.targets"
         if not spec.prune_targets:
-            raise state.fail(f"{where}.stage", f"a '{spec.arch}' {config.role} has nothing structured pruning removes")
+            raise state.fail(f"{where}.stage", f"a {spec.label} {config.role} has nothing structured pruning "
+                             f"removes{why}")
+        if family is not None and family.gated_mlp and prune.scope != "layer":
+            raise state.fail(f"{key.rpartition('.')[0]}.scope", f"a {spec.label} {config.role} is pruned alike in "
+                             "every layer (its config states one MLP width); use scope: layer")
         if not spec.prune_targets & set(prune.targets):
-            raise state.fail(key, f"a '{spec.arch}' model prunes {' or '.join(sorted(spec.prune_targets))}, "
+            raise state.fail(key, f"a {spec.label} model prunes {' or '.join(sorted(spec.prune_targets))}, "
                              f"not {', '.join(prune.targets)}")
     if config.recovery is not None:
         check_losses_fit(config.recovery.losses, config.role, "teacher", state, f"{where}.recovery.losses")

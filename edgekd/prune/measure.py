@@ -25,7 +25,7 @@ from edgekd.errors import ModelError
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.stage import PARITY_SAMPLES
-from edgekd.models.logits import model_logits
+from edgekd.models.call import call_logits, call_model
 from edgekd.models.task_model import TaskModel
 from edgekd.profile.bench import benchmark, paired_speedup
 from edgekd.profile.runner import profile_onnx
@@ -65,14 +65,14 @@ def count_macs(model: TaskModel, inputs: dict[str, torch.Tensor]) -> int:
     """Multiply-accumulates of one forward pass on ``inputs`` (PyTorch's FLOP counter / 2)."""
     model.module.eval()
     with FlopCounterMode(display=False) as counter:
-        model.module(*inputs.values())
+        call_model(model.module, inputs)
     return counter.get_total_flops() // 2
 
 
 @torch.no_grad()
 def output_shape(model: TaskModel, inputs: dict[str, torch.Tensor]) -> tuple[int, ...]:
     model.module.eval()
-    return tuple(model_logits(model.module(*inputs.values())).shape)
+    return tuple(call_logits(model.module, inputs).shape)
 
 
 def check_shape(expected: tuple[int, ...], model: TaskModel, inputs: dict[str, torch.Tensor], what: str) -> None:

@@ -22,7 +22,7 @@ from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.data.task_data import TaskData, prepare_task_data
 from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.trainer import fit
-from edgekd.models.logits import model_logits
+from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import FactorizeStage, HybridStage, PruneStage
 from edgekd.prune.lowrank import LayerRank, factorize_task_model
@@ -113,7 +113,7 @@ class _Compression:
         generator = torch.Generator().manual_seed(self.ctx.seed)
         batches = self.data.train.batches(TAYLOR_BATCH_SIZE, shuffle=True, generator=generator)
         for _, (_, inputs, labels) in zip(range(TAYLOR_BATCHES), batches, strict=False):
-            F.cross_entropy(model_logits(module(*inputs.values())), labels).backward()
+            F.cross_entropy(call_logits(module, inputs), labels).backward()
         module.eval()
 
 

@@ -9,6 +9,8 @@ the output projection's columns) and removes whole groups, so the tensors are ph
   output projections, pooler, classifier) is ignored, so the hidden size is never pruned; the
   attention modules' head counts and the config's structure are updated afterwards
   (:func:`edgekd.prune.structure.sync_bert_config`).
+- decoder classifiers with gated MLPs (Llama, Qwen2, Mistral): MLP channels, every layer alike
+  (:mod:`edgekd.prune.gated_mlp`).
 - image classifiers (``cnn``, ``mlp``, ``resnet``, ``mobilenet_v2``): conv channels and hidden
   units, the classifier's outputs kept; the spec is rewritten with the new widths (``resnet`` and
   ``mobilenet_v2``: every layer's shape) so the model directory rebuilds it.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -29,11 +32,15 @@ from torch import nn
 
 from edgekd.errors import ConfigError
 from edgekd.models.builders import BUILDERS
+from edgekd.models.call import model_inputs
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
+from edgekd.models.user_module import unwrap
 from edgekd.models.vision import layer_shapes
 from edgekd.prune.config import PruneConfig
+from edgekd.prune.gated_mlp import gated_mlps, gated_plan, sync_gated_config
 from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers, out_features, sync_bert_config
+from edgekd.prune.user_module import module_plan, rebuildable
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +76,24 @@ def prune_step(
     ``gradients(module)`` fills ``.grad`` for Taylor importance (e.g. a few training batches' loss).
     """
     module = model.module
-    if model.is_hf:
+    own = model.spec.get("arch") == "module"  # a user's own module: see edgekd.prune.user_module
+    if model.is_hf and gated_mlps(module):
+        plan = gated_plan(module, config)
+    elif model.is_hf:
         plan = _bert_plan(module, config, ratio)
+    elif own:
+        plan = module_plan(module, config.targets, example_inputs, _rank_factors(module))
     elif model.spec.get("arch") in IMAGE_ARCHS:
         plan = _plain_plan(module, config)
     else:
         raise ConfigError(f"prune supports BERT-family models and {', '.join(map(repr, IMAGE_ARCHS))}, "
                           f"not '{model.spec.get('arch')}'")
-    inputs: Any = example_inputs if model.is_hf else next(iter(example_inputs.values()))
-    prune_module(module, inputs, config, ratio, plan, gradients=gradients)
+    if model.is_hf:
+        inputs: Any = model_inputs(module, example_inputs)
+    else:
+        inputs = example_inputs if own else next(iter(example_inputs.values()))
+    with rebuildable(module) if own else nullcontext():
+        prune_module(module, inputs, config, ratio, plan, gradients=gradients)
     record_structure(model)
 
 
@@ -133,12 +149,16 @@ def record_structure(model: TaskModel) -> None:
     ``resnet``/``mobilenet_v2``: the spec's layer ``shapes`` (the low-rank layers of plain models
     are found by :meth:`TaskModel.save` itself).
     """
-    if model.is_hf:
+    if model.is_hf and gated_mlps(model.module):
+        sync_gated_config(model.module)
+    elif model.is_hf:
         sync_bert_config(model.module)
     elif model.spec.get("arch") in ("cnn", "mlp"):
         model.spec = plain_spec(model.spec, model.module)
     elif model.spec.get("arch") in IMAGE_ARCHS:
         model.spec = {**model.spec, "shapes": layer_shapes(model.module)}
+    elif model.spec.get("arch") == "module":
+        model.spec = {**model.spec, "shapes": layer_shapes(unwrap(model.module))}
 
 
 def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str, Any]:

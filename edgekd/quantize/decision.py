@@ -40,6 +40,8 @@ def decide(variants: Sequence[Variant], *, eligible: Callable[[Variant], bool], 
     on_cpu = f"on this CPU ({cpu_label})"
 
     def accuracy_delta(v: Variant) -> str:
+        if v.val_accuracy is None or fp32.val_accuracy is None:
+            return "accuracy not measured (no labelled data)"
         return f"validation accuracy {100 * (v.val_accuracy - fp32.val_accuracy):+.1f} pt".replace("-", "−")
 
     fast = [v for v in ok if _speedup(v).clears(min_speedup)]

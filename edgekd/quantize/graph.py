@@ -58,7 +58,11 @@ def prepare_graphs(source: Path, out_dir: Path, stem: str) -> PreparedGraphs:
     preprocessed = preprocess(source, out_dir / f"{stem}.preprocessed.onnx")
     if not transformer:
         return PreparedGraphs(preprocessed=preprocessed, fused=None, transformer=False)
-    fused, fusions = fuse_transformer(source, out_dir / f"{stem}.fused.onnx", attention_shape(model))
+    try:
+        fused, fusions = fuse_transformer(source, out_dir / f"{stem}.fused.onnx", attention_shape(model))
+    except ModelError as exc:  # the optimizer knows BERT's graph; a decoder's (GPT-2) can break it
+        log.info("%s; quantizing the unfused graph", exc)
+        return PreparedGraphs(preprocessed=preprocessed, fused=None, transformer=True)
     return PreparedGraphs(preprocessed=preprocessed, fused=fused, transformer=True, fusions=fusions)
 
 

@@ -54,17 +54,18 @@ def isa_label(isa: Sequence[str]) -> str:
     return f"{simd}-only" if simd else "no SIMD features declared"
 
 
-def expand_modes(modes: Sequence[str], *, transformer: bool, precision: str) -> list[Mode]:
+def expand_modes(modes: Sequence[str], *, transformer: bool, precision: str, calibrated: bool = True) -> list[Mode]:
     """The modes to try, in order, with ``auto`` replaced by what fits the model and device.
 
     ``auto`` tries dynamic INT8 for transformers (weights dominate; activations vary per input)
     and static INT8 for other models (convolutions have no fast dynamic kernels), plus FP16
-    weights when the device prefers fp16.
+    weights when the device prefers fp16. Without calibration data (``calibrated`` false) static
+    INT8 cannot be made, so ``auto`` tries dynamic INT8 for every model.
     """
     expanded: list[Mode] = []
     for mode in modes:
         if mode == "auto":
-            chosen: list[Mode] = ["dynamic" if transformer else "static"]
+            chosen: list[Mode] = ["dynamic" if transformer or not calibrated else "static"]
             chosen += ["fp16"] if precision == "fp16" else []
         else:
             chosen = [mode]  # type: ignore[list-item]

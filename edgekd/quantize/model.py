@@ -39,8 +39,8 @@ class QuantizeResult:
         """The FP32 model as exported."""
         return next(v for v in self.variants if v.name == "fp32")
 
-    def to_json(self, ref: Callable[[Path], str] = str) -> dict[str, Any]:
-        """Variants by name (file paths through ``ref``), the decision, the INT8 settings and graph fusions."""
+    def to_json(self, ref: Callable[[Path], str | None] = str) -> dict[str, Any]:
+        """Variants by name (file paths through ``ref``; None: not kept), the decision, INT8 settings, fusions."""
         return {
             "variants": {v.name: {**v.to_json(), "path": ref(v.path)} for v in self.variants},
             "decision": self.decision.kept,
@@ -66,7 +66,8 @@ def builder_for(config: QuantizeStage, device: DeviceProfile, data: QuantData) -
 def gate_failure(variants: Sequence[Variant], config: QuantizeStage, *, label: str) -> str | None:
     """The message for the first variant below the agreement gate (after its retries), or None."""
     for variant in variants:
-        if not variant.val_agreement >= config.agreement:  # NaN (no validation inputs agree or none ran) fails
+        # NaN (no validation inputs agree or none ran) fails; None (no labelled data: nothing gated) passes
+        if variant.val_agreement is not None and not variant.val_agreement >= config.agreement:
             return (f"{label}: {variant.name} agrees with fp32 on {100 * variant.val_agreement:.1f}% of validation "
                     f"inputs (< agreement {config.agreement:g}) after excluding {len(variant.excluded_nodes)} "
                     "node(s); raise max_retries, lower agreement, or drop that mode from modes")
@@ -103,10 +104,18 @@ def decide_for(variants: Sequence[Variant], config: QuantizeStage, device: Devic
 
 
 def quantize_model(source: Path, out_dir: Path, stem: str, data: QuantData, config: QuantizeStage,
-                   device: DeviceProfile, *, label: str) -> QuantizeResult:
-    """Build, gate, time and decide for one model (see :mod:`edgekd.quantize.variants` and ``decision``)."""
+                   device: DeviceProfile, *, label: str, strict: bool = True) -> QuantizeResult:
+    """Build, gate, time and decide for one model (see :mod:`edgekd.quantize.variants` and ``decision``).
+
+    ``strict``: a variant below the agreement gate after its retries stops with an :class:`ExportError`
+    (a recipe should be changed); otherwise it is timed with the others and the decision says why it
+    was not kept (``edgekd quantize``).
+    """
     builder = builder_for(config, device, data)
-    graphs, variants = build_checked(builder, source, out_dir, stem, precision=device.precision, label=label)
+    if strict:
+        graphs, variants = build_checked(builder, source, out_dir, stem, precision=device.precision, label=label)
+    else:
+        graphs, variants = builder.build(source, out_dir, stem, precision=device.precision)
     timed = time_variants(variants, device, config)
     return QuantizeResult(graphs=graphs, variants=tuple(timed), decision=decide_for(timed, config, device),
                           options=builder.options)

@@ -50,10 +50,11 @@ class Variant:
     name: str
     precision: str
     path: Path
-    val_accuracy: float
-    val_agreement: float
-    accuracy: float
-    agreement: float
+    val_accuracy: float | None
+    val_agreement: float | None
+    accuracy: float | None
+    agreement: float | None
+    """Accuracy and agreement with FP32 on the validation and test splits; None when there is no labelled data."""
     excluded_nodes: tuple[str, ...] = ()
     retries: int = 0
     p50_ms: float | None = None
@@ -79,11 +80,16 @@ class Reference:
 
     val: np.ndarray
     test: np.ndarray
-    val_accuracy: float
+    val_accuracy: float | None
 
 
-def within_gates(variant: Variant, fp32_val_accuracy: float, config: QuantizeStage) -> bool:
-    """Within the accuracy tolerance of FP32 and the agreement gate, on the validation split."""
+def within_gates(variant: Variant, fp32_val_accuracy: float | None, config: QuantizeStage) -> bool:
+    """Within the accuracy tolerance of FP32 and the agreement gate, on the validation split.
+
+    Without labelled data (no figures: ``edgekd quantize`` without ``--eval``) there is nothing to gate on.
+    """
+    if variant.val_accuracy is None or variant.val_agreement is None or fp32_val_accuracy is None:
+        return True
     return (fp32_val_accuracy - variant.val_accuracy <= config.tolerance + 1e-9
             and variant.val_agreement >= config.agreement)
 
@@ -104,7 +110,8 @@ class VariantBuilder:
             return out_dir / f"{stem}.{name}.onnx"
 
         pre = graphs.preprocessed
-        for mode in expand_modes(self.config.modes, transformer=graphs.transformer, precision=precision):
+        for mode in expand_modes(self.config.modes, transformer=graphs.transformer, precision=precision,
+                                 calibrated=bool(self.data.calibration)):
             if mode == "dynamic":
                 sources = {"int8-dynamic": pre} | ({"int8-dynamic-fused": graphs.fused} if graphs.fused else {})
                 for name, graph in sources.items():
@@ -122,14 +129,19 @@ class VariantBuilder:
         return graphs, variants
 
     def reference(self, source: Path) -> Reference:
-        """FP32 predictions of ``source`` on the validation and test splits."""
+        """FP32 predictions of ``source`` on the validation and test splits (none without labelled data)."""
+        if not self.data.val:
+            return Reference(val=np.empty(0), test=np.empty(0), val_accuracy=None)
         val = predict(source, self.data.val, self.threads)
         test = predict(source, self.data.test, self.threads)
         return Reference(val=val, test=test, val_accuracy=score(val, self.data.val, val).accuracy)
 
     def evaluate(self, name: str, precision: str, path: Path, reference: Reference,
                  excluded: Sequence[str] = (), retries: int = 0) -> Variant:
-        """Scores of the model at ``path`` on both splits, against ``reference``."""
+        """Scores of the model at ``path`` on both splits, against ``reference`` (None without labelled data)."""
+        if not self.data.val:
+            return Variant(name=name, precision=precision, path=path, val_accuracy=None, val_agreement=None,
+                           accuracy=None, agreement=None, excluded_nodes=tuple(excluded), retries=retries)
         val = score(predict(path, self.data.val, self.threads), self.data.val, reference.val)
         test = score(predict(path, self.data.test, self.threads), self.data.test, reference.test)
         return Variant(name=name, precision=precision, path=path, val_accuracy=val.accuracy,
@@ -146,7 +158,7 @@ class VariantBuilder:
                 break
             if ranked is None:
                 candidates = weighted_nodes(graph)
-                feeds = self.data.calibration[:SENSITIVITY_BATCHES]
+                feeds = (self.data.calibration or tuple(feed for feed, _ in self.data.val))[:SENSITIVITY_BATCHES]
                 ranked = [node for node, _ in rank_nodes(graph, variant.path, candidates, feeds, self.threads)]
             if not ranked:  # nothing quantized that could be left out
                 break

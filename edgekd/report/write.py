@@ -36,6 +36,7 @@ from edgekd.report.plots import (
 )
 from edgekd.report.record import check_report
 from edgekd.report.sections import run_document
+from edgekd.rundir import claimed
 
 PLOT_FILES = {"accuracy_vs_latency": "accuracy_vs_latency.png", "size_per_stage": "size_per_stage.png",
               "latency_distribution": "latency_distribution.png", "search_pareto": "search_pareto.png"}
@@ -91,12 +92,14 @@ def rebuild_report(run_dir: Path) -> list[Path]:
     from edgekd.pipeline import load_run
 
     run_dir = Path(run_dir)
-    recipe, device, records = load_run(run_dir)
-    records = [r for r in records if r["stage"] != "report"]
-    if not records:
-        raise ConfigError(f"{run_dir}: no finished stage to report on (run the recipe first)")
-    artifact = Artifact.from_json(records[-1]["artifact"])
-    return [run_dir / name for name in write_run_report(run_dir, recipe, device, artifact, records)["files"]]
+    load_run(run_dir)  # a directory that is not a run is refused before anything (a lock file) is written in it
+    with claimed(run_dir):  # and a run's report is not rebuilt while that run is writing into the directory
+        recipe, device, records = load_run(run_dir)
+        records = [r for r in records if r["stage"] != "report"]
+        if not records:
+            raise ConfigError(f"{run_dir}: no finished stage to report on (run the recipe first)")
+        artifact = Artifact.from_json(records[-1]["artifact"])
+        return [run_dir / name for name in write_run_report(run_dir, recipe, device, artifact, records)["files"]]
 
 
 def measured_cpu(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -97,7 +97,9 @@ def candidate_recipe(recipe: Recipe, choice: Choice, stage: SearchStage, teacher
         **recipe.model_dump(mode="json", include={"seed", "device", "data", "tokenizer"}),
         "name": f"{recipe.name}-{structure.key}",
         "description": structure.label,
-        "teacher": {"model": recipe.teacher.model.model_dump(mode="json"), "weights": str(teacher_weights)},
+        # only the fields the recipe set: a pretrained teacher's default sizes would read as sizes given with it
+        "teacher": {"model": recipe.teacher.model.model_dump(mode="json", exclude_unset=True),
+                    "weights": str(teacher_weights)},
         "student": {"model": structure.spec},
         "stages": stages,
     }, Recipe, source=source)

@@ -1,0 +1,139 @@
+"""``edgekd bundle MODEL.onnx``: the pipeline's mobile bundle, made from an ONNX file a user already has.
+
+The bundle is the ``bundle`` stage's (:func:`edgekd.export.bundle.pack_model`): the model
+converted to ``.ort`` as the export target says (parity-checked at the device's input shapes),
+its reduced-operator configuration, ``manifest.json`` (inputs and outputs read from the graph)
+and ``README.md``. What a run knows from its recipe comes from the user here: class names from
+``--labels`` (one per line, as many as the model's output has classes) and the preprocessing from
+``--preprocessing`` (a JSON or YAML mapping, stored in the manifest as given). The latency in the
+manifest is the shipped file's, profiled on the device now, with its budget verdict.
+
+``OUT`` receives ``bundle/``, ``bundle.zip`` and ``bundle.json`` (the command's record: source,
+device, export target, parity, latency, verdict, files); it must be new, empty or an earlier
+``edgekd bundle`` output.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.atomic import write_json
+from edgekd.config.device import DeviceProfile
+from edgekd.config.loading import read_yaml
+from edgekd.errors import ConfigError, DataError
+from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
+from edgekd.export.config import ExportTarget
+from edgekd.export.manifest import tensor_specs
+from edgekd.model_file import read_model, require_onnx
+from edgekd.profile.budget import judge
+from edgekd.profile.runner import profile_onnx
+from edgekd.rundir import claimed
+from edgekd.version import __version__
+
+RECORD = "bundle.json"
+#: Keys the README's image preprocessing section reads (see :mod:`edgekd.export.manifest`).
+IMAGE_KEYS = ("layout", "channels", "height", "width", "color", "pixel_range", "scale", "mean", "std", "formula",
+              "byte_scale")
+TEXT_KEYS = ("max_length", "pad_id")
+
+
+@dataclass(frozen=True)
+class BundledFile:
+    """What ``edgekd bundle`` wrote: the bundle directory, its zip and the command's record."""
+
+    directory: Path
+    zip_path: Path
+    record_path: Path
+    record: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The record (``bundle.json``'s content)."""
+        return self.record
+
+
+def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTarget, *, labels: Path | None = None,
+                preprocessing: Path | None = None, warmup: int = 20, runs: int = 200) -> BundledFile:
+    """Bundle the ONNX file ``model`` for ``device`` into ``out``; see the module docstring."""
+    source = require_onnx(model, "edgekd bundle")
+    class_names = read_labels(labels, source) if labels is not None else []
+    pre = read_preprocessing(preprocessing) if preprocessing is not None else None
+    out = Path(out)
+    with claimed(out, record=RECORD):
+        with tempfile.TemporaryDirectory(prefix=".bundle-", suffix=".tmp", dir=out) as work:
+            if target.format == "ort":
+                deploy, parity = converted_files(source, target, device, Path(work))
+            else:
+                deploy, parity = {"onnx": source}, None
+            shipped = deploy.get("ort", source)
+            profile = profile_onnx(shipped, device, warmup=warmup, runs=runs)
+            verdict = judge(profile, device.budget).to_json()
+            manifest = pack_model(out / BUNDLE_DIR, out / BUNDLE_ZIP, onnx_path=source, deploy=deploy,
+                                  name=source.stem, opset=_opset(source), labels=class_names, preprocessing=pre,
+                                  tokenizer=[], device=device, profile=profile.to_json(), budget=verdict,
+                                  accuracy=None)
+        record = {
+            "edgekd_version": __version__,
+            "command": "bundle",
+            "source": str(source),
+            "labels": str(labels) if labels is not None else None,
+            "preprocessing": str(preprocessing) if preprocessing is not None else None,
+            "device": device.model_dump(mode="json"),
+            "target": target.model_dump(mode="json"),
+            "format": manifest["model"]["format"],
+            "parity": parity.to_json() if parity is not None else None,
+            "profile": {key: value for key, value in profile.to_json().items() if key != "times_ms"},
+            "profiled_file": shipped.name,
+            "budget": verdict,
+            "directory": BUNDLE_DIR,
+            "zip": BUNDLE_ZIP,
+            "zip_bytes": (out / BUNDLE_ZIP).stat().st_size,
+            "files": manifest["files"],
+        }
+        path = write_json(out / RECORD, record)
+    return BundledFile(directory=out / BUNDLE_DIR, zip_path=out / BUNDLE_ZIP, record_path=path, record=record)
+
+
+def read_labels(path: Path, model: Path) -> list[str]:
+    """Class names, one per line, as many as ``model``'s first output has classes (when that size is static)."""
+    if not path.is_file():
+        raise DataError(f"{path}: labels file not found (expected one class name per line)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read it as UTF-8 text ({exc}); expected one class name per line") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [line.strip() for line in lines]
+    blank = next((number for number, name in enumerate(names, 1) if not name), None)
+    if blank is not None or not names:
+        where = f"line {blank} is blank" if blank is not None else "it is empty"
+        raise DataError(f"{path}: {where}; expected one class name per line")
+    _, outputs = tensor_specs(model)
+    shape = outputs[0]["shape"] if outputs else []
+    classes = shape[-1] if shape else None
+    if isinstance(classes, int) and classes > 0 and classes != len(names):
+        raise DataError(f"{path}: {len(names)} labels, but {model}'s output {outputs[0]['name']!r} has {classes} "
+                        f"classes (shape {shape}); expected one line per class")
+    return names
+
+
+def read_preprocessing(path: Path) -> dict[str, Any]:
+    """The manifest's ``preprocessing`` from a JSON or YAML mapping with a ``kind``; ``image``/``text`` keys checked."""
+    data = read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        raise ConfigError(f"{path}: expected a mapping with a 'kind' (e.g. kind: image, with {', '.join(IMAGE_KEYS)})")
+    required = {"image": IMAGE_KEYS, "text": TEXT_KEYS}.get(data["kind"], ())
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ConfigError(f"{path}: preprocessing of kind '{data['kind']}' lacks {', '.join(missing)} (it needs "
+                          f"{', '.join(required)})")
+    return data
+
+
+def _opset(path: Path) -> int | None:
+    """The model's ONNX operator set version (default domain)."""
+    model = read_model(path)
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)

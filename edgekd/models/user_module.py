@@ -1,0 +1,260 @@
+"""The user's own ``torch.nn.Module`` as a teacher or student (``arch: module``).
+
+A recipe names it by import path and keyword arguments::
+
+    teacher:
+      model: {arch: module, factory: "mypkg.nets:small_cnn", kwargs: {width: 16}}
+
+and ``edgekd.Pipeline(teacher=...)`` takes the same string or the module object itself. Only the
+named factory is imported and called (nothing else a package ships is run); the module must return
+logits ``[batch, classes]``, as a tensor or a dict/``ModelOutput`` holding ``logits``. Image data
+reaches it as one positional tensor ``[batch, channels, height, width]``; text data as the keyword
+arguments among ``input_ids``, ``attention_mask`` and ``token_type_ids`` that its ``forward`` takes.
+
+Inside edgekd the module is wrapped (:class:`UserModule`) so that it is called like every other
+model and returns the logits tensor; its weights are saved as safetensors next to the spec, so a run
+directory rebuilds it by calling the factory again and loading the weights. A module given as an
+object is kept in this process under its class name and a digest of its initial weights (the spec's
+``instance``, part of every fingerprint); it cannot be rebuilt in another process.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.data.examples import TEXT_INPUTS, InputSignature
+from edgekd.errors import ConfigError, EdgekdError, ModelError
+from edgekd.models.specs import ModuleSpec
+from edgekd.models.vision import reshape_layers
+
+log = logging.getLogger(__name__)
+
+#: Modules given to ``Pipeline(...)`` as objects, by their spec's ``instance`` (copies taken when given).
+_OBJECTS: dict[str, nn.Module] = {}
+#: Specs already checked on data of a given signature and class count (the check runs at validate, plan and run).
+_CHECKED: set[tuple[str, str, int]] = set()
+#: Rows of the batch a module is tried on.
+PROBE_BATCH = 2
+#: Tokens per row of the text batch a module is tried on.
+PROBE_TOKENS = 8
+
+
+class Refused(Exception):
+    """A module spec that cannot give a working model: ``key`` is the spec field to blame."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key, self.message = key, message
+
+
+class UserModule(nn.Module):
+    """The user's module (``.module``), called as edgekd calls its models and returning the logits tensor."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self._register_load_state_dict_pre_hook(_prefixed)
+
+
+class ImageModule(UserModule):
+    """Takes the image batch as one positional tensor."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - edgekd's image input name
+        return logits_of(self.module(input))
+
+
+class TextModule(UserModule):
+    """Takes the text inputs its ``forward`` names (``input_ids`` positionally when it names none of them)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__(module)
+        parameters = inspect.signature(module.forward).parameters
+        any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        self.keywords = tuple(name for name in TEXT_INPUTS if any_keyword or name in parameters)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        named = {name: given[name] for name in self.keywords if given[name] is not None}
+        if "input_ids" in named:
+            return logits_of(self.module(**named))
+        return logits_of(self.module(input_ids, **named))
+
+
+def _prefixed(state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Accept the user's module's own state dict (e.g. ``teacher.weights`` it saved itself) as the wrapper's."""
+    inner = f"{prefix}module."
+    for name in [n for n in state_dict if n.startswith(prefix) and not n.startswith(inner)]:
+        state_dict[inner + name[len(prefix):]] = state_dict.pop(name)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a module's output: the tensor itself, or the ``logits`` of a dict or ``ModelOutput``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    if not isinstance(logits, torch.Tensor):
+        raise ModelError(f"the module returned {type(output).__name__}; expected a logits tensor [batch, classes] "
+                         "or a dict/ModelOutput holding 'logits'")
+    return logits
+
+
+def register_object(module: nn.Module) -> str:
+    """Keep a copy of ``module`` for this process; the ``instance`` key is its class and initial-weights digest."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    key = f"{type(module).__module__}.{type(module).__qualname__}@sha256:{digest.hexdigest()[:16]}"
+    if key not in _OBJECTS:
+        log.warning("%s was given as an object: the run keeps it in this process and its run directory cannot be "
+                    "reloaded in a new one; give it as 'package.module:factory' to make it reloadable",
+                    type(module).__name__)
+        _OBJECTS[key] = copy.deepcopy(module)
+    return key
+
+
+def resolve_factory(path: str) -> Callable[..., Any]:
+    """The callable at ``package.module:factory``: only that module is imported."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise Refused("factory", f"cannot import '{module_name}' ({exc}); expected an importable "
+                      "'package.module:factory' (is the package installed or on PYTHONPATH?)") from exc
+    except Exception as exc:  # the user's module failed while importing
+        raise Refused("factory", f"importing '{module_name}' raised {_one_line(exc)}") from exc
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            raise Refused("factory", f"'{module_name}' has no attribute '{attribute}'")
+        found = getattr(found, part)
+    if not callable(found):
+        raise Refused("factory", f"'{path}' is a {type(found).__name__}, not callable; expected a function or "
+                      "class returning a torch.nn.Module")
+    return found
+
+
+def instantiate(spec: ModuleSpec) -> nn.Module:
+    """A fresh module of ``spec`` (its factory called, or a copy of the object), reshaped as pruning left it."""
+    if spec.instance is not None:
+        if spec.instance not in _OBJECTS:
+            raise Refused("instance", f"'{spec.instance}' was given to Pipeline(...) as an object in another "
+                          "process and cannot be rebuilt here; give the model as 'package.module:factory' "
+                          "to reload its run directory")
+        module = copy.deepcopy(_OBJECTS[spec.instance])
+    else:
+        factory = resolve_factory(str(spec.factory))
+        try:
+            module = factory(**spec.kwargs)
+        except Exception as exc:
+            raise Refused("factory", f"'{spec.factory}'(**{spec.kwargs}) raised {_one_line(exc)}") from exc
+        if not isinstance(module, nn.Module):
+            raise Refused("factory", f"'{spec.factory}' returned {type(module).__name__}; expected a torch.nn.Module")
+    if spec.shapes:
+        try:
+            reshape_layers(module, spec.shapes)
+        except (ConfigError, AttributeError) as exc:
+            raise Refused("shapes", f"the module does not have the pruned layers recorded ({_one_line(exc)})") from exc
+    return module
+
+
+def wrap(module: nn.Module, kind: str) -> UserModule:
+    """``module`` as edgekd calls it for ``kind`` (``image`` or ``text``) data."""
+    return ImageModule(module) if kind == "image" else TextModule(module)
+
+
+def probe_inputs(signature: InputSignature) -> dict[str, torch.Tensor]:
+    """A small batch of the data's kind to try a module on (seeded images; token ids up to the vocabulary's last)."""
+    if signature.kind == "image":
+        generator = torch.Generator().manual_seed(0)
+        return {"input": torch.rand(PROBE_BATCH, *signature.image_shape, generator=generator)}
+    ids = torch.ones(PROBE_BATCH, PROBE_TOKENS, dtype=torch.long)
+    ids[:, -1] = signature.vocab_size - 1  # the largest token id: an embedding table too small fails now
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+
+def check_outputs(model: UserModule, signature: InputSignature, num_classes: int) -> None:
+    """Refuse a module that fails on the data's inputs or does not return logits ``[batch, classes]``."""
+    inputs = probe_inputs(signature)
+    shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in inputs.items())
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(**inputs)
+    except ModelError as exc:
+        raise Refused("factory", str(exc)) from exc
+    except Exception as exc:
+        raise Refused("factory", f"the module fails on the data's inputs ({shapes}): {_one_line(exc)}") from exc
+    finally:
+        model.train(training)
+    expected = [PROBE_BATCH, num_classes]
+    if list(logits.shape) != expected:
+        raise Refused("factory", f"the module returns logits of shape {list(logits.shape)} for inputs {shapes}; "
+                      f"expected [batch, classes] = {expected} ({num_classes} classes in the data)")
+
+
+def build_user_module(spec: ModuleSpec, signature: InputSignature, num_classes: int) -> UserModule:
+    """The wrapped module of ``spec`` for data of ``signature`` (seed torch first: the factory initialises it)."""
+    try:
+        model = wrap(instantiate(spec), signature.kind)
+        check_outputs(model, signature, num_classes)
+    except Refused as exc:
+        raise ConfigError(f"model.{exc.key}: {exc.message}") from None
+    return model
+
+
+def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
+    """``check_recipe``'s rule for a user's module: it builds and returns logits for the recipe's data."""
+    data = _data_shape(state.recipe)
+    if data is None:
+        return
+    signature, num_classes = data
+    key = (spec.model_dump_json(), repr(signature), num_classes)
+    if key in _CHECKED:
+        return
+    try:
+        with torch.random.fork_rng():  # the factory's initialisation must not shift the run's random stream
+            check_outputs(wrap(instantiate(spec), signature.kind), signature, num_classes)
+    except Refused as exc:
+        raise state.fail(f"{where}.{exc.key}", exc.message) from None
+    _CHECKED.add(key)
+
+
+def _data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
+    """The recipe's input signature (text: token ids of any vocabulary) and class count; None for hub data."""
+    from edgekd.data.config import HubData
+    from edgekd.data.datasets import load_dataset
+    from edgekd.data.task_data import prepare_task_data
+
+    data = recipe.data
+    if isinstance(data, HubData):
+        return None  # needs the network: checked when the model is built
+    try:
+        if data.modality == "image":
+            prepared = prepare_task_data(data, recipe.seed)
+            return prepared.signature, len(prepared.class_names)
+        texts = load_dataset(data, data.split_seed if data.split_seed is not None else recipe.seed)
+    except EdgekdError:
+        return None  # the data's own checks report it
+    return InputSignature(kind="text", vocab_size=PROBE_TOKENS), texts.num_classes
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The user's own module inside a :class:`UserModule` (any other module as it is)."""
+    return module.module if isinstance(module, UserModule) else module
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -1,0 +1,82 @@
+"""Structured pruning of a user's own module (``arch: module``) through Torch-Pruning's dependency graph.
+
+Any module Torch-Pruning can trace is pruned: the layer producing the logits keeps its outputs, and
+layers whose shapes a run directory cannot record (anything but ``Conv2d``, ``BatchNorm2d`` and
+``Linear``) keep theirs. A layer whose parameters pruning would reshape anyway (a custom layer with
+its own parameters coupled to pruned channels) is refused by name, as is a module that cannot be traced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.errors import ConfigError
+from edgekd.models.user_module import unwrap
+
+#: The layer types whose pruned shapes a model directory records and rebuilds (see ``vision.layer_shapes``).
+REBUILT = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+
+
+def module_plan(model: nn.Module, targets: list[str], example: dict[str, torch.Tensor],
+                ignored: list[nn.Module]) -> dict[str, Any]:
+    """MetaPruner arguments for a user's module: its output layer and the layers not rebuilt are kept whole."""
+    if "channels" not in targets:
+        raise ConfigError("targets: a user's module ('module') prunes 'channels'")
+    fixed = [layer for _, layer in _own_parameter_layers(model) if not isinstance(layer, REBUILT)]
+    return {"ignored_layers": [output_layer(model, example), *fixed, *ignored]}
+
+
+def output_layer(model: nn.Module, example: dict[str, torch.Tensor]) -> nn.Module:
+    """The last layer holding parameters that a forward pass runs (the one producing the logits)."""
+    called: list[nn.Module] = []
+    handles = [layer.register_forward_hook(lambda layer, *_: called.append(layer))
+               for _, layer in _own_parameter_layers(model)]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(**example)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    if not called:
+        raise ConfigError(f"prune: the module ({type(unwrap(model)).__name__}) runs no layer with parameters")
+    return called[-1]
+
+
+@contextmanager
+def rebuildable(model: nn.Module) -> Iterator[None]:
+    """Run a pruning step; refuse by name a layer it cannot trace through or reshapes beyond what is recorded."""
+    inner = unwrap(model)
+    before = _shapes(inner)
+    try:
+        yield
+    except (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"prune: Torch-Pruning cannot prune the module ({type(inner).__name__}): {first}") from exc
+    owners = dict(_own_parameter_layers(inner))
+    for name, shape in _shapes(inner).items():
+        if before.get(name) != shape:
+            layer_name = name.rpartition(".")[0]
+            layer = owners.get(layer_name)
+            if layer is None or not isinstance(layer, REBUILT):
+                kind = type(layer).__name__ if layer is not None else "parameter"
+                raise ConfigError(
+                    f"prune: layer '{layer_name or name}' ({kind}) cannot be pruned: its parameter '{name}' would "
+                    f"change shape {before.get(name)} → {shape}, and only Conv2d, BatchNorm2d and Linear layers "
+                    "are rebuilt from a run directory; make it one of those or keep its channels out of pruning")
+
+
+def _own_parameter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every submodule that holds parameters of its own (not only through its children)."""
+    return [(name, layer) for name, layer in model.named_modules()
+            if any(True for _ in layer.parameters(recurse=False))]
+
+
+def _shapes(model: nn.Module) -> dict[str, list[int]]:
+    return {name: list(p.shape) for name, p in model.named_parameters()}

@@ -1,0 +1,149 @@
+"""Quantization data of ``edgekd quantize`` from NumPy ``.npz`` files, checked against the model's graph.
+
+A calibration file holds one array per graph input, named as the input, whose first axis counts
+examples (``np.savez("calib.npz", input=x)``); an evaluation file holds the same plus ``y``, the
+integer class of every example. Each array must have the input's element type and rank, and its
+size on every static axis after the first; all arrays must count the same examples. A graph with
+a static batch axis of size B is fed batches of B examples. Any disagreement is a one-line
+:class:`~edgekd.errors.DataError` naming the file, the array and what the graph expects.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import DataError
+from edgekd.export.manifest import tensor_specs
+from edgekd.profile.inputs import first_line
+from edgekd.quantize.feeds import Feed, LabelledBatch, QuantData
+
+#: The evaluation file's array of class labels.
+LABELS = "y"
+#: Examples per batch when the graph's batch axis is dynamic (as the quantize stage batches its data).
+BATCH_SIZE = 64
+
+Spec = dict[str, Any]
+
+
+def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path | None,
+                    calibration_samples: int) -> QuantData:
+    """Calibration batches (the first ``calibration_samples`` examples) and labelled evaluation batches.
+
+    The evaluation file serves as both the validation split (the gates) and the test split (the
+    accuracy recorded). Either file may be absent: no calibration (no static INT8), no evaluation
+    (no accuracy, agreement or gates).
+    """
+    inputs, outputs = tensor_specs(model)
+    calibration_feeds: tuple[Feed, ...] = ()
+    if calibration is not None:
+        arrays = _read(calibration, model, inputs, labelled=False)
+        count = min(calibration_samples, _count(arrays))
+        batch = _static_batch(inputs) or min(BATCH_SIZE, count)
+        calibration_feeds = tuple(feed for feed, _ in _batches(arrays, count - count % batch, batch))
+        if not calibration_feeds:
+            raise DataError(f"{calibration}: {count} example(s), fewer than one batch of the graph's static batch "
+                            f"size {batch}")
+    batches: tuple[LabelledBatch, ...] = ()
+    if evaluation is not None:
+        arrays = _read(evaluation, model, inputs, labelled=True)
+        count = _count(arrays)
+        static = _static_batch(inputs)
+        batch = static or BATCH_SIZE
+        if static and count % static:
+            raise DataError(f"{evaluation}: {count} examples, but {model} has a static batch size of {batch}: give a "
+                            "multiple of it")
+        _check_labels(evaluation, arrays[LABELS], outputs)
+        batches = tuple(_batches(arrays, count, batch))
+    return QuantData(calibration=calibration_feeds, val=batches, test=batches)
+
+
+def _read(path: Path, model: Path, inputs: list[Spec], *, labelled: bool) -> dict[str, np.ndarray]:
+    """Every array of ``path``, checked against the graph inputs (and ``y`` when ``labelled``)."""
+    what = f"{_expected(inputs)}{f' and {LABELS!r} (int labels)' if labelled else ''}"
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (expected a .npz of {what})")
+    try:
+        with np.load(path) as npz:  # object arrays refused: numpy loads plain arrays only by default
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable NumPy .npz file ({first_line(exc)}); expected arrays "
+                        f"{what}") from None
+    names = [spec["name"] for spec in inputs] + ([LABELS] if labelled else [])
+    missing = [name for name in names if name not in arrays]
+    extra = sorted(name for name in arrays if name not in names)
+    if missing or extra:
+        problem = "; ".join(part for part in (
+            f"missing {_quoted(missing)}" if missing else "", f"unexpected {_quoted(extra)}" if extra else "") if part)
+        raise DataError(f"{path}: {problem}; expected arrays {what} ({model} has these graph inputs)")
+    counts = {name: array.shape[0] if array.ndim else None for name, array in arrays.items()}
+    for spec in inputs:
+        _check_input(path, arrays[spec["name"]], spec)
+    if len(set(counts.values())) != 1:
+        raise DataError(f"{path}: arrays count different numbers of examples on their first axis "
+                        f"({', '.join(f'{k}: {v}' for k, v in counts.items())}); they must all count the same")
+    if _count(arrays) == 0:
+        raise DataError(f"{path}: the arrays hold no examples (their first axis is 0)")
+    return arrays
+
+
+def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
+    """The array of one graph input: its element type, rank and static sizes after the example axis."""
+    name, dims = spec["name"], spec["shape"]
+    if array.dtype != np.dtype(spec["dtype"]):
+        raise DataError(f"{path}: array {name!r} is {array.dtype}, expected {spec['dtype']} (the type of graph input "
+                        f"{name!r}); convert it with .astype(np.{spec['dtype']})")
+    wrong_axis = next((axis for axis in range(1, len(dims))
+                       if axis < array.ndim and isinstance(dims[axis], int) and dims[axis] > 0
+                       and array.shape[axis] != dims[axis]), None)
+    if array.ndim != len(dims) or wrong_axis is not None:
+        expected = "[N, " + ", ".join(str(d) for d in dims[1:]) + "]" if dims else "[N]"
+        raise DataError(f"{path}: array {name!r} has shape {list(array.shape)}, expected {expected} (N examples; "
+                        f"graph input {name!r} is {_shape(dims)})")
+
+
+def _check_labels(path: Path, labels: np.ndarray, outputs: list[Spec]) -> None:
+    """``y``: one integer class per example, each below the first output's number of classes when it is static."""
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: array {LABELS!r} is {labels.dtype} of shape {list(labels.shape)}, expected one "
+                        "integer class per example (shape [N])")
+    classes = outputs[0]["shape"][-1] if outputs and outputs[0]["shape"] else None
+    bad = labels[(labels < 0) | (labels >= classes)] if isinstance(classes, int) and classes > 0 else labels[labels < 0]
+    if bad.size:
+        limit = f"0..{classes - 1} (output {outputs[0]['name']!r} has {classes} classes)" if isinstance(
+            classes, int) and classes > 0 else "non-negative"
+        raise DataError(f"{path}: array {LABELS!r} holds label {int(bad[0])}, expected classes {limit}")
+
+
+def _batches(arrays: dict[str, np.ndarray], count: int, batch: int):  # noqa: ANN202 - a generator of batches
+    """(feed, labels) batches of the first ``count`` examples; labels are empty when there is no ``y``."""
+    for start in range(0, count, batch):
+        stop = min(start + batch, count)
+        feed = {name: np.ascontiguousarray(array[start:stop]) for name, array in arrays.items() if name != LABELS}
+        labels = arrays[LABELS][start:stop].astype(np.int64) if LABELS in arrays else np.empty(0, np.int64)
+        yield feed, labels
+
+
+def _static_batch(inputs: list[Spec]) -> int | None:
+    """The graph's static batch size (the first axis of its inputs), or None when it is dynamic."""
+    return next((spec["shape"][0] for spec in inputs
+                 if spec["shape"] and isinstance(spec["shape"][0], int) and spec["shape"][0] > 0), None)
+
+
+def _count(arrays: dict[str, np.ndarray]) -> int:
+    return int(next(iter(arrays.values())).shape[0])
+
+
+def _expected(inputs: list[Spec]) -> str:
+    return ", ".join(f"{spec['name']!r} ({spec['dtype']} {_shape(spec['shape'])})" for spec in inputs)
+
+
+def _shape(dims: list[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names)

@@ -1,0 +1,131 @@
+"""``edgekd quantize MODEL.onnx``: the quantize stage's machinery on an ONNX file a user already has.
+
+The candidates, the ISA-aware choice of ``modes: [auto]``, the interleaved timing against FP32
+and the decision are the stage's own (:func:`edgekd.quantize.model.quantize_model`). Data comes
+from ``.npz`` files (:mod:`edgekd.quantize.npz_feeds`): without a calibration file static INT8
+cannot be made (``auto`` then tries dynamic INT8); without an evaluation file nothing is scored,
+so no accuracy or agreement gate applies and the decision is by speed (and size) alone. Both are
+said in the record's ``notes``. A variant that misses a gate even after its retries is recorded
+and not kept (the decision says why); unlike the stage, the command does not stop there.
+
+``OUT`` receives the kept model, ``<stem>.<variant>.onnx`` (``fp32``: a copy of the input), and
+``quantize.json``: every variant's figures, the decision and why, the data and settings used.
+Candidates are built in a temporary directory inside ``OUT`` and removed; files are written
+atomically; ``OUT`` must be new, empty or an earlier ``edgekd quantize`` output.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.atomic import write_json, write_with
+from edgekd.config.device import DeviceProfile
+from edgekd.errors import ConfigError
+from edgekd.model_file import require_onnx
+from edgekd.profile.cpu import detect_cpu, device_isa
+from edgekd.quantize.config import QuantizeSettings, QuantizeStage
+from edgekd.quantize.feeds import QuantData
+from edgekd.quantize.model import quantize_model
+from edgekd.quantize.npz_feeds import load_quant_data
+from edgekd.rundir import claimed, read_command_record
+from edgekd.version import __version__
+
+log = logging.getLogger(__name__)
+
+RECORD = "quantize.json"
+COMMAND = "quantize"
+
+
+@dataclass(frozen=True)
+class QuantizedFile:
+    """What ``edgekd quantize`` wrote: the kept model, the record, and the record's content."""
+
+    model: Path
+    record_path: Path
+    record: dict[str, Any]
+
+    @property
+    def kept(self) -> str:
+        """The kept variant's name (``fp32`` when no other variant paid)."""
+        return self.record["decision"]
+
+    @property
+    def reason(self) -> str:
+        """One sentence saying why that variant was kept."""
+        return self.record["reason"]
+
+    def to_json(self) -> dict[str, Any]:
+        """The record (``quantize.json``'s content)."""
+        return self.record
+
+
+def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration: Path | None = None,
+                  evaluation: Path | None = None, settings: QuantizeSettings | None = None) -> QuantizedFile:
+    """Quantize the ONNX file ``model`` for ``device`` into ``out``; see the module docstring."""
+    source = require_onnx(model, "edgekd quantize")
+    config = QuantizeStage(**(settings or QuantizeSettings()).model_dump())
+    if "static" in config.modes and calibration is None:
+        raise ConfigError("--mode static: static INT8 needs calibration data; pass --calibration FILE.npz (one array "
+                          "per graph input, named as the input)")
+    data = load_quant_data(source, calibration=calibration, evaluation=evaluation,
+                           calibration_samples=config.calibration_samples)
+    out = Path(out)
+    with claimed(out, record=RECORD):
+        previous = read_command_record(out / RECORD)
+        with tempfile.TemporaryDirectory(prefix=".quantize-", suffix=".tmp", dir=out) as work:
+            result = quantize_model(source.resolve(), Path(work), source.stem, data, config, device,
+                                    label=str(source), strict=False)
+            kept = out / f"{source.stem}.{result.kept.name}.onnx"
+            write_with(kept, lambda tmp: shutil.copyfile(result.kept.path, tmp))
+        record = {
+            "edgekd_version": __version__,
+            "command": COMMAND,
+            "source": str(source),
+            "model": kept.name,
+            "device": device.model_dump(mode="json"),
+            "device_isa": device_isa(device),
+            "cpu": detect_cpu().to_json(),
+            "settings": config.model_dump(mode="json", exclude={"stage", "roles"}),
+            "data": _data_json(data, calibration, evaluation),
+            "notes": _notes(data),
+            **result.to_json(lambda path: kept.name if path == result.kept.path else None),
+        }
+        path = write_json(out / RECORD, record)
+        _remove_replaced(out, previous, kept.name)
+    log.debug("%s: %s", source, result.decision.reason)
+    return QuantizedFile(model=kept, record_path=path, record=record)
+
+
+def _data_json(data: QuantData, calibration: Path | None, evaluation: Path | None) -> dict[str, Any]:
+    """Which files fed calibration and evaluation, and how many examples each gave."""
+    def examples(batches: tuple) -> int:
+        return sum(len(next(iter(feed.values()))) for feed in batches)
+
+    return {"calibration": {"file": str(calibration), "examples": examples(data.calibration),
+                            "batches": len(data.calibration)} if calibration else None,
+            "eval": {"file": str(evaluation), "examples": examples(tuple(f for f, _ in data.val))}
+            if evaluation else None}
+
+
+def _notes(data: QuantData) -> list[str]:
+    """What the missing data files left out."""
+    notes = []
+    if not data.calibration:
+        notes.append("static INT8 not offered: it needs calibration data (--calibration FILE.npz); "
+                     "dynamic INT8 and FP16 need none")
+    if not data.val:
+        notes.append("accuracy not checked: without --eval FILE.npz no variant was scored, so no accuracy or "
+                     "agreement gate applied and the decision is by speed and size alone")
+    return notes
+
+
+def _remove_replaced(out: Path, previous: dict[str, Any] | None, kept: str) -> None:
+    """Delete the model an earlier ``edgekd quantize`` into ``out`` kept, when this run kept another file."""
+    name = previous.get("model") if previous else None
+    if isinstance(name, str) and name != kept and Path(name).name == name and name.endswith(".onnx"):
+        (out / name).unlink(missing_ok=True)

@@ -1,0 +1,105 @@
+"""``arch: hf`` models: built from a config, loaded with a new head, layer-dropped for every stacked family."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+from edgekd.data.examples import InputSignature
+from edgekd.errors import ConfigError, ModelError
+from edgekd.models.call import call_logits
+from edgekd.models.hf import build_hf, drop_layers
+from edgekd.models.specs import DropLayersSpec, HFSpec, ModelSpec
+from tests import hf_families
+from tests.hf_families import padded_batch
+
+TEXT = InputSignature(kind="text", vocab_size=hf_families.VOCAB, pad_id=hf_families.PAD, max_length=32)
+DIGITS = InputSignature(kind="image", image_shape=(1, 8, 8))
+TWO = ("neg", "pos")
+
+
+def spec(**fields) -> HFSpec:
+    return TypeAdapter(ModelSpec).validate_python({"arch": "hf", **fields})
+
+
+@pytest.mark.parametrize("family", [*hf_families.TEXT, *hf_families.IMAGE])
+def test_a_config_mapping_builds_the_family_with_the_datas_sizes(family: str) -> None:
+    image = family in hf_families.IMAGE
+    sizes = {key: value for key, value in (hf_families.IMAGE if image else hf_families.TEXT)[family].items()
+             if key not in ("vocab_size", "pad_token_id", "num_channels", "image_size")}
+    model = build_hf(spec(config={"model_type": family, **sizes}), DIGITS if image else TEXT, TWO)
+    assert model.config.model_type == family and model.config.id2label == {0: "neg", 1: "pos"}
+    batch = {"input": torch.randn(3, 1, 8, 8)} if image else padded_batch()
+    assert call_logits(model.eval(), batch).shape == (len(next(iter(batch.values()))), 2)
+    if not image:
+        assert model.config.vocab_size == TEXT.vocab_size and model.config.pad_token_id == TEXT.pad_id
+
+
+@pytest.mark.parametrize(("labels", "notice"), [(3, "classifier replaced: 2 labels, checkpoint had 3"),
+                                                (2, None)])
+def test_a_head_of_another_label_count_is_replaced_with_one_line(labels: int, notice: str | None, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    checkpoint = hf_families.save("llama", tmp_path / "llama", num_labels=labels)
+    original = hf_families.build("llama", num_labels=labels)
+    with caplog.at_level(logging.DEBUG):
+        model = build_hf(spec(pretrained=str(checkpoint)), TEXT, TWO)
+    hf_lines = [r.getMessage() for r in caplog.records if r.name.startswith(("edgekd", "transformers"))]
+    assert hf_lines == ([notice] if notice else [])
+    body = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(model.state_dict()[body], original.state_dict()[body])  # the body is the checkpoint's
+
+
+def test_a_headless_backbone_gets_a_classifier(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A sentence-transformers-style directory: a bare BertModel."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model("bert", **hf_families.TEXT["bert"])
+    AutoModel.from_config(config).save_pretrained(tmp_path / "backbone")
+    with caplog.at_level(logging.INFO, logger="edgekd.models.hf"):
+        model = build_hf(spec(pretrained=str(tmp_path / "backbone")), TEXT, TWO)
+    assert caplog.messages == [f"classifier added: 2 labels ({tmp_path / 'backbone'} has no classification head)"]
+    assert model.config.num_labels == 2
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "gpt2", "llama"])
+@pytest.mark.parametrize("short", ["vocabulary", "positions"])
+def test_a_model_smaller_than_the_tokenizer_is_refused(family: str, short: str, tmp_path: Path) -> None:
+    """Token ids beyond the embeddings, or a max_length beyond the positions: one line, checkpoint or config."""
+    from transformers import AutoConfig
+
+    positions = AutoConfig.for_model(family, **hf_families.TEXT[family]).max_position_embeddings
+    vocab, length = (hf_families.VOCAB + 1, 32) if short == "vocabulary" else (hf_families.VOCAB, positions + 1)
+    data = InputSignature(kind="text", vocab_size=vocab, pad_id=hf_families.PAD, max_length=length)
+    expected = (f"its vocabulary has {hf_families.VOCAB} tokens, fewer than the tokenizer's {vocab}"
+                if short == "vocabulary" else f"it takes at most {positions} tokens, fewer than the tokenizer's "
+                f"max_length {length}")
+    checkpoint = hf_families.save(family, tmp_path / family)
+    with pytest.raises(ModelError, match=f"^pretrained model '{checkpoint}': {expected}"):
+        build_hf(spec(pretrained=str(checkpoint)), data, TWO)
+    with pytest.raises(ModelError, match=f"^model config \\(model_type {family}\\): {expected}"):
+        build_hf(spec(config={"model_type": family, **hf_families.TEXT[family]}), data, TWO)
+
+
+def test_images_of_other_channels_are_refused(tmp_path: Path) -> None:
+    checkpoint = hf_families.save("vit", tmp_path / "vit", num_channels=3)
+    with pytest.raises(ConfigError, match=f"^pretrained model '{checkpoint}': takes 3-channel images, the data has 1$"):
+        build_hf(spec(pretrained=str(checkpoint)), DIGITS, TWO)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "gpt2", "llama", "qwen2", "vit"])
+def test_drop_layers_copies_the_kept_layers_and_reloads(family: str, tmp_path: Path) -> None:
+    teacher = hf_families.build(family, num_labels=2)
+    student = drop_layers(teacher, DropLayersSpec(arch="drop_layers", keep=[1]))
+    assert student.config.num_hidden_layers == 1
+    teacher_layer_1 = {k.replace(".1.", ".0.", 1): v for k, v in teacher.state_dict().items() if ".1." in k}
+    copied = {k: v for k, v in student.state_dict().items() if k in teacher_layer_1}
+    assert copied and all(torch.equal(v, teacher_layer_1[k]) for k, v in copied.items())
+    student.save_pretrained(tmp_path / "student")
+    again = type(student).from_pretrained(tmp_path / "student").eval()
+    batch = {"input": torch.randn(2, 1, 8, 8)} if family in hf_families.IMAGE else padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(again, batch), call_logits(student.eval(), batch))

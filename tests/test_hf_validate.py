@@ -1,0 +1,181 @@
+"""``edgekd validate`` on bring-your-own Hugging Face models: one line naming the key, before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
+from edgekd.stages import check_recipe
+from tests import hf_families
+from tests.conftest import demo_recipe_dict, shrink
+from tests.test_config_errors import _assert_one_line_error
+from tests.test_text_pipeline import _write_tsv
+
+runner = CliRunner()
+TEXT_DATA = {"source": "tsv", "train": "train.tsv", "test": "dev.tsv", "val_examples": 5}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One tiny saved checkpoint per family."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {family: str(hf_families.save(family, root / family))
+            for family in (*hf_families.TEXT, *hf_families.IMAGE)}
+
+
+def _text_recipe(teacher: dict[str, Any], student: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": "byo", "data": TEXT_DATA, "tokenizer": {"vocab_size": 100},
+            "teacher": {"model": teacher}, "student": {"model": student}, "stages": stages}
+
+
+def _validate(tmp_path: Path, recipe: dict[str, Any]):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    for name in ("train.tsv", "dev.tsv"):
+        _write_tsv(tmp_path / name, 20, seed=len(name))
+    return runner.invoke(app, ["validate", str(path)])
+
+
+SMALL_BERT = {"arch": "bert", "layers": 1, "hidden": 16, "heads": 2}
+DISTILL = [{"stage": "teacher"}, {"stage": "distill"}]
+
+
+@pytest.mark.parametrize("family", [f for f in hf_families.TEXT if f not in ("bert", "roberta")] + ["vit"])
+def test_arch_bert_refuses_a_checkpoint_of_another_family(family: str, checkpoints: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    recipe = _text_recipe({"arch": "bert", "pretrained": checkpoints[family]}, SMALL_BERT, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "teacher.model",
+                           f"is a '{family}' checkpoint, not a BERT-layout encoder", "arch: hf")
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_arch_bert_still_loads_bert_layout_checkpoints(family: str, checkpoints: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    recipe = _text_recipe({"arch": "bert", "pretrained": checkpoints[family]}, SMALL_BERT, DISTILL)
+    result = _validate(tmp_path, recipe)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("family", list(hf_families.IMAGE))
+def test_a_vision_checkpoint_on_text_data_is_refused(family: str, checkpoints: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    recipe = _text_recipe({"arch": "hf", "pretrained": checkpoints[family]}, SMALL_BERT, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "teacher.model.arch",
+                           f"a 'hf' ({family}) model takes image inputs", "gives text data")
+
+
+@pytest.mark.parametrize("family", list(hf_families.TEXT))
+def test_a_text_checkpoint_on_images_is_refused(family: str, checkpoints: dict[str, str], tmp_path: Path) -> None:
+    recipe = shrink(demo_recipe_dict())
+    recipe["student"]["model"] = {"arch": "hf", "pretrained": checkpoints[family]}
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model.arch",
+                           f"a 'hf' ({family}) model takes text inputs", "gives image data")
+
+
+@pytest.mark.parametrize("problem", [
+    ({"arch": "hf"}, "give either 'pretrained'"),
+    ({"arch": "hf", "config": {"hidden_size": 8}}, "expected a 'model_type'"),
+    ({"arch": "hf", "config": {"model_type": "lama"}}, "model_type 'lama' is not a transformers model family "
+                                                         "(did you mean 'llama'?)"),
+    ({"arch": "hf", "config": {"model_type": "zzzz"}}, "model_type 'zzzz' is not a transformers model family "
+                                                         "(e.g. bert"),
+    ({"arch": "hf", "pretrained": "MISSING"}, "has no config.json"),
+], ids=["neither", "no-model-type", "misspelt-model-type", "unknown-model-type", "no-config-json"])
+def test_hf_spec_mistakes(problem: tuple[dict[str, Any], str], tmp_path: Path) -> None:
+    spec, fragment = problem
+    if spec.get("pretrained") == "MISSING":
+        (tmp_path / "empty").mkdir()
+        spec = {**spec, "pretrained": str(tmp_path / "empty")}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(spec, SMALL_BERT, DISTILL)), "teacher.model", fragment)
+
+
+#: Configs too large to allocate, each family under its own field names (GPT-2: n_embd, DistilBERT: dim …).
+OVERSIZED = [
+    ({"model_type": "bert", "hidden_size": 65_536, "num_hidden_layers": 24}, "24 layers of hidden 65536 and ffn 3072"),
+    ({"model_type": "gpt2", "n_embd": 32_768, "n_layer": 48}, "48 layers of hidden 32768 and ffn 131072"),
+    ({"model_type": "distilbert", "dim": 16_384, "n_layers": 1000, "hidden_dim": 4}, "1000 layers of hidden 16384"),
+    ({"model_type": "llama", "num_hidden_layers": 1000}, "1000 layers of hidden 4096 and ffn 11008"),
+    ({"model_type": "vit", "hidden_size": 50_000, "num_hidden_layers": 100}, "100 layers of hidden 50000"),
+]
+
+
+@pytest.mark.parametrize(("config", "fragment"), OVERSIZED, ids=[c["model_type"] for c, _ in OVERSIZED])
+def test_hf_configs_too_large_to_allocate_are_refused(config: dict[str, Any], fragment: str, tmp_path: Path) -> None:
+    recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "config": config}, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model", fragment, "expected at most 1e+10")
+
+
+@pytest.mark.parametrize("config", [{"model_type": "bert", "hidden_size": "wide"},
+                                    {"model_type": "llama", "num_hidden_layers": [1, 2]}], ids=["str", "list"])
+def test_hf_config_values_of_the_wrong_type_are_refused(config: dict[str, Any], tmp_path: Path) -> None:
+    field = next(key for key in config if key != "model_type")
+    recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "config": config}, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model", "config:", field)
+
+
+STEPS = {
+    "prune": ({"stage": "prune"}, "stages[2].stage", "has nothing structured pruning removes"),
+    "factorize": ({"stage": "factorize"}, "stages[2].stage", "cannot be factorized"),
+    "global-prune": ({"stage": "prune", "scope": "global"}, "stages[2].scope", "use scope: layer"),
+    "hybrid": ({"stage": "hybrid", "target_params_ratio": 0.5}, "stages[2].stage", "cannot be factorized"),
+}
+#: family → the steps validate refuses for it (BERT-layout encoders take them all).
+REFUSED = {"distilbert": ["prune", "factorize", "hybrid"], "gpt2": ["prune", "factorize", "hybrid"],
+           "llama": ["factorize", "global-prune", "hybrid"], "qwen2": ["factorize", "global-prune", "hybrid"]}
+
+
+@pytest.mark.parametrize(("family", "step"), [(f, s) for f, steps in REFUSED.items() for s in steps])
+def test_steps_a_family_cannot_take_are_refused(family: str, step: str, checkpoints: dict[str, str],
+                                                tmp_path: Path) -> None:
+    stage, key, fragment = STEPS[step]
+    recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "pretrained": checkpoints[family]},
+                          [*DISTILL, stage, {"stage": "export"}])
+    _assert_one_line_error(_validate(tmp_path, recipe), key, f"a 'hf' ({family}) student", fragment)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_bert_layout_checkpoints_may_be_pruned_and_factorized(family: str, checkpoints: dict[str, str]) -> None:
+    recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "pretrained": checkpoints[family]},
+                          [*DISTILL, {"stage": "prune"}, {"stage": "factorize"}, {"stage": "export"}])
+    check_recipe(validate_model(recipe, Recipe, source="recipe"), "recipe")
+
+
+@pytest.mark.parametrize("family", ["convnext", "resnet"])
+def test_drop_layers_needs_a_stack_of_layers(family: str, checkpoints: dict[str, str], tmp_path: Path) -> None:
+    recipe = shrink(demo_recipe_dict())
+    recipe["teacher"]["model"] = {"arch": "hf", "pretrained": checkpoints[family]}
+    recipe["student"]["model"] = {"arch": "drop_layers"}
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model.arch", "'drop_layers' copies layers",
+                           f"teacher.model.arch 'hf' ({family}) is not one")
+
+
+@pytest.mark.parametrize("teacher", [{"arch": "bert", "pretrained": "bert"}, {"arch": "hf", "pretrained": "llama"}],
+                         ids=["bert", "hf-llama"])
+def test_a_search_candidate_keeps_a_pretrained_teacher(teacher: dict[str, Any], checkpoints: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    """`edgekd compress` with a bring-your-own teacher (was: give either 'pretrained' or sizes)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgekd.search.config import SearchStage
+    from edgekd.search.plan import Choice
+    from edgekd.search.space import Structure
+    from edgekd.search.train import candidate_recipe
+
+    for name in ("train.tsv", "dev.tsv"):
+        _write_tsv(tmp_path / name, 20, seed=len(name))
+    data = {**TEXT_DATA, "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "dev.tsv")}
+    spec = {**teacher, "pretrained": checkpoints[teacher["pretrained"]]}
+    recipe = validate_model({**_text_recipe(spec, SMALL_BERT, DISTILL), "data": data}, Recipe, source="recipe")
+    choice = Choice(structure=Structure(spec=SMALL_BERT), precisions=("fp32",), capacity=1, entries={})
+    weights = tmp_path / "teacher.safetensors"
+    save_file({"w": torch.zeros(1)}, str(weights))
+    candidate = candidate_recipe(recipe, choice, SearchStage(stage="search"), weights, quantize=False)
+    assert candidate.teacher.model.pretrained == spec["pretrained"] and candidate.teacher.weights is not None

@@ -1,0 +1,423 @@
+"""The ONNX verbs: ``edgekd quantize`` and ``edgekd bundle`` on a user's ONNX file, ``.ort`` in ``bench``/``profile``.
+
+Two real models, each trained for a moment with torch and exported as the export stage does: a
+CNN on scikit-learn's digits (one float input) and a bag-of-embeddings text classifier (two int64
+inputs, dynamic batch and sequence axes). Each verb runs end to end through the CLI; every family
+of bad input exits 2 with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from edgekd import api
+from edgekd.export.config import load_export_target
+from edgekd.export.onnx_export import export_onnx
+from edgekd.models.builders import build_model
+from edgekd.models.specs import CNNSpec
+from tests.reliability import assert_user_error, cli, one_torch_thread
+
+#: Timing settings small enough for the default suite (the decision logic is the stage's, tested elsewhere).
+FAST = ("--runs", "20", "--rounds", "2")
+
+
+@dataclass(frozen=True)
+class OnnxCase:
+    """A trained model's ONNX file, example inputs by graph input name, and their labels."""
+
+    name: str
+    path: Path
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+    classes: int
+
+    def save_npz(self, path: Path, *, labelled: bool, start: int = 0, stop: int | None = None,
+                 **changes: Any) -> Path:
+        """Write ``inputs[start:stop]`` (and ``y``) as a .npz; ``changes`` replace (or with None, drop) arrays."""
+        arrays: dict[str, Any] = {k: v[start:stop] for k, v in self.inputs.items()}
+        if labelled:
+            arrays["y"] = self.labels[start:stop]
+        for key, value in changes.items():
+            if value is None:
+                arrays.pop(key)
+            else:
+                arrays[key] = value
+        np.savez(path, **arrays)
+        return path
+
+
+def _train(model: nn.Module, inputs: tuple[torch.Tensor, ...], labels: torch.Tensor, steps: int) -> nn.Module:
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    with one_torch_thread():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(*inputs), labels).backward()
+            optimizer.step()
+    return model.eval()
+
+
+class BagOfEmbeddings(nn.Module):
+    """Token ids → masked mean of embeddings → logits (a text classifier with two int64 inputs)."""
+
+    def __init__(self, vocab: int = 40, dim: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.head((self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def _digits_case(directory: Path) -> OnnxCase:
+    digits = load_digits()
+    x = (digits.images / 16).astype(np.float32)[:, None]
+    y = digits.target.astype(np.int64)
+    torch.manual_seed(0)
+    model = _train(build_model(CNNSpec(arch="cnn", channels=[4], hidden=16), (1, 8, 8), 10),
+                   (torch.from_numpy(x[:1200]),), torch.from_numpy(y[:1200]), steps=200)
+    path = directory / "digits.onnx"
+    export_onnx(model, torch.from_numpy(x[:8]), path, load_export_target("onnx-fp32"))
+    return OnnxCase("digits", path, {"input": x[1200:]}, y[1200:], 10)
+
+
+def _text_case(directory: Path) -> OnnxCase:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 40, (600, 12)).astype(np.int64)
+    mask = (rng.random((600, 12)) > 0.2).astype(np.int64)
+    groups = np.stack([((ids >= lo) & (ids < hi) & (mask == 1)).sum(1) for lo, hi in ((1, 14), (14, 27), (27, 40))])
+    labels = groups.argmax(0).astype(np.int64)  # the most frequent group of tokens: learnable from mean embeddings
+    torch.manual_seed(0)
+    model = _train(BagOfEmbeddings(), (torch.from_numpy(ids[:400]), torch.from_numpy(mask[:400])),
+                   torch.from_numpy(labels[:400]), steps=80)
+    path = directory / "text.onnx"
+    export_onnx(model, {"input_ids": torch.from_numpy(ids[:8]), "attention_mask": torch.from_numpy(mask[:8])},
+                path, load_export_target("onnx-fp32"),
+                extra_dynamic_axes={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}})
+    return OnnxCase("text", path, {"input_ids": ids[400:], "attention_mask": mask[400:]}, labels[400:], 3)
+
+
+@pytest.fixture(scope="module", params=["digits", "text"])
+def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> OnnxCase:
+    make = {"digits": _digits_case, "text": _text_case}[request.param]
+    return make(tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> OnnxCase:
+    return _digits_case(tmp_path_factory.mktemp("digits-only"))
+
+
+def _predict(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, inputs)[0]
+
+
+# ---------------------------------------------------------------- quantize
+
+
+def test_quantize_end_to_end_records_every_variant_and_a_decision_its_figures_support(
+        case: OnnxCase, tmp_path: Path) -> None:
+    calibration = case.save_npz(tmp_path / "calib.npz", labelled=False, stop=128)
+    evaluation = case.save_npz(tmp_path / "eval.npz", labelled=True, start=128)
+    out = tmp_path / "q"
+    outcome = cli("quantize", case.path, "--device", "host-cpu", "--out", out, "--calibration", calibration,
+                  "--eval", evaluation, *FAST, "--json")
+    assert outcome.exit_code == 0, outcome.output
+    record = json.loads(outcome.output)
+    assert record == json.loads((out / "quantize.json").read_text())
+    variants, kept = record["variants"], record["decision"]
+    assert {"fp32", "fp32-optimized", "int8-static-minmax"} <= set(variants)  # auto: static for a non-transformer
+    assert record["notes"] == [] and record["data"]["calibration"]["examples"] == 128
+
+    # accuracy as recorded is the FP32 model's own on the eval file
+    eval_x = {k: v[128:] for k, v in case.inputs.items()}
+    fp32_accuracy = float(np.mean(_predict(case.path, eval_x).argmax(1) == case.labels[128:]))
+    assert variants["fp32"]["accuracy"] == pytest.approx(fp32_accuracy)
+    assert fp32_accuracy > 1.5 / case.classes  # the model learned something: the gates compare real predictions
+    for name, v in variants.items():
+        assert v["p50_ms"] > 0 and v["size_mb"] > 0 and v["speedup"]["rounds"] == 2, name
+        assert v["path"] == (record["model"] if name == kept else None)
+
+    # the decision follows from the recorded figures and settings
+    min_speedup, tolerance = record["settings"]["min_speedup"], record["settings"]["tolerance"]
+    def clears(v: dict) -> bool:
+        return (v["speedup"]["low"] >= min_speedup and v["val_agreement"] >= record["settings"]["agreement"]
+                and variants["fp32"]["val_accuracy"] - v["val_accuracy"] <= tolerance + 1e-9)
+    if kept == "fp32":
+        assert not any(clears(v) for n, v in variants.items() if n != "fp32")
+        assert record["reason"].startswith("fp32 kept: ")
+    else:
+        assert clears(variants[kept]) and record["reason"].startswith(f"{kept} kept: ")
+        assert f"{variants[kept]['speedup']['ratio']:.2f}×" in record["reason"]
+
+    # the kept model is written and predicts as the record says
+    model = out / record["model"]
+    assert model.name == f"{case.path.stem}.{kept}.onnx"
+    agreement = np.mean(_predict(model, eval_x).argmax(1) == _predict(case.path, eval_x).argmax(1))
+    assert agreement == pytest.approx(variants[kept]["agreement"])
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted([model.name,
+                                                                                         "quantize.json"])
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_quantize_without_calibration_offers_no_static_int8_and_without_eval_gates_nothing(
+        digits: OnnxCase, tmp_path: Path) -> None:
+    result = api.quantize(digits.path, device="host-cpu", out=tmp_path / "q",
+                          settings={"runs": 20, "rounds": 2})
+    record = result.to_json()
+    assert set(record["variants"]) == {"fp32", "fp32-optimized", "int8-dynamic"}
+    assert record["data"] == {"calibration": None, "eval": None}
+    assert any("static INT8 not offered" in note and "--calibration" in note for note in record["notes"])
+    assert any("accuracy not checked" in note and "--eval" in note for note in record["notes"])
+    assert all(v["accuracy"] is None and v["val_agreement"] is None for v in record["variants"].values())
+    assert result.model.is_file() and result.model.parent == tmp_path / "q"
+
+
+def test_quantize_with_eval_but_no_calibration_gates_dynamic_int8_and_retries_on_eval_inputs(
+        digits: OnnxCase, tmp_path: Path) -> None:
+    evaluation = digits.save_npz(tmp_path / "eval.npz", labelled=True)
+    result = api.quantize(digits.path, device="host-cpu", out=tmp_path / "q", eval=evaluation,
+                          settings={"agreement": 1.0, "max_retries": 1, "runs": 20, "rounds": 2})
+    record = result.to_json()
+    dynamic = record["variants"]["int8-dynamic"]
+    assert "int8-static-minmax" not in record["variants"] and len(record["notes"]) == 1
+    if dynamic["retries"] == 0:  # agreed everywhere at once: nothing to retry
+        assert dynamic["val_agreement"] == 1.0
+    else:  # the sensitivity ranking ran on the eval inputs (there is no calibration data)
+        assert dynamic["retries"] == 1 and len(dynamic["excluded_nodes"]) == 1
+    if dynamic["val_agreement"] < 1.0:
+        assert record["decision"] != "int8-dynamic"
+
+
+def test_quantize_summary_and_rerun_into_the_same_directory(digits: OnnxCase, tmp_path: Path) -> None:
+    calibration = digits.save_npz(tmp_path / "calib.npz", labelled=False, stop=64)
+    out = tmp_path / "q"
+    for _ in range(2):  # an earlier edgekd quantize output may be written again
+        outcome = cli("quantize", digits.path, "-d", "host-cpu", "-o", out, "--calibration", calibration,
+                      "--mode", "dynamic", "--mode", "fp16", *FAST)
+        assert outcome.exit_code == 0, outcome.output
+    record = json.loads((out / "quantize.json").read_text())
+    assert set(record["variants"]) == {"fp32", "fp32-optimized", "int8-dynamic", "fp16"}
+    for name in record["variants"]:
+        assert name in outcome.output
+    assert record["reason"].split(":")[0] in outcome.output and f"wrote {out / record['model']}" in outcome.output
+    assert [p.name for p in out.glob("*.onnx")] == [record["model"]]
+
+
+# ---------------------------------------------------------------- bundle
+
+
+def test_bundle_end_to_end_manifest_from_the_graph_and_an_ort_that_matches(case: OnnxCase, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class-{i}\n" for i in range(case.classes)))
+    pre = tmp_path / "pre.yaml"
+    pre.write_text("kind: tokens\nvocabulary: ids 1..39, 0 pads\n" if case.name == "text" else
+                   "kind: image\nlayout: NCHW\nchannels: 1\nheight: 8\nwidth: 8\ncolor: grey\npixel_range: [0, 16]\n"
+                   "scale: 0.0625\nmean: [0.0]\nstd: [1.0]\nformula: x = pixel * scale\nbyte_scale: 0.0627\n")
+    out = tmp_path / "app"
+    outcome = cli("bundle", case.path, "--device", "android-midrange-cpu", "--out", out, "--labels", labels,
+                  "--preprocessing", pre, "--runs", "20", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    record = json.loads(outcome.output)
+    bundle = out / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "manifest.json", "model.onnx", "model.ort",
+                                                        "model.required_operators.config"]
+    graph = ort.InferenceSession(str(case.path), providers=["CPUExecutionProvider"])
+    assert [(t["name"], t["shape"]) for t in manifest["inputs"]] == [(i.name, i.shape) for i in graph.get_inputs()]
+    assert [t["name"] for t in manifest["outputs"]] == [o.name for o in graph.get_outputs()]
+    assert {t["dtype"] for t in manifest["inputs"]} == {str(v.dtype) for v in case.inputs.values()}
+    assert manifest["labels"] == [f"class-{i}" for i in range(case.classes)]
+    assert manifest["preprocessing"]["kind"] == ("tokens" if case.name == "text" else "image")
+    assert manifest["model"] == {"file": "model.ort", "format": "ort", "opset": 17, "onnx_file": "model.onnx",
+                                 "required_operators": "model.required_operators.config",
+                                 "onnxruntime": ort.__version__}
+    assert manifest["device"]["name"] == "android-midrange-cpu" and manifest["latency"]["estimate"] is True
+    assert manifest["budget"]["verdict"] == record["budget"]["verdict"] == "pass"
+    assert manifest["files"] == record["files"] and record["parity"]["passed"]
+    readme = (bundle / "README.md").read_text()
+    assert "class-0" in readme and "android-midrange-cpu" in readme and "model.ort" in readme
+
+    x = {k: v[:5] for k, v in case.inputs.items()}
+    np.testing.assert_allclose(_predict(bundle / "model.ort", x), _predict(case.path, x), atol=1e-4, rtol=1e-4)
+    with zipfile.ZipFile(out / "bundle.zip") as archive:
+        assert sorted(archive.namelist()) == sorted(f"{case.path.stem}/{p.name}" for p in bundle.iterdir())
+
+
+def test_bundle_summary_without_labels(digits: OnnxCase, tmp_path: Path) -> None:
+    outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "app", "--runs", "10")
+    assert outcome.exit_code == 0, outcome.output
+    assert "5 files" in outcome.output and "budget: pass" in outcome.output and "parity" in outcome.output
+    manifest = json.loads((tmp_path / "app" / "bundle" / "manifest.json").read_text())
+    assert manifest["labels"] == [] and manifest["preprocessing"] is None and manifest["accuracy"]["test"] is None
+
+
+# ---------------------------------------------------------------- .ort in bench and profile
+
+
+def test_bench_and_profile_take_ort_files(digits: OnnxCase, tmp_path: Path) -> None:
+    exported = cli("export", digits.path, "--device", "host-cpu", "--out", tmp_path / "m")
+    assert exported.exit_code == 0, exported.output
+    ort_file = tmp_path / "m" / "digits.ort"
+    renamed = tmp_path / "digits-ort.bin"  # the content decides, whatever the name
+    renamed.write_bytes(ort_file.read_bytes())
+    outcome = cli("bench", ort_file, digits.path, renamed, "--out", tmp_path / "b", "--runs", "10", "--rounds", "1",
+                  "--json")
+    assert outcome.exit_code == 0, outcome.output
+    models = json.loads((tmp_path / "b" / "bench.json").read_text())["models"]
+    assert [m["macs"] is None for m in models] == [True, False, True]  # counted from an ONNX graph only
+    assert models[0]["size_mb"] == pytest.approx(ort_file.stat().st_size / 2**20)
+    assert all(m["p50_ms"] > 0 and m["operators"] for m in models)
+    profiled = cli("profile", ort_file, "--runs", "10", "--json")
+    assert profiled.exit_code == 0 and json.loads(profiled.output)["p50_ms"] > 0
+
+
+# ---------------------------------------------------------------- bad inputs: exit 2, one line
+
+
+def _not_onnx(tmp: Path, case: OnnxCase) -> Path:
+    path = tmp / "notes.onnx"
+    path.write_text("these are notes, not a model\n")
+    return path
+
+
+def _fake_ort(tmp: Path, case: OnnxCase) -> Path:
+    path = tmp / "model.ort"
+    path.write_bytes(case.path.read_bytes())  # ONNX bytes under an .ort name: no ORTM identifier
+    return path
+
+
+@pytest.mark.parametrize(("make", "fragments"), [
+    (lambda tmp, case: tmp / "missing.onnx", ("missing.onnx", "model file not found")),
+    (_not_onnx, ("notes.onnx", "not a readable ONNX model")),
+    (_fake_ort, ("model.ort", "not an ORT format model", "ORTM")),
+], ids=["missing", "not-onnx", "fake-ort"])
+@pytest.mark.parametrize("command", ["bench", "profile", "quantize", "bundle", "export"])
+def test_every_verb_refuses_a_bad_model_file(command: str, make: Callable[[Path, OnnxCase], Path],
+                                             fragments: tuple[str, ...], digits: OnnxCase, tmp_path: Path) -> None:
+    extra = {"bench": ["--out", tmp_path / "b"], "profile": [], "export": ["--out", tmp_path / "e"],
+             "quantize": ["-d", "host-cpu", "-o", tmp_path / "q"], "bundle": ["-d", "host-cpu", "-o", tmp_path / "a"]}
+    assert_user_error(cli(command, make(tmp_path, digits), *extra[command]), *fragments)
+
+
+@pytest.mark.parametrize("command", ["quantize", "bundle"])
+def test_graph_rewriting_verbs_refuse_an_ort_file(command: str, digits: OnnxCase, tmp_path: Path) -> None:
+    cli("export", digits.path, "--out", tmp_path)
+    outcome = cli(command, tmp_path / "digits.ort", "-d", "host-cpu", "-o", tmp_path / "out")
+    assert_user_error(outcome, "digits.ort", "an ORT format model", f"edgekd {command} needs the ONNX file")
+
+
+def _first(case: OnnxCase) -> str:
+    return next(iter(case.inputs))
+
+
+#: (id, makes the bad .npz in tmp from the case, whether it is labelled (--eval), fragments of the error)
+NPZ_CASES: list[tuple[str, Callable[[Path, OnnxCase], Path], bool, tuple[str, ...]]] = [
+    ("missing-file", lambda tmp, c: tmp / "absent.npz", False, ("absent.npz", "file not found")),
+    ("not-npz", lambda tmp, c: (tmp / "bad.npz").write_text("x") and tmp / "bad.npz", False,
+     ("bad.npz", "not a readable NumPy .npz file")),
+    ("object-array", lambda tmp, c: np.savez(tmp / "o.npz", **{k: np.array([None] * 8, dtype=object)
+                                                               for k in c.inputs}) or tmp / "o.npz", False,
+     ("o.npz", "not a readable NumPy .npz file")),
+    ("missing-key", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=False, stop=8, **{_first(c): None}), False,
+     ("d.npz", "missing", "expected arrays")),
+    ("extra-key", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=False, stop=8, extra=np.zeros(8)), False,
+     ("d.npz", "unexpected 'extra'")),
+    ("wrong-dtype", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=False, stop=8,
+                                              **{_first(c): c.inputs[_first(c)][:8].astype(np.float64)}), False,
+     ("d.npz", "is float64, expected")),
+    ("wrong-rank", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=False, stop=8,
+                                             **{_first(c): c.inputs[_first(c)][:8].reshape(8, -1)[:, :1, None]}),
+     False, ("d.npz", "has shape", "expected [N")),
+    ("counts-differ", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=True, stop=8, y=c.labels[:7]), True,
+     ("d.npz", "different numbers of examples")),
+    ("no-labels", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=True, stop=8, y=None), True,
+     ("d.npz", "missing 'y'")),
+    ("label-out-of-range", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=True, stop=8,
+                                                     y=np.full(8, c.classes)), True,
+     ("d.npz", "holds label", "classes")),
+    ("float-labels", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=True, stop=8,
+                                               y=c.labels[:8].astype(np.float32)), True,
+     ("d.npz", "'y' is float32", "integer class")),
+    ("empty", lambda tmp, c: c.save_npz(tmp / "d.npz", labelled=False, stop=0), False,
+     ("d.npz", "no examples")),
+]
+
+
+@pytest.mark.parametrize(("make", "labelled", "fragments"), [pytest.param(*c[1:], id=c[0]) for c in NPZ_CASES])
+def test_quantize_refuses_npz_files_that_disagree_with_the_graph(
+        make: Callable[[Path, OnnxCase], Path], labelled: bool, fragments: tuple[str, ...], case: OnnxCase,
+        tmp_path: Path) -> None:
+    option = "--eval" if labelled else "--calibration"
+    outcome = cli("quantize", case.path, "-d", "host-cpu", "-o", tmp_path / "q", option, make(tmp_path, case))
+    assert_user_error(outcome, *fragments)
+    assert not (tmp_path / "q").exists()  # checked before anything is written
+
+
+def test_wrong_static_size_names_the_graph_shape(digits: OnnxCase, tmp_path: Path) -> None:
+    bad = digits.save_npz(tmp_path / "d.npz", labelled=False, input=np.zeros((4, 1, 7, 7), np.float32))
+    assert_user_error(cli("quantize", digits.path, "-d", "host-cpu", "-o", tmp_path / "q", "--calibration", bad),
+                      "d.npz", "shape [4, 1, 7, 7], expected [N, 1, 8, 8]", "'input'")
+
+
+def test_static_mode_needs_calibration_and_bad_settings_are_one_line(digits: OnnxCase, tmp_path: Path) -> None:
+    assert_user_error(cli("quantize", digits.path, "-d", "host-cpu", "-o", tmp_path, "--mode", "static"),
+                      "--mode static", "--calibration")
+    assert_user_error(cli("quantize", digits.path, "-d", "host-cpu", "-o", tmp_path, "--mode", "int4"),
+                      "modes[0]", "'int4'")
+
+
+@pytest.mark.parametrize(("lines", "fragments"), [
+    ("a\nb\n", ("labels.txt", "2 labels", "has 10 classes")),
+    ("".join(f"{i}\n" for i in range(11)), ("labels.txt", "11 labels", "has 10 classes")),
+    ("a\n\nb\n", ("labels.txt", "line 2 is blank")),
+    ("", ("labels.txt", "it is empty")),
+], ids=["too-few", "too-many", "blank-line", "empty"])
+def test_bundle_refuses_labels_that_do_not_fit_the_output(lines: str, fragments: tuple[str, ...], digits: OnnxCase,
+                                                          tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text(lines)
+    outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "a", "--labels", labels)
+    assert_user_error(outcome, *fragments)
+
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    ("- a list\n", ("pre.yaml", "expected a mapping with a 'kind'")),
+    ("kind: image\nheight: 8\n", ("pre.yaml", "kind 'image' lacks", "width")),
+    ("kind: text\n", ("pre.yaml", "kind 'text' lacks max_length, pad_id")),
+    ("kind: [unclosed\n", ("pre.yaml", "malformed YAML")),
+], ids=["not-mapping", "image-keys", "text-keys", "malformed"])
+def test_bundle_refuses_a_bad_preprocessing_file(text: str, fragments: tuple[str, ...], digits: OnnxCase,
+                                                 tmp_path: Path) -> None:
+    pre = tmp_path / "pre.yaml"
+    pre.write_text(text)
+    outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "a", "--preprocessing", pre)
+    assert_user_error(outcome, *fragments)
+
+
+@pytest.mark.parametrize("command", ["quantize", "bundle"])
+@pytest.mark.parametrize(("make_out", "fragments"), [
+    (lambda tmp: (tmp / "file.txt").write_text("x") and tmp / "file.txt", ("file.txt", "is a file")),
+    (lambda tmp: (tmp / "file.txt").write_text("x") and tmp / "file.txt" / "out", ("file.txt", "cannot write")),
+    (lambda tmp: (tmp / "mine").mkdir() or (tmp / "mine" / "thesis.tex").write_text("x") and tmp / "mine",
+     ("mine", "not empty", "thesis.tex")),
+], ids=["file", "below-a-file", "foreign-dir"])
+def test_unusable_out_directories_are_refused(command: str, make_out: Callable[[Path], Path],
+                                              fragments: tuple[str, ...], digits: OnnxCase, tmp_path: Path) -> None:
+    out = make_out(tmp_path)
+    assert_user_error(cli(command, digits.path, "-d", "host-cpu", "-o", out, "--runs", "10"), *fragments)
+    assert (tmp_path / "mine").exists() is False or (tmp_path / "mine" / "thesis.tex").read_text() == "x"

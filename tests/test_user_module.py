@@ -1,0 +1,274 @@
+"""A user's own nn.Module as teacher and student: by import path in a recipe, as an object in Python.
+
+The modules are real small networks in :mod:`tests.user_modules`; runs go through every stage on
+scikit-learn's digits, a run directory is reloaded in a fresh process with identical outputs and
+nothing unpickled, and each kind of broken module is refused in one line before anything trains.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import edgekd
+from edgekd import Distill, Export, Pipeline, Prune, Quantize, Report, Teacher
+from edgekd.cli import app
+from edgekd.data.config import SklearnData
+from edgekd.data.datasets import load_dataset
+from edgekd.errors import ConfigError
+from tests.user_modules import small_cnn
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = {"source": "sklearn", "name": "digits", "limit": 600}
+CNN = "tests.user_modules:small_cnn"
+
+
+def _test_images(count: int = 32) -> torch.Tensor:
+    return load_dataset(SklearnData(**DIGITS), 0).x_test[:count]
+
+
+def _recipe(teacher: dict, student: dict, stages: list[dict], name: str = "own-module") -> dict:
+    return {"name": name, "seed": 0, "device": "host-cpu", "threads": 1, "data": DIGITS,
+            "teacher": {"model": teacher}, "student": {"model": student}, "stages": stages}
+
+
+FAST_STAGES = [{"stage": "teacher", "epochs": 4, "lr": 0.02}, {"stage": "distill", "epochs": 4, "lr": 0.02}]
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recipe naming the modules by import path, run through distill, prune, export, profile, bundle."""
+    directory = tmp_path_factory.mktemp("own-module")
+    stages = [*FAST_STAGES, {"stage": "prune", "ratio": 0.5, "targets": ["channels"],
+                                        "recovery": {"epochs": 3, "lr": 0.01}},
+              {"stage": "export", "target": "ort-mobile"}, {"stage": "profile", "warmup": 2, "runs": 20},
+              {"stage": "bundle"}]
+    recipe = _recipe({"arch": "module", "factory": CNN, "kwargs": {"width": 16}},
+                     {"arch": "module", "factory": CNN, "kwargs": {"width": 8}}, stages)
+    path = directory / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    edgekd.run(path, out=directory / "run")
+    return directory / "run"
+
+
+def test_recipe_run_trains_prunes_exports_and_bundles_the_users_module(recipe_run: Path) -> None:
+    run = edgekd.open_run(recipe_run)
+    metrics = {record["stage"]: record["metrics"] for record in run.stages}
+    assert metrics["teacher"]["teacher"]["accuracy"] > 0.7  # 10 classes: chance is 0.1
+    prune = metrics["prune"]["student"]
+    assert prune["accuracy"] > 0.5
+    assert prune["params_ratio"] < 0.6 and prune["params"] < prune["before"]["params"]
+    export = metrics["export"]
+    assert export["student"]["parity"]["passed"] and export["teacher"]["parity"]["passed"]
+    bundle = json.loads((recipe_run / "bundle" / "manifest.json").read_text())
+    assert bundle["inputs"][0]["shape"] == ["batch", 1, 8, 8] and bundle["outputs"][0]["shape"] == ["batch", 10]
+    manifest = json.loads((run.model_dir("student") / "edgekd_model.json").read_text())
+    assert manifest["spec"]["factory"] == CNN and manifest["spec"]["kwargs"] == {"width": 8}
+    assert manifest["spec"]["shapes"]["features.0"][1] < 8  # the pruned width is recorded
+
+
+def test_run_directory_reloads_in_a_fresh_process_with_identical_outputs(recipe_run: Path, tmp_path: Path) -> None:
+    images = _test_images()
+    np.save(tmp_path / "x.npy", images.numpy())
+    script = (
+        "import pickle, sys, numpy as np, torch\n"
+        "def refuse(*a, **k): raise AssertionError('unpickling attempted')\n"
+        "pickle.load = pickle.loads = torch.load = refuse\n"
+        "import edgekd\n"
+        "from safetensors.torch import save_file\n"
+        f"run = edgekd.open_run({str(recipe_run)!r})\n"
+        "for role in ('teacher', 'student'):\n"
+        "    model = run.load_model(role).eval()\n"
+        f"    x = torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r})).clone()\n"
+        "    with torch.no_grad():\n"
+        f"        np.save({str(tmp_path)!r} + f'/{{role}}.npy', model(x).numpy())\n"
+        f"    save_file(model.state_dict(), {str(tmp_path)!r} + f'/{{role}}.safetensors')\n"
+        "print(type(model).__module__, type(model).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["tests.user_modules", "SmallCNN"]
+    run = edgekd.open_run(recipe_run)
+    for role in ("teacher", "student"):
+        model = run.load_model(role).eval()
+        rebuilt = load_file(str(tmp_path / f"{role}.safetensors"))
+        assert rebuilt.keys() == model.state_dict().keys()
+        assert all(torch.equal(rebuilt[name], value) for name, value in model.state_dict().items())
+        with torch.no_grad():
+            here = model(images).numpy()
+        there = np.load(tmp_path / f"{role}.npy")
+        # the same weights and graph; kernels may round the last bit differently across processes
+        np.testing.assert_allclose(there, here, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(there.argmax(1), here.argmax(1))
+
+
+def test_pipeline_objects_run_and_say_they_cannot_be_reloaded_elsewhere(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(1)
+    teacher = small_cnn(width=12)
+    pipeline = Pipeline(name="objects", data=DIGITS, teacher=teacher, student="tests.user_modules:dict_mlp",
+                        stages=[Teacher(epochs=8, lr=0.02), Distill(epochs=6, lr=0.02), Export(),
+                                Quantize(modes=["static"], tolerance=0.5, agreement=0.5, roles=["student"]),
+                                Report()], threads=1)
+    assert sum("cannot be reloaded in a new one" in r.message for r in caplog.records) == 1
+    with pytest.raises(ConfigError, match=r"to_yaml\(\): teacher: .*SmallCNN.* not serializable") as raised:
+        pipeline.to_yaml()
+    assert "\n" not in str(raised.value)
+    result = pipeline.run(tmp_path / "run")
+    report = result.report()
+    assert report["teacher"]["accuracy"] > 0.7 and report["student"]["accuracy"] > 0.5
+    reloaded = edgekd.open_run(tmp_path / "run").load_model("teacher")  # this process keeps the object
+    quantize = next(r for r in edgekd.open_run(tmp_path / "run").stages if r["stage"] == "quantize")["metrics"]
+    assert quantize["student"]["decision"] in quantize["student"]["variants"]  # variants built, measured, one kept
+    assert type(reloaded).__name__ == "SmallCNN" and reloaded is not teacher
+    assert not torch.equal(reloaded.head.weight, teacher.head.weight)  # the run trained a copy, not the user's object
+
+
+def test_teacher_weights_saved_from_the_users_own_module_are_loaded(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    trained = small_cnn(width=4)
+    save_file(trained.state_dict(), str(tmp_path / "mine.safetensors"))  # the user's keys, no edgekd prefix
+    pipeline = Pipeline(name="weights", data=DIGITS, teacher={"model": {"arch": "module", "factory": CNN,
+                        "kwargs": {"width": 4}}, "weights": str(tmp_path / "mine.safetensors")},
+                        student=CNN, stages=[Teacher()], threads=1)
+    pipeline.run(tmp_path / "run")
+    loaded = edgekd.open_run(tmp_path / "run").load_model("teacher")
+    assert all(torch.equal(loaded.state_dict()[name], value) for name, value in trained.state_dict().items())
+
+
+def test_objects_fingerprint_by_initial_weights() -> None:
+    torch.manual_seed(0)
+    first, second = small_cnn(), small_cnn()
+    stages = [Teacher(epochs=1)]
+    spec = [Pipeline(data=DIGITS, teacher=m, student=CNN, stages=stages).recipe.teacher.model.instance
+            for m in (first, second, first)]
+    assert spec[0] == spec[2] != spec[1]
+    assert spec[0].startswith("tests.user_modules.SmallCNN@sha256:")
+
+
+def test_a_pipeline_given_import_paths_round_trips_through_yaml(tmp_path: Path) -> None:
+    pipeline = Pipeline(data=DIGITS, teacher=CNN, student={"arch": "module", "factory": CNN, "kwargs": {"width": 4}},
+                        stages=[Teacher(epochs=1), Distill(epochs=1)])
+    path = tmp_path / "recipe.yaml"
+    pipeline.to_yaml(path)
+    assert Pipeline.from_yaml(path).recipe == pipeline.recipe
+
+
+REFUSALS = [
+    ("tests.no_such_module:factory", {}, "teacher.model.factory", "cannot import 'tests.no_such_module'"),
+    ("tests.user_modules:missing", {}, "teacher.model.factory", "has no attribute 'missing'"),
+    ("tests.user_modules:NOT_CALLABLE", {}, "teacher.model.factory", "is a int, not callable"),
+    ("tests.user_modules:raises", {"width": 3}, "teacher.model.factory", "RuntimeError: no weights for width 3"),
+    ("tests.user_modules:small_cnn", {"depth": 3}, "teacher.model.factory", "unexpected keyword argument 'depth'"),
+    ("tests.user_modules:not_a_module", {}, "teacher.model.factory", "returned dict; expected a torch.nn.Module"),
+    ("tests.user_modules:wrong_classes", {}, "teacher.model.factory", "shape [2, 3]"),
+    ("tests.user_modules:no_logits", {}, "teacher.model.factory", "holding 'logits'"),
+    ("tests.user_modules:wrong_input", {}, "teacher.model.factory", "fails on the data's inputs (input [2, 1, 8, 8])"),
+    ("tests/user_modules.py", {}, "teacher.model.factory", "String should match pattern"),
+    ("tests.user_modules", {}, "teacher.model.factory", "String should match pattern"),
+]
+
+
+@pytest.mark.parametrize(("factory", "kwargs", "key", "fragment"), REFUSALS)
+def test_broken_modules_are_refused_in_one_line_before_training(
+        factory: str, kwargs: dict, key: str, fragment: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    recipe = _recipe({"arch": "module", "factory": factory, "kwargs": kwargs}, {"arch": "module", "factory": CNN},
+                     FAST_STAGES)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    for command in (["validate", str(path)], ["run", str(path), "--out", str(tmp_path / "run")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        message = " ".join(result.output.split())
+        assert key in message and " ".join(fragment.split()) in message, message
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("01-teacher/teacher"))
+
+
+@pytest.mark.parametrize(("student", "loss"), [(CNN, "hidden"), (CNN, "attention"), ("tests.user_modules:dict_mlp",
+                                                                                       "hidden")])
+def test_hidden_and_attention_losses_are_refused_for_a_module(student: str, loss: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Pipeline(data=DIGITS, teacher=CNN, student=student,
+                 stages=[Teacher(epochs=1), Distill(losses=[{"kind": loss}])]).plan("unused")
+    message = str(raised.value)
+    assert "stages[1].losses[0].kind" in message and "'module'" in message and "\n" not in message
+
+
+def test_an_object_from_another_process_is_refused_with_its_key(tmp_path: Path) -> None:
+    spec = {"arch": "module", "instance": "mypkg.Net@sha256:0123456789abcdef"}
+    with pytest.raises(ConfigError, match=r"teacher\.model\.instance: .* another process") as raised:
+        Pipeline(data=DIGITS, teacher=spec, student=CNN, stages=[Teacher(epochs=1)]).plan(tmp_path)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_module_layer_pruning_cannot_rebuild_is_refused_by_name(tmp_path: Path) -> None:
+    pipeline = Pipeline(data=DIGITS, teacher=CNN, student="tests.user_modules:scaled_cnn",
+                        stages=[Teacher(epochs=1), Distill(epochs=1), Prune(ratio=0.5, targets=["channels"])],
+                        threads=1)
+    with pytest.raises(ConfigError) as raised:
+        pipeline.run(tmp_path / "run")
+    message = str(raised.value)
+    assert "layer '1' (Scale) cannot be pruned" in message and "\n" not in message
+
+
+def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(tmp_path: Path) -> None:
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.specs import ModuleSpec
+    from edgekd.models.task_model import TaskModel, build_task_model
+    from edgekd.prune.config import PruneStage
+    from edgekd.prune.structured import prune_step
+
+    torch.manual_seed(0)
+    signature = InputSignature(kind="image", image_shape=(1, 8, 8))
+    classes = tuple(str(i) for i in range(10))
+    for width, ratio in ((16, 0.5), (8, 0.25), (12, 0.75)):
+        model = build_task_model(ModuleSpec(arch="module", factory=CNN, kwargs={"width": width}), signature, classes)
+        before = model.params
+        inputs = {"input": _test_images(8)}
+        prune_step(model, PruneStage(stage="prune", ratio=ratio, targets=["channels"]), ratio, inputs)
+        assert model.params < before
+        with torch.no_grad():
+            pruned = model.module.eval()(**inputs)
+        assert pruned.shape == (8, 10)
+        model.save(tmp_path / f"w{width}")
+        with torch.no_grad():
+            assert torch.equal(TaskModel.load(tmp_path / f"w{width}").module(**inputs), pruned)
+
+
+def test_a_text_module_takes_the_inputs_its_forward_names(tmp_path: Path) -> None:
+    from tests.test_text_pipeline import _write_tsv
+
+    _write_tsv(tmp_path / "train.tsv", 400, seed=1)
+    _write_tsv(tmp_path / "dev.tsv", 80, seed=2)
+    data = {"source": "tsv", "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "dev.tsv"),
+            "val_examples": 80}
+    words = "tests.user_modules:bag_of_words"
+    pipeline = Pipeline(name="text-module", data=data, tokenizer={"vocab_size": 200, "max_length": 32},
+                        teacher={"arch": "module", "factory": words, "kwargs": {"dim": 32}},
+                        student={"arch": "module", "factory": words, "kwargs": {"dim": 8}},
+                        stages=[Teacher(epochs=8, lr=0.05), Distill(epochs=8, lr=0.05), Export()], threads=1)
+    pipeline.run(tmp_path / "run")
+    run = edgekd.open_run(tmp_path / "run")
+    metrics = {record["stage"]: record["metrics"] for record in run.stages}
+    assert metrics["teacher"]["teacher"]["accuracy"] > 0.8  # one sentiment word decides the label
+    assert metrics["distill"]["student"]["accuracy"] > 0.7
+    assert metrics["export"]["student"]["parity"]["passed"]
+    small = {"arch": "module", "factory": words, "kwargs": {"vocab": 50}}  # fewer ids than the tokenizer gives
+    with pytest.raises(ConfigError, match=r"model\.factory: the module fails on the data's inputs") as raised:
+        Pipeline(name="text-module", data=data, tokenizer={"vocab_size": 200, "max_length": 32}, teacher=small,
+                 student=small, stages=[Teacher(epochs=1)], threads=1).run(tmp_path / "small")
+    assert "\n" not in str(raised.value)

@@ -1,0 +1,126 @@
+"""Small real PyTorch modules a user might bring, named by import path (``tests.user_modules:small_cnn``).
+
+Each factory is a plain function of keyword arguments, as a user's own package would have; some are
+broken on purpose, one way each, for the refusal tests.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """Two conv-BN-ReLU blocks, average pooling to 2 × 2 and a linear classifier; returns the logits tensor."""
+
+    def __init__(self, width: int = 16, classes: int = 10, channels: int = 1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        )
+        self.head = nn.Linear(8 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class DictMLP(nn.Module):
+    """An MLP over the flattened image that returns ``{"logits": ..., "features": ...}``, as many models do."""
+
+    def __init__(self, hidden: int = 32, classes: int = 10, pixels: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(pixels, hidden), nn.ReLU())
+        self.classifier = nn.Linear(hidden, classes)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.body(images)
+        return {"logits": self.classifier(features), "features": features}
+
+
+class Scale(nn.Module):
+    """A learned per-channel scale: parameters of its own that Torch-Pruning prunes along with the channels."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+def small_cnn(width: int = 16, classes: int = 10) -> SmallCNN:
+    """The CNN the end-to-end tests distill, prune and reload."""
+    return SmallCNN(width=width, classes=classes)
+
+
+def dict_mlp(hidden: int = 32, classes: int = 10) -> DictMLP:
+    """A student returning a dict with ``logits``."""
+    return DictMLP(hidden=hidden, classes=classes)
+
+
+def scaled_cnn(width: int = 8) -> nn.Module:
+    """A CNN with a custom parameterized layer between its convolutions (pruning it cannot be rebuilt)."""
+    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), Scale(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, 10))
+
+
+def raises(width: int = 8) -> nn.Module:
+    """A factory that fails, as one with a bug would."""
+    raise RuntimeError(f"no weights for width {width}")
+
+
+def not_a_module() -> dict[str, int]:
+    """A factory returning a config instead of a module."""
+    return {"width": 8}
+
+
+def wrong_classes() -> nn.Module:
+    """A classifier for 3 classes (the digits have 10)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+
+def no_logits() -> nn.Module:
+    """A module returning a dict without ``logits``."""
+    return _NoLogits()
+
+
+def wrong_input() -> nn.Module:
+    """A module expecting 3-channel images (the digits have 1)."""
+    return SmallCNN(channels=3)
+
+
+class _NoLogits(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"scores": self.linear(x.flatten(1))}
+
+
+#: Not callable: a factory path naming it is refused.
+NOT_CALLABLE = 42
+
+
+class BagOfWords(nn.Module):
+    """Token embeddings averaged over the attention mask, then a linear classifier (text, by keyword)."""
+
+    def __init__(self, vocab: int = 256, dim: int = 16, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.hidden = nn.Linear(dim, dim)
+        self.classifier = nn.Linear(dim, classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.classifier(torch.relu(self.hidden(pooled)))
+
+
+def bag_of_words(vocab: int = 256, dim: int = 16) -> BagOfWords:
+    """A text classifier for two classes over a vocabulary of ``vocab`` token ids."""
+    return BagOfWords(vocab=vocab, dim=dim)
