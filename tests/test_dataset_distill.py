@@ -253,6 +253,8 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
     ({"stage": {"labels": "teacher"}}, "stages[0].labels: 'teacher' needs a 'teacher' stage before it"),
     ({"stage": {"role": "teacher"}, "teacher": {"arch": "bilstm"}}, "teacher.model.arch: a 'bilstm' model"),
     ({"stage": {"images_per_class": 0}}, "images_per_class"),
+    ({"student": {"arch": "hf", "config": {"model_type": "resnet", "num_channels": 1}}},
+     "stages[0].role: dataset distillation builds fresh student networks"),
 ])
 def test_bad_input_is_one_line_and_exit_2(write_recipe, tmp_path: Path, change: dict, expected: str) -> None:
     recipe = recipe_dict(**change.get("stage", {}))

@@ -8,6 +8,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from edgekd.dataset_distill.config import FAMILIES
 from edgekd.errors import ConfigError
 from edgekd.models.builders import ImageSpec, build_model
 from edgekd.models.specs import ModelSpec
@@ -16,13 +17,11 @@ T = TypeVar("T")
 
 
 def image_family(spec: ModelSpec, where: str) -> ImageSpec:
-    """``spec`` if the methods can differentiate a loss through it to its inputs; else a one-line ConfigError.
-
-    Text families take token ids (integers): no gradient reaches an input a synthetic example could learn.
-    """
+    """``spec`` if the methods can build it and differentiate a loss through it to its inputs; else a one-line
+    ConfigError (text families take token ids, which no gradient reaches; user modules are not rebuilt)."""
     if not isinstance(spec, ImageSpec):
-        raise ConfigError(f"{where}: model arch '{spec.arch}' takes token ids, which no gradient reaches; dataset "
-                          "distillation needs a family differentiable in its inputs (cnn, mlp, resnet, mobilenet_v2)")
+        raise ConfigError(f"{where}: model arch '{spec.arch}' is not a family dataset distillation can build and "
+                          f"differentiate to its inputs ({', '.join(FAMILIES)})")
     return spec
 
 
