@@ -187,7 +187,7 @@ def _text_recipe(tmp_path: Path, pretrained: str) -> Path:
 def test_a_changed_local_checkpoint_changes_the_teacher_fingerprint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
-    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "config.json").write_text('{"model_type": "bert"}')
     recipe = load_recipe(_text_recipe(tmp_path, str(checkpoint)))
     device = load_device("host-cpu")
 
