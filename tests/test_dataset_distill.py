@@ -172,6 +172,21 @@ def test_bad_npz_files_name_file_and_problem(tmp_path: Path, arrays: dict, expec
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_truncated_npz_files_and_bad_metadata_are_one_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.npz"
+    np.savez(good, inputs=np.zeros((2, 1, 8, 8), np.float32), labels=np.zeros(2, np.int64),
+             metadata=np.asarray("{not json"))
+    with pytest.raises(DataError, match="'metadata' is not JSON text"):
+        load_npz(good)
+    content = good.read_bytes()
+    for cut in (len(content) // 3, len(content) - 30):
+        truncated = tmp_path / f"cut{cut}.npz"
+        truncated.write_bytes(content[:cut])
+        with pytest.raises(DataError, match="not a readable .npz file") as raised:
+            load_npz(truncated)
+        assert str(truncated) in str(raised.value) and "\n" not in str(raised.value)
+
+
 def test_synthetic_calibration_keeps_int8_accuracy(digits, tmp_path: Path) -> None:
     problem = problem_for(digits, "distribution_matching", images_per_class=5, iterations=60)
     synthetic = METHODS["distribution_matching"](problem)
@@ -179,7 +194,9 @@ def test_synthetic_calibration_keeps_int8_accuracy(digits, tmp_path: Path) -> No
                                                        digits.class_names))
     feeds = npz_calibration_feeds(path, samples=256, batch_size=64)
     assert [feed["input"].shape for feed in feeds] == [(50, 1, 8, 8)]
-    assert [f["input"].shape for f in npz_calibration_feeds(path, samples=40, batch_size=16)] == [(16, 1, 8, 8)] * 2
+    split = npz_calibration_feeds(path, samples=40, batch_size=16)  # every example, in equal batches
+    assert [f["input"].shape for f in split] == [(10, 1, 8, 8)] * 4
+    assert np.array_equal(np.concatenate([f["input"] for f in split]), load_npz(path).inputs[:40])
     torch.manual_seed(0)
     settings = problem.config.evaluation
     labels = F.one_hot(digits.y_train, 10).float()

@@ -23,6 +23,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from edgekd import api
+from edgekd.export.bundle_file import read_preprocessing
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.builders import build_model
@@ -395,18 +396,30 @@ def test_bundle_refuses_labels_that_do_not_fit_the_output(lines: str, fragments:
     assert_user_error(outcome, *fragments)
 
 
+GOOD_IMAGE = ("kind: image\nlayout: NCHW\nchannels: 1\nheight: 8\nwidth: 8\ncolor: grey\npixel_range: [0, 16]\n"
+              "scale: 1.0\nmean: [0.5]\nstd: [1.0]\nformula: x = (pixel * scale - mean) / std\nbyte_scale: 0.0625\n")
+
+
 @pytest.mark.parametrize(("text", "fragments"), [
     ("- a list\n", ("pre.yaml", "expected a mapping with a 'kind'")),
-    ("kind: image\nheight: 8\n", ("pre.yaml", "kind 'image' lacks", "width")),
-    ("kind: text\n", ("pre.yaml", "kind 'text' lacks max_length, pad_id")),
+    ("kind: image\nheight: 8\n", ("pre.yaml", "layout: required key is missing", "and 9 more problems")),
+    ("kind: text\n", ("pre.yaml", "max_length: required key is missing", "and 1 more problem")),
+    ("kind: text\nmax_length: 0\npad_id: 0\n", ("pre.yaml", "max_length", "greater than 0")),
+    (GOOD_IMAGE.replace("pixel_range: [0, 16]", "pixel_range: 16"), ("pre.yaml", "pixel_range", "tuple")),
+    (GOOD_IMAGE.replace("mean: [0.5]", "mean: 0.5"), ("pre.yaml", "mean", "list")),
+    (GOOD_IMAGE.replace("std: [1.0]", "std: [1.0, 2.0, 3.0]"), ("pre.yaml", "one value per channel (1)")),
+    (GOOD_IMAGE.replace("std: [1.0]", "std: [0]"), ("pre.yaml", "std[0]", "greater than 0")),
     ("kind: [unclosed\n", ("pre.yaml", "malformed YAML")),
-], ids=["not-mapping", "image-keys", "text-keys", "malformed"])
+], ids=["not-mapping", "image-keys", "text-keys", "text-length", "range-scalar", "mean-scalar", "std-per-channel",
+        "std-zero", "malformed"])
 def test_bundle_refuses_a_bad_preprocessing_file(text: str, fragments: tuple[str, ...], digits: OnnxCase,
                                                  tmp_path: Path) -> None:
     pre = tmp_path / "pre.yaml"
     pre.write_text(text)
     outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "a", "--preprocessing", pre)
     assert_user_error(outcome, *fragments)
+    pre.write_text(GOOD_IMAGE)  # the same file made right is read as written
+    assert read_preprocessing(pre)["mean"] == [0.5]
 
 
 @pytest.mark.parametrize("command", ["quantize", "bundle"])

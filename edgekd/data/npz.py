@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def load_npz(path: Path) -> NpzSet:
     try:
         with np.load(path) as archive:  # numpy's default refuses object arrays: no code runs on load
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     missing = [key for key in ("inputs", "labels") if key not in arrays]
     if missing:
@@ -71,5 +72,8 @@ def load_npz(path: Path) -> NpzSet:
     names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else tuple(map(str, range(count)))
     if len(names) < count:
         raise DataError(f"{path}: label {count - 1} has no class name ({len(names)} class_names)")
-    metadata = json.loads(str(arrays["metadata"])) if "metadata" in arrays else None
+    try:
+        metadata = json.loads(str(arrays["metadata"])) if "metadata" in arrays else None
+    except ValueError:
+        raise DataError(f"{path}: 'metadata' is not JSON text (edgekd writes it as a JSON string)") from None
     return NpzSet(inputs.astype(np.float32), labels.astype(np.int64), names, arrays.get("soft_labels"), metadata)

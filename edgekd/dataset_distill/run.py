@@ -20,6 +20,7 @@ from edgekd.dataset_distill.methods import METHODS
 from edgekd.dataset_distill.network import Family, image_family
 from edgekd.dataset_distill.problem import Problem, SyntheticSet
 from edgekd.errors import ConfigError
+from edgekd.models.call import call_logits
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     log.info("%s: %d synthetic examples learnt in %.1f s", config.method, len(synthetic.labels), wall)
     if teacher is not None and config.labels == "teacher":
         with torch.no_grad():
-            synthetic.soft_labels = F.softmax(teacher.eval()(synthetic.images) / config.temperature, dim=1)
+            logits = call_logits(teacher.eval(), {"input": synthetic.images})  # any image teacher, hf ones too
+            synthetic.soft_labels = F.softmax(logits / config.temperature, dim=1)
     accuracy = compare(problem, synthetic, (splits.x_test, splits.y_test))
     metadata = {"method": config.method, "config": config.model_dump(mode="json"), "seed": seed,
                 "family": family.spec.model_dump(mode="json"),

@@ -18,11 +18,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from edgekd.atomic import write_json
 from edgekd.config.device import DeviceProfile
-from edgekd.config.loading import read_yaml
+from edgekd.config.loading import read_yaml, validate_model
 from edgekd.errors import ConfigError, DataError
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
 from edgekd.export.config import ExportTarget
@@ -34,10 +36,6 @@ from edgekd.rundir import claimed
 from edgekd.version import __version__
 
 RECORD = "bundle.json"
-#: Keys the README's image preprocessing section reads (see :mod:`edgekd.export.manifest`).
-IMAGE_KEYS = ("layout", "channels", "height", "width", "color", "pixel_range", "scale", "mean", "std", "formula",
-              "byte_scale")
-TEXT_KEYS = ("max_length", "pad_id")
 
 
 @dataclass(frozen=True)
@@ -120,16 +118,49 @@ def read_labels(path: Path, model: Path) -> list[str]:
     return names
 
 
+class ImagePreprocessing(BaseModel):
+    """What an ``image`` preprocessing description must hold, typed (the bundle README computes with it)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    layout: str
+    channels: PositiveInt
+    height: PositiveInt
+    width: PositiveInt
+    color: str
+    pixel_range: tuple[float, float]
+    scale: float
+    mean: list[float]
+    std: list[Annotated[float, Field(gt=0)]]
+    formula: str
+    byte_scale: float
+
+    @model_validator(mode="after")
+    def _one_mean_and_std_per_channel(self) -> ImagePreprocessing:
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean and std need one value per channel ({self.channels}); got {len(self.mean)} "
+                             f"and {len(self.std)}")
+        return self
+
+
+class TextPreprocessing(BaseModel):
+    """What a ``text`` preprocessing description must hold."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_length: PositiveInt
+    pad_id: Annotated[int, Field(ge=0)]
+
+
 def read_preprocessing(path: Path) -> dict[str, Any]:
-    """The manifest's ``preprocessing`` from a JSON or YAML mapping with a ``kind``; ``image``/``text`` keys checked."""
+    """The manifest's ``preprocessing`` from a JSON or YAML mapping with a ``kind``; ``image``/``text`` ones typed."""
     data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
-        raise ConfigError(f"{path}: expected a mapping with a 'kind' (e.g. kind: image, with {', '.join(IMAGE_KEYS)})")
-    required = {"image": IMAGE_KEYS, "text": TEXT_KEYS}.get(data["kind"], ())
-    missing = [key for key in required if key not in data]
-    if missing:
-        raise ConfigError(f"{path}: preprocessing of kind '{data['kind']}' lacks {', '.join(missing)} (it needs "
-                          f"{', '.join(required)})")
+        keys = ", ".join(ImagePreprocessing.model_fields)
+        raise ConfigError(f"{path}: expected a mapping with a 'kind' (e.g. kind: image, with {keys})")
+    schema = {"image": ImagePreprocessing, "text": TextPreprocessing}.get(data["kind"])
+    if schema is not None:
+        validate_model(data, schema, source=str(path))
     return data
 
 

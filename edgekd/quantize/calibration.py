@@ -43,11 +43,16 @@ def npz_calibration_feeds(path: Path, samples: int, batch_size: int = 64,
                           input_name: str = IMAGE_INPUT) -> tuple[Feed, ...]:
     """Calibration batches of one shape from a ``.npz`` image set (e.g. ``dataset_distill``'s synthetic set).
 
-    Takes up to ``samples`` examples in whole batches (batch = min(batch_size, examples)), so a
-    distilled set of 10 images calibrates as one batch of 10.
+    Every one of the first ``samples`` examples is used, in batches of the largest size up to
+    ``batch_size`` that divides their number: 100 distilled images (stored class by class) calibrate
+    as two batches of 50, so no class is left out the way whole batches of 64 would leave 7–9 out.
     """
     inputs = load_npz(path).inputs
     count = min(samples, len(inputs))
-    batch = min(batch_size, count)
-    return tuple({input_name: np.ascontiguousarray(inputs[start:start + batch])}
-                 for start in range(0, count - count % batch, batch))
+    batch = equal_batch_size(count, batch_size)
+    return tuple({input_name: np.ascontiguousarray(inputs[start:start + batch])} for start in range(0, count, batch))
+
+
+def equal_batch_size(count: int, largest: int) -> int:
+    """The largest batch size ≤ ``largest`` that splits ``count`` examples into equal batches."""
+    return next(size for size in range(min(largest, count), 0, -1) if count % size == 0)

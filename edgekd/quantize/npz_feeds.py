@@ -19,6 +19,7 @@ import numpy as np
 from edgekd.errors import DataError
 from edgekd.export.manifest import tensor_specs
 from edgekd.profile.inputs import first_line
+from edgekd.quantize.calibration import equal_batch_size
 from edgekd.quantize.feeds import Feed, LabelledBatch, QuantData
 
 #: The evaluation file's array of class labels.
@@ -42,7 +43,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
     if calibration is not None:
         arrays = _read(calibration, model, inputs, labelled=False)
         count = min(calibration_samples, _count(arrays))
-        batch = _static_batch(inputs) or min(BATCH_SIZE, count)
+        batch = _static_batch(inputs) or equal_batch_size(count, BATCH_SIZE)  # dynamic: every example used
         calibration_feeds = tuple(feed for feed, _ in _batches(arrays, count - count % batch, batch))
         if not calibration_feeds:
             raise DataError(f"{calibration}: {count} example(s), fewer than one batch of the graph's static batch "

@@ -51,7 +51,7 @@ def learn(problem: Problem) -> SyntheticSet:
                 real_grads = [g.detach() for g in torch.autograd.grad(real_loss, params)]
                 synthetic = images[cls * per_class:(cls + 1) * per_class]
                 synthetic_loss = F.cross_entropy(network(augment(synthetic, config.augment, generator)),
-                                                 target[:per_class])
+                                                 torch.full((per_class,), cls))
                 synthetic_grads = torch.autograd.grad(synthetic_loss, params, create_graph=True)
                 loss = loss + sum(gradient_distance(r, s) for r, s in zip(real_grads, synthetic_grads, strict=True))
             optimizer.zero_grad()
