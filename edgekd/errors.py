@@ -38,3 +38,9 @@ class TrainingError(EdgekdError):
 
 class StorageError(EdgekdError):
     """A result cannot be written: the disk (or the user's quota) is full."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (or its type name), for one-line errors."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from edgekd.errors import ModelError
-from edgekd.profile.inputs import first_line
+from edgekd.errors import ModelError, first_line
 
 ModelFormat = Literal["onnx", "ort"]
 #: The flatbuffer file identifier of ORT format models, at bytes 4..8 of the file.

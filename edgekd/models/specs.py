@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
 from edgekd.config.base import PositiveInt, StrictModel
 from edgekd.models import families
+from edgekd.models.packaged import is_packaged
 
 #: A layer width, channel or embedding count: positive and small enough to allocate.
 Width = Annotated[PositiveInt, Field(le=65_536)]
@@ -118,7 +119,7 @@ class BertSpec(SpecBase):
 
     arch: Literal["bert"]
     pretrained: str | None = None
-    trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model. Never default.")
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model; off unless set.")
     layers: Depth = 4
     hidden: Width = 512
     heads: Width = 8
@@ -132,7 +133,9 @@ class BertSpec(SpecBase):
             raise ValueError(f"give either 'pretrained' or sizes ({', '.join(sorted(sized))}), not both")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        if self.pretrained is not None and Path(self.pretrained).expanduser().is_dir():
+        readable = self.pretrained is not None and (is_packaged(self.pretrained)
+                                                    or Path(self.pretrained).expanduser().is_dir())
+        if readable:
             model_type = families.read_config(self.pretrained).get("model_type", "?")
             if not families.family(model_type).bert_layout:
                 raise ValueError(f"pretrained '{self.pretrained}' is a '{model_type}' checkpoint, not a BERT-layout "
@@ -160,13 +163,14 @@ class HFSpec(SpecBase):
     pretrained: str | None = Field(default=None, description="A hub id or a local save_pretrained directory.")
     config: dict[str, Any] | None = Field(
         default=None, description="A transformers config as a mapping, model_type included (a fresh model).")
-    trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model. Never default.")
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model; off unless set.")
     _model_type: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _one_source(self) -> HFSpec:
         if (self.pretrained is None) == (self.config is None):
-            raise ValueError("give either 'pretrained' (a checkpoint) or 'config' (a transformers config), not both")
+            which = "not both" if self.config is not None else "one of them is needed"
+            raise ValueError(f"give either 'pretrained' (a checkpoint) or 'config' (a transformers config), {which}")
         if self.config is not None:
             model_type = self.config.get("model_type")
             if not isinstance(model_type, str):

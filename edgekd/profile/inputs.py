@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgekd.errors import ModelError
+from edgekd.errors import ModelError, first_line
 
 TOKEN_ID_HIGH = 32
 _SEQ_NAME = re.compile(r"seq|sequence|length|len|token|time|step", re.IGNORECASE)
@@ -182,7 +182,3 @@ def _show(dims: tuple[Dim, ...]) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message (or its type name), for one-line errors."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

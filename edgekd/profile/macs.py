@@ -30,9 +30,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgekd.errors import ModelError
+from edgekd.errors import ModelError, first_line
 from edgekd.model_file import model_format
-from edgekd.profile.inputs import ShapeLike, first_line, make_feeds
+from edgekd.profile.inputs import ShapeLike, make_feeds
 
 #: Convolution-like operators and the input index of their weight ([C_out, C_in / group, *kernel]).
 CONV_WEIGHT_INPUT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv": 3}

@@ -22,10 +22,10 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekd.config.device import DeviceProfile
-from edgekd.errors import ModelError
+from edgekd.errors import ModelError, first_line
 from edgekd.model_file import load_as_ort_if_needed
 from edgekd.profile.cpu import host_threads, resolve_threads
-from edgekd.profile.inputs import first_line, make_feeds
+from edgekd.profile.inputs import make_feeds
 
 KERNEL_SUFFIX = "_kernel_time"
 

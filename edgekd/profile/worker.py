@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edgekd.errors import ModelError
+from edgekd.errors import ModelError, first_line
 from edgekd.model_file import load_as_ort_if_needed
-from edgekd.profile.inputs import first_line, make_feeds
+from edgekd.profile.inputs import make_feeds
 
 
 def memory_kb() -> tuple[int, int]:

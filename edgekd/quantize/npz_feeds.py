@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import DataError
+from edgekd.errors import DataError, first_line
 from edgekd.export.manifest import tensor_specs
-from edgekd.profile.inputs import first_line
 from edgekd.quantize.calibration import equal_batch_size
 from edgekd.quantize.feeds import Feed, LabelledBatch, QuantData
 
