@@ -23,6 +23,7 @@ def load_benchmark(name: str = "kd_sst2") -> Any:
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
+@pytest.mark.slow  # 77 s of the default suite's 17 min (loaded machine); `make test-all` runs it
 @pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
 def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
     kd_sst2 = load_benchmark()
