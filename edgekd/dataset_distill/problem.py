@@ -63,6 +63,12 @@ class Problem:
         pool = self._by_class[cls]
         return self.images[pool[torch.randperm(len(pool), generator=generator)[:count]]]
 
+    def start(self) -> tuple[torch.Generator, torch.Tensor]:
+        """Seed torch with the problem's seed; return the method's generator and the learnable initial images."""
+        generator = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        return generator, self.initial_images(generator).requires_grad_(True)
+
     def initial_images(self, generator: torch.Generator) -> torch.Tensor:
         """The starting synthetic images: random real ones per class, or uniform noise in the data's range."""
         per_class = self.config.images_per_class

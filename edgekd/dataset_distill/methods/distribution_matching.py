@@ -18,9 +18,7 @@ from edgekd.dataset_distill.problem import Problem, SyntheticSet
 def learn(problem: Problem) -> SyntheticSet:
     """Learn the synthetic set by matching class-mean embeddings under random networks."""
     config = problem.config
-    generator = torch.Generator().manual_seed(problem.seed)
-    torch.manual_seed(problem.seed)
-    images = problem.initial_images(generator).requires_grad_(True)
+    generator, images = problem.start()
     optimizer = torch.optim.Adam([images], lr=config.image_lr)
     per_class = config.images_per_class
     losses: list[float] = []

@@ -30,9 +30,7 @@ def gradient_distance(real: torch.Tensor, synthetic: torch.Tensor) -> torch.Tens
 def learn(problem: Problem) -> SyntheticSet:
     """Learn the synthetic set by matching per-class training gradients over many random networks."""
     config = problem.config
-    generator = torch.Generator().manual_seed(problem.seed)
-    torch.manual_seed(problem.seed)
-    images = problem.initial_images(generator).requires_grad_(True)
+    generator, images = problem.start()
     labels = problem.synthetic_labels()
     optimizer = torch.optim.Adam([images], lr=config.image_lr)
     per_class = config.images_per_class

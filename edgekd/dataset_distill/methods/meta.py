@@ -24,9 +24,7 @@ from edgekd.dataset_distill.problem import Problem, SyntheticSet
 def learn(problem: Problem) -> SyntheticSet:
     """Learn the synthetic set (and step sizes, and soft labels if asked) by differentiating unrolled training."""
     config = problem.config
-    generator = torch.Generator().manual_seed(problem.seed)
-    torch.manual_seed(problem.seed)
-    images = problem.initial_images(generator).requires_grad_(True)
+    generator, images = problem.start()
     labels = problem.synthetic_labels()
     log_lrs = torch.full((config.inner_steps,), math.log(config.inner_lr), requires_grad=True)
     label_logits = (F.one_hot(labels, problem.num_classes).float() * 3.0).requires_grad_(config.labels == "learned")
