@@ -37,10 +37,11 @@ from tests.conftest import demo_recipe_dict
 runner = CliRunner()
 FAST_TABLE = {"warmup": 3, "runs": 20, "rounds": 1}
 DIGITS = Family("mlp", InputSignature("image", image_shape=(1, 8, 8)), tuple(str(i) for i in range(10)))
-#: Digits MLPs a few microseconds fast, and one far over a 0.05 ms budget (and, at 16 MB, over a 10 MB one).
+#: Digits MLPs a few microseconds fast, and one far over a 0.05 ms budget and, at 16 MB (4.5 MB pruned to half
+#: width), over a 3 MB one: the size keeps both out on any machine, however fast it times them.
 SPACE = {"hidden": [[16], [64], [2048, 2048]]}
 #: This machine with a budget the search has to work for.
-TIGHT = Budget(p90_ms=0.05, size_mb=10, peak_memory_mb=500)
+TIGHT = Budget(p90_ms=0.05, size_mb=3, peak_memory_mb=500)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +207,7 @@ def test_compress_picks_a_model_within_budget_and_reports_it(cache: Path, tmp_pa
     rows = search["table"]["candidates"]
     over = [row for row in rows if row["over"]]
     assert {row["label"] for row in over} == {"mlp hidden=[2048,2048] fp32", "mlp hidden=[2048,2048] prune=0.5 fp32"}
-    assert "size_mb" in next(row for row in over if row["label"] == "mlp hidden=[2048,2048] fp32")["over"]
+    assert all("size_mb" in row["over"] for row in over), over
     # over-budget candidates were never trained; the two largest feasible ones were (one pruned after distillation)
     assert {row["status"] for row in over} == {"over budget"}
     assert [t["label"] for t in search["trained"]] == ["mlp hidden=[64]", "mlp hidden=[64] prune=0.5"]
