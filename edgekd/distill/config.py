@@ -12,6 +12,8 @@ from edgekd.config.training import TrainingConfig
 from edgekd.digest import file_digest
 from edgekd.distill.losses.hinton import HintonLoss
 from edgekd.distill.losses.registry import LossConfig
+from edgekd.models.embeddings import check_embedding_width
+from edgekd.models.specs import spec_of
 from edgekd.stage_kind import PlanState, StageKind, check_losses_fit
 
 if TYPE_CHECKING:
@@ -88,6 +90,8 @@ def _check_distill(config: DistillStage, state: PlanState, where: str) -> None:
                 raise state.fail(f"{where}.losses[{index}].kind", "distilling from an ensemble transfers averaged "
                                  f"soft targets only: use 'hinton' (got '{loss.kind}'), or a single teacher")
     check_losses_fit(config.losses, config.student, config.teacher, state, f"{where}.losses")
+    check_embedding_width(spec_of(recipe, config.student), spec_of(recipe, config.teacher), state.fail,
+                          f"{config.student}.model")
     compared = sorted({need for loss in config.losses for need in loss.needs})
     if compared and config.cache_teacher and recipe.data.modality != "text":
         raise state.fail(f"{where}.cache_teacher", f"the teacher-output cache stores {', '.join(compared)} per "

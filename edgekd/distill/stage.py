@@ -31,6 +31,7 @@ from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
 from edgekd.errors import StorageError
 from edgekd.models.call import call_logits
+from edgekd.models.embeddings import inherit_embeddings
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.models.weights import load_weights
 from edgekd.stage_kind import RecipeView
@@ -84,8 +85,10 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
     teacher = teachers[0]
     data = prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=teacher.tokenizer)
     torch.manual_seed(ctx.seed)
-    student = build_task_model(getattr(ctx.recipe, config.student).model, data.signature, data.class_names,
-                               tokenizer=teacher.tokenizer, teacher=teacher)
+    spec = getattr(ctx.recipe, config.student).model
+    student = build_task_model(spec, data.signature, data.class_names, tokenizer=teacher.tokenizer, teacher=teacher)
+    if getattr(spec, "embeddings", "random") == "teacher":
+        inherit_embeddings(student.module, teacher.module, where=f"{config.student}.model")
     loss = combined_loss(config.losses, student.module, teacher.module)  # check_recipe: an ensemble → hinton only
     train = _transfer_set(data, config, ctx.seed)
     for member in teachers:

@@ -229,10 +229,19 @@ class DropLayersSpec(SpecBase):
     keep: Literal["every_other"] | list[Annotated[StrictInt, Field(ge=0)]] = "every_other"
 
 
-class BiLSTMSpec(SpecBase):
-    """Tang et al. (2019) student: embeddings, a bidirectional LSTM, max-pooling over time, an MLP head."""
+class EmbeddingStudent(SpecBase):
+    """A text student with a word-embedding table of its own (:mod:`edgekd.models.embeddings`)."""
 
     modality: ClassVar[Modality] = "text"
+
+    embeddings: Literal["random", "teacher"] = Field(
+        default="random", description="'teacher': start from the teacher's word embeddings (same tokenizer), "
+        "projected to embedding_dim on their top principal directions.")
+
+
+class BiLSTMSpec(EmbeddingStudent):
+    """Tang et al. (2019) student: embeddings, a bidirectional LSTM, max-pooling over time, an MLP head."""
+
     search_space: ClassVar[dict[str, list[Any]]] = {"embedding_dim": [64, 128, 300], "hidden": [64, 150]}
 
     arch: Literal["bilstm"]
@@ -243,10 +252,9 @@ class BiLSTMSpec(SpecBase):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
 
-class TextCNNSpec(SpecBase):
+class TextCNNSpec(EmbeddingStudent):
     """Kim (2014) CNN text classifier: embeddings, parallel 1-D convolutions, max-pooling, a linear head."""
 
-    modality: ClassVar[Modality] = "text"
     search_space: ClassVar[dict[str, list[Any]]] = {"embedding_dim": [64, 128], "filters": [50, 100]}
 
     arch: Literal["textcnn"]
