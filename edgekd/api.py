@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceProfile, load_device
 from edgekd.config.recipe import Recipe, load_recipe
@@ -223,6 +224,8 @@ def bench(
 
     profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
     paths = [Path(m) for m in models]
+    with write_errors_reported(Path(out)):  # an --out that cannot be written fails now, not after the timing
+        Path(out).mkdir(parents=True, exist_ok=True)
     figures = bench_models(paths, profile_, warmup=warmup, runs=runs, rounds=rounds)
     settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "interleaved": True}
     return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))

@@ -111,3 +111,13 @@ def test_bench_command_writes_a_side_by_side_report(models: list[Path], tmp_path
 def test_bench_command_rejects_a_model_given_twice(models: list[Path], tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", str(models[0]), str(models[0]), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "given more than once" in result.output
+
+
+def test_an_out_that_cannot_be_written_fails_before_any_timing(models: list[Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    timed: list[object] = []
+    monkeypatch.setattr(bench, "bench_models", lambda *args, **kwargs: timed.append(args) or [])
+    (tmp_path / "taken").write_text("mine\n")
+    result = runner.invoke(app, ["bench", str(models[0]), "--out", str(tmp_path / "taken" / "bench")])
+    assert result.exit_code == 2 and "a part of its path is a file" in result.output, result.output
+    assert timed == [] and (tmp_path / "taken").read_text() == "mine\n"
