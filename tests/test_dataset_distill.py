@@ -223,6 +223,18 @@ def recipe_dict(**stage: Any) -> dict[str, Any]:
     return recipe
 
 
+def _check_trained_on_with_the_split_it_was_learnt_from(path: Path, loaded: NpzSet) -> None:
+    """Testing on the source data split another way would test on images the set was learnt from: refused."""
+    learned = loaded.metadata["learned_from"]
+    source, seed = SklearnData(**learned["data"]), learned["split_seed"]
+    same = load_dataset(NpzData(source="npz", path=path, eval_data=source), seed)
+    assert torch.equal(same.x_test, load_dataset(source, seed).x_test)
+    with pytest.raises(DataError, match=f"set data.eval_data.split_seed: {seed}"):
+        load_dataset(NpzData(source="npz", path=path, eval_data=source), seed + 1)
+    pinned = source.model_copy(update={"split_seed": seed})  # the eval data's own split seed wins
+    assert torch.equal(load_dataset(NpzData(source="npz", path=path, eval_data=pinned), seed + 1).x_test, same.x_test)
+
+
 def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = runner.invoke(app, ["distill-data", str(write_recipe(recipe_dict())), "--out", str(out), "-q"])
@@ -231,6 +243,7 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
     assert loaded.inputs.shape == (20, 1, 8, 8) and loaded.labels.tolist() == [c for c in range(10) for _ in "ab"]
     assert loaded.metadata["method"] == "distribution_matching"
     assert loaded.metadata["preprocessing"]["formula"] == "input = pixel / 16"
+    _check_trained_on_with_the_split_it_was_learnt_from(out / "01-dataset_distill" / "synthetic.npz", loaded)
     record = json.loads((out / "01-dataset_distill" / "stage.json").read_text())
     accuracy = record["metrics"]["accuracy"]
     assert set(accuracy) == {"synthetic", "random_real", "coreset", "full"}

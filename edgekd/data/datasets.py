@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -83,11 +83,31 @@ def _load_npz_splits(config: NpzData, seed: int) -> DatasetSplits:
     if config.eval_data is None:
         return _split(loaded.inputs, loaded.labels, loaded.class_names, config.val_fraction, config.test_fraction,
                       seed)
-    held_out = _load_sklearn_splits(config.eval_data, seed)
+    eval_seed = config.eval_data.split_seed if config.eval_data.split_seed is not None else seed
+    check_held_out_split(config, loaded.metadata, eval_seed)
+    held_out = _load_sklearn_splits(config.eval_data, eval_seed)
     if held_out.input_shape != loaded.inputs.shape[1:] or len(loaded.class_names) > held_out.num_classes:
         raise DataError(f"{config.path}: inputs of shape {loaded.inputs.shape[1:]} in {len(loaded.class_names)} "
                         f"classes do not fit data.eval_data ({held_out.input_shape}, {held_out.num_classes} classes)")
     return replace(held_out, x_train=torch.from_numpy(loaded.inputs), y_train=torch.from_numpy(loaded.labels))
+
+
+def check_held_out_split(config: NpzData, metadata: dict[str, Any] | None, eval_seed: int) -> None:
+    """Refuse validation and test splits of the data a synthetic set was learnt from, split another way.
+
+    ``metadata["learned_from"]`` (written by :mod:`edgekd.dataset_distill`) names that data and the
+    split seed of the training split it used; any other seed puts some of those training images in
+    ``eval_data``'s test split, and the accuracy measured there would be inflated.
+    """
+    source = (metadata or {}).get("learned_from")
+    if not isinstance(source, dict) or source.get("data") != config.eval_data.model_dump(mode="json",
+                                                                                          exclude={"split_seed"}):
+        return
+    if source.get("split_seed") != eval_seed:
+        raise DataError(f"{config.path}: its examples were learnt from the training split of this data split with "
+                        f"seed {source.get('split_seed')}; data.eval_data splits it with seed {eval_seed}, so its "
+                        f"test examples include images the set was learnt from: set data.eval_data.split_seed: "
+                        f"{source.get('split_seed')}")
 
 
 def _load_sklearn(config: SklearnData) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

@@ -63,7 +63,7 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
             synthetic.soft_labels = F.softmax(logits / config.temperature, dim=1)
     accuracy = compare(problem, synthetic, (splits.x_test, splits.y_test))
     metadata = {"method": config.method, "config": config.model_dump(mode="json"), "seed": seed,
-                "family": family.spec.model_dump(mode="json"),
+                "family": family.spec.model_dump(mode="json"), "learned_from": learned_from(recipe, seed),
                 "preprocessing": PREPROCESSING.get(getattr(recipe.data, "name", ""), {"source": recipe.data.source}),
                 "wall_seconds": wall, "accuracy": accuracy, "details": synthetic.details}
     soft = synthetic.soft_labels.numpy() if synthetic.soft_labels is not None else None
@@ -74,6 +74,15 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
 def data_seed(recipe: Recipe, seed: int) -> int:
     """The seed the recipe's data is split with: ``data.split_seed`` if set, else ``seed``."""
     return recipe.data.split_seed if recipe.data.split_seed is not None else seed
+
+
+def learned_from(recipe: Recipe, seed: int) -> dict[str, Any]:
+    """The data (without its split seed) and the split seed whose training split the examples were learnt from.
+
+    A recipe that trains on the set and tests on that data must split it the same way, or its test
+    examples include images the set was learnt from (:func:`edgekd.data.datasets.check_held_out_split`).
+    """
+    return {"data": recipe.data.model_dump(mode="json", exclude={"split_seed"}), "split_seed": data_seed(recipe, seed)}
 
 
 def _spec(config: DatasetDistillStage, recipe: Recipe) -> Any:
