@@ -16,6 +16,11 @@ ratio and speed-up against the teacher, plus how many (pooled) standard deviatio
 student beats its twin by, and the issue's targets with whether they were met. It is rewritten
 after every model (``"complete": false`` until the end), so an interrupted run keeps its figures.
 
+``--int8`` adds each distilled student as the quantize stage keeps it (``<name>-int8``: its run copied,
+so only quantization, profiling and the report run again; the row records the kept precision, why,
+and the FP32 accuracy it was judged against). ``--embeddings teacher`` starts BiLSTM and TextCNN
+students (and their twins) from the teacher's word embeddings.
+
 ``--merge A.json B.json --out C.json`` combines runs that trained the same teacher (e.g. one
 ``--only`` recipe each, run on different days) into one result.
 
@@ -31,6 +36,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -174,6 +180,23 @@ def hard_label_twin(recipe: dict[str, Any], distilled: RunResult) -> dict[str, A
     return recipe
 
 
+def with_quantize(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` with the quantize stage (its defaults) right after export, where it has none."""
+    recipe = copy.deepcopy(recipe)
+    names = [stage["stage"] for stage in recipe["stages"]]
+    if "quantize" not in names:
+        recipe["stages"].insert(names.index("export") + 1, {"stage": "quantize"})
+    return recipe
+
+
+def quantize_figures(results: list[RunResult]) -> dict[str, Any]:
+    """What the quantize stage kept for the student of each run, with the FP32 accuracy it was judged against."""
+    kept = [r.artifact.get("student").metrics for r in results]
+    return {"precision": kept[0]["precision"], "quantization_reason": kept[0]["quantization_reason"],
+            "fp32_dev_accuracy": statistics.fmean(k["fp32_accuracy"] for k in kept),
+            "precisions": [k["precision"] for k in kept]}
+
+
 def distill_stages(recipe: dict[str, Any]) -> list[dict[str, Any]]:
     """The recipe's distill stages (dicts, edited in place by the callers)."""
     return [stage for stage in recipe["stages"] if stage["stage"] == "distill"]
@@ -181,13 +204,19 @@ def distill_stages(recipe: dict[str, Any]) -> list[dict[str, Any]]:
 
 def targets(by_name: dict[str, dict[str, Any]], gains: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets, each with the figures it was judged on and whether it was met."""
-    students = [row for name, row in by_name.items() if not name.startswith("teacher") and name in gains]
+    students = [row for name, row in by_name.items()
+                if not name.startswith("teacher") and (name in gains or name.endswith("-int8"))]
     fast = [row["name"] for row in students if row["speedup"] >= 10 and row["accuracy_ratio"] >= 0.97]
     result: dict[str, Any] = {
         "10x_faster_at_97pct": {"met": bool(fast), "students": fast},
         "kd_beats_hard_labels": {"met": bool(gains) and all(g["gain_points"] > 0 for g in gains.values()),
                                  "gain_points": {name: g["gain_points"] for name, g in gains.items()}},
     }
+    quantized = {name: row for name, row in by_name.items() if name.endswith("-int8")}
+    if quantized:
+        drops = {name: 100 * (row["fp32_dev_accuracy"] - row["dev_accuracy"]) for name, row in quantized.items()}
+        result["int8_within_1_point_of_fp32"] = {"met": all(d <= 1.0 for d in drops.values()), "drop_points": drops,
+                                                 "kept": {name: row["precision"] for name, row in quantized.items()}}
     teachers = [row["dev_accuracy"] for name, row in by_name.items() if name.startswith("teacher")]
     if "ensemble" in by_name:
         row = by_name["ensemble"]
@@ -395,6 +424,25 @@ class Benchmark:
         print(f"{label}: dev {self.rows[-1]['dev_accuracy']:.4f} ± {self.rows[-1]['dev_accuracy_std']:.4f}",
               flush=True)
 
+    def int8(self, name: str, recipe: dict[str, Any]) -> None:
+        """The distilled student ``name`` through the quantize stage, as ``<name>-int8``.
+
+        Each seed's distilled run is copied first, so the new run reuses its training and export and
+        only quantizes (ISA-aware variants, kept where faster and accurate enough), profiles and reports.
+        """
+        label = f"{name}-int8"
+        begun = time.perf_counter()
+        results = []
+        for seed in self.seeds:
+            directory = self.work / f"{label}-seed{seed}"
+            if not directory.exists():
+                shutil.copytree(self.distilled[name, seed].run_dir, directory)
+            seeded = with_trained_teacher(recipe, self.weights, seed, self.work / "teacher-outputs")
+            results.append(run(with_quantize(seeded), directory))
+        self.rows.append({**model_row(label, results, "student", self.seeds), **quantize_figures(results)})
+        self.timings[label] = time.perf_counter() - begun
+        print(f"{label}: {self.rows[-1]['precision']} kept, dev {self.rows[-1]['dev_accuracy']:.4f}", flush=True)
+
     def write(self, *, final: bool) -> dict[str, Any]:
         """Write the JSON (after every model, so an interrupted run keeps what it measured)."""
         rows = [dict(row) for row in self.rows]
@@ -423,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings", choices=["random", "teacher"], default="random",
                         help="teacher: BiLSTM and TextCNN students start from the teacher's word embeddings "
                         "(both twins; named <student>-teacher-embeddings)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also each distilled student through the quantize stage (<student>-int8)")
     parser.add_argument("--merge", type=Path, nargs="+",
                         help="instead of running: merge these result files (same teacher) into --out")
     args = parser.parse_args(argv)
@@ -442,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
             label += "-teacher-embeddings"
         for hard in (False, True):
             bench.student(label, recipe, hard=hard)
+            bench.write(final=False)
+        if args.int8:
+            bench.int8(label, recipe)
             bench.write(final=False)
     result = bench.write(final=True)
     print(json.dumps({"models": [{k: r[k] for k in ("name", "dev_accuracy", "speedup")} for r in result["models"]],

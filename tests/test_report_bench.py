@@ -54,6 +54,30 @@ def test_macs_are_counted_from_the_graph_whatever_the_fusions(tmp_path: Path) ->
     assert count_macs(plain, InputShape()).params == sum(p.numel() for p in _cnn(8).parameters())
 
 
+class _Recurrent(nn.Module):
+    def __init__(self, layer: type[nn.RNNBase], bidirectional: bool) -> None:
+        super().__init__()
+        self.layer = layer(8, 6, batch_first=True, bidirectional=bidirectional)
+        self.head = nn.Linear(6 * (2 if bidirectional else 1), 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer(x.flatten(1, 2))[0][:, -1])
+
+
+@pytest.mark.parametrize(("layer", "gates"), [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recurrent_layers_count_every_gate_of_every_step(layer: type[nn.RNNBase], gates: int, bidirectional: bool,
+                                                         tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _Recurrent(layer, bidirectional)
+    path = _export(model, tmp_path / "rnn.onnx")  # [batch, 1, 8, 8] → 8 steps of 8 features
+    directions = 2 if bidirectional else 1
+    per_step = directions * gates * 6 * (8 + 6)
+    counted = count_macs(path, InputShape(batch=2))
+    assert counted.macs == 2 * (8 * per_step + 6 * directions * 3), counted
+    assert layer.__name__ in counted.macs_by_op
+
+
 def test_operator_times_skip_warmup_and_take_the_median_run() -> None:
     def run(ts: int) -> dict:
         return {"cat": "Session", "name": "model_run", "ts": ts, "dur": 50}

@@ -12,7 +12,9 @@ including its fused and quantized contrib operators (``FusedConv``, ``QLinearCon
 - convolutions (``Conv``, ``FusedConv``, ``ConvInteger``, ``QLinearConv``): output elements ×
   input channels per group × kernel size; ``ConvTranspose``: input elements × the same per input;
 - matrix products (``MatMul``, ``FusedMatMul``, ``MatMulInteger``, ``QLinearMatMul``,
-  ``MatMulNBits``, ``Gemm``, ``FusedGemm``): output elements × the shared dimension.
+  ``MatMulNBits``, ``Gemm``, ``FusedGemm``): output elements × the shared dimension;
+- recurrent layers (``LSTM``, ``GRU``, ``RNN``): time steps × batch × the elements of the input
+  and recurrence weights (``W`` and ``R``: every gate of every direction, once per step).
 
 Element-wise operators, pooling and normalization are not counted (they are a small share of
 the arithmetic of the models edgekd builds). Nodes inside subgraphs (``If``, ``Loop``) are not
@@ -39,6 +41,9 @@ CONV_WEIGHT_INPUT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv":
 #: Matrix-product operators (their first input is the left operand ``A``).
 MATMUL_OPS = frozenset({"MatMul", "FusedMatMul", "MatMulInteger", "QLinearMatMul", "MatMulNBits", "Gemm",
                         "FusedGemm"})
+
+#: Recurrent operators (inputs ``X``, ``W``, ``R``; ``X`` is [steps, batch, ...], or [batch, steps, ...] with layout=1).
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -97,6 +102,11 @@ def node_macs(node: onnx.NodeProto, shapes: Shapes) -> int:
     if node.op_type == "ConvTranspose":
         data, weight = shape(0), shape(1)
         return math.prod(data) * math.prod(weight[1:]) if data and weight else 0
+    if node.op_type in RECURRENT_OPS:
+        steps_batch, weights, recurrence = shape(0), shape(1), shape(2)
+        if not steps_batch or not weights or not recurrence:
+            return 0
+        return steps_batch[0] * steps_batch[1] * (math.prod(weights) + math.prod(recurrence))
     if node.op_type in MATMUL_OPS:
         left = shape(0)
         if not output or not left:
