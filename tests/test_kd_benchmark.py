@@ -31,11 +31,12 @@ def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
     only = ["sst2-distilbert-style", "sst2-bilstm", "sst2-ensemble"]
     assert kd_sst2.main(["--data", str(SST2), "--out", str(out), "--work", str(tmp_path / "work"),
                          "--teachers", str(tmp_path / "teachers"), "--quick",
-                         "--only", *only]) == 0
+                         "--only", *only, "--int8"]) == 0
     result = json.loads(out.read_text())
     names = [m["name"] for m in result["models"]]
-    assert names == ["teacher", "distilbert-style", "distilbert-style-hard", "bilstm", "bilstm-hard", "teacher-1",
-                     "ensemble", "ensemble-hard"]  # --quick ensembles two teachers
+    assert names == ["teacher", "distilbert-style", "distilbert-style-hard", "distilbert-style-int8", "bilstm",
+                     "bilstm-hard", "bilstm-int8", "teacher-1", "ensemble", "ensemble-hard",
+                     "ensemble-int8"]  # --quick ensembles two teachers
     for model in result["models"]:
         assert {"params", "dev_accuracy", "dev_accuracy_std", "seeds", "onnx_p50_ms", "onnx_p90_ms", "size_mb",
                 "accuracy_ratio", "speedup"} <= set(model)
@@ -46,7 +47,16 @@ def test_quick_benchmark_writes_every_model(tmp_path: Path) -> None:
     assert set(result["distillation_gain_over_hard_labels"]) == {"distilbert-style", "bilstm", "ensemble"}
     ensemble = result["targets"]["ensemble_student_vs_best_teacher"]
     assert 0.0 <= ensemble["teacher_ensemble"] <= 1.0
-    assert ensemble["best_teacher"] == max(result["models"][0]["dev_accuracy"], result["models"][5]["dev_accuracy"])
+    assert ensemble["best_teacher"] == max(result["models"][0]["dev_accuracy"], result["models"][7]["dev_accuracy"])
+    # Each -int8 row is its distilled student as the quantize stage kept it, judged against that student's FP32.
+    by_name = {m["name"]: m for m in result["models"]}
+    int8 = result["targets"]["int8_within_1_point_of_fp32"]
+    for name in ("distilbert-style", "bilstm", "ensemble"):
+        row = by_name[f"{name}-int8"]
+        assert row["fp32_dev_accuracy"] == by_name[name]["dev_accuracy"] and row["precision"] in row["precisions"]
+        assert int8["drop_points"][f"{name}-int8"] == pytest.approx(100 * (row["fp32_dev_accuracy"]
+                                                                           - row["dev_accuracy"]))
+        assert row["quantization_reason"].startswith(f"{row['precision']} kept")
     # The BiLSTM's hard-label twin gets the distilled run's steps: more epochs over the unaugmented set.
     distilled = distill_record(tmp_path / "work" / "quick" / "bilstm-seed0")
     twin = distill_record(tmp_path / "work" / "quick" / "bilstm-hard-seed0")
