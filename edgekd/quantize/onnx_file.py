@@ -25,7 +25,7 @@ from typing import Any
 
 from edgekd.atomic import write_json, write_with
 from edgekd.config.device import DeviceProfile
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ModelError
 from edgekd.model_file import require_onnx
 from edgekd.profile.cpu import detect_cpu, device_isa
 from edgekd.quantize.config import QuantizeSettings, QuantizeStage
@@ -68,6 +68,7 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
                   evaluation: Path | None = None, settings: QuantizeSettings | None = None) -> QuantizedFile:
     """Quantize the ONNX file ``model`` for ``device`` into ``out``; see the module docstring."""
     source = require_onnx(model, "edgekd quantize")
+    check_quantizable(source)
     config = QuantizeStage(**(settings or QuantizeSettings()).model_dump())
     if "static" in config.modes and calibration is None:
         raise ConfigError("--mode static: static INT8 needs calibration data; pass --calibration FILE.npz (one array "
@@ -99,6 +100,31 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
         _remove_replaced(out, previous, kept.name)
     log.debug("%s: %s", source, result.decision.reason)
     return QuantizedFile(model=kept, record_path=path, record=record)
+
+
+#: Operators a quantized graph has and an FP32 one does not.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                           "ConvInteger", "QLinearConv", "QLinearMatMul", "MatMulNBits", "DynamicQuantizeMatMul"})
+
+
+def check_quantizable(source: Path) -> None:
+    """Refuse, in one line, a graph the quantizers cannot start from: half-precision weights or already quantized.
+
+    onnxruntime's quantizers read FP32 weights; given float16 ones they fail deep inside with an internal
+    name, and an already quantized graph would be quantized twice.
+    """
+    import onnx
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    half = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    floats = [t.data_type for t in graph.initializer if t.data_type in half | {onnx.TensorProto.FLOAT}]
+    if floats and all(kind in half for kind in floats):
+        raise ModelError(f"{source}: its weights are 16-bit floats; edgekd quantize starts from an FP32 model "
+                         "(export the model in FP32, and let the fp16 variant be chosen only where it pays)")
+    quantized = sorted({node.op_type for node in graph.node} & QUANTIZED_OPS)
+    if quantized:
+        raise ModelError(f"{source}: already quantized (it has {', '.join(quantized)} operators); give edgekd "
+                         "quantize the FP32 model it was made from")
 
 
 def _data_json(data: QuantData, calibration: Path | None, evaluation: Path | None) -> dict[str, Any]:
