@@ -152,8 +152,9 @@ def test_feeds_default_profile_shape(tmp_path: Path) -> None:
 def test_feeds_image_sizes(tmp_path: Path) -> None:
     dynamic = image_model(tmp_path / "dyn.onnx", ["N", 3, "height", "width"])
     assert make_feeds(dynamic, InputShape(image_size=64))["pixel_values"].shape == (1, 3, 64, 64)
-    with pytest.raises(ModelError, match="set inputs.image_size"):
+    with pytest.raises(ModelError, match="sets inputs.image_size") as info:
         make_feeds(dynamic, InputShape())
+    assert str(info.value).startswith(f"{dynamic}: input 'pixel_values'")  # the file is named
     static = image_model(tmp_path / "static.onnx", [1, 3, 32, 32])
     feeds = make_feeds(static, InputShape())
     assert feeds["pixel_values"].shape == (1, 3, 32, 32) and feeds["pixel_values"].dtype == np.float32
@@ -173,8 +174,13 @@ def test_resolve_shape_rules() -> None:
     assert resolve_shape(InputSpec("x", ("s0", "s1"), "int64"), shape) == (4, 10)
     assert resolve_shape(InputSpec("x", (1, "seq_len"), "int64"), shape) == (1, 10)
     assert resolve_shape(InputSpec("img", ("batch", "h", "w", 3), "float"), shape) == (4, 96, 96, 3)
-    with pytest.raises(ModelError, match="axis 2"):
-        resolve_shape(InputSpec("x", ("batch", 5, "mystery"), "float"), shape)
+    # a 2-D or 3-D input's next dynamic dim is its length: [batch, channels, time], [batch, time, features]
+    assert resolve_shape(InputSpec("frames", ("batch", 5, "mystery"), "float"), shape) == (4, 5, 10)
+    assert resolve_shape(InputSpec("frames", ("b", "t", 12), "float"), shape) == (4, 10, 12)
+    with pytest.raises(ModelError, match="axis 2"):  # only one length: the features' width is not guessed
+        resolve_shape(InputSpec("x", ("batch", "t", "f"), "float"), shape)
+    with pytest.raises(ModelError, match="axis 1"):
+        resolve_shape(InputSpec("x", ("batch", "d", 3, 3, 3), "float"), shape)
 
 
 def test_unsupported_input_type_is_a_model_error(tmp_path: Path) -> None:

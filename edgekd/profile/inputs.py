@@ -90,9 +90,11 @@ def resolve_shape(spec: InputSpec, shape: ShapeLike) -> tuple[int, ...]:
 
     Static dims are kept. Dynamic dims are filled by name (``seq``/``length`` → sequence length,
     ``batch`` → batch, ``height``/``width`` → image size), then by position: the first other
-    dynamic dim is the batch, the spatial dims of a 4-D float input are the image size, and any
-    remaining dim of a 2-D input is the sequence length. A model whose static image size differs
-    from the profile's ``image_size`` is a :class:`ModelError`.
+    dynamic dim is the batch, the spatial dims of a 4-D float input are the image size, and the
+    next dynamic dim of a 2-D or 3-D input is the sequence length (token ids ``[batch, sequence]``;
+    frames or embeddings ``[batch, time, features]`` or ``[batch, channels, time]``). A model whose
+    static image size differs from the profile's ``image_size``, or with a dynamic dim none of
+    these rules fills, is a :class:`ModelError`.
     """
     dims = spec.dims
     image = _spatial_axes(spec)
@@ -105,7 +107,7 @@ def resolve_shape(spec: InputSpec, shape: ShapeLike) -> tuple[int, ...]:
                 f"{shape.image_size} or with dynamic height/width"
             )
     resolved: list[int] = []
-    batch_taken = False
+    batch_taken = sequence_taken = False
     for axis, dim in enumerate(dims):
         if _is_static(dim):
             resolved.append(int(dim))  # type: ignore[arg-type]
@@ -114,18 +116,18 @@ def resolve_shape(spec: InputSpec, shape: ShapeLike) -> tuple[int, ...]:
         if _BATCH_NAME.search(name) and not _SEQ_NAME.search(name):
             value, batch_taken = shape.batch, True
         elif _SEQ_NAME.search(name):
-            value = shape.sequence_length
+            value, sequence_taken = shape.sequence_length, True
         elif axis in image or _SPATIAL_NAME.search(name):
             if shape.image_size is None:
                 raise ModelError(
-                    f"input '{spec.name}' has dynamic image size {_show(dims)}; "
-                    "set inputs.image_size in the device profile"
+                    f"input '{spec.name}' has dynamic image size {_show(dims)}; give a device profile "
+                    "that sets inputs.image_size (--device my-device.yaml; see docs/devices.md)"
                 )
             value = shape.image_size
         elif not batch_taken:
             value, batch_taken = shape.batch, True
-        elif len(dims) == 2:
-            value = shape.sequence_length
+        elif len(dims) in (2, 3) and not sequence_taken:
+            value, sequence_taken = shape.sequence_length, True
         else:
             raise ModelError(
                 f"input '{spec.name}' has a dynamic dim {dim!r} at axis {axis} of {_show(dims)} "
@@ -142,12 +144,19 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
-    for spec in input_specs(onnx_path_or_session):
-        dtype = _NUMPY_DTYPES.get(spec.type_name)
-        if dtype is None:
-            supported = ", ".join(sorted(_NUMPY_DTYPES))
-            raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} (supported: {supported})")
-        feeds[spec.name] = _values(spec.name.lower(), resolve_shape(spec, shape), np.dtype(dtype), rng)
+    path = str(onnx_path_or_session) if isinstance(onnx_path_or_session, str | Path) else None
+    try:
+        for spec in input_specs(onnx_path_or_session):
+            dtype = _NUMPY_DTYPES.get(spec.type_name)
+            if dtype is None:
+                supported = ", ".join(sorted(_NUMPY_DTYPES))
+                raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} "
+                                 f"(supported: {supported})")
+            feeds[spec.name] = _values(spec.name.lower(), resolve_shape(spec, shape), np.dtype(dtype), rng)
+    except ModelError as exc:
+        if path is None or str(exc).startswith(path):
+            raise
+        raise ModelError(f"{path}: {exc}") from None  # name the file when the caller did not
     return feeds
 
 
