@@ -196,6 +196,15 @@ def test_agreement_gate_fails_the_stage_with_a_clear_message(exported: Path, dat
         quantize_model(exported, tmp_path, "teacher", wrecked, config, load_device("host-cpu"), label="teacher")
 
 
+def test_with_auto_a_variant_missing_the_gate_is_left_out_not_fatal(exported: Path, data: QuantData,
+                                                                   tmp_path: Path) -> None:
+    wrecked = replace(data, calibration=tuple({"input": f["input"] * 0.01} for f in data.calibration))
+    config = QuantizeStage(stage="quantize", modes=["auto", "static"], max_retries=0, **FAST_TIMING)
+    result = quantize_model(exported, tmp_path, "teacher", wrecked, config, load_device("host-cpu"), label="teacher")
+    static = next(v for v in result.variants if v.name == "int8-static-minmax")
+    assert static.val_agreement < 0.99 and result.kept.name != static.name, result.decision.reason
+
+
 def test_sensitivity_ranks_every_weighted_node(exported: Path, data: QuantData, tmp_path: Path) -> None:
     wrecked = replace(data, calibration=tuple({"input": f["input"] * 0.01} for f in data.calibration))
     config = QuantizeStage(stage="quantize", modes=["static"], max_retries=0, agreement=0.01, **FAST_TIMING)

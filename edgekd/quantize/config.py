@@ -16,6 +16,8 @@ class QuantizeSettings(StrictModel):
     Every variant is evaluated on the validation split (accuracy and agreement with FP32), timed
     against FP32 in the same run under the device profile, and kept only when it is faster (or
     fits a size budget FP32 misses) within ``tolerance``; otherwise FP32 is kept and the reason said.
+    A variant named in ``modes`` that still misses the ``agreement`` gate after its retries stops the
+    run with what to change; with ``auto`` it is only left out (the decision says why).
     """
 
     modes: list[Literal["auto", "dynamic", "static", "fp16"]] = Field(

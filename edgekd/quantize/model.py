@@ -104,13 +104,16 @@ def decide_for(variants: Sequence[Variant], config: QuantizeStage, device: Devic
 
 
 def quantize_model(source: Path, out_dir: Path, stem: str, data: QuantData, config: QuantizeStage,
-                   device: DeviceProfile, *, label: str, strict: bool = True) -> QuantizeResult:
+                   device: DeviceProfile, *, label: str, strict: bool | None = None) -> QuantizeResult:
     """Build, gate, time and decide for one model (see :mod:`edgekd.quantize.variants` and ``decision``).
 
     ``strict``: a variant below the agreement gate after its retries stops with an :class:`ExportError`
     (a recipe should be changed); otherwise it is timed with the others and the decision says why it
-    was not kept (``edgekd quantize``).
+    was not kept. By default strict only when ``config.modes`` names the variants (the recipe asked for
+    them); with ``auto``, edgekd chose what to try, so a miss keeps another variant (FP32 at worst).
     """
+    if strict is None:
+        strict = "auto" not in config.modes
     builder = builder_for(config, device, data)
     if strict:
         graphs, variants = build_checked(builder, source, out_dir, stem, precision=device.precision, label=label)
