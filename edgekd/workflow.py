@@ -64,7 +64,7 @@ class Pipeline:
                  device: str | Path = "host-cpu", seed: int = 0, tokenizer: Any = None, assistant: Any = None,
                  threads: int | str = "auto", description: str = "") -> None:
         fields = {"name": name, "description": description, "seed": seed, "device": str(device), "threads": threads,
-                  "data": _plain(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher),
+                  "data": _data(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher),
                   "assistant": _role(assistant), "student": _role(student),
                   "stages": [_plain(stage) for stage in stages]}
         self.recipe: Recipe = validate_model(fields, Recipe, source=SOURCE, base_dir=Path.cwd())
@@ -86,6 +86,9 @@ class Pipeline:
 
         A model given as an ``nn.Module`` object cannot be written: :class:`ConfigError` names its role.
         """
+        if self.recipe.data.source == "memory":
+            raise ConfigError(f"{SOURCE}.to_yaml(): data: the sets given as Dataset/DataLoader objects are not "
+                              "serializable; save them as .npz (data: {source: npz, path: ...}) to write a recipe")
         for role in ("teacher", "assistant", "student"):
             holder = getattr(self.recipe, role)
             instance = getattr(holder.model, "instance", None) if holder is not None else None
@@ -118,6 +121,13 @@ class Pipeline:
 def _plain(value: Any) -> Any:
     """A config object as the mapping a recipe would hold; mappings and None pass through."""
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _data(value: Any) -> Any:
+    """The data config: ``{"train": Dataset, ...}`` sets are materialized (:mod:`edgekd.data.memory`)."""
+    from edgekd.data.memory import is_memory_data, register_data
+
+    return register_data(value, SOURCE) if is_memory_data(value) else _plain(value)
 
 
 def _role(value: Any) -> Any:
