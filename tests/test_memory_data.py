@@ -150,6 +150,9 @@ def test_token_id_dicts_train_a_text_module_and_export_with_parity(tmp_path: Pat
     assert metrics["export"]["student"]["parity"]["passed"]
     signature = held(pipeline.recipe.data)
     assert (signature.pad_id, signature.vocab_size) == (PAD, VOCAB)
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.augment: augmentation makes new sentences from raw text"):
+        Pipeline(name="memory-text", data=sets, teacher=WORDS, student=WORDS,
+                 stages=[Teacher(epochs=1), Distill(epochs=1, augment={"copies": 1})]).plan(tmp_path / "aug")
 
 
 def _ids(count: int = 8, **extra: torch.Tensor) -> list[dict[str, torch.Tensor]]:
