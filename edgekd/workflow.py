@@ -19,6 +19,10 @@ are the same thing and convert into each other::
     run = edgekd.open_run("runs/digits")          # later, in another process
     student = run.load_model("student")           # the PyTorch module, rebuilt from safetensors
 
+``data`` is a recipe's data mapping, or your own sets as PyTorch objects,
+``{"train": Dataset | DataLoader, "test": ..., "val": ...}`` (``val`` optional), materialized and
+fingerprinted by content as :mod:`edgekd.data.memory` describes.
+
 Every argument is validated as the recipe is, with the same one-line errors naming the key
 (``Pipeline(...): stages[1].lr: Input should be greater than 0``).
 """
@@ -84,11 +88,13 @@ class Pipeline:
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The recipe as YAML (written to ``path`` when given); :meth:`from_yaml` reads it back unchanged.
 
-        A model given as an ``nn.Module`` object cannot be written: :class:`ConfigError` names its role.
+        A model given as an ``nn.Module`` object, or data given as Dataset/DataLoader objects, cannot be
+        written: :class:`ConfigError` names the part (its role, or ``data``).
         """
         if self.recipe.data.source == "memory":
             raise ConfigError(f"{SOURCE}.to_yaml(): data: the sets given as Dataset/DataLoader objects are not "
-                              "serializable; save them as .npz (data: {source: npz, path: ...}) to write a recipe")
+                              "serializable; save them as files (images: .npz, source: npz; text: TSV/CSV) to "
+                              "write a recipe")
         for role in ("teacher", "assistant", "student"):
             holder = getattr(self.recipe, role)
             instance = getattr(holder.model, "instance", None) if holder is not None else None

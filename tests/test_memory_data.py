@@ -218,7 +218,7 @@ def test_bad_data_is_refused_in_one_line_naming_the_set(data: dict[str, Any], ki
 def test_in_memory_data_is_not_serializable_and_not_in_another_process() -> None:
     pipeline = _pipeline(_image_sets(), stages=[Teacher(epochs=1)])
     with pytest.raises(ConfigError, match=r"to_yaml\(\): data: the sets given as Dataset/DataLoader objects are not "
-                                          r"serializable; save them as \.npz"):
+                                          r"serializable; save them as files \(images: \.npz"):
         pipeline.to_yaml()
     elsewhere = pipeline.recipe.data.model_copy(update={"digest": "sha256:" + "0" * 64})
     with pytest.raises(DataError, match=r"not in this process; give them again"):
