@@ -246,6 +246,14 @@ def test_every_command_has_an_api_function_with_the_same_defaults(command: Any) 
             f"edgekd {name} --{option}: CLI default {parameter.default!r}, API {expected!r}")
 
 
+@pytest.mark.parametrize(("source", "folder"), [
+    ("pkg.nets:small_cnn", "small_cnn"), ("pkg.nets:Builders.tiny", "tiny"), ("owner/tiny-bert", "owner--tiny-bert"),
+    ("tiny-bert.v2", "tiny-bert.v2"),
+])
+def test_default_folders_name_the_source(source: str, folder: str) -> None:
+    assert default_out(source) == Path("runs/export") / folder
+
+
 def test_export_writes_to_the_same_default_folder_from_the_cli_and_the_api(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -95,10 +95,15 @@ def source_kind(source: str | Path) -> SourceKind:
 
 def default_out(source: str | Path) -> Path:
     """Where ``edgekd export SOURCE`` writes by default: beside a model file, else ``runs/export/<name>``."""
-    if source_kind(source) == "onnx":
+    kind = source_kind(source)
+    if kind == "onnx":
         return Path(source).parent
-    name = str(source).rstrip("/").split(":")[-1].replace("/", "--").split(".")[-1] or "model"
-    return Path("runs") / "export" / (Path(name).name or "model")
+    text = str(source).rstrip("/")
+    if kind == "factory":
+        name = text.split(":")[-1].split(".")[-1]  # the factory's own name
+    else:
+        name = Path(text).resolve().name if Path(text).is_dir() else text.replace("/", "--")  # hub: owner--name
+    return Path("runs") / "export" / (name or STEM)
 
 
 def export_source(source: str, target: ExportTarget, device: DeviceProfile, out: Path, *,
