@@ -267,3 +267,16 @@ def test_export_writes_to_the_same_default_folder_from_the_cli_and_the_api(tmp_p
         assert cli("export", source, "--input-shape", "1,8,8", "-t", "onnx-fp32", "--runs", "10").exit_code == 0
         assert api_result.path.read_bytes() == api_bytes  # the same file, in the same default folder
         assert api_result.path.parent == Path("runs/export") / source.split(":")[1]
+
+
+def test_an_onnx_file_still_converts_beside_itself_and_prints_json(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    first = api.export("tests.user_modules:small_cnn", input_shape=(1, 8, 8), target="onnx-fp32",
+                       out=tmp_path / "cnn", runs=10, warmup=1)
+    outcome = cli("export", first.path, "--json")
+    assert outcome.exit_code == 0, outcome.output
+    record = json.loads(outcome.output[outcome.output.index("{"):])
+    assert Path(record["path"]) == tmp_path / "cnn" / "model.ort" and record["parity"]["passed"]
+    images = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(_session(Path(record["path"])).run(None, {"input": images})[0],
+                               _session(first.path).run(None, {"input": images})[0], atol=1e-5)
