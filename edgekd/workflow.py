@@ -72,6 +72,9 @@ class Pipeline:
                   "assistant": _role(assistant), "student": _role(student),
                   "stages": [_plain(stage) for stage in stages]}
         self.recipe: Recipe = validate_model(fields, Recipe, source=SOURCE, base_dir=Path.cwd())
+        if self.recipe.data.source == "memory" and tokenizer is not None:
+            raise ConfigError(f"{SOURCE}: tokenizer: the data given as Dataset/DataLoader objects is fed as given "
+                              "(token ids already tokenized); leave tokenizer out")
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> Pipeline:

@@ -220,6 +220,10 @@ def test_in_memory_data_is_not_serializable_and_not_in_another_process() -> None
     with pytest.raises(ConfigError, match=r"to_yaml\(\): data: the sets given as Dataset/DataLoader objects are not "
                                           r"serializable; save them as files \(images: \.npz"):
         pipeline.to_yaml()
+    with pytest.raises(ConfigError, match=r"Pipeline\(\.\.\.\): tokenizer: the data given as Dataset/DataLoader "
+                                          r"objects is fed as given"):
+        _pipeline({"train": Items(_ids()), "test": Items(_ids())}, stages=[Teacher(epochs=1)],
+                  tokenizer={"vocab_size": 200})
     elsewhere = pipeline.recipe.data.model_copy(update={"digest": "sha256:" + "0" * 64})
     with pytest.raises(DataError, match=r"not in this process; give them again"):
         held(elsewhere)
