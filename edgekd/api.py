@@ -31,6 +31,8 @@ from edgekd.threads import training_threads
 
 if TYPE_CHECKING:
     from edgekd.export.bundle_file import BundledFile
+    from edgekd.export.ort_format import OrtModel
+    from edgekd.export.source import ExportedModel
     from edgekd.quantize.onnx_file import QuantizedFile
     from edgekd.search.compress import CompressResult
 
@@ -255,16 +257,33 @@ def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -
 
 
 def export(model: str | Path, *, target: str | Path = "ort-mobile", device: str | Path | DeviceProfile = "host-cpu",
-           out: str | Path = "export"):
-    """Convert an ONNX file as an export target says (e.g. to ``.ort`` for ORT Mobile); returns an ``OrtModel``.
+           out: str | Path | None = None, kwargs: Mapping[str, Any] | None = None,
+           input_shape: tuple[int, ...] | None = None, sample: str | Path | None = None, warmup: int = 20,
+           runs: int = 200) -> OrtModel | ExportedModel:
+    """``edgekd export``: an ONNX file converted as an export target says, or a PyTorch model exported to ONNX.
 
-    The conversion is parity-checked at ``device``'s input shapes (its sequence length or image size).
+    ``model`` is an ONNX file (converted to ``.ort`` for ORT Mobile, parity-checked at ``device``'s input
+    shapes; returns an ``OrtModel``), or a PyTorch source (returns an
+    :class:`~edgekd.export.source.ExportedModel`, see :mod:`edgekd.export.source`): a Hugging Face
+    directory or a hub id in the local cache, or ``package.module:factory`` called with ``kwargs`` and fed
+    ``input_shape`` (one float input per example) or the arrays of a ``sample`` ``.npz``. A source is
+    exported with the parity gate, converted when ``target`` is an ort target, and profiled on ``device``
+    (``warmup``, ``runs``). ``out``: beside an ONNX file by default, else ``runs/export/<name>``.
     """
     from edgekd.export.config import load_export_target
     from edgekd.export.ort_format import export_file
+    from edgekd.export.source import default_out, export_source, source_kind
 
-    profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
-    return export_file(Path(model), load_export_target(target), Path(out), shape=profile_.inputs)
+    out_dir = Path(out) if out is not None else default_out(model)
+    profile_, target_ = _device(device), load_export_target(target)
+    if source_kind(model) != "onnx":
+        return export_source(str(model), target_, profile_, out_dir,
+                             kwargs=dict(kwargs) if kwargs is not None else None, input_shape=input_shape,
+                             sample=Path(sample) if sample is not None else None, warmup=warmup, runs=runs)
+    if kwargs is not None or input_shape is not None or sample is not None:
+        raise ConfigError(f"{model}: kwargs, input shape and sample apply to a 'package.module:factory', not to an "
+                          "ONNX file")
+    return export_file(Path(model), target_, out_dir, shape=profile_.inputs)
 
 
 def quantize(model: str | Path, *, device: str | Path | DeviceProfile, out: str | Path,

@@ -24,7 +24,7 @@ from edgekd import __version__, api, catalog
 from edgekd.config.device import load_device
 from edgekd.console import SafeRichHandler, err, out, print_json, shown
 from edgekd.distributed import launched_rank
-from edgekd.errors import EdgekdError
+from edgekd.errors import ConfigError, EdgekdError
 from edgekd.profile.stability import stability_warning
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -301,23 +301,88 @@ def bench(
 @app.command()
 @_handle_errors
 def export(
-    model: Annotated[Path, typer.Argument(help="An ONNX model file.")],
+    source: Annotated[str, typer.Argument(help="An ONNX file; or a PyTorch model: a Hugging Face directory, a hub id "
+                                               "(local cache only) or package.module:factory.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Export preset from exporters/ or a YAML path.")] = (
         "ort-mobile"),
     device: Annotated[str, typer.Option(
-        "--device", "-d", help="Device profile whose input shapes the parity check uses.")] = "host-cpu",
-    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: beside MODEL).")]
-    = None,
+        "--device", "-d", help="Device profile: its input shapes (parity, sample) and the profile.")] = "host-cpu",
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output directory (default: beside an ONNX file, else runs/export/<name>).")] = None,
+    kwargs: Annotated[str | None, typer.Option(
+        help="JSON object of keyword arguments for a package.module:factory.")] = None,
+    input_shape: Annotated[str | None, typer.Option(
+        help="A factory's input per example, e.g. 1,8,8 (random float inputs).")] = None,
+    sample: Annotated[Path | None, typer.Option(
+        help="A factory's input batch as .npz: one float array, or input_ids (and attention_mask).")] = None,
+    runs: Annotated[int, typer.Option(min=10, help="Timed runs of the profile (PyTorch sources).")] = 200,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs of the profile.")] = 20,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Convert an ONNX model for deployment, e.g. to ONNX Runtime's .ort format for Android/iOS apps.
+    """Export a model for deployment: an ONNX file to ONNX Runtime's .ort format for Android/iOS apps, or a
+    PyTorch model (Hugging Face or your own factory) to ONNX with a parity check against PyTorch, profiled on
+    the device.
 
     Example: edgekd export runs/demo/03-export/student.onnx --target ort-mobile --out mobile/
+
+    Example: edgekd export tests.user_modules:small_cnn --kwargs '{"width": 8}' --input-shape 1,8,8 -o cnn/
     """
-    result = api.export(model, target=target, device=device, out=out_dir or model.parent)
+    from edgekd.export.source import ExportedModel
+
+    result = api.export(source, target=target, device=device, out=out_dir, kwargs=_json_object(kwargs, "--kwargs"),
+                        input_shape=_dims(input_shape, "--input-shape"), sample=sample, warmup=warmup, runs=runs)
+    if isinstance(result, ExportedModel):
+        _print_exported(result, as_json)
+        return
+    if as_json:
+        print_json({"path": str(result.path), **result.to_json()})
+        return
     out.print(f"wrote {shown(result.path)} ({result.size_mb:.3f} MB)"
               + (f" and {shown(result.operators_config)}" if result.operators_config else "")
-              + f"; parity with {shown(model.name)}: max abs diff {result.parity.max_abs_diff:.2e}",
+              + f"; parity with {shown(Path(source).name)}: max abs diff {result.parity.max_abs_diff:.2e}",
               soft_wrap=True)
+
+
+def _print_exported(result: Any, as_json: bool) -> None:
+    """An exported PyTorch source: its files, parity and profile."""
+    record = result.to_json()
+    if as_json:
+        print_json(record)
+        return
+    parity = result.onnx.parity
+    out.print(f"wrote {shown(result.onnx.path)} ({result.onnx.size_mb:.3f} MB); parity with PyTorch: max abs diff "
+              f"{parity.max_abs_diff:.2e} (within {parity.tolerance_text()})", soft_wrap=True)
+    if result.ort is not None:
+        out.print(f"wrote {shown(result.ort.path)} ({result.ort.size_mb:.3f} MB); parity with the ONNX model: max "
+                  f"abs diff {result.ort.parity.max_abs_diff:.2e}", soft_wrap=True)
+    figures = record["profile"]
+    out.print(f"{shown(result.path.name)} on {shown(figures['device'])}: p50 {figures['p50_ms']:.3f} ms, p90 "
+              f"{figures['p90_ms']:.3f} ms" + (" (estimate)" if figures["estimate"] else "") + f", inputs "
+              f"{shown(figures['input_shapes'])}", soft_wrap=True)
+    _print_warnings(list(result.notes))
+
+
+def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    """An option's JSON object (``--kwargs '{"width": 8}'``); anything else is a one-line ConfigError."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: not JSON ({exc}); expected an object such as '{{\"width\": 8}}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option}: expected a JSON object of keyword arguments, got {type(value).__name__}")
+    return value
+
+
+def _dims(text: str | None, option: str) -> tuple[int, ...] | None:
+    """An option's comma-separated positive sizes (``--input-shape 1,8,8``)."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ConfigError(f"{option}: '{text}'; expected positive sizes separated by commas, e.g. 1,8,8")
+    return tuple(int(part) for part in parts)
 
 
 RequiredDeviceOpt = Annotated[str, typer.Option(

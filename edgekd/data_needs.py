@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.config.recipe import Recipe
-from edgekd.data.config import HFDiskData, HubData, NpzData, SklearnData, TextFileData
+from edgekd.data.config import HFDiskData, HubData, MemoryData, NpzData, SklearnData, TextFileData
 from edgekd.errors import DataError
 
 _HEADING = re.compile(r"^#\s*[A-Z][\w -]*:")
@@ -22,7 +22,7 @@ _HEADING = re.compile(r"^#\s*[A-Z][\w -]*:")
 
 @dataclass(frozen=True)
 class DataNeed:
-    """What one recipe reads: ``kind`` (bundled, files, directory, download) and the local paths, by key."""
+    """What one recipe reads: ``kind`` (bundled, files, directory, download, memory) and the local paths, by key."""
 
     recipe: str
     kind: str
@@ -66,6 +66,8 @@ def data_need(recipe: Recipe, source: Path) -> DataNeed:
     if isinstance(data, HFDiskData):
         return DataNeed(recipe.name, "directory", f"a datasets directory {data.path.name}", {"data.path": data.path},
                         where)
+    if isinstance(data, MemoryData):
+        return DataNeed(recipe.name, "memory", f"{data.kind} sets given in Python ({data.digest[:19]}…)", {}, where)
     assert isinstance(data, HubData)
     return DataNeed(recipe.name, "download", f"hub dataset '{data.id}' (downloaded: needs network)", {}, where)
 

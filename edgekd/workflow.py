@@ -19,6 +19,10 @@ are the same thing and convert into each other::
     run = edgekd.open_run("runs/digits")          # later, in another process
     student = run.load_model("student")           # the PyTorch module, rebuilt from safetensors
 
+``data`` is a recipe's data mapping, or your own sets as PyTorch objects,
+``{"train": Dataset | DataLoader, "test": ..., "val": ...}`` (``val`` optional), materialized and
+fingerprinted by content as :mod:`edgekd.data.memory` describes.
+
 Every argument is validated as the recipe is, with the same one-line errors naming the key
 (``Pipeline(...): stages[1].lr: Input should be greater than 0``).
 """
@@ -64,10 +68,13 @@ class Pipeline:
                  device: str | Path = "host-cpu", seed: int = 0, tokenizer: Any = None, assistant: Any = None,
                  threads: int | str = "auto", description: str = "") -> None:
         fields = {"name": name, "description": description, "seed": seed, "device": str(device), "threads": threads,
-                  "data": _plain(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher),
+                  "data": _data(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher),
                   "assistant": _role(assistant), "student": _role(student),
                   "stages": [_plain(stage) for stage in stages]}
         self.recipe: Recipe = validate_model(fields, Recipe, source=SOURCE, base_dir=Path.cwd())
+        if self.recipe.data.source == "memory" and tokenizer is not None:
+            raise ConfigError(f"{SOURCE}: tokenizer: the data given as Dataset/DataLoader objects is fed as given "
+                              "(token ids already tokenized); leave tokenizer out")
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> Pipeline:
@@ -84,8 +91,13 @@ class Pipeline:
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The recipe as YAML (written to ``path`` when given); :meth:`from_yaml` reads it back unchanged.
 
-        A model given as an ``nn.Module`` object cannot be written: :class:`ConfigError` names its role.
+        A model given as an ``nn.Module`` object, or data given as Dataset/DataLoader objects, cannot be
+        written: :class:`ConfigError` names the part (its role, or ``data``).
         """
+        if self.recipe.data.source == "memory":
+            raise ConfigError(f"{SOURCE}.to_yaml(): data: the sets given as Dataset/DataLoader objects are not "
+                              "serializable; save them as files (images: .npz, source: npz; text: TSV/CSV) to "
+                              "write a recipe")
         for role in ("teacher", "assistant", "student"):
             holder = getattr(self.recipe, role)
             instance = getattr(holder.model, "instance", None) if holder is not None else None
@@ -118,6 +130,13 @@ class Pipeline:
 def _plain(value: Any) -> Any:
     """A config object as the mapping a recipe would hold; mappings and None pass through."""
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _data(value: Any) -> Any:
+    """The data config: ``{"train": Dataset, ...}`` sets are materialized (:mod:`edgekd.data.memory`)."""
+    from edgekd.data.memory import is_memory_data, register_data
+
+    return register_data(value, SOURCE) if is_memory_data(value) else _plain(value)
 
 
 def _role(value: Any) -> Any:

@@ -109,8 +109,28 @@ class HubData(TextSplitsConfig):
     test_split: str = "validation"
 
 
+class MemoryData(SplitSeed):
+    """Datasets or DataLoaders given to ``Pipeline(data={...})`` as objects (see :mod:`edgekd.data.memory`).
+
+    Held in this process under ``digest``, the SHA-256 of their materialized tensors (part of every
+    stage's fingerprint, so changed data re-runs the stages); such a recipe cannot be written to YAML.
+    """
+
+    source: Literal["memory"]
+    kind: Literal["image", "text"] = Field(description="Set from the data: 'text' when it holds input_ids.")
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="SHA-256 of the materialized tensors.")
+    val_fraction: Fraction = Field(default=0.15, description="Share of train held out for validation when "
+                                   "no 'val' set is given (seeded split).")
+
+    @property
+    def modality(self) -> Literal["image", "text"]:
+        """The data's kind (a property here: it depends on what was given, not on the source)."""
+        return self.kind
+
+
 DataConfig = Annotated[
-    Union[SklearnData, NpzData, TextFileData, HFDiskData, HubData], Field(discriminator="source")  # noqa: UP007
+    Union[SklearnData, NpzData, TextFileData, HFDiskData, HubData, MemoryData],  # noqa: UP007
+    Field(discriminator="source"),
 ]
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from edgekd.data.config import DataConfig, NpzData, SklearnData
+from edgekd.data.config import DataConfig, MemoryData, NpzData, SklearnData
+from edgekd.data.memory import held
 from edgekd.data.npz import load_npz
 from edgekd.data.text import TextDataConfig, TextSplits, load_text_dataset
 from edgekd.errors import DataError
@@ -49,7 +50,7 @@ class DatasetSplits:
 
 
 @overload
-def load_dataset(config: SklearnData | NpzData, seed: int) -> DatasetSplits: ...
+def load_dataset(config: SklearnData | NpzData | MemoryData, seed: int) -> DatasetSplits: ...
 
 
 @overload
@@ -65,7 +66,21 @@ def load_dataset(config: DataConfig, seed: int) -> DatasetSplits | TextSplits:
         return _load_sklearn_splits(config, seed)
     if isinstance(config, NpzData):
         return _load_npz_splits(config, seed)
+    if isinstance(config, MemoryData):
+        return _memory_splits(config, seed)
     return load_text_dataset(config, seed)
+
+
+def _memory_splits(config: MemoryData, seed: int) -> DatasetSplits:
+    """Image sets given in Python (:mod:`edgekd.data.memory`); validation split from train when not given."""
+    sets = held(config)
+    if sets.kind != "image":
+        raise DataError("data: the sets given in Python hold token ids; this needs image (float tensor) data")
+    train, val = sets.train_val(config.val_fraction, seed)
+    test = sets.splits["test"]
+    return DatasetSplits(x_train=train.inputs, y_train=train.labels, x_val=val.inputs, y_val=val.labels,
+                         x_test=test.inputs, y_test=test.labels,
+                         class_names=tuple(map(str, range(sets.num_classes))))
 
 
 @lru_cache(maxsize=4)

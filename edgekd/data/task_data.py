@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from edgekd.data.batching import encode
-from edgekd.data.config import DataConfig, NpzData, SklearnData, TokenizerConfig
+from edgekd.data.config import DataConfig, MemoryData, NpzData, SklearnData, TokenizerConfig
 from edgekd.data.datasets import load_dataset
 from edgekd.data.examples import Examples, ImageExamples, InputSignature, TextExamples
+from edgekd.data.memory import held
 from edgekd.data.text import TextSplits
 from edgekd.data.tokenizer import load_or_train_tokenizer
 
@@ -44,7 +45,9 @@ def prepare_task_data(
     """
     if config.split_seed is not None:
         seed = config.split_seed
-    if isinstance(config, SklearnData | NpzData):
+    if isinstance(config, MemoryData) and config.kind == "text":
+        return _memory_text(config, seed)
+    if isinstance(config, SklearnData | NpzData | MemoryData):
         splits = load_dataset(config, seed)
         return TaskData(
             train=ImageExamples(splits.x_train, splits.y_train),
@@ -67,6 +70,22 @@ def prepare_task_data(
         signature=signature,
         tokenizer=tokenizer,
         texts=texts,
+    )
+
+
+def _memory_text(config: MemoryData, seed: int) -> TaskData:
+    """Token ids given in Python (:mod:`edgekd.data.memory`): already tokenized, so no tokenizer is used."""
+    sets = held(config)
+    train, val = sets.train_val(config.val_fraction, seed)
+    test = sets.splits["test"]
+    longest = max(len(row) for split in (train, val, test) for row in split.inputs)
+    signature = InputSignature(kind="text", vocab_size=sets.vocab_size, pad_id=sets.pad_id, max_length=longest)
+    return TaskData(
+        train=TextExamples(train.inputs, train.labels, sets.pad_id),  # type: ignore[arg-type]
+        val=TextExamples(val.inputs, val.labels, sets.pad_id),  # type: ignore[arg-type]
+        test=TextExamples(test.inputs, test.labels, sets.pad_id),  # type: ignore[arg-type]
+        class_names=tuple(map(str, range(sets.num_classes))),
+        signature=signature,
     )
 
 

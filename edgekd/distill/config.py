@@ -83,6 +83,9 @@ def _check_distill(config: DistillStage, state: PlanState, where: str) -> None:
     if config.augment is not None and recipe.data.modality != "text":
         raise state.fail(f"{where}.augment", f"augmentation makes new sentences: it needs text data, and "
                          f"data.source '{recipe.data.source}' gives images")
+    if config.augment is not None and recipe.data.source == "memory":
+        raise state.fail(f"{where}.augment", "augmentation makes new sentences from raw text; data given in Python "
+                         "is already token ids")
     ensemble = config.teacher == "teacher" and recipe.teacher.ensemble is not None
     if ensemble:
         for index, loss in enumerate(config.losses):

@@ -89,7 +89,9 @@ class TaskModel:
             spec = TypeAdapter(ModelSpec).validate_python(manifest["spec"])
             module = _build_plain(spec, signature, len(class_names))
             module = load_weights(apply_low_rank(module, manifest.get("low_rank", {})), directory / WEIGHTS)
-        tokenizer = _load_tokenizer(directory) if signature.kind == "text" else None
+        # text given as token ids in Python (edgekd.data.memory) has no tokenizer to save
+        saved = signature.kind == "text" and (directory / "tokenizer_config.json").is_file()
+        tokenizer = _load_tokenizer(directory) if saved else None
         return cls(module=module.eval(), spec=manifest["spec"], signature=signature, class_names=class_names,
                    tokenizer=tokenizer)
 

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from edgekd.data.examples import TEXT_INPUTS, InputSignature
+from edgekd.digest import update_with_tensor
 from edgekd.errors import ConfigError, EdgekdError, ModelError
 from edgekd.models.specs import ModuleSpec
 from edgekd.models.vision import reshape_layers
@@ -112,9 +113,7 @@ def register_object(module: nn.Module) -> str:
     """Keep a copy of ``module`` for this process; the ``instance`` key is its class and initial-weights digest."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
-        value = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        update_with_tensor(digest, name, tensor.reshape(-1))
     key = f"{type(module).__module__}.{type(module).__qualname__}@sha256:{digest.hexdigest()[:16]}"
     if key not in _OBJECTS:
         log.warning("%s was given as an object: the run keeps it in this process and its run directory cannot be "
@@ -233,7 +232,7 @@ def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
 
 def _data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
     """The recipe's input signature (text: token ids of any vocabulary) and class count; None for hub data."""
-    from edgekd.data.config import HubData
+    from edgekd.data.config import HubData, MemoryData
     from edgekd.data.datasets import load_dataset
     from edgekd.data.task_data import prepare_task_data
 
@@ -241,7 +240,7 @@ def _data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
     if isinstance(data, HubData):
         return None  # needs the network: checked when the model is built
     try:
-        if data.modality == "image":
+        if data.modality == "image" or isinstance(data, MemoryData):
             prepared = prepare_task_data(data, recipe.seed)
             return prepared.signature, len(prepared.class_names)
         texts = load_dataset(data, data.split_seed if data.split_seed is not None else recipe.seed)

@@ -64,14 +64,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
 def _read(path: Path, model: Path, inputs: list[Spec], *, labelled: bool) -> dict[str, np.ndarray]:
     """Every array of ``path``, checked against the graph inputs (and ``y`` when ``labelled``)."""
     what = f"{_expected(inputs)}{f' and {LABELS!r} (int labels)' if labelled else ''}"
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (expected a .npz of {what})")
-    try:
-        with np.load(path) as npz:  # object arrays refused: numpy loads plain arrays only by default
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable NumPy .npz file ({first_line(exc)}); expected arrays "
-                        f"{what}") from None
+    arrays = read_arrays(path, what)
     names = [spec["name"] for spec in inputs] + ([LABELS] if labelled else [])
     missing = [name for name in names if name not in arrays]
     extra = sorted(name for name in arrays if name not in names)
@@ -88,6 +81,18 @@ def _read(path: Path, model: Path, inputs: list[Spec], *, labelled: bool) -> dic
     if _count(arrays) == 0:
         raise DataError(f"{path}: the arrays hold no examples (their first axis is 0)")
     return arrays
+
+
+def read_arrays(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path`` (no object arrays); ``what`` says in errors what it should hold."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (expected a .npz of {what})")
+    try:
+        with np.load(path) as npz:  # object arrays refused: numpy loads plain arrays only by default
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable NumPy .npz file ({first_line(exc)}); expected arrays "
+                        f"{what}") from None
 
 
 def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:

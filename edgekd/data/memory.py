@@ -1,0 +1,265 @@
+"""Datasets and DataLoaders given to ``Pipeline(data={"train": ..., "test": ..., "val": ...})`` in Python.
+
+What they may yield: ``(inputs, label)`` pairs, where ``inputs`` is a tensor (an image, or any float
+features) or a dict of tensors, or dicts holding ``labels`` (or ``label``) next to the inputs, e.g.
+``{"pixel_values": ..., "labels": ...}`` or ``{"input_ids": ..., "attention_mask": ..., "labels": ...}``.
+Labels are class indices. Data holding ``input_ids`` is text (token ids, already tokenized by the
+user); anything else must hold one float tensor, fed to the model as its one positional input.
+
+How they are materialized: each set is read once, in order, through a DataLoader (a Dataset is wrapped
+in one reading :data:`READ_BATCH` examples at a time; a DataLoader that shuffles or samples is re-read
+in order over its dataset, with its own ``collate_fn`` and batch size), and the batches become tensors:
+images one float32 tensor ``[N, ...]``, text one int64 array per example with the padding dropped (by
+``attention_mask``; the id found under the mask is the pad id, 0 when nothing is padded). edgekd's
+training loop then batches, pads and shuffles (seeded) as it does for every other source, so the
+loader's order and batch size do not matter. Memory: the tensors of every set (which training holds
+anyway) and, while one set is read, its batches once more before they are joined.
+
+Fingerprint: the SHA-256 of every set's tensors (bytes, dtypes, shapes, labels), computed in the same
+single pass, independent of the loader's batch size. It is the data config's ``digest``, part of every
+stage's fingerprint: a re-run with changed data re-runs the stages, with the same data resumes. The
+tensors stay in this process under that digest; a run directory made from them opens anywhere
+(:func:`edgekd.open_run`), but running it again in a new process needs the data given again.
+
+Without a ``val`` set, ``val_fraction`` of ``train`` (default 15%) is held out by a permutation seeded
+with the recipe's seed (or ``split_seed``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from edgekd.data.config import MemoryData
+from edgekd.digest import update_with_tensor
+from edgekd.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: Examples read at a time from a Dataset given without a DataLoader.
+READ_BATCH = 256
+#: The sets ``Pipeline(data=...)`` takes (``val`` optional).
+SPLITS = ("train", "val", "test")
+LABEL_KEYS = ("labels", "label")
+TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+Kind = Literal["image", "text"]
+
+
+@dataclass(frozen=True)
+class MemorySplit:
+    """One materialized set: images ``[N, ...]`` (float32) or token-id rows, and labels ``[N]`` (int64)."""
+
+    inputs: torch.Tensor | tuple[np.ndarray, ...]
+    labels: torch.Tensor
+
+    def take(self, indices: torch.Tensor) -> MemorySplit:
+        """The examples at ``indices``, in that order."""
+        if isinstance(self.inputs, torch.Tensor):
+            return MemorySplit(self.inputs[indices], self.labels[indices])
+        return MemorySplit(tuple(self.inputs[i] for i in indices.tolist()), self.labels[indices])
+
+
+@dataclass(frozen=True)
+class MemorySet:
+    """Every set given, materialized, with what models need to know about it."""
+
+    kind: Kind
+    splits: dict[str, MemorySplit]
+    num_classes: int
+    pad_id: int = 0
+    vocab_size: int = 0
+
+    def train_val(self, fraction: float, seed: int) -> tuple[MemorySplit, MemorySplit]:
+        """The train and validation sets: the given ``val``, or ``fraction`` of train held out (seeded)."""
+        train = self.splits["train"]
+        if "val" in self.splits:
+            return train, self.splits["val"]
+        count = len(train.labels)
+        held = round(count * fraction)
+        if held < 1 or held >= count:
+            raise DataError(f"data.train: {count} examples cannot give a validation set of {fraction:g} of them "
+                            "and keep training examples; give data['val'] or more training examples")
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+        return train.take(order[held:].sort().values), train.take(order[:held].sort().values)
+
+
+#: Sets given in this process, by digest.
+_HELD: dict[str, MemorySet] = {}
+
+
+def is_memory_data(data: Any) -> bool:
+    """Whether ``data`` is a mapping of sets given as Dataset/DataLoader objects (not a data config)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    return isinstance(data, Mapping) and any(isinstance(v, Dataset | DataLoader) for v in data.values())
+
+
+def register_data(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Materialize ``{"train", "test"[, "val"]}`` sets, keep them in this process; their data config mapping."""
+    unknown = sorted(set(data) - set(SPLITS))
+    missing = [name for name in ("train", "test") if name not in data]
+    if unknown or missing:
+        raise ConfigError(f"{where}: data: expected the sets 'train' and 'test' (and optionally 'val'), got "
+                          + ", ".join(repr(k) for k in data))
+    hasher = hashlib.sha256()
+    readers = {name: _Reader(name) for name in SPLITS if name in data}
+    for name, reader in readers.items():
+        for batch in _batches(data[name], name, where):
+            reader.add(batch)
+        hasher.update(reader.finish())
+    kinds = {reader.kind for reader in readers.values()}
+    if len(kinds) > 1:
+        raise DataError(f"data: the sets disagree: {', '.join(f'{n} is {r.kind}' for n, r in readers.items())}")
+    kind = kinds.pop()
+    splits = {name: reader.split() for name, reader in readers.items()}
+    if kind == "image":
+        shapes = {name: tuple(split.inputs.shape[1:]) for name, split in splits.items()}  # type: ignore[union-attr]
+        if len(set(shapes.values())) > 1:
+            raise DataError("data: the sets' inputs have different shapes: "
+                            + ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items()))
+    digest = f"sha256:{hasher.hexdigest()}"
+    if digest not in _HELD:
+        pads = [r.pad_id for r in readers.values() if r.pad_id is not None]
+        vocab = max((int(row.max()) + 1 for r in readers.values() for row in r.rows if len(row)), default=0)
+        _HELD[digest] = MemorySet(kind=kind, splits=splits, pad_id=pads[0] if pads else 0, vocab_size=vocab,
+                                  num_classes=max(int(s.labels.max()) for s in splits.values()) + 1)
+        log.info("data given in Python: %s (%s)", ", ".join(f"{n} {len(s.labels)}" for n, s in splits.items()),
+                 digest[:19])
+    return {"source": "memory", "kind": kind, "digest": digest}
+
+
+def held(config: MemoryData) -> MemorySet:
+    """The sets of ``config`` (a :class:`DataError` when they were given in another process)."""
+    found = _HELD.get(config.digest)
+    if found is None:
+        raise DataError(f"data: the Dataset/DataLoader objects given to Pipeline(...) ({config.digest[:19]}…) are "
+                        "not in this process; give them again (Pipeline(data=...)), or save them as .npz "
+                        "(source: npz) to run from YAML")
+    return found
+
+
+def _batches(source: Any, split: str, where: str) -> Iterator[Any]:
+    """The batches of ``source`` read in order (see the module docstring)."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
+
+    if isinstance(source, DataLoader):
+        plain = isinstance(source.sampler, SequentialSampler) and source.batch_size is not None
+        if plain or isinstance(source.dataset, IterableDataset):
+            return iter(source)
+        return iter(DataLoader(source.dataset, batch_size=source.batch_size or READ_BATCH,
+                               collate_fn=source.collate_fn if source.batch_size else None))
+    if isinstance(source, Dataset):
+        return iter(DataLoader(source, batch_size=READ_BATCH))
+    raise ConfigError(f"{where}: data.{split}: expected a torch Dataset or DataLoader, got {type(source).__name__}")
+
+
+@dataclass
+class _Reader:
+    """One set's batches, checked, hashed and collected as they are read."""
+
+    name: str
+    kind: Kind | None = None
+    chunks: list[torch.Tensor] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+    pad_id: int | None = None
+    hasher: Any = field(default_factory=hashlib.sha256)
+    label_hasher: Any = field(default_factory=hashlib.sha256)
+
+    def add(self, batch: Any) -> None:
+        inputs, labels = self._parts(batch)
+        kind: Kind = "text" if "input_ids" in inputs else "image"
+        if self.kind not in (None, kind):
+            raise DataError(f"data.{self.name}: batches of both {self.kind} and {kind} inputs")
+        self.kind = kind
+        labels = self._labels(labels)
+        count = len(labels)
+        if kind == "image":
+            self._image(inputs, count)
+        else:
+            self._text(inputs, count)
+        self.labels.append(labels)
+        update_with_tensor(self.label_hasher, "", labels, header=False)
+
+    def _parts(self, batch: Any) -> tuple[dict[str, torch.Tensor], Any]:
+        if isinstance(batch, Mapping):
+            key = next((k for k in LABEL_KEYS if k in batch), None)
+            if key is None:
+                raise DataError(f"data.{self.name}: a dict without 'labels' or 'label' (keys: "
+                                f"{', '.join(map(str, batch))}); expected the class labels beside the inputs")
+            inputs, labels = {k: v for k, v in batch.items() if k != key}, batch[key]
+        elif isinstance(batch, tuple | list) and len(batch) == 2:
+            inputs, labels = batch
+            inputs = dict(inputs) if isinstance(inputs, Mapping) else {"input": inputs}
+        else:
+            raise DataError(f"data.{self.name}: yields {type(batch).__name__}; expected (inputs, label) pairs or "
+                            "dicts with 'labels'")
+        for key, value in inputs.items():
+            if not isinstance(value, torch.Tensor | np.ndarray):
+                raise DataError(f"data.{self.name}: input '{key}' is {type(value).__name__}; expected a tensor")
+        return {k: torch.as_tensor(v) for k, v in inputs.items()}, labels
+
+    def _labels(self, labels: Any) -> torch.Tensor:
+        labels = torch.as_tensor(labels)
+        if labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool or bool((labels < 0).any()):
+            raise DataError(f"data.{self.name}: labels of dtype {labels.dtype} and shape {list(labels.shape)} per "
+                            "batch; expected one class index (an integer ≥ 0) per example")
+        return labels.to(torch.int64)
+
+    def _image(self, inputs: dict[str, torch.Tensor], count: int) -> None:
+        if len(inputs) != 1:
+            raise DataError(f"data.{self.name}: inputs {', '.join(inputs)}; expected one input tensor (or "
+                            "'input_ids' with 'attention_mask' for token ids)")
+        (key, value), = inputs.items()
+        if not value.is_floating_point() or len(value) != count:
+            raise DataError(f"data.{self.name}: input '{key}' is {value.dtype} of shape {list(value.shape)} for "
+                            f"{count} labels; expected float inputs [batch, ...] (token ids go in a dict as "
+                            "'input_ids')")
+        value = value.detach().to(torch.float32).contiguous()
+        if self.chunks and value.shape[1:] != self.chunks[0].shape[1:]:
+            raise DataError(f"data.{self.name}: input '{key}' is {list(value.shape[1:])} per example in one batch and "
+                            f"{list(self.chunks[0].shape[1:])} in another; expected one shape")
+        self.chunks.append(value)
+        update_with_tensor(self.hasher, "", value, header=False)
+
+    def _text(self, inputs: dict[str, torch.Tensor], count: int) -> None:
+        unknown = sorted(set(inputs) - set(TEXT_KEYS))
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask", torch.ones_like(ids))
+        types = inputs.get("token_type_ids")
+        if unknown or ids.ndim != 2 or ids.is_floating_point() or mask.shape != ids.shape or len(ids) != count:
+            given = ", ".join(f"{key} {list(value.shape)}" for key, value in inputs.items())
+            raise DataError(f"data.{self.name}: text inputs {given} for {count} labels; expected integer "
+                            "input_ids [batch, tokens] and optionally an attention_mask of the same shape")
+        if types is not None and bool(types.any()):
+            raise DataError(f"data.{self.name}: token_type_ids are not all 0; sentence pairs are not supported "
+                            "(edgekd feeds single sequences)")
+        keep = mask.to(torch.bool)
+        if self.pad_id is None and not bool(keep.all()):
+            self.pad_id = int(ids[~keep][0])
+        for row, kept in zip(ids.to(torch.int64), keep, strict=True):
+            tokens = row[kept].numpy().copy()
+            self.rows.append(tokens)
+            self.hasher.update(len(tokens).to_bytes(8, "little"))
+            self.hasher.update(tokens.tobytes())
+
+    def finish(self) -> bytes:
+        """The set's digest (name, inputs, shapes, labels), after its last batch."""
+        if not self.labels:
+            raise DataError(f"data.{self.name}: no examples")
+        count = sum(len(labels) for labels in self.labels)
+        shape = [count, *self.chunks[0].shape[1:]] if self.chunks else [count]
+        return f"{self.name}:{self.kind}:{shape}:{self.hasher.hexdigest()}:{self.label_hasher.hexdigest()};".encode()
+
+    def split(self) -> MemorySplit:
+        """The set as one :class:`MemorySplit`."""
+        labels = torch.cat(self.labels)
+        inputs = torch.cat(self.chunks) if self.kind == "image" else tuple(self.rows)
+        self.chunks = []
+        return MemorySplit(inputs, labels)

@@ -1,0 +1,88 @@
+"""Every verb that reads a model, a device or data refuses bad input with exit code 2 and one line.
+
+(Bad model files and ``.npz`` files of ``quantize`` are in test_onnx_verbs.py, bad ``export`` sources in
+test_export_source.py, bad Python data in test_memory_data.py.) Here: device profiles whose input
+shapes disagree with the graph, device names that name nothing, and ``.npz`` data files a recipe reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from edgekd.catalog import find
+from edgekd.export.config import load_export_target
+from edgekd.export.onnx_export import export_onnx
+from tests.reliability import assert_user_error, cli
+from tests.user_modules import small_cnn
+
+VERBS = ["profile", "bench", "quantize", "bundle", "export"]
+
+
+@pytest.fixture(scope="module")
+def cnn_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CNN exported with a static 1 × 8 × 8 input (a dynamic batch)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cnn") / "cnn.onnx"
+    export_onnx(small_cnn(width=4).eval(), torch.rand(4, 1, 8, 8), path, load_export_target("onnx-fp32"))
+    return path
+
+
+def _arguments(verb: str, model: Path, device: str | Path, tmp: Path) -> list[str | Path]:
+    out = {"profile": [], "bench": ["--out", tmp / "b"], "export": ["--out", tmp / "e"],
+           "quantize": ["--out", tmp / "q"], "bundle": ["--out", tmp / "a"]}[verb]
+    return [verb, model, "--device", device, *out, *(["--runs", "10"] if verb != "export" else [])]
+
+
+def _device(tmp: Path, **inputs: object) -> Path:
+    profile = yaml.safe_load(find("devices", "host-cpu").read_text())
+    profile["inputs"].update(inputs)
+    profile["name"] = "odd"
+    path = tmp / "odd.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+@pytest.mark.parametrize("size", [4, 16])
+@pytest.mark.parametrize("verb", VERBS)
+def test_a_device_image_size_that_disagrees_with_the_graph_is_one_line(verb: str, size: int, cnn_onnx: Path,
+                                                                       tmp_path: Path) -> None:
+    device = _device(tmp_path, image_size=size)
+    outcome = cli(*_arguments(verb, cnn_onnx, device, tmp_path))
+    assert_user_error(outcome, "input 'input' has static shape", f"image_size={size}")
+
+
+@pytest.mark.parametrize(("device", "fragments"), [
+    ("nowhere-phone", ("nowhere-phone", "host-cpu")),
+    ("missing/phone.yaml", ("missing/phone.yaml",)),
+], ids=["unknown-name", "missing-file"])
+@pytest.mark.parametrize("verb", VERBS)
+def test_a_device_that_names_nothing_is_one_line(verb: str, device: str, fragments: tuple[str, ...], cnn_onnx: Path,
+                                                 tmp_path: Path) -> None:
+    assert_user_error(cli(*_arguments(verb, cnn_onnx, device, tmp_path)), *fragments)
+
+
+@pytest.mark.parametrize(("arrays", "fragments"), [
+    ({"x": np.zeros((40, 1, 8, 8), np.float32), "y": np.zeros(40, np.int64)},
+     ("data.npz", "missing array 'inputs', 'labels'", "got x, y")),
+    ({"inputs": np.zeros((40, 64), np.float32), "labels": np.zeros(40, np.int64)},
+     ("data.npz", "expected 'inputs' N × C × H × W", "(40, 64)")),
+    ({"inputs": np.zeros((40, 1, 8, 8), np.float32), "labels": np.zeros(39, np.int64)},
+     ("data.npz", "labels' of N entries", "(39,)")),
+    ({"inputs": np.zeros((40, 1, 8, 8), np.float32), "labels": np.full(40, 0.5, np.float32)},
+     ("data.npz", "'labels' must be class indices")),
+], ids=["wrong-keys", "wrong-rank", "counts-differ", "float-labels"])
+def test_a_recipe_reading_a_bad_npz_is_one_line(arrays: dict[str, np.ndarray], fragments: tuple[str, ...],
+                                                tmp_path: Path) -> None:
+    np.savez(tmp_path / "data.npz", **arrays)
+    recipe = {"name": "npz", "device": "host-cpu", "threads": 1,
+              "data": {"source": "npz", "path": str(tmp_path / "data.npz")},
+              "teacher": {"model": {"arch": "module", "factory": "tests.user_modules:small_cnn"}},
+              "student": {"model": {"arch": "module", "factory": "tests.user_modules:small_cnn"}},
+              "stages": [{"stage": "teacher", "epochs": 1}]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert_user_error(cli("run", tmp_path / "r.yaml", "--out", tmp_path / "run", "-q"), *fragments, logged=True)
