@@ -89,6 +89,7 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         sizes = {key: value for key, value in (spec.config or {}).items() if key != "model_type"}
         config = AutoConfig.for_model(spec.model_type, **{**_data_sizes(spec, signature), **sizes, **labels})
         config._attn_implementation = ATTENTION
+        _name_the_class(config, spec.modality)
         module = auto.from_config(config)
     else:
         source = resolve_pretrained(spec.pretrained)
@@ -102,6 +103,21 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         _note_head(spec.pretrained, config, len(class_names))
     _fit_data(module, spec, signature)
     return module
+
+
+def _name_the_class(config: Any, modality: str) -> None:
+    """Set ``config.architectures`` to the family's plain classifier when transformers maps it to several.
+
+    DeiT and LeViT have a classifier and one "with teacher" (Perceiver three); the auto class then picks
+    by ``config.architectures``, which a config built from sizes does not have (transformers raises a
+    TypeError). The first listed is the plain classifier.
+    """
+    from transformers.models.auto import modeling_auto
+
+    names = (modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES if modality == "image"
+             else modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES).get(config.model_type)
+    if isinstance(names, tuple) and not getattr(config, "architectures", None):
+        config.architectures = [names[0]]
 
 
 def _data_sizes(spec: HFSpec, signature: InputSignature) -> dict[str, Any]:

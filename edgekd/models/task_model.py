@@ -23,7 +23,7 @@ from torch import nn
 
 from edgekd.atomic import atomic_dir
 from edgekd.data.examples import InputSignature
-from edgekd.errors import ConfigError, ModelError
+from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import hf
 from edgekd.models.builders import ImageSpec, build_model, count_params
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec, ModelSpec, ModuleSpec
@@ -137,8 +137,27 @@ def build_task_model(
         module = hf.drop_layers(teacher.module, spec)
     else:
         module = _build_plain(spec, signature, num_classes)
-    return TaskModel(module=module, spec=spec.model_dump(mode="json"), signature=signature,
-                     class_names=class_names, tokenizer=tokenizer)
+    model = TaskModel(module=module, spec=spec.model_dump(mode="json"), signature=signature,
+                      class_names=class_names, tokenizer=tokenizer)
+    if isinstance(spec, HFSpec):
+        _check_runs(model, spec.label)
+    return model
+
+
+def _check_runs(model: TaskModel, label: str) -> None:
+    """One forward pass on placeholder inputs of the data's shape: a family that cannot take them (an image
+    too small for its downsampling, say) is a one-line :class:`ModelError` before any training."""
+    from edgekd.models.call import call_logits
+
+    training = model.module.training
+    try:
+        with torch.no_grad():
+            call_logits(model.module.eval(), model.example_inputs(batch=1))
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        shape = model.signature.image_shape if model.signature.kind == "image" else "token ids"
+        raise ModelError(f"model {label} does not run on the data's inputs ({shape}): {first_line(exc)}") from None
+    finally:
+        model.module.train(training)
 
 
 def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -> nn.Module:

@@ -1,0 +1,37 @@
+"""Families transformers maps to several classifiers (DeiT, LeViT) build from a config as their plain classifier;
+a family that cannot run on the data's input size is refused in one line when built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgekd.data.examples import InputSignature
+from edgekd.errors import ModelError
+from edgekd.models.hf import build_hf
+from edgekd.models.specs import HFSpec
+from edgekd.models.task_model import build_task_model
+
+CONFIGS = {
+    "deit": {"image_size": 8, "patch_size": 2, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 32},
+    "levit": {"image_size": 32, "patch_size": 16, "hidden_sizes": [16, 32, 48], "num_attention_heads": [1, 2, 3],
+              "depths": [1, 1, 1], "key_dim": [8, 8, 8]},
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_a_family_with_a_teacher_variant_builds_its_plain_classifier(model_type: str) -> None:
+    spec = HFSpec(arch="hf", config={"model_type": model_type, "num_channels": 1, **CONFIGS[model_type]})
+    torch.manual_seed(0)
+    side = CONFIGS[model_type]["image_size"]
+    model = build_hf(spec, InputSignature("image", image_shape=(1, side, side)), tuple("abc"))
+    assert type(model).__name__.endswith("ForImageClassification")
+    logits = model(pixel_values=torch.randn(2, 1, side, side)).logits
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+
+
+def test_a_family_that_cannot_take_the_data_is_refused_when_built() -> None:
+    spec = HFSpec(arch="hf", config={"model_type": "levit", "num_channels": 1, **CONFIGS["levit"], "image_size": 8})
+    with pytest.raises(ModelError, match=r"model 'hf' \(levit\) does not run on the data's inputs \(\(1, 8, 8\)\): "):
+        build_task_model(spec, InputSignature("image", image_shape=(1, 8, 8)), tuple("abc"))
