@@ -33,8 +33,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from edgekd.data.config import HFDiskData, HubData, TextFileData
-from edgekd.data.config import TaskKind
+from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
 from edgekd.data.label_kind import infer_task, label_sets, multi_hot, regression_values
 from edgekd.errors import DataError
 
@@ -92,6 +91,12 @@ def load_text_dataset(config: TextDataConfig, seed: int) -> TextSplits:
     number of training examples.
     """
     return _load_cached(config, seed, _file_stamps(config))
+
+
+def text_file_task(config: TextFileData) -> TaskKind:
+    """The task of a TSV/CSV source: ``data.task``, else what its training file's labels read as."""
+    train = _read_table(config.train, "train", config)
+    return config.task or infer_task(train.name, train.labels, train.lines, train.unit)
 
 
 def _file_stamps(config: TextDataConfig) -> tuple[tuple[int, int], ...]:

@@ -26,15 +26,15 @@ from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
 from edgekd.distill.config import DistillStage, TeacherStage
 from edgekd.distill.losses.combined import CombinedLoss
 from edgekd.distill.objective import combined_loss, distillation_objective
-from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.task_metrics import evaluation_metrics
+from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, clear_checkpoint, fit, predict_logits
 from edgekd.errors import StorageError
 from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.models.weights import load_weights
-from edgekd.task_heads import hard_loss
 from edgekd.stage_kind import RecipeView
+from edgekd.task_heads import hard_loss
 
 
 def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
