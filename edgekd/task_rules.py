@@ -1,7 +1,8 @@
 """``edgekd validate``'s rules for multi-label and regression recipes: what does not apply is refused by key.
 
-The task is the recipe's ``data.task``, or the one a local file's labels read as (a TSV/CSV training
-file, an ``.npz`` set; :mod:`edgekd.data.label_kind`). For a multi-label or regression task these are
+The task is the recipe's ``data.task``, or the one local data's labels read as (a TSV/CSV training
+file, a ``save_to_disk`` directory, an ``.npz`` set; :mod:`edgekd.data.label_kind`); a hub dataset's
+is known only when the run loads it. For a multi-label or regression task these are
 refused before anything trains, each with its key path:
 
 - stages whose decisions are made on arg-max classes: ``quantize`` (accuracy and agreement gates),
@@ -14,7 +15,7 @@ refused before anything trains, each with its key path:
 
 from __future__ import annotations
 
-from edgekd.data.config import NpzData, TaskKind, TextFileData
+from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData
 from edgekd.errors import DataError
 from edgekd.stage_kind import PlanState
 
@@ -59,6 +60,10 @@ def recipe_task(data: object) -> TaskKind | None:
             from edgekd.data.text import text_file_task
 
             return text_file_task(data)
+        if isinstance(data, HFDiskData) and data.path.is_dir():
+            from edgekd.data.text import load_text_dataset
+
+            return load_text_dataset(data, 0).task  # cached: the run reads it again for free
         if isinstance(data, NpzData) and data.path.is_file():
             from edgekd.data.npz import load_npz, npz_task
 
