@@ -89,6 +89,11 @@ def test_text_labels_encoded_by_task(tmp_path: Path) -> None:
     forced = load_text_dataset(TextFileData.model_validate({**_tsv(tmp_path, "regression"), "task": "single_label"}),
                                seed=0)
     assert forced.task == "single_label" and forced.train.labels.dtype == np.int64
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 5}\n" for i in range(30)))
+    ratings = TextFileData(source="tsv", train=tmp_path / "train.tsv", test=tmp_path / "train.tsv", val_examples=5,
+                           task="regression")
+    rated = load_text_dataset(ratings, seed=0)  # whole numbers read as classes unless told otherwise
+    assert rated.class_names == ("label",) and rated.test.labels.tolist() == [i % 5 for i in range(30)]
 
 
 def test_hf_disk_sequence_and_float_columns(tmp_path: Path) -> None:

@@ -114,7 +114,8 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
     else:
         train, test, known_names, known_task = _read_hf(config)
     task = config.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
-    class_names = known_names or _class_names(task, train.labels, config.label_column)
+    class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
+                                                                                   config.label_column)
     return _split(train, test, class_names, task, config, seed)
 
 
@@ -192,11 +193,20 @@ def _read_hf(
         )
     train, test = (_hf_split(loaded, name, where, key, config) for name, key in
                    ((config.train_split, "train_split"), (config.test_split, "test_split")))
-    feature = loaded[config.train_split].features[config.label_column]
-    task: TaskKind | None = None
-    if isinstance(feature, datasets.Sequence | list):
-        task, feature = "multi_label", feature.feature if isinstance(feature, datasets.Sequence) else feature[0]
-    return train, test, tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None, task
+    feature, is_sequence = _label_feature(loaded[config.train_split].features[config.label_column])
+    return (train, test, tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None,
+            "multi_label" if is_sequence else None)
+
+
+def _label_feature(feature: Any) -> tuple[Any, bool]:
+    """A label column's per-class feature, and whether the column holds a list of them a row (multi-label)."""
+    import datasets
+
+    if isinstance(feature, datasets.Sequence):
+        return feature.feature, True
+    if isinstance(feature, list):
+        return feature[0], True
+    return feature, False
 
 
 def _open_hf(config: HFDiskData | HubData, where: str) -> Any:
@@ -230,9 +240,7 @@ def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData 
     texts = list(table[config.text_column])
     if None in texts:
         raise DataError(f"{name} row {texts.index(None)}: column '{config.text_column}' is empty (null)")
-    label_feature = table.features[config.label_column]
-    if isinstance(label_feature, datasets.Sequence | list):  # multi-label: a list of classes a row
-        label_feature = label_feature.feature if isinstance(label_feature, datasets.Sequence) else label_feature[0]
+    label_feature, _ = _label_feature(table.features[config.label_column])
     names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
 
     def name_of(value: Any) -> str:
