@@ -17,6 +17,7 @@ from pydantic import Field
 
 from edgekd.errors import ConfigError
 from edgekd.stage_kind import PlanState, StageKind
+from edgekd.task_rules import check_task
 
 if TYPE_CHECKING:
     from edgekd.config.recipe import Recipe
@@ -74,6 +75,7 @@ def check_recipe(recipe: Recipe, source: str, registry: StageRegistry = DEFAULT_
     """
     state = PlanState(recipe=recipe, source=source)
     _check_models(state)
+    check_task(state)
     for index, config in enumerate(recipe.stages):
         where = f"stages[{index}]"
         kind = registry[config.stage]

@@ -135,14 +135,16 @@ def test_load_from_disk_with_class_label(tmp_path: Path) -> None:
         ([], None, {"val_examples": 1}, r"train.tsv: no data rows after the header line"),
         (["a\t0", "b\t1"], None, {"val_examples": 1, "text_column": "text"},
          r"train.tsv: no column 'text' \(data.text_column\); the columns are 'sentence', 'label'"),
-        (["a\t0.25", "b\t3", "c\t1.5"], None, {"val_examples": 1},
-         r"train.tsv line 2: label '0.25' is a fractional number, so the labels read as regression targets; "
-         r"edgekd trains single-label classifiers"),
-        (["a\tpos", "b\tpos,movie", "c\tneg"], None, {"val_examples": 1},
-         r"train.tsv line 3: label 'pos,movie' holds comma-separated names, so the labels read as multi-label"),
+        (["a\t0.25", "b\tpos", "c\t1.5"], None, {"val_examples": 1},
+         r"train.tsv line 3: label 'pos' is not a number but line 2 holds '0.25', so the task is ambiguous; "
+         r"set data.task to one of single_label, multi_label, regression"),
+        (["a\t0.5", "b\tpos", "c\t1"], None, {"val_examples": 1, "task": "regression"},
+         r"train.tsv line 3: label 'pos' is not a finite number \(data.task is regression\)"),
+        (["a\tpos", "b\tpos,movie", "c\tneg"], ["d\tpos,film"], {"val_examples": 1},
+         r"dev.tsv line 2: label 'film' is not one of the training split's labels \('movie', 'neg', 'pos'\)"),
     ],
-    ids=["val-too-large", "unknown-test-label", "field-count", "empty-split", "missing-column", "regression",
-         "multi-label"],
+    ids=["val-too-large", "unknown-test-label", "field-count", "empty-split", "missing-column", "ambiguous-task",
+         "regression-not-a-number", "multi-label-unknown-name"],
 )
 def test_data_errors_name_file_line_and_expectation(
     tmp_path: Path, train: list[str], test: list[str] | None, fields: dict, message: str

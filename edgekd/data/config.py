@@ -9,6 +9,12 @@ from pydantic import Field, StrictInt, model_validator
 
 from edgekd.config.base import Fraction, PositiveInt, StrictModel
 
+#: What a model learns from the labels (see :mod:`edgekd.data.label_kind`).
+TaskKind = Literal["single_label", "multi_label", "regression"]
+TASK_DESCRIPTION = ("What the labels are: single_label (one class a row), multi_label (comma-separated class "
+                    "names; npz: N × classes 0/1 rows), regression (numbers). Unset: inferred from the training "
+                    "labels, refused when ambiguous.")
+
 
 class SplitSeed(StrictModel):
     """The seed of the train/validation(/test) split, when it must not follow the recipe's seed."""
@@ -55,6 +61,7 @@ class NpzData(SplitSeed):
 
     source: Literal["npz"]
     path: Path
+    task: TaskKind | None = Field(default=None, description=TASK_DESCRIPTION)
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.2
     eval_data: SklearnData | None = Field(
@@ -73,6 +80,7 @@ class TextSplitsConfig(SplitSeed):
 
     text_column: str = "sentence"
     label_column: str = "label"
+    task: TaskKind | None = Field(default=None, description=TASK_DESCRIPTION)
     val_examples: PositiveInt = Field(
         default=1000, description="Examples held out of the training split to pick the best epoch."
     )

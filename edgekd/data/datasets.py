@@ -94,10 +94,10 @@ def _load_sklearn_splits(config: SklearnData, seed: int) -> DatasetSplits:
 
 def _load_npz_splits(config: NpzData, seed: int) -> DatasetSplits:
     """A ``.npz`` set: all of it for training when ``eval_data`` gives validation and test, else split."""
-    loaded = load_npz(config.path)
+    loaded = load_npz(config.path, config.task)
     if config.eval_data is None:
         return _split(loaded.inputs, loaded.labels, loaded.class_names, config.val_fraction, config.test_fraction,
-                      seed)
+                      seed, stratify=loaded.labels.dtype == np.int64)
     eval_seed = config.eval_data.split_seed if config.eval_data.split_seed is not None else seed
     check_held_out_split(config, loaded.metadata, eval_seed)
     held_out = _load_sklearn_splits(config.eval_data, eval_seed)
@@ -139,14 +139,15 @@ def _load_sklearn(config: SklearnData) -> tuple[np.ndarray, np.ndarray, tuple[st
 
 def _split(
     features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], val_fraction: float,
-    test_fraction: float, seed: int
+    test_fraction: float, seed: int, *, stratify: bool = True
 ) -> DatasetSplits:
+    """Split three ways, seeded; stratified by class unless ``stratify`` is false (multi-label, regression)."""
     if val_fraction + test_fraction >= 0.9:
         raise DataError(
             f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:.2f}; "
             "expected below 0.9 so that training data remains"
         )
-    n_classes = len(np.unique(labels))
+    n_classes = len(np.unique(labels)) if stratify else 1
     min_split = int(min(val_fraction, test_fraction) * len(labels))
     if min_split < n_classes:
         raise DataError(
@@ -154,11 +155,11 @@ def _split(
             f"holding each of the {n_classes} classes (raise data.limit or the fractions)"
         )
     x_rest, x_test, y_rest, y_test = train_test_split(
-        features, labels, test_size=test_fraction, random_state=seed, stratify=labels
+        features, labels, test_size=test_fraction, random_state=seed, stratify=labels if stratify else None
     )
     val_share = val_fraction / (1.0 - test_fraction)
     x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest
+        x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest if stratify else None
     )
     return DatasetSplits(
         x_train=torch.from_numpy(x_train), y_train=torch.from_numpy(y_train),

@@ -1,33 +1,75 @@
-"""Refusing labels that are not single class names, instead of training a wrong task on them.
+"""What a label column holds — one class, a set of classes, or a number — and its encoding as arrays.
 
-edgekd trains single-label classifiers. Regression targets (``0.53``) would each become a class of
-its own, and comma-separated multi-label rows (``pos,movie``) one class per combination: both train
-and report silently wrong figures. A training split whose labels read as either is refused with one
-line naming the file, the line and what was found.
+A recipe's ``data.task`` names the task; unset, it is inferred from the training split's labels when
+that is unambiguous:
+
+- every label a number and at least one fractional (``0.53``) → ``regression``;
+- some label holding comma-separated names (``pos,movie``) → ``multi_label``;
+- otherwise (class names, or whole numbers such as SST-2's 0/1) → ``single_label``.
+
+Fractional numbers mixed with names (``0.5`` and ``pos``) fit no task: refused with one line naming
+``data.task``. Encodings: ``single_label`` int64 class indices ``[N]``; ``multi_label`` float32
+multi-hot rows ``[N, classes]`` (the distinct names, sorted); ``regression`` float32 values ``[N]``
+with the one output named after the label column.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import get_args
 
+import numpy as np
+
+from edgekd.data.config import TaskKind
 from edgekd.errors import DataError
 
-NOT_YET = "edgekd trains single-label classifiers (one class name per row); this task is not supported yet"
+TASKS: tuple[str, ...] = get_args(TaskKind)
 
 
-def refuse_other_tasks(name: str, labels: Sequence[str], lines: Sequence[int], unit: str) -> None:
-    """Raise :class:`DataError` when ``labels`` read as regression targets or as multi-label rows."""
+def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str) -> TaskKind:
+    """The task ``labels`` read as (see the module docstring); :class:`DataError` when ambiguous."""
     numbers = [_number(label) for label in labels]
-    if labels and all(n is not None for n in numbers):
-        fractional = next((i for i, n in enumerate(numbers) if n is not None and not n.is_integer()), None)
-        if fractional is not None:
-            raise DataError(f"{name} {unit} {lines[fractional]}: label '{labels[fractional]}' is a fractional "
-                            f"number, so the labels read as regression targets; {NOT_YET}")
-    joined = next((i for i, label in enumerate(labels) if "," in label), None)
-    if joined is not None:
-        raise DataError(f"{name} {unit} {lines[joined]}: label '{labels[joined]}' holds comma-separated names, so "
-                        f"the labels read as multi-label; {NOT_YET}")
+    fractional = next((i for i, n in enumerate(numbers) if n is not None and not n.is_integer()), None)
+    if fractional is not None:
+        other = next((i for i, n in enumerate(numbers) if n is None), None)
+        if other is None:
+            return "regression"
+        raise DataError(f"{name} {unit} {lines[other]}: label '{labels[other]}' is not a number but "
+                        f"{unit} {lines[fractional]} holds '{labels[fractional]}', so the task is ambiguous; "
+                        f"set data.task to one of {', '.join(TASKS)}")
+    if any("," in label for label in labels):
+        return "multi_label"
+    return "single_label"
+
+
+def label_sets(labels: Sequence[str]) -> list[tuple[str, ...]]:
+    """Each multi-label row's names: comma-separated, stripped, empty names dropped (an empty row has none)."""
+    return [tuple(part.strip() for part in label.split(",") if part.strip()) for label in labels]
+
+
+def multi_hot(name: str, labels: Sequence[str], lines: Sequence[int], unit: str,
+              class_names: tuple[str, ...]) -> np.ndarray:
+    """Multi-hot float32 rows ``[N, classes]``; a name outside ``class_names`` is a :class:`DataError`."""
+    index = {label: i for i, label in enumerate(class_names)}
+    rows = np.zeros((len(labels), len(class_names)), dtype=np.float32)
+    for row, names in enumerate(label_sets(labels)):
+        for label in names:
+            if label not in index:
+                raise DataError(f"{name} {unit} {lines[row]}: label '{label}' is not one of the training "
+                                f"split's labels ({', '.join(repr(n) for n in class_names[:10])})")
+            rows[row, index[label]] = 1.0
+    return rows
+
+
+def regression_values(name: str, labels: Sequence[str], lines: Sequence[int], unit: str) -> np.ndarray:
+    """The labels as float32 values ``[N]``; a label that is not a finite number is a :class:`DataError`."""
+    values = [_number(label) for label in labels]
+    bad = next((i for i, value in enumerate(values) if value is None), None)
+    if bad is not None:
+        raise DataError(f"{name} {unit} {lines[bad]}: label '{labels[bad]}' is not a finite number "
+                        "(data.task is regression)")
+    return np.asarray(values, dtype=np.float32)
 
 
 def _number(label: str) -> float | None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.atomic import write_bytes
+from edgekd.data.config import TaskKind
 from edgekd.errors import DataError
 
 
@@ -48,8 +49,13 @@ def save_npz(path: Path, data: NpzSet) -> Path:
     return write_bytes(Path(path), buffer.getvalue())
 
 
-def load_npz(path: Path) -> NpzSet:
-    """Read a set written by :func:`save_npz` (or any ``.npz`` with ``inputs`` and ``labels``)."""
+def load_npz(path: Path, task: TaskKind | None = "single_label") -> NpzSet:
+    """Read a set written by :func:`save_npz` (or any ``.npz`` with ``inputs`` and ``labels``).
+
+    ``labels`` are read as ``task`` says: ``single_label`` N class indices; ``multi_label`` N × classes
+    0/1 rows (float32); ``regression`` N numbers (float32, the one output named ``class_names[0]`` or
+    ``value``); None infers it from the array (2-D: multi-label, floats with a fraction: regression).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected a .npz file with 'inputs' and 'labels'")
@@ -63,17 +69,48 @@ def load_npz(path: Path) -> NpzSet:
         raise DataError(f"{path}: missing array {', '.join(repr(k) for k in missing)}; expected 'inputs' "
                         f"(N × C × H × W) and 'labels' (N integers), got {', '.join(sorted(arrays)) or 'none'}")
     inputs, labels = arrays["inputs"], arrays["labels"]
-    if inputs.ndim != 4 or labels.ndim != 1 or len(inputs) != len(labels) or not len(labels):
-        raise DataError(f"{path}: expected 'inputs' N × C × H × W and 'labels' of N entries, got shapes "
+    task = task or npz_task(labels)
+    if inputs.ndim != 4 or labels.ndim != (2 if task == "multi_label" else 1) or len(inputs) != len(labels) \
+            or not len(labels):
+        raise DataError(f"{path}: expected 'inputs' N × C × H × W and 'labels' of N entries"
+                        f"{' (rows of 0/1 per class)' if task == 'multi_label' else ''}, got shapes "
                         f"{inputs.shape} and {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise DataError(f"{path}: 'labels' must be class indices (integers ≥ 0), got {labels.dtype}")
-    count = int(labels.max()) + 1
-    names = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else tuple(map(str, range(count)))
-    if len(names) < count:
-        raise DataError(f"{path}: label {count - 1} has no class name ({len(names)} class_names)")
+    given = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else None
+    labels, names = _labels(path, labels, task, given)
     try:
         metadata = json.loads(str(arrays["metadata"])) if "metadata" in arrays else None
     except ValueError:
         raise DataError(f"{path}: 'metadata' is not JSON text (edgekd writes it as a JSON string)") from None
-    return NpzSet(inputs.astype(np.float32), labels.astype(np.int64), names, arrays.get("soft_labels"), metadata)
+    return NpzSet(inputs.astype(np.float32), labels, names, arrays.get("soft_labels"), metadata)
+
+
+def npz_task(labels: np.ndarray) -> TaskKind:
+    """The task an npz ``labels`` array encodes: 2-D multi-label, numbers with a fraction regression, else classes."""
+    if labels.ndim == 2:
+        return "multi_label"
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(np.mod(labels, 1) == 0):
+        return "regression"
+    return "single_label"
+
+
+def _labels(path: Path, labels: np.ndarray, task: TaskKind,
+            given: tuple[str, ...] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The labels as the task encodes them, and the names of the model's outputs."""
+    if task == "regression":
+        if not np.issubdtype(labels.dtype, np.number) or not np.isfinite(labels).all():
+            raise DataError(f"{path}: 'labels' must be finite numbers (data.task is regression), got {labels.dtype}")
+        return labels.astype(np.float32), given[:1] if given else ("value",)
+    if task == "multi_label":
+        if not np.isin(labels, (0, 1)).all():
+            raise DataError(f"{path}: 'labels' must be 0/1 rows, one column per class (data.task is multi_label)")
+        names = given or tuple(map(str, range(labels.shape[1])))
+        if len(names) != labels.shape[1]:
+            raise DataError(f"{path}: {labels.shape[1]} label columns but {len(names)} class_names")
+        return labels.astype(np.float32), names
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise DataError(f"{path}: 'labels' must be class indices (integers ≥ 0), got {labels.dtype}")
+    count = int(labels.max()) + 1
+    names = given or tuple(map(str, range(count)))
+    if len(names) < count:
+        raise DataError(f"{path}: label {count - 1} has no class name ({len(names)} class_names)")
+    return labels.astype(np.int64), names

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from edgekd.data.batching import encode
@@ -90,6 +91,9 @@ def _memory_text(config: MemoryData, seed: int) -> TaskData:
 
 
 def text_examples(tokenizer: Any, texts: Any, labels: Any, max_length: int) -> TextExamples:
-    """Tokenize ``texts`` into a :class:`TextExamples` set with ``labels`` (−1 = unlabelled)."""
+    """Tokenize ``texts`` into a :class:`TextExamples` set with ``labels`` (−1 = unlabelled; float arrays, as
+    multi-label and regression labels are, keep their dtype)."""
+    values = np.array(labels)
     return TextExamples(encoded=tuple(encode(tokenizer, texts, max_length)),
-                        labels=torch.tensor(labels, dtype=torch.long), pad_id=int(tokenizer.pad_token_id))
+                        labels=torch.from_numpy(values if values.dtype.kind == "f" else values.astype(np.int64)),
+                        pad_id=int(tokenizer.pad_token_id))

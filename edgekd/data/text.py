@@ -13,6 +13,8 @@ turns them into :class:`TextSplits`:
 Labels become class indices: the distinct labels of the training split, sorted (numerically when
 they are all integers, else as strings), are the class names, and a label's index is its position
 among them, so SST-2's 0/1 stay 0/1. A ``datasets.ClassLabel`` column keeps its own names and order.
+Multi-label rows (comma-separated names, or a ``datasets`` sequence column) and regression values are
+encoded as :mod:`edgekd.data.label_kind` says; ``data.task`` names the task, else it is inferred there.
 
 TSV files are read with the ``csv`` module without quote processing (SST-2 sentences contain quote
 characters), CSV files with standard CSV quoting; both need a header line, may start with a UTF-8
@@ -31,8 +33,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from edgekd.data.config import HFDiskData, HubData, TextFileData
-from edgekd.data.label_kind import refuse_other_tasks
+from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
+from edgekd.data.label_kind import infer_task, label_sets, multi_hot, regression_values
 from edgekd.errors import DataError
 
 TextDataConfig = TextFileData | HFDiskData | HubData
@@ -40,7 +42,8 @@ TextDataConfig = TextFileData | HFDiskData | HubData
 
 @dataclass(frozen=True, eq=False)
 class TextSet:
-    """Sentences and their class indices (a read-only int64 array of the same length); compared by identity."""
+    """Sentences and their labels (a read-only array: int64 class indices, float32 multi-hot rows or float32
+    values, by task; see :mod:`edgekd.data.label_kind`); compared by identity."""
 
     texts: tuple[str, ...]
     labels: np.ndarray
@@ -57,6 +60,7 @@ class TextSplits:
     val: TextSet
     test: TextSet
     class_names: tuple[str, ...]
+    task: TaskKind = "single_label"
 
     @property
     def num_classes(self) -> int:
@@ -89,6 +93,12 @@ def load_text_dataset(config: TextDataConfig, seed: int) -> TextSplits:
     return _load_cached(config, seed, _file_stamps(config))
 
 
+def text_file_task(config: TextFileData) -> TaskKind:
+    """The task of a TSV/CSV source: ``data.task``, else what its training file's labels read as."""
+    train = _read_table(config.train, "train", config)
+    return config.task or infer_task(train.name, train.labels, train.lines, train.unit)
+
+
 def _file_stamps(config: TextDataConfig) -> tuple[tuple[int, int], ...]:
     if not isinstance(config, TextFileData):
         return ()
@@ -100,14 +110,13 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
     if isinstance(config, TextFileData):
         train = _read_table(config.train, "train", config)
         test = _read_table(config.test, "test", config)
-        refuse_other_tasks(train.name, train.labels, train.lines, train.unit)
-        class_names = _sorted_labels(train.labels)
+        known_names, known_task = None, None
     else:
-        train, test, known_names = _read_hf(config)
-        if known_names is None:
-            refuse_other_tasks(train.name, train.labels, train.lines, train.unit)
-        class_names = known_names or _sorted_labels(train.labels)
-    return _split(train, test, class_names, config, seed)
+        train, test, known_names, known_task = _read_hf(config)
+    task = config.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
+    class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
+                                                                                   config.label_column)
+    return _split(train, test, class_names, task, config, seed)
 
 
 # --------------------------------------------------------------------------- local TSV / CSV files
@@ -168,8 +177,11 @@ def _check_columns(where: str, columns: list[str], config: TextDataConfig) -> No
 # --------------------------------------------------------------------------- Hugging Face datasets
 
 
-def _read_hf(config: HFDiskData | HubData) -> tuple[_RawSplit, _RawSplit, tuple[str, ...] | None]:
-    """Both splits of a ``DatasetDict``, and the class names when the label column is a ClassLabel."""
+def _read_hf(
+    config: HFDiskData | HubData,
+) -> tuple[_RawSplit, _RawSplit, tuple[str, ...] | None, TaskKind | None]:
+    """Both splits of a ``DatasetDict``, the class names when the label column is a ClassLabel (or a sequence
+    of them), and ``multi_label`` when the label column is a sequence (one list of classes a row)."""
     import datasets
 
     where = str(config.path) if isinstance(config, HFDiskData) else f"hub dataset '{config.id}'"
@@ -181,8 +193,20 @@ def _read_hf(config: HFDiskData | HubData) -> tuple[_RawSplit, _RawSplit, tuple[
         )
     train, test = (_hf_split(loaded, name, where, key, config) for name, key in
                    ((config.train_split, "train_split"), (config.test_split, "test_split")))
-    feature = loaded[config.train_split].features[config.label_column]
-    return train, test, tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    feature, is_sequence = _label_feature(loaded[config.train_split].features[config.label_column])
+    return (train, test, tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None,
+            "multi_label" if is_sequence else None)
+
+
+def _label_feature(feature: Any) -> tuple[Any, bool]:
+    """A label column's per-class feature, and whether the column holds a list of them a row (multi-label)."""
+    import datasets
+
+    if isinstance(feature, datasets.Sequence):
+        return feature.feature, True
+    if isinstance(feature, list):
+        return feature[0], True
+    return feature, False
 
 
 def _open_hf(config: HFDiskData | HubData, where: str) -> Any:
@@ -216,13 +240,27 @@ def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData 
     texts = list(table[config.text_column])
     if None in texts:
         raise DataError(f"{name} row {texts.index(None)}: column '{config.text_column}' is empty (null)")
-    label_feature = table.features[config.label_column]
+    label_feature, _ = _label_feature(table.features[config.label_column])
     names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
-    labels = [names[v] if names is not None and 0 <= v < len(names) else str(v) for v in table[config.label_column]]
+
+    def name_of(value: Any) -> str:
+        if isinstance(value, list):
+            return ",".join(name_of(item) for item in value)
+        return names[value] if names is not None and 0 <= value < len(names) else str(value)
+
+    labels = [name_of(value) for value in table[config.label_column]]
     return _RawSplit(name, [text.strip() for text in texts], labels, range(len(texts)), "row")
 
 
 # --------------------------------------------------------------------------- labels and splits
+
+
+def _class_names(task: TaskKind, labels: list[str], label_column: str) -> tuple[str, ...]:
+    """The model's outputs: the sorted classes (multi-label: the names in any row), or the regression column."""
+    if task == "regression":
+        return (label_column,)
+    return _sorted_labels([name for names in label_sets(labels) for name in names] if task == "multi_label"
+                          else labels)
 
 
 def _sorted_labels(labels: list[str]) -> tuple[str, ...]:
@@ -233,7 +271,11 @@ def _sorted_labels(labels: list[str]) -> tuple[str, ...]:
         return tuple(sorted(distinct))
 
 
-def _encode_labels(split: _RawSplit, class_names: tuple[str, ...]) -> np.ndarray:
+def _encode_labels(split: _RawSplit, class_names: tuple[str, ...], task: TaskKind) -> np.ndarray:
+    if task == "regression":
+        return regression_values(split.name, split.labels, split.lines, split.unit)
+    if task == "multi_label":
+        return multi_hot(split.name, split.labels, split.lines, split.unit, class_names)
     index = {name: i for i, name in enumerate(class_names)}
     codes = [index.get(label, -1) for label in split.labels]
     if -1 in codes:
@@ -246,15 +288,16 @@ def _encode_labels(split: _RawSplit, class_names: tuple[str, ...]) -> np.ndarray
 
 
 def _split(
-    train: _RawSplit, test: _RawSplit, class_names: tuple[str, ...], config: TextDataConfig, seed: int
+    train: _RawSplit, test: _RawSplit, class_names: tuple[str, ...], task: TaskKind, config: TextDataConfig,
+    seed: int,
 ) -> TextSplits:
     if config.val_examples >= len(train.texts):
         raise DataError(
             f"data.val_examples ({config.val_examples}) must be below the {len(train.texts)} examples "
             f"of {train.name}, so that some remain for training"
         )
-    train_labels = _encode_labels(train, class_names)
-    test_labels = _encode_labels(test, class_names)
+    train_labels = _encode_labels(train, class_names, task)
+    test_labels = _encode_labels(test, class_names, task)
     order = np.random.default_rng(seed).permutation(len(train.texts))
     val_rows = np.sort(order[: config.val_examples])
     train_rows = np.sort(order[config.val_examples :][: config.limit_train])
@@ -264,6 +307,7 @@ def _split(
         val=_subset(train.texts, train_labels, val_rows),
         test=_subset(test.texts, test_labels, test_rows),
         class_names=class_names,
+        task=task,
     )
 
 

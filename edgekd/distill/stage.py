@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
@@ -27,14 +26,16 @@ from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
 from edgekd.distill.config import DistillStage, TeacherStage
 from edgekd.distill.losses.combined import CombinedLoss
 from edgekd.distill.objective import combined_loss, distillation_objective
+from edgekd.distill.task_metrics import evaluation_metrics
 from edgekd.distill.teacher_cache import TeacherOutputCache
-from edgekd.distill.trainer import TrainHistory, accuracy, clear_checkpoint, fit, predict_logits
+from edgekd.distill.trainer import TrainHistory, clear_checkpoint, fit, predict_logits
 from edgekd.errors import StorageError
 from edgekd.models.call import call_logits
 from edgekd.models.embeddings import inherit_embeddings
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.models.weights import load_weights
 from edgekd.stage_kind import RecipeView
+from edgekd.task_heads import hard_loss
 
 
 def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -144,13 +145,12 @@ def _transfer_set(data: TaskData, config: DistillStage, seed: int) -> Examples:
 
 def _hard_label_objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
                           _idx: np.ndarray) -> torch.Tensor:
-    return F.cross_entropy(call_logits(model, inputs), labels)
+    return hard_loss(call_logits(model, inputs), labels)
 
 
 def _evaluate(model: TaskModel, data: TaskData, started: float, history: TrainHistory | None) -> dict[str, Any]:
     metrics: dict[str, Any] = {
-        "accuracy": accuracy(model.module, data.test),
-        "val_accuracy": accuracy(model.module, data.val),
+        **evaluation_metrics(model, data),
         "params": model.params,
         "train_seconds": time.perf_counter() - started,
     }

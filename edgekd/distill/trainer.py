@@ -39,6 +39,7 @@ from edgekd.data.examples import Examples
 from edgekd.distributed import LOCAL, World, accelerator
 from edgekd.errors import TrainingError
 from edgekd.models.call import call_logits
+from edgekd.task_heads import selection_score, task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,14 @@ def predict_logits(model: nn.Module, examples: Examples, batch_size: int = EVAL_
 
 
 def accuracy(model: nn.Module, examples: Examples) -> float:
-    """Top-1 accuracy of ``model`` on ``examples``."""
-    correct = (predict_logits(model, examples).argmax(dim=-1) == examples.labels).sum().item()
-    return correct / len(examples)
+    """Top-1 accuracy of ``model`` on ``examples``; for other tasks than single-label, the figure the best
+    epoch is kept by (:func:`edgekd.task_heads.selection_score`: micro-F1, −MSE)."""
+    return selection_score(predict_logits(model, examples), examples.labels)
+
+
+def task_scores(model: nn.Module, examples: Examples) -> dict[str, float]:
+    """Every metric of the examples' task (:func:`edgekd.task_heads.task_metrics`) for ``model``."""
+    return task_metrics(predict_logits(model, examples), examples.labels)
 
 
 def fit(

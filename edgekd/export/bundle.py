@@ -63,6 +63,8 @@ def pack_model(
     profile: dict[str, Any],
     budget: dict[str, Any] | None,
     accuracy: float | None,
+    postprocessing: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Write the bundle of one model: its ``deploy`` files (by kind), tokenizer, manifest and README, and the zip.
 
@@ -86,6 +88,8 @@ def pack_model(
         profile=profile,
         budget=budget,
         accuracy=accuracy,
+        postprocessing=postprocessing,
+        metrics=metrics,
     )
     return write_bundle(bundle_dir, zip_path, sources, manifest, render_readme)
 

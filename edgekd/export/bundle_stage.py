@@ -24,6 +24,7 @@ from edgekd.export.config import BundleStage, ExportTarget
 from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
 from edgekd.profile.stage import judged_role
+from edgekd.task_heads import task_postprocessing
 
 
 def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -51,6 +52,7 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
         profile=profile["metrics"][role],
         budget=profile["metrics"].get("budget"),
         accuracy=model.metrics.get("accuracy"),
+        **task_postprocessing(model.metrics, tuple(labels)),
     )
     fmt = manifest["model"]["format"]
     ctx.log.info("bundle of the %s (%s) written to %s and %s", role, fmt, BUNDLE_DIR, BUNDLE_ZIP)

@@ -10,12 +10,14 @@ Schema (``schema_version`` 1)::
                      std, formula, byte_scale, formula_8bit, example}; text: {kind: "text", max_length, pad_id};
                      null if unknown. ``example`` is a real input (``pixels_8bit``: an 8-bit bitmap, row by row),
                      the exact model ``input`` the formulas make of it, and the model's ``logits`` and ``label``
-    postprocessing   what the output is and how to turn it into a label
+    postprocessing   what the output is and how to turn it into a label; for a multi-label or regression
+                     model (``task``): ``kind`` sigmoid (with ``threshold``) or identity, and the label list
     tokenizer        text models: {directory, files}; null for image models
     device           the device profile the model was tuned for
     latency          p50/p90/p99 ms on that device, estimate (true: host time × speed ratio), basis
     budget           the device budget's verdict and limits
     accuracy         test accuracy
+    metrics          multi-label and regression models: their task's test metrics (F1, MSE, correlations)
     files            {path: {sha256, bytes}} of every other file of the bundle
 
 Paths in ``model``, ``tokenizer`` and ``files`` are relative to the bundle directory.
@@ -160,6 +162,8 @@ def build_manifest(
     profile: dict[str, Any],
     budget: dict[str, Any] | None,
     accuracy: float | None,
+    postprocessing: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The manifest without ``files`` (added once every other file of the bundle is written).
 
@@ -176,7 +180,7 @@ def build_manifest(
         "outputs": outputs,
         "labels": labels,
         "preprocessing": preprocessing,
-        "postprocessing": {
+        "postprocessing": {"output": outputs[0]["name"], **postprocessing} if postprocessing else {
             "output": outputs[0]["name"],
             "kind": "logits",
             "note": "softmax over the last axis gives probabilities; its argmax indexes labels",
@@ -186,4 +190,5 @@ def build_manifest(
         "latency": latency_entry(profile),
         "budget": {key: budget[key] for key in ("verdict", "limits", "checks") if key in budget} if budget else None,
         "accuracy": {"test": accuracy},
+        **({"metrics": metrics} if metrics else {}),
     }

@@ -29,8 +29,11 @@ from edgekd.version import __version__
 #: Per-model figures every report carries (``None`` when the stage that measures one did not run).
 MODEL_FIELDS = ("accuracy", "val_accuracy", "params", "macs", "size_mb", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
                 "peak_memory_mb", "threads", "estimate", "parity_max_abs_diff", "precision", "quantization_reason")
+#: Figures of multi-label and regression models (:mod:`edgekd.distill.task_metrics`), carried when present.
+TASK_FIELDS = ("task", "primary_metric", "micro_f1", "macro_f1", "subset_accuracy", "val_micro_f1", "mse", "pearson",
+               "spearman", "val_mse")
 #: Per-model figures of a stage row: the model figures and the budget verdict, once judged.
-STAGE_FIELDS = (*MODEL_FIELDS, "budget_verdict")
+STAGE_FIELDS = (*MODEL_FIELDS, "budget_verdict", *TASK_FIELDS)
 #: The order models are shown in (others follow in the order the run made them).
 ROLE_ORDER = ("teacher", "assistant", "student")
 
@@ -93,7 +96,8 @@ def remote_code_models(recipe: Recipe) -> dict[str, str | None]:
 
 
 def _model_figures(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {key: metrics.get(key) for key in MODEL_FIELDS}
+    return {**{key: metrics.get(key) for key in MODEL_FIELDS},
+            **{key: metrics[key] for key in TASK_FIELDS if key in metrics}}
 
 
 def _budget(device: DeviceProfile, profile: dict[str, Any] | None) -> dict[str, Any]:

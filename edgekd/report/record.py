@@ -41,6 +41,16 @@ class ModelFigures(_Record):
     parity_max_abs_diff: float | None = None
     precision: str | None = None
     quantization_reason: str | None = None
+    task: str | None = Field(default=None, description="multi_label or regression (unset: single_label).")
+    primary_metric: str | None = Field(default=None, description="The task's primary test metric (gates use it).")
+    micro_f1: float | None = None
+    macro_f1: float | None = None
+    subset_accuracy: float | None = None
+    val_micro_f1: float | None = None
+    mse: float | None = None
+    pearson: float | None = None
+    spearman: float | None = None
+    val_mse: float | None = None
 
 
 class BudgetCheck(_Record):

@@ -32,6 +32,12 @@ from edgekd.report.document import (
 #: Rows of the models table: report key, label, format.
 MODEL_ROWS = (
     ("accuracy", "accuracy (test)", "{:.4f}"),
+    ("task", "task", "{}"),
+    ("micro_f1", "micro-F1 (test)", "{:.4f}"),
+    ("macro_f1", "macro-F1 (test)", "{:.4f}"),
+    ("mse", "MSE (test, lower is better)", "{:.4f}"),
+    ("pearson", "Pearson r (test)", "{:.4f}"),
+    ("spearman", "Spearman rho (test)", "{:.4f}"),
     ("params", "parameters", "{:,}"),
     ("macs", "MACs per inference", None),
     ("size_mb", "ONNX size (MB)", "{:.3f}"),

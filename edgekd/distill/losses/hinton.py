@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from edgekd.config.base import PositiveFloat
-from edgekd.distill.losses.base import DistillationLoss, WeightedLoss, labelled_cross_entropy
+from edgekd.distill.losses.base import DistillationLoss, WeightedLoss
 from edgekd.distill.outputs import ModelInfo, ModelOutputs
+from edgekd.task_heads import hard_loss, soft_loss, task_of
 
 
 class HintonLoss(WeightedLoss):
@@ -28,7 +28,9 @@ class HintonDistillationLoss(DistillationLoss):
     ``p_T`` are softmaxes at temperature ``T``; the T² factor keeps the soft-target gradients on
     the same scale as the hard-label ones when T changes. ``alpha = 0`` is plain supervised
     training, ``alpha = 1`` pure distillation. The cross-entropy averages over the labelled rows
-    only (rows labelled ``UNLABELLED`` have no hard target).
+    only (rows labelled ``UNLABELLED`` have no hard target). For multi-label and regression labels the
+    soft and hard terms are the task's (:mod:`edgekd.task_heads`): teacher sigmoid targets and BCE, teacher
+    values and MSE.
     """
 
     config_model = HintonLoss
@@ -53,12 +55,5 @@ class HintonDistillationLoss(DistillationLoss):
 
     def forward_logits(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
         """The loss on bare logit tensors ``[B, C]`` (for callers holding only logits)."""
-        t = self.temperature
-        soft = F.kl_div(
-            F.log_softmax(student_logits / t, dim=-1),
-            F.log_softmax(teacher_logits / t, dim=-1),
-            reduction="batchmean",
-            log_target=True,
-        ) * (t * t)
-        hard = labelled_cross_entropy(student_logits, labels)
-        return self.alpha * soft + (1.0 - self.alpha) * hard
+        soft = soft_loss(student_logits, teacher_logits, self.temperature, task_of(labels))
+        return self.alpha * soft + (1.0 - self.alpha) * hard_loss(student_logits, labels)

@@ -1,0 +1,29 @@
+"""A trained model's test and validation figures, by the data's task (see :mod:`edgekd.task_heads`).
+
+Single-label models keep the figures every report and gate reads: ``accuracy`` and ``val_accuracy``.
+Multi-label and regression models add ``task``, ``primary_metric`` and each test metric of their task
+(``micro_f1``, ``macro_f1``, ``subset_accuracy``; ``mse``, ``pearson``, ``spearman``) with the primary one
+on the validation split as ``val_<metric>``; their ``accuracy`` is the subset accuracy (multi-label: every
+label of a row right) and None for regression, which has no classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekd.data.task_data import TaskData
+from edgekd.distill.trainer import task_scores
+from edgekd.models.task_model import TaskModel
+from edgekd.task_heads import PRIMARY_METRIC, task_of
+
+
+def evaluation_metrics(model: TaskModel, data: TaskData) -> dict[str, Any]:
+    """``model``'s figures on ``data``'s test and validation splits (see the module docstring)."""
+    test = task_scores(model.module, data.test)
+    val = task_scores(model.module, data.val)
+    task = task_of(data.test.labels)
+    if task == "single_label":
+        return {"accuracy": test["accuracy"], "val_accuracy": val["accuracy"]}
+    primary = PRIMARY_METRIC[task]
+    return {"task": task, "primary_metric": primary, **test, f"val_{primary}": val[primary],
+            "accuracy": test.get("subset_accuracy"), "val_accuracy": val.get("subset_accuracy")}
