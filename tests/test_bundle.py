@@ -86,7 +86,9 @@ def test_readme_shows_android_and_python_use_of_an_image_model() -> None:
     readme = render_readme(_manifest())
     assert "```kotlin" in readme and "```python" in readme
     assert 'context.assets.open("model.ort")' in readme and "longArrayOf(1, 1, 8, 8)" in readme
-    assert "(bytes[i] * 0.06274509803921569f * 0.0625f - 0.0f) / 1.0f" in readme  # 0..255 → 0..16, then scale
+    assert "(bytes[i] * 0.06274509803921569f * 0.0625f - mean[i / plane]) / std[i / plane]" in readme  # 0..16
+    assert "val mean = floatArrayOf(0.0f)" in readme and "val std = floatArrayOf(1.0f)" in readme
+    assert "val plane = 64" in readme
     assert "p90 1.500 ms (estimate: ...)" in readme  # the latency and whether it is an estimate
     assert "| `model.required_operators.config` |" in readme
 

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from edgekd.artifacts import Artifact, StageContext
 from edgekd.cli import app
+from edgekd.export.bundle_readme import render_readme
 from edgekd.export.bundle_stage import run_bundle
 from edgekd.export.config import BundleStage
 from edgekd.export.manifest import image_input
@@ -206,11 +207,42 @@ def test_manifest_example_is_reproduced_by_its_formula_and_the_readme_snippets(r
     raw = session.run(None, {"input": image.astype(np.float32)[None, None]})[0][0]
     assert not np.allclose(raw, example["logits"], atol=1e-2)  # why the manifest insists on byte_scale
     readme = (bundle / "README.md").read_text()
-    (kotlin,) = re.findall(r"```kotlin\n(.*?)```", readme, re.S)
-    convert = next(line for line in kotlin.splitlines() if "FloatArray(bytes.size)" in line)
-    constants = [float(v) for v in re.findall(r"([-\d.e]+)f\b", convert)]
-    assert constants == pytest.approx([pre["byte_scale"], pre["scale"], pre["mean"][0], pre["std"][0]])
+    np.testing.assert_allclose(_kotlin_input(readme, image.ravel()), x.ravel(), atol=1e-6)
     assert str(example["label"]) in readme and f"{example['logits'][0]:.4f}" in readme
+
+
+def _kotlin_input(readme: str, planes: np.ndarray) -> np.ndarray:
+    """The model input the README's Kotlin conversion makes of 8-bit ``planes`` (its constants, its indexing)."""
+    (kotlin,) = re.findall(r"```kotlin\n(.*?)```", readme, re.S)
+
+    def floats(name: str) -> np.ndarray:
+        (values,) = re.findall(rf"val {name} = floatArrayOf\((.*?)\)", kotlin)
+        return np.array([float(v.strip().rstrip("f")) for v in values.split(",")])
+
+    mean, std = floats("mean"), floats("std")
+    plane = int(re.search(r"val plane = (\d+)", kotlin).group(1))
+    convert = next(line for line in kotlin.splitlines() if "FloatArray(bytes.size)" in line)
+    byte_scale, scale = (float(v) for v in re.findall(r"([-\d.e]+)f\b", convert))
+    channel = np.arange(len(planes)) // plane
+    return (planes * byte_scale * scale - mean[channel]) / std[channel]
+
+
+def test_readme_kotlin_normalises_each_channel_with_its_own_mean_and_std(run_dir: Path) -> None:
+    """An RGB model's README: the Kotlin conversion gives exactly the manifest formula's input, channel by channel
+    (it used to apply the first channel's mean and std to all three)."""
+    manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
+    rng = np.random.default_rng(0)
+    height, width = 5, 7
+    for channels in (1, 2, 3):
+        pre = {**manifest["preprocessing"], "channels": channels, "height": height, "width": width,
+               "byte_scale": float(rng.uniform(0.5, 1)), "scale": float(rng.uniform(0.001, 0.01)),
+               "mean": rng.uniform(-1, 1, channels).tolist(), "std": rng.uniform(0.1, 2, channels).tolist()}
+        pre.pop("example")
+        bitmap = rng.integers(0, 256, (channels, height, width))
+        readme = render_readme({**manifest, "preprocessing": pre,
+                                "inputs": [{**manifest["inputs"][0], "shape": ["batch", channels, height, width]}]})
+        expected = np.stack([image_input(pre, bitmap[c])[0, c] for c in range(channels)])
+        np.testing.assert_allclose(_kotlin_input(readme, bitmap.ravel()), expected.ravel(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(4))

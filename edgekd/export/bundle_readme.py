@@ -180,10 +180,16 @@ print(manifest["labels"][int(logits[0].argmax())])"""
 def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list[str]:
     pre = manifest.get("preprocessing") or {}
     if pre.get("kind") == "image":
-        convert = (f"val input = FloatArray(bytes.size) {{ i -> "
-                   f"(bytes[i] * {pre['byte_scale']!r}f * {pre['scale']!r}f - {pre['mean'][0]!r}f) / "
-                   f"{pre['std'][0]!r}f }}")
-        argument, doc = "bytes: IntArray", "bytes: 8-bit grey levels 0..255, row by row (ink bright on dark)"
+        convert = "\n    ".join((
+            f"val mean = floatArrayOf({_floats(pre['mean'])})",
+            f"val std = floatArrayOf({_floats(pre['std'])})",
+            f"val plane = {pre['height'] * pre['width']}  // pixels per channel",
+            f"val input = FloatArray(bytes.size) {{ i -> "
+            f"(bytes[i] * {pre['byte_scale']!r}f * {pre['scale']!r}f - mean[i / plane]) / std[i / plane] }}"))
+        argument, doc = "bytes: IntArray", (
+            "bytes: 8-bit grey levels 0..255, row by row (ink bright on dark)"
+            if pre["channels"] == 1 else
+            f"bytes: 8-bit levels 0..255 of the {pre['channels']} channels, each channel's rows in turn (planar)")
     else:
         convert = "val input = features"
         argument, doc = "features: FloatArray", "features: the model's input, preprocessed as in training"
@@ -203,6 +209,11 @@ def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -
     else:
         body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=first["name"])
     return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body.splitlines()]
+
+
+def _floats(values: list[float]) -> str:
+    """Kotlin float literals, one per value (each channel keeps its own mean and std)."""
+    return ", ".join(f"{float(v)!r}f" for v in values)
 
 
 def _concrete(shape: list[Any]) -> list[int]:

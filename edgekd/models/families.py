@@ -97,6 +97,27 @@ def check_model_type(model_type: str) -> None:
         raise ValueError(f"config: model_type '{model_type}' is not a transformers model family{hint}")
 
 
+def check_config_keys(config: dict[str, Any]) -> None:
+    """Raise ``ValueError`` (one line, with the closest name) for a key the family's config class does not know.
+
+    transformers stores any unknown keyword as an attribute nobody reads, so a misspelt size
+    (``hidden_szie``) would silently build the default-sized model.
+    """
+    import inspect
+
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config_class = CONFIG_MAPPING[config["model_type"]]
+    known = (set(config_class().to_dict()) | set(config_class.attribute_map)
+             | set(inspect.signature(config_class.__init__).parameters)
+             | {name for name in dir(config_class) if isinstance(getattr(config_class, name, None), property)})
+    for key in config:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"see transformers' {config_class.__name__}"
+            raise ValueError(f"config: unknown key '{key}' for model_type '{config['model_type']}' ({hint})")
+
+
 def transformer_sizes(config: dict[str, Any]) -> tuple[int, int, int] | None:
     """(layers, hidden, ffn) of a transformers config mapping (``model_type`` included), defaults filled in.
 

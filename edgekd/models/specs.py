@@ -176,6 +176,7 @@ class HFSpec(SpecBase):
             if not isinstance(model_type, str):
                 raise ValueError("config: expected a 'model_type' (e.g. bert, llama, vit) naming the family")
             families.check_model_type(model_type)
+            families.check_config_keys(self.config)
             sizes = families.transformer_sizes(self.config)
             if sizes is not None:
                 check_transformer_size(*sizes)

@@ -1,0 +1,54 @@
+"""An ``arch: hf`` spec's ``config:`` keys are checked against the family's config class: a misspelt size is
+refused with one line naming it (transformers would store it unread and build the default-sized model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from edgekd.models.specs import ModelSpec
+from tests import hf_families
+from tests.test_config_errors import _assert_one_line_error
+from tests.test_hf_validate import DISTILL, SMALL_BERT, _text_recipe, _validate
+
+FAMILIES = {**hf_families.TEXT, **hf_families.IMAGE}
+
+
+def _spec(model_type: str, config: dict[str, Any]) -> Any:
+    return TypeAdapter(ModelSpec).validate_python({"arch": "hf", "config": {"model_type": model_type, **config}})
+
+
+def _misspelt(key: str) -> str:
+    """``key`` with its last two letters swapped (``hidden_size`` → ``hidden_sizee``-like typos)."""
+    return key[:-2] + key[-1] + key[-2] if key[-1] != key[-2] else key + "s"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_key_of_the_families_test_configs_is_accepted(family: str) -> None:
+    assert _spec(family, FAMILIES[family]).model_type == family
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_misspelt_key_is_refused_with_the_right_name(family: str) -> None:
+    for key in FAMILIES[family]:
+        typo = _misspelt(key)
+        with pytest.raises(ValidationError) as raised:
+            _spec(family, {**FAMILIES[family], typo: FAMILIES[family][key]})
+        (error,) = raised.value.errors()
+        assert f"unknown key '{typo}' for model_type '{family}'" in error["msg"]
+        assert f"did you mean '{key}'?" in error["msg"]
+
+
+def test_a_key_of_another_family_is_refused() -> None:
+    """GPT-2's ``n_embd`` means nothing to BERT (it would silently build a 768-wide model)."""
+    with pytest.raises(ValidationError, match="unknown key 'n_embd' for model_type 'bert'"):
+        _spec("bert", {"n_embd": 24})
+
+
+def test_validate_names_the_misspelt_key_in_one_line(tmp_path: Path) -> None:
+    teacher = {"arch": "hf", "config": {"model_type": "llama", **hf_families.TEXT["llama"], "num_key_value_head": 1}}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(teacher, SMALL_BERT, DISTILL)), "teacher.model",
+                           "unknown key 'num_key_value_head'", "did you mean 'num_key_value_heads'?")
