@@ -59,6 +59,11 @@ def hard_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return labelled_cross_entropy(logits, labels)
 
 
+def target_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of ``logits`` ``[B, C]`` against class probabilities ``targets`` ``[B, C]`` (soft labels)."""
+    return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
 def soft_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, task: TaskKind) -> Tensor:
     """The distillation term: the student matches the teacher's targets for ``task`` (module docstring)."""
     t = temperature

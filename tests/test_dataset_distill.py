@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import yaml
 from typer.testing import CliRunner
 
+import edgekd
 from edgekd.catalog import find
 from edgekd.cli import app
 from edgekd.config.loading import validate_model
@@ -385,3 +386,45 @@ def test_teacher_soft_labels_are_saved_and_train_the_evaluated_models(digits, tm
     torch.testing.assert_close(result.synthetic.targets(10), torch.from_numpy(saved.soft_labels))
     with pytest.raises(ConfigError, match="labels: 'teacher' needs a trained teacher"):
         distill_dataset(stage, recipe, 0, tmp_path / "other.npz", where="test")
+
+
+def _mislabelled_set(digits, path: Path) -> Path:
+    """Digits whose hard labels are all 0 but whose soft labels hold the true class (smoothed)."""
+    soft = np.full((len(digits.y_train), 10), 0.1 / 9, dtype=np.float32)
+    soft[np.arange(len(soft)), digits.y_train.numpy()] = 0.9
+    return save_npz(path, NpzSet(digits.x_train.numpy(), np.zeros(len(soft), np.int64), digits.class_names, soft))
+
+
+@pytest.mark.parametrize("use_soft", [True, False])
+def test_a_sets_soft_labels_are_what_the_teacher_trains_on(digits, tmp_path: Path, use_soft: bool) -> None:
+    recipe = {"name": "soft", "seed": 0, "threads": 1,
+              "data": {"source": "npz", "path": str(_mislabelled_set(digits, tmp_path / "set.npz")),
+                       "eval_data": DIGITS.model_dump(), "soft_labels": use_soft},
+              "teacher": {"model": {"arch": "mlp", "hidden": [64]}},
+              "student": {"model": {"arch": "mlp", "hidden": [16]}},
+              "stages": [{"stage": "teacher", "epochs": 6, "lr": 0.01}]}
+    result = edgekd.run(validate_model(recipe, Recipe, source="test"), out=tmp_path / "run")
+    accuracy = result.stages[0].metrics["teacher"]["accuracy"]
+    assert accuracy > 0.85 if use_soft else accuracy < 0.2, accuracy  # the hard labels say "0" for every image
+
+
+def test_soft_labels_follow_their_examples_when_the_file_is_split(digits, tmp_path: Path) -> None:
+    path = _mislabelled_set(digits, tmp_path / "set.npz")
+    splits = load_dataset(NpzData(source="npz", path=path, val_fraction=0.2, test_fraction=0.2), 3)
+    truth = {bytes(x.numpy()): int(y) for x, y in zip(digits.x_train, digits.y_train, strict=True)}
+    assert [truth[bytes(x.numpy())] for x in splits.x_train] == splits.soft_train.argmax(1).tolist()
+
+
+@pytest.mark.parametrize(("soft", "expected"), [
+    (np.full((4, 3), 1 / 3, np.float32), "must be 4 × 10 floats"),
+    (np.full((4, 10), 0.2, np.float32), "each summing to 1"),
+    (np.eye(10, dtype=np.float32)[[0, 1, 2, 3]] * 2 - np.eye(10, dtype=np.float32)[[4, 5, 6, 7]], "≥ 0"),
+    (np.zeros((4, 10), np.int64), "must be 4 × 10 floats"),
+])
+def test_bad_soft_labels_are_one_line(digits, tmp_path: Path, soft: np.ndarray, expected: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, inputs=digits.x_train[:4].numpy(), labels=np.arange(4), class_names=np.asarray(digits.class_names),
+             soft_labels=soft)
+    with pytest.raises(DataError, match=expected) as raised:
+        load_npz(path)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)

@@ -66,6 +66,9 @@ class NpzData(SplitSeed):
     test_fraction: Fraction = 0.2
     eval_data: SklearnData | None = Field(
         default=None, description="Where validation and test examples come from; unset splits the file.")
+    soft_labels: bool = Field(
+        default=True, description="Train on the file's soft_labels (class probabilities) where it has them, "
+        "as the set was evaluated; false: on its hard labels.")
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> NpzData:

@@ -34,6 +34,8 @@ class DatasetSplits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     class_names: tuple[str, ...]
+    soft_train: torch.Tensor | None = None
+    """Class probabilities to train on, a row per training example (a ``.npz`` set's ``soft_labels``)."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -95,16 +97,18 @@ def _load_sklearn_splits(config: SklearnData, seed: int) -> DatasetSplits:
 def _load_npz_splits(config: NpzData, seed: int) -> DatasetSplits:
     """A ``.npz`` set: all of it for training when ``eval_data`` gives validation and test, else split."""
     loaded = load_npz(config.path, config.task)
+    soft = loaded.soft_labels if config.soft_labels and loaded.labels.dtype == np.int64 else None
     if config.eval_data is None:
         return _split(loaded.inputs, loaded.labels, loaded.class_names, config.val_fraction, config.test_fraction,
-                      seed, stratify=loaded.labels.dtype == np.int64)
+                      seed, stratify=loaded.labels.dtype == np.int64, soft=soft)
     eval_seed = config.eval_data.split_seed if config.eval_data.split_seed is not None else seed
     check_held_out_split(config, loaded.metadata, eval_seed)
     held_out = _load_sklearn_splits(config.eval_data, eval_seed)
     if held_out.input_shape != loaded.inputs.shape[1:] or len(loaded.class_names) > held_out.num_classes:
         raise DataError(f"{config.path}: inputs of shape {loaded.inputs.shape[1:]} in {len(loaded.class_names)} "
                         f"classes do not fit data.eval_data ({held_out.input_shape}, {held_out.num_classes} classes)")
-    return replace(held_out, x_train=torch.from_numpy(loaded.inputs), y_train=torch.from_numpy(loaded.labels))
+    return replace(held_out, x_train=torch.from_numpy(loaded.inputs), y_train=torch.from_numpy(loaded.labels),
+                   soft_train=torch.from_numpy(soft) if soft is not None else None)
 
 
 def check_held_out_split(config: NpzData, metadata: dict[str, Any] | None, eval_seed: int) -> None:
@@ -139,9 +143,13 @@ def _load_sklearn(config: SklearnData) -> tuple[np.ndarray, np.ndarray, tuple[st
 
 def _split(
     features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], val_fraction: float,
-    test_fraction: float, seed: int, *, stratify: bool = True
+    test_fraction: float, seed: int, *, stratify: bool = True, soft: np.ndarray | None = None
 ) -> DatasetSplits:
-    """Split three ways, seeded; stratified by class unless ``stratify`` is false (multi-label, regression)."""
+    """Split three ways, seeded; stratified by class unless ``stratify`` is false (multi-label, regression).
+
+    The split is of example indices (the permutation depends on the count, the seed and the labels only),
+    so ``soft`` training targets follow their examples.
+    """
     if val_fraction + test_fraction >= 0.9:
         raise DataError(
             f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:.2f}; "
@@ -154,16 +162,16 @@ def _split(
             f"data: {len(labels)} examples are too few to split into validation and test sets "
             f"holding each of the {n_classes} classes (raise data.limit or the fractions)"
         )
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        features, labels, test_size=test_fraction, random_state=seed, stratify=labels if stratify else None
+    rest, test = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels if stratify else None
     )
     val_share = val_fraction / (1.0 - test_fraction)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_share, random_state=seed, stratify=y_rest if stratify else None
+    train, val = train_test_split(
+        rest, test_size=val_share, random_state=seed, stratify=labels[rest] if stratify else None
     )
     return DatasetSplits(
-        x_train=torch.from_numpy(x_train), y_train=torch.from_numpy(y_train),
-        x_val=torch.from_numpy(x_val), y_val=torch.from_numpy(y_val),
-        x_test=torch.from_numpy(x_test), y_test=torch.from_numpy(y_test),
-        class_names=class_names,
+        x_train=torch.from_numpy(features[train]), y_train=torch.from_numpy(labels[train]),
+        x_val=torch.from_numpy(features[val]), y_val=torch.from_numpy(labels[val]),
+        x_test=torch.from_numpy(features[test]), y_test=torch.from_numpy(labels[test]),
+        class_names=class_names, soft_train=torch.from_numpy(soft[train]) if soft is not None else None,
     )

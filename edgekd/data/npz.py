@@ -81,7 +81,21 @@ def load_npz(path: Path, task: TaskKind | None = "single_label") -> NpzSet:
         metadata = json.loads(str(arrays["metadata"])) if "metadata" in arrays else None
     except ValueError:
         raise DataError(f"{path}: 'metadata' is not JSON text (edgekd writes it as a JSON string)") from None
-    return NpzSet(inputs.astype(np.float32), labels, names, arrays.get("soft_labels"), metadata)
+    return NpzSet(inputs.astype(np.float32), labels, names, _soft_labels(path, arrays, len(labels), len(names)),
+                  metadata)
+
+
+def _soft_labels(path: Path, arrays: dict[str, np.ndarray], count: int, classes: int) -> np.ndarray | None:
+    """The optional ``soft_labels``: one row of class probabilities (finite, ≥ 0, summing to 1) per example."""
+    soft = arrays.get("soft_labels")
+    if soft is None:
+        return None
+    if soft.shape != (count, classes) or not np.issubdtype(soft.dtype, np.floating):
+        raise DataError(f"{path}: 'soft_labels' must be {count} × {classes} floats (a probability per class and "
+                        f"example), got {soft.dtype} {soft.shape}")
+    if not np.isfinite(soft).all() or (soft < 0).any() or not np.allclose(soft.sum(axis=1), 1.0, atol=1e-3):
+        raise DataError(f"{path}: 'soft_labels' rows must be probabilities (finite, ≥ 0, each summing to 1)")
+    return soft.astype(np.float32)
 
 
 def npz_task(labels: np.ndarray) -> TaskKind:

@@ -28,6 +28,8 @@ class TaskData:
     signature: InputSignature
     tokenizer: Any | None = None
     texts: TextSplits | None = None
+    train_targets: torch.Tensor | None = None
+    """Class probabilities to train on instead of the hard labels, a row per training example (or None)."""
 
 
 def prepare_task_data(
@@ -56,6 +58,7 @@ def prepare_task_data(
             test=ImageExamples(splits.x_test, splits.y_test),
             class_names=splits.class_names,
             signature=InputSignature(kind="image", image_shape=splits.input_shape),
+            train_targets=splits.soft_train,
         )
     texts = load_dataset(config, seed)
     if tokenizer is None:

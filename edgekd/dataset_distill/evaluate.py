@@ -12,12 +12,12 @@ import statistics
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgekd.dataset_distill.augment import augment
 from edgekd.dataset_distill.config import AugmentSettings, EvaluationSettings
 from edgekd.dataset_distill.network import Family
+from edgekd.task_heads import target_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def train_model(family: Family, images: torch.Tensor, targets: torch.Tensor, ste
         index = order[position:position + batch]
         position += batch
         logits = model(augment(images[index], augment_settings, generator))
-        loss = -(targets[index] * F.log_softmax(logits, dim=1)).sum(1).mean()
+        loss = target_cross_entropy(logits, targets[index])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from edgekd.models.embeddings import inherit_embeddings
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.models.weights import load_weights
 from edgekd.stage_kind import RecipeView
-from edgekd.task_heads import hard_loss
+from edgekd.task_heads import hard_loss, target_cross_entropy
 
 
 def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -54,8 +55,10 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
         if recipe.teacher.weight_files:
             load_weights(model.module, recipe.teacher.weight_files[member])
         else:
+            objective = _hard_label_objective if data.train_targets is None else \
+                partial(_target_objective, targets=data.train_targets)
             history = fit(
-                model.module, data.train, data.val, config, _hard_label_objective, seed=seed,
+                model.module, data.train, data.val, config, objective, seed=seed,
                 checkpoint_dir=ctx.work_dir / f"checkpoint-{member}",
                 description=f"teacher {member + 1}" if ensemble else "teacher", show_progress=ctx.show_progress,
                 world=ctx.world,
@@ -146,6 +149,12 @@ def _transfer_set(data: TaskData, config: DistillStage, seed: int) -> Examples:
 def _hard_label_objective(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
                           _idx: np.ndarray) -> torch.Tensor:
     return hard_loss(call_logits(model, inputs), labels)
+
+
+def _target_objective(model: nn.Module, inputs: dict[str, torch.Tensor], _labels: torch.Tensor, idx: np.ndarray,
+                      *, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the training set's own class probabilities (a distilled set's soft labels)."""
+    return target_cross_entropy(call_logits(model, inputs), targets[torch.from_numpy(np.asarray(idx))])
 
 
 def _evaluate(model: TaskModel, data: TaskData, started: float, history: TrainHistory | None) -> dict[str, Any]:
