@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ModelError
-from edgekd.models.hf import build_hf
+from edgekd.models.hf import build_hf, classifier_class
 from edgekd.models.specs import HFSpec
 from edgekd.models.task_model import build_task_model
 
@@ -35,3 +36,20 @@ def test_a_family_that_cannot_take_the_data_is_refused_when_built() -> None:
     spec = HFSpec(arch="hf", config={"model_type": "levit", "num_channels": 1, **CONFIGS["levit"], "image_size": 8})
     with pytest.raises(ModelError, match=r"model 'hf' \(levit\) does not run on the data's inputs \(\(1, 8, 8\)\): "):
         build_task_model(spec, InputSignature("image", image_shape=(1, 8, 8)), tuple("abc"))
+
+
+@pytest.mark.parametrize(("model_type", "modality", "architectures", "expected"), [
+    ("bert", "text", None, "BertForSequenceClassification"),
+    ("bert", "text", ["PrunedBertForSequenceClassification"], "BertForSequenceClassification"),  # a re-saved reload
+    ("deit", "image", None, "DeiTForImageClassification"),
+    ("deit", "image", ["DeiTForImageClassificationWithTeacher"], "DeiTForImageClassificationWithTeacher"),
+])
+def test_the_saved_classifier_class_is_found_by_family(model_type: str, modality: str, architectures: list | None,
+                                                       expected: str) -> None:
+    config = AutoConfig.for_model(model_type, architectures=architectures)
+    assert classifier_class(config, modality).__name__ == expected
+
+
+def test_a_family_without_a_classifier_is_one_line() -> None:
+    with pytest.raises(ModelError, match="transformers has no image classifier for model_type 'bert'"):
+        classifier_class(AutoConfig.for_model("bert"), "image")

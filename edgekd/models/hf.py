@@ -112,12 +112,31 @@ def _name_the_class(config: Any, modality: str) -> None:
     by ``config.architectures``, which a config built from sizes does not have (transformers raises a
     TypeError). The first listed is the plain classifier.
     """
-    from transformers.models.auto import modeling_auto
-
-    names = (modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES if modality == "image"
-             else modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES).get(config.model_type)
+    names = _classifier_names(config.model_type, modality)
     if isinstance(names, tuple) and not getattr(config, "architectures", None):
         config.architectures = [names[0]]
+
+
+def classifier_class(config: Any, modality: str) -> type:
+    """The transformers classifier class of ``config``'s family for ``modality`` (of several, the one
+    ``config.architectures`` names, else the plain one)."""
+    import transformers
+
+    names = _classifier_names(config.model_type, modality)
+    if isinstance(names, tuple):
+        saved = [name for name in getattr(config, "architectures", None) or () if name in names]
+        names = saved[0] if saved else names[0]
+    if not isinstance(names, str) or not hasattr(transformers, names):
+        raise ModelError(f"transformers has no {modality} classifier for model_type '{config.model_type}'")
+    return getattr(transformers, names)
+
+
+def _classifier_names(model_type: str, modality: str) -> str | tuple[str, ...] | None:
+    """The classifier class name(s) transformers maps ``model_type`` to, for ``modality``."""
+    from transformers.models.auto import modeling_auto
+
+    return (modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES if modality == "image"
+            else modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES).get(model_type)
 
 
 def _data_sizes(spec: HFSpec, signature: InputSignature) -> dict[str, Any]:

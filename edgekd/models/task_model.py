@@ -182,9 +182,10 @@ def _load_hf(directory: Path) -> nn.Module:
     hf.quiet_transformers()
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
-        loader: Any = hf.auto_class(family(config.model_type).modality)
+        modality = family(config.model_type).modality
+        loader: Any = hf.auto_class(modality)
         if hasattr(config, STRUCTURE_KEY):
-            loader = pruned_class(loader._model_mapping[type(config)])
+            loader = pruned_class(hf.classifier_class(config, modality))
         return loader.from_pretrained(
             directory, attn_implementation=hf.ATTENTION, use_safetensors=True, trust_remote_code=False
         )
