@@ -73,9 +73,11 @@ def test_a_device_that_names_nothing_is_one_line(verb: str, device: str, fragmen
      ("data.npz", "expected 'inputs' N × C × H × W", "(40, 64)")),
     ({"inputs": np.zeros((40, 1, 8, 8), np.float32), "labels": np.zeros(39, np.int64)},
      ("data.npz", "labels' of N entries", "(39,)")),
-    ({"inputs": np.zeros((40, 1, 8, 8), np.float32), "labels": np.full(40, 0.5, np.float32)},
+    ({"inputs": np.zeros((40, 1, 8, 8), np.float32), "labels": np.full(40, -1, np.int64)},
      ("data.npz", "'labels' must be class indices")),
-], ids=["wrong-keys", "wrong-rank", "counts-differ", "float-labels"])
+    ({"inputs": np.zeros((40, 1, 8, 8), np.float32), "labels": np.full(40, np.nan, np.float32)},
+     ("data.npz", "'labels' must be finite numbers")),
+], ids=["wrong-keys", "wrong-rank", "counts-differ", "negative-labels", "nan-labels"])  # 0.5 is a regression target
 def test_a_recipe_reading_a_bad_npz_is_one_line(arrays: dict[str, np.ndarray], fragments: tuple[str, ...],
                                                 tmp_path: Path) -> None:
     np.savez(tmp_path / "data.npz", **arrays)
