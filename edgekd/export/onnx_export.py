@@ -45,11 +45,10 @@ from edgekd.export.parity import (
     as_batch,
     batch_rows,
     check_parity,
-    eval_mode,
     one_line,
     parity_batches,
 )
-from edgekd.models.call import call_logits, used_inputs
+from edgekd.models.call import call_logits, eval_mode, used_inputs
 from edgekd.models.weights import non_finite
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,7 @@ exported batch axis is really dynamic: a graph with a fixed batch size fails on 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import onnxruntime as ort
 import torch
 
 from edgekd.errors import ExportError
-from edgekd.models.call import call_model
+from edgekd.models.call import call_model, eval_mode
 from edgekd.models.logits import model_logits
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 7)
@@ -80,18 +79,6 @@ class ParityResult:
             return f"parity_atol {self.atol:g}"
         return (f"the tolerance {self.tolerance:.3g} (parity_atol {self.atol:g} + parity_rtol {self.rtol:g} × "
                 f"largest |output| {self.reference_max_abs:.3g})")
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Put ``model`` in eval mode for the block and restore every submodule's own mode after."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes.items():
-            module.train(training)
 
 
 def parity_batches(

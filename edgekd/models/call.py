@@ -18,7 +18,8 @@ leaves out the ones it does not take:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor, nn
@@ -73,3 +74,15 @@ def _has_token_types(model: nn.Module) -> bool:
 def call_logits(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     """The logits of :func:`call_model` (a tensor, or a Hugging Face output's ``.logits``)."""
     return model_logits(call_model(model, batch))
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore every submodule's own mode after."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.train(training)

@@ -147,17 +147,14 @@ def build_task_model(
 def _check_runs(model: TaskModel, label: str) -> None:
     """One forward pass on placeholder inputs of the data's shape: a family that cannot take them (an image
     too small for its downsampling, say) is a one-line :class:`ModelError` before any training."""
-    from edgekd.models.call import call_logits
+    from edgekd.models.call import call_logits, eval_mode
 
-    training = model.module.training
     try:
-        with torch.no_grad():
-            call_logits(model.module.eval(), model.example_inputs(batch=1))
+        with eval_mode(model.module), torch.no_grad():
+            call_logits(model.module, model.example_inputs(batch=1))
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         shape = model.signature.image_shape if model.signature.kind == "image" else "token ids"
         raise ModelError(f"model {label} does not run on the data's inputs ({shape}): {first_line(exc)}") from None
-    finally:
-        model.module.train(training)
 
 
 def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -> nn.Module:

@@ -34,6 +34,7 @@ from torch import nn
 from edgekd.data.examples import TEXT_INPUTS, InputSignature
 from edgekd.digest import update_with_tensor
 from edgekd.errors import ConfigError, EdgekdError, ModelError
+from edgekd.models.call import eval_mode
 from edgekd.models.specs import ModuleSpec
 from edgekd.models.vision import reshape_layers
 
@@ -186,17 +187,13 @@ def check_outputs(model: UserModule, signature: InputSignature, num_classes: int
     """Refuse a module that fails on the data's inputs or does not return logits ``[batch, classes]``."""
     inputs = probe_inputs(signature)
     shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in inputs.items())
-    training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             logits = model(**inputs)
     except ModelError as exc:
         raise Refused("factory", str(exc)) from exc
     except Exception as exc:
         raise Refused("factory", f"the module fails on the data's inputs ({shapes}): {_one_line(exc)}") from exc
-    finally:
-        model.train(training)
     expected = [PROBE_BATCH, num_classes]
     if list(logits.shape) != expected:
         raise Refused("factory", f"the module returns logits of shape {list(logits.shape)} for inputs {shapes}; "
