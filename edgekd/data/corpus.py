@@ -1,0 +1,81 @@
+"""Text corpora for causal language models: any text file, split by characters, and a character tokenizer.
+
+The split is nanoGPT's: the first ``train_fraction`` of the file's characters train, the rest is held
+out for validation. The character tokenizer is a Hugging Face ``PreTrainedTokenizerFast`` (one token
+per character plus an end-of-text token), so ``save_pretrained`` writes it beside the model and
+``AutoTokenizer.from_pretrained`` reloads it without edgekd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from edgekd.errors import DataError
+
+#: The end-of-text token (GPT-2's spelling); id 0 of every character vocabulary.
+END_OF_TEXT = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class CorpusSplit:
+    """A corpus's training and validation text."""
+
+    train: str
+    validation: str
+
+
+def read_corpus(path: Path, train_fraction: float = 0.9) -> CorpusSplit:
+    """Read a UTF-8 text file and split it by characters: the first ``train_fraction`` trains.
+
+    Raises :class:`DataError` naming the file when it is missing, not UTF-8 text, or too short to
+    leave characters on both sides of the split.
+    """
+    path = Path(path)
+    if not 0.0 < train_fraction < 1.0:
+        raise DataError(f"{path}: train_fraction must be between 0 and 1, got {train_fraction}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such text file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a text file") from None
+    cut = int(len(text) * train_fraction)
+    if cut == 0 or cut == len(text):
+        raise DataError(f"{path}: {len(text)} characters are too few to split {train_fraction:g} / "
+                        f"{1 - train_fraction:g} into training and validation text")
+    return CorpusSplit(train=text[:cut], validation=text[cut:])
+
+
+def build_char_tokenizer(text: str):  # -> transformers.PreTrainedTokenizerFast
+    """A character-level tokenizer over the characters of ``text`` (sorted), end-of-text first.
+
+    Characters outside ``text`` are refused by :func:`encode` rather than mapped to an unknown token.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if not text:
+        raise DataError("a character tokenizer needs some text; the corpus is empty")
+    vocab = {END_OF_TEXT: 0} | {char: i + 1 for i, char in enumerate(sorted(set(text)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=END_OF_TEXT))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT,
+                                   pad_token=END_OF_TEXT, unk_token=END_OF_TEXT, clean_up_tokenization_spaces=False)
+
+
+def encode(tokenizer, text: str, where: str) -> Tensor:
+    """``text`` as a 1-D tensor of token ids; :class:`DataError` naming ``where`` for an unknown character."""
+    vocab = tokenizer.get_vocab()
+    unknown = sorted(set(text) - set(vocab))
+    if unknown:
+        shown = ", ".join(repr(char) for char in unknown[:5])
+        raise DataError(f"{where}: {len(unknown)} character(s) the tokenizer does not know ({shown}); "
+                        f"build the tokenizer from this text or one containing it")
+    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)

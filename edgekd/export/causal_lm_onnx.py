@@ -1,0 +1,85 @@
+"""Causal LMs to ONNX with a KV cache, in Optimum's text-generation-with-past layout.
+
+Inputs: ``input_ids`` ``[batch, sequence]``, ``attention_mask`` ``[batch, past + sequence]`` and, per
+layer ``i``, ``past_key_values.{i}.key`` / ``.value`` ``[batch, kv_heads, past, head_dim]``. Outputs:
+``logits`` ``[batch, sequence, vocab]`` and ``present.{i}.key`` / ``.value`` (the cache after this call,
+``past + sequence`` long). One graph serves the prompt (an empty past) and every cached step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from edgekd.atomic import atomic_path
+from edgekd.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+
+def cache_layout(config) -> tuple[int, int, int]:
+    """``(layers, kv_heads, head_dim)`` of a Hugging Face causal LM config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+def past_names(layers: int) -> list[str]:
+    """The cache input names, layer by layer: ``past_key_values.{i}.key``, ``past_key_values.{i}.value``."""
+    return [f"past_key_values.{i}.{part}" for i in range(layers) for part in ("key", "value")]
+
+
+def present_names(layers: int) -> list[str]:
+    """The cache output names, layer by layer: ``present.{i}.key``, ``present.{i}.value``."""
+    return [f"present.{i}.{part}" for i in range(layers) for part in ("key", "value")]
+
+
+class _WithPast(nn.Module):
+    """The model called with a flat list of cache tensors, returning logits and the flat new cache."""
+
+    def __init__(self, model: nn.Module, layers: int) -> None:
+        super().__init__()
+        self.model, self.layers = model, layers
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, *past: Tensor) -> tuple[Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        positions = attention_mask.cumsum(-1)[:, -input_ids.shape[1]:] - 1  # traced: no baked-in past length
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                         cache_position=positions[0], past_key_values=cache, use_cache=True)
+        flat = [tensor for layer in out.past_key_values.layers for tensor in (layer.keys, layer.values)]
+        return (out.logits, *flat)
+
+
+def export_causal_lm(model: nn.Module, path: Path, opset: int = 17) -> Path:
+    """Write ``model`` (a Hugging Face causal LM) to ``path`` as ONNX with KV-cache inputs and outputs."""
+    layers, kv_heads, head_dim = cache_layout(model.config)
+    model.eval()
+    past = [torch.zeros(1, kv_heads, 3, head_dim) for _ in range(2 * layers)]
+    example = (torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 5, dtype=torch.long), *past)
+    inputs, outputs = ["input_ids", "attention_mask", *past_names(layers)], ["logits", *present_names(layers)]
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
+            "logits": {0: "batch", 1: "sequence"}}
+    axes |= {name: {0: "batch", 2: "past"} for name in past_names(layers)}
+    axes |= {name: {0: "batch", 2: "total"} for name in present_names(layers)}
+    path = Path(path)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            # tracing leaves the traced model computing different logits afterwards: trace a copy
+            torch.onnx.export(_WithPast(copy.deepcopy(model), layers), example, str(tmp), input_names=inputs,
+                              output_names=outputs, dynamic_axes=axes, opset_version=opset, dynamo=False)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise ExportError(f"{path}: exporting {type(model).__name__} with a KV cache failed: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    log.info("exported %s with a %d-layer KV cache to %s", type(model).__name__, layers, path)
+    return path

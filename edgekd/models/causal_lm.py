@@ -1,0 +1,111 @@
+"""Hugging Face causal language models built from sizes or loaded from a local directory.
+
+Any family ``transformers`` can build from a config (``gpt2``, ``llama``, ``mistral``, ``qwen2``...)
+is built through ``AutoConfig.for_model`` with the generic size names (``hidden_size``,
+``num_hidden_layers``, ``num_attention_heads``, ``max_position_embeddings``); each config's
+``attribute_map`` translates them to the family's own spelling (GPT-2's ``n_embd``...), so edgekd
+never names a family's attributes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from edgekd.errors import ConfigError, ModelError
+from edgekd.models.hf import quiet_transformers
+
+
+def build_causal_lm(family: str, *, vocab_size: int, context: int, layers: int, width: int, heads: int,
+                    end_of_text_id: int = 0, seed: int = 0) -> nn.Module:
+    """A freshly initialised causal LM of ``family`` with these sizes (feed-forward 4 × ``width``).
+
+    Raises :class:`ConfigError` for a family ``transformers`` does not know or sizes it refuses
+    (e.g. a width not divisible by the number of heads).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    quiet_transformers()
+    if width % heads:
+        raise ConfigError(f"width {width} is not divisible by heads {heads}")
+    try:
+        config = AutoConfig.for_model(
+            family, vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+            max_position_embeddings=context, bos_token_id=end_of_text_id, eos_token_id=end_of_text_id,
+            pad_token_id=end_of_text_id, tie_word_embeddings=True)
+    except ValueError as exc:
+        raise ConfigError(f"family '{family}': {str(exc).splitlines()[0]}") from None
+    if hasattr(config, "intermediate_size"):
+        config.intermediate_size = 4 * width
+    if hasattr(config, "num_key_value_heads"):
+        config.num_key_value_heads = heads
+    torch.manual_seed(seed)
+    try:
+        return AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    except ValueError as exc:
+        raise ConfigError(f"family '{family}' cannot build a causal LM: {str(exc).splitlines()[0]}") from None
+
+
+def load_causal_lm(directory: Path) -> nn.Module:
+    """The causal LM saved in ``directory`` (``save_pretrained`` layout, safetensors weights only)."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ModelError(f"pretrained '{directory}': no config.json there; expected a save_pretrained directory")
+    try:
+        return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True, attn_implementation="eager")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"pretrained '{directory}': {str(exc).splitlines()[0]}") from None
+
+
+def context_length(model: nn.Module) -> int:
+    """How many positions the model takes (its ``max_position_embeddings``)."""
+    return int(model.config.max_position_embeddings)
+
+
+def check_tokenizer_fits(model: nn.Module, tokenizer: Any, key: str) -> None:
+    """Refuse a tokenizer whose vocabulary differs from the model's embedding rows, naming the recipe ``key``."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) != rows:
+        raise ConfigError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {rows}; "
+                          f"use the tokenizer saved with the model or set vocab_size to {len(tokenizer)}")
+
+
+def check_prompt_fits(model: nn.Module, prompt_tokens: int, new_tokens: int, key: str) -> None:
+    """Refuse a prompt (plus tokens to generate) longer than the model's context, naming the recipe ``key``."""
+    limit = context_length(model)
+    if prompt_tokens + new_tokens > limit:
+        raise ConfigError(f"{key}: a {prompt_tokens}-token prompt plus {new_tokens} new tokens exceeds the model's "
+                          f"context of {limit} tokens; shorten the prompt or generate fewer tokens")
+
+
+def windows(ids: Tensor, context: int, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A batch of random ``context``-long windows of ``ids`` and their next-token targets (nanoGPT's sampling)."""
+    if ids.numel() <= context:
+        raise ConfigError(f"context {context} is not shorter than the {ids.numel()}-token text")
+    starts = torch.randint(ids.numel() - context, (batch,), generator=generator)
+    inputs = torch.stack([ids[s:s + context] for s in starts.tolist()])
+    targets = torch.stack([ids[s + 1:s + 1 + context] for s in starts.tolist()])
+    return inputs, targets
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, ids: Tensor, context: int, batch: int = 8) -> float:
+    """Mean next-token cross-entropy (nats) over consecutive ``context``-long windows covering ``ids``."""
+    model.eval()
+    pieces = [ids[s:s + context + 1] for s in range(0, ids.numel() - 1, context)]
+    groups = [pieces[i:i + batch] for i in range(0, len(pieces), batch)]
+    total, count = 0.0, 0
+    for group in groups:
+        full = [piece for piece in group if piece.numel() == context + 1]
+        tail = [piece.unsqueeze(0) for piece in group if piece.numel() != context + 1]
+        for rows in ([torch.stack(full)] if full else []) + tail:
+            logits = model(input_ids=rows[:, :-1]).logits
+            total += nn.functional.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten(), reduction="sum").item()
+            count += rows[:, 1:].numel()
+    return total / count

@@ -1,0 +1,91 @@
+"""Causal LMs exported with a KV cache: logits equal PyTorch's on a prefix and on every cached step,
+and greedy generation over onnxruntime equals transformers' greedy ``generate``."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgekd.export.causal_lm_onnx import cache_layout, export_causal_lm, past_names, present_names
+from edgekd.models.causal_lm import build_causal_lm
+from edgekd.profile.generate import CachedGenerator
+
+VOCAB = 23
+FAMILIES = [("gpt2", 2, 32, 2), ("llama", 2, 32, 4), ("qwen2", 1, 48, 4)]
+
+
+def _model(family, layers, width, heads, seed=0):
+    model = build_causal_lm(family, vocab_size=VOCAB, context=48, layers=layers, width=width, heads=heads, seed=seed)
+    with torch.no_grad():  # untrained models repeat one token; spread the weights so greedy choices vary
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, 0.4, generator=torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=[f[0] for f in FAMILIES])
+def exported(request, tmp_path_factory):
+    model = _model(*request.param)
+    path = export_causal_lm(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return model, path
+
+
+def test_graph_has_optimums_cache_names(exported):
+    model, path = exported
+    layers = cache_layout(model.config)[0]
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", *past_names(layers)]
+    assert [o.name for o in graph.output] == ["logits", *present_names(layers)]
+
+
+@pytest.mark.parametrize("prefix, steps", [(7, 5), (1, 8), (12, 3)])
+def test_prefix_and_cached_steps_match_pytorch(exported, prefix, steps):
+    model, path = exported
+    generator = CachedGenerator(path)
+    ids = torch.randint(VOCAB, (2, prefix + steps), generator=torch.Generator().manual_seed(prefix))
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits.numpy()
+    logits, cache = generator.step(ids[:, :prefix].numpy(), generator.empty_cache(2))
+    np.testing.assert_allclose(logits, reference[:, :prefix], atol=1e-4, rtol=1e-4)
+    for k in range(prefix, prefix + steps):
+        logits, cache = generator.step(ids[:, k:k + 1].numpy(), cache)
+        np.testing.assert_allclose(logits[:, 0], reference[:, k], atol=1e-4, rtol=1e-4)
+    assert next(iter(cache.values())).shape[2] == prefix + steps
+
+
+@pytest.mark.parametrize("prompt", [[1, 2, 3], [5], [9, 4, 4, 17, 2, 0, 8]])
+def test_greedy_over_ort_equals_transformers_generate(exported, prompt):
+    model, path = exported
+    new = 12
+    with torch.no_grad():
+        expected = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                  max_new_tokens=new, do_sample=False, pad_token_id=0)
+    expected = expected[0, len(prompt):].tolist()
+    result = CachedGenerator(path).generate(prompt, new)
+    assert result.tokens[:len(expected)] == expected  # generate stops after end-of-text (id 0); ours does not
+    assert len(expected) == new or expected[-1] == 0
+    assert len(set(result.tokens)) > 1  # the comparison is not between two constant sequences
+    figures = result.figures()
+    assert figures["time_to_first_token_ms"] > 0 and figures["per_token_p90_ms"] >= figures["per_token_p50_ms"] > 0
+    assert figures["tokens_per_second"] > 0
+
+
+def test_sampling_is_seeded_and_follows_temperature(exported):
+    _, path = exported
+    generator = CachedGenerator(path)
+    runs = [generator.generate([1, 2], 20, temperature=1.0, seed=s).tokens for s in (0, 0, 1)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert all(0 <= t < VOCAB for t in runs[2])
+    cold = generator.generate([1, 2], 20, temperature=1e-4, seed=3).tokens
+    assert cold == generator.generate([1, 2], 20).tokens
+
+
+def test_export_leaves_the_model_unchanged(tmp_path):
+    model = _model("gpt2", 1, 32, 2)
+    ids = torch.randint(VOCAB, (1, 6), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        export_causal_lm(model, tmp_path / "model.onnx")
+        torch.testing.assert_close(model(input_ids=ids).logits, before)
