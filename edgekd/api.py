@@ -27,6 +27,7 @@ from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
 from edgekd.run_plan import StagePlan, plan_run
 from edgekd.stages import check_recipe
+from edgekd.task_rules import check_generation_fits
 from edgekd.threads import training_threads
 
 if TYPE_CHECKING:
@@ -48,9 +49,10 @@ def validate(recipe: str | Path) -> Recipe:
     source = str(path)
     check_recipe(loaded, source)
     try:
-        _checked_device(loaded.device)
+        device = _checked_device(loaded.device)
     except UnknownEntryError as exc:
         raise ConfigError(f"{source}: device: {exc}") from None
+    check_generation_fits(loaded, device, source)
     check_data_present(data_need(loaded, path), path)
     _check_inputs(loaded)
     return loaded
@@ -142,6 +144,7 @@ def _prepared(recipe: str | Path | Recipe, device: str | Path | DeviceProfile | 
         check_recipe(loaded, f"recipe '{loaded.name}'")
     searches = "search" in loaded.stage_names()
     profile = _checked_device(device or loaded.device, latency=not searches, budget_ms=budget_ms)
+    check_generation_fits(loaded, profile, f"recipe '{loaded.name}'")
     if searches:
         from edgekd.search.compress import preflight
 

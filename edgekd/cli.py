@@ -626,8 +626,13 @@ def _print_run(result, as_json: bool) -> None:
     roles = [r for r in ("teacher", "student") if r in report]
     for role in roles:
         summary.add_column(role, justify="right")
-    for key, pattern in (("accuracy", "{:.4f}"), ("params", "{:,}"), ("size_mb", "{:.3f}"),
-                         ("p50_ms", "{:.3f}"), ("p90_ms", "{:.3f}")):
+    rows = ((("val_loss", "{:.4f}"), ("perplexity", "{:.3f}"), ("params", "{:,}"), ("size_mb", "{:.3f}"),
+             ("time_to_first_token_ms", "{:.3f}"), ("per_token_p50_ms", "{:.3f}"), ("per_token_p90_ms", "{:.3f}"),
+             ("tokens_per_second", "{:.0f}"))
+            if any(report[r].get("task") == "causal_lm" for r in roles) else
+            (("accuracy", "{:.4f}"), ("params", "{:,}"), ("size_mb", "{:.3f}"), ("p50_ms", "{:.3f}"),
+             ("p90_ms", "{:.3f}")))
+    for key, pattern in rows:
         summary.add_row(key, *[pattern.format(report[r][key]) if report[r].get(key) is not None else "–"
                                for r in roles])
     out.print(summary)

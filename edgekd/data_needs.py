@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.config.recipe import Recipe
-from edgekd.data.config import HFDiskData, HubData, MemoryData, NpzData, SklearnData, TextFileData
+from edgekd.data.config import CorpusData, HFDiskData, HubData, MemoryData, NpzData, SklearnData, TextFileData
 from edgekd.errors import DataError
 
 _HEADING = re.compile(r"^#\s*[A-Z][\w -]*:")
@@ -66,6 +66,9 @@ def data_need(recipe: Recipe, source: Path) -> DataNeed:
     if isinstance(data, HFDiskData):
         return DataNeed(recipe.name, "directory", f"a datasets directory {data.path.name}", {"data.path": data.path},
                         where)
+    if isinstance(data, CorpusData):
+        kind = "directory" if data.path.is_dir() else "files"
+        return DataNeed(recipe.name, kind, f"a text corpus {data.path.name}", {"data.path": data.path}, where)
     if isinstance(data, MemoryData):
         return DataNeed(recipe.name, "memory", f"{data.kind} sets given in Python ({data.digest[:19]}…)", {}, where)
     assert isinstance(data, HubData)

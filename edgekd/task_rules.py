@@ -1,4 +1,8 @@
-"""``edgekd validate``'s rules for multi-label and regression recipes: what does not apply is refused by key.
+"""``edgekd validate``'s rules for multi-label, regression and causal-LM recipes: what does not apply is refused by key.
+
+Losses are checked against the task first: generation losses (``token_kl``...) for a causal language
+model (``data.source: corpus``, always ``arch: hf`` models), classifier losses for everything else; a
+corpus's tokenizer is ``char``, ``bpe`` or pretrained.
 
 The task is the recipe's ``data.task``, or the one local data's labels read as (a TSV/CSV training
 file, a ``save_to_disk`` directory, an ``.npz`` set; :mod:`edgekd.data.label_kind`); a hub dataset's
@@ -15,9 +19,15 @@ refused before anything trains, each with its key path:
 
 from __future__ import annotations
 
-from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData
-from edgekd.errors import DataError
+from typing import TYPE_CHECKING
+
+from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData, is_corpus
+from edgekd.errors import ConfigError, DataError
 from edgekd.stage_kind import PlanState
+
+if TYPE_CHECKING:
+    from edgekd.config.device import DeviceProfile
+    from edgekd.config.recipe import Recipe
 
 #: Stages refused for multi-label and regression tasks, with why.
 CLASS_ONLY_STAGES = {
@@ -31,8 +41,11 @@ CLASS_ONLY_STAGES = {
 
 
 def check_task(state: PlanState) -> None:
-    """Refuse, by key path, what a multi-label or regression recipe cannot run (see the module docstring)."""
+    """Refuse, by key path, what a multi-label, regression or causal-LM recipe cannot run (see the module docstring)."""
     recipe = state.recipe
+    _check_losses_and_tokenizer(state)
+    if is_corpus(recipe.data):
+        _check_causal_lm(state)
     task = recipe_task(recipe.data)
     if task in (None, "single_label"):
         return
@@ -48,6 +61,69 @@ def check_task(state: PlanState) -> None:
         if getattr(stage, "augment", None) is not None:
             raise state.fail(f"stages[{index}].augment", f"augmented sentences are unlabelled, which only "
                              f"single-label training can skip, but {told}; leave it unset")
+
+
+def _check_losses_and_tokenizer(state: PlanState) -> None:
+    """Generation losses and corpus tokenizers for causal LMs only; classifier losses for classifiers only."""
+    from edgekd.distill.losses.registry import GENERATION_LOSSES
+
+    recipe = state.recipe
+    generative = is_corpus(recipe.data)
+    for index, stage in enumerate(recipe.stages):
+        for number, loss in enumerate(getattr(stage, "losses", None) or ()):
+            if (loss.kind in GENERATION_LOSSES) != generative:
+                expected = ", ".join(GENERATION_LOSSES) if generative else "a classifier loss (hinton, ...)"
+                what = "a causal language model" if generative else f"data.source '{recipe.data.source}' (a classifier)"
+                raise state.fail(f"stages[{index}].losses[{number}].kind", f"loss '{loss.kind}' does not apply "
+                                 f"to {what}; expected {expected}")
+    kind = recipe.tokenizer.kind if recipe.tokenizer is not None else None
+    if generative and kind == "wordpiece":
+        raise state.fail("tokenizer.kind", "WordPiece does not reproduce a corpus's text (spaces, case); "
+                         "expected char or bpe")
+    if not generative and kind in ("char", "bpe"):
+        raise state.fail("tokenizer.kind", f"'{kind}' tokenizers are trained for a corpus (data.source: corpus); "
+                         "labelled text uses wordpiece or a pretrained tokenizer")
+
+
+def _check_causal_lm(state: PlanState) -> None:
+    """A causal LM is a Hugging Face model (a checkpoint or a config); its teacher trains or comes pretrained."""
+    recipe = state.recipe
+    for role in ("teacher", "assistant", "student"):
+        holder = getattr(recipe, role)
+        if holder is not None and holder.model.arch != "hf":
+            raise state.fail(f"{role}.model.arch", f"a causal language model is arch: hf (a pretrained checkpoint "
+                             f"or a transformers config with model_type), not '{holder.model.arch}'")
+    if recipe.teacher.weights is not None:
+        raise state.fail("teacher.weights", "a causal LM's trained weights come as teacher.model.pretrained "
+                         "(a save_pretrained directory); leave weights unset")
+    for index, stage in enumerate(recipe.stages):
+        if getattr(stage, "teacher_cache_dir", None) is not None:
+            raise state.fail(f"stages[{index}].teacher_cache_dir", "a causal LM's teacher runs beside the student "
+                             "on each batch; nothing is cached, leave it unset")
+
+
+def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) -> None:
+    """A causal-LM recipe that profiles: the device's prompt plus new tokens fit each model's context
+    (``max_position_embeddings``: the config's, the checkpoint's, or ``data.context`` for a model built from sizes)."""
+    if not is_corpus(recipe.data) or "profile" not in recipe.stage_names():
+        return
+    from edgekd.models.families import read_config
+
+    needed = device.generation.prompt_tokens + device.generation.new_tokens
+    for role in ("teacher", "assistant", "student"):
+        holder = getattr(recipe, role)
+        if holder is None:
+            continue
+        spec = holder.model
+        try:
+            config = spec.config or read_config(spec.pretrained, trust_remote_code=spec.trust_remote_code)
+        except ValueError:
+            continue  # an unreadable checkpoint is reported, with its key, when it loads
+        context = config.get("max_position_embeddings", config.get("n_positions", recipe.data.context))
+        if isinstance(context, int) and needed > context:
+            raise ConfigError(f"{source}: {role}.model: it takes {context} positions, but device '{device.name}' "
+                              f"generates {device.generation.prompt_tokens} prompt + {device.generation.new_tokens} "
+                              "new tokens; lower generation.prompt_tokens or new_tokens, or raise the model's context")
 
 
 def recipe_task(data: object) -> TaskKind | None:

@@ -24,12 +24,21 @@ class InputShape(StrictModel):
     )
 
 
+class GenerationShape(StrictModel):
+    """How a causal language model is run on the device: a prompt, then new tokens one at a time."""
+
+    prompt_tokens: PositiveInt = Field(default=32, description="Tokens of prompt before the first new token.")
+    new_tokens: PositiveInt = Field(default=64, description="Tokens generated after the prompt.")
+
+
 class Budget(StrictModel):
     """What the exported model must fit in on the device."""
 
     p90_ms: PositiveFloat
     size_mb: PositiveFloat
     peak_memory_mb: PositiveFloat
+    ms_per_token: PositiveFloat | None = Field(
+        default=None, description="A causal LM's per-token p90 latency limit; unset, p90_ms applies per token.")
 
 
 class ReferenceFigure(StrictModel):
@@ -48,6 +57,7 @@ class DeviceProfile(StrictModel):
     description: str = ""
     threads: PositiveInt | Literal["auto"] = "auto"
     inputs: InputShape = InputShape()
+    generation: GenerationShape = GenerationShape()
     budget: Budget
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     isa: list[str] | Literal["detect"] = Field(

@@ -120,6 +120,28 @@ class HubData(TextSplitsConfig):
     test_split: str = "validation"
 
 
+class CorpusData(StrictModel):
+    """Plain text for a causal language model: a UTF-8 file, or a ``save_to_disk`` directory's text column.
+
+    A file is split by characters (nanoGPT's split: the first ``train_fraction`` trains, the rest
+    validates); a directory's ``train_split`` trains and its ``validation_split`` validates (rows joined
+    by newlines), or, without one, its training text is split like a file.
+    """
+
+    modality: ClassVar[Literal["image", "text"]] = "text"
+
+    source: Literal["corpus"]
+    task: Literal["causal_lm"] = "causal_lm"
+    path: Path = Field(description="A UTF-8 text file, or a datasets save_to_disk directory.")
+    text_column: str = Field(default="text", description="The text column of a datasets directory.")
+    train_split: str = "train"
+    validation_split: str = "validation"
+    train_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.9, description="Share of the text (in characters) that trains; the rest validates.")
+    context: Annotated[StrictInt, Field(ge=8, le=32768)] = Field(
+        default=128, description="Tokens per training window; a model built from sizes gets this context length.")
+
+
 class MemoryData(SplitSeed):
     """Datasets or DataLoaders given to ``Pipeline(data={...})`` as objects (see :mod:`edgekd.data.memory`).
 
@@ -140,17 +162,26 @@ class MemoryData(SplitSeed):
 
 
 DataConfig = Annotated[
-    Union[SklearnData, NpzData, TextFileData, HFDiskData, HubData, MemoryData],  # noqa: UP007
+    Union[SklearnData, NpzData, TextFileData, HFDiskData, HubData, CorpusData, MemoryData],  # noqa: UP007
     Field(discriminator="source"),
 ]
+
+
+def is_corpus(data: object) -> bool:
+    """True for a causal language model's data (``source: corpus``)."""
+    return isinstance(data, CorpusData)
 
 
 class TokenizerConfig(StrictModel):
     """Token ids for text data: a Hugging Face tokenizer, or a WordPiece one trained on the training split."""
 
     pretrained: str | None = Field(
-        default=None, description="A hub id or a local tokenizer directory; unset trains WordPiece offline."
+        default=None, description="A hub id or a local tokenizer directory; unset trains one offline (see kind)."
     )
+    kind: Literal["wordpiece", "char", "bpe"] | None = Field(
+        default=None, description="The tokenizer trained when no pretrained one is named: wordpiece (labelled "
+        "text's default), char (one token per character, a corpus's default) or bpe (byte-level BPE of "
+        "vocab_size tokens, for a corpus).")
     vocab_size: Annotated[StrictInt, Field(ge=100)] = 8000
     lowercase: bool = True
     max_length: Annotated[StrictInt, Field(ge=8)] = 128

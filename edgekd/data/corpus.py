@@ -71,9 +71,13 @@ def build_char_tokenizer(text: str):  # -> transformers.PreTrainedTokenizerFast
 
 
 def encode(tokenizer, text: str, where: str) -> Tensor:
-    """``text`` as a 1-D tensor of token ids; :class:`DataError` naming ``where`` for an unknown character."""
+    """``text`` as a 1-D tensor of token ids; :class:`DataError` naming ``where`` for a character a
+    character-level tokenizer does not know (byte-level and subword tokenizers encode any text)."""
+    from tokenizers import models
+
     vocab = tokenizer.get_vocab()
-    unknown = sorted(set(text) - set(vocab))
+    per_character = isinstance(tokenizer.backend_tokenizer.model, models.WordLevel)
+    unknown = sorted(set(text) - set(vocab)) if per_character else []
     if unknown:
         shown = ", ".join(repr(char) for char in unknown[:5])
         raise DataError(f"{where}: {len(unknown)} character(s) the tokenizer does not know ({shown}); "

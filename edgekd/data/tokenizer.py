@@ -38,7 +38,7 @@ def load_or_train_tokenizer(
     if config.pretrained is None:
         tokenizer = _train_wordpiece(train_texts, config.vocab_size, lowercase=config.lowercase)
     else:
-        tokenizer = _load_pretrained(config.pretrained, trust_remote_code)
+        tokenizer = load_pretrained_tokenizer(config.pretrained, trust_remote_code=trust_remote_code)
     tokenizer.model_max_length = config.max_length
     return tokenizer
 
@@ -55,7 +55,9 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> Path:
     return directory
 
 
-def _load_pretrained(name: str, trust_remote_code: bool) -> PreTrainedTokenizerFast:
+def load_pretrained_tokenizer(name: str, *, trust_remote_code: bool, padded: bool = True) -> PreTrainedTokenizerFast:
+    """The fast tokenizer of ``name`` (a hub id, a local directory or a packaged checkpoint); one line
+    (``ConfigError``) when it cannot load, is not a fast tokenizer, or has no padding token when ``padded``."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -63,7 +65,7 @@ def _load_pretrained(name: str, trust_remote_code: bool) -> PreTrainedTokenizerF
         raise ConfigError(f"tokenizer.pretrained: cannot load '{name}': {detail}") from exc
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ConfigError(f"tokenizer.pretrained: '{name}' has no fast (tokenizers-backed) tokenizer")
-    if tokenizer.pad_token_id is None:
+    if padded and tokenizer.pad_token_id is None:
         raise ConfigError(f"tokenizer.pretrained: '{name}' has no padding token; batches need one")
     return tokenizer
 

@@ -1,5 +1,6 @@
 """The ``teacher`` and ``distill`` stages.
 
+A causal-LM recipe (``data.source: corpus``) runs :mod:`edgekd.distill.causal_lm_stage` instead.
 ``teacher`` trains the recipe's teacher on the labels (or loads its weights), optionally as an
 ensemble of members trained with different seeds. ``distill`` trains a student (or a teacher
 assistant) from a teacher (or from the assistant) with the recipe's weighted losses; the teacher's
@@ -21,9 +22,10 @@ from torch import nn
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.config.recipe import EnsembleConfig, Recipe
 from edgekd.data.augment import augment_texts
-from edgekd.data.config import TokenizerConfig
+from edgekd.data.config import TokenizerConfig, is_corpus
 from edgekd.data.examples import UNLABELLED, Examples, TextExamples
 from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
+from edgekd.distill.causal_lm_stage import run_causal_lm_distill, run_causal_lm_teacher
 from edgekd.distill.config import DistillStage, TeacherStage
 from edgekd.distill.losses.combined import CombinedLoss
 from edgekd.distill.objective import combined_loss, distillation_objective
@@ -42,6 +44,8 @@ from edgekd.task_heads import hard_loss, target_cross_entropy
 def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Train (or load) the teacher — every member of an ensemble — and evaluate it on the test split."""
     recipe = ctx.recipe
+    if is_corpus(recipe.data):
+        return run_causal_lm_teacher(config, artifact, ctx)
     data = teacher_task_data(recipe, ctx.seed)
     ensemble = recipe.teacher.ensemble
     members: list[TaskModel] = []
@@ -84,6 +88,8 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
 
 def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Distil ``config.student`` from ``config.teacher`` with the weighted ``config.losses``."""
+    if is_corpus(ctx.recipe.data):
+        return run_causal_lm_distill(config, artifact, ctx)
     source = artifact.get(config.teacher)
     teachers = [TaskModel.load(ctx.resolve(ref)) for ref in (source.members or (source.weights,))]
     teacher = teachers[0]

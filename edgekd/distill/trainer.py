@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ class TrainHistory:
     epochs_run: int = 0
     best_epoch: int = 0
     best_val_accuracy: float = -1.0
+    """The best epoch's score (accuracy, or a :class:`Validation`'s higher-is-better score)."""
     epochs: list[dict[str, float]] = field(default_factory=list)
     resumed_from_epoch: int = 0
     stopped_early: bool = False
@@ -87,10 +89,25 @@ def task_scores(model: nn.Module, examples: Examples) -> dict[str, float]:
     return task_metrics(predict_logits(model, examples), examples.labels)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """How each epoch is judged when not by :func:`accuracy` on a validation set: a named figure of the
+    model (``val_loss`` of a language model...) and whether lower is better."""
+
+    name: str
+    measure: Callable[[nn.Module], float]
+    lower_is_better: bool = False
+
+    def score(self, model: nn.Module) -> tuple[float, float]:
+        """The figure and its higher-is-better score (negated when lower is better)."""
+        value = self.measure(model)
+        return value, -value if self.lower_is_better else value
+
+
 def fit(
     model: nn.Module,
     train: Examples,
-    val: Examples,
+    val: Examples | Validation,
     config: TrainingConfig,
     objective: Objective,
     *,
@@ -102,6 +119,9 @@ def fit(
     world: World = LOCAL,
 ) -> TrainHistory:
     """Train ``model`` in place and leave it holding the weights of its best validation epoch.
+
+    Epochs are judged by accuracy on ``val`` (the task's figure, :func:`accuracy`), or by a
+    :class:`Validation`'s figure, recorded in the history under its name.
 
     ``extra`` holds trainable parameters outside the model (e.g. a distillation loss's
     projections); they are optimised and checkpointed with it. If ``checkpoint_dir`` holds a
@@ -126,6 +146,8 @@ def fit(
         history.resumed_from_epoch = history.epochs_run
         log.info("%s: resuming after epoch %d", description, history.epochs_run)
     steps = _Steps(modules, objective, optimizer, config, world, description)
+    if not isinstance(val, Validation):
+        val = Validation("val_accuracy", partial(accuracy, examples=val))
 
     with _progress(show_progress) as progress:
         task = progress.add_task(description, total=config.epochs, completed=start_epoch - 1, status="")
@@ -144,23 +166,24 @@ def fit(
                 total_loss += loss_sum
                 seen += count
             total_loss, seen = world.total([total_loss, seen])
-            val_acc = world.broadcast(accuracy(model, val) if world.is_main else None)
+            value, score = world.broadcast(val.score(model) if world.is_main else None)
             history.epochs.append({
                 "epoch": epoch,
                 "train_loss": total_loss / max(seen, 1),
-                "val_accuracy": val_acc,
+                val.name: value,
                 "seconds": time.perf_counter() - started,
             })
             history.epochs_run = epoch
-            if val_acc > history.best_val_accuracy:
-                history.best_val_accuracy, history.best_epoch = val_acc, epoch
+            if score > history.best_val_accuracy or history.best_epoch == 0:
+                history.best_val_accuracy, history.best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
             elif config.patience is not None and epoch - history.best_epoch >= config.patience:
                 history.stopped_early = True
-                log.info("%s: no better validation accuracy for %d epochs; stopping", description, config.patience)
+                log.info("%s: no better %s for %d epochs; stopping", description, val.name, config.patience)
             if world.is_main:
                 _save_checkpoint(checkpoint_dir, modules, optimizer, scheduler, best_state, history)
-            progress.update(task, advance=1, status=f"val acc {val_acc:.4f} (best {history.best_val_accuracy:.4f})")
+            best = -history.best_val_accuracy if val.lower_is_better else history.best_val_accuracy
+            progress.update(task, advance=1, status=f"{val.name} {value:.4f} (best {best:.4f})")
     steps.close()
     modules.cpu()
     model.load_state_dict(best_state)

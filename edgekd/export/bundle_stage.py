@@ -8,7 +8,8 @@ ones the export target marked for shipping (``deploy_files``: the ``.ort`` model
 reduced-operator configuration and, with ``keep_onnx``, the ONNX file), or the ONNX file alone.
 When a stage after ``export`` replaced the ONNX file (``quantize`` keeping an INT8 variant), the
 current file is converted to ``.ort`` here, the same way and with the same parity check.
-Packing is :func:`edgekd.export.bundle.pack_model`, which ``edgekd bundle`` shares.
+Packing is :func:`edgekd.export.bundle.pack_model`, which ``edgekd bundle`` shares. A causal language
+model is packed with its KV-cache layout and generation loop instead (:mod:`edgekd.export.causal_lm_bundle`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
+from edgekd.data.config import is_corpus
 from edgekd.errors import ConfigError
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
+from edgekd.export.causal_lm_bundle import run_causal_lm_bundle
 from edgekd.export.config import BundleStage, ExportTarget
 from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
-from edgekd.profile.stage import judged_role
+from edgekd.profile.budget import judged_role
 from edgekd.task_heads import task_postprocessing
 
 
@@ -33,6 +36,10 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
     profile = next((r for r in reversed(ctx.previous) if r["stage"] == "profile"), None)
     if profile is None or role not in profile["metrics"]:
         raise ConfigError(f"the {role} was not profiled; the 'bundle' stage needs a 'profile' stage before it")
+    if is_corpus(ctx.recipe.data):
+        measured = profile["metrics"]
+        return run_causal_lm_bundle(artifact, ctx, role, {**measured[role], "budget": measured.get("budget"),
+                                    **{key: measured.get(key) for key in ("cpu", "threads", "generation")}})
     model = artifact.get(role)
     deploy = _deploy_files(model, ctx)
     model_dir = ctx.resolve(model.weights) if model.weights else None

@@ -3,7 +3,8 @@
 Inputs: ``input_ids`` ``[batch, sequence]``, ``attention_mask`` ``[batch, past + sequence]`` and, per
 layer ``i``, ``past_key_values.{i}.key`` / ``.value`` ``[batch, kv_heads, past, head_dim]``. Outputs:
 ``logits`` ``[batch, sequence, vocab]`` and ``present.{i}.key`` / ``.value`` (the cache after this call,
-``past + sequence`` long). One graph serves the prompt (an empty past) and every cached step.
+``past + sequence`` long). One graph serves the prompt (an empty past) and every cached step. The
+model's context length is kept in the graph's metadata (``edgekd.context_length``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 from torch import Tensor, nn
 
@@ -20,6 +22,9 @@ from edgekd.atomic import atomic_path
 from edgekd.errors import ExportError
 
 log = logging.getLogger(__name__)
+
+#: ONNX metadata key holding the model's context length (positions it takes: prompt plus new tokens).
+CONTEXT_KEY = "edgekd.context_length"
 
 
 def cache_layout(config) -> tuple[int, int, int]:
@@ -81,5 +86,8 @@ def export_causal_lm(model: nn.Module, path: Path, opset: int = 17) -> Path:
         except (RuntimeError, TypeError, AttributeError) as exc:
             raise ExportError(f"{path}: exporting {type(model).__name__} with a KV cache failed: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        graph = onnx.load(str(tmp))
+        onnx.helper.set_model_props(graph, {CONTEXT_KEY: str(model.config.max_position_embeddings)})
+        onnx.save(graph, str(tmp))
     log.info("exported %s with a %d-layer KV cache to %s", type(model).__name__, layers, path)
     return path

@@ -145,7 +145,7 @@ def check_parity(
     if not batches:
         raise ValueError("check_parity needs at least one input batch")
 
-    outputs, samples = _OutputDiffs(), 0
+    outputs, samples = OutputDiffs(), 0
     for batch in batches:
         shapes = {name: tuple(t.shape) for name, t in batch.items()}
         expected = _torch_output(model, batch, shown)
@@ -183,7 +183,7 @@ def check_file_parity(
     sessions = _cpu_session(Path(reference), reference), _cpu_session(Path(candidate), shown)
     if not feeds:
         raise ValueError("check_file_parity needs at least one feed")
-    outputs, samples = _OutputDiffs(), 0
+    outputs, samples = OutputDiffs(), 0
     for feed in feeds:
         try:
             expected, actual = (session.run(None, graph_feed(session, feed)) for session in sessions)
@@ -199,7 +199,7 @@ def check_file_parity(
     return outputs.result(samples, atol, rtol)
 
 
-class _OutputDiffs:
+class OutputDiffs:
     """Differences collected per output (by position) over the batches of one parity check."""
 
     def __init__(self) -> None:

@@ -1,9 +1,14 @@
-"""The ``export`` stage: every model with weights → ONNX, checked against PyTorch on real test inputs."""
+"""The ``export`` stage: every model with weights → ONNX, checked against PyTorch on real test inputs.
+
+A causal language model is exported with its KV cache instead (:mod:`edgekd.export.causal_lm_stage`).
+"""
 
 from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
+from edgekd.data.config import is_corpus
 from edgekd.data.task_data import prepare_task_data
+from edgekd.export.causal_lm_stage import run_causal_lm_export
 from edgekd.export.config import ExportStage, load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.ort_format import convert_to_ort, numpy_feeds
@@ -15,6 +20,8 @@ PARITY_SAMPLES = 64
 
 def run_export(config: ExportStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Export every model that has weights (teacher, assistant, student) with the recipe's export target."""
+    if is_corpus(ctx.recipe.data):
+        return run_causal_lm_export(config, artifact, ctx)
     target = load_export_target(config.target)
     metrics = {"target": target.model_dump(mode="json")}
     for role, model_artifact in artifact.models.items():

@@ -9,14 +9,99 @@ never names a family's attributes.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from edgekd.atomic import atomic_dir
 from edgekd.errors import ConfigError, ModelError
 from edgekd.models.hf import quiet_transformers
+
+if TYPE_CHECKING:
+    from edgekd.models.specs import HFSpec
+
+#: The file that marks a directory as an edgekd causal LM (beside config.json and the tokenizer).
+MANIFEST = "edgekd_model.json"
+
+
+@dataclass
+class CausalLM:
+    """A causal language model and the tokenizer it reads, saved together in one directory."""
+
+    module: nn.Module
+    tokenizer: Any = field(repr=False)
+
+    @property
+    def params(self) -> int:
+        """Number of parameters."""
+        return sum(p.numel() for p in self.module.parameters())
+
+    def save(self, directory: Path) -> Path:
+        """Write ``save_pretrained`` weights (safetensors), the tokenizer and the marker file, atomically."""
+        with atomic_dir(Path(directory)) as tmp:
+            self.module.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / MANIFEST).write_text(json.dumps({"format": 1, "task": "causal_lm",
+                                                    "model_type": self.module.config.model_type}, indent=2) + "\n")
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> CausalLM:
+        """Reload a directory written by :meth:`save`."""
+        return cls(module=load_causal_lm(directory), tokenizer=load_tokenizer(directory))
+
+
+def load_tokenizer(directory: Path) -> Any:
+    """The tokenizer saved beside a causal LM (by :meth:`CausalLM.save`)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(Path(directory))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{directory}: no readable tokenizer saved with the model: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+def causal_lm_from_spec(spec: HFSpec, tokenizer: Any, context: int, where: str) -> nn.Module:
+    """The causal LM an ``arch: hf`` spec names: its checkpoint loaded, or its ``config`` built for this data.
+
+    A model built from a config gets the tokenizer's vocabulary, ``context`` positions and the end-of-text
+    token unless the config sets them. Refused with one line (naming ``where``, e.g. ``student.model``) when
+    the tokenizer's vocabulary differs from the model's or the model's context is shorter than ``context``.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from edgekd.models.packaged import resolve_pretrained
+
+    quiet_transformers()
+    if spec.pretrained is not None:
+        try:
+            module = AutoModelForCausalLM.from_pretrained(
+                resolve_pretrained(spec.pretrained), use_safetensors=True, attn_implementation="eager",
+                trust_remote_code=spec.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{where}.pretrained: cannot load '{spec.pretrained}' as a causal LM: "
+                             f"{str(exc).splitlines()[0]}") from None
+    else:
+        end = tokenizer.eos_token_id
+        sizes = {"vocab_size": len(tokenizer), "max_position_embeddings": context, "bos_token_id": end,
+                 "eos_token_id": end, "pad_token_id": end}
+        given = {key: value for key, value in (spec.config or {}).items() if key != "model_type"}
+        try:
+            config = AutoConfig.for_model(spec.model_type, **{**sizes, **given})
+            module = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+        except ValueError as exc:
+            raise ConfigError(f"{where}.config: model_type '{spec.model_type}' cannot build a causal LM: "
+                              f"{str(exc).splitlines()[0]}") from None
+    check_tokenizer_fits(module, tokenizer, f"{where}")
+    if context_length(module) < context:
+        raise ConfigError(f"{where}: the model takes {context_length(module)} positions, fewer than "
+                          f"data.context {context}; lower data.context")
+    return module
 
 
 def build_causal_lm(family: str, *, vocab_size: int, context: int, layers: int, width: int, heads: int,
@@ -98,6 +183,7 @@ def windows(ids: Tensor, context: int, batch: int, generator: torch.Generator) -
 def validation_loss(model: nn.Module, ids: Tensor, context: int, batch: int = 8) -> float:
     """Mean next-token cross-entropy (nats) over consecutive ``context``-long windows covering ``ids``."""
     model.eval()
+    ids = ids.to(next(model.parameters()).device)
     pieces = [ids[s:s + context + 1] for s in range(0, ids.numel() - 1, context)]
     groups = [pieces[i:i + batch] for i in range(0, len(pieces), batch)]
     total, count = 0.0, 0

@@ -8,6 +8,14 @@ from typing import Any, Literal
 from edgekd.config.device import Budget
 from edgekd.profile.runner import ProfileResult
 
+#: The model whose figures are judged against the device budget.
+JUDGED_ROLE = "student"
+
+
+def judged_role(roles: list[str]) -> str:
+    """The model judged against the budget (the final model of a run): the student, else the last one."""
+    return JUDGED_ROLE if JUDGED_ROLE in roles else roles[-1]
+
 
 @dataclass(frozen=True)
 class BudgetVerdict:

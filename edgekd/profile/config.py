@@ -18,5 +18,6 @@ class ProfileStage(StrictModel):
     runs: Annotated[StrictInt, Field(ge=10)] = 200
 
 
-PROFILE = StageKind(ProfileStage, "edgekd.profile.stage:run_profile", uses_device=True, after=("export", "search"))
+PROFILE = StageKind(ProfileStage, "edgekd.profile.stage:run_profile", reads=("data",), uses_device=True,
+                    after=("export", "search"))
 KINDS = (PROFILE,)

@@ -48,11 +48,14 @@ class CachedGenerator:
         """A zero-length cache for ``batch`` sequences."""
         return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), np.float32) for i in self.past}
 
+    def feed(self, ids: np.ndarray, cache: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The graph inputs of one call: ``ids`` ``[batch, new]`` after ``cache``, every position attended."""
+        total = ids.shape[1] + (next(iter(cache.values())).shape[2] if cache else 0)
+        return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((ids.shape[0], total), np.int64)} | cache
+
     def step(self, ids: np.ndarray, cache: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Logits ``[batch, len(ids), vocab]`` for ``ids`` after ``cache``, and the cache extended by them."""
-        total = ids.shape[1] + (next(iter(cache.values())).shape[2] if cache else 0)
-        feed = {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((ids.shape[0], total), np.int64)}
-        logits, *present = self.session.run(self.outputs, feed | cache)
+        logits, *present = self.session.run(self.outputs, self.feed(ids, cache))
         return logits, dict(zip((i.name for i in self.past), present, strict=True))
 
     def generate(self, prompt: list[int], new_tokens: int, temperature: float = 0.0, seed: int = 0) -> Generation:
@@ -75,3 +78,45 @@ def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
     scaled = (logits - logits.max()) / temperature
     probs = np.exp(scaled) / np.exp(scaled).sum()
     return int(rng.choice(probs.size, p=probs))
+
+
+def generation_memory_mb(model: Path, prompt_tokens: int, new_tokens: int, threads: int) -> float:
+    """Resident MiB a fresh process adds by opening ``model`` and generating ``new_tokens`` after a prompt.
+
+    Runs ``python -m edgekd.profile.generate`` in a new process, so what this process already holds
+    (torch, other sessions) is not counted; the prompt is token id 0 repeated (memory does not depend on
+    the ids).
+    """
+    import json
+    import subprocess
+    import sys
+
+    request = json.dumps({"model": str(model), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+                          "threads": threads})
+    done = subprocess.run([sys.executable, "-m", "edgekd.profile.generate"], input=request, capture_output=True,
+                          text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{model}: measuring generation memory failed: {detail}")
+    return float(json.loads(lines[-1])["peak_memory_mb"])
+
+
+def _measure_memory() -> None:
+    """The worker of :func:`generation_memory_mb`: a JSON request on stdin, one JSON line on stdout."""
+    import json
+    import sys
+
+    from edgekd.profile.worker import memory_kb, reset_peak
+
+    request = json.loads(sys.stdin.read())
+    reset_peak()
+    baseline_kb, _ = memory_kb()
+    CachedGenerator(Path(request["model"]), threads=request["threads"]).generate(
+        [0] * request["prompt_tokens"], request["new_tokens"])
+    _, peak_kb = memory_kb()
+    print(json.dumps({"peak_memory_mb": max(peak_kb - baseline_kb, 0) / 1024}))
+
+
+if __name__ == "__main__":
+    _measure_memory()

@@ -10,25 +10,22 @@ recorded with its interval (``speedup``).
 from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
+from edgekd.data.config import is_corpus
 from edgekd.profile.bench import benchmark, paired_speedup
-from edgekd.profile.budget import judge
+from edgekd.profile.budget import judge, judged_role
+from edgekd.profile.causal_lm_stage import run_causal_lm_profile
 from edgekd.profile.config import ProfileStage
 from edgekd.profile.macs import count_macs
 from edgekd.profile.operators import profile_operators
 
-#: The model whose figures are judged against the device budget.
-JUDGED_ROLE = "student"
 #: Interleaved timing sessions per model when several are profiled (one model: one session).
 ROUNDS = 4
 
 
-def judged_role(roles: list[str]) -> str:
-    """The model judged against the budget (the final model of a run): the student, else the last one."""
-    return JUDGED_ROLE if JUDGED_ROLE in roles else roles[-1]
-
-
 def run_profile(config: ProfileStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Profile each model that has an ONNX file; the student (or the only model) is judged."""
+    if is_corpus(ctx.recipe.data):
+        return run_causal_lm_profile(config, artifact, ctx)
     metrics: dict = {}
     profiled = [role for role, m in artifact.models.items() if m.onnx is not None]
     judged = judged_role(profiled)

@@ -20,18 +20,19 @@ from typing import Any
 from edgekd.artifacts import Artifact
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
+from edgekd.profile.budget import judged_role
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
-from edgekd.profile.stage import judged_role
 from edgekd.report.dataset_distill import dataset_distill_summary
 from edgekd.version import __version__
 
 #: Per-model figures every report carries (``None`` when the stage that measures one did not run).
 MODEL_FIELDS = ("accuracy", "val_accuracy", "params", "macs", "size_mb", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
                 "peak_memory_mb", "threads", "estimate", "parity_max_abs_diff", "precision", "quantization_reason")
-#: Figures of multi-label and regression models (:mod:`edgekd.distill.task_metrics`), carried when present.
+#: Figures of multi-label, regression and causal-LM models, carried when present.
 TASK_FIELDS = ("task", "primary_metric", "micro_f1", "macro_f1", "subset_accuracy", "val_micro_f1", "mse", "pearson",
-               "spearman", "val_mse")
+               "spearman", "val_mse", "val_loss", "perplexity", "time_to_first_token_ms", "per_token_p50_ms",
+               "per_token_p90_ms", "tokens_per_second")
 #: Per-model figures of a stage row: the model figures and the budget verdict, once judged.
 STAGE_FIELDS = (*MODEL_FIELDS, "budget_verdict", *TASK_FIELDS)
 #: The order models are shown in (others follow in the order the run made them).
@@ -120,6 +121,8 @@ def _comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, A
         "size_ratio": ratio("size_mb"),
         "p50_latency_ratio": ratio("p50_ms"),
         "p90_latency_ratio": ratio("p90_ms"),
+        "val_loss_ratio": ratio("val_loss"),
+        "per_token_p50_ratio": ratio("per_token_p50_ms"),
     }
 
 

@@ -41,7 +41,7 @@ class ModelFigures(_Record):
     parity_max_abs_diff: float | None = None
     precision: str | None = None
     quantization_reason: str | None = None
-    task: str | None = Field(default=None, description="multi_label or regression (unset: single_label).")
+    task: str | None = Field(default=None, description="multi_label, regression or causal_lm (unset: single_label).")
     primary_metric: str | None = Field(default=None, description="The task's primary test metric (gates use it).")
     micro_f1: float | None = None
     macro_f1: float | None = None
@@ -51,6 +51,12 @@ class ModelFigures(_Record):
     pearson: float | None = None
     spearman: float | None = None
     val_mse: float | None = None
+    val_loss: float | None = Field(default=None, description="A causal LM's validation loss, nats per token.")
+    perplexity: float | None = None
+    time_to_first_token_ms: float | None = None
+    per_token_p50_ms: float | None = None
+    per_token_p90_ms: float | None = None
+    tokens_per_second: float | None = None
 
 
 class BudgetCheck(_Record):

@@ -31,11 +31,21 @@ def _defined_losses(module_name: str) -> list[type[DistillationLoss]]:
             if issubclass(cls, DistillationLoss) and cls.__module__ == module_name and "config_model" in cls.__dict__]
 
 
-#: Every loss class, by kind.
+#: The losses of causal language models (next-token logits ``[B, T, V]``), in their own registry.
+GENERATION_LOSS_MODULES = (
+    "edgekd.distill.losses.token_kl",
+)
+
+#: Every classifier loss class, by kind.
 LOSSES: dict[str, type[DistillationLoss]] = {cls.kind: cls for name in LOSS_MODULES for cls in _defined_losses(name)}
 
-#: A recipe's loss entry: the tagged union of every loss's config.
-LossConfig = Annotated[Union[tuple(cls.config_model for cls in LOSSES.values())],  # noqa: UP007
+#: Every causal-LM loss class, by kind.
+GENERATION_LOSSES: dict[str, type[DistillationLoss]] = {
+    cls.kind: cls for name in GENERATION_LOSS_MODULES for cls in _defined_losses(name)}
+
+#: A recipe's loss entry: the tagged union of every loss's config (``edgekd validate`` checks that the
+#: recipe's task takes it: classifier losses for classifiers, generation losses for causal LMs).
+LossConfig = Annotated[Union[tuple(cls.config_model for cls in (LOSSES | GENERATION_LOSSES).values())],  # noqa: UP007
                        Field(discriminator="kind")]
 
 
@@ -46,7 +56,7 @@ def build_loss(config: WeightedLoss, student: ModelInfo, teacher: ModelInfo) -> 
     that has no transformer encoder (a recipe gets this from ``edgekd validate``, before training).
     Seed torch first: learned projections are initialised randomly.
     """
-    cls = LOSSES[config.kind]
+    cls = (LOSSES | GENERATION_LOSSES)[config.kind]
     for role, info in (("student", student), ("teacher", teacher)):
         if cls.needs and info.layers == 0:
             logit_only = ", ".join(kind for kind, other in LOSSES.items() if not other.needs)

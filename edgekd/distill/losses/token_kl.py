@@ -1,7 +1,7 @@
 """Token-level (word-level) knowledge distillation for causal language models (Kim & Rush 2016, §3.1).
 
-Not yet in :mod:`edgekd.distill.losses.registry`: it reads next-token logits ``[B, T, V]`` and
-next-token targets ``[B, T]``, which only the causal-LM distill stage provides.
+A generation loss (:data:`edgekd.distill.losses.registry.GENERATION_LOSSES`): it reads next-token
+logits ``[B, T, V]`` and next-token targets ``[B, T]``, which the causal-LM distill stage provides.
 """
 
 from __future__ import annotations

@@ -1,0 +1,211 @@
+"""A causal-LM recipe through the whole pipeline: teacher → distill → export → profile → bundle → report.
+
+Runs on a generated corpus (no shared data needed) with tiny Llama and GPT-2 models, and checks the
+outcomes: the models learn (validation loss well below a uniform guess), the KV-cache export matches
+PyTorch, generation is timed with the device's prompt and length, the bundle's README loop generates
+what edgekd's own loop generates, a re-run is cached, and bad recipes are refused with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgekd.api import run
+from edgekd.cli import app
+from edgekd.profile.generate import CachedGenerator
+from tests.conftest import demo_recipe_dict, shrink
+
+TEACHER = {"arch": "hf", "config": {"model_type": "llama", "hidden_size": 48, "num_hidden_layers": 2,
+                                    "num_attention_heads": 4, "intermediate_size": 96}}
+STUDENT = {"arch": "hf", "config": {"model_type": "gpt2", "n_embd": 24, "n_layer": 1, "n_head": 2}}
+DEVICE = {"name": "tiny-gen", "threads": 1, "budget": {"p90_ms": 50, "size_mb": 10, "peak_memory_mb": 500},
+          "generation": {"prompt_tokens": 8, "new_tokens": 12}}
+
+
+def _corpus(path: Path, seed: int = 0, lines: int = 900) -> Path:
+    """Text with structure a tiny model learns in a few epochs: templated sentences over small word lists."""
+    rng = random.Random(seed)
+    who, verb, what = ["the cat", "a dog", "my friend", "the king"], ["sees", "likes", "keeps"], ["a hat", "the sun"]
+    path.write_text("".join(f"{rng.choice(who)} {rng.choice(verb)} {rng.choice(what)}.\n" for _ in range(lines)),
+                    encoding="utf-8")
+    return path
+
+
+def _recipe(tmp: Path, **changes: Any) -> Path:
+    (tmp / "tiny-gen.yaml").write_text(yaml.safe_dump(DEVICE))
+    recipe = {
+        "name": "tiny-lm", "seed": 0, "threads": 1, "device": str(tmp / "tiny-gen.yaml"),
+        "data": {"source": "corpus", "path": str(_corpus(tmp / "corpus.txt")), "context": 32},
+        "teacher": {"model": TEACHER}, "student": {"model": STUDENT},
+        "stages": [{"stage": "teacher", "epochs": 3, "batch_size": 16, "lr": 3e-3},
+                   {"stage": "distill", "epochs": 3, "batch_size": 16, "lr": 3e-3,
+                    "losses": [{"kind": "token_kl", "temperature": 1.0, "alpha": 0.5}]},
+                   {"stage": "export"}, {"stage": "profile"}, {"stage": "bundle"}, {"stage": "report"}],
+    }
+    for key, value in changes.items():
+        recipe[key] = value
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("lm")
+    recipe = _recipe(tmp)
+    result = run(recipe, out=tmp / "run", show_progress=False)
+    return recipe, tmp / "run", result.report()
+
+
+def _stage(run_dir: Path, name: str) -> dict[str, Any]:
+    found = next(run_dir.glob(f"*-{name}"))
+    return json.loads((found / "stage.json").read_text())["metrics"]
+
+
+def test_teacher_and_student_learn_the_corpus(lm_run) -> None:
+    _, run_dir, report = lm_run
+    vocab = _stage(run_dir, "teacher")["teacher"]["vocab_size"]
+    for role in ("teacher", "student"):
+        figures = report[role]
+        assert figures["task"] == "causal_lm"
+        assert figures["val_loss"] < math.log(vocab) - 1.0  # far below a uniform guess over the characters
+        assert figures["perplexity"] == pytest.approx(math.exp(figures["val_loss"]))
+    assert report["student"]["params"] < report["teacher"]["params"] / 3
+    history = _stage(run_dir, "distill")["history"]
+    assert [epoch["epoch"] for epoch in history] == [1, 2, 3] and all("val_loss" in epoch for epoch in history)
+
+
+def test_export_is_checked_on_cached_steps_and_records_the_context(lm_run) -> None:
+    import onnx
+
+    _, run_dir, _ = lm_run
+    export = _stage(run_dir, "export")
+    for role in ("teacher", "student"):
+        parity = export[role]["parity"]
+        assert parity["passed"] and parity["max_abs_diff"] <= parity["atol"] + parity["rtol"] * parity[
+            "reference_max_abs"]
+        graph = onnx.load(str(run_dir / export[role]["path"]), load_external_data=False)
+        names = [i.name for i in graph.graph.input]
+        assert names[:2] == ["input_ids", "attention_mask"] and names[2] == "past_key_values.0.key"
+        assert {p.key: p.value for p in graph.metadata_props}["edgekd.context_length"] == "32"
+
+
+def test_profile_times_generation_on_the_devices_prompt(lm_run) -> None:
+    _, run_dir, report = lm_run
+    profile = _stage(run_dir, "profile")
+    assert profile["generation"] == {"prompt_tokens": 8, "new_tokens": 12}
+    for role in ("teacher", "student"):
+        figures = profile[role]
+        assert figures["tokens_timed"] == 11 * profile["rounds"]
+        assert 0 < figures["per_token_p50_ms"] <= figures["per_token_p90_ms"]
+        assert figures["tokens_per_second"] > 0 and figures["time_to_first_token_ms"] > 0
+    speedup = profile["student"]["speedup"]["teacher"]
+    assert speedup["low"] <= speedup["ratio"] <= speedup["high"]
+    checks = {c["name"]: c for c in profile["budget"]["checks"]}
+    assert checks["per_token_p90_latency"]["limit"] == 50 and report["budget"]["verdict"] in ("pass", "fail")
+
+
+def test_the_bundle_readme_loop_generates_what_edgekd_generates(lm_run) -> None:
+    _, run_dir, _ = lm_run
+    bundle = run_dir / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    cache = manifest["generation"]["cache"]
+    assert cache["layers"] == 1 and cache["kv_heads"] == 2 and cache["head_dim"] == 12
+    assert manifest["generation"]["context_length"] == 32 and manifest["task"] == "causal_lm"
+    readme = (bundle / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0].replace("range(40)", "range(15)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, check=True)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bundle / "tokenizer")
+    prompt = tokenizer("ROMEO:", add_special_tokens=False)["input_ids"]
+    expected = tokenizer.decode(CachedGenerator(bundle / "model.onnx").generate(prompt, 15).tokens)
+    assert done.stdout.rstrip("\n") == expected
+
+
+def test_a_rerun_reuses_every_trained_stage(lm_run) -> None:
+    recipe, run_dir, _ = lm_run
+    result = run(recipe, out=run_dir, show_progress=False)
+    assert [record.skipped for record in result.stages][:4] == [True, True, True, True]
+
+
+def _validate(recipe: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["validate", str(recipe)], env={"COLUMNS": "400"})
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"stages": [{"stage": "teacher"}, {"stage": "distill", "losses": [{"kind": "hinton"}]}]},
+     ("stages[1].losses[0].kind", "'hinton'", "token_kl")),
+    ({"tokenizer": {"kind": "wordpiece"}}, ("tokenizer.kind", "char or bpe")),
+    ({"student": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64}}},
+     ("student.model.arch", "arch: hf")),
+    ({"stages": [{"stage": "teacher"}, {"stage": "quantize"}]}, ("stages[1].stage", "'quantize'")),
+    ({"data": {"source": "corpus", "path": "missing.txt"}}, ("missing.txt",)),
+])
+def test_recipes_a_causal_lm_cannot_run_are_one_line(tmp_path: Path, change: dict, fragments: tuple[str, ...]) -> None:
+    code, output = _validate(_recipe(tmp_path, **change))
+    assert code == 2, output
+    assert len(output.strip().splitlines()) == 1 and all(f in output for f in fragments), output
+
+
+@pytest.mark.parametrize("prompt, new", [(30, 8), (8, 40), (100, 1)])
+def test_a_device_generating_past_the_models_context_is_refused_before_training(
+        tmp_path: Path, prompt: int, new: int) -> None:
+    recipe = _recipe(tmp_path)
+    (tmp_path / "tiny-gen.yaml").write_text(yaml.safe_dump(DEVICE | {"generation": {"prompt_tokens": prompt,
+                                                                                    "new_tokens": new}}))
+    code, output = _validate(recipe)
+    assert code == 2 and "32 positions" in output and f"{prompt} prompt + {new} new" in output, output
+
+
+def test_a_generation_loss_on_a_classifier_is_one_line(write_recipe) -> None:
+    recipe = write_recipe(shrink(demo_recipe_dict()) | {
+        "stages": [{"stage": "teacher"}, {"stage": "distill", "losses": [{"kind": "token_kl"}]}]})
+    code, output = _validate(recipe)
+    assert code == 2 and "'token_kl' does not apply" in output and "stages[1].losses[0].kind" in output, output
+
+
+def test_a_pretrained_student_with_another_vocabulary_is_one_line(tmp_path: Path) -> None:
+    from edgekd.models.causal_lm import build_causal_lm
+
+    other = tmp_path / "other-vocab"
+    build_causal_lm("gpt2", vocab_size=11, context=32, layers=1, width=16, heads=2).save_pretrained(other)
+    recipe = _recipe(tmp_path, student={"model": {"arch": "hf", "pretrained": str(other)}},
+                     stages=[{"stage": "teacher", "epochs": 1}, {"stage": "distill", "epochs": 1,
+                                                                  "losses": [{"kind": "token_kl"}]}])
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "student.model" in result.output and "11" in result.output and "vocab" in result.output
+
+
+def test_bpe_and_datasets_corpora_train_and_save_their_tokenizer(tmp_path: Path) -> None:
+    import datasets
+
+    text = _corpus(tmp_path / "c.txt").read_text().splitlines()
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": text[:800]}),
+                          "validation": datasets.Dataset.from_dict({"text": text[800:]})}).save_to_disk(
+        str(tmp_path / "ds"))
+    recipe = _recipe(tmp_path, tokenizer={"kind": "bpe", "vocab_size": 300},
+                     stages=[{"stage": "teacher", "epochs": 1, "batch_size": 16, "lr": 3e-3}])
+    spec = yaml.safe_load(recipe.read_text())
+    spec["data"] = {"source": "corpus", "path": str(tmp_path / "ds"), "context": 16}
+    recipe.write_text(yaml.safe_dump(spec))
+    run(recipe, out=tmp_path / "run", show_progress=False)
+    saved = next((tmp_path / "run").glob("*-teacher")) / "teacher"
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    assert 250 <= len(tokenizer) <= 300
+    assert tokenizer.decode(tokenizer("Ünïcode the cat")["input_ids"]) == "Ünïcode the cat"  # byte-level: any text
+    assert math.isfinite(_stage(tmp_path / "run", "teacher")["teacher"]["val_loss"])
