@@ -35,6 +35,7 @@ def trained_char_lm(family: str, steps: int, *, seed: int = 0, **sizes: int) -> 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    model.zero_grad(set_to_none=True)
     return model.eval()
 
 
