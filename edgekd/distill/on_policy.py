@@ -120,7 +120,8 @@ class OnPolicyDistillation:
     ``sample_temperature`` is the student's sampling temperature, ``student_fraction`` is GKD's ``λ``
     (the fraction of batches drawn from the student; the rest are corpus windows), and each student
     batch continues ``prompt_tokens``-token corpus prompts by ``new_tokens`` sampled tokens. ``where``
-    names the recipe key in error messages.
+    names the recipe key in error messages. Call :meth:`check_fits` once before training: sampling checks
+    the student's context, but only it checks the teacher's.
     """
 
     beta: float = 0.5
