@@ -96,10 +96,6 @@ def _check_causal_lm(state: PlanState) -> None:
     if recipe.teacher.weights is not None:
         raise state.fail("teacher.weights", "a causal LM's trained weights come as teacher.model.pretrained "
                          "(a save_pretrained directory); leave weights unset")
-    for index, stage in enumerate(recipe.stages):
-        if getattr(stage, "teacher_cache_dir", None) is not None:
-            raise state.fail(f"stages[{index}].teacher_cache_dir", "a causal LM's teacher runs beside the student "
-                             "on each batch; nothing is cached, leave it unset")
 
 
 def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) -> None:

@@ -209,3 +209,24 @@ def test_bpe_and_datasets_corpora_train_and_save_their_tokenizer(tmp_path: Path)
     assert 250 <= len(tokenizer) <= 300
     assert tokenizer.decode(tokenizer("Ünïcode the cat")["input_ids"]) == "Ünïcode the cat"  # byte-level: any text
     assert math.isfinite(_stage(tmp_path / "run", "teacher")["teacher"]["val_loss"])
+
+
+@pytest.mark.slow
+def test_sequence_level_and_on_policy_losses_train_the_student_and_cache_the_teachers_outputs(tmp_path: Path) -> None:
+    losses = [{"kind": "token_kl"}, {"kind": "sequence_kd", "prompts": 24, "prompt_tokens": 6, "new_tokens": 10},
+              {"kind": "on_policy", "beta": 1.0, "student_fraction": 0.5, "prompt_tokens": 4, "new_tokens": 6,
+               "weight": 0.5}]
+    stages = [{"stage": "teacher", "epochs": 2, "batch_size": 16, "lr": 3e-3},
+              {"stage": "distill", "epochs": 1, "batch_size": 16, "lr": 3e-3, "losses": losses,
+               "teacher_cache_dir": str(tmp_path / "shared")}]
+    recipe = _recipe(tmp_path, stages=stages)
+    run(recipe, out=tmp_path / "run", show_progress=False)
+    distill = _stage(tmp_path / "run", "distill")["student"]
+    vocab = _stage(tmp_path / "run", "teacher")["teacher"]["vocab_size"]
+    assert distill["losses"] == ["token_kl", "sequence_kd", "on_policy"] and distill["val_loss"] < math.log(vocab)
+    cached = list((tmp_path / "shared").glob("continuations-*.safetensors"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    stages[1]["losses"][2]["weight"] = 0.25  # the distill stage re-runs; the teacher's continuations are reused
+    run(_recipe(tmp_path, stages=stages), out=tmp_path / "run", show_progress=False)
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "shared").glob("continuations-*.safetensors")] == [stamp]

@@ -3,7 +3,9 @@
 ``teacher`` trains the teacher on next-token prediction over the corpus's training windows
 (:class:`~edgekd.data.lm_data.TokenWindows`), or evaluates a ``pretrained`` one when the stage has no
 epochs to run. ``distill`` trains the student with the recipe's weighted generation losses
-(:data:`~edgekd.distill.losses.registry.GENERATION_LOSSES`); the teacher runs beside it on each batch.
+(:data:`~edgekd.distill.losses.registry.GENERATION_LOSSES`: token-level KD on the corpus, Kim & Rush's
+sequence-level KD on the teacher's cached continuations, GKD on the student's own samples); the teacher
+runs beside the student on each batch.
 Both keep the epoch with the lowest validation loss (nats per token on the held-out text) and
 record it with its perplexity.
 """
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,8 +26,19 @@ from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.data.lm_data import LMData, prepare_lm_data
 from edgekd.distill.config import DistillStage, TeacherStage
 from edgekd.distill.losses.registry import build_loss
+from edgekd.distill.losses.sequence_level import SequenceKD
+from edgekd.distill.on_policy import OnPolicyDistillation
 from edgekd.distill.outputs import ModelInfo, ModelOutputs
+from edgekd.distill.sequence_kd import (
+    ContinuationWindows,
+    TokenBatch,
+    cached_continuations,
+    choose_prompts,
+    continuation_cache_key,
+    stop_ids,
+)
 from edgekd.distill.trainer import TrainHistory, Validation, clear_checkpoint, fit
+from edgekd.models.call import eval_mode
 from edgekd.models.causal_lm import CausalLM, causal_lm_from_spec, validation_loss
 
 
@@ -55,7 +70,9 @@ def run_causal_lm_distill(config: DistillStage, artifact: Artifact, ctx: StageCo
     student = CausalLM(causal_lm_from_spec(spec, data.tokenizer, data.context, f"{config.student}.model"),
                        data.tokenizer)
     teacher.module.to(ctx.world.device).eval()
-    objective = GenerationObjective(config, student.module, teacher.module)
+    cache_dir = config.teacher_cache_dir or ctx.work_dir / "teacher-continuations"
+    objective = GenerationObjective(config, student.module, teacher.module, data, cache_dir, ctx.seed,
+                                    where=ctx.where)
     started = time.perf_counter()
     history = fit(student.module, data.windows(), _validation(data), config, objective, seed=ctx.seed,
                   extra=objective.losses, checkpoint_dir=ctx.work_dir,
@@ -73,20 +90,68 @@ def run_causal_lm_distill(config: DistillStage, artifact: Artifact, ctx: StageCo
 
 class GenerationObjective:
     """The distill stage's training objective for causal LMs: ``Σ weight · loss`` over the recipe's
-    generation losses, each given the student's and the teacher's next-token logits on the batch."""
+    generation losses, each on the batches its config names (``batches``): the corpus windows of the
+    step (``token_kl``), windows of the teacher's cached continuations (``sequence_kd``) or the
+    student's own samples (``on_policy``). Extra batches are drawn with a generator seeded from the
+    step's window indices, so a resumed run draws the same ones."""
 
-    def __init__(self, config: DistillStage, student: nn.Module, teacher: nn.Module) -> None:
+    def __init__(self, config: DistillStage, student: nn.Module, teacher: nn.Module, data: LMData,
+                 cache_dir: Path, seed: int, where: str) -> None:
         info = ModelInfo.of(student), ModelInfo.of(teacher)
+        self.configs = list(config.losses)
         self.losses = nn.ModuleList(build_loss(loss, *info) for loss in config.losses)
-        self.weights = [loss.weight for loss in config.losses]
-        self.teacher = teacher
+        self.teacher, self.data, self.seed, self.step = teacher, data, seed, 0
+        self.sources: dict[int, Any] = {}
+        for index, loss in enumerate(config.losses):
+            key = f"{where}.losses[{index}]"
+            if loss.kind == "sequence_kd":
+                self.sources[index] = _teacher_windows(loss, teacher, data, cache_dir, seed, key)
+            elif loss.kind == "on_policy":
+                self.sources[index] = OnPolicyDistillation(
+                    beta=loss.beta, temperature=loss.temperature, sample_temperature=loss.sample_temperature,
+                    student_fraction=loss.student_fraction, prompt_tokens=loss.prompt_tokens,
+                    new_tokens=loss.new_tokens, where=key)
+                self.sources[index].check_fits(student, teacher)
 
-    def __call__(self, model: nn.Module, inputs: dict[str, Tensor], targets: Tensor, _idx: Any) -> Tensor:
-        with torch.no_grad():
-            teacher = ModelOutputs(logits=self.teacher(**inputs).logits)
-        student = ModelOutputs(logits=model(**inputs).logits)
-        return sum(weight * loss(student, teacher, targets) for weight, loss in zip(self.weights, self.losses,
-                                                                                      strict=True))
+    def __call__(self, model: nn.Module, inputs: dict[str, Tensor], targets: Tensor, idx: Any) -> Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(np.asarray(idx).sum()))
+        every = torch.ones_like(targets, dtype=torch.bool)
+        corpus = TokenBatch(inputs=inputs["input_ids"], targets=targets, mask=every)
+        total = torch.zeros((), device=targets.device)
+        for index, (config, loss) in enumerate(zip(self.configs, self.losses, strict=True)):
+            batch = self._batch(index, model, corpus, generator)
+            student = ModelOutputs(logits=model(input_ids=batch.inputs).logits)
+            with torch.no_grad():
+                teacher = ModelOutputs(logits=student.logits if config.kind == "sequence_kd"
+                                       else self.teacher(input_ids=batch.inputs).logits)
+            total = total + config.weight * loss(student, teacher, batch.targets, batch.mask)
+        self.step += 1
+        return total
+
+    def _batch(self, index: int, model: nn.Module, corpus: TokenBatch, generator: torch.Generator) -> TokenBatch:
+        """The batch loss ``index`` trains on this step."""
+        source, size = self.sources.get(index), len(corpus.targets)
+        if source is None:
+            return corpus
+        if isinstance(source, OnPolicyDistillation):
+            with eval_mode(model):
+                batch = source.batch(self.step, model, self.data.train, size, generator)
+        else:
+            batch = source.sample(size, generator)
+        device = corpus.targets.device
+        return TokenBatch(inputs=batch.inputs.to(device), targets=batch.targets.to(device), mask=batch.mask.to(device))
+
+
+def _teacher_windows(config: SequenceKD, teacher: nn.Module, data: LMData, cache_dir: Path, seed: int,
+                     where: str) -> ContinuationWindows:
+    """Training windows over the teacher's continuations of ``config.prompts`` corpus prompts (generated once)."""
+    prompts = choose_prompts(data.train, config.prompts, config.prompt_tokens, seed=seed, where=where)
+    settings = {"prompts": config.prompts, "prompt_tokens": config.prompt_tokens, "new_tokens": config.new_tokens,
+                "beams": config.beams, "seed": seed}
+    key = continuation_cache_key(teacher.state_dict(), settings)
+    sequences = cached_continuations(cache_dir, key, teacher, prompts, config.new_tokens, num_beams=config.beams,
+                                     where=where)
+    return ContinuationWindows(sequences, config.prompt_tokens, data.context, stop_ids(teacher))
 
 
 def _next_token_loss(model: nn.Module, inputs: dict[str, Tensor], targets: Tensor, _idx: Any) -> Tensor:

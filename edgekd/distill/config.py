@@ -45,7 +45,8 @@ class DistillSettings(TrainingConfig):
     )
     teacher_cache_dir: Path | None = Field(
         default=None, description="Keep cached teacher outputs here, shared between runs (a subdirectory per "
-        "teacher, transfer set and stored layers); default: inside the stage, deleted after training."
+        "teacher, transfer set and stored layers; for a causal LM, the teacher's sequence_kd continuations); "
+        "default: inside the stage, deleted after training."
     )
     augment: AugmentConfig | None = None
 

@@ -34,6 +34,7 @@ def _defined_losses(module_name: str) -> list[type[DistillationLoss]]:
 #: The losses of causal language models (next-token logits ``[B, T, V]``), in their own registry.
 GENERATION_LOSS_MODULES = (
     "edgekd.distill.losses.token_kl",
+    "edgekd.distill.losses.sequence_level",
 )
 
 #: Every classifier loss class, by kind.
