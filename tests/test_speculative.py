@@ -90,6 +90,7 @@ def test_draft_equal_to_target_accepts_everything(models, gamma, new_tokens):
     assert result.rounds == math.ceil(new_tokens / (gamma + 1))
     assert result.drafted == result.accepted == new_tokens - result.rounds
     assert result.acceptance_rate == (1.0 if new_tokens > 1 else None)
+    assert result.target_seconds > 0 and (result.draft_seconds > 0) == (new_tokens > 1)  # one session, two roles
     assert result.tokens == target.generate(PROMPTS[0], new_tokens).tokens
 
 

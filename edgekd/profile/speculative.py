@@ -121,7 +121,8 @@ class SpeculativeDecoder:
             drafts = min(gamma, end - len(sequence) - 1)
             proposals, draft_probs, draft_cache = self._propose(sequence, draft_cache, drafts, temperature, rng,
                                                                 result)
-            logits, target_cache = self._timed(self.target, sequence + proposals, target_cache, result)
+            logits, target_cache, seconds = _call(self.target, sequence + proposals, target_cache)
+            result.target_seconds += seconds
             rows = logits[0, -(drafts + 1):]  # the target's predictions for each proposal and the token after
             if temperature == 0:
                 kept = _accept_greedy(proposals, rows)
@@ -143,7 +144,8 @@ class SpeculativeDecoder:
         proposals: list[int] = []
         draft_probs: list[np.ndarray] = []
         for _ in range(count):
-            logits, cache = self._timed(self.draft, sequence + proposals, cache, result)
+            logits, cache, seconds = _call(self.draft, sequence + proposals, cache)
+            result.draft_seconds += seconds
             if temperature == 0:
                 proposals.append(int(logits[0, -1].argmax()))
             else:
@@ -151,18 +153,13 @@ class SpeculativeDecoder:
                 proposals.append(_draw(draft_probs[-1], rng))
         return proposals, draft_probs, cache
 
-    def _timed(self, model: CachedGenerator, tokens: list[int], cache: Cache,
-               result: SpeculativeResult) -> tuple[np.ndarray, Cache]:
-        """``model``'s logits for the tokens its cache does not hold yet, timing the call into ``result``."""
-        ids = np.array([tokens[cache_length(cache):]], np.int64)
-        start = time.perf_counter()
-        logits, cache = model.step(ids, cache)
-        seconds = time.perf_counter() - start
-        if model is self.draft:
-            result.draft_seconds += seconds
-        else:
-            result.target_seconds += seconds
-        return logits, cache
+
+def _call(model: CachedGenerator, tokens: list[int], cache: Cache) -> tuple[np.ndarray, Cache, float]:
+    """``model``'s logits for the ``tokens`` its cache does not hold yet, the extended cache and the seconds taken."""
+    ids = np.array([tokens[cache_length(cache):]], np.int64)
+    start = time.perf_counter()
+    logits, cache = model.step(ids, cache)
+    return logits, cache, time.perf_counter() - start
 
 
 def _accept_greedy(proposals: list[int], rows: np.ndarray) -> list[int]:
