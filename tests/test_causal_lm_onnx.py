@@ -9,20 +9,15 @@ import pytest
 import torch
 
 from edgekd.export.causal_lm_onnx import cache_layout, export_causal_lm, past_names, present_names
-from edgekd.models.causal_lm import build_causal_lm
 from edgekd.profile.generate import CachedGenerator
+from tests.causal_lms import spread_causal_lm
 
 VOCAB = 23
 FAMILIES = [("gpt2", 2, 32, 2), ("llama", 2, 32, 4), ("qwen2", 1, 48, 4)]
 
 
 def _model(family, layers, width, heads, seed=0):
-    model = build_causal_lm(family, vocab_size=VOCAB, context=48, layers=layers, width=width, heads=heads, seed=seed)
-    with torch.no_grad():  # untrained models repeat one token; spread the weights so greedy choices vary
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.normal_(0.0, 0.4, generator=torch.Generator().manual_seed(seed))
-    return model.eval()
+    return spread_causal_lm(family, layers, width, heads, seed=seed, vocab=VOCAB)
 
 
 @pytest.fixture(scope="module", params=FAMILIES, ids=[f[0] for f in FAMILIES])

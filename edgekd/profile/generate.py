@@ -50,7 +50,7 @@ class CachedGenerator:
 
     def feed(self, ids: np.ndarray, cache: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph inputs of one call: ``ids`` ``[batch, new]`` after ``cache``, every position attended."""
-        total = ids.shape[1] + (next(iter(cache.values())).shape[2] if cache else 0)
+        total = ids.shape[1] + cache_length(cache)
         return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((ids.shape[0], total), np.int64)} | cache
 
     def step(self, ids: np.ndarray, cache: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -72,11 +72,33 @@ class CachedGenerator:
         return result
 
 
+def cache_length(cache: dict[str, np.ndarray]) -> int:
+    """How many positions ``cache`` holds (its sequence axis, 2); 0 for a model without cache inputs."""
+    return next(iter(cache.values())).shape[2] if cache else 0
+
+
+def crop_cache(cache: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """The cache of the first ``length`` positions: rolls ``cache`` back, e.g. past rejected draft tokens.
+
+    Keys and values of a position depend only on the positions before it, so the cropped cache is
+    exactly the cache a run over those ``length`` tokens alone would have returned.
+    """
+    if not 0 <= length <= cache_length(cache):
+        raise ValueError(f"cannot crop a {cache_length(cache)}-position cache to {length} positions")
+    return {name: np.ascontiguousarray(tensor[:, :, :length]) for name, tensor in cache.items()}
+
+
+def probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """The softmax of ``logits`` (last axis) at ``temperature`` (> 0), in float64."""
+    scaled = (logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)) / temperature
+    weights = np.exp(scaled)
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
 def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
     if temperature == 0:
         return int(logits.argmax())
-    scaled = (logits - logits.max()) / temperature
-    probs = np.exp(scaled) / np.exp(scaled).sum()
+    probs = probabilities(logits, temperature)
     return int(rng.choice(probs.size, p=probs))
 
 
