@@ -1,4 +1,5 @@
-"""``edgekd validate``'s rules for multi-label and regression recipes: what does not apply is refused by key.
+"""``edgekd validate``'s rules for multi-label, regression and token classification recipes: what does not
+apply is refused by key.
 
 The task is the recipe's ``data.task``, or the one local data's labels read as (a TSV/CSV training
 file, a ``save_to_disk`` directory, an ``.npz`` set; :mod:`edgekd.data.label_kind`); a hub dataset's
@@ -11,6 +12,9 @@ refused before anything trains, each with its key path:
 - ``teacher.ensemble`` (members averaged as class probabilities), a distill stage's ``augment`` (its
   sentences are unlabelled, which only single-label cross-entropy can skip), and ``data.eval_data``
   (scikit-learn's digits are single-label).
+
+Token classification (:mod:`edgekd.token_rules`) also needs TSV/CSV data, Hugging Face transformer models
+(one output per token) and logit-level distillation losses.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData
 from edgekd.errors import DataError
 from edgekd.stage_kind import PlanState
+from edgekd.token_rules import check_token_classification
 
 #: Stages refused for multi-label and regression tasks, with why.
 CLASS_ONLY_STAGES = {
@@ -48,6 +53,8 @@ def check_task(state: PlanState) -> None:
         if getattr(stage, "augment", None) is not None:
             raise state.fail(f"stages[{index}].augment", f"augmented sentences are unlabelled, which only "
                              f"single-label training can skip, but {told}; leave it unset")
+    if task == "token_classification":
+        check_token_classification(state)
 
 
 def recipe_task(data: object) -> TaskKind | None:
