@@ -8,12 +8,19 @@ task            labels                  hard loss        metrics (primary first)
 single_label    int64 ``[N]``           cross-entropy    accuracy                                    softmax
 multi_label     float32 ``[N, C]`` 0/1  BCE with logits  micro_f1, macro_f1, subset_accuracy         sigmoid > ½
 regression      float32 ``[N]``         MSE              mse (lower is better), pearson, spearman    identity
+token_class.    int64 ``[N, T]``        CE per token     token_accuracy, entity_micro_f1 (BIO tags)  softmax
 ==============  ======================  ===============  ==========================================  ==========
+
+Token classification (``token_classification``) has logits ``[N, T, C]`` and a tag per sub-token
+(:data:`~edgekd.data.token_tags.IGNORE` where none: continuation sub-tokens, special tokens, padding); only
+the tagged positions count in its losses and metrics. With BIO tag names (``O``, ``B-X``, ``I-X``) its
+metrics add entity-level micro precision, recall and F1 (:mod:`edgekd.tag_spans`).
 
 Distillation targets: softened teacher logits (KL at temperature T, × T²) for single-label; the teacher's
 sigmoid probabilities at temperature T (BCE, × T²) for multi-label; the teacher's values (MSE) for
-regression. :func:`selection_score` is the figure the training loop keeps its best epoch by (higher is
-better: the regression score is −MSE).
+regression; softened teacher logits at every tagged position for token classification.
+:func:`selection_score` is the figure the training loop keeps its best epoch by (higher is better: the
+regression score is −MSE).
 """
 
 from __future__ import annotations
@@ -26,32 +33,50 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edgekd.data.config import TaskKind
+from edgekd.data.token_tags import IGNORE
 from edgekd.distill.losses.base import labelled_cross_entropy
+from edgekd.tag_spans import entity_scores, is_bio
 
 #: The metric each task is judged by (``report.json``, gates); regression's is lower-is-better.
-PRIMARY_METRIC: dict[str, str] = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "mse"}
+PRIMARY_METRIC: dict[str, str] = {"single_label": "accuracy", "multi_label": "micro_f1", "regression": "mse",
+                                  "token_classification": "token_accuracy"}
 LOWER_IS_BETTER = frozenset({"mse"})
 #: Each task's test metrics, primary first.
 TASK_METRICS: dict[str, tuple[str, ...]] = {"single_label": ("accuracy",),
                                             "multi_label": ("micro_f1", "macro_f1", "subset_accuracy"),
-                                            "regression": ("mse", "pearson", "spearman")}
+                                            "regression": ("mse", "pearson", "spearman"),
+                                            "token_classification": ("token_accuracy", "entity_micro_f1",
+                                                                     "entity_precision", "entity_recall")}
 #: A multi-label class is predicted when its sigmoid probability exceeds this.
 THRESHOLD = 0.5
 
 
 def task_of(labels: Tensor | np.ndarray) -> TaskKind:
-    """The task a label tensor encodes: float ``[N, C]`` multi-label, float ``[N]`` regression, else single-label."""
+    """The task a label tensor encodes: float ``[N, C]`` multi-label, float ``[N]`` regression, integer ``[N, T]``
+    token classification, else single-label."""
     if labels.dtype in (torch.float32, torch.float64, np.float32, np.float64):
         return "multi_label" if labels.ndim == 2 else "regression"
-    return "single_label"
+    return "token_classification" if labels.ndim == 2 else "single_label"
+
+
+def tagged(logits: Tensor, labels: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
+    """For token classification, the tagged positions only: ``[M, C]`` of ``logits`` (and of each of
+    ``others``, shaped like it) and ``[M]`` of ``labels``; other tasks' tensors as they are."""
+    if task_of(labels) != "token_classification":
+        return (logits, labels, *others)
+    keep = labels != IGNORE
+    return (logits[keep], labels[keep], *(other[keep] for other in others))
 
 
 def hard_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """The supervised loss of ``logits`` ``[B, C]`` on ``labels``, by their task (see the module docstring).
+    """The supervised loss of ``logits`` ``[B, C]`` (token classification: ``[B, T, C]``) on ``labels``, by their
+    task (see the module docstring).
 
-    Single-label rows labelled ``UNLABELLED`` do not count; 0 when no row has a label.
+    Single-label rows labelled ``UNLABELLED`` and untagged positions do not count; 0 when none is labelled.
     """
     task = task_of(labels)
+    if task == "token_classification":
+        return labelled_cross_entropy(*tagged(logits, labels))
     if task == "multi_label":
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
     if task == "regression":
@@ -64,9 +89,19 @@ def target_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
 
-def soft_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, task: TaskKind) -> Tensor:
-    """The distillation term: the student matches the teacher's targets for ``task`` (module docstring)."""
+def soft_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, task: TaskKind,
+              labels: Tensor | None = None) -> Tensor:
+    """The distillation term: the student matches the teacher's targets for ``task`` (module docstring).
+
+    Token classification reads the tagged positions off ``labels``; 0 when a batch has none.
+    """
     t = temperature
+    if task == "token_classification":
+        assert labels is not None, "token classification distils the tagged positions of the labels"
+        student_logits, _, teacher_logits = tagged(student_logits, labels, teacher_logits)
+        if len(student_logits) == 0:
+            return student_logits.sum()
+        task = "single_label"
     if task == "regression":
         return F.mse_loss(student_logits, teacher_logits)
     if task == "multi_label":
@@ -76,9 +111,12 @@ def soft_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float
                     reduction="batchmean", log_target=True) * (t * t)
 
 
-def task_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
-    """Every metric of the labels' task for ``logits`` ``[N, C]``, primary first (see the module docstring)."""
+def task_metrics(logits: Tensor, labels: Tensor, class_names: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Every metric of the labels' task for ``logits`` ``[N, C]`` (``[N, T, C]``), primary first (see the module
+    docstring); the entity figures of token classification need the tag names, ``class_names``."""
     task = task_of(labels)
+    if task == "token_classification":
+        return _token_metrics(logits.argmax(-1), labels, class_names)
     if task == "regression":
         return _regression_metrics(logits.reshape(-1).double().numpy(), labels.double().numpy())
     if task == "multi_label":
@@ -101,6 +139,10 @@ def postprocessing(task: TaskKind, class_names: tuple[str, ...]) -> dict[str, An
     if task == "multi_label":
         return {"task": task, "kind": "sigmoid", "threshold": THRESHOLD, "labels": list(class_names),
                 "note": f"logits, one per label: label i applies when sigmoid(logit i) > {THRESHOLD}"}
+    if task == "token_classification":
+        return {"task": task, "kind": "softmax", "per_token": True, "labels": list(class_names),
+                "note": "logits [batch, sequence, tags], one row per sub-token: the arg-max is its tag; a word's tag "
+                        "is its first sub-token's (locate words by the bundled tokenizer's offsets)"}
     return {"task": task, "kind": "softmax", "labels": list(class_names),
             "note": "logits, one per class: softmax gives probabilities, the arg-max is the class"}
 
@@ -135,6 +177,17 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     sums = np.bincount(inverse, weights=ranks)
     return sums[inverse] / counts[inverse]
+
+
+def _token_metrics(predicted: Tensor, labels: Tensor, class_names: tuple[str, ...] | None) -> dict[str, float]:
+    """Token accuracy over the tagged positions, and with BIO ``class_names`` the entity-level micro scores."""
+    keep = labels != IGNORE
+    figures = {"token_accuracy": float((predicted[keep] == labels[keep]).double().mean()) if keep.any() else 0.0}
+    if class_names is not None and is_bio(class_names):
+        names = np.asarray(class_names, dtype=object)
+        rows = [(names[p[k].numpy()], names[t[k].numpy()]) for p, t, k in zip(predicted, labels, keep, strict=True)]
+        figures.update(entity_scores((p for p, _ in rows), (t for _, t in rows)))
+    return figures
 
 
 def _multi_label_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:

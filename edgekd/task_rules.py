@@ -1,4 +1,5 @@
-"""``edgekd validate``'s rules for multi-label, regression and causal-LM recipes: what does not apply is refused by key.
+"""``edgekd validate``'s rules for multi-label, regression, token classification and causal-LM recipes: what
+does not apply is refused by key.
 
 Losses are checked against the task first: generation losses (``token_kl``...) for a causal language
 model (``data.source: corpus``, always ``arch: hf`` models), classifier losses for everything else; a
@@ -15,6 +16,9 @@ refused before anything trains, each with its key path:
 - ``teacher.ensemble`` (members averaged as class probabilities), a distill stage's ``augment`` (its
   sentences are unlabelled, which only single-label cross-entropy can skip), and ``data.eval_data``
   (scikit-learn's digits are single-label).
+
+Token classification (:mod:`edgekd.token_rules`) also needs TSV/CSV data, Hugging Face transformer models
+(one output per token) and logit-level distillation losses.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData, is_corpus
 from edgekd.errors import ConfigError, DataError
 from edgekd.stage_kind import PlanState
+from edgekd.token_rules import check_token_classification
 
 if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
@@ -61,6 +66,8 @@ def check_task(state: PlanState) -> None:
         if getattr(stage, "augment", None) is not None:
             raise state.fail(f"stages[{index}].augment", f"augmented sentences are unlabelled, which only "
                              f"single-label training can skip, but {told}; leave it unset")
+    if task == "token_classification":
+        check_token_classification(state)
 
 
 def _check_losses_and_tokenizer(state: PlanState) -> None:

@@ -10,9 +10,10 @@ from pydantic import Field, StrictInt, model_validator
 from edgekd.config.base import Fraction, PositiveInt, StrictModel
 
 #: What a model learns from the labels (see :mod:`edgekd.data.label_kind`).
-TaskKind = Literal["single_label", "multi_label", "regression"]
+TaskKind = Literal["single_label", "multi_label", "regression", "token_classification"]
 TASK_DESCRIPTION = ("What the labels are: single_label (one class a row), multi_label (comma-separated class "
-                    "names; npz: N × classes 0/1 rows), regression (numbers). Unset: inferred from the training "
+                    "names; npz: N × classes 0/1 rows), regression (numbers), token_classification (TSV/CSV: a tag "
+                    "per space-separated token, in tokens_column and tags_column). Unset: inferred from the training "
                     "labels, refused when ambiguous.")
 
 
@@ -83,6 +84,8 @@ class TextSplitsConfig(SplitSeed):
 
     text_column: str = "sentence"
     label_column: str = "label"
+    tokens_column: str = Field(default="tokens", description="Token classification: the space-separated tokens.")
+    tags_column: str = Field(default="tags", description="Token classification: one tag per token, space-separated.")
     task: TaskKind | None = Field(default=None, description=TASK_DESCRIPTION)
     val_examples: PositiveInt = Field(
         default=1000, description="Examples held out of the training split to pick the best epoch."

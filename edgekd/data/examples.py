@@ -24,13 +24,15 @@ Batch = tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class InputSignature:
-    """What a model is fed: images of a fixed shape, or token ids from a tokenizer's vocabulary."""
+    """What a model is fed: images of a fixed shape, or token ids from a tokenizer's vocabulary; and whether it
+    answers per token (``per_token``: logits ``[batch, sequence, classes]``, token classification)."""
 
     kind: Literal["image", "text"]
     image_shape: tuple[int, ...] = ()
     vocab_size: int = 0
     pad_id: int = 0
     max_length: int = 0
+    per_token: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -38,17 +40,20 @@ class InputSignature:
         return ("input",) if self.kind == "image" else TEXT_INPUTS
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """Axes beyond the batch that vary at run time (the sequence axis of text inputs)."""
-        return {} if self.kind == "image" else {name: {1: "sequence"} for name in TEXT_INPUTS}
+        """Axes beyond the batch that vary at run time (the sequence axis of text inputs, and of the
+        ``logits`` of a per-token model)."""
+        if self.kind == "image":
+            return {}
+        return {name: {1: "sequence"} for name in (*TEXT_INPUTS, *(("logits",) if self.per_token else ()))}
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "image_shape": list(self.image_shape), "vocab_size": self.vocab_size,
-                "pad_id": self.pad_id, "max_length": self.max_length}
+                "pad_id": self.pad_id, "max_length": self.max_length, **({"per_token": True} if self.per_token else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputSignature:
         return cls(kind=data["kind"], image_shape=tuple(data["image_shape"]), vocab_size=data["vocab_size"],
-                   pad_id=data["pad_id"], max_length=data["max_length"])
+                   pad_id=data["pad_id"], max_length=data["max_length"], per_token=data.get("per_token", False))
 
 
 class Examples(Protocol):

@@ -14,6 +14,7 @@ from edgekd.data.datasets import load_dataset
 from edgekd.data.examples import Examples, ImageExamples, InputSignature, TextExamples
 from edgekd.data.memory import held
 from edgekd.data.text import TextSplits
+from edgekd.data.token_tags import token_examples
 from edgekd.data.tokenizer import load_or_train_tokenizer
 
 
@@ -64,12 +65,14 @@ def prepare_task_data(
     if tokenizer is None:
         tokenizer = load_or_train_tokenizer(tokenizer_config, texts.train.texts, trust_remote_code=trust_remote_code)
     max_length = tokenizer.model_max_length if tokenizer_config is None else tokenizer_config.max_length
+    per_token = texts.task == "token_classification"
     signature = InputSignature(kind="text", vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
-                               max_length=int(max_length))
+                               max_length=int(max_length), per_token=per_token)
+    examples = token_examples if per_token else text_examples
     return TaskData(
-        train=text_examples(tokenizer, texts.train.texts, texts.train.labels, max_length),
-        val=text_examples(tokenizer, texts.val.texts, texts.val.labels, max_length),
-        test=text_examples(tokenizer, texts.test.texts, texts.test.labels, max_length),
+        train=examples(tokenizer, texts.train.texts, texts.train.labels, max_length),
+        val=examples(tokenizer, texts.val.texts, texts.val.labels, max_length),
+        test=examples(tokenizer, texts.test.texts, texts.test.labels, max_length),
         class_names=texts.class_names,
         signature=signature,
         tokenizer=tokenizer,

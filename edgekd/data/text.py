@@ -15,6 +15,8 @@ they are all integers, else as strings), are the class names, and a label's inde
 among them, so SST-2's 0/1 stay 0/1. A ``datasets.ClassLabel`` column keeps its own names and order.
 Multi-label rows (comma-separated names, or a ``datasets`` sequence column) and regression values are
 encoded as :mod:`edgekd.data.label_kind` says; ``data.task`` names the task, else it is inferred there.
+Token classification (TSV/CSV files with tokens and tags columns) is read as :mod:`edgekd.data.token_tags`
+says: a text is its tokens joined by spaces, its labels the tag indices of its words.
 
 TSV files are read with the ``csv`` module without quote processing (SST-2 sentences contain quote
 characters), CSV files with standard CSV quoting; both need a header line, may start with a UTF-8
@@ -35,6 +37,7 @@ import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
 from edgekd.data.label_kind import infer_task, label_sets, multi_hot, regression_values
+from edgekd.data.token_tags import table_columns, tag_ids, tag_names, tagged_row
 from edgekd.errors import DataError
 
 TextDataConfig = TextFileData | HFDiskData | HubData
@@ -77,6 +80,8 @@ class _RawSplit:
     labels: list[str]
     lines: Sequence[int]
     unit: str
+    task: TaskKind | None = None
+    """What the file's columns say the task is (tagged tokens), when they say it."""
 
 
 def load_text_dataset(config: TextDataConfig, seed: int) -> TextSplits:
@@ -96,7 +101,7 @@ def load_text_dataset(config: TextDataConfig, seed: int) -> TextSplits:
 def text_file_task(config: TextFileData) -> TaskKind:
     """The task of a TSV/CSV source: ``data.task``, else what its training file's labels read as."""
     train = _read_table(config.train, "train", config)
-    return config.task or infer_task(train.name, train.labels, train.lines, train.unit)
+    return config.task or train.task or infer_task(train.name, train.labels, train.lines, train.unit)
 
 
 def _file_stamps(config: TextDataConfig) -> tuple[tuple[int, int], ...]:
@@ -112,8 +117,11 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
         test = _read_table(config.test, "test", config)
         known_names, known_task = None, None
     else:
+        if config.task == "token_classification":
+            raise DataError(f"data.task: token_classification reads tagged tokens from TSV/CSV files, but "
+                            f"data.source is '{config.source}'; use source tsv or csv")
         train, test, known_names, known_task = _read_hf(config)
-    task = config.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
+    task = config.task or train.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
     class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
                                                                                    config.label_column)
     return _split(train, test, class_names, task, config, seed)
@@ -138,8 +146,9 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
                     f"{path}: empty file; expected a header line naming the columns "
                     f"'{config.text_column}' and '{config.label_column}'"
                 )
-            _check_columns(str(path), header, config)
-            text_at, label_at = header.index(config.text_column), header.index(config.label_column)
+            text_column, label_column, tagged = table_columns(config, header)
+            _check_columns(str(path), header, config, (text_column, label_column))
+            text_at, label_at = header.index(text_column[0]), header.index(label_column[0])
             for row in reader:
                 if not row:
                     continue
@@ -148,8 +157,11 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
                         f"{path} line {reader.line_num}: {len(row)} fields, expected {len(header)} "
                         f"like the header ({_listing(header)})"
                     )
-                texts.append(row[text_at].strip())
-                labels.append(row[label_at].strip())
+                text, label = row[text_at].strip(), row[label_at].strip()
+                if tagged:
+                    text, label = tagged_row(f"{path} line {reader.line_num}", text, label)
+                texts.append(text)
+                labels.append(label)
                 lines.append(reader.line_num)
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
@@ -157,7 +169,7 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
             raise DataError(f"{path} line {reader.line_num}: malformed {config.source.upper()} ({exc})") from None
     if not texts:
         raise DataError(f"{path}: no data rows after the header line")
-    return _RawSplit(str(path), texts, labels, lines, "line")
+    return _RawSplit(str(path), texts, labels, lines, "line", "token_classification" if tagged else None)
 
 
 def _open_text(path: Path, key: str) -> TextIO:
@@ -168,8 +180,10 @@ def _open_text(path: Path, key: str) -> TextIO:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc}) (data.{key})") from None
 
 
-def _check_columns(where: str, columns: list[str], config: TextDataConfig) -> None:
-    for column, key in ((config.text_column, "text_column"), (config.label_column, "label_column")):
+def _check_columns(where: str, columns: list[str], config: TextDataConfig,
+                   wanted: tuple[tuple[str, str], ...] | None = None) -> None:
+    """Every (column, recipe key) of ``wanted`` (default: the text and label columns) is among ``columns``."""
+    for column, key in wanted or ((config.text_column, "text_column"), (config.label_column, "label_column")):
         if column not in columns:
             raise DataError(f"{where}: no column '{column}' (data.{key}); the columns are {_listing(columns)}")
 
@@ -259,6 +273,8 @@ def _class_names(task: TaskKind, labels: list[str], label_column: str) -> tuple[
     """The model's outputs: the sorted classes (multi-label: the names in any row), or the regression column."""
     if task == "regression":
         return (label_column,)
+    if task == "token_classification":
+        return tag_names(labels)
     return _sorted_labels([name for names in label_sets(labels) for name in names] if task == "multi_label"
                           else labels)
 
@@ -276,6 +292,8 @@ def _encode_labels(split: _RawSplit, class_names: tuple[str, ...], task: TaskKin
         return regression_values(split.name, split.labels, split.lines, split.unit)
     if task == "multi_label":
         return multi_hot(split.name, split.labels, split.lines, split.unit, class_names)
+    if task == "token_classification":
+        return tag_ids(split.name, split.labels, split.lines, split.unit, class_names)
     index = {name: i for i, name in enumerate(class_names)}
     codes = [index.get(label, -1) for label in split.labels]
     if -1 in codes:

@@ -9,7 +9,8 @@ Layout of a cache directory (``float16`` for the intermediate tensors, which onl
 losses; ``float32`` logits):
 
 - ``logits.npy`` ``[N, C]`` — for an ensemble, the members' weighted average probabilities as log
-  probabilities (which softmax-based losses treat exactly like logits);
+  probabilities (which softmax-based losses treat exactly like logits); a per-token model's ``[N, T, C]``,
+  zero-padded to the set's longest example;
 - ``tokens.npy`` ``[N + 1]`` — offsets of each example's real (unpadded) tokens;
 - ``hidden_states-<i>.npy`` / ``qkv-<i>.npy`` ``[total_tokens, D]`` — per real token;
 - ``attentions-<i>.npy`` ``[sum(H · L²)]`` with ``attention_offsets.npy`` — each example's
@@ -90,6 +91,8 @@ class TeacherOutputCache:
         """The teacher's outputs for examples ``idx``, padded like a batch with attention ``mask`` ``[B, T]``."""
         idx = np.asarray(idx)
         logits = torch.from_numpy(np.asarray(self.logits[idx], dtype=np.float32))
+        if logits.ndim == 3 and mask is not None:  # per-token logits, cut to the batch's padded width
+            logits = logits[:, : mask.shape[1]]
         if not self.layers:
             return ModelOutputs(logits=logits)
         assert mask is not None, "intermediate teacher outputs are cached for text batches only"
@@ -152,8 +155,9 @@ def _build(directory: Path, teachers: Sequence[nn.Module], weights: Sequence[flo
             outputs = [forward_outputs(t, inputs, frozenset(layers)) for t in teachers]
             batch_logits = _averaged_logits([o.logits for o in outputs], weights)
             if logits is None:
-                logits = _open(directory / "logits.npy", np.float32, (len(examples), batch_logits.shape[-1]))
-            logits[rows] = batch_logits.numpy()
+                width = examples.labels.shape[1:2] if batch_logits.ndim == 3 else ()
+                logits = _open(directory / "logits.npy", np.float32, (len(examples), *width, batch_logits.shape[-1]))
+            logits[rows, : batch_logits.shape[1]] = batch_logits.numpy()
             if not layers:
                 continue
             out, real = outputs[0], inputs["attention_mask"].bool()

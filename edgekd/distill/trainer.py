@@ -66,15 +66,17 @@ class TrainHistory:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, examples: Examples, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits of ``model`` (in eval mode) for every example, in the set's order."""
+    """Logits of ``model`` (in eval mode) for every example, in the set's order; per-token logits ``[N, T, C]``
+    are zero-padded to the set's longest example (``T``: the width of its labels)."""
     model.eval()
     device = next(model.parameters()).device
     out: torch.Tensor | None = None
     for idx, inputs, _labels in examples.batches(batch_size, shuffle=False):
         logits = call_logits(model, {name: value.to(device) for name, value in inputs.items()}).cpu()
         if out is None:
-            out = torch.empty(len(examples), logits.shape[-1])
-        out[torch.from_numpy(np.asarray(idx))] = logits.float()
+            width = examples.labels.shape[1:2] if logits.ndim == 3 else ()
+            out = torch.zeros(len(examples), *width, logits.shape[-1])
+        out[torch.from_numpy(np.asarray(idx)), : logits.shape[1]] = logits.float()
     return out if out is not None else torch.empty(0, 0)
 
 
@@ -84,9 +86,9 @@ def accuracy(model: nn.Module, examples: Examples) -> float:
     return selection_score(predict_logits(model, examples), examples.labels)
 
 
-def task_scores(model: nn.Module, examples: Examples) -> dict[str, float]:
+def task_scores(model: nn.Module, examples: Examples, class_names: tuple[str, ...] | None = None) -> dict[str, float]:
     """Every metric of the examples' task (:func:`edgekd.task_heads.task_metrics`) for ``model``."""
-    return task_metrics(predict_logits(model, examples), examples.labels)
+    return task_metrics(predict_logits(model, examples), examples.labels, class_names)
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def export_onnx(
     forward takes (:mod:`edgekd.models.call`), and only those become graph inputs, under their
     names (a DistilBERT or Llama graph has no ``token_type_ids``); a lone tensor is the forward's
     first parameter. Every input's first axis becomes the
-    dynamic ``batch`` axis; ``extra_dynamic_axes`` names more (``{"input_ids": {1: "sequence"}}``).
+    dynamic ``batch`` axis; ``extra_dynamic_axes`` names more, of inputs or of the output
+    (``{"input_ids": {1: "sequence"}, "logits": {1: "sequence"}}``).
     The model must return one tensor or an object with ``.logits`` (a Hugging Face output).
 
     The model is exported in eval mode under ``torch.no_grad()`` (its train/eval modes are
@@ -126,11 +127,10 @@ def export_onnx(
     if bad is not None:
         raise ExportError(f"{path}: not exported: the model's {bad} (training diverged or its weights are broken)")
     sample = used_inputs(model, as_batch(sample_input, input_name))
-    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in sample}
+    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in (*sample, output_name)}
     for name, extra in (extra_dynamic_axes or {}).items():
         if name in axes:
             axes[name].update(extra)
-    axes[output_name] = {0: "batch"}
     onnx_bytes = _torch_export(model, sample, path, target.opset, axes, output_name)
     batches = parity_batches(sample, sorted({*DEFAULT_BATCH_SIZES, batch_rows(sample)}))
     with atomic_path(path) as tmp:

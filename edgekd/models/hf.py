@@ -1,5 +1,9 @@
 """Hugging Face classifiers: BERT built from sizes, any family (``arch: hf``) loaded or built, or layer-dropped.
 
+A model that answers per token (token classification: ``InputSignature.per_token``) is the family's
+``…ForTokenClassification`` class (``AutoModelForTokenClassification``) where a sentence classifier is the
+``…ForSequenceClassification`` one; everything else is shared.
+
 Models are built with the eager attention implementation so that attention probabilities can be
 returned for attention-transfer losses, and weights are only ever read as safetensors (or with
 ``weights_only`` loading); ``trust_remote_code`` stays off unless a recipe asks for it.
@@ -32,15 +36,18 @@ def quiet_transformers() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int, max_positions: int) -> nn.Module:
-    """A ``BertForSequenceClassification``: ``spec.pretrained`` weights, or a fresh config of ``spec``'s sizes."""
+def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int, max_positions: int,
+               per_token: bool = False) -> nn.Module:
+    """A ``BertForSequenceClassification`` (``per_token``: ``BertForTokenClassification``): ``spec.pretrained``
+    weights, or a fresh config of ``spec``'s sizes."""
     quiet_transformers()
-    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+    import transformers
+    from transformers import BertConfig
 
     if spec.pretrained is not None:
         source = resolve_pretrained(spec.pretrained)
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
+            model = auto_class("text", per_token).from_pretrained(
                 source, num_labels=num_classes, attn_implementation=ATTENTION,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True,
             )
@@ -61,15 +68,20 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
         num_labels=num_classes,
     )
     config._attn_implementation = ATTENTION
-    return BertForSequenceClassification(config)
+    model_class = transformers.BertForTokenClassification if per_token else transformers.BertForSequenceClassification
+    return model_class(config)
 
 
-def auto_class(modality: str) -> Any:
-    """``AutoModelForImageClassification`` for image families, ``AutoModelForSequenceClassification`` otherwise."""
+def auto_class(modality: str, per_token: bool = False) -> Any:
+    """``AutoModelForImageClassification`` for image families, ``AutoModelForTokenClassification`` for a per-token
+    text model, ``AutoModelForSequenceClassification`` otherwise."""
     import transformers
 
-    return (transformers.AutoModelForImageClassification if modality == "image"
-            else transformers.AutoModelForSequenceClassification)
+    if modality == "image":
+        return transformers.AutoModelForImageClassification
+    if per_token:
+        return transformers.AutoModelForTokenClassification
+    return transformers.AutoModelForSequenceClassification
 
 
 def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ...]) -> nn.Module:
@@ -84,12 +96,12 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
 
     labels = {"num_labels": len(class_names), "id2label": dict(enumerate(class_names)),
               "label2id": {name: index for index, name in enumerate(class_names)}}
-    auto = auto_class(spec.modality)
+    auto = auto_class(spec.modality, signature.per_token)
     if spec.pretrained is None:
         sizes = {key: value for key, value in (spec.config or {}).items() if key != "model_type"}
         config = AutoConfig.for_model(spec.model_type, **{**_data_sizes(spec, signature), **sizes, **labels})
         config._attn_implementation = ATTENTION
-        _name_the_class(config, spec.modality)
+        _name_the_class(config, spec.modality, signature.per_token)
         module = auto.from_config(config)
     else:
         source = resolve_pretrained(spec.pretrained)
@@ -105,14 +117,14 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
     return module
 
 
-def _name_the_class(config: Any, modality: str) -> None:
+def _name_the_class(config: Any, modality: str, per_token: bool = False) -> None:
     """Set ``config.architectures`` to the family's plain classifier when transformers maps it to several.
 
     DeiT and LeViT have a classifier and one "with teacher" (Perceiver three); the auto class then picks
     by ``config.architectures``, which a config built from sizes does not have (transformers raises a
     TypeError). The first listed is the plain classifier.
     """
-    names = _classifier_names(config.model_type, modality)
+    names = _classifier_names(config.model_type, modality, per_token)
     if isinstance(names, tuple) and not getattr(config, "architectures", None):
         config.architectures = [names[0]]
 
@@ -131,11 +143,18 @@ def classifier_class(config: Any, modality: str) -> type:
     return getattr(transformers, names)
 
 
-def _classifier_names(model_type: str, modality: str) -> str | tuple[str, ...] | None:
-    """The classifier class name(s) transformers maps ``model_type`` to, for ``modality``."""
+def has_token_classifier(model_type: str) -> bool:
+    """Whether transformers has a token classifier (``…ForTokenClassification``) for ``model_type``."""
+    return _classifier_names(model_type, "text", per_token=True) is not None
+
+
+def _classifier_names(model_type: str, modality: str, per_token: bool = False) -> str | tuple[str, ...] | None:
+    """The classifier class name(s) transformers maps ``model_type`` to, for ``modality`` (and ``per_token``)."""
     from transformers.models.auto import modeling_auto
 
-    return (modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES if modality == "image"
+    if modality == "image":
+        return modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(model_type)
+    return (modeling_auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES if per_token
             else modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES).get(model_type)
 
 

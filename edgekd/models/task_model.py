@@ -82,7 +82,7 @@ class TaskModel:
         signature = InputSignature.from_json(manifest["signature"])
         class_names = tuple(manifest["class_names"])
         if manifest["huggingface"]:
-            module = _load_hf(directory)
+            module = _load_hf(directory, signature.per_token)
         else:
             from pydantic import TypeAdapter
 
@@ -130,7 +130,8 @@ def build_task_model(
         raise ConfigError(f"model arch '{spec.arch}' takes text, but the recipe's data is images")
     elif isinstance(spec, BertSpec):
         module = hf.build_bert(spec, vocab_size=signature.vocab_size, num_classes=num_classes,
-                               pad_id=signature.pad_id, max_positions=signature.max_length)
+                               pad_id=signature.pad_id, max_positions=signature.max_length,
+                               per_token=signature.per_token)
     elif isinstance(spec, DropLayersSpec):
         if teacher is None:
             raise ConfigError("model arch 'drop_layers' is built from a teacher; none was given")
@@ -170,8 +171,9 @@ def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -
     return build_text_student(spec, vocab_size=signature.vocab_size, num_classes=num_classes, pad_id=signature.pad_id)
 
 
-def _load_hf(directory: Path) -> nn.Module:
-    """A Hugging Face classifier; a pruned/factorized one through its reshaping subclass (see edgekd.prune)."""
+def _load_hf(directory: Path, per_token: bool = False) -> nn.Module:
+    """A Hugging Face classifier (``per_token``: a token classifier); a pruned/factorized one through its reshaping
+    subclass (see edgekd.prune)."""
     from transformers import AutoConfig
 
     from edgekd.models.families import family
@@ -180,7 +182,7 @@ def _load_hf(directory: Path) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
         modality = family(config.model_type).modality
-        loader: Any = hf.auto_class(modality)
+        loader: Any = hf.auto_class(modality, per_token)
         if hasattr(config, STRUCTURE_KEY):
             loader = pruned_class(hf.classifier_class(config, modality))
         return loader.from_pretrained(

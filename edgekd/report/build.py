@@ -29,9 +29,10 @@ from edgekd.version import __version__
 #: Per-model figures every report carries (``None`` when the stage that measures one did not run).
 MODEL_FIELDS = ("accuracy", "val_accuracy", "params", "macs", "size_mb", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
                 "peak_memory_mb", "threads", "estimate", "parity_max_abs_diff", "precision", "quantization_reason")
-#: Figures of multi-label, regression and causal-LM models, carried when present.
+#: Figures of multi-label, regression, token classification and causal-LM models, carried when present.
 TASK_FIELDS = ("task", "primary_metric", "micro_f1", "macro_f1", "subset_accuracy", "val_micro_f1", "mse", "pearson",
-               "spearman", "val_mse", "val_loss", "perplexity", "time_to_first_token_ms", "per_token_p50_ms",
+               "spearman", "val_mse", "token_accuracy", "val_token_accuracy", "entity_micro_f1", "entity_precision",
+               "entity_recall", "val_loss", "perplexity", "time_to_first_token_ms", "per_token_p50_ms",
                "per_token_p90_ms", "tokens_per_second")
 #: Per-model figures of a stage row: the model figures and the budget verdict, once judged.
 STAGE_FIELDS = (*MODEL_FIELDS, "budget_verdict", *TASK_FIELDS)

@@ -41,7 +41,8 @@ class ModelFigures(_Record):
     parity_max_abs_diff: float | None = None
     precision: str | None = None
     quantization_reason: str | None = None
-    task: str | None = Field(default=None, description="multi_label, regression or causal_lm (unset: single_label).")
+    task: str | None = Field(default=None, description="multi_label, regression, token_classification or "
+                             "causal_lm (unset: single_label).")
     primary_metric: str | None = Field(default=None, description="The task's primary test metric (gates use it).")
     micro_f1: float | None = None
     macro_f1: float | None = None
@@ -51,6 +52,11 @@ class ModelFigures(_Record):
     pearson: float | None = None
     spearman: float | None = None
     val_mse: float | None = None
+    token_accuracy: float | None = Field(default=None, description="Token classification: tagged tokens right.")
+    val_token_accuracy: float | None = None
+    entity_micro_f1: float | None = Field(default=None, description="BIO tags: entity-level micro F1 (exact spans).")
+    entity_precision: float | None = None
+    entity_recall: float | None = None
     val_loss: float | None = Field(default=None, description="A causal LM's validation loss, nats per token.")
     perplexity: float | None = None
     time_to_first_token_ms: float | None = None

@@ -38,6 +38,8 @@ MODEL_ROWS = (
     ("mse", "MSE (test, lower is better)", "{:.4f}"),
     ("pearson", "Pearson r (test)", "{:.4f}"),
     ("spearman", "Spearman rho (test)", "{:.4f}"),
+    ("token_accuracy", "token accuracy (test)", "{:.4f}"),
+    ("entity_micro_f1", "entity micro-F1 (test, BIO spans)", "{:.4f}"),
     ("val_loss", "validation loss (nats/token)", "{:.4f}"),
     ("perplexity", "validation perplexity", "{:.3f}"),
     ("params", "parameters", "{:,}"),

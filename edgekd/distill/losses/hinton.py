@@ -30,7 +30,7 @@ class HintonDistillationLoss(DistillationLoss):
     training, ``alpha = 1`` pure distillation. The cross-entropy averages over the labelled rows
     only (rows labelled ``UNLABELLED`` have no hard target). For multi-label and regression labels the
     soft and hard terms are the task's (:mod:`edgekd.task_heads`): teacher sigmoid targets and BCE, teacher
-    values and MSE.
+    values and MSE; for token classification, both terms per tagged token (logits ``[B, T, C]``).
     """
 
     config_model = HintonLoss
@@ -55,5 +55,5 @@ class HintonDistillationLoss(DistillationLoss):
 
     def forward_logits(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
         """The loss on bare logit tensors ``[B, C]`` (for callers holding only logits)."""
-        soft = soft_loss(student_logits, teacher_logits, self.temperature, task_of(labels))
+        soft = soft_loss(student_logits, teacher_logits, self.temperature, task_of(labels), labels)
         return self.alpha * soft + (1.0 - self.alpha) * hard_loss(student_logits, labels)

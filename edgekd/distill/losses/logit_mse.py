@@ -9,6 +9,7 @@ from torch import Tensor
 
 from edgekd.distill.losses.base import DistillationLoss, WeightedLoss
 from edgekd.distill.outputs import ModelInfo, ModelOutputs
+from edgekd.task_heads import tagged
 
 
 class LogitMSELoss(WeightedLoss):
@@ -22,7 +23,8 @@ class LogitMSEDistillationLoss(DistillationLoss):
     mean squared error between student and teacher logits.
 
     The paper can mix it with cross-entropy on hard labels; add ``hinton`` with ``alpha: 0`` for that
-    (on an augmented transfer set the cross-entropy counts only the labelled sentences).
+    (on an augmented transfer set the cross-entropy counts only the labelled sentences). For token
+    classification only the tagged tokens count.
     """
 
     config_model = LogitMSELoss
@@ -34,4 +36,5 @@ class LogitMSEDistillationLoss(DistillationLoss):
     def forward(
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, mask: Tensor | None = None
     ) -> Tensor:
-        return F.mse_loss(student.logits, teacher.logits)
+        student_logits, _, teacher_logits = tagged(student.logits, labels, teacher.logits)
+        return F.mse_loss(student_logits, teacher_logits) if len(student_logits) else student_logits.sum()

@@ -1,0 +1,44 @@
+"""``edgekd validate``'s rules for token classification: what must hold beyond the other tasks' rules.
+
+- the data is a TSV/CSV file pair (``data.source`` ``tsv`` or ``csv``), the one source tagged tokens are read from;
+- every model (teacher, assistant, student) answers per token: a Hugging Face transformer (``arch: bert``,
+  ``hf`` or ``drop_layers``), built as its family's token classifier; sentence students (``bilstm``,
+  ``textcnn``) and user modules give one answer a sentence;
+- distillation losses compare logits (:data:`TOKEN_LOSSES`, each per tagged token); the intermediate-state
+  losses' layer maps and caches are not written for token classifiers yet.
+"""
+
+from __future__ import annotations
+
+from edgekd.models.hf import has_token_classifier
+from edgekd.models.specs import HFSpec
+from edgekd.stage_kind import PlanState
+
+#: Model architectures with a token-classification head.
+TOKEN_ARCHS = ("bert", "hf", "drop_layers")
+#: Distillation losses that apply per token.
+TOKEN_LOSSES = ("hinton", "logit_mse")
+#: Data sources token classification is read from.
+TOKEN_SOURCES = ("tsv", "csv")
+
+
+def check_token_classification(state: PlanState) -> None:
+    """Refuse, by key path, what a token classification recipe cannot run (see the module docstring)."""
+    recipe = state.recipe
+    if recipe.data.source not in TOKEN_SOURCES:
+        raise state.fail("data.source", f"token classification reads a tokens and a tags column from "
+                         f"{' or '.join(TOKEN_SOURCES)} files, not '{recipe.data.source}'")
+    for role in ("teacher", "assistant", "student"):
+        spec = getattr(getattr(recipe, role, None), "model", None)
+        arch = getattr(spec, "arch", None)
+        if arch is not None and arch not in TOKEN_ARCHS:
+            raise state.fail(f"{role}.model.arch", f"'{arch}' gives one answer per sentence; token classification "
+                             f"needs one per token: use {', '.join(TOKEN_ARCHS)}")
+        if isinstance(spec, HFSpec) and not has_token_classifier(spec.model_type):
+            raise state.fail(f"{role}.model", f"transformers has no token classifier for model_type "
+                             f"'{spec.model_type}'")
+    for index, stage in enumerate(recipe.stages):
+        for number, loss in enumerate(getattr(stage, "losses", None) or ()):
+            if loss.kind not in TOKEN_LOSSES:
+                raise state.fail(f"stages[{index}].losses[{number}].kind", f"'{loss.kind}' is not applied per "
+                                 f"token; token classification distils with {' or '.join(TOKEN_LOSSES)}")
