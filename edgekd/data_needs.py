@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgekd.config.recipe import Recipe
 from edgekd.data.config import CorpusData, HFDiskData, HubData, MemoryData, NpzData, SklearnData, TextFileData
+from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.errors import DataError
 
 _HEADING = re.compile(r"^#\s*[A-Z][\w -]*:")
@@ -69,6 +70,11 @@ def data_need(recipe: Recipe, source: Path) -> DataNeed:
     if isinstance(data, CorpusData):
         kind = "directory" if data.path.is_dir() else "files"
         return DataNeed(recipe.name, kind, f"a text corpus {data.path.name}", {"data.path": data.path}, where)
+    if isinstance(data, ImageFolderData | ImageCsvData):
+        given = {f"data.{key}": getattr(data, key) for key in ("train", "val", "test") if getattr(data, key)}
+        what = "image folders" if isinstance(data, ImageFolderData) else "CSV files of image paths"
+        return DataNeed(recipe.name, "directory" if isinstance(data, ImageFolderData) else "files",
+                        f"{what} {', '.join(path.name for path in given.values())}", given, where)
     if isinstance(data, MemoryData):
         return DataNeed(recipe.name, "memory", f"{data.kind} sets given in Python ({data.digest[:19]}…)", {}, where)
     assert isinstance(data, HubData)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
@@ -11,6 +11,7 @@ from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, Seed, StrictModel
 from edgekd.config.loading import load_yaml_model
 from edgekd.data.config import DataConfig, TokenizerConfig
+from edgekd.data.image_defaults import with_model_defaults
 from edgekd.models.specs import ModelSpec
 from edgekd.stages import DEFAULT_REGISTRY
 
@@ -91,6 +92,12 @@ class Recipe(StrictModel):
     assistant: StudentConfig | None = Field(default=None, description="A teacher assistant between the two.")
     student: StudentConfig
     stages: list[StageConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_preprocessing_from_models(cls, values: Any) -> Any:
+        """Image files are prepared as the recipe's Hugging Face model says (:mod:`edgekd.data.image_defaults`)."""
+        return with_model_defaults(values)
 
     def stage_names(self) -> list[str]:
         """The stage kinds in run order."""

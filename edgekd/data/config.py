@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal, Union
 from pydantic import Field, StrictInt, model_validator
 
 from edgekd.config.base import Fraction, PositiveInt, StrictModel
+from edgekd.data.image_config import ImageCsvData, ImageFolderData, ImagePrep
 
 #: What a model learns from the labels (see :mod:`edgekd.data.label_kind`).
 TaskKind = Literal["single_label", "multi_label", "regression", "token_classification"]
@@ -104,13 +105,32 @@ class TextFileData(TextSplitsConfig):
     test: Path = Field(description="Labelled file the reported accuracy is measured on (SST-2: dev.tsv).")
 
 
-class HFDiskData(TextSplitsConfig):
-    """A dataset saved with ``datasets.Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+class HFDiskData(TextSplitsConfig, ImagePrep):
+    """A dataset saved with ``datasets.Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``.
+
+    Text by default; with ``image_column`` an image dataset (that column holds images, the image settings
+    of :class:`~edgekd.data.image_config.ImagePrep` apply, ``val_examples`` of train are held out).
+    """
 
     source: Literal["hf_disk"]
     path: Path
     train_split: str = "train"
     test_split: str = "validation"
+    image_column: str | None = Field(default=None, description="A column of images (datasets Image feature): "
+                                     "the dataset is image data and text_column is not read.")
+
+    @property
+    def modality(self) -> Literal["image", "text"]:  # type: ignore[override]
+        """Image with an ``image_column``, else text."""
+        return "text" if self.image_column is None else "image"
+
+    @model_validator(mode="after")
+    def _image_settings_need_images(self) -> HFDiskData:
+        given = sorted(set(ImagePrep.model_fields) & self.model_fields_set)
+        if self.image_column is None and given:
+            raise ValueError(f"{', '.join(given)}: image settings, but the dataset is read as text; set "
+                             "image_column (the column of images)")
+        return self
 
 
 class HubData(TextSplitsConfig):
@@ -165,7 +185,8 @@ class MemoryData(SplitSeed):
 
 
 DataConfig = Annotated[
-    Union[SklearnData, NpzData, TextFileData, HFDiskData, HubData, CorpusData, MemoryData],  # noqa: UP007
+    Union[SklearnData, NpzData, TextFileData, HFDiskData, HubData, CorpusData, MemoryData, ImageFolderData,  # noqa: UP007
+          ImageCsvData],
     Field(discriminator="source"),
 ]
 

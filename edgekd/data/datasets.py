@@ -17,6 +17,8 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from edgekd.data.config import DataConfig, MemoryData, NpzData, SklearnData
+from edgekd.data.image_data import load_image_splits
+from edgekd.data.image_files import ImageDataConfig, is_image_data
 from edgekd.data.memory import held
 from edgekd.data.npz import load_npz
 from edgekd.data.text import TextDataConfig, TextSplits, load_text_dataset
@@ -36,6 +38,8 @@ class DatasetSplits:
     class_names: tuple[str, ...]
     soft_train: torch.Tensor | None = None
     """Class probabilities to train on, a row per training example (a ``.npz`` set's ``soft_labels``)."""
+    preprocessing: dict[str, Any] | None = None
+    """How image files became these inputs (:mod:`edgekd.data.image_prep`); None for other sources."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -52,7 +56,7 @@ class DatasetSplits:
 
 
 @overload
-def load_dataset(config: SklearnData | NpzData | MemoryData, seed: int) -> DatasetSplits: ...
+def load_dataset(config: SklearnData | NpzData | MemoryData | ImageDataConfig, seed: int) -> DatasetSplits: ...
 
 
 @overload
@@ -70,7 +74,17 @@ def load_dataset(config: DataConfig, seed: int) -> DatasetSplits | TextSplits:
         return _load_npz_splits(config, seed)
     if isinstance(config, MemoryData):
         return _memory_splits(config, seed)
+    if is_image_data(config):
+        return _image_file_splits(config, seed)  # type: ignore[arg-type]
     return load_text_dataset(config, seed)
+
+
+def _image_file_splits(config: ImageDataConfig, seed: int) -> DatasetSplits:
+    """Image folders, CSVs of image paths and ``hf_disk`` image columns (:mod:`edgekd.data.image_data`)."""
+    sets = load_image_splits(config, seed)
+    return DatasetSplits(x_train=sets.inputs["train"], y_train=sets.labels["train"], x_val=sets.inputs["val"],
+                         y_val=sets.labels["val"], x_test=sets.inputs["test"], y_test=sets.labels["test"],
+                         class_names=sets.class_names, preprocessing=sets.preprocessing)
 
 
 def _memory_splits(config: MemoryData, seed: int) -> DatasetSplits:

@@ -9,7 +9,7 @@ transfer set that only the teacher labels).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -33,6 +33,9 @@ class InputSignature:
     pad_id: int = 0
     max_length: int = 0
     per_token: bool = False
+    preprocessing: dict[str, Any] | None = field(default=None, hash=False)
+    """Image files: how decoded images became the inputs (colour, resize, crop, rescale, mean, std; see
+    :mod:`edgekd.data.image_prep`); None for inputs given as tensors."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -48,12 +51,14 @@ class InputSignature:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "image_shape": list(self.image_shape), "vocab_size": self.vocab_size,
-                "pad_id": self.pad_id, "max_length": self.max_length, **({"per_token": True} if self.per_token else {})}
+                "pad_id": self.pad_id, "max_length": self.max_length, **({"per_token": True} if self.per_token else {}),
+                **({"preprocessing": self.preprocessing} if self.preprocessing is not None else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputSignature:
         return cls(kind=data["kind"], image_shape=tuple(data["image_shape"]), vocab_size=data["vocab_size"],
-                   pad_id=data["pad_id"], max_length=data["max_length"], per_token=data.get("per_token", False))
+                   pad_id=data["pad_id"], max_length=data["max_length"], per_token=data.get("per_token", False),
+                   preprocessing=data.get("preprocessing"))
 
 
 class Examples(Protocol):

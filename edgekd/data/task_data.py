@@ -12,6 +12,7 @@ from edgekd.data.batching import encode
 from edgekd.data.config import DataConfig, MemoryData, NpzData, SklearnData, TokenizerConfig
 from edgekd.data.datasets import load_dataset
 from edgekd.data.examples import Examples, ImageExamples, InputSignature, TextExamples
+from edgekd.data.image_files import is_image_data
 from edgekd.data.memory import held
 from edgekd.data.text import TextSplits
 from edgekd.data.token_tags import token_examples
@@ -51,14 +52,14 @@ def prepare_task_data(
         seed = config.split_seed
     if isinstance(config, MemoryData) and config.kind == "text":
         return _memory_text(config, seed)
-    if isinstance(config, SklearnData | NpzData | MemoryData):
-        splits = load_dataset(config, seed)
+    if isinstance(config, SklearnData | NpzData | MemoryData) or is_image_data(config):
+        splits = load_dataset(config, seed)  # type: ignore[call-overload]
         return TaskData(
             train=ImageExamples(splits.x_train, splits.y_train),
             val=ImageExamples(splits.x_val, splits.y_val),
             test=ImageExamples(splits.x_test, splits.y_test),
             class_names=splits.class_names,
-            signature=InputSignature(kind="image", image_shape=splits.input_shape),
+            signature=InputSignature(kind="image", image_shape=splits.input_shape, preprocessing=splits.preprocessing),
             train_targets=splits.soft_train,
         )
     texts = load_dataset(config, seed)

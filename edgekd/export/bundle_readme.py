@@ -96,11 +96,14 @@ def _preprocessing_lines(pre: dict[str, Any] | None, *, tokenized: bool) -> list
         "## Preprocessing",
         "",
         f"Images of {pre['height']}×{pre['width']} pixels ({pre['color']}), {pre['channels']} channel(s), "
-        f"layout {pre['layout']}. The model was trained on pixel values {pre['pixel_range'][0]}.."
-        f"{pre['pixel_range'][1]}, not 0..255: scale an 8-bit bitmap first.",
+        f"layout {pre['layout']}."
+        + (f" The model was trained on pixel values {pre['pixel_range'][0]}..{pre['pixel_range'][1]}, not 0..255: "
+           "scale an 8-bit bitmap first." if pre["byte_scale"] != 1 else ""),
         "",
-        f"    pixel[y][x] = byte[y][x] * byte_scale   (byte_scale = {pre['byte_scale']!r}: 0..255 → "
-        f"{pre['pixel_range'][0]}..{pre['pixel_range'][1]})",
+        *[f"{number}. {step}" for number, step in enumerate(pre.get("steps", ()), start=1)],
+        *([""] if pre.get("steps") else []),
+        *([f"    pixel[y][x] = byte[y][x] * byte_scale   (byte_scale = {pre['byte_scale']!r}: 0..255 → "
+           f"{pre['pixel_range'][0]}..{pre['pixel_range'][1]})"] if pre["byte_scale"] != 1 else []),
         f"    {pre['formula']}   (scale = {pre['scale']!r}, mean = {pre['mean']}, std = {pre['std']})",
         "",
     ]

@@ -7,7 +7,9 @@ Schema (``schema_version`` 1)::
     inputs, outputs  [{name, dtype, shape}]; a dynamic axis is its name ("batch", "sequence")
     labels           class names, in the order of the output's last axis
     preprocessing    images: {kind: "image", layout, channels, height, width, color, pixel_range, scale, mean,
-                     std, formula, byte_scale, formula_8bit, example}; text: {kind: "text", max_length, pad_id};
+                     std, formula, byte_scale, formula_8bit, example}, image files also {channel_order, resize,
+                     crop, processor, steps} (:mod:`edgekd.export.image_manifest`); text: {kind: "text",
+                     max_length, pad_id};
                      null if unknown. ``example`` is a real input (``pixels_8bit``: an 8-bit bitmap, row by row),
                      the exact model ``input`` the formulas make of it, and the model's ``logits`` and ``label``
     postprocessing   what the output is and how to turn it into a label; for a multi-label or regression
@@ -33,6 +35,7 @@ import onnx
 
 from edgekd.config.device import DeviceProfile
 from edgekd.data.config import DataConfig, SklearnData
+from edgekd.export.image_manifest import image_file_preprocessing
 from edgekd.version import __version__
 
 SCHEMA_VERSION = 1
@@ -67,6 +70,8 @@ def preprocessing(data: DataConfig, signature: dict[str, Any], inputs: list[dict
     if signature.get("kind") == "text":
         return {"kind": "text", "max_length": signature.get("max_length"), "pad_id": signature.get("pad_id"),
                 "note": "tokenize with the bundled tokenizer; pad or truncate to max_length"}
+    if signature.get("preprocessing"):  # image files: as the data loader recorded it
+        return image_file_preprocessing(signature["preprocessing"], inputs)
     if isinstance(data, SklearnData) and data.name == "digits":
         channels, height, width = inputs[0]["shape"][1:]
         top = DIGITS_PIXEL_MAX
@@ -145,7 +150,7 @@ def recipe_preprocessing(onnx_path: Path, data: DataConfig, signature: dict[str,
     """The manifest's ``preprocessing`` for a model a recipe trained on ``data`` (with its image example)."""
     inputs, _ = tensor_specs(onnx_path)
     pre = preprocessing(data, signature, inputs)
-    if pre is not None and pre["kind"] == "image":
+    if pre is not None and pre["kind"] == "image" and isinstance(data, SklearnData):  # the digits example
         pre["example"] = image_example(pre, onnx_path, inputs[0], labels)
     return pre
 

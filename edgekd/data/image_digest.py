@@ -1,0 +1,88 @@
+"""Content digests of image-file data, for stage fingerprints: a changed, added, removed or relabelled image
+re-runs the stages that read the data; an unchanged copy elsewhere does not.
+
+- ``imagefolder``: every file below each split's folder (relative path = class and name, and its bytes);
+- ``image_csv``: the CSV's bytes and the bytes of every image it names, by the path as written;
+- ``hf_disk`` with ``image_column``: every file of the ``save_to_disk`` directory (Arrow data and metadata);
+- an ``image_processor`` directory: its files' names, sizes and modification times (as for checkpoints).
+
+A file's SHA-256 is remembered in this process by (path, size, modification time, inode), so the stages
+of a run hash each image once. A missing folder or file hashes as missing (loading it reports the error).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from edgekd.data.config import HFDiskData
+from edgekd.data.image_config import ImageCsvData, ImageFolderData
+from edgekd.digest import file_digest
+from edgekd.models.packaged import source_digest
+
+_KNOWN: dict[tuple[str, int, int, int], str] = {}
+
+
+def data_content_digest(data: object) -> str | None:
+    """The content digest of a recipe's image-file data (:func:`image_data_digest`); None for other sources."""
+    if isinstance(data, ImageFolderData | ImageCsvData) or (isinstance(data, HFDiskData) and data.image_column):
+        return image_data_digest(data)
+    return None
+
+
+def image_data_digest(config: ImageFolderData | ImageCsvData | HFDiskData) -> str:
+    """``sha256:<hex>`` over the content of every file ``config``'s splits are read from."""
+    hasher = hashlib.sha256()
+    if isinstance(config.image_processor, str):  # an edited preprocessor_config.json prepares images anew
+        hasher.update(f"[processor]\0{source_digest(config.image_processor)}\n".encode())
+    if isinstance(config, HFDiskData):
+        _tree(hasher, "path", config.path)
+    elif isinstance(config, ImageFolderData):
+        for name in ("train", "val", "test"):
+            place = getattr(config, name)
+            if place is not None:
+                _tree(hasher, name, place)
+    else:
+        for name in ("train", "val", "test"):
+            place = getattr(config, name)
+            if place is not None:
+                _csv(hasher, name, place, config.path_column)
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def _tree(hasher: Any, name: str, root: Path) -> None:
+    """Every file below ``root`` (sorted, relative paths) with its content digest."""
+    hasher.update(f"[{name}]\n".encode())
+    if not root.is_dir():
+        hasher.update(b"missing\n")
+        return
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        hasher.update(f"{path.relative_to(root).as_posix()}\0{_file(path)}\n".encode())
+
+
+def _csv(hasher: Any, name: str, table: Path, path_column: str) -> None:
+    """The CSV file and every image its ``path_column`` names."""
+    hasher.update(f"[{name}]\0{_file(table)}\n".encode())
+    if not table.is_file():
+        return
+    with open(table, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        for row in csv.DictReader(handle):
+            given = (row.get(path_column) or "").strip()
+            if given:
+                image = Path(given) if Path(given).is_absolute() else table.parent / given
+                hasher.update(f"{given}\0{_file(image)}\n".encode())
+
+
+def _file(path: Path) -> str:
+    """The file's SHA-256 (remembered while it is unchanged), or ``missing``."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "missing"
+    key = (str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ino)
+    if key not in _KNOWN:
+        _KNOWN[key] = file_digest(path) or "missing"
+    return _KNOWN[key]

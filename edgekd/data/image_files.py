@@ -1,0 +1,193 @@
+"""The labelled images a recipe's image source names, before any pixel is read: a reference per image.
+
+- ``imagefolder``: ``DIR/<class>/<image>`` (PNG or JPEG; hidden files are skipped). Any other file, a file
+  beside the class folders, an empty class folder or fewer than two classes is a one-line error.
+- ``image_csv``: a CSV with a header naming ``path_column`` and ``label_column``; a relative path is
+  relative to the CSV file's folder.
+- ``hf_disk`` with ``image_column``: a ``datasets`` directory whose column holds images (the ``Image``
+  feature); labels from ``label_column`` (a ``ClassLabel`` keeps its names).
+
+Each image is an :class:`ImageRef`: where it is (a path, or the dataset, split and row, for messages) and
+how to read its encoded bytes. Decoding (and the error naming a corrupt file) is :func:`open_image`'s.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.data.config import HFDiskData
+from edgekd.data.image_config import ImageCsvData, ImageFolderData
+from edgekd.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+#: File name endings of the images an image folder or CSV may hold.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ImageDataConfig = ImageFolderData | ImageCsvData | HFDiskData
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image: ``where`` names it in messages, ``read`` returns its encoded bytes (PNG, JPEG, …)."""
+
+    where: str
+    read: Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """One split's images and their labels (class names as text)."""
+
+    key: str
+    """The recipe key the split comes from (``data.train``), for messages."""
+    location: str
+    images: tuple[ImageRef, ...]
+    labels: tuple[str, ...]
+
+
+def is_image_data(config: object) -> bool:
+    """Whether ``config`` is an image-file source (a folder, a CSV, or an ``hf_disk`` image column)."""
+    return isinstance(config, ImageFolderData | ImageCsvData) or (
+        isinstance(config, HFDiskData) and config.image_column is not None)
+
+
+def list_splits(config: ImageDataConfig) -> dict[str, LabelledImages]:
+    """The ``train`` and ``test`` (and, when given, ``val``) splits ``config`` names."""
+    if isinstance(config, HFDiskData):
+        return _dataset_splits(config)
+    read = _folder if isinstance(config, ImageFolderData) else _csv_file
+    places = {"train": config.train, "test": config.test, "val": config.val}
+    return {name: read(place, f"data.{name}", config) for name, place in places.items() if place is not None}
+
+
+def open_image(ref: ImageRef) -> Image.Image:
+    """The decoded image of ``ref`` (a :class:`DataError` naming it when it is not a readable image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = ref.read()
+    except OSError as exc:
+        raise DataError(f"{ref.where}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{ref.where}: not a readable image, the file is corrupt or not PNG/JPEG "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    return image
+
+
+def _file_ref(path: Path) -> ImageRef:
+    return ImageRef(str(path), path.read_bytes)
+
+
+def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
+    """``root/<class>/<image>`` as references, classes and images in sorted order."""
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory ({key}); expected a folder with one sub-folder per class")
+    images: list[ImageRef] = []
+    labels: list[str] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            raise DataError(f"{entry}: a file beside the class folders ({key}); expected only one sub-folder "
+                            "of images per class")
+        files = [path for path in sorted(entry.iterdir()) if not path.name.startswith(".")]
+        if not files:
+            raise DataError(f"{entry}: empty class folder ({key}); expected PNG/JPEG images of class "
+                            f"'{entry.name}'")
+        for path in files:
+            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{path}: not an image file ({key}); expected only PNG/JPEG images "
+                                f"({', '.join(IMAGE_SUFFIXES)}) in class folder '{entry.name}'")
+            images.append(_file_ref(path))
+            labels.append(entry.name)
+    if not images:
+        raise DataError(f"{root}: no class folders ({key}); expected one sub-folder of images per class")
+    return LabelledImages(key, str(root), tuple(images), tuple(labels))
+
+
+def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
+    """The rows of a CSV of image paths and labels (blank lines skipped)."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found ({key}); expected a CSV of image paths and labels")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [c for c in (config.path_column, config.label_column) if c not in columns]
+        if missing:
+            raise DataError(f"{path}: no column {', '.join(repr(c) for c in missing)} ({key}); the header has "
+                            f"{', '.join(repr(c) for c in columns) or 'no columns'}")
+        images: list[ImageRef] = []
+        labels: list[str] = []
+        for row in reader:
+            given, label = (row.get(config.path_column) or "").strip(), (row.get(config.label_column) or "").strip()
+            if not given and not label:
+                continue
+            line = f"{path}:{reader.line_num}"
+            if not given or not label:
+                raise DataError(f"{line}: empty {'path' if not given else 'label'}; expected an image path and "
+                                "its class label")
+            image = Path(given) if Path(given).is_absolute() else path.parent / given
+            if not image.is_file():
+                raise DataError(f"{line}: image '{given}' not found (looked for {image})")
+            images.append(_file_ref(image))
+            labels.append(label)
+    if not images:
+        raise DataError(f"{path}: no rows ({key}); expected image paths with labels")
+    return LabelledImages(key, str(path), tuple(images), tuple(labels))
+
+
+def _dataset_splits(config: HFDiskData) -> dict[str, LabelledImages]:
+    """The train and test splits of a ``save_to_disk`` directory with an image column."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(config.path))
+    except FileNotFoundError as exc:
+        raise DataError(f"{config.path}: not a dataset saved with save_to_disk (data.path): {exc}") from None
+    if isinstance(loaded, datasets.Dataset):
+        raise DataError(f"{config.path}: a single dataset; expected a DatasetDict with splits "
+                        f"'{config.train_split}' and '{config.test_split}' (data.path)")
+    return {name: _dataset_split(config, loaded, split, f"data.{name}_split")
+            for name, split in (("train", config.train_split), ("test", config.test_split))}
+
+
+def _dataset_split(config: HFDiskData, loaded: Any, split: str, key: str) -> LabelledImages:
+    import datasets
+
+    where = f"{config.path} split '{split}'"
+    if split not in loaded:
+        raise DataError(f"{where}: no such split ({key}); the dataset has {', '.join(map(repr, loaded))}")
+    table = loaded[split]
+    for column in (config.image_column, config.label_column):
+        if column not in table.column_names:
+            raise DataError(f"{where}: no column '{column}'; it has {', '.join(map(repr, table.column_names))}")
+    feature = table.features[config.image_column]
+    if not isinstance(feature, datasets.Image):
+        raise DataError(f"{where}: column '{config.image_column}' holds {feature}, expected images (data.image_column)")
+    if table.num_rows == 0:
+        raise DataError(f"{where}: the split has no rows")
+    raw = table.cast_column(config.image_column, datasets.Image(decode=False))[config.image_column]
+    label_feature = table.features[config.label_column]
+    names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
+    labels = tuple(names[v] if names is not None else str(v) for v in table[config.label_column])
+    refs = tuple(_row_ref(f"{where} row {row} ('{config.image_column}')", value) for row, value in enumerate(raw))
+    return LabelledImages(key, where, refs, labels)
+
+
+def _row_ref(where: str, value: dict[str, Any] | None) -> ImageRef:
+    """A dataset row's image: its stored bytes, else the file its path names."""
+    if not value or (value.get("bytes") is None and not value.get("path")):
+        return ImageRef(where, lambda: b"")
+    if value.get("bytes") is not None:
+        data = value["bytes"]
+        return ImageRef(where, lambda: data)
+    return ImageRef(f"{where}: {value['path']}", Path(value["path"]).read_bytes)

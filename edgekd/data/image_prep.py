@@ -1,0 +1,161 @@
+"""Decoded images → the float tensors a model takes, and a record of exactly how (for the model's signature).
+
+Two ways, chosen by the data config (:class:`~edgekd.data.image_config.ImagePrep`):
+
+- **an image processor** (``image_processor``: a Hugging Face ``AutoImageProcessor`` directory or hub id,
+  slow PIL backend): images are converted to RGB and the processor resizes, crops, rescales and
+  normalises them as its ``preprocessor_config.json`` says;
+- **plain**: converted to ``color`` (RGB or L), resized to ``image_size`` with bilinear resampling,
+  scaled to [0, 1] and normalised per channel with ``mean``/``std`` (unset: the training images' own,
+  measured after resizing; a channel of one value keeps std 1).
+
+The record (:attr:`Preparer.record`) lists what an app must do to a decoded image, in order: colour
+(channel order), resize (size, resample), centre crop, rescale factor, per-channel mean and std; it is
+stored in the model's input signature and becomes the bundle manifest's ``preprocessing``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd.data.image_config import ImagePrep
+from edgekd.errors import DataError, first_line
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+#: Images handed to an image processor at a time (bounds the memory of its intermediate arrays).
+CHUNK = 64
+#: A channel whose std is below this is constant: it keeps std 1 instead of exploding.
+MIN_STD = 1e-6
+RESCALE = 1 / 255
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """Turns decoded images into a float32 array ``N × C × H × W``; :attr:`record` says how."""
+
+    record: dict[str, Any]
+    processor: Any = None
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The model inputs of ``images`` (any sizes and modes)."""
+        if not images:
+            return np.zeros((0, *self.shape), dtype=np.float32)
+        if self.processor is not None:
+            chunks = [self.processor(images=[image.convert("RGB") for image in images[i:i + CHUNK]],
+                                     return_tensors="np")["pixel_values"] for i in range(0, len(images), CHUNK)]
+            return np.concatenate(chunks).astype(np.float32)
+        scaled = _resized(images, self.record["color"], self.record["size"])
+        mean = np.asarray(self.record["mean"], dtype=np.float32)[:, None, None]
+        std = np.asarray(self.record["std"], dtype=np.float32)[:, None, None]
+        return ((scaled - mean) / std).astype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One input's shape, channels × height × width."""
+        return (len(self.record["mean"]), *self.record["size"])
+
+
+def make_preparer(config: ImagePrep, train: Sequence[Image.Image], *, trust_remote_code: bool = False) -> Preparer:
+    """The preparer ``config`` asks for; a plain one measures its defaults (size, mean, std) on ``train``."""
+    if isinstance(config.image_processor, str):
+        return _processor_preparer(config.image_processor, trust_remote_code)
+    size = _size(config.image_size) if config.image_size is not None else _common_size(train)
+    record: dict[str, Any] = {"processor": None, "color": config.color, "channel_order": _order(config.color),
+                              "size": list(size), "resize": {"height": size[0], "width": size[1],
+                                                             "resample": "bilinear"},
+                              "crop": None, "rescale_factor": RESCALE}
+    if config.mean is None or config.std is None:
+        scaled = _resized(train, config.color, size)
+        mean = scaled.mean(axis=(0, 2, 3))
+        std = scaled.std(axis=(0, 2, 3))
+        std = np.where(std < MIN_STD, 1.0, std)
+    record["mean"] = [float(v) for v in (config.mean if config.mean is not None else mean)]
+    record["std"] = [float(v) for v in (config.std if config.std is not None else std)]
+    record["mean_std_from"] = "given" if config.mean is not None and config.std is not None else "training images"
+    return Preparer(record)
+
+
+def _processor_preparer(name: str, trust_remote_code: bool) -> Preparer:
+    """An ``AutoImageProcessor`` (the PIL backend: no torchvision needed) and its record."""
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from edgekd.models.hf import quiet_transformers
+    from edgekd.models.packaged import resolve_pretrained
+
+    quiet_transformers()
+    try:
+        processor = AutoImageProcessor.from_pretrained(resolve_pretrained(name), backend="pil",
+                                                       trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"image processor '{name}' (data.image_processor): cannot be loaded: {first_line(exc)}; "
+                        "set data.image_processor: false for plain resizing") from None
+    settings = processor.to_dict()
+    probe = processor(images=[Image.new("RGB", (64, 48))], return_tensors="np")["pixel_values"]
+    channels, height, width = probe.shape[1:]
+    normalize = bool(settings.get("do_normalize", True))
+    resample = settings.get("resample")
+    record: dict[str, Any] = {
+        "processor": settings.get("image_processor_type", type(processor).__name__), "source": name,
+        "color": "RGB", "channel_order": "RGB", "size": [int(height), int(width)],
+        "resize": ({**dict(settings.get("size") or {}), "resample": _resample_name(resample)}
+                   if settings.get("do_resize", True) else None),
+        "crop": _crop(settings),
+        "rescale_factor": float(settings.get("rescale_factor", RESCALE)) if settings.get("do_rescale", True) else 1.0,
+        "mean": [float(v) for v in settings.get("image_mean", ())] if normalize else [0.0] * channels,
+        "std": [float(v) for v in settings.get("image_std", ())] if normalize else [1.0] * channels,
+        "mean_std_from": "image processor",
+        "processor_config": json.loads(json.dumps(settings, default=str)),
+    }
+    return Preparer(record, processor)
+
+
+def _crop(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The centre crop a processor makes: its ``crop_size``, or ConvNeXt's ``crop_pct`` of the resized image."""
+    if settings.get("do_center_crop") and settings.get("crop_size"):
+        return {"center": True, **dict(settings["crop_size"])}
+    size = settings.get("size") or {}
+    if settings.get("crop_pct") is not None and "shortest_edge" in size:
+        return {"center": True, "crop_pct": float(settings["crop_pct"]),
+                "note": "below 384 px: resize the shortest edge to shortest_edge / crop_pct, then centre-crop "
+                        "shortest_edge × shortest_edge (ConvNeXt)"}
+    return None
+
+
+def _resample_name(value: Any) -> str | None:
+    from PIL import Image
+
+    return None if value is None else Image.Resampling(int(value)).name.lower()
+
+
+def _resized(images: Sequence[Image.Image], color: str, size: Sequence[int]) -> np.ndarray:
+    """``images`` in ``color``, resized (bilinear) to ``size`` (height, width), scaled to [0, 1], N × C × H × W."""
+    from PIL import Image
+
+    height, width = size
+    arrays = [np.asarray(image.convert(color).resize((width, height), Image.Resampling.BILINEAR),
+                         dtype=np.float32) for image in images]
+    stacked = np.stack(arrays) * np.float32(RESCALE)
+    return stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
+
+
+def _size(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def _common_size(images: Sequence[Image.Image]) -> tuple[int, int]:
+    """The most common (height, width) of ``images``; of equally common ones, the largest."""
+    counts = Counter((image.height, image.width) for image in images)
+    return max(counts, key=lambda size: (counts[size], size[0] * size[1], size))
+
+
+def _order(color: str) -> str:
+    return "RGB" if color == "RGB" else "L"
