@@ -230,3 +230,17 @@ def test_sequence_level_and_on_policy_losses_train_the_student_and_cache_the_tea
     stages[1]["losses"][2]["weight"] = 0.25  # the distill stage re-runs; the teacher's continuations are reused
     run(_recipe(tmp_path, stages=stages), out=tmp_path / "run", show_progress=False)
     assert [p.stat().st_mtime_ns for p in (tmp_path / "shared").glob("continuations-*.safetensors")] == [stamp]
+
+
+def test_a_pretrained_teacher_brings_its_tokenizer_and_starts_from_its_weights(lm_run, tmp_path: Path) -> None:
+    recipe, run_dir, report = lm_run
+    saved = next(run_dir.glob("*-teacher")) / "teacher"  # a save_pretrained directory with its tokenizer
+    spec = yaml.safe_load(recipe.read_text())
+    spec["teacher"] = {"model": {"arch": "hf", "pretrained": str(saved)}}
+    spec["stages"] = [{"stage": "teacher", "epochs": 1, "batch_size": 16, "lr": 1e-4}]
+    (tmp_path / "pretrained.yaml").write_text(yaml.safe_dump(spec))
+    run(tmp_path / "pretrained.yaml", out=tmp_path / "run", show_progress=False)
+    again = _stage(tmp_path / "run", "teacher")["teacher"]
+    assert again["vocab_size"] == _stage(run_dir, "teacher")["teacher"]["vocab_size"]
+    assert again["val_loss"] < report["teacher"]["val_loss"] + 0.05  # fine-tuned from the trained weights
+    assert again["val_loss"] < report["student"]["val_loss"]

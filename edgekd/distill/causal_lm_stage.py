@@ -1,8 +1,8 @@
 """The ``teacher`` and ``distill`` stages of a causal language model (a ``data.source: corpus`` recipe).
 
 ``teacher`` trains the teacher on next-token prediction over the corpus's training windows
-(:class:`~edgekd.data.lm_data.TokenWindows`), or evaluates a ``pretrained`` one when the stage has no
-epochs to run. ``distill`` trains the student with the recipe's weighted generation losses
+(:class:`~edgekd.data.lm_data.TokenWindows`), from sizes or starting from a ``pretrained`` checkpoint
+(which then brings its own tokenizer unless the recipe names one). ``distill`` trains the student with the recipe's weighted generation losses
 (:data:`~edgekd.distill.losses.registry.GENERATION_LOSSES`: token-level KD on the corpus, Kim & Rush's
 sequence-level KD on the teacher's cached continuations, GKD on the student's own samples); the teacher
 runs beside the student on each batch.
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
+from edgekd.data.config import TokenizerConfig
 from edgekd.data.lm_data import LMData, prepare_lm_data
 from edgekd.distill.config import DistillStage, TeacherStage
 from edgekd.distill.losses.registry import build_loss
@@ -45,7 +46,9 @@ from edgekd.models.causal_lm import CausalLM, causal_lm_from_spec, validation_lo
 def run_causal_lm_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Train the recipe's teacher LM on the corpus (its ``pretrained`` weights, if any, are the start)."""
     recipe = ctx.recipe
-    data = prepare_lm_data(recipe.data, recipe.tokenizer)
+    pretrained = recipe.teacher.model.pretrained
+    tokenizer = recipe.tokenizer or (TokenizerConfig(pretrained=pretrained) if pretrained is not None else None)
+    data = prepare_lm_data(recipe.data, tokenizer)
     torch.manual_seed(ctx.seed)
     model = CausalLM(causal_lm_from_spec(recipe.teacher.model, data.tokenizer, data.context, "teacher.model"),
                      data.tokenizer)
