@@ -42,7 +42,7 @@ from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.config.training import TrainingConfig
-from edgekd.data.image_digest import data_content_digest
+from edgekd.data.content_digest import data_content_digest
 from edgekd.distributed import World, check_training, current_world
 from edgekd.errors import ConfigError
 from edgekd.models.packaged import source_digest
@@ -129,7 +129,7 @@ def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device:
     if checkpoints:
         inputs["pretrained"] = checkpoints
     content = data_content_digest(recipe.data) if "data" in inputs["recipe"] else None
-    if content is not None:  # image files: their bytes, so an edited image re-runs the stages reading it
+    if content is not None:  # local data files: their bytes, so an edited example re-runs the stages reading it
         inputs["data_content"] = content
     return json.loads(json.dumps(inputs, default=str))
 

@@ -244,3 +244,42 @@ def test_a_pretrained_teacher_brings_its_tokenizer_and_starts_from_its_weights(l
     assert again["vocab_size"] == _stage(run_dir, "teacher")["teacher"]["vocab_size"]
     assert again["val_loss"] < report["teacher"]["val_loss"] + 0.05  # fine-tuned from the trained weights
     assert again["val_loss"] < report["student"]["val_loss"]
+
+
+def test_an_edited_data_file_changes_the_data_digest_and_a_touched_one_does_not(tmp_path: Path) -> None:
+    import os
+
+    import numpy as np
+
+    from edgekd.data.config import CorpusData, NpzData, TextFileData
+    from edgekd.data.content_digest import data_content_digest
+
+    corpus = _corpus(tmp_path / "corpus.txt")
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "data.arrow").write_bytes(b"rows")
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / name).write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    np.savez(tmp_path / "set.npz", inputs=np.zeros((2, 1, 4, 4), np.float32), labels=np.array([0, 1]))
+    sources = {
+        corpus: CorpusData(source="corpus", path=corpus),
+        tmp_path / "ds" / "data.arrow": CorpusData(source="corpus", path=tmp_path / "ds"),
+        tmp_path / "dev.tsv": TextFileData(source="tsv", train=tmp_path / "train.tsv", test=tmp_path / "dev.tsv"),
+        tmp_path / "set.npz": NpzData(source="npz", path=tmp_path / "set.npz"),
+    }
+    for edited, data in sources.items():
+        before = data_content_digest(data)
+        assert before is not None and before.startswith("sha256:")
+        stat = edited.stat()
+        os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        assert data_content_digest(data) == before, edited
+        edited.write_bytes(edited.read_bytes()[:-1] + b"X")
+        assert data_content_digest(data) != before, edited
+
+
+def test_an_edited_corpus_retrains_the_teacher(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, stages=[{"stage": "teacher", "epochs": 1, "batch_size": 16}])
+    run(recipe, out=tmp_path / "run", show_progress=False)
+    assert [s.skipped for s in run(recipe, out=tmp_path / "run", show_progress=False).stages] == [True]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus.read_text().replace("the cat", "the cow"))
+    assert [s.skipped for s in run(recipe, out=tmp_path / "run", show_progress=False).stages] == [False]

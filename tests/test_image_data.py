@@ -17,8 +17,8 @@ import edgekd
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.config import HFDiskData
+from edgekd.data.content_digest import image_data_digest
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
-from edgekd.data.image_digest import image_data_digest
 from edgekd.data.task_data import prepare_task_data
 from edgekd.errors import ConfigError
 from tests.image_sets import COLOURS, folder_items, write_csv, write_folder, write_hf_disk

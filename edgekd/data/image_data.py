@@ -21,7 +21,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from edgekd.data.config import HFDiskData
-from edgekd.data.image_digest import image_data_digest
+from edgekd.data.content_digest import image_data_digest
 from edgekd.data.image_files import ImageDataConfig, LabelledImages, list_splits, open_image
 from edgekd.data.image_prep import make_preparer
 from edgekd.errors import DataError

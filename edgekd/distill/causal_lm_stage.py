@@ -2,7 +2,8 @@
 
 ``teacher`` trains the teacher on next-token prediction over the corpus's training windows
 (:class:`~edgekd.data.lm_data.TokenWindows`), from sizes or starting from a ``pretrained`` checkpoint
-(which then brings its own tokenizer unless the recipe names one). ``distill`` trains the student with the recipe's weighted generation losses
+(which then brings its own tokenizer unless the recipe names one). ``distill`` trains the student with
+the recipe's weighted generation losses
 (:data:`~edgekd.distill.losses.registry.GENERATION_LOSSES`: token-level KD on the corpus, Kim & Rush's
 sequence-level KD on the teacher's cached continuations, GKD on the student's own samples); the teacher
 runs beside the student on each batch.

@@ -1,13 +1,17 @@
-"""Content digests of image-file data, for stage fingerprints: a changed, added, removed or relabelled image
-re-runs the stages that read the data; an unchanged copy elsewhere does not.
+"""Content digests of a recipe's local data, for stage fingerprints: a changed, added, removed or relabelled
+example re-runs the stages that read the data; an unchanged copy elsewhere, or a touched file, does not.
 
+- ``tsv``/``csv``: the training and test files' bytes; ``npz``: the file's bytes; ``corpus``: the text
+  file's bytes, or every file of a ``save_to_disk`` directory;
 - ``imagefolder``: every file below each split's folder (relative path = class and name, and its bytes);
 - ``image_csv``: the CSV's bytes and the bytes of every image it names, by the path as written;
-- ``hf_disk`` with ``image_column``: every file of the ``save_to_disk`` directory (Arrow data and metadata);
+- ``hf_disk``: every file of the ``save_to_disk`` directory (Arrow data and metadata);
 - an ``image_processor`` directory: its files' names, sizes and modification times (as for checkpoints).
 
-A file's SHA-256 is remembered in this process by (path, size, modification time, inode), so the stages
-of a run hash each image once. A missing folder or file hashes as missing (loading it reports the error).
+scikit-learn's bundled sets, hub datasets and data given in Python (fingerprinted by its own digest)
+have none. A file's SHA-256 is remembered in this process by (path, size, modification time, inode), so
+the stages of a run hash each file once. A missing folder or file hashes as missing (loading it reports
+the error).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgekd.data.config import HFDiskData
+from edgekd.data.config import CorpusData, HFDiskData, NpzData, TextFileData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.digest import file_digest
 from edgekd.models.packaged import source_digest
@@ -27,10 +31,20 @@ _KNOWN: dict[tuple[str, int, int, int], str] = {}
 
 
 def data_content_digest(data: object) -> str | None:
-    """The content digest of a recipe's image-file data (:func:`image_data_digest`); None for other sources."""
+    """``sha256:<hex>`` over the content of the local files a recipe's ``data`` reads; None when it reads none."""
     if isinstance(data, ImageFolderData | ImageCsvData) or (isinstance(data, HFDiskData) and data.image_column):
         return image_data_digest(data)
-    return None
+    hasher = hashlib.sha256()
+    if isinstance(data, TextFileData):
+        for name in ("train", "test"):
+            hasher.update(f"[{name}]\0{_file(getattr(data, name))}\n".encode())
+    elif isinstance(data, NpzData | CorpusData) and not data.path.is_dir():
+        hasher.update(f"[path]\0{_file(data.path)}\n".encode())
+    elif isinstance(data, HFDiskData | CorpusData):
+        _tree(hasher, "path", data.path)
+    else:
+        return None
+    return f"sha256:{hasher.hexdigest()}"
 
 
 def image_data_digest(config: ImageFolderData | ImageCsvData | HFDiskData) -> str:
