@@ -26,26 +26,26 @@ from edgekd.tag_spans import entity_scores, entity_spans, is_bio
 from edgekd.task_heads import hard_loss, soft_loss, task_metrics, task_of
 
 NAMES = ["kalomir", "zubrenta", "oskavel", "tremino", "vashku", "pelidor", "quenbra", "idrosal"]
-PERSON_CUES = ["met", "saw", "thanked", "called"]
-PLACE_CUES = ["in", "to", "from", "near"]
+SURNAMES = ["dravnik", "solbeck", "amunsen"]
+PERSON_CUES = ["met", "thanked", "called"]
+PLACE_CUES = ["visited", "left", "mapped"]
 FILLER = ["the", "we", "today", "later", "again", "quietly", "and", "then"]
 
 
 def tagged_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
-    """A sentence whose tags follow from context: a name after a person cue is a person (a second name
-    after it continues the person), after a place cue a location; every other word is outside."""
-    words: list[str] = []
-    tags: list[str] = []
-    for _ in range(rng.randint(1, 3)):
-        filler = rng.sample(FILLER, rng.randint(0, 2))
-        words += filler
-        tags += ["O"] * len(filler)
-        kind = rng.choice(["PER", "LOC"])
-        words += [rng.choice(PERSON_CUES if kind == "PER" else PLACE_CUES), rng.choice(NAMES)]
-        tags += ["O", f"B-{kind}"]
+    """A sentence whose tags follow from context: its one cue verb says whether its names are persons or
+    places (a surname after a person's name continues it); every other word is outside."""
+    kind = rng.choice(["PER", "LOC"])
+    words = [rng.choice(PERSON_CUES if kind == "PER" else PLACE_CUES), *rng.sample(FILLER, rng.randint(1, 4))]
+    tags = ["O"] * len(words)
+    for _ in range(rng.randint(1, 2)):
+        at = rng.randint(0, len(words))
+        name, name_tags = [rng.choice(NAMES)], [f"B-{kind}"]
         if kind == "PER" and rng.random() < 0.5:
-            words.append(rng.choice(NAMES))
-            tags.append("I-PER")
+            name.append(rng.choice(SURNAMES))
+            name_tags.append("I-PER")
+        words[at:at] = name
+        tags[at:at] = name_tags
     return words, tags
 
 
@@ -302,14 +302,15 @@ def test_token_metrics() -> None:
 
 def recipe_dict(data: dict, **changes: object) -> dict:
     """A token classification recipe: a tiny BERT teacher and a DistilBERT student built from a config."""
-    training = {"epochs": 4, "batch_size": 16, "lr": 0.003, "warmup_ratio": 0.1}
+    training = {"epochs": 6, "batch_size": 16, "lr": 0.005, "warmup_ratio": 0.1}
     recipe = {
         "name": "tags", "data": data, "tokenizer": {"vocab_size": 100, "max_length": 32},
         "teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64}},
         "student": {"model": {"arch": "hf", "config": {"model_type": "distilbert", "dim": 32, "n_layers": 1,
                                                        "n_heads": 2, "hidden_dim": 64}}},
         "stages": [{"stage": "teacher", **training},
-                   {"stage": "distill", **training, "losses": [{"kind": "hinton", "alpha": 0.5}]}],
+                   {"stage": "distill", **training, "epochs": 10, "lr": 0.008,
+                    "losses": [{"kind": "hinton", "alpha": 0.5, "temperature": 1.0}]}],
     }
     recipe.update(changes)
     return recipe
@@ -357,3 +358,88 @@ def test_validate_accepts_and_run_refuses_bad_rows_with_one_line(tmp_path: Path)
     assert result.exit_code == 2, result.output
     assert "dev.tsv line 5: 3 tokens but 2 tags; expected one tag per token" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _names_by_context(report: dict, data: dict, role: str) -> None:
+    """The model learned the rule from context: far above always answering the most common tag."""
+    labels = load_text_dataset(TextFileData.model_validate(data), seed=0).test.labels
+    chance = majority_share(torch.tensor(labels))
+    figures = report[role]
+    assert figures["task"] == "token_classification" and figures["primary_metric"] == "token_accuracy"
+    assert figures["accuracy"] == figures["token_accuracy"] > chance + 0.25, (role, figures["token_accuracy"], chance)
+    assert figures["entity_micro_f1"] > 0.6, (role, figures["entity_micro_f1"])
+
+
+@pytest.mark.slow  # ~16 s: teacher, distillation, export, profile, bundle and report
+def test_bert_teacher_hf_student_export_and_bundle(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    import edgekd
+    from edgekd.config.loading import validate_model
+    from edgekd.config.recipe import Recipe
+    from edgekd.models.task_model import TaskModel
+
+    data = tagged_data(tmp_path)
+    recipe = recipe_dict(data)
+    recipe["stages"] += [{"stage": "export"}, {"stage": "profile", "warmup": 1, "runs": 10}, {"stage": "bundle"},
+                         {"stage": "report"}]
+    run = tmp_path / "run"
+    report = edgekd.run(validate_model(recipe, Recipe, source="test"), out=run).report()
+    for role in ("teacher", "student"):
+        _names_by_context(report, data, role)
+        assert report[role]["parity_max_abs_diff"] < 1e-4
+    manifest = json.loads((run / "bundle" / "manifest.json").read_text())
+    tags = ["B-LOC", "B-PER", "I-PER", "O"]
+    assert manifest["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", len(tags)]}]
+    post = manifest["postprocessing"]
+    assert (post["task"], post["kind"], post["per_token"], post["labels"]) == ("token_classification", "softmax",
+                                                                                True, tags)
+    assert manifest["labels"] == tags and manifest["metrics"]["entity_micro_f1"] == report["student"]["entity_micro_f1"]
+    # The exported graph answers per token for lengths and batches it never saw, as the PyTorch model does.
+    student = TaskModel.load(next(run.glob("*-distill*/student")))
+    assert type(student.module).__name__ == "DistilBertForTokenClassification"
+    words = ["we", "met", "kalomir", "vashku", "near", "oskavel", "and", "thanked", "pelidor"] * 3
+    batch = student.tokenizer([" ".join(words), "saw tremino"], padding=True, return_tensors="pt")
+    session = ort.InferenceSession(str(run / "bundle" / manifest["model"]["file"]))
+    feed = {i.name: batch[i.name].numpy() for i in session.get_inputs()}
+    onnx_logits = session.run(None, feed)[0]
+    with torch.no_grad():
+        torch_logits = student.module(**{name: torch.from_numpy(value) for name, value in feed.items()}).logits
+    assert onnx_logits.shape == (2, batch["input_ids"].shape[1], len(tags))
+    real = batch["attention_mask"].bool().numpy()
+    assert np.abs(onnx_logits[real] - torch_logits.numpy()[real]).max() < 1e-4
+
+
+def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path) -> None:
+    """A RoBERTa checkpoint saved locally (random weights, a byte-level BPE tokenizer beside it) gets a token
+    classification head; a layer-dropped student is distilled from it with logit MSE; both export."""
+    from transformers import RobertaConfig, RobertaModel
+
+    import edgekd
+    from edgekd.config.loading import validate_model
+    from edgekd.config.recipe import Recipe
+
+    data = tagged_data(tmp_path)
+    texts = [line.split("\t")[0] for line in Path(data["train"]).read_text().splitlines()[1:]]
+    checkpoint = _byte_level_tokenizer(tmp_path / "roberta", texts, trim_offsets=True)
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=80, pad_token_id=1)
+                 ).save_pretrained(checkpoint)
+    training = {"epochs": 8, "batch_size": 16, "lr": 0.006, "warmup_ratio": 0.1}
+    recipe = recipe_dict(data, tokenizer={"pretrained": str(checkpoint), "max_length": 32},
+                         teacher={"model": {"arch": "hf", "pretrained": str(checkpoint)}},
+                         student={"model": {"arch": "drop_layers", "keep": [1]}})
+    recipe["stages"] = [{"stage": "teacher", **training},
+                        {"stage": "distill", **training,
+                         "losses": [{"kind": "logit_mse"}, {"kind": "hinton", "temperature": 1.0}]},
+                        {"stage": "export"}, {"stage": "report"}]
+    run = tmp_path / "run"
+    report = edgekd.run(validate_model(recipe, Recipe, source="test"), out=run).report()
+    for role in ("teacher", "student"):
+        _names_by_context(report, data, role)
+        assert report[role]["parity_max_abs_diff"] < 1e-4
+    assert report["student"]["params"] < report["teacher"]["params"]
