@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from importlib import metadata
 from pathlib import Path
@@ -413,7 +414,7 @@ def test_bert_teacher_hf_student_export_and_bundle(tmp_path: Path) -> None:
     assert np.abs(onnx_logits[real] - torch_logits.numpy()[real]).max() < 1e-4
 
 
-def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path) -> None:
+def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A RoBERTa checkpoint saved locally (random weights, a byte-level BPE tokenizer beside it) gets a token
     classification head; a layer-dropped student is distilled from it with logit MSE; both export."""
     from transformers import RobertaConfig, RobertaModel
@@ -421,6 +422,9 @@ def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path) -> None:
     import edgekd
     from edgekd.config.loading import validate_model
     from edgekd.config.recipe import Recipe
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.specs import HFSpec
+    from edgekd.models.task_model import build_task_model
 
     data = tagged_data(tmp_path)
     texts = [line.split("\t")[0] for line in Path(data["train"]).read_text().splitlines()[1:]]
@@ -429,6 +433,12 @@ def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path) -> None:
     RobertaModel(RobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                intermediate_size=64, max_position_embeddings=80, pad_token_id=1)
                  ).save_pretrained(checkpoint)
+    with caplog.at_level(logging.INFO, logger="edgekd.models.hf"):
+        built = build_task_model(HFSpec(arch="hf", pretrained=str(checkpoint)),
+                                 InputSignature(kind="text", vocab_size=300, pad_id=1, max_length=32, per_token=True),
+                                 ("B-LOC", "O"))
+    assert type(built.module).__name__ == "RobertaForTokenClassification"
+    assert f"classifier added: 2 labels ({checkpoint} has no token classification head)" in caplog.messages
     training = {"epochs": 8, "batch_size": 16, "lr": 0.006, "warmup_ratio": 0.1}
     recipe = recipe_dict(data, tokenizer={"pretrained": str(checkpoint), "max_length": 32},
                          teacher={"model": {"arch": "hf", "pretrained": str(checkpoint)}},

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgekd.data.config import TextFileData
 from edgekd.data.examples import Batch, TextExamples
 from edgekd.errors import DataError
 
@@ -31,7 +32,7 @@ from edgekd.errors import DataError
 IGNORE = -100
 
 
-def table_columns(config: Any, header: Sequence[str]) -> tuple[tuple[str, str], tuple[str, str], bool]:
+def table_columns(config: TextFileData, header: Sequence[str]) -> tuple[tuple[str, str], tuple[str, str], bool]:
     """The (column, recipe key) pairs of a TSV/CSV file's texts and labels, and whether its rows are tagged tokens.
 
     Tagged tokens when ``data.task`` is ``token_classification``, or when it is unset and the header has the
