@@ -209,6 +209,40 @@ def test_word_ids_agree_and_truncated_words_dropped() -> None:
             assert labels[row, : len(ids[row])].tolist() == first and len(ids[row]) <= max_length
 
 
+def test_per_token_teacher_cache_and_predictions_match_a_live_pass(tmp_path: Path) -> None:
+    from edgekd.data.token_tags import token_examples
+    from edgekd.distill.teacher_cache import TeacherOutputCache
+    from edgekd.distill.trainer import predict_logits
+    from edgekd.models.hf import build_bert
+    from edgekd.models.specs import BertSpec
+
+    rng = random.Random(7)
+    rows = [tagged_sentence(rng) for _ in range(30)]
+    texts = [" ".join(words) for words, _ in rows]
+    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=100, max_length=64), texts)
+    word_tags = np.full((len(rows), 12), IGNORE, dtype=np.int64)
+    for row, (_, tags) in enumerate(rows):
+        word_tags[row, : len(tags)] = [("B-LOC", "B-PER", "I-PER", "O").index(tag) for tag in tags]
+    examples = token_examples(tokenizer, texts, word_tags, max_length=64)
+    torch.manual_seed(0)
+    teacher = build_bert(BertSpec(arch="bert", layers=1, hidden=16, heads=2, ffn=32, dropout=0.0),
+                         vocab_size=len(tokenizer), num_classes=4, pad_id=tokenizer.pad_token_id, max_positions=64,
+                         per_token=True).eval()
+    cache = TeacherOutputCache.open_or_build([teacher], [1.0], examples, {}, tmp_path)
+    predicted = predict_logits(teacher, examples)
+    assert predicted.shape == (len(examples), examples.labels.shape[1], 4)
+    widths = set()
+    for idx, inputs, labels in examples.batches(8, shuffle=True, generator=torch.Generator().manual_seed(1)):
+        real = inputs["attention_mask"].bool()
+        assert labels.shape == real.shape and (labels[~real] == IGNORE).all()
+        with torch.no_grad():
+            live = teacher(**inputs).logits
+        torch.testing.assert_close(cache.lookup(idx, inputs["attention_mask"]).logits[real], live[real])
+        torch.testing.assert_close(predicted[torch.from_numpy(idx), : real.shape[1]][real], live[real])
+        widths.add(real.shape[1])
+    assert len(widths) > 1  # batches of several padded widths
+
+
 # --------------------------------------------------------------------------- spans, metrics, losses
 
 
