@@ -119,15 +119,42 @@ def test_bad_rows_refused_with_one_line(tmp_path: Path, split: str, row: int, re
     assert "\n" not in str(caught.value)
 
 
-def test_missing_columns_and_other_sources_refused(tmp_path: Path) -> None:
+def test_missing_columns_refused(tmp_path: Path) -> None:
     data = tagged_data(tmp_path, train=20, test=10)
     with pytest.raises(DataError, match=r"train.tsv: no column 'ner' \(data.tags_column\); the columns are "
                                         r"'tokens', 'tags'"):
         load_text_dataset(TextFileData.model_validate({**data, "val_examples": 5, "tags_column": "ner",
                                                        "task": "token_classification"}), seed=0)
-    disk = HFDiskData(source="hf_disk", path=tmp_path, task="token_classification")
-    with pytest.raises(DataError, match="token_classification reads tagged tokens from TSV/CSV files"):
-        load_text_dataset(disk, seed=0)
+
+
+@pytest.mark.parametrize("class_label", [True, False], ids=["classlabel-tags", "string-tags"])
+def test_tags_read_from_datasets_sequences(tmp_path: Path, class_label: bool) -> None:
+    datasets = pytest.importorskip("datasets")
+    names = ["O", "B-PER", "I-PER", "B-LOC"]  # CoNLL-2003's order, not sorted
+    rng = random.Random(int(class_label))
+    splits = {}
+    for split, count in (("train", 30), ("validation", 10)):
+        rows = [tagged_sentence(rng) for _ in range(count)]
+        tags = datasets.ClassLabel(names=names) if class_label else datasets.Value("string")
+        features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                      "ner_tags": datasets.Sequence(tags), "id": datasets.Value("string")})
+        splits[split] = (rows, datasets.Dataset.from_dict(
+            {"tokens": [w for w, _ in rows], "id": [str(i) for i in range(count)],
+             "ner_tags": [[names.index(t) for t in tags] if class_label else tags for _, tags in rows]},
+            features=features))
+    datasets.DatasetDict({k: v for k, (_, v) in splits.items()}).save_to_disk(str(tmp_path / "saved"))
+    config = HFDiskData(source="hf_disk", path=tmp_path / "saved", tags_column="ner_tags", val_examples=5)
+    loaded = load_text_dataset(config, seed=0)
+    assert loaded.task == "token_classification"
+    assert loaded.class_names == (tuple(names) if class_label else tuple(sorted(names)))
+    for (words, tags), text, labels in zip(splits["validation"][0], loaded.test.texts, loaded.test.labels,
+                                           strict=True):
+        assert text == " ".join(words) and [loaded.class_names[i] for i in labels[labels != IGNORE]] == tags
+    broken = datasets.Dataset.from_dict({"tokens": [["met", "kalo mir"]], "ner_tags": [["O", "B-PER"]]})
+    datasets.DatasetDict({"train": broken, "validation": broken}).save_to_disk(str(tmp_path / "broken"))
+    with pytest.raises(DataError, match=r"split 'train' row 0: token 'kalo mir' is empty or holds whitespace"):
+        load_text_dataset(HFDiskData(source="hf_disk", path=tmp_path / "broken", tags_column="ner_tags",
+                                     task="token_classification", val_examples=1), seed=0)
 
 
 # --------------------------------------------------------------------------- words → sub-tokens
@@ -364,7 +391,11 @@ def recipe_dict(data: dict, **changes: object) -> dict:
     ({"augment": {"copies": 1}}, "stages[1].augment", "augmented sentences are unlabelled"),
     ({"teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64},
                   "ensemble": {"members": 2}}}, "teacher.ensemble", "an ensemble averages class probabilities"),
-], ids=["textcnn", "bilstm", "minilm-loss", "quantize", "prune", "augment", "ensemble"])
+    ({"data": {"source": "npz", "path": "images.npz", "task": "token_classification"},
+      "teacher": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}},
+      "student": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}}, "tokenizer": None}, "data.source",
+     "token classification reads a tokens and a tags column from text data (tsv, csv, hf_disk, hub), not 'npz'"),
+], ids=["textcnn", "bilstm", "minilm-loss", "quantize", "prune", "augment", "ensemble", "npz"])
 def test_validate_refuses_what_does_not_apply(tmp_path: Path, change: dict, key: str, message: str) -> None:
     recipe = recipe_dict(tagged_data(tmp_path, train=60, test=20))
     if "losses" in change:
@@ -375,6 +406,7 @@ def test_validate_refuses_what_does_not_apply(tmp_path: Path, change: dict, key:
         recipe["stages"][1]["augment"] = change["augment"]
     else:
         recipe.update(change)
+    recipe = {key: value for key, value in recipe.items() if value is not None}
     (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "recipe.yaml")])
     assert result.exit_code == 2, result.output
