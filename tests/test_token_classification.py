@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -497,7 +498,7 @@ def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path, caplog: py
     checkpoint = _byte_level_tokenizer(tmp_path / "roberta", texts, trim_offsets=True)
     torch.manual_seed(0)
     RobertaModel(RobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=64, max_position_embeddings=80, pad_token_id=1)
+                               intermediate_size=64, max_position_embeddings=514, pad_token_id=1)
                  ).save_pretrained(checkpoint)
     with caplog.at_level(logging.INFO, logger="edgekd.models.hf"):
         built = build_task_model(HFSpec(arch="hf", pretrained=str(checkpoint)),
@@ -519,3 +520,21 @@ def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path, caplog: py
         _names_by_context(report, data, role)
         assert report[role]["parity_max_abs_diff"] < 1e-4
     assert report["student"]["params"] < report["teacher"]["params"]
+
+
+@pytest.mark.parametrize("classes", [3, 5])
+def test_export_verb_keeps_a_token_classifier(tmp_path: Path, classes: int) -> None:
+    """``edgekd export`` of a saved token classifier keeps its head (no weights re-initialised) and its
+    per-token output axes."""
+    from edgekd.models.hf import build_bert
+    from edgekd.models.specs import BertSpec
+
+    torch.manual_seed(classes)
+    build_bert(BertSpec(arch="bert", layers=1, hidden=16, heads=2, ffn=32), vocab_size=60, num_classes=classes,
+               pad_id=0, max_positions=64, per_token=True).save_pretrained(tmp_path / "tagger")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "tagger"), "--out", str(tmp_path / "exported"),
+                                      "--runs", "10", "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(str(tmp_path / "exported" / "model.onnx")).graph
+    dims = [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence", classes] and "randomly initialised" not in result.output
