@@ -1,6 +1,6 @@
 """``edgekd validate``'s rules for token classification: what must hold beyond the other tasks' rules.
 
-- the data is a TSV/CSV file pair (``data.source`` ``tsv`` or ``csv``), the one source tagged tokens are read from;
+- the data is text with tagged tokens: TSV/CSV files or ``datasets`` tables (``hf_disk``, ``hub``);
 - every model (teacher, assistant, student) answers per token: a Hugging Face transformer (``arch: bert``,
   ``hf`` or ``drop_layers``), built as its family's token classifier; sentence students (``bilstm``,
   ``textcnn``) and user modules give one answer a sentence;
@@ -19,15 +19,15 @@ TOKEN_ARCHS = ("bert", "hf", "drop_layers")
 #: Distillation losses that apply per token.
 TOKEN_LOSSES = ("hinton", "logit_mse")
 #: Data sources token classification is read from.
-TOKEN_SOURCES = ("tsv", "csv")
+TOKEN_SOURCES = ("tsv", "csv", "hf_disk", "hub")
 
 
 def check_token_classification(state: PlanState) -> None:
     """Refuse, by key path, what a token classification recipe cannot run (see the module docstring)."""
     recipe = state.recipe
     if recipe.data.source not in TOKEN_SOURCES:
-        raise state.fail("data.source", f"token classification reads a tokens and a tags column from "
-                         f"{' or '.join(TOKEN_SOURCES)} files, not '{recipe.data.source}'")
+        raise state.fail("data.source", f"token classification reads a tokens and a tags column from text data "
+                         f"({', '.join(TOKEN_SOURCES)}), not '{recipe.data.source}'")
     for role in ("teacher", "assistant", "student"):
         spec = getattr(getattr(recipe, role, None), "model", None)
         arch = getattr(spec, "arch", None)

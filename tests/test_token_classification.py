@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,26 +28,26 @@ from edgekd.tag_spans import entity_scores, entity_spans, is_bio
 from edgekd.task_heads import hard_loss, soft_loss, task_metrics, task_of
 
 NAMES = ["kalomir", "zubrenta", "oskavel", "tremino", "vashku", "pelidor", "quenbra", "idrosal"]
-PERSON_CUES = ["met", "saw", "thanked", "called"]
-PLACE_CUES = ["in", "to", "from", "near"]
+SURNAMES = ["dravnik", "solbeck", "amunsen"]
+PERSON_CUES = ["met", "thanked", "called"]
+PLACE_CUES = ["visited", "left", "mapped"]
 FILLER = ["the", "we", "today", "later", "again", "quietly", "and", "then"]
 
 
 def tagged_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
-    """A sentence whose tags follow from context: a name after a person cue is a person (a second name
-    after it continues the person), after a place cue a location; every other word is outside."""
-    words: list[str] = []
-    tags: list[str] = []
-    for _ in range(rng.randint(1, 3)):
-        filler = rng.sample(FILLER, rng.randint(0, 2))
-        words += filler
-        tags += ["O"] * len(filler)
-        kind = rng.choice(["PER", "LOC"])
-        words += [rng.choice(PERSON_CUES if kind == "PER" else PLACE_CUES), rng.choice(NAMES)]
-        tags += ["O", f"B-{kind}"]
+    """A sentence whose tags follow from context: its one cue verb says whether its names are persons or
+    places (a surname after a person's name continues it); every other word is outside."""
+    kind = rng.choice(["PER", "LOC"])
+    words = [rng.choice(PERSON_CUES if kind == "PER" else PLACE_CUES), *rng.sample(FILLER, rng.randint(1, 4))]
+    tags = ["O"] * len(words)
+    for _ in range(rng.randint(1, 2)):
+        at = rng.randint(0, len(words))
+        name, name_tags = [rng.choice(NAMES)], [f"B-{kind}"]
         if kind == "PER" and rng.random() < 0.5:
-            words.append(rng.choice(NAMES))
-            tags.append("I-PER")
+            name.append(rng.choice(SURNAMES))
+            name_tags.append("I-PER")
+        words[at:at] = name
+        tags[at:at] = name_tags
     return words, tags
 
 
@@ -118,15 +120,42 @@ def test_bad_rows_refused_with_one_line(tmp_path: Path, split: str, row: int, re
     assert "\n" not in str(caught.value)
 
 
-def test_missing_columns_and_other_sources_refused(tmp_path: Path) -> None:
+def test_missing_columns_refused(tmp_path: Path) -> None:
     data = tagged_data(tmp_path, train=20, test=10)
     with pytest.raises(DataError, match=r"train.tsv: no column 'ner' \(data.tags_column\); the columns are "
                                         r"'tokens', 'tags'"):
         load_text_dataset(TextFileData.model_validate({**data, "val_examples": 5, "tags_column": "ner",
                                                        "task": "token_classification"}), seed=0)
-    disk = HFDiskData(source="hf_disk", path=tmp_path, task="token_classification")
-    with pytest.raises(DataError, match="token_classification reads tagged tokens from TSV/CSV files"):
-        load_text_dataset(disk, seed=0)
+
+
+@pytest.mark.parametrize("class_label", [True, False], ids=["classlabel-tags", "string-tags"])
+def test_tags_read_from_datasets_sequences(tmp_path: Path, class_label: bool) -> None:
+    datasets = pytest.importorskip("datasets")
+    names = ["O", "B-PER", "I-PER", "B-LOC"]  # CoNLL-2003's order, not sorted
+    rng = random.Random(int(class_label))
+    splits = {}
+    for split, count in (("train", 30), ("validation", 10)):
+        rows = [tagged_sentence(rng) for _ in range(count)]
+        tags = datasets.ClassLabel(names=names) if class_label else datasets.Value("string")
+        features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                      "ner_tags": datasets.Sequence(tags), "id": datasets.Value("string")})
+        splits[split] = (rows, datasets.Dataset.from_dict(
+            {"tokens": [w for w, _ in rows], "id": [str(i) for i in range(count)],
+             "ner_tags": [[names.index(t) for t in tags] if class_label else tags for _, tags in rows]},
+            features=features))
+    datasets.DatasetDict({k: v for k, (_, v) in splits.items()}).save_to_disk(str(tmp_path / "saved"))
+    config = HFDiskData(source="hf_disk", path=tmp_path / "saved", tags_column="ner_tags", val_examples=5)
+    loaded = load_text_dataset(config, seed=0)
+    assert loaded.task == "token_classification"
+    assert loaded.class_names == (tuple(names) if class_label else tuple(sorted(names)))
+    for (words, tags), text, labels in zip(splits["validation"][0], loaded.test.texts, loaded.test.labels,
+                                           strict=True):
+        assert text == " ".join(words) and [loaded.class_names[i] for i in labels[labels != IGNORE]] == tags
+    broken = datasets.Dataset.from_dict({"tokens": [["met", "kalo mir"]], "ner_tags": [["O", "B-PER"]]})
+    datasets.DatasetDict({"train": broken, "validation": broken}).save_to_disk(str(tmp_path / "broken"))
+    with pytest.raises(DataError, match=r"split 'train' row 0: token 'kalo mir' is empty or holds whitespace"):
+        load_text_dataset(HFDiskData(source="hf_disk", path=tmp_path / "broken", tags_column="ner_tags",
+                                     task="token_classification", val_examples=1), seed=0)
 
 
 # --------------------------------------------------------------------------- words → sub-tokens
@@ -206,6 +235,40 @@ def test_word_ids_agree_and_truncated_words_dropped() -> None:
             first = [w if w is not None and (i == 0 or word_ids[i - 1] != w) else IGNORE
                      for i, w in enumerate(word_ids)]
             assert labels[row, : len(ids[row])].tolist() == first and len(ids[row]) <= max_length
+
+
+def test_per_token_teacher_cache_and_predictions_match_a_live_pass(tmp_path: Path) -> None:
+    from edgekd.data.token_tags import token_examples
+    from edgekd.distill.teacher_cache import TeacherOutputCache
+    from edgekd.distill.trainer import predict_logits
+    from edgekd.models.hf import build_bert
+    from edgekd.models.specs import BertSpec
+
+    rng = random.Random(7)
+    rows = [tagged_sentence(rng) for _ in range(30)]
+    texts = [" ".join(words) for words, _ in rows]
+    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=100, max_length=64), texts)
+    word_tags = np.full((len(rows), 12), IGNORE, dtype=np.int64)
+    for row, (_, tags) in enumerate(rows):
+        word_tags[row, : len(tags)] = [("B-LOC", "B-PER", "I-PER", "O").index(tag) for tag in tags]
+    examples = token_examples(tokenizer, texts, word_tags, max_length=64)
+    torch.manual_seed(0)
+    teacher = build_bert(BertSpec(arch="bert", layers=1, hidden=16, heads=2, ffn=32, dropout=0.0),
+                         vocab_size=len(tokenizer), num_classes=4, pad_id=tokenizer.pad_token_id, max_positions=64,
+                         per_token=True).eval()
+    cache = TeacherOutputCache.open_or_build([teacher], [1.0], examples, {}, tmp_path)
+    predicted = predict_logits(teacher, examples)
+    assert predicted.shape == (len(examples), examples.labels.shape[1], 4)
+    widths = set()
+    for idx, inputs, labels in examples.batches(8, shuffle=True, generator=torch.Generator().manual_seed(1)):
+        real = inputs["attention_mask"].bool()
+        assert labels.shape == real.shape and (labels[~real] == IGNORE).all()
+        with torch.no_grad():
+            live = teacher(**inputs).logits
+        torch.testing.assert_close(cache.lookup(idx, inputs["attention_mask"]).logits[real], live[real])
+        torch.testing.assert_close(predicted[torch.from_numpy(idx), : real.shape[1]][real], live[real])
+        widths.add(real.shape[1])
+    assert len(widths) > 1  # batches of several padded widths
 
 
 # --------------------------------------------------------------------------- spans, metrics, losses
@@ -302,14 +365,15 @@ def test_token_metrics() -> None:
 
 def recipe_dict(data: dict, **changes: object) -> dict:
     """A token classification recipe: a tiny BERT teacher and a DistilBERT student built from a config."""
-    training = {"epochs": 4, "batch_size": 16, "lr": 0.003, "warmup_ratio": 0.1}
+    training = {"epochs": 6, "batch_size": 16, "lr": 0.005, "warmup_ratio": 0.1}
     recipe = {
         "name": "tags", "data": data, "tokenizer": {"vocab_size": 100, "max_length": 32},
         "teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64}},
         "student": {"model": {"arch": "hf", "config": {"model_type": "distilbert", "dim": 32, "n_layers": 1,
                                                        "n_heads": 2, "hidden_dim": 64}}},
         "stages": [{"stage": "teacher", **training},
-                   {"stage": "distill", **training, "losses": [{"kind": "hinton", "alpha": 0.5}]}],
+                   {"stage": "distill", **training, "epochs": 10, "lr": 0.008,
+                    "losses": [{"kind": "hinton", "alpha": 0.5, "temperature": 1.0}]}],
     }
     recipe.update(changes)
     return recipe
@@ -328,7 +392,11 @@ def recipe_dict(data: dict, **changes: object) -> dict:
     ({"augment": {"copies": 1}}, "stages[1].augment", "augmented sentences are unlabelled"),
     ({"teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64},
                   "ensemble": {"members": 2}}}, "teacher.ensemble", "an ensemble averages class probabilities"),
-], ids=["textcnn", "bilstm", "minilm-loss", "quantize", "prune", "augment", "ensemble"])
+    ({"data": {"source": "npz", "path": "images.npz", "task": "token_classification"},
+      "teacher": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}},
+      "student": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}}, "tokenizer": None}, "data.source",
+     "token classification reads a tokens and a tags column from text data (tsv, csv, hf_disk, hub), not 'npz'"),
+], ids=["textcnn", "bilstm", "minilm-loss", "quantize", "prune", "augment", "ensemble", "npz"])
 def test_validate_refuses_what_does_not_apply(tmp_path: Path, change: dict, key: str, message: str) -> None:
     recipe = recipe_dict(tagged_data(tmp_path, train=60, test=20))
     if "losses" in change:
@@ -339,6 +407,7 @@ def test_validate_refuses_what_does_not_apply(tmp_path: Path, change: dict, key:
         recipe["stages"][1]["augment"] = change["augment"]
     else:
         recipe.update(change)
+    recipe = {key: value for key, value in recipe.items() if value is not None}
     (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "recipe.yaml")])
     assert result.exit_code == 2, result.output
@@ -357,3 +426,115 @@ def test_validate_accepts_and_run_refuses_bad_rows_with_one_line(tmp_path: Path)
     assert result.exit_code == 2, result.output
     assert "dev.tsv line 5: 3 tokens but 2 tags; expected one tag per token" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _names_by_context(report: dict, data: dict, role: str) -> None:
+    """The model learned the rule from context: far above always answering the most common tag."""
+    labels = load_text_dataset(TextFileData.model_validate(data), seed=0).test.labels
+    chance = majority_share(torch.tensor(labels))
+    figures = report[role]
+    assert figures["task"] == "token_classification" and figures["primary_metric"] == "token_accuracy"
+    assert figures["accuracy"] == figures["token_accuracy"] > chance + 0.25, (role, figures["token_accuracy"], chance)
+    assert figures["entity_micro_f1"] > 0.6, (role, figures["entity_micro_f1"])
+
+
+@pytest.mark.slow  # ~16 s: teacher, distillation, export, profile, bundle and report
+def test_bert_teacher_hf_student_export_and_bundle(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    import edgekd
+    from edgekd.config.loading import validate_model
+    from edgekd.config.recipe import Recipe
+    from edgekd.models.task_model import TaskModel
+
+    data = tagged_data(tmp_path)
+    recipe = recipe_dict(data)
+    recipe["stages"] += [{"stage": "export"}, {"stage": "profile", "warmup": 1, "runs": 10}, {"stage": "bundle"},
+                         {"stage": "report"}]
+    run = tmp_path / "run"
+    report = edgekd.run(validate_model(recipe, Recipe, source="test"), out=run).report()
+    for role in ("teacher", "student"):
+        _names_by_context(report, data, role)
+        assert report[role]["parity_max_abs_diff"] < 1e-4
+    manifest = json.loads((run / "bundle" / "manifest.json").read_text())
+    tags = ["B-LOC", "B-PER", "I-PER", "O"]
+    assert manifest["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", "sequence", len(tags)]}]
+    post = manifest["postprocessing"]
+    assert (post["task"], post["kind"], post["per_token"], post["labels"]) == ("token_classification", "softmax",
+                                                                                True, tags)
+    assert manifest["labels"] == tags and manifest["metrics"]["entity_micro_f1"] == report["student"]["entity_micro_f1"]
+    # The exported graph answers per token for lengths and batches it never saw, as the PyTorch model does.
+    student = TaskModel.load(next(run.glob("*-distill*/student")))
+    assert type(student.module).__name__ == "DistilBertForTokenClassification"
+    words = ["we", "met", "kalomir", "vashku", "near", "oskavel", "and", "thanked", "pelidor"] * 3
+    batch = student.tokenizer([" ".join(words), "saw tremino"], padding=True, return_tensors="pt")
+    session = ort.InferenceSession(str(run / "bundle" / manifest["model"]["file"]))
+    feed = {i.name: batch[i.name].numpy() for i in session.get_inputs()}
+    onnx_logits = session.run(None, feed)[0]
+    with torch.no_grad():
+        torch_logits = student.module(**{name: torch.from_numpy(value) for name, value in feed.items()}).logits
+    assert onnx_logits.shape == (2, batch["input_ids"].shape[1], len(tags))
+    real = batch["attention_mask"].bool().numpy()
+    assert np.abs(onnx_logits[real] - torch_logits.numpy()[real]).max() < 1e-4
+
+
+def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A RoBERTa checkpoint saved locally (random weights, a byte-level BPE tokenizer beside it) gets a token
+    classification head; a layer-dropped student is distilled from it with logit MSE; both export."""
+    from transformers import RobertaConfig, RobertaModel
+
+    import edgekd
+    from edgekd.config.loading import validate_model
+    from edgekd.config.recipe import Recipe
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.specs import HFSpec
+    from edgekd.models.task_model import build_task_model
+
+    data = tagged_data(tmp_path)
+    texts = [line.split("\t")[0] for line in Path(data["train"]).read_text().splitlines()[1:]]
+    checkpoint = _byte_level_tokenizer(tmp_path / "roberta", texts, trim_offsets=True)
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=514, pad_token_id=1)
+                 ).save_pretrained(checkpoint)
+    with caplog.at_level(logging.INFO, logger="edgekd.models.hf"):
+        built = build_task_model(HFSpec(arch="hf", pretrained=str(checkpoint)),
+                                 InputSignature(kind="text", vocab_size=300, pad_id=1, max_length=32, per_token=True),
+                                 ("B-LOC", "O"))
+    assert type(built.module).__name__ == "RobertaForTokenClassification"
+    assert f"classifier added: 2 labels ({checkpoint} has no token classification head)" in caplog.messages
+    training = {"epochs": 8, "batch_size": 16, "lr": 0.006, "warmup_ratio": 0.1}
+    recipe = recipe_dict(data, tokenizer={"pretrained": str(checkpoint), "max_length": 32},
+                         teacher={"model": {"arch": "hf", "pretrained": str(checkpoint)}},
+                         student={"model": {"arch": "drop_layers", "keep": [1]}})
+    recipe["stages"] = [{"stage": "teacher", **training},
+                        {"stage": "distill", **training,
+                         "losses": [{"kind": "logit_mse"}, {"kind": "hinton", "temperature": 1.0}]},
+                        {"stage": "export"}, {"stage": "report"}]
+    run = tmp_path / "run"
+    report = edgekd.run(validate_model(recipe, Recipe, source="test"), out=run).report()
+    for role in ("teacher", "student"):
+        _names_by_context(report, data, role)
+        assert report[role]["parity_max_abs_diff"] < 1e-4
+    assert report["student"]["params"] < report["teacher"]["params"]
+
+
+@pytest.mark.parametrize("classes", [3, 5])
+def test_export_verb_keeps_a_token_classifier(tmp_path: Path, classes: int) -> None:
+    """``edgekd export`` of a saved token classifier keeps its head (no weights re-initialised) and its
+    per-token output axes."""
+    from edgekd.models.hf import build_bert
+    from edgekd.models.specs import BertSpec
+
+    torch.manual_seed(classes)
+    build_bert(BertSpec(arch="bert", layers=1, hidden=16, heads=2, ffn=32), vocab_size=60, num_classes=classes,
+               pad_id=0, max_positions=64, per_token=True).save_pretrained(tmp_path / "tagger")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "tagger"), "--out", str(tmp_path / "exported"),
+                                      "--runs", "10", "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(str(tmp_path / "exported" / "model.onnx")).graph
+    dims = [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence", classes] and "randomly initialised" not in result.output

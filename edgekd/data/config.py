@@ -13,8 +13,8 @@ from edgekd.data.image_config import ImageCsvData, ImageFolderData, ImagePrep
 #: What a model learns from the labels (see :mod:`edgekd.data.label_kind`).
 TaskKind = Literal["single_label", "multi_label", "regression", "token_classification"]
 TASK_DESCRIPTION = ("What the labels are: single_label (one class a row), multi_label (comma-separated class "
-                    "names; npz: N × classes 0/1 rows), regression (numbers), token_classification (TSV/CSV: a tag "
-                    "per space-separated token, in tokens_column and tags_column). Unset: inferred from the training "
+                    "names; npz: N × classes 0/1 rows), regression (numbers), token_classification (a tag per "
+                    "token, in tokens_column and tags_column). Unset: inferred from the training "
                     "labels, refused when ambiguous.")
 
 

@@ -15,8 +15,9 @@ they are all integers, else as strings), are the class names, and a label's inde
 among them, so SST-2's 0/1 stay 0/1. A ``datasets.ClassLabel`` column keeps its own names and order.
 Multi-label rows (comma-separated names, or a ``datasets`` sequence column) and regression values are
 encoded as :mod:`edgekd.data.label_kind` says; ``data.task`` names the task, else it is inferred there.
-Token classification (TSV/CSV files with tokens and tags columns) is read as :mod:`edgekd.data.token_tags`
-says: a text is its tokens joined by spaces, its labels the tag indices of its words.
+Token classification (tokens and tags columns: space-separated in TSV/CSV, sequences in ``datasets``) is read
+as :mod:`edgekd.data.token_tags` says: a text is its tokens joined by spaces, its labels the tag indices of
+its words.
 
 TSV files are read with the ``csv`` module without quote processing (SST-2 sentences contain quote
 characters), CSV files with standard CSV quoting; both need a header line, may start with a UTF-8
@@ -37,7 +38,7 @@ import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
 from edgekd.data.label_kind import infer_task, label_sets, multi_hot, regression_values
-from edgekd.data.token_tags import table_columns, tag_ids, tag_names, tagged_row
+from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
 from edgekd.errors import DataError
 
 TextDataConfig = TextFileData | HFDiskData | HubData
@@ -117,9 +118,6 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
         test = _read_table(config.test, "test", config)
         known_names, known_task = None, None
     else:
-        if config.task == "token_classification":
-            raise DataError(f"data.task: token_classification reads tagged tokens from TSV/CSV files, but "
-                            f"data.source is '{config.source}'; use source tsv or csv")
         train, test, known_names, known_task = _read_hf(config)
     task = config.task or train.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
     class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
@@ -207,9 +205,10 @@ def _read_hf(
         )
     train, test = (_hf_split(loaded, name, where, key, config) for name, key in
                    ((config.train_split, "train_split"), (config.test_split, "test_split")))
-    feature, is_sequence = _label_feature(loaded[config.train_split].features[config.label_column])
+    labels = config.tags_column if train.task else config.label_column
+    feature, is_sequence = _label_feature(loaded[config.train_split].features[labels])
     return (train, test, tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else None,
-            "multi_label" if is_sequence else None)
+            train.task or ("multi_label" if is_sequence else None))
 
 
 def _label_feature(feature: Any) -> tuple[Any, bool]:
@@ -245,7 +244,10 @@ def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData 
         raise DataError(f"{where}: no split '{split}' (data.{key}); the dataset has {_listing(list(loaded))}")
     table = loaded[split]
     name = f"{where} split '{split}'"
-    _check_columns(name, table.column_names, config)
+    text_column, label_column, tagged = table_columns(config, table.column_names)
+    _check_columns(name, table.column_names, config, (text_column, label_column))
+    if tagged:
+        return _hf_tagged_split(table, name, config)
     text_feature = table.features[config.text_column]
     if not (isinstance(text_feature, datasets.Value) and text_feature.dtype in ("string", "large_string")):
         raise DataError(f"{name}: column '{config.text_column}' holds {text_feature}, expected strings")
@@ -264,6 +266,23 @@ def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData 
 
     labels = [name_of(value) for value in table[config.label_column]]
     return _RawSplit(name, [text.strip() for text in texts], labels, range(len(texts)), "row")
+
+
+def _hf_tagged_split(table: Any, name: str, config: HFDiskData | HubData) -> _RawSplit:
+    """A split of tagged tokens: a sequence-of-strings tokens column and a tags column of names or ClassLabels."""
+    import datasets
+
+    words, _ = _label_feature(table.features[config.tokens_column])
+    if not (isinstance(words, datasets.Value) and words.dtype in ("string", "large_string")) \
+            or words is table.features[config.tokens_column]:
+        raise DataError(f"{name}: column '{config.tokens_column}' holds {table.features[config.tokens_column]}, "
+                        "expected a sequence of strings (data.tokens_column)")
+    if table.num_rows == 0:
+        raise DataError(f"{name}: the split has no rows")
+    tag_feature, _ = _label_feature(table.features[config.tags_column])
+    names = tuple(tag_feature.names) if isinstance(tag_feature, datasets.ClassLabel) else None
+    texts, labels = hf_tagged_rows(name, table[config.tokens_column], table[config.tags_column], names)
+    return _RawSplit(name, texts, labels, range(len(texts)), "row", "token_classification")
 
 
 # --------------------------------------------------------------------------- labels and splits

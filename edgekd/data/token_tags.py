@@ -1,9 +1,10 @@
-"""Token classification data: a tag per word, read from TSV/CSV, and carried over to the tokenizer's sub-tokens.
+"""Token classification data: a tag per word, read from a table, and carried over to the tokenizer's sub-tokens.
 
 A token-classification row has two columns (``data.tokens_column``, ``data.tags_column``; default
-``tokens`` and ``tags``), both space-separated and of equal length: word *i* has tag *i* (CoNLL-style
-``B-PER I-PER O``). The tags of the training split, sorted, are the model's classes; a test tag the training
-split lacks is refused.
+``tokens`` and ``tags``): word *i* has tag *i* (``B-PER I-PER O``). In TSV/CSV both are space-separated
+and of equal length; in a ``datasets`` table both are sequences, the tags names or ClassLabel indices (as
+CoNLL-2003 on the hub). The model's classes are the ClassLabel's names, else the training split's tags
+sorted; a test tag the training split lacks is refused.
 
 Words become sub-tokens with the model's tokenizer run on the words joined by single spaces, exactly as an
 app tokenizes a sentence. Each sub-token's character offsets locate its word (offsets work with every fast
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgekd.data.config import TextSplitsConfig
 from edgekd.data.examples import Batch, TextExamples
 from edgekd.errors import DataError
 
@@ -31,8 +33,8 @@ from edgekd.errors import DataError
 IGNORE = -100
 
 
-def table_columns(config: Any, header: Sequence[str]) -> tuple[tuple[str, str], tuple[str, str], bool]:
-    """The (column, recipe key) pairs of a TSV/CSV file's texts and labels, and whether its rows are tagged tokens.
+def table_columns(config: TextSplitsConfig, header: Sequence[str]) -> tuple[tuple[str, str], tuple[str, str], bool]:
+    """The (column, recipe key) pairs of a table's texts and labels, and whether its rows are tagged tokens.
 
     Tagged tokens when ``data.task`` is ``token_classification``, or when it is unset and the header has the
     tokens and tags columns but no text column (the task is then read off the columns).
@@ -54,6 +56,24 @@ def tagged_row(where: str, tokens: str, tags: str) -> tuple[str, str]:
     if not words:
         raise DataError(f"{where}: no tokens; expected space-separated tokens and as many tags")
     return " ".join(words), " ".join(labels)
+
+
+def hf_tagged_rows(name: str, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[Any]],
+                   names: tuple[str, ...] | None) -> tuple[list[str], list[str]]:
+    """Texts and space-separated tag names of a ``datasets`` split's token and tag sequences (tags as ClassLabel
+    indices into ``names``, or as names); a token that is empty or holds whitespace is a :class:`DataError`."""
+    texts, labels = [], []
+    for row, (words, row_tags) in enumerate(zip(tokens, tags, strict=True)):
+        bad = next((word for word in words if not word or word.split() != [word]), None)
+        if bad is not None:
+            raise DataError(f"{name} row {row}: token {bad!r} is empty or holds whitespace; expected words")
+        if names is not None and any(not 0 <= tag < len(names) for tag in row_tags):
+            raise DataError(f"{name} row {row}: tag indices {list(row_tags)} outside the {len(names)} tag names")
+        text, label = tagged_row(f"{name} row {row}", " ".join(words),
+                                 " ".join(names[tag] if names is not None else str(tag) for tag in row_tags))
+        texts.append(text)
+        labels.append(label)
+    return texts, labels
 
 
 def tag_names(tag_rows: Sequence[str]) -> tuple[str, ...]:

@@ -149,8 +149,9 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
                          "save_pretrained directory, a hub id in the local cache, an .onnx file or "
                          "'package.module:factory'") from None
     modality = family(config.model_type).modality
+    per_token = any(name.endswith("ForTokenClassification") for name in getattr(config, "architectures", None) or ())
     try:
-        module, info = auto_class(modality).from_pretrained(
+        module, info = auto_class(modality, per_token).from_pretrained(
             source, local_files_only=True, trust_remote_code=False, use_safetensors=True,
             attn_implementation=ATTENTION, output_loading_info=True)
     except (OSError, ValueError) as exc:
@@ -169,7 +170,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
         loaded.sample = {"pixel_values": torch.randn(SAMPLE_ROWS, channels, side, side, generator=generator)}
         return loaded
     loaded.sample = _padded_text(config, device.inputs.sequence_length, generator)
-    loaded.dynamic_axes = {name: {1: "sequence"} for name in loaded.sample}
+    loaded.dynamic_axes = {name: {1: "sequence"} for name in (*loaded.sample, *(("logits",) if per_token else ()))}
     tokenizer = _tokenizer(source)
     if tokenizer is not None:
         loaded.extras.append(tokenizer)

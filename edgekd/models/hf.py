@@ -112,7 +112,7 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
-        _note_head(spec.pretrained, config, len(class_names))
+        _note_head(spec.pretrained, config, len(class_names), signature.per_token)
     _fit_data(module, spec, signature)
     return module
 
@@ -166,11 +166,14 @@ def _data_sizes(spec: HFSpec, signature: InputSignature) -> dict[str, Any]:
     return {"vocab_size": signature.vocab_size, "pad_token_id": signature.pad_id}
 
 
-def _note_head(pretrained: str, config: Any, num_labels: int) -> None:
-    """One log line when the classification head is not the checkpoint's (transformers' own report is muted)."""
-    heads = [name for name in (config.architectures or []) if name.endswith("Classification")]
+def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = False) -> None:
+    """One log line when the classification head is not the checkpoint's (transformers' own report is muted);
+    a token classifier's head is the checkpoint's only when the checkpoint is a token classifier."""
+    kind = "token classification" if per_token else "classification"
+    heads = [name for name in (config.architectures or [])
+             if name.endswith("ForTokenClassification" if per_token else "Classification")]
     if not heads:
-        log.info("classifier added: %d labels (%s has no classification head)", num_labels, pretrained)
+        log.info("classifier added: %d labels (%s has no %s head)", num_labels, pretrained, kind)
     elif config.num_labels != num_labels:
         log.info("classifier replaced: %d labels, checkpoint had %d", num_labels, config.num_labels)
 
