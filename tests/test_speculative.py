@@ -102,7 +102,7 @@ def test_a_different_draft_is_partly_rejected_and_still_lossless(models, draft):
     assert [r.tokens for r in results] == [target.generate(prompt, 20).tokens for prompt in PROMPTS]
     accepted, drafted = sum(r.accepted for r in results), sum(r.drafted for r in results)
     assert accepted < drafted
-    if draft == "similar":  # agrees often but not always: partial accepts, corrections and bonus tokens all occur
+    if draft == "similar":  # agrees often but not always
         assert 0.2 < accepted / drafted < 1
     rounds = sum(r.rounds for r in results)
     assert rounds > math.ceil(60 / 5)  # more rounds than a perfect draft needs

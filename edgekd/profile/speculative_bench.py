@@ -2,9 +2,9 @@
 
 For each draft length ``gamma`` every prompt is generated greedily by the target alone and speculatively,
 the two back to back in alternating order (interleaved in one run, so a slower stretch of the machine
-costs both alike), ``repeats`` times. Tokens per second are end to end (prompt included, wall clock)
-over every prompt and repeat; the speed-up is their ratio. Lossless means every speculative output
-equals the target's plain greedy output for the same prompt.
+costs both alike), ``repeats`` times. Tokens per second are end to end (prompt included, the wall clock
+around each whole call) over every prompt and repeat; the speed-up is their ratio. Lossless means every
+speculative output equals the target's plain greedy output for the same prompt.
 """
 
 from __future__ import annotations
@@ -62,25 +62,24 @@ def measure_speculative(draft: CachedGenerator, target: CachedGenerator, prompts
 def _measure_gamma(decoder: SpeculativeDecoder, prompts: Sequence[Sequence[int]], reference: list[list[int]],
                    new_tokens: int, gamma: int, repeats: int) -> dict[str, Any]:
     """One gamma's entry: the target alone and speculative decoding interleaved prompt by prompt."""
-    alone_seconds = 0.0
+    seconds = {"alone": 0.0, "speculative": 0.0}
     runs: list[SpeculativeResult] = []
     mismatched: set[int] = set()
     for repeat in range(repeats):
         for index, prompt in enumerate(prompts):
-            speculative_first = (repeat + index) % 2 == 1
-            if speculative_first:
-                runs.append(decoder.generate(prompt, new_tokens, gamma))
-            start = time.perf_counter()
-            decoder.target.generate(list(prompt), new_tokens)
-            alone_seconds += time.perf_counter() - start
-            if not speculative_first:
-                runs.append(decoder.generate(prompt, new_tokens, gamma))
+            order = ("alone", "speculative") if (repeat + index) % 2 == 0 else ("speculative", "alone")
+            for name in order:
+                start = time.perf_counter()
+                if name == "alone":
+                    decoder.target.generate(list(prompt), new_tokens)
+                else:
+                    runs.append(decoder.generate(prompt, new_tokens, gamma))
+                seconds[name] += time.perf_counter() - start
             if runs[-1].tokens != reference[index]:
                 mismatched.add(index)
     drafted, accepted = sum(r.drafted for r in runs), sum(r.accepted for r in runs)
     rounds, tokens = sum(r.rounds for r in runs), sum(len(r.tokens) for r in runs)
-    speculative_tps = tokens / sum(r.seconds for r in runs)
-    alone_tps = tokens / alone_seconds
+    speculative_tps, alone_tps = tokens / seconds["speculative"], tokens / seconds["alone"]
     entry = {
         "gamma": gamma,
         "acceptance_rate": accepted / drafted if drafted else None,
