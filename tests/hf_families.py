@@ -90,3 +90,18 @@ def padded_batch(rows: int = 6, seed: int = 0, longest: int = 14) -> dict[str, t
     batch = collate(encoded, range(rows), PAD)
     assert not batch["attention_mask"].all()
     return batch
+
+
+def sentiment_files(root: Path, train: int = 400, dev: int = 80) -> dict[str, Any]:
+    """Synthetic sentiment TSVs (``train.tsv``, ``dev.tsv``) in ``root`` and a WordPiece tokenizer trained on them,
+    saved as ``root/tokenizer``: ``{"root": root, "tokenizer": tokenizer}``."""
+    from edgekd.data.config import TokenizerConfig
+    from edgekd.data.tokenizer import load_or_train_tokenizer
+    from tests.test_text_pipeline import _write_tsv
+
+    _write_tsv(root / "train.tsv", train, seed=1)
+    _write_tsv(root / "dev.tsv", dev, seed=2)
+    texts = [line.split("\t")[0] for line in (root / "train.tsv").read_text().splitlines()[1:]]
+    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=200, max_length=32), texts)
+    tokenizer.save_pretrained(root / "tokenizer")
+    return {"root": root, "tokenizer": tokenizer}

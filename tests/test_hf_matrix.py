@@ -18,13 +18,10 @@ import pytest
 import edgekd
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
-from edgekd.data.config import TokenizerConfig
-from edgekd.data.tokenizer import load_or_train_tokenizer
 from edgekd.errors import ConfigError
 from edgekd.models.task_model import TaskModel
 from edgekd.stages import check_recipe
 from tests import hf_families
-from tests.test_text_pipeline import _write_tsv
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                         "ignore::torch.jit.TracerWarning")
@@ -42,13 +39,7 @@ TEACHER_ACCURACY = {"text": 0.7, "image": 0.5}
 @pytest.fixture(scope="module")
 def text_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The synthetic sentiment TSVs and a WordPiece tokenizer trained on them, saved as a directory."""
-    root = tmp_path_factory.mktemp("text")
-    _write_tsv(root / "train.tsv", 400, seed=1)
-    _write_tsv(root / "dev.tsv", 80, seed=2)
-    texts = [line.split("\t")[0] for line in (root / "train.tsv").read_text().splitlines()[1:]]
-    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=200, max_length=32), texts)
-    tokenizer.save_pretrained(root / "tokenizer")
-    return {"root": root, "tokenizer": tokenizer}
+    return hf_families.sentiment_files(tmp_path_factory.mktemp("text"))
 
 
 def recipe(modality: str, role: str, checkpoint: Path, text_files: dict[str, Any],
