@@ -205,8 +205,8 @@ def llama_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             num_attention_heads=8, num_key_value_heads=4, head_dim=4)
 
 
-@pytest.mark.slow  # ~12 s on 2 busy cores: the prune stage times both exports interleaved (fixed 2 × 60 runs)
-def test_llama_classifier_recipe_prunes_kv_groups_of_the_teacher_and_exports(llama_checkpoint: Path,
+@pytest.mark.slow  # ~19 s on 2 busy cores: prune and factorize each time their exports (2 × 60 runs)
+def test_llama_classifier_recipe_prunes_kv_groups_factorizes_and_exports(llama_checkpoint: Path,
                                                                              tmp_path: Path) -> None:
     root = llama_checkpoint.parent
     recipe = validate_model({
@@ -217,12 +217,16 @@ def test_llama_classifier_recipe_prunes_kv_groups_of_the_teacher_and_exports(lla
         "student": {"model": {"arch": "bert", "layers": 1, "hidden": 16, "heads": 2, "ffn": 32}},
         "stages": [{"stage": "teacher", "epochs": 1, "batch_size": 16, "lr": 0.002},
                    {"stage": "prune", "role": "teacher", "ratio": 0.5, "targets": ["heads"], "importance": "l1"},
+                   {"stage": "factorize", "role": "teacher", "param_ratio": 0.5},
                    {"stage": "export"}],
     }, Recipe, source="test")
     result = edgekd.run(recipe, out=tmp_path / "run")
-    metrics = result.stages[1].metrics["teacher"]
-    assert metrics["params_ratio"] < 1 and metrics["parity_max_abs_diff"] < 1e-4
+    for stage in result.stages[1:3]:
+        metrics = stage.metrics["teacher"]
+        assert metrics["params_ratio"] < 1 and metrics["parity_max_abs_diff"] < 1e-4
     teacher = result.artifact.models["teacher"]
     reloaded = TaskModel.load(result.run_dir / teacher.weights).module.config
     assert (reloaded.num_attention_heads, reloaded.num_key_value_heads, reloaded.head_dim) == (4, 2, 4)
+    layers = result.stages[2].metrics["teacher"]["layers"]
+    assert reloaded.edgekd_structure["low_rank"] == {d["name"]: d["rank"] for d in layers if d["rank"] is not None}
     assert teacher.metrics["parity_max_abs_diff"] < 1e-4 and teacher.onnx is not None

@@ -19,6 +19,7 @@ pruning code over all of its coupled weights (bias rows included): L1 or L2 magn
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Literal
 
@@ -27,6 +28,8 @@ from torch import nn
 
 from edgekd.errors import ModelError
 from edgekd.prune.structure import inner_linear, out_features, outer_linear
+
+log = logging.getLogger(__name__)
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 Importance = Literal["l1", "l2", "taylor", "random"]
@@ -106,6 +109,7 @@ def prune_kv_groups(model: nn.Module, kind: Importance, ratio: float) -> dict[in
             scores = group_importance(block, kind)
             removed[index] = sorted(torch.topk(scores, count, largest=False).indices.tolist())
             remove_groups(block, removed[index])
+    log.info("KV groups removed (layer: groups): %s", removed or "none, every layer has one group left, which stays")
     return removed
 
 
