@@ -205,7 +205,9 @@ def llama_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             num_attention_heads=8, num_key_value_heads=4, head_dim=4)
 
 
-@pytest.mark.slow  # ~19 s on 2 busy cores: prune and factorize each time their exports (2 × 60 runs)
+# 9–19 s on 2 busy cores (prune and factorize each time their exports); the default suite prunes Llama/Qwen2 KV
+# groups in a pipeline through tests/test_hf_matrix.py's prunable-family case.
+@pytest.mark.slow
 def test_llama_classifier_recipe_prunes_kv_groups_factorizes_and_exports(llama_checkpoint: Path,
                                                                              tmp_path: Path) -> None:
     root = llama_checkpoint.parent

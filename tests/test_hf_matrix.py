@@ -114,13 +114,17 @@ PRUNABLE = ["bert", "roberta", "llama", "qwen2"]
 def test_prunable_family_as_student_is_pruned_with_recovery_and_reloads(family: str, text_files: dict[str, Any],
                                                                         tmp_path: Path) -> None:
     checkpoint = hf_families.save(family, tmp_path / family, num_labels=2, tokenizer=text_files["tokenizer"])
-    prune = {"stage": "prune", "ratio": 0.5, "targets": ["ffn"], "recovery": {"epochs": 1, "lr": 0.002}}
+    decoder = family in ("llama", "qwen2")  # grouped-query KV groups pruned with the MLP channels
+    targets = ["heads", "ffn"] if decoder else ["ffn"]
+    prune = {"stage": "prune", "ratio": 0.5, "targets": targets, "recovery": {"epochs": 1, "lr": 0.002}}
     result = edgekd.run(recipe("text", "student", checkpoint, text_files, compress=(prune,)), out=tmp_path / "run")
     metrics = result.stages[2].metrics["student"]
     assert metrics["params_ratio"] < 1 and metrics["parity_max_abs_diff"] < 1e-4
     student = result.artifact.models["student"]
     reloaded = TaskModel.load(tmp_path / "run" / student.weights).module
     assert reloaded.config.model_type == family and reloaded.config.intermediate_size == 37 - 19
+    if decoder:  # 4 query heads sharing 2 KV heads: one group of 2 query heads and its KV head go
+        assert (reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads) == (2, 1)
     assert student.metrics["parity_max_abs_diff"] < 1e-4
 
 
