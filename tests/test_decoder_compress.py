@@ -2,8 +2,9 @@
 
 Every case is a tiny random checkpoint (``tests/hf_families.py``): GQA decoders with fewer KV heads than
 query heads (Llama, Qwen2, Mistral, Qwen3, Gemma), a multi-head decoder (Llama with as many KV heads as
-heads) and GPT-2 (fused, transposed ``Conv1D`` layers). Each compressed model must be physically smaller,
-reload from its directory with the logits it had before saving, and export to ONNX with parity.
+heads), GPT-2 (fused, transposed ``Conv1D`` layers) and DistilBERT (factorized like the decoders). Each
+compressed model must be physically smaller, reload from its directory with the logits it had before saving,
+and export to ONNX with parity.
 """
 
 from __future__ import annotations
@@ -133,11 +134,13 @@ def test_heads_and_mlp_channels_pruned_together_with_taylor(family: str, overrid
     _reloads_and_exports(model, batch, tmp_path / "pruned")
 
 
-#: The projections factorized in each family (GPT-2: its Conv1D layers, weights stored as [in, out]).
+#: The projections factorized in each family (GPT-2: its Conv1D layers, weights stored as [in, out]; DistilBERT, an
+#: encoder not laid out as BERT, rides on the same low-rank record).
 PROJECTIONS = {"llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
                "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
                "gemma": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-               "gpt2": ("c_attn", "c_proj", "c_fc")}
+               "gpt2": ("c_attn", "c_proj", "c_fc"),
+               "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "pre_classifier")}
 
 
 @pytest.mark.parametrize("family", PROJECTIONS)

@@ -129,7 +129,7 @@ STEPS = {
                      "has nothing structured pruning removes"),
 }
 #: family → the steps validate refuses for it (BERT-layout encoders take them all).
-REFUSED = {"distilbert": ["prune", "factorize", "hybrid"], "gpt2": ["prune", "hybrid-prune"],
+REFUSED = {"distilbert": ["prune", "hybrid-prune"], "gpt2": ["prune", "hybrid-prune"],
            "llama": ["global-prune"], "qwen2": ["global-prune"]}
 
 
@@ -150,6 +150,7 @@ ACCEPTED = {
               {"stage": "hybrid", "target_params_ratio": 0.5}],
     "qwen2": [{"stage": "prune", "targets": ["heads", "ffn"]}, {"stage": "factorize"}],
     "gpt2": [{"stage": "factorize"}],
+    "distilbert": [{"stage": "factorize", "embeddings": True}],
 }
 
 

@@ -63,7 +63,8 @@ _BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), f
 _DECODER = Family("text", True, TRANSFORMER, frozenset({"heads", "ffn"}), factorize=True, why_not="", gated_mlp=True)
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
-    "distilbert": Family("text", True, TRANSFORMER),
+    "distilbert": Family("text", True, TRANSFORMER, factorize=True,
+                         why_not="DistilBERT is factorized only: its attention and FFN layout is not pruned"),
     "albert": Family("text", False,
                      why_not="ALBERT shares one layer's weights across all layers, so no layer is pruned alone"),
     "deberta-v2": Family("text", True, TRANSFORMER),

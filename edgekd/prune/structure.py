@@ -26,7 +26,7 @@ head count whose heads keep their size, hence the structure rather than HF's own
 
 from __future__ import annotations
 
-from functools import cache
+import sys
 from typing import Any
 
 import torch
@@ -35,12 +35,12 @@ from torch import nn
 CONFIG_KEY = "edgekd_structure"
 
 
-@cache
-def _conv1d() -> type:
-    """transformers' ``Conv1D`` (GPT-2's linear layer, its weight stored transposed as ``[in, out]``)."""
-    from transformers.pytorch_utils import Conv1D
-
-    return Conv1D
+def _conv1d() -> tuple[type, ...]:
+    """transformers' ``Conv1D`` (GPT-2's linear layer, its weight stored transposed as ``[in, out]``), as a type
+    tuple for ``isinstance``; empty while transformers' layers are not imported (no such layer exists then), so
+    plain models never import transformers."""
+    layers = sys.modules.get("transformers.pytorch_utils")
+    return (layers.Conv1D,) if layers is not None else ()
 
 
 class LowRankLinear(nn.Sequential):
@@ -72,7 +72,7 @@ LowRank = LowRankLinear | LowRankEmbedding
 
 def is_dense_linear(module: nn.Module) -> bool:
     """Whether ``module`` is a plain linear layer: ``nn.Linear`` or transformers' transposed ``Conv1D``."""
-    return isinstance(module, nn.Linear | _conv1d())
+    return isinstance(module, (nn.Linear, *_conv1d()))
 
 
 def linear_shape(module: nn.Module) -> tuple[int, int]:
