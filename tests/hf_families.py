@@ -30,6 +30,14 @@ TEXT: dict[str, dict[str, Any]] = {
     "qwen2": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=37, max_position_embeddings=160, pad_token_id=PAD, bos_token_id=2, eos_token_id=3),
 }
+_DECODER = dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=37, max_position_embeddings=160, pad_token_id=PAD, bos_token_id=2, eos_token_id=3)
+#: More Llama-layout decoder families (grouped-query attention, gated MLPs), for the pruning tests only.
+DECODERS: dict[str, dict[str, Any]] = {
+    "mistral": _DECODER,
+    "qwen3": {**_DECODER, "head_dim": 6},
+    "gemma": {**_DECODER, "head_dim": 6},
+}
 #: Image families at scikit-learn digits' shape (1 × 8 × 8).
 IMAGE: dict[str, dict[str, Any]] = {
     "vit": dict(image_size=8, patch_size=2, num_channels=1, hidden_size=24, num_hidden_layers=2,
@@ -45,9 +53,9 @@ def build(family: str, num_labels: int = 3, seed: int = 0, **overrides: Any) -> 
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    sizes = {**(TEXT.get(family) or IMAGE[family]), **overrides}
+    sizes = {**(TEXT.get(family) or DECODERS.get(family) or IMAGE[family]), **overrides}
     config = AutoConfig.for_model(family, num_labels=num_labels, **sizes)
-    auto = AutoModelForSequenceClassification if family in TEXT else AutoModelForImageClassification
+    auto = AutoModelForImageClassification if family in IMAGE else AutoModelForSequenceClassification
     return auto.from_config(config).eval()
 
 
@@ -82,3 +90,18 @@ def padded_batch(rows: int = 6, seed: int = 0, longest: int = 14) -> dict[str, t
     batch = collate(encoded, range(rows), PAD)
     assert not batch["attention_mask"].all()
     return batch
+
+
+def sentiment_files(root: Path, train: int = 400, dev: int = 80) -> dict[str, Any]:
+    """Synthetic sentiment TSVs (``train.tsv``, ``dev.tsv``) in ``root`` and a WordPiece tokenizer trained on them,
+    saved as ``root/tokenizer``: ``{"root": root, "tokenizer": tokenizer}``."""
+    from edgekd.data.config import TokenizerConfig
+    from edgekd.data.tokenizer import load_or_train_tokenizer
+    from tests.test_text_pipeline import _write_tsv
+
+    _write_tsv(root / "train.tsv", train, seed=1)
+    _write_tsv(root / "dev.tsv", dev, seed=2)
+    texts = [line.split("\t")[0] for line in (root / "train.tsv").read_text().splitlines()[1:]]
+    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=200, max_length=32), texts)
+    tokenizer.save_pretrained(root / "tokenizer")
+    return {"root": root, "tokenizer": tokenizer}

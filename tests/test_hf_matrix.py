@@ -18,13 +18,10 @@ import pytest
 import edgekd
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
-from edgekd.data.config import TokenizerConfig
-from edgekd.data.tokenizer import load_or_train_tokenizer
 from edgekd.errors import ConfigError
 from edgekd.models.task_model import TaskModel
 from edgekd.stages import check_recipe
 from tests import hf_families
-from tests.test_text_pipeline import _write_tsv
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                         "ignore::torch.jit.TracerWarning")
@@ -42,13 +39,7 @@ TEACHER_ACCURACY = {"text": 0.7, "image": 0.5}
 @pytest.fixture(scope="module")
 def text_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The synthetic sentiment TSVs and a WordPiece tokenizer trained on them, saved as a directory."""
-    root = tmp_path_factory.mktemp("text")
-    _write_tsv(root / "train.tsv", 400, seed=1)
-    _write_tsv(root / "dev.tsv", 80, seed=2)
-    texts = [line.split("\t")[0] for line in (root / "train.tsv").read_text().splitlines()[1:]]
-    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=200, max_length=32), texts)
-    tokenizer.save_pretrained(root / "tokenizer")
-    return {"root": root, "tokenizer": tokenizer}
+    return hf_families.sentiment_files(tmp_path_factory.mktemp("text"))
 
 
 def recipe(modality: str, role: str, checkpoint: Path, text_files: dict[str, Any],
@@ -123,13 +114,17 @@ PRUNABLE = ["bert", "roberta", "llama", "qwen2"]
 def test_prunable_family_as_student_is_pruned_with_recovery_and_reloads(family: str, text_files: dict[str, Any],
                                                                         tmp_path: Path) -> None:
     checkpoint = hf_families.save(family, tmp_path / family, num_labels=2, tokenizer=text_files["tokenizer"])
-    prune = {"stage": "prune", "ratio": 0.5, "targets": ["ffn"], "recovery": {"epochs": 1, "lr": 0.002}}
+    decoder = family in ("llama", "qwen2")  # grouped-query KV groups pruned with the MLP channels
+    targets = ["heads", "ffn"] if decoder else ["ffn"]
+    prune = {"stage": "prune", "ratio": 0.5, "targets": targets, "recovery": {"epochs": 1, "lr": 0.002}}
     result = edgekd.run(recipe("text", "student", checkpoint, text_files, compress=(prune,)), out=tmp_path / "run")
     metrics = result.stages[2].metrics["student"]
     assert metrics["params_ratio"] < 1 and metrics["parity_max_abs_diff"] < 1e-4
     student = result.artifact.models["student"]
     reloaded = TaskModel.load(tmp_path / "run" / student.weights).module
     assert reloaded.config.model_type == family and reloaded.config.intermediate_size == 37 - 19
+    if decoder:  # 4 query heads sharing 2 KV heads: one group of 2 query heads and its KV head go
+        assert (reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads) == (2, 1)
     assert student.metrics["parity_max_abs_diff"] < 1e-4
 
 

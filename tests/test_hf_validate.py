@@ -125,10 +125,12 @@ STEPS = {
     "factorize": ({"stage": "factorize"}, "stages[2].stage", "cannot be factorized"),
     "global-prune": ({"stage": "prune", "scope": "global"}, "stages[2].scope", "use scope: layer"),
     "hybrid": ({"stage": "hybrid", "target_params_ratio": 0.5}, "stages[2].stage", "cannot be factorized"),
+    "hybrid-prune": ({"stage": "hybrid", "target_params_ratio": 0.5}, "stages[2].stage",
+                     "has nothing structured pruning removes"),
 }
 #: family → the steps validate refuses for it (BERT-layout encoders take them all).
-REFUSED = {"distilbert": ["prune", "factorize", "hybrid"], "gpt2": ["prune", "factorize", "hybrid"],
-           "llama": ["factorize", "global-prune", "hybrid"], "qwen2": ["factorize", "global-prune", "hybrid"]}
+REFUSED = {"distilbert": ["prune", "hybrid-prune"], "gpt2": ["prune", "hybrid-prune"],
+           "llama": ["global-prune"], "qwen2": ["global-prune"]}
 
 
 @pytest.mark.parametrize(("family", "step"), [(f, s) for f, steps in REFUSED.items() for s in steps])
@@ -140,10 +142,22 @@ def test_steps_a_family_cannot_take_are_refused(family: str, step: str, checkpoi
     _assert_one_line_error(_validate(tmp_path, recipe), key, f"a 'hf' ({family}) student", fragment)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta"])
-def test_bert_layout_checkpoints_may_be_pruned_and_factorized(family: str, checkpoints: dict[str, str]) -> None:
+#: family → the compression stages validate accepts for it.
+ACCEPTED = {
+    "bert": [{"stage": "prune"}, {"stage": "factorize"}],
+    "roberta": [{"stage": "prune"}, {"stage": "factorize"}],
+    "llama": [{"stage": "prune", "targets": ["heads"]}, {"stage": "factorize"},
+              {"stage": "hybrid", "target_params_ratio": 0.5}],
+    "qwen2": [{"stage": "prune", "targets": ["heads", "ffn"]}, {"stage": "factorize"}],
+    "gpt2": [{"stage": "factorize"}],
+    "distilbert": [{"stage": "factorize", "embeddings": True}],
+}
+
+
+@pytest.mark.parametrize("family", ACCEPTED)
+def test_families_edgekd_rewrites_may_be_pruned_and_factorized(family: str, checkpoints: dict[str, str]) -> None:
     recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "pretrained": checkpoints[family]},
-                          [*DISTILL, {"stage": "prune"}, {"stage": "factorize"}, {"stage": "export"}])
+                          [*DISTILL, *ACCEPTED[family], {"stage": "export"}])
     check_recipe(validate_model(recipe, Recipe, source="recipe"), "recipe")
 
 

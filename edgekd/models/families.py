@@ -11,9 +11,10 @@ checks the recipe before anything is loaded or trained:
 - ``exposes``: the intermediate outputs distillation losses may compare (``qkv`` needs BERT's
   ``attention.self.{query,key,value}`` layout, the hook's path);
 - ``prune_targets`` and ``factorize``: what the pruning code can rewrite *and reload*
-  (``edgekd.prune.structure`` rebuilds BERT-layout encoders; decoders' gated MLPs are pruned alike in
-  every layer, see ``gated_mlp``); ``why_not`` says why a family cannot be pruned or factorized, for
-  the one-line refusal.
+  (``edgekd.prune.structure`` rebuilds BERT-layout encoders and any factorized linear layers;
+  decoders' grouped-query KV groups and gated MLP channels are pruned alike in every layer, see
+  ``edgekd.prune.kv_groups`` and ``gated_mlp``); ``why_not`` says why a family cannot be pruned or
+  factorized, for the one-line refusal.
 
 Families not listed load and train (traits from the transformers mapping) but expose nothing and
 are not compressed. Reading a checkpoint's family imports neither torch nor the model code.
@@ -34,7 +35,8 @@ from edgekd.models.packaged import is_packaged, resolve_pretrained
 Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
-NOT_REWRITTEN = "edgekd rewrites and reloads pruned or factorized BERT-layout encoders only"
+NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders and Llama-layout decoders "
+                 "(llama, mistral, qwen2, qwen3, gemma) only")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class Family:
     factorize: bool = False
     why_not: str = NOT_REWRITTEN
     gated_mlp: bool = False
-    """Pruned through its gated MLPs (:mod:`edgekd.prune.gated_mlp`): every layer alike, ``scope: layer`` only."""
+    """A Llama-layout decoder: its KV groups (:mod:`edgekd.prune.kv_groups`) and gated MLPs
+    (:mod:`edgekd.prune.gated_mlp`) are pruned alike in every layer, ``scope: layer`` only."""
 
     @property
     def bert_layout(self) -> bool:
@@ -57,17 +60,18 @@ class Family:
 
 
 _BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), factorize=True, why_not="")
-_DECODER = Family("text", True, TRANSFORMER, frozenset({"ffn"}), gated_mlp=True,
-                  why_not="its gated MLP channels are pruned (ffn, scope: layer); its grouped-query heads and "
-                          f"low-rank factors are not rewritten ({NOT_REWRITTEN})")
+_DECODER = Family("text", True, TRANSFORMER, frozenset({"heads", "ffn"}), factorize=True, why_not="", gated_mlp=True)
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
-    "distilbert": Family("text", True, TRANSFORMER),
+    "distilbert": Family("text", True, TRANSFORMER, factorize=True,
+                         why_not="DistilBERT is factorized only: its attention and FFN layout is not pruned"),
     "albert": Family("text", False,
                      why_not="ALBERT shares one layer's weights across all layers, so no layer is pruned alone"),
     "deberta-v2": Family("text", True, TRANSFORMER),
-    "gpt2": Family("text", True, TRANSFORMER),
-    **dict.fromkeys(("llama", "qwen2", "mistral"), _DECODER),
+    "gpt2": Family("text", True, TRANSFORMER, factorize=True,
+                   why_not="GPT-2 is factorized only: its fused c_attn/c_fc Conv1D layers are not pruned (its config "
+                           "cannot state pruned heads of the same size)"),
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma"), _DECODER),
     "vit": Family("image", True, TRANSFORMER),
     "deit": Family("image", True, TRANSFORMER),
     "convnext": Family("image"),

@@ -126,7 +126,7 @@ def _check_compress(config: PruneStage | FactorizeStage | HybridStage, state: Pl
                              f"removes{why}")
         if family is not None and family.gated_mlp and prune.scope != "layer":
             raise state.fail(f"{key.rpartition('.')[0]}.scope", f"a {spec.label} {config.role} is pruned alike in "
-                             "every layer (its config states one MLP width); use scope: layer")
+                             "every layer (its config states one head count and one MLP width); use scope: layer")
         if not spec.prune_targets & set(prune.targets):
             raise state.fail(key, f"a {spec.label} model prunes {' or '.join(sorted(spec.prune_targets))}, "
                              f"not {', '.join(prune.targets)}")

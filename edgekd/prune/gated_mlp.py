@@ -7,8 +7,8 @@ the score head) is ignored, so neither the hidden width nor the attention heads 
 family's config states one ``intermediate_size`` for all layers, so every layer loses the same share
 (``scope: layer``; ``edgekd validate`` refuses ``global``) and the pruned model reloads with plain
 ``from_pretrained`` once ``config.intermediate_size`` is rewritten (:func:`sync_gated_config`).
-Attention heads are not pruned here: removing a grouped-query KV head must remove its query heads with
-it, which the dependency graph does not couple.
+A factorized projection is pruned through its outer dimensions only (its rank stays). Attention heads
+are pruned by whole key/value groups in :mod:`edgekd.prune.kv_groups`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from edgekd.errors import ModelError
-from edgekd.prune.config import PruneConfig
+from edgekd.prune.structure import out_features, outer_linear
 
 
 def gated_mlps(model: nn.Module) -> list[nn.Module]:
@@ -26,19 +26,16 @@ def gated_mlps(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if all(hasattr(m, name) for name in ("gate_proj", "up_proj", "down_proj"))]
 
 
-def gated_plan(model: nn.Module, config: PruneConfig) -> dict[str, Any]:
+def gated_plan(model: nn.Module) -> dict[str, Any]:
     """MetaPruner arguments pruning only the gated MLPs' channels (see the module docstring)."""
-    mlps = gated_mlps(model)
-    if not mlps or "ffn" not in config.targets:
-        raise ModelError(f"a {model.config.model_type} model prunes 'ffn' (its gated MLP channels) only")
-    prunable = {id(m) for mlp in mlps for m in (mlp.gate_proj, mlp.up_proj)}
+    prunable = {id(outer_linear(m)) for mlp in gated_mlps(model) for m in (mlp.gate_proj, mlp.up_proj)}
     ignored = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Embedding) and id(m) not in prunable]
     return {"ignored_layers": ignored}
 
 
 def sync_gated_config(model: nn.Module) -> None:
     """After pruning: ``config.intermediate_size`` is the MLPs' (common) width, so ``from_pretrained`` reloads it."""
-    widths = {mlp.gate_proj.out_features for mlp in gated_mlps(model)}
+    widths = {out_features(mlp.gate_proj) for mlp in gated_mlps(model)}
     if len(widths) != 1:
         raise ModelError(f"pruning left the {model.config.model_type} MLPs with different widths {sorted(widths)}; "
                          "its config states one intermediate_size (prune with scope: layer)")

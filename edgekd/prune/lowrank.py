@@ -24,7 +24,14 @@ from torch import nn
 
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import FactorizeConfig
-from edgekd.prune.structure import LowRank, LowRankEmbedding, LowRankLinear, embedding_tables, linear_layers
+from edgekd.prune.structure import (
+    LowRank,
+    LowRankEmbedding,
+    LowRankLinear,
+    dense_weight,
+    embedding_tables,
+    linear_layers,
+)
 from edgekd.prune.structured import record_structure
 
 
@@ -51,16 +58,6 @@ def rank_for_params(shape: tuple[int, int], param_ratio: float) -> int:
     """Largest rank whose factor pair has at most ``param_ratio`` of the dense layer's weights (at least 1)."""
     out_dim, in_dim = shape
     return max(1, math.floor(param_ratio * out_dim * in_dim / (out_dim + in_dim)))
-
-
-def dense_weight(layer: nn.Module) -> torch.Tensor:
-    """The matrix a layer applies: ``[out, in]`` for linear layers, the ``[num, dim]`` table for embeddings
-    (the product of a factor pair)."""
-    if isinstance(layer, LowRankLinear):
-        return layer[1].weight @ layer[0].weight
-    if isinstance(layer, LowRankEmbedding):
-        return layer[0].weight @ layer[1].weight.T
-    return layer.weight
 
 
 @torch.no_grad()

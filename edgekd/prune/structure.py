@@ -7,7 +7,10 @@ model directory carries the difference as a small JSON mapping, the **structure*
 
 - ``heads`` / ``intermediate`` (BERT-family models only): attention heads and feed-forward
   width of every encoder layer (the head size stays ``hidden_size / num_attention_heads``);
-- ``low_rank``: linear layers replaced by a :class:`LowRankLinear` of that rank, and embedding
+  decoders (Llama, Qwen2, GPT-2 …) have none: their configs state pruned head counts and MLP
+  widths themselves (:mod:`edgekd.prune.kv_groups`, :mod:`edgekd.prune.gated_mlp`);
+- ``low_rank``: linear layers (``nn.Linear``, or the transposed ``Conv1D`` of GPT-2) replaced by a
+  :class:`LowRankLinear` of that rank, and embedding
   tables replaced by a :class:`LowRankEmbedding` (ALBERT-style: a thin table, then a projection).
 
 Hugging Face models keep it in ``config.json`` under ``edgekd_structure`` and reload with
@@ -23,11 +26,21 @@ head count whose heads keep their size, hence the structure rather than HF's own
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import torch
 from torch import nn
 
 CONFIG_KEY = "edgekd_structure"
+
+
+def _conv1d() -> tuple[type, ...]:
+    """transformers' ``Conv1D`` (GPT-2's linear layer, its weight stored transposed as ``[in, out]``), as a type
+    tuple for ``isinstance``; empty while transformers' layers are not imported (no such layer exists then), so
+    plain models never import transformers."""
+    layers = sys.modules.get("transformers.pytorch_utils")
+    return (layers.Conv1D,) if layers is not None else ()
 
 
 class LowRankLinear(nn.Sequential):
@@ -57,20 +70,56 @@ class LowRankEmbedding(nn.Sequential):
 LowRank = LowRankLinear | LowRankEmbedding
 
 
+def is_dense_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is a plain linear layer: ``nn.Linear`` or transformers' transposed ``Conv1D``."""
+    return isinstance(module, (nn.Linear, *_conv1d()))
+
+
+def linear_shape(module: nn.Module) -> tuple[int, int]:
+    """``(out, in)`` features of an ``nn.Linear``, a ``Conv1D`` or a :class:`LowRankLinear`."""
+    if isinstance(module, LowRankLinear):
+        return module[1].out_features, module[0].in_features
+    if isinstance(module, _conv1d()):
+        return module.nf, module.nx
+    return module.out_features, module.in_features
+
+
 def out_features(module: nn.Module) -> int:
-    """Output width of an ``nn.Linear`` or a :class:`LowRankLinear`."""
-    return module[1].out_features if isinstance(module, LowRankLinear) else module.out_features
+    """Output width of an ``nn.Linear``, a ``Conv1D`` or a :class:`LowRankLinear`."""
+    return linear_shape(module)[0]
+
+
+def dense_weight(layer: nn.Module) -> torch.Tensor:
+    """The matrix a layer applies: ``[out, in]`` for linear layers (``Conv1D``'s transposed back), the
+    ``[num, dim]`` table for embeddings (the product of a factor pair)."""
+    if isinstance(layer, LowRankLinear):
+        return layer[1].weight @ layer[0].weight
+    if isinstance(layer, LowRankEmbedding):
+        return layer[0].weight @ layer[1].weight.T
+    if isinstance(layer, _conv1d()):
+        return layer.weight.T
+    return layer.weight
+
+
+def outer_linear(layer: nn.Module) -> nn.Module:
+    """The layer producing a linear layer's outputs (the second factor of a :class:`LowRankLinear`)."""
+    return layer[1] if isinstance(layer, LowRankLinear) else layer
+
+
+def inner_linear(layer: nn.Module) -> nn.Module:
+    """The layer reading a linear layer's inputs (the first factor of a :class:`LowRankLinear`)."""
+    return layer[0] if isinstance(layer, LowRankLinear) else layer
 
 
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every linear layer of ``model`` in order: ``nn.Linear`` and :class:`LowRankLinear`.
+    """Every linear layer of ``model`` in order: ``nn.Linear``, ``Conv1D`` and :class:`LowRankLinear`.
 
     The parts of a factor pair (including a :class:`LowRankEmbedding`'s projection) are not listed.
     """
     pairs = {name for name, m in model.named_modules() if isinstance(m, LowRank)}
     return [(name, m) for name, m in model.named_modules()
             if (name in pairs and isinstance(m, LowRankLinear))
-            or (isinstance(m, nn.Linear) and name.rpartition(".")[0] not in pairs)]
+            or (is_dense_linear(m) and name.rpartition(".")[0] not in pairs)]
 
 
 def embedding_tables(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -88,7 +137,7 @@ def low_rank_layers(model: nn.Module) -> dict[str, int]:
 def apply_low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
     """Replace the layers named in ``ranks`` by empty factor pairs of those ranks (in place).
 
-    An ``nn.Linear`` becomes a :class:`LowRankLinear`, an ``nn.Embedding`` a :class:`LowRankEmbedding`.
+    An ``nn.Linear`` or ``Conv1D`` becomes a :class:`LowRankLinear`, an ``nn.Embedding`` a :class:`LowRankEmbedding`.
     """
     for name, rank in ranks.items():
         parent_name, _, child = name.rpartition(".")
@@ -97,7 +146,8 @@ def apply_low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
         if isinstance(dense, nn.Embedding):
             pair: nn.Module = LowRankEmbedding(dense.num_embeddings, dense.embedding_dim, rank, dense.padding_idx)
         else:
-            pair = LowRankLinear(dense.in_features, dense.out_features, rank, dense.bias is not None)
+            out_dim, in_dim = linear_shape(dense)
+            pair = LowRankLinear(in_dim, out_dim, rank, dense.bias is not None)
         setattr(parent, child, pair)
     return model
 
@@ -138,6 +188,21 @@ def sync_bert_config(model: nn.Module) -> None:
         setattr(config, CONFIG_KEY, structure)
 
 
+def sync_low_rank_config(model: nn.Module) -> None:
+    """A model whose config states its other shapes (decoders): record its low-rank layers, if any, in the config."""
+    low_rank = low_rank_layers(model)
+    if low_rank:
+        setattr(model.config, CONFIG_KEY, {"low_rank": low_rank})
+    elif hasattr(model.config, CONFIG_KEY):
+        delattr(model.config, CONFIG_KEY)
+
+
+def restructure(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
+    """Rebuild a freshly initialised model to ``structure``: BERT-family heads and widths when it states
+    them, then its low-rank layers."""
+    return reshape_bert(model, structure) if "heads" in structure else apply_low_rank(model, structure["low_rank"])
+
+
 def reshape_bert(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
     """Rebuild a freshly initialised BERT-family model to ``structure`` (weights are loaded afterwards)."""
     hidden = model.config.hidden_size
@@ -165,7 +230,7 @@ def pruned_class(base: type) -> type:
     if base not in _PRUNED_CLASSES:
         def __init__(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
             base.__init__(self, config, *args, **kwargs)
-            reshape_bert(self, getattr(config, CONFIG_KEY))
+            restructure(self, getattr(config, CONFIG_KEY))
 
         _PRUNED_CLASSES[base] = type(f"Pruned{base.__name__}", (base,), {"__init__": __init__})
     return _PRUNED_CLASSES[base]

@@ -9,8 +9,9 @@ the output projection's columns) and removes whole groups, so the tensors are ph
   output projections, pooler, classifier) is ignored, so the hidden size is never pruned; the
   attention modules' head counts and the config's structure are updated afterwards
   (:func:`edgekd.prune.structure.sync_bert_config`).
-- decoder classifiers with gated MLPs (Llama, Qwen2, Mistral): MLP channels, every layer alike
-  (:mod:`edgekd.prune.gated_mlp`).
+- decoder classifiers (Llama, Mistral, Qwen2, Qwen3, Gemma): whole grouped-query KV groups of the
+  attention (:mod:`edgekd.prune.kv_groups`) and gated MLP channels (:mod:`edgekd.prune.gated_mlp`),
+  every layer alike, the config's head counts and ``intermediate_size`` rewritten.
 - image classifiers (``cnn``, ``mlp``, ``resnet``, ``mobilenet_v2``): conv channels and hidden
   units, the classifier's outputs kept; the spec is rewritten with the new widths (``resnet`` and
   ``mobilenet_v2``: every layer's shape) so the model directory rebuilds it.
@@ -30,16 +31,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ModelError
 from edgekd.models.builders import BUILDERS
 from edgekd.models.call import model_inputs
+from edgekd.models.families import family
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.models.user_module import unwrap
 from edgekd.models.vision import layer_shapes
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.gated_mlp import gated_mlps, gated_plan, sync_gated_config
-from edgekd.prune.structure import LowRankLinear, encoder_layers, linear_layers, out_features, sync_bert_config
+from edgekd.prune.kv_groups import attention_blocks, prune_kv_groups, sync_attention_config
+from edgekd.prune.structure import (
+    LowRankLinear,
+    encoder_layers,
+    linear_layers,
+    out_features,
+    outer_linear,
+    sync_bert_config,
+    sync_low_rank_config,
+)
 from edgekd.prune.user_module import module_plan, rebuildable
 
 log = logging.getLogger(__name__)
@@ -77,9 +88,11 @@ def prune_step(
     """
     module = model.module
     own = model.spec.get("arch") == "module"  # a user's own module: see edgekd.prune.user_module
-    if model.is_hf and gated_mlps(module):
-        plan = gated_plan(module, config)
-    elif model.is_hf:
+    if model.is_hf and not family(module.config.model_type).bert_layout:
+        _prune_decoder(module, config, ratio, model_inputs(module, example_inputs), gradients)
+        record_structure(model)
+        return
+    if model.is_hf:
         plan = _bert_plan(module, config, ratio)
     elif own:
         plan = module_plan(module, config.targets, example_inputs, _rank_factors(module))
@@ -127,11 +140,7 @@ def prune_module(
     """Run one Torch-Pruning ``MetaPruner`` step over ``module`` with ``plan``'s arguments (ignored layers, heads)."""
     import torch_pruning as tp
 
-    if config.importance == "taylor":
-        if gradients is None:
-            raise ValueError("Taylor importance needs a gradients function")
-        module.zero_grad(set_to_none=True)
-        gradients(module)
+    _fill_gradients(module, config, gradients)
     pruner = tp.pruner.MetaPruner(
         module, example, importance=importance(config.importance), pruning_ratio=ratio,
         global_pruning=config.scope == "global", max_pruning_ratio=MAX_LAYER_RATIO,
@@ -142,23 +151,60 @@ def prune_module(
     module.zero_grad(set_to_none=True)
 
 
+def _fill_gradients(module: nn.Module, config: PruneConfig, gradients: Callable[[nn.Module], None] | None) -> None:
+    """For Taylor importance: fresh ``.grad`` of every parameter from ``gradients(module)``."""
+    if config.importance == "taylor":
+        if gradients is None:
+            raise ValueError("Taylor importance needs a gradients function")
+        module.zero_grad(set_to_none=True)
+        gradients(module)
+
+
+def _prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: dict[str, torch.Tensor],
+                   gradients: Callable[[nn.Module], None] | None) -> None:
+    """A decoder's KV groups (``heads``) and gated MLP channels (``ffn``), every layer alike (in place)."""
+    kind = module.config.model_type
+    targets = {"heads": attention_blocks(module), "ffn": gated_mlps(module)}
+    if not any(targets[t] for t in config.targets if t in targets):
+        traits = family(kind)
+        has = " and/or ".join(f"'{t}'" for t in sorted(traits.prune_targets))
+        raise ModelError(f"targets: a {kind} model prunes {has}" if has else f"a {kind} model cannot be pruned "
+                         f"({traits.why_not})")
+    if "heads" in config.targets and targets["heads"]:
+        _fill_gradients(module, config, gradients)
+        module.eval()
+        prune_kv_groups(module, config.importance, ratio)
+        module.zero_grad(set_to_none=True)
+    if "ffn" in config.targets and targets["ffn"]:
+        prune_module(module, inputs, config, ratio, gated_plan(module), gradients=gradients)
+
+
 def record_structure(model: TaskModel) -> None:
     """After pruning or factorization: state the new shapes where the model directory rebuilds them from.
 
-    BERT-family: head counts and the config's structure; ``cnn``/``mlp``: the spec's widths;
+    BERT-family: head counts and the config's structure; other Hugging Face models (decoders): the
+    config's head counts and MLP width, and the structure's low-rank layers; ``cnn``/``mlp``: the spec's widths;
     ``resnet``/``mobilenet_v2``: the spec's layer ``shapes`` (the low-rank layers of plain models
     are found by :meth:`TaskModel.save` itself).
     """
-    if model.is_hf and gated_mlps(model.module):
-        sync_gated_config(model.module)
-    elif model.is_hf:
+    if model.is_hf and family(model.module.config.model_type).bert_layout:
         sync_bert_config(model.module)
+    elif model.is_hf:
+        _sync_decoder_config(model.module)
     elif model.spec.get("arch") in ("cnn", "mlp"):
         model.spec = plain_spec(model.spec, model.module)
     elif model.spec.get("arch") in IMAGE_ARCHS:
         model.spec = {**model.spec, "shapes": layer_shapes(model.module)}
     elif model.spec.get("arch") == "module":
         model.spec = {**model.spec, "shapes": layer_shapes(unwrap(model.module))}
+
+
+def _sync_decoder_config(module: nn.Module) -> None:
+    if attention_blocks(module):
+        sync_attention_config(module)
+    if gated_mlps(module):
+        sync_gated_config(module)
+    sync_low_rank_config(module)
 
 
 def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str, Any]:
@@ -169,15 +215,16 @@ def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str,
     num_heads: dict[nn.Module, int] = {}
     for layer in encoder_layers(model):
         attention = layer.attention.self
-        projections = [_outer(getattr(attention, name)) for name in ("query", "key", "value")]
-        ignored += [_outer(layer.attention.output.dense), _outer(layer.output.dense)]
+        projections = [outer_linear(getattr(attention, name)) for name in ("query", "key", "value")]
+        ignored += [outer_linear(layer.attention.output.dense), outer_linear(layer.output.dense)]
         if "heads" in config.targets:
             num_heads.update({p: attention.num_attention_heads for p in projections})
         else:
             ignored += projections
         if "ffn" not in config.targets:
-            ignored.append(_outer(layer.intermediate.dense))
-    ignored += [_outer(m) for name, m in linear_layers(model) if ".encoder." not in f".{name}."]  # pooler, classifier
+            ignored.append(outer_linear(layer.intermediate.dense))
+    ignored += [outer_linear(m) for name, m in linear_layers(model)
+                if ".encoder." not in f".{name}."]  # pooler, classifier
     return {"ignored_layers": ignored + _rank_factors(model), "num_heads": num_heads,
             "prune_num_heads": bool(num_heads), "prune_head_dims": False,
             "head_pruning_ratio": ratio if num_heads else 0.0}
@@ -188,12 +235,7 @@ def _plain_plan(model: nn.Module, config: PruneConfig) -> dict[str, Any]:
     if "channels" not in config.targets:
         raise ConfigError("targets: an image classifier ('cnn', 'mlp') prunes 'channels'")
     _, classifier = linear_layers(model)[-1]
-    return {"ignored_layers": [_outer(classifier), *_rank_factors(model)]}
-
-
-def _outer(layer: nn.Module) -> nn.Module:
-    """The ``nn.Linear`` producing a layer's outputs (the second factor of a :class:`LowRankLinear`)."""
-    return layer[1] if isinstance(layer, LowRankLinear) else layer
+    return {"ignored_layers": [outer_linear(classifier), *_rank_factors(model)]}
 
 
 def _rank_factors(model: nn.Module) -> list[nn.Module]:
