@@ -16,6 +16,7 @@ from edgekd.data_needs import data_need, where_to_get
 from tests.reliability import assert_user_error, cli
 
 TEXT_RECIPES = [name for name in names("pipelines") if load_recipe(name).data.source in ("tsv", "csv")]
+CORPUS_RECIPES = [name for name in names("pipelines") if load_recipe(name).data.source == "corpus"]
 
 
 def test_every_built_in_recipe_says_what_it_needs() -> None:
@@ -30,7 +31,7 @@ def test_every_built_in_recipe_says_what_it_needs() -> None:
         if load_recipe(name).data.source == "sklearn":
             assert data["kind"] == "bundled" and data["ready"] and data["paths"] == {}
         else:
-            assert data["where"].startswith("Data: ") and "SST-2" in data["where"], name
+            assert data["where"].startswith("Data: ") and "SOURCE.md" in data["where"], name
     assert TEXT_RECIPES, "the SST-2 recipes are the ones with local files"
 
 
@@ -71,10 +72,13 @@ def test_pipelines_list_table_groups_recipes_missing_the_same_files(tmp_path: Pa
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     needs = [line for line in lines if " need " in line or " needs " in line]
-    assert len(needs) == 1 and all(name in needs[0] for name in TEXT_RECIPES) and "Data: " in needs[0]
+    # one line per set of missing files: the SST-2 recipes together, the corpus recipe on its own
+    assert len(needs) == 2 and all("Data: " in line for line in needs)
+    assert any(all(name in line for name in TEXT_RECIPES) for line in needs)
+    assert any(all(name in line for name in CORPUS_RECIPES) for line in needs)
     for name in names("pipelines"):
         row = next(line for line in lines if line.split()[:1] == [name])
-        assert row.rstrip().endswith("missing" if name in TEXT_RECIPES else "yes")
+        assert row.rstrip().endswith("missing" if name in TEXT_RECIPES + CORPUS_RECIPES else "yes")
 
 
 def test_links_to_nothing_and_link_loops_are_named_as_such(tmp_path: Path) -> None:

@@ -280,3 +280,23 @@ def test_an_onnx_file_still_converts_beside_itself_and_prints_json(tmp_path: Pat
     images = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
     np.testing.assert_allclose(_session(Path(record["path"])).run(None, {"input": images})[0],
                                _session(first.path).run(None, {"input": images})[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("family, positions", [("roberta", 10), ("roberta", 40), ("bert", 10), ("gpt2", 12)])
+def test_a_model_with_fewer_positions_than_the_device_sequence_exports_at_its_own_length(
+        family: str, positions: int, tmp_path: Path) -> None:
+    """The sample is cut to the positions the model takes: RoBERTa numbers positions after its padding id,
+    so 10 rows take 8 tokens (a 10-token sample was an IndexError)."""
+    from edgekd.models.hf import usable_positions
+
+    model = hf_families.build(family, max_position_embeddings=positions)
+    usable = usable_positions(model)
+    assert usable == (positions - 2 if family == "roberta" else positions)
+    with torch.no_grad():
+        model(input_ids=torch.ones(1, usable, dtype=torch.long))  # the full usable length runs
+    model.save_pretrained(tmp_path / family)
+    outcome = cli("export", tmp_path / family, "-o", tmp_path / "out", "--runs", "10", "--warmup", "1", "--json",
+                  "-t", "onnx-fp32")
+    assert outcome.exit_code == 0, outcome.output
+    record = json.loads(outcome.output[outcome.output.index("{"):])
+    assert record["onnx"]["parity"]["passed"]

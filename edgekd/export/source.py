@@ -22,6 +22,7 @@ deployed file is then profiled on the device (:func:`edgekd.profile.runner.profi
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,7 @@ from edgekd.errors import ConfigError, DataError, ModelError, first_line
 from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.ort_format import OrtModel, convert_to_ort, numpy_feeds
+from edgekd.models.hf import usable_positions
 from edgekd.models.specs import IMPORT_PATH
 from edgekd.profile.runner import ProfileResult, profile_onnx
 
@@ -81,6 +83,8 @@ class _Loaded:
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     extras: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    device: DeviceProfile | None = None
+    """The device profile to time it with, when the model cannot take the given one's inputs."""
 
 
 def source_kind(source: str | Path) -> SourceKind:
@@ -126,7 +130,7 @@ def export_source(source: str, target: ExportTarget, device: DeviceProfile, out:
         extra.save_pretrained(out)
     ort_model = convert_to_ort(onnx_path, target, numpy_feeds(loaded.sample)) if target.format == "ort" else None
     deployed = ort_model.path if ort_model is not None else onnx_path
-    profile = profile_onnx(deployed, device, warmup=warmup, runs=runs)
+    profile = profile_onnx(deployed, loaded.device or device, warmup=warmup, runs=runs)
     return ExportedModel(source=str(source), kind=kind, onnx=result, ort=ort_model, profile=profile,
                          notes=tuple(loaded.notes))
 
@@ -169,7 +173,13 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
         channels = getattr(config, "num_channels", 3)
         loaded.sample = {"pixel_values": torch.randn(SAMPLE_ROWS, channels, side, side, generator=generator)}
         return loaded
-    loaded.sample = _padded_text(config, device.inputs.sequence_length, generator)
+    length = min(device.inputs.sequence_length, usable_positions(module) or sys.maxsize)
+    if length < device.inputs.sequence_length:
+        loaded.notes.append(f"the model takes at most {length} tokens: exported and profiled at {length}, not the "
+                            f"device profile's sequence_length {device.inputs.sequence_length}")
+        loaded.device = device.model_copy(update={"inputs": device.inputs.model_copy(
+            update={"sequence_length": length})})
+    loaded.sample = _padded_text(config, length, generator)
     loaded.dynamic_axes = {name: {1: "sequence"} for name in (*loaded.sample, *(("logits",) if per_token else ()))}
     tokenizer = _tokenizer(source)
     if tokenizer is not None:
@@ -179,8 +189,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
 
 def _padded_text(config: Any, length: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A batch of :data:`SAMPLE_ROWS` token-id rows of decreasing length, right-padded with the pad id."""
-    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or length
-    width = max(4, min(length, int(positions)))
+    width = max(4, length)
     vocab = int(config.vocab_size)
     pad = config.pad_token_id if config.pad_token_id is not None else 0
     ids = torch.randint(min(5, vocab - 1), vocab, (SAMPLE_ROWS, width), generator=generator)

@@ -203,10 +203,25 @@ def _check_fits_tokenizer(model: nn.Module, where: str, vocab_size: int, max_len
     if rows < vocab_size:
         raise ModelError(f"{where}: its vocabulary has {rows} tokens, fewer than the tokenizer's "
                          f"{vocab_size}; use the model's own tokenizer (tokenizer.pretrained) or a smaller vocab_size")
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions < max_length:
+    positions = usable_positions(model)
+    if positions is not None and positions < max_length:
         raise ModelError(f"{where}: it takes at most {positions} tokens, fewer than the "
                          f"tokenizer's max_length {max_length}; lower tokenizer.max_length")
+
+
+def usable_positions(model: nn.Module) -> int | None:
+    """How many tokens a text model takes: its ``max_position_embeddings`` (``n_positions``), less the
+    positions RoBERTa-style embeddings skip (they number positions after the padding id, so 514 rows take
+    512 tokens); None when the config gives no limit."""
+    config = model.config
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(positions, int):
+        return None
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    offset = getattr(embeddings, "padding_idx", None)
+    if isinstance(offset, int) and getattr(embeddings, "position_embeddings", None) is not None:
+        positions -= offset + 1
+    return positions
 
 
 def drop_layers(teacher: nn.Module, spec: DropLayersSpec) -> nn.Module:
