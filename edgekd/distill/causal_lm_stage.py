@@ -106,11 +106,14 @@ class GenerationObjective:
         self.losses = nn.ModuleList(build_loss(loss, *info) for loss in config.losses)
         self.teacher, self.data, self.seed, self.step = teacher, data, seed, 0
         self.sources: dict[int, Any] = {}
+        # a loss trained on the teacher's own tokens reads no teacher logits
+        self.reads_teacher = [getattr(loss, "batches", "corpus") != "teacher_outputs" for loss in config.losses]
         for index, loss in enumerate(config.losses):
             key = f"{where}.losses[{index}]"
-            if loss.kind == "sequence_kd":
+            batches = getattr(loss, "batches", "corpus")
+            if batches == "teacher_outputs":
                 self.sources[index] = _teacher_windows(loss, teacher, data, cache_dir, seed, key)
-            elif loss.kind == "on_policy":
+            elif batches == "student_samples":
                 self.sources[index] = OnPolicyDistillation(
                     beta=loss.beta, temperature=loss.temperature, sample_temperature=loss.sample_temperature,
                     student_fraction=loss.student_fraction, prompt_tokens=loss.prompt_tokens,
@@ -126,8 +129,8 @@ class GenerationObjective:
             batch = self._batch(index, model, corpus, generator)
             student = ModelOutputs(logits=model(input_ids=batch.inputs).logits)
             with torch.no_grad():
-                teacher = ModelOutputs(logits=student.logits if config.kind == "sequence_kd"
-                                       else self.teacher(input_ids=batch.inputs).logits)
+                teacher = ModelOutputs(logits=self.teacher(input_ids=batch.inputs).logits
+                                       if self.reads_teacher[index] else student.logits)
             total = total + config.weight * loss(student, teacher, batch.targets, batch.mask)
         self.step += 1
         return total
