@@ -118,6 +118,11 @@ def describe_changes(old: Any, new: dict[str, Any], stage_index: int, *, upstrea
         changes.append(_changed(_key(("device profile", *path)), before, after))
     for path, before, after in _differences(old.get("extra", {}), new.get("extra", {}), ()):
         changes.append(_changed(_key(path), before, after))
+    if old.get("data_content") != new.get("data_content"):
+        changes.append("the data files' content changed" if old.get("data_content") else
+                       "the data files' content is now part of the fingerprint")
+    if old.get("pretrained") != new.get("pretrained"):
+        changes.append("a pretrained checkpoint's files changed")
     if old.get("edgekd") != new["edgekd"]:
         changes.append(_changed("edgekd version", old.get("edgekd"), new["edgekd"]))
     if old.get("previous") != new["previous"] and upstream_reruns:

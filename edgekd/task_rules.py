@@ -103,6 +103,22 @@ def _check_causal_lm(state: PlanState) -> None:
     if recipe.teacher.weights is not None:
         raise state.fail("teacher.weights", "a causal LM's trained weights come as teacher.model.pretrained "
                          "(a save_pretrained directory); leave weights unset")
+    for role in ("teacher", "assistant", "student"):
+        context = declared_context(recipe, role)
+        if context is not None and context < recipe.data.context:
+            raise state.fail(f"{role}.model", f"it takes {context} positions, fewer than data.context "
+                             f"{recipe.data.context} (the training windows); lower data.context")
+    for index, stage in enumerate(recipe.stages):
+        for number, loss in enumerate(getattr(stage, "losses", None) or ()):
+            if getattr(loss, "batches", "corpus") == "corpus":
+                continue
+            roles = (stage.teacher,) if loss.batches == "teacher_outputs" else (stage.teacher, stage.student)
+            for role in roles:  # the teacher generates (sequence_kd); on-policy, both models read the samples
+                context = declared_context(recipe, role)
+                if context is not None and loss.prompt_tokens + loss.new_tokens > context:
+                    raise state.fail(f"stages[{index}].losses[{number}]", f"prompt_tokens {loss.prompt_tokens} + "
+                                     f"new_tokens {loss.new_tokens} exceed the {role}'s context of {context} "
+                                     "positions; lower them")
 
 
 def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) -> None:
@@ -110,23 +126,30 @@ def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) ->
     (``max_position_embeddings``: the config's, the checkpoint's, or ``data.context`` for a model built from sizes)."""
     if not is_corpus(recipe.data) or "profile" not in recipe.stage_names():
         return
-    from edgekd.models.families import read_config
-
     needed = device.generation.prompt_tokens + device.generation.new_tokens
     for role in ("teacher", "assistant", "student"):
-        holder = getattr(recipe, role)
-        if holder is None:
-            continue
-        spec = holder.model
-        try:
-            config = spec.config or read_config(spec.pretrained, trust_remote_code=spec.trust_remote_code)
-        except ValueError:
-            continue  # an unreadable checkpoint is reported, with its key, when it loads
-        context = config.get("max_position_embeddings", config.get("n_positions", recipe.data.context))
-        if isinstance(context, int) and needed > context:
+        context = declared_context(recipe, role)
+        if context is not None and needed > context:
             raise ConfigError(f"{source}: {role}.model: it takes {context} positions, but device '{device.name}' "
                               f"generates {device.generation.prompt_tokens} prompt + {device.generation.new_tokens} "
                               "new tokens; lower generation.prompt_tokens or new_tokens, or raise the model's context")
+
+
+def declared_context(recipe: Recipe, role: str) -> int | None:
+    """The positions a causal LM role takes, as far as the recipe says: its config's (or checkpoint's)
+    ``max_position_embeddings``, else ``data.context`` (a model built from sizes gets it); None when unknown."""
+    from edgekd.models.families import read_config
+
+    holder = getattr(recipe, role)
+    if holder is None:
+        return None
+    spec = holder.model
+    try:
+        config = spec.config or read_config(spec.pretrained, trust_remote_code=spec.trust_remote_code)
+    except ValueError:
+        return None  # an unreadable checkpoint is reported, with its key, when it loads
+    context = config.get("max_position_embeddings", config.get("n_positions", recipe.data.context))
+    return context if isinstance(context, int) else None
 
 
 def recipe_task(data: object) -> TaskKind | None:

@@ -133,12 +133,19 @@ def test_missing_pretrained_directory_is_one_line(tmp_path):
         load_causal_lm(tmp_path / "absent")
 
 
-@pytest.mark.parametrize("delta", [-3, 1, 7])
-def test_tokenizer_vocabulary_mismatch_names_the_key(delta):
+@pytest.mark.parametrize("delta", [-3, -1])
+def test_a_tokenizer_with_more_tokens_than_the_model_names_the_key(delta):
     tokenizer = build_char_tokenizer("hello world")
     model = build_causal_lm("gpt2", vocab_size=len(tokenizer) + delta, context=8, layers=1, width=16, heads=2)
     with pytest.raises(ConfigError, match=rf"^student.tokenizer: the tokenizer has {len(tokenizer)} tokens"):
         check_tokenizer_fits(model, tokenizer, "student.tokenizer")
+
+
+@pytest.mark.parametrize("delta", [0, 1, 7])
+def test_a_model_whose_vocabulary_is_padded_beyond_the_tokenizer_is_accepted(delta):
+    tokenizer = build_char_tokenizer("hello world")
+    model = build_causal_lm("gpt2", vocab_size=len(tokenizer) + delta, context=8, layers=1, width=16, heads=2)
+    check_tokenizer_fits(model, tokenizer, "student.tokenizer")
 
 
 @pytest.mark.parametrize("prompt, new, fits", [(8, 0, True), (5, 3, True), (9, 0, False), (6, 3, False)])

@@ -50,7 +50,8 @@ def _recipe(tmp: Path, **changes: Any) -> Path:
         "stages": [{"stage": "teacher", "epochs": 3, "batch_size": 16, "lr": 3e-3},
                    {"stage": "distill", "epochs": 3, "batch_size": 16, "lr": 3e-3,
                     "losses": [{"kind": "token_kl", "temperature": 1.0, "alpha": 0.5}]},
-                   {"stage": "export"}, {"stage": "profile"}, {"stage": "bundle"}, {"stage": "report"}],
+                   {"stage": "export"}, {"stage": "profile", "warmup": 2, "runs": 12}, {"stage": "bundle"},
+                   {"stage": "report"}],
     }
     for key, value in changes.items():
         recipe[key] = value
@@ -106,7 +107,7 @@ def test_profile_times_generation_on_the_devices_prompt(lm_run) -> None:
     assert profile["generation"] == {"prompt_tokens": 8, "new_tokens": 12}
     for role in ("teacher", "student"):
         figures = profile[role]
-        assert figures["tokens_timed"] == 11 * profile["rounds"]
+        assert figures["tokens_timed"] == 11 * profile["runs"] == 11 * 12
         assert 0 < figures["per_token_p50_ms"] <= figures["per_token_p90_ms"]
         assert figures["tokens_per_second"] > 0 and figures["time_to_first_token_ms"] > 0
     speedup = profile["student"]["speedup"]["teacher"]
@@ -115,21 +116,26 @@ def test_profile_times_generation_on_the_devices_prompt(lm_run) -> None:
     assert checks["per_token_p90_latency"]["limit"] == 50 and report["budget"]["verdict"] in ("pass", "fail")
 
 
-def test_the_bundle_readme_loop_generates_what_edgekd_generates(lm_run) -> None:
+def test_the_bundle_readme_loop_generates_what_edgekd_generates(lm_run, tmp_path: Path) -> None:
     _, run_dir, _ = lm_run
     bundle = run_dir / "bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
     cache = manifest["generation"]["cache"]
     assert cache["layers"] == 1 and cache["kv_heads"] == 2 and cache["head_dim"] == 12
     assert manifest["generation"]["context_length"] == 32 and manifest["task"] == "causal_lm"
+    example = manifest["generation"]["example"]
+    assert example["prompt_tokens"] + example["new_tokens"] <= 32  # within the context
     readme = (bundle / "README.md").read_text()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0].replace("range(40)", "range(15)")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     done = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, check=True)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(bundle / "tokenizer")
-    prompt = tokenizer("ROMEO:", add_special_tokens=False)["input_ids"]
-    expected = tokenizer.decode(CachedGenerator(bundle / "model.onnx").generate(prompt, 15).tokens)
+    prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
+    assert len(prompt) == example["prompt_tokens"] and example["prompt"] in _corpus(tmp_path / "c.txt").read_text()
+    tokens = CachedGenerator(bundle / "model.onnx").generate(prompt, example["new_tokens"]).tokens
+    end = manifest["generation"]["end_of_text_id"]
+    expected = tokenizer.decode(tokens[:tokens.index(end)] if end in tokens else tokens)
     assert done.stdout.rstrip("\n") == expected
 
 
@@ -152,6 +158,12 @@ def _validate(recipe: Path) -> tuple[int, str]:
      ("student.model.arch", "arch: hf")),
     ({"stages": [{"stage": "teacher"}, {"stage": "quantize"}]}, ("stages[1].stage", "'quantize'")),
     ({"data": {"source": "corpus", "path": "missing.txt"}}, ("missing.txt",)),
+    ({"stages": [{"stage": "teacher"}, {"stage": "distill", "losses": [
+        {"kind": "sequence_kd", "prompt_tokens": 20, "new_tokens": 20}]}]}, ("stages[1].losses[0]", "context of 32")),
+    ({"stages": [{"stage": "teacher"}, {"stage": "distill", "losses": [
+        {"kind": "on_policy", "prompt_tokens": 8, "new_tokens": 30}]}]}, ("stages[1].losses[0]", "context of 32")),
+    ({"student": {"model": STUDENT | {"config": STUDENT["config"] | {"n_positions": 16}}}},
+     ("student.model", "16 positions", "data.context 32")),
 ])
 def test_recipes_a_causal_lm_cannot_run_are_one_line(tmp_path: Path, change: dict, fragments: tuple[str, ...]) -> None:
     code, output = _validate(_recipe(tmp_path, **change))

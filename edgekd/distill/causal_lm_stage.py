@@ -13,7 +13,9 @@ record it with its perplexity.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -37,11 +39,12 @@ from edgekd.distill.sequence_kd import (
     cached_continuations,
     choose_prompts,
     continuation_cache_key,
+    continuation_loss,
     stop_ids,
 )
 from edgekd.distill.trainer import TrainHistory, Validation, clear_checkpoint, fit
 from edgekd.models.call import eval_mode
-from edgekd.models.causal_lm import CausalLM, causal_lm_from_spec, validation_loss
+from edgekd.models.causal_lm import CausalLM, causal_lm_from_spec, context_length, validation_loss
 
 
 def run_causal_lm_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -84,9 +87,14 @@ def run_causal_lm_distill(config: DistillStage, artifact: Artifact, ctx: StageCo
                   world=ctx.world)
     metrics = _evaluate(student, data, started, history)
     metrics["losses"] = [loss.kind for loss in config.losses]
+    continuation = objective.continuation_losses(student.module, list(config.losses))
+    if continuation:
+        metrics["teacher_continuation_loss"] = continuation
     if ctx.world.is_main:
         student.save(ctx.path(config.student))
         clear_checkpoint(ctx.work_dir)
+        if config.teacher_cache_dir is None:
+            shutil.rmtree(cache_dir, ignore_errors=True)
     result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=metrics)
     return StageOutput(artifact=artifact.with_model(result),
                        metrics={config.student: metrics, "history": history.epochs})
@@ -97,14 +105,16 @@ class GenerationObjective:
     generation losses, each on the batches its config names (``batches``): the corpus windows of the
     step (``token_kl``), windows of the teacher's cached continuations (``sequence_kd``) or the
     student's own samples (``on_policy``). Extra batches are drawn with a generator seeded from the
-    step's window indices, so a resumed run draws the same ones."""
+    batch's ordered window indices: they differ from epoch to epoch (the windows are reshuffled) and are
+    the same when a run resumes, so a resumed run draws what an uninterrupted one would. Logits are
+    compared over the tokenizer's vocabulary (checkpoints may pad their embedding rows beyond it)."""
 
     def __init__(self, config: DistillStage, student: nn.Module, teacher: nn.Module, data: LMData,
                  cache_dir: Path, seed: int, where: str) -> None:
         info = ModelInfo.of(student), ModelInfo.of(teacher)
         self.configs = list(config.losses)
         self.losses = nn.ModuleList(build_loss(loss, *info) for loss in config.losses)
-        self.teacher, self.data, self.seed, self.step = teacher, data, seed, 0
+        self.teacher, self.data, self.seed, self.vocab = teacher, data, seed, len(data.tokenizer)
         self.sources: dict[int, Any] = {}
         # a loss trained on the teacher's own tokens reads no teacher logits
         self.reads_teacher = [getattr(loss, "batches", "corpus") != "teacher_outputs" for loss in config.losses]
@@ -121,19 +131,26 @@ class GenerationObjective:
                 self.sources[index].check_fits(student, teacher)
 
     def __call__(self, model: nn.Module, inputs: dict[str, Tensor], targets: Tensor, idx: Any) -> Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(np.asarray(idx).sum()))
+        digest = hashlib.sha256(np.asarray([self.seed, *np.asarray(idx).tolist()], np.int64).tobytes()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
         every = torch.ones_like(targets, dtype=torch.bool)
         corpus = TokenBatch(inputs=inputs["input_ids"], targets=targets, mask=every)
         total = torch.zeros((), device=targets.device)
         for index, (config, loss) in enumerate(zip(self.configs, self.losses, strict=True)):
             batch = self._batch(index, model, corpus, generator)
-            student = ModelOutputs(logits=model(input_ids=batch.inputs).logits)
+            student = ModelOutputs(logits=model(input_ids=batch.inputs).logits[..., :self.vocab])
             with torch.no_grad():
-                teacher = ModelOutputs(logits=self.teacher(input_ids=batch.inputs).logits
+                teacher = ModelOutputs(logits=self.teacher(input_ids=batch.inputs).logits[..., :self.vocab]
                                        if self.reads_teacher[index] else student.logits)
             total = total + config.weight * loss(student, teacher, batch.targets, batch.mask)
-        self.step += 1
         return total
+
+    def continuation_losses(self, model: nn.Module, configs: list[Any]) -> dict[str, float]:
+        """The student's loss (nats/token) on each ``sequence_kd`` loss's teacher continuations, by loss index."""
+        return {f"losses[{index}]": continuation_loss(model, source.sequences, configs[index].prompt_tokens,
+                                                      stop_ids(self.teacher))
+                for index, source in self.sources.items() if isinstance(source, ContinuationWindows)
+                and source.sequences.shape[1] - 1 <= context_length(model)}
 
     def _batch(self, index: int, model: nn.Module, corpus: TokenBatch, generator: torch.Generator) -> TokenBatch:
         """The batch loss ``index`` trains on this step."""
@@ -142,7 +159,7 @@ class GenerationObjective:
             return corpus
         if isinstance(source, OnPolicyDistillation):
             with eval_mode(model):
-                batch = source.batch(self.step, model, self.data.train, size, generator)
+                batch = source.batch(model, self.data.train, size, generator)
         else:
             batch = source.sample(size, generator)
         device = corpus.targets.device
@@ -154,7 +171,8 @@ def _teacher_windows(config: SequenceKD, teacher: nn.Module, data: LMData, cache
     """Training windows over the teacher's continuations of ``config.prompts`` corpus prompts (generated once)."""
     prompts = choose_prompts(data.train, config.prompts, config.prompt_tokens, seed=seed, where=where)
     settings = {"prompts": config.prompts, "prompt_tokens": config.prompt_tokens, "new_tokens": config.new_tokens,
-                "beams": config.beams, "seed": seed}
+                "beams": config.beams, "seed": seed,
+                "prompt_ids_sha256": hashlib.sha256(prompts.numpy().tobytes()).hexdigest()}
     key = continuation_cache_key(teacher.state_dict(), settings)
     sequences = cached_continuations(cache_dir, key, teacher, prompts, config.new_tokens, num_beams=config.beams,
                                      where=where)

@@ -4,8 +4,9 @@ Word- and sequence-level KD train the student on text it did not write, while at
 conditions on its own earlier tokens: errors compound on prefixes it never saw in training
 (exposure bias). Generalized knowledge distillation samples continuations from the *student*, has
 the teacher score every position of them, and pulls the student's next-token distribution towards
-the teacher's there. With probability-like fraction ``λ`` a batch is such student samples, otherwise
-fixed corpus windows (``λ = 0`` is supervised KD, ``λ = 1`` fully on-policy).
+the teacher's there. With probability ``λ`` a batch is such student samples, otherwise fixed corpus
+windows (``λ = 0`` is supervised KD, ``λ = 1`` fully on-policy). The loss itself is
+:class:`edgekd.distill.losses.sequence_level.OnPolicyLoss`, which the distill stage weights with the others.
 
 The divergence is the generalized Jensen-Shannon divergence of GKD (as in TRL's ``GKDTrainer``), with
 ``M = β·p_teacher + (1 − β)·p_student``:
@@ -114,11 +115,11 @@ def sample_continuations(student: nn.Module, prompts: Tensor, new_tokens: int, *
 
 @dataclass(frozen=True)
 class OnPolicyDistillation:
-    """GKD's settings and its per-batch steps: which batches are student samples, drawing them, and the loss.
+    """GKD's settings and its per-batch steps: whether a batch is student samples, and drawing it.
 
     ``beta`` picks the divergence (:func:`generalized_jsd`), ``temperature`` softens it,
     ``sample_temperature`` is the student's sampling temperature, ``student_fraction`` is GKD's ``λ``
-    (the fraction of batches drawn from the student; the rest are corpus windows), and each student
+    (the probability that a batch is drawn from the student; else corpus windows), and each student
     batch continues ``prompt_tokens``-token corpus prompts by ``new_tokens`` sampled tokens. ``where``
     names the recipe key in error messages. Call :meth:`check_fits` once before training: sampling checks
     the student's context, but only it checks the teacher's.
@@ -127,7 +128,7 @@ class OnPolicyDistillation:
     beta: float = 0.5
     temperature: float = 1.0
     sample_temperature: float = 1.0
-    student_fraction: float = 1.0
+    student_fraction: float = 0.5
     prompt_tokens: int = 8
     new_tokens: int = 24
     where: str = "on_policy"
@@ -150,10 +151,10 @@ class OnPolicyDistillation:
         for model in (student, teacher):
             check_prompts(model, prompts, self.new_tokens, self.where)
 
-    def uses_student_samples(self, step: int) -> bool:
-        """Whether batch ``step`` (0, 1, …) is drawn from the student: ``floor(n·λ)`` of any first ``n`` batches
-        are, spread evenly."""
-        return math.floor((step + 1) * self.student_fraction) > math.floor(step * self.student_fraction)
+    def uses_student_samples(self, generator: torch.Generator) -> bool:
+        """Whether the next batch is drawn from the student: with probability ``λ``, drawn from ``generator``
+        (GKD's per-batch choice; a generator seeded per batch makes a resumed run choose as an uninterrupted one)."""
+        return bool(torch.rand((), generator=generator).item() < self.student_fraction)
 
     def student_batch(self, student: nn.Module, ids: Tensor, batch: int, generator: torch.Generator) -> TokenBatch:
         """``batch`` random corpus prompts continued by the student's samples; the mask keeps generated targets."""
@@ -163,18 +164,10 @@ class OnPolicyDistillation:
         keep = generated_tokens(sequences, self.prompt_tokens, stop_ids(student))
         return TokenBatch(inputs=sequences[:, :-1], targets=sequences[:, 1:], mask=keep[:, 1:])
 
-    def batch(self, step: int, student: nn.Module, ids: Tensor, batch: int, generator: torch.Generator) -> TokenBatch:
-        """Batch ``step``: student samples (:meth:`student_batch`) or, by ``λ``, corpus windows of the same length
+    def batch(self, student: nn.Module, ids: Tensor, batch: int, generator: torch.Generator) -> TokenBatch:
+        """Student samples (:meth:`student_batch`) with probability ``λ``, else corpus windows of the same length
         with every position counted."""
-        if self.uses_student_samples(step):
+        if self.uses_student_samples(generator):
             return self.student_batch(student, ids, batch, generator)
         inputs, targets = windows(ids, self.prompt_tokens + self.new_tokens - 1, batch, generator)
         return TokenBatch(inputs=inputs, targets=targets, mask=torch.ones_like(inputs, dtype=torch.bool))
-
-    def loss(self, student: nn.Module, teacher: nn.Module, batch: TokenBatch) -> Tensor:
-        """The generalized JSD of the student (with gradients) against the teacher (eval mode, no grad) on ``batch``."""
-        with torch.no_grad(), eval_mode(teacher):
-            teacher_logits = teacher(input_ids=batch.inputs).logits
-        student_logits = student(input_ids=batch.inputs).logits
-        return generalized_jsd(student_logits, teacher_logits, beta=self.beta, temperature=self.temperature,
-                               mask=batch.mask)

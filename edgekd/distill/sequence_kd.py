@@ -36,7 +36,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,6 @@ from edgekd.models.causal_lm import check_prompt_fits, context_length
 log = logging.getLogger(__name__)
 
 #: Where prompts sit in the training ids: seeded uniform random starts, or evenly spaced over the text.
-Placement = Literal["random", "even"]
 #: Bumped when the cache file's layout changes, so older files are regenerated.
 _CACHE_FORMAT = "1"
 
@@ -67,12 +66,10 @@ class TokenBatch:
     mask: Tensor
 
 
-def choose_prompts(ids: Tensor, count: int, length: int, *, placement: Placement = "random", seed: int = 0,
-                   where: str = "sequence_kd") -> Tensor:
-    """``count`` prompts of ``length`` tokens cut from the 1-D training ``ids``: ``[count, length]``.
+def choose_prompts(ids: Tensor, count: int, length: int, *, seed: int = 0, where: str = "sequence_kd") -> Tensor:
+    """``count`` prompts of ``length`` tokens cut from the 1-D training ``ids`` at starts drawn uniformly with a
+    generator seeded by ``seed``: ``[count, length]``.
 
-    ``placement="random"`` draws the starts uniformly with a generator seeded by ``seed``;
-    ``"even"`` spaces them evenly from the first to the last possible start (``seed`` unused).
     :class:`ConfigError` naming ``where`` for zero prompts, an empty prompt or one the text cannot hold.
     """
     if count < 1:
@@ -82,13 +79,7 @@ def choose_prompts(ids: Tensor, count: int, length: int, *, placement: Placement
     if length > ids.numel():
         raise ConfigError(f"{where}.prompt_tokens: a {length}-token prompt is longer than the {ids.numel()}-token "
                           "training text")
-    last = ids.numel() - length
-    if placement == "random":
-        starts = torch.randint(last + 1, (count,), generator=torch.Generator().manual_seed(seed))
-    elif placement == "even":
-        starts = torch.linspace(0, last, count, dtype=torch.float64).round().long()
-    else:
-        raise ConfigError(f"{where}.placement: expected 'random' or 'even', got {placement!r}")
+    starts = torch.randint(ids.numel() - length + 1, (count,), generator=torch.Generator().manual_seed(seed))
     return ids[starts.unsqueeze(1) + torch.arange(length)].long()
 
 
@@ -266,11 +257,11 @@ def whole_sequences(sequences: Tensor, prompt_tokens: int, stops: Sequence[int] 
     return TokenBatch(inputs=sequences[:, :-1], targets=sequences[:, 1:], mask=keep[:, 1:])
 
 
-def masked_cross_entropy(logits: Tensor, batch: TokenBatch) -> Tensor:
-    """Next-token cross-entropy of ``logits`` ``[B, T, V]`` against ``batch.targets``, averaged over ``batch.mask``
-    (sequence-level KD's training loss on the teacher's outputs)."""
-    ce = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none").view_as(batch.targets)
-    return masked_mean(ce, batch.mask)
+def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Next-token cross-entropy of ``logits`` ``[B, T, V]`` against ``targets`` ``[B, T]``, averaged over the
+    boolean ``mask`` (sequence-level KD's training loss on the teacher's outputs)."""
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+    return masked_mean(ce, mask)
 
 
 @torch.no_grad()
@@ -285,6 +276,7 @@ def continuation_loss(model: nn.Module, sequences: Tensor, prompt_tokens: int, s
         for rows in sequences.split(batch):
             window = whole_sequences(rows, prompt_tokens, stops)
             kept = int(window.mask.sum())
-            total += float(masked_cross_entropy(model(input_ids=window.inputs).logits, window)) * kept
+            logits = model(input_ids=window.inputs).logits
+            total += float(masked_cross_entropy(logits, window.targets, window.mask)) * kept
             count += kept
     return total / max(count, 1)

@@ -9,6 +9,7 @@ loop and gives it as runnable Python over onnxruntime.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
+from edgekd.data.lm_data import prepare_lm_data
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_NAMES, BUNDLE_ZIP, write_bundle
 from edgekd.export.causal_lm_onnx import CONTEXT_KEY, past_names, present_names
 from edgekd.export.manifest import SCHEMA_VERSION, TOKENIZER_DIR, TOKENIZER_FILES, tensor_specs
@@ -33,10 +35,14 @@ def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profi
     tokenizer = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
     sources = {BUNDLE_NAMES[kind]: path for kind, path in deploy.items()}
     sources |= {f"{TOKENIZER_DIR}/{path.name}": path for path in tokenizer}
+    loaded_tokenizer = load_tokenizer(model_dir)
     manifest = generation_manifest(
         name=f"{ctx.recipe.name}-{role}", onnx_path=ctx.resolve(model.onnx), model=model, fmt=fmt,
-        tokenizer_files=[path.name for path in tokenizer], end_of_text_id=load_tokenizer(model_dir).eos_token_id,
+        tokenizer_files=[path.name for path in tokenizer], end_of_text_id=loaded_tokenizer.eos_token_id,
         device=ctx.device.model_dump(mode="json"), profile=profile)
+    validation = prepare_lm_data(ctx.recipe.data, None, tokenizer=loaded_tokenizer).validation
+    manifest["generation"]["example"] = example_prompt(validation, loaded_tokenizer,
+                                                       manifest["generation"]["context_length"])
     manifest = write_bundle(ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP, sources, manifest, render_readme)
     ctx.log.info("bundle of the %s (%s, KV cache) written to %s and %s", role, fmt, BUNDLE_DIR, BUNDLE_ZIP)
     return StageOutput(artifact=artifact, metrics={
@@ -80,6 +86,15 @@ def generation_manifest(*, name: str, onnx_path: Path, model: ModelArtifact, fmt
     }
 
 
+def example_prompt(validation: Any, tokenizer: Any, context: int | None) -> dict[str, Any]:
+    """A prompt for the README's example, from the validation text, and how many tokens to generate after it
+    within the model's context."""
+    room = context or 64
+    length = max(1, min(8, room // 4, validation.numel()))
+    return {"prompt": tokenizer.decode(validation[:length].tolist()), "prompt_tokens": length,
+            "new_tokens": max(1, min(40, room - length))}
+
+
 def _basis(profile: dict[str, Any]) -> str:
     """Where the latency figures come from, in words."""
     cpu = profile.get("cpu", {}).get("brand", "this CPU")
@@ -92,6 +107,7 @@ def _basis(profile: dict[str, Any]) -> str:
 def render_readme(manifest: dict[str, Any]) -> str:
     """README.md of a causal-LM bundle: files, the graph's inputs and cache, the generation loop, figures."""
     generation, latency, cache = manifest["generation"], manifest["latency"], manifest["generation"]["cache"]
+    example = generation["example"]
     lines = [
         f"# {manifest['name']}: on-device text generator",
         "",
@@ -131,14 +147,17 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"tokenizer = AutoTokenizer.from_pretrained(\"{manifest['tokenizer']['directory']}\")",
         "cache_inputs = [i for i in session.get_inputs() if i.name.startswith(\"past_key_values.\")]",
         "cache = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in cache_inputs}",
-        "ids = np.array([tokenizer(\"ROMEO:\", add_special_tokens=False)[\"input_ids\"]], np.int64)",
+        f"ids = np.array([tokenizer({json.dumps(example['prompt'])}, add_special_tokens=False)[\"input_ids\"]], "
+        "np.int64)",
         "new = []",
-        "for _ in range(40):",
+        f"for _ in range({example['new_tokens']}):",
         "    total = ids.shape[1] + next(iter(cache.values())).shape[2]",
         "    mask = np.ones((1, total), np.int64)",
         "    logits, *present = session.run(None, {\"input_ids\": ids, \"attention_mask\": mask, **cache})",
         "    cache = dict(zip((i.name for i in cache_inputs), present))",
         "    token = int(logits[0, -1].argmax())",
+        f"    if token == {generation['end_of_text_id']}:  # end of text",
+        "        break",
         "    new.append(token)",
         "    ids = np.array([[token]], np.int64)",
         "print(tokenizer.decode(new))",

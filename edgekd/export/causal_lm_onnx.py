@@ -10,6 +10,7 @@ model's context length is kept in the graph's metadata (``edgekd.context_length`
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -65,8 +66,9 @@ class _WithPast(nn.Module):
         return (out.logits, *flat)
 
 
-def export_causal_lm(model: nn.Module, path: Path, opset: int = 17) -> Path:
-    """Write ``model`` (a Hugging Face causal LM) to ``path`` as ONNX with KV-cache inputs and outputs."""
+def causal_lm_onnx(model: nn.Module, opset: int = 17) -> bytes:
+    """``model`` (a Hugging Face causal LM) as ONNX bytes with KV-cache inputs and outputs, its context length
+    in the graph's metadata (:data:`CONTEXT_KEY`)."""
     layers, kv_heads, head_dim = cache_layout(model.config)
     model.eval()
     past = [torch.zeros(1, kv_heads, 3, head_dim) for _ in range(2 * layers)]
@@ -76,18 +78,32 @@ def export_causal_lm(model: nn.Module, path: Path, opset: int = 17) -> Path:
             "logits": {0: "batch", 1: "sequence"}}
     axes |= {name: {0: "batch", 2: "past"} for name in past_names(layers)}
     axes |= {name: {0: "batch", 2: "total"} for name in present_names(layers)}
-    path = Path(path)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             # tracing leaves the traced model computing different logits afterwards: trace a copy
-            torch.onnx.export(_WithPast(copy.deepcopy(model), layers), example, str(tmp), input_names=inputs,
+            torch.onnx.export(_WithPast(copy.deepcopy(model), layers), example, buffer, input_names=inputs,
                               output_names=outputs, dynamic_axes=axes, opset_version=opset, dynamo=False)
         except (RuntimeError, TypeError, AttributeError) as exc:
-            raise ExportError(f"{path}: exporting {type(model).__name__} with a KV cache failed: "
+            raise ExportError(f"exporting {type(model).__name__} with a KV cache failed: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        graph = onnx.load(str(tmp))
-        onnx.helper.set_model_props(graph, {CONTEXT_KEY: str(model.config.max_position_embeddings)})
-        onnx.save(graph, str(tmp))
-    log.info("exported %s with a %d-layer KV cache to %s", type(model).__name__, layers, path)
+    graph = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(graph, context_metadata(model))
+    log.info("exported %s with a %d-layer KV cache", type(model).__name__, layers)
+    return graph.SerializeToString()
+
+
+def context_metadata(model: nn.Module) -> dict[str, str]:
+    """The graph metadata that records ``model``'s context length."""
+    return {CONTEXT_KEY: str(model.config.max_position_embeddings)}
+
+
+def export_causal_lm(model: nn.Module, path: Path, opset: int = 17) -> Path:
+    """Write ``model`` to ``path`` as ONNX with its KV cache (:func:`causal_lm_onnx`), atomically and unchecked
+    (the export stage checks parity step by step before it writes)."""
+    path = Path(path)
+    onnx_bytes = causal_lm_onnx(model, opset)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(onnx_bytes)
     return path

@@ -4,8 +4,10 @@ Each model with weights is exported in Optimum's text-generation-with-past layou
 (:mod:`edgekd.export.causal_lm_onnx`). The parity check feeds real validation text: a batch of
 prefixes with an empty cache, then several single-token steps each reusing the cache the previous
 call returned, and compares every call's logits with PyTorch's logits for the whole sequence at
-those positions, so a wrong position or cache slot cannot pass. With an ``ort`` target the graph is
-also converted to ``.ort`` and checked on a prompt call and a cached call.
+those positions, so a wrong position or cache slot cannot pass. The graph is optimized at the export
+target's level and written (like every export, :func:`~edgekd.export.onnx_export.write_checked`) only
+once it passes. With an ``ort`` target it is also converted to ``.ort`` and checked on a prompt call
+and a cached call.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import torch
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.errors import ExportError
-from edgekd.export.causal_lm_onnx import export_causal_lm
+from edgekd.export.causal_lm_onnx import causal_lm_onnx, context_metadata
 from edgekd.export.config import ExportStage, ExportTarget, load_export_target
+from edgekd.export.onnx_export import write_checked
 from edgekd.export.ort_format import convert_to_ort
 from edgekd.export.parity import OutputDiffs, ParityResult
-from edgekd.models.causal_lm import CausalLM
+from edgekd.models.causal_lm import CausalLM, context_length
 from edgekd.profile.generate import CachedGenerator
 
-#: Parity check: validation sequences, their prefix length and the cached steps after it.
+#: Parity check: validation sequences, their prefix length and the cached steps after it (fewer for a
+#: model with a shorter context or a shorter validation text).
 PARITY_ROWS, PARITY_PREFIX, PARITY_STEPS = 4, 12, 6
 
 
@@ -36,50 +40,52 @@ def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageCont
             continue
         model = CausalLM.load(ctx.resolve(model_artifact.weights))
         data = prepare_lm_data(ctx.recipe.data, None, tokenizer=model.tokenizer)
-        path = export_causal_lm(model.module, ctx.path(f"{role}.onnx"), opset=target.opset)
-        rows = _parity_rows(data.validation)
-        parity = cached_parity(model.module, CachedGenerator(path), rows, target)
-        if not parity.passed:
-            path.unlink()
-            raise ExportError(f"{ctx.ref(f'{role}.onnx')}: parity check failed: max |torch - onnx| = "
-                              f"{parity.max_abs_diff:.3g} exceeds {parity.tolerance_text()} over a prefix and "
-                              f"{PARITY_STEPS} cached steps (export target '{target.name}')")
-        metrics[role] = {"path": ctx.ref(f"{role}.onnx"), "size_mb": path.stat().st_size / 2**20, "opset": target.opset,
-                         "parity": parity.to_json(), "kv_cache": True}
+        rows, prefix = _parity_rows(data.validation, context_length(model.module))
+        path = ctx.path(f"{role}.onnx")
+        _graph, size_mb, parity = write_checked(
+            causal_lm_onnx(model.module, target.opset), path, target,
+            lambda tmp, model=model, rows=rows, prefix=prefix: cached_parity(
+                model.module, CachedGenerator(tmp), rows, prefix, target),
+            metadata=context_metadata(model.module), what=f" over a prefix and {rows.shape[1] - prefix} cached steps")
+        metrics[role] = {"path": ctx.ref(f"{role}.onnx"), "size_mb": size_mb, "opset": target.opset,
+                         "parity": parity.to_json(), "kv_cache": True,
+                         "optimization_level": target.optimization_level}
         ort_figures = {}
         if target.format == "ort":
             generator = CachedGenerator(path)
-            prompt = rows[:1, :PARITY_PREFIX].numpy()
+            prompt = rows[:1, :prefix].numpy()
             _, cache = generator.step(prompt, generator.empty_cache(1))
             feeds = [generator.feed(prompt, generator.empty_cache(1)),
-                     generator.feed(rows[:1, PARITY_PREFIX:PARITY_PREFIX + 1].numpy(), cache)]
+                     generator.feed(rows[:1, prefix:prefix + 1].numpy(), cache)]
             converted = convert_to_ort(path, target, feeds)
             metrics[role]["ort"] = converted.to_json()
             ort_figures["deploy_files"] = converted.deploy_files(ctx.ref, f"{role}.onnx" if target.keep_onnx else None)
         artifact = artifact.with_model(model_artifact.updated(
-            onnx=ctx.ref(f"{role}.onnx"), size_mb=metrics[role]["size_mb"], parity_max_abs_diff=parity.max_abs_diff,
+            onnx=ctx.ref(f"{role}.onnx"), size_mb=size_mb, parity_max_abs_diff=parity.max_abs_diff,
             opset=target.opset, **ort_figures))
     return StageOutput(artifact=artifact, metrics=metrics)
 
 
-def _parity_rows(ids: torch.Tensor) -> torch.Tensor:
-    """``PARITY_ROWS`` sequences of validation text, spread over it, each prefix + steps long."""
-    length = PARITY_PREFIX + PARITY_STEPS
-    if ids.numel() < length:
-        raise ExportError(f"the validation text has {ids.numel()} tokens; the parity check needs {length}")
+def _parity_rows(ids: torch.Tensor, context: int) -> tuple[torch.Tensor, int]:
+    """``PARITY_ROWS`` sequences of validation text spread over it, and their prefix length: a prefix plus
+    cached steps within the model's ``context`` and the text."""
+    length = min(PARITY_PREFIX + PARITY_STEPS, context, ids.numel())
+    if length < 2:
+        raise ExportError(f"the validation text has {ids.numel()} tokens; the parity check needs at least 2")
+    prefix = min(PARITY_PREFIX, length // 2)
     starts = np.linspace(0, ids.numel() - length, PARITY_ROWS).astype(int)
-    return torch.stack([ids[start:start + length] for start in starts])
+    return torch.stack([ids[start:start + length] for start in starts]), prefix
 
 
 @torch.no_grad()
-def cached_parity(model: torch.nn.Module, generator: CachedGenerator, rows: torch.Tensor,
+def cached_parity(model: torch.nn.Module, generator: CachedGenerator, rows: torch.Tensor, prefix: int,
                   target: ExportTarget) -> ParityResult:
-    """PyTorch's logits for ``rows`` against the ONNX model's: the prefix in one call, then one token per call."""
+    """PyTorch's logits for ``rows`` against the ONNX model's: ``prefix`` tokens in one call, then one per call."""
     reference = model.eval()(input_ids=rows).logits.float().numpy()
     diffs = OutputDiffs()
-    logits, cache = generator.step(rows[:, :PARITY_PREFIX].numpy(), generator.empty_cache(len(rows)))
-    diffs.add(0, reference[:, :PARITY_PREFIX], logits)
-    for position in range(PARITY_PREFIX, rows.shape[1]):
+    logits, cache = generator.step(rows[:, :prefix].numpy(), generator.empty_cache(len(rows)))
+    diffs.add(0, reference[:, :prefix], logits)
+    for position in range(prefix, rows.shape[1]):
         logits, cache = generator.step(rows[:, position:position + 1].numpy(), cache)
         diffs.add(0, reference[:, position:position + 1], logits)
     return diffs.result(len(rows), target.parity_atol, target.parity_rtol)

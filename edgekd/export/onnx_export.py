@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,25 +133,9 @@ def export_onnx(
             axes[name].update(extra)
     onnx_bytes = _torch_export(model, sample, path, target.opset, axes, output_name)
     batches = parity_batches(sample, sorted({*DEFAULT_BATCH_SIZES, batch_rows(sample)}))
-    with atomic_path(path) as tmp:
-        if target.optimization_level == "disabled":
-            tmp.write_bytes(onnx_bytes)
-        else:
-            _ort_optimize(onnx_bytes, tmp, target.optimization_level, path)
-        try:
-            onnx.checker.check_model(str(tmp))
-        except onnx.checker.ValidationError as exc:
-            raise ExportError(f"{path}: the exported model is not valid ONNX: {one_line(exc)}") from exc
-        parity = check_parity(model, tmp, batches, target.parity_atol, rtol=target.parity_rtol, label=path)
-        if not parity.passed:
-            raise ExportError(
-                f"{path}: parity check failed: max |torch - onnxruntime| = {parity.max_abs_diff:.3g} "
-                f"exceeds {parity.tolerance_text()} (export target '{target.name}', "
-                f"optimization '{target.optimization_level}'); the file was not written"
-            )
-        proto = onnx.load(str(tmp), load_external_data=False)
-        size_mb = tmp.stat().st_size / _BYTES_PER_MB
-
+    proto, size_mb, parity = write_checked(
+        onnx_bytes, path, target,
+        lambda tmp: check_parity(model, tmp, batches, target.parity_atol, rtol=target.parity_rtol, label=path))
     result = ExportResult(
         path=path,
         size_mb=size_mb,
@@ -166,6 +150,43 @@ def export_onnx(
         path, size_mb, result.opset, target.optimization_level, parity.max_abs_diff,
     )
     return result
+
+
+def write_checked(
+    onnx_bytes: bytes, path: Path, target: ExportTarget, parity: Callable[[Path], ParityResult], *,
+    metadata: Mapping[str, str] | None = None, what: str = "",
+) -> tuple[onnx.ModelProto, float, ParityResult]:
+    """Write an exported graph to ``path`` as ``target`` says, only once it passes every check.
+
+    The graph is optimized by onnxruntime at ``target.optimization_level``, given ``metadata`` (ONNX
+    metadata properties), checked by the ONNX checker and by ``parity`` (called on the written temporary
+    file; ``what`` says in the error what it compared), then renamed into place. Raises
+    :class:`ExportError` (one line) otherwise, leaving ``path`` as it was. Returns the graph (without
+    external data), its size in MiB and the parity result.
+    """
+    with atomic_path(path) as tmp:
+        if target.optimization_level == "disabled":
+            tmp.write_bytes(onnx_bytes)
+        else:
+            _ort_optimize(onnx_bytes, tmp, target.optimization_level, path)
+        if metadata:
+            graph = onnx.load(str(tmp))
+            onnx.helper.set_model_props(graph, dict(metadata))
+            onnx.save(graph, str(tmp))
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"{path}: the exported model is not valid ONNX: {one_line(exc)}") from exc
+        result = parity(tmp)
+        if not result.passed:
+            raise ExportError(
+                f"{path}: parity check failed: max |torch - onnxruntime| = {result.max_abs_diff:.3g} "
+                f"exceeds {result.tolerance_text()}{what} (export target '{target.name}', "
+                f"optimization '{target.optimization_level}'); the file was not written"
+            )
+        proto = onnx.load(str(tmp), load_external_data=False)
+        size_mb = tmp.stat().st_size / _BYTES_PER_MB
+    return proto, size_mb, result
 
 
 class _LogitsOnly(torch.nn.Module):

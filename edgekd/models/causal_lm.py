@@ -154,11 +154,15 @@ def context_length(model: nn.Module) -> int:
 
 
 def check_tokenizer_fits(model: nn.Module, tokenizer: Any, key: str) -> None:
-    """Refuse a tokenizer whose vocabulary differs from the model's embedding rows, naming the recipe ``key``."""
+    """Refuse a tokenizer with more tokens than the model has embedding rows, naming the recipe ``key``.
+
+    More rows than tokens is fine: checkpoints pad their vocabulary (Qwen2: 151,936 rows for about
+    151,650 tokens); the extra rows are never fed and losses compare logits over the tokenizer's ids only.
+    """
     rows = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) != rows:
-        raise ConfigError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {rows}; "
-                          f"use the tokenizer saved with the model or set vocab_size to {len(tokenizer)}")
+    if len(tokenizer) > rows:
+        raise ConfigError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has only "
+                          f"{rows}; use the tokenizer saved with the model or set vocab_size to {len(tokenizer)}")
 
 
 def check_prompt_fits(model: nn.Module, prompt_tokens: int, new_tokens: int, key: str) -> None:

@@ -116,6 +116,9 @@ def build_task_model(
     ``drop_layers`` students are built from ``teacher`` (weights copied).
     """
     num_classes = len(class_names)
+    if signature.per_token and not isinstance(spec, HFSpec | BertSpec | DropLayersSpec):
+        raise ConfigError(f"model arch '{spec.arch}' classifies whole inputs, but the data is token classification "
+                          "(a tag per token); use a transformer (arch: bert, hf or drop_layers)")
     if isinstance(spec, ModuleSpec):
         module = _build_plain(spec, signature, num_classes)
     elif isinstance(spec, HFSpec):

@@ -38,11 +38,15 @@ class BudgetVerdict:
 
 def judge(result: ProfileResult, budget: Budget) -> BudgetVerdict:
     """Compare ``result`` with ``budget``; a value equal to its limit passes."""
-    measured = [
+    return verdict_of([
         ("p90_latency", result.p90_ms, budget.p90_ms, "ms"),
         ("model_size", result.size_mb, budget.size_mb, "MB"),
         ("peak_memory", result.peak_memory_mb, budget.peak_memory_mb, "MB"),
-    ]
+    ], budget, estimate=result.estimate)
+
+
+def verdict_of(measured: list[tuple[str, float, float, str]], budget: Budget, *, estimate: bool) -> BudgetVerdict:
+    """The verdict on ``(check name, value, limit, unit)`` figures: ``pass`` when each is within its limit."""
     checks = [
         {"name": name, "value": round(value, 4), "limit": limit, "unit": unit, "passed": value <= limit}
         for name, value, limit, unit in measured
@@ -51,5 +55,5 @@ def judge(result: ProfileResult, budget: Budget) -> BudgetVerdict:
         verdict="pass" if all(c["passed"] for c in checks) else "fail",
         checks=checks,
         limits=budget.model_dump(),
-        estimate=result.estimate,
+        estimate=estimate,
     )

@@ -2,8 +2,9 @@
 
 Every exported model generates ``device.generation.new_tokens`` tokens greedily after the same
 ``prompt_tokens``-long prompt from the validation text, over onnxruntime with its KV cache
-(:class:`~edgekd.profile.generate.CachedGenerator`). Models are timed in interleaved rounds (one
-generation each per round, after a warm-up generation), so their figures compare models timed side
+(:class:`~edgekd.profile.generate.CachedGenerator`). After the stage's ``warmup`` untimed generations,
+each model generates ``runs`` times, interleaved (one generation each per round), so their figures
+compare models timed side
 by side on a noisy machine. Figures per model: time to first token (the prompt call), per-token
 p50/p90 latency over every later call, tokens per second, the resident memory its session and
 generation adds to a fresh process, and the file size. On a device with a ``reference`` figure, times are scaled by
@@ -24,14 +25,11 @@ from edgekd.config.device import DeviceProfile
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.errors import ConfigError
 from edgekd.models.causal_lm import load_tokenizer
-from edgekd.profile.budget import judged_role
+from edgekd.profile.budget import judged_role, verdict_of
 from edgekd.profile.config import ProfileStage
 from edgekd.profile.cpu import detect_cpu, resolve_threads
-from edgekd.profile.generate import CachedGenerator, Generation, generation_memory_mb
+from edgekd.profile.generate import CachedGenerator, Generation, generation_figures, generation_memory_mb
 from edgekd.profile.speed_ratio import speed_ratio
-
-#: Interleaved rounds: each model generates once per round.
-ROUNDS = 5
 
 
 def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -41,19 +39,26 @@ def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageCo
     shape = ctx.device.generation
     model_dir = ctx.resolve(artifact.get(judged).weights)
     tokenizer = load_tokenizer(model_dir)
-    prompt = prepare_lm_data(ctx.recipe.data, None, tokenizer=tokenizer).validation[:shape.prompt_tokens].tolist()
+    validation = prepare_lm_data(ctx.recipe.data, None, tokenizer=tokenizer).validation
+    if validation.numel() < shape.prompt_tokens:
+        raise ConfigError(f"device generation.prompt_tokens: {shape.prompt_tokens} tokens of prompt, but the "
+                          f"validation text the prompt comes from has {validation.numel()}; lower prompt_tokens")
+    prompt = validation[:shape.prompt_tokens].tolist()
     threads = resolve_threads(ctx.device)
     generators, memory = {}, {}
     for role in profiled:
         path = ctx.resolve(artifact.get(role).onnx)
         _check_fits(path, role, shape.prompt_tokens + shape.new_tokens)
-        generators[role], memory[role] = _open_and_measure(path, prompt, shape.new_tokens, threads)
+        generators[role] = CachedGenerator(path, threads=threads)
+        memory[role] = generation_memory_mb(path, len(prompt), shape.new_tokens, threads)
+        for _ in range(max(config.warmup, 1)):
+            generators[role].generate(prompt, shape.new_tokens)
     runs: dict[str, list[Generation]] = {role: [] for role in profiled}
-    for _ in range(ROUNDS):
+    for _ in range(config.runs):
         for role in profiled:
             runs[role].append(generators[role].generate(prompt, shape.new_tokens))
     factor, estimate = _device_factor(ctx.device)
-    metrics: dict[str, Any] = {"generation": shape.model_dump(), "rounds": ROUNDS, "threads": threads,
+    metrics: dict[str, Any] = {"generation": shape.model_dump(), "runs": config.runs, "threads": threads,
                                "cpu": detect_cpu().to_json()}
     for role in profiled:
         path = ctx.resolve(artifact.get(role).onnx)
@@ -82,14 +87,6 @@ def _check_fits(path: Path, role: str, positions: int) -> None:
                           f"context of {context} tokens; shorten generation.prompt_tokens or new_tokens")
 
 
-def _open_and_measure(path: Path, prompt: list[int], new_tokens: int, threads: int) -> tuple[CachedGenerator, float]:
-    """A generator for ``path`` after one warm-up generation, and the resident MiB a fresh process adds
-    generating as the device does (:func:`~edgekd.profile.generate.generation_memory_mb`)."""
-    generator = CachedGenerator(path, threads=threads)
-    generator.generate(prompt, new_tokens)
-    return generator, generation_memory_mb(path, len(prompt), new_tokens, threads)
-
-
 def _device_factor(device: DeviceProfile) -> tuple[float, bool]:
     """The host→device time factor (1 on a measured device) and whether times are estimates."""
     if device.reference is None:
@@ -97,32 +94,21 @@ def _device_factor(device: DeviceProfile) -> tuple[float, bool]:
     return speed_ratio(device.reference).ratio, True
 
 
-def generation_figures(runs: list[Generation], factor: float = 1.0) -> dict[str, float]:
-    """Time to first token (median over runs), per-token p50/p90 over every step of every run, tokens/s."""
-    first = np.array([run.seconds[0] for run in runs]) * 1e3 * factor
-    steps = np.concatenate([np.array(run.seconds[1:]) for run in runs]) * 1e3 * factor
-    return {"time_to_first_token_ms": float(np.median(first)),
-            "per_token_p50_ms": float(np.percentile(steps, 50)), "per_token_p90_ms": float(np.percentile(steps, 90)),
-            "tokens_per_second": float(1e3 / steps.mean()), "tokens_timed": int(steps.size)}
-
-
 def per_token_speedup(before: list[Generation], after: list[Generation]) -> dict[str, float]:
-    """How many times faster per token ``after`` is than ``before``: median and range over the rounds of the
+    """How many times faster per token ``after`` is than ``before``: median and range over the runs of the
     ratio of their median per-token latencies (medians: one stalled step does not decide a round)."""
     ratios = np.array([np.median(b.seconds[1:]) / np.median(a.seconds[1:])
                        for b, a in zip(before, after, strict=True)])
     return {"ratio": float(np.median(ratios)), "low": float(ratios.min()), "high": float(ratios.max()),
-            "rounds": int(ratios.size)}
+            "runs": int(ratios.size)}
 
 
 def judge_generation(figures: dict[str, float], device: DeviceProfile) -> dict[str, Any]:
-    """The budget verdict of a causal LM: per-token p90 latency, model size and peak memory."""
+    """The budget verdict of a causal LM: per-token p90 latency (against ``ms_per_token``, else ``p90_ms``),
+    model size and peak memory."""
     budget = device.budget
     limit = budget.ms_per_token if budget.ms_per_token is not None else budget.p90_ms
-    measured = [("per_token_p90_latency", figures["per_token_p90_ms"], limit, "ms"),
-                ("model_size", figures["size_mb"], budget.size_mb, "MB"),
-                ("peak_memory", figures["peak_memory_mb"], budget.peak_memory_mb, "MB")]
-    checks = [{"name": name, "value": round(value, 4), "limit": limit, "unit": unit, "passed": value <= limit}
-              for name, value, limit, unit in measured]
-    return {"verdict": "pass" if all(c["passed"] for c in checks) else "fail", "checks": checks,
-            "limits": budget.model_dump(), "estimate": device.reference is not None}
+    return verdict_of([("per_token_p90_latency", figures["per_token_p90_ms"], limit, "ms"),
+                       ("model_size", figures["size_mb"], budget.size_mb, "MB"),
+                       ("peak_memory", figures["peak_memory_mb"], budget.peak_memory_mb, "MB")],
+                      budget, estimate=device.reference is not None).to_json()

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edgekd.errors import ModelError
+
 
 @dataclass
 class Generation:
@@ -23,15 +25,17 @@ class Generation:
     tokens: list[int]
     seconds: list[float] = field(default_factory=list)
 
-    def figures(self) -> dict[str, float]:
-        """Time to first token, per-token p50/p90 (ms) and tokens per second after the first."""
-        steps = np.array(self.seconds[1:]) * 1e3
-        figures = {"time_to_first_token_ms": self.seconds[0] * 1e3}
-        if steps.size:
-            figures |= {"per_token_p50_ms": float(np.percentile(steps, 50)),
-                        "per_token_p90_ms": float(np.percentile(steps, 90)),
-                        "tokens_per_second": float(1e3 / steps.mean())}
-        return figures
+
+
+def generation_figures(runs: list[Generation], factor: float = 1.0) -> dict[str, float]:
+    """Figures of generations of two or more tokens, their times scaled by ``factor``: time to first token
+    (median over runs), per-token p50/p90 over every later call of every run, and tokens per second over
+    those calls (the prompt call excluded)."""
+    first = np.array([run.seconds[0] for run in runs]) * 1e3 * factor
+    steps = np.concatenate([np.array(run.seconds[1:]) for run in runs]) * 1e3 * factor
+    return {"time_to_first_token_ms": float(np.median(first)),
+            "per_token_p50_ms": float(np.percentile(steps, 50)), "per_token_p90_ms": float(np.percentile(steps, 90)),
+            "tokens_per_second": float(1e3 / steps.mean()), "tokens_timed": int(steps.size)}
 
 
 class CachedGenerator:
@@ -120,7 +124,7 @@ def generation_memory_mb(model: Path, prompt_tokens: int, new_tokens: int, threa
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"{model}: measuring generation memory failed: {detail}")
+        raise ModelError(f"{model}: onnxruntime could not generate with it in a fresh process: {detail}")
     return float(json.loads(lines[-1])["peak_memory_mb"])
 
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from edgekd.config.base import PositiveFloat, PositiveInt
-from edgekd.distill.losses.base import DistillationLoss, WeightedLoss, masked_mean, real_tokens
+from edgekd.distill.losses.base import DistillationLoss, WeightedLoss, real_tokens
 from edgekd.distill.on_policy import generalized_jsd
 from edgekd.distill.outputs import ModelInfo, ModelOutputs
+from edgekd.distill.sequence_kd import masked_cross_entropy
 
 
 class SequenceKD(WeightedLoss):
@@ -50,9 +50,7 @@ class SequenceKDLoss(DistillationLoss):
 
     def forward(self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor,
                 mask: Tensor | None = None) -> Tensor:
-        logits = student.logits
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
-        return masked_mean(loss, real_tokens(mask, logits))
+        return masked_cross_entropy(student.logits, labels, real_tokens(mask, student.logits))
 
 
 class OnPolicy(WeightedLoss):
