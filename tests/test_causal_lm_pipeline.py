@@ -150,7 +150,9 @@ def _validate(recipe: Path) -> tuple[int, str]:
     ({"tokenizer": {"kind": "wordpiece"}}, ("tokenizer.kind", "char or bpe")),
     ({"student": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64}}},
      ("student.model.arch", "arch: hf")),
-    ({"stages": [{"stage": "teacher"}, {"stage": "quantize"}]}, ("stages[1].stage", "'quantize'")),
+    ({"stages": [{"stage": "teacher"}, {"stage": "export"}, {"stage": "quantize", "roles": ["teacher"],
+                                                           "modes": ["dynamic", "static"]}]},
+     ("stages[2].modes[1]", "dynamic INT8, not 'static'")),
     ({"data": {"source": "corpus", "path": "missing.txt"}}, ("missing.txt",)),
 ])
 def test_recipes_a_causal_lm_cannot_run_are_one_line(tmp_path: Path, change: dict, fragments: tuple[str, ...]) -> None:

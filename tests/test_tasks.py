@@ -206,8 +206,8 @@ def _recipe_dict(data: dict, stages: list[dict], **extra: object) -> dict:
 
 
 @pytest.mark.parametrize(("task", "change", "key", "message"), [
-    ("regression", {"stages": [{"stage": "export"}, {"stage": "quantize"}]}, "stages[3].stage",
-     "'quantize' is for single-label classifiers (its accuracy and agreement gates compare arg-max classes), "
+    ("regression", {"stages": [{"stage": "factorize"}]}, "stages[2].stage",
+     "'factorize' is for single-label classifiers (its steps are judged by classification accuracy), "
      "but the labels read as regression"),
     ("multi", {"stages": [{"stage": "prune", "ratio": 0.5}]}, "stages[2].stage",
      "'prune' is for single-label classifiers (its steps are judged by classification accuracy), but the labels "
@@ -216,7 +216,7 @@ def _recipe_dict(data: dict, stages: list[dict], **extra: object) -> dict:
                            "ensemble": {"members": 2}}}, "teacher.ensemble", "an ensemble averages class"),
     ("regression", {"augment": {"copies": 1}}, "stages[1].augment", "augmented sentences are unlabelled"),
     ("regression", {"task": "banana"}, "data.task", "single_label"),
-], ids=["quantize", "prune", "ensemble", "augment", "unknown-task"])
+], ids=["factorize", "prune", "ensemble", "augment", "unknown-task"])
 def test_validate_refuses_what_does_not_apply(tmp_path: Path, task: str, change: dict, key: str,
                                              message: str) -> None:
     recipe = _recipe_dict(_tsv(tmp_path, task), [])

@@ -322,13 +322,11 @@ def recipe_dict(data: dict, **changes: object) -> dict:
      "teacher.model.arch", "'bilstm' gives one answer per sentence"),
     ({"losses": [{"kind": "hinton"}, {"kind": "minilm"}]}, "stages[1].losses[1].kind",
      "'minilm' is not applied per token; token classification distils with hinton or logit_mse"),
-    ({"extra": [{"stage": "export"}, {"stage": "quantize"}]}, "stages[3].stage",
-     "'quantize' is for single-label classifiers"),
     ({"extra": [{"stage": "prune", "ratio": 0.5}]}, "stages[2].stage", "'prune' is for single-label classifiers"),
     ({"augment": {"copies": 1}}, "stages[1].augment", "augmented sentences are unlabelled"),
     ({"teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64},
                   "ensemble": {"members": 2}}}, "teacher.ensemble", "an ensemble averages class probabilities"),
-], ids=["textcnn", "bilstm", "minilm-loss", "quantize", "prune", "augment", "ensemble"])
+], ids=["textcnn", "bilstm", "minilm-loss", "prune", "augment", "ensemble"])
 def test_validate_refuses_what_does_not_apply(tmp_path: Path, change: dict, key: str, message: str) -> None:
     recipe = recipe_dict(tagged_data(tmp_path, train=60, test=20))
     if "losses" in change:

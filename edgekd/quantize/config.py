@@ -49,6 +49,13 @@ class QuantizeStage(QuantizeSettings):
     roles: list[Literal["teacher", "student"]] = Field(default=["student"], min_length=1)
     calibration: Literal["train", "synthetic"] = Field(
         default="train", description="'synthetic': calibrate on an earlier dataset_distill stage's synthetic set.")
+    loss_tolerance: Annotated[float, Field(ge=0)] = Field(
+        default=0.02, description="Causal LMs: the largest validation loss increase (nats per token) INT8 may add "
+        "over FP32; 0.02 is 2% more perplexity. A causal LM has no accuracy, so tolerance and agreement do not "
+        "apply to it (its next-token agreement is recorded).")
+    loss_windows: PositiveInt = Field(
+        default=64, description="Causal LMs: data.context-long windows of validation text the FP32 and INT8 "
+        "losses are measured on (spread over the text; fewer when the text is shorter).")
 
 
 def _check_quantize(config: QuantizeStage, state: PlanState, where: str) -> None:
