@@ -8,21 +8,44 @@ budget INT8 fits) within ``loss_tolerance`` (:mod:`edgekd.quantize.causal_lm`).
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 import torch
+import yaml
+from typer.testing import CliRunner
 
 import edgekd
+from edgekd.cli import app
+from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.token_tags import IGNORE
-from edgekd.errors import ExportError
+from edgekd.errors import ExportError, ModelError
+from edgekd.export.causal_lm_onnx import CONTEXT_KEY, export_causal_lm
+from edgekd.models.causal_lm import build_causal_lm
+from edgekd.profile.generate import CachedGenerator
+from edgekd.quantize.causal_lm import (
+    INT8,
+    compare_quality,
+    lm_variants,
+    loss_within,
+    next_token_loss,
+    time_generation,
+    validation_windows,
+)
 from edgekd.quantize.config import QuantizeStage
+from edgekd.quantize.decision import decide
+from edgekd.quantize.model import int8_options
 from edgekd.quantize.quality import split_scores, worse_by
+from edgekd.quantize.quantizers import quantize_dynamic_int8
 from edgekd.task_heads import PRIMARY_METRIC, task_metrics
 from edgekd.workflow import Run
 
@@ -182,3 +205,160 @@ def test_a_strict_gate_keeps_fp32_and_says_why(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"int8-static-minmax changes its predictions by [0-9.]+% of their spread "
                        r"on the validation split \(< agreement 1\) after excluding"):
         _npz_run(tmp_path, "regression", {"modes": ["static"], "agreement": 1.0, "max_retries": 0})
+
+
+# --------------------------------------------------------------------------- causal LMs
+
+
+@pytest.fixture(scope="module")
+def lm_graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
+    """A tiny Llama's KV-cache graph, its dynamic INT8 graph and a token stream to measure them on."""
+    tmp = tmp_path_factory.mktemp("lm-int8")
+    # default initialisation: every weight matrix its own (the spread models share one draw, which the
+    # exporter stores once: INT8 would then keep FP32 copies for shared uses)
+    model = build_causal_lm("llama", vocab_size=40, context=48, layers=2, width=64, heads=4, seed=0).eval()
+    fp32 = export_causal_lm(model, tmp / "lm.onnx")
+    config = QuantizeStage(stage="quantize")
+    int8 = quantize_dynamic_int8(fp32, tmp / f"lm.{INT8}.onnx", int8_options(config, _device()))
+    ids = np.random.default_rng(0).integers(0, 40, 600)
+    return fp32, int8, ids
+
+
+def _device(**budget: float) -> DeviceProfile:
+    return DeviceProfile.model_validate({"name": "tiny-gen", "threads": 1,
+                                         "budget": {"p90_ms": 50, "size_mb": 10, "peak_memory_mb": 500} | budget,
+                                         "generation": {"prompt_tokens": 8, "new_tokens": 12}})
+
+
+@pytest.mark.parametrize(("size", "context", "count", "expected"), [(600, 32, 64, 18), (600, 32, 5, 5), (33, 32, 9, 1),
+                                                                      (200, 48, 3, 3)])
+def test_validation_windows_are_spread_and_never_overlap(size: int, context: int, count: int, expected: int) -> None:
+    ids = np.arange(size)
+    windows = validation_windows(ids, context, count)
+    assert windows.shape == (expected, context + 1)
+    assert np.all(np.diff(windows[:, 0]) >= context) and windows[-1, -1] < size
+    assert np.array_equal(windows, ids[windows[:, :1] + np.arange(context + 1)])
+
+
+def test_a_validation_text_shorter_than_a_window_is_one_line() -> None:
+    with pytest.raises(ModelError, match="the validation text has 20 tokens, fewer than one window of data.context 32"):
+        validation_windows(np.arange(20), 32, 4)
+
+
+def test_next_token_loss_matches_torch_cross_entropy() -> None:
+    rng = np.random.default_rng(0)
+    logits, targets = rng.normal(size=(3, 7, 11)).astype(np.float32), rng.integers(0, 11, (3, 7))
+    expected = torch.nn.functional.cross_entropy(torch.from_numpy(logits).flatten(0, 1),
+                                                 torch.from_numpy(targets).flatten()).item()
+    assert next_token_loss(logits, targets) == pytest.approx(expected, rel=1e-5)
+    logits[0, 0, 0] = np.nan
+    assert math.isnan(next_token_loss(logits, targets))
+
+
+def test_int8_decoder_quality_and_timing_drive_the_decision(lm_graphs) -> None:
+    fp32, int8, ids = lm_graphs
+    windows = validation_windows(ids, 32, 16)
+    quality = compare_quality(fp32, int8, windows, threads=1)
+    assert quality["fp32"]["next_token_agreement"] == 1.0 and quality["fp32"]["max_abs_logit_diff"] == 0.0
+    assert 0.8 <= quality[INT8]["next_token_agreement"] < 1.0 and quality[INT8]["max_abs_logit_diff"] > 0
+    assert abs(quality[INT8]["val_loss"] - quality["fp32"]["val_loss"]) < 0.05
+    assert quality["fp32"]["perplexity"] == pytest.approx(math.exp(quality["fp32"]["val_loss"]))
+    onnx_int8 = onnx.load(str(int8))
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in onnx_int8.graph.node}
+    assert {p.key: p.value for p in onnx_int8.metadata_props}[CONTEXT_KEY] == "48"
+    timing = time_generation({"fp32": fp32, INT8: int8}, ids[:8].tolist(), _device(), rounds=3, threads=1)
+    assert [len(run.seconds) for run in timing[INT8]] == [12] * 3
+    variants = lm_variants({"fp32": fp32, INT8: int8}, quality, timing)
+    lowered = variants[1].size_mb / variants[0].size_mb
+    assert lowered < 0.7 and variants[1].speedup.rounds == 3
+    loss_change = quality[INT8]["val_loss"] - quality["fp32"]["val_loss"]
+    for tolerance, min_speedup, budget in [(0.05, 1.0, 10.0), (0.0, 1.0, 10.0), (0.05, 100.0, 10.0),
+                                           (0.05, 100.0, (variants[0].size_mb + variants[1].size_mb) / 2)]:
+        decision = decide(variants, eligible=lambda v, t=tolerance: loss_within(v, variants[0], t),
+                          min_speedup=min_speedup, size_budget_mb=budget, cpu_label="test", tolerance=tolerance)
+        eligible = loss_change <= tolerance + 1e-12
+        pays = variants[1].speedup.clears(min_speedup) or budget < variants[0].size_mb
+        assert decision.kept == (INT8 if eligible and pays else "fp32"), decision.reason
+        if not eligible:
+            assert "raises validation loss by" in decision.reason and "nats/token" in decision.reason
+        elif not pays:
+            assert f"keeping it needs {min_speedup:g}×" in decision.reason or "cannot tell" in decision.reason
+
+
+# --------------------------------------------------------------------------- a causal LM through the pipeline
+
+
+def _lm_recipe(tmp: Path, quantize: dict[str, Any], size_mb: float = 10.0) -> Path:
+    from tests.test_causal_lm_pipeline import DEVICE, _corpus
+
+    (tmp / "tiny-gen.yaml").write_text(yaml.safe_dump(DEVICE | {"budget": DEVICE["budget"] | {"size_mb": size_mb}}))
+    recipe = {"name": "tiny-lm-int8", "seed": 0, "threads": 1, "device": str(tmp / "tiny-gen.yaml"),
+              "data": {"source": "corpus", "path": str(_corpus(tmp / "corpus.txt")), "context": 32},
+              "teacher": {"model": {"arch": "hf", "config": {"model_type": "llama", "hidden_size": 48,
+                                                             "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                             "intermediate_size": 96}}},
+              "student": {"model": {"arch": "hf", "config": {"model_type": "gpt2", "n_embd": 24, "n_layer": 1,
+                                                             "n_head": 2}}},
+              "stages": [{"stage": "teacher", "epochs": 1, "batch_size": 16, "lr": 3e-3}, {"stage": "export"},
+                         {"stage": "quantize", "roles": ["teacher"], "rounds": 3, **quantize},
+                         {"stage": "profile"}, {"stage": "bundle"}]}
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return tmp / "recipe.yaml"
+
+
+def _lm_quantize(run_dir: Path) -> dict[str, Any]:
+    return json.loads(next(run_dir.glob("*-quantize")).joinpath("stage.json").read_text())["metrics"]
+
+
+@pytest.mark.slow
+def test_causal_lm_int8_is_kept_by_the_figures_and_its_bundle_generates(tmp_path: Path) -> None:
+    # First a run INT8 cannot pay in (min_speedup 100, no size pressure): FP32 stays, every figure recorded.
+    recipe = _lm_recipe(tmp_path, {"min_speedup": 100})
+    edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    record = _lm_quantize(tmp_path / "run")
+    teacher = record["teacher"]
+    assert record["cpu"]["isa"] and record["device_isa"] and record["generation"] == {"prompt_tokens": 8,
+                                                                                       "new_tokens": 12}
+    assert teacher["decision"] == "fp32" and "keeping it needs 100×" in teacher["reason"]
+    int8, fp32 = teacher["variants"][INT8], teacher["variants"]["fp32"]
+    assert int8["size_mb"] < 0.75 * fp32["size_mb"] and int8["tokens_timed"] == 11 * 3
+    assert int8["speedup_range"]["low"] <= int8["speedup_range"]["ratio"] <= int8["speedup_range"]["high"]
+    assert teacher["loss_change"] == pytest.approx(int8["val_loss"] - fp32["val_loss"])
+    assert abs(teacher["loss_change"]) < 0.05 and int8["next_token_agreement"] > 0.9
+    # Then FP32 misses a size budget INT8 fits, within a loose tolerance: INT8 ships, profile and bundle use it.
+    recipe = _lm_recipe(tmp_path, {"min_speedup": 100, "loss_tolerance": 0.5},
+                        size_mb=(int8["size_mb"] + fp32["size_mb"]) / 2)
+    result = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    teacher = _lm_quantize(tmp_path / "run")["teacher"]
+    assert teacher["decision"] == INT8 and "fits the" in teacher["reason"]
+    model = result.artifact.get("teacher")
+    assert model.onnx == teacher["variants"][INT8]["path"] and model.metrics["precision"] == INT8
+    bundle = tmp_path / "run" / "bundle"
+    graph = onnx.load(str(bundle / "model.onnx"))
+    assert "MatMulInteger" in {node.op_type for node in graph.graph.node}
+    readme = (bundle / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0].replace("range(40)", "range(10)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, check=True)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bundle / "tokenizer")
+    prompt = tokenizer("ROMEO:", add_special_tokens=False)["input_ids"]
+    expected = CachedGenerator(bundle / "model.onnx").generate(prompt, 10).tokens
+    assert done.stdout.rstrip("\n") == tokenizer.decode(expected)
+    # A strict loss tolerance keeps FP32 whenever INT8 raised the loss at all.
+    recipe = _lm_recipe(tmp_path, {"min_speedup": 100, "loss_tolerance": 0.0},
+                        size_mb=(int8["size_mb"] + fp32["size_mb"]) / 2)
+    edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    teacher = _lm_quantize(tmp_path / "run")["teacher"]
+    assert teacher["decision"] == (INT8 if teacher["loss_change"] <= 0 else "fp32"), teacher["reason"]
+    if teacher["loss_change"] > 0:
+        assert "raises validation loss by" in teacher["reason"]
+
+
+def test_causal_lm_quantize_modes_and_missing_export_are_one_line(tmp_path: Path) -> None:
+    for quantize, fragment in [({"modes": ["fp16"]}, "stages[2].modes[0]: a causal LM's KV-cache decoder is "
+                                                     "quantized as dynamic INT8, not 'fp16'"),
+                               ({"roles": ["student"]}, "stages[2].roles[0]: no earlier stage makes the student")]:
+        result = CliRunner().invoke(app, ["validate", str(_lm_recipe(tmp_path, quantize))], env={"COLUMNS": "400"})
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+        assert fragment in " ".join(result.output.split()), result.output
