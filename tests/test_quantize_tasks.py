@@ -362,3 +362,25 @@ def test_causal_lm_quantize_modes_and_missing_export_are_one_line(tmp_path: Path
         result = CliRunner().invoke(app, ["validate", str(_lm_recipe(tmp_path, quantize))], env={"COLUMNS": "400"})
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
         assert fragment in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.slow
+def test_token_classifier_quantized_with_per_token_gates(tmp_path: Path) -> None:
+    from tests.test_token_classification import recipe_dict, tagged_data
+
+    recipe = recipe_dict(tagged_data(tmp_path, train=200, test=60), threads=1)
+    recipe["stages"] = [{"stage": "teacher", "epochs": 3, "batch_size": 16, "lr": 0.003}, {"stage": "export"},
+                        {"stage": "quantize", "roles": ["teacher"], "warmup": 2, "runs": 20, "rounds": 3,
+                         "tolerance": 0.05, "agreement": 0.9}]
+    result = edgekd.run(validate_model(recipe, Recipe, source="test"), out=tmp_path / "run")
+    record = result.stages[2].metrics["teacher"]
+    assert record["transformer"] and "int8-dynamic" in record["variants"]
+    fp32, int8 = record["variants"]["fp32"], record["variants"]["int8-dynamic"]
+    assert int8["metric"] == "token_accuracy" and set(int8["metrics"]) >= {"token_accuracy", "entity_micro_f1"}
+    assert fp32["token_accuracy"] > 0.5 and int8["val_agreement"] >= 0.9  # tagged well, INT8 follows per token
+    _check_decision_follows_figures(record, QuantizeStage(stage="quantize", tolerance=0.05, agreement=0.9),
+                                    "token_accuracy")
+    model = result.artifact.get("teacher").metrics
+    kept = record["variants"][record["decision"]]
+    assert model["token_accuracy"] == model["accuracy"] == pytest.approx(kept["token_accuracy"])
+    assert model["entity_micro_f1"] == pytest.approx(kept["metrics"]["entity_micro_f1"])
