@@ -288,7 +288,7 @@ def test_int8_decoder_quality_and_timing_drive_the_decision(lm_graphs) -> None:
 # --------------------------------------------------------------------------- a causal LM through the pipeline
 
 
-def _lm_recipe(tmp: Path, quantize: dict[str, Any], size_mb: float = 10.0) -> Path:
+def _lm_recipe(tmp: Path, quantize: dict[str, Any], size_mb: float = 10.0, target: str = "onnx-fp32") -> Path:
     from tests.test_causal_lm_pipeline import DEVICE, _corpus
 
     (tmp / "tiny-gen.yaml").write_text(yaml.safe_dump(DEVICE | {"budget": DEVICE["budget"] | {"size_mb": size_mb}}))
@@ -299,7 +299,8 @@ def _lm_recipe(tmp: Path, quantize: dict[str, Any], size_mb: float = 10.0) -> Pa
                                                              "intermediate_size": 96}}},
               "student": {"model": {"arch": "hf", "config": {"model_type": "gpt2", "n_embd": 24, "n_layer": 1,
                                                              "n_head": 2}}},
-              "stages": [{"stage": "teacher", "epochs": 1, "batch_size": 16, "lr": 3e-3}, {"stage": "export"},
+              "stages": [{"stage": "teacher", "epochs": 1, "batch_size": 16, "lr": 3e-3},
+                         {"stage": "export", "target": target},
                          {"stage": "quantize", "roles": ["teacher"], "rounds": 3, **quantize},
                          {"stage": "profile"}, {"stage": "bundle"}]}
     (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -353,6 +354,15 @@ def test_causal_lm_int8_is_kept_by_the_figures_and_its_bundle_generates(tmp_path
     assert teacher["decision"] == (INT8 if teacher["loss_change"] <= 0 else "fp32"), teacher["reason"]
     if teacher["loss_change"] > 0:
         assert "raises validation loss by" in teacher["reason"]
+    # An .ort export target: the kept INT8 graph is converted too, and the bundle ships it.
+    recipe = _lm_recipe(tmp_path, {"min_speedup": 100, "loss_tolerance": 0.5},
+                        size_mb=(int8["size_mb"] + fp32["size_mb"]) / 2, target="ort-mobile")
+    result = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    files = result.artifact.get("teacher").metrics["deploy_files"]
+    assert files["ort"].endswith(f"teacher.{INT8}.ort") and files["onnx"].endswith(f"teacher.{INT8}.onnx")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model"]["format"] == "ort" and (bundle / "model.ort").is_file()
+    assert CachedGenerator(bundle / "model.ort").generate(prompt, 10).tokens == expected
 
 
 def test_causal_lm_quantize_modes_and_missing_export_are_one_line(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ graphs are then measured in this run:
 The decision is :func:`edgekd.quantize.decision.decide`'s: INT8 is eligible when its validation loss is at
 most ``loss_tolerance`` above FP32's, and kept when its speed-up interval clears ``min_speedup`` (or FP32
 misses the device's size budget and INT8 fits it); otherwise FP32 stays and the reason says why. A kept
-INT8 graph becomes the model's ONNX file (the profile and bundle stages then use it).
+INT8 graph becomes the model's ONNX file (the profile and bundle stages then use it); when the export
+target ships ``.ort``, the INT8 graph is converted too and the bundle ships that.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.config.device import DeviceProfile
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.errors import ModelError
+from edgekd.export.causal_lm_stage import convert_cached_to_ort
+from edgekd.export.config import ExportTarget
 from edgekd.export.parity import one_line
 from edgekd.models.causal_lm import load_tokenizer
 from edgekd.profile.bench import paired_ratio
@@ -82,8 +85,19 @@ def run_causal_lm_quantize(config: QuantizeStage, artifact: Artifact, ctx: Stage
             onnx=ref[kept.name], precision=kept.name, quantization_reason=decision.reason, size_mb=kept.size_mb,
             quantization_speedup=kept.speedup.ratio if kept.speedup else None,
             quantization_loss_change=quality[kept.name]["val_loss"] - quality["fp32"]["val_loss"],
-            **({"deploy_files": None} if kept.name != "fp32" else {})))
+            **(shipped_files(model.metrics, int8, windows[0], ctx) if kept.name != "fp32" else {})))
     return StageOutput(artifact=artifact, metrics=metrics)
+
+
+def shipped_files(exported: dict[str, Any], int8: Path, ids: np.ndarray, ctx: StageContext) -> dict[str, Any]:
+    """The kept INT8 graph's ``deploy_files``: converted to ``.ort`` (checked on a prompt and a cached call over
+    ``ids``) when the export target shipped ``.ort``, else none (the bundle then ships the ONNX file)."""
+    if "ort" not in (exported.get("deploy_files") or {}):
+        return {"deploy_files": None}
+    export = next(r for r in reversed(ctx.previous) if r["stage"] == "export")
+    target = ExportTarget.model_validate(export["metrics"]["target"])
+    converted = convert_cached_to_ort(int8, target, ids)
+    return {"deploy_files": converted.deploy_files(ctx.ref, int8.name if target.keep_onnx else None)}
 
 
 def validation_windows(ids: np.ndarray, context: int, count: int) -> np.ndarray:
