@@ -112,10 +112,10 @@ def test_hf_disk_sequence_and_float_columns(tmp_path: Path) -> None:
     assert multi.test.labels[:2].tolist() == [[1, 0, 1], [0, 1, 0]]
     scores = load_dataset(HFDiskData.model_validate({**base, "label_column": "score"}), seed=0)
     assert scores.task == "regression" and np.allclose(scores.test.labels, [r[2] for r in rows], atol=1e-6)
-    recipe = _recipe_dict({**base, "label_column": "tags"}, [{"stage": "export"}, {"stage": "quantize"}])
+    recipe = _recipe_dict({**base, "label_column": "tags"}, [{"stage": "prune", "ratio": 0.5}])
     (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "recipe.yaml")])
-    assert result.exit_code == 2 and "stages[3].stage: 'quantize' is for single-label" in result.output
+    assert result.exit_code == 2 and "stages[2].stage: 'prune' is for single-label" in result.output
     assert "the labels read as multi_label" in " ".join(result.output.split())
 
 
