@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -394,3 +395,24 @@ def test_token_classifier_quantized_with_per_token_gates(tmp_path: Path) -> None
     kept = record["variants"][record["decision"]]
     assert model["token_accuracy"] == model["accuracy"] == pytest.approx(kept["token_accuracy"])
     assert model["entity_micro_f1"] == pytest.approx(kept["metrics"]["entity_micro_f1"])
+
+
+@pytest.mark.slow
+def test_quick_lm_quantize_benchmark_writes_the_stage_figures(tmp_path: Path) -> None:
+    corpus = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+    if not corpus.is_file():
+        from tests.test_causal_lm_pipeline import _corpus
+
+        corpus = _corpus(tmp_path / "corpus.txt", lines=3000)
+    out, repo = tmp_path / "bench.json", Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "benchmarks/quantize_lm.py", "--quick", "--corpus", str(corpus), "--out",
+                           str(out), "--work", str(tmp_path / "work"), "--rounds", "3"], cwd=repo,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    case = result["cases"]["2x64"]
+    assert result["cpu"]["isa"] and case["decision"] in ("fp32", INT8) and case["reason"].startswith(case["decision"])
+    speedup = case["variants"][INT8]["speedup"]
+    assert speedup["rounds"] == 3 and speedup["low"] <= speedup["ratio"] <= speedup["high"]
+    assert case["decision"] == (INT8 if speedup["low"] >= 1.05 and case["loss_change"] <= 0.02 else "fp32")
+    assert result["summary"]["2x64"]["loss_change"] == case["loss_change"]
