@@ -29,7 +29,7 @@ from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.token_tags import IGNORE
-from edgekd.errors import ExportError, ModelError
+from edgekd.errors import DataError, ExportError
 from edgekd.export.causal_lm_onnx import CONTEXT_KEY, export_causal_lm
 from edgekd.models.causal_lm import build_causal_lm
 from edgekd.profile.generate import CachedGenerator
@@ -242,7 +242,7 @@ def test_validation_windows_are_spread_and_never_overlap(size: int, context: int
 
 
 def test_a_validation_text_shorter_than_a_window_is_one_line() -> None:
-    with pytest.raises(ModelError, match="the validation text has 20 tokens, fewer than one window of data.context 32"):
+    with pytest.raises(DataError, match="the validation text has 20 tokens, fewer than one window of data.context 32"):
         validation_windows(np.arange(20), 32, 4)
 
 

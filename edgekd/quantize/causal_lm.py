@@ -34,7 +34,7 @@ import numpy as np
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.config.device import DeviceProfile
 from edgekd.data.lm_data import prepare_lm_data
-from edgekd.errors import ModelError
+from edgekd.errors import DataError, ModelError
 from edgekd.export.causal_lm_stage import convert_cached_to_ort
 from edgekd.export.config import ExportTarget
 from edgekd.export.parity import one_line
@@ -105,7 +105,7 @@ def validation_windows(ids: np.ndarray, context: int, count: int) -> np.ndarray:
     (each: ``context`` inputs and their next tokens)."""
     starts = np.arange(0, ids.size - context, context)
     if starts.size == 0:
-        raise ModelError(f"the validation text has {ids.size} tokens, fewer than one window of data.context "
+        raise DataError(f"the validation text has {ids.size} tokens, fewer than one window of data.context "
                          f"{context} + 1; give more text or lower data.context")
     chosen = starts[np.unique(np.linspace(0, starts.size - 1, min(count, starts.size)).round().astype(int))]
     return np.stack([ids[start:start + context + 1] for start in chosen]).astype(np.int64)
