@@ -10,9 +10,10 @@ file, a ``save_to_disk`` directory, an ``.npz`` set; :mod:`edgekd.data.label_kin
 is known only when the run loads it. For a multi-label or regression task these are
 refused before anything trains, each with its key path:
 
-- stages whose decisions are made on arg-max classes: ``quantize`` (accuracy and agreement gates),
-  ``prune``/``factorize``/``hybrid`` (accuracy per step), ``search`` (chosen by validation accuracy),
-  ``dataset_distill`` (images per class);
+- stages whose decisions are made on classification accuracy: ``prune``/``factorize``/``hybrid``
+  (accuracy per step), ``search`` (chosen by validation accuracy), ``dataset_distill`` (images per class);
+  ``quantize`` gates on each task's own metric and agreement (:mod:`edgekd.quantize.quality`) and runs for
+  every task; a causal LM's is dynamic INT8 of its KV-cache decoder (``modes`` ``auto`` or ``dynamic``);
 - ``teacher.ensemble`` (members averaged as class probabilities), a distill stage's ``augment`` (its
   sentences are unlabelled, which only single-label cross-entropy can skip), and ``data.eval_data``
   (scikit-learn's digits are single-label).
@@ -34,15 +35,17 @@ if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
     from edgekd.config.recipe import Recipe
 
-#: Stages refused for multi-label and regression tasks, with why.
+#: Stages refused for every task but single-label classification, with why.
 CLASS_ONLY_STAGES = {
-    "quantize": "its accuracy and agreement gates compare arg-max classes",
     "prune": "its steps are judged by classification accuracy",
     "factorize": "its steps are judged by classification accuracy",
     "hybrid": "its steps are judged by classification accuracy",
     "search": "it chooses students by validation accuracy",
     "dataset_distill": "it learns images per class",
 }
+
+#: The quantize modes of a causal LM (its KV-cache decoder is quantized dynamically: no calibration caches).
+LM_QUANTIZE_MODES = ("auto", "dynamic")
 
 
 def check_task(state: PlanState) -> None:
@@ -119,12 +122,18 @@ def _check_causal_lm(state: PlanState) -> None:
                     raise state.fail(f"stages[{index}].losses[{number}]", f"prompt_tokens {loss.prompt_tokens} + "
                                      f"new_tokens {loss.new_tokens} exceed the {role}'s context of {context} "
                                      "positions; lower them")
+    for index, stage in enumerate(recipe.stages):
+        for number, mode in enumerate(getattr(stage, "modes", None) if stage.stage == "quantize" else ()):
+            if mode not in LM_QUANTIZE_MODES:
+                raise state.fail(f"stages[{index}].modes[{number}]", f"a causal LM's KV-cache decoder is quantized "
+                                 f"as dynamic INT8, not '{mode}'; expected {' or '.join(LM_QUANTIZE_MODES)}")
 
 
 def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) -> None:
-    """A causal-LM recipe that profiles: the device's prompt plus new tokens fit each model's context
+    """A causal-LM recipe that profiles or quantizes (both generate): the device's prompt plus new tokens fit
+    each model's context
     (``max_position_embeddings``: the config's, the checkpoint's, or ``data.context`` for a model built from sizes)."""
-    if not is_corpus(recipe.data) or "profile" not in recipe.stage_names():
+    if not is_corpus(recipe.data) or not {"profile", "quantize"} & set(recipe.stage_names()):
         return
     needed = device.generation.prompt_tokens + device.generation.new_tokens
     for role in ("teacher", "assistant", "student"):

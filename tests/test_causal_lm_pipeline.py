@@ -156,7 +156,9 @@ def _validate(recipe: Path) -> tuple[int, str]:
     ({"tokenizer": {"kind": "wordpiece"}}, ("tokenizer.kind", "char or bpe")),
     ({"student": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64}}},
      ("student.model.arch", "arch: hf")),
-    ({"stages": [{"stage": "teacher"}, {"stage": "quantize"}]}, ("stages[1].stage", "'quantize'")),
+    ({"stages": [{"stage": "teacher"}, {"stage": "export"}, {"stage": "quantize", "roles": ["teacher"],
+                                                           "modes": ["dynamic", "static"]}]},
+     ("stages[2].modes[1]", "dynamic INT8, not 'static'")),
     ({"data": {"source": "corpus", "path": "missing.txt"}}, ("missing.txt",)),
     ({"stages": [{"stage": "teacher"}, {"stage": "distill", "losses": [
         {"kind": "sequence_kd", "prompt_tokens": 20, "new_tokens": 20}]}]}, ("stages[1].losses[0]", "context of 32")),

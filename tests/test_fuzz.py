@@ -44,7 +44,8 @@ from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.builders import build_model
 from edgekd.models.specs import CNNSpec
-from edgekd.quantize.evaluate import predict, score
+from edgekd.quantize.evaluate import model_outputs
+from edgekd.quantize.quality import split_scores
 from edgekd.stages import DEFAULT_REGISTRY as STAGES
 from tests.mutations import Case, generate
 from tests.reliability import (
@@ -334,7 +335,7 @@ def test_nan_outputs_never_pass_parity_or_agreement(tmp_path: Path) -> None:
         actual[rows, cols] = np.nan
         if both:
             expected[rows, cols] = np.nan
-        diffs = parity._OutputDiffs()
+        diffs = parity.OutputDiffs()
         diffs.add(0, expected, actual)
         assert not diffs.result(samples=len(expected), atol=1e-4, rtol=1e-4).passed, (case, both)
     # A model whose every weight is NaN, as an ONNX file (written around the exporter's own check).
@@ -345,9 +346,9 @@ def test_nan_outputs_never_pass_parity_or_agreement(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "nan.onnx"))
     feeds = [({"input": rng.normal(size=(n, 1, 8, 8)).astype(np.float32)}, np.zeros(n, dtype=np.int64))
              for n in (1, 5)]
-    predictions = predict(tmp_path / "nan.onnx", feeds, threads=1)
-    scores = score(predictions, feeds, predictions)
-    assert scores.accuracy == 0.0 and scores.agreement == 0.0
+    outputs = model_outputs(tmp_path / "nan.onnx", feeds, threads=1)
+    scores = split_scores(outputs, outputs, feeds)
+    assert scores.metrics == {"accuracy": 0.0} and scores.agreement == 0.0
 
 
 # Run-time I/O mistakes: places the user cannot write to, pretrained models that do not fit the tokenizer.

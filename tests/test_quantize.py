@@ -22,7 +22,7 @@ from edgekd.profile.cpu import detect_cpu
 from edgekd.quantize import variants as variants_module
 from edgekd.quantize.config import QuantizeStage
 from edgekd.quantize.decision import decide
-from edgekd.quantize.evaluate import predict
+from edgekd.quantize.evaluate import model_outputs
 from edgekd.quantize.feeds import QuantData, dataset_feeds
 from edgekd.quantize.isa import expand_modes, int8_settings, isa_label
 from edgekd.quantize.model import build_checked, builder_for, decide_for, gate_failure, quantize_model
@@ -105,14 +105,15 @@ def _variant(name: str, p50: float, *, val_accuracy: float = 0.98, size: float =
     """A timed variant; its speed-up over an fp32 at 10 ms has an interval of ± ``spread`` (relative)."""
     precision = name.split("-")[0]
     ratio = 10.0 / p50
-    return Variant(name=name, precision=precision, path=Path(f"{name}.onnx"), val_accuracy=val_accuracy,
-                   val_agreement=1.0 if val_accuracy == 0.98 else 0.9, accuracy=val_accuracy, agreement=1.0,
+    scores = {"accuracy": val_accuracy}
+    return Variant(name=name, precision=precision, path=Path(f"{name}.onnx"), val_metrics=scores,
+                   val_agreement=1.0 if val_accuracy == 0.98 else 0.9, metrics=scores, agreement=1.0,
                    excluded_nodes=tuple(f"n{i}" for i in range(excluded)), p50_ms=p50, size_mb=size,
                    speedup=Speedup(ratio, ratio * (1 - spread), ratio * (1 + spread), 4))
 
 
 def _decide(variants: list[Variant], *, size_budget: float = 100.0):
-    return decide(variants, eligible=lambda v: v.val_accuracy >= 0.97, min_speedup=1.05,
+    return decide(variants, eligible=lambda v: v.val_score >= 0.97, min_speedup=1.05,
                   size_budget_mb=size_budget, cpu_label="avx512_vnni", tolerance=0.01)
 
 
@@ -184,7 +185,7 @@ def test_wrecked_calibration_is_repaired_by_excluding_sensitive_nodes(exported: 
     static = next(v for v in variants if v.name == "int8-static-minmax")
     fp32 = next(v for v in variants if v.name == "fp32")
     assert static.retries >= 1 and static.excluded_nodes
-    assert fp32.val_accuracy - static.val_accuracy <= 0.01 and static.val_agreement >= 0.99
+    assert fp32.val_score - static.val_score <= 0.01 and static.val_agreement >= 0.99
 
 
 def test_agreement_gate_fails_the_stage_with_a_clear_message(exported: Path, data: QuantData,
@@ -221,7 +222,7 @@ def test_fp16_weights_halve_the_file_and_keep_predictions(exported: Path, data: 
     half = fp16_weights(exported, tmp_path / "half.onnx")
     onnx.checker.check_model(str(half))
     assert half.stat().st_size < 0.6 * exported.stat().st_size
-    assert np.array_equal(predict(half, data.test, 1), predict(exported, data.test, 1))
+    assert np.array_equal(model_outputs(half, data.test, 1).argmax(1), model_outputs(exported, data.test, 1).argmax(1))
 
 
 def test_quantize_needs_an_export_before_it(write_recipe) -> None:
@@ -343,8 +344,8 @@ def test_quantize_stage_on_a_text_model(tmp_path: Path) -> None:
 
 def test_nan_scores_fail_every_gate() -> None:
     config = QuantizeStage(stage="quantize", **FAST_TIMING)
-    for field in ("val_agreement", "val_accuracy"):
-        variant = replace(_variant("int8-dynamic", 4.0), **{field: float("nan")})
+    for field, value in (("val_agreement", float("nan")), ("val_metrics", {"accuracy": float("nan")})):
+        variant = replace(_variant("int8-dynamic", 4.0), **{field: value})
         assert not within_gates(variant, 0.98, config), field
         decision = decide_for([_variant("fp32", 10.0), variant], config, load_device("host-cpu"))
         assert decision.kept == "fp32", (field, decision.reason)

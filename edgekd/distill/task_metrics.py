@@ -26,7 +26,12 @@ def evaluation_metrics(model: TaskModel, data: TaskData) -> dict[str, Any]:
     """``model``'s figures on ``data``'s test and validation splits (see the module docstring)."""
     test = task_scores(model.module, data.test, data.class_names)
     val = task_scores(model.module, data.val, data.class_names)
-    task = task_of(data.test.labels)
+    return model_figures(task_of(data.test.labels), test, val)
+
+
+def model_figures(task: str, test: dict[str, float], val: dict[str, float]) -> dict[str, Any]:
+    """A model's figures from its ``task``'s metrics on the test and validation splits (the module docstring's
+    keys); the quantize stage records its kept variant's with them."""
     if task == "single_label":
         return {"accuracy": test["accuracy"], "val_accuracy": val["accuracy"]}
     primary = PRIMARY_METRIC[task]

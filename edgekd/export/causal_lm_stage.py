@@ -12,6 +12,8 @@ and a cached call.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -21,7 +23,7 @@ from edgekd.errors import ExportError
 from edgekd.export.causal_lm_onnx import causal_lm_onnx, context_metadata
 from edgekd.export.config import ExportStage, ExportTarget, load_export_target
 from edgekd.export.onnx_export import write_checked
-from edgekd.export.ort_format import convert_to_ort
+from edgekd.export.ort_format import OrtModel, convert_to_ort
 from edgekd.export.parity import OutputDiffs, ParityResult
 from edgekd.models.causal_lm import CausalLM, context_length
 from edgekd.profile.generate import CachedGenerator
@@ -52,18 +54,23 @@ def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageCont
                          "optimization_level": target.optimization_level}
         ort_figures = {}
         if target.format == "ort":
-            generator = CachedGenerator(path)
-            prompt = rows[:1, :prefix].numpy()
-            _, cache = generator.step(prompt, generator.empty_cache(1))
-            feeds = [generator.feed(prompt, generator.empty_cache(1)),
-                     generator.feed(rows[:1, prefix:prefix + 1].numpy(), cache)]
-            converted = convert_to_ort(path, target, feeds)
+            converted = convert_cached_to_ort(path, target, rows[0, :prefix + 1].numpy())
             metrics[role]["ort"] = converted.to_json()
             ort_figures["deploy_files"] = converted.deploy_files(ctx.ref, f"{role}.onnx" if target.keep_onnx else None)
         artifact = artifact.with_model(model_artifact.updated(
             onnx=ctx.ref(f"{role}.onnx"), size_mb=size_mb, parity_max_abs_diff=parity.max_abs_diff,
             opset=target.opset, **ort_figures))
     return StageOutput(artifact=artifact, metrics=metrics)
+
+
+def convert_cached_to_ort(path: Path, target: ExportTarget, ids: np.ndarray, out_dir: Path | None = None) -> OrtModel:
+    """``path`` (a KV-cache graph) converted to ``.ort`` and checked on a prompt call (``ids`` but the last)
+    and a cached call (the last id after that prompt's cache)."""
+    generator = CachedGenerator(path)
+    prompt = ids[None, :-1].astype(np.int64)
+    _, cache = generator.step(prompt, generator.empty_cache(1))
+    feeds = [generator.feed(prompt, generator.empty_cache(1)), generator.feed(ids[None, -1:].astype(np.int64), cache)]
+    return convert_to_ort(path, target, feeds, out_dir=out_dir)
 
 
 def _parity_rows(ids: torch.Tensor, context: int) -> tuple[torch.Tensor, int]:

@@ -15,6 +15,7 @@ machine load between rounds widens the interval instead of posing as a speed-up)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,16 @@ class Speedup:
 
 def paired_speedup(before: ProfileResult, after: ProfileResult, confidence: float = CONFIDENCE) -> Speedup:
     """How many times faster ``after`` ran than ``before``, both timed in one :func:`benchmark` call."""
-    rounds = len(before.session_p50_ms)
-    if rounds != len(after.session_p50_ms) or not rounds:
+    if len(before.session_p50_ms) != len(after.session_p50_ms) or not before.session_p50_ms:
         raise ValueError(f"{before.model} and {after.model} were not timed in the same interleaved rounds")
-    logs = np.log(np.asarray(before.session_p50_ms) / np.asarray(after.session_p50_ms))
+    return paired_ratio(before.session_p50_ms, after.session_p50_ms, confidence)
+
+
+def paired_ratio(before_ms: Sequence[float], after_ms: Sequence[float], confidence: float = CONFIDENCE) -> Speedup:
+    """How many times faster ``after`` ran than ``before`` from their times in the same interleaved rounds
+    (one figure each per round): the geometric mean of the per-round ratios, with its t interval."""
+    logs = np.log(np.asarray(before_ms, dtype=np.float64) / np.asarray(after_ms, dtype=np.float64))
+    rounds = len(logs)
     centre = float(logs.mean())
     if rounds < 2:
         return Speedup(math.exp(centre), None, None, rounds, confidence)

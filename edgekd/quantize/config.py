@@ -13,9 +13,10 @@ from edgekd.stage_kind import PlanState, StageKind, measuring_host
 class QuantizeSettings(StrictModel):
     """How models are quantized (onnxruntime INT8 / FP16 weights) and when a variant is kept.
 
-    Every variant is evaluated on the validation split (accuracy and agreement with FP32), timed
-    against FP32 in the same run under the device profile, and kept only when it is faster (or
-    fits a size budget FP32 misses) within ``tolerance``; otherwise FP32 is kept and the reason said.
+    Every variant is evaluated on the validation split (the task's primary metric and agreement with
+    FP32, :mod:`edgekd.quantize.quality`), timed against FP32 in the same run under the device profile,
+    and kept only when it is faster (or fits a size budget FP32 misses) within ``tolerance``; otherwise
+    FP32 is kept and the reason said.
     A variant named in ``modes`` that still misses the ``agreement`` gate after its retries stops the
     run with what to change; with ``auto`` it is only left out (the decision says why).
     """
@@ -29,9 +30,11 @@ class QuantizeSettings(StrictModel):
     symmetric_activations: bool = False
     symmetric_weights: bool = True
     tolerance: Annotated[float, Field(ge=0, lt=1)] = Field(
-        default=0.01, description="Largest validation accuracy drop vs FP32 (absolute) a variant may have.")
+        default=0.01, description="Largest drop of the task's primary validation metric vs FP32 a variant may "
+        "have: absolute for accuracy and F1 (0.01 = 1 pt), relative for MSE (0.01 = 1% higher).")
     agreement: Annotated[float, Field(gt=0, le=1)] = Field(
-        default=0.99, description="Fraction of validation inputs on which a variant must predict as FP32 does.")
+        default=0.99, description="How closely a variant must follow FP32 on the validation split: the share of "
+        "inputs (tokens) with FP32's class, label set or tag; for regression 1 − the relative prediction change.")
     max_retries: Annotated[StrictInt, Field(ge=0, le=10)] = Field(
         default=3, description="Retries excluding the most sensitive nodes (1, 2, 4, ... of them) from INT8.")
     min_speedup: Annotated[float, Field(ge=1)] = Field(
@@ -49,6 +52,13 @@ class QuantizeStage(QuantizeSettings):
     roles: list[Literal["teacher", "student"]] = Field(default=["student"], min_length=1)
     calibration: Literal["train", "synthetic"] = Field(
         default="train", description="'synthetic': calibrate on an earlier dataset_distill stage's synthetic set.")
+    loss_tolerance: Annotated[float, Field(ge=0)] = Field(
+        default=0.02, description="Causal LMs: the largest validation loss increase (nats per token) INT8 may add "
+        "over FP32; 0.02 is 2% more perplexity. A causal LM has no accuracy, so tolerance and agreement do not "
+        "apply to it (its next-token agreement is recorded).")
+    loss_windows: PositiveInt = Field(
+        default=64, description="Causal LMs: data.context-long windows of validation text the FP32 and INT8 "
+        "losses are measured on (spread over the text; fewer when the text is shorter).")
 
 
 def _check_quantize(config: QuantizeStage, state: PlanState, where: str) -> None:

@@ -1,7 +1,8 @@
 """Which candidate to keep, from measurements taken in one run, and one sentence saying why.
 
-A candidate other than ``fp32`` is *eligible* when it is within the accuracy tolerance and the
-agreement gate on the validation split. The fastest eligible candidate whose speed-up over FP32
+A candidate other than ``fp32`` is *eligible* when it passes the gates on the validation split: the
+tolerance on the task's primary metric and the agreement with FP32 (:mod:`edgekd.quantize.quality`).
+The fastest eligible candidate whose speed-up over FP32
 (paired over the interleaved timing rounds) is at least ``min_speedup`` over its whole confidence
 interval is kept: a point estimate above it whose interval is not says the rounds could not tell.
 Failing that, when FP32 exceeds the device's size budget, the fastest eligible candidate that fits
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgekd.profile.bench import Speedup
+from edgekd.quantize.quality import agreement_text, change_text, loss_text, worse_by
 from edgekd.quantize.variants import Variant
 
 
@@ -39,22 +41,20 @@ def decide(variants: Sequence[Variant], *, eligible: Callable[[Variant], bool], 
     ok = [v for v in others if eligible(v)]
     on_cpu = f"on this CPU ({cpu_label})"
 
-    def accuracy_delta(v: Variant) -> str:
-        if v.val_accuracy is None or fp32.val_accuracy is None:
-            return "accuracy not measured (no labelled data)"
-        return f"validation accuracy {100 * (v.val_accuracy - fp32.val_accuracy):+.1f} pt".replace("-", "−")
+    def quality_change(v: Variant) -> str:
+        return change_text(v.metric, fp32.val_score, v.val_score)
 
     fast = [v for v in ok if _speedup(v).clears(min_speedup)]
     if fast:
         kept = fast[0]
         return Decision(kept.name, f"{kept.name} kept: {_speedup(kept).text()} faster than fp32 {on_cpu}, "
-                                   f"{accuracy_delta(kept)}")
+                                   f"{quality_change(kept)}")
     fits = [v for v in ok if _size(v) <= size_budget_mb]
     if _size(fp32) > size_budget_mb and fits:
         kept = fits[0]
         return Decision(kept.name, f"{kept.name} kept: {_size(kept):.2f} MB fits the {size_budget_mb:g} MB size "
                                    f"budget fp32 ({_size(fp32):.2f} MB) exceeds; {_speedup(kept).ratio:.2f}× fp32 "
-                                   f"speed {on_cpu}, {accuracy_delta(kept)}")
+                                   f"speed {on_cpu}, {quality_change(kept)}")
     if not others:
         return Decision("fp32", "fp32 kept: no other variant was tried")
     reduced = [v for v in others if v.precision != "fp32"]
@@ -67,13 +67,12 @@ def decide(variants: Sequence[Variant], *, eligible: Callable[[Variant], bool], 
         else:
             pace = f"only {speed:.2f}× faster" if speed >= 1 else f"slower ({speed:.2f}× fp32's speed)"
             why = f"{best.name} is {pace} {on_cpu}; keeping it needs {min_speedup:g}×"
-    elif fp32.val_accuracy - best.val_accuracy > tolerance:
-        why = (f"{best.name} ({speed:.2f}× fp32's speed) loses {100 * (fp32.val_accuracy - best.val_accuracy):.1f} "
-               f"pt validation accuracy (tolerance {100 * tolerance:g} pt) with {len(best.excluded_nodes)} "
-               "node(s) excluded")
+    elif not worse_by(best.metric, fp32.val_score, best.val_score) <= tolerance:
+        excluded = f" with {len(best.excluded_nodes)} node(s) excluded" if best.excluded_nodes else ""
+        why = (f"{best.name} ({speed:.2f}× fp32's speed) "
+               f"{loss_text(best.metric, fp32.val_score, best.val_score, tolerance)}{excluded}")
     else:
-        why = (f"{best.name} ({speed:.2f}× fp32's speed) agrees with fp32 on only "
-               f"{100 * best.val_agreement:.1f}% of validation inputs")
+        why = f"{best.name} ({speed:.2f}× fp32's speed) {agreement_text(best.metric, best.val_agreement)}"
     return Decision("fp32", f"fp32 kept: {why}")
 
 

@@ -26,11 +26,13 @@ IMAGE_INPUT = "input"
 
 def dataset_feeds(data: TaskData, split: Split, batch_size: int, *, limit: int | None = None,
                   drop_last: bool = False, input_names: Collection[str] | None = None) -> Iterator[LabelledBatch]:
-    """Batches of ``split`` as (onnxruntime feeds by input name, int64 labels), in dataset order.
+    """Batches of ``split`` as (onnxruntime feeds by input name, labels), in dataset order.
 
     Image data gives ``{"input": float32 [N, C, H, W]}``; text data gives int64 ``input_ids``,
     ``attention_mask`` and ``token_type_ids``, every batch padded to one length (the longest of the
     examples taken) because entropy and percentile calibration pool all batches' activations.
+    Labels are as the task encodes them (:mod:`edgekd.task_heads`); token classification's ``[B, T]`` tags
+    are as wide as the batch's feeds.
     ``input_names`` keeps only the inputs a graph has (the exporter drops inputs a model ignores).
     ``limit`` keeps only the first examples; ``drop_last`` drops a last batch smaller than
     ``batch_size`` (unless it is the only one).
@@ -53,7 +55,12 @@ def dataset_feeds(data: TaskData, split: Split, batch_size: int, *, limit: int |
                     for name, tensor in batch.items()}
         if input_names is not None:
             feed = {name: value for name, value in feed.items() if name in input_names}
-        yield feed, labels[start:stop]
+        yield feed, _labels_for(labels[start:stop], length)
+
+
+def _labels_for(labels: np.ndarray, length: int) -> np.ndarray:
+    """A batch's labels; token tags (int ``[B, T]``) cut to the feeds' ``length`` (past it they are all untagged)."""
+    return labels[:, :length] if labels.ndim == 2 and labels.dtype.kind in "iu" else labels
 
 
 def _pad_to(values: np.ndarray, length: int, pad: int) -> np.ndarray:
@@ -72,6 +79,8 @@ class QuantData:
     calibration: tuple[Feed, ...]
     val: tuple[LabelledBatch, ...]
     test: tuple[LabelledBatch, ...]
+    class_names: tuple[str, ...] | None = None
+    """The labels' names (token classification's BIO tags give entity scores), or None."""
 
     @classmethod
     def from_dataset(cls, data: TaskData, calibration_samples: int, batch_size: int = 64,
@@ -86,4 +95,5 @@ class QuantData:
                                                               input_names=input_names))
         return cls(calibration=calibration,
                    val=tuple(dataset_feeds(data, "val", batch_size, input_names=input_names)),
-                   test=tuple(dataset_feeds(data, "test", batch_size, input_names=input_names)))
+                   test=tuple(dataset_feeds(data, "test", batch_size, input_names=input_names)),
+                   class_names=data.class_names)

@@ -16,6 +16,7 @@ from edgekd.quantize.decision import Decision, decide
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.graph import PreparedGraphs
 from edgekd.quantize.isa import int8_settings, isa_label
+from edgekd.quantize.quality import agreement_text
 from edgekd.quantize.quantizers import Int8Options
 from edgekd.quantize.variants import Variant, VariantBuilder, within_gates
 
@@ -68,9 +69,9 @@ def gate_failure(variants: Sequence[Variant], config: QuantizeStage, *, label: s
     for variant in variants:
         # NaN (no validation inputs agree or none ran) fails; None (no labelled data: nothing gated) passes
         if variant.val_agreement is not None and not variant.val_agreement >= config.agreement:
-            return (f"{label}: {variant.name} agrees with fp32 on {100 * variant.val_agreement:.1f}% of validation "
-                    f"inputs (< agreement {config.agreement:g}) after excluding {len(variant.excluded_nodes)} "
-                    "node(s); raise max_retries, lower agreement, or drop that mode from modes")
+            return (f"{label}: {variant.name} {agreement_text(variant.metric, variant.val_agreement)} (< agreement "
+                    f"{config.agreement:g}) after excluding {len(variant.excluded_nodes)} node(s); raise max_retries, "
+                    "lower agreement, or drop that mode from modes")
     return None
 
 
@@ -98,7 +99,7 @@ def time_variants(variants: Sequence[Variant], device: DeviceProfile, config: Qu
 def decide_for(variants: Sequence[Variant], config: QuantizeStage, device: DeviceProfile) -> Decision:
     """The decision on timed ``variants`` under the recipe's gates and the device's size budget."""
     fp32 = next(v for v in variants if v.name == "fp32")
-    return decide(variants, eligible=lambda v: within_gates(v, fp32.val_accuracy, config),
+    return decide(variants, eligible=lambda v: within_gates(v, fp32.val_score, config),
                   min_speedup=config.min_speedup, size_budget_mb=device.budget.size_mb,
                   cpu_label=isa_label(detect_cpu().isa), tolerance=config.tolerance)
 

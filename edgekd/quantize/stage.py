@@ -5,30 +5,38 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
+from edgekd.data.config import is_corpus
 from edgekd.data.task_data import TaskData, prepare_task_data
-from edgekd.errors import ConfigError
+from edgekd.distill.task_metrics import model_figures
 from edgekd.models.task_model import TaskModel
 from edgekd.profile.cpu import detect_cpu, device_isa
 from edgekd.quantize.calibration import npz_calibration_feeds
 from edgekd.quantize.config import QuantizeStage
+from edgekd.quantize.exported import exported_model
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.model import quantize_model
+from edgekd.quantize.variants import Variant
+from edgekd.task_heads import PRIMARY_METRIC
 
 
 def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Quantize ``config.roles``; each model's artifact then points at its kept variant.
 
     The kept variant's figures go into the model's metrics (``precision``, ``quantization_reason``,
-    ``accuracy``, ``size_mb``), so later stages and the report describe the file that ships.
+    its task's test and validation metrics (:func:`~edgekd.distill.task_metrics.model_figures`), FP32's
+    primary metric as ``fp32_<metric>``, ``size_mb``), so later stages and the report describe the file
+    that ships. A causal language model is quantized by :mod:`edgekd.quantize.causal_lm`.
     """
+    if is_corpus(ctx.recipe.data):
+        from edgekd.quantize.causal_lm import run_causal_lm_quantize
+
+        return run_causal_lm_quantize(config, artifact, ctx)
     metrics: dict = {"cpu": detect_cpu().to_json(), "device_isa": device_isa(ctx.device)}
     for role in config.roles:
-        model_artifact = artifact.models.get(role)
-        if model_artifact is None or model_artifact.onnx is None:
-            raise ConfigError(f"roles: the {role} has no exported ONNX model; list roles an earlier 'export' "
-                              "stage exported")
+        model_artifact = exported_model(artifact, role)
         source = ctx.resolve(model_artifact.onnx)
         data = QuantData.from_dataset(_task_data(ctx, model_artifact.weights), config.calibration_samples,
                                       input_names=_graph_inputs(source))
@@ -47,13 +55,20 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
             onnx=ref(kept.path),
             precision=kept.name,
             quantization_reason=result.decision.reason,
-            accuracy=kept.accuracy,
-            val_accuracy=kept.val_accuracy,
-            fp32_accuracy=fp32.accuracy,
+            **kept_figures(kept, fp32),
             size_mb=kept.size_mb,
             quantization_speedup=kept.speedup.ratio if kept.speedup else None,
         ))
     return StageOutput(artifact=artifact, metrics=metrics)
+
+
+def kept_figures(kept: Variant, fp32: Variant) -> dict[str, Any]:
+    """The model metrics the kept variant's scores replace: its task's figures and FP32's primary metric
+    (none without labelled data)."""
+    if kept.metrics is None or kept.val_metrics is None:
+        return {"accuracy": None, "val_accuracy": None, "fp32_accuracy": None}
+    task = next(task for task, metric in PRIMARY_METRIC.items() if metric == kept.metric)
+    return {**model_figures(task, kept.metrics, kept.val_metrics), f"fp32_{kept.metric}": fp32.score}
 
 
 def _task_data(ctx: StageContext, weights: str | None) -> TaskData:
