@@ -55,7 +55,7 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> Path:
     return directory
 
 
-def load_pretrained_tokenizer(name: str, *, trust_remote_code: bool, padded: bool = True) -> PreTrainedTokenizerFast:
+def load_pretrained_tokenizer(name: str, *, padded: bool = True, trust_remote_code: bool) -> PreTrainedTokenizerFast:
     """The fast tokenizer of ``name`` (a hub id, a local directory or a packaged checkpoint); one line
     (``ConfigError``) when it cannot load, is not a fast tokenizer, or has no padding token when ``padded``."""
     try:
