@@ -275,7 +275,7 @@ def test_padding_and_prompt_do_not_count_in_the_loss():
     torch.testing.assert_close(masked_cross_entropy(logits, batch.targets, batch.mask), direct)
 
 
-@pytest.mark.parametrize("student_family", ["llama", "gpt2"])
+@pytest.mark.parametrize("student_family", ["llama", pytest.param("gpt2", marks=pytest.mark.slow)])
 def test_training_on_the_teachers_greedy_outputs_teaches_the_student_those_outputs(teacher, tmp_path,
                                                                                    student_family):
     prompts = choose_prompts(IDS, 24, 8, seed=4)
