@@ -107,7 +107,10 @@ class HybridStage(_CompressStage):
         return self
 
 
-def _check_compress(config: PruneStage | FactorizeStage | HybridStage, state: PlanState, where: str) -> None:
+CompressStage = PruneStage | FactorizeStage | HybridStage
+
+
+def _check_compress(config: CompressStage, state: PlanState, where: str) -> None:
     """It changes a model an earlier stage made, before export; pruning asks only what that model has."""
     if config.role not in state.trained:
         raise state.fail(f"{where}.role", f"'{config.role}' needs a 'teacher' or 'distill' stage making it before this")
