@@ -36,14 +36,13 @@ def _config(run_dir: Path, stage: str, role: str) -> dict[str, Any]:
 
 def _val_loss(run_dir: Path, stage: str, role: str, recipe: Path) -> float:
     """The validation loss of the model a stage saved, reloaded from its directory."""
+    from edgekd.data.config import CorpusData
     from edgekd.data.lm_data import prepare_lm_data
     from edgekd.models.causal_lm import CausalLM, validation_loss
 
     model = CausalLM.load(_model_dir(run_dir, stage, role))
-    data = yaml.safe_load(recipe.read_text())["data"]
-    from edgekd.data.config import CorpusData
-
-    lm = prepare_lm_data(CorpusData.model_validate(data), None, tokenizer=model.tokenizer)
+    data = CorpusData.model_validate(yaml.safe_load(recipe.read_text())["data"])
+    lm = prepare_lm_data(data, None, tokenizer=model.tokenizer)
     return validation_loss(model.module, lm.validation, lm.context)
 
 
@@ -197,3 +196,19 @@ def test_a_llama_causal_lm_recipe_with_prune_and_factorize_validates(tmp_path: P
                                                           "target_macs_ratio": 0.5}, {"stage": "export"}]
     code, output = _validate(_recipe(tmp_path, teacher={"model": GQA_TEACHER}, stages=stages))
     assert code == 0, output
+
+
+def test_a_qwen2_decoder_with_biased_projections_is_pruned_and_exports(tmp_path: Path) -> None:
+    config = {"model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "intermediate_size": 64}
+    stages = [{"stage": "teacher", "epochs": 1, **TRAIN},
+              {"stage": "prune", "role": "teacher", "ratio": 0.25, "targets": ["heads"], "importance": "l1"},
+              {"stage": "export"}]
+    recipe = _recipe(tmp_path, teacher={"model": {"arch": "hf", "config": config}}, stages=stages)
+    run(recipe, out=tmp_path / "run", show_progress=False)
+    after = _config(tmp_path / "run", "prune", "teacher")
+    assert (after["num_attention_heads"], after["num_key_value_heads"], after["intermediate_size"]) == (3, 3, 64)
+    prune = _stage(tmp_path / "run", "prune")["teacher"]
+    assert prune["params"] < prune["before"]["params"] and prune["parity_max_abs_diff"] < 1e-3
+    assert _stage(tmp_path / "run", "export")["teacher"]["parity"]["passed"]
+    assert _val_loss(tmp_path / "run", "prune", "teacher", recipe) == pytest.approx(prune["val_loss"], abs=1e-6)
