@@ -15,10 +15,13 @@ from edgekd.stage_kind import PlanState, StageKind, check_losses_fit, measuring_
 
 
 class RecoveryConfig(TrainingConfig):
-    """Short distillation from the teacher after a prune/factorize step (LadaBERT's recovery)."""
+    """Short distillation from the teacher after a prune/factorize step (LadaBERT's recovery); a causal LM's
+    distils from the unpruned model (:mod:`edgekd.prune.causal_lm`)."""
 
     epochs: PositiveInt = 1
-    losses: list[LossConfig] = Field(default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1)
+    losses: list[LossConfig] = Field(
+        default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1,
+        description="Classifiers: hinton unless given; causal LMs: generation losses, token_kl unless given.")
 
 
 class PruneConfig(StrictModel):
@@ -66,7 +69,8 @@ class _CompressStage(StrictModel):
 
     role: Literal["student", "teacher", "assistant"] = "student"
     recovery: RecoveryConfig | None = Field(
-        default=None, description="Distil from the teacher after each step to recover accuracy.")
+        default=None, description="Distil from the teacher after each step to recover accuracy (a causal LM: "
+        "from the model before the stage, to recover validation loss).")
 
 
 class PruneStage(_CompressStage, PruneConfig):
