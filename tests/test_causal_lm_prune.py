@@ -212,3 +212,23 @@ def test_a_qwen2_decoder_with_biased_projections_is_pruned_and_exports(tmp_path:
     assert prune["params"] < prune["before"]["params"] and prune["parity_max_abs_diff"] < 1e-3
     assert _stage(tmp_path / "run", "export")["teacher"]["parity"]["passed"]
     assert _val_loss(tmp_path / "run", "prune", "teacher", recipe) == pytest.approx(prune["val_loss"], abs=1e-6)
+
+
+SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+
+@pytest.mark.slow  # ~20 s: trains, prunes and factorizes a 2x64 character LM
+@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"Tiny Shakespeare not found at {SHAKESPEARE}")
+def test_quick_benchmark_records_both_stages_per_token(tmp_path: Path) -> None:
+    from tests.test_kd_benchmark import load_benchmark
+
+    out = tmp_path / "prune_lm.json"
+    assert load_benchmark("prune_lm").main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["cpu"]["brand"] and result["size"] == "2x64"
+    assert result["prune"]["params_ratio"] < 0.7 and result["factorize"]["params_ratio"] < 1
+    assert result["prune"]["after"]["params"] == result["factorize"]["before"]["params"]
+    for stage in ("prune", "factorize"):
+        speedup = result[stage]["speedup"]
+        assert speedup["low"] <= speedup["ratio"] <= speedup["high"] and speedup["rounds"] == 8
+        assert result[stage]["after"]["val_loss"] < math.log(66)  # 65 characters and end-of-text: trained
