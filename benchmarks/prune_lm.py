@@ -11,7 +11,8 @@ interval). One thread (``OMP_NUM_THREADS=1``), the CPU recorded.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_lm.py [--quick] [--out FILE.json]
 
-``--quick`` uses a 2-layer, 64-wide model on the corpus's first 100,000 characters (about a minute).
+``--quick`` uses a 2-layer, 64-wide model on the corpus's first 100,000 characters (about a minute);
+``--chars N`` limits a full run to the first N characters.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 #: name → (layers, width, query heads, KV heads)
 SIZES = {"2x64": (2, 64, 4, 2), "4x256": (4, 256, 8, 4)}
+#: Characters of the corpus ``--quick`` uses.
+QUICK_CHARS = 100_000
 KEPT = ("val_loss", "perplexity", "params", "macs", "parity_max_abs_diff", "time_to_first_token_ms",
         "per_token_p50_ms", "per_token_p90_ms", "tokens_per_second")
 
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="4x256")
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--chars", type=int, help="Use only the corpus's first CHARS characters (default: all).")
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--param-ratio", type=float, default=0.5)
     parser.add_argument("--prompt", type=int, default=32)
@@ -85,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         corpus = CORPUS
-        if args.quick:
+        chars = QUICK_CHARS if args.quick else args.chars
+        if chars is not None:  # the first characters, split 90/10 as the whole corpus is
             corpus = work / "input.txt"
-            corpus.write_text(CORPUS.read_text(encoding="utf-8")[:100_000], encoding="utf-8")
+            corpus.write_text(CORPUS.read_text(encoding="utf-8")[:chars], encoding="utf-8")
         device = work / "device.yaml"
         budget = {"p90_ms": 1000, "size_mb": 1000, "peak_memory_mb": 4000}  # not judged: no profile stage
         device.write_text(yaml.safe_dump({"name": "host-1t", "threads": 1, "budget": budget,
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = {name: json.loads((next((work / "run").glob(f"*-{name}")) / "stage.json").read_text())["metrics"]
                   for name in ("teacher", "prune", "factorize")}
     result = {"benchmark": "prune_lm", "quick": args.quick, "cpu": cpu.to_json(), "threads": 1, "size": size,
-              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "corpus": str(CORPUS.name),
+              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "corpus": CORPUS.name,
               "seconds": seconds, "teacher": {k: stages["teacher"]["teacher"][k] for k in ("val_loss", "params")},
               "prune": summary(stages["prune"]["teacher"]), "factorize": summary(stages["factorize"]["teacher"])}
     slug = re.sub(r"[^a-z0-9]+", "-", cpu.brand.lower()).strip("-")
