@@ -11,7 +11,8 @@ is known only when the run loads it. For a multi-label or regression task these 
 refused before anything trains, each with its key path:
 
 - stages whose decisions are made on classification accuracy: ``prune``/``factorize``/``hybrid``
-  (accuracy per step), ``search`` (chosen by validation accuracy), ``dataset_distill`` (images per class);
+  (accuracy per step; a causal LM's steps are judged by validation loss, :mod:`edgekd.prune.causal_lm`, so
+  it runs them), ``search`` (chosen by validation accuracy), ``dataset_distill`` (images per class);
   ``quantize`` gates on each task's own metric and agreement (:mod:`edgekd.quantize.quality`) and runs for
   every task; a causal LM's is dynamic INT8 of its KV-cache decoder (``modes`` ``auto`` or ``dynamic``);
 - ``teacher.ensemble`` (members averaged as class probabilities), a distill stage's ``augment`` (its
@@ -24,7 +25,7 @@ Token classification (:mod:`edgekd.token_rules`) also needs TSV/CSV data, Huggin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData, is_corpus
 from edgekd.errors import ConfigError, DataError
@@ -43,6 +44,9 @@ CLASS_ONLY_STAGES = {
     "search": "it chooses students by validation accuracy",
     "dataset_distill": "it learns images per class",
 }
+
+#: Of those, the stages a causal LM runs too (judged by validation loss and per-token generation time instead).
+LM_COMPRESS_STAGES = ("prune", "factorize", "hybrid")
 
 #: The quantize modes of a causal LM (its KV-cache decoder is quantized dynamically: no calibration caches).
 LM_QUANTIZE_MODES = ("auto", "dynamic")
@@ -63,7 +67,7 @@ def check_task(state: PlanState) -> None:
     if recipe.teacher.ensemble is not None:
         raise state.fail("teacher.ensemble", f"an ensemble averages class probabilities, but {told}; leave it unset")
     for index, stage in enumerate(recipe.stages):
-        if stage.stage in CLASS_ONLY_STAGES:
+        if stage.stage in CLASS_ONLY_STAGES and not (task == "causal_lm" and stage.stage in LM_COMPRESS_STAGES):
             raise state.fail(f"stages[{index}].stage", f"'{stage.stage}' is for single-label classifiers "
                              f"({CLASS_ONLY_STAGES[stage.stage]}), but {told}")
         if getattr(stage, "augment", None) is not None:
@@ -80,11 +84,11 @@ def _check_losses_and_tokenizer(state: PlanState) -> None:
     recipe = state.recipe
     generative = is_corpus(recipe.data)
     for index, stage in enumerate(recipe.stages):
-        for number, loss in enumerate(getattr(stage, "losses", None) or ()):
+        for key, loss in stage_losses(stage):
             if (loss.kind in GENERATION_LOSSES) != generative:
                 expected = ", ".join(GENERATION_LOSSES) if generative else "a classifier loss (hinton, ...)"
                 what = "a causal language model" if generative else f"data.source '{recipe.data.source}' (a classifier)"
-                raise state.fail(f"stages[{index}].losses[{number}].kind", f"loss '{loss.kind}' does not apply "
+                raise state.fail(f"stages[{index}].{key}.kind", f"loss '{loss.kind}' does not apply "
                                  f"to {what}; expected {expected}")
     kind = recipe.tokenizer.kind if recipe.tokenizer is not None else None
     if generative and kind == "wordpiece":
@@ -112,14 +116,16 @@ def _check_causal_lm(state: PlanState) -> None:
             raise state.fail(f"{role}.model", f"it takes {context} positions, fewer than data.context "
                              f"{recipe.data.context} (the training windows); lower data.context")
     for index, stage in enumerate(recipe.stages):
-        for number, loss in enumerate(getattr(stage, "losses", None) or ()):
+        for key, loss in stage_losses(stage):
             if getattr(loss, "batches", "corpus") == "corpus":
                 continue
-            roles = (stage.teacher,) if loss.batches == "teacher_outputs" else (stage.teacher, stage.student)
+            # a recovery distils the changed model from its own unpruned copy
+            teacher, student = (stage.teacher, stage.student) if stage.stage == "distill" else (stage.role,) * 2
+            roles = (teacher,) if loss.batches == "teacher_outputs" else (teacher, student)
             for role in roles:  # the teacher generates (sequence_kd); on-policy, both models read the samples
                 context = declared_context(recipe, role)
                 if context is not None and loss.prompt_tokens + loss.new_tokens > context:
-                    raise state.fail(f"stages[{index}].losses[{number}]", f"prompt_tokens {loss.prompt_tokens} + "
+                    raise state.fail(f"stages[{index}].{key}", f"prompt_tokens {loss.prompt_tokens} + "
                                      f"new_tokens {loss.new_tokens} exceed the {role}'s context of {context} "
                                      "positions; lower them")
     for index, stage in enumerate(recipe.stages):
@@ -129,11 +135,21 @@ def _check_causal_lm(state: PlanState) -> None:
                                  f"as dynamic INT8, not '{mode}'; expected {' or '.join(LM_QUANTIZE_MODES)}")
 
 
+def stage_losses(stage: object) -> list[tuple[str, Any]]:
+    """A stage's distillation losses with their key paths within it: a distill stage's ``losses[i]``, and the
+    ``recovery.losses[i]`` a prune/factorize/hybrid stage names (its default depends on the task, so only
+    losses the recipe gives are listed)."""
+    recovery = getattr(stage, "recovery", None)
+    given = recovery.losses if recovery is not None and "losses" in recovery.model_fields_set else ()
+    return ([(f"losses[{i}]", loss) for i, loss in enumerate(getattr(stage, "losses", None) or ())]
+            + [(f"recovery.losses[{i}]", loss) for i, loss in enumerate(given)])
+
+
 def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) -> None:
-    """A causal-LM recipe that profiles or quantizes (both generate): the device's prompt plus new tokens fit
-    each model's context
-    (``max_position_embeddings``: the config's, the checkpoint's, or ``data.context`` for a model built from sizes)."""
-    if not is_corpus(recipe.data) or not {"profile", "quantize"} & set(recipe.stage_names()):
+    """A causal-LM recipe that profiles, quantizes or compresses (all time generation): the device's prompt plus
+    new tokens fit each model's context (``max_position_embeddings``: the config's, the checkpoint's, or
+    ``data.context`` for a model built from sizes)."""
+    if not is_corpus(recipe.data) or not {"profile", "quantize", *LM_COMPRESS_STAGES} & set(recipe.stage_names()):
         return
     needed = device.generation.prompt_tokens + device.generation.new_tokens
     for role in ("teacher", "assistant", "student"):

@@ -17,6 +17,7 @@ import hashlib
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.data.config import TokenizerConfig
 from edgekd.data.lm_data import LMData, prepare_lm_data
 from edgekd.distill.config import DistillStage, TeacherStage
+from edgekd.distill.losses.base import WeightedLoss
 from edgekd.distill.losses.registry import build_loss
 from edgekd.distill.losses.sequence_level import SequenceKD
 from edgekd.distill.on_policy import OnPolicyDistillation
@@ -57,7 +59,7 @@ def run_causal_lm_teacher(config: TeacherStage, artifact: Artifact, ctx: StageCo
     model = CausalLM(causal_lm_from_spec(recipe.teacher.model, data.tokenizer, data.context, "teacher.model"),
                      data.tokenizer)
     started = time.perf_counter()
-    history = fit(model.module, data.windows(), _validation(data), config, _next_token_loss, seed=ctx.seed,
+    history = fit(model.module, data.windows(), loss_validation(data), config, next_token_cross_entropy, seed=ctx.seed,
                   checkpoint_dir=ctx.work_dir, description="teacher", show_progress=ctx.show_progress,
                   world=ctx.world)
     metrics = _evaluate(model, data, started, history)
@@ -78,10 +80,10 @@ def run_causal_lm_distill(config: DistillStage, artifact: Artifact, ctx: StageCo
                        data.tokenizer)
     teacher.module.to(ctx.world.device).eval()
     cache_dir = config.teacher_cache_dir or ctx.work_dir / "teacher-continuations"
-    objective = GenerationObjective(config, student.module, teacher.module, data, cache_dir, ctx.seed,
+    objective = GenerationObjective(config.losses, student.module, teacher.module, data, cache_dir, ctx.seed,
                                     where=ctx.where)
     started = time.perf_counter()
-    history = fit(student.module, data.windows(), _validation(data), config, objective, seed=ctx.seed,
+    history = fit(student.module, data.windows(), loss_validation(data), config, objective, seed=ctx.seed,
                   extra=objective.losses, checkpoint_dir=ctx.work_dir,
                   description=f"distill {config.teacher} → {config.student}", show_progress=ctx.show_progress,
                   world=ctx.world)
@@ -109,16 +111,16 @@ class GenerationObjective:
     the same when a run resumes, so a resumed run draws what an uninterrupted one would. Logits are
     compared over the tokenizer's vocabulary (checkpoints may pad their embedding rows beyond it)."""
 
-    def __init__(self, config: DistillStage, student: nn.Module, teacher: nn.Module, data: LMData,
+    def __init__(self, losses: Sequence[WeightedLoss], student: nn.Module, teacher: nn.Module, data: LMData,
                  cache_dir: Path, seed: int, where: str) -> None:
         info = ModelInfo.of(student), ModelInfo.of(teacher)
-        self.configs = list(config.losses)
-        self.losses = nn.ModuleList(build_loss(loss, *info) for loss in config.losses)
+        self.configs = list(losses)
+        self.losses = nn.ModuleList(build_loss(loss, *info) for loss in losses)
         self.teacher, self.data, self.seed, self.vocab = teacher, data, seed, len(data.tokenizer)
         self.sources: dict[int, Any] = {}
         # a loss trained on the teacher's own tokens reads no teacher logits
-        self.reads_teacher = [getattr(loss, "batches", "corpus") != "teacher_outputs" for loss in config.losses]
-        for index, loss in enumerate(config.losses):
+        self.reads_teacher = [getattr(loss, "batches", "corpus") != "teacher_outputs" for loss in losses]
+        for index, loss in enumerate(losses):
             key = f"{where}.losses[{index}]"
             batches = getattr(loss, "batches", "corpus")
             if batches == "teacher_outputs":
@@ -179,12 +181,12 @@ def _teacher_windows(config: SequenceKD, teacher: nn.Module, data: LMData, cache
     return ContinuationWindows(sequences, config.prompt_tokens, data.context, stop_ids(teacher))
 
 
-def _next_token_loss(model: nn.Module, inputs: dict[str, Tensor], targets: Tensor, _idx: Any) -> Tensor:
+def next_token_cross_entropy(model: nn.Module, inputs: dict[str, Tensor], targets: Tensor, _idx: Any) -> Tensor:
     """Cross-entropy of the model's next-token logits against the corpus's next tokens."""
     return F.cross_entropy(model(**inputs).logits.flatten(0, 1), targets.flatten())
 
 
-def _validation(data: LMData) -> Validation:
+def loss_validation(data: LMData) -> Validation:
     """Epochs are judged by the validation text's loss (nats per token; lower is better)."""
     return Validation("val_loss", lambda model: validation_loss(model, data.validation, data.context),
                       lower_is_better=True)

@@ -42,13 +42,9 @@ def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageCont
             continue
         model = CausalLM.load(ctx.resolve(model_artifact.weights))
         data = prepare_lm_data(ctx.recipe.data, None, tokenizer=model.tokenizer)
-        rows, prefix = _parity_rows(data.validation, context_length(model.module))
+        rows, prefix = parity_rows(data.validation, context_length(model.module))
         path = ctx.path(f"{role}.onnx")
-        _graph, size_mb, parity = write_checked(
-            causal_lm_onnx(model.module, target.opset), path, target,
-            lambda tmp, model=model, rows=rows, prefix=prefix: cached_parity(
-                model.module, CachedGenerator(tmp), rows, prefix, target),
-            metadata=context_metadata(model.module), what=f" over a prefix and {rows.shape[1] - prefix} cached steps")
+        size_mb, parity = export_with_cache(model.module, rows, prefix, path, target)
         metrics[role] = {"path": ctx.ref(f"{role}.onnx"), "size_mb": size_mb, "opset": target.opset,
                          "parity": parity.to_json(), "kv_cache": True,
                          "optimization_level": target.optimization_level}
@@ -63,6 +59,17 @@ def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageCont
     return StageOutput(artifact=artifact, metrics=metrics)
 
 
+def export_with_cache(model: torch.nn.Module, rows: torch.Tensor, prefix: int, path: Path,
+                      target: ExportTarget) -> tuple[float, ParityResult]:
+    """Write ``model`` to ``path`` as a KV-cache graph optimized for ``target``, only once it matches PyTorch on
+    ``rows`` (:func:`cached_parity`: ``prefix`` tokens, then one cached step per call); its size (MiB) and parity."""
+    _graph, size_mb, parity = write_checked(
+        causal_lm_onnx(model, target.opset), path, target,
+        lambda tmp: cached_parity(model, CachedGenerator(tmp), rows, prefix, target),
+        metadata=context_metadata(model), what=f" over a prefix and {rows.shape[1] - prefix} cached steps")
+    return size_mb, parity
+
+
 def convert_cached_to_ort(path: Path, target: ExportTarget, ids: np.ndarray, out_dir: Path | None = None) -> OrtModel:
     """``path`` (a KV-cache graph) converted to ``.ort`` and checked on a prompt call (``ids`` but the last)
     and a cached call (the last id after that prompt's cache)."""
@@ -73,7 +80,7 @@ def convert_cached_to_ort(path: Path, target: ExportTarget, ids: np.ndarray, out
     return convert_to_ort(path, target, feeds, out_dir=out_dir)
 
 
-def _parity_rows(ids: torch.Tensor, context: int) -> tuple[torch.Tensor, int]:
+def parity_rows(ids: torch.Tensor, context: int) -> tuple[torch.Tensor, int]:
     """``PARITY_ROWS`` sequences of validation text spread over it, and their prefix length: a prefix plus
     cached steps within the model's ``context`` and the text."""
     length = min(PARITY_PREFIX + PARITY_STEPS, context, ids.numel())

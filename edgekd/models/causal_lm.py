@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from edgekd.atomic import atomic_dir
 from edgekd.errors import ConfigError, ModelError
 from edgekd.models.hf import quiet_transformers
+from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
+from edgekd.prune.structure import pruned_class
 
 if TYPE_CHECKING:
     from edgekd.models.specs import HFSpec
@@ -135,16 +137,22 @@ def build_causal_lm(family: str, *, vocab_size: int, context: int, layers: int, 
 
 
 def load_causal_lm(directory: Path) -> nn.Module:
-    """The causal LM saved in ``directory`` (``save_pretrained`` layout, safetensors weights only)."""
-    from transformers import AutoModelForCausalLM
+    """The causal LM saved in ``directory`` (``save_pretrained`` layout, safetensors weights only); a pruned one
+    reloads from its rewritten config, a factorized one through :func:`~edgekd.prune.structure.pruned_class`
+    (its ``config.edgekd_structure`` lists the low-rank layers)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     quiet_transformers()
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ModelError(f"pretrained '{directory}': no config.json there; expected a save_pretrained directory")
     try:
-        return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True, attn_implementation="eager")
-    except (OSError, ValueError) as exc:
+        loader: Any = AutoModelForCausalLM
+        config = AutoConfig.from_pretrained(directory)
+        if hasattr(config, STRUCTURE_KEY):  # factorized layers (edgekd.prune): rebuilt before the weights load
+            loader = pruned_class(AutoModelForCausalLM._model_mapping[type(config)])
+        return loader.from_pretrained(directory, use_safetensors=True, attn_implementation="eager")
+    except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"pretrained '{directory}': {str(exc).splitlines()[0]}") from None
 
 

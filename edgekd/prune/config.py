@@ -15,10 +15,13 @@ from edgekd.stage_kind import PlanState, StageKind, check_losses_fit, measuring_
 
 
 class RecoveryConfig(TrainingConfig):
-    """Short distillation from the teacher after a prune/factorize step (LadaBERT's recovery)."""
+    """Short distillation from the teacher after a prune/factorize step (LadaBERT's recovery); a causal LM's
+    distils from the unpruned model (:mod:`edgekd.prune.causal_lm`)."""
 
     epochs: PositiveInt = 1
-    losses: list[LossConfig] = Field(default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1)
+    losses: list[LossConfig] = Field(
+        default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1,
+        description="Classifiers: hinton unless given; causal LMs: generation losses, token_kl unless given.")
 
 
 class PruneConfig(StrictModel):
@@ -66,7 +69,8 @@ class _CompressStage(StrictModel):
 
     role: Literal["student", "teacher", "assistant"] = "student"
     recovery: RecoveryConfig | None = Field(
-        default=None, description="Distil from the teacher after each step to recover accuracy.")
+        default=None, description="Distil from the teacher after each step to recover accuracy (a causal LM: "
+        "from the model before the stage, to recover validation loss).")
 
 
 class PruneStage(_CompressStage, PruneConfig):
@@ -107,7 +111,10 @@ class HybridStage(_CompressStage):
         return self
 
 
-def _check_compress(config: PruneStage | FactorizeStage | HybridStage, state: PlanState, where: str) -> None:
+CompressStage = PruneStage | FactorizeStage | HybridStage
+
+
+def _check_compress(config: CompressStage, state: PlanState, where: str) -> None:
     """It changes a model an earlier stage made, before export; pruning asks only what that model has."""
     if config.role not in state.trained:
         raise state.fail(f"{where}.role", f"'{config.role}' needs a 'teacher' or 'distill' stage making it before this")

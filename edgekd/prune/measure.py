@@ -51,6 +51,11 @@ class Snapshot:
     speedup: dict[str, Any] | None = None
     """Speed-up over step 0 with its interval (:class:`edgekd.profile.bench.Speedup`), from the interleaved timing."""
 
+    @property
+    def latency_ms(self) -> float | None:
+        """The latency a hybrid stage's ``target_latency_ms`` is compared with: the ONNX p50."""
+        return self.onnx_p50_ms
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -4,7 +4,9 @@ Each stage loads its role's model directory, changes it (structured pruning, tru
 factorization, or LadaBERT's alternation of both with distillation recovery, Mao et al., 2020),
 checks that the output shape is unchanged and that the ONNX export matches PyTorch, measures
 accuracy, parameters, MACs and ONNX latency before and after (every step for ``hybrid``), and saves
-the new model directory in place of the old one in the artifact.
+the new model directory in place of the old one in the artifact. A causal language model (a
+``data.source: corpus`` recipe) goes through :mod:`edgekd.prune.causal_lm` (judged by validation loss and
+per-token generation time).
 """
 
 from __future__ import annotations
@@ -12,27 +14,26 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
+from edgekd.data.config import is_corpus
 from edgekd.data.task_data import TaskData, prepare_task_data
 from edgekd.distill.objective import combined_loss, distillation_objective
 from edgekd.distill.trainer import fit
 from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
-from edgekd.prune.config import FactorizeStage, HybridStage, PruneStage
+from edgekd.prune.config import CompressStage, FactorizeStage, HybridStage, PruneStage
 from edgekd.prune.lowrank import LayerRank, factorize_task_model
 from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot, time_interleaved
-from edgekd.prune.structured import prune_step
+from edgekd.prune.structured import TAYLOR_BATCH_SIZE, TAYLOR_BATCHES, prune_step
 
-#: Training batches whose loss gradients feed Taylor importance.
-TAYLOR_BATCHES, TAYLOR_BATCH_SIZE = 4, 32
-
-CompressStage = PruneStage | FactorizeStage | HybridStage
+if TYPE_CHECKING:
+    from edgekd.prune.causal_lm import LMCompression, LMSnapshot
 
 
 class _Compression:
@@ -117,9 +118,19 @@ class _Compression:
         module.eval()
 
 
+def compression(config: CompressStage, artifact: Artifact, ctx: StageContext) -> _Compression | LMCompression:
+    """The job a stage runs its schedule on: a causal LM's (:class:`~edgekd.prune.causal_lm.LMCompression`) for a
+    ``data.source: corpus`` recipe, else a classifier's."""
+    if is_corpus(ctx.recipe.data):
+        from edgekd.prune.causal_lm import LMCompression
+
+        return LMCompression(config, artifact, ctx)
+    return _Compression(config, artifact, ctx)
+
+
 def run_prune(config: PruneStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Remove ``ratio`` of the heads/channels in ``steps`` equal geometric steps, recovering after each."""
-    job = _Compression(config, artifact, ctx)
+    job = compression(config, artifact, ctx)
     job.measure(0)
     per_step = 1 - (1 - config.ratio) ** (1 / config.steps)
     for step in range(1, config.steps + 1):
@@ -131,7 +142,7 @@ def run_prune(config: PruneStage, artifact: Artifact, ctx: StageContext) -> Stag
 
 def run_factorize(config: FactorizeStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Factorize the linear layers by truncated SVD, then recover."""
-    job = _Compression(config, artifact, ctx)
+    job = compression(config, artifact, ctx)
     job.measure(0)
     decisions = job.factorize()
     job.recover(1)
@@ -141,7 +152,7 @@ def run_factorize(config: FactorizeStage, artifact: Artifact, ctx: StageContext)
 
 def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Prune, factorize and recover, step by step, until every target is met or ``max_steps`` have run."""
-    job = _Compression(config, artifact, ctx)
+    job = compression(config, artifact, ctx)
     base = job.measure(0, latency=config.measure_latency)
     reached = False
     for step in range(1, config.max_steps + 1):
@@ -155,12 +166,12 @@ def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> St
     return job.finish({"target_reached": reached, "steps_run": len(job.snapshots) - 1})
 
 
-def _targets_met(config: HybridStage, base: Snapshot, now: Snapshot) -> bool:
+def _targets_met(config: HybridStage, base: Snapshot | LMSnapshot, now: Snapshot | LMSnapshot) -> bool:
     checks = []
     if config.target_params_ratio is not None:
         checks.append(now.params <= config.target_params_ratio * base.params)
     if config.target_macs_ratio is not None:
         checks.append(now.macs <= config.target_macs_ratio * base.macs)
     if config.target_latency_ms is not None:
-        checks.append(now.onnx_p50_ms is not None and now.onnx_p50_ms <= config.target_latency_ms)
+        checks.append(now.latency_ms is not None and now.latency_ms <= config.target_latency_ms)
     return all(checks)

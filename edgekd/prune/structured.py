@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Image classifiers (every registered image builder): their channels and hidden units are pruned.
 IMAGE_ARCHS = tuple(BUILDERS)
+#: Training batches (and their size) whose loss gradients feed Taylor importance.
+TAYLOR_BATCHES, TAYLOR_BATCH_SIZE = 4, 32
 #: A share of any one layer's channels always kept under global ranking, so no layer disappears.
 MAX_LAYER_RATIO = 0.9
 
@@ -89,7 +91,7 @@ def prune_step(
     module = model.module
     own = model.spec.get("arch") == "module"  # a user's own module: see edgekd.prune.user_module
     if model.is_hf and not family(module.config.model_type).bert_layout:
-        _prune_decoder(module, config, ratio, model_inputs(module, example_inputs), gradients)
+        prune_decoder(module, config, ratio, model_inputs(module, example_inputs), gradients)
         record_structure(model)
         return
     if model.is_hf:
@@ -160,9 +162,10 @@ def _fill_gradients(module: nn.Module, config: PruneConfig, gradients: Callable[
         gradients(module)
 
 
-def _prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: dict[str, torch.Tensor],
-                   gradients: Callable[[nn.Module], None] | None) -> None:
-    """A decoder's KV groups (``heads``) and gated MLP channels (``ffn``), every layer alike (in place)."""
+def prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: dict[str, torch.Tensor],
+                  gradients: Callable[[nn.Module], None] | None) -> None:
+    """A decoder's KV groups (``heads``) and gated MLP channels (``ffn``), every layer alike (in place; the
+    config is rewritten by :func:`sync_decoder_config`). ``inputs`` are the model's keyword inputs for tracing."""
     kind = module.config.model_type
     targets = {"heads": attention_blocks(module), "ffn": gated_mlps(module)}
     if not any(targets[t] for t in config.targets if t in targets):
@@ -190,7 +193,7 @@ def record_structure(model: TaskModel) -> None:
     if model.is_hf and family(model.module.config.model_type).bert_layout:
         sync_bert_config(model.module)
     elif model.is_hf:
-        _sync_decoder_config(model.module)
+        sync_decoder_config(model.module)
     elif model.spec.get("arch") in ("cnn", "mlp"):
         model.spec = plain_spec(model.spec, model.module)
     elif model.spec.get("arch") in IMAGE_ARCHS:
@@ -199,7 +202,9 @@ def record_structure(model: TaskModel) -> None:
         model.spec = {**model.spec, "shapes": layer_shapes(unwrap(model.module))}
 
 
-def _sync_decoder_config(module: nn.Module) -> None:
+def sync_decoder_config(module: nn.Module) -> None:
+    """A Hugging Face decoder's config after pruning or factorization: its head counts and MLP width, and the
+    structure's low-rank layers (so ``from_pretrained``, or ``pruned_class`` with low-rank layers, reloads it)."""
     if attention_blocks(module):
         sync_attention_config(module)
     if gated_mlps(module):

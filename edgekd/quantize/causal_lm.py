@@ -165,17 +165,21 @@ def time_generation(models: dict[str, Path], prompt: list[int], device: DevicePr
 def lm_variants(models: dict[str, Path], quality: dict[str, dict[str, float]],
                 timing: dict[str, list[Generation]]) -> list[Variant]:
     """The graphs as timed :class:`Variant` s the decision reads: validation loss, per-token p50, size, speed-up."""
-    def per_round(name: str) -> list[float]:  # each round's median per-token latency (ms)
-        return [float(np.median(run.seconds[1:])) * 1e3 for run in timing[name]]
-
     variants = []
     for name, path in models.items():
         variant = Variant(name=name, precision=name.split("-")[0], path=path, val_metrics=quality[name],
                           val_agreement=quality[name]["next_token_agreement"], metrics=None, agreement=None,
                           metric=METRIC)
         variants.append(variant.timed(generation_figures(timing[name])["per_token_p50_ms"],
-                                      path.stat().st_size / 2**20, paired_ratio(per_round("fp32"), per_round(name))))
+                                      path.stat().st_size / 2**20,
+                                      paired_ratio(round_medians(timing["fp32"]), round_medians(timing[name]))))
     return variants
+
+
+def round_medians(runs: list[Generation]) -> list[float]:
+    """Each timed generation's median per-token latency (ms; the prompt call excluded), one per round, for
+    :func:`~edgekd.profile.bench.paired_ratio`."""
+    return [float(np.median(run.seconds[1:])) * 1e3 for run in runs]
 
 
 def loss_within(variant: Variant, fp32: Variant, tolerance: float) -> bool:
