@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
@@ -28,7 +28,9 @@ class GenerationShape(StrictModel):
     """How a causal language model is run on the device: a prompt, then new tokens one at a time."""
 
     prompt_tokens: PositiveInt = Field(default=32, description="Tokens of prompt before the first new token.")
-    new_tokens: PositiveInt = Field(default=64, description="Tokens generated after the prompt.")
+    new_tokens: Annotated[StrictInt, Field(ge=2)] = Field(
+        default=64, description="Tokens generated after the prompt (at least 2: the first comes with the prompt "
+        "call, per-token latency is timed from the second).")
 
 
 class Budget(StrictModel):
