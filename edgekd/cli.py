@@ -23,7 +23,7 @@ from rich.table import Table
 from edgekd import __version__, api, catalog
 from edgekd.config.device import load_device
 from edgekd.console import SafeRichHandler, err, out, print_json, shown
-from edgekd.distributed import launched_rank
+from edgekd.distributed import exit_launched, launched_rank, launched_size
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.profile.stability import stability_warning
 
@@ -650,9 +650,17 @@ def _print_run(result, as_json: bool) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: SIGTERM ends a command as Ctrl-C does (a message, finished stages kept)."""
+    """Console-script entry point: SIGTERM ends a command as Ctrl-C does (a message, finished stages kept).
+    A process a launcher started (torchrun, accelerate launch) ends through :func:`exit_launched`."""
     signal.signal(signal.SIGTERM, _terminate)
-    app()
+    if launched_size() == 1:
+        app()
+        return
+    try:
+        app()
+    except SystemExit as exc:
+        exit_launched(exc.code)
+    exit_launched(0)
 
 
 @app.command("distill-data")

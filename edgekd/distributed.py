@@ -26,10 +26,12 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import logging
 import os
+import sys
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from edgekd.errors import ConfigError
 
@@ -131,13 +133,33 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def exit_launched(code: int | str | None) -> NoReturn:
+    """End a process a launcher started, with ``code`` (a ``SystemExit`` code): leave the process group,
+    flush the output and exit without the interpreter's teardown, in which gloo's threads now and then
+    abort a process whose work is done ("terminate called without an active exception"), making the
+    launcher report the whole run as failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+
+
+def launched_size() -> int:
+    """How many processes a launcher started (``WORLD_SIZE``); 1 when none did."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def current_world() -> World:
     """This process's world: the launcher's processes when ``WORLD_SIZE`` > 1, else :data:`LOCAL`.
 
     Under a launcher the first call joins the process group through accelerate (gloo on CPUs,
     NCCL on CUDA GPUs); ``accelerate launch --cpu`` forces the CPU.
     """
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = launched_size()
     return LOCAL if size == 1 else _join(size)
 
 
