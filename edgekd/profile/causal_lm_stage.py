@@ -28,7 +28,13 @@ from edgekd.models.causal_lm import load_tokenizer
 from edgekd.profile.budget import judged_role, verdict_of
 from edgekd.profile.config import ProfileStage
 from edgekd.profile.cpu import detect_cpu, resolve_threads
-from edgekd.profile.generate import CachedGenerator, Generation, generation_figures, generation_memory_mb
+from edgekd.profile.generate import (
+    CachedGenerator,
+    Generation,
+    generation_figures,
+    generation_memory_mb,
+    interleaved_generations,
+)
 from edgekd.profile.speed_ratio import speed_ratio
 
 
@@ -51,12 +57,8 @@ def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageCo
         _check_fits(path, role, shape.prompt_tokens + shape.new_tokens)
         generators[role] = CachedGenerator(path, threads=threads)
         memory[role] = generation_memory_mb(path, len(prompt), shape.new_tokens, threads)
-        for _ in range(max(config.warmup, 1)):
-            generators[role].generate(prompt, shape.new_tokens)
-    runs: dict[str, list[Generation]] = {role: [] for role in profiled}
-    for _ in range(config.runs):
-        for role in profiled:
-            runs[role].append(generators[role].generate(prompt, shape.new_tokens))
+    runs = interleaved_generations(generators, prompt, shape.new_tokens, warmup=max(config.warmup, 1),
+                                   runs=config.runs)
     factor, estimate = _device_factor(ctx.device)
     metrics: dict[str, Any] = {"generation": shape.model_dump(), "runs": config.runs, "threads": threads,
                                "cpu": detect_cpu().to_json()}

@@ -106,6 +106,20 @@ def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
     return int(rng.choice(probs.size, p=probs))
 
 
+def interleaved_generations(generators: dict[str, CachedGenerator], prompt: list[int], new_tokens: int, *,
+                            warmup: int, runs: int) -> dict[str, list[Generation]]:
+    """Greedy generations of ``new_tokens`` after ``prompt`` by every generator: ``warmup`` untimed ones each,
+    then ``runs`` timed rounds of one generation each, interleaved so the models are timed side by side."""
+    for generator in generators.values():
+        for _ in range(warmup):
+            generator.generate(prompt, new_tokens)
+    timed: dict[str, list[Generation]] = {name: [] for name in generators}
+    for _ in range(runs):
+        for name, generator in generators.items():
+            timed[name].append(generator.generate(prompt, new_tokens))
+    return timed
+
+
 def generation_memory_mb(model: Path, prompt_tokens: int, new_tokens: int, threads: int) -> float:
     """Resident MiB a fresh process adds by opening ``model`` and generating ``new_tokens`` after a prompt.
 

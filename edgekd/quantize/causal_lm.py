@@ -42,7 +42,7 @@ from edgekd.models.causal_lm import load_tokenizer
 from edgekd.profile.bench import paired_ratio
 from edgekd.profile.causal_lm_stage import per_token_speedup
 from edgekd.profile.cpu import detect_cpu, device_isa, resolve_threads
-from edgekd.profile.generate import CachedGenerator, Generation, generation_figures
+from edgekd.profile.generate import CachedGenerator, Generation, generation_figures, interleaved_generations
 from edgekd.quantize.config import QuantizeStage
 from edgekd.quantize.decision import Decision, decide
 from edgekd.quantize.exported import exported_model
@@ -151,12 +151,7 @@ def time_generation(models: dict[str, Path], prompt: list[int], device: DevicePr
     new_tokens = device.generation.new_tokens
     try:
         generators = {name: CachedGenerator(path, threads=threads) for name, path in models.items()}
-        for generator in generators.values():
-            generator.generate(prompt, new_tokens)
-        runs: dict[str, list[Generation]] = {name: [] for name in models}
-        for _ in range(rounds):
-            for name, generator in generators.items():
-                runs[name].append(generator.generate(prompt, new_tokens))
+        runs = interleaved_generations(generators, prompt, new_tokens, warmup=1, runs=rounds)
     except Exception as exc:
         raise ModelError(f"generating with {', '.join(map(str, models.values()))} failed: {one_line(exc)}") from exc
     return runs
