@@ -99,6 +99,24 @@ def projection(student_hidden: int, teacher_hidden: int) -> nn.Module:
     return nn.Identity() if student_hidden == teacher_hidden else nn.Linear(student_hidden, teacher_hidden)
 
 
+class SoftenedMixLoss(DistillationLoss):
+    """Base of the losses that mix a temperature-softened teacher term with a hard-target term by ``alpha``
+    (Hinton's and its per-token form): the two settings, checked, and read from the config."""
+
+    def __init__(self, temperature: float, alpha: float) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.temperature = temperature
+        self.alpha = alpha
+
+    @classmethod
+    def from_config(cls, config: Any, student: ModelInfo, teacher: ModelInfo) -> SoftenedMixLoss:
+        return cls(config.temperature, config.alpha)
+
+
 class HiddenPairsLoss(DistillationLoss):
     """Compares hidden states of mapped ``(student_layer, teacher_layer)`` pairs, averaged over pairs.
 

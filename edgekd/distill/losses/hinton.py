@@ -8,8 +8,8 @@ from pydantic import Field
 from torch import Tensor
 
 from edgekd.config.base import PositiveFloat
-from edgekd.distill.losses.base import DistillationLoss, WeightedLoss
-from edgekd.distill.outputs import ModelInfo, ModelOutputs
+from edgekd.distill.losses.base import SoftenedMixLoss, WeightedLoss
+from edgekd.distill.outputs import ModelOutputs
 from edgekd.task_heads import hard_loss, soft_loss, task_of
 
 
@@ -21,7 +21,7 @@ class HintonLoss(WeightedLoss):
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
 
 
-class HintonDistillationLoss(DistillationLoss):
+class HintonDistillationLoss(SoftenedMixLoss):
     """Hinton et al. (2015), "Distilling the Knowledge in a Neural Network":
     ``alpha · T² · KL(p_T^teacher ‖ p_T^student) + (1 − alpha) · CE(student, y)``.
 
@@ -34,19 +34,6 @@ class HintonDistillationLoss(DistillationLoss):
     """
 
     config_model = HintonLoss
-
-    def __init__(self, temperature: float, alpha: float) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.temperature = temperature
-        self.alpha = alpha
-
-    @classmethod
-    def from_config(cls, config: HintonLoss, student: ModelInfo, teacher: ModelInfo) -> HintonDistillationLoss:
-        return cls(config.temperature, config.alpha)
 
     def forward(
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, mask: Tensor | None = None

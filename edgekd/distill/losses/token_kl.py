@@ -13,8 +13,8 @@ from pydantic import Field
 from torch import Tensor
 
 from edgekd.config.base import PositiveFloat
-from edgekd.distill.losses.base import DistillationLoss, WeightedLoss, masked_mean, real_tokens
-from edgekd.distill.outputs import ModelInfo, ModelOutputs
+from edgekd.distill.losses.base import SoftenedMixLoss, WeightedLoss, masked_mean, real_tokens
+from edgekd.distill.outputs import ModelOutputs
 
 
 class TokenKL(WeightedLoss):
@@ -25,26 +25,13 @@ class TokenKL(WeightedLoss):
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
 
 
-class TokenKLLoss(DistillationLoss):
+class TokenKLLoss(SoftenedMixLoss):
     """Word-level KD: at every position, the student's next-token distribution is pulled towards the
     teacher's (both softened by temperature ``T``, the KL scaled by T²), mixed with the corpus's own
     next token by ``alpha``. Positions whose ``mask`` is 0 (padding) count in neither term.
     """
 
     config_model = TokenKL
-
-    def __init__(self, temperature: float, alpha: float) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.temperature = temperature
-        self.alpha = alpha
-
-    @classmethod
-    def from_config(cls, config: TokenKL, student: ModelInfo, teacher: ModelInfo) -> TokenKLLoss:
-        return cls(config.temperature, config.alpha)
 
     def forward(
         self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor, mask: Tensor | None = None
