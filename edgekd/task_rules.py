@@ -107,9 +107,6 @@ def _check_causal_lm(state: PlanState) -> None:
         if holder is not None and holder.model.arch != "hf":
             raise state.fail(f"{role}.model.arch", f"a causal language model is arch: hf (a pretrained checkpoint "
                              f"or a transformers config with model_type), not '{holder.model.arch}'")
-    if recipe.teacher.weights is not None:
-        raise state.fail("teacher.weights", "a causal LM's trained weights come as teacher.model.pretrained "
-                         "(a save_pretrained directory); leave weights unset")
     for role in ("teacher", "assistant", "student"):
         context = declared_context(recipe, role)
         if context is not None and context < recipe.data.context:

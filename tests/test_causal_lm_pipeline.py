@@ -260,6 +260,35 @@ def test_a_pretrained_teacher_brings_its_tokenizer_and_starts_from_its_weights(l
     assert again["val_loss"] < report["student"]["val_loss"]
 
 
+def test_given_teacher_weights_are_evaluated_not_trained_and_distilled_from(lm_run, tmp_path: Path) -> None:
+    """A teacher trained once is shared by later runs (seeds, losses) as ``teacher.weights``: the file
+    ``save_pretrained`` wrote, whose tied output layer is left out."""
+    recipe, run_dir, report = lm_run
+    weights = next(run_dir.glob("*-teacher")) / "teacher" / "model.safetensors"
+    spec = yaml.safe_load(recipe.read_text())
+    spec["teacher"] = {"model": TEACHER, "weights": str(weights)}
+    spec["stages"] = spec["stages"][:2]
+    (tmp_path / "reuse.yaml").write_text(yaml.safe_dump(spec))
+    run(tmp_path / "reuse.yaml", out=tmp_path / "run", show_progress=False)
+    teacher = _stage(tmp_path / "run", "teacher")
+    assert teacher["history"] == [] and "epochs_run" not in teacher["teacher"]
+    assert teacher["teacher"]["val_loss"] == pytest.approx(report["teacher"]["val_loss"], abs=1e-5)
+    assert _stage(tmp_path / "run", "distill")["student"]["val_loss"] < math.log(teacher["teacher"]["vocab_size"]) - 1
+
+
+def test_teacher_weights_of_another_size_are_one_line(lm_run, tmp_path: Path) -> None:
+    recipe, run_dir, _ = lm_run
+    weights = next(run_dir.glob("*-distill")) / "student" / "model.safetensors"  # the student's, not the teacher's
+    spec = yaml.safe_load(recipe.read_text())
+    spec["teacher"] = {"model": TEACHER, "weights": str(weights)}
+    spec["stages"] = spec["stages"][:1]
+    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "wrong.yaml"), "--out", str(tmp_path / "run")],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert str(weights) in result.output and "do not fit the recipe's model" in result.output, result.output
+
+
 def test_an_edited_data_file_changes_the_data_digest_and_a_touched_one_does_not(tmp_path: Path) -> None:
     import os
 

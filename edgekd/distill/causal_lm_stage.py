@@ -47,10 +47,12 @@ from edgekd.distill.sequence_kd import (
 from edgekd.distill.trainer import TrainHistory, Validation, clear_checkpoint, fit
 from edgekd.models.call import eval_mode
 from edgekd.models.causal_lm import CausalLM, causal_lm_from_spec, context_length, validation_loss
+from edgekd.models.weights import load_weights
 
 
 def run_causal_lm_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
-    """Train the recipe's teacher LM on the corpus (its ``pretrained`` weights, if any, are the start)."""
+    """Train the recipe's teacher LM on the corpus (its ``pretrained`` weights, if any, are the start), or load
+    and evaluate ``teacher.weights`` (a teacher trained before, shared between runs) without training."""
     recipe = ctx.recipe
     pretrained = recipe.teacher.model.pretrained
     tokenizer = recipe.tokenizer or (TokenizerConfig(pretrained=pretrained) if pretrained is not None else None)
@@ -59,15 +61,20 @@ def run_causal_lm_teacher(config: TeacherStage, artifact: Artifact, ctx: StageCo
     model = CausalLM(causal_lm_from_spec(recipe.teacher.model, data.tokenizer, data.context, "teacher.model"),
                      data.tokenizer)
     started = time.perf_counter()
-    history = fit(model.module, data.windows(), loss_validation(data), config, next_token_cross_entropy, seed=ctx.seed,
-                  checkpoint_dir=ctx.work_dir, description="teacher", show_progress=ctx.show_progress,
-                  world=ctx.world)
+    history = None
+    if recipe.teacher.weight_files:
+        load_weights(model.module, recipe.teacher.weight_files[0])
+    else:
+        history = fit(model.module, data.windows(), loss_validation(data), config, next_token_cross_entropy,
+                      seed=ctx.seed, checkpoint_dir=ctx.work_dir, description="teacher",
+                      show_progress=ctx.show_progress, world=ctx.world)
     metrics = _evaluate(model, data, started, history)
     if ctx.world.is_main:
         model.save(ctx.path("teacher"))
         clear_checkpoint(ctx.work_dir)
     teacher = ModelArtifact(role="teacher", weights=ctx.ref("teacher"), metrics=metrics)
-    return StageOutput(artifact=artifact.with_model(teacher), metrics={"teacher": metrics, "history": history.epochs})
+    return StageOutput(artifact=artifact.with_model(teacher),
+                       metrics={"teacher": metrics, "history": history.epochs if history else []})
 
 
 def run_causal_lm_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -118,8 +125,6 @@ class GenerationObjective:
         self.losses = nn.ModuleList(build_loss(loss, *info) for loss in losses)
         self.teacher, self.data, self.seed, self.vocab = teacher, data, seed, len(data.tokenizer)
         self.sources: dict[int, Any] = {}
-        # a loss trained on the teacher's own tokens reads no teacher logits
-        self.reads_teacher = [getattr(loss, "batches", "corpus") != "teacher_outputs" for loss in losses]
         for index, loss in enumerate(losses):
             key = f"{where}.losses[{index}]"
             batches = getattr(loss, "batches", "corpus")
@@ -143,7 +148,7 @@ class GenerationObjective:
             student = ModelOutputs(logits=model(input_ids=batch.inputs).logits[..., :self.vocab])
             with torch.no_grad():
                 teacher = ModelOutputs(logits=self.teacher(input_ids=batch.inputs).logits[..., :self.vocab]
-                                       if self.reads_teacher[index] else student.logits)
+                                       if loss.reads_teacher_logits else student.logits)
             total = total + config.weight * loss(student, teacher, batch.targets, batch.mask)
         return total
 
@@ -192,12 +197,14 @@ def loss_validation(data: LMData) -> Validation:
                       lower_is_better=True)
 
 
-def _evaluate(model: CausalLM, data: LMData, started: float, history: TrainHistory) -> dict[str, Any]:
-    """The kept epoch's validation loss and perplexity, the model's size and how training went."""
+def _evaluate(model: CausalLM, data: LMData, started: float, history: TrainHistory | None) -> dict[str, Any]:
+    """The kept epoch's validation loss and perplexity, the model's size and how training went (if it trained)."""
     loss = validation_loss(model.module, data.validation, data.context)
-    return {"task": "causal_lm", "val_loss": loss, "perplexity": math.exp(loss), "params": model.params,
-            "vocab_size": len(model.tokenizer), "context": data.context,
-            "train_tokens": data.train.numel(), "validation_tokens": data.validation.numel(),
-            "train_seconds": time.perf_counter() - started, "epochs_run": history.epochs_run,
-            "best_epoch": history.best_epoch, "resumed_from_epoch": history.resumed_from_epoch,
-            "stopped_early": history.stopped_early}
+    metrics = {"task": "causal_lm", "val_loss": loss, "perplexity": math.exp(loss), "params": model.params,
+               "vocab_size": len(model.tokenizer), "context": data.context,
+               "train_tokens": data.train.numel(), "validation_tokens": data.validation.numel(),
+               "train_seconds": time.perf_counter() - started}
+    if history is not None:
+        metrics.update(epochs_run=history.epochs_run, best_epoch=history.best_epoch,
+                       resumed_from_epoch=history.resumed_from_epoch, stopped_early=history.stopped_early)
+    return metrics

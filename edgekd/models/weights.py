@@ -21,7 +21,8 @@ def save_weights(model: nn.Module, path: Path) -> Path:
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    """Load a safetensors file into ``model`` (strict: names and shapes must match)."""
+    """Load a safetensors file into ``model``: names and shapes must match, except that a tied tensor's copy
+    (which ``save_pretrained`` leaves out) may be missing."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
@@ -33,11 +34,25 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
     if bad is not None:
         raise ModelError(f"{path}: {bad}; a model with such weights computes nothing useful (retrain or re-export it)")
     try:
-        model.load_state_dict(state, strict=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ModelError(f"{path}: weights do not fit the recipe's model ({first})") from exc
+    missing = sorted(set(missing) - _tied_copies(model, state))
+    if missing or unexpected:
+        told = [f"{len(names)} {what} (first: '{names[0]}')" for what, names in
+                (("missing", missing), ("unexpected", sorted(unexpected))) if names]
+        raise ModelError(f"{path}: weights do not fit the recipe's model ({' and '.join(told)} tensor names)")
     return model
+
+
+def _tied_copies(model: nn.Module, given: dict[str, torch.Tensor]) -> set[str]:
+    """Names of ``model``'s state that share storage with a tensor ``given`` names (tied weights, such as a
+    language model's output layer and input embeddings: ``save_pretrained`` writes one of each pair)."""
+    state = model.state_dict(keep_vars=True)
+    given_storage = {state[name].data_ptr() for name in given if name in state}
+    return {name for name, tensor in state.items()
+            if name not in given and tensor.numel() and tensor.data_ptr() in given_storage}
 
 
 def non_finite(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:

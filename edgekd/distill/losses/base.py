@@ -63,6 +63,12 @@ class DistillationLoss(nn.Module, ABC):
     ) -> Tensor:
         """The scalar loss of one batch."""
 
+    @property
+    def reads_teacher_logits(self) -> bool:
+        """Whether :meth:`forward` reads the teacher's logits; a caller may skip the teacher's forward pass for a
+        loss that does not (and pass any tensor of the student's shape)."""
+        return True
+
     def teacher_layers(self) -> dict[str, set[int]]:
         """The teacher outputs this loss reads: output kind → indices into that tuple of :class:`ModelOutputs`."""
         return {}
@@ -115,6 +121,11 @@ class SoftenedMixLoss(DistillationLoss):
     @classmethod
     def from_config(cls, config: Any, student: ModelInfo, teacher: ModelInfo) -> SoftenedMixLoss:
         return cls(config.temperature, config.alpha)
+
+    @property
+    def reads_teacher_logits(self) -> bool:
+        """At ``alpha`` 0 only the hard-target term is left."""
+        return self.alpha > 0
 
 
 class HiddenPairsLoss(DistillationLoss):

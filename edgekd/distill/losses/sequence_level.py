@@ -48,6 +48,11 @@ class SequenceKDLoss(DistillationLoss):
     def from_config(cls, config: SequenceKD, student: ModelInfo, teacher: ModelInfo) -> SequenceKDLoss:
         return cls()
 
+    @property
+    def reads_teacher_logits(self) -> bool:
+        """The teacher's tokens are the targets; its logits are not read."""
+        return False
+
     def forward(self, student: ModelOutputs, teacher: ModelOutputs, labels: Tensor,
                 mask: Tensor | None = None) -> Tensor:
         return masked_cross_entropy(student.logits, labels, real_tokens(mask, student.logits))
