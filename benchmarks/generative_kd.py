@@ -1,0 +1,313 @@
+"""Generative KD on Tiny Shakespeare: a teacher, four students over seeds, their speed and their use as drafts.
+
+Everything trains through edgekd's own pipeline from the shipped recipe ``pipelines/shakespeare-char.yaml``
+(its models, optimizer settings and losses), each run in its own run directory under ``--work``, so a re-run
+resumes every finished stage:
+
+1. The teacher run: the recipe's ``teacher`` stage alone (its wall time is the teacher's training time).
+2. For each seed, four students of the recipe's student size, each a ``teacher`` stage that loads the
+   trained teacher (``teacher.weights``, evaluated, not retrained) and a ``distill`` stage with the same
+   optimizer settings and steps, differing only in the losses:
+   - ``corpus``: next-token cross-entropy on the corpus alone (``token_kl`` at ``alpha: 0``; the teacher
+     is never run), the baseline;
+   - ``token``: the recipe's token-level KD (Kim & Rush §3.1);
+   - ``sequence``: the corpus loss plus the recipe's sequence-level KD (Kim & Rush §3.2: the teacher's
+     greedy continuations of corpus prompts, generated once per seed);
+   - ``combined``: the recipe's two losses together (token-level + sequence-level KD).
+   Every student is exported with its KV cache (the export stage's parity check included). ``--jobs``
+   students train at once, each an ``edgekd run`` process with ``--threads`` torch threads (its log in
+   ``--work``/logs).
+3. Speed, once every training has finished: the first seed's ``combined`` run gains a profile stage
+   (its other stages are reused) that times generation on ``host-cpu``: teacher and student
+   interleaved, time to first token, per-token p50/p90, tokens per second, peak memory, and the
+   student's per-token speed-up over the teacher as the median of the rounds' ratios.
+4. Speculative decoding, alone on the machine as well: every student's ONNX model as the draft for the
+   teacher's, greedy, one thread, γ = 1…8, on prompts cut from the validation text
+   (:func:`edgekd.profile.speculative_bench.measure_speculative`: acceptance rate, tokens per second
+   against the teacher alone interleaved, greedy output identical).
+
+Validation losses are nats per character on the whole validation split (the last 10% of the text).
+
+    .venv/bin/python benchmarks/generative_kd.py --out benchmarks/results/generative_kd-<cpu>.json
+    [--quick] [--work DIR] [--corpus FILE] [--seeds 0 1 2] [--student-epochs N] [--jobs 2] [--threads 1]
+
+``--quick`` runs tiny models for one epoch on the first 20,000 characters, one seed and three draft
+lengths: a smoke run of the whole benchmark (the test runs it); its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "pipelines" / "shakespeare-char.yaml"
+CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+VARIANTS = ("corpus", "token", "sequence", "combined")
+DISTILLED = VARIANTS[1:]
+TARGETS = {"teacher_val_loss": 1.60, "per_token_speedup": 4.0, "acceptance_gain_points": 10.0,
+           "speculative_speedup": 1.5}
+FULL = {"prompts": 16, "prompt_tokens": 32, "new_tokens": 64, "gammas": list(range(1, 9))}
+QUICK = {"prompts": 2, "prompt_tokens": 8, "new_tokens": 12, "gammas": [1, 2, 4], "corpus_chars": 20_000,
+         "teacher": {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2},
+         "student": {"model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2},
+         "epochs": 1, "batch_size": 16,
+         "sequence_kd": {"prompts": 8, "prompt_tokens": 8, "new_tokens": 16}}
+
+log = logging.getLogger("generative_kd")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="the JSON result file")
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help="a text file (default: Tiny Shakespeare)")
+    parser.add_argument("--work", type=Path, default=Path("runs") / "generative_kd",
+                        help="run directories (re-running resumes finished stages)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="student seeds (default: 0 1 2; --quick: 0)")
+    parser.add_argument("--student-epochs", type=int, help="the students' epochs (default: the recipe's)")
+    parser.add_argument("--jobs", type=int, default=1, help="students trained at once, one process each")
+    parser.add_argument("--threads", default="auto", help="torch training threads per run (default: auto)")
+    parser.add_argument("--quick", action="store_true", help="tiny models, one epoch: a smoke run")
+    args = parser.parse_args(argv)
+    if not args.corpus.is_file():
+        parser.error(f"--corpus {args.corpus}: file not found")
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    args.threads = args.threads if args.threads == "auto" else int(args.threads)
+    return args
+
+
+def base_recipe(corpus: Path, quick: bool, work: Path, student_epochs: int | None = None) -> dict[str, Any]:
+    """The shipped recipe with this corpus (tiny sizes, one epoch and a slice of the text with ``quick``)."""
+    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
+    recipe["data"]["path"] = str(corpus.resolve())
+    if student_epochs is not None:
+        next(stage for stage in recipe["stages"] if stage["stage"] == "distill")["epochs"] = student_epochs
+    if quick:
+        sliced = work / "corpus-quick.txt"
+        sliced.write_text(corpus.read_text(encoding="utf-8")[:QUICK["corpus_chars"]], encoding="utf-8")
+        recipe["data"]["path"] = str(sliced.resolve())
+        recipe["teacher"]["model"]["config"] = QUICK["teacher"]
+        recipe["student"]["model"]["config"] = QUICK["student"]
+        for stage in recipe["stages"]:
+            if "epochs" in stage:
+                stage.update(epochs=QUICK["epochs"], batch_size=QUICK["batch_size"])
+            for loss in stage.get("losses", []):
+                if loss["kind"] == "sequence_kd":
+                    loss.update(QUICK["sequence_kd"])
+    return recipe
+
+
+def _stage(recipe: dict[str, Any], name: str) -> dict[str, Any]:
+    return copy.deepcopy(next(stage for stage in recipe["stages"] if stage["stage"] == name))
+
+
+def _recipe_loss(recipe: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The recipe's distill loss of ``kind``, at weight 1 unless the recipe combines it with another."""
+    return next(loss for loss in _stage(recipe, "distill")["losses"] if loss["kind"] == kind)
+
+
+def variant_losses(recipe: dict[str, Any], variant: str) -> list[dict[str, Any]]:
+    """The distill losses of one student variant (see the module docstring)."""
+    corpus = {"kind": "token_kl", "alpha": 0.0}
+    token, sequence = _recipe_loss(recipe, "token_kl"), _recipe_loss(recipe, "sequence_kd")
+    return {"corpus": [corpus], "token": [token], "sequence": [corpus, sequence],
+            "combined": [token, sequence]}[variant]
+
+
+def teacher_recipe(base: dict[str, Any]) -> dict[str, Any]:
+    """The teacher run: the recipe's teacher stage alone."""
+    return base | {"name": "generative-kd-teacher", "stages": [_stage(base, "teacher")]}
+
+
+def student_recipe(base: dict[str, Any], variant: str, seed: int, teacher_weights: Path, cache: Path,
+                   profile: bool) -> dict[str, Any]:
+    """One student run: the trained teacher loaded, the variant's distill stage, export (and profile)."""
+    distill = _stage(base, "distill") | {"losses": variant_losses(base, variant), "teacher_cache_dir": str(cache)}
+    stages = [_stage(base, "teacher"), distill, {"stage": "export"}] + ([{"stage": "profile"}] if profile else [])
+    teacher = base["teacher"] | {"weights": str(teacher_weights)}
+    return base | {"name": f"generative-kd-{variant}-s{seed}", "seed": seed, "teacher": teacher, "stages": stages}
+
+
+def run_recipe(recipe: dict[str, Any], work: Path, threads: int | str) -> Path:
+    """Write ``recipe`` beside its run directory and run it with ``edgekd run`` in its own process (finished
+    stages are reused); its output goes to ``work/logs``. The run directory."""
+    name = recipe["name"]
+    path, run_dir, log_file = work / "recipes" / f"{name}.yaml", work / "runs" / name, work / "logs" / f"{name}.log"
+    for directory in (path.parent, log_file.parent):
+        directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    command = [sys.executable, "-m", "edgekd", "run", str(path), "--out", str(run_dir), "--threads", str(threads)]
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    log.info("%s: running (log: %s)", name, log_file)
+    started = time.perf_counter()
+    with log_file.open("w", encoding="utf-8") as output:
+        code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=environment, check=False).returncode
+    if code != 0:
+        tail = log_file.read_text(encoding="utf-8").strip().splitlines()[-5:]
+        raise RuntimeError(f"{name}: edgekd run exited {code}; the end of {log_file}:\n" + "\n".join(tail))
+    log.info("%s: done in %.0f s", name, time.perf_counter() - started)
+    return run_dir
+
+
+def stage_metrics(run_dir: Path, stage: str) -> dict[str, Any]:
+    """The metrics a run's stage recorded."""
+    found = next(run_dir.glob(f"[0-9][0-9]-{stage}"))
+    return json.loads((found / "stage.json").read_text(encoding="utf-8"))["metrics"]
+
+
+def model_file(run_dir: Path, stage: str, name: str) -> Path:
+    """A file a run's stage wrote."""
+    return next(run_dir.glob(f"[0-9][0-9]-{stage}")) / name
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def student_row(run_dir: Path) -> dict[str, Any]:
+    """What one student run measured."""
+    metrics = stage_metrics(run_dir, "distill")["student"]
+    keep = ("val_loss", "perplexity", "params", "train_seconds", "best_epoch", "epochs_run",
+            "teacher_continuation_loss")
+    return {key: metrics[key] for key in keep if key in metrics}
+
+
+def speculative_rows(student_runs: dict[str, dict[int, Path]], teacher_onnx: Path, validation: list[int],
+                     settings: dict[str, Any], context: int) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every student as the teacher's draft: :func:`measure_speculative` on prompts from the validation text."""
+    from edgekd.profile.generate import CachedGenerator
+    from edgekd.profile.speculative_bench import measure_speculative
+
+    step = (len(validation) - settings["prompt_tokens"]) // settings["prompts"]
+    prompts = [validation[k * step:k * step + settings["prompt_tokens"]] for k in range(settings["prompts"])]
+    target = CachedGenerator(teacher_onnx, threads=1)
+    rows: dict[str, dict[int, dict[str, Any]]] = {}
+    for variant, runs in student_runs.items():
+        for seed, run_dir in runs.items():
+            log.info("speculative decoding with the %s draft, seed %d", variant, seed)
+            draft = CachedGenerator(model_file(run_dir, "export", "student.onnx"), threads=1)
+            rows.setdefault(variant, {})[seed] = measure_speculative(
+                draft, target, prompts, settings["new_tokens"], context, gammas=settings["gammas"])
+    return rows
+
+
+def at_gamma(record: dict[str, Any], gamma: int) -> dict[str, Any]:
+    """One draft length's entry of a :func:`measure_speculative` record."""
+    return next(entry for entry in record["gammas"] if entry["gamma"] == gamma)
+
+
+def summarize(teacher: dict[str, Any], students: dict[str, dict[int, dict[str, Any]]], timing: dict[str, Any],
+              speculative: dict[str, dict[int, dict[str, Any]]], gammas: list[int]) -> dict[str, Any]:
+    """Means over seeds, each variant against the corpus baseline, and the issue's targets."""
+    summary: dict[str, Any] = {"val_loss": {}, "acceptance_rate_at_gamma_4": {}, "best_speculative": {}}
+    for variant, seeds in students.items():
+        summary["val_loss"][variant] = mean_std([row["val_loss"] for row in seeds.values()])
+        records = speculative[variant].values()
+        if 4 in gammas:
+            summary["acceptance_rate_at_gamma_4"][variant] = mean_std(
+                [at_gamma(record, 4)["acceptance_rate"] for record in records])
+        by_gamma = {gamma: statistics.fmean(at_gamma(record, gamma)["speedup"] for record in records)
+                    for gamma in gammas}
+        best = max(by_gamma, key=by_gamma.get)
+        summary["best_speculative"][variant] = {"gamma": best, "mean_speedup": by_gamma[best],
+                                                "lossless": all(record["lossless"] for record in records)}
+    corpus_loss = summary["val_loss"]["corpus"]["mean"]
+    summary["val_loss_vs_corpus"] = {variant: summary["val_loss"][variant]["mean"] - corpus_loss
+                                     for variant in DISTILLED}
+    best_loss = min(DISTILLED, key=lambda variant: summary["val_loss"][variant]["mean"])
+    acceptance = summary["acceptance_rate_at_gamma_4"]
+    best_draft = max(DISTILLED, key=lambda variant: summary["best_speculative"][variant]["mean_speedup"])
+    gain = (100 * (max(acceptance[v]["mean"] for v in DISTILLED) - acceptance["corpus"]["mean"])
+            if acceptance else None)
+    speedup = timing["per_token_speedup"]["ratio"]
+    summary["targets"] = {
+        "teacher_val_loss": {"value": teacher["val_loss"], "target": TARGETS["teacher_val_loss"],
+                             "met": teacher["val_loss"] <= TARGETS["teacher_val_loss"]},
+        "student_per_token_speedup": {"value": speedup, "target": TARGETS["per_token_speedup"],
+                                      "met": speedup >= TARGETS["per_token_speedup"]},
+        "distillation_beats_corpus": {"variant": best_loss, "value": summary["val_loss_vs_corpus"][best_loss],
+                                      "met": summary["val_loss_vs_corpus"][best_loss] < 0},
+        "acceptance_gain_points_at_gamma_4": {"value": gain, "target": TARGETS["acceptance_gain_points"],
+                                              "met": gain is not None and gain >= TARGETS["acceptance_gain_points"]},
+        "speculative_speedup": {"variant": best_draft, **summary["best_speculative"][best_draft],
+                                "target": TARGETS["speculative_speedup"],
+                                "met": summary["best_speculative"][best_draft]["mean_speedup"]
+                                >= TARGETS["speculative_speedup"]},
+    }
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, export, time, decode speculatively and write the JSON; 0 on success."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse(argv)
+    from edgekd.atomic import write_json
+    from edgekd.config.recipe import load_recipe
+    from edgekd.data.lm_data import prepare_lm_data
+    from edgekd.models.causal_lm import load_tokenizer
+    from edgekd.profile.cpu import detect_cpu
+
+    started = time.perf_counter()
+    args.work.mkdir(parents=True, exist_ok=True)
+    base = base_recipe(args.corpus, args.quick, args.work, args.student_epochs)
+    teacher_run = run_recipe(teacher_recipe(base), args.work, args.threads)
+    teacher = stage_metrics(teacher_run, "teacher")["teacher"]
+    weights = model_file(teacher_run, "teacher", "teacher/model.safetensors")
+    cache = args.work / "teacher-continuations"
+    jobs = [(variant, seed) for seed in args.seeds for variant in ("token", "combined", "corpus", "sequence")]
+    recipes = [student_recipe(base, variant, seed, weights, cache, profile=False) for variant, seed in jobs]
+    with ThreadPoolExecutor(args.jobs) as pool:  # each job is an edgekd process
+        trained = list(pool.map(run_recipe, recipes, [args.work] * len(jobs), [args.threads] * len(jobs)))
+    runs: dict[str, dict[int, Path]] = {variant: {} for variant in VARIANTS}
+    for (variant, seed), run_dir in zip(jobs, trained, strict=True):
+        runs[variant][seed] = run_dir
+    profile_run = run_recipe(student_recipe(base, "combined", args.seeds[0], weights, cache, profile=True),
+                             args.work, args.threads)
+    profile = stage_metrics(profile_run, "profile")
+    timing = {"device": "host-cpu", "generation": profile["generation"], "threads": profile["threads"],
+              "teacher": profile["teacher"], "student": profile["student"],
+              "per_token_speedup": profile["student"]["speedup"]["teacher"]}
+    settings = QUICK if args.quick else FULL
+    recipe = load_recipe(args.work / "recipes" / f"generative-kd-combined-s{args.seeds[0]}.yaml")
+    tokenizer = load_tokenizer(model_file(profile_run, "distill", "student"))
+    validation = prepare_lm_data(recipe.data, None, tokenizer=tokenizer).validation.tolist()
+    speculative = speculative_rows(runs, model_file(profile_run, "export", "teacher.onnx"), validation, settings,
+                                   recipe.data.context)
+    students = {variant: {seed: student_row(run_dir) for seed, run_dir in seeds.items()}
+                for variant, seeds in runs.items()}
+    write_json(args.out, {
+        "benchmark": "generative_kd", "quick": args.quick, "cpu": detect_cpu().to_json(),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "corpus": str(args.corpus), "recipe": str(RECIPE.relative_to(REPO)), "seeds": args.seeds,
+        "student_epochs": _stage(base, "distill")["epochs"], "jobs": args.jobs, "threads": args.threads,
+        "models": {"teacher": base["teacher"]["model"], "student": base["student"]["model"]},
+        "losses": {variant: variant_losses(base, variant) for variant in VARIANTS},
+        "teacher": teacher,
+        "students": students,
+        "timing": timing,
+        "speculative_settings": {key: settings[key] for key in ("prompts", "prompt_tokens", "new_tokens", "gammas")},
+        "speculative": speculative,
+        "summary": summarize(teacher, students, timing, speculative, settings["gammas"]),
+        "seconds": time.perf_counter() - started,
+    })
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The generative KD benchmark runs end to end in --quick mode through edgekd's pipeline and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.test_kd_benchmark import load_benchmark
+
+
+def _corpus(path: Path) -> Path:
+    """Play-like text (speakers, lines) of about 30,000 characters."""
+    rng = random.Random(0)
+    words = ["thou", "art", "more", "lovely", "and", "temperate", "rough", "winds", "do", "shake", "the",
+             "darling", "buds", "of", "may"]
+    lines = [f"{rng.choice(['KING', 'QUEEN', 'FOOL'])}:\n{' '.join(rng.choices(words, k=8))}.\n\n"
+             for _ in range(600)]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow  # ~25 s: a teacher and four students, exported, profiled and used as drafts
+def test_quick_benchmark_trains_every_variant_and_measures_the_drafts(tmp_path: Path) -> None:
+    out = tmp_path / "generative_kd.json"
+    corpus = _corpus(tmp_path / "play.txt")
+    benchmark = load_benchmark("generative_kd")
+    command = ["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--corpus", str(corpus),
+               "--threads", "1", "--jobs", "2"]
+    assert benchmark.main(command) == 0
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["cpu"]["brand"] and result["seeds"] == [0] and result["jobs"] == 2
+    vocabulary = result["teacher"]["vocab_size"]
+    assert result["teacher"]["val_loss"] < math.log(vocabulary) and result["teacher"]["train_seconds"] > 0
+    assert set(result["students"]) == {"corpus", "token", "sequence", "combined"}
+    assert result["losses"]["corpus"] == [{"kind": "token_kl", "alpha": 0.0}]
+    for variant, seeds in result["students"].items():
+        row = seeds["0"]
+        assert row["val_loss"] < math.log(vocabulary) and row["params"] < result["teacher"]["params"]
+        assert ("teacher_continuation_loss" in row) == (variant in ("sequence", "combined"))
+        record = result["speculative"][variant]["0"]
+        assert [entry["gamma"] for entry in record["gammas"]] == [1, 2, 4] and record["lossless"] is True
+        assert all(0 <= entry["acceptance_rate"] <= 1 and entry["speedup"] > 0 for entry in record["gammas"])
+    speedup = result["timing"]["per_token_speedup"]
+    assert speedup["low"] <= speedup["ratio"] <= speedup["high"]
+    assert set(result["summary"]["targets"]) == {"teacher_val_loss", "student_per_token_speedup",
+                                                 "distillation_beats_corpus", "acceptance_gain_points_at_gamma_4",
+                                                 "speculative_speedup"}
+    # a second run reuses every trained stage: nothing is retrained
+    student = tmp_path / "work" / "runs" / "generative-kd-token-s0" / "02-distill" / "student" / "model.safetensors"
+    stamp = student.stat().st_mtime_ns
+    assert benchmark.main(command) == 0
+    again = json.loads(out.read_text())
+    assert again["students"] == result["students"] and again["teacher"] == result["teacher"]
+    assert student.stat().st_mtime_ns == stamp
