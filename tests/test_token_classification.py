@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from edgekd.cli import app
 from edgekd.data.config import HFDiskData, TextFileData, TokenizerConfig
 from edgekd.data.text import load_text_dataset
-from edgekd.data.token_tags import IGNORE, align_tags
+from edgekd.data.token_tags import IGNORE, align_tags, token_examples
 from edgekd.data.tokenizer import load_or_train_tokenizer
 from edgekd.distill.losses.hinton import HintonDistillationLoss
 from edgekd.distill.losses.logit_mse import LogitMSEDistillationLoss
@@ -235,6 +235,25 @@ def test_word_ids_agree_and_truncated_words_dropped() -> None:
             first = [w if w is not None and (i == 0 or word_ids[i - 1] != w) else IGNORE
                      for i, w in enumerate(word_ids)]
             assert labels[row, : len(ids[row])].tolist() == first and len(ids[row]) <= max_length
+
+
+def test_words_cut_by_max_length_are_counted_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    rng = random.Random(6)
+    rows = [tagged_sentence(rng) for _ in range(20)]
+    texts = [" ".join(words) for words, _ in rows]
+    tokenizer = load_or_train_tokenizer(TokenizerConfig(vocab_size=100, max_length=64), texts)
+    word_tags = np.full((len(rows), 12), IGNORE, dtype=np.int64)
+    for row, (_, tags) in enumerate(rows):
+        word_tags[row, : len(tags)] = 0
+    tagged = int((word_tags != IGNORE).sum())
+    with caplog.at_level(logging.WARNING, logger="edgekd.data.token_tags"):
+        token_examples(tokenizer, texts, word_tags, 64)
+        assert not caplog.records
+        examples = token_examples(tokenizer, texts, word_tags, 6)
+    kept = int((examples.labels != IGNORE).sum())
+    assert 0 < kept < tagged
+    assert [r.getMessage().split(" tagged")[0] for r in caplog.records] == [f"{tagged - kept} of {tagged}"]
+    assert "max_length 6" in caplog.records[0].getMessage()
 
 
 def test_per_token_teacher_cache_and_predictions_match_a_live_pass(tmp_path: Path) -> None:

@@ -12,11 +12,12 @@ tokenizer, WordPiece and byte-level BPE alike, where ``is_split_into_words`` nee
 for byte-level tokenizers). A word's tag goes on its first sub-token (the first holding one of its characters:
 a lone space piece of a byte-level BPE belongs to no word); its other sub-tokens, the special tokens
 (``[CLS]``, ``<s>``…), padding and words cut off by ``max_length`` get :data:`IGNORE`, which no loss and no
-metric counts.
+metric counts; how many words were cut off is logged as a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ import torch
 from edgekd.data.config import TextSplitsConfig
 from edgekd.data.examples import Batch, TextExamples
 from edgekd.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: The label of a position that has no tag (PyTorch's cross-entropy ``ignore_index``).
 IGNORE = -100
@@ -142,4 +145,9 @@ class TokenExamples(TextExamples):
 def token_examples(tokenizer: Any, texts: Sequence[str], word_tags: np.ndarray, max_length: int) -> TokenExamples:
     """Tokenize tagged ``texts`` (word tags ``[N, words]``) into a :class:`TokenExamples` set."""
     ids, labels = align_tags(tokenizer, texts, word_tags, max_length)
+    tagged, kept = int((word_tags != IGNORE).sum()), int((labels != IGNORE).sum())
+    if kept < tagged:
+        log.warning("%d of %d tagged words (%.1f%%) lie beyond max_length %d tokens: they are neither trained on "
+                    "nor scored; raise tokenizer.max_length to keep them", tagged - kept, tagged,
+                    100 * (tagged - kept) / tagged, max_length)
     return TokenExamples(encoded=tuple(ids), labels=torch.from_numpy(labels), pad_id=int(tokenizer.pad_token_id))
