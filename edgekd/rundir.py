@@ -192,7 +192,8 @@ def _model_refs(model: Any) -> list[Any] | None:
     if not isinstance(model, dict) or not isinstance(model.get("role"), str):
         return None
     metrics, members = model.get("metrics", {}), model.get("members", [])
-    legacy = metrics.get("deploy_files") if isinstance(metrics, dict) else None  # records of edgekd <= 0.x
+    # a stage.json written before deploy files left the metrics has them there
+    legacy = metrics.get("deploy_files") if isinstance(metrics, dict) else None
     deploy = (model.get("deploy_files") or legacy or {}) if isinstance(metrics, dict) else None
     if not isinstance(members, list) or not isinstance(deploy, dict):
         return None
