@@ -59,9 +59,28 @@ class ModelFigures(BaseModel):
     tokens_per_second: float | None = None
 
 
-class ModelMetrics(ModelFigures):
-    """Everything the stages so far measured of one model: the report's figures, the export's ``opset``, the
-    profile's ``budget_verdict``, and each stage's further figures as extra fields (see the module docstring).
+class TrainingFigures(BaseModel):
+    """How a ``teacher`` or ``distill`` stage's training went (a model it trained carries them)."""
+
+    train_seconds: float | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = Field(default=None, description="The epoch whose weights were kept (by validation).")
+    resumed_from_epoch: int | None = Field(default=None, description="0 unless training resumed from a checkpoint.")
+    stopped_early: bool | None = None
+
+
+class CompressionFigures(BaseModel):
+    """What a ``prune``/``factorize`` or ``quantize`` stage changed, relative to the model it started from."""
+
+    params_ratio: float | None = None
+    macs_ratio: float | None = None
+    quantization_speedup: float | None = Field(default=None, description="The kept variant's speed over FP32's.")
+
+
+class ModelMetrics(ModelFigures, TrainingFigures, CompressionFigures):
+    """Everything the stages so far measured of one model: the report's figures, the training and compression
+    figures, the export's ``opset``, the profile's ``budget_verdict``, and any further figure of a stage as an
+    extra field (see the module docstring).
 
     Dict-style reads (``metrics["accuracy"]``, ``metrics.get("params")``, ``"mse" in metrics``) see the fields a
     stage set, as the plain dict of earlier versions did, so scripts written against the Python API keep working.
