@@ -13,7 +13,11 @@ from typing import Any
 
 from edgekd.config.device import DeviceProfile
 from edgekd.distributed import LOCAL, World
+from edgekd.model_metrics import ModelMetrics
 from edgekd.stage_kind import RecipeView
+
+#: ``ModelArtifact.updated``'s default for ``deploy_files``: keep the model's.
+_KEEP: Any = object()
 
 
 @dataclass(frozen=True)
@@ -23,25 +27,39 @@ class ModelArtifact:
     role: str
     weights: str | None = None
     onnx: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: ModelMetrics = field(default_factory=ModelMetrics)
+    """What the stages measured of the model (a plain mapping given here is read as :class:`ModelMetrics`)."""
     members: tuple[str, ...] = ()
     """For an ensemble teacher: every member's model directory (``weights`` is the first)."""
     member_weights: tuple[float, ...] = ()
     """How much each member's soft targets count (sums to 1)."""
+    deploy_files: dict[str, str] | None = None
+    """The files the export target ships the model as, by kind (``ort``, ``onnx``); None: the ``onnx`` file."""
 
-    def updated(self, *, onnx: str | None = None, **metrics: Any) -> ModelArtifact:
-        """A copy with ``metrics`` merged into the existing ones (and a new ONNX file, if given)."""
-        return replace(self, onnx=onnx or self.onnx, metrics={**self.metrics, **metrics})
+    def __post_init__(self) -> None:
+        if not isinstance(self.metrics, ModelMetrics):
+            object.__setattr__(self, "metrics", ModelMetrics.from_json(self.metrics))
+
+    def updated(self, *, onnx: str | None = None, deploy_files: dict[str, str] | None = _KEEP,
+                **metrics: Any) -> ModelArtifact:
+        """A copy with ``metrics`` merged into the existing ones (and a new ONNX file or deploy files, if given)."""
+        return replace(self, onnx=onnx or self.onnx, metrics=self.metrics.merged(metrics),
+                       deploy_files=self.deploy_files if deploy_files is _KEEP else deploy_files)
 
     def to_json(self) -> dict[str, Any]:
-        return {"role": self.role, "weights": self.weights, "onnx": self.onnx, "metrics": self.metrics,
+        data = {"role": self.role, "weights": self.weights, "onnx": self.onnx, "metrics": self.metrics.to_json(),
                 "members": list(self.members), "member_weights": list(self.member_weights)}
+        return data if self.deploy_files is None else {**data, "deploy_files": dict(self.deploy_files)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelArtifact:
+        """The model of a ``stage.json`` record; one written before ``deploy_files`` left ``metrics`` loads too."""
+        metrics = dict(data.get("metrics", {}))
+        legacy_deploy = metrics.pop("deploy_files", None)
         return cls(role=data["role"], weights=data.get("weights"), onnx=data.get("onnx"),
-                   metrics=dict(data.get("metrics", {})), members=tuple(data.get("members", ())),
-                   member_weights=tuple(data.get("member_weights", ())))
+                   metrics=ModelMetrics.from_json(metrics), members=tuple(data.get("members", ())),
+                   member_weights=tuple(data.get("member_weights", ())),
+                   deploy_files=data.get("deploy_files", legacy_deploy))
 
 
 @dataclass(frozen=True)

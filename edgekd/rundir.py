@@ -192,7 +192,9 @@ def _model_refs(model: Any) -> list[Any] | None:
     if not isinstance(model, dict) or not isinstance(model.get("role"), str):
         return None
     metrics, members = model.get("metrics", {}), model.get("members", [])
-    deploy = metrics.get("deploy_files") or {} if isinstance(metrics, dict) else None
+    # a stage.json written before deploy files left the metrics has them there
+    legacy = metrics.get("deploy_files") if isinstance(metrics, dict) else None
+    deploy = (model.get("deploy_files") or legacy or {}) if isinstance(metrics, dict) else None
     if not isinstance(members, list) or not isinstance(deploy, dict):
         return None
     return [model[key] for key in ("weights", "onnx") if model.get(key) is not None] + members + list(deploy.values())

@@ -35,6 +35,7 @@ from torch import Tensor
 from edgekd.data.config import TaskKind
 from edgekd.data.token_tags import IGNORE
 from edgekd.distill.losses.base import labelled_cross_entropy
+from edgekd.model_metrics import ModelFigures
 from edgekd.tag_spans import entity_scores, is_bio
 
 #: The metric each task is judged by (``report.json``, gates); regression's is lower-is-better.
@@ -147,14 +148,13 @@ def postprocessing(task: TaskKind, class_names: tuple[str, ...]) -> dict[str, An
             "note": "logits, one per class: softmax gives probabilities, the arg-max is the class"}
 
 
-def task_postprocessing(metrics: dict[str, Any], class_names: tuple[str, ...]) -> dict[str, Any]:
-    """The bundle manifest's ``postprocessing`` and ``metrics`` for a model with these stage ``metrics``;
+def task_postprocessing(figures: ModelFigures, class_names: tuple[str, ...]) -> dict[str, Any]:
+    """The bundle manifest's ``postprocessing`` and ``metrics`` for a model with these ``figures``;
     empty for a single-label model (the manifest's softmax default applies)."""
-    task = metrics.get("task")
-    if task is None:
+    if figures.task is None:
         return {}
-    return {"postprocessing": postprocessing(task, class_names),
-            "metrics": {key: metrics[key] for key in TASK_METRICS[task] if key in metrics}}
+    return {"postprocessing": postprocessing(figures.task, class_names),
+            "metrics": figures.model_dump(include=set(TASK_METRICS[figures.task]), exclude_unset=True)}
 
 
 def _regression_metrics(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:

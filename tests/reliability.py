@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from edgekd.cli import app
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
-from edgekd.models.builders import build_model
+from edgekd.models.architectures import build_model
 from edgekd.models.specs import CNNSpec
 from tests.conftest import demo_recipe_dict
 from tests.test_text_pipeline import _write_tsv

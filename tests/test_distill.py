@@ -13,7 +13,7 @@ from edgekd.data.config import SklearnData
 from edgekd.data.task_data import prepare_task_data
 from edgekd.distill import trainer
 from edgekd.distill.trainer import CHECKPOINT, _warmup_then_linear_decay, accuracy, fit
-from edgekd.models.builders import build_model
+from edgekd.models.architectures import build_model
 from edgekd.models.specs import CNNSpec
 
 DIGITS = SklearnData(source="sklearn", name="digits", limit=600)

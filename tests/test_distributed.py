@@ -26,7 +26,7 @@ from edgekd.data.task_data import prepare_task_data
 from edgekd.distill.trainer import fit
 from edgekd.distributed import World, check_training
 from edgekd.errors import ConfigError
-from edgekd.models.builders import build_model
+from edgekd.models.architectures import build_model
 from edgekd.models.specs import MLPSpec
 from tests.reliability import one_torch_thread
 

@@ -42,7 +42,7 @@ from edgekd.errors import ExportError
 from edgekd.export import parity
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
-from edgekd.models.builders import build_model
+from edgekd.models.architectures import build_model
 from edgekd.models.specs import CNNSpec
 from edgekd.quantize.evaluate import model_outputs
 from edgekd.quantize.quality import split_scores

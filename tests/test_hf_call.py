@@ -13,9 +13,9 @@ from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.ort_format import convert_to_ort, numpy_feeds
 from edgekd.export.parity import check_parity, parity_batches
+from edgekd.models.architectures import build_text_student
 from edgekd.models.call import call_logits, forward_parameters
 from edgekd.models.specs import BiLSTMSpec, TextCNNSpec
-from edgekd.models.text_students import build_text_student
 from tests import hf_families
 from tests.hf_families import padded_batch
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from edgekd.models.specs import ModelSpec
+from edgekd.models.architectures import ModelSpec
 from tests import hf_families
 from tests.test_config_errors import _assert_one_line_error
 from tests.test_hf_validate import DISTILL, SMALL_BERT, _text_recipe, _validate

@@ -11,9 +11,10 @@ from pydantic import TypeAdapter
 
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError
+from edgekd.models.architectures import ModelSpec
 from edgekd.models.call import call_logits
 from edgekd.models.hf import build_hf, drop_layers
-from edgekd.models.specs import DropLayersSpec, HFSpec, ModelSpec
+from edgekd.models.specs import DropLayersSpec, HFSpec
 from tests import hf_families
 from tests.hf_families import padded_batch
 

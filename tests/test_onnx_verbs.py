@@ -26,7 +26,7 @@ from edgekd import api
 from edgekd.export.bundle_file import read_preprocessing
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
-from edgekd.models.builders import build_model
+from edgekd.models.architectures import build_model
 from edgekd.models.specs import CNNSpec
 from tests.reliability import assert_user_error, cli, one_torch_thread
 

@@ -359,7 +359,7 @@ def test_causal_lm_int8_is_kept_by_the_figures_and_its_bundle_generates(tmp_path
     recipe = _lm_recipe(tmp_path, {"min_speedup": 100, "loss_tolerance": 0.5},
                         size_mb=(int8["size_mb"] + fp32["size_mb"]) / 2, target="ort-mobile")
     result = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
-    files = result.artifact.get("teacher").metrics["deploy_files"]
+    files = result.artifact.get("teacher").deploy_files
     assert files["ort"].endswith(f"teacher.{INT8}.ort") and files["onnx"].endswith(f"teacher.{INT8}.onnx")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["format"] == "ort" and (bundle / "model.ort").is_file()

@@ -23,7 +23,8 @@ import yaml
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
-from edgekd.artifacts import Artifact, StageContext
+import edgekd
+from edgekd.artifacts import Artifact, ModelArtifact, StageContext
 from edgekd.cli import app
 from edgekd.export.bundle_readme import render_readme
 from edgekd.export.bundle_stage import run_bundle
@@ -163,6 +164,43 @@ def test_bundle_converts_an_onnx_file_replaced_after_export(run_dir: Path, tmp_p
     assert (copy / "bundle" / "model.ort").read_bytes() == (ctx.work_dir / "student.ort").read_bytes()
     assert (copy / "bundle" / "model.onnx").read_bytes() == (copy / "07-quantize" / "student.onnx").read_bytes()
     assert output.metrics["format"] == "ort" and (copy / "bundle.zip").is_file()
+
+
+def test_every_model_record_round_trips_through_the_typed_artifact(run_dir: Path) -> None:
+    """What stages record of a model loads as typed fields and writes back unchanged (``stage.json`` stays the same)."""
+    records = [json.loads(path.read_text()) for path in sorted(run_dir.glob("*/stage.json"))]
+    models = [model for record in records for side in ("inputs", "artifact") for model in record[side].values()]
+    assert len(models) >= 8
+    for model in models:
+        assert ModelArtifact.from_json(model).to_json() == model
+    student = Artifact.from_json(records[-1]["artifact"]).get("student")
+    assert student.deploy_files is not None and student.deploy_files["ort"].endswith("student.ort")
+    assert student.metrics.opset == 17 and 0 < student.metrics.accuracy <= 1 and "deploy_files" not in student.metrics
+
+
+def test_a_run_directory_of_the_earlier_layout_resumes(run_dir: Path, tmp_path: Path) -> None:
+    """Stage records written while deploy files were a model metric (``metrics.deploy_files``) still load: the
+    resumed run reuses every stage before the bundle, ships the same .ort and reports the same figures."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    moved = 0
+    for path in copy.glob("*/stage.json"):
+        record = json.loads(path.read_text())
+        for model in [*record["inputs"].values(), *record["artifact"].values()]:
+            if "deploy_files" in model:
+                model["metrics"]["deploy_files"] = model.pop("deploy_files")
+                moved += 1
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    assert moved >= 2
+    shutil.rmtree(copy / "bundle")
+    result = edgekd.run(run_dir.parent / "recipe.yaml", out=copy)
+    assert [r.stage for r in result.stages if not r.skipped] == ["bundle", "report"]
+    assert (copy / "bundle" / "model.ort").read_bytes() == (run_dir / "bundle" / "model.ort").read_bytes()
+    before, after = (json.loads((d / "report.json").read_text()) for d in (run_dir, copy))
+    for role in before["roles"]:
+        assert after[role] == before[role]
+    assert [row["models"] for row in after["stages"]] == [row["models"] for row in before["stages"]]
+    assert after["bundle"]["files"] == before["bundle"]["files"]
 
 
 def test_report_html_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:

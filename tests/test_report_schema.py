@@ -50,7 +50,7 @@ def test_a_report_of_another_shape_is_refused(report: dict, damage) -> None:
 
 
 def test_every_model_figure_the_report_builds_is_in_the_schema() -> None:
+    from edgekd.model_metrics import ModelFigures
     from edgekd.report.build import MODEL_FIELDS, TASK_FIELDS
-    from edgekd.report.record import ModelFigures
 
     assert set(MODEL_FIELDS) | set(TASK_FIELDS) == set(ModelFigures.model_fields)

@@ -16,10 +16,10 @@ from edgekd.cli import app
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
+from edgekd.models.architectures import build_text_student
 from edgekd.models.embeddings import embedding_width, inherit_embeddings, project
 from edgekd.models.specs import BertSpec, BiLSTMSpec, HFSpec, TextCNNSpec
 from edgekd.models.task_model import TaskModel
-from edgekd.models.text_students import build_text_student
 from tests.test_text_pipeline import text_data  # noqa: F401  (fixture)
 
 VOCAB, PAD = 50, 0

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from edgekd.data.batching import collate
+from edgekd.models.architectures import build_text_student
 from edgekd.models.call import call_model
 from edgekd.models.specs import BiLSTMSpec, TextCNNSpec
-from edgekd.models.text_students import BiLSTMClassifier, TextCNNClassifier, build_text_student
+from edgekd.models.text_students import BiLSTMClassifier, TextCNNClassifier
 
 VOCAB, PAD, CLASSES = 30, 0, 3
 SPECS = {

@@ -12,7 +12,7 @@ from edgekd.config.base import PositiveFloat, PositiveInt, Seed, StrictModel
 from edgekd.config.loading import load_yaml_model
 from edgekd.data.config import DataConfig, TokenizerConfig
 from edgekd.data.image_defaults import with_model_defaults
-from edgekd.models.specs import ModelSpec
+from edgekd.models.architectures import ModelSpec
 from edgekd.stages import DEFAULT_REGISTRY
 
 

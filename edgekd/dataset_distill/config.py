@@ -7,11 +7,10 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
+from edgekd.models.architectures import IMAGE_ARCHS
 from edgekd.stage_kind import PlanState, StageKind
 
 Method = Literal["meta", "gradient_matching", "distribution_matching"]
-#: The image architectures the methods build fresh networks of (:data:`edgekd.models.builders.ImageSpec`).
-FAMILIES = ("cnn", "mlp", "resnet", "mobilenet_v2")
 
 #: Each method's learning rate for the synthetic images (Adam), measured on digits at 1 image per class.
 METHOD_LR: dict[str, float] = {"meta": 0.01, "gradient_matching": 0.01, "distribution_matching": 0.05}
@@ -94,10 +93,10 @@ def _check_dataset_distill(config: DatasetDistillStage, state: PlanState, where:
                          f"'{recipe.data.source}' gives {recipe.data.modality} (token ids cannot be learnt by "
                          "gradient); use image data")
     arch = getattr(recipe, config.role).model.arch
-    if arch not in FAMILIES:
+    if arch not in IMAGE_ARCHS:
         raise state.fail(f"{where}.role", f"dataset distillation builds fresh {config.role} networks of a family it "
                          f"can differentiate to the inputs; {config.role}.model.arch '{arch}' is not one of "
-                         f"{', '.join(FAMILIES)}")
+                         f"{', '.join(IMAGE_ARCHS)}")
     if config.labels == "teacher" and "teacher" not in state.trained:
         raise state.fail(f"{where}.labels", "'teacher' needs a 'teacher' stage before it (its soft labels label "
                          "the synthetic images)")

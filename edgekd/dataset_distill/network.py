@@ -8,27 +8,25 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from edgekd.dataset_distill.config import FAMILIES
 from edgekd.errors import ConfigError
-from edgekd.models.builders import ImageSpec, build_model
-from edgekd.models.specs import ModelSpec
+from edgekd.models.architectures import IMAGE_ARCHS, ModelSpec, build_model
 
 T = TypeVar("T")
 
 
-def image_family(spec: ModelSpec, where: str) -> ImageSpec:
+def image_family(spec: ModelSpec, where: str) -> ModelSpec:
     """``spec`` if the methods can build it and differentiate a loss through it to its inputs; else a one-line
     ConfigError (text families take token ids, which no gradient reaches; user modules are not rebuilt)."""
-    if not isinstance(spec, ImageSpec):
+    if spec.arch not in IMAGE_ARCHS:
         raise ConfigError(f"{where}: model arch '{spec.arch}' is not a family dataset distillation can build and "
-                          f"differentiate to its inputs ({', '.join(FAMILIES)})")
+                          f"differentiate to its inputs ({', '.join(IMAGE_ARCHS)})")
     return spec
 
 
 class Family:
     """Fresh, randomly initialised networks of one image family for one input shape and class count."""
 
-    def __init__(self, spec: ImageSpec, input_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(self, spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> None:
         self.spec, self.input_shape, self.num_classes = spec, tuple(input_shape), num_classes
 
     def build(self) -> nn.Module:

@@ -51,15 +51,15 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
         onnx_path=onnx_path,
         deploy=deploy,
         name=f"{ctx.recipe.name}-{role}",
-        opset=model.metrics.get("opset"),
+        opset=model.metrics.opset,
         labels=labels,
         preprocessing=recipe_preprocessing(onnx_path, ctx.recipe.data, info.get("signature", {}), labels),
         tokenizer=_tokenizer_files(model_dir, info),
         device=ctx.device,
         profile=profile["metrics"][role],
         budget=profile["metrics"].get("budget"),
-        accuracy=model.metrics.get("accuracy"),
-        **task_postprocessing(model.metrics, tuple(labels)),
+        accuracy=model.metrics.accuracy,
+        **task_postprocessing(model.metrics.figures(), tuple(labels)),
     )
     fmt = manifest["model"]["format"]
     ctx.log.info("bundle of the %s (%s) written to %s and %s", role, fmt, BUNDLE_DIR, BUNDLE_ZIP)
@@ -71,7 +71,7 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
 
 def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:
     """The files to ship by kind: as exported, or converted anew from an ONNX file replaced after export."""
-    deploy = model.metrics.get("deploy_files") or {"onnx": model.onnx}
+    deploy = model.deploy_files or {"onnx": model.onnx}
     converted = deploy.get("ort")
     if converted is None or Path(converted).with_suffix(".onnx") == Path(model.onnx):
         return {kind: ctx.resolve(ref) for kind, ref in deploy.items()}

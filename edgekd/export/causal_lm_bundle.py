@@ -29,7 +29,7 @@ def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profi
     """Pack the judged causal LM (``role``) with what the profile stage measured of it."""
     model = artifact.get(role)
     model_dir = ctx.resolve(model.weights)
-    shipped = model.metrics.get("deploy_files") or {"onnx": model.onnx}
+    shipped = model.deploy_files or {"onnx": model.onnx}
     deploy = {kind: ctx.resolve(ref) for kind, ref in shipped.items()}
     fmt = "ort" if "ort" in deploy else "onnx"
     tokenizer = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
@@ -63,7 +63,7 @@ def generation_manifest(*, name: str, onnx_path: Path, model: ModelArtifact, fmt
         "name": name,
         "edgekd_version": __version__,
         "task": "causal_lm",
-        "model": {"file": BUNDLE_NAMES[fmt], "format": fmt, "opset": model.metrics.get("opset"),
+        "model": {"file": BUNDLE_NAMES[fmt], "format": fmt, "opset": model.metrics.opset,
                   "onnxruntime": ort.__version__},
         "inputs": inputs,
         "outputs": outputs,
@@ -82,7 +82,7 @@ def generation_manifest(*, name: str, onnx_path: Path, model: ModelArtifact, fmt
         | {"basis": _basis(profile)},
         "budget": {key: profile["budget"][key] for key in ("verdict", "limits", "checks")} if "budget" in profile
         else None,
-        "metrics": {key: model.metrics[key] for key in ("val_loss", "perplexity") if key in model.metrics},
+        "metrics": model.metrics.model_dump(include={"val_loss", "perplexity"}, exclude_unset=True),
     }
 
 

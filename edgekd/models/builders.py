@@ -1,23 +1,14 @@
-"""Image classifiers built from their spec, registered in :data:`BUILDERS`.
+"""The plain image classifiers ``cnn`` and ``mlp``, built from their spec, and :func:`count_params`.
 
-``cnn`` and ``mlp`` are built here; ``resnet`` and ``mobilenet_v2`` in :mod:`edgekd.models.vision`.
-
-Text students live in :mod:`edgekd.models.text_students`, BERT-family models in
-:mod:`edgekd.models.hf`; :func:`edgekd.models.task_model.build_task_model` picks among them.
+Every architecture is registered in :mod:`edgekd.models.architectures`, which picks the builder of a spec.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import nn
 
 from edgekd.errors import ConfigError
-from edgekd.models.specs import CNNSpec, MLPSpec, MobileNetV2Spec, ResNetSpec
-from edgekd.models.vision import build_mobilenet_v2, build_resnet
-
-#: The specs of image classifiers (the others take text).
-ImageSpec = CNNSpec | MLPSpec | ResNetSpec | MobileNetV2Spec
+from edgekd.models.specs import CNNSpec, MLPSpec
 
 
 def build_cnn(spec: CNNSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -61,15 +52,6 @@ def build_mlp(spec: MLPSpec, input_shape: tuple[int, ...], num_classes: int) -> 
         width_in = width
     layers.append(nn.Linear(width_in, num_classes))
     return nn.Sequential(*layers)
-
-
-BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "cnn": build_cnn, "mlp": build_mlp, "resnet": build_resnet, "mobilenet_v2": build_mobilenet_v2}
-
-
-def build_model(spec: ImageSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build the (randomly initialised) module for ``spec``; seed torch beforehand for determinism."""
-    return BUILDERS[spec.arch](spec, tuple(input_shape), num_classes)
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,9 +1,10 @@
-"""Model specs: the architectures a recipe can name, each with its sizes."""
+"""Model specs: the architectures a recipe can name, each with its sizes and traits (registered, with their
+builders, in :mod:`edgekd.models.architectures`, which makes the recipe's union of them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
@@ -39,6 +40,8 @@ class SpecBase(StrictModel):
     exposes: ClassVar[frozenset[str]] = frozenset()
     search_space: ClassVar[dict[str, list[Any]]] = {}
     factorizable: ClassVar[bool] = True
+    tags_tokens: ClassVar[bool] = False
+    """Whether it can answer per token (token classification): the transformers."""
 
     @property
     def label(self) -> str:
@@ -114,6 +117,7 @@ class BertSpec(SpecBase):
     modality: ClassVar[Modality] = "text"
     prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
     exposes: ClassVar[frozenset[str]] = frozenset({"hidden_states", "attentions", "qkv"})
+    tags_tokens: ClassVar[bool] = True
     search_space: ClassVar[dict[str, list[Any]]] = {
         "layers": [1, 2, 4], "hidden": [128, 256, 512], "heads": [2, 8], "ffn": [None]}
 
@@ -158,6 +162,8 @@ class HFSpec(SpecBase):
     The family comes from the checkpoint's ``config.json`` (or ``config.model_type``) and gives the
     spec's traits; transformers builds the model (``AutoModelFor{Sequence,Image}Classification``).
     """
+
+    tags_tokens: ClassVar[bool] = True
 
     arch: Literal["hf"]
     pretrained: str | None = Field(default=None, description="A hub id or a local save_pretrained directory.")
@@ -225,6 +231,7 @@ class DropLayersSpec(SpecBase):
     modality: ClassVar[Modality] = "text"
     prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
     exposes: ClassVar[frozenset[str]] = frozenset({"hidden_states", "attentions", "qkv"})
+    tags_tokens: ClassVar[bool] = True
 
     arch: Literal["drop_layers"]
     keep: Literal["every_other"] | list[Annotated[StrictInt, Field(ge=0)]] = "every_other"
@@ -297,13 +304,6 @@ class ModuleSpec(SpecBase):
         if self.instance is not None and self.kwargs:
             raise ValueError("'kwargs' apply to a factory; a module given as an object takes none")
         return self
-
-
-ModelSpec = Annotated[
-    Union[CNNSpec, MLPSpec, ResNetSpec, MobileNetV2Spec, BertSpec, HFSpec, DropLayersSpec, BiLSTMSpec,  # noqa: UP007
-          TextCNNSpec, ModuleSpec],
-    Field(discriminator="arch"),
-]
 
 
 def spec_of(recipe: Any, role: str) -> BaseModel:

@@ -25,8 +25,9 @@ from edgekd.atomic import atomic_dir
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import hf
-from edgekd.models.builders import ImageSpec, build_model, count_params
-from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec, ModelSpec, ModuleSpec
+from edgekd.models.architectures import ModelSpec, build_module
+from edgekd.models.builders import count_params
+from edgekd.models.specs import HFSpec
 from edgekd.models.weights import load_weights, save_weights
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 from edgekd.prune.structure import apply_low_rank, low_rank_layers, pruned_class
@@ -87,7 +88,7 @@ class TaskModel:
             from pydantic import TypeAdapter
 
             spec = TypeAdapter(ModelSpec).validate_python(manifest["spec"])
-            module = _build_plain(spec, signature, len(class_names))
+            module = build_module(spec, signature, class_names)
             module = load_weights(apply_low_rank(module, manifest.get("low_rank", {})), directory / WEIGHTS)
         # text given as token ids in Python (edgekd.data.memory) has no tokenizer to save
         saved = signature.kind == "text" and (directory / "tokenizer_config.json").is_file()
@@ -115,32 +116,16 @@ def build_task_model(
 
     ``drop_layers`` students are built from ``teacher`` (weights copied).
     """
-    num_classes = len(class_names)
-    if signature.per_token and not isinstance(spec, HFSpec | BertSpec | DropLayersSpec):
+    if signature.per_token and not spec.tags_tokens:
         raise ConfigError(f"model arch '{spec.arch}' classifies whole inputs, but the data is token classification "
                           "(a tag per token); use a transformer (arch: bert, hf or drop_layers)")
-    if isinstance(spec, ModuleSpec):
-        module = _build_plain(spec, signature, num_classes)
-    elif isinstance(spec, HFSpec):
-        if spec.modality != signature.kind:
-            raise ConfigError(f"model {spec.label} takes {spec.modality}, but the recipe's data is {signature.kind}")
-        module = hf.build_hf(spec, signature, class_names)
-    elif isinstance(spec, ImageSpec):
-        if signature.kind != "image":
-            raise ConfigError(f"model arch '{spec.arch}' takes images, but the recipe's data is text")
-        module = build_model(spec, signature.image_shape, num_classes)
-    elif signature.kind != "text":
-        raise ConfigError(f"model arch '{spec.arch}' takes text, but the recipe's data is images")
-    elif isinstance(spec, BertSpec):
-        module = hf.build_bert(spec, vocab_size=signature.vocab_size, num_classes=num_classes,
-                               pad_id=signature.pad_id, max_positions=signature.max_length,
-                               per_token=signature.per_token)
-    elif isinstance(spec, DropLayersSpec):
-        if teacher is None:
-            raise ConfigError("model arch 'drop_layers' is built from a teacher; none was given")
-        module = hf.drop_layers(teacher.module, spec)
-    else:
-        module = _build_plain(spec, signature, num_classes)
+    if isinstance(spec, HFSpec) and spec.modality != signature.kind:
+        raise ConfigError(f"model {spec.label} takes {spec.modality}, but the recipe's data is {signature.kind}")
+    if spec.modality is not None and spec.modality != signature.kind:
+        data = "text" if signature.kind == "text" else "images"
+        raise ConfigError(f"model arch '{spec.arch}' takes {'images' if spec.modality == 'image' else 'text'}, "
+                          f"but the recipe's data is {data}")
+    module = build_module(spec, signature, class_names, teacher.module if teacher is not None else None)
     model = TaskModel(module=module, spec=spec.model_dump(mode="json"), signature=signature,
                       class_names=class_names, tokenizer=tokenizer)
     if isinstance(spec, HFSpec):
@@ -159,19 +144,6 @@ def _check_runs(model: TaskModel, label: str) -> None:
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         shape = model.signature.image_shape if model.signature.kind == "image" else "token ids"
         raise ModelError(f"model {label} does not run on the data's inputs ({shape}): {first_line(exc)}") from None
-
-
-def _build_plain(spec: ModelSpec, signature: InputSignature, num_classes: int) -> nn.Module:
-    """Non-Hugging-Face architectures, rebuilt from their spec."""
-    if isinstance(spec, ModuleSpec):
-        from edgekd.models.user_module import build_user_module
-
-        return build_user_module(spec, signature, num_classes)
-    if signature.kind == "image":
-        return build_model(spec, signature.image_shape, num_classes)
-    from edgekd.models.text_students import build_text_student
-
-    return build_text_student(spec, vocab_size=signature.vocab_size, num_classes=num_classes, pad_id=signature.pad_id)
 
 
 def _load_hf(directory: Path, per_token: bool = False) -> nn.Module:

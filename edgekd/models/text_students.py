@@ -9,8 +9,6 @@ dynamic batch and sequence axes (no packed sequences, no shape-dependent Python 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,21 +81,6 @@ class TextCNNClassifier(nn.Module):
             starts = F.pad(mask, (0, self.tail - conv.kernel_size[0] + 1)).squeeze(1)  # windows at real tokens
             pooled.append(masked_max(features.transpose(1, 2), starts))
         return self.classifier(self.dropout(torch.cat(pooled, dim=1)))
-
-
-#: Text students by ``arch``; each is built from its spec, the vocabulary size, the class count and the padding id.
-TEXT_STUDENTS: dict[str, Callable[..., nn.Module]] = {
-    "bilstm": BiLSTMClassifier,
-    "textcnn": TextCNNClassifier,
-}
-
-
-def build_text_student(spec: BiLSTMSpec | TextCNNSpec, *, vocab_size: int, num_classes: int, pad_id: int) -> nn.Module:
-    """The (randomly initialised) student ``spec`` describes; pass ``len(tokenizer)`` and its ``pad_token_id``.
-
-    Seed torch beforehand for determinism.
-    """
-    return TEXT_STUDENTS[spec.arch](spec, vocab_size, num_classes, pad_id)
 
 
 def masked_max(values: Tensor, mask: Tensor) -> Tensor:

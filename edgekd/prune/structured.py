@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError, ModelError
-from edgekd.models.builders import BUILDERS
+from edgekd.models.architectures import IMAGE_ARCHS
 from edgekd.models.call import model_inputs
 from edgekd.models.families import family
 from edgekd.models.logits import model_logits
@@ -55,8 +55,6 @@ from edgekd.prune.user_module import module_plan, rebuildable
 
 log = logging.getLogger(__name__)
 
-#: Image classifiers (every registered image builder): their channels and hidden units are pruned.
-IMAGE_ARCHS = tuple(BUILDERS)
 #: Training batches (and their size) whose loss gradients feed Taylor importance.
 TAYLOR_BATCHES, TAYLOR_BATCH_SIZE = 4, 32
 #: A share of any one layer's channels always kept under global ranking, so no layer disappears.

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.artifacts import Artifact, StageContext, StageOutput
+from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.config.device import DeviceProfile
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.errors import DataError, ModelError
@@ -85,14 +85,14 @@ def run_causal_lm_quantize(config: QuantizeStage, artifact: Artifact, ctx: Stage
             onnx=ref[kept.name], precision=kept.name, quantization_reason=decision.reason, size_mb=kept.size_mb,
             quantization_speedup=kept.speedup.ratio if kept.speedup else None,
             quantization_loss_change=quality[kept.name]["val_loss"] - quality["fp32"]["val_loss"],
-            **(shipped_files(model.metrics, int8, windows[0], ctx) if kept.name != "fp32" else {})))
+            **(shipped_files(model, int8, windows[0], ctx) if kept.name != "fp32" else {})))
     return StageOutput(artifact=artifact, metrics=metrics)
 
 
-def shipped_files(exported: dict[str, Any], int8: Path, ids: np.ndarray, ctx: StageContext) -> dict[str, Any]:
+def shipped_files(exported: ModelArtifact, int8: Path, ids: np.ndarray, ctx: StageContext) -> dict[str, Any]:
     """The kept INT8 graph's ``deploy_files``: converted to ``.ort`` (checked on a prompt and a cached call over
     ``ids``) when the export target shipped ``.ort``, else none (the bundle then ships the ONNX file)."""
-    if "ort" not in (exported.get("deploy_files") or {}):
+    if "ort" not in (exported.deploy_files or {}):
         return {"deploy_files": None}
     export = next(r for r in reversed(ctx.previous) if r["stage"] == "export")
     target = ExportTarget.model_validate(export["metrics"]["target"])

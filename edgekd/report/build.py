@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from edgekd.artifacts import Artifact
+from edgekd.artifacts import Artifact, ModelArtifact
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
+from edgekd.model_metrics import ModelMetrics
 from edgekd.profile.budget import judged_role
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
@@ -97,9 +98,10 @@ def remote_code_models(recipe: Recipe) -> dict[str, str | None]:
             if getattr(spec, "trust_remote_code", False)}
 
 
-def _model_figures(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {**{key: metrics.get(key) for key in MODEL_FIELDS},
-            **{key: metrics[key] for key in TASK_FIELDS if key in metrics}}
+def _model_figures(metrics: ModelMetrics) -> dict[str, Any]:
+    """Every :data:`MODEL_FIELDS` figure (``None`` if unmeasured) and the :data:`TASK_FIELDS` figures measured."""
+    figures = metrics.figures()
+    return figures.model_dump(include={*MODEL_FIELDS, *(figures.model_fields_set & set(TASK_FIELDS))})
 
 
 def _budget(device: DeviceProfile, profile: dict[str, Any] | None) -> dict[str, Any]:
@@ -135,7 +137,8 @@ def _stage_row(record: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": record["wall_seconds"],
         "started_at": record["started_at"],
         "fingerprint": record["fingerprint"],
-        "models": {role: {k: v for k, v in m["metrics"].items() if k in STAGE_FIELDS} for role, m in after.items()},
+        "models": {role: ModelArtifact.from_json(m).metrics.model_dump(include=set(STAGE_FIELDS), exclude_unset=True)
+                   for role, m in after.items()},
         "changed": ordered_roles(role for role, m in after.items() if before.get(role) != m),
     }
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekd.model_metrics import ModelFigures
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
 
 
@@ -21,48 +23,6 @@ class _Record(BaseModel):
     """Records are read back by scripts: unknown keys would go unnoticed, so they are refused."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class ModelFigures(_Record):
-    """One model's figures (``None`` where the stage that measures one did not run)."""
-
-    accuracy: float | None = None
-    val_accuracy: float | None = None
-    params: int | None = None
-    macs: int | None = None
-    size_mb: float | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    p99_ms: float | None = None
-    mean_ms: float | None = None
-    peak_memory_mb: float | None = None
-    threads: int | None = None
-    estimate: bool | None = Field(default=None, description="True when latencies are estimated for another device.")
-    parity_max_abs_diff: float | None = None
-    precision: str | None = None
-    quantization_reason: str | None = None
-    task: str | None = Field(default=None, description="multi_label, regression, token_classification or "
-                             "causal_lm (unset: single_label).")
-    primary_metric: str | None = Field(default=None, description="The task's primary test metric (gates use it).")
-    micro_f1: float | None = None
-    macro_f1: float | None = None
-    subset_accuracy: float | None = None
-    val_micro_f1: float | None = None
-    mse: float | None = None
-    pearson: float | None = None
-    spearman: float | None = None
-    val_mse: float | None = None
-    token_accuracy: float | None = Field(default=None, description="Token classification: tagged tokens right.")
-    val_token_accuracy: float | None = None
-    entity_micro_f1: float | None = Field(default=None, description="BIO tags: entity-level micro F1 (exact spans).")
-    entity_precision: float | None = None
-    entity_recall: float | None = None
-    val_loss: float | None = Field(default=None, description="A causal LM's validation loss, nats per token.")
-    perplexity: float | None = None
-    time_to_first_token_ms: float | None = None
-    per_token_p50_ms: float | None = None
-    per_token_p90_ms: float | None = None
-    tokens_per_second: float | None = None
 
 
 class BudgetCheck(_Record):

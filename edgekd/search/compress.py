@@ -20,11 +20,11 @@ from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.distill.stage import teacher_task_data
+from edgekd.models.architectures import SEARCHABLE
 from edgekd.pipeline import RunResult
 from edgekd.search.build import Family
 from edgekd.search.config import SearchStage
 from edgekd.search.plan import plan_search
-from edgekd.search.space import SEARCHABLE
 from edgekd.search.table import TableStats
 
 #: Stages of a recipe a derived search keeps (the others are what the search does itself).

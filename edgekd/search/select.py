@@ -33,7 +33,7 @@ class Measured:
     @property
     def val_accuracy(self) -> float:
         """Validation accuracy (what the choice is made on)."""
-        return float(self.variant.model.metrics.get("val_accuracy") or 0.0)
+        return float(self.variant.model.metrics.val_accuracy or 0.0)
 
     def to_json(self) -> dict[str, Any]:
         """The variant's label, files, accuracies, measured figures and verdict."""
@@ -41,8 +41,8 @@ class Measured:
         return {
             "structure": self.variant.choice.structure.key, "label": self.variant.label,
             "precision": self.variant.precision, "onnx": self.variant.model.onnx,
-            "accuracy": metrics.get("accuracy"), "val_accuracy": metrics.get("val_accuracy"),
-            "params": metrics.get("params"), "p50_ms": self.result.p50_ms, "p90_ms": self.result.p90_ms,
+            "accuracy": metrics.accuracy, "val_accuracy": metrics.val_accuracy,
+            "params": metrics.params, "p50_ms": self.result.p50_ms, "p90_ms": self.result.p90_ms,
             "table_p90_ms": self.variant.table_p90_ms, "size_mb": self.result.size_mb,
             "peak_memory_mb": self.result.peak_memory_mb, "estimate": self.result.estimate,
             "verdict": self.verdict.verdict,

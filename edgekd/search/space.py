@@ -6,7 +6,7 @@ distilling it. A :class:`Candidate` is a structure exported at one precision. Th
 of every ``space`` list, ``prune``, ``factorize`` and ``precision``; combinations a spec rejects
 (e.g. a BERT width that is not a multiple of its head count) are left out.
 
-This module only describes candidates (no torch): validating a recipe checks its space here.
+This module only describes candidates (it trains nothing): validating a recipe checks its space here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import difflib
 import hashlib
 import itertools
 import json
-import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +22,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from edgekd.config.loading import brief
 from edgekd.errors import ConfigError
-from edgekd.models.specs import ModelSpec
+from edgekd.models.architectures import SEARCHABLE, ModelSpec, spec_class
 
 if TYPE_CHECKING:
     from edgekd.search.config import SearchStage
 
-#: The student architectures a search can vary (those whose spec has a default ``search_space``).
-SEARCHABLE = tuple(spec.model_fields["arch"].annotation.__args__[0] for spec in typing.get_args(
-    typing.get_args(ModelSpec)[0]) if spec.search_space)
 #: Spec fields a search never varies.
 FIXED_FIELDS = ("arch", "pretrained", "trust_remote_code")
 #: Spec fields that do not change the exported graph (so not its latency either).
@@ -104,7 +100,7 @@ def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
     if getattr(student, "pretrained", None) is not None:
         raise ConfigError(f"{where}: a search varies the student's sizes; student.model.pretrained must be unset")
     if any(ratio > 0 for ratio in stage.prune) and not student.prune_targets:
-        prunable = [name for name in SEARCHABLE if _spec_class(name).prune_targets]
+        prunable = [name for name in SEARCHABLE if spec_class(name).prune_targets]
         raise ConfigError(f"{where}.prune: structured pruning supports {', '.join(prunable)} students, not '{arch}'")
     fields = [name for name in type(student).model_fields if name not in FIXED_FIELDS]
     template = student.model_dump(mode="json")
@@ -172,7 +168,3 @@ def _unique(values: list[Any]) -> list[Any]:
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
-
-def _spec_class(arch: str) -> type[BaseModel]:
-    return next(spec for spec in typing.get_args(typing.get_args(ModelSpec)[0])
-                if spec.model_fields["arch"].annotation.__args__[0] == arch)

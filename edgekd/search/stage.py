@@ -62,8 +62,8 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
         raise BudgetError(missed_message([(m.variant.label, m.result.p90_ms, m.variant.table_p90_ms)
                                           for m in measured], ctx.device))
     exported_teacher = moved_under(trained[0].teacher, ctx.stage_dir_name)
-    teacher = replace(teacher, onnx=exported_teacher.onnx, metrics={
-        **teacher.metrics, **{k: exported_teacher.metrics[k] for k in EXPORT_FIGURES if k in exported_teacher.metrics}})
+    teacher = replace(teacher, onnx=exported_teacher.onnx, metrics=teacher.metrics.merged(
+        exported_teacher.metrics.model_dump(include=set(EXPORT_FIGURES), exclude_unset=True)))
     student = _chosen_student(chosen, ctx)
     summary = _summary(config, ctx.device, family, plan, trained, measured, attempts, chosen, started,
                        space_for(config, student_spec))
@@ -77,7 +77,7 @@ def _chosen_student(chosen: Confirmation, ctx: StageContext) -> ModelArtifact:
     """The chosen variant as the run's student, its files referenced from the run directory."""
     variant = chosen.measured.variant
     model = moved_under(variant.model, ctx.stage_dir_name)
-    return replace(model, role="student", metrics={**model.metrics, "search_candidate": variant.label})
+    return replace(model, role="student", metrics=model.metrics.merged({"search_candidate": variant.label}))
 
 
 def _summary(config: SearchStage, device: DeviceProfile, family: Family, plan: SearchPlan, trained: list[Trained],

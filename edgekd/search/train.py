@@ -46,7 +46,7 @@ class Variant:
     @property
     def precision(self) -> str:
         """``fp32`` as exported, or the variant the quantize stage kept (``int8-dynamic``, ``fp32-optimized``, ...)."""
-        return str(self.model.metrics.get("precision", "fp32"))
+        return self.model.metrics.precision or "fp32"
 
     @property
     def label(self) -> str:
@@ -72,11 +72,9 @@ def moved_under(model: ModelArtifact, prefix: str) -> ModelArtifact:
     def ref(value: str | None) -> str | None:
         return f"{prefix}/{value}" if value is not None and not Path(value).is_absolute() else value
 
-    metrics = dict(model.metrics)
-    if isinstance(metrics.get("deploy_files"), dict):
-        metrics["deploy_files"] = {kind: ref(value) for kind, value in metrics["deploy_files"].items()}
+    deploy = None if model.deploy_files is None else {kind: str(ref(v)) for kind, v in model.deploy_files.items()}
     return replace(model, weights=ref(model.weights), onnx=ref(model.onnx),
-                   members=tuple(str(ref(m)) for m in model.members), metrics=metrics)
+                   members=tuple(str(ref(m)) for m in model.members), deploy_files=deploy)
 
 
 def candidate_recipe(recipe: Recipe, choice: Choice, stage: SearchStage, teacher_weights: Path, *,
@@ -132,7 +130,7 @@ def train(choice: Choice, stage: SearchStage, recipe: Recipe, device: DeviceProf
     quantized = artifacts.get("quantize")
     if quantized is not None and quantized.get("student").onnx != exported.get("student").onnx:
         kept = moved_under(quantized.get("student"), prefix)
-        family = "int8" if str(kept.metrics.get("precision", "")).startswith("int8") else "fp32"
+        family = "int8" if (kept.metrics.precision or "").startswith("int8") else "fp32"
         variants.append(Variant(choice, kept, _table_p90(choice, family)))
     return Trained(choice=choice, variants=tuple(variants), teacher=moved_under(exported.get("teacher"), prefix),
                    wall_seconds=time.perf_counter() - started, note=note)
