@@ -339,14 +339,16 @@ def test_causal_lm_int8_is_kept_by_the_figures_and_its_bundle_generates(tmp_path
     graph = onnx.load(str(bundle / "model.onnx"))
     assert "MatMulInteger" in {node.op_type for node in graph.graph.node}
     readme = (bundle / "README.md").read_text()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0].replace("range(40)", "range(10)")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     done = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, check=True)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(bundle / "tokenizer")
-    prompt = tokenizer("ROMEO:", add_special_tokens=False)["input_ids"]
-    expected = CachedGenerator(bundle / "model.onnx").generate(prompt, 10).tokens
-    assert done.stdout.rstrip("\n") == tokenizer.decode(expected)
+    generation = json.loads((bundle / "manifest.json").read_text())["generation"]
+    example, end = generation["example"], generation["end_of_text_id"]
+    prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
+    tokens = CachedGenerator(bundle / "model.onnx").generate(prompt, example["new_tokens"]).tokens
+    assert done.stdout.rstrip("\n") == tokenizer.decode(tokens[:tokens.index(end)] if end in tokens else tokens)
     # A strict loss tolerance keeps FP32 whenever INT8 raised the loss at all.
     recipe = _lm_recipe(tmp_path, {"min_speedup": 100, "loss_tolerance": 0.0},
                         size_mb=(int8["size_mb"] + fp32["size_mb"]) / 2)
@@ -363,7 +365,7 @@ def test_causal_lm_int8_is_kept_by_the_figures_and_its_bundle_generates(tmp_path
     assert files["ort"].endswith(f"teacher.{INT8}.ort") and files["onnx"].endswith(f"teacher.{INT8}.onnx")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["format"] == "ort" and (bundle / "model.ort").is_file()
-    assert CachedGenerator(bundle / "model.ort").generate(prompt, 10).tokens == expected
+    assert CachedGenerator(bundle / "model.ort").generate(prompt, example["new_tokens"]).tokens == tokens
 
 
 def test_causal_lm_quantize_modes_and_missing_export_are_one_line(tmp_path: Path) -> None:
