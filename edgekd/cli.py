@@ -587,10 +587,11 @@ def _print_search(result) -> None:
     search = _search_metrics(result)
     trained = Table(title=f"trained candidates ({search['table']['feasible']} of {table.entries} fit the budget "
                           f"p90 {search['budget']['p90_ms']:g} ms on {shown(search['device'])})")
-    for column in ("candidate", "val acc", "test acc", "p90 ms", "size MB", "verdict"):
+    metric = search.get("metric", "accuracy")
+    for column in ("candidate", f"val {metric}", f"test {metric}", "p90 ms", "size MB", "verdict"):
         trained.add_column(column, justify="left" if column == "candidate" else "right")
     for m in search["measured"]:
-        trained.add_row(shown(m["label"]), f"{m['val_accuracy']:.4f}", f"{m['accuracy']:.4f}", f"{m['p90_ms']:.3f}",
+        trained.add_row(shown(m["label"]), f"{m['val_score']:.4f}", f"{m['score']:.4f}", f"{m['p90_ms']:.3f}",
                         f"{m['size_mb']:.3f}", m["verdict"])
     out.print(trained)
     chosen = search["chosen"]

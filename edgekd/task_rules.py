@@ -10,11 +10,12 @@ file, a ``save_to_disk`` directory, an ``.npz`` set; :mod:`edgekd.data.label_kin
 is known only when the run loads it. For a multi-label or regression task these are
 refused before anything trains, each with its key path:
 
-- stages whose decisions are made on classification accuracy: ``prune``/``factorize``/``hybrid``
-  (accuracy per step; a causal LM's steps are judged by validation loss, :mod:`edgekd.prune.causal_lm`, so
-  it runs them), ``search`` (chosen by validation accuracy), ``dataset_distill`` (images per class);
-  ``quantize`` gates on each task's own metric and agreement (:mod:`edgekd.quantize.quality`) and runs for
-  every task; a causal LM's is dynamic INT8 of its KV-cache decoder (``modes`` ``auto`` or ``dynamic``);
+- ``dataset_distill`` (it learns images per class), and for a causal LM ``search``.
+  ``prune``/``factorize``/``hybrid`` judge each step by the task's own metric (:mod:`edgekd.prune.measure`;
+  a causal LM's by validation loss, :mod:`edgekd.prune.causal_lm`), ``search`` chooses by it
+  (:mod:`edgekd.search.select`), and ``quantize`` gates on it and a task-fit agreement
+  (:mod:`edgekd.quantize.quality`): they run for every task; a causal LM's quantize is dynamic INT8 of its
+  KV-cache decoder (``modes`` ``auto`` or ``dynamic``);
 - ``teacher.ensemble`` (members averaged as class probabilities), a distill stage's ``augment`` (its
   sentences are unlabelled, which only single-label cross-entropy can skip), and ``data.eval_data``
   (scikit-learn's digits are single-label).
@@ -38,14 +39,14 @@ if TYPE_CHECKING:
 
 #: Stages refused for every task but single-label classification, with why.
 CLASS_ONLY_STAGES = {
-    "prune": "its steps are judged by classification accuracy",
-    "factorize": "its steps are judged by classification accuracy",
-    "hybrid": "its steps are judged by classification accuracy",
-    "search": "it chooses students by validation accuracy",
     "dataset_distill": "it learns images per class",
 }
+#: Stages every classifier task runs but a causal LM does not, with why.
+CLASSIFIER_STAGES = {
+    "search": "it chooses students by a classifier's validation metric",
+}
 
-#: Of those, the stages a causal LM runs too (judged by validation loss and per-token generation time instead).
+#: The compression stages a causal LM runs (judged by validation loss and per-token generation time).
 LM_COMPRESS_STAGES = ("prune", "factorize", "hybrid")
 
 #: The quantize modes of a causal LM (its KV-cache decoder is quantized dynamically: no calibration caches).
@@ -67,9 +68,12 @@ def check_task(state: PlanState) -> None:
     if recipe.teacher.ensemble is not None:
         raise state.fail("teacher.ensemble", f"an ensemble averages class probabilities, but {told}; leave it unset")
     for index, stage in enumerate(recipe.stages):
-        if stage.stage in CLASS_ONLY_STAGES and not (task == "causal_lm" and stage.stage in LM_COMPRESS_STAGES):
+        if stage.stage in CLASS_ONLY_STAGES:
             raise state.fail(f"stages[{index}].stage", f"'{stage.stage}' is for single-label classifiers "
                              f"({CLASS_ONLY_STAGES[stage.stage]}), but {told}")
+        if task == "causal_lm" and stage.stage in CLASSIFIER_STAGES:
+            raise state.fail(f"stages[{index}].stage", f"'{stage.stage}' is for classifiers "
+                             f"({CLASSIFIER_STAGES[stage.stage]}), but {told}")
         if getattr(stage, "augment", None) is not None:
             raise state.fail(f"stages[{index}].augment", f"augmented sentences are unlabelled, which only "
                              f"single-label training can skip, but {told}; leave it unset")

@@ -309,33 +309,41 @@ def _drawn(monkeypatch: pytest.MonkeyPatch, draw, *args):
     return fig
 
 
-def _search_record(seed: int) -> dict:
-    """A search record whose test accuracies rank the candidates differently from their validation accuracies."""
+def _search_record(seed: int, metric: str = "accuracy") -> dict:
+    """A search record whose test figures rank the candidates differently from their validation figures (of
+    ``metric``; ``mse``: lower is better)."""
     rng = np.random.default_rng(seed)
+    lower = metric == "mse"
     measured = []
     for i in range(6):
         val = float(rng.uniform(0.5, 0.95))
         measured.append({"label": f"cnn #{i}", "onnx": f"c{i}.onnx", "p90_ms": float(rng.uniform(0.01, 0.1)),
-                         "val_accuracy": val, "accuracy": float(1.4 - val), "verdict": "pass" if i < 4 else "fail"})
-    chosen = max(measured[:4], key=lambda m: m["val_accuracy"])
+                         "metric": metric, "val_score": val, "score": float(1.4 - val),
+                         "verdict": "pass" if i < 4 else "fail"})
+    chosen = (min if lower else max)(measured[:4], key=lambda m: m["val_score"])
     rows = [{"label": m["label"], "p90_ms": m["p90_ms"], "status": "trained"} for m in measured]
     return {"measured": measured, "chosen": chosen, "table": {"candidates": rows}, "budget": {"p90_ms": 0.08},
-            "estimate": False, "device": "host-cpu"}
+            "estimate": False, "device": "host-cpu", "metric": metric, "lower_is_better": lower}
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "mse"])
 @pytest.mark.parametrize("seed", range(3))
-def test_pareto_star_is_the_validation_accuracy_the_choice_used_and_the_legend_covers_nothing(
-        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pareto_star_is_the_validation_figure_the_choice_used_and_the_legend_covers_nothing(
+        seed: int, metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgekd.report.plots import plot_search_pareto
 
-    search = _search_record(seed)
-    fig = _drawn(monkeypatch, plot_search_pareto, search, {"p90_ms": 0.2, "val_accuracy": 0.97})
+    search = _search_record(seed, metric)
+    fig = _drawn(monkeypatch, plot_search_pareto, search, {"p90_ms": 0.2, f"val_{metric}": 0.97})
     ax = fig.axes[0]
     stars = [c for c in ax.collections if c.get_label().startswith("chosen")]
     assert len(stars) == 1
-    np.testing.assert_allclose(stars[0].get_offsets(), [[search["chosen"]["p90_ms"], search["chosen"]["val_accuracy"]]])
-    assert search["chosen"]["accuracy"] < max(m["accuracy"] for m in search["measured"])  # test acc would mislead
-    assert "validation" in ax.get_title() and any("test accuracy" in c.get_label() for c in ax.collections)
+    np.testing.assert_allclose(stars[0].get_offsets(), [[search["chosen"]["p90_ms"], search["chosen"]["val_score"]]])
+    better = min if metric == "mse" else max
+    assert search["chosen"]["score"] != better(m["score"] for m in search["measured"])  # the test figure would mislead
+    assert f"validation {metric}" in ax.get_title() and any(f"test {metric}" in c.get_label() for c in ax.collections)
+    steps = [line for line in ax.lines if "Pareto" in line.get_label()]
+    values = list(steps[0].get_ydata())
+    assert len(steps) == 1 and values == sorted(values, reverse=metric == "mse")  # each step: a better figure
     assert ax.get_legend() is None and len(fig.legends) == 1
     legend = fig.legends[0]
     box = legend.get_window_extent()

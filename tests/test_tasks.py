@@ -112,10 +112,11 @@ def test_hf_disk_sequence_and_float_columns(tmp_path: Path) -> None:
     assert multi.test.labels[:2].tolist() == [[1, 0, 1], [0, 1, 0]]
     scores = load_dataset(HFDiskData.model_validate({**base, "label_column": "score"}), seed=0)
     assert scores.task == "regression" and np.allclose(scores.test.labels, [r[2] for r in rows], atol=1e-6)
-    recipe = _recipe_dict({**base, "label_column": "tags"}, [{"stage": "prune", "ratio": 0.5}])
+    recipe = _recipe_dict({**base, "label_column": "tags"}, [], augment={"copies": 1})
+    recipe["stages"][1]["augment"] = recipe.pop("augment")
     (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "recipe.yaml")])
-    assert result.exit_code == 2 and "stages[2].stage: 'prune' is for single-label" in result.output
+    assert result.exit_code == 2 and "stages[1].augment: augmented sentences are unlabelled" in result.output
     assert "the labels read as multi_label" in " ".join(result.output.split())
 
 
@@ -206,17 +207,11 @@ def _recipe_dict(data: dict, stages: list[dict], **extra: object) -> dict:
 
 
 @pytest.mark.parametrize(("task", "change", "key", "message"), [
-    ("regression", {"stages": [{"stage": "factorize"}]}, "stages[2].stage",
-     "'factorize' is for single-label classifiers (its steps are judged by classification accuracy), "
-     "but the labels read as regression"),
-    ("multi", {"stages": [{"stage": "prune", "ratio": 0.5}]}, "stages[2].stage",
-     "'prune' is for single-label classifiers (its steps are judged by classification accuracy), but the labels "
-     "read as multi_label"),
     ("multi", {"teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64},
                            "ensemble": {"members": 2}}}, "teacher.ensemble", "an ensemble averages class"),
     ("regression", {"augment": {"copies": 1}}, "stages[1].augment", "augmented sentences are unlabelled"),
     ("regression", {"task": "banana"}, "data.task", "single_label"),
-], ids=["factorize", "prune", "ensemble", "augment", "unknown-task"])
+], ids=["ensemble", "augment", "unknown-task"])
 def test_validate_refuses_what_does_not_apply(tmp_path: Path, task: str, change: dict, key: str,
                                              message: str) -> None:
     recipe = _recipe_dict(_tsv(tmp_path, task), [])

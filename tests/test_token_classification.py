@@ -405,7 +405,6 @@ def recipe_dict(data: dict, **changes: object) -> dict:
      "teacher.model.arch", "'bilstm' gives one answer per sentence"),
     ({"losses": [{"kind": "hinton"}, {"kind": "minilm"}]}, "stages[1].losses[1].kind",
      "'minilm' is not applied per token; token classification distils with hinton or logit_mse"),
-    ({"extra": [{"stage": "prune", "ratio": 0.5}]}, "stages[2].stage", "'prune' is for single-label classifiers"),
     ({"augment": {"copies": 1}}, "stages[1].augment", "augmented sentences are unlabelled"),
     ({"teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64},
                   "ensemble": {"members": 2}}}, "teacher.ensemble", "an ensemble averages class probabilities"),
@@ -413,13 +412,11 @@ def recipe_dict(data: dict, **changes: object) -> dict:
       "teacher": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}},
       "student": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}}, "tokenizer": None}, "data.source",
      "token classification reads a tokens and a tags column from text data (tsv, csv, hf_disk, hub), not 'npz'"),
-], ids=["textcnn", "bilstm", "minilm-loss", "prune", "augment", "ensemble", "npz"])
+], ids=["textcnn", "bilstm", "minilm-loss", "augment", "ensemble", "npz"])
 def test_validate_refuses_what_does_not_apply(tmp_path: Path, change: dict, key: str, message: str) -> None:
     recipe = recipe_dict(tagged_data(tmp_path, train=60, test=20))
     if "losses" in change:
         recipe["stages"][1]["losses"] = change["losses"]
-    elif "extra" in change:
-        recipe["stages"] += change["extra"]
     elif "augment" in change:
         recipe["stages"][1]["augment"] = change["augment"]
     else:

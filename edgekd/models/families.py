@@ -72,6 +72,8 @@ FAMILIES: dict[str, Family] = {
                    why_not="GPT-2 is factorized only: its fused c_attn/c_fc Conv1D layers are not pruned (its config "
                            "cannot state pruned heads of the same size)"),
     **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma"), _DECODER),
+    "phi": Family("text", True, TRANSFORMER, factorize=True,
+                  why_not="Phi is factorized only: its attention (no o_proj) and plain fc1/fc2 MLP are not pruned"),
     "vit": Family("image", True, TRANSFORMER),
     "deit": Family("image", True, TRANSFORMER),
     "convnext": Family("image"),

@@ -129,12 +129,12 @@ def _name_the_class(config: Any, modality: str, per_token: bool = False) -> None
         config.architectures = [names[0]]
 
 
-def classifier_class(config: Any, modality: str) -> type:
-    """The transformers classifier class of ``config``'s family for ``modality`` (of several, the one
-    ``config.architectures`` names, else the plain one)."""
+def classifier_class(config: Any, modality: str, per_token: bool = False) -> type:
+    """The transformers classifier class of ``config``'s family for ``modality`` (``per_token``: its token
+    classifier; of several, the one ``config.architectures`` names, else the plain one)."""
     import transformers
 
-    names = _classifier_names(config.model_type, modality)
+    names = _classifier_names(config.model_type, modality, per_token)
     if isinstance(names, tuple):
         saved = [name for name in getattr(config, "architectures", None) or () if name in names]
         names = saved[0] if saved else names[0]

@@ -159,7 +159,7 @@ def _load_hf(directory: Path, per_token: bool = False) -> nn.Module:
         modality = family(config.model_type).modality
         loader: Any = hf.auto_class(modality, per_token)
         if hasattr(config, STRUCTURE_KEY):
-            loader = pruned_class(hf.classifier_class(config, modality))
+            loader = pruned_class(hf.classifier_class(config, modality, per_token))
         return loader.from_pretrained(
             directory, attn_implementation=hf.ATTENTION, use_safetensors=True, trust_remote_code=False
         )

@@ -13,6 +13,9 @@ from edgekd.distill.losses.registry import LossConfig
 from edgekd.models.specs import spec_of
 from edgekd.stage_kind import PlanState, StageKind, check_losses_fit, measuring_host
 
+#: The energy a factorization keeps when neither ``energy`` nor ``param_ratio`` is given.
+DEFAULT_ENERGY = 0.9
+
 
 class RecoveryConfig(TrainingConfig):
     """Short distillation from the teacher after a prune/factorize step (LadaBERT's recovery); a causal LM's
@@ -49,7 +52,8 @@ class FactorizeConfig(StrictModel):
     parameters (too high a rank to be smaller and faster) are left dense.
     """
 
-    energy: Fraction = 0.9
+    energy: Fraction | None = Field(default=None, description=f"Share of the squared singular values each rank "
+                                    f"keeps; {DEFAULT_ENERGY} unless param_ratio is given.")
     param_ratio: Fraction | None = Field(default=None, description="Set to choose ranks by size instead of energy.")
     max_size_ratio: Fraction = 0.8
     embeddings: bool = Field(
@@ -59,8 +63,10 @@ class FactorizeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_rank_rule(self) -> FactorizeConfig:
-        if self.param_ratio is not None and "energy" in self.model_fields_set:
+        if self.param_ratio is not None and self.energy is not None:
             raise ValueError("give either 'energy' or 'param_ratio', not both")
+        if self.param_ratio is None and self.energy is None:  # stated, so that a dumped config validates again
+            object.__setattr__(self, "energy", DEFAULT_ENERGY)
         return self
 
 

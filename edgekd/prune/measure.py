@@ -1,4 +1,8 @@
-"""What a prune/factorize step is judged by: accuracy, parameters, MACs and the exported model's latency.
+"""What a prune/factorize step is judged by: the task's metric, parameters, MACs and the exported model's latency.
+
+Quality is the data's task's own (:mod:`edgekd.task_heads`): accuracy for single-label classifiers, micro-F1
+for multi-label ones, MSE (lower is better) for regression, token accuracy for token classification; a
+snapshot names it (``metric``) and holds every figure of the task (``figures``, as the distill stage records them).
 
 MACs are counted by PyTorch's ``FlopCounterMode`` (matrix products and convolutions; FLOPs / 2) at
 the device profile's input shapes; the ONNX file is written by
@@ -20,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from edgekd.config.device import DeviceProfile
 from edgekd.data.task_data import TaskData
-from edgekd.distill.trainer import accuracy
+from edgekd.distill.task_metrics import evaluation_metrics
 from edgekd.errors import ModelError
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
@@ -44,8 +48,16 @@ class Snapshot:
     step: int
     params: int
     macs: int
-    accuracy: float
-    val_accuracy: float
+    metric: str
+    """The task's primary metric (``accuracy``, ``micro_f1``, ``mse``, ``token_accuracy``)."""
+    score: float
+    """Its value on the test split."""
+    val_score: float
+    """Its value on the validation split."""
+    accuracy: float | None
+    val_accuracy: float | None
+    """The figures reported as accuracy (:data:`edgekd.distill.task_metrics.ACCURACY_OF`; None for regression)."""
+    figures: dict[str, Any]
     onnx_p50_ms: float | None = None
     parity_max_abs_diff: float | None = None
     speedup: dict[str, Any] | None = None
@@ -102,8 +114,11 @@ def snapshot(model: TaskModel, data: TaskData, device: DeviceProfile, step: int,
         parity = result.parity.max_abs_diff
         if timed_now:
             p50 = profile_onnx(onnx_path, device, warmup=WARMUP, runs=RUNS).p50_ms
+    figures = evaluation_metrics(model, data)
+    metric = figures.get("primary_metric", "accuracy")
     return Snapshot(step=step, params=model.params, macs=count_macs(model, device_inputs(model, device)),
-                    accuracy=accuracy(model.module, data.test), val_accuracy=accuracy(model.module, data.val),
+                    metric=metric, score=figures[metric], val_score=figures[f"val_{metric}"],
+                    accuracy=figures["accuracy"], val_accuracy=figures["val_accuracy"], figures=figures,
                     onnx_p50_ms=p50, parity_max_abs_diff=parity)
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
@@ -31,6 +30,7 @@ from edgekd.prune.config import CompressStage, FactorizeStage, HybridStage, Prun
 from edgekd.prune.lowrank import LayerRank, factorize_task_model
 from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot, time_interleaved
 from edgekd.prune.structured import TAYLOR_BATCH_SIZE, TAYLOR_BATCHES, prune_step
+from edgekd.task_heads import hard_loss
 
 if TYPE_CHECKING:
     from edgekd.prune.causal_lm import LMCompression, LMSnapshot
@@ -63,8 +63,8 @@ class _Compression:
                         timed_now=timed_now)
         self.snapshots.append(shot)
         p50 = "" if shot.onnx_p50_ms is None else f", p50 {shot.onnx_p50_ms:.3f} ms (timed alone)"
-        self.ctx.log.info("%s step %d: accuracy %.4f, params %d, MACs %d%s", self.config.stage, step,
-                          shot.accuracy, shot.params, shot.macs, p50)
+        self.ctx.log.info("%s step %d: %s %.4f, params %d, MACs %d%s", self.config.stage, step, shot.metric,
+                          shot.score, shot.params, shot.macs, p50)
         return shot
 
     def prune(self, ratio: float) -> None:
@@ -99,13 +99,15 @@ class _Compression:
             "before": before.to_json(),
             "params_ratio": after.params / before.params,
             "macs_ratio": after.macs / before.macs,
-            "accuracy_ratio": after.accuracy / before.accuracy if before.accuracy else None,
+            "accuracy_ratio": after.accuracy / before.accuracy if before.accuracy and after.accuracy is not None
+            else None,
+            "metric_ratio": after.score / before.score if before.score else None,
             "speedup": after.speedup["ratio"] if after.speedup else None,  # over step 0, timed interleaved with it
             "speedup_interval": after.speedup,
             "trajectory": [s.to_json() for s in self.snapshots],
             **metrics,
         }
-        kept = {k: summary[k] for k in ("accuracy", "val_accuracy", "params", "macs", "params_ratio", "macs_ratio")}
+        kept = {**after.figures, **{k: summary[k] for k in ("params", "macs", "params_ratio", "macs_ratio")}}
         model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics={**self.source.metrics, **kept})
         return StageOutput(artifact=self.artifact.with_model(model), metrics={role: summary})
 
@@ -114,7 +116,7 @@ class _Compression:
         generator = torch.Generator().manual_seed(self.ctx.seed)
         batches = self.data.train.batches(TAYLOR_BATCH_SIZE, shuffle=True, generator=generator)
         for _, (_, inputs, labels) in zip(range(TAYLOR_BATCHES), batches, strict=False):
-            F.cross_entropy(call_logits(module, inputs), labels).backward()
+            hard_loss(call_logits(module, inputs), labels).backward()
         module.eval()
 
 

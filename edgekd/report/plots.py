@@ -140,45 +140,48 @@ _TABLE_STATUS = (("trained", "tab:blue"), ("feasible", "tab:green"), ("over budg
 
 
 def plot_search_pareto(search: dict[str, Any], teacher: dict[str, Any] | None, path: Path) -> Path | None:
-    """A budget search's Pareto plot: validation accuracy vs p90 of the trained candidates, the budget line drawn.
+    """A budget search's Pareto plot: the task's validation metric (``search["metric"]``: accuracy, micro-F1, MSE,
+    token accuracy) vs p90 of the trained candidates, the budget line drawn.
 
-    The choice is made on validation accuracy, so that is what the markers, the Pareto front and the chosen
-    star show; each candidate's test accuracy (what the report quotes) hangs below or above it as a hollow
+    The choice is made on the validation metric, so that is what the markers, the Pareto front and the chosen
+    star show; each candidate's test figure (what the report quotes) hangs below or above it as a hollow
     marker on a thin line. Below, every latency-table candidate's p90 by status (trained, feasible, over
     budget); the budget line on both. The legend sits under the plot, clear of the points.
     """
-    measured = [m for m in search["measured"] if m.get("val_accuracy") is not None]
+    metric, sign = search.get("metric", "accuracy"), -1.0 if search.get("lower_is_better") else 1.0
+    measured = [m for m in search["measured"] if m.get("val_score") is not None]
     if not measured:
         return None
     plt = _pyplot()
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(7.6, 6.4), sharex=True, layout="constrained",
                                     gridspec_kw={"height_ratios": [4, 1.2]})
     for m in measured:
-        if m.get("accuracy") is not None:
-            ax.plot([m["p90_ms"]] * 2, [m["val_accuracy"], m["accuracy"]], color="tab:gray", linewidth=0.8, zorder=2)
-    tested = [m for m in measured if m.get("accuracy") is not None]
-    ax.scatter([m["p90_ms"] for m in tested], [m["accuracy"] for m in tested], s=30, facecolors="none",
-               edgecolors="tab:gray", zorder=3, label="test accuracy (reported)")
+        if m.get("score") is not None:
+            ax.plot([m["p90_ms"]] * 2, [m["val_score"], m["score"]], color="tab:gray", linewidth=0.8, zorder=2)
+    tested = [m for m in measured if m.get("score") is not None]
+    ax.scatter([m["p90_ms"] for m in tested], [m["score"] for m in tested], s=30, facecolors="none",
+               edgecolors="tab:gray", zorder=3, label=f"test {metric} (reported)")
     for verdict, marker in (("pass", "o"), ("fail", "x")):
         points = [m for m in measured if m["verdict"] == verdict]
         if points:
-            ax.scatter([m["p90_ms"] for m in points], [m["val_accuracy"] for m in points], marker=marker, s=50,
+            ax.scatter([m["p90_ms"] for m in points], [m["val_score"] for m in points], marker=marker, s=50,
                        color="tab:blue" if verdict == "pass" else "tab:red", zorder=4,
-                       label=f"validation accuracy, {'within' if verdict == 'pass' else 'over'} budget")
-    front, best = [], -1.0
+                       label=f"validation {metric}, {'within' if verdict == 'pass' else 'over'} budget")
+    front, best = [], float("-inf")
     for m in sorted(measured, key=lambda m: m["p90_ms"]):
-        if m["val_accuracy"] > best:
+        if sign * m["val_score"] > best:
             front.append(m)
-            best = m["val_accuracy"]
-    ax.step([m["p90_ms"] for m in front], [m["val_accuracy"] for m in front], where="post", color="tab:blue",
+            best = sign * m["val_score"]
+    ax.step([m["p90_ms"] for m in front], [m["val_score"] for m in front], where="post", color="tab:blue",
             alpha=0.5, label="Pareto front (validation)")
     chosen = search["chosen"]
-    ax.scatter([chosen["p90_ms"]], [chosen["val_accuracy"]], marker="*", s=300, color="gold", edgecolors="black",
+    ax.scatter([chosen["p90_ms"]], [chosen["val_score"]], marker="*", s=300, color="gold", edgecolors="black",
                zorder=5, label="chosen: best validation within budget")
-    ax.annotate(chosen["label"], (chosen["p90_ms"], chosen["val_accuracy"]), textcoords="offset points",
+    ax.annotate(chosen["label"], (chosen["p90_ms"], chosen["val_score"]), textcoords="offset points",
                 xytext=(10, 8), fontsize=9)
-    if teacher and teacher.get("p90_ms") is not None and teacher.get("val_accuracy") is not None:
-        ax.scatter([teacher["p90_ms"]], [teacher["val_accuracy"]], marker="D", s=60, color="tab:purple", zorder=4,
+    teacher_score = (teacher or {}).get(f"val_{metric}")
+    if teacher and teacher.get("p90_ms") is not None and teacher_score is not None:
+        ax.scatter([teacher["p90_ms"]], [teacher_score], marker="D", s=60, color="tab:purple", zorder=4,
                    label="teacher (validation)")
     rows = search["table"]["candidates"]
     for level, (status, color) in enumerate(_TABLE_STATUS):
@@ -195,8 +198,8 @@ def plot_search_pareto(search: dict[str, Any], teacher: dict[str, Any] | None, p
     strip.set_xscale("log")
     strip.set_xlabel(f"p90 latency on {search['device']} (ms, log scale){estimate}")
     strip.set_title("latency table (random weights)", fontsize=10)
-    ax.set_ylabel("accuracy")
-    ax.set_title("Budget search: validation accuracy (the choice) vs p90 latency")
+    ax.set_ylabel(metric + (" (lower is better)" if sign < 0 else ""))
+    ax.set_title(f"Budget search: validation {metric} (the choice) vs p90 latency")
     ax.margins(x=0.12, y=0.15)
     fig.legend(loc="outside lower center", ncols=2, fontsize=9, frameon=False)
     return _save(fig, path)

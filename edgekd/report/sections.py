@@ -166,11 +166,12 @@ def _search(report: dict[str, Any]) -> Section | None:
         f"{budget['p90_ms'] * (1 - margin):.4g} ms, the budget less a {margin:.0%} noise margin; size ≤ "
         f"{budget['size_mb']:g} MB; peak memory ≤ {budget['peak_memory_mb']:g} MB); the others were dropped "
         "before any training.")]
-    chosen = search["chosen"]
+    chosen, metric = search["chosen"], search.get("metric", "accuracy")
+    lower = " (lower is better)" if search.get("lower_is_better") else ""
     blocks.append(Paragraph(
         f"Training second: the {len(search['trained'])} largest feasible structures by {search['rank_by']} were "
-        f"distilled, exported and timed again; chosen by validation accuracy among those within the whole budget: "
-        f"{chosen['label']} (validation {chosen['val_accuracy']:.4f}, test {chosen['accuracy']:.4f}), "
+        f"distilled, exported and timed again; chosen by validation {metric}{lower} among those within the whole "
+        f"budget: {chosen['label']} (validation {chosen['val_score']:.4f}, test {chosen['score']:.4f}), "
         f"p90 {chosen['confirmed']['p90_ms']:.4g} ms on re-profile ({chosen['confirmed']['verdict']}). "
         f"Search wall time {search['wall_seconds']:.1f} s."))
     reference = search.get("reference")
@@ -181,15 +182,15 @@ def _search(report: dict[str, Any]) -> Section | None:
             f"from reference model '{reference['reference_model']}' ({reference['device_ms']:g} ms published, "
             f"{reference['host_ms']:.4g} ms measured here; {reference['source']})."))
     blocks.append(Table(
-        ("trained candidate", "val acc", "test acc", "table p90 (ms)", "p90 (ms)", "size (MB)", "peak mem (MB)",
-         "verdict"),
-        tuple((m["label"] + (" ← chosen" if m["onnx"] == chosen["onnx"] else ""), fmt(m["val_accuracy"], "{:.4f}"),
-               fmt(m["accuracy"], "{:.4f}"), fmt(m["table_p90_ms"], "{:.4f}"), f"{m['p90_ms']:.4f}",
+        ("trained candidate", f"val {metric}", f"test {metric}", "table p90 (ms)", "p90 (ms)", "size (MB)",
+         "peak mem (MB)", "verdict"),
+        tuple((m["label"] + (" ← chosen" if m["onnx"] == chosen["onnx"] else ""), fmt(m["val_score"], "{:.4f}"),
+               fmt(m["score"], "{:.4f}"), fmt(m["table_p90_ms"], "{:.4f}"), f"{m['p90_ms']:.4f}",
                f"{m['size_mb']:.3f}", f"{m['peak_memory_mb']:.1f}", m["verdict"]) for m in search["measured"])))
     plot = report.get("plots", {}).get("search_pareto")
     if plot:
-        blocks.append(Figure(plot, "Budget search: validation accuracy (what the choice is made on) vs p90 of the "
-                                   "trained candidates' real exports, each with its test accuracy as a hollow "
+        blocks.append(Figure(plot, f"Budget search: validation {metric} (what the choice is made on) vs p90 of the "
+                                   f"trained candidates' real exports, each with its test {metric} as a hollow "
                                    "marker; the star is the choice; below, the latency table's candidates; the "
                                    "dashed line is the budget."))
     blocks.append(Table(

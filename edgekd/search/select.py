@@ -2,8 +2,9 @@
 
 Every trained variant's ONNX file is timed under the device profile in one interleaved run (the
 table's timing settings) and judged against the whole budget (p90, size, peak memory, without the
-table's margin). The passing variant with the best validation accuracy (the test split is only
-reported; ties go to the faster one) is profiled once more on its own (``confirm_runs``); if that
+table's margin). The passing variant with the best validation figure of the task's primary metric
+(:data:`edgekd.task_heads.PRIMARY_METRIC`: accuracy, micro-F1, MSE (lowest best), token accuracy; the test
+split is only reported; ties go to the faster one) is profiled once more on its own (``confirm_runs``); if that
 re-measurement misses the budget, the next one is tried.
 """
 
@@ -20,6 +21,7 @@ from edgekd.profile.budget import BudgetVerdict, judge
 from edgekd.profile.runner import ProfileResult, profile_onnx
 from edgekd.search.config import SearchStage
 from edgekd.search.train import Variant
+from edgekd.task_heads import LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,22 @@ class Measured:
     verdict: BudgetVerdict
 
     @property
-    def val_accuracy(self) -> float:
-        """Validation accuracy (what the choice is made on)."""
-        return float(self.variant.model.metrics.val_accuracy or 0.0)
+    def metric(self) -> str:
+        """The task's primary metric the choice is made on (``accuracy`` for single-label classifiers)."""
+        return str(self.variant.model.metrics.get("primary_metric") or "accuracy")
+
+    @property
+    def val_score(self) -> float | None:
+        """The primary metric on the validation split (what the choice is made on)."""
+        value = self.variant.model.metrics.get(f"val_{self.metric}")
+        return None if value is None else float(value)
+
+    @property
+    def rank(self) -> float:
+        """:attr:`val_score` as a higher-is-better figure (negated for MSE; a missing one ranks last)."""
+        if self.val_score is None:
+            return float("-inf")
+        return -self.val_score if self.metric in LOWER_IS_BETTER else self.val_score
 
     def to_json(self) -> dict[str, Any]:
         """The variant's label, files, accuracies, measured figures and verdict."""
@@ -41,8 +56,9 @@ class Measured:
         return {
             "structure": self.variant.choice.structure.key, "label": self.variant.label,
             "precision": self.variant.precision, "onnx": self.variant.model.onnx,
-            "accuracy": metrics.accuracy, "val_accuracy": metrics.val_accuracy,
-            "params": metrics.params, "p50_ms": self.result.p50_ms, "p90_ms": self.result.p90_ms,
+            "metric": self.metric, "score": metrics.get(self.metric), "val_score": self.val_score,
+            "accuracy": metrics.get("accuracy"), "val_accuracy": metrics.get("val_accuracy"),
+            "params": metrics.get("params"), "p50_ms": self.result.p50_ms, "p90_ms": self.result.p90_ms,
             "table_p90_ms": self.variant.table_p90_ms, "size_mb": self.result.size_mb,
             "peak_memory_mb": self.result.peak_memory_mb, "estimate": self.result.estimate,
             "verdict": self.verdict.verdict,
@@ -75,8 +91,8 @@ def measure(variants: Sequence[Variant], device: DeviceProfile, stage: SearchSta
 
 def choose(measured: Sequence[Measured], device: DeviceProfile, stage: SearchStage,
            path: Callable[[str], Path]) -> tuple[Confirmation | None, list[Confirmation]]:
-    """The confirmed most accurate variant within budget (or None) and every confirmation attempted."""
-    passing = sorted((m for m in measured if m.verdict.passed), key=lambda m: (-m.val_accuracy, m.result.p90_ms))
+    """The confirmed best variant within budget by the task's metric (or None) and every confirmation attempted."""
+    passing = sorted((m for m in measured if m.verdict.passed), key=lambda m: (-m.rank, m.result.p90_ms))
     attempts = []
     for candidate in passing:
         result = profile_onnx(path(str(candidate.variant.model.onnx)), device, warmup=stage.table.warmup,

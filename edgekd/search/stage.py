@@ -5,7 +5,8 @@
    budget; over-budget candidates are dropped before any training, and no feasible one is a
    :class:`~edgekd.errors.BudgetError` (:mod:`edgekd.search.plan`).
 2. The ``top_k`` feasible structures with the most capacity are trained, each as its own run
-   (:mod:`edgekd.search.train`), and their real exports measured; the most accurate within the whole
+   (:mod:`edgekd.search.train`), and their real exports measured; the best by the task's primary metric
+   on validation (accuracy, micro-F1, MSE, token accuracy; the summary's ``metric``) within the whole
    budget is re-profiled to confirm it (:mod:`edgekd.search.select`). When none fits, the next
    ``top_k`` are trained.
 3. The stage's artifact holds the teacher (its ONNX from a candidate run) and the chosen student; its
@@ -30,6 +31,7 @@ from edgekd.search.plan import SearchPlan, plan_search
 from edgekd.search.select import Confirmation, Measured, choose, measure
 from edgekd.search.space import space_for
 from edgekd.search.train import Trained, moved_under, train
+from edgekd.task_heads import LOWER_IS_BETTER
 
 #: Teacher figures carried over from the candidate run that exported it.
 EXPORT_FIGURES = ("size_mb", "parity_max_abs_diff", "opset")
@@ -67,8 +69,8 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
     student = _chosen_student(chosen, ctx)
     summary = _summary(config, ctx.device, family, plan, trained, measured, attempts, chosen, started,
                        space_for(config, student_spec))
-    ctx.log.info("search: chose %s (validation accuracy %.4f, p90 %.3f ms)", chosen.measured.variant.label,
-                 chosen.measured.val_accuracy, chosen.result.p90_ms)
+    ctx.log.info("search: chose %s (validation %s %.4f, p90 %.3f ms)", chosen.measured.variant.label,
+                 chosen.measured.metric, chosen.measured.val_score, chosen.result.p90_ms)
     return StageOutput(artifact=artifact.with_model(teacher).with_model(student),
                        metrics={"search": summary, "target": load_export_target(config.target).model_dump(mode="json")})
 
@@ -96,6 +98,7 @@ def _summary(config: SearchStage, device: DeviceProfile, family: Family, plan: S
         "family": family.to_json(),
         "space": space, "prune": config.prune, "factorize": config.factorize, "precision": config.precision,
         "rank_by": config.rank_by,
+        "metric": chosen.measured.metric, "lower_is_better": chosen.measured.metric in LOWER_IS_BETTER,
         "top_k": config.top_k,
         "table": {**plan.table.stats.to_json(), "feasible": sum(row.feasible for row in plan.rows),
                   "candidates": candidates},
