@@ -46,7 +46,7 @@ CLASS_ONLY_STAGES = {
 }
 
 #: Of those, the stages a causal LM runs too (judged by validation loss and per-token generation time instead).
-LM_COMPRESS_STAGES = ("prune", "factorize", "hybrid")
+LM_COMPRESS_STAGES = ("prune", "factorize", "hybrid", "search")
 
 #: The quantize modes of a causal LM (its KV-cache decoder is quantized dynamically: no calibration caches).
 LM_QUANTIZE_MODES = ("auto", "dynamic")
