@@ -19,8 +19,12 @@ import yaml
 from typer.testing import CliRunner
 
 from edgekd.cli import app
+from edgekd.config.device import load_device
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
 from edgekd.models.specs import HFSpec
+from edgekd.search.compress import search_recipe, search_stage, with_budget
 from edgekd.search.config import SearchStage
 from edgekd.search.lm_space import check_lm_space, lm_candidates, lm_space_for
 from tests.test_causal_lm_pipeline import _corpus
@@ -123,6 +127,23 @@ def test_validate_refuses_a_bad_space_key_with_exit_2(tmp_path: Path) -> None:
     assert prune.exit_code == 2 and "stages[1].prune: a causal-LM search varies sizes and precision" in prune.output
     loss = runner.invoke(app, ["validate", str(_recipe(tmp_path, GPT2, distill={"losses": [{"kind": "hinton"}]}))])
     assert loss.exit_code == 2 and "stages[1].distill.losses[0].kind: loss 'hinton'" in loss.output, loss.output
+
+
+def test_compress_turns_a_plain_corpus_recipe_into_a_search_over_its_student(tmp_path: Path) -> None:
+    plain = yaml.safe_load(_recipe(tmp_path, GPT2).read_text())
+    plain["stages"] = [plain["stages"][0], {"stage": "distill", "epochs": 2, "losses": [{"kind": "token_kl"}]},
+                       {"stage": "export"}, {"stage": "quantize", "loss_tolerance": 0.05, "min_speedup": 1.2}, {"stage": "profile"},
+                       {"stage": "report"}]
+    recipe = search_recipe(validate_model(plain, Recipe, source="test"))
+    assert recipe.stage_names() == ["teacher", "search", "profile", "report"]
+    search = search_stage(recipe)
+    assert search is not None and search.distill.epochs == 2 and search.distill.losses[0].kind == "token_kl"
+    assert search.quantize.min_speedup == 1.2  # the recipe's quantize settings (its stage-only keys left out)
+    assert recipe.student.model.config == GPT2["config"]
+    # --budget-ms is the per-token limit of a device that states one
+    device = load_device(tmp_path / "tiny-gen.yaml")
+    per_token = device.model_copy(update={"budget": device.budget.model_copy(update={"ms_per_token": 3.0})})
+    assert with_budget(per_token, 0.5).budget.ms_per_token == 0.5 and with_budget(device, 0.5).budget.p90_ms == 0.5
 
 
 # --------------------------------------------------------------------------- impossible budgets

@@ -22,6 +22,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.data.config import is_corpus
 from edgekd.distill.stage import teacher_task_data
 from edgekd.pipeline import RunResult
+from edgekd.quantize.config import QuantizeSettings
 from edgekd.search.build import Family
 from edgekd.search.causal_lm import lm_preflight
 from edgekd.search.config import SearchStage
@@ -58,7 +59,7 @@ def search_recipe(recipe: Recipe) -> Recipe:
         elif stage.stage == "export":
             search["target"] = stage.target
         elif stage.stage == "quantize":
-            search["quantize"] = stage.model_dump(mode="json", exclude={"stage", "roles"})
+            search["quantize"] = stage.model_dump(mode="json", include=set(QuantizeSettings.model_fields))
     stages = [kept.get("teacher") or {"stage": "teacher"}, search, kept.get("profile") or {"stage": "profile"},
               *([kept["bundle"]] if "bundle" in kept else []), {"stage": "report"}]
     student = recipe.student.model
