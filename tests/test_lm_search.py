@@ -132,8 +132,8 @@ def test_validate_refuses_a_bad_space_key_with_exit_2(tmp_path: Path) -> None:
 def test_compress_turns_a_plain_corpus_recipe_into_a_search_over_its_student(tmp_path: Path) -> None:
     plain = yaml.safe_load(_recipe(tmp_path, GPT2).read_text())
     plain["stages"] = [plain["stages"][0], {"stage": "distill", "epochs": 2, "losses": [{"kind": "token_kl"}]},
-                       {"stage": "export"}, {"stage": "quantize", "loss_tolerance": 0.05, "min_speedup": 1.2}, {"stage": "profile"},
-                       {"stage": "report"}]
+                       {"stage": "export"}, {"stage": "quantize", "loss_tolerance": 0.05, "min_speedup": 1.2},
+                       {"stage": "profile"}, {"stage": "report"}]
     recipe = search_recipe(validate_model(plain, Recipe, source="test"))
     assert recipe.stage_names() == ["teacher", "search", "profile", "report"]
     search = search_stage(recipe)
@@ -164,11 +164,14 @@ def test_impossible_budget_exits_2_in_one_line_before_training(cache: Path, tmp_
 # --------------------------------------------------------------------------- a search end to end
 
 
-@pytest.mark.parametrize("student", [GPT2, LLAMA], ids=["gpt2", "llama"])
+@pytest.mark.parametrize(("student", "precision"), [
+    (GPT2, ["fp32"]), (LLAMA, ["fp32"]), pytest.param(GPT2, ["fp32", "int8"], marks=pytest.mark.slow)],
+    ids=["gpt2", "llama", "gpt2-int8"])
 def test_compress_picks_the_lowest_loss_decoder_within_budget_and_reports_it(cache: Path, tmp_path: Path,
-                                                                             student: dict) -> None:
+                                                                             student: dict, precision: list) -> None:
     out = tmp_path / "run"
-    result = runner.invoke(app, ["compress", str(_recipe(tmp_path, student)), "--out", str(out)])
+    recipe = _recipe(tmp_path, student, precision=precision, quantize={"rounds": 3})
+    result = runner.invoke(app, ["compress", str(recipe), "--out", str(out)])
     assert result.exit_code == 0, result.output
     shown = " ".join(result.output.split())  # the terminal table's title wraps
     assert "chosen by validation loss (nats per token; lower is better)" in shown, shown
@@ -176,13 +179,17 @@ def test_compress_picks_the_lowest_loss_decoder_within_budget_and_reports_it(cac
     search = json.loads((stage / "stage.json").read_text())["metrics"]["search"]
     assert search["task"] == "causal_lm" and search["metric"]["name"] == "val_loss"
     rows = search["table"]["candidates"]
-    assert len(rows) == 6 and all(row["p90_ms"] > 0 and row["macs"] > 0 for row in rows)
-    # the 256-wide decoders are over the size budget, never trained; the two largest feasible ones were
-    over = {row["label"] for row in rows if row["over"]}
-    assert over == {f"hf num_hidden_layers={n} hidden_size=256 fp32" for n in (1, 2)}
+    assert len(rows) == 6 * len(precision) and all(row["p90_ms"] > 0 and row["macs"] > 0 for row in rows)
+    # the 256-wide FP32 decoders are over the size budget, never trained; the two largest feasible ones were
+    assert {row["label"] for row in rows if row["over"]} >= {f"hf num_hidden_layers={n} hidden_size=256 fp32"
+                                                             for n in (1, 2)}
     assert all(row["status"] == "over budget" and "size_mb" in row["over"] for row in rows if row["over"])
-    assert [t["label"] for t in search["trained"]] == ["hf num_hidden_layers=2 hidden_size=32",
-                                                       "hf num_hidden_layers=1 hidden_size=32"]
+    feasible = {row["structure"]: row["macs"] for row in rows if not row["over"]}
+    assert [t["capacity"] for t in search["trained"]] == sorted(feasible.values(), reverse=True)[:2]
+    assert not {t["structure"] for t in search["trained"]} - set(feasible)
+    # an INT8 variant is a candidate where the quantize stage kept it; the table timed both precisions
+    if "int8" in precision:
+        assert {row["precision"] for row in rows} == {"fp32", "int8"}
     # the choice is the lowest validation loss within budget, confirmed per token
     passing = [m for m in search["measured"] if m["verdict"] == "pass"]
     chosen = search["chosen"]
@@ -190,11 +197,14 @@ def test_compress_picks_the_lowest_loss_decoder_within_budget_and_reports_it(cac
     assert chosen["confirmed"]["verdict"] == "pass" and chosen["confirmed"]["p90_ms"] <= BUDGET["p90_ms"]
     # the run's student is the chosen model: the profile stage judged it per token, the report says so
     report = json.loads((out / "report.json").read_text())
-    assert report["student"]["val_loss"] == pytest.approx(chosen["val_loss"])
+    assert (report["student"]["precision"] or "fp32", report["student"]["size_mb"]) == (chosen["precision"],
+                                                                              chosen["size_mb"])
+    if chosen["precision"] == "fp32":
+        assert report["student"]["val_loss"] == pytest.approx(chosen["val_loss"])
     assert report["student"]["size_mb"] <= BUDGET["size_mb"] and report["budget"]["verdict"] == "pass"
     assert f"chosen: {chosen['label']} — " in shown
     markdown = (out / "report.md").read_text()
     assert "## Budget search" in markdown and "val loss (nats/token)" in markdown and "← chosen" in markdown
     assert f"{chosen['label']} (validation loss {chosen['val_loss']:.4f} nats/token)" in markdown
     # the table was timed by the pre-flight check; the stage read it from the cache
-    assert search["table"]["profiled"] == 0 and search["table"]["reused"] == 6
+    assert search["table"]["profiled"] == 0 and search["table"]["reused"] == len(rows)
