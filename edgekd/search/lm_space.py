@@ -87,7 +87,7 @@ def check_lm_space(stage: SearchStage, student: HFSpec, where: str) -> None:
     ``space`` key is a size of the student's family (did-you-mean, also from a family's own spelling), every
     value is a positive whole number, and the grid has a valid candidate and at most ``max_candidates``.
     """
-    if student.pretrained is not None or student.config is None:
+    if not isinstance(student, HFSpec) or student.pretrained is not None or student.config is None:
         raise ConfigError(f"{where}: a search varies the student's sizes; student.model needs a transformers "
                           "'config' (model_type and sizes), not 'pretrained'")
     for name, default in (("prune", [0.0]), ("factorize", [None])):
