@@ -157,7 +157,7 @@ def test_impossible_budget_exits_2_in_one_line_before_training(cache: Path, tmp_
     text = result.output.strip()
     assert len(text.splitlines()) == 1 and "Traceback" not in text, text
     assert "no candidate meets the per-token budget: fastest candidate" in text and "vs budget 0.0001 ms" in text
-    assert "(hf num_hidden_layers=1 hidden_size=" in text and "int8 (add it to precision)" in text, text
+    assert "(gpt2 num_hidden_layers=1 hidden_size=" in text and "int8 (add it to precision)" in text, text
     assert not out.exists()  # refused before the teacher trained
 
 
@@ -181,7 +181,8 @@ def test_compress_picks_the_lowest_loss_decoder_within_budget_and_reports_it(cac
     rows = search["table"]["candidates"]
     assert len(rows) == 6 * len(precision) and all(row["p90_ms"] > 0 and row["macs"] > 0 for row in rows)
     # the 256-wide FP32 decoders are over the size budget, never trained; the two largest feasible ones were
-    assert {row["label"] for row in rows if row["over"]} >= {f"hf num_hidden_layers={n} hidden_size=256 fp32"
+    family = student["config"]["model_type"]
+    assert {row["label"] for row in rows if row["over"]} >= {f"{family} num_hidden_layers={n} hidden_size=256 fp32"
                                                              for n in (1, 2)}
     assert all(row["status"] == "over budget" and "size_mb" in row["over"] for row in rows if row["over"])
     feasible = {row["structure"]: row["macs"] for row in rows if not row["over"]}
