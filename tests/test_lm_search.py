@@ -19,14 +19,18 @@ import yaml
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.config.device import load_device
+from edgekd.config.device import GenerationShape, load_device
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
+from edgekd.data.corpus import build_char_tokenizer
 from edgekd.errors import ConfigError
 from edgekd.models.specs import HFSpec
+from edgekd.profile.speed_ratio import SpeedRatio
 from edgekd.search.compress import search_recipe, search_stage, with_budget
 from edgekd.search.config import SearchStage
 from edgekd.search.lm_space import check_lm_space, lm_candidates, lm_space_for
+from edgekd.search.lm_table import LMFamily, lm_latency_table
+from edgekd.search.table import table_key, table_path
 from tests.test_causal_lm_pipeline import _corpus
 
 runner = CliRunner()
@@ -144,6 +148,30 @@ def test_compress_turns_a_plain_corpus_recipe_into_a_search_over_its_student(tmp
     device = load_device(tmp_path / "tiny-gen.yaml")
     per_token = device.model_copy(update={"budget": device.budget.model_copy(update={"ms_per_token": 3.0})})
     assert with_budget(per_token, 0.5).budget.ms_per_token == 0.5 and with_budget(device, 0.5).budget.p90_ms == 0.5
+
+
+# --------------------------------------------------------------------------- the latency table
+
+
+def test_table_is_cached_per_generation_shape_and_scaled_on_an_estimated_device(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed = SpeedRatio(ratio=3.0, host_ms=10.0, device_ms=30.0, reference_model="mobilebert-seq128",
+                       source="a test figure", threads=1, cpu={})
+    monkeypatch.setattr("edgekd.profile.causal_lm_stage.speed_ratio", lambda *_args, **_kwargs: fixed)
+    phone = load_device("android-midrange-cpu")
+    phone = phone.model_copy(update={"threads": 1, "generation": GenerationShape(prompt_tokens=6, new_tokens=8)})
+    stage = SearchStage(stage="search", space={"hidden_size": [64]}, precision=["fp32", "int8"], table=FAST_TABLE)
+    family = LMFamily(build_char_tokenizer("the cat sees a hat.\n" * 20), 32)
+    table = lm_latency_table(lm_candidates(stage, HFSpec(**GPT2)), family, phone, stage)
+    assert table.stats.profiled == 2 and Path(table.stats.path).name.startswith("android-midrange-cpu-causal-lm-")
+    for entry in table.entries.values():
+        assert entry.estimate and entry.p90_ms == pytest.approx(3.0 * entry.host_p90_ms)
+    fp32, int8 = (next(e for e in table.entries.values() if e.precision == p) for p in ("fp32", "int8"))
+    assert int8.size_mb < fp32.size_mb and fp32.macs == int8.macs > 0
+    # the budget is not in the key; the generation shape is
+    assert table_path(table_key(family, with_budget(phone, 0.01), stage)) == Path(table.stats.path)
+    longer = phone.model_copy(update={"generation": GenerationShape(prompt_tokens=6, new_tokens=16)})
+    assert table_path(table_key(family, longer, stage)) != Path(table.stats.path)
 
 
 # --------------------------------------------------------------------------- impossible budgets
