@@ -36,7 +36,9 @@ class SearchStage(StrictModel):
     ``latency_margin``, size, memory) are dropped before any training. The ``top_k`` feasible
     architectures with the most capacity (``rank_by``) are distilled, pruned/factorized and
     quantized as asked, exported for real and timed again; the most accurate one within the budget
-    is re-profiled to confirm it and becomes the student.
+    is re-profiled to confirm it and becomes the student. A causal LM's search varies decoder sizes by
+    transformers' config names, is timed per generated token and chooses by validation loss
+    (:mod:`edgekd.search.causal_lm`).
     """
 
     stage: Literal["search"] = "search"
