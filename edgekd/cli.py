@@ -26,6 +26,7 @@ from edgekd.console import SafeRichHandler, err, out, print_json, shown
 from edgekd.distributed import exit_launched, launched_rank, launched_size
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.profile.stability import stability_warning
+from edgekd.report.lm_search import TRAINED_COLUMNS, is_lm_search, trained_rows
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -585,6 +586,9 @@ def _print_search(result) -> None:
               + (f"{table.profiled} timed now in {table.seconds:.1f} s, " if table.profiled else "")
               + f"{table.reused} from the cache ({shown(table.path)})", soft_wrap=True)
     search = _search_metrics(result)
+    if is_lm_search(search):
+        _print_lm_search(search, table.entries)
+        return
     trained = Table(title=f"trained candidates ({search['table']['feasible']} of {table.entries} fit the budget "
                           f"p90 {search['budget']['p90_ms']:g} ms on {shown(search['device'])})")
     metric = search.get("metric", "accuracy")
@@ -597,6 +601,20 @@ def _print_search(result) -> None:
     chosen = search["chosen"]
     out.print(f"chosen: [bold]{shown(chosen['label'])}[/] — p90 {chosen['confirmed']['p90_ms']:.3f} ms on "
               f"re-profile" + (" (estimate)" if search["estimate"] else ""), soft_wrap=True)
+
+
+def _print_lm_search(search: dict[str, Any], entries: int) -> None:
+    """A causal-LM search's trained candidates (per-token figures, validation loss) and its choice."""
+    trained = Table(title=f"trained candidates ({search['table']['feasible']} of {entries} fit the budget "
+                          f"{search['per_token_limit_ms']:g} ms per token on {shown(search['device'])}; chosen by "
+                          f"{search['metric']['description']})")
+    for column in TRAINED_COLUMNS:
+        trained.add_column(column, justify="left" if column == TRAINED_COLUMNS[0] else "right")
+    for row in trained_rows(search):
+        trained.add_row(shown(row[0]), *row[1:])
+    out.print(trained)
+    out.print(f"chosen: [bold]{shown(search['chosen']['label'])}[/] — {search['chosen']['confirmed']['p90_ms']:.3f} "
+              "ms per token p90 on re-measurement" + (" (estimate)" if search["estimate"] else ""), soft_wrap=True)
 
 
 def _run_json(result) -> dict[str, Any]:

@@ -10,10 +10,11 @@ file, a ``save_to_disk`` directory, an ``.npz`` set; :mod:`edgekd.data.label_kin
 is known only when the run loads it. For a multi-label or regression task these are
 refused before anything trains, each with its key path:
 
-- ``dataset_distill`` (it learns images per class), and for a causal LM ``search``.
+- ``dataset_distill`` (it learns images per class).
   ``prune``/``factorize``/``hybrid`` judge each step by the task's own metric (:mod:`edgekd.prune.measure`;
   a causal LM's by validation loss, :mod:`edgekd.prune.causal_lm`), ``search`` chooses by it
-  (:mod:`edgekd.search.select`), and ``quantize`` gates on it and a task-fit agreement
+  (:mod:`edgekd.search.select`; a causal LM's by validation loss within a per-token budget,
+  :mod:`edgekd.search.causal_lm`), and ``quantize`` gates on it and a task-fit agreement
   (:mod:`edgekd.quantize.quality`): they run for every task; a causal LM's quantize is dynamic INT8 of its
   KV-cache decoder (``modes`` ``auto`` or ``dynamic``);
 - ``teacher.ensemble`` (members averaged as class probabilities), a distill stage's ``augment`` (its
@@ -41,13 +42,8 @@ if TYPE_CHECKING:
 CLASS_ONLY_STAGES = {
     "dataset_distill": "it learns images per class",
 }
-#: Stages every classifier task runs but a causal LM does not, with why.
-CLASSIFIER_STAGES = {
-    "search": "it chooses students by a classifier's validation metric",
-}
-
 #: The compression stages a causal LM runs (judged by validation loss and per-token generation time).
-LM_COMPRESS_STAGES = ("prune", "factorize", "hybrid")
+LM_COMPRESS_STAGES = ("prune", "factorize", "hybrid", "search")
 
 #: The quantize modes of a causal LM (its KV-cache decoder is quantized dynamically: no calibration caches).
 LM_QUANTIZE_MODES = ("auto", "dynamic")
@@ -71,9 +67,6 @@ def check_task(state: PlanState) -> None:
         if stage.stage in CLASS_ONLY_STAGES:
             raise state.fail(f"stages[{index}].stage", f"'{stage.stage}' is for single-label classifiers "
                              f"({CLASS_ONLY_STAGES[stage.stage]}), but {told}")
-        if task == "causal_lm" and stage.stage in CLASSIFIER_STAGES:
-            raise state.fail(f"stages[{index}].stage", f"'{stage.stage}' is for classifiers "
-                             f"({CLASSIFIER_STAGES[stage.stage]}), but {told}")
         if getattr(stage, "augment", None) is not None:
             raise state.fail(f"stages[{index}].augment", f"augmented sentences are unlabelled, which only "
                              f"single-label training can skip, but {told}; leave it unset")

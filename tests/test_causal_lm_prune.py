@@ -184,7 +184,11 @@ TOKEN_KL = {"stage": "distill", "losses": [{"kind": "token_kl"}]}
     ([{"stage": "teacher"}, {"stage": "factorize", "role": "teacher", "recovery": {"losses": [
         {"kind": "sequence_kd", "prompt_tokens": 30, "new_tokens": 10}]}}],
      ("stages[1].recovery.losses[0]", "the teacher's context of 32")),
-    ([{"stage": "teacher"}, {"stage": "search"}], ("stages[1].stage", "'search' is for classifiers")),
+    ([{"stage": "teacher"}, {"stage": "search"}],  # its default distillation is a classifier's
+     ("stages[1].distill.losses[0].kind", "'hinton' does not apply to a causal language model")),
+    ([{"stage": "teacher"}, {"stage": "search", "distill": {"losses": [{"kind": "token_kl"}]},
+                             "space": {"num_hidden_layers": [1], "n_embd": [16]}}],
+     ("stages[1].space.n_embd", "did you mean 'hidden_size'?")),
 ])
 def test_compressions_a_causal_lm_cannot_run_are_one_line(tmp_path: Path, stages: list, fragments: tuple) -> None:
     code, output = _validate(_recipe(tmp_path, stages=stages))

@@ -59,7 +59,7 @@ def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageCo
         memory[role] = generation_memory_mb(path, len(prompt), shape.new_tokens, threads)
     runs = interleaved_generations(generators, prompt, shape.new_tokens, warmup=max(config.warmup, 1),
                                    runs=config.runs)
-    factor, estimate = _device_factor(ctx.device)
+    factor, estimate = device_factor(ctx.device)
     metrics: dict[str, Any] = {"generation": shape.model_dump(), "runs": config.runs, "threads": threads,
                                "cpu": detect_cpu().to_json()}
     for role in profiled:
@@ -89,7 +89,7 @@ def _check_fits(path: Path, role: str, positions: int) -> None:
                           f"context of {context} tokens; shorten generation.prompt_tokens or new_tokens")
 
 
-def _device_factor(device: DeviceProfile) -> tuple[float, bool]:
+def device_factor(device: DeviceProfile) -> tuple[float, bool]:
     """The host→device time factor (1 on a measured device) and whether times are estimates."""
     if device.reference is None:
         return 1.0, False

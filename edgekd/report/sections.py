@@ -28,6 +28,7 @@ from edgekd.report.document import (
     fmt,
     si,
 )
+from edgekd.report.lm_search import is_lm_search, lm_search_section
 
 #: Rows of the models table: report key, label, format.
 MODEL_ROWS = (
@@ -155,6 +156,8 @@ def _search(report: dict[str, Any]) -> Section | None:
     search = report.get("search")
     if not search:
         return None
+    if is_lm_search(search):
+        return lm_search_section(search)
     table, budget, margin = search["table"], search["budget"], search["latency_margin"]
     reused = (f"{table['profiled']} timed in this run ({table['seconds']:.1f} s)" if table["profiled"]
               else "none timed in this run") + f", {table['reused']} read from the cache ({table['path']})"

@@ -9,4 +9,6 @@
 - :mod:`edgekd.search.select`: real exports measured, the most accurate within budget confirmed
 - :mod:`edgekd.search.stage`: the ``search`` stage
 - :mod:`edgekd.search.compress`: ``edgekd compress``: any recipe as a search, checked before training
+- :mod:`edgekd.search.causal_lm`: the same for a causal LM (``data.source: corpus``), in ms per token, chosen by
+  validation loss; its grid :mod:`edgekd.search.lm_space` and per-token table :mod:`edgekd.search.lm_table`
 """

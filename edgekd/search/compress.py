@@ -19,10 +19,13 @@ from typing import Any
 from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
+from edgekd.data.config import is_corpus
 from edgekd.distill.stage import teacher_task_data
 from edgekd.models.architectures import SEARCHABLE
 from edgekd.pipeline import RunResult
+from edgekd.quantize.config import QuantizeSettings
 from edgekd.search.build import Family
+from edgekd.search.causal_lm import lm_preflight
 from edgekd.search.config import SearchStage
 from edgekd.search.plan import plan_search
 from edgekd.search.table import TableStats
@@ -56,11 +59,12 @@ def search_recipe(recipe: Recipe) -> Recipe:
         elif stage.stage == "export":
             search["target"] = stage.target
         elif stage.stage == "quantize":
-            search["quantize"] = stage.model_dump(mode="json", exclude={"stage", "roles"})
+            search["quantize"] = stage.model_dump(mode="json", include=set(QuantizeSettings.model_fields))
     stages = [kept.get("teacher") or {"stage": "teacher"}, search, kept.get("profile") or {"stage": "profile"},
               *([kept["bundle"]] if "bundle" in kept else []), {"stage": "report"}]
     student = recipe.student.model
-    if student.arch not in SEARCHABLE or getattr(student, "pretrained", None) is not None:
+    if not is_corpus(recipe.data) and (student.arch not in SEARCHABLE
+                                     or getattr(student, "pretrained", None) is not None):
         student = recipe.teacher.model
     derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}),
                "name": f"{recipe.name}-search", "student": {"model": student.model_dump(mode="json")},
@@ -74,6 +78,8 @@ def with_budget(device: DeviceProfile, p90_ms: float | None) -> DeviceProfile:
         return device
     data = device.model_dump(mode="json")
     data["budget"]["p90_ms"] = p90_ms
+    if data["budget"].get("ms_per_token") is not None:  # a causal LM's latency limit is per token
+        data["budget"]["ms_per_token"] = p90_ms
     return validate_model(data, DeviceProfile, source="--budget-ms")
 
 
@@ -91,6 +97,8 @@ def preflight(recipe: Recipe, device: DeviceProfile) -> TableStats | None:
     stage = search_stage(recipe)
     if stage is None:
         return None
+    if is_corpus(recipe.data):
+        return lm_preflight(stage, recipe, device)
     data = teacher_task_data(recipe, recipe.seed)
     family = Family(recipe.student.model.arch, data.signature, data.class_names)
     return plan_search(stage, recipe.student.model, family, device).table.stats

@@ -7,10 +7,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictInt
 
 from edgekd.config.base import Fraction, PositiveInt, StrictModel
+from edgekd.data.config import is_corpus
 from edgekd.distill.config import DistillSettings
 from edgekd.export.config import check_export_target, export_target_input
 from edgekd.prune.config import RecoveryConfig
 from edgekd.quantize.config import QuantizeSettings
+from edgekd.search.lm_space import check_lm_search
 from edgekd.search.space import check_space
 from edgekd.stage_kind import PlanState, StageKind, check_losses_fit, measuring_host
 
@@ -34,7 +36,9 @@ class SearchStage(StrictModel):
     ``latency_margin``, size, memory) are dropped before any training. The ``top_k`` feasible
     architectures with the most capacity (``rank_by``) are distilled, pruned/factorized and
     quantized as asked, exported for real and timed again; the most accurate one within the budget
-    is re-profiled to confirm it and becomes the student.
+    is re-profiled to confirm it and becomes the student. A causal LM's search varies decoder sizes by
+    transformers' config names, is timed per generated token and chooses by validation loss
+    (:mod:`edgekd.search.causal_lm`).
     """
 
     stage: Literal["search"] = "search"
@@ -69,7 +73,10 @@ def _check_search(config: SearchStage, state: PlanState, where: str) -> None:
     if "student" in state.trained:
         raise state.fail(f"{where}.stage", "'student' is already trained by an earlier stage")
     check_export_target(config, state, where)
-    check_space(config, state.recipe.student.model, f"{state.source}: {where}")
+    if is_corpus(state.recipe.data):
+        check_lm_search(config, state, where)
+    else:
+        check_space(config, state.recipe.student.model, f"{state.source}: {where}")
     check_losses_fit(config.distill.losses, "student", "teacher", state, f"{where}.distill.losses")
 
 

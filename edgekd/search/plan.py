@@ -85,12 +85,17 @@ def plan_search(stage: SearchStage, student: Any, family: Family, device: Device
     feasible = [row for row in rows if row.feasible]
     if not feasible:
         raise BudgetError(no_fit_message(rows, device, stage, family))
+    return SearchPlan(table=table, rows=rows, ranked=rank_feasible(feasible, stage.rank_by))
+
+
+def rank_feasible(feasible: list[Row], rank_by: str) -> tuple[Choice, ...]:
+    """The feasible rows grouped by structure, the most capacity (``rank_by``) first, then the lower table p90."""
     by_structure: dict[str, list[Row]] = {}
     for row in feasible:
         by_structure.setdefault(row.candidate.structure.key, []).append(row)
     choices = [Choice(structure=group[0].candidate.structure, precisions=tuple(r.candidate.precision for r in group),
-                      capacity=getattr(group[0].entry, stage.rank_by),
+                      capacity=getattr(group[0].entry, rank_by),
                       entries={r.candidate.precision: r.entry for r in group})
                for group in by_structure.values()]
     choices.sort(key=lambda c: (-c.capacity, min(e.p90_ms for e in c.entries.values())))
-    return SearchPlan(table=table, rows=rows, ranked=tuple(choices))
+    return tuple(choices)

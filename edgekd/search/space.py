@@ -52,8 +52,10 @@ class Structure:
 
     @property
     def label(self) -> str:
-        """``bert layers=2 hidden=256 heads=8 ffn=null prune=0.5 lowrank=0.3``: the arch and what the search set."""
-        parts = [self.spec["arch"], *(f"{name}={_compact(value)}" for name, value in self.varied)]
+        """``bert layers=2 hidden=256 heads=8 ffn=null prune=0.5 lowrank=0.3``: the arch (an hf config's model_type)
+        and what the search set."""
+        family = (self.spec.get("config") or {}).get("model_type") or self.spec["arch"]  # hf: gpt2, llama...
+        parts = [family, *(f"{name}={_compact(value)}" for name, value in self.varied)]
         parts += [f"prune={self.prune:g}"] if self.prune else []
         parts += [f"lowrank={self.factorize:g}"] if self.factorize is not None else []
         return " ".join(parts)

@@ -21,10 +21,12 @@ from typing import Any
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.config.device import DeviceProfile
+from edgekd.data.config import is_corpus
 from edgekd.errors import BudgetError
 from edgekd.export.config import load_export_target
 from edgekd.models.task_model import WEIGHTS
 from edgekd.search.build import Family
+from edgekd.search.causal_lm import run_lm_search
 from edgekd.search.config import SearchStage
 from edgekd.search.messages import missed_message
 from edgekd.search.plan import SearchPlan, plan_search
@@ -39,6 +41,8 @@ EXPORT_FIGURES = ("size_mb", "parity_max_abs_diff", "opset")
 
 def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Search the grid for the most accurate student within the device's budget (see the module docstring)."""
+    if is_corpus(ctx.recipe.data):
+        return run_lm_search(config, artifact, ctx)
     started = time.perf_counter()
     teacher = artifact.get("teacher")
     student_spec = ctx.recipe.student.model

@@ -22,6 +22,7 @@ import logging
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -119,7 +120,13 @@ def table_path(key: dict[str, Any]) -> Path:
 
 def latency_table(grid: list[Candidate], family: Family, device: DeviceProfile, stage: SearchStage) -> LatencyTable:
     """The table of ``grid``: cached entries, the missing ones measured now (and cached)."""
-    key = table_key(family, device, stage)
+    return cached_table(grid, table_key(family, device, stage), device,
+                        lambda missing: _measure(missing, family, device, stage))
+
+
+def cached_table(grid: list[Candidate], key: dict[str, Any], device: DeviceProfile,
+                 measure: Callable[[list[Candidate]], dict[str, Entry]]) -> LatencyTable:
+    """The table of ``grid`` cached under ``key``: cached entries, the missing ones ``measure`` d now (and cached)."""
     path = table_path(key)
     entries = _read(path, key)
     missing = [c for c in grid if c.key not in entries]
@@ -127,7 +134,7 @@ def latency_table(grid: list[Candidate], family: Family, device: DeviceProfile, 
     if missing:
         log.info("latency table: timing %d of %d candidates on %s (%d cached in %s)", len(missing), len(grid),
                  device.name, len(grid) - len(missing), path)
-        measured = _measure(missing, family, device, stage)
+        measured = measure(missing)
         entries = _write(path, key, measured)
     stats = TableStats(path=str(path), entries=len(grid), profiled=len(missing), reused=len(grid) - len(missing),
                        seconds=round(time.perf_counter() - started, 3) if missing else 0.0)
