@@ -17,11 +17,14 @@ resumes every finished stage:
    Every student is exported with its KV cache (the export stage's parity check included). ``--jobs``
    students train at once, each an ``edgekd run`` process with ``--threads`` torch threads (its log in
    ``--work``/logs).
-3. Speed, once every training has finished: the first seed's ``combined`` run gains a profile stage
+3. The draft size: the recipe's student with ``--draft-config`` fields replaced (default: one layer, the
+   drafts of speculative decoding are usually much smaller than the student a user ships), trained
+   ``corpus`` and ``combined`` per seed as above (runs ``generative-kd-draft-…``).
+4. Speed, once every training has finished: the first seed's ``combined`` run of each size gains a profile stage
    (its other stages are reused) that times generation on ``host-cpu``: teacher and student
    interleaved, time to first token, per-token p50/p90, tokens per second, peak memory, and the
    student's per-token speed-up over the teacher as the median of the rounds' ratios.
-4. Speculative decoding, alone on the machine as well: every student's ONNX model as the draft for the
+5. Speculative decoding, alone on the machine as well: every student's ONNX model as the draft for the
    teacher's, greedy, one thread, γ = 1…8, on prompts cut from the validation text
    (:func:`edgekd.profile.speculative_bench.measure_speculative`: acceptance rate, tokens per second
    against the teacher alone interleaved, greedy output identical).
@@ -30,6 +33,7 @@ Validation losses are nats per character on the whole validation split (the last
 
     .venv/bin/python benchmarks/generative_kd.py --out benchmarks/results/generative_kd-<cpu>.json
     [--quick] [--work DIR] [--corpus FILE] [--seeds 0 1 2] [--student-epochs N] [--jobs 2] [--threads 1]
+    [--draft-config '{"n_layer": 1}' | --draft-config null]
 
 ``--quick`` runs tiny models for one epoch on the first 20,000 characters, one seed and three draft
 lengths: a smoke run of the whole benchmark (the test runs it); its figures mean nothing.
@@ -57,13 +61,15 @@ RECIPE = REPO / "pipelines" / "shakespeare-char.yaml"
 CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 VARIANTS = ("corpus", "token", "sequence", "combined")
 DISTILLED = VARIANTS[1:]
+DRAFT_VARIANTS = ("corpus", "combined")
+DRAFT = {"n_layer": 1}
 TARGETS = {"teacher_val_loss": 1.60, "per_token_speedup": 4.0, "acceptance_gain_points": 10.0,
            "speculative_speedup": 1.5}
 FULL = {"prompts": 16, "prompt_tokens": 32, "new_tokens": 64, "gammas": list(range(1, 9))}
 QUICK = {"prompts": 2, "prompt_tokens": 8, "new_tokens": 12, "gammas": [1, 2, 4], "corpus_chars": 20_000,
          "teacher": {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2},
          "student": {"model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2},
-         "epochs": 1, "batch_size": 16,
+         "draft": {"n_embd": 8}, "epochs": 1, "batch_size": 16,
          "sequence_kd": {"prompts": 8, "prompt_tokens": 8, "new_tokens": 16}}
 
 log = logging.getLogger("generative_kd")
@@ -81,9 +87,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="students trained at once, one process each")
     parser.add_argument("--threads", default="auto", help="torch training threads per run (default: auto)")
     parser.add_argument("--quick", action="store_true", help="tiny models, one epoch: a smoke run")
+    parser.add_argument("--draft-config", help="JSON: student config fields of the draft size, null for none "
+                        f"(default: {json.dumps(DRAFT)}; --quick: {json.dumps(QUICK['draft'])})")
     args = parser.parse_args(argv)
     if not args.corpus.is_file():
         parser.error(f"--corpus {args.corpus}: file not found")
+    try:
+        args.draft_config = (json.loads(args.draft_config) if args.draft_config is not None
+                             else QUICK["draft"] if args.quick else DRAFT)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--draft-config: not JSON ({exc})")
+    if args.draft_config is not None and not isinstance(args.draft_config, dict):
+        parser.error(f"--draft-config: expected a JSON object of config fields or null, got {args.draft_config!r}")
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     args.threads = args.threads if args.threads == "auto" else int(args.threads)
     return args
@@ -133,12 +148,19 @@ def teacher_recipe(base: dict[str, Any]) -> dict[str, Any]:
 
 
 def student_recipe(base: dict[str, Any], variant: str, seed: int, teacher_weights: Path, cache: Path,
-                   profile: bool) -> dict[str, Any]:
-    """One student run: the trained teacher loaded, the variant's distill stage, export (and profile)."""
+                   profile: bool, draft: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One student run: the trained teacher loaded, the variant's distill stage, export (and profile).
+
+    ``draft``: config fields replacing the recipe student's (a draft-size run, named ``generative-kd-draft-…``).
+    """
     distill = _stage(base, "distill") | {"losses": variant_losses(base, variant), "teacher_cache_dir": str(cache)}
     stages = [_stage(base, "teacher"), distill, {"stage": "export"}] + ([{"stage": "profile"}] if profile else [])
     teacher = base["teacher"] | {"weights": str(teacher_weights)}
-    return base | {"name": f"generative-kd-{variant}-s{seed}", "seed": seed, "teacher": teacher, "stages": stages}
+    student, name = base["student"], f"generative-kd-{variant}-s{seed}"
+    if draft is not None:
+        model = student["model"] | {"config": student["model"]["config"] | draft}
+        student, name = student | {"model": model}, f"generative-kd-draft-{variant}-s{seed}"
+    return base | {"name": name, "seed": seed, "teacher": teacher, "student": student, "stages": stages}
 
 
 def run_recipe(recipe: dict[str, Any], work: Path, threads: int | str) -> Path:
@@ -211,9 +233,10 @@ def at_gamma(record: dict[str, Any], gamma: int) -> dict[str, Any]:
     return next(entry for entry in record["gammas"] if entry["gamma"] == gamma)
 
 
-def summarize(teacher: dict[str, Any], students: dict[str, dict[int, dict[str, Any]]], timing: dict[str, Any],
-              speculative: dict[str, dict[int, dict[str, Any]]], gammas: list[int]) -> dict[str, Any]:
-    """Means over seeds, each variant against the corpus baseline, and the issue's targets."""
+def summarize_size(students: dict[str, dict[int, dict[str, Any]]], timing: dict[str, Any],
+                   speculative: dict[str, dict[int, dict[str, Any]]], gammas: list[int]) -> dict[str, Any]:
+    """One student size: means over seeds, each distilled variant against the corpus baseline, the per-token
+    speed-up, the acceptance gain at γ = 4 and the best speculative speed-up."""
     summary: dict[str, Any] = {"val_loss": {}, "acceptance_rate_at_gamma_4": {}, "best_speculative": {}}
     for variant, seeds in students.items():
         summary["val_loss"][variant] = mean_std([row["val_loss"] for row in seeds.values()])
@@ -226,30 +249,77 @@ def summarize(teacher: dict[str, Any], students: dict[str, dict[int, dict[str, A
         best = max(by_gamma, key=by_gamma.get)
         summary["best_speculative"][variant] = {"gamma": best, "mean_speedup": by_gamma[best],
                                                 "lossless": all(record["lossless"] for record in records)}
+    distilled = [variant for variant in students if variant != "corpus"]
     corpus_loss = summary["val_loss"]["corpus"]["mean"]
     summary["val_loss_vs_corpus"] = {variant: summary["val_loss"][variant]["mean"] - corpus_loss
-                                     for variant in DISTILLED}
-    best_loss = min(DISTILLED, key=lambda variant: summary["val_loss"][variant]["mean"])
+                                     for variant in distilled}
     acceptance = summary["acceptance_rate_at_gamma_4"]
-    best_draft = max(DISTILLED, key=lambda variant: summary["best_speculative"][variant]["mean_speedup"])
-    gain = (100 * (max(acceptance[v]["mean"] for v in DISTILLED) - acceptance["corpus"]["mean"])
-            if acceptance else None)
-    speedup = timing["per_token_speedup"]["ratio"]
-    summary["targets"] = {
+    summary["best_distilled"] = min(distilled, key=lambda variant: summary["val_loss"][variant]["mean"])
+    summary["acceptance_gain_points_at_gamma_4"] = (
+        100 * (max(acceptance[v]["mean"] for v in distilled) - acceptance["corpus"]["mean"]) if acceptance else None)
+    summary["best_draft"] = max(distilled, key=lambda variant: summary["best_speculative"][variant]["mean_speedup"])
+    summary["per_token_speedup"] = timing["per_token_speedup"]["ratio"]
+    return summary
+
+
+def targets(teacher: dict[str, Any], sizes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets; a student-size target is met when one size (``student``, ``draft``) meets it."""
+    def met_by(check) -> list[str]:
+        return [size for size, summary in sizes.items() if check(summary)]
+
+    def beats_corpus(summary: dict[str, Any]) -> bool:
+        return summary["val_loss_vs_corpus"][summary["best_distilled"]] < 0
+
+    def speculative(summary: dict[str, Any]) -> dict[str, Any]:
+        return summary["best_speculative"][summary["best_draft"]]
+
+    gain = TARGETS["acceptance_gain_points"]
+    return {
         "teacher_val_loss": {"value": teacher["val_loss"], "target": TARGETS["teacher_val_loss"],
                              "met": teacher["val_loss"] <= TARGETS["teacher_val_loss"]},
-        "student_per_token_speedup": {"value": speedup, "target": TARGETS["per_token_speedup"],
-                                      "met": speedup >= TARGETS["per_token_speedup"]},
-        "distillation_beats_corpus": {"variant": best_loss, "value": summary["val_loss_vs_corpus"][best_loss],
-                                      "met": summary["val_loss_vs_corpus"][best_loss] < 0},
-        "acceptance_gain_points_at_gamma_4": {"value": gain, "target": TARGETS["acceptance_gain_points"],
-                                              "met": gain is not None and gain >= TARGETS["acceptance_gain_points"]},
-        "speculative_speedup": {"variant": best_draft, **summary["best_speculative"][best_draft],
-                                "target": TARGETS["speculative_speedup"],
-                                "met": summary["best_speculative"][best_draft]["mean_speedup"]
-                                >= TARGETS["speculative_speedup"]},
+        "student_per_token_speedup": {
+            "value": {size: summary["per_token_speedup"] for size, summary in sizes.items()},
+            "target": TARGETS["per_token_speedup"],
+            "met_by": met_by(lambda s: s["per_token_speedup"] >= TARGETS["per_token_speedup"] and beats_corpus(s))},
+        "distillation_beats_corpus": {
+            "value": {size: {s["best_distilled"]: s["val_loss_vs_corpus"][s["best_distilled"]]}
+                      for size, s in sizes.items()},
+            "met_by": met_by(beats_corpus)},
+        "acceptance_gain_points_at_gamma_4": {
+            "value": {size: s["acceptance_gain_points_at_gamma_4"] for size, s in sizes.items()}, "target": gain,
+            "met_by": met_by(lambda s: (s["acceptance_gain_points_at_gamma_4"] or float("-inf")) >= gain)},
+        "speculative_speedup": {
+            "value": {size: {"variant": s["best_draft"], **speculative(s)} for size, s in sizes.items()},
+            "target": TARGETS["speculative_speedup"],
+            "met_by": met_by(lambda s: speculative(s)["lossless"]
+                             and speculative(s)["mean_speedup"] >= TARGETS["speculative_speedup"])},
     }
-    return summary
+
+
+def train_size(base: dict[str, Any], variants: tuple[str, ...], args: argparse.Namespace, weights: Path,
+               cache: Path, draft: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recipe jobs of one student size: every (variant, seed) run and the profiled run of the first seed."""
+    jobs = [(variant, seed) for seed in args.seeds for variant in variants]
+    return {"jobs": jobs,
+            "recipes": [student_recipe(base, variant, seed, weights, cache, False, draft) for variant, seed in jobs],
+            "profile": student_recipe(base, "combined", args.seeds[0], weights, cache, True, draft)}
+
+
+def measure_size(size: dict[str, Any], trained: list[Path], profile_run: Path, validation: list[int],
+                 settings: dict[str, Any], context: int) -> dict[str, Any]:
+    """One student size's rows, its per-token timing (the profile stage) and its drafts' speculative decoding."""
+    runs: dict[str, dict[int, Path]] = {}
+    for (variant, seed), run_dir in zip(size["jobs"], trained, strict=True):
+        runs.setdefault(variant, {})[seed] = run_dir
+    profile = stage_metrics(profile_run, "profile")
+    timing = {"device": "host-cpu", "generation": profile["generation"], "threads": profile["threads"],
+              "teacher": profile["teacher"], "student": profile["student"],
+              "per_token_speedup": profile["student"]["speedup"]["teacher"]}
+    return {"students": {variant: {seed: student_row(run_dir) for seed, run_dir in seeds.items()}
+                         for variant, seeds in runs.items()},
+            "timing": timing,
+            "speculative": speculative_rows(runs, model_file(profile_run, "export", "teacher.onnx"), validation,
+                                            settings, context)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,27 +339,25 @@ def main(argv: list[str] | None = None) -> int:
     teacher = stage_metrics(teacher_run, "teacher")["teacher"]
     weights = model_file(teacher_run, "teacher", "teacher/model.safetensors")
     cache = args.work / "teacher-continuations"
-    jobs = [(variant, seed) for seed in args.seeds for variant in ("token", "combined", "corpus", "sequence")]
-    recipes = [student_recipe(base, variant, seed, weights, cache, profile=False) for variant, seed in jobs]
+    sizes = {"student": train_size(base, ("token", "combined", "corpus", "sequence"), args, weights, cache)}
+    if args.draft_config is not None:
+        sizes["draft"] = train_size(base, DRAFT_VARIANTS, args, weights, cache, args.draft_config)
+    recipes = [recipe for size in sizes.values() for recipe in size["recipes"]]
     with ThreadPoolExecutor(args.jobs) as pool:  # each job is an edgekd process
-        trained = list(pool.map(run_recipe, recipes, [args.work] * len(jobs), [args.threads] * len(jobs)))
-    runs: dict[str, dict[int, Path]] = {variant: {} for variant in VARIANTS}
-    for (variant, seed), run_dir in zip(jobs, trained, strict=True):
-        runs[variant][seed] = run_dir
-    profile_run = run_recipe(student_recipe(base, "combined", args.seeds[0], weights, cache, profile=True),
-                             args.work, args.threads)
-    profile = stage_metrics(profile_run, "profile")
-    timing = {"device": "host-cpu", "generation": profile["generation"], "threads": profile["threads"],
-              "teacher": profile["teacher"], "student": profile["student"],
-              "per_token_speedup": profile["student"]["speedup"]["teacher"]}
+        trained = list(pool.map(run_recipe, recipes, [args.work] * len(recipes), [args.threads] * len(recipes)))
+    # timing and speculative decoding only once every training has finished: nothing else runs then
+    profiled = {name: run_recipe(size["profile"], args.work, args.threads) for name, size in sizes.items()}
     settings = QUICK if args.quick else FULL
-    recipe = load_recipe(args.work / "recipes" / f"generative-kd-combined-s{args.seeds[0]}.yaml")
-    tokenizer = load_tokenizer(model_file(profile_run, "distill", "student"))
+    recipe = load_recipe(args.work / "recipes" / f"{sizes['student']['profile']['name']}.yaml")
+    tokenizer = load_tokenizer(model_file(profiled["student"], "distill", "student"))
     validation = prepare_lm_data(recipe.data, None, tokenizer=tokenizer).validation.tolist()
-    speculative = speculative_rows(runs, model_file(profile_run, "export", "teacher.onnx"), validation, settings,
-                                   recipe.data.context)
-    students = {variant: {seed: student_row(run_dir) for seed, run_dir in seeds.items()}
-                for variant, seeds in runs.items()}
+    measured, offset = {}, 0
+    for name, size in sizes.items():
+        runs, offset = trained[offset:offset + len(size["jobs"])], offset + len(size["jobs"])
+        measured[name] = measure_size(size, runs, profiled[name], validation, settings, recipe.data.context)
+    summary = {name: summarize_size(result["students"], result["timing"], result["speculative"], settings["gammas"])
+               for name, result in measured.items()}
+    draft = measured.get("draft")
     write_json(args.out, {
         "benchmark": "generative_kd", "quick": args.quick, "cpu": detect_cpu().to_json(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -298,11 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         "models": {"teacher": base["teacher"]["model"], "student": base["student"]["model"]},
         "losses": {variant: variant_losses(base, variant) for variant in VARIANTS},
         "teacher": teacher,
-        "students": students,
-        "timing": timing,
+        **measured["student"],
+        "draft": None if draft is None else {"config": args.draft_config, **draft},
         "speculative_settings": {key: settings[key] for key in ("prompts", "prompt_tokens", "new_tokens", "gammas")},
-        "speculative": speculative,
-        "summary": summarize(teacher, students, timing, speculative, settings["gammas"]),
+        "summary": summary | {"targets": targets(teacher, summary)},
         "seconds": time.perf_counter() - started,
     })
     log.info("wrote %s", args.out)

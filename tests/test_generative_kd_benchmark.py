@@ -23,7 +23,7 @@ def _corpus(path: Path) -> Path:
     return path
 
 
-@pytest.mark.slow  # ~25 s: a teacher and four students, exported, profiled and used as drafts
+@pytest.mark.slow  # ~40 s: a teacher, four students and two smaller drafts, exported, profiled and used as drafts
 def test_quick_benchmark_trains_every_variant_and_measures_the_drafts(tmp_path: Path) -> None:
     out = tmp_path / "generative_kd.json"
     corpus = _corpus(tmp_path / "play.txt")
@@ -46,9 +46,21 @@ def test_quick_benchmark_trains_every_variant_and_measures_the_drafts(tmp_path: 
         assert all(0 <= entry["acceptance_rate"] <= 1 and entry["speedup"] > 0 for entry in record["gammas"])
     speedup = result["timing"]["per_token_speedup"]
     assert speedup["low"] <= speedup["ratio"] <= speedup["high"]
-    assert set(result["summary"]["targets"]) == {"teacher_val_loss", "student_per_token_speedup",
-                                                 "distillation_beats_corpus", "acceptance_gain_points_at_gamma_4",
-                                                 "speculative_speedup"}
+    # the draft size: the student's config with --draft-config's fields (quick: 8 wide), corpus and combined
+    draft = result["draft"]
+    assert draft["config"] == {"n_embd": 8} and set(draft["students"]) == {"corpus", "combined"}
+    assert draft["students"]["combined"]["0"]["params"] < result["students"]["combined"]["0"]["params"]
+    assert draft["speculative"]["combined"]["0"]["lossless"] is True
+    assert draft["timing"]["student"]["per_token_p50_ms"] > 0
+    summary = result["summary"]
+    assert set(summary) == {"student", "draft", "targets"}
+    for size, timing in {"student": result["timing"], "draft": draft["timing"]}.items():
+        assert summary[size]["per_token_speedup"] == timing["per_token_speedup"]["ratio"]
+    assert set(summary["targets"]) == {"teacher_val_loss", "student_per_token_speedup", "distillation_beats_corpus",
+                                       "acceptance_gain_points_at_gamma_4", "speculative_speedup"}
+    for name, target in summary["targets"].items():
+        met = target["met"] if name == "teacher_val_loss" else bool(target["met_by"])
+        assert isinstance(met, bool) and set(target.get("met_by", [])) <= {"student", "draft"}
     # a second run reuses every trained stage: nothing is retrained
     student = tmp_path / "work" / "runs" / "generative-kd-token-s0" / "02-distill" / "student" / "model.safetensors"
     stamp = student.stat().st_mtime_ns
