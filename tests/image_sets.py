@@ -43,8 +43,13 @@ def write_csv(path: Path, items: list[tuple[Path, str]]) -> Path:
     return path
 
 
-def write_hf_disk(path: Path, splits: dict[str, list[tuple[Path, str]]], *, class_label: bool = True) -> Path:
-    """A ``save_to_disk`` DatasetDict with an ``image`` column (Image feature) and a ``label`` column."""
+def write_hf_disk(path: Path, splits: dict[str, list[tuple[Path, str]]], *, class_label: bool = True,
+                  embed: bool = True) -> Path:
+    """A ``save_to_disk`` DatasetDict with an ``image`` column (Image feature) and a ``label`` column.
+
+    ``embed=False`` leaves each row only its image's absolute path, as directories written by older
+    ``datasets`` releases (before ``save_to_disk`` embedded local files) do.
+    """
     import datasets
 
     names = sorted({label for items in splits.values() for _, label in items})
@@ -57,4 +62,21 @@ def write_hf_disk(path: Path, splits: dict[str, list[tuple[Path, str]]], *, clas
          "label": [names.index(label) if class_label else label for _, label in items]}, features=features)
         for split, items in splits.items()}
     datasets.DatasetDict(built).save_to_disk(str(path))  # embeds the images' bytes: the directory stands alone
+    if not embed:
+        for split, items in splits.items():
+            _keep_paths_only(path / split, [image.resolve() for image, _ in items])
     return path
+
+
+def _keep_paths_only(split_dir: Path, images: list[Path]) -> None:
+    """Rewrite a saved split's Arrow shard so its ``image`` column holds paths and no bytes."""
+    import pyarrow as pa
+
+    (shard,) = split_dir.glob("data-*.arrow")
+    table = pa.ipc.open_stream(pa.BufferReader(shard.read_bytes())).read_all()  # in memory: the file is rewritten
+    column = table.schema.get_field_index("image")
+    paths = pa.StructArray.from_arrays([pa.nulls(len(images), pa.binary()), pa.array(map(str, images))],
+                                       names=["bytes", "path"])
+    table = table.set_column(column, table.schema.field(column), paths)
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)

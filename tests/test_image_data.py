@@ -81,7 +81,8 @@ def test_cnn_recipe_on_an_image_folder_learns_exports_and_bundles_its_preprocess
     np.testing.assert_allclose(manifest_input(pre, first_test)[0], data.test.images[0].numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("source", ["imagefolder", "image_csv", "hf_disk_classlabel", "hf_disk_strings"])
+@pytest.mark.parametrize("source", ["imagefolder", "image_csv", "hf_disk_classlabel", "hf_disk_strings",
+                                    "hf_disk_paths"])
 def test_every_image_source_gives_the_same_tensors_for_the_same_images(source: str, colour_sets: Path,
                                                                       tmp_path: Path) -> None:
     items = {split: folder_items(colour_sets / split) for split in ("train", "test")}
@@ -93,7 +94,8 @@ def test_every_image_source_gives_the_same_tensors_for_the_same_images(source: s
         config = ImageCsvData(source="image_csv", train=write_csv(colour_sets / "train.csv", items["train"]),
                               test=write_csv(colour_sets / "test.csv", items["test"]))
     else:
-        path = write_hf_disk(tmp_path / "ds", items, class_label=source == "hf_disk_classlabel")
+        path = write_hf_disk(tmp_path / "ds", items, class_label=source != "hf_disk_strings",
+                             embed=source != "hf_disk_paths")
         config = HFDiskData(source="hf_disk", path=path, image_column="image", test_split="test",
                             val_examples=held)
     got = prepare_task_data(config, 3)
@@ -227,6 +229,20 @@ def test_the_data_digest_follows_image_content_not_timestamps(mutation: str, tmp
     touched.write_bytes(touched.read_bytes())  # same bytes, new modification time
     assert image_data_digest(config) == before
     MUTATIONS[mutation](tmp_path)
+    assert image_data_digest(config) != before
+
+
+def test_an_hf_disk_directory_naming_images_by_path_digests_those_images(tmp_path: Path) -> None:
+    write_folder(tmp_path / "images", 3)
+    items = folder_items(tmp_path / "images")
+    config = HFDiskData(source="hf_disk", path=write_hf_disk(tmp_path / "ds", {"train": items, "test": items},
+                                                             embed=False),
+                        image_column="image", test_split="test")
+    before = image_data_digest(config)
+    outside = items[0][0]
+    outside.write_bytes(outside.read_bytes())  # same bytes, new modification time
+    assert image_data_digest(config) == before
+    Image.new("RGB", (12, 12), (1, 2, 3)).save(outside)  # the dataset directory is untouched
     assert image_data_digest(config) != before
 
 

@@ -5,7 +5,9 @@ example re-runs the stages that read the data; an unchanged copy elsewhere, or a
   file's bytes, or every file of a ``save_to_disk`` directory;
 - ``imagefolder``: every file below each split's folder (relative path = class and name, and its bytes);
 - ``image_csv``: the CSV's bytes and the bytes of every image it names, by the path as written;
-- ``hf_disk``: every file of the ``save_to_disk`` directory (Arrow data and metadata);
+- ``hf_disk``: every file of the ``save_to_disk`` directory (Arrow data and metadata) and, for an image
+  column, the bytes of every image file a row names by path instead of storing it (``Image`` features
+  built from files keep only the path unless embedded);
 - an ``image_processor`` directory: its files' names, sizes and modification times (as for checkpoints).
 
 scikit-learn's bundled sets, hub datasets and data given in Python (fingerprinted by its own digest)
@@ -54,6 +56,7 @@ def image_data_digest(config: ImageFolderData | ImageCsvData | HFDiskData) -> st
         hasher.update(f"[processor]\0{source_digest(config.image_processor)}\n".encode())
     if isinstance(config, HFDiskData):
         _tree(hasher, "path", config.path)
+        _external_images(hasher, config)
     elif isinstance(config, ImageFolderData):
         for name in ("train", "val", "test"):
             place = getattr(config, name)
@@ -75,6 +78,33 @@ def _tree(hasher: Any, name: str, root: Path) -> None:
         return
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         hasher.update(f"{path.relative_to(root).as_posix()}\0{_file(path)}\n".encode())
+
+
+def _external_images(hasher: Any, config: HFDiskData) -> None:
+    """The image files the train and test splits' rows name by path without storing their bytes.
+
+    Reads only the column's Arrow storage (nothing is decoded); a directory ``datasets`` cannot open adds
+    nothing here (loading it reports the error).
+    """
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(config.path))
+    except (FileNotFoundError, ValueError):
+        return
+    for split in (config.train_split, config.test_split):
+        if not isinstance(loaded, datasets.DatasetDict) or split not in loaded:
+            continue
+        table = loaded[split].data
+        if config.image_column not in table.column_names:
+            continue
+        column = table.column(config.image_column).combine_chunks()
+        if not hasattr(column.type, "get_field_index"):  # not the Image feature's {bytes, path} struct
+            continue
+        stored, paths = column.field("bytes").to_pylist(), column.field("path").to_pylist()
+        for row, (data, given) in enumerate(zip(stored, paths, strict=True)):
+            if data is None and given:
+                hasher.update(f"[{split}:{row}]\0{given}\0{_file(Path(given))}\n".encode())
 
 
 def _csv(hasher: Any, name: str, table: Path, path_column: str) -> None:
