@@ -32,7 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.distill.losses.base import masked_mean, real_tokens
-from edgekd.distill.sequence_kd import TokenBatch, check_prompts, generated_tokens, pad_id, stop_ids
+from edgekd.distill.sequence_kd import (
+    TokenBatch,
+    check_prompts,
+    generated_tokens,
+    pad_id,
+    parameter_device,
+    stop_ids,
+)
 from edgekd.errors import ConfigError
 from edgekd.models.call import eval_mode, forward_parameters
 from edgekd.models.causal_lm import windows
@@ -91,20 +98,21 @@ def sample_continuations(student: nn.Module, prompts: Tensor, new_tokens: int, *
     Each token is drawn from the softmax of the last logits divided by ``temperature``, with
     ``generator`` (so a seeded generator gives the same samples). After a row draws an end-of-text
     token (:func:`~edgekd.distill.sequence_kd.stop_ids`) the rest of it is padding. No gradients; the
-    student runs in eval mode (its own mode is restored after).
+    student runs in eval mode (its own mode is restored after). Tokens are drawn on the CPU (where
+    ``generator`` lives), so a seed gives the same samples on any device; the sequences are returned on the CPU.
     """
     check_prompts(student, prompts, new_tokens, where)
     check_temperature(temperature, f"{where}.sample_temperature")
-    pad = pad_id(student)
+    pad, device = pad_id(student), parameter_device(student)
     stops = torch.tensor(stop_ids(student), dtype=torch.long)
-    sequence = prompts.long()
+    sequence = prompts.long().cpu()
     finished = torch.zeros(sequence.shape[0], dtype=torch.bool)
     step_input, past = sequence, None
     keyword = cache_keyword(student)
     with eval_mode(student):
         for _ in range(new_tokens):
-            out = student(input_ids=step_input, use_cache=True, **{keyword: past})
-            probabilities = F.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+            out = student(input_ids=step_input.to(device), use_cache=True, **{keyword: past})
+            probabilities = F.softmax(out.logits[:, -1].float().cpu() / temperature, dim=-1)
             token = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
             token = torch.where(finished, pad, token)
             finished |= torch.isin(token, stops)

@@ -125,13 +125,19 @@ def teacher_continuations(teacher: nn.Module, prompts: Tensor, new_tokens: int, 
     total = prompts.shape[1] + new_tokens
     pad = pad_id(teacher)
     stops = list(stop_ids(teacher)) or None
-    pieces = []
+    pieces, device = [], parameter_device(teacher)
     with eval_mode(teacher):
         for chunk in prompts.long().split(batch):
+            chunk = chunk.to(device)
             out = teacher.generate(input_ids=chunk, attention_mask=torch.ones_like(chunk), max_new_tokens=new_tokens,
                                    do_sample=False, num_beams=num_beams, pad_token_id=pad, eos_token_id=stops)
-            pieces.append(F.pad(out, (0, total - out.shape[1]), value=pad))
+            pieces.append(F.pad(out.cpu(), (0, total - out.shape[1]), value=pad))
     return torch.cat(pieces)
+
+
+def parameter_device(model: nn.Module) -> torch.device:
+    """The device ``model``'s parameters are on (where its inputs must be; the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def continuation_cache_key(state_dict: Mapping[str, Tensor], settings: Mapping[str, Any]) -> str:
@@ -271,10 +277,10 @@ def continuation_loss(model: nn.Module, sequences: Tensor, prompt_tokens: int, s
     if sequences.shape[1] - 1 > context_length(model):
         raise ConfigError(f"sequence-level KD: {sequences.shape[1]}-token sequences do not fit the model's context of "
                           f"{context_length(model)} tokens")
-    total, count = 0.0, 0
+    total, count, device = 0.0, 0, parameter_device(model)
     with eval_mode(model):
         for rows in sequences.split(batch):
-            window = whole_sequences(rows, prompt_tokens, stops)
+            window = whole_sequences(rows.to(device), prompt_tokens, stops)
             kept = int(window.mask.sum())
             logits = model(input_ids=window.inputs).logits
             total += float(masked_cross_entropy(logits, window.targets, window.mask)) * kept
