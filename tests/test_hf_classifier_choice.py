@@ -38,6 +38,22 @@ def test_a_family_that_cannot_take_the_data_is_refused_when_built() -> None:
         build_task_model(spec, InputSignature("image", image_shape=(1, 8, 8)), tuple("abc"))
 
 
+@pytest.mark.parametrize(("config", "message"), [
+    # T5's classifier starts its decoder from decoder_start_token_id, which this config lacks (AttributeError)
+    ({"model_type": "t5", "vocab_size": 40, "d_model": 16, "d_kv": 4, "d_ff": 24, "num_layers": 1, "num_heads": 4},
+     "no attribute 'decoder_start_token_id'"),
+    # BART's classifier pools the last end-of-sequence token; ids without one are a ValueError
+    ({"model_type": "bart", "vocab_size": 40, "d_model": 16, "encoder_layers": 1, "decoder_layers": 1,
+      "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 24, "decoder_ffn_dim": 24,
+      "eos_token_id": 39}, "at least one <eos> token"),
+])
+def test_a_text_family_whose_forward_fails_on_the_token_ids_is_refused_when_built(config: dict, message: str) -> None:
+    spec = HFSpec(arch="hf", config=config)
+    with pytest.raises(ModelError, match=rf"model 'hf' \({config['model_type']}\) does not run on the data's inputs "
+                                         rf"\(token ids\): .*{message}"):
+        build_task_model(spec, InputSignature("text", max_length=8, vocab_size=40), tuple("ab"))
+
+
 @pytest.mark.parametrize(("model_type", "modality", "architectures", "expected"), [
     ("bert", "text", None, "BertForSequenceClassification"),
     ("bert", "text", ["PrunedBertForSequenceClassification"], "BertForSequenceClassification"),  # a re-saved reload
