@@ -84,3 +84,18 @@ def test_export_leaves_the_model_unchanged(tmp_path):
         before = model(input_ids=ids).logits
         export_causal_lm(model, tmp_path / "model.onnx")
         torch.testing.assert_close(model(input_ids=ids).logits, before)
+
+
+def test_a_graph_torch_cannot_export_is_one_line_and_prints_nothing(tmp_path, capfd):
+    """Mixtral's expert routing (``aten::histc``) has no ONNX export; torch would print its whole IR graph."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from edgekd.errors import ExportError
+
+    config = AutoConfig.for_model("mixtral", vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+                                  num_local_experts=2, num_experts_per_tok=1)
+    with pytest.raises(ExportError, match=r"exporting MixtralForCausalLM with a KV cache failed: .*aten::histc"):
+        export_causal_lm(AutoModelForCausalLM.from_config(config), tmp_path / "model.onnx")
+    printed = capfd.readouterr()
+    assert "Torch IR graph" not in printed.out + printed.err and not (tmp_path / "model.onnx").exists()

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from edgekd.atomic import atomic_path
 from edgekd.errors import ExportError
+from edgekd.export.torch_log import quiet_torch_exporter
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def causal_lm_onnx(model: nn.Module, opset: int = 17) -> bytes:
     axes |= {name: {0: "batch", 2: "past"} for name in past_names(layers)}
     axes |= {name: {0: "batch", 2: "total"} for name in present_names(layers)}
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_torch_exporter():
         warnings.simplefilter("ignore")
         try:
             # tracing leaves the traced model computing different logits afterwards: trace a copy

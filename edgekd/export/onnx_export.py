@@ -48,6 +48,7 @@ from edgekd.export.parity import (
     one_line,
     parity_batches,
 )
+from edgekd.export.torch_log import quiet_torch_exporter
 from edgekd.models.call import call_logits, eval_mode, used_inputs
 from edgekd.models.weights import non_finite
 
@@ -212,7 +213,7 @@ def _torch_export(
     """The ONNX bytes of the TorchScript export; any failure becomes a one-line ExportError."""
     buffer = io.BytesIO()
     try:
-        with eval_mode(model), torch.no_grad(), warnings.catch_warnings():
+        with eval_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_exporter():
             # The TorchScript exporter warns that it is deprecated; it is still the robust path.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -1,0 +1,38 @@
+"""Keep torch's TorchScript exporter from writing to the user's terminal.
+
+torch's ``setup_onnx_logging`` tests a function object instead of calling it, so every export turns the
+exporter's ONNX log on, and a failing export then writes the whole TorchScript IR graph (hundreds of
+lines) to the process's standard output from C++, before edgekd's one-line :class:`ExportError`.
+:func:`quiet_torch_exporter` points file descriptor 1 at a temporary file while the exporter runs and
+hands what it wrote to the debug log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_torch_exporter() -> Iterator[None]:
+    """Run the body with the process's standard output going to the debug log (see the module docstring)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            written = sink.read().decode(errors="replace").strip()
+            if written:
+                log.debug("torch's ONNX exporter wrote %d lines:\n%s", written.count("\n") + 1, written)
