@@ -1,7 +1,8 @@
 """More Hugging Face families as a bring-your-own teacher: teacher → distill → export, or one line refusing them.
 
 The families here are ones no issue names (encoders, decoders and vision backbones beyond the matrix of
-``test_hf_matrix``), each a tiny random checkpoint saved with ``save_pretrained``. A family either trains,
+``test_hf_matrix``, each a tiny random checkpoint saved with ``save_pretrained``; causal-LM families beyond
+the generation tests', built from sizes and exported with their KV cache). A family either trains,
 exports with its graph matching PyTorch and reloads, or is refused with one :class:`ModelError` line naming
 the family before anything trains; never a traceback.
 """
@@ -11,17 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
 import edgekd
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.errors import ModelError
 from edgekd.models.task_model import TaskModel
-from tests import hf_families
+from tests import char_lm, hf_families
 from tests.test_hf_matrix import recipe
 
-pytestmark = [pytest.mark.slow,  # ~40 s for all (one epoch each); the default suite is at its time budget
+pytestmark = [pytest.mark.slow,  # ~55 s for all (one epoch each); the default suite is at its time budget
               pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                          "ignore::torch.jit.TracerWarning")]
 
@@ -107,3 +111,36 @@ def test_a_family_that_cannot_take_the_data_is_one_line_before_training(family: 
     with pytest.raises(ModelError, match=rf"model 'hf' \({family}\) does not run on the data's inputs .*{reason}"):
         edgekd.run(_one_epoch(recipe("image", "teacher", checkpoint, text_files)), out=tmp_path / "run")
     assert not (tmp_path / "run" / "01-teacher" / "teacher").exists()
+
+
+_DECODER = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, max_position_embeddings=128)
+_GQA = dict(_DECODER, num_key_value_heads=2, intermediate_size=48)
+#: Causal-LM families beyond the ones the causal-LM tests build (gpt2, llama, qwen2 ...), as generation teachers.
+CAUSAL_LM: dict[str, dict[str, Any]] = {
+    "phi": dict(_DECODER, intermediate_size=48), "gemma2": dict(_GQA, head_dim=8), "falcon": dict(_DECODER),
+    "gpt_neox": dict(_DECODER, intermediate_size=48), "opt": dict(_DECODER, ffn_dim=48, word_embed_proj_dim=32),
+    "bloom": dict(hidden_size=32, n_layer=2, n_head=4), "stablelm": dict(_GQA), "olmo": dict(_GQA),
+    "starcoder2": dict(_GQA), "gptj": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128),
+    "codegen": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128, n_ctx=128),
+    "gpt_bigcode": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
+}
+GPT2_STUDENT = {"arch": "hf", "config": {"model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2}}
+
+
+@pytest.mark.parametrize("family", CAUSAL_LM)
+def test_a_causal_lm_family_as_teacher_distils_and_exports_with_its_cache(family: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(char_lm.TEXT * 4, encoding="utf-8")
+    recipe_dict = {
+        "name": family, "data": {"source": "corpus", "path": str(corpus), "context": 32}, "tokenizer": {"kind": "char"},
+        "teacher": {"model": {"arch": "hf", "config": {"model_type": family, **CAUSAL_LM[family]}}},
+        "student": {"model": GPT2_STUDENT}, "device": "host-cpu",
+        "stages": [{"stage": "teacher", **ONE_EPOCH},
+                   {"stage": "distill", **ONE_EPOCH, "losses": [{"kind": "token_kl", "alpha": 0.5}]},
+                   {"stage": "export"}],
+    }
+    result = edgekd.run(validate_model(recipe_dict, Recipe, source=family), out=tmp_path / "run")
+    teacher = result.artifact.models["teacher"]
+    assert teacher.metrics["parity_max_abs_diff"] < 1e-4 and teacher.metrics["val_loss"] > 0
+    assert [i.name for i in onnx.load(str(tmp_path / "run" / teacher.onnx)).graph.input][:2] == ["input_ids",
+                                                                                                  "attention_mask"]
