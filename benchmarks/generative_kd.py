@@ -18,8 +18,8 @@ resumes every finished stage:
    students train at once, each an ``edgekd run`` process with ``--threads`` torch threads (its log in
    ``--work``/logs).
 3. The draft size: the recipe's student with ``--draft-config`` fields replaced (default: one layer, the
-   drafts of speculative decoding are usually much smaller than the student a user ships), trained
-   ``corpus`` and ``combined`` per seed as above (runs ``generative-kd-draft-…``).
+   drafts of speculative decoding are usually much smaller than the student a user ships), its four
+   variants trained per seed as above (runs ``generative-kd-draft-…``).
 4. Speed, once every training has finished: the first seed's ``combined`` run of each size gains a profile stage
    (its other stages are reused) that times generation on ``host-cpu``: teacher and student
    interleaved, time to first token, per-token p50/p90, tokens per second, peak memory, and the
@@ -61,7 +61,6 @@ RECIPE = REPO / "pipelines" / "shakespeare-char.yaml"
 CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 VARIANTS = ("corpus", "token", "sequence", "combined")
 DISTILLED = VARIANTS[1:]
-DRAFT_VARIANTS = ("corpus", "combined")
 DRAFT = {"n_layer": 1}
 TARGETS = {"teacher_val_loss": 1.60, "per_token_speedup": 4.0, "acceptance_gain_points": 10.0,
            "speculative_speedup": 1.5}
@@ -296,10 +295,10 @@ def targets(teacher: dict[str, Any], sizes: dict[str, dict[str, Any]]) -> dict[s
     }
 
 
-def train_size(base: dict[str, Any], variants: tuple[str, ...], args: argparse.Namespace, weights: Path,
-               cache: Path, draft: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_size(base: dict[str, Any], args: argparse.Namespace, weights: Path, cache: Path,
+               draft: dict[str, Any] | None = None) -> dict[str, Any]:
     """The recipe jobs of one student size: every (variant, seed) run and the profiled run of the first seed."""
-    jobs = [(variant, seed) for seed in args.seeds for variant in variants]
+    jobs = [(variant, seed) for seed in args.seeds for variant in ("token", "combined", "corpus", "sequence")]
     return {"jobs": jobs,
             "recipes": [student_recipe(base, variant, seed, weights, cache, False, draft) for variant, seed in jobs],
             "profile": student_recipe(base, "combined", args.seeds[0], weights, cache, True, draft)}
@@ -339,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher = stage_metrics(teacher_run, "teacher")["teacher"]
     weights = model_file(teacher_run, "teacher", "teacher/model.safetensors")
     cache = args.work / "teacher-continuations"
-    sizes = {"student": train_size(base, ("token", "combined", "corpus", "sequence"), args, weights, cache)}
+    sizes = {"student": train_size(base, args, weights, cache)}
     if args.draft_config is not None:
-        sizes["draft"] = train_size(base, DRAFT_VARIANTS, args, weights, cache, args.draft_config)
+        sizes["draft"] = train_size(base, args, weights, cache, args.draft_config)
     recipes = [recipe for size in sizes.values() for recipe in size["recipes"]]
     with ThreadPoolExecutor(args.jobs) as pool:  # each job is an edgekd process
         trained = list(pool.map(run_recipe, recipes, [args.work] * len(recipes), [args.threads] * len(recipes)))

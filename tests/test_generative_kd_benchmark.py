@@ -23,7 +23,7 @@ def _corpus(path: Path) -> Path:
     return path
 
 
-@pytest.mark.slow  # ~40 s: a teacher, four students and two smaller drafts, exported, profiled and used as drafts
+@pytest.mark.slow  # ~60 s: a teacher, four students and four smaller drafts, exported, profiled and used as drafts
 def test_quick_benchmark_trains_every_variant_and_measures_the_drafts(tmp_path: Path) -> None:
     out = tmp_path / "generative_kd.json"
     corpus = _corpus(tmp_path / "play.txt")
@@ -46,9 +46,9 @@ def test_quick_benchmark_trains_every_variant_and_measures_the_drafts(tmp_path: 
         assert all(0 <= entry["acceptance_rate"] <= 1 and entry["speedup"] > 0 for entry in record["gammas"])
     speedup = result["timing"]["per_token_speedup"]
     assert speedup["low"] <= speedup["ratio"] <= speedup["high"]
-    # the draft size: the student's config with --draft-config's fields (quick: 8 wide), corpus and combined
+    # the draft size: the student's config with --draft-config's fields (quick: 8 wide), the same four variants
     draft = result["draft"]
-    assert draft["config"] == {"n_embd": 8} and set(draft["students"]) == {"corpus", "combined"}
+    assert draft["config"] == {"n_embd": 8} and set(draft["students"]) == set(result["students"])
     assert draft["students"]["combined"]["0"]["params"] < result["students"]["combined"]["0"]["params"]
     assert draft["speculative"]["combined"]["0"]["lossless"] is True
     assert draft["timing"]["student"]["per_token_p50_ms"] > 0
