@@ -157,18 +157,27 @@ def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) ->
 def declared_context(recipe: Recipe, role: str) -> int | None:
     """The positions a causal LM role takes, as far as the recipe says: its config's (or checkpoint's)
     ``max_position_embeddings``, else ``data.context`` (a model built from sizes gets it); None when unknown."""
+    config = role_config(recipe, role)
+    if config is None:
+        return None
+    context = config.get("max_position_embeddings", config.get("n_positions", recipe.data.context))
+    return context if isinstance(context, int) else None
+
+
+def role_config(recipe: Recipe, role: str) -> dict[str, Any] | None:
+    """The transformers config (as a mapping) of an ``arch: hf`` role: the recipe's ``config``, else its
+    checkpoint's ``config.json``; None for another architecture, a missing role or an unreadable checkpoint
+    (reported, with its key, when it loads)."""
     from edgekd.models.families import read_config
 
-    holder = getattr(recipe, role)
-    if holder is None:
+    holder = getattr(recipe, role, None)
+    if holder is None or getattr(holder.model, "arch", None) != "hf":
         return None
     spec = holder.model
     try:
-        config = spec.config or read_config(spec.pretrained, trust_remote_code=spec.trust_remote_code)
+        return spec.config or read_config(spec.pretrained, trust_remote_code=spec.trust_remote_code)
     except ValueError:
-        return None  # an unreadable checkpoint is reported, with its key, when it loads
-    context = config.get("max_position_embeddings", config.get("n_positions", recipe.data.context))
-    return context if isinstance(context, int) else None
+        return None
 
 
 def recipe_task(data: object) -> TaskKind | None:

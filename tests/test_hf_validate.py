@@ -193,3 +193,22 @@ def test_a_search_candidate_keeps_a_pretrained_teacher(teacher: dict[str, Any], 
     save_file({"w": torch.zeros(1)}, str(weights))
     candidate = candidate_recipe(recipe, choice, SearchStage(stage="search"), weights, quantize=False)
     assert candidate.teacher.model.pretrained == spec["pretrained"] and candidate.teacher.weights is not None
+
+
+MOE = {"mixtral": {"num_local_experts": 4}, "qwen2_moe": {"num_experts": 4}, "olmoe": {"num_experts": 8}}
+
+
+@pytest.mark.parametrize("family", sorted(MOE))
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_a_mixture_of_experts_model_with_an_export_stage_is_refused_before_training(family: str, role: str,
+                                                                                     tmp_path: Path) -> None:
+    moe = {"arch": "hf", "config": {"model_type": family, "hidden_size": 16, "num_hidden_layers": 1,
+                                    "num_attention_heads": 2, "num_experts_per_tok": 1, **MOE[family]}}
+    models = {"teacher": moe, "student": SMALL_BERT} if role == "teacher" else {"teacher": SMALL_BERT, "student": moe}
+    stages = [*DISTILL, {"stage": "export"}]
+    result = _validate(tmp_path, _text_recipe(models["teacher"], models["student"], stages))
+    experts = next(iter(MOE[family].values()))
+    _assert_one_line_error(result, f"{role}.model: '{family}' is a mixture-of-experts model ({experts} experts)",
+                           "cannot export its expert routing", "export (stages[2]) would fail after training")
+    # without an export stage the same recipe trains: nothing is refused
+    assert _validate(tmp_path, _text_recipe(models["teacher"], models["student"], DISTILL)).exit_code == 0

@@ -67,12 +67,27 @@ def export_target_input(config: ExportStage, _recipe: Any) -> dict[str, Any]:
     return {"export_target": load_export_target(config.target).model_dump(mode="json")}
 
 
-def check_export_target(config: ExportStage, state: PlanState, where: str) -> None:
-    """The export target names a built-in preset or a readable YAML file."""
+#: transformers config keys that give a mixture-of-experts model its number of experts.
+EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def check_export_target(config: Any, state: PlanState, where: str) -> None:
+    """A stage that exports (``config.target``): the target names a built-in preset or a readable YAML file, and
+    every model made so far can be exported: a mixture-of-experts model is refused now rather than after its
+    training (torch's ONNX exporter has no export of the expert routing transformers uses, ``aten::histc``)."""
+    from edgekd.task_rules import role_config
+
     try:
         load_export_target(config.target)
     except UnknownEntryError as exc:
         raise state.fail(f"{where}.target", str(exc)) from None
+    for role in sorted(state.trained):
+        model = role_config(state.recipe, role) or {}
+        experts = next((model[key] for key in EXPERT_KEYS if isinstance(model.get(key), int) and model[key] > 1), None)
+        if experts is not None:
+            raise state.fail(f"{role}.model", f"'{model.get('model_type')}' is a mixture-of-experts model ({experts} "
+                             "experts): torch's ONNX exporter cannot export its expert routing (aten::histc), so its "
+                             f"export ({where}) would fail after training; choose a dense model or drop the export")
 
 
 EXPORT = StageKind(
