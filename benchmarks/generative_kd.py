@@ -59,8 +59,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "pipelines" / "shakespeare-char.yaml"
 CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-VARIANTS = ("corpus", "token", "sequence", "combined")
-DISTILLED = VARIANTS[1:]
+#: The four students of each size, in the order they are started (the teacher-reading ones first).
+VARIANTS = ("token", "combined", "corpus", "sequence")
 DRAFT = {"n_layer": 1}
 TARGETS = {"teacher_val_loss": 1.60, "per_token_speedup": 4.0, "acceptance_gain_points": 10.0,
            "speculative_speedup": 1.5}
@@ -298,7 +298,7 @@ def targets(teacher: dict[str, Any], sizes: dict[str, dict[str, Any]]) -> dict[s
 def train_size(base: dict[str, Any], args: argparse.Namespace, weights: Path, cache: Path,
                draft: dict[str, Any] | None = None) -> dict[str, Any]:
     """The recipe jobs of one student size: every (variant, seed) run and the profiled run of the first seed."""
-    jobs = [(variant, seed) for seed in args.seeds for variant in ("token", "combined", "corpus", "sequence")]
+    jobs = [(variant, seed) for seed in args.seeds for variant in VARIANTS]
     return {"jobs": jobs,
             "recipes": [student_recipe(base, variant, seed, weights, cache, False, draft) for variant, seed in jobs],
             "profile": student_recipe(base, "combined", args.seeds[0], weights, cache, True, draft)}
