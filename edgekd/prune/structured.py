@@ -177,6 +177,8 @@ def prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: 
         why = f" ({traits.why_not})" if traits.why_not else ""
         raise ModelError(f"targets: a {kind} model prunes {has}{why}" if has else f"a {kind} model cannot be "
                          f"pruned{why}")
+    if "heads" in config.targets and not targets["heads"]:
+        log.info("attention heads are not pruned: %s", family(kind).why_not)
     if "heads" in config.targets and targets["heads"]:
         _fill_gradients(module, config, gradients)
         module.eval()
