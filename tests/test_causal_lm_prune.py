@@ -158,6 +158,29 @@ def test_gpt2_is_factorized_with_sequence_level_recovery_and_exports(tmp_path: P
     assert not (next((tmp_path / "run").glob("*-factorize")) / "teacher-continuations").exists()
 
 
+#: Causal LMs with a plain MLP: the config field stating its width, and the width before pruning.
+PLAIN_MLP_LMS = {"gpt2": (STUDENT, "n_inner", 4 * STUDENT["config"]["n_embd"]),
+                 "phi": ({"arch": "hf", "config": {"model_type": "phi", "hidden_size": 24, "num_hidden_layers": 1,
+                                                   "num_attention_heads": 2, "intermediate_size": 48}},
+                         "intermediate_size", 48)}
+
+
+@pytest.mark.parametrize("family", list(PLAIN_MLP_LMS))
+def test_a_plain_mlp_causal_lm_is_pruned_reloads_and_exports(family: str, tmp_path: Path) -> None:
+    model, field, width = PLAIN_MLP_LMS[family]
+    stages = [{"stage": "teacher", "epochs": 1, **TRAIN},
+              {"stage": "prune", "role": "teacher", "ratio": 0.5, "targets": ["ffn"], "steps": 1},
+              {"stage": "export"}]
+    recipe = _recipe(tmp_path, teacher={"model": model}, stages=stages)
+    run(recipe, out=tmp_path / "run", show_progress=False)
+    prune = _stage(tmp_path / "run", "prune")["teacher"]
+    assert _config(tmp_path / "run", "prune", "teacher")[field] == width - math.ceil(width * 0.5)
+    first, last = prune["trajectory"][0], prune["trajectory"][-1]
+    assert last["params"] < first["params"] and math.isfinite(last["val_loss"])
+    assert _val_loss(tmp_path / "run", "prune", "teacher", recipe) == pytest.approx(last["val_loss"], abs=1e-6)
+    assert _stage(tmp_path / "run", "export")["teacher"]["parity"]["passed"]
+
+
 def test_factorizing_tied_gpt2_embeddings_is_one_line(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, teacher={"model": STUDENT}, stages=[
         {"stage": "teacher", "epochs": 1, **TRAIN}, {"stage": "factorize", "role": "teacher", "embeddings": True}])
@@ -171,10 +194,10 @@ TOKEN_KL = {"stage": "distill", "losses": [{"kind": "token_kl"}]}
 
 
 @pytest.mark.parametrize("stages, fragments", [
-    ([{"stage": "teacher"}, TOKEN_KL, {"stage": "prune"}],
-     ("stages[2].stage", "(gpt2) student has nothing structured pruning removes", "factorized only")),
-    ([{"stage": "teacher"}, TOKEN_KL, {"stage": "hybrid", "target_params_ratio": 0.5}],
-     ("stages[2].stage", "(gpt2) student has nothing structured pruning removes")),
+    ([{"stage": "teacher"}, TOKEN_KL, {"stage": "prune", "targets": ["heads"]}],
+     ("stages[2].targets", "(gpt2) model prunes ffn, not heads", "GPT-2 prunes FFN channels only")),
+    ([{"stage": "teacher"}, TOKEN_KL, {"stage": "hybrid", "target_params_ratio": 0.5, "prune": {"scope": "global"}}],
+     ("stages[2].prune.scope", "(gpt2) student is pruned alike in every layer", "use scope: layer")),
     ([{"stage": "teacher"}, {"stage": "prune", "role": "teacher", "scope": "global"}],
      ("stages[1].scope", "use scope: layer")),
     ([{"stage": "teacher"}, {"stage": "prune", "role": "teacher", "targets": ["channels"]}],

@@ -9,6 +9,7 @@ forward names, and the exported file matches PyTorch on the test set's padded ba
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -107,22 +108,28 @@ def model_classes(result: Any, role: str) -> tuple[str, ...]:
     return TaskModel.load(result.run_dir / result.artifact.models[other].weights).class_names
 
 
-PRUNABLE = ["bert", "roberta", "llama", "qwen2"]
+#: family → the config field stating its FFN width, and that width in the tiny checkpoint (GPT-2's: 4 × n_embd).
+PRUNABLE = {"bert": ("intermediate_size", 37), "roberta": ("intermediate_size", 37),
+            "llama": ("intermediate_size", 37), "qwen2": ("intermediate_size", 37), "gpt2": ("n_inner", 96),
+            "distilbert": ("hidden_dim", 37), "vit": ("intermediate_size", 37)}
 
 
-@pytest.mark.parametrize("family", PRUNABLE)
+@pytest.mark.parametrize("family", list(PRUNABLE))
 def test_prunable_family_as_student_is_pruned_with_recovery_and_reloads(family: str, text_files: dict[str, Any],
                                                                         tmp_path: Path) -> None:
-    checkpoint = hf_families.save(family, tmp_path / family, num_labels=2, tokenizer=text_files["tokenizer"])
+    modality = "image" if family in hf_families.IMAGE else "text"  # image: digits, 10 classes
+    checkpoint = hf_families.save(family, tmp_path / family, num_labels=10 if modality == "image" else 2,
+                                  tokenizer=text_files["tokenizer"] if modality == "text" else None)
     decoder = family in ("llama", "qwen2")  # grouped-query KV groups pruned with the MLP channels
     targets = ["heads", "ffn"] if decoder else ["ffn"]
     prune = {"stage": "prune", "ratio": 0.5, "targets": targets, "recovery": {"epochs": 1, "lr": 0.002}}
-    result = edgekd.run(recipe("text", "student", checkpoint, text_files, compress=(prune,)), out=tmp_path / "run")
+    result = edgekd.run(recipe(modality, "student", checkpoint, text_files, compress=(prune,)), out=tmp_path / "run")
     metrics = result.stages[2].metrics["student"]
     assert metrics["params_ratio"] < 1 and metrics["parity_max_abs_diff"] < 1e-4
     student = result.artifact.models["student"]
     reloaded = TaskModel.load(tmp_path / "run" / student.weights).module
-    assert reloaded.config.model_type == family and reloaded.config.intermediate_size == 37 - 19
+    field, width = PRUNABLE[family]
+    assert reloaded.config.model_type == family and getattr(reloaded.config, field) == width - math.ceil(width / 2)
     if decoder:  # 4 query heads sharing 2 KV heads: one group of 2 query heads and its KV head go
         assert (reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads) == (2, 1)
     assert student.metrics["parity_max_abs_diff"] < 1e-4

@@ -121,25 +121,24 @@ def test_hf_config_values_of_the_wrong_type_are_refused(config: dict[str, Any], 
 
 
 STEPS = {
-    "prune": ({"stage": "prune"}, "stages[2].stage", "has nothing structured pruning removes"),
     "factorize": ({"stage": "factorize"}, "stages[2].stage", "cannot be factorized"),
     "global-prune": ({"stage": "prune", "scope": "global"}, "stages[2].scope", "use scope: layer"),
     "hybrid": ({"stage": "hybrid", "target_params_ratio": 0.5}, "stages[2].stage", "cannot be factorized"),
-    "hybrid-prune": ({"stage": "hybrid", "target_params_ratio": 0.5}, "stages[2].stage",
-                     "has nothing structured pruning removes"),
+    "heads-prune": ({"stage": "prune", "targets": ["heads"]}, "stages[2].targets",
+                    "prunes ffn, not heads", "prunes FFN channels only"),
 }
 #: family → the steps validate refuses for it (BERT-layout encoders take them all).
-REFUSED = {"distilbert": ["prune", "hybrid-prune"], "gpt2": ["prune", "hybrid-prune"],
+REFUSED = {"distilbert": ["global-prune", "heads-prune"], "gpt2": ["global-prune", "heads-prune"],
            "llama": ["global-prune"], "qwen2": ["global-prune"]}
 
 
 @pytest.mark.parametrize(("family", "step"), [(f, s) for f, steps in REFUSED.items() for s in steps])
 def test_steps_a_family_cannot_take_are_refused(family: str, step: str, checkpoints: dict[str, str],
                                                 tmp_path: Path) -> None:
-    stage, key, fragment = STEPS[step]
+    stage, key, *fragments = STEPS[step]
     recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "pretrained": checkpoints[family]},
                           [*DISTILL, stage, {"stage": "export"}])
-    _assert_one_line_error(_validate(tmp_path, recipe), key, f"a 'hf' ({family}) student", fragment)
+    _assert_one_line_error(_validate(tmp_path, recipe), key, f"a 'hf' ({family}) ", *fragments)
 
 
 #: family → the compression stages validate accepts for it.
@@ -149,8 +148,8 @@ ACCEPTED = {
     "llama": [{"stage": "prune", "targets": ["heads"]}, {"stage": "factorize"},
               {"stage": "hybrid", "target_params_ratio": 0.5}],
     "qwen2": [{"stage": "prune", "targets": ["heads", "ffn"]}, {"stage": "factorize"}],
-    "gpt2": [{"stage": "factorize"}],
-    "distilbert": [{"stage": "factorize", "embeddings": True}],
+    "gpt2": [{"stage": "prune"}, {"stage": "factorize"}, {"stage": "hybrid", "target_params_ratio": 0.5}],
+    "distilbert": [{"stage": "prune", "targets": ["ffn"]}, {"stage": "factorize", "embeddings": True}],
 }
 
 

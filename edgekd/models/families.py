@@ -13,7 +13,8 @@ checks the recipe before anything is loaded or trained:
 - ``prune_targets`` and ``factorize``: what the pruning code can rewrite *and reload*
   (``edgekd.prune.structure`` rebuilds BERT-layout encoders and any factorized linear layers;
   decoders' grouped-query KV groups and gated MLP channels are pruned alike in every layer, see
-  ``edgekd.prune.kv_groups`` and ``gated_mlp``); ``why_not`` says why a family cannot be pruned or
+  ``edgekd.prune.kv_groups`` and ``gated_mlp``; a family's plain MLP, described by :class:`PlainMLP`, by
+  ``edgekd.prune.plain_mlp``); ``why_not`` says why a family cannot be pruned or
   factorized, for the one-line refusal.
 
 Families not listed load and train (traits from the transformers mapping) but expose nothing and
@@ -35,8 +36,20 @@ from edgekd.models.packaged import is_packaged, resolve_pretrained
 Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
-NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders and Llama-layout decoders "
-                 "(llama, mistral, qwen2, qwen3, gemma) only")
+NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
+                 "(llama, mistral, qwen2, qwen3, gemma) and the FFN channels of gpt2, phi, distilbert, vit and deit "
+                 "only")
+
+
+@dataclass(frozen=True)
+class PlainMLP:
+    """A family's plain MLP ``out(act(into(x)))`` per layer: the config field stating its width (the channels),
+    and the dotted paths ``(into, out)`` of its input and output projections from the module holding both, one
+    pair per layout transformers versions give the family (e.g. ViT's ``intermediate.dense``/``output.dense``,
+    now ``fc1``/``fc2``)."""
+
+    width: str
+    paths: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,14 @@ class Family:
     gated_mlp: bool = False
     """A Llama-layout decoder: its KV groups (:mod:`edgekd.prune.kv_groups`) and gated MLPs
     (:mod:`edgekd.prune.gated_mlp`) are pruned alike in every layer, ``scope: layer`` only."""
+    mlp: PlainMLP | None = None
+    """Where each layer's plain two-layer MLP lives: its channels are pruned alike in every layer
+    (:mod:`edgekd.prune.plain_mlp`), ``scope: layer`` only."""
+
+    @property
+    def alike_in_every_layer(self) -> bool:
+        """Whether its config states one head count and one MLP width for all layers (``scope: layer`` only)."""
+        return self.gated_mlp or self.mlp is not None
 
     @property
     def bert_layout(self) -> bool:
@@ -59,23 +80,30 @@ class Family:
         return "qkv" in self.exposes
 
 
+def _heads_not(name: str, head_size: str) -> str:
+    """Why a family with a plain MLP is pruned by FFN channels only."""
+    return (f"{name} prunes FFN channels only: its config states the head size only as {head_size}, so fewer "
+            "heads of the same size would not reload")
+
+
 _BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), factorize=True, why_not="")
 _DECODER = Family("text", True, TRANSFORMER, frozenset({"heads", "ffn"}), factorize=True, why_not="", gated_mlp=True)
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
-    "distilbert": Family("text", True, TRANSFORMER, factorize=True,
-                         why_not="DistilBERT is factorized only: its attention and FFN layout is not pruned"),
+    "distilbert": Family("text", True, TRANSFORMER, frozenset({"ffn"}), factorize=True, mlp=PlainMLP(
+        "hidden_dim", (("lin1", "lin2"),)), why_not=_heads_not("DistilBERT", "dim / n_heads")),
     "albert": Family("text", False,
                      why_not="ALBERT shares one layer's weights across all layers, so no layer is pruned alone"),
     "deberta-v2": Family("text", True, TRANSFORMER),
-    "gpt2": Family("text", True, TRANSFORMER, factorize=True,
-                   why_not="GPT-2 is factorized only: its fused c_attn/c_fc Conv1D layers are not pruned (its config "
-                           "cannot state pruned heads of the same size)"),
+    "gpt2": Family("text", True, TRANSFORMER, frozenset({"ffn"}), factorize=True, mlp=PlainMLP(
+        "n_inner", (("c_fc", "c_proj"),)), why_not=_heads_not("GPT-2", "n_embd / n_head")),
     **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma"), _DECODER),
-    "phi": Family("text", True, TRANSFORMER, factorize=True,
-                  why_not="Phi is factorized only: its attention (no o_proj) and plain fc1/fc2 MLP are not pruned"),
-    "vit": Family("image", True, TRANSFORMER),
-    "deit": Family("image", True, TRANSFORMER),
+    "phi": Family("text", True, TRANSFORMER, frozenset({"ffn"}), factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("fc1", "fc2"),)), why_not=_heads_not("Phi", "hidden_size / num_attention_heads")),
+    **{kind: Family("image", True, TRANSFORMER, frozenset({"ffn"}), mlp=PlainMLP(
+        "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
+        why_not=_heads_not(name, "hidden_size / num_attention_heads")) for kind, name in (("vit", "ViT"),
+                                                                                          ("deit", "DeiT"))},
     "convnext": Family("image"),
     "mobilevit": Family("image"),
     "resnet": Family("image"),

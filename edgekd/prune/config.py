@@ -137,12 +137,12 @@ def _check_compress(config: CompressStage, state: PlanState, where: str) -> None
         if not spec.prune_targets:
             raise state.fail(f"{where}.stage", f"a {spec.label} {config.role} has nothing structured pruning "
                              f"removes{why}")
-        if family is not None and family.gated_mlp and prune.scope != "layer":
+        if family is not None and family.alike_in_every_layer and prune.scope != "layer":
             raise state.fail(f"{key.rpartition('.')[0]}.scope", f"a {spec.label} {config.role} is pruned alike in "
                              "every layer (its config states one head count and one MLP width); use scope: layer")
         if not spec.prune_targets & set(prune.targets):
             raise state.fail(key, f"a {spec.label} model prunes {' or '.join(sorted(spec.prune_targets))}, "
-                             f"not {', '.join(prune.targets)}")
+                             f"not {', '.join(prune.targets)}{why}")
     if config.recovery is not None:
         check_losses_fit(config.recovery.losses, config.role, "teacher", state, f"{where}.recovery.losses")
 

@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Literal
 
 import torch
 from torch import nn
 
 from edgekd.errors import ModelError
 from edgekd.prune.structure import inner_linear, out_features, outer_linear
+from edgekd.prune.unit_importance import Importance, unit_importance
 
 log = logging.getLogger(__name__)
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
-Importance = Literal["l1", "l2", "taylor", "random"]
 
 
 def attention_blocks(model: nn.Module) -> list[nn.Module]:
@@ -45,35 +44,12 @@ def kv_heads(block: nn.Module) -> int:
     return out_features(block.k_proj) // block.head_dim
 
 
-def _coupled(block: nn.Module, group: int) -> list[tuple[torch.Tensor, int, slice]]:
-    """The parameter slices of one KV group: (parameter, dimension, span)."""
-    size = block.head_dim
-    queries = out_features(block.q_proj) // kv_heads(block)  # query rows per group
-    rows = [(outer_linear(block.q_proj), slice(group * queries, (group + 1) * queries))]
-    rows += [(outer_linear(getattr(block, name)), slice(group * size, (group + 1) * size))
-             for name in ("k_proj", "v_proj")]
-    slices = [(layer.weight, 0, span) for layer, span in rows]
-    slices += [(layer.bias, 0, span) for layer, span in rows if layer.bias is not None]
-    return [*slices, (inner_linear(block.o_proj).weight, 1, slice(group * queries, (group + 1) * queries))]
-
-
 def group_importance(block: nn.Module, kind: Importance) -> torch.Tensor:
-    """One score per KV group of ``block`` (higher: more important) by the ``kind`` criterion."""
-    groups = kv_heads(block)
-    if kind == "random":
-        return torch.rand(groups)
-    scores = []
-    for group in range(groups):
-        total = torch.zeros((), dtype=torch.float64)
-        for param, dim, span in _coupled(block, group):
-            weight = param.detach().narrow(dim, span.start, span.stop - span.start).double()
-            if kind == "taylor":
-                if param.grad is None:
-                    raise ModelError("Taylor importance needs gradients of the attention projections")
-                weight = weight * param.grad.narrow(dim, span.start, span.stop - span.start).double()
-            total += weight.abs().sum() if kind in ("l1", "taylor") else weight.pow(2).sum()
-        scores.append(total)
-    return torch.stack(scores)
+    """One score per KV group of ``block`` (higher: more important) by the ``kind`` criterion, over all of its
+    coupled weights: its rows of ``q_proj``, ``k_proj``, ``v_proj`` (bias rows included) and columns of ``o_proj``."""
+    rows = [outer_linear(getattr(block, name)) for name in ("q_proj", "k_proj", "v_proj")]
+    coupled = [(layer.weight, 0) for layer in rows] + [(layer.bias, 0) for layer in rows if layer.bias is not None]
+    return unit_importance([*coupled, (inner_linear(block.o_proj).weight, 1)], kv_heads(block), kind)
 
 
 def groups_to_remove(groups: int, ratio: float) -> int:

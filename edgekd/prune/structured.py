@@ -12,6 +12,9 @@ the output projection's columns) and removes whole groups, so the tensors are ph
 - decoder classifiers (Llama, Mistral, Qwen2, Qwen3, Gemma): whole grouped-query KV groups of the
   attention (:mod:`edgekd.prune.kv_groups`) and gated MLP channels (:mod:`edgekd.prune.gated_mlp`),
   every layer alike, the config's head counts and ``intermediate_size`` rewritten.
+- GPT-2, Phi, DistilBERT, ViT, DeiT: plain MLP channels (:mod:`edgekd.prune.plain_mlp`, where each layer's
+  MLP lives is the family's :class:`~edgekd.models.families.PlainMLP`), every layer alike, the family's
+  width field rewritten.
 - image classifiers (``cnn``, ``mlp``, ``resnet``, ``mobilenet_v2``): conv channels and hidden
   units, the classifier's outputs kept; the spec is rewritten with the new widths (``resnet`` and
   ``mobilenet_v2``: every layer's shape) so the model directory rebuilds it.
@@ -42,6 +45,7 @@ from edgekd.models.vision import layer_shapes
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.gated_mlp import gated_mlps, gated_plan, sync_gated_config
 from edgekd.prune.kv_groups import attention_blocks, prune_kv_groups, sync_attention_config
+from edgekd.prune.plain_mlp import plain_mlps, prune_plain_mlps, sync_plain_config
 from edgekd.prune.structure import (
     LowRankLinear,
     encoder_layers,
@@ -162,22 +166,30 @@ def _fill_gradients(module: nn.Module, config: PruneConfig, gradients: Callable[
 
 def prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: dict[str, torch.Tensor],
                   gradients: Callable[[nn.Module], None] | None) -> None:
-    """A decoder's KV groups (``heads``) and gated MLP channels (``ffn``), every layer alike (in place; the
-    config is rewritten by :func:`sync_decoder_config`). ``inputs`` are the model's keyword inputs for tracing."""
+    """A decoder's KV groups (``heads``) and gated MLP channels (``ffn``), or any family's plain MLP channels
+    (``ffn``, :mod:`edgekd.prune.plain_mlp`), every layer alike (in place; the config is rewritten by
+    :func:`sync_decoder_config`). ``inputs`` are the model's keyword inputs for tracing."""
     kind = module.config.model_type
-    targets = {"heads": attention_blocks(module), "ffn": gated_mlps(module)}
+    targets = {"heads": _kv_blocks(module), "ffn": gated_mlps(module) or plain_mlps(module)}
     if not any(targets[t] for t in config.targets if t in targets):
         traits = family(kind)
         has = " and/or ".join(f"'{t}'" for t in sorted(traits.prune_targets))
-        raise ModelError(f"targets: a {kind} model prunes {has}" if has else f"a {kind} model cannot be pruned "
-                         f"({traits.why_not})")
+        why = f" ({traits.why_not})" if traits.why_not else ""
+        raise ModelError(f"targets: a {kind} model prunes {has}{why}" if has else f"a {kind} model cannot be "
+                         f"pruned{why}")
+    if "heads" in config.targets and not targets["heads"]:
+        log.info("attention heads are not pruned: %s", family(kind).why_not)
     if "heads" in config.targets and targets["heads"]:
         _fill_gradients(module, config, gradients)
         module.eval()
         prune_kv_groups(module, config.importance, ratio)
         module.zero_grad(set_to_none=True)
-    if "ffn" in config.targets and targets["ffn"]:
+    if "ffn" in config.targets and gated_mlps(module):
         prune_module(module, inputs, config, ratio, gated_plan(module), gradients=gradients)
+    elif "ffn" in config.targets and targets["ffn"]:
+        _fill_gradients(module, config, gradients)
+        prune_plain_mlps(module, config.importance, ratio)
+        module.zero_grad(set_to_none=True)
 
 
 def record_structure(model: TaskModel) -> None:
@@ -203,11 +215,18 @@ def record_structure(model: TaskModel) -> None:
 def sync_decoder_config(module: nn.Module) -> None:
     """A Hugging Face decoder's config after pruning or factorization: its head counts and MLP width, and the
     structure's low-rank layers (so ``from_pretrained``, or ``pruned_class`` with low-rank layers, reloads it)."""
-    if attention_blocks(module):
+    if _kv_blocks(module):
         sync_attention_config(module)
     if gated_mlps(module):
         sync_gated_config(module)
+    if plain_mlps(module):
+        sync_plain_config(module)
     sync_low_rank_config(module)
+
+
+def _kv_blocks(module: nn.Module) -> list[nn.Module]:
+    """The attention blocks whose KV groups are pruned: a family pruning heads (ViT's q/k/v/o attention is not)."""
+    return attention_blocks(module) if "heads" in family(module.config.model_type).prune_targets else []
 
 
 def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str, Any]:
