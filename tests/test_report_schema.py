@@ -41,6 +41,8 @@ def test_a_written_report_matches_the_schema(report: dict) -> None:
     lambda r: r["stages"][0].pop("fingerprint"),
     lambda r: r["budget"]["checks"][0].update(passed="maybe"),
     lambda r: r["roles"].append("assistant"),
+    lambda r: r["quantization"].append({"stage": "quantize", "role": "student", "decision": "int8"}),
+    lambda r: r["quantization"].append({"stage": "quantize", "role": None, "decision": 8, "reason": None}),
 ])
 def test_a_report_of_another_shape_is_refused(report: dict, damage) -> None:
     broken = copy.deepcopy(report)

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.model_metrics import ModelFigures
+from edgekd.quantize.record import QuantizationDecision
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
 
@@ -99,7 +100,7 @@ class RunReport(BaseModel):
     stages: list[StageRow]
     operators: list[dict[str, Any]]
     bundle: dict[str, Any] | None
-    quantization: list[dict[str, Any]]
+    quantization: list[QuantizationDecision]
     search: dict[str, Any] | None
     dataset_distill: list[DatasetDistillRun] = Field(
         default=[], description="Each dataset_distill stage's synthetic set and scores (empty without one).")

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from edgekd.quantize.record import QuantizationDecision
 from edgekd.report.dataset_distill import dataset_distill_section
 from edgekd.report.document import (
     Block,
@@ -256,8 +257,7 @@ def _bundle(bundle: dict[str, Any] | None) -> Section | None:
 
 
 def _warnings(report: dict[str, Any]) -> Section | None:
-    decisions = [f"Quantization{' of the ' + d['role'] if d['role'] else ''}: {d['decision'] or 'no decision'}"
-                 + (f" — {d['reason']}" if d.get("reason") else "") for d in report.get("quantization", [])]
+    decisions = [QuantizationDecision.model_validate(d).line() for d in report.get("quantization", [])]
     blocks: list[Block] = []
     if report["warnings"]:
         blocks.append(Bullets(tuple(report["warnings"]), tone="warning"))
