@@ -20,6 +20,7 @@ from typing import Any
 from edgekd.artifacts import Artifact, ModelArtifact
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
+from edgekd.export.bundle_record import read_bundle_record
 from edgekd.model_metrics import ModelMetrics
 from edgekd.profile.budget import judged_role
 from edgekd.profile.speed_ratio import MAX_SPREAD
@@ -147,7 +148,7 @@ def _stage_row(record: dict[str, Any]) -> dict[str, Any]:
 def _bundle(record: dict[str, Any] | None) -> dict[str, Any] | None:
     if record is None:
         return None
-    return {key: record["metrics"].get(key) for key in ("role", "format", "directory", "zip", "zip_bytes", "files")}
+    return read_bundle_record(record).model_dump()
 
 
 def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]],

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekd.export.bundle_record import BundleRecord
 from edgekd.model_metrics import ModelFigures
 from edgekd.quantize.record import QuantizationDecision
 
@@ -99,7 +100,7 @@ class RunReport(BaseModel):
     budget: Budget | None
     stages: list[StageRow]
     operators: list[dict[str, Any]]
-    bundle: dict[str, Any] | None
+    bundle: BundleRecord | None
     quantization: list[QuantizationDecision]
     search: dict[str, Any] | None
     dataset_distill: list[DatasetDistillRun] = Field(
