@@ -11,6 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 import edgekd
+from edgekd.errors import StorageError
+from edgekd.export.bundle_record import BundleRecord, read_bundle_record
+from edgekd.pipeline import load_run_records
 from edgekd.report.record import SCHEMA_PATH, check_report, report_schema
 from tests.conftest import demo_recipe_dict, shrink
 
@@ -20,12 +23,16 @@ def test_shipped_schema_is_the_models_schema() -> None:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     recipe = shrink(demo_recipe_dict(), teacher_epochs=1, distill_epochs=1, runs=10)
     path = tmp_path_factory.mktemp("schema") / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    result = edgekd.run(path, out=path.parent / "run")
-    return json.loads(Path(result.report_path).read_text())
+    return Path(edgekd.run(path, out=path.parent / "run").report_path).parent
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path) -> dict:
+    return json.loads((run_dir / "report.json").read_text())
 
 
 def test_a_written_report_matches_the_schema(report: dict) -> None:
@@ -41,6 +48,8 @@ def test_a_written_report_matches_the_schema(report: dict) -> None:
     lambda r: r["stages"][0].pop("fingerprint"),
     lambda r: r["budget"]["checks"][0].update(passed="maybe"),
     lambda r: r["roles"].append("assistant"),
+    lambda r: r["quantization"].append({"stage": "quantize", "role": "student", "decision": "int8"}),
+    lambda r: r["quantization"].append({"stage": "quantize", "role": None, "decision": 8, "reason": None}),
 ])
 def test_a_report_of_another_shape_is_refused(report: dict, damage) -> None:
     broken = copy.deepcopy(report)
@@ -54,3 +63,33 @@ def test_every_model_figure_the_report_builds_is_in_the_schema() -> None:
     from edgekd.report.build import MODEL_FIELDS, TASK_FIELDS
 
     assert set(MODEL_FIELDS) | set(TASK_FIELDS) == set(ModelFigures.model_fields)
+
+
+
+def _bundle_record(run_dir: Path) -> dict:
+    return next(r for r in load_run_records(run_dir) if r["stage"] == "bundle")
+
+
+def test_the_bundle_record_round_trips_from_its_stage_json_into_the_report(run_dir: Path, report: dict) -> None:
+    record = _bundle_record(run_dir)
+    bundle = read_bundle_record(record)
+    assert bundle.model_dump() == record["metrics"] == report["bundle"]
+    assert BundleRecord.model_validate_json(bundle.model_dump_json()) == bundle
+    assert bundle.files[bundle.model_file].bytes == (run_dir / bundle.directory / bundle.model_file).stat().st_size
+
+
+@pytest.mark.parametrize("field,damage", [
+    ("zip_bytes", lambda m: m.pop("zip_bytes")),
+    ("format", lambda m: m.update(format="tflite")),
+    ("files.model.onnx.sha256", lambda m: m["files"]["model.onnx"].pop("sha256")),
+    ("files.README.md.bytes", lambda m: m["files"]["README.md"].update(bytes="many")),
+    ("legacy", lambda m: m.update(legacy=True)),
+])
+def test_a_malformed_bundle_record_is_one_line_naming_its_file_and_field(run_dir: Path, field: str, damage) -> None:
+    record = copy.deepcopy(_bundle_record(run_dir))
+    damage(record["metrics"])
+    with pytest.raises(StorageError) as caught:
+        read_bundle_record(record)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{record['index']:02d}-bundle/stage.json: metrics.{field}: ")

@@ -22,6 +22,7 @@ from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.data.config import is_corpus
 from edgekd.errors import ConfigError
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
+from edgekd.export.bundle_record import BundleRecord
 from edgekd.export.causal_lm_bundle import run_causal_lm_bundle
 from edgekd.export.config import BundleStage, ExportTarget
 from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
@@ -63,10 +64,9 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
     )
     fmt = manifest["model"]["format"]
     ctx.log.info("bundle of the %s (%s) written to %s and %s", role, fmt, BUNDLE_DIR, BUNDLE_ZIP)
-    return StageOutput(artifact=artifact, metrics={
-        "role": role, "format": fmt, "directory": BUNDLE_DIR, "zip": BUNDLE_ZIP,
-        "zip_bytes": (ctx.run_dir / BUNDLE_ZIP).stat().st_size, "files": manifest["files"],
-    })
+    record = BundleRecord(role=role, format=fmt, directory=BUNDLE_DIR, zip=BUNDLE_ZIP,
+                          zip_bytes=(ctx.run_dir / BUNDLE_ZIP).stat().st_size, files=manifest["files"])
+    return StageOutput(artifact=artifact, metrics=record.model_dump())
 
 
 def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_NAMES, BUNDLE_ZIP, write_bundle
+from edgekd.export.bundle_record import BundleRecord
 from edgekd.export.causal_lm_onnx import CONTEXT_KEY, past_names, present_names
 from edgekd.export.manifest import SCHEMA_VERSION, TOKENIZER_DIR, TOKENIZER_FILES, tensor_specs
 from edgekd.models.causal_lm import load_tokenizer
@@ -45,9 +46,9 @@ def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profi
                                                        manifest["generation"]["context_length"])
     manifest = write_bundle(ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP, sources, manifest, render_readme)
     ctx.log.info("bundle of the %s (%s, KV cache) written to %s and %s", role, fmt, BUNDLE_DIR, BUNDLE_ZIP)
-    return StageOutput(artifact=artifact, metrics={
-        "role": role, "format": fmt, "directory": BUNDLE_DIR, "zip": BUNDLE_ZIP,
-        "zip_bytes": (ctx.run_dir / BUNDLE_ZIP).stat().st_size, "files": manifest["files"]})
+    record = BundleRecord(role=role, format=fmt, directory=BUNDLE_DIR, zip=BUNDLE_ZIP,
+                          zip_bytes=(ctx.run_dir / BUNDLE_ZIP).stat().st_size, files=manifest["files"])
+    return StageOutput(artifact=artifact, metrics=record.model_dump())
 
 
 def generation_manifest(*, name: str, onnx_path: Path, model: ModelArtifact, fmt: str, tokenizer_files: list[str],

@@ -20,10 +20,12 @@ from typing import Any
 from edgekd.artifacts import Artifact, ModelArtifact
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
+from edgekd.export.bundle_record import read_bundle_record
 from edgekd.model_metrics import ModelMetrics
 from edgekd.profile.budget import judged_role
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
+from edgekd.quantize.record import quantization_decisions
 from edgekd.report.dataset_distill import dataset_distill_summary
 from edgekd.version import __version__
 
@@ -60,7 +62,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "stages": [_stage_row(r) for r in records],
         "operators": (profile or {}).get("metrics", {}).get(final, {}).get("operators", []) if final else [],
         "bundle": _bundle(last_record(records, "bundle")),
-        "quantization": _decisions(records),
+        "quantization": [d.model_dump() for d in quantization_decisions(records)],
         "search": (last_record(records, "search") or {}).get("metrics", {}).get("search"),
         "dataset_distill": dataset_distill_summary(records),
         "trust_remote_code": list(remote_code),
@@ -146,22 +148,7 @@ def _stage_row(record: dict[str, Any]) -> dict[str, Any]:
 def _bundle(record: dict[str, Any] | None) -> dict[str, Any] | None:
     if record is None:
         return None
-    return {key: record["metrics"].get(key) for key in ("role", "format", "directory", "zip", "zip_bytes", "files")}
-
-
-def _decisions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every ``decision``/``reason`` a quantize stage recorded, at the top of its metrics or per model."""
-    found = []
-    for record in records:
-        if record["stage"] != "quantize":
-            continue
-        metrics = record["metrics"]
-        scopes = [(None, metrics)] + [(key, value) for key, value in metrics.items() if isinstance(value, dict)]
-        for role, scope in scopes:
-            if "decision" in scope or "reason" in scope:
-                found.append({"stage": record["stage"], "role": role, "decision": scope.get("decision"),
-                              "reason": scope.get("reason")})
-    return found
+    return read_bundle_record(record).model_dump()
 
 
 def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]],

@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekd.export.bundle_record import BundleRecord
 from edgekd.model_metrics import ModelFigures
+from edgekd.quantize.record import QuantizationDecision
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
 
@@ -98,8 +100,8 @@ class RunReport(BaseModel):
     budget: Budget | None
     stages: list[StageRow]
     operators: list[dict[str, Any]]
-    bundle: dict[str, Any] | None
-    quantization: list[dict[str, Any]]
+    bundle: BundleRecord | None
+    quantization: list[QuantizationDecision]
     search: dict[str, Any] | None
     dataset_distill: list[DatasetDistillRun] = Field(
         default=[], description="Each dataset_distill stage's synthetic set and scores (empty without one).")

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from edgekd.export.bundle_record import BundleRecord
+from edgekd.quantize.record import QuantizationDecision
 from edgekd.report.dataset_distill import dataset_distill_section
 from edgekd.report.document import (
     Block,
@@ -245,19 +247,19 @@ def _operators(report: dict[str, Any]) -> Section | None:
     return Section("Top operators", (operators_table(operators), note))
 
 
-def _bundle(bundle: dict[str, Any] | None) -> Section | None:
-    if bundle is None:
+def _bundle(entry: dict[str, Any] | None) -> Section | None:
+    if entry is None:
         return None
-    rows = tuple((name, f"{entry['bytes']:,}", entry["sha256"]) for name, entry in bundle["files"].items())
-    intro = Paragraph(f"The {bundle['role']} packed for Android/iOS apps ({FORMAT_NAMES[bundle['format']]}): "
-                      f"{bundle['directory']}/ and {bundle['zip']} ({fmt(bundle['zip_bytes'], '{:,}')} bytes), "
+    bundle = BundleRecord.model_validate(entry)
+    rows = tuple((name, f"{file.bytes:,}", file.sha256) for name, file in bundle.files.items())
+    intro = Paragraph(f"The {bundle.role} packed for Android/iOS apps ({FORMAT_NAMES[bundle.format]}): "
+                      f"{bundle.directory}/ and {bundle.zip} ({fmt(bundle.zip_bytes, '{:,}')} bytes), "
                       "with manifest.json and a README for app developers.")
     return Section("Mobile bundle", (intro, Table(("file", "bytes", "sha256"), rows)))
 
 
 def _warnings(report: dict[str, Any]) -> Section | None:
-    decisions = [f"Quantization{' of the ' + d['role'] if d['role'] else ''}: {d['decision'] or 'no decision'}"
-                 + (f" — {d['reason']}" if d.get("reason") else "") for d in report.get("quantization", [])]
+    decisions = [QuantizationDecision.model_validate(d).line() for d in report.get("quantization", [])]
     blocks: list[Block] = []
     if report["warnings"]:
         blocks.append(Bullets(tuple(report["warnings"]), tone="warning"))

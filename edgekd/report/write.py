@@ -22,6 +22,7 @@ from edgekd.atomic import write_json, write_text
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
+from edgekd.export.bundle_record import BundleRecord
 from edgekd.profile.cpu import detect_cpu
 from edgekd.report.build import build_report, last_record
 from edgekd.report.dataset_distill import draw_dataset_distill_plots
@@ -138,8 +139,7 @@ def _sizes(report: dict[str, Any]) -> list[tuple[str, float]]:
             if size is not None and size != last.get(role):
                 sizes.append((f"{row['stage']}\n{role}", size))
                 last[role] = size
-    bundle = report.get("bundle")
-    if bundle:
-        model_file = "model.ort" if bundle["format"] == "ort" else "model.onnx"
-        sizes.append((f"bundle\n{bundle['role']} {model_file}", bundle["files"][model_file]["bytes"] / 2**20))
+    if report.get("bundle"):
+        bundle = BundleRecord.model_validate(report["bundle"])
+        sizes.append((f"bundle\n{bundle.role} {bundle.model_file}", bundle.files[bundle.model_file].bytes / 2**20))
     return sizes

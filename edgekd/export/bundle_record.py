@@ -1,0 +1,48 @@
+"""The typed record a bundle stage writes into its ``stage.json`` metrics, and ``report.json`` repeats as ``bundle``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgekd.errors import StorageError
+
+
+class BundleFile(BaseModel):
+    """One file of the bundle directory, as its manifest lists it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str
+    bytes: int
+
+
+class BundleRecord(BaseModel):
+    """What a bundle stage packed: the model's role and format, where the directory and zip are, and every file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: str
+    format: Literal["onnx", "ort"]
+    directory: str
+    zip: str
+    zip_bytes: int
+    files: dict[str, BundleFile]
+
+    @property
+    def model_file(self) -> str:
+        """The bundle's model file name (``model.ort`` or ``model.onnx``)."""
+        return f"model.{self.format}"
+
+
+def read_bundle_record(record: dict[str, Any]) -> BundleRecord:
+    """The bundle stage ``record``'s metrics as a :class:`BundleRecord`; a malformed one raises a one-line
+    :class:`StorageError` naming the stage's ``stage.json`` and the first bad field."""
+    try:
+        return BundleRecord.model_validate(record["metrics"])
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "metrics"
+        where = f"{record['index']:02d}-{record['stage']}/stage.json"
+        raise StorageError(f"{where}: metrics.{field}: {error['msg']}") from None
