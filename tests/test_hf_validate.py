@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,61 @@ def test_hf_spec_mistakes(problem: tuple[dict[str, Any], str], tmp_path: Path) -
         (tmp_path / "empty").mkdir()
         spec = {**spec, "pretrained": str(tmp_path / "empty")}
     _assert_one_line_error(_validate(tmp_path, _text_recipe(spec, SMALL_BERT, DISTILL)), "teacher.model", fragment)
+
+
+def _broken_checkpoint(source: Path, target: Path, fault: str) -> Path:
+    """A copy of checkpoint ``source`` with one fault a download or a hand-made directory can have."""
+    shutil.copytree(source, target)
+    weights = target / "model.safetensors"
+    if fault == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif fault == "pickle-only":
+        weights.rename(target / "pytorch_model.bin")
+    elif fault == "missing-shard":
+        weights.unlink()
+        shard = {"bert.embeddings.word_embeddings.weight": "model-00001-of-00002.safetensors"}
+        (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": shard}))
+    elif fault == "unknown-family":
+        config = json.loads((target / "config.json").read_text())
+        (target / "config.json").write_text(json.dumps({**config, "model_type": "frobnicator"}))
+    return target
+
+
+CHECKPOINT_FAULTS = {
+    "truncated": ("model.safetensors' is not a readable safetensors file", "re-download or re-save it"),
+    "pickle-only": ("has no model.safetensors; it has pytorch_model.bin", "safe_serialization=True"),
+    "missing-shard": ("model-00001-of-00002.safetensors' is missing",),
+    "unknown-family": ("model_type 'frobnicator' is not a transformers model family",),
+}
+
+
+@pytest.mark.parametrize("arch", ["hf", "bert"])
+@pytest.mark.parametrize("fault", CHECKPOINT_FAULTS)
+def test_a_checkpoint_that_cannot_load_is_refused_before_training(fault: str, arch: str, checkpoints: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    broken = _broken_checkpoint(Path(checkpoints["bert"]), tmp_path / "broken", fault)
+    recipe = _text_recipe(SMALL_BERT, {"arch": arch, "pretrained": str(broken)}, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model", *CHECKPOINT_FAULTS[fault])
+
+
+def test_a_pretrained_path_that_does_not_exist_is_not_read_as_a_hub_id(checkpoints: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such-model")
+    recipe = _text_recipe({"arch": "hf", "pretrained": missing}, SMALL_BERT, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "teacher.model", f"'{missing}' is not a directory")
+    recipe = _text_recipe({"arch": "hf", "pretrained": checkpoints["bert"]}, SMALL_BERT, DISTILL)
+    recipe["tokenizer"] = {"pretrained": missing}
+    _assert_one_line_error(_validate(tmp_path, recipe), "tokenizer.pretrained", f"'{missing}' is not a directory")
+
+
+@pytest.mark.parametrize(("config", "fragment"), [
+    ({"model_type": "bert", "hidden_size": 30, "num_attention_heads": 4}, "not a multiple of the number of attention"),
+    ({"model_type": "gpt2", "n_embd": 30, "n_head": 4}, "must be divisible by num_heads"),
+], ids=["bert", "gpt2"])
+def test_a_config_transformers_cannot_build_is_refused(config: dict[str, Any], fragment: str, tmp_path: Path) -> None:
+    recipe = _text_recipe(SMALL_BERT, {"arch": "hf", "config": config}, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model",
+                           f"transformers cannot build a '{config['model_type']}' model", fragment)
 
 
 #: Configs too large to allocate, each family under its own field names (GPT-2: n_embd, DistilBERT: dim …).

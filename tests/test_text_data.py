@@ -127,7 +127,8 @@ def test_load_from_disk_with_class_label(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("train", "test", "fields", "message"),
     [
-        (["a\t0"], None, {"val_examples": 1}, r"data.val_examples \(1\) must be below the 1 examples of .*train.tsv"),
+        (["a\t0", "b\t1"], None, {"val_examples": 2},
+         r"data.val_examples \(2\) must be below the 2 examples of .*train.tsv"),
         (["a\t0", "b\t1"], ["c\t2"], {"val_examples": 1},
          r"dev.tsv line 2: label '2' is not one of the training split's labels \('0', '1'\)"),
         (["a\t0", "b\t0\textra", "c\t1"], None, {"val_examples": 1},
@@ -142,9 +143,11 @@ def test_load_from_disk_with_class_label(tmp_path: Path) -> None:
          r"train.tsv line 3: label 'pos' is not a finite number \(data.task is regression\)"),
         (["a\tpos", "b\tpos,movie", "c\tneg"], ["d\tpos,film"], {"val_examples": 1},
          r"dev.tsv line 2: label 'film' is not one of the training split's labels \('movie', 'neg', 'pos'\)"),
+        (["a\tpos", "b\tpos", "c\tpos"], None, {"val_examples": 1},
+         r"train.tsv: every example has the same label in column 'label' \(pos\); expected at least 2 classes"),
     ],
     ids=["val-too-large", "unknown-test-label", "field-count", "empty-split", "missing-column", "ambiguous-task",
-         "regression-not-a-number", "multi-label-unknown-name"],
+         "regression-not-a-number", "multi-label-unknown-name", "one-class"],
 )
 def test_data_errors_name_file_line_and_expectation(
     tmp_path: Path, train: list[str], test: list[str] | None, fields: dict, message: str

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import Field, StrictInt, model_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from edgekd.config.base import Fraction, PositiveInt, StrictModel
 from edgekd.data.image_config import ImageCsvData, ImageFolderData, ImagePrep
+from edgekd.models.checkpoint_files import check_local_path
 
 #: What a model learns from the labels (see :mod:`edgekd.data.label_kind`).
 TaskKind = Literal["single_label", "multi_label", "regression", "token_classification"]
@@ -209,3 +210,10 @@ class TokenizerConfig(StrictModel):
     vocab_size: Annotated[StrictInt, Field(ge=100)] = 8000
     lowercase: bool = True
     max_length: Annotated[StrictInt, Field(ge=8)] = 128
+
+    @field_validator("pretrained")
+    @classmethod
+    def _path_exists(cls, pretrained: str | None) -> str | None:
+        if pretrained is not None:
+            check_local_path(pretrained)
+        return pretrained

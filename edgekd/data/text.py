@@ -122,7 +122,17 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
     task = config.task or train.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
     class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
                                                                                    config.label_column)
+    _check_distinct_classes(train, class_names, task, config.label_column)
     return _split(train, test, class_names, task, config, seed)
+
+
+def _check_distinct_classes(train: _RawSplit, class_names: tuple[str, ...], task: TaskKind,
+                            label_column: str) -> None:
+    """Refuse a single-label or tagging training set with one class: the model would learn a constant."""
+    if task in ("single_label", "token_classification") and len(class_names) < 2:
+        what = "tag" if task == "token_classification" else f"label in column '{label_column}'"
+        raise DataError(f"{train.name}: every example has the same {what} ({', '.join(class_names) or 'none'}); "
+                        "expected at least 2 classes")
 
 
 # --------------------------------------------------------------------------- local TSV / CSV files

@@ -121,14 +121,15 @@ def family(model_type: str) -> Family:
                   f"edgekd knows the layout of; {NOT_REWRITTEN}")
 
 
-def check_model_type(model_type: str) -> None:
-    """Raise ``ValueError`` (one line, with the closest name) unless transformers knows ``model_type``."""
+def check_model_type(model_type: str, source: str = "config") -> None:
+    """Raise ``ValueError`` (one line, with the closest name, prefixed by ``source``) unless transformers knows
+    ``model_type``."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     if model_type not in CONFIG_MAPPING_NAMES:
         close = difflib.get_close_matches(model_type, CONFIG_MAPPING_NAMES, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else " (e.g. bert, llama, vit)"
-        raise ValueError(f"config: model_type '{model_type}' is not a transformers model family{hint}")
+        raise ValueError(f"{source}: model_type '{model_type}' is not a transformers model family{hint}")
 
 
 def check_config_keys(config: dict[str, Any]) -> None:
@@ -170,6 +171,25 @@ def transformer_sizes(config: dict[str, Any]) -> tuple[int, int, int] | None:
         return None
     ffn = getattr(built, "intermediate_size", None)
     return layers, hidden, ffn if isinstance(ffn, int) else 4 * hidden
+
+
+def check_buildable(config: dict[str, Any]) -> None:
+    """Raise ``ValueError`` (one line) when transformers cannot build the family's model from ``config`` (a
+    transformers config mapping, ``model_type`` included), e.g. a hidden size that is not a multiple of the
+    head count. The model is built on the meta device: no memory is allocated and no weights initialised."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    if config["model_type"] not in MODEL_MAPPING_NAMES:  # no base model to build (head-only families)
+        return
+    built = AutoConfig.for_model(config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
+    try:
+        with torch.device("meta"):
+            AutoModel.from_config(built)
+    except Exception as exc:  # the family's constructor checks: ValueError, AssertionError, TypeError …
+        raise ValueError(f"config: transformers cannot build a '{config['model_type']}' model from it: "
+                         f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
 
 
 @cache

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
 from edgekd.config.base import PositiveInt, StrictModel
 from edgekd.models import families
-from edgekd.models.packaged import is_packaged
+from edgekd.models.checkpoint_files import check_local_path, check_safetensors_weights, looks_local
+from edgekd.models.packaged import is_packaged, resolve_pretrained
 
 #: A layer width, channel or embedding count: positive and small enough to allocate.
 Width = Annotated[PositiveInt, Field(le=65_536)]
@@ -137,15 +138,31 @@ class BertSpec(SpecBase):
             raise ValueError(f"give either 'pretrained' or sizes ({', '.join(sorted(sized))}), not both")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-        readable = self.pretrained is not None and (is_packaged(self.pretrained)
+        readable = self.pretrained is not None and (is_packaged(self.pretrained) or looks_local(self.pretrained)
                                                     or Path(self.pretrained).expanduser().is_dir())
         if readable:
-            model_type = families.read_config(self.pretrained).get("model_type", "?")
+            model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code)
             if not families.family(model_type).bert_layout:
                 raise ValueError(f"pretrained '{self.pretrained}' is a '{model_type}' checkpoint, not a BERT-layout "
                                  "encoder; use arch: hf to load any family")
         check_transformer_size(self.layers, self.hidden, self.ffn or 4 * self.hidden)
         return self
+
+
+def _checked_checkpoint(pretrained: str, trust_remote_code: bool) -> str:
+    """The ``model_type`` of checkpoint ``pretrained``, once it is known to load: a path that exists, a family
+    transformers knows (unless the checkpoint brings its own code) and, for a local directory, readable
+    safetensors weights. Raises ``ValueError`` (one line) otherwise, so ``validate`` names the key."""
+    check_local_path(pretrained)
+    model_type = families.read_config(pretrained, trust_remote_code=trust_remote_code).get("model_type")
+    if not isinstance(model_type, str):
+        raise ValueError(f"pretrained '{pretrained}': its config.json has no model_type")
+    if not trust_remote_code:
+        families.check_model_type(model_type, source=f"pretrained '{pretrained}': config.json")
+    local = Path(resolve_pretrained(pretrained)).expanduser()
+    if local.is_dir():
+        check_safetensors_weights(local)
+    return model_type
 
 
 def check_transformer_size(layers: int, hidden: int, ffn: int) -> None:
@@ -186,11 +203,9 @@ class HFSpec(SpecBase):
             sizes = families.transformer_sizes(self.config)
             if sizes is not None:
                 check_transformer_size(*sizes)
+            families.check_buildable(self.config)
         else:
-            model_type = families.read_config(self.pretrained, trust_remote_code=self.trust_remote_code).get(
-                "model_type")
-            if not isinstance(model_type, str):
-                raise ValueError(f"pretrained '{self.pretrained}': its config.json has no model_type")
+            model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code)
         self._model_type = model_type
         return self
 
