@@ -21,7 +21,6 @@ import json
 import re
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,8 @@ def measure(name: str, shape: tuple[int, int, int], args: argparse.Namespace, wo
     from edgekd.data.lm_data import prepare_lm_data
     from edgekd.export.causal_lm_onnx import export_causal_lm
     from edgekd.models.causal_lm import build_causal_lm
-    from edgekd.profile.cpu import detect_cpu
-    from edgekd.quantize.causal_lm import (
-        INT8,
-        compare_quality,
-        lm_record,
-        lm_variants,
-        loss_within,
-        time_generation,
-        validation_windows,
-    )
+    from edgekd.quantize.causal_lm import INT8, judge_int8, validation_windows
     from edgekd.quantize.config import QuantizeStage
-    from edgekd.quantize.decision import decide
-    from edgekd.quantize.isa import isa_label
     from edgekd.quantize.model import int8_options
     from edgekd.quantize.quantizers import quantize_dynamic_int8
 
@@ -81,15 +69,9 @@ def measure(name: str, shape: tuple[int, int, int], args: argparse.Namespace, wo
                                            "generation": {"prompt_tokens": args.prompt, "new_tokens": args.new}})
     options = int8_options(config, device)
     int8 = quantize_dynamic_int8(fp32, work / f"{name}.{INT8}.onnx", options)
-    models = {"fp32": fp32, INT8: int8}
     windows = validation_windows(data.validation.numpy(), args.context, config.loss_windows)
-    quality = compare_quality(fp32, int8, windows, threads=1)
-    timing = time_generation(models, data.validation[:args.prompt].tolist(), device, config.rounds, threads=1)
-    variants = lm_variants(models, quality, timing)
-    decision = decide(variants, eligible=partial(loss_within, fp32=variants[0], tolerance=config.loss_tolerance),
-                      min_speedup=config.min_speedup, size_budget_mb=device.budget.size_mb,
-                      cpu_label=isa_label(detect_cpu().isa), tolerance=config.loss_tolerance)
-    record = lm_record(variants, quality, timing, decision, {key: path.name for key, path in models.items()})
+    judged = judge_int8(fp32, int8, windows, data.validation[:args.prompt].tolist(), device, config)
+    record = judged.record({"fp32": fp32.name, INT8: int8.name})
     return {"layers": layers, "width": width, "heads": heads, "params": sum(p.numel() for p in model.parameters()),
             "train_steps": args.steps, "train_seconds": train_seconds, "windows": len(windows),
             "int8_settings": options.settings.to_json(), **record}

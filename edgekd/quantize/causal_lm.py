@@ -25,6 +25,7 @@ target ships ``.ort``, the INT8 graph is converted too and the bundle ships that
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -69,24 +70,52 @@ def run_causal_lm_quantize(config: QuantizeStage, artifact: Artifact, ctx: Stage
         prompt = data.validation[:ctx.device.generation.prompt_tokens].tolist()
         options = int8_options(config, ctx.device)
         int8 = quantize_dynamic_int8(source, ctx.work_dir / f"{role}.{INT8}.onnx", options)
-        threads = resolve_threads(ctx.device)
-        quality = compare_quality(source, int8, windows, threads)
-        timing = time_generation({"fp32": source, INT8: int8}, prompt, ctx.device, config.rounds, threads)
-        variants = lm_variants({"fp32": source, INT8: int8}, quality, timing)
-        decision = decide(variants, eligible=partial(loss_within, fp32=variants[0], tolerance=config.loss_tolerance),
-                          min_speedup=config.min_speedup, size_budget_mb=ctx.device.budget.size_mb,
-                          cpu_label=isa_label(detect_cpu().isa), tolerance=config.loss_tolerance)
-        ctx.log.info("%s: %s", role, decision.reason)
-        kept = next(v for v in variants if v.name == decision.kept)
+        judged = judge_int8(source, int8, windows, prompt, ctx.device, config)
+        ctx.log.info("%s: %s", role, judged.decision.reason)
+        kept = judged.kept
         ref = {"fp32": model.onnx, INT8: ctx.ref(int8.name)}
-        metrics[role] = lm_record(variants, quality, timing, decision, ref) | {
+        metrics[role] = judged.record(ref) | {
             "int8_settings": options.settings.to_json(), "windows": len(windows), "prompt_tokens": len(prompt)}
         artifact = artifact.with_model(model.updated(
-            onnx=ref[kept.name], precision=kept.name, quantization_reason=decision.reason, size_mb=kept.size_mb,
-            quantization_speedup=kept.speedup.ratio if kept.speedup else None,
-            quantization_loss_change=quality[kept.name]["val_loss"] - quality["fp32"]["val_loss"],
+            onnx=ref[kept.name], precision=kept.name, quantization_reason=judged.decision.reason,
+            size_mb=kept.size_mb, quantization_speedup=kept.speedup.ratio if kept.speedup else None,
+            quantization_loss_change=judged.quality[kept.name]["val_loss"] - judged.quality["fp32"]["val_loss"],
             **(shipped_files(model, int8, windows[0], ctx) if kept.name != "fp32" else {})))
     return StageOutput(artifact=artifact, metrics=metrics)
+
+
+@dataclass(frozen=True)
+class JudgedInt8:
+    """Both graphs of one model measured in one run (quality, interleaved generation timing) and the decision."""
+
+    variants: list[Variant]
+    quality: dict[str, dict[str, float]]
+    timing: dict[str, list[Generation]]
+    decision: Decision
+
+    @property
+    def kept(self) -> Variant:
+        """The variant the decision keeps."""
+        return next(v for v in self.variants if v.name == self.decision.kept)
+
+    def record(self, ref: dict[str, str]) -> dict[str, Any]:
+        """The stage's figures (:func:`lm_record`), each graph named by ``ref[variant]``."""
+        return lm_record(self.variants, self.quality, self.timing, self.decision, ref)
+
+
+def judge_int8(fp32: Path, int8: Path, windows: np.ndarray, prompt: list[int], device: DeviceProfile,
+               config: QuantizeStage) -> JudgedInt8:
+    """Measure the FP32 and INT8 KV-cache graphs on ``windows`` and by greedy generation after ``prompt`` on
+    ``device``'s threads, and decide which to keep by ``config``'s rules (see the module docstring)."""
+    threads = resolve_threads(device)
+    models = {"fp32": fp32, INT8: int8}
+    quality = compare_quality(fp32, int8, windows, threads)
+    timing = time_generation(models, prompt, device, config.rounds, threads)
+    variants = lm_variants(models, quality, timing)
+    decision = decide(variants, eligible=partial(loss_within, fp32=variants[0], tolerance=config.loss_tolerance),
+                      min_speedup=config.min_speedup, size_budget_mb=device.budget.size_mb,
+                      cpu_label=isa_label(detect_cpu().isa), tolerance=config.loss_tolerance)
+    return JudgedInt8(variants, quality, timing, decision)
 
 
 def shipped_files(exported: ModelArtifact, int8: Path, ids: np.ndarray, ctx: StageContext) -> dict[str, Any]:
