@@ -119,6 +119,9 @@ def test_stage_order_is_checked(write_recipe) -> None:
     recipe = demo_recipe_dict()
     recipe["stages"] = recipe["stages"][1:]
     _assert_one_line_error(_validate(write_recipe(recipe)), "stages[0].teacher", "needs a 'teacher' stage")
+    recipe = demo_recipe_dict()
+    recipe["stages"] = [{"stage": "report"}, *recipe["stages"]]
+    _assert_one_line_error(_validate(write_recipe(recipe)), "stages[0].stage", "'report' is the first stage")
 
 
 def test_bad_device_profile_file(write_recipe, tmp_path: Path) -> None:
