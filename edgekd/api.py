@@ -20,6 +20,7 @@ from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceProfile, load_device
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
+from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.pipeline import RunResult, run_pipeline
@@ -89,7 +90,8 @@ def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True,
 
 
 def _check_inputs(recipe: Recipe) -> None:
-    """Read local text data files as the teacher stage will, and check that named directories and weights exist."""
+    """Read local text data files as the teacher stage will, list image data's files and classes, and check that
+    named directories and weights exist."""
     data = recipe.data
     if isinstance(data, TextFileData):
         from edgekd.data.text import load_text_dataset
@@ -97,6 +99,10 @@ def _check_inputs(recipe: Recipe) -> None:
         load_text_dataset(data, recipe.seed)
     if isinstance(data, HFDiskData) and not data.path.is_dir():
         raise DataError(f"{data.path}: directory not found (data.path)")
+    if is_image_data(data):
+        from edgekd.data.image_data import checked_splits
+
+        checked_splits(data)  # lists the files and classes; pixels are read when the data is loaded
     for weights in recipe.teacher.weight_files:
         if not weights.is_file():
             raise ModelError(f"{weights}: weights file not found (teacher.weights)")

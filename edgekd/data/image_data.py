@@ -42,8 +42,9 @@ def load_image_splits(config: ImageDataConfig, seed: int) -> ImageSets:
     return _load(config, seed, image_data_digest(config))
 
 
-@lru_cache(maxsize=2)
-def _load(config: ImageDataConfig, seed: int, _digest: str) -> ImageSets:
+def checked_splits(config: ImageDataConfig) -> tuple[dict[str, LabelledImages], tuple[str, ...]]:
+    """The splits ``config`` names, listed without reading a pixel, and the training classes: at least two,
+    and every other split's classes among them (a :class:`DataError` naming the place otherwise)."""
     splits = list_splits(config)
     train = splits["train"]
     class_names = tuple(sorted(set(train.labels)))
@@ -52,6 +53,12 @@ def _load(config: ImageDataConfig, seed: int, _digest: str) -> ImageSets:
                         "expected at least 2 classes")
     for split in splits.values():
         _check_classes(split, class_names)
+    return splits, class_names
+
+
+@lru_cache(maxsize=2)
+def _load(config: ImageDataConfig, seed: int, _digest: str) -> ImageSets:
+    splits, class_names = checked_splits(config)
     images = {name: [open_image(ref) for ref in split.images] for name, split in splits.items()}
     labels = {name: np.array([class_names.index(label) for label in split.labels], dtype=np.int64)
               for name, split in splits.items()}
