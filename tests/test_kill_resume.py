@@ -197,7 +197,10 @@ KILL_POINTS: dict[str, Callable[[Attempt, Path, random.Random, Timing], str]] = 
 
 def _checkpoint_epochs(partial: Path) -> int | None:
     """Epochs recorded in a training stage's checkpoint (a teacher's is per member), if one is there."""
-    paths = sorted(partial.glob(f"**/{CHECKPOINT}"))
+    try:
+        paths = sorted(partial.glob(f"**/{CHECKPOINT}"))
+    except FileNotFoundError:  # a temporary directory renamed away while the glob walked the live stage
+        return None
     if not paths:
         return None
     try:
