@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceProfile, load_device
+from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
 from edgekd.data.image_files import is_image_data
@@ -39,15 +40,25 @@ if TYPE_CHECKING:
     from edgekd.search.compress import CompressResult
 
 
-def validate(recipe: str | Path) -> Recipe:
-    """Load and check a recipe without running it.
+def validate(recipe: str | Path | Mapping[str, Any] | Recipe) -> Recipe:
+    """Load and check a recipe without running it: a built-in name, a YAML path, a mapping of the same keys as
+    a recipe file or a :class:`Recipe` (relative paths of these two start from the working directory).
 
     Checked: keys, types, names, stage order, the device profile (and that some model could meet
     its budget on this machine), local data files (columns, labels, sizes) and teacher weights.
     """
-    loaded = load_recipe(recipe)
-    path = find("pipelines", recipe)
-    source = str(path)
+    if isinstance(recipe, Recipe):
+        loaded, source = recipe, f"recipe '{recipe.name}'"
+    elif isinstance(recipe, Mapping):
+        source = "recipe mapping"
+        loaded = validate_model(dict(recipe), Recipe, source=source)
+    elif isinstance(recipe, str | Path):
+        source = str(find("pipelines", recipe))
+        loaded = load_recipe(source)
+    else:
+        raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
+                        f"got {type(recipe).__name__}")
+    path = Path(source)  # a recipe file's "# Data:" comment says where to get missing data
     check_recipe(loaded, source)
     try:
         device = _checked_device(loaded.device)
@@ -109,7 +120,7 @@ def _check_inputs(recipe: Recipe) -> None:
 
 
 def run(
-    recipe: str | Path | Recipe,
+    recipe: str | Path | Mapping[str, Any] | Recipe,
     *,
     device: str | Path | DeviceProfile | None = None,
     out: str | Path | None = None,
@@ -118,7 +129,7 @@ def run(
     fresh: bool = False,
     show_progress: bool = False,
 ) -> RunResult:
-    """Run a recipe (a built-in name, a YAML path or a :class:`Recipe`) and return its result.
+    """Run a recipe (a built-in name, a YAML path, a mapping or a :class:`Recipe`) and return its result.
 
     ``device`` overrides the recipe's device profile, ``budget_ms`` its p90 latency budget and ``threads``
     its torch training threads (see :mod:`edgekd.threads`); ``out`` is the run directory (default
@@ -130,7 +141,7 @@ def run(
 
 
 def plan(
-    recipe: str | Path | Recipe,
+    recipe: str | Path | Mapping[str, Any] | Recipe,
     *,
     device: str | Path | DeviceProfile | None = None,
     out: str | Path | None = None,
@@ -142,8 +153,9 @@ def plan(
     return plan_run(loaded, profile, run_dir, fresh=fresh)
 
 
-def _prepared(recipe: str | Path | Recipe, device: str | Path | DeviceProfile | None, out: str | Path | None,
-              budget_ms: float | None, threads: int | Literal["auto"] | None) -> tuple[Recipe, DeviceProfile, Path]:
+def _prepared(recipe: str | Path | Mapping[str, Any] | Recipe, device: str | Path | DeviceProfile | None,
+              out: str | Path | None, budget_ms: float | None,
+              threads: int | Literal["auto"] | None) -> tuple[Recipe, DeviceProfile, Path]:
     """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use."""
     loaded = _with_threads(recipe if isinstance(recipe, Recipe) else validate(recipe), threads)
     if isinstance(recipe, Recipe):
@@ -168,7 +180,7 @@ def _with_threads(recipe: Recipe, threads: int | Literal["auto"] | None) -> Reci
 
 
 def compress(
-    recipe: str | Path | Recipe,
+    recipe: str | Path | Mapping[str, Any] | Recipe,
     *,
     device: str | Path | DeviceProfile | None = None,
     budget_ms: float | None = None,
@@ -179,7 +191,7 @@ def compress(
 ) -> CompressResult:
     """Find the most accurate student of ``recipe`` that fits ``device``'s budget, and run it to a report.
 
-    The recipe (a built-in name, a YAML path or a :class:`Recipe`) becomes a budget search (see
+    The recipe (a built-in name, a YAML path, a mapping or a :class:`Recipe`) becomes a budget search (see
     :func:`edgekd.search.compress.search_recipe`); ``budget_ms`` replaces the device profile's p90
     budget; ``out`` is the run directory (default ``runs/<recipe name>-search``). The latency table
     is built (or read from the cache) first: a budget no candidate meets raises

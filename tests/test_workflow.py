@@ -65,3 +65,15 @@ def test_run_and_reopen_in_python(tmp_path: Path) -> None:
     assert student(images).shape == (2, 10)
     with pytest.raises(ConfigError, match="no saved 'assistant' model"):
         run.load_model("assistant")
+
+
+def test_a_recipe_mapping_is_the_same_recipe_as_its_yaml_file(tmp_path: Path) -> None:
+    pipeline = _pipeline()
+    mapping = pipeline.recipe.model_dump(mode="json", exclude_unset=True)
+    assert edgekd.validate(mapping) == pipeline.recipe
+    assert [p.status for p in edgekd.plan(mapping, out=tmp_path / "run")] == ["runs"] * 5
+    with pytest.raises(ConfigError, match=r"^recipe mapping: stages\[1\]\.lr: ") as raised:
+        edgekd.validate({**mapping, "stages": [{"stage": "teacher"}, {"stage": "distill", "lr": -1}]})
+    assert "\n" not in str(raised.value)
+    with pytest.raises(TypeError, match="expected a built-in name, a YAML path, a mapping or a Recipe, got int"):
+        edgekd.validate(42)
