@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
-from edgekd.config.device import DeviceProfile, load_device
+from edgekd.config.device import DeviceLike, DeviceProfile, load_device
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
@@ -32,6 +32,9 @@ from edgekd.stages import check_recipe
 from edgekd.task_rules import check_generation_fits
 from edgekd.threads import training_threads
 
+#: What names a recipe wherever one is taken (see :func:`validate`).
+RecipeLike = str | Path | Mapping[str, Any] | Recipe
+
 if TYPE_CHECKING:
     from edgekd.export.bundle_file import BundledFile
     from edgekd.export.ort_format import OrtModel
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
     from edgekd.search.compress import CompressResult
 
 
-def validate(recipe: str | Path | Mapping[str, Any] | Recipe) -> Recipe:
+def validate(recipe: RecipeLike) -> Recipe:
     """Load and check a recipe without running it: a built-in name, a YAML path, a mapping of the same keys as
     a recipe file or a :class:`Recipe` (relative paths of these two start from the working directory).
 
@@ -83,7 +86,7 @@ def pipelines() -> list[dict]:
     return listed
 
 
-def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True,
+def _checked_device(device: DeviceLike, *, latency: bool = True,
                     budget_ms: float | None = None) -> DeviceProfile:
     """A device profile (given, or loaded by name or path) whose budget is not impossible on this machine.
 
@@ -92,8 +95,8 @@ def _checked_device(device: str | Path | DeviceProfile, *, latency: bool = True,
     """
     from edgekd.search.compress import with_budget
 
-    loaded = device if isinstance(device, DeviceProfile) else load_device(device)
-    source = f"device '{device.name}'" if isinstance(device, DeviceProfile) else str(find("devices", device))
+    loaded = load_device(device)
+    source = str(find("devices", device)) if isinstance(device, str | Path) else f"device '{loaded.name}'"
     if budget_ms is not None:
         loaded, source = with_budget(loaded, budget_ms), f"{source} with --budget-ms {budget_ms:g}"
     check_budget(loaded, source, latency=latency)
@@ -120,9 +123,9 @@ def _check_inputs(recipe: Recipe) -> None:
 
 
 def run(
-    recipe: str | Path | Mapping[str, Any] | Recipe,
+    recipe: RecipeLike,
     *,
-    device: str | Path | DeviceProfile | None = None,
+    device: DeviceLike | None = None,
     out: str | Path | None = None,
     budget_ms: float | None = None,
     threads: int | Literal["auto"] | None = None,
@@ -141,9 +144,9 @@ def run(
 
 
 def plan(
-    recipe: str | Path | Mapping[str, Any] | Recipe,
+    recipe: RecipeLike,
     *,
-    device: str | Path | DeviceProfile | None = None,
+    device: DeviceLike | None = None,
     out: str | Path | None = None,
     budget_ms: float | None = None,
     fresh: bool = False,
@@ -153,7 +156,7 @@ def plan(
     return plan_run(loaded, profile, run_dir, fresh=fresh)
 
 
-def _prepared(recipe: str | Path | Mapping[str, Any] | Recipe, device: str | Path | DeviceProfile | None,
+def _prepared(recipe: RecipeLike, device: DeviceLike | None,
               out: str | Path | None, budget_ms: float | None,
               threads: int | Literal["auto"] | None) -> tuple[Recipe, DeviceProfile, Path]:
     """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use."""
@@ -180,9 +183,9 @@ def _with_threads(recipe: Recipe, threads: int | Literal["auto"] | None) -> Reci
 
 
 def compress(
-    recipe: str | Path | Mapping[str, Any] | Recipe,
+    recipe: RecipeLike,
     *,
-    device: str | Path | DeviceProfile | None = None,
+    device: DeviceLike | None = None,
     budget_ms: float | None = None,
     out: str | Path | None = None,
     threads: int | Literal["auto"] | None = None,
@@ -212,7 +215,7 @@ def compress(
 def profile(
     onnx_path: str | Path,
     *,
-    device: str | Path | DeviceProfile = "host-cpu",
+    device: DeviceLike = "host-cpu",
     warmup: int = 20,
     runs: int = 200,
     show_progress: bool = False,
@@ -220,7 +223,7 @@ def profile(
     """Profile any ONNX or ``.ort`` file with onnxruntime under a device profile; returns a ``ProfileResult``."""
     from edgekd.profile.runner import profile_onnx
 
-    profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
+    profile_ = load_device(device)
     return profile_onnx(Path(onnx_path), profile_, warmup=warmup, runs=runs, show_progress=show_progress)
 
 
@@ -234,7 +237,7 @@ def report(run_dir: str | Path) -> list[Path]:
 def bench(
     models: list[str | Path],
     *,
-    device: str | Path | DeviceProfile = "host-cpu",
+    device: DeviceLike = "host-cpu",
     out: str | Path = "runs/bench",
     warmup: int = 20,
     runs: int = 200,
@@ -245,7 +248,7 @@ def bench(
     from edgekd.profile.cpu import detect_cpu
     from edgekd.report.bench import write_bench_report
 
-    profile_ = device if isinstance(device, DeviceProfile) else load_device(device)
+    profile_ = load_device(device)
     paths = [Path(m) for m in models]
     with write_errors_reported(Path(out)):  # an --out that cannot be written fails now, not after the timing
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -277,7 +280,7 @@ def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -
     return calibrated
 
 
-def export(model: str | Path, *, target: str | Path = "ort-mobile", device: str | Path | DeviceProfile = "host-cpu",
+def export(model: str | Path, *, target: str | Path = "ort-mobile", device: DeviceLike = "host-cpu",
            out: str | Path | None = None, kwargs: Mapping[str, Any] | None = None,
            input_shape: tuple[int, ...] | None = None, sample: str | Path | None = None, warmup: int = 20,
            runs: int = 200) -> OrtModel | ExportedModel:
@@ -296,7 +299,7 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: str 
     from edgekd.export.source import default_out, export_source, source_kind
 
     out_dir = Path(out) if out is not None else default_out(model)
-    profile_, target_ = _device(device), load_export_target(target)
+    profile_, target_ = load_device(device), load_export_target(target)
     if source_kind(model) != "onnx":
         return export_source(str(model), target_, profile_, out_dir,
                              kwargs=dict(kwargs) if kwargs is not None else None, input_shape=input_shape,
@@ -307,7 +310,7 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: str 
     return export_file(Path(model), target_, out_dir, shape=profile_.inputs)
 
 
-def quantize(model: str | Path, *, device: str | Path | DeviceProfile, out: str | Path,
+def quantize(model: str | Path, *, device: DeviceLike, out: str | Path,
              calibration: str | Path | None = None, eval: str | Path | None = None,  # noqa: A002 - the CLI's --eval
              settings: QuantizeSettings | Mapping[str, Any] | None = None) -> QuantizedFile:
     """Quantize an ONNX file for ``device`` as the quantize stage does; the kept model and quantize.json go to ``out``.
@@ -319,15 +322,10 @@ def quantize(model: str | Path, *, device: str | Path | DeviceProfile, out: str 
     """
     from edgekd.quantize.onnx_file import quantize_file
 
-    return quantize_file(Path(model), _device(device), Path(out),
+    return quantize_file(Path(model), load_device(device), Path(out),
                          calibration=Path(calibration) if calibration is not None else None,
                          evaluation=Path(eval) if eval is not None else None,
                          settings=_quantize_settings(settings))
-
-
-def _device(device: str | Path | DeviceProfile) -> DeviceProfile:
-    """A device profile given, or loaded by name or path."""
-    return device if isinstance(device, DeviceProfile) else load_device(device)
 
 
 def _quantize_settings(settings: QuantizeSettings | Mapping[str, Any] | None) -> QuantizeSettings | None:
@@ -339,7 +337,7 @@ def _quantize_settings(settings: QuantizeSettings | Mapping[str, Any] | None) ->
     return validate_model(dict(settings), QuantizeSettings, source="quantize settings")
 
 
-def bundle(model: str | Path, *, device: str | Path | DeviceProfile, out: str | Path,
+def bundle(model: str | Path, *, device: DeviceLike, out: str | Path,
            labels: str | Path | None = None, preprocessing: str | Path | None = None,
            target: str | Path = "ort-mobile", warmup: int = 20, runs: int = 200) -> BundledFile:
     """Pack an ONNX file for an Android/iOS app as the bundle stage does: ``out``/bundle/, bundle.zip, bundle.json.
@@ -352,7 +350,7 @@ def bundle(model: str | Path, *, device: str | Path | DeviceProfile, out: str | 
     from edgekd.export.bundle_file import bundle_file
     from edgekd.export.config import load_export_target
 
-    return bundle_file(Path(model), _device(device), Path(out), load_export_target(target),
+    return bundle_file(Path(model), load_device(device), Path(out), load_export_target(target),
                        labels=Path(labels) if labels is not None else None,
                        preprocessing=Path(preprocessing) if preprocessing is not None else None,
                        warmup=warmup, runs=runs)

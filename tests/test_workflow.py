@@ -77,3 +77,13 @@ def test_a_recipe_mapping_is_the_same_recipe_as_its_yaml_file(tmp_path: Path) ->
     assert "\n" not in str(raised.value)
     with pytest.raises(TypeError, match="expected a built-in name, a YAML path, a mapping or a Recipe, got int"):
         edgekd.validate(42)
+
+
+def test_a_device_mapping_is_a_device_profile(tmp_path: Path) -> None:
+    device = {"name": "phone", "threads": 1, "budget": {"p90_ms": 5, "size_mb": 5, "peak_memory_mb": 200}}
+    assert [p.status for p in edgekd.plan(_pipeline().recipe, device=device, out=tmp_path / "run")] == ["runs"] * 5
+    with pytest.raises(ConfigError, match=r"^device mapping: budget\.p90ms: unknown key 'p90ms'"):
+        edgekd.plan(_pipeline().recipe, device={**device, "budget": {**device["budget"], "p90ms": 5}},
+                    out=tmp_path / "run")
+    with pytest.raises(TypeError, match="device: expected a built-in name, a YAML path, a mapping or a DeviceProfile"):
+        edgekd.plan(_pipeline().recipe, device=3, out=tmp_path / "run")

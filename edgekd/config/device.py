@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, field_validator
 
 from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
-from edgekd.config.loading import load_yaml_model
+from edgekd.config.loading import load_yaml_model, validate_model
 from edgekd.profile.cpu import KNOWN_ISA
 from edgekd.profile.references import REFERENCE_MODELS
 
@@ -85,6 +86,18 @@ class DeviceProfile(StrictModel):
         return self.reference is not None
 
 
-def load_device(name_or_path: str | Path) -> DeviceProfile:
-    """Load a device profile by built-in name (``host-cpu``) or path."""
-    return load_yaml_model(find("devices", name_or_path), DeviceProfile)
+#: What names a device profile wherever one is taken (see :func:`load_device`).
+DeviceLike = str | Path | Mapping[str, Any] | DeviceProfile
+
+
+def load_device(device: DeviceLike) -> DeviceProfile:
+    """A device profile: by built-in name (``host-cpu``), YAML path, a mapping of a profile file's keys, or as
+    given (a :class:`DeviceProfile`); any other type is a ``TypeError``."""
+    if isinstance(device, DeviceProfile):
+        return device
+    if isinstance(device, Mapping):
+        return validate_model(dict(device), DeviceProfile, source="device mapping")
+    if not isinstance(device, str | Path):
+        raise TypeError(f"device: expected a built-in name, a YAML path, a mapping or a DeviceProfile, "
+                        f"got {type(device).__name__}")
+    return load_yaml_model(find("devices", device), DeviceProfile)
