@@ -198,6 +198,22 @@ def test_broken_modules_are_refused_in_one_line_before_training(
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("01-teacher/teacher"))
 
 
+def test_a_module_without_an_onnx_export_is_refused_before_training_when_the_recipe_exports(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    recipe = _recipe({"arch": "module", "factory": "tests.user_modules:not_exportable"},
+                     {"arch": "module", "factory": CNN}, [*FAST_STAGES, {"stage": "export"}])
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "teacher.model.factory: the recipe exports the model, but the module does not export to ONNX" in message
+    assert "aten::histc" in message
+    path.write_text(yaml.safe_dump({**recipe, "stages": FAST_STAGES}))  # nothing exported: nothing to refuse
+    assert CliRunner().invoke(app, ["validate", str(path)]).exit_code == 0
+
+
 @pytest.mark.parametrize(("student", "loss"), [(CNN, "hidden"), (CNN, "attention"), ("tests.user_modules:dict_mlp",
                                                                                        "hidden")])
 def test_hidden_and_attention_losses_are_refused_for_a_module(student: str, loss: str) -> None:

@@ -93,6 +93,22 @@ def wrong_input() -> nn.Module:
     return SmallCNN(channels=3)
 
 
+def not_exportable() -> nn.Module:
+    """A module that trains but has no ONNX export: its forward uses ``torch.histc``."""
+    return _Histogram()
+
+
+class _Histogram(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64 + 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pixels = x.flatten(1)
+        counts = torch.stack([torch.histc(row, bins=8, min=0.0, max=16.0) for row in pixels])
+        return self.linear(torch.cat([pixels, counts], 1))
+
+
 class _NoLogits(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -25,7 +25,10 @@ import hashlib
 import importlib
 import inspect
 import logging
+import tempfile
+import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +37,7 @@ from torch import nn
 from edgekd.data.examples import TEXT_INPUTS, InputSignature
 from edgekd.digest import update_with_tensor
 from edgekd.errors import ConfigError, EdgekdError, ModelError
+from edgekd.log_level import raised_level
 from edgekd.models.call import eval_mode
 from edgekd.models.specs import ModuleSpec
 from edgekd.models.vision import reshape_layers
@@ -221,10 +225,37 @@ def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
         return
     try:
         with torch.random.fork_rng():  # the factory's initialisation must not shift the run's random stream
-            check_outputs(wrap(instantiate(spec), signature.kind), signature, num_classes)
+            model = wrap(instantiate(spec), signature.kind)
+            check_outputs(model, signature, num_classes)
+            export = next((stage for stage in state.recipe.stages if stage.stage == "export"), None)
+            if export is not None:
+                check_exports(model, signature, export.target)
     except Refused as exc:
         raise state.fail(f"{where}.{exc.key}", exc.message) from None
     _CHECKED.add(key)
+
+
+def check_exports(model: UserModule, signature: InputSignature, target_name: str) -> None:
+    """Refuse a module the export stage could not export: it is exported once, untrained, to a temporary file
+    by the stage's exporter and target (parity with PyTorch included), so the failure comes before training."""
+    from edgekd.export.config import load_export_target
+    from edgekd.export.onnx_export import export_onnx
+
+    try:
+        target = load_export_target(target_name)
+    except EdgekdError:
+        return  # the export stage's own check names its target
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
+            raised_level("edgekd.export", logging.WARNING):
+        warnings.simplefilter("ignore")  # tracer warnings of a trial, not of the run's export
+        path = Path(tmp) / "trial.onnx"
+        try:
+            export_onnx(model, probe_inputs(signature), path, target, extra_dynamic_axes=signature.dynamic_axes())
+        except EdgekdError as exc:
+            reason = str(exc).removeprefix(f"{path}: ")
+            raise Refused("factory", f"the recipe exports the model, but the module does not export to ONNX "
+                          f"({reason})") from exc
+
 
 
 def _data_shape(recipe: Any) -> tuple[InputSignature, int] | None:

@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 from edgekd.atomic import atomic_path
 from edgekd.errors import ModelError
 from edgekd.export.parity import one_line
+from edgekd.log_level import raised_level
 from edgekd.quantize.calibration import FeedReader, calibration_method
 from edgekd.quantize.feeds import Feed
 from edgekd.quantize.isa import Int8Settings
@@ -118,18 +119,14 @@ def _writing(source: Path, target: Path, what: str) -> Iterator[Path]:
     onnxruntime's quantizers advise pre-processing on the root logger (it has been done) and its
     calibrators print progress to stdout.
     """
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
     try:
-        with atomic_path(target) as tmp, contextlib.redirect_stdout(io.StringIO()):
+        with raised_level(None, logging.ERROR), atomic_path(target) as tmp, \
+                contextlib.redirect_stdout(io.StringIO()):
             yield tmp
     except ModelError:
         raise
     except Exception as exc:
         raise ModelError(f"{source}: {what} quantization failed: {one_line(exc)}") from exc
-    finally:
-        root.setLevel(level)
 
 
 def _quant_type(name: str):  # noqa: ANN202 - onnxruntime's QuantType, imported lazily
