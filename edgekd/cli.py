@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -20,13 +21,22 @@ import typer.core
 from rich import box
 from rich.table import Table
 
-from edgekd import __version__, api, catalog
+from edgekd import __version__, catalog
 from edgekd.config.device import load_device
 from edgekd.console import SafeRichHandler, err, out, print_json, shown
 from edgekd.distributed import exit_launched, launched_rank, launched_size
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.profile.stability import stability_warning
 from edgekd.report.lm_search import TRAINED_COLUMNS, is_lm_search, trained_rows
+
+
+def _api() -> ModuleType:
+    """:mod:`edgekd.api`, imported when a command runs: it imports torch (seconds), which ``--help``,
+    ``--version`` and shell completion do not need."""
+    from edgekd import api
+
+    return api
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -147,14 +157,14 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, bud
     Example: edgekd run pipelines/demo-digits.yaml --device host-cpu --out runs/demo
     """
     if dry_run:
-        plans = api.plan(recipe, device=device, out=out_dir, budget_ms=budget_ms, fresh=fresh)
+        plans = _api().plan(recipe, device=device, out=out_dir, budget_ms=budget_ms, fresh=fresh)
         if as_json:
             print_json([stage.to_json() for stage in plans])
             return
         for stage in plans:
             out.print(shown(stage.describe()), highlight=False)
         return
-    result = api.run(recipe, device=device, out=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
+    result = _api().run(recipe, device=device, out=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
                      show_progress=not (quiet or as_json))
     if result.is_main_process:
         _print_run(result, as_json)
@@ -168,7 +178,7 @@ def demo(out_dir: OutOpt = None, threads: ThreadsOpt = None, fresh: FreshOpt = F
 
     Example: edgekd demo --out runs/demo
     """
-    result = api.run("demo-digits", out=out_dir or Path("runs/demo"), threads=threads, fresh=fresh,
+    result = _api().run("demo-digits", out=out_dir or Path("runs/demo"), threads=threads, fresh=fresh,
                      show_progress=not (quiet or as_json))
     if result.is_main_process:
         _print_run(result, as_json)
@@ -195,7 +205,7 @@ def compress(
 
     Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.02
     """
-    result = api.compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, threads=threads, fresh=fresh,
+    result = _api().compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, threads=threads, fresh=fresh,
                           show_progress=not (quiet or as_json))
     if as_json:
         print_json({**_run_json(result.run), "table": result.table.to_json(), "search": _search_metrics(result)})
@@ -211,7 +221,7 @@ def validate(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
 
     Example: edgekd validate pipelines/demo-digits.yaml
     """
-    loaded = api.validate(recipe)
+    loaded = _api().validate(recipe)
     if as_json:
         print_json({"ok": True, "recipe": loaded.name, "source": str(catalog.find("pipelines", recipe)),
                     "stages": loaded.stage_names(), "device": str(loaded.device)})
@@ -233,7 +243,7 @@ def profile(
 
     Example: edgekd profile runs/demo/03-export/student.onnx --device host-cpu --json
     """
-    result = api.profile(model, device=device, runs=runs, warmup=warmup, show_progress=not as_json)
+    result = _api().profile(model, device=device, runs=runs, warmup=warmup, show_progress=not as_json)
     figures = result.to_json()
     unstable = stability_warning(str(model), figures)
     if as_json:
@@ -260,7 +270,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (edgekd
 
     Example: edgekd report runs/demo
     """
-    paths = api.report(run_dir)
+    paths = _api().report(run_dir)
     if as_json:
         print_json({"run_dir": str(run_dir), "files": [str(path) for path in paths]})
         return
@@ -284,7 +294,7 @@ def bench(
 
     Example: edgekd bench runs/demo/03-export/teacher.onnx runs/demo/03-export/student.onnx --device host-cpu
     """
-    record = api.bench(models, device=device, out=out_dir, warmup=warmup, runs=runs, rounds=rounds)
+    record = _api().bench(models, device=device, out=out_dir, warmup=warmup, runs=runs, rounds=rounds)
     if as_json:
         print_json(record)
         return
@@ -330,7 +340,7 @@ def export(
     """
     from edgekd.export.source import ExportedModel
 
-    result = api.export(source, target=target, device=device, out=out_dir, kwargs=_json_object(kwargs, "--kwargs"),
+    result = _api().export(source, target=target, device=device, out=out_dir, kwargs=_json_object(kwargs, "--kwargs"),
                         input_shape=_dims(input_shape, "--input-shape"), sample=sample, warmup=warmup, runs=runs)
     if isinstance(result, ExportedModel):
         _print_exported(result, as_json)
@@ -414,7 +424,7 @@ def quantize(
     Example: edgekd quantize runs/demo/03-export/student.onnx --device host-cpu --calibration calib.npz --out q/
     """
     given = {"modes": modes, "min_speedup": min_speedup, "runs": runs, "rounds": rounds}
-    result = api.quantize(model, device=device, out=out_dir, calibration=calibration, eval=eval_file,
+    result = _api().quantize(model, device=device, out=out_dir, calibration=calibration, eval=eval_file,
                           settings={key: value for key, value in given.items() if value is not None})
     record = result.to_json()
     if as_json:
@@ -456,7 +466,7 @@ def bundle(
 
     Example: edgekd bundle runs/demo/03-export/student.onnx --device host-cpu --labels labels.txt --out app/
     """
-    result = api.bundle(model, device=device, out=out_dir, labels=labels, preprocessing=preprocessing,
+    result = _api().bundle(model, device=device, out=out_dir, labels=labels, preprocessing=preprocessing,
                         target=target, runs=runs, warmup=warmup)
     record = result.to_json()
     if as_json:
@@ -524,7 +534,7 @@ def devices_calibrate(
 
     Example: edgekd devices calibrate android-midrange-cpu --fresh
     """
-    calibrated = api.calibrate(names or None, fresh=fresh)
+    calibrated = _api().calibrate(names or None, fresh=fresh)
     if as_json:
         print_json(calibrated)
         return
@@ -547,7 +557,7 @@ def pipelines_list(as_json: JsonOpt = False) -> None:
 
     Example: edgekd pipelines list
     """
-    recipes = api.pipelines()
+    recipes = _api().pipelines()
     if as_json:
         print_json(recipes)
         return

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from edgekd.models.hf import has_token_classifier
 from edgekd.models.specs import HFSpec
 from edgekd.stage_kind import PlanState
 
@@ -24,6 +23,8 @@ TOKEN_SOURCES = ("tsv", "csv", "hf_disk", "hub")
 
 def check_token_classification(state: PlanState) -> None:
     """Refuse, by key path, what a token classification recipe cannot run (see the module docstring)."""
+    from edgekd.models.hf import has_token_classifier
+
     recipe = state.recipe
     if recipe.data.source not in TOKEN_SOURCES:
         raise state.fail("data.source", f"token classification reads a tokens and a tags column from text data "

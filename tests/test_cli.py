@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -38,6 +40,16 @@ def test_version_and_completion() -> None:
     assert result.exit_code == 0 and result.stdout.strip() == f"edgekd {__version__}"
     root_help = _invoke("--help").stdout
     assert "--install-completion" in root_help and "--show-completion" in root_help
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """``--help``, ``--version`` and shell completion (which runs the program on every tab) import neither torch
+    nor transformers: the API, which does, is imported when a command runs."""
+    code = ("import sys; from edgekd.cli import app; from typer.testing import CliRunner; "
+            "assert CliRunner().invoke(app, ['devices', 'list']).exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("path", _commands(), ids=" ".join)
