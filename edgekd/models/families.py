@@ -120,7 +120,8 @@ _BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), f
 _HEADS_FFN = frozenset({"heads", "ffn"})
 _DECODER = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", gated_mlp=True,
                   attention=Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads"))
-_VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="", mlp=PlainMLP(
+_VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd factorizes text transformers only; ViT and "
+              "DeiT prune attention heads and MLP channels", mlp=PlainMLP(
     "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
     attention=Attention(_QKVO, "o_proj", "num_attention_heads", module_heads=("num_attention_heads",)))
 FAMILIES: dict[str, Family] = {
