@@ -22,9 +22,10 @@ from edgekd.export.onnx_export import export_onnx
 from edgekd.models.call import call_logits
 from edgekd.models.families import family as family_of
 from edgekd.models.task_model import TaskModel
-from edgekd.prune.config import PruneConfig
+from edgekd.prune.config import FactorizeConfig, PruneConfig
 from edgekd.prune.kv_groups import group_importance
-from edgekd.prune.structure import CONFIG_KEY, attention_blocks, head_counts, linear_shape
+from edgekd.prune.lowrank import factorize_task_model
+from edgekd.prune.structure import CONFIG_KEY, LowRankLinear, attention_blocks, head_counts, linear_shape
 from edgekd.prune.structured import prune_step
 from tests import hf_families
 from tests.hf_families import padded_batch
@@ -169,3 +170,27 @@ def test_heads_and_ffn_pruned_together_in_two_steps_reload(case: str, tmp_path: 
     with torch.no_grad():
         torch.testing.assert_close(call_logits(TaskModel.load(tmp_path / "pruned").module.eval(), batch), expected)
 
+
+
+@pytest.mark.parametrize("case", ["gpt2", "distilbert", "phi-gqa"])
+def test_heads_pruned_after_factorization_keep_the_ranks_and_reload(case: str, tmp_path: Path) -> None:
+    """The hybrid order: heads go through the factor pairs' outer dimensions (a fused c_attn's second factor keeps
+    the rows of every part), the ranks stay, and the structure rebuilds the per-layer heads and the pairs."""
+    model, batch = _model(case)
+    factorize_task_model(model, FactorizeConfig(param_ratio=0.5))
+    ranks = dict(model.module.config.edgekd_structure["low_rank"])
+    layout = family_of(model.module.config.model_type).attention
+    assert any(isinstance(getattr(block, name), LowRankLinear)
+               for block in attention_blocks(model.module) for name in (*layout.qkv, layout.out))
+    (queries, kv, size), = set(_counts(model))
+    prune_step(model, PruneConfig(targets=["heads"]), 0.5, batch)
+    gone = -(-kv // 2)
+    assert set(_counts(model)) == {(queries - gone * queries // kv, kv - gone, size)}
+    assert model.module.config.edgekd_structure["low_rank"] == ranks
+    with torch.no_grad():
+        expected = call_logits(model.module.eval(), batch)
+    model.save(tmp_path / "hybrid")
+    again = TaskModel.load(tmp_path / "hybrid")
+    assert again.params == model.params
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(again.module.eval(), batch), expected)
