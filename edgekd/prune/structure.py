@@ -246,11 +246,13 @@ def attention_layout(model: nn.Module) -> Attention | None:
 
 
 def attention_blocks(model: nn.Module) -> list[nn.Module]:
-    """Every layer's attention module of ``model`` (the one holding its family's q/k/v and output projections)."""
+    """Every layer's self-attention module of ``model`` (the one holding its family's q/k/v and output projections;
+    cross-attention, transformers' ``is_cross_attention``, reads another sequence's keys and is left as it is)."""
     layout = attention_layout(model)
     if layout is None:
         return []
-    return [m for m in model.modules() if all(hasattr(m, name) for name in (*layout.qkv, layout.out))]
+    return [m for m in model.modules() if all(hasattr(m, name) for name in (*layout.qkv, layout.out))
+            and not getattr(m, "is_cross_attention", False)]
 
 
 def head_counts(block: nn.Module, layout: Attention) -> tuple[int, int, int]:
