@@ -167,14 +167,21 @@ PLAIN_MLP_LMS = {"gpt2": (STUDENT, "n_inner", 4 * STUDENT["config"]["n_embd"]),
 
 @pytest.mark.parametrize("family", list(PLAIN_MLP_LMS))
 def test_a_plain_mlp_causal_lm_is_pruned_reloads_and_exports(family: str, tmp_path: Path) -> None:
+    """Heads and MLP channels: Phi's config states one head of 12 (head_dim explicit); GPT-2's derives the head
+    size from n_head, so n_head stays and the structure lists one head per layer (the KV-cache export reads it)."""
     model, field, width = PLAIN_MLP_LMS[family]
     stages = [{"stage": "teacher", "epochs": 1, **TRAIN},
-              {"stage": "prune", "role": "teacher", "ratio": 0.5, "targets": ["ffn"], "steps": 1},
+              {"stage": "prune", "role": "teacher", "ratio": 0.5, "targets": ["heads", "ffn"], "steps": 1},
               {"stage": "export"}]
     recipe = _recipe(tmp_path, teacher={"model": model}, stages=stages)
     run(recipe, out=tmp_path / "run", show_progress=False)
     prune = _stage(tmp_path / "run", "prune")["teacher"]
-    assert _config(tmp_path / "run", "prune", "teacher")[field] == width - math.ceil(width * 0.5)
+    config = _config(tmp_path / "run", "prune", "teacher")
+    assert config[field] == width - math.ceil(width * 0.5)
+    if family == "phi":
+        assert (config["num_attention_heads"], config["head_dim"]) == (1, 12) and "edgekd_structure" not in config
+    else:
+        assert config["n_head"] == 2 and config["edgekd_structure"]["heads"] == [1]
     first, last = prune["trajectory"][0], prune["trajectory"][-1]
     assert last["params"] < first["params"] and math.isfinite(last["val_loss"])
     assert _val_loss(tmp_path / "run", "prune", "teacher", recipe) == pytest.approx(last["val_loss"], abs=1e-6)
@@ -194,8 +201,8 @@ TOKEN_KL = {"stage": "distill", "losses": [{"kind": "token_kl"}]}
 
 
 @pytest.mark.parametrize("stages, fragments", [
-    ([{"stage": "teacher"}, TOKEN_KL, {"stage": "prune", "targets": ["heads"]}],
-     ("stages[2].targets", "(gpt2) model prunes ffn, not heads", "GPT-2 prunes FFN channels only")),
+    ([{"stage": "teacher"}, TOKEN_KL, {"stage": "prune", "targets": ["channels"]}],
+     ("stages[2].targets", "(gpt2) model prunes ffn or heads, not channels")),
     ([{"stage": "teacher"}, TOKEN_KL, {"stage": "hybrid", "target_params_ratio": 0.5, "prune": {"scope": "global"}}],
      ("stages[2].prune.scope", "(gpt2) student is pruned alike in every layer", "use scope: layer")),
     ([{"stage": "teacher"}, {"stage": "prune", "role": "teacher", "scope": "global"}],

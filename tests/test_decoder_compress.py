@@ -189,7 +189,7 @@ def test_factorized_then_pruned_decoder_reloads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("family", "targets", "fragment"), [
-    ("gpt2", ["heads"], "targets: a gpt2 model prunes 'ffn' (GPT-2 prunes FFN channels only"),
+    ("gpt2", ["channels"], "targets: a gpt2 model prunes 'ffn' and/or 'heads'"),
     ("llama", ["channels"], "targets: a llama model prunes 'ffn' and/or 'heads'"),
 ])
 def test_targets_a_decoder_cannot_take_are_one_line_errors(family: str, targets: list[str], fragment: str) -> None:

@@ -20,7 +20,9 @@ import edgekd
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
+from edgekd.models.families import family as family_traits
 from edgekd.models.task_model import TaskModel
+from edgekd.prune.structure import attention_blocks, head_counts
 from edgekd.stages import check_recipe
 from tests import hf_families
 
@@ -121,7 +123,8 @@ def test_prunable_family_as_student_is_pruned_with_recovery_and_reloads(family: 
     checkpoint = hf_families.save(family, tmp_path / family, num_labels=10 if modality == "image" else 2,
                                   tokenizer=text_files["tokenizer"] if modality == "text" else None)
     decoder = family in ("llama", "qwen2")  # grouped-query KV groups pruned with the MLP channels
-    targets = ["heads", "ffn"] if decoder else ["ffn"]
+    described = family_traits(family).attention is not None  # heads pruned through the family's Attention
+    targets = ["heads", "ffn"] if described else ["ffn"]
     prune = {"stage": "prune", "ratio": 0.5, "targets": targets, "recovery": {"epochs": 1, "lr": 0.002}}
     result = edgekd.run(recipe(modality, "student", checkpoint, text_files, compress=(prune,)), out=tmp_path / "run")
     metrics = result.stages[2].metrics["student"]
@@ -132,6 +135,9 @@ def test_prunable_family_as_student_is_pruned_with_recovery_and_reloads(family: 
     assert reloaded.config.model_type == family and getattr(reloaded.config, field) == width - math.ceil(width / 2)
     if decoder:  # 4 query heads sharing 2 KV heads: one group of 2 query heads and its KV head go
         assert (reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads) == (2, 1)
+    elif described:  # 3 heads of 8 → 1 head of 8 in each layer, stated by the family's config or the structure
+        layout = family_traits(family).attention
+        assert {head_counts(block, layout) for block in attention_blocks(reloaded)} == {(1, 1, 8)}
     assert student.metrics["parity_max_abs_diff"] < 1e-4
 
 

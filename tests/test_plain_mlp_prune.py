@@ -3,7 +3,7 @@
 Each family is a tiny random classifier (3 heads, FFN 37: odd sizes); a step removes the same channels in
 every layer, the parameter count falls by exactly the removed rows, columns and bias entries, the family's
 own config field states the new width, and the model reloads with plain ``from_pretrained`` (identical
-logits) and exports to ONNX with parity. Heads stay: the one-line refusal says why.
+logits) and exports to ONNX with parity. Heads stay (they are pruned on their own: test_attention_heads_prune.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import torch
 from torch import nn
 
 from edgekd.data.examples import InputSignature
-from edgekd.errors import ModelError
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.call import call_logits
-from edgekd.models.families import family as family_of
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.plain_mlp import channel_importance, plain_mlps
@@ -108,11 +106,3 @@ def test_zeroed_channels_are_exactly_the_ones_removed(family: str, importance: s
         assert sorted(torch.topk(scores, 5, largest=False).indices.tolist()) == zeroed
         assert (scores[zeroed] == 0).all() and (scores[[i for i in range(WIDTH) if i not in zeroed]] > 0).all()
 
-
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_pruning_heads_of_a_plain_mlp_family_is_one_line_naming_it(family: str) -> None:
-    model, batch = _model(family)
-    with pytest.raises(ModelError) as error:
-        prune_step(model, PruneConfig(targets=["heads"]), 0.5, batch)
-    message = str(error.value)
-    assert "\n" not in message and family_of(family).why_not in message and "FFN channels only" in message

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from edgekd.atomic import atomic_path
 from edgekd.errors import ExportError
 from edgekd.export.torch_log import quiet_torch_exporter
+from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,17 @@ CONTEXT_KEY = "edgekd.context_length"
 
 
 def cache_layout(config) -> tuple[int, int, int]:
-    """``(layers, kv_heads, head_dim)`` of a Hugging Face causal LM config."""
+    """``(layers, kv_heads, head_dim)`` of a Hugging Face causal LM config; a model whose pruned heads its config
+    cannot state lists every layer's key/value heads in its structure (:mod:`edgekd.prune.structure`), alike in
+    every layer, with the head size the config derives."""
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return config.num_hidden_layers, kv_heads, head_dim
+    pruned = set((getattr(config, STRUCTURE_KEY, None) or {}).get("kv_heads", ()))
+    if len(pruned) > 1:
+        raise ExportError(f"the cache of a model whose layers have different key/value heads {sorted(pruned)} "
+                         "cannot be exported (prune with scope: layer)")
+    return config.num_hidden_layers, pruned.pop() if pruned else kv_heads, head_dim
 
 
 def past_names(layers: int) -> list[str]:

@@ -12,8 +12,9 @@ checks the recipe before anything is loaded or trained:
   ``attention.self.{query,key,value}`` layout, the hook's path);
 - ``prune_targets`` and ``factorize``: what the pruning code can rewrite *and reload*
   (``edgekd.prune.structure`` rebuilds BERT-layout encoders and any factorized linear layers;
-  decoders' grouped-query KV groups and gated MLP channels are pruned alike in every layer, see
-  ``edgekd.prune.kv_groups`` and ``gated_mlp``; a family's plain MLP, described by :class:`PlainMLP`, by
+  the attention heads of any family its :class:`Attention` describes, whole grouped-query KV groups
+  where keys and values are shared, are pruned alike in every layer by ``edgekd.prune.kv_groups``;
+  decoders' gated MLP channels by ``gated_mlp``; a family's plain MLP, described by :class:`PlainMLP`, by
   ``edgekd.prune.plain_mlp``); ``why_not`` says why a family cannot be pruned or
   factorized, for the one-line refusal.
 
@@ -37,8 +38,7 @@ Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
 NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
-                 "(llama, mistral, qwen2, qwen3, gemma) and the FFN channels of gpt2, phi, distilbert, vit and deit "
-                 "only")
+                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, vit and deit only")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,39 @@ class PlainMLP:
 
     width: str
     paths: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Attention:
+    """A family's self-attention per layer, for pruning whole heads (:mod:`edgekd.prune.kv_groups`).
+
+    The attention module is the one holding ``qkv`` and ``out`` (attribute names): ``qkv`` names the query, key
+    and value projections, or one fused projection whose outputs are ``[queries | keys | values]`` (GPT-2's
+    ``c_attn``, a transposed ``Conv1D``); ``out`` reads the heads' concatenated outputs. ``heads`` (and ``kv_heads``
+    for grouped-query attention, keys and values shared by groups of query heads) is the config field stating
+    the head count; ``head_dim_field``: the config field the model reads its head size from, ``None`` when the
+    size is derived (``hidden / heads``), so fewer heads of the same size cannot be stated in the config and the
+    pruned heads are recorded per layer in the model's structure instead (:mod:`edgekd.prune.structure`).
+    ``head_size`` is the attention module's attribute holding the head size; ``module_heads`` and
+    ``module_width`` its attributes holding the head count and ``heads × head size``, rewritten after pruning.
+    """
+
+    qkv: tuple[str, ...]
+    out: str
+    heads: str
+    head_size: str = "head_dim"
+    kv_heads: str | None = None
+    head_dim_field: str | None = "head_dim"
+    module_heads: tuple[str, ...] = ()
+    module_width: tuple[str, ...] = ()
+
+    @property
+    def fused(self) -> bool:
+        """Whether one projection computes queries, keys and values (``[q | k | v]`` along its outputs)."""
+        return len(self.qkv) == 1
+
+
+_QKVO = ("q_proj", "k_proj", "v_proj")
 
 
 @dataclass(frozen=True)
@@ -68,11 +101,14 @@ class Family:
     mlp: PlainMLP | None = None
     """Where each layer's plain two-layer MLP lives: its channels are pruned alike in every layer
     (:mod:`edgekd.prune.plain_mlp`), ``scope: layer`` only."""
+    attention: Attention | None = None
+    """Where each layer's attention lives: its heads (KV groups) are pruned alike in every layer
+    (:mod:`edgekd.prune.kv_groups`), ``scope: layer`` only."""
 
     @property
     def alike_in_every_layer(self) -> bool:
         """Whether its config states one head count and one MLP width for all layers (``scope: layer`` only)."""
-        return self.gated_mlp or self.mlp is not None
+        return self.gated_mlp or self.mlp is not None or self.attention is not None
 
     @property
     def bert_layout(self) -> bool:
@@ -80,30 +116,33 @@ class Family:
         return "qkv" in self.exposes
 
 
-def _heads_not(name: str, head_size: str) -> str:
-    """Why a family with a plain MLP is pruned by FFN channels only."""
-    return (f"{name} prunes FFN channels only: its config states the head size only as {head_size}, so fewer "
-            "heads of the same size would not reload")
-
-
 _BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), factorize=True, why_not="")
-_DECODER = Family("text", True, TRANSFORMER, frozenset({"heads", "ffn"}), factorize=True, why_not="", gated_mlp=True)
+_HEADS_FFN = frozenset({"heads", "ffn"})
+_DECODER = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", gated_mlp=True,
+                  attention=Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads"))
+_VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd factorizes text transformers only; ViT and "
+              "DeiT prune attention heads and MLP channels", mlp=PlainMLP(
+    "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
+    attention=Attention(_QKVO, "o_proj", "num_attention_heads", module_heads=("num_attention_heads",)))
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
-    "distilbert": Family("text", True, TRANSFORMER, frozenset({"ffn"}), factorize=True, mlp=PlainMLP(
-        "hidden_dim", (("lin1", "lin2"),)), why_not=_heads_not("DistilBERT", "dim / n_heads")),
+    "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+        "hidden_dim", (("lin1", "lin2"),)), attention=Attention(
+        ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads", "attention_head_size", head_dim_field=None,
+        module_heads=("n_heads",))),
     "albert": Family("text", False,
                      why_not="ALBERT shares one layer's weights across all layers, so no layer is pruned alone"),
     "deberta-v2": Family("text", True, TRANSFORMER),
-    "gpt2": Family("text", True, TRANSFORMER, frozenset({"ffn"}), factorize=True, mlp=PlainMLP(
-        "n_inner", (("c_fc", "c_proj"),)), why_not=_heads_not("GPT-2", "n_embd / n_head")),
+    "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+        "n_inner", (("c_fc", "c_proj"),)), attention=Attention(
+        ("c_attn",), "c_proj", "n_head", head_dim_field=None, module_heads=("num_heads",),
+        module_width=("split_size",))),
     **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma"), _DECODER),
-    "phi": Family("text", True, TRANSFORMER, frozenset({"ffn"}), factorize=True, mlp=PlainMLP(
-        "intermediate_size", (("fc1", "fc2"),)), why_not=_heads_not("Phi", "hidden_size / num_attention_heads")),
-    **{kind: Family("image", True, TRANSFORMER, frozenset({"ffn"}), mlp=PlainMLP(
-        "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
-        why_not=_heads_not(name, "hidden_size / num_attention_heads")) for kind, name in (("vit", "ViT"),
-                                                                                          ("deit", "DeiT"))},
+    "phi": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+        "intermediate_size", (("fc1", "fc2"),)), attention=Attention(
+        _QKVO, "dense", "num_attention_heads", kv_heads="num_key_value_heads")),
+    "vit": _VIT,
+    "deit": _VIT,
     "convnext": Family("image"),
     "mobilevit": Family("image"),
     "resnet": Family("image"),

@@ -37,7 +37,8 @@ class PruneConfig(StrictModel):
     ratio: Fraction = 0.5
     targets: list[Literal["heads", "ffn", "channels"]] = Field(
         default=["heads", "ffn", "channels"], min_length=1,
-        description="heads/ffn: BERT-family attention heads and feed-forward channels; channels: CNN/MLP widths.")
+        description="heads/ffn: a transformer's attention heads (whole KV groups under grouped-query attention) "
+        "and feed-forward channels; channels: CNN/MLP widths.")
     importance: Literal["l1", "l2", "taylor", "random"] = Field(
         default="l2", description="Magnitude (L1/L2 norm), first-order Taylor, or random as a control.")
     scope: Literal["layer", "global"] = Field(

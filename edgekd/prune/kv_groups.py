@@ -1,75 +1,111 @@
-"""Pruning whole key/value groups of decoder attention (Llama, Mistral, Qwen2, Qwen3, Gemma).
+"""Pruning whole attention heads of any family an :class:`~edgekd.models.families.Attention` describes; under
+grouped-query attention, whole key/value groups.
 
-With ``num_key_value_heads`` K below ``num_attention_heads`` H (grouped-query attention, Ainslie et al.,
-2023; K = H is plain multi-head attention), each key/value head is shared by ``H / K`` query heads. A
-group is removed whole: its key and value head (rows of ``k_proj`` and ``v_proj``), its query heads
-(rows of ``q_proj``) and the columns of ``o_proj`` that read them. Every layer so stays a valid GQA
-layer with the same queries per group and the same ``head_dim``, and the rewritten config
-(``num_attention_heads``, ``num_key_value_heads``, ``head_dim`` stated explicitly) reloads the model
-with plain ``from_pretrained``. The config states one head count for all layers, so every layer loses
-the same number of groups: ``ceil(ratio · K)``, at most ``K − 1``.
+With ``K`` key/value heads for ``H`` query heads (grouped-query attention, Ainslie et al., 2023: Llama, Qwen2,
+Mistral, Phi with ``num_key_value_heads`` below ``num_attention_heads``; ``K = H`` is plain multi-head attention:
+GPT-2, DistilBERT, ViT, DeiT) each key/value head is shared by ``H / K`` query heads. A group is removed whole: its
+key and value head, its query heads (rows of the query, key and value projections, or the matching rows of each
+part of a fused ``[q | k | v]`` projection such as GPT-2's ``c_attn``) and the output projection's columns that
+read them. Every layer so stays a valid attention layer with the same queries per group and the same head size;
+a partial rotary embedding (Phi) rotates the same leading share of every head, so it is unaffected. Every layer
+loses the same number of groups, ``ceil(ratio · K)``, at most ``K − 1``.
 
-Torch-Pruning's dependency graph does not couple these projections (rotary embeddings and
-``repeat_kv`` sit between them) and its own GQA mode removes query heads inside each group while
-keeping every KV head; so the groups are ranked here and their rows and columns removed with
-Torch-Pruning's layer functions. A group's importance follows the criteria of the rest of the
-pruning code over all of its coupled weights (bias rows included): L1 or L2 magnitude (Li et al.,
-2017), first-order Taylor ``Σ |w · ∂L/∂w|`` (Molchanov et al., 2019), or random as a control.
+The pruned model reloads: where the family's config states the head size (``head_dim``, read by Llama, Qwen2,
+Phi, ViT, DeiT) and a model built from the rewritten config has the pruned shapes, the config's head counts and
+``head_dim`` are rewritten (plain ``from_pretrained``); otherwise (GPT-2 and DistilBERT derive the head size from
+the head count; Phi's ``qk_layernorm`` is sized by it) the config keeps its counts and every layer's heads are
+recorded in the model's structure, which :func:`~edgekd.prune.structure.pruned_class` rebuilds before the weights
+load.
+
+Torch-Pruning's dependency graph does not couple these projections (rotary embeddings, ``repeat_kv`` and the
+head reshapes sit between them), so the groups are ranked here by the importance criteria of the rest of the
+pruning code over all of their coupled weights (bias rows included): L1 or L2 magnitude (Li et al., 2017),
+first-order Taylor ``Σ |w · ∂L/∂w|`` (Molchanov et al., 2019), or random as a control
+(:mod:`edgekd.prune.unit_importance`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
 import torch
 from torch import nn
 
-from edgekd.errors import ModelError
-from edgekd.prune.structure import inner_linear, out_features, outer_linear
-from edgekd.prune.unit_importance import Importance, unit_importance
+from edgekd.models.families import Attention
+from edgekd.prune.structure import (
+    CONFIG_KEY,
+    LowRankLinear,
+    attention_blocks,
+    attention_layout,
+    feature_dim,
+    head_counts,
+    inner_linear,
+    is_dense_linear,
+    keep_features,
+    linear_shape,
+    outer_linear,
+    set_head_counts,
+    unpruned_class,
+)
+from edgekd.prune.unit_importance import Coupled, Importance, unit_importance
 
 log = logging.getLogger(__name__)
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+__all__ = ["attention_blocks", "group_importance", "groups_to_remove", "prune_kv_groups", "sync_attention_config"]
 
 
-def attention_blocks(model: nn.Module) -> list[nn.Module]:
-    """Every decoder layer's attention (a module with ``q_proj``, ``k_proj``, ``v_proj`` and ``o_proj``)."""
-    return [m for m in model.modules() if all(hasattr(m, name) for name in PROJECTIONS)]
+def _row_spans(block: nn.Module, layout: Attention) -> list[tuple[nn.Module, int, int]]:
+    """``(layer, first row, rows)`` of the queries, keys and values: three projections, or three parts of one."""
+    queries, kv, size = head_counts(block, layout)
+    if layout.fused:
+        layer = outer_linear(getattr(block, layout.qkv[0]))
+        return [(layer, 0, queries * size), (layer, queries * size, kv * size),
+                (layer, (queries + kv) * size, kv * size)]
+    return [(outer_linear(getattr(block, name)), 0, rows)
+            for name, rows in zip(layout.qkv, (queries * size, kv * size, kv * size), strict=True)]
 
 
-def kv_heads(block: nn.Module) -> int:
-    """The block's key/value heads now (``k_proj`` rows over ``head_dim``)."""
-    return out_features(block.k_proj) // block.head_dim
-
-
-def group_importance(block: nn.Module, kind: Importance) -> torch.Tensor:
-    """One score per KV group of ``block`` (higher: more important) by the ``kind`` criterion, over all of its
-    coupled weights: its rows of ``q_proj``, ``k_proj``, ``v_proj`` (bias rows included) and columns of ``o_proj``."""
-    rows = [outer_linear(getattr(block, name)) for name in ("q_proj", "k_proj", "v_proj")]
-    coupled = [(layer.weight, 0) for layer in rows] + [(layer.bias, 0) for layer in rows if layer.bias is not None]
-    return unit_importance([*coupled, (inner_linear(block.o_proj).weight, 1)], kv_heads(block), kind)
+def group_importance(block: nn.Module, layout: Attention, kind: Importance) -> torch.Tensor:
+    """One score per KV group of ``block`` (a head, without grouped-query attention; higher: more important) by the
+    ``kind`` criterion, over all of its coupled weights: its query, key and value rows (bias rows included) and its
+    columns of the output projection."""
+    coupled: list[Coupled] = []
+    for layer, start, rows in _row_spans(block, layout):
+        coupled.append((layer.weight, feature_dim(layer, outputs=True), start, rows))
+        if layer.bias is not None:
+            coupled.append((layer.bias, 0, start, rows))
+    out = inner_linear(getattr(block, layout.out))
+    coupled.append((out.weight, feature_dim(out, outputs=False)))
+    return unit_importance(coupled, head_counts(block, layout)[1], kind)
 
 
 def groups_to_remove(groups: int, ratio: float) -> int:
-    """How many of ``groups`` KV groups a step of ``ratio`` removes (at least one group always stays)."""
+    """How many of ``groups`` units (KV groups, MLP channels) a step of ``ratio`` removes (one always stays)."""
     return min(math.ceil(round(ratio * groups, 9)), groups - 1)
 
 
-@torch.no_grad()
-def remove_groups(block: nn.Module, removed: list[int]) -> None:
-    """Physically remove the KV groups ``removed`` (rows of q/k/v, columns of o) from ``block``."""
-    import torch_pruning as tp
+def _rows(groups: list[int], width: int, offset: int = 0) -> list[int]:
+    return [offset + row for group in groups for row in range(group * width, (group + 1) * width)]
 
-    size, groups = block.head_dim, kv_heads(block)
-    queries = out_features(block.q_proj) // groups
-    query_rows = [i for g in removed for i in range(g * queries, (g + 1) * queries)]
-    kv_rows = [i for g in removed for i in range(g * size, (g + 1) * size)]
-    tp.prune_linear_out_channels(outer_linear(block.q_proj), query_rows)
-    for name in ("k_proj", "v_proj"):
-        tp.prune_linear_out_channels(outer_linear(getattr(block, name)), kv_rows)
-    tp.prune_linear_in_channels(inner_linear(block.o_proj), query_rows)
+
+@torch.no_grad()
+def remove_groups(block: nn.Module, layout: Attention, removed: list[int]) -> None:
+    """Physically remove the KV groups ``removed`` (query, key and value rows, output columns) from ``block``."""
+    queries, kv, size = head_counts(block, layout)
+    share = queries // kv
+    kept = [g for g in range(kv) if g not in removed]
+    query_rows, kv_rows = _rows(kept, share * size), _rows(kept, size)
+    spans = _row_spans(block, layout)
+    if layout.fused:
+        keep_features(spans[0][0], [*query_rows, *_rows(kept, size, spans[1][1]), *_rows(kept, size, spans[2][1])],
+                      outputs=True)
+    else:
+        for (layer, _, _), rows in zip(spans, (query_rows, kv_rows, kv_rows), strict=True):
+            keep_features(layer, rows, outputs=True)
+    keep_features(inner_linear(getattr(block, layout.out)), query_rows, outputs=False)
+    set_head_counts(block, layout, len(kept) * share)
 
 
 def prune_kv_groups(model: nn.Module, kind: Importance, ratio: float) -> dict[int, list[int]]:
@@ -78,24 +114,64 @@ def prune_kv_groups(model: nn.Module, kind: Importance, ratio: float) -> dict[in
     Returns the groups removed per layer (by index in the layer before the step); the config is
     rewritten by :func:`sync_attention_config`.
     """
+    layout = attention_layout(model)
     removed: dict[int, list[int]] = {}
     for index, block in enumerate(attention_blocks(model)):
-        count = groups_to_remove(kv_heads(block), ratio)
+        count = groups_to_remove(head_counts(block, layout)[1], ratio)
         if count:
-            scores = group_importance(block, kind)
+            scores = group_importance(block, layout, kind)
             removed[index] = sorted(torch.topk(scores, count, largest=False).indices.tolist())
-            remove_groups(block, removed[index])
+            remove_groups(block, layout, removed[index])
     log.info("KV groups removed (layer: groups): %s", removed or "none, every layer has one group left, which stays")
     return removed
 
 
-def sync_attention_config(model: nn.Module) -> None:
-    """State the attention's (common) head counts and head size in ``model.config`` (``from_pretrained`` reloads it)."""
-    blocks = attention_blocks(model)
-    counts = {(out_features(b.q_proj) // b.head_dim, kv_heads(b), b.head_dim) for b in blocks}
-    if len(counts) != 1:
-        raise ModelError(f"the {model.config.model_type} attention layers have different head counts "
-                         f"{sorted(counts)}; its config states one (prune with scope: layer)")
-    heads, kv, head_dim = counts.pop()
-    model.config.num_attention_heads, model.config.num_key_value_heads = heads, kv
-    model.config.head_dim = head_dim
+def sync_attention_config(model: nn.Module) -> dict[str, list[int]]:
+    """State the attention's head counts where ``from_pretrained`` reads them (see the module docstring).
+
+    Returns the structure's per-layer ``{"heads": [...], "kv_heads": [...]}`` when the config cannot state them,
+    else ``{}`` (the config is rewritten, or already states them).
+    """
+    layout = attention_layout(model)
+    counts = [head_counts(block, layout) for block in attention_blocks(model)]
+    config = model.config
+    stated = getattr(config, layout.heads)
+    stated_kv = getattr(config, layout.kv_heads) if layout.kv_heads else stated
+    if {(queries, kv) for queries, kv, _ in counts} == {(stated, stated_kv or stated)}:
+        return {}
+    if layout.head_dim_field is not None and len(set(counts)) == 1:
+        queries, kv, size = counts[0]
+        fields = {layout.heads: queries, layout.head_dim_field: size}
+        fields |= {layout.kv_heads: kv} if layout.kv_heads else {}
+        if _config_builds(model, fields):
+            for name, value in fields.items():
+                setattr(config, name, value)
+            return {}
+    return {"heads": [queries for queries, _, _ in counts], "kv_heads": [kv for _, kv, _ in counts]}
+
+
+def _config_builds(model: nn.Module, fields: dict[str, int]) -> bool:
+    """Whether ``model``'s class built from its config with ``fields`` has the attention shapes ``model`` has now
+    (built on the meta device: nothing is allocated)."""
+    config = copy.deepcopy(model.config)
+    for name, value in fields.items():
+        setattr(config, name, value)
+    if hasattr(config, CONFIG_KEY):
+        delattr(config, CONFIG_KEY)
+    try:
+        with torch.device("meta"):
+            built = unpruned_class(type(model))(config)
+    except Exception as exc:  # the family's constructor checks: ValueError, AssertionError, TypeError …
+        log.info("the config cannot state the pruned heads (%s): they are recorded per layer", exc)
+        return False
+    return all(_shapes(now) == _shapes(fresh)
+               for now, fresh in zip(attention_blocks(model), attention_blocks(built), strict=True))
+
+
+def _shapes(block: nn.Module) -> dict[str, tuple[int, ...]]:
+    """The attention module's dense projections (``(out, in)``, factorized or not) and other parameters' shapes."""
+    dense = {name: child for name, child in block.named_children()
+             if is_dense_linear(child) or isinstance(child, LowRankLinear)}
+    shapes = {name: linear_shape(child) for name, child in dense.items()}
+    return shapes | {name: tuple(p.shape) for name, p in block.named_parameters()
+                     if name.partition(".")[0] not in dense}

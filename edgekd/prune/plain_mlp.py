@@ -23,7 +23,7 @@ from torch import nn
 from edgekd.errors import ModelError
 from edgekd.models.families import PlainMLP, family
 from edgekd.prune.kv_groups import groups_to_remove
-from edgekd.prune.structure import inner_linear, is_dense_linear, out_features, outer_linear
+from edgekd.prune.structure import feature_dim, inner_linear, keep_features, out_features, outer_linear
 from edgekd.prune.unit_importance import Importance, unit_importance
 
 log = logging.getLogger(__name__)
@@ -51,35 +51,14 @@ def plain_mlps(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     return []
 
 
-def _feature_dim(layer: nn.Module, *, outputs: bool) -> int:
-    """The weight dimension holding a dense layer's outputs (or inputs): ``Conv1D`` stores ``[in, out]``."""
-    transposed = not isinstance(layer, nn.Linear)
-    return int(outputs == transposed)
-
-
 def channel_importance(into: nn.Module, out: nn.Module, kind: Importance) -> torch.Tensor:
     """One score per channel of a plain MLP (higher: more important) by the ``kind`` criterion."""
     producer, reader = outer_linear(into), inner_linear(out)
-    coupled = [(producer.weight, _feature_dim(producer, outputs=True)),
-               (reader.weight, _feature_dim(reader, outputs=False))]
+    coupled = [(producer.weight, feature_dim(producer, outputs=True)),
+               (reader.weight, feature_dim(reader, outputs=False))]
     if producer.bias is not None:
         coupled.append((producer.bias, 0))
     return unit_importance(coupled, out_features(into), kind)
-
-
-@torch.no_grad()
-def keep_features(layer: nn.Module, keep: torch.Tensor, *, outputs: bool) -> None:
-    """Keep only the outputs (or inputs) ``keep`` of a dense ``nn.Linear`` or ``Conv1D`` (in place)."""
-    if not is_dense_linear(layer):
-        raise ModelError(f"cannot prune a {type(layer).__name__} (expected nn.Linear or Conv1D)")
-    layer.weight = nn.Parameter(layer.weight.index_select(_feature_dim(layer, outputs=outputs), keep).contiguous())
-    if outputs and layer.bias is not None:
-        layer.bias = nn.Parameter(layer.bias.index_select(0, keep).contiguous())
-    size = len(keep)
-    if isinstance(layer, nn.Linear):
-        setattr(layer, "out_features" if outputs else "in_features", size)
-    else:
-        setattr(layer, "nf" if outputs else "nx", size)
 
 
 def prune_plain_mlps(model: nn.Module, kind: Importance, ratio: float) -> int:

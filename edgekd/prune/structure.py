@@ -5,10 +5,13 @@ model directory carries the difference as a small JSON mapping, the **structure*
 
 ``{"heads": [h_1, ...], "intermediate": [f_1, ...], "low_rank": {"module.name": rank, ...}}``
 
-- ``heads`` / ``intermediate`` (BERT-family models only): attention heads and feed-forward
+- ``heads`` / ``intermediate`` (BERT-family models): attention heads and feed-forward
   width of every encoder layer (the head size stays ``hidden_size / num_attention_heads``);
-  decoders (Llama, Qwen2, GPT-2 …) have none: their configs state pruned head counts and MLP
-  widths themselves (:mod:`edgekd.prune.kv_groups`, :mod:`edgekd.prune.gated_mlp`);
+- ``heads`` / ``kv_heads`` (families an :class:`~edgekd.models.families.Attention` describes whose config
+  derives the head size from the head count, GPT-2 and DistilBERT): every layer's query and key/value heads,
+  the config's head count left as it was so the head size it derives stays; families whose config states
+  ``head_dim`` (Llama, Qwen2, Phi, ViT …) have none: their configs state pruned head counts and MLP widths
+  themselves (:mod:`edgekd.prune.kv_groups`, :mod:`edgekd.prune.gated_mlp`, :mod:`edgekd.prune.plain_mlp`);
 - ``low_rank``: linear layers (``nn.Linear``, or the transposed ``Conv1D`` of GPT-2) replaced by a
   :class:`LowRankLinear` of that rank, and embedding
   tables replaced by a :class:`LowRankEmbedding` (ALBERT-style: a thin table, then a projection).
@@ -31,6 +34,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from edgekd.errors import ModelError
+from edgekd.models.families import Attention, family
 
 CONFIG_KEY = "edgekd_structure"
 
@@ -111,6 +117,28 @@ def inner_linear(layer: nn.Module) -> nn.Module:
     return layer[0] if isinstance(layer, LowRankLinear) else layer
 
 
+def feature_dim(layer: nn.Module, *, outputs: bool) -> int:
+    """The weight dimension holding a dense layer's outputs (or inputs): ``Conv1D`` stores ``[in, out]``."""
+    transposed = not isinstance(layer, nn.Linear)
+    return int(outputs == transposed)
+
+
+@torch.no_grad()
+def keep_features(layer: nn.Module, keep: torch.Tensor | list[int], *, outputs: bool) -> None:
+    """Keep only the outputs (or inputs) ``keep`` of a dense ``nn.Linear`` or ``Conv1D`` (in place)."""
+    if not is_dense_linear(layer):
+        raise ModelError(f"cannot prune a {type(layer).__name__} (expected nn.Linear or Conv1D)")
+    keep = torch.as_tensor(keep, dtype=torch.long, device=layer.weight.device)
+    layer.weight = nn.Parameter(layer.weight.index_select(feature_dim(layer, outputs=outputs), keep).contiguous())
+    if outputs and layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias.index_select(0, keep).contiguous())
+    size = len(keep)
+    if isinstance(layer, nn.Linear):
+        setattr(layer, "out_features" if outputs else "in_features", size)
+    else:
+        setattr(layer, "nf" if outputs else "nx", size)
+
+
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every linear layer of ``model`` in order: ``nn.Linear``, ``Conv1D`` and :class:`LowRankLinear`.
 
@@ -188,19 +216,90 @@ def sync_bert_config(model: nn.Module) -> None:
         setattr(config, CONFIG_KEY, structure)
 
 
-def sync_low_rank_config(model: nn.Module) -> None:
-    """A model whose config states its other shapes (decoders): record its low-rank layers, if any, in the config."""
-    low_rank = low_rank_layers(model)
-    if low_rank:
-        setattr(model.config, CONFIG_KEY, {"low_rank": low_rank})
+def sync_low_rank_config(model: nn.Module, heads: dict[str, list[int]] | None = None) -> None:
+    """A model whose config states its other shapes (decoders, GPT-2 …): record its low-rank layers and the per-layer
+    ``heads`` (``{"heads": [...], "kv_heads": [...]}``, for a config that cannot state them), if any, in the config."""
+    structure = {**(heads or {}), "low_rank": low_rank_layers(model)}
+    if heads or structure["low_rank"]:
+        setattr(model.config, CONFIG_KEY, structure)
     elif hasattr(model.config, CONFIG_KEY):
         delattr(model.config, CONFIG_KEY)
 
 
 def restructure(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
-    """Rebuild a freshly initialised model to ``structure``: BERT-family heads and widths when it states
-    them, then its low-rank layers."""
-    return reshape_bert(model, structure) if "heads" in structure else apply_low_rank(model, structure["low_rank"])
+    """Rebuild a freshly initialised model to ``structure``: BERT-family heads and widths, or another family's
+    per-layer heads, when it states them, then its low-rank layers."""
+    if "intermediate" in structure:
+        return reshape_bert(model, structure)
+    if "heads" in structure:
+        reshape_attention(model, structure["heads"], structure["kv_heads"])
+    return apply_low_rank(model, structure["low_rank"])
+
+
+# --------------------------------------------------------------------------- attention a family describes
+
+
+def attention_layout(model: nn.Module) -> Attention | None:
+    """Where ``model``'s attention lives and which config fields state it (``None``: not described)."""
+    config = getattr(model, "config", None)
+    return family(config.model_type).attention if hasattr(config, "model_type") else None
+
+
+def attention_blocks(model: nn.Module) -> list[nn.Module]:
+    """Every layer's self-attention module of ``model`` (the one holding its family's q/k/v and output projections;
+    cross-attention, transformers' ``is_cross_attention``, reads another sequence's keys and is left as it is)."""
+    layout = attention_layout(model)
+    if layout is None:
+        return []
+    return [m for m in model.modules() if all(hasattr(m, name) for name in (*layout.qkv, layout.out))
+            and not getattr(m, "is_cross_attention", False)]
+
+
+def head_counts(block: nn.Module, layout: Attention) -> tuple[int, int, int]:
+    """``(query heads, key/value heads, head size)`` of an attention module now, read from its projections."""
+    size = getattr(block, layout.head_size)
+    queries = linear_shape(getattr(block, layout.out))[1] // size
+    if layout.fused:
+        rows = linear_shape(getattr(block, layout.qkv[0]))[0]
+        kv, rest = divmod(rows - queries * size, 2 * size)
+        if rest or kv <= 0:
+            raise ModelError(f"a fused {layout.qkv[0]} of {rows} outputs is not [queries | keys | values] of "
+                             f"{size}-wide heads around {queries} query heads")
+        return queries, kv, size
+    return queries, linear_shape(getattr(block, layout.qkv[1]))[0] // size, size
+
+
+def set_head_counts(block: nn.Module, layout: Attention, heads: int) -> None:
+    """State ``heads`` query heads in the attention module's own attributes (its forward reads them)."""
+    size = getattr(block, layout.head_size)
+    for name in layout.module_heads:
+        setattr(block, name, heads)
+    for name in layout.module_width:
+        setattr(block, name, heads * size)
+
+
+def _dense_like(layer: nn.Module, out_dim: int, in_dim: int) -> nn.Module:
+    """A fresh dense layer of ``layer``'s kind (``nn.Linear`` or ``Conv1D``, with or without bias), resized."""
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(in_dim, out_dim, bias=layer.bias is not None)
+    return type(layer)(out_dim, in_dim)
+
+
+def reshape_attention(model: nn.Module, heads: list[int], kv_heads: list[int]) -> nn.Module:
+    """Rebuild a freshly initialised model's attention to ``heads`` query and ``kv_heads`` key/value heads per layer,
+    each of the head size it was built with (weights are loaded afterwards)."""
+    layout = attention_layout(model)
+    for block, queries, kv in zip(attention_blocks(model), heads, kv_heads, strict=True):
+        size = getattr(block, layout.head_size)
+        shapes = ({layout.qkv[0]: (queries + 2 * kv) * size} if layout.fused else
+                  dict(zip(layout.qkv, (queries * size, kv * size, kv * size), strict=True)))
+        for name, rows in shapes.items():
+            layer = getattr(block, name)
+            setattr(block, name, _dense_like(layer, rows, linear_shape(layer)[1]))
+        out = getattr(block, layout.out)
+        setattr(block, layout.out, _dense_like(out, linear_shape(out)[0], queries * size))
+        set_head_counts(block, layout, queries)
+    return model
 
 
 def reshape_bert(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
@@ -219,6 +318,13 @@ def reshape_bert(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
 
 
 _PRUNED_CLASSES: dict[type, type] = {}
+
+
+def unpruned_class(cls: type) -> type:
+    """The Hugging Face model class a :func:`pruned_class` derives from (``cls`` itself if it is none)."""
+    while cls in _PRUNED_CLASSES.values():
+        cls = cls.__bases__[0]
+    return cls
 
 
 def pruned_class(base: type) -> type:

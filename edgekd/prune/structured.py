@@ -9,12 +9,12 @@ the output projection's columns) and removes whole groups, so the tensors are ph
   output projections, pooler, classifier) is ignored, so the hidden size is never pruned; the
   attention modules' head counts and the config's structure are updated afterwards
   (:func:`edgekd.prune.structure.sync_bert_config`).
-- decoder classifiers (Llama, Mistral, Qwen2, Qwen3, Gemma): whole grouped-query KV groups of the
-  attention (:mod:`edgekd.prune.kv_groups`) and gated MLP channels (:mod:`edgekd.prune.gated_mlp`),
-  every layer alike, the config's head counts and ``intermediate_size`` rewritten.
-- GPT-2, Phi, DistilBERT, ViT, DeiT: plain MLP channels (:mod:`edgekd.prune.plain_mlp`, where each layer's
-  MLP lives is the family's :class:`~edgekd.models.families.PlainMLP`), every layer alike, the family's
-  width field rewritten.
+- other Hugging Face families edgekd knows the layout of: attention heads, whole grouped-query KV groups
+  (:mod:`edgekd.prune.kv_groups`, where each layer's attention lives is the family's
+  :class:`~edgekd.models.families.Attention`: Llama, Mistral, Qwen2, Qwen3, Gemma, GPT-2, Phi, DistilBERT,
+  ViT, DeiT), gated MLP channels (:mod:`edgekd.prune.gated_mlp`, Llama-layout decoders) and plain MLP
+  channels (:mod:`edgekd.prune.plain_mlp`, the family's :class:`~edgekd.models.families.PlainMLP`), every
+  layer alike, the config's head counts (or the structure's per-layer heads) and MLP width rewritten.
 - image classifiers (``cnn``, ``mlp``, ``resnet``, ``mobilenet_v2``): conv channels and hidden
   units, the classifier's outputs kept; the spec is rewritten with the new widths (``resnet`` and
   ``mobilenet_v2``: every layer's shape) so the model directory rebuilds it.
@@ -166,11 +166,11 @@ def _fill_gradients(module: nn.Module, config: PruneConfig, gradients: Callable[
 
 def prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: dict[str, torch.Tensor],
                   gradients: Callable[[nn.Module], None] | None) -> None:
-    """A decoder's KV groups (``heads``) and gated MLP channels (``ffn``), or any family's plain MLP channels
-    (``ffn``, :mod:`edgekd.prune.plain_mlp`), every layer alike (in place; the config is rewritten by
-    :func:`sync_decoder_config`). ``inputs`` are the model's keyword inputs for tracing."""
+    """A described family's attention heads / KV groups (``heads``) and gated or plain MLP channels (``ffn``,
+    :mod:`edgekd.prune.gated_mlp`, :mod:`edgekd.prune.plain_mlp`), every layer alike (in place; the config is
+    rewritten by :func:`sync_decoder_config`). ``inputs`` are the model's keyword inputs for tracing."""
     kind = module.config.model_type
-    targets = {"heads": _kv_blocks(module), "ffn": gated_mlps(module) or plain_mlps(module)}
+    targets = {"heads": attention_blocks(module), "ffn": gated_mlps(module) or plain_mlps(module)}
     if not any(targets[t] for t in config.targets if t in targets):
         traits = family(kind)
         has = " and/or ".join(f"'{t}'" for t in sorted(traits.prune_targets))
@@ -213,20 +213,15 @@ def record_structure(model: TaskModel) -> None:
 
 
 def sync_decoder_config(module: nn.Module) -> None:
-    """A Hugging Face decoder's config after pruning or factorization: its head counts and MLP width, and the
-    structure's low-rank layers (so ``from_pretrained``, or ``pruned_class`` with low-rank layers, reloads it)."""
-    if _kv_blocks(module):
-        sync_attention_config(module)
+    """A Hugging Face model's config after pruning or factorization (not BERT-layout): its head counts and MLP
+    width, and the structure's per-layer heads (where the config cannot state them) and low-rank layers (so
+    ``from_pretrained``, or ``pruned_class`` with a structure, reloads it)."""
     if gated_mlps(module):
         sync_gated_config(module)
     if plain_mlps(module):
         sync_plain_config(module)
-    sync_low_rank_config(module)
-
-
-def _kv_blocks(module: nn.Module) -> list[nn.Module]:
-    """The attention blocks whose KV groups are pruned: a family pruning heads (ViT's q/k/v/o attention is not)."""
-    return attention_blocks(module) if "heads" in family(module.config.model_type).prune_targets else []
+    heads = sync_attention_config(module) if attention_blocks(module) else {}
+    sync_low_rank_config(module, heads)
 
 
 def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str, Any]:

@@ -1,0 +1,196 @@
+"""Pruning whole attention heads of GPT-2, DistilBERT, Phi, ViT and DeiT through each family's ``Attention``.
+
+Tiny random classifiers (3 heads of 8, or Phi with grouped-query attention and partial rotary embeddings): a
+step removes the same number of heads (whole KV groups) in every layer, the head size stays, the parameter
+count falls by exactly the removed rows, columns and bias entries, heads whose weights are all zero are exactly
+the ones removed (the logits do not move), and the pruned model reloads from its directory with the same
+logits and exports to ONNX with parity on a padded batch. Where the config states the head size (Phi, ViT,
+DeiT) it states the new head counts; otherwise (GPT-2, DistilBERT, Phi with ``qk_layernorm``) the structure
+lists every layer's heads and the config's counts stay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from edgekd.export.config import load_export_target
+from edgekd.export.onnx_export import export_onnx
+from edgekd.models.call import call_logits
+from edgekd.models.families import family as family_of
+from edgekd.models.task_model import TaskModel
+from edgekd.prune.config import FactorizeConfig, PruneConfig
+from edgekd.prune.kv_groups import group_importance
+from edgekd.prune.lowrank import factorize_task_model
+from edgekd.prune.structure import CONFIG_KEY, LowRankLinear, attention_blocks, head_counts, linear_shape
+from edgekd.prune.structured import prune_step
+from tests import hf_families
+from tests.hf_families import padded_batch
+from tests.test_plain_mlp_prune import DIGITS, TEXT, _taylor
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
+                                        "ignore::torch.jit.TracerWarning")
+
+#: case → (family, config overrides, config states the pruned heads?)
+CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "gpt2": ("gpt2", {}, False),
+    "distilbert": ("distilbert", {}, False),
+    "phi": ("phi", {}, True),
+    "phi-gqa": ("phi", {"num_attention_heads": 6, "num_key_value_heads": 3}, True),
+    "phi-qk-layernorm": ("phi", {"qk_layernorm": True, "num_attention_heads": 6, "num_key_value_heads": 3}, False),
+    "vit": ("vit", {}, True),
+    "deit": ("deit", {}, True),
+}
+
+
+def _model(case: str) -> tuple[TaskModel, dict[str, torch.Tensor]]:
+    kind, overrides, _ = CASES[case]
+    if kind == "deit":  # laid out as ViT; transformers' auto class cannot build it from a bare config
+        from transformers import DeiTConfig, DeiTForImageClassification
+
+        torch.manual_seed(0)
+        module = DeiTForImageClassification(DeiTConfig(num_labels=2, **hf_families.IMAGE["vit"])).eval()
+    else:
+        module = hf_families.build(kind, num_labels=2, **overrides)
+    image = family_of(kind).modality == "image"
+    batch = {"input": torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))} if image else padded_batch()
+    return TaskModel(module=module, spec={"arch": "hf"}, signature=DIGITS if image else TEXT,
+                     class_names=("a", "b")), batch
+
+
+def _counts(model: TaskModel) -> list[tuple[int, int, int]]:
+    layout = family_of(model.module.config.model_type).attention
+    return [head_counts(block, layout) for block in attention_blocks(model.module)]
+
+
+def _removed_params(model: TaskModel, groups: int) -> int:
+    """What removing ``groups`` KV groups from every layer takes: q/k/v rows with their biases, output columns."""
+    layout = family_of(model.module.config.model_type).attention
+    total = 0
+    for block in attention_blocks(model.module):
+        queries, kv, size = head_counts(block, layout)
+        hidden = linear_shape(getattr(block, layout.out))[0]
+        rows = groups * size * (queries // kv + 2)  # the group's query heads, its key head and its value head
+        bias = getattr(block, layout.qkv[0]).bias is not None
+        total += rows * (hidden + bias) + groups * size * (queries // kv) * hidden
+    return total
+
+
+@pytest.mark.parametrize("importance", ["l2", "taylor"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_heads_go_in_every_layer_and_the_model_reloads_and_exports(case: str, importance: str,
+                                                                   tmp_path: Path) -> None:
+    model, batch = _model(case)
+    _, _, in_config = CASES[case]
+    config = model.module.config
+    layout = family_of(config.model_type).attention
+    before_counts, heads_field = _counts(model), getattr(config, layout.heads)
+    (queries, kv, size), = set(before_counts)
+    assert len(before_counts) == 2  # one attention per layer, found through the family's description
+    gone = -(-kv // 2)  # ceil: half the KV groups of every layer, each with its query heads
+    expected_params = model.params - _removed_params(model, gone)
+    prune_step(model, PruneConfig(targets=["heads"], importance=importance), 0.5, batch, gradients=_taylor(batch))
+    kept = (queries - gone * queries // kv, kv - gone, size)
+    assert _counts(model) == [kept, kept]
+    assert model.params == expected_params
+    if in_config:  # the config states the new counts and the head size; no structure needed
+        assert getattr(config, layout.heads) == kept[0] and config.head_dim == size
+        assert not hasattr(config, CONFIG_KEY)
+    else:  # the config's counts stay (its head size is derived from them); the structure lists every layer's
+        assert getattr(config, layout.heads) == heads_field
+        structure = config.edgekd_structure
+        assert structure["heads"] == [kept[0]] * 2 and structure["kv_heads"] == [kept[1]] * 2
+    with torch.no_grad():
+        expected = call_logits(model.module.eval(), batch)
+    model.save(tmp_path / "pruned")
+    again = TaskModel.load(tmp_path / "pruned")
+    assert again.params == model.params and _counts(again) == [kept, kept]
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(again.module.eval(), batch), expected)
+    result = export_onnx(again.module, batch, tmp_path / "pruned.onnx", load_export_target("onnx-fp32"))
+    assert result.parity.passed
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "taylor"])
+@pytest.mark.parametrize("case", ["gpt2", "distilbert", "phi-gqa", "vit"])
+def test_dead_heads_are_exactly_the_ones_removed_and_the_logits_stay(case: str, importance: str) -> None:
+    """A KV group whose q/k/v rows, biases and output columns are all zero adds nothing: it scores zero by every
+    criterion, those groups go and no other, and the model computes what it computed before."""
+    model, batch = _model(case)
+    layout = family_of(model.module.config.model_type).attention
+    (queries, kv, size), = set(_counts(model))
+    share = queries // kv
+    dead = sorted(torch.randperm(kv, generator=torch.Generator().manual_seed(3))[:kv // 2 + kv % 2].tolist())
+    with torch.no_grad():
+        for block in attention_blocks(model.module):
+            for group in dead:
+                q_rows = slice(group * share * size, (group + 1) * share * size)
+                kv_rows = [slice(queries * size + group * size, queries * size + (group + 1) * size),
+                           slice((queries + kv) * size + group * size, (queries + kv) * size + (group + 1) * size)]
+                if layout.fused:  # GPT-2's c_attn: a Conv1D, [in, q | k | v]
+                    for rows in (q_rows, *kv_rows):
+                        getattr(block, layout.qkv[0]).weight[:, rows] = 0
+                        getattr(block, layout.qkv[0]).bias[rows] = 0
+                    getattr(block, layout.out).weight[q_rows] = 0
+                else:
+                    for name, rows in zip(layout.qkv, (q_rows, slice(group * size, (group + 1) * size),
+                                                       slice(group * size, (group + 1) * size)), strict=True):
+                        getattr(block, name).weight[rows] = 0
+                        if getattr(block, name).bias is not None:
+                            getattr(block, name).bias[rows] = 0
+                    getattr(block, layout.out).weight[:, q_rows] = 0
+    model.module.zero_grad()
+    _taylor(batch)(model.module)
+    for block in attention_blocks(model.module):
+        scores = group_importance(block, layout, importance)
+        assert (scores[dead] == 0).all() and (scores[[g for g in range(kv) if g not in dead]] > 0).all()
+    model.module.zero_grad()
+    with torch.no_grad():
+        before = call_logits(model.module.eval(), batch)
+    prune_step(model, PruneConfig(targets=["heads"], importance=importance), 0.5, batch, gradients=_taylor(batch))
+    assert set(_counts(model)) == {(queries - len(dead) * share, kv - len(dead), size)}
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(model.module.eval(), batch), before)
+
+
+@pytest.mark.parametrize("case", ["gpt2", "vit"])
+def test_heads_and_ffn_pruned_together_in_two_steps_reload(case: str, tmp_path: Path) -> None:
+    """A second step prunes what the first left (the structure's or the config's counts), and the result reloads."""
+    model, batch = _model(case)
+    for _ in range(2):
+        prune_step(model, PruneConfig(targets=["heads", "ffn"]), 0.34, batch)
+    (queries, kv, _), = set(_counts(model))
+    assert (queries, kv) == (1, 1)  # 3 heads → 2 → 1
+    with torch.no_grad():
+        expected = call_logits(model.module.eval(), batch)
+    model.save(tmp_path / "pruned")
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(TaskModel.load(tmp_path / "pruned").module.eval(), batch), expected)
+
+
+
+@pytest.mark.parametrize("case", ["gpt2", "distilbert", "phi-gqa"])
+def test_heads_pruned_after_factorization_keep_the_ranks_and_reload(case: str, tmp_path: Path) -> None:
+    """The hybrid order: heads go through the factor pairs' outer dimensions (a fused c_attn's second factor keeps
+    the rows of every part), the ranks stay, and the structure rebuilds the per-layer heads and the pairs."""
+    model, batch = _model(case)
+    factorize_task_model(model, FactorizeConfig(param_ratio=0.5))
+    ranks = dict(model.module.config.edgekd_structure["low_rank"])
+    layout = family_of(model.module.config.model_type).attention
+    assert any(isinstance(getattr(block, name), LowRankLinear)
+               for block in attention_blocks(model.module) for name in (*layout.qkv, layout.out))
+    (queries, kv, size), = set(_counts(model))
+    prune_step(model, PruneConfig(targets=["heads"]), 0.5, batch)
+    gone = -(-kv // 2)
+    assert set(_counts(model)) == {(queries - gone * queries // kv, kv - gone, size)}
+    assert model.module.config.edgekd_structure["low_rank"] == ranks
+    with torch.no_grad():
+        expected = call_logits(model.module.eval(), batch)
+    model.save(tmp_path / "hybrid")
+    again = TaskModel.load(tmp_path / "hybrid")
+    assert again.params == model.params
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(again.module.eval(), batch), expected)
