@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
-from edgekd.config.device import DeviceLike, DeviceProfile, load_device
+from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
@@ -93,8 +93,6 @@ def _checked_device(device: DeviceLike, *, latency: bool = True,
     ``budget_ms`` replaces the profile's p90 budget (``--budget-ms``). ``latency=False`` leaves the p90
     limit to a budget search, which explains it with its candidates.
     """
-    from edgekd.search.compress import with_budget
-
     loaded = load_device(device)
     source = str(find("devices", device)) if isinstance(device, str | Path) else f"device '{loaded.name}'"
     if budget_ms is not None:

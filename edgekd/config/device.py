@@ -101,3 +101,14 @@ def load_device(device: DeviceLike) -> DeviceProfile:
         raise TypeError(f"device: expected a built-in name, a YAML path, a mapping or a DeviceProfile, "
                         f"got {type(device).__name__}")
     return load_yaml_model(find("devices", device), DeviceProfile)
+
+
+def with_budget(device: DeviceProfile, p90_ms: float | None) -> DeviceProfile:
+    """``device`` with its p90 latency budget replaced by ``p90_ms`` (unchanged for None)."""
+    if p90_ms is None:
+        return device
+    data = device.model_dump(mode="json")
+    data["budget"]["p90_ms"] = p90_ms
+    if data["budget"].get("ms_per_token") is not None:  # a causal LM's latency limit is per token
+        data["budget"]["ms_per_token"] = p90_ms
+    return validate_model(data, DeviceProfile, source="--budget-ms")

@@ -72,17 +72,6 @@ def search_recipe(recipe: Recipe) -> Recipe:
     return validate_model(derived, Recipe, source=f"recipe '{recipe.name}' as a search")
 
 
-def with_budget(device: DeviceProfile, p90_ms: float | None) -> DeviceProfile:
-    """``device`` with its p90 latency budget replaced by ``p90_ms`` (unchanged for None)."""
-    if p90_ms is None:
-        return device
-    data = device.model_dump(mode="json")
-    data["budget"]["p90_ms"] = p90_ms
-    if data["budget"].get("ms_per_token") is not None:  # a causal LM's latency limit is per token
-        data["budget"]["ms_per_token"] = p90_ms
-    return validate_model(data, DeviceProfile, source="--budget-ms")
-
-
 def search_stage(recipe: Recipe) -> SearchStage | None:
     """The recipe's search stage, if it has one."""
     return next((stage for stage in recipe.stages if isinstance(stage, SearchStage)), None)
