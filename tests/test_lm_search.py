@@ -19,14 +19,14 @@ import yaml
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.config.device import GenerationShape, load_device
+from edgekd.config.device import GenerationShape, load_device, with_budget
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.corpus import build_char_tokenizer
 from edgekd.errors import ConfigError
 from edgekd.models.specs import HFSpec
 from edgekd.profile.speed_ratio import SpeedRatio
-from edgekd.search.compress import search_recipe, search_stage, with_budget
+from edgekd.search.compress import search_recipe, search_stage
 from edgekd.search.config import SearchStage
 from edgekd.search.lm_space import check_lm_space, lm_candidates, lm_space_for
 from edgekd.search.lm_table import LMFamily, lm_latency_table

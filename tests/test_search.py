@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import edgekd
 from edgekd.catalog import find
 from edgekd.cli import app
-from edgekd.config.device import Budget, InputShape, load_device
+from edgekd.config.device import Budget, InputShape, load_device, with_budget
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
@@ -26,7 +26,7 @@ from edgekd.profile import speed_ratio as speed_ratio_module
 from edgekd.profile.cpu import CpuInfo
 from edgekd.search import table as table_module
 from edgekd.search.build import Family
-from edgekd.search.compress import preflight, search_recipe, with_budget
+from edgekd.search.compress import preflight, search_recipe
 from edgekd.search.config import SearchStage
 from edgekd.search.messages import no_fit_message
 from edgekd.search.plan import Row
