@@ -16,6 +16,11 @@ ratio and speed-up against the teacher, plus how many (pooled) standard deviatio
 student beats its twin by, and the issue's targets with whether they were met. It is rewritten
 after every model (``"complete": false`` until the end), so an interrupted run keeps its figures.
 
+``sst2-hybrid-5x`` and ``sst2-hybrid-10x`` run ``pipelines/sst2-hybrid.yaml`` (LadaBERT: the teacher
+itself pruned, factorized and recovered by distillation, step by step) to 5× and 10× fewer MACs: their
+rows are that compressed teacher, with its ``params_ratio``/``macs_ratio``, ``target_reached`` and
+``steps_run``; their twins run the same steps recovering from the hard labels.
+
 ``--int8`` adds each distilled student as the quantize stage keeps it (``<name>-int8``: its run copied,
 so only quantization, profiling and the report run again; the row records the kept precision, why,
 and the FP32 accuracy it was judged against). ``--embeddings teacher`` starts BiLSTM and TextCNN
