@@ -16,6 +16,11 @@ ratio and speed-up against the teacher, plus how many (pooled) standard deviatio
 student beats its twin by, and the issue's targets with whether they were met. It is rewritten
 after every model (``"complete": false`` until the end), so an interrupted run keeps its figures.
 
+``sst2-hybrid-5x`` and ``sst2-hybrid-10x`` run ``pipelines/sst2-hybrid.yaml`` (LadaBERT: the teacher
+itself pruned, factorized and recovered by distillation, step by step) to 5× and 10× fewer MACs: their
+rows are that compressed teacher, with its ``params_ratio``/``macs_ratio``, ``target_reached`` and
+``steps_run``; their twins run the same steps recovering from the hard labels.
+
 ``--int8`` adds each distilled student as the quantize stage keeps it (``<name>-int8``: its run copied,
 so only quantization, profiling and the report run again; the row records the kept precision, why,
 and the FP32 accuracy it was judged against). ``--embeddings teacher`` starts BiLSTM and TextCNN
@@ -54,7 +59,12 @@ from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
 from edgekd.profile.runner import ProfileResult
 
-STUDENT_RECIPES = ("sst2-distilbert-style", "sst2-tinybert-style", "sst2-bilstm", "sst2-assistant", "sst2-ensemble")
+STUDENT_RECIPES = ("sst2-distilbert-style", "sst2-tinybert-style", "sst2-minilm-style", "sst2-bilstm",
+                   "sst2-assistant", "sst2-ensemble", "sst2-hybrid-5x", "sst2-hybrid-10x")
+#: The LadaBERT hybrid (pipelines/sst2-hybrid.yaml) run to these fractions of the teacher's MACs.
+HYBRID_MACS_RATIOS = {"sst2-hybrid-5x": 0.2, "sst2-hybrid-10x": 0.1}
+#: Stages that compress a model in place, with an optional distillation recovery.
+COMPRESS_STAGES = ("prune", "factorize", "hybrid")
 HARD_LABELS = [{"kind": "hinton", "alpha": 0.0}]  # the Hinton loss with alpha 0 is plain cross-entropy
 #: Pretrained teachers (``--teacher``), each fine-tuned as its shipped recipe's teacher stage does.
 PRETRAINED_TEACHERS = {"minilm": "sst2-minilm"}
@@ -64,9 +74,15 @@ def recipe_dict(name: str, data: Path, *, quick: bool, teacher: str = "scratch")
     """A shipped SST-2 recipe with the data paths pointed at ``data`` (and shrunk for ``--quick``).
 
     ``teacher`` other than ``scratch`` swaps in a pretrained teacher (:func:`with_pretrained_teacher`);
-    ``--quick`` then keeps it whole and only shrinks the data and epochs.
+    ``--quick`` then keeps it whole and only shrinks the data and epochs. A name of
+    :data:`HYBRID_MACS_RATIOS` is the shipped hybrid recipe with that MACs target.
     """
-    recipe = read_yaml(find("pipelines", name))
+    recipe = read_yaml(find("pipelines", "sst2-hybrid" if name in HYBRID_MACS_RATIOS else name))
+    if name in HYBRID_MACS_RATIOS:
+        recipe["name"] = name
+        for stage in recipe["stages"]:
+            if stage["stage"] == "hybrid":
+                stage["target_macs_ratio"] = HYBRID_MACS_RATIOS[name]
     recipe["data"].update(train=str(data / "train.tsv"), test=str(data / "dev.tsv"))
     if teacher != "scratch":
         recipe = with_pretrained_teacher(recipe, teacher)
@@ -75,6 +91,8 @@ def recipe_dict(name: str, data: Path, *, quick: bool, teacher: str = "scratch")
         if teacher == "scratch":
             recipe["tokenizer"]["vocab_size"] = 1000
             recipe["teacher"]["model"].update(layers=4, hidden=64, heads=2, ffn=128)
+            if recipe["student"]["model"]["arch"] == "bert":  # no wider than the teacher whose embeddings it takes
+                recipe["student"]["model"].update(hidden=64, heads=2, ffn=128)
         if recipe["teacher"].get("ensemble"):
             recipe["teacher"]["ensemble"]["members"] = 2
         for stage in recipe["stages"]:
@@ -165,10 +183,14 @@ def hard_label_twin(recipe: dict[str, Any], distilled: RunResult) -> dict[str, A
     """The same student trained on the hard labels only, with the ``distilled`` run's budget of steps.
 
     An augmented transfer set has no labels, so the twin trains on the training set for as many
-    more epochs as the transfer set was larger (Tang et al.'s BiLSTM sees ~2× the sentences).
+    more epochs as the transfer set was larger (Tang et al.'s BiLSTM sees ~2× the sentences). A
+    compression schedule's twin runs the same steps, recovering from the hard labels instead of the teacher.
     """
     recipe = copy.deepcopy(recipe)
     recipe["name"] += "-hard"
+    for stage in recipe["stages"]:
+        if stage["stage"] in COMPRESS_STAGES and stage.get("recovery") is not None:
+            stage["recovery"]["losses"] = HARD_LABELS
     for stage in distill_stages(recipe):
         stage["losses"] = HARD_LABELS
         if stage.pop("augment", None) is not None:
@@ -180,21 +202,40 @@ def hard_label_twin(recipe: dict[str, Any], distilled: RunResult) -> dict[str, A
     return recipe
 
 
-def with_quantize(recipe: dict[str, Any]) -> dict[str, Any]:
-    """``recipe`` with the quantize stage (its defaults) right after export, where it has none."""
+def with_quantize(recipe: dict[str, Any], role: str = "student") -> dict[str, Any]:
+    """``recipe`` with the quantize stage (its defaults, for ``role``) right after export, where it has none."""
     recipe = copy.deepcopy(recipe)
     names = [stage["stage"] for stage in recipe["stages"]]
     if "quantize" not in names:
-        recipe["stages"].insert(names.index("export") + 1, {"stage": "quantize"})
+        recipe["stages"].insert(names.index("export") + 1, {"stage": "quantize", "roles": [role]})
     return recipe
 
 
-def quantize_figures(results: list[RunResult]) -> dict[str, Any]:
-    """What the quantize stage kept for the student of each run, with the FP32 accuracy it was judged against."""
-    kept = [r.artifact.get("student").metrics for r in results]
+def measured_role(recipe: dict[str, Any]) -> str:
+    """The model a recipe's row stands for: its student, or the teacher a compression stage made in place
+    (the hybrid recipe has no distillation stage)."""
+    return "student" if distill_stages(recipe) else "teacher"
+
+
+def quantize_figures(results: list[RunResult], role: str = "student") -> dict[str, Any]:
+    """What the quantize stage kept for ``role`` of each run, with the FP32 accuracy it was judged against."""
+    kept = [r.artifact.get(role).metrics for r in results]
     return {"precision": kept[0]["precision"], "quantization_reason": kept[0]["quantization_reason"],
             "fp32_dev_accuracy": statistics.fmean(k["fp32_accuracy"] for k in kept),
             "precisions": [k["precision"] for k in kept]}
+
+
+def compression_figures(result: RunResult, role: str) -> dict[str, Any]:
+    """How far a compression stage took ``role`` in ``result``'s run (first seed): its parameters and MACs as
+    ratios of the model it started from, and for a hybrid whether its target was reached in how many steps;
+    empty when no stage compressed it."""
+    records = [json.loads(path.read_text()) for path in sorted(result.run_dir.glob("*-*/stage.json"))]
+    compressed = [r["metrics"][role] for r in records
+                  if r.get("stage") in COMPRESS_STAGES and role in r.get("metrics", {})]
+    if not compressed:
+        return {}
+    last = compressed[-1]
+    return {key: last[key] for key in ("params_ratio", "macs_ratio", "target_reached", "steps_run") if key in last}
 
 
 def distill_stages(recipe: dict[str, Any]) -> list[dict[str, Any]]:
@@ -224,6 +265,12 @@ def targets(by_name: dict[str, dict[str, Any]], gains: dict[str, dict[str, Any]]
             "met": row["dev_accuracy"] >= max(teachers) and row["speedup"] >= 10,
             "student": row["dev_accuracy"], "best_teacher": max(teachers), "speedup": row["speedup"],
             "teacher_ensemble": row.get("teacher_ensemble_dev_accuracy")}
+    if "hybrid-10x" in by_name:
+        row = by_name["hybrid-10x"]
+        result["hybrid_10x_fewer_macs_at_97pct"] = {
+            "met": row["accuracy_ratio"] >= 0.97 and row.get("macs_ratio", 1.0) <= 0.1,
+            "accuracy_ratio": row["accuracy_ratio"], "macs_ratio": row.get("macs_ratio"),
+            "speedup": row["speedup"]}
     if "bilstm" in gains:
         result["bilstm_gain_at_least_1_point"] = {"met": gains["bilstm"]["gain_points"] >= 1,
                                                   "gain_points": gains["bilstm"]["gain_points"]}
@@ -416,7 +463,8 @@ class Benchmark:
             results.append(run(seeded, self.work / f"{label}-seed{seed}"))
             if not hard:
                 self.distilled[name, seed] = results[-1]
-        self.rows.append(model_row(label, results, "student", self.seeds))
+        role = measured_role(recipe)
+        self.rows.append({**model_row(label, results, role, self.seeds), **compression_figures(results[0], role)})
         if members > 1:  # what the student learnt from: the averaged teachers' own dev accuracy
             self.rows[-1]["teacher_ensemble_dev_accuracy"] = results[0].artifact.get("teacher").metrics[
                 "ensemble_accuracy"]
@@ -430,7 +478,7 @@ class Benchmark:
         Each seed's distilled run is copied first, so the new run reuses its training and export and
         only quantizes (ISA-aware variants, kept where faster and accurate enough), profiles and reports.
         """
-        label = f"{name}-int8"
+        label, role = f"{name}-int8", measured_role(recipe)
         begun = time.perf_counter()
         results = []
         for seed in self.seeds:
@@ -438,8 +486,8 @@ class Benchmark:
             if not directory.exists():
                 shutil.copytree(self.distilled[name, seed].run_dir, directory)
             seeded = with_trained_teacher(recipe, self.weights, seed, self.work / "teacher-outputs")
-            results.append(run(with_quantize(seeded), directory))
-        self.rows.append({**model_row(label, results, "student", self.seeds), **quantize_figures(results)})
+            results.append(run(with_quantize(seeded, role), directory))
+        self.rows.append({**model_row(label, results, role, self.seeds), **quantize_figures(results, role)})
         self.timings[label] = time.perf_counter() - begun
         print(f"{label}: {self.rows[-1]['precision']} kept, dev {self.rows[-1]['dev_accuracy']:.4f}", flush=True)
 

@@ -126,3 +126,66 @@ def test_quick_training_precision_benchmark_times_fp32_against_bf16(tmp_path: Pa
     ratios = result["fp32_over_bf16_seconds"]
     assert ratios["median"] == statistics.median(ratios["per_pair"]) and len(ratios["per_pair"]) == 2
     assert result["cpu_has_native_bf16"] == bool({"amx_bf16", "avx512_bf16", "bf16"} & set(result["cpu"]["isa"]))
+
+
+def _validates(recipe: dict[str, Any]) -> None:
+    from edgekd.config.loading import validate_model
+    from edgekd.config.recipe import Recipe
+
+    validate_model(recipe, Recipe, source=recipe["name"])
+
+
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
+@pytest.mark.parametrize(("name", "ratio"), [("sst2-hybrid-5x", 0.2), ("sst2-hybrid-10x", 0.1)])
+def test_the_hybrid_runs_to_its_macs_target_and_its_twin_recovers_from_the_labels(name: str, ratio: float) -> None:
+    kd_sst2 = load_benchmark()
+    recipe = kd_sst2.recipe_dict(name, SST2, quick=False)
+    hybrid = next(stage for stage in recipe["stages"] if stage["stage"] == "hybrid")
+    assert recipe["name"] == name and hybrid["target_macs_ratio"] == ratio and hybrid["role"] == "teacher"
+    assert kd_sst2.measured_role(recipe) == "teacher"  # no distillation stage: the row is the compressed teacher
+    _validates(recipe)
+    twin = kd_sst2.hard_label_twin(recipe, None)  # no augmentation: the distilled run's steps are not read
+    twin_hybrid = next(stage for stage in twin["stages"] if stage["stage"] == "hybrid")
+    assert twin_hybrid["recovery"]["losses"] == kd_sst2.HARD_LABELS
+    assert {k: v for k, v in twin_hybrid.items() if k != "recovery"} == {k: v for k, v in hybrid.items()
+                                                                         if k != "recovery"}
+    assert hybrid["recovery"]["losses"] != kd_sst2.HARD_LABELS  # the distilled one still learns from the teacher
+    quantized = kd_sst2.with_quantize(recipe, "teacher")
+    assert {"stage": "quantize", "roles": ["teacher"]} in quantized["stages"]
+    _validates(quantized)
+
+
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
+def test_quick_shrinks_bert_students_to_the_width_of_the_teacher_whose_embeddings_they_take() -> None:
+    kd_sst2 = load_benchmark()
+    for name in ("sst2-minilm-style", "sst2-tinybert-style"):
+        full, quick = kd_sst2.recipe_dict(name, SST2, quick=False), kd_sst2.recipe_dict(name, SST2, quick=True)
+        assert full["student"]["model"]["embeddings"] == "teacher" and kd_sst2.measured_role(full) == "student"
+        assert quick["student"]["model"]["hidden"] == quick["teacher"]["model"]["hidden"] == 64
+        _validates(quick)
+
+
+@pytest.mark.slow  # 7.5 min beside two other runs on 2 cores (a fine-tune, a benchmark)
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
+def test_quick_benchmark_runs_the_minilm_style_student_and_the_hybrid(tmp_path: Path) -> None:
+    kd_sst2 = load_benchmark()
+    out = tmp_path / "kd.json"
+    assert kd_sst2.main(["--data", str(SST2), "--out", str(out), "--work", str(tmp_path / "work"),
+                         "--teachers", str(tmp_path / "teachers"), "--quick",
+                         "--only", "sst2-minilm-style", "sst2-hybrid-5x", "--int8"]) == 0
+    result = json.loads(out.read_text())
+    by_name = {m["name"]: m for m in result["models"]}
+    assert list(by_name) == ["teacher", "minilm-style", "minilm-style-hard", "minilm-style-int8", "hybrid-5x",
+                             "hybrid-5x-hard", "hybrid-5x-int8"]
+    hybrid, teacher = by_name["hybrid-5x"], by_name["teacher"]
+    # The compressed teacher is smaller than the teacher, by the stage's own count, and reached its target or said not.
+    assert hybrid["params"] < teacher["params"] and hybrid["params_ratio"] < 1 and 0 < hybrid["macs_ratio"] < 1
+    assert hybrid["target_reached"] == (hybrid["macs_ratio"] <= 0.2) and 1 <= hybrid["steps_run"] <= 8
+    # Its -int8 row is the compressed teacher through the quantize stage, judged against its own FP32 accuracy.
+    assert by_name["hybrid-5x-int8"]["fp32_dev_accuracy"] == hybrid["dev_accuracy"]
+    assert set(result["distillation_gain_over_hard_labels"]) == {"minilm-style", "hybrid-5x"}
+    twin = json.loads(next((tmp_path / "work" / "quick" / "hybrid-5x-hard-seed0").glob("*-hybrid/stage.json"))
+                      .read_text())
+    assert twin["config"]["recovery"]["losses"][0]["alpha"] == 0.0
+    assert "minilm" in distill_record(tmp_path / "work" / "quick" / "minilm-style-seed0")["artifact"]["student"][
+        "metrics"]["losses"]

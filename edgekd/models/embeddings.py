@@ -4,10 +4,12 @@ Tang et al. (2019) gave their BiLSTM pretrained word vectors (GloVe), and that i
 on SST-2 before any distillation. A student that reads the same vocabulary as a pretrained teacher can
 take the teacher's own table instead: the same width is copied as it is; a narrower student gets the
 table's coordinates on its top principal directions (truncated SVD, ``E V_k``), the rank-``k`` table
-whose dot products are closest to the teacher's. The result is scaled to unit standard deviation, the
-scale of PyTorch's default embedding initialisation the student's other layers were sized for, and the
-padding row is zero as before. A student wider than the teacher's table is refused: there is nothing
-to fill the extra columns with.
+whose dot products are closest to the teacher's. The result is scaled to the standard deviation of
+the student's own initial table (1 for PyTorch's default embedding, 0.02 for a fresh BERT's), the
+scale the student's other layers (and a BERT's position embeddings) were sized for, and the padding
+row is zero as before. The same holds for a fresh BERT student (``arch: bert`` with sizes), whose
+table is ``hidden`` wide: TinyBERT and MiniLM students start from pretrained knowledge too. A student
+wider than the teacher's table is refused: there is nothing to fill the extra columns with.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def check_embedding_width(student: Any, teacher: Any, fail: Any, where: str) -> 
     """Raise ``fail(key, message)`` when ``student`` asks for the teacher's embeddings but is wider than them."""
     if getattr(student, "embeddings", "random") != "teacher":
         return
-    width = embedding_width(teacher)
-    if width is not None and student.embedding_dim > width:
-        raise fail(f"{where}.embedding_dim", _too_wide(student.embedding_dim, width))
+    width, wanted = embedding_width(teacher), embedding_width(student)
+    if width is not None and wanted is not None and wanted > width:
+        key = "embedding_dim" if hasattr(student, "embedding_dim") else "hidden"
+        raise fail(f"{where}.{key}", _too_wide(wanted, width))
 
 
 def _too_wide(wanted: int, width: int) -> str:
@@ -85,9 +88,10 @@ def inherit_embeddings(student: nn.Module, teacher: nn.Module, *, where: str) ->
         raise ConfigError(f"{where}.embeddings: the teacher's table has {rows} rows, the student's vocabulary "
                           f"{vocabulary}; they must share the tokenizer")
     if wanted > width:
-        raise ConfigError(f"{where}.embedding_dim: {_too_wide(wanted, width)}")
+        key = "embedding_dim" if target is getattr(student, "embedding", None) else "hidden"
+        raise ConfigError(f"{where}.{key}: {_too_wide(wanted, width)}")
     with torch.no_grad():
-        target.weight.copy_(unit_scale(project(table, wanted)))
+        target.weight.copy_(scaled_like(project(table, wanted), target.weight.detach(), target.padding_idx))
         if target.padding_idx is not None:
             target.weight[target.padding_idx].zero_()
 
@@ -100,7 +104,11 @@ def project(table: torch.Tensor, width: int) -> torch.Tensor:
     return table @ vh[:width].T
 
 
-def unit_scale(table: torch.Tensor) -> torch.Tensor:
-    """``table`` times one scalar so its entries have standard deviation 1 (geometry unchanged)."""
-    std = table.std()
-    return table / std if std > 0 else table
+def scaled_like(table: torch.Tensor, initial: torch.Tensor, padding_idx: int | None) -> torch.Tensor:
+    """``table`` times one scalar so its entries have the standard deviation of ``initial``'s (the student's
+    freshly initialised table, its padding row left out); the geometry is unchanged."""
+    rows = torch.ones(initial.shape[0], dtype=torch.bool)
+    if padding_idx is not None:
+        rows[padding_idx] = False
+    std, wanted = table[rows].std(), initial[rows].float().std()
+    return table * (wanted / std) if std > 0 else table

@@ -112,10 +112,23 @@ class MobileNetV2Spec(SpecBase):
     shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")
 
 
-class BertSpec(SpecBase):
-    """A BERT-family sequence classifier: from ``pretrained`` (hub id or local directory) or a fresh config."""
+class EmbeddingStudent(SpecBase):
+    """A text student with a word-embedding table of its own (:mod:`edgekd.models.embeddings`)."""
 
     modality: ClassVar[Modality] = "text"
+
+    embeddings: Literal["random", "teacher"] = Field(
+        default="random", description="'teacher': start from the teacher's word embeddings (same tokenizer), "
+        "projected to the student's embedding width on their top principal directions.")
+
+
+class BertSpec(EmbeddingStudent):
+    """A BERT-family sequence classifier: from ``pretrained`` (hub id or local directory) or a fresh config.
+
+    A fresh one may start from its teacher's word embeddings (``embeddings: teacher``, projected to
+    ``hidden``), as TinyBERT's and MiniLM's small students start from pretrained knowledge.
+    """
+
     prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
     exposes: ClassVar[frozenset[str]] = frozenset({"hidden_states", "attentions", "qkv"})
     tags_tokens: ClassVar[bool] = True
@@ -136,6 +149,9 @@ class BertSpec(SpecBase):
         sized = self.model_fields_set & {"layers", "hidden", "heads", "ffn"}
         if self.pretrained is not None and sized:
             raise ValueError(f"give either 'pretrained' or sizes ({', '.join(sorted(sized))}), not both")
+        if self.pretrained is not None and self.embeddings == "teacher":
+            raise ValueError("embeddings: 'teacher' builds a fresh table from the teacher's; a pretrained model "
+                             "has its own (drop 'pretrained' and give sizes, or drop 'embeddings')")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         readable = self.pretrained is not None and (is_packaged(self.pretrained) or looks_local(self.pretrained)
@@ -250,16 +266,6 @@ class DropLayersSpec(SpecBase):
 
     arch: Literal["drop_layers"]
     keep: Literal["every_other"] | list[Annotated[StrictInt, Field(ge=0)]] = "every_other"
-
-
-class EmbeddingStudent(SpecBase):
-    """A text student with a word-embedding table of its own (:mod:`edgekd.models.embeddings`)."""
-
-    modality: ClassVar[Modality] = "text"
-
-    embeddings: Literal["random", "teacher"] = Field(
-        default="random", description="'teacher': start from the teacher's word embeddings (same tokenizer), "
-        "projected to embedding_dim on their top principal directions.")
 
 
 class BiLSTMSpec(EmbeddingStudent):
