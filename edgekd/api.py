@@ -328,8 +328,6 @@ def quantize(model: str | Path, *, device: DeviceLike, out: str | Path,
 
 def _quantize_settings(settings: QuantizeSettings | Mapping[str, Any] | None) -> QuantizeSettings | None:
     """``settings`` validated as the quantize stage's (an invalid mapping is a one-line ConfigError)."""
-    from edgekd.config.loading import validate_model
-
     if settings is None or isinstance(settings, QuantizeSettings):
         return settings
     return validate_model(dict(settings), QuantizeSettings, source="quantize settings")
