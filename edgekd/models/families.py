@@ -192,19 +192,23 @@ def check_config_keys(config: dict[str, Any]) -> None:
             raise ValueError(f"config: unknown key '{key}' for model_type '{config['model_type']}' ({hint})")
 
 
-def transformer_sizes(config: dict[str, Any]) -> tuple[int, int, int] | None:
-    """(layers, hidden, ffn) of a transformers config mapping (``model_type`` included), defaults filled in.
+def built_config(config: dict[str, Any]) -> Any:
+    """The transformers config object of ``config`` (a mapping, ``model_type`` included), defaults filled in.
 
-    ``None`` for families without one hidden width (ConvNeXt, ResNet). A value of the wrong type is a
-    one-line ``ValueError``.
+    A value of the wrong type is a one-line ``ValueError``.
     """
     from transformers import AutoConfig
 
     sizes = {key: value for key, value in config.items() if key != "model_type"}
     try:
-        built = AutoConfig.for_model(config["model_type"], **sizes)
+        return AutoConfig.for_model(config["model_type"], **sizes)
     except Exception as exc:  # TypeError, ValueError, huggingface_hub's strict-dataclass errors … by version
         raise ValueError(f"config: {' '.join(str(exc).split())}") from None
+
+
+def transformer_sizes(built: Any) -> tuple[int, int, int] | None:
+    """(layers, hidden, ffn) of a transformers config object (:func:`built_config`); ``None`` for families
+    without one hidden width (ConvNeXt, ResNet)."""
     layers, hidden = getattr(built, "num_hidden_layers", None), getattr(built, "hidden_size", None)
     if not (isinstance(layers, int) and isinstance(hidden, int)):
         return None
@@ -212,22 +216,21 @@ def transformer_sizes(config: dict[str, Any]) -> tuple[int, int, int] | None:
     return layers, hidden, ffn if isinstance(ffn, int) else 4 * hidden
 
 
-def check_buildable(config: dict[str, Any]) -> None:
-    """Raise ``ValueError`` (one line) when transformers cannot build the family's model from ``config`` (a
-    transformers config mapping, ``model_type`` included), e.g. a hidden size that is not a multiple of the
-    head count. The model is built on the meta device: no memory is allocated and no weights initialised."""
+def check_buildable(built: Any) -> None:
+    """Raise ``ValueError`` (one line) when transformers cannot build the family's model from the config object
+    ``built`` (:func:`built_config`), e.g. a hidden size that is not a multiple of the head count. The model is
+    built on the meta device: no memory is allocated and no weights initialised."""
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
-    if config["model_type"] not in MODEL_MAPPING_NAMES:  # no base model to build (head-only families)
+    if built.model_type not in MODEL_MAPPING_NAMES:  # no base model to build (head-only families)
         return
-    built = AutoConfig.for_model(config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
     try:
         with torch.device("meta"):
             AutoModel.from_config(built)
     except Exception as exc:  # the family's constructor checks: ValueError, AssertionError, TypeError …
-        raise ValueError(f"config: transformers cannot build a '{config['model_type']}' model from it: "
+        raise ValueError(f"config: transformers cannot build a '{built.model_type}' model from it: "
                          f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
 
 

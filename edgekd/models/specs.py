@@ -216,10 +216,11 @@ class HFSpec(SpecBase):
                 raise ValueError("config: expected a 'model_type' (e.g. bert, llama, vit) naming the family")
             families.check_model_type(model_type)
             families.check_config_keys(self.config)
-            sizes = families.transformer_sizes(self.config)
+            built = families.built_config(self.config)
+            sizes = families.transformer_sizes(built)
             if sizes is not None:
-                check_transformer_size(*sizes)
-            families.check_buildable(self.config)
+                check_transformer_size(*sizes)  # before building: a huge config would take long even on meta
+            families.check_buildable(built)
         else:
             model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code)
         self._model_type = model_type
