@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 
 #: Modules given to ``Pipeline(...)`` as objects, by their spec's ``instance`` (copies taken when given).
 _OBJECTS: dict[str, nn.Module] = {}
-#: Specs already checked on data of a given signature and class count (the check runs at validate, plan and run).
-_CHECKED: set[tuple[str, str, int]] = set()
+#: Specs already checked on data of a given signature and class count, with the export target the recipe exports
+#: to (the check runs at validate, plan and run).
+_CHECKED: set[tuple[str, str, int, str | None]] = set()
 #: Rows of the batch a module is tried on.
 PROBE_BATCH = 2
 #: Tokens per row of the text batch a module is tried on.
@@ -215,21 +216,23 @@ def build_user_module(spec: ModuleSpec, signature: InputSignature, num_classes: 
 
 
 def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
-    """``check_recipe``'s rule for a user's module: it builds and returns logits for the recipe's data."""
+    """``check_recipe``'s rule for a user's module: it builds and returns logits for the recipe's data and, when
+    the recipe exports, exports to ONNX with the export stage's target."""
     data = _data_shape(state.recipe)
     if data is None:
         return
     signature, num_classes = data
-    key = (spec.model_dump_json(), repr(signature), num_classes)
+    export = next((stage for stage in state.recipe.stages if stage.stage == "export"), None)
+    target = export.target if export is not None else None
+    key = (spec.model_dump_json(), repr(signature), num_classes, target)
     if key in _CHECKED:
         return
     try:
         with torch.random.fork_rng():  # the factory's initialisation must not shift the run's random stream
             model = wrap(instantiate(spec), signature.kind)
             check_outputs(model, signature, num_classes)
-            export = next((stage for stage in state.recipe.stages if stage.stage == "export"), None)
-            if export is not None:
-                check_exports(model, signature, export.target)
+            if target is not None:
+                check_exports(model, signature, target)
     except Refused as exc:
         raise state.fail(f"{where}.{exc.key}", exc.message) from None
     _CHECKED.add(key)
@@ -255,7 +258,6 @@ def check_exports(model: UserModule, signature: InputSignature, target_name: str
             reason = str(exc).removeprefix(f"{path}: ")
             raise Refused("factory", f"the recipe exports the model, but the module does not export to ONNX "
                           f"({reason})") from exc
-
 
 
 def _data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
