@@ -229,9 +229,8 @@ def compression_figures(result: RunResult, role: str) -> dict[str, Any]:
     """How far a compression stage took ``role`` in ``result``'s run (first seed): its parameters and MACs as
     ratios of the model it started from, and for a hybrid whether its target was reached in how many steps;
     empty when no stage compressed it."""
-    records = [json.loads(path.read_text()) for path in sorted(result.run_dir.glob("*-*/stage.json"))]
-    compressed = [r["metrics"][role] for r in records
-                  if r.get("stage") in COMPRESS_STAGES and role in r.get("metrics", {})]
+    compressed = [record.metrics[role] for record in result.stages
+                  if record.stage in COMPRESS_STAGES and role in record.metrics]
     if not compressed:
         return {}
     last = compressed[-1]
