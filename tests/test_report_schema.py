@@ -67,6 +67,17 @@ def test_every_model_figure_the_report_builds_is_in_the_schema() -> None:
 
 
 
+def _assert_damage_is_one_line(read, record: dict, field: str, damage) -> None:
+    """Damaging a stage record's metrics makes ``read`` raise one StorageError line naming its file and field."""
+    record = copy.deepcopy(record)
+    damage(record["metrics"])
+    with pytest.raises(StorageError) as caught:
+        read(record)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{record['index']:02d}-{record['stage']}/stage.json: metrics.{field}: ")
+
+
 def _bundle_record(run_dir: Path) -> dict:
     return next(r for r in load_run_records(run_dir) if r["stage"] == "bundle")
 
@@ -87,13 +98,7 @@ def test_the_bundle_record_round_trips_from_its_stage_json_into_the_report(run_d
     ("legacy", lambda m: m.update(legacy=True)),
 ])
 def test_a_malformed_bundle_record_is_one_line_naming_its_file_and_field(run_dir: Path, field: str, damage) -> None:
-    record = copy.deepcopy(_bundle_record(run_dir))
-    damage(record["metrics"])
-    with pytest.raises(StorageError) as caught:
-        read_bundle_record(record)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith(f"{record['index']:02d}-bundle/stage.json: metrics.{field}: ")
+    _assert_damage_is_one_line(read_bundle_record, _bundle_record(run_dir), field, damage)
 
 
 def _profile_record(run_dir: Path) -> dict:
@@ -128,10 +133,4 @@ def test_a_run_without_profile_says_so_in_a_typed_verdict(tmp_path: Path) -> Non
     ("budget.legacy", lambda m: m["budget"].update(legacy=True)),
 ])
 def test_a_malformed_budget_verdict_is_one_line_naming_its_file_and_field(run_dir: Path, field: str, damage) -> None:
-    record = copy.deepcopy(_profile_record(run_dir))
-    damage(record["metrics"])
-    with pytest.raises(StorageError) as caught:
-        read_budget_verdict(record)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith(f"{record['index']:02d}-profile/stage.json: metrics.{field}: ")
+    _assert_damage_is_one_line(read_budget_verdict, _profile_record(run_dir), field, damage)
