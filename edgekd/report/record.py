@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.model_metrics import ModelFigures
+from edgekd.profile.cpu import CpuInfo
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
 
@@ -76,7 +77,7 @@ class RunReport(BaseModel):
     edgekd_version: str
     recipe: dict[str, Any]
     device: dict[str, Any]
-    cpu: dict[str, Any]
+    cpu: CpuInfo
     roles: list[str]
     final_model: str | None
     budget: BudgetVerdict | None
