@@ -27,6 +27,7 @@ from edgekd.console import SafeRichHandler, err, out, print_json, shown
 from edgekd.distributed import exit_launched, launched_rank, launched_size
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.profile.stability import stability_warning
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.lm_search import TRAINED_COLUMNS, is_lm_search, trained_rows
 
 
@@ -669,10 +670,10 @@ def _print_run(result, as_json: bool) -> None:
     if comparison.get("p50_latency_ratio") is not None:
         out.print(f"student/teacher: accuracy ratio {comparison['accuracy_ratio']:.3f}, "
                   f"p50 latency ratio {comparison['p50_latency_ratio']:.3f}", soft_wrap=True)
-    budget = report["budget"]
-    colour = "green" if budget["verdict"] == "pass" else "red"
-    out.print(f"budget on {shown(report['device']['name'])}: [{colour}]{budget['verdict']}[/]"
-              + (" (latency estimated)" if budget.get("estimate") else ""), soft_wrap=True)
+    budget = BudgetVerdict.model_validate(report["budget"])
+    colour = "green" if budget.passed else "red"
+    out.print(f"budget on {shown(report['device']['name'])}: [{colour}]{budget.verdict}[/]"
+              + (" (latency estimated)" if budget.estimate else ""), soft_wrap=True)
     out.print(f"report: {shown(result.run_dir / 'report.html')} (and report.md)", soft_wrap=True)
     if (result.run_dir / "bundle.zip").is_file():
         out.print(f"mobile bundle: {shown(result.run_dir / 'bundle')} and bundle.zip", soft_wrap=True)

@@ -258,13 +258,15 @@ def test_budget_pass_and_fail(host_result: ProfileResult) -> None:
     fits = replace(host_result, p90_ms=10.0, size_mb=5.0, peak_memory_mb=100.0)
     verdict = judge(fits, Budget(p90_ms=10.0, size_mb=50, peak_memory_mb=500))
     assert verdict.verdict == "pass" and verdict.passed and not verdict.estimate
-    assert [c["name"] for c in verdict.checks] == ["p90_latency", "model_size", "peak_memory"]
-    assert verdict.limits == {"p90_ms": 10.0, "size_mb": 50.0, "peak_memory_mb": 500.0, "ms_per_token": None}
+    assert [c.name for c in verdict.checks] == ["p90_latency", "model_size", "peak_memory"]
+    assert verdict.to_json()["limits"] == {"p90_ms": 10.0, "size_mb": 50.0, "peak_memory_mb": 500.0,
+                                           "ms_per_token": None}
+    assert set(verdict.to_json()) == {"verdict", "checks", "limits", "estimate"}  # judged only when a stage names it
 
     too_big = replace(fits, size_mb=60.0, estimate=True)
     verdict = judge(too_big, Budget(p90_ms=10.0, size_mb=50, peak_memory_mb=500))
     assert verdict.verdict == "fail" and verdict.estimate
-    failed = [c for c in verdict.checks if not c["passed"]]
+    failed = [c.model_dump() for c in verdict.checks if not c.passed]
     assert failed == [{"name": "model_size", "value": 60.0, "limit": 50.0, "unit": "MB", "passed": False}]
     assert json.loads(json.dumps(verdict.to_json()))["verdict"] == "fail"
 

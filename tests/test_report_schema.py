@@ -14,6 +14,7 @@ import edgekd
 from edgekd.errors import StorageError
 from edgekd.export.bundle_record import BundleRecord, read_bundle_record
 from edgekd.pipeline import load_run_records
+from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
 from edgekd.report.record import SCHEMA_PATH, check_report, report_schema
 from tests.conftest import demo_recipe_dict, shrink
 
@@ -47,6 +48,9 @@ def test_a_written_report_matches_the_schema(report: dict) -> None:
     lambda r: r["student"].update(new_figure=1.0),
     lambda r: r["stages"][0].pop("fingerprint"),
     lambda r: r["budget"]["checks"][0].update(passed="maybe"),
+    lambda r: r["budget"].update(verdict="passed"),
+    lambda r: r["cpu"].update(cores=2),
+    lambda r: r["cpu"].pop("isa"),
     lambda r: r["roles"].append("assistant"),
     lambda r: r["quantization"].append({"stage": "quantize", "role": "student", "decision": "int8"}),
     lambda r: r["quantization"].append({"stage": "quantize", "role": None, "decision": 8, "reason": None}),
@@ -64,6 +68,17 @@ def test_every_model_figure_the_report_builds_is_in_the_schema() -> None:
 
     assert set(MODEL_FIELDS) | set(TASK_FIELDS) == set(ModelFigures.model_fields)
 
+
+
+def _assert_damage_is_one_line(read, record: dict, field: str, damage) -> None:
+    """Damaging a stage record's metrics makes ``read`` raise one StorageError line naming its file and field."""
+    record = copy.deepcopy(record)
+    damage(record["metrics"])
+    with pytest.raises(StorageError) as caught:
+        read(record)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{record['index']:02d}-{record['stage']}/stage.json: metrics.{field}: ")
 
 
 def _bundle_record(run_dir: Path) -> dict:
@@ -86,10 +101,39 @@ def test_the_bundle_record_round_trips_from_its_stage_json_into_the_report(run_d
     ("legacy", lambda m: m.update(legacy=True)),
 ])
 def test_a_malformed_bundle_record_is_one_line_naming_its_file_and_field(run_dir: Path, field: str, damage) -> None:
-    record = copy.deepcopy(_bundle_record(run_dir))
-    damage(record["metrics"])
-    with pytest.raises(StorageError) as caught:
-        read_bundle_record(record)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith(f"{record['index']:02d}-bundle/stage.json: metrics.{field}: ")
+    _assert_damage_is_one_line(read_bundle_record, _bundle_record(run_dir), field, damage)
+
+
+def _profile_record(run_dir: Path) -> dict:
+    return next(r for r in load_run_records(run_dir) if r["stage"] == "profile")
+
+
+def test_the_budget_verdict_round_trips_from_its_stage_json_into_the_report(run_dir: Path, report: dict) -> None:
+    record = _profile_record(run_dir)
+    verdict = read_budget_verdict(record)
+    assert verdict.to_json() == record["metrics"]["budget"] == report["budget"]
+    assert verdict.judged == report["final_model"] and verdict.measured
+    assert [c.name for c in verdict.checks] == ["p90_latency", "model_size", "peak_memory"]
+    assert verdict.passed == all(c.passed for c in verdict.checks)
+    assert verdict.limits.p90_ms == next(c.limit for c in verdict.checks if c.name == "p90_latency")
+
+
+def test_a_run_without_profile_says_so_in_a_typed_verdict(tmp_path: Path) -> None:
+    from edgekd.config.device import load_device
+    from edgekd.report.build import _budget
+
+    device = load_device("host-cpu")
+    verdict = BudgetVerdict.model_validate(_budget(device, None))
+    assert verdict.verdict == "not measured" and not verdict.measured and not verdict.checks
+    assert set(_budget(device, None)) == {"verdict", "limits", "reason"}  # report.json's shape before typing
+    assert verdict.limits == device.budget
+
+
+@pytest.mark.parametrize("field,damage", [
+    ("budget.verdict", lambda m: m["budget"].update(verdict="maybe")),
+    ("budget.limits.p90_ms", lambda m: m["budget"]["limits"].pop("p90_ms")),
+    ("budget.checks.0.passed", lambda m: m["budget"]["checks"][0].update(passed="sometimes")),
+    ("budget.legacy", lambda m: m["budget"].update(legacy=True)),
+])
+def test_a_malformed_budget_verdict_is_one_line_naming_its_file_and_field(run_dir: Path, field: str, damage) -> None:
+    _assert_damage_is_one_line(read_budget_verdict, _profile_record(run_dir), field, damage)

@@ -67,7 +67,7 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
                 deploy, parity = {"onnx": source}, None
             shipped = deploy.get("ort", source)
             profile = profile_onnx(shipped, device, warmup=warmup, runs=runs)
-            verdict = judge(profile, device.budget).to_json()
+            verdict = judge(profile, device.budget)
             manifest = pack_model(out / BUNDLE_DIR, out / BUNDLE_ZIP, onnx_path=source, deploy=deploy,
                                   name=source.stem, opset=_opset(source), labels=class_names, preprocessing=pre,
                                   tokenizer=[], device=device, profile=profile.to_json(), budget=verdict,
@@ -84,7 +84,7 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
             "parity": parity.to_json() if parity is not None else None,
             "profile": {key: value for key, value in profile.to_json().items() if key != "times_ms"},
             "profiled_file": shipped.name,
-            "budget": verdict,
+            "budget": verdict.to_json(),
             "directory": BUNDLE_DIR,
             "zip": BUNDLE_ZIP,
             "zip_bytes": (out / BUNDLE_ZIP).stat().st_size,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from edgekd.errors import StorageError
+from edgekd.stage_record import read_stage_record
 
 
 class BundleFile(BaseModel):
@@ -39,10 +39,4 @@ class BundleRecord(BaseModel):
 def read_bundle_record(record: dict[str, Any]) -> BundleRecord:
     """The bundle stage ``record``'s metrics as a :class:`BundleRecord`; a malformed one raises a one-line
     :class:`StorageError` naming the stage's ``stage.json`` and the first bad field."""
-    try:
-        return BundleRecord.model_validate(record["metrics"])
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "metrics"
-        where = f"{record['index']:02d}-{record['stage']}/stage.json"
-        raise StorageError(f"{where}: metrics.{field}: {error['msg']}") from None
+    return read_stage_record(BundleRecord, record)

@@ -28,6 +28,7 @@ from edgekd.export.config import BundleStage, ExportTarget
 from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
 from edgekd.profile.budget import judged_role
+from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
 from edgekd.task_heads import task_postprocessing
 
 
@@ -39,7 +40,7 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
         raise ConfigError(f"the {role} was not profiled; the 'bundle' stage needs a 'profile' stage before it")
     if is_corpus(ctx.recipe.data):
         measured = profile["metrics"]
-        return run_causal_lm_bundle(artifact, ctx, role, {**measured[role], "budget": measured.get("budget"),
+        return run_causal_lm_bundle(artifact, ctx, role, {**measured[role], "budget": _verdict(profile),
                                     **{key: measured.get(key) for key in ("cpu", "threads", "generation")}})
     model = artifact.get(role)
     deploy = _deploy_files(model, ctx)
@@ -58,7 +59,7 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
         tokenizer=_tokenizer_files(model_dir, info),
         device=ctx.device,
         profile=profile["metrics"][role],
-        budget=profile["metrics"].get("budget"),
+        budget=_verdict(profile),
         accuracy=model.metrics.accuracy,
         **task_postprocessing(model.metrics.figures(), tuple(labels)),
     )
@@ -67,6 +68,11 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
     record = BundleRecord(role=role, format=fmt, directory=BUNDLE_DIR, zip=BUNDLE_ZIP,
                           zip_bytes=(ctx.run_dir / BUNDLE_ZIP).stat().st_size, files=manifest["files"])
     return StageOutput(artifact=artifact, metrics=record.model_dump())
+
+
+def _verdict(profile: dict[str, Any]) -> BudgetVerdict | None:
+    """The profile stage record's budget verdict (``None`` when it judged nothing)."""
+    return read_budget_verdict(profile) if "budget" in profile["metrics"] else None
 
 
 def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:

@@ -81,8 +81,7 @@ def generation_manifest(*, name: str, onnx_path: Path, model: ModelArtifact, fmt
         "latency": {key: profile.get(key) for key in ("time_to_first_token_ms", "per_token_p50_ms",
                                                       "per_token_p90_ms", "tokens_per_second", "estimate")}
         | {"basis": _basis(profile)},
-        "budget": {key: profile["budget"][key] for key in ("verdict", "limits", "checks")} if "budget" in profile
-        else None,
+        "budget": profile["budget"].manifest_entry() if profile.get("budget") is not None else None,
         "metrics": model.metrics.model_dump(include={"val_loss", "perplexity"}, exclude_unset=True),
     }
 

@@ -36,6 +36,7 @@ import onnx
 from edgekd.config.device import DeviceProfile
 from edgekd.data.config import DataConfig, SklearnData
 from edgekd.export.image_manifest import image_file_preprocessing
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.version import __version__
 
 SCHEMA_VERSION = 1
@@ -165,7 +166,7 @@ def build_manifest(
     tokenizer: dict[str, Any] | None,
     device: DeviceProfile,
     profile: dict[str, Any],
-    budget: dict[str, Any] | None,
+    budget: BudgetVerdict | None,
     accuracy: float | None,
     postprocessing: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
@@ -193,7 +194,7 @@ def build_manifest(
         "tokenizer": tokenizer,
         "device": device.model_dump(mode="json"),
         "latency": latency_entry(profile),
-        "budget": {key: budget[key] for key in ("verdict", "limits", "checks") if key in budget} if budget else None,
+        "budget": budget.manifest_entry() if budget is not None else None,
         "accuracy": {"test": accuracy},
         **({"metrics": metrics} if metrics else {}),
     }

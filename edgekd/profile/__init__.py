@@ -4,7 +4,7 @@ The public names are imported lazily so that ``python -m edgekd.profile.worker``
 process) does not load torch or transformers through this package:
 
 - :func:`profile_onnx`, :class:`ProfileResult` (:mod:`edgekd.profile.runner`)
-- :func:`judge`, :class:`BudgetVerdict` (:mod:`edgekd.profile.budget`)
+- :func:`judge` (:mod:`edgekd.profile.budget`), :class:`BudgetVerdict` (:mod:`edgekd.profile.verdict_record`)
 - :class:`SpeedRatio` (:mod:`edgekd.profile.speed_ratio`; its function ``speed_ratio`` is
   reached through that module, whose name it shares)
 - :func:`detect_cpu`, :class:`CpuInfo`, :func:`resolve_threads`, :func:`device_isa` (:mod:`edgekd.profile.cpu`)
@@ -18,7 +18,7 @@ from typing import Any
 
 _EXPORTS = {
     "profile_onnx": "runner", "ProfileResult": "runner",
-    "judge": "budget", "BudgetVerdict": "budget",
+    "judge": "budget", "BudgetVerdict": "verdict_record",
     "SpeedRatio": "speed_ratio",
     "detect_cpu": "cpu", "CpuInfo": "cpu", "resolve_threads": "cpu", "device_isa": "cpu",
     "make_feeds": "inputs",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
-
 from edgekd.config.device import Budget
 from edgekd.profile.runner import ProfileResult
+from edgekd.profile.verdict_record import BudgetCheck, BudgetVerdict
 
 #: The model whose figures are judged against the device budget.
 JUDGED_ROLE = "student"
@@ -15,25 +13,6 @@ JUDGED_ROLE = "student"
 def judged_role(roles: list[str]) -> str:
     """The model judged against the budget (the final model of a run): the student, else the last one."""
     return JUDGED_ROLE if JUDGED_ROLE in roles else roles[-1]
-
-
-@dataclass(frozen=True)
-class BudgetVerdict:
-    """``pass`` when every check is within its limit; ``estimate`` when latency came from a ratio."""
-
-    verdict: Literal["pass", "fail"]
-    checks: list[dict[str, Any]]
-    limits: dict[str, float]
-    estimate: bool
-
-    @property
-    def passed(self) -> bool:
-        """True when the verdict is ``pass``."""
-        return self.verdict == "pass"
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return asdict(self)
 
 
 def judge(result: ProfileResult, budget: Budget) -> BudgetVerdict:
@@ -47,13 +26,7 @@ def judge(result: ProfileResult, budget: Budget) -> BudgetVerdict:
 
 def verdict_of(measured: list[tuple[str, float, float, str]], budget: Budget, *, estimate: bool) -> BudgetVerdict:
     """The verdict on ``(check name, value, limit, unit)`` figures: ``pass`` when each is within its limit."""
-    checks = [
-        {"name": name, "value": round(value, 4), "limit": limit, "unit": unit, "passed": value <= limit}
-        for name, value, limit, unit in measured
-    ]
-    return BudgetVerdict(
-        verdict="pass" if all(c["passed"] for c in checks) else "fail",
-        checks=checks,
-        limits=budget.model_dump(),
-        estimate=estimate,
-    )
+    checks = [BudgetCheck(name=name, value=round(value, 4), limit=limit, unit=unit, passed=value <= limit)
+              for name, value, limit, unit in measured]
+    return BudgetVerdict(verdict="pass" if all(c.passed for c in checks) else "fail", checks=checks, limits=budget,
+                         estimate=estimate)

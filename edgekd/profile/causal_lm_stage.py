@@ -36,6 +36,7 @@ from edgekd.profile.generate import (
     interleaved_generations,
 )
 from edgekd.profile.speed_ratio import speed_ratio
+from edgekd.profile.verdict_record import BudgetVerdict
 
 
 def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -68,8 +69,9 @@ def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageCo
             "peak_memory_mb": memory[role], "size_mb": path.stat().st_size / 2**20, "estimate": estimate}
         metrics[role] = figures
         if role == judged:
-            metrics["budget"] = {"judged": role, **judge_generation(figures, ctx.device)}
-            figures = figures | {"budget_verdict": metrics["budget"]["verdict"]}
+            verdict = judge_generation(figures, ctx.device).model_copy(update={"judged": role})
+            metrics["budget"] = verdict.to_json()
+            figures = figures | {"budget_verdict": verdict.verdict}
             metrics[role]["speedup"] = {other: per_token_speedup(runs[other], runs[role])
                                         for other in profiled if other != role}
         artifact = artifact.with_model(artifact.get(role).updated(**figures))
@@ -105,7 +107,7 @@ def per_token_speedup(before: list[Generation], after: list[Generation]) -> dict
             "runs": int(ratios.size)}
 
 
-def judge_generation(figures: dict[str, float], device: DeviceProfile) -> dict[str, Any]:
+def judge_generation(figures: dict[str, float], device: DeviceProfile) -> BudgetVerdict:
     """The budget verdict of a causal LM: per-token p90 latency (against ``ms_per_token``, else ``p90_ms``),
     model size and peak memory."""
     budget = device.budget
@@ -113,4 +115,4 @@ def judge_generation(figures: dict[str, float], device: DeviceProfile) -> dict[s
     return verdict_of([("per_token_p90_latency", figures["per_token_p90_ms"], limit, "ms"),
                        ("model_size", figures["size_mb"], budget.size_mb, "MB"),
                        ("peak_memory", figures["peak_memory_mb"], budget.peak_memory_mb, "MB")],
-                      budget, estimate=device.reference is not None).to_json()
+                      budget, estimate=device.reference is not None)

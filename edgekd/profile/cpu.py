@@ -14,6 +14,8 @@ import platform
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ConfigDict
+
 if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
 
@@ -46,7 +48,9 @@ _ALIASES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class CpuInfo:
-    """The host CPU as far as inference speed is concerned."""
+    """The host CPU as far as inference speed is concerned (``report.json``'s ``cpu``: unknown keys are refused)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     brand: str
     arch: str

@@ -38,8 +38,8 @@ def run_profile(config: ProfileStage, artifact: Artifact, ctx: StageContext) -> 
         figures = {key: metrics[role][key] for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb",
                                                        "size_mb", "threads", "estimate", "macs")}
         if role == judged:
-            verdict = judge(result, ctx.device.budget)
-            metrics["budget"] = {"judged": role, **verdict.to_json()}
+            verdict = judge(result, ctx.device.budget).model_copy(update={"judged": role})
+            metrics["budget"] = verdict.to_json()
             metrics[role]["operators"] = [op.to_json() for op in profile_operators(path, ctx.device)]
             figures["budget_verdict"] = verdict.verdict
             metrics[role]["speedup"] = {other: paired_speedup(results[other], result).to_json()

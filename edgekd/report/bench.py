@@ -12,6 +12,7 @@ from typing import Any
 
 from edgekd.config.device import DeviceProfile
 from edgekd.profile.stability import stability_warning
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.document import Bullets, Code, Document, Figure, Paragraph, Section, Table, fmt, si
 from edgekd.report.plots import plot_latency_distribution
 from edgekd.report.sections import cpu_line, device_line, operators_table, yaml_text
@@ -42,7 +43,7 @@ def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu:
     out_dir = Path(out_dir)
     names = display_names([Path(m["model"]) for m in models])
     baseline = models[0]["p50_ms"]
-    rows = [{**m, "name": name, "verdict": m["budget"]["verdict"],
+    rows = [{**m, "name": name, "verdict": BudgetVerdict.model_validate(m["budget"]).verdict,
              "p50_vs_first": m["p50_ms"] / baseline if baseline else None}
             for name, m in zip(names, models, strict=True)]
     estimate = any(m["estimate"] for m in models)

@@ -25,6 +25,7 @@ from edgekd.model_metrics import ModelMetrics
 from edgekd.profile.budget import judged_role
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
+from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
 from edgekd.quantize.record import quantization_decisions
 from edgekd.report.dataset_distill import dataset_distill_summary
 from edgekd.version import __version__
@@ -107,11 +108,11 @@ def _model_figures(metrics: ModelMetrics) -> dict[str, Any]:
 
 
 def _budget(device: DeviceProfile, profile: dict[str, Any] | None) -> dict[str, Any]:
-    limits = device.budget.model_dump(mode="json")
     if profile is None or "budget" not in profile["metrics"]:
-        return {"verdict": "not measured", "limits": limits,
-                "reason": "the recipe has no 'profile' stage, so latency and memory were not measured"}
-    return profile["metrics"]["budget"]
+        return BudgetVerdict(verdict="not measured", limits=device.budget,
+                             reason="the recipe has no 'profile' stage, so latency and memory were not measured"
+                             ).to_json()
+    return read_budget_verdict(profile).to_json()
 
 
 def _comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, Any]:

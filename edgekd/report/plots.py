@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.atomic import write_with
+from edgekd.profile.verdict_record import BudgetVerdict
 
 _DPI = 150
 
@@ -45,7 +46,7 @@ def plot_accuracy_latency(report: dict[str, Any], path: Path) -> Path | None:
     for role, figures in points:
         ax.scatter(figures["p90_ms"], figures["accuracy"], s=70, label=role, zorder=3)
         ax.annotate(role, (figures["p90_ms"], figures["accuracy"]), textcoords="offset points", xytext=(7, 5))
-    limit = report["budget"]["limits"]["p90_ms"]
+    limit = BudgetVerdict.model_validate(report["budget"]).limits.p90_ms
     ax.axvline(limit, color="tab:red", linestyle="--", label=f"budget p90 {limit:g} ms")
     estimate = " (estimate)" if any(f.get("estimate") for _, f in points) else ""
     ax.set_xlabel(f"p90 latency on {report['device']['name']} (ms, log scale){estimate}")

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.model_metrics import ModelFigures
+from edgekd.profile.cpu import CpuInfo
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
@@ -25,25 +27,6 @@ class _Record(BaseModel):
     """Records are read back by scripts: unknown keys would go unnoticed, so they are refused."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class BudgetCheck(_Record):
-    """One budget limit and the final model's value against it."""
-
-    name: str
-    value: float | None
-    limit: float
-    unit: str
-    passed: bool | None
-
-
-class Budget(_Record):
-    """The budget verdict of the final model on the device profile."""
-
-    model_config = ConfigDict(extra="allow")
-
-    checks: list[BudgetCheck] = []
-    estimate: bool = False
 
 
 class StageRow(_Record):
@@ -94,10 +77,10 @@ class RunReport(BaseModel):
     edgekd_version: str
     recipe: dict[str, Any]
     device: dict[str, Any]
-    cpu: dict[str, Any]
+    cpu: CpuInfo
     roles: list[str]
     final_model: str | None
-    budget: Budget | None
+    budget: BudgetVerdict | None
     stages: list[StageRow]
     operators: list[dict[str, Any]]
     bundle: BundleRecord | None

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from edgekd.export.bundle_record import BundleRecord
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
 from edgekd.report.dataset_distill import dataset_distill_section
 from edgekd.report.document import (
@@ -84,7 +85,7 @@ def operators_table(operators: list[dict[str, Any]], limit: int = TOP_OPERATORS)
 def run_document(report: dict[str, Any]) -> Document:
     """The run report's content, for every renderer."""
     recipe = report["recipe"]
-    sections = [_models(report), _budget(report["budget"]), _search(report), dataset_distill_section(report),
+    sections = [_models(report), _budget(report), _search(report), dataset_distill_section(report),
                 _stages(report),
                 _plots(report.get("plots", {})),
                 _operators(report), _bundle(report.get("bundle")), _warnings(report), _setup(report)]
@@ -108,13 +109,13 @@ def cpu_line(cpu: dict[str, Any]) -> str:
 
 
 def _verdict(report: dict[str, Any]) -> Verdict:
-    budget, device = report["budget"], report["device"]
+    budget, device = BudgetVerdict.model_validate(report["budget"]), report["device"]
     note = f"on {device['name']}"
-    if report.get("final_model") and "checks" in budget:
+    if report.get("final_model") and budget.measured:
         note = f"for the {report['final_model']} on {device['name']}"
-        if budget.get("estimate"):
+        if budget.estimate:
             note += " (latency is an estimate from a host→device speed ratio)"
-    return Verdict("Verdict", budget["verdict"], note)
+    return Verdict("Verdict", budget.verdict, note)
 
 
 def _overview(report: dict[str, Any]) -> Bullets:
@@ -143,13 +144,14 @@ def _models(report: dict[str, Any]) -> Section:
     return Section("Models", tuple(blocks))
 
 
-def _budget(budget: dict[str, Any]) -> Section:
-    if "checks" not in budget:
-        return Section("Budget", (Verdict("Verdict", budget["verdict"]), Paragraph(budget.get("reason", ""))))
-    rows = tuple((c["name"], f"{c['value']:.3f} {c['unit']}", f"{c['limit']:.3f} {c['unit']}",
-                  "pass" if c["passed"] else "fail") for c in budget["checks"])
-    judged = f"Judged: the {budget['judged']}." if budget.get("judged") else ""
-    return Section("Budget", (Verdict("Verdict", budget["verdict"], judged),
+def _budget(report: dict[str, Any]) -> Section:
+    budget = BudgetVerdict.model_validate(report["budget"])
+    if not budget.measured:
+        return Section("Budget", (Verdict("Verdict", budget.verdict), Paragraph(budget.reason or "")))
+    rows = tuple((c.name, f"{c.value:.3f} {c.unit}", f"{c.limit:.3f} {c.unit}", "pass" if c.passed else "fail")
+                 for c in budget.checks)
+    judged = f"Judged: the {budget.judged}." if budget.judged else ""
+    return Section("Budget", (Verdict("Verdict", budget.verdict, judged),
                               Table(("limit", "measured", "budget", "result"), rows)))
 
 

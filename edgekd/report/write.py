@@ -24,6 +24,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.profile.cpu import detect_cpu
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.build import build_report, last_record
 from edgekd.report.dataset_distill import draw_dataset_distill_plots
 from edgekd.report.document import Document
@@ -111,17 +112,17 @@ def measured_cpu(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _draw_plots(report: dict[str, Any], records: list[dict[str, Any]], run_dir: Path) -> dict[str, str]:
-    limits = report["budget"]["limits"]
+    limits = BudgetVerdict.model_validate(report["budget"]).limits
     final = report.get("final_model")
     profile = last_record(records, "profile") or {"metrics": {}}
     times = profile["metrics"].get(final, {}).get("times_ms", []) if final else []
     estimate = " (estimate)" if report.get(final or "", {}).get("estimate") else ""
     written = {
         "accuracy_vs_latency": plot_accuracy_latency(report, run_dir / PLOT_FILES["accuracy_vs_latency"]),
-        "size_per_stage": plot_size_per_stage(_sizes(report), limits["size_mb"],
+        "size_per_stage": plot_size_per_stage(_sizes(report), limits.size_mb,
                                               run_dir / PLOT_FILES["size_per_stage"]),
         "latency_distribution": plot_latency_distribution(
-            {final: times} if final else {}, limits["p90_ms"],
+            {final: times} if final else {}, limits.p90_ms,
             f"latency per run on {report['device']['name']} (ms){estimate}",
             run_dir / PLOT_FILES["latency_distribution"]),
         "search_pareto": plot_search_pareto(report["search"], report.get("teacher"),

@@ -34,6 +34,7 @@ from edgekd.models.specs import HFSpec
 from edgekd.models.task_model import WEIGHTS
 from edgekd.profile.causal_lm_stage import judge_generation
 from edgekd.profile.speed_ratio import speed_ratio
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.search.config import SearchStage
 from edgekd.search.lm_space import lm_candidates, lm_space_for
 from edgekd.search.lm_table import LMFamily, lm_latency_table, time_decoders
@@ -105,12 +106,12 @@ class LMMeasured:
 
     variant: Variant
     figures: dict[str, Any]
-    verdict: dict[str, Any]
+    verdict: BudgetVerdict
 
     @property
     def passed(self) -> bool:
         """True when the export is within the whole budget."""
-        return self.verdict["verdict"] == "pass"
+        return self.verdict.passed
 
     @property
     def val_loss(self) -> float:
@@ -128,7 +129,7 @@ class LMMeasured:
                 "p90_ms": self.figures["per_token_p90_ms"], "table_p90_ms": self.variant.table_p90_ms,
                 "tokens_per_second": self.figures["tokens_per_second"], "size_mb": self.figures["size_mb"],
                 "peak_memory_mb": self.figures["peak_memory_mb"], "estimate": self.figures["estimate"],
-                "verdict": self.verdict["verdict"]}
+                "verdict": self.verdict.verdict}
 
 
 def measure(variants: Sequence[Variant], device: DeviceProfile, prompt: list[int], *, warmup: int, runs: int,
@@ -200,7 +201,7 @@ def missed_message(measured: Sequence[LMMeasured], device: DeviceProfile) -> str
     fastest = min(measured, key=lambda m: m.figures["per_token_p90_ms"])
     table = (f" (the latency table said {fastest.variant.table_p90_ms:.3g} ms)"
              if fastest.variant.table_p90_ms is not None else "")
-    failed = [c["name"] for c in fastest.verdict["checks"] if not c["passed"]]
+    failed = [c.name for c in fastest.verdict.checks if not c.passed]
     return (f"search on '{device.name}': none of the {len(measured)} trained candidate model(s) meets the budget "
             f"after the real export: fastest {fastest.figures['per_token_p90_ms']:.3g} ms per token p90 vs budget "
             f"{per_token_limit(device.budget):g} ms{table} ({fastest.variant.label}; over: {', '.join(failed)}); "
