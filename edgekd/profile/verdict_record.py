@@ -51,7 +51,6 @@ class BudgetVerdict(BaseModel):
         data = self.model_dump(mode="json")
         return {key: value for key, value in data.items() if key in self.model_fields_set}
 
-
     def manifest_entry(self) -> dict[str, Any]:
         """What a bundle's ``manifest.json`` says of the budget: the verdict, its checks and the limits."""
         return self.model_dump(mode="json", include={"verdict", "checks", "limits"})
