@@ -40,6 +40,7 @@ from edgekd.config.device import load_device
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.profile.bench import benchmark
+from edgekd.search.record import search_record
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kd_sst2 import (  # noqa: E402  (shared SST-2 setup)
@@ -98,18 +99,19 @@ def search(recipe: dict[str, Any], budget: float, work: Path) -> dict[str, Any]:
                             out=work / f"search-{budget:g}ms")
     wall = time.perf_counter() - started
     stage = next(r for r in found.run.stages if r.stage == "search")
-    chosen = stage.metrics["search"]["chosen"]
+    search = search_record(stage.metrics["search"])
+    chosen = search.chosen
     student = found.report()["student"]
     return {
         "budget_ms": budget,
-        "chosen": chosen["label"], "precision": chosen["precision"], "params": student["params"],
+        "chosen": chosen.label, "precision": chosen.precision, "params": student["params"],
         "dev_accuracy": student["accuracy"], "val_accuracy": student["val_accuracy"],
-        "search_p90_ms": chosen["p90_ms"], "confirmed_p90_ms": chosen["confirmed"]["p90_ms"],
+        "search_p90_ms": chosen.p90_ms, "confirmed_p90_ms": chosen.confirmed.p90_ms,
         "reprofiled_p90_ms": student["p90_ms"],
         "onnx": shown_path(found.run.run_dir / found.run.artifact.get("student").onnx),
         "table": found.table.to_json(),
-        "feasible_candidates": stage.metrics["search"]["table"]["feasible"],
-        "trained": [t["label"] for t in stage.metrics["search"]["trained"]],
+        "feasible_candidates": search.table.feasible,
+        "trained": [t.label for t in search.trained],
         "search_stage_seconds": stage.wall_seconds,
         "wall_seconds": wall,
     }

@@ -28,7 +28,9 @@ from edgekd.distributed import exit_launched, launched_rank, launched_size
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.profile.stability import stability_warning
 from edgekd.profile.verdict_record import BudgetVerdict
-from edgekd.report.lm_search import TRAINED_COLUMNS, is_lm_search, trained_rows
+from edgekd.report.document import fmt
+from edgekd.report.search_section import LM_TRAINED_COLUMNS, lm_trained_rows
+from edgekd.search.record import LMSearchRecord, search_record
 
 
 def _api() -> ModuleType:
@@ -596,36 +598,34 @@ def _print_search(result) -> None:
     out.print(f"latency table: {table.entries} candidates, "
               + (f"{table.profiled} timed now in {table.seconds:.1f} s, " if table.profiled else "")
               + f"{table.reused} from the cache ({shown(table.path)})", soft_wrap=True)
-    search = _search_metrics(result)
-    if is_lm_search(search):
+    search = search_record(_search_metrics(result))
+    if isinstance(search, LMSearchRecord):
         _print_lm_search(search, table.entries)
         return
-    trained = Table(title=f"trained candidates ({search['table']['feasible']} of {table.entries} fit the budget "
-                          f"p90 {search['budget']['p90_ms']:g} ms on {shown(search['device'])})")
-    metric = search.get("metric", "accuracy")
-    for column in ("candidate", f"val {metric}", f"test {metric}", "p90 ms", "size MB", "verdict"):
+    trained = Table(title=f"trained candidates ({search.table.feasible} of {table.entries} fit the budget "
+                          f"p90 {search.budget.p90_ms:g} ms on {shown(search.device)})")
+    for column in ("candidate", f"val {search.metric}", f"test {search.metric}", "p90 ms", "size MB", "verdict"):
         trained.add_column(column, justify="left" if column == "candidate" else "right")
-    for m in search["measured"]:
-        trained.add_row(shown(m["label"]), f"{m['val_score']:.4f}", f"{m['score']:.4f}", f"{m['p90_ms']:.3f}",
-                        f"{m['size_mb']:.3f}", m["verdict"])
+    for m in search.measured:
+        trained.add_row(shown(m.label), fmt(m.val_score, "{:.4f}"), fmt(m.score, "{:.4f}"), f"{m.p90_ms:.3f}",
+                        f"{m.size_mb:.3f}", m.verdict)
     out.print(trained)
-    chosen = search["chosen"]
-    out.print(f"chosen: [bold]{shown(chosen['label'])}[/] — p90 {chosen['confirmed']['p90_ms']:.3f} ms on "
-              f"re-profile" + (" (estimate)" if search["estimate"] else ""), soft_wrap=True)
+    out.print(f"chosen: [bold]{shown(search.chosen.label)}[/] — p90 {search.chosen.confirmed.p90_ms:.3f} ms on "
+              f"re-profile" + (" (estimate)" if search.estimate else ""), soft_wrap=True)
 
 
-def _print_lm_search(search: dict[str, Any], entries: int) -> None:
+def _print_lm_search(search: LMSearchRecord, entries: int) -> None:
     """A causal-LM search's trained candidates (per-token figures, validation loss) and its choice."""
-    trained = Table(title=f"trained candidates ({search['table']['feasible']} of {entries} fit the budget "
-                          f"{search['per_token_limit_ms']:g} ms per token on {shown(search['device'])}; chosen by "
-                          f"{search['metric']['description']})")
-    for column in TRAINED_COLUMNS:
-        trained.add_column(column, justify="left" if column == TRAINED_COLUMNS[0] else "right")
-    for row in trained_rows(search):
+    trained = Table(title=f"trained candidates ({search.table.feasible} of {entries} fit the budget "
+                          f"{search.per_token_limit_ms:g} ms per token on {shown(search.device)}; chosen by "
+                          f"{search.metric.description})")
+    for column in LM_TRAINED_COLUMNS:
+        trained.add_column(column, justify="left" if column == LM_TRAINED_COLUMNS[0] else "right")
+    for row in lm_trained_rows(search):
         trained.add_row(shown(row[0]), *row[1:])
     out.print(trained)
-    out.print(f"chosen: [bold]{shown(search['chosen']['label'])}[/] — {search['chosen']['confirmed']['p90_ms']:.3f} "
-              "ms per token p90 on re-measurement" + (" (estimate)" if search["estimate"] else ""), soft_wrap=True)
+    out.print(f"chosen: [bold]{shown(search.chosen.label)}[/] — {search.chosen.confirmed.p90_ms:.3f} "
+              "ms per token p90 on re-measurement" + (" (estimate)" if search.estimate else ""), soft_wrap=True)
 
 
 def _run_json(result) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from edgekd.pipeline import load_run
 from edgekd.report.build import build_report
 from edgekd.report.markdown import render_markdown
 from edgekd.report.sections import run_document
+from edgekd.search.record import SearchRecord
 from edgekd.stages import DEFAULT_REGISTRY
 from tests.conftest import demo_recipe_dict, shrink
 
@@ -309,7 +310,7 @@ def _drawn(monkeypatch: pytest.MonkeyPatch, draw, *args):
     return fig
 
 
-def _search_record(seed: int, metric: str = "accuracy") -> dict:
+def _search_record(seed: int, metric: str = "accuracy") -> SearchRecord:
     """A search record whose test figures rank the candidates differently from their validation figures (of
     ``metric``; ``mse``: lower is better)."""
     rng = np.random.default_rng(seed)
@@ -317,13 +318,25 @@ def _search_record(seed: int, metric: str = "accuracy") -> dict:
     measured = []
     for i in range(6):
         val = float(rng.uniform(0.5, 0.95))
-        measured.append({"label": f"cnn #{i}", "onnx": f"c{i}.onnx", "p90_ms": float(rng.uniform(0.01, 0.1)),
-                         "metric": metric, "val_score": val, "score": float(1.4 - val),
-                         "verdict": "pass" if i < 4 else "fail"})
+        measured.append({"structure": f"s{i}", "label": f"cnn #{i}", "precision": "fp32", "onnx": f"c{i}.onnx",
+                         "params": 1000 * (i + 1), "p50_ms": 0.01, "p90_ms": float(rng.uniform(0.01, 0.1)),
+                         "table_p90_ms": None, "size_mb": 0.1, "peak_memory_mb": 5.0, "estimate": False,
+                         "metric": metric, "val_score": val, "score": float(1.4 - val), "accuracy": None,
+                         "val_accuracy": None, "verdict": "pass" if i < 4 else "fail"})
     chosen = (min if lower else max)(measured[:4], key=lambda m: m["val_score"])
-    rows = [{"label": m["label"], "p90_ms": m["p90_ms"], "status": "trained"} for m in measured]
-    return {"measured": measured, "chosen": chosen, "table": {"candidates": rows}, "budget": {"p90_ms": 0.08},
-            "estimate": False, "device": "host-cpu", "metric": metric, "lower_is_better": lower}
+    confirmed = {key: chosen[key] for key in ("label", "p50_ms", "p90_ms", "size_mb", "peak_memory_mb", "verdict")}
+    rows = [{"key": m["structure"], "label": m["label"], "structure": m["structure"], "precision": "fp32",
+             "p50_ms": m["p90_ms"], "p90_ms": m["p90_ms"], "size_mb": 0.1, "peak_memory_mb": 5.0,
+             "host_p90_ms": m["p90_ms"], "estimate": False, "macs": 10_000, "params": m["params"],
+             "measured_at": "2026-12-05T00:00:00", "over": [], "status": "trained"} for m in measured]
+    return SearchRecord(
+        device="host-cpu", budget={"p90_ms": 0.08, "size_mb": 10, "peak_memory_mb": 100}, latency_margin=0.1,
+        estimate=False, reference=None, family={"arch": "textcnn"}, space={}, prune=[0.0], factorize=[None],
+        precision=["fp32"], rank_by="macs", top_k=6,
+        table={"path": "table.json", "entries": 6, "profiled": 6, "reused": 0, "seconds": 1.0, "feasible": 6,
+               "candidates": rows},
+        trained=[], confirmations=[], wall_seconds=1.0, metric=metric, lower_is_better=lower, measured=measured,
+        chosen={**chosen, "confirmed": {**confirmed, "runs": 20}})
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "mse"])
@@ -337,9 +350,9 @@ def test_pareto_star_is_the_validation_figure_the_choice_used_and_the_legend_cov
     ax = fig.axes[0]
     stars = [c for c in ax.collections if c.get_label().startswith("chosen")]
     assert len(stars) == 1
-    np.testing.assert_allclose(stars[0].get_offsets(), [[search["chosen"]["p90_ms"], search["chosen"]["val_score"]]])
+    np.testing.assert_allclose(stars[0].get_offsets(), [[search.chosen.p90_ms, search.chosen.val_score]])
     better = min if metric == "mse" else max
-    assert search["chosen"]["score"] != better(m["score"] for m in search["measured"])  # the test figure would mislead
+    assert search.chosen.score != better(m.score for m in search.measured)  # the test figure would mislead
     assert f"validation {metric}" in ax.get_title() and any(f"test {metric}" in c.get_label() for c in ax.collections)
     steps = [line for line in ax.lines if "Pareto" in line.get_label()]
     values = list(steps[0].get_ydata())

@@ -20,8 +20,9 @@ from edgekd.config.device import Budget, InputShape, load_device, with_budget
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
-from edgekd.errors import BudgetError
+from edgekd.errors import BudgetError, StorageError
 from edgekd.models.specs import BertSpec, MLPSpec
+from edgekd.pipeline import load_run_records
 from edgekd.profile import speed_ratio as speed_ratio_module
 from edgekd.profile.cpu import CpuInfo
 from edgekd.search import table as table_module
@@ -30,8 +31,9 @@ from edgekd.search.compress import preflight, search_recipe
 from edgekd.search.config import SearchStage
 from edgekd.search.messages import no_fit_message
 from edgekd.search.plan import Row
+from edgekd.search.record import Entry, SearchRecord, read_search_record
 from edgekd.search.space import candidates
-from edgekd.search.table import Entry, latency_table, table_key, table_path
+from edgekd.search.table import latency_table, table_key, table_path
 from tests.conftest import demo_recipe_dict
 
 runner = CliRunner()
@@ -203,31 +205,38 @@ def test_compress_picks_a_model_within_budget_and_reports_it(cache: Path, tmp_pa
     recipe = validate_model(_recipe(), Recipe, source="test")
     device = load_device("host-cpu").model_copy(update={"budget": TIGHT})
     found = edgekd.compress(recipe, device=device, out=tmp_path / "run")
-    search = next(r for r in found.run.stages if r.stage == "search").metrics["search"]
-    rows = search["table"]["candidates"]
-    over = [row for row in rows if row["over"]]
-    assert {row["label"] for row in over} == {"mlp hidden=[2048,2048] fp32", "mlp hidden=[2048,2048] prune=0.5 fp32"}
-    assert all("size_mb" in row["over"] for row in over), over
+    stage = next(r for r in load_run_records(found.run.run_dir) if r["stage"] == "search")
+    search = read_search_record(stage)
+    assert isinstance(search, SearchRecord) and search.model_dump(mode="json") == stage["metrics"]["search"]
+    rows = search.table.candidates
+    over = [row for row in rows if row.over]
+    assert {row.label for row in over} == {"mlp hidden=[2048,2048] fp32", "mlp hidden=[2048,2048] prune=0.5 fp32"}
+    assert all("size_mb" in row.over for row in over), over
     # over-budget candidates were never trained; the two largest feasible ones were (one pruned after distillation)
-    assert {row["status"] for row in over} == {"over budget"}
-    assert [t["label"] for t in search["trained"]] == ["mlp hidden=[64]", "mlp hidden=[64] prune=0.5"]
+    assert {row.status for row in over} == {"over budget"}
+    assert [t.label for t in search.trained] == ["mlp hidden=[64]", "mlp hidden=[64] prune=0.5"]
     # the choice is the most accurate (validation) within budget, confirmed by a re-profile
-    passing = [m for m in search["measured"] if m["verdict"] == "pass"]
-    assert search["chosen"]["val_accuracy"] == max(m["val_accuracy"] for m in passing)
-    confirmed = search["chosen"]["confirmed"]
-    assert confirmed["verdict"] == "pass" and confirmed["p90_ms"] <= TIGHT.p90_ms
+    passing = [m for m in search.measured if m.verdict == "pass"]
+    assert search.chosen.val_accuracy == max(m.val_accuracy for m in passing)
+    assert search.chosen.confirmed.verdict == "pass" and search.chosen.confirmed.p90_ms <= TIGHT.p90_ms
+    # a damaged record is one line naming its file and field
+    broken = copy.deepcopy(stage)
+    broken["metrics"]["search"]["chosen"]["confirmed"]["verdict"] = "maybe"
+    with pytest.raises(StorageError, match=r"^\d\d-search/stage\.json: metrics\.search\.classifier\.chosen\.confirmed"
+                                           r"\.verdict: [^\n]+$"):
+        read_search_record(broken)
     report = found.report()
     assert report["student"]["p90_ms"] <= TIGHT.p90_ms and report["budget"]["verdict"] == "pass"
-    assert report["student"]["accuracy"] == search["chosen"]["accuracy"]
+    assert report["student"]["accuracy"] == search.chosen.accuracy
     # the report shows the table, the trained candidates and the Pareto plot
     run_dir = found.run.run_dir
     assert report["plots"]["search_pareto"] == "search_pareto.png" and (run_dir / "search_pareto.png").is_file()
     markdown = (run_dir / "report.md").read_text()
     assert "## Budget search" in markdown and "latency table candidate" in markdown and "← chosen" in markdown
     assert "Budget search" in (run_dir / "report.html").read_text()
-    assert json.loads((run_dir / "report.json").read_text())["search"]["chosen"]["label"] == search["chosen"]["label"]
+    assert json.loads((run_dir / "report.json").read_text())["search"]["chosen"]["label"] == search.chosen.label
     # the table was timed once, by the pre-flight check; the stage and a second search reuse it
-    assert found.table.profiled + found.table.reused == len(rows) and search["table"]["profiled"] == 0
+    assert found.table.profiled + found.table.reused == len(rows) and search.table.profiled == 0
     second = preflight(recipe, with_budget(load_device("host-cpu"), 1.0))
     assert second is not None and (second.profiled, second.seconds) == (0, 0.0)
 

@@ -28,6 +28,7 @@ from edgekd.profile.stability import stability_warning
 from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
 from edgekd.quantize.record import quantization_decisions
 from edgekd.report.dataset_distill import dataset_distill_summary
+from edgekd.search.record import read_search_record
 from edgekd.version import __version__
 
 #: Per-model figures every report carries (``None`` when the stage that measures one did not run).
@@ -64,7 +65,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "operators": (profile or {}).get("metrics", {}).get(final, {}).get("operators", []) if final else [],
         "bundle": _bundle(last_record(records, "bundle")),
         "quantization": [d.model_dump() for d in quantization_decisions(records)],
-        "search": (last_record(records, "search") or {}).get("metrics", {}).get("search"),
+        "search": _search(last_record(records, "search")),
         "dataset_distill": dataset_distill_summary(records),
         "trust_remote_code": list(remote_code),
         "warnings": _warnings(device, models, remote_code, profile),
@@ -113,6 +114,11 @@ def _budget(device: DeviceProfile, profile: dict[str, Any] | None) -> dict[str, 
                              reason="the recipe has no 'profile' stage, so latency and memory were not measured"
                              ).to_json()
     return read_budget_verdict(profile).to_json()
+
+
+def _search(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The search stage's record, checked (``None`` when the run did not search)."""
+    return read_search_record(record).model_dump(mode="json") if record is not None else None
 
 
 def _comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, Any]:

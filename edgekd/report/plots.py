@@ -13,6 +13,7 @@ import numpy as np
 
 from edgekd.atomic import write_with
 from edgekd.profile.verdict_record import BudgetVerdict
+from edgekd.search.record import LMSearchRecord, SearchRecord
 
 _DPI = 150
 
@@ -140,64 +141,66 @@ def plot_latency_distribution(series: dict[str, Sequence[float]], budget_ms: flo
 _TABLE_STATUS = (("trained", "tab:blue"), ("feasible", "tab:green"), ("over budget", "tab:gray"))
 
 
-def plot_search_pareto(search: dict[str, Any], teacher: dict[str, Any] | None, path: Path) -> Path | None:
-    """A budget search's Pareto plot: the task's validation metric (``search["metric"]``: accuracy, micro-F1, MSE,
-    token accuracy) vs p90 of the trained candidates, the budget line drawn.
+def plot_search_pareto(search: SearchRecord | LMSearchRecord, teacher: dict[str, Any] | None,
+                       path: Path) -> Path | None:
+    """A classifier's budget search Pareto plot: the task's validation metric (``search.metric``: accuracy,
+    micro-F1, MSE, token accuracy) vs p90 of the trained candidates, the budget line drawn (``None`` for a
+    causal LM's search or when no candidate has a validation figure).
 
     The choice is made on the validation metric, so that is what the markers, the Pareto front and the chosen
     star show; each candidate's test figure (what the report quotes) hangs below or above it as a hollow
     marker on a thin line. Below, every latency-table candidate's p90 by status (trained, feasible, over
     budget); the budget line on both. The legend sits under the plot, clear of the points.
     """
-    metric, sign = search.get("metric", "accuracy"), -1.0 if search.get("lower_is_better") else 1.0
-    measured = [m for m in search["measured"] if m.get("val_score") is not None]
+    if not isinstance(search, SearchRecord):
+        return None
+    metric, sign = search.metric, -1.0 if search.lower_is_better else 1.0
+    measured = [m for m in search.measured if m.val_score is not None]
     if not measured:
         return None
     plt = _pyplot()
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(7.6, 6.4), sharex=True, layout="constrained",
                                     gridspec_kw={"height_ratios": [4, 1.2]})
-    for m in measured:
-        if m.get("score") is not None:
-            ax.plot([m["p90_ms"]] * 2, [m["val_score"], m["score"]], color="tab:gray", linewidth=0.8, zorder=2)
-    tested = [m for m in measured if m.get("score") is not None]
-    ax.scatter([m["p90_ms"] for m in tested], [m["score"] for m in tested], s=30, facecolors="none",
+    tested = [m for m in measured if m.score is not None]
+    for m in tested:
+        ax.plot([m.p90_ms] * 2, [m.val_score, m.score], color="tab:gray", linewidth=0.8, zorder=2)
+    ax.scatter([m.p90_ms for m in tested], [m.score for m in tested], s=30, facecolors="none",
                edgecolors="tab:gray", zorder=3, label=f"test {metric} (reported)")
     for verdict, marker in (("pass", "o"), ("fail", "x")):
-        points = [m for m in measured if m["verdict"] == verdict]
+        points = [m for m in measured if m.verdict == verdict]
         if points:
-            ax.scatter([m["p90_ms"] for m in points], [m["val_score"] for m in points], marker=marker, s=50,
+            ax.scatter([m.p90_ms for m in points], [m.val_score for m in points], marker=marker, s=50,
                        color="tab:blue" if verdict == "pass" else "tab:red", zorder=4,
                        label=f"validation {metric}, {'within' if verdict == 'pass' else 'over'} budget")
     front, best = [], float("-inf")
-    for m in sorted(measured, key=lambda m: m["p90_ms"]):
-        if sign * m["val_score"] > best:
+    for m in sorted(measured, key=lambda m: m.p90_ms):
+        if sign * m.val_score > best:
             front.append(m)
-            best = sign * m["val_score"]
-    ax.step([m["p90_ms"] for m in front], [m["val_score"] for m in front], where="post", color="tab:blue",
+            best = sign * m.val_score
+    ax.step([m.p90_ms for m in front], [m.val_score for m in front], where="post", color="tab:blue",
             alpha=0.5, label="Pareto front (validation)")
-    chosen = search["chosen"]
-    ax.scatter([chosen["p90_ms"]], [chosen["val_score"]], marker="*", s=300, color="gold", edgecolors="black",
+    chosen = search.chosen
+    ax.scatter([chosen.p90_ms], [chosen.val_score], marker="*", s=300, color="gold", edgecolors="black",
                zorder=5, label="chosen: best validation within budget")
-    ax.annotate(chosen["label"], (chosen["p90_ms"], chosen["val_score"]), textcoords="offset points",
+    ax.annotate(chosen.label, (chosen.p90_ms, chosen.val_score), textcoords="offset points",
                 xytext=(10, 8), fontsize=9)
     teacher_score = (teacher or {}).get(f"val_{metric}")
     if teacher and teacher.get("p90_ms") is not None and teacher_score is not None:
         ax.scatter([teacher["p90_ms"]], [teacher_score], marker="D", s=60, color="tab:purple", zorder=4,
                    label="teacher (validation)")
-    rows = search["table"]["candidates"]
     for level, (status, color) in enumerate(_TABLE_STATUS):
-        times = [row["p90_ms"] for row in rows if row["status"] == status]
+        times = [row.p90_ms for row in search.table.candidates if row.status == status]
         strip.scatter(times, [level] * len(times), marker="|", s=150, color=color)
     strip.set_yticks(range(len(_TABLE_STATUS)), [status for status, _ in _TABLE_STATUS], fontsize=9)
     strip.set_ylim(-0.7, len(_TABLE_STATUS) - 0.3)
-    limit = search["budget"]["p90_ms"]
+    limit = search.budget.p90_ms
     for axis in (ax, strip):
         axis.axvline(limit, color="tab:red", linestyle="--")
         axis.grid(True, alpha=0.3, which="both")
     ax.plot([], [], color="tab:red", linestyle="--", label=f"budget p90 {limit:g} ms")
-    estimate = " (estimate)" if search["estimate"] else ""
+    estimate = " (estimate)" if search.estimate else ""
     strip.set_xscale("log")
-    strip.set_xlabel(f"p90 latency on {search['device']} (ms, log scale){estimate}")
+    strip.set_xlabel(f"p90 latency on {search.device} (ms, log scale){estimate}")
     strip.set_title("latency table (random weights)", fontsize=10)
     ax.set_ylabel(metric + (" (lower is better)" if sign < 0 else ""))
     ax.set_title(f"Budget search: validation {metric} (the choice) vs p90 latency")

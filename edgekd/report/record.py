@@ -19,6 +19,7 @@ from edgekd.model_metrics import ModelFigures
 from edgekd.profile.cpu import CpuInfo
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
+from edgekd.search.record import AnySearchRecord
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
 
@@ -85,7 +86,7 @@ class RunReport(BaseModel):
     operators: list[dict[str, Any]]
     bundle: BundleRecord | None
     quantization: list[QuantizationDecision]
-    search: dict[str, Any] | None
+    search: AnySearchRecord | None
     dataset_distill: list[DatasetDistillRun] = Field(
         default=[], description="Each dataset_distill stage's synthetic set and scores (empty without one).")
     trust_remote_code: list[str]

@@ -9,7 +9,6 @@ in full.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import yaml
@@ -31,7 +30,7 @@ from edgekd.report.document import (
     fmt,
     si,
 )
-from edgekd.report.lm_search import is_lm_search, lm_search_section
+from edgekd.report.search_section import search_section
 
 #: Rows of the models table: report key, label, format.
 MODEL_ROWS = (
@@ -85,7 +84,7 @@ def operators_table(operators: list[dict[str, Any]], limit: int = TOP_OPERATORS)
 def run_document(report: dict[str, Any]) -> Document:
     """The run report's content, for every renderer."""
     recipe = report["recipe"]
-    sections = [_models(report), _budget(report), _search(report), dataset_distill_section(report),
+    sections = [_models(report), _budget(report), search_section(report), dataset_distill_section(report),
                 _stages(report),
                 _plots(report.get("plots", {})),
                 _operators(report), _bundle(report.get("bundle")), _warnings(report), _setup(report)]
@@ -153,64 +152,6 @@ def _budget(report: dict[str, Any]) -> Section:
     judged = f"Judged: the {budget.judged}." if budget.judged else ""
     return Section("Budget", (Verdict("Verdict", budget.verdict, judged),
                               Table(("limit", "measured", "budget", "result"), rows)))
-
-
-def _search(report: dict[str, Any]) -> Section | None:
-    """A budget search: how the table was made and judged, the trained candidates, the choice, the Pareto plot."""
-    search = report.get("search")
-    if not search:
-        return None
-    if is_lm_search(search):
-        return lm_search_section(search)
-    table, budget, margin = search["table"], search["budget"], search["latency_margin"]
-    reused = (f"{table['profiled']} timed in this run ({table['seconds']:.1f} s)" if table["profiled"]
-              else "none timed in this run") + f", {table['reused']} read from the cache ({table['path']})"
-    blocks: list[Block] = [Paragraph(
-        f"Latency table first: {table['entries']} candidates ({search['family']['arch']} students; space "
-        f"{_compact(search['space'])}, prune {_compact(search['prune'])}, factorize {_compact(search['factorize'])},"
-        f" precision {_compact(search['precision'])}) built with random weights, exported and timed on "
-        f"{search['device']}: {reused}. {table['feasible']} fit the budget (p90 ≤ "
-        f"{budget['p90_ms'] * (1 - margin):.4g} ms, the budget less a {margin:.0%} noise margin; size ≤ "
-        f"{budget['size_mb']:g} MB; peak memory ≤ {budget['peak_memory_mb']:g} MB); the others were dropped "
-        "before any training.")]
-    chosen, metric = search["chosen"], search.get("metric", "accuracy")
-    lower = " (lower is better)" if search.get("lower_is_better") else ""
-    blocks.append(Paragraph(
-        f"Training second: the {len(search['trained'])} largest feasible structures by {search['rank_by']} were "
-        f"distilled, exported and timed again; chosen by validation {metric}{lower} among those within the whole "
-        f"budget: {chosen['label']} (validation {chosen['val_score']:.4f}, test {chosen['score']:.4f}), "
-        f"p90 {chosen['confirmed']['p90_ms']:.4g} ms on re-profile ({chosen['confirmed']['verdict']}). "
-        f"Search wall time {search['wall_seconds']:.1f} s."))
-    reference = search.get("reference")
-    if search["estimate"] and reference:
-        blocks.append(Paragraph(
-            f"Latencies are estimates for {search['device']}: host times × speed ratio "
-            f"{reference.get('described') or format(reference['ratio'], '.3g')}, "
-            f"from reference model '{reference['reference_model']}' ({reference['device_ms']:g} ms published, "
-            f"{reference['host_ms']:.4g} ms measured here; {reference['source']})."))
-    blocks.append(Table(
-        ("trained candidate", f"val {metric}", f"test {metric}", "table p90 (ms)", "p90 (ms)", "size (MB)",
-         "peak mem (MB)", "verdict"),
-        tuple((m["label"] + (" ← chosen" if m["onnx"] == chosen["onnx"] else ""), fmt(m["val_score"], "{:.4f}"),
-               fmt(m["score"], "{:.4f}"), fmt(m["table_p90_ms"], "{:.4f}"), f"{m['p90_ms']:.4f}",
-               f"{m['size_mb']:.3f}", f"{m['peak_memory_mb']:.1f}", m["verdict"]) for m in search["measured"])))
-    plot = report.get("plots", {}).get("search_pareto")
-    if plot:
-        blocks.append(Figure(plot, f"Budget search: validation {metric} (what the choice is made on) vs p90 of the "
-                                   f"trained candidates' real exports, each with its test {metric} as a hollow "
-                                   "marker; the star is the choice; below, the latency table's candidates; the "
-                                   "dashed line is the budget."))
-    blocks.append(Table(
-        ("latency table candidate", "p90 (ms)", "size (MB)", "peak mem (MB)", "MACs", "params", "status"),
-        tuple((row["label"], f"{row['p90_ms']:.4f}", f"{row['size_mb']:.3f}", f"{row['peak_memory_mb']:.1f}",
-               si(row["macs"]), si(row["params"]),
-               row["status"] + (f" ({', '.join(row['over'])})" if row["over"] else ""))
-              for row in sorted(table["candidates"], key=lambda row: row["p90_ms"]))))
-    return Section("Budget search", tuple(blocks))
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _stages(report: dict[str, Any]) -> Section:

@@ -39,6 +39,7 @@ from edgekd.report.plots import (
 from edgekd.report.record import check_report
 from edgekd.report.sections import run_document
 from edgekd.rundir import claimed
+from edgekd.search.record import search_record
 
 PLOT_FILES = {"accuracy_vs_latency": "accuracy_vs_latency.png", "size_per_stage": "size_per_stage.png",
               "latency_distribution": "latency_distribution.png", "search_pareto": "search_pareto.png"}
@@ -125,7 +126,7 @@ def _draw_plots(report: dict[str, Any], records: list[dict[str, Any]], run_dir: 
             {final: times} if final else {}, limits.p90_ms,
             f"latency per run on {report['device']['name']} (ms){estimate}",
             run_dir / PLOT_FILES["latency_distribution"]),
-        "search_pareto": plot_search_pareto(report["search"], report.get("teacher"),
+        "search_pareto": plot_search_pareto(search_record(report["search"]), report.get("teacher"),
                                             run_dir / PLOT_FILES["search_pareto"]) if report["search"] else None,
     }
     return {key: path.name for key, path in written.items() if path is not None}

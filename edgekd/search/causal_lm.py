@@ -28,7 +28,6 @@ from edgekd.config.device import Budget, DeviceProfile
 from edgekd.config.recipe import Recipe
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.errors import BudgetError
-from edgekd.export.config import load_export_target
 from edgekd.models.causal_lm import load_tokenizer
 from edgekd.models.specs import HFSpec
 from edgekd.models.task_model import WEIGHTS
@@ -39,7 +38,7 @@ from edgekd.search.config import SearchStage
 from edgekd.search.lm_space import lm_candidates, lm_space_for
 from edgekd.search.lm_table import LMFamily, lm_latency_table, time_decoders
 from edgekd.search.plan import Row, SearchPlan, exceeded, rank_feasible
-from edgekd.search.table import TableStats
+from edgekd.search.record import LMSearchRecord, TableStats, stage_metrics, table_record, trained_structures
 from edgekd.search.train import Trained, Variant, moved_under, train
 
 #: What chooses among a causal-LM search's trained candidates.
@@ -193,7 +192,7 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
     ctx.log.info("search: chose %s (validation loss %.4f nats/token, %.3f ms per token p90)", best.variant.label,
                  best.val_loss, confirmed.figures["per_token_p90_ms"])
     return StageOutput(artifact=artifact.with_model(teacher).with_model(student),
-                       metrics={"search": summary, "target": load_export_target(config.target).model_dump(mode="json")})
+                       metrics=stage_metrics(summary, config))
 
 
 def missed_message(measured: Sequence[LMMeasured], device: DeviceProfile) -> str:
@@ -210,28 +209,19 @@ def missed_message(measured: Sequence[LMMeasured], device: DeviceProfile) -> str
 
 def lm_summary(config: SearchStage, device: DeviceProfile, family: LMFamily, plan: SearchPlan,
                trained: list[Trained], measured: list[LMMeasured], attempts: list[LMMeasured],
-               chosen: tuple[LMMeasured, LMMeasured], started: float, space: dict[str, list[Any]]) -> dict[str, Any]:
+               chosen: tuple[LMMeasured, LMMeasured], started: float, space: dict[str, list[Any]]) -> LMSearchRecord:
     """The search's record: budget, metric, table (each candidate's status), trained candidates, the choice."""
     best, confirmed = chosen
-    done = {t.choice.structure.key for t in trained}
-    rows = [{**row.to_json(), "status": "over budget" if not row.feasible else
-             "trained" if row.candidate.structure.key in done else "feasible"} for row in plan.rows]
-    return {
-        "task": "causal_lm", "metric": METRIC, "device": device.name,
-        "budget": device.budget.model_dump(mode="json"), "per_token_limit_ms": per_token_limit(device.budget),
-        "generation": device.generation.model_dump(mode="json"), "latency_margin": config.latency_margin,
-        "estimate": device.is_estimate,
-        "reference": speed_ratio(device.reference).to_json() if device.reference is not None else None,
-        "family": family.to_json(), "space": space, "prune": config.prune,
-        "factorize": config.factorize, "precision": config.precision, "rank_by": config.rank_by,
-        "top_k": config.top_k,
-        "table": {**plan.table.stats.to_json(), "feasible": sum(row.feasible for row in plan.rows),
-                  "candidates": rows},
-        "trained": [{"structure": t.choice.structure.key, "label": t.choice.structure.label,
-                     "capacity": t.choice.capacity, "train_seconds": round(t.wall_seconds, 3), "note": t.note}
-                    for t in trained],
-        "measured": [m.to_json() for m in measured],
-        "confirmations": [{**a.to_json(), "runs": config.confirm_runs} for a in attempts],
-        "chosen": {**best.to_json(), "confirmed": {**confirmed.to_json(), "runs": config.confirm_runs}},
-        "wall_seconds": round(time.perf_counter() - started, 3),
-    }
+    return LMSearchRecord(
+        task="causal_lm", metric=METRIC, device=device.name, budget=device.budget,
+        per_token_limit_ms=per_token_limit(device.budget), generation=device.generation,
+        latency_margin=config.latency_margin, estimate=device.is_estimate,
+        reference=speed_ratio(device.reference).to_json() if device.reference is not None else None,
+        family=family.to_json(), space=space, prune=config.prune, factorize=config.factorize,
+        precision=config.precision, rank_by=config.rank_by, top_k=config.top_k,
+        table=table_record(plan, trained), trained=trained_structures(trained),
+        measured=[m.to_json() for m in measured],
+        confirmations=[{**a.to_json(), "runs": config.confirm_runs} for a in attempts],
+        chosen={**best.to_json(), "confirmed": {**confirmed.to_json(), "runs": config.confirm_runs}},
+        wall_seconds=round(time.perf_counter() - started, 3),
+    )

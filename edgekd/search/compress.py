@@ -28,7 +28,7 @@ from edgekd.search.build import Family
 from edgekd.search.causal_lm import lm_preflight
 from edgekd.search.config import SearchStage
 from edgekd.search.plan import plan_search
-from edgekd.search.table import TableStats
+from edgekd.search.record import TableStats
 
 #: Stages of a recipe a derived search keeps (the others are what the search does itself).
 KEPT_STAGES = ("teacher", "profile", "bundle")

@@ -39,8 +39,9 @@ from edgekd.profile.generate import CachedGenerator, generation_figures, generat
 from edgekd.quantize.model import int8_options
 from edgekd.quantize.quantizers import quantize_dynamic_int8
 from edgekd.search.config import SearchStage
+from edgekd.search.record import Entry
 from edgekd.search.space import Candidate
-from edgekd.search.table import Entry, LatencyTable, cached_table, table_key
+from edgekd.search.table import LatencyTable, cached_table, table_key
 
 log = logging.getLogger(__name__)
 

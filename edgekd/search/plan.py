@@ -19,8 +19,9 @@ from edgekd.errors import BudgetError
 from edgekd.search.build import Family
 from edgekd.search.config import SearchStage
 from edgekd.search.messages import no_fit_message
+from edgekd.search.record import Entry
 from edgekd.search.space import Candidate, Structure, candidates
-from edgekd.search.table import Entry, LatencyTable, latency_table
+from edgekd.search.table import LatencyTable, latency_table
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.config.device import DeviceProfile
 from edgekd.data.config import is_corpus
 from edgekd.errors import BudgetError
-from edgekd.export.config import load_export_target
 from edgekd.models.task_model import WEIGHTS
 from edgekd.search.build import Family
 from edgekd.search.causal_lm import run_lm_search
 from edgekd.search.config import SearchStage
 from edgekd.search.messages import missed_message
 from edgekd.search.plan import SearchPlan, plan_search
+from edgekd.search.record import SearchRecord, stage_metrics, table_record, trained_structures
 from edgekd.search.select import Confirmation, Measured, choose, measure
 from edgekd.search.space import space_for
 from edgekd.search.train import Trained, moved_under, train
@@ -76,7 +76,7 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
     ctx.log.info("search: chose %s (validation %s %.4f, p90 %.3f ms)", chosen.measured.variant.label,
                  chosen.measured.metric, chosen.measured.val_score, chosen.result.p90_ms)
     return StageOutput(artifact=artifact.with_model(teacher).with_model(student),
-                       metrics={"search": summary, "target": load_export_target(config.target).model_dump(mode="json")})
+                       metrics=stage_metrics(summary, config))
 
 
 def _chosen_student(chosen: Confirmation, ctx: StageContext) -> ModelArtifact:
@@ -88,32 +88,19 @@ def _chosen_student(chosen: Confirmation, ctx: StageContext) -> ModelArtifact:
 
 def _summary(config: SearchStage, device: DeviceProfile, family: Family, plan: SearchPlan, trained: list[Trained],
              measured: list[Measured], attempts: list[Confirmation], chosen: Confirmation, started: float,
-             space: dict[str, list[Any]]) -> dict[str, Any]:
+             space: dict[str, list[Any]]) -> SearchRecord:
     """The search's record: budget, table (with each candidate's status), trained candidates, the choice."""
-    trained_keys = {t.choice.structure.key for t in trained}
-    candidates = [{**row.to_json(), "status": "trained" if row.feasible and row.candidate.structure.key in trained_keys
-                   else "feasible" if row.feasible else "over budget"} for row in plan.rows]
-    return {
-        "device": device.name,
-        "budget": device.budget.model_dump(mode="json"),
-        "latency_margin": config.latency_margin,
-        "estimate": device.is_estimate,
-        "reference": _reference(device),
-        "family": family.to_json(),
-        "space": space, "prune": config.prune, "factorize": config.factorize, "precision": config.precision,
-        "rank_by": config.rank_by,
-        "metric": chosen.measured.metric, "lower_is_better": chosen.measured.metric in LOWER_IS_BETTER,
-        "top_k": config.top_k,
-        "table": {**plan.table.stats.to_json(), "feasible": sum(row.feasible for row in plan.rows),
-                  "candidates": candidates},
-        "trained": [{"structure": t.choice.structure.key, "label": t.choice.structure.label,
-                     "capacity": t.choice.capacity, "train_seconds": round(t.wall_seconds, 3), "note": t.note}
-                    for t in trained],
-        "measured": [m.to_json() for m in measured],
-        "confirmations": [a.to_json() for a in attempts],
-        "chosen": {**chosen.measured.to_json(), "confirmed": chosen.to_json()},
-        "wall_seconds": round(time.perf_counter() - started, 3),
-    }
+    return SearchRecord(
+        device=device.name, budget=device.budget, latency_margin=config.latency_margin,
+        estimate=device.is_estimate, reference=_reference(device), family=family.to_json(),
+        space=space, prune=config.prune, factorize=config.factorize, precision=config.precision,
+        rank_by=config.rank_by, metric=chosen.measured.metric,
+        lower_is_better=chosen.measured.metric in LOWER_IS_BETTER, top_k=config.top_k,
+        table=table_record(plan, trained), trained=trained_structures(trained),
+        measured=[m.to_json() for m in measured], confirmations=[a.to_json() for a in attempts],
+        chosen={**chosen.measured.to_json(), "confirmed": chosen.to_json()},
+        wall_seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def _reference(device: DeviceProfile) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from edgekd.profile.cpu import detect_cpu
 from edgekd.profile.macs import GraphCount, count_macs
 from edgekd.search.build import Family, export_for_latency
 from edgekd.search.config import SearchStage
+from edgekd.search.record import Entry, TableStats
 from edgekd.search.space import Candidate
 from edgekd.version import __version__
 
@@ -45,44 +46,6 @@ log = logging.getLogger(__name__)
 
 TABLE_DIR = "latency-tables"
 FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One candidate's figures on the device (``estimate``: host time × the device's speed ratio)."""
-
-    key: str
-    label: str
-    precision: str
-    p50_ms: float
-    p90_ms: float
-    size_mb: float
-    peak_memory_mb: float
-    host_p90_ms: float
-    estimate: bool
-    macs: int
-    params: int
-    measured_at: str
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class TableStats:
-    """How a table was obtained: entries timed now, entries read from the cache, and the time it took."""
-
-    path: str
-    entries: int
-    profiled: int
-    reused: int
-    seconds: float
-    """Wall time of building, exporting and timing the missing candidates (0 when all were cached)."""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
