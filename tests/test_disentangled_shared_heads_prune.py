@@ -68,13 +68,14 @@ CASES: dict[str, tuple[str, dict[str, Any], int, int]] = {
 WIDTH, HEADS, SIZE, HIDDEN = 37, 3, 8, 24
 
 
-def _model(case: str, seed: int = 0) -> TaskModel:
+def _model(case: str, seed: int = 0, **overrides: Any) -> TaskModel:
+    """A random 2-label classifier of ``case`` (``overrides`` change config fields)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     kind, sizes, _, _ = CASES[case]
     torch.manual_seed(seed)
-    module = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(kind, num_labels=2, **sizes),
-                                                            attn_implementation="eager").eval()
+    config = AutoConfig.for_model(kind, num_labels=2, **{**sizes, **overrides})
+    module = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
     return TaskModel(module=module, spec={"arch": "hf"}, signature=TEXT, class_names=("a", "b"))
 
 
@@ -184,12 +185,14 @@ def test_dead_heads_are_exactly_the_ones_removed_and_the_logits_stay(case: str, 
         torch.testing.assert_close(call_logits(model.module.eval(), batch), before)
 
 
-def test_a_deberta_v2_student_is_pruned_through_the_pipeline_and_reloads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["deberta-v2", pytest.param("albert", marks=pytest.mark.slow)])
+def test_a_student_is_pruned_through_the_pipeline_and_reloads(case: str, tmp_path: Path) -> None:
     from tests.test_hf_matrix import recipe
 
     files = hf_families.sentiment_files(tmp_path, train=200, dev=40)
-    checkpoint = hf_families.save("deberta-v2", tmp_path / "deberta", num_labels=2, tokenizer=files["tokenizer"],
-                                  **_RELATIVE)
+    tokenizer, checkpoint = files["tokenizer"], tmp_path / case
+    _model(case, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id).module.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
     prune = {"stage": "prune", "ratio": 0.5, "targets": ["heads", "ffn"], "recovery": {"epochs": 1, "lr": 0.002}}
     result = edgekd.run(recipe("text", "student", checkpoint, files, compress=(prune,)), out=tmp_path / "run")
     metrics = result.stages[2].metrics["student"]
@@ -197,10 +200,11 @@ def test_a_deberta_v2_student_is_pruned_through_the_pipeline_and_reloads(tmp_pat
     assert 0 < metrics["macs_ratio"] < 1  # counted through the relative-position projections too
     student = result.artifact.models["student"]
     reloaded = TaskModel.load(tmp_path / "run" / student.weights).module
-    layout = family_of("deberta-v2").attention
+    layout = family_of(CASES[case][0]).attention
     assert reloaded.config.intermediate_size == WIDTH - math.ceil(WIDTH / 2)
-    assert {head_counts(block, layout) for block in attention_blocks(reloaded)} == {(1, 1, SIZE)}
-    assert all(per_head_projections(block, layout) for block in attention_blocks(reloaded))
+    assert [head_counts(block, layout) for block in attention_blocks(reloaded)] == [(1, 1, SIZE)] * CASES[case][2]
+    if case.startswith("deberta"):  # the relative-position projections were pruned with the heads
+        assert all(per_head_projections(block, layout) for block in attention_blocks(reloaded))
     assert student.metrics["parity_max_abs_diff"] < 1e-4
 
 
