@@ -43,8 +43,8 @@ PLAIN_MLP: dict[str, dict[str, Any]] = {
     "phi": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
                 max_position_embeddings=160, pad_token_id=PAD, bos_token_id=2, eos_token_id=3),
 }
-#: A family whose layout edgekd does not describe (nothing of it is pruned), for the refusals at validate.
-UNPRUNED: dict[str, dict[str, Any]] = {
+#: A family without factorization (DeBERTa-v2 prunes heads and FFN channels only), for the refusals at validate.
+UNFACTORIZED: dict[str, dict[str, Any]] = {
     "deberta-v2": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
                        intermediate_size=37, max_position_embeddings=160, pad_token_id=PAD),
 }
@@ -63,7 +63,7 @@ def build(family: str, num_labels: int = 3, seed: int = 0, **overrides: Any) -> 
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    sizes = {**(TEXT.get(family) or DECODERS.get(family) or PLAIN_MLP.get(family) or UNPRUNED.get(family)
+    sizes = {**(TEXT.get(family) or DECODERS.get(family) or PLAIN_MLP.get(family) or UNFACTORIZED.get(family)
                 or IMAGE[family]), **overrides}
     config = AutoConfig.for_model(family, num_labels=num_labels, **sizes)
     auto = AutoModelForImageClassification if family in IMAGE else AutoModelForSequenceClassification

@@ -29,7 +29,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """One tiny saved checkpoint per family."""
     root = tmp_path_factory.mktemp("checkpoints")
     return {family: str(hf_families.save(family, root / family))
-            for family in (*hf_families.TEXT, *hf_families.IMAGE, *hf_families.UNPRUNED)}
+            for family in (*hf_families.TEXT, *hf_families.IMAGE, *hf_families.UNFACTORIZED)}
 
 
 def _text_recipe(teacher: dict[str, Any], student: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -181,13 +181,11 @@ STEPS = {
     "factorize": ({"stage": "factorize"}, "stages[2].stage", "cannot be factorized"),
     "global-prune": ({"stage": "prune", "scope": "global"}, "stages[2].scope", "use scope: layer"),
     "hybrid": ({"stage": "hybrid", "target_params_ratio": 0.5}, "stages[2].stage", "cannot be factorized"),
-    "heads-prune": ({"stage": "prune", "targets": ["heads"]}, "stages[2].stage",
-                    "has nothing structured pruning removes"),
 }
-#: family → the steps validate refuses for it (BERT-layout encoders take them all; DeBERTa-v2's attention is not
-#: described, so nothing of it is pruned).
+#: family → the steps validate refuses for it (BERT-layout encoders take them all; DeBERTa-v2's heads and FFN
+#: channels are pruned alike in every layer, it is not factorized).
 REFUSED = {"distilbert": ["global-prune"], "gpt2": ["global-prune"], "llama": ["global-prune"],
-           "qwen2": ["global-prune"], "deberta-v2": ["heads-prune", "factorize"]}
+           "qwen2": ["global-prune"], "deberta-v2": ["global-prune", "factorize", "hybrid"]}
 
 
 @pytest.mark.parametrize(("family", "step"), [(f, s) for f, steps in REFUSED.items() for s in steps])
@@ -209,6 +207,7 @@ ACCEPTED = {
     "gpt2": [{"stage": "prune", "targets": ["heads"]}, {"stage": "factorize"},
              {"stage": "hybrid", "target_params_ratio": 0.5}],
     "distilbert": [{"stage": "prune", "targets": ["heads", "ffn"]}, {"stage": "factorize", "embeddings": True}],
+    "deberta-v2": [{"stage": "prune", "targets": ["heads", "ffn"]}],
 }
 
 

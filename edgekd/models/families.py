@@ -38,7 +38,8 @@ Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
 NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
-                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, vit and deit only")
+                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, vit and deit, and pruned deberta-v2 "
+                 "and albert only")
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,23 @@ class PlainMLP:
 class Attention:
     """A family's self-attention per layer, for pruning whole heads (:mod:`edgekd.prune.kv_groups`).
 
-    The attention module is the one holding ``qkv`` and ``out`` (attribute names): ``qkv`` names the query, key
-    and value projections, or one fused projection whose outputs are ``[queries | keys | values]`` (GPT-2's
-    ``c_attn``, a transposed ``Conv1D``); ``out`` reads the heads' concatenated outputs. ``heads`` (and ``kv_heads``
+    The attention module is the one holding ``qkv`` and ``out`` (dotted paths from it, e.g. DeBERTa-v2's
+    ``self.query_proj`` and ``output.dense``, whose output projection sits beside the self-attention): ``qkv``
+    names the query, key and value projections, or one fused projection whose outputs are
+    ``[queries | keys | values]`` (GPT-2's ``c_attn``, a transposed ``Conv1D``); ``out`` reads the heads'
+    concatenated outputs. ``per_head`` names further projections whose outputs are laid out per query head like
+    the queries, built under some configs only (DeBERTa-v2's relative-position ``pos_key_proj`` and
+    ``pos_query_proj``): those present lose the removed heads' rows with the queries. ``heads`` (and ``kv_heads``
     for grouped-query attention, keys and values shared by groups of query heads) is the config field stating
     the head count; ``head_dim_field``: the config field the model reads its head size from, ``None`` when the
     size is derived (``hidden / heads``), so fewer heads of the same size cannot be stated in the config and the
     pruned heads are recorded per layer in the model's structure instead (:mod:`edgekd.prune.structure`).
-    ``head_size`` is the attention module's attribute holding the head size; ``module_heads`` and
-    ``module_width`` its attributes holding the head count and ``heads × head size``, rewritten after pruning.
+    ``head_size`` is the path of the attention module's attribute holding the head size; ``module_heads`` and
+    ``module_width`` the paths of its attributes holding the head count and ``heads × head size``, rewritten
+    after pruning.
+
+    A layer whose weights several layers share (ALBERT's one layer group) is one module: its heads are pruned
+    once, for every layer using it, and Taylor gradients sum over those uses.
     """
 
     qkv: tuple[str, ...]
@@ -75,6 +84,7 @@ class Attention:
     head_dim_field: str | None = "head_dim"
     module_heads: tuple[str, ...] = ()
     module_width: tuple[str, ...] = ()
+    per_head: tuple[str, ...] = ()
 
     @property
     def fused(self) -> bool:
@@ -130,9 +140,17 @@ FAMILIES: dict[str, Family] = {
         "hidden_dim", (("lin1", "lin2"),)), attention=Attention(
         ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads", "attention_head_size", head_dim_field=None,
         module_heads=("n_heads",))),
-    "albert": Family("text", False,
-                     why_not="ALBERT shares one layer's weights across all layers, so no layer is pruned alone"),
-    "deberta-v2": Family("text", True, TRANSFORMER),
+    "albert": Family("text", False, prune_targets=_HEADS_FFN, why_not="edgekd does not factorize ALBERT; it "
+                     "prunes the attention heads and FFN channels of its shared layer, alike in every layer using it",
+                     mlp=PlainMLP("intermediate_size", (("ffn", "ffn_output"),)), attention=Attention(
+        ("query", "key", "value"), "dense", "num_attention_heads", "attention_head_size", head_dim_field=None,
+        module_heads=("num_attention_heads",), module_width=("all_head_size",))),
+    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd does not factorize DeBERTa-v2; it "
+                         "prunes its attention heads and FFN channels", mlp=PlainMLP(
+        "intermediate_size", (("intermediate.dense", "output.dense"),)), attention=Attention(
+        ("self.query_proj", "self.key_proj", "self.value_proj"), "output.dense", "num_attention_heads",
+        "self.attention_head_size", head_dim_field="attention_head_size", module_heads=("self.num_attention_heads",),
+        module_width=("self.all_head_size",), per_head=("self.pos_key_proj", "self.pos_query_proj"))),
     "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
         "n_inner", (("c_fc", "c_proj"),)), attention=Attention(
         ("c_attn",), "c_proj", "n_head", head_dim_field=None, module_heads=("num_heads",),

@@ -6,16 +6,20 @@ Mistral, Phi with ``num_key_value_heads`` below ``num_attention_heads``; ``K = H
 GPT-2, DistilBERT, ViT, DeiT) each key/value head is shared by ``H / K`` query heads. A group is removed whole: its
 key and value head, its query heads (rows of the query, key and value projections, or the matching rows of each
 part of a fused ``[q | k | v]`` projection such as GPT-2's ``c_attn``) and the output projection's columns that
-read them. Every layer so stays a valid attention layer with the same queries per group and the same head size;
-a partial rotary embedding (Phi) rotates the same leading share of every head, so it is unaffected. Every layer
-loses the same number of groups, ``ceil(ratio · K)``, at most ``K − 1``.
+read them, and the rows of any further projection laid out per query head (DeBERTa-v2's disentangled attention
+projects the relative-position embeddings per head: ``pos_key_proj``, ``pos_query_proj``, or the query and key
+projections themselves under ``share_att_key``). Every layer so stays a valid attention layer with the same
+queries per group and the same head size; a partial rotary embedding (Phi) rotates the same leading share of
+every head, so it is unaffected. Every layer loses the same number of groups, ``ceil(ratio · K)``, at most
+``K − 1``. ALBERT's layers share one attention module: it is pruned once, for all of them.
 
 The pruned model reloads: where the family's config states the head size (``head_dim``, read by Llama, Qwen2,
-Phi, ViT, DeiT) and a model built from the rewritten config has the pruned shapes, the config's head counts and
-``head_dim`` are rewritten (plain ``from_pretrained``); otherwise (GPT-2 and DistilBERT derive the head size from
-the head count; Phi's ``qk_layernorm`` is sized by it) the config keeps its counts and every layer's heads are
-recorded in the model's structure, which :func:`~edgekd.prune.structure.pruned_class` rebuilds before the weights
-load.
+Phi, ViT, DeiT; DeBERTa-v2's ``attention_head_size``) and a model built from the rewritten config has the pruned
+shapes, the config's head counts and head size are rewritten (plain ``from_pretrained``); otherwise (GPT-2,
+DistilBERT and ALBERT derive the head size from the head count; Phi's ``qk_layernorm`` is sized by it; DeBERTa-v2
+sizes its output projection ``hidden × hidden`` whatever the heads) the config keeps its counts and every layer's
+heads are recorded in the model's structure, which :func:`~edgekd.prune.structure.pruned_class` rebuilds before
+the weights load.
 
 Torch-Pruning's dependency graph does not couple these projections (rotary embeddings, ``repeat_kv`` and the
 head reshapes sit between them), so the groups are ranked here by the importance criteria of the rest of the
@@ -37,6 +41,7 @@ from edgekd.models.families import Attention
 from edgekd.prune.structure import (
     CONFIG_KEY,
     LowRankLinear,
+    at_path,
     attention_blocks,
     attention_layout,
     feature_dim,
@@ -46,6 +51,7 @@ from edgekd.prune.structure import (
     keep_features,
     linear_shape,
     outer_linear,
+    per_head_projections,
     set_head_counts,
     unpruned_class,
 )
@@ -57,26 +63,28 @@ __all__ = ["attention_blocks", "group_importance", "groups_to_remove", "prune_kv
 
 
 def _row_spans(block: nn.Module, layout: Attention) -> list[tuple[nn.Module, int, int]]:
-    """``(layer, first row, rows)`` of the queries, keys and values: three projections, or three parts of one."""
+    """``(layer, first row, rows)`` of the queries, keys and values (three projections, or three parts of one), then
+    of the family's ``per_head`` projections the block has (laid out as the queries)."""
     queries, kv, size = head_counts(block, layout)
+    extra = [(outer_linear(at_path(block, name)), 0, queries * size) for name in per_head_projections(block, layout)]
     if layout.fused:
-        layer = outer_linear(getattr(block, layout.qkv[0]))
+        layer = outer_linear(at_path(block, layout.qkv[0]))
         return [(layer, 0, queries * size), (layer, queries * size, kv * size),
-                (layer, (queries + kv) * size, kv * size)]
-    return [(outer_linear(getattr(block, name)), 0, rows)
-            for name, rows in zip(layout.qkv, (queries * size, kv * size, kv * size), strict=True)]
+                (layer, (queries + kv) * size, kv * size), *extra]
+    return [(outer_linear(at_path(block, name)), 0, rows)
+            for name, rows in zip(layout.qkv, (queries * size, kv * size, kv * size), strict=True)] + extra
 
 
 def group_importance(block: nn.Module, layout: Attention, kind: Importance) -> torch.Tensor:
     """One score per KV group of ``block`` (a head, without grouped-query attention; higher: more important) by the
     ``kind`` criterion, over all of its coupled weights: its query, key and value rows (bias rows included) and its
-    columns of the output projection."""
+    columns of the output projection (and its rows of the family's ``per_head`` projections)."""
     coupled: list[Coupled] = []
     for layer, start, rows in _row_spans(block, layout):
         coupled.append((layer.weight, feature_dim(layer, outputs=True), start, rows))
         if layer.bias is not None:
             coupled.append((layer.bias, 0, start, rows))
-    out = inner_linear(getattr(block, layout.out))
+    out = inner_linear(at_path(block, layout.out))
     coupled.append((out.weight, feature_dim(out, outputs=False)))
     return unit_importance(coupled, head_counts(block, layout)[1], kind)
 
@@ -92,7 +100,8 @@ def _rows(groups: list[int], width: int, offset: int = 0) -> list[int]:
 
 @torch.no_grad()
 def remove_groups(block: nn.Module, layout: Attention, removed: list[int]) -> None:
-    """Physically remove the KV groups ``removed`` (query, key and value rows, output columns) from ``block``."""
+    """Physically remove the KV groups ``removed`` (query, key and value rows, the ``per_head`` projections' rows,
+    output columns) from ``block``."""
     queries, kv, size = head_counts(block, layout)
     share = queries // kv
     kept = [g for g in range(kv) if g not in removed]
@@ -102,9 +111,11 @@ def remove_groups(block: nn.Module, layout: Attention, removed: list[int]) -> No
         keep_features(spans[0][0], [*query_rows, *_rows(kept, size, spans[1][1]), *_rows(kept, size, spans[2][1])],
                       outputs=True)
     else:
-        for (layer, _, _), rows in zip(spans, (query_rows, kv_rows, kv_rows), strict=True):
+        for (layer, _, _), rows in zip(spans[:3], (query_rows, kv_rows, kv_rows), strict=True):
             keep_features(layer, rows, outputs=True)
-    keep_features(inner_linear(getattr(block, layout.out)), query_rows, outputs=False)
+    for layer, _, _ in spans[3:]:
+        keep_features(layer, query_rows, outputs=True)
+    keep_features(inner_linear(at_path(block, layout.out)), query_rows, outputs=False)
     set_head_counts(block, layout, len(kept) * share)
 
 

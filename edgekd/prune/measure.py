@@ -14,7 +14,8 @@ models timed side by side rather than minutes apart under whatever load the mach
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,24 @@ def device_inputs(model: TaskModel, device: DeviceProfile) -> dict[str, torch.Te
 def count_macs(model: TaskModel, inputs: dict[str, torch.Tensor]) -> int:
     """Multiply-accumulates of one forward pass on ``inputs`` (PyTorch's FLOP counter / 2)."""
     model.module.eval()
-    with FlopCounterMode(display=False) as counter:
+    with _frozen(model.module), FlopCounterMode(display=False) as counter:
         call_model(model.module, inputs)
     return counter.get_total_flops() // 2
+
+
+@contextmanager
+def _frozen(module: torch.nn.Module) -> Iterator[None]:
+    """``module``'s parameters require no gradients meanwhile: the FLOP counter hooks the gradients of every module
+    input that requires them, and fails on a parameter passed to a module as its input under ``no_grad`` (DeBERTa-v2
+    hands its relative-position table to a dropout)."""
+    flags = [(param, param.requires_grad) for param in module.parameters()]
+    for param, _ in flags:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
 
 
 @torch.no_grad()

@@ -15,7 +15,6 @@ the attention changes.
 from __future__ import annotations
 
 import logging
-from functools import reduce
 
 import torch
 from torch import nn
@@ -23,7 +22,7 @@ from torch import nn
 from edgekd.errors import ModelError
 from edgekd.models.families import PlainMLP, family
 from edgekd.prune.kv_groups import groups_to_remove
-from edgekd.prune.structure import feature_dim, inner_linear, keep_features, out_features, outer_linear
+from edgekd.prune.structure import at_path, feature_dim, inner_linear, keep_features, out_features, outer_linear
 from edgekd.prune.unit_importance import Importance, unit_importance
 
 log = logging.getLogger(__name__)
@@ -34,17 +33,13 @@ def _layout(model: nn.Module) -> PlainMLP | None:
     return family(config.model_type).mlp if config is not None and hasattr(config, "model_type") else None
 
 
-def _path(module: nn.Module, dotted: str) -> nn.Module | None:
-    return reduce(lambda m, name: getattr(m, name, None) if m is not None else None, dotted.split("."), module)
-
-
 def plain_mlps(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     """Every layer's ``(into, out)`` projection pair of ``model``'s plain MLPs (none for other families)."""
     layout = _layout(model)
     if layout is None:
         return []
     for into_path, out_path in layout.paths:
-        pairs = [(_path(m, into_path), _path(m, out_path)) for m in model.modules()]
+        pairs = [(at_path(m, into_path), at_path(m, out_path)) for m in model.modules()]
         found = [(into, out) for into, out in pairs if into is not None and out is not None]
         if found:
             return found

@@ -8,7 +8,9 @@ model directory carries the difference as a small JSON mapping, the **structure*
 - ``heads`` / ``intermediate`` (BERT-family models): attention heads and feed-forward
   width of every encoder layer (the head size stays ``hidden_size / num_attention_heads``);
 - ``heads`` / ``kv_heads`` (families an :class:`~edgekd.models.families.Attention` describes whose config
-  derives the head size from the head count, GPT-2 and DistilBERT): every layer's query and key/value heads,
+  cannot state fewer heads of the same size: GPT-2, DistilBERT and ALBERT derive the head size from the head
+  count, DeBERTa-v2 sizes its output projection by the hidden width): every attention module's query and
+  key/value heads (ALBERT's layers share one),
   the config's head count left as it was so the head size it derives stays; families whose config states
   ``head_dim`` (Llama, Qwen2, Phi, ViT …) have none: their configs state pruned head counts and MLP widths
   themselves (:mod:`edgekd.prune.kv_groups`, :mod:`edgekd.prune.gated_mlp`, :mod:`edgekd.prune.plain_mlp`);
@@ -30,6 +32,7 @@ head count whose heads keep their size, hence the structure rather than HF's own
 from __future__ import annotations
 
 import sys
+from functools import reduce
 from typing import Any
 
 import torch
@@ -239,6 +242,17 @@ def restructure(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
 # --------------------------------------------------------------------------- attention a family describes
 
 
+def at_path(root: Any, dotted: str) -> Any:
+    """The attribute at the dotted path ``dotted`` from ``root`` (``self.query_proj``), ``None`` if it is missing."""
+    return reduce(lambda obj, name: getattr(obj, name, None) if obj is not None else None, dotted.split("."), root)
+
+
+def set_at_path(root: Any, dotted: str, value: Any) -> None:
+    """Set the attribute at the dotted path ``dotted`` from ``root`` to ``value`` (its parent must exist)."""
+    parent, _, name = dotted.rpartition(".")
+    setattr(at_path(root, parent) if parent else root, name, value)
+
+
 def attention_layout(model: nn.Module) -> Attention | None:
     """Where ``model``'s attention lives and which config fields state it (``None``: not described)."""
     config = getattr(model, "config", None)
@@ -251,31 +265,36 @@ def attention_blocks(model: nn.Module) -> list[nn.Module]:
     layout = attention_layout(model)
     if layout is None:
         return []
-    return [m for m in model.modules() if all(hasattr(m, name) for name in (*layout.qkv, layout.out))
+    return [m for m in model.modules() if all(at_path(m, name) is not None for name in (*layout.qkv, layout.out))
             and not getattr(m, "is_cross_attention", False)]
+
+
+def per_head_projections(block: nn.Module, layout: Attention) -> list[str]:
+    """The paths of the family's ``per_head`` projections ``block`` has (built under some configs only)."""
+    return [name for name in layout.per_head if at_path(block, name) is not None]
 
 
 def head_counts(block: nn.Module, layout: Attention) -> tuple[int, int, int]:
     """``(query heads, key/value heads, head size)`` of an attention module now, read from its projections."""
-    size = getattr(block, layout.head_size)
-    queries = linear_shape(getattr(block, layout.out))[1] // size
+    size = at_path(block, layout.head_size)
+    queries = linear_shape(at_path(block, layout.out))[1] // size
     if layout.fused:
-        rows = linear_shape(getattr(block, layout.qkv[0]))[0]
+        rows = linear_shape(at_path(block, layout.qkv[0]))[0]
         kv, rest = divmod(rows - queries * size, 2 * size)
         if rest or kv <= 0:
             raise ModelError(f"a fused {layout.qkv[0]} of {rows} outputs is not [queries | keys | values] of "
                              f"{size}-wide heads around {queries} query heads")
         return queries, kv, size
-    return queries, linear_shape(getattr(block, layout.qkv[1]))[0] // size, size
+    return queries, linear_shape(at_path(block, layout.qkv[1]))[0] // size, size
 
 
 def set_head_counts(block: nn.Module, layout: Attention, heads: int) -> None:
     """State ``heads`` query heads in the attention module's own attributes (its forward reads them)."""
-    size = getattr(block, layout.head_size)
+    size = at_path(block, layout.head_size)
     for name in layout.module_heads:
-        setattr(block, name, heads)
+        set_at_path(block, name, heads)
     for name in layout.module_width:
-        setattr(block, name, heads * size)
+        set_at_path(block, name, heads * size)
 
 
 def _dense_like(layer: nn.Module, out_dim: int, in_dim: int) -> nn.Module:
@@ -290,14 +309,15 @@ def reshape_attention(model: nn.Module, heads: list[int], kv_heads: list[int]) -
     each of the head size it was built with (weights are loaded afterwards)."""
     layout = attention_layout(model)
     for block, queries, kv in zip(attention_blocks(model), heads, kv_heads, strict=True):
-        size = getattr(block, layout.head_size)
+        size = at_path(block, layout.head_size)
         shapes = ({layout.qkv[0]: (queries + 2 * kv) * size} if layout.fused else
                   dict(zip(layout.qkv, (queries * size, kv * size, kv * size), strict=True)))
+        shapes |= dict.fromkeys(per_head_projections(block, layout), queries * size)
         for name, rows in shapes.items():
-            layer = getattr(block, name)
-            setattr(block, name, _dense_like(layer, rows, linear_shape(layer)[1]))
-        out = getattr(block, layout.out)
-        setattr(block, layout.out, _dense_like(out, linear_shape(out)[0], queries * size))
+            layer = at_path(block, name)
+            set_at_path(block, name, _dense_like(layer, rows, linear_shape(layer)[1]))
+        out = at_path(block, layout.out)
+        set_at_path(block, layout.out, _dense_like(out, linear_shape(out)[0], queries * size))
         set_head_counts(block, layout, queries)
     return model
 
