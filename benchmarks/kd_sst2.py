@@ -58,6 +58,7 @@ from edgekd.pipeline import RunResult
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
 from edgekd.profile.runner import ProfileResult
+from edgekd.prune.record import CompressionRecord
 
 STUDENT_RECIPES = ("sst2-distilbert-style", "sst2-tinybert-style", "sst2-minilm-style", "sst2-bilstm",
                    "sst2-assistant", "sst2-ensemble", "sst2-hybrid-5x", "sst2-hybrid-10x")
@@ -233,8 +234,8 @@ def compression_figures(result: RunResult, role: str) -> dict[str, Any]:
                   if record.stage in COMPRESS_STAGES and role in record.metrics]
     if not compressed:
         return {}
-    last = compressed[-1]
-    return {key: last[key] for key in ("params_ratio", "macs_ratio", "target_reached", "steps_run") if key in last}
+    last = CompressionRecord.model_validate(compressed[-1])
+    return last.model_dump(include={"params_ratio", "macs_ratio", "target_reached", "steps_run"}, exclude_unset=True)
 
 
 def distill_stages(recipe: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,17 +16,19 @@ from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, StorageError
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.specs import BertSpec, CNNSpec
 from edgekd.models.task_model import TaskModel, build_task_model
+from edgekd.pipeline import load_run_records
 from edgekd.profile import bench, runner
 from edgekd.profile.timing import HostTiming, time_onnx
 from edgekd.prune import measure
 from edgekd.prune import stage as prune_stage
 from edgekd.prune.config import FactorizeConfig, PruneConfig
 from edgekd.prune.lowrank import factorize_layer, factorize_model, rank_for_energy, rank_for_params
+from edgekd.prune.record import CompressionRecord, read_compression_record
 from edgekd.prune.structure import LowRankEmbedding, LowRankLinear, pruned_class
 from edgekd.prune.structured import prune_step, record_structure
 
@@ -244,15 +246,20 @@ def test_prune_and_hybrid_stages_in_a_pipeline(tmp_path: Path) -> None:
          "prune": {"ratio": 0.2}, "factorize": {"energy": 0.9}},
     ])
     result = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
-    prune, hybrid = (result.stages[i].metrics["student"] for i in (2, 3))
-    assert prune["params_ratio"] < 0.5 and prune["macs_ratio"] < 0.5
-    assert [s["step"] for s in prune["trajectory"]] == [0, 1, 2]
-    assert prune["parity_max_abs_diff"] < 1e-4 and prune["onnx_p50_ms"] > 0
-    assert hybrid["target_reached"] and hybrid["params_ratio"] <= 0.6
-    assert all(s["onnx_p50_ms"] > 0 and 0 <= s["accuracy"] <= 1 for s in hybrid["trajectory"])
+    records = load_run_records(tmp_path / "run")
+    prune, hybrid = (read_compression_record(records[i], "student") for i in (2, 3))
+    assert isinstance(prune, CompressionRecord) and prune.to_json() == records[2]["metrics"]["student"]
+    assert prune.params_ratio < 0.5 and prune.macs_ratio < 0.5 and prune.ratio_per_step == pytest.approx(1 - 0.5**0.5)
+    assert [s.step for s in prune.trajectory] == [0, 1, 2] and prune.before == prune.trajectory[0]
+    assert prune.parity_max_abs_diff < 1e-4 and prune.onnx_p50_ms > 0 and prune.target_reached is None
+    assert hybrid.target_reached and hybrid.params_ratio <= 0.6 and hybrid.steps_run == len(hybrid.trajectory) - 1
+    assert all(s.onnx_p50_ms > 0 and 0 <= s.accuracy <= 1 for s in hybrid.trajectory)
     student = result.artifact.get("student")
-    assert student.onnx is not None and student.metrics["params"] == hybrid["params"]
-    assert TaskModel.load(tmp_path / "run" / "04-hybrid" / "student").params == hybrid["params"]
+    assert student.onnx is not None and student.metrics["params"] == hybrid.params
+    assert TaskModel.load(tmp_path / "run" / "04-hybrid" / "student").params == hybrid.params
+    records[3]["metrics"]["student"]["trajectory"][1].pop("macs")  # a damaged record is one line
+    with pytest.raises(StorageError, match=r"^04-hybrid/stage\.json: metrics\.student\.trajectory\.1\.macs: "):
+        read_compression_record(records[3], "student")
 
 
 @pytest.mark.parametrize(("stages", "message"), [

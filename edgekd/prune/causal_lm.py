@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from edgekd.profile.generate import generation_figures
 from edgekd.prune.config import CompressStage, HybridStage
 from edgekd.prune.lowrank import LayerRank, factorize_model
 from edgekd.prune.measure import CHECK_TARGET
+from edgekd.prune.record import LMCompressionRecord, LMStepRecord
 from edgekd.prune.structured import TAYLOR_BATCH_SIZE, TAYLOR_BATCHES, prune_decoder, sync_decoder_config
 from edgekd.quantize.causal_lm import round_medians, time_generation
 
@@ -61,32 +62,13 @@ from edgekd.quantize.causal_lm import round_medians, time_generation
 GENERATION_ROUNDS = 8
 
 
-@dataclass(frozen=True)
-class LMSnapshot:
-    """A causal LM's figures at one point of a compression schedule."""
-
-    step: int
-    params: int
-    macs: int
-    """Multiply-accumulates of one forward pass over a ``data.context``-long window (batch 1)."""
-    val_loss: float
-    perplexity: float
-    parity_max_abs_diff: float | None = None
-    time_to_first_token_ms: float | None = None
-    per_token_p50_ms: float | None = None
-    per_token_p90_ms: float | None = None
-    tokens_per_second: float | None = None
-    speedup: dict[str, Any] | None = None
-    """Per-token speed-up over step 0 with its interval (:func:`~edgekd.profile.bench.paired_ratio`)."""
-    speedup_range: dict[str, float] | None = None
+class LMSnapshot(LMStepRecord):
+    """A causal LM's figures at one point of a compression schedule (as its stage record keeps them)."""
 
     @property
     def latency_ms(self) -> float | None:
         """The latency a hybrid stage's ``target_latency_ms`` is compared with: the per-token p50."""
         return self.per_token_p50_ms
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class LMCompression:
@@ -121,9 +103,9 @@ class LMCompression:
             path = self.exports[step] = self.ctx.path(f"check-{step}.onnx")
             rows, prefix = self.parity
             _, parity = export_with_cache(module, rows, prefix, path, load_export_target(CHECK_TARGET))
-            shot = replace(shot, parity_max_abs_diff=parity.max_abs_diff)
+            shot = shot.model_copy(update={"parity_max_abs_diff": parity.max_abs_diff})
             if timed_now:
-                shot = replace(shot, **self._timed({step: path})[step])
+                shot = shot.model_copy(update=self._timed({step: path})[step])
         self.snapshots.append(shot)
         self.ctx.log.info("%s step %d: validation loss %.4f nats/token, params %d, MACs %d", self.config.stage,
                           step, loss, shot.params, shot.macs)
@@ -165,31 +147,32 @@ class LMCompression:
             description=f"{self.config.stage} recovery {step}", show_progress=self.ctx.show_progress)
         shutil.rmtree(checkpoints, ignore_errors=True)
 
-    def finish(self, metrics: dict[str, Any]) -> StageOutput:
-        """Save the model directory, time the measured steps' generation together and report before/after."""
+    def finish(self, outcome: dict[str, Any]) -> StageOutput:
+        """Save the model directory, time the measured steps' generation together and report before/after
+        (``outcome``: what the stage kind adds to its :class:`~edgekd.prune.record.LMCompressionRecord`)."""
         role = self.config.role
         self.model.save(self.ctx.path(role))
         shutil.rmtree(self._cache_dir, ignore_errors=True)
         timed = self._timed(self.exports) if self.exports else {}
         for path in self.exports.values():
             path.unlink()
-        self.snapshots = [replace(shot, **timed.get(shot.step, {})) for shot in self.snapshots]
+        self.snapshots = [shot.model_copy(update=timed.get(shot.step, {})) for shot in self.snapshots]
         before, after = self.snapshots[0], self.snapshots[-1]
-        summary = {
-            **after.to_json(),
-            "before": before.to_json(),
-            "params_ratio": after.params / before.params,
-            "macs_ratio": after.macs / before.macs,
-            "val_loss_change": after.val_loss - before.val_loss,
-            "speedup": after.speedup["ratio"] if after.speedup else None,
-            "speedup_interval": after.speedup,
-            "generation": self.ctx.device.generation.model_dump(),
-            "trajectory": [shot.to_json() for shot in self.snapshots],
-            **metrics,
-        }
-        kept = {key: summary[key] for key in ("val_loss", "perplexity", "params", "macs", "params_ratio", "macs_ratio")}
+        record = LMCompressionRecord(
+            **after.to_json() | {
+                "before": before.to_json(),
+                "params_ratio": after.params / before.params,
+                "macs_ratio": after.macs / before.macs,
+                "val_loss_change": after.val_loss - before.val_loss,
+                "speedup": after.speedup["ratio"] if after.speedup else None,
+                "speedup_interval": after.speedup,
+                "generation": self.ctx.device.generation,
+                "trajectory": [shot.to_json() for shot in self.snapshots],
+                **outcome,
+            })
+        kept = record.model_dump(include={"val_loss", "perplexity", "params", "macs", "params_ratio", "macs_ratio"})
         model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics={**self.source.metrics, **kept})
-        return StageOutput(artifact=self.artifact.with_model(model), metrics={role: summary})
+        return StageOutput(artifact=self.artifact.with_model(model), metrics={role: record.to_json()})
 
     @property
     def _cache_dir(self) -> Path:

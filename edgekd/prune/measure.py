@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -34,6 +32,7 @@ from edgekd.models.call import call_logits, call_model
 from edgekd.models.task_model import TaskModel
 from edgekd.profile.bench import benchmark, paired_speedup
 from edgekd.profile.runner import profile_onnx
+from edgekd.prune.record import StepRecord
 
 #: Export preset of the checks: plain FP32 ONNX, onnxruntime's basic optimizations.
 CHECK_TARGET = "onnx-fp32"
@@ -42,35 +41,13 @@ CHECK_TARGET = "onnx-fp32"
 WARMUP, RUNS, ROUNDS = 10, 60, 4
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A model's figures at one point of a compression schedule."""
-
-    step: int
-    params: int
-    macs: int
-    metric: str
-    """The task's primary metric (``accuracy``, ``micro_f1``, ``mse``, ``token_accuracy``)."""
-    score: float
-    """Its value on the test split."""
-    val_score: float
-    """Its value on the validation split."""
-    accuracy: float | None
-    val_accuracy: float | None
-    """The figures reported as accuracy (:data:`edgekd.distill.task_metrics.ACCURACY_OF`; None for regression)."""
-    figures: dict[str, Any]
-    onnx_p50_ms: float | None = None
-    parity_max_abs_diff: float | None = None
-    speedup: dict[str, Any] | None = None
-    """Speed-up over step 0 with its interval (:class:`edgekd.profile.bench.Speedup`), from the interleaved timing."""
+class Snapshot(StepRecord):
+    """A model's figures at one point of a compression schedule (as its stage record keeps them)."""
 
     @property
     def latency_ms(self) -> float | None:
         """The latency a hybrid stage's ``target_latency_ms`` is compared with: the ONNX p50."""
         return self.onnx_p50_ms
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def device_inputs(model: TaskModel, device: DeviceProfile) -> dict[str, torch.Tensor]:
@@ -148,6 +125,6 @@ def time_interleaved(snapshots: Sequence[Snapshot], exports: dict[int, Path], de
                                         rounds=ROUNDS), strict=True))
     for path in exports.values():
         path.unlink()
-    return [replace(shot, onnx_p50_ms=results[shot.step].p50_ms,
-                    speedup=paired_speedup(results[steps[0]], results[shot.step]).to_json())
-            if shot.step in results else replace(shot, onnx_p50_ms=None) for shot in snapshots]
+    return [shot.model_copy(update={"onnx_p50_ms": results[shot.step].p50_ms,
+                                    "speedup": paired_speedup(results[steps[0]], results[shot.step]).to_json()})
+            if shot.step in results else shot.model_copy(update={"onnx_p50_ms": None}) for shot in snapshots]

@@ -29,6 +29,7 @@ from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import CompressStage, FactorizeStage, HybridStage, PruneStage
 from edgekd.prune.lowrank import LayerRank, factorize_task_model
 from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot, time_interleaved
+from edgekd.prune.record import CompressionRecord
 from edgekd.prune.structured import TAYLOR_BATCH_SIZE, TAYLOR_BATCHES, prune_step
 from edgekd.task_heads import hard_loss
 
@@ -88,28 +89,29 @@ class _Compression:
             show_progress=self.ctx.show_progress)
         shutil.rmtree(checkpoints, ignore_errors=True)
 
-    def finish(self, metrics: dict[str, Any]) -> StageOutput:
-        """Save the model directory, point the artifact at it and report before/after."""
+    def finish(self, outcome: dict[str, Any]) -> StageOutput:
+        """Save the model directory, point the artifact at it and report before/after (``outcome``: what the
+        stage kind adds to its :class:`~edgekd.prune.record.CompressionRecord`)."""
         role = self.config.role
         self.model.save(self.ctx.path(role))
         self.snapshots = time_interleaved(self.snapshots, self.exports, self.ctx.device)
         before, after = self.snapshots[0], self.snapshots[-1]
-        summary = {
-            **after.to_json(),
-            "before": before.to_json(),
-            "params_ratio": after.params / before.params,
-            "macs_ratio": after.macs / before.macs,
-            "accuracy_ratio": after.accuracy / before.accuracy if before.accuracy and after.accuracy is not None
-            else None,
-            "metric_ratio": after.score / before.score if before.score else None,
-            "speedup": after.speedup["ratio"] if after.speedup else None,  # over step 0, timed interleaved with it
-            "speedup_interval": after.speedup,
-            "trajectory": [s.to_json() for s in self.snapshots],
-            **metrics,
-        }
-        kept = {**after.figures, **{k: summary[k] for k in ("params", "macs", "params_ratio", "macs_ratio")}}
+        record = CompressionRecord(
+            **after.to_json() | {
+                "before": before.to_json(),
+                "params_ratio": after.params / before.params,
+                "macs_ratio": after.macs / before.macs,
+                "accuracy_ratio": after.accuracy / before.accuracy if before.accuracy and after.accuracy is not None
+                else None,
+                "metric_ratio": after.score / before.score if before.score else None,
+                "speedup": after.speedup["ratio"] if after.speedup else None,  # over step 0, timed interleaved
+                "speedup_interval": after.speedup,
+                "trajectory": [s.to_json() for s in self.snapshots],
+                **outcome,
+            })
+        kept = {**after.figures, **record.model_dump(include={"params", "macs", "params_ratio", "macs_ratio"})}
         model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics={**self.source.metrics, **kept})
-        return StageOutput(artifact=self.artifact.with_model(model), metrics={role: summary})
+        return StageOutput(artifact=self.artifact.with_model(model), metrics={role: record.to_json()})
 
     def _taylor_gradients(self, module: nn.Module) -> None:
         module.train()

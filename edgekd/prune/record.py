@@ -1,0 +1,118 @@
+"""The typed record the ``prune``, ``factorize`` and ``hybrid`` stages write into their ``stage.json`` metrics
+(under the role they compressed): the last step's figures, the first step's (``before``), every step
+(``trajectory``), the ratios between them and what the stage kind adds (the prune ratio per step, the
+factorized layers, or whether the hybrid's targets were reached).
+
+A classifier's steps (:class:`StepRecord`) carry the task metric, accuracy and ONNX p50; a causal LM's
+(:class:`LMStepRecord`) validation loss and per-token generation figures. :func:`read_compression_record`
+reads either back from a stage record with one clear line when it is malformed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekd.config.device import GenerationShape
+from edgekd.errors import StorageError
+from edgekd.stage_record import read_stage_record
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return self.model_dump(mode="json")
+
+
+class LayerRankRecord(_Record):
+    """What factorization decided for one linear layer (``rank`` null: left as it was)."""
+
+    name: str
+    shape: tuple[int, int]
+    rank: int | None
+    energy_kept: float
+
+
+class StepRecord(_Record):
+    """A classifier's figures at one step of the schedule (step 0: before any change)."""
+
+    step: int
+    params: int
+    macs: int
+    metric: str = Field(description="The task's primary metric (accuracy, micro_f1, mse, token_accuracy).")
+    score: float
+    val_score: float
+    accuracy: float | None
+    val_accuracy: float | None
+    figures: dict[str, Any]
+    onnx_p50_ms: float | None = None
+    parity_max_abs_diff: float | None = None
+    speedup: dict[str, Any] | None = Field(
+        default=None, description="Speed-up over step 0 with its interval, from the interleaved timing.")
+
+
+class LMStepRecord(_Record):
+    """A causal LM's figures at one step of the schedule (step 0: before any change)."""
+
+    step: int
+    params: int
+    macs: int
+    val_loss: float
+    perplexity: float
+    parity_max_abs_diff: float | None = None
+    time_to_first_token_ms: float | None = None
+    per_token_p50_ms: float | None = None
+    per_token_p90_ms: float | None = None
+    tokens_per_second: float | None = None
+    speedup: dict[str, Any] | None = None
+    speedup_range: dict[str, float] | None = None
+
+
+class Outcome(_Record):
+    """How far the stage took the model, and what its kind adds."""
+
+    params_ratio: float
+    macs_ratio: float
+    speedup_interval: dict[str, Any] | None
+    ratio_per_step: float | None = Field(default=None, description="prune: the share removed at each step.")
+    layers: list[LayerRankRecord] | None = Field(default=None, description="factorize: each linear layer's rank.")
+    target_reached: bool | None = Field(default=None, description="hybrid: whether every target was met.")
+    steps_run: int | None = Field(default=None, description="hybrid: prune-factorize-recover steps run.")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of the fields given (what the stage kind does not add is left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class CompressionRecord(Outcome, StepRecord):
+    """A classifier's compression: the last step's figures, the first step's and every step's."""
+
+    speedup: float | None = Field(description="The last step's speed-up over step 0 (speedup_interval: its interval).")
+    before: StepRecord
+    trajectory: list[StepRecord]
+    accuracy_ratio: float | None
+    metric_ratio: float | None
+
+
+class LMCompressionRecord(Outcome, LMStepRecord):
+    """A causal LM's compression: the last step's figures, the first step's and every step's."""
+
+    speedup: float | None = Field(description="The last step's per-token speed-up over step 0.")
+    before: LMStepRecord
+    trajectory: list[LMStepRecord]
+    val_loss_change: float
+    generation: GenerationShape
+
+
+def read_compression_record(record: dict[str, Any], role: str) -> CompressionRecord | LMCompressionRecord:
+    """The compression stage ``record``'s figures for ``role`` as a typed record (a causal LM's when its steps
+    have a validation loss); a malformed one raises a one-line :class:`StorageError` naming the stage's
+    ``stage.json`` and the first bad field."""
+    figures = record["metrics"].get(role)
+    if not isinstance(figures, dict):
+        raise StorageError(f"{record['index']:02d}-{record['stage']}/stage.json: metrics.{role}: missing")
+    kind = LMCompressionRecord if "val_loss_change" in figures else CompressionRecord
+    return read_stage_record(kind, record, role)
