@@ -38,6 +38,7 @@ def report(run_dir: Path) -> dict:
 
 def test_a_written_report_matches_the_schema(report: dict) -> None:
     check_report(report)
+    assert report["operators"] and sum(op["share"] for op in report["operators"]) == pytest.approx(1.0, abs=1e-6)
     for role in report["roles"]:
         assert set(report[role]) <= set(report_schema()["$defs"]["ModelFigures"]["properties"])
 
@@ -52,6 +53,8 @@ def test_a_written_report_matches_the_schema(report: dict) -> None:
     lambda r: r["cpu"].update(cores=2),
     lambda r: r["cpu"].pop("isa"),
     lambda r: r["roles"].append("assistant"),
+    lambda r: r["operators"].append({"op_type": "MatMul", "nodes": 2}),
+    lambda r: r["operators"][0].update(share="most"),
     lambda r: r["quantization"].append({"stage": "quantize", "role": "student", "decision": "int8"}),
     lambda r: r["quantization"].append({"stage": "quantize", "role": None, "decision": 8, "reason": None}),
 ])

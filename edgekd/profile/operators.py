@@ -14,12 +14,12 @@ from __future__ import annotations
 import bisect
 import json
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict
 
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError, first_line
@@ -30,9 +30,11 @@ from edgekd.profile.inputs import make_feeds
 KERNEL_SUFFIX = "_kernel_time"
 
 
-@dataclass(frozen=True)
-class OperatorTime:
-    """One operator type's share of a run: median host milliseconds per run, nodes, share of kernel time."""
+class OperatorTime(BaseModel):
+    """One operator type's share of a run: median host milliseconds per run, nodes, share of kernel time (what
+    a profile stage records per model and report.json repeats as ``operators``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     op_type: str
     nodes: int
@@ -41,7 +43,7 @@ class OperatorTime:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
-        return asdict(self)
+        return self.model_dump()
 
 
 def profile_operators(onnx_path: str | Path, device: DeviceProfile, *, warmup: int = 5,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.model_metrics import ModelFigures
 from edgekd.profile.cpu import CpuInfo
+from edgekd.profile.operators import OperatorTime
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
 from edgekd.search.record import AnySearchRecord
@@ -83,7 +84,7 @@ class RunReport(BaseModel):
     final_model: str | None
     budget: BudgetVerdict | None
     stages: list[StageRow]
-    operators: list[dict[str, Any]]
+    operators: list[OperatorTime]
     bundle: BundleRecord | None
     quantization: list[QuantizationDecision]
     search: AnySearchRecord | None

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from edgekd.export.bundle_record import BundleRecord
+from edgekd.profile.operators import OperatorTime
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
 from edgekd.report.dataset_distill import dataset_distill_section
@@ -75,10 +76,11 @@ def model_cell(value: Any, pattern: str | None) -> str:
 
 
 def operators_table(operators: list[dict[str, Any]], limit: int = TOP_OPERATORS) -> Table:
-    """The largest ``limit`` operator types of an onnxruntime profile: nodes, host ms per run, share."""
+    """The largest ``limit`` operator types of an onnxruntime profile (its :class:`OperatorTime` records): nodes,
+    host ms per run, share."""
+    rows = [OperatorTime.model_validate(op) for op in operators[:limit]]
     return Table(("operator", "nodes", "host ms / run", "share of kernel time"),
-                 tuple((op["op_type"], str(op["nodes"]), f"{op['ms_per_run']:.4f}", f"{op['share'] * 100:.1f}%")
-                       for op in operators[:limit]))
+                 tuple((op.op_type, str(op.nodes), f"{op.ms_per_run:.4f}", f"{op.share * 100:.1f}%") for op in rows))
 
 
 def run_document(report: dict[str, Any]) -> Document:
