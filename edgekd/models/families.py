@@ -38,8 +38,8 @@ Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
 NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
-                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, vit and deit, and pruned deberta-v2 "
-                 "and albert only")
+                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, deberta-v2 and albert, and pruned "
+                 "vit and deit only")
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,11 @@ FAMILIES: dict[str, Family] = {
         "hidden_dim", (("lin1", "lin2"),)), attention=Attention(
         ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads", "attention_head_size", head_dim_field=None,
         module_heads=("n_heads",))),
-    "albert": Family("text", False, prune_targets=_HEADS_FFN, why_not="edgekd does not factorize ALBERT; it "
-                     "prunes the attention heads and FFN channels of its shared layer, alike in every layer using it",
-                     mlp=PlainMLP("intermediate_size", (("ffn", "ffn_output"),)), attention=Attention(
+    "albert": Family("text", False, prune_targets=_HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+        "intermediate_size", (("ffn", "ffn_output"),)), attention=Attention(
         ("query", "key", "value"), "dense", "num_attention_heads", "attention_head_size", head_dim_field=None,
         module_heads=("num_attention_heads",), module_width=("all_head_size",))),
-    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd does not factorize DeBERTa-v2; it "
-                         "prunes its attention heads and FFN channels", mlp=PlainMLP(
+    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
         "intermediate_size", (("intermediate.dense", "output.dense"),)), attention=Attention(
         ("self.query_proj", "self.key_proj", "self.value_proj"), "output.dense", "num_attention_heads",
         "self.attention_head_size", head_dim_field="attention_head_size", module_heads=("self.num_attention_heads",),
