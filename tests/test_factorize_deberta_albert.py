@@ -8,8 +8,8 @@ projections serve the positions too; ALBERT's shared layer is one module, factor
 every layer using it computes with the pair (its MACs drop once per use). At full rank the factorized model computes
 what the dense one does (within 1e-5); lower rank fractions move the logits further, in order; the factorized (then
 pruned) model reloads from its directory with the same logits and exports to ONNX with parity. A factorize and a
-hybrid stage run on a DeBERTa-v2 student through the pipeline, and ``validate`` accepts both stages for both
-families.
+hybrid stage run on a DeBERTa-v2 student (and a hybrid on an ALBERT one) through the pipeline, and ``validate``
+accepts both stages for both families.
 """
 
 from __future__ import annotations
@@ -182,35 +182,44 @@ def test_a_layer_held_under_two_names_is_factorized_once_for_both() -> None:
     assert sum(p.numel() for p in model.parameters()) == 4 * 64 + 32
 
 
-@pytest.mark.parametrize("stage", [
-    {"stage": "factorize", "param_ratio": 0.5, "embeddings": True, "recovery": {"epochs": 1, "lr": 0.002}},
-    pytest.param({"stage": "hybrid", "target_params_ratio": 0.7, "max_steps": 3, "measure_latency": False,
-                  "prune": {"ratio": 0.3, "targets": ["heads", "ffn"]}, "factorize": {"param_ratio": 0.6},
-                  "recovery": {"epochs": 1, "lr": 0.002}}, marks=pytest.mark.slow),
-], ids=["factorize", "hybrid"])
-def test_a_deberta_student_is_factorized_through_the_pipeline_and_reloads(stage: dict[str, Any],
-                                                                          tmp_path: Path) -> None:
+_FACTORIZE = {"stage": "factorize", "param_ratio": 0.5, "embeddings": True, "recovery": {"epochs": 1, "lr": 0.002}}
+_HYBRID = {"stage": "hybrid", "target_params_ratio": 0.7, "max_steps": 3, "measure_latency": False,
+           "prune": {"ratio": 0.3, "targets": ["heads", "ffn"]}, "factorize": {"param_ratio": 0.6},
+           "recovery": {"epochs": 1, "lr": 0.002}}
+
+
+@pytest.mark.parametrize(("case", "stage"), [
+    ("deberta-v2", _FACTORIZE),
+    pytest.param("deberta-v2", _HYBRID, marks=pytest.mark.slow),
+    pytest.param("albert-two-groups", {**_HYBRID, "factorize": {"param_ratio": 0.6, "embeddings": True}},
+                 marks=pytest.mark.slow),
+], ids=["deberta-factorize", "deberta-hybrid", "albert-hybrid"])
+def test_a_student_is_factorized_through_the_pipeline_and_reloads(case: str, stage: dict[str, Any],
+                                                                  tmp_path: Path) -> None:
     from tests.test_hf_matrix import recipe
 
     files = hf_families.sentiment_files(tmp_path, train=200, dev=40)
-    tokenizer, checkpoint = files["tokenizer"], tmp_path / "deberta"
-    _model("deberta-v2", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id).module.save_pretrained(
-        checkpoint)
+    tokenizer, checkpoint = files["tokenizer"], tmp_path / case
+    _model(case, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id).module.save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
     result = edgekd.run(recipe("text", "student", checkpoint, files, compress=(stage,)), out=tmp_path / "run")
     metrics = result.stages[2].metrics["student"]
     assert metrics["params_ratio"] <= (0.7 if stage["stage"] == "hybrid" else 0.75)
     assert 0 < metrics["macs_ratio"] < 1
-    if stage.get("measure_latency", True):  # the stage's own check export (the hybrid here skips it)
+    if stage.get("measure_latency", True):  # the stage's own check export (the hybrids here skip it)
         assert metrics["parity_max_abs_diff"] < 1e-4
     student = result.artifact.models["student"]
-    reloaded = TaskModel.load(tmp_path / "run" / student.weights).module
-    layout = family_of("deberta-v2").attention
-    for block in attention_blocks(reloaded):
-        assert all(isinstance(at_path(block, name), LowRankLinear) for name in per_head_projections(block, layout))
-    assert reloaded.config.edgekd_structure["low_rank"] == low_rank_layers(reloaded)
+    reloaded = TaskModel.load(tmp_path / "run" / student.weights)
+    assert reloaded.params == metrics["params"]
+    layout = family_of(CASES[case][0]).attention
+    blocks = attention_blocks(reloaded.module)
+    assert len(blocks) == CASES[case][2]  # ALBERT: one per group, whatever the depth
+    for block in blocks:  # DeBERTa-v2's relative-position projections are pairs like q/k/v
+        assert all(isinstance(at_path(block, name), LowRankLinear)
+                   for name in (*layout.qkv, *per_head_projections(block, layout)))
+    assert reloaded.module.config.edgekd_structure["low_rank"] == low_rank_layers(reloaded.module)
     if stage["stage"] == "hybrid":
-        assert metrics["target_reached"] and reloaded.config.intermediate_size < 37
+        assert metrics["target_reached"] and reloaded.module.config.intermediate_size < 37
     assert student.metrics["parity_max_abs_diff"] < 1e-4
 
 
