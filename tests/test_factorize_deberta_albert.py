@@ -9,7 +9,7 @@ every layer using it computes with the pair (its MACs drop once per use). At ful
 what the dense one does (within 1e-5); lower rank fractions move the logits further, in order; the factorized (then
 pruned) model reloads from its directory with the same logits and exports to ONNX with parity. A factorize and a
 hybrid stage run on a DeBERTa-v2 student (and a hybrid on an ALBERT one) through the pipeline, and ``validate``
-accepts both stages for both families.
+accepts both stages for both families (a DeBERTa-v2 config with ``share_att_key`` included).
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ from edgekd.prune.structured import prune_step, record_structure
 from edgekd.stages import check_recipe
 from tests import hf_families
 from tests.hf_families import padded_batch
+from tests.test_config_errors import _assert_one_line_error
 from tests.test_disentangled_shared_heads_prune import CASES, SIZE, _model
-from tests.test_hf_validate import DISTILL, SMALL_BERT, _text_recipe
+from tests.test_hf_validate import DISTILL, SMALL_BERT, _text_recipe, _validate
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                         "ignore::torch.jit.TracerWarning")
@@ -223,7 +224,7 @@ def test_a_student_is_factorized_through_the_pipeline_and_reloads(case: str, sta
     assert student.metrics["parity_max_abs_diff"] < 1e-4
 
 
-@pytest.mark.parametrize("case", ["deberta-v2", "albert", "albert-two-groups"])
+@pytest.mark.parametrize("case", ["deberta-v2", "deberta-v2-shared-key", "albert", "albert-two-groups"])
 @pytest.mark.parametrize("stage", [{"stage": "factorize", "embeddings": True},
                                    {"stage": "hybrid", "target_params_ratio": 0.5}], ids=["factorize", "hybrid"])
 def test_validate_accepts_factorizing_both_families(case: str, stage: dict[str, Any]) -> None:
@@ -231,3 +232,12 @@ def test_validate_accepts_factorizing_both_families(case: str, stage: dict[str, 
     student = {"arch": "hf", "config": {"model_type": kind, **sizes}}
     check_recipe(validate_model(_text_recipe(SMALL_BERT, student, [*DISTILL, stage, {"stage": "export"}]), Recipe,
                                 source="recipe"), "recipe")
+
+
+def test_deberta_fields_its_model_code_reads_are_config_keys_and_a_misspelt_one_is_refused(tmp_path: Path) -> None:
+    """``share_att_key``, ``position_buckets`` and ``norm_rel_ebd`` (DeBERTa-v3's) are read by the model code, not
+    defined by its config class: accepted; a misspelling is still one line naming the closest."""
+    kind, sizes, _, _ = CASES["deberta-v2-shared-key"]
+    student = {"arch": "hf", "config": {"model_type": kind, **sizes, "share_att_kye": True}}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "export"}])),
+                           "student.model", "unknown key 'share_att_kye'", "did you mean 'share_att_key'?")
