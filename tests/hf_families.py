@@ -43,10 +43,12 @@ PLAIN_MLP: dict[str, dict[str, Any]] = {
     "phi": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
                 max_position_embeddings=160, pad_token_id=PAD, bos_token_id=2, eos_token_id=3),
 }
-#: A family without factorization (DeBERTa-v2 prunes heads and FFN channels only), for the refusals at validate.
-UNFACTORIZED: dict[str, dict[str, Any]] = {
+#: More encoder families (DeBERTa-v2's disentangled attention, ALBERT's shared layers), for validate's checks.
+MORE_ENCODERS: dict[str, dict[str, Any]] = {
     "deberta-v2": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
                        intermediate_size=37, max_position_embeddings=160, pad_token_id=PAD),
+    "albert": dict(vocab_size=VOCAB, embedding_size=16, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
+                   intermediate_size=37, max_position_embeddings=160, pad_token_id=PAD),
 }
 #: Image families at scikit-learn digits' shape (1 × 8 × 8).
 IMAGE: dict[str, dict[str, Any]] = {
@@ -63,7 +65,7 @@ def build(family: str, num_labels: int = 3, seed: int = 0, **overrides: Any) -> 
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    sizes = {**(TEXT.get(family) or DECODERS.get(family) or PLAIN_MLP.get(family) or UNFACTORIZED.get(family)
+    sizes = {**(TEXT.get(family) or DECODERS.get(family) or PLAIN_MLP.get(family) or MORE_ENCODERS.get(family)
                 or IMAGE[family]), **overrides}
     config = AutoConfig.for_model(family, num_labels=num_labels, **sizes)
     auto = AutoModelForImageClassification if family in IMAGE else AutoModelForSequenceClassification

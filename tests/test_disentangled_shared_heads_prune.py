@@ -8,7 +8,8 @@ attention module, the parameter count falls by exactly the removed rows, columns
 model computes what the unpruned one computes with the removed heads' and channels' outputs zeroed, heads whose
 weights are all zero are exactly the ones removed, the model reloads from its directory with the same logits and
 exports to ONNX with parity; a prune stage runs on a DeBERTa-v2 student through the pipeline, and ``validate``
-accepts pruning both families (alike in every layer) and refuses factorizing them, naming the key.
+accepts pruning both families alike in every layer and refuses global scope, naming the key (factorizing them:
+``tests/test_factorize_deberta_albert.py``).
 """
 
 from __future__ import annotations
@@ -222,7 +223,3 @@ def test_validate_accepts_pruning_both_families_alike_in_every_layer(case: str, 
     stages[2] = {"stage": "prune", "scope": "global"}
     _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, _config_student(case), stages)),
                            "stages[2].scope", f"a 'hf' ({kind}) student is pruned alike in every layer")
-    stages[2] = {"stage": "factorize"}
-    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, _config_student(case), stages)),
-                           "stages[2].stage", f"a 'hf' ({kind}) student cannot be factorized", "edgekd does not "
-                           "factorize", "prunes")

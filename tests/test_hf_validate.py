@@ -29,7 +29,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """One tiny saved checkpoint per family."""
     root = tmp_path_factory.mktemp("checkpoints")
     return {family: str(hf_families.save(family, root / family))
-            for family in (*hf_families.TEXT, *hf_families.IMAGE, *hf_families.UNFACTORIZED)}
+            for family in (*hf_families.TEXT, *hf_families.IMAGE, *hf_families.MORE_ENCODERS)}
 
 
 def _text_recipe(teacher: dict[str, Any], student: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -182,10 +182,10 @@ STEPS = {
     "global-prune": ({"stage": "prune", "scope": "global"}, "stages[2].scope", "use scope: layer"),
     "hybrid": ({"stage": "hybrid", "target_params_ratio": 0.5}, "stages[2].stage", "cannot be factorized"),
 }
-#: family → the steps validate refuses for it (BERT-layout encoders take them all; DeBERTa-v2's heads and FFN
-#: channels are pruned alike in every layer, it is not factorized).
+#: family → the steps validate refuses for it (BERT-layout encoders take them all; the others' heads and MLP
+#: channels are pruned alike in every layer).
 REFUSED = {"distilbert": ["global-prune"], "gpt2": ["global-prune"], "llama": ["global-prune"],
-           "qwen2": ["global-prune"], "deberta-v2": ["global-prune", "factorize", "hybrid"]}
+           "qwen2": ["global-prune"], "deberta-v2": ["global-prune"], "albert": ["global-prune"]}
 
 
 @pytest.mark.parametrize(("family", "step"), [(f, s) for f, steps in REFUSED.items() for s in steps])
@@ -207,7 +207,10 @@ ACCEPTED = {
     "gpt2": [{"stage": "prune", "targets": ["heads"]}, {"stage": "factorize"},
              {"stage": "hybrid", "target_params_ratio": 0.5}],
     "distilbert": [{"stage": "prune", "targets": ["heads", "ffn"]}, {"stage": "factorize", "embeddings": True}],
-    "deberta-v2": [{"stage": "prune", "targets": ["heads", "ffn"]}],
+    "deberta-v2": [{"stage": "prune", "targets": ["heads", "ffn"]}, {"stage": "factorize", "embeddings": True},
+                   {"stage": "hybrid", "target_params_ratio": 0.5}],
+    "albert": [{"stage": "factorize"}, {"stage": "prune", "targets": ["heads", "ffn"]},
+               {"stage": "hybrid", "target_params_ratio": 0.5}],
 }
 
 

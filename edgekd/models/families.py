@@ -38,8 +38,8 @@ Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
 NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
-                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, vit and deit, and pruned deberta-v2 "
-                 "and albert only")
+                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, deberta-v2 and albert, and pruned "
+                 "vit and deit only")
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,11 @@ FAMILIES: dict[str, Family] = {
         "hidden_dim", (("lin1", "lin2"),)), attention=Attention(
         ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads", "attention_head_size", head_dim_field=None,
         module_heads=("n_heads",))),
-    "albert": Family("text", False, prune_targets=_HEADS_FFN, why_not="edgekd does not factorize ALBERT; it "
-                     "prunes the attention heads and FFN channels of its shared layer, alike in every layer using it",
-                     mlp=PlainMLP("intermediate_size", (("ffn", "ffn_output"),)), attention=Attention(
+    "albert": Family("text", False, prune_targets=_HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+        "intermediate_size", (("ffn", "ffn_output"),)), attention=Attention(
         ("query", "key", "value"), "dense", "num_attention_heads", "attention_head_size", head_dim_field=None,
         module_heads=("num_attention_heads",), module_width=("all_head_size",))),
-    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd does not factorize DeBERTa-v2; it "
-                         "prunes its attention heads and FFN channels", mlp=PlainMLP(
+    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
         "intermediate_size", (("intermediate.dense", "output.dense"),)), attention=Attention(
         ("self.query_proj", "self.key_proj", "self.value_proj"), "output.dense", "num_attention_heads",
         "self.attention_head_size", head_dim_field="attention_head_size", module_heads=("self.num_attention_heads",),
@@ -193,7 +191,9 @@ def check_config_keys(config: dict[str, Any]) -> None:
     """Raise ``ValueError`` (one line, with the closest name) for a key the family's config class does not know.
 
     transformers stores any unknown keyword as an attribute nobody reads, so a misspelt size
-    (``hidden_szie``) would silently build the default-sized model.
+    (``hidden_szie``) would silently build the default-sized model. Fields the family's model code reads with a
+    default though its config class does not define them (DeBERTa-v2's ``share_att_key``, ``position_buckets``,
+    ``norm_rel_ebd``, set by DeBERTa-v3 checkpoints) are known too.
     """
     import inspect
 
@@ -202,12 +202,33 @@ def check_config_keys(config: dict[str, Any]) -> None:
     config_class = CONFIG_MAPPING[config["model_type"]]
     known = (set(config_class().to_dict()) | set(config_class.attribute_map)
              | set(inspect.signature(config_class.__init__).parameters)
-             | {name for name in dir(config_class) if isinstance(getattr(config_class, name, None), property)})
+             | {name for name in dir(config_class) if isinstance(getattr(config_class, name, None), property)}
+             | _fields_model_code_reads(config["model_type"]))
     for key in config:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"see transformers' {config_class.__name__}"
             raise ValueError(f"config: unknown key '{key}' for model_type '{config['model_type']}' ({hint})")
+
+
+@cache
+def _fields_model_code_reads(model_type: str) -> frozenset[str]:
+    """The config fields the family's modeling code reads with ``getattr(config, "<name>", default)``, found in its
+    source (not imported); none when transformers has no modeling module of that name."""
+    import importlib.util
+    import re
+
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    module = model_type_to_module_name(model_type)
+    try:
+        found = importlib.util.find_spec(f"transformers.models.{module}.modeling_{module.rpartition('.')[2]}")
+    except ImportError:
+        return frozenset()
+    if found is None or found.origin is None:
+        return frozenset()
+    source = Path(found.origin).read_text(encoding="utf-8")
+    return frozenset(re.findall(r"getattr\(\s*(?:self\.)?config\s*,\s*[\"'](\w+)[\"']", source))
 
 
 def built_config(config: dict[str, Any]) -> Any:

@@ -7,11 +7,15 @@ A weight ``W [out, in]`` with singular values ``s_1 ≥ s_2 ≥ …`` is replace
 factor pair would keep more than ``max_size_ratio`` of the dense parameters is left dense (two
 smaller matrix products only pay when the rank is well below ``in·out / (in + out)``).
 A layer factorized earlier is re-factorized from its product ``B A`` (a lower rank each time).
+A layer several layers share (ALBERT's layer group, one module run in every layer of the group) is
+factorized once, in every place that holds it, so every use computes with the same pair and its
+parameters count once.
 
 With ``embeddings`` set, embedding tables ``E [num, dim]`` are factorized the same way into a thin
 table ``[num, r]`` and a projection ``[r, dim]`` (ALBERT's factorized embedding, Lan et al., 2020;
 LadaBERT factorizes them too): in a small BERT the word embeddings are a quarter of the parameters
-and nothing else touches them.
+and nothing else touches them. A factorized table answers ``.weight`` with the product of its factors,
+for model code that reads a table whole (DeBERTa-v2's relative-position embeddings).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from edgekd.prune.structure import (
     dense_weight,
     embedding_tables,
     linear_layers,
+    replace_module,
 )
 from edgekd.prune.structured import record_structure
 
@@ -114,8 +119,7 @@ def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[st
         if not small_enough or (current is not None and rank >= current):
             decisions.append(LayerRank(name, (out_dim, in_dim), None, kept))
             continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, factorize_layer(layer, rank))
+        replace_module(model, name, factorize_layer(layer, rank))
         decisions.append(LayerRank(name, (out_dim, in_dim), rank, kept))
     return decisions
 

@@ -74,6 +74,12 @@ class LowRankEmbedding(nn.Sequential):
     def rank(self) -> int:
         return self[0].embedding_dim
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table ``E_r Pᵀ`` ``[num, dim]``, for model code that reads a table rather than looking rows up
+        (DeBERTa-v2's encoder reads its relative-position embeddings ``rel_embeddings.weight`` whole)."""
+        return self[0].weight @ self[1].weight.T
+
 
 #: The two factor-pair modules; the structure's ``low_rank`` lists both kinds by name.
 LowRank = LowRankLinear | LowRankEmbedding
@@ -165,21 +171,32 @@ def low_rank_layers(model: nn.Module) -> dict[str, int]:
     return {name: m.rank for name, m in model.named_modules() if isinstance(m, LowRank)}
 
 
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` in place of the submodule ``name`` wherever ``model`` holds that module (in place).
+
+    A module held under several names (weights shared by aliasing one module) is replaced under all of them, so
+    every use computes with ``new`` and its parameters exist once; ``named_modules`` lists it under its first name.
+    """
+    old = model.get_submodule(name)
+    for _, parent in model.named_modules(remove_duplicate=False):
+        for child, module in list(parent.named_children()):
+            if module is old:
+                setattr(parent, child, new)
+
+
 def apply_low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
     """Replace the layers named in ``ranks`` by empty factor pairs of those ranks (in place).
 
     An ``nn.Linear`` or ``Conv1D`` becomes a :class:`LowRankLinear`, an ``nn.Embedding`` a :class:`LowRankEmbedding`.
     """
     for name, rank in ranks.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        dense = getattr(parent, child)
+        dense = model.get_submodule(name)
         if isinstance(dense, nn.Embedding):
             pair: nn.Module = LowRankEmbedding(dense.num_embeddings, dense.embedding_dim, rank, dense.padding_idx)
         else:
             out_dim, in_dim = linear_shape(dense)
             pair = LowRankLinear(in_dim, out_dim, rank, dense.bias is not None)
-        setattr(parent, child, pair)
+        replace_module(model, name, pair)
     return model
 
 
