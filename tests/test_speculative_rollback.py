@@ -21,7 +21,7 @@ PROMPTS = [IDS[start:start + length].tolist() for start, length in ((0, 6), (45,
 def pair(tmp_path_factory):
     """A teacher trained on the text and a smaller draft trained less: they agree often but not always."""
     folder = tmp_path_factory.mktemp("pair")
-    teacher = trained_char_lm("gpt2", 100, seed=0, layers=2, width=32, heads=2, context=CONTEXT)
+    teacher = trained_char_lm("gpt2", 100, seed=0, layers=1, width=32, heads=2, context=CONTEXT)
     draft = trained_char_lm("gpt2", 40, seed=1, layers=1, width=16, heads=2, context=CONTEXT)
     return (CachedGenerator(export_causal_lm(draft, folder / "draft.onnx")),
             CachedGenerator(export_causal_lm(teacher, folder / "teacher.onnx")))
