@@ -179,7 +179,7 @@ def test_measurement_record_per_gamma(models, monkeypatch):
                                                  entry["target_tokens_per_second"])
         assert entry["target_tokens_per_second"] > 0 and entry["speculative_tokens_per_second"] > 0
     # a decoder that keeps every draft token is not lossless, and the record says so
-    monkeypatch.setattr(speculative, "_accept_greedy", lambda proposals, rows: proposals + [int(rows[-1].argmax())])
+    monkeypatch.setattr(speculative, "_accept_greedy", lambda proposals, rows: (len(proposals), int(rows[-1].argmax())))
     broken = measure_speculative(drafts["unrelated"], target, PROMPTS, 12, CONTEXT, gammas=[2])
     assert not broken["lossless"] and broken["gammas"][0]["mismatched_prompts"]
     assert broken["gammas"][0]["acceptance_rate"] == 1.0

@@ -9,6 +9,7 @@ token, the rest are per-token latencies.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class CachedGenerator:
         options.intra_op_num_threads = options.inter_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
+        self.past_names = tuple(i.name for i in self.past)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
@@ -55,25 +57,83 @@ class CachedGenerator:
     def feed(self, ids: np.ndarray, cache: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph inputs of one call: ``ids`` ``[batch, new]`` after ``cache``, every position attended."""
         total = ids.shape[1] + cache_length(cache)
-        return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((ids.shape[0], total), np.int64)} | cache
+        feeds = {"input_ids": np.asarray(ids, np.int64), "attention_mask": np.ones((ids.shape[0], total), np.int64)}
+        feeds.update(cache)
+        return feeds
 
     def step(self, ids: np.ndarray, cache: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Logits ``[batch, len(ids), vocab]`` for ``ids`` after ``cache``, and the cache extended by them."""
+        """Logits ``[batch, len(ids), vocab]`` for ``ids`` after ``cache``, and the cache extended by them.
+
+        The returned cache holds onnxruntime's own output buffers (no copy); the call copies nothing
+        but what the graph itself does.
+        """
         logits, *present = self.session.run(self.outputs, self.feed(ids, cache))
-        return logits, dict(zip((i.name for i in self.past), present, strict=True))
+        return logits, dict(zip(self.past_names, present, strict=True))
 
     def generate(self, prompt: list[int], new_tokens: int, temperature: float = 0.0, seed: int = 0) -> Generation:
         """``new_tokens`` tokens after ``prompt``: greedy when ``temperature`` is 0, else sampled."""
         rng = np.random.default_rng(seed)
-        ids, cache, result = np.array([prompt], np.int64), self.empty_cache(1), Generation([])
+        tokens, state, result = TokenBuffer(prompt, new_tokens), DecodeState(self), Generation([])
         for _ in range(new_tokens):
             start = time.perf_counter()
-            logits, cache = self.step(ids, cache)
+            logits = state.advance(tokens)
             result.seconds.append(time.perf_counter() - start)
-            token = _pick(logits[0, -1], temperature, rng)
-            result.tokens.append(token)
-            ids = np.array([[token]], np.int64)
+            tokens.append(_pick(logits[0, -1], temperature, rng))
+        result.tokens = tokens.new()
         return result
+
+
+class TokenBuffer:
+    """A sequence of token ids growing in place: ``prompt`` then up to ``new_tokens`` more, held in one
+    preallocated int64 array so a model call takes a slice of it (a view) instead of a new array."""
+
+    def __init__(self, prompt: Sequence[int], new_tokens: int) -> None:
+        self.ids = np.empty((1, len(prompt) + new_tokens), np.int64)
+        self.ids[0, :len(prompt)] = prompt
+        self.prompt = self.length = len(prompt)
+
+    def append(self, token: int) -> None:
+        """Add one token at the end."""
+        self.ids[0, self.length] = token
+        self.length += 1
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Add ``tokens`` at the end."""
+        self.ids[0, self.length:self.length + len(tokens)] = tokens
+        self.length += len(tokens)
+
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` tokens."""
+        self.length = length
+
+    def new(self) -> list[int]:
+        """The tokens after the prompt."""
+        return self.ids[0, self.prompt:self.length].tolist()
+
+
+class DecodeState:
+    """One model's KV cache over a prefix of a :class:`TokenBuffer`, and how many positions it holds.
+
+    :meth:`advance` feeds the model exactly the tokens its cache does not hold yet (the whole prompt at
+    first, one token per step afterwards, several after a speculative round); :meth:`rollback` drops
+    positions past a length, copying only when there is something to drop.
+    """
+
+    def __init__(self, generator: CachedGenerator) -> None:
+        self.generator, self.cache, self.length = generator, generator.empty_cache(1), 0
+
+    def advance(self, tokens: TokenBuffer, upto: int | None = None) -> np.ndarray:
+        """Logits ``[1, n, vocab]`` for the tokens from the cache's length to ``upto`` (default: all of them);
+        the cache then holds ``upto`` positions."""
+        upto = tokens.length if upto is None else upto
+        logits, self.cache = self.generator.step(tokens.ids[:, self.length:upto], self.cache)
+        self.length = upto
+        return logits
+
+    def rollback(self, length: int) -> None:
+        """Keep the cache of the first ``length`` positions (a no-op when it holds no more than that)."""
+        if length < self.length:
+            self.cache, self.length = crop_cache(self.cache, length), length
 
 
 def cache_length(cache: dict[str, np.ndarray]) -> int:

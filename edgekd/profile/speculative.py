@@ -10,10 +10,13 @@ target's greedy output token for token. Sampling: proposal ``x`` is accepted wit
 ``min(1, p(x) / q(x))``, a rejection is replaced by a sample from ``norm(max(0, p - q))`` and a full accept
 earns a bonus sample from ``p``, so every token follows the target's distribution.
 
-Both caches are then rolled back (cropped along the sequence axis) to the accepted tokens. A model's cache
-never holds the last token of the sequence: each call feeds the sequence from the model's cache length on,
-which is the whole prompt in the first round, one token after a correction and two after a bonus (the draft
-never fed its last proposal).
+Both caches are then rolled back to the accepted tokens by cropping them along the sequence axis (neither
+model runs again; a cache with nothing to drop, e.g. the target's after a full accept, is kept as it is). A
+model's cache never holds the last token of the sequence: each call feeds the sequence from the model's
+cache length on, which is the whole prompt in the first round, one token after a correction and two after a
+bonus (the draft never fed its last proposal). The tokens live in one preallocated buffer
+(:class:`~edgekd.profile.generate.TokenBuffer`) and each model call takes a view of it, the loop the plain
+generation loop shares (:class:`~edgekd.profile.generate.DecodeState`).
 """
 
 from __future__ import annotations
@@ -26,9 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import ConfigError
-from edgekd.profile.generate import CachedGenerator, cache_length, crop_cache, probabilities
-
-Cache = dict[str, np.ndarray]
+from edgekd.profile.generate import CachedGenerator, DecodeState, TokenBuffer, probabilities
 
 
 @dataclass
@@ -113,68 +114,76 @@ class SpeculativeDecoder:
         """
         self.check(prompt, new_tokens, gamma, temperature)
         rng = np.random.default_rng(seed)
-        sequence, end = [int(t) for t in prompt], len(prompt) + new_tokens
-        draft_cache, target_cache = self.draft.empty_cache(1), self.target.empty_cache(1)
+        tokens, end = TokenBuffer(prompt, new_tokens), len(prompt) + new_tokens
+        draft, target = DecodeState(self.draft), DecodeState(self.target)
         result = SpeculativeResult([])
         start = time.perf_counter()
-        while len(sequence) < end:
-            drafts = min(gamma, end - len(sequence) - 1)
-            proposals, draft_probs, draft_cache = self._propose(sequence, draft_cache, drafts, temperature, rng,
-                                                                result)
-            logits, target_cache, seconds = _call(self.target, sequence + proposals, target_cache)
-            result.target_seconds += seconds
-            rows = logits[0, -(drafts + 1):]  # the target's predictions for each proposal and the token after
-            if temperature == 0:
-                kept = _accept_greedy(proposals, rows)
-            else:
-                kept = _accept_sampled(proposals, draft_probs, probabilities(rows, temperature), rng)
-            accepted = len(kept) - 1
-            result.rounds, result.drafted, result.accepted = (result.rounds + 1, result.drafted + drafts,
-                                                              result.accepted + accepted)
-            draft_cache = crop_cache(draft_cache, min(cache_length(draft_cache), len(sequence) + accepted))
-            sequence += kept
-            target_cache = crop_cache(target_cache, len(sequence) - 1)
+        while tokens.length < end:
+            self.round(tokens, draft, target, min(gamma, end - tokens.length - 1), temperature, rng, result)
         result.seconds = time.perf_counter() - start
-        result.tokens = sequence[len(prompt):]
+        result.tokens = tokens.new()
         return result
 
-    def _propose(self, sequence: list[int], cache: Cache, count: int, temperature: float, rng: np.random.Generator,
-                 result: SpeculativeResult) -> tuple[list[int], list[np.ndarray], Cache]:
-        """``count`` draft tokens after ``sequence`` (and, when sampling, the distribution each was drawn from)."""
-        proposals: list[int] = []
+    def round(self, tokens: TokenBuffer, draft: DecodeState, target: DecodeState, drafts: int, temperature: float,
+              rng: np.random.Generator, result: SpeculativeResult) -> int:
+        """One round: ``drafts`` proposals, one target call, the kept tokens appended to ``tokens``; returns how
+        many proposals were kept and adds the round to ``result``.
+
+        Afterwards the target's cache holds every token but the last and the draft's at most that many
+        (both rolled back past rejected proposals, by cropping, without running either model again).
+        """
+        before = tokens.length
+        draft_probs = self._propose(tokens, draft, drafts, temperature, rng, result)
+        called = time.perf_counter()
+        logits = target.advance(tokens)
+        result.target_seconds += time.perf_counter() - called
+        rows = logits[0, -(drafts + 1):]  # the target's predictions for each proposal and the token after
+        proposals = tokens.ids[0, before:tokens.length]
+        if temperature == 0:
+            accepted, last = _accept_greedy(proposals, rows)
+        else:
+            accepted, last = _accept_sampled(proposals, draft_probs, probabilities(rows, temperature), rng)
+        result.rounds, result.drafted, result.accepted = (result.rounds + 1, result.drafted + drafts,
+                                                          result.accepted + accepted)
+        tokens.truncate(before + accepted)
+        tokens.append(last)
+        draft.rollback(before + accepted)
+        target.rollback(tokens.length - 1)
+        return accepted
+
+    def _propose(self, tokens: TokenBuffer, draft: DecodeState, count: int, temperature: float,
+                 rng: np.random.Generator, result: SpeculativeResult) -> list[np.ndarray]:
+        """Append ``count`` draft tokens to ``tokens``; when sampling, return the distribution each was drawn from.
+
+        The draft's cache then holds every token but the last proposal (it never needs its logits).
+        """
         draft_probs: list[np.ndarray] = []
+        clock = time.perf_counter
         for _ in range(count):
-            logits, cache, seconds = _call(self.draft, sequence + proposals, cache)
-            result.draft_seconds += seconds
+            called = clock()
+            row = draft.advance(tokens)[0, -1]
+            result.draft_seconds += clock() - called
             if temperature == 0:
-                proposals.append(int(logits[0, -1].argmax()))
+                tokens.append(int(row.argmax()))
             else:
-                draft_probs.append(probabilities(logits[0, -1], temperature))
-                proposals.append(_draw(draft_probs[-1], rng))
-        return proposals, draft_probs, cache
+                draft_probs.append(probabilities(row, temperature))
+                tokens.append(_draw(draft_probs[-1], rng))
+        return draft_probs
 
 
-def _call(model: CachedGenerator, tokens: list[int], cache: Cache) -> tuple[np.ndarray, Cache, float]:
-    """``model``'s logits for the ``tokens`` its cache does not hold yet, the extended cache and the seconds taken."""
-    ids = np.array([tokens[cache_length(cache):]], np.int64)
-    start = time.perf_counter()
-    logits, cache = model.step(ids, cache)
-    return logits, cache, time.perf_counter() - start
-
-
-def _accept_greedy(proposals: list[int], rows: np.ndarray) -> list[int]:
-    """The longest prefix of ``proposals`` the target's argmax agrees with, then the target's own next token."""
+def _accept_greedy(proposals: np.ndarray, rows: np.ndarray) -> tuple[int, int]:
+    """How many of ``proposals`` (a prefix) the target's argmax agrees with, and the target's own next token."""
     choices = rows.argmax(axis=-1)
-    kept = 0
-    while kept < len(proposals) and proposals[kept] == choices[kept]:
-        kept += 1
-    return proposals[:kept] + [int(choices[kept])]
+    disagree = np.flatnonzero(choices[:len(proposals)] != proposals)
+    kept = int(disagree[0]) if disagree.size else len(proposals)
+    return kept, int(choices[kept])
 
 
-def _accept_sampled(proposals: list[int], draft_probs: list[np.ndarray], target_probs: np.ndarray,
-                    rng: np.random.Generator) -> list[int]:
+def _accept_sampled(proposals: np.ndarray, draft_probs: list[np.ndarray], target_probs: np.ndarray,
+                    rng: np.random.Generator) -> tuple[int, int]:
     """Rejection sampling: keep proposal ``x`` with probability ``min(1, p(x)/q(x))``; at the first rejection
-    draw from ``norm(max(0, p - q))`` instead and stop; after a full accept draw a bonus token from ``p``."""
+    draw from ``norm(max(0, p - q))`` instead and stop; after a full accept draw a bonus token from ``p``.
+    How many proposals were kept, and the token drawn after them."""
     for i, (token, q) in enumerate(zip(proposals, draft_probs, strict=True)):
         p = target_probs[i]
         if rng.random() < p[token] / q[token]:
@@ -182,8 +191,8 @@ def _accept_sampled(proposals: list[int], draft_probs: list[np.ndarray], target_
         residual = np.maximum(p - q, 0.0)
         mass = residual.sum()
         # p == q to rounding leaves no residual mass; a rejection is then (almost) impossible and p is exact
-        return proposals[:i] + [_draw(residual / mass if mass > 0 else p, rng)]
-    return proposals + [_draw(target_probs[len(proposals)], rng)]
+        return i, _draw(residual / mass if mass > 0 else p, rng)
+    return len(proposals), _draw(target_probs[len(proposals)], rng)
 
 
 def _draw(probs: np.ndarray, rng: np.random.Generator) -> int:

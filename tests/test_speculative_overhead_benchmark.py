@@ -1,0 +1,48 @@
+"""The speculative-overhead benchmark trains its pair once, times every draft per gamma under a label, and
+compares the ``before`` and ``after`` runs by their medians."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_generative_kd_benchmark import _corpus
+from tests.test_kd_benchmark import load_benchmark
+
+
+@pytest.mark.slow  # ~30 s: a 4 x 256 teacher and two drafts trained a few steps, then three timed runs
+def test_runs_share_one_trained_pair_and_are_compared_by_label(tmp_path: Path) -> None:
+    benchmark = load_benchmark("speculative_overhead")
+    out, pair, corpus = tmp_path / "overhead.json", tmp_path / "pair", _corpus(tmp_path / "play.txt")
+    common = ["--out", str(out), "--pair", str(pair), "--corpus", str(corpus), "--teacher-steps", "3",
+              "--draft-steps", "3", "--gammas", "1", "3", "--prompts", "2", "--prompt-tokens", "8",
+              "--new-tokens", "10", "--repeats", "1"]
+    assert benchmark.main(common + ["--label", "before"]) == 0
+    trained = (pair / "teacher.onnx").stat().st_mtime_ns
+    assert "comparison" not in json.loads(out.read_text())
+    for label in ("after-1", "after-2"):
+        assert benchmark.main(common + ["--label", label]) == 0
+    assert (pair / "teacher.onnx").stat().st_mtime_ns == trained  # the pair was reused, not retrained
+    result = json.loads(out.read_text())
+    assert set(result["runs"]) == {"before", "after-1", "after-2"}
+    assert set(result["pair"]["drafts"]) == {"draft-sequence", "draft-corpus"}
+    assert all(result["pair"]["teacher"][key] for key in ("val_loss", "steps", "seconds"))
+    for name, rows in result["comparison"].items():
+        assert [row["gamma"] for row in rows] == [1, 3]
+        for row in rows:
+            runs = [result["runs"][label]["drafts"][name] for label in ("after-1", "after-2")]
+            speedups = sorted(next(e for e in run["gammas"] if e["gamma"] == row["gamma"])["speedup"] for run in runs)
+            assert row["speedups_after"] and sorted(row["speedups_after"]) == speedups
+            assert row["median_speedup_after"] == pytest.approx(sum(speedups) / 2)
+            assert len(row["speedups_before"]) == 1 and row["median_speedup_before"] == row["speedups_before"][0]
+            assert row["lossless"] and 0 <= row["acceptance_rate"] <= 1
+
+
+def test_bad_arguments_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    benchmark = load_benchmark("speculative_overhead")
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--out", str(tmp_path / "o.json"), "--label", "x", "--corpus", str(tmp_path / "none.txt")])
+    assert stop.value.code == 2
+    assert "--corpus" in capsys.readouterr().err.strip().splitlines()[-1]
