@@ -434,3 +434,37 @@ def test_unusable_out_directories_are_refused(command: str, make_out: Callable[[
     out = make_out(tmp_path)
     assert_user_error(cli(command, digits.path, "-d", "host-cpu", "-o", out, "--runs", "10"), *fragments)
     assert (tmp_path / "mine").exists() is False or (tmp_path / "mine" / "thesis.tex").read_text() == "x"
+
+
+# ---------------------------------------------------------------- ONNX files with external data
+
+
+def test_every_verb_writes_a_standalone_copy_of_a_model_with_external_data(digits: OnnxCase, tmp_path: Path) -> None:
+    """A user's model whose weights sit in an external data file: every ONNX file the verbs write must run on its
+    own, moved away from the source folder, and predict what the source does."""
+    import onnx
+
+    source = tmp_path / "src" / "ext.onnx"
+    source.parent.mkdir()
+    onnx.save_model(onnx.load(str(digits.path)), str(source), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.weights", size_threshold=0)
+    assert {t.data_location for t in onnx.load(str(source), load_external_data=False).graph.initializer} == {
+        onnx.TensorProto.EXTERNAL}
+    commands = {"quantize": ("quantize", source, "-d", "host-cpu", "-o", tmp_path / "q", "--mode", "dynamic", *FAST),
+                "bundle": ("bundle", source, "-d", "host-cpu", "-o", tmp_path / "b", "--target", "onnx-fp32",
+                           "--runs", "10"),
+                "bundle-ort": ("bundle", source, "-d", "host-cpu", "-o", tmp_path / "bo", "--runs", "10"),
+                "export": ("export", source, "-d", "host-cpu", "-o", tmp_path / "e", "--runs", "10")}
+    for name, args in commands.items():
+        outcome = cli(*args)
+        assert outcome.exit_code == 0, (name, outcome.output)
+    written = [*(tmp_path / "q").glob("*.onnx"), tmp_path / "b" / "bundle" / "model.onnx",
+               tmp_path / "bo" / "bundle" / "model.onnx", tmp_path / "e" / "ext.onnx"]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    x = {k: v[:5] for k, v in digits.inputs.items()}
+    expected = _predict(source, x)
+    for i, path in enumerate(written):
+        alone = moved / f"{i}.onnx"
+        alone.write_bytes(path.read_bytes())
+        np.testing.assert_allclose(_predict(alone, x), expected, atol=0.05, err_msg=str(path))

@@ -17,16 +17,15 @@ atomically; ``OUT`` must be new, empty or an earlier ``edgekd quantize`` output.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.atomic import write_json, write_with
+from edgekd.atomic import write_json
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ConfigError, ModelError
-from edgekd.model_file import require_onnx
+from edgekd.model_file import copy_model, require_onnx
 from edgekd.profile.cpu import detect_cpu, device_isa
 from edgekd.quantize.config import QuantizeSettings, QuantizeStage
 from edgekd.quantize.feeds import QuantData
@@ -82,7 +81,7 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
             result = quantize_model(source.resolve(), Path(work), source.stem, data, config, device,
                                     label=str(source), strict=False)
             kept = out / f"{source.stem}.{result.kept.name}.onnx"
-            write_with(kept, lambda tmp: shutil.copyfile(result.kept.path, tmp))
+            copy_model(result.kept.path, kept)
         record = {
             "edgekd_version": __version__,
             "command": COMMAND,
