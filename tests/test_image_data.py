@@ -20,7 +20,7 @@ from edgekd.data.config import HFDiskData
 from edgekd.data.content_digest import image_data_digest
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.data.task_data import prepare_task_data
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, DataError
 from tests.image_sets import COLOURS, folder_items, write_csv, write_folder, write_hf_disk
 from tests.reliability import assert_user_error, cli, write_yaml
 
@@ -318,3 +318,53 @@ def test_bad_image_csvs_and_datasets_are_one_line_errors(tmp_path: Path) -> None
             "name": "bad", "data": data, "teacher": {"model": CNN_TEACHER}, "student": {"model": CNN_STUDENT},
             "stages": [{"stage": "teacher", "epochs": 1}]})
         assert_user_error(cli("run", recipe, "--out", tmp_path / "run", "--fresh"), fragment, logged=True)
+
+
+def test_images_of_any_pixel_format_keep_their_brightness(tmp_path: Path) -> None:
+    """The same grey pictures saved as 8-bit grey, 16-bit grey, palette, RGBA PNGs and CMYK JPEGs become the
+    same inputs (PIL's own conversion clips 16-bit grey at 255: every picture would turn white)."""
+    rng = np.random.default_rng(0)
+    pictures = {name: [np.clip(level + rng.normal(0, 20, (12, 12)), 0, 255) for _ in range(6)]
+                for name, level in (("dark", 60.0), ("light", 190.0))}
+    writers = {
+        "grey8": lambda grey, path: Image.fromarray(grey.astype(np.uint8)).save(path.with_suffix(".png")),
+        "grey16": lambda grey, path: Image.fromarray((grey * 257).astype(np.uint16)).save(path.with_suffix(".png")),
+        "palette": lambda grey, path: Image.fromarray(grey.astype(np.uint8)).convert("P").save(
+            path.with_suffix(".png")),
+        "rgba": lambda grey, path: Image.fromarray(grey.astype(np.uint8)).convert("RGBA").save(
+            path.with_suffix(".PNG")),
+        "cmyk": lambda grey, path: Image.fromarray(grey.astype(np.uint8)).convert("CMYK").save(
+            path.with_suffix(".JPG"), quality=100),
+    }
+    inputs = {}
+    for kind, write in writers.items():
+        for split in ("train", "test"):
+            for name, greys in pictures.items():
+                (tmp_path / kind / split / name).mkdir(parents=True)
+                for i, grey in enumerate(greys):
+                    write(grey, tmp_path / kind / split / name / f"{i}")
+        data = ImageFolderData(**folder_data(tmp_path / kind, image_size=12, color="L", mean=[0.0], std=[1.0],
+                                             val_fraction=0.25))
+        inputs[kind] = prepare_task_data(data, 0).test.images
+    reference = inputs.pop("grey8")
+    assert 0.2 < reference[:6].mean() < 0.3 and 0.7 < reference[6:].mean() < 0.8
+    for kind, images in inputs.items():
+        np.testing.assert_allclose(images.numpy(), reference.numpy(), atol=0.02, err_msg=kind)
+
+
+@pytest.mark.parametrize("kind", ["null", "class-label-minus-one"])
+def test_an_image_dataset_row_without_a_label_is_one_line(kind: str, tmp_path: Path) -> None:
+    """A null label, or a ClassLabel's -1 (``datasets``' mark of an unlabelled row), was a class 'None' or the last
+    class; it is refused naming the row."""
+    import datasets
+
+    images = [Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)) for i in range(8)]
+    label = datasets.ClassLabel(names=["a", "b"]) if kind != "null" else datasets.Value("string")
+    labels: list[Any] = [0, 1] * 3 + [-1, 0] if kind != "null" else ["a", "b"] * 3 + [None, "a"]
+    table = datasets.Dataset.from_dict({"image": images, "label": labels},
+                                       features=datasets.Features({"image": datasets.Image(), "label": label}))
+    datasets.DatasetDict({"train": table, "test": table}).save_to_disk(str(tmp_path / "ds"))
+    config = HFDiskData(source="hf_disk", path=tmp_path / "ds", image_column="image", test_split="test",
+                        val_examples=2)
+    with pytest.raises(DataError, match=r"ds split 'train' row 6: no label in column 'label' \(null or -1\)"):
+        prepare_task_data(config, 0)

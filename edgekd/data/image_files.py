@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import HFDiskData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
+from edgekd.data.label_kind import label_name
+from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.errors import DataError
 
 if TYPE_CHECKING:
@@ -149,10 +151,7 @@ def _dataset_splits(config: HFDiskData) -> dict[str, LabelledImages]:
     """The train and test splits of a ``save_to_disk`` directory with an image column."""
     import datasets
 
-    try:
-        loaded = datasets.load_from_disk(str(config.path))
-    except FileNotFoundError as exc:
-        raise DataError(f"{config.path}: not a dataset saved with save_to_disk (data.path): {exc}") from None
+    loaded = load_saved_dataset(config.path)
     if isinstance(loaded, datasets.Dataset):
         raise DataError(f"{config.path}: a single dataset; expected a DatasetDict with splits "
                         f"'{config.train_split}' and '{config.test_split}' (data.path)")
@@ -178,7 +177,10 @@ def _dataset_split(config: HFDiskData, loaded: Any, split: str, key: str) -> Lab
     raw = table.cast_column(config.image_column, datasets.Image(decode=False))[config.image_column]
     label_feature = table.features[config.label_column]
     names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
-    labels = tuple(names[v] if names is not None else str(v) for v in table[config.label_column])
+    labels = tuple(label_name(value, names) for value in table[config.label_column])
+    if "" in labels:
+        raise DataError(f"{where} row {labels.index('')}: no label in column '{config.label_column}' (null or -1); "
+                        "expected a class for every image")
     refs = tuple(_row_ref(f"{where} row {row} ('{config.image_column}')", value) for row, value in enumerate(raw))
     return LabelledImages(key, where, refs, labels)
 
