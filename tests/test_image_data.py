@@ -368,3 +368,20 @@ def test_an_image_dataset_row_without_a_label_is_one_line(kind: str, tmp_path: P
                         val_examples=2)
     with pytest.raises(DataError, match=r"ds split 'train' row 6: no label in column 'label' \(null or -1\)"):
         prepare_task_data(config, 0)
+
+
+@pytest.mark.parametrize("inside", ["train/runs", "train", "train/red/new"])
+def test_a_run_directory_inside_a_data_folder_is_refused_before_anything_is_written(inside: str,
+                                                                                   tmp_path: Path) -> None:
+    """``--out`` in an image folder was created, then read back as a class folder ('run.json: not an image
+    file'), leaving the run's files among the user's images; now refused naming --out and the data key."""
+    for split in ("train", "test"):
+        write_folder(tmp_path / "data" / split, 2)
+    recipe = write_yaml(tmp_path / "recipe.yaml", {
+        "name": "inside", "data": folder_data(tmp_path / "data", val_fraction=0.34), "teacher": {"model": CNN_TEACHER},
+        "student": {"model": CNN_STUDENT}, "stages": [{"stage": "teacher", "epochs": 1}]})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = tmp_path / "data" / inside
+    assert_user_error(cli("run", recipe, "--out", out), f"inside the data directory {tmp_path / 'data' / 'train'} "
+                                                        "(data.train)")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
