@@ -375,6 +375,29 @@ def test_wrong_static_size_names_the_graph_shape(digits: OnnxCase, tmp_path: Pat
                       "d.npz", "shape [4, 1, 7, 7], expected [N, 1, 8, 8]", "'input'")
 
 
+def test_a_graph_without_a_batch_axis_is_named_as_such(tmp_path: Path) -> None:
+    """A graph input [16] (one example, no batch axis) fed [N, 16] was told to expect '[N, ]'."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((16, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["logits"])], "unbatched",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4])], [weights])
+    model = tmp_path / "unbatched.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    np.savez(tmp_path / "c.npz", x=np.zeros((8, 16), np.float32))
+    assert_user_error(cli("quantize", model, "-d", "host-cpu", "-o", tmp_path / "q", "--calibration",
+                          tmp_path / "c.npz"),
+                      "c.npz", "shape [8, 16], one [16] example per row", "without an example (batch) axis")
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 3), np.float32))  # a rank-1 input: expected [N], not '[N, ]'
+    dynamic = tmp_path / "dynamic.onnx"
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(dynamic))
+    assert_user_error(cli("quantize", dynamic, "-d", "host-cpu", "-o", tmp_path / "q", "--calibration",
+                          tmp_path / "d.npz"), "d.npz", "expected [N] (N examples")
+
+
 def test_static_mode_needs_calibration_and_bad_settings_are_one_line(digits: OnnxCase, tmp_path: Path) -> None:
     assert_user_error(cli("quantize", digits.path, "-d", "host-cpu", "-o", tmp_path, "--mode", "static"),
                       "--mode static", "--calibration")
