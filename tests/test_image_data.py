@@ -261,6 +261,37 @@ def test_a_changed_image_re_runs_the_stages_and_the_same_images_resume(tmp_path:
     assert changed.stages[0].fingerprint != first.stages[0].fingerprint
 
 
+def test_images_in_sub_folders_of_a_class_folder_belong_to_that_class(tmp_path: Path) -> None:
+    """A class folder's sub-folders (shots per day, per camera…) were refused as 'not an image file'; they are read
+    as torchvision's ImageFolder reads them, hidden files and folders skipped at every depth."""
+    flat, nested = tmp_path / "flat", tmp_path / "nested"
+    for root in (flat, nested):
+        for split in ("train", "test"):
+            write_folder(root / split, 4, seed=len(split))
+    for folder in sorted((nested / "train").iterdir()):  # the same images, half of them one or two levels down
+        for i, image in enumerate(sorted(folder.iterdir())):
+            if i % 2:
+                target = folder / ("day 1" if i % 4 == 1 else "day 2/cam") / image.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                image.rename(target)
+        (folder / ".DS_Store").write_text("finder")
+        (folder / ".thumbnails").mkdir()
+        (folder / ".thumbnails" / "notes.txt").write_text("not an image")
+    settings = {"image_size": 8, "mean": [0.0] * 3, "std": [1.0] * 3}
+    got = {name: prepare_task_data(ImageFolderData(**folder_data(root, **settings)), 0)
+           for name, root in (("flat", flat), ("nested", nested))}
+    assert got["nested"].class_names == got["flat"].class_names == tuple(sorted(COLOURS))
+
+    def examples(data: Any, splits: tuple[str, ...]) -> list[tuple[int, float]]:
+        """(label, pixel sum) of every image of ``splits``, sorted: the images whatever their order."""
+        return sorted((int(label), round(float(image.sum()), 3)) for split in splits
+                      for image, label in zip(getattr(data, split).images, getattr(data, split).labels, strict=True))
+
+    for splits in (("train", "val"), ("test",)):  # the same images and labels, whatever the folders below a class
+        assert examples(got["nested"], splits) == examples(got["flat"], splits)
+    assert len(examples(got["nested"], ("train", "val"))) == 12
+
+
 ERRORS = {
     "empty class folder": (lambda root: (root / "train" / "purple").mkdir(), "train/purple: empty class folder"),
     "non-image file": (lambda root: (root / "train" / "red" / "notes.txt").write_text("hi"),

@@ -1,7 +1,9 @@
 """The labelled images a recipe's image source names, before any pixel is read: a reference per image.
 
-- ``imagefolder``: ``DIR/<class>/<image>`` (PNG or JPEG; hidden files are skipped). Any other file, a file
-  beside the class folders, an empty class folder or fewer than two classes is a one-line error.
+- ``imagefolder``: ``DIR/<class>/<image>`` (PNG or JPEG), images in sub-folders of a class folder belonging to
+  that class (as torchvision's ``ImageFolder`` reads them); hidden files and folders (``.DS_Store``) are
+  skipped. Any other file, a file beside the class folders, a class folder without images or fewer than two
+  classes is a one-line error.
 - ``image_csv``: a CSV with a header naming ``path_column`` and ``label_column``; a relative path is
   relative to the CSV file's folder.
 - ``hf_disk`` with ``image_column``: a ``datasets`` directory whose column holds images (the ``Image``
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +104,12 @@ def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
         if not entry.is_dir():
             raise DataError(f"{entry}: a file beside the class folders ({key}); expected only one sub-folder "
                             "of images per class")
-        files = [path for path in sorted(entry.iterdir()) if not path.name.startswith(".")]
+        files = _visible_files(entry)
         if not files:
             raise DataError(f"{entry}: empty class folder ({key}); expected PNG/JPEG images of class "
                             f"'{entry.name}'")
         for path in files:
-            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(f"{path}: not an image file ({key}); expected only PNG/JPEG images "
                                 f"({', '.join(IMAGE_SUFFIXES)}) in class folder '{entry.name}'")
             images.append(_file_ref(path))
@@ -114,6 +117,16 @@ def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
     if not images:
         raise DataError(f"{root}: no class folders ({key}); expected one sub-folder of images per class")
     return LabelledImages(key, str(root), tuple(images), tuple(labels))
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files below ``folder``, in sub-folders too (symbolic links to folders not followed), sorted by their
+    path; hidden files and folders (a name starting with ``.``) are left out."""
+    found = []
+    for parent, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [Path(parent, name) for name in names if not name.startswith(".")]
+    return sorted(found, key=lambda path: path.relative_to(folder).parts)
 
 
 def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
