@@ -259,6 +259,16 @@ def test_bundle_end_to_end_manifest_from_the_graph_and_an_ort_that_matches(case:
         assert sorted(archive.namelist()) == sorted(f"{case.path.stem}/{p.name}" for p in bundle.iterdir())
 
 
+def test_bundle_labels_written_by_windows_notepad_are_read_as_written(digits: OnnxCase, tmp_path: Path) -> None:
+    """A byte-order mark and CRLF line ends: the first class was named '\ufeffzero'."""
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("\ufeff".encode() + "".join(f"{name}\r\n" for name in names).encode() + b"\r\n")
+    outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "app", "--labels", labels, "--runs", "10")
+    assert outcome.exit_code == 0, outcome.output
+    assert json.loads((tmp_path / "app" / "bundle" / "manifest.json").read_text())["labels"] == names
+
+
 def test_bundle_summary_without_labels(digits: OnnxCase, tmp_path: Path) -> None:
     outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "app", "--runs", "10")
     assert outcome.exit_code == 0, outcome.output
@@ -410,7 +420,8 @@ def test_static_mode_needs_calibration_and_bad_settings_are_one_line(digits: Onn
     ("".join(f"{i}\n" for i in range(11)), ("labels.txt", "11 labels", "has 10 classes")),
     ("a\n\nb\n", ("labels.txt", "line 2 is blank")),
     ("", ("labels.txt", "it is empty")),
-], ids=["too-few", "too-many", "blank-line", "empty"])
+    ("".join(f"{i % 9}\n" for i in range(10)), ("labels.txt", "line 10 repeats line 1 ('0')", "distinct")),
+], ids=["too-few", "too-many", "blank-line", "empty", "repeated"])
 def test_bundle_refuses_labels_that_do_not_fit_the_output(lines: str, fragments: tuple[str, ...], digits: OnnxCase,
                                                           tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
