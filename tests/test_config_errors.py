@@ -139,3 +139,20 @@ def test_assistant_chain_order_is_checked(write_recipe) -> None:
     _assert_one_line_error(_validate(write_recipe(recipe)), "stages[1].teacher", "into 'assistant'")
     recipe["stages"][1] = {**distill, "student": "assistant"}
     _assert_one_line_error(_validate(write_recipe(recipe)), "stages[1].student", "top-level 'assistant'")
+
+
+def test_a_path_starting_with_a_tilde_is_in_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train: ~/data/train.tsv`` was read as ``<recipe folder>/~/data/train.tsv`` (not found)."""
+    from edgekd.config.loading import load_yaml_model
+    from edgekd.config.recipe import Recipe
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.write_text("name: r\ndata: {source: tsv, train: ~/data/train.tsv, test: dev.tsv}\n"
+                      "teacher: {model: {arch: textcnn}}\nstudent: {model: {arch: textcnn}}\n"
+                      "stages: [{stage: teacher}]\n")
+    loaded = load_yaml_model(recipe, Recipe)
+    assert loaded.data.train == home / "data" / "train.tsv"
+    assert loaded.data.test == tmp_path / "recipes" / "dev.tsv"

@@ -69,7 +69,10 @@ def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | N
 
 
 def _resolve_paths(obj: M, base_dir: Path) -> M:
+    """``obj`` with every relative path made absolute: ``~`` is the user's home (the shell does not expand it in
+    YAML), any other relative path is relative to ``base_dir`` (the recipe's folder)."""
     def resolved(path: Path) -> Path:
+        path = _home_expanded(path)
         if path.is_absolute():
             return path
         try:
@@ -86,6 +89,14 @@ def _resolve_paths(obj: M, base_dir: Path) -> M:
         elif isinstance(value, BaseModel):
             updates[name] = _resolve_paths(value, base_dir)
     return obj.model_copy(update=updates) if updates else obj
+
+
+def _home_expanded(path: Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` replaced by that home directory (unchanged if there is none)."""
+    try:
+        return path.expanduser()
+    except RuntimeError:  # no home directory for that user: read as a relative name, reported as not found
+        return path
 
 
 def _describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
