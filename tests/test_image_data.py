@@ -416,3 +416,18 @@ def test_a_run_directory_inside_a_data_folder_is_refused_before_anything_is_writ
     assert_user_error(cli("run", recipe, "--out", out), f"inside the data directory {tmp_path / 'data' / 'train'} "
                                                         "(data.train)")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_an_image_with_more_pixels_than_pil_decodes_is_one_line(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIL refuses images over twice ``MAX_IMAGE_PIXELS`` (a decompression bomb) with an exception of its own,
+    which was an 'internal error'; the limit is lowered here so a 60 × 60 picture stands for a 14,000² scan."""
+    for split in ("train", "test"):
+        write_folder(tmp_path / split, 2)
+    Image.new("RGB", (60, 60)).save(tmp_path / "train" / "red" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    recipe = write_yaml(tmp_path / "recipe.yaml", {
+        "name": "bomb", "data": folder_data(tmp_path), "teacher": {"model": CNN_TEACHER},
+        "student": {"model": CNN_STUDENT}, "stages": [{"stage": "teacher", "epochs": 1}]})
+    assert_user_error(cli("run", recipe, "--out", tmp_path / "run"), "train/red/huge.png: too many pixels to decode",
+                      "resize the image", logged=True)

@@ -27,7 +27,7 @@ from edgekd.data.config import HFDiskData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.data.label_kind import label_name
 from edgekd.data.saved_dataset import load_saved_dataset
-from edgekd.errors import DataError
+from edgekd.errors import DataError, first_line
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -82,6 +82,8 @@ def open_image(ref: ImageRef) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
+    except Image.DecompressionBombError as exc:  # more pixels than PIL decodes (a decompression bomb, or a scan)
+        raise DataError(f"{ref.where}: too many pixels to decode ({first_line(exc)}); resize the image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{ref.where}: not a readable image, the file is corrupt or not PNG/JPEG "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
