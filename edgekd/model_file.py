@@ -82,10 +82,16 @@ def load_onnx_graph(path: Path):  # noqa: ANN201 - onnx.ModelProto, imported laz
 
 
 def require_onnx(path: str | Path, command: str) -> Path:
-    """``path`` checked to be an ONNX file; an ORT format model is refused, since ``command`` rewrites the graph."""
+    """``path`` checked to be an ONNX file of a model that takes inputs; an ORT format model is refused, since
+    ``command`` rewrites the graph, and so is a graph without inputs (a constant: nothing to quantize or feed)."""
     path = Path(path)
-    if model_format(path) == "ort":
+    model = read_model(path)
+    if model is None:
         raise ModelError(f"{path}: an ORT format model; {command} needs the ONNX file it was converted from")
+    weights = {tensor.name for tensor in model.graph.initializer}
+    if not [value for value in model.graph.input if value.name not in weights]:
+        raise ModelError(f"{path}: the graph has no inputs (its outputs are constants); {command} needs a model "
+                         "that computes its outputs from inputs")
     return path
 
 
