@@ -537,3 +537,16 @@ def test_graphs_of_scalar_or_unranked_inputs_bundle_and_a_graph_without_inputs_i
     for command in ("bundle", "quantize", "export"):
         assert_user_error(cli(command, constant, "-d", "host-cpu", "-o", tmp_path / command),
                           "constant.onnx: the graph has no inputs", f"edgekd {command} needs a model")
+
+
+def test_quantize_names_the_user_s_file_when_onnxruntime_cannot_load_it(tmp_path: Path) -> None:
+    """A node reading a tensor nothing produces: the error named a scratch copy that no longer exists
+    ('q/.quantize-….tmp/broken.preprocessed.onnx: dynamic INT8 quantization failed')."""
+    from onnx import TensorProto, helper
+
+    broken = _graph_file(tmp_path / "broken.onnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+                         [helper.make_node("Relu", ["nowhere"], ["y"])],
+                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])])
+    outcome = cli("quantize", broken, "-d", "host-cpu", "-o", tmp_path / "q")
+    assert_user_error(outcome, f"{broken}: onnxruntime cannot load the model", "nowhere")
+    assert ".tmp" not in outcome.output
