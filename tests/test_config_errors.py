@@ -156,3 +156,12 @@ def test_a_path_starting_with_a_tilde_is_in_the_home_directory(tmp_path: Path, m
     loaded = load_yaml_model(recipe, Recipe)
     assert loaded.data.train == home / "data" / "train.tsv"
     assert loaded.data.test == tmp_path / "recipes" / "dev.tsv"
+
+
+def test_a_tab_in_the_indentation_is_named(tmp_path: Path) -> None:
+    """YAML's own message ('found character that cannot start any token') does not say the culprit is a tab,
+    which most editors show as spaces."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nteacher:\n\tmodel: {arch: cnn}\n")
+    _assert_one_line_error(_validate(recipe), "r.yaml: malformed YAML: line 3, column 1",
+                           "a tab character: YAML indents with spaces only")

@@ -43,7 +43,13 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML: {where}{problem}") from exc
+        raise ConfigError(f"{path}: malformed YAML: {where}{problem}{_tab_hint(text, mark)}") from exc
+
+
+def _tab_hint(text: str, mark: Any) -> str:
+    """Why YAML stopped, when it stopped at a tab: YAML allows no tab in indentation, which editors hide."""
+    line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+    return " (a tab character: YAML indents with spaces only)" if "\t" in line[:mark.column + 1] else ""
 
 
 def load_yaml_model(path: Path, model: type[M], *, base_dir: Path | None = None) -> M:
