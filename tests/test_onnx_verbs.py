@@ -550,3 +550,24 @@ def test_quantize_names_the_user_s_file_when_onnxruntime_cannot_load_it(tmp_path
     outcome = cli("quantize", broken, "-d", "host-cpu", "-o", tmp_path / "q")
     assert_user_error(outcome, f"{broken}: onnxruntime cannot load the model", "nowhere")
     assert ".tmp" not in outcome.output
+
+
+@pytest.mark.parametrize("command", ["quantize", "bundle"])
+def test_the_same_command_runs_again_after_it_was_killed(command: str, digits: OnnxCase, tmp_path: Path) -> None:
+    """A SIGKILL leaves the lock file and the command's scratch directory in --out; running the same command again
+    was refused ('not empty and not an edgekd run directory (it holds '.quantize-….tmp')')."""
+    out = tmp_path / "out"
+    scratch = out / f".{command}-k1ll3d.tmp"  # as tempfile names them, with a half-written candidate inside
+    scratch.mkdir(parents=True)
+    (scratch / "digits.preprocessed.onnx").write_bytes(b"half")
+    (out / ".edgekd.lock").write_text("pid 1 on host since then\n")
+    (out / ".bundle.zip.x7.tmp").write_bytes(b"half a zip")
+    timing = FAST if command == "quantize" else ("--runs", "10")
+    outcome = cli(command, digits.path, "-d", "host-cpu", "-o", out, *timing)
+    assert outcome.exit_code == 0, outcome.output
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    foreign = tmp_path / "foreign"  # without edgekd's lock file, a hidden .tmp is the user's: refused, kept
+    foreign.mkdir()
+    (foreign / ".notes.tmp").write_text("mine")
+    assert_user_error(cli(command, digits.path, "-d", "host-cpu", "-o", foreign, *timing), "not empty", ".notes.tmp")
+    assert (foreign / ".notes.tmp").read_text() == "mine"

@@ -48,8 +48,10 @@ def read_yaml(path: Path) -> Any:
 
 def _tab_hint(text: str, mark: Any) -> str:
     """Why YAML stopped, when it stopped at a tab: YAML allows no tab in indentation, which editors hide."""
-    line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
-    return " (a tab character: YAML indents with spaces only)" if "\t" in line[:mark.column + 1] else ""
+    lines = text.splitlines()
+    if mark is None or mark.line >= len(lines) or "\t" not in lines[mark.line][:mark.column + 1]:
+        return ""
+    return " (a tab character: YAML indents with spaces only)"
 
 
 def load_yaml_model(path: Path, model: type[M], *, base_dir: Path | None = None) -> M:
