@@ -200,6 +200,9 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
     missing = TextFileData(source="tsv", train=present, test=tmp_path / "nope.tsv", val_examples=1)
     with pytest.raises(DataError, match=r"nope.tsv: file not found \(data.test\)"):
         load_text_dataset(missing, seed=0)
+    (tmp_path / "folder.tsv").mkdir()  # a directory where a file is named: not 'file not found'
+    with pytest.raises(DataError, match=r"folder.tsv: a directory, not a TSV file \(data.test\)"):
+        load_text_dataset(missing.model_copy(update={"test": tmp_path / "folder.tsv"}), seed=0)
     (tmp_path / "empty.tsv").write_text("")
     with pytest.raises(DataError, match=r"empty.tsv: empty file; expected a header line naming the columns"):
         load_text_dataset(missing.model_copy(update={"test": tmp_path / "empty.tsv"}), seed=0)

@@ -157,7 +157,8 @@ def _check_distinct_classes(train: _RawSplit, class_names: tuple[str, ...], task
 
 def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     if not path.is_file():
-        raise DataError(f"{path}: file not found (data.{key})")
+        what = f"a directory, not a {config.source.upper()} file" if path.is_dir() else "file not found"
+        raise DataError(f"{path}: {what} (data.{key})")
     delimiter, quoting = ("\t", csv.QUOTE_NONE) if config.source == "tsv" else (",", csv.QUOTE_MINIMAL)
     texts: list[str] = []
     labels: list[str] = []
