@@ -165,3 +165,19 @@ def test_a_tab_in_the_indentation_is_named(tmp_path: Path) -> None:
     recipe.write_text("name: r\nteacher:\n\tmodel: {arch: cnn}\n")
     _assert_one_line_error(_validate(recipe), "r.yaml: malformed YAML: line 3, column 1",
                            "a tab character: YAML indents with spaces only")
+
+
+def test_a_device_profile_beside_the_recipe_is_found_from_any_working_directory(tmp_path: Path) -> None:
+    """``device: profiles/my.yaml`` was looked up from the working directory, unlike every other path of a recipe."""
+    from edgekd.catalog import find
+
+    (tmp_path / "profiles").mkdir()
+    profile = (tmp_path / "profiles" / "my.yaml")
+    profile.write_text(find("devices", "host-cpu").read_text().replace("name: host-cpu", "name: my-board"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ndevice: profiles/my.yaml\ndata: {source: sklearn, name: digits}\n"
+                      "teacher: {model: {arch: cnn, channels: [4], hidden: 8}}\n"
+                      "student: {model: {arch: cnn, channels: [2], hidden: 8}}\nstages: [{stage: teacher}]\n")
+    result = _validate(recipe)
+    assert result.exit_code == 0, result.output
+    assert f"on device '{profile}'" in result.output
