@@ -16,7 +16,7 @@ from pathlib import Path
 from edgekd.config.recipe import Recipe
 from edgekd.data.config import CorpusData, HFDiskData, HubData, MemoryData, NpzData, SklearnData, TextFileData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
-from edgekd.errors import DataError
+from edgekd.errors import ConfigError, DataError
 
 _HEADING = re.compile(r"^#\s*[A-Z][\w -]*:")
 
@@ -53,9 +53,9 @@ class DataNeed:
                 "where": self.where}
 
 
-def data_need(recipe: Recipe, source: Path) -> DataNeed:
-    """What ``recipe`` (loaded from the YAML file ``source``) reads."""
-    data, where = recipe.data, where_to_get(source)
+def data_need(recipe: Recipe, source: Path | None = None) -> DataNeed:
+    """What ``recipe`` (loaded from the YAML file ``source``, whose ``# Data:`` comment says where to get it) reads."""
+    data, where = recipe.data, where_to_get(source) if source is not None else ""
     if isinstance(data, SklearnData):
         return DataNeed(recipe.name, "bundled", f"scikit-learn's bundled '{data.name}' (no download)", {}, "")
     if isinstance(data, TextFileData):
@@ -108,6 +108,21 @@ def check_data_present(need: DataNeed, source: Path) -> None:
     listed = ", ".join(f"{problem} ({key})" for key, problem in problems.items())
     where = need.where or "The recipe does not say where to get it (add a '# Data:' comment to it)."
     raise DataError(f"{source}: recipe '{need.recipe}' needs data that is not here ({listed}). {where}")
+
+
+def check_run_dir_outside_data(recipe: Recipe, run_dir: Path) -> None:
+    """Refuse a run directory at or below one of the recipe's data directories (a ConfigError naming both).
+
+    An image folder's run directory would be read back as a class folder of the data, and a run's files
+    would change the data's content digest (so every later run would train again); refused before anything
+    is written.
+    """
+    out = Path(run_dir).resolve()
+    for key, path in data_need(recipe).paths.items():
+        folder = path.resolve()
+        if folder.is_dir() and (out == folder or folder in out.parents):
+            raise ConfigError(f"--out {run_dir}: inside the data directory {path} ({key}); the run's files would "
+                              "be read as data; choose a run directory outside it")
 
 
 def _why_missing(path: Path, what: str) -> str:

@@ -40,6 +40,18 @@ class StorageError(EdgekdError):
     """A result cannot be written: the disk (or the user's quota) is full."""
 
 
+#: What torch, onnxruntime and the C++ runtime say when an allocation fails (lower case).
+_OUT_OF_MEMORY = ("can't allocate memory", "cannot allocate memory", "not enough memory", "out of memory",
+                  "std::bad_alloc", "failed to allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed memory allocation (Python's ``MemoryError``, or torch's / onnxruntime's error
+    saying so): a model, batch or input too large for this machine, not a bug."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in _OUT_OF_MEMORY))
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's message (or its type name), for one-line errors."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -5,19 +5,26 @@ commands that rewrite the graph (``quantize``, ``bundle``, ``export``) need the 
 check is by extension and content: a ``.ort`` file must carry the ORT flatbuffer identifier
 (``ORTM`` at byte 4); any other file must carry it or parse as an ONNX ``ModelProto`` with a
 graph. Every failure is a one-line :class:`~edgekd.errors.ModelError` naming the file.
+
+An ONNX file may keep its weights in external data files beside it; :func:`copy_model` copies such a
+model into one self-contained file, so a copy made elsewhere (a bundle, a command's output) still runs.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+from edgekd.atomic import write_with
 from edgekd.errors import ModelError, first_line
 
 ModelFormat = Literal["onnx", "ort"]
 #: The flatbuffer file identifier of ORT format models, at bytes 4..8 of the file.
 ORT_IDENTIFIER = b"ORTM"
 ORT_SUFFIX = ".ort"
+#: Protobuf's limit on one serialized message: a model whose weights exceed it keeps them external.
+PROTOBUF_LIMIT = 2**31 - 1
 
 
 def is_ort_file(path: Path) -> bool:
@@ -75,8 +82,53 @@ def load_onnx_graph(path: Path):  # noqa: ANN201 - onnx.ModelProto, imported laz
 
 
 def require_onnx(path: str | Path, command: str) -> Path:
-    """``path`` checked to be an ONNX file; an ORT format model is refused, since ``command`` rewrites the graph."""
+    """``path`` checked to be an ONNX file of a model that takes inputs; an ORT format model is refused, since
+    ``command`` rewrites the graph, and so is a graph without inputs (a constant: nothing to quantize or feed)."""
     path = Path(path)
-    if model_format(path) == "ort":
+    model = read_model(path)
+    if model is None:
         raise ModelError(f"{path}: an ORT format model; {command} needs the ONNX file it was converted from")
+    weights = {tensor.name for tensor in model.graph.initializer}
+    if not [value for value in model.graph.input if value.name not in weights]:
+        raise ModelError(f"{path}: the graph has no inputs (its outputs are constants); {command} needs a model "
+                         "that computes its outputs from inputs")
     return path
+
+
+def external_data_locations(model: Any) -> list[str]:
+    """The external data files (relative to the model's folder) the ONNX ``model``'s tensors are stored in."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return sorted({entry.value for tensor in _get_all_tensors(model) if uses_external_data(tensor)
+                   for entry in tensor.external_data if entry.key == "location"})
+
+
+def copy_model(source: str | Path, target: str | Path) -> Path:
+    """Atomically copy the model file ``source`` to ``target`` so that the copy stands alone.
+
+    An ORT format model or an ONNX file with its weights inside is copied byte for byte. An ONNX file
+    with external data gets its weights embedded (they are read from ``source``'s folder); weights
+    beyond protobuf's 2 GiB go to one external file named ``<target name>.data`` beside ``target``.
+    A missing external data file is a :class:`ModelError` naming it.
+    """
+    source, target = Path(source), Path(target)
+    model = read_model(source)
+    locations = external_data_locations(model) if model is not None else []
+    if not locations:
+        return write_with(target, lambda tmp: shutil.copyfile(source, tmp))
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    missing = [name for name in locations if not (source.parent / name).is_file()]
+    if missing:
+        raise ModelError(f"{source}: external data file '{missing[0]}' not found beside it")
+    try:
+        load_external_data_for_model(model, str(source.parent))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{source}: cannot read its external data ({first_line(exc)})") from None
+    embedded = sum((source.parent / name).stat().st_size for name in locations) + source.stat().st_size
+    if embedded < PROTOBUF_LIMIT:
+        return write_with(target, lambda tmp: onnx.save_model(model, str(tmp)))
+    return write_with(target, lambda tmp: onnx.save_model(model, str(tmp), save_as_external_data=True,
+                                                          all_tensors_to_one_file=True,
+                                                          location=f"{target.name}.data"))

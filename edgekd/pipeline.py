@@ -43,6 +43,7 @@ from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.config.training import TrainingConfig
 from edgekd.data.content_digest import data_content_digest
+from edgekd.data_needs import check_run_dir_outside_data
 from edgekd.distributed import World, check_training, current_world
 from edgekd.errors import ConfigError
 from edgekd.models.packaged import source_digest
@@ -167,6 +168,7 @@ def run_pipeline(
     check_recipe(recipe, f"recipe '{recipe.name}'", registry)
     _check_training(recipe, world, registry)
     run_dir = Path(run_dir)
+    check_run_dir_outside_data(recipe, run_dir)
     with claimed(run_dir, main=world.is_main):  # refuses directories that are not runs; one run at a time
         return _run_stages(recipe, device, run_dir, world, registry, fresh=fresh, show_progress=show_progress)
 

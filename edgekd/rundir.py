@@ -3,10 +3,11 @@
 A run directory (``--out``) is claimed before anything is written: it must be new, empty, or an
 earlier edgekd run (a ``run.json`` edgekd wrote, or a stage directory holding an edgekd stage
 record). Anything else — a file, a filesystem root, a directory of the user's own files — is
-refused with a one-line :class:`~edgekd.errors.ConfigError`, so edgekd never deletes or
-overwrites files it did not write. While a run works in the directory it holds an advisory lock
-(``.edgekd.lock``, :func:`fcntl.flock`): a second run on the same directory stops at once and
-names the process holding it.
+refused with a one-line :class:`~edgekd.errors.ConfigError`, so edgekd never deletes or overwrites
+files it did not write (the temporaries a killed edgekd process left in a directory it had claimed,
+beside its lock file, are its own: removed when the directory is claimed again). While a run works
+in the directory it holds an advisory lock (``.edgekd.lock``, :func:`fcntl.flock`): a second run on
+the same directory stops at once and names the process holding it.
 
 Each stage's ``stage.json`` lists the files the stage wrote (:func:`inventory`: size, and the
 sha256 of small files). A finished stage is reused only when its record has the expected shape,
@@ -72,6 +73,7 @@ def claimed(run_dir: Path, *, main: bool = True, record: str = RUN_RECORD) -> It
         handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
     try:
         _lock(handle, run_dir)
+        _remove_leftovers(run_dir)
         yield
     finally:
         handle.close()  # closing releases the lock; the file stays (deleting it would race a waiting process)
@@ -95,13 +97,32 @@ def check_claimable(run_dir: Path, record: str = RUN_RECORD) -> None:
         if not run_dir.is_dir() or (is_edgekd_run(run_dir) if record == RUN_RECORD
                                     else read_command_record(run_dir / record) is not None):
             return
-        foreign = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+        claimed_before = (run_dir / LOCK_FILE).is_file()
+        foreign = sorted(p.name for p in run_dir.iterdir()
+                         if p.name != LOCK_FILE and not (claimed_before and _is_leftover(p.name)))
     except OSError as exc:
         raise ConfigError(f"{run_dir}: cannot read the run directory (--out): {exc.strerror or exc}") from None
     if foreign:
         raise ConfigError(
             f"{run_dir}: not empty and not an edgekd run directory (it holds {_listing(foreign)}); edgekd writes "
             f"only into a new or empty directory or an earlier run's (with its {record}): choose another --out")
+
+
+def _is_leftover(name: str) -> bool:
+    """A name edgekd gives its temporary files and directories (``.<name>.*.tmp``, ``.quantize-*.tmp``, ``.*.old``):
+    what a killed command leaves in a directory it had claimed (its lock file is there)."""
+    return name.startswith(".") and name.endswith((".tmp", ".old"))
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Delete the temporaries a killed edgekd process left at the top of ``run_dir`` (its lock is held now)."""
+    for path in run_dir.iterdir():
+        if not _is_leftover(path.name):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _listing(names: list[str], shown: int = 3) -> str:

@@ -46,8 +46,14 @@ def _manifest(**changes: object) -> dict:
 
 
 def _sources(tmp_path: Path) -> dict[str, Path]:
-    files = {"model.ort": b"ort bytes", "model.onnx": b"onnx bytes", "model.required_operators.config": b"ops\n",
-             "tokenizer/vocab.txt": b"[PAD]\n"}
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    files = {"model.ort": b"ort bytes", "model.onnx": onnx.helper.make_model(graph).SerializeToString(),
+             "model.required_operators.config": b"ops\n", "tokenizer/vocab.txt": b"[PAD]\n"}
     sources = {}
     for name, data in files.items():
         path = tmp_path / "src" / name.replace("/", "_")

@@ -37,6 +37,14 @@ def test_split_by_characters_keeps_every_character(tmp_path, text, fraction):
     assert len(split.train) == int(len(text) * fraction)
 
 
+def test_a_byte_order_mark_and_crlf_line_ends_are_not_text(tmp_path):
+    """A corpus saved by Windows Notepad: the mark became a character of the vocabulary, and CRLF two."""
+    path = tmp_path / "corpus.txt"
+    path.write_bytes("\ufeff".encode() + b"to be,\r\nor not to be\r\n")
+    split = read_corpus(path, 0.5)
+    assert split.train + split.validation == "to be,\nor not to be\n"
+
+
 @pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="tinyshakespeare not present")
 def test_tinyshakespeare_split_is_nanogpts():
     split = read_corpus(SHAKESPEARE)

@@ -24,7 +24,7 @@ from rich.console import Console
 from edgekd.config.device import load_device
 from edgekd.console import printable, shown
 from edgekd.rundir import LOCK_FILE
-from tests.reliability import TINY_STAGES, cli, tiny_recipe, write_yaml
+from tests.reliability import TINY_STAGES, assert_user_error, cli, tiny_recipe, write_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every character that must never reach a terminal raw.
@@ -172,3 +172,11 @@ def test_sigterm_ends_a_run_like_ctrl_c_keeping_finished_stages(tmp_path: Path) 
         "terminated (SIGTERM); finished stages are kept and a re-run resumes from them")
     assert (run_dir / "01-teacher").is_dir() and not (run_dir / "02-distill").exists()
     assert not [c for c in psutil.Process().children(recursive=True) if "edgekd" in " ".join(c.cmdline())]
+
+
+def test_an_input_too_large_for_memory_is_a_user_error_naming_it(tmp_path: Path) -> None:
+    """An input no machine can hold (7 rows of 4M × 4M floats, beyond any address space, so the allocation fails at
+    once whatever the kernel's overcommit setting) was an 'internal error' with exit 1."""
+    outcome = cli("export", "tests.user_modules:small_cnn", "--input-shape", "1,4194304,4194304", "--device",
+                  "host-cpu", "--target", "onnx-fp32", "--out", tmp_path / "m")
+    assert_user_error(outcome, "out of memory", "can't allocate memory", "use smaller ones")

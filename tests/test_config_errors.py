@@ -139,3 +139,45 @@ def test_assistant_chain_order_is_checked(write_recipe) -> None:
     _assert_one_line_error(_validate(write_recipe(recipe)), "stages[1].teacher", "into 'assistant'")
     recipe["stages"][1] = {**distill, "student": "assistant"}
     _assert_one_line_error(_validate(write_recipe(recipe)), "stages[1].student", "top-level 'assistant'")
+
+
+def test_a_path_starting_with_a_tilde_is_in_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train: ~/data/train.tsv`` was read as ``<recipe folder>/~/data/train.tsv`` (not found)."""
+    from edgekd.config.loading import load_yaml_model
+    from edgekd.config.recipe import Recipe
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.write_text("name: r\ndata: {source: tsv, train: ~/data/train.tsv, test: dev.tsv}\n"
+                      "teacher: {model: {arch: textcnn}}\nstudent: {model: {arch: textcnn}}\n"
+                      "stages: [{stage: teacher}]\n")
+    loaded = load_yaml_model(recipe, Recipe)
+    assert loaded.data.train == home / "data" / "train.tsv"
+    assert loaded.data.test == tmp_path / "recipes" / "dev.tsv"
+
+
+def test_a_tab_in_the_indentation_is_named(tmp_path: Path) -> None:
+    """YAML's own message ('found character that cannot start any token') does not say the culprit is a tab,
+    which most editors show as spaces."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nteacher:\n\tmodel: {arch: cnn}\n")
+    _assert_one_line_error(_validate(recipe), "r.yaml: malformed YAML: line 3, column 1",
+                           "a tab character: YAML indents with spaces only")
+
+
+def test_a_device_profile_beside_the_recipe_is_found_from_any_working_directory(tmp_path: Path) -> None:
+    """``device: profiles/my.yaml`` was looked up from the working directory, unlike every other path of a recipe."""
+    from edgekd.catalog import find
+
+    (tmp_path / "profiles").mkdir()
+    profile = (tmp_path / "profiles" / "my.yaml")
+    profile.write_text(find("devices", "host-cpu").read_text().replace("name: host-cpu", "name: my-board"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ndevice: profiles/my.yaml\ndata: {source: sklearn, name: digits}\n"
+                      "teacher: {model: {arch: cnn, channels: [4], hidden: 8}}\n"
+                      "student: {model: {arch: cnn, channels: [2], hidden: 8}}\nstages: [{stage: teacher}]\n")
+    result = _validate(recipe)
+    assert result.exit_code == 0, result.output
+    assert f"on device '{profile}'" in result.output

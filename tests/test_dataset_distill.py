@@ -164,6 +164,9 @@ def test_npz_without_eval_data_is_split(digits, tmp_path: Path) -> None:
     ({"inputs": np.zeros((3, 64), np.float32), "labels": np.zeros(3, np.int64)}, "expected 'inputs' N"),
     ({"inputs": np.zeros((2, 1, 8, 8), np.float32), "labels": np.array([0.5, 1.0])}, "must be class indices"),
     ({"inputs": np.array([{"code": 1}], dtype=object), "labels": np.zeros(1, np.int64)}, "not a readable .npz"),
+    ({"inputs": np.where(np.arange(96).reshape(3, 2, 4, 4) == 50, np.nan, 0).astype(np.float32),
+      "labels": np.zeros(3, np.int64)}, r"'inputs' of 1 example\(s\) hold NaN or infinity \(the first: example 1\)"),
+    ({"inputs": np.full((2, 1, 2, 2), "x"), "labels": np.zeros(2, np.int64)}, "'inputs' holds <U1 values"),
 ])
 def test_bad_npz_files_name_file_and_problem(tmp_path: Path, arrays: dict, expected: str) -> None:
     path = tmp_path / "bad.npz"

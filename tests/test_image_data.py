@@ -20,7 +20,7 @@ from edgekd.data.config import HFDiskData
 from edgekd.data.content_digest import image_data_digest
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.data.task_data import prepare_task_data
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, DataError
 from tests.image_sets import COLOURS, folder_items, write_csv, write_folder, write_hf_disk
 from tests.reliability import assert_user_error, cli, write_yaml
 
@@ -261,6 +261,37 @@ def test_a_changed_image_re_runs_the_stages_and_the_same_images_resume(tmp_path:
     assert changed.stages[0].fingerprint != first.stages[0].fingerprint
 
 
+def test_images_in_sub_folders_of_a_class_folder_belong_to_that_class(tmp_path: Path) -> None:
+    """A class folder's sub-folders (shots per day, per camera…) were refused as 'not an image file'; they are read
+    as torchvision's ImageFolder reads them, hidden files and folders skipped at every depth."""
+    flat, nested = tmp_path / "flat", tmp_path / "nested"
+    for root in (flat, nested):
+        for split in ("train", "test"):
+            write_folder(root / split, 4, seed=len(split))
+    for folder in sorted((nested / "train").iterdir()):  # the same images, half of them one or two levels down
+        for i, image in enumerate(sorted(folder.iterdir())):
+            if i % 2:
+                target = folder / ("day 1" if i % 4 == 1 else "day 2/cam") / image.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                image.rename(target)
+        (folder / ".DS_Store").write_text("finder")
+        (folder / ".thumbnails").mkdir()
+        (folder / ".thumbnails" / "notes.txt").write_text("not an image")
+    settings = {"image_size": 8, "mean": [0.0] * 3, "std": [1.0] * 3}
+    got = {name: prepare_task_data(ImageFolderData(**folder_data(root, **settings)), 0)
+           for name, root in (("flat", flat), ("nested", nested))}
+    assert got["nested"].class_names == got["flat"].class_names == tuple(sorted(COLOURS))
+
+    def examples(data: Any, splits: tuple[str, ...]) -> list[tuple[int, float]]:
+        """(label, pixel sum) of every image of ``splits``, sorted: the images whatever their order."""
+        return sorted((int(label), round(float(image.sum()), 3)) for split in splits
+                      for image, label in zip(getattr(data, split).images, getattr(data, split).labels, strict=True))
+
+    for splits in (("train", "val"), ("test",)):  # the same images and labels, whatever the folders below a class
+        assert examples(got["nested"], splits) == examples(got["flat"], splits)
+    assert len(examples(got["nested"], ("train", "val"))) == 12
+
+
 ERRORS = {
     "empty class folder": (lambda root: (root / "train" / "purple").mkdir(), "train/purple: empty class folder"),
     "non-image file": (lambda root: (root / "train" / "red" / "notes.txt").write_text("hi"),
@@ -318,3 +349,85 @@ def test_bad_image_csvs_and_datasets_are_one_line_errors(tmp_path: Path) -> None
             "name": "bad", "data": data, "teacher": {"model": CNN_TEACHER}, "student": {"model": CNN_STUDENT},
             "stages": [{"stage": "teacher", "epochs": 1}]})
         assert_user_error(cli("run", recipe, "--out", tmp_path / "run", "--fresh"), fragment, logged=True)
+
+
+def test_images_of_any_pixel_format_keep_their_brightness(tmp_path: Path) -> None:
+    """The same grey pictures saved as 8-bit grey, 16-bit grey, palette, RGBA PNGs and CMYK JPEGs become the
+    same inputs (PIL's own conversion clips 16-bit grey at 255: every picture would turn white)."""
+    rng = np.random.default_rng(0)
+    pictures = {name: [np.clip(level + rng.normal(0, 20, (12, 12)), 0, 255) for _ in range(6)]
+                for name, level in (("dark", 60.0), ("light", 190.0))}
+    writers = {
+        "grey8": lambda grey, path: Image.fromarray(grey.astype(np.uint8)).save(path.with_suffix(".png")),
+        "grey16": lambda grey, path: Image.fromarray((grey * 257).astype(np.uint16)).save(path.with_suffix(".png")),
+        "palette": lambda grey, path: Image.fromarray(grey.astype(np.uint8)).convert("P").save(
+            path.with_suffix(".png")),
+        "rgba": lambda grey, path: Image.fromarray(grey.astype(np.uint8)).convert("RGBA").save(
+            path.with_suffix(".PNG")),
+        "cmyk": lambda grey, path: Image.fromarray(grey.astype(np.uint8)).convert("CMYK").save(
+            path.with_suffix(".JPG"), quality=100),
+    }
+    inputs = {}
+    for kind, write in writers.items():
+        for split in ("train", "test"):
+            for name, greys in pictures.items():
+                (tmp_path / kind / split / name).mkdir(parents=True)
+                for i, grey in enumerate(greys):
+                    write(grey, tmp_path / kind / split / name / f"{i}")
+        data = ImageFolderData(**folder_data(tmp_path / kind, image_size=12, color="L", mean=[0.0], std=[1.0],
+                                             val_fraction=0.25))
+        inputs[kind] = prepare_task_data(data, 0).test.images
+    reference = inputs.pop("grey8")
+    assert 0.2 < reference[:6].mean() < 0.3 and 0.7 < reference[6:].mean() < 0.8
+    for kind, images in inputs.items():
+        np.testing.assert_allclose(images.numpy(), reference.numpy(), atol=0.02, err_msg=kind)
+
+
+@pytest.mark.parametrize("kind", ["null", "class-label-minus-one"])
+def test_an_image_dataset_row_without_a_label_is_one_line(kind: str, tmp_path: Path) -> None:
+    """A null label, or a ClassLabel's -1 (``datasets``' mark of an unlabelled row), was a class 'None' or the last
+    class; it is refused naming the row."""
+    import datasets
+
+    images = [Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)) for i in range(8)]
+    label = datasets.ClassLabel(names=["a", "b"]) if kind != "null" else datasets.Value("string")
+    labels: list[Any] = [0, 1] * 3 + [-1, 0] if kind != "null" else ["a", "b"] * 3 + [None, "a"]
+    table = datasets.Dataset.from_dict({"image": images, "label": labels},
+                                       features=datasets.Features({"image": datasets.Image(), "label": label}))
+    datasets.DatasetDict({"train": table, "test": table}).save_to_disk(str(tmp_path / "ds"))
+    config = HFDiskData(source="hf_disk", path=tmp_path / "ds", image_column="image", test_split="test",
+                        val_examples=2)
+    with pytest.raises(DataError, match=r"ds split 'train' row 6: no label in column 'label' \(null or -1\)"):
+        prepare_task_data(config, 0)
+
+
+@pytest.mark.parametrize("inside", ["train/runs", "train", "train/red/new"])
+def test_a_run_directory_inside_a_data_folder_is_refused_before_anything_is_written(inside: str,
+                                                                                   tmp_path: Path) -> None:
+    """``--out`` in an image folder was created, then read back as a class folder ('run.json: not an image
+    file'), leaving the run's files among the user's images; now refused naming --out and the data key."""
+    for split in ("train", "test"):
+        write_folder(tmp_path / "data" / split, 2)
+    recipe = write_yaml(tmp_path / "recipe.yaml", {
+        "name": "inside", "data": folder_data(tmp_path / "data", val_fraction=0.34), "teacher": {"model": CNN_TEACHER},
+        "student": {"model": CNN_STUDENT}, "stages": [{"stage": "teacher", "epochs": 1}]})
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = tmp_path / "data" / inside
+    assert_user_error(cli("run", recipe, "--out", out), f"inside the data directory {tmp_path / 'data' / 'train'} "
+                                                        "(data.train)")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_an_image_with_more_pixels_than_pil_decodes_is_one_line(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIL refuses images over twice ``MAX_IMAGE_PIXELS`` (a decompression bomb) with an exception of its own,
+    which was an 'internal error'; the limit is lowered here so a 60 × 60 picture stands for a 14,000² scan."""
+    for split in ("train", "test"):
+        write_folder(tmp_path / split, 2)
+    Image.new("RGB", (60, 60)).save(tmp_path / "train" / "red" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    recipe = write_yaml(tmp_path / "recipe.yaml", {
+        "name": "bomb", "data": folder_data(tmp_path), "teacher": {"model": CNN_TEACHER},
+        "student": {"model": CNN_STUDENT}, "stages": [{"stage": "teacher", "epochs": 1}]})
+    assert_user_error(cli("run", recipe, "--out", tmp_path / "run"), "train/red/huge.png: too many pixels to decode",
+                      "resize the image", logged=True)

@@ -259,6 +259,16 @@ def test_bundle_end_to_end_manifest_from_the_graph_and_an_ort_that_matches(case:
         assert sorted(archive.namelist()) == sorted(f"{case.path.stem}/{p.name}" for p in bundle.iterdir())
 
 
+def test_bundle_labels_written_by_windows_notepad_are_read_as_written(digits: OnnxCase, tmp_path: Path) -> None:
+    """A byte-order mark and CRLF line ends: the first class was named '\ufeffzero'."""
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("\ufeff".encode() + "".join(f"{name}\r\n" for name in names).encode() + b"\r\n")
+    outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "app", "--labels", labels, "--runs", "10")
+    assert outcome.exit_code == 0, outcome.output
+    assert json.loads((tmp_path / "app" / "bundle" / "manifest.json").read_text())["labels"] == names
+
+
 def test_bundle_summary_without_labels(digits: OnnxCase, tmp_path: Path) -> None:
     outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "app", "--runs", "10")
     assert outcome.exit_code == 0, outcome.output
@@ -375,6 +385,29 @@ def test_wrong_static_size_names_the_graph_shape(digits: OnnxCase, tmp_path: Pat
                       "d.npz", "shape [4, 1, 7, 7], expected [N, 1, 8, 8]", "'input'")
 
 
+def test_a_graph_without_a_batch_axis_is_named_as_such(tmp_path: Path) -> None:
+    """A graph input [16] (one example, no batch axis) fed [N, 16] was told to expect '[N, ]'."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((16, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["logits"])], "unbatched",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4])], [weights])
+    model = tmp_path / "unbatched.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    np.savez(tmp_path / "c.npz", x=np.zeros((8, 16), np.float32))
+    assert_user_error(cli("quantize", model, "-d", "host-cpu", "-o", tmp_path / "q", "--calibration",
+                          tmp_path / "c.npz"),
+                      "c.npz", "shape [8, 16], one [16] example per row", "without an example (batch) axis")
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 3), np.float32))  # a rank-1 input: expected [N], not '[N, ]'
+    dynamic = tmp_path / "dynamic.onnx"
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(dynamic))
+    assert_user_error(cli("quantize", dynamic, "-d", "host-cpu", "-o", tmp_path / "q", "--calibration",
+                          tmp_path / "d.npz"), "d.npz", "expected [N] (N examples")
+
+
 def test_static_mode_needs_calibration_and_bad_settings_are_one_line(digits: OnnxCase, tmp_path: Path) -> None:
     assert_user_error(cli("quantize", digits.path, "-d", "host-cpu", "-o", tmp_path, "--mode", "static"),
                       "--mode static", "--calibration")
@@ -387,7 +420,8 @@ def test_static_mode_needs_calibration_and_bad_settings_are_one_line(digits: Onn
     ("".join(f"{i}\n" for i in range(11)), ("labels.txt", "11 labels", "has 10 classes")),
     ("a\n\nb\n", ("labels.txt", "line 2 is blank")),
     ("", ("labels.txt", "it is empty")),
-], ids=["too-few", "too-many", "blank-line", "empty"])
+    ("".join(f"{i % 9}\n" for i in range(10)), ("labels.txt", "line 10 repeats line 1 ('0')", "distinct")),
+], ids=["too-few", "too-many", "blank-line", "empty", "repeated"])
 def test_bundle_refuses_labels_that_do_not_fit_the_output(lines: str, fragments: tuple[str, ...], digits: OnnxCase,
                                                           tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
@@ -434,3 +468,106 @@ def test_unusable_out_directories_are_refused(command: str, make_out: Callable[[
     out = make_out(tmp_path)
     assert_user_error(cli(command, digits.path, "-d", "host-cpu", "-o", out, "--runs", "10"), *fragments)
     assert (tmp_path / "mine").exists() is False or (tmp_path / "mine" / "thesis.tex").read_text() == "x"
+
+
+# ---------------------------------------------------------------- ONNX files with external data
+
+
+def test_every_verb_writes_a_standalone_copy_of_a_model_with_external_data(digits: OnnxCase, tmp_path: Path) -> None:
+    """A user's model whose weights sit in an external data file: every ONNX file the verbs write must run on its
+    own, moved away from the source folder, and predict what the source does."""
+    import onnx
+
+    source = tmp_path / "src" / "ext.onnx"
+    source.parent.mkdir()
+    onnx.save_model(onnx.load(str(digits.path)), str(source), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.weights", size_threshold=0)
+    assert {t.data_location for t in onnx.load(str(source), load_external_data=False).graph.initializer} == {
+        onnx.TensorProto.EXTERNAL}
+    commands = {"quantize": ("quantize", source, "-d", "host-cpu", "-o", tmp_path / "q", "--mode", "dynamic", *FAST),
+                "bundle": ("bundle", source, "-d", "host-cpu", "-o", tmp_path / "b", "--target", "onnx-fp32",
+                           "--runs", "10"),
+                "bundle-ort": ("bundle", source, "-d", "host-cpu", "-o", tmp_path / "bo", "--runs", "10"),
+                "export": ("export", source, "-d", "host-cpu", "-o", tmp_path / "e", "--runs", "10")}
+    for name, args in commands.items():
+        outcome = cli(*args)
+        assert outcome.exit_code == 0, (name, outcome.output)
+    written = [*(tmp_path / "q").glob("*.onnx"), tmp_path / "b" / "bundle" / "model.onnx",
+               tmp_path / "bo" / "bundle" / "model.onnx", tmp_path / "e" / "ext.onnx"]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    x = {k: v[:5] for k, v in digits.inputs.items()}
+    expected = _predict(source, x)
+    for i, path in enumerate(written):
+        alone = moved / f"{i}.onnx"
+        alone.write_bytes(path.read_bytes())
+        np.testing.assert_allclose(_predict(alone, x), expected, atol=0.05, err_msg=str(path))
+
+
+# ---------------------------------------------------------------- unusual graph signatures
+
+
+def _graph_file(path: Path, inputs: list[Any], nodes: list[Any], outputs: list[Any]) -> Path:
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_graphs_of_scalar_or_unranked_inputs_bundle_and_a_graph_without_inputs_is_refused(tmp_path: Path) -> None:
+    """A scalar or unranked input made the .ort parity check count rows on an axis there is none of (IndexError),
+    and a graph without inputs crashed the bundle README (StopIteration, IndexError): 'internal error', exit 1."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    scalar = _graph_file(tmp_path / "scalar.onnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+                         [helper.make_node("Relu", ["x"], ["y"])],
+                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    unranked = _graph_file(tmp_path / "unranked.onnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                           [helper.make_node("Relu", ["x"], ["y"])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    for model in (scalar, unranked):
+        outcome = cli("bundle", model, "-d", "host-cpu", "-o", tmp_path / model.stem, "--runs", "10")
+        assert outcome.exit_code == 0, outcome.output
+        assert (tmp_path / model.stem / "bundle" / "model.ort").is_file()
+    constant = _graph_file(tmp_path / "constant.onnx", [], [helper.make_node(
+        "Constant", [], ["y"], value=numpy_helper.from_array(np.ones(3, np.float32)))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    for command in ("bundle", "quantize", "export"):
+        assert_user_error(cli(command, constant, "-d", "host-cpu", "-o", tmp_path / command),
+                          "constant.onnx: the graph has no inputs", f"edgekd {command} needs a model")
+
+
+def test_quantize_names_the_user_s_file_when_onnxruntime_cannot_load_it(tmp_path: Path) -> None:
+    """A node reading a tensor nothing produces: the error named a scratch copy that no longer exists
+    ('q/.quantize-….tmp/broken.preprocessed.onnx: dynamic INT8 quantization failed')."""
+    from onnx import TensorProto, helper
+
+    broken = _graph_file(tmp_path / "broken.onnx", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+                         [helper.make_node("Relu", ["nowhere"], ["y"])],
+                         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])])
+    outcome = cli("quantize", broken, "-d", "host-cpu", "-o", tmp_path / "q")
+    assert_user_error(outcome, f"{broken}: onnxruntime cannot load the model", "nowhere")
+    assert ".tmp" not in outcome.output
+
+
+@pytest.mark.parametrize("command", ["quantize", "bundle"])
+def test_the_same_command_runs_again_after_it_was_killed(command: str, digits: OnnxCase, tmp_path: Path) -> None:
+    """A SIGKILL leaves the lock file and the command's scratch directory in --out; running the same command again
+    was refused ('not empty and not an edgekd run directory (it holds '.quantize-….tmp')')."""
+    out = tmp_path / "out"
+    scratch = out / f".{command}-k1ll3d.tmp"  # as tempfile names them, with a half-written candidate inside
+    scratch.mkdir(parents=True)
+    (scratch / "digits.preprocessed.onnx").write_bytes(b"half")
+    (out / ".edgekd.lock").write_text("pid 1 on host since then\n")
+    (out / ".bundle.zip.x7.tmp").write_bytes(b"half a zip")
+    timing = FAST if command == "quantize" else ("--runs", "10")
+    outcome = cli(command, digits.path, "-d", "host-cpu", "-o", out, *timing)
+    assert outcome.exit_code == 0, outcome.output
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    foreign = tmp_path / "foreign"  # without edgekd's lock file, a hidden .tmp is the user's: refused, kept
+    foreign.mkdir()
+    (foreign / ".notes.tmp").write_text("mine")
+    assert_user_error(cli(command, digits.path, "-d", "host-cpu", "-o", foreign, *timing), "not empty", ".notes.tmp")
+    assert (foreign / ".notes.tmp").read_text() == "mine"

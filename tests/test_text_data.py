@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from pathlib import Path
 
@@ -145,9 +146,13 @@ def test_load_from_disk_with_class_label(tmp_path: Path) -> None:
          r"dev.tsv line 2: label 'film' is not one of the training split's labels \('movie', 'neg', 'pos'\)"),
         (["a\tpos", "b\tpos", "c\tpos"], None, {"val_examples": 1},
          r"train.tsv: every example has the same label in column 'label' \(pos\); expected at least 2 classes"),
+        (["a\tpos", "b\t", "c\tneg"], None, {"val_examples": 1},
+         r"train.tsv line 3: no label in column 'label' \(empty, null or -1\); expected a class name"),
+        (["a\tpos", "c\tneg"], ["d\tpos", "e\t "], {"val_examples": 1},
+         r"dev.tsv line 3: no label in column 'label'"),
     ],
     ids=["val-too-large", "unknown-test-label", "field-count", "empty-split", "missing-column", "ambiguous-task",
-         "regression-not-a-number", "multi-label-unknown-name", "one-class"],
+         "regression-not-a-number", "multi-label-unknown-name", "one-class", "empty-label", "empty-test-label"],
 )
 def test_data_errors_name_file_line_and_expectation(
     tmp_path: Path, train: list[str], test: list[str] | None, fields: dict, message: str
@@ -157,11 +162,47 @@ def test_data_errors_name_file_line_and_expectation(
     assert "\n" not in str(caught.value)
 
 
+def test_lines_of_spaces_are_blank_and_a_field_may_be_longer_than_csv_s_default_limit(tmp_path: Path) -> None:
+    long_text = " ".join(["word"] * 60_000)  # 300,000 characters: csv refuses fields over 131,072 by default
+    for source, sep in (("tsv", "\t"), ("csv", ",")):
+        train = [f"a{sep}pos", "   ", f"b{sep}neg", "\t \t", f"{long_text}{sep}pos"]
+        config = TextFileData(source=source, val_examples=1,
+                              train=write_table(tmp_path / f"train.{source}", f"sentence{sep}label", train),
+                              test=write_table(tmp_path / f"dev.{source}", f"sentence{sep}label", [f"c{sep}neg", " "]))
+        splits = load_text_dataset(config, seed=0)
+        assert sorted(splits.train.texts + splits.val.texts) == ["a", "b", long_text], source
+        assert splits.test.texts == ("c",) and splits.class_names == ("neg", "pos")
+    assert csv.field_size_limit() == 131_072  # the process-wide limit is left as it was
+
+
+@pytest.mark.parametrize("kind", ["null", "class-label-minus-one"])
+def test_saved_datasets_with_unlabelled_rows_or_an_empty_split_are_one_line(kind: str, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    label = datasets.ClassLabel(names=["neg", "pos"]) if kind != "null" else datasets.Value("string")
+    features = datasets.Features({"sentence": datasets.Value("string"), "label": label})
+    missing = None if kind == "null" else -1
+    values = [0, 1, 0, missing, 1] if kind != "null" else ["neg", "pos", "neg", None, "pos"]
+    rows = {"sentence": ["a", "b", "c", "d", "e"], "label": values}
+    splits = {"train": datasets.Dataset.from_dict(rows, features=features)}
+    datasets.DatasetDict({**splits, "test": splits["train"]}).save_to_disk(str(tmp_path / "ds"))
+    config = HFDiskData(source="hf_disk", path=tmp_path / "ds", test_split="test", val_examples=1)
+    with pytest.raises(DataError, match=r"ds split 'train' row 3: no label in column 'label'"):
+        load_text_dataset(config, seed=0)
+    empty = {"sentence": [], "label": []}
+    datasets.DatasetDict({**splits, "test": datasets.Dataset.from_dict(empty, features=features)}).save_to_disk(
+        str(tmp_path / "e"))
+    with pytest.raises(DataError, match=r"e: not a dataset saved with save_to_disk \(data.path\): a split with no"):
+        load_text_dataset(config.model_copy(update={"path": tmp_path / "e"}), seed=0)
+
+
 def test_missing_and_empty_files(tmp_path: Path) -> None:
     present = write_table(tmp_path / "train.tsv", "sentence\tlabel", ["a\t0", "b\t1"])
     missing = TextFileData(source="tsv", train=present, test=tmp_path / "nope.tsv", val_examples=1)
     with pytest.raises(DataError, match=r"nope.tsv: file not found \(data.test\)"):
         load_text_dataset(missing, seed=0)
+    (tmp_path / "folder.tsv").mkdir()  # a directory where a file is named: not 'file not found'
+    with pytest.raises(DataError, match=r"folder.tsv: a directory, not a TSV file \(data.test\)"):
+        load_text_dataset(missing.model_copy(update={"test": tmp_path / "folder.tsv"}), seed=0)
     (tmp_path / "empty.tsv").write_text("")
     with pytest.raises(DataError, match=r"empty.tsv: empty file; expected a header line naming the columns"):
         load_text_dataset(missing.model_copy(update={"test": tmp_path / "empty.tsv"}), seed=0)

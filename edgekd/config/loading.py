@@ -43,7 +43,15 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML: {where}{problem}") from exc
+        raise ConfigError(f"{path}: malformed YAML: {where}{problem}{_tab_hint(text, mark)}") from exc
+
+
+def _tab_hint(text: str, mark: Any) -> str:
+    """Why YAML stopped, when it stopped at a tab: YAML allows no tab in indentation, which editors hide."""
+    lines = text.splitlines()
+    if mark is None or mark.line >= len(lines) or "\t" not in lines[mark.line][:mark.column + 1]:
+        return ""
+    return " (a tab character: YAML indents with spaces only)"
 
 
 def load_yaml_model(path: Path, model: type[M], *, base_dir: Path | None = None) -> M:
@@ -69,7 +77,10 @@ def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | N
 
 
 def _resolve_paths(obj: M, base_dir: Path) -> M:
+    """``obj`` with every relative path made absolute: ``~`` is the user's home (the shell does not expand it in
+    YAML), any other relative path is relative to ``base_dir`` (the recipe's folder)."""
     def resolved(path: Path) -> Path:
+        path = _home_expanded(path)
         if path.is_absolute():
             return path
         try:
@@ -86,6 +97,14 @@ def _resolve_paths(obj: M, base_dir: Path) -> M:
         elif isinstance(value, BaseModel):
             updates[name] = _resolve_paths(value, base_dir)
     return obj.model_copy(update=updates) if updates else obj
+
+
+def _home_expanded(path: Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` replaced by that home directory (unchanged if there is none)."""
+    try:
+        return path.expanduser()
+    except RuntimeError:  # no home directory for that user: read as a relative name, reported as not found
+        return path
 
 
 def _describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:

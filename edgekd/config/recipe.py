@@ -105,5 +105,15 @@ class Recipe(StrictModel):
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load a recipe by built-in name (``demo-digits``) or path."""
-    return load_yaml_model(find("pipelines", name_or_path), Recipe)
+    """Load a recipe by built-in name (``demo-digits``) or path.
+
+    Its relative paths are relative to the recipe file; so is ``device`` when it names a YAML file found there (a
+    profile beside the recipe), else it is a built-in name or a path from the working directory as given.
+    """
+    path = find("pipelines", name_or_path)
+    recipe = load_yaml_model(path, Recipe)
+    device = Path(recipe.device).expanduser()
+    beside = path.parent / device
+    if recipe.device.endswith((".yaml", ".yml")) and not device.is_absolute() and beside.is_file():
+        return recipe.model_copy(update={"device": str(beside.resolve())})
+    return recipe

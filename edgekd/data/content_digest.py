@@ -26,7 +26,9 @@ from typing import Any
 
 from edgekd.data.config import CorpusData, HFDiskData, NpzData, TextFileData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
+from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.digest import file_digest
+from edgekd.errors import DataError
 from edgekd.models.packaged import source_digest
 
 _KNOWN: dict[tuple[str, int, int, int], str] = {}
@@ -89,8 +91,8 @@ def _external_images(hasher: Any, config: HFDiskData) -> None:
     import datasets
 
     try:
-        loaded = datasets.load_from_disk(str(config.path))
-    except (FileNotFoundError, ValueError):
+        loaded = load_saved_dataset(config.path)
+    except DataError:
         return
     for split in (config.train_split, config.test_split):
         if not isinstance(loaded, datasets.DatasetDict) or split not in loaded:

@@ -29,7 +29,8 @@ class CorpusSplit:
 
 
 def read_corpus(path: Path, train_fraction: float = 0.9) -> CorpusSplit:
-    """Read a UTF-8 text file and split it by characters: the first ``train_fraction`` trains.
+    """Read a UTF-8 text file (a byte-order mark is not text) and split it by characters: the first
+    ``train_fraction`` trains.
 
     Raises :class:`DataError` naming the file when it is missing, not UTF-8 text, or too short to
     leave characters on both sides of the split.
@@ -38,7 +39,7 @@ def read_corpus(path: Path, train_fraction: float = 0.9) -> CorpusSplit:
     if not 0.0 < train_fraction < 1.0:
         raise DataError(f"{path}: train_fraction must be between 0 and 1, got {train_fraction}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: no such text file") from None
     except UnicodeDecodeError as exc:

@@ -1,7 +1,9 @@
 """The labelled images a recipe's image source names, before any pixel is read: a reference per image.
 
-- ``imagefolder``: ``DIR/<class>/<image>`` (PNG or JPEG; hidden files are skipped). Any other file, a file
-  beside the class folders, an empty class folder or fewer than two classes is a one-line error.
+- ``imagefolder``: ``DIR/<class>/<image>`` (PNG or JPEG), images in sub-folders of a class folder belonging to
+  that class (as torchvision's ``ImageFolder`` reads them); hidden files and folders (``.DS_Store``) are
+  skipped. Any other file, a file beside the class folders, a class folder without images or fewer than two
+  classes is a one-line error.
 - ``image_csv``: a CSV with a header naming ``path_column`` and ``label_column``; a relative path is
   relative to the CSV file's folder.
 - ``hf_disk`` with ``image_column``: a ``datasets`` directory whose column holds images (the ``Image``
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import HFDiskData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
-from edgekd.errors import DataError
+from edgekd.data.label_kind import label_name
+from edgekd.data.saved_dataset import load_saved_dataset
+from edgekd.errors import DataError, first_line
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -77,6 +82,8 @@ def open_image(ref: ImageRef) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
+    except Image.DecompressionBombError as exc:  # more pixels than PIL decodes (a decompression bomb, or a scan)
+        raise DataError(f"{ref.where}: too many pixels to decode ({first_line(exc)}); resize the image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{ref.where}: not a readable image, the file is corrupt or not PNG/JPEG "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
@@ -99,12 +106,12 @@ def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
         if not entry.is_dir():
             raise DataError(f"{entry}: a file beside the class folders ({key}); expected only one sub-folder "
                             "of images per class")
-        files = [path for path in sorted(entry.iterdir()) if not path.name.startswith(".")]
+        files = _visible_files(entry)
         if not files:
             raise DataError(f"{entry}: empty class folder ({key}); expected PNG/JPEG images of class "
                             f"'{entry.name}'")
         for path in files:
-            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(f"{path}: not an image file ({key}); expected only PNG/JPEG images "
                                 f"({', '.join(IMAGE_SUFFIXES)}) in class folder '{entry.name}'")
             images.append(_file_ref(path))
@@ -112,6 +119,16 @@ def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
     if not images:
         raise DataError(f"{root}: no class folders ({key}); expected one sub-folder of images per class")
     return LabelledImages(key, str(root), tuple(images), tuple(labels))
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files below ``folder``, in sub-folders too (symbolic links to folders not followed), sorted by their
+    path; hidden files and folders (a name starting with ``.``) are left out."""
+    found = []
+    for parent, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [Path(parent, name) for name in names if not name.startswith(".")]
+    return sorted(found, key=lambda path: path.relative_to(folder).parts)
 
 
 def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
@@ -149,10 +166,7 @@ def _dataset_splits(config: HFDiskData) -> dict[str, LabelledImages]:
     """The train and test splits of a ``save_to_disk`` directory with an image column."""
     import datasets
 
-    try:
-        loaded = datasets.load_from_disk(str(config.path))
-    except FileNotFoundError as exc:
-        raise DataError(f"{config.path}: not a dataset saved with save_to_disk (data.path): {exc}") from None
+    loaded = load_saved_dataset(config.path)
     if isinstance(loaded, datasets.Dataset):
         raise DataError(f"{config.path}: a single dataset; expected a DatasetDict with splits "
                         f"'{config.train_split}' and '{config.test_split}' (data.path)")
@@ -178,7 +192,10 @@ def _dataset_split(config: HFDiskData, loaded: Any, split: str, key: str) -> Lab
     raw = table.cast_column(config.image_column, datasets.Image(decode=False))[config.image_column]
     label_feature = table.features[config.label_column]
     names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
-    labels = tuple(names[v] if names is not None else str(v) for v in table[config.label_column])
+    labels = tuple(label_name(value, names) for value in table[config.label_column])
+    if "" in labels:
+        raise DataError(f"{where} row {labels.index('')}: no label in column '{config.label_column}' (null or -1); "
+                        "expected a class for every image")
     refs = tuple(_row_ref(f"{where} row {row} ('{config.image_column}')", value) for row, value in enumerate(raw))
     return LabelledImages(key, where, refs, labels)
 

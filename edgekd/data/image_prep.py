@@ -49,7 +49,7 @@ class Preparer:
         if not images:
             return np.zeros((0, *self.shape), dtype=np.float32)
         if self.processor is not None:
-            chunks = [self.processor(images=[image.convert("RGB") for image in images[i:i + CHUNK]],
+            chunks = [self.processor(images=[in_color(image, "RGB") for image in images[i:i + CHUNK]],
                                      return_tensors="np")["pixel_values"] for i in range(0, len(images), CHUNK)]
             return np.concatenate(chunks).astype(np.float32)
         scaled = _resized(images, self.record["color"], self.record["size"])
@@ -141,10 +141,27 @@ def _resized(images: Sequence[Image.Image], color: str, size: Sequence[int]) -> 
     from PIL import Image
 
     height, width = size
-    arrays = [np.asarray(image.convert(color).resize((width, height), Image.Resampling.BILINEAR),
+    arrays = [np.asarray(in_color(image, color).resize((width, height), Image.Resampling.BILINEAR),
                          dtype=np.float32) for image in images]
     stacked = np.stack(arrays) * np.float32(RESCALE)
     return stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
+
+
+def in_color(image: Image.Image, color: str) -> Image.Image:
+    """``image`` converted to ``color`` (``RGB`` or ``L``), 8 bits a channel, its brightness kept.
+
+    PIL's ``convert`` clips the 16-bit (``I;16``) and 32-bit integer (``I``) grey of a 16-bit PNG at 255, which
+    turns nearly every pixel white, and truncates float (``F``) grey in [0, 1] to black; those modes are first
+    scaled to 8 bits: integers from the 16-bit range (a 16-bit PNG's), floats from [0, 1] (or from 0..255 when a
+    value exceeds 1).
+    """
+    from PIL import Image
+
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I") else (255.0 if values.max(initial=0) > 1 else 1.0)
+        image = Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+    return image.convert(color)
 
 
 def _size(value: int | tuple[int, int]) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 
@@ -41,6 +41,19 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
     if any("," in label for label in labels):
         return "multi_label"
     return "single_label"
+
+
+def label_name(value: Any, names: Sequence[str] | None) -> str:
+    """A ``datasets`` label value as text: a ClassLabel index as its name, a list as comma-separated names.
+
+    A null, or a ClassLabel's -1 (how ``datasets`` marks an unlabelled row, e.g. GLUE's test splits), is ``''``:
+    no label, which the loaders refuse for single-label data naming the row.
+    """
+    if isinstance(value, list):
+        return ",".join(label_name(item, names) for item in value)
+    if value is None or (names is not None and value == -1):
+        return ""
+    return names[value] if names is not None and 0 <= value < len(names) else str(value)
 
 
 def label_sets(labels: Sequence[str]) -> list[tuple[str, ...]]:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from edgekd.data.config import CorpusData, TokenizerConfig
 from edgekd.data.corpus import END_OF_TEXT, CorpusSplit, build_char_tokenizer, encode, read_corpus
+from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.errors import ConfigError, DataError
 
 
@@ -91,10 +92,7 @@ def load_corpus(data: CorpusData) -> CorpusSplit:
         return read_corpus(path, data.train_fraction)
     import datasets
 
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: not a text file or a dataset saved with save_to_disk (data.path): {exc}") from None
+    loaded = load_saved_dataset(path, "a text file or a dataset saved with save_to_disk")
     splits = loaded if isinstance(loaded, datasets.DatasetDict) else {data.train_split: loaded}
     if data.train_split not in splits:
         raise DataError(f"{path}: no split '{data.train_split}' (data.train_split); it has {', '.join(splits)}")

@@ -81,8 +81,20 @@ def load_npz(path: Path, task: TaskKind | None = "single_label") -> NpzSet:
         metadata = json.loads(str(arrays["metadata"])) if "metadata" in arrays else None
     except ValueError:
         raise DataError(f"{path}: 'metadata' is not JSON text (edgekd writes it as a JSON string)") from None
-    return NpzSet(inputs.astype(np.float32), labels, names, _soft_labels(path, arrays, len(labels), len(names)),
+    return NpzSet(_float_inputs(path, inputs), labels, names, _soft_labels(path, arrays, len(labels), len(names)),
                   metadata)
+
+
+def _float_inputs(path: Path, inputs: np.ndarray) -> np.ndarray:
+    """``inputs`` as float32; numbers only, every one finite (a NaN trains a model to NaN and reads as divergence)."""
+    if inputs.dtype.kind not in "biuf":
+        raise DataError(f"{path}: 'inputs' holds {inputs.dtype} values; expected numbers (float32)")
+    values = inputs.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    if bad.size:
+        raise DataError(f"{path}: 'inputs' of {bad.size} example(s) hold NaN or infinity (the first: example "
+                        f"{int(bad[0])}); expected finite numbers")
+    return values
 
 
 def _soft_labels(path: Path, arrays: dict[str, np.ndarray], count: int, classes: int) -> np.ndarray | None:

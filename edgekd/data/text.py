@@ -21,14 +21,17 @@ its words.
 
 TSV files are read with the ``csv`` module without quote processing (SST-2 sentences contain quote
 characters), CSV files with standard CSV quoting; both need a header line, may start with a UTF-8
-byte-order mark, and may contain blank lines, which are skipped. Texts and labels are stripped
-(SST-2 sentences end with a space).
+byte-order mark, and may contain blank lines (or lines of spaces only), which are skipped; a field may be
+of any length. Texts and labels are stripped (SST-2 sentences end with a space). A single-label
+example needs a label: an empty one (or a ``datasets`` null, or a ClassLabel's -1, which marks an
+unlabelled row) is refused, naming the line or row.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,10 +40,13 @@ from typing import Any, TextIO
 import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
-from edgekd.data.label_kind import infer_task, label_sets, multi_hot, regression_values
+from edgekd.data.label_kind import infer_task, label_name, label_sets, multi_hot, regression_values
+from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
 from edgekd.errors import DataError
 
+#: csv's field size limit while a table is read (its default, 128 KiB, refuses a long document).
+FIELD_LIMIT = 2**31 - 1
 TextDataConfig = TextFileData | HFDiskData | HubData
 
 
@@ -120,10 +126,21 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
     else:
         train, test, known_names, known_task = _read_hf(config)
     task = config.task or train.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
+    for split in (train, test):
+        _check_labelled(split, task, config.label_column)
     class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
                                                                                    config.label_column)
     _check_distinct_classes(train, class_names, task, config.label_column)
     return _split(train, test, class_names, task, config, seed)
+
+
+def _check_labelled(split: _RawSplit, task: TaskKind, label_column: str) -> None:
+    """Refuse a single-label example without a label: it would silently become a class named ''."""
+    if task != "single_label" or "" not in split.labels:
+        return
+    at = split.labels.index("")
+    raise DataError(f"{split.name} {split.unit} {split.lines[at]}: no label in column '{label_column}' (empty, "
+                    "null or -1); expected a class name for every example")
 
 
 def _check_distinct_classes(train: _RawSplit, class_names: tuple[str, ...], task: TaskKind,
@@ -140,12 +157,13 @@ def _check_distinct_classes(train: _RawSplit, class_names: tuple[str, ...], task
 
 def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     if not path.is_file():
-        raise DataError(f"{path}: file not found (data.{key})")
+        what = f"a directory, not a {config.source.upper()} file" if path.is_dir() else "file not found"
+        raise DataError(f"{path}: {what} (data.{key})")
     delimiter, quoting = ("\t", csv.QUOTE_NONE) if config.source == "tsv" else (",", csv.QUOTE_MINIMAL)
     texts: list[str] = []
     labels: list[str] = []
     lines: list[int] = []
-    with _open_text(path, key) as handle:
+    with _open_text(path, key) as handle, _field_limit(FIELD_LIMIT):
         reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
         try:
             header = next(reader, None)
@@ -158,7 +176,7 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
             _check_columns(str(path), header, config, (text_column, label_column))
             text_at, label_at = header.index(text_column[0]), header.index(label_column[0])
             for row in reader:
-                if not row:
+                if not any(field.strip() for field in row):
                     continue
                 if len(row) != len(header):
                     raise DataError(
@@ -178,6 +196,16 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     if not texts:
         raise DataError(f"{path}: no data rows after the header line")
     return _RawSplit(str(path), texts, labels, lines, "line", "token_classification" if tagged else None)
+
+
+@contextmanager
+def _field_limit(limit: int) -> Iterator[None]:
+    """csv's (process-wide) field size limit set to ``limit`` while the block runs."""
+    previous = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _open_text(path: Path, key: str) -> TextIO:
@@ -236,10 +264,7 @@ def _open_hf(config: HFDiskData | HubData, where: str) -> Any:
     import datasets
 
     if isinstance(config, HFDiskData):
-        try:
-            return datasets.load_from_disk(str(config.path))
-        except FileNotFoundError as exc:
-            raise DataError(f"{where}: not a dataset saved with save_to_disk (data.path): {exc}") from None
+        return load_saved_dataset(config.path)
     try:
         return datasets.load_dataset(config.id, config.config)
     except Exception as exc:  # the hub client raises many types (network, auth, unknown config)
@@ -268,13 +293,7 @@ def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData 
         raise DataError(f"{name} row {texts.index(None)}: column '{config.text_column}' is empty (null)")
     label_feature, _ = _label_feature(table.features[config.label_column])
     names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
-
-    def name_of(value: Any) -> str:
-        if isinstance(value, list):
-            return ",".join(name_of(item) for item in value)
-        return names[value] if names is not None and 0 <= value < len(names) else str(value)
-
-    labels = [name_of(value) for value in table[config.label_column]]
+    labels = [label_name(value, names) for value in table[config.label_column]]
     return _RawSplit(name, [text.strip() for text in texts], labels, range(len(texts)), "row")
 
 

@@ -24,6 +24,7 @@ from edgekd.export.config import ExportTarget
 from edgekd.export.manifest import MANIFEST, TOKENIZER_DIR, build_manifest, file_entries
 from edgekd.export.ort_format import convert_to_ort, random_feeds
 from edgekd.export.parity import ParityResult
+from edgekd.model_file import copy_model
 
 README = "README.md"
 #: Where a bundle goes in a run directory (or ``edgekd bundle``'s ``--out``).
@@ -110,7 +111,10 @@ def write_bundle(
         tmp.chmod(0o755)  # a temporary directory is private; the bundle is not
         for name, source in sorted(sources.items()):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, tmp / name)
+            if name.endswith(".onnx"):
+                copy_model(source, tmp / name)  # standalone: external weights embedded
+            else:
+                shutil.copyfile(source, tmp / name)
         (tmp / README).write_text(readme(manifest), encoding="utf-8")
         manifest = {**manifest, "files": file_entries(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

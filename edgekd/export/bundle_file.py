@@ -95,11 +95,12 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
 
 
 def read_labels(path: Path, model: Path) -> list[str]:
-    """Class names, one per line, as many as ``model``'s first output has classes (when that size is static)."""
+    """Class names, one per line (UTF-8, a byte-order mark allowed), distinct, as many as ``model``'s first output
+    has classes (when that size is static)."""
     if not path.is_file():
         raise DataError(f"{path}: labels file not found (expected one class name per line)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read it as UTF-8 text ({exc}); expected one class name per line") from None
     while lines and not lines[-1].strip():
@@ -109,6 +110,11 @@ def read_labels(path: Path, model: Path) -> list[str]:
     if blank is not None or not names:
         where = f"line {blank} is blank" if blank is not None else "it is empty"
         raise DataError(f"{path}: {where}; expected one class name per line")
+    repeated = next((number for number, name in enumerate(names, 1) if name in names[:number - 1]), None)
+    if repeated is not None:
+        first = names.index(names[repeated - 1]) + 1
+        raise DataError(f"{path}: line {repeated} repeats line {first} ({names[repeated - 1]!r}); expected a distinct "
+                        "class name per line")
     _, outputs = tensor_specs(model)
     shape = outputs[0]["shape"] if outputs else []
     classes = shape[-1] if shape else None

@@ -41,7 +41,7 @@ from edgekd.config.device import InputShape
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export.config import ExportTarget
 from edgekd.export.parity import DEFAULT_BATCH_SIZES, ParityResult, check_file_parity, one_line, parity_batches
-from edgekd.model_file import require_onnx
+from edgekd.model_file import copy_model, require_onnx
 from edgekd.profile.inputs import make_feeds
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path, shape: Inp
     result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, shape), out_dir=out_dir)
     copy = Path(out_dir) / onnx_path.name
     if target.keep_onnx and copy.resolve() != onnx_path.resolve():
-        write_with(copy, lambda tmp_path: shutil.copyfile(onnx_path, tmp_path))
+        copy_model(onnx_path, copy)
     return result
 
 

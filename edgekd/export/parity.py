@@ -37,9 +37,10 @@ def as_batch(inputs: torch.Tensor | Mapping[str, torch.Tensor], name: str = "inp
     return {name: inputs} if isinstance(inputs, torch.Tensor) else dict(inputs)
 
 
-def batch_rows(batch: Mapping[str, torch.Tensor]) -> int:
-    """The batch size (all inputs share their first axis)."""
-    return int(next(iter(batch.values())).shape[0])
+def batch_rows(batch: Mapping[str, Any]) -> int:
+    """The batch size (all inputs share their first axis): 1 for a graph without inputs or of scalar inputs."""
+    shapes = [np.shape(value) for value in batch.values()]
+    return next((int(shape[0]) for shape in shapes if len(shape)), 1)
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def check_file_parity(
                               f"{[np.shape(a) for a in actual]} vs {[np.shape(e) for e in expected]}")
         for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
             outputs.add(index, np.asarray(want), np.asarray(got))
-        samples += int(np.shape(next(iter(feed.values())))[0])
+        samples += batch_rows(feed)
     return outputs.result(samples, atol, rtol)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from edgekd.config.device import InputShape
 from edgekd.console import printable
 from edgekd.errors import ModelError
-from edgekd.model_file import read_model
+from edgekd.model_file import external_data_locations, read_model
 
 MIB = 1024 * 1024
 
@@ -86,20 +86,11 @@ def model_size_mb(path: Path) -> float:
     without the ORT identifier, a file protobuf cannot parse or one without a graph is a
     :class:`ModelError`.
     """
-    import onnx
-
     model = read_model(path)
     if model is None:  # ORT format: one flatbuffer, weights inside
         return path.stat().st_size / MIB
-    external = {
-        entry.value
-        for tensor in model.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
     total = path.stat().st_size
-    for location in sorted(external):
+    for location in external_data_locations(model):
         data = path.parent / location
         if not data.is_file():
             raise ModelError(f"{path}: external data file '{location}' not found")

@@ -104,8 +104,12 @@ def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
     wrong_axis = next((axis for axis in range(1, len(dims))
                        if axis < array.ndim and isinstance(dims[axis], int) and dims[axis] > 0
                        and array.shape[axis] != dims[axis]), None)
+    if dims and dims[0] != 1 and list(array.shape[1:]) == dims:  # every axis static: one example, no batch axis
+        raise DataError(f"{path}: array {name!r} has shape {list(array.shape)}, one {_shape(dims)} example per row, "
+                        f"but graph input {name!r} is {_shape(dims)}, without an example (batch) axis; edgekd quantize "
+                        "feeds batches along the first axis: export the model with a batch axis first")
     if array.ndim != len(dims) or wrong_axis is not None:
-        expected = "[N, " + ", ".join(str(d) for d in dims[1:]) + "]" if dims else "[N]"
+        expected = "[" + ", ".join(["N", *(str(d) for d in dims[1:])]) + "]"
         raise DataError(f"{path}: array {name!r} has shape {list(array.shape)}, expected {expected} (N examples; "
                         f"graph input {name!r} is {_shape(dims)})")
 

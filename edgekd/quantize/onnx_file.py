@@ -17,18 +17,18 @@ atomically; ``OUT`` must be new, empty or an earlier ``edgekd quantize`` output.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.atomic import write_json, write_with
+from edgekd.atomic import write_json
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ConfigError, ModelError
-from edgekd.model_file import require_onnx
+from edgekd.model_file import copy_model, require_onnx
 from edgekd.profile.cpu import detect_cpu, device_isa
 from edgekd.quantize.config import QuantizeSettings, QuantizeStage
+from edgekd.quantize.evaluate import cpu_session
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.model import quantize_model
 from edgekd.quantize.npz_feeds import load_quant_data
@@ -69,6 +69,7 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
     """Quantize the ONNX file ``model`` for ``device`` into ``out``; see the module docstring."""
     source = require_onnx(model, "edgekd quantize")
     check_quantizable(source)
+    cpu_session(source, 1, source)  # a graph onnxruntime cannot load: named as the user's file, not a scratch copy
     config = QuantizeStage(**(settings or QuantizeSettings()).model_dump())
     if "static" in config.modes and calibration is None:
         raise ConfigError("--mode static: static INT8 needs calibration data; pass --calibration FILE.npz (one array "
@@ -82,7 +83,7 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
             result = quantize_model(source.resolve(), Path(work), source.stem, data, config, device,
                                     label=str(source), strict=False)
             kept = out / f"{source.stem}.{result.kept.name}.onnx"
-            write_with(kept, lambda tmp: shutil.copyfile(result.kept.path, tmp))
+            copy_model(result.kept.path, kept)
         record = {
             "edgekd_version": __version__,
             "command": COMMAND,
