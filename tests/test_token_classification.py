@@ -108,7 +108,7 @@ def test_tags_read_from_tsv_and_csv(tmp_path: Path, suffix: str, columns: tuple[
     ("train", 4, ("met kalomir", "O"), r"train.tsv line 6: 2 tokens but 1 tags; expected one tag per token"),
     ("train", 0, ("in oslo today", "O B-LOC O O"), r"train.tsv line 2: 3 tokens but 4 tags"),
     ("dev", 7, ("near pelidor", "O B-ORG"), r"dev.tsv line 9: tag 'B-ORG' is not one of the training split's tags"),
-    ("dev", 2, ("", ""), r"dev.tsv line 4: no tokens"),
+    ("dev", 2, ("", "O"), r"dev.tsv line 4: 0 tokens but 1 tags"),  # a row of empty fields only: a blank line
 ])
 def test_bad_rows_refused_with_one_line(tmp_path: Path, split: str, row: int, replacement: tuple[str, str],
                                         message: str) -> None:
