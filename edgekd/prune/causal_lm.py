@@ -54,7 +54,7 @@ from edgekd.profile.generate import generation_figures
 from edgekd.prune.config import CompressStage, HybridStage
 from edgekd.prune.lowrank import LayerRank, factorize_model
 from edgekd.prune.measure import CHECK_TARGET
-from edgekd.prune.record import LMCompressionRecord, LMStepRecord
+from edgekd.prune.record import LMCompressionRecord, LMStepRecord, schedule_fields
 from edgekd.prune.structured import TAYLOR_BATCH_SIZE, TAYLOR_BATCHES, prune_decoder, sync_decoder_config
 from edgekd.quantize.causal_lm import round_medians, time_generation
 
@@ -159,17 +159,11 @@ class LMCompression:
         self.snapshots = [shot.model_copy(update=timed.get(shot.step, {})) for shot in self.snapshots]
         before, after = self.snapshots[0], self.snapshots[-1]
         record = LMCompressionRecord(
-            **after.to_json() | {
-                "before": before.to_json(),
-                "params_ratio": after.params / before.params,
-                "macs_ratio": after.macs / before.macs,
-                "val_loss_change": after.val_loss - before.val_loss,
-                "speedup": after.speedup["ratio"] if after.speedup else None,
-                "speedup_interval": after.speedup,
-                "generation": self.ctx.device.generation,
-                "trajectory": [shot.to_json() for shot in self.snapshots],
-                **outcome,
-            })
+            **schedule_fields(self.snapshots),
+            val_loss_change=after.val_loss - before.val_loss,
+            generation=self.ctx.device.generation,
+            **outcome,
+        )
         kept = record.model_dump(include={"val_loss", "perplexity", "params", "macs", "params_ratio", "macs_ratio"})
         model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics={**self.source.metrics, **kept})
         return StageOutput(artifact=self.artifact.with_model(model), metrics={role: record.to_json()})

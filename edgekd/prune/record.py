@@ -10,6 +10,7 @@ reads either back from a stage record with one clear line when it is malformed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,12 +37,20 @@ class LayerRankRecord(_Record):
     energy_kept: float
 
 
-class StepRecord(_Record):
-    """A classifier's figures at one step of the schedule (step 0: before any change)."""
+class _Step(_Record):
+    """What every step of a schedule records (step 0: before any change)."""
 
     step: int
     params: int
     macs: int
+    parity_max_abs_diff: float | None = None
+    speedup: dict[str, Any] | None = Field(
+        default=None, description="Speed-up over step 0 with its interval, from the interleaved timing.")
+
+
+class StepRecord(_Step):
+    """A classifier's figures at one step of the schedule."""
+
     metric: str = Field(description="The task's primary metric (accuracy, micro_f1, mse, token_accuracy).")
     score: float
     val_score: float
@@ -49,25 +58,17 @@ class StepRecord(_Record):
     val_accuracy: float | None
     figures: dict[str, Any]
     onnx_p50_ms: float | None = None
-    parity_max_abs_diff: float | None = None
-    speedup: dict[str, Any] | None = Field(
-        default=None, description="Speed-up over step 0 with its interval, from the interleaved timing.")
 
 
-class LMStepRecord(_Record):
-    """A causal LM's figures at one step of the schedule (step 0: before any change)."""
+class LMStepRecord(_Step):
+    """A causal LM's figures at one step of the schedule (its speed-up is per generated token)."""
 
-    step: int
-    params: int
-    macs: int
     val_loss: float
     perplexity: float
-    parity_max_abs_diff: float | None = None
     time_to_first_token_ms: float | None = None
     per_token_p50_ms: float | None = None
     per_token_p90_ms: float | None = None
     tokens_per_second: float | None = None
-    speedup: dict[str, Any] | None = None
     speedup_range: dict[str, float] | None = None
 
 
@@ -105,6 +106,21 @@ class LMCompressionRecord(Outcome, LMStepRecord):
     trajectory: list[LMStepRecord]
     val_loss_change: float
     generation: GenerationShape
+
+
+def schedule_fields(snapshots: Sequence[_Step]) -> dict[str, Any]:
+    """What every compression record says of its schedule's ``snapshots`` (step 0 first): the last step's figures,
+    the first step's (``before``), every step, the parameter and MAC ratios and the last step's speed-up over
+    step 0 (timed interleaved with it)."""
+    before, after = snapshots[0], snapshots[-1]
+    return after.to_json() | {
+        "before": before.to_json(),
+        "params_ratio": after.params / before.params,
+        "macs_ratio": after.macs / before.macs,
+        "speedup": after.speedup["ratio"] if after.speedup else None,
+        "speedup_interval": after.speedup,
+        "trajectory": [shot.to_json() for shot in snapshots],
+    }
 
 
 def read_compression_record(record: dict[str, Any], role: str) -> CompressionRecord | LMCompressionRecord:

@@ -29,7 +29,7 @@ from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import CompressStage, FactorizeStage, HybridStage, PruneStage
 from edgekd.prune.lowrank import LayerRank, factorize_task_model
 from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot, time_interleaved
-from edgekd.prune.record import CompressionRecord
+from edgekd.prune.record import CompressionRecord, schedule_fields
 from edgekd.prune.structured import TAYLOR_BATCH_SIZE, TAYLOR_BATCHES, prune_step
 from edgekd.task_heads import hard_loss
 
@@ -97,18 +97,12 @@ class _Compression:
         self.snapshots = time_interleaved(self.snapshots, self.exports, self.ctx.device)
         before, after = self.snapshots[0], self.snapshots[-1]
         record = CompressionRecord(
-            **after.to_json() | {
-                "before": before.to_json(),
-                "params_ratio": after.params / before.params,
-                "macs_ratio": after.macs / before.macs,
-                "accuracy_ratio": after.accuracy / before.accuracy if before.accuracy and after.accuracy is not None
-                else None,
-                "metric_ratio": after.score / before.score if before.score else None,
-                "speedup": after.speedup["ratio"] if after.speedup else None,  # over step 0, timed interleaved
-                "speedup_interval": after.speedup,
-                "trajectory": [s.to_json() for s in self.snapshots],
-                **outcome,
-            })
+            **schedule_fields(self.snapshots),
+            accuracy_ratio=after.accuracy / before.accuracy if before.accuracy and after.accuracy is not None
+            else None,
+            metric_ratio=after.score / before.score if before.score else None,
+            **outcome,
+        )
         kept = {**after.figures, **record.model_dump(include={"params", "macs", "params_ratio", "macs_ratio"})}
         model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics={**self.source.metrics, **kept})
         return StageOutput(artifact=self.artifact.with_model(model), metrics={role: record.to_json()})

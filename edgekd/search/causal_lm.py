@@ -32,13 +32,12 @@ from edgekd.models.causal_lm import load_tokenizer
 from edgekd.models.specs import HFSpec
 from edgekd.models.task_model import WEIGHTS
 from edgekd.profile.causal_lm_stage import judge_generation
-from edgekd.profile.speed_ratio import speed_ratio
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.search.config import SearchStage
 from edgekd.search.lm_space import lm_candidates, lm_space_for
 from edgekd.search.lm_table import LMFamily, lm_latency_table, time_decoders
 from edgekd.search.plan import Row, SearchPlan, exceeded, rank_feasible
-from edgekd.search.record import LMSearchRecord, TableStats, stage_metrics, table_record, trained_structures
+from edgekd.search.record import LMSearchRecord, TableStats, search_fields, stage_metrics
 from edgekd.search.train import Trained, Variant, moved_under, train
 
 #: What chooses among a causal-LM search's trained candidates.
@@ -213,15 +212,9 @@ def lm_summary(config: SearchStage, device: DeviceProfile, family: LMFamily, pla
     """The search's record: budget, metric, table (each candidate's status), trained candidates, the choice."""
     best, confirmed = chosen
     return LMSearchRecord(
-        task="causal_lm", metric=METRIC, device=device.name, budget=device.budget,
-        per_token_limit_ms=per_token_limit(device.budget), generation=device.generation,
-        latency_margin=config.latency_margin, estimate=device.is_estimate,
-        reference=speed_ratio(device.reference).to_json() if device.reference is not None else None,
-        family=family.to_json(), space=space, prune=config.prune, factorize=config.factorize,
-        precision=config.precision, rank_by=config.rank_by, top_k=config.top_k,
-        table=table_record(plan, trained), trained=trained_structures(trained),
-        measured=[m.to_json() for m in measured],
+        **search_fields(config, device, family.to_json(), plan, trained, space, started),
+        task="causal_lm", metric=METRIC, per_token_limit_ms=per_token_limit(device.budget),
+        generation=device.generation, measured=[m.to_json() for m in measured],
         confirmations=[{**a.to_json(), "runs": config.confirm_runs} for a in attempts],
         chosen={**best.to_json(), "confirmed": {**confirmed.to_json(), "runs": config.confirm_runs}},
-        wall_seconds=round(time.perf_counter() - started, 3),
     )

@@ -9,12 +9,13 @@ LM's (:class:`LMSearchRecord`, ``task: causal_lm``) by validation loss, with per
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
 
-from edgekd.config.device import Budget, GenerationShape
+from edgekd.config.device import Budget, DeviceProfile, GenerationShape
 from edgekd.export.config import load_export_target
 from edgekd.stage_record import read_stage_record
 
@@ -29,6 +30,10 @@ Status = Literal["trained", "feasible", "over budget"]
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return self.model_dump()
 
 
 class Entry(_Record):
@@ -47,10 +52,6 @@ class Entry(_Record):
     params: int
     measured_at: str
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return self.model_dump()
-
 
 class TableStats(_Record):
     """How a table was obtained: entries timed now, entries read from the cache, and the time it took."""
@@ -61,10 +62,6 @@ class TableStats(_Record):
     reused: int
     seconds: float = Field(description="Wall time of building, exporting and timing the missing candidates (0 when "
                                        "all were cached).")
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return self.model_dump()
 
 
 class TableCandidate(Entry):
@@ -236,6 +233,28 @@ def stage_metrics(record: SearchRecord | LMSearchRecord, stage: SearchStage) -> 
     """The search stage's ``stage.json`` metrics: its record and the export target its candidates used."""
     target = load_export_target(stage.target)
     return {"search": record.model_dump(mode="json"), "target": target.model_dump(mode="json")}
+
+
+def search_fields(stage: SearchStage, device: DeviceProfile, family: dict[str, Any], plan: SearchPlan,
+                  trained: Sequence[Trained], space: dict[str, list[Any]], started: float) -> dict[str, Any]:
+    """What every search records alike (:class:`_Search`'s fields): the device and its budget, the grid searched,
+    the latency table, what was trained and the wall time since ``started`` (a ``time.perf_counter`` reading)."""
+    return {
+        "device": device.name, "budget": device.budget, "latency_margin": stage.latency_margin,
+        "estimate": device.is_estimate, "reference": _reference(device), "family": family, "space": space,
+        "prune": stage.prune, "factorize": stage.factorize, "precision": stage.precision, "rank_by": stage.rank_by,
+        "top_k": stage.top_k, "table": table_record(plan, trained), "trained": trained_structures(trained),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _reference(device: DeviceProfile) -> dict[str, Any] | None:
+    """Where an estimated device's latencies come from: the reference model and the speed ratio measured here."""
+    if device.reference is None:
+        return None
+    from edgekd.profile.speed_ratio import speed_ratio  # times the reference model: not for importers of records
+
+    return speed_ratio(device.reference).to_json()
 
 
 def table_record(plan: SearchPlan, trained: Sequence[Trained]) -> TableRecord:

@@ -29,7 +29,7 @@ from edgekd.search.causal_lm import run_lm_search
 from edgekd.search.config import SearchStage
 from edgekd.search.messages import missed_message
 from edgekd.search.plan import SearchPlan, plan_search
-from edgekd.search.record import SearchRecord, stage_metrics, table_record, trained_structures
+from edgekd.search.record import SearchRecord, search_fields, stage_metrics
 from edgekd.search.select import Confirmation, Measured, choose, measure
 from edgekd.search.space import space_for
 from edgekd.search.train import Trained, moved_under, train
@@ -91,22 +91,8 @@ def _summary(config: SearchStage, device: DeviceProfile, family: Family, plan: S
              space: dict[str, list[Any]]) -> SearchRecord:
     """The search's record: budget, table (with each candidate's status), trained candidates, the choice."""
     return SearchRecord(
-        device=device.name, budget=device.budget, latency_margin=config.latency_margin,
-        estimate=device.is_estimate, reference=_reference(device), family=family.to_json(),
-        space=space, prune=config.prune, factorize=config.factorize, precision=config.precision,
-        rank_by=config.rank_by, metric=chosen.measured.metric,
-        lower_is_better=chosen.measured.metric in LOWER_IS_BETTER, top_k=config.top_k,
-        table=table_record(plan, trained), trained=trained_structures(trained),
+        **search_fields(config, device, family.to_json(), plan, trained, space, started),
+        metric=chosen.measured.metric, lower_is_better=chosen.measured.metric in LOWER_IS_BETTER,
         measured=[m.to_json() for m in measured], confirmations=[a.to_json() for a in attempts],
         chosen={**chosen.measured.to_json(), "confirmed": chosen.to_json()},
-        wall_seconds=round(time.perf_counter() - started, 3),
     )
-
-
-def _reference(device: DeviceProfile) -> dict[str, Any] | None:
-    """Where an estimated device's latencies come from: the reference model and the speed ratio measured here."""
-    if device.reference is None:
-        return None
-    from edgekd.profile.speed_ratio import speed_ratio
-
-    return speed_ratio(device.reference).to_json()
