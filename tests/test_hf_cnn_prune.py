@@ -1,5 +1,6 @@
 """Conv-channel pruning of Hugging Face image CNN families (issue 18): ResNet, MobileNetV2, EfficientNet,
-ConvNeXt and MobileViT, each a tiny random config saved locally.
+ConvNeXt and MobileViT, and RegNet, BiT, MobileNetV1, ConvNeXt-V2 and PoolFormer by the same mechanism, each a
+tiny random config; Swin refused.
 
 Pruning half the channels shrinks the model; its directory (``config.json``'s ``edgekd_structure``
 and safetensors) reloads through ``TaskModel.load`` with the same weights and outputs, and exports
@@ -12,6 +13,7 @@ quantizes, profiles and bundles it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,13 @@ from edgekd.data.examples import InputSignature
 from edgekd.errors import ModelError
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
+from edgekd.models import families
 from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.structure import CONFIG_KEY
 from edgekd.prune.structured import prune_step
+from edgekd.threads import training_threads
 from tests.test_config_errors import _assert_one_line_error
 from tests.test_image_data import colour_sets  # noqa: F401 - the image folders of three colours (a fixture)
 
@@ -43,16 +47,37 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::U
                                         "ignore::torch.jit.TracerWarning")
 runner = CliRunner()
 
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread, as the recipes here run with (``threads: 1``): on busy shared cores two threads meeting
+    at a barrier after every operation make these tiny models' forwards many times slower."""
+    with training_threads(1):
+        yield
+
 #: family → (config sizes, image side): tiny but with each family's coupled structures (bottleneck residuals,
 #: inverted residuals with depthwise convs, squeeze-and-excitation, layer norms and layer scales, transformer
 #: blocks); EfficientNet's 5 × 5 kernels need 32 pixels after its downsampling.
-FAMILIES: dict[str, tuple[dict[str, Any], int]] = {
+ISSUE: dict[str, tuple[dict[str, Any], int]] = {
     "resnet": (dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="bottleneck"), 16),
-    "mobilenet_v2": (dict(image_size=16, depth_multiplier=0.25, finegrained_output=False), 16),
+    "mobilenet_v2": (dict(image_size=16, depth_multiplier=0.1, min_depth=4, finegrained_output=False), 16),
     "efficientnet": (dict(image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128), 32),
     "convnext": (dict(patch_size=2, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=16), 16),
-    "mobilevit": (dict(image_size=16, hidden_sizes=[16, 16, 16], neck_hidden_sizes=[8, 8, 16, 16, 16, 16, 32]), 16),
+    "mobilevit": (dict(image_size=16, hidden_sizes=[8, 8, 8], neck_hidden_sizes=[8, 8, 8, 8, 8, 8, 16],
+                       num_attention_heads=2), 16),
 }
+#: More CNN families the same mechanism prunes and rebuilds (grouped convolutions, weight-standardised convs,
+#: ConvNeXt-V2's GRN parameters, PoolFormer's pooling token mixer).
+MORE: dict[str, tuple[dict[str, Any], int]] = {
+    "regnet": (dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=4), 16),
+    "bit": (dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="bottleneck", num_groups=2), 16),
+    "mobilenet_v1": (dict(image_size=16, depth_multiplier=0.1, min_depth=4), 16),
+    "convnextv2": (dict(patch_size=2, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=16), 16),
+    "poolformer": (dict(hidden_sizes=[8, 16], depths=[1, 1], num_encoder_blocks=2, patch_sizes=[2, 2],
+                        strides=[2, 2], padding=[0, 0]), 16),
+}
+FAMILIES = {**ISSUE, **MORE}
+SWIN = (dict(image_size=16, patch_size=2, embed_dim=8, depths=[1, 1], num_heads=[2, 2], window_size=2), 16)
 CLASSES = ("blue", "green", "red")
 
 
@@ -63,7 +88,7 @@ def randomized(module: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for name, p in module.named_parameters():
             if p.dim() > 1:
-                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=generator) * (2 / p[0].numel()) ** 0.5)  # He init
             else:
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.1 if name.endswith("bias")
                         else torch.rand(p.shape, generator=generator) + 0.5)
@@ -79,7 +104,7 @@ def build(family: str) -> tuple[nn.Module, int]:
     """A random ``family`` classifier of three classes and its image side."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    sizes, side = FAMILIES[family]
+    sizes, side = {**FAMILIES, "swin": SWIN}[family]
     torch.manual_seed(0)
     config = AutoConfig.for_model(family, num_channels=3, num_labels=len(CLASSES), **sizes)
     return randomized(AutoModelForImageClassification.from_config(config)), side
@@ -180,6 +205,18 @@ def test_a_layer_whose_pruned_state_cannot_be_saved_is_refused_by_name() -> None
         prune_step(model, PruneConfig(targets=["channels"]), 0.5, images(side))
 
 
+def test_swin_is_refused_and_its_patch_merging_would_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swin stays unpruned: its patch merging concatenates 2 × 2 neighbourhoods along the channels. Were it taken
+    as a CNN, the rebuild check names the layer pruning breaks rather than saving a model that does not run."""
+    module, side = build("swin")
+    with pytest.raises(ModelError, match="a swin model cannot be pruned .*patch merging"):
+        prune_step(task_model(module, side), PruneConfig(targets=["channels"]), 0.5, images(side))
+    monkeypatch.setitem(families.FAMILIES, "swin", families.FAMILIES["resnet"])
+    with pytest.raises(ModelError, match=r"layer 'swin\.encoder\.layers\.0\.downsample\.norm' \(LayerNorm\) does not "
+                       "run after channel pruning"):
+        prune_step(task_model(build("swin")[0], side), PruneConfig(targets=["channels"]), 0.5, images(side))
+
+
 def test_a_heads_target_on_a_cnn_is_refused_when_pruning() -> None:
     module, side = build("resnet")
     with pytest.raises(Exception, match="targets: a resnet model prunes 'channels', not heads"):
@@ -250,7 +287,7 @@ def test_validate_refuses_what_a_cnn_family_cannot_take_with_the_key(stage: dict
 #: The default suite runs ResNet through teacher → prune → export → profile; the slow runs take every family on
 #: through quantize and bundle.
 E2E = [pytest.param("resnet", False, id="resnet"),
-       *(pytest.param(f, True, id=f"{f}-bundled", marks=pytest.mark.slow) for f in FAMILIES)]
+       *(pytest.param(f, True, id=f"{f}-bundled", marks=pytest.mark.slow) for f in ISSUE)]
 
 
 @pytest.mark.parametrize(("family", "bundled"), E2E)
@@ -285,3 +322,10 @@ def test_recipe_trains_prunes_with_recovery_exports_and_profiles(family: str, bu
         manifest = json.loads((result.run_dir / "bundle" / "manifest.json").read_text())
         assert manifest["labels"] == list(CLASSES) and manifest["model"]["format"] == "onnx"
         assert (result.run_dir / "bundle" / manifest["model"]["file"]).is_file()
+
+
+def test_validate_refuses_pruning_swin_with_the_reason(folders: Path, tmp_path: Path) -> None:
+    stage = {"stage": "prune", "role": "teacher", "targets": ["channels"]}
+    recipe = recipe_dict(folders, saved("swin", tmp_path / "swin"), 16, [TEACHER, stage, {"stage": "export"}])
+    _assert_one_line_error(_validate(tmp_path, recipe), "stages[1].stage",
+                           "a 'hf' (swin) teacher has nothing structured pruning removes", "patch merging")

@@ -40,7 +40,8 @@ TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
 NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
                  "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, deberta-v2 and albert, and pruned "
-                 "vit, deit, resnet, mobilenet_v2, efficientnet, convnext and mobilevit only")
+                 "vit, deit and image CNNs (resnet, regnet, bit, mobilenet_v1, mobilenet_v2, efficientnet, convnext, "
+                 "convnextv2, poolformer, mobilevit) only")
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,12 @@ FAMILIES: dict[str, Family] = {
         _QKVO, "dense", "num_attention_heads", kv_heads="num_key_value_heads")),
     "vit": _VIT,
     "deit": _VIT,
-    **dict.fromkeys(("convnext", "resnet", "mobilenet_v2", "efficientnet"), _CNN),
+    **dict.fromkeys(("resnet", "regnet", "bit", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
+                     "convnextv2", "poolformer"), _CNN),
     "mobilevit": Family("image", prune_targets=_CHANNELS, why_not=_CNN.why_not, whole=("MobileViTTransformer",)),
+    "swin": Family("image", why_not="Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
+                   "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
+                   "longer fit); edgekd does not prune or factorize it"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Conv-channel pruning of Hugging Face image CNN families (ResNet, MobileNetV2, EfficientNet, ConvNeXt, MobileViT).
+"""Conv-channel pruning of Hugging Face image CNN families (ResNet, RegNet, BiT, MobileNet V1/V2, EfficientNet,
+ConvNeXt V1/V2, PoolFormer, MobileViT).
 
 Torch-Pruning's dependency graph removes conv channels with everything coupled to them: residual
 additions, depthwise convolutions, batch norms, layer norms over channels, squeeze-and-excitation
@@ -32,8 +33,9 @@ from edgekd.prune.user_module import output_layer
 
 #: Largest difference between a pruned layer's output and the rebuilt one's, relative to the output's scale.
 REBUILD_TOLERANCE = 1e-5
-#: Layer types whose own parameters Torch-Pruning reshapes along their stated dimension; a 1-D parameter held by
-#: any other module (ConvNeXt's layer scale) is given to it as a per-channel vector (``unwrapped_parameters``).
+#: Layer types whose own parameters Torch-Pruning reshapes along their stated dimension; a per-channel parameter
+#: held by any other module (ConvNeXt's layer scale) is given to it with its channel dimension
+#: (``unwrapped_parameters``).
 _WRAPPED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.PReLU, nn.Embedding)
 
 Inputs = Mapping[str, torch.Tensor]
@@ -44,9 +46,16 @@ def channel_plan(model: nn.Module, inputs: Inputs) -> dict[str, Any]:
     bare per-channel parameters pruned with their channels."""
     whole = family(model.config.model_type).whole
     kept = [m for m in model.modules() if type(m).__name__ in whole]
-    bare = [(p, 0) for m in model.modules() if not isinstance(m, _WRAPPED)
-            for p in m.parameters(recurse=False) if p.dim() == 1]
+    bare = [(p, _channel_dim(p)) for m in model.modules() if not isinstance(m, _WRAPPED)
+            for p in m.parameters(recurse=False) if _channel_dim(p) is not None]
     return {"ignored_layers": [output_layer(model, dict(inputs)), *kept], "unwrapped_parameters": bare}
+
+
+def _channel_dim(parameter: torch.Tensor) -> int | None:
+    """The one dimension of a bare per-channel parameter longer than 1 (ConvNeXt's layer scale ``[C]``,
+    ConvNeXt-V2's GRN ``[1, 1, 1, C]``); ``None`` for any other shape (left to Torch-Pruning's own guess)."""
+    dims = [index for index, size in enumerate(parameter.shape) if size > 1]
+    return dims[0] if len(dims) == 1 else None
 
 
 @contextmanager
