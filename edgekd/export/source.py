@@ -140,7 +140,8 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     from transformers import AutoConfig
 
     from edgekd.models.families import family
-    from edgekd.models.hf import ATTENTION, auto_class, quiet_transformers
+    from edgekd.models.hf import ATTENTION, auto_class, classifier_class, quiet_transformers
+    from edgekd.prune.structure import CONFIG_KEY, pruned_class
 
     quiet_transformers()
     if not Path(source).is_dir() and not HUB_ID.match(source):
@@ -154,8 +155,11 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
                          "'package.module:factory'") from None
     modality = family(config.model_type).modality
     per_token = any(name.endswith("ForTokenClassification") for name in getattr(config, "architectures", None) or ())
+    loader: Any = auto_class(modality, per_token)
+    if hasattr(config, CONFIG_KEY):  # pruned or factorized by edgekd: rebuilt to its structure (edgekd.prune)
+        loader = pruned_class(classifier_class(config, modality, per_token))
     try:
-        module, info = auto_class(modality, per_token).from_pretrained(
+        module, info = loader.from_pretrained(
             source, local_files_only=True, trust_remote_code=False, use_safetensors=True,
             attn_implementation=ATTENTION, output_loading_info=True)
     except (OSError, ValueError) as exc:
