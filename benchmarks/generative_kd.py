@@ -183,10 +183,15 @@ def run_recipe(recipe: dict[str, Any], work: Path, threads: int | str) -> Path:
     return run_dir
 
 
+def stage_record(run_dir: Path, stage: str) -> dict[str, Any]:
+    """What a run's stage recorded (its ``stage.json``)."""
+    found = next(run_dir.glob(f"[0-9][0-9]-{stage}"))
+    return json.loads((found / "stage.json").read_text(encoding="utf-8"))
+
+
 def stage_metrics(run_dir: Path, stage: str) -> dict[str, Any]:
     """The metrics a run's stage recorded."""
-    found = next(run_dir.glob(f"[0-9][0-9]-{stage}"))
-    return json.loads((found / "stage.json").read_text(encoding="utf-8"))["metrics"]
+    return stage_record(run_dir, stage)["metrics"]
 
 
 def model_file(run_dir: Path, stage: str, name: str) -> Path:
@@ -202,10 +207,12 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 def student_row(run_dir: Path) -> dict[str, Any]:
     """What one student run measured."""
-    metrics = stage_metrics(run_dir, "distill")["student"]
-    keep = ("val_loss", "perplexity", "params", "train_seconds", "best_epoch", "epochs_run",
-            "teacher_continuation_loss")
-    return {key: metrics[key] for key in keep if key in metrics}
+    from edgekd.distill.record import read_distill_record
+
+    figures = read_distill_record(stage_record(run_dir, "distill")).figures
+    keep = {"val_loss", "perplexity", "params", "train_seconds", "best_epoch", "epochs_run",
+            "teacher_continuation_loss"}
+    return figures.model_dump(mode="json", include=keep, exclude_unset=True)
 
 
 def speculative_rows(student_runs: dict[str, dict[int, Path]], teacher_onnx: Path, validation: list[int],
@@ -328,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.atomic import write_json
     from edgekd.config.recipe import load_recipe
     from edgekd.data.lm_data import prepare_lm_data
+    from edgekd.distill.record import read_teacher_record
     from edgekd.models.causal_lm import load_tokenizer
     from edgekd.profile.cpu import detect_cpu
 
@@ -335,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     base = base_recipe(args.corpus, args.quick, args.work, args.student_epochs)
     teacher_run = run_recipe(teacher_recipe(base), args.work, args.threads)
-    teacher = stage_metrics(teacher_run, "teacher")["teacher"]
+    teacher = read_teacher_record(stage_record(teacher_run, "teacher")).teacher.to_json()
     weights = model_file(teacher_run, "teacher", "teacher/model.safetensors")
     cache = args.work / "teacher-continuations"
     sizes = {"student": train_size(base, args, weights, cache)}

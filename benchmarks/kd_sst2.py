@@ -55,6 +55,8 @@ from edgekd.catalog import find
 from edgekd.config.device import load_device
 from edgekd.config.loading import read_yaml, validate_model
 from edgekd.config.recipe import Recipe
+from edgekd.distill.record import DistillFigures, read_distill_record, read_teacher_record
+from edgekd.errors import StorageError
 from edgekd.pipeline import RunResult
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
@@ -212,11 +214,11 @@ def hard_label_twin(recipe: dict[str, Any], distilled: RunResult) -> dict[str, A
     for stage in distill_stages(recipe):
         stage["losses"] = HARD_LABELS
         if stage.pop("augment", None) is not None:
-            seen = distilled.artifact.get("student").metrics
-            if "labelled_examples" not in seen:
-                raise SystemExit(f"error: {distilled.run_dir}: its distill stage predates 'labelled_examples'; "
-                                 "delete that run directory and run again")
-            stage["epochs"] = round(stage["epochs"] * seen["transfer_set_size"] / seen["labelled_examples"])
+            try:
+                seen = distilled_figures(distilled, stage.get("student", "student"))
+            except StorageError as exc:
+                raise SystemExit(f"error: {distilled.run_dir}/{exc}; delete that run directory and run again") from None
+            stage["epochs"] = round(stage["epochs"] * seen.transfer_set_size / seen.labelled_examples)
     return recipe
 
 
@@ -253,6 +255,16 @@ def compression_figures(result: RunResult, role: str) -> dict[str, Any]:
         return {}
     last = CompressionRecord.model_validate(compressed[-1])
     return last.model_dump(include={"params_ratio", "macs_ratio", "target_reached", "steps_run"}, exclude_unset=True)
+
+
+def distilled_figures(result: RunResult, role: str) -> DistillFigures:
+    """What the distill stage that trained ``role`` in ``result``'s run recorded of it (a malformed record raises
+    :class:`StorageError` naming its stage.json and field)."""
+    records = [read_distill_record(stage.data) for stage in result.stages if stage.stage == "distill"]
+    figures = next(record.figures for record in records if record.role == role)
+    if not isinstance(figures, DistillFigures):
+        raise StorageError(f"{result.run_dir}: the {role} was not distilled as a classifier")
+    return figures
 
 
 def distill_stages(recipe: dict[str, Any]) -> list[dict[str, Any]]:
@@ -497,8 +509,8 @@ class Benchmark:
         role = measured_role(recipe)
         self.rows.append({**model_row(label, results, role, self.seeds), **compression_figures(results[0], role)})
         if members > 1:  # what the student learnt from: the averaged teachers' own dev accuracy
-            self.rows[-1]["teacher_ensemble_dev_accuracy"] = results[0].artifact.get("teacher").metrics[
-                "ensemble_accuracy"]
+            teacher = next(stage.data for stage in results[0].stages if stage.stage == "teacher")
+            self.rows[-1]["teacher_ensemble_dev_accuracy"] = read_teacher_record(teacher).teacher.ensemble_accuracy
         self.timings[label] = time.perf_counter() - begun
         print(f"{label}: dev {self.rows[-1]['dev_accuracy']:.4f} ± {self.rows[-1]['dev_accuracy_std']:.4f}",
               flush=True)

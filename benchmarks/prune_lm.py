@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from edgekd.api import run
+    from edgekd.distill.record import read_teacher_record
     from edgekd.profile.cpu import detect_cpu
 
     size = "2x64" if args.quick else args.size
@@ -102,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         run(path, out=work / "run", show_progress=False)
         seconds = time.perf_counter() - started
-        stages = {name: json.loads((next((work / "run").glob(f"*-{name}")) / "stage.json").read_text())["metrics"]
-                  for name in ("teacher", "prune", "factorize")}
+        records = {name: json.loads((next((work / "run").glob(f"*-{name}")) / "stage.json").read_text())
+                   for name in ("teacher", "prune", "factorize")}
+    stages = {name: record["metrics"] for name, record in records.items()}
+    teacher = read_teacher_record(records["teacher"]).teacher
     result = {"benchmark": "prune_lm", "quick": args.quick, "cpu": cpu.to_json(), "threads": 1, "size": size,
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "corpus": CORPUS.name,
-              "seconds": seconds, "teacher": {k: stages["teacher"]["teacher"][k] for k in ("val_loss", "params")},
+              "seconds": seconds, "teacher": {"val_loss": teacher.val_loss, "params": teacher.params},
               "prune": summary(stages["prune"]["teacher"]), "factorize": summary(stages["factorize"]["teacher"])}
     slug = re.sub(r"[^a-z0-9]+", "-", cpu.brand.lower()).strip("-")
     out = args.out or REPO / "benchmarks" / "results" / f"prune_lm-{'quick' if args.quick else slug}.json"

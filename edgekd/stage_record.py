@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgekd.config.loading import format_key_path
 from edgekd.errors import StorageError
@@ -17,26 +17,49 @@ def read_stage_record(model: type[RecordT], record: dict[str, Any], key: str | N
     :class:`StorageError` naming the stage's ``stage.json`` and the first bad field."""
     metrics = record["metrics"]
     prefix = "metrics" if key is None else f"metrics.{key}"
+    where = f"{record['index']:02d}-{record['stage']}/stage.json"
+    if key is not None and key not in metrics:
+        raise StorageError(f"{where}: {prefix}: missing")
     try:
         return model.model_validate(metrics if key is None else metrics[key])
     except ValidationError as exc:
         error = exc.errors()[0]
         field = format_key_path(_stored_path(metrics if key is None else metrics[key], error["loc"]))
-        where = f"{record['index']:02d}-{record['stage']}/stage.json"
         joint = "" if not field or field.startswith("[") else "."
         raise StorageError(f"{where}: {prefix}{joint}{field}: {error['msg']}") from None
 
 
 def _stored_path(data: Any, loc: tuple[Any, ...]) -> list[Any]:
-    """The part of a pydantic error location that names keys of the stored ``data``: the tags pydantic inserts for a
-    union's member (``classifier`` in ``classifier.chosen``) are not in the file; a missing key (the last part) is
-    kept."""
-    shown: list[Any] = []
-    for index, part in enumerate(loc):
-        present = (isinstance(data, dict) and part in data) or (
-            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data))
-        if present:
-            data = data[part]
-        if present or index == len(loc) - 1:
-            shown.append(part)
-    return shown
+    """The part of a pydantic error location that names keys of the stored ``data``.
+
+    pydantic inserts each union member's tag (``classifier`` in ``classifier.chosen``), which is not a key of the
+    file, though a tag may share its name with one (``kv_cache``). Of the readings that take each tag-like part as
+    a key or skip it, the one leaving the fewest parts unmatched by ``data`` wins (then the one keeping more
+    parts); the last part is always kept, present or missing.
+    """
+    readings: list[tuple[int, int, list[Any]]] = []
+
+    def read(value: Any, index: int, shown: list[Any], unmatched: int) -> None:
+        if index == len(loc):
+            readings.append((unmatched, -len(shown), shown))
+            return
+        part, last = loc[index], index == len(loc) - 1
+        present = (isinstance(value, dict) and part in value) or (
+            isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value))
+        read(value[part] if present else None, index + 1, [*shown, part], unmatched + (not present))
+        if isinstance(part, str) and not last:
+            read(value, index + 1, shown, unmatched)
+
+    read(data, 0, [], 0)
+    return min(readings, key=lambda reading: reading[:2])[2]
+
+
+class FrozenRecord(BaseModel):
+    """A stage's typed record: unknown keys are refused (a script reading it back would miss them) and only the
+    fields given are written (:meth:`to_json`), so a record keeps the shape the stage wrote."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of the fields given (optional fields a stage did not set are left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)

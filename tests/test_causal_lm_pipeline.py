@@ -22,8 +22,11 @@ from typer.testing import CliRunner
 
 from edgekd.api import run
 from edgekd.cli import app
+from edgekd.distill.record import LMDistillFigures, LMTrainedFigures, read_distill_record, read_teacher_record
+from edgekd.export.record import KVCacheExportRecord, read_export_record
 from edgekd.profile.generate import CachedGenerator
 from tests.conftest import demo_recipe_dict, shrink
+from tests.test_report_schema import _assert_damage_is_one_line
 
 TEACHER = {"arch": "hf", "config": {"model_type": "llama", "hidden_size": 48, "num_hidden_layers": 2,
                                     "num_attention_heads": 4, "intermediate_size": 96}}
@@ -68,37 +71,66 @@ def lm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[s
     return recipe, tmp / "run", result.report()
 
 
-def _stage(run_dir: Path, name: str) -> dict[str, Any]:
+def _record(run_dir: Path, name: str) -> dict[str, Any]:
     found = next(run_dir.glob(f"*-{name}"))
-    return json.loads((found / "stage.json").read_text())["metrics"]
+    return json.loads((found / "stage.json").read_text())
+
+
+def _stage(run_dir: Path, name: str) -> dict[str, Any]:
+    return _record(run_dir, name)["metrics"]
 
 
 def test_teacher_and_student_learn_the_corpus(lm_run) -> None:
     _, run_dir, report = lm_run
-    vocab = _stage(run_dir, "teacher")["teacher"]["vocab_size"]
+    teacher = read_teacher_record(_record(run_dir, "teacher"))
+    assert isinstance(teacher.teacher, LMTrainedFigures) and teacher.history is not None
+    assert [epoch.epoch for epoch in teacher.history] == [1, 2, 3]
+    vocab = teacher.teacher.vocab_size
+    assert teacher.teacher.train_tokens > teacher.teacher.validation_tokens > teacher.teacher.context == 32
     for role in ("teacher", "student"):
         figures = report[role]
         assert figures["task"] == "causal_lm"
         assert figures["val_loss"] < math.log(vocab) - 1.0  # far below a uniform guess over the characters
         assert figures["perplexity"] == pytest.approx(math.exp(figures["val_loss"]))
     assert report["student"]["params"] < report["teacher"]["params"] / 3
-    history = _stage(run_dir, "distill")["history"]
-    assert [epoch["epoch"] for epoch in history] == [1, 2, 3] and all("val_loss" in epoch for epoch in history)
+    distill = read_distill_record(_record(run_dir, "distill"))
+    assert distill.role == "student" and isinstance(distill.figures, LMDistillFigures)
+    assert distill.figures.losses == ["token_kl"] and distill.figures.teacher_continuation_loss is None
+    assert distill.figures.val_loss == report["student"]["val_loss"]
+    history = distill.history
+    assert [epoch.epoch for epoch in history] == [1, 2, 3] and all("val_loss" in epoch.model_extra for epoch in history)
 
 
 def test_export_is_checked_on_cached_steps_and_records_the_context(lm_run) -> None:
     import onnx
 
     _, run_dir, _ = lm_run
-    export = _stage(run_dir, "export")
-    for role in ("teacher", "student"):
-        parity = export[role]["parity"]
-        assert parity["passed"] and parity["max_abs_diff"] <= parity["atol"] + parity["rtol"] * parity[
-            "reference_max_abs"]
-        graph = onnx.load(str(run_dir / export[role]["path"]), load_external_data=False)
+    record = _record(run_dir, "export")
+    export = read_export_record(record)
+    assert export.to_json() == record["metrics"] and set(export.models) == {"teacher", "student"}
+    for exported in export.models.values():
+        assert isinstance(exported, KVCacheExportRecord) and exported.ort is None  # the onnx-fp32 target
+        parity = exported.parity
+        assert parity.passed and parity.max_abs_diff <= parity.atol + parity.rtol * parity.reference_max_abs
+        graph = onnx.load(str(run_dir / exported.path), load_external_data=False)
         names = [i.name for i in graph.graph.input]
         assert names[:2] == ["input_ids", "attention_mask"] and names[2] == "past_key_values.0.key"
         assert {p.key: p.value for p in graph.metadata_props}["edgekd.context_length"] == "32"
+
+
+@pytest.mark.parametrize("stage,read,field,damage", [
+    ("teacher", read_teacher_record, "teacher.vocab_size", lambda m: m["teacher"].pop("vocab_size")),
+    ("teacher", read_teacher_record, "teacher.ensemble_accuracy",
+     lambda m: m["teacher"].update(ensemble_accuracy=0.5)),
+    ("distill", read_distill_record, "student.teacher_continuation_loss.losses[1]",
+     lambda m: m["student"].update(teacher_continuation_loss={"losses[1]": "low"})),
+    ("distill", read_distill_record, "history[2].train_loss", lambda m: m["history"][2].pop("train_loss")),
+    ("export", read_export_record, "student.kv_cache", lambda m: m["student"].update(kv_cache="yes")),
+    ("export", read_export_record, "teacher.optimization_level",
+     lambda m: m["teacher"].update(optimization_level="max")),
+])
+def test_a_malformed_causal_lm_record_is_one_line(lm_run, stage: str, read, field: str, damage) -> None:
+    _assert_damage_is_one_line(read, _record(lm_run[1], stage), field, damage)
 
 
 def test_profile_times_generation_on_the_devices_prompt(lm_run) -> None:

@@ -35,6 +35,7 @@ from edgekd.distill.losses.registry import build_loss
 from edgekd.distill.losses.sequence_level import SequenceKD
 from edgekd.distill.on_policy import OnPolicyDistillation
 from edgekd.distill.outputs import ModelInfo, ModelOutputs
+from edgekd.distill.record import distill_record, teacher_record
 from edgekd.distill.sequence_kd import (
     ContinuationWindows,
     TokenBatch,
@@ -68,13 +69,12 @@ def run_causal_lm_teacher(config: TeacherStage, artifact: Artifact, ctx: StageCo
         history = fit(model.module, data.windows(), loss_validation(data), config, next_token_cross_entropy,
                       seed=ctx.seed, checkpoint_dir=ctx.work_dir, description="teacher",
                       show_progress=ctx.show_progress, world=ctx.world)
-    metrics = _evaluate(model, data, started, history)
+    record = teacher_record(_evaluate(model, data, started, history), history=history.epochs if history else [])
     if ctx.world.is_main:
         model.save(ctx.path("teacher"))
         clear_checkpoint(ctx.work_dir)
-    teacher = ModelArtifact(role="teacher", weights=ctx.ref("teacher"), metrics=metrics)
-    return StageOutput(artifact=artifact.with_model(teacher),
-                       metrics={"teacher": metrics, "history": history.epochs if history else []})
+    teacher = ModelArtifact(role="teacher", weights=ctx.ref("teacher"), metrics=record.teacher.to_json())
+    return StageOutput(artifact=artifact.with_model(teacher), metrics=record.to_json())
 
 
 def run_causal_lm_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -94,19 +94,18 @@ def run_causal_lm_distill(config: DistillStage, artifact: Artifact, ctx: StageCo
                   extra=objective.losses, checkpoint_dir=ctx.work_dir,
                   description=f"distill {config.teacher} → {config.student}", show_progress=ctx.show_progress,
                   world=ctx.world)
-    metrics = _evaluate(student, data, started, history)
-    metrics["losses"] = [loss.kind for loss in config.losses]
+    figures = _evaluate(student, data, started, history) | {"losses": [loss.kind for loss in config.losses]}
     continuation = objective.continuation_losses(student.module, list(config.losses))
     if continuation:
-        metrics["teacher_continuation_loss"] = continuation
+        figures["teacher_continuation_loss"] = continuation
+    record = distill_record(config.student, figures, history.epochs)
     if ctx.world.is_main:
         student.save(ctx.path(config.student))
         clear_checkpoint(ctx.work_dir)
         if config.teacher_cache_dir is None:
             shutil.rmtree(cache_dir, ignore_errors=True)
-    result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=metrics)
-    return StageOutput(artifact=artifact.with_model(result),
-                       metrics={config.student: metrics, "history": history.epochs})
+    result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=record.figures.to_json())
+    return StageOutput(artifact=artifact.with_model(result), metrics=record.to_json())
 
 
 class GenerationObjective:

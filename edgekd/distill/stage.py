@@ -29,6 +29,7 @@ from edgekd.distill.causal_lm_stage import run_causal_lm_distill, run_causal_lm_
 from edgekd.distill.config import DistillStage, TeacherStage
 from edgekd.distill.losses.combined import CombinedLoss
 from edgekd.distill.objective import combined_loss, distillation_objective
+from edgekd.distill.record import distill_record, teacher_record
 from edgekd.distill.task_metrics import evaluation_metrics
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, clear_checkpoint, fit, predict_logits
@@ -75,15 +76,14 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
         for member in range(len(members)):
             shutil.rmtree(ctx.work_dir / f"checkpoint-{member}", ignore_errors=True)
     weights = _member_weights(ensemble, [m["val_accuracy"] for m in member_metrics])
-    metrics = dict(member_metrics[0])
-    teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=metrics)
+    figures = dict(member_metrics[0])
     if ensemble:
-        metrics["ensemble_accuracy"] = _ensemble_accuracy(members, weights, data.test)
-        metrics["members"] = member_metrics
-        teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=metrics,
-                                members=tuple(ctx.ref(_member_name(i)) for i in range(len(members))),
-                                member_weights=tuple(weights))
-    return StageOutput(artifact=artifact.with_model(teacher), metrics={"teacher": metrics})
+        figures.update(ensemble_accuracy=_ensemble_accuracy(members, weights, data.test), members=member_metrics)
+    record = teacher_record(figures, history=None)
+    teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=record.teacher.to_json(),
+                            members=tuple(ctx.ref(_member_name(i)) for i in range(len(members))) if ensemble else (),
+                            member_weights=tuple(weights) if ensemble else ())
+    return StageOutput(artifact=artifact.with_model(teacher), metrics=record.to_json())
 
 
 def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -110,17 +110,16 @@ def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> 
     history = fit(student.module, train, data.val, config, objective, seed=ctx.seed, extra=loss,
                   checkpoint_dir=ctx.work_dir, description=f"distill {config.teacher} → {config.student}",
                   show_progress=ctx.show_progress, world=ctx.world)
-    metrics = _evaluate(student, data, started, history)
-    metrics.update(labelled_examples=len(data.train), transfer_set_size=len(train),
-                   losses=[spec.kind for spec in config.losses])
+    record = distill_record(config.student, {
+        **_evaluate(student, data, started, history), "labelled_examples": len(data.train),
+        "transfer_set_size": len(train), "losses": [spec.kind for spec in config.losses]}, history.epochs)
     if ctx.world.is_main:
         student.save(ctx.path(config.student))
         clear_checkpoint(ctx.work_dir)
         if cache is not None and config.teacher_cache_dir is None:
             shutil.rmtree(cache.directory.parent)
-    result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=metrics)
-    return StageOutput(artifact=artifact.with_model(result),
-                       metrics={config.student: metrics, "history": history.epochs})
+    result = ModelArtifact(role=config.student, weights=ctx.ref(config.student), metrics=record.figures.to_json())
+    return StageOutput(artifact=artifact.with_model(result), metrics=record.to_json())
 
 
 def _teacher_cache(teachers: list[TaskModel], source: ModelArtifact, train: Examples, loss: CombinedLoss,

@@ -24,8 +24,9 @@ from edgekd.errors import ConfigError
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.export.causal_lm_bundle import run_causal_lm_bundle
-from edgekd.export.config import BundleStage, ExportTarget
+from edgekd.export.config import BundleStage
 from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
+from edgekd.export.record import recorded_target
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
 from edgekd.profile.budget import judged_role
 from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
@@ -82,7 +83,7 @@ def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:
     if converted is None or Path(converted).with_suffix(".onnx") == Path(model.onnx):
         return {kind: ctx.resolve(ref) for kind, ref in deploy.items()}
     export = next(r for r in reversed(ctx.previous) if r["stage"] in ("export", "search"))  # both record the target
-    target = ExportTarget.model_validate(export["metrics"]["target"])
+    target = recorded_target(export)
     files, _parity = converted_files(ctx.resolve(model.onnx), target, ctx.device, ctx.work_dir)
     return files
 

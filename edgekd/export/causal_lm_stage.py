@@ -13,6 +13,7 @@ and a cached call.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from edgekd.export.config import ExportStage, ExportTarget, load_export_target
 from edgekd.export.onnx_export import write_checked
 from edgekd.export.ort_format import OrtModel, convert_to_ort
 from edgekd.export.parity import OutputDiffs, ParityResult
+from edgekd.export.record import export_record
 from edgekd.models.causal_lm import CausalLM, context_length
 from edgekd.profile.generate import CachedGenerator
 
@@ -36,7 +38,7 @@ PARITY_ROWS, PARITY_PREFIX, PARITY_STEPS = 4, 12, 6
 def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Export every model that has weights with its KV cache, and check it against PyTorch."""
     target = load_export_target(config.target)
-    metrics = {"target": target.model_dump(mode="json")}
+    exported: dict[str, dict[str, Any]] = {}
     for role, model_artifact in artifact.models.items():
         if model_artifact.weights is None:
             continue
@@ -45,18 +47,18 @@ def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageCont
         rows, prefix = parity_rows(data.validation, context_length(model.module))
         path = ctx.path(f"{role}.onnx")
         size_mb, parity = export_with_cache(model.module, rows, prefix, path, target)
-        metrics[role] = {"path": ctx.ref(f"{role}.onnx"), "size_mb": size_mb, "opset": target.opset,
-                         "parity": parity.to_json(), "kv_cache": True,
-                         "optimization_level": target.optimization_level}
+        exported[role] = {"path": ctx.ref(f"{role}.onnx"), "size_mb": size_mb, "opset": target.opset,
+                          "parity": parity.to_json(), "kv_cache": True,
+                          "optimization_level": target.optimization_level}
         ort_figures = {}
         if target.format == "ort":
             converted = convert_cached_to_ort(path, target, rows[0, :prefix + 1].numpy())
-            metrics[role]["ort"] = converted.to_json()
+            exported[role]["ort"] = converted.to_json()
             ort_figures["deploy_files"] = converted.deploy_files(ctx.ref, f"{role}.onnx" if target.keep_onnx else None)
         artifact = artifact.with_model(model_artifact.updated(
             onnx=ctx.ref(f"{role}.onnx"), size_mb=size_mb, parity_max_abs_diff=parity.max_abs_diff,
             opset=target.opset, **ort_figures))
-    return StageOutput(artifact=artifact, metrics=metrics)
+    return StageOutput(artifact=artifact, metrics=export_record(target, exported).to_json())
 
 
 def export_with_cache(model: torch.nn.Module, rows: torch.Tensor, prefix: int, path: Path,

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from edgekd.errors import ExportError
 from edgekd.models.call import call_model, eval_mode
@@ -43,8 +43,7 @@ def batch_rows(batch: Mapping[str, Any]) -> int:
     return next((int(shape[0]) for shape in shapes if len(shape)), 1)
 
 
-@dataclass(frozen=True)
-class ParityResult:
+class ParityResult(BaseModel):
     """How closely an ONNX model's outputs match the PyTorch model's on the same inputs.
 
     Each output must stay within ``atol + rtol × reference_max_abs`` of the reference, where
@@ -54,7 +53,11 @@ class ParityResult:
     element of every batch; ``argmax_agreement`` is the fraction of output rows (positions along
     all but the last axis) whose arg-max over the last axis agrees (1.0 for outputs with no class
     axis); ``samples`` counts the input rows; ``passed`` is False when any difference is NaN.
+    The export stage records it (with its ``tolerance``) in ``stage.json``; read back, the tolerance is
+    computed again from the figures.
     """
+
+    model_config = ConfigDict(frozen=True)
 
     max_abs_diff: float
     mean_abs_diff: float
@@ -65,6 +68,7 @@ class ParityResult:
     samples: int
     argmax_agreement: float
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def tolerance(self) -> float:
         """The bound ``max_abs_diff`` was held to."""
@@ -72,7 +76,7 @@ class ParityResult:
 
     def to_json(self) -> dict[str, Any]:
         """The result as a JSON-ready dict (the tolerance included)."""
-        return {**asdict(self), "tolerance": self.tolerance}
+        return self.model_dump(mode="json")
 
     def tolerance_text(self) -> str:
         """The tolerance in the export target's terms, for error messages."""

@@ -5,6 +5,8 @@ A causal language model is exported with its KV cache instead (:mod:`edgekd.expo
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.data.config import is_corpus
 from edgekd.data.task_data import prepare_task_data
@@ -12,6 +14,7 @@ from edgekd.export.causal_lm_stage import run_causal_lm_export
 from edgekd.export.config import ExportStage, load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.ort_format import convert_to_ort, numpy_feeds
+from edgekd.export.record import export_record
 from edgekd.models.task_model import TaskModel
 
 #: Test examples used for the parity check (one batch of real inputs, plus batches of 1 and 7).
@@ -23,7 +26,7 @@ def run_export(config: ExportStage, artifact: Artifact, ctx: StageContext) -> St
     if is_corpus(ctx.recipe.data):
         return run_causal_lm_export(config, artifact, ctx)
     target = load_export_target(config.target)
-    metrics = {"target": target.model_dump(mode="json")}
+    exported: dict[str, dict[str, Any]] = {}
     for role, model_artifact in artifact.models.items():
         if model_artifact.weights is None:
             continue
@@ -32,11 +35,11 @@ def run_export(config: ExportStage, artifact: Artifact, ctx: StageContext) -> St
         _, sample, _ = next(data.test.batches(PARITY_SAMPLES, shuffle=False))
         result = export_onnx(model.module, sample, ctx.path(f"{role}.onnx"), target,
                              extra_dynamic_axes=model.signature.dynamic_axes())
-        metrics[role] = {**result.to_json(), "path": ctx.ref(f"{role}.onnx")}
+        exported[role] = {**result.to_json(), "path": ctx.ref(f"{role}.onnx")}
         ort_figures = {}
         if target.format == "ort":
             converted = convert_to_ort(ctx.path(f"{role}.onnx"), target, numpy_feeds(sample))
-            metrics[role]["ort"] = converted.to_json()
+            exported[role]["ort"] = converted.to_json()
             ort_figures["deploy_files"] = converted.deploy_files(
                 ctx.ref, f"{role}.onnx" if target.keep_onnx else None)
         artifact = artifact.with_model(model_artifact.updated(
@@ -46,4 +49,4 @@ def run_export(config: ExportStage, artifact: Artifact, ctx: StageContext) -> St
             opset=result.opset,
             **ort_figures,
         ))
-    return StageOutput(artifact=artifact, metrics=metrics)
+    return StageOutput(artifact=artifact, metrics=export_record(target, exported).to_json())

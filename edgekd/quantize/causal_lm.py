@@ -37,8 +37,8 @@ from edgekd.config.device import DeviceProfile
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.errors import DataError, ModelError
 from edgekd.export.causal_lm_stage import convert_cached_to_ort
-from edgekd.export.config import ExportTarget
 from edgekd.export.parity import one_line
+from edgekd.export.record import recorded_target
 from edgekd.models.causal_lm import load_tokenizer
 from edgekd.profile.bench import paired_ratio
 from edgekd.profile.causal_lm_stage import per_token_speedup
@@ -124,7 +124,7 @@ def shipped_files(exported: ModelArtifact, int8: Path, ids: np.ndarray, ctx: Sta
     if "ort" not in (exported.deploy_files or {}):
         return {"deploy_files": None}
     export = next(r for r in reversed(ctx.previous) if r["stage"] == "export")
-    target = ExportTarget.model_validate(export["metrics"]["target"])
+    target = recorded_target(export)
     converted = convert_cached_to_ort(int8, target, ids)
     return {"deploy_files": converted.deploy_files(ctx.ref, int8.name if target.keep_onnx else None)}
 

@@ -28,6 +28,7 @@ from edgekd.profile.stability import stability_warning
 from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
 from edgekd.quantize.record import quantization_decisions
 from edgekd.report.dataset_distill import dataset_distill_summary
+from edgekd.report.record import stage_figures
 from edgekd.search.record import read_search_record
 from edgekd.version import __version__
 
@@ -39,8 +40,6 @@ TASK_FIELDS = ("task", "primary_metric", "micro_f1", "macro_f1", "subset_accurac
                "spearman", "val_mse", "token_accuracy", "val_token_accuracy", "entity_micro_f1", "entity_precision",
                "entity_recall", "val_loss", "perplexity", "time_to_first_token_ms", "per_token_p50_ms",
                "per_token_p90_ms", "tokens_per_second")
-#: Per-model figures of a stage row: the model figures and the budget verdict, once judged.
-STAGE_FIELDS = (*MODEL_FIELDS, "budget_verdict", *TASK_FIELDS)
 #: The order models are shown in (others follow in the order the run made them).
 ROLE_ORDER = ("teacher", "assistant", "student")
 
@@ -146,7 +145,7 @@ def _stage_row(record: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": record["wall_seconds"],
         "started_at": record["started_at"],
         "fingerprint": record["fingerprint"],
-        "models": {role: ModelArtifact.from_json(m).metrics.model_dump(include=set(STAGE_FIELDS), exclude_unset=True)
+        "models": {role: stage_figures(ModelArtifact.from_json(m).metrics).model_dump(exclude_unset=True)
                    for role, m in after.items()},
         "changed": ordered_roles(role for role, m in after.items() if before.get(role) != m),
     }

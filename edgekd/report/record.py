@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.export.bundle_record import BundleRecord
-from edgekd.model_metrics import ModelFigures
+from edgekd.model_metrics import ModelFigures, ModelMetrics
 from edgekd.profile.cpu import CpuInfo
 from edgekd.profile.operators import OperatorTime
 from edgekd.profile.verdict_record import BudgetVerdict
@@ -31,6 +31,17 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class StageFigures(ModelFigures):
+    """A model's figures after one stage: those measured so far, and the profile's verdict once judged."""
+
+    budget_verdict: str | None = Field(default=None, description="The profile stage's verdict on the budget.")
+
+
+def stage_figures(metrics: ModelMetrics) -> StageFigures:
+    """The :class:`StageFigures` among a model's ``metrics`` (only those a stage set)."""
+    return StageFigures.model_validate(metrics.model_dump(include=set(StageFigures.model_fields), exclude_unset=True))
+
+
 class StageRow(_Record):
     """One stage of the run: what it changed and every model's figures after it."""
 
@@ -40,7 +51,7 @@ class StageRow(_Record):
     stage: str
     fingerprint: str
     changed: list[str]
-    models: dict[str, dict[str, Any]]
+    models: dict[str, StageFigures]
     wall_seconds: float
     started_at: str | None = None
 
