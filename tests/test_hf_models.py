@@ -104,3 +104,31 @@ def test_drop_layers_copies_the_kept_layers_and_reloads(family: str, tmp_path: P
     batch = {"input": torch.randn(2, 1, 8, 8)} if family in hf_families.IMAGE else padded_batch()
     with torch.no_grad():
         torch.testing.assert_close(call_logits(again, batch), call_logits(student.eval(), batch))
+
+
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("family", ["bert", "llama", "vit"])
+def test_a_half_precision_checkpoint_loads_in_float32(stored: torch.dtype, family: str, tmp_path: Path) -> None:
+    """Weights saved in fp16/bf16 train and export in float32: half-precision training overflows to NaN and
+    onnxruntime has no CPU kernels for bf16 adds. The values are the checkpoint's, cast."""
+    saved = hf_families.build(family, num_labels=2).to(stored)
+    saved.save_pretrained(tmp_path / family)
+    image = family in hf_families.IMAGE
+    model = build_hf(spec(pretrained=str(tmp_path / family)), DIGITS if image else TEXT, TWO)
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+    name, tensor = next(iter(saved.state_dict().items()))
+    torch.testing.assert_close(model.state_dict()[name], tensor.float())
+    batch = {"input": torch.randn(3, 1, 8, 8)} if image else padded_batch()
+    assert call_logits(model.eval(), batch).dtype == torch.float32
+
+
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16])
+def test_a_half_precision_causal_lm_loads_in_float32(stored: torch.dtype, tmp_path: Path) -> None:
+    from edgekd.data.corpus import build_char_tokenizer
+    from edgekd.models.causal_lm import build_causal_lm, causal_lm_from_spec
+
+    tokenizer = build_char_tokenizer("hello world")
+    saved = build_causal_lm("llama", vocab_size=len(tokenizer), context=16, layers=1, width=16, heads=2).to(stored)
+    saved.save_pretrained(tmp_path)
+    model = causal_lm_from_spec(spec(pretrained=str(tmp_path)), tokenizer, 16, "teacher.model")
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}

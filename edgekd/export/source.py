@@ -140,7 +140,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     from transformers import AutoConfig
 
     from edgekd.models.families import family
-    from edgekd.models.hf import ATTENTION, auto_class, quiet_transformers
+    from edgekd.models.hf import ATTENTION, LOAD_DTYPE, auto_class, quiet_transformers
 
     quiet_transformers()
     if not Path(source).is_dir() and not HUB_ID.match(source):
@@ -157,7 +157,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     try:
         module, info = auto_class(modality, per_token).from_pretrained(
             source, local_files_only=True, trust_remote_code=False, use_safetensors=True,
-            attn_implementation=ATTENTION, output_loading_info=True)
+            attn_implementation=ATTENTION, output_loading_info=True, dtype=LOAD_DTYPE)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{source}: cannot load the model ({first_line(exc)}); edgekd reads weights as "
                          "safetensors only") from None

@@ -15,6 +15,7 @@ import copy
 import logging
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgekd.data.examples import InputSignature
@@ -26,6 +27,9 @@ from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 log = logging.getLogger(__name__)
 
 ATTENTION = "eager"  # attention probabilities are only returned by the eager implementation
+#: Weights load (and so train and export) in float32 whatever a checkpoint stores: transformers ≥ 5 keeps a
+#: checkpoint's float16/bfloat16, in which training overflows to NaN and onnxruntime's CPU kernels are missing.
+LOAD_DTYPE = torch.float32
 MIN_POSITIONS = 512  # as BERT: device profiles may run longer inputs than training truncated to
 
 
@@ -48,7 +52,7 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
         source = resolve_pretrained(spec.pretrained)
         try:
             model = auto_class("text", per_token).from_pretrained(
-                source, num_labels=num_classes, attn_implementation=ATTENTION,
+                source, num_labels=num_classes, attn_implementation=ATTENTION, dtype=LOAD_DTYPE,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True,
             )
         except (OSError, ValueError) as exc:
@@ -108,7 +112,7 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
             module = auto.from_pretrained(
-                source, **labels, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
+                source, **labels, ignore_mismatched_sizes=True, attn_implementation=ATTENTION, dtype=LOAD_DTYPE,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
