@@ -132,3 +132,34 @@ def test_a_half_precision_causal_lm_loads_in_float32(stored: torch.dtype, tmp_pa
     saved.save_pretrained(tmp_path)
     model = causal_lm_from_spec(spec(pretrained=str(tmp_path)), tokenizer, 16, "teacher.model")
     assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "distilbert", "vit"])
+def test_a_head_naming_the_datas_classes_in_another_order_is_reordered(family: str, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint fine-tuned with {0: 'POS ', 1: 'neg'} on data whose classes are ('neg', 'pos'): output 0 must
+    still mean 'neg', so the head's rows are swapped (names compared without case and spaces)."""
+    image = family in hf_families.IMAGE
+    labels = {"id2label": {0: "POS ", 1: "neg"}, "label2id": {"POS ": 0, "neg": 1}}
+    original = hf_families.build(family, num_labels=2, **labels).eval()
+    original.save_pretrained(tmp_path / family)
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / family)), DIGITS if image else TEXT, TWO).eval()
+    assert caplog.messages == [f"classifier rows reordered to the data's classes ['neg', 'pos'] "
+                               f"({tmp_path / family} had ['POS ', 'neg'])"]
+    batch = {"input": torch.randn(3, 1, 8, 8)} if image else padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(model, batch), call_logits(original, batch)[:, [1, 0]])
+
+
+def test_a_head_naming_other_classes_is_taken_in_order_with_one_line(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    original = hf_families.build("bert", num_labels=2, **labels).eval()
+    original.save_pretrained(tmp_path / "bert")
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO).eval()
+    assert caplog.messages == [f"{tmp_path / 'bert'} labels its outputs ['NEGATIVE', 'POSITIVE'], not the data's "
+                               "classes: taken in order ('neg' ← 'NEGATIVE', 'pos' ← 'POSITIVE')"]
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(model, padded_batch()), call_logits(original, padded_batch()))

@@ -21,6 +21,7 @@ from torch import nn
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
+from edgekd.models.head_labels import match_head_labels
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 
@@ -116,7 +117,8 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
-        _note_head(spec.pretrained, config, len(class_names), signature.per_token)
+        if _note_head(spec.pretrained, config, len(class_names), signature.per_token):
+            match_head_labels(module, config.id2label, class_names, spec.pretrained)
     _fit_data(module, spec, signature)
     return module
 
@@ -170,9 +172,10 @@ def _data_sizes(spec: HFSpec, signature: InputSignature) -> dict[str, Any]:
     return {"vocab_size": signature.vocab_size, "pad_token_id": signature.pad_id}
 
 
-def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = False) -> None:
+def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = False) -> bool:
     """One log line when the classification head is not the checkpoint's (transformers' own report is muted);
-    a token classifier's head is the checkpoint's only when the checkpoint is a token classifier."""
+    a token classifier's head is the checkpoint's only when the checkpoint is a token classifier. Whether the
+    checkpoint's head is kept."""
     kind = "token classification" if per_token else "classification"
     heads = [name for name in (config.architectures or [])
              if name.endswith("ForTokenClassification" if per_token else "Classification")]
@@ -180,6 +183,7 @@ def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = 
         log.info("classifier added: %d labels (%s has no %s head)", num_labels, pretrained, kind)
     elif config.num_labels != num_labels:
         log.info("classifier replaced: %d labels, checkpoint had %d", num_labels, config.num_labels)
+    return bool(heads) and config.num_labels == num_labels
 
 
 def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> None:
