@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -163,3 +164,14 @@ def test_a_head_naming_other_classes_is_taken_in_order_with_one_line(tmp_path: P
                                "classes: taken in order ('neg' ← 'NEGATIVE', 'pos' ← 'POSITIVE')"]
     with torch.no_grad():
         torch.testing.assert_close(call_logits(model, padded_batch()), call_logits(original, padded_batch()))
+
+
+@pytest.mark.parametrize("problem_type", ["regression", "multi_label_classification"])
+def test_a_checkpoints_problem_type_is_not_kept_for_the_datas_task(problem_type: str, tmp_path: Path) -> None:
+    """A checkpoint fine-tuned for another task would make transformers' pipelines read the distilled model's
+    saved config with its old post-processing (identity or sigmoid instead of softmax)."""
+    hf_families.build("bert", num_labels=2, problem_type=problem_type).save_pretrained(tmp_path / "bert")
+    model = build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO)
+    assert model.config.problem_type is None
+    model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text()).get("problem_type") is None

@@ -112,9 +112,11 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         source = resolve_pretrained(spec.pretrained)
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+            # problem_type is the checkpoint's old task's (transformers' pipelines pick softmax, sigmoid or identity
+            # by it): cleared, as a model built from a config has none; edgekd's losses follow data.task.
             module = auto.from_pretrained(
-                source, **labels, ignore_mismatched_sizes=True, attn_implementation=ATTENTION, dtype=LOAD_DTYPE,
-                trust_remote_code=spec.trust_remote_code, use_safetensors=True)
+                source, **labels, problem_type=None, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
+                dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code, use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
         if _note_head(spec.pretrained, config, len(class_names), signature.per_token):
