@@ -103,3 +103,14 @@ def _saved(config: dict[str, Any], tmp_path: Path) -> str:
     AutoModelForSequenceClassification.from_config(
         AutoConfig.for_model(config["model_type"], vocab_size=100, num_labels=2, **sizes)).save_pretrained(directory)
     return str(directory)
+
+
+def test_a_model_directory_without_tokenizer_files_is_refused_not_given_an_empty_vocabulary(tmp_path: Path) -> None:
+    """transformers makes a tokenizer of only special tokens up from a bare model directory: every sentence became
+    [UNK] and the run trained on nothing, with exit code 0."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
+                                              num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="has no vocabulary beyond its 5 special tokens \\(no tokenizer files"):
+        load_or_train_tokenizer(TokenizerConfig(pretrained=str(tmp_path)), TEXTS)

@@ -69,6 +69,10 @@ def load_pretrained_tokenizer(name: str, *, padded: bool = True, trust_remote_co
         raise ConfigError(f"tokenizer.pretrained: cannot load '{name}': {detail}") from exc
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ConfigError(f"tokenizer.pretrained: '{name}' has no fast (tokenizers-backed) tokenizer")
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # transformers makes one up from a model's config
+        raise ConfigError(f"tokenizer.pretrained: '{name}' has no vocabulary beyond its {len(tokenizer)} special "
+                          "tokens (no tokenizer files there? expected tokenizer.json, or vocab.txt / vocab.json and "
+                          "merges.txt, as save_pretrained writes them)")
     if padded and tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ConfigError(f"tokenizer.pretrained: '{name}' has no padding token and no end-of-text token to "
