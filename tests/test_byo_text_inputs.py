@@ -114,3 +114,28 @@ def test_a_model_directory_without_tokenizer_files_is_refused_not_given_an_empty
                                               num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="has no vocabulary beyond its 5 special tokens \\(no tokenizer files"):
         load_or_train_tokenizer(TokenizerConfig(pretrained=str(tmp_path)), TEXTS)
+
+
+def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """From Python a directory is naturally a ``pathlib.Path`` (refused as 'not a valid string'), and ``~/...``
+    passed the directory check but reached transformers as a hub id."""
+    from pydantic import TypeAdapter
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.architectures import ModelSpec
+    from edgekd.models.hf import build_hf
+
+    checkpoint = tmp_path / "home" / "my-bert"
+    BertForSequenceClassification(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32)).save_pretrained(checkpoint)
+    _byte_level_tokenizer(checkpoint, TEXTS, eos_token="<|endoftext|>")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    text = InputSignature(kind="text", vocab_size=300, pad_id=0, max_length=32)
+    for given in (checkpoint, "~/my-bert"):
+        spec = TypeAdapter(ModelSpec).validate_python({"arch": "hf", "pretrained": given})
+        assert spec.pretrained == str(given)
+        assert build_hf(spec, text, ("neg", "pos")).config.num_labels == 2
+        tokenizer = load_or_train_tokenizer(TokenizerConfig(pretrained=given), TEXTS)
+        assert tokenizer.eos_token == "<|endoftext|>"
