@@ -6,10 +6,17 @@ Stages that time a model (profile, quantize, bundle, prune, factorize, hybrid, s
 onnxruntime would fail on an out-of-range index after every stage before it had trained. Refused by
 ``edgekd validate`` and before the first stage instead, naming the role and both numbers. Causal LMs
 have their own check on the device's generation lengths (:func:`edgekd.task_rules.check_generation_fits`).
+
+A local checkpoint that comes with its own tokenizer files, while the recipe's token ids come from another
+tokenizer (a WordPiece trained on the data, or another ``tokenizer.pretrained``), would read its embedding
+rows for other tokens: :func:`warn_foreign_tokenizers` says so in one warning per model, naming the fix.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import is_corpus
@@ -20,6 +27,11 @@ if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
     from edgekd.config.recipe import Recipe
 
+log = logging.getLogger(__name__)
+
+#: Files holding a tokenizer's vocabulary, as save_pretrained writes them (fast, WordPiece, BPE, SentencePiece).
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
 #: Stages that run a model at the device's input shapes.
 TIMING_STAGES = frozenset({"profile", "quantize", "bundle", "prune", "factorize", "hybrid", "search"})
 
@@ -56,3 +68,34 @@ def _usable_positions(config: dict[str, Any]) -> int | None:
     except Exception:  # an unknown family or a config transformers refuses: its own check names the key
         return None
     return usable_positions(model)
+
+
+def warn_foreign_tokenizers(recipe: Recipe, source: str) -> None:
+    """One warning per text model whose local checkpoint directory has a tokenizer other than the recipe's."""
+    if recipe.data.modality != "text":
+        return
+    given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
+    recipe_vocabulary = _vocabulary_digest(given) if given is not None else None
+    for role in ("teacher", "assistant", "student"):
+        pretrained = getattr(getattr(getattr(recipe, role, None), "model", None), "pretrained", None)
+        own = _vocabulary_digest(pretrained) if pretrained is not None else None
+        if own is None or own == recipe_vocabulary:
+            continue
+        ids = (f"tokenizer.pretrained '{given}'" if given is not None
+               else "a WordPiece vocabulary trained on the data (tokenizer.pretrained is unset)")
+        log.warning("%s: %s.model.pretrained '%s' comes with its own tokenizer, but the token ids come from %s: its "
+                    "embeddings would read other tokens' rows; set tokenizer.pretrained: %s", source, role, pretrained,
+                    ids, pretrained)
+
+
+def _vocabulary_digest(name: str) -> str | None:
+    """SHA-256 of a local directory's vocabulary file (the first of :data:`VOCABULARY_FILES` there); None for a
+    hub id, a packaged checkpoint or a directory without one."""
+    directory = Path(name).expanduser()
+    if not directory.is_dir():
+        return None
+    for file_name in VOCABULARY_FILES:
+        path = directory / file_name
+        if path.is_file():
+            return hashlib.sha256(file_name.encode() + b"\0" + path.read_bytes()).hexdigest()
+    return None

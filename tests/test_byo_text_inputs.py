@@ -139,3 +139,28 @@ def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,
         assert build_hf(spec, text, ("neg", "pos")).config.num_labels == 2
         tokenizer = load_or_train_tokenizer(TokenizerConfig(pretrained=given), TEXTS)
         assert tokenizer.eos_token == "<|endoftext|>"
+
+
+def test_a_checkpoint_with_its_own_tokenizer_fed_other_ids_is_warned_about(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A fine-tuned checkpoint saved with its tokenizer, in a recipe whose ids come from a WordPiece trained on the
+    data: every id would read another token's embedding row, silently."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    checkpoint = _byte_level_tokenizer(tmp_path / "gpt2", TEXTS, eos_token="<|endoftext|>")
+    config = GPT2Config(vocab_size=300, n_embd=16, n_layer=1, n_head=2, n_positions=160, pad_token_id=0,
+                        bos_token_id=0, eos_token_id=0)
+    GPT2ForSequenceClassification(config).save_pretrained(checkpoint)
+    teacher = {"arch": "hf", "pretrained": str(checkpoint)}
+    with caplog.at_level(logging.WARNING, logger="edgekd"):
+        assert runner.invoke(app, ["validate", str(_recipe(tmp_path, teacher, TIMED))]).exit_code == 0
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.name.startswith("edgekd")] == [
+        f"teacher.model.pretrained '{checkpoint}' comes with its own tokenizer, but the token ids come from a "
+        "WordPiece vocabulary trained on the data (tokenizer.pretrained is unset): its embeddings would read other "
+        f"tokens' rows; set tokenizer.pretrained: {checkpoint}"]
+    caplog.clear()
+    recipe = yaml.safe_load(_recipe(tmp_path, teacher, TIMED).read_text())
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump({**recipe, "tokenizer": {"pretrained": str(checkpoint)}}))
+    with caplog.at_level(logging.WARNING, logger="edgekd"):
+        assert runner.invoke(app, ["validate", str(tmp_path / "own.yaml")]).exit_code == 0
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("edgekd")] == []
