@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from edgekd.config.loading import format_key_path
 from edgekd.errors import StorageError
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
@@ -20,6 +21,22 @@ def read_stage_record(model: type[RecordT], record: dict[str, Any], key: str | N
         return model.model_validate(metrics if key is None else metrics[key])
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
+        field = format_key_path(_stored_path(metrics if key is None else metrics[key], error["loc"]))
         where = f"{record['index']:02d}-{record['stage']}/stage.json"
-        raise StorageError(f"{where}: {prefix}{'.' + field if field else ''}: {error['msg']}") from None
+        joint = "" if not field or field.startswith("[") else "."
+        raise StorageError(f"{where}: {prefix}{joint}{field}: {error['msg']}") from None
+
+
+def _stored_path(data: Any, loc: tuple[Any, ...]) -> list[Any]:
+    """The part of a pydantic error location that names keys of the stored ``data``: the tags pydantic inserts for a
+    union's member (``classifier`` in ``classifier.chosen``) are not in the file; a missing key (the last part) is
+    kept."""
+    shown: list[Any] = []
+    for index, part in enumerate(loc):
+        present = (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data))
+        if present:
+            data = data[part]
+        if present or index == len(loc) - 1:
+            shown.append(part)
+    return shown

@@ -70,8 +70,10 @@ def distill_record(run_dir: Path) -> dict[str, Any]:
     return json.loads(next(run_dir.glob("*-distill/stage.json")).read_text())
 
 
-def _result(tmp_path: Path, name: str, teacher_accuracy: float, rows: list[tuple[str, float, float]]) -> Path:
-    """A result file as kd_sst2 writes it: the teacher, then (name, dev accuracy, std) students."""
+def _result(tmp_path: Path, name: str, teacher_accuracy: float, rows: list[tuple[str, float, float]],
+            teacher: str = "scratch") -> Path:
+    """A result file as kd_sst2 writes it: the ``teacher`` kind's teacher, then (name, dev accuracy, std)
+    students."""
     models = [{"name": "teacher", "params": 1000, "dev_accuracy": teacher_accuracy, "dev_accuracy_std": 0.0,
                "onnx_p50_ms": 10.0}]
     models += [{"name": n, "params": 100, "dev_accuracy": acc, "dev_accuracy_std": std, "onnx_p50_ms": 0.5,
@@ -79,6 +81,7 @@ def _result(tmp_path: Path, name: str, teacher_accuracy: float, rows: list[tuple
     path = tmp_path / name
     path.write_text(json.dumps({"benchmark": "kd_sst2", "command": f"kd_sst2.py --only {name}",
                                 "total_seconds": 60.0, "quick": False, "cpu": {"brand": "test cpu"},
+                                "teacher": teacher,
                                 "device": "host-cpu", "models": models}))
     return path
 
@@ -96,8 +99,24 @@ def test_merge_combines_runs_of_one_teacher_and_rejudges_the_targets(tmp_path: P
     assert gains["bilstm"]["gain_points"] == pytest.approx(2.0)
     assert gains["bilstm"]["gain_in_stds"] == pytest.approx(10.0)
     assert merged["targets"]["kd_beats_hard_labels"]["met"] is False  # tiny lost to its twin
-    assert merged["targets"]["bilstm_gain_at_least_1_point"]["met"] is True
+    assert merged["targets"]["bilstm_gain"] == {"met": True, "gain_points": pytest.approx(2.0), "required_points": 1.0}
+    assert "teacher_accuracy" not in merged["targets"]  # a scratch teacher has no accuracy target
     assert merged["total_seconds"] == 120.0
+
+
+def test_a_pretrained_teacher_is_judged_by_its_own_targets(tmp_path: Path) -> None:
+    kd_sst2 = load_benchmark()
+    a = _result(tmp_path, "a.json", 0.89, [("bilstm", 0.855, 0.0), ("bilstm-hard", 0.837, 0.0),
+                                           ("distilbert-style", 0.8865, 0.0)], teacher="minilm")
+    out = tmp_path / "merged.json"
+    assert kd_sst2.main(["--data", str(tmp_path), "--out", str(out), "--merge", str(a)]) == 0
+    merged = json.loads(out.read_text())
+    judged = merged["targets"]
+    assert merged["teacher"] == "minilm"
+    assert judged["bilstm_gain"]["met"] is False and judged["bilstm_gain"]["required_points"] == 2.0  # +1.8 < 2
+    assert judged["teacher_accuracy"]["met"] is True
+    assert judged["distilbert_style"] == {"met": True, "accuracy_ratio": pytest.approx(0.8865 / 0.89),
+                                          "speedup": 20.0, "required": {"accuracy_ratio": 0.985, "speedup": 1.9}}
 
 
 def test_merge_refuses_runs_with_different_teachers(tmp_path: Path) -> None:

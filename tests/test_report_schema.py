@@ -135,7 +135,7 @@ def test_a_run_without_profile_says_so_in_a_typed_verdict(tmp_path: Path) -> Non
 @pytest.mark.parametrize("field,damage", [
     ("budget.verdict", lambda m: m["budget"].update(verdict="maybe")),
     ("budget.limits.p90_ms", lambda m: m["budget"]["limits"].pop("p90_ms")),
-    ("budget.checks.0.passed", lambda m: m["budget"]["checks"][0].update(passed="sometimes")),
+    ("budget.checks[0].passed", lambda m: m["budget"]["checks"][0].update(passed="sometimes")),
     ("budget.legacy", lambda m: m["budget"].update(legacy=True)),
 ])
 def test_a_malformed_budget_verdict_is_one_line_naming_its_file_and_field(run_dir: Path, field: str, damage) -> None:

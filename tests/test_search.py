@@ -222,7 +222,7 @@ def test_compress_picks_a_model_within_budget_and_reports_it(cache: Path, tmp_pa
     # a damaged record is one line naming its file and field
     broken = copy.deepcopy(stage)
     broken["metrics"]["search"]["chosen"]["confirmed"]["verdict"] = "maybe"
-    with pytest.raises(StorageError, match=r"^\d\d-search/stage\.json: metrics\.search\.classifier\.chosen\.confirmed"
+    with pytest.raises(StorageError, match=r"^\d\d-search/stage\.json: metrics\.search\.chosen\.confirmed"
                                            r"\.verdict: [^\n]+$"):
         read_search_record(broken)
     report = found.report()

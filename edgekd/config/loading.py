@@ -144,7 +144,7 @@ def _describe_validation_error(exc: ValidationError, model: type[BaseModel], sou
             message = f"{' or '.join(dict.fromkeys(alternatives))} (got {brief(first.get('input'))})"
     others = len(errors) - explained
     more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
-    key = _format_loc(key_parts)
+    key = format_key_path(key_parts)
     where = f"{key}: " if key else ""
     return f"{source}: {where}{message}{more}"
 
@@ -164,7 +164,8 @@ def brief(value: Any) -> str:
     return _BRIEF.repr(value)
 
 
-def _format_loc(parts: list[Any]) -> str:
+def format_key_path(parts: list[Any]) -> str:
+    """A key path as a user writes it: ``stages[1].distill.alpha`` from ``['stages', 1, 'distill', 'alpha']``."""
     text = ""
     for part in parts:
         if isinstance(part, int):

@@ -140,7 +140,8 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     from transformers import AutoConfig
 
     from edgekd.models.families import family
-    from edgekd.models.hf import ATTENTION, LOAD_DTYPE, auto_class, quiet_transformers
+    from edgekd.models.hf import ATTENTION, LOAD_DTYPE, auto_class, classifier_class, quiet_transformers
+    from edgekd.prune.structure import CONFIG_KEY, pruned_class
 
     quiet_transformers()
     if not Path(source).is_dir() and not HUB_ID.match(source):
@@ -159,8 +160,11 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
                          "classifiers: a causal LM is exported with its KV cache by a corpus recipe's export stage "
                          "(docs/generation.md)")
     per_token = any(name.endswith("ForTokenClassification") for name in architectures)
+    loader: Any = auto_class(modality, per_token)
+    if hasattr(config, CONFIG_KEY):  # pruned or factorized by edgekd: rebuilt to its structure (edgekd.prune)
+        loader = pruned_class(classifier_class(config, modality, per_token))
     try:
-        module, info = auto_class(modality, per_token).from_pretrained(
+        module, info = loader.from_pretrained(
             source, local_files_only=True, trust_remote_code=False, use_safetensors=True,
             attn_implementation=ATTENTION, output_loading_info=True, dtype=LOAD_DTYPE)
     except (OSError, ValueError) as exc:

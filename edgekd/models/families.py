@@ -11,7 +11,8 @@ checks the recipe before anything is loaded or trained:
 - ``exposes``: the intermediate outputs distillation losses may compare (``qkv`` needs BERT's
   ``attention.self.{query,key,value}`` layout, the hook's path);
 - ``prune_targets`` and ``factorize``: what the pruning code can rewrite *and reload*
-  (``edgekd.prune.structure`` rebuilds BERT-layout encoders and any factorized linear layers;
+  (``edgekd.prune.structure`` rebuilds BERT-layout encoders and any factorized linear layers, and image CNNs'
+  pruned conv channels, ``edgekd.prune.channels``;
   the attention heads of any family its :class:`Attention` describes, whole grouped-query KV groups
   where keys and values are shared, are pruned alike in every layer by ``edgekd.prune.kv_groups``;
   decoders' gated MLP channels by ``gated_mlp``; a family's plain MLP, described by :class:`PlainMLP`, by
@@ -39,7 +40,8 @@ TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
 NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
                  "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, deberta-v2 and albert, and pruned "
-                 "vit and deit only")
+                 "vit, deit and image CNNs (resnet, regnet, bit, mobilenet_v1, mobilenet_v2, efficientnet, convnext, "
+                 "convnextv2, poolformer, mobilevit) only")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,10 @@ class Family:
     attention: Attention | None = None
     """Where each layer's attention lives: its heads (KV groups) are pruned alike in every layer
     (:mod:`edgekd.prune.kv_groups`), ``scope: layer`` only."""
+    whole: tuple[str, ...] = ()
+    """Class names of the blocks channel pruning keeps whole (MobileViT's transformer blocks, whose attention
+    splits channels into heads): their layers and every channel coupled to them keep their width
+    (:mod:`edgekd.prune.channels`)."""
 
     @property
     def alike_in_every_layer(self) -> bool:
@@ -134,6 +140,11 @@ _VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd factorizes
               "DeiT prune attention heads and MLP channels", mlp=PlainMLP(
     "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
     attention=Attention(_QKVO, "o_proj", "num_attention_heads", module_heads=("num_attention_heads",)))
+_CHANNELS = frozenset({"channels"})
+#: Image CNN families: conv channels pruned through Torch-Pruning's dependency graph and the pruned layers'
+#: shapes recorded in the config's structure (:mod:`edgekd.prune.channels`).
+_CNN = Family("image", prune_targets=_CHANNELS, why_not="edgekd factorizes text transformers only; image CNN "
+              "families prune conv channels")
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
     "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
@@ -159,11 +170,12 @@ FAMILIES: dict[str, Family] = {
         _QKVO, "dense", "num_attention_heads", kv_heads="num_key_value_heads")),
     "vit": _VIT,
     "deit": _VIT,
-    "convnext": Family("image"),
-    "mobilevit": Family("image"),
-    "resnet": Family("image"),
-    "mobilenet_v2": Family("image"),
-    "efficientnet": Family("image"),
+    **dict.fromkeys(("resnet", "regnet", "bit", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
+                     "convnextv2", "poolformer"), _CNN),
+    "mobilevit": Family("image", prune_targets=_CHANNELS, why_not=_CNN.why_not, whole=("MobileViTTransformer",)),
+    "swin": Family("image", why_not="Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
+                   "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
+                   "longer fit); edgekd does not prune or factorize it"),
 }
 
 

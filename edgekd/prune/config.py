@@ -141,9 +141,13 @@ def _check_compress(config: CompressStage, state: PlanState, where: str) -> None
         if family is not None and family.alike_in_every_layer and prune.scope != "layer":
             raise state.fail(f"{key.rpartition('.')[0]}.scope", f"a {spec.label} {config.role} is pruned alike in "
                              "every layer (its config states one head count and one MLP width); use scope: layer")
-        if not spec.prune_targets & set(prune.targets):
+        # a Hugging Face family's targets, when the recipe names them, must all be ones it has (the default
+        # names every kind, each model taking its own)
+        lacking = [t for t in prune.targets if t not in spec.prune_targets]
+        if not spec.prune_targets & set(prune.targets) or (family is not None and lacking
+                                                            and "targets" in prune.model_fields_set):
             raise state.fail(key, f"a {spec.label} model prunes {' or '.join(sorted(spec.prune_targets))}, "
-                             f"not {', '.join(prune.targets)}{why}")
+                             f"not {', '.join(lacking)}{why}")
     if config.recovery is not None:
         check_losses_fit(config.recovery.losses, config.role, "teacher", state, f"{where}.recovery.losses")
 

@@ -14,6 +14,8 @@ model directory carries the difference as a small JSON mapping, the **structure*
   the config's head count left as it was so the head size it derives stays; families whose config states
   ``head_dim`` (Llama, Qwen2, Phi, ViT …) have none: their configs state pruned head counts and MLP widths
   themselves (:mod:`edgekd.prune.kv_groups`, :mod:`edgekd.prune.gated_mlp`, :mod:`edgekd.prune.plain_mlp`);
+- ``channels`` (image CNN families, :mod:`edgekd.prune.channel_structure`): every module channel pruning
+  narrowed, with its changed attributes and tensor shapes;
 - ``low_rank``: linear layers (``nn.Linear``, or the transposed ``Conv1D`` of GPT-2) replaced by a
   :class:`LowRankLinear` of that rank, and embedding
   tables replaced by a :class:`LowRankEmbedding` (ALBERT-style: a thin table, then a projection).
@@ -40,6 +42,7 @@ from torch import nn
 
 from edgekd.errors import ModelError
 from edgekd.models.families import Attention, family
+from edgekd.prune.channel_structure import CHANNELS_KEY, reshape_channels
 
 CONFIG_KEY = "edgekd_structure"
 
@@ -248,7 +251,9 @@ def sync_low_rank_config(model: nn.Module, heads: dict[str, list[int]] | None = 
 
 def restructure(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
     """Rebuild a freshly initialised model to ``structure``: BERT-family heads and widths, or another family's
-    per-layer heads, when it states them, then its low-rank layers."""
+    per-layer heads, when it states them, or an image CNN's pruned channels, then its low-rank layers."""
+    if CHANNELS_KEY in structure:
+        reshape_channels(model, structure[CHANNELS_KEY])
     if "intermediate" in structure:
         return reshape_bert(model, structure)
     if "heads" in structure:

@@ -42,6 +42,7 @@ from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.models.user_module import unwrap
 from edgekd.models.vision import layer_shapes
+from edgekd.prune.channels import channel_plan, pruning, sync_channel_config
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.gated_mlp import gated_mlps, gated_plan, sync_gated_config
 from edgekd.prune.kv_groups import attention_blocks, prune_kv_groups, sync_attention_config
@@ -92,6 +93,10 @@ def prune_step(
     """
     module = model.module
     own = model.spec.get("arch") == "module"  # a user's own module: see edgekd.prune.user_module
+    if is_channel_family(model):
+        prune_hf_channels(module, config, ratio, model_inputs(module, example_inputs), gradients)
+        record_structure(model)
+        return
     if model.is_hf and not family(module.config.model_type).bert_layout:
         prune_decoder(module, config, ratio, model_inputs(module, example_inputs), gradients)
         record_structure(model)
@@ -130,6 +135,22 @@ def prune_image_classifier(
     classes) are kept.
     """
     prune_module(module, example, config, ratio, _plain_plan(module, config), gradients=gradients)
+
+
+def prune_hf_channels(module: nn.Module, config: PruneConfig, ratio: float, inputs: dict[str, torch.Tensor],
+                      gradients: Callable[[nn.Module], None] | None) -> None:
+    """Remove ``ratio`` of a Hugging Face image CNN's conv channels (in place; see :mod:`edgekd.prune.channels`).
+    ``inputs`` are the model's keyword inputs for tracing."""
+    if "channels" not in config.targets:
+        raise ConfigError(f"targets: a {module.config.model_type} model prunes 'channels', "
+                          f"not {', '.join(config.targets)}")
+    with pruning(module):
+        prune_module(module, inputs, config, ratio, channel_plan(module, inputs), gradients=gradients)
+
+
+def is_channel_family(model: TaskModel) -> bool:
+    """Whether ``model`` is a Hugging Face model of a family whose conv channels are pruned (image CNNs)."""
+    return model.is_hf and "channels" in family(model.module.config.model_type).prune_targets
 
 
 def prune_module(
@@ -195,13 +216,16 @@ def prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: 
 def record_structure(model: TaskModel) -> None:
     """After pruning or factorization: state the new shapes where the model directory rebuilds them from.
 
-    BERT-family: head counts and the config's structure; other Hugging Face models (decoders): the
+    BERT-family: head counts and the config's structure; image CNN families: the config's structure of pruned
+    modules, checked by rebuilding the model from it (:mod:`edgekd.prune.channels`); other Hugging Face models: the
     config's head counts and MLP width, and the structure's low-rank layers; ``cnn``/``mlp``: the spec's widths;
     ``resnet``/``mobilenet_v2``: the spec's layer ``shapes`` (the low-rank layers of plain models
     are found by :meth:`TaskModel.save` itself).
     """
     if model.is_hf and family(model.module.config.model_type).bert_layout:
         sync_bert_config(model.module)
+    elif is_channel_family(model):
+        sync_channel_config(model.module, model_inputs(model.module, check_inputs(model)))
     elif model.is_hf:
         sync_decoder_config(model.module)
     elif model.spec.get("arch") in ("cnn", "mlp"):
@@ -210,6 +234,14 @@ def record_structure(model: TaskModel) -> None:
         model.spec = {**model.spec, "shapes": layer_shapes(model.module)}
     elif model.spec.get("arch") == "module":
         model.spec = {**model.spec, "shapes": layer_shapes(unwrap(model.module))}
+
+
+def check_inputs(model: TaskModel, batch: int = 2) -> dict[str, torch.Tensor]:
+    """Random inputs of the model's input signature (seeded, not zeros: a layer that differs must show it)."""
+    if model.signature.kind != "image":
+        return model.example_inputs(batch)
+    generator = torch.Generator().manual_seed(0)
+    return {"input": torch.randn(batch, *model.signature.image_shape, generator=generator)}
 
 
 def sync_decoder_config(module: nn.Module) -> None:
