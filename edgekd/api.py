@@ -24,6 +24,7 @@ from edgekd.data.config import HFDiskData, TextFileData
 from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.input_rules import check_sequence_fits, warn_foreign_tokenizers
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
@@ -68,6 +69,8 @@ def validate(recipe: RecipeLike) -> Recipe:
     except UnknownEntryError as exc:
         raise ConfigError(f"{source}: device: {exc}") from None
     check_generation_fits(loaded, device, source)
+    check_sequence_fits(loaded, device, source)
+    warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
     _check_inputs(loaded)
     return loaded
@@ -164,6 +167,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
     searches = "search" in loaded.stage_names()
     profile = _checked_device(device or loaded.device, latency=not searches, budget_ms=budget_ms)
     check_generation_fits(loaded, profile, f"recipe '{loaded.name}'")
+    check_sequence_fits(loaded, profile, f"recipe '{loaded.name}'")
     if searches:
         from edgekd.search.compress import preflight
 

@@ -300,3 +300,28 @@ def test_a_model_with_fewer_positions_than_the_device_sequence_exports_at_its_ow
     assert outcome.exit_code == 0, outcome.output
     record = json.loads(outcome.output[outcome.output.index("{"):])
     assert record["onnx"]["parity"]["passed"]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_decoder_classifier_without_a_padding_id_exports_padded_with_one_note(family: str, tmp_path: Path) -> None:
+    """GPT-2/Llama configs name no pad_token_id; their classifiers refuse batches of more than one row without one
+    (they find each row's last token by it), so the export failed."""
+    hf_families.build(family, num_labels=2, pad_token_id=None).save_pretrained(tmp_path / family)
+    outcome = cli("export", tmp_path / family, "-o", tmp_path / "out", "--target", "onnx-fp32", "--runs", "10",
+                  "--warmup", "1", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    record = json.loads(outcome.output[outcome.output.index("{"):])
+    assert record["onnx"]["parity"]["passed"]
+    end = hf_families.TEXT[family]["eos_token_id"]
+    assert f"the config has no pad_token_id: rows are padded with the config's end-of-text id {end}" in \
+        " ".join(record["notes"])
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["pad_token_id"] == end
+
+
+def test_a_causal_language_model_directory_is_refused_not_given_a_random_head(tmp_path: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("llama", **{**hf_families.TEXT["llama"], "pad_token_id": None})
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "lm")
+    assert_user_error(cli("export", tmp_path / "lm", "-o", tmp_path / "out", "--runs", "10"),
+                      "a causal language model (LlamaForCausalLM); edgekd export takes classifiers")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -104,3 +105,73 @@ def test_drop_layers_copies_the_kept_layers_and_reloads(family: str, tmp_path: P
     batch = {"input": torch.randn(2, 1, 8, 8)} if family in hf_families.IMAGE else padded_batch()
     with torch.no_grad():
         torch.testing.assert_close(call_logits(again, batch), call_logits(student.eval(), batch))
+
+
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("family", ["bert", "llama", "vit"])
+def test_a_half_precision_checkpoint_loads_in_float32(stored: torch.dtype, family: str, tmp_path: Path) -> None:
+    """Weights saved in fp16/bf16 train and export in float32: half-precision training overflows to NaN and
+    onnxruntime has no CPU kernels for bf16 adds. The values are the checkpoint's, cast."""
+    saved = hf_families.build(family, num_labels=2).to(stored)
+    saved.save_pretrained(tmp_path / family)
+    image = family in hf_families.IMAGE
+    model = build_hf(spec(pretrained=str(tmp_path / family)), DIGITS if image else TEXT, TWO)
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+    name, tensor = next(iter(saved.state_dict().items()))
+    torch.testing.assert_close(model.state_dict()[name], tensor.float())
+    batch = {"input": torch.randn(3, 1, 8, 8)} if image else padded_batch()
+    assert call_logits(model.eval(), batch).dtype == torch.float32
+
+
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16])
+def test_a_half_precision_causal_lm_loads_in_float32(stored: torch.dtype, tmp_path: Path) -> None:
+    from edgekd.data.corpus import build_char_tokenizer
+    from edgekd.models.causal_lm import build_causal_lm, causal_lm_from_spec
+
+    tokenizer = build_char_tokenizer("hello world")
+    saved = build_causal_lm("llama", vocab_size=len(tokenizer), context=16, layers=1, width=16, heads=2).to(stored)
+    saved.save_pretrained(tmp_path)
+    model = causal_lm_from_spec(spec(pretrained=str(tmp_path)), tokenizer, 16, "teacher.model")
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "distilbert", "vit"])
+def test_a_head_naming_the_datas_classes_in_another_order_is_reordered(family: str, tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint fine-tuned with {0: 'POS ', 1: 'neg'} on data whose classes are ('neg', 'pos'): output 0 must
+    still mean 'neg', so the head's rows are swapped (names compared without case and spaces)."""
+    image = family in hf_families.IMAGE
+    labels = {"id2label": {0: "POS ", 1: "neg"}, "label2id": {"POS ": 0, "neg": 1}}
+    original = hf_families.build(family, num_labels=2, **labels).eval()
+    original.save_pretrained(tmp_path / family)
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / family)), DIGITS if image else TEXT, TWO).eval()
+    assert caplog.messages == [f"classifier rows reordered to the data's classes ['neg', 'pos'] "
+                               f"({tmp_path / family} had ['POS ', 'neg'])"]
+    batch = {"input": torch.randn(3, 1, 8, 8)} if image else padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(model, batch), call_logits(original, batch)[:, [1, 0]])
+
+
+def test_a_head_naming_other_classes_is_taken_in_order_with_one_line(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    original = hf_families.build("bert", num_labels=2, **labels).eval()
+    original.save_pretrained(tmp_path / "bert")
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO).eval()
+    assert caplog.messages == [f"{tmp_path / 'bert'} labels its outputs ['NEGATIVE', 'POSITIVE'], not the data's "
+                               "classes: taken in order ('neg' ← 'NEGATIVE', 'pos' ← 'POSITIVE')"]
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(model, padded_batch()), call_logits(original, padded_batch()))
+
+
+@pytest.mark.parametrize("problem_type", ["regression", "multi_label_classification"])
+def test_a_checkpoints_problem_type_is_not_kept_for_the_datas_task(problem_type: str, tmp_path: Path) -> None:
+    """A checkpoint fine-tuned for another task would make transformers' pipelines read the distilled model's
+    saved config with its old post-processing (identity or sigmoid instead of softmax)."""
+    hf_families.build("bert", num_labels=2, problem_type=problem_type).save_pretrained(tmp_path / "bert")
+    model = build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO)
+    assert model.config.problem_type is None
+    model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text()).get("problem_type") is None

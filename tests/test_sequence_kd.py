@@ -25,6 +25,7 @@ from edgekd.distill.sequence_kd import (
     whole_sequences,
 )
 from edgekd.errors import ConfigError
+from edgekd.models.causal_lm import build_causal_lm
 from tests.char_lm import IDS, VOCAB, char_lm, stepwise_greedy, trained_char_lm
 
 FAMILIES = ["gpt2", "llama"]
@@ -296,3 +297,23 @@ def test_training_on_the_teachers_greedy_outputs_teaches_the_student_those_outpu
         optimizer.step()
     after = continuation_loss(student, sequences, 8, stops)
     assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_checkpoint_with_more_rows_than_the_tokenizer_generates_only_the_tokenizers_ids(family):
+    """Checkpoints pad their embedding tables (Qwen2: 151,936 rows for about 151,650 tokens), and a config may name an
+    end-of-text id of another tokenizer; rows no tokenizer id stands for must never be generated or padded with
+    (the student's embeddings have no such rows: an IndexError in the distill stage)."""
+    from edgekd.distill.on_policy import sample_continuations
+
+    model = build_causal_lm(family, vocab_size=VOCAB + 16, context=48, layers=1, width=32, heads=2).eval()
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = VOCAB + 3, None
+    model.get_output_embeddings().register_forward_hook(  # the padded rows win every arg-max and most samples
+        lambda _module, _inputs, logits: logits + 50.0 * (torch.arange(logits.shape[-1]) >= VOCAB))
+    prompts = choose_prompts(IDS, 4, 6, seed=1)
+    assert (teacher_continuations(model, prompts, 8) >= VOCAB).any()  # what the distill stage used to get
+    greedy = teacher_continuations(model, prompts, 8, vocab=VOCAB)
+    sampled = sample_continuations(model, prompts, 8, generator=torch.Generator().manual_seed(0), vocab=VOCAB)
+    for sequences in (greedy, sampled):
+        assert sequences.shape == (4, 14) and torch.equal(sequences[:, :6], prompts)
+        assert int(sequences.max()) < VOCAB

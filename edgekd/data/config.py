@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
-from edgekd.config.base import Fraction, PositiveInt, StrictModel
+from edgekd.config.base import Fraction, PathOrId, PositiveInt, StrictModel
 from edgekd.data.image_config import ImageCsvData, ImageFolderData, ImagePrep
 from edgekd.models.checkpoint_files import check_local_path
 
@@ -200,7 +200,7 @@ def is_corpus(data: object) -> bool:
 class TokenizerConfig(StrictModel):
     """Token ids for text data: a Hugging Face tokenizer, or a WordPiece one trained on the training split."""
 
-    pretrained: str | None = Field(
+    pretrained: PathOrId | None = Field(
         default=None, description="A hub id or a local tokenizer directory; unset trains one offline (see kind)."
     )
     kind: Literal["wordpiece", "char", "bpe"] | None = Field(

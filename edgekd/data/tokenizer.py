@@ -8,6 +8,7 @@ sentence and the special tokens ``[PAD]`` (id 0), ``[UNK]``, ``[CLS]``, ``[SEP]`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from edgekd.atomic import atomic_dir
 from edgekd.data.config import TokenizerConfig
 from edgekd.errors import ConfigError, DataError
 from edgekd.models.packaged import resolve_pretrained
+
+log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
@@ -57,7 +60,8 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> Path:
 
 def load_pretrained_tokenizer(name: str, *, padded: bool = True, trust_remote_code: bool) -> PreTrainedTokenizerFast:
     """The fast tokenizer of ``name`` (a hub id, a local directory or a packaged checkpoint); one line
-    (``ConfigError``) when it cannot load, is not a fast tokenizer, or has no padding token when ``padded``."""
+    (``ConfigError``) when it cannot load or is not a fast tokenizer. ``padded``: one without a padding token pads
+    with its end-of-text token (said in one log line), and one with neither is refused."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -65,8 +69,19 @@ def load_pretrained_tokenizer(name: str, *, padded: bool = True, trust_remote_co
         raise ConfigError(f"tokenizer.pretrained: cannot load '{name}': {detail}") from exc
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ConfigError(f"tokenizer.pretrained: '{name}' has no fast (tokenizers-backed) tokenizer")
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # transformers makes one up from a model's config
+        raise ConfigError(f"tokenizer.pretrained: '{name}' has no vocabulary beyond its {len(tokenizer)} special "
+                          "tokens (no tokenizer files there? expected tokenizer.json, or vocab.txt / vocab.json and "
+                          "merges.txt, as save_pretrained writes them)")
     if padded and tokenizer.pad_token_id is None:
-        raise ConfigError(f"tokenizer.pretrained: '{name}' has no padding token; batches need one")
+        if tokenizer.eos_token_id is None:
+            raise ConfigError(f"tokenizer.pretrained: '{name}' has no padding token and no end-of-text token to "
+                              "pad with; batches need one")
+        # GPT-2 and Llama tokenizers have none: padding is masked by the attention mask, so any id will do, and
+        # decoder classifiers find the last real token by the padding id, which a sentence does not contain.
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("tokenizer.pretrained: '%s' has no padding token; padding with its end-of-text token %r",
+                 name, tokenizer.eos_token)
     return tokenizer
 
 

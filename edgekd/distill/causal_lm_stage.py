@@ -133,7 +133,7 @@ class GenerationObjective:
                 self.sources[index] = OnPolicyDistillation(
                     beta=loss.beta, temperature=loss.temperature, sample_temperature=loss.sample_temperature,
                     student_fraction=loss.student_fraction, prompt_tokens=loss.prompt_tokens,
-                    new_tokens=loss.new_tokens, where=key)
+                    new_tokens=loss.new_tokens, where=key, vocab=self.vocab)
                 self.sources[index].check_fits(student, teacher)
 
     def __call__(self, model: nn.Module, inputs: dict[str, Tensor], targets: Tensor, idx: Any) -> Tensor:
@@ -177,11 +177,11 @@ def _teacher_windows(config: SequenceKD, teacher: nn.Module, data: LMData, cache
     """Training windows over the teacher's continuations of ``config.prompts`` corpus prompts (generated once)."""
     prompts = choose_prompts(data.train, config.prompts, config.prompt_tokens, seed=seed, where=where)
     settings = {"prompts": config.prompts, "prompt_tokens": config.prompt_tokens, "new_tokens": config.new_tokens,
-                "beams": config.beams, "seed": seed,
+                "beams": config.beams, "seed": seed, "vocab": len(data.tokenizer),
                 "prompt_ids_sha256": hashlib.sha256(prompts.numpy().tobytes()).hexdigest()}
     key = continuation_cache_key(teacher.state_dict(), settings)
     sequences = cached_continuations(cache_dir, key, teacher, prompts, config.new_tokens, num_beams=config.beams,
-                                     where=where)
+                                     where=where, vocab=len(data.tokenizer))
     return ContinuationWindows(sequences, config.prompt_tokens, data.context, stop_ids(teacher))
 
 

@@ -92,7 +92,7 @@ def cache_keyword(model: nn.Module) -> str:
 
 @torch.no_grad()
 def sample_continuations(student: nn.Module, prompts: Tensor, new_tokens: int, *, temperature: float = 1.0,
-                         generator: torch.Generator, where: str = "on_policy") -> Tensor:
+                         generator: torch.Generator, where: str = "on_policy", vocab: int | None = None) -> Tensor:
     """``new_tokens`` tokens sampled from ``student`` after each prompt, reusing its KV cache: ``[N, P + new_tokens]``.
 
     Each token is drawn from the softmax of the last logits divided by ``temperature``, with
@@ -100,10 +100,11 @@ def sample_continuations(student: nn.Module, prompts: Tensor, new_tokens: int, *
     token (:func:`~edgekd.distill.sequence_kd.stop_ids`) the rest of it is padding. No gradients; the
     student runs in eval mode (its own mode is restored after). Tokens are drawn on the CPU (where
     ``generator`` lives), so a seed gives the same samples on any device; the sequences are returned on the CPU.
+    ``vocab``: the tokenizer's size; only its ids are drawn or padded with (a checkpoint may have more rows).
     """
     check_prompts(student, prompts, new_tokens, where)
     check_temperature(temperature, f"{where}.sample_temperature")
-    pad, device = pad_id(student), parameter_device(student)
+    pad, device = pad_id(student, vocab), parameter_device(student)
     stops = torch.tensor(stop_ids(student), dtype=torch.long)
     sequence = prompts.long().cpu()
     finished = torch.zeros(sequence.shape[0], dtype=torch.bool)
@@ -112,7 +113,7 @@ def sample_continuations(student: nn.Module, prompts: Tensor, new_tokens: int, *
     with eval_mode(student):
         for _ in range(new_tokens):
             out = student(input_ids=step_input.to(device), use_cache=True, **{keyword: past})
-            probabilities = F.softmax(out.logits[:, -1].float().cpu() / temperature, dim=-1)
+            probabilities = F.softmax(out.logits[:, -1, :vocab].float().cpu() / temperature, dim=-1)
             token = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
             token = torch.where(finished, pad, token)
             finished |= torch.isin(token, stops)
@@ -140,6 +141,8 @@ class OnPolicyDistillation:
     prompt_tokens: int = 8
     new_tokens: int = 24
     where: str = "on_policy"
+    vocab: int | None = None
+    """The tokenizer's size: samples are drawn among its ids only."""
 
     def __post_init__(self) -> None:
         check_beta(self.beta, self.where)
@@ -168,7 +171,7 @@ class OnPolicyDistillation:
         """``batch`` random corpus prompts continued by the student's samples; the mask keeps generated targets."""
         prompts, _ = windows(ids, self.prompt_tokens, batch, generator)
         sequences = sample_continuations(student, prompts, self.new_tokens, temperature=self.sample_temperature,
-                                         generator=generator, where=self.where)
+                                         generator=generator, where=self.where, vocab=self.vocab)
         keep = generated_tokens(sequences, self.prompt_tokens, stop_ids(student))
         return TokenBatch(inputs=sequences[:, :-1], targets=sequences[:, 1:], mask=keep[:, 1:])
 

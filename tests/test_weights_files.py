@@ -1,0 +1,49 @@
+"""``teacher.weights`` files saved from a model inside a training wrapper (DistributedDataParallel's ``module.``,
+torch.compile's ``_orig_mod.``, a Lightning module's ``model.``) load into the recipe's model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from edgekd.errors import ModelError
+from edgekd.models.weights import load_weights
+
+
+def _net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10))
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "model."])
+def test_a_wrappers_prefix_is_stripped_with_one_line(prefix: str, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    trained = _net(1)
+    path = tmp_path / "teacher.safetensors"
+    save_file({prefix + name: tensor.contiguous() for name, tensor in trained.state_dict().items()}, str(path))
+    model = _net(2)
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        load_weights(model, path)
+    assert caplog.messages == [f"{path}: tensor names start with '{prefix}' (a training wrapper's); loaded "
+                               "without it"]
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
+
+
+@pytest.mark.parametrize("case", ["one name prefixed", "a stripped name the model lacks"])
+def test_names_that_still_do_not_fit_are_refused_in_one_line(case: str, tmp_path: Path) -> None:
+    """Only a prefix on every name, whose removal leaves names the model has, is taken off."""
+    state = {name: tensor.contiguous() for name, tensor in _net(1).state_dict().items()}
+    if case == "one name prefixed":
+        state["module.0.weight"] = state.pop("0.weight")
+    else:
+        state = {f"module.{name}": tensor for name, tensor in (state | {"9.bias": torch.zeros(2)}).items()}
+    path = tmp_path / "teacher.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(ModelError, match=r"weights do not fit the recipe's model \(.*(missing|unexpected)"):
+        load_weights(_net(2), path)
