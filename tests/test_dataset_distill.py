@@ -30,8 +30,9 @@ from edgekd.dataset_distill.int8 import export_fp32, onnx_accuracy, static_int8_
 from edgekd.dataset_distill.methods import METHODS
 from edgekd.dataset_distill.network import Family
 from edgekd.dataset_distill.problem import Problem
+from edgekd.dataset_distill.record import read_dataset_distill_record
 from edgekd.dataset_distill.run import distill_dataset
-from edgekd.errors import ConfigError, DataError
+from edgekd.errors import ConfigError, DataError, StorageError
 from edgekd.models.specs import CNNSpec
 from edgekd.quantize.calibration import npz_calibration_feeds
 from edgekd.report.dataset_distill import dataset_distill_section
@@ -273,6 +274,13 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
                                                          "full training set"]
     assert [figure.file for figure in section.blocks[2:]] == ["dataset_distill_01_2_per_class.png",
                                                               "dataset_distill_accuracy.png"]
+    # the stage record is typed: it round-trips, and a damaged one is one line naming its file and key
+    typed = read_dataset_distill_record(record)
+    assert typed.to_json() == record["metrics"] and typed.cpu.logical_cores >= 1
+    record["metrics"]["accuracy"]["coreset"]["accuracies"][0] = "high"
+    with pytest.raises(StorageError, match=r"^01-dataset_distill/stage\.json: metrics\.accuracy\.coreset\.accuracies"
+                                           r"\[0\]: [^\n]+$"):
+        read_dataset_distill_record(record)
     assert dataset_distill_section({**report, "dataset_distill": []}) is None
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.dataset_distill.config import DatasetDistillStage
+from edgekd.dataset_distill.record import DatasetDistillRecord
 from edgekd.dataset_distill.run import distill_dataset
 from edgekd.profile.cpu import detect_cpu
 
-#: The file the stage writes (``metrics["synthetic_set"]`` refers to it).
+#: The file the stage writes (its record's ``synthetic_set`` refers to it).
 SYNTHETIC_FILE = "synthetic.npz"
 
 
@@ -15,7 +16,7 @@ def run_dataset_distill(config: DatasetDistillStage, artifact: Artifact, ctx: St
     """Distil the recipe's training set; the artifact passes through, the metrics name the set and its scores.
 
     ``labels: teacher`` uses the teacher an earlier stage trained. Later stages find the set through
-    ``metrics["synthetic_set"]`` (the quantize stage's ``calibration: synthetic``).
+    its record's ``synthetic_set`` (the quantize stage's ``calibration: synthetic``).
     """
     teacher = None
     if config.labels == "teacher" and "teacher" in artifact.models:
@@ -24,8 +25,8 @@ def run_dataset_distill(config: DatasetDistillStage, artifact: Artifact, ctx: St
         teacher = TaskModel.load(ctx.resolve(artifact.get("teacher").weights)).module
     result = distill_dataset(config, ctx.recipe, ctx.seed, ctx.path(SYNTHETIC_FILE), teacher=teacher,
                              where=ctx.where)
-    metrics = {"synthetic_set": ctx.ref(SYNTHETIC_FILE), "method": config.method,
-               "images_per_class": config.images_per_class, "examples": len(result.synthetic.labels),
-               "distill_seconds": round(result.wall_seconds, 3), "accuracy": result.accuracy,
-               "details": result.synthetic.details, "cpu": detect_cpu().to_json()}
-    return StageOutput(artifact=artifact, metrics=metrics)
+    record = DatasetDistillRecord(
+        synthetic_set=ctx.ref(SYNTHETIC_FILE), method=config.method, images_per_class=config.images_per_class,
+        examples=len(result.synthetic.labels), distill_seconds=round(result.wall_seconds, 3),
+        accuracy=result.accuracy, details=result.synthetic.details, cpu=detect_cpu())
+    return StageOutput(artifact=artifact, metrics=record.to_json())

@@ -10,6 +10,7 @@ from typing import Any
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.data.config import is_corpus
 from edgekd.data.task_data import TaskData, prepare_task_data
+from edgekd.dataset_distill.record import read_dataset_distill_record
 from edgekd.distill.task_metrics import model_figures
 from edgekd.models.task_model import TaskModel
 from edgekd.profile.cpu import detect_cpu, device_isa
@@ -79,7 +80,8 @@ def _task_data(ctx: StageContext, weights: str | None) -> TaskData:
 
 def _synthetic_set(ctx: StageContext) -> str:
     """The run-relative reference of the last ``dataset_distill`` stage's synthetic set (the plan checks one ran)."""
-    return next(r for r in reversed(ctx.previous) if r["stage"] == "dataset_distill")["metrics"]["synthetic_set"]
+    return read_dataset_distill_record(
+        next(r for r in reversed(ctx.previous) if r["stage"] == "dataset_distill")).synthetic_set
 
 
 def _graph_inputs(path: Path) -> set[str]:

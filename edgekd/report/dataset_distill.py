@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data.npz import load_npz
+from edgekd.dataset_distill.record import LearntSet, read_dataset_distill_record
 from edgekd.report.document import Figure, Paragraph, Section, Table
 from edgekd.report.plots import _pyplot, _save
 
@@ -77,15 +78,14 @@ def plot_accuracy_vs_examples(summary: list[dict[str, Any]], target: Path) -> Pa
     return _save(fig, target)
 
 
-#: The stage metrics report.json keeps per ``dataset_distill`` stage (:class:`~edgekd.report.record.DatasetDistillRun`).
-SUMMARY_FIELDS = ("method", "images_per_class", "examples", "distill_seconds", "synthetic_set", "accuracy")
 #: ``report["plots"]`` key of the accuracy curve; each stage's image grid is ``dataset_distill_images_<index>``.
 CURVE = "dataset_distill_accuracy"
 
 
 def dataset_distill_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per ``dataset_distill`` stage record: its index and :data:`SUMMARY_FIELDS` of its metrics."""
-    return [{"index": r["index"], **{key: r["metrics"][key] for key in SUMMARY_FIELDS}}
+    """One entry per ``dataset_distill`` stage record: its index and the :class:`LearntSet` fields of its record."""
+    return [{"index": r["index"], **read_dataset_distill_record(r).model_dump(
+        mode="json", include=set(LearntSet.model_fields), exclude_unset=True)}
             for r in records if r["stage"] == "dataset_distill"]
 
 

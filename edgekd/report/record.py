@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgekd.dataset_distill.record import LearntSet
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.model_metrics import ModelFigures, ModelMetrics
 from edgekd.profile.cpu import CpuInfo
@@ -56,28 +57,10 @@ class StageRow(_Record):
     started_at: str | None = None
 
 
-class SetScore(_Record):
-    """Test accuracies of fresh models trained on one set alone, with their mean and standard deviation."""
-
-    mean: float
-    std: float
-    accuracies: list[float]
-    draws: int | None = Field(default=None, description="Random real subsets drawn (random_real).")
-    kind: str | None = Field(default=None, description="The coreset's selection (coreset: herding or k_center).")
-    examples: int | None = Field(default=None, description="Size of the full training set (full).")
-
-
-class DatasetDistillRun(_Record):
-    """One ``dataset_distill`` stage: the learnt set and how each training set scored (by set: ``synthetic``,
-    and with baselines ``random_real``, ``coreset``, ``full``)."""
+class DatasetDistillRun(LearntSet):
+    """One ``dataset_distill`` stage in ``report.json``: its index and what it learnt (:class:`LearntSet`)."""
 
     index: int
-    method: str
-    images_per_class: int
-    examples: int
-    distill_seconds: float
-    synthetic_set: str = Field(description="The .npz set, relative to the run directory.")
-    accuracy: dict[str, SetScore]
 
 
 class RunReport(BaseModel):
