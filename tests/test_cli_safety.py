@@ -8,7 +8,9 @@ as Ctrl-C does; a process killed while writing the report leaves no temporary fi
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,11 +148,17 @@ def test_killed_while_plotting_leaves_no_temporary_file_in_the_run_root(finished
     outcome = cli("report", finished_run)
     assert outcome.exit_code == 0, outcome.output
     assert not (finished_run / ".report.partial").exists() and _top_level_leftovers(finished_run) == []
-    # the report stage of a run stages its files in its own partial directory
+    # the report stage of a run stages its files in its own partial directory: a copy of the finished run
+    # without its report resumes the earlier stages, so only the report stage runs (and is killed)
+    report_dir = next(finished_run.glob("*-report"))
+    report = {report_dir.name, *json.loads((report_dir / "stage.json").read_text())["metrics"]["files"]}
+    shutil.copytree(finished_run, tmp_path / "run", ignore=lambda d, names: report if Path(d) == finished_run else ())
+    trained = {path: path.read_bytes() for path in (tmp_path / "run").glob("0[12]-*/stage.json")}
     recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(stages=(*TINY_STAGES, "report")))
     proc = _edgekd("run", recipe, "--out", tmp_path / "run", "-q", prelude=KILL_IN_SAVEFIG)
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL
+    assert len(trained) == 2 and {path: path.read_bytes() for path in trained} == trained  # resumed, not re-run
     assert _top_level_leftovers(tmp_path / "run") == []
     assert not list((tmp_path / "run").glob("*.png"))
 

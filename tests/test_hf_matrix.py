@@ -66,10 +66,21 @@ def recipe(modality: str, role: str, checkpoint: Path, text_files: dict[str, Any
     }, Recipe, source="matrix")
 
 
-CASES = [(family, role) for family in (*hf_families.TEXT, *hf_families.IMAGE) for role in ("teacher", "student")]
+#: family → the config field stating its FFN width, and that width in the tiny checkpoint (GPT-2's: 4 × n_embd).
+PRUNABLE = {"bert": ("intermediate_size", 37), "roberta": ("intermediate_size", 37),
+            "llama": ("intermediate_size", 37), "qwen2": ("intermediate_size", 37), "gpt2": ("n_inner", 96),
+            "distilbert": ("hidden_dim", 37), "vit": ("intermediate_size", 37)}
 
 
-@pytest.mark.parametrize(("family", "role"), CASES, ids=[f"{f}-{r}" for f, r in CASES])
+#: Every family in both roles. A prunable family also runs as the student through the pipeline (teacher →
+#: distill → prune → export) in test_prunable_family_as_student_is_pruned_with_recovery_and_reloads, so its
+#: student case here is in the slow suite; the others run in both roles by default.
+CASES = [pytest.param(family, role, id=f"{family}-{role}",
+                      marks=[pytest.mark.slow] if role == "student" and family in PRUNABLE else [])
+         for family in (*hf_families.TEXT, *hf_families.IMAGE) for role in ("teacher", "student")]
+
+
+@pytest.mark.parametrize(("family", "role"), CASES)
 def test_family_in_role_trains_exports_and_reloads(family: str, role: str, text_files: dict[str, Any],
                                                     tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     check_family_in_role(family, role, text_files, tmp_path, caplog)
@@ -108,12 +119,6 @@ def model_classes(result: Any, role: str) -> tuple[str, ...]:
     """The class names the model directory of ``role`` records (as the data gave them)."""
     other = "student" if role == "teacher" else "teacher"
     return TaskModel.load(result.run_dir / result.artifact.models[other].weights).class_names
-
-
-#: family → the config field stating its FFN width, and that width in the tiny checkpoint (GPT-2's: 4 × n_embd).
-PRUNABLE = {"bert": ("intermediate_size", 37), "roberta": ("intermediate_size", 37),
-            "llama": ("intermediate_size", 37), "qwen2": ("intermediate_size", 37), "gpt2": ("n_inner", 96),
-            "distilbert": ("hidden_dim", 37), "vit": ("intermediate_size", 37)}
 
 
 @pytest.mark.parametrize("family", list(PRUNABLE))
