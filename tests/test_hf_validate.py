@@ -98,6 +98,17 @@ def test_hf_spec_mistakes(problem: tuple[dict[str, Any], str], tmp_path: Path) -
     _assert_one_line_error(_validate(tmp_path, _text_recipe(spec, SMALL_BERT, DISTILL)), "teacher.model", fragment)
 
 
+def test_a_checkpoint_in_a_sub_folder_is_pointed_at(tmp_path: Path) -> None:
+    """A sentence-transformers directory keeps the model in a numbered sub-folder: the error names it."""
+    outer = tmp_path / "st-model"
+    (outer / "0_Transformer").mkdir(parents=True)
+    (outer / "0_Transformer" / "config.json").write_text('{"model_type": "bert"}')
+    (outer / "modules.json").write_text("[]")
+    spec = {"arch": "hf", "pretrained": str(outer)}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(spec, SMALL_BERT, DISTILL)), "teacher.model",
+                           "its sub-folder '0_Transformer' has one", str(outer / "0_Transformer"))
+
+
 def _broken_checkpoint(source: Path, target: Path, fault: str) -> Path:
     """A copy of checkpoint ``source`` with one fault a download or a hand-made directory can have."""
     shutil.copytree(source, target)

@@ -308,8 +308,11 @@ def read_config(pretrained: str, *, trust_remote_code: bool = False) -> dict[str
         try:
             return json.loads((local / "config.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
+            inner = sorted(child.name for child in local.iterdir() if (child / "config.json").is_file())
+            hint = (f"; its sub-folder '{inner[0]}' has one (e.g. a sentence-transformers layout): point "
+                    f"pretrained at '{local / inner[0]}'" if inner else "")
             raise ValueError(f"'{pretrained}' has no config.json; expected a Hugging Face checkpoint directory "
-                             "(save_pretrained) or a hub id") from None
+                             f"(save_pretrained) or a hub id{hint}") from None
         except (OSError, ValueError) as exc:
             raise ValueError(f"'{pretrained}/config.json' is unreadable: {str(exc).splitlines()[0]}") from None
     return _cached_hub_config(pretrained, trust_remote_code)
