@@ -20,11 +20,12 @@ def read_stage_record(model: type[RecordT], record: dict[str, Any], key: str | N
     where = f"{record['index']:02d}-{record['stage']}/stage.json"
     if key is not None and key not in metrics:
         raise StorageError(f"{where}: {prefix}: missing")
+    stored = metrics if key is None else metrics[key]
     try:
-        return model.model_validate(metrics if key is None else metrics[key])
+        return model.model_validate(stored)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = format_key_path(_stored_path(metrics if key is None else metrics[key], error["loc"]))
+        field = format_key_path(_stored_path(stored, error["loc"]))
         joint = "" if not field or field.startswith("[") else "."
         raise StorageError(f"{where}: {prefix}{joint}{field}: {error['msg']}") from None
 
@@ -33,9 +34,9 @@ def _stored_path(data: Any, loc: tuple[Any, ...]) -> list[Any]:
     """The part of a pydantic error location that names keys of the stored ``data``.
 
     pydantic inserts each union member's tag (``classifier`` in ``classifier.chosen``), which is not a key of the
-    file, though a tag may share its name with one (``kv_cache``). Of the readings that take each tag-like part as
-    a key or skip it, the one leaving the fewest parts unmatched by ``data`` wins (then the one keeping more
-    parts); the last part is always kept, present or missing.
+    file, though a tag may share its name with one (``kv_cache``). A part absent from ``data`` is a tag (skipped)
+    unless it is the last (a missing key, kept); a part present in ``data`` may still be a tag, so both readings are
+    followed, and the one leaving the fewest parts unmatched by ``data`` wins (then the one keeping more parts).
     """
     readings: list[tuple[int, int, list[Any]]] = []
 
@@ -46,7 +47,8 @@ def _stored_path(data: Any, loc: tuple[Any, ...]) -> list[Any]:
         part, last = loc[index], index == len(loc) - 1
         present = (isinstance(value, dict) and part in value) or (
             isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value))
-        read(value[part] if present else None, index + 1, [*shown, part], unmatched + (not present))
+        if present or last or not isinstance(part, str):
+            read(value[part] if present else None, index + 1, [*shown, part], unmatched + (not present))
         if isinstance(part, str) and not last:
             read(value, index + 1, shown, unmatched)
 
