@@ -30,7 +30,7 @@ from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
 from edgekd.run_plan import StagePlan, plan_run
 from edgekd.stages import check_recipe
-from edgekd.task_rules import check_generation_fits
+from edgekd.task_rules import check_corpus_validation, check_generation_fits
 from edgekd.threads import training_threads
 
 #: What names a recipe wherever one is taken (see :func:`validate`).
@@ -72,6 +72,7 @@ def validate(recipe: RecipeLike) -> Recipe:
     check_sequence_fits(loaded, device, source)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
+    check_corpus_validation(loaded, device, source)
     _check_inputs(loaded)
     return loaded
 
@@ -168,6 +169,8 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
     profile = _checked_device(device or loaded.device, latency=not searches, budget_ms=budget_ms)
     check_generation_fits(loaded, profile, f"recipe '{loaded.name}'")
     check_sequence_fits(loaded, profile, f"recipe '{loaded.name}'")
+    if isinstance(recipe, Recipe) or device is not None:  # else validate checked it with the recipe's device
+        check_corpus_validation(loaded, profile, f"recipe '{loaded.name}'")
     if searches:
         from edgekd.search.compress import preflight
 

@@ -27,6 +27,7 @@ Token classification (:mod:`edgekd.token_rules`) also needs TSV/CSV data, Huggin
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData, is_corpus
@@ -37,6 +38,8 @@ from edgekd.token_rules import check_token_classification
 if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
     from edgekd.config.recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 #: Stages refused for every task but single-label classification, with why.
 CLASS_ONLY_STAGES = {
@@ -152,6 +155,60 @@ def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) ->
             raise ConfigError(f"{source}: {role}.model: it takes {context} positions, but device '{device.name}' "
                               f"generates {device.generation.prompt_tokens} prompt + {device.generation.new_tokens} "
                               "new tokens; lower generation.prompt_tokens or new_tokens, or raise the model's context")
+
+
+def validation_needs(recipe: Recipe, device: DeviceProfile) -> list[tuple[int, str]]:
+    """The tokens later stages take from a causal LM's validation text, each with the setting asking for them:
+    every stage that times generation prompts it with the device's ``prompt_tokens``, and the quantize stage
+    compares INT8 with FP32 on ``data.context + 1``-token windows."""
+    names = set(recipe.stage_names())
+    needs = []
+    if {"profile", "quantize", *LM_COMPRESS_STAGES} & names:
+        needs.append((device.generation.prompt_tokens, f"device '{device.name}' generation.prompt_tokens"))
+    if "quantize" in names:
+        needs.append((recipe.data.context + 1, "the quantize stage's validation windows (data.context + 1)"))
+    return needs
+
+
+def check_validation_length(tokens: int, recipe: Recipe, device: DeviceProfile, where: str, *,
+                            at_most: bool = False) -> None:
+    """Raise :class:`DataError` (one line, prefixed by ``where``) when a causal LM's validation text of ``tokens``
+    tokens (``at_most``: an upper bound, before it is tokenized) is shorter than a later stage takes."""
+    for needed, why in validation_needs(recipe, device):
+        if tokens < needed:
+            raise DataError(f"{where}: the validation text is {'at most ' if at_most else ''}{tokens} token(s), "
+                            f"fewer than the {needed} {why} takes; give a longer validation text (data.train_fraction "
+                            "or data.validation_split) or lower that setting")
+
+
+def check_corpus_validation(recipe: Recipe, device: DeviceProfile, source: str) -> None:
+    """Before anything trains, refuse a corpus whose validation text is too short for the stages after training,
+    and warn when it is shorter than one ``data.context`` window (its loss would rest on a handful of tokens).
+
+    With edgekd's character tokenizer the tokens are the characters. Another tokenizer spends one UTF-8 byte at
+    least on each token but a leading word-boundary marker (SentencePiece's ``▁``), so the bytes plus one bound its
+    tokens; the stages themselves check the exact count (:func:`edgekd.data.lm_data.device_prompt`)."""
+    if not is_corpus(recipe.data):
+        return
+    from edgekd.data.lm_data import load_corpus
+
+    validation = load_corpus(recipe.data).validation
+    exact = _char_tokenized(recipe)
+    tokens = len(validation) if exact else len(validation.encode("utf-8")) + 1
+    where = f"{source}: {recipe.data.path} (data.path)"
+    check_validation_length(tokens, recipe, device, where, at_most=not exact)
+    if tokens <= recipe.data.context:
+        log.warning("%s: the validation text is %s%d token(s), less than one data.context window of %d: its loss "
+                    "rests on few tokens and will be noisy; give a longer validation text", where,
+                    "" if exact else "at most ", tokens, recipe.data.context)
+
+
+def _char_tokenized(recipe: Recipe) -> bool:
+    """Whether a corpus recipe's models read edgekd's character tokenizer (its default, as the teacher stage picks)."""
+    if recipe.tokenizer is not None:
+        return recipe.tokenizer.pretrained is None and recipe.tokenizer.kind in (None, "char")
+    teacher = recipe.teacher
+    return teacher is not None and getattr(teacher.model, "pretrained", None) is None
 
 
 def declared_context(recipe: Recipe, role: str) -> int | None:

@@ -215,6 +215,41 @@ def test_a_device_generating_past_the_models_context_is_refused_before_training(
     assert code == 2 and "32 positions" in output and f"{prompt} prompt + {new} new" in output, output
 
 
+@pytest.mark.parametrize("tokenizer, stages, fraction, fragments", [
+    (None, None, 0.9998, ("token(s), fewer than the 8 device 'tiny-gen' generation.prompt_tokens",)),
+    ({"kind": "bpe", "vocab_size": 300}, None, 0.9998, ("at most", "generation.prompt_tokens")),
+    (None, [{"stage": "teacher"}, {"stage": "export"}, {"stage": "quantize", "roles": ["teacher"]}], 0.999,
+     ("fewer than the 33 the quantize stage's validation windows",)),
+])
+def test_a_validation_text_too_short_for_the_later_stages_is_refused_before_training(
+        tmp_path: Path, tokenizer: dict | None, stages: list | None, fraction: float,
+        fragments: tuple[str, ...]) -> None:
+    """The profile, quantize and compression stages prompt with the device's prompt_tokens (and quantize compares
+    on context + 1 windows) from the validation text: a text too short for them is refused by validate, not
+    after the teacher and student have trained."""
+    changes = {"stages": stages} if stages else {}
+    recipe = yaml.safe_load(_recipe(tmp_path, **changes).read_text())
+    recipe["data"]["train_fraction"] = fraction
+    if tokenizer:
+        recipe["tokenizer"] = tokenizer
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    code, output = _validate(tmp_path / "recipe.yaml")
+    assert code == 2 and "corpus.txt (data.path)" in output and all(f in output for f in fragments), output
+    assert len(output.strip().splitlines()) == 1, output
+
+
+def test_a_validation_text_shorter_than_one_window_is_warned_about(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from edgekd.api import validate
+
+    recipe = yaml.safe_load(_recipe(tmp_path, stages=[{"stage": "teacher"}]).read_text())
+    recipe["data"]["train_fraction"] = 0.999  # about 18 characters of validation text, context 32
+    with caplog.at_level("WARNING", logger="edgekd.task_rules"):
+        validate(recipe)
+    said = [r.getMessage() for r in caplog.records if "less than one data.context window of 32" in r.getMessage()]
+    assert len(said) == 1 and "corpus.txt (data.path): the validation text is " in said[0], caplog.text
+
+
 def test_a_generation_loss_on_a_classifier_is_one_line(write_recipe) -> None:
     recipe = write_recipe(shrink(demo_recipe_dict()) | {
         "stages": [{"stage": "teacher"}, {"stage": "distill", "losses": [{"kind": "token_kl"}]}]})

@@ -123,8 +123,17 @@ def test_threads_and_isa_from_device_profiles() -> None:
     assert resolve_threads(load_device("android-midrange-cpu")) == 4
     assert device_isa(load_device("host-cpu")) == list(cpu.isa)
     assert device_isa(load_device("android-midrange-cpu")) == ["neon", "dotprod"]
-    assert host_threads(10_000) == cpu.physical_cores
     assert host_threads(0) == 1
+
+
+def test_threads_beyond_this_machines_cores_are_capped_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    cores = detect_cpu().physical_cores
+    with caplog.at_level("INFO", logger="edgekd.profile.cpu"):
+        assert host_threads(10_000) == host_threads(10_000) == cores
+        assert host_threads(cores) == cores
+    said = [r.getMessage() for r in caplog.records if "physical cores" in r.getMessage()]
+    assert said == [f"the device's 10000 threads are more than this machine's {cores} physical cores: timing "
+                    f"with {cores} (the records show the count used)"], said
 
 
 # --------------------------------------------------------------------------- feeds

@@ -85,6 +85,15 @@ def prepare_lm_data(data: CorpusData, tokenizer_config: TokenizerConfig | None, 
                   context=data.context)
 
 
+def device_prompt(validation: Tensor, prompt_tokens: int) -> list[int]:
+    """The prompt every generation timing starts from: the validation text's first ``prompt_tokens`` ids
+    (:class:`ConfigError` naming the device's setting when the text is shorter)."""
+    if validation.numel() < prompt_tokens:
+        raise ConfigError(f"device generation.prompt_tokens: {prompt_tokens} tokens of prompt, but the "
+                          f"validation text the prompt comes from has {validation.numel()}; lower prompt_tokens")
+    return validation[:prompt_tokens].tolist()
+
+
 def load_corpus(data: CorpusData) -> CorpusSplit:
     """The training and validation text of a ``source: corpus`` recipe (a text file or a datasets directory)."""
     path = Path(data.path)

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.config.device import DeviceProfile
-from edgekd.data.lm_data import prepare_lm_data
+from edgekd.data.lm_data import device_prompt, prepare_lm_data
 from edgekd.errors import ConfigError
 from edgekd.models.causal_lm import load_tokenizer
 from edgekd.profile.budget import judged_role, verdict_of
@@ -46,11 +46,8 @@ def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageCo
     shape = ctx.device.generation
     model_dir = ctx.resolve(artifact.get(judged).weights)
     tokenizer = load_tokenizer(model_dir)
-    validation = prepare_lm_data(ctx.recipe.data, None, tokenizer=tokenizer).validation
-    if validation.numel() < shape.prompt_tokens:
-        raise ConfigError(f"device generation.prompt_tokens: {shape.prompt_tokens} tokens of prompt, but the "
-                          f"validation text the prompt comes from has {validation.numel()}; lower prompt_tokens")
-    prompt = validation[:shape.prompt_tokens].tolist()
+    prompt = device_prompt(prepare_lm_data(ctx.recipe.data, None, tokenizer=tokenizer).validation,
+                           shape.prompt_tokens)
     threads = resolve_threads(ctx.device)
     generators, memory = {}, {}
     for role in profiled:

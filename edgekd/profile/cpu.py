@@ -9,6 +9,7 @@ products, matrix units), under one normalized spelling per feature whatever the 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -100,8 +101,17 @@ def detect_cpu() -> CpuInfo:
 
 
 def host_threads(requested: int) -> int:
-    """``requested`` threads capped at this machine's physical cores (never below one)."""
-    return max(1, min(requested, detect_cpu().physical_cores))
+    """``requested`` threads capped at this machine's physical cores (never below one); a cap is said once."""
+    cores = detect_cpu().physical_cores
+    if requested > cores:
+        _say_capped(requested, cores)
+    return max(1, min(requested, cores))
+
+
+@functools.cache
+def _say_capped(requested: int, cores: int) -> None:
+    logging.getLogger(__name__).info("the device's %d threads are more than this machine's %d physical cores: "
+                                     "timing with %d (the records show the count used)", requested, cores, cores)
 
 
 def resolve_threads(device: DeviceProfile) -> int:

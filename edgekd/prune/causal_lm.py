@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.data.lm_data import LMData, prepare_lm_data
+from edgekd.data.lm_data import LMData, device_prompt, prepare_lm_data
 from edgekd.distill.causal_lm_stage import GenerationObjective, loss_validation, next_token_cross_entropy
 from edgekd.distill.losses.token_kl import TokenKL
 from edgekd.distill.trainer import fit
@@ -81,7 +81,7 @@ class LMCompression:
         self.data: LMData = prepare_lm_data(ctx.recipe.data, None, tokenizer=self.model.tokenizer)
         self.window = self.data.validation[:min(self.data.context, context_length(self.model.module))][None]
         self.parity = parity_rows(self.data.validation, context_length(self.model.module))
-        self.prompt = self.data.validation[:ctx.device.generation.prompt_tokens].tolist()
+        self.prompt = device_prompt(self.data.validation, ctx.device.generation.prompt_tokens)
         self.threads = resolve_threads(ctx.device)
         self.teacher = copy.deepcopy(self.model.module).eval() if config.recovery else None
         self.shape = self._logits_shape()

@@ -34,7 +34,7 @@ import numpy as np
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.config.device import DeviceProfile
-from edgekd.data.lm_data import prepare_lm_data
+from edgekd.data.lm_data import device_prompt, prepare_lm_data
 from edgekd.errors import DataError, ModelError
 from edgekd.export.causal_lm_stage import convert_cached_to_ort
 from edgekd.export.parity import one_line
@@ -67,7 +67,7 @@ def run_causal_lm_quantize(config: QuantizeStage, artifact: Artifact, ctx: Stage
         source = ctx.resolve(model.onnx)
         data = prepare_lm_data(ctx.recipe.data, None, tokenizer=load_tokenizer(ctx.resolve(model.weights)))
         windows = validation_windows(data.validation.numpy(), data.context, config.loss_windows)
-        prompt = data.validation[:ctx.device.generation.prompt_tokens].tolist()
+        prompt = device_prompt(data.validation, ctx.device.generation.prompt_tokens)
         options = int8_options(config, ctx.device)
         int8 = quantize_dynamic_int8(source, ctx.work_dir / f"{role}.{INT8}.onnx", options)
         judged = judge_int8(source, int8, windows, prompt, ctx.device, config)

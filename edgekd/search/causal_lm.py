@@ -26,7 +26,7 @@ from typing import Any
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.config.device import Budget, DeviceProfile
 from edgekd.config.recipe import Recipe
-from edgekd.data.lm_data import prepare_lm_data
+from edgekd.data.lm_data import device_prompt, prepare_lm_data
 from edgekd.errors import BudgetError
 from edgekd.models.causal_lm import load_tokenizer
 from edgekd.models.specs import HFSpec
@@ -162,7 +162,7 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
     plan = plan_lm_search(config, ctx.recipe.student.model, family, ctx.device)
     ctx.log.info("search: %d of %d candidates fit the per-token budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
-    prompt = data.validation[:ctx.device.generation.prompt_tokens].tolist()
+    prompt = device_prompt(data.validation, ctx.device.generation.prompt_tokens)
     trained: list[Trained] = []
     measured: list[LMMeasured] = []
     attempts: list[LMMeasured] = []
