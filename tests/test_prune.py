@@ -26,8 +26,15 @@ from edgekd.profile import bench, runner
 from edgekd.profile.timing import HostTiming, time_onnx
 from edgekd.prune import measure
 from edgekd.prune import stage as prune_stage
-from edgekd.prune.config import FactorizeConfig, PruneConfig
-from edgekd.prune.lowrank import factorize_layer, factorize_model, rank_for_energy, rank_for_params
+from edgekd.prune.config import FactorizeConfig, HybridStage, PruneConfig
+from edgekd.prune.landing import LANDING_ROUNDS, Size, landing_ratio, sizes_met
+from edgekd.prune.lowrank import (
+    factorize_layer,
+    factorize_model,
+    factorize_task_model,
+    rank_for_energy,
+    rank_for_params,
+)
 from edgekd.prune.record import CompressionRecord, read_compression_record
 from edgekd.prune.structure import LowRankEmbedding, LowRankLinear, pruned_class
 from edgekd.prune.structured import prune_step, record_structure
@@ -236,6 +243,46 @@ def test_speedups_compare_models_timed_side_by_side_not_minutes_apart(stage: dic
             continue
         assert shot["onnx_p50_ms"] == pytest.approx(sizes[shot["step"]] / 1000 * 3.0)  # all timed together
         assert shot["speedup"]["ratio"] == pytest.approx(sizes[0] / sizes[shot["step"]])
+
+
+class _BertJob:
+    """A hybrid step's work on a tiny BERT, as the stage's job does it (L2 pruning, then SVD factorization)."""
+
+    def __init__(self) -> None:
+        self.model = _tiny_bert()
+        self.inputs = self.model.example_inputs(batch=1, sequence=32)
+
+    def prune(self, ratio: float) -> None:
+        prune_step(self.model, PruneConfig(targets=["heads", "ffn"], importance="l2"), ratio, self.inputs)
+
+    def factorize(self) -> object:
+        return factorize_task_model(self.model, FactorizeConfig(energy=0.9))
+
+    def size(self) -> Size:
+        return Size(self.model.params, measure.count_macs(self.model, self.inputs))
+
+
+def test_the_hybrid_step_that_reaches_a_size_target_prunes_only_enough_to_land_on_it() -> None:
+    job = _BertJob()
+    base = job.size()
+    full = _BertJob()
+    full.prune(0.5)
+    full.factorize()
+    overshoot = full.size().macs / base.macs  # a whole step of 0.5 goes well past 0.85
+    config = HybridStage(prune={"ratio": 0.5}, factorize={"energy": 0.9}, target_macs_ratio=0.85)
+    assert overshoot < 0.6
+    ratio = landing_ratio(job, config, base)
+    assert job.size() == base  # the trials ran on copies
+    assert 0 < ratio < 0.5
+    job.prune(ratio)
+    job.factorize()
+    landed = job.size().macs / base.macs
+    assert 0.8 < landed <= 0.85  # on the target's side, not at the whole step's 0.5
+    less = _BertJob()
+    less.prune(ratio - 0.5 / 2**LANDING_ROUNDS)  # the bisection's last lower bound: short of the target
+    less.factorize()
+    assert not sizes_met(config, base, less.size())
+    assert landing_ratio(_BertJob(), config.model_copy(update={"target_macs_ratio": 0.3}), base) == 0.5
 
 
 def test_prune_and_hybrid_stages_in_a_pipeline(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ from edgekd.profile.causal_lm_stage import per_token_speedup
 from edgekd.profile.cpu import resolve_threads
 from edgekd.profile.generate import generation_figures
 from edgekd.prune.config import CompressStage, HybridStage
+from edgekd.prune.landing import Size
 from edgekd.prune.lowrank import LayerRank, factorize_model
 from edgekd.prune.measure import CHECK_TARGET
 from edgekd.prune.record import LMCompressionRecord, LMStepRecord, schedule_fields
@@ -110,6 +111,10 @@ class LMCompression:
         self.ctx.log.info("%s step %d: validation loss %.4f nats/token, params %d, MACs %d", self.config.stage,
                           step, loss, shot.params, shot.macs)
         return shot
+
+    def size(self) -> Size:
+        """The model's parameters and MACs now (one forward pass over a validation window)."""
+        return Size(self.model.params, self._macs())
 
     def prune(self, ratio: float) -> None:
         """Remove ``ratio`` of the KV groups (``heads``) and gated-MLP channels (``ffn``) of every layer."""

@@ -82,6 +82,8 @@ class Outcome(_Record):
     layers: list[LayerRankRecord] | None = Field(default=None, description="factorize: each linear layer's rank.")
     target_reached: bool | None = Field(default=None, description="hybrid: whether every target was met.")
     steps_run: int | None = Field(default=None, description="hybrid: prune-factorize-recover steps run.")
+    prune_ratios: list[float] | None = Field(
+        default=None, description="hybrid: the share pruned at each step (the last one's lands on a size target).")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of the fields given (what the stage kind does not add is left out)."""

@@ -27,8 +27,17 @@ from edgekd.distill.trainer import fit
 from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import CompressStage, FactorizeStage, HybridStage, PruneStage
+from edgekd.prune.landing import Size, landing_ratio, sizes_met
 from edgekd.prune.lowrank import LayerRank, factorize_task_model
-from edgekd.prune.measure import Snapshot, check_shape, device_inputs, output_shape, snapshot, time_interleaved
+from edgekd.prune.measure import (
+    Snapshot,
+    check_shape,
+    count_macs,
+    device_inputs,
+    output_shape,
+    snapshot,
+    time_interleaved,
+)
 from edgekd.prune.record import CompressionRecord, schedule_fields
 from edgekd.prune.structured import TAYLOR_BATCH_SIZE, TAYLOR_BATCHES, prune_step
 from edgekd.task_heads import hard_loss
@@ -67,6 +76,10 @@ class _Compression:
         self.ctx.log.info("%s step %d: %s %.4f, params %d, MACs %d%s", self.config.stage, step, shot.metric,
                           shot.score, shot.params, shot.macs, p50)
         return shot
+
+    def size(self) -> Size:
+        """The model's parameters and MACs now (at the device's input shape)."""
+        return Size(self.model.params, count_macs(self.model, self.inputs))
 
     def prune(self, ratio: float) -> None:
         prune_config = self.config.prune if isinstance(self.config, HybridStage) else self.config
@@ -149,27 +162,28 @@ def run_factorize(config: FactorizeStage, artifact: Artifact, ctx: StageContext)
 
 
 def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
-    """Prune, factorize and recover, step by step, until every target is met or ``max_steps`` have run."""
+    """Prune, factorize and recover, step by step, until every target is met or ``max_steps`` have run; the step
+    that reaches a parameter or MAC target prunes only the share that lands on it (:mod:`edgekd.prune.landing`)."""
     job = compression(config, artifact, ctx)
     base = job.measure(0, latency=config.measure_latency)
     reached = False
+    ratios = []
     for step in range(1, config.max_steps + 1):
-        job.prune(config.prune.ratio)
+        ratios.append(landing_ratio(job, config, Size(base.params, base.macs)))
+        if ratios[-1] < config.prune.ratio:
+            ctx.log.info("hybrid step %d prunes %.3g of the units (not %g): enough to land on the target", step,
+                         ratios[-1], config.prune.ratio)
+        job.prune(ratios[-1])
         job.factorize()
         job.recover(step)
         reached = _targets_met(config, base, job.measure(step, latency=config.measure_latency,
                                                          timed_now=config.target_latency_ms is not None))
         if reached:
             break
-    return job.finish({"target_reached": reached, "steps_run": len(job.snapshots) - 1})
+    return job.finish({"target_reached": reached, "steps_run": len(job.snapshots) - 1, "prune_ratios": ratios})
 
 
 def _targets_met(config: HybridStage, base: Snapshot | LMSnapshot, now: Snapshot | LMSnapshot) -> bool:
-    checks = []
-    if config.target_params_ratio is not None:
-        checks.append(now.params <= config.target_params_ratio * base.params)
-    if config.target_macs_ratio is not None:
-        checks.append(now.macs <= config.target_macs_ratio * base.macs)
-    if config.target_latency_ms is not None:
-        checks.append(now.latency_ms is not None and now.latency_ms <= config.target_latency_ms)
-    return all(checks)
+    latency_met = now.latency_ms is not None and now.latency_ms <= config.target_latency_ms \
+        if config.target_latency_ms is not None else True
+    return latency_met and sizes_met(config, Size(base.params, base.macs), Size(now.params, now.macs))
