@@ -36,8 +36,10 @@ from edgekd.export.onnx_export import export_onnx
 from edgekd.models import families
 from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
-from edgekd.prune.config import PruneConfig
-from edgekd.prune.structure import CONFIG_KEY
+from edgekd.prune.config import FactorizeConfig, PruneConfig
+from edgekd.prune.lowrank import factorize_layer, factorize_task_model
+from edgekd.prune.measure import count_macs
+from edgekd.prune.structure import CONFIG_KEY, LowRankConv2d, dense_weight
 from edgekd.prune.structured import prune_step
 from edgekd.threads import training_threads
 from tests.test_config_errors import _assert_one_line_error
@@ -175,6 +177,50 @@ def test_two_steps_prune_the_pruned_model_again_and_reload(family: str, importan
         torch.testing.assert_close(call_logits(again.module, batch), call_logits(model.module.eval(), batch))
 
 
+#: BiT's convs standardise their weights in the forward pass: not factorized (refused at validate).
+FACTORIZED = [f if f in ISSUE else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES if f != "bit"]
+
+
+@pytest.mark.parametrize("family", FACTORIZED)
+def test_hybrid_steps_factorize_convs_prune_the_pairs_and_reload_identically(family: str, tmp_path: Path) -> None:
+    """LadaBERT's order on an image CNN, twice: prune channels, then factorize every dense conv (and linear layer
+    but the classifier) into a factor pair, then prune again through the pairs and factorize the pairs again."""
+    module, side = build(family)
+    model, batch = task_model(module, side), images(side)
+    macs, factorized = [count_macs(model, batch)], []
+    for _ in range(2):
+        prune_step(model, PruneConfig(targets=["channels"]), 0.3, batch)
+        factorized.append([d.name for d in factorize_task_model(model, FactorizeConfig(param_ratio=0.4)) if d.rank])
+        macs.append(count_macs(model, batch))
+    assert factorized[0] and any(isinstance(m, LowRankConv2d) for m in model.module.modules()), factorized
+    assert macs[2] < macs[1] < macs[0], macs
+    with torch.no_grad():
+        expected = call_logits(model.module.eval(), batch)
+    model.save(tmp_path / "hybrid")
+    structure = json.loads((tmp_path / "hybrid" / "config.json").read_text())[CONFIG_KEY]
+    assert set(structure["low_rank"]) >= {name for name, m in model.module.named_modules()
+                                          if isinstance(m, LowRankConv2d)}
+    again = TaskModel.load(tmp_path / "hybrid")
+    assert again.params == model.params
+    with torch.no_grad():
+        assert (call_logits(again.module, batch) - expected).abs().max() <= 1e-5
+    result = export_onnx(again.module, batch, tmp_path / "hybrid.onnx", load_export_target("onnx-fp32"))
+    assert result.parity.passed
+
+
+def test_a_factorized_conv_is_the_truncated_svd_of_its_reshaped_kernel() -> None:
+    conv = nn.Conv2d(6, 10, 3, stride=2, padding=1, bias=True).double()
+    pair = factorize_layer(conv, 4)
+    assert isinstance(pair, LowRankConv2d) and pair.rank == 4 and pair[0].stride == (2, 2)
+    singular = torch.linalg.svdvals(conv.weight.detach().flatten(1))
+    error = torch.linalg.matrix_norm(dense_weight(pair) - conv.weight.detach().flatten(1)).item()
+    assert error == pytest.approx(singular[4:].pow(2).sum().sqrt().item(), rel=1e-6)  # Eckart–Young
+    full = factorize_layer(conv, 10)
+    x = torch.randn(2, 6, 9, 9, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(full(x), conv(x))  # at full rank the pair is the conv
+
+
 def test_edgekd_export_of_a_pruned_directory_rebuilds_it(tmp_path: Path) -> None:
     """``edgekd export DIR`` of a pruned model directory (was: a mismatched-sizes error from transformers)."""
     from edgekd.config.device import load_device
@@ -299,15 +345,44 @@ def test_validate_accepts_channel_pruning_of_every_cnn_family(family: str, stage
      ("a 'hf' (resnet) model prunes channels, not heads",)),
     ({"stage": "prune", "role": "teacher", "targets": ["channels", "ffn"]}, "stages[1].targets",
      ("a 'hf' (resnet) model prunes channels, not ffn",)),
-    ({"stage": "hybrid", "role": "teacher", "target_params_ratio": 0.5,
-      "prune": {"targets": ["channels"]}}, "stages[1].stage", ("cannot be factorized", "prune conv channels")),
-    ({"stage": "factorize", "role": "teacher"}, "stages[1].stage", ("cannot be factorized",)),
-], ids=["heads", "channels-and-ffn", "hybrid", "factorize"])
+    ({"stage": "hybrid", "role": "teacher", "target_params_ratio": 0.5, "prune": {"targets": ["heads"]}},
+     "stages[1].prune.targets", ("prunes channels, not heads",)),
+], ids=["heads", "channels-and-ffn", "hybrid-heads"])
 def test_validate_refuses_what_a_cnn_family_cannot_take_with_the_key(stage: dict[str, Any], key: str,
                                                                      fragments: tuple[str, ...], folders: Path,
                                                                      tmp_path: Path) -> None:
     recipe = recipe_dict(folders, saved("resnet", tmp_path / "resnet"), 16, [TEACHER, stage, {"stage": "export"}])
     _assert_one_line_error(_validate(tmp_path, recipe), key, *fragments)
+
+
+def test_validate_refuses_factorizing_bit_with_the_reason(folders: Path, tmp_path: Path) -> None:
+    stage = {"stage": "factorize", "role": "teacher"}
+    recipe = recipe_dict(folders, saved("bit", tmp_path / "bit"), 16, [TEACHER, stage, {"stage": "export"}])
+    _assert_one_line_error(_validate(tmp_path, recipe), "stages[1].stage", "cannot be factorized",
+                           "standardise their weights")
+
+
+def test_a_hybrid_recipe_lands_an_image_cnn_on_its_mac_target(folders: Path, tmp_path: Path) -> None:
+    """teacher → hybrid (channels + conv factorization + recovery) → export → profile on a ResNet checkpoint."""
+    stages = [TEACHER,
+              {"stage": "hybrid", "role": "teacher", "target_macs_ratio": 0.5, "max_steps": 3,
+               "prune": {"ratio": 0.3, "targets": ["channels"]}, "factorize": {"param_ratio": 0.5},
+               "recovery": {"epochs": 1, "lr": 0.005, "batch_size": 16}},
+              {"stage": "export"}, {"stage": "profile", "warmup": 2, "runs": 10}]
+    recipe = validate_model(recipe_dict(folders, saved("resnet", tmp_path / "resnet"), 16, stages), Recipe,
+                            source="test")
+    result = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    hybrid = result.stages[1].metrics["teacher"]
+    assert hybrid["target_reached"] and 0.3 < hybrid["macs_ratio"] <= 0.5, hybrid["macs_ratio"]
+    teacher = result.artifact.get("teacher")
+    reloaded = TaskModel.load(result.run_dir / teacher.weights)
+    assert any(isinstance(m, LowRankConv2d) for m in reloaded.module.modules())
+    session = ort.InferenceSession(str(result.run_dir / teacher.onnx), providers=["CPUExecutionProvider"])
+    batch = images(16, seed=3)
+    with torch.no_grad():
+        expected = call_logits(reloaded.module, batch).numpy()
+    (logits,) = session.run(None, {session.get_inputs()[0].name: batch["input"].numpy()})
+    np.testing.assert_allclose(logits, expected, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
 
 
 #: The default suite runs ResNet through teacher → prune → export → profile; the slow runs take every family on

@@ -39,9 +39,9 @@ Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
 NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
-                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, deberta-v2 and albert, and pruned "
-                 "vit, deit and image CNNs (resnet, regnet, bit, mobilenet_v1, mobilenet_v2, efficientnet, convnext, "
-                 "convnextv2, poolformer, mobilevit) only")
+                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, deberta-v2, albert and image CNNs "
+                 "(resnet, regnet, bit, mobilenet_v1, mobilenet_v2, efficientnet, convnext, convnextv2, poolformer, "
+                 "mobilevit), and pruned vit and deit only")
 
 
 @dataclass(frozen=True)
@@ -136,15 +136,14 @@ _BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), f
 _HEADS_FFN = frozenset({"heads", "ffn"})
 _DECODER = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", gated_mlp=True,
                   attention=Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads"))
-_VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd factorizes text transformers only; ViT and "
-              "DeiT prune attention heads and MLP channels", mlp=PlainMLP(
+_VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd factorizes text transformers and image CNNs; "
+              "ViT and DeiT prune attention heads and MLP channels", mlp=PlainMLP(
     "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
     attention=Attention(_QKVO, "o_proj", "num_attention_heads", module_heads=("num_attention_heads",)))
 _CHANNELS = frozenset({"channels"})
 #: Image CNN families: conv channels pruned through Torch-Pruning's dependency graph and the pruned layers'
 #: shapes recorded in the config's structure (:mod:`edgekd.prune.channels`).
-_CNN = Family("image", prune_targets=_CHANNELS, why_not="edgekd factorizes text transformers only; image CNN "
-              "families prune conv channels")
+_CNN = Family("image", prune_targets=_CHANNELS, factorize=True, why_not="")
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
     "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
@@ -170,9 +169,11 @@ FAMILIES: dict[str, Family] = {
         _QKVO, "dense", "num_attention_heads", kv_heads="num_key_value_heads")),
     "vit": _VIT,
     "deit": _VIT,
-    **dict.fromkeys(("resnet", "regnet", "bit", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
+    **dict.fromkeys(("resnet", "regnet", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
                      "convnextv2", "poolformer"), _CNN),
-    "mobilevit": Family("image", prune_targets=_CHANNELS, why_not=_CNN.why_not, whole=("MobileViTTransformer",)),
+    "bit": Family("image", prune_targets=_CHANNELS, why_not="BiT's convs standardise their weights in the forward "
+                  "pass, which a factor pair of plain convs would not; edgekd prunes its channels only"),
+    "mobilevit": Family("image", prune_targets=_CHANNELS, factorize=True, why_not="", whole=("MobileViTTransformer",)),
     "swin": Family("image", why_not="Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
                    "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
                    "longer fit); edgekd does not prune or factorize it"),

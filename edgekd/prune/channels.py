@@ -28,7 +28,7 @@ from torch import nn
 from edgekd.errors import ModelError, first_line
 from edgekd.models.families import family
 from edgekd.prune.channel_structure import CHANNELS_KEY, channel_changes
-from edgekd.prune.structure import CONFIG_KEY, low_rank_layers, pruned_class, unpruned_class
+from edgekd.prune.structure import CONFIG_KEY, apply_low_rank, low_rank_layers, pruned_class, unpruned_class
 from edgekd.prune.user_module import output_layer
 
 #: Largest difference between a pruned layer's output and the rebuilt one's, relative to the output's scale.
@@ -75,9 +75,10 @@ def sync_channel_config(model: nn.Module, inputs: Inputs) -> None:
     config = copy.deepcopy(model.config)
     if hasattr(config, CONFIG_KEY):
         delattr(config, CONFIG_KEY)
-    with torch.device("meta"):
-        reference = unpruned_class(type(model))(config)
-    changes, low_rank = channel_changes(model, reference), low_rank_layers(model)
+    low_rank = low_rank_layers(model)
+    with torch.device("meta"):  # the model its config builds, with its factor pairs (restructure's order)
+        reference = apply_low_rank(unpruned_class(type(model))(config), low_rank)
+    changes = channel_changes(model, reference)
     if changes or low_rank:
         setattr(model.config, CONFIG_KEY, {CHANNELS_KEY: changes, "low_rank": low_rank})
     elif hasattr(model.config, CONFIG_KEY):

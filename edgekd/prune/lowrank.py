@@ -30,14 +30,16 @@ from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import FactorizeConfig
 from edgekd.prune.structure import (
     LowRank,
+    LowRankConv2d,
     LowRankEmbedding,
     LowRankLinear,
+    conv_layers,
     dense_weight,
     embedding_tables,
     linear_layers,
     replace_module,
 )
-from edgekd.prune.structured import record_structure
+from edgekd.prune.structured import is_channel_family, record_structure
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def rank_for_params(shape: tuple[int, int], param_ratio: float) -> int:
 
 @torch.no_grad()
 def factorize_layer(layer: nn.Module, rank: int) -> LowRank:
-    """The rank-``rank`` truncated SVD of a linear layer or embedding table (or an earlier pair) as a factor pair."""
+    """The rank-``rank`` truncated SVD of a linear layer, conv layer or embedding table (or an earlier pair) as a
+    factor pair."""
     original = dense_weight(layer)
     weight = original.double()
     u, s, vh = torch.linalg.svd(weight, full_matrices=False)
@@ -79,6 +82,14 @@ def factorize_layer(layer: nn.Module, rank: int) -> LowRank:
         embedding[0].weight.copy_(left)
         embedding[1].weight.copy_(right.T)
         return embedding
+    if isinstance(layer, nn.Conv2d | LowRankConv2d):
+        conv = LowRankConv2d(layer, rank).to(original.dtype)
+        conv[0].weight.copy_(right.view(conv[0].weight.shape))
+        conv[1].weight.copy_(left.view(conv[1].weight.shape))
+        bias = layer[1].bias if isinstance(layer, LowRankConv2d) else layer.bias
+        if bias is not None:
+            conv[1].bias.copy_(bias)
+        return conv
     bias = layer[1].bias if isinstance(layer, LowRankLinear) else layer.bias
     pair = LowRankLinear(weight.shape[1], weight.shape[0], rank, bias=bias is not None).to(original.dtype)
     pair[0].weight.copy_(right)
@@ -100,15 +111,17 @@ def choose_rank(layer: nn.Module, config: FactorizeConfig) -> tuple[int, float]:
     return rank, float(squared[:rank].sum() / squared.sum().clamp_min(1e-30))
 
 
-def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[str, ...] = ()) -> list[LayerRank]:
-    """Factorize every linear layer (and embedding table, with ``config.embeddings``) that ``config``
-    makes smaller (in place).
+def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[str, ...] = (),
+                    convs: bool = False) -> list[LayerRank]:
+    """Factorize every linear layer (and embedding table, with ``config.embeddings``; conv layer, with ``convs``)
+    that ``config`` makes smaller (in place).
 
     ``skip`` names modules left alone (e.g. a classifier whose outputs the graph must keep).
-    Returns one :class:`LayerRank` per layer considered.
+    Returns one :class:`LayerRank` per layer considered (a conv's shape: ``[out, in·kh·kw]``).
     """
     decisions: list[LayerRank] = []
-    layers = linear_layers(model) + (embedding_tables(model) if config.embeddings else [])
+    layers = (linear_layers(model) + (conv_layers(model) if convs else [])
+              + (embedding_tables(model) if config.embeddings else []))
     for name, layer in layers:
         if name in skip:
             continue
@@ -125,11 +138,14 @@ def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[st
 
 
 def factorize_task_model(model: TaskModel, config: FactorizeConfig) -> list[LayerRank]:
-    """Factorize every linear layer of ``model`` but the classifier (its few outputs never pay for two products).
+    """Factorize every linear layer of ``model`` but the classifier (its few outputs never pay for two products),
+    and an image CNN family's conv layers.
 
-    The model's spec or config then states its new structure, so its directory rebuilds it.
+    The model's spec or config then states its new structure, so its directory rebuilds it. (The convs of
+    edgekd's own ``cnn``/``resnet``/``mobilenet_v2`` are left dense: their specs record layer shapes by name,
+    which a factor pair's two convs would not fit.)
     """
     classifier, _ = linear_layers(model.module)[-1]
-    decisions = factorize_model(model.module, config, skip=(classifier,))
+    decisions = factorize_model(model.module, config, skip=(classifier,), convs=is_channel_family(model))
     record_structure(model)
     return decisions

@@ -84,8 +84,43 @@ class LowRankEmbedding(nn.Sequential):
         return self[0].weight @ self[1].weight.T
 
 
-#: The two factor-pair modules; the structure's ``low_rank`` lists both kinds by name.
-LowRank = LowRankLinear | LowRankEmbedding
+class LowRankConv2d(nn.Sequential):
+    """A conv ``W [out, in, kh, kw]`` as ``rank`` filters of its kernel (stride, padding and dilation kept), then a
+    1 × 1 conv to ``out`` channels with its bias: ``W`` reshaped ``[out, in·kh·kw]`` as a factor pair (Denton et al.,
+    2014; Zhang et al., 2016), so MACs per output position fall from ``out·in·kh·kw`` to
+    ``rank·(in·kh·kw + out)``."""
+
+    def __init__(self, conv: nn.Conv2d | LowRankConv2d, rank: int) -> None:
+        """An uninitialised pair of ``rank`` for a dense ``conv`` (or for an earlier pair: same geometry)."""
+        first, last = (conv[0], conv[1]) if isinstance(conv, LowRankConv2d) else (conv, conv)
+        super().__init__(
+            nn.Conv2d(first.in_channels, rank, first.kernel_size, stride=first.stride, padding=first.padding,
+                      dilation=first.dilation, bias=False, padding_mode=first.padding_mode),
+            nn.Conv2d(rank, last.out_channels, 1, bias=last.bias is not None))
+
+    @property
+    def rank(self) -> int:
+        return self[0].out_channels
+
+    # The geometry of the conv it replaced, for model code that reads it (MobileNet pads TensorFlow-style by its
+    # conv's kernel, stride and dilation).
+    in_channels = property(lambda self: self[0].in_channels)
+    out_channels = property(lambda self: self[1].out_channels)
+    kernel_size = property(lambda self: self[0].kernel_size)
+    stride = property(lambda self: self[0].stride)
+    padding = property(lambda self: self[0].padding)
+    dilation = property(lambda self: self[0].dilation)
+    groups = 1
+
+
+#: The factor-pair modules; the structure's ``low_rank`` lists every kind by name.
+LowRank = LowRankLinear | LowRankEmbedding | LowRankConv2d
+
+
+def is_dense_conv(module: nn.Module) -> bool:
+    """Whether ``module`` is exactly ``nn.Conv2d`` with one group: a subclass may change what its weight means (BiT's
+    weight-standardised conv), and a grouped or depthwise conv has no one matrix to factorize."""
+    return type(module) is nn.Conv2d and module.groups == 1
 
 
 def is_dense_linear(module: nn.Module) -> bool:
@@ -114,6 +149,10 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
         return layer[1].weight @ layer[0].weight
     if isinstance(layer, LowRankEmbedding):
         return layer[0].weight @ layer[1].weight.T
+    if isinstance(layer, LowRankConv2d):
+        return layer[1].weight.flatten(1) @ layer[0].weight.flatten(1)
+    if isinstance(layer, nn.Conv2d):
+        return layer.weight.flatten(1)
     if isinstance(layer, _conv1d()):
         return layer.weight.T
     return layer.weight
@@ -162,6 +201,14 @@ def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             or (is_dense_linear(m) and name.rpartition(".")[0] not in pairs)]
 
 
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every conv layer of ``model`` a factor pair can replace (:func:`is_dense_conv`) and every
+    :class:`LowRankConv2d`, in order (not the latter's parts)."""
+    pairs = {name for name, m in model.named_modules() if isinstance(m, LowRankConv2d)}
+    return [(name, m) for name, m in model.named_modules()
+            if name in pairs or (is_dense_conv(m) and name.rpartition(".")[0] not in pairs)]
+
+
 def embedding_tables(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every embedding table of ``model``: ``nn.Embedding`` and :class:`LowRankEmbedding` (not the latter's parts)."""
     pairs = {name for name, m in model.named_modules() if isinstance(m, LowRankEmbedding)}
@@ -190,12 +237,15 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def apply_low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
     """Replace the layers named in ``ranks`` by empty factor pairs of those ranks (in place).
 
-    An ``nn.Linear`` or ``Conv1D`` becomes a :class:`LowRankLinear`, an ``nn.Embedding`` a :class:`LowRankEmbedding`.
+    An ``nn.Linear`` or ``Conv1D`` becomes a :class:`LowRankLinear`, an ``nn.Embedding`` a :class:`LowRankEmbedding`,
+    an ``nn.Conv2d`` a :class:`LowRankConv2d`.
     """
     for name, rank in ranks.items():
         dense = model.get_submodule(name)
-        if isinstance(dense, nn.Embedding):
-            pair: nn.Module = LowRankEmbedding(dense.num_embeddings, dense.embedding_dim, rank, dense.padding_idx)
+        if isinstance(dense, nn.Conv2d):
+            pair: nn.Module = LowRankConv2d(dense, rank)
+        elif isinstance(dense, nn.Embedding):
+            pair = LowRankEmbedding(dense.num_embeddings, dense.embedding_dim, rank, dense.padding_idx)
         else:
             out_dim, in_dim = linear_shape(dense)
             pair = LowRankLinear(in_dim, out_dim, rank, dense.bias is not None)
@@ -251,9 +301,10 @@ def sync_low_rank_config(model: nn.Module, heads: dict[str, list[int]] | None = 
 
 def restructure(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
     """Rebuild a freshly initialised model to ``structure``: BERT-family heads and widths, or another family's
-    per-layer heads, when it states them, or an image CNN's pruned channels, then its low-rank layers."""
-    if CHANNELS_KEY in structure:
-        reshape_channels(model, structure[CHANNELS_KEY])
+    per-layer heads, when it states them, then its low-rank layers; or an image CNN's low-rank layers, then its
+    pruned channels (recorded against the model with its factor pairs, whose channels pruning narrows too)."""
+    if CHANNELS_KEY in structure:  # recorded against the model with its factor pairs in place
+        return reshape_channels(apply_low_rank(model, structure["low_rank"]), structure[CHANNELS_KEY])
     if "intermediate" in structure:
         return reshape_bert(model, structure)
     if "heads" in structure:
