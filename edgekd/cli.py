@@ -438,10 +438,11 @@ def quantize(
     if as_json:
         print_json(record)
         return
-    table = Table(title=f"{shown(model)} on {shown(record['device']['name'])}")
-    for column in ("variant", "p50 ms", "vs fp32", "MB", "accuracy", "agree", "kept"):
-        table.add_column(column, justify="left" if column in ("variant", "kept") else "right", no_wrap=True)
     quantized = result.quantized
+    table = Table(title=f"{shown(model)} on {shown(record['device']['name'])}")
+    metric = quantized.variants["fp32"].metric  # the primary metric the variants were scored on
+    for column in ("variant", "p50 ms", "vs fp32", "MB", metric, "agree", "kept"):
+        table.add_column(column, justify="left" if column in ("variant", "kept") else "right", no_wrap=True)
     for name, v in quantized.variants.items():
         speedup = f"{v.speedup.ratio:.2f}×" if name != "fp32" and v.speedup is not None else "1"
         table.add_row(shown(name), f"{v.p50_ms:.4f}", speedup, f"{v.size_mb:.3f}",
