@@ -139,6 +139,7 @@ def test_a_decision_of_another_shape_is_refused(entry: dict) -> None:
     ("student.variants.fp32", lambda m: m["student"]["variants"]["fp32"].pop("accuracy")),
     ("student.variants.fp32", lambda m: m["student"]["variants"]["fp32"].update(legacy=1.0)),
     ("student.int8_settings.weight_type", lambda m: m["student"]["int8_settings"].update(weight_type="int4")),
+    ("teacher.int8_settings.legacy", lambda m: m["teacher"]["int8_settings"].update(legacy=True)),
     ("student.fusions.Attention", lambda m: m["student"]["fusions"].update(Attention="two")),
     ("cpu.isa", lambda m: m["cpu"].pop("isa")),
     ("assistant", lambda m: m.update(assistant=[])),
