@@ -189,11 +189,6 @@ def stage_record(run_dir: Path, stage: str) -> dict[str, Any]:
     return json.loads((found / "stage.json").read_text(encoding="utf-8"))
 
 
-def stage_metrics(run_dir: Path, stage: str) -> dict[str, Any]:
-    """The metrics a run's stage recorded."""
-    return stage_record(run_dir, stage)["metrics"]
-
-
 def model_file(run_dir: Path, stage: str, name: str) -> Path:
     """A file a run's stage wrote."""
     return next(run_dir.glob(f"[0-9][0-9]-{stage}")) / name
@@ -317,10 +312,13 @@ def measure_size(size: dict[str, Any], trained: list[Path], profile_run: Path, v
     runs: dict[str, dict[int, Path]] = {}
     for (variant, seed), run_dir in zip(size["jobs"], trained, strict=True):
         runs.setdefault(variant, {})[seed] = run_dir
-    profile = stage_metrics(profile_run, "profile")
-    timing = {"device": "host-cpu", "generation": profile["generation"], "threads": profile["threads"],
-              "teacher": profile["teacher"], "student": profile["student"],
-              "per_token_speedup": profile["student"]["speedup"]["teacher"]}
+    from edgekd.profile.record import read_profile_record
+
+    profile = read_profile_record(stage_record(profile_run, "profile"))
+    student = profile.models["student"]
+    timing = {"device": "host-cpu", "generation": profile.generation.model_dump(), "threads": profile.threads,
+              "teacher": profile.models["teacher"].to_json(), "student": student.to_json(),
+              "per_token_speedup": student.speedup["teacher"].to_json()}
     return {"students": {variant: {seed: student_row(run_dir) for seed, run_dir in seeds.items()}
                          for variant, seeds in runs.items()},
             "timing": timing,

@@ -58,12 +58,19 @@ def recipe(size: str, corpus: Path, device: Path, args: argparse.Namespace) -> d
     }
 
 
-def summary(stage: dict[str, Any]) -> dict[str, Any]:
-    """A compress stage's before/after figures and its per-token speed-up."""
-    return {"before": {k: stage["before"][k] for k in KEPT}, "after": {k: stage[k] for k in KEPT},
-            "params_ratio": stage["params_ratio"], "macs_ratio": stage["macs_ratio"],
-            "val_loss_change": stage["val_loss_change"], "speedup": stage["speedup_interval"],
-            "speedup_range": stage["speedup_range"]}
+def summary(record: dict[str, Any]) -> dict[str, Any]:
+    """A compress stage's before/after figures of the teacher and its per-token speed-up, read from the stage's
+    typed record (a malformed one raises :class:`StorageError` naming its stage.json and field)."""
+    from edgekd.errors import StorageError
+    from edgekd.prune.record import LMCompressionRecord, read_compression_record
+
+    stage = read_compression_record(record, "teacher")
+    if not isinstance(stage, LMCompressionRecord):
+        raise StorageError(f"{record['index']:02d}-{record['stage']}/stage.json: not a causal LM's compression")
+    return {"before": stage.before.model_dump(include=set(KEPT)), "after": stage.model_dump(include=set(KEPT)),
+            "params_ratio": stage.params_ratio, "macs_ratio": stage.macs_ratio,
+            "val_loss_change": stage.val_loss_change, "speedup": stage.speedup_interval,
+            "speedup_range": stage.speedup_range}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         records = {name: json.loads((next((work / "run").glob(f"*-{name}")) / "stage.json").read_text())
                    for name in ("teacher", "prune", "factorize")}
-    stages = {name: record["metrics"] for name, record in records.items()}
     teacher = read_teacher_record(records["teacher"]).teacher
     result = {"benchmark": "prune_lm", "quick": args.quick, "cpu": cpu.to_json(), "threads": 1, "size": size,
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "corpus": CORPUS.name,
               "seconds": seconds, "teacher": {"val_loss": teacher.val_loss, "params": teacher.params},
-              "prune": summary(stages["prune"]["teacher"]), "factorize": summary(stages["factorize"]["teacher"])}
+              "prune": summary(records["prune"]), "factorize": summary(records["factorize"])}
     slug = re.sub(r"[^a-z0-9]+", "-", cpu.brand.lower()).strip("-")
     out = args.out or REPO / "benchmarks" / "results" / f"prune_lm-{'quick' if args.quick else slug}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

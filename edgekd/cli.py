@@ -256,15 +256,16 @@ def profile(
     if as_json:
         print_json({**figures, "warnings": [unstable] if unstable else []})
         return
-    estimate = (f" — estimate: host × speed ratio {figures['speed_ratio']:.2f} from '{figures['reference']}'"
-                if figures["estimate"] else " — measured")
-    out.print(f"[bold]{shown(model)}[/] on [bold]{shown(device)}[/]{estimate}, {figures['threads']} thread(s) "
-              f"here, inputs {shown(figures['input_shapes'])}", soft_wrap=True)
+    estimate = (f" — estimate: host × speed ratio {result.speed_ratio:.2f} from '{result.reference}'"
+                if result.estimate else " — measured")
+    out.print(f"[bold]{shown(model)}[/] on [bold]{shown(device)}[/]{estimate}, {result.threads} thread(s) "
+              f"here, inputs {shown(result.input_shapes)}", soft_wrap=True)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb", "size_mb"):
-        table.add_row(key, f"{figures[key]:.3f}")
+    for key, value in result.model_dump(include={"p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_memory_mb",
+                                                 "size_mb"}).items():
+        table.add_row(key, f"{value:.3f}")
     out.print(table)
     _print_warnings([unstable] if unstable else [])
 
@@ -373,10 +374,10 @@ def _print_exported(result: Any, as_json: bool) -> None:
     if result.ort is not None:
         out.print(f"wrote {shown(result.ort.path)} ({result.ort.size_mb:.3f} MB); parity with the ONNX model: max "
                   f"abs diff {result.ort.parity.max_abs_diff:.2e}", soft_wrap=True)
-    figures = record["profile"]
-    out.print(f"{shown(result.path.name)} on {shown(figures['device'])}: p50 {figures['p50_ms']:.3f} ms, p90 "
-              f"{figures['p90_ms']:.3f} ms" + (" (estimate)" if figures["estimate"] else "") + f", inputs "
-              f"{shown(figures['input_shapes'])}", soft_wrap=True)
+    figures = result.profile
+    out.print(f"{shown(result.path.name)} on {shown(figures.device)}: p50 {figures.p50_ms:.3f} ms, p90 "
+              f"{figures.p90_ms:.3f} ms" + (" (estimate)" if figures.estimate else "") + f", inputs "
+              f"{shown(figures.input_shapes)}", soft_wrap=True)
     _print_warnings(list(result.notes))
 
 
@@ -437,17 +438,19 @@ def quantize(
     if as_json:
         print_json(record)
         return
+    quantized = result.quantized
     table = Table(title=f"{shown(model)} on {shown(record['device']['name'])}")
-    for column in ("variant", "p50 ms", "vs fp32", "MB", "accuracy", "agree", "kept"):
+    metric = quantized.variants["fp32"].metric  # the primary metric the variants were scored on
+    for column in ("variant", "p50 ms", "vs fp32", "MB", metric, "agree", "kept"):
         table.add_column(column, justify="left" if column in ("variant", "kept") else "right", no_wrap=True)
-    for name, v in record["variants"].items():
-        table.add_row(shown(name), f"{v['p50_ms']:.4f}", f"{v['speedup']['ratio']:.2f}×" if name != "fp32" else "1",
-                      f"{v['size_mb']:.3f}", "–" if v["accuracy"] is None else f"{v['accuracy']:.4f}",
-                      "–" if v["agreement"] is None else f"{v['agreement']:.3f}",
-                      "yes" if name == record["decision"] else "")
+    for name, v in quantized.variants.items():
+        speedup = f"{v.speedup.ratio:.2f}×" if name != "fp32" and v.speedup is not None else "1"
+        table.add_row(shown(name), f"{v.p50_ms:.4f}", speedup, f"{v.size_mb:.3f}",
+                      "–" if v.score is None else f"{v.score:.4f}",
+                      "–" if v.agreement is None else f"{v.agreement:.3f}", "yes" if name == quantized.decision else "")
     out.print(table)
-    out.print(f"INT8 settings: {shown(record['int8_settings']['why'])}", soft_wrap=True)
-    out.print(shown(record["reason"]), soft_wrap=True)
+    out.print(f"INT8 settings: {shown(quantized.int8_settings.why)}", soft_wrap=True)
+    out.print(shown(quantized.reason), soft_wrap=True)
     _print_warnings(record["notes"])
     out.print(f"wrote {shown(result.model)} and {shown(result.record_path)}", soft_wrap=True)
 

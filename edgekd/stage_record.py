@@ -65,3 +65,27 @@ class FrozenRecord(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of the fields given (optional fields a stage did not set are left out)."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+class FullRecord(BaseModel):
+    """A typed part of a record that is always written whole (:meth:`to_json` writes every field, defaults
+    included); unknown keys are refused. Stage records compose these parts (a :class:`FrozenRecord` deriving from
+    several of them writes only the fields it was given)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return self.model_dump(mode="json")
+
+
+class RoleRecord(FrozenRecord):
+    """A stage record with one entry per model role besides its own fields; a subclass types the entries by
+    declaring ``__pydantic_extra__: dict[str, <entry type>] = Field(init=False)``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """Each model's entry, by role, in the order the stage wrote them."""
+        return dict(self.model_extra or {})

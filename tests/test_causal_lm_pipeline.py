@@ -25,6 +25,7 @@ from edgekd.cli import app
 from edgekd.distill.record import LMDistillFigures, LMTrainedFigures, read_distill_record, read_teacher_record
 from edgekd.export.record import KVCacheExportRecord, read_export_record
 from edgekd.profile.generate import CachedGenerator
+from edgekd.profile.record import LMProfileRecord, read_profile_record
 from tests.conftest import demo_recipe_dict, shrink
 from tests.test_report_schema import _assert_damage_is_one_line
 
@@ -128,6 +129,12 @@ def test_export_is_checked_on_cached_steps_and_records_the_context(lm_run) -> No
     ("export", read_export_record, "student.kv_cache", lambda m: m["student"].update(kv_cache="yes")),
     ("export", read_export_record, "teacher.optimization_level",
      lambda m: m["teacher"].update(optimization_level="max")),
+    ("profile", read_profile_record, "student.per_token_p90_ms", lambda m: m["student"].pop("per_token_p90_ms")),
+    ("profile", read_profile_record, "student.speedup.teacher.low",
+     lambda m: m["student"]["speedup"]["teacher"].update(low="slow")),
+    ("profile", read_profile_record, "teacher.p50_ms", lambda m: m["teacher"].update(p50_ms=1.0)),
+    ("profile", read_profile_record, "cpu.physical_cores", lambda m: m["cpu"].pop("physical_cores")),
+    ("profile", read_profile_record, "budget.verdict", lambda m: m["budget"].update(verdict="maybe")),
 ])
 def test_a_malformed_causal_lm_record_is_one_line(lm_run, stage: str, read, field: str, damage) -> None:
     _assert_damage_is_one_line(read, _record(lm_run[1], stage), field, damage)
@@ -135,17 +142,21 @@ def test_a_malformed_causal_lm_record_is_one_line(lm_run, stage: str, read, fiel
 
 def test_profile_times_generation_on_the_devices_prompt(lm_run) -> None:
     _, run_dir, report = lm_run
-    profile = _stage(run_dir, "profile")
-    assert profile["generation"] == {"prompt_tokens": 8, "new_tokens": 12}
-    for role in ("teacher", "student"):
-        figures = profile[role]
-        assert figures["tokens_timed"] == 11 * profile["runs"] == 11 * 12
-        assert 0 < figures["per_token_p50_ms"] <= figures["per_token_p90_ms"]
-        assert figures["tokens_per_second"] > 0 and figures["time_to_first_token_ms"] > 0
-    speedup = profile["student"]["speedup"]["teacher"]
-    assert speedup["low"] <= speedup["ratio"] <= speedup["high"]
-    checks = {c["name"]: c for c in profile["budget"]["checks"]}
-    assert checks["per_token_p90_latency"]["limit"] == 50 and report["budget"]["verdict"] in ("pass", "fail")
+    record = _record(run_dir, "profile")
+    profile = read_profile_record(record)
+    assert isinstance(profile, LMProfileRecord) and profile.to_json() == record["metrics"]
+    assert profile.generation.model_dump() == {"prompt_tokens": 8, "new_tokens": 12}
+    assert set(profile.models) == {"teacher", "student"} and profile.cpu.to_json() == report["cpu"]
+    for figures in profile.models.values():
+        assert figures.tokens_timed == 11 * profile.runs == 11 * 12
+        assert 0 < figures.per_token_p50_ms <= figures.per_token_p90_ms
+        assert figures.tokens_per_second > 0 and figures.time_to_first_token_ms > 0
+    assert profile.models["teacher"].speedup is None  # only the judged model's
+    speedup = (profile.models["student"].speedup or {})["teacher"]
+    assert speedup.low <= speedup.ratio <= speedup.high and speedup.runs == profile.runs
+    assert profile.budget is not None and profile.budget.judged == "student"
+    checks = {c.name: c for c in profile.budget.checks}
+    assert checks["per_token_p90_latency"].limit == 50 and report["budget"]["verdict"] in ("pass", "fail")
 
 
 def test_the_bundle_readme_loop_generates_what_edgekd_generates(lm_run, tmp_path: Path) -> None:

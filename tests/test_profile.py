@@ -213,7 +213,7 @@ def test_profile_reports_ordered_percentiles_and_file_size(mlp: Path, host_resul
     assert (r.host_p50_ms, r.host_p90_ms) == (r.p50_ms, r.p90_ms)
     assert r.input_shapes == {"x": [1, 64]}
     assert (r.runs, r.warmup, r.threads) == (60, 5, detect_cpu().physical_cores)
-    assert r.cpu["brand"] == detect_cpu().brand and r.onnxruntime == ort.__version__
+    assert r.cpu.brand == detect_cpu().brand and r.onnxruntime == ort.__version__
     assert json.loads(json.dumps(r.to_json()))["p90_ms"] == r.p90_ms
 
 
@@ -262,9 +262,7 @@ def test_missing_file_is_model_error(tmp_path: Path) -> None:
 
 
 def test_budget_pass_and_fail(host_result: ProfileResult) -> None:
-    from dataclasses import replace
-
-    fits = replace(host_result, p90_ms=10.0, size_mb=5.0, peak_memory_mb=100.0)
+    fits = host_result.model_copy(update={"p90_ms": 10.0, "size_mb": 5.0, "peak_memory_mb": 100.0})
     verdict = judge(fits, Budget(p90_ms=10.0, size_mb=50, peak_memory_mb=500))
     assert verdict.verdict == "pass" and verdict.passed and not verdict.estimate
     assert [c.name for c in verdict.checks] == ["p90_latency", "model_size", "peak_memory"]
@@ -272,7 +270,7 @@ def test_budget_pass_and_fail(host_result: ProfileResult) -> None:
                                            "ms_per_token": None}
     assert set(verdict.to_json()) == {"verdict", "checks", "limits", "estimate"}  # judged only when a stage names it
 
-    too_big = replace(fits, size_mb=60.0, estimate=True)
+    too_big = fits.model_copy(update={"size_mb": 60.0, "estimate": True})
     verdict = judge(too_big, Budget(p90_ms=10.0, size_mb=50, peak_memory_mb=500))
     assert verdict.verdict == "fail" and verdict.estimate
     failed = [c.model_dump() for c in verdict.checks if not c.passed]

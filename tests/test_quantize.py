@@ -27,6 +27,7 @@ from edgekd.quantize.feeds import QuantData, dataset_feeds
 from edgekd.quantize.isa import expand_modes, int8_settings, isa_label
 from edgekd.quantize.model import build_checked, builder_for, decide_for, gate_failure, quantize_model
 from edgekd.quantize.quantizers import fp16_weights, quantize_dynamic_int8, weighted_nodes
+from edgekd.quantize.record import QuantizeRecord, read_quantize_record
 from edgekd.quantize.sensitivity import rank_nodes
 from edgekd.quantize.variants import Variant, within_gates
 from tests.conftest import demo_recipe_dict
@@ -109,7 +110,7 @@ def _variant(name: str, p50: float, *, val_accuracy: float = 0.98, size: float =
     return Variant(name=name, precision=precision, path=Path(f"{name}.onnx"), val_metrics=scores,
                    val_agreement=1.0 if val_accuracy == 0.98 else 0.9, metrics=scores, agreement=1.0,
                    excluded_nodes=tuple(f"n{i}" for i in range(excluded)), p50_ms=p50, size_mb=size,
-                   speedup=Speedup(ratio, ratio * (1 - spread), ratio * (1 + spread), 4))
+                   speedup=Speedup(ratio=ratio, low=ratio * (1 - spread), high=ratio * (1 + spread), rounds=4))
 
 
 def _decide(variants: list[Variant], *, size_budget: float = 100.0):
@@ -157,22 +158,25 @@ def test_a_binding_size_budget_keeps_the_smaller_variant() -> None:
 
 
 def test_stage_keeps_a_variant_and_records_why(run) -> None:
-    record = json.loads((run.run_dir / "03-quantize" / "stage.json").read_text())
-    teacher = record["metrics"]["teacher"]
-    assert set(teacher["variants"]) == {"fp32", "fp32-optimized", "int8-static-minmax"}
-    static = teacher["variants"]["int8-static-minmax"]
-    fp32 = teacher["variants"]["fp32"]
-    assert abs(static["accuracy"] - fp32["accuracy"]) <= 0.01
-    assert static["val_agreement"] >= 0.99
-    assert fp32["size_mb"] / static["size_mb"] >= 3.0
-    assert teacher["decision"] in teacher["variants"] and teacher["reason"].startswith(teacher["decision"])
-    assert record["metrics"]["cpu"]["isa"] == list(detect_cpu().isa)
+    stored = json.loads((run.run_dir / "03-quantize" / "stage.json").read_text())
+    record = read_quantize_record(stored)
+    assert isinstance(record, QuantizeRecord) and record.to_json() == stored["metrics"]
+    teacher = record.models["teacher"]
+    assert set(teacher.variants) == {"fp32", "fp32-optimized", "int8-static-minmax"}
+    static = teacher.variants["int8-static-minmax"]
+    fp32 = teacher.variants["fp32"]
+    assert static.metric == "accuracy" and static.score is not None and fp32.score is not None
+    assert abs(static.score - fp32.score) <= 0.01
+    assert static.val_agreement is not None and static.val_agreement >= 0.99
+    assert fp32.size_mb / static.size_mb >= 3.0
+    assert teacher.decision in teacher.variants and teacher.reason.startswith(teacher.decision)
+    assert record.cpu.isa == detect_cpu().isa and teacher.calibration_set == "train split"
     model = run.artifact.get("teacher")
-    assert model.onnx == teacher["variants"][teacher["decision"]]["path"]
+    assert model.onnx == teacher.variants[teacher.decision].path
     assert (run.run_dir / model.onnx).is_file()
     report = run.report()
-    assert report["teacher"]["precision"] == teacher["decision"]
-    assert report["teacher"]["quantization_reason"] == teacher["reason"]
+    assert report["teacher"]["precision"] == teacher.decision
+    assert report["teacher"]["quantization_reason"] == teacher.reason
 
 
 def test_wrecked_calibration_is_repaired_by_excluding_sensitive_nodes(exported: Path, data: QuantData,

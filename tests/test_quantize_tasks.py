@@ -47,6 +47,7 @@ from edgekd.quantize.decision import decide
 from edgekd.quantize.model import int8_options
 from edgekd.quantize.quality import split_scores, worse_by
 from edgekd.quantize.quantizers import quantize_dynamic_int8
+from edgekd.quantize.record import LMQuantizeRecord, read_quantize_record
 from edgekd.task_heads import PRIMARY_METRIC, task_metrics
 from edgekd.workflow import Run
 
@@ -309,7 +310,9 @@ def _lm_recipe(tmp: Path, quantize: dict[str, Any], size_mb: float = 10.0, targe
 
 
 def _lm_quantize(run_dir: Path) -> dict[str, Any]:
-    return json.loads(next(run_dir.glob("*-quantize")).joinpath("stage.json").read_text())["metrics"]
+    stored = json.loads(next(run_dir.glob("*-quantize")).joinpath("stage.json").read_text())
+    assert isinstance(read_quantize_record(stored), LMQuantizeRecord)  # its typed record, read back by field
+    return stored["metrics"]
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ from edgekd.report.sections import run_document
 from edgekd.search.record import SearchRecord
 from edgekd.stages import DEFAULT_REGISTRY
 from tests.conftest import demo_recipe_dict, shrink
+from tests.test_quantize_record import _classifier_metrics
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -107,8 +108,10 @@ def test_report_command_rejects_a_directory_that_is_not_a_run(tmp_path: Path) ->
 
 def test_quantization_decisions_are_rendered(run_dir: Path) -> None:
     recipe, device, records, artifact = _records(run_dir)
-    quantize = {**records[-1], "stage": "quantize",
-                "metrics": {"student": {"decision": "refused", "reason": "INT8 lost 3% accuracy"}}}
+    metrics = _classifier_metrics()  # a quantize stage's record, as the stage makes it
+    del metrics["teacher"]
+    metrics["student"] |= {"decision": "refused", "reason": "INT8 lost 3% accuracy"}
+    quantize = {**records[-1], "stage": "quantize", "metrics": metrics}
     report = build_report(recipe, device, artifact, [*records, quantize], cpu={"brand": "x"})
     assert report["quantization"] == [{"stage": "quantize", "role": "student", "decision": "refused",
                                        "reason": "INT8 lost 3% accuracy"}]

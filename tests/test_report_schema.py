@@ -14,7 +14,8 @@ import edgekd
 from edgekd.errors import StorageError
 from edgekd.export.bundle_record import BundleRecord, read_bundle_record
 from edgekd.pipeline import load_run_records
-from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
+from edgekd.profile.record import ProfiledModel, ProfileRecord, read_profile_record
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.record import SCHEMA_PATH, check_report, report_schema
 from tests.conftest import demo_recipe_dict, shrink
 
@@ -113,8 +114,8 @@ def _profile_record(run_dir: Path) -> dict:
 
 def test_the_budget_verdict_round_trips_from_its_stage_json_into_the_report(run_dir: Path, report: dict) -> None:
     record = _profile_record(run_dir)
-    verdict = read_budget_verdict(record)
-    assert verdict.to_json() == record["metrics"]["budget"] == report["budget"]
+    verdict = read_profile_record(record).budget
+    assert verdict is not None and verdict.to_json() == record["metrics"]["budget"] == report["budget"]
     assert verdict.judged == report["final_model"] and verdict.measured
     assert [c.name for c in verdict.checks] == ["p90_latency", "model_size", "peak_memory"]
     assert verdict.passed == all(c.passed for c in verdict.checks)
@@ -132,11 +133,34 @@ def test_a_run_without_profile_says_so_in_a_typed_verdict(tmp_path: Path) -> Non
     assert verdict.limits == device.budget
 
 
+def test_the_profile_record_is_each_models_timing_count_and_the_judged_models_operators(run_dir: Path,
+                                                                                       report: dict) -> None:
+    record = _profile_record(run_dir)
+    profile = read_profile_record(record)
+    assert isinstance(profile, ProfileRecord) and profile.to_json() == record["metrics"]
+    assert set(profile.models) == {"teacher", "student"}
+    student, teacher = profile.models["student"], profile.models["teacher"]
+    assert isinstance(student, ProfiledModel) and student.p50_ms <= student.p90_ms <= student.p99_ms
+    assert student.macs == report["student"]["macs"] and sum(student.macs_by_op.values()) == student.macs
+    assert [op.to_json() for op in student.operators or []] == report["operators"]
+    assert teacher.operators is None and teacher.speedup is None  # only the judged model gets them
+    speedup = (student.speedup or {})["teacher"]
+    assert speedup.rounds == len(student.session_p50_ms) == len(teacher.session_p50_ms) and speedup.ratio > 0
+    assert profile.cpu is not None and profile.cpu.to_json() == report["cpu"]
+
+
 @pytest.mark.parametrize("field,damage", [
     ("budget.verdict", lambda m: m["budget"].update(verdict="maybe")),
     ("budget.limits.p90_ms", lambda m: m["budget"]["limits"].pop("p90_ms")),
     ("budget.checks[0].passed", lambda m: m["budget"]["checks"][0].update(passed="sometimes")),
     ("budget.legacy", lambda m: m["budget"].update(legacy=True)),
+    ("student.p90_ms", lambda m: m["student"].update(p90_ms="fast")),
+    ("teacher.macs_by_op", lambda m: m["teacher"].pop("macs_by_op")),
+    ("teacher.cpu.isa", lambda m: m["teacher"]["cpu"].pop("isa")),
+    ("student.operators[1].share", lambda m: m["student"]["operators"][1].update(share="most")),
+    ("student.speedup.teacher.rounds", lambda m: m["student"]["speedup"]["teacher"].pop("rounds")),
+    ("student.legacy", lambda m: m["student"].update(legacy=1)),
+    ("assistant", lambda m: m.update(assistant=3)),
 ])
-def test_a_malformed_budget_verdict_is_one_line_naming_its_file_and_field(run_dir: Path, field: str, damage) -> None:
-    _assert_damage_is_one_line(read_budget_verdict, _profile_record(run_dir), field, damage)
+def test_a_malformed_profile_record_is_one_line_naming_its_file_and_field(run_dir: Path, field: str, damage) -> None:
+    _assert_damage_is_one_line(read_profile_record, _profile_record(run_dir), field, damage)

@@ -25,6 +25,8 @@ from edgekd.export.manifest import MANIFEST, TOKENIZER_DIR, build_manifest, file
 from edgekd.export.ort_format import convert_to_ort, random_feeds
 from edgekd.export.parity import ParityResult
 from edgekd.model_file import copy_model
+from edgekd.profile.runner import ProfileResult
+from edgekd.profile.verdict_record import BudgetVerdict
 
 README = "README.md"
 #: Where a bundle goes in a run directory (or ``edgekd bundle``'s ``--out``).
@@ -61,8 +63,8 @@ def pack_model(
     preprocessing: dict[str, Any] | None,
     tokenizer: list[Path],
     device: DeviceProfile,
-    profile: dict[str, Any],
-    budget: dict[str, Any] | None,
+    profile: ProfileResult,
+    budget: BudgetVerdict | None,
     accuracy: float | None,
     postprocessing: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,

@@ -70,7 +70,7 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
             verdict = judge(profile, device.budget)
             manifest = pack_model(out / BUNDLE_DIR, out / BUNDLE_ZIP, onnx_path=source, deploy=deploy,
                                   name=source.stem, opset=_opset(source), labels=class_names, preprocessing=pre,
-                                  tokenizer=[], device=device, profile=profile.to_json(), budget=verdict,
+                                  tokenizer=[], device=device, profile=profile, budget=verdict,
                                   accuracy=None)
         record = {
             "edgekd_version": __version__,

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
-from edgekd.data.config import is_corpus
 from edgekd.errors import ConfigError
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
 from edgekd.export.bundle_record import BundleRecord
@@ -29,20 +28,19 @@ from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
 from edgekd.export.record import recorded_target
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
 from edgekd.profile.budget import judged_role
-from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
+from edgekd.profile.record import LMProfileRecord, read_profile_record
 from edgekd.task_heads import task_postprocessing
 
 
 def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
     """Pack the judged model with its manifest and README into ``bundle/`` and ``bundle.zip``."""
     role = judged_role([r for r, m in artifact.models.items() if m.onnx is not None])
-    profile = next((r for r in reversed(ctx.previous) if r["stage"] == "profile"), None)
-    if profile is None or role not in profile["metrics"]:
+    stage = next((r for r in reversed(ctx.previous) if r["stage"] == "profile"), None)
+    profile = read_profile_record(stage) if stage is not None else None
+    if profile is None or role not in profile.models:
         raise ConfigError(f"the {role} was not profiled; the 'bundle' stage needs a 'profile' stage before it")
-    if is_corpus(ctx.recipe.data):
-        measured = profile["metrics"]
-        return run_causal_lm_bundle(artifact, ctx, role, {**measured[role], "budget": _verdict(profile),
-                                    **{key: measured.get(key) for key in ("cpu", "threads", "generation")}})
+    if isinstance(profile, LMProfileRecord):
+        return run_causal_lm_bundle(artifact, ctx, role, profile)
     model = artifact.get(role)
     deploy = _deploy_files(model, ctx)
     model_dir = ctx.resolve(model.weights) if model.weights else None
@@ -59,8 +57,8 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
         preprocessing=recipe_preprocessing(onnx_path, ctx.recipe.data, info.get("signature", {}), labels),
         tokenizer=_tokenizer_files(model_dir, info),
         device=ctx.device,
-        profile=profile["metrics"][role],
-        budget=_verdict(profile),
+        profile=profile.models[role],
+        budget=profile.budget,
         accuracy=model.metrics.accuracy,
         **task_postprocessing(model.metrics.figures(), tuple(labels)),
     )
@@ -69,11 +67,6 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
     record = BundleRecord(role=role, format=fmt, directory=BUNDLE_DIR, zip=BUNDLE_ZIP,
                           zip_bytes=(ctx.run_dir / BUNDLE_ZIP).stat().st_size, files=manifest["files"])
     return StageOutput(artifact=artifact, metrics=record.model_dump())
-
-
-def _verdict(profile: dict[str, Any]) -> BudgetVerdict | None:
-    """The profile stage record's budget verdict (``None`` when it judged nothing)."""
-    return read_budget_verdict(profile) if "budget" in profile["metrics"] else None
 
 
 def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:

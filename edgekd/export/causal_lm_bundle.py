@@ -23,11 +23,12 @@ from edgekd.export.bundle_record import BundleRecord
 from edgekd.export.causal_lm_onnx import CONTEXT_KEY, past_names, present_names
 from edgekd.export.manifest import SCHEMA_VERSION, TOKENIZER_DIR, TOKENIZER_FILES, tensor_specs
 from edgekd.models.causal_lm import load_tokenizer
+from edgekd.profile.record import LMProfileRecord
 from edgekd.version import __version__
 
 
-def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profile: dict[str, Any]) -> StageOutput:
-    """Pack the judged causal LM (``role``) with what the profile stage measured of it."""
+def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profile: LMProfileRecord) -> StageOutput:
+    """Pack the judged causal LM (``role``) with what the profile stage measured of it (``profile``)."""
     model = artifact.get(role)
     model_dir = ctx.resolve(model.weights)
     shipped = model.deploy_files or {"onnx": model.onnx}
@@ -40,7 +41,7 @@ def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profi
     manifest = generation_manifest(
         name=f"{ctx.recipe.name}-{role}", onnx_path=ctx.resolve(model.onnx), model=model, fmt=fmt,
         tokenizer_files=[path.name for path in tokenizer], end_of_text_id=loaded_tokenizer.eos_token_id,
-        device=ctx.device.model_dump(mode="json"), profile=profile)
+        device=ctx.device.model_dump(mode="json"), profile=profile, role=role)
     validation = prepare_lm_data(ctx.recipe.data, None, tokenizer=loaded_tokenizer).validation
     manifest["generation"]["example"] = example_prompt(validation, loaded_tokenizer,
                                                        manifest["generation"]["context_length"])
@@ -52,8 +53,10 @@ def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profi
 
 
 def generation_manifest(*, name: str, onnx_path: Path, model: ModelArtifact, fmt: str, tokenizer_files: list[str],
-                        end_of_text_id: int | None, device: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
-    """The bundle manifest of a causal LM (see the module docstring)."""
+                        end_of_text_id: int | None, device: dict[str, Any], profile: LMProfileRecord,
+                        role: str) -> dict[str, Any]:
+    """The bundle manifest of a causal LM (see the module docstring), with the ``profile`` stage's figures of the
+    bundled model (``role``)."""
     inputs, outputs = tensor_specs(onnx_path)
     past = [spec for spec in inputs if spec["name"].startswith("past_key_values.")]
     layers = len(past) // 2
@@ -78,10 +81,10 @@ def generation_manifest(*, name: str, onnx_path: Path, model: ModelArtifact, fmt
                       "layout": "[batch, kv_heads, positions, head_dim]"},
         },
         "device": device,
-        "latency": {key: profile.get(key) for key in ("time_to_first_token_ms", "per_token_p50_ms",
-                                                      "per_token_p90_ms", "tokens_per_second", "estimate")}
-        | {"basis": _basis(profile)},
-        "budget": profile["budget"].manifest_entry() if profile.get("budget") is not None else None,
+        "latency": profile.models[role].model_dump(include={"time_to_first_token_ms", "per_token_p50_ms",
+                                                            "per_token_p90_ms", "tokens_per_second", "estimate"})
+        | {"basis": _basis(profile, role)},
+        "budget": profile.budget.manifest_entry() if profile.budget is not None else None,
         "metrics": model.metrics.model_dump(include={"val_loss", "perplexity"}, exclude_unset=True),
     }
 
@@ -95,13 +98,12 @@ def example_prompt(validation: Any, tokenizer: Any, context: int | None) -> dict
             "new_tokens": max(1, min(40, room - length))}
 
 
-def _basis(profile: dict[str, Any]) -> str:
-    """Where the latency figures come from, in words."""
-    cpu = profile.get("cpu", {}).get("brand", "this CPU")
-    shape = profile.get("generation", {})
-    measured = (f"{shape.get('new_tokens')} new tokens after a {shape.get('prompt_tokens')}-token prompt, "
-                f"measured on {cpu} with {profile.get('threads')} threads")
-    return f"estimate from the host→device speed ratio: {measured}" if profile.get("estimate") else measured
+def _basis(profile: LMProfileRecord, role: str) -> str:
+    """Where the latency figures of the ``role`` model come from, in words."""
+    shape = profile.generation
+    measured = (f"{shape.new_tokens} new tokens after a {shape.prompt_tokens}-token prompt, "
+                f"measured on {profile.cpu.brand} with {profile.threads} threads")
+    return f"estimate from the host→device speed ratio: {measured}" if profile.models[role].estimate else measured
 
 
 def render_readme(manifest: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ import onnx
 from edgekd.config.device import DeviceProfile
 from edgekd.data.config import DataConfig, SklearnData
 from edgekd.export.image_manifest import image_file_preprocessing
+from edgekd.profile.runner import ProfileResult
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.version import __version__
 
@@ -121,17 +122,14 @@ def image_input(pre: dict[str, Any], pixels_8bit: Any) -> Any:
     return np.stack(channels)[None]
 
 
-def latency_entry(profile: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's ``latency`` from the profile stage's figures of the bundled model."""
-    estimate = bool(profile.get("estimate"))
-    cpu = profile.get("cpu", {}).get("brand", "this CPU")
-    threads = profile.get("threads")
-    basis = (f"estimate: measured on {cpu} ({threads} threads) and scaled by the speed ratio "
-             f"{profile.get('speed_ratio', 0):.3g} of reference model '{profile.get('reference')}'"
-             if estimate else f"measured on {cpu} with {threads} threads")
-    return {"p50_ms": profile.get("p50_ms"), "p90_ms": profile.get("p90_ms"), "p99_ms": profile.get("p99_ms"),
-            "estimate": estimate, "basis": basis, "threads": threads, "batch_shapes": profile.get("input_shapes"),
-            "onnxruntime": profile.get("onnxruntime")}
+def latency_entry(profile: ProfileResult) -> dict[str, Any]:
+    """The manifest's ``latency`` from the profile figures of the bundled model."""
+    threads = profile.threads
+    basis = (f"estimate: measured on {profile.cpu.brand} ({threads} threads) and scaled by the speed ratio "
+             f"{profile.speed_ratio or 0:.3g} of reference model '{profile.reference}'"
+             if profile.estimate else f"measured on {profile.cpu.brand} with {threads} threads")
+    return {**profile.model_dump(include={"p50_ms", "p90_ms", "p99_ms", "estimate"}), "basis": basis,
+            "threads": threads, "batch_shapes": profile.input_shapes, "onnxruntime": profile.onnxruntime}
 
 
 def file_entries(directory: Path, *, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, dict[str, Any]]:
@@ -165,7 +163,7 @@ def build_manifest(
     preprocessing: dict[str, Any] | None,
     tokenizer: dict[str, Any] | None,
     device: DeviceProfile,
-    profile: dict[str, Any],
+    profile: ProfileResult,
     budget: BudgetVerdict | None,
     accuracy: float | None,
     postprocessing: dict[str, Any] | None = None,

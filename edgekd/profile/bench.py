@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from edgekd.profile.macs import graph_figures
 from edgekd.profile.operators import profile_operators
 from edgekd.profile.runner import ProfileResult, summarize_timings
 from edgekd.profile.timing import HostTiming, time_onnx
+from edgekd.stage_record import FullRecord
 
 
 def benchmark(
@@ -64,8 +64,7 @@ def benchmark(
 CONFIDENCE = 0.95
 
 
-@dataclass(frozen=True)
-class Speedup:
+class Speedup(FullRecord):
     """How many times faster one model ran than another, with the interval the interleaved rounds allow.
 
     ``low``/``high`` bound the ratio at ``confidence`` (Student's t over the rounds' log ratios); they
@@ -89,10 +88,6 @@ class Speedup:
         return (f"{self.ratio:.2f}× ({100 * self.confidence:g}% interval {self.low:.2f}–{self.high:.2f}×, "
                 f"{self.rounds} rounds)")
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return asdict(self)
-
 
 def paired_speedup(before: ProfileResult, after: ProfileResult, confidence: float = CONFIDENCE) -> Speedup:
     """How many times faster ``after`` ran than ``before``, both timed in one :func:`benchmark` call."""
@@ -108,11 +103,12 @@ def paired_ratio(before_ms: Sequence[float], after_ms: Sequence[float], confiden
     rounds = len(logs)
     centre = float(logs.mean())
     if rounds < 2:
-        return Speedup(math.exp(centre), None, None, rounds, confidence)
+        return Speedup(ratio=math.exp(centre), low=None, high=None, rounds=rounds, confidence=confidence)
     from scipy.stats import t
 
     half = float(t.ppf(0.5 + confidence / 2, rounds - 1) * logs.std(ddof=1) / math.sqrt(rounds))
-    return Speedup(math.exp(centre), math.exp(centre - half), math.exp(centre + half), rounds, confidence)
+    return Speedup(ratio=math.exp(centre), low=math.exp(centre - half), high=math.exp(centre + half), rounds=rounds,
+                   confidence=confidence)
 
 
 def bench_models(paths: list[Path], device: DeviceProfile, *, warmup: int = 20, runs: int = 200,

@@ -31,10 +31,12 @@ from edgekd.profile.cpu import detect_cpu, resolve_threads
 from edgekd.profile.generate import (
     CachedGenerator,
     Generation,
+    PerTokenSpeedup,
     generation_figures,
     generation_memory_mb,
     interleaved_generations,
 )
+from edgekd.profile.record import profile_record
 from edgekd.profile.speed_ratio import speed_ratio
 from edgekd.profile.verdict_record import BudgetVerdict
 
@@ -72,7 +74,7 @@ def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageCo
             metrics[role]["speedup"] = {other: per_token_speedup(runs[other], runs[role])
                                         for other in profiled if other != role}
         artifact = artifact.with_model(artifact.get(role).updated(**figures))
-    return StageOutput(artifact=artifact, metrics=metrics)
+    return StageOutput(artifact=artifact, metrics=profile_record(metrics).to_json())
 
 
 def _check_fits(path: Path, role: str, positions: int) -> None:
@@ -100,8 +102,8 @@ def per_token_speedup(before: list[Generation], after: list[Generation]) -> dict
     ratio of their median per-token latencies (medians: one stalled step does not decide a round)."""
     ratios = np.array([np.median(b.seconds[1:]) / np.median(a.seconds[1:])
                        for b, a in zip(before, after, strict=True)])
-    return {"ratio": float(np.median(ratios)), "low": float(ratios.min()), "high": float(ratios.max()),
-            "runs": int(ratios.size)}
+    return PerTokenSpeedup(ratio=float(np.median(ratios)), low=float(ratios.min()), high=float(ratios.max()),
+                           runs=int(ratios.size)).to_json()
 
 
 def judge_generation(figures: dict[str, float], device: DeviceProfile) -> BudgetVerdict:

@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekd.errors import ModelError
+from edgekd.stage_record import FullRecord
 
 
 @dataclass
@@ -28,15 +29,42 @@ class Generation:
 
 
 
-def generation_figures(runs: list[Generation], factor: float = 1.0) -> dict[str, float]:
+class GenerationFigures(FullRecord):
+    """How fast a model generated: time to first token (the prompt call), per-token latency over every later
+    call, tokens per second over those calls, and how many calls were timed."""
+
+    time_to_first_token_ms: float
+    per_token_p50_ms: float
+    per_token_p90_ms: float
+    tokens_per_second: float
+    tokens_timed: int
+
+
+class PerTokenSpeedup(FullRecord):
+    """How many times faster per token one model generated than another: the median over the runs of the ratio
+    of their median per-token latencies, its range, and the runs."""
+
+    ratio: float
+    low: float
+    high: float
+    runs: int
+
+
+def generation_timing(runs: list[Generation], factor: float = 1.0) -> GenerationFigures:
     """Figures of generations of two or more tokens, their times scaled by ``factor``: time to first token
     (median over runs), per-token p50/p90 over every later call of every run, and tokens per second over
     those calls (the prompt call excluded)."""
     first = np.array([run.seconds[0] for run in runs]) * 1e3 * factor
     steps = np.concatenate([np.array(run.seconds[1:]) for run in runs]) * 1e3 * factor
-    return {"time_to_first_token_ms": float(np.median(first)),
-            "per_token_p50_ms": float(np.percentile(steps, 50)), "per_token_p90_ms": float(np.percentile(steps, 90)),
-            "tokens_per_second": float(1e3 / steps.mean()), "tokens_timed": int(steps.size)}
+    return GenerationFigures(time_to_first_token_ms=float(np.median(first)),
+                             per_token_p50_ms=float(np.percentile(steps, 50)),
+                             per_token_p90_ms=float(np.percentile(steps, 90)),
+                             tokens_per_second=float(1e3 / steps.mean()), tokens_timed=int(steps.size))
+
+
+def generation_figures(runs: list[Generation], factor: float = 1.0) -> dict[str, float]:
+    """:func:`generation_timing` as a JSON-ready mapping."""
+    return generation_timing(runs, factor).to_json()
 
 
 class CachedGenerator:

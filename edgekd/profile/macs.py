@@ -24,7 +24,6 @@ counted either.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import onnxruntime as ort
 from edgekd.errors import ModelError, first_line
 from edgekd.model_file import model_format
 from edgekd.profile.inputs import ShapeLike, make_feeds
+from edgekd.stage_record import FullRecord
 
 #: Convolution-like operators and the input index of their weight ([C_out, C_in / group, *kernel]).
 CONV_WEIGHT_INPUT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv": 3}
@@ -48,17 +48,12 @@ RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 Shapes = dict[str, tuple[int, ...]]
 
 
-@dataclass(frozen=True)
-class GraphCount:
+class GraphCount(FullRecord):
     """MACs of one inference at the given input shapes, and parameters (initializer elements)."""
 
     macs: int
     params: int
     macs_by_op: dict[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return asdict(self)
 
 
 def count_macs(onnx_path: str | Path, shape: ShapeLike) -> GraphCount:

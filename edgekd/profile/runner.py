@@ -9,20 +9,19 @@ reference model (:mod:`edgekd.profile.speed_ratio`); the result is then marked a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from edgekd.config.device import DeviceProfile
-from edgekd.profile.cpu import detect_cpu, host_threads, resolve_threads
+from edgekd.profile.cpu import CpuInfo, detect_cpu, host_threads, resolve_threads
 from edgekd.profile.speed_ratio import speed_ratio
 from edgekd.profile.timing import HostTiming, time_onnx
+from edgekd.stage_record import FullRecord
 
 
-@dataclass(frozen=True)
-class ProfileResult:
+class ProfileResult(FullRecord):
     """Latency, memory and size of one model on one device.
 
     ``p50_ms`` … ``min_ms`` are on the device: measured here for a host profile, or the host
@@ -48,22 +47,22 @@ class ProfileResult:
     host_p50_ms: float
     host_p90_ms: float
     input_shapes: dict[str, list[int]]
-    cpu: dict[str, Any]
+    cpu: CpuInfo
     runs: int
     warmup: int
     onnxruntime: str
-    times_ms: tuple[float, ...] = ()
-    """Every timed run's latency on the device (host time × ``speed_ratio`` for an estimate), in run order."""
-    session_p50_ms: tuple[float, ...] = ()
-    """The median latency on the device of each timing session, in order (one per interleaved round)."""
-    speed_ratio_range: tuple[float, float] | None = None
-    """For an estimate: the speed ratio from the slowest and the fastest round of its reference timing."""
-    speed_ratio_spread: float | None = None
-    """For an estimate: how much the reference's rounds varied, (slowest − fastest) ÷ median."""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return asdict(self)
+    times_ms: tuple[float, ...] = Field(
+        default=(), description="Every timed run's latency on the device (host time × speed_ratio for an estimate), "
+                                "in run order.")
+    session_p50_ms: tuple[float, ...] = Field(
+        default=(), description="The median latency on the device of each timing session, in order (one per "
+                                "interleaved round).")
+    speed_ratio_range: tuple[float, float] | None = Field(
+        default=None, description="For an estimate: the speed ratio from the slowest and the fastest round of its "
+                                  "reference timing.")
+    speed_ratio_spread: float | None = Field(
+        default=None, description="For an estimate: how much the reference's rounds varied, (slowest − fastest) ÷ "
+                                  "median.")
 
 
 def profile_onnx(
@@ -130,7 +129,7 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
         host_p50_ms=float(np.percentile(host, 50)),
         host_p90_ms=float(np.percentile(host, 90)),
         input_shapes=timing.input_shapes,
-        cpu=detect_cpu().to_json(),
+        cpu=detect_cpu(),
         runs=len(host),
         warmup=warmup,
         onnxruntime=timing.onnxruntime,

@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.config.device import Budget
-from edgekd.stage_record import read_stage_record
 
 
 class BudgetCheck(BaseModel):
@@ -54,9 +53,3 @@ class BudgetVerdict(BaseModel):
     def manifest_entry(self) -> dict[str, Any]:
         """What a bundle's ``manifest.json`` says of the budget: the verdict, its checks and the limits."""
         return self.model_dump(mode="json", include={"verdict", "checks", "limits"})
-
-
-def read_budget_verdict(record: dict[str, Any]) -> BudgetVerdict:
-    """The profile stage ``record``'s ``budget`` metrics as a :class:`BudgetVerdict`; a malformed one raises a
-    one-line :class:`StorageError` naming the stage's ``stage.json`` and the first bad field."""
-    return read_stage_record(BudgetVerdict, record, "budget")

@@ -51,6 +51,7 @@ from edgekd.quantize.isa import isa_label
 from edgekd.quantize.model import int8_options
 from edgekd.quantize.quality import worse_by
 from edgekd.quantize.quantizers import quantize_dynamic_int8
+from edgekd.quantize.record import quantize_record
 from edgekd.quantize.variants import Variant
 
 #: The gated metric of a causal LM (validation loss, nats per token; lower is better).
@@ -81,7 +82,7 @@ def run_causal_lm_quantize(config: QuantizeStage, artifact: Artifact, ctx: Stage
             size_mb=kept.size_mb, quantization_speedup=kept.speedup.ratio if kept.speedup else None,
             quantization_loss_change=judged.quality[kept.name]["val_loss"] - judged.quality["fp32"]["val_loss"],
             **(shipped_files(model, int8, windows[0], ctx) if kept.name != "fp32" else {})))
-    return StageOutput(artifact=artifact, metrics=metrics)
+    return StageOutput(artifact=artifact, metrics=quantize_record(metrics).to_json())
 
 
 @dataclass(frozen=True)

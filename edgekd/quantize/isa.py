@@ -10,8 +10,9 @@ advice). uint8 weights (Optimum's ``avx2`` preset) take the slow u8u8 path every
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
+
+from edgekd.stage_record import FullRecord
 
 #: ISA features that give int8 dot products, fastest first.
 INT8_DOT_PRODUCT: tuple[str, ...] = ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "dotprod")
@@ -20,8 +21,7 @@ _X86_SIMD = ("avx512f", "avx2")
 Mode = Literal["dynamic", "static", "fp16"]
 
 
-@dataclass(frozen=True)
-class Int8Settings:
+class Int8Settings(FullRecord):
     """Data types and weight range for INT8 on one instruction set, and why."""
 
     activation_type: Literal["uint8", "int8"]
@@ -29,20 +29,18 @@ class Int8Settings:
     reduce_range: bool
     why: str
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return asdict(self)
-
 
 def int8_settings(isa: Sequence[str]) -> Int8Settings:
     """The INT8 settings for a CPU with the (normalized) ISA features ``isa``."""
     dot = [feature for feature in INT8_DOT_PRODUCT if feature in isa]
     if dot:
-        return Int8Settings("uint8", "int8", False, f"u8s8 at full range on int8 dot products ({', '.join(dot)})")
+        return Int8Settings(activation_type="uint8", weight_type="int8", reduce_range=False,
+                            why=f"u8s8 at full range on int8 dot products ({', '.join(dot)})")
     if any(feature in isa for feature in _X86_SIMD):
-        return Int8Settings("uint8", "int8", True,
-                            "u8s8 with 7-bit weights: without VNNI, VPMADDUBSW saturates on full-range weights")
-    return Int8Settings("uint8", "int8", False, "u8s8 at full range (no int8 dot-product instructions declared)")
+        return Int8Settings(activation_type="uint8", weight_type="int8", reduce_range=True,
+                            why="u8s8 with 7-bit weights: without VNNI, VPMADDUBSW saturates on full-range weights")
+    return Int8Settings(activation_type="uint8", weight_type="int8", reduce_range=False,
+                        why="u8s8 at full range (no int8 dot-product instructions declared)")
 
 
 def isa_label(isa: Sequence[str]) -> str:

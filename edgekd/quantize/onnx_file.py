@@ -32,6 +32,7 @@ from edgekd.quantize.evaluate import cpu_session
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.model import quantize_model
 from edgekd.quantize.npz_feeds import load_quant_data
+from edgekd.quantize.record import QuantizedModel
 from edgekd.rundir import claimed, read_command_record
 from edgekd.version import __version__
 
@@ -48,16 +49,18 @@ class QuantizedFile:
     model: Path
     record_path: Path
     record: dict[str, Any]
+    quantized: QuantizedModel
+    """The record's variants, decision, INT8 settings and fusions, typed."""
 
     @property
     def kept(self) -> str:
         """The kept variant's name (``fp32`` when no other variant paid)."""
-        return self.record["decision"]
+        return self.quantized.decision
 
     @property
     def reason(self) -> str:
         """One sentence saying why that variant was kept."""
-        return self.record["reason"]
+        return self.quantized.reason
 
     def to_json(self) -> dict[str, Any]:
         """The record (``quantize.json``'s content)."""
@@ -84,6 +87,8 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
                                     label=str(source), strict=False)
             kept = out / f"{source.stem}.{result.kept.name}.onnx"
             copy_model(result.kept.path, kept)
+        quantized = QuantizedModel.model_validate(result.to_json(lambda path: kept.name if path == result.kept.path
+                                                                 else None))
         record = {
             "edgekd_version": __version__,
             "command": COMMAND,
@@ -95,12 +100,12 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
             "settings": config.model_dump(mode="json", exclude={"stage", "roles"}),
             "data": _data_json(data, calibration, evaluation),
             "notes": _notes(data),
-            **result.to_json(lambda path: kept.name if path == result.kept.path else None),
+            **quantized.to_json(),
         }
         path = write_json(out / RECORD, record)
         _remove_replaced(out, previous, kept.name)
     log.debug("%s: %s", source, result.decision.reason)
-    return QuantizedFile(model=kept, record_path=path, record=record)
+    return QuantizedFile(model=kept, record_path=path, record=record, quantized=quantized)
 
 
 #: Operators a quantized graph has and an FP32 one does not.

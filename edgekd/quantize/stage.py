@@ -19,6 +19,7 @@ from edgekd.quantize.config import QuantizeStage
 from edgekd.quantize.exported import exported_model
 from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.model import quantize_model
+from edgekd.quantize.record import quantize_record
 from edgekd.quantize.variants import Variant
 from edgekd.task_heads import PRIMARY_METRIC
 
@@ -35,7 +36,7 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
         from edgekd.quantize.causal_lm import run_causal_lm_quantize
 
         return run_causal_lm_quantize(config, artifact, ctx)
-    metrics: dict = {"cpu": detect_cpu().to_json(), "device_isa": device_isa(ctx.device)}
+    metrics: dict[str, Any] = {"cpu": detect_cpu().to_json(), "device_isa": device_isa(ctx.device)}
     for role in config.roles:
         model_artifact = exported_model(artifact, role)
         source = ctx.resolve(model_artifact.onnx)
@@ -60,7 +61,7 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
             size_mb=kept.size_mb,
             quantization_speedup=kept.speedup.ratio if kept.speedup else None,
         ))
-    return StageOutput(artifact=artifact, metrics=metrics)
+    return StageOutput(artifact=artifact, metrics=quantize_record(metrics).to_json())
 
 
 def kept_figures(kept: Variant, fp32: Variant) -> dict[str, Any]:

@@ -23,9 +23,10 @@ from edgekd.config.recipe import Recipe
 from edgekd.export.bundle_record import read_bundle_record
 from edgekd.model_metrics import ModelMetrics
 from edgekd.profile.budget import judged_role
+from edgekd.profile.record import LMProfileRecord, ProfiledModel, ProfileRecord, read_profile_record
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
-from edgekd.profile.verdict_record import BudgetVerdict, read_budget_verdict
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import quantization_decisions
 from edgekd.report.dataset_distill import dataset_distill_summary
 from edgekd.report.record import stage_figures
@@ -48,7 +49,8 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
                  cpu: dict[str, Any]) -> dict[str, Any]:
     """The machine-readable record of a run: models, comparison, budget verdict, stages, CPU."""
     models = {role: _model_figures(artifact.get(role).metrics) for role in ordered_roles(artifact.models)}
-    profile = last_record(records, "profile")
+    profile_stage = last_record(records, "profile")
+    profile = read_profile_record(profile_stage) if profile_stage is not None else None
     final = final_role(artifact)
     remote_code = remote_code_models(recipe)
     report: dict[str, Any] = {
@@ -61,7 +63,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "final_model": final,
         "budget": _budget(device, profile),
         "stages": [_stage_row(r) for r in records],
-        "operators": (profile or {}).get("metrics", {}).get(final, {}).get("operators", []) if final else [],
+        "operators": _operators(profile, final),
         "bundle": _bundle(last_record(records, "bundle")),
         "quantization": [d.model_dump() for d in quantization_decisions(records)],
         "search": _search(last_record(records, "search")),
@@ -107,12 +109,19 @@ def _model_figures(metrics: ModelMetrics) -> dict[str, Any]:
     return figures.model_dump(include={*MODEL_FIELDS, *(figures.model_fields_set & set(TASK_FIELDS))})
 
 
-def _budget(device: DeviceProfile, profile: dict[str, Any] | None) -> dict[str, Any]:
-    if profile is None or "budget" not in profile["metrics"]:
+def _budget(device: DeviceProfile, profile: ProfileRecord | LMProfileRecord | None) -> dict[str, Any]:
+    if profile is None or profile.budget is None:
         return BudgetVerdict(verdict="not measured", limits=device.budget,
                              reason="the recipe has no 'profile' stage, so latency and memory were not measured"
                              ).to_json()
-    return read_budget_verdict(profile).to_json()
+    return profile.budget.to_json()
+
+
+def _operators(profile: ProfileRecord | LMProfileRecord | None, final: str | None) -> list[dict[str, Any]]:
+    """The final model's operator profile (empty when it was not profiled, or is a causal LM)."""
+    figures = profile.models.get(final) if profile is not None and final is not None else None
+    operators = figures.operators if isinstance(figures, ProfiledModel) else None
+    return [op.to_json() for op in operators or []]
 
 
 def _search(record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -158,7 +167,7 @@ def _bundle(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]],
-              remote_code: dict[str, str | None], profile: dict[str, Any] | None) -> list[str]:
+              remote_code: dict[str, str | None], profile: ProfileRecord | LMProfileRecord | None) -> list[str]:
     warnings = [f"{key}.trust_remote_code is true: Python code shipped with the Hugging Face model "
                 f"'{pretrained}' was allowed to run on this machine." for key, pretrained in remote_code.items()]
     if device.reference is not None:
@@ -176,24 +185,24 @@ def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]],
     return warnings
 
 
-def _ratio_text(profile: dict[str, Any] | None) -> str:
+def _ratio_text(profile: ProfileRecord | LMProfileRecord | None) -> str:
     """`` 0.41 ± 0.02 (0.39–0.43 over the reference's timing rounds, spread 9%)`` from the profile stage's record."""
-    timed = [m for m in (profile or {}).get("metrics", {}).values() if isinstance(m, dict) and m.get("speed_ratio")]
+    timed = [m for m in (profile.models.values() if isinstance(profile, ProfileRecord) else ()) if m.speed_ratio]
     if not timed:
         return ""
     figures = timed[0]
-    low_high, spread = figures.get("speed_ratio_range"), figures.get("speed_ratio_spread")
+    low_high, spread = figures.speed_ratio_range, figures.speed_ratio_spread
     if not low_high or spread is None:
-        return f" {figures['speed_ratio']:.3g}"
+        return f" {figures.speed_ratio:.3g}"
     low, high = low_high
-    text = (f" {figures['speed_ratio']:.3g} ± {(high - low) / 2:.2g} ({low:.3g}–{high:.3g} over the reference's "
+    text = (f" {figures.speed_ratio:.3g} ± {(high - low) / 2:.2g} ({low:.3g}–{high:.3g} over the reference's "
             f"timing rounds here, spread {spread:.0%})")
     if spread > MAX_SPREAD:
         text += f", an unstable measurement (spread above {MAX_SPREAD:.0%}) that was not cached"
     return text
 
 
-def _notes(device: DeviceProfile, cpu: dict[str, Any], profile: dict[str, Any] | None) -> list[str]:
+def _notes(device: DeviceProfile, cpu: dict[str, Any], profile: ProfileRecord | LMProfileRecord | None) -> list[str]:
     if profile is None or device.reference is not None:
         return []
     return [f"Latencies are measured, not estimated: timed with onnxruntime on {cpu.get('brand', 'this CPU')}, "

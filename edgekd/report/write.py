@@ -24,6 +24,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.profile.cpu import detect_cpu
+from edgekd.profile.record import LMProfileRecord, ProfiledModel, ProfileRecord, read_profile_record
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.build import build_report, last_record
 from edgekd.report.dataset_distill import draw_dataset_distill_plots
@@ -107,16 +108,23 @@ def rebuild_report(run_dir: Path) -> list[Path]:
 
 def measured_cpu(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The CPU the run's latencies were measured on (from its profile stage), else this machine's."""
-    profile = last_record(records, "profile") or {"metrics": {}}
-    cpus = [m["cpu"] for m in profile["metrics"].values() if isinstance(m, dict) and "cpu" in m]
-    return cpus[0] if cpus else detect_cpu().to_json()
+    profile = _profile(records)
+    cpu = profile.cpu if profile is not None else None
+    return (cpu or detect_cpu()).to_json()
+
+
+def _profile(records: list[dict[str, Any]]) -> ProfileRecord | LMProfileRecord | None:
+    """The run's last profile stage's record, if it has one."""
+    record = last_record(records, "profile")
+    return read_profile_record(record) if record is not None else None
 
 
 def _draw_plots(report: dict[str, Any], records: list[dict[str, Any]], run_dir: Path) -> dict[str, str]:
     limits = BudgetVerdict.model_validate(report["budget"]).limits
     final = report.get("final_model")
-    profile = last_record(records, "profile") or {"metrics": {}}
-    times = profile["metrics"].get(final, {}).get("times_ms", []) if final else []
+    profile = _profile(records)
+    figures = profile.models.get(final) if profile is not None and final else None
+    times = list(figures.times_ms) if isinstance(figures, ProfiledModel) else []
     estimate = " (estimate)" if report.get(final or "", {}).get("estimate") else ""
     written = {
         "accuracy_vs_latency": plot_accuracy_latency(report, run_dir / PLOT_FILES["accuracy_vs_latency"]),
