@@ -67,10 +67,11 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
     stage = read_compression_record(record, "teacher")
     if not isinstance(stage, LMCompressionRecord):
         raise StorageError(f"{record['index']:02d}-{record['stage']}/stage.json: not a causal LM's compression")
+    speedups = stage.model_dump(mode="json", include={"speedup_interval", "speedup_range"})
     return {"before": stage.before.model_dump(include=set(KEPT)), "after": stage.model_dump(include=set(KEPT)),
             "params_ratio": stage.params_ratio, "macs_ratio": stage.macs_ratio,
-            "val_loss_change": stage.val_loss_change, "speedup": stage.speedup_interval,
-            "speedup_range": stage.speedup_range}
+            "val_loss_change": stage.val_loss_change, "speedup": speedups["speedup_interval"],
+            "speedup_range": speedups["speedup_range"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,7 @@ from edgekd.models.causal_lm import CausalLM, context_length, validation_loss
 from edgekd.profile.bench import paired_ratio
 from edgekd.profile.causal_lm_stage import per_token_speedup
 from edgekd.profile.cpu import resolve_threads
-from edgekd.profile.generate import generation_figures
+from edgekd.profile.generate import PerTokenSpeedup, generation_figures
 from edgekd.prune.config import CompressStage, HybridStage
 from edgekd.prune.landing import Size
 from edgekd.prune.lowrank import LayerRank, factorize_model
@@ -190,8 +190,8 @@ class LMCompression:
             measured = generation_figures(runs)
             figures[step] = {key: measured[key] for key in ("time_to_first_token_ms", "per_token_p50_ms",
                                                              "per_token_p90_ms", "tokens_per_second")}
-            figures[step] |= {"speedup": paired_ratio(round_medians(first), round_medians(runs)).to_json(),
-                              "speedup_range": per_token_speedup(first, runs)}
+            figures[step] |= {"speedup": paired_ratio(round_medians(first), round_medians(runs)),
+                              "speedup_range": PerTokenSpeedup.model_validate(per_token_speedup(first, runs))}
         return figures
 
     @torch.no_grad()

@@ -126,5 +126,5 @@ def time_interleaved(snapshots: Sequence[Snapshot], exports: dict[int, Path], de
     for path in exports.values():
         path.unlink()
     return [shot.model_copy(update={"onnx_p50_ms": results[shot.step].p50_ms,
-                                    "speedup": paired_speedup(results[steps[0]], results[shot.step]).to_json()})
+                                    "speedup": paired_speedup(results[steps[0]], results[shot.step])})
             if shot.step in results else shot.model_copy(update={"onnx_p50_ms": None}) for shot in snapshots]

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.config.device import GenerationShape
 from edgekd.errors import StorageError
+from edgekd.profile.bench import Speedup
+from edgekd.profile.generate import PerTokenSpeedup
 from edgekd.stage_record import read_stage_record
 
 
@@ -44,7 +46,7 @@ class _Step(_Record):
     params: int
     macs: int
     parity_max_abs_diff: float | None = None
-    speedup: dict[str, Any] | None = Field(
+    speedup: Speedup | None = Field(
         default=None, description="Speed-up over step 0 with its interval, from the interleaved timing.")
 
 
@@ -69,7 +71,7 @@ class LMStepRecord(_Step):
     per_token_p50_ms: float | None = None
     per_token_p90_ms: float | None = None
     tokens_per_second: float | None = None
-    speedup_range: dict[str, float] | None = None
+    speedup_range: PerTokenSpeedup | None = None
 
 
 class Outcome(_Record):
@@ -77,7 +79,7 @@ class Outcome(_Record):
 
     params_ratio: float
     macs_ratio: float
-    speedup_interval: dict[str, Any] | None
+    speedup_interval: Speedup | None
     ratio_per_step: float | None = Field(default=None, description="prune: the share removed at each step.")
     layers: list[LayerRankRecord] | None = Field(default=None, description="factorize: each linear layer's rank.")
     target_reached: bool | None = Field(default=None, description="hybrid: whether every target was met.")
@@ -119,7 +121,7 @@ def schedule_fields(snapshots: Sequence[_Step]) -> dict[str, Any]:
         "before": before.to_json(),
         "params_ratio": after.params / before.params,
         "macs_ratio": after.macs / before.macs,
-        "speedup": after.speedup["ratio"] if after.speedup else None,
+        "speedup": after.speedup.ratio if after.speedup else None,
         "speedup_interval": after.speedup,
         "trajectory": [shot.to_json() for shot in snapshots],
     }
