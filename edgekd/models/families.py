@@ -38,10 +38,7 @@ from edgekd.models.packaged import is_packaged, resolve_pretrained
 Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
-NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
-                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, deberta-v2 and albert, and pruned "
-                 "vit, deit and image CNNs (resnet, regnet, bit, mobilenet_v1, mobilenet_v2, efficientnet, convnext, "
-                 "convnextv2, poolformer, mobilevit) only")
+
 
 
 @dataclass(frozen=True)
@@ -53,6 +50,9 @@ class PlainMLP:
 
     width: str
     paths: tuple[tuple[str, str], ...]
+    parts: int = 1
+    """How many equal blocks of channels the input projection's outputs stack (2: Phi-3's fused ``gate_up_proj``,
+    ``[gate | up]``, multiplied together): a channel is one output of each block."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +63,22 @@ class Attention:
     ``self.query_proj`` and ``output.dense``, whose output projection sits beside the self-attention): ``qkv``
     names the query, key and value projections, or one fused projection whose outputs are
     ``[queries | keys | values]`` (GPT-2's ``c_attn``, a transposed ``Conv1D``); ``out`` reads the heads'
-    concatenated outputs. ``per_head`` names further projections whose outputs are laid out per query head like
-    the queries, built under some configs only (DeBERTa-v2's relative-position ``pos_key_proj`` and
-    ``pos_query_proj``): those present lose the removed heads' rows with the queries. ``heads`` (and ``kv_heads``
+    concatenated outputs; ``interleaved``: the fused projection is laid out per KV group instead, each group's
+    query heads then its key and value head (``[q k v]`` per head without grouped-query attention: GPT-NeoX's
+    ``query_key_value``, DeBERTa's ``in_proj``). ``per_head`` names further projections whose outputs, or
+    parameters whose last dimension, are laid out per query head in equal spans, built under some configs only
+    (DeBERTa-v2's relative-position ``pos_key_proj`` and ``pos_query_proj``, DeBERTa's separate ``q_bias``): those
+    present lose the removed heads' spans with the queries; ``per_kv_head`` likewise per key/value head (DeBERTa's
+    ``v_bias``). ``head_mixers`` names square linear layers over the heads themselves (DeBERTa's talking-head
+    ``head_logits_proj``, built under some configs only): the removed heads' rows and columns go. ``heads`` (and
+    ``kv_heads``
     for grouped-query attention, keys and values shared by groups of query heads) is the config field stating
     the head count; ``head_dim_field``: the config field the model reads its head size from, ``None`` when the
     size is derived (``hidden / heads``), so fewer heads of the same size cannot be stated in the config and the
     pruned heads are recorded per layer in the model's structure instead (:mod:`edgekd.prune.structure`).
-    ``head_size`` is the path of the attention module's attribute holding the head size; ``module_heads`` and
-    ``module_width`` the paths of its attributes holding the head count and ``heads × head size``, rewritten
-    after pruning.
+    ``head_size`` is the path of the attention module's attribute holding the head size; ``module_heads``,
+    ``module_kv_heads`` and ``module_width`` the paths of its attributes holding the query and key/value head
+    counts and ``heads × head size``, rewritten after pruning.
 
     A layer whose weights several layers share (ALBERT's one layer group) is one module: its heads are pruned
     once, for every layer using it, and Taylor gradients sum over those uses.
@@ -87,6 +93,10 @@ class Attention:
     module_heads: tuple[str, ...] = ()
     module_width: tuple[str, ...] = ()
     per_head: tuple[str, ...] = ()
+    interleaved: bool = False
+    per_kv_head: tuple[str, ...] = ()
+    module_kv_heads: tuple[str, ...] = ()
+    head_mixers: tuple[str, ...] = ()
 
     @property
     def fused(self) -> bool:
@@ -106,7 +116,7 @@ class Family:
     exposes: frozenset[str] = frozenset()
     prune_targets: frozenset[str] = frozenset()
     factorize: bool = False
-    why_not: str = NOT_REWRITTEN
+    why_not: str = ""
     gated_mlp: bool = False
     """A Llama-layout decoder: its KV groups (:mod:`edgekd.prune.kv_groups`) and gated MLPs
     (:mod:`edgekd.prune.gated_mlp`) are pruned alike in every layer, ``scope: layer`` only."""
@@ -132,10 +142,10 @@ class Family:
         return "qkv" in self.exposes
 
 
-_BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), factorize=True, why_not="")
+_BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), factorize=True)
 _HEADS_FFN = frozenset({"heads", "ffn"})
-_DECODER = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", gated_mlp=True,
-                  attention=Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads"))
+_DECODER = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+    _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads"))
 _VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd factorizes text transformers only; ViT and "
               "DeiT prune attention heads and MLP channels", mlp=PlainMLP(
     "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
@@ -145,38 +155,102 @@ _CHANNELS = frozenset({"channels"})
 #: shapes recorded in the config's structure (:mod:`edgekd.prune.channels`).
 _CNN = Family("image", prune_targets=_CHANNELS, why_not="edgekd factorizes text transformers only; image CNN "
               "families prune conv channels")
+_FFN = frozenset({"ffn"})
+_BERT_MLP = PlainMLP("intermediate_size", (("intermediate.dense", "output.dense"),))
+_GATED = Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads")
+"""Grouped-query attention whose config states ``head_dim`` (Llama, Gemma, OLMo …)."""
 FAMILIES: dict[str, Family] = {
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
-    "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text",
+                     "roberta-prelayernorm", "xlm-roberta-xl"), _BERT),
+    "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "hidden_dim", (("lin1", "lin2"),)), attention=Attention(
         ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads", "attention_head_size", head_dim_field=None,
         module_heads=("n_heads",))),
-    "albert": Family("text", False, prune_targets=_HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+    "albert": Family("text", False, prune_targets=_HEADS_FFN, factorize=True, mlp=PlainMLP(
         "intermediate_size", (("ffn", "ffn_output"),)), attention=Attention(
         ("query", "key", "value"), "dense", "num_attention_heads", "attention_head_size", head_dim_field=None,
         module_heads=("num_attention_heads",), module_width=("all_head_size",))),
-    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
-        "intermediate_size", (("intermediate.dense", "output.dense"),)), attention=Attention(
+    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=_BERT_MLP, attention=Attention(
         ("self.query_proj", "self.key_proj", "self.value_proj"), "output.dense", "num_attention_heads",
         "self.attention_head_size", head_dim_field="attention_head_size", module_heads=("self.num_attention_heads",),
         module_width=("self.all_head_size",), per_head=("self.pos_key_proj", "self.pos_query_proj"))),
-    "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+    "deberta": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=_BERT_MLP, attention=Attention(
+        ("self.in_proj",), "output.dense", "num_attention_heads", "self.attention_head_size", head_dim_field=None,
+        module_heads=("self.num_attention_heads",), module_width=("self.all_head_size",), interleaved=True,
+        per_head=("self.q_bias", "self.pos_proj", "self.pos_q_proj"), per_kv_head=("self.v_bias",),
+        head_mixers=("self.head_logits_proj", "self.head_weights_proj"))),
+    "mobilebert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=_BERT_MLP, attention=Attention(
+        ("self.query", "self.key", "self.value"), "output.dense", "num_attention_heads", "self.attention_head_size",
+        head_dim_field=None, module_heads=("self.num_attention_heads",), module_width=("self.all_head_size",))),
+    "mpnet": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=_BERT_MLP, why_not=(
+        "MPNet's relative-position bias is one table of a column per head shared by every layer, so its heads "
+        "cannot be pruned per layer; edgekd prunes its MLP channels and factorizes it")),
+    "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "n_inner", (("c_fc", "c_proj"),)), attention=Attention(
         ("c_attn",), "c_proj", "n_head", head_dim_field=None, module_heads=("num_heads",),
         module_width=("split_size",))),
-    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma"), _DECODER),
-    "phi": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+    "gpt_neox": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("dense_h_to_4h", "dense_4h_to_h"),)), attention=Attention(
+        ("query_key_value",), "dense", "num_attention_heads", "head_size", head_dim_field=None, interleaved=True)),
+    "opt": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP("ffn_dim", (("fc1", "fc2"),)),
+                  attention=Attention(("q_proj", "k_proj", "v_proj"), "out_proj", "num_attention_heads",
+                                      head_dim_field=None, module_heads=("num_heads",))),
+    "starcoder2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("c_fc", "c_proj"),)), attention=_GATED),
+    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "granite"),
+                    _DECODER),
+    "olmo2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+        _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", per_head=("q_norm.weight",),
+        per_kv_head=("k_norm.weight",))),
+    "stablelm": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+        _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", head_dim_field=None,
+        module_heads=("num_heads",), module_kv_heads=("num_key_value_heads",), per_head=("q_layernorm.norms",),
+        per_kv_head=("k_layernorm.norms",))),
+    "phi": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "intermediate_size", (("fc1", "fc2"),)), attention=Attention(
         _QKVO, "dense", "num_attention_heads", kv_heads="num_key_value_heads")),
+    "phi3": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("gate_up_proj", "down_proj"),), parts=2), attention=Attention(
+        ("qkv_proj",), "o_proj", "num_attention_heads", kv_heads="num_key_value_heads",
+        module_kv_heads=("num_key_value_heads",))),
+    "falcon": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=PlainMLP(
+        "ffn_hidden_size", (("dense_h_to_4h", "dense_4h_to_h"),)), why_not=(
+        "Falcon lays its fused query_key_value out three ways by config (grouped, multi-query, per head) and may "
+        "take ALiBi slopes from the head count; edgekd prunes its MLP channels and factorizes it")),
+    "bloom": Family("text", True, TRANSFORMER, factorize=True, why_not=(
+        "BLOOM's ALiBi slopes follow the head count and its MLP width is fixed at 4 × hidden_size, which no config "
+        "field states; edgekd factorizes it only")),
     "vit": _VIT,
     "deit": _VIT,
+    "dinov2": Family("image", True, TRANSFORMER, frozenset({"heads"}), attention=_VIT.attention, why_not=(
+        "DINOv2 states its MLP width as mlp_ratio × hidden_size (or a SwiGLU), which a pruned width need not be, and "
+        "edgekd factorizes text transformers only; it prunes DINOv2's attention heads")),
     **dict.fromkeys(("resnet", "regnet", "bit", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
                      "convnextv2", "poolformer"), _CNN),
     "mobilevit": Family("image", prune_targets=_CHANNELS, why_not=_CNN.why_not, whole=("MobileViTTransformer",)),
     "swin": Family("image", why_not="Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
                    "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
                    "longer fit); edgekd does not prune or factorize it"),
+    "levit": Family("image", why_not="LeViT's attention mixes heads through batch-normed convolution-style "
+                    "projections and per-head attention biases indexed by position; edgekd does not prune or "
+                    "factorize it"),
 }
+
+
+def _rewritten(families: dict[str, Family]) -> str:
+    """What edgekd rewrites and reloads, by family, generated from the table (for the one-line refusals)."""
+    groups: dict[str, list[str]] = {}
+    for name, traits in families.items():
+        targets = sorted(traits.prune_targets, key=("heads", "ffn", "channels").index)
+        done = [f"{' and '.join(targets)} pruned"] if targets else []
+        done += ["factorized"] if traits.factorize else []
+        if done:
+            groups.setdefault(", ".join(done), []).append(name)
+    return "edgekd rewrites and reloads only " + "; ".join(f"{what}: {', '.join(names)}"
+                                                           for what, names in groups.items())
+
+
+NOT_REWRITTEN = _rewritten(FAMILIES)
 
 
 def family(model_type: str) -> Family:
