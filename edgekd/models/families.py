@@ -159,9 +159,23 @@ _FFN = frozenset({"ffn"})
 _BERT_MLP = PlainMLP("intermediate_size", (("intermediate.dense", "output.dense"),))
 _GATED = Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads")
 """Grouped-query attention whose config states ``head_dim`` (Llama, Gemma, OLMo …)."""
+_OUT_PROJ = Attention(_QKVO, "out_proj", "num_attention_heads", head_dim_field=None, module_heads=("num_heads",))
+"""OPT-style attention: ``out_proj``, the head size derived from the head count."""
+_QK_NORMED = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+    _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", per_head=("q_norm.weight",),
+    per_kv_head=("k_norm.weight",)))
+"""Decoders normalising queries and keys over all heads together (OLMo-2, OLMo-3): the norms' weights lose the
+removed heads' entries (the others' scale then changes, as any pruning step changes what follows)."""
+_UP_DOWN = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, attention=_GATED, mlp=PlainMLP(
+    "intermediate_size", (("up_proj", "down_proj"),)))
+"""Grouped-query decoders with an ungated ``down_proj(act(up_proj(x)))`` MLP (Arcee, Nemotron)."""
+_FUSED_GATED = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, attention=_GATED, mlp=PlainMLP(
+    "intermediate_size", (("gate_up_proj", "down_proj"),), parts=2))
+"""Grouped-query decoders whose gated MLP fuses ``[gate | up]`` in one projection (GLM, GLM-4)."""
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text",
-                     "roberta-prelayernorm", "xlm-roberta-xl"), _BERT),
+                     "roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert", "roformer", "rembert", "esm"),
+                    _BERT),
     "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "hidden_dim", (("lin1", "lin2"),)), attention=Attention(
         ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads", "attention_head_size", head_dim_field=None,
@@ -193,15 +207,20 @@ FAMILIES: dict[str, Family] = {
         "intermediate_size", (("dense_h_to_4h", "dense_4h_to_h"),)), attention=Attention(
         ("query_key_value",), "dense", "num_attention_heads", "head_size", head_dim_field=None, interleaved=True)),
     "opt": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP("ffn_dim", (("fc1", "fc2"),)),
-                  attention=Attention(("q_proj", "k_proj", "v_proj"), "out_proj", "num_attention_heads",
-                                      head_dim_field=None, module_heads=("num_heads",))),
+                  attention=_OUT_PROJ),
+    "biogpt": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("fc1", "fc2"),)), attention=_OUT_PROJ),
+    "persimmon": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("dense_h_to_4h", "dense_4h_to_h"),)), attention=Attention(
+        ("query_key_value",), "dense", "num_attention_heads", head_dim_field=None, interleaved=True,
+        module_heads=("num_heads",))),
     "starcoder2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "intermediate_size", (("c_fc", "c_proj"),)), attention=_GATED),
-    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "granite"),
-                    _DECODER),
-    "olmo2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
-        _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", per_head=("q_norm.weight",),
-        per_kv_head=("k_norm.weight",))),
+    **dict.fromkeys(("llama", "mistral", "ministral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo",
+                     "granite", "helium", "smollm3", "seed_oss", "exaone4"), _DECODER),
+    **dict.fromkeys(("olmo2", "olmo3"), _QK_NORMED),
+    **dict.fromkeys(("arcee", "nemotron"), _UP_DOWN),
+    **dict.fromkeys(("glm", "glm4"), _FUSED_GATED),
     "stablelm": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
         _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", head_dim_field=None,
         module_heads=("num_heads",), module_kv_heads=("num_key_value_heads",), per_head=("q_layernorm.norms",),
