@@ -252,17 +252,24 @@ DESCRIBED: dict[str, tuple[str, dict[str, Any], bool]] = {
     **{kind: (kind, _TINY, True) for kind in ("ernie", "data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl",
                                               "megatron-bert", "roformer", "esm")},
     "rembert": ("rembert", dict(_TINY, input_embedding_size=16, output_embedding_size=16), True),
+    "dinov2": ("dinov2", hf_families.IMAGE["vit"], True),
+    "beit": ("beit", dict(hf_families.IMAGE["vit"], use_relative_position_bias=True), True),
 }
 
 
-def _described(case: str) -> TaskModel:
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def _described(case: str) -> tuple[TaskModel, dict[str, torch.Tensor]]:
+    """A random 2-label classifier of ``case`` and a batch for it (padded text, or 8 × 8 one-channel images)."""
+    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     kind, sizes, _ = DESCRIBED[case]
+    image = family_of(kind).modality == "image"
     torch.manual_seed(0)
     config = AutoConfig.for_model(kind, num_labels=2, **sizes)
-    module = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager").eval()
-    return TaskModel(module=module, spec={"arch": "hf"}, signature=TEXT, class_names=("a", "b"))
+    auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
+    module = auto.from_config(config, attn_implementation="eager").eval()
+    batch = {"input": torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))} if image else padded_batch()
+    return TaskModel(module=module, spec={"arch": "hf"}, signature=DIGITS if image else TEXT,
+                     class_names=("a", "b")), batch
 
 
 def _pruned_outputs(module: torch.nn.Module) -> list[tuple[torch.nn.Module, int]]:
@@ -297,7 +304,7 @@ def test_a_described_family_prunes_factorizes_reloads_and_exports(case: str, tmp
     of every layer); where pruning is exact the pruned model computes what the unpruned one computes with the removed
     units' columns of the output projections zeroed; then it is factorized, reloads from its directory with the
     same logits and exports to ONNX with parity on a padded batch."""
-    model, batch = _described(case), padded_batch()
+    model, batch = _described(case)
     kind, _, exact = DESCRIBED[case]
     traits = family_of(kind)
     reference, before = copy.deepcopy(model.module), model.params

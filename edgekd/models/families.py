@@ -244,6 +244,10 @@ FAMILIES: dict[str, Family] = {
     "dinov2": Family("image", True, TRANSFORMER, frozenset({"heads"}), attention=_VIT.attention, why_not=(
         "DINOv2 states its MLP width as mlp_ratio × hidden_size (or a SwiGLU), which a pruned width need not be, and "
         "edgekd factorizes text transformers only; it prunes DINOv2's attention heads")),
+    **dict.fromkeys(("beit", "data2vec-vision"), Family("image", True, TRANSFORMER, _FFN, mlp=_VIT.mlp, why_not=(
+        "BEiT may share one relative-position bias table, a column per head, across every layer "
+        "(use_shared_relative_position_bias), so its heads are not pruned per layer, and edgekd factorizes text "
+        "transformers only; it prunes BEiT's MLP channels"))),
     **dict.fromkeys(("resnet", "regnet", "bit", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
                      "convnextv2", "poolformer"), _CNN),
     "mobilevit": Family("image", prune_targets=_CHANNELS, why_not=_CNN.why_not, whole=("MobileViTTransformer",)),
