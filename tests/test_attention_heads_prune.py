@@ -252,6 +252,7 @@ DESCRIBED: dict[str, tuple[str, dict[str, Any], bool]] = {
     **{kind: (kind, _TINY, True) for kind in ("ernie", "data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl",
                                               "megatron-bert", "roformer", "esm")},
     "rembert": ("rembert", dict(_TINY, input_embedding_size=16, output_embedding_size=16), True),
+    "modernbert": ("modernbert", dict(_TINY, global_attn_every_n_layers=1), True),
     "dinov2": ("dinov2", hf_families.IMAGE["vit"], True),
     "beit": ("beit", dict(hf_families.IMAGE["vit"], use_relative_position_bias=True), True),
 }

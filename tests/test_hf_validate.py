@@ -313,3 +313,14 @@ def test_a_described_family_takes_what_it_claims_and_refuses_the_rest_with_its_r
     if refused is not None:
         _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, refused])), key,
                                f"a 'hf' ({kind}) ", reason)
+
+
+def test_an_unlisted_family_is_refused_with_what_edgekd_rewrites_generated_from_the_table(tmp_path: Path) -> None:
+    from edgekd.models.families import FAMILIES, NOT_REWRITTEN
+    from tests.test_attention_heads_prune import _TINY
+
+    student = {"arch": "hf", "config": {"model_type": "nystromformer", **_TINY}}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "factorize"}])),
+                           "stages[2].stage", "a 'hf' (nystromformer) student cannot be factorized",
+                           "'nystromformer' is not a family edgekd knows the layout of", "deberta, ", "phi3")
+    assert all(name in NOT_REWRITTEN for name, traits in FAMILIES.items() if traits.prune_targets or traits.factorize)

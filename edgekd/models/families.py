@@ -196,6 +196,9 @@ FAMILIES: dict[str, Family] = {
     "mobilebert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=_BERT_MLP, attention=Attention(
         ("self.query", "self.key", "self.value"), "output.dense", "num_attention_heads", "self.attention_head_size",
         head_dim_field=None, module_heads=("self.num_attention_heads",), module_width=("self.all_head_size",))),
+    "modernbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("Wi", "Wo"),), parts=2), attention=Attention(
+        ("Wqkv",), "Wo", "num_attention_heads", head_dim_field=None)),
     "mpnet": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=_BERT_MLP, why_not=(
         "MPNet's relative-position bias is one table of a column per head shared by every layer, so its heads "
         "cannot be pruned per layer; edgekd prunes its MLP channels and factorizes it")),
