@@ -332,6 +332,21 @@ def test_a_described_family_prunes_factorizes_reloads_and_exports(case: str, tmp
     assert export_onnx(again.module, batch, tmp_path / "compressed.onnx", load_export_target("onnx-fp32")).parity.passed
 
 
+@pytest.mark.parametrize("case", ["deberta-talking-heads", "gpt_neox", "phi3", "olmo2", "stablelm-qk-layernorm",
+                                  "modernbert"])
+def test_a_described_family_in_the_hybrid_order_with_taylor_importance_reloads(case: str, tmp_path: Path) -> None:
+    """Factorized first, then pruned by Taylor scores (gradients taken again between the heads and the channels, on
+    the model whose heads are already gone): the heads go through the factor pairs' outer dimensions, the ranks stay
+    and the model reloads with the same logits."""
+    model, batch = _described(case)
+    factorize_task_model(model, FactorizeConfig(param_ratio=0.5))
+    ranks = dict(model.module.config.edgekd_structure["low_rank"])
+    before = model.params
+    prune_step(model, PruneConfig(targets=["heads", "ffn"], importance="taylor"), 0.5, batch, gradients=_taylor(batch))
+    assert model.params < before and model.module.config.edgekd_structure["low_rank"] == ranks
+    _reloaded(model, batch, tmp_path / "hybrid")
+
+
 #: Decoder families described for pruning, as causal LMs (granite has no sequence classifier).
 CAUSAL_LMS = {**{case: DESCRIBED[case] for case in ("gpt_neox", "opt", "starcoder2", "stablelm-qk-layernorm", "olmo",
                                                     "olmo2", "gemma2", "gemma3_text", "phi3", "falcon")},

@@ -204,6 +204,7 @@ def prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: 
         _fill_gradients(module, config, gradients)
         module.eval()
         prune_kv_groups(module, config.importance, ratio)
+        sync_attention_config(module)  # a forward reading head counts from the config (Phi-3) runs before ffn's
         module.zero_grad(set_to_none=True)
     if "ffn" in config.targets and gated_mlps(module):
         prune_module(module, inputs, config, ratio, gated_plan(module), gradients=gradients)
