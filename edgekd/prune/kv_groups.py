@@ -8,7 +8,11 @@ key and value head, its query heads (rows of the query, key and value projection
 part of a fused ``[q | k | v]`` projection such as GPT-2's ``c_attn``) and the output projection's columns that
 read them, and the rows of any further projection laid out per query head (DeBERTa-v2's disentangled attention
 projects the relative-position embeddings per head: ``pos_key_proj``, ``pos_query_proj``, or the query and key
-projections themselves under ``share_att_key``). Every layer so stays a valid attention layer with the same
+projections themselves under ``share_att_key``). A fused projection laid out per group (GPT-NeoX's and DeBERTa's
+``[q k v]`` per head, Falcon-style ``[queries k v]`` per group) loses one contiguous run of rows; parameters laid
+out per head (DeBERTa's ``q_bias``/``v_bias``, OLMo-2's whole-width ``q_norm``/``k_norm`` weights) and lists of
+one module per head (StableLM's per-head layer norms) lose the group's entries, and square layers over the heads
+(DeBERTa's talking-head projections) its rows and columns. Every layer so stays a valid attention layer with the same
 queries per group and the same head size; a partial rotary embedding (Phi) rotates the same leading share of
 every head, so it is unaffected. Every layer loses the same number of groups, ``ceil(ratio · K)``, at most
 ``K − 1``. ALBERT's layers share one attention module: it is pruned once, for all of them.
