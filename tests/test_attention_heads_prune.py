@@ -243,6 +243,8 @@ DESCRIBED: dict[str, tuple[str, dict[str, Any], bool]] = {
     "mobilebert": ("mobilebert", dict(_TINY, embedding_size=16, intra_bottleneck_size=12, true_hidden_size=12,
                                       num_feedforward_networks=2), True),
     "biogpt": ("biogpt", _TINY, True),
+    "gptj": ("gptj", dict(_NO_FFN, n_inner=37, rotary_dim=4), True),
+    "gpt_bigcode": ("gpt_bigcode", dict(_NO_FFN, n_inner=37), True),
     "persimmon": ("persimmon", dict(_TINY, qk_layernorm=True), True),
     "olmo3": ("olmo3", _GQA, False),
     "arcee": ("arcee", _GQA, True),
@@ -294,8 +296,8 @@ def _kept_units(old: torch.nn.Module, new: torch.nn.Module, unit: int) -> list[i
 
 
 #: One default case per mechanism; the rest run with the slow suite.
-_SLOW = ("stablelm", "olmo", "olmo3", "gemma2", "glm4", "exaone4", "helium", "smollm3", "seed_oss", "mpnet", "biogpt",
-         "ernie", "data2vec-text", "roberta-prelayernorm", "roformer", "rembert", "esm")
+_SLOW = ("gpt_bigcode", "stablelm", "olmo", "olmo3", "gemma2", "glm4", "exaone4", "helium", "smollm3", "seed_oss",
+         "mpnet", "biogpt", "ernie", "data2vec-text", "roberta-prelayernorm", "roformer", "rembert", "esm")
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.slow] if case in _SLOW else [])
@@ -348,10 +350,12 @@ def test_a_described_family_in_the_hybrid_order_with_taylor_importance_reloads(c
 
 
 #: Decoder families described for pruning, as causal LMs (granite has no sequence classifier).
-CAUSAL_LMS = {**{case: DESCRIBED[case] for case in ("gpt_neox", "opt", "starcoder2", "stablelm-qk-layernorm", "olmo",
-                                                    "olmo2", "gemma2", "gemma3_text", "phi3", "falcon")},
+CAUSAL_LMS = {**{case: DESCRIBED[case] for case in ("gpt_neox", "gptj", "gpt_bigcode", "opt", "starcoder2",
+                                                    "stablelm-qk-layernorm", "olmo", "olmo2", "gemma2", "gemma3_text",
+                                                    "phi3", "falcon")},
               "bloom": ("bloom", _NO_FFN, True),  # the export reads its context
               "granite": ("granite", _GQA, True),  # these have no sequence classifiers
+              "codegen": ("codegen", dict(_NO_FFN, n_inner=37, rotary_dim=4), True),
               **{kind: (kind, dict(_GQA, head_dim=6), True) for kind in ("ministral", "nemotron")}}
 #: Families whose ONNX export fails before any pruning, with the reason (the export refuses them in one line).
 _NO_ONNX = {"glm": "All tensors must have the same rank", "glm4": "All tensors must have the same rank",

@@ -206,6 +206,17 @@ FAMILIES: dict[str, Family] = {
         "n_inner", (("c_fc", "c_proj"),)), attention=Attention(
         ("c_attn",), "c_proj", "n_head", head_dim_field=None, module_heads=("num_heads",),
         module_width=("split_size",))),
+    "gptj": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "n_inner", (("fc_in", "fc_out"),)), attention=Attention(
+        _QKVO, "out_proj", "n_head", head_dim_field=None, module_heads=("num_attention_heads",))),
+    "gpt_bigcode": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=PlainMLP(
+        "n_inner", (("c_fc", "c_proj"),)), why_not=(
+        "GPTBigCode's attention is multi-query (one key/value head for all) or fuses [q k v] per head by config, "
+        "so edgekd does not prune its heads; it prunes its MLP channels and factorizes it")),
+    "codegen": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=PlainMLP(
+        "n_inner", (("fc_in", "fc_out"),)), why_not=(
+        "CodeGen's fused qkv_proj is laid out in model-parallel blocks, not per head, so edgekd does not prune "
+        "its heads; it prunes its MLP channels and factorizes it")),
     "gpt_neox": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "intermediate_size", (("dense_h_to_4h", "dense_4h_to_h"),)), attention=Attention(
         ("query_key_value",), "dense", "num_attention_heads", "head_size", head_dim_field=None, interleaved=True)),
