@@ -66,7 +66,7 @@ class Attention:
     concatenated outputs; ``interleaved``: the fused projection is laid out per KV group instead, each group's
     query heads then its key and value head (``[q k v]`` per head without grouped-query attention: GPT-NeoX's
     ``query_key_value``, DeBERTa's ``in_proj``). ``per_head`` names further projections whose outputs, or
-    parameters whose last dimension, are laid out per query head in equal spans, built under some configs only
+    parameters whose first dimension, are laid out per query head in equal spans, built under some configs only
     (DeBERTa-v2's relative-position ``pos_key_proj`` and ``pos_query_proj``, DeBERTa's separate ``q_bias``): those
     present lose the removed heads' spans with the queries; ``per_kv_head`` likewise per key/value head (DeBERTa's
     ``v_bias``). ``head_mixers`` names square linear layers over the heads themselves (DeBERTa's talking-head
@@ -234,6 +234,10 @@ FAMILIES: dict[str, Family] = {
                      "granite", "helium", "smollm3", "seed_oss", "exaone4"), _DECODER),
     **dict.fromkeys(("olmo2", "olmo3"), _QK_NORMED),
     **dict.fromkeys(("arcee", "nemotron"), _UP_DOWN),
+    **dict.fromkeys(("cohere", "cohere2"), Family(
+        "text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+            _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", per_head=("q_norm.weight",),
+            per_kv_head=("k_norm.weight",)))),
     **dict.fromkeys(("glm", "glm4"), _FUSED_GATED),
     "stablelm": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
         _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", head_dim_field=None,

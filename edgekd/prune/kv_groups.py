@@ -108,7 +108,7 @@ def group_importance(block: nn.Module, layout: Attention, kind: Importance) -> t
             coupled.append((layer.bias, 0, start, rows))
     for item in _per_group(block, layout):
         if isinstance(item, torch.Tensor):
-            coupled.append((item, item.dim() - 1))
+            coupled.append((item, 0))
             continue
         coupled.append((item.weight, feature_dim(item, outputs=True)))
         if item.bias is not None:
@@ -159,14 +159,14 @@ def remove_groups(block: nn.Module, layout: Attention, removed: list[int]) -> No
 
 def _keep_groups(block: nn.Module, name: str, kept: list[int], groups: int) -> None:
     """Keep the spans of the KV groups ``kept`` (of ``groups`` equal ones) of the layer's outputs, the parameter's
-    last dimension or the list of per-head modules at ``name``."""
+    first dimension or the list of per-head modules at ``name``."""
     rows = _rows(kept, per_unit_size(block, name, groups))
     found = at_path(block, name)
     if isinstance(found, nn.ModuleList):
         set_at_path(block, name, nn.ModuleList([found[row] for row in rows]))
     elif isinstance(found, torch.Tensor):
         index = torch.as_tensor(rows, device=found.device)
-        set_at_path(block, name, nn.Parameter(found.detach().index_select(found.dim() - 1, index).contiguous()))
+        set_at_path(block, name, nn.Parameter(found.detach().index_select(0, index).contiguous()))
     else:
         keep_features(outer_linear(found), rows, outputs=True)
 

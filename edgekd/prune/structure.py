@@ -331,12 +331,12 @@ def set_head_counts(block: nn.Module, layout: Attention, heads: int, kv_heads: i
 
 def per_unit_size(block: nn.Module, name: str, units: int) -> int:
     """How wide each of ``units`` equal spans is in the ``per_head``/``per_kv_head`` entry ``name`` of ``block``: of
-    a layer's outputs, or of a parameter's last dimension."""
+    a layer's outputs, or of a parameter's first dimension."""
     found = at_path(block, name)
     if isinstance(found, nn.ModuleList):
         width = len(found)
     else:
-        width = found.shape[-1] if isinstance(found, torch.Tensor) else linear_shape(found)[0]
+        width = found.shape[0] if isinstance(found, torch.Tensor) else linear_shape(found)[0]
     if width % units:
         raise ModelError(f"{name} has {width} outputs, not {units} equal spans, one per head")
     return width // units
@@ -344,11 +344,11 @@ def per_unit_size(block: nn.Module, name: str, units: int) -> int:
 
 def _resized(found: Any, size: int) -> Any:
     """A fresh layer (``nn.Linear`` or ``Conv1D``) or parameter like ``found`` with ``size`` outputs (a parameter:
-    along its last dimension; a list of one module per head: its first ``size``, all alike)."""
+    along its first dimension; a list of one module per head: its first ``size``, all alike)."""
     if isinstance(found, nn.ModuleList):
         return nn.ModuleList(list(found)[:size])
     if isinstance(found, torch.Tensor):
-        return nn.Parameter(found.new_empty(*found.shape[:-1], size))
+        return nn.Parameter(found.new_empty(size, *found.shape[1:]))
     return _dense_like(found, size, linear_shape(found)[1])
 
 
