@@ -319,8 +319,18 @@ def test_an_unlisted_family_is_refused_with_what_edgekd_rewrites_generated_from_
     from edgekd.models.families import FAMILIES, NOT_REWRITTEN
     from tests.test_attention_heads_prune import _TINY
 
-    student = {"arch": "hf", "config": {"model_type": "nystromformer", **_TINY}}
+    student = {"arch": "hf", "config": {"model_type": "yoso", **_TINY}}
     _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "factorize"}])),
-                           "stages[2].stage", "a 'hf' (nystromformer) student cannot be factorized",
-                           "'nystromformer' is not a family edgekd knows the layout of", "deberta, ", "phi3")
+                           "stages[2].stage", "a 'hf' (yoso) student cannot be factorized",
+                           "'yoso' is not a family edgekd knows the layout of", "deberta, ", "phi3")
     assert all(name in NOT_REWRITTEN for name, traits in FAMILIES.items() if traits.prune_targets or traits.factorize)
+
+
+def test_a_family_looked_at_and_not_rewritten_says_why(tmp_path: Path) -> None:
+    from tests.test_attention_heads_prune import _TINY
+
+    student = {"arch": "hf", "config": {"model_type": "squeezebert", **_TINY, "embedding_size": 24,
+                                        "intermediate_size": 36}}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "prune"}])),
+                           "stages[2].stage", "a 'hf' (squeezebert) student has nothing structured pruning removes",
+                           "grouped 1-D convolutions")

@@ -202,6 +202,17 @@ FAMILIES: dict[str, Family] = {
     "mpnet": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=_BERT_MLP, why_not=(
         "MPNet's relative-position bias is one table of a column per head shared by every layer, so its heads "
         "cannot be pruned per layer; edgekd prunes its MLP channels and factorizes it")),
+    "squeezebert": Family("text", why_not="SqueezeBERT computes its queries, keys, values and MLP with grouped 1-D "
+                          "convolutions, not the linear layers edgekd prunes and factorizes"),
+    "convbert": Family("text", why_not="ConvBERT splits its heads between self-attention and span-based dynamic "
+                       "convolution (head_ratio), whose kernels are generated per head; edgekd does not prune or "
+                       "factorize it"),
+    "nystromformer": Family("text", why_not="Nyströmformer convolves each head's values with a convolution grouped "
+                            "by the head count and approximates attention through landmarks; edgekd does not prune or "
+                            "factorize it"),
+    "funnel": Family("text", why_not="Funnel Transformer pools the sequence between blocks and its relative "
+                     "attention holds per-head position and segment parameters laid out across its dimensions; "
+                     "edgekd does not prune or factorize it"),
     "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "n_inner", (("c_fc", "c_proj"),)), attention=Attention(
         ("c_attn",), "c_proj", "n_head", head_dim_field=None, module_heads=("num_heads",),
