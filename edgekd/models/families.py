@@ -156,6 +156,13 @@ _CHANNELS = frozenset({"channels"})
 _CNN = Family("image", prune_targets=_CHANNELS, why_not="edgekd factorizes text transformers only; image CNN "
               "families prune conv channels")
 _FFN = frozenset({"ffn"})
+
+
+def _refused(modality: Modality, reason: str) -> Family:
+    """A family edgekd looked at and does not prune or factorize, for ``reason``."""
+    return Family(modality, why_not=f"{reason}; edgekd does not prune or factorize it")
+
+
 _BERT_MLP = PlainMLP("intermediate_size", (("intermediate.dense", "output.dense"),))
 _GATED = Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads")
 """Grouped-query attention whose config states ``head_dim`` (Llama, Gemma, OLMo …)."""
@@ -202,17 +209,14 @@ FAMILIES: dict[str, Family] = {
     "mpnet": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=_BERT_MLP, why_not=(
         "MPNet's relative-position bias is one table of a column per head shared by every layer, so its heads "
         "cannot be pruned per layer; edgekd prunes its MLP channels and factorizes it")),
-    "squeezebert": Family("text", why_not="SqueezeBERT computes its queries, keys, values and MLP with grouped 1-D "
-                          "convolutions, not the linear layers edgekd prunes and factorizes"),
-    "convbert": Family("text", why_not="ConvBERT splits its heads between self-attention and span-based dynamic "
-                       "convolution (head_ratio), whose kernels are generated per head; edgekd does not prune or "
-                       "factorize it"),
-    "nystromformer": Family("text", why_not="Nyströmformer convolves each head's values with a convolution grouped "
-                            "by the head count and approximates attention through landmarks; edgekd does not prune or "
-                            "factorize it"),
-    "funnel": Family("text", why_not="Funnel Transformer pools the sequence between blocks and its relative "
-                     "attention holds per-head position and segment parameters laid out across its dimensions; "
-                     "edgekd does not prune or factorize it"),
+    "squeezebert": _refused("text", "SqueezeBERT computes its queries, keys, values and MLP with grouped 1-D "
+                            "convolutions, not linear layers"),
+    "convbert": _refused("text", "ConvBERT splits its heads between self-attention and span-based dynamic "
+                         "convolution (head_ratio), whose kernels are generated per head"),
+    "nystromformer": _refused("text", "Nyströmformer convolves each head's values with a convolution grouped by the "
+                              "head count and approximates attention through landmarks"),
+    "funnel": _refused("text", "Funnel Transformer pools the sequence between blocks and its relative attention "
+                       "holds per-head position and segment parameters laid out across its dimensions"),
     "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "n_inner", (("c_fc", "c_proj"),)), attention=Attention(
         ("c_attn",), "c_proj", "n_head", head_dim_field=None, module_heads=("num_heads",),
@@ -280,12 +284,11 @@ FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("resnet", "regnet", "bit", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
                      "convnextv2", "poolformer"), _CNN),
     "mobilevit": Family("image", prune_targets=_CHANNELS, why_not=_CNN.why_not, whole=("MobileViTTransformer",)),
-    "swin": Family("image", why_not="Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
-                   "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
-                   "longer fit); edgekd does not prune or factorize it"),
-    "levit": Family("image", why_not="LeViT's attention mixes heads through batch-normed convolution-style "
-                    "projections and per-head attention biases indexed by position; edgekd does not prune or "
-                    "factorize it"),
+    "swin": _refused("image", "Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
+                     "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
+                     "longer fit)"),
+    "levit": _refused("image", "LeViT's attention mixes heads through batch-normed convolution-style projections "
+                      "and per-head attention biases indexed by position"),
 }
 
 
