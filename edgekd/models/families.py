@@ -284,9 +284,9 @@ FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("resnet", "regnet", "bit", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
                      "convnextv2", "poolformer"), _CNN),
     "mobilevit": Family("image", prune_targets=_CHANNELS, why_not=_CNN.why_not, whole=("MobileViTTransformer",)),
-    "swin": _refused("image", "Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
-                     "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
-                     "longer fit)"),
+    "swin": Family("image", why_not="Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
+                   "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
+                   "longer fit); edgekd does not prune or factorize it"),
     "levit": _refused("image", "LeViT's attention mixes heads through batch-normed convolution-style projections "
                       "and per-head attention biases indexed by position"),
 }
