@@ -237,7 +237,10 @@ DESCRIBED: dict[str, tuple[str, dict[str, Any], bool]] = {
     "gemma2": ("gemma2", dict(_GQA, head_dim=6), True),
     "gemma3_text": ("gemma3_text", dict(_GQA, head_dim=6), True),
     "phi3": ("phi3", dict(_GQA, hidden_size=32), True),
-    "falcon": ("falcon", dict(_NO_FFN, ffn_hidden_size=37), True),
+    "falcon": ("falcon", dict(_NO_FFN, num_attention_heads=4, ffn_hidden_size=37, new_decoder_architecture=True,
+                              num_kv_heads=2), True),  # [q q k v] per KV group
+    "falcon-per-head": ("falcon", dict(_NO_FFN, ffn_hidden_size=37, multi_query=False), True),  # [q k v] per head
+    "falcon-alibi": ("falcon", dict(_NO_FFN, ffn_hidden_size=37, multi_query=False, alibi=True), True),  # ffn only
     "bloom": ("bloom", {key: value for key, value in _NO_FFN.items() if key != "max_position_embeddings"}, True),
     "mpnet": ("mpnet", dict(_TINY, max_position_embeddings=162), True),
     "mobilebert": ("mobilebert", dict(_TINY, embedding_size=16, intra_bottleneck_size=12, true_hidden_size=12,
@@ -296,8 +299,9 @@ def _kept_units(old: torch.nn.Module, new: torch.nn.Module, unit: int) -> list[i
 
 
 #: One default case per mechanism; the rest run with the slow suite.
-_SLOW = ("gpt_bigcode", "stablelm", "olmo", "olmo3", "gemma2", "glm4", "exaone4", "helium", "smollm3", "seed_oss",
-         "mpnet", "biogpt", "ernie", "data2vec-text", "roberta-prelayernorm", "roformer", "rembert", "esm")
+_SLOW = ("falcon-per-head", "gpt_bigcode", "stablelm", "olmo", "olmo3", "gemma2", "glm4", "exaone4", "helium",
+         "smollm3", "seed_oss", "mpnet", "biogpt", "ernie", "data2vec-text", "roberta-prelayernorm", "roformer",
+         "rembert", "esm")
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.slow] if case in _SLOW else [])
@@ -352,7 +356,7 @@ def test_a_described_family_in_the_hybrid_order_with_taylor_importance_reloads(c
 #: Decoder families described for pruning, as causal LMs (granite has no sequence classifier).
 CAUSAL_LMS = {**{case: DESCRIBED[case] for case in ("gpt_neox", "gptj", "gpt_bigcode", "opt", "starcoder2",
                                                     "stablelm-qk-layernorm", "olmo", "olmo2", "gemma2", "gemma3_text",
-                                                    "phi3", "falcon")},
+                                                    "phi3", "falcon", "falcon-per-head")},
               "bloom": ("bloom", _NO_FFN, True),  # the export reads its context
               "granite": ("granite", _GQA, True),  # these have no sequence classifiers
               "codegen": ("codegen", dict(_NO_FFN, n_inner=37, rotary_dim=4), True),
@@ -360,7 +364,7 @@ CAUSAL_LMS = {**{case: DESCRIBED[case] for case in ("gpt_neox", "gptj", "gpt_big
               **{kind: (kind, dict(_GQA, head_dim=6), True) for kind in ("ministral", "nemotron")}}
 #: Families whose ONNX export fails before any pruning, with the reason (the export refuses them in one line).
 _NO_ONNX = {"glm": "All tensors must have the same rank", "glm4": "All tensors must have the same rank",
-            "helium": "ArgMax", "cohere-qk-norm": "All tensors must have the same rank"}
+            "helium": "ArgMax", "cohere-qk-norm": "All tensors must have the same rank", "falcon-alibi": "complex128"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[] if case in ("phi3", "gemma2") else pytest.mark.slow)

@@ -97,6 +97,8 @@ class Attention:
     per_kv_head: tuple[str, ...] = ()
     module_kv_heads: tuple[str, ...] = ()
     head_mixers: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+    """Config flags under which the heads are not pruned (Falcon's ``alibi``: its slopes follow the head count)."""
 
     @property
     def fused(self) -> bool:
@@ -265,10 +267,11 @@ FAMILIES: dict[str, Family] = {
         "intermediate_size", (("gate_up_proj", "down_proj"),), parts=2), attention=Attention(
         ("qkv_proj",), "o_proj", "num_attention_heads", kv_heads="num_key_value_heads",
         module_kv_heads=("num_key_value_heads",))),
-    "falcon": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=PlainMLP(
-        "ffn_hidden_size", (("dense_h_to_4h", "dense_4h_to_h"),)), why_not=(
-        "Falcon lays its fused query_key_value out three ways by config (grouped, multi-query, per head) and may "
-        "take ALiBi slopes from the head count; edgekd prunes its MLP channels and factorizes it")),
+    "falcon": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "ffn_hidden_size", (("dense_h_to_4h", "dense_4h_to_h"),)), attention=Attention(
+        ("query_key_value",), "dense", "num_attention_heads", kv_heads="num_key_value_heads", head_dim_field=None,
+        interleaved=True, module_heads=("num_heads",), module_kv_heads=("num_kv_heads",), unless=("alibi",)),
+        why_not="Falcon with alibi: true takes its ALiBi slopes from the head count, so its heads are not pruned"),
     "bloom": Family("text", True, TRANSFORMER, factorize=True, why_not=(
         "BLOOM's ALiBi slopes follow the head count and its MLP width is fixed at 4 × hidden_size, which no config "
         "field states; edgekd factorizes it only")),

@@ -285,7 +285,7 @@ def attention_blocks(model: nn.Module) -> list[nn.Module]:
     """Every layer's self-attention module of ``model`` (the one holding its family's q/k/v and output projections;
     cross-attention, transformers' ``is_cross_attention``, reads another sequence's keys and is left as it is)."""
     layout = attention_layout(model)
-    if layout is None:
+    if layout is None or any(getattr(model.config, flag, False) for flag in layout.unless):
         return []
     return [m for m in model.modules() if all(at_path(m, name) is not None for name in (*layout.qkv, layout.out))
             and not getattr(m, "is_cross_attention", False)]
