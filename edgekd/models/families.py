@@ -183,7 +183,8 @@ _FUSED_GATED = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, att
 """Grouped-query decoders whose gated MLP fuses ``[gate | up]`` in one projection (GLM, GLM-4)."""
 FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text",
-                     "roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert", "roformer", "rembert", "esm"),
+                     "roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert", "roformer", "rembert", "esm",
+                     "big_bird"),
                     _BERT),
     "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "hidden_dim", (("lin1", "lin2"),)), attention=Attention(
