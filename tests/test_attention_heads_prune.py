@@ -256,6 +256,7 @@ DESCRIBED: dict[str, tuple[str, dict[str, Any], bool]] = {
     "helium": ("helium", dict(_GQA, head_dim=6), True),
     **{kind: (kind, _TINY, True) for kind in ("ernie", "data2vec-text", "roberta-prelayernorm", "xlm-roberta-xl",
                                               "megatron-bert", "roformer", "esm")},
+    **{kind: (kind, _NO_FFN, True) for kind in ("xlm", "flaubert")},
     "big_bird": ("big_bird", dict(_TINY, attention_type="original_full"), True),
     "rembert": ("rembert", dict(_TINY, input_embedding_size=16, output_embedding_size=16), True),
     "modernbert": ("modernbert", dict(_TINY, global_attn_every_n_layers=1), True),
@@ -302,7 +303,7 @@ def _kept_units(old: torch.nn.Module, new: torch.nn.Module, unit: int) -> list[i
 #: One default case per mechanism; the rest run with the slow suite.
 _SLOW = ("falcon-per-head", "gpt_bigcode", "stablelm", "olmo", "olmo3", "gemma2", "glm4", "exaone4", "helium",
          "smollm3", "seed_oss", "mpnet", "biogpt", "ernie", "data2vec-text", "roberta-prelayernorm", "roformer",
-         "rembert", "esm", "big_bird")
+         "rembert", "esm", "big_bird", "flaubert")
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.slow] if case in _SLOW else [])

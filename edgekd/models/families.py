@@ -220,6 +220,11 @@ FAMILIES: dict[str, Family] = {
                               "head count and approximates attention through landmarks"),
     "funnel": _refused("text", "Funnel Transformer pools the sequence between blocks and its relative attention "
                        "holds per-head position and segment parameters laid out across its dimensions"),
+    **dict.fromkeys(("xlm", "flaubert"), Family("text", True, TRANSFORMER, frozenset({"heads"}), factorize=True,
+                                                attention=Attention(("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads",
+                                                                    head_dim_field=None, module_heads=("n_heads",)),
+                                                why_not="XLM's MLP width is fixed at 4 × emb_dim, which no config "
+                                                "field states, so its MLP channels are not pruned")),
     "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "n_inner", (("c_fc", "c_proj"),)), attention=Attention(
         ("c_attn",), "c_proj", "n_head", head_dim_field=None, module_heads=("num_heads",),
