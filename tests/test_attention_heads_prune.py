@@ -260,7 +260,8 @@ DESCRIBED: dict[str, tuple[str, dict[str, Any], bool]] = {
     "big_bird": ("big_bird", dict(_TINY, attention_type="original_full"), True),
     "rembert": ("rembert", dict(_TINY, input_embedding_size=16, output_embedding_size=16), True),
     "modernbert": ("modernbert", dict(_TINY, global_attn_every_n_layers=1), True),
-    "dinov2": ("dinov2", hf_families.IMAGE["vit"], True),
+    **{kind: (kind, hf_families.IMAGE["vit"], True) for kind in ("dinov2", "dinov2_with_registers", "vit_msn",
+                                                                 "ijepa")},
     "beit": ("beit", dict(hf_families.IMAGE["vit"], use_relative_position_bias=True), True),
 }
 
@@ -303,7 +304,7 @@ def _kept_units(old: torch.nn.Module, new: torch.nn.Module, unit: int) -> list[i
 #: One default case per mechanism; the rest run with the slow suite.
 _SLOW = ("falcon-per-head", "gpt_bigcode", "stablelm", "olmo", "olmo3", "gemma2", "glm4", "exaone4", "helium",
          "smollm3", "seed_oss", "mpnet", "biogpt", "ernie", "data2vec-text", "roberta-prelayernorm", "roformer",
-         "rembert", "esm", "big_bird", "flaubert")
+         "rembert", "esm", "big_bird", "flaubert", "dinov2_with_registers", "ijepa")
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.slow] if case in _SLOW else [])
@@ -366,7 +367,8 @@ CAUSAL_LMS = {**{case: DESCRIBED[case] for case in ("gpt_neox", "gptj", "gpt_big
               **{kind: (kind, dict(_GQA, head_dim=6), True) for kind in ("ministral", "nemotron")}}
 #: Families whose ONNX export fails before any pruning, with the reason (the export refuses them in one line).
 _NO_ONNX = {"glm": "All tensors must have the same rank", "glm4": "All tensors must have the same rank",
-            "helium": "ArgMax", "cohere-qk-norm": "All tensors must have the same rank", "falcon-alibi": "complex128"}
+            "helium": "ArgMax", "cohere-qk-norm": "All tensors must have the same rank", "falcon-alibi": "complex128",
+            "dinov2_with_registers": "_upsample_bicubic2d_aa"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[] if case in ("phi3", "gemma2") else pytest.mark.slow)

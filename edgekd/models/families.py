@@ -281,11 +281,11 @@ FAMILIES: dict[str, Family] = {
     "bloom": Family("text", True, TRANSFORMER, factorize=True, why_not=(
         "BLOOM's ALiBi slopes follow the head count and its MLP width is fixed at 4 × hidden_size, which no config "
         "field states; edgekd factorizes it only")),
-    "vit": _VIT,
-    "deit": _VIT,
-    "dinov2": Family("image", True, TRANSFORMER, frozenset({"heads"}), attention=_VIT.attention, why_not=(
+    **dict.fromkeys(("vit", "deit", "vit_msn", "ijepa"), _VIT),
+    **dict.fromkeys(("dinov2", "dinov2_with_registers"), Family(
+        "image", True, TRANSFORMER, frozenset({"heads"}), attention=_VIT.attention, why_not=(
         "DINOv2 states its MLP width as mlp_ratio × hidden_size (or a SwiGLU), which a pruned width need not be, and "
-        "edgekd factorizes text transformers only; it prunes DINOv2's attention heads")),
+        "edgekd factorizes text transformers only; it prunes DINOv2's attention heads"))),
     **dict.fromkeys(("beit", "data2vec-vision"), Family("image", True, TRANSFORMER, _FFN, mlp=_VIT.mlp, why_not=(
         "BEiT may share one relative-position bias table, a column per head, across every layer "
         "(use_shared_relative_position_bias), so its heads are not pruned per layer, and edgekd factorizes text "
