@@ -263,6 +263,7 @@ DESCRIBED: dict[str, tuple[str, dict[str, Any], bool]] = {
     **{kind: (kind, hf_families.IMAGE["vit"], True) for kind in ("dinov2", "dinov2_with_registers", "vit_msn",
                                                                  "ijepa")},
     "beit": ("beit", dict(hf_families.IMAGE["vit"], use_relative_position_bias=True), True),
+    "data2vec-vision": ("data2vec-vision", hf_families.IMAGE["vit"], True),
 }
 
 
@@ -304,7 +305,8 @@ def _kept_units(old: torch.nn.Module, new: torch.nn.Module, unit: int) -> list[i
 #: One default case per mechanism; the rest run with the slow suite.
 _SLOW = ("falcon-per-head", "gpt_bigcode", "stablelm", "olmo", "olmo3", "gemma2", "glm4", "exaone4", "helium",
          "smollm3", "seed_oss", "mpnet", "biogpt", "ernie", "data2vec-text", "roberta-prelayernorm", "roformer",
-         "rembert", "esm", "big_bird", "flaubert", "dinov2_with_registers", "ijepa")
+         "rembert", "esm", "big_bird", "flaubert", "dinov2_with_registers", "ijepa",
+         "data2vec-vision")
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.slow] if case in _SLOW else [])
@@ -364,10 +366,12 @@ CAUSAL_LMS = {**{case: DESCRIBED[case] for case in ("gpt_neox", "gptj", "gpt_big
               "granite": ("granite", _GQA, True),  # these have no sequence classifiers
               "codegen": ("codegen", dict(_NO_FFN, n_inner=37, rotary_dim=4), True),
               "cohere-qk-norm": ("cohere", dict(_GQA, use_qk_norm=True), True),  # a [heads, head_dim] norm weight
+              "cohere2": ("cohere2", _GQA, True),
               **{kind: (kind, dict(_GQA, head_dim=6), True) for kind in ("ministral", "nemotron")}}
 #: Families whose ONNX export fails before any pruning, with the reason (the export refuses them in one line).
 _NO_ONNX = {"glm": "All tensors must have the same rank", "glm4": "All tensors must have the same rank",
             "helium": "ArgMax", "cohere-qk-norm": "All tensors must have the same rank", "falcon-alibi": "complex128",
+            "cohere2": "All tensors must have the same rank",
             "dinov2_with_registers": "_upsample_bicubic2d_aa"}
 
 
