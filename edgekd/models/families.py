@@ -19,8 +19,11 @@ checks the recipe before anything is loaded or trained:
   ``edgekd.prune.plain_mlp``); ``why_not`` says why a family cannot be pruned or
   factorized, for the one-line refusal.
 
+Every family is a description, not code of its own: the same pruners read each one's ``Attention`` and
+``PlainMLP``. The refusal listing what edgekd rewrites (``NOT_REWRITTEN``) is generated from the table.
 Families not listed load and train (traits from the transformers mapping) but expose nothing and
-are not compressed. Reading a checkpoint's family imports neither torch nor the model code.
+are not compressed; those looked at and not describable are listed with the reason (``_refused``).
+Reading a checkpoint's family imports neither torch nor the model code.
 """
 
 from __future__ import annotations
