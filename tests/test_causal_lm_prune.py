@@ -158,18 +158,26 @@ def test_gpt2_is_factorized_with_sequence_level_recovery_and_exports(tmp_path: P
     assert not (next((tmp_path / "run").glob("*-factorize")) / "teacher-continuations").exists()
 
 
-#: Causal LMs with a plain MLP: the config field stating its width, and the width before pruning.
-PLAIN_MLP_LMS = {"gpt2": (STUDENT, "n_inner", 4 * STUDENT["config"]["n_embd"]),
-                 "phi": ({"arch": "hf", "config": {"model_type": "phi", "hidden_size": 24, "num_hidden_layers": 1,
-                                                   "num_attention_heads": 2, "intermediate_size": 48}},
-                         "intermediate_size", 48)}
+def _sized(model_type: str) -> dict[str, Any]:
+    return {"arch": "hf", "config": {"model_type": model_type, "hidden_size": 24, "num_hidden_layers": 1,
+                                     "num_attention_heads": 2, "intermediate_size": 48}}
 
 
-@pytest.mark.parametrize("family", list(PLAIN_MLP_LMS))
+#: Causal LMs with a plain MLP (Phi-3's fuses [gate | up]): the config fields stating its width and the head
+#: count, the width before pruning, and whether the config states the pruned heads (an explicit head_dim).
+PLAIN_MLP_LMS = {"gpt2": (STUDENT, "n_inner", 4 * STUDENT["config"]["n_embd"], "n_head", False),
+                 "phi": (_sized("phi"), "intermediate_size", 48, "num_attention_heads", True),
+                 "phi3": (_sized("phi3"), "intermediate_size", 48, "num_attention_heads", True),
+                 "gpt_neox": (_sized("gpt_neox"), "intermediate_size", 48, "num_attention_heads", False)}
+
+
+@pytest.mark.parametrize("family", [pytest.param(family, marks=[] if family in ("gpt2", "phi") else pytest.mark.slow)
+                                    for family in PLAIN_MLP_LMS])
 def test_a_plain_mlp_causal_lm_is_pruned_reloads_and_exports(family: str, tmp_path: Path) -> None:
-    """Heads and MLP channels: Phi's config states one head of 12 (head_dim explicit); GPT-2's derives the head
-    size from n_head, so n_head stays and the structure lists one head per layer (the KV-cache export reads it)."""
-    model, field, width = PLAIN_MLP_LMS[family]
+    """Heads and MLP channels: Phi's (and Phi-3's) config states one head of 12 (head_dim explicit); GPT-2's and
+    GPT-NeoX's derive the head size from the head count, so it stays and the structure lists one head per layer
+    (the KV-cache export reads it)."""
+    model, field, width, heads, stated = PLAIN_MLP_LMS[family]
     stages = [{"stage": "teacher", "epochs": 1, **TRAIN},
               {"stage": "prune", "role": "teacher", "ratio": 0.5, "targets": ["heads", "ffn"], "steps": 1},
               {"stage": "export"}]
@@ -178,10 +186,10 @@ def test_a_plain_mlp_causal_lm_is_pruned_reloads_and_exports(family: str, tmp_pa
     prune = _stage(tmp_path / "run", "prune")["teacher"]
     config = _config(tmp_path / "run", "prune", "teacher")
     assert config[field] == width - math.ceil(width * 0.5)
-    if family == "phi":
-        assert (config["num_attention_heads"], config["head_dim"]) == (1, 12) and "edgekd_structure" not in config
+    if stated:
+        assert (config[heads], config["head_dim"]) == (1, 12) and "edgekd_structure" not in config
     else:
-        assert config["n_head"] == 2 and config["edgekd_structure"]["heads"] == [1]
+        assert config[heads] == 2 and config["edgekd_structure"]["heads"] == [1]
     first, last = prune["trajectory"][0], prune["trajectory"][-1]
     assert last["params"] < first["params"] and math.isfinite(last["val_loss"])
     assert _val_loss(tmp_path / "run", "prune", "teacher", recipe) == pytest.approx(last["val_loss"], abs=1e-6)

@@ -62,6 +62,7 @@ CASES: dict[str, tuple[str, dict[str, Any], int, int]] = {
     "deberta-v2-shared-key": ("deberta-v2", {**_SIZES, **_RELATIVE, "num_hidden_layers": 2, "share_att_key": True,
                                              "position_buckets": 8, "norm_rel_ebd": "layer_norm"}, 2, 1),
     "deberta-v2-absolute": ("deberta-v2", {**_SIZES, "num_hidden_layers": 2}, 2, 1),
+    "deberta": ("deberta", {**_SIZES, **_RELATIVE, "num_hidden_layers": 2}, 2, 1),  # v1: fused in_proj, q/v biases
     "albert": ("albert", {**_SIZES, "embedding_size": 16, "num_hidden_layers": 3}, 1, 3),
     "albert-two-groups": ("albert", {**_SIZES, "embedding_size": 16, "num_hidden_layers": 4,
                                      "num_hidden_groups": 2}, 2, 2),
@@ -97,11 +98,11 @@ def _kept(now: torch.Tensor, before: torch.Tensor, unit: int) -> list[int]:
 @torch.no_grad()
 def _masked(reference: nn.Module, pruned: nn.Module) -> None:
     """Zero, in ``reference``, the output-projection columns reading the heads and channels ``pruned`` lost (their
-    outputs then add nothing)."""
+    outputs then add nothing); the heads kept are found by their output columns, whatever the q/k/v layout."""
     layout = family_of(reference.config.model_type).attention
     for old, new in zip(attention_blocks(reference), attention_blocks(pruned), strict=True):
-        query = layout.qkv[0]
-        kept = _kept(outer_linear(at_path(new, query)).weight, outer_linear(at_path(old, query)).weight, SIZE)
+        kept = _kept(inner_linear(at_path(new, layout.out)).weight.T, inner_linear(at_path(old, layout.out)).weight.T,
+                     SIZE)
         columns = inner_linear(at_path(old, layout.out)).weight.view(HIDDEN, HEADS, SIZE)
         columns[:, [h for h in range(HEADS) if h not in kept]] = 0
     for (old_in, old_out), (new_in, _) in zip(plain_mlps(reference), plain_mlps(pruned), strict=True):
@@ -111,11 +112,17 @@ def _masked(reference: nn.Module, pruned: nn.Module) -> None:
 
 def _removed_params(model: TaskModel, heads: int, channels: int) -> int:
     """What removing ``heads`` heads from every attention module and ``channels`` FFN channels from every layer
-    takes: their q/k/v (and per-head projections') rows with biases, output columns; FFN rows, biases, columns."""
+    takes: their q/k/v (and per-head projections') rows with biases, their entries of per-head bias parameters
+    (DeBERTa's ``q_bias``/``v_bias``), output columns; FFN rows, biases, columns."""
     layout, total = _layout(model), 0
     for block in attention_blocks(model.module):
-        projections = len(layout.qkv) + len(per_head_projections(block, layout))
-        total += heads * SIZE * (projections * (HIDDEN + 1) + HIDDEN)
+        for name in (*layout.qkv, *per_head_projections(block, layout), *layout.per_kv_head):
+            found = at_path(block, name)
+            if isinstance(found, torch.Tensor):
+                total += heads * found.numel() // HEADS
+            else:
+                total += heads * found.weight.shape[0] // HEADS * (HIDDEN + (found.bias is not None))
+        total += heads * SIZE * HIDDEN
     return total + len(plain_mlps(model.module)) * channels * (2 * HIDDEN + 1)
 
 
@@ -186,7 +193,8 @@ def test_dead_heads_are_exactly_the_ones_removed_and_the_logits_stay(case: str, 
         torch.testing.assert_close(call_logits(model.module.eval(), batch), before)
 
 
-@pytest.mark.parametrize("case", ["deberta-v2", pytest.param("albert", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", ["deberta-v2", pytest.param("deberta", marks=pytest.mark.slow),
+                                  pytest.param("albert", marks=pytest.mark.slow)])
 def test_a_student_is_pruned_through_the_pipeline_and_reloads(case: str, tmp_path: Path) -> None:
     from tests.test_hf_matrix import recipe
 

@@ -283,3 +283,53 @@ def test_a_mixture_of_experts_model_with_an_export_stage_is_refused_before_train
                            "cannot export its expert routing", "export (stages[2]) would fail after training")
     # without an export stage the same recipe trains: nothing is refused
     assert _validate(tmp_path, _text_recipe(models["teacher"], models["student"], DISTILL)).exit_code == 0
+
+
+#: Families described by the general mechanisms: what validate accepts for each, and what it refuses with the
+#: family's reason (case of tests/test_attention_heads_prune.DESCRIBED → accepted stages, refused stage, reason).
+DESCRIBED_STEPS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, str, str]] = {
+    "deberta": ([{"stage": "prune", "targets": ["heads", "ffn"]}, {"stage": "factorize", "embeddings": True}],
+                None, "", ""),
+    "phi3": ([{"stage": "hybrid", "target_params_ratio": 0.5}], None, "", ""),
+    "gpt_neox": ([{"stage": "prune", "targets": ["heads"]}, {"stage": "factorize"}], None, "", ""),
+    "falcon": ([{"stage": "prune", "targets": ["heads", "ffn"]}, {"stage": "factorize"}], None, "", ""),
+    "mpnet": ([{"stage": "prune", "targets": ["ffn"]}], {"stage": "prune", "targets": ["heads"]},
+              "stages[2].targets", "relative-position bias"),
+    "bloom": ([{"stage": "factorize"}], {"stage": "prune"}, "stages[2].stage", "ALiBi slopes follow the head count"),
+}
+
+
+@pytest.mark.parametrize("case", DESCRIBED_STEPS)
+def test_a_described_family_takes_what_it_claims_and_refuses_the_rest_with_its_reason(case: str,
+                                                                                      tmp_path: Path) -> None:
+    from tests.test_attention_heads_prune import DESCRIBED
+
+    kind, sizes, _ = DESCRIBED[case]
+    student = {"arch": "hf", "config": {"model_type": kind, **sizes}}
+    accepted, refused, key, reason = DESCRIBED_STEPS[case]
+    check_recipe(validate_model(_text_recipe(SMALL_BERT, student, [*DISTILL, *accepted, {"stage": "export"}]),
+                                Recipe, source="recipe"), "recipe")
+    if refused is not None:
+        _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, refused])), key,
+                               f"a 'hf' ({kind}) ", reason)
+
+
+def test_an_unlisted_family_is_refused_with_what_edgekd_rewrites_generated_from_the_table(tmp_path: Path) -> None:
+    from edgekd.models.families import FAMILIES, NOT_REWRITTEN
+    from tests.test_attention_heads_prune import _TINY
+
+    student = {"arch": "hf", "config": {"model_type": "yoso", **_TINY}}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "factorize"}])),
+                           "stages[2].stage", "a 'hf' (yoso) student cannot be factorized",
+                           "'yoso' is not a family edgekd knows the layout of", "deberta, ", "phi3")
+    assert all(name in NOT_REWRITTEN for name, traits in FAMILIES.items() if traits.prune_targets or traits.factorize)
+
+
+def test_a_family_looked_at_and_not_rewritten_says_why(tmp_path: Path) -> None:
+    from tests.test_attention_heads_prune import _TINY
+
+    student = {"arch": "hf", "config": {"model_type": "squeezebert", **_TINY, "embedding_size": 24,
+                                        "intermediate_size": 36}}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "prune"}])),
+                           "stages[2].stage", "a 'hf' (squeezebert) student has nothing structured pruning removes",
+                           "grouped 1-D convolutions")

@@ -285,6 +285,8 @@ UNCHANGED = {
                        intermediate_size=37, max_position_embeddings=160),
     "mpnet": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=37,
                   max_position_embeddings=162),
+    "nystromformer": dict(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
+                          intermediate_size=37, max_position_embeddings=160),
 }
 #: Families edgekd cannot prune (their layers' layout is not described): the student is one built from its config.
 NOT_PRUNED = [family for family in UNCHANGED if not family_traits(family).prune_targets]

@@ -19,8 +19,11 @@ checks the recipe before anything is loaded or trained:
   ``edgekd.prune.plain_mlp``); ``why_not`` says why a family cannot be pruned or
   factorized, for the one-line refusal.
 
+Every family is a description, not code of its own: the same pruners read each one's ``Attention`` and
+``PlainMLP``. The refusal listing what edgekd rewrites (``NOT_REWRITTEN``) is generated from the table.
 Families not listed load and train (traits from the transformers mapping) but expose nothing and
-are not compressed. Reading a checkpoint's family imports neither torch nor the model code.
+are not compressed; those looked at and not describable are listed with the reason (``_refused``).
+Reading a checkpoint's family imports neither torch nor the model code.
 """
 
 from __future__ import annotations
@@ -38,10 +41,7 @@ from edgekd.models.packaged import is_packaged, resolve_pretrained
 Modality = Literal["image", "text"]
 TRANSFORMER = frozenset({"hidden_states", "attentions"})
 BERT_LAYOUT_EXPOSES = frozenset({"hidden_states", "attentions", "qkv"})
-NOT_REWRITTEN = ("edgekd rewrites and reloads pruned or factorized BERT-layout encoders, Llama-layout decoders "
-                 "(llama, mistral, qwen2, qwen3, gemma), gpt2, phi, distilbert, deberta-v2, albert and image CNNs "
-                 "(resnet, regnet, bit, mobilenet_v1, mobilenet_v2, efficientnet, convnext, convnextv2, poolformer, "
-                 "mobilevit), and pruned vit and deit only")
+
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class PlainMLP:
 
     width: str
     paths: tuple[tuple[str, str], ...]
+    parts: int = 1
+    """How many equal blocks of channels the input projection's outputs stack (2: Phi-3's fused ``gate_up_proj``,
+    ``[gate | up]``, multiplied together): a channel is one output of each block."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +66,22 @@ class Attention:
     ``self.query_proj`` and ``output.dense``, whose output projection sits beside the self-attention): ``qkv``
     names the query, key and value projections, or one fused projection whose outputs are
     ``[queries | keys | values]`` (GPT-2's ``c_attn``, a transposed ``Conv1D``); ``out`` reads the heads'
-    concatenated outputs. ``per_head`` names further projections whose outputs are laid out per query head like
-    the queries, built under some configs only (DeBERTa-v2's relative-position ``pos_key_proj`` and
-    ``pos_query_proj``): those present lose the removed heads' rows with the queries. ``heads`` (and ``kv_heads``
+    concatenated outputs; ``interleaved``: the fused projection is laid out per KV group instead, each group's
+    query heads then its key and value head (``[q k v]`` per head without grouped-query attention: GPT-NeoX's
+    ``query_key_value``, DeBERTa's ``in_proj``). ``per_head`` names further projections whose outputs, or
+    parameters whose first dimension, are laid out per query head in equal spans, built under some configs only
+    (DeBERTa-v2's relative-position ``pos_key_proj`` and ``pos_query_proj``, DeBERTa's separate ``q_bias``): those
+    present lose the removed heads' spans with the queries; ``per_kv_head`` likewise per key/value head (DeBERTa's
+    ``v_bias``). ``head_mixers`` names square linear layers over the heads themselves (DeBERTa's talking-head
+    ``head_logits_proj``, built under some configs only): the removed heads' rows and columns go. ``heads`` (and
+    ``kv_heads``
     for grouped-query attention, keys and values shared by groups of query heads) is the config field stating
     the head count; ``head_dim_field``: the config field the model reads its head size from, ``None`` when the
     size is derived (``hidden / heads``), so fewer heads of the same size cannot be stated in the config and the
     pruned heads are recorded per layer in the model's structure instead (:mod:`edgekd.prune.structure`).
-    ``head_size`` is the path of the attention module's attribute holding the head size; ``module_heads`` and
-    ``module_width`` the paths of its attributes holding the head count and ``heads × head size``, rewritten
-    after pruning.
+    ``head_size`` is the path of the attention module's attribute holding the head size; ``module_heads``,
+    ``module_kv_heads`` and ``module_width`` the paths of its attributes holding the query and key/value head
+    counts and ``heads × head size``, rewritten after pruning.
 
     A layer whose weights several layers share (ALBERT's one layer group) is one module: its heads are pruned
     once, for every layer using it, and Taylor gradients sum over those uses.
@@ -87,6 +96,12 @@ class Attention:
     module_heads: tuple[str, ...] = ()
     module_width: tuple[str, ...] = ()
     per_head: tuple[str, ...] = ()
+    interleaved: bool = False
+    per_kv_head: tuple[str, ...] = ()
+    module_kv_heads: tuple[str, ...] = ()
+    head_mixers: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+    """Config flags under which the heads are not pruned (Falcon's ``alibi``: its slopes follow the head count)."""
 
     @property
     def fused(self) -> bool:
@@ -106,7 +121,7 @@ class Family:
     exposes: frozenset[str] = frozenset()
     prune_targets: frozenset[str] = frozenset()
     factorize: bool = False
-    why_not: str = NOT_REWRITTEN
+    why_not: str = ""
     gated_mlp: bool = False
     """A Llama-layout decoder: its KV groups (:mod:`edgekd.prune.kv_groups`) and gated MLPs
     (:mod:`edgekd.prune.gated_mlp`) are pruned alike in every layer, ``scope: layer`` only."""
@@ -132,10 +147,10 @@ class Family:
         return "qkv" in self.exposes
 
 
-_BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), factorize=True, why_not="")
+_BERT = Family("text", True, BERT_LAYOUT_EXPOSES, frozenset({"heads", "ffn"}), factorize=True)
 _HEADS_FFN = frozenset({"heads", "ffn"})
-_DECODER = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", gated_mlp=True,
-                  attention=Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads"))
+_DECODER = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+    _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads"))
 _VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd factorizes text transformers and image CNNs; "
               "ViT and DeiT prune attention heads and MLP channels", mlp=PlainMLP(
     "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
@@ -144,31 +159,139 @@ _CHANNELS = frozenset({"channels"})
 #: Image CNN families: conv channels pruned through Torch-Pruning's dependency graph and the pruned layers'
 #: shapes recorded in the config's structure (:mod:`edgekd.prune.channels`).
 _CNN = Family("image", prune_targets=_CHANNELS, factorize=True, why_not="")
+_FFN = frozenset({"ffn"})
+
+
+def _refused(modality: Modality, reason: str) -> Family:
+    """A family edgekd looked at and does not prune or factorize, for ``reason``."""
+    return Family(modality, why_not=f"{reason}; edgekd does not prune or factorize it")
+
+
+_BERT_MLP = PlainMLP("intermediate_size", (("intermediate.dense", "output.dense"),))
+_GATED = Attention(_QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads")
+"""Grouped-query attention whose config states ``head_dim`` (Llama, Gemma, OLMo …)."""
+_OUT_PROJ = Attention(_QKVO, "out_proj", "num_attention_heads", head_dim_field=None, module_heads=("num_heads",))
+"""OPT-style attention: ``out_proj``, the head size derived from the head count."""
+_QK_NORMED = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+    _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", per_head=("q_norm.weight",),
+    per_kv_head=("k_norm.weight",)))
+"""Decoders normalising queries and keys over all heads together (OLMo-2, OLMo-3): the norms' weights lose the
+removed heads' entries (the others' scale then changes, as any pruning step changes what follows)."""
+_UP_DOWN = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, attention=_GATED, mlp=PlainMLP(
+    "intermediate_size", (("up_proj", "down_proj"),)))
+"""Grouped-query decoders with an ungated ``down_proj(act(up_proj(x)))`` MLP (Arcee, Nemotron)."""
+_FUSED_GATED = Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, attention=_GATED, mlp=PlainMLP(
+    "intermediate_size", (("gate_up_proj", "down_proj"),), parts=2))
+"""Grouped-query decoders whose gated MLP fuses ``[gate | up]`` in one projection (GLM, GLM-4)."""
 FAMILIES: dict[str, Family] = {
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), _BERT),
-    "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text",
+                     "roberta-prelayernorm", "xlm-roberta-xl", "megatron-bert", "roformer", "rembert", "esm",
+                     "big_bird"),
+                    _BERT),
+    "distilbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "hidden_dim", (("lin1", "lin2"),)), attention=Attention(
         ("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads", "attention_head_size", head_dim_field=None,
         module_heads=("n_heads",))),
-    "albert": Family("text", False, prune_targets=_HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+    "albert": Family("text", False, prune_targets=_HEADS_FFN, factorize=True, mlp=PlainMLP(
         "intermediate_size", (("ffn", "ffn_output"),)), attention=Attention(
         ("query", "key", "value"), "dense", "num_attention_heads", "attention_head_size", head_dim_field=None,
         module_heads=("num_attention_heads",), module_width=("all_head_size",))),
-    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
-        "intermediate_size", (("intermediate.dense", "output.dense"),)), attention=Attention(
+    "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=_BERT_MLP, attention=Attention(
         ("self.query_proj", "self.key_proj", "self.value_proj"), "output.dense", "num_attention_heads",
         "self.attention_head_size", head_dim_field="attention_head_size", module_heads=("self.num_attention_heads",),
         module_width=("self.all_head_size",), per_head=("self.pos_key_proj", "self.pos_query_proj"))),
-    "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+    "deberta": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=_BERT_MLP, attention=Attention(
+        ("self.in_proj",), "output.dense", "num_attention_heads", "self.attention_head_size", head_dim_field=None,
+        module_heads=("self.num_attention_heads",), module_width=("self.all_head_size",), interleaved=True,
+        per_head=("self.q_bias", "self.pos_proj", "self.pos_q_proj"), per_kv_head=("self.v_bias",),
+        head_mixers=("self.head_logits_proj", "self.head_weights_proj"))),
+    "mobilebert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=_BERT_MLP, attention=Attention(
+        ("self.query", "self.key", "self.value"), "output.dense", "num_attention_heads", "self.attention_head_size",
+        head_dim_field=None, module_heads=("self.num_attention_heads",), module_width=("self.all_head_size",))),
+    "modernbert": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("Wi", "Wo"),), parts=2), attention=Attention(
+        ("Wqkv",), "Wo", "num_attention_heads", head_dim_field=None)),
+    "mpnet": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=_BERT_MLP, why_not=(
+        "MPNet's relative-position bias is one table of a column per head shared by every layer, so its heads "
+        "cannot be pruned per layer; edgekd prunes its MLP channels and factorizes it")),
+    "squeezebert": _refused("text", "SqueezeBERT computes its queries, keys, values and MLP with grouped 1-D "
+                            "convolutions, not linear layers"),
+    "convbert": _refused("text", "ConvBERT splits its heads between self-attention and span-based dynamic "
+                         "convolution (head_ratio), whose kernels are generated per head"),
+    "nystromformer": _refused("text", "Nyströmformer convolves each head's values with a convolution grouped by the "
+                              "head count and approximates attention through landmarks"),
+    "funnel": _refused("text", "Funnel Transformer pools the sequence between blocks and its relative attention "
+                       "holds per-head position and segment parameters laid out across its dimensions"),
+    **dict.fromkeys(("xlm", "flaubert"), Family("text", True, TRANSFORMER, frozenset({"heads"}), factorize=True,
+                                                attention=Attention(("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads",
+                                                                    head_dim_field=None, module_heads=("n_heads",)),
+                                                why_not="XLM's MLP width is fixed at 4 × emb_dim, which no config "
+                                                "field states, so its MLP channels are not pruned")),
+    "gpt2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "n_inner", (("c_fc", "c_proj"),)), attention=Attention(
         ("c_attn",), "c_proj", "n_head", head_dim_field=None, module_heads=("num_heads",),
         module_width=("split_size",))),
-    **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma"), _DECODER),
-    "phi": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, why_not="", mlp=PlainMLP(
+    "gptj": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "n_inner", (("fc_in", "fc_out"),)), attention=Attention(
+        _QKVO, "out_proj", "n_head", head_dim_field=None, module_heads=("num_attention_heads",))),
+    "gpt_bigcode": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=PlainMLP(
+        "n_inner", (("c_fc", "c_proj"),)), why_not=(
+        "GPTBigCode's attention is multi-query (one key/value head for all) or fuses [q k v] per head by config, "
+        "so edgekd does not prune its heads; it prunes its MLP channels and factorizes it")),
+    "codegen": Family("text", True, TRANSFORMER, _FFN, factorize=True, mlp=PlainMLP(
+        "n_inner", (("fc_in", "fc_out"),)), why_not=(
+        "CodeGen's fused qkv_proj is laid out in model-parallel blocks, not per head, so edgekd does not prune "
+        "its heads; it prunes its MLP channels and factorizes it")),
+    "gpt_neox": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("dense_h_to_4h", "dense_4h_to_h"),)), attention=Attention(
+        ("query_key_value",), "dense", "num_attention_heads", "head_size", head_dim_field=None, interleaved=True)),
+    "opt": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP("ffn_dim", (("fc1", "fc2"),)),
+                  attention=_OUT_PROJ),
+    "biogpt": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("fc1", "fc2"),)), attention=_OUT_PROJ),
+    "persimmon": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("dense_h_to_4h", "dense_4h_to_h"),)), attention=Attention(
+        ("query_key_value",), "dense", "num_attention_heads", head_dim_field=None, interleaved=True,
+        module_heads=("num_heads",))),
+    "starcoder2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("c_fc", "c_proj"),)), attention=_GATED),
+    **dict.fromkeys(("llama", "mistral", "ministral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo",
+                     "granite", "helium", "smollm3", "seed_oss", "exaone4"), _DECODER),
+    **dict.fromkeys(("olmo2", "olmo3"), _QK_NORMED),
+    **dict.fromkeys(("arcee", "nemotron"), _UP_DOWN),
+    **dict.fromkeys(("cohere", "cohere2"), Family(
+        "text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+            _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", per_head=("q_norm.weight",),
+            per_kv_head=("k_norm.weight",)))),
+    **dict.fromkeys(("glm", "glm4"), _FUSED_GATED),
+    "stablelm": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, gated_mlp=True, attention=Attention(
+        _QKVO, "o_proj", "num_attention_heads", kv_heads="num_key_value_heads", head_dim_field=None,
+        module_heads=("num_heads",), module_kv_heads=("num_key_value_heads",), per_head=("q_layernorm.norms",),
+        per_kv_head=("k_layernorm.norms",))),
+    "phi": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
         "intermediate_size", (("fc1", "fc2"),)), attention=Attention(
         _QKVO, "dense", "num_attention_heads", kv_heads="num_key_value_heads")),
-    "vit": _VIT,
-    "deit": _VIT,
+    "phi3": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "intermediate_size", (("gate_up_proj", "down_proj"),), parts=2), attention=Attention(
+        ("qkv_proj",), "o_proj", "num_attention_heads", kv_heads="num_key_value_heads",
+        module_kv_heads=("num_key_value_heads",))),
+    "falcon": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=PlainMLP(
+        "ffn_hidden_size", (("dense_h_to_4h", "dense_4h_to_h"),)), attention=Attention(
+        ("query_key_value",), "dense", "num_attention_heads", kv_heads="num_key_value_heads", head_dim_field=None,
+        interleaved=True, module_heads=("num_heads",), module_kv_heads=("num_kv_heads",), unless=("alibi",)),
+        why_not="Falcon with alibi: true takes its ALiBi slopes from the head count, so its heads are not pruned"),
+    "bloom": Family("text", True, TRANSFORMER, factorize=True, why_not=(
+        "BLOOM's ALiBi slopes follow the head count and its MLP width is fixed at 4 × hidden_size, which no config "
+        "field states; edgekd factorizes it only")),
+    **dict.fromkeys(("vit", "deit", "vit_msn", "ijepa"), _VIT),
+    **dict.fromkeys(("dinov2", "dinov2_with_registers"), Family(
+        "image", True, TRANSFORMER, frozenset({"heads"}), attention=_VIT.attention, why_not=(
+        "DINOv2 states its MLP width as mlp_ratio × hidden_size (or a SwiGLU), which a pruned width need not be, and "
+        "edgekd factorizes text transformers and image CNNs; it prunes DINOv2's attention heads"))),
+    **dict.fromkeys(("beit", "data2vec-vision"), Family("image", True, TRANSFORMER, _FFN, mlp=_VIT.mlp, why_not=(
+        "BEiT may share one relative-position bias table, a column per head, across every layer "
+        "(use_shared_relative_position_bias), so its heads are not pruned per layer, and edgekd factorizes text "
+        "transformers and image CNNs; it prunes BEiT's MLP channels"))),
     **dict.fromkeys(("resnet", "regnet", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
                      "convnextv2", "poolformer"), _CNN),
     "bit": Family("image", prune_targets=_CHANNELS, why_not="BiT's convs standardise their weights in the forward "
@@ -177,7 +300,25 @@ FAMILIES: dict[str, Family] = {
     "swin": Family("image", why_not="Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
                    "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
                    "longer fit); edgekd does not prune or factorize it"),
+    "levit": _refused("image", "LeViT's attention mixes heads through batch-normed convolution-style projections "
+                      "and per-head attention biases indexed by position"),
 }
+
+
+def _rewritten(families: dict[str, Family]) -> str:
+    """What edgekd rewrites and reloads, by family, generated from the table (for the one-line refusals)."""
+    groups: dict[str, list[str]] = {}
+    for name, traits in families.items():
+        targets = sorted(traits.prune_targets, key=("heads", "ffn", "channels").index)
+        done = [f"{' and '.join(targets)} pruned"] if targets else []
+        done += ["factorized"] if traits.factorize else []
+        if done:
+            groups.setdefault(", ".join(done), []).append(name)
+    return "edgekd rewrites and reloads only " + "; ".join(f"{what}: {', '.join(names)}"
+                                                           for what, names in groups.items())
+
+
+NOT_REWRITTEN = _rewritten(FAMILIES)
 
 
 def family(model_type: str) -> Family:

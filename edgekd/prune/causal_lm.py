@@ -3,11 +3,12 @@
 The stages run the classifier stages' schedules (:mod:`edgekd.prune.stage`) on an
 :class:`LMCompression` job, which changes an ``AutoModelForCausalLM`` and judges it as a language model:
 
-- pruning (Llama-layout decoders: Llama, Mistral, Qwen2, Qwen3, Gemma) removes whole grouped-query KV
-  groups (:mod:`edgekd.prune.kv_groups`) and gated-MLP channels (:mod:`edgekd.prune.gated_mlp`), every
-  layer alike; factorization replaces the attention and MLP projections (GPT-2's ``Conv1D`` layers too)
-  by truncated-SVD factor pairs, never the output layer (``lm_head``; GPT-2's is tied to the input
-  embeddings, whose ``embeddings: true`` factorization is then refused in one line);
+- pruning (any decoder :mod:`edgekd.models.families` describes: Llama-layout, GPT-2, GPT-NeoX, OPT, Phi-3 …)
+  removes whole grouped-query KV groups (:mod:`edgekd.prune.kv_groups`) and gated or plain MLP channels
+  (:mod:`edgekd.prune.gated_mlp`, :mod:`edgekd.prune.plain_mlp`), every layer alike; factorization replaces
+  the attention and MLP projections (GPT-2's ``Conv1D`` layers too) by truncated-SVD factor pairs, never the
+  output layer (``lm_head``; GPT-2's is tied to the input embeddings, whose ``embeddings: true`` factorization
+  is then refused in one line);
 - every step is judged by the validation loss (nats per token over the whole validation text, as the
   teacher and distill stages judge epochs) with its perplexity, the parameters and the MACs of one
   ``data.context``-long forward pass; its logits' shape is checked unchanged;

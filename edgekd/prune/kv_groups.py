@@ -8,7 +8,11 @@ key and value head, its query heads (rows of the query, key and value projection
 part of a fused ``[q | k | v]`` projection such as GPT-2's ``c_attn``) and the output projection's columns that
 read them, and the rows of any further projection laid out per query head (DeBERTa-v2's disentangled attention
 projects the relative-position embeddings per head: ``pos_key_proj``, ``pos_query_proj``, or the query and key
-projections themselves under ``share_att_key``). Every layer so stays a valid attention layer with the same
+projections themselves under ``share_att_key``). A fused projection laid out per group (GPT-NeoX's and DeBERTa's
+``[q k v]`` per head, Falcon-style ``[queries k v]`` per group) loses one contiguous run of rows; parameters laid
+out per head (DeBERTa's ``q_bias``/``v_bias``, OLMo-2's whole-width ``q_norm``/``k_norm`` weights) and lists of
+one module per head (StableLM's per-head layer norms) lose the group's entries, and square layers over the heads
+(DeBERTa's talking-head projections) its rows and columns. Every layer so stays a valid attention layer with the same
 queries per group and the same head size; a partial rotary embedding (Phi) rotates the same leading share of
 every head, so it is unaffected. Every layer loses the same number of groups, ``ceil(ratio · K)``, at most
 ``K − 1``. ALBERT's layers share one attention module: it is pruned once, for all of them.
@@ -33,6 +37,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +57,9 @@ from edgekd.prune.structure import (
     linear_shape,
     outer_linear,
     per_head_projections,
+    per_unit_size,
+    present,
+    set_at_path,
     set_head_counts,
     unpruned_class,
 )
@@ -63,27 +71,51 @@ __all__ = ["attention_blocks", "group_importance", "groups_to_remove", "prune_kv
 
 
 def _row_spans(block: nn.Module, layout: Attention) -> list[tuple[nn.Module, int, int]]:
-    """``(layer, first row, rows)`` of the queries, keys and values (three projections, or three parts of one), then
-    of the family's ``per_head`` projections the block has (laid out as the queries)."""
+    """``(layer, first row, rows)`` of the queries, keys and values: three projections, three parts of one, or
+    one interleaved projection whose rows are whole groups in order."""
     queries, kv, size = head_counts(block, layout)
-    extra = [(outer_linear(at_path(block, name)), 0, queries * size) for name in per_head_projections(block, layout)]
     if layout.fused:
         layer = outer_linear(at_path(block, layout.qkv[0]))
+        if layout.interleaved:
+            return [(layer, 0, (queries + 2 * kv) * size)]
         return [(layer, 0, queries * size), (layer, queries * size, kv * size),
-                (layer, (queries + kv) * size, kv * size), *extra]
+                (layer, (queries + kv) * size, kv * size)]
     return [(outer_linear(at_path(block, name)), 0, rows)
-            for name, rows in zip(layout.qkv, (queries * size, kv * size, kv * size), strict=True)] + extra
+            for name, rows in zip(layout.qkv, (queries * size, kv * size, kv * size), strict=True)]
+
+
+def _per_group(block: nn.Module, layout: Attention) -> list[Any]:
+    """The family's ``per_head`` and ``per_kv_head`` entries ``block`` has: layers (their producing factor) and
+    parameters, all laid out in equal spans per KV group (a group's query heads are contiguous)."""
+    found = [at_path(block, name) for name in _per_group_names(block, layout)]
+    return [item if isinstance(item, torch.Tensor) else outer_linear(item) for item in found
+            if not isinstance(item, nn.ModuleList)]  # one norm per head (StableLM's qk_layernorm): rides along
+
+
+def _per_group_names(block: nn.Module, layout: Attention) -> list[str]:
+    return [*per_head_projections(block, layout), *present(block, layout.per_kv_head)]
 
 
 def group_importance(block: nn.Module, layout: Attention, kind: Importance) -> torch.Tensor:
     """One score per KV group of ``block`` (a head, without grouped-query attention; higher: more important) by the
     ``kind`` criterion, over all of its coupled weights: its query, key and value rows (bias rows included) and its
-    columns of the output projection (and its rows of the family's ``per_head`` projections)."""
+    columns of the output projection (and its spans of the family's ``per_head``/``per_kv_head`` entries, its rows
+    and columns of any ``head_mixers``)."""
     coupled: list[Coupled] = []
     for layer, start, rows in _row_spans(block, layout):
         coupled.append((layer.weight, feature_dim(layer, outputs=True), start, rows))
         if layer.bias is not None:
             coupled.append((layer.bias, 0, start, rows))
+    for item in _per_group(block, layout):
+        if isinstance(item, torch.Tensor):
+            coupled.append((item, 0))
+            continue
+        coupled.append((item.weight, feature_dim(item, outputs=True)))
+        if item.bias is not None:
+            coupled.append((item.bias, 0))
+    for name in present(block, layout.head_mixers):
+        mixer = at_path(block, name)
+        coupled += [(outer_linear(mixer).weight, 0), (inner_linear(mixer).weight, 1)]
     out = inner_linear(at_path(block, layout.out))
     coupled.append((out.weight, feature_dim(out, outputs=False)))
     return unit_importance(coupled, head_counts(block, layout)[1], kind)
@@ -107,16 +139,36 @@ def remove_groups(block: nn.Module, layout: Attention, removed: list[int]) -> No
     kept = [g for g in range(kv) if g not in removed]
     query_rows, kv_rows = _rows(kept, share * size), _rows(kept, size)
     spans = _row_spans(block, layout)
-    if layout.fused:
+    if layout.interleaved:
+        keep_features(spans[0][0], _rows(kept, (share + 2) * size), outputs=True)
+    elif layout.fused:
         keep_features(spans[0][0], [*query_rows, *_rows(kept, size, spans[1][1]), *_rows(kept, size, spans[2][1])],
                       outputs=True)
     else:
-        for (layer, _, _), rows in zip(spans[:3], (query_rows, kv_rows, kv_rows), strict=True):
+        for (layer, _, _), rows in zip(spans, (query_rows, kv_rows, kv_rows), strict=True):
             keep_features(layer, rows, outputs=True)
-    for layer, _, _ in spans[3:]:
-        keep_features(layer, query_rows, outputs=True)
+    for name in _per_group_names(block, layout):
+        _keep_groups(block, name, kept, kv)
+    for name in present(block, layout.head_mixers):
+        heads = _rows(kept, share)
+        keep_features(outer_linear(at_path(block, name)), heads, outputs=True)
+        keep_features(inner_linear(at_path(block, name)), heads, outputs=False)
     keep_features(inner_linear(at_path(block, layout.out)), query_rows, outputs=False)
-    set_head_counts(block, layout, len(kept) * share)
+    set_head_counts(block, layout, len(kept) * share, len(kept))
+
+
+def _keep_groups(block: nn.Module, name: str, kept: list[int], groups: int) -> None:
+    """Keep the spans of the KV groups ``kept`` (of ``groups`` equal ones) of the layer's outputs, the parameter's
+    first dimension or the list of per-head modules at ``name``."""
+    rows = _rows(kept, per_unit_size(block, name, groups))
+    found = at_path(block, name)
+    if isinstance(found, nn.ModuleList):
+        set_at_path(block, name, nn.ModuleList([found[row] for row in rows]))
+    elif isinstance(found, torch.Tensor):
+        index = torch.as_tensor(rows, device=found.device)
+        set_at_path(block, name, nn.Parameter(found.detach().index_select(0, index).contiguous()))
+    else:
+        keep_features(outer_linear(found), rows, outputs=True)
 
 
 def prune_kv_groups(model: nn.Module, kind: Importance, ratio: float) -> dict[int, list[int]]:

@@ -336,15 +336,22 @@ def attention_blocks(model: nn.Module) -> list[nn.Module]:
     """Every layer's self-attention module of ``model`` (the one holding its family's q/k/v and output projections;
     cross-attention, transformers' ``is_cross_attention``, reads another sequence's keys and is left as it is)."""
     layout = attention_layout(model)
-    if layout is None:
+    if layout is None or any(getattr(model.config, flag, False) for flag in layout.unless):
         return []
     return [m for m in model.modules() if all(at_path(m, name) is not None for name in (*layout.qkv, layout.out))
             and not getattr(m, "is_cross_attention", False)]
 
 
 def per_head_projections(block: nn.Module, layout: Attention) -> list[str]:
-    """The paths of the family's ``per_head`` projections ``block`` has (built under some configs only)."""
-    return [name for name in layout.per_head if at_path(block, name) is not None]
+    """The paths of the family's ``per_head`` projections and parameters ``block`` has (built under some configs
+    only)."""
+    return present(block, layout.per_head)
+
+
+def present(block: nn.Module, paths: tuple[str, ...]) -> list[str]:
+    """Those of ``paths`` (from ``block``) that lead to a module or parameter (some are built under some configs
+    only, e.g. DeBERTa's talking-head projections are ``None`` without ``talking_head``)."""
+    return [name for name in paths if at_path(block, name) is not None]
 
 
 def head_counts(block: nn.Module, layout: Attention) -> tuple[int, int, int]:
@@ -361,13 +368,39 @@ def head_counts(block: nn.Module, layout: Attention) -> tuple[int, int, int]:
     return queries, linear_shape(at_path(block, layout.qkv[1]))[0] // size, size
 
 
-def set_head_counts(block: nn.Module, layout: Attention, heads: int) -> None:
-    """State ``heads`` query heads in the attention module's own attributes (its forward reads them)."""
+def set_head_counts(block: nn.Module, layout: Attention, heads: int, kv_heads: int) -> None:
+    """State ``heads`` query and ``kv_heads`` key/value heads in the attention module's own attributes (its forward
+    reads them)."""
     size = at_path(block, layout.head_size)
     for name in layout.module_heads:
         set_at_path(block, name, heads)
+    for name in layout.module_kv_heads:
+        set_at_path(block, name, kv_heads)
     for name in layout.module_width:
         set_at_path(block, name, heads * size)
+
+
+def per_unit_size(block: nn.Module, name: str, units: int) -> int:
+    """How wide each of ``units`` equal spans is in the ``per_head``/``per_kv_head`` entry ``name`` of ``block``: of
+    a layer's outputs, or of a parameter's first dimension."""
+    found = at_path(block, name)
+    if isinstance(found, nn.ModuleList):
+        width = len(found)
+    else:
+        width = found.shape[0] if isinstance(found, torch.Tensor) else linear_shape(found)[0]
+    if width % units:
+        raise ModelError(f"{name} has {width} outputs, not {units} equal spans, one per head")
+    return width // units
+
+
+def _resized(found: Any, size: int) -> Any:
+    """A fresh layer (``nn.Linear`` or ``Conv1D``) or parameter like ``found`` with ``size`` outputs (a parameter:
+    along its first dimension; a list of one module per head: its first ``size``, all alike)."""
+    if isinstance(found, nn.ModuleList):
+        return nn.ModuleList(list(found)[:size])
+    if isinstance(found, torch.Tensor):
+        return nn.Parameter(found.new_empty(size, *found.shape[1:]))
+    return _dense_like(found, size, linear_shape(found)[1])
 
 
 def _dense_like(layer: nn.Module, out_dim: int, in_dim: int) -> nn.Module:
@@ -382,16 +415,18 @@ def reshape_attention(model: nn.Module, heads: list[int], kv_heads: list[int]) -
     each of the head size it was built with (weights are loaded afterwards)."""
     layout = attention_layout(model)
     for block, queries, kv in zip(attention_blocks(model), heads, kv_heads, strict=True):
-        size = at_path(block, layout.head_size)
+        built, built_kv, size = head_counts(block, layout)
         shapes = ({layout.qkv[0]: (queries + 2 * kv) * size} if layout.fused else
                   dict(zip(layout.qkv, (queries * size, kv * size, kv * size), strict=True)))
-        shapes |= dict.fromkeys(per_head_projections(block, layout), queries * size)
+        shapes |= {name: per_unit_size(block, name, built) * queries for name in per_head_projections(block, layout)}
+        shapes |= {name: per_unit_size(block, name, built_kv) * kv for name in present(block, layout.per_kv_head)}
         for name, rows in shapes.items():
-            layer = at_path(block, name)
-            set_at_path(block, name, _dense_like(layer, rows, linear_shape(layer)[1]))
+            set_at_path(block, name, _resized(at_path(block, name), rows))
+        for name in present(block, layout.head_mixers):
+            set_at_path(block, name, _dense_like(at_path(block, name), queries, queries))
         out = at_path(block, layout.out)
         set_at_path(block, layout.out, _dense_like(out, linear_shape(out)[0], queries * size))
-        set_head_counts(block, layout, queries)
+        set_head_counts(block, layout, queries, kv)
     return model
 
 
@@ -424,12 +459,31 @@ def pruned_class(base: type) -> type:
     """A subclass of the Hugging Face model class ``base`` that reshapes itself to ``config.edgekd_structure``.
 
     ``pruned_class(BertForSequenceClassification).from_pretrained(directory)`` then reloads a
-    pruned directory with Hugging Face's own loader.
+    pruned directory with Hugging Face's own loader. The subclass shares ``base``'s checkpoint key renames
+    (transformers looks a family's renames up by class name, then ``model_type``, and skips both for classes
+    defined outside transformers, e.g. GPT-NeoX's saved ``embed_out`` for ``lm_head``), so it reads what ``base``
+    writes.
     """
     if base not in _PRUNED_CLASSES:
         def __init__(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
             base.__init__(self, config, *args, **kwargs)
             restructure(self, getattr(config, CONFIG_KEY))
 
-        _PRUNED_CLASSES[base] = type(f"Pruned{base.__name__}", (base,), {"__init__": __init__})
+        name = f"Pruned{base.__name__}"
+        _PRUNED_CLASSES[base] = type(name, (base,), {"__init__": __init__})
+        _share_key_renames(base, name)
     return _PRUNED_CLASSES[base]
+
+
+def _share_key_renames(base: type, derived: str) -> None:
+    """Register the checkpoint key renames transformers keeps for the class ``base`` (by its name, else its
+    family's ``model_type``) under the class name ``derived`` too (transformers versions without renames: none)."""
+    try:
+        from transformers import conversion_mapping
+    except ImportError:
+        return
+    model_type = getattr(getattr(base, "config_class", None), "model_type", None)
+    renames = (conversion_mapping.get_checkpoint_conversion_mapping(base.__name__)
+               or (conversion_mapping.get_checkpoint_conversion_mapping(model_type) if model_type else None))
+    if renames:
+        conversion_mapping.register_checkpoint_conversion_mapping(derived, renames, overwrite=True)

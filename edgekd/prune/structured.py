@@ -11,10 +11,11 @@ the output projection's columns) and removes whole groups, so the tensors are ph
   (:func:`edgekd.prune.structure.sync_bert_config`).
 - other Hugging Face families edgekd knows the layout of: attention heads, whole grouped-query KV groups
   (:mod:`edgekd.prune.kv_groups`, where each layer's attention lives is the family's
-  :class:`~edgekd.models.families.Attention`: Llama, Mistral, Qwen2, Qwen3, Gemma, GPT-2, Phi, DistilBERT,
-  ViT, DeiT), gated MLP channels (:mod:`edgekd.prune.gated_mlp`, Llama-layout decoders) and plain MLP
-  channels (:mod:`edgekd.prune.plain_mlp`, the family's :class:`~edgekd.models.families.PlainMLP`), every
-  layer alike, the config's head counts (or the structure's per-layer heads) and MLP width rewritten.
+  :class:`~edgekd.models.families.Attention`: Llama-layout decoders, GPT-2, GPT-NeoX, OPT, Phi, Phi-3,
+  DistilBERT, DeBERTa, ModernBERT, ViT, DINOv2 …), gated MLP channels (:mod:`edgekd.prune.gated_mlp`,
+  Llama-layout decoders) and plain MLP channels (:mod:`edgekd.prune.plain_mlp`, the family's
+  :class:`~edgekd.models.families.PlainMLP`), every layer alike, the config's head counts (or the structure's
+  per-layer heads) and MLP width rewritten.
 - image classifiers (``cnn``, ``mlp``, ``resnet``, ``mobilenet_v2``): conv channels and hidden
   units, the classifier's outputs kept; the spec is rewritten with the new widths (``resnet`` and
   ``mobilenet_v2``: every layer's shape) so the model directory rebuilds it.
@@ -204,6 +205,7 @@ def prune_decoder(module: nn.Module, config: PruneConfig, ratio: float, inputs: 
         _fill_gradients(module, config, gradients)
         module.eval()
         prune_kv_groups(module, config.importance, ratio)
+        sync_attention_config(module)  # a forward reading head counts from the config (Phi-3) runs before ffn's
         module.zero_grad(set_to_none=True)
     if "ffn" in config.targets and gated_mlps(module):
         prune_module(module, inputs, config, ratio, gated_plan(module), gradients=gradients)
