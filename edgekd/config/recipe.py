@@ -107,13 +107,21 @@ class Recipe(StrictModel):
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load a recipe by built-in name (``demo-digits``) or path.
 
-    Its relative paths are relative to the recipe file; so is ``device`` when it names a YAML file found there (a
-    profile beside the recipe), else it is a built-in name or a path from the working directory as given.
+    Its relative paths are relative to the recipe file; so are ``device`` and a stage's export ``target`` when
+    they name a YAML file found there (a profile or preset beside the recipe), else each is a built-in name or a
+    path from the working directory as given.
     """
     path = find("pipelines", name_or_path)
     recipe = load_yaml_model(path, Recipe)
-    device = Path(recipe.device).expanduser()
-    beside = path.parent / device
-    if recipe.device.endswith((".yaml", ".yml")) and not device.is_absolute() and beside.is_file():
-        return recipe.model_copy(update={"device": str(beside.resolve())})
-    return recipe
+    stages = [stage.model_copy(update={"target": _beside(path, stage.target)})
+              if isinstance(getattr(stage, "target", None), str) else stage for stage in recipe.stages]
+    return recipe.model_copy(update={"device": _beside(path, recipe.device), "stages": stages})
+
+
+def _beside(recipe: Path, name: str) -> str:
+    """``name`` as the path of the YAML file beside ``recipe`` when it names one there, else as given."""
+    relative = Path(name).expanduser()
+    beside = recipe.parent / relative
+    if name.endswith((".yaml", ".yml")) and not relative.is_absolute() and beside.is_file():
+        return str(beside.resolve())
+    return name
