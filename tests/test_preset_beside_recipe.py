@@ -42,3 +42,31 @@ def test_a_preset_missing_beside_the_recipe_and_here_is_one_line_naming_the_key(
     monkeypatch.chdir(tmp_path)
     outcome = cli("validate", path)
     assert outcome.exit_code == 2 and "stages[1].target: presets/missing.yaml: file not found" in outcome.output
+
+
+def test_checkpoints_named_beside_the_recipe_are_read_there_from_another_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pretrained: my-vit`` beside the recipe: the teacher, and the image processor it ships (the default
+    preprocessing), come from there; a directory of the same name where edgekd is started is not read."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    from edgekd.config.recipe import load_recipe
+    from tests.test_hf_image_teacher_search import VIT
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    ViTForImageClassification(ViTConfig(**VIT)).save_pretrained(project / "my-vit")
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(project / "my-vit")
+    (elsewhere / "my-vit").mkdir(parents=True)  # no checkpoint: read, it would refuse the recipe
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (project / split / name).mkdir(parents=True)
+    recipe = tiny_recipe(teacher_epochs=1, stages=("teacher",))
+    recipe["data"] = {"source": "imagefolder", "train": "train", "test": "test"}
+    recipe["teacher"]["model"] = {"arch": "hf", "pretrained": "my-vit"}
+    recipe.pop("tokenizer", None)
+    path = write_yaml(project / "recipe.yaml", recipe)
+    monkeypatch.chdir(elsewhere)
+    loaded = load_recipe(path)
+    assert loaded.teacher.model.pretrained == str(project / "my-vit")
+    assert loaded.data.image_processor == str(project / "my-vit")  # the default found the processor there
+    assert load_recipe(path) == loaded
