@@ -112,7 +112,7 @@ def _text_manifest(task: str, inputs: tuple[str, ...]) -> dict[str, Any]:
         "inputs": [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in inputs],
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)]}],
         "labels": list(classes) if task != "regression" else ["label"], "accuracy": {"test": None},
-        "preprocessing": {"kind": "text", "max_length": 48, "pad_id": 0},
+        "preprocessing": {"kind": "text", "max_length": 48, "pad_id": 0, "strip": True},
         "tokenizer": {"directory": "tokenizer", "files": ["tokenizer.json"]},
         "postprocessing": {"output": "logits", **postprocessing(task, classes)},
     }
@@ -132,5 +132,27 @@ def test_the_kotlin_example_of_a_text_model_feeds_every_input_as_int64(task: str
     assert '"input_ids" to ids,' in kotlin
     assert '"attention_mask" to LongArray(ids.size) { i -> if (i < length) 1L else 0L },' in kotlin
     assert '"token_type_ids" to LongArray(ids.size))' in kotlin
-    assert "padded with 0 or cut to 48" in kotlin
+    assert "padded with 0 or cut to 48" in kotlin and "leading and trailing whitespace removed" in kotlin
     assert kotlin.count("{") == kotlin.count("}")
+
+
+def test_a_text_bundle_says_to_strip_whitespace_as_training_did(tmp_path: Path) -> None:
+    """The data loaders strip every text (SST-2's sentences end with a space); a byte-level BPE reads a trailing
+    space as a token of its own, so an app feeding the raw sentence got other ids than training (another
+    answer). The manifest says so, and the README's examples strip."""
+    from edgekd.data.config import TextFileData
+    from edgekd.export.manifest import preprocessing
+    from tests.test_byo_text_inputs import _byte_level_tokenizer
+
+    pre = preprocessing(TextFileData(source="tsv", train=tmp_path / "t.tsv", test=tmp_path / "t.tsv"),
+                        {"kind": "text", "max_length": 48, "pad_id": 0}, [])
+    assert pre["strip"] is True and "remove leading and trailing whitespace" in pre["note"]
+    readme = render_readme({**_text_manifest("single_label", ("input_ids", "attention_mask")), "preprocessing": pre})
+    assert "Remove leading and trailing whitespace (training did), then tokenize" in readme
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.index("sentence = sentence.strip()") < code.index("encoded = tokenizer([sentence]")
+    from transformers import AutoTokenizer
+
+    bpe = AutoTokenizer.from_pretrained(_byte_level_tokenizer(tmp_path / "bpe", ["a dull story ", "great film"],
+                                                              eos_token="<|endoftext|>"))
+    assert bpe("a dull story ")["input_ids"] != bpe("a dull story")["input_ids"]  # why it matters

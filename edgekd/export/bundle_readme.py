@@ -88,7 +88,8 @@ def _preprocessing_lines(pre: dict[str, Any] | None, *, tokenized: bool) -> list
         return ["## Preprocessing", "", "Feed the inputs as the model was trained on them (see manifest.json).", ""]
     if pre["kind"] == "text":
         return ["## Preprocessing", "",
-                ("Tokenize with the files in `tokenizer/`, p" if tokenized else "Tokenize as in training, p")
+                ("Remove leading and trailing whitespace (training did), then t" if pre.get("strip") else "T")
+                + ("okenize with the files in `tokenizer/`, p" if tokenized else "okenize as in training, p")
                 + f"adding or truncating to {pre['max_length']} tokens (pad id {pre['pad_id']}).", ""]
     if pre["kind"] != "image":  # a user's own description (edgekd bundle --preprocessing), shown as given
         return ["## Preprocessing", "", f"As described in manifest.json's `preprocessing` (kind `{pre['kind']}`):",
@@ -149,7 +150,8 @@ fun classify({argument}): {returns} {{
 }}"""
 
 _KOTLIN_TEXT = """\
-// ids: one text's token ids from the bundled tokenizer ({directory}/), padded with {pad_id} or cut to {max_length};
+// ids: the token ids of one text, leading and trailing whitespace removed (as in training), from the bundled
+// tokenizer ({directory}/), padded with {pad_id} or cut to {max_length};
 // length: how many of them are the text's own tokens (the rest is padding)
 fun classify(ids: LongArray, length: Int): {returns} {{
     val shape = longArrayOf(1, ids.size.toLong())
@@ -197,6 +199,7 @@ from transformers import AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{directory}")
 sentence = "an example sentence"
+sentence = sentence.strip()  # as in training: leading and trailing whitespace removed
 encoded = tokenizer([sentence], padding="max_length", truncation=True, max_length={max_length},
                     return_tensors="np"{extra})
 zeros = np.zeros_like(encoded["input_ids"])  # token_type_ids the tokenizer does not give: one segment, as trained
