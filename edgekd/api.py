@@ -44,12 +44,15 @@ if TYPE_CHECKING:
     from edgekd.search.compress import CompressResult
 
 
-def validate(recipe: RecipeLike) -> Recipe:
+def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms: float | None = None,
+             latency: bool = True) -> Recipe:
     """Load and check a recipe without running it: a built-in name, a YAML path, a mapping of the same keys as
     a recipe file or a :class:`Recipe` (relative paths of these two start from the working directory).
 
     Checked: keys, types, names, stage order, the device profile (and that some model could meet
-    its budget on this machine), local data files (columns, labels, sizes) and teacher weights.
+    its budget on this machine), local data files (columns, labels, sizes) and teacher weights. ``device`` and
+    ``budget_ms`` check it against the device a run is given instead of the recipe's (``--device``,
+    ``--budget-ms``); ``latency=False`` leaves the budget's feasibility to a budget search.
     """
     if isinstance(recipe, Recipe):
         loaded, source = recipe, f"recipe '{recipe.name}'"
@@ -65,11 +68,11 @@ def validate(recipe: RecipeLike) -> Recipe:
     path = Path(source)  # a recipe file's "# Data:" comment says where to get missing data
     check_recipe(loaded, source)
     try:
-        device = _checked_device(loaded.device)
+        profile = _checked_device(device or loaded.device, latency=latency, budget_ms=budget_ms)
     except UnknownEntryError as exc:
         raise ConfigError(f"{source}: device: {exc}") from None
-    check_generation_fits(loaded, device, source)
-    check_sequence_fits(loaded, device, source)
+    check_generation_fits(loaded, profile, source)
+    check_sequence_fits(loaded, profile, source)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
     check_corpus_validation(loaded, device, source)
@@ -162,7 +165,8 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
               out: str | Path | None, budget_ms: float | None,
               threads: int | Literal["auto"] | None) -> tuple[Recipe, DeviceProfile, Path]:
     """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use."""
-    loaded = _with_threads(recipe if isinstance(recipe, Recipe) else validate(recipe), threads)
+    loaded = _with_threads(recipe if isinstance(recipe, Recipe) else
+                           validate(recipe, device=device, budget_ms=budget_ms, latency=False), threads)
     if isinstance(recipe, Recipe):
         check_recipe(loaded, f"recipe '{loaded.name}'")
     searches = "search" in loaded.stage_names()
@@ -207,7 +211,8 @@ def compress(
     """
     from edgekd.search.compress import CompressResult, preflight, search_recipe
 
-    loaded = _with_threads(search_recipe(recipe if isinstance(recipe, Recipe) else validate(recipe)), threads)
+    loaded = _with_threads(search_recipe(recipe if isinstance(recipe, Recipe) else
+                                         validate(recipe, device=device, budget_ms=budget_ms, latency=False)), threads)
     check_recipe(loaded, f"recipe '{loaded.name}'")
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)

@@ -23,6 +23,8 @@ from edgekd.errors import StorageError
 
 #: errno values of a full disk or quota (libraries with their own exception types quote their text).
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: errno of a file over the size a process may write (``ulimit -f``) or its filesystem holds (FAT's 4 GiB).
+_TOO_LARGE = (errno.EFBIG,)
 #: errno values of a place the user cannot write to, whatever the space.
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 #: errno values of a directory to create where a file is (``mkdir`` of ``file.txt/out``, or of ``file.txt``).
@@ -61,23 +63,25 @@ def _persist(tmp: Path, target: Path) -> None:
 
 @contextmanager
 def write_errors_reported(target: Path) -> Iterator[None]:
-    """Turn a full disk, read-only filesystem or missing permission while writing ``target`` into a one-line
-    :class:`StorageError`."""
+    """Turn a full disk, a file over the size limit, a read-only filesystem or a missing permission while writing
+    ``target`` into a one-line :class:`StorageError`."""
     try:
         yield
     except StorageError:
         raise
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL + _NOT_WRITABLE + _NOT_A_DIRECTORY:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL + _TOO_LARGE + _NOT_WRITABLE + _NOT_A_DIRECTORY:
             code: int | None = exc.errno
         else:
-            code = next((c for c in _DISK_FULL if os.strerror(c) in str(exc)), None)
+            code = next((c for c in _DISK_FULL + _TOO_LARGE if os.strerror(c) in str(exc)), None)
         if code is None:
             raise
         if code in _NOT_A_DIRECTORY:
             raise StorageError(f"{target}: cannot write it: a part of its path is a file, not a directory; "
                                "choose another place") from exc
-        advice = "free some space and run again" if code in _DISK_FULL else "choose a place you can write to"
+        advice = ("free some space and run again" if code in _DISK_FULL else
+                  "raise the file size limit (ulimit -f) or choose a filesystem that holds larger files"
+                  if code in _TOO_LARGE else "choose a place you can write to")
         if Path(target).is_relative_to(cache_root()):
             advice += " (edgekd's cache: set EDGEKD_CACHE)"
         raise StorageError(f"{target}: cannot write it: {os.strerror(code).lower()}; {advice} (an earlier "

@@ -133,12 +133,14 @@ class RecipeView:
                 "add it to the stage kind's reads so its fingerprint covers it")
         return getattr(self._recipe, name)
 
-    def model_dump(self, *, mode: str = "python", include: set[str] | None = None) -> dict[str, Any]:
-        """The declared fields (or the ``include``d ones among them) as a dict."""
+    def model_dump(self, *, mode: str = "python", include: set[str] | None = None,
+                   exclude_unset: bool = False) -> dict[str, Any]:
+        """The declared fields (or the ``include``d ones among them) as a dict; ``exclude_unset``: only the values
+        the recipe set, as pydantic's own ``model_dump``."""
         wanted = set(self._reads) if include is None else set(include)
         for name in wanted - set(self._reads):
             getattr(self, name)  # raises for an undeclared field
-        return self._recipe.model_dump(mode=mode, include=wanted)
+        return self._recipe.model_dump(mode=mode, include=wanted, exclude_unset=exclude_unset)
 
 
 def measuring_host(_config: Any, _recipe: Recipe) -> dict[str, Any]:

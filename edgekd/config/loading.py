@@ -109,7 +109,7 @@ def _home_expanded(path: Path) -> Path:
 
 def _describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
     errors = exc.errors(include_url=False)
-    first = errors[0]
+    first = _typo_first(errors)
     loc = tuple(first["loc"])
     parent, shown = _walk(model, loc[:-1]) if loc else (model, [])
     last = loc[-1] if loc else None
@@ -147,6 +147,17 @@ def _describe_validation_error(exc: ValidationError, model: type[BaseModel], sou
     key = format_key_path(key_parts)
     where = f"{key}: " if key else ""
     return f"{source}: {where}{message}{more}"
+
+
+def _typo_first(errors: list[Any]) -> Any:
+    """The error to describe: pydantic's first, except that a key missing beside an unknown key spelt like it is
+    that key misspelt, so the unknown key (with its 'did you mean') is said rather than 'required key is missing'."""
+    first = errors[0]
+    if first["type"] == "missing" and first["loc"]:
+        parent, missing = tuple(first["loc"])[:-1], str(first["loc"][-1])
+        return next((e for e in errors if e["type"] == "extra_forbidden" and tuple(e["loc"])[:-1] == parent
+                     and difflib.get_close_matches(str(e["loc"][-1]), [missing], n=1)), first)
+    return first
 
 
 def _brief_repr() -> reprlib.Repr:

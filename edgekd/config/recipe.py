@@ -9,7 +9,7 @@ from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_va
 
 from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, Seed, StrictModel
-from edgekd.config.loading import load_yaml_model
+from edgekd.config.loading import read_yaml, validate_model
 from edgekd.data.config import DataConfig, TokenizerConfig
 from edgekd.data.image_defaults import with_model_defaults
 from edgekd.models.architectures import ModelSpec
@@ -107,13 +107,45 @@ class Recipe(StrictModel):
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load a recipe by built-in name (``demo-digits``) or path.
 
-    Its relative paths are relative to the recipe file; so is ``device`` when it names a YAML file found there (a
-    profile beside the recipe), else it is a built-in name or a path from the working directory as given.
+    Its relative paths are relative to the recipe file; so are ``device`` and a stage's export ``target`` when
+    they name a YAML file found there (a profile or preset beside the recipe), and a ``pretrained`` checkpoint or
+    ``image_processor`` when it names a directory there; else each is a built-in name, a hub id or a path from the
+    working directory as given.
     """
     path = find("pipelines", name_or_path)
-    recipe = load_yaml_model(path, Recipe)
-    device = Path(recipe.device).expanduser()
-    beside = path.parent / device
-    if recipe.device.endswith((".yaml", ".yml")) and not device.is_absolute() and beside.is_file():
-        return recipe.model_copy(update={"device": str(beside.resolve())})
-    return recipe
+    data = _checkpoints_beside(read_yaml(path), path.parent)
+    recipe = validate_model(data, Recipe, source=str(path), base_dir=path.parent)
+    stages = [stage.model_copy(update={"target": _beside(path, stage.target)})
+              if isinstance(getattr(stage, "target", None), str) else stage for stage in recipe.stages]
+    return recipe.model_copy(update={"device": _beside(path, recipe.device), "stages": stages})
+
+
+#: Recipe keys whose value is a hub id or a local directory (a checkpoint, a tokenizer, an image processor).
+CHECKPOINT_KEYS = ("pretrained", "image_processor")
+
+
+def _checkpoints_beside(values: Any, folder: Path) -> Any:
+    """Raw recipe ``values`` with every :data:`CHECKPOINT_KEYS` value that names a directory in ``folder`` (the
+    recipe's) made that directory's absolute path, before validation reads it (image preprocessing defaults
+    look for the teacher's processor files there)."""
+    if isinstance(values, list):
+        return [_checkpoints_beside(item, folder) for item in values]
+    if not isinstance(values, dict):
+        return values
+    out = {}
+    for key, value in values.items():
+        if key in CHECKPOINT_KEYS and isinstance(value, str) and value and not value.startswith(("~", "pypi:")) \
+                and not Path(value).is_absolute() and (folder / value).is_dir():
+            out[key] = str((folder / value).resolve())
+        else:
+            out[key] = _checkpoints_beside(value, folder)
+    return out
+
+
+def _beside(recipe: Path, name: str) -> str:
+    """``name`` as the path of the YAML file beside ``recipe`` when it names one there, else as given."""
+    relative = Path(name).expanduser()
+    beside = recipe.parent / relative
+    if name.endswith((".yaml", ".yml")) and not relative.is_absolute() and beside.is_file():
+        return str(beside.resolve())
+    return name

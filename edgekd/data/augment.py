@@ -12,10 +12,25 @@ the same part of speech), which needs a part-of-speech tagger edgekd does not ha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from edgekd.distill.config import AugmentConfig
+from edgekd.errors import ConfigError
+
+
+def mask_token_of(tokenizer: Any, config: AugmentConfig) -> str:
+    """The token words are masked with: the tokenizer's mask token, else its unknown token (a byte-level BPE such
+    as GPT-2's has no mask token); a tokenizer with neither is refused in one line unless nothing is masked
+    (``p_mask: 0``)."""
+    token = tokenizer.mask_token or tokenizer.unk_token
+    if token is None and config.p_mask > 0:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ConfigError(f"distill augment: the tokenizer '{name}' has no mask token and no unknown token to mask "
+                          "words with; set augment.p_mask: 0 (n-gram sampling only) or use a tokenizer with a "
+                          "mask token")
+    return token or ""
 
 
 def augment_texts(texts: Sequence[str], config: AugmentConfig, *, seed: int, mask_token: str = "[MASK]") -> list[str]:

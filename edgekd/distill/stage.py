@@ -21,7 +21,7 @@ from torch import nn
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.config.recipe import EnsembleConfig, Recipe
-from edgekd.data.augment import augment_texts
+from edgekd.data.augment import augment_texts, mask_token_of
 from edgekd.data.config import TokenizerConfig, is_corpus
 from edgekd.data.examples import UNLABELLED, Examples, TextExamples
 from edgekd.data.task_data import TaskData, prepare_task_data, text_examples
@@ -145,7 +145,8 @@ def _transfer_set(data: TaskData, config: DistillStage, seed: int) -> Examples:
     """The training set, plus Tang et al.'s augmented sentences (unlabelled: the teacher labels them)."""
     if config.augment is None:
         return data.train  # check_recipe: augment only with text data
-    extra = augment_texts(data.texts.train.texts, config.augment, seed=seed, mask_token=data.tokenizer.mask_token)
+    mask = mask_token_of(data.tokenizer, config.augment)
+    extra = augment_texts(data.texts.train.texts, config.augment, seed=seed, mask_token=mask)
     augmented = text_examples(data.tokenizer, extra, np.full(len(extra), UNLABELLED), data.signature.max_length)
     return TextExamples(encoded=data.train.encoded + augmented.encoded,
                         labels=torch.cat([data.train.labels, augmented.labels]), pad_id=data.train.pad_id)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekd.export.readme_answer import answer_kind, kotlin_answer, python_answer
+
 _FILE_PURPOSES = {
     "ort": "the model in ONNX Runtime's mobile format: load this in the app",
     "onnx": "the same model as ONNX (for Netron, desktop tests and other runtimes)",
@@ -40,7 +42,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         *[f"- Output `{t['name']}`: {t['dtype']} {_shape(t['shape'])}: {manifest['postprocessing']['note']}"
           for t in manifest["outputs"][:1]],
         f"- Labels ({len(manifest['labels'])}): {', '.join(manifest['labels'])}",
-        f"- Test accuracy: {_number(manifest['accuracy']['test'], '{:.4f}')}",
+        _test_figures(manifest),
         f"- Latency on {manifest['device']['name']}: p50 {_number(latency['p50_ms'], '{:.3f}')} ms, "
         f"p90 {_number(latency['p90_ms'], '{:.3f}')} ms ({latency['basis']})"
         + (f"; budget verdict: **{manifest['budget']['verdict']}**" if manifest.get("budget") else ""),
@@ -86,7 +88,8 @@ def _preprocessing_lines(pre: dict[str, Any] | None, *, tokenized: bool) -> list
         return ["## Preprocessing", "", "Feed the inputs as the model was trained on them (see manifest.json).", ""]
     if pre["kind"] == "text":
         return ["## Preprocessing", "",
-                ("Tokenize with the files in `tokenizer/`, p" if tokenized else "Tokenize as in training, p")
+                ("Remove leading and trailing whitespace (training did), then t" if pre.get("strip") else "T")
+                + ("okenize with the files in `tokenizer/`, p" if tokenized else "okenize as in training, p")
                 + f"adding or truncating to {pre['max_length']} tokens (pad id {pre['pad_id']}).", ""]
     if pre["kind"] != "image":  # a user's own description (edgekd bundle --preprocessing), shown as given
         return ["## Preprocessing", "", f"As described in manifest.json's `preprocessing` (kind `{pre['kind']}`):",
@@ -122,28 +125,53 @@ def _preprocessing_lines(pre: dict[str, Any] | None, *, tokenized: bool) -> list
     return lines
 
 
-_KOTLIN = """\
+_KOTLIN_HEAD = """\
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
 import ai.onnxruntime.OrtSession
-import java.nio.FloatBuffer
+import java.nio.{buffer}
 
 val LABELS = arrayOf({labels})
 val env: OrtEnvironment = OrtEnvironment.getEnvironment()
 val session: OrtSession = env.createSession(
     context.assets.open("{model_file}").readBytes(), OrtSession.SessionOptions())
+"""
 
+_KOTLIN_FLOAT = """\
 // {argument_doc}
-fun classify({argument}): String {{
+fun classify({argument}): {returns} {{
     {convert}
     val shape = longArrayOf({shape})
     OnnxTensor.createTensor(env, FloatBuffer.wrap(input), shape).use {{ tensor ->
         session.run(mapOf("{input_name}" to tensor)).use {{ result ->
-            val logits = (result[0].value as Array<FloatArray>)[0]
-            return LABELS[logits.indices.maxByOrNull {{ logits[it] }}!!]
+{answer}
         }}
     }}
 }}"""
+
+_KOTLIN_TEXT = """\
+// ids: the token ids of one text, leading and trailing whitespace removed (as in training), from the bundled
+// tokenizer ({directory}/), padded with {pad_id} or cut to {max_length};
+// length: how many of them are the text's own tokens (the rest is padding)
+fun classify(ids: LongArray, length: Int): {returns} {{
+    val shape = longArrayOf(1, ids.size.toLong())
+    val columns = mapOf(
+{columns})
+    val feeds = columns.mapValues {{ (_, values) -> OnnxTensor.createTensor(env, LongBuffer.wrap(values), shape) }}
+    try {{
+        session.run(feeds).use {{ result ->
+{answer}
+        }}
+    }} finally {{
+        feeds.values.forEach {{ it.close() }}
+    }}
+}}"""
+
+#: What a text model's input gets in the Kotlin example, by input name; any other name gets the ids.
+_KOTLIN_TEXT_COLUMNS = {
+    "attention_mask": "LongArray(ids.size) { i -> if (i < length) 1L else 0L }",
+    "token_type_ids": "LongArray(ids.size)",
+}
 
 _PYTHON_HEAD = """\
 import json
@@ -160,28 +188,45 @@ image = np.array(pre["example"]["pixels_8bit"])  # your {height}×{width} 8-bit 
 pixel = image * pre["byte_scale"]  # 0..255 → the {low}..{high} the model was trained on
 x = np.stack([(pixel * pre["scale"] - pre["mean"][c]) / pre["std"][c] for c in range(pre["channels"])])
 x = x.astype(np.{dtype}).reshape({shape})
-logits = session.run(None, {{"{input_name}": x}})[0]
-print(manifest["labels"][int(logits[0].argmax())])
-print(" ".join(f"{{v:.4f}}" for v in logits[0]))  # the example's: manifest["preprocessing"]["example"]["logits"]"""
+logits = session.run(None, {{"{input_name}": x}})[0]"""
+
+#: After the image example's answer: its logits, to compare with the manifest's.
+_PYTHON_IMAGE_LOGITS = '''\
+print(" ".join(f"{v:.4f}" for v in logits[0]))  # the example's: manifest["preprocessing"]["example"]["logits"]'''
 
 _PYTHON_TEXT = """\
 from transformers import AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{directory}")
-encoded = tokenizer(["an example sentence"], padding="max_length", truncation=True,
-                    max_length={max_length}, return_tensors="np")
-feeds = {{i.name: encoded[i.name].astype(np.int64) for i in session.get_inputs()}}
-logits = session.run(None, feeds)[0]
-print(manifest["labels"][int(logits[0].argmax())])"""
+sentence = "an example sentence"
+sentence = sentence.strip()  # as in training: leading and trailing whitespace removed
+encoded = tokenizer([sentence], padding="max_length", truncation=True, max_length={max_length},
+                    return_tensors="np"{extra})
+zeros = np.zeros_like(encoded["input_ids"])  # token_type_ids the tokenizer does not give: one segment, as trained
+feeds = {{i.name: encoded.get(i.name, zeros).astype(np.int64) for i in session.get_inputs()}}
+logits = session.run(None, feeds)[0]"""
 
 _PYTHON_OTHER = """\
 x = np.zeros(({shape}), dtype=np.{dtype})  # your input here, preprocessed as in training
-logits = session.run(None, {{"{input_name}": x}})[0]
-print(manifest["labels"][int(logits[0].argmax())])"""
+logits = session.run(None, {{"{input_name}": x}})[0]"""
 
 
 def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list[str]:
     pre = manifest.get("preprocessing") or {}
+    returns, answer = kotlin_answer(manifest)
+    answer_text = "\n".join(" " * 12 + line for line in answer)
+    text = pre.get("kind") == "text"
+    head = _KOTLIN_HEAD.format(buffer="LongBuffer" if text else "FloatBuffer",
+                               labels=", ".join(f'"{label}"' for label in manifest["labels"]),
+                               model_file=manifest["model"]["file"])
+    if text:
+        columns = ",\n".join(f'        "{tensor["name"]}" to '
+                              + _KOTLIN_TEXT_COLUMNS.get(tensor["name"], "ids")
+                              for tensor in manifest["inputs"])
+        body = _KOTLIN_TEXT.format(directory=(manifest.get("tokenizer") or {}).get("directory", "tokenizer"),
+                                   pad_id=pre.get("pad_id", 0), max_length=pre.get("max_length"),
+                                   returns=returns, columns=columns, answer=answer_text)
+        return [*head.splitlines(), "", *body.splitlines()]
     if pre.get("kind") == "image":
         convert = "\n    ".join((
             f"val mean = floatArrayOf({_floats(pre['mean'])})",
@@ -196,22 +241,35 @@ def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list
     else:
         convert = "val input = features"
         argument, doc = "features: FloatArray", "features: the model's input, preprocessed as in training"
-    return _KOTLIN.format(labels=", ".join(f'"{label}"' for label in manifest["labels"]),
-                          model_file=manifest["model"]["file"], argument=argument, argument_doc=doc,
-                          convert=convert, shape=", ".join(map(str, shape)), input_name=input_name).splitlines()
+    body = _KOTLIN_FLOAT.format(argument=argument, argument_doc=doc, returns=returns, convert=convert,
+                                shape=", ".join(map(str, shape)), input_name=input_name, answer=answer_text)
+    return [*head.splitlines(), "", *body.splitlines()]
 
 
 def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -> list[str]:
     pre = manifest.get("preprocessing") or {}
     dims = ", ".join(map(str, shape))
     if pre.get("kind") == "text" and manifest.get("tokenizer"):
-        body = _PYTHON_TEXT.format(directory=manifest["tokenizer"]["directory"], max_length=pre["max_length"])
+        extra = (", return_offsets_mapping=True,\n                    return_special_tokens_mask=True"
+                 if answer_kind(manifest) == "tags" else "")
+        body = _PYTHON_TEXT.format(directory=manifest["tokenizer"]["directory"], max_length=pre["max_length"],
+                                   extra=extra)
     elif pre.get("kind") == "image" and pre.get("example"):
         body = _PYTHON_IMAGE.format(low=pre["pixel_range"][0], high=pre["pixel_range"][1], height=pre["height"],
                                     width=pre["width"], dtype=first["dtype"], shape=dims, input_name=first["name"])
     else:
         body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=first["name"])
-    return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body.splitlines()]
+    tail = _PYTHON_IMAGE_LOGITS if pre.get("kind") == "image" and pre.get("example") else ""
+    return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body.splitlines(),
+            *python_answer(manifest), *tail.splitlines()]
+
+
+def _test_figures(manifest: dict[str, Any]) -> str:
+    """The test figures line: a task's own metrics (regression has no accuracy), else the accuracy."""
+    metrics = manifest.get("metrics") or {}
+    if metrics:
+        return "- Test " + ", ".join(f"{name} {_number(value, '{:.4f}')}" for name, value in metrics.items())
+    return f"- Test accuracy: {_number(manifest['accuracy']['test'], '{:.4f}')}"
 
 
 def _floats(values: list[float]) -> str:

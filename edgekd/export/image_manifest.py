@@ -32,15 +32,37 @@ def image_file_preprocessing(record: dict[str, Any], inputs: list[dict[str, Any]
 def preprocessing_steps(record: dict[str, Any]) -> list[str]:
     """What to do to a decoded image, in order, as sentences."""
     steps = [f"decode the image and convert it to {COLOR_NAMES[record['color']]}"]
-    resize = record.get("resize")
-    if resize:
+    resize, crop = record.get("resize"), record.get("crop")
+    if resize and "shortest_edge" in resize:
+        steps += _shortest_edge_steps(resize, crop)
+        crop = None
+    elif resize:
         size = ", ".join(f"{key} {value}" for key, value in resize.items() if key != "resample")
         steps.append(f"resize it ({size}) with {resize.get('resample') or 'the default'} resampling")
-    crop = record.get("crop")
     if crop:
         steps.append(crop.get("note") or "centre-crop it to "
                      + " × ".join(str(crop[key]) for key in ("height", "width") if key in crop))
     height, width = record["size"]
     steps.append(f"the model takes {height}×{width} pixels; multiply each 0..255 value by "
                  f"{record['rescale_factor']!r}, subtract mean[c] and divide by std[c] per channel")
+    return steps
+
+
+def _shortest_edge_steps(resize: dict[str, Any], crop: dict[str, Any] | None) -> list[str]:
+    """A processor's ``shortest_edge`` resize (and ConvNeXt's ``crop_pct``) as the exact steps it takes: the
+    shortest edge scaled to a number of pixels, the other side in proportion (rounded down), then the crop."""
+    edge, resample = int(resize["shortest_edge"]), resize.get("resample") or "the default"
+    pct = (crop or {}).get("crop_pct")
+    if pct is not None and edge >= 384:  # ConvNeXt warps large sizes to a square, uncropped
+        return [f"resize it (height {edge}, width {edge}) with {resample} resampling"]
+    scaled = int(edge / pct) if pct is not None else edge
+    how = f" ({edge} / crop_pct {pct}, rounded down)" if pct is not None else ""
+    steps = [f"resize it so that its shortest edge is {scaled} pixels{how}, the other side in proportion "
+             f"(int({scaled} × long side / short side)), with {resample} resampling"
+             + (f", at most {resize['longest_edge']} pixels on the longest edge" if resize.get("longest_edge")
+                else "")]
+    if pct is not None:
+        steps.append(f"centre-crop it to {edge} × {edge} (offsets: (width − {edge}) // 2, (height − {edge}) // 2)")
+    elif crop:
+        steps.append("centre-crop it to " + " × ".join(str(crop[key]) for key in ("height", "width") if key in crop))
     return steps

@@ -9,7 +9,7 @@ Schema (``schema_version`` 1)::
     preprocessing    images: {kind: "image", layout, channels, height, width, color, pixel_range, scale, mean,
                      std, formula, byte_scale, formula_8bit, example}, image files also {channel_order, resize,
                      crop, processor, steps} (:mod:`edgekd.export.image_manifest`); text: {kind: "text",
-                     max_length, pad_id};
+                     max_length, pad_id, strip (leading/trailing whitespace removed, as training did)};
                      null if unknown. ``example`` is a real input (``pixels_8bit``: an 8-bit bitmap, row by row),
                      the exact model ``input`` the formulas make of it, and the model's ``logits`` and ``label``
     postprocessing   what the output is and how to turn it into a label; for a multi-label or regression
@@ -71,7 +71,9 @@ def preprocessing(data: DataConfig, signature: dict[str, Any], inputs: list[dict
     """
     if signature.get("kind") == "text":
         return {"kind": "text", "max_length": signature.get("max_length"), "pad_id": signature.get("pad_id"),
-                "note": "tokenize with the bundled tokenizer; pad or truncate to max_length"}
+                "strip": True,  # the data loaders strip every text: a byte-level BPE reads a trailing space
+                "note": "remove leading and trailing whitespace (as training did), tokenize with the bundled "
+                        "tokenizer; pad or truncate to max_length"}
     if signature.get("preprocessing"):  # image files: as the data loader recorded it
         return image_file_preprocessing(signature["preprocessing"], inputs)
     if isinstance(data, SklearnData) and data.name == "digits":

@@ -4,7 +4,10 @@ torch's ``setup_onnx_logging`` tests a function object instead of calling it, so
 exporter's ONNX log on, and a failing export then writes the whole TorchScript IR graph (hundreds of
 lines) to the process's standard output from C++, before edgekd's one-line :class:`ExportError`.
 :func:`quiet_torch_exporter` points file descriptor 1 at a temporary file while the exporter runs and
-hands what it wrote to the debug log.
+hands what it wrote to the debug log. The Python warnings the exporter raises while tracing (constant folding
+skipped, an LSTM exported with a batch size other than 1) go to the debug log too: they were printed raw to the
+user's terminal amid edgekd's own lines, and what they warn about is checked by the export's parity gate
+(batches of 1 and 7 rows, lengths it did not trace).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
@@ -24,11 +28,14 @@ def quiet_torch_exporter() -> Iterator[None]:
     """Run the body with the process's standard output going to the debug log (see the module docstring)."""
     sys.stdout.flush()
     saved = os.dup(1)
-    with tempfile.TemporaryFile() as sink:
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         os.dup2(sink.fileno(), 1)
         try:
             yield
         finally:
+            for warning in caught:
+                log.debug("torch's ONNX exporter warned: %s: %s", warning.category.__name__, warning.message)
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)

@@ -25,7 +25,8 @@ def save_weights(model: nn.Module, path: Path) -> Path:
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
     """Load a safetensors file into ``model``: names and shapes must match, except that a tied tensor's copy
-    (which ``save_pretrained`` leaves out) may be missing."""
+    (which ``save_pretrained`` leaves out) may be missing, and a Hugging Face model also reads a file in the layout
+    ``save_pretrained`` stores (:mod:`edgekd.models.hf_weights`)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
@@ -44,6 +45,13 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
         raise ModelError(f"{path}: weights do not fit the recipe's model ({first})") from exc
     missing = sorted(set(missing) - _tied_copies(model, state))
     if missing or unexpected:
+        from edgekd.models.hf_weights import converted_state
+
+        converted = converted_state(model, path)
+        if converted is not None:  # a save_pretrained file of a family transformers renames on load
+            log.info("%s: tensor names as save_pretrained stores them; read as transformers reads them", path)
+            model.load_state_dict(converted)
+            return model
         told = [f"{len(names)} {what} (first: '{names[0]}')" for what, names in
                 (("missing", missing), ("unexpected", sorted(unexpected))) if names]
         raise ModelError(f"{path}: weights do not fit the recipe's model ({' and '.join(told)} tensor names)")

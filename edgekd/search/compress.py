@@ -66,7 +66,8 @@ def search_recipe(recipe: Recipe) -> Recipe:
     if not is_corpus(recipe.data) and (student.arch not in SEARCHABLE
                                      or getattr(student, "pretrained", None) is not None):
         student = recipe.teacher.model
-    derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}),
+    # only the fields the recipe set: a default written out reads as given (data.color beside an image processor)
+    derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}, exclude_unset=True),
                "name": f"{recipe.name}-search", "student": {"model": student.model_dump(mode="json")},
                "stages": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in stages]}
     return validate_model(derived, Recipe, source=f"recipe '{recipe.name}' as a search")

@@ -92,7 +92,8 @@ def candidate_recipe(recipe: Recipe, choice: Choice, stage: SearchStage, teacher
         stages.append({"stage": "quantize", **stage.quantize.model_dump(mode="json")})
     source = f"search candidate '{structure.label}'"
     candidate = validate_model({
-        **recipe.model_dump(mode="json", include={"seed", "device", "data", "tokenizer"}),
+        # only the fields the recipe set: a default written out reads as given (data.color beside an image processor)
+        **recipe.model_dump(mode="json", include={"seed", "device", "data", "tokenizer"}, exclude_unset=True),
         "name": f"{recipe.name}-{structure.key}",
         "description": structure.label,
         # only the fields the recipe set: a pretrained teacher's default sizes would read as sizes given with it

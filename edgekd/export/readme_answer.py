@@ -1,0 +1,71 @@
+"""How the bundle README's examples read a model's answer, per task, in Python and in Kotlin.
+
+The manifest's ``postprocessing`` says what the output is (:func:`edgekd.task_heads.postprocessing`): a
+single-label classifier's logits (arg-max is the class), a multi-label model's logits (every label whose
+sigmoid clears ``threshold``), a regression model's values (as they are), a token classifier's logits per
+sub-token (``per_token``; a word's tag is its first sub-token's, words located by the tokenizer's character
+offsets exactly as :mod:`edgekd.data.token_tags` does in training). Each snippet starts from ``logits``
+(Python: the first output as returned by onnxruntime; Kotlin: ``result[0]``) and ends with the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Python lines after ``logits = session.run(None, feeds)[0]``, by answer kind.
+_PYTHON = {
+    "class": 'print(manifest["labels"][int(logits[0].argmax())])',
+    "labels": """\
+post = manifest["postprocessing"]
+probabilities = 1 / (1 + np.exp(-logits[0]))  # sigmoid: each label on its own
+print([label for label, p in zip(post["labels"], probabilities) if p > post["threshold"]])""",
+    "values": 'print(dict(zip(manifest["labels"], logits[0].tolist())))  # the predicted value(s), as they are',
+    "tags": """\
+post = manifest["postprocessing"]
+words = sentence.split(" ")
+starts = np.cumsum([0] + [len(word) + 1 for word in words])  # each word's first character
+tags = {}
+for (begin, end), special, row in zip(encoded["offset_mapping"][0], encoded["special_tokens_mask"][0], logits[0]):
+    if special or end <= begin:
+        continue  # [CLS], padding ...: no word
+    word = int(np.searchsorted(starts, end - 1, side="right")) - 1
+    tags.setdefault(word, post["labels"][int(row.argmax())])  # a word's tag is its first sub-token's
+print(" ".join(f"{words[word]}/{tag}" for word, tag in sorted(tags.items())))""",
+}
+
+#: Kotlin: the function's return type and its last lines (``result`` is the session's output), by answer kind.
+_KOTLIN = {
+    "class": ("String", """\
+val logits = (result[0].value as Array<FloatArray>)[0]
+return LABELS[logits.indices.maxByOrNull { logits[it] }!!]"""),
+    "labels": ("List<String>", """\
+val logits = (result[0].value as Array<FloatArray>)[0]
+return LABELS.filterIndexed { i, _ -> 1f / (1f + kotlin.math.exp(-logits[i])) > {threshold}f }"""),
+    "values": ("FloatArray", """\
+return (result[0].value as Array<FloatArray>)[0]  // the predicted value(s), as they are"""),
+    "tags": ("List<String>", """\
+// one tag per sub-token (padding excluded); a word's tag is its first sub-token's
+val logits = (result[0].value as Array<Array<FloatArray>>)[0]
+return logits.take(length).map { row -> LABELS[row.indices.maxByOrNull { row[it] }!!] }"""),
+}
+
+
+def answer_kind(manifest: dict[str, Any]) -> str:
+    """``class``, ``labels`` (multi-label), ``values`` (regression) or ``tags`` (per token) for ``manifest``."""
+    post = manifest.get("postprocessing") or {}
+    if post.get("per_token"):
+        return "tags"
+    return {"sigmoid": "labels", "identity": "values"}.get(post.get("kind"), "class")
+
+
+def python_answer(manifest: dict[str, Any]) -> list[str]:
+    """Python lines turning ``logits`` into the answer the model's task gives."""
+    return _PYTHON[answer_kind(manifest)].splitlines()
+
+
+def kotlin_answer(manifest: dict[str, Any]) -> tuple[str, list[str]]:
+    """The Kotlin function's return type and its lines turning ``result`` into the answer."""
+    kind = answer_kind(manifest)
+    returns, body = _KOTLIN[kind]
+    threshold = (manifest.get("postprocessing") or {}).get("threshold", 0.5)
+    return returns, body.replace("{threshold}", repr(float(threshold))).splitlines()

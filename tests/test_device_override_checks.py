@@ -1,0 +1,65 @@
+"""``--device`` (and ``--budget-ms``) on ``edgekd run`` / ``compress`` is the device the recipe is checked against.
+
+A model with fewer positions than the recipe's device feeds was refused naming that device even when the command
+gave another one that fits, although the refusal itself says to give one with ``--device``; and the override's own
+mistakes are still one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from transformers import BertConfig, BertForSequenceClassification
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from tests.test_text_pipeline import _write_tsv
+
+SHORT = {"name": "short", "description": "32-token inputs", "threads": 1,
+         "inputs": {"batch": 1, "sequence_length": 32, "image_size": None},
+         "budget": {"p90_ms": 100, "size_mb": 50, "peak_memory_mb": 500}, "precision": "fp32", "isa": "detect"}
+
+
+def _recipe(tmp_path: Path) -> Path:
+    """A recipe on host-cpu (128-token inputs) whose teacher takes at most 64 tokens."""
+    BertForSequenceClassification(BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32,
+                                             max_position_embeddings=64)).save_pretrained(tmp_path / "bert64")
+    _write_tsv(tmp_path / "train.tsv", 60, seed=1)
+    _write_tsv(tmp_path / "dev.tsv", 20, seed=2)
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(SHORT))
+    recipe = {"name": "short-teacher", "device": "host-cpu",
+              "data": {"source": "tsv", "train": "train.tsv", "test": "dev.tsv", "text_column": "sentence",
+                       "label_column": "label", "val_examples": 10},
+              "tokenizer": {"vocab_size": 200, "max_length": 32},
+              "teacher": {"model": {"arch": "hf", "pretrained": "bert64"}},
+              "student": {"model": {"arch": "textcnn", "embedding_dim": 8, "filters": 8, "kernel_sizes": [1, 2]}},
+              "stages": [{"stage": "teacher", "epochs": 1}, {"stage": "distill", "epochs": 1},
+                         {"stage": "export"}, {"stage": "profile", "runs": 10}]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_run_checks_the_recipe_against_the_device_it_is_given(tmp_path: Path) -> None:
+    recipe, out = _recipe(tmp_path), tmp_path / "run"
+    refused = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out), "--dry-run"])
+    assert refused.exit_code == 2 and "device 'host-cpu' feeds inputs.sequence_length 128" in refused.output
+    given = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out), "--dry-run",
+                                     "--device", str(tmp_path / "short.yaml")])
+    assert given.exit_code == 0, given.output
+    assert "01-teacher" in given.output and "runs" in given.output
+
+
+def test_a_device_override_that_does_not_fit_either_is_named(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump({**SHORT, "name": "long",
+                                                        "inputs": {**SHORT["inputs"], "sequence_length": 96}}))
+    outcome = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run",
+                                       "--device", str(tmp_path / "long.yaml")])
+    assert outcome.exit_code == 2 and "Traceback" not in outcome.output
+    assert "device 'long' feeds inputs.sequence_length 96" in " ".join(outcome.output.split())
+    unknown = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run",
+                                       "--device", "no-such-device"])
+    assert unknown.exit_code == 2 and "unknown device 'no-such-device'" in unknown.output
