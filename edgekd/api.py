@@ -75,7 +75,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_sequence_fits(loaded, profile, source)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
-    check_corpus_validation(loaded, device, source)
+    check_corpus_validation(loaded, profile, source)
     _check_inputs(loaded)
     return loaded
 
@@ -173,7 +173,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
     profile = _checked_device(device or loaded.device, latency=not searches, budget_ms=budget_ms)
     check_generation_fits(loaded, profile, f"recipe '{loaded.name}'")
     check_sequence_fits(loaded, profile, f"recipe '{loaded.name}'")
-    if isinstance(recipe, Recipe) or device is not None:  # else validate checked it with the recipe's device
+    if isinstance(recipe, Recipe):  # else validate checked it, against this device
         check_corpus_validation(loaded, profile, f"recipe '{loaded.name}'")
     if searches:
         from edgekd.search.compress import preflight
