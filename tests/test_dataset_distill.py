@@ -36,6 +36,7 @@ from edgekd.errors import ConfigError, DataError, StorageError
 from edgekd.models.specs import CNNSpec
 from edgekd.quantize.calibration import npz_calibration_feeds
 from edgekd.report.dataset_distill import dataset_distill_section
+from edgekd.report.record import check_report
 
 runner = CliRunner()
 DIGITS = SklearnData(source="sklearn", name="digits", val_fraction=0.15, test_fraction=0.25)
@@ -269,7 +270,8 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
     assert f"| 2 | distribution_matching | synthetic (learnt) | {synthetic} | 2 |" in markdown
     html = (out / "report.html").read_text()
     assert "Dataset distillation" in html and synthetic in html
-    section = dataset_distill_section(report)
+    run_report = check_report(report)
+    section = dataset_distill_section(run_report.dataset_distill, run_report.plots)
     assert [row[2] for row in section.blocks[0].rows] == ["synthetic (learnt)", "random real subset", "coreset",
                                                          "full training set"]
     assert [figure.file for figure in section.blocks[2:]] == ["dataset_distill_01_2_per_class.png",
@@ -281,7 +283,7 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
     with pytest.raises(StorageError, match=r"^01-dataset_distill/stage\.json: metrics\.accuracy\.coreset\.accuracies"
                                            r"\[0\]: [^\n]+$"):
         read_dataset_distill_record(record)
-    assert dataset_distill_section({**report, "dataset_distill": []}) is None
+    assert dataset_distill_section([], run_report.plots) is None
 
 
 @pytest.mark.parametrize(("change", "expected"), [

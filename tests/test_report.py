@@ -30,9 +30,12 @@ from edgekd.export.bundle_readme import render_readme
 from edgekd.export.bundle_stage import run_bundle
 from edgekd.export.config import BundleStage
 from edgekd.export.manifest import image_input
+from edgekd.model_metrics import ModelFigures
 from edgekd.pipeline import load_run
+from edgekd.profile.cpu import detect_cpu
 from edgekd.report.build import build_report
 from edgekd.report.markdown import render_markdown
+from edgekd.report.record import check_report
 from edgekd.report.sections import run_document
 from edgekd.search.record import SearchRecord
 from edgekd.stages import DEFAULT_REGISTRY
@@ -112,10 +115,11 @@ def test_quantization_decisions_are_rendered(run_dir: Path) -> None:
     del metrics["teacher"]
     metrics["student"] |= {"decision": "refused", "reason": "INT8 lost 3% accuracy"}
     quantize = {**records[-1], "stage": "quantize", "metrics": metrics}
-    report = build_report(recipe, device, artifact, [*records, quantize], cpu={"brand": "x"})
+    report = build_report(recipe, device, artifact, [*records, quantize], cpu=detect_cpu().to_json())
     assert report["quantization"] == [{"stage": "quantize", "role": "student", "decision": "refused",
                                        "reason": "INT8 lost 3% accuracy"}]
-    assert "- Quantization of the student: refused — INT8 lost 3% accuracy" in render_markdown(run_document(report))
+    markdown = render_markdown(run_document(check_report(report)))
+    assert "- Quantization of the student: refused — INT8 lost 3% accuracy" in markdown
 
 
 def check_bundle(bundle: Path) -> dict:
@@ -349,7 +353,7 @@ def test_pareto_star_is_the_validation_figure_the_choice_used_and_the_legend_cov
     from edgekd.report.plots import plot_search_pareto
 
     search = _search_record(seed, metric)
-    fig = _drawn(monkeypatch, plot_search_pareto, search, {"p90_ms": 0.2, f"val_{metric}": 0.97})
+    fig = _drawn(monkeypatch, plot_search_pareto, search, ModelFigures(p90_ms=0.2, **{f"val_{metric}": 0.97}))
     ax = fig.axes[0]
     stars = [c for c in ax.collections if c.get_label().startswith("chosen")]
     assert len(stars) == 1
@@ -371,7 +375,7 @@ def test_pareto_star_is_the_validation_figure_the_choice_used_and_the_legend_cov
 def test_accuracy_plot_legend_is_outside_the_axes(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgekd.report.plots import plot_accuracy_latency
 
-    fig = _drawn(monkeypatch, plot_accuracy_latency, json.loads((run_dir / "report.json").read_text()))
+    fig = _drawn(monkeypatch, plot_accuracy_latency, check_report(json.loads((run_dir / "report.json").read_text())))
     assert fig.axes[0].get_legend() is None and len(fig.legends) == 1
     assert not fig.legends[0].get_window_extent().overlaps(fig.axes[0].get_window_extent())
 

@@ -20,6 +20,7 @@ from edgekd.profile import bench
 from edgekd.profile.macs import count_macs
 from edgekd.profile.operators import aggregate_kernel_times
 from edgekd.profile.timing import HostTiming
+from edgekd.report.bench_record import BenchReport
 
 runner = CliRunner()
 
@@ -125,6 +126,8 @@ def test_bench_command_writes_a_side_by_side_report(models: list[Path], tmp_path
         assert figures["verdict"] in ("pass", "fail") and figures["operators"]
     assert wide["macs"] > narrow["macs"] > 0 and narrow["p50_vs_first"] == pytest.approx(
         narrow["p50_ms"] / wide["p50_ms"])
+    typed = BenchReport.model_validate(record)  # bench.json is its typed record, read back whole
+    assert typed.to_json() == record and typed.models[1].budget.verdict == narrow["verdict"]
     markdown = (out / "bench.md").read_text()
     assert "| p90 latency (ms) |" in markdown and "wide.onnx" in markdown and "narrow.onnx" in markdown
     html = (out / "bench.html").read_text()

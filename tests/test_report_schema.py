@@ -38,7 +38,7 @@ def report(run_dir: Path) -> dict:
 
 
 def test_a_written_report_matches_the_schema(report: dict) -> None:
-    check_report(report)
+    assert check_report(report).to_json() == report  # read back whole: what the renderers read is what was written
     assert report["operators"] and sum(op["share"] for op in report["operators"]) == pytest.approx(1.0, abs=1e-6)
     for role in report["roles"]:
         assert set(report[role]) <= set(report_schema()["$defs"]["ModelFigures"]["properties"])

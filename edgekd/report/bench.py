@@ -13,10 +13,11 @@ from typing import Any
 from edgekd.config.device import DeviceProfile
 from edgekd.profile.stability import stability_warning
 from edgekd.profile.verdict_record import BudgetVerdict
+from edgekd.report.bench_record import BenchModel, BenchReport
 from edgekd.report.document import Bullets, Code, Document, Figure, Paragraph, Section, Table, fmt, si
 from edgekd.report.plots import plot_latency_distribution
 from edgekd.report.sections import cpu_line, device_line, operators_table, yaml_text
-from edgekd.report.write import write_documents
+from edgekd.report.write import document_files, write_documents
 from edgekd.version import __version__
 
 LATENCY_PLOT = "bench_latency.png"
@@ -43,33 +44,33 @@ def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu:
     out_dir = Path(out_dir)
     names = display_names([Path(m["model"]) for m in models])
     baseline = models[0]["p50_ms"]
-    rows = [{**m, "name": name, "verdict": BudgetVerdict.model_validate(m["budget"]).verdict,
-             "p50_vs_first": m["p50_ms"] / baseline if baseline else None}
-            for name, m in zip(names, models, strict=True)]
-    estimate = any(m["estimate"] for m in models)
-    record: dict[str, Any] = {
-        "edgekd_version": __version__,
-        "device": device.model_dump(mode="json"),
-        "cpu": cpu,
-        "settings": settings,
-        "models": rows,
-        "warnings": ([f"Latencies for '{device.name}' are estimates: host times × speed ratio "
-                      f"{_ratio(models[0])} of reference model '{models[0]['reference']}'."] if estimate else [])
-        + [w for r in rows if (w := stability_warning(r["name"], r)) is not None],
-    }
-    plot = plot_latency_distribution({r["name"]: r["times_ms"] for r in rows}, device.budget.p90_ms,
+    rows = []
+    for name, figures in zip(names, models, strict=True):
+        budget = BudgetVerdict.model_validate(figures["budget"])
+        rows.append(BenchModel.model_validate({**figures, "name": name, "budget": budget, "verdict": budget.verdict,
+                                               "p50_vs_first": figures["p50_ms"] / baseline if baseline else None}))
+    estimate = any(m.estimate for m in rows)
+    report = BenchReport(
+        edgekd_version=__version__, device=device.model_dump(mode="json"), cpu=cpu, settings=settings, models=rows,
+        warnings=([f"Latencies for '{device.name}' are estimates: host times × speed ratio "
+                   f"{_ratio(rows[0])} of reference model '{rows[0].reference}'."] if estimate else [])
+        + [w for m, figures in zip(rows, models, strict=True) if (w := stability_warning(m.name, figures)) is not None],
+    )
+    plot = plot_latency_distribution({m.name: m.times_ms for m in rows}, device.budget.p90_ms,
                                      f"latency per run on {device.name} (ms)" + (" (estimate)" if estimate else ""),
                                      out_dir / LATENCY_PLOT)
-    record["plots"] = {"latency_distribution": plot.name} if plot else {}
-    return write_documents(out_dir, "bench", record, bench_document)
+    report.plots = {"latency_distribution": plot.name} if plot else {}
+    report.files = document_files("bench", report.plots)
+    write_documents(out_dir, "bench", bench_document(report), report.to_json())
+    return report.to_json()
 
 
-def _ratio(figures: dict[str, Any]) -> str:
+def _ratio(model: BenchModel) -> str:
     """The speed ratio with the ± half-range of its reference's timing rounds."""
-    low_high = figures.get("speed_ratio_range")
-    if not low_high:
-        return f"{figures['speed_ratio']:.3g}"
-    return f"{figures['speed_ratio']:.3g} ± {(low_high[1] - low_high[0]) / 2:.2g}"
+    if not model.speed_ratio_range:
+        return f"{model.speed_ratio:.3g}"
+    low, high = model.speed_ratio_range
+    return f"{model.speed_ratio:.3g} ± {(high - low) / 2:.2g}"
 
 
 def display_names(paths: list[Path]) -> list[str]:
@@ -81,39 +82,39 @@ def display_names(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
-def bench_document(record: dict[str, Any]) -> Document:
+def bench_document(report: BenchReport) -> Document:
     """The benchmark report's content, for every renderer."""
-    models, device, cpu, settings = record["models"], record["device"], record["cpu"], record["settings"]
-    names = [m["name"] for m in models]
+    models, device, settings = report.models, report.device, report.settings
+    names = [m.name for m in models]
     side_by_side = Table(("", *names), tuple(
-        (label, *[si(m.get(key)) if pattern is None else fmt(m.get(key), pattern) for m in models])
+        (label, *[si(getattr(m, key)) if pattern is None else fmt(getattr(m, key), pattern) for m in models])
         for key, label, pattern in BENCH_ROWS))
-    shapes = ", ".join(f"{name} {'×'.join(map(str, dims))}" for name, dims in models[0]["input_shapes"].items())
+    shapes = ", ".join(f"{name} {'×'.join(map(str, dims))}" for name, dims in models[0].input_shapes.items())
     overview = Bullets((
         device_line(device),
-        f"CPU: {cpu_line(cpu)}",
-        f"{models[0]['threads']} thread(s), inputs {shapes}; {settings['runs']} timed runs per "
-        f"model in {settings['rounds']} interleaved rounds (A B, B A, ...), {settings['warmup']} warm-up runs each",
-        f"edgekd {record['edgekd_version']}, onnxruntime {models[0]['onnxruntime']}",
+        f"CPU: {cpu_line(report.cpu)}",
+        f"{models[0].threads} thread(s), inputs {shapes}; {settings.runs} timed runs per "
+        f"model in {settings.rounds} interleaved rounds (A B, B A, ...), {settings.warmup} warm-up runs each",
+        f"edgekd {report.edgekd_version}, onnxruntime {models[0].onnxruntime}",
     ))
-    files = Table(("model", "file"), tuple((m["name"], m["model"]) for m in models))
+    files = Table(("model", "file"), tuple((m.name, m.model) for m in models))
     sections = [Section("Side by side", (side_by_side, files))]
-    if record["plots"]:
+    if report.plots:
         sections.append(Section("Latency distribution", (
-            Figure(record["plots"]["latency_distribution"],
+            Figure(report.plots["latency_distribution"],
                    "Per-run latency of each model: p50 (solid), p90 (dashed), p99 (dotted)."),)))
     operator_blocks = []
     for model in models:
-        operator_blocks += [Paragraph(model["name"]), operators_table(model["operators"], TOP_OPERATORS)]
+        operator_blocks += [Paragraph(model.name), operators_table(model.operators, TOP_OPERATORS)]
     sections.append(Section("Top operators", tuple(operator_blocks)))
-    if record["warnings"]:
-        sections.append(Section("Warnings", (Bullets(tuple(record["warnings"]), tone="warning"),)))
+    if report.warnings:
+        sections.append(Section("Warnings", (Bullets(tuple(report.warnings), tone="warning"),)))
     sections.append(Section("Device profile", (Code(f"device profile {device['name']}", yaml_text(device), "yaml"),)))
-    fastest = min(models, key=lambda m: m["p50_ms"])
-    verdicts = "; ".join(f"{m['name']}: {m['verdict']}" for m in models)
+    fastest = min(models, key=lambda m: m.p50_ms)
+    verdicts = "; ".join(f"{m.name}: {m.verdict}" for m in models)
     return Document(
         title=f"edgekd CPU benchmark: {len(models)} model{'s' if len(models) > 1 else ''} on {device['name']}",
-        intro=(Paragraph(f"Fastest at p50: {fastest['name']} ({fastest['p50_ms']:.4f} ms). "
+        intro=(Paragraph(f"Fastest at p50: {fastest.name} ({fastest.p50_ms:.4f} ms). "
                          f"Budget verdicts on {device['name']}: {verdicts}."), overview),
         sections=tuple(sections),
     )

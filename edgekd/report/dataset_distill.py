@@ -18,6 +18,7 @@ from edgekd.data.npz import load_npz
 from edgekd.dataset_distill.record import LearntSet, read_dataset_distill_record
 from edgekd.report.document import Figure, Paragraph, Section, Table
 from edgekd.report.plots import _pyplot, _save
+from edgekd.report.record import DatasetDistillRun
 
 #: The training sets every record compares, in plot and table order, with their labels.
 SETS = {"synthetic": "synthetic (learnt)", "random_real": "random real subset", "coreset": "coreset",
@@ -50,9 +51,9 @@ def plot_image_grid(path: Path, target: Path, title: str) -> Path:
     return _save(fig, target)
 
 
-def plot_accuracy_vs_examples(summary: list[dict[str, Any]], target: Path) -> Path | None:
+def plot_accuracy_vs_examples(summary: list[DatasetDistillRun], target: Path) -> Path | None:
     """Test accuracy (mean ± std over inits) vs examples per class for each training set; None without data."""
-    points = sorted(((e["images_per_class"], e["accuracy"]) for e in summary), key=lambda point: point[0])
+    points = sorted(((e.images_per_class, e.accuracy) for e in summary), key=lambda point: point[0])
     if not points:
         return None
     plt = _pyplot()
@@ -63,10 +64,10 @@ def plot_accuracy_vs_examples(summary: list[dict[str, Any]], target: Path) -> Pa
         if not scored:
             continue
         x = [count for count, _ in scored]
-        mean = np.array([100 * score["mean"] for _, score in scored])
-        std = np.array([100 * score["std"] for _, score in scored])
+        mean = np.array([100 * score.mean for _, score in scored])
+        std = np.array([100 * score.std for _, score in scored])
         if key == "full":
-            ax.axhline(mean.mean(), color="black", linestyle="--", label=f"{label} ({scored[0][1]['examples']} ex.)")
+            ax.axhline(mean.mean(), color="black", linestyle="--", label=f"{label} ({scored[0][1].examples} ex.)")
             continue
         ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
     ax.set_xscale("log")
@@ -89,38 +90,35 @@ def dataset_distill_summary(records: list[dict[str, Any]]) -> list[dict[str, Any
             for r in records if r["stage"] == "dataset_distill"]
 
 
-def draw_dataset_distill_plots(summary: list[dict[str, Any]], run_dir: Path, out_dir: Path) -> dict[str, str]:
+def draw_dataset_distill_plots(summary: list[DatasetDistillRun], run_dir: Path, out_dir: Path) -> dict[str, str]:
     """Each stage's image grid and, with any stage, the accuracy curve, written to ``out_dir``; file names by key."""
     plots = {}
     for entry in summary:
-        name = f"dataset_distill_{entry['index']:02d}_{entry['images_per_class']}_per_class.png"
-        plot_image_grid(run_dir / entry["synthetic_set"], out_dir / name,
-                        f"{entry['method']}: {entry['images_per_class']} synthetic image(s) per class")
-        plots[f"dataset_distill_images_{entry['index']}"] = name
+        name = f"dataset_distill_{entry.index:02d}_{entry.images_per_class}_per_class.png"
+        plot_image_grid(run_dir / entry.synthetic_set, out_dir / name,
+                        f"{entry.method}: {entry.images_per_class} synthetic image(s) per class")
+        plots[f"dataset_distill_images_{entry.index}"] = name
     curve = plot_accuracy_vs_examples(summary, out_dir / f"{CURVE}.png")
     if curve is not None:
         plots[CURVE] = curve.name
     return plots
 
 
-def dataset_distill_section(report: dict[str, Any]) -> Section | None:
-    """The section for a report's ``dataset_distill`` entries (None when the run has none)."""
-    summary = report.get("dataset_distill") or []
+def dataset_distill_section(summary: list[DatasetDistillRun], plots: dict[str, str]) -> Section | None:
+    """The section for a report's ``dataset_distill`` entries and its ``plots`` (None when the run has none)."""
     if not summary:
         return None
-    plots = report.get("plots", {})
     rows, figures = [], []
     for entry in summary:
-        count = entry["images_per_class"]
         for key, label in SETS.items():
-            score = entry["accuracy"].get(key)
+            score = entry.accuracy.get(key)
             if score is not None:
-                rows.append((str(count), entry["method"] if key == "synthetic" else "", label,
-                             f"{100 * score['mean']:.2f} ± {100 * score['std']:.2f}", str(len(score["accuracies"]))))
-        grid = plots.get(f"dataset_distill_images_{entry['index']}")
+                rows.append((str(entry.images_per_class), entry.method if key == "synthetic" else "", label,
+                             f"{100 * score.mean:.2f} ± {100 * score.std:.2f}", str(len(score.accuracies))))
+        grid = plots.get(f"dataset_distill_images_{entry.index}")
         if grid is not None:
-            figures.append(Figure(grid, f"The learnt images, one row per class ({entry['synthetic_set']}; "
-                                        f"learnt in {entry['distill_seconds']:.1f} s)."))
+            figures.append(Figure(grid, f"The learnt images, one row per class ({entry.synthetic_set}; "
+                                        f"learnt in {entry.distill_seconds:.1f} s)."))
     if CURVE in plots:
         figures.append(Figure(plots[CURVE], "Test accuracy vs examples per class: fresh random inits of the family "
                                             "trained on each set alone."))

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from edgekd.atomic import write_with
-from edgekd.profile.verdict_record import BudgetVerdict
+from edgekd.model_metrics import ModelFigures
+from edgekd.report.record import RunReport
 from edgekd.search.record import LMSearchRecord, SearchRecord
 
 _DPI = 150
@@ -35,22 +36,21 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_accuracy_latency(report: dict[str, Any], path: Path) -> Path | None:
+def plot_accuracy_latency(report: RunReport, path: Path) -> Path | None:
     """Accuracy vs p90 latency of each model, with the budget's p90 line."""
-    points = [(role, report[role]) for role in report.get("roles", ("teacher", "student"))
-              if role in report and report[role].get("p90_ms") is not None
-              and report[role].get("accuracy") is not None]
+    points = [(role, figures) for role, figures in report.models().items()
+              if figures.p90_ms is not None and figures.accuracy is not None]
     if not points:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6), layout="constrained")
     for role, figures in points:
-        ax.scatter(figures["p90_ms"], figures["accuracy"], s=70, label=role, zorder=3)
-        ax.annotate(role, (figures["p90_ms"], figures["accuracy"]), textcoords="offset points", xytext=(7, 5))
-    limit = BudgetVerdict.model_validate(report["budget"]).limits.p90_ms
+        ax.scatter(figures.p90_ms, figures.accuracy, s=70, label=role, zorder=3)
+        ax.annotate(role, (figures.p90_ms, figures.accuracy), textcoords="offset points", xytext=(7, 5))
+    limit = report.budget.limits.p90_ms
     ax.axvline(limit, color="tab:red", linestyle="--", label=f"budget p90 {limit:g} ms")
-    estimate = " (estimate)" if any(f.get("estimate") for _, f in points) else ""
-    ax.set_xlabel(f"p90 latency on {report['device']['name']} (ms, log scale){estimate}")
+    estimate = " (estimate)" if any(f.estimate for _, f in points) else ""
+    ax.set_xlabel(f"p90 latency on {report.device['name']} (ms, log scale){estimate}")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy vs p90 latency")
     ax.set_xscale("log")
@@ -141,7 +141,7 @@ def plot_latency_distribution(series: dict[str, Sequence[float]], budget_ms: flo
 _TABLE_STATUS = (("trained", "tab:blue"), ("feasible", "tab:green"), ("over budget", "tab:gray"))
 
 
-def plot_search_pareto(search: SearchRecord | LMSearchRecord, teacher: dict[str, Any] | None,
+def plot_search_pareto(search: SearchRecord | LMSearchRecord, teacher: ModelFigures | None,
                        path: Path) -> Path | None:
     """A classifier's budget search Pareto plot: the task's validation metric (``search.metric``: accuracy,
     micro-F1, MSE, token accuracy) vs p90 of the trained candidates, the budget line drawn (``None`` for a
@@ -184,9 +184,9 @@ def plot_search_pareto(search: SearchRecord | LMSearchRecord, teacher: dict[str,
                zorder=5, label="chosen: best validation within budget")
     ax.annotate(chosen.label, (chosen.p90_ms, chosen.val_score), textcoords="offset points",
                 xytext=(10, 8), fontsize=9)
-    teacher_score = (teacher or {}).get(f"val_{metric}")
-    if teacher and teacher.get("p90_ms") is not None and teacher_score is not None:
-        ax.scatter([teacher["p90_ms"]], [teacher_score], marker="D", s=60, color="tab:purple", zorder=4,
+    teacher_score = getattr(teacher, f"val_{metric}", None)
+    if teacher is not None and teacher.p90_ms is not None and teacher_score is not None:
+        ax.scatter([teacher.p90_ms], [teacher_score], marker="D", s=60, color="tab:purple", zorder=4,
                    label="teacher (validation)")
     for level, (status, color) in enumerate(_TABLE_STATUS):
         times = [row.p90_ms for row in search.table.candidates if row.status == status]

@@ -76,7 +76,7 @@ class RunReport(BaseModel):
     cpu: CpuInfo
     roles: list[str]
     final_model: str | None
-    budget: BudgetVerdict | None
+    budget: BudgetVerdict
     stages: list[StageRow]
     operators: list[OperatorTime]
     bundle: BundleRecord | None
@@ -91,14 +91,28 @@ class RunReport(BaseModel):
     files: list[str] = []
     plots: dict[str, str] = {}
 
+    def models(self) -> dict[str, ModelFigures]:
+        """Every model's figures by role, in the report's ``roles`` order."""
+        extra = self.model_extra or {}
+        return {role: extra[role] for role in self.roles if role in extra}
 
-def check_report(report: dict[str, Any]) -> dict[str, Any]:
-    """``report`` unchanged, once it matches :class:`RunReport` (a mismatch raises ``ValidationError``)."""
-    RunReport.model_validate(report)
-    missing = [role for role in report.get("roles", []) if role not in report]
+    def figures(self, role: str | None) -> ModelFigures | None:
+        """The figures of the model ``role`` (``None`` when the report has no such model)."""
+        return (self.model_extra or {}).get(role) if role is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """``report.json``'s content: exactly the keys the report was built or read with."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+def check_report(report: dict[str, Any]) -> RunReport:
+    """``report`` as a :class:`RunReport`, once it matches it (a mismatch raises ``ValidationError``) and every model
+    its ``roles`` lists has figures (else ``ValueError``)."""
+    typed = RunReport.model_validate(report)
+    missing = [role for role in typed.roles if role not in (typed.model_extra or {})]
     if missing:
         raise ValueError(f"report.json lists roles without figures: {', '.join(missing)}")
-    return report
+    return typed
 
 
 def report_schema() -> dict[str, Any]:

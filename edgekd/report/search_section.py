@@ -12,21 +12,20 @@ import json
 from typing import Any
 
 from edgekd.report.document import Block, Figure, Paragraph, Section, Table, fmt, si
-from edgekd.search.record import LMSearchRecord, SearchRecord, TableRecord, search_record
+from edgekd.search.record import LMSearchRecord, SearchRecord, TableRecord
 
 #: Columns of a causal-LM search's trained-candidates table.
 LM_TRAINED_COLUMNS = ("trained candidate", "val loss (nats/token)", "table p90 (ms/token)", "p90 (ms/token)",
                       "tokens/s", "size (MB)", "peak mem (MB)", "verdict")
 
 
-def search_section(report: dict[str, Any]) -> Section | None:
-    """The run's budget search (none when the run did not search)."""
-    if not report.get("search"):
+def search_section(search: SearchRecord | LMSearchRecord | None, pareto_plot: str | None = None) -> Section | None:
+    """The run's budget ``search`` (none when the run did not search), with a classifier's Pareto plot file."""
+    if search is None:
         return None
-    search = search_record(report["search"])
     if isinstance(search, LMSearchRecord):
         return _lm_section(search)
-    return _classifier_section(search, report.get("plots", {}).get("search_pareto"))
+    return _classifier_section(search, pareto_plot)
 
 
 def lm_trained_rows(search: LMSearchRecord) -> tuple[tuple[str, ...], ...]:

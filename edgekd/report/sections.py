@@ -1,4 +1,4 @@
-"""The run report as a :class:`Document`, built from ``report.json`` alone (plus the plot file names).
+"""The run report as a :class:`Document`, built from the typed ``report.json`` (:class:`RunReport`) alone.
 
 Sections: the verdict and an overview, the models side by side, the budget checks, a budget
 search's table and choice, dataset distillation's synthetic sets and scores
@@ -9,14 +9,15 @@ in full.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
 from edgekd.export.bundle_record import BundleRecord
+from edgekd.profile.cpu import CpuInfo
 from edgekd.profile.operators import OperatorTime
 from edgekd.profile.verdict_record import BudgetVerdict
-from edgekd.quantize.record import QuantizationDecision
 from edgekd.report.dataset_distill import dataset_distill_section
 from edgekd.report.document import (
     Block,
@@ -31,6 +32,7 @@ from edgekd.report.document import (
     fmt,
     si,
 )
+from edgekd.report.record import RunReport, StageFigures, StageRow
 from edgekd.report.search_section import search_section
 
 #: Rows of the models table: report key, label, format.
@@ -75,21 +77,21 @@ def model_cell(value: Any, pattern: str | None) -> str:
     return si(value) if pattern is None else fmt(value, pattern)
 
 
-def operators_table(operators: list[dict[str, Any]], limit: int = TOP_OPERATORS) -> Table:
-    """The largest ``limit`` operator types of an onnxruntime profile (its :class:`OperatorTime` records): nodes,
-    host ms per run, share."""
-    rows = [OperatorTime.model_validate(op) for op in operators[:limit]]
+def operators_table(operators: Sequence[OperatorTime], limit: int = TOP_OPERATORS) -> Table:
+    """The largest ``limit`` operator types of an onnxruntime profile: nodes, host ms per run, share."""
     return Table(("operator", "nodes", "host ms / run", "share of kernel time"),
-                 tuple((op.op_type, str(op.nodes), f"{op.ms_per_run:.4f}", f"{op.share * 100:.1f}%") for op in rows))
+                 tuple((op.op_type, str(op.nodes), f"{op.ms_per_run:.4f}", f"{op.share * 100:.1f}%")
+                       for op in operators[:limit]))
 
 
-def run_document(report: dict[str, Any]) -> Document:
+def run_document(report: RunReport) -> Document:
     """The run report's content, for every renderer."""
-    recipe = report["recipe"]
-    sections = [_models(report), _budget(report), search_section(report), dataset_distill_section(report),
-                _stages(report),
-                _plots(report.get("plots", {})),
-                _operators(report), _bundle(report.get("bundle")), _warnings(report), _setup(report)]
+    recipe = report.recipe
+    sections = [_models(report), _budget(report.budget),
+                search_section(report.search, report.plots.get("search_pareto")),
+                dataset_distill_section(report.dataset_distill, report.plots), _stages(report.stages),
+                _plots(report.plots), _operators(report.operators, report.final_model), _bundle(report.bundle),
+                _warnings(report), _setup(report)]
     return Document(
         title=f"edgekd report: {recipe['name']}",
         intro=tuple(b for b in (Paragraph(recipe["description"]) if recipe.get("description") else None,
@@ -99,54 +101,51 @@ def run_document(report: dict[str, Any]) -> Document:
 
 
 def device_line(device: dict[str, Any]) -> str:
-    """``Device profile: name — description``."""
+    """``Device profile: name — description`` (``device``: a device profile as JSON)."""
     return f"Device profile: {device['name']}" + (f" — {device['description']}" if device.get("description") else "")
 
 
-def cpu_line(cpu: dict[str, Any]) -> str:
+def cpu_line(cpu: CpuInfo) -> str:
     """A CPU as brand, architecture, cores and the instruction-set features that matter."""
-    return (f"{cpu.get('brand', '?')} ({cpu.get('arch', '?')}, {cpu.get('physical_cores', '?')} cores; "
-            f"ISA: {', '.join(cpu.get('isa', [])) or 'n/a'})")
+    return f"{cpu.brand} ({cpu.arch}, {cpu.physical_cores} cores; ISA: {', '.join(cpu.isa) or 'n/a'})"
 
 
-def _verdict(report: dict[str, Any]) -> Verdict:
-    budget, device = BudgetVerdict.model_validate(report["budget"]), report["device"]
+def _verdict(report: RunReport) -> Verdict:
+    budget, device = report.budget, report.device
     note = f"on {device['name']}"
-    if report.get("final_model") and budget.measured:
-        note = f"for the {report['final_model']} on {device['name']}"
+    if report.final_model and budget.measured:
+        note = f"for the {report.final_model} on {device['name']}"
         if budget.estimate:
             note += " (latency is an estimate from a host→device speed ratio)"
     return Verdict("Verdict", budget.verdict, note)
 
 
-def _overview(report: dict[str, Any]) -> Bullets:
-    device, cpu, recipe = report["device"], report["cpu"], report["recipe"]
-    stages = " → ".join(row["stage"] for row in report["stages"])
+def _overview(report: RunReport) -> Bullets:
+    recipe = report.recipe
+    stages = " → ".join(row.stage for row in report.stages)
     items = [
-        device_line(device),
-        f"Measured on: {cpu_line(cpu)}",
+        device_line(report.device),
+        f"Measured on: {cpu_line(report.cpu)}",
         f"Recipe: {recipe['name']}, seed {recipe['seed']}; stages {stages or 'none'}",
-        f"Final model: {report.get('final_model') or '–'}",
-        f"edgekd {report['edgekd_version']}",
+        f"Final model: {report.final_model or '–'}",
+        f"edgekd {report.edgekd_version}",
     ]
     return Bullets(tuple(items))
 
 
-def _models(report: dict[str, Any]) -> Section:
-    roles = [r for r in report.get("roles", ("teacher", "student")) if r in report]
-    table = Table(("", *roles), tuple((label, *[model_cell(report[r].get(key), pattern) for r in roles])
-                                      for key, label, pattern in MODEL_ROWS
-                                      if any(report[r].get(key) is not None for r in roles)))
+def _models(report: RunReport) -> Section:
+    models = report.models()
+    table = Table(("", *models), tuple((label, *[model_cell(getattr(f, key), pattern) for f in models.values()])
+                                       for key, label, pattern in MODEL_ROWS
+                                       if any(getattr(f, key) is not None for f in models.values())))
     blocks: list[Block] = [table]
-    comparison = report.get("comparison")
-    if comparison:
+    if report.comparison:
         blocks.append(Paragraph("Student / teacher: " + ", ".join(
-            f"{name.replace('_', ' ')} {fmt(value, '{:.3f}')}" for name, value in comparison.items())))
+            f"{name.replace('_', ' ')} {fmt(value, '{:.3f}')}" for name, value in report.comparison.items())))
     return Section("Models", tuple(blocks))
 
 
-def _budget(report: dict[str, Any]) -> Section:
-    budget = BudgetVerdict.model_validate(report["budget"])
+def _budget(budget: BudgetVerdict) -> Section:
     if not budget.measured:
         return Section("Budget", (Verdict("Verdict", budget.verdict), Paragraph(budget.reason or "")))
     rows = tuple((c.name, f"{c.value:.3f} {c.unit}", f"{c.limit:.3f} {c.unit}", "pass" if c.passed else "fail")
@@ -156,20 +155,21 @@ def _budget(report: dict[str, Any]) -> Section:
                               Table(("limit", "measured", "budget", "result"), rows)))
 
 
-def _stages(report: dict[str, Any]) -> Section:
+def _stages(stages: list[StageRow]) -> Section:
     rows = []
-    for row in report["stages"]:
-        roles = row["changed"] or [None]
+    for row in stages:
+        roles = row.changed or [None]
         for position, role in enumerate(roles):
-            figures = row["models"].get(role, {}) if role else {}
+            figures = row.models.get(role) if role else None
+            figures = figures if figures is not None else StageFigures()
             first = position == 0
             rows.append((
-                str(row["index"]) if first else "", row["stage"] if first else "", role or "–",
-                fmt(figures.get("accuracy"), "{:.4f}"), fmt(figures.get("params"), "{:,}"), si(figures.get("macs")),
-                fmt(figures.get("size_mb"), "{:.3f}"), fmt(figures.get("p50_ms"), "{:.3f}"),
-                fmt(figures.get("p90_ms"), "{:.3f}"), fmt(figures.get("p99_ms"), "{:.3f}"),
-                fmt(figures.get("peak_memory_mb"), "{:.1f}"), fmt(row["wall_seconds"], "{:.1f}") if first else "",
-                fmt(figures.get("budget_verdict")),
+                str(row.index) if first else "", row.stage if first else "", role or "–",
+                fmt(figures.accuracy, "{:.4f}"), fmt(figures.params, "{:,}"), si(figures.macs),
+                fmt(figures.size_mb, "{:.3f}"), fmt(figures.p50_ms, "{:.3f}"),
+                fmt(figures.p90_ms, "{:.3f}"), fmt(figures.p99_ms, "{:.3f}"),
+                fmt(figures.peak_memory_mb, "{:.1f}"), fmt(row.wall_seconds, "{:.1f}") if first else "",
+                fmt(figures.budget_verdict),
             ))
     headers = ("#", "stage", "model", "accuracy", "params", "MACs", "size (MB)", "p50 (ms)", "p90 (ms)",
                "p99 (ms)", "peak mem (MB)", "wall time (s)", "verdict")
@@ -182,20 +182,18 @@ def _plots(plots: dict[str, str]) -> Section | None:
     return Section("Plots", figures) if figures else None
 
 
-def _operators(report: dict[str, Any]) -> Section | None:
-    operators = report.get("operators") or []
+def _operators(operators: list[OperatorTime], final_model: str | None) -> Section | None:
     if not operators:
         return None
-    note = Paragraph(f"onnxruntime's profiler on the final model ({report['final_model']}), after its graph "
+    note = Paragraph(f"onnxruntime's profiler on the final model ({final_model}), after its graph "
                      "optimizations, on this machine with the device's threads and shapes; times are host times "
                      "(their shares carry over to the device).")
     return Section("Top operators", (operators_table(operators), note))
 
 
-def _bundle(entry: dict[str, Any] | None) -> Section | None:
-    if entry is None:
+def _bundle(bundle: BundleRecord | None) -> Section | None:
+    if bundle is None:
         return None
-    bundle = BundleRecord.model_validate(entry)
     rows = tuple((name, f"{file.bytes:,}", file.sha256) for name, file in bundle.files.items())
     intro = Paragraph(f"The {bundle.role} packed for Android/iOS apps ({FORMAT_NAMES[bundle.format]}): "
                       f"{bundle.directory}/ and {bundle.zip} ({fmt(bundle.zip_bytes, '{:,}')} bytes), "
@@ -203,21 +201,21 @@ def _bundle(entry: dict[str, Any] | None) -> Section | None:
     return Section("Mobile bundle", (intro, Table(("file", "bytes", "sha256"), rows)))
 
 
-def _warnings(report: dict[str, Any]) -> Section | None:
-    decisions = [QuantizationDecision.model_validate(d).line() for d in report.get("quantization", [])]
+def _warnings(report: RunReport) -> Section | None:
+    decisions = [decision.line() for decision in report.quantization]
     blocks: list[Block] = []
-    if report["warnings"]:
-        blocks.append(Bullets(tuple(report["warnings"]), tone="warning"))
-    if report.get("notes") or decisions:
-        blocks.append(Bullets(tuple([*report.get("notes", []), *decisions])))
+    if report.warnings:
+        blocks.append(Bullets(tuple(report.warnings), tone="warning"))
+    if report.notes or decisions:
+        blocks.append(Bullets(tuple([*report.notes, *decisions])))
     return Section("Warnings and notes", tuple(blocks)) if blocks else None
 
 
-def _setup(report: dict[str, Any]) -> Section:
+def _setup(report: RunReport) -> Section:
     return Section("Recipe and device profile", (
-        Code("recipe (as run)", yaml_text(report["recipe"]), "yaml"),
-        Code(f"device profile {report['device']['name']}", yaml_text(report["device"]), "yaml"),
-        Code("CPU measured on", yaml_text(report["cpu"]), "yaml"),
+        Code("recipe (as run)", yaml_text(report.recipe), "yaml"),
+        Code(f"device profile {report.device['name']}", yaml_text(report.device), "yaml"),
+        Code("CPU measured on", yaml_text(report.cpu.to_json()), "yaml"),
     ))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
-from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.config import ReportStage
 from edgekd.report.write import write_run_report
 
@@ -15,5 +14,4 @@ def run_report(_config: ReportStage, artifact: Artifact, ctx: StageContext) -> S
     """
     report = write_run_report(ctx.run_dir, ctx.recipe, ctx.device, artifact, list(ctx.previous),
                               staging=ctx.work_dir)
-    verdict = BudgetVerdict.model_validate(report["budget"]).verdict
-    return StageOutput(artifact=artifact, metrics={"budget_verdict": verdict, "files": report["files"]})
+    return StageOutput(artifact=artifact, metrics={"budget_verdict": report.budget.verdict, "files": report.files})

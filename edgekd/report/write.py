@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,8 @@ from edgekd.atomic import write_json, write_text
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
-from edgekd.export.bundle_record import BundleRecord
 from edgekd.profile.cpu import detect_cpu
 from edgekd.profile.record import LMProfileRecord, ProfiledModel, ProfileRecord, read_profile_record
-from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.build import build_report, last_record
 from edgekd.report.dataset_distill import draw_dataset_distill_plots
 from edgekd.report.document import Document
@@ -37,10 +34,9 @@ from edgekd.report.plots import (
     plot_search_pareto,
     plot_size_per_stage,
 )
-from edgekd.report.record import check_report
+from edgekd.report.record import RunReport, check_report
 from edgekd.report.sections import run_document
 from edgekd.rundir import claimed
-from edgekd.search.record import search_record
 
 PLOT_FILES = {"accuracy_vs_latency": "accuracy_vs_latency.png", "size_per_stage": "size_per_stage.png",
               "latency_distribution": "latency_distribution.png", "search_pareto": "search_pareto.png"}
@@ -50,8 +46,8 @@ REBUILD_STAGING = ".report.partial"
 
 
 def write_run_report(run_dir: Path, recipe: Recipe, device: DeviceProfile, artifact: Artifact,
-                     records: list[dict[str, Any]], staging: Path | None = None) -> dict[str, Any]:
-    """Write the report of a run whose finished stages are ``records``; returns ``report.json``'s content.
+                     records: list[dict[str, Any]], staging: Path | None = None) -> RunReport:
+    """Write the report of a run whose finished stages are ``records``; returns ``report.json``'s content, typed.
 
     Its ``files`` lists the names of every file written (to ``run_dir``). The files are made in ``staging``
     (a directory on the same filesystem; default ``run_dir/.report.partial``, removed afterwards) and renamed
@@ -62,33 +58,28 @@ def write_run_report(run_dir: Path, recipe: Recipe, device: DeviceProfile, artif
     if owned:
         shutil.rmtree(staging, ignore_errors=True)  # what a killed rebuild left
     staging.mkdir(parents=True, exist_ok=True)
-    report = build_report(recipe, device, artifact, records, measured_cpu(records))
-    report["plots"] = {**_draw_plots(report, records, staging),
-                       **draw_dataset_distill_plots(report["dataset_distill"], Path(run_dir), staging)}
-    write_documents(staging, "report", report, run_document, check=check_report)
-    for name in report["files"]:
+    report = check_report(build_report(recipe, device, artifact, records, measured_cpu(records)))
+    report.plots = {**_draw_plots(report, records, staging),
+                    **draw_dataset_distill_plots(report.dataset_distill, Path(run_dir), staging)}
+    report.files = document_files("report", report.plots)
+    write_documents(staging, "report", run_document(report), report.to_json())
+    for name in report.files:
         os.replace(staging / name, Path(run_dir) / name)
     if owned:
         shutil.rmtree(staging)
     return report
 
 
-def write_documents(out_dir: Path, stem: str, record: dict[str, Any],
-                    document_of: Callable[[dict[str, Any]], Document],
-                    check: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
-    """Write ``<stem>.md`` and ``<stem>.html`` of ``document_of(record)``, then the record as ``<stem>.json``.
+def document_files(stem: str, plots: dict[str, str]) -> list[str]:
+    """The files :func:`write_documents` leaves for ``stem``: its JSON, Markdown and HTML, then the ``plots``."""
+    return [f"{stem}.json", f"{stem}.md", f"{stem}.html", *plots.values()]
 
-    The record gets ``files``: those three and its ``plots`` (already in ``out_dir``); ``check`` (e.g.
-    :func:`~edgekd.report.record.check_report`) sees it before anything is written. Returns it.
-    """
-    record["files"] = [f"{stem}.json", f"{stem}.md", f"{stem}.html", *record.get("plots", {}).values()]
-    if check is not None:
-        check(record)
-    document = document_of(record)
+
+def write_documents(out_dir: Path, stem: str, document: Document, record: dict[str, Any]) -> None:
+    """Write ``<stem>.md`` and ``<stem>.html`` of ``document``, then ``record`` (the JSON) as ``<stem>.json``."""
     write_text(out_dir / f"{stem}.md", render_markdown(document))
     write_text(out_dir / f"{stem}.html", render_html(document, out_dir))
     write_json(out_dir / f"{stem}.json", record)
-    return record
 
 
 def rebuild_report(run_dir: Path) -> list[Path]:
@@ -103,7 +94,7 @@ def rebuild_report(run_dir: Path) -> list[Path]:
         if not records:
             raise ConfigError(f"{run_dir}: no finished stage to report on (run the recipe first)")
         artifact = Artifact.from_json(records[-1]["artifact"])
-        return [run_dir / name for name in write_run_report(run_dir, recipe, device, artifact, records)["files"]]
+        return [run_dir / name for name in write_run_report(run_dir, recipe, device, artifact, records).files]
 
 
 def measured_cpu(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -119,37 +110,39 @@ def _profile(records: list[dict[str, Any]]) -> ProfileRecord | LMProfileRecord |
     return read_profile_record(record) if record is not None else None
 
 
-def _draw_plots(report: dict[str, Any], records: list[dict[str, Any]], run_dir: Path) -> dict[str, str]:
-    limits = BudgetVerdict.model_validate(report["budget"]).limits
-    final = report.get("final_model")
+def _draw_plots(report: RunReport, records: list[dict[str, Any]], run_dir: Path) -> dict[str, str]:
+    limits, final = report.budget.limits, report.final_model
     profile = _profile(records)
     figures = profile.models.get(final) if profile is not None and final else None
     times = list(figures.times_ms) if isinstance(figures, ProfiledModel) else []
-    estimate = " (estimate)" if report.get(final or "", {}).get("estimate") else ""
+    final_figures = report.figures(final)
+    estimate = " (estimate)" if final_figures is not None and final_figures.estimate else ""
     written = {
         "accuracy_vs_latency": plot_accuracy_latency(report, run_dir / PLOT_FILES["accuracy_vs_latency"]),
         "size_per_stage": plot_size_per_stage(_sizes(report), limits.size_mb,
                                               run_dir / PLOT_FILES["size_per_stage"]),
         "latency_distribution": plot_latency_distribution(
             {final: times} if final else {}, limits.p90_ms,
-            f"latency per run on {report['device']['name']} (ms){estimate}",
+            f"latency per run on {report.device['name']} (ms){estimate}",
             run_dir / PLOT_FILES["latency_distribution"]),
-        "search_pareto": plot_search_pareto(search_record(report["search"]), report.get("teacher"),
-                                            run_dir / PLOT_FILES["search_pareto"]) if report["search"] else None,
+        "search_pareto": plot_search_pareto(report.search, report.figures("teacher"),
+                                            run_dir / PLOT_FILES["search_pareto"]) if report.search else None,
     }
     return {key: path.name for key, path in written.items() if path is not None}
 
 
-def _sizes(report: dict[str, Any]) -> list[tuple[str, float]]:
+def _sizes(report: RunReport) -> list[tuple[str, float]]:
     """(``stage: model``, MB) for each stage that wrote a model file, and the bundle's model file."""
-    sizes, last = [], {}
-    for row in report["stages"]:
-        for role in row["changed"]:
-            size = row["models"].get(role, {}).get("size_mb")
+    sizes: list[tuple[str, float]] = []
+    last: dict[str, float] = {}
+    for row in report.stages:
+        for role in row.changed:
+            figures = row.models.get(role)
+            size = figures.size_mb if figures is not None else None
             if size is not None and size != last.get(role):
-                sizes.append((f"{row['stage']}\n{role}", size))
+                sizes.append((f"{row.stage}\n{role}", size))
                 last[role] = size
-    if report.get("bundle"):
-        bundle = BundleRecord.model_validate(report["bundle"])
+    if report.bundle is not None:
+        bundle = report.bundle
         sizes.append((f"bundle\n{bundle.role} {bundle.model_file}", bundle.files[bundle.model_file].bytes / 2**20))
     return sizes
