@@ -3,10 +3,10 @@ files, it prints the labels the manifest's test accuracy counts, with the probab
 tensors training made. It fed zeros before (or, for digits, only the manifest's example bitmap): an app developer
 copying it learnt nothing about colour conversion, resizing, cropping or normalisation.
 
-Covered: edgekd's own CNN on an image folder (plain resize, mean/std of the training images), a Hugging Face ViT
-(processor: fixed size) and ConvNeXt (processor: shortest edge / crop_pct, then a centre crop) on images of mixed
-aspect ratios, and scikit-learn digits (8×8 grey, 0..16) written out as 8-bit PNG files; the README's function
-alone against CLIP's crop_size crop, ConvNeXt's square warp at 384 px and an NHWC model."""
+Covered: edgekd's own CNN, ResNet and MobileNetV2 on an image folder (plain resize, training images' mean/std), a
+Hugging Face ViT (processor: fixed size) and ConvNeXt (processor: shortest edge / crop_pct, then a centre crop) on
+images of mixed aspect ratios, and scikit-learn digits (8×8 grey, 0..16) written out as 8-bit PNG files; the
+README's function alone against CLIP's crop_size crop, ConvNeXt's square warp at 384 px and an NHWC model."""
 
 from __future__ import annotations
 
@@ -82,10 +82,16 @@ def _assert_reproduces_the_manifest(bundle: Path, answers: list[tuple[str, float
     assert len({p for _, p in answers}) > 1  # answers of the images, not of one constant input
 
 
-def test_the_python_example_classifies_image_files_as_the_cnn_was_tested(colour_files: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("teacher", [
+    {"arch": "cnn", "channels": [8], "hidden": 16},
+    {"arch": "resnet", "depths": [1, 1], "widths": [8, 12], "stem": 8},
+    {"arch": "mobilenet_v2", "width_multiplier": 0.25, "dropout": 0.0},
+], ids=lambda teacher: teacher["arch"])
+def test_the_python_example_classifies_image_files_as_the_model_was_tested(teacher: dict[str, Any], colour_files: Path,
+                                                                           tmp_path: Path) -> None:
     data = {"source": "imagefolder", "train": str(colour_files / "train"), "test": str(colour_files / "test")}
-    recipe = _run(tmp_path, data, {"arch": "cnn", "channels": [8], "hidden": 16},
-                  [{"stage": "teacher", "epochs": 2, "lr": 0.01, "batch_size": 16}])
+    recipe = _run(tmp_path, data, teacher, [{"stage": "teacher", "epochs": 2, "lr": 0.01, "batch_size": 16}])
+    assert json.loads((tmp_path / "run" / "bundle" / "manifest.json").read_text())["name"].endswith("teacher")
     items = folder_items(colour_files / "test")
     bundle = tmp_path / "run" / "bundle"
     answers = _readme_answers(bundle, [path for path, _ in items])
