@@ -151,6 +151,7 @@ def test_bundle_matches_its_manifest_and_runs_like_the_onnx_model(run_dir: Path)
     assert done.returncode == 0, done.stderr
     label, logits = done.stdout.strip().splitlines()
     example = manifest["preprocessing"]["example"]
+    label = label.split(" ")[0]  # the label, then its probability
     assert label == example["label"] and label in manifest["labels"]
     np.testing.assert_allclose([float(v) for v in logits.split()], example["logits"], atol=1e-4)
 

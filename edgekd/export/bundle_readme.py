@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.export.readme_answer import answer_kind, kotlin_answer, python_answer
+from edgekd.export.readme_image import SCRIPT, image_python
 
 _FILE_PURPOSES = {
     "ort": "the model in ONNX Runtime's mobile format: load this in the app",
@@ -61,6 +62,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "",
         "## Python",
         "",
+        *_python_intro(manifest.get("preprocessing") or {}),
         "```python",
         *_python(manifest, first, shape),
         "```",
@@ -182,18 +184,6 @@ import onnxruntime as ort
 manifest = json.load(open("manifest.json"))
 session = ort.InferenceSession("{model_file}")"""
 
-_PYTHON_IMAGE = """\
-pre = manifest["preprocessing"]
-image = np.array(pre["example"]["pixels_8bit"])  # your {height}×{width} 8-bit grey image here (0..255)
-pixel = image * pre["byte_scale"]  # 0..255 → the {low}..{high} the model was trained on
-x = np.stack([(pixel * pre["scale"] - pre["mean"][c]) / pre["std"][c] for c in range(pre["channels"])])
-x = x.astype(np.{dtype}).reshape({shape})
-logits = session.run(None, {{"{input_name}": x}})[0]"""
-
-#: After the image example's answer: its logits, to compare with the manifest's.
-_PYTHON_IMAGE_LOGITS = '''\
-print(" ".join(f"{v:.4f}" for v in logits[0]))  # the example's: manifest["preprocessing"]["example"]["logits"]'''
-
 _PYTHON_TEXT = """\
 from transformers import AutoTokenizer
 
@@ -234,16 +224,39 @@ def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list
             f"val plane = {pre['height'] * pre['width']}  // pixels per channel",
             f"val input = FloatArray(bytes.size) {{ i -> "
             f"(bytes[i] * {pre['byte_scale']!r}f * {pre['scale']!r}f - mean[i / plane]) / std[i / plane] }}"))
-        argument, doc = "bytes: IntArray", (
+        argument, doc = "bytes: IntArray", "\n// ".join((
             "bytes: 8-bit grey levels 0..255, row by row (ink bright on dark)"
             if pre["channels"] == 1 else
-            f"bytes: 8-bit levels 0..255 of the {pre['channels']} channels, each channel's rows in turn (planar)")
+            f"bytes: 8-bit levels 0..255 of the {pre['channels']} channels, each channel's rows in turn (planar)",
+            *_kotlin_steps(pre)))
     else:
         convert = "val input = features"
         argument, doc = "features: FloatArray", "features: the model's input, preprocessed as in training"
     body = _KOTLIN_FLOAT.format(argument=argument, argument_doc=doc, returns=returns, convert=convert,
                                 shape=", ".join(map(str, shape)), input_name=input_name, answer=answer_text)
     return [*head.splitlines(), "", *body.splitlines()]
+
+
+def _kotlin_steps(pre: dict[str, Any]) -> list[str]:
+    """The image steps before the bytes reach ``classify``, in order (the Python example carries them out)."""
+    steps = pre.get("steps") or ()
+    if not steps:
+        return []
+    return [f"of the {pre['height']}×{pre['width']} image these steps make of a decoded one (as the Python example "
+            "below does; resample with the filter they name):",
+            *[f"  {number}. {step}" for number, step in enumerate(steps, start=1)]]
+
+
+def _python_intro(pre: dict[str, Any]) -> list[str]:
+    """What the Python example of an image model does and how to run it."""
+    if pre.get("kind") != "image":
+        return []
+    default = (" With no image it classifies the manifest's example bitmap and prints its logits too."
+               if pre.get("example") else "")
+    return [f"Save this as `{SCRIPT}` in the bundle directory and run `python {SCRIPT} IMAGE [IMAGE ...]` "
+            "(`pip install onnxruntime numpy pillow`): it decodes each image file, makes the model's input with "
+            "PIL and numpy exactly as the steps above say and prints the label and its probability, one line "
+            f"per image.{default}", ""]
 
 
 def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -> list[str]:
@@ -254,14 +267,12 @@ def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -
                  if answer_kind(manifest) == "tags" else "")
         body = _PYTHON_TEXT.format(directory=manifest["tokenizer"]["directory"], max_length=pre["max_length"],
                                    extra=extra)
-    elif pre.get("kind") == "image" and pre.get("example"):
-        body = _PYTHON_IMAGE.format(low=pre["pixel_range"][0], high=pre["pixel_range"][1], height=pre["height"],
-                                    width=pre["width"], dtype=first["dtype"], shape=dims, input_name=first["name"])
+    elif pre.get("kind") == "image":
+        return image_python(manifest, python_answer(manifest))
     else:
         body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=first["name"])
-    tail = _PYTHON_IMAGE_LOGITS if pre.get("kind") == "image" and pre.get("example") else ""
     return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body.splitlines(),
-            *python_answer(manifest), *tail.splitlines()]
+            *python_answer(manifest)]
 
 
 def _test_figures(manifest: dict[str, Any]) -> str:

@@ -14,7 +14,11 @@ from typing import Any
 
 #: Python lines after ``logits = session.run(None, feeds)[0]``, by answer kind.
 _PYTHON = {
-    "class": 'print(manifest["labels"][int(logits[0].argmax())])',
+    "class": """\
+probabilities = np.exp(logits[0] - logits[0].max())
+probabilities /= probabilities.sum()  # softmax over the classes
+best = int(probabilities.argmax())
+print(manifest["labels"][best], f"{probabilities[best]:.4f}")  # the label and its probability""",
     "labels": """\
 post = manifest["postprocessing"]
 probabilities = 1 / (1 + np.exp(-logits[0]))  # sigmoid: each label on its own
