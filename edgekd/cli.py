@@ -223,18 +223,21 @@ def compress(
 
 @app.command()
 @_handle_errors
-def validate(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
-    """Check a recipe (keys, types, names, stage order, files) without running it.
+def validate(recipe: RecipeArg, device: DeviceOpt = None, budget_ms: BudgetOpt = None,
+             as_json: JsonOpt = False) -> None:
+    """Check a recipe (keys, types, names, stage order, files) without running it; with --device or --budget-ms,
+    against the device and budget a run would be given.
 
-    Example: edgekd validate pipelines/demo-digits.yaml
+    Example: edgekd validate pipelines/demo-digits.yaml --device android-midrange-cpu
     """
-    loaded = _api().validate(recipe)
+    loaded = _api().validate(recipe, device=device, budget_ms=budget_ms)
+    checked = device or str(loaded.device)
     if as_json:
         print_json({"ok": True, "recipe": loaded.name, "source": str(catalog.find("pipelines", recipe)),
-                    "stages": loaded.stage_names(), "device": str(loaded.device)})
+                    "stages": loaded.stage_names(), "device": checked})
         return
     out.print(f"[green]ok[/]: recipe '{shown(loaded.name)}' with stages {', '.join(loaded.stage_names())} "
-              f"on device '{shown(loaded.device)}'", soft_wrap=True)
+              f"on device '{shown(checked)}'", soft_wrap=True)
 
 
 @app.command()

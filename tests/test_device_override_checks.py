@@ -63,3 +63,14 @@ def test_a_device_override_that_does_not_fit_either_is_named(tmp_path: Path) -> 
     unknown = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "--dry-run",
                                        "--device", "no-such-device"])
     assert unknown.exit_code == 2 and "unknown device 'no-such-device'" in unknown.output
+
+
+def test_validate_checks_against_the_device_it_is_given(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    refused = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert refused.exit_code == 2 and "device 'host-cpu' feeds inputs.sequence_length 128" in refused.output
+    given = CliRunner().invoke(app, ["validate", str(recipe), "--device", str(tmp_path / "short.yaml")],
+                               env={"COLUMNS": "400"})
+    assert given.exit_code == 0 and f"on device '{tmp_path / 'short.yaml'}'" in given.output, given.output
+    unknown = CliRunner().invoke(app, ["validate", str(recipe), "--device", "no-such-device"])
+    assert unknown.exit_code == 2 and "unknown device 'no-such-device'" in unknown.output
