@@ -91,6 +91,13 @@ def test_ensemble_needs_one_weights_file_per_member(write_recipe) -> None:
                            "expected a list of 3 .safetensors files (one per ensemble member), got 2")
 
 
+def test_teachers_of_different_architectures_are_refused_saying_what_an_ensemble_is(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    recipe["teacher"]["model"] = [recipe["teacher"]["model"], {"arch": "mlp", "hidden": [16]}]
+    _assert_one_line_error(_validate(write_recipe(recipe)), "teacher.model", "got a list of 2",
+                           "teacher.ensemble: {members: N}", "teachers of different architectures cannot form one")
+
+
 def test_unknown_device_and_export_target(write_recipe) -> None:
     recipe = demo_recipe_dict()
     recipe["device"] = "raspbery-pi-4"

@@ -42,6 +42,16 @@ class TeacherConfig(StrictModel):
     )
     ensemble: EnsembleConfig | None = None
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_architecture(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError(f"expected one model spec (a mapping with 'arch'), got a list of {len(value)}; an "
+                             "ensemble is several members of this one architecture trained with different seeds "
+                             "(teacher.ensemble: {members: N}), and teachers of different architectures cannot "
+                             "form one")
+        return value
+
     @field_validator("weights")
     @classmethod
     def _weights_are_safetensors(cls, value: Path | list[Path] | None) -> Path | list[Path] | None:
