@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,14 @@ import yaml
 from edgekd.catalog import find
 
 DEMO = find("pipelines", "demo-digits")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No inherited terminal size: pytest-xdist starts its workers with ``COLUMNS=80``, and rich fixes a console's
+    width from ``COLUMNS`` when the console is made (edgekd's, on first import), so every later test's
+    ``CliRunner(env={"COLUMNS": ...})`` would be ignored; without it rich reads ``COLUMNS`` at each print."""
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
 
 
 def demo_recipe_dict() -> dict[str, Any]:
