@@ -170,17 +170,6 @@ def validation_needs(recipe: Recipe, device: DeviceProfile) -> list[tuple[int, s
     return needs
 
 
-def check_validation_length(tokens: int, recipe: Recipe, device: DeviceProfile, where: str, *,
-                            at_most: bool = False) -> None:
-    """Raise :class:`DataError` (one line, prefixed by ``where``) when a causal LM's validation text of ``tokens``
-    tokens (``at_most``: an upper bound, before it is tokenized) is shorter than a later stage takes."""
-    for needed, why in validation_needs(recipe, device):
-        if tokens < needed:
-            raise DataError(f"{where}: the validation text is {'at most ' if at_most else ''}{tokens} token(s), "
-                            f"fewer than the {needed} {why} takes; give a longer validation text (data.train_fraction "
-                            "or data.validation_split) or lower that setting")
-
-
 def check_corpus_validation(recipe: Recipe, device: DeviceProfile, source: str) -> None:
     """Before anything trains, refuse a corpus whose validation text is too short for the stages after training,
     and warn when it is shorter than one ``data.context`` window (its loss would rest on a handful of tokens).
@@ -196,7 +185,11 @@ def check_corpus_validation(recipe: Recipe, device: DeviceProfile, source: str) 
     exact = _char_tokenized(recipe)
     tokens = len(validation) if exact else len(validation.encode("utf-8")) + 1
     where = f"{source}: {recipe.data.path} (data.path)"
-    check_validation_length(tokens, recipe, device, where, at_most=not exact)
+    for needed, why in validation_needs(recipe, device):
+        if tokens < needed:
+            raise DataError(f"{where}: the validation text is {'' if exact else 'at most '}{tokens} token(s), "
+                            f"fewer than the {needed} {why} takes; give a longer validation text (data.train_fraction "
+                            "or data.validation_split) or lower that setting")
     if tokens <= recipe.data.context:
         log.warning("%s: the validation text is %s%d token(s), less than one data.context window of %d: its loss "
                     "rests on few tokens and will be noisy; give a longer validation text", where,

@@ -184,6 +184,7 @@ def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> St
 
 
 def _targets_met(config: HybridStage, base: Snapshot | LMSnapshot, now: Snapshot | LMSnapshot) -> bool:
-    latency_met = now.latency_ms is not None and now.latency_ms <= config.target_latency_ms \
-        if config.target_latency_ms is not None else True
-    return latency_met and sizes_met(config, Size(base.params, base.macs), Size(now.params, now.macs))
+    limit = config.target_latency_ms
+    if limit is not None and (now.latency_ms is None or now.latency_ms > limit):
+        return False
+    return sizes_met(config, Size(base.params, base.macs), Size(now.params, now.macs))
