@@ -7,6 +7,7 @@ parity with PyTorch the exporter checks), saved, reloaded, and must give the sam
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,44 @@ def test_an_arch_given_the_other_modality_is_one_line_naming_it(arch: str) -> No
     with pytest.raises(ConfigError, match=rf"^model arch '{arch}' takes {wanted}, but the recipe's data is "
                                           rf"{'text' if other is TEXT else 'images'}$"):
         build_task_model(spec, other, CLASSES)
+
+
+TAGS = dataclasses.replace(TEXT, per_token=True)
+TAGGING = sorted(arch for arch, entry in ARCHITECTURES.items() if entry.spec.tags_tokens)
+
+
+@pytest.mark.parametrize("arch", TAGGING)
+def test_every_tagging_arch_answers_per_token_exports_and_reloads(arch: str, tmp_path: Path) -> None:
+    """An arch whose spec says it ``tags_tokens`` builds, for token classification data, a model answering
+    ``[batch, sequence, tags]`` whose real tokens' logits padding does not change, exported with a dynamic
+    sequence axis on the output too, and reloaded as a tagger."""
+    signature = TAGS
+    torch.manual_seed(0)
+    teacher = build_task_model(_spec("bert"), signature, CLASSES) if arch == "drop_layers" else None
+    model = build_task_model(_spec(arch), signature, CLASSES, teacher=teacher)
+    inputs = _inputs(signature)
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        tagged = call_logits(model.module.eval(), inputs)
+        alone = call_logits(model.module, {name: value[1:2, :5] for name, value in inputs.items()})
+    assert tagged.shape == (3, SEQUENCE, len(CLASSES)) and torch.isfinite(tagged).all()
+    torch.testing.assert_close(alone[0], tagged[1, :5], atol=1e-5, rtol=0)
+    result = export_onnx(model.module, inputs, tmp_path / "model.onnx", load_export_target("onnx-fp32"),
+                         extra_dynamic_axes=signature.dynamic_axes())
+    assert result.parity.max_abs_diff < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    shorter = {i.name: inputs[i.name][1:, :6].numpy() for i in session.get_inputs()}  # rows of 5 and 2 tokens
+    answered = session.run(None, shorter)[0]
+    assert answered.shape == (2, 6, len(CLASSES))
+    kept = real[1:, :6]
+    np.testing.assert_allclose(answered[kept.numpy()], tagged[1:, :6][kept].numpy(), atol=1e-4)
+    reloaded = TaskModel.load(model.save(tmp_path / "model"))
+    assert reloaded.signature.per_token
+    with torch.no_grad():
+        np.testing.assert_allclose(call_logits(reloaded.module, inputs).numpy(), tagged.numpy(), atol=1e-6)
+
+
+def test_a_user_module_is_refused_for_token_classification() -> None:
+    with pytest.raises(ConfigError, match=r"^model arch 'module' classifies whole inputs, but the data is token "
+                                          r"classification \(a tag per token\); use one that tags tokens \(bert, "):
+        build_task_model(_spec("module"), TAGS, CLASSES)

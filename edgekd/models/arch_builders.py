@@ -31,10 +31,11 @@ def _image(build: Callable[[Any, tuple[int, ...], int], nn.Module]) -> Builder:
     return lambda spec, signature, class_names, _teacher: build(spec, tuple(signature.image_shape), len(class_names))
 
 
-def _text_student(module: Callable[[Any, int, int, int], nn.Module]) -> Builder:
-    """A text student's builder, taking the vocabulary size, the class count and the padding id."""
+def _text_student(module: Callable[..., nn.Module]) -> Builder:
+    """A text student's builder, taking the vocabulary size, the class count, the padding id and whether it tags
+    each token."""
     return lambda spec, signature, class_names, _teacher: module(spec, signature.vocab_size, len(class_names),
-                                                                 signature.pad_id)
+                                                                 signature.pad_id, per_token=signature.per_token)
 
 
 cnn = _image(_build_cnn)

@@ -113,9 +113,11 @@ class MobileNetV2Spec(SpecBase):
 
 
 class EmbeddingStudent(SpecBase):
-    """A text student with a word-embedding table of its own (:mod:`edgekd.models.embeddings`)."""
+    """A text student with a word-embedding table of its own (:mod:`edgekd.models.embeddings`), answering per
+    sentence or, for token classification, per token."""
 
     modality: ClassVar[Modality] = "text"
+    tags_tokens: ClassVar[bool] = True
 
     embeddings: Literal["random", "teacher"] = Field(
         default="random", description="'teacher': start from the teacher's word embeddings (same tokenizer), "
@@ -131,7 +133,6 @@ class BertSpec(EmbeddingStudent):
 
     prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
     exposes: ClassVar[frozenset[str]] = frozenset({"hidden_states", "attentions", "qkv"})
-    tags_tokens: ClassVar[bool] = True
     search_space: ClassVar[dict[str, list[Any]]] = {
         "layers": [1, 2, 4], "hidden": [128, 256, 512], "heads": [2, 8], "ffn": [None]}
 
