@@ -100,6 +100,7 @@ def check_recipe(recipe: Recipe, source: str, registry: StageRegistry = DEFAULT_
 
 def _check_models(state: PlanState) -> None:
     """Every model takes the recipe's kind of data; a ``drop_layers`` model copies a transformer teacher."""
+    from edgekd.models.architectures import ARCHITECTURES
     from edgekd.models.specs import spec_of
 
     recipe = state.recipe
@@ -115,10 +116,9 @@ def _check_models(state: PlanState) -> None:
         if spec.modality is not None and spec.modality != modality:
             raise state.fail(f"{role}.model.arch", f"a {spec.label} model takes {spec.modality} inputs, but "
                              f"data.source '{recipe.data.source}' gives {modality} data")
-        if holder.model.arch == "module":  # a user's own module: imported and called on the data now
-            from edgekd.models.user_module import check_spec
-
-            check_spec(holder.model, state, f"{role}.model")
+        check = ARCHITECTURES[holder.model.arch].checker()  # a user's module, an ONNX file: tried on the data now
+        if check is not None:
+            check(holder.model, state, f"{role}.model")
     _check_packaged_checkpoints(state)
     if recipe.tokenizer is not None and modality != "text":
         raise state.fail("tokenizer", f"a tokenizer applies to text data; data.source '{recipe.data.source}' "
