@@ -295,3 +295,57 @@ def test_the_teacher_record_reads_back_typed(digits_runs: tuple[Path, Path, Path
     record_path = digits_runs[2] / "01-teacher" / "stage.json"
     record = read_teacher_record(json.loads(record_path.read_text()))
     assert record.teacher.onnx is not None and len(record.teacher.onnx.sha256) == 64
+
+
+def test_a_live_onnx_teacher_teaches_as_its_cached_outputs_do(digits_runs: tuple[Path, Path, Path],
+                                                             tmp_path: Path) -> None:
+    """``cache_teacher: false``: onnxruntime runs on every training batch; the student is the cached run's."""
+    folder, _, onnx_run = digits_runs
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(folder / "teacher.onnx")
+    recipe["stages"] = [TEACHER_STAGE, {**DISTILL_STAGE, "cache_teacher": False}]
+    edgekd.run(_write(tmp_path / "live.yaml", recipe), out=tmp_path / "run")
+    live = _metrics(tmp_path / "run")["distill"]["student"]["accuracy"]
+    assert live == pytest.approx(_metrics(onnx_run)["distill"]["student"]["accuracy"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_a_budget_search_distils_its_candidates_from_the_onnx_teacher(digits_runs: tuple[Path, Path, Path],
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search's candidate runs evaluate the same file (no teacher.weights for a fixed teacher)."""
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    folder, _, onnx_run = digits_runs
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(folder / "teacher.onnx")
+    recipe["stages"] = [TEACHER_STAGE, {
+        "stage": "search", "space": {"hidden": [[16], [32]]}, "prune": [0.0], "precision": ["fp32"], "top_k": 1,
+        "distill": {"epochs": 8, "lr": 0.01}, "table": {"warmup": 3, "runs": 20, "rounds": 1}, "confirm_runs": 30}]
+    edgekd.run(_write(tmp_path / "search.yaml", recipe), out=tmp_path / "run")
+    chosen = _metrics(tmp_path / "run")["search"]["search"]["chosen"]
+    assert chosen["label"].startswith("mlp hidden=") and chosen["accuracy"] > 0.3  # 10 classes: chance is 0.1
+
+
+@pytest.mark.parametrize("task", ["multi_label", pytest.param("regression", marks=pytest.mark.slow)])
+def test_an_onnx_teacher_of_another_task_scores_as_its_pytorch_model(task: str, tmp_path: Path) -> None:
+    """Multi-label ([batch, labels] logits, sigmoid targets) and regression ([batch, 1] values) teachers."""
+    from tests.test_tasks import _tsv
+
+    data = {**_tsv(tmp_path, task), "task": task}
+    training = {"epochs": 3, "batch_size": 16, "lr": 0.003}
+    base = {"seed": 0, "device": "host-cpu", "threads": 1, "data": data,
+            "student": {"model": {"arch": "bert", "layers": 1, "hidden": 16, "heads": 2, "ffn": 32}}}
+    edgekd.run(_write(tmp_path / "torch.yaml", {
+        **base, "name": "torch-task", "tokenizer": {"vocab_size": 100, "max_length": 32},
+        "teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 32, "heads": 2, "ffn": 64}},
+        "stages": [{"stage": "teacher", **training}, {"stage": "export", "target": "onnx-fp32"}]}), out=tmp_path / "a")
+    TaskModel.load(edgekd.open_run(tmp_path / "a").model_dir("teacher")).tokenizer.save_pretrained(tmp_path / "tok")
+    edgekd.run(_write(tmp_path / "onnx.yaml", {
+        **base, "name": "onnx-task", "tokenizer": {"pretrained": str(tmp_path / "tok"), "max_length": 32},
+        "teacher": {"model": {"arch": "onnx", "path": str(tmp_path / "a" / "02-export" / "teacher.onnx")}},
+        "stages": [{"stage": "teacher"}, {"stage": "distill", **training}]}), out=tmp_path / "b")
+    torch_teacher = _metrics(tmp_path / "a")["teacher"]["teacher"]
+    onnx_metrics = _metrics(tmp_path / "b")
+    figure = "micro_f1" if task == "multi_label" else "pearson"
+    assert onnx_metrics["teacher"]["teacher"][figure] == pytest.approx(torch_teacher[figure], abs=1e-6)
+    assert onnx_metrics["distill"]["student"][figure] is not None
