@@ -230,6 +230,20 @@ def test_an_output_of_other_class_count_is_refused(digits_runs: tuple[Path, Path
                         "['batch', 10] (10 classes in the data)") or "expected logits ['batch', 10]" in out
 
 
+def test_an_image_input_of_another_shape_is_refused(digits_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """A valid graph over 3 × 8 × 8 images (flatten, one matrix product), given the digits' 1 × 8 × 8."""
+    weights = onnx.numpy_helper.from_array(np.ones((192, 10), dtype=np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Flatten", ["x"], ["flat"]), onnx.helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "rgb", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 10])], [weights])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "rgb.onnx"))
+    out = _refusal(digits_runs[0], tmp_path, {"arch": "onnx", "path": "rgb.onnx"})
+    assert "teacher.model.path" in out and "graph input 'x' is tensor(float) [N, 3, 8, 8]" in out
+    assert "the data's inputs are float ['batch', 1, 8, 8]" in out
+
+
 def test_graph_inputs_the_tokenizer_does_not_give_are_refused(text_runs: tuple[Path, Path, Path],
                                                                tmp_path: Path) -> None:
     model = onnx.load(str(text_runs[0] / "teacher.onnx"))
@@ -239,6 +253,14 @@ def test_graph_inputs_the_tokenizer_does_not_give_are_refused(text_runs: tuple[P
     onnx.save(model, str(tmp_path / "renamed.onnx"))
     out = _refusal(text_runs[0], tmp_path, {"arch": "onnx", "path": "renamed.onnx"})
     assert "teacher.model.path" in out and "input 'ids'" in out and "input_ids" in out
+
+
+def test_a_student_starting_from_the_onnx_teachers_embeddings_is_refused(text_runs: tuple[Path, Path, Path],
+                                                                         tmp_path: Path) -> None:
+    recipe = yaml.safe_load((text_runs[0] / "onnx.yaml").read_text())
+    student = {**recipe["student"]["model"], "embeddings": "teacher"}
+    out = _refusal(text_runs[0], tmp_path, recipe["teacher"]["model"], student={"model": student})
+    assert "student.model.embeddings" in out and "exposes only its outputs" in out
 
 
 def test_text_without_the_teachers_tokenizer_is_refused(text_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -61,7 +61,10 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
         history = None
         if recipe.teacher.weight_files:
             load_weights(model.module, recipe.teacher.weight_files[member])
-        elif recipe.teacher.model.trainable:  # else a fixed model (an ONNX file): evaluated as it is
+        elif not recipe.teacher.model.trainable:
+            ctx.log.info("teacher: %s is a fixed model (an ONNX file): evaluated, not trained",
+                         recipe.teacher.model.label)
+        else:
             objective = _hard_label_objective if data.train_targets is None else \
                 partial(_target_objective, targets=data.train_targets)
             history = fit(
