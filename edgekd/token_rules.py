@@ -2,19 +2,21 @@
 
 - the data is text with tagged tokens: TSV/CSV files or ``datasets`` tables (``hf_disk``, ``hub``);
 - every model (teacher, assistant, student) answers per token: a Hugging Face transformer (``arch: bert``,
-  ``hf`` or ``drop_layers``), built as its family's token classifier; sentence students (``bilstm``,
-  ``textcnn``) and user modules give one answer a sentence;
+  ``hf`` or ``drop_layers``), built as its family's token classifier, or an ONNX teacher returning
+  ``[batch, sequence, tags]``; sentence students (``bilstm``, ``textcnn``) and user modules give one answer a
+  sentence;
 - distillation losses compare logits (:data:`TOKEN_LOSSES`, each per tagged token); the intermediate-state
   losses' layer maps and caches are not written for token classifiers yet.
 """
 
 from __future__ import annotations
 
+from edgekd.models.architectures import ARCHITECTURES
 from edgekd.models.specs import HFSpec
 from edgekd.stage_kind import PlanState
 
-#: Model architectures with a token-classification head.
-TOKEN_ARCHS = ("bert", "hf", "drop_layers")
+#: Model architectures that answer per token (their spec's ``tags_tokens``).
+TOKEN_ARCHS = tuple(arch for arch, entry in ARCHITECTURES.items() if entry.spec.tags_tokens)
 #: Distillation losses that apply per token.
 TOKEN_LOSSES = ("hinton", "logit_mse")
 #: Data sources token classification is read from.

@@ -348,12 +348,16 @@ def test_a_budget_search_distils_its_candidates_from_the_onnx_teacher(digits_run
     assert chosen["label"].startswith("mlp hidden=") and chosen["accuracy"] > 0.3  # 10 classes: chance is 0.1
 
 
-@pytest.mark.parametrize("task", ["multi_label", pytest.param("regression", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("task", ["multi_label", pytest.param("regression", marks=pytest.mark.slow),
+                                  pytest.param("token_classification", marks=pytest.mark.slow)])
 def test_an_onnx_teacher_of_another_task_scores_as_its_pytorch_model(task: str, tmp_path: Path) -> None:
-    """Multi-label ([batch, labels] logits, sigmoid targets) and regression ([batch, 1] values) teachers."""
+    """Multi-label ([batch, labels] logits, sigmoid targets), regression ([batch, 1] values) and token
+    classification ([batch, sequence, tags] logits) teachers."""
     from tests.test_tasks import _tsv
+    from tests.test_token_classification import tagged_data
 
-    data = {**_tsv(tmp_path, task), "task": task}
+    data = tagged_data(tmp_path, task=task) if task == "token_classification" else {**_tsv(tmp_path, task),
+                                                                                    "task": task}
     training = {"epochs": 3, "batch_size": 16, "lr": 0.003}
     base = {"seed": 0, "device": "host-cpu", "threads": 1, "data": data,
             "student": {"model": {"arch": "bert", "layers": 1, "hidden": 16, "heads": 2, "ffn": 32}}}
@@ -368,6 +372,6 @@ def test_an_onnx_teacher_of_another_task_scores_as_its_pytorch_model(task: str, 
         "stages": [{"stage": "teacher"}, {"stage": "distill", **training}]}), out=tmp_path / "b")
     torch_teacher = _metrics(tmp_path / "a")["teacher"]["teacher"]
     onnx_metrics = _metrics(tmp_path / "b")
-    figure = "micro_f1" if task == "multi_label" else "pearson"
+    figure = {"multi_label": "micro_f1", "regression": "pearson", "token_classification": "token_accuracy"}[task]
     assert onnx_metrics["teacher"]["teacher"][figure] == pytest.approx(torch_teacher[figure], abs=1e-6)
     assert onnx_metrics["distill"]["student"][figure] is not None

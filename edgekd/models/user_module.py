@@ -276,7 +276,8 @@ def data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
         texts = load_dataset(data, data.split_seed if data.split_seed is not None else recipe.seed)
     except EdgekdError:
         return None  # the data's own checks report it
-    return InputSignature(kind="text", vocab_size=PROBE_TOKENS), texts.num_classes
+    per_token = texts.task == "token_classification"
+    return InputSignature(kind="text", vocab_size=PROBE_TOKENS, per_token=per_token), texts.num_classes
 
 
 def unwrap(module: nn.Module) -> nn.Module:
