@@ -263,6 +263,14 @@ def test_a_student_starting_from_the_onnx_teachers_embeddings_is_refused(text_ru
     assert "student.model.embeddings" in out and "exposes only its outputs" in out
 
 
+def test_rows_longer_than_the_teachers_positions_are_refused(text_runs: tuple[Path, Path, Path],
+                                                            tmp_path: Path) -> None:
+    """The BERT teacher has 512 positions: a tokenizer max_length of 600 would fail mid-distillation."""
+    out = _refusal(text_runs[0], tmp_path, {"arch": "onnx", "path": "teacher.onnx"},
+                   tokenizer={"pretrained": "tokenizer", "max_length": 600})
+    assert "teacher.model.path" in out and "onnxruntime fails on the data's inputs (input_ids [1, 600]" in out
+
+
 def test_text_without_the_teachers_tokenizer_is_refused(text_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     out = _refusal(text_runs[0], tmp_path, {"arch": "onnx", "path": "teacher.onnx"},
                    tokenizer={"vocab_size": 200, "max_length": 32})

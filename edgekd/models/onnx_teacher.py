@@ -26,6 +26,7 @@ changed is refused; its weights count as its parameters. It is never trained (th
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,8 @@ def check_spec(spec: OnnxSpec, state: Any, where: str) -> None:
     if data is None:
         return  # hub data: matched when the teacher stage builds it
     signature, num_classes = data
+    if signature.kind == "text":  # rows as long as the tokenizer's max_length reach the graph's positions
+        signature = replace(signature, max_length=recipe.tokenizer.max_length)
     key = (str(spec.path), onnx_digest(spec.path), repr(signature), num_classes)
     if key in _CHECKED:
         return
@@ -276,13 +279,21 @@ def _check_probe(model: OnnxTeacher, signature: InputSignature, num_classes: int
     from edgekd.models.user_module import PROBE_BATCH, PROBE_TOKENS, probe_inputs
 
     inputs = probe_inputs(signature)
-    try:
-        with torch.no_grad():
-            logits = model(**inputs)
-    except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises, the graph does not run on these inputs
-        shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in inputs.items())
-        raise Refused(f"onnxruntime fails on the data's inputs ({shapes}): {first_line(exc)}") from None
+    logits = _probe_run(model, inputs)
+    if signature.kind == "text" and signature.max_length > PROBE_TOKENS:  # the longest rows the data will give
+        longest = {name: value[:1, :1].repeat(1, signature.max_length) for name, value in inputs.items()}
+        _probe_run(model, longest)
     expected = [PROBE_BATCH, PROBE_TOKENS, num_classes] if signature.per_token else [PROBE_BATCH, num_classes]
     if list(logits.shape) != expected:
         raise Refused(f"its output is {list(logits.shape)} for a batch of {PROBE_BATCH}; expected logits "
                       f"{_expected(signature, num_classes)} ({num_classes} classes in the data)")
+
+
+def _probe_run(model: OnnxTeacher, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The graph's output on ``inputs``; :class:`Refused` naming their shapes when onnxruntime fails on them."""
+    try:
+        with torch.no_grad():
+            return model(**inputs)
+    except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises, the graph does not run on these inputs
+        shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in inputs.items())
+        raise Refused(f"onnxruntime fails on the data's inputs ({shapes}): {first_line(exc)}") from None
