@@ -27,6 +27,7 @@ from edgekd.cli import app
 from edgekd.config.recipe import load_recipe
 from edgekd.data.task_data import prepare_task_data
 from edgekd.distill.teacher_cache import TeacherOutputCache
+from edgekd.errors import ConfigError
 from edgekd.models.task_model import TaskModel
 from tests.test_text_pipeline import _write_tsv
 
@@ -114,6 +115,9 @@ def test_a_changed_onnx_file_reruns_the_teacher_stage(digits_runs: tuple[Path, P
     bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
     onnx.save(model, str(tmp_path / "teacher.onnx"))
     assert [step.status for step in edgekd.plan(path, out=tmp_path / "run")] == ["re-runs"]
+    with pytest.raises(ConfigError, match=r"teacher.model.path: '.*teacher.onnx' changed since the teacher stage "
+                                          r"read it \(its SHA-256 differs\); re-run the teacher stage$"):
+        TaskModel.load(edgekd.open_run(tmp_path / "run").model_dir("teacher"))
 
 
 @pytest.fixture(scope="module")
