@@ -387,3 +387,38 @@ def test_an_onnx_teacher_of_another_task_scores_as_its_pytorch_model(task: str, 
     figure = {"multi_label": "micro_f1", "regression": "pearson", "token_classification": "token_accuracy"}[task]
     assert onnx_metrics["teacher"]["teacher"][figure] == pytest.approx(torch_teacher[figure], abs=1e-6)
     assert onnx_metrics["distill"]["student"][figure] is not None
+
+
+def _fixed(source: Path, target: Path, axis: int, size: int) -> Path:
+    """``source`` with axis ``axis`` of every graph input fixed to ``size`` (as exported for a static runtime)."""
+    model = onnx.load(str(source))
+    for value in model.graph.input:
+        value.type.tensor_type.shape.dim[axis].dim_value = size
+    onnx.save(model, str(target))
+    return target
+
+
+def test_a_graph_of_fixed_batch_runs_on_chunks_of_it(digits_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    folder, _, onnx_run = digits_runs
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(_fixed(folder / "teacher.onnx", tmp_path / "one.onnx", 0, 1))
+    recipe["stages"] = [TEACHER_STAGE]
+    edgekd.run(_write(tmp_path / "r.yaml", recipe), out=tmp_path / "run")
+    accuracy = _metrics(tmp_path / "run")["teacher"]["teacher"]["accuracy"]
+    assert accuracy == _metrics(onnx_run)["teacher"]["teacher"]["accuracy"]
+
+
+def test_a_graph_of_fixed_sequence_gets_padded_rows(text_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    folder, _, onnx_run = text_runs
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(_fixed(folder / "teacher.onnx", tmp_path / "fixed.onnx", 1, 40))
+    recipe["tokenizer"]["pretrained"] = str(folder / "tokenizer")
+    recipe["data"].update(train=str(folder / "train.tsv"), test=str(folder / "dev.tsv"))
+    recipe["stages"] = [recipe["stages"][0]]
+    edgekd.run(_write(tmp_path / "r.yaml", recipe), out=tmp_path / "run")
+    accuracy = _metrics(tmp_path / "run")["teacher"]["teacher"]["accuracy"]
+    assert accuracy == _metrics(onnx_run)["teacher"]["teacher"]["accuracy"]
+    recipe["tokenizer"]["max_length"] = 64
+    code, output = _validate(_write(tmp_path / "long.yaml", recipe))
+    assert code == 2 and output.endswith("its inputs are fixed to 40 tokens, but the tokenizer's rows reach "
+                                         "max_length 64; set tokenizer.max_length to at most 40"), output

@@ -97,13 +97,30 @@ class OnnxTeacher(nn.Module):
         self._session = _session(self.path)
         self.inputs = _matched_inputs(self._session, signature)
         self.output = _matched_output(self._session, signature, num_classes)
+        self.fixed_batch, self.fixed_sequence = _fixed_sizes(self._session, signature)
+        self.pad_id = signature.pad_id
 
     def run(self, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
-        """The graph's output for the batch entries it takes (on the device of the batch)."""
+        """The graph's output for the batch entries it takes (on the device of the batch).
+
+        A graph exported with a fixed batch runs on chunks of that many rows (the last one filled up with copies
+        of its first row, whose outputs are dropped); one with a fixed sequence length gets rows padded to it
+        (padding token ids, mask 0), and per-token logits come back cut to the batch's length.
+        """
         first = next(value for value in batch.values() if value is not None)
         feeds = {name: batch[key].detach().cpu().numpy().astype(dtype, copy=False)
                  for name, (key, dtype) in self.inputs.items()}
-        (logits,) = self._session.run([self.output], feeds)
+        rows, length = first.shape[0], first.shape[1] if first.ndim > 1 else 0
+        if self.fixed_sequence is not None:
+            feeds = {name: _padded_to(value, self.fixed_sequence, self.pad_id if name == "input_ids" else 0)
+                     for name, value in feeds.items()}
+        step = self.fixed_batch or rows
+        parts = [self._session.run([self.output], _filled({n: v[start:start + step] for n, v in feeds.items()},
+                                                          step))[0][: min(step, rows - start)]
+                 for start in range(0, rows, step)]
+        logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if self.fixed_sequence is not None and logits.ndim == 3:
+            logits = logits[:, :length]
         return torch.from_numpy(np.asarray(logits, dtype=np.float32)).to(first.device)
 
     def describe(self) -> dict[str, Any]:
@@ -254,6 +271,30 @@ def _matched_inputs(session: Any, signature: InputSignature) -> dict[str, tuple[
         raise Refused(f"graph input '{value.name}' is {value.type} {_shape(value)}; the data's inputs are "
                       f"float {expected}")
     return {value.name: ("input", DTYPES[value.type])}
+
+
+def _fixed_sizes(session: Any, signature: InputSignature) -> tuple[int | None, int | None]:
+    """The batch size and (text) sequence length the graph's inputs fix, None where they are dynamic;
+    :class:`Refused` when the fixed length is shorter than the tokenizer's rows."""
+    first = session.get_inputs()[0]
+    batch = first.shape[0] if isinstance(first.shape[0], int) else None
+    sequence = first.shape[1] if signature.kind == "text" and isinstance(first.shape[1], int) else None
+    if sequence is not None and signature.max_length > sequence:
+        raise Refused(f"its inputs are fixed to {sequence} tokens, but the tokenizer's rows reach max_length "
+                      f"{signature.max_length}; set tokenizer.max_length to at most {sequence}")
+    return batch, sequence
+
+
+def _padded_to(array: np.ndarray, length: int, value: int) -> np.ndarray:
+    """Token rows ``[batch, sequence]`` padded on the right to ``length`` with ``value``."""
+    return np.pad(array, ((0, 0), (0, length - array.shape[1])), constant_values=value)
+
+
+def _filled(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """``feeds`` with fewer than ``rows`` rows filled up with copies of their first row."""
+    short = rows - len(next(iter(feeds.values())))
+    return feeds if short <= 0 else {name: np.concatenate([value, np.repeat(value[:1], short, axis=0)])
+                                     for name, value in feeds.items()}
 
 
 def _matched_output(session: Any, signature: InputSignature, num_classes: int) -> str:
