@@ -76,7 +76,7 @@ def check_recipe(recipe: Recipe, source: str, registry: StageRegistry = DEFAULT_
     state = PlanState(recipe=recipe, source=source)
     _check_models(state)
     check_task(state)
-    _check_user_modules(state)
+    _check_brought_models(state)
     for index, config in enumerate(recipe.stages):
         where = f"stages[{index}]"
         kind = registry[config.stage]
@@ -122,15 +122,16 @@ def _check_models(state: PlanState) -> None:
                          "gives images")
 
 
-def _check_user_modules(state: PlanState) -> None:
-    """A user's own module (``arch: module``) is imported and called on the data; after the task's rules, which
-    may refuse it for what it is without running it."""
-    from edgekd.models.user_module import check_spec
+def _check_brought_models(state: PlanState) -> None:
+    """An architecture's own validate-time check (a user's module, an ONNX file: tried on the data now); after the
+    task's rules, which may refuse a model for what it is without running it."""
+    from edgekd.models.architectures import ARCHITECTURES
 
     for role in ("teacher", "assistant", "student"):
         holder = getattr(state.recipe, role)
-        if holder is not None and holder.model.arch == "module":
-            check_spec(holder.model, state, f"{role}.model")
+        check = ARCHITECTURES[holder.model.arch].checker() if holder is not None else None
+        if check is not None:
+            check(holder.model, state, f"{role}.model")
 
 
 def _check_packaged_checkpoints(state: PlanState) -> None:

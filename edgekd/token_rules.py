@@ -3,7 +3,7 @@
 - the data is text with tagged tokens: TSV/CSV files or ``datasets`` tables (``hf_disk``, ``hub``);
 - every model (teacher, assistant, student) answers per token: an architecture whose spec ``tags_tokens`` (a
   Hugging Face transformer, built as its family's token classifier; the BiLSTM and TextCNN students, built as
-  taggers); a user module gives one answer a sentence;
+  taggers; an ONNX teacher returning ``[batch, sequence, tags]``); a user module gives one answer a sentence;
 - distillation losses compare logits (:data:`TOKEN_LOSSES`, each per tagged token); the intermediate-state
   losses' layer maps and caches are not written for token classifiers yet.
 """

@@ -142,7 +142,8 @@ def _data(value: Any) -> Any:
 def _role(value: Any) -> Any:
     """A model role: a spec (or its mapping) is wrapped as ``{model: spec}``; a role config passes through.
 
-    An ``nn.Module`` object or a ``"package.module:factory"`` string is the user's own module (``arch: module``).
+    An ``nn.Module`` object or a ``"package.module:factory"`` string is the user's own module (``arch: module``);
+    a ``Path`` or a string ending in ``.onnx`` is an ONNX file (``arch: onnx``, a teacher).
     """
     from torch import nn
 
@@ -150,6 +151,8 @@ def _role(value: Any) -> Any:
 
     if isinstance(value, nn.Module):
         return {"model": {"arch": "module", "instance": register_object(value)}}
+    if isinstance(value, Path) or isinstance(value, str) and value.lower().endswith(".onnx"):
+        return {"model": {"arch": "onnx", "path": str(value)}}  # a trained model's ONNX file (a teacher)
     if isinstance(value, str):
         return {"model": {"arch": "module", "factory": value}}
     value = _plain(value)

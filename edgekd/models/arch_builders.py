@@ -17,7 +17,8 @@ from edgekd.errors import ConfigError
 from edgekd.models import hf
 from edgekd.models.builders import build_cnn as _build_cnn
 from edgekd.models.builders import build_mlp as _build_mlp
-from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec, ModuleSpec
+from edgekd.models.onnx_teacher import build_onnx_teacher
+from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec, ModuleSpec, OnnxSpec
 from edgekd.models.text_students import BiLSTMClassifier, TextCNNClassifier
 from edgekd.models.user_module import build_user_module
 from edgekd.models.vision import build_mobilenet_v2 as _build_mobilenet_v2
@@ -71,3 +72,9 @@ def module(spec: ModuleSpec, signature: InputSignature, class_names: tuple[str, 
            ) -> nn.Module:
     """The user's own module (``arch: module``)."""
     return build_user_module(spec, signature, len(class_names))
+
+
+def onnx(spec: OnnxSpec, signature: InputSignature, class_names: tuple[str, ...], _teacher: nn.Module | None
+         ) -> nn.Module:
+    """A trained model as an ONNX file, run by onnxruntime (``arch: onnx``)."""
+    return build_onnx_teacher(spec, signature, len(class_names))
