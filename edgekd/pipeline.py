@@ -47,6 +47,7 @@ from edgekd.data_needs import check_run_dir_outside_data
 from edgekd.distributed import World, check_training, current_world
 from edgekd.errors import ConfigError
 from edgekd.models.packaged import source_digest
+from edgekd.report.record import RunReport, read_report, report_json
 from edgekd.rundir import (
     FILES_KEY,
     FINGERPRINT_FILE,
@@ -103,8 +104,13 @@ class RunResult:
         return self.run_dir / "report.json"
 
     def report(self) -> dict[str, Any]:
-        """The run's ``report.json`` as a dict (needs a ``report`` stage)."""
-        return json.loads(self.report_path.read_text())
+        """The run's ``report.json`` as a dict (needs a ``report`` stage); :meth:`report_record` is the typed one."""
+        return report_json(self.report_path)
+
+    def report_record(self) -> RunReport:
+        """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport` (needs a ``report``
+        stage)."""
+        return read_report(self.report_path)
 
 
 def stage_dir_name(index: int, stage: str) -> str:

@@ -29,7 +29,6 @@ Every argument is validated as the recipe is, with the same one-line errors nami
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from edgekd.prune.config import HybridStage as Hybrid
 from edgekd.prune.config import PruneStage as Prune
 from edgekd.quantize.config import QuantizeStage as Quantize
 from edgekd.report.config import ReportStage as Report
+from edgekd.report.record import RunReport, read_report, report_json
 from edgekd.run_plan import StagePlan
 from edgekd.search.config import SearchStage as Search
 
@@ -169,11 +169,13 @@ class Run:
     """Every finished stage's ``stage.json`` record, in order."""
 
     def report(self) -> dict[str, Any]:
-        """The run's ``report.json`` (it needs a ``report`` stage)."""
-        path = self.directory / "report.json"
-        if not path.is_file():
-            raise ConfigError(f"{path}: not found; the recipe has no 'report' stage or it has not run")
-        return json.loads(path.read_text(encoding="utf-8"))
+        """The run's ``report.json`` as a dict (it needs a ``report`` stage); :meth:`report_record` is the typed one."""
+        return report_json(self.directory / "report.json")
+
+    def report_record(self) -> RunReport:
+        """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport` (it needs a ``report``
+        stage); a damaged one is a one-line :class:`~edgekd.errors.StorageError` naming the field."""
+        return read_report(self.directory / "report.json")
 
     def model_dir(self, role: str) -> Path:
         """The directory of the last saved PyTorch model of ``role`` (``teacher``, ``assistant``, ``student``)."""
