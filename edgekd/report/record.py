@@ -81,6 +81,8 @@ class RunReport(Record):
     __pydantic_extra__: dict[str, ModelFigures] = Field(init=False)
 
     edgekd_version: str
+    # a mapping, not a Recipe: validating a Recipe opens the checkpoints it names (a local ``pretrained`` must
+    # exist and load), so a report read back elsewhere, or after a checkpoint moved, would be refused
     recipe: dict[str, Any] = Field(description="The recipe as run (its validated fields, as JSON).")
     device: DeviceProfile = Field(description="The device profile the run was judged on.")
     cpu: CpuInfo
