@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel
@@ -51,9 +51,11 @@ from edgekd.prune.config import HybridStage as Hybrid
 from edgekd.prune.config import PruneStage as Prune
 from edgekd.quantize.config import QuantizeStage as Quantize
 from edgekd.report.config import ReportStage as Report
-from edgekd.report.record import RunReport, read_report, report_json
 from edgekd.run_plan import StagePlan
 from edgekd.search.config import SearchStage as Search
+
+if TYPE_CHECKING:
+    from edgekd.report.record import RunReport
 
 __all__ = ["Bundle", "Distill", "Export", "Factorize", "Hybrid", "Pipeline", "Profile", "Prune", "Quantize", "Report",
            "Run", "Search", "Teacher", "open_run"]
@@ -170,11 +172,15 @@ class Run:
 
     def report(self) -> dict[str, Any]:
         """The run's ``report.json`` as a dict (it needs a ``report`` stage); :meth:`report_record` is the typed one."""
+        from edgekd.report.record import report_json  # onnxruntime with it: not for every import of this module
+
         return report_json(self.directory / "report.json")
 
     def report_record(self) -> RunReport:
         """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport` (it needs a ``report``
         stage); a damaged one is a one-line :class:`~edgekd.errors.StorageError` naming the field."""
+        from edgekd.report.record import read_report
+
         return read_report(self.directory / "report.json")
 
     def model_dir(self, role: str) -> Path:
