@@ -1,4 +1,6 @@
-"""Reading a typed record back from a stage's ``stage.json`` metrics, with one clear line when it is malformed."""
+"""The base classes of every typed record (:class:`Record`, and the frozen :class:`FrozenRecord`,
+:class:`FullRecord` and :class:`RoleRecord` of the stages), and reading one back from a stage's ``stage.json``
+metrics or another JSON file (:func:`read_stored`), with one clear line when it is malformed."""
 
 from __future__ import annotations
 
