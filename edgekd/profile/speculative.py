@@ -245,7 +245,7 @@ class SpeculativeDecoder:
             if temperature == 0:
                 top = int(row.argmax())
                 tokens.append(top)
-                unsure = stop > 0 and top_probability(row) < stop
+                unsure = stop > 0 and top_probability(row, top) < stop
             else:
                 draft_probs.append(probabilities(row, temperature))
                 tokens.append(_draw(draft_probs[-1], rng))
@@ -261,9 +261,11 @@ def as_policy(gamma: int | DraftPolicy) -> DraftPolicy:
     return gamma if isinstance(gamma, DraftPolicy) else DraftPolicy(gamma)
 
 
-def top_probability(logits: np.ndarray) -> float:
-    """The softmax maximum of one row of ``logits``: the model's confidence in its greedy choice."""
-    return float(1.0 / np.exp(logits - logits.max()).sum(dtype=np.float64))
+def top_probability(logits: np.ndarray, top: int | None = None) -> float:
+    """The softmax maximum of one row of ``logits``: the model's confidence in its greedy choice (``top``, its
+    index, when already known: one reduction fewer; a few µs a call matter beside a ~0.1 ms draft call)."""
+    top = int(logits.argmax()) if top is None else top
+    return float(1.0 / np.exp(logits - logits[top]).sum())
 
 
 def _accept_greedy(proposals: np.ndarray, rows: np.ndarray) -> tuple[int, int]:
