@@ -11,8 +11,8 @@ target's greedy output token for token. Sampling: proposal ``x`` is accepted wit
 earns a bonus sample from ``p``, so every token follows the target's distribution.
 
 Adaptive drafting (:class:`DraftPolicy`): ``gamma`` is then a maximum. With ``stop`` the draft ends a round
-after a proposal whose top probability (the softmax maximum of its logits at the sampling temperature, 1
-when greedy; no extra call) is below ``stop`` — an unsure draft is likely to be rejected there, and every
+after a proposal whose top probability (the softmax maximum of its logits at the sampling temperature, at
+temperature 1 when greedy; no extra call) is below ``stop`` — an unsure draft is likely to be rejected there, and every
 further proposal would be a wasted draft call (the confidence stopping of DISCO, Mamou et al. 2024, and
 SpecDec++, Huang et al. 2024, with the draft's own probability as the predictor). With ``adapt`` the round's
 maximum itself follows the acceptance: one more after a round whose every proposal was kept, one fewer after
