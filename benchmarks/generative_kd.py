@@ -27,13 +27,16 @@ resumes every finished stage:
 5. Speculative decoding, alone on the machine as well: every student's ONNX model as the draft for the
    teacher's, greedy, one thread, γ = 1…8, on prompts cut from the validation text
    (:func:`edgekd.profile.speculative_bench.measure_speculative`: acceptance rate, tokens per second
-   against the teacher alone interleaved, greedy output identical).
+   against the teacher alone interleaved, greedy output identical). ``--draft-stop`` thresholds and
+   ``--adaptive`` add adaptive drafting policies per draft length (:class:`edgekd.profile.speculative.DraftPolicy`),
+   timed interleaved with fixed γ; the summary's best speculative speed-up is then over every policy, and the
+   fastest fixed-length one is kept beside it.
 
 Validation losses are nats per character on the whole validation split (the last 10% of the text).
 
     .venv/bin/python benchmarks/generative_kd.py --out benchmarks/results/generative_kd-<cpu>.json
     [--quick] [--work DIR] [--corpus FILE] [--seeds 0 1 2] [--student-epochs N] [--jobs 2] [--threads 1]
-    [--draft-config '{"n_layer": 1}' | --draft-config null]
+    [--draft-config '{"n_layer": 1}' | --draft-config null] [--draft-stop 0.4 0.6 0.8] [--adaptive]
 
 ``--quick`` runs tiny models for one epoch on the first 20,000 characters, one seed and three draft
 lengths: a smoke run of the whole benchmark (the test runs it); its figures mean nothing.
@@ -88,9 +91,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny models, one epoch: a smoke run")
     parser.add_argument("--draft-config", help="JSON: student config fields of the draft size, null for none "
                         f"(default: {json.dumps(DRAFT)}; --quick: {json.dumps(QUICK['draft'])})")
+    parser.add_argument("--draft-stop", type=float, nargs="+", default=[],
+                        help="adaptive drafting: stop thresholds on the draft's top-token probability, each in [0, 1)")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="adaptive drafting: also the acceptance-driven draft length (alone and with each stop)")
     args = parser.parse_args(argv)
     if not args.corpus.is_file():
         parser.error(f"--corpus {args.corpus}: file not found")
+    bad = [stop for stop in args.draft_stop if not 0 <= stop < 1]
+    if bad:
+        parser.error(f"--draft-stop {bad[0]:g}: a threshold on the draft's top-token probability must be in [0, 1)")
     try:
         args.draft_config = (json.loads(args.draft_config) if args.draft_config is not None
                              else QUICK["draft"] if args.quick else DRAFT)
@@ -225,31 +235,48 @@ def speculative_rows(student_runs: dict[str, dict[int, Path]], teacher_onnx: Pat
             log.info("speculative decoding with the %s draft, seed %d", variant, seed)
             draft = CachedGenerator(model_file(run_dir, "export", "student.onnx"), threads=1)
             rows.setdefault(variant, {})[seed] = measure_speculative(
-                draft, target, prompts, settings["new_tokens"], context, gammas=settings["gammas"])
+                draft, target, prompts, settings["new_tokens"], context, gammas=settings["gammas"],
+                draft_stops=settings.get("draft_stops", ()), adaptive=settings.get("adaptive", False))
     return rows
 
 
 def at_gamma(record: dict[str, Any], gamma: int) -> dict[str, Any]:
-    """One draft length's entry of a :func:`measure_speculative` record."""
-    return next(entry for entry in record["gammas"] if entry["gamma"] == gamma)
+    """One draft length's fixed-length entry of a :func:`measure_speculative` record."""
+    return next(entry for entry in record["gammas"]
+                if entry["gamma"] == gamma and not entry.get("draft_stop") and not entry.get("adaptive"))
+
+
+def fastest_policy(records: list[dict[str, Any]], fixed_only: bool = False) -> dict[str, Any]:
+    """The drafting policy with the highest mean speed-up over ``records`` (one per seed, the same policies each;
+    ``fixed_only``: among fixed-length ones), its draft length and whether every seed's output was lossless."""
+    def is_fixed(entry: dict[str, Any]) -> bool:
+        return not entry.get("draft_stop") and not entry.get("adaptive")
+
+    entries: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        for entry in record["gammas"]:
+            if is_fixed(entry) or not fixed_only:
+                entries.setdefault(entry.get("policy", f"gamma {entry['gamma']}"), []).append(entry)
+    speedups = {policy: statistics.fmean(entry["speedup"] for entry in found) for policy, found in entries.items()}
+    best = max(speedups, key=speedups.get)
+    return {"policy": best, "gamma": entries[best][0]["gamma"], "mean_speedup": speedups[best],
+            "lossless": all(record["lossless"] for record in records)}
 
 
 def summarize_size(students: dict[str, dict[int, dict[str, Any]]], timing: dict[str, Any],
                    speculative: dict[str, dict[int, dict[str, Any]]], gammas: list[int]) -> dict[str, Any]:
     """One student size: means over seeds, each distilled variant against the corpus baseline, the per-token
     speed-up, the acceptance gain at γ = 4 and the best speculative speed-up."""
-    summary: dict[str, Any] = {"val_loss": {}, "acceptance_rate_at_gamma_4": {}, "best_speculative": {}}
+    summary: dict[str, Any] = {"val_loss": {}, "acceptance_rate_at_gamma_4": {}, "best_speculative": {},
+                               "best_fixed_speculative": {}}
     for variant, seeds in students.items():
         summary["val_loss"][variant] = mean_std([row["val_loss"] for row in seeds.values()])
-        records = speculative[variant].values()
+        records = list(speculative[variant].values())
         if 4 in gammas:
             summary["acceptance_rate_at_gamma_4"][variant] = mean_std(
                 [at_gamma(record, 4)["acceptance_rate"] for record in records])
-        by_gamma = {gamma: statistics.fmean(at_gamma(record, gamma)["speedup"] for record in records)
-                    for gamma in gammas}
-        best = max(by_gamma, key=by_gamma.get)
-        summary["best_speculative"][variant] = {"gamma": best, "mean_speedup": by_gamma[best],
-                                                "lossless": all(record["lossless"] for record in records)}
+        summary["best_speculative"][variant] = fastest_policy(records)
+        summary["best_fixed_speculative"][variant] = fastest_policy(records, fixed_only=True)
     distilled = [variant for variant in students if variant != "corpus"]
     corpus_loss = summary["val_loss"]["corpus"]["mean"]
     summary["val_loss_vs_corpus"] = {variant: summary["val_loss"][variant]["mean"] - corpus_loss
@@ -352,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         trained = list(pool.map(run_recipe, recipes, [args.work] * len(recipes), [args.threads] * len(recipes)))
     # timing and speculative decoding only once every training has finished: nothing else runs then
     profiled = {name: run_recipe(size["profile"], args.work, args.threads) for name, size in sizes.items()}
-    settings = QUICK if args.quick else FULL
+    settings = (QUICK if args.quick else FULL) | {"draft_stops": args.draft_stop, "adaptive": args.adaptive}
     recipe = load_recipe(args.work / "recipes" / f"{sizes['student']['profile']['name']}.yaml")
     tokenizer = load_tokenizer(model_file(profiled["student"], "distill", "student"))
     validation = prepare_lm_data(recipe.data, None, tokenizer=tokenizer).validation.tolist()
@@ -373,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         "teacher": teacher,
         **measured["student"],
         "draft": None if draft is None else {"config": args.draft_config, **draft},
-        "speculative_settings": {key: settings[key] for key in ("prompts", "prompt_tokens", "new_tokens", "gammas")},
+        "speculative_settings": {key: settings[key] for key in ("prompts", "prompt_tokens", "new_tokens", "gammas",
+                                                                "draft_stops", "adaptive")},
         "summary": summary | {"targets": targets(teacher, summary)},
         "seconds": time.perf_counter() - started,
     })

@@ -15,9 +15,18 @@ training split, and a one-layer, 64-wide draft trained by sequence-level KD (Kim
 teacher's greedy continuations of training-text prompts, mixed with corpus windows.
 Prompts are cut from the validation split (the last 10% of the text).
 
+Adaptive drafting (:class:`edgekd.profile.speculative.DraftPolicy`) is compared with fixed-length drafting on
+the same pair in one run: ``--draft-stop`` thresholds (a round ends after the draft's first proposal whose top
+probability is below one) and ``--adaptive`` (the acceptance-driven length, alone and with each threshold) add
+policies per draft length, timed interleaved with fixed γ and the teacher alone, prompt by prompt. Each draft's
+record then gains ``best``: the fastest fixed and adaptive policies and their ratio. ``--clock thread`` times
+the calling thread's CPU instead of the wall clock (onnxruntime runs on it with one thread), so on a shared
+machine the time other processes hold the core is not counted; pin the run to one core (``taskset -c 0``).
+
     .venv/bin/python benchmarks/speculative_overhead.py --out benchmarks/results/speculative_overhead-<cpu>.json
     --label after [--pair runs/specdec-pair] [--gammas 1 2 3 4 5 6]
     [--repeats 3] [--prompts 16] [--prompt-tokens 32] [--new-tokens 64]
+    [--draft-stop 0.3 0.5 0.7] [--adaptive] [--clock wall|thread]
 """
 
 from __future__ import annotations
@@ -56,9 +65,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--draft-stop", type=float, nargs="+", default=[],
+                        help="adaptive drafting: stop thresholds on the draft's top-token probability, each in [0, 1)")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="adaptive drafting: also the acceptance-driven draft length (alone and with each stop)")
+    parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                        help="wall-clock time, or the calling thread's CPU time (a shared machine)")
     args = parser.parse_args(argv)
     if not args.corpus.is_file():
         parser.error(f"--corpus {args.corpus}: file not found")
+    bad = [stop for stop in args.draft_stop if not 0 <= stop < 1]
+    if bad:
+        parser.error(f"--draft-stop {bad[0]:g}: a threshold on the draft's top-token probability must be in [0, 1)")
     return args
 
 
@@ -156,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in pair["drafts"]:
         log.info("draft %s", name)
         records[name] = measure_speculative(CachedGenerator(args.pair / f"{name}.onnx", threads=1), target, prompts,
-                                            args.new_tokens, CONTEXT, gammas=args.gammas, repeats=args.repeats)
+                                            args.new_tokens, CONTEXT, gammas=args.gammas, repeats=args.repeats,
+                                            draft_stops=args.draft_stop, adaptive=args.adaptive, clock=args.clock)
+        records[name]["best"] = best_policies(records[name]["gammas"])
     result = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {
         "benchmark": "speculative_overhead", "runs": {}}
     result["pair"] = pair
@@ -172,17 +192,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def best_policies(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest fixed-length and the fastest adaptive entry of one draft's record (by speed-up over the
+    teacher alone, measured interleaved in the same run), and the adaptive one's speed-up over the fixed one."""
+    def fastest(found: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if not found:
+            return None
+        entry = max(found, key=lambda e: e["speedup"])
+        return {key: entry[key] for key in ("policy", "gamma", "draft_stop", "adaptive", "speedup", "acceptance_rate",
+                                            "proposals_per_round", "tokens_per_round", "lossless")}
+
+    fixed = fastest([e for e in entries if _fixed(e)])
+    adaptive = fastest([e for e in entries if not _fixed(e)])
+    return {"fixed": fixed, "adaptive": adaptive,
+            "adaptive_over_fixed": adaptive["speedup"] / fixed["speedup"] if fixed and adaptive else None}
+
+
 def comparison(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Per draft and draft length: every run's speed-up over the teacher alone in each group (runs labelled
     ``before``/``before-<n>`` and ``after``/``after-<n>``, alternated in time so load drifts hit both alike),
     their medians, the acceptance rate and whether every run was lossless."""
     table: dict[str, list[dict[str, Any]]] = {}
     for name in set.intersection(*(set(run) for run in before + after)):
-        gammas = sorted(set.intersection(*({e["gamma"] for e in run[name]["gammas"]} for run in before + after)))
+        gammas = sorted(set.intersection(*({e["gamma"] for e in run[name]["gammas"] if _fixed(e)}
+                                           for run in before + after)))
         rows = []
         for gamma in gammas:
-            entries = {group: [next(e for e in run[name]["gammas"] if e["gamma"] == gamma) for run in runs]
-                       for group, runs in (("before", before), ("after", after))}
+            entries = {group: [next(e for e in run[name]["gammas"] if e["gamma"] == gamma and _fixed(e))
+                               for run in runs] for group, runs in (("before", before), ("after", after))}
             speedups = {group: [e["speedup"] for e in found] for group, found in entries.items()}
             rows.append({"gamma": gamma, "acceptance_rate": entries["after"][0]["acceptance_rate"],
                          "speedups_before": speedups["before"], "speedups_after": speedups["after"],
@@ -191,6 +228,11 @@ def comparison(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dic
                          "lossless": all(e["lossless"] for found in entries.values() for e in found)})
         table[name] = rows
     return table
+
+
+def _fixed(entry: dict[str, Any]) -> bool:
+    """Whether a record's entry is fixed-length drafting (records written before adaptive drafting have only those)."""
+    return not entry.get("draft_stop") and not entry.get("adaptive")
 
 
 if __name__ == "__main__":

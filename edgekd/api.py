@@ -40,7 +40,10 @@ if TYPE_CHECKING:
     from edgekd.export.bundle_file import BundledFile
     from edgekd.export.ort_format import OrtModel
     from edgekd.export.source import ExportedModel
+    from edgekd.profile.speed_ratio import CalibratedDevice
     from edgekd.quantize.onnx_file import QuantizedFile
+    from edgekd.recipe_list import BuiltInRecipe
+    from edgekd.report.bench_record import BenchReport
     from edgekd.search.compress import CompressResult
 
 
@@ -80,17 +83,12 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     return loaded
 
 
-def pipelines() -> list[dict]:
-    """The built-in recipes: name, description, stages and the data each needs (whether it is here, where to get it)."""
-    from edgekd.catalog import names
+def pipelines() -> list[BuiltInRecipe]:
+    """The built-in recipes: name, description, stages and the data each needs (``data.ready``: whether it is here;
+    ``data.where``: where to get it); ``to_json()`` is an entry as ``edgekd pipelines list --json`` prints it."""
+    from edgekd.recipe_list import builtin_recipes
 
-    listed = []
-    for name in names("pipelines"):
-        recipe_ = load_recipe(name)
-        listed.append({"name": recipe_.name, "description": recipe_.description, "stages": recipe_.stage_names(),
-                       "source": str(find("pipelines", name)),
-                       "data": data_need(recipe_, find("pipelines", name)).to_json()})
-    return listed
+    return builtin_recipes()
 
 
 def _checked_device(device: DeviceLike, *, latency: bool = True,
@@ -252,8 +250,10 @@ def bench(
     warmup: int = 20,
     runs: int = 200,
     rounds: int = 4,
-) -> dict:
-    """Time several ONNX or ``.ort`` files side by side (interleaved) and write bench.json/.md/.html to ``out``."""
+) -> BenchReport:
+    """Time several ONNX or ``.ort`` files side by side (interleaved) and write bench.json/.md/.html to ``out``;
+    returns bench.json's typed record (``models``, each with its figures and verdict; ``to_json()`` is the file's
+    content)."""
     from edgekd.profile.bench import bench_models
     from edgekd.profile.cpu import detect_cpu
     from edgekd.report.bench import write_bench_report
@@ -267,15 +267,16 @@ def bench(
     return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))
 
 
-def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[dict]:
+def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[CalibratedDevice]:
     """Measure the host→device speed ratio of estimated devices (default: every built-in one with a reference).
 
-    Each entry: the device's name, its :class:`~edgekd.profile.speed_ratio.SpeedRatio` as JSON (ratio,
-    range, spread, whether it was cached). ``fresh`` re-measures instead of reading the cache. A device
-    without a reference (measured directly) is a :class:`ConfigError`.
+    Each entry: the device's name and its :class:`~edgekd.profile.speed_ratio.SpeedRatio` (``speed``: ratio,
+    range, spread, whether it was cached; ``to_json()`` is the entry as ``--json`` prints it). ``fresh``
+    re-measures instead of reading the cache. A device without a reference (measured directly) is a
+    :class:`ConfigError`.
     """
     from edgekd.catalog import names
-    from edgekd.profile.speed_ratio import speed_ratio
+    from edgekd.profile.speed_ratio import CalibratedDevice, speed_ratio
 
     if devices is None:
         profiles = [p for p in (load_device(name) for name in names("devices")) if p.reference is not None]
@@ -286,7 +287,7 @@ def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -
         if profile_.reference is None:
             raise ConfigError(f"device '{profile_.name}' has no reference figure: it is measured directly on this "
                               "machine, so there is no speed ratio to calibrate")
-        calibrated.append({"device": profile_.name, **speed_ratio(profile_.reference, fresh=fresh).to_json()})
+        calibrated.append(CalibratedDevice(profile_.name, speed_ratio(profile_.reference, fresh=fresh)))
     return calibrated
 
 

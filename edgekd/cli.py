@@ -27,10 +27,9 @@ from edgekd.console import SafeRichHandler, err, out, print_json, shown
 from edgekd.distributed import exit_launched, launched_rank, launched_size
 from edgekd.errors import ConfigError, EdgekdError, is_out_of_memory, too_long_name
 from edgekd.profile.stability import stability_warning
-from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.document import fmt
 from edgekd.report.search_section import LM_TRAINED_COLUMNS, lm_trained_rows
-from edgekd.search.record import LMSearchRecord, search_record
+from edgekd.search.record import LMSearchRecord
 
 
 def _api() -> ModuleType:
@@ -221,7 +220,7 @@ def compress(
     result = _api().compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, threads=threads, fresh=fresh,
                           show_progress=not (quiet or as_json))
     if as_json:
-        print_json({**_run_json(result.run), "table": result.table.to_json(), "search": _search_metrics(result)})
+        print_json({**_run_json(result.run), "table": result.table.to_json(), "search": result.search().to_json()})
         return
     _print_search(result)
     _print_run(result.run, as_json=False)
@@ -313,16 +312,16 @@ def bench(
     """
     record = _api().bench(models, device=device, out=out_dir, warmup=warmup, runs=runs, rounds=rounds)
     if as_json:
-        print_json(record)
+        print_json(record.to_json())
         return
-    table = Table(title=f"CPU benchmark on {shown(record['device']['name'])}")
+    table = Table(title=f"CPU benchmark on {shown(record.device.name)}")
     for column in ("model", "p50 ms", "p90 ms", "size MB", "MACs", "verdict"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for m in record["models"]:
-        table.add_row(shown(m["name"]), f"{m['p50_ms']:.4f}", f"{m['p90_ms']:.4f}", f"{m['size_mb']:.3f}",
-                      f"{m['macs']:,}" if m["macs"] is not None else "–", m["verdict"])
+    for m in record.models:
+        table.add_row(shown(m.name), f"{m.p50_ms:.4f}", f"{m.p90_ms:.4f}", f"{m.size_mb:.3f}",
+                      f"{m.macs:,}" if m.macs is not None else "–", m.verdict)
     out.print(table)
-    _print_warnings(record["warnings"])
+    _print_warnings(record.warnings)
     out.print(f"report: {shown(out_dir / 'bench.html')}", soft_wrap=True)
 
 
@@ -487,20 +486,19 @@ def bundle(
     """
     result = _api().bundle(model, device=device, out=out_dir, labels=labels, preprocessing=preprocessing,
                         target=target, runs=runs, warmup=warmup)
-    record = result.to_json()
     if as_json:
-        print_json(record)
+        print_json(result.to_json())
         return
-    profile, budget = record["profile"], record["budget"]
-    parity = record["parity"]
-    out.print(f"bundle of {shown(model)} ({record['format']}) for {shown(record['device']['name'])}: "
-              f"{len(record['files']) + 1} files in {shown(result.directory)}, {shown(result.zip_path)} "
-              f"({record['zip_bytes']:,} bytes)", soft_wrap=True)
-    if parity is not None:
-        out.print(f".ort parity with the ONNX model: max abs diff {parity['max_abs_diff']:.2e}", soft_wrap=True)
-    colour = "green" if budget["verdict"] == "pass" else "red"
-    out.print(f"{shown(record['profiled_file'])}: p50 {profile['p50_ms']:.3f} ms, p90 {profile['p90_ms']:.3f} ms"
-              + (" (estimate)" if profile["estimate"] else "") + f"; budget: [{colour}]{budget['verdict']}[/]",
+    record = result.record
+    profile, budget = record.profile, record.budget
+    out.print(f"bundle of {shown(model)} ({record.format}) for {shown(record.device.name)}: "
+              f"{len(record.files) + 1} files in {shown(result.directory)}, {shown(result.zip_path)} "
+              f"({record.zip_bytes:,} bytes)", soft_wrap=True)
+    if record.parity is not None:
+        out.print(f".ort parity with the ONNX model: max abs diff {record.parity.max_abs_diff:.2e}", soft_wrap=True)
+    colour = "green" if budget.passed else "red"
+    out.print(f"{shown(record.profiled_file)}: p50 {profile.p50_ms:.3f} ms, p90 {profile.p90_ms:.3f} ms"
+              + (" (estimate)" if profile.estimate else "") + f"; budget: [{colour}]{budget.verdict}[/]",
               soft_wrap=True)
 
 
@@ -555,17 +553,18 @@ def devices_calibrate(
     """
     calibrated = _api().calibrate(names or None, fresh=fresh)
     if as_json:
-        print_json(calibrated)
+        print_json([c.to_json() for c in calibrated])
         return
     table = Table(title="host→device speed ratios (device ms ÷ host ms of the reference model)", box=box.SIMPLE_HEAD)
     table.add_column("device", no_wrap=True)
     for column in ("reference", "published ms", "host ms", "ratio", "rounds", "spread", "status"):
         table.add_column(column, justify="left" if column in ("reference", "status") else "right")
     for c in calibrated:
-        status = "cached" if c["cached"] else "measured now" if c["stable"] else "[red]unstable: not cached[/]"
-        table.add_row(shown(c["device"]), c["reference_model"], f"{c['device_ms']:g}", f"{c['host_ms']:.4g}",
-                      f"{c['ratio']:.3g} ± {c['uncertainty']:.2g}", str(len(c["host_rounds_ms"])),
-                      f"{c['spread']:.0%}", status)
+        speed = c.speed
+        status = "cached" if speed.cached else "measured now" if speed.stable else "[red]unstable: not cached[/]"
+        table.add_row(shown(c.device), speed.reference_model, f"{speed.device_ms:g}", f"{speed.host_ms:.4g}",
+                      f"{speed.ratio:.3g} ± {speed.uncertainty:.2g}", str(len(speed.host_rounds_ms)),
+                      f"{speed.spread:.0%}", status)
     out.print(table)
 
 
@@ -578,21 +577,20 @@ def pipelines_list(as_json: JsonOpt = False) -> None:
     """
     recipes = _api().pipelines()
     if as_json:
-        print_json(recipes)
+        print_json([r.to_json() for r in recipes])
         return
     table = Table(title="built-in recipes (the names run, validate and compress take)", box=box.SIMPLE_HEAD)
-    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in recipes))
+    table.add_column("name", no_wrap=True, min_width=max(len(r.name) for r in recipes))
     table.add_column("data")
     table.add_column("here?", no_wrap=True)
     for r in recipes:
-        data = r["data"]
-        table.add_row(shown(r["name"]), shown(data["summary"]), "[green]yes[/]" if data["ready"] else "[red]missing[/]")
+        table.add_row(shown(r.name), shown(r.data.summary), "[green]yes[/]" if r.data.ready else "[red]missing[/]")
     out.print(table)
     needs: dict[tuple[str, str], list[str]] = {}  # (missing paths, where to get them) → recipes
     for r in recipes:
-        if not r["data"]["ready"]:
-            missing = ", ".join(shown(r["data"]["paths"][key]) for key in r["data"]["missing"])
-            needs.setdefault((missing, shown(r["data"]["where"])), []).append(shown(r["name"]))
+        if not r.data.ready:
+            missing = ", ".join(shown(str(path)) for _, path in sorted(r.data.missing.items()))
+            needs.setdefault((missing, shown(r.data.where)), []).append(shown(r.name))
     for (missing, where), names in needs.items():
         out.print(f"[bold]{', '.join(names)}[/] need{'s' if len(names) == 1 else ''} {missing}. {where}")
 
@@ -603,18 +601,13 @@ def _print_warnings(warnings: list[str]) -> None:
         err.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
 
 
-def _search_metrics(result) -> dict[str, Any]:
-    """The search stage's record (candidates, budget, choice) of a search run."""
-    return next(r.metrics["search"] for r in result.run.stages if r.stage == "search")
-
-
 def _print_search(result) -> None:
     """The latency table's origin, the trained candidates and the choice of a search run."""
     table = result.table
     out.print(f"latency table: {table.entries} candidates, "
               + (f"{table.profiled} timed now in {table.seconds:.1f} s, " if table.profiled else "")
               + f"{table.reused} from the cache ({shown(table.path)})", soft_wrap=True)
-    search = search_record(_search_metrics(result))
+    search = result.search()
     if isinstance(search, LMSearchRecord):
         _print_lm_search(search, table.entries)
         return
@@ -666,29 +659,29 @@ def _print_run(result, as_json: bool) -> None:
     out.print(table)
     if not result.report_path.is_file():
         return
-    report = result.report()
+    report = result.report_record()
     summary = Table(title="teacher vs student")
     summary.add_column("")
-    roles = [r for r in ("teacher", "student") if r in report]
-    for role in roles:
+    models = {role: figures for role in ("teacher", "student") if (figures := report.figures(role)) is not None}
+    for role in models:
         summary.add_column(role, justify="right")
     rows = ((("val_loss", "{:.4f}"), ("perplexity", "{:.3f}"), ("params", "{:,}"), ("size_mb", "{:.3f}"),
              ("time_to_first_token_ms", "{:.3f}"), ("per_token_p50_ms", "{:.3f}"), ("per_token_p90_ms", "{:.3f}"),
              ("tokens_per_second", "{:.0f}"))
-            if any(report[r].get("task") == "causal_lm" for r in roles) else
+            if any(figures.task == "causal_lm" for figures in models.values()) else
             (("accuracy", "{:.4f}"), ("params", "{:,}"), ("size_mb", "{:.3f}"), ("p50_ms", "{:.3f}"),
              ("p90_ms", "{:.3f}")))
-    for key, pattern in rows:
-        summary.add_row(key, *[pattern.format(report[r][key]) if report[r].get(key) is not None else "–"
-                               for r in roles])
+    for field, pattern in rows:
+        summary.add_row(field, *["–" if (value := getattr(figures, field)) is None else pattern.format(value)
+                                 for figures in models.values()])
     out.print(summary)
-    comparison = report.get("comparison") or {}
-    if comparison.get("p50_latency_ratio") is not None:
-        out.print(f"student/teacher: accuracy ratio {comparison['accuracy_ratio']:.3f}, "
-                  f"p50 latency ratio {comparison['p50_latency_ratio']:.3f}", soft_wrap=True)
-    budget = BudgetVerdict.model_validate(report["budget"])
+    comparison = report.comparison
+    if comparison is not None and comparison.p50_latency_ratio is not None:
+        out.print(f"student/teacher: accuracy ratio {comparison.accuracy_ratio:.3f}, "
+                  f"p50 latency ratio {comparison.p50_latency_ratio:.3f}", soft_wrap=True)
+    budget = report.budget
     colour = "green" if budget.passed else "red"
-    out.print(f"budget on {shown(report['device']['name'])}: [{colour}]{budget.verdict}[/]"
+    out.print(f"budget on {shown(report.device.name)}: [{colour}]{budget.verdict}[/]"
               + (" (latency estimated)" if budget.estimate else ""), soft_wrap=True)
     out.print(f"report: {shown(result.run_dir / 'report.html')} (and report.md)", soft_wrap=True)
     if (result.run_dir / "bundle.zip").is_file():

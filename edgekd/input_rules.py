@@ -4,8 +4,9 @@ Training and evaluation feed up to ``tokenizer.max_length`` tokens, so a Hugging
 is refused before anything trains (it was refused when its stage built it, after the stages before had trained).
 
 Stages that time a model (profile, quantize, bundle, prune, factorize, hybrid, search) feed it
-``device.inputs.sequence_length`` tokens; a Hugging Face model with fewer positions
-(``max_position_embeddings``, less the positions RoBERTa-style embeddings skip) cannot run them, and
+``device.inputs.sequence_length`` tokens; a Hugging Face model (``arch: hf``, and ``arch: bert`` from a
+checkpoint or from sizes) with fewer positions (``max_position_embeddings``, less the positions RoBERTa-style
+embeddings skip) cannot run them, and
 onnxruntime would fail on an out-of-range index after every stage before it had trained. Refused by
 ``edgekd validate`` and before the first stage instead, naming the role and both numbers. Causal LMs
 have their own check on the device's generation lengths (:func:`edgekd.task_rules.check_generation_fits`).
@@ -49,17 +50,51 @@ def check_sequence_fits(recipe: Recipe, device: DeviceProfile, source: str) -> N
     timed = bool(TIMING_STAGES & set(recipe.stage_names()))
     length = device.inputs.sequence_length
     for role in ("teacher", "assistant", "student"):
-        config = role_config(recipe, role) if max_length is not None or timed else None
-        positions = _usable_positions(config) if config is not None else None
+        positions = _role_positions(recipe, role) if max_length is not None or timed else None
         if positions is None:
             continue
         if max_length is not None and positions < max_length:
-            raise ConfigError(f"{source}: {role}.model: it takes at most {positions} tokens, fewer than the "
+            pretrained = getattr(getattr(getattr(recipe, role, None), "model", None), "pretrained", None)
+            named = f"{role}.model" + (f" ('{pretrained}')" if pretrained is not None else "")
+            raise ConfigError(f"{source}: {named}: it takes at most {positions} tokens, fewer than the "
                               f"tokenizer's max_length {max_length}; lower tokenizer.max_length")
         if timed and positions < length:
             raise ConfigError(f"{source}: {role}.model: it takes at most {positions} tokens, but device "
                               f"'{device.name}' feeds inputs.sequence_length {length}; give a device profile with "
                               f"a shorter sequence_length (--device my-device.yaml) or a model with more positions")
+
+
+def _role_positions(recipe: Recipe, role: str) -> int | None:
+    """The tokens the model of ``role`` takes; None for a model without a position limit (BiLSTM, TextCNN), a
+    user's module, a missing role, or one whose limit is not known before it is built.
+
+    An ``arch: hf`` model's comes from its config; an ``arch: bert`` one's from its checkpoint's config, or, built
+    from sizes, from the position table it is given: the recipe's ``tokenizer.max_length``, at least
+    :data:`edgekd.models.hf.MIN_POSITIONS`. A ``drop_layers`` student keeps its teacher's.
+    """
+    from edgekd.models.families import read_config
+    from edgekd.models.specs import spec_of
+
+    config = role_config(recipe, role)
+    if config is not None:
+        return _usable_positions(config)
+    try:
+        spec = spec_of(recipe, role)
+    except ValueError:  # the recipe has no such role
+        return None
+    if getattr(spec, "arch", None) != "bert":
+        return None
+    if spec.pretrained is not None:
+        try:
+            return _usable_positions(read_config(spec.pretrained))
+        except ValueError:  # no readable checkpoint: the teacher stage names the key
+            return None
+    tokenizer = getattr(recipe, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    from edgekd.models.hf import MIN_POSITIONS
+
+    return max(tokenizer.max_length, MIN_POSITIONS)
 
 
 def _usable_positions(config: dict[str, Any]) -> int | None:

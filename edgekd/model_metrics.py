@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgekd.stage_record import Record
 
-class ModelFigures(BaseModel):
+
+class ModelFigures(Record):
     """One model's figures (``None`` where the stage that measures one did not run)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     accuracy: float | None = None
     val_accuracy: float | None = None

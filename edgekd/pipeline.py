@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.artifacts import Artifact, StageContext
 from edgekd.atomic import remove_temporaries, write_json
@@ -64,6 +64,9 @@ from edgekd.stage_kind import StageKind
 from edgekd.stage_store import fetch_stage, keep_stage
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
 from edgekd.version import __version__
+
+if TYPE_CHECKING:
+    from edgekd.report.record import RunReport
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +106,17 @@ class RunResult:
         return self.run_dir / "report.json"
 
     def report(self) -> dict[str, Any]:
-        """The run's ``report.json`` as a dict (needs a ``report`` stage)."""
-        return json.loads(self.report_path.read_text())
+        """The run's ``report.json`` as a dict (needs a ``report`` stage); :meth:`report_record` is the typed one."""
+        from edgekd.report.record import report_json  # onnxruntime with it: not for every import of this module
+
+        return report_json(self.report_path)
+
+    def report_record(self) -> RunReport:
+        """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport` (needs a ``report``
+        stage)."""
+        from edgekd.report.record import read_report
+
+        return read_report(self.report_path)
 
 
 def stage_dir_name(index: int, stage: str) -> str:

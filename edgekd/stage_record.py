@@ -1,4 +1,6 @@
-"""Reading a typed record back from a stage's ``stage.json`` metrics, with one clear line when it is malformed."""
+"""The base classes of every typed record (:class:`Record`, and the frozen :class:`FrozenRecord`,
+:class:`FullRecord` and :class:`RoleRecord` of the stages), and reading one back from a stage's ``stage.json``
+metrics or another JSON file (:func:`read_stored`), with one clear line when it is malformed."""
 
 from __future__ import annotations
 
@@ -20,14 +22,20 @@ def read_stage_record(model: type[RecordT], record: dict[str, Any], key: str | N
     where = f"{record['index']:02d}-{record['stage']}/stage.json"
     if key is not None and key not in metrics:
         raise StorageError(f"{where}: {prefix}: missing")
-    stored = metrics if key is None else metrics[key]
+    return read_stored(model, metrics if key is None else metrics[key], where, prefix)
+
+
+def read_stored(model: type[RecordT], stored: Any, where: str, prefix: str = "") -> RecordT:
+    """``stored`` (JSON read back from the file ``where``, under the key path ``prefix`` if any) as ``model``; a
+    malformed one raises a one-line :class:`StorageError` naming the file, the first bad field and what is wrong."""
     try:
         return model.model_validate(stored)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = format_key_path(_stored_path(stored, error["loc"]))
-        joint = "" if not field or field.startswith("[") else "."
-        raise StorageError(f"{where}: {prefix}{joint}{field}: {error['msg']}") from None
+        joint = "" if not prefix or not field or field.startswith("[") else "."
+        key = f"{prefix}{joint}{field}"
+        raise StorageError(f"{where}: {key + ': ' if key else ''}{error['msg']}") from None
 
 
 def _stored_path(data: Any, loc: tuple[Any, ...]) -> list[Any]:
@@ -56,23 +64,32 @@ def _stored_path(data: Any, loc: tuple[Any, ...]) -> list[Any]:
     return min(readings, key=lambda reading: reading[:2])[2]
 
 
-class FrozenRecord(BaseModel):
+class Record(BaseModel):
+    """The base of every typed record edgekd writes or reads back (stage records, ``report.json``,
+    ``bench.json``): records are read back by scripts, so unknown keys, which would go unnoticed, are refused.
+    Records that are assembled and then written whole (``report.json``, ``bench.json``) derive from it as it is;
+    stage records are frozen (:class:`FrozenRecord`, :class:`FullRecord`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FrozenRecord(Record):
     """A stage's typed record: unknown keys are refused (a script reading it back would miss them) and only the
     fields given are written (:meth:`to_json`), so a record keeps the shape the stage wrote."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of the fields given (optional fields a stage did not set are left out)."""
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-class FullRecord(BaseModel):
+class FullRecord(Record):
     """A typed part of a record that is always written whole (:meth:`to_json` writes every field, defaults
     included); unknown keys are refused. Stage records compose these parts (a :class:`FrozenRecord` deriving from
     several of them writes only the fields it was given)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""

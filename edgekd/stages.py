@@ -76,6 +76,7 @@ def check_recipe(recipe: Recipe, source: str, registry: StageRegistry = DEFAULT_
     state = PlanState(recipe=recipe, source=source)
     _check_models(state)
     check_task(state)
+    _check_brought_models(state)
     for index, config in enumerate(recipe.stages):
         where = f"stages[{index}]"
         kind = registry[config.stage]
@@ -115,14 +116,22 @@ def _check_models(state: PlanState) -> None:
         if spec.modality is not None and spec.modality != modality:
             raise state.fail(f"{role}.model.arch", f"a {spec.label} model takes {spec.modality} inputs, but "
                              f"data.source '{recipe.data.source}' gives {modality} data")
-        if holder.model.arch == "module":  # a user's own module: imported and called on the data now
-            from edgekd.models.user_module import check_spec
-
-            check_spec(holder.model, state, f"{role}.model")
     _check_packaged_checkpoints(state)
     if recipe.tokenizer is not None and modality != "text":
         raise state.fail("tokenizer", f"a tokenizer applies to text data; data.source '{recipe.data.source}' "
                          "gives images")
+
+
+def _check_brought_models(state: PlanState) -> None:
+    """An architecture's own validate-time check (a user's module, an ONNX file: tried on the data now); after the
+    task's rules, which may refuse a model for what it is without running it."""
+    from edgekd.models.architectures import ARCHITECTURES
+
+    for role in ("teacher", "assistant", "student"):
+        holder = getattr(state.recipe, role)
+        check = ARCHITECTURES[holder.model.arch].checker() if holder is not None else None
+        if check is not None:
+            check(holder.model, state, f"{role}.model")
 
 
 def _check_packaged_checkpoints(state: PlanState) -> None:

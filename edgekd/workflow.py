@@ -29,10 +29,9 @@ Every argument is validated as the recipe is, with the same one-line errors nami
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel
@@ -54,6 +53,9 @@ from edgekd.quantize.config import QuantizeStage as Quantize
 from edgekd.report.config import ReportStage as Report
 from edgekd.run_plan import StagePlan
 from edgekd.search.config import SearchStage as Search
+
+if TYPE_CHECKING:
+    from edgekd.report.record import RunReport
 
 __all__ = ["Bundle", "Distill", "Export", "Factorize", "Hybrid", "Pipeline", "Profile", "Prune", "Quantize", "Report",
            "Run", "Search", "Teacher", "open_run"]
@@ -150,7 +152,8 @@ def _data(value: Any) -> Any:
 def _role(value: Any) -> Any:
     """A model role: a spec (or its mapping) is wrapped as ``{model: spec}``; a role config passes through.
 
-    An ``nn.Module`` object or a ``"package.module:factory"`` string is the user's own module (``arch: module``).
+    An ``nn.Module`` object or a ``"package.module:factory"`` string is the user's own module (``arch: module``);
+    a ``Path`` or a string ending in ``.onnx`` is an ONNX file (``arch: onnx``, a teacher).
     """
     from torch import nn
 
@@ -158,6 +161,8 @@ def _role(value: Any) -> Any:
 
     if isinstance(value, nn.Module):
         return {"model": {"arch": "module", "instance": register_object(value)}}
+    if isinstance(value, Path) or isinstance(value, str) and value.lower().endswith(".onnx"):
+        return {"model": {"arch": "onnx", "path": str(value)}}  # a trained model's ONNX file (a teacher)
     if isinstance(value, str):
         return {"model": {"arch": "module", "factory": value}}
     value = _plain(value)
@@ -177,11 +182,17 @@ class Run:
     """Every finished stage's ``stage.json`` record, in order."""
 
     def report(self) -> dict[str, Any]:
-        """The run's ``report.json`` (it needs a ``report`` stage)."""
-        path = self.directory / "report.json"
-        if not path.is_file():
-            raise ConfigError(f"{path}: not found; the recipe has no 'report' stage or it has not run")
-        return json.loads(path.read_text(encoding="utf-8"))
+        """The run's ``report.json`` as a dict (it needs a ``report`` stage); :meth:`report_record` is the typed one."""
+        from edgekd.report.record import report_json  # onnxruntime with it: not for every import of this module
+
+        return report_json(self.directory / "report.json")
+
+    def report_record(self) -> RunReport:
+        """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport` (it needs a ``report``
+        stage); a damaged one is a one-line :class:`~edgekd.errors.StorageError` naming the field."""
+        from edgekd.report.record import read_report
+
+        return read_report(self.directory / "report.json")
 
     def model_dir(self, role: str) -> Path:
         """The directory of the last saved PyTorch model of ``role`` (``teacher``, ``assistant``, ``student``)."""

@@ -74,3 +74,53 @@ def test_validate_checks_against_the_device_it_is_given(tmp_path: Path) -> None:
     assert given.exit_code == 0 and f"on device '{tmp_path / 'short.yaml'}'" in given.output, given.output
     unknown = CliRunner().invoke(app, ["validate", str(recipe), "--device", "no-such-device"])
     assert unknown.exit_code == 2 and "unknown device 'no-such-device'" in unknown.output
+
+
+def _bert_recipe(tmp_path: Path, teacher: dict, student: dict, *, max_length: int = 32) -> Path:
+    """A text recipe of edgekd's own BERT roles (no ``arch: hf``), profiled on the device."""
+    _write_tsv(tmp_path / "train.tsv", 60, seed=1)
+    _write_tsv(tmp_path / "dev.tsv", 20, seed=2)
+    recipe = {"name": "bert-roles", "device": "host-cpu",
+              "data": {"source": "tsv", "train": "train.tsv", "test": "dev.tsv", "text_column": "sentence",
+                       "label_column": "label", "val_examples": 10},
+              "tokenizer": {"vocab_size": 200, "max_length": max_length},
+              "teacher": {"model": teacher}, "student": {"model": student},
+              "stages": [{"stage": "teacher", "epochs": 1}, {"stage": "distill", "epochs": 1},
+                         {"stage": "export"}, {"stage": "profile", "runs": 10}]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _device(tmp_path: Path, length: int) -> Path:
+    path = tmp_path / f"seq{length}.yaml"
+    path.write_text(yaml.safe_dump({**SHORT, "name": f"seq{length}",
+                                    "inputs": {**SHORT["inputs"], "sequence_length": length}}))
+    return path
+
+
+def test_edgekds_own_bert_roles_are_checked_against_the_device_length(tmp_path: Path) -> None:
+    """``arch: bert`` from sizes gets a position table of max(tokenizer.max_length, 512); a device feeding more
+    failed in onnxruntime at the profile stage, after training. ``drop_layers`` keeps its teacher's table."""
+    sized = {"arch": "bert", "layers": 2, "hidden": 16, "heads": 2, "ffn": 32}
+    recipe = _bert_recipe(tmp_path, sized, {"arch": "drop_layers"})
+    fits = CliRunner().invoke(app, ["validate", str(recipe), "--device", str(_device(tmp_path, 512))])
+    assert fits.exit_code == 0, fits.output
+    refused = CliRunner().invoke(app, ["validate", str(recipe), "--device", str(_device(tmp_path, 1000))])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert ("teacher.model: it takes at most 512 tokens, but device 'seq1000' feeds inputs.sequence_length 1000"
+            in " ".join(refused.output.split()))
+    longer = _bert_recipe(tmp_path, sized, {"arch": "drop_layers"}, max_length=1024)
+    assert CliRunner().invoke(app, ["validate", str(longer), "--device", str(_device(tmp_path, 1000))]).exit_code == 0
+
+
+def test_a_pretrained_bert_role_is_checked_against_its_checkpoints_positions(tmp_path: Path) -> None:
+    BertForSequenceClassification(BertConfig(vocab_size=200, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32,
+                                             max_position_embeddings=64)).save_pretrained(tmp_path / "bert64")
+    recipe = _bert_recipe(tmp_path, {"arch": "bert", "pretrained": "bert64"},
+                          {"arch": "textcnn", "embedding_dim": 8, "filters": 8, "kernel_sizes": [1, 2]})
+    refused = CliRunner().invoke(app, ["validate", str(recipe), "--device", str(_device(tmp_path, 96))])
+    assert refused.exit_code == 2
+    assert "teacher.model: it takes at most 64 tokens" in " ".join(refused.output.split()), refused.output
+    assert CliRunner().invoke(app, ["validate", str(recipe), "--device", str(_device(tmp_path, 64))]).exit_code == 0

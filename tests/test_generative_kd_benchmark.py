@@ -64,7 +64,27 @@ def test_quick_benchmark_trains_every_variant_and_measures_the_drafts(tmp_path: 
     # a second run reuses every trained stage: nothing is retrained
     student = tmp_path / "work" / "runs" / "generative-kd-token-s0" / "02-distill" / "student" / "model.safetensors"
     stamp = student.stat().st_mtime_ns
-    assert benchmark.main(command) == 0
+    # ... and, with adaptive drafting asked for, measures it beside fixed gamma
+    assert benchmark.main(command + ["--draft-stop", "0.5", "--adaptive"]) == 0
     again = json.loads(out.read_text())
     assert again["students"] == result["students"] and again["teacher"] == result["teacher"]
     assert student.stat().st_mtime_ns == stamp
+    assert again["speculative_settings"]["draft_stops"] == [0.5] and again["speculative_settings"]["adaptive"]
+    record = again["speculative"]["sequence"]["0"]
+    assert [entry["policy"] for entry in record["gammas"]] == [
+        "gamma 1", "gamma 2", "gamma 2, stop 0.5", "gamma 2, adaptive", "gamma 2, stop 0.5, adaptive",
+        "gamma 4", "gamma 4, stop 0.5", "gamma 4, adaptive", "gamma 4, stop 0.5, adaptive"] and record["lossless"]
+    for size in ("student", "draft"):
+        best, fixed = again["summary"][size]["best_speculative"], again["summary"][size]["best_fixed_speculative"]
+        for variant in best:
+            assert best[variant]["mean_speedup"] >= fixed[variant]["mean_speedup"]
+            assert fixed[variant]["policy"] == f"gamma {fixed[variant]['gamma']}"
+
+
+def test_bad_draft_stop_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    benchmark = load_benchmark("generative_kd")
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--quick", "--out", str(tmp_path / "o.json"), "--corpus", str(_corpus(tmp_path / "p.txt")),
+                        "--draft-stop", "-0.1"])
+    assert stop.value.code == 2
+    assert "--draft-stop -0.1: a threshold" in capsys.readouterr().err.strip().splitlines()[-1]

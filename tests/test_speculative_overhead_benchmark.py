@@ -22,13 +22,29 @@ def test_runs_share_one_trained_pair_and_are_compared_by_label(tmp_path: Path) -
     assert benchmark.main(common + ["--label", "before"]) == 0
     trained = (pair / "teacher.onnx").stat().st_mtime_ns
     assert "comparison" not in json.loads(out.read_text())
-    for label in ("after-1", "after-2"):
-        assert benchmark.main(common + ["--label", label]) == 0
+    assert benchmark.main(common + ["--label", "after-1"]) == 0
+    # adaptive drafting beside fixed gamma in one run, timed in thread CPU: the comparison reads the fixed entries
+    assert benchmark.main(common + ["--label", "after-2", "--draft-stop", "0.4", "0.8", "--adaptive",
+                                    "--clock", "thread"]) == 0
     assert (pair / "teacher.onnx").stat().st_mtime_ns == trained  # the pair was reused, not retrained
     result = json.loads(out.read_text())
     assert set(result["runs"]) == {"before", "after-1", "after-2"}
     assert set(result["pair"]["drafts"]) == {"draft-sequence", "draft-corpus"}
     assert all(result["pair"]["teacher"][key] for key in ("val_loss", "steps", "seconds"))
+    adaptive = result["runs"]["after-2"]["drafts"]
+    for record in adaptive.values():
+        assert record["clock"] == "thread" and record["lossless"]
+        assert [e["policy"] for e in record["gammas"]] == [
+            "gamma 1", "gamma 3", "gamma 3, stop 0.4", "gamma 3, stop 0.8", "gamma 3, adaptive",
+            "gamma 3, stop 0.4, adaptive", "gamma 3, stop 0.8, adaptive"]
+        best = record["best"]
+        assert not best["fixed"]["draft_stop"] and not best["fixed"]["adaptive"]
+        assert best["adaptive"]["draft_stop"] or best["adaptive"]["adaptive"]
+        speedups = {e["policy"]: e["speedup"] for e in record["gammas"]}
+        assert best["fixed"]["speedup"] == max(speedups["gamma 1"], speedups["gamma 3"])
+        assert best["adaptive_over_fixed"] == pytest.approx(best["adaptive"]["speedup"] / best["fixed"]["speedup"])
+    assert "best" in result["runs"]["after-1"]["drafts"]["draft-corpus"]
+    assert result["runs"]["after-1"]["drafts"]["draft-corpus"]["best"]["adaptive"] is None
     for name, rows in result["comparison"].items():
         assert [row["gamma"] for row in rows] == [1, 3]
         for row in rows:
@@ -40,9 +56,15 @@ def test_runs_share_one_trained_pair_and_are_compared_by_label(tmp_path: Path) -
             assert row["lossless"] and 0 <= row["acceptance_rate"] <= 1
 
 
-def test_bad_arguments_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("extra, message", [
+    (["--corpus", "none.txt"], "--corpus"),
+    (["--draft-stop", "0.5", "1.2"], "--draft-stop 1.2: a threshold on the draft's top-token probability must be in"),
+    (["--clock", "cpu"], "--clock: invalid choice: 'cpu'"),
+])
+def test_bad_arguments_are_one_line_exit_2(tmp_path: Path, capsys, extra, message) -> None:
     benchmark = load_benchmark("speculative_overhead")
+    extra = [str(tmp_path / item) if item.endswith(".txt") else item for item in extra]
     with pytest.raises(SystemExit) as stop:
-        benchmark.main(["--out", str(tmp_path / "o.json"), "--label", "x", "--corpus", str(tmp_path / "none.txt")])
+        benchmark.main(["--out", str(tmp_path / "o.json"), "--label", "x", *extra])
     assert stop.value.code == 2
-    assert "--corpus" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]

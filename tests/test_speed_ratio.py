@@ -139,7 +139,7 @@ def test_calibrate_command(cache: Path, scripted: list) -> None:
     assert rows[estimated[0]].rstrip().endswith("cached") and "± " in rows[estimated[0]]
     assert rows[estimated[1]].rstrip().endswith("unstable: not cached")
     scripted += [STEADY]
-    assert [r["cached"] for r in api.calibrate(fresh=False)] == [True, False] and scripted == []
+    assert [r.speed.cached for r in api.calibrate(fresh=False)] == [True, False] and scripted == []
     assert_user_error(cli("devices", "calibrate", "host-cpu"), "host-cpu", "no reference")
 
 

@@ -399,10 +399,9 @@ def recipe_dict(data: dict, **changes: object) -> dict:
 
 
 @pytest.mark.parametrize(("change", "key", "message"), [
-    ({"student": {"model": {"arch": "textcnn", "embedding_dim": 16, "filters": 16, "kernel_sizes": [1, 2]}}},
-     "student.model.arch", "'textcnn' gives one answer per sentence; token classification needs one per token"),
-    ({"teacher": {"model": {"arch": "bilstm", "embedding_dim": 16, "hidden": 16}}},
-     "teacher.model.arch", "'bilstm' gives one answer per sentence"),
+    ({"student": {"model": {"arch": "module", "factory": "tests.user_modules:bag_of_words"}}},
+     "student.model.arch", "'module' gives one answer per input; token classification needs one per token: use "
+     "bert, hf, drop_layers, bilstm, textcnn"),
     ({"losses": [{"kind": "hinton"}, {"kind": "minilm"}]}, "stages[1].losses[1].kind",
      "'minilm' is not applied per token; token classification distils with hinton or logit_mse"),
     ({"augment": {"copies": 1}}, "stages[1].augment", "augmented sentences are unlabelled"),
@@ -412,7 +411,7 @@ def recipe_dict(data: dict, **changes: object) -> dict:
       "teacher": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}},
       "student": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}}, "tokenizer": None}, "data.source",
      "token classification reads a tokens and a tags column from text data (tsv, csv, hf_disk, hub), not 'npz'"),
-], ids=["textcnn", "bilstm", "minilm-loss", "augment", "ensemble", "npz"])
+], ids=["module", "minilm-loss", "augment", "ensemble", "npz"])
 def test_validate_refuses_what_does_not_apply(tmp_path: Path, change: dict, key: str, message: str) -> None:
     recipe = recipe_dict(tagged_data(tmp_path, train=60, test=20))
     if "losses" in change:
@@ -493,6 +492,36 @@ def test_bert_teacher_hf_student_export_and_bundle(tmp_path: Path) -> None:
     assert onnx_logits.shape == (2, batch["input_ids"].shape[1], len(tags))
     real = batch["attention_mask"].bool().numpy()
     assert np.abs(onnx_logits[real] - torch_logits.numpy()[real]).max() < 1e-4
+
+
+@pytest.mark.parametrize("student", [
+    {"arch": "bilstm", "embedding_dim": 32, "hidden": 32, "fc_hidden": 32, "embeddings": "teacher"},
+    pytest.param({"arch": "textcnn", "embedding_dim": 32, "filters": 32, "kernel_sizes": [3, 9]},
+                 marks=pytest.mark.slow),  # ~20 s; the bilstm case runs the same path by default
+], ids=["bilstm", "textcnn"])
+def test_sentence_students_distilled_as_taggers_export_and_bundle(tmp_path: Path, student: dict) -> None:
+    """A BiLSTM (each token reads the sentence both ways) and a window CNN tag each token, distilled from a BERT
+    tagger: they learn the context rule, export with a dynamic sequence axis and answer per token in the bundle."""
+    import onnxruntime as ort
+
+    import edgekd
+    from edgekd.config.loading import validate_model
+    from edgekd.config.recipe import Recipe
+
+    data = tagged_data(tmp_path)
+    recipe = recipe_dict(data, student={"model": student})
+    recipe["stages"][1]["lr"] = 0.01
+    recipe["stages"] += [{"stage": "export"}, {"stage": "profile", "warmup": 1, "runs": 10}, {"stage": "bundle"},
+                         {"stage": "report"}]
+    run = tmp_path / "run"
+    report = edgekd.run(validate_model(recipe, Recipe, source="test"), out=run).report()
+    _names_by_context(report, data, "student")
+    manifest = json.loads((run / "bundle" / "manifest.json").read_text())
+    assert manifest["outputs"][0]["shape"] == ["batch", "sequence", 4] and manifest["postprocessing"]["per_token"]
+    session = ort.InferenceSession(str(run / "bundle" / manifest["model"]["file"]))
+    ids = np.array([[2, 11, 12, 13, 3, 0, 0]], dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
+    assert session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0].shape == (1, 7, 4)
 
 
 def test_pretrained_hf_teacher_with_its_own_tokenizer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 import edgekd
 from edgekd import Distill, Export, Pipeline, Profile, Report, Teacher
 from edgekd.config.recipe import load_recipe
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, StorageError
 from edgekd.models.specs import CNNSpec
 
 
@@ -78,6 +79,11 @@ def test_run_and_reopen_in_python(tmp_path: Path) -> None:
     run = edgekd.open_run(tmp_path / "run")
     assert run.recipe == pipeline.recipe
     assert run.report()["student"]["accuracy"] == result.report()["student"]["accuracy"]
+    typed = run.report_record()
+    assert typed.figures("student").accuracy == result.report()["student"]["accuracy"]
+    assert typed.device.name == "host-cpu" and typed.to_json() == run.report()
+    assert typed.comparison.params_ratio == pytest.approx(
+        typed.figures("student").params / typed.figures("teacher").params)
     student = run.load_model("student")
     images = torch.zeros(2, 1, 8, 8)
     assert student(images).shape == (2, 10)
@@ -105,3 +111,21 @@ def test_a_device_mapping_is_a_device_profile(tmp_path: Path) -> None:
                     out=tmp_path / "run")
     with pytest.raises(TypeError, match="device: expected a built-in name, a YAML path, a mapping or a DeviceProfile"):
         edgekd.plan(_pipeline().recipe, device=3, out=tmp_path / "run")
+
+
+def test_a_damaged_report_is_one_line_naming_the_file_and_field(tmp_path: Path) -> None:
+    result = _pipeline(stages=[Teacher(epochs=1), Distill(epochs=1), Export(), Profile(warmup=1, runs=10),
+                               Report()]).run(tmp_path / "run")
+    path = result.report_path
+    report = json.loads(path.read_text())
+    path.write_text(json.dumps({**report, "student": {**report["student"], "params": "many"}}))
+    with pytest.raises(StorageError) as raised:
+        edgekd.open_run(tmp_path / "run").report_record()
+    assert str(raised.value).startswith(f"{path}: student.params: ") and "\n" not in str(raised.value)
+    path.write_text(json.dumps({**report, "device": {**report["device"], "threads": 0}}))
+    with pytest.raises(StorageError, match=r"report\.json: device\.threads"):
+        result.report_record()
+    assert result.report()["device"]["threads"] == 0  # the mapping is the file as it is, unchecked
+    path.unlink()
+    with pytest.raises(ConfigError, match="not found; the recipe has no 'report' stage"):
+        result.report_record()

@@ -13,6 +13,7 @@ from edgekd.distill.losses.registry import LossConfig, build_loss
 from edgekd.distill.outputs import ModelInfo, forward_outputs
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import Objective
+from edgekd.models.call import parameter_device
 
 
 def combined_loss(specs: Sequence[LossConfig], student: nn.Module, teacher: nn.Module) -> CombinedLoss:
@@ -41,7 +42,7 @@ def distillation_objective(
         if cache is not None:
             teacher_out = cache.lookup(idx, mask)
         else:
-            if next(teacher.parameters()).device != labels.device:
+            if parameter_device(teacher) != labels.device:
                 teacher.to(labels.device)
             with torch.no_grad():
                 teacher_out = forward_outputs(teacher.eval(), inputs, loss.needs)

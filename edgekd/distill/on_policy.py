@@ -37,11 +37,10 @@ from edgekd.distill.sequence_kd import (
     check_prompts,
     generated_tokens,
     pad_id,
-    parameter_device,
     stop_ids,
 )
 from edgekd.errors import ConfigError
-from edgekd.models.call import eval_mode, forward_parameters
+from edgekd.models.call import eval_mode, forward_parameters, parameter_device
 from edgekd.models.causal_lm import windows
 
 

@@ -35,12 +35,22 @@ class TrainedFigures(FrozenRecord, ModelFigures, TrainingFigures):
     """A model the stage trained (or loaded): its test and validation figures, its size and how training went."""
 
 
+class OnnxTeacherFile(FrozenRecord):
+    """The ONNX file a teacher given as one (``arch: onnx``) was run from."""
+
+    path: str
+    sha256: str = Field(description="Of the file and its external data files.")
+    inputs: list[str] = Field(description="The graph inputs fed, in the graph's order.")
+    output: str = Field(description="The graph output read as the logits.")
+
+
 class TeacherFigures(TrainedFigures):
     """A classifier teacher; an ensemble's figures are its first member's, with every member's and the
-    ensemble's test accuracy."""
+    ensemble's test accuracy; an ONNX teacher's, evaluated (not trained), with its file."""
 
     ensemble_accuracy: float | None = Field(default=None, description="An ensemble's weighted-vote test accuracy.")
     members: list[TrainedFigures] | None = Field(default=None, description="Each ensemble member's figures.")
+    onnx: OnnxTeacherFile | None = Field(default=None, description="An ONNX teacher's file (arch: onnx).")
 
 
 class DistillFigures(TrainedFigures):

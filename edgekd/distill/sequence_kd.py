@@ -46,7 +46,7 @@ from edgekd.atomic import write_with
 from edgekd.digest import update_with_tensor
 from edgekd.distill.losses.base import masked_mean
 from edgekd.errors import ConfigError
-from edgekd.models.call import eval_mode
+from edgekd.models.call import eval_mode, parameter_device
 from edgekd.models.causal_lm import check_prompt_fits, context_length
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,6 @@ def teacher_continuations(teacher: nn.Module, prompts: Tensor, new_tokens: int, 
                                    suppress_tokens=suppressed)
             pieces.append(F.pad(out.cpu(), (0, total - out.shape[1]), value=pad))
     return torch.cat(pieces)
-
-
-def parameter_device(model: nn.Module) -> torch.device:
-    """The device ``model``'s parameters are on (where its inputs must be; the CPU for a model without any)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def continuation_cache_key(state_dict: Mapping[str, Tensor], settings: Mapping[str, Any]) -> str:

@@ -34,8 +34,10 @@ from edgekd.distill.task_metrics import evaluation_metrics
 from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import TrainHistory, clear_checkpoint, fit, predict_logits
 from edgekd.errors import StorageError
+from edgekd.model_file import copy_model
 from edgekd.models.call import call_logits
 from edgekd.models.embeddings import inherit_embeddings
+from edgekd.models.onnx_teacher import OnnxTeacher
 from edgekd.models.task_model import TaskModel, build_task_model
 from edgekd.models.weights import load_weights
 from edgekd.stage_kind import RecipeView
@@ -59,6 +61,9 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
         history = None
         if recipe.teacher.weight_files:
             load_weights(model.module, recipe.teacher.weight_files[member])
+        elif not recipe.teacher.model.trainable:
+            ctx.log.info("teacher: %s is a fixed model (an ONNX file): evaluated, not trained",
+                         recipe.teacher.model.label)
         else:
             objective = _hard_label_objective if data.train_targets is None else \
                 partial(_target_objective, targets=data.train_targets)
@@ -79,11 +84,24 @@ def run_teacher(config: TeacherStage, artifact: Artifact, ctx: StageContext) -> 
     figures = dict(member_metrics[0])
     if ensemble:
         figures.update(ensemble_accuracy=_ensemble_accuracy(members, weights, data.test), members=member_metrics)
+    onnx = _onnx_copy(members[0], ctx)
+    if onnx is not None:
+        figures["onnx"] = members[0].module.describe()
     record = teacher_record(figures, history=None)
     teacher = ModelArtifact(role="teacher", weights=ctx.ref(_member_name(0)), metrics=record.teacher.to_json(),
                             members=tuple(ctx.ref(_member_name(i)) for i in range(len(members))) if ensemble else (),
-                            member_weights=tuple(weights) if ensemble else ())
+                            member_weights=tuple(weights) if ensemble else (), onnx=onnx)
     return StageOutput(artifact=artifact.with_model(teacher), metrics=record.to_json())
+
+
+def _onnx_copy(teacher: TaskModel, ctx: StageContext) -> str | None:
+    """An ONNX teacher's file copied (external data embedded) into the stage, as the model the later stages
+    profile and compare against (it is not exported again); None for any other teacher."""
+    if not isinstance(teacher.module, OnnxTeacher):
+        return None
+    if ctx.world.is_main:
+        copy_model(teacher.module.path, ctx.path("teacher.onnx"))
+    return ctx.ref("teacher.onnx")
 
 
 def run_distill(config: DistillStage, artifact: Artifact, ctx: StageContext) -> StageOutput:

@@ -39,7 +39,7 @@ from edgekd.config.training import TrainingConfig
 from edgekd.data.examples import Examples
 from edgekd.distributed import LOCAL, World, accelerator
 from edgekd.errors import TrainingError
-from edgekd.models.call import call_logits
+from edgekd.models.call import call_logits, parameter_device
 from edgekd.task_heads import selection_score, task_metrics
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def predict_logits(model: nn.Module, examples: Examples, batch_size: int = EVAL_
     """Logits of ``model`` (in eval mode) for every example, in the set's order; per-token logits ``[N, T, C]``
     are zero-padded to the set's longest example (``T``: the width of its labels)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = parameter_device(model)
     out: torch.Tensor | None = None
     for idx, inputs, _labels in examples.batches(batch_size, shuffle=False):
         logits = call_logits(model, {name: value.to(device) for name, value in inputs.items()}).cpu()

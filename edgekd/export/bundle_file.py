@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
@@ -27,15 +27,46 @@ from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import read_yaml, validate_model
 from edgekd.errors import ConfigError, DataError
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
+from edgekd.export.bundle_record import BundleFile
 from edgekd.export.config import ExportTarget
 from edgekd.export.manifest import tensor_specs
+from edgekd.export.parity import ParityResult
 from edgekd.model_file import read_model, require_onnx
 from edgekd.profile.budget import judge
-from edgekd.profile.runner import profile_onnx
+from edgekd.profile.runner import ProfileResult, profile_onnx
+from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.rundir import claimed
+from edgekd.stage_record import Record
 from edgekd.version import __version__
 
 RECORD = "bundle.json"
+
+
+class BundleFileRecord(Record):
+    """``bundle.json``, the record of ``edgekd bundle``: the source, device and export target, the .ort file's
+    parity with the ONNX model, the shipped file's profile (without the per-run times) and budget verdict, and
+    every file of the bundle."""
+
+    edgekd_version: str
+    command: Literal["bundle"]
+    source: str
+    labels: str | None
+    preprocessing: str | None
+    device: DeviceProfile
+    target: ExportTarget
+    format: Literal["onnx", "ort"]
+    parity: ParityResult | None
+    profile: ProfileResult
+    profiled_file: str
+    budget: BudgetVerdict
+    directory: str
+    zip: str
+    zip_bytes: int
+    files: dict[str, BundleFile]
+
+    def to_json(self) -> dict[str, Any]:
+        """``bundle.json``'s content: exactly the keys the record was built with."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 @dataclass(frozen=True)
@@ -45,11 +76,11 @@ class BundledFile:
     directory: Path
     zip_path: Path
     record_path: Path
-    record: dict[str, Any]
+    record: BundleFileRecord
 
     def to_json(self) -> dict[str, Any]:
         """The record (``bundle.json``'s content)."""
-        return self.record
+        return self.record.to_json()
 
 
 def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTarget, *, labels: Path | None = None,
@@ -72,7 +103,7 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
                                   name=source.stem, opset=_opset(source), labels=class_names, preprocessing=pre,
                                   tokenizer=[], device=device, profile=profile, budget=verdict,
                                   accuracy=None)
-        record = {
+        record = BundleFileRecord.model_validate({  # a mapping, so that every field given counts as set
             "edgekd_version": __version__,
             "command": "bundle",
             "source": str(source),
@@ -89,8 +120,8 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
             "zip": BUNDLE_ZIP,
             "zip_bytes": (out / BUNDLE_ZIP).stat().st_size,
             "files": manifest["files"],
-        }
-        path = write_json(out / RECORD, record)
+        })
+        path = write_json(out / RECORD, record.to_json())
     return BundledFile(directory=out / BUNDLE_DIR, zip_path=out / BUNDLE_ZIP, record_path=path, record=record)
 
 

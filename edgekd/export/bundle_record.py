@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from edgekd.stage_record import read_stage_record
+from edgekd.stage_record import FullRecord, read_stage_record
 
 
-class BundleFile(BaseModel):
+class BundleFile(FullRecord):
     """One file of the bundle directory, as its manifest lists it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     sha256: str
     bytes: int
 
 
-class BundleRecord(BaseModel):
+class BundleRecord(FullRecord):
     """What a bundle stage packed: the model's role and format, where the directory and zip are, and every file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     role: str
     format: Literal["onnx", "ort"]

@@ -17,7 +17,8 @@ from edgekd.errors import ConfigError
 from edgekd.models import hf
 from edgekd.models.builders import build_cnn as _build_cnn
 from edgekd.models.builders import build_mlp as _build_mlp
-from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec, ModuleSpec
+from edgekd.models.onnx_teacher import build_onnx_teacher
+from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec, ModuleSpec, OnnxSpec
 from edgekd.models.text_students import BiLSTMClassifier, TextCNNClassifier
 from edgekd.models.user_module import build_user_module
 from edgekd.models.vision import build_mobilenet_v2 as _build_mobilenet_v2
@@ -31,10 +32,11 @@ def _image(build: Callable[[Any, tuple[int, ...], int], nn.Module]) -> Builder:
     return lambda spec, signature, class_names, _teacher: build(spec, tuple(signature.image_shape), len(class_names))
 
 
-def _text_student(module: Callable[[Any, int, int, int], nn.Module]) -> Builder:
-    """A text student's builder, taking the vocabulary size, the class count and the padding id."""
+def _text_student(module: Callable[..., nn.Module]) -> Builder:
+    """A text student's builder, taking the vocabulary size, the class count, the padding id and whether it tags
+    each token."""
     return lambda spec, signature, class_names, _teacher: module(spec, signature.vocab_size, len(class_names),
-                                                                 signature.pad_id)
+                                                                 signature.pad_id, per_token=signature.per_token)
 
 
 cnn = _image(_build_cnn)
@@ -70,3 +72,9 @@ def module(spec: ModuleSpec, signature: InputSignature, class_names: tuple[str, 
            ) -> nn.Module:
     """The user's own module (``arch: module``)."""
     return build_user_module(spec, signature, len(class_names))
+
+
+def onnx(spec: OnnxSpec, signature: InputSignature, class_names: tuple[str, ...], _teacher: nn.Module | None
+         ) -> nn.Module:
+    """A trained model as an ONNX file, run by onnxruntime (``arch: onnx``)."""
+    return build_onnx_teacher(spec, signature, len(class_names))

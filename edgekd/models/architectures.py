@@ -3,7 +3,8 @@
 The recipe's model union (:data:`ModelSpec`), the builder :func:`build_module` picks, the image families
 (:data:`IMAGE_ARCHS`) and the archs a budget search can vary (:data:`SEARCHABLE`) all come from
 :data:`ARCHITECTURES`. Adding an architecture: its spec (a :class:`~edgekd.models.specs.SpecBase` with its
-traits), its builder in :mod:`edgekd.models.arch_builders`, one line here, and its tiny example in
+traits), its builder in :mod:`edgekd.models.arch_builders`, one line here (with a validate-time ``check`` when
+the spec must be tried on the recipe's data), and its tiny example in
 ``tests/test_architectures.py``, whose contract test builds, exports, checks parity and reloads every
 registered architecture.
 """
@@ -11,6 +12,7 @@ registered architecture.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
@@ -25,6 +27,7 @@ from edgekd.models.specs import (
     MLPSpec,
     MobileNetV2Spec,
     ModuleSpec,
+    OnnxSpec,
     ResNetSpec,
     SpecBase,
     TextCNNSpec,
@@ -45,6 +48,9 @@ class Architecture:
     spec: type[SpecBase]
     build: str
     """``"module:function"`` of the builder (see :mod:`edgekd.models.arch_builders`)."""
+    check: str | None = None
+    """``"module:function"`` of ``check(spec, state, key)``: ``edgekd validate``'s rule for a spec that must be
+    tried on the recipe's data (a user's module, an ONNX file); ``state.fail(key + ".field", ...)`` to refuse."""
 
     @property
     def arch(self) -> str:
@@ -53,8 +59,17 @@ class Architecture:
 
     def builder(self) -> Builder:
         """Import and return the builder."""
-        module, function = self.build.split(":")
-        return getattr(importlib.import_module(module), function)
+        return _imported(self.build)
+
+    def checker(self) -> Callable[[Any, Any, str], None] | None:
+        """Import and return the validate-time check, if the architecture has one."""
+        return _imported(self.check) if self.check is not None else None
+
+
+def _imported(path: str) -> Any:
+    """The function named ``"module:function"``."""
+    module, function = path.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _builder(name: str) -> str:
@@ -72,7 +87,8 @@ ARCHITECTURES: dict[str, Architecture] = {entry.arch: entry for entry in (
     Architecture(DropLayersSpec, _builder("drop_layers")),
     Architecture(BiLSTMSpec, _builder("bilstm")),
     Architecture(TextCNNSpec, _builder("textcnn")),
-    Architecture(ModuleSpec, _builder("module")),
+    Architecture(ModuleSpec, _builder("module"), check="edgekd.models.user_module:check_spec"),
+    Architecture(OnnxSpec, _builder("onnx"), check="edgekd.models.onnx_teacher:check_spec"),
 )}
 
 #: A recipe's ``model``: the tagged union of every registered spec.

@@ -55,6 +55,8 @@ def build_mlp(spec: MLPSpec, input_shape: tuple[int, ...], num_classes: int) -> 
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of parameters (trainable or not) in ``model``."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of parameters (trainable or not) in ``model``, with those a submodule holds outside torch (an ONNX
+    graph's weights, its ``external_parameters``)."""
+    return sum(p.numel() for p in model.parameters()) + \
+        sum(getattr(module, "external_parameters", 0) for module in model.modules())
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from edgekd.models.logits import model_logits
@@ -74,6 +75,12 @@ def _has_token_types(model: nn.Module) -> bool:
 def call_logits(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     """The logits of :func:`call_model` (a tensor, or a Hugging Face output's ``.logits``)."""
     return model_logits(call_model(model, batch))
+
+
+def parameter_device(model: nn.Module) -> torch.device:
+    """The device ``model``'s parameters are on (where its inputs must be; the CPU for a model without any, such
+    as an ONNX teacher run by onnxruntime)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @contextmanager

@@ -43,6 +43,8 @@ class SpecBase(StrictModel):
     factorizable: ClassVar[bool] = True
     tags_tokens: ClassVar[bool] = False
     """Whether it can answer per token (token classification): the transformers."""
+    trainable: ClassVar[bool] = True
+    """False for a fixed model the teacher stage evaluates but cannot train (an ONNX file)."""
 
     @property
     def label(self) -> str:
@@ -113,9 +115,11 @@ class MobileNetV2Spec(SpecBase):
 
 
 class EmbeddingStudent(SpecBase):
-    """A text student with a word-embedding table of its own (:mod:`edgekd.models.embeddings`)."""
+    """A text student with a word-embedding table of its own (:mod:`edgekd.models.embeddings`), answering per
+    sentence or, for token classification, per token."""
 
     modality: ClassVar[Modality] = "text"
+    tags_tokens: ClassVar[bool] = True
 
     embeddings: Literal["random", "teacher"] = Field(
         default="random", description="'teacher': start from the teacher's word embeddings (same tokenizer), "
@@ -131,7 +135,6 @@ class BertSpec(EmbeddingStudent):
 
     prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
     exposes: ClassVar[frozenset[str]] = frozenset({"hidden_states", "attentions", "qkv"})
-    tags_tokens: ClassVar[bool] = True
     search_space: ClassVar[dict[str, list[Any]]] = {
         "layers": [1, 2, 4], "hidden": [128, 256, 512], "heads": [2, 8], "ffn": [None]}
 
@@ -326,6 +329,26 @@ class ModuleSpec(SpecBase):
         if self.instance is not None and self.kwargs:
             raise ValueError("'kwargs' apply to a factory; a module given as an object takes none")
         return self
+
+
+class OnnxSpec(SpecBase):
+    """A trained model as an ONNX file (``arch: onnx``): a teacher only, run by onnxruntime, never trained.
+
+    Its inputs are matched to the data by the graph's input names (text: ``input_ids``, ``attention_mask``,
+    ``token_type_ids``; images and features: its one input); it must return logits ``[batch, classes]``
+    (``[batch, sequence, classes]`` per token). It exposes only its outputs, so losses comparing hidden
+    states, attention maps or embeddings are refused, and it is neither pruned nor factorized
+    (:mod:`edgekd.models.onnx_teacher`).
+    """
+
+    modality: ClassVar[Modality | None] = None  # whatever the recipe's data gives (matched to the graph's input)
+    factorizable: ClassVar[bool] = False
+    tags_tokens: ClassVar[bool] = True
+    trainable: ClassVar[bool] = False
+
+    arch: Literal["onnx"]
+    path: Path = Field(description="The .onnx file (relative paths: from the recipe's folder); external data "
+                       "files beside it.")
 
 
 def spec_of(recipe: Any, role: str) -> BaseModel:

@@ -117,8 +117,10 @@ def build_task_model(
     ``drop_layers`` students are built from ``teacher`` (weights copied).
     """
     if signature.per_token and not spec.tags_tokens:
+        from edgekd.token_rules import TOKEN_ARCHS
+
         raise ConfigError(f"model arch '{spec.arch}' classifies whole inputs, but the data is token classification "
-                          "(a tag per token); use a transformer (arch: bert, hf or drop_layers)")
+                          f"(a tag per token); use one that tags tokens ({', '.join(TOKEN_ARCHS)})")
     if isinstance(spec, HFSpec) and spec.modality != signature.kind:
         raise ConfigError(f"model {spec.label} takes {spec.modality}, but the recipe's data is {signature.kind}")
     if spec.modality is not None and spec.modality != signature.kind:

@@ -218,7 +218,7 @@ def build_user_module(spec: ModuleSpec, signature: InputSignature, num_classes: 
 def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
     """``check_recipe``'s rule for a user's module: it builds and returns logits for the recipe's data and, when
     the recipe exports, exports to ONNX with the export stage's target."""
-    data = _data_shape(state.recipe)
+    data = data_shape(state.recipe)
     if data is None:
         return
     signature, num_classes = data
@@ -260,7 +260,7 @@ def check_exports(model: UserModule, signature: InputSignature, target_name: str
                           f"({reason})") from exc
 
 
-def _data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
+def data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
     """The recipe's input signature (text: token ids of any vocabulary) and class count; None for hub data."""
     from edgekd.data.config import HubData, MemoryData
     from edgekd.data.datasets import load_dataset
@@ -276,7 +276,8 @@ def _data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
         texts = load_dataset(data, data.split_seed if data.split_seed is not None else recipe.seed)
     except EdgekdError:
         return None  # the data's own checks report it
-    return InputSignature(kind="text", vocab_size=PROBE_TOKENS), texts.num_classes
+    per_token = texts.task == "token_classification"
+    return InputSignature(kind="text", vocab_size=PROBE_TOKENS, per_token=per_token), texts.num_classes
 
 
 def unwrap(module: nn.Module) -> nn.Module:

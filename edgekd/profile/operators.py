@@ -19,22 +19,20 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict
 
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError, first_line
 from edgekd.model_file import load_as_ort_if_needed
 from edgekd.profile.cpu import host_threads, resolve_threads
 from edgekd.profile.inputs import make_feeds
+from edgekd.stage_record import FullRecord
 
 KERNEL_SUFFIX = "_kernel_time"
 
 
-class OperatorTime(BaseModel):
+class OperatorTime(FullRecord):
     """One operator type's share of a run: median host milliseconds per run, nodes, share of kernel time (what
     a profile stage records per model and report.json repeats as ``operators``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     op_type: str
     nodes: int

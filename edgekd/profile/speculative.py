@@ -10,6 +10,17 @@ target's greedy output token for token. Sampling: proposal ``x`` is accepted wit
 ``min(1, p(x) / q(x))``, a rejection is replaced by a sample from ``norm(max(0, p - q))`` and a full accept
 earns a bonus sample from ``p``, so every token follows the target's distribution.
 
+Adaptive drafting (:class:`DraftPolicy`): ``gamma`` is then a maximum. With ``stop`` the draft ends a round
+after a proposal whose top probability (the softmax maximum of its logits at the sampling temperature, at
+temperature 1 when greedy; no extra call) is below ``stop`` — an unsure draft is likely to be rejected there, and every
+further proposal would be a wasted draft call (the confidence stopping of DISCO, Mamou et al. 2024, and
+SpecDec++, Huang et al. 2024, with the draft's own probability as the predictor). With ``adapt`` the round's
+maximum itself follows the acceptance: one more after a round whose every proposal was kept, one fewer after
+a rejection, between 1 and ``gamma`` (the schedule of Hugging Face's assisted generation). Both decide from
+the draft's side only (its probabilities and the past rounds' outcomes), never from the target's verdict on
+the round being drafted, so greedy output stays the target's and every sampled token still follows the
+target's distribution: a round that stops early simply ends with a target sample one position sooner.
+
 Both caches are then rolled back to the accepted tokens by cropping them along the sequence axis (neither
 model runs again; a cache with nothing to drop, e.g. the target's after a full accept, is kept as it is). A
 model's cache never holds the last token of the sequence: each call feeds the sequence from the model's
@@ -36,9 +47,10 @@ from edgekd.profile.generate import CachedGenerator, DecodeState, TokenBuffer, p
 class SpeculativeResult:
     """What one speculative generation produced and what it cost.
 
-    ``drafted`` counts the draft's proposals, ``accepted`` those the target kept; ``seconds`` is the
-    wall-clock time of the whole generation, ``draft_seconds`` / ``target_seconds`` the time spent in
-    each model's onnxruntime calls.
+    ``drafted`` counts the draft's proposals, ``accepted`` those the target kept, ``stopped`` the rounds the
+    draft ended early because it was unsure (:attr:`DraftPolicy.stop`); ``seconds`` is the wall-clock time of
+    the whole generation, ``draft_seconds`` / ``target_seconds`` the time spent in each model's onnxruntime
+    calls.
     """
 
     tokens: list[int]
@@ -48,6 +60,12 @@ class SpeculativeResult:
     seconds: float = 0.0
     draft_seconds: float = 0.0
     target_seconds: float = 0.0
+    stopped: int = 0
+
+    @property
+    def proposals_per_round(self) -> float | None:
+        """The draft's mean proposals per round (``drafted / rounds``); None before any round."""
+        return self.drafted / self.rounds if self.rounds else None
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -61,7 +79,61 @@ class SpeculativeResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field and the derived rates."""
-        return {**asdict(self), "acceptance_rate": self.acceptance_rate, "tokens_per_second": self.tokens_per_second}
+        return {**asdict(self), "acceptance_rate": self.acceptance_rate, "tokens_per_second": self.tokens_per_second,
+                "proposals_per_round": self.proposals_per_round}
+
+
+@dataclass(frozen=True)
+class DraftPolicy:
+    """How many tokens the draft proposes per round.
+
+    ``gamma``: the most per round (every round when ``stop`` is 0 and ``adapt`` off: fixed-length drafting).
+    ``stop``: end a round after a proposal whose top draft probability is below it (0: never; in [0, 1)).
+    ``adapt``: the round's maximum grows by one after a full accept and shrinks by one after a rejection,
+    between 1 and ``gamma``, starting at ``gamma``.
+    """
+
+    gamma: int
+    stop: float = 0.0
+    adapt: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        """True for plain fixed-length drafting (no stop threshold, no adaptation)."""
+        return self.stop == 0 and not self.adapt
+
+    def label(self) -> str:
+        """A short name, e.g. ``gamma 4``, ``gamma 4, stop 0.6``, ``gamma 6, adaptive``."""
+        return ", ".join([f"gamma {self.gamma}"] + ([f"stop {self.stop:g}"] if self.stop else [])
+                         + (["adaptive"] if self.adapt else []))
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field."""
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, int) or self.gamma < 1:
+            raise ConfigError(f"speculative decoding: gamma (draft tokens per round) must be an integer >= 1, "
+                              f"got {self.gamma!r}")
+        if isinstance(self.stop, bool) or not isinstance(self.stop, int | float) or not 0 <= self.stop < 1:
+            raise ConfigError(f"speculative decoding: the draft stop threshold (its top-token probability) must be "
+                              f"a number in [0, 1), got {self.stop!r}")
+        if not isinstance(self.adapt, bool):
+            raise ConfigError(f"speculative decoding: adapt (acceptance-driven draft length) must be true or false, "
+                              f"got {self.adapt!r}")
+
+
+class DraftLength:
+    """The per-round draft maximum of one generation under a :class:`DraftPolicy` (see there)."""
+
+    def __init__(self, policy: DraftPolicy) -> None:
+        self.policy, self.current = policy, policy.gamma
+
+    def update(self, proposed: int, accepted: int) -> None:
+        """Follow one round's outcome: ``proposed`` drafts of which ``accepted`` were kept."""
+        if not self.policy.adapt or proposed == 0:
+            return
+        if accepted < proposed:
+            self.current = max(1, self.current - 1)
+        elif proposed >= self.current:  # a full accept of a full-length round (not of one the stop cut short)
+            self.current = min(self.policy.gamma, self.current + 1)
 
 
 def vocabulary_size(generator: CachedGenerator) -> int | None:
@@ -85,13 +157,12 @@ class SpeculativeDecoder:
         self.draft, self.target, self.context = draft, target, context
         self.vocab = target_vocab
 
-    def check(self, prompt: Sequence[int], new_tokens: int, gamma: int, temperature: float = 0.0) -> None:
+    def check(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy,
+              temperature: float = 0.0) -> None:
         """Raise :class:`ConfigError` naming the first bad argument of :meth:`generate`."""
         if not temperature >= 0:
             raise ConfigError(f"speculative decoding: temperature must be >= 0, got {temperature}")
-        if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
-            raise ConfigError(f"speculative decoding: gamma (draft tokens per round) must be an integer >= 1, "
-                              f"got {gamma!r}")
+        as_policy(gamma).check()
         if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1:
             raise ConfigError(f"speculative decoding: new_tokens must be an integer >= 1, got {new_tokens!r}")
         if not prompt:
@@ -104,36 +175,43 @@ class SpeculativeDecoder:
             raise ConfigError(f"speculative decoding: a {len(prompt)}-token prompt plus {new_tokens} new tokens "
                               f"exceeds the context of {self.context} tokens; shorten the prompt or generate fewer")
 
-    def generate(self, prompt: Sequence[int], new_tokens: int, gamma: int, temperature: float = 0.0,
+    def generate(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy, temperature: float = 0.0,
                  seed: int = 0) -> SpeculativeResult:
-        """``new_tokens`` tokens after ``prompt``, drafting ``gamma`` tokens per round.
+        """``new_tokens`` tokens after ``prompt``, drafting ``gamma`` tokens per round (an int: fixed-length
+        drafting), or as a :class:`DraftPolicy` says.
 
         Greedy when ``temperature`` is 0 (then identical to the target's greedy output), else sampled at
         ``temperature`` from a generator seeded with ``seed``. The last round drafts fewer tokens so that
         exactly ``new_tokens`` come out.
         """
         self.check(prompt, new_tokens, gamma, temperature)
+        policy = as_policy(gamma)
         rng = np.random.default_rng(seed)
         tokens, end = TokenBuffer(prompt, new_tokens), len(prompt) + new_tokens
         draft, target = DecodeState(self.draft), DecodeState(self.target)
-        result = SpeculativeResult([])
+        result, length = SpeculativeResult([]), DraftLength(policy)
         start = time.perf_counter()
         while tokens.length < end:
-            self.round(tokens, draft, target, min(gamma, end - tokens.length - 1), temperature, rng, result)
+            drafted = result.drafted
+            accepted = self.round(tokens, draft, target, min(length.current, end - tokens.length - 1), temperature,
+                                  rng, result, policy.stop)
+            length.update(result.drafted - drafted, accepted)
         result.seconds = time.perf_counter() - start
         result.tokens = tokens.new()
         return result
 
     def round(self, tokens: TokenBuffer, draft: DecodeState, target: DecodeState, drafts: int, temperature: float,
-              rng: np.random.Generator, result: SpeculativeResult) -> int:
-        """One round: ``drafts`` proposals, one target call, the kept tokens appended to ``tokens``; returns how
-        many proposals were kept and adds the round to ``result``.
+              rng: np.random.Generator, result: SpeculativeResult, stop: float = 0.0) -> int:
+        """One round: up to ``drafts`` proposals (fewer when one's top draft probability is below ``stop``), one
+        target call, the kept tokens appended to ``tokens``; returns how many proposals were kept and adds the
+        round to ``result``.
 
         Afterwards the target's cache holds every token but the last and the draft's at most that many
         (both rolled back past rejected proposals, by cropping, without running either model again).
         """
         before = tokens.length
-        draft_probs = self._propose(tokens, draft, drafts, temperature, rng, result)
+        draft_probs = self._propose(tokens, draft, drafts, temperature, rng, result, stop)
+        drafts = tokens.length - before
         called = time.perf_counter()
         logits = target.advance(tokens)
         result.target_seconds += time.perf_counter() - called
@@ -152,23 +230,42 @@ class SpeculativeDecoder:
         return accepted
 
     def _propose(self, tokens: TokenBuffer, draft: DecodeState, count: int, temperature: float,
-                 rng: np.random.Generator, result: SpeculativeResult) -> list[np.ndarray]:
-        """Append ``count`` draft tokens to ``tokens``; when sampling, return the distribution each was drawn from.
+                 rng: np.random.Generator, result: SpeculativeResult, stop: float = 0.0) -> list[np.ndarray]:
+        """Append up to ``count`` draft tokens to ``tokens``, ending after the first whose top draft probability
+        is below ``stop``; when sampling, return the distribution each was drawn from.
 
         The draft's cache then holds every token but the last proposal (it never needs its logits).
         """
         draft_probs: list[np.ndarray] = []
         clock = time.perf_counter
-        for _ in range(count):
+        for index in range(count):
             called = clock()
             row = draft.advance(tokens)[0, -1]
             result.draft_seconds += clock() - called
             if temperature == 0:
-                tokens.append(int(row.argmax()))
+                top = int(row.argmax())
+                tokens.append(top)
+                unsure = stop > 0 and top_probability(row, top) < stop
             else:
                 draft_probs.append(probabilities(row, temperature))
                 tokens.append(_draw(draft_probs[-1], rng))
+                unsure = stop > 0 and draft_probs[-1].max() < stop
+            if unsure and index + 1 < count:
+                result.stopped += 1
+                break
         return draft_probs
+
+
+def as_policy(gamma: int | DraftPolicy) -> DraftPolicy:
+    """``gamma`` as a :class:`DraftPolicy` (an int: fixed-length drafting of that many tokens)."""
+    return gamma if isinstance(gamma, DraftPolicy) else DraftPolicy(gamma)
+
+
+def top_probability(logits: np.ndarray, top: int | None = None) -> float:
+    """The softmax maximum of one row of ``logits``: the model's confidence in its greedy choice (``top``, its
+    index, when already known: one reduction fewer; a few µs a call matter beside a ~0.1 ms draft call)."""
+    top = int(logits.argmax()) if top is None else top
+    return float(1.0 / np.exp(logits - logits[top]).sum())
 
 
 def _accept_greedy(proposals: np.ndarray, rows: np.ndarray) -> tuple[int, int]:

@@ -124,6 +124,18 @@ class SpeedRatio:
                 "ratio_high": self.ratio_high, "uncertainty": self.uncertainty, "described": self.describe()}
 
 
+@dataclass(frozen=True)
+class CalibratedDevice:
+    """One device's host→device speed ratio, as ``edgekd devices calibrate`` measured or read it."""
+
+    device: str
+    speed: SpeedRatio
+
+    def to_json(self) -> dict[str, Any]:
+        """The device's name beside its :meth:`SpeedRatio.to_json`."""
+        return {"device": self.device, **self.speed.to_json()}
+
+
 def cache_dir() -> Path:
     """Where reference models and measured host times are kept."""
     return cache_root() / "reference"

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edgekd.config.device import Budget
+from edgekd.stage_record import FullRecord
 
 
-class BudgetCheck(BaseModel):
+class BudgetCheck(FullRecord):
     """One budget limit and the judged model's value against it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     value: float | None
@@ -22,11 +21,9 @@ class BudgetCheck(BaseModel):
     passed: bool | None
 
 
-class BudgetVerdict(BaseModel):
+class BudgetVerdict(FullRecord):
     """``pass`` when every check is within its limit, ``not measured`` without a profile; ``estimate`` when
     latency came from a host→device ratio. Only the fields given are written (:meth:`to_json`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     judged: str | None = Field(default=None, description="The model role judged (the run's final model).")
     verdict: Literal["pass", "fail", "not measured"]

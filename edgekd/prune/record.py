@@ -13,24 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from edgekd.config.device import GenerationShape
 from edgekd.errors import StorageError
 from edgekd.profile.bench import Speedup
 from edgekd.profile.generate import PerTokenSpeedup
-from edgekd.stage_record import read_stage_record
+from edgekd.stage_record import FullRecord, read_stage_record
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return self.model_dump(mode="json")
-
-
-class LayerRankRecord(_Record):
+class LayerRankRecord(FullRecord):
     """What factorization decided for one linear layer (``rank`` null: left as it was)."""
 
     name: str
@@ -39,7 +31,7 @@ class LayerRankRecord(_Record):
     energy_kept: float
 
 
-class _Step(_Record):
+class _Step(FullRecord):
     """What every step of a schedule records (step 0: before any change)."""
 
     step: int
@@ -74,7 +66,7 @@ class LMStepRecord(_Step):
     speedup_range: PerTokenSpeedup | None = None
 
 
-class Outcome(_Record):
+class Outcome(FullRecord):
     """How far the stage took the model, and what its kind adds."""
 
     params_ratio: float

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, RootModel, Tag, model_validator
 
 from edgekd.config.device import GenerationShape
 from edgekd.profile.bench import Speedup
@@ -152,10 +152,8 @@ def read_quantize_record(record: dict[str, Any]) -> QuantizeRecord | LMQuantizeR
     return read_stage_record(QuantizeRecordOf, record).root
 
 
-class QuantizationDecision(BaseModel):
+class QuantizationDecision(FullRecord):
     """What one quantize stage kept for one model (or for the whole stage when ``role`` is null), and why."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     stage: str
     role: str | None = Field(description="The model the decision is about; null for a stage-wide decision.")

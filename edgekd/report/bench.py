@@ -39,8 +39,9 @@ TOP_OPERATORS = 5
 
 
 def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu: dict[str, Any],
-                       settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Write the benchmark report of ``models`` (from ``bench_models``) to ``out_dir``; returns bench.json's content."""
+                       settings: dict[str, Any], out_dir: Path) -> BenchReport:
+    """Write the benchmark report of ``models`` (from ``bench_models``) to ``out_dir``; returns its typed record
+    (:meth:`BenchReport.to_json` is bench.json's content)."""
     out_dir = Path(out_dir)
     names = display_names([Path(m["model"]) for m in models])
     baseline = models[0]["p50_ms"]
@@ -62,7 +63,7 @@ def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu:
     report.plots = {"latency_distribution": plot.name} if plot else {}
     report.files = document_files("bench", report.plots)
     write_documents(out_dir, "bench", bench_document(report), report.to_json())
-    return report.to_json()
+    return report
 
 
 def _ratio(model: BenchModel) -> str:
@@ -109,12 +110,13 @@ def bench_document(report: BenchReport) -> Document:
     sections.append(Section("Top operators", tuple(operator_blocks)))
     if report.warnings:
         sections.append(Section("Warnings", (Bullets(tuple(report.warnings), tone="warning"),)))
-    sections.append(Section("Device profile", (Code(f"device profile {device['name']}", yaml_text(device), "yaml"),)))
+    sections.append(Section("Device profile", (
+        Code(f"device profile {device.name}", yaml_text(device.model_dump(mode="json")), "yaml"),)))
     fastest = min(models, key=lambda m: m.p50_ms)
     verdicts = "; ".join(f"{m.name}: {m.verdict}" for m in models)
     return Document(
-        title=f"edgekd CPU benchmark: {len(models)} model{'s' if len(models) > 1 else ''} on {device['name']}",
+        title=f"edgekd CPU benchmark: {len(models)} model{'s' if len(models) > 1 else ''} on {device.name}",
         intro=(Paragraph(f"Fastest at p50: {fastest.name} ({fastest.p50_ms:.4f} ms). "
-                         f"Budget verdicts on {device['name']}: {verdicts}."), overview),
+                         f"Budget verdicts on {device.name}: {verdicts}."), overview),
         sections=tuple(sections),
     )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from edgekd.config.device import DeviceProfile
 from edgekd.profile.cpu import CpuInfo
 from edgekd.profile.operators import OperatorTime
 from edgekd.profile.runner import ProfileResult
 from edgekd.profile.verdict_record import BudgetVerdict
+from edgekd.stage_record import Record
 
 
 class BenchModel(ProfileResult):
@@ -30,10 +32,8 @@ class BenchModel(ProfileResult):
     operators: list[OperatorTime]
 
 
-class BenchSettings(BaseModel):
+class BenchSettings(Record):
     """How the models were timed."""
-
-    model_config = ConfigDict(extra="forbid")
 
     warmup: int
     runs: int
@@ -41,13 +41,11 @@ class BenchSettings(BaseModel):
     interleaved: bool
 
 
-class BenchReport(BaseModel):
+class BenchReport(Record):
     """``bench.json``: several models timed side by side on one device profile."""
 
-    model_config = ConfigDict(extra="forbid")
-
     edgekd_version: str
-    device: dict[str, Any]
+    device: DeviceProfile = Field(description="The device profile the models were timed and judged on.")
     cpu: CpuInfo
     settings: BenchSettings
     models: list[BenchModel]

@@ -50,7 +50,7 @@ def plot_accuracy_latency(report: RunReport, path: Path) -> Path | None:
     limit = report.budget.limits.p90_ms
     ax.axvline(limit, color="tab:red", linestyle="--", label=f"budget p90 {limit:g} ms")
     estimate = " (estimate)" if any(f.estimate for _, f in points) else ""
-    ax.set_xlabel(f"p90 latency on {report.device['name']} (ms, log scale){estimate}")
+    ax.set_xlabel(f"p90 latency on {report.device.name} (ms, log scale){estimate}")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy vs p90 latency")
     ax.set_xscale("log")

@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from edgekd.config.device import DeviceProfile
 from edgekd.dataset_distill.record import LearntSet
+from edgekd.errors import ConfigError, StorageError
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.model_metrics import ModelFigures, ModelMetrics
 from edgekd.profile.cpu import CpuInfo
@@ -22,14 +24,9 @@ from edgekd.profile.operators import OperatorTime
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
 from edgekd.search.record import AnySearchRecord
+from edgekd.stage_record import Record, read_stored
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "report.schema.json"
-
-
-class _Record(BaseModel):
-    """Records are read back by scripts: unknown keys would go unnoticed, so they are refused."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class StageFigures(ModelFigures):
@@ -43,7 +40,7 @@ def stage_figures(metrics: ModelMetrics) -> StageFigures:
     return StageFigures.model_validate(metrics.model_dump(include=set(StageFigures.model_fields), exclude_unset=True))
 
 
-class StageRow(_Record):
+class StageRow(Record):
     """One stage of the run: what it changed and every model's figures after it."""
 
     model_config = ConfigDict(extra="allow")
@@ -63,7 +60,20 @@ class DatasetDistillRun(LearntSet):
     index: int
 
 
-class RunReport(BaseModel):
+class Comparison(Record):
+    """The student's figures over the teacher's (null where either lacks the figure or the teacher's is 0)."""
+
+    accuracy_ratio: float | None = None
+    params_ratio: float | None = None
+    macs_ratio: float | None = None
+    size_ratio: float | None = None
+    p50_latency_ratio: float | None = None
+    p90_latency_ratio: float | None = None
+    val_loss_ratio: float | None = None
+    per_token_p50_ratio: float | None = None
+
+
+class RunReport(Record):
     """``report.json``: one :class:`ModelFigures` object per model role at the top level (``teacher``,
     ``student``, ...) besides the fields below."""
 
@@ -71,8 +81,10 @@ class RunReport(BaseModel):
     __pydantic_extra__: dict[str, ModelFigures] = Field(init=False)
 
     edgekd_version: str
-    recipe: dict[str, Any]
-    device: dict[str, Any]
+    # a mapping, not a Recipe: validating a Recipe opens the checkpoints it names (a local ``pretrained`` must
+    # exist and load), so a report read back elsewhere, or after a checkpoint moved, would be refused
+    recipe: dict[str, Any] = Field(description="The recipe as run (its validated fields, as JSON).")
+    device: DeviceProfile = Field(description="The device profile the run was judged on.")
     cpu: CpuInfo
     roles: list[str]
     final_model: str | None
@@ -87,7 +99,7 @@ class RunReport(BaseModel):
     trust_remote_code: list[str]
     warnings: list[str]
     notes: list[str]
-    comparison: dict[str, float | None] | None = None
+    comparison: Comparison | None = Field(default=None, description="Set when the run has a teacher and a student.")
     files: list[str] = []
     plots: dict[str, str] = {}
 
@@ -109,10 +121,31 @@ def check_report(report: dict[str, Any]) -> RunReport:
     """``report`` as a :class:`RunReport`, once it matches it (a mismatch raises ``ValidationError``) and every model
     its ``roles`` lists has figures (else ``ValueError``)."""
     typed = RunReport.model_validate(report)
-    missing = [role for role in typed.roles if role not in (typed.model_extra or {})]
-    if missing:
+    if missing := _without_figures(typed):
         raise ValueError(f"report.json lists roles without figures: {', '.join(missing)}")
     return typed
+
+
+def _without_figures(report: RunReport) -> list[str]:
+    """The roles ``report`` lists that have no figures."""
+    return [role for role in report.roles if role not in (report.model_extra or {})]
+
+
+def report_json(path: Path) -> dict[str, Any]:
+    """The ``report.json`` at ``path`` as the JSON mapping it holds; a missing one is a one-line
+    :class:`ConfigError`."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; the recipe has no 'report' stage or it has not run")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_report(path: Path) -> RunReport:
+    """The ``report.json`` at ``path`` as its :class:`RunReport`; a malformed one raises a one-line
+    :class:`StorageError` naming the file and the first bad field."""
+    report = read_stored(RunReport, report_json(path), str(path))
+    if missing := _without_figures(report):
+        raise StorageError(f"{path}: roles: {', '.join(missing)} listed without figures")
+    return report
 
 
 def report_schema() -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from edgekd.config.device import DeviceProfile
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.profile.cpu import CpuInfo
 from edgekd.profile.operators import OperatorTime
@@ -100,9 +101,9 @@ def run_document(report: RunReport) -> Document:
     )
 
 
-def device_line(device: dict[str, Any]) -> str:
-    """``Device profile: name — description`` (``device``: a device profile as JSON)."""
-    return f"Device profile: {device['name']}" + (f" — {device['description']}" if device.get("description") else "")
+def device_line(device: DeviceProfile) -> str:
+    """``Device profile: name — description``."""
+    return f"Device profile: {device.name}" + (f" — {device.description}" if device.description else "")
 
 
 def cpu_line(cpu: CpuInfo) -> str:
@@ -112,9 +113,9 @@ def cpu_line(cpu: CpuInfo) -> str:
 
 def _verdict(report: RunReport) -> Verdict:
     budget, device = report.budget, report.device
-    note = f"on {device['name']}"
+    note = f"on {device.name}"
     if report.final_model and budget.measured:
-        note = f"for the {report.final_model} on {device['name']}"
+        note = f"for the {report.final_model} on {device.name}"
         if budget.estimate:
             note += " (latency is an estimate from a host→device speed ratio)"
     return Verdict("Verdict", budget.verdict, note)
@@ -139,9 +140,10 @@ def _models(report: RunReport) -> Section:
                                        for key, label, pattern in MODEL_ROWS
                                        if any(getattr(f, key) is not None for f in models.values())))
     blocks: list[Block] = [table]
-    if report.comparison:
+    if report.comparison is not None:
+        ratios = report.comparison.model_dump(exclude_unset=True)
         blocks.append(Paragraph("Student / teacher: " + ", ".join(
-            f"{name.replace('_', ' ')} {fmt(value, '{:.3f}')}" for name, value in report.comparison.items())))
+            f"{name.replace('_', ' ')} {fmt(value, '{:.3f}')}" for name, value in ratios.items())))
     return Section("Models", tuple(blocks))
 
 
@@ -214,7 +216,7 @@ def _warnings(report: RunReport) -> Section | None:
 def _setup(report: RunReport) -> Section:
     return Section("Recipe and device profile", (
         Code("recipe (as run)", yaml_text(report.recipe), "yaml"),
-        Code(f"device profile {report.device['name']}", yaml_text(report.device), "yaml"),
+        Code(f"device profile {report.device.name}", yaml_text(report.device.model_dump(mode="json")), "yaml"),
         Code("CPU measured on", yaml_text(report.cpu.to_json()), "yaml"),
     ))
 

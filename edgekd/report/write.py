@@ -123,7 +123,7 @@ def _draw_plots(report: RunReport, records: list[dict[str, Any]], run_dir: Path)
                                               run_dir / PLOT_FILES["size_per_stage"]),
         "latency_distribution": plot_latency_distribution(
             {final: times} if final else {}, limits.p90_ms,
-            f"latency per run on {report.device['name']} (ms){estimate}",
+            f"latency per run on {report.device.name} (ms){estimate}",
             run_dir / PLOT_FILES["latency_distribution"]),
         "search_pareto": plot_search_pareto(report.search, report.figures("teacher"),
                                             run_dir / PLOT_FILES["search_pareto"]) if report.search else None,

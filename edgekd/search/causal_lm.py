@@ -116,14 +116,14 @@ class LMMeasured:
         """Validation loss (what the choice is made on): the trained model's plus the quantize stage's measured
         change for an INT8 variant."""
         metrics = self.variant.model.metrics
-        return float(metrics["val_loss"]) + float(metrics.get("quantization_loss_change") or 0.0)
+        return float(metrics.val_loss) + float(metrics.get("quantization_loss_change") or 0.0)
 
     def to_json(self) -> dict[str, Any]:
         """The variant's label, files, validation loss, measured per-token figures and verdict."""
         metrics = self.variant.model.metrics
         return {"structure": self.variant.choice.structure.key, "label": self.variant.label,
                 "precision": self.variant.precision, "onnx": self.variant.model.onnx, "val_loss": self.val_loss,
-                "params": metrics.get("params"), "p50_ms": self.figures["per_token_p50_ms"],
+                "params": metrics.params, "p50_ms": self.figures["per_token_p50_ms"],
                 "p90_ms": self.figures["per_token_p90_ms"], "table_p90_ms": self.variant.table_p90_ms,
                 "tokens_per_second": self.figures["tokens_per_second"], "size_mb": self.figures["size_mb"],
                 "peak_memory_mb": self.figures["peak_memory_mb"], "estimate": self.figures["estimate"],
@@ -182,10 +182,10 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
         raise BudgetError(missed_message(measured, ctx.device))
     best, confirmed = chosen
     exported = moved_under(trained[0].teacher, ctx.stage_dir_name)
-    teacher = replace(teacher, onnx=exported.onnx, metrics={
-        **teacher.metrics, **{k: exported.metrics[k] for k in TEACHER_EXPORT_FIGURES if k in exported.metrics}})
-    student = moved_under(best.variant.model, ctx.stage_dir_name)
-    student = replace(student, role="student", metrics={**student.metrics, "search_candidate": best.variant.label})
+    export_figures = exported.metrics.model_dump(include=set(TEACHER_EXPORT_FIGURES), exclude_unset=True)
+    teacher = replace(teacher.updated(**export_figures), onnx=exported.onnx)
+    student = moved_under(best.variant.model, ctx.stage_dir_name).updated(search_candidate=best.variant.label)
+    student = replace(student, role="student")
     summary = lm_summary(config, ctx.device, family, plan, trained, measured, attempts, chosen, started,
                          lm_space_for(config, ctx.recipe.student.model))
     ctx.log.info("search: chose %s (validation loss %.4f nats/token, %.3f ms per token p90)", best.variant.label,

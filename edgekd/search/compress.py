@@ -24,11 +24,12 @@ from edgekd.distill.stage import teacher_task_data
 from edgekd.models.architectures import SEARCHABLE
 from edgekd.pipeline import RunResult
 from edgekd.quantize.config import QuantizeSettings
+from edgekd.report.record import RunReport
 from edgekd.search.build import Family
 from edgekd.search.causal_lm import lm_preflight
 from edgekd.search.config import SearchStage
 from edgekd.search.plan import plan_search
-from edgekd.search.record import TableStats
+from edgekd.search.record import LMSearchRecord, SearchRecord, TableStats, read_search_record
 
 #: Stages of a recipe a derived search keeps (the others are what the search does itself).
 KEPT_STAGES = ("teacher", "profile", "bundle")
@@ -43,8 +44,17 @@ class CompressResult:
     """The pre-flight table: ``profiled`` 0 and ``seconds`` 0 when every candidate came from the cache."""
 
     def report(self) -> dict[str, Any]:
-        """The run's ``report.json`` as a dict."""
+        """The run's ``report.json`` as a dict; :meth:`report_record` is the typed one."""
         return self.run.report()
+
+    def report_record(self) -> RunReport:
+        """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport`."""
+        return self.run.report_record()
+
+    def search(self) -> SearchRecord | LMSearchRecord:
+        """The search stage's typed record (latency table, trained candidates, choice)."""
+        record = next(r for r in self.run.stages if r.stage == "search")
+        return read_search_record(record.data)
 
 
 def search_recipe(recipe: Recipe) -> Recipe:

@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
+from pydantic import Discriminator, Field, RootModel, Tag
 
 from edgekd.config.device import Budget, DeviceProfile, GenerationShape
 from edgekd.export.config import load_export_target
-from edgekd.stage_record import read_stage_record
+from edgekd.stage_record import FullRecord, read_stage_record
 
 if TYPE_CHECKING:
     from edgekd.search.config import SearchStage
@@ -28,15 +28,7 @@ if TYPE_CHECKING:
 Status = Literal["trained", "feasible", "over budget"]
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping of every field."""
-        return self.model_dump()
-
-
-class Entry(_Record):
+class Entry(FullRecord):
     """One latency-table candidate's figures on the device (``estimate``: host time × the device's speed ratio)."""
 
     key: str
@@ -53,7 +45,7 @@ class Entry(_Record):
     measured_at: str
 
 
-class TableStats(_Record):
+class TableStats(FullRecord):
     """How a table was obtained: entries timed now, entries read from the cache, and the time it took."""
 
     path: str
@@ -79,7 +71,7 @@ class TableRecord(TableStats):
     candidates: list[TableCandidate]
 
 
-class TrainedStructure(_Record):
+class TrainedStructure(FullRecord):
     """A feasible structure that was distilled (and pruned/factorized) for real."""
 
     structure: str
@@ -89,7 +81,7 @@ class TrainedStructure(_Record):
     note: str | None = Field(description="Why a precision was dropped (e.g. int8 refused), else null.")
 
 
-class ConfirmationRecord(_Record):
+class ConfirmationRecord(FullRecord):
     """A chosen variant timed again (``runs`` runs) and judged against the whole budget."""
 
     label: str
@@ -101,7 +93,7 @@ class ConfirmationRecord(_Record):
     verdict: Literal["pass", "fail"]
 
 
-class _Measured(_Record):
+class _Measured(FullRecord):
     """A trained variant's real export, timed and judged (latencies per generated token for a causal LM)."""
 
     structure: str
@@ -153,14 +145,14 @@ class LMChosenRecord(LMMeasuredRecord):
     confirmed: LMConfirmationRecord
 
 
-class LMMetric(_Record):
+class LMMetric(FullRecord):
     """What a causal-LM search chooses by."""
 
     name: str
     description: str
 
 
-class _Search(_Record):
+class _Search(FullRecord):
     """What every budget search records."""
 
     device: str

@@ -35,7 +35,7 @@ class Measured:
     @property
     def metric(self) -> str:
         """The task's primary metric the choice is made on (``accuracy`` for single-label classifiers)."""
-        return str(self.variant.model.metrics.get("primary_metric") or "accuracy")
+        return self.variant.model.metrics.primary_metric or "accuracy"
 
     @property
     def val_score(self) -> float | None:
@@ -57,8 +57,8 @@ class Measured:
             "structure": self.variant.choice.structure.key, "label": self.variant.label,
             "precision": self.variant.precision, "onnx": self.variant.model.onnx,
             "metric": self.metric, "score": metrics.get(self.metric), "val_score": self.val_score,
-            "accuracy": metrics.get("accuracy"), "val_accuracy": metrics.get("val_accuracy"),
-            "params": metrics.get("params"), "p50_ms": self.result.p50_ms, "p90_ms": self.result.p90_ms,
+            "accuracy": metrics.accuracy, "val_accuracy": metrics.val_accuracy,
+            "params": metrics.params, "p50_ms": self.result.p50_ms, "p90_ms": self.result.p90_ms,
             "table_p90_ms": self.variant.table_p90_ms, "size_mb": self.result.size_mb,
             "peak_memory_mb": self.result.peak_memory_mb, "estimate": self.result.estimate,
             "verdict": self.verdict.verdict,

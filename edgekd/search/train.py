@@ -97,8 +97,9 @@ def candidate_recipe(recipe: Recipe, choice: Choice, stage: SearchStage, teacher
         "name": f"{recipe.name}-{structure.key}",
         "description": structure.label,
         # only the fields the recipe set: a pretrained teacher's default sizes would read as sizes given with it
+        # a fixed teacher (an ONNX file) is its own weights: its candidates evaluate the same file
         "teacher": {"model": recipe.teacher.model.model_dump(mode="json", exclude_unset=True),
-                    "weights": str(teacher_weights)},
+                    **({"weights": str(teacher_weights)} if recipe.teacher.model.trainable else {})},
         "student": {"model": structure.spec},
         "stages": stages,
     }, Recipe, source=source)
