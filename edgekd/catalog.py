@@ -42,16 +42,38 @@ def find(kind: Kind, name_or_path: str | Path) -> Path:
     """Resolve a built-in name (``host-cpu``) or a path to a YAML file."""
     text = str(name_or_path)
     candidate = Path(text).expanduser()
-    if text.endswith((".yaml", ".yml")) or candidate.is_file() or "/" in text:
-        if not candidate.is_file():
-            found = "a directory, expected a YAML file" if candidate.is_dir() else "file not found"
-            raise UnknownEntryError(f"{candidate}: {found}")
+    if text.endswith((".yaml", ".yml")) or _is_file(candidate) or "/" in text:
+        if not _is_file(candidate):
+            found = "a directory, expected a YAML file" if _is_dir(candidate) else "file not found"
+            raise UnknownEntryError(f"{shown_name(str(candidate))}: {found}")
         return candidate
     path = catalog_dir(kind) / f"{text}.yaml"
-    if path.is_file():
+    if _is_file(path):
         return path
     known = names(kind)
     close = difflib.get_close_matches(text, known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise UnknownEntryError(f"unknown {kind[:-1]} '{text}'{hint}; built-in: {', '.join(known)}")
+    raise UnknownEntryError(f"unknown {kind[:-1]} '{shown_name(text)}'{hint}; built-in: {', '.join(known)}")
+
+
+def shown_name(text: str, most: int = 160) -> str:
+    """``text`` as a message shows a name: on one line (newlines escaped), at most ``most`` characters."""
+    flat = text.replace("\n", "\\n")
+    return flat if len(flat) <= most else flat[:most - 1] + "…"
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the filesystem cannot look up (too long: ENAMETOOLONG)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False for a name the filesystem cannot look up."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 

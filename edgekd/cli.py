@@ -25,7 +25,7 @@ from edgekd import __version__, catalog
 from edgekd.config.device import load_device
 from edgekd.console import SafeRichHandler, err, out, print_json, shown
 from edgekd.distributed import exit_launched, launched_rank, launched_size
-from edgekd.errors import ConfigError, EdgekdError, is_out_of_memory
+from edgekd.errors import ConfigError, EdgekdError, is_out_of_memory, too_long_name
 from edgekd.profile.stability import stability_warning
 from edgekd.report.document import fmt
 from edgekd.report.search_section import LM_TRAINED_COLUMNS, lm_trained_rows
@@ -88,6 +88,12 @@ def _handle_errors(func: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
+            too_long = None if _state["debug"] else too_long_name(exc)
+            if too_long is not None:
+                err.print(f"[bold red]error:[/] {shown(too_long)}: a name longer than this filesystem allows "
+                          "(ENAMETOOLONG); expected a path whose every part is under 255 bytes, or a hub id",
+                          highlight=False, soft_wrap=True)
+                raise typer.Exit(code=2) from None
             if is_out_of_memory(exc) and not _state["debug"]:
                 err.print(f"[bold red]error:[/] out of memory: {_one_line(exc)}; this machine cannot hold "
                           "the model, batch or input as given: use smaller ones", highlight=False, soft_wrap=True)

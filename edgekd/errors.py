@@ -7,6 +7,8 @@ error (exit code 1).
 
 from __future__ import annotations
 
+import errno
+
 
 class EdgekdError(Exception):
     """Base class of every error caused by the user's input rather than by a bug."""
@@ -50,6 +52,18 @@ def is_out_of_memory(exc: BaseException) -> bool:
     saying so): a model, batch or input too large for this machine, not a bug."""
     return isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in _OUT_OF_MEMORY))
+
+
+def too_long_name(exc: BaseException) -> str | None:
+    """The name of an ``ENAMETOOLONG`` error in ``exc`` or what it was raised from (a path component over the
+    filesystem's limit, usually 255 bytes, given as a file, directory or hub id): the user's input, not a bug."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENAMETOOLONG:
+            name = str(seen.filename or "")
+            return name if len(name) <= 120 else f"{name[:60]}…{name[-40:]}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def first_line(exc: BaseException) -> str:

@@ -1,4 +1,7 @@
-"""The device's text inputs fit every text classifier of a recipe that times its models on the device.
+"""The tokenizer's lengths, and the device's text inputs, fit every text classifier of a recipe.
+
+Training and evaluation feed up to ``tokenizer.max_length`` tokens, so a Hugging Face model with fewer positions
+is refused before anything trains (it was refused when its stage built it, after the stages before had trained).
 
 Stages that time a model (profile, quantize, bundle, prune, factorize, hybrid, search) feed it
 ``device.inputs.sequence_length`` tokens; a Hugging Face model (``arch: hf``, and ``arch: bert`` from a
@@ -20,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.data.config import is_corpus
+from edgekd.data.config import MemoryData, TokenizerConfig, is_corpus
 from edgekd.errors import ConfigError
 from edgekd.task_rules import role_config
 
@@ -38,15 +41,24 @@ TIMING_STAGES = frozenset({"profile", "quantize", "bundle", "prune", "factorize"
 
 
 def check_sequence_fits(recipe: Recipe, device: DeviceProfile, source: str) -> None:
-    """Raise ``ConfigError`` when a text classifier role of a recipe with a timing stage takes fewer tokens than
-    the device's ``inputs.sequence_length``."""
-    if (recipe.data.modality != "text" or is_corpus(recipe.data)
-            or not TIMING_STAGES & set(recipe.stage_names())):
+    """Raise ``ConfigError`` when a text classifier role takes fewer tokens than ``tokenizer.max_length`` (training
+    and evaluation feed that many) or, in a recipe with a timing stage, than the device's
+    ``inputs.sequence_length``."""
+    if recipe.data.modality != "text" or is_corpus(recipe.data):
         return
+    max_length = None if isinstance(recipe.data, MemoryData) else (recipe.tokenizer or TokenizerConfig()).max_length
+    timed = bool(TIMING_STAGES & set(recipe.stage_names()))
     length = device.inputs.sequence_length
     for role in ("teacher", "assistant", "student"):
-        positions = _role_positions(recipe, role)
-        if positions is not None and positions < length:
+        positions = _role_positions(recipe, role) if max_length is not None or timed else None
+        if positions is None:
+            continue
+        if max_length is not None and positions < max_length:
+            pretrained = getattr(getattr(getattr(recipe, role, None), "model", None), "pretrained", None)
+            named = f"{role}.model" + (f" ('{pretrained}')" if pretrained is not None else "")
+            raise ConfigError(f"{source}: {named}: it takes at most {positions} tokens, fewer than the "
+                              f"tokenizer's max_length {max_length}; lower tokenizer.max_length")
+        if timed and positions < length:
             raise ConfigError(f"{source}: {role}.model: it takes at most {positions} tokens, but device "
                               f"'{device.name}' feeds inputs.sequence_length {length}; give a device profile with "
                               f"a shorter sequence_length (--device my-device.yaml) or a model with more positions")

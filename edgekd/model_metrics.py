@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekd.stage_record import Record
 
@@ -96,6 +96,17 @@ class ModelMetrics(ModelFigures, TrainingFigures, CompressionFigures):
     def from_json(cls, data: Mapping[str, Any]) -> ModelMetrics:
         """The metrics of a ``run.json``/``stage.json`` model record (its ``metrics`` object)."""
         return cls.model_validate(dict(data))
+
+    @classmethod
+    def problem(cls, data: Mapping[str, Any]) -> str | None:
+        """Why a stored ``metrics`` object does not read as :class:`ModelMetrics` (``accuracy: Input should be a valid
+        number``, its first bad field), or None when it does."""
+        try:
+            cls.from_json(data)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        return None
 
     def to_json(self) -> dict[str, Any]:
         """The fields stages set, as written to ``stage.json`` (the inverse of :meth:`from_json`)."""

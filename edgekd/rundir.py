@@ -33,6 +33,7 @@ from typing import Any
 from edgekd.atomic import write_errors_reported
 from edgekd.digest import file_digest
 from edgekd.errors import ConfigError
+from edgekd.model_metrics import ModelMetrics
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,9 @@ def _record_problem(record: dict[str, Any]) -> str | None:
         refs = _model_refs(model)
         if refs is None:
             return f"artifact '{role}' is not a model record"
+        metrics = ModelMetrics.problem(model.get("metrics", {}))
+        if metrics is not None:  # a damaged figure would fail every stage after this one reads it
+            return f"artifact '{role}' metrics.{metrics}"
         outside = next((ref for ref in refs if not (isinstance(ref, str) and _inside(ref))), None)
         if outside is not None:
             return f"artifact '{role}' points outside the run directory ({str(outside)[:80]!r})"

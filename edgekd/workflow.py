@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel
 
 from edgekd.config.device import DeviceProfile
-from edgekd.config.loading import validate_model
+from edgekd.config.loading import parse_yaml, validate_model
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.distill.config import DistillStage as Distill
 from edgekd.distill.config import TeacherStage as Teacher
@@ -69,6 +69,9 @@ class Pipeline:
     def __init__(self, *, data: Any, teacher: Any, student: Any, stages: list[Any], name: str = "pipeline",
                  device: str | Path = "host-cpu", seed: int = 0, tokenizer: Any = None, assistant: Any = None,
                  threads: int | str = "auto", description: str = "") -> None:
+        if not isinstance(device, str | Path):  # str() of a DeviceProfile would be read as a profile's name
+            raise ConfigError(f"{SOURCE}: device: expected a profile name or a YAML path, got {type(device).__name__}; "
+                              "a DeviceProfile object goes to run(device=...) or plan(device=...)")
         fields = {"name": name, "description": description, "seed": seed, "device": str(device), "threads": threads,
                   "data": _data(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher),
                   "assistant": _role(assistant), "student": _role(student),
@@ -87,7 +90,12 @@ class Pipeline:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Pipeline:
-        """The pipeline of a recipe file (or a built-in recipe's name)."""
+        """The pipeline of a recipe file, a built-in recipe's name, or YAML text (what :meth:`to_yaml` returns: a
+        string of several lines; its relative paths start from the working directory)."""
+        if isinstance(path, str) and "\n" in path:
+            source = "Pipeline.from_yaml(text)"
+            return cls.from_recipe(validate_model(parse_yaml(path, source), Recipe, source=source,
+                                                  base_dir=Path.cwd()))
         return cls.from_recipe(load_recipe(path))
 
     def to_yaml(self, path: str | Path | None = None) -> str:

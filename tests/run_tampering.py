@@ -4,8 +4,8 @@ A foreign directory is one a user could point ``--out`` at by mistake: their own
 edgekd also uses (``NN-<stage>/``, ``.NN-<stage>.partial/``, ``bundle/``, ``report.md``,
 ``run.json`` that edgekd did not write). A tampered run is a finished run with one thing broken: a
 file a stage wrote deleted, truncated or edited, a ``stage.json`` of the wrong shape, a record
-pointing outside the run directory, a ``run.json`` that is not a run record. Each tamper knows
-which stage must run again (the damaged one; every stage after it follows).
+pointing outside the run directory, a model's figure of the wrong type, a ``run.json`` that is not a run
+record. Each tamper knows which stage must run again (the damaged one; every stage after it follows).
 """
 
 from __future__ import annotations
@@ -126,8 +126,25 @@ def _points_outside(run_dir: Path, rng: random.Random) -> int:
     return index
 
 
+def _damaged_figure(run_dir: Path, rng: random.Random) -> int:
+    """A model's measured figure (accuracy, params, ...) in the ``stage.json`` of a stage that is reused when it
+    finished (a bundle always runs again) replaced by a value of another type."""
+    from edgekd.model_metrics import ModelMetrics
+    from edgekd.stages import DEFAULT_REGISTRY as STAGES
+
+    figures = [(index, path, record, role, key) for index, path, record in _records(run_dir)
+               if STAGES[record["stage"]].cacheable
+               for role, model in sorted(record["artifact"].items()) for key, value in sorted(model["metrics"].items())
+               if key in ModelMetrics.model_fields and isinstance(value, int | float) and not isinstance(value, bool)]
+    index, path, record, role, key = rng.choice(figures)
+    record["artifact"][role]["metrics"][key] = rng.choice(["high", [1.0], {"value": 1}])
+    path.write_text(json.dumps(record))
+    return index
+
+
 TAMPERS = (Tamper("deleted file", _deleted), Tamper("truncated file", _truncated), Tamper("edited file", _edited),
-           Tamper("stage.json of the wrong shape", _bad_shape), Tamper("record pointing outside", _points_outside))
+           Tamper("stage.json of the wrong shape", _bad_shape), Tamper("record pointing outside", _points_outside),
+           Tamper("figure of the wrong type", _damaged_figure))
 
 
 def bad_run_record(run_dir: Path, rng: random.Random) -> Any:

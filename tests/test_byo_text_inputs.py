@@ -95,6 +95,21 @@ def test_a_model_taking_the_devices_length_or_a_recipe_without_timing_validates(
     assert runner.invoke(app, ["validate", str(_recipe(tmp_path, short, untimed))]).exit_code == 0
 
 
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_a_model_with_fewer_positions_than_the_tokenizers_max_length_is_refused_before_training(
+        role: str, tmp_path: Path) -> None:
+    """Training feeds tokenizer.max_length tokens (32 here): a 16-position model was refused only when its stage
+    built it, a student after the teacher had trained, in a recipe without a timing stage too."""
+    short = {"arch": "hf", "config": {**GPT2, "n_positions": 16}}
+    path = _recipe(tmp_path, {"arch": "hf", "config": GPT2}, TIMED[:3])
+    recipe = yaml.safe_load(path.read_text())
+    recipe[role]["model"] = short
+    path.write_text(yaml.safe_dump(recipe))
+    result = runner.invoke(app, ["validate", str(path)])
+    _assert_one_line_error(result, f"{role}.model: it takes at most 16 tokens, fewer than the tokenizer's max_length "
+                           "32; lower tokenizer.max_length")
+
+
 def _saved(config: dict[str, Any], tmp_path: Path) -> str:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 

@@ -188,3 +188,20 @@ def test_an_input_too_large_for_memory_is_a_user_error_naming_it(tmp_path: Path)
     outcome = cli("export", "tests.user_modules:small_cnn", "--input-shape", "1,4194304,4194304", "--device",
                   "host-cpu", "--target", "onnx-fp32", "--out", tmp_path / "m")
     assert_user_error(outcome, "out of memory", "can't allocate memory", "use smaller ones")
+
+
+def test_names_longer_than_the_filesystem_allows_are_one_line_errors(tmp_path: Path) -> None:
+    """A path part over 255 bytes (a data file, a checkpoint or tokenizer id, --out) failed in the first stat():
+    internal error, OSError ENAMETOOLONG."""
+    from tests.reliability import text_recipe
+
+    long = "x" * 300
+    recipe = text_recipe(tmp_path)
+    cases = {"data": {**recipe, "data": {**recipe["data"], "train": str(tmp_path / long)}},
+             "pretrained": {**recipe, "teacher": {"model": {"arch": "hf", "pretrained": long}}},
+             "tokenizer": {**recipe, "tokenizer": {"pretrained": long}}}
+    for name, changed in cases.items():
+        outcome = cli("validate", write_yaml(tmp_path / f"{name}.yaml", changed))
+        assert_user_error(outcome, "a name longer than this filesystem allows (ENAMETOOLONG)", "x" * 40)
+    outcome = cli("run", write_yaml(tmp_path / "recipe.yaml", recipe), "--out", tmp_path / long, "-q")
+    assert_user_error(outcome, "a name longer than this filesystem allows", logged=True)

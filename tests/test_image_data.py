@@ -297,7 +297,8 @@ ERRORS = {
     "non-image file": (lambda root: (root / "train" / "red" / "notes.txt").write_text("hi"),
                        "train/red/notes.txt: not an image file"),
     "corrupt png": (lambda root: (root / "train" / "green" / "000.png").write_bytes(b"\x89PNG not really"),
-                    "train/green/000.png: not a readable image"),
+                    "train/green/000.png: not a readable image, the file is corrupt or not PNG/JPEG (no image format "
+                    "PIL knows starts it)"),
     "truncated jpeg": (lambda root: (root / "test" / "blue" / "001.jpg").write_bytes(
         (root / "test" / "blue" / "001.jpg").read_bytes()[:200]), "test/blue/001.jpg: not a readable image"),
     "test class not in train": (lambda root: write_folder(root / "test", 1, colours={"purple": (90, 0, 90)}),

@@ -6,6 +6,7 @@ Images are scikit-learn's digits as a ``TensorDataset``; text is token ids in di
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,39 @@ def test_the_digest_is_the_content_not_the_batching_order_or_object() -> None:
                  {"train": TensorDataset(images, labels), "test": TensorDataset(images, labels),
                   "val": TensorDataset(images[:50], labels[:50])}):
         assert register_data(sets, "t")["digest"] != base["digest"]
+
+
+class WithMetadata(Dataset):
+    """``base``'s dict rows with what a ``datasets`` row carries beside them: its text and its index."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.base[index], "sentence": f"row {index}", "idx": index}
+
+
+def test_a_dict_rows_metadata_is_left_out_and_a_drop_last_loader_gives_every_example(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Hugging Face dataset's rows hold their text and ``idx`` beside the token ids (was: refused, 'input
+    'sentence' is list'); a sequential DataLoader with ``drop_last`` lost its last partial batch (a shuffling one
+    did not): both give the same content, hence the same digest, as the plain set."""
+    tokens = TokenDicts(90, seed=1)
+    base = register_data({"train": tokens, "test": TokenDicts(30, seed=2)}, "t")
+    with caplog.at_level(logging.INFO, logger="edgekd.data.memory"):
+        assert register_data({"train": WithMetadata(tokens), "test": TokenDicts(30, seed=2)}, "t") == base
+    assert "data.train: fields idx, sentence left out" in caplog.text
+    for shuffle in (False, True):
+        loader = DataLoader(tokens, batch_size=16, drop_last=True, shuffle=shuffle)
+        assert register_data({"train": loader, "test": TokenDicts(30, seed=2)}, "t") == base
+    images, labels = _digits(100)
+    pixels = Items([{"pixel_values": image, "labels": label, "idx": i, "path": f"{i}.png"}
+                    for i, (image, label) in enumerate(zip(images, labels, strict=True))])
+    assert register_data({"train": pixels, "test": TensorDataset(images, labels)}, "t") == register_data(
+        {"train": TensorDataset(images, labels), "test": TensorDataset(images, labels)}, "t")
 
 
 @pytest.mark.parametrize(("fraction", "seed"), [(0.15, 0), (0.3, 0), (0.15, 5)])

@@ -41,6 +41,24 @@ def test_yaml_round_trip_gives_the_same_recipe(tmp_path: Path) -> None:
     assert Pipeline.from_yaml(path).recipe == pipeline.recipe
 
 
+def test_yaml_text_round_trips_and_device_objects_and_long_names_are_one_line_errors() -> None:
+    """Pipeline.from_yaml(pipeline.to_yaml()) read the text as a file name (OSError: File name too long), as did
+    any name lookup of a long string; a DeviceProfile given to Pipeline was read as the profile's name by its
+    str()."""
+    pipeline = _pipeline()
+    assert Pipeline.from_yaml(pipeline.to_yaml()).recipe == pipeline.recipe
+    with pytest.raises(ConfigError, match=r"^Pipeline.from_yaml\(text\): key 'seed' appears twice"):
+        Pipeline.from_yaml("seed: 1\nseed: 2\n")
+    device = edgekd.api.load_device("host-cpu")
+    with pytest.raises(ConfigError, match=r"^Pipeline\(...\): device: expected a profile name or a YAML path, got "
+                                          r"DeviceProfile"):
+        _pipeline(device=device)
+    for name in ("x" * 300, "name: x\n" * 60):
+        with pytest.raises(ConfigError, match="unknown pipeline") as raised:
+            edgekd.validate(name)
+        assert "\n" not in str(raised.value) and len(str(raised.value)) < 500
+
+
 @pytest.mark.parametrize(("changes", "fragment"), [
     ({"stages": [Teacher(epochs=2), {"stage": "distill", "lr": -1}]}, "Pipeline(...): stages[1].lr"),
     ({"student": {"arch": "cnn"}}, "student.model.channels: required key is missing"),

@@ -33,17 +33,22 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read file ({exc})") from exc
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` as :func:`read_yaml` parses a file's; errors start with ``source``."""
     try:
         return load_bounded(text)
     except (YamlLimitError, DuplicateKeyError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply; expected a recipe's few levels of keys") from None
+        raise ConfigError(f"{source}: nested too deeply; expected a recipe's few levels of keys") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML: {where}{problem}{_tab_hint(text, mark)}") from exc
+        raise ConfigError(f"{source}: malformed YAML: {where}{problem}{_tab_hint(text, mark)}") from exc
 
 
 def _tab_hint(text: str, mark: Any) -> str:

@@ -84,7 +84,10 @@ def open_image(ref: ImageRef) -> Image.Image:
         image.load()
     except Image.DecompressionBombError as exc:  # more pixels than PIL decodes (a decompression bomb, or a scan)
         raise DataError(f"{ref.where}: too many pixels to decode ({first_line(exc)}); resize the image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:  # its message names the in-memory buffer by address, which says nothing
+        raise DataError(f"{ref.where}: not a readable image, the file is corrupt or not PNG/JPEG (no image format "
+                        "PIL knows starts it)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{ref.where}: not a readable image, the file is corrupt or not PNG/JPEG "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     return image

@@ -3,12 +3,15 @@
 What they may yield: ``(inputs, label)`` pairs, where ``inputs`` is a tensor (an image, or any float
 features) or a dict of tensors, or dicts holding ``labels`` (or ``label``) next to the inputs, e.g.
 ``{"pixel_values": ..., "labels": ...}`` or ``{"input_ids": ..., "attention_mask": ..., "labels": ...}``.
+A dict's metadata (a ``datasets`` row's ``sentence`` text or ``idx``: anything that is not a tensor, or one
+value per example) is left out, said in one log line.
 Labels are class indices. Data holding ``input_ids`` is text (token ids, already tokenized by the
 user); anything else must hold one float tensor, fed to the model as its one positional input.
 
 How they are materialized: each set is read once, in order, through a DataLoader (a Dataset is wrapped
 in one reading :data:`READ_BATCH` examples at a time; a DataLoader that shuffles or samples is re-read
-in order over its dataset, with its own ``collate_fn`` and batch size), and the batches become tensors:
+in order over its dataset, with its own ``collate_fn`` and batch size, as is one with ``drop_last``: every
+example counts), and the batches become tensors:
 images one float32 tensor ``[N, ...]``, text one int64 array per example with the padding dropped (by
 ``attention_mask``; the id found under the mask is the pad id, 0 when nothing is padded). edgekd's
 training loop then batches, pads and shuffles (seeded) as it does for every other source, so the
@@ -149,7 +152,7 @@ def _batches(source: Any, split: str, where: str) -> Iterator[Any]:
     from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
 
     if isinstance(source, DataLoader):
-        plain = isinstance(source.sampler, SequentialSampler) and source.batch_size is not None
+        plain = isinstance(source.sampler, SequentialSampler) and source.batch_size is not None and not source.drop_last
         if plain or isinstance(source.dataset, IterableDataset):
             return iter(source)
         return iter(DataLoader(source.dataset, batch_size=source.batch_size or READ_BATCH,
@@ -171,6 +174,8 @@ class _Reader:
     pad_id: int | None = None
     hasher: Any = field(default_factory=hashlib.sha256)
     label_hasher: Any = field(default_factory=hashlib.sha256)
+    dropped: list[str] = field(default_factory=list)
+    """The metadata fields left out of the last dict batch (see :meth:`_without_metadata`)."""
 
     def add(self, batch: Any) -> None:
         inputs, labels = self._parts(batch)
@@ -193,7 +198,7 @@ class _Reader:
             if key is None:
                 raise DataError(f"data.{self.name}: a dict without 'labels' or 'label' (keys: "
                                 f"{', '.join(map(str, batch))}); expected the class labels beside the inputs")
-            inputs, labels = {k: v for k, v in batch.items() if k != key}, batch[key]
+            inputs, labels = self._without_metadata({k: v for k, v in batch.items() if k != key}), batch[key]
         elif isinstance(batch, tuple | list) and len(batch) == 2:
             inputs, labels = batch
             inputs = dict(inputs) if isinstance(inputs, Mapping) else {"input": inputs}
@@ -204,6 +209,22 @@ class _Reader:
             if not isinstance(value, torch.Tensor | np.ndarray):
                 raise DataError(f"data.{self.name}: input '{key}' is {type(value).__name__}; expected a tensor")
         return {k: torch.as_tensor(v) for k, v in inputs.items()}, labels
+
+    def _without_metadata(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A dict batch's fields without its metadata, said once: values that are not tensors (a ``datasets`` row's
+        text or id strings, collated as lists) and tensors of one value per example (``idx`` ``[batch]``), which no
+        model input is (images, features and token ids have a dimension after the batch). Kept as they are when
+        nothing else is left, so the refusal names them."""
+        inputs = {key: value for key, value in fields.items()
+                  if isinstance(value, torch.Tensor | np.ndarray) and value.ndim >= 2}
+        dropped = sorted(set(fields) - set(inputs))
+        if not inputs or not dropped:
+            return fields
+        if dropped != self.dropped:
+            self.dropped = dropped
+            log.info("data.%s: fields %s left out (not model inputs: no tensor, or one value per example)",
+                     self.name, ", ".join(map(str, dropped)))
+        return inputs
 
     def _labels(self, labels: Any) -> torch.Tensor:
         labels = torch.as_tensor(labels)
