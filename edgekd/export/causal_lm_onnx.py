@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.atomic import atomic_path
-from edgekd.errors import ExportError
+from edgekd.errors import ExportError, first_line
+from edgekd.export.op_patches import exportable_ops
 from edgekd.export.torch_log import quiet_torch_exporter
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 
@@ -42,6 +43,24 @@ def cache_layout(config) -> tuple[int, int, int]:
         raise ExportError(f"the cache of a model whose layers have different key/value heads {sorted(pruned)} "
                          "cannot be exported (prune with scope: layer)")
     return config.num_hidden_layers, pruned.pop() if pruned else kv_heads, head_dim
+
+
+def probed_layout(model: nn.Module) -> tuple[int, int, int]:
+    """``(layers, kv_heads, head_dim)`` of the cache ``model`` itself returns after one call on two tokens: what a
+    config states can differ from what the model builds (Falcon's ``multi_query`` keeps one key/value head whatever
+    ``num_kv_heads`` says). Raises :class:`ExportError` (one line) when it returns no cache, or layers whose caches
+    differ (pruned key/value heads that differ between layers)."""
+    with torch.no_grad():
+        out = model.eval()(input_ids=torch.zeros(1, 2, dtype=torch.long), use_cache=True)
+    layers = getattr(getattr(out, "past_key_values", None), "layers", None)
+    if not layers:
+        raise ExportError(f"{type(model).__name__} returns no key/value cache, so it cannot be exported as a "
+                          "generating decoder (is it a decoder? encoders as causal LMs keep no cache)")
+    shapes = sorted({tuple(layer.keys.shape[1:2]) + tuple(layer.keys.shape[3:]) for layer in layers})
+    if len(shapes) > 1:
+        raise ExportError(f"the cache of a model whose layers have different key/value heads "
+                          f"{sorted(shape[0] for shape in shapes)} cannot be exported (prune with scope: layer)")
+    return len(layers), *shapes[0]
 
 
 def past_names(layers: int) -> list[str]:
@@ -77,8 +96,8 @@ class _WithPast(nn.Module):
 def causal_lm_onnx(model: nn.Module, opset: int = 17) -> bytes:
     """``model`` (a Hugging Face causal LM) as ONNX bytes with KV-cache inputs and outputs, its context length
     in the graph's metadata (:data:`CONTEXT_KEY`)."""
-    layers, kv_heads, head_dim = cache_layout(model.config)
-    model.eval()
+    cache_layout(model.config)  # a pruned structure's key/value heads alike in every layer
+    layers, kv_heads, head_dim = probed_layout(model)
     past = [torch.zeros(1, kv_heads, 3, head_dim) for _ in range(2 * layers)]
     example = (torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 5, dtype=torch.long), *past)
     inputs, outputs = ["input_ids", "attention_mask", *past_names(layers)], ["logits", *present_names(layers)]
@@ -87,15 +106,15 @@ def causal_lm_onnx(model: nn.Module, opset: int = 17) -> bytes:
     axes |= {name: {0: "batch", 2: "past"} for name in past_names(layers)}
     axes |= {name: {0: "batch", 2: "total"} for name in present_names(layers)}
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), quiet_torch_exporter():
+    with warnings.catch_warnings(), quiet_torch_exporter(), exportable_ops():
         warnings.simplefilter("ignore")
         try:
             # tracing leaves the traced model computing different logits afterwards: trace a copy
             torch.onnx.export(_WithPast(copy.deepcopy(model), layers), example, buffer, input_names=inputs,
                               output_names=outputs, dynamic_axes=axes, opset_version=opset, dynamo=False)
-        except (RuntimeError, TypeError, AttributeError) as exc:
-            raise ExportError(f"exporting {type(model).__name__} with a KV cache failed: "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        except Exception as exc:  # the exporter's own checks raise AssertionError, ValueError … as well
+            raise ExportError(f"exporting {type(model).__name__} with a KV cache failed: {type(exc).__name__}: "
+                              f"{first_line(exc)}") from None
     graph = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(graph, context_metadata(model))
     log.info("exported %s with a %d-layer KV cache", type(model).__name__, layers)
