@@ -210,7 +210,8 @@ def sweep_one(model_type: str, task: str, timeout: int) -> dict[str, Any]:
             signal.alarm(0)
         break
     else:
-        return {"status": "build", "error": " | ".join(dict.fromkeys(errors)), "seconds": round(time.perf_counter() - start, 2)}
+        return {"status": "build", "error": " | ".join(dict.fromkeys(errors)),
+                "seconds": round(time.perf_counter() - start, 2)}
     signal.alarm(timeout)
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,8 @@
 """PyTorch → ONNX export with onnxruntime graph optimization and a parity gate.
 
 :func:`export_onnx` traces the model with the TorchScript exporter (``dynamo=False``, the robust
-path today; ops it gets wrong are patched for the trace, :mod:`edgekd.export.op_patches`), gives it a dynamic batch axis, optionally lets onnxruntime optimize the graph
+path today; ops it gets wrong are patched for the trace, :mod:`edgekd.export.op_patches`), gives it a
+dynamic batch axis, optionally lets onnxruntime optimize the graph
 offline, validates it with ``onnx.checker`` and checks it against PyTorch on batches of 1 and
 7 rows and on the whole sample. The file only appears at its path once all of that has passed:
 an export that fails, crashes or misses the parity gate leaves no file (and no temporary file)
@@ -39,6 +40,7 @@ from edgekd.atomic import atomic_path
 from edgekd.errors import ExportError
 from edgekd.export.config import ExportTarget
 from edgekd.export.guard import describe, export_failures
+from edgekd.export.op_patches import exportable_ops
 from edgekd.export.parity import (
     DEFAULT_BATCH_SIZES,
     Batch,
@@ -49,7 +51,6 @@ from edgekd.export.parity import (
     one_line,
     parity_batches,
 )
-from edgekd.export.op_patches import exportable_ops
 from edgekd.export.torch_log import quiet_torch_exporter
 from edgekd.models.call import call_logits, eval_mode, used_inputs
 from edgekd.models.weights import non_finite

@@ -95,7 +95,9 @@ def _keep_float(self: torch.Tensor, memory_format: Any = torch.preserve_format) 
 def _symbolic(name: str, function: Any) -> Iterator[None]:
     """Register ``function`` as the exporter's symbolic of ``name`` for every opset, and remove it afterwards."""
     from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
+    from torch.onnx._internal.torchscript_exporter.registration import registry
 
+    known = registry.get_function_group(name) is not None
     for opset in _SYMBOLIC_OPSETS:
         register_custom_op_symbolic(name, function, opset)
     try:
@@ -103,6 +105,8 @@ def _symbolic(name: str, function: Any) -> Iterator[None]:
     finally:
         for opset in _SYMBOLIC_OPSETS:
             unregister_custom_op_symbolic(name, opset)
+        if not known:  # an emptied entry would make the exporter fail differently ("min() arg is an empty sequence")
+            registry._registry.pop(name, None)
 
 
 @contextmanager
