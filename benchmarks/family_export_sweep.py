@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", help="these model types only")
     parser.add_argument("--timeout", type=int, default=180, help="seconds per build and per export")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--table", action="store_true",
+                        help="print the failing families of the existing JSON as edgekd/models/export_support.py's "
+                        "NOT_EXPORTED entries, and run nothing")
     args = parser.parse_args(argv)
     import transformers
 
@@ -248,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, _alarm)
     out = args.out or ROOT / "benchmarks" / "results" / f"family_export_sweep-{cpu_slug()}.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
+    if args.table:
+        print(table(previous.get("results", {})))
+        return 0
     results: dict[str, dict[str, Any]] = previous.get("results", {}) if args.only else {}
     for task in args.task:
         for model_type in model_types(task):
@@ -261,6 +267,33 @@ def main(argv: list[str] | None = None) -> int:
                              "cpu": detect_cpu().brand, "results": results, "summary": summary(results)})
     print(json.dumps(summary(results), indent=1))
     return 0
+
+
+UNSUPPORTED = re.compile(r"Exporting the operator '([\w:.]+)' to ONNX opset version \d+ is not supported")
+
+
+def reason(error: str) -> str:
+    """A failure's reason for the refusal table: the missing operator, else the message after edgekd's prefix."""
+    missing = UNSUPPORTED.search(error)
+    if missing:
+        return f"torch's ONNX exporter has no export of {missing.group(1)}"
+    if "onnxruntime failed on inputs of shapes" in error:
+        return "its traced graph fails in onnxruntime on other batch sizes or lengths (a shape fixed while tracing)"
+    for prefix in ("to ONNX opset 17: ", "with a KV cache failed: ", "): "):
+        if prefix in error:
+            error = error.split(prefix, 1)[1]
+            break
+    return re.sub(r"/tmp/\S+", "the graph", error)[:160]
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """The failing families as Python dict entries ``"family": {"task": "reason"}``, sorted."""
+    failing: dict[str, dict[str, str]] = {}
+    for task, cases in results.items():
+        for name, record in cases.items():
+            if record["status"] == "fail":
+                failing.setdefault(name, {})[task] = reason(record["error"])
+    return "\n".join(f"    {name!r}: {failing[name]!r}," for name in sorted(failing))
 
 
 def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:

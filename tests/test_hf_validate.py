@@ -346,3 +346,19 @@ def test_a_family_looked_at_and_not_rewritten_says_why(tmp_path: Path) -> None:
     _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "prune"}])),
                            "stages[2].stage", "a 'hf' (squeezebert) student has nothing structured pruning removes",
                            "grouped 1-D convolutions")
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_an_encoder_decoder_classifier_is_refused_pruning_with_why(family: str, tmp_path: Path) -> None:
+    """BART, T5 … classify with an encoder and a decoder whose sizes their configs state apart: pruning and
+    factorizing them is refused with that reason before training (training and exporting them is not)."""
+    sizes = {"bart": {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                      "decoder_attention_heads": 2, "encoder_ffn_dim": 16, "decoder_ffn_dim": 16},
+             "t5": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_kv": 8, "d_ff": 16}}[family]
+    student = {"arch": "hf", "config": {"model_type": family, **sizes}}
+    for stage, says in (({"stage": "prune"}, "has nothing structured pruning removes"),
+                        ({"stage": "factorize"}, "cannot be factorized")):
+        _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, stage])),
+                               "stages[2].stage", f"a 'hf' ({family}) student {says}",
+                               f"'{family}' is an encoder-decoder model", "cross-attention")
+    assert _validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "export"}])).exit_code == 0
