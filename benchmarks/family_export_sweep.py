@@ -274,6 +274,11 @@ UNSUPPORTED = re.compile(r"Exporting the operator '([\w:.]+)' to ONNX opset vers
 
 def reason(error: str) -> str:
     """A failure's reason for the refusal table: the missing operator, else the message after edgekd's prefix."""
+    if "aten::histc" in error:
+        return "torch's ONNX exporter has no export of its mixture-of-experts routing (aten::histc)"
+    if "returns no key/value cache" in error or "linear-attention state" in error:
+        return ("its model returns no attention key/value cache (an encoder's language-model head, or a recurrent or "
+                "linear-attention state), which the KV-cache graph carries")
     missing = UNSUPPORTED.search(error)
     if missing:
         return f"torch's ONNX exporter has no export of {missing.group(1)}"
@@ -283,7 +288,7 @@ def reason(error: str) -> str:
         if prefix in error:
             error = error.split(prefix, 1)[1]
             break
-    return re.sub(r"/tmp/\S+", "the graph", error)[:160]
+    return re.sub(r"/tmp/\S+", "the graph", error).split("  [Caused by")[0][:150]
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
