@@ -8,7 +8,7 @@ their KV cache), whatever the family, as Optimum's exporter patches unsupported 
   (``All tensors must have the same rank``); while tracing it is computed as unsqueeze → expand → flatten,
   the same values in ops every opset has.
 - ``rms_norm`` (torch's own ``nn.RMSNorm``: DiffLlama's per-head norm) and ``expm1`` (the xIELU activation:
-  Apertus), which the exporter has no symbolic for below opset 23 and at all: computed from elementary ops.
+  Apertus), which the exporter has no symbolic for: computed from elementary ops.
 - ``Tensor.bfloat16`` (Falcon with ``alibi``, whose slopes are multiplied in bfloat16): the exporter casts it to
   ``complex128``, which onnxruntime refuses; kept in float32 while tracing. The slopes are powers of two, so
   the products are the same below 256 positions; beyond, the parity gate on the real data says whether the
@@ -16,7 +16,8 @@ their KV cache), whatever the family, as Optimum's exporter patches unsupported 
 - ``aten::_upsample_bicubic2d_aa`` (antialiased bicubic interpolation, DINOv2 with registers resizing its
   position embeddings): the exporter has no symbolic for it; it becomes ONNX ``Resize`` in cubic mode with
   the Keys coefficient ``a = -0.5`` and weights renormalised inside the image, as PyTorch's antialiased kernel
-  (PIL's) computes it, plus ``antialias`` from opset 18, which a smaller output needs.
+  (PIL's) computes it, plus ``antialias`` from opset 18, which a smaller output needs. Tested at the model's own
+  image size (the resize keeps the size); any other size is left to the parity gate.
 
 Every export is still checked against PyTorch by the parity gate, so a patch that did not compute the same
 values could not pass unnoticed. Outside the context manager nothing is changed.
@@ -31,13 +32,12 @@ from typing import Any
 import torch
 
 _ORIGINAL_FUNCTION = torch.repeat_interleave
-_ORIGINAL_METHOD = torch.Tensor.repeat_interleave
 _BICUBIC_AA = "aten::_upsample_bicubic2d_aa"
 _SYMBOLIC_OPSETS = range(11, 22)
 
 
 def _whole_repeats(repeats: Any) -> int | None:
-    """``repeats`` as a Python int when it is one number (an int, or a one-element tensor outside tracing)."""
+    """``repeats`` when it is a Python int (a tensor of repeats goes to torch's own)."""
     if isinstance(repeats, int) and not isinstance(repeats, bool):
         return repeats
     return None
