@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from edgekd.export.causal_lm_onnx import cache_layout, export_causal_lm, past_names, present_names
+from edgekd.export.causal_lm_onnx import export_causal_lm, past_names, present_names, probed_layout
 from edgekd.profile.generate import CachedGenerator, generation_figures
 from tests.causal_lms import spread_causal_lm
 
@@ -29,7 +29,7 @@ def exported(request, tmp_path_factory):
 
 def test_graph_has_optimums_cache_names(exported):
     model, path = exported
-    layers = cache_layout(model.config)[0]
+    layers = len(probed_layout(model))
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask", *past_names(layers)]
     assert [o.name for o in graph.output] == ["logits", *present_names(layers)]

@@ -49,6 +49,9 @@ TEXT: dict[str, dict[str, Any]] = {
     "opt": dict(hidden_size=24, num_attention_heads=4, ffn_dim=37, word_embed_proj_dim=24, **_LAYERS),
     "bloom": dict(hidden_size=24, n_layer=2, n_head=4),
     "stablelm": dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=37, **_LAYERS),
+    # exported through edgekd.export.op_patches: repeat_interleave in the rotary embedding, torch's own RMSNorm
+    **dict.fromkeys(("glm", "glm4", "helium", "diffllama"), dict(
+        hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=37, head_dim=8, **_LAYERS)),
 }
 IMAGE: dict[str, dict[str, Any]] = {
     "swin": dict(image_size=8, patch_size=2, num_channels=1, embed_dim=12, depths=[1, 1], num_heads=[2, 2],
@@ -63,6 +66,9 @@ IMAGE: dict[str, dict[str, Any]] = {
     "convnextv2": dict(num_channels=1, patch_size=2, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=8),
     "poolformer": dict(num_channels=1, hidden_sizes=[8, 16], depths=[1, 1], num_encoder_blocks=2, patch_sizes=[2, 2],
                        strides=[2, 2], padding=[0, 0]),
+    # antialiased bicubic resize of its position embeddings (edgekd.export.op_patches)
+    "dinov2_with_registers": dict(image_size=8, patch_size=2, num_channels=1, hidden_size=24, num_hidden_layers=2,
+                                  num_attention_heads=3, mlp_ratio=2, num_register_tokens=2),
 }
 #: Families that cannot take the data (digits are 8 × 8 pixels) and the reason their forward gives.
 REFUSED = {"efficientnet": (dict(num_channels=1, image_size=8, width_coefficient=0.1, depth_coefficient=0.1),
@@ -123,6 +129,8 @@ CAUSAL_LM: dict[str, dict[str, Any]] = {
     "starcoder2": dict(_GQA), "gptj": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128),
     "codegen": dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=128, n_ctx=128),
     "gpt_bigcode": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
+    # exported through edgekd.export.op_patches (interleaved rotary frequencies, RMSNorm, xIELU's expm1)
+    **dict.fromkeys(("glm", "glm4", "helium", "cohere", "cohere2", "diffllama", "apertus"), dict(_GQA, head_dim=8)),
 }
 GPT2_STUDENT = {"arch": "hf", "config": {"model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2}}
 

@@ -285,6 +285,19 @@ def test_a_mixture_of_experts_model_with_an_export_stage_is_refused_before_train
     assert _validate(tmp_path, _text_recipe(models["teacher"], models["student"], DISTILL)).exit_code == 0
 
 
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_a_family_the_export_sweep_found_unexportable_is_refused_before_training(role: str, tmp_path: Path) -> None:
+    """FNet mixes tokens with a Fourier transform torch's ONNX exporter cannot export: refused from the table of
+    :mod:`edgekd.models.export_support` with its reason, unless the recipe does not export."""
+    fnet = {"arch": "hf", "config": {"model_type": "fnet", "hidden_size": 16, "num_hidden_layers": 1,
+                                     "intermediate_size": 16}}
+    models = {"teacher": fnet, "student": SMALL_BERT} if role == "teacher" else {"teacher": SMALL_BERT, "student": fnet}
+    result = _validate(tmp_path, _text_recipe(models["teacher"], models["student"], [*DISTILL, {"stage": "export"}]))
+    _assert_one_line_error(result, f"{role}.model: 'fnet' models cannot be exported to ONNX",
+                           "(aten::fft_fftn)", "export (stages[2]) would fail after training")
+    assert _validate(tmp_path, _text_recipe(models["teacher"], models["student"], DISTILL)).exit_code == 0
+
+
 #: Families described by the general mechanisms: what validate accepts for each, and what it refuses with the
 #: family's reason (case of tests/test_attention_heads_prune.DESCRIBED → accepted stages, refused stage, reason).
 DESCRIBED_STEPS: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None, str, str]] = {
@@ -333,3 +346,19 @@ def test_a_family_looked_at_and_not_rewritten_says_why(tmp_path: Path) -> None:
     _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "prune"}])),
                            "stages[2].stage", "a 'hf' (squeezebert) student has nothing structured pruning removes",
                            "grouped 1-D convolutions")
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_an_encoder_decoder_classifier_is_refused_pruning_with_why(family: str, tmp_path: Path) -> None:
+    """BART, T5 … classify with an encoder and a decoder whose sizes their configs state apart: pruning and
+    factorizing them is refused with that reason before training (training and exporting them is not)."""
+    sizes = {"bart": {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                      "decoder_attention_heads": 2, "encoder_ffn_dim": 16, "decoder_ffn_dim": 16},
+             "t5": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_kv": 8, "d_ff": 16}}[family]
+    student = {"arch": "hf", "config": {"model_type": family, **sizes}}
+    for stage, says in (({"stage": "prune"}, "has nothing structured pruning removes"),
+                        ({"stage": "factorize"}, "cannot be factorized")):
+        _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, stage])),
+                               "stages[2].stage", f"a 'hf' ({family}) student {says}",
+                               f"'{family}' is an encoder-decoder model", "cross-attention")
+    assert _validate(tmp_path, _text_recipe(SMALL_BERT, student, [*DISTILL, {"stage": "export"}])).exit_code == 0

@@ -1,7 +1,8 @@
 """Causal LMs to ONNX with a KV cache, in Optimum's text-generation-with-past layout.
 
 Inputs: ``input_ids`` ``[batch, sequence]``, ``attention_mask`` ``[batch, past + sequence]`` and, per
-layer ``i``, ``past_key_values.{i}.key`` / ``.value`` ``[batch, kv_heads, past, head_dim]``. Outputs:
+layer ``i``, ``past_key_values.{i}.key`` / ``.value`` ``[batch, kv_heads, past, head_dim]`` (each layer's sizes as
+its own cache has them, :func:`probed_layout`). Outputs:
 ``logits`` ``[batch, sequence, vocab]`` and ``present.{i}.key`` / ``.value`` (the cache after this call,
 ``past + sequence`` long). One graph serves the prompt (an empty past) and every cached step. The
 model's context length is kept in the graph's metadata (``edgekd.context_length``).
@@ -20,9 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.atomic import atomic_path
-from edgekd.errors import ExportError
+from edgekd.errors import ExportError, first_line
+from edgekd.export.op_patches import exportable_ops
 from edgekd.export.torch_log import quiet_torch_exporter
-from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,23 @@ log = logging.getLogger(__name__)
 CONTEXT_KEY = "edgekd.context_length"
 
 
-def cache_layout(config) -> tuple[int, int, int]:
-    """``(layers, kv_heads, head_dim)`` of a Hugging Face causal LM config; a model whose pruned heads its config
-    cannot state lists every layer's key/value heads in its structure (:mod:`edgekd.prune.structure`), alike in
-    every layer, with the head size the config derives."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    pruned = set((getattr(config, STRUCTURE_KEY, None) or {}).get("kv_heads", ()))
-    if len(pruned) > 1:
-        raise ExportError(f"the cache of a model whose layers have different key/value heads {sorted(pruned)} "
-                         "cannot be exported (prune with scope: layer)")
-    return config.num_hidden_layers, pruned.pop() if pruned else kv_heads, head_dim
+def probed_layout(model: nn.Module) -> list[tuple[int, int, int]]:
+    """Each layer's ``(kv_heads, key_dim, value_dim)`` in the cache ``model`` itself returns after one call on two
+    tokens: what a config states can differ from what the model builds (Falcon's ``multi_query`` keeps one
+    key/value head whatever ``num_kv_heads`` says; multi-head latent attention caches keys wider than values;
+    Gemma-4-style layers and a model pruned per layer differ between layers). Raises :class:`ExportError` (one line)
+    when it returns no cache, or one holding more than attention keys and values (recurrent state)."""
+    with torch.no_grad():
+        out = model.eval()(input_ids=torch.zeros(1, 2, dtype=torch.long), use_cache=True)
+    layers = getattr(getattr(out, "past_key_values", None), "layers", None)
+    if not layers:
+        raise ExportError(f"{type(model).__name__} returns no key/value cache (an encoder's language-model head, or a "
+                          "recurrent state such as Mamba's), so it cannot be exported as a generating decoder")
+    other = sorted({type(layer).__name__ for layer in layers if not isinstance(getattr(layer, "keys", None), Tensor)})
+    if other:
+        raise ExportError(f"{type(model).__name__}'s cache holds {', '.join(other)} layers (recurrent or "
+                          "linear-attention state), not only the attention keys and values the exported graph carries")
+    return [(layer.keys.shape[1], layer.keys.shape[3], layer.values.shape[3]) for layer in layers]
 
 
 def past_names(layers: int) -> list[str]:
@@ -77,9 +83,9 @@ class _WithPast(nn.Module):
 def causal_lm_onnx(model: nn.Module, opset: int = 17) -> bytes:
     """``model`` (a Hugging Face causal LM) as ONNX bytes with KV-cache inputs and outputs, its context length
     in the graph's metadata (:data:`CONTEXT_KEY`)."""
-    layers, kv_heads, head_dim = cache_layout(model.config)
-    model.eval()
-    past = [torch.zeros(1, kv_heads, 3, head_dim) for _ in range(2 * layers)]
+    shapes = probed_layout(model)
+    layers = len(shapes)
+    past = [torch.zeros(1, heads, 3, dim) for heads, key_dim, value_dim in shapes for dim in (key_dim, value_dim)]
     example = (torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 5, dtype=torch.long), *past)
     inputs, outputs = ["input_ids", "attention_mask", *past_names(layers)], ["logits", *present_names(layers)]
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
@@ -87,15 +93,15 @@ def causal_lm_onnx(model: nn.Module, opset: int = 17) -> bytes:
     axes |= {name: {0: "batch", 2: "past"} for name in past_names(layers)}
     axes |= {name: {0: "batch", 2: "total"} for name in present_names(layers)}
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), quiet_torch_exporter():
+    with warnings.catch_warnings(), quiet_torch_exporter(), exportable_ops():
         warnings.simplefilter("ignore")
         try:
             # tracing leaves the traced model computing different logits afterwards: trace a copy
             torch.onnx.export(_WithPast(copy.deepcopy(model), layers), example, buffer, input_names=inputs,
                               output_names=outputs, dynamic_axes=axes, opset_version=opset, dynamo=False)
-        except (RuntimeError, TypeError, AttributeError) as exc:
-            raise ExportError(f"exporting {type(model).__name__} with a KV cache failed: "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        except Exception as exc:  # the exporter's own checks raise AssertionError, ValueError … as well
+            raise ExportError(f"exporting {type(model).__name__} with a KV cache failed: {type(exc).__name__}: "
+                              f"{first_line(exc)}") from None
     graph = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(graph, context_metadata(model))
     log.info("exported %s with a %d-layer KV cache", type(model).__name__, layers)

@@ -23,6 +23,7 @@ from edgekd.data.lm_data import prepare_lm_data
 from edgekd.errors import ExportError
 from edgekd.export.causal_lm_onnx import causal_lm_onnx, context_metadata
 from edgekd.export.config import ExportStage, ExportTarget, load_export_target
+from edgekd.export.guard import export_failures
 from edgekd.export.onnx_export import write_checked
 from edgekd.export.ort_format import OrtModel, convert_to_ort
 from edgekd.export.parity import OutputDiffs, ParityResult
@@ -64,11 +65,13 @@ def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageCont
 def export_with_cache(model: torch.nn.Module, rows: torch.Tensor, prefix: int, path: Path,
                       target: ExportTarget) -> tuple[float, ParityResult]:
     """Write ``model`` to ``path`` as a KV-cache graph optimized for ``target``, only once it matches PyTorch on
-    ``rows`` (:func:`cached_parity`: ``prefix`` tokens, then one cached step per call); its size (MiB) and parity."""
-    _graph, size_mb, parity = write_checked(
-        causal_lm_onnx(model, target.opset), path, target,
-        lambda tmp: cached_parity(model, CachedGenerator(tmp), rows, prefix, target),
-        metadata=context_metadata(model), what=f" over a prefix and {rows.shape[1] - prefix} cached steps")
+    ``rows`` (:func:`cached_parity`: ``prefix`` tokens, then one cached step per call); its size (MiB) and parity.
+    Any failure is one :class:`ExportError` line (:mod:`edgekd.export.guard`)."""
+    with export_failures(model, path):
+        _graph, size_mb, parity = write_checked(
+            causal_lm_onnx(model, target.opset), path, target,
+            lambda tmp: cached_parity(model, CachedGenerator(tmp), rows, prefix, target),
+            metadata=context_metadata(model), what=f" over a prefix and {rows.shape[1] - prefix} cached steps")
     return size_mb, parity
 
 

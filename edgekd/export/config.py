@@ -74,7 +74,9 @@ EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_
 def check_export_target(config: Any, state: PlanState, where: str) -> None:
     """A stage that exports (``config.target``): the target names a built-in preset or a readable YAML file, and
     every model made so far can be exported: a mixture-of-experts model is refused now rather than after its
-    training (torch's ONNX exporter has no export of the expert routing transformers uses, ``aten::histc``)."""
+    training (torch's ONNX exporter has no export of the expert routing transformers uses, ``aten::histc``), and so
+    is a family the export sweep found unexportable for this use (:mod:`edgekd.models.export_support`)."""
+    from edgekd.models.export_support import export_refusal, recipe_use
     from edgekd.task_rules import role_config
 
     try:
@@ -88,6 +90,12 @@ def check_export_target(config: Any, state: PlanState, where: str) -> None:
             raise state.fail(f"{role}.model", f"'{model.get('model_type')}' is a mixture-of-experts model ({experts} "
                              "experts): torch's ONNX exporter cannot export its expert routing (aten::histc), so its "
                              f"export ({where}) would fail after training; choose a dense model or drop the export")
+        model_type = model.get("model_type")
+        reason = export_refusal(model_type, recipe_use(state.recipe, model_type)) if model_type else None
+        if reason is not None:
+            raise state.fail(f"{role}.model", f"'{model_type}' models cannot be exported to ONNX: {reason}, "
+                             f"so its export ({where}) would fail after training; choose another family or drop "
+                             "the export")
 
 
 EXPORT = StageKind(

@@ -1,7 +1,8 @@
 """PyTorch → ONNX export with onnxruntime graph optimization and a parity gate.
 
 :func:`export_onnx` traces the model with the TorchScript exporter (``dynamo=False``, the robust
-path today), gives it a dynamic batch axis, optionally lets onnxruntime optimize the graph
+path today; ops it gets wrong are patched for the trace, :mod:`edgekd.export.op_patches`), gives it a
+dynamic batch axis, optionally lets onnxruntime optimize the graph
 offline, validates it with ``onnx.checker`` and checks it against PyTorch on batches of 1 and
 7 rows and on the whole sample. The file only appears at its path once all of that has passed:
 an export that fails, crashes or misses the parity gate leaves no file (and no temporary file)
@@ -38,6 +39,8 @@ import torch
 from edgekd.atomic import atomic_path
 from edgekd.errors import ExportError
 from edgekd.export.config import ExportTarget
+from edgekd.export.guard import describe, export_failures
+from edgekd.export.op_patches import exportable_ops
 from edgekd.export.parity import (
     DEFAULT_BATCH_SIZES,
     Batch,
@@ -121,9 +124,24 @@ def export_onnx(
     The file is written atomically and only once every check has passed. Raises
     :class:`ExportError` (one line) when PyTorch cannot export the model, onnxruntime cannot
     optimize or run it, the checker rejects it, or the largest output difference exceeds
-    ``target.parity_atol + target.parity_rtol × max |torch output|``; ``path`` is then left as it was.
+    ``target.parity_atol + target.parity_rtol × max |torch output|``, or anything else fails on the way
+    (:mod:`edgekd.export.guard`); ``path`` is then left as it was.
     """
     path = Path(path)
+    with export_failures(model, path):
+        return _export_checked(model, sample_input, path, target, input_name, output_name, extra_dynamic_axes)
+
+
+def _export_checked(
+    model: torch.nn.Module,
+    sample_input: torch.Tensor | Mapping[str, torch.Tensor],
+    path: Path,
+    target: ExportTarget,
+    input_name: str,
+    output_name: str,
+    extra_dynamic_axes: Mapping[str, Mapping[int, str]] | None,
+) -> ExportResult:
+    """:func:`export_onnx` without its guard."""
     bad = non_finite(model.state_dict().items())
     if bad is not None:
         raise ExportError(f"{path}: not exported: the model's {bad} (training diverged or its weights are broken)")
@@ -213,7 +231,7 @@ def _torch_export(
     """The ONNX bytes of the TorchScript export; any failure becomes a one-line ExportError."""
     buffer = io.BytesIO()
     try:
-        with eval_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_exporter():
+        with eval_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_exporter(), exportable_ops():
             # The TorchScript exporter warns that it is deprecated; it is still the robust path.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -232,7 +250,7 @@ def _torch_export(
             )
     except Exception as exc:
         raise ExportError(
-            f"{path}: cannot export {type(model).__name__} to ONNX opset {opset}: {one_line(exc)}"
+            f"{path}: cannot export {describe(model)} to ONNX opset {opset}: {one_line(exc)}"
         ) from exc
     return buffer.getvalue()
 

@@ -254,7 +254,9 @@ def one_line(exc: BaseException) -> str:
 
 def _cpu_session(path: Path, shown: str | Path) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # a failing run is reported in one line (ExportError), not also in its log
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(f"{shown}: onnxruntime cannot load the model: {one_line(exc)}") from exc
 

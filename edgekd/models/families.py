@@ -322,12 +322,28 @@ NOT_REWRITTEN = _rewritten(FAMILIES)
 
 
 def family(model_type: str) -> Family:
-    """The traits of ``model_type`` (an unlisted one: its modality from transformers' mappings, nothing else)."""
+    """The traits of ``model_type`` (an unlisted one: its modality from transformers' mappings, nothing else; an
+    unlisted encoder-decoder says why its layers are not described)."""
     known = FAMILIES.get(model_type)
     if known is not None:
         return known
-    return Family("image" if model_type in _image_types() else "text", why_not=f"'{model_type}' is not a family "
-                  f"edgekd knows the layout of; {NOT_REWRITTEN}")
+    modality: Modality = "image" if model_type in _image_types() else "text"
+    if _encoder_decoder(model_type):
+        return _refused(modality, f"'{model_type}' is an encoder-decoder model: its encoder and decoder state their "
+                        "head counts and MLP widths in separate fields and its decoder layers add a cross-attention, "
+                        "which edgekd's layouts (one head count and one MLP width for every layer) do not describe")
+    return Family(modality, why_not=f"'{model_type}' is not a family edgekd knows the layout of; {NOT_REWRITTEN}")
+
+
+@cache
+def _encoder_decoder(model_type: str) -> bool:
+    """Whether transformers builds ``model_type`` as an encoder-decoder (BART, mBART, T5 …) by default."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    try:
+        return bool(getattr(CONFIG_MAPPING[model_type](), "is_encoder_decoder", False))
+    except Exception:  # an unknown family, or a config class that needs arguments: nothing known against it
+        return False
 
 
 def check_model_type(model_type: str, source: str = "config") -> None:

@@ -1,0 +1,123 @@
+"""Families whose models edgekd cannot export to ONNX, with the reason: refused by ``edgekd validate`` before training.
+
+The table is what ``benchmarks/family_export_sweep.py`` measured (every ``model_type`` of the installed
+transformers with a sequence, token or image classifier or a causal LM, built tiny and random and run through
+edgekd's own export path with its parity gate; ``--table`` prints the entries below from a run). Each entry says
+for which uses the export fails: ``sequence``, ``token`` or ``image`` classification
+(:func:`edgekd.export.onnx_export.export_onnx`) and ``causal_lm`` (the KV-cache graph of a generating decoder).
+A family not listed exports, or was not tried
+(transformers could not build it at small sizes: see the sweep's JSON); its export keeps its parity gate and its
+one-line error either way. Mixture-of-experts models are refused by their expert count wherever the family is
+(:data:`edgekd.export.config.EXPERT_KEYS`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Use = Literal["sequence", "token", "image", "causal_lm"]
+
+_ROUTING = "torch's ONNX exporter has no export of its mixture-of-experts routing (aten::histc)"
+_NO_CACHE = ("its model returns no attention key/value cache (an encoder's language-model head, or a recurrent or "
+             "linear-attention state), which the KV-cache graph carries")
+_CUSTOM_CACHE = ("its attention needs a cache of its own kind (indexer keys, convolution state, compression weights) "
+                 "where the exported graph carries plain keys and values")
+_TRACER_BUG = "torch's TorchScript exporter fails inside its own graph passes on it (an internal assertion)"
+_FFT = "torch's ONNX exporter has no export of the Fourier transform it mixes tokens with (aten::fft_fftn)"
+_TRACED_SHAPE = "its traced graph fails in onnxruntime on other batch sizes or lengths (a shape fixed while tracing)"
+
+#: model_type → {use: why its export fails}; from benchmarks/family_export_sweep.py (transformers 5.25, torch 2.13;
+#: regenerate with ``python benchmarks/family_export_sweep.py --table``).
+NOT_EXPORTED: dict[str, dict[Use, str]] = {
+    "afmoe": {"causal_lm": _ROUTING},
+    "aria_text": {"causal_lm": _ROUTING},
+    "axk2": {"sequence": _TRACER_BUG, "token": _TRACER_BUG, "causal_lm": _CUSTOM_CACHE},
+    "bert": {"causal_lm": _NO_CACHE},
+    "bert-generation": {"causal_lm": _NO_CACHE},
+    "big_bird": {"causal_lm": _NO_CACHE},
+    "camembert": {"causal_lm": _NO_CACHE},
+    "canine": {"token": _TRACED_SHAPE},
+    "cohere2_moe": {"causal_lm": _ROUTING},
+    "cpmant": {"causal_lm": "torch's ONNX exporter has no bitwise OR of integers, used by its mask"},
+    "data2vec-text": {"causal_lm": _NO_CACHE},
+    "deepseek_v4": {"causal_lm": _CUSTOM_CACHE},
+    "electra": {"causal_lm": _NO_CACHE},
+    "ernie": {"causal_lm": _NO_CACHE},
+    "ernie4_5_moe": {"causal_lm": _ROUTING},
+    "exaone_moe": {"causal_lm": _ROUTING},
+    "falcon_h1": {"causal_lm": _CUSTOM_CACHE},
+    "falcon_mamba": {"causal_lm": _NO_CACHE},
+    "flex_olmo": {"causal_lm": _ROUTING},
+    "fnet": {"sequence": _FFT, "token": _FFT},
+    "glm4_moe": {"causal_lm": _ROUTING},
+    "glm4_moe_lite": {"causal_lm": _ROUTING},
+    "gpt_oss": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _ROUTING},
+    "granitemoe": {"causal_lm": _ROUTING},
+    "granitemoe_swa": {"causal_lm": _ROUTING},
+    "granitemoeshared": {"causal_lm": _ROUTING},
+    "hunyuan_v1_moe": {"sequence": _ROUTING, "causal_lm": _ROUTING},
+    "hy_v3": {"causal_lm": _ROUTING},
+    "hy_v4": {"causal_lm": _CUSTOM_CACHE},
+    "inkling2_loop_text": {"causal_lm": _CUSTOM_CACHE},
+    "inkling2_text": {"causal_lm": _CUSTOM_CACHE},
+    "jetmoe": {"sequence": _TRACED_SHAPE, "causal_lm": _TRACED_SHAPE},
+    "kolibri1": {"causal_lm": _ROUTING},
+    "laguna": {"causal_lm": _ROUTING},
+    "lara_mini": {"causal_lm": _NO_CACHE},
+    "lfm3": {"causal_lm": _NO_CACHE},
+    "llama4_text": {"causal_lm": "torch's ONNX exporter has no export of aten::polar"},
+    "longformer": {"sequence": _TRACED_SHAPE, "token": _TRACED_SHAPE},
+    "mamba": {"causal_lm": _NO_CACHE},
+    "megatron-bert": {"causal_lm": _NO_CACHE},
+    "mellum": {"causal_lm": _ROUTING},
+    "mimo_v2_flash": {"causal_lm": _ROUTING},
+    "minicpm5_moe": {"causal_lm": _ROUTING},
+    "minimax": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _CUSTOM_CACHE},
+    "minimax_m2": {"causal_lm": _ROUTING},
+    "minimax_m3_vl_text": {"causal_lm": _ROUTING},
+    "mixtral": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _ROUTING},
+    "mobilevitv2": {"image": "torch's ONNX exporter has no export of aten::col2im"},
+    "nemotron_h": {"causal_lm": _NO_CACHE},
+    "olmoe": {"causal_lm": _ROUTING},
+    "openai-gpt": {"causal_lm": _NO_CACHE},
+    "openai_privacy_filter": {"token": _TRACED_SHAPE},
+    "param2moe": {"causal_lm": _ROUTING},
+    "phimoe": {"sequence": _ROUTING, "causal_lm": _ROUTING},
+    "prophetnet": {"causal_lm": "its decoder takes one new token per cached call only"},
+    "qwen2_moe": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _ROUTING},
+    "qwen3_moe": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _ROUTING},
+    "reformer": {"sequence": "torch's exporter fails on its hashing attention (unordered_map::at)"},
+    "rembert": {"causal_lm": _NO_CACHE},
+    "roberta": {"causal_lm": _NO_CACHE},
+    "roberta-prelayernorm": {"causal_lm": _NO_CACHE},
+    "roc_bert": {"causal_lm": _NO_CACHE},
+    "roformer": {"causal_lm": _NO_CACHE},
+    "rwkv": {"causal_lm": _NO_CACHE},
+    "sarvam_mla": {"causal_lm": _ROUTING},
+    "sarvam_moe": {"causal_lm": _ROUTING},
+    "solar_open": {"causal_lm": _ROUTING},
+    "tapas": {"sequence": "ONNX has no scatter_reduce without the scattered-into values (include_self=False)"},
+    "xlm": {"causal_lm": _NO_CACHE},
+    "xlm-roberta": {"causal_lm": _NO_CACHE},
+    "xlm-roberta-xl": {"causal_lm": _NO_CACHE},
+    "zaya": {"causal_lm": _CUSTOM_CACHE},
+}
+
+def export_refusal(model_type: str | None, use: Use) -> str | None:
+    """Why a ``model_type`` model used as ``use`` cannot be exported, or ``None`` when nothing is known against it."""
+    return NOT_EXPORTED.get(model_type or "", {}).get(use)
+
+
+def recipe_use(recipe: object, model_type: str) -> Use:
+    """How a recipe uses a ``model_type`` model: a causal LM on a text corpus, else an image classifier for an image
+    family, a token classifier for ``token_classification`` data, a sequence classifier otherwise."""
+    from edgekd.data.config import is_corpus
+    from edgekd.models.families import family
+    from edgekd.task_rules import recipe_task
+
+    data = getattr(recipe, "data", None)
+    if is_corpus(data):
+        return "causal_lm"
+    if family(model_type).modality == "image":
+        return "image"
+    return "token" if recipe_task(data) == "token_classification" else "sequence"
