@@ -171,7 +171,7 @@ class LMCompression:
             **outcome,
         )
         kept = record.model_dump(include={"val_loss", "perplexity", "params", "macs", "params_ratio", "macs_ratio"})
-        model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics={**self.source.metrics, **kept})
+        model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics=self.source.metrics.merged(kept))
         return StageOutput(artifact=self.artifact.with_model(model), metrics={role: record.to_json()})
 
     @property

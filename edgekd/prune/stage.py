@@ -117,7 +117,7 @@ class _Compression:
             **outcome,
         )
         kept = {**after.figures, **record.model_dump(include={"params", "macs", "params_ratio", "macs_ratio"})}
-        model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics={**self.source.metrics, **kept})
+        model = replace(self.source, weights=self.ctx.ref(role), onnx=None, metrics=self.source.metrics.merged(kept))
         return StageOutput(artifact=self.artifact.with_model(model), metrics={role: record.to_json()})
 
     def _taylor_gradients(self, module: nn.Module) -> None:
