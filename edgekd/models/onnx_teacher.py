@@ -14,6 +14,8 @@ them; int64 or int32 as the graph says), image and feature graphs one input ``[N
 the first) must be ``[batch, classes]`` (``[batch, sequence, classes]`` for token classification)
 with the data's class count. Every mismatch is one line naming ``teacher.model.path``, from
 ``edgekd validate`` when the data can be read then, else when the teacher stage builds the model.
+A graph whose inputs fix a sequence length shorter than the device's ``inputs.sequence_length`` is refused
+when the recipe times its models (:func:`graph_positions`, held to the device by :mod:`edgekd.input_rules`).
 
 Inside edgekd the file is an :class:`OnnxTeacher` module: called like every other model, it runs
 onnxruntime on the batch and returns the logits tensor, so evaluation, the teacher-output cache and
@@ -213,6 +215,17 @@ def check_spec(spec: OnnxSpec, state: Any, where: str) -> None:
     _CHECKED.add(key)
 
 
+def graph_positions(spec: OnnxSpec, recipe: Any) -> int | None:
+    """The tokens a text graph takes when its inputs fix the sequence length (the profiler would time it at that
+    length, not the device's); None when the length is dynamic or the file is unreadable (its check names it)."""
+    from edgekd.profile.inputs import input_specs
+
+    try:
+        inputs = input_specs(spec.path)
+    except EdgekdError:
+        return None
+    fixed = [value.dims[1] for value in inputs if len(value.dims) == 2 and isinstance(value.dims[1], int)]
+    return min(fixed) if fixed else None
 
 
 def _session(path: Path) -> Any:
