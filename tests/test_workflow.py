@@ -108,6 +108,12 @@ def test_a_damaged_report_is_one_line_naming_the_file_and_field(tmp_path: Path) 
     with pytest.raises(StorageError, match=r"report\.json: device\.threads"):
         result.report_record()
     assert result.report()["device"]["threads"] == 0  # the mapping is the file as it is, unchecked
+    path.write_text(json.dumps(report)[:100])  # cut short
+    with pytest.raises(StorageError, match=r"report\.json: not a JSON report \(.*\); rebuild it with edgekd report"):
+        result.report_record()
+    path.write_bytes(b"\x00\xde\xad")  # not even text
+    with pytest.raises(StorageError, match=r"report\.json: not a JSON report"):
+        result.report()
     path.unlink()
     with pytest.raises(ConfigError, match="not found; the recipe has no 'report' stage"):
         result.report_record()
