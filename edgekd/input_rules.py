@@ -5,7 +5,8 @@ Stages that time a model (profile, quantize, bundle, prune, factorize, hybrid, s
 (``arch: hf``, and ``arch: bert`` from a checkpoint or from sizes) with fewer positions
 (``max_position_embeddings``, less the positions RoBERTa-style embeddings skip) would fail in onnxruntime on an
 out-of-range index after every stage before it had trained, and an ONNX teacher exported with a fixed, shorter
-sequence length would be timed at its own length, not the device's. Each architecture says what its models take
+sequence length would be timed at its own length, not the device's (a dynamic one with too short a position
+table fails like a Hugging Face model). Each architecture says what its models take
 (:attr:`edgekd.models.architectures.Architecture.positions`). Refused by
 ``edgekd validate`` and before the first stage instead, naming the role and both numbers. Causal LMs
 have their own check on the device's generation lengths (:func:`edgekd.task_rules.check_generation_fits`).
@@ -48,17 +49,17 @@ def check_sequence_fits(recipe: Recipe, device: DeviceProfile, source: str) -> N
         return
     length = device.inputs.sequence_length
     for role in ("teacher", "assistant", "student"):
-        positions = _role_positions(recipe, role)
+        positions = _role_positions(recipe, role, length)
         if positions is not None and positions < length:
             raise ConfigError(f"{source}: {role}.model: it takes at most {positions} tokens, but device "
                               f"'{device.name}' feeds inputs.sequence_length {length}; give a device profile with "
                               f"a shorter sequence_length (--device my-device.yaml) or a model with more positions")
 
 
-def _role_positions(recipe: Recipe, role: str) -> int | None:
-    """The tokens the model of ``role`` takes, from its architecture's ``positions`` (a ``drop_layers`` student
-    keeps its teacher's); None for a missing role or a model without a limit known before it is built (BiLSTM,
-    TextCNN, a user's module)."""
+def _role_positions(recipe: Recipe, role: str, length: int) -> int | None:
+    """The tokens the model of ``role`` takes (where it cannot take ``length``), from its architecture's
+    ``positions`` (a ``drop_layers`` student keeps its teacher's); None for a missing role or a model without a
+    limit known before it is built (BiLSTM, TextCNN, a user's module)."""
     from edgekd.models.architectures import ARCHITECTURES
     from edgekd.models.specs import spec_of
 
@@ -67,16 +68,16 @@ def _role_positions(recipe: Recipe, role: str) -> int | None:
     except ValueError:  # the recipe has no such role
         return None
     positions = ARCHITECTURES[spec.arch].position_limit()
-    return positions(spec, recipe) if positions is not None else None
+    return positions(spec, recipe, length) if positions is not None else None
 
 
-def hf_positions(spec: HFSpec, recipe: Recipe) -> int | None:
-    """The tokens an ``arch: hf`` model takes, from its config (the recipe's or its checkpoint's)."""
+def hf_positions(spec: HFSpec, recipe: Recipe, length: int) -> int | None:
+    """The tokens an ``arch: hf`` model takes, from its config (the recipe's or its checkpoint's); ``length`` unused."""
     config = hf_config(spec)
     return _usable_positions(config) if config is not None else None
 
 
-def bert_positions(spec: BertSpec, recipe: Recipe) -> int | None:
+def bert_positions(spec: BertSpec, recipe: Recipe, length: int) -> int | None:
     """The tokens an ``arch: bert`` model takes: its checkpoint's config's, or, built from sizes, the position
     table it is given (the recipe's ``tokenizer.max_length``, at least :data:`edgekd.models.hf.MIN_POSITIONS`)."""
     from edgekd.models.families import read_config

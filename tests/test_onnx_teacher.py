@@ -448,3 +448,25 @@ def test_a_graph_fixed_shorter_than_the_devices_sequence_is_refused(text_runs: t
     recipe["stages"] = recipe["stages"][:2]  # nothing timed on the device: its length does not matter
     code, output = _validate(_write(tmp_path / "untimed.yaml", recipe))
     assert code == 0, output
+
+
+def test_a_dynamic_graph_with_fewer_positions_than_the_device_feeds_is_refused(text_runs: tuple[Path, Path, Path],
+                                                                                tmp_path: Path) -> None:
+    """The exported BERT teacher takes any length up to its 512 positions: a device feeding 600 tokens failed in
+    onnxruntime at the profile stage, after training. Validate finds the longest row it runs on."""
+    folder = text_runs[0]
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(folder / "teacher.onnx")
+    recipe["tokenizer"]["pretrained"] = str(folder / "tokenizer")
+    recipe["data"].update(train=str(folder / "train.tsv"), test=str(folder / "dev.tsv"))
+    recipe["stages"] = [*recipe["stages"], {"stage": "export"}, {"stage": "profile", "runs": 10}]
+    path = _write(tmp_path / "r.yaml", recipe)
+    for length, code in ((600, 2), (512, 0)):
+        device = tmp_path / f"seq{length}.yaml"
+        device.write_text(yaml.safe_dump({"name": f"seq{length}", "threads": 1, "budget": {
+            "p90_ms": 20, "size_mb": 50, "peak_memory_mb": 500}, "inputs": {"batch": 1, "sequence_length": length}}))
+        result = CliRunner().invoke(app, ["validate", str(path), "--device", str(device)])
+        assert result.exit_code == code, result.output
+    assert ("teacher.model: it takes at most 512 tokens, but device 'seq600' feeds inputs.sequence_length 600"
+            in " ".join(CliRunner().invoke(app, ["validate", str(path), "--device",
+                                                 str(tmp_path / "seq600.yaml")]).output.split()))

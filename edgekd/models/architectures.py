@@ -52,9 +52,10 @@ class Architecture:
     """``"module:function"`` of ``check(spec, state, key)``: ``edgekd validate``'s rule for a spec that must be
     tried on the recipe's data (a user's module, an ONNX file); ``state.fail(key + ".field", ...)`` to refuse."""
     positions: str | None = None
-    """``"module:function"`` of ``positions(spec, recipe) -> int | None``: the most tokens a text model of the spec
-    takes, known before it is built (:func:`edgekd.input_rules.check_sequence_fits` holds it against the device's
-    ``inputs.sequence_length``); unset, or None returned, for no limit or one not known yet."""
+    """``"module:function"`` of ``positions(spec, recipe, length) -> int | None``: the most tokens a text model of
+    the spec takes, known before it is built; :func:`edgekd.input_rules.check_sequence_fits` refuses it when fewer
+    than ``length``, the device's ``inputs.sequence_length`` (a limit found by trying, as an ONNX graph's, is only
+    looked for below it). Unset, or None returned, for no limit or one not known yet."""
 
     @property
     def arch(self) -> str:
@@ -69,7 +70,7 @@ class Architecture:
         """Import and return the validate-time check, if the architecture has one."""
         return _imported(self.check) if self.check is not None else None
 
-    def position_limit(self) -> Callable[[Any, Any], int | None] | None:
+    def position_limit(self) -> Callable[[Any, Any, int], int | None] | None:
         """Import and return the function giving a spec's most tokens, if the architecture has a limit."""
         return _imported(self.positions) if self.positions is not None else None
 
