@@ -424,6 +424,33 @@ def test_a_graph_of_fixed_sequence_gets_padded_rows(text_runs: tuple[Path, Path,
                                          "max_length 64; set tokenizer.max_length to at most 40"), output
 
 
+def _int32_inputs(source: Path, target: Path) -> Path:
+    """``source`` taking int32 token ids (cast to int64 inside the graph), as some mobile exports do."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    for value in graph.input:
+        for node in graph.node:
+            node.input[:] = [f"{name}_int64" if name == value.name else name for name in node.input]
+        graph.node.insert(0, onnx.helper.make_node("Cast", [value.name], [f"{value.name}_int64"],
+                                                   to=onnx.TensorProto.INT64))
+        value.type.tensor_type.elem_type = onnx.TensorProto.INT32
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def test_a_graph_of_int32_token_ids_is_fed_int32(text_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    folder, _, onnx_run = text_runs
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(_int32_inputs(folder / "teacher.onnx", tmp_path / "int32.onnx"))
+    recipe["tokenizer"]["pretrained"] = str(folder / "tokenizer")
+    recipe["data"].update(train=str(folder / "train.tsv"), test=str(folder / "dev.tsv"))
+    recipe["stages"] = [recipe["stages"][0]]
+    edgekd.run(_write(tmp_path / "r.yaml", recipe), out=tmp_path / "run")
+    assert _metrics(tmp_path / "run")["teacher"]["teacher"]["accuracy"] == \
+        _metrics(onnx_run)["teacher"]["teacher"]["accuracy"]
+
+
 def test_a_graph_fixed_shorter_than_the_devices_sequence_is_refused(text_runs: tuple[Path, Path, Path],
                                                                     tmp_path: Path) -> None:
     """The profiler would time a teacher fixed to 40 tokens at 40, the student at the device's 128: the speed-up
