@@ -676,9 +676,10 @@ def _print_run(result, as_json: bool) -> None:
                                  for figures in models.values()])
     out.print(summary)
     comparison = report.comparison
-    if comparison is not None and comparison.p50_latency_ratio is not None:
-        out.print(f"student/teacher: accuracy ratio {comparison.accuracy_ratio:.3f}, "
-                  f"p50 latency ratio {comparison.p50_latency_ratio:.3f}", soft_wrap=True)
+    if comparison is not None and comparison.p50_latency_ratio is not None:  # no accuracy ratio for regression
+        ratios = (("accuracy", comparison.accuracy_ratio), ("p50 latency", comparison.p50_latency_ratio))
+        out.print("student/teacher: " + ", ".join(f"{name} ratio {value:.3f}" for name, value in ratios
+                                                  if value is not None), soft_wrap=True)
     budget = report.budget
     colour = "green" if budget.passed else "red"
     out.print(f"budget on {shown(report.device.name)}: [{colour}]{budget.verdict}[/]"

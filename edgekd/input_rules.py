@@ -4,10 +4,13 @@ Training and evaluation feed up to ``tokenizer.max_length`` tokens, so a Hugging
 is refused before anything trains (it was refused when its stage built it, after the stages before had trained).
 
 Stages that time a model (profile, quantize, bundle, prune, factorize, hybrid, search) feed it
-``device.inputs.sequence_length`` tokens; a Hugging Face model (``arch: hf``, and ``arch: bert`` from a
-checkpoint or from sizes) with fewer positions (``max_position_embeddings``, less the positions RoBERTa-style
-embeddings skip) cannot run them, and
-onnxruntime would fail on an out-of-range index after every stage before it had trained. Refused by
+``device.inputs.sequence_length`` tokens; a model that takes fewer cannot run them: a Hugging Face model
+(``arch: hf``, and ``arch: bert`` from a checkpoint or from sizes) with fewer positions
+(``max_position_embeddings``, less the positions RoBERTa-style embeddings skip) would fail in onnxruntime on an
+out-of-range index after every stage before it had trained, and an ONNX teacher exported with a fixed, shorter
+sequence length would be timed at its own length, not the device's (a dynamic one with too short a position
+table fails like a Hugging Face model). Each architecture says what its models take
+(:attr:`edgekd.models.architectures.Architecture.positions`). Refused by
 ``edgekd validate`` and before the first stage instead, naming the role and both numbers. Causal LMs
 have their own check on the device's generation lengths (:func:`edgekd.task_rules.check_generation_fits`).
 
@@ -25,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import MemoryData, TokenizerConfig, is_corpus
 from edgekd.errors import ConfigError
-from edgekd.task_rules import role_config
+from edgekd.task_rules import hf_config
 
 if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
     from edgekd.config.recipe import Recipe
+    from edgekd.models.specs import BertSpec, HFSpec
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,11 @@ def check_sequence_fits(recipe: Recipe, device: DeviceProfile, source: str) -> N
     max_length = None if isinstance(recipe.data, MemoryData) else (recipe.tokenizer or TokenizerConfig()).max_length
     timed = bool(TIMING_STAGES & set(recipe.stage_names()))
     length = device.inputs.sequence_length
+    asked = max(length if timed else 0, max_length or 0)  # the most tokens any stage feeds
+    if not asked:
+        return
     for role in ("teacher", "assistant", "student"):
-        positions = _role_positions(recipe, role) if max_length is not None or timed else None
+        positions = _role_positions(recipe, role, asked)
         if positions is None:
             continue
         if max_length is not None and positions < max_length:
@@ -64,37 +71,40 @@ def check_sequence_fits(recipe: Recipe, device: DeviceProfile, source: str) -> N
                               f"a shorter sequence_length (--device my-device.yaml) or a model with more positions")
 
 
-def _role_positions(recipe: Recipe, role: str) -> int | None:
-    """The tokens the model of ``role`` takes; None for a model without a position limit (BiLSTM, TextCNN), a
-    user's module, a missing role, or one whose limit is not known before it is built.
-
-    An ``arch: hf`` model's comes from its config; an ``arch: bert`` one's from its checkpoint's config, or, built
-    from sizes, from the position table it is given: the recipe's ``tokenizer.max_length``, at least
-    :data:`edgekd.models.hf.MIN_POSITIONS`. A ``drop_layers`` student keeps its teacher's.
-    """
-    from edgekd.models.families import read_config
+def _role_positions(recipe: Recipe, role: str, length: int) -> int | None:
+    """The tokens the model of ``role`` takes (where it cannot take ``length``), from its architecture's
+    ``positions`` (a ``drop_layers`` student keeps its teacher's); None for a missing role or a model without a
+    limit known before it is built (BiLSTM, TextCNN, a user's module)."""
+    from edgekd.models.architectures import ARCHITECTURES
     from edgekd.models.specs import spec_of
 
-    config = role_config(recipe, role)
-    if config is not None:
-        return _usable_positions(config)
     try:
         spec = spec_of(recipe, role)
     except ValueError:  # the recipe has no such role
         return None
-    if getattr(spec, "arch", None) != "bert":
-        return None
+    positions = ARCHITECTURES[spec.arch].position_limit()
+    return positions(spec, recipe, length) if positions is not None else None
+
+
+def hf_positions(spec: HFSpec, recipe: Recipe, length: int) -> int | None:
+    """The tokens an ``arch: hf`` model takes, from its config (the recipe's or its checkpoint's); ``length`` unused."""
+    config = hf_config(spec)
+    return _usable_positions(config) if config is not None else None
+
+
+def bert_positions(spec: BertSpec, recipe: Recipe, length: int) -> int | None:
+    """The tokens an ``arch: bert`` model takes: its checkpoint's config's, or, built from sizes, the position
+    table it is given (the recipe's ``tokenizer.max_length``, at least :data:`edgekd.models.hf.MIN_POSITIONS`)."""
+    from edgekd.models.families import read_config
+    from edgekd.models.hf import MIN_POSITIONS
+
     if spec.pretrained is not None:
         try:
             return _usable_positions(read_config(spec.pretrained))
         except ValueError:  # no readable checkpoint: the teacher stage names the key
             return None
     tokenizer = getattr(recipe, "tokenizer", None)
-    if tokenizer is None:
-        return None
-    from edgekd.models.hf import MIN_POSITIONS
-
-    return max(tokenizer.max_length, MIN_POSITIONS)
+    return max(tokenizer.max_length, MIN_POSITIONS) if tokenizer is not None else None
 
 
 def _usable_positions(config: dict[str, Any]) -> int | None:

@@ -91,8 +91,30 @@ class StageRecord:
         return float(self.data.get("wall_seconds", 0.0))
 
 
+class ReportFile:
+    """Reading a run directory's ``report.json`` (:class:`RunResult` and an opened run): ``report_path`` names it."""
+
+    @property
+    def report_path(self) -> Path:
+        """The run's ``report.json`` (each run class says where its directory is)."""
+        raise NotImplementedError
+
+    def report(self) -> dict[str, Any]:
+        """The run's ``report.json`` as a dict (needs a ``report`` stage); :meth:`report_record` is the typed one."""
+        from edgekd.report.record import report_json  # onnxruntime with it: not for every import of this module
+
+        return report_json(self.report_path)
+
+    def report_record(self) -> RunReport:
+        """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport` (needs a ``report``
+        stage); a damaged one is a one-line :class:`~edgekd.errors.StorageError` naming the field."""
+        from edgekd.report.record import read_report
+
+        return read_report(self.report_path)
+
+
 @dataclass(frozen=True)
-class RunResult:
+class RunResult(ReportFile):
     """The outcome of a pipeline run."""
 
     run_dir: Path
@@ -103,20 +125,8 @@ class RunResult:
 
     @property
     def report_path(self) -> Path:
+        """The run's ``report.json``."""
         return self.run_dir / "report.json"
-
-    def report(self) -> dict[str, Any]:
-        """The run's ``report.json`` as a dict (needs a ``report`` stage); :meth:`report_record` is the typed one."""
-        from edgekd.report.record import report_json  # onnxruntime with it: not for every import of this module
-
-        return report_json(self.report_path)
-
-    def report_record(self) -> RunReport:
-        """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport` (needs a ``report``
-        stage)."""
-        from edgekd.report.record import read_report
-
-        return read_report(self.report_path)
 
 
 def stage_dir_name(index: int, stage: str) -> str:

@@ -38,6 +38,7 @@ from edgekd.token_rules import check_token_classification
 if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
     from edgekd.config.recipe import Recipe
+    from edgekd.models.specs import HFSpec
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +219,17 @@ def role_config(recipe: Recipe, role: str) -> dict[str, Any] | None:
     """The transformers config (as a mapping) of an ``arch: hf`` role: the recipe's ``config``, else its
     checkpoint's ``config.json``; None for another architecture, a missing role or an unreadable checkpoint
     (reported, with its key, when it loads)."""
-    from edgekd.models.families import read_config
-
     holder = getattr(recipe, role, None)
     if holder is None or getattr(holder.model, "arch", None) != "hf":
         return None
-    spec = holder.model
+    return hf_config(holder.model)
+
+
+def hf_config(spec: HFSpec) -> dict[str, Any] | None:
+    """The transformers config (as a mapping) of an ``arch: hf`` spec: its ``config``, else its checkpoint's
+    ``config.json``; None for an unreadable checkpoint (reported, with its key, when it loads)."""
+    from edgekd.models.families import read_config
+
     try:
         return spec.config or read_config(spec.pretrained, trust_remote_code=spec.trust_remote_code)
     except ValueError:

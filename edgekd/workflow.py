@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import BaseModel
@@ -44,7 +44,7 @@ from edgekd.distill.config import TeacherStage as Teacher
 from edgekd.errors import ConfigError
 from edgekd.export.config import BundleStage as Bundle
 from edgekd.export.config import ExportStage as Export
-from edgekd.pipeline import RunResult, load_run
+from edgekd.pipeline import ReportFile, RunResult, load_run
 from edgekd.profile.config import ProfileStage as Profile
 from edgekd.prune.config import FactorizeStage as Factorize
 from edgekd.prune.config import HybridStage as Hybrid
@@ -53,9 +53,6 @@ from edgekd.quantize.config import QuantizeStage as Quantize
 from edgekd.report.config import ReportStage as Report
 from edgekd.run_plan import StagePlan
 from edgekd.search.config import SearchStage as Search
-
-if TYPE_CHECKING:
-    from edgekd.report.record import RunReport
 
 __all__ = ["Bundle", "Distill", "Export", "Factorize", "Hybrid", "Pipeline", "Profile", "Prune", "Quantize", "Report",
            "Run", "Search", "Teacher", "open_run"]
@@ -172,7 +169,7 @@ def _role(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Run:
+class Run(ReportFile):
     """A finished run directory, opened without running anything (:func:`open_run`)."""
 
     directory: Path
@@ -181,18 +178,10 @@ class Run:
     stages: tuple[dict[str, Any], ...]
     """Every finished stage's ``stage.json`` record, in order."""
 
-    def report(self) -> dict[str, Any]:
-        """The run's ``report.json`` as a dict (it needs a ``report`` stage); :meth:`report_record` is the typed one."""
-        from edgekd.report.record import report_json  # onnxruntime with it: not for every import of this module
-
-        return report_json(self.directory / "report.json")
-
-    def report_record(self) -> RunReport:
-        """The run's ``report.json`` as its typed :class:`~edgekd.report.record.RunReport` (it needs a ``report``
-        stage); a damaged one is a one-line :class:`~edgekd.errors.StorageError` naming the field."""
-        from edgekd.report.record import read_report
-
-        return read_report(self.directory / "report.json")
+    @property
+    def report_path(self) -> Path:
+        """The run's ``report.json`` (:meth:`report`, :meth:`report_record`)."""
+        return self.directory / "report.json"
 
     def model_dir(self, role: str) -> Path:
         """The directory of the last saved PyTorch model of ``role`` (``teacher``, ``assistant``, ``student``)."""

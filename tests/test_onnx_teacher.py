@@ -422,3 +422,78 @@ def test_a_graph_of_fixed_sequence_gets_padded_rows(text_runs: tuple[Path, Path,
     code, output = _validate(_write(tmp_path / "long.yaml", recipe))
     assert code == 2 and output.endswith("its inputs are fixed to 40 tokens, but the tokenizer's rows reach "
                                          "max_length 64; set tokenizer.max_length to at most 40"), output
+
+
+def _int32_inputs(source: Path, target: Path) -> Path:
+    """``source`` taking int32 token ids (cast to int64 inside the graph), as some mobile exports do."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    for value in graph.input:
+        for node in graph.node:
+            node.input[:] = [f"{name}_int64" if name == value.name else name for name in node.input]
+        graph.node.insert(0, onnx.helper.make_node("Cast", [value.name], [f"{value.name}_int64"],
+                                                   to=onnx.TensorProto.INT64))
+        value.type.tensor_type.elem_type = onnx.TensorProto.INT32
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def test_a_graph_of_int32_token_ids_is_fed_int32(text_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    folder, _, onnx_run = text_runs
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(_int32_inputs(folder / "teacher.onnx", tmp_path / "int32.onnx"))
+    recipe["tokenizer"]["pretrained"] = str(folder / "tokenizer")
+    recipe["data"].update(train=str(folder / "train.tsv"), test=str(folder / "dev.tsv"))
+    recipe["stages"] = [recipe["stages"][0]]
+    edgekd.run(_write(tmp_path / "r.yaml", recipe), out=tmp_path / "run")
+    assert _metrics(tmp_path / "run")["teacher"]["teacher"]["accuracy"] == \
+        _metrics(onnx_run)["teacher"]["teacher"]["accuracy"]
+
+
+def test_a_graph_fixed_shorter_than_the_devices_sequence_is_refused(text_runs: tuple[Path, Path, Path],
+                                                                    tmp_path: Path) -> None:
+    """The profiler would time a teacher fixed to 40 tokens at 40, the student at the device's 128: the speed-up
+    would compare different inputs. Refused by validate (and dry runs) like a BERT with too few positions."""
+    folder = text_runs[0]
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(_fixed(folder / "teacher.onnx", tmp_path / "fixed.onnx", 1, 40))
+    recipe["tokenizer"]["pretrained"] = str(folder / "tokenizer")
+    recipe["data"].update(train=str(folder / "train.tsv"), test=str(folder / "dev.tsv"))
+    recipe["stages"] = [*recipe["stages"], {"stage": "export"}, {"stage": "profile", "runs": 10}]
+    path = _write(tmp_path / "r.yaml", recipe)
+    for command in (["validate", str(path)], ["run", "--dry-run", str(path), "--out", str(tmp_path / "run")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert ("teacher.model: it takes at most 40 tokens, but device 'host-cpu' feeds inputs.sequence_length 128"
+                in " ".join(result.output.split())), result.output
+    device = tmp_path / "seq40.yaml"
+    device.write_text(yaml.safe_dump({"name": "seq40", "threads": 1, "inputs": {"batch": 1, "sequence_length": 40},
+                                      "budget": {"p90_ms": 20, "size_mb": 50, "peak_memory_mb": 500}}))
+    fits = CliRunner().invoke(app, ["validate", str(path), "--device", str(device)])
+    assert fits.exit_code == 0, fits.output
+    recipe["stages"] = recipe["stages"][:2]  # nothing timed on the device: its length does not matter
+    code, output = _validate(_write(tmp_path / "untimed.yaml", recipe))
+    assert code == 0, output
+
+
+def test_a_dynamic_graph_with_fewer_positions_than_the_device_feeds_is_refused(text_runs: tuple[Path, Path, Path],
+                                                                                tmp_path: Path) -> None:
+    """The exported BERT teacher takes any length up to its 512 positions: a device feeding 600 tokens failed in
+    onnxruntime at the profile stage, after training. Validate finds the longest row it runs on."""
+    folder = text_runs[0]
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(folder / "teacher.onnx")
+    recipe["tokenizer"]["pretrained"] = str(folder / "tokenizer")
+    recipe["data"].update(train=str(folder / "train.tsv"), test=str(folder / "dev.tsv"))
+    recipe["stages"] = [*recipe["stages"], {"stage": "export"}, {"stage": "profile", "runs": 10}]
+    path = _write(tmp_path / "r.yaml", recipe)
+    for length, code in ((600, 2), (512, 0)):
+        device = tmp_path / f"seq{length}.yaml"
+        device.write_text(yaml.safe_dump({"name": f"seq{length}", "threads": 1, "budget": {
+            "p90_ms": 20, "size_mb": 50, "peak_memory_mb": 500}, "inputs": {"batch": 1, "sequence_length": length}}))
+        result = CliRunner().invoke(app, ["validate", str(path), "--device", str(device)])
+        assert result.exit_code == code, result.output
+    assert ("teacher.model: it takes at most 512 tokens, but device 'seq600' feeds inputs.sequence_length 600"
+            in " ".join(CliRunner().invoke(app, ["validate", str(path), "--device",
+                                                 str(tmp_path / "seq600.yaml")]).output.split()))

@@ -10,7 +10,9 @@ import torch
 
 import edgekd
 from edgekd import Distill, Export, Pipeline, Profile, Report, Teacher
+from edgekd.cli import _print_run
 from edgekd.config.recipe import load_recipe
+from edgekd.console import out
 from edgekd.errors import ConfigError, StorageError
 from edgekd.models.specs import CNNSpec
 
@@ -118,6 +120,12 @@ def test_a_damaged_report_is_one_line_naming_the_file_and_field(tmp_path: Path) 
                                Report()]).run(tmp_path / "run")
     path = result.report_path
     report = json.loads(path.read_text())
+    # a regression run's report: no accuracy, so no accuracy ratio beside the latency ratio
+    path.write_text(json.dumps({**report, "comparison": {**report["comparison"], "accuracy_ratio": None}}))
+    with out.capture() as printed:
+        _print_run(result, as_json=False)
+    latency = report["comparison"]["p50_latency_ratio"]
+    assert f"student/teacher: p50 latency ratio {latency:.3f}\n" in printed.get()
     path.write_text(json.dumps({**report, "student": {**report["student"], "params": "many"}}))
     with pytest.raises(StorageError) as raised:
         edgekd.open_run(tmp_path / "run").report_record()
@@ -126,6 +134,12 @@ def test_a_damaged_report_is_one_line_naming_the_file_and_field(tmp_path: Path) 
     with pytest.raises(StorageError, match=r"report\.json: device\.threads"):
         result.report_record()
     assert result.report()["device"]["threads"] == 0  # the mapping is the file as it is, unchecked
+    path.write_text(json.dumps(report)[:100])  # cut short
+    with pytest.raises(StorageError, match=r"report\.json: not a JSON report \(.*\); rebuild it with edgekd report"):
+        result.report_record()
+    path.write_bytes(b"\x00\xde\xad")  # not even text
+    with pytest.raises(StorageError, match=r"report\.json: not a JSON report"):
+        result.report()
     path.unlink()
     with pytest.raises(ConfigError, match="not found; the recipe has no 'report' stage"):
         result.report_record()

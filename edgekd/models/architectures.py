@@ -4,9 +4,9 @@ The recipe's model union (:data:`ModelSpec`), the builder :func:`build_module` p
 (:data:`IMAGE_ARCHS`) and the archs a budget search can vary (:data:`SEARCHABLE`) all come from
 :data:`ARCHITECTURES`. Adding an architecture: its spec (a :class:`~edgekd.models.specs.SpecBase` with its
 traits), its builder in :mod:`edgekd.models.arch_builders`, one line here (with a validate-time ``check`` when
-the spec must be tried on the recipe's data), and its tiny example in
-``tests/test_architectures.py``, whose contract test builds, exports, checks parity and reloads every
-registered architecture.
+the spec must be tried on the recipe's data, and ``positions`` when its text models take a bounded number of
+tokens), and its tiny example in ``tests/test_architectures.py``, whose contract test builds, exports, checks
+parity and reloads every registered architecture.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ class Architecture:
     check: str | None = None
     """``"module:function"`` of ``check(spec, state, key)``: ``edgekd validate``'s rule for a spec that must be
     tried on the recipe's data (a user's module, an ONNX file); ``state.fail(key + ".field", ...)`` to refuse."""
+    positions: str | None = None
+    """``"module:function"`` of ``positions(spec, recipe, length) -> int | None``: the most tokens a text model of
+    the spec takes, known before it is built; :func:`edgekd.input_rules.check_sequence_fits` refuses it when fewer
+    than ``length``, the device's ``inputs.sequence_length`` (a limit found by trying, as an ONNX graph's, is only
+    looked for below it). Unset, or None returned, for no limit or one not known yet."""
 
     @property
     def arch(self) -> str:
@@ -64,6 +69,10 @@ class Architecture:
     def checker(self) -> Callable[[Any, Any, str], None] | None:
         """Import and return the validate-time check, if the architecture has one."""
         return _imported(self.check) if self.check is not None else None
+
+    def position_limit(self) -> Callable[[Any, Any, int], int | None] | None:
+        """Import and return the function giving a spec's most tokens, if the architecture has a limit."""
+        return _imported(self.positions) if self.positions is not None else None
 
 
 def _imported(path: str) -> Any:
@@ -82,13 +91,14 @@ ARCHITECTURES: dict[str, Architecture] = {entry.arch: entry for entry in (
     Architecture(MLPSpec, _builder("mlp")),
     Architecture(ResNetSpec, _builder("resnet")),
     Architecture(MobileNetV2Spec, _builder("mobilenet_v2")),
-    Architecture(BertSpec, _builder("bert")),
-    Architecture(HFSpec, _builder("hf_model")),
+    Architecture(BertSpec, _builder("bert"), positions="edgekd.input_rules:bert_positions"),
+    Architecture(HFSpec, _builder("hf_model"), positions="edgekd.input_rules:hf_positions"),
     Architecture(DropLayersSpec, _builder("drop_layers")),
     Architecture(BiLSTMSpec, _builder("bilstm")),
     Architecture(TextCNNSpec, _builder("textcnn")),
     Architecture(ModuleSpec, _builder("module"), check="edgekd.models.user_module:check_spec"),
-    Architecture(OnnxSpec, _builder("onnx"), check="edgekd.models.onnx_teacher:check_spec"),
+    Architecture(OnnxSpec, _builder("onnx"), check="edgekd.models.onnx_teacher:check_spec",
+                 positions="edgekd.models.onnx_teacher:graph_positions"),
 )}
 
 #: A recipe's ``model``: the tagged union of every registered spec.

@@ -14,6 +14,9 @@ them; int64 or int32 as the graph says), image and feature graphs one input ``[N
 the first) must be ``[batch, classes]`` (``[batch, sequence, classes]`` for token classification)
 with the data's class count. Every mismatch is one line naming ``teacher.model.path``, from
 ``edgekd validate`` when the data can be read then, else when the teacher stage builds the model.
+A text graph that takes fewer tokens than the device's ``inputs.sequence_length`` (its inputs fixed to fewer, or
+a position table too short for rows that long) is refused when the recipe times its models
+(:func:`graph_positions`, held to the device by :mod:`edgekd.input_rules`).
 
 Inside edgekd the file is an :class:`OnnxTeacher` module: called like every other model, it runs
 onnxruntime on the batch and returns the logits tensor, so evaluation, the teacher-output cache and
@@ -25,6 +28,7 @@ changed is refused; its weights count as its parameters. It is never trained (th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -213,6 +217,54 @@ def check_spec(spec: OnnxSpec, state: Any, where: str) -> None:
     _CHECKED.add(key)
 
 
+def graph_positions(spec: OnnxSpec, recipe: Any, length: int) -> int | None:
+    """The most tokens a text graph takes when fewer than ``length`` (the device's ``inputs.sequence_length``),
+    else None: the length its inputs fix (the profiler would time it at that length, not the device's), or, when
+    dynamic, the longest row it runs on as the profiler feeds it (a position table shorter than ``length`` fails
+    in onnxruntime). None too for a file its own check refuses."""
+    from edgekd.profile.inputs import input_specs
+
+    try:
+        inputs = input_specs(spec.path)
+    except EdgekdError:
+        return None
+    fixed = [value.dims[1] for value in inputs if len(value.dims) == 2 and isinstance(value.dims[1], int)]
+    if fixed:
+        return min(fixed) if min(fixed) < length else None
+    return _longest_run(str(spec.path), onnx_digest(spec.path), length)
+
+
+@functools.lru_cache(maxsize=16)
+def _longest_run(path: str, digest: str, length: int) -> int | None:
+    """None when the graph at ``path`` (of SHA-256 ``digest``) runs on a row of ``length`` tokens, else the longest
+    row it runs on (bisected; None when none does: its own check says why)."""
+    try:
+        session = _session(Path(path))
+    except Refused:
+        return None
+    if _runs(session, length):
+        return None
+    runs, fails = 0, length
+    while fails - runs > 1:
+        middle = (runs + fails) // 2
+        runs, fails = (middle, fails) if _runs(session, middle) else (runs, middle)
+    return runs or None
+
+
+def _runs(session: Any, length: int) -> bool:
+    """Whether ``session`` runs on one row of ``length`` tokens, fed as the profiler feeds it."""
+    import onnxruntime as ort
+
+    from edgekd.config.device import InputShape
+    from edgekd.profile.inputs import make_feeds
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a failure is the answer here, not an error to log
+    try:
+        session.run(None, make_feeds(session, InputShape(batch=1, sequence_length=length)), quiet)
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own types for inputs a graph cannot take
+        return False
+    return True
 
 
 def _session(path: Path) -> Any:

@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field
 
 from edgekd.config.device import DeviceProfile
 from edgekd.dataset_distill.record import LearntSet
-from edgekd.errors import ConfigError, StorageError
+from edgekd.errors import ConfigError, StorageError, first_line
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.model_metrics import ModelFigures, ModelMetrics
 from edgekd.profile.cpu import CpuInfo
@@ -132,11 +132,15 @@ def _without_figures(report: RunReport) -> list[str]:
 
 
 def report_json(path: Path) -> dict[str, Any]:
-    """The ``report.json`` at ``path`` as the JSON mapping it holds; a missing one is a one-line
-    :class:`ConfigError`."""
+    """The ``report.json`` at ``path`` as the JSON it holds; a missing one is a one-line :class:`ConfigError`, one
+    that is not UTF-8 JSON (cut short, overwritten) a one-line :class:`StorageError`."""
     if not path.is_file():
         raise ConfigError(f"{path}: not found; the recipe has no 'report' stage or it has not run")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both are
+        raise StorageError(f"{path}: not a JSON report ({first_line(exc)}); rebuild it with edgekd report "
+                           f"{path.parent}") from None
 
 
 def read_report(path: Path) -> RunReport:
