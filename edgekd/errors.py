@@ -18,6 +18,11 @@ class ConfigError(EdgekdError):
     """A recipe, device profile or export target is malformed or names something unknown."""
 
 
+class ConfigValueError(ConfigError, ValueError):
+    """A config object built in Python with a wrong value (:class:`edgekd.config.base.StrictModel`): a
+    ``ValueError`` too, so a validator that builds one reports it as the field's error."""
+
+
 class DataError(EdgekdError):
     """A dataset is missing, empty, or has the wrong columns or labels."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -51,7 +52,9 @@ def test_yaml_text_round_trips_and_device_objects_and_long_names_are_one_line_er
     assert Pipeline.from_yaml(pipeline.to_yaml()).recipe == pipeline.recipe
     with pytest.raises(ConfigError, match=r"^Pipeline.from_yaml\(text\): key 'seed' appears twice"):
         Pipeline.from_yaml("seed: 1\nseed: 2\n")
-    device = edgekd.api.load_device("host-cpu")
+    from edgekd.api import load_device  # edgekd.api is a submodule, an attribute of edgekd once imported
+
+    device = load_device("host-cpu")
     with pytest.raises(ConfigError, match=r"^Pipeline\(...\): device: expected a profile name or a YAML path, got "
                                           r"DeviceProfile"):
         _pipeline(device=device)
@@ -71,6 +74,21 @@ def test_mistakes_are_the_recipes_one_line_errors(changes: dict, fragment: str) 
     with pytest.raises(ConfigError) as raised:
         _pipeline(**changes).plan("unused")
     assert fragment in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: Teacher(epochs=0), "TeacherStage: epochs: Input should be greater than 0 (got 0)"),
+    (lambda: Teacher(epoch=3), "TeacherStage: epoch: unknown key 'epoch' (did you mean 'epochs'?)"),
+    (lambda: Distill(losses=[{"kind": "hintn"}]), "DistillStage: losses[0].kind: unknown value 'hintn' (did you "
+                                                   "mean 'hinton'?)"),
+], ids=["value", "key", "nested"])
+def test_stage_objects_built_wrongly_are_one_line_errors(build: Any, message: str) -> None:
+    """Python's stage objects raise the recipe's one-line error (pydantic's is several lines) — a ValueError too,
+    as pydantic's was, so code catching that still does."""
+    with pytest.raises(ConfigError) as raised:
+        build()
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+    assert isinstance(raised.value, ValueError)
 
 
 def test_run_and_reopen_in_python(tmp_path: Path) -> None:

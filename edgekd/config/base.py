@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -18,8 +18,24 @@ Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
 PathOrId = Annotated[str, BeforeValidator(lambda value: os.fspath(value) if isinstance(value, os.PathLike) else value)]
 
 
-class StrictModel(BaseModel):
+class _OneLineErrors(type(BaseModel)):  # type: ignore[misc]  # pydantic's model metaclass
+    """Calling a config class with a wrong value (``Teacher(epochs=0)``) raises the recipe's one-line error, not
+    pydantic's multi-line one. Only direct calls pass here: a recipe's nested models are validated by pydantic
+    itself, which reports them with their key path in the recipe."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            from edgekd.config.loading import describe_validation_error
+            from edgekd.errors import ConfigValueError
+
+            raise ConfigValueError(describe_validation_error(exc, cls, source=cls.__name__)) from None
+
+
+class StrictModel(BaseModel, metaclass=_OneLineErrors):
     """Base for all config models: unknown keys are errors, values are immutable, numbers are finite and an
-    integer is never a boolean (``epochs: yes`` is a mistake, not 1)."""
+    integer is never a boolean (``epochs: yes`` is a mistake, not 1); built in Python with a wrong value, a
+    one-line :class:`~edgekd.errors.ConfigValueError`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

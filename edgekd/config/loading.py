@@ -77,7 +77,7 @@ def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | N
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(exc, model, source)) from None
+        raise ConfigError(describe_validation_error(exc, model, source)) from None
     return _resolve_paths(obj, base_dir) if base_dir is not None else obj
 
 
@@ -112,7 +112,9 @@ def _home_expanded(path: Path) -> Path:
         return path
 
 
-def _describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+def describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """The one-line message of ``exc``, raised validating ``model`` from ``source``: the key path of its first
+    error (a misspelt key's did-you-mean first), what was expected and what was given."""
     errors = exc.errors(include_url=False)
     first = _typo_first(errors)
     loc = tuple(first["loc"])
