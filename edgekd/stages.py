@@ -112,6 +112,10 @@ def _check_models(state: PlanState) -> None:
         if holder.model.arch == "drop_layers" and "hidden_states" not in recipe.teacher.model.exposes:
             raise state.fail(f"{role}.model.arch", f"'drop_layers' copies layers of a transformer teacher; "
                              f"teacher.model.arch {recipe.teacher.model.label} is not one")
+        if role != "teacher" and not holder.model.trainable:
+            raise state.fail(f"{role}.model.arch", f"a {holder.model.label} model is a fixed trained model (not "
+                             "trained here): it can be the teacher only; a student or assistant is trained, so give "
+                             "it an architecture")
         spec = spec_of(recipe, role)
         if spec.modality is not None and spec.modality != modality:
             raise state.fail(f"{role}.model.arch", f"a {spec.label} model takes {spec.modality} inputs, but "

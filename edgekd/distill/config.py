@@ -66,13 +66,13 @@ class DistillStage(DistillSettings):
 
 
 def _teacher_weight_digests(_config: TeacherStage, recipe: Recipe) -> dict[str, Any]:
-    """Digests of the given teacher weights (a list for an ensemble) or ONNX file: new ones re-run the stage."""
+    """Digests of the given teacher weights (a list for an ensemble) or of the files its model is read from (an ONNX
+    file's): new ones re-run the stage."""
     digests = [file_digest(path) for path in recipe.teacher.weight_files]
     inputs: dict[str, Any] = {"teacher_weights_sha256": digests if len(digests) > 1 else next(iter(digests), None)}
-    if recipe.teacher.model.arch == "onnx":  # the file's content (and its external data): a new file re-runs it
-        from edgekd.models.onnx_teacher import onnx_digest
-
-        inputs["teacher_onnx_sha256"] = onnx_digest(recipe.teacher.model.path)
+    content = recipe.teacher.model.content_digest()
+    if content is not None:
+        inputs["teacher_onnx_sha256"] = content
     return inputs
 
 

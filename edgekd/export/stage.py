@@ -15,7 +15,7 @@ from edgekd.export.config import ExportStage, load_export_target
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.ort_format import convert_to_ort, numpy_feeds
 from edgekd.export.record import export_record
-from edgekd.models.onnx_teacher import OnnxTeacher
+from edgekd.models.architectures import spec_class
 from edgekd.models.task_model import TaskModel
 
 #: Test examples used for the parity check (one batch of real inputs, plus batches of 1 and 7).
@@ -32,8 +32,8 @@ def run_export(config: ExportStage, artifact: Artifact, ctx: StageContext) -> St
         if model_artifact.weights is None:
             continue
         model = TaskModel.load(ctx.resolve(model_artifact.weights))
-        if isinstance(model.module, OnnxTeacher):
-            continue  # given as an ONNX file: the teacher stage kept a copy as its ONNX model
+        if not spec_class(model.spec["arch"]).trainable:
+            continue  # a fixed model given as its ONNX file: the teacher stage kept a copy as its ONNX model
         data = prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=model.tokenizer)
         _, sample, _ = next(data.test.batches(PARITY_SAMPLES, shuffle=False))
         result = export_onnx(model.module, sample, ctx.path(f"{role}.onnx"), target,

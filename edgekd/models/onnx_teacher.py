@@ -175,15 +175,12 @@ def _built(spec: OnnxSpec, signature: InputSignature, num_classes: int) -> OnnxT
 
 
 def check_spec(spec: OnnxSpec, state: Any, where: str) -> None:
-    """``check_recipe``'s rule for an ONNX model: a teacher only, alone, without separate weights, with the
-    tokenizer its token ids come from (``tokenizer.pretrained``); the file checked and matched to the recipe's
-    data (when it can be read)."""
+    """``check_recipe``'s rule for an ONNX teacher (``check_recipe`` refuses any fixed model as a student): alone,
+    without separate weights, with the tokenizer its token ids come from (``tokenizer.pretrained``); the file
+    checked and matched to the recipe's data (when it can be read)."""
     from edgekd.models.user_module import data_shape
 
     recipe = state.recipe
-    if where != "teacher.model":
-        raise state.fail(f"{where}.arch", "an ONNX file is a fixed trained model: it can be the teacher only "
-                         "(a student or assistant is trained; give it an architecture)")
     if recipe.teacher.weights is not None:
         raise state.fail("teacher.weights", "an ONNX teacher carries its weights in its file; drop 'weights'")
     if recipe.teacher.ensemble is not None:

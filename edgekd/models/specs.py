@@ -42,9 +42,15 @@ class SpecBase(StrictModel):
     search_space: ClassVar[dict[str, list[Any]]] = {}
     factorizable: ClassVar[bool] = True
     tags_tokens: ClassVar[bool] = False
-    """Whether it can answer per token (token classification): the transformers."""
+    """Whether it can answer per token (token classification): the transformers, the BiLSTM and TextCNN built as
+    taggers, an ONNX teacher whose output is per token."""
     trainable: ClassVar[bool] = True
-    """False for a fixed model the teacher stage evaluates but cannot train (an ONNX file)."""
+    """False for a fixed model the teacher stage evaluates but cannot train (an ONNX file): nothing to export."""
+
+    def content_digest(self) -> str | None:
+        """The digest of files the model is read from whose content the spec's fields do not show (an ONNX
+        file's); None when the fields say it all. Part of the teacher stage's fingerprint."""
+        return None
 
     @property
     def label(self) -> str:
@@ -349,6 +355,12 @@ class OnnxSpec(SpecBase):
     arch: Literal["onnx"]
     path: Path = Field(description="The .onnx file (relative paths: from the recipe's folder); external data "
                        "files beside it.")
+
+    def content_digest(self) -> str | None:
+        """The SHA-256 of the file and of its external data: a new file re-runs the teacher stage."""
+        from edgekd.models.onnx_teacher import onnx_digest
+
+        return onnx_digest(self.path)
 
 
 def spec_of(recipe: Any, role: str) -> BaseModel:
