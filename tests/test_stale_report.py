@@ -20,6 +20,7 @@ import edgekd
 from edgekd.cli import app
 from edgekd.errors import ConfigError
 from edgekd.report.record import read_report
+from edgekd.report.write import rebuild_report
 from edgekd.stage_kind import StageKind
 
 DIGITS = {"source": "sklearn", "name": "digits", "limit": 300}
@@ -80,3 +81,21 @@ def test_a_finished_run_without_a_report_stage_prints_no_summary_of_the_earlier_
     assert rebuilt.exit_code == 0, rebuilt.output
     assert edgekd.open_run(run).report_record().stages[-1].fingerprint == edgekd.open_run(run).stages[-1][
         "fingerprint"]
+
+
+def test_a_report_rebuilt_after_a_stopped_run_reads_only_the_stages_that_follow_each_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stopped run left its new distill stage beside the earlier run's export and report directories: those
+    were made from the earlier student, so the run's records end at the distill stage and so does a rebuilt
+    report, whose student is the new one."""
+    run = tmp_path / "run"
+    edgekd.run(_recipe(tmp_path / "r.yaml", 2, export=True), out=run)
+    _stopping_export(monkeypatch)
+    with pytest.raises(RuntimeError, match="export stopped"):
+        edgekd.run(_recipe(tmp_path / "r.yaml", 3, export=True), out=run)
+    assert (run / "03-export" / "stage.json").is_file()
+    opened = edgekd.open_run(run)
+    assert [record["stage"] for record in opened.stages] == ["teacher", "distill"]
+    rebuild_report(run)
+    student = opened.report_record().figures("student")
+    assert student is not None and student.accuracy == opened.stages[-1]["metrics"]["student"]["accuracy"]
