@@ -146,8 +146,8 @@ def report_json(path: Path) -> dict[str, Any]:
     if changed := changed_since(report, path.parent):
         raise ConfigError(f"{path}: describes an earlier run of this directory: stage {changed} has changed since "
                           "(a later run re-ran it and stopped before its 'report' stage, or has none); run the "
-                          f"recipe through its 'report' stage again (a finished run without one: edgekd report "
-                          f"{path.parent})")
+                          f"recipe through its 'report' stage again, or report on this run's own stages with edgekd "
+                          f"report {path.parent}")
     return report
 
 
