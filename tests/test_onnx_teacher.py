@@ -153,6 +153,8 @@ def test_text_onnx_teacher_feeds_its_graph_inputs_and_teaches_like_pytorch(text_
     assert onnx_metrics["teacher"]["teacher"]["accuracy"] == pytest.approx(
         torch_metrics["teacher"]["teacher"]["accuracy"], abs=1e-9)
     assert onnx_metrics["teacher"]["teacher"]["onnx"]["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    # the graph's weights, not the exporter's constants (BERT's int64 position ids, scalars)
+    assert onnx_metrics["teacher"]["teacher"]["params"] == torch_metrics["teacher"]["teacher"]["params"]
     assert abs(onnx_metrics["distill"]["student"]["accuracy"] - torch_metrics["distill"]["student"]["accuracy"]) <= 0.05
     data = prepare_task_data(load_recipe(folder / "onnx.yaml").data, 0,
                              tokenizer=TaskModel.load(edgekd.open_run(onnx_run).model_dir("teacher")).tokenizer)

@@ -282,11 +282,15 @@ def _session(path: Path) -> Any:
 
 
 def _weight_count(path: Path) -> int:
-    """The number of values in the graph's initializers (its weights), read without loading external data."""
+    """The number of values in the graph's weights, read without loading external data: its initializers but the
+    exporter's constants (scalars, and int64 or boolean tensors: shapes, indices, a position-id table, a causal
+    mask), so a graph counts the parameters of the PyTorch model it was exported from."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return int(sum(np.prod(tensor.dims, dtype=np.int64) for tensor in graph.initializer))
+    constants = {onnx.TensorProto.INT64, onnx.TensorProto.BOOL}
+    return int(sum(np.prod(tensor.dims, dtype=np.int64) for tensor in graph.initializer
+                   if tensor.dims and tensor.data_type not in constants))
 
 
 def _shape(value: Any) -> str:
