@@ -641,7 +641,9 @@ def _run_json(result) -> dict[str, Any]:
     """A run's stages and, when it has one, its report.json, as one JSON-ready mapping."""
     stages = [{"index": r.index, "stage": r.stage, "directory": r.directory, "skipped": r.skipped,
                "wall_seconds": r.wall_seconds} for r in result.stages]
-    report = result.report() if result.report_path.is_file() else None
+    from edgekd.report.record import report_is_current
+
+    report = result.report() if report_is_current(result.report_path) else None
     return {"run_dir": str(result.run_dir), "stages": stages, "report": report}
 
 
@@ -657,7 +659,9 @@ def _print_run(result, as_json: bool) -> None:
         status = "[dim]skipped (cached)[/]" if record.skipped else "[green]ran[/]"
         table.add_row(str(record.index), record.stage, status, f"{record.wall_seconds:.1f}")
     out.print(table)
-    if not result.report_path.is_file():
+    from edgekd.report.record import report_is_current
+
+    if not report_is_current(result.report_path):
         return
     report = result.report_record()
     summary = Table(title="teacher vs student")

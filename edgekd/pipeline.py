@@ -369,10 +369,16 @@ def load_run(run_dir: Path) -> tuple[Recipe, DeviceProfile, list[dict[str, Any]]
 
 
 def load_run_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The ``stage.json`` records of a run directory's finished stages, in order."""
-    records = []
+    """The ``stage.json`` records of a run directory's finished stages, in order, up to the first one that did not
+    follow the record before it (a later run re-ran a stage and stopped: the directories after it are an earlier
+    run's, made from another input)."""
+    records: list[dict[str, Any]] = []
     for path in sorted(Path(run_dir).glob("[0-9][0-9]-*/" + STAGE_RECORD)):
         record = read_stage_record(path)
-        if record is not None:
-            records.append(record)
+        if record is None:
+            continue
+        previous = (record.get("fingerprint_inputs") or {}).get("previous")
+        if isinstance(previous, str) and previous != (records[-1].get("fingerprint") if records else ""):
+            break
+        records.append(record)
     return records

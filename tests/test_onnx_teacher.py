@@ -153,6 +153,8 @@ def test_text_onnx_teacher_feeds_its_graph_inputs_and_teaches_like_pytorch(text_
     assert onnx_metrics["teacher"]["teacher"]["accuracy"] == pytest.approx(
         torch_metrics["teacher"]["teacher"]["accuracy"], abs=1e-9)
     assert onnx_metrics["teacher"]["teacher"]["onnx"]["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    # the graph's weights, not the exporter's constants (BERT's int64 position ids, scalars)
+    assert onnx_metrics["teacher"]["teacher"]["params"] == torch_metrics["teacher"]["teacher"]["params"]
     assert abs(onnx_metrics["distill"]["student"]["accuracy"] - torch_metrics["distill"]["student"]["accuracy"]) <= 0.05
     data = prepare_task_data(load_recipe(folder / "onnx.yaml").data, 0,
                              tokenizer=TaskModel.load(edgekd.open_run(onnx_run).model_dir("teacher")).tokenizer)
@@ -406,6 +408,35 @@ def test_a_graph_of_fixed_batch_runs_on_chunks_of_it(digits_runs: tuple[Path, Pa
     edgekd.run(_write(tmp_path / "r.yaml", recipe), out=tmp_path / "run")
     accuracy = _metrics(tmp_path / "run")["teacher"]["teacher"]["accuracy"]
     assert accuracy == _metrics(onnx_run)["teacher"]["teacher"]["accuracy"]
+
+
+def _hidden_first(source: Path, target: Path) -> Path:
+    """``source`` returning its first hidden layer's activations before its logits, renamed ``scores``."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    (logits,) = graph.output
+    relu = next(node for node in graph.node if node.op_type == "Relu").output[0]
+    for node in graph.node:
+        node.output[:] = ["scores" if name == logits.name else name for name in node.output]
+    logits.name = "scores"
+    del graph.output[:]
+    graph.output.extend([onnx.helper.make_tensor_value_info(relu, onnx.TensorProto.FLOAT, ["batch", None]),
+                         logits])
+    onnx.save(model, str(target))
+    return target
+
+
+def test_a_graph_returning_hidden_states_before_its_logits_is_read_at_its_logits(
+        digits_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """No output named ``logits``; the first is [batch, 64] hidden states: the [batch, 10] one is read."""
+    folder, _, onnx_run = digits_runs
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(_hidden_first(folder / "teacher.onnx", tmp_path / "hidden.onnx"))
+    recipe["stages"] = [TEACHER_STAGE]
+    edgekd.run(_write(tmp_path / "r.yaml", recipe), out=tmp_path / "run")
+    teacher = _metrics(tmp_path / "run")["teacher"]["teacher"]
+    assert teacher["onnx"]["output"] == "scores"
+    assert teacher["accuracy"] == _metrics(onnx_run)["teacher"]["teacher"]["accuracy"]
 
 
 def test_a_graph_of_fixed_sequence_gets_padded_rows(text_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ external data files beside it, loadable by onnxruntime), then matched to the rec
 graphs take some of ``input_ids``, ``attention_mask`` and ``token_type_ids`` (``input_ids`` among
 them; int64 or int32 as the graph says), image and feature graphs one input ``[N, C, H, W]`` or
 ``[N, F]`` whose fixed sizes are the data's. Its output (``logits`` when the graph names one, else
-the first) must be ``[batch, classes]`` (``[batch, sequence, classes]`` for token classification)
-with the data's class count. Every mismatch is one line naming ``teacher.model.path``, from
-``edgekd validate`` when the data can be read then, else when the teacher stage builds the model.
+the first whose declared shape fits, so hidden states returned before the logits are passed over) must be
+``[batch, classes]`` (``[batch, sequence, classes]`` for token classification) with the data's class count.
+Every mismatch is one line naming ``teacher.model.path``, from ``edgekd validate`` when the data can be read
+then, else when the teacher stage builds the model.
 A text graph that takes fewer tokens than the device's ``inputs.sequence_length`` (its inputs fixed to fewer, or
 a position table too short for rows that long) is refused when the recipe times its models
 (:func:`graph_positions`, held to the device by :mod:`edgekd.input_rules`).
@@ -278,11 +279,15 @@ def _session(path: Path) -> Any:
 
 
 def _weight_count(path: Path) -> int:
-    """The number of values in the graph's initializers (its weights), read without loading external data."""
+    """The number of values in the graph's weights, read without loading external data: its initializers but the
+    exporter's constants (scalars, and int64 or boolean tensors: shapes, indices, a position-id table, a causal
+    mask), so a graph counts the parameters of the PyTorch model it was exported from."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return int(sum(np.prod(tensor.dims, dtype=np.int64) for tensor in graph.initializer))
+    constants = {onnx.TensorProto.INT64, onnx.TensorProto.BOOL}
+    return int(sum(np.prod(tensor.dims, dtype=np.int64) for tensor in graph.initializer
+                   if tensor.dims and tensor.data_type not in constants))
 
 
 def _shape(value: Any) -> str:
@@ -347,16 +352,25 @@ def _filled(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
 
 
 def _matched_output(session: Any, signature: InputSignature, num_classes: int) -> str:
-    """The name of the graph's logits output (``logits``, else the first); :class:`Refused` when its fixed shape
-    is not the task's."""
+    """The name of the graph's logits output: ``logits`` when the graph names one, else the first output whose
+    declared shape is the task's, one with the class count fixed before one left open (a graph may return
+    hidden states before its logits); :class:`Refused` when none is."""
     outputs = session.get_outputs()
-    value = next((v for v in outputs if v.name == "logits"), outputs[0])
-    expected = _expected(signature, num_classes)
-    last = value.shape[-1] if value.shape else None
-    if len(value.shape) != len(expected) or (isinstance(last, int) and last != num_classes):
-        raise Refused(f"its output '{value.name}' is {_shape(value)}; expected logits {expected} "
+    named = [value for value in outputs if value.name == "logits"]
+    fitting = [value for value in named or outputs if _fits(value.shape, signature, num_classes)]
+    if not fitting:
+        shapes = ", ".join(f"'{value.name}' {_shape(value)}" for value in named or outputs)
+        what = "its output" if len(named or outputs) == 1 else "none of its outputs fits:"
+        raise Refused(f"{what} {shapes}; expected logits {_expected(signature, num_classes)} "
                       f"({num_classes} classes in the data)")
-    return value.name
+    exact = [value for value in fitting if value.shape[-1] == num_classes]  # before outputs of open width
+    return (exact or fitting)[0].name
+
+
+def _fits(shape: list[Any], signature: InputSignature, num_classes: int) -> bool:
+    """Whether an output's declared shape can be the task's logits: its rank, and its last size if fixed."""
+    last = shape[-1] if shape else None
+    return len(shape) == len(_expected(signature, num_classes)) and not (isinstance(last, int) and last != num_classes)
 
 
 def _expected(signature: InputSignature, num_classes: int) -> list[Any]:

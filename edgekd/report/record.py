@@ -23,6 +23,7 @@ from edgekd.profile.cpu import CpuInfo
 from edgekd.profile.operators import OperatorTime
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
+from edgekd.rundir import RUN_RECORD, STAGE_RECORD, read_stage_record
 from edgekd.search.record import AnySearchRecord
 from edgekd.stage_record import Record, read_stored
 
@@ -132,15 +133,49 @@ def _without_figures(report: RunReport) -> list[str]:
 
 
 def report_json(path: Path) -> dict[str, Any]:
-    """The ``report.json`` at ``path`` as the JSON it holds; a missing one is a one-line :class:`ConfigError`, one
-    that is not UTF-8 JSON (cut short, overwritten) a one-line :class:`StorageError`."""
+    """The ``report.json`` at ``path`` as the JSON it holds; a missing one, or one built from stages its run
+    directory has since replaced, is a one-line :class:`ConfigError`, one that is not UTF-8 JSON (cut short,
+    overwritten) a one-line :class:`StorageError`."""
     if not path.is_file():
         raise ConfigError(f"{path}: not found; the recipe has no 'report' stage or it has not run")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        report = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both are
         raise StorageError(f"{path}: not a JSON report ({first_line(exc)}); rebuild it with edgekd report "
                            f"{path.parent}") from None
+    if changed := changed_since(report, path.parent):
+        raise ConfigError(f"{path}: describes an earlier run of this directory: stage {changed} has changed since "
+                          "(a later run re-ran it and stopped before its 'report' stage, or has none); run the "
+                          f"recipe through its 'report' stage again, or report on this run's own stages with edgekd "
+                          f"report {path.parent}")
+    return report
+
+
+def changed_since(report: Any, run_dir: Path) -> str | None:
+    """The first stage directory ``report`` was built from that no longer holds the stage it read (another
+    fingerprint, or gone), in a run directory (one with a ``run.json``); None when every one still does."""
+    if not (run_dir / RUN_RECORD).is_file() or not isinstance(report, dict):
+        return None
+    for row in report.get("stages") or []:
+        if not isinstance(row, dict) or not {"index", "stage", "fingerprint"} <= row.keys():
+            continue  # a malformed row is the typed reader's to name
+        name = f"{row['index']:02d}-{row['stage']}" if isinstance(row["index"], int) else None
+        record = read_stage_record(run_dir / name / STAGE_RECORD) if name else None
+        if name and (record is None or record.get("fingerprint") != row["fingerprint"]):
+            return name
+    return None
+
+
+def report_is_current(path: Path) -> bool:
+    """Whether ``path`` is there and not built from stages its run directory has since replaced (a damaged file
+    counts as current: reading it says what is wrong with it)."""
+    if not path.is_file():
+        return False
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+        return True
+    return changed_since(report, path.parent) is None
 
 
 def read_report(path: Path) -> RunReport:
