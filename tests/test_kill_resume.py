@@ -112,6 +112,13 @@ class Attempt:
             return []
 
 
+@pytest.fixture(autouse=True)
+def no_stage_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every attempt trains its stages itself: with the shared stage store on, the attempts reused the teacher the
+    reference run had trained, so no attempt could be killed while training it."""
+    monkeypatch.setenv("EDGEKD_STAGE_STORE", "off")
+
+
 def test_killed_in_training_export_and_profiling_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     _kill_and_resume(tmp_path, tiny_recipe(), ("distill", "export", "profile"), seed=0)
 
