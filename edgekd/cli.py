@@ -41,6 +41,7 @@ def _api() -> ModuleType:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 app = typer.Typer(
     name="edgekd",
@@ -641,10 +642,17 @@ def _run_json(result) -> dict[str, Any]:
     """A run's stages and, when it has one, its report.json, as one JSON-ready mapping."""
     stages = [{"index": r.index, "stage": r.stage, "directory": r.directory, "skipped": r.skipped,
                "wall_seconds": r.wall_seconds} for r in result.stages]
-    from edgekd.report.record import report_is_current
+    return {"run_dir": str(result.run_dir), "stages": stages, "report": _own_report(result.report)}
 
-    report = result.report() if report_is_current(result.report_path) else None
-    return {"run_dir": str(result.run_dir), "stages": stages, "report": report}
+
+def _own_report(read: Callable[[], T]) -> T | None:
+    """``read()`` of a run's report.json, or None when the run has no report of its own (no report stage, or the
+    file an earlier run of the directory left, built from stages since replaced: both a ConfigError); a damaged
+    file still raises its StorageError."""
+    try:
+        return read()
+    except ConfigError:
+        return None
 
 
 def _print_run(result, as_json: bool) -> None:
@@ -659,11 +667,9 @@ def _print_run(result, as_json: bool) -> None:
         status = "[dim]skipped (cached)[/]" if record.skipped else "[green]ran[/]"
         table.add_row(str(record.index), record.stage, status, f"{record.wall_seconds:.1f}")
     out.print(table)
-    from edgekd.report.record import report_is_current
-
-    if not report_is_current(result.report_path):
+    report = _own_report(result.report_record)
+    if report is None:
         return
-    report = result.report_record()
     summary = Table(title="teacher vs student")
     summary.add_column("")
     models = {role: figures for role in ("teacher", "student") if (figures := report.figures(role)) is not None}

@@ -59,6 +59,7 @@ from edgekd.rundir import (
     read_stage_record,
     remove_stale_stage_dirs,
     replace_stage_dir,
+    stage_dir_name,
 )
 from edgekd.stage_kind import StageKind
 from edgekd.stage_store import fetch_stage, keep_stage
@@ -127,11 +128,6 @@ class RunResult(ReportFile):
     def report_path(self) -> Path:
         """The run's ``report.json``."""
         return self.run_dir / "report.json"
-
-
-def stage_dir_name(index: int, stage: str) -> str:
-    """``NN-<stage>``, numbered from 1 in recipe order."""
-    return f"{index:02d}-{stage}"
 
 
 def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device: DeviceProfile,

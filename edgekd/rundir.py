@@ -51,6 +51,11 @@ hundreds of megabytes on every re-run."""
 _NOT_WRITTEN_BY_STAGE = {STAGE_RECORD, FINGERPRINT_FILE, LOCK_FILE}
 
 
+
+def stage_dir_name(index: int, stage: str) -> str:
+    """``NN-<stage>``: the directory of the recipe's stage ``index`` (numbered from 1 in recipe order)."""
+    return f"{index:02d}-{stage}"
+
 def is_stage_dir_name(name: str) -> bool:
     """``NN-<stage>`` or ``.NN-<stage>.partial``: the names the pipeline gives stage directories."""
     name = name.removeprefix(".").removesuffix(".partial")

@@ -23,7 +23,7 @@ from edgekd.profile.cpu import CpuInfo
 from edgekd.profile.operators import OperatorTime
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.quantize.record import QuantizationDecision
-from edgekd.rundir import RUN_RECORD, STAGE_RECORD, read_stage_record
+from edgekd.rundir import RUN_RECORD, STAGE_RECORD, read_stage_record, stage_dir_name
 from edgekd.search.record import AnySearchRecord
 from edgekd.stage_record import Record, read_stored
 
@@ -159,23 +159,11 @@ def changed_since(report: Any, run_dir: Path) -> str | None:
     for row in report.get("stages") or []:
         if not isinstance(row, dict) or not {"index", "stage", "fingerprint"} <= row.keys():
             continue  # a malformed row is the typed reader's to name
-        name = f"{row['index']:02d}-{row['stage']}" if isinstance(row["index"], int) else None
+        name = stage_dir_name(row["index"], row["stage"]) if isinstance(row["index"], int) else None
         record = read_stage_record(run_dir / name / STAGE_RECORD) if name else None
         if name and (record is None or record.get("fingerprint") != row["fingerprint"]):
             return name
     return None
-
-
-def report_is_current(path: Path) -> bool:
-    """Whether ``path`` is there and not built from stages its run directory has since replaced (a damaged file
-    counts as current: reading it says what is wrong with it)."""
-    if not path.is_file():
-        return False
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
-        return True
-    return changed_since(report, path.parent) is None
 
 
 def read_report(path: Path) -> RunReport:
