@@ -19,6 +19,7 @@ from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
+from edgekd.config.paths import user_path, user_text
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
 from edgekd.data.image_files import is_image_data
@@ -177,7 +178,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
         from edgekd.search.compress import preflight
 
         preflight(loaded, profile)
-    return loaded, profile, Path(out) if out is not None else Path("runs") / loaded.name
+    return loaded, profile, _path(out, "out") or Path("runs") / loaded.name
 
 
 def _with_threads(recipe: Recipe, threads: int | Literal["auto"] | None) -> Recipe:
@@ -214,7 +215,7 @@ def compress(
     check_recipe(loaded, f"recipe '{loaded.name}'")
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)
-    run_dir = Path(out) if out is not None else Path("runs") / loaded.name
+    run_dir = _path(out, "out") or Path("runs") / loaded.name
     with training_threads(loaded.threads):
         result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
     return CompressResult(run=result, table=table)
@@ -232,14 +233,15 @@ def profile(
     from edgekd.profile.runner import profile_onnx
 
     profile_ = load_device(device)
-    return profile_onnx(Path(onnx_path), profile_, warmup=warmup, runs=runs, show_progress=show_progress)
+    return profile_onnx(user_path(onnx_path, "onnx_path"), profile_, warmup=warmup, runs=runs,
+                        show_progress=show_progress)
 
 
 def report(run_dir: str | Path) -> list[Path]:
     """Rebuild a run directory's report.json/.md/.html and plots from its records (nothing is re-run)."""
     from edgekd.report.write import rebuild_report
 
-    return rebuild_report(Path(run_dir))
+    return rebuild_report(user_path(run_dir, "run_dir"))
 
 
 def bench(
@@ -259,12 +261,13 @@ def bench(
     from edgekd.report.bench import write_bench_report
 
     profile_ = load_device(device)
-    paths = [Path(m) for m in models]
-    with write_errors_reported(Path(out)):  # an --out that cannot be written fails now, not after the timing
-        Path(out).mkdir(parents=True, exist_ok=True)
+    paths = [user_path(m, "models") for m in models]
+    out = user_path(out, "out")
+    with write_errors_reported(out):  # an --out that cannot be written fails now, not after the timing
+        out.mkdir(parents=True, exist_ok=True)
     figures = bench_models(paths, profile_, warmup=warmup, runs=runs, rounds=rounds)
     settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "interleaved": True}
-    return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))
+    return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, out)
 
 
 def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[CalibratedDevice]:
@@ -309,12 +312,13 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: Devi
     from edgekd.export.ort_format import export_file
     from edgekd.export.source import default_out, export_source, source_kind
 
-    out_dir = Path(out) if out is not None else default_out(model)
+    model = user_text(model, "model")  # a file, a Hugging Face directory or hub id, or package.module:factory
+    out_dir = _path(out, "out") or default_out(model)
     profile_, target_ = load_device(device), load_export_target(target)
     if source_kind(model) != "onnx":
         return export_source(str(model), target_, profile_, out_dir,
                              kwargs=dict(kwargs) if kwargs is not None else None, input_shape=input_shape,
-                             sample=Path(sample) if sample is not None else None, warmup=warmup, runs=runs)
+                             sample=_path(sample, "sample"), warmup=warmup, runs=runs)
     if kwargs is not None or input_shape is not None or sample is not None:
         raise ConfigError(f"{model}: kwargs, input shape and sample apply to a 'package.module:factory', not to an "
                           "ONNX file")
@@ -333,9 +337,8 @@ def quantize(model: str | Path, *, device: DeviceLike, out: str | Path,
     """
     from edgekd.quantize.onnx_file import quantize_file
 
-    return quantize_file(Path(model), load_device(device), Path(out),
-                         calibration=Path(calibration) if calibration is not None else None,
-                         evaluation=Path(eval) if eval is not None else None,
+    return quantize_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
+                         calibration=_path(calibration, "calibration"), evaluation=_path(eval, "eval"),
                          settings=_quantize_settings(settings))
 
 
@@ -359,7 +362,12 @@ def bundle(model: str | Path, *, device: DeviceLike, out: str | Path,
     from edgekd.export.bundle_file import bundle_file
     from edgekd.export.config import load_export_target
 
-    return bundle_file(Path(model), load_device(device), Path(out), load_export_target(target),
-                       labels=Path(labels) if labels is not None else None,
-                       preprocessing=Path(preprocessing) if preprocessing is not None else None,
+    return bundle_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
+                       load_export_target(target), labels=_path(labels, "labels"),
+                       preprocessing=_path(preprocessing, "preprocessing"),
                        warmup=warmup, runs=runs)
+
+
+def _path(value: str | Path | None, what: str) -> Path | None:
+    """An optional path argument, ``~`` and variables expanded (:func:`~edgekd.config.paths.user_path`)."""
+    return user_path(value, what) if value is not None else None

@@ -80,7 +80,7 @@ def search_recipe(recipe: Recipe) -> Recipe:
     derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}, exclude_unset=True),
                "name": f"{recipe.name}-search", "student": {"model": student.model_dump(mode="json")},
                "stages": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in stages]}
-    return validate_model(derived, Recipe, source=f"recipe '{recipe.name}' as a search")
+    return validate_model(derived, Recipe, source=f"recipe '{recipe.name}' as a search", expanded=True)
 
 
 def search_stage(recipe: Recipe) -> SearchStage | None:
