@@ -58,17 +58,13 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     ``budget_ms`` check it against the device a run is given instead of the recipe's (``--device``,
     ``--budget-ms``); ``latency=False`` leaves the budget's feasibility to a budget search.
     """
+    source = _source(recipe)
     if isinstance(recipe, Recipe):
-        loaded, source = recipe, f"recipe '{recipe.name}'"
+        loaded = recipe
     elif isinstance(recipe, Mapping):
-        source = "recipe mapping"
         loaded = validate_model(dict(recipe), Recipe, source=source)
-    elif isinstance(recipe, str | Path):
-        source = str(find("pipelines", recipe))
-        loaded = load_recipe(source)
     else:
-        raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
-                        f"got {type(recipe).__name__}")
+        loaded = load_recipe(source)
     path = Path(source)  # a recipe file's "# Data:" comment says where to get missing data
     check_recipe(loaded, source)
     try:
@@ -82,6 +78,18 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_corpus_validation(loaded, profile, source)
     _check_inputs(loaded)
     return loaded
+
+
+def _source(recipe: RecipeLike) -> str:
+    """How messages name ``recipe``: its file, ``recipe mapping`` or ``recipe '<name>'``."""
+    if isinstance(recipe, Recipe):
+        return f"recipe '{recipe.name}'"
+    if isinstance(recipe, Mapping):
+        return "recipe mapping"
+    if isinstance(recipe, str | Path):
+        return str(find("pipelines", recipe))
+    raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
+                    f"got {type(recipe).__name__}")
 
 
 def pipelines() -> list[BuiltInRecipe]:
@@ -208,11 +216,12 @@ def compress(
     is built (or read from the cache) first: a budget no candidate meets raises
     :class:`~edgekd.errors.BudgetError` before anything trains.
     """
-    from edgekd.search.compress import CompressResult, preflight, search_recipe
+    from edgekd.search.compress import CompressResult, check_search, preflight, search_recipe
 
-    loaded = _with_threads(search_recipe(recipe if isinstance(recipe, Recipe) else
-                                         validate(recipe, device=device, budget_ms=budget_ms, latency=False)), threads)
-    check_recipe(loaded, f"recipe '{loaded.name}'")
+    given = recipe if isinstance(recipe, Recipe) else validate(recipe, device=device, budget_ms=budget_ms,
+                                                               latency=False)
+    loaded = _with_threads(search_recipe(given), threads)
+    check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)
     run_dir = _path(out, "out") or Path("runs") / loaded.name
