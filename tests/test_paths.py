@@ -21,6 +21,7 @@ from edgekd.config.loading import validate_model
 from edgekd.config.paths import expand_path
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import TokenizerConfig
+from edgekd.data.tokenizer import load_or_train_tokenizer
 from edgekd.errors import ConfigError
 from edgekd.pipeline import fingerprint_inputs
 from edgekd.stages import DEFAULT_REGISTRY
@@ -121,15 +122,26 @@ def test_one_teacher_weights_file_of_an_ensemble_names_its_item(tmp_path: Path,
         2, f"error: {recipe}: teacher.weights[1]: environment variable PATHS_TEST_WEIGHTS is not set")
 
 
-def _checkpoint(directory: Path) -> Path:
-    """A tiny random BERT classifier saved with a WordPiece tokenizer (vocab.txt) beside it."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+def wordpiece_tokenizer(directory: Path) -> Path:
+    """A WordPiece tokenizer of the test sentences' words (BERT's special tokens), saved as save_pretrained does."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *GOOD, *BAD]
-    directory.mkdir(parents=True)
-    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
-    BertForSequenceClassification(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+    special = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+               "mask_token": "[MASK]"}
+    words = [*special.values(), *FILLER, *GOOD, *BAD, "##s", "##ed", "##ly"]  # 32: the ids the profiler feeds
+    backend = Tokenizer(models.WordPiece({word: index for index, word in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, **special).save_pretrained(directory)
+    return directory
+
+
+def _checkpoint(directory: Path) -> Path:
+    """A tiny random BERT classifier saved with its WordPiece tokenizer."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    wordpiece_tokenizer(directory)
+    BertForSequenceClassification(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
                                              num_attention_heads=2, intermediate_size=32)).save_pretrained(directory)
     return directory
 
@@ -147,6 +159,7 @@ def test_a_pretrained_checkpoint_and_tokenizer_named_by_variable_or_tilde_are_re
     loaded = load_recipe(recipe)
     assert loaded.teacher.model.pretrained == loaded.tokenizer.pretrained == str(checkpoint)
     assert loaded.teacher.model.model_type == "bert"  # its config.json was read from the expanded directory
+    assert len(load_or_train_tokenizer(loaded.tokenizer, ["the film"])) == 32
 
     # a variable naming a directory relative to the recipe is found there, as a written relative name is
     monkeypatch.setenv("MODELS", "../home/models")
