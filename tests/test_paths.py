@@ -28,6 +28,7 @@ from edgekd.stages import DEFAULT_REGISTRY
 from tests.test_text_pipeline import BAD, FILLER, GOOD, _write_tsv
 
 runner = CliRunner()
+CNN = {"arch": "cnn", "channels": [4], "hidden": 8}
 TEXT_MODELS = {"teacher": {"model": {"arch": "textcnn"}}, "student": {"model": {"arch": "textcnn"}}}
 
 
@@ -89,6 +90,9 @@ def test_variables_and_the_home_directory_in_data_paths_validate_and_read_the_fi
                                                              "test": "dev.tsv"}}),
     ("teacher.model.pretrained", "$PATHS_TEST_DATA", {"teacher": {"model": {"arch": "hf",
                                                                             "pretrained": "$PATHS_TEST_DATA"}}}),
+    ("teacher.model.pretrained", "${PATHS_TEST_DATA}", {  # image data reads a checkpoint's image processor early
+        "data": {"source": "imagefolder", "train": "train", "test": "test"},
+        "teacher": {"model": {"arch": "hf", "pretrained": "${PATHS_TEST_DATA}"}}, "student": {"model": CNN}}),
     ("tokenizer.pretrained", "${PATHS_TEST_DATA}/tok", {"tokenizer": {"pretrained": "${PATHS_TEST_DATA}/tok"}}),
     ("teacher.model.path", "${PATHS_TEST_DATA}/t.onnx", {"teacher": {"model": {"arch": "onnx",
                                                                              "path": "${PATHS_TEST_DATA}/t.onnx"}}}),

@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edgekd.config.paths import expanded_or_given
+from edgekd.config.paths import expand_path, expanded_or_given
 from edgekd.data.image_config import IMAGE_FILE_SOURCES, ImagePrep
-from edgekd.errors import EdgekdError
+from edgekd.errors import ConfigValueError, EdgekdError
 
 ROLES = ("teacher", "assistant", "student")
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -76,7 +76,10 @@ def _ships_processor(name: str) -> bool:
             name = resolve_pretrained(name)
         except EdgekdError:  # the model spec's own validation reports a broken package
             return False
-    local = Path(expanded_or_given(name))
+    try:
+        local = Path(expand_path(name))
+    except ConfigValueError:  # an unset variable: said at the model's own key, not copied to data.image_processor
+        return False
     return (local / PROCESSOR_FILE).is_file() if local.is_dir() else not local.exists()
 
 
