@@ -38,7 +38,7 @@ from pydantic import BaseModel
 
 from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import parse_yaml, validate_model
-from edgekd.config.paths import user_path
+from edgekd.config.paths import AS_WRITTEN, user_path
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.distill.config import DistillStage as Distill
 from edgekd.distill.config import TeacherStage as Teacher
@@ -112,7 +112,7 @@ class Pipeline:
             if instance is not None:
                 raise ConfigError(f"{SOURCE}.to_yaml(): {role}: the module given as an object ({instance}) is not "
                                   "serializable; give it as 'package.module:factory' (with kwargs) instead")
-        text = yaml.safe_dump(self.recipe.model_dump(mode="json"), sort_keys=False)
+        text = yaml.safe_dump(self.recipe.model_dump(mode="json", context=AS_WRITTEN), sort_keys=False)
         if path is not None:
             user_path(path, "to_yaml(path)").write_text(text, encoding="utf-8")
         return text

@@ -322,6 +322,9 @@ def test_a_folder_with_a_dollar_in_its_name_is_written_with_two_and_survives_the
     assert loaded.data.train == data / "train.tsv"
     again = validate_model(loaded.model_dump(mode="json"), Recipe, source="record", expanded=True)
     assert again.data.train == data / "train.tsv"
+    written = Pipeline.from_recipe(loaded).to_yaml()  # a recipe again: its '$' written as '$$'
+    assert f"train: {tmp_path}/a$$b/train.tsv" in written
+    assert Pipeline.from_yaml(written).recipe.data.train == data / "train.tsv"
     run = edgekd.run(recipe, out=tmp_path / "run")
     assert run.stages[-1].stage == "teacher"
     assert edgekd.open_run(tmp_path / "run").recipe.data.train == data / "train.tsv"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, WrapSerializer
 
-from edgekd.config.paths import expand_field
+from edgekd.config.paths import escape_field, expand_field
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -18,10 +18,10 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
 #: A local file or folder, given as text or a ``pathlib.Path``: ``~`` and ``$VAR``/``${VAR}`` expanded
 #: (:mod:`edgekd.config.paths`), then, in a recipe file, relative to its folder.
-LocalPath = Annotated[Path, BeforeValidator(expand_field)]
+LocalPath = Annotated[Path, BeforeValidator(expand_field), WrapSerializer(escape_field)]
 #: A hub id, a built-in name or a local path, given as text or (from Python) as a ``pathlib.Path``: kept as text,
 #: ``~`` and ``$VAR``/``${VAR}`` expanded (:mod:`edgekd.config.paths`; a hub id or a name has neither).
-PathOrId = Annotated[str, BeforeValidator(expand_field)]
+PathOrId = Annotated[str, BeforeValidator(expand_field), WrapSerializer(escape_field)]
 
 
 class _OneLineErrors(type(BaseModel)):  # type: ignore[misc]  # pydantic's model metaclass

@@ -18,8 +18,8 @@ The rules, the same everywhere:
 - Windows' ``%NAME%`` is not a variable here: it stays as written.
 
 A hub id (``org/name``) or a built-in name has neither ``~`` nor ``$`` and passes unchanged. What is recorded
-(the run record, the stage fingerprints, :meth:`Pipeline.to_yaml`) is the expanded path, the file that was read:
-pointing ``DATA`` elsewhere is another input.
+(the run record, the stage fingerprints, :meth:`Pipeline.to_yaml`, which writes its ``$`` as ``$$``) is the
+expanded path, the file that was read: pointing ``DATA`` elsewhere is another input.
 
 Values validated again from a record edgekd wrote (a run directory's recipe, the recipe ``compress`` derives)
 are already expanded and are not expanded twice (:data:`ALREADY_EXPANDED`), so a real folder named ``a$b``
@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationInfo
+from pydantic import SerializationInfo, SerializerFunctionWrapHandler, ValidationInfo
 
 from edgekd.errors import ConfigValueError
 
@@ -99,6 +99,18 @@ def expand_field(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, str) and not (info.context or {}).get("paths_expanded"):
         return expand_path(value)
     return value
+
+
+#: The serialization context of a dump that is read back as a recipe (``Pipeline.to_yaml``): paths escaped.
+AS_WRITTEN = {"paths_escaped": True}
+
+
+def escape_field(value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+    """A path field dumped (the ``WrapSerializer`` of the path types): as it is, or, for a dump read back as a recipe
+    (:data:`AS_WRITTEN`), each ``$`` as ``$$`` so that expanding it again gives the same path."""
+    dumped = handler(value)
+    context = info.context or {}
+    return escaped(dumped) if isinstance(dumped, str) and context.get("paths_escaped") else dumped
 
 
 def user_path(value: str | os.PathLike[str], what: str) -> Path:
