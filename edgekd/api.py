@@ -19,6 +19,7 @@ from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
+from edgekd.config.paths import user_path, user_text
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
 from edgekd.data.image_files import is_image_data
@@ -57,17 +58,13 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     ``budget_ms`` check it against the device a run is given instead of the recipe's (``--device``,
     ``--budget-ms``); ``latency=False`` leaves the budget's feasibility to a budget search.
     """
+    source = _source(recipe)
     if isinstance(recipe, Recipe):
-        loaded, source = recipe, f"recipe '{recipe.name}'"
+        loaded = recipe
     elif isinstance(recipe, Mapping):
-        source = "recipe mapping"
         loaded = validate_model(dict(recipe), Recipe, source=source)
-    elif isinstance(recipe, str | Path):
-        source = str(find("pipelines", recipe))
-        loaded = load_recipe(source)
     else:
-        raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
-                        f"got {type(recipe).__name__}")
+        loaded = load_recipe(source)
     path = Path(source)  # a recipe file's "# Data:" comment says where to get missing data
     check_recipe(loaded, source)
     try:
@@ -81,6 +78,18 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_corpus_validation(loaded, profile, source)
     _check_inputs(loaded)
     return loaded
+
+
+def _source(recipe: RecipeLike) -> str:
+    """How messages name ``recipe``: its file, ``recipe mapping`` or ``recipe '<name>'``."""
+    if isinstance(recipe, Recipe):
+        return f"recipe '{recipe.name}'"
+    if isinstance(recipe, Mapping):
+        return "recipe mapping"
+    if isinstance(recipe, str | Path):
+        return str(find("pipelines", recipe))
+    raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
+                    f"got {type(recipe).__name__}")
 
 
 def pipelines() -> list[BuiltInRecipe]:
@@ -177,7 +186,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
         from edgekd.search.compress import preflight
 
         preflight(loaded, profile)
-    return loaded, profile, Path(out) if out is not None else Path("runs") / loaded.name
+    return loaded, profile, _path(out, "out") or Path("runs") / loaded.name
 
 
 def _with_threads(recipe: Recipe, threads: int | Literal["auto"] | None) -> Recipe:
@@ -207,14 +216,15 @@ def compress(
     is built (or read from the cache) first: a budget no candidate meets raises
     :class:`~edgekd.errors.BudgetError` before anything trains.
     """
-    from edgekd.search.compress import CompressResult, preflight, search_recipe
+    from edgekd.search.compress import CompressResult, check_search, preflight, search_recipe
 
-    loaded = _with_threads(search_recipe(recipe if isinstance(recipe, Recipe) else
-                                         validate(recipe, device=device, budget_ms=budget_ms, latency=False)), threads)
-    check_recipe(loaded, f"recipe '{loaded.name}'")
+    given = recipe if isinstance(recipe, Recipe) else validate(recipe, device=device, budget_ms=budget_ms,
+                                                               latency=False)
+    loaded = _with_threads(search_recipe(given), threads)
+    check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)
-    run_dir = Path(out) if out is not None else Path("runs") / loaded.name
+    run_dir = _path(out, "out") or Path("runs") / loaded.name
     with training_threads(loaded.threads):
         result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
     return CompressResult(run=result, table=table)
@@ -232,14 +242,15 @@ def profile(
     from edgekd.profile.runner import profile_onnx
 
     profile_ = load_device(device)
-    return profile_onnx(Path(onnx_path), profile_, warmup=warmup, runs=runs, show_progress=show_progress)
+    return profile_onnx(user_path(onnx_path, "onnx_path"), profile_, warmup=warmup, runs=runs,
+                        show_progress=show_progress)
 
 
 def report(run_dir: str | Path) -> list[Path]:
     """Rebuild a run directory's report.json/.md/.html and plots from its records (nothing is re-run)."""
     from edgekd.report.write import rebuild_report
 
-    return rebuild_report(Path(run_dir))
+    return rebuild_report(user_path(run_dir, "run_dir"))
 
 
 def bench(
@@ -259,12 +270,13 @@ def bench(
     from edgekd.report.bench import write_bench_report
 
     profile_ = load_device(device)
-    paths = [Path(m) for m in models]
-    with write_errors_reported(Path(out)):  # an --out that cannot be written fails now, not after the timing
-        Path(out).mkdir(parents=True, exist_ok=True)
+    paths = [user_path(m, "models") for m in models]
+    out = user_path(out, "out")
+    with write_errors_reported(out):  # an --out that cannot be written fails now, not after the timing
+        out.mkdir(parents=True, exist_ok=True)
     figures = bench_models(paths, profile_, warmup=warmup, runs=runs, rounds=rounds)
     settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "interleaved": True}
-    return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))
+    return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, out)
 
 
 def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[CalibratedDevice]:
@@ -309,12 +321,13 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: Devi
     from edgekd.export.ort_format import export_file
     from edgekd.export.source import default_out, export_source, source_kind
 
-    out_dir = Path(out) if out is not None else default_out(model)
+    model = user_text(model, "model")  # a file, a Hugging Face directory or hub id, or package.module:factory
+    out_dir = _path(out, "out") or default_out(model)
     profile_, target_ = load_device(device), load_export_target(target)
     if source_kind(model) != "onnx":
         return export_source(str(model), target_, profile_, out_dir,
                              kwargs=dict(kwargs) if kwargs is not None else None, input_shape=input_shape,
-                             sample=Path(sample) if sample is not None else None, warmup=warmup, runs=runs)
+                             sample=_path(sample, "sample"), warmup=warmup, runs=runs)
     if kwargs is not None or input_shape is not None or sample is not None:
         raise ConfigError(f"{model}: kwargs, input shape and sample apply to a 'package.module:factory', not to an "
                           "ONNX file")
@@ -333,9 +346,8 @@ def quantize(model: str | Path, *, device: DeviceLike, out: str | Path,
     """
     from edgekd.quantize.onnx_file import quantize_file
 
-    return quantize_file(Path(model), load_device(device), Path(out),
-                         calibration=Path(calibration) if calibration is not None else None,
-                         evaluation=Path(eval) if eval is not None else None,
+    return quantize_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
+                         calibration=_path(calibration, "calibration"), evaluation=_path(eval, "eval"),
                          settings=_quantize_settings(settings))
 
 
@@ -359,7 +371,12 @@ def bundle(model: str | Path, *, device: DeviceLike, out: str | Path,
     from edgekd.export.bundle_file import bundle_file
     from edgekd.export.config import load_export_target
 
-    return bundle_file(Path(model), load_device(device), Path(out), load_export_target(target),
-                       labels=Path(labels) if labels is not None else None,
-                       preprocessing=Path(preprocessing) if preprocessing is not None else None,
+    return bundle_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
+                       load_export_target(target), labels=_path(labels, "labels"),
+                       preprocessing=_path(preprocessing, "preprocessing"),
                        warmup=warmup, runs=runs)
+
+
+def _path(value: str | Path | None, what: str) -> Path | None:
+    """An optional path argument, ``~`` and variables expanded (:func:`~edgekd.config.paths.user_path`)."""
+    return user_path(value, what) if value is not None else None

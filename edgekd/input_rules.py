@@ -146,7 +146,7 @@ def warn_foreign_tokenizers(recipe: Recipe, source: str) -> None:
 def _vocabulary_digest(name: str) -> str | None:
     """SHA-256 of a local directory's vocabulary file (the first of :data:`VOCABULARY_FILES` there); None for a
     hub id, a packaged checkpoint or a directory without one."""
-    directory = Path(name).expanduser()
+    directory = Path(name)
     if not directory.is_dir():
         return None
     for file_name in VOCABULARY_FILES:

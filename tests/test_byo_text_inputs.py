@@ -134,7 +134,8 @@ def test_a_model_directory_without_tokenizer_files_is_refused_not_given_an_empty
 def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """From Python a directory is naturally a ``pathlib.Path`` (refused as 'not a valid string'), and ``~/...``
-    passed the directory check but reached transformers as a hub id."""
+    passed the directory check but reached transformers as a hub id. Both are kept as the expanded path's text
+    (what the run record and the fingerprints show, :mod:`edgekd.config.paths`)."""
     from pydantic import TypeAdapter
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -150,7 +151,7 @@ def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,
     text = InputSignature(kind="text", vocab_size=300, pad_id=0, max_length=32)
     for given in (checkpoint, "~/my-bert"):
         spec = TypeAdapter(ModelSpec).validate_python({"arch": "hf", "pretrained": given})
-        assert spec.pretrained == str(given)
+        assert spec.pretrained == str(checkpoint)
         assert build_hf(spec, text, ("neg", "pos")).config.num_labels == 2
         tokenizer = load_or_train_tokenizer(TokenizerConfig(pretrained=given), TEXTS)
         assert tokenizer.eos_token == "<|endoftext|>"

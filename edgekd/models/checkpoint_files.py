@@ -21,7 +21,7 @@ def looks_local(name: str) -> bool:
 
 def check_local_path(name: str) -> None:
     """Raise ``ValueError`` when ``name`` is written as a path and is not a directory."""
-    if looks_local(name) and not Path(name).expanduser().is_dir():
+    if looks_local(name) and not Path(name).is_dir():
         raise ValueError(f"'{name}' is not a directory (a path was given, so it is not read as a hub id)")
 
 
