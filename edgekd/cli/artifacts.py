@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from edgekd.cli.common import JsonOpt, RequiredDeviceOpt, api, handle_errors, print_warnings
+from edgekd.cli.common import JsonOpt, RequiredDeviceOpt, add_columns, api, handle_errors, print_warnings
 from edgekd.console import out, print_json, shown
 from edgekd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgekd.export.source import ExportedModel
+
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Export preset from exporters/ or a YAML path.")]
 
 
 @handle_errors
 def export(
     source: Annotated[str, typer.Argument(help="An ONNX file; or a PyTorch model: a Hugging Face directory, a hub id "
                                                "(local cache only) or package.module:factory.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Export preset from exporters/ or a YAML path.")] = (
-        "ort-mobile"),
+    target: TargetOpt = "ort-mobile",
     device: Annotated[str, typer.Option(
         "--device", "-d", help="Device profile: its input shapes (parity, sample) and the profile.")] = "host-cpu",
     out_dir: Annotated[Path | None, typer.Option(
@@ -59,7 +63,7 @@ def export(
               soft_wrap=True)
 
 
-def _print_exported(result: Any, as_json: bool) -> None:
+def _print_exported(result: ExportedModel, as_json: bool) -> None:
     """An exported PyTorch source: its files, parity and profile."""
     record = result.to_json()
     if as_json:
@@ -133,8 +137,8 @@ def quantize(
     quantized = result.quantized
     table = Table(title=f"{shown(model)} on {shown(record['device']['name'])}")
     metric = quantized.variants["fp32"].metric  # the primary metric the variants were scored on
-    for column in ("variant", "p50 ms", "vs fp32", "MB", metric, "agree", "kept"):
-        table.add_column(column, justify="left" if column in ("variant", "kept") else "right", no_wrap=True)
+    add_columns(table, ("variant", "p50 ms", "vs fp32", "MB", metric, "agree", "kept"), left=("variant", "kept"),
+                no_wrap=True)
     for name, v in quantized.variants.items():
         speedup = f"{v.speedup.ratio:.2f}×" if name != "fp32" and v.speedup is not None else "1"
         table.add_row(shown(name), f"{v.p50_ms:.4f}", speedup, f"{v.size_mb:.3f}",
@@ -156,8 +160,7 @@ def bundle(
         help="Text file with one class name per line, in the order of the model's output.")] = None,
     preprocessing: Annotated[Path | None, typer.Option(
         help="JSON or YAML mapping stored as the manifest's preprocessing (kind: image|text|...).")] = None,
-    target: Annotated[str, typer.Option("--target", "-t", help="Export preset from exporters/ or a YAML path.")] = (
-        "ort-mobile"),
+    target: TargetOpt = "ort-mobile",
     runs: Annotated[int, typer.Option(min=10, help="Timed runs for the manifest's latency.")] = 200,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 20,
     as_json: JsonOpt = False,

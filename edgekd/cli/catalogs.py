@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from edgekd import catalog
-from edgekd.cli.common import JsonOpt, api, handle_errors
+from edgekd.cli.common import JsonOpt, add_columns, api, handle_errors
 from edgekd.config.device import load_device
 from edgekd.console import out, print_json, shown
 
@@ -33,8 +33,7 @@ def devices_list(as_json: JsonOpt = False) -> None:
         return
     table = Table(title="device profiles (the names --device takes)", box=box.SIMPLE_HEAD)
     table.add_column("name", no_wrap=True, min_width=max(len(d.name) for d in devices))
-    for column in ("threads", "p90 ms", "size MB", "memory MB", "latency"):
-        table.add_column(column, no_wrap=True, justify="left" if column == "latency" else "right")
+    add_columns(table, ("threads", "p90 ms", "size MB", "memory MB", "latency"), left=("latency",), no_wrap=True)
     for device in devices:
         b = device.budget
         table.add_row(shown(device.name), str(device.threads), f"{b.p90_ms:g}", f"{b.size_mb:g}",
@@ -75,8 +74,8 @@ def devices_calibrate(
         return
     table = Table(title="host→device speed ratios (device ms ÷ host ms of the reference model)", box=box.SIMPLE_HEAD)
     table.add_column("device", no_wrap=True)
-    for column in ("reference", "published ms", "host ms", "ratio", "rounds", "spread", "status"):
-        table.add_column(column, justify="left" if column in ("reference", "status") else "right")
+    add_columns(table, ("reference", "published ms", "host ms", "ratio", "rounds", "spread", "status"),
+                left=("reference", "status"))
     for c in calibrated:
         speed = c.speed
         status = "cached" if speed.cached else "measured now" if speed.stable else "[red]unstable: not cached[/]"

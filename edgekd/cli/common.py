@@ -1,5 +1,5 @@
 """What every ``edgekd`` command shares: the error → exit-code wrapper, the lazily imported API, the options
-several commands take and the warnings printout.
+several commands take, the columns of their figure tables and the warnings printout.
 
 Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal error, 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM). Text from user files is printed through :func:`edgekd.console.shown`.
@@ -7,13 +7,14 @@ Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from functools import wraps
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.table import Table
 
 from edgekd.console import err, shown
 from edgekd.errors import EdgekdError, is_out_of_memory, too_long_name
@@ -89,6 +90,12 @@ def print_warnings(warnings: list[str]) -> None:
     """Warnings about the figures just printed, on stderr (stdout stays the result)."""
     for warning in warnings:
         err.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
+
+
+def add_columns(table: Table, columns: Iterable[str], *, left: Collection[str] = (), no_wrap: bool = False) -> None:
+    """Add a figures table's columns: right-aligned (numbers line up) except the text ones named in ``left``."""
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right", no_wrap=no_wrap)
 
 
 RecipeArg = Annotated[str, typer.Argument(help="A recipe YAML path or a built-in name (see pipelines/).")]

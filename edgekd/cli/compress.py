@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -16,6 +16,7 @@ from edgekd.cli.common import (
     QuietOpt,
     RecipeArg,
     ThreadsOpt,
+    add_columns,
     api,
     handle_errors,
 )
@@ -24,6 +25,9 @@ from edgekd.console import out, print_json, shown
 from edgekd.report.document import fmt
 from edgekd.report.search_section import LM_TRAINED_COLUMNS, lm_trained_rows
 from edgekd.search.record import LMSearchRecord
+
+if TYPE_CHECKING:
+    from edgekd.search.compress import CompressResult
 
 
 @handle_errors
@@ -55,7 +59,7 @@ def compress(
     print_run(result.run, as_json=False)
 
 
-def _print_search(result) -> None:
+def _print_search(result: CompressResult) -> None:
     """The latency table's origin, the trained candidates and the choice of a search run."""
     table = result.table
     out.print(f"latency table: {table.entries} candidates, "
@@ -67,8 +71,8 @@ def _print_search(result) -> None:
         return
     trained = Table(title=f"trained candidates ({search.table.feasible} of {table.entries} fit the budget "
                           f"p90 {search.budget.p90_ms:g} ms on {shown(search.device)})")
-    for column in ("candidate", f"val {search.metric}", f"test {search.metric}", "p90 ms", "size MB", "verdict"):
-        trained.add_column(column, justify="left" if column == "candidate" else "right")
+    add_columns(trained, ("candidate", f"val {search.metric}", f"test {search.metric}", "p90 ms", "size MB", "verdict"),
+                left=("candidate",))
     for m in search.measured:
         trained.add_row(shown(m.label), fmt(m.val_score, "{:.4f}"), fmt(m.score, "{:.4f}"), f"{m.p90_ms:.3f}",
                         f"{m.size_mb:.3f}", m.verdict)
@@ -82,8 +86,7 @@ def _print_lm_search(search: LMSearchRecord, entries: int) -> None:
     trained = Table(title=f"trained candidates ({search.table.feasible} of {entries} fit the budget "
                           f"{search.per_token_limit_ms:g} ms per token on {shown(search.device)}; chosen by "
                           f"{search.metric.description})")
-    for column in LM_TRAINED_COLUMNS:
-        trained.add_column(column, justify="left" if column == LM_TRAINED_COLUMNS[0] else "right")
+    add_columns(trained, LM_TRAINED_COLUMNS, left=LM_TRAINED_COLUMNS[:1])
     for row in lm_trained_rows(search):
         trained.add_row(shown(row[0]), *row[1:])
     out.print(trained)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekd.cli.common import FreshOpt, JsonOpt, OutOpt, QuietOpt, ThreadsOpt, api, handle_errors
-from edgekd.cli.run import print_run
+from edgekd.cli.common import FreshOpt, JsonOpt, OutOpt, QuietOpt, ThreadsOpt, handle_errors
+from edgekd.cli.run import run_and_print
 
 
 @handle_errors
@@ -15,7 +15,5 @@ def demo(out_dir: OutOpt = None, threads: ThreadsOpt = None, fresh: FreshOpt = F
 
     Example: edgekd demo --out runs/demo
     """
-    result = api().run("demo-digits", out=out_dir or Path("runs/demo"), threads=threads, fresh=fresh,
-                       show_progress=not (quiet or as_json))
-    if result.is_main_process:
-        print_run(result, as_json)
+    run_and_print("demo-digits", out_dir=out_dir or Path("runs/demo"), threads=threads, fresh=fresh, quiet=quiet,
+                  as_json=as_json)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgekd.cli.common import HostDeviceOpt, JsonOpt, api, handle_errors, print_warnings
+from edgekd.cli.common import HostDeviceOpt, JsonOpt, add_columns, api, handle_errors, print_warnings
 from edgekd.console import out, print_json, shown
 from edgekd.profile.stability import stability_warning
 
@@ -65,8 +65,7 @@ def bench(
         print_json(record.to_json())
         return
     table = Table(title=f"CPU benchmark on {shown(record.device.name)}")
-    for column in ("model", "p50 ms", "p90 ms", "size MB", "MACs", "verdict"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    add_columns(table, ("model", "p50 ms", "p90 ms", "size MB", "MACs", "verdict"), left=("model",))
     for m in record.models:
         table.add_row(shown(m.name), f"{m.p50_ms:.4f}", f"{m.p90_ms:.4f}", f"{m.size_mb:.3f}",
                       f"{m.macs:,}" if m.macs is not None else "–", m.verdict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -25,6 +25,9 @@ from edgekd.cli.common import (
 )
 from edgekd.console import out, print_json, shown
 from edgekd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgekd.pipeline import RunResult
 
 T = TypeVar("T")
 
@@ -47,6 +50,14 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, bud
         for stage in plans:
             out.print(shown(stage.describe()), highlight=False)
         return
+    run_and_print(recipe, device=device, out_dir=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
+                  quiet=quiet, as_json=as_json)
+
+
+def run_and_print(recipe: str, *, out_dir: Path | None, threads: int | None, fresh: bool, quiet: bool, as_json: bool,
+                  device: str | None = None, budget_ms: float | None = None) -> None:
+    """Run a recipe through the API and print it (see :func:`print_run`): ``edgekd run`` and ``edgekd demo``.
+    Only the main process of a data-parallel run prints."""
     result = api().run(recipe, device=device, out=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
                        show_progress=not (quiet or as_json))
     if result.is_main_process:
@@ -86,7 +97,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (edgekd
         out.print(f"wrote {shown(path)}", soft_wrap=True)
 
 
-def run_json(result) -> dict[str, Any]:
+def run_json(result: RunResult) -> dict[str, Any]:
     """A run's stages and, when it has one, its report.json, as one JSON-ready mapping."""
     stages = [{"index": r.index, "stage": r.stage, "directory": r.directory, "skipped": r.skipped,
                "wall_seconds": r.wall_seconds} for r in result.stages]
@@ -103,7 +114,7 @@ def _own_report(read: Callable[[], T]) -> T | None:
         return None
 
 
-def print_run(result, as_json: bool) -> None:
+def print_run(result: RunResult, as_json: bool) -> None:
     """The run's stage table and, when it has a report, the teacher/student summary and budget verdict."""
     if as_json:
         print_json(run_json(result))
