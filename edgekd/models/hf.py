@@ -5,8 +5,9 @@ A model that answers per token (token classification: ``InputSignature.per_token
 ``…ForSequenceClassification`` one; everything else is shared.
 
 Models are built with the eager attention implementation so that attention probabilities can be
-returned for attention-transfer losses, and weights are only ever read as safetensors (or with
-``weights_only`` loading); ``trust_remote_code`` stays off unless a recipe asks for it.
+returned for attention-transfer losses, and weights are only ever read as safetensors or, for a checkpoint
+holding only ``pytorch_model.bin``, with torch's restricted ``weights_only`` loader; ``trust_remote_code``
+stays off unless a recipe asks for it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
+from edgekd.models.checkpoint_files import load_options
 from edgekd.models.head_labels import match_head_labels
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
@@ -54,7 +56,7 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
         try:
             model = auto_class("text", per_token).from_pretrained(
                 source, num_labels=num_classes, attn_implementation=ATTENTION, dtype=LOAD_DTYPE,
-                trust_remote_code=spec.trust_remote_code, use_safetensors=True,
+                trust_remote_code=spec.trust_remote_code, **load_options(source),
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
@@ -116,7 +118,7 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
             # by it): cleared, as a model built from a config has none; edgekd's losses follow data.task.
             module = auto.from_pretrained(
                 source, **labels, problem_type=None, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
-                dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code, use_safetensors=True)
+                dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code, **load_options(source))
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
         if _note_head(spec.pretrained, config, len(class_names), signature.per_token):
