@@ -23,7 +23,7 @@ from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
 from edgekd.models.checkpoint_files import load_options
-from edgekd.models.head_labels import match_head_labels
+from edgekd.models.head_labels import keep_head_rows, match_head_labels, subset_rows
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 
@@ -114,14 +114,20 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         source = resolve_pretrained(spec.pretrained)
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+            # a head naming more classes than the data's, every one of them among its labels, keeps their rows
+            rows = subset_rows(config.id2label, class_names) if _has_head(config, signature.per_token) else None
             # problem_type is the checkpoint's old task's (transformers' pipelines pick softmax, sigmoid or identity
             # by it): cleared, as a model built from a config has none; edgekd's losses follow data.task.
             module = auto.from_pretrained(
-                source, **labels, problem_type=None, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
-                dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code, **load_options(source))
+                source, **({} if rows else labels), problem_type=None, ignore_mismatched_sizes=True,
+                attn_implementation=ATTENTION, dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code,
+                **load_options(source))
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
-        if _note_head(spec.pretrained, config, len(class_names), signature.per_token):
+        if rows and not keep_head_rows(module, rows, class_names, spec.pretrained):
+            raise ModelError(f"pretrained model '{spec.pretrained}': its classification head layer (one output per "
+                             f"label of its {config.num_labels}) was not found to keep the data's classes' rows")
+        if not rows and _note_head(spec.pretrained, config, len(class_names), signature.per_token):
             match_head_labels(module, config.id2label, class_names, spec.pretrained)
     _fit_data(module, spec, signature)
     return module
@@ -181,13 +187,19 @@ def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = 
     a token classifier's head is the checkpoint's only when the checkpoint is a token classifier. Whether the
     checkpoint's head is kept."""
     kind = "token classification" if per_token else "classification"
-    heads = [name for name in (config.architectures or [])
-             if name.endswith("ForTokenClassification" if per_token else "Classification")]
+    heads = _has_head(config, per_token)
     if not heads:
         log.info("classifier added: %d labels (%s has no %s head)", num_labels, pretrained, kind)
     elif config.num_labels != num_labels:
         log.info("classifier replaced: %d labels, checkpoint had %d", num_labels, config.num_labels)
-    return bool(heads) and config.num_labels == num_labels
+    return heads and config.num_labels == num_labels
+
+
+def _has_head(config: Any, per_token: bool = False) -> bool:
+    """Whether the checkpoint of ``config`` has a classification head of the kind asked (a token classifier's
+    for ``per_token``)."""
+    return any(name.endswith("ForTokenClassification" if per_token else "Classification")
+               for name in config.architectures or [])
 
 
 def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> None:
