@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import MemoryData, TokenizerConfig, is_corpus
 from edgekd.errors import ConfigError
+from edgekd.models.checkpoint_files import VOCABULARY_FILES
 from edgekd.task_rules import hf_config
 
 if TYPE_CHECKING:
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Files holding a tokenizer's vocabulary, as save_pretrained writes them (fast, WordPiece, BPE, SentencePiece).
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-                    "sentencepiece.bpe.model")
 #: Stages that run a model at the device's input shapes.
 TIMING_STAGES = frozenset({"profile", "quantize", "bundle", "prune", "factorize", "hybrid", "search"})
 

@@ -128,7 +128,14 @@ def test_a_model_directory_without_tokenizer_files_is_refused_not_given_an_empty
     BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
                                               num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="has no vocabulary beyond its 5 special tokens \\(no tokenizer files"):
-        load_or_train_tokenizer(TokenizerConfig(pretrained=str(tmp_path)), TEXTS)
+        load_or_train_tokenizer(TokenizerConfig.model_construct(pretrained=str(tmp_path)), TEXTS)
+    # and by validate, before anything runs (was: validate said ok, the run stopped at its first stage)
+    path = _recipe(tmp_path, {"arch": "hf", "pretrained": str(tmp_path)}, TIMED[:3])
+    recipe = yaml.safe_load(path.read_text())
+    recipe["tokenizer"] = {"pretrained": str(tmp_path)}
+    path.write_text(yaml.safe_dump(recipe))
+    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), "tokenizer.pretrained",
+                           f"'{tmp_path}' has no tokenizer files (expected tokenizer.json")
 
 
 def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,

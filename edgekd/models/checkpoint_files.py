@@ -16,6 +16,9 @@ from typing import Any
 
 #: Weight files edgekd refuses to load (other names and other frameworks' formats), named in the message.
 _OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+#: Files holding a tokenizer's vocabulary, as save_pretrained writes them (fast, WordPiece, BPE, SentencePiece).
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
 #: PyTorch weights as transformers saves them without safetensors: one file, or shards and their index.
 TORCH_WEIGHTS, TORCH_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 
@@ -29,6 +32,16 @@ def check_local_path(name: str) -> None:
     """Raise ``ValueError`` when ``name`` is written as a path and is not a directory."""
     if looks_local(name) and not Path(name).expanduser().is_dir():
         raise ValueError(f"'{name}' is not a directory (a path was given, so it is not read as a hub id)")
+
+
+def check_tokenizer_files(name: str) -> None:
+    """Raise ``ValueError`` when ``name`` is a local directory holding none of :data:`VOCABULARY_FILES` (a model
+    directory saved without its tokenizer): transformers would make up a tokenizer of its special tokens only,
+    and every word would be the unknown token."""
+    directory = Path(name).expanduser()
+    if directory.is_dir() and not any((directory / file).is_file() for file in VOCABULARY_FILES):
+        raise ValueError(f"'{name}' has no tokenizer files (expected tokenizer.json, or vocab.txt / vocab.json and "
+                         "merges.txt, or a SentencePiece model, as save_pretrained writes them)")
 
 
 def check_weights(directory: Path) -> None:
