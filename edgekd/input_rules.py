@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import MemoryData, TokenizerConfig, is_corpus
 from edgekd.errors import ConfigError
-from edgekd.models.checkpoint_files import VOCABULARY_FILES
+from edgekd.models.checkpoint_files import VOCABULARY_FILES, check_tokenizer_files
 from edgekd.task_rules import hf_config
 
 if TYPE_CHECKING:
@@ -121,6 +121,18 @@ def _usable_positions(config: dict[str, Any]) -> int | None:
     except Exception:  # an unknown family or a config transformers refuses: its own check names the key
         return None
     return usable_positions(model)
+
+
+def check_tokenizer_present(recipe: Recipe, source: str) -> None:
+    """Raise ``ConfigError`` when text data's ``tokenizer.pretrained`` is a local directory without tokenizer files
+    (a model saved without its tokenizer: transformers would make one up of its special tokens only)."""
+    given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
+    if recipe.data.modality != "text" or given is None:
+        return
+    try:
+        check_tokenizer_files(given)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: tokenizer.pretrained: {exc}") from None
 
 
 def warn_foreign_tokenizers(recipe: Recipe, source: str) -> None:

@@ -9,7 +9,7 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 
 from edgekd.config.base import Fraction, PathOrId, PositiveInt, StrictModel
 from edgekd.data.image_config import ImageCsvData, ImageFolderData, ImagePrep
-from edgekd.models.checkpoint_files import check_local_path, check_tokenizer_files
+from edgekd.models.checkpoint_files import check_local_path
 
 #: What a model learns from the labels (see :mod:`edgekd.data.label_kind`).
 TaskKind = Literal["single_label", "multi_label", "regression", "token_classification"]
@@ -216,5 +216,4 @@ class TokenizerConfig(StrictModel):
     def _path_exists(cls, pretrained: str | None) -> str | None:
         if pretrained is not None:
             check_local_path(pretrained)
-            check_tokenizer_files(pretrained)
         return pretrained
