@@ -115,7 +115,46 @@ def _processor_preparer(name: str, trust_remote_code: bool) -> Preparer:
         "mean_std_from": "image processor",
         "processor_config": json.loads(json.dumps(settings, default=str)),
     }
-    return Preparer(record, processor)
+    return Preparer({**record, **_measured_pixels(processor, record)}, processor)
+
+
+def _measured_pixels(processor: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The channel order, mean and std the processor applies, where they differ from what its settings read as.
+
+    A processor's keys do not say everything it does (MobileViT's ``do_flip_channel_order`` feeds B, G, R;
+    a subclass may normalise without ``do_normalize``). Uniform images of three colours are run through it:
+    each output channel is an affine function of one input channel (``(value × scale - mean) / std``),
+    which gives its order, mean and std. Processors whose outputs are not such a function keep the record.
+    """
+    from PIL import Image
+
+    colours = np.array([(10, 120, 230), (200, 40, 90), (70, 250, 5)], dtype=np.float64)
+    outputs = [processor(images=[Image.new("RGB", (64, 48), tuple(int(v) for v in colour))],
+                         return_tensors="np")["pixel_values"][0] for colour in colours]
+    got = np.array([[float(channel[channel.shape[0] // 2, channel.shape[1] // 2]) for channel in output]
+                    for output in outputs])
+    if got.shape[1] != 3:
+        return {}
+    order, slopes, offsets = [], [], []
+    for channel in range(3):
+        for source in range(3):
+            slope = (got[1, channel] - got[0, channel]) / (colours[1, source] - colours[0, source])
+            offset = got[0, channel] - slope * colours[0, source]
+            if abs(slope) > 1e-12 and np.allclose(got[:, channel], slope * colours[:, source] + offset, atol=1e-3):
+                order.append(source)
+                slopes.append(slope)
+                offsets.append(offset)
+                break
+        else:
+            return {}
+    std = [record["rescale_factor"] / slope for slope in slopes]
+    mean = [-offset * deviation for offset, deviation in zip(offsets, std, strict=True)]
+    measured: dict[str, Any] = {}
+    if order != [0, 1, 2]:
+        measured["channel_order"] = "".join("RGB"[source] for source in order)
+    if not np.allclose(mean, record["mean"], atol=1e-3) or not np.allclose(std, record["std"], atol=1e-3):
+        measured |= {"mean": [round(v, 6) for v in mean], "std": [round(v, 6) for v in std]}
+    return measured
 
 
 def _crop(settings: dict[str, Any]) -> dict[str, Any] | None:
