@@ -127,7 +127,7 @@ def test_a_model_directory_without_tokenizer_files_is_refused_not_given_an_empty
 
     BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
                                               num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
-    with pytest.raises(ConfigError, match="has no vocabulary beyond its 5 special tokens \\(no tokenizer files"):
+    with pytest.raises(ConfigError, match="has no tokenizer files \\(expected tokenizer.json"):
         load_or_train_tokenizer(TokenizerConfig.model_construct(pretrained=str(tmp_path)), TEXTS)
     # and by validate, before anything runs (was: validate said ok, the run stopped at its first stage)
     path = _recipe(tmp_path, {"arch": "hf", "pretrained": str(tmp_path)}, TIMED[:3])
@@ -136,6 +136,26 @@ def test_a_model_directory_without_tokenizer_files_is_refused_not_given_an_empty
     path.write_text(yaml.safe_dump(recipe))
     _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), "tokenizer.pretrained",
                            f"'{tmp_path}' has no tokenizer files (expected tokenizer.json")
+
+
+def test_a_sentencepiece_only_tokenizer_without_the_package_is_one_line_naming_it(tmp_path: Path) -> None:
+    """ALBERT/T5/XLM-R tokenizers saved as a SentencePiece model only: without the sentencepiece package transformers
+    fell back to other readers and said 'tiktoken is required'."""
+    import importlib.util
+
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed: the model is read")
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "AlbertTokenizer"}')
+    (tmp_path / "spiece.model").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match=r"has only a SentencePiece model \(spiece.model\), which needs the "
+                                          r"sentencepiece package"):
+        load_or_train_tokenizer(TokenizerConfig(pretrained=str(tmp_path)), TEXTS)
+    path = _recipe(tmp_path, {"arch": "bilstm", "hidden": 8, "embedding_dim": 8}, TIMED[:3])
+    recipe = yaml.safe_load(path.read_text())
+    recipe["tokenizer"] = {"pretrained": str(tmp_path)}
+    path.write_text(yaml.safe_dump(recipe))
+    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), "tokenizer.pretrained",
+                           "which needs the sentencepiece package")
 
 
 def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,

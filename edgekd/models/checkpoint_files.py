@@ -10,6 +10,7 @@ read file names, safetensors headers and the ``.bin`` files through that loader 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,16 @@ def check_tokenizer_files(name: str) -> None:
     directory saved without its tokenizer): transformers would make up a tokenizer of its special tokens only,
     and every word would be the unknown token."""
     directory = Path(name).expanduser()
-    if directory.is_dir() and not any((directory / file).is_file() for file in VOCABULARY_FILES):
+    if not directory.is_dir():
+        return
+    present = [file for file in VOCABULARY_FILES if (directory / file).is_file()]
+    if not present:
         raise ValueError(f"'{name}' has no tokenizer files (expected tokenizer.json, or vocab.txt / vocab.json and "
                          "merges.txt, or a SentencePiece model, as save_pretrained writes them)")
+    if all(file.endswith(".model") for file in present) and importlib.util.find_spec("sentencepiece") is None:
+        raise ValueError(f"'{name}' has only a SentencePiece model ({', '.join(present)}), which needs the "
+                         "sentencepiece package (pip install sentencepiece); or save the tokenizer with "
+                         "save_pretrained where it is installed, which writes tokenizer.json")
 
 
 def check_weights(directory: Path) -> None:
