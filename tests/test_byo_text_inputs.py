@@ -158,6 +158,30 @@ def test_a_sentencepiece_only_tokenizer_without_the_package_is_one_line_naming_i
                            "which needs the sentencepiece package")
 
 
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_a_checkpoint_of_a_smaller_vocabulary_than_the_tokenizer_is_refused_by_validate(role: str,
+                                                                                       tmp_path: Path) -> None:
+    """The model's embeddings have no rows for the tokenizer's last ids: refused when the model was built, so
+    validate said ok and a student's refusal came after the teacher had trained."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer_dir = _byte_level_tokenizer(tmp_path / "tok", TEXTS, eos_token="<|endoftext|>")
+    from transformers import AutoTokenizer
+
+    size = len(AutoTokenizer.from_pretrained(tokenizer_dir))
+    model_dir = tmp_path / "small-vocab"
+    BertForSequenceClassification(BertConfig(vocab_size=size - 3, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32)).save_pretrained(model_dir)
+    path = _recipe(tmp_path, {"arch": "bilstm", "hidden": 8, "embedding_dim": 8}, TIMED[:3])
+    recipe = yaml.safe_load(path.read_text())
+    recipe[role]["model"] = {"arch": "hf", "pretrained": str(model_dir)}
+    recipe["tokenizer"] = {"pretrained": str(tokenizer_dir), "max_length": 32}
+    path.write_text(yaml.safe_dump(recipe))
+    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), f"{role}.model: pretrained '{model_dir}' has "
+                           f"a vocabulary of {size - 3} tokens, fewer than tokenizer.pretrained '{tokenizer_dir}' "
+                           f"with {size}")
+
+
 def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """From Python a directory is naturally a ``pathlib.Path`` (refused as 'not a valid string'), and ``~/...``
