@@ -207,6 +207,32 @@ def test_a_head_of_more_named_classes_keeps_the_datas_rows(family: str, tmp_path
         torch.testing.assert_close(call_logits(reloaded, batch), call_logits(model, batch))
 
 
+@pytest.mark.parametrize("per_token", [True, False], ids=["sentence-head-per-token", "token-head-per-sentence"])
+def test_a_head_of_another_kind_is_not_loaded_into_the_added_one(per_token: bool, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """BERT's sentence and token classifiers are both 'classifier' of the same shape: the log said 'classifier
+    added' while the checkpoint's other head was loaded into it, its rows meaning other classes."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("bert", num_labels=2, **hf_families.TEXT["bert"])
+    auto = AutoModelForSequenceClassification if per_token else AutoModelForTokenClassification
+    saved = auto.from_config(config)
+    with torch.no_grad():
+        saved.classifier.weight.fill_(0.5)
+    saved.save_pretrained(tmp_path / "bert")
+    signature = InputSignature(kind="text", vocab_size=hf_families.VOCAB, pad_id=hf_families.PAD, max_length=32,
+                               per_token=per_token)
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / "bert")), signature, TWO)
+    kind = "token classification" if per_token else "classification"
+    assert caplog.messages == [f"classifier added: 2 labels ({tmp_path / 'bert'} has no {kind} head)"]
+    assert not torch.equal(model.classifier.weight, saved.classifier.weight)
+    embeddings = model.bert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(embeddings, saved.bert.embeddings.word_embeddings.weight)
+    assert 0.005 < model.classifier.weight.std().item() < 0.05
+
+
 @pytest.mark.parametrize("problem_type", ["regression", "multi_label_classification"])
 def test_a_checkpoints_problem_type_is_not_kept_for_the_datas_task(problem_type: str, tmp_path: Path) -> None:
     """A checkpoint fine-tuned for another task would make transformers' pipelines read the distilled model's

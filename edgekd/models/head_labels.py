@@ -106,6 +106,22 @@ def keep_head_rows(module: nn.Module, rows: list[int], class_names: tuple[str, .
     return True
 
 
+def fresh_head(module: nn.Module, outputs: int) -> None:
+    """Draw the head layer (``outputs`` rows) afresh, as transformers initialises a new layer.
+
+    A checkpoint with a head of another kind (a sentence classifier used per token, or the reverse) has that
+    head's weights loaded into the new one, which has the same name and shape: rows that meant other classes.
+    """
+    head = _head(module, outputs)
+    if head is None:
+        return
+    std = float(getattr(module.config, "initializer_range", None) or 0.02)
+    with torch.no_grad():
+        nn.init.normal_(head.weight, std=std)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+
+
 def _saved_names(checkpoint_labels: dict[Any, str]) -> list[str]:
     return [str(checkpoint_labels[key]) for key in sorted(checkpoint_labels, key=int)]
 

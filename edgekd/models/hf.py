@@ -23,7 +23,7 @@ from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
 from edgekd.models.checkpoint_files import load_options
-from edgekd.models.head_labels import keep_head_rows, match_head_labels, subset_rows
+from edgekd.models.head_labels import fresh_head, keep_head_rows, match_head_labels, subset_rows
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 
@@ -129,6 +129,8 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
                              f"label of its {config.num_labels}) was not found to keep the data's classes' rows")
         if not rows and _note_head(spec.pretrained, config, len(class_names), signature.per_token):
             match_head_labels(module, config.id2label, class_names, spec.pretrained)
+        elif not rows and not _has_head(config, signature.per_token):
+            fresh_head(module, len(class_names))  # not another kind of head's rows, loaded by name
     _fit_data(module, spec, signature)
     return module
 
@@ -198,8 +200,9 @@ def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = 
 def _has_head(config: Any, per_token: bool = False) -> bool:
     """Whether the checkpoint of ``config`` has a classification head of the kind asked (a token classifier's
     for ``per_token``)."""
-    return any(name.endswith("ForTokenClassification" if per_token else "Classification")
-               for name in config.architectures or [])
+    token = [name.endswith("ForTokenClassification") for name in config.architectures or []]
+    return any(token) if per_token else any(name.endswith("Classification") and not is_token
+                                            for name, is_token in zip(config.architectures or [], token, strict=True))
 
 
 def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> None:
