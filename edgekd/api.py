@@ -25,7 +25,12 @@ from edgekd.data.config import HFDiskData, TextFileData
 from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, DataError, ModelError
-from edgekd.input_rules import check_sequence_fits, warn_foreign_tokenizers
+from edgekd.input_rules import (
+    check_sequence_fits,
+    check_tokenizer_present,
+    check_vocabulary_fits,
+    warn_foreign_tokenizers,
+)
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
@@ -73,6 +78,8 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
         raise ConfigError(f"{source}: device: {exc}") from None
     check_generation_fits(loaded, profile, source)
     check_sequence_fits(loaded, profile, source)
+    check_tokenizer_present(loaded, source)
+    check_vocabulary_fits(loaded, source)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
     check_corpus_validation(loaded, profile, source)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
 from edgekd.config.base import LocalPath, PathOrId, PositiveInt, StrictModel
 from edgekd.models import families
-from edgekd.models.checkpoint_files import check_local_path, check_safetensors_weights, looks_local
+from edgekd.models.checkpoint_files import check_local_path, check_weights, looks_local
 from edgekd.models.packaged import is_packaged, resolve_pretrained
 
 #: A layer width, channel or embedding count: positive and small enough to allocate.
@@ -177,7 +177,8 @@ class BertSpec(EmbeddingStudent):
 def _checked_checkpoint(pretrained: str, trust_remote_code: bool) -> str:
     """The ``model_type`` of checkpoint ``pretrained``, once it is known to load: a path that exists, a family
     transformers knows (unless the checkpoint brings its own code) and, for a local directory, readable
-    safetensors weights. Raises ``ValueError`` (one line) otherwise, so ``validate`` names the key."""
+    weights (safetensors, or PyTorch's read by its weights_only loader). Raises ``ValueError`` (one line)
+    otherwise, so ``validate`` names the key."""
     check_local_path(pretrained)
     model_type = families.read_config(pretrained, trust_remote_code=trust_remote_code).get("model_type")
     if not isinstance(model_type, str):
@@ -186,7 +187,7 @@ def _checked_checkpoint(pretrained: str, trust_remote_code: bool) -> str:
         families.check_model_type(model_type, source=f"pretrained '{pretrained}': config.json")
     local = Path(resolve_pretrained(pretrained))
     if local.is_dir():
-        check_safetensors_weights(local)
+        check_weights(local)
     return model_type
 
 
