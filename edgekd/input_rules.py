@@ -144,7 +144,7 @@ def check_vocabulary_fits(recipe: Recipe, source: str) -> None:
 
     given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
     if recipe.data.modality != "text" or is_corpus(recipe.data) or given is None \
-            or not Path(given).expanduser().is_dir():  # a hub id: validate downloads nothing
+            or not Path(given).is_dir():  # a hub id: validate downloads nothing
         return
     checkpoints = {}
     for role in ("teacher", "assistant", "student"):

@@ -39,7 +39,7 @@ def check_tokenizer_files(name: str) -> None:
     """Raise ``ValueError`` when ``name`` is a local directory holding none of :data:`VOCABULARY_FILES` (a model
     directory saved without its tokenizer): transformers would make up a tokenizer of its special tokens only,
     and every word would be the unknown token."""
-    directory = Path(name).expanduser()
+    directory = Path(name)
     if not directory.is_dir():
         return
     present = [file for file in VOCABULARY_FILES if (directory / file).is_file()]
@@ -87,7 +87,7 @@ def torch_weights(directory: Path) -> list[Path]:
 def load_options(source: str) -> dict[str, Any]:
     """``from_pretrained`` keywords for checkpoint ``source``: safetensors, or for a local directory holding only
     PyTorch weights, those through torch's restricted loader (``weights_only``)."""
-    local = Path(source).expanduser()
+    local = Path(source)
     if local.is_dir() and not (local / "model.safetensors").is_file() \
             and not (local / "model.safetensors.index.json").is_file() and torch_weights(local):
         return {"use_safetensors": False, "weights_only": True}
