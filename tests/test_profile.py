@@ -153,8 +153,9 @@ def test_feeds_fill_dynamic_text_axes(tmp_path: Path) -> None:
     session.run(None, feeds)  # ids are valid for a 32-entry vocabulary
 
 
-def small_vocabulary_model(path: Path, rows: int = 20) -> Path:
-    """int32 ids → Cast → Gather on a dequantized ``rows``-row table (a character model's embedding)."""
+def small_vocabulary_model(path: Path, rows: int = 20, ids_type: int = TensorProto.INT32) -> Path:
+    """int32 (or ``ids_type``) ids → Cast → Gather on a dequantized ``rows``-row table (a character model's
+    embedding)."""
     table = numpy_helper.from_array(np.zeros((rows, 4), dtype=np.uint8), "Q")
     scale = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "scale")
     return _save(
@@ -162,7 +163,7 @@ def small_vocabulary_model(path: Path, rows: int = 20) -> Path:
         [helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.INT64),
          helper.make_node("DequantizeLinear", ["Q", "scale"], ["E"]),
          helper.make_node("Gather", ["E", "ids"], ["emb"])],
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("input_ids", ids_type, ["batch", "sequence"])],
         [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)],
         [table, scale],
     )
@@ -184,6 +185,15 @@ def test_token_ids_stay_inside_a_small_vocabulary(tmp_path: Path) -> None:
     assert np.array_equal(make_feeds(session, shape, limits=token_id_limits(path))["input_ids"], feeds["input_ids"])
     timed = profile_onnx(path, load_device("host-cpu"), warmup=1, runs=3)
     assert timed.input_shapes == {"input_ids": [1, 128]}
+
+
+def test_byte_ids_of_a_table_stay_inside_it(tmp_path: Path) -> None:
+    """uint8 inputs are fed any byte (an image's pixels) unless they index a table: byte ids of a 20-symbol
+    model stay below 20."""
+    path = small_vocabulary_model(tmp_path / "bytes.onnx", ids_type=TensorProto.UINT8)
+    feeds = make_feeds(path, InputShape(batch=4, sequence_length=64))
+    assert feeds["input_ids"].dtype == np.uint8 and feeds["input_ids"].max() < 20
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def fused_embedding_model(path: Path, words: int = 20, positions: int = 64) -> Path:

@@ -219,8 +219,7 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
                                  f"(supported: {supported})")
             dims = resolve_shape(spec, shape)
             _check_positions(spec.name, dims, limits.get(spec.name))
-            feeds[spec.name] = _values(spec.name.lower(), dims, np.dtype(dtype), rng,
-                                       max(1, min(TOKEN_ID_HIGH, limits.get(spec.name, TOKEN_ID_HIGH))))
+            feeds[spec.name] = _values(spec.name.lower(), dims, np.dtype(dtype), rng, limits.get(spec.name))
     except ModelError as exc:
         if path is None or str(exc).startswith(path):
             raise
@@ -237,7 +236,8 @@ def _check_positions(name: str, dims: tuple[int, ...], rows: int | None) -> None
 
 
 def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
-            id_high: int) -> np.ndarray:
+            limit: int | None) -> np.ndarray:
+    """Values for one input (see the module docstring); ``limit`` is the row count of the table its ids index."""
     if dtype.kind == "f":
         return rng.standard_normal(dims).astype(dtype)
     if dtype.kind == "b" or "mask" in name:
@@ -246,9 +246,9 @@ def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Ge
         return np.broadcast_to(np.arange(dims[-1], dtype=dtype), dims).copy()
     if "type" in name or "segment" in name:
         return np.zeros(dims, dtype=dtype)
-    if dtype == np.uint8:
+    if dtype == np.uint8 and limit is None:  # bytes (an image's pixels), not ids of a table
         return rng.integers(0, 256, dims, dtype=dtype)
-    return rng.integers(0, id_high, dims, dtype=dtype)
+    return rng.integers(0, max(1, min(TOKEN_ID_HIGH, limit or TOKEN_ID_HIGH)), dims, dtype=dtype)
 
 
 def _spatial_axes(spec: InputSpec) -> tuple[int, ...]:
