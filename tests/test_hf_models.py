@@ -289,3 +289,18 @@ def test_a_larger_head_is_not_cut_to_labels_that_only_start_like_a_class(tmp_pat
         model = build_hf(spec(pretrained=str(tmp_path / "vit")), DIGITS, ("cat", "dog"))
     assert model.config.num_labels == 2 and "kept" not in " ".join(caplog.messages)
     assert caplog.messages == ["classifier replaced: 2 labels, checkpoint had 4"]
+
+
+@pytest.mark.parametrize(("saved", "note"), [
+    (["owl", "neg", "cat"], " (its labels name 'neg' but not 'pos')"),  # more outputs, one class missing
+    (["LABEL_0", "LABEL_1", "LABEL_2"], ""),  # placeholders name nothing
+])
+def test_a_replaced_head_says_which_classes_its_labels_name(saved: list[str], note: str, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A head of three labels naming 'neg' but not 'pos' cannot keep rows for both: it is replaced, and the one
+    line says which class was found and which was not (the user may have a misspelt folder)."""
+    labels = {"id2label": dict(enumerate(saved)), "label2id": {name: i for i, name in enumerate(saved)}}
+    hf_families.build("bert", num_labels=3, **labels).save_pretrained(tmp_path / "bert")
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO)
+    assert caplog.messages == [f"classifier replaced: 2 labels, checkpoint had 3{note}"]

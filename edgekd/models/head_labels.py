@@ -10,7 +10,8 @@ label in another order (``{0: "positive", 1: "negative"}`` against the data's ``
 are permuted so that output ``i`` is the data's class ``i`` and the checkpoint's predictions keep their
 meaning, said in one log line. When the checkpoint has more outputs than the data has classes and a label
 equal to each class (an image classifier of 1000 classes on a folder of a few), the head keeps those
-classes' rows (:func:`subset_rows`, :func:`keep_head_rows`); starts of names are not matched there, as
+classes' rows (:func:`subset_rows`, :func:`keep_head_rows`), else it is replaced and the line saying so names
+the classes its labels name and those they do not (:func:`unmatched_note`); starts of names are not matched there, as
 among many labels another word starts the same way (``cat`` starts ``catamaran``). When the checkpoint's
 names are real names (not transformers' placeholders ``LABEL_0``, ...) of other classes, the outputs are
 taken in order, and one log line says which checkpoint label each class gets; a warning when some class
@@ -112,6 +113,21 @@ def subset_rows(checkpoint_labels: dict[Any, str] | None, class_names: tuple[str
     if all(_PLACEHOLDER.match(_norm(name)) for name in saved):
         return None
     return label_order(saved, class_names, prefixes=False)
+
+
+def unmatched_note(checkpoint_labels: dict[Any, str] | None, class_names: tuple[str, ...]) -> str:
+    """For a head replaced because its label count differs: `` (its labels name 'neg' but not 'neutral')`` when
+    its real labels equal some of the data's classes but not all (so the user sees why the rows were not kept),
+    else ``""``."""
+    if not checkpoint_labels:
+        return ""
+    saved = _saved_names(checkpoint_labels)
+    if all(_PLACEHOLDER.match(_norm(name)) for name in saved):
+        return ""
+    named = name_matches(saved, class_names, prefixes=False)
+    found = [repr(name) for name, row in zip(class_names, named, strict=True) if row is not None]
+    missing = [repr(name) for name, row in zip(class_names, named, strict=True) if row is None]
+    return f" (its labels name {', '.join(found)} but not {', '.join(missing)})" if found and missing else ""
 
 
 def keep_head_rows(module: nn.Module, rows: list[int], class_names: tuple[str, ...], pretrained: str) -> bool:
