@@ -304,3 +304,16 @@ def test_a_replaced_head_says_which_classes_its_labels_name(saved: list[str], no
     with caplog.at_level(logging.INFO, logger="edgekd"):
         build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO)
     assert caplog.messages == [f"classifier replaced: 2 labels, checkpoint had 3{note}"]
+
+
+def test_a_larger_head_keeps_rows_of_labels_listing_the_class_among_synonyms(tmp_path: Path) -> None:
+    """ImageNet's labels list synonyms ('tabby, tabby cat'; 'goldfish, Carassius auratus'): folders 'tabby_cat' and
+    'goldfish' keep those outputs."""
+    saved = ["goldfish, Carassius auratus", "tabby, tabby cat", "tiger cat", "catamaran"]
+    labels = {"id2label": dict(enumerate(saved)), "label2id": {name: i for i, name in enumerate(saved)}}
+    original = hf_families.build("vit", num_labels=4, **labels).eval()
+    original.save_pretrained(tmp_path / "vit")
+    model = build_hf(spec(pretrained=str(tmp_path / "vit")), DIGITS, ("goldfish", "tabby_cat")).eval()
+    batch = {"input": torch.randn(3, 1, 8, 8)}
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(model, batch), call_logits(original, batch)[:, [0, 1]])

@@ -1,21 +1,22 @@
 """A kept classification head's outputs put in the data's class order, matched by the checkpoint's label names.
 
 A fine-tuned checkpoint names its outputs (``config.id2label``); the data's classes are its label names,
-sorted. A data class is named by a checkpoint label when both are equal compared without case or
-surrounding spaces. When the checkpoint has as many outputs as the data has classes, a class no label
-equals is also named by the one label left (not equal to another class) that it starts or that starts it
-(``neg`` and ``NEGATIVE``; ``pos`` is ``positive`` when ``postal`` is a class of its own), unless a digit
-continues the shorter name: ``1`` is not ``10``, ``v`` is not ``v2``. When every class is named by its own
-label in another order (``{0: "positive", 1: "negative"}`` against the data's ``neg, pos``), the head's rows
-are permuted so that output ``i`` is the data's class ``i`` and the checkpoint's predictions keep their
-meaning, said in one log line. When the checkpoint has more outputs than the data has classes and a label
-equal to each class (an image classifier of 1000 classes on a folder of a few), the head keeps those
-classes' rows (:func:`subset_rows`, :func:`keep_head_rows`), else it is replaced and the line saying so names
-the classes its labels name and those they do not (:func:`unmatched_note`); starts of names are not matched there, as
-among many labels another word starts the same way (``cat`` starts ``catamaran``). When the checkpoint's
-names are real names (not transformers' placeholders ``LABEL_0``, ...) of other classes, the outputs are
-taken in order, and one log line says which checkpoint label each class gets; a warning when some class
-is named by another output than the one it gets, saying which.
+sorted. A data class is named by a checkpoint label when both are equal compared without case, surrounding
+spaces or the difference of ``_`` and a space, or when the label lists it among comma-separated synonyms
+(ImageNet's ``tabby, tabby cat`` names a folder ``tabby_cat``). When the checkpoint has as many outputs as the
+data has classes, a class no label equals is also named by the one label left (not equal to another class)
+that it starts or that starts it (``neg`` and ``NEGATIVE``; ``pos`` is ``positive`` when ``postal`` is a class
+of its own), unless a digit continues the shorter name: ``1`` is not ``10``, ``v`` is not ``v2``. When every
+class is named by its own label in another order (``{0: "positive", 1: "negative"}`` against the data's ``neg,
+pos``), the head's rows are permuted so that output ``i`` is the data's class ``i`` and the checkpoint's
+predictions keep their meaning, said in one log line. When the checkpoint has more outputs than the data has
+classes and a label equal to each class (an image classifier of 1000 classes on a folder of a few), the head
+keeps those classes' rows (:func:`subset_rows`, :func:`keep_head_rows`), else it is replaced and the line
+saying so names the classes its labels name and those they do not (:func:`unmatched_note`); starts of names
+are not matched there, as among many labels another word starts the same way (``cat`` starts ``catamaran``).
+When the checkpoint's names are real names (not transformers' placeholders ``LABEL_0``, ...) of other classes,
+the outputs are taken in order, and one log line says which checkpoint label each class gets; a warning when
+some class is named by another output than the one it gets, saying which.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-_PLACEHOLDER = re.compile(r"^label_\d+$")
+_PLACEHOLDER = re.compile(r"^label[ _]\d+$")  # transformers' LABEL_0, ... (compared as "label 0")
 
 
 def match_head_labels(module: nn.Module, checkpoint_labels: dict[Any, str] | None, class_names: tuple[str, ...],
@@ -82,12 +83,14 @@ def label_order(saved: list[str], class_names: tuple[str, ...], *, prefixes: boo
 
 def name_matches(saved: list[str], class_names: tuple[str, ...], *, prefixes: bool = True) -> list[int | None]:
     """For each of ``class_names``, the index of the one checkpoint label in ``saved`` naming it, or None: an equal
-    label first; else, with ``prefixes``, the one label no class equals that the class starts or that starts it
-    (a digit continuing the shorter name makes another name). A label that would name two classes names neither.
+    label first (or one listing it among comma-separated synonyms, as ImageNet's ``tabby, tabby cat``); else, with
+    ``prefixes``, the one label no class equals that the class starts or that starts it (a digit continuing the
+    shorter name makes another name). A label that would name two classes names neither.
     """
     names = [_norm(name) for name in saved]
     wanted = [_norm(name) for name in class_names]
-    equal = [[row for row, name in enumerate(names) if name == cls] for cls in wanted]
+    synonyms = [{name, *(_norm(part) for part in name.split(","))} for name in names]
+    equal = [[row for row, alternatives in enumerate(synonyms) if cls in alternatives] for cls in wanted]
     order: list[int | None] = [rows[0] if len(rows) == 1 else None for rows in equal]
     claimed = {row for rows in equal for row in rows}
     for index, cls in enumerate(wanted):
@@ -174,7 +177,8 @@ def _saved_names(checkpoint_labels: dict[Any, str]) -> list[str]:
 
 
 def _norm(name: str) -> str:
-    return name.strip().casefold()
+    """A name as compared: without case, surrounding spaces, and with ``_`` as a space (a folder ``tabby_cat``)."""
+    return " ".join(name.replace("_", " ").split()).casefold()
 
 
 def _head(module: nn.Module, outputs: int) -> nn.Linear | None:
