@@ -203,7 +203,8 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
 
     Token ids stay below each input's ``limits`` entry (see :func:`token_id_limits`, read from
     the file when a path is given and ``limits`` is not; pass them with a session).
-    Raises :class:`ModelError` for an input type that cannot be fed (strings, bfloat16, ...).
+    Raises :class:`ModelError` for an input type that cannot be fed (strings, bfloat16, ...) and for position
+    ids longer than the table they index.
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
