@@ -242,3 +242,78 @@ def test_a_checkpoints_problem_type_is_not_kept_for_the_datas_task(problem_type:
     assert model.config.problem_type is None
     model.save_pretrained(tmp_path / "saved")
     assert json.loads((tmp_path / "saved" / "config.json").read_text()).get("problem_type") is None
+
+
+@pytest.mark.parametrize(("saved", "classes", "columns"), [
+    (("2", "10"), ("1", "2"), None),  # '1' is not '10': a digit continues it
+    (("class_2", "class_10"), ("class_1", "class_2"), None),
+    (("postal", "positive"), ("pos", "postal"), [1, 0]),  # 'postal' is its own class: 'pos' is 'positive'
+    (("v2", "u"), ("u", "v"), None),
+])
+def test_a_start_of_a_name_continued_by_a_digit_or_claimed_names_no_class(
+        saved: tuple[str, str], classes: tuple[str, str], columns: list[int] | None, tmp_path: Path) -> None:
+    """Class '1' started by the checkpoint's '10' would take that output for '1' (rows swapped): numbers are not
+    abbreviated, so nothing is matched and the outputs are taken in order; a label equal to a class is not also
+    the start of another's name."""
+    labels = {"id2label": dict(enumerate(saved)), "label2id": {name: i for i, name in enumerate(saved)}}
+    original = hf_families.build("bert", num_labels=2, **labels).eval()
+    original.save_pretrained(tmp_path / "bert")
+    model = build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, classes).eval()
+    with torch.no_grad():
+        expected = call_logits(original, padded_batch())[:, columns or [0, 1]]
+        torch.testing.assert_close(call_logits(model, padded_batch()), expected)
+
+
+def test_a_partly_named_head_taken_in_order_is_warned_of_in_one_line(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """'neg' is the checkpoint's output 1 ('negative') but 'neutral' names none: the outputs are taken in order,
+    so 'neg' gets 'positive'; one warning says so, naming the output that does name it."""
+    labels = {"id2label": {0: "positive", 1: "negative"}, "label2id": {"positive": 0, "negative": 1}}
+    hf_families.build("bert", num_labels=2, **labels).save_pretrained(tmp_path / "bert")
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, ("neg", "neutral"))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(
+        "WARNING", f"{tmp_path / 'bert'} labels its outputs ['positive', 'negative'], naming only some of the data's "
+        "classes: taken in order ('neg' ← 'positive', 'neutral' ← 'negative'), though by name 'neg' is its output 1 "
+        "'negative'")]
+
+
+def test_a_larger_head_is_not_cut_to_labels_that_only_start_like_a_class(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Among many labels another word starts like a class ('cat' starts 'catamaran'): a larger head keeps rows only
+    for labels equal to the classes, else it is replaced."""
+    saved = ["catamaran", "dogsled", "owl", "tabby"]
+    labels = {"id2label": dict(enumerate(saved)), "label2id": {name: i for i, name in enumerate(saved)}}
+    hf_families.build("vit", num_labels=4, **labels).save_pretrained(tmp_path / "vit")
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / "vit")), DIGITS, ("cat", "dog"))
+    assert model.config.num_labels == 2 and "kept" not in " ".join(caplog.messages)
+    assert caplog.messages == ["classifier replaced: 2 labels, checkpoint had 4"]
+
+
+@pytest.mark.parametrize(("saved", "note"), [
+    (["owl", "neg", "cat"], " (its labels name 'neg' but not 'pos')"),  # more outputs, one class missing
+    (["LABEL_0", "LABEL_1", "LABEL_2"], ""),  # placeholders name nothing
+])
+def test_a_replaced_head_says_which_classes_its_labels_name(saved: list[str], note: str, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A head of three labels naming 'neg' but not 'pos' cannot keep rows for both: it is replaced, and the one
+    line says which class was found and which was not (the user may have a misspelt folder)."""
+    labels = {"id2label": dict(enumerate(saved)), "label2id": {name: i for i, name in enumerate(saved)}}
+    hf_families.build("bert", num_labels=3, **labels).save_pretrained(tmp_path / "bert")
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO)
+    assert caplog.messages == [f"classifier replaced: 2 labels, checkpoint had 3{note}"]
+
+
+def test_a_larger_head_keeps_rows_of_labels_listing_the_class_among_synonyms(tmp_path: Path) -> None:
+    """ImageNet's labels list synonyms ('tabby, tabby cat'; 'goldfish, Carassius auratus'): folders 'tabby_cat' and
+    'goldfish' keep those outputs."""
+    saved = ["goldfish, Carassius auratus", "tabby, tabby cat", "tiger cat", "catamaran"]
+    labels = {"id2label": dict(enumerate(saved)), "label2id": {name: i for i, name in enumerate(saved)}}
+    original = hf_families.build("vit", num_labels=4, **labels).eval()
+    original.save_pretrained(tmp_path / "vit")
+    model = build_hf(spec(pretrained=str(tmp_path / "vit")), DIGITS, ("goldfish", "tabby_cat")).eval()
+    batch = {"input": torch.randn(3, 1, 8, 8)}
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(model, batch), call_logits(original, batch)[:, [0, 1]])

@@ -153,8 +153,9 @@ def test_feeds_fill_dynamic_text_axes(tmp_path: Path) -> None:
     session.run(None, feeds)  # ids are valid for a 32-entry vocabulary
 
 
-def small_vocabulary_model(path: Path, rows: int = 20) -> Path:
-    """int32 ids → Cast → Gather on a dequantized ``rows``-row table (a character model's embedding)."""
+def small_vocabulary_model(path: Path, rows: int = 20, ids_type: int = TensorProto.INT32) -> Path:
+    """int32 (or ``ids_type``) ids → Cast → Gather on a dequantized ``rows``-row table (a character model's
+    embedding)."""
     table = numpy_helper.from_array(np.zeros((rows, 4), dtype=np.uint8), "Q")
     scale = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "scale")
     return _save(
@@ -162,7 +163,7 @@ def small_vocabulary_model(path: Path, rows: int = 20) -> Path:
         [helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.INT64),
          helper.make_node("DequantizeLinear", ["Q", "scale"], ["E"]),
          helper.make_node("Gather", ["E", "ids"], ["emb"])],
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("input_ids", ids_type, ["batch", "sequence"])],
         [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)],
         [table, scale],
     )
@@ -184,6 +185,77 @@ def test_token_ids_stay_inside_a_small_vocabulary(tmp_path: Path) -> None:
     assert np.array_equal(make_feeds(session, shape, limits=token_id_limits(path))["input_ids"], feeds["input_ids"])
     timed = profile_onnx(path, load_device("host-cpu"), warmup=1, runs=3)
     assert timed.input_shapes == {"input_ids": [1, 128]}
+
+
+def test_byte_ids_of_a_table_stay_inside_it(tmp_path: Path) -> None:
+    """uint8 inputs are fed any byte (an image's pixels) unless they index a table: byte ids of a 20-symbol
+    model stay below 20."""
+    path = small_vocabulary_model(tmp_path / "bytes.onnx", ids_type=TensorProto.UINT8)
+    feeds = make_feeds(path, InputShape(batch=4, sequence_length=64))
+    assert feeds["input_ids"].dtype == np.uint8 and feeds["input_ids"].max() < 20
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def fused_embedding_model(path: Path, words: int = 20, positions: int = 64) -> Path:
+    """onnxruntime's fused BERT embedding (EmbedLayerNormalization, com.microsoft) of a ``words``-symbol
+    vocabulary, two segments and ``positions`` positions: its ids reach no Gather."""
+    rng = np.random.default_rng(0)
+    tables = [numpy_helper.from_array(rng.standard_normal((rows, 8)).astype(np.float32), name)
+              for name, rows in (("word", words), ("position", positions), ("segment", 2))]
+    norms = [numpy_helper.from_array(np.full(8, value, dtype=np.float32), name)
+             for name, value in (("gamma", 1.0), ("beta", 0.0))]
+    node = helper.make_node("EmbedLayerNormalization", ["input_ids", "token_type_ids", "word", "position", "segment",
+                                                       "gamma", "beta"], ["emb", "mask_index"], domain="com.microsoft")
+    ids = [helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "sequence"])
+           for name in ("input_ids", "token_type_ids")]
+    graph = helper.make_graph([node], "g", ids, [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)],
+                              tables + norms)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_token_ids_of_a_fused_embedding_stay_inside_its_tables(tmp_path: Path) -> None:
+    """A fused graph's EmbedLayerNormalization reads the word and segment tables at its ids: a 20-symbol model is
+    fed ids below 20 and onnxruntime runs it (ids below 32 were out of its table)."""
+    from edgekd.profile.inputs import token_id_limits
+
+    path = fused_embedding_model(tmp_path / "fused.onnx")
+    assert token_id_limits(path) == {"input_ids": 20, "token_type_ids": 2}
+    feeds = make_feeds(path, InputShape(batch=4, sequence_length=64))
+    assert feeds["input_ids"].max() < 20
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def position_model(path: Path, positions: int, axis: int) -> Path:
+    """position_ids → Gather on a table of ``positions`` rows along ``axis`` (0: [positions, 4]; 1: [4, positions])."""
+    shape = (positions, 4) if axis == 0 else (4, positions)
+    table = numpy_helper.from_array(np.zeros(shape, dtype=np.float32), "P")
+    return _save(
+        path,
+        [helper.make_node("Gather", ["P", "position_ids"], ["emb"], axis=axis)],
+        [helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)],
+        [table],
+    )
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_position_ids_longer_than_their_table_are_refused_in_one_line(axis: int, tmp_path: Path) -> None:
+    """Position ids count up to the sequence length: a 64-position table (rows read along the Gather's axis) runs at
+    64 tokens, and 128 is refused naming the input, the table and the key, not onnxruntime's 'out of bounds'."""
+    from edgekd.profile.inputs import token_id_limits
+
+    path = position_model(tmp_path / "positions.onnx", 64, axis)
+    assert token_id_limits(path) == {"position_ids": 64}
+    feeds = make_feeds(path, InputShape(sequence_length=64))
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with pytest.raises(ModelError) as info:
+        make_feeds(path, InputShape(sequence_length=128))
+    assert str(info.value) == (f"{path}: input 'position_ids' indexes a table of 64 positions but is fed 128 (the "
+                               "sequence length); profile it with a device whose inputs.sequence_length is at most 64")
 
 
 def test_token_id_limits_of_a_file_onnx_cannot_parse_are_empty(tmp_path: Path) -> None:

@@ -1,15 +1,22 @@
 """A kept classification head's outputs put in the data's class order, matched by the checkpoint's label names.
 
 A fine-tuned checkpoint names its outputs (``config.id2label``); the data's classes are its label names,
-sorted. A data class is named by a checkpoint label when both are equal compared without case or
-surrounding spaces, else when one is the start of the other (``neg`` and ``NEGATIVE``) and no other label
-is. When every class is named by its own label in another order (``{0: "positive", 1: "negative"}``
-against the data's ``neg, pos``), the head's rows are permuted so that output ``i`` is the data's class
-``i`` and the checkpoint's predictions keep their meaning, said in one log line; when the checkpoint has
-more outputs than the data has classes and names each class (an image classifier of 1000 classes on a
-folder of a few), the head keeps those classes' rows (:func:`subset_rows`, :func:`keep_head_rows`).
-When the checkpoint's names are real names (not transformers' placeholders ``LABEL_0``, ...) of other
-classes, the outputs are taken in order, and one log line says which checkpoint label each class gets.
+sorted. A data class is named by a checkpoint label when both are equal compared without case, surrounding
+spaces or the difference of ``_`` and a space, or when the label lists it among comma-separated synonyms
+(ImageNet's ``tabby, tabby cat`` names a folder ``tabby_cat``). When the checkpoint has as many outputs as the
+data has classes, a class no label equals is also named by the one label left (not equal to another class)
+that it starts or that starts it (``neg`` and ``NEGATIVE``; ``pos`` is ``positive`` when ``postal`` is a class
+of its own), unless a digit continues the shorter name: ``1`` is not ``10``, ``v`` is not ``v2``. When every
+class is named by its own label in another order (``{0: "positive", 1: "negative"}`` against the data's ``neg,
+pos``), the head's rows are permuted so that output ``i`` is the data's class ``i`` and the checkpoint's
+predictions keep their meaning, said in one log line. When the checkpoint has more outputs than the data has
+classes and a label equal to each class (an image classifier of 1000 classes on a folder of a few), the head
+keeps those classes' rows (:func:`subset_rows`, :func:`keep_head_rows`), else it is replaced and the line
+saying so names the classes its labels name and those they do not (:func:`unmatched_note`); starts of names
+are not matched there, as among many labels another word starts the same way (``cat`` starts ``catamaran``).
+When the checkpoint's names are real names (not transformers' placeholders ``LABEL_0``, ...) of other classes,
+the outputs are taken in order, and one log line says which checkpoint label each class gets; a warning when
+some class is named by another output than the one it gets, saying which.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-_PLACEHOLDER = re.compile(r"^label_\d+$")
+_PLACEHOLDER = re.compile(r"^label[ _]\d+$")  # transformers' LABEL_0, ... (compared as "label 0")
 
 
 def match_head_labels(module: nn.Module, checkpoint_labels: dict[Any, str] | None, class_names: tuple[str, ...],
@@ -36,11 +43,20 @@ def match_head_labels(module: nn.Module, checkpoint_labels: dict[Any, str] | Non
     wanted = [_norm(name) for name in class_names]
     if [_norm(name) for name in saved] == wanted or all(_PLACEHOLDER.match(_norm(name)) for name in saved):
         return
-    order = label_order(saved, class_names)
-    if order is None:
+    named = name_matches(saved, class_names)
+    if None in named:
         pairs = ", ".join(f"{name!r} ← {label!r}" for name, label in zip(class_names, saved, strict=True))
-        log.info("%s labels its outputs %s, not the data's classes: taken in order (%s)", pretrained, saved, pairs)
+        elsewhere = [f"{name!r} is its output {row} {saved[row]!r}"
+                     for index, (name, row) in enumerate(zip(class_names, named, strict=True))
+                     if row is not None and row != index]
+        if elsewhere:
+            log.warning("%s labels its outputs %s, naming only some of the data's classes: taken in order (%s), "
+                        "though by name %s", pretrained, saved, pairs, "; ".join(elsewhere))
+        else:
+            log.info("%s labels its outputs %s, not the data's classes: taken in order (%s)", pretrained, saved,
+                     pairs)
         return
+    order: list[int] = named  # type: ignore[assignment]  # every class named
     if order == sorted(order):
         pairs = ", ".join(f"{name!r} ← {saved[row]!r}" for name, row in zip(class_names, order, strict=True))
         log.info("%s labels its outputs %s: matched to the data's classes by name (%s)", pretrained, saved, pairs)
@@ -57,30 +73,64 @@ def match_head_labels(module: nn.Module, checkpoint_labels: dict[Any, str] | Non
     log.info("classifier rows reordered to the data's classes %s (%s had %s)", list(class_names), pretrained, saved)
 
 
-def label_order(saved: list[str], class_names: tuple[str, ...]) -> list[int] | None:
+def label_order(saved: list[str], class_names: tuple[str, ...], *, prefixes: bool = True) -> list[int] | None:
     """For each of ``class_names``, the index of the checkpoint label in ``saved`` naming it (see the module
-    docstring), or None unless every class is named by a label of its own."""
+    docstring; starts of names only with ``prefixes``), or None unless every class is named by a label of its
+    own."""
+    order = name_matches(saved, class_names, prefixes=prefixes)
+    return None if None in order else order  # type: ignore[return-value]
+
+
+def name_matches(saved: list[str], class_names: tuple[str, ...], *, prefixes: bool = True) -> list[int | None]:
+    """For each of ``class_names``, the index of the one checkpoint label in ``saved`` naming it, or None: an equal
+    label first (or one listing it among comma-separated synonyms, as ImageNet's ``tabby, tabby cat``); else, with
+    ``prefixes``, the one label no class equals that the class starts or that starts it (a digit continuing the
+    shorter name makes another name). A label that would name two classes names neither.
+    """
     names = [_norm(name) for name in saved]
-    order = []
-    for wanted in (_norm(name) for name in class_names):
-        rows = [row for row, name in enumerate(names) if name == wanted] or \
-            [row for row, name in enumerate(names) if name and wanted and (name.startswith(wanted)
-                                                                           or wanted.startswith(name))]
-        if len(rows) != 1:
-            return None
-        order.append(rows[0])
-    return order if len(set(order)) == len(order) else None
+    wanted = [_norm(name) for name in class_names]
+    synonyms = [{name, *(_norm(part) for part in name.split(","))} for name in names]
+    equal = [[row for row, alternatives in enumerate(synonyms) if cls in alternatives] for cls in wanted]
+    order: list[int | None] = [rows[0] if len(rows) == 1 else None for rows in equal]
+    claimed = {row for rows in equal for row in rows}
+    for index, cls in enumerate(wanted):
+        if order[index] is None and not equal[index] and prefixes:
+            rows = [row for row, name in enumerate(names) if row not in claimed and _abbreviates(name, cls)]
+            order[index] = rows[0] if len(rows) == 1 else None
+    taken = [row for row in order if row is not None]
+    return [row if row is not None and taken.count(row) == 1 else None for row in order]
+
+
+def _abbreviates(name: str, other: str) -> bool:
+    """Whether one of two different names is the start of the other, not continued by a digit."""
+    short, long = sorted((name, other), key=len)
+    return bool(short) and short != long and long.startswith(short) and not long[len(short)].isdigit()
 
 
 def subset_rows(checkpoint_labels: dict[Any, str] | None, class_names: tuple[str, ...]) -> list[int] | None:
     """The checkpoint outputs naming the data's classes, in the data's order, when the checkpoint's head has more
-    outputs than the data has classes and real names (not placeholders) name every class; else None."""
+    outputs than the data has classes and a real name (not a placeholder) equals each class; else None."""
     if not checkpoint_labels or len(checkpoint_labels) <= len(class_names):
         return None
     saved = _saved_names(checkpoint_labels)
     if all(_PLACEHOLDER.match(_norm(name)) for name in saved):
         return None
-    return label_order(saved, class_names)
+    return label_order(saved, class_names, prefixes=False)
+
+
+def unmatched_note(checkpoint_labels: dict[Any, str] | None, class_names: tuple[str, ...]) -> str:
+    """For a head replaced because its label count differs: `` (its labels name 'neg' but not 'neutral')`` when
+    its real labels equal some of the data's classes but not all (so the user sees why the rows were not kept),
+    else ``""``."""
+    if not checkpoint_labels:
+        return ""
+    saved = _saved_names(checkpoint_labels)
+    if all(_PLACEHOLDER.match(_norm(name)) for name in saved):
+        return ""
+    named = name_matches(saved, class_names, prefixes=False)
+    found = [repr(name) for name, row in zip(class_names, named, strict=True) if row is not None]
+    missing = [repr(name) for name, row in zip(class_names, named, strict=True) if row is None]
+    return f" (its labels name {', '.join(found)} but not {', '.join(missing)})" if found and missing else ""
 
 
 def keep_head_rows(module: nn.Module, rows: list[int], class_names: tuple[str, ...], pretrained: str) -> bool:
@@ -127,7 +177,8 @@ def _saved_names(checkpoint_labels: dict[Any, str]) -> list[str]:
 
 
 def _norm(name: str) -> str:
-    return name.strip().casefold()
+    """A name as compared: without case, surrounding spaces, and with ``_`` as a space (a folder ``tabby_cat``)."""
+    return " ".join(name.replace("_", " ").split()).casefold()
 
 
 def _head(module: nn.Module, outputs: int) -> nn.Linear | None:

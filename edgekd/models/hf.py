@@ -23,7 +23,7 @@ from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
 from edgekd.models.checkpoint_files import load_options
-from edgekd.models.head_labels import fresh_head, keep_head_rows, match_head_labels, subset_rows
+from edgekd.models.head_labels import fresh_head, keep_head_rows, match_head_labels, subset_rows, unmatched_note
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 
@@ -127,7 +127,7 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         if rows and not keep_head_rows(module, rows, class_names, spec.pretrained):
             raise ModelError(f"pretrained model '{spec.pretrained}': its classification head layer (one output per "
                              f"label of its {config.num_labels}) was not found to keep the data's classes' rows")
-        if not rows and _note_head(spec.pretrained, config, len(class_names), signature.per_token):
+        if not rows and _note_head(spec.pretrained, config, class_names, signature.per_token):
             match_head_labels(module, config.id2label, class_names, spec.pretrained)
         elif not rows and not _has_head(config, signature.per_token):
             fresh_head(module, len(class_names))  # not another kind of head's rows, loaded by name
@@ -184,16 +184,19 @@ def _data_sizes(spec: HFSpec, signature: InputSignature) -> dict[str, Any]:
     return {"vocab_size": signature.vocab_size, "pad_token_id": signature.pad_id}
 
 
-def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = False) -> bool:
-    """One log line when the classification head is not the checkpoint's (transformers' own report is muted);
-    a token classifier's head is the checkpoint's only when the checkpoint is a token classifier. Whether the
-    checkpoint's head is kept."""
+def _note_head(pretrained: str, config: Any, class_names: tuple[str, ...], per_token: bool = False) -> bool:
+    """One log line when the classification head is not the checkpoint's (transformers' own report is muted;
+    a replaced head's line says which of the data's classes its labels name and which not); a token classifier's
+    head is the checkpoint's only when the checkpoint is a token classifier. Whether the checkpoint's head is
+    kept."""
     kind = "token classification" if per_token else "classification"
     heads = _has_head(config, per_token)
+    num_labels = len(class_names)
     if not heads:
         log.info("classifier added: %d labels (%s has no %s head)", num_labels, pretrained, kind)
     elif config.num_labels != num_labels:
-        log.info("classifier replaced: %d labels, checkpoint had %d", num_labels, config.num_labels)
+        log.info("classifier replaced: %d labels, checkpoint had %d%s", num_labels, config.num_labels,
+                 unmatched_note(config.id2label, class_names))
     return heads and config.num_labels == num_labels
 
 

@@ -4,7 +4,7 @@ Latency does not depend on the values fed, so the only rules are that every inpu
 shape the device runs and values the model accepts: token ids in a small range (below 32, and
 below the row count of the embedding table the ids index when the graph shows one: a character
 model of 20 symbols gets ids below 20), attention masks of ones, token type ids of zeros, position
-ids counting up, and random normal floats.
+ids counting up (refused when the sequence is longer than their table), and random normal floats.
 
 This module imports only numpy (and onnx when given a path), so the profiling worker stays
 light; it accepts anything shaped like :class:`edgekd.config.device.InputShape`.
@@ -144,33 +144,40 @@ def resolve_shape(spec: InputSpec, shape: ShapeLike) -> tuple[int, ...]:
 
 # Nodes that carry token ids unchanged in value from a graph input to the embedding lookup.
 _ID_CARRIERS = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"})
-# Nodes between a weight initializer and the Gather that reads it (a quantized or cast table).
+# Nodes between a weight initializer and the lookup that reads it (a quantized or cast table).
 _TABLE_CARRIERS = frozenset({"Cast", "Identity", "DequantizeLinear"})
+# Lookups of a table by ids: for each op, which input's ids index which input's table. onnxruntime's fused BERT
+# embedding (EmbedLayerNormalization: input, segment and position ids into the word, segment and position tables).
+_LOOKUPS: dict[str, dict[int, int]] = {"Gather": {1: 0}, "EmbedLayerNormalization": {0: 2, 1: 4, 8: 3}}
 
 
 def token_id_limits(path: str | Path) -> dict[str, int]:
     """For each graph input that indexes an embedding table, that table's row count.
 
-    An input indexes a table when it reaches a ``Gather``'s indices, directly or through casts and
-    reshapes, and the ``Gather`` reads a weight (an initializer, possibly dequantized or cast).
-    Inputs that index several tables get the smallest. A file onnx cannot read as a protobuf (an
+    An input indexes a table when it reaches the ids of a lookup (a ``Gather``'s indices, the row count
+    read along its ``axis``; the ids of onnxruntime's fused ``EmbedLayerNormalization``), directly or
+    through casts and reshapes, and the lookup reads a weight (an initializer, possibly dequantized or
+    cast). Inputs that index several tables get the smallest. A file onnx cannot read as a protobuf (an
     ``.ort`` file) has no limits to give: ``{}``.
     """
     try:
         graph = _load_graph(Path(path))
     except ModelError:
         return {}
-    rows = {t.name: int(t.dims[0]) for t in graph.initializer if t.dims}
+    shapes = {t.name: tuple(int(d) for d in t.dims) for t in graph.initializer if t.dims}
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
 
-    def table_rows(name: str) -> int | None:
-        while name not in rows and name in producers and producers[name].op_type in _TABLE_CARRIERS:
+    def table_rows(node: Any, table: int) -> int | None:
+        name = node.input[table] if table < len(node.input) else ""
+        while name not in shapes and name in producers and producers[name].op_type in _TABLE_CARRIERS:
             name = producers[name].input[0]
-        return rows.get(name)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0) if node.op_type == "Gather" else 0
+        dims = shapes.get(name, ())
+        return dims[axis] if -len(dims) <= axis < len(dims) else None
 
     limits: dict[str, int] = {}
     for value in graph.input:
@@ -179,10 +186,10 @@ def token_id_limits(path: str | Path) -> dict[str, int]:
         while frontier:
             tensor = frontier.pop()
             for node in consumers.get(tensor, []):
-                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == tensor:
-                    table = table_rows(node.input[0])
-                    found.extend([table] if table else [])
-                elif node.op_type in _ID_CARRIERS and node.input[0] == tensor and node.output[0] not in seen:
+                tables = [table for ids, table in _LOOKUPS.get(node.op_type, {}).items()
+                          if ids < len(node.input) and node.input[ids] == tensor]
+                found.extend(rows for rows in (table_rows(node, table) for table in tables) if rows)
+                if node.op_type in _ID_CARRIERS and node.input[0] == tensor and node.output[0] not in seen:
                     seen.add(node.output[0])
                     frontier.append(node.output[0])
         if found:
@@ -196,7 +203,8 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
 
     Token ids stay below each input's ``limits`` entry (see :func:`token_id_limits`, read from
     the file when a path is given and ``limits`` is not; pass them with a session).
-    Raises :class:`ModelError` for an input type that cannot be fed (strings, bfloat16, ...).
+    Raises :class:`ModelError` for an input type that cannot be fed (strings, bfloat16, ...) and for position
+    ids longer than the table they index.
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -210,8 +218,9 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
                 supported = ", ".join(sorted(_NUMPY_DTYPES))
                 raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} "
                                  f"(supported: {supported})")
-            feeds[spec.name] = _values(spec.name.lower(), resolve_shape(spec, shape), np.dtype(dtype), rng,
-                                       max(1, min(TOKEN_ID_HIGH, limits.get(spec.name, TOKEN_ID_HIGH))))
+            dims = resolve_shape(spec, shape)
+            _check_positions(spec.name, dims, limits.get(spec.name))
+            feeds[spec.name] = _values(spec.name.lower(), dims, np.dtype(dtype), rng, limits.get(spec.name))
     except ModelError as exc:
         if path is None or str(exc).startswith(path):
             raise
@@ -219,8 +228,17 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
     return feeds
 
 
+def _check_positions(name: str, dims: tuple[int, ...], rows: int | None) -> None:
+    """Position ids count up to the sequence length: one that outgrows the position table they index is refused
+    (onnxruntime would stop with 'indices out of bounds')."""
+    if "position" in name.lower() and dims and rows is not None and dims[-1] > rows:
+        raise ModelError(f"input '{name}' indexes a table of {rows} positions but is fed {dims[-1]} (the sequence "
+                         f"length); profile it with a device whose inputs.sequence_length is at most {rows}")
+
+
 def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
-            id_high: int) -> np.ndarray:
+            limit: int | None) -> np.ndarray:
+    """Values for one input (see the module docstring); ``limit`` is the row count of the table its ids index."""
     if dtype.kind == "f":
         return rng.standard_normal(dims).astype(dtype)
     if dtype.kind == "b" or "mask" in name:
@@ -229,9 +247,9 @@ def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Ge
         return np.broadcast_to(np.arange(dims[-1], dtype=dtype), dims).copy()
     if "type" in name or "segment" in name:
         return np.zeros(dims, dtype=dtype)
-    if dtype == np.uint8:
+    if dtype == np.uint8 and limit is None:  # bytes (an image's pixels), not ids of a table
         return rng.integers(0, 256, dims, dtype=dtype)
-    return rng.integers(0, id_high, dims, dtype=dtype)
+    return rng.integers(0, max(1, min(TOKEN_ID_HIGH, limit or TOKEN_ID_HIGH)), dims, dtype=dtype)
 
 
 def _spatial_axes(spec: InputSpec) -> tuple[int, ...]:
