@@ -317,3 +317,17 @@ def test_a_larger_head_keeps_rows_of_labels_listing_the_class_among_synonyms(tmp
     batch = {"input": torch.randn(3, 1, 8, 8)}
     with torch.no_grad():
         torch.testing.assert_close(call_logits(model, batch), call_logits(original, batch)[:, [0, 1]])
+
+
+def test_labels_in_another_order_without_a_head_layer_to_permute_are_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint whose labels name the data's classes in another order, in a model with no linear head of that
+    width to permute, starts with every output mapped to another class: said as a warning, not an info line."""
+    from edgekd.models.head_labels import match_head_labels
+
+    module = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 1))
+    with caplog.at_level("INFO", logger="edgekd"):
+        match_head_labels(module, {0: "positive", 1: "negative"}, ("negative", "positive"), "ckpt")
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "head layer was not found" in warned[0].getMessage()
+    assert "wrong classes until trained" in warned[0].getMessage()

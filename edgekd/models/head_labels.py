@@ -63,8 +63,9 @@ def match_head_labels(module: nn.Module, checkpoint_labels: dict[Any, str] | Non
         return
     head = _head(module, len(class_names))
     if head is None:
-        log.info("%s labels its outputs %s in another order than the data's %s, and its head layer was not "
-                 "found: taken in order", pretrained, saved, list(class_names))
+        log.warning("%s labels its outputs %s in another order than the data's %s, and its head layer was not "
+                    "found: taken in order, so its outputs start mapped to the wrong classes until trained",
+                    pretrained, saved, list(class_names))
         return
     with torch.no_grad():
         head.weight.copy_(head.weight[order])
