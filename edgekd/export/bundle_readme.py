@@ -40,9 +40,11 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"- Format: {model['format']} (opset {model['opset']}), made with onnxruntime {model['onnxruntime']}: "
         "run it with that version of ONNX Runtime or a newer one.",
         *[f"- Input `{t['name']}`: {t['dtype']} {_shape(t['shape'])}" for t in manifest["inputs"]],
-        *[f"- Output `{t['name']}`: {t['dtype']} {_shape(t['shape'])}: {manifest['postprocessing']['note']}"
-          for t in manifest["outputs"][:1]],
-        f"- Labels ({len(manifest['labels'])}): {', '.join(manifest['labels'])}",
+        *[f"- Output `{t['name']}`: {t['dtype']} {_shape(t['shape'])}"
+          + (f": {manifest['postprocessing']['note']}" if t["name"] == manifest["postprocessing"]["output"] else "")
+          for t in manifest["outputs"]],
+        f"- Labels ({len(manifest['labels'])}): {', '.join(manifest['labels'])}" if manifest["labels"] else
+        "- Labels: none given (`edgekd bundle --labels FILE` names the classes); an index is the class",
         _test_figures(manifest),
         f"- Latency on {manifest['device']['name']}: p50 {_number(latency['p50_ms'], '{:.3f}')} ms, "
         f"p90 {_number(latency['p90_ms'], '{:.3f}')} ms ({latency['basis']})"
