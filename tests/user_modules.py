@@ -93,6 +93,21 @@ def wrong_input() -> nn.Module:
     return SmallCNN(channels=3)
 
 
+def no_parameters() -> nn.Module:
+    """A module with nothing to train: the first ten pixels as the logits."""
+    return nn.Sequential(nn.Flatten(), _FirstTen())
+
+
+def frozen() -> nn.Module:
+    """A classifier whose every parameter is frozen (``requires_grad=False``)."""
+    return SmallCNN(width=4).requires_grad_(False)
+
+
+class _FirstTen(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :10]
+
+
 def not_exportable() -> nn.Module:
     """A module that trains but has no ONNX export: its forward uses ``torch.histc``."""
     return _Histogram()
