@@ -624,6 +624,8 @@ def test_a_graph_answering_with_its_label_first_is_scored_on_its_probabilities(d
     readme = (tmp_path / "app" / "bundle" / "README.md").read_text()
     assert "- Output `label`: int64 [batch]\n" in readme
     assert f"- Output `probability_tensor`: float32 [batch, {digits.classes}]: softmax" in readme
+    assert 'logits = session.run(["probability_tensor"], {"input": x})[0]' in readme  # the examples read it too
+    assert 'session.run(mapOf("input" to tensor), setOf("probability_tensor"))' in readme
 
 
 def test_a_graph_returning_a_sequence_of_maps_bundles_and_is_not_scored(digits: OnnxCase, tmp_path: Path) -> None:
