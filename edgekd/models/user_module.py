@@ -165,7 +165,7 @@ def instantiate(spec: ModuleSpec) -> nn.Module:
             raise Refused("factory", f"'{spec.factory}'(**{spec.kwargs}) raised {_one_line(exc)}") from exc
         if not isinstance(module, nn.Module):
             raise Refused("factory", f"'{spec.factory}' returned {type(module).__name__}; expected a torch.nn.Module")
-    module = _plain_float32(module)
+    module = plain_float32(module)
     if spec.shapes:
         try:
             reshape_layers(module, spec.shapes)
@@ -178,7 +178,7 @@ def instantiate(spec: ModuleSpec) -> nn.Module:
 _WRAPPERS = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
 
 
-def _plain_float32(module: nn.Module) -> nn.Module:
+def plain_float32(module: nn.Module) -> nn.Module:
     """The module edgekd trains and exports: the user's own inside a data-parallel or ``torch.compile`` wrapper
     (edgekd runs its own processes; the ONNX exporter cannot trace a compiled module), its floating-point
     parameters and buffers in float32 (edgekd trains in float32, its ``precision`` option mixing in bf16; a
@@ -195,6 +195,14 @@ def _plain_float32(module: nn.Module) -> nn.Module:
                  "/".join(other))
         module = module.float()
     return module
+
+
+def check_traceable(module: nn.Module, context: str = "") -> None:
+    """Refuse a TorchScript module (:class:`Refused` on ``factory``, the message after ``context``): tracing the
+    wrapper around one for export fails with a message naming the object's address, a different line every run."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise Refused("factory", f"{context}the module is TorchScript ({type(module).__name__}), which edgekd cannot "
+                      "trace for export; give the Python torch.nn.Module it was scripted or traced from")
 
 
 def wrap(module: nn.Module, kind: str) -> UserModule:
@@ -276,10 +284,7 @@ def check_exports(model: UserModule, signature: InputSignature, target_name: str
         target = load_export_target(target_name)
     except EdgekdError:
         return  # the export stage's own check names its target
-    if isinstance(unwrap(model), torch.jit.ScriptModule):  # tracing a wrapper around one fails naming its address
-        raise Refused("factory", f"the recipe exports the model, but the module is TorchScript "
-                      f"({type(unwrap(model)).__name__}), which edgekd cannot trace for export; give the Python "
-                      "torch.nn.Module it was scripted or traced from")
+    check_traceable(unwrap(model), "the recipe exports the model, but ")
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
             raised_level("edgekd.export", logging.WARNING):
         warnings.simplefilter("ignore")  # tracer warnings of a trial, not of the run's export
