@@ -21,12 +21,18 @@ from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
+from edgekd.config.paths import user_path, user_text
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
 from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, DataError, ModelError
-from edgekd.input_rules import check_sequence_fits, warn_foreign_tokenizers
+from edgekd.input_rules import (
+    check_sequence_fits,
+    check_tokenizer_present,
+    check_vocabulary_fits,
+    warn_foreign_tokenizers,
+)
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
@@ -75,17 +81,13 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     ``budget_ms`` check it against the device a run is given instead of the recipe's (``--device``,
     ``--budget-ms``); ``latency=False`` leaves the budget's feasibility to a budget search.
     """
+    source = _source(recipe)
     if isinstance(recipe, Recipe):
-        loaded, source = recipe, f"recipe '{recipe.name}'"
+        loaded = recipe
     elif isinstance(recipe, Mapping):
-        source = "recipe mapping"
         loaded = validate_model(dict(recipe), Recipe, source=source)
-    elif isinstance(recipe, str | Path):
-        source = str(find("pipelines", recipe))
-        loaded = load_recipe(source)
     else:
-        raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
-                        f"got {type(recipe).__name__}")
+        loaded = load_recipe(source)
     path = Path(source)  # a recipe file's "# Data:" comment says where to get missing data
     check_recipe(loaded, source)
     try:
@@ -94,11 +96,25 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
         raise ConfigError(f"{source}: device: {exc}") from None
     check_generation_fits(loaded, profile, source)
     check_sequence_fits(loaded, profile, source)
+    check_tokenizer_present(loaded, source)
+    check_vocabulary_fits(loaded, source)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
     check_corpus_validation(loaded, profile, source)
     _check_inputs(loaded)
     return loaded
+
+
+def _source(recipe: RecipeLike) -> str:
+    """How messages name ``recipe``: its file, ``recipe mapping`` or ``recipe '<name>'``."""
+    if isinstance(recipe, Recipe):
+        return f"recipe '{recipe.name}'"
+    if isinstance(recipe, Mapping):
+        return "recipe mapping"
+    if isinstance(recipe, str | Path):
+        return str(find("pipelines", recipe))
+    raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
+                    f"got {type(recipe).__name__}")
 
 
 def pipelines() -> list[BuiltInRecipe]:
@@ -195,7 +211,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
         from edgekd.search.compress import preflight
 
         preflight(loaded, profile)
-    return loaded, profile, Path(out) if out is not None else Path("runs") / loaded.name
+    return loaded, profile, _path(out, "out") or Path("runs") / loaded.name
 
 
 def _with_threads(recipe: Recipe, threads: int | Literal["auto"] | None) -> Recipe:
@@ -225,14 +241,15 @@ def compress(
     is built (or read from the cache) first: a budget no candidate meets raises
     :class:`~edgekd.errors.BudgetError` before anything trains.
     """
-    from edgekd.search.compress import CompressResult, preflight, search_recipe
+    from edgekd.search.compress import CompressResult, check_search, preflight, search_recipe
 
-    loaded = _with_threads(search_recipe(recipe if isinstance(recipe, Recipe) else
-                                         validate(recipe, device=device, budget_ms=budget_ms, latency=False)), threads)
-    check_recipe(loaded, f"recipe '{loaded.name}'")
+    given = recipe if isinstance(recipe, Recipe) else validate(recipe, device=device, budget_ms=budget_ms,
+                                                               latency=False)
+    loaded = _with_threads(search_recipe(given), threads)
+    check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)
-    run_dir = Path(out) if out is not None else Path("runs") / loaded.name
+    run_dir = _path(out, "out") or Path("runs") / loaded.name
     with training_threads(loaded.threads):
         result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
     return CompressResult(run=result, table=table)
@@ -250,14 +267,15 @@ def profile(
     from edgekd.profile.runner import profile_onnx
 
     timing, profile_ = _timing(warmup=warmup, runs=runs), load_device(device)
-    return profile_onnx(Path(onnx_path), profile_, warmup=timing.warmup, runs=timing.runs, show_progress=show_progress)
+    return profile_onnx(user_path(onnx_path, "onnx_path"), profile_, warmup=timing.warmup, runs=timing.runs,
+                        show_progress=show_progress)
 
 
 def report(run_dir: str | Path) -> list[Path]:
     """Rebuild a run directory's report.json/.md/.html and plots from its records (nothing is re-run)."""
     from edgekd.report.write import rebuild_report
 
-    return rebuild_report(Path(run_dir))
+    return rebuild_report(user_path(run_dir, "run_dir"))
 
 
 def bench(
@@ -278,14 +296,16 @@ def bench(
 
     _timing(warmup=warmup, runs=runs, rounds=rounds)
     profile_ = load_device(device)
-    paths = [Path(models)] if isinstance(models, str | Path) else [Path(m) for m in models]  # one file, not its letters
+    given = [models] if isinstance(models, str | Path) else models  # one file, not its letters
+    paths = [user_path(m, "models") for m in given]
     if not paths:
         raise ConfigError("bench: no models given; expected one or more ONNX or .ort files")
-    with write_errors_reported(Path(out)):  # an --out that cannot be written fails now, not after the timing
-        Path(out).mkdir(parents=True, exist_ok=True)
+    out = user_path(out, "out")
+    with write_errors_reported(out):  # an --out that cannot be written fails now, not after the timing
+        out.mkdir(parents=True, exist_ok=True)
     figures = bench_models(paths, profile_, warmup=warmup, runs=runs, rounds=rounds)
     settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "interleaved": True}
-    return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, Path(out))
+    return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, out)
 
 
 def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[CalibratedDevice]:
@@ -331,12 +351,13 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: Devi
     from edgekd.export.source import default_out, export_source, source_kind
 
     _timing(warmup=warmup, runs=runs)
-    out_dir = Path(out) if out is not None else default_out(model)
+    model = user_text(model, "model")  # a file, a Hugging Face directory or hub id, or package.module:factory
+    out_dir = _path(out, "out") or default_out(model)
     profile_, target_ = load_device(device), load_export_target(target)
     if source_kind(model) != "onnx":
         return export_source(str(model), target_, profile_, out_dir,
                              kwargs=dict(kwargs) if kwargs is not None else None, input_shape=input_shape,
-                             sample=Path(sample) if sample is not None else None, warmup=warmup, runs=runs)
+                             sample=_path(sample, "sample"), warmup=warmup, runs=runs)
     if kwargs is not None or input_shape is not None or sample is not None:
         raise ConfigError(f"{model}: kwargs, input shape and sample apply to a 'package.module:factory', not to an "
                           "ONNX file")
@@ -355,9 +376,8 @@ def quantize(model: str | Path, *, device: DeviceLike, out: str | Path,
     """
     from edgekd.quantize.onnx_file import quantize_file
 
-    return quantize_file(Path(model), load_device(device), Path(out),
-                         calibration=Path(calibration) if calibration is not None else None,
-                         evaluation=Path(eval) if eval is not None else None,
+    return quantize_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
+                         calibration=_path(calibration, "calibration"), evaluation=_path(eval, "eval"),
                          settings=_quantize_settings(settings))
 
 
@@ -382,7 +402,12 @@ def bundle(model: str | Path, *, device: DeviceLike, out: str | Path,
     from edgekd.export.config import load_export_target
 
     _timing(warmup=warmup, runs=runs)
-    return bundle_file(Path(model), load_device(device), Path(out), load_export_target(target),
-                       labels=Path(labels) if labels is not None else None,
-                       preprocessing=Path(preprocessing) if preprocessing is not None else None,
+    return bundle_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
+                       load_export_target(target), labels=_path(labels, "labels"),
+                       preprocessing=_path(preprocessing, "preprocessing"),
                        warmup=warmup, runs=runs)
+
+
+def _path(value: str | Path | None, what: str) -> Path | None:
+    """An optional path argument, ``~`` and variables expanded (:func:`~edgekd.config.paths.user_path`)."""
+    return user_path(value, what) if value is not None else None

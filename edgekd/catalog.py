@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from edgekd.config.paths import user_text
 from edgekd.errors import ConfigError
 
 
@@ -39,9 +40,16 @@ def names(kind: Kind) -> list[str]:
 
 
 def find(kind: Kind, name_or_path: str | Path) -> Path:
-    """Resolve a built-in name (``host-cpu``) or a path to a YAML file."""
+    """Resolve a built-in name (``host-cpu``) or a path to a YAML file.
+
+    A path has ``~`` and ``$VAR``/``${VAR}`` expanded (:func:`edgekd.config.paths.user_path`), unless it names an
+    existing file as written: a path this function returned before (callers look a name up again), whose ``$``
+    are the file's own.
+    """
     text = str(name_or_path)
-    candidate = Path(text).expanduser()
+    if not _is_file(Path(text)):
+        text = user_text(text, f"{kind[:-1]} '{shown_name(text)}'")
+    candidate = Path(text)
     if text.endswith((".yaml", ".yml")) or _is_file(candidate) or "/" in text:
         if not _is_file(candidate):
             found = "a directory, expected a YAML file" if _is_dir(candidate) else "file not found"

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import MemoryData, TokenizerConfig, is_corpus
 from edgekd.errors import ConfigError
+from edgekd.models.checkpoint_files import VOCABULARY_FILES, check_tokenizer_files
 from edgekd.task_rules import hf_config
 
 if TYPE_CHECKING:
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Files holding a tokenizer's vocabulary, as save_pretrained writes them (fast, WordPiece, BPE, SentencePiece).
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-                    "sentencepiece.bpe.model")
 #: Stages that run a model at the device's input shapes.
 TIMING_STAGES = frozenset({"profile", "quantize", "bundle", "prune", "factorize", "hybrid", "search"})
 
@@ -125,6 +123,49 @@ def _usable_positions(config: dict[str, Any]) -> int | None:
     return usable_positions(model)
 
 
+def check_tokenizer_present(recipe: Recipe, source: str) -> None:
+    """Raise ``ConfigError`` when text data's ``tokenizer.pretrained`` is a local directory without tokenizer files
+    (a model saved without its tokenizer: transformers would make one up of its special tokens only)."""
+    given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
+    if recipe.data.modality != "text" or given is None:
+        return
+    try:
+        check_tokenizer_files(given)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: tokenizer.pretrained: {exc}") from None
+
+
+def check_vocabulary_fits(recipe: Recipe, source: str) -> None:
+    """Raise ``ConfigError`` when a pretrained text model's vocabulary (its config's ``vocab_size``) is smaller than
+    the recipe's ``tokenizer.pretrained``: its embeddings have no row for the tokenizer's last ids (refused when
+    the model was built, the teacher's stage already running)."""
+    from edgekd.data.tokenizer import load_pretrained_tokenizer
+    from edgekd.models.families import read_config
+
+    given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
+    if recipe.data.modality != "text" or is_corpus(recipe.data) or given is None \
+            or not Path(given).is_dir():  # a hub id: validate downloads nothing
+        return
+    checkpoints = {}
+    for role in ("teacher", "assistant", "student"):
+        model = getattr(getattr(recipe, role, None), "model", None)
+        pretrained = getattr(model, "pretrained", None)
+        if pretrained is not None and not getattr(model, "trust_remote_code", False):
+            checkpoints[role] = pretrained
+    if not checkpoints:
+        return
+    size = len(load_pretrained_tokenizer(given, trust_remote_code=False))
+    for role, pretrained in checkpoints.items():
+        try:
+            rows = read_config(pretrained).get("vocab_size")
+        except ValueError:  # no readable checkpoint: its own check names the key
+            continue
+        if isinstance(rows, int) and rows < size:
+            raise ConfigError(f"{source}: {role}.model: pretrained '{pretrained}' has a vocabulary of {rows} tokens, "
+                              f"fewer than tokenizer.pretrained '{given}' with {size}; give a tokenizer of the model's "
+                              "vocabulary (its own, saved beside it)")
+
+
 def warn_foreign_tokenizers(recipe: Recipe, source: str) -> None:
     """One warning per text model whose local checkpoint directory has a tokenizer other than the recipe's."""
     if recipe.data.modality != "text":
@@ -146,7 +187,7 @@ def warn_foreign_tokenizers(recipe: Recipe, source: str) -> None:
 def _vocabulary_digest(name: str) -> str | None:
     """SHA-256 of a local directory's vocabulary file (the first of :data:`VOCABULARY_FILES` there); None for a
     hub id, a packaged checkpoint or a directory without one."""
-    directory = Path(name).expanduser()
+    directory = Path(name)
     if not directory.is_dir():
         return None
     for file_name in VOCABULARY_FILES:

@@ -359,8 +359,8 @@ def load_run(run_dir: Path) -> tuple[Recipe, DeviceProfile, list[dict[str, Any]]
         raise ConfigError(f"{run_dir}: not an edgekd run directory ({RUN_RECORD} missing, unreadable or not "
                           "an edgekd run record)")
     source = str(Path(run_dir) / RUN_RECORD)
-    recipe = validate_model(record["recipe"], Recipe, source=f"{source} (recipe)")
-    device = validate_model(record["device"], DeviceProfile, source=f"{source} (device)")
+    recipe = validate_model(record["recipe"], Recipe, source=f"{source} (recipe)", expanded=True)
+    device = validate_model(record["device"], DeviceProfile, source=f"{source} (device)", expanded=True)
     return recipe, device, load_run_records(run_dir)
 
 

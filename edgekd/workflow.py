@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import parse_yaml, validate_model
+from edgekd.config.paths import AS_WRITTEN, user_path
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.distill.config import DistillStage as Distill
 from edgekd.distill.config import TeacherStage as Teacher
@@ -111,9 +112,9 @@ class Pipeline:
             if instance is not None:
                 raise ConfigError(f"{SOURCE}.to_yaml(): {role}: the module given as an object ({instance}) is not "
                                   "serializable; give it as 'package.module:factory' (with kwargs) instead")
-        text = yaml.safe_dump(self.recipe.model_dump(mode="json"), sort_keys=False)
+        text = yaml.safe_dump(self.recipe.model_dump(mode="json", context=AS_WRITTEN), sort_keys=False)
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            user_path(path, "to_yaml(path)").write_text(text, encoding="utf-8")
         return text
 
     def run(self, out: str | Path | None = None, *, device: str | Path | DeviceProfile | None = None,
@@ -206,5 +207,6 @@ class Run(ReportFile):
 
 def open_run(directory: str | Path) -> Run:
     """A finished run directory as a :class:`Run` (its recipe, device profile, stage records, report, models)."""
-    recipe, device, records = load_run(Path(directory))
-    return Run(directory=Path(directory), recipe=recipe, device=device, stages=tuple(records))
+    directory = user_path(directory, "directory")
+    recipe, device, records = load_run(directory)
+    return Run(directory=directory, recipe=recipe, device=device, stages=tuple(records))

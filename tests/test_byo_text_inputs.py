@@ -127,14 +127,66 @@ def test_a_model_directory_without_tokenizer_files_is_refused_not_given_an_empty
 
     BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
                                               num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
-    with pytest.raises(ConfigError, match="has no vocabulary beyond its 5 special tokens \\(no tokenizer files"):
+    with pytest.raises(ConfigError, match="has no tokenizer files \\(expected tokenizer.json"):
+        load_or_train_tokenizer(TokenizerConfig.model_construct(pretrained=str(tmp_path)), TEXTS)
+    # and by validate, before anything runs (was: validate said ok, the run stopped at its first stage)
+    path = _recipe(tmp_path, {"arch": "hf", "pretrained": str(tmp_path)}, TIMED[:3])
+    recipe = yaml.safe_load(path.read_text())
+    recipe["tokenizer"] = {"pretrained": str(tmp_path)}
+    path.write_text(yaml.safe_dump(recipe))
+    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), "tokenizer.pretrained",
+                           f"'{tmp_path}' has no tokenizer files (expected tokenizer.json")
+
+
+def test_a_sentencepiece_only_tokenizer_without_the_package_is_one_line_naming_it(tmp_path: Path) -> None:
+    """ALBERT/T5/XLM-R tokenizers saved as a SentencePiece model only: without the sentencepiece package transformers
+    fell back to other readers and said 'tiktoken is required'."""
+    import importlib.util
+
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed: the model is read")
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "AlbertTokenizer"}')
+    (tmp_path / "spiece.model").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match=r"has only a SentencePiece model \(spiece.model\), which needs the "
+                                          r"sentencepiece package"):
         load_or_train_tokenizer(TokenizerConfig(pretrained=str(tmp_path)), TEXTS)
+    path = _recipe(tmp_path, {"arch": "bilstm", "hidden": 8, "embedding_dim": 8}, TIMED[:3])
+    recipe = yaml.safe_load(path.read_text())
+    recipe["tokenizer"] = {"pretrained": str(tmp_path)}
+    path.write_text(yaml.safe_dump(recipe))
+    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), "tokenizer.pretrained",
+                           "which needs the sentencepiece package")
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_a_checkpoint_of_a_smaller_vocabulary_than_the_tokenizer_is_refused_by_validate(role: str,
+                                                                                       tmp_path: Path) -> None:
+    """The model's embeddings have no rows for the tokenizer's last ids: refused when the model was built, so
+    validate said ok and a student's refusal came after the teacher had trained."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer_dir = _byte_level_tokenizer(tmp_path / "tok", TEXTS, eos_token="<|endoftext|>")
+    from transformers import AutoTokenizer
+
+    size = len(AutoTokenizer.from_pretrained(tokenizer_dir))
+    model_dir = tmp_path / "small-vocab"
+    BertForSequenceClassification(BertConfig(vocab_size=size - 3, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32)).save_pretrained(model_dir)
+    path = _recipe(tmp_path, {"arch": "bilstm", "hidden": 8, "embedding_dim": 8}, TIMED[:3])
+    recipe = yaml.safe_load(path.read_text())
+    recipe[role]["model"] = {"arch": "hf", "pretrained": str(model_dir)}
+    recipe["tokenizer"] = {"pretrained": str(tokenizer_dir), "max_length": 32}
+    path.write_text(yaml.safe_dump(recipe))
+    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), f"{role}.model: pretrained '{model_dir}' has "
+                           f"a vocabulary of {size - 3} tokens, fewer than tokenizer.pretrained '{tokenizer_dir}' "
+                           f"with {size}")
 
 
 def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """From Python a directory is naturally a ``pathlib.Path`` (refused as 'not a valid string'), and ``~/...``
-    passed the directory check but reached transformers as a hub id."""
+    passed the directory check but reached transformers as a hub id. Both are kept as the expanded path's text
+    (what the run record and the fingerprints show, :mod:`edgekd.config.paths`)."""
     from pydantic import TypeAdapter
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -150,7 +202,7 @@ def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,
     text = InputSignature(kind="text", vocab_size=300, pad_id=0, max_length=32)
     for given in (checkpoint, "~/my-bert"):
         spec = TypeAdapter(ModelSpec).validate_python({"arch": "hf", "pretrained": given})
-        assert spec.pretrained == str(given)
+        assert spec.pretrained == str(checkpoint)
         assert build_hf(spec, text, ("neg", "pos")).config.num_labels == 2
         tokenizer = load_or_train_tokenizer(TokenizerConfig(pretrained=given), TEXTS)
         assert tokenizer.eos_token == "<|endoftext|>"

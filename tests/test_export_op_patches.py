@@ -158,3 +158,24 @@ def test_a_family_the_table_refuses_really_fails_to_export_in_one_line(tmp_path:
                     extra_dynamic_axes=AXES)
     assert "\n" not in str(e.value) and "aten::fft_fftn" in export_refusal("fnet", "sequence")
     assert export_refusal("fnet", "causal_lm") is None and export_refusal("llama", "sequence") is None
+
+
+def test_funnels_graph_runs_only_at_the_length_it_was_traced_at_so_the_table_refuses_it(tmp_path: Path) -> None:
+    """Funnel Transformer's pooling indices are fixed while tracing: its graph matched PyTorch on the batch it was
+    exported from and failed in onnxruntime at the device's length (after training, at the profile stage)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgekd.models.export_support import export_refusal
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("funnel", vocab_size=120, block_sizes=[1, 1], d_model=24, n_head=3, d_head=8,
+                                  d_inner=37, num_labels=2, pad_token_id=0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    batch = {name: tensor for name, tensor in padded_batch().items() if name != "token_type_ids"}
+    export_onnx(model, batch, tmp_path / "m.onnx", load_export_target("onnx-fp32"), extra_dynamic_axes=AXES)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    longer = np.ones((2, 128), dtype=np.int64)  # the device profile's length
+    with pytest.raises(Exception, match="GatherElements|broadcast"):
+        session.run(None, {"input_ids": longer, "attention_mask": longer})
+    assert "a shape fixed while tracing" in export_refusal("funnel", "sequence")

@@ -155,15 +155,82 @@ def test_a_head_naming_the_datas_classes_in_another_order_is_reordered(family: s
 
 def test_a_head_naming_other_classes_is_taken_in_order_with_one_line(tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    labels = {"id2label": {0: "BAD", 1: "GOOD"}, "label2id": {"BAD": 0, "GOOD": 1}}
     original = hf_families.build("bert", num_labels=2, **labels).eval()
     original.save_pretrained(tmp_path / "bert")
     with caplog.at_level(logging.INFO, logger="edgekd"):
         model = build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO).eval()
-    assert caplog.messages == [f"{tmp_path / 'bert'} labels its outputs ['NEGATIVE', 'POSITIVE'], not the data's "
-                               "classes: taken in order ('neg' ← 'NEGATIVE', 'pos' ← 'POSITIVE')"]
+    assert caplog.messages == [f"{tmp_path / 'bert'} labels its outputs ['BAD', 'GOOD'], not the data's "
+                               "classes: taken in order ('neg' ← 'BAD', 'pos' ← 'GOOD')"]
     with torch.no_grad():
         torch.testing.assert_close(call_logits(model, padded_batch()), call_logits(original, padded_batch()))
+
+
+@pytest.mark.parametrize(("saved", "columns"), [(("positive", "negative"), [1, 0]), (("Negative", "Positive"), [0, 1])])
+def test_a_head_naming_the_datas_classes_in_full_is_matched_by_name(saved: tuple[str, str], columns: list[int],
+                                                                    tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The data says 'neg'/'pos', the checkpoint 'positive'/'negative': taken in order, output 0 ('neg') was the
+    checkpoint's 'positive' (every prediction inverted). Each class is matched to the label it starts."""
+    labels = {"id2label": dict(enumerate(saved)), "label2id": {name: i for i, name in enumerate(saved)}}
+    original = hf_families.build("bert", num_labels=2, **labels).eval()
+    original.save_pretrained(tmp_path / "bert")
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / "bert")), TEXT, TWO).eval()
+    assert "taken in order" not in " ".join(caplog.messages)
+    with torch.no_grad():
+        expected = call_logits(original, padded_batch())[:, columns]
+        torch.testing.assert_close(call_logits(model, padded_batch()), expected)
+
+
+@pytest.mark.parametrize("family", ["bert", "vit", "convnext"])
+def test_a_head_of_more_named_classes_keeps_the_datas_rows(family: str, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint fine-tuned on four classes, data of two of them: the head keeps those two outputs (in the
+    data's order) instead of being replaced by a random one, and the model reloads with two labels."""
+    saved = ["owl", "POS", "cat", "neg"]
+    labels = {"id2label": dict(enumerate(saved)), "label2id": {name: i for i, name in enumerate(saved)}}
+    original = hf_families.build(family, num_labels=4, **labels).eval()
+    original.save_pretrained(tmp_path / family)
+    image = family in hf_families.IMAGE
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / family)), DIGITS if image else TEXT, TWO).eval()
+    assert caplog.messages == [f"classifier kept for the data's 2 classes of the checkpoint's 4 ({tmp_path / family})"
+                               ": 'neg' ← 'neg', 'pos' ← 'POS'"]
+    batch = {"input": torch.randn(3, 1, 8, 8)} if image else padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(model, batch), call_logits(original, batch)[:, [3, 1]])
+    model.save_pretrained(tmp_path / "kept")
+    reloaded = build_hf(spec(pretrained=str(tmp_path / "kept")), DIGITS if image else TEXT, TWO).eval()
+    assert reloaded.config.id2label == {0: "neg", 1: "pos"}
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(reloaded, batch), call_logits(model, batch))
+
+
+@pytest.mark.parametrize("per_token", [True, False], ids=["sentence-head-per-token", "token-head-per-sentence"])
+def test_a_head_of_another_kind_is_not_loaded_into_the_added_one(per_token: bool, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """BERT's sentence and token classifiers are both 'classifier' of the same shape: the log said 'classifier
+    added' while the checkpoint's other head was loaded into it, its rows meaning other classes."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("bert", num_labels=2, **hf_families.TEXT["bert"])
+    auto = AutoModelForSequenceClassification if per_token else AutoModelForTokenClassification
+    saved = auto.from_config(config)
+    with torch.no_grad():
+        saved.classifier.weight.fill_(0.5)
+    saved.save_pretrained(tmp_path / "bert")
+    signature = InputSignature(kind="text", vocab_size=hf_families.VOCAB, pad_id=hf_families.PAD, max_length=32,
+                               per_token=per_token)
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        model = build_hf(spec(pretrained=str(tmp_path / "bert")), signature, TWO)
+    kind = "token classification" if per_token else "classification"
+    assert caplog.messages == [f"classifier added: 2 labels ({tmp_path / 'bert'} has no {kind} head)"]
+    assert not torch.equal(model.classifier.weight, saved.classifier.weight)
+    embeddings = model.bert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(embeddings, saved.bert.embeddings.word_embeddings.weight)
+    assert 0.005 < model.classifier.weight.std().item() < 0.05
 
 
 @pytest.mark.parametrize("problem_type", ["regression", "multi_label_classification"])

@@ -115,8 +115,10 @@ def _broken_checkpoint(source: Path, target: Path, fault: str) -> Path:
     weights = target / "model.safetensors"
     if fault == "truncated":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    elif fault == "pickle-only":
+    elif fault == "pickle-only":  # a file named as PyTorch weights that torch's weights_only loader cannot read
         weights.rename(target / "pytorch_model.bin")
+    elif fault == "other-format":
+        weights.rename(target / "flax_model.msgpack")
     elif fault == "missing-shard":
         weights.unlink()
         shard = {"bert.embeddings.word_embeddings.weight": "model-00001-of-00002.safetensors"}
@@ -129,7 +131,8 @@ def _broken_checkpoint(source: Path, target: Path, fault: str) -> Path:
 
 CHECKPOINT_FAULTS = {
     "truncated": ("model.safetensors' is not a readable safetensors file", "re-download or re-save it"),
-    "pickle-only": ("has no model.safetensors; it has pytorch_model.bin", "safe_serialization=True"),
+    "pickle-only": ("pytorch_model.bin' is not PyTorch weights torch's weights_only loader reads",),
+    "other-format": ("has no model.safetensors nor pytorch_model.bin; it has flax_model.msgpack",),
     "missing-shard": ("model-00001-of-00002.safetensors' is missing",),
     "unknown-family": ("model_type 'frobnicator' is not a transformers model family",),
 }

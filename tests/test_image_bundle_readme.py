@@ -188,22 +188,29 @@ def _processor_manifest(record: dict[str, Any], *, layout: str = "NCHW") -> dict
             "inputs": [{"name": "input", "dtype": "float32", "shape": shape}]}
 
 
-@pytest.mark.parametrize("kind", ["clip", "convnext-384", "clip-nhwc"])
+@pytest.mark.parametrize("kind", ["clip", "convnext-384", "clip-nhwc", "mobilevit-bgr"])
 def test_the_readme_s_model_input_is_the_processor_s_for_other_resizes_and_layouts(kind: str, tmp_path: Path) -> None:
     """A shortest-edge resize then a crop_size crop (CLIP), ConvNeXt's square warp at 384 px and over (no crop), and a
-    model taking NHWC: the README's function makes the processor's input of images of several aspect ratios."""
-    from transformers import CLIPImageProcessor, ConvNextImageProcessor
+    model taking NHWC, and MobileViT's processor feeding channels B, G, R without normalising (its settings still
+    list a mean and std; the manifest said R, G, B with them): the README's function makes the processor's input of
+    images of several aspect ratios."""
+    from transformers import CLIPImageProcessor, ConvNextImageProcessor, MobileViTImageProcessor
 
     from edgekd.data.image_config import ImagePrep
     from edgekd.data.image_prep import make_preparer
 
-    if kind == "convnext-384":
+    if kind == "mobilevit-bgr":
+        MobileViTImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 24, "width": 20},
+                                do_flip_channel_order=True).save_pretrained(tmp_path / "p")
+    elif kind == "convnext-384":
         ConvNextImageProcessor(size={"shortest_edge": 384}, crop_pct=0.875).save_pretrained(tmp_path / "p")
     else:
         CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 24, "width": 20}).save_pretrained(
             tmp_path / "p")
     preparer = make_preparer(ImagePrep(image_processor=str(tmp_path / "p")), [])
     nhwc = kind.endswith("nhwc")
+    if kind == "mobilevit-bgr":
+        assert preparer.record["channel_order"] == "BGR"
     model_input = _model_input_of_the_readme(_processor_manifest(preparer.record, layout="NHWC" if nhwc else "NCHW"),
                                              tmp_path)
     rng = np.random.default_rng(0)

@@ -153,6 +153,46 @@ def test_feeds_fill_dynamic_text_axes(tmp_path: Path) -> None:
     session.run(None, feeds)  # ids are valid for a 32-entry vocabulary
 
 
+def small_vocabulary_model(path: Path, rows: int = 20) -> Path:
+    """int32 ids → Cast → Gather on a dequantized ``rows``-row table (a character model's embedding)."""
+    table = numpy_helper.from_array(np.zeros((rows, 4), dtype=np.uint8), "Q")
+    scale = numpy_helper.from_array(np.array(0.1, dtype=np.float32), "scale")
+    return _save(
+        path,
+        [helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.INT64),
+         helper.make_node("DequantizeLinear", ["Q", "scale"], ["E"]),
+         helper.make_node("Gather", ["E", "ids"], ["emb"])],
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)],
+        [table, scale],
+    )
+
+
+def test_token_ids_stay_inside_a_small_vocabulary(tmp_path: Path) -> None:
+    """A 20-symbol model is fed ids below 20 (not the default 32, which onnxruntime refuses as out of bounds),
+    from the file, from a session given the file's limits, and in the profiling worker."""
+    from edgekd.profile.inputs import token_id_limits
+
+    path = small_vocabulary_model(tmp_path / "chars.onnx")
+    assert token_id_limits(path) == {"input_ids": 20}
+    assert token_id_limits(text_model(tmp_path / "text.onnx")) == {"input_ids": TOKEN_ID_HIGH}
+    shape = InputShape(batch=4, sequence_length=64)
+    feeds = make_feeds(path, shape)
+    assert feeds["input_ids"].max() < 20 and feeds["input_ids"].dtype == np.int32
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session.run(None, feeds)
+    assert np.array_equal(make_feeds(session, shape, limits=token_id_limits(path))["input_ids"], feeds["input_ids"])
+    timed = profile_onnx(path, load_device("host-cpu"), warmup=1, runs=3)
+    assert timed.input_shapes == {"input_ids": [1, 128]}
+
+
+def test_token_id_limits_of_a_file_onnx_cannot_parse_are_empty(tmp_path: Path) -> None:
+    from edgekd.profile.inputs import token_id_limits
+
+    (tmp_path / "model.ort").write_bytes(b"not a protobuf")
+    assert token_id_limits(tmp_path / "model.ort") == {}
+
+
 def test_feeds_default_profile_shape(tmp_path: Path) -> None:
     feeds = make_feeds(text_model(tmp_path / "text.onnx"), load_device("host-cpu").inputs)
     assert feeds["input_ids"].shape == (1, 128)

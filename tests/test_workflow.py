@@ -11,7 +11,7 @@ import torch
 
 import edgekd
 from edgekd import Distill, Export, Pipeline, Profile, Report, Teacher
-from edgekd.cli import _print_run
+from edgekd.cli.run import print_run
 from edgekd.config.recipe import load_recipe
 from edgekd.console import out
 from edgekd.errors import ConfigError, StorageError
@@ -141,7 +141,7 @@ def test_a_damaged_report_is_one_line_naming_the_file_and_field(tmp_path: Path) 
     # a regression run's report: no accuracy, so no accuracy ratio beside the latency ratio
     path.write_text(json.dumps({**report, "comparison": {**report["comparison"], "accuracy_ratio": None}}))
     with out.capture() as printed:
-        _print_run(result, as_json=False)
+        print_run(result, as_json=False)
     latency = report["comparison"]["p50_latency_ratio"]
     assert f"student/teacher: p50 latency ratio {latency:.3f}\n" in printed.get()
     path.write_text(json.dumps({**report, "student": {**report["student"], "params": "many"}}))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, WrapSerializer
+
+from edgekd.config.paths import escape_field, expand_field
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -14,8 +16,12 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 #: A seed numpy, torch and Python's ``random`` all accept.
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
-#: A hub id or a local path, given as text or (from Python) as a ``pathlib.Path``: kept as text.
-PathOrId = Annotated[str, BeforeValidator(lambda value: os.fspath(value) if isinstance(value, os.PathLike) else value)]
+#: A local file or folder, given as text or a ``pathlib.Path``: ``~`` and ``$VAR``/``${VAR}`` expanded
+#: (:mod:`edgekd.config.paths`), then, in a recipe file, relative to its folder.
+LocalPath = Annotated[Path, BeforeValidator(expand_field), WrapSerializer(escape_field)]
+#: A hub id, a built-in name or a local path, given as text or (from Python) as a ``pathlib.Path``: kept as text,
+#: ``~`` and ``$VAR``/``${VAR}`` expanded (:mod:`edgekd.config.paths`; a hub id or a name has neither).
+PathOrId = Annotated[str, BeforeValidator(expand_field), WrapSerializer(escape_field)]
 
 
 class _OneLineErrors(type(BaseModel)):  # type: ignore[misc]  # pydantic's model metaclass

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgekd.config.base import M
+from edgekd.config.paths import ALREADY_EXPANDED
 from edgekd.config.yaml_reader import MAX_BYTES, DuplicateKeyError, YamlLimitError, load_bounded
 from edgekd.errors import ConfigError
 
@@ -48,7 +49,16 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: malformed YAML: {where}{problem}{_tab_hint(text, mark)}") from exc
+        hint = _tab_hint(text, mark) or _variable_hint(text, mark)
+        raise ConfigError(f"{source}: malformed YAML: {where}{problem}{hint}") from exc
+
+
+def _variable_hint(text: str, mark: Any) -> str:
+    """Why YAML stopped, when the line has a ``${VAR}``: its braces end a ``{…}`` mapping written on one line."""
+    lines = text.splitlines()
+    if mark is None or mark.line >= len(lines) or "${" not in lines[mark.line]:
+        return ""
+    return " (a ${VAR} inside {…} or […]: quote the value, e.g. train: \"${DATA}/train.tsv\")"
 
 
 def _tab_hint(text: str, mark: Any) -> str:
@@ -69,47 +79,44 @@ def load_yaml_model(path: Path, model: type[M], *, base_dir: Path | None = None)
     return validate_model(data, model, source=str(path), base_dir=base_dir or path.parent)
 
 
-def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | None = None) -> M:
-    """Validate a parsed mapping into ``model``, raising a one-line :class:`ConfigError`."""
+def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | None = None,
+                   expanded: bool = False) -> M:
+    """Validate a parsed mapping into ``model``, raising a one-line :class:`ConfigError`.
+
+    Path fields have ``~`` and ``$VAR``/``${VAR}`` expanded (:mod:`edgekd.config.paths`) unless ``expanded`` says
+    ``data`` is a record edgekd wrote from a model it validated before (its paths are expanded already).
+    """
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {kind}")
     try:
-        obj = model.model_validate(data)
+        obj = model.model_validate(data, context=ALREADY_EXPANDED if expanded else None)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, model, source)) from None
     return _resolve_paths(obj, base_dir) if base_dir is not None else obj
 
 
 def _resolve_paths(obj: M, base_dir: Path) -> M:
-    """``obj`` with every relative path made absolute: ``~`` is the user's home (the shell does not expand it in
-    YAML), any other relative path is relative to ``base_dir`` (the recipe's folder)."""
-    def resolved(path: Path) -> Path:
-        path = _home_expanded(path)
-        if path.is_absolute():
-            return path
+    """``obj`` with every relative path made absolute, relative to ``base_dir`` (the recipe's folder), in its
+    fields, lists and nested models (a stage's). ``~`` and variables were expanded when the fields were validated
+    (:mod:`edgekd.config.paths`), so a path still relative here was written relative."""
+    def resolved(item: Any) -> Any:
+        if isinstance(item, BaseModel):
+            return _resolve_paths(item, base_dir)
+        if not isinstance(item, Path) or item.is_absolute():
+            return item
         try:
-            return (base_dir / path).resolve()
+            return (base_dir / item).resolve()
         except (OSError, RuntimeError):  # a symlink loop: reported as not found where the file is read
-            return base_dir / path
+            return base_dir / item
 
     updates: dict[str, Any] = {}
     for name, value in obj:
-        if isinstance(value, Path) and not value.is_absolute():
-            updates[name] = resolved(value)
-        elif isinstance(value, list) and any(isinstance(item, Path) for item in value):
-            updates[name] = [resolved(item) if isinstance(item, Path) else item for item in value]
-        elif isinstance(value, BaseModel):
-            updates[name] = _resolve_paths(value, base_dir)
+        items = value if isinstance(value, list) else [value]
+        new = [resolved(item) for item in items]
+        if any(a is not b for a, b in zip(new, items, strict=True)):
+            updates[name] = new if isinstance(value, list) else new[0]
     return obj.model_copy(update=updates) if updates else obj
-
-
-def _home_expanded(path: Path) -> Path:
-    """``path`` with a leading ``~`` or ``~user`` replaced by that home directory (unchanged if there is none)."""
-    try:
-        return path.expanduser()
-    except RuntimeError:  # no home directory for that user: read as a relative name, reported as not found
-        return path
 
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic import Discriminator, Field, StrictInt, Tag, ValidationInfo, field_validator, model_validator
 
 from edgekd.catalog import find
-from edgekd.config.base import PositiveFloat, PositiveInt, Seed, StrictModel
+from edgekd.config.base import LocalPath, PathOrId, PositiveFloat, PositiveInt, Seed, StrictModel
 from edgekd.config.loading import read_yaml, validate_model
+from edgekd.config.paths import escaped, expanded_or_given
 from edgekd.data.config import DataConfig, TokenizerConfig
 from edgekd.data.image_defaults import with_model_defaults
 from edgekd.models.architectures import ModelSpec
@@ -33,11 +34,19 @@ class EnsembleConfig(StrictModel):
         return weighting
 
 
+#: One path or a list of them; a list is validated as a list only, so an error names its item (``weights[1]``)
+#: rather than also saying that a list is not a path.
+OneOrMorePaths = Annotated[
+    Annotated[LocalPath, Tag("one")] | Annotated[list[LocalPath], Tag("list")],
+    Discriminator(lambda value: "list" if isinstance(value, list) else "one"),
+]
+
+
 class TeacherConfig(StrictModel):
     """The teacher: an architecture and, optionally, trained weights (else the ``teacher`` stage trains it)."""
 
     model: ModelSpec
-    weights: Path | list[Path] | None = Field(
+    weights: OneOrMorePaths | None = Field(
         default=None, description="A .safetensors file of trained weights; for an ensemble, one per member."
     )
     ensemble: EnsembleConfig | None = None
@@ -93,7 +102,7 @@ class Recipe(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     seed: Seed = 0
-    device: str = Field(default="host-cpu", description="A profile name from devices/ or a YAML path.")
+    device: PathOrId = Field(default="host-cpu", description="A profile name from devices/ or a YAML path.")
     threads: PositiveInt | Literal["auto"] = Field(
         default="auto", description="torch threads for training; auto = the physical cores this process may use.")
     data: DataConfig
@@ -117,7 +126,8 @@ class Recipe(StrictModel):
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """Load a recipe by built-in name (``demo-digits``) or path.
 
-    Its relative paths are relative to the recipe file; so are ``device`` and a stage's export ``target`` when
+    ``~`` and environment variables (``$VAR``, ``${VAR}``) in its paths are expanded (:mod:`edgekd.config.paths`);
+    its relative paths are relative to the recipe file; so are ``device`` and a stage's export ``target`` when
     they name a YAML file found there (a profile or preset beside the recipe), and a ``pretrained`` checkpoint or
     ``image_processor`` when it names a directory there; else each is a built-in name, a hub id or a path from the
     working directory as given.
@@ -144,17 +154,18 @@ def _checkpoints_beside(values: Any, folder: Path) -> Any:
         return values
     out = {}
     for key, value in values.items():
-        if key in CHECKPOINT_KEYS and isinstance(value, str) and value and not value.startswith(("~", "pypi:")) \
-                and not Path(value).is_absolute() and (folder / value).is_dir():
-            out[key] = str((folder / value).resolve())
+        local = expanded_or_given(value) if key in CHECKPOINT_KEYS and isinstance(value, str) else ""
+        if local and not local.startswith("pypi:") and not Path(local).is_absolute() and (folder / local).is_dir():
+            out[key] = escaped(str((folder / local).resolve()))  # validated (expanded) again as the field's value
         else:
             out[key] = _checkpoints_beside(value, folder)
     return out
 
 
 def _beside(recipe: Path, name: str) -> str:
-    """``name`` as the path of the YAML file beside ``recipe`` when it names one there, else as given."""
-    relative = Path(name).expanduser()
+    """``name`` (expanded when its field was validated) as the path of the YAML file beside ``recipe`` when it
+    names one there, else as given."""
+    relative = Path(name)
     beside = recipe.parent / relative
     if name.endswith((".yaml", ".yml")) and not relative.is_absolute() and beside.is_file():
         return str(beside.resolve())

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
-from edgekd.config.base import Fraction, PathOrId, PositiveInt, StrictModel
+from edgekd.config.base import Fraction, LocalPath, PathOrId, PositiveInt, StrictModel
 from edgekd.data.image_config import ImageCsvData, ImageFolderData, ImagePrep
 from edgekd.models.checkpoint_files import check_local_path
 
@@ -63,7 +62,7 @@ class NpzData(SplitSeed):
     modality: ClassVar[Literal["image", "text"]] = "image"
 
     source: Literal["npz"]
-    path: Path
+    path: LocalPath
     task: TaskKind | None = Field(default=None, description=TASK_DESCRIPTION)
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.2
@@ -102,8 +101,8 @@ class TextFileData(TextSplitsConfig):
     """Labelled text in local TSV or CSV files with a header line (e.g. GLUE SST-2)."""
 
     source: Literal["tsv", "csv"]
-    train: Path
-    test: Path = Field(description="Labelled file the reported accuracy is measured on (SST-2: dev.tsv).")
+    train: LocalPath
+    test: LocalPath = Field(description="Labelled file the reported accuracy is measured on (SST-2: dev.tsv).")
 
 
 class HFDiskData(TextSplitsConfig, ImagePrep):
@@ -114,7 +113,7 @@ class HFDiskData(TextSplitsConfig, ImagePrep):
     """
 
     source: Literal["hf_disk"]
-    path: Path
+    path: LocalPath
     train_split: str = "train"
     test_split: str = "validation"
     image_column: str | None = Field(default=None, description="A column of images (datasets Image feature): "
@@ -156,7 +155,7 @@ class CorpusData(StrictModel):
 
     source: Literal["corpus"]
     task: Literal["causal_lm"] = "causal_lm"
-    path: Path = Field(description="A UTF-8 text file, or a datasets save_to_disk directory.")
+    path: LocalPath = Field(description="A UTF-8 text file, or a datasets save_to_disk directory.")
     text_column: str = Field(default="text", description="The text column of a datasets directory.")
     train_split: str = "train"
     validation_split: str = "validation"

@@ -10,12 +10,11 @@ by default the one a Hugging Face ``pretrained`` checkpoint of the recipe ships,
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, StrictInt, model_validator
 
-from edgekd.config.base import Fraction, PositiveFloat, PositiveInt, StrictModel
+from edgekd.config.base import Fraction, LocalPath, PathOrId, PositiveFloat, PositiveInt, StrictModel
 
 #: The source names whose examples are image files.
 IMAGE_FILE_SOURCES = ("imagefolder", "image_csv")
@@ -26,7 +25,7 @@ ImageSize = PositiveInt | tuple[PositiveInt, PositiveInt]
 class ImagePrep(StrictModel):
     """How image files become the float tensors a model takes (the preprocessing recorded in its bundle)."""
 
-    image_processor: str | Literal[False] | None = Field(
+    image_processor: PathOrId | Literal[False] | None = Field(
         default=None, description="A hub id or local directory with a preprocessor_config.json (Hugging Face "
         "AutoImageProcessor: resize, crop, rescale, normalise as it says). Unset: the teacher's (else the "
         "assistant's, else the student's) pretrained checkpoint when it ships one; false: never.")
@@ -72,17 +71,17 @@ class ImageFolderData(ImageSplits):
     """Images in a folder per class (``train/cat/1.png``), the layout torchvision and ``datasets`` use."""
 
     source: Literal["imagefolder"]
-    train: Path = Field(description="A folder with one sub-folder of PNG/JPEG images per class.")
-    test: Path = Field(description="The same layout; the reported accuracy is measured on it.")
-    val: Path | None = Field(default=None, description="The same layout; unset: val_fraction of train.")
+    train: LocalPath = Field(description="A folder with one sub-folder of PNG/JPEG images per class.")
+    test: LocalPath = Field(description="The same layout; the reported accuracy is measured on it.")
+    val: LocalPath | None = Field(default=None, description="The same layout; unset: val_fraction of train.")
 
 
 class ImageCsvData(ImageSplits):
     """CSV files (with a header line) of image paths and class labels; relative paths are from the CSV's folder."""
 
     source: Literal["image_csv"]
-    train: Path
-    test: Path
-    val: Path | None = Field(default=None, description="Unset: val_fraction of train.")
+    train: LocalPath
+    test: LocalPath
+    val: LocalPath | None = Field(default=None, description="Unset: val_fraction of train.")
     path_column: str = "path"
     label_column: str = "label"

@@ -9,7 +9,9 @@ the first of teacher, assistant and student that is a Hugging Face model (``arch
 2. else the first such model whose config (``config:`` or the checkpoint's ``config.json``) has an
    ``image_size`` gives ``data.image_size`` (the model's input size; plain resizing).
 
-The value is written into the data config, so the run record shows it and every stage reading ``data``
+These read the recipe's raw values, before its fields are validated, so they expand ``~`` and variables
+themselves, with the same function (:func:`edgekd.config.paths.expanded_or_given`). The value is written into the
+data config, so the run record shows it and every stage reading ``data``
 (its fingerprint included) sees the same preprocessing.
 """
 
@@ -21,8 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from edgekd.config.paths import expand_path, expanded_or_given
 from edgekd.data.image_config import IMAGE_FILE_SOURCES, ImagePrep
-from edgekd.errors import EdgekdError
+from edgekd.errors import ConfigValueError, EdgekdError
 
 ROLES = ("teacher", "assistant", "student")
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -73,7 +76,10 @@ def _ships_processor(name: str) -> bool:
             name = resolve_pretrained(name)
         except EdgekdError:  # the model spec's own validation reports a broken package
             return False
-    local = Path(name).expanduser()
+    try:
+        local = Path(expand_path(name))
+    except ConfigValueError:  # an unset variable: said at the model's own key, not copied to data.image_processor
+        return False
     return (local / PROCESSOR_FILE).is_file() if local.is_dir() else not local.exists()
 
 
@@ -81,7 +87,7 @@ def _image_size(spec: Any) -> int | tuple[int, int] | None:
     """The ``image_size`` of an HF model's config mapping or local checkpoint ``config.json``."""
     config = _get(spec, "config")
     if config is None:
-        local = Path(str(_get(spec, "pretrained"))).expanduser() / "config.json"
+        local = Path(expanded_or_given(str(_get(spec, "pretrained")))) / "config.json"
         try:
             config = json.loads(local.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -3,8 +3,8 @@
 Two ways, chosen by the data config (:class:`~edgekd.data.image_config.ImagePrep`):
 
 - **an image processor** (``image_processor``: a Hugging Face ``AutoImageProcessor`` directory or hub id,
-  slow PIL backend): images are converted to RGB and the processor resizes, crops, rescales and
-  normalises them as its ``preprocessor_config.json`` says;
+  slow PIL backend): images are converted to RGB (grey, when it normalises one channel) and the processor
+  resizes, crops, rescales and normalises them as its ``preprocessor_config.json`` says;
 - **plain**: converted to ``color`` (RGB or L), resized to ``image_size`` with bilinear resampling,
   scaled to [0, 1] and normalised per channel with ``mean``/``std`` (unset: the training images' own,
   measured after resizing; a channel of one value keeps std 1).
@@ -49,7 +49,8 @@ class Preparer:
         if not images:
             return np.zeros((0, *self.shape), dtype=np.float32)
         if self.processor is not None:
-            chunks = [self.processor(images=[in_color(image, "RGB") for image in images[i:i + CHUNK]],
+            color = self.record["color"]
+            chunks = [self.processor(images=[in_color(image, color) for image in images[i:i + CHUNK]],
                                      return_tensors="np")["pixel_values"] for i in range(0, len(images), CHUNK)]
             return np.concatenate(chunks).astype(np.float32)
         scaled = _resized(images, self.record["color"], self.record["size"])
@@ -99,13 +100,20 @@ def _processor_preparer(name: str, trust_remote_code: bool) -> Preparer:
         raise DataError(f"image processor '{name}' (data.image_processor): cannot be loaded: {first_line(exc)}; "
                         "set data.image_processor: false for plain resizing") from None
     settings = processor.to_dict()
-    probe = processor(images=[Image.new("RGB", (64, 48))], return_tensors="np")["pixel_values"]
-    channels, height, width = probe.shape[1:]
     normalize = bool(settings.get("do_normalize", True))
+    # a processor normalising one channel is a grey model's (num_channels 1): it is given grey images
+    grey = normalize and isinstance(settings.get("image_mean"), list | tuple) and len(settings["image_mean"]) == 1
+    color = "L" if grey else "RGB"
+    try:
+        probe = processor(images=[Image.new(color, (64, 48))], return_tensors="np")["pixel_values"]
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"image processor '{name}' (data.image_processor): fails on a {color} image: "
+                        f"{first_line(exc)}") from None
+    channels, height, width = probe.shape[1:]
     resample = settings.get("resample")
     record: dict[str, Any] = {
         "processor": settings.get("image_processor_type", type(processor).__name__), "source": name,
-        "color": "RGB", "channel_order": "RGB", "size": [int(height), int(width)],
+        "color": color, "channel_order": _order(color), "size": [int(height), int(width)],
         "resize": ({**dict(settings.get("size") or {}), "resample": _resample_name(resample)}
                    if settings.get("do_resize", True) else None),
         "crop": _crop(settings),
@@ -115,7 +123,46 @@ def _processor_preparer(name: str, trust_remote_code: bool) -> Preparer:
         "mean_std_from": "image processor",
         "processor_config": json.loads(json.dumps(settings, default=str)),
     }
-    return Preparer(record, processor)
+    return Preparer({**record, **(_measured_pixels(processor, record) if color == "RGB" else {})}, processor)
+
+
+def _measured_pixels(processor: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The channel order, mean and std the processor applies, where they differ from what its settings read as.
+
+    A processor's keys do not say everything it does (MobileViT's ``do_flip_channel_order`` feeds B, G, R;
+    a subclass may normalise without ``do_normalize``). Uniform images of three colours are run through it:
+    each output channel is an affine function of one input channel (``(value × scale - mean) / std``),
+    which gives its order, mean and std. Processors whose outputs are not such a function keep the record.
+    """
+    from PIL import Image
+
+    colours = np.array([(10, 120, 230), (200, 40, 90), (70, 250, 5)], dtype=np.float64)
+    outputs = [processor(images=[Image.new("RGB", (64, 48), tuple(int(v) for v in colour))],
+                         return_tensors="np")["pixel_values"][0] for colour in colours]
+    got = np.array([[float(channel[channel.shape[0] // 2, channel.shape[1] // 2]) for channel in output]
+                    for output in outputs])
+    if got.shape[1] != 3:
+        return {}
+    order, slopes, offsets = [], [], []
+    for channel in range(3):
+        for source in range(3):
+            slope = (got[1, channel] - got[0, channel]) / (colours[1, source] - colours[0, source])
+            offset = got[0, channel] - slope * colours[0, source]
+            if abs(slope) > 1e-12 and np.allclose(got[:, channel], slope * colours[:, source] + offset, atol=1e-3):
+                order.append(source)
+                slopes.append(slope)
+                offsets.append(offset)
+                break
+        else:
+            return {}
+    std = [record["rescale_factor"] / slope for slope in slopes]
+    mean = [-offset * deviation for offset, deviation in zip(offsets, std, strict=True)]
+    measured: dict[str, Any] = {}
+    if order != [0, 1, 2]:
+        measured["channel_order"] = "".join("RGB"[source] for source in order)
+    if not np.allclose(mean, record["mean"], atol=1e-3) or not np.allclose(std, record["std"], atol=1e-3):
+        measured |= {"mean": [round(v, 6) for v in mean], "std": [round(v, 6) for v in std]}
+    return measured
 
 
 def _crop(settings: dict[str, Any]) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from edgekd.atomic import atomic_dir
 from edgekd.data.config import TokenizerConfig
 from edgekd.errors import ConfigError, DataError
+from edgekd.models.checkpoint_files import check_tokenizer_files
 from edgekd.models.packaged import resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def load_pretrained_tokenizer(name: str, *, padded: bool = True, trust_remote_co
     (``ConfigError``) when it cannot load or is not a fast tokenizer. ``padded``: one without a padding token pads
     with its end-of-text token (said in one log line), and one with neither is refused."""
     try:
+        check_tokenizer_files(resolve_pretrained(name))
         tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edgekd.catalog import find
 from edgekd.config.device import load_device
+from edgekd.config.paths import user_path
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.datasets import load_dataset
 from edgekd.dataset_distill.config import DatasetDistillStage
@@ -35,6 +36,6 @@ def distill_data(recipe: str | Path | Recipe, *, out: str | Path | None = None, 
     splits = load_dataset(loaded.data, data_seed(loaded, loaded.seed))
     check_images_per_class(splits.y_train, splits.num_classes, loaded.stages[index].images_per_class,
                            f"{source}: stages[{index}]")
-    run_dir = Path(out) if out is not None else Path("runs") / f"{loaded.name}-distill-data"
+    run_dir = user_path(out, "out") if out is not None else Path("runs") / f"{loaded.name}-distill-data"
     with training_threads(loaded.threads):
         return run_pipeline(partial, load_device(loaded.device), run_dir, fresh=fresh, show_progress=show_progress)

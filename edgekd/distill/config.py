@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from edgekd.config.base import PositiveInt, StrictModel
+from edgekd.config.base import LocalPath, PositiveInt, StrictModel
 from edgekd.config.training import TrainingConfig
 from edgekd.digest import file_digest
 from edgekd.distill.losses.hinton import HintonLoss
@@ -43,7 +42,7 @@ class DistillSettings(TrainingConfig):
         default=True, description="Compute the teacher outputs the losses read once, memory-mapped on disk "
         "(float16 hidden states/attention maps: turn off for transfer sets too large for the disk)."
     )
-    teacher_cache_dir: Path | None = Field(
+    teacher_cache_dir: LocalPath | None = Field(
         default=None, description="Keep cached teacher outputs here, shared between runs (a subdirectory per "
         "teacher, transfer set and stored layers; for a causal LM, the teacher's sequence_kd continuations); "
         "default: inside the stage, deleted after training."

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictInt, model_validator
 
 from edgekd.catalog import UnknownEntryError, find
-from edgekd.config.base import StrictModel
+from edgekd.config.base import PathOrId, StrictModel
 from edgekd.config.loading import load_yaml_model
 from edgekd.stage_kind import PlanState, StageKind
 
@@ -48,7 +48,7 @@ class ExportStage(StrictModel):
     """Export every model so far to ONNX and check it against PyTorch."""
 
     stage: Literal["export"] = "export"
-    target: str = Field(default="onnx-fp32", description="A preset name from exporters/ or a YAML path.")
+    target: PathOrId = Field(default="onnx-fp32", description="A preset name from exporters/ or a YAML path.")
 
 
 class BundleStage(StrictModel):

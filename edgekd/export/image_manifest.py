@@ -18,7 +18,7 @@ def image_file_preprocessing(record: dict[str, Any], inputs: list[dict[str, Any]
     channels, height, width = inputs[0]["shape"][1:]
     return {
         "kind": "image", "layout": "NCHW", "channels": channels, "height": height, "width": width,
-        "color": COLOR_NAMES[record["color"]], "channel_order": record["channel_order"],
+        "color": color_name(record), "channel_order": record["channel_order"],
         "pixel_range": [0, 255], "byte_scale": 1.0, "scale": record["rescale_factor"],
         "mean": record["mean"], "std": record["std"], "mean_std_from": record["mean_std_from"],
         "resize": record["resize"], "crop": record["crop"], "processor": record["processor"],
@@ -29,9 +29,17 @@ def image_file_preprocessing(record: dict[str, Any], inputs: list[dict[str, Any]
     }
 
 
+def color_name(record: dict[str, Any]) -> str:
+    """The colour a model takes, in words: RGB with its channel order (B, G, R for a processor that flips), or grey."""
+    order = record.get("channel_order", "RGB")
+    if record["color"] == "RGB" and sorted(order) == sorted("RGB") and order != "RGB":
+        return f"RGB, channels in the order {', '.join(order)}"
+    return COLOR_NAMES[record["color"]]
+
+
 def preprocessing_steps(record: dict[str, Any]) -> list[str]:
     """What to do to a decoded image, in order, as sentences."""
-    steps = [f"decode the image and convert it to {COLOR_NAMES[record['color']]}"]
+    steps = [f"decode the image and convert it to {color_name(record)}"]
     resize, crop = record.get("resize"), record.get("crop")
     if resize and "shortest_edge" in resize:
         steps += _shortest_edge_steps(resize, crop)

@@ -94,9 +94,13 @@ def image_python(manifest: dict[str, Any], answer: list[str]) -> list[str]:
     if pre.get("example"):
         body += ["    if len(sys.argv) < 2:  # the example's logits, to compare with preprocessing.example.logits",
                  '        print(" ".join(f"{v:.4f}" for v in logits[0]))']
-    return [*head.splitlines(), *_resize_and_crop(pre),
-            *_TAIL.format(dtype=first["dtype"], layout=".transpose(1, 2, 0)" if nhwc else "",
-                             layout_name="NHWC" if nhwc else "NCHW").splitlines(), *loop.splitlines(), *body]
+    tail = _TAIL.format(dtype=first["dtype"], layout=".transpose(1, 2, 0)" if nhwc else "",
+                        layout_name="NHWC" if nhwc else "NCHW").splitlines()
+    order = str(pre.get("channel_order", ""))
+    if order != "RGB" and sorted(order) == sorted("RGB"):  # decoded as R, G, B; the model takes another order
+        tail.insert(2, f"    pixel = pixel[{['RGB'.index(c) for c in order]}]  # channels in the order "
+                       f"{', '.join(order)}")
+    return [*head.splitlines(), *_resize_and_crop(pre), *tail, *loop.splitlines(), *body]
 
 
 def _pil_mode(pre: dict[str, Any]) -> str:

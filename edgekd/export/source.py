@@ -139,6 +139,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     """A Hugging Face classifier from a directory or the local hub cache, with a synthetic sample."""
     from transformers import AutoConfig
 
+    from edgekd.models.checkpoint_files import load_options
     from edgekd.models.families import family
     from edgekd.models.hf import ATTENTION, LOAD_DTYPE, auto_class, classifier_class, quiet_transformers
     from edgekd.prune.structure import CONFIG_KEY, pruned_class
@@ -165,11 +166,11 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
         loader = pruned_class(classifier_class(config, modality, per_token))
     try:
         module, info = loader.from_pretrained(
-            source, local_files_only=True, trust_remote_code=False, use_safetensors=True,
+            source, local_files_only=True, trust_remote_code=False, **load_options(str(source)),
             attn_implementation=ATTENTION, output_loading_info=True, dtype=LOAD_DTYPE)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{source}: cannot load the model ({first_line(exc)}); edgekd reads weights as "
-                         "safetensors only") from None
+                         "safetensors or pytorch_model.bin through torch's weights_only loader") from None
     loaded = _Loaded(module=module.eval(), sample={}, extras=[config])
     if info.get("missing_keys"):
         loaded.notes.append(f"the checkpoint has no weights for {', '.join(sorted(info['missing_keys'])[:3])}"

@@ -77,14 +77,16 @@ def causal_lm_from_spec(spec: HFSpec, tokenizer: Any, context: int, where: str) 
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from edgekd.models.checkpoint_files import load_options
     from edgekd.models.packaged import resolve_pretrained
 
     quiet_transformers()
     if spec.pretrained is not None:
+        source = resolve_pretrained(spec.pretrained)
         try:
             module = AutoModelForCausalLM.from_pretrained(
-                resolve_pretrained(spec.pretrained), use_safetensors=True, attn_implementation="eager",
-                trust_remote_code=spec.trust_remote_code, dtype=LOAD_DTYPE)
+                source, attn_implementation="eager", trust_remote_code=spec.trust_remote_code, dtype=LOAD_DTYPE,
+                **load_options(source))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{where}.pretrained: cannot load '{spec.pretrained}' as a causal LM: "
                              f"{str(exc).splitlines()[0]}") from None

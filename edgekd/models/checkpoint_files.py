@@ -1,17 +1,27 @@
 """What a local checkpoint directory must hold before anything trains: a readable source to load.
 
-A truncated download, a checkpoint that has only pickled weights (``pytorch_model.bin``: edgekd loads
-safetensors only, since unpickling can run code) or a path that does not exist would otherwise fail
-after the stages before it have run. These checks read file names and safetensors headers only.
+A truncated download, weights in a format edgekd does not read or a path that does not exist would
+otherwise fail after the stages before it have run. Weights are safetensors, or PyTorch's
+``pytorch_model.bin`` (single or sharded, as checkpoints saved before safetensors are): those are read
+only by torch's restricted ``weights_only`` loader, which builds tensors and plain containers and refuses
+any other object, so a file that would run code is refused here before anything trains. These checks
+read file names, safetensors headers and the ``.bin`` files through that loader (memory-mapped).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
-#: Weight files edgekd refuses to load (pickles and other frameworks' formats), named in the message.
+#: Weight files edgekd refuses to load (other names and other frameworks' formats), named in the message.
 _OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+#: Files holding a tokenizer's vocabulary, as save_pretrained writes them (fast, WordPiece, BPE, SentencePiece).
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
+#: PyTorch weights as transformers saves them without safetensors: one file, or shards and their index.
+TORCH_WEIGHTS, TORCH_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 
 
 def looks_local(name: str) -> bool:
@@ -21,25 +31,67 @@ def looks_local(name: str) -> bool:
 
 def check_local_path(name: str) -> None:
     """Raise ``ValueError`` when ``name`` is written as a path and is not a directory."""
-    if looks_local(name) and not Path(name).expanduser().is_dir():
+    if looks_local(name) and not Path(name).is_dir():
         raise ValueError(f"'{name}' is not a directory (a path was given, so it is not read as a hub id)")
 
 
-def check_safetensors_weights(directory: Path) -> None:
-    """Raise ``ValueError`` (one line naming the file) unless ``directory`` holds safetensors weights whose
-    headers parse: ``model.safetensors``, or every shard ``model.safetensors.index.json`` names."""
+def check_tokenizer_files(name: str) -> None:
+    """Raise ``ValueError`` when ``name`` is a local directory holding none of :data:`VOCABULARY_FILES` (a model
+    directory saved without its tokenizer): transformers would make up a tokenizer of its special tokens only,
+    and every word would be the unknown token."""
+    directory = Path(name)
+    if not directory.is_dir():
+        return
+    present = [file for file in VOCABULARY_FILES if (directory / file).is_file()]
+    if not present:
+        raise ValueError(f"'{name}' has no tokenizer files (expected tokenizer.json, or vocab.txt / vocab.json and "
+                         "merges.txt, or a SentencePiece model, as save_pretrained writes them)")
+    if all(file.endswith(".model") for file in present) and importlib.util.find_spec("sentencepiece") is None:
+        raise ValueError(f"'{name}' has only a SentencePiece model ({', '.join(present)}), which needs the "
+                         "sentencepiece package (pip install sentencepiece); or save the tokenizer with "
+                         "save_pretrained where it is installed, which writes tokenizer.json")
+
+
+def check_weights(directory: Path) -> None:
+    """Raise ``ValueError`` (one line naming the file) unless ``directory`` holds weights edgekd reads: safetensors
+    whose headers parse (``model.safetensors``, or every shard ``model.safetensors.index.json`` names), else
+    PyTorch weights (``pytorch_model.bin`` or the shards of its index) that torch's ``weights_only`` loader reads."""
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.is_file():
         files = [single]
     elif index.is_file():
         files = [directory / name for name in sorted(set(_index_map(index).values()))]
+    elif torch_weights(directory):
+        for path in torch_weights(directory):
+            _check_torch_file(path)
+        return
     else:
         others = sorted(path.name for path in directory.iterdir() if path.suffix in _OTHER_WEIGHTS)
-        hint = (f"; it has {', '.join(others)}, which edgekd does not load (pickled weights can run code): save "
-                "the model with save_pretrained(..., safe_serialization=True)") if others else ""
-        raise ValueError(f"'{directory}' has no model.safetensors{hint}")
+        hint = (f"; it has {', '.join(others)}, which edgekd does not read: save the model with save_pretrained "
+                f"(safetensors) or name PyTorch weights {TORCH_WEIGHTS}") if others else ""
+        raise ValueError(f"'{directory}' has no model.safetensors nor {TORCH_WEIGHTS}{hint}")
     for path in files:
         _check_header(path)
+
+
+def torch_weights(directory: Path) -> list[Path]:
+    """The PyTorch weight files of a checkpoint ``directory`` without safetensors (``pytorch_model.bin``, or the
+    shards ``pytorch_model.bin.index.json`` names); empty when it has none."""
+    if (directory / TORCH_WEIGHTS).is_file():
+        return [directory / TORCH_WEIGHTS]
+    if (directory / TORCH_INDEX).is_file():
+        return [directory / name for name in sorted(set(_index_map(directory / TORCH_INDEX).values()))]
+    return []
+
+
+def load_options(source: str) -> dict[str, Any]:
+    """``from_pretrained`` keywords for checkpoint ``source``: safetensors, or for a local directory holding only
+    PyTorch weights, those through torch's restricted loader (``weights_only``)."""
+    local = Path(source)
+    if local.is_dir() and not (local / "model.safetensors").is_file() \
+            and not (local / "model.safetensors.index.json").is_file() and torch_weights(local):
+        return {"use_safetensors": False, "weights_only": True}
+    return {"use_safetensors": True}
 
 
 def _index_map(index: Path) -> dict[str, str]:
@@ -64,3 +116,18 @@ def _check_header(path: Path) -> None:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"'{path}' is not a readable safetensors file ({reason}); re-download or re-save it") \
             from None
+
+
+def _check_torch_file(path: Path) -> None:
+    import torch
+
+    if not path.is_file():
+        raise ValueError(f"'{path}' is missing (named by the checkpoint's {TORCH_INDEX})")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # UnpicklingError (an object the restricted loader refuses), RuntimeError (not torch's)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"'{path}' is not PyTorch weights torch's weights_only loader reads ({reason}); "
+                         "re-download it or re-save the model with save_pretrained") from None
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ValueError(f"'{path}' is not a state dict (a mapping of names to tensors)")

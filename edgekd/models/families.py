@@ -461,7 +461,7 @@ def read_config(pretrained: str, *, trust_remote_code: bool = False) -> dict[str
             pretrained = resolve_pretrained(pretrained)
         except EdgekdError as exc:
             raise ValueError(str(exc)) from None
-    local = Path(pretrained).expanduser()
+    local = Path(pretrained)
     if local.is_dir():
         try:
             return json.loads((local / "config.json").read_text(encoding="utf-8"))

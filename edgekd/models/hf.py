@@ -5,8 +5,9 @@ A model that answers per token (token classification: ``InputSignature.per_token
 ``…ForSequenceClassification`` one; everything else is shared.
 
 Models are built with the eager attention implementation so that attention probabilities can be
-returned for attention-transfer losses, and weights are only ever read as safetensors (or with
-``weights_only`` loading); ``trust_remote_code`` stays off unless a recipe asks for it.
+returned for attention-transfer losses, and weights are only ever read as safetensors or, for a checkpoint
+holding only ``pytorch_model.bin``, with torch's restricted ``weights_only`` loader; ``trust_remote_code``
+stays off unless a recipe asks for it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from torch import nn
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
-from edgekd.models.head_labels import match_head_labels
+from edgekd.models.checkpoint_files import load_options
+from edgekd.models.head_labels import fresh_head, keep_head_rows, match_head_labels, subset_rows
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 
@@ -54,7 +56,7 @@ def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int
         try:
             model = auto_class("text", per_token).from_pretrained(
                 source, num_labels=num_classes, attn_implementation=ATTENTION, dtype=LOAD_DTYPE,
-                trust_remote_code=spec.trust_remote_code, use_safetensors=True,
+                trust_remote_code=spec.trust_remote_code, **load_options(source),
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
@@ -112,15 +114,23 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         source = resolve_pretrained(spec.pretrained)
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+            # a head naming more classes than the data's, every one of them among its labels, keeps their rows
+            rows = subset_rows(config.id2label, class_names) if _has_head(config, signature.per_token) else None
             # problem_type is the checkpoint's old task's (transformers' pipelines pick softmax, sigmoid or identity
             # by it): cleared, as a model built from a config has none; edgekd's losses follow data.task.
             module = auto.from_pretrained(
-                source, **labels, problem_type=None, ignore_mismatched_sizes=True, attn_implementation=ATTENTION,
-                dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code, use_safetensors=True)
+                source, **({} if rows else labels), problem_type=None, ignore_mismatched_sizes=True,
+                attn_implementation=ATTENTION, dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code,
+                **load_options(source))
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
-        if _note_head(spec.pretrained, config, len(class_names), signature.per_token):
+        if rows and not keep_head_rows(module, rows, class_names, spec.pretrained):
+            raise ModelError(f"pretrained model '{spec.pretrained}': its classification head layer (one output per "
+                             f"label of its {config.num_labels}) was not found to keep the data's classes' rows")
+        if not rows and _note_head(spec.pretrained, config, len(class_names), signature.per_token):
             match_head_labels(module, config.id2label, class_names, spec.pretrained)
+        elif not rows and not _has_head(config, signature.per_token):
+            fresh_head(module, len(class_names))  # not another kind of head's rows, loaded by name
     _fit_data(module, spec, signature)
     return module
 
@@ -179,13 +189,20 @@ def _note_head(pretrained: str, config: Any, num_labels: int, per_token: bool = 
     a token classifier's head is the checkpoint's only when the checkpoint is a token classifier. Whether the
     checkpoint's head is kept."""
     kind = "token classification" if per_token else "classification"
-    heads = [name for name in (config.architectures or [])
-             if name.endswith("ForTokenClassification" if per_token else "Classification")]
+    heads = _has_head(config, per_token)
     if not heads:
         log.info("classifier added: %d labels (%s has no %s head)", num_labels, pretrained, kind)
     elif config.num_labels != num_labels:
         log.info("classifier replaced: %d labels, checkpoint had %d", num_labels, config.num_labels)
-    return bool(heads) and config.num_labels == num_labels
+    return heads and config.num_labels == num_labels
+
+
+def _has_head(config: Any, per_token: bool = False) -> bool:
+    """Whether the checkpoint of ``config`` has a classification head of the kind asked (a token classifier's
+    for ``per_token``)."""
+    token = [name.endswith("ForTokenClassification") for name in config.architectures or []]
+    return any(token) if per_token else any(name.endswith("Classification") and not is_token
+                                            for name, is_token in zip(config.architectures or [], token, strict=True))
 
 
 def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> None:

@@ -62,9 +62,10 @@ def is_packaged(name: str | None) -> bool:
 
 def resolve_pretrained(name: str) -> str:
     """The ``from_pretrained`` argument for a ``pretrained`` value: packaged ones extracted to a local directory,
-    ``~`` expanded in a local path (transformers would read it as a hub id)."""
+    any other as given (its ``~`` and variables were expanded when its field was validated,
+    :mod:`edgekd.config.paths`)."""
     if not is_packaged(name):
-        return str(Path(name).expanduser()) if name.startswith("~") else name
+        return name
     found = find_packaged_zip(name)
     target = found.directory
     if not (target / COMPLETE).is_file():
@@ -88,7 +89,7 @@ def source_digest(name: str) -> str | None:
     if is_packaged(name):
         found = find_packaged_zip(name)
         return found.sha256 or file_digest(found.path)
-    directory = Path(name).expanduser()
+    directory = Path(name)
     if not directory.is_dir():
         return None
     digest = hashlib.sha256()

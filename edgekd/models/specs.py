@@ -8,9 +8,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
-from edgekd.config.base import PathOrId, PositiveInt, StrictModel
+from edgekd.config.base import LocalPath, PathOrId, PositiveInt, StrictModel
 from edgekd.models import families
-from edgekd.models.checkpoint_files import check_local_path, check_safetensors_weights, looks_local
+from edgekd.models.checkpoint_files import check_local_path, check_weights, looks_local
 from edgekd.models.packaged import is_packaged, resolve_pretrained
 
 #: A layer width, channel or embedding count: positive and small enough to allocate.
@@ -164,7 +164,7 @@ class BertSpec(EmbeddingStudent):
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         readable = self.pretrained is not None and (is_packaged(self.pretrained) or looks_local(self.pretrained)
-                                                    or Path(self.pretrained).expanduser().is_dir())
+                                                    or Path(self.pretrained).is_dir())
         if readable:
             model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code)
             if not families.family(model_type).bert_layout:
@@ -177,16 +177,17 @@ class BertSpec(EmbeddingStudent):
 def _checked_checkpoint(pretrained: str, trust_remote_code: bool) -> str:
     """The ``model_type`` of checkpoint ``pretrained``, once it is known to load: a path that exists, a family
     transformers knows (unless the checkpoint brings its own code) and, for a local directory, readable
-    safetensors weights. Raises ``ValueError`` (one line) otherwise, so ``validate`` names the key."""
+    weights (safetensors, or PyTorch's read by its weights_only loader). Raises ``ValueError`` (one line)
+    otherwise, so ``validate`` names the key."""
     check_local_path(pretrained)
     model_type = families.read_config(pretrained, trust_remote_code=trust_remote_code).get("model_type")
     if not isinstance(model_type, str):
         raise ValueError(f"pretrained '{pretrained}': its config.json has no model_type")
     if not trust_remote_code:
         families.check_model_type(model_type, source=f"pretrained '{pretrained}': config.json")
-    local = Path(resolve_pretrained(pretrained)).expanduser()
+    local = Path(resolve_pretrained(pretrained))
     if local.is_dir():
-        check_safetensors_weights(local)
+        check_weights(local)
     return model_type
 
 
@@ -353,7 +354,7 @@ class OnnxSpec(SpecBase):
     trainable: ClassVar[bool] = False
 
     arch: Literal["onnx"]
-    path: Path = Field(description="The .onnx file (relative paths: from the recipe's folder); external data "
+    path: LocalPath = Field(description="The .onnx file (relative paths: from the recipe's folder); external data "
                        "files beside it.")
 
     def content_digest(self) -> str | None:

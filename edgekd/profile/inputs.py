@@ -1,9 +1,10 @@
 """Input tensors for timing a model: shapes from the device profile, values that run anywhere.
 
 Latency does not depend on the values fed, so the only rules are that every input has the
-shape the device runs and values the model accepts: token ids in a small range (valid for any
-vocabulary of 32 or more), attention masks of ones, token type ids of zeros, position ids
-counting up, and random normal floats.
+shape the device runs and values the model accepts: token ids in a small range (below 32, and
+below the row count of the embedding table the ids index when the graph shows one: a character
+model of 20 symbols gets ids below 20), attention masks of ones, token type ids of zeros, position
+ids counting up, and random normal floats.
 
 This module imports only numpy (and onnx when given a path), so the profiling worker stays
 light; it accepts anything shaped like :class:`edgekd.config.device.InputShape`.
@@ -64,13 +65,17 @@ def input_specs(model: str | Path | Any) -> list[InputSpec]:
     ]
 
 
-def _specs_from_file(path: Path) -> list[InputSpec]:
+def _load_graph(path: Path) -> Any:
     import onnx
 
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
+        return onnx.load(str(path), load_external_data=False).graph
     except Exception as exc:  # protobuf raises several unrelated types for a bad file
         raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+
+
+def _specs_from_file(path: Path) -> list[InputSpec]:
+    graph = _load_graph(path)
     initializers = {t.name for t in graph.initializer}
     specs = []
     for value in graph.input:
@@ -137,14 +142,67 @@ def resolve_shape(spec: InputSpec, shape: ShapeLike) -> tuple[int, ...]:
     return tuple(resolved)
 
 
-def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: int = 0) -> dict[str, np.ndarray]:
+# Nodes that carry token ids unchanged in value from a graph input to the embedding lookup.
+_ID_CARRIERS = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"})
+# Nodes between a weight initializer and the Gather that reads it (a quantized or cast table).
+_TABLE_CARRIERS = frozenset({"Cast", "Identity", "DequantizeLinear"})
+
+
+def token_id_limits(path: str | Path) -> dict[str, int]:
+    """For each graph input that indexes an embedding table, that table's row count.
+
+    An input indexes a table when it reaches a ``Gather``'s indices, directly or through casts and
+    reshapes, and the ``Gather`` reads a weight (an initializer, possibly dequantized or cast).
+    Inputs that index several tables get the smallest. A file onnx cannot read as a protobuf (an
+    ``.ort`` file) has no limits to give: ``{}``.
+    """
+    try:
+        graph = _load_graph(Path(path))
+    except ModelError:
+        return {}
+    rows = {t.name: int(t.dims[0]) for t in graph.initializer if t.dims}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def table_rows(name: str) -> int | None:
+        while name not in rows and name in producers and producers[name].op_type in _TABLE_CARRIERS:
+            name = producers[name].input[0]
+        return rows.get(name)
+
+    limits: dict[str, int] = {}
+    for value in graph.input:
+        found: list[int] = []
+        frontier, seen = [value.name], {value.name}
+        while frontier:
+            tensor = frontier.pop()
+            for node in consumers.get(tensor, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == tensor:
+                    table = table_rows(node.input[0])
+                    found.extend([table] if table else [])
+                elif node.op_type in _ID_CARRIERS and node.input[0] == tensor and node.output[0] not in seen:
+                    seen.add(node.output[0])
+                    frontier.append(node.output[0])
+        if found:
+            limits[value.name] = min(found)
+    return limits
+
+
+def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: int = 0,
+               limits: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Input arrays for every graph input, shaped for the device (see :func:`resolve_shape`).
 
+    Token ids stay below each input's ``limits`` entry (see :func:`token_id_limits`, read from
+    the file when a path is given and ``limits`` is not; pass them with a session).
     Raises :class:`ModelError` for an input type that cannot be fed (strings, bfloat16, ...).
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     path = str(onnx_path_or_session) if isinstance(onnx_path_or_session, str | Path) else None
+    if limits is None:
+        limits = token_id_limits(path) if path is not None else {}
     try:
         for spec in input_specs(onnx_path_or_session):
             dtype = _NUMPY_DTYPES.get(spec.type_name)
@@ -152,7 +210,8 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
                 supported = ", ".join(sorted(_NUMPY_DTYPES))
                 raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} "
                                  f"(supported: {supported})")
-            feeds[spec.name] = _values(spec.name.lower(), resolve_shape(spec, shape), np.dtype(dtype), rng)
+            feeds[spec.name] = _values(spec.name.lower(), resolve_shape(spec, shape), np.dtype(dtype), rng,
+                                       max(1, min(TOKEN_ID_HIGH, limits.get(spec.name, TOKEN_ID_HIGH))))
     except ModelError as exc:
         if path is None or str(exc).startswith(path):
             raise
@@ -160,7 +219,8 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
     return feeds
 
 
-def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
+            id_high: int) -> np.ndarray:
     if dtype.kind == "f":
         return rng.standard_normal(dims).astype(dtype)
     if dtype.kind == "b" or "mask" in name:
@@ -171,7 +231,7 @@ def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Ge
         return np.zeros(dims, dtype=dtype)
     if dtype == np.uint8:
         return rng.integers(0, 256, dims, dtype=dtype)
-    return rng.integers(0, TOKEN_ID_HIGH, dims, dtype=dtype)
+    return rng.integers(0, id_high, dims, dtype=dtype)
 
 
 def _spatial_axes(spec: InputSpec) -> tuple[int, ...]:

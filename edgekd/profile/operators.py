@@ -24,7 +24,7 @@ from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError, first_line
 from edgekd.model_file import load_as_ort_if_needed
 from edgekd.profile.cpu import host_threads, resolve_threads
-from edgekd.profile.inputs import make_feeds
+from edgekd.profile.inputs import make_feeds, token_id_limits
 from edgekd.stage_record import FullRecord
 
 KERNEL_SUFFIX = "_kernel_time"
@@ -62,7 +62,7 @@ def profile_operators(onnx_path: str | Path, device: DeviceProfile, *, warmup: i
         try:
             session = ort.InferenceSession(str(path), load_as_ort_if_needed(path, options),
                                            providers=["CPUExecutionProvider"])
-            feeds = make_feeds(session, device.inputs)
+            feeds = make_feeds(session, device.inputs, limits=token_id_limits(path))
             for _ in range(warmup + runs):
                 session.run(None, feeds)
         except ModelError:

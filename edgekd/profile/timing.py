@@ -23,6 +23,7 @@ from edgekd.config.device import InputShape
 from edgekd.console import printable
 from edgekd.errors import ModelError
 from edgekd.model_file import external_data_locations, read_model
+from edgekd.profile.inputs import token_id_limits
 
 MIB = 1024 * 1024
 
@@ -64,6 +65,7 @@ def time_onnx(
     request = {
         "model": str(path.resolve()), "threads": threads, "warmup": warmup, "runs": runs,
         "seed": seed, "progress": show_progress, "shape": shape.model_dump(),
+        "token_id_limits": token_id_limits(path),
     }
     result = _run_worker(request, label=path.name, show_progress=show_progress)
     if result.get("event") == "error":

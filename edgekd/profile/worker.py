@@ -3,10 +3,12 @@
 Run as ``python -m edgekd.profile.worker`` with a JSON request on stdin::
 
     {"model": "m.onnx", "threads": 2, "warmup": 20, "runs": 200, "seed": 0, "progress": false,
-     "shape": {"batch": 1, "sequence_length": 128, "image_size": null}}
+     "shape": {"batch": 1, "sequence_length": 128, "image_size": null}, "token_id_limits": {"input_ids": 20}}
 
 It prints ``{"event": "progress", "done": k, "total": n}`` lines when asked to, then exactly one
-``{"event": "result", ...}`` or ``{"event": "error", "message": ...}`` line. It needs only
+``{"event": "result", ...}`` or ``{"event": "error", "message": ...}`` line. ``token_id_limits``
+(optional) keeps each token-id input below its embedding table's rows (the caller reads them from
+the graph, :func:`edgekd.profile.inputs.token_id_limits`, so the worker never parses it). It needs only
 numpy, onnxruntime and :mod:`edgekd.profile.inputs` (no torch); its memory baseline is taken
 after every import, just before the session is created, so imports are never counted.
 """
@@ -66,7 +68,8 @@ def profile(request: dict[str, Any], emit: Any) -> dict[str, Any]:
         session = ort.InferenceSession(model, load_as_ort_if_needed(model, options), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise ModelError(f"onnxruntime cannot load it: {first_line(exc)}") from None
-    feeds = make_feeds(session, SimpleNamespace(**request["shape"]), seed=int(request["seed"]))
+    feeds = make_feeds(session, SimpleNamespace(**request["shape"]), seed=int(request["seed"]),
+                       limits=request.get("token_id_limits", {}))
     warmup, runs = int(request["warmup"]), int(request["runs"])
     total, every = warmup + runs, max(1, (warmup + runs) // 100)
     times: list[float] = []

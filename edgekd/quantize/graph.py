@@ -24,6 +24,7 @@ from onnx import numpy_helper
 from edgekd.atomic import atomic_path
 from edgekd.errors import ModelError
 from edgekd.export.parity import one_line
+from edgekd.quantize.evaluate import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def prepare_graphs(source: Path, out_dir: Path, stem: str) -> PreparedGraphs:
         return PreparedGraphs(preprocessed=preprocessed, fused=None, transformer=False)
     try:
         fused, fusions = fuse_transformer(source, out_dir / f"{stem}.fused.onnx", attention_shape(model))
-    except ModelError as exc:  # the optimizer knows BERT's graph; a decoder's (GPT-2) can break it
+    except ModelError as exc:  # the optimizer knows BERT's graph; a decoder's (GPT-2) or an odd one's can break it
         log.info("%s; quantizing the unfused graph", exc)
         return PreparedGraphs(preprocessed=preprocessed, fused=None, transformer=True)
     return PreparedGraphs(preprocessed=preprocessed, fused=fused, transformer=True, fusions=fusions)
@@ -128,15 +129,18 @@ def fuse_transformer(source: Path, target: Path, shape: tuple[int, int] | None) 
     except Exception as exc:
         raise ModelError(f"{source}: onnxruntime's transformer optimizer failed: {one_line(exc)}") from exc
     fusions = {op: count for op, count in fused.get_fused_operator_statistics().items() if count}
+    cpu_session(target, 1, target)  # a fusion onnxruntime itself cannot run is no graph to quantize
     return target, fusions
 
 
 def attention_shape(model: onnx.ModelProto) -> tuple[int, int] | None:
-    """(attention heads, hidden size) of a BERT-family graph, or None when they cannot be read.
+    """(attention heads, attention width) of a BERT-family graph, or None when they cannot be read.
 
-    The hidden size is the length of the first LayerNormalization scale; the head size is the last
-    entry of the shapes the graph reshapes activations to ([batch, sequence, heads, head_size]),
-    written as a constant or as the last constant piece of a Concat.
+    The head size is the last entry of the shapes the graph reshapes activations to ([batch, sequence,
+    heads, head_size]), written as a constant or as the last constant piece of a Concat. The width is
+    the output size of the projection weights those reshapes split into heads (heads × head size): it is
+    the hidden size (the first LayerNormalization scale's length) unless heads were pruned, when fewer
+    heads of the same size remain. Layers of different widths give None (onnxruntime then detects them).
     """
     scales = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
     hidden = next((scales[n.input[1]] for n in model.graph.node
@@ -145,7 +149,9 @@ def attention_shape(model: onnx.ModelProto) -> tuple[int, int] | None:
         return None
     constants = _int_constants(model)
     producers = {out: node for node in model.graph.node for out in node.output}
+    widths = {t.name: int(t.dims[-1]) for t in model.graph.initializer if len(t.dims) == 2}
     head_sizes: collections.Counter[int] = collections.Counter()
+    split_widths: dict[int, set[int]] = collections.defaultdict(set)
     for node in model.graph.node:
         if node.op_type != "Reshape":
             continue
@@ -155,9 +161,31 @@ def attention_shape(model: onnx.ModelProto) -> tuple[int, int] | None:
             shape = constants.get(concat.input[-1])
             shape = shape if shape is not None and shape.size == 1 else None
         if shape is not None and shape.size in (1, 4) and 1 < int(shape.ravel()[-1]) < hidden:
-            head_sizes[int(shape.ravel()[-1])] += 1
-    head_size = next((size for size, _ in head_sizes.most_common() if hidden % size == 0), None)
-    return (hidden // head_size, hidden) if head_size else None
+            size = int(shape.ravel()[-1])
+            head_sizes[size] += 1
+            width = _projection_width(node.input[0], producers, widths)
+            if width is not None:
+                split_widths[size].add(width)
+    head_size = next((size for size, _ in head_sizes.most_common() if hidden % size == 0 or split_widths[size]),
+                     None)
+    if head_size is None:
+        return None
+    found = split_widths[head_size]
+    if len(found) > 1:
+        return None
+    width = found.pop() if found else hidden
+    return (width // head_size, width) if width % head_size == 0 else None
+
+
+def _projection_width(tensor: str, producers: dict[str, onnx.NodeProto], widths: dict[str, int]) -> int | None:
+    """The output size of the MatMul weight ``tensor`` comes from (through its bias Add), or None."""
+    node = producers.get(tensor)
+    if node is not None and node.op_type == "Add":
+        node = next((producers[name] for name in node.input if name in producers
+                     and producers[name].op_type == "MatMul"), None)
+    if node is None or node.op_type != "MatMul":
+        return None
+    return next((widths[name] for name in node.input if name in widths), None)
 
 
 def _int_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -69,7 +69,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "search": _search(last_record(records, "search")),
         "dataset_distill": dataset_distill_summary(records),
         "trust_remote_code": list(remote_code),
-        "warnings": _warnings(device, models, remote_code, profile),
+        "warnings": [*_warnings(device, models, remote_code, profile), *_length_warnings(recipe, device, profile)],
         "notes": _notes(device, cpu, profile),
     }
     if "teacher" in models and "student" in models:
@@ -183,6 +183,21 @@ def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]],
         elif (unstable := stability_warning(f"the {role}", figures)) is not None:
             warnings.append(unstable)
     return warnings
+
+
+def _length_warnings(recipe: Recipe, device: DeviceProfile,
+                     profile: ProfileRecord | LMProfileRecord | None) -> list[str]:
+    """Text models the profile stage timed at another length than the device's ``inputs.sequence_length``: a graph
+    that fixes its sequence axis (an ONNX teacher exported at 256 tokens) is timed at that length, so its latency,
+    and the speed-ups against it, compare inputs of different lengths."""
+    if not isinstance(profile, ProfileRecord) or recipe.data.modality != "text":
+        return []
+    wanted = device.inputs.sequence_length
+    other = {role: sorted({dims[1] for dims in figures.input_shapes.values() if len(dims) == 2} - {wanted})
+             for role, figures in profile.models.items()}
+    return [f"The {role} was timed at {' and '.join(map(str, lengths))} tokens (its graph fixes that length), not at "
+            f"the device's sequence_length {wanted} ('{device.name}'): its latency, and any speed-up over it, compare "
+            "inputs of different lengths." for role, lengths in other.items() if lengths]
 
 
 def _ratio_text(profile: ProfileRecord | LMProfileRecord | None) -> str:

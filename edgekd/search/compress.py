@@ -13,6 +13,7 @@ search's :class:`~edgekd.errors.BudgetError` when no candidate fits, before the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.config import is_corpus
 from edgekd.distill.stage import teacher_task_data
+from edgekd.errors import ConfigError
 from edgekd.models.architectures import SEARCHABLE
 from edgekd.pipeline import RunResult
 from edgekd.quantize.config import QuantizeSettings
@@ -30,6 +32,7 @@ from edgekd.search.causal_lm import lm_preflight
 from edgekd.search.config import SearchStage
 from edgekd.search.plan import plan_search
 from edgekd.search.record import LMSearchRecord, SearchRecord, TableStats, read_search_record
+from edgekd.stages import check_recipe
 
 #: Stages of a recipe a derived search keeps (the others are what the search does itself).
 KEPT_STAGES = ("teacher", "profile", "bundle")
@@ -61,17 +64,18 @@ def search_recipe(recipe: Recipe) -> Recipe:
     """``recipe`` as a budget search (see the module docstring)."""
     if "search" in recipe.stage_names():
         return recipe
-    kept = {stage.stage: stage for stage in recipe.stages if stage.stage in KEPT_STAGES}
+    parts = _parts(recipe)
     search: dict[str, Any] = {"stage": "search"}
-    for stage in recipe.stages:
-        if stage.stage == "distill" and stage.student == "student":
-            search["distill"] = stage.model_dump(mode="json", exclude={"stage", "teacher", "student"})
-        elif stage.stage == "export":
-            search["target"] = stage.target
-        elif stage.stage == "quantize":
-            search["quantize"] = stage.model_dump(mode="json", include=set(QuantizeSettings.model_fields))
-    stages = [kept.get("teacher") or {"stage": "teacher"}, search, kept.get("profile") or {"stage": "profile"},
-              *([kept["bundle"]] if "bundle" in kept else []), {"stage": "report"}]
+    if "distill" in parts:
+        search["distill"] = recipe.stages[parts["distill"]].model_dump(mode="json",
+                                                                      exclude={"stage", "teacher", "student"})
+    if "export" in parts:
+        search["target"] = recipe.stages[parts["export"]].target
+    if "quantize" in parts:
+        search["quantize"] = recipe.stages[parts["quantize"]].model_dump(mode="json",
+                                                                        include=set(QuantizeSettings.model_fields))
+    stages = [search if kind == "search" else recipe.stages[parts[kind]] if kind in KEPT_STAGES and kind in parts
+              else {"stage": kind} for kind in _derived_kinds(parts)]
     student = recipe.student.model
     if not is_corpus(recipe.data) and (student.arch not in SEARCHABLE
                                      or getattr(student, "pretrained", None) is not None):
@@ -80,7 +84,77 @@ def search_recipe(recipe: Recipe) -> Recipe:
     derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}, exclude_unset=True),
                "name": f"{recipe.name}-search", "student": {"model": student.model_dump(mode="json")},
                "stages": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in stages]}
-    return validate_model(derived, Recipe, source=f"recipe '{recipe.name}' as a search")
+    return validate_model(derived, Recipe, source=f"recipe '{recipe.name}' as a search", expanded=True)
+
+
+def _parts(recipe: Recipe) -> dict[str, int]:
+    """The index in ``recipe.stages`` of each stage the search is made from (the last of each kind): the kept
+    ``teacher``, ``profile``, ``bundle`` and ``report``, the ``distill`` into the student (the search's distill
+    settings), the ``export`` (its target) and the ``quantize`` (its settings)."""
+    parts: dict[str, int] = {}
+    for index, stage in enumerate(recipe.stages):
+        if stage.stage in (*KEPT_STAGES, "report", "export", "quantize") or (
+                stage.stage == "distill" and stage.student == "student"):
+            parts[stage.stage] = index
+    return parts
+
+
+def _derived_kinds(parts: dict[str, int]) -> list[str]:
+    """The stages of the search recipe, in order: a bundle only where the recipe has one."""
+    return ["teacher", "search", "profile", *(["bundle"] if "bundle" in parts else []), "report"]
+
+
+def written_keys(recipe: Recipe) -> dict[str, str]:
+    """Key paths of :func:`search_recipe`'s recipe (prefixes) → where ``recipe`` wrote them: the search's
+    ``distill``, ``target`` and ``quantize`` are the recipe's distill, export and quantize stages', the kept stages
+    are the recipe's own; what compress adds (the search's space and table, a stage the recipe lacks) is named as
+    compress's (``compress's search.space``)."""
+    if "search" in recipe.stage_names():
+        return {}
+    parts = _parts(recipe)
+
+    def at(kind: str, suffix: str = "", added: str = "") -> str:
+        return f"stages[{parts[kind]}]{suffix}" if kind in parts else added or f"compress's {kind}"
+
+    keys: dict[str, str] = {}
+    for position, kind in enumerate(_derived_kinds(parts)):
+        where = f"stages[{position}]"
+        if kind != "search":
+            keys[where] = at(kind)
+            continue
+        search = "compress's search"
+        keys |= {where: search, f"{where}.distill": at("distill", added=f"{search}.distill"),
+                 f"{where}.quantize": at("quantize", added=f"{search}.quantize"),
+                 f"{where}.target": at("export", ".target", f"{search}.target"),
+                 f"{where}.stage": at("distill", " (run by compress as a search)", search)}
+    return keys
+
+
+def as_written(key: str, keys: dict[str, str]) -> str:
+    """``key`` (a key path of the derived recipe) renamed by its longest prefix in ``keys`` (:func:`written_keys`)."""
+    for prefix in sorted(keys, key=len, reverse=True):
+        if key == prefix or key.startswith(prefix) and key[len(prefix)] in ".[":
+            return keys[prefix] + key[len(prefix):]
+    return key
+
+
+def check_search(search: Recipe, recipe: Recipe, source: str) -> None:
+    """:func:`~edgekd.stages.check_recipe` of ``search`` (made from ``recipe`` by :func:`search_recipe`) with its
+    refusals naming ``recipe``'s file (``source``) and keys: ``recipe.yaml: stages[3].target: …``, not the derived
+    recipe's ``stages[1].target``, which the user never wrote. A refusal is ``source: key: message``; its key is
+    renamed."""
+    try:
+        check_recipe(search, source)
+    except ConfigError as exc:
+        head, _, rest = str(exc).partition(f"{source}: ")
+        key, separator, message = rest.partition(": ")
+        if head or not separator or not _KEY.fullmatch(key):
+            raise
+        raise type(exc)(f"{source}: {as_written(key, written_keys(recipe))}: {message}") from None
+
+
+#: A key path as refusals write it: ``stages[1].distill.losses[0].kind``.
+_KEY = re.compile(r"[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*")
 
 
 def search_stage(recipe: Recipe) -> SearchStage | None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt
 
-from edgekd.config.base import Fraction, PositiveInt, StrictModel
+from edgekd.config.base import Fraction, PathOrId, PositiveInt, StrictModel
 from edgekd.data.config import is_corpus
 from edgekd.distill.config import DistillSettings
 from edgekd.export.config import check_export_target, export_target_input
@@ -58,7 +58,7 @@ class SearchStage(StrictModel):
     distill: DistillSettings = Field(default_factory=DistillSettings, description="How each candidate is distilled.")
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig, description="Distillation after prune/factorize.")
     quantize: QuantizeSettings = Field(default_factory=QuantizeSettings, description="How int8 candidates are made.")
-    target: str = Field(default="onnx-fp32", description="Export preset from exporters/ or a YAML path.")
+    target: PathOrId = Field(default="onnx-fp32", description="Export preset from exporters/ or a YAML path.")
     table: LatencyTableConfig = Field(default_factory=LatencyTableConfig)
     confirm_runs: Annotated[StrictInt, Field(ge=10)] = Field(
         default=200, description="Timed runs of the re-profile that confirms the chosen model.")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from edgekd.config.loading import brief
+from edgekd.config.paths import ALREADY_EXPANDED
 from edgekd.errors import ConfigError
 from edgekd.models.architectures import SEARCHABLE, ModelSpec, spec_class
 
@@ -132,7 +133,8 @@ def candidates(stage: SearchStage, student: BaseModel, where: str = "search") ->
     for values in itertools.product(*(_unique(space[name]) for name in names)):
         combination = dict(zip(names, values, strict=True))
         try:
-            spec = type(student).model_validate({**template, **combination}).model_dump(mode="json")
+            spec = type(student).model_validate({**template, **combination},
+                                                context=ALREADY_EXPANDED).model_dump(mode="json")
         except ValidationError as exc:
             rejected.append(f"{_compact(combination)}: {exc.errors(include_url=False)[0]['msg']}")
             continue
@@ -151,7 +153,7 @@ def candidates(stage: SearchStage, student: BaseModel, where: str = "search") ->
 def _value_problem(spec_class: type[BaseModel], template: dict[str, Any], name: str, value: Any) -> str | None:
     """Why ``value`` cannot be the field ``name`` (checked alone; combinations are checked by :func:`candidates`)."""
     try:
-        spec_class.model_validate({**template, name: value})
+        spec_class.model_validate({**template, name: value}, context=ALREADY_EXPANDED)
     except ValidationError as exc:
         own = [e["msg"] for e in exc.errors(include_url=False) if e["loc"] and e["loc"][0] == name]
         return own[0] if own else None

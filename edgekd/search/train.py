@@ -102,7 +102,7 @@ def candidate_recipe(recipe: Recipe, choice: Choice, stage: SearchStage, teacher
                     **({"weights": str(teacher_weights)} if recipe.teacher.model.trainable else {})},
         "student": {"model": structure.spec},
         "stages": stages,
-    }, Recipe, source=source)
+    }, Recipe, source=source, expanded=True)
     check_recipe(candidate, source)
     return candidate
 

@@ -1,0 +1,113 @@
+"""What every ``edgekd`` command shares: the error → exit-code wrapper, the lazily imported API, the options
+several commands take, the columns of their figure tables and the warnings printout.
+
+Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal error, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM). Text from user files is printed through :func:`edgekd.console.shown`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from functools import wraps
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from edgekd.console import err, shown
+from edgekd.errors import EdgekdError, is_out_of_memory, too_long_name
+
+
+def api() -> ModuleType:
+    """:mod:`edgekd.api`, imported when a command runs: it imports torch (seconds), which ``--help``,
+    ``--version`` and shell completion do not need."""
+    from edgekd import api
+
+    return api
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+state = {"debug": False}  # set by the global --debug option (see edgekd.cli)
+
+
+def handle_errors(func: F) -> F:
+    """Turn user errors into one line on stderr and exit code 2; other failures into exit code 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EdgekdError as exc:
+            if state["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main)
+            terminated = isinstance(exc, Terminated)
+            err.print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; finished stages are kept and "
+                      "a re-run resumes from them")
+            raise typer.Exit(code=143 if terminated else 130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
+            too_long = None if state["debug"] else too_long_name(exc)
+            if too_long is not None:
+                err.print(f"[bold red]error:[/] {shown(too_long)}: a name longer than this filesystem allows "
+                          "(ENAMETOOLONG); expected a path whose every part is under 255 bytes, or a hub id",
+                          highlight=False, soft_wrap=True)
+                raise typer.Exit(code=2) from None
+            if is_out_of_memory(exc) and not state["debug"]:
+                err.print(f"[bold red]error:[/] out of memory: {one_line(exc)}; this machine cannot hold "
+                          "the model, batch or input as given: use smaller ones", highlight=False, soft_wrap=True)
+                raise typer.Exit(code=2) from None
+            if state["debug"]:
+                raise
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {one_line(exc)} "
+                      "(run with --debug for the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, as Ctrl-C raises KeyboardInterrupt: the same clean-up runs."""
+
+
+def terminate(_signum: int, _frame: Any) -> None:
+    """The SIGTERM handler :func:`edgekd.cli.main` installs: raise :class:`Terminated`."""
+    raise Terminated()
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line, control characters and rich markup escaped (see :func:`shown`)."""
+    return shown(" ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Warnings about the figures just printed, on stderr (stdout stays the result)."""
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
+
+
+def add_columns(table: Table, columns: Iterable[str], *, left: Collection[str] = (), no_wrap: bool = False) -> None:
+    """Add a figures table's columns: right-aligned (numbers line up) except the text ones named in ``left``."""
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right", no_wrap=no_wrap)
+
+
+RecipeArg = Annotated[str, typer.Argument(help="A recipe YAML path or a built-in name (see pipelines/).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", "-d", help="Device profile name or YAML path.")]
+HostDeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Device profile name or YAML path.")]
+RequiredDeviceOpt = Annotated[str, typer.Option(
+    "--device", "-d", help="Device profile name or YAML path (its threads, input shapes, ISA and budget).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<recipe name>).")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished stages of an earlier run.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="torch threads for training (default: the recipe's threads, auto = free physical cores).")]
+BudgetOpt = Annotated[float | None, typer.Option(
+    "--budget-ms", help="p90 latency budget in ms, instead of the device profile's.")]

@@ -1,0 +1,63 @@
+"""A model whose graph fixes its sequence length (an ONNX teacher exported at 48 tokens) is timed at that length,
+not at the device's ``inputs.sequence_length``; the report says so, since its latency and the student's speed-up
+over it then compare inputs of different lengths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+import edgekd
+from tests.test_paths import wordpiece_tokenizer
+from tests.test_text_pipeline import _write_tsv
+
+
+def _text_teacher(path: Path, length: int) -> Path:
+    """Mean-pooled word vectors into 2 classes, its input fixed at ``length`` tokens."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=(32, 8)).astype(np.float32), "vectors"),
+               numpy_helper.from_array(rng.normal(size=(8, 2)).astype(np.float32), "w"),
+               numpy_helper.from_array(np.zeros(2, np.float32), "b")]
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["vectors", "input_ids"], ["embedded"]),
+         helper.make_node("ReduceMean", ["embedded"], ["pooled"], axes=[1], keepdims=0),
+         helper.make_node("MatMul", ["pooled", "w"], ["scores"]), helper.make_node("Add", ["scores", "b"], ["logits"])],
+        "teacher", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", length])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_teacher_fixed_at_a_longer_sequence_is_reported_at_its_own_length(tmp_path: Path) -> None:
+    _write_tsv(tmp_path / "train.tsv", 200, seed=1)
+    _write_tsv(tmp_path / "dev.tsv", 40, seed=2)
+    _text_teacher(tmp_path / "teacher.onnx", length=48)
+    wordpiece_tokenizer(tmp_path / "tokenizer")
+    (tmp_path / "phone.yaml").write_text(yaml.safe_dump({
+        "name": "short-phone", "threads": 1, "inputs": {"batch": 1, "sequence_length": 16},
+        "budget": {"p90_ms": 100, "size_mb": 50, "peak_memory_mb": 500}}))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "lengths", "device": "phone.yaml", "threads": 1,
+        "data": {"source": "tsv", "train": "train.tsv", "test": "dev.tsv", "val_examples": 20},
+        "tokenizer": {"pretrained": "tokenizer", "max_length": 32},
+        "teacher": {"model": {"arch": "onnx", "path": "teacher.onnx"}}, "student": {"model": {"arch": "textcnn"}},
+        "stages": [{"stage": "teacher"}, {"stage": "distill", "epochs": 1}, {"stage": "export"},
+                   {"stage": "profile", "warmup": 1, "runs": 10}, {"stage": "report"}]}))
+    result = edgekd.run(recipe, out=tmp_path / "run")
+
+    profile = next(record for record in edgekd.open_run(result.run_dir).stages if record["stage"] == "profile")
+    shapes = {role: profile["metrics"][role]["input_shapes"] for role in ("teacher", "student")}
+    assert shapes["teacher"] == {"input_ids": [1, 48]}
+    assert {tuple(dims) for dims in shapes["student"].values()} == {(1, 16)}
+    report = json.loads((result.run_dir / "report.json").read_text())
+    assert ("The teacher was timed at 48 tokens (its graph fixes that length), not at the device's sequence_length "
+            "16 ('short-phone'): its latency, and any speed-up over it, compare inputs of different lengths."
+            ) in report["warnings"]
+    assert not any("The student was timed" in warning for warning in report["warnings"])
+    assert "The teacher was timed at 48 tokens" in (result.run_dir / "report.md").read_text()
