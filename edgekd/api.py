@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
@@ -41,6 +43,22 @@ from edgekd.threads import training_threads
 
 #: What names a recipe wherever one is taken (see :func:`validate`).
 RecipeLike = str | Path | Mapping[str, Any] | Recipe
+
+
+class Timing(BaseModel):
+    """How the ONNX verbs time a model, as their CLI options bound it (``--runs`` at least 10: percentiles)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warmup: int = Field(default=20, ge=0)
+    runs: int = Field(default=200, ge=10)
+    rounds: int = Field(default=4, ge=1)
+
+
+def _timing(**settings: Any) -> Timing:
+    """The timing arguments of an API call, checked: a wrong type or bound is a one-line ConfigError naming it
+    (``runs="ten"`` failed deep in the profiler with TypeError, ``runs=0`` with a bare ValueError)."""
+    return validate_model(settings, Timing, source="timing arguments")
 
 if TYPE_CHECKING:
     from edgekd.export.bundle_file import BundledFile
@@ -248,8 +266,8 @@ def profile(
     """Profile any ONNX or ``.ort`` file with onnxruntime under a device profile; returns a ``ProfileResult``."""
     from edgekd.profile.runner import profile_onnx
 
-    profile_ = load_device(device)
-    return profile_onnx(user_path(onnx_path, "onnx_path"), profile_, warmup=warmup, runs=runs,
+    timing, profile_ = _timing(warmup=warmup, runs=runs), load_device(device)
+    return profile_onnx(user_path(onnx_path, "onnx_path"), profile_, warmup=timing.warmup, runs=timing.runs,
                         show_progress=show_progress)
 
 
@@ -261,7 +279,7 @@ def report(run_dir: str | Path) -> list[Path]:
 
 
 def bench(
-    models: list[str | Path],
+    models: list[str | Path] | str | Path,
     *,
     device: DeviceLike = "host-cpu",
     out: str | Path = "runs/bench",
@@ -276,8 +294,12 @@ def bench(
     from edgekd.profile.cpu import detect_cpu
     from edgekd.report.bench import write_bench_report
 
+    _timing(warmup=warmup, runs=runs, rounds=rounds)
     profile_ = load_device(device)
-    paths = [user_path(m, "models") for m in models]
+    given = [models] if isinstance(models, str | Path) else models  # one file, not its letters
+    paths = [user_path(m, "models") for m in given]
+    if not paths:
+        raise ConfigError("bench: no models given; expected one or more ONNX or .ort files")
     out = user_path(out, "out")
     with write_errors_reported(out):  # an --out that cannot be written fails now, not after the timing
         out.mkdir(parents=True, exist_ok=True)
@@ -328,6 +350,7 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: Devi
     from edgekd.export.ort_format import export_file
     from edgekd.export.source import default_out, export_source, source_kind
 
+    _timing(warmup=warmup, runs=runs)
     model = user_text(model, "model")  # a file, a Hugging Face directory or hub id, or package.module:factory
     out_dir = _path(out, "out") or default_out(model)
     profile_, target_ = load_device(device), load_export_target(target)
@@ -378,6 +401,7 @@ def bundle(model: str | Path, *, device: DeviceLike, out: str | Path,
     from edgekd.export.bundle_file import bundle_file
     from edgekd.export.config import load_export_target
 
+    _timing(warmup=warmup, runs=runs)
     return bundle_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
                        load_export_target(target), labels=_path(labels, "labels"),
                        preprocessing=_path(preprocessing, "preprocessing"),

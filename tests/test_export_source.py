@@ -325,3 +325,27 @@ def test_a_causal_language_model_directory_is_refused_not_given_a_random_head(tm
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "lm")
     assert_user_error(cli("export", tmp_path / "lm", "-o", tmp_path / "out", "--runs", "10"),
                       "a causal language model (LlamaForCausalLM); edgekd export takes classifiers")
+
+
+@pytest.mark.parametrize("factory", ["float64_cnn", "compiled_cnn"])
+def test_a_float64_or_compiled_factory_module_exports_in_float32(factory: str, tmp_path: Path) -> None:
+    """A float64 module failed on the float32 sample ('mat1 and mat2 must have the same dtype'), a torch.compile'd
+    one in the tracer; both export as a run exports them: the module itself, in float32, parity-checked."""
+    torch.manual_seed(3)
+    outcome = cli("export", f"tests.user_modules:{factory}", "--input-shape", "1,8,8", "-t", "onnx-fp32", "-o",
+                  tmp_path / "out", "--runs", "10", "--warmup", "1", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    torch.manual_seed(3)
+    reference = small_cnn(width=4).eval()  # the factory's module, seeded alike: the same weights in float32
+    images = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        expected = reference(images).numpy()
+    np.testing.assert_allclose(_session(tmp_path / "out" / "model.onnx").run(None, {"input": images.numpy()})[0],
+                               expected, atol=1e-4)
+
+
+def test_a_torchscript_factory_module_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Tracing a TorchScript module failed naming the object's address ('<__torch__... object at 0x...>')."""
+    outcome = cli("export", "tests.user_modules:scripted_cnn", "--input-shape", "1,8,8", "-o", tmp_path / "out")
+    assert_user_error(outcome, "tests.user_modules:scripted_cnn: the module is TorchScript (RecursiveScriptModule)")
+    assert "0x" not in outcome.output

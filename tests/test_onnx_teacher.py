@@ -528,3 +528,33 @@ def test_a_dynamic_graph_with_fewer_positions_than_the_device_feeds_is_refused(t
     assert ("teacher.model: it takes at most 512 tokens, but device 'seq600' feeds inputs.sequence_length 600"
             in " ".join(CliRunner().invoke(app, ["validate", str(path), "--device",
                                                  str(tmp_path / "seq600.yaml")]).output.split()))
+
+
+def test_an_onnx_teacher_answering_with_probabilities_teaches_their_logarithm(digits_runs: tuple[Path, Path, Path],
+                                                                               tmp_path: Path) -> None:
+    """A graph ending in Softmax (scikit-learn-onnx classifiers, many apps' exports) was read as logits: its
+    probabilities, divided by the temperature, softened into near-uniform targets. Their logarithm is the logits up
+    to a per-row constant: the cached targets are the logits' log-softmax and the student learns as from logits."""
+    folder, _, onnx_run = digits_runs
+    model = onnx.load(str(folder / "teacher.onnx"))
+    logits = model.graph.output[0]
+    model.graph.node.append(onnx.helper.make_node("Softmax", [logits.name], ["probabilities"], axis=-1))
+    probabilities = onnx.helper.make_tensor_value_info("probabilities", logits.type.tensor_type.elem_type,
+                                                       [d.dim_param or d.dim_value for d in
+                                                        logits.type.tensor_type.shape.dim])
+    del model.graph.output[:]
+    model.graph.output.append(probabilities)
+    onnx.save(model, str(tmp_path / "softmax.onnx"))
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    recipe["teacher"]["model"]["path"] = str(tmp_path / "softmax.onnx")
+    recipe["stages"] = [TEACHER_STAGE, {**DISTILL_STAGE, "teacher_cache_dir": str(tmp_path / "cache")}]
+    edgekd.run(_write(tmp_path / "softmax.yaml", recipe), out=tmp_path / "run")
+
+    original = _cached_logits(folder / "cache")
+    shifted = original - original.max(axis=-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(_cached_logits(tmp_path / "cache"), log_softmax, atol=1e-4)
+    metrics, reference = _metrics(tmp_path / "run"), _metrics(onnx_run)
+    assert metrics["teacher"]["teacher"]["accuracy"] == reference["teacher"]["teacher"]["accuracy"]
+    assert metrics["distill"]["student"]["accuracy"] == pytest.approx(reference["distill"]["student"]["accuracy"],
+                                                                      abs=0.02)

@@ -571,3 +571,123 @@ def test_the_same_command_runs_again_after_it_was_killed(command: str, digits: O
     (foreign / ".notes.tmp").write_text("mine")
     assert_user_error(cli(command, digits.path, "-d", "host-cpu", "-o", foreign, *timing), "not empty", ".notes.tmp")
     assert (foreign / ".notes.tmp").read_text() == "mine"
+
+
+def _scikit_learn_style(path: Path, digits: OnnxCase, *, zipmap: bool) -> Path:
+    """The digits model as scikit-learn-onnx lays a classifier out: the int64 label first, then the probabilities
+    (a float tensor, or with ``zipmap`` a sequence of {class: probability} maps)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(digits.path))
+    graph = model.graph
+    logits = graph.output[0].name
+    nodes = [helper.make_node("Softmax", [logits], ["probability_tensor"], axis=-1),
+             helper.make_node("ArgMax", ["probability_tensor"], ["label"], axis=-1, keepdims=0)]
+    outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"])]
+    if zipmap:
+        nodes.append(helper.make_node("ZipMap", ["probability_tensor"], ["probabilities"], domain="ai.onnx.ml",
+                                      classlabels_int64s=list(range(digits.classes))))
+        outputs.append(helper.make_value_info("probabilities", helper.make_sequence_type_proto(
+            helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))))
+    else:
+        outputs.append(helper.make_tensor_value_info("probability_tensor", TensorProto.FLOAT,
+                                                     ["batch", digits.classes]))
+    graph.node.extend(nodes)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_graph_answering_with_its_label_first_is_scored_on_its_probabilities(digits: OnnxCase,
+                                                                                tmp_path: Path) -> None:
+    """quantize --eval scored the first output, the int64 label of shape [batch], as logits: its arg-max over the
+    last axis was one number for the whole batch, and the accuracy recorded (exit 0) was the share of examples of
+    that class. The bundle's manifest and README called the label output logits to softmax."""
+    model = _scikit_learn_style(tmp_path / "sklearn-style.onnx", digits, zipmap=False)
+    evaluation = digits.save_npz(tmp_path / "eval.npz", labelled=True, start=100, stop=300)
+    outcome = cli("quantize", model, "-d", "host-cpu", "--eval", evaluation, "--runs", "10", "--rounds", "1",
+                  "-o", tmp_path / "q", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    labels, _ = session.run(None, {k: v[100:300] for k, v in digits.inputs.items()})
+    accuracy = float((labels == digits.labels[100:300]).mean())
+    assert accuracy > 0.5  # a trained model: far from any one class's share of the examples
+    assert json.loads(outcome.output)["variants"]["fp32"]["accuracy"] == pytest.approx(accuracy)
+
+    outcome = cli("bundle", model, "-d", "host-cpu", "-o", tmp_path / "app", "--runs", "10")
+    assert outcome.exit_code == 0, outcome.output
+    manifest = json.loads((tmp_path / "app" / "bundle" / "manifest.json").read_text())
+    assert manifest["postprocessing"]["output"] == "probability_tensor"
+    readme = (tmp_path / "app" / "bundle" / "README.md").read_text()
+    assert "- Output `label`: int64 [batch]\n" in readme
+    assert f"- Output `probability_tensor`: float32 [batch, {digits.classes}]: softmax" in readme
+    assert 'logits = session.run(["probability_tensor"], {"input": x})[0]' in readme  # the examples read it too
+    assert 'session.run(mapOf("input" to tensor), setOf("probability_tensor"))' in readme
+
+
+def test_a_graph_returning_a_sequence_of_maps_bundles_and_is_not_scored(digits: OnnxCase, tmp_path: Path) -> None:
+    """scikit-learn-onnx's ZipMap output (a sequence of {class: probability} maps): reading its type crashed the
+    manifest (KeyError: 0) and comparing it with the .ort's crashed the parity check (TypeError on dicts), both
+    'internal error'; with only an int64 label besides it, quantize --eval has nothing to score and says so."""
+    model = _scikit_learn_style(tmp_path / "zipmap.onnx", digits, zipmap=True)
+    outcome = cli("bundle", model, "-d", "host-cpu", "-o", tmp_path / "app", "--runs", "10", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    assert json.loads(outcome.output)["parity"]["passed"]
+    manifest = json.loads((tmp_path / "app" / "bundle" / "manifest.json").read_text())
+    assert [(t["name"], t["dtype"]) for t in manifest["outputs"]] == [
+        ("label", "int64"), ("probabilities", "sequence(map(int64, float32))")]
+    outcome = cli("export", model, "-d", "host-cpu", "-o", tmp_path / "ort")
+    assert outcome.exit_code == 0, outcome.output
+    evaluation = digits.save_npz(tmp_path / "eval.npz", labelled=True, start=0, stop=64)
+    assert_user_error(cli("quantize", model, "-d", "host-cpu", "--eval", evaluation, "-o", tmp_path / "q"),
+                      "zipmap.onnx: no output is a floating-point tensor", "'label' (int64)",
+                      "'probabilities' (sequence(map(int64, float32)))")
+
+
+def test_an_opset_11_graph_is_quantized_static_int8(digits: OnnxCase, tmp_path: Path) -> None:
+    """On an opset-11 graph onnxruntime's static quantizer wrote per-channel DequantizeLinear nodes with an ``axis``
+    (an opset-13 attribute): a model it could not load, and the whole command failed naming a scratch file."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10)).eval()
+    model = tmp_path / "opset11.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(model), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}}, opset_version=11, dynamo=False)
+    outcome = cli("quantize", model, "-d", "host-cpu", "-o", tmp_path / "q", "--runs", "10", "--rounds", "1",
+                  "--calibration", digits.save_npz(tmp_path / "calib.npz", labelled=False, stop=128),
+                  "--eval", digits.save_npz(tmp_path / "eval.npz", labelled=True, start=128), "--json")
+    assert outcome.exit_code == 0, outcome.output
+    variants = json.loads(outcome.output)["variants"]
+    assert variants["int8-static-minmax"]["agreement"] > 0.9  # a working INT8 model, scored on the eval file
+
+
+def test_a_graph_input_named_like_the_labels_array(tmp_path: Path) -> None:
+    """A graph input named 'y' was dropped from every calibration batch as if it were the labels ('Required inputs
+    (['y']) are missing', naming a scratch file); it calibrates now, and an evaluation file, which cannot hold it
+    and the labels under one name, is refused saying so."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+               for name, shape in (("wx", (6, 3)), ("wy", (4, 3)))]
+    model = tmp_path / "two-inputs.onnx"
+    _graph_file(model, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6]),
+                        helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+                [helper.make_node("MatMul", ["x", "wx"], ["px"]), helper.make_node("MatMul", ["y", "wy"], ["py"]),
+                 helper.make_node("Add", ["px", "py"], ["logits"])],
+                [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])])
+    import onnx
+    proto = onnx.load(str(model))
+    proto.graph.initializer.extend(weights)
+    onnx.save(proto, str(model))
+    arrays = {"x": rng.normal(size=(64, 6)).astype(np.float32), "y": rng.normal(size=(64, 4)).astype(np.float32)}
+    np.savez(tmp_path / "calib.npz", **arrays)
+    outcome = cli("quantize", model, "-d", "host-cpu", "-o", tmp_path / "q", "--runs", "10", "--rounds", "1",
+                  "--calibration", tmp_path / "calib.npz", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    assert "int8-static-minmax" in json.loads(outcome.output)["variants"]
+    np.savez(tmp_path / "eval.npz", **arrays)
+    assert_user_error(cli("quantize", model, "-d", "host-cpu", "-o", tmp_path / "q2", "--eval", tmp_path / "eval.npz"),
+                      "eval.npz: ", "has a graph input named 'y', the name an evaluation file gives its labels")

@@ -175,6 +175,8 @@ REFUSALS = [
     ("tests.user_modules:wrong_classes", {}, "teacher.model.factory", "shape [2, 3]"),
     ("tests.user_modules:no_logits", {}, "teacher.model.factory", "holding 'logits'"),
     ("tests.user_modules:wrong_input", {}, "teacher.model.factory", "fails on the data's inputs (input [2, 1, 8, 8])"),
+    ("tests.user_modules:no_parameters", {}, "teacher.model.factory", "Sequential has no trainable parameters"),
+    ("tests.user_modules:frozen", {}, "teacher.model.factory", "SmallCNN has no trainable parameters"),
     ("tests/user_modules.py", {}, "teacher.model.factory", "String should match pattern"),
     ("tests.user_modules", {}, "teacher.model.factory", "String should match pattern"),
 ]
@@ -288,3 +290,34 @@ def test_a_text_module_takes_the_inputs_its_forward_names(tmp_path: Path) -> Non
         Pipeline(name="text-module", data=data, tokenizer={"vocab_size": 200, "max_length": 32}, teacher=small,
                  student=small, stages=[Teacher(epochs=1)], threads=1).run(tmp_path / "small")
     assert "\n" not in str(raised.value)
+
+
+def test_modules_in_float64_or_half_or_wrapped_for_parallelism_or_compiled_train_and_export(tmp_path: Path) -> None:
+    """A float64 or half module failed on the data's float32 images ('Input type (float) and bias type (double)'),
+    and a torch.compile'd one could not be exported ('FX to torch.jit.trace a dynamo-optimized function'): the user's
+    own module is taken out of DataParallel/torch.compile and trained in float32."""
+    torch.manual_seed(0)
+    teacher = torch.nn.DataParallel(small_cnn(width=8).double())
+    student = torch.compile(small_cnn(width=4).half())
+    pipeline = Pipeline(name="dtypes", data=DIGITS, teacher=teacher, student=student,
+                        stages=[Teacher(epochs=4, lr=0.02), Distill(epochs=4, lr=0.02), Export(), Report()], threads=1)
+    report = pipeline.run(tmp_path / "run").report()
+    assert report["teacher"]["accuracy"] > 0.5 and report["student"]["accuracy"] > 0.3  # 10 classes: chance is 0.1
+    run = edgekd.open_run(tmp_path / "run")
+    for role in ("teacher", "student"):
+        model = run.load_model(role)
+        assert type(model).__name__ == "SmallCNN"
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        assert len(list(tmp_path.glob(f"run/*-export/{role}.onnx"))) == 1
+
+
+def test_a_torchscript_module_is_refused_when_the_recipe_exports(tmp_path: Path) -> None:
+    """Exporting a TorchScript module failed naming the object's address ('Tried to trace <__torch__.SmallCNN object
+    at 0x…> but it is not part of the active trace'), a different line every run."""
+    scripted = torch.jit.script(small_cnn(width=4))
+    pipeline = Pipeline(name="scripted", data=DIGITS, teacher=CNN, student=scripted,
+                        stages=[Teacher(epochs=1), Distill(epochs=1), Export()], threads=1)
+    with pytest.raises(ConfigError, match=r"student.model.factory: the recipe exports the model, but the module is "
+                                          r"TorchScript \(RecursiveScriptModule\)") as raised:
+        pipeline.run(tmp_path / "run")
+    assert "0x" not in str(raised.value)

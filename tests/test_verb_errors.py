@@ -88,3 +88,39 @@ def test_a_recipe_reading_a_bad_npz_is_one_line(arrays: dict[str, np.ndarray], f
               "stages": [{"stage": "teacher", "epochs": 1}]}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert_user_error(cli("run", tmp_path / "r.yaml", "--out", tmp_path / "run", "-q"), *fragments, logged=True)
+
+
+@pytest.mark.parametrize(("verb", "settings", "fragment"), [
+    ("profile", {"runs": "ten"}, "runs: Input should be a valid integer"),
+    ("profile", {"runs": 0}, "runs: Input should be greater than or equal to 10 (got 0)"),
+    ("bench", {"rounds": 0}, "rounds: Input should be greater than or equal to 1 (got 0)"),
+    ("bundle", {"warmup": -1}, "warmup: Input should be greater than or equal to 0 (got -1)"),
+    ("export", {"runs": 2.5}, "runs: Input should be a valid integer"),
+])
+def test_python_api_timing_arguments_are_one_line_config_errors(verb: str, settings: dict, fragment: str,
+                                                                cnn_onnx: Path, tmp_path: Path) -> None:
+    """The API functions passed their timing arguments unchecked: a string failed in the profiler with TypeError
+    ('<' not supported between str and int) and runs=0 with a bare ValueError, both not edgekd's errors."""
+    from edgekd import api
+    from edgekd.errors import ConfigError
+
+    call = {"profile": lambda: api.profile(cnn_onnx, **settings),
+            "bench": lambda: api.bench([cnn_onnx], out=tmp_path / "b", **settings),
+            "bundle": lambda: api.bundle(cnn_onnx, device="host-cpu", out=tmp_path / "a", **settings),
+            "export": lambda: api.export(cnn_onnx, out=tmp_path / "e", **settings)}[verb]
+    with pytest.raises(ConfigError, match="^timing arguments: ") as raised:
+        call()
+    assert fragment in str(raised.value) and "\n" not in str(raised.value)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "e").exists()
+
+
+def test_python_bench_takes_one_path_as_one_model_and_refuses_none(cnn_onnx: Path, tmp_path: Path) -> None:
+    """bench(models=...) given one path iterated its characters ('c: given more than once'); given [] it crashed
+    (ValueError: max() arg is an empty sequence)."""
+    from edgekd import api
+    from edgekd.errors import ConfigError
+
+    record = api.bench(str(cnn_onnx), out=tmp_path / "b", runs=10, rounds=1)
+    assert [model.name for model in record.models] == ["cnn.onnx"]
+    with pytest.raises(ConfigError, match="bench: no models given"):
+        api.bench([], out=tmp_path / "b2")

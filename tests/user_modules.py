@@ -93,6 +93,36 @@ def wrong_input() -> nn.Module:
     return SmallCNN(channels=3)
 
 
+def float64_cnn(width: int = 4) -> nn.Module:
+    """The small CNN in float64, as a module converted with ``.double()`` comes."""
+    return SmallCNN(width=width).double()
+
+
+def compiled_cnn(width: int = 4) -> nn.Module:
+    """The small CNN wrapped by ``torch.compile``."""
+    return torch.compile(SmallCNN(width=width))
+
+
+def scripted_cnn(width: int = 4) -> nn.Module:
+    """The small CNN as TorchScript."""
+    return torch.jit.script(SmallCNN(width=width))
+
+
+def no_parameters() -> nn.Module:
+    """A module with nothing to train: the first ten pixels as the logits."""
+    return nn.Sequential(nn.Flatten(), _FirstTen())
+
+
+def frozen() -> nn.Module:
+    """A classifier whose every parameter is frozen (``requires_grad=False``)."""
+    return SmallCNN(width=4).requires_grad_(False)
+
+
+class _FirstTen(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :10]
+
+
 def not_exportable() -> nn.Module:
     """A module that trains but has no ONNX export: its forward uses ``torch.histc``."""
     return _Histogram()

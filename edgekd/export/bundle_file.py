@@ -29,7 +29,7 @@ from edgekd.errors import ConfigError, DataError
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
 from edgekd.export.bundle_record import BundleFile
 from edgekd.export.config import ExportTarget
-from edgekd.export.manifest import tensor_specs
+from edgekd.export.manifest import scored_output, tensor_specs
 from edgekd.export.parity import ParityResult
 from edgekd.model_file import read_model, require_onnx
 from edgekd.profile.budget import judge
@@ -147,10 +147,11 @@ def read_labels(path: Path, model: Path) -> list[str]:
         raise DataError(f"{path}: line {repeated} repeats line {first} ({names[repeated - 1]!r}); expected a distinct "
                         "class name per line")
     _, outputs = tensor_specs(model)
-    shape = outputs[0]["shape"] if outputs else []
+    scored = scored_output(outputs) or (outputs[0] if outputs else None)
+    shape = scored["shape"] if scored else []
     classes = shape[-1] if shape else None
-    if isinstance(classes, int) and classes > 0 and classes != len(names):
-        raise DataError(f"{path}: {len(names)} labels, but {model}'s output {outputs[0]['name']!r} has {classes} "
+    if scored and isinstance(classes, int) and classes > 0 and classes != len(names):
+        raise DataError(f"{path}: {len(names)} labels, but {model}'s output {scored['name']!r} has {classes} "
                         f"classes (shape {shape}); expected one line per class")
     return names
 

@@ -40,9 +40,11 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"- Format: {model['format']} (opset {model['opset']}), made with onnxruntime {model['onnxruntime']}: "
         "run it with that version of ONNX Runtime or a newer one.",
         *[f"- Input `{t['name']}`: {t['dtype']} {_shape(t['shape'])}" for t in manifest["inputs"]],
-        *[f"- Output `{t['name']}`: {t['dtype']} {_shape(t['shape'])}: {manifest['postprocessing']['note']}"
-          for t in manifest["outputs"][:1]],
-        f"- Labels ({len(manifest['labels'])}): {', '.join(manifest['labels'])}",
+        *[f"- Output `{t['name']}`: {t['dtype']} {_shape(t['shape'])}"
+          + (f": {manifest['postprocessing']['note']}" if t["name"] == manifest["postprocessing"]["output"] else "")
+          for t in manifest["outputs"]],
+        f"- Labels ({len(manifest['labels'])}): {', '.join(manifest['labels'])}" if manifest["labels"] else
+        "- Labels: none given (`edgekd bundle --labels FILE` names the classes); an index is the class",
         _test_figures(manifest),
         f"- Latency on {manifest['device']['name']}: p50 {_number(latency['p50_ms'], '{:.3f}')} ms, "
         f"p90 {_number(latency['p90_ms'], '{:.3f}')} ms ({latency['basis']})"
@@ -145,7 +147,7 @@ fun classify({argument}): {returns} {{
     {convert}
     val shape = longArrayOf({shape})
     OnnxTensor.createTensor(env, FloatBuffer.wrap(input), shape).use {{ tensor ->
-        session.run(mapOf("{input_name}" to tensor)).use {{ result ->
+        session.run(mapOf("{input_name}" to tensor), setOf("{output}")).use {{ result ->
 {answer}
         }}
     }}
@@ -161,7 +163,7 @@ fun classify(ids: LongArray, length: Int): {returns} {{
 {columns})
     val feeds = columns.mapValues {{ (_, values) -> OnnxTensor.createTensor(env, LongBuffer.wrap(values), shape) }}
     try {{
-        session.run(feeds).use {{ result ->
+        session.run(feeds, setOf("{output}")).use {{ result ->
 {answer}
         }}
     }} finally {{
@@ -194,11 +196,11 @@ encoded = tokenizer([sentence], padding="max_length", truncation=True, max_lengt
                     return_tensors="np"{extra})
 zeros = np.zeros_like(encoded["input_ids"])  # token_type_ids the tokenizer does not give: one segment, as trained
 feeds = {{i.name: encoded.get(i.name, zeros).astype(np.int64) for i in session.get_inputs()}}
-logits = session.run(None, feeds)[0]"""
+logits = session.run(["{output}"], feeds)[0]"""
 
 _PYTHON_OTHER = """\
 x = np.zeros(({shape}), dtype=np.{dtype})  # your input here, preprocessed as in training
-logits = session.run(None, {{"{input_name}": x}})[0]"""
+logits = session.run(["{output}"], {{"{input_name}": x}})[0]"""
 
 
 def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list[str]:
@@ -215,7 +217,8 @@ def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list
                               for tensor in manifest["inputs"])
         body = _KOTLIN_TEXT.format(directory=(manifest.get("tokenizer") or {}).get("directory", "tokenizer"),
                                    pad_id=pre.get("pad_id", 0), max_length=pre.get("max_length"),
-                                   returns=returns, columns=columns, answer=answer_text)
+                                   returns=returns, columns=columns, answer=answer_text,
+                                   output=manifest["postprocessing"]["output"])
         return [*head.splitlines(), "", *body.splitlines()]
     if pre.get("kind") == "image":
         convert = "\n    ".join((
@@ -233,7 +236,8 @@ def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list
         convert = "val input = features"
         argument, doc = "features: FloatArray", "features: the model's input, preprocessed as in training"
     body = _KOTLIN_FLOAT.format(argument=argument, argument_doc=doc, returns=returns, convert=convert,
-                                shape=", ".join(map(str, shape)), input_name=input_name, answer=answer_text)
+                                shape=", ".join(map(str, shape)), input_name=input_name, answer=answer_text,
+                                output=manifest["postprocessing"]["output"])
     return [*head.splitlines(), "", *body.splitlines()]
 
 
@@ -266,11 +270,12 @@ def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -
         extra = (", return_offsets_mapping=True,\n                    return_special_tokens_mask=True"
                  if answer_kind(manifest) == "tags" else "")
         body = _PYTHON_TEXT.format(directory=manifest["tokenizer"]["directory"], max_length=pre["max_length"],
-                                   extra=extra)
+                                   extra=extra, output=manifest["postprocessing"]["output"])
     elif pre.get("kind") == "image":
         return image_python(manifest, python_answer(manifest))
     else:
-        body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=first["name"])
+        body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=first["name"],
+                                    output=manifest["postprocessing"]["output"])
     return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body.splitlines(),
             *python_answer(manifest)]
 

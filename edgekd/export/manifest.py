@@ -54,13 +54,48 @@ def tensor_specs(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     initializers = {t.name for t in graph.initializer}
 
     def spec(value: onnx.ValueInfoProto) -> dict[str, Any]:
+        if value.type.WhichOneof("value") != "tensor_type":  # a sequence, map or optional (sklearn-onnx's)
+            return {"name": value.name, "dtype": type_name(value.type), "shape": []}
         tensor = value.type.tensor_type
         dims = [d.dim_value if d.WhichOneof("value") == "dim_value" else (d.dim_param or "?")
                 for d in tensor.shape.dim]
-        return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
-                "shape": dims}
+        return {"name": value.name, "dtype": type_name(value.type), "shape": dims}
 
     return ([spec(v) for v in graph.input if v.name not in initializers], [spec(v) for v in graph.output])
+
+
+def scored_output(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The output (of :func:`tensor_specs`) a model's answer is read from: the one named ``logits``, else the first
+    floating-point tensor (a scikit-learn-onnx classifier returns its int64 label first, then probabilities as a
+    sequence of maps); None when no output is a floating-point tensor."""
+    named = [spec for spec in outputs if spec["name"] == "logits"]
+    return next((spec for spec in named or outputs if spec["dtype"] in FLOAT_DTYPES), None)
+
+
+#: Floating-point tensor element types, as :func:`type_name` spells them.
+FLOAT_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16"})
+
+
+def type_name(value_type: onnx.TypeProto) -> str:
+    """An ONNX value type as text: a tensor's numpy dtype name (``float32``), a non-tensor value spelt as
+    onnxruntime spells it (``seq(map(int64,tensor(float)))`` reads ``sequence(map(int64, float32))``);
+    ``unknown`` for a type left unset or an element type numpy has no name for."""
+    kind = value_type.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        elem_type = getattr(value_type, kind).elem_type
+        try:
+            name = onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+        except KeyError:  # UNDEFINED (0): the graph does not say
+            name = "unknown"
+        return name if kind == "tensor_type" else f"sparse({name})"
+    if kind == "sequence_type":
+        return f"sequence({type_name(value_type.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({type_name(value_type.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = onnx.helper.tensor_dtype_to_np_dtype(value_type.map_type.key_type).name
+        return f"map({key}, {type_name(value_type.map_type.value_type)})"
+    return "unknown"
 
 
 def preprocessing(data: DataConfig, signature: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -177,6 +212,8 @@ def build_manifest(
     given (:func:`recipe_preprocessing` for a model a recipe trained, a user's file for ``edgekd bundle``).
     """
     inputs, outputs = tensor_specs(onnx_path)
+    scored = scored_output(outputs)
+    read = scored or outputs[0]
     return {
         "schema_version": SCHEMA_VERSION,
         "name": name,
@@ -186,10 +223,14 @@ def build_manifest(
         "outputs": outputs,
         "labels": labels,
         "preprocessing": preprocessing,
-        "postprocessing": {"output": outputs[0]["name"], **postprocessing} if postprocessing else {
-            "output": outputs[0]["name"],
+        "postprocessing": {"output": read["name"], **postprocessing} if postprocessing else {
+            "output": read["name"],
             "kind": "logits",
             "note": "softmax over the last axis gives probabilities; its argmax indexes labels",
+        } if scored is not None else {
+            "output": read["name"],
+            "kind": "as_given",
+            "note": "the graph's outputs as they are (none is a floating-point tensor of scores)",
         },
         "tokenizer": tokenizer,
         "device": device.model_dump(mode="json"),

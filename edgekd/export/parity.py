@@ -195,11 +195,11 @@ def check_file_parity(
         except Exception as exc:
             shapes = {name: tuple(array.shape) for name, array in feed.items()}
             raise ExportError(f"{shown}: onnxruntime failed on inputs of shapes {shapes}: {one_line(exc)}") from exc
-        if [np.shape(a) for a in actual] != [np.shape(e) for e in expected]:
+        if [_layout(a) for a in actual] != [_layout(e) for e in expected]:
             raise ExportError(f"{shown}: outputs differ from {Path(reference).name}: shapes "
-                              f"{[np.shape(a) for a in actual]} vs {[np.shape(e) for e in expected]}")
+                              f"{[_layout(a) for a in actual]} vs {[_layout(e) for e in expected]}")
         for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
-            outputs.add(index, np.asarray(want), np.asarray(got))
+            outputs.add(index, _values(want), _values(got))
         samples += batch_rows(feed)
     return outputs.result(samples, atol, rtol)
 
@@ -284,18 +284,46 @@ def _torch_output(model: torch.nn.Module, batch: Batch, shown: str | Path) -> np
         ) from None
 
 
+def _layout(output: Any) -> Any:
+    """What must match between two runs' outputs besides their values: a tensor's shape; a sequence's or map's
+    (scikit-learn-onnx's ZipMap: a list of {class: probability}) length, keys and their values' layouts."""
+    if isinstance(output, dict):
+        return {key: _layout(value) for key, value in sorted(output.items())}
+    if isinstance(output, list | tuple):
+        return [_layout(item) for item in output]
+    return np.shape(output)
+
+
+def _values(output: Any) -> np.ndarray:
+    """An output's numbers as one array: a tensor as it is, a sequence or map (by sorted key) flattened in order."""
+    if isinstance(output, dict):
+        output = [value for _, value in sorted(output.items())]
+    if isinstance(output, list | tuple):
+        parts = [_values(item).ravel() for item in output]
+        return np.concatenate(parts) if parts else np.zeros(0)
+    return np.asarray(output)
+
+
 def _abs_diff(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """|expected - actual| in float64: 0 where both are the same infinity, NaN where either is NaN.
 
     A NaN output is a broken model, not a match: NaN on both sides must fail the gate, not pass it.
     """
+    if not _numeric(expected) or not _numeric(actual):  # strings (a scikit-learn label): equal or not
+        return np.where(np.asarray(expected == actual, dtype=bool), 0.0, np.inf)
     a, b = expected.astype(np.float64), actual.astype(np.float64)
     with np.errstate(invalid="ignore"):
         return np.where(np.isnan(a) | np.isnan(b), np.nan, np.where(a == b, 0.0, np.abs(a - b)))
 
 
+def _numeric(array: np.ndarray) -> bool:
+    return array.dtype.kind in "biufc"
+
+
 def _largest_magnitude(output: np.ndarray) -> float:
     """The largest finite |value| of a reference output (0 when it has none): the scale ``rtol`` multiplies."""
+    if not _numeric(output):
+        return 0.0
     finite = np.abs(output[np.isfinite(output)])
     return float(finite.max(initial=0.0))
 

@@ -5,14 +5,15 @@ single-label classifier's logits (arg-max is the class), a multi-label model's l
 sigmoid clears ``threshold``), a regression model's values (as they are), a token classifier's logits per
 sub-token (``per_token``; a word's tag is its first sub-token's, words located by the tokenizer's character
 offsets exactly as :mod:`edgekd.data.token_tags` does in training). Each snippet starts from ``logits``
-(Python: the first output as returned by onnxruntime; Kotlin: ``result[0]``) and ends with the answer.
+(the output ``postprocessing.output`` names, the only one requested: Python's ``session.run([output], ...)[0]``,
+Kotlin's ``result[0]``) and ends with the answer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-#: Python lines after ``logits = session.run(None, feeds)[0]``, by answer kind.
+#: Python lines after ``logits = session.run([output], feeds)[0]``, by answer kind.
 _PYTHON = {
     "class": """\
 probabilities = np.exp(logits[0] - logits[0].max())

@@ -243,7 +243,7 @@ def _tokenizer(source: str) -> Any | None:
 def _load_factory(source: str, kwargs: dict[str, Any], input_shape: tuple[int, ...] | None,
                   sample: Path | None) -> _Loaded:
     """The factory's module, wrapped as a run feeds it, and its sample (``input_shape`` or a ``.npz``)."""
-    from edgekd.models.user_module import Refused, resolve_factory, wrap
+    from edgekd.models.user_module import Refused, check_traceable, plain_float32, resolve_factory, wrap
 
     if (input_shape is None) == (sample is None):
         raise ConfigError(f"{source}: give the input as --input-shape (one float input per example, e.g. 1,8,8) or "
@@ -258,6 +258,11 @@ def _load_factory(source: str, kwargs: dict[str, Any], input_shape: tuple[int, .
         raise ConfigError(f"{source}(**{kwargs}) raised {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"{source}: returned {type(module).__name__}; expected a torch.nn.Module")
+    try:
+        module = plain_float32(module)  # exported as a run exports it: unwrapped, in float32
+        check_traceable(module)
+    except Refused as exc:
+        raise ConfigError(f"{source}: {exc.message}") from None
     if input_shape is not None:
         generator = torch.Generator().manual_seed(0)
         batch = {"input": torch.rand(SAMPLE_ROWS, *input_shape, generator=generator)}

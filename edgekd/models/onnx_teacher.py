@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from torch import nn
 from edgekd.data.examples import TEXT_INPUTS, InputSignature
 from edgekd.errors import ConfigError, EdgekdError, first_line
 from edgekd.models.specs import OnnxSpec
+
+log = logging.getLogger(__name__)
 
 #: onnxruntime's input types → the numpy dtype a batch tensor is cast to.
 DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
@@ -126,7 +129,7 @@ class OnnxTeacher(nn.Module):
         logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if self.fixed_sequence is not None and logits.ndim == 3:
             logits = logits[:, :length]
-        return torch.from_numpy(np.asarray(logits, dtype=np.float32)).to(first.device)
+        return torch.from_numpy(as_logits(np.asarray(logits, dtype=np.float32), self.path)).to(first.device)
 
     def describe(self) -> dict[str, Any]:
         """The file as the teacher record gives it: path, SHA-256, the graph inputs fed and the output read."""
@@ -139,6 +142,27 @@ class OnnxTeacher(nn.Module):
             raise ConfigError(f"teacher.model.path: '{self.path}' changed since the teacher stage read it "
                               "(its SHA-256 differs); re-run the teacher stage")
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def as_logits(scores: np.ndarray, path: Path) -> np.ndarray:
+    """A graph's scores as logits: probabilities (every row non-negative, summing to 1 over the classes: a graph
+    ending in Softmax, as scikit-learn-onnx's classifiers and many exported apps do) become their logarithm, which
+    is the logits up to a per-row constant that softmax ignores at every temperature; read as logits themselves,
+    they softened into near-uniform targets. Other scores are returned as they are."""
+    if scores.shape[-1] < 2 or scores.size == 0 or scores.min() < 0:
+        return scores
+    if not np.allclose(scores.sum(axis=-1, dtype=np.float64), 1.0, atol=PROBABILITY_TOLERANCE):
+        return scores
+    if path not in _SAID_PROBABILITIES:
+        _SAID_PROBABILITIES.add(path)
+        log.info("%s answers with probabilities (rows summing to 1): its logarithm is taken as the logits", path)
+    return np.log(np.maximum(scores, np.finfo(np.float32).tiny))
+
+
+#: How far from 1 a row of probabilities may sum (float32 softmax rounding over many classes).
+PROBABILITY_TOLERANCE = 1e-3
+#: ONNX files whose probabilities were said to be read as logits (once per process).
+_SAID_PROBABILITIES: set[Path] = set()
 
 
 class ImageOnnxTeacher(OnnxTeacher):

@@ -165,12 +165,44 @@ def instantiate(spec: ModuleSpec) -> nn.Module:
             raise Refused("factory", f"'{spec.factory}'(**{spec.kwargs}) raised {_one_line(exc)}") from exc
         if not isinstance(module, nn.Module):
             raise Refused("factory", f"'{spec.factory}' returned {type(module).__name__}; expected a torch.nn.Module")
+    module = plain_float32(module)
     if spec.shapes:
         try:
             reshape_layers(module, spec.shapes)
         except (ConfigError, AttributeError) as exc:
             raise Refused("shapes", f"the module does not have the pruned layers recorded ({_one_line(exc)})") from exc
     return module
+
+
+#: Wrappers around the user's module and the attribute holding it: data parallelism's and torch.compile's.
+_WRAPPERS = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
+
+
+def plain_float32(module: nn.Module) -> nn.Module:
+    """The module edgekd trains and exports: the user's own inside a data-parallel or ``torch.compile`` wrapper
+    (edgekd runs its own processes; the ONNX exporter cannot trace a compiled module), its floating-point
+    parameters and buffers in float32 (edgekd trains in float32, its ``precision`` option mixing in bf16; a
+    float64 or half module failed on the data's float32 inputs). Each change is said once in a log line.
+    """
+    while (attribute := _WRAPPERS.get(type(module).__name__)) and isinstance(getattr(module, attribute, None),
+                                                                             nn.Module):
+        log.info("%s: using the module it wraps (%s)", type(module).__name__, type(getattr(module, attribute)).__name__)
+        module = getattr(module, attribute)
+    other = sorted({str(t.dtype).removeprefix("torch.") for t in [*module.parameters(), *module.buffers()]
+                    if t.is_floating_point() and t.dtype != torch.float32})
+    if other:
+        log.info("%s holds %s parameters: converted to float32, as edgekd trains every model", type(module).__name__,
+                 "/".join(other))
+        module = module.float()
+    return module
+
+
+def check_traceable(module: nn.Module, context: str = "") -> None:
+    """Refuse a TorchScript module (:class:`Refused` on ``factory``, the message after ``context``): tracing the
+    wrapper around one for export fails with a message naming the object's address, a different line every run."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise Refused("factory", f"{context}the module is TorchScript ({type(module).__name__}), which edgekd cannot "
+                      "trace for export; give the Python torch.nn.Module it was scripted or traced from")
 
 
 def wrap(module: nn.Module, kind: str) -> UserModule:
@@ -189,7 +221,11 @@ def probe_inputs(signature: InputSignature) -> dict[str, torch.Tensor]:
 
 
 def check_outputs(model: UserModule, signature: InputSignature, num_classes: int) -> None:
-    """Refuse a module that fails on the data's inputs or does not return logits ``[batch, classes]``."""
+    """Refuse a module without trainable parameters, one that fails on the data's inputs or does not return logits
+    ``[batch, classes]``."""
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise Refused("factory", f"{type(unwrap(model)).__name__} has no trainable parameters; edgekd trains the "
+                      "teacher and the student (a fixed teacher can be an ONNX file: arch: onnx)")
     inputs = probe_inputs(signature)
     shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in inputs.items())
     try:
@@ -248,6 +284,7 @@ def check_exports(model: UserModule, signature: InputSignature, target_name: str
         target = load_export_target(target_name)
     except EdgekdError:
         return  # the export stage's own check names its target
+    check_traceable(unwrap(model), "the recipe exports the model, but ")
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
             raised_level("edgekd.export", logging.WARNING):
         warnings.simplefilter("ignore")  # tracer warnings of a trial, not of the run's export

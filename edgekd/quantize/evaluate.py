@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekd.errors import ModelError
+from edgekd.export.manifest import scored_output, tensor_specs
 from edgekd.export.parity import one_line
 from edgekd.quantize.feeds import Feed, LabelledBatch
 
@@ -35,8 +36,21 @@ def run_batches(session: ort.InferenceSession, feeds: Sequence[Feed], label: Pat
 
 
 def model_outputs(path: Path, batches: Sequence[LabelledBatch], threads: int) -> np.ndarray:
-    """The model's first output for every example of ``batches``, in order (``[N, ...]``, as the graph gives it;
-    :mod:`edgekd.quantize.quality` scores it for the task)."""
+    """The model's scores for every example of ``batches``, in order (``[N, ...]``, as the graph gives it;
+    :mod:`edgekd.quantize.quality` scores it for the task): its output named ``logits``, else its first
+    floating-point tensor (:func:`~edgekd.export.manifest.scored_output`); a ModelError when it has none."""
     session = cpu_session(path, threads, path)
-    outputs = run_batches(session, [feed for feed, _ in batches], path, outputs=[session.get_outputs()[0].name])
+    outputs = run_batches(session, [feed for feed, _ in batches], path, outputs=[scored_output_name(path)])
     return np.concatenate([np.asarray(out[0]) for out in outputs])
+
+
+def scored_output_name(path: Path) -> str:
+    """The name of the output of ``path``'s graph that evaluation scores; a ModelError naming its outputs when
+    none is a floating-point tensor (a graph answering only with labels cannot be scored against them)."""
+    _, outputs = tensor_specs(path)
+    scored = scored_output(outputs)
+    if scored is None:
+        listed = ", ".join(f"{spec['name']!r} ({spec['dtype']})" for spec in outputs)
+        raise ModelError(f"{path}: no output is a floating-point tensor of scores to evaluate (outputs: {listed}); "
+                         "export the model with its logits or probabilities as an output")
+    return scored["name"]

@@ -56,6 +56,7 @@ def prepare_graphs(source: Path, out_dir: Path, stem: str) -> PreparedGraphs:
     """Write ``<stem>.preprocessed.onnx`` (and ``<stem>.fused.onnx`` for a transformer) to ``out_dir``."""
     model = onnx.load(str(source), load_external_data=False)
     transformer = is_transformer(model)
+    source = quantizable_opset(source, model, out_dir / f"{stem}.opset{QUANTIZE_MIN_OPSET}.onnx")
     preprocessed = preprocess(source, out_dir / f"{stem}.preprocessed.onnx")
     if not transformer:
         return PreparedGraphs(preprocessed=preprocessed, fused=None, transformer=False)
@@ -65,6 +66,32 @@ def prepare_graphs(source: Path, out_dir: Path, stem: str) -> PreparedGraphs:
         log.info("%s; quantizing the unfused graph", exc)
         return PreparedGraphs(preprocessed=preprocessed, fused=None, transformer=True)
     return PreparedGraphs(preprocessed=preprocessed, fused=fused, transformer=True, fusions=fusions)
+
+
+#: The lowest ONNX opset the INT8 quantizers write valid graphs for: per-channel DequantizeLinear's ``axis``
+#: arrived in opset 13 (on an opset-11 graph onnxruntime's static quantizer wrote a model it cannot load).
+QUANTIZE_MIN_OPSET = 13
+
+
+def quantizable_opset(source: Path, model: onnx.ModelProto, target: Path) -> Path:
+    """``source`` itself when its default-domain opset is :data:`QUANTIZE_MIN_OPSET` or newer, else the graph
+    converted to that opset by ONNX's version converter, written to ``target``; a ModelError naming ``source``
+    when the converter cannot convert it."""
+    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= QUANTIZE_MIN_OPSET:
+        return source
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(onnx.load(str(source)), QUANTIZE_MIN_OPSET)
+        with atomic_path(target) as tmp:
+            onnx.save(converted, str(tmp))
+    except Exception as exc:  # the converter raises plain RuntimeErrors on ops it has no adapter for
+        raise ModelError(f"{source}: its opset {opset} graph cannot be converted to opset {QUANTIZE_MIN_OPSET}, "
+                         f"which INT8 quantization needs ({one_line(exc)}); export it with opset "
+                         f"{QUANTIZE_MIN_OPSET} or newer") from exc
+    log.info("%s: opset %d graph converted to opset %d for quantization", source, opset, QUANTIZE_MIN_OPSET)
+    return target
 
 
 def preprocess(source: Path, target: Path) -> Path:
@@ -77,8 +104,10 @@ def preprocess(source: Path, target: Path) -> Path:
 
     for skip_symbolic in (False, True):
         try:
-            with atomic_path(target) as tmp, tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
-                quant_pre_process(str(source.resolve()), str(tmp.resolve()), skip_symbolic_shape=skip_symbolic)
+            with atomic_path(target) as tmp, tempfile.TemporaryDirectory() as scratch:
+                paths = str(source.resolve()), str(tmp.resolve())  # before the chdir: either may be relative
+                with contextlib.chdir(scratch):
+                    quant_pre_process(*paths, skip_symbolic_shape=skip_symbolic)
             return target
         except Exception as exc:  # symbolic shape inference raises plain Exceptions on unknown ops
             if skip_symbolic:

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import DataError, first_line
-from edgekd.export.manifest import tensor_specs
+from edgekd.export.manifest import scored_output, tensor_specs
 from edgekd.quantize.calibration import equal_batch_size
+from edgekd.quantize.evaluate import scored_output_name
 from edgekd.quantize.feeds import Feed, LabelledBatch, QuantData
 
 #: The evaluation file's array of class labels.
@@ -43,12 +44,14 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
         arrays = _read(calibration, model, inputs, labelled=False)
         count = min(calibration_samples, _count(arrays))
         batch = _static_batch(inputs) or equal_batch_size(count, BATCH_SIZE)  # dynamic: every example used
-        calibration_feeds = tuple(feed for feed, _ in _batches(arrays, count - count % batch, batch))
+        calibration_feeds = tuple(feed for feed, _ in _batches(arrays, count - count % batch, batch,
+                                                               labelled=False))
         if not calibration_feeds:
             raise DataError(f"{calibration}: {count} example(s), fewer than one batch of the graph's static batch "
                             f"size {batch}")
     batches: tuple[LabelledBatch, ...] = ()
     if evaluation is not None:
+        scored_output_name(model)  # a graph with no scores to evaluate is refused before any work
         arrays = _read(evaluation, model, inputs, labelled=True)
         count = _count(arrays)
         static = _static_batch(inputs)
@@ -57,13 +60,16 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
             raise DataError(f"{evaluation}: {count} examples, but {model} has a static batch size of {batch}: give a "
                             "multiple of it")
         _check_labels(evaluation, arrays[LABELS], outputs)
-        batches = tuple(_batches(arrays, count, batch))
+        batches = tuple(_batches(arrays, count, batch, labelled=True))
     return QuantData(calibration=calibration_feeds, val=batches, test=batches)
 
 
 def _read(path: Path, model: Path, inputs: list[Spec], *, labelled: bool) -> dict[str, np.ndarray]:
     """Every array of ``path``, checked against the graph inputs (and ``y`` when ``labelled``)."""
     what = f"{_expected(inputs)}{f' and {LABELS!r} (int labels)' if labelled else ''}"
+    if labelled and any(spec["name"] == LABELS for spec in inputs):
+        raise DataError(f"{path}: {model} has a graph input named {LABELS!r}, the name an evaluation file gives its "
+                        f"labels, so one .npz cannot hold both; rename the input (the calibration file may hold it)")
     arrays = read_arrays(path, what)
     names = [spec["name"] for spec in inputs] + ([LABELS] if labelled else [])
     missing = [name for name in names if name not in arrays]
@@ -115,24 +121,27 @@ def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
 
 
 def _check_labels(path: Path, labels: np.ndarray, outputs: list[Spec]) -> None:
-    """``y``: one integer class per example, each below the first output's number of classes when it is static."""
+    """``y``: one integer class per example, each below the scored output's number of classes when it is static."""
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: array {LABELS!r} is {labels.dtype} of shape {list(labels.shape)}, expected one "
                         "integer class per example (shape [N])")
-    classes = outputs[0]["shape"][-1] if outputs and outputs[0]["shape"] else None
+    scored = scored_output(outputs)
+    classes = scored["shape"][-1] if scored and scored["shape"] else None
     bad = labels[(labels < 0) | (labels >= classes)] if isinstance(classes, int) and classes > 0 else labels[labels < 0]
     if bad.size:
-        limit = f"0..{classes - 1} (output {outputs[0]['name']!r} has {classes} classes)" if isinstance(
+        limit = f"0..{classes - 1} (output {scored['name']!r} has {classes} classes)" if scored and isinstance(
             classes, int) and classes > 0 else "non-negative"
         raise DataError(f"{path}: array {LABELS!r} holds label {int(bad[0])}, expected classes {limit}")
 
 
-def _batches(arrays: dict[str, np.ndarray], count: int, batch: int):  # noqa: ANN202 - a generator of batches
-    """(feed, labels) batches of the first ``count`` examples; labels are empty when there is no ``y``."""
+def _batches(arrays: dict[str, np.ndarray], count: int, batch: int, *, labelled: bool):  # noqa: ANN202 - generator
+    """(feed, labels) batches of the first ``count`` examples; labels are empty unless ``labelled`` (``y``
+    holds them; unlabelled, an array ``y`` is the graph input of that name)."""
     for start in range(0, count, batch):
         stop = min(start + batch, count)
-        feed = {name: np.ascontiguousarray(array[start:stop]) for name, array in arrays.items() if name != LABELS}
-        labels = arrays[LABELS][start:stop].astype(np.int64) if LABELS in arrays else np.empty(0, np.int64)
+        feed = {name: np.ascontiguousarray(array[start:stop]) for name, array in arrays.items()
+                if not (labelled and name == LABELS)}
+        labels = arrays[LABELS][start:stop].astype(np.int64) if labelled else np.empty(0, np.int64)
         yield feed, labels
 
 
