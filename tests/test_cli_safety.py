@@ -205,3 +205,17 @@ def test_names_longer_than_the_filesystem_allows_are_one_line_errors(tmp_path: P
         assert_user_error(outcome, "a name longer than this filesystem allows (ENAMETOOLONG)", "x" * 40)
     outcome = cli("run", write_yaml(tmp_path / "recipe.yaml", recipe), "--out", tmp_path / long, "-q")
     assert_user_error(outcome, "a name longer than this filesystem allows", logged=True)
+
+
+def test_profile_with_a_device_file_names_the_profile_not_the_path(tmp_path: Path) -> None:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    text = (Path(__file__).parents[1] / "devices" / "host-cpu.yaml").read_text()
+    device = tmp_path / "my-devices" / "lab-host.yaml"
+    device.parent.mkdir()
+    device.write_text(text.replace("name: host-cpu", "name: lab-host"))
+    outcome = cli("profile", tmp_path / "m.onnx", "--device", device, "--runs", "10", "--warmup", "0")
+    assert outcome.exit_code == 0, outcome.output
+    assert "on lab-host" in outcome.output and "my-devices" not in outcome.output.split(" on ")[1], outcome.output

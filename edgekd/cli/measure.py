@@ -33,7 +33,7 @@ def profile(
         return
     estimate = (f" — estimate: host × speed ratio {result.speed_ratio:.2f} from '{result.reference}'"
                 if result.estimate else " — measured")
-    out.print(f"[bold]{shown(model)}[/] on [bold]{shown(device)}[/]{estimate}, {result.threads} thread(s) "
+    out.print(f"[bold]{shown(model)}[/] on [bold]{shown(result.device)}[/]{estimate}, {result.threads} thread(s) "
               f"here, inputs {shown(result.input_shapes)}", soft_wrap=True)
     table = Table()
     table.add_column("metric")
