@@ -85,8 +85,19 @@ def _traced(trace: Trace, name: Exporter, path: Path) -> bytes:
     except Exception as exc:
         if name == "torchscript":
             raise
-        raise ExportError(f"{path}: transformers' ONNX exporter failed: {type(exc).__name__}: "
-                          f"{first_line(exc)}") from exc
+        root = _root_cause(exc)
+        raise ExportError(f"{path}: transformers' ONNX exporter failed: {type(root).__name__}: "
+                          f"{first_line(root)}") from exc
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception ``exc`` was raised from: torch.export and onnxscript wrap the reason in errors that
+    only name the pass it failed in."""
+    seen = {id(exc)}
+    while (cause := exc.__cause__ or exc.__context__) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        exc = cause
+    return exc
 
 
 def _after_path(exc: ExportError, path: Path) -> str:
