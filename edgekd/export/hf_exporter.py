@@ -10,10 +10,10 @@ as every export (:func:`edgekd.export.onnx_export.write_checked`).
 
 The graphs keep edgekd's (and Optimum's) names: a classifier's inputs are its forward's keywords (``input_ids``,
 ``attention_mask``, ``token_type_ids``, ``pixel_values``) and its one output ``logits``; a causal LM's cache inputs
-are ``past_key_values.{i}.key`` / ``.value`` and outputs ``present.{i}.key`` / ``.value`` (transformers names them
-``past_key_values.layers.{i}.keys`` and ``cache.layers.{i}.keys``: renamed), with axes named ``batch``,
-``sequence``, ``past`` and ``total``. Its graphs declare opset 18 at least (onnxscript's lowest), whatever the
-export target asks.
+are ``past_key_values.{i}.key`` / ``.value`` and outputs ``present.{i}.key`` / ``.value`` (transformers names
+them by the forward's keyword, ``cache.layers.{i}.keys`` or ``past_key_values.layers.{i}.keys``: renamed), with axes
+named ``batch``, ``sequence``, ``past`` and ``total``. Its graphs declare opset 18 at least (onnxscript's lowest),
+whatever the export target asks.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def is_hf_model(model: nn.Module) -> bool:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter's progress lines, version-drift notice and torch.onnx's registration warnings to the debug log."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "transformers.exporters")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "transformers.exporters", "onnxscript", "onnx_ir")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -132,10 +132,11 @@ def causal_lm_onnx(model: nn.Module, opset: int) -> bytes:
     layers = probed_layout(model)
     with torch.no_grad():
         cache = model.eval()(input_ids=torch.full((2, 5), 4, dtype=torch.long), use_cache=True).past_key_values
+    key = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers 5 renamed it
     sample = {"input_ids": torch.full((2, 3), 5, dtype=torch.long),
-              "attention_mask": torch.ones(2, 8, dtype=torch.long), "past_key_values": cache}
+              "attention_mask": torch.ones(2, 8, dtype=torch.long), key: cache}
     shapes = {"input_ids": {0: Dim.AUTO, 1: Dim.AUTO}, "attention_mask": {0: Dim.AUTO, 1: Dim.AUTO},
-              "past_key_values": [{0: Dim.AUTO, 2: Dim.AUTO}] * (2 * len(layers))}
+              key: [{0: Dim.AUTO, 2: Dim.AUTO}] * (2 * len(layers))}
     program = _export(model, {**sample, "use_cache": True}, shapes, opset)
     graph = program.graph
     inputs = ["input_ids", "attention_mask", *past_names(len(layers))]
