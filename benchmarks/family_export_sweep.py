@@ -289,18 +289,15 @@ UNSUPPORTED = re.compile(r"Exporting the operator '([\w:.]+)' to ONNX opset vers
 
 
 HF_FAILED = "transformers' ONNX exporter failed: "
-HF_ALSO = "; transformers' exporter also failed: "
+ALSO = re.compile(r"; (?:torch's TorchScript exporter|transformers' exporter) also failed: ")
 
 
 def reason(error: str) -> str:
-    """A failure's reason for the refusal table: TorchScript's and then transformers' exporter's, each the missing
-    operator, else the message after edgekd's prefix (:func:`edgekd.export.backends.write_first` joins them)."""
-    torchscript, _, transformers = error.partition(HF_ALSO)
-    if HF_FAILED in torchscript:  # a mixture-of-experts model: only transformers' exporter was tried
-        return f"transformers' ONNX exporter fails on it ({_cut(torchscript.split(HF_FAILED, 1)[1])})"
-    if transformers:
-        return f"{one_reason(torchscript)}, and transformers' exporter fails too ({_cut(transformers)})"
-    return one_reason(torchscript)
+    """A failure's reason for the refusal table: each exporter's in the order they were tried
+    (:func:`edgekd.export.backends.write_first` joins them), each the missing operator or the message after
+    edgekd's prefix."""
+    return ", and ".join(f"transformers' ONNX exporter fails on it ({_cut(part.split(HF_FAILED, 1)[1])})"
+                         if HF_FAILED in part else one_reason(part) for part in ALSO.split(error))
 
 
 def _cut(error: str) -> str:

@@ -4,8 +4,8 @@ Two exporters make ONNX graphs: torch's TorchScript exporter (``torchscript``, :
 and :mod:`edgekd.export.causal_lm_onnx`, every model) and transformers' own (``transformers``,
 :mod:`edgekd.export.hf_exporter`, Hugging Face models only). A Hugging Face model is tried with TorchScript first
 (the path the export sweep has measured on every family) and, when that fails to export or to pass the parity
-gate, with transformers' exporter; a mixture-of-experts model goes to transformers' exporter directly (torch's
-TorchScript exporter has no export of its routing, ``aten::histc``). Either graph goes through the same
+gate, with transformers' exporter; a mixture-of-experts model the other way round (torch's TorchScript exporter has
+no export of its routing, ``aten::histc``, and fails on it at once). Either graph goes through the same
 onnxruntime optimization, ONNX checker and parity gate (:func:`edgekd.export.onnx_export.write_checked`), and the
 export record says which exporter made it.
 """
@@ -42,7 +42,7 @@ def exporters_for(model: nn.Module) -> tuple[Exporter, ...]:
     if not hf_exporter.is_hf_model(model) or hf_exporter.unavailable():
         return ("torchscript",)
     if experts(model) is not None:
-        return ("transformers",)
+        return ("transformers", "torchscript")
     return ("torchscript", "transformers")
 
 
@@ -64,15 +64,15 @@ def write_first(
             proto, size_mb, result = write_checked(graph, path, target, parity, metadata=metadata, what=what)
         except ExportError as exc:
             first = first or exc
-            failures.append(first_line(exc) if not failures else f"{_LABEL[name]}: {_after_path(exc, path)}")
+            failures.append(f"{_LABEL[name]} also failed: {_after_path(exc, path)}" if failures else first_line(exc))
             continue
         return proto, size_mb, result, name
     assert first is not None, "write_first needs at least one exporter"
     raise ExportError("; ".join(failures)) from first
 
 
-_LABEL: dict[Exporter, str] = {"torchscript": "torch's TorchScript exporter",
-                               "transformers": "transformers' exporter also failed"}
+#: How a failure after the first names its exporter.
+_LABEL: dict[Exporter, str] = {"torchscript": "torch's TorchScript exporter", "transformers": "transformers' exporter"}
 
 
 def _traced(trace: Trace, name: Exporter, path: Path) -> bytes:
