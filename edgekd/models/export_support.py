@@ -7,8 +7,10 @@ for which uses the export fails: ``sequence``, ``token`` or ``image`` classifica
 (:func:`edgekd.export.onnx_export.export_onnx`) and ``causal_lm`` (the KV-cache graph of a generating decoder).
 A family not listed exports, or was not tried
 (transformers could not build it at small sizes: see the sweep's JSON); its export keeps its parity gate and its
-one-line error either way. Mixture-of-experts models are refused by their expert count wherever the family is
-(:data:`edgekd.export.config.EXPERT_KEYS`).
+one-line error either way. The sweep tries both of edgekd's exporters (:mod:`edgekd.export.backends`); the entries
+whose reason names only torch's exporter are the families it has not re-run since transformers' exporter came in.
+Mixture-of-experts models are refused by their expert count wherever the family is
+(:data:`edgekd.export.config.EXPERT_KEYS`) only when transformers' exporter cannot run (onnxscript missing).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ _CUSTOM_CACHE = ("its attention needs a cache of its own kind (indexer keys, con
                  "where the exported graph carries plain keys and values")
 _TRACER_BUG = "torch's TorchScript exporter fails inside its own graph passes on it (an internal assertion)"
 _FFT = "torch's ONNX exporter has no export of the Fourier transform it mixes tokens with (aten::fft_fftn)"
+_HF_ARITY = ("transformers' ONNX exporter fails on it (ValueError: Node arity mismatch; expected 5, but got 4.), and "
+             "torch's TorchScript exporter has no export of its mixture-of-experts routing (aten::histc)")
 _TRACED_SHAPE = "its traced graph fails in onnxruntime on other batch sizes or lengths (a shape fixed while tracing)"
 
 #: model_type → {use: why its export fails}; from benchmarks/family_export_sweep.py (transformers 5.25, torch 2.13;
@@ -51,7 +55,7 @@ NOT_EXPORTED: dict[str, dict[Use, str]] = {
     "fnet": {"sequence": _FFT, "token": _FFT},
     "glm4_moe": {"causal_lm": _ROUTING},
     "glm4_moe_lite": {"causal_lm": _ROUTING},
-    "gpt_oss": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _ROUTING},
+    "gpt_oss": {"causal_lm": _HF_ARITY},
     "granitemoe": {"causal_lm": _ROUTING},
     "granitemoe_swa": {"causal_lm": _ROUTING},
     "granitemoeshared": {"causal_lm": _ROUTING},
@@ -75,17 +79,12 @@ NOT_EXPORTED: dict[str, dict[Use, str]] = {
     "minimax": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _CUSTOM_CACHE},
     "minimax_m2": {"causal_lm": _ROUTING},
     "minimax_m3_vl_text": {"causal_lm": _ROUTING},
-    "mixtral": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _ROUTING},
     "mobilevitv2": {"image": "torch's ONNX exporter has no export of aten::col2im"},
     "nemotron_h": {"causal_lm": _NO_CACHE},
-    "olmoe": {"causal_lm": _ROUTING},
     "openai-gpt": {"causal_lm": _NO_CACHE},
     "openai_privacy_filter": {"token": _TRACED_SHAPE},
     "param2moe": {"causal_lm": _ROUTING},
-    "phimoe": {"sequence": _ROUTING, "causal_lm": _ROUTING},
     "prophetnet": {"causal_lm": "its decoder takes one new token per cached call only"},
-    "qwen2_moe": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _ROUTING},
-    "qwen3_moe": {"sequence": _ROUTING, "token": _ROUTING, "causal_lm": _ROUTING},
     "reformer": {"sequence": "torch's exporter fails on its hashing attention (unordered_map::at)"},
     "rembert": {"causal_lm": _NO_CACHE},
     "roberta": {"causal_lm": _NO_CACHE},
