@@ -12,8 +12,10 @@ The graphs keep edgekd's (and Optimum's) names: a classifier's inputs are its fo
 ``attention_mask``, ``token_type_ids``, ``pixel_values``) and its one output ``logits``; a causal LM's cache inputs
 are ``past_key_values.{i}.key`` / ``.value`` and outputs ``present.{i}.key`` / ``.value`` (transformers names
 them by the forward's keyword, ``cache.layers.{i}.keys`` or ``past_key_values.layers.{i}.keys``: renamed), with axes
-named ``batch``, ``sequence``, ``past`` and ``total``. Its graphs declare opset 18 at least (onnxscript's lowest),
-whatever the export target asks.
+named ``batch``, ``sequence``, ``past`` and ``total``. One difference: the causal LM's positions follow the cache
+length (as transformers' own ``generate`` without padding), where the TorchScript graph counts them from the attention
+mask, so only the TorchScript graph takes left-padded rows (edgekd's generation loops feed none). Its graphs declare
+opset 18 at least (onnxscript's lowest), whatever the export target asks.
 """
 
 from __future__ import annotations
