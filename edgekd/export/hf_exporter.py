@@ -61,8 +61,10 @@ def is_hf_model(model: nn.Module) -> bool:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter's progress lines, version-drift notice and torch.onnx's registration warnings to the debug log."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "transformers.exporters", "onnxscript", "onnx_ir")]
+    """The exporter's progress lines and version-drift notice, torch.onnx's registration warnings, and torch.export's
+    symbolic-shape warnings (which print a whole traced graph) held back."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.fx", "torch.export", "torch._export",
+                                                    "transformers.exporters", "onnxscript", "onnx_ir")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
