@@ -132,30 +132,46 @@ def causal_lm_onnx(model: nn.Module, opset: int) -> bytes:
     transformers' exporter on a 3-token call after a 5-token cache, batch, sequence and past dynamic (the parity gate
     checks an empty cache and one-token steps)."""
     from torch.export import Dim
+    from transformers import DynamicCache
+    from transformers.exporters.exporter_dynamo import get_auto_dynamic_shapes
 
     layers = probed_layout(model)
     with torch.no_grad():
-        cache = model.eval()(input_ids=torch.full((2, 5), 4, dtype=torch.long), use_cache=True).past_key_values
+        returned = model.eval()(input_ids=torch.full((2, 5), 4, dtype=torch.long), use_cache=True).past_key_values
+    # a plain cache of the returned keys and values, as the TorchScript graph takes it: a model's own cache can
+    # carry more per layer (a sliding-window layer's window size), which edgekd's layout has no input for
+    cache = DynamicCache()
+    for index, layer in enumerate(returned.layers):
+        cache.update(layer.keys, layer.values, index)
     key = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers 5 renamed it
     sample = {"input_ids": torch.full((2, 3), 5, dtype=torch.long),
               "attention_mask": torch.ones(2, 8, dtype=torch.long), key: cache}
     shapes = {"input_ids": {0: Dim.AUTO, 1: Dim.AUTO}, "attention_mask": {0: Dim.AUTO, 1: Dim.AUTO},
-              key: [{0: Dim.AUTO, 2: Dim.AUTO}] * (2 * len(layers))}
+              key: get_auto_dynamic_shapes(cache)}
     program = _export(model, {**sample, "use_cache": True}, shapes, opset)
     graph = program.graph
-    inputs = ["input_ids", "attention_mask", *past_names(len(layers))]
-    outputs = ["logits", *present_names(len(layers))]
-    if len(graph.inputs) != len(inputs) or len(graph.outputs) != len(outputs):
-        raise ValueError(f"transformers' exporter made a graph of {len(graph.inputs)} inputs and "
-                         f"{len(graph.outputs)} outputs where edgekd's cache layout has {len(inputs)} and "
-                         f"{len(outputs)}")
-    for value, name in (*zip(graph.inputs, inputs, strict=True), *zip(graph.outputs, outputs, strict=True)):
-        value.name = name
-    symbols = {_symbol(graph.inputs[0].shape[0]): "batch", _symbol(graph.inputs[0].shape[1]): "sequence",
-               _symbol(graph.inputs[1].shape[1]): "total"}
-    if len(graph.inputs) > 2:
-        symbols[_symbol(graph.inputs[2].shape[2])] = "past"
+    _rename(graph.inputs, ["input_ids", "attention_mask", *past_names(len(layers))], "past_key_values")
+    _rename(graph.outputs, ["logits", *present_names(len(layers))], "present")
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"}}
+    symbols = {_symbol(value.shape[axis]): name for value in graph.inputs
+               for axis, name in axes.get(value.name, {0: "batch", 2: "past"}).items()}
     return _serialized(program, symbols, context_metadata(model))
+
+
+#: A cache tensor's name as transformers' exporter writes it: ``[input.|output.]<keyword>.layers.<i>.<keys|values>``.
+_CACHE_NAME = re.compile(r"\.layers\.(\d+)\.(keys|values)$")
+
+
+def _rename(values: Any, expected: list[str], prefix: str) -> None:
+    """Name the graph's cache ``values`` edgekd's way (``<prefix>.<i>.key``), the others as they are; raise unless
+    the names are then ``expected``, in order."""
+    for value in values:
+        found = _CACHE_NAME.search(value.name or "")
+        if found:
+            value.name = f"{prefix}.{found.group(1)}.{found.group(2)[:-1]}"
+    names = [value.name for value in values]
+    if names != expected:
+        raise ValueError(f"transformers' exporter made a graph with {names} where edgekd's cache layout has {expected}")
 
 
 def _symbol(dim: Any) -> str | None:
