@@ -133,7 +133,6 @@ def causal_lm_onnx(model: nn.Module, opset: int) -> bytes:
     checks an empty cache and one-token steps)."""
     from torch.export import Dim
     from transformers import DynamicCache
-    from transformers.exporters.exporter_dynamo import get_auto_dynamic_shapes
 
     layers = probed_layout(model)
     with torch.no_grad():
@@ -146,8 +145,10 @@ def causal_lm_onnx(model: nn.Module, opset: int) -> bytes:
     key = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers 5 renamed it
     sample = {"input_ids": torch.full((2, 3), 5, dtype=torch.long),
               "attention_mask": torch.ones(2, 8, dtype=torch.long), key: cache}
+    # batch and past dynamic in every key and value; heads and head size stay as traced (the graph's cache inputs
+    # then have fixed sizes there, which edgekd's generation loop reads to build an empty cache)
     shapes = {"input_ids": {0: Dim.AUTO, 1: Dim.AUTO}, "attention_mask": {0: Dim.AUTO, 1: Dim.AUTO},
-              key: get_auto_dynamic_shapes(cache)}
+              key: [{0: Dim.AUTO, 2: Dim.AUTO}] * (2 * len(layers))}
     program = _export(model, {**sample, "use_cache": True}, shapes, opset)
     graph = program.graph
     _rename(graph.inputs, ["input_ids", "attention_mask", *past_names(len(layers))], "past_key_values")
