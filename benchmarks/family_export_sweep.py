@@ -8,7 +8,9 @@ For every ``model_type`` transformers maps to a ``…ForSequenceClassification``
 generic rule; a family whose constructor refuses them falls back to fewer overrides, then to its defaults) with
 the eager attention edgekd builds every model with, and run through edgekd's own export path with its parity
 gate: :func:`edgekd.export.onnx_export.export_onnx` on a right-padded batch (non-trivial attention masks) for the
-classifiers, :func:`edgekd.export.causal_lm_stage.export_with_cache` (prefix then cached steps) for causal LMs.
+classifiers, :func:`edgekd.export.causal_lm_stage.export_cached` (prefix then cached steps) for causal LMs; each
+tries torch's TorchScript exporter, then transformers' own (:mod:`edgekd.export.backends`), and the record says
+which one exported the case (``exporter``; records before it was added are TorchScript's).
 
 Each case records ``ok`` (with the parity max difference and seconds), ``build`` (transformers cannot build or run
 the family at small sizes: not an export question), or ``fail`` (the export path raised: the exception class
@@ -39,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 from edgekd.atomic import write_json  # noqa: E402
 from edgekd.errors import first_line  # noqa: E402
-from edgekd.export.causal_lm_stage import export_with_cache  # noqa: E402
+from edgekd.export.causal_lm_stage import export_cached  # noqa: E402
 from edgekd.export.config import load_export_target  # noqa: E402
 from edgekd.export.onnx_export import export_onnx  # noqa: E402
 from edgekd.profile.cpu import detect_cpu  # noqa: E402
@@ -178,23 +180,24 @@ def runs(model: torch.nn.Module, task: str, sample: Any) -> None:
             call_logits(model, sample if isinstance(sample, dict) else {"pixel_values": sample})
 
 
-def export_case(model: torch.nn.Module, task: str, sample: Any, directory: Path) -> float:
-    """Export through edgekd's path; the parity max difference."""
+def export_case(model: torch.nn.Module, task: str, sample: Any, directory: Path) -> tuple[float, str]:
+    """Export through edgekd's path; the parity max difference and the exporter that made the graph
+    (:mod:`edgekd.export.backends`)."""
     target = load_export_target("onnx-fp32")
     path = directory / "model.onnx"
     if task == "causal_lm":
         rows = sample["input_ids"][:4].clamp(min=4)
-        _, parity = export_with_cache(model, rows, LONGEST // 2, path, target)
-        return parity.max_abs_diff
+        cached = export_cached(model, rows, LONGEST // 2, path, target)
+        return cached.parity.max_abs_diff, cached.exporter
     axes = {} if task == "image" else {name: {1: "sequence"} for name in sample}
     if task == "token":
         axes["logits"] = {1: "sequence"}
-    return export_onnx(model, sample, path, target, extra_dynamic_axes=axes).parity.max_abs_diff
+    result = export_onnx(model, sample, path, target, extra_dynamic_axes=axes)
+    return result.parity.max_abs_diff, result.exporter
 
 
-def sweep_one(model_type: str, task: str, timeout: int) -> dict[str, Any]:
-    """One case: the smallest sizes that build and run, then the export; its record."""
-    start = time.perf_counter()
+def build_case(model_type: str, task: str, timeout: int) -> tuple[torch.nn.Module, Any, int] | str:
+    """The model and sample of the smallest sizes that build and run (and their level), or why none did."""
     errors: list[str] = []
     for level in range(LEVELS):
         signal.alarm(timeout)
@@ -208,26 +211,44 @@ def sweep_one(model_type: str, task: str, timeout: int) -> dict[str, Any]:
             continue
         finally:
             signal.alarm(0)
-        break
-    else:
-        return {"status": "build", "error": " | ".join(dict.fromkeys(errors)),
-                "seconds": round(time.perf_counter() - start, 2)}
+        return model, sample, level
+    return " | ".join(dict.fromkeys(errors))
+
+
+def sweep_one(model_type: str, task: str, timeout: int) -> dict[str, Any]:
+    """One case: the smallest sizes that build and run, then the export; its record."""
+    start = time.perf_counter()
+    case = build_case(model_type, task, timeout)
+    if isinstance(case, str):
+        return {"status": "build", "error": case, "seconds": round(time.perf_counter() - start, 2)}
+    model, sample, level = case
     signal.alarm(timeout)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            diff = export_case(model, task, sample, Path(tmp))
+            diff, exporter = export_case(model, task, sample, Path(tmp))
     except Exception as exc:  # noqa: BLE001 - the sweep records every failure, ExportError or not
         return {"status": "fail", "sizes_level": level, "exception": type(exc).__name__,
                 "error": first_line(exc)[:300], "seconds": round(time.perf_counter() - start, 2)}
     finally:
         signal.alarm(0)
-    return {"status": "ok", "sizes_level": level, "parity_max_abs_diff": diff,
+    return {"status": "ok", "sizes_level": level, "parity_max_abs_diff": diff, "exporter": exporter,
             "seconds": round(time.perf_counter() - start, 2)}
 
 
 def cpu_slug() -> str:
     """A file-name-safe name for this CPU, e.g. ``amd-epyc``."""
     return re.sub(r"[^a-z0-9]+", "-", detect_cpu().brand.lower()).strip("-") or "unknown-cpu"
+
+
+def quiet_single_thread() -> None:
+    """What a sweep process sets first: transformers' and Python's warnings off, one torch thread, case timeouts
+    (:class:`Timeout` after ``signal.alarm``)."""
+    from edgekd.models.hf import quiet_transformers
+
+    quiet_transformers()
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGALRM, _alarm)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,12 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import transformers
 
-    from edgekd.models.hf import quiet_transformers
-
-    quiet_transformers()
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGALRM, _alarm)
+    quiet_single_thread()
     out = args.out or ROOT / "benchmarks" / "results" / f"family_export_sweep-{cpu_slug()}.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
     if args.table:
@@ -272,8 +288,25 @@ def main(argv: list[str] | None = None) -> int:
 UNSUPPORTED = re.compile(r"Exporting the operator '([\w:.]+)' to ONNX opset version \d+ is not supported")
 
 
+HF_FAILED = "transformers' ONNX exporter failed: "
+ALSO = re.compile(r"; (?:torch's TorchScript exporter|transformers' exporter) also failed: ")
+
+
 def reason(error: str) -> str:
-    """A failure's reason for the refusal table: the missing operator, else the message after edgekd's prefix."""
+    """A failure's reason for the refusal table: each exporter's in the order they were tried
+    (:func:`edgekd.export.backends.write_first` joins them), each the missing operator or the message after
+    edgekd's prefix."""
+    return ", and ".join(f"transformers' ONNX exporter fails on it ({_cut(part.split(HF_FAILED, 1)[1])})"
+                         if HF_FAILED in part else one_reason(part) for part in ALSO.split(error))
+
+
+def _cut(error: str) -> str:
+    """A message short enough for the table, without temporary paths."""
+    return re.sub(r"/tmp/\S+", "the graph", error)[:120]
+
+
+def one_reason(error: str) -> str:
+    """One exporter's failure as a reason: the missing operator, else the message after edgekd's prefix."""
     if "aten::histc" in error:
         return "torch's ONNX exporter has no export of its mixture-of-experts routing (aten::histc)"
     if "returns no key/value cache" in error or "linear-attention state" in error:

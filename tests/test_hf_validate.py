@@ -274,30 +274,46 @@ MOE = {"mixtral": {"num_local_experts": 4}, "qwen2_moe": {"num_experts": 4}, "ol
 
 @pytest.mark.parametrize("family", sorted(MOE))
 @pytest.mark.parametrize("role", ["teacher", "student"])
-def test_a_mixture_of_experts_model_with_an_export_stage_is_refused_before_training(family: str, role: str,
-                                                                                     tmp_path: Path) -> None:
+def test_a_mixture_of_experts_model_with_an_export_stage_validates_through_transformers_exporter(
+        family: str, role: str, tmp_path: Path) -> None:
+    """Its routing has no TorchScript export, but transformers' exporter exports it (edgekd.export.backends)."""
     moe = {"arch": "hf", "config": {"model_type": family, "hidden_size": 16, "num_hidden_layers": 1,
                                     "num_attention_heads": 2, "num_experts_per_tok": 1, **MOE[family]}}
     models = {"teacher": moe, "student": SMALL_BERT} if role == "teacher" else {"teacher": SMALL_BERT, "student": moe}
+    result = _validate(tmp_path, _text_recipe(models["teacher"], models["student"], [*DISTILL, {"stage": "export"}]))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_a_mixture_of_experts_model_is_refused_when_transformers_exporter_cannot_run(
+        role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekd.export import hf_exporter
+
+    monkeypatch.setattr(hf_exporter, "unavailable", lambda: "transformers' ONNX exporter needs onnxscript (absent)")
+    moe = {"arch": "hf", "config": {"model_type": "mixtral", "hidden_size": 16, "num_hidden_layers": 1,
+                                    "num_attention_heads": 2, "num_experts_per_tok": 1, "num_local_experts": 4}}
+    models = {"teacher": moe, "student": SMALL_BERT} if role == "teacher" else {"teacher": SMALL_BERT, "student": moe}
     stages = [*DISTILL, {"stage": "export"}]
     result = _validate(tmp_path, _text_recipe(models["teacher"], models["student"], stages))
-    experts = next(iter(MOE[family].values()))
-    _assert_one_line_error(result, f"{role}.model: '{family}' is a mixture-of-experts model ({experts} experts)",
-                           "cannot export its expert routing", "export (stages[2]) would fail after training")
+    _assert_one_line_error(result, f"{role}.model: 'mixtral' is a mixture-of-experts model (4 experts)",
+                           "cannot export its expert routing", "needs onnxscript (absent)",
+                           "export (stages[2]) would fail after training")
     # without an export stage the same recipe trains: nothing is refused
     assert _validate(tmp_path, _text_recipe(models["teacher"], models["student"], DISTILL)).exit_code == 0
 
 
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_a_family_the_export_sweep_found_unexportable_is_refused_before_training(role: str, tmp_path: Path) -> None:
-    """FNet mixes tokens with a Fourier transform torch's ONNX exporter cannot export: refused from the table of
-    :mod:`edgekd.models.export_support` with its reason, unless the recipe does not export."""
-    fnet = {"arch": "hf", "config": {"model_type": "fnet", "hidden_size": 16, "num_hidden_layers": 1,
-                                     "intermediate_size": 16}}
-    models = {"teacher": fnet, "student": SMALL_BERT} if role == "teacher" else {"teacher": SMALL_BERT, "student": fnet}
+    """Longformer's traced graphs (TorchScript's and transformers') fail in onnxruntime at other lengths: refused from
+    the table of :mod:`edgekd.models.export_support` with its reason, unless the recipe does not export."""
+    longformer = {"arch": "hf", "config": {"model_type": "longformer", "hidden_size": 16, "num_hidden_layers": 1,
+                                           "num_attention_heads": 2, "intermediate_size": 16, "attention_window": 4}}
+    models = ({"teacher": longformer, "student": SMALL_BERT} if role == "teacher"
+              else {"teacher": SMALL_BERT, "student": longformer})
     result = _validate(tmp_path, _text_recipe(models["teacher"], models["student"], [*DISTILL, {"stage": "export"}]))
-    _assert_one_line_error(result, f"{role}.model: 'fnet' models cannot be exported to ONNX",
-                           "(aten::fft_fftn)", "export (stages[2]) would fail after training")
+    _assert_one_line_error(result, f"{role}.model: 'longformer' models cannot be exported to ONNX",
+                           "fails in onnxruntime on other batch sizes or lengths",
+                           "export (stages[2]) would fail after training")
     assert _validate(tmp_path, _text_recipe(models["teacher"], models["student"], DISTILL)).exit_code == 0
 
 

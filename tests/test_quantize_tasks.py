@@ -315,6 +315,23 @@ def _lm_quantize(run_dir: Path) -> dict[str, Any]:
     return stored["metrics"]
 
 
+def assert_readme_generates_as_edgekd(bundle: Path) -> tuple[list[int], dict[str, Any], list[int]]:
+    """Run the Python loop of a causal LM bundle's README and check it prints what edgekd's own loop over the
+    bundled graph generates for the manifest's example; the example's prompt ids, the example and the tokens."""
+    from transformers import AutoTokenizer
+
+    readme = (bundle / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, check=True)
+    tokenizer = AutoTokenizer.from_pretrained(bundle / "tokenizer")
+    generation = json.loads((bundle / "manifest.json").read_text())["generation"]
+    example, end = generation["example"], generation["end_of_text_id"]
+    prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
+    tokens = CachedGenerator(bundle / "model.onnx").generate(prompt, example["new_tokens"]).tokens
+    assert done.stdout.rstrip("\n") == tokenizer.decode(tokens[:tokens.index(end)] if end in tokens else tokens)
+    return prompt, example, tokens
+
+
 @pytest.mark.slow
 def test_causal_lm_int8_is_kept_by_the_figures_and_its_bundle_generates(tmp_path: Path) -> None:
     # First a run INT8 cannot pay in (min_speedup 100, no size pressure): FP32 stays, every figure recorded.
@@ -341,17 +358,7 @@ def test_causal_lm_int8_is_kept_by_the_figures_and_its_bundle_generates(tmp_path
     bundle = tmp_path / "run" / "bundle"
     graph = onnx.load(str(bundle / "model.onnx"))
     assert "MatMulInteger" in {node.op_type for node in graph.graph.node}
-    readme = (bundle / "README.md").read_text()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    done = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, check=True)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(bundle / "tokenizer")
-    generation = json.loads((bundle / "manifest.json").read_text())["generation"]
-    example, end = generation["example"], generation["end_of_text_id"]
-    prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
-    tokens = CachedGenerator(bundle / "model.onnx").generate(prompt, example["new_tokens"]).tokens
-    assert done.stdout.rstrip("\n") == tokenizer.decode(tokens[:tokens.index(end)] if end in tokens else tokens)
+    prompt, example, tokens = assert_readme_generates_as_edgekd(bundle)
     # A strict loss tolerance keeps FP32 whenever INT8 raised the loss at all.
     recipe = _lm_recipe(tmp_path, {"min_speedup": 100, "loss_tolerance": 0.0},
                         size_mb=(int8["size_mb"] + fp32["size_mb"]) / 2)

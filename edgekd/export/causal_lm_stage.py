@@ -12,6 +12,7 @@ and a cached call.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ import torch
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.errors import ExportError
+from edgekd.export import hf_exporter
+from edgekd.export.backends import Exporter, Trace, exporters_for, graph_opset, write_first
 from edgekd.export.causal_lm_onnx import causal_lm_onnx, context_metadata
 from edgekd.export.config import ExportStage, ExportTarget, load_export_target
 from edgekd.export.guard import export_failures
-from edgekd.export.onnx_export import write_checked
 from edgekd.export.ort_format import OrtModel, convert_to_ort
 from edgekd.export.parity import OutputDiffs, ParityResult
 from edgekd.export.record import export_record
@@ -47,9 +49,10 @@ def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageCont
         data = prepare_lm_data(ctx.recipe.data, None, tokenizer=model.tokenizer)
         rows, prefix = parity_rows(data.validation, context_length(model.module))
         path = ctx.path(f"{role}.onnx")
-        size_mb, parity = export_with_cache(model.module, rows, prefix, path, target)
-        exported[role] = {"path": ctx.ref(f"{role}.onnx"), "size_mb": size_mb, "opset": target.opset,
-                          "parity": parity.to_json(), "kv_cache": True,
+        cached = export_cached(model.module, rows, prefix, path, target)
+        size_mb, parity = cached.size_mb, cached.parity
+        exported[role] = {"path": ctx.ref(f"{role}.onnx"), "size_mb": size_mb, "opset": cached.opset,
+                          "parity": parity.to_json(), "kv_cache": True, "exporter": cached.exporter,
                           "optimization_level": target.optimization_level}
         ort_figures = {}
         if target.format == "ort":
@@ -58,21 +61,42 @@ def run_causal_lm_export(config: ExportStage, artifact: Artifact, ctx: StageCont
             ort_figures["deploy_files"] = converted.deploy_files(ctx.ref, f"{role}.onnx" if target.keep_onnx else None)
         artifact = artifact.with_model(model_artifact.updated(
             onnx=ctx.ref(f"{role}.onnx"), size_mb=size_mb, parity_max_abs_diff=parity.max_abs_diff,
-            opset=target.opset, **ort_figures))
+            opset=cached.opset, **ort_figures))
     return StageOutput(artifact=artifact, metrics=export_record(target, exported).to_json())
+
+
+@dataclass(frozen=True)
+class CachedExport:
+    """A KV-cache graph written by :func:`export_cached`: its size (MiB), parity, opset and the exporter that made
+    it (:mod:`edgekd.export.backends`)."""
+
+    size_mb: float
+    parity: ParityResult
+    opset: int
+    exporter: Exporter
+
+
+def export_cached(model: torch.nn.Module, rows: torch.Tensor, prefix: int, path: Path,
+                  target: ExportTarget) -> CachedExport:
+    """Write ``model`` to ``path`` as a KV-cache graph optimized for ``target``, only once it matches PyTorch on
+    ``rows`` (:func:`cached_parity`: ``prefix`` tokens, then one cached step per call), traced by the first
+    exporter that gets there (:func:`edgekd.export.backends.write_first`). Any failure is one
+    :class:`ExportError` line (:mod:`edgekd.export.guard`)."""
+    traces: dict[Exporter, Trace] = {"torchscript": lambda: causal_lm_onnx(model, target.opset),
+                                     "transformers": lambda: hf_exporter.causal_lm_onnx(model, target.opset)}
+    with export_failures(model, path):
+        graph, size_mb, parity, exporter = write_first(
+            path, target, {name: traces[name] for name in exporters_for(model)},
+            lambda tmp: cached_parity(model, CachedGenerator(tmp), rows, prefix, target),
+            metadata=context_metadata(model), what=f" over a prefix and {rows.shape[1] - prefix} cached steps")
+    return CachedExport(size_mb, parity, graph_opset(graph), exporter)
 
 
 def export_with_cache(model: torch.nn.Module, rows: torch.Tensor, prefix: int, path: Path,
                       target: ExportTarget) -> tuple[float, ParityResult]:
-    """Write ``model`` to ``path`` as a KV-cache graph optimized for ``target``, only once it matches PyTorch on
-    ``rows`` (:func:`cached_parity`: ``prefix`` tokens, then one cached step per call); its size (MiB) and parity.
-    Any failure is one :class:`ExportError` line (:mod:`edgekd.export.guard`)."""
-    with export_failures(model, path):
-        _graph, size_mb, parity = write_checked(
-            causal_lm_onnx(model, target.opset), path, target,
-            lambda tmp: cached_parity(model, CachedGenerator(tmp), rows, prefix, target),
-            metadata=context_metadata(model), what=f" over a prefix and {rows.shape[1] - prefix} cached steps")
-    return size_mb, parity
+    """:func:`export_cached`'s size (MiB) and parity."""
+    exported = export_cached(model, rows, prefix, path, target)
+    return exported.size_mb, exported.parity
 
 
 def convert_cached_to_ort(path: Path, target: ExportTarget, ids: np.ndarray, out_dir: Path | None = None) -> OrtModel:

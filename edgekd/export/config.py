@@ -74,8 +74,10 @@ EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_
 def check_export_target(config: Any, state: PlanState, where: str) -> None:
     """A stage that exports (``config.target``): the target names a built-in preset or a readable YAML file, and
     every model made so far can be exported: a mixture-of-experts model is refused now rather than after its
-    training (torch's ONNX exporter has no export of the expert routing transformers uses, ``aten::histc``), and so
-    is a family the export sweep found unexportable for this use (:mod:`edgekd.models.export_support`)."""
+    training when transformers' exporter cannot run here (torch's TorchScript exporter has no export of the expert
+    routing transformers uses, ``aten::histc``; :mod:`edgekd.export.backends`), and so is a family the export sweep
+    found unexportable for this use (:mod:`edgekd.models.export_support`)."""
+    from edgekd.export import hf_exporter
     from edgekd.models.export_support import export_refusal, recipe_use
     from edgekd.task_rules import role_config
 
@@ -86,10 +88,12 @@ def check_export_target(config: Any, state: PlanState, where: str) -> None:
     for role in sorted(state.trained):
         model = role_config(state.recipe, role) or {}
         experts = next((model[key] for key in EXPERT_KEYS if isinstance(model.get(key), int) and model[key] > 1), None)
-        if experts is not None:
+        missing = hf_exporter.unavailable() if experts is not None else None
+        if missing is not None:
             raise state.fail(f"{role}.model", f"'{model.get('model_type')}' is a mixture-of-experts model ({experts} "
-                             "experts): torch's ONNX exporter cannot export its expert routing (aten::histc), so its "
-                             f"export ({where}) would fail after training; choose a dense model or drop the export")
+                             "experts): torch's TorchScript exporter cannot export its expert routing (aten::histc) "
+                             f"and {missing}, so its export ({where}) would fail after training; install onnxscript, "
+                             "choose a dense model or drop the export")
         model_type = model.get("model_type")
         reason = export_refusal(model_type, recipe_use(state.recipe, model_type)) if model_type else None
         if reason is not None:

@@ -1,7 +1,9 @@
 """PyTorch → ONNX export with onnxruntime graph optimization and a parity gate.
 
 :func:`export_onnx` traces the model with the TorchScript exporter (``dynamo=False``, the robust
-path today; ops it gets wrong are patched for the trace, :mod:`edgekd.export.op_patches`), gives it a
+path today; ops it gets wrong are patched for the trace, :mod:`edgekd.export.op_patches`) or, for a Hugging
+Face model TorchScript cannot export (mixture-of-experts routing), with transformers' own exporter
+(:mod:`edgekd.export.backends` picks, :mod:`edgekd.export.hf_exporter`), gives it a
 dynamic batch axis, optionally lets onnxruntime optimize the graph
 offline, validates it with ``onnx.checker`` and checks it against PyTorch on batches of 1 and
 7 rows and on the whole sample. The file only appears at its path once all of that has passed:
@@ -38,6 +40,8 @@ import torch
 
 from edgekd.atomic import atomic_path
 from edgekd.errors import ExportError
+from edgekd.export import hf_exporter
+from edgekd.export.backends import Exporter, Trace, exporters_for, graph_opset, write_first
 from edgekd.export.config import ExportTarget
 from edgekd.export.guard import describe, export_failures
 from edgekd.export.op_patches import exportable_ops
@@ -81,6 +85,7 @@ class ExportResult:
     output_names: tuple[str, ...]
     input_shapes: dict[str, tuple[int | str, ...]]
     parity: ParityResult
+    exporter: Exporter = "torchscript"
 
     def to_json(self) -> dict[str, Any]:
         """The result as a JSON-ready dict (paths as strings, shapes as lists)."""
@@ -92,6 +97,7 @@ class ExportResult:
             "output_names": list(self.output_names),
             "input_shapes": {name: list(dims) for name, dims in self.input_shapes.items()},
             "parity": self.parity.to_json(),
+            "exporter": self.exporter,
         }
 
 
@@ -150,23 +156,27 @@ def _export_checked(
     for name, extra in (extra_dynamic_axes or {}).items():
         if name in axes:
             axes[name].update(extra)
-    onnx_bytes = _torch_export(model, sample, path, target.opset, axes, output_name)
+    traces: dict[Exporter, Trace] = {
+        "torchscript": lambda: _torch_export(model, sample, path, target.opset, axes, output_name),
+        "transformers": lambda: hf_exporter.classifier_onnx(model, sample, axes, output_name, target.opset),
+    }
     batches = parity_batches(sample, sorted({*DEFAULT_BATCH_SIZES, batch_rows(sample)}))
-    proto, size_mb, parity = write_checked(
-        onnx_bytes, path, target,
+    proto, size_mb, parity, exporter = write_first(
+        path, target, {name: traces[name] for name in exporters_for(model)},
         lambda tmp: check_parity(model, tmp, batches, target.parity_atol, rtol=target.parity_rtol, label=path))
     result = ExportResult(
         path=path,
         size_mb=size_mb,
-        opset=next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")),
+        opset=graph_opset(proto),
         input_names=tuple(i.name for i in proto.graph.input),
         output_names=tuple(o.name for o in proto.graph.output),
         input_shapes={i.name: _dims(i) for i in proto.graph.input},
         parity=parity,
+        exporter=exporter,
     )
     log.info(
-        "exported %s (%.3f MB, opset %d, optimization %s, parity max diff %.2e)",
-        path, size_mb, result.opset, target.optimization_level, parity.max_abs_diff,
+        "exported %s with the %s exporter (%.3f MB, opset %d, optimization %s, parity max diff %.2e)",
+        path, exporter, size_mb, result.opset, target.optimization_level, parity.max_abs_diff,
     )
     return result
 

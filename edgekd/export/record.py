@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag
 
+from edgekd.export.backends import Exporter
 from edgekd.export.config import ExportTarget
 from edgekd.export.parity import ParityResult
 from edgekd.stage_record import FrozenRecord, read_stage_record
@@ -36,6 +37,8 @@ class _Exported(FrozenRecord):
     opset: int
     parity: ParityResult
     ort: OrtRecord | None = None
+    exporter: Exporter | None = Field(
+        default=None, description="The exporter that traced the graph (edgekd.export.backends); absent: torchscript.")
 
 
 class OnnxExportRecord(_Exported):
