@@ -4,7 +4,7 @@ transformers ships an ONNX exporter built on ``torch.export`` and onnxscript (th
 ``optimum-onnx``, which cannot be installed beside transformers 5): it patches each family's untraceable code
 while tracing, so it exports families torch's TorchScript exporter cannot, mixture-of-experts routing first
 among them (``benchmarks/hf_exporter.py`` measures it). edgekd uses it where its TorchScript path
-(:mod:`edgekd.export.onnx_export`) cannot export a model (:mod:`edgekd.export.exporters` picks). This module only
+(:mod:`edgekd.export.onnx_export`) cannot export a model (:mod:`edgekd.export.backends` picks). This module only
 traces: it returns ONNX bytes, and the caller writes them through the same onnxruntime optimization and parity gate
 as every export (:func:`edgekd.export.onnx_export.write_checked`).
 
