@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task:10s} {model_type:28s} {record['status']:5s} {record.get('exception', '')} "
                   f"{record.get('error', '')[:120]}", flush=True)
             write_json(out, {"transformers": transformers.__version__, "torch": torch.__version__,
-                             "cpu": detect_cpu().brand, "results": results, "summary": summary(results)})
+                             "cpu": detect_cpu().to_json(), "results": results, "summary": summary(results)})
     print(json.dumps(summary(results), indent=1))
     return 0
 

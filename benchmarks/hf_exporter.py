@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = run_case(name, args.runs, args.timeout)
         write_json(out, {"transformers": transformers.__version__, "torch": torch.__version__,
                          "onnx": onnx.__version__, "onnxruntime": ort.__version__,
-                         "onnxscript": _version("onnxscript"), "cpu": detect_cpu().brand,
+                         "onnxscript": _version("onnxscript"), "cpu": detect_cpu().to_json(),
                          "threads": 1, "runs": args.runs, "results": results, "summary": summary(results)})
     print(summary(results))
     return 0
