@@ -58,7 +58,7 @@ class InputSpec:
 def input_specs(model: str | Path | Any) -> list[InputSpec]:
     """The graph inputs of an ONNX file or of an ``onnxruntime.InferenceSession``."""
     if isinstance(model, str | Path):
-        return _specs_from_file(Path(model))
+        return _specs_of(_load_graph(Path(model)))
     return [
         InputSpec(i.name, tuple(i.shape), str(i.type).removeprefix("tensor(").removesuffix(")"))
         for i in model.get_inputs()
@@ -74,8 +74,8 @@ def _load_graph(path: Path) -> Any:
         raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
 
 
-def _specs_from_file(path: Path) -> list[InputSpec]:
-    graph = _load_graph(path)
+def _specs_of(graph: Any) -> list[InputSpec]:
+    """The inputs a loaded ``onnx.GraphProto`` is fed (initializers listed as inputs are not)."""
     initializers = {t.name for t in graph.initializer}
     specs = []
     for value in graph.input:
@@ -161,9 +161,13 @@ def token_id_limits(path: str | Path) -> dict[str, int]:
     ``.ort`` file) has no limits to give: ``{}``.
     """
     try:
-        graph = _load_graph(Path(path))
+        return _limits_of(_load_graph(Path(path)))
     except ModelError:
         return {}
+
+
+def _limits_of(graph: Any) -> dict[str, int]:
+    """:func:`token_id_limits` of a loaded ``onnx.GraphProto``."""
     shapes = {t.name: tuple(int(d) for d in t.dims) for t in graph.initializer if t.dims}
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[Any]] = {}
@@ -209,10 +213,13 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     path = str(onnx_path_or_session) if isinstance(onnx_path_or_session, str | Path) else None
-    if limits is None:
-        limits = token_id_limits(path) if path is not None else {}
     try:
-        for spec in input_specs(onnx_path_or_session):
+        if path is not None:  # the file is parsed once, for its inputs and its tables
+            graph = _load_graph(Path(path))
+            specs, limits = _specs_of(graph), _limits_of(graph) if limits is None else limits
+        else:
+            specs, limits = input_specs(onnx_path_or_session), limits or {}
+        for spec in specs:
             dtype = _NUMPY_DTYPES.get(spec.type_name)
             if dtype is None:
                 supported = ", ".join(sorted(_NUMPY_DTYPES))
