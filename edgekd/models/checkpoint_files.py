@@ -61,8 +61,8 @@ def check_weights(directory: Path) -> None:
         files = [single]
     elif index.is_file():
         files = [directory / name for name in sorted(set(_index_map(index).values()))]
-    elif torch_weights(directory):
-        for path in torch_weights(directory):
+    elif pytorch_files := torch_weights(directory):
+        for path in pytorch_files:
             _check_torch_file(path)
         return
     else:
