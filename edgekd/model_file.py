@@ -49,6 +49,11 @@ def model_format(path: str | Path) -> ModelFormat:
     return "ort" if read_model(path) is None else "onnx"
 
 
+def default_opset(model: Any) -> int | None:
+    """The default-domain (``ai.onnx``) operator set an ``onnx.ModelProto`` declares; None when it declares none."""
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
+
+
 def read_model(path: str | Path):  # noqa: ANN201 - onnx.ModelProto | None, onnx imported lazily
     """The ONNX model of ``path`` (without external weights), or None for an ORT format model; see the module."""
     path = Path(path)

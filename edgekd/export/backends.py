@@ -22,6 +22,7 @@ from torch import nn
 from edgekd.errors import ExportError, first_line
 from edgekd.export.config import EXPERT_KEYS, ExportTarget
 from edgekd.export.parity import ParityResult
+from edgekd.model_file import default_opset
 
 Exporter = Literal["torchscript", "transformers"]
 #: What an exporter is asked for: the graph's bytes (raising on failure).
@@ -106,5 +107,8 @@ def _after_path(exc: ExportError, path: Path) -> str:
 
 
 def graph_opset(proto: onnx.ModelProto) -> int:
-    """The default-domain opset a graph declares."""
-    return next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx"))
+    """The default-domain opset an exported graph declares (both exporters write one)."""
+    opset = default_opset(proto)
+    if opset is None:
+        raise ExportError("the exported graph declares no default-domain (ai.onnx) opset")
+    return opset

@@ -31,7 +31,7 @@ from edgekd.export.bundle_record import BundleFile
 from edgekd.export.config import ExportTarget
 from edgekd.export.manifest import scored_output, tensor_specs
 from edgekd.export.parity import ParityResult
-from edgekd.model_file import read_model, require_onnx
+from edgekd.model_file import default_opset, read_model, require_onnx
 from edgekd.profile.budget import judge
 from edgekd.profile.runner import ProfileResult, profile_onnx
 from edgekd.profile.verdict_record import BudgetVerdict
@@ -204,5 +204,4 @@ def read_preprocessing(path: Path) -> dict[str, Any]:
 
 def _opset(path: Path) -> int | None:
     """The model's ONNX operator set version (default domain)."""
-    model = read_model(path)
-    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
+    return default_opset(read_model(path))

@@ -24,6 +24,7 @@ from onnx import numpy_helper
 from edgekd.atomic import atomic_path
 from edgekd.errors import ModelError
 from edgekd.export.parity import one_line
+from edgekd.model_file import default_opset
 from edgekd.quantize.evaluate import cpu_session
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def quantizable_opset(source: Path, model: onnx.ModelProto, target: Path) -> Pat
     """``source`` itself when its default-domain opset is :data:`QUANTIZE_MIN_OPSET` or newer, else the graph
     converted to that opset by ONNX's version converter, written to ``target``; a ModelError naming ``source``
     when the converter cannot convert it."""
-    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
+    opset = default_opset(model)
     if opset is None or opset >= QUANTIZE_MIN_OPSET:
         return source
     from onnx import version_converter
