@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -44,10 +45,12 @@ def model_outputs(path: Path, batches: Sequence[LabelledBatch], threads: int) ->
     return np.concatenate([np.asarray(out[0]) for out in outputs])
 
 
-def scored_output_name(path: Path) -> str:
-    """The name of the output of ``path``'s graph that evaluation scores; a ModelError naming its outputs when
-    none is a floating-point tensor (a graph answering only with labels cannot be scored against them)."""
-    _, outputs = tensor_specs(path)
+def scored_output_name(path: Path, outputs: list[dict[str, Any]] | None = None) -> str:
+    """The name of the output of ``path``'s graph that evaluation scores (``outputs``: its output specs, read from
+    the file when not given); a ModelError naming its outputs when none is a floating-point tensor (a graph
+    answering only with labels cannot be scored against them)."""
+    if outputs is None:
+        _, outputs = tensor_specs(path)
     scored = scored_output(outputs)
     if scored is None:
         listed = ", ".join(f"{spec['name']!r} ({spec['dtype']})" for spec in outputs)

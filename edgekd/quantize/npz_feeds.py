@@ -51,7 +51,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
                             f"size {batch}")
     batches: tuple[LabelledBatch, ...] = ()
     if evaluation is not None:
-        scored_output_name(model)  # a graph with no scores to evaluate is refused before any work
+        scored_output_name(model, outputs)  # a graph with no scores to evaluate is refused before any work
         arrays = _read(evaluation, model, inputs, labelled=True)
         count = _count(arrays)
         static = _static_batch(inputs)
