@@ -83,7 +83,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     """
     source = _source(recipe)
     if isinstance(recipe, Recipe):
-        loaded = recipe
+        loaded = _revalidated(recipe)
     elif isinstance(recipe, Mapping):
         loaded = validate_model(dict(recipe), Recipe, source=source)
     else:
@@ -103,6 +103,12 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_corpus_validation(loaded, profile, source)
     _check_inputs(loaded)
     return loaded
+
+
+def _revalidated(recipe: Recipe) -> Recipe:
+    """``recipe`` validated again: a :class:`Recipe` is frozen, but pydantic's ``model_copy(update=...)`` makes one
+    without validating (a teacher stage copied with ``epochs=-5`` ran and trained nothing)."""
+    return validate_model(recipe.model_dump(), Recipe, source=f"recipe '{recipe.name}'", expanded=True)
 
 
 def _source(recipe: RecipeLike) -> str:
@@ -197,7 +203,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
               out: str | Path | None, budget_ms: float | None,
               threads: int | Literal["auto"] | None) -> tuple[Recipe, DeviceProfile, Path]:
     """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use."""
-    loaded = _with_threads(recipe if isinstance(recipe, Recipe) else
+    loaded = _with_threads(_revalidated(recipe) if isinstance(recipe, Recipe) else
                            validate(recipe, device=device, budget_ms=budget_ms, latency=False), threads)
     if isinstance(recipe, Recipe):
         check_recipe(loaded, f"recipe '{loaded.name}'")

@@ -70,6 +70,7 @@ class Pipeline:
         if not isinstance(device, str | Path):  # str() of a DeviceProfile would be read as a profile's name
             raise ConfigError(f"{SOURCE}: device: expected a profile name or a YAML path, got {type(device).__name__}; "
                               "a DeviceProfile object goes to run(device=...) or plan(device=...)")
+        _check_stage_list(stages)
         fields = {"name": name, "description": description, "seed": seed, "device": str(device), "threads": threads,
                   "data": _data(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher),
                   "assistant": _role(assistant), "student": _role(student),
@@ -133,6 +134,18 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline(name={self.recipe.name!r}, stages={self.recipe.stage_names()})"
+
+
+def _check_stage_list(stages: Any) -> None:
+    """``stages`` is a list (or tuple) of stage objects or mappings: one stage, or a stage class not called, is a
+    one-line :class:`ConfigError` (pydantic read a lone stage's fields as the list's items)."""
+    if not isinstance(stages, list | tuple):
+        raise ConfigError(f"{SOURCE}: stages: expected a list of stages, got {type(stages).__name__}"
+                          + (f"; write stages=[{type(stages).__name__}(...)]" if isinstance(stages, BaseModel) else ""))
+    for index, stage in enumerate(stages):
+        if isinstance(stage, type):
+            raise ConfigError(f"{SOURCE}: stages[{index}]: the class {stage.__name__}, not a stage; call it "
+                              f"({stage.__name__}(...))")
 
 
 def _plain(value: Any) -> Any:

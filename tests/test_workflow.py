@@ -161,3 +161,27 @@ def test_a_damaged_report_is_one_line_naming_the_file_and_field(tmp_path: Path) 
     path.unlink()
     with pytest.raises(ConfigError, match="not found; the recipe has no 'report' stage"):
         result.report_record()
+
+
+def test_a_recipe_copied_with_invalid_values_is_validated_again(tmp_path: Path) -> None:
+    """A Recipe is frozen, but pydantic's model_copy(update=...) makes one without validating: a teacher stage
+    copied with epochs=-5 ran (and trained nothing) with exit 0, and a seed of 'abc' failed deep in scikit-learn."""
+    recipe = _pipeline().recipe
+    copied = recipe.model_copy(update={"stages": [recipe.stages[0].model_copy(update={"epochs": -5})]})
+    with pytest.raises(ConfigError, match=r"^recipe 'objects': stages\[0\]\.epochs: Input should be greater than 0"):
+        edgekd.run(copied, out=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"^recipe 'objects': seed: "):
+        edgekd.validate(recipe.model_copy(update={"seed": "abc"}))
+    assert not (tmp_path / "run").exists()
+    assert edgekd.validate(recipe) == recipe
+
+
+@pytest.mark.parametrize(("stages", "message"), [
+    (Teacher(epochs=1), r"stages: expected a list of stages, got TeacherStage; write stages=\[TeacherStage\(...\)\]"),
+    ([Teacher], r"stages\[0\]: the class TeacherStage, not a stage; call it \(TeacherStage\(...\)\)"),
+], ids=["one-stage", "class"])
+def test_stages_not_a_list_of_stage_objects_are_one_line(stages: Any, message: str) -> None:
+    """A lone stage was read by pydantic as a list of its fields ('got ('epochs', 1)) (and 9 more problems)'); a
+    stage class was 'stages[0].stage: required key is missing'."""
+    with pytest.raises(ConfigError, match=r"^Pipeline\(...\): " + message + "$"):
+        _pipeline(stages=stages)
