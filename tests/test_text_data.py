@@ -334,3 +334,99 @@ def test_mask_rate_and_ngram_lengths() -> None:
     for sentence in ngrams:  # a contiguous run of words of the sentence it came from
         source = texts[int(sentence.split("w")[0].removeprefix("s"))]
         assert f" {sentence} " in f" {source} "
+
+
+# --------------------------------------------------------------------------- files as users have them
+
+
+def test_tsv_written_with_csv_quoting_is_unquoted(tmp_path: Path) -> None:
+    """pandas' to_csv(sep='\\t') quotes a field holding a quote, a tab or a line break: such a field was read
+    with its quotes doubled (a text the model never sees at inference) or refused for its field count."""
+    pandas = pytest.importorskip("pandas")
+    texts = ['he said "no"', "a tab\there", "two\nlines", 'a "quote" inside', "plain"] * 4
+    frame = pandas.DataFrame({"sentence": texts, "label": [i % 2 for i in range(len(texts))]})
+    frame.to_csv(tmp_path / "train.tsv", sep="\t", index=False)
+    config = TextFileData(source="tsv", train=tmp_path / "train.tsv", test=tmp_path / "train.tsv", val_examples=2)
+    assert load_text_dataset(config, seed=0).test.texts == tuple(texts)
+
+
+def test_sst2_style_quotes_in_tsv_stay_as_written(tmp_path: Path) -> None:
+    rows = ['"a quoted" start\t1', 'ends "quoted"\t0', '"whole sentence quoted"\t1', 'it \'s "" odd\t0']
+    splits = load_text_dataset(tsv_config(tmp_path, rows, val_examples=1), seed=0)
+    assert splits.test.texts == ('"a quoted" start', 'ends "quoted"', '"whole sentence quoted"', 'it \'s "" odd')
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files_with_a_byte_order_mark_are_read(tmp_path: Path, encoding: str) -> None:
+    """Windows tools save 'Unicode' text as UTF-16 with a byte-order mark: it was refused as not UTF-8."""
+    body = "sentence\tlabel\r\ncafé crème\tpos\r\nnaïve\tneg\r\nüber\tpos\r\n"
+    mark = {"utf-16-be": "\ufeff"}.get(encoding, "")  # utf-16 and utf-32 write their mark themselves
+    (tmp_path / "train.tsv").write_bytes((mark + body).encode(encoding))
+    config = TextFileData(source="tsv", train=tmp_path / "train.tsv", test=tmp_path / "train.tsv", val_examples=1)
+    splits = load_text_dataset(config, seed=0)
+    assert splits.test.texts == ("café crème", "naïve", "über") and splits.class_names == ("neg", "pos")
+
+
+def test_latin1_file_is_one_line_naming_the_file_and_the_encoding(tmp_path: Path) -> None:
+    (tmp_path / "train.tsv").write_bytes("sentence\tlabel\ncafé\tpos\nthé\tneg\n".encode("latin-1"))
+    config = TextFileData(source="tsv", train=tmp_path / "train.tsv", test=tmp_path / "train.tsv", val_examples=1)
+    with pytest.raises(DataError, match=r"train.tsv: not UTF-8 text \(.*\); save the file as UTF-8"):
+        load_text_dataset(config, seed=0)
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ("sentence1\tsentence2\tlabel", "columns 'sentence1' and 'sentence2' hold sentence pairs"),
+    ("idx\tquestion\tsentence\tlabel", "columns 'question' and 'sentence' hold sentence pairs"),
+], ids=["mrpc-like", "qnli"])
+def test_sentence_pairs_are_refused_unless_text_column_is_set(tmp_path: Path, header: str, message: str) -> None:
+    """QNLI's question and sentence columns: the default text_column read the sentence alone and trained without
+    the question, exit 0."""
+    width = header.count("\t")
+    rows = ["\t".join([f"first {i}", f"second {i}", str(i % 2)][-width - 1:] if width == 2 else
+                      [str(i), f"first {i}", f"second {i}", str(i % 2)]) for i in range(6)]
+    with pytest.raises(DataError, match=r"train.tsv: " + message + r", which edgekd does not encode") as caught:
+        load_text_dataset(TextFileData(source="tsv", val_examples=1, train=write_table(tmp_path / "train.tsv",
+                                                                                      header, rows),
+                                       test=tmp_path / "train.tsv"), seed=0)
+    assert "\n" not in str(caught.value)
+    column = header.split("\t")[-2]
+    chosen = TextFileData(source="tsv", val_examples=1, train=tmp_path / "train.tsv", test=tmp_path / "train.tsv",
+                          text_column=column)
+    assert load_text_dataset(chosen, seed=0).test.texts[0] == "second 0"
+
+
+def test_saved_dataset_sentence_pairs_are_refused(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = {"question": ["q a", "q b", "q c"], "sentence": ["s a", "s b", "s c"], "label": [0, 1, 0]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "validation": datasets.Dataset.from_dict(rows)}
+                         ).save_to_disk(str(tmp_path / "qnli"))
+    with pytest.raises(DataError, match=r"qnli split 'train': columns 'question' and 'sentence' hold sentence pairs"):
+        load_text_dataset(HFDiskData(source="hf_disk", path=tmp_path / "qnli", val_examples=1), seed=0)
+
+
+@pytest.mark.parametrize("source", ["tsv", "csv"])
+def test_an_example_without_text_is_refused_naming_its_line(tmp_path: Path, source: str) -> None:
+    """An empty text trained as an input of special tokens only."""
+    sep = "\t" if source == "tsv" else ","
+    train = write_table(tmp_path / f"train.{source}", f"sentence{sep}label", [f"a{sep}pos", f"{sep}neg", f"c{sep}pos"])
+    with pytest.raises(DataError, match=rf"train.{source} line 3: no text in column 'sentence' \(empty\)"):
+        load_text_dataset(TextFileData(source=source, train=train, test=train, val_examples=1), seed=0)
+
+
+def test_header_names_are_stripped_and_a_wrong_delimiter_is_named(tmp_path: Path) -> None:
+    train = write_table(tmp_path / "train.tsv", "sentence \t label", ["a\tpos", "b\tneg", "c\tpos"])
+    assert load_text_dataset(TextFileData(source="tsv", train=train, test=train, val_examples=1),
+                             seed=0).class_names == ("neg", "pos")
+    comma = write_table(tmp_path / "train.csv", "sentence,label", ["a,pos", "b,neg"])
+    with pytest.raises(DataError, match=r"the header holds ',': is it a CSV file \(data.source: csv\)\?$"):
+        load_text_dataset(TextFileData(source="tsv", train=comma, test=comma, val_examples=1), seed=0)
+
+
+@pytest.mark.parametrize("labels", [["a|b", "b", "a"], ["['a', 'b']", "['b']", '["a"]'], ["a, b", "b", "a"]],
+                         ids=["pipes", "list-literals", "commas"])
+def test_multi_label_rows_as_pipes_or_list_literals(tmp_path: Path, labels: list[str]) -> None:
+    """'a|b' was a third class of a single-label task, and "['a', 'b']" the classes "['a'" and "'b']"."""
+    rows = [f"text {i}\t{labels[i % 3]}" for i in range(9)]
+    splits = load_text_dataset(tsv_config(tmp_path, rows, val_examples=1), seed=0)
+    assert splits.task == "multi_label" and splits.class_names == ("a", "b")
+    assert splits.test.labels[:3].tolist() == [[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]

@@ -12,10 +12,10 @@ from edgekd.models.checkpoint_files import check_local_path
 
 #: What a model learns from the labels (see :mod:`edgekd.data.label_kind`).
 TaskKind = Literal["single_label", "multi_label", "regression", "token_classification"]
-TASK_DESCRIPTION = ("What the labels are: single_label (one class a row), multi_label (comma-separated class "
-                    "names; npz: N × classes 0/1 rows), regression (numbers), token_classification (a tag per "
-                    "token, in tokens_column and tags_column). Unset: inferred from the training "
-                    "labels, refused when ambiguous.")
+TASK_DESCRIPTION = ("What the labels are: single_label (one class a row), multi_label (class names separated by "
+                    "',' or '|', or a list literal ['a', 'b']; npz: N × classes 0/1 rows), regression (numbers), "
+                    "token_classification (a tag per token, in tokens_column and tags_column). Unset: inferred from "
+                    "the training labels, refused when ambiguous.")
 
 
 class SplitSeed(StrictModel):

@@ -4,7 +4,8 @@ A recipe's ``data.task`` names the task; unset, it is inferred from the training
 that is unambiguous:
 
 - every label a number and at least one fractional (``0.53``) → ``regression``;
-- some label holding comma-separated names (``pos,movie``) → ``multi_label``;
+- some label holding several names (``pos,movie``, ``pos|movie``, or a list literal ``['pos', 'movie']`` as
+  pandas writes a column of lists) → ``multi_label``;
 - otherwise (class names, or whole numbers such as SST-2's 0/1) → ``single_label``.
 
 Fractional numbers mixed with names (``0.5`` and ``pos``) fit no task: refused with one line naming
@@ -15,7 +16,9 @@ with the one output named after the label column.
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, get_args
 
@@ -38,7 +41,7 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
         raise DataError(f"{name} {unit} {lines[other]}: label '{labels[other]}' is not a number but "
                         f"{unit} {lines[fractional]} holds '{labels[fractional]}', so the task is ambiguous; "
                         f"set data.task to one of {', '.join(TASKS)}")
-    if any("," in label for label in labels):
+    if any(_SEPARATOR.search(label) or _listed(label) is not None for label in labels):
         return "multi_label"
     return "single_label"
 
@@ -57,8 +60,33 @@ def label_name(value: Any, names: Sequence[str] | None) -> str:
 
 
 def label_sets(labels: Sequence[str]) -> list[tuple[str, ...]]:
-    """Each multi-label row's names: comma-separated, stripped, empty names dropped (an empty row has none)."""
-    return [tuple(part.strip() for part in label.split(",") if part.strip()) for label in labels]
+    """Each multi-label row's names: separated by commas or ``|``, or a list literal (``['a', 'b']``, ``["a"]``,
+    ``[]``); stripped, empty names dropped (an empty row has none)."""
+    rows = []
+    for label in labels:
+        listed = _listed(label)
+        parts = listed if listed is not None else _SEPARATOR.split(label)
+        rows.append(tuple(part.strip() for part in parts if part.strip()))
+    return rows
+
+
+#: What separates a multi-label row's names written as text.
+_SEPARATOR = re.compile(r"[,|]")
+
+
+def _listed(label: str) -> list[str] | None:
+    """The names of a label written as a Python/JSON list of strings or integers (a ``datasets`` or pandas column
+    of lists saved as text), else None."""
+    text = label.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, list) and all(isinstance(item, str | int) and not isinstance(item, bool) for item in value):
+        return [str(item) for item in value]
+    return None
 
 
 def multi_hot(name: str, labels: Sequence[str], lines: Sequence[int], unit: str,

@@ -13,23 +13,29 @@ turns them into :class:`TextSplits`:
 Labels become class indices: the distinct labels of the training split, sorted (numerically when
 they are all integers, else as strings), are the class names, and a label's index is its position
 among them, so SST-2's 0/1 stay 0/1. A ``datasets.ClassLabel`` column keeps its own names and order.
-Multi-label rows (comma-separated names, or a ``datasets`` sequence column) and regression values are
-encoded as :mod:`edgekd.data.label_kind` says; ``data.task`` names the task, else it is inferred there.
+Multi-label rows (names separated by ``,`` or ``|``, a list literal, or a ``datasets`` sequence column) and
+regression values are encoded as :mod:`edgekd.data.label_kind` says; ``data.task`` names the task, else it is
+inferred there.
 Token classification (tokens and tags columns: space-separated in TSV/CSV, sequences in ``datasets``) is read
 as :mod:`edgekd.data.token_tags` says: a text is its tokens joined by spaces, its labels the tag indices of
 its words.
 
 TSV files are read with the ``csv`` module without quote processing (SST-2 sentences contain quote
-characters), CSV files with standard CSV quoting; both need a header line, may start with a UTF-8
-byte-order mark, and may contain blank lines (or lines of spaces only), which are skipped; a field may be
-of any length. Texts and labels are stripped (SST-2 sentences end with a space). A single-label
-example needs a label: an empty one (or a ``datasets`` null, or a ClassLabel's -1, which marks an
-unlabelled row) is refused, naming the line or row.
+characters) unless they were written with CSV quoting (pandas' ``to_csv(sep="\t")``: see :func:`_table_rows`),
+CSV files with standard CSV quoting; both need a header line (its names stripped), are UTF-8 (a byte-order mark
+skipped) or UTF-16/32 with their byte-order mark, and may contain blank lines (or lines of spaces only), which
+are skipped; a field may be of any length. Texts and labels are stripped (SST-2 sentences end with a space). An
+example needs a text, and a single-label one a label: an empty one (or a ``datasets`` null, or a ClassLabel's
+-1, which marks an unlabelled row) is refused, naming the line or row. Sentence pairs are not encoded: a table
+holding both columns of a known pair (``sentence1``/``sentence2``, QNLI's ``question``/``sentence``, ...) is
+refused unless the recipe sets ``text_column``.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,43 +165,97 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     if not path.is_file():
         what = f"a directory, not a {config.source.upper()} file" if path.is_dir() else "file not found"
         raise DataError(f"{path}: {what} (data.{key})")
-    delimiter, quoting = ("\t", csv.QUOTE_NONE) if config.source == "tsv" else (",", csv.QUOTE_MINIMAL)
+    with _open_text(path, key) as handle:
+        try:
+            content = handle.read()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8 (or UTF-16 with its "
+                            "byte-order mark)") from None
+    rows = _table_rows(path, content, config)
+    if not rows:
+        raise DataError(
+            f"{path}: empty file; expected a header line naming the columns "
+            f"'{config.text_column}' and '{config.label_column}'"
+        )
+    (_, header), body = rows[0], rows[1:]
+    header = [name.strip() for name in header]
+    text_column, label_column, tagged = table_columns(config, header)
+    if not tagged:
+        _check_single_text(str(path), header, config)
+    _check_columns(str(path), header, config, (text_column, label_column), _other_delimiter(header, config))
+    text_at, label_at = header.index(text_column[0]), header.index(label_column[0])
     texts: list[str] = []
     labels: list[str] = []
     lines: list[int] = []
-    with _open_text(path, key) as handle, _field_limit(FIELD_LIMIT):
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        try:
-            header = next(reader, None)
-            if header is None:
-                raise DataError(
-                    f"{path}: empty file; expected a header line naming the columns "
-                    f"'{config.text_column}' and '{config.label_column}'"
-                )
-            text_column, label_column, tagged = table_columns(config, header)
-            _check_columns(str(path), header, config, (text_column, label_column))
-            text_at, label_at = header.index(text_column[0]), header.index(label_column[0])
-            for row in reader:
-                if not any(field.strip() for field in row):
-                    continue
-                if len(row) != len(header):
-                    raise DataError(
-                        f"{path} line {reader.line_num}: {len(row)} fields, expected {len(header)} "
-                        f"like the header ({_listing(header)})"
-                    )
-                text, label = row[text_at].strip(), row[label_at].strip()
-                if tagged:
-                    text, label = tagged_row(f"{path} line {reader.line_num}", text, label)
-                texts.append(text)
-                labels.append(label)
-                lines.append(reader.line_num)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
-        except csv.Error as exc:
-            raise DataError(f"{path} line {reader.line_num}: malformed {config.source.upper()} ({exc})") from None
+    for line, row in body:
+        if len(row) != len(header):
+            raise DataError(
+                f"{path} line {line}: {len(row)} fields, expected {len(header)} like the header ({_listing(header)})"
+            )
+        text, label = row[text_at].strip(), row[label_at].strip()
+        if tagged:
+            text, label = tagged_row(f"{path} line {line}", text, label)
+        texts.append(text)
+        labels.append(label)
+        lines.append(line)
     if not texts:
         raise DataError(f"{path}: no data rows after the header line")
-    return _RawSplit(str(path), texts, labels, lines, "line", "token_classification" if tagged else None)
+    split = _RawSplit(str(path), texts, labels, lines, "line", "token_classification" if tagged else None)
+    _check_texts(split, text_column[0])
+    return split
+
+
+def _table_rows(path: Path, content: str, config: TextFileData) -> list[tuple[int, list[str]]]:
+    """The (line, fields) rows of a table's text, blank lines left out.
+
+    TSV is read without quote processing (SST-2 sentences hold quote characters), unless the file was written
+    with CSV quoting (pandas' ``to_csv(sep="\t")`` quotes a field holding a quote, a tab or a line break): rows
+    whose field counts disagree, or a field wholly in quotes with doubled quotes inside, are read again with
+    quoting, which is kept when every row then has the header's fields.
+    """
+    if config.source == "csv":
+        return _parsed(path, content, ",", csv.QUOTE_MINIMAL, config)
+    plain = _parsed(path, content, "\t", csv.QUOTE_NONE, config)
+    if plain and (any(len(row) != len(plain[0][1]) for _, row in plain)
+                  or any(_csv_quoted(field) for _, row in plain for field in row)):
+        try:
+            quoted = _parsed(path, content, "\t", csv.QUOTE_MINIMAL, config, strict=True)
+        except DataError:
+            return plain
+        if all(len(row) == len(quoted[0][1]) for _, row in quoted):
+            return quoted
+    return plain
+
+
+def _parsed(path: Path, content: str, delimiter: str, quoting: int, config: TextFileData,
+            strict: bool = False) -> list[tuple[int, list[str]]]:
+    """``content`` read by :mod:`csv` with ``delimiter`` and ``quoting``: each non-blank row with its line number
+    (``strict``: a quote in the middle of a field is an error, not a character)."""
+    rows = []
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, quoting=quoting, strict=strict)
+    with _field_limit(FIELD_LIMIT):
+        try:
+            for row in reader:
+                if any(field.strip() for field in row):
+                    rows.append((reader.line_num, row))
+        except csv.Error as exc:
+            raise DataError(f"{path} line {reader.line_num}: malformed {config.source.upper()} ({exc})") from None
+    return rows
+
+
+def _csv_quoted(field: str) -> bool:
+    """Whether ``field`` (read without quote processing) is one CSV-quoted value holding doubled quotes."""
+    inner = field[1:-1]
+    return (len(field) >= 2 and field[0] == field[-1] == '"' and '""' in inner
+            and '"' not in inner.replace('""', ""))
+
+
+def _other_delimiter(header: list[str], config: TextFileData) -> str:
+    """A hint when a one-column header holds the other format's delimiter (a CSV read as TSV, or the reverse)."""
+    other, source = (",", "csv") if config.source == "tsv" else ("\t", "tsv")
+    if len(header) == 1 and other in header[0]:
+        return f"; the header holds {other!r}: is it a {source.upper()} file (data.source: {source})?"
+    return ""
 
 
 @contextmanager
@@ -209,19 +269,60 @@ def _field_limit(limit: int) -> Iterator[None]:
 
 
 def _open_text(path: Path, key: str) -> TextIO:
-    """``path`` opened for reading text; a file this user may not read is a :class:`DataError`."""
+    """``path`` opened for reading text: UTF-8 (its byte-order mark skipped when there is one), or UTF-16/32 when
+    the file starts with their byte-order mark (how Windows tools save "Unicode" text); a file this user may not
+    read is a :class:`DataError`."""
     try:
-        return path.open(newline="", encoding="utf-8-sig")
+        with path.open("rb") as raw:
+            start = raw.read(4)
+        return path.open(newline="", encoding=_encoding(start))
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc}) (data.{key})") from None
 
 
+def _encoding(start: bytes) -> str:
+    """The text encoding a file's first bytes name by their byte-order mark; UTF-8 without one."""
+    if start.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return "utf-8-sig"
+
+
 def _check_columns(where: str, columns: list[str], config: TextDataConfig,
-                   wanted: tuple[tuple[str, str], ...] | None = None) -> None:
+                   wanted: tuple[tuple[str, str], ...] | None = None, hint: str = "") -> None:
     """Every (column, recipe key) of ``wanted`` (default: the text and label columns) is among ``columns``."""
     for column, key in wanted or ((config.text_column, "text_column"), (config.label_column, "label_column")):
         if column not in columns:
-            raise DataError(f"{where}: no column '{column}' (data.{key}); the columns are {_listing(columns)}")
+            raise DataError(f"{where}: no column '{column}' (data.{key}); the columns are {_listing(columns)}{hint}")
+
+
+#: Column pairs holding the two texts of a sentence-pair task (GLUE's MRPC, STS-B, RTE, QQP, QNLI, MNLI layouts
+#: and the usual names elsewhere).
+PAIR_COLUMNS = (("sentence1", "sentence2"), ("#1 String", "#2 String"), ("question1", "question2"),
+                ("question", "sentence"), ("premise", "hypothesis"), ("text_a", "text_b"), ("question", "passage"),
+                ("sentence_a", "sentence_b"), ("text1", "text2"))
+
+
+def _check_single_text(where: str, columns: list[str], config: TextDataConfig) -> None:
+    """Refuse sentence-pair data read as one text: with QNLI's question and sentence columns the default
+    ``text_column`` took the sentence alone and trained without the question (exit 0). A ``text_column`` the
+    recipe sets is read as it says."""
+    if "text_column" in config.model_fields_set:
+        return
+    pair = next((pair for pair in PAIR_COLUMNS if set(pair) <= set(columns)), None)
+    if pair is not None:
+        raise DataError(f"{where}: columns '{pair[0]}' and '{pair[1]}' hold sentence pairs, which edgekd does not "
+                        "encode (it reads one text column, data.text_column); join each pair into one column, or "
+                        "set data.text_column to read one of them alone")
+
+
+def _check_texts(split: _RawSplit, column: str) -> None:
+    """Refuse an example without text (an empty field): it would train as an input of special tokens only."""
+    if "" in split.texts:
+        at = split.texts.index("")
+        raise DataError(f"{split.name} {split.unit} {split.lines[at]}: no text in column '{column}' (empty); "
+                        "expected a text for every example")
 
 
 # --------------------------------------------------------------------------- Hugging Face datasets
@@ -280,6 +381,8 @@ def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData 
     table = loaded[split]
     name = f"{where} split '{split}'"
     text_column, label_column, tagged = table_columns(config, table.column_names)
+    if not tagged:
+        _check_single_text(name, table.column_names, config)
     _check_columns(name, table.column_names, config, (text_column, label_column))
     if tagged:
         return _hf_tagged_split(table, name, config)
@@ -294,7 +397,9 @@ def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData 
     label_feature, _ = _label_feature(table.features[config.label_column])
     names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
     labels = [label_name(value, names) for value in table[config.label_column]]
-    return _RawSplit(name, [text.strip() for text in texts], labels, range(len(texts)), "row")
+    split = _RawSplit(name, [text.strip() for text in texts], labels, range(len(texts)), "row")
+    _check_texts(split, config.text_column)
+    return split
 
 
 def _hf_tagged_split(table: Any, name: str, config: HFDiskData | HubData) -> _RawSplit:
