@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import edgekd
 from edgekd import Distill, Export, Pipeline, Profile, Teacher
-from edgekd.data.config import MemoryData
+from edgekd.data.config import MemoryData, NpzData
 from edgekd.data.memory import held, register_data
 from edgekd.data.task_data import prepare_task_data
 from edgekd.errors import ConfigError, DataError, EdgekdError
@@ -87,6 +87,29 @@ def test_the_digest_is_the_content_not_the_batching_order_or_object() -> None:
                  {"train": TensorDataset(images, labels), "test": TensorDataset(images, labels),
                   "val": TensorDataset(images[:50], labels[:50])}):
         assert register_data(sets, "t")["digest"] != base["digest"]
+
+
+def test_lists_and_generators_of_examples_are_sets_like_a_dataset() -> None:
+    """A list of (image, label) pairs was refused as 'not a Dataset', and a mapping of generators was read as a data
+    config ('data.source: required key is missing')."""
+    images, labels = _digits(300)
+    base = register_data({"train": TensorDataset(images, labels), "test": TensorDataset(images, labels)}, "t")
+    listed = {"train": list(zip(images, labels, strict=True)), "test": ((x, y) for x, y in zip(images, labels, strict=True))}
+    assert register_data(listed, "t") == base
+    plain = {"train": ((x, int(y)) for x, y in zip(images, labels, strict=True)),
+             "test": tuple(zip(images, labels.tolist(), strict=True))}
+    pipeline = _pipeline(plain, stages=[Teacher(epochs=1)])
+    assert pipeline.recipe.data.digest == base["digest"]
+
+
+def test_an_npz_file_of_one_class_is_refused(tmp_path: Path) -> None:
+    """A single-class npz trained a constant model reported at 100% accuracy, exit 0."""
+    import numpy as np
+
+    np.savez(tmp_path / "one.npz", inputs=np.random.default_rng(0).random((40, 1, 4, 4), dtype=np.float32),
+             labels=np.zeros(40, dtype=np.int64))
+    with pytest.raises(DataError, match=r"one.npz: every training example has class 0; expected at least 2 classes"):
+        prepare_task_data(NpzData(source="npz", path=tmp_path / "one.npz"), seed=0)
 
 
 class WithMetadata(Dataset):
@@ -212,7 +235,15 @@ GOOD = TensorDataset(IMAGES, LABELS)
 BAD_DATA: list[tuple[str, dict[str, Any], type[EdgekdError], tuple[str, ...]]] = [
     ("no-test", {"train": GOOD}, ConfigError, ("data: expected the sets 'train' and 'test'", "'train'")),
     ("unknown-set", {"train": GOOD, "test": GOOD, "dev": GOOD}, ConfigError, ("'dev'",)),
-    ("not-a-dataset", {"train": GOOD, "test": [1, 2]}, ConfigError, ("data.test", "expected a torch Dataset", "list")),
+    ("not-a-dataset", {"train": GOOD, "test": 5}, ConfigError, ("data.test", "expected a torch Dataset", "int")),
+    ("generators-only", {"train": iter([]), "test": iter([])}, DataError, ("data.train: no examples",)),
+    ("nan-input", {"train": TensorDataset(torch.where(torch.arange(12)[:, None, None, None] == 7, torch.nan, IMAGES),
+                                          LABELS), "test": GOOD}, DataError,
+     ("data.train", "input 'input' holds NaN or infinity (example 7)",)),
+    ("one-value-per-example", {"train": TensorDataset(IMAGES[:, 0, 0, 0], LABELS), "test": GOOD}, DataError,
+     ("data.train", "is [12] for 12 labels: one value per example", "x[:, None]")),
+    ("one-class", {"train": TensorDataset(IMAGES, LABELS * 0), "test": GOOD}, DataError,
+     ("data.train: every training example has class 0; expected at least 2 classes",)),
     ("float-labels", {"train": TensorDataset(IMAGES, LABELS.float()), "test": GOOD}, DataError,
      ("data.train", "labels of dtype torch.float32", "class index")),
     ("negative-labels", {"train": GOOD, "test": TensorDataset(IMAGES, LABELS - 1)}, DataError,

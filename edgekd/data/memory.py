@@ -1,5 +1,6 @@
 """Datasets and DataLoaders given to ``Pipeline(data={"train": ..., "test": ..., "val": ...})`` in Python.
 
+Each set is a Dataset or DataLoader, or a plain list or generator of examples (read once, in order).
 What they may yield: ``(inputs, label)`` pairs, where ``inputs`` is a tensor (an image, or any float
 features) or a dict of tensors, or dicts holding ``labels`` (or ``label``) next to the inputs, e.g.
 ``{"pixel_values": ..., "labels": ...}`` or ``{"input_ids": ..., "attention_mask": ..., "labels": ...}``.
@@ -34,6 +35,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -97,10 +99,15 @@ _HELD: dict[str, MemorySet] = {}
 
 
 def is_memory_data(data: Any) -> bool:
-    """Whether ``data`` is a mapping of sets given as Dataset/DataLoader objects (not a data config)."""
+    """Whether ``data`` is a mapping of sets given as objects (not a data config): a Dataset or DataLoader among its
+    values, or a ``train`` that is no file name (a list or a generator of examples; anything else is refused by
+    :func:`register_data` naming the set)."""
     from torch.utils.data import DataLoader, Dataset
 
-    return isinstance(data, Mapping) and any(isinstance(v, Dataset | DataLoader) for v in data.values())
+    if not isinstance(data, Mapping) or "source" in data:
+        return False
+    return any(isinstance(v, Dataset | DataLoader) for v in data.values()) or (
+        "train" in data and not isinstance(data["train"], str | Path | Mapping))
 
 
 def register_data(data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -157,9 +164,22 @@ def _batches(source: Any, split: str, where: str) -> Iterator[Any]:
             return iter(source)
         return iter(DataLoader(source.dataset, batch_size=source.batch_size or READ_BATCH,
                                collate_fn=source.collate_fn if source.batch_size else None))
-    if isinstance(source, Dataset):
-        return iter(DataLoader(source, batch_size=READ_BATCH))
-    raise ConfigError(f"{where}: data.{split}: expected a torch Dataset or DataLoader, got {type(source).__name__}")
+    if isinstance(source, Dataset | list | tuple):  # a list of examples is read as a map-style Dataset
+        return iter(DataLoader(source, batch_size=READ_BATCH))  # type: ignore[arg-type]
+    if isinstance(source, Iterator):  # a generator: read once, in order
+        return iter(DataLoader(_Examples(source), batch_size=READ_BATCH))
+    raise ConfigError(f"{where}: data.{split}: expected a torch Dataset or DataLoader (or a list or a generator of "
+                      f"examples), got {type(source).__name__}")
+
+
+class _Examples(torch.utils.data.IterableDataset):
+    """An iterator of examples (a generator) as the IterableDataset a DataLoader batches."""
+
+    def __init__(self, examples: Iterator[Any]) -> None:
+        self.examples = examples
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.examples
 
 
 @dataclass
@@ -242,7 +262,15 @@ class _Reader:
             raise DataError(f"data.{self.name}: input '{key}' is {value.dtype} of shape {list(value.shape)} for "
                             f"{count} labels; expected float inputs [batch, ...] (token ids go in a dict as "
                             "'input_ids')")
+        if value.ndim < 2:
+            raise DataError(f"data.{self.name}: input '{key}' is {list(value.shape)} for {count} labels: one value per "
+                            "example; expected features [batch, features] or images [batch, C, H, W] (one feature: "
+                            "x[:, None])")
         value = value.detach().to(torch.float32).contiguous()
+        if not bool(torch.isfinite(value).all()):
+            bad = sum(map(len, self.chunks)) + int((~torch.isfinite(value)).flatten(1).any(1).nonzero()[0])
+            raise DataError(f"data.{self.name}: input '{key}' holds NaN or infinity (example {bad}); expected finite "
+                            "numbers")
         if self.chunks and value.shape[1:] != self.chunks[0].shape[1:]:
             raise DataError(f"data.{self.name}: input '{key}' is {list(value.shape[1:])} per example in one batch and "
                             f"{list(self.chunks[0].shape[1:])} in another; expected one shape")

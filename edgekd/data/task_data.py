@@ -17,6 +17,7 @@ from edgekd.data.memory import held
 from edgekd.data.text import TextSplits
 from edgekd.data.token_tags import token_examples
 from edgekd.data.tokenizer import load_or_train_tokenizer
+from edgekd.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def prepare_task_data(
         return _memory_text(config, seed)
     if isinstance(config, SklearnData | NpzData | MemoryData) or is_image_data(config):
         splits = load_dataset(config, seed)  # type: ignore[call-overload]
+        _check_classes(splits.y_train, str(getattr(config, "path", "data.train")))
         return TaskData(
             train=ImageExamples(splits.x_train, splits.y_train),
             val=ImageExamples(splits.x_val, splits.y_val),
@@ -85,6 +87,7 @@ def _memory_text(config: MemoryData, seed: int) -> TaskData:
     """Token ids given in Python (:mod:`edgekd.data.memory`): already tokenized, so no tokenizer is used."""
     sets = held(config)
     train, val = sets.train_val(config.val_fraction, seed)
+    _check_classes(train.labels, "data.train")
     test = sets.splits["test"]
     longest = max(len(row) for split in (train, val, test) for row in split.inputs)
     signature = InputSignature(kind="text", vocab_size=sets.vocab_size, pad_id=sets.pad_id, max_length=longest)
@@ -95,6 +98,14 @@ def _memory_text(config: MemoryData, seed: int) -> TaskData:
         class_names=tuple(map(str, range(sets.num_classes))),
         signature=signature,
     )
+
+
+def _check_classes(labels: torch.Tensor, where: str) -> None:
+    """Refuse class labels with one class in the training split: the models would learn a constant, and every
+    accuracy after it be that class's share (text and image files are refused as they are read, naming the
+    column or folders; this covers arrays: npz files and sets given in Python)."""
+    if labels.ndim == 1 and not labels.is_floating_point() and len(labels) and len(torch.unique(labels)) < 2:
+        raise DataError(f"{where}: every training example has class {int(labels[0])}; expected at least 2 classes")
 
 
 def text_examples(tokenizer: Any, texts: Any, labels: Any, max_length: int) -> TextExamples:
