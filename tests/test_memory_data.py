@@ -94,7 +94,8 @@ def test_lists_and_generators_of_examples_are_sets_like_a_dataset() -> None:
     config ('data.source: required key is missing')."""
     images, labels = _digits(300)
     base = register_data({"train": TensorDataset(images, labels), "test": TensorDataset(images, labels)}, "t")
-    listed = {"train": list(zip(images, labels, strict=True)), "test": ((x, y) for x, y in zip(images, labels, strict=True))}
+    listed = {"train": list(zip(images, labels, strict=True)),
+              "test": ((x, y) for x, y in zip(images, labels, strict=True))}
     assert register_data(listed, "t") == base
     plain = {"train": ((x, int(y)) for x, y in zip(images, labels, strict=True)),
              "test": tuple(zip(images, labels.tolist(), strict=True))}
