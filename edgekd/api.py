@@ -147,15 +147,15 @@ def _checked_device(device: DeviceLike, *, latency: bool = True,
 
 
 def _check_inputs(recipe: Recipe) -> None:
-    """Read local text data files as the teacher stage will, list image data's files and classes, and check that
-    named directories and weights exist."""
+    """Read local text data (files, saved datasets) as the teacher stage will, list image data's files and classes,
+    and check that named directories and weights exist."""
     data = recipe.data
-    if isinstance(data, TextFileData):
-        from edgekd.data.text import load_text_dataset
-
-        load_text_dataset(data, recipe.seed)
     if isinstance(data, HFDiskData) and not data.path.is_dir():
         raise DataError(f"{data.path}: directory not found (data.path)")
+    if isinstance(data, TextFileData) or isinstance(data, HFDiskData) and data.modality == "text":
+        from edgekd.data.text import load_text_dataset
+
+        load_text_dataset(data, recipe.seed)  # a saved dataset's splits, columns and labels too
     if is_image_data(data):
         from edgekd.data.image_data import checked_splits
 

@@ -430,3 +430,35 @@ def test_multi_label_rows_as_pipes_or_list_literals(tmp_path: Path, labels: list
     splits = load_text_dataset(tsv_config(tmp_path, rows, val_examples=1), seed=0)
     assert splits.task == "multi_label" and splits.class_names == ("a", "b")
     assert splits.test.labels[:3].tolist() == [[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]
+
+
+def test_validate_reads_a_saved_text_dataset(tmp_path: Path) -> None:
+    """edgekd validate said ok for a text hf_disk directory that holds no saved dataset (or a split or column the
+    recipe names wrongly); the run then stopped at its teacher stage."""
+    datasets = pytest.importorskip("datasets")
+    import edgekd
+
+    rows = {"sentence": ["good film", "bad film", "fine film", "dull film"], "label": ["pos", "neg", "pos", "neg"]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "validation": datasets.Dataset.from_dict(rows)}
+                         ).save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "plain").mkdir()
+    recipe = {"name": "saved", "data": {"source": "hf_disk", "path": str(tmp_path / "saved"), "val_examples": 1},
+              "tokenizer": {"vocab_size": 100, "max_length": 16},
+              "teacher": {"model": {"arch": "bert", "layers": 1, "hidden": 16, "heads": 2, "ffn": 32}},
+              "student": {"model": {"arch": "bert", "layers": 1, "hidden": 8, "heads": 2, "ffn": 16}},
+              "stages": [{"stage": "teacher", "epochs": 1}]}
+    assert edgekd.validate(recipe).data.path == tmp_path / "saved"
+    with pytest.raises(DataError, match=r"plain: not a dataset saved with save_to_disk \(data.path\)"):
+        edgekd.validate({**recipe, "data": {**recipe["data"], "path": str(tmp_path / "plain")}})
+    with pytest.raises(DataError, match=r"saved: no split 'test' \(data.test_split\)"):
+        edgekd.validate({**recipe, "data": {**recipe["data"], "test_split": "test"}})
+
+
+def test_whole_number_labels_written_as_floats_are_the_integer_classes(tmp_path: Path) -> None:
+    """pandas writes an integer column with a gap as floats: a test file of 1.0/0.0 beside a training file of 1/0
+    was refused ('label '1.0' is not one of the training split's labels'), a float file alone had classes '0.0'."""
+    splits = load_text_dataset(tsv_config(tmp_path, ["a\t0", "b\t1", "c\t5", "d\t1"], ["e\t1.0", "f\t0.0", "g\t5.0"],
+                                          val_examples=1), seed=0)
+    assert splits.class_names == ("0", "1", "5") and splits.test.labels.tolist() == [1, 0, 2]
+    floats = load_text_dataset(tsv_config(tmp_path, ["a\t0.0", "b\t1.0", "c\t10.0"], val_examples=1), seed=0)
+    assert floats.class_names == ("0", "1", "10") and floats.task == "single_label"
