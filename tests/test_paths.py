@@ -18,7 +18,7 @@ from edgekd import Pipeline
 from edgekd.cli import app
 from edgekd.config.device import load_device
 from edgekd.config.loading import validate_model
-from edgekd.config.paths import expand_path
+from edgekd.config.paths import expand_path, user_path
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import TokenizerConfig
 from edgekd.data.tokenizer import load_or_train_tokenizer
@@ -328,3 +328,17 @@ def test_a_folder_with_a_dollar_in_its_name_is_written_with_two_and_survives_the
     run = edgekd.run(recipe, out=tmp_path / "run")
     assert run.stages[-1].stage == "teacher"
     assert edgekd.open_run(tmp_path / "run").recipe.data.train == data / "train.tsv"
+
+
+@pytest.mark.parametrize("value", [5, None, ["runs"]], ids=["int", "none", "list"])
+def test_a_path_argument_of_another_type_is_one_line_naming_it(tmp_path: Path, value: object) -> None:
+    """edgekd.run(..., out=5) failed in os.fspath: 'expected str, bytes or os.PathLike object, not int', naming no
+    argument."""
+    with pytest.raises(ConfigError, match=rf"^out: expected a path \(a str or a pathlib.Path\), got "
+                                          rf"{type(value).__name__}$"):
+        user_path(value, "out")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^out: expected a path"):
+        edgekd.run({"name": "p", "data": {"source": "sklearn", "name": "digits", "limit": 200},
+                    "teacher": {"model": {"arch": "mlp", "hidden": [8]}},
+                    "student": {"model": {"arch": "mlp", "hidden": [4]}}, "stages": [{"stage": "teacher"}]},
+                   out=7)  # type: ignore[arg-type]

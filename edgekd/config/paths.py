@@ -120,7 +120,10 @@ def user_path(value: str | os.PathLike[str], what: str) -> Path:
 
 
 def user_text(value: str | os.PathLike[str], what: str) -> str:
-    """:func:`user_path` as text (a name that may be a path: a device, a recipe, a hub id)."""
+    """:func:`user_path` as text (a name that may be a path: a device, a recipe, a hub id); a value of another type
+    (``out=5``: os.fspath's TypeError named no argument) is a one-line :class:`ConfigValueError` naming ``what``."""
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigValueError(f"{what}: expected a path (a str or a pathlib.Path), got {type(value).__name__}")
     try:
         return expand_path(os.fspath(value))
     except ConfigValueError as exc:
