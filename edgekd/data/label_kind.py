@@ -46,6 +46,16 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
     return "single_label"
 
 
+def whole_numbers(labels: Sequence[str]) -> list[str] | None:
+    """The labels written as plain integers (``'1.0'`` → ``'1'``) when every one is a whole number, else None: a
+    class column pandas wrote as floats (an integer column with a gap becomes float) is the same classes as
+    the integers another file holds."""
+    values = [_number(label) for label in labels]
+    if not values or any(value is None or not value.is_integer() for value in values):
+        return None
+    return [str(int(value)) for value in values]  # type: ignore[arg-type]
+
+
 def label_name(value: Any, names: Sequence[str] | None) -> str:
     """A ``datasets`` label value as text: a ClassLabel index as its name, a list as comma-separated names.
 

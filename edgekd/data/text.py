@@ -38,7 +38,7 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
@@ -46,7 +46,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
-from edgekd.data.label_kind import infer_task, label_name, label_sets, multi_hot, regression_values
+from edgekd.data.label_kind import infer_task, label_name, label_sets, multi_hot, regression_values, whole_numbers
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
 from edgekd.errors import DataError
@@ -134,10 +134,21 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
     task = config.task or train.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
     for split in (train, test):
         _check_labelled(split, task, config.label_column)
+    if task == "single_label" and known_names is None:
+        train, test = _plain_integers(train, test)
     class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
                                                                                    config.label_column)
     _check_distinct_classes(train, class_names, task, config.label_column)
     return _split(train, test, class_names, task, config, seed)
+
+
+def _plain_integers(train: _RawSplit, test: _RawSplit) -> tuple[_RawSplit, _RawSplit]:
+    """Both splits' class labels as plain integers when all of them are whole numbers: ``1.0`` in one file and
+    ``1`` in the other were different classes (the test file refused, or classes named ``0.0`` and ``1.0``)."""
+    train_labels, test_labels = whole_numbers(train.labels), whole_numbers(test.labels)
+    if train_labels is None or test_labels is None:
+        return train, test
+    return replace(train, labels=train_labels), replace(test, labels=test_labels)
 
 
 def _check_labelled(split: _RawSplit, task: TaskKind, label_column: str) -> None:
