@@ -150,9 +150,17 @@ def test_load_from_disk_with_class_label(tmp_path: Path) -> None:
          r"train.tsv line 3: no label in column 'label' \(empty, null or -1\); expected a class name"),
         (["a\tpos", "c\tneg"], ["d\tpos", "e\t "], {"val_examples": 1},
          r"dev.tsv line 3: no label in column 'label'"),
+        (["a\t0.25", "b\tnan", "c\t1.5"], None, {"val_examples": 1},
+         r"train.tsv line 3: label 'nan' is not a finite number; expected a number for every example of a regression "
+         r"\(line 2 holds '0.25'\)"),
+        (["a\t0.25", "b\t-inf", "c\t1.5"], None, {"val_examples": 1, "task": "regression"},
+         r"train.tsv line 3: label '-inf' is not a finite number \(data.task is regression\)"),
+        (["a\t0.25", "b\t", "c\t1.5"], None, {"val_examples": 1},
+         r"train.tsv line 3: no label \(empty\); expected a number for every example of a regression"),
     ],
     ids=["val-too-large", "unknown-test-label", "field-count", "empty-split", "missing-column", "ambiguous-task",
-         "regression-not-a-number", "multi-label-unknown-name", "one-class", "empty-label", "empty-test-label"],
+         "regression-not-a-number", "multi-label-unknown-name", "one-class", "empty-label", "empty-test-label",
+         "regression-nan", "regression-inf", "regression-empty"],
 )
 def test_data_errors_name_file_line_and_expectation(
     tmp_path: Path, train: list[str], test: list[str] | None, fields: dict, message: str

@@ -38,6 +38,11 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
         other = next((i for i, n in enumerate(numbers) if n is None), None)
         if other is None:
             return "regression"
+        empty = not labels[other].strip()
+        if empty or _non_finite(labels[other]):
+            what = "no label (empty)" if empty else f"label '{labels[other]}' is not a finite number"
+            raise DataError(f"{name} {unit} {lines[other]}: {what}; expected a number for every example of a "
+                            f"regression ({unit} {lines[fractional]} holds '{labels[fractional]}')")
         raise DataError(f"{name} {unit} {lines[other]}: label '{labels[other]}' is not a number but "
                         f"{unit} {lines[fractional]} holds '{labels[fractional]}', so the task is ambiguous; "
                         f"set data.task to one of {', '.join(TASKS)}")
@@ -121,6 +126,14 @@ def regression_values(name: str, labels: Sequence[str], lines: Sequence[int], un
         raise DataError(f"{name} {unit} {lines[bad]}: label '{labels[bad]}' is not a finite number "
                         "(data.task is regression)")
     return np.asarray(values, dtype=np.float32)
+
+
+def _non_finite(label: str) -> bool:
+    """Whether ``label`` reads as NaN or an infinity."""
+    try:
+        return not math.isfinite(float(label))
+    except ValueError:
+        return False
 
 
 def _number(label: str) -> float | None:
