@@ -191,6 +191,42 @@ def _pad_per_batch(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
             "labels": torch.stack([row["labels"] for row in rows])}
 
 
+def test_unpadded_token_ids_and_a_datasets_dataset_are_read_as_the_padded_rows() -> None:
+    """Token-id rows of different lengths (a tokenized datasets.Dataset, a Dataset returning unpadded tensors) failed
+    in torch.stack with a traceback, and a datasets.Dataset was refused as not a torch Dataset."""
+    datasets = pytest.importorskip("datasets")
+    padded = TokenDicts(40, seed=3)
+    rows = [{"input_ids": padded.ids[i][: int(padded.lengths[i])].tolist(), "label": int(padded.labels[i]),
+             "sentence": f"row {i}"} for i in range(40)]
+    fixed = register_data({"train": padded, "test": padded}, "t")
+    table = datasets.Dataset.from_list(rows)
+    assert register_data({"train": table, "test": table}, "t") == fixed
+    table.set_format("torch", columns=["input_ids", "label"])
+    assert register_data({"train": table, "test": Items([{**row, "input_ids": torch.tensor(row["input_ids"])}
+                                                         for row in rows])}, "t") == fixed
+
+
+class Failing(Dataset):
+    """A dataset whose fourth example cannot be read."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if index == 3:
+            raise KeyError("image 3.png")
+        return IMAGES[index], int(LABELS[index])
+
+
+def test_a_set_that_fails_while_read_is_one_line_naming_it() -> None:
+    """An exception in the user's __getitem__ or collate_fn came out of edgekd as a traceback."""
+    with pytest.raises(DataError, match=r"^data.train: reading its examples failed: KeyError: 'image 3.png'$"):
+        register_data({"train": Failing(), "test": GOOD}, "t")
+    ragged = DataLoader(Items([(torch.zeros(3), 1), (torch.zeros(4), 0)]), batch_size=2)
+    with pytest.raises(DataError, match=r"^data.test: reading its examples failed: RuntimeError: stack expects"):
+        register_data({"train": GOOD, "test": ragged}, "t")
+
+
 def test_token_id_dicts_train_a_text_module_and_export_with_parity(tmp_path: Path) -> None:
     train = TokenDicts(400, seed=1)
     sets = {"train": train, "test": DataLoader(TokenDicts(80, seed=2), batch_size=16, collate_fn=_pad_per_batch)}

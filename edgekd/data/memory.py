@@ -1,6 +1,7 @@
 """Datasets and DataLoaders given to ``Pipeline(data={"train": ..., "test": ..., "val": ...})`` in Python.
 
-Each set is a Dataset or DataLoader, or a plain list or generator of examples (read once, in order).
+Each set is a Dataset or DataLoader, a ``datasets.Dataset``, or a plain list or generator of examples (read
+once, in order; examples edgekd batches itself may hold token ids of different lengths, padded as they are read).
 What they may yield: ``(inputs, label)`` pairs, where ``inputs`` is a tensor (an image, or any float
 features) or a dict of tensors, or dicts holding ``labels`` (or ``label``) next to the inputs, e.g.
 ``{"pixel_values": ..., "labels": ...}`` or ``{"input_ids": ..., "attention_mask": ..., "labels": ...}``.
@@ -120,7 +121,7 @@ def register_data(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     hasher = hashlib.sha256()
     readers = {name: _Reader(name) for name in SPLITS if name in data}
     for name, reader in readers.items():
-        for batch in _batches(data[name], name, where):
+        for batch in _read(_batches(data[name], name, where), name):
             reader.add(batch)
         hasher.update(reader.finish())
     kinds = {reader.kind for reader in readers.values()}
@@ -164,12 +165,61 @@ def _batches(source: Any, split: str, where: str) -> Iterator[Any]:
             return iter(source)
         return iter(DataLoader(source.dataset, batch_size=source.batch_size or READ_BATCH,
                                collate_fn=source.collate_fn if source.batch_size else None))
-    if isinstance(source, Dataset | list | tuple):  # a list of examples is read as a map-style Dataset
-        return iter(DataLoader(source, batch_size=READ_BATCH))  # type: ignore[arg-type]
     if isinstance(source, Iterator):  # a generator: read once, in order
-        return iter(DataLoader(_Examples(source), batch_size=READ_BATCH))
+        return iter(DataLoader(_Examples(source), batch_size=READ_BATCH, collate_fn=_collate))
+    if isinstance(source, Dataset | list | tuple) or _map_style(source):  # a list, a datasets.Dataset: by index
+        return iter(DataLoader(source, batch_size=READ_BATCH, collate_fn=_collate))
     raise ConfigError(f"{where}: data.{split}: expected a torch Dataset or DataLoader (or a list or a generator of "
                       f"examples), got {type(source).__name__}")
+
+
+def _read(batches: Iterator[Any], split: str) -> Iterator[Any]:
+    """``batches``, an error raised while making one (the set's own ``__getitem__`` or ``collate_fn``) a one-line
+    :class:`DataError` naming the set, chained to the original."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # the user's dataset or loader code: any type
+            detail = (str(exc).strip().splitlines() or [""])[0]
+            raise DataError(f"data.{split}: reading its examples failed: {type(exc).__name__}: {detail}") from exc
+        yield batch
+
+
+def _map_style(source: Any) -> bool:
+    """Whether ``source`` is read by index like a map-style Dataset (``__getitem__`` and ``__len__``: a
+    ``datasets.Dataset``), and is no text or mapping."""
+    return (hasattr(source, "__getitem__") and hasattr(source, "__len__")
+            and not isinstance(source, str | bytes | Mapping))
+
+
+def _collate(examples: list[Any]) -> Any:
+    """torch's default collation of the examples edgekd batches itself, after making dict examples' lists of numbers
+    tensors (a ``datasets`` row's ``input_ids``) and padding token ids of different lengths to the longest, with
+    an ``attention_mask`` marking the real tokens (a tokenized, unpadded set failed in torch.stack)."""
+    from torch.utils.data import default_collate
+
+    if not (isinstance(examples[0], Mapping) and "input_ids" in examples[0]):
+        return default_collate(examples)
+    rows = [{key: torch.as_tensor(value) if _numbers(value) else value for key, value in example.items()}
+            for example in examples]
+    lengths = [len(row["input_ids"]) if isinstance(row["input_ids"], torch.Tensor) and row["input_ids"].ndim == 1
+               else -1 for row in rows]
+    if -1 not in lengths and len(set(lengths)) > 1:
+        longest = max(lengths)
+        for row, length in zip(rows, lengths, strict=True):
+            row.setdefault("attention_mask", torch.ones(length, dtype=torch.int64))
+            for key in TEXT_KEYS:
+                if isinstance(row.get(key), torch.Tensor) and len(row[key]) == length:
+                    row[key] = torch.nn.functional.pad(row[key], (0, longest - length))
+    return default_collate(rows)
+
+
+def _numbers(value: Any) -> bool:
+    """Whether ``value`` is a non-empty list of numbers (how a ``datasets`` row holds token ids)."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(item, int | float) and not isinstance(item, bool) for item in value)
 
 
 class _Examples(torch.utils.data.IterableDataset):
