@@ -470,3 +470,24 @@ def test_whole_number_labels_written_as_floats_are_the_integer_classes(tmp_path:
     assert splits.class_names == ("0", "1", "5") and splits.test.labels.tolist() == [1, 0, 2]
     floats = load_text_dataset(tsv_config(tmp_path, ["a\t0.0", "b\t1.0", "c\t10.0"], val_examples=1), seed=0)
     assert floats.class_names == ("0", "1", "10") and floats.task == "single_label"
+
+
+@pytest.mark.parametrize(("name", "what"), [("parquet", "a Parquet file"), ("gzip", "gzip-compressed"),
+                                            ("jsonl", "the file holds JSON \\(lines\\), which edgekd does not read")])
+def test_tables_of_other_formats_say_what_they_are(tmp_path: Path, name: str, what: str) -> None:
+    """A Parquet or gzipped table given as a CSV was 'not UTF-8 text (invalid start byte)', a JSON-lines file a
+    header of JSON fragments."""
+    import gzip
+    import json
+
+    rows = [{"sentence": "good film", "label": 1}, {"sentence": "dull film", "label": 0}]
+    path = tmp_path / f"train.{name}"
+    if name == "parquet":
+        pytest.importorskip("pandas").DataFrame(rows).to_parquet(path)
+    elif name == "gzip":
+        path.write_bytes(gzip.compress(b"sentence,label\ngood film,1\ndull film,0\n"))
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError, match=rf"train.{name}: .*{what}") as caught:
+        load_text_dataset(TextFileData(source="csv", train=path, test=path, val_examples=1), seed=0)
+    assert "datasets directory (save_to_disk, data.source: hf_disk)" in str(caught.value)

@@ -176,6 +176,7 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     if not path.is_file():
         what = f"a directory, not a {config.source.upper()} file" if path.is_dir() else "file not found"
         raise DataError(f"{path}: {what} (data.{key})")
+    _check_not_binary(path, key, config)
     with _open_text(path, key) as handle:
         try:
             content = handle.read()
@@ -262,11 +263,35 @@ def _csv_quoted(field: str) -> bool:
 
 
 def _other_delimiter(header: list[str], config: TextFileData) -> str:
-    """A hint when a one-column header holds the other format's delimiter (a CSV read as TSV, or the reverse)."""
+    """A hint when a header is another format's: a one-column header holding the other delimiter (a CSV read as
+    TSV, or the reverse), or a JSON object (JSON lines)."""
     other, source = (",", "csv") if config.source == "tsv" else ("\t", "tsv")
+    if header and header[0].lstrip().startswith("{"):
+        return ("; the file holds JSON (lines), which edgekd does not read: save it as TSV/CSV, or as a datasets "
+                "directory (save_to_disk, data.source: hf_disk)")
     if len(header) == 1 and other in header[0]:
         return f"; the header holds {other!r}: is it a {source.upper()} file (data.source: {source})?"
     return ""
+
+
+#: The first bytes of binary files users hold tables in, and what each is.
+BINARY_FORMATS = ((b"PAR1", "a Parquet file"), (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook is one)"),
+                  (b"\x1f\x8b", "gzip-compressed"), (b"ARROW1", "an Arrow file"), (b"\x93NUMPY", "a NumPy array"),
+                  (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) workbook"))
+
+
+def _check_not_binary(path: Path, key: str, config: TextFileData) -> None:
+    """Refuse a binary table format by its first bytes, saying what it is (it was 'not UTF-8 text')."""
+    try:
+        with path.open("rb") as raw:
+            start = raw.read(8)
+    except OSError:
+        return  # said by _open_text
+    what = next((name for magic, name in BINARY_FORMATS if start.startswith(magic)), None)
+    if what is not None:
+        raise DataError(f"{path}: {what}, not {config.source.upper()} text (data.{key}); save the table as "
+                        f"{config.source.upper()} (pandas: to_csv), or as a datasets directory (save_to_disk, "
+                        "data.source: hf_disk)")
 
 
 @contextmanager
