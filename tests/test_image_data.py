@@ -432,3 +432,20 @@ def test_an_image_with_more_pixels_than_pil_decodes_is_one_line(tmp_path: Path,
         "student": {"model": CNN_STUDENT}, "stages": [{"stage": "teacher", "epochs": 1}]})
     assert_user_error(cli("run", recipe, "--out", tmp_path / "run"), "train/red/huge.png: too many pixels to decode",
                       "resize the image", logged=True)
+
+
+def test_an_image_csv_in_utf16_is_read_and_one_in_latin1_is_one_line(colour_sets: Path) -> None:
+    """An image CSV saved as UTF-16 or Latin-1 stopped edgekd validate with 'internal error: UnicodeDecodeError'."""
+    items = {split: folder_items(colour_sets / split) for split in ("train", "test")}
+    plain = ImageCsvData(source="image_csv", train=write_csv(colour_sets / "train.csv", items["train"]),
+                         test=write_csv(colour_sets / "test.csv", items["test"]))
+    expected = prepare_task_data(plain, 3)
+    wide = colour_sets / "train-utf16.csv"
+    wide.write_bytes(plain.train.read_text(encoding="utf-8").encode("utf-16"))
+    got = prepare_task_data(plain.model_copy(update={"train": wide}), 3)
+    assert torch.equal(got.train.images, expected.train.images) and got.class_names == expected.class_names
+    narrow = colour_sets / "train-latin1.csv"
+    narrow.write_bytes(plain.train.read_bytes() + "caf\u00e9.png,red\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train-latin1.csv: not UTF-8 text \(.*\) \(data.train\); save the file as "
+                                        r"UTF-8"):
+        prepare_task_data(plain.model_copy(update={"train": narrow}), 3)

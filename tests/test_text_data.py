@@ -491,3 +491,16 @@ def test_tables_of_other_formats_say_what_they_are(tmp_path: Path, name: str, wh
     with pytest.raises(DataError, match=rf"train.{name}: .*{what}") as caught:
         load_text_dataset(TextFileData(source="csv", train=path, test=path, val_examples=1), seed=0)
     assert "datasets directory (save_to_disk, data.source: hf_disk)" in str(caught.value)
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ("text\tlabels", r"no column 'sentence' \(data.text_column\); the columns are 'text', 'labels'; set "
+                     r"data.text_column: 'text'$"),
+    ("sentence\ttarget", r"no column 'label' \(data.label_column\); the columns are 'sentence', 'target'; set "
+                         r"data.label_column: 'target'$"),
+    ("Review\tSentiment", r"set data.text_column: 'Review'$"),
+])
+def test_a_missing_column_names_the_one_the_key_probably_means(tmp_path: Path, header: str, message: str) -> None:
+    train = write_table(tmp_path / "train.tsv", header, ["good film\tpos", "dull film\tneg"])
+    with pytest.raises(DataError, match=message):
+        load_text_dataset(TextFileData(source="tsv", train=train, test=train, val_examples=1), seed=0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from edgekd.data.config import CorpusData, HFDiskData, NpzData, TextFileData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.data.saved_dataset import load_saved_dataset
+from edgekd.data.table_text import read_table_text
 from edgekd.digest import file_digest
 from edgekd.errors import DataError
 from edgekd.models.packaged import source_digest
@@ -114,7 +116,11 @@ def _csv(hasher: Any, name: str, table: Path, path_column: str) -> None:
     hasher.update(f"[{name}]\0{_file(table)}\n".encode())
     if not table.is_file():
         return
-    with open(table, newline="", encoding="utf-8-sig", errors="replace") as handle:
+    try:
+        content = read_table_text(table, name, "CSV")
+    except DataError:
+        return  # the file's own digest stands for it; reading the data says what is wrong with it
+    with io.StringIO(content, newline="") as handle:
         for row in csv.DictReader(handle):
             given = (row.get(path_column) or "").strip()
             if given:

@@ -27,6 +27,7 @@ from edgekd.data.config import HFDiskData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.data.label_kind import label_name
 from edgekd.data.saved_dataset import load_saved_dataset
+from edgekd.data.table_text import read_table_text
 from edgekd.errors import DataError, first_line
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
     """The rows of a CSV of image paths and labels (blank lines skipped)."""
     if not path.is_file():
         raise DataError(f"{path}: file not found ({key}); expected a CSV of image paths and labels")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_table_text(path, key, "CSV"), newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         missing = [c for c in (config.path_column, config.label_column) if c not in columns]

@@ -33,7 +33,6 @@ refused unless the recipe sets ``text_column``.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 from collections.abc import Iterator, Sequence
@@ -41,13 +40,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
 from edgekd.data.label_kind import infer_task, label_name, label_sets, multi_hot, regression_values, whole_numbers
 from edgekd.data.saved_dataset import load_saved_dataset
+from edgekd.data.table_text import read_table_text
 from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
 from edgekd.errors import DataError
 
@@ -176,14 +176,7 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     if not path.is_file():
         what = f"a directory, not a {config.source.upper()} file" if path.is_dir() else "file not found"
         raise DataError(f"{path}: {what} (data.{key})")
-    _check_not_binary(path, key, config)
-    with _open_text(path, key) as handle:
-        try:
-            content = handle.read()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8 (or UTF-16 with its "
-                            "byte-order mark)") from None
-    rows = _table_rows(path, content, config)
+    rows = _table_rows(path, read_table_text(path, f"data.{key}", config.source.upper()), config)
     if not rows:
         raise DataError(
             f"{path}: empty file; expected a header line naming the columns "
@@ -274,26 +267,6 @@ def _other_delimiter(header: list[str], config: TextFileData) -> str:
     return ""
 
 
-#: The first bytes of binary files users hold tables in, and what each is.
-BINARY_FORMATS = ((b"PAR1", "a Parquet file"), (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook is one)"),
-                  (b"\x1f\x8b", "gzip-compressed"), (b"ARROW1", "an Arrow file"), (b"\x93NUMPY", "a NumPy array"),
-                  (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) workbook"))
-
-
-def _check_not_binary(path: Path, key: str, config: TextFileData) -> None:
-    """Refuse a binary table format by its first bytes, saying what it is (it was 'not UTF-8 text')."""
-    try:
-        with path.open("rb") as raw:
-            start = raw.read(8)
-    except OSError:
-        return  # said by _open_text
-    what = next((name for magic, name in BINARY_FORMATS if start.startswith(magic)), None)
-    if what is not None:
-        raise DataError(f"{path}: {what}, not {config.source.upper()} text (data.{key}); save the table as "
-                        f"{config.source.upper()} (pandas: to_csv), or as a datasets directory (save_to_disk, "
-                        "data.source: hf_disk)")
-
-
 @contextmanager
 def _field_limit(limit: int) -> Iterator[None]:
     """csv's (process-wide) field size limit set to ``limit`` while the block runs."""
@@ -304,33 +277,23 @@ def _field_limit(limit: int) -> Iterator[None]:
         csv.field_size_limit(previous)
 
 
-def _open_text(path: Path, key: str) -> TextIO:
-    """``path`` opened for reading text: UTF-8 (its byte-order mark skipped when there is one), or UTF-16/32 when
-    the file starts with their byte-order mark (how Windows tools save "Unicode" text); a file this user may not
-    read is a :class:`DataError`."""
-    try:
-        with path.open("rb") as raw:
-            start = raw.read(4)
-        return path.open(newline="", encoding=_encoding(start))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror or exc}) (data.{key})") from None
-
-
-def _encoding(start: bytes) -> str:
-    """The text encoding a file's first bytes name by their byte-order mark; UTF-8 without one."""
-    if start.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        return "utf-32"
-    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    return "utf-8-sig"
-
-
 def _check_columns(where: str, columns: list[str], config: TextDataConfig,
                    wanted: tuple[tuple[str, str], ...] | None = None, hint: str = "") -> None:
-    """Every (column, recipe key) of ``wanted`` (default: the text and label columns) is among ``columns``."""
+    """Every (column, recipe key) of ``wanted`` (default: the text and label columns) is among ``columns``; the
+    refusal names the column the key probably means (a ``text`` column for ``text_column``) when one is there."""
     for column, key in wanted or ((config.text_column, "text_column"), (config.label_column, "label_column")):
         if column not in columns:
-            raise DataError(f"{where}: no column '{column}' (data.{key}); the columns are {_listing(columns)}{hint}")
+            likely = next((name for name in columns if name.strip().lower() in COLUMN_NAMES.get(key, ())), None)
+            guess = f"; set data.{key}: '{likely}'" if likely is not None and not hint else ""
+            raise DataError(f"{where}: no column '{column}' (data.{key}); the columns are {_listing(columns)}"
+                            f"{hint}{guess}")
+
+
+#: Names datasets commonly give the column a recipe key reads (lower case), for the refusal's suggestion.
+COLUMN_NAMES = {
+    "text_column": ("text", "sentence", "review", "content", "document", "comment", "tweet", "utterance", "body"),
+    "label_column": ("label", "labels", "target", "class", "sentiment", "category", "y"),
+}
 
 
 #: Column pairs holding the two texts of a sentence-pair task (GLUE's MRPC, STS-B, RTE, QQP, QNLI, MNLI layouts
