@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -108,7 +108,23 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
 def _revalidated(recipe: Recipe) -> Recipe:
     """``recipe`` validated again: a :class:`Recipe` is frozen, but pydantic's ``model_copy(update=...)`` makes one
     without validating (a teacher stage copied with ``epochs=-5`` ran and trained nothing)."""
-    return validate_model(recipe.model_dump(), Recipe, source=f"recipe '{recipe.name}'", expanded=True)
+    return validate_model(_as_given(recipe), Recipe, source=f"recipe '{recipe.name}'", expanded=True)
+
+
+def _as_given(value: Any) -> Any:
+    """A validated config's fields as given (set, not defaulted: a default written out reads as a setting the user
+    chose, which some checks refuse beside others), with the one-value ``Literal`` fields that discriminate unions
+    (a stage's ``stage``) even when defaulted; lists and mappings item by item."""
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        tags = {name for name, field in fields.items()
+                if get_origin(field.annotation) is Literal and len(get_args(field.annotation)) == 1}
+        return {name: _as_given(getattr(value, name)) for name in fields if name in value.model_fields_set | tags}
+    if isinstance(value, list | tuple):
+        return [_as_given(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _as_given(item) for key, item in value.items()}
+    return value
 
 
 def _source(recipe: RecipeLike) -> str:

@@ -12,7 +12,7 @@ import torch
 import edgekd
 from edgekd import Distill, Export, Pipeline, Profile, Report, Teacher
 from edgekd.cli.run import print_run
-from edgekd.config.recipe import load_recipe
+from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.console import out
 from edgekd.errors import ConfigError, StorageError
 from edgekd.models.specs import CNNSpec
@@ -174,6 +174,8 @@ def test_a_recipe_copied_with_invalid_values_is_validated_again(tmp_path: Path) 
         edgekd.validate(recipe.model_copy(update={"seed": "abc"}))
     assert not (tmp_path / "run").exists()
     assert edgekd.validate(recipe) == recipe
+    built = Recipe.model_validate({**recipe.model_dump(exclude={"stages"}), "stages": [Teacher(epochs=1)]})
+    assert edgekd.validate(built) == built  # a stage object's defaulted 'stage' tag is kept
 
 
 @pytest.mark.parametrize(("stages", "message"), [
@@ -185,3 +187,11 @@ def test_stages_not_a_list_of_stage_objects_are_one_line(stages: Any, message: s
     stage class was 'stages[0].stage: required key is missing'."""
     with pytest.raises(ConfigError, match=r"^Pipeline\(...\): " + message + "$"):
         _pipeline(stages=stages)
+
+
+@pytest.mark.parametrize("data", [Path("digits.npz"), "digits", None], ids=["path", "str", "none"])
+def test_data_that_is_no_mapping_is_one_line(data: Any) -> None:
+    """A Path given as data was read as an object's attributes: 'data.source: required key is missing'."""
+    with pytest.raises(ConfigError, match=r"^Pipeline\(...\): data: expected a data mapping \({'source': ...}\) or "
+                                          rf"the sets {{'train': ..., 'test': ...}}, got {type(data).__name__}$"):
+        _pipeline(data=data)
