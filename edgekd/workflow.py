@@ -155,8 +155,13 @@ def _plain(value: Any) -> Any:
 
 def _data(value: Any) -> Any:
     """The data config: ``{"train": Dataset, ...}`` sets are materialized (:mod:`edgekd.data.memory`)."""
+    from collections.abc import Mapping
+
     from edgekd.data.memory import is_memory_data, register_data
 
+    if not isinstance(value, Mapping | BaseModel):  # a Path was read as an object's attributes ('data.source: ...')
+        raise ConfigError(f"{SOURCE}: data: expected a data mapping ({{'source': ...}}) or the sets {{'train': ..., "
+                          f"'test': ...}}, got {type(value).__name__}")
     return register_data(value, SOURCE) if is_memory_data(value) else _plain(value)
 
 
