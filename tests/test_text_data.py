@@ -504,3 +504,13 @@ def test_a_missing_column_names_the_one_the_key_probably_means(tmp_path: Path, h
     train = write_table(tmp_path / "train.tsv", header, ["good film\tpos", "dull film\tneg"])
     with pytest.raises(DataError, match=message):
         load_text_dataset(TextFileData(source="tsv", train=train, test=train, val_examples=1), seed=0)
+
+
+def test_a_saved_dataset_of_float_lists_is_not_read_as_classes(tmp_path: Path) -> None:
+    """Lists of floats (soft labels, several targets) became a multi-label task of classes named '0.1' and '0.9'."""
+    datasets = pytest.importorskip("datasets")
+    rows = {"sentence": ["a b", "c d", "e f"], "label": [[0.1, 0.9], [0.9, 0.1], [0.5, 0.5]]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "validation": datasets.Dataset.from_dict(rows)}
+                         ).save_to_disk(str(tmp_path / "soft"))
+    with pytest.raises(DataError, match=r"soft split 'train': column 'label' holds lists of float64 \(soft labels"):
+        load_text_dataset(HFDiskData(source="hf_disk", path=tmp_path / "soft", val_examples=1), seed=0)

@@ -393,7 +393,11 @@ def _hf_split(loaded: Any, split: str, where: str, key: str, config: HFDiskData 
     texts = list(table[config.text_column])
     if None in texts:
         raise DataError(f"{name} row {texts.index(None)}: column '{config.text_column}' is empty (null)")
-    label_feature, _ = _label_feature(table.features[config.label_column])
+    label_feature, listed = _label_feature(table.features[config.label_column])
+    if listed and isinstance(label_feature, datasets.Value) and label_feature.dtype.startswith("float"):
+        raise DataError(f"{name}: column '{config.label_column}' holds lists of {label_feature.dtype} (soft labels or "
+                        "several regression targets), which edgekd does not read; expected lists of class names or "
+                        "ids (multi-label)")
     names = label_feature.names if isinstance(label_feature, datasets.ClassLabel) else None
     labels = [label_name(value, names) for value in table[config.label_column]]
     split = _RawSplit(name, [text.strip() for text in texts], labels, range(len(texts)), "row")
