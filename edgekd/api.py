@@ -265,8 +265,8 @@ def compress(
     """
     from edgekd.search.compress import CompressResult, check_search, preflight, search_recipe
 
-    given = recipe if isinstance(recipe, Recipe) else validate(recipe, device=device, budget_ms=budget_ms,
-                                                               latency=False)
+    given = _revalidated(recipe) if isinstance(recipe, Recipe) else validate(recipe, device=device,
+                                                                             budget_ms=budget_ms, latency=False)
     loaded = _with_threads(search_recipe(given), threads)
     check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
