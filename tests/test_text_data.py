@@ -514,3 +514,10 @@ def test_a_saved_dataset_of_float_lists_is_not_read_as_classes(tmp_path: Path) -
                          ).save_to_disk(str(tmp_path / "soft"))
     with pytest.raises(DataError, match=r"soft split 'train': column 'label' holds lists of float64 \(soft labels"):
         load_text_dataset(HFDiskData(source="hf_disk", path=tmp_path / "soft", val_examples=1), seed=0)
+
+
+def test_a_semicolon_separated_csv_is_read(tmp_path: Path) -> None:
+    """Excel saves 'CSV' with ';' where the decimal mark is a comma: it was one column named 'sentence;label'."""
+    train = write_table(tmp_path / "train.csv", "sentence;label", ['"good; really";pos', "dull, slow;neg", "fine;pos"])
+    splits = load_text_dataset(TextFileData(source="csv", train=train, test=train, val_examples=1), seed=0)
+    assert splits.test.texts == ("good; really", "dull, slow", "fine") and splits.class_names == ("neg", "pos")

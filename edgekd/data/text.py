@@ -213,13 +213,17 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
 def _table_rows(path: Path, content: str, config: TextFileData) -> list[tuple[int, list[str]]]:
     """The (line, fields) rows of a table's text, blank lines left out.
 
-    TSV is read without quote processing (SST-2 sentences hold quote characters), unless the file was written
-    with CSV quoting (pandas' ``to_csv(sep="\t")`` quotes a field holding a quote, a tab or a line break): rows
-    whose field counts disagree, or a field wholly in quotes with doubled quotes inside, are read again with
-    quoting, which is kept when every row then has the header's fields.
+    CSV is comma-separated, or semicolon-separated when its header holds ';' and no ',' (Excel's CSV in locales
+    whose decimal mark is a comma). TSV is read without quote processing (SST-2 sentences hold quote
+    characters), unless the file was written with CSV quoting (pandas' ``to_csv(sep="\t")`` quotes a field
+    holding a quote, a tab or a line break): rows whose field counts disagree, or a field wholly in quotes with
+    doubled quotes inside, are read again with quoting, which is kept when every row then has the header's fields.
     """
     if config.source == "csv":
-        return _parsed(path, content, ",", csv.QUOTE_MINIMAL, config)
+        rows = _parsed(path, content, ",", csv.QUOTE_MINIMAL, config)
+        if rows and len(rows[0][1]) == 1 and ";" in rows[0][1][0]:  # Excel's CSV where ',' is the decimal mark
+            return _parsed(path, content, ";", csv.QUOTE_MINIMAL, config)
+        return rows
     plain = _parsed(path, content, "\t", csv.QUOTE_NONE, config)
     if plain and (any(len(row) != len(plain[0][1]) for _, row in plain)
                   or any(_csv_quoted(field) for _, row in plain for field in row)):
