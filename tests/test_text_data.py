@@ -521,3 +521,12 @@ def test_a_semicolon_separated_csv_is_read(tmp_path: Path) -> None:
     train = write_table(tmp_path / "train.csv", "sentence;label", ['"good; really";pos', "dull, slow;neg", "fine;pos"])
     splits = load_text_dataset(TextFileData(source="csv", train=train, test=train, val_examples=1), seed=0)
     assert splits.test.texts == ("good; really", "dull, slow", "fine") and splits.class_names == ("neg", "pos")
+
+
+def test_empty_fields_after_the_last_column_are_left_out(tmp_path: Path) -> None:
+    """A spreadsheet's export ends rows with separators ('good film\\tpos\\t\\t'): refused as 4 fields."""
+    splits = load_text_dataset(tsv_config(tmp_path, ["good film\tpos\t\t", "dull film\tneg", "fine\tpos\t "],
+                                          val_examples=1), seed=0)
+    assert splits.test.texts == ("good film", "dull film", "fine")
+    with pytest.raises(DataError, match=r"train.tsv line 2: 3 fields, expected 2"):
+        load_text_dataset(tsv_config(tmp_path, ["good film\tpos\tx", "dull film\tneg"], val_examples=1), seed=0)

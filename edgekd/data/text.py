@@ -193,6 +193,8 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     labels: list[str] = []
     lines: list[int] = []
     for line, row in body:
+        if len(row) > len(header) and not any(field.strip() for field in row[len(header):]):
+            row = row[: len(header)]  # empty fields after the last column: a spreadsheet's trailing separators
         if len(row) != len(header):
             raise DataError(
                 f"{path} line {line}: {len(row)} fields, expected {len(header)} like the header ({_listing(header)})"
