@@ -329,3 +329,16 @@ def test_in_memory_data_is_not_serializable_and_not_in_another_process() -> None
     elsewhere = pipeline.recipe.data.model_copy(update={"digest": "sha256:" + "0" * 64})
     with pytest.raises(DataError, match=r"not in this process; give them again"):
         held(elsewhere)
+
+
+def test_whole_columns_are_sets_like_a_tensor_dataset() -> None:
+    """data={'train': (x_train, y_train), ...} failed in torch.stack, and {'input': x, 'labels': y} was read as a
+    data config ('data.source: required key is missing')."""
+    images, labels = _digits(300)
+    base = register_data({"train": TensorDataset(images, labels), "test": TensorDataset(images, labels)}, "t")
+    pairs = {"train": (images.numpy(), labels.numpy()), "test": [images, labels]}
+    assert register_data(pairs, "t") == base
+    assert _pipeline({"train": {"input": images, "labels": labels}, "test": (images, labels)},
+                     stages=[Teacher(epochs=1)]).recipe.data.digest == base["digest"]
+    with pytest.raises(DataError, match=r"^data.train: inputs of 300 rows and labels of 10; expected one label per"):
+        register_data({"train": (images, labels[:10]), "test": GOOD}, "t")  # unequal lengths: not columns

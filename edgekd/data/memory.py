@@ -1,7 +1,8 @@
 """Datasets and DataLoaders given to ``Pipeline(data={"train": ..., "test": ..., "val": ...})`` in Python.
 
-Each set is a Dataset or DataLoader, a ``datasets.Dataset``, or a plain list or generator of examples (read
-once, in order; examples edgekd batches itself may hold token ids of different lengths, padded as they are read).
+Each set is a Dataset or DataLoader, a ``datasets.Dataset``, whole columns (an ``(inputs, labels)`` pair of
+arrays, or a mapping of arrays holding ``labels``), or a plain list or generator of examples (read once, in
+order; examples edgekd batches itself may hold token ids of different lengths, padded as they are read).
 What they may yield: ``(inputs, label)`` pairs, where ``inputs`` is a tensor (an image, or any float
 features) or a dict of tensors, or dicts holding ``labels`` (or ``label``) next to the inputs, e.g.
 ``{"pixel_values": ..., "labels": ...}`` or ``{"input_ids": ..., "attention_mask": ..., "labels": ...}``.
@@ -108,7 +109,35 @@ def is_memory_data(data: Any) -> bool:
     if not isinstance(data, Mapping) or "source" in data:
         return False
     return any(isinstance(v, Dataset | DataLoader) for v in data.values()) or (
-        "train" in data and not isinstance(data["train"], str | Path | Mapping))
+        "train" in data and (not isinstance(data["train"], str | Path | Mapping)
+                             or _columns(data["train"]) is not None))
+
+
+def _columns(source: Any) -> Any:
+    """A set given as whole columns, as a Dataset of its rows: an ``(inputs, labels)`` pair of arrays or tensors
+    of equal length (``(x_train, y_train)``), or a mapping of them holding ``labels`` (``{"input_ids": ...,
+    "labels": ...}``); else None."""
+    from torch.utils.data import Dataset, TensorDataset
+
+    def column(value: Any) -> bool:
+        return isinstance(value, np.ndarray | torch.Tensor) and value.ndim >= 1
+
+    if isinstance(source, tuple | list) and len(source) == 2 and all(map(column, source)) \
+            and len(source[0]) == len(source[1]):
+        return TensorDataset(*(torch.as_tensor(value) for value in source))
+    if isinstance(source, Mapping) and any(key in source for key in LABEL_KEYS) and source \
+            and all(map(column, source.values())) and len({len(value) for value in source.values()}) == 1:
+        rows = {key: torch.as_tensor(value) for key, value in source.items()}
+
+        class Rows(Dataset):
+            def __len__(self) -> int:
+                return len(next(iter(rows.values())))
+
+            def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+                return {key: value[index] for key, value in rows.items()}
+
+        return Rows()
+    return None
 
 
 def register_data(data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -165,6 +194,13 @@ def _batches(source: Any, split: str, where: str) -> Iterator[Any]:
             return iter(source)
         return iter(DataLoader(source.dataset, batch_size=source.batch_size or READ_BATCH,
                                collate_fn=source.collate_fn if source.batch_size else None))
+    columns = _columns(source)
+    if columns is not None:
+        return iter(DataLoader(columns, batch_size=READ_BATCH))
+    if isinstance(source, tuple | list) and len(source) == 2 and all(
+            isinstance(value, np.ndarray | torch.Tensor) and value.ndim >= 1 for value in source):
+        raise DataError(f"data.{split}: inputs of {len(source[0])} rows and labels of {len(source[1])}; expected "
+                        "one label per input")
     if isinstance(source, Iterator):  # a generator: read once, in order
         return iter(DataLoader(_Examples(source), batch_size=READ_BATCH, collate_fn=_collate))
     if isinstance(source, Dataset | list | tuple) or _map_style(source):  # a list, a datasets.Dataset: by index
