@@ -530,3 +530,12 @@ def test_empty_fields_after_the_last_column_are_left_out(tmp_path: Path) -> None
     assert splits.test.texts == ("good film", "dull film", "fine")
     with pytest.raises(DataError, match=r"train.tsv line 2: 3 fields, expected 2"):
         load_text_dataset(tsv_config(tmp_path, ["good film\tpos\tx", "dull film\tneg"], val_examples=1), seed=0)
+
+
+def test_an_unlabelled_test_file_says_the_test_set_must_be_labelled(tmp_path: Path) -> None:
+    """GLUE's test.tsv (index, sentence) as data.test was only 'no column label'."""
+    train = write_table(tmp_path / "train.tsv", "sentence\tlabel", ["good\t1", "dull\t0"])
+    test = write_table(tmp_path / "test.tsv", "index\tsentence", ["0\tfine", "1\tslow"])
+    with pytest.raises(DataError, match=r"test.tsv: no column 'label' \(data.label_column\); the columns are 'index', "
+                                        r"'sentence'; data.test must be labelled .*use dev.tsv$"):
+        load_text_dataset(TextFileData(source="tsv", train=train, test=test, val_examples=1), seed=0)

@@ -187,7 +187,8 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     text_column, label_column, tagged = table_columns(config, header)
     if not tagged:
         _check_single_text(str(path), header, config)
-    _check_columns(str(path), header, config, (text_column, label_column), _other_delimiter(header, config))
+    _check_columns(str(path), header, config, (text_column, label_column),
+                   _other_delimiter(header, config) or _unlabelled(header, key, text_column[0]))
     text_at, label_at = header.index(text_column[0]), header.index(label_column[0])
     texts: list[str] = []
     labels: list[str] = []
@@ -259,6 +260,13 @@ def _csv_quoted(field: str) -> bool:
     inner = field[1:-1]
     return (len(field) >= 2 and field[0] == field[-1] == '"' and '""' in inner
             and '"' not in inner.replace('""', ""))
+
+
+def _unlabelled(header: list[str], key: str, text_column: str) -> str:
+    """A hint when the test file has the texts but no label column: GLUE's test.tsv is unlabelled (index, sentence)."""
+    if key == "test" and text_column in header:
+        return "; data.test must be labelled (the accuracy is measured on it): GLUE's test.tsv is not, use dev.tsv"
+    return ""
 
 
 def _other_delimiter(header: list[str], config: TextFileData) -> str:
