@@ -47,6 +47,10 @@ class OnnxExportRecord(_Exported):
     input_names: list[str]
     output_names: list[str]
     input_shapes: dict[str, list[int | str]]
+    checked_shapes: list[dict[str, list[int]]] = Field(
+        default_factory=list, description="Every input shape the graph was compared with PyTorch at: the parity "
+        "gate's batches, the device profile's inputs and, for text, a second sequence length "
+        "(edgekd.export.later_shapes); empty in records written before it was recorded.")
 
 
 class KVCacheExportRecord(_Exported):

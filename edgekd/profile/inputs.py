@@ -210,8 +210,6 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
     Raises :class:`ModelError` for an input type that cannot be fed (strings, bfloat16, ...) and for position
     ids longer than the table they index.
     """
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
     path = str(onnx_path_or_session) if isinstance(onnx_path_or_session, str | Path) else None
     try:
         if path is not None:  # the file is parsed once, for its inputs and its tables
@@ -219,20 +217,52 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
             specs, limits = _specs_of(graph), _limits_of(graph) if limits is None else limits
         else:
             specs, limits = input_specs(onnx_path_or_session), limits or {}
-        for spec in specs:
-            dtype = _NUMPY_DTYPES.get(spec.type_name)
-            if dtype is None:
-                supported = ", ".join(sorted(_NUMPY_DTYPES))
-                raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} "
-                                 f"(supported: {supported})")
-            dims = resolve_shape(spec, shape)
-            _check_positions(spec.name, dims, limits.get(spec.name))
-            feeds[spec.name] = _values(spec.name.lower(), dims, np.dtype(dtype), rng, limits.get(spec.name))
+        return spec_feeds(specs, shape, seed, limits)
     except ModelError as exc:
         if path is None or str(exc).startswith(path):
             raise
         raise ModelError(f"{path}: {exc}") from None  # name the file when the caller did not
+
+
+def spec_feeds(specs: list[InputSpec], shape: ShapeLike, seed: int = 0,
+               limits: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """:func:`make_feeds` of inputs already read: an array for each of ``specs`` shaped by :func:`resolve_shape`,
+    token ids below its ``limits`` entry. Raises :class:`ModelError` as :func:`make_feeds` does."""
+    rng = np.random.default_rng(seed)
+    limits = limits or {}
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        dtype = _NUMPY_DTYPES.get(spec.type_name)
+        if dtype is None:
+            supported = ", ".join(sorted(_NUMPY_DTYPES))
+            raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} "
+                             f"(supported: {supported})")
+        dims = resolve_shape(spec, shape)
+        _check_positions(spec.name, dims, limits.get(spec.name))
+        feeds[spec.name] = _values(spec.name.lower(), dims, np.dtype(dtype), rng, limits.get(spec.name))
     return feeds
+
+
+def sequence_axes(specs: list[InputSpec], shape: ShapeLike) -> dict[str, tuple[int, ...]]:
+    """For each input of ``specs``, the axes :func:`resolve_shape` fills with the sequence length (the dims that
+    change with ``shape.sequence_length``, all else equal); inputs without one are left out."""
+    other = _Shape(shape.batch, shape.sequence_length + 1, shape.image_size)
+    axes = {}
+    for spec in specs:
+        first, second = resolve_shape(spec, shape), resolve_shape(spec, other)
+        changed = tuple(axis for axis, (a, b) in enumerate(zip(first, second, strict=True)) if a != b)
+        if changed:
+            axes[spec.name] = changed
+    return axes
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A :class:`ShapeLike` of given values."""
+
+    batch: int
+    sequence_length: int
+    image_size: int | None
 
 
 def _check_positions(name: str, dims: tuple[int, ...], rows: int | None) -> None:

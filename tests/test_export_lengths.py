@@ -1,0 +1,110 @@
+"""The export stage runs each graph at the input shapes the later stages feed, not only at the traced one.
+
+A graph that fixed its sequence length while it was traced used to pass the parity gate (which varies the batch
+size only) and fail later in onnxruntime; it is now refused at export in one line naming the lengths, while an
+ordinary BERT student passes and records the lengths it was checked at.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgekd import Distill, Export, Pipeline, Teacher
+from edgekd.config.device import InputShape
+from edgekd.errors import EdgekdError, ExportError
+from edgekd.export.config import ExportTarget
+from edgekd.export.onnx_export import export_onnx
+from tests.test_text_pipeline import text_data  # noqa: F401  (fixture)
+
+DEVICE_LENGTH = InputShape().sequence_length  # host-cpu's, which the quantize, profile and bundle stages feed
+
+
+class SlicedPositions(nn.Module):
+    """Token plus position embeddings, averaged over the mask: the position table is sliced by the length read as
+    a Python int, which tracing turns into a constant, so the graph runs only at the traced length."""
+
+    def __init__(self, vocab: int = 256, dim: int = 16, positions: int = 512, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.positions = nn.Parameter(torch.randn(positions, dim) * 0.02)
+        self.classifier = nn.Linear(dim, classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        length = int(input_ids.shape[1])  # a Python int: a constant in the traced graph
+        hidden = self.embed(input_ids) + self.positions[:length]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.classifier((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+class TracedPositions(SlicedPositions):
+    """The same model with the length kept as a traced size: its graph runs at any length."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed(input_ids) + self.positions[: input_ids.shape[1]]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.classifier((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def sliced_positions(dim: int = 16) -> SlicedPositions:
+    """The model whose graph runs only at its traced length (for ``arch: module``)."""
+    return SlicedPositions(dim=dim)
+
+
+def _lengths(shapes: list[dict[str, list[int]]]) -> set[int]:
+    return {dims[1] for checked in shapes for name, dims in checked.items() if name == "input_ids"}
+
+
+def test_a_module_that_runs_only_at_its_traced_length_is_refused_at_export(
+        text_data: dict, tmp_path: Path) -> None:  # noqa: F811
+    module = {"arch": "module", "factory": "tests.test_export_lengths:sliced_positions", "kwargs": {"dim": 16}}
+    pipeline = Pipeline(name="fixed-length", data=text_data, tokenizer={"vocab_size": 200, "max_length": 32},
+                        teacher=module, student=module, stages=[Teacher(epochs=1, lr=0.05), Export()], threads=1)
+    with pytest.raises(EdgekdError) as raised:
+        pipeline.run(tmp_path / "run")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "teacher.onnx" in message and "SlicedPositions" in message
+    traced = int(message.split("traced at ")[1].split(" tokens")[0])
+    assert traced < DEVICE_LENGTH  # the test sentences' padded length
+    assert f"does not run at {DEVICE_LENGTH} tokens (the device profile's sequence_length" in message
+    assert f"only runs at {traced} tokens" in message
+    assert not (tmp_path / "run" / "02-export").exists()  # nothing exported that later stages would trip over
+
+
+def test_an_ordinary_bert_student_passes_and_records_the_lengths_checked(
+        text_data: dict, tmp_path: Path) -> None:  # noqa: F811
+    bert = {"arch": "bert", "layers": 1, "hidden": 16, "heads": 2, "ffn": 32}
+    Pipeline(name="bert-lengths", data=text_data, tokenizer={"vocab_size": 200, "max_length": 32},
+             teacher=bert, student=bert, stages=[Teacher(epochs=1), Distill(epochs=1), Export()],
+             threads=1).run(tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "03-export" / "stage.json").read_text())["metrics"]
+    for role in ("teacher", "student"):
+        lengths = _lengths(record[role]["checked_shapes"])
+        assert DEVICE_LENGTH in lengths
+        assert len(lengths) >= 3  # the traced length, the device's and a second one
+        assert record[role]["parity"]["passed"]
+
+
+def test_the_check_compares_values_not_only_shapes_and_keeps_the_traced_length(tmp_path: Path) -> None:
+    """Both modules trace; only the one with a traced size exports, checked at the traced, device and half
+    lengths (with the ids below its vocabulary, as the profiler feeds them)."""
+    torch.manual_seed(0)
+    sample = {"input_ids": torch.randint(0, 256, (8, 20)), "attention_mask": torch.ones(8, 20, dtype=torch.long)}
+    axes = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}
+    target = ExportTarget(name="test")
+    result = export_onnx(TracedPositions().eval(), sample, tmp_path / "ok.onnx", target, extra_dynamic_axes=axes,
+                         shape=InputShape(sequence_length=48))
+    assert _lengths([{k: list(v) for k, v in s.items()} for s in result.checked_shapes]) == {20, 48, 10}
+    with pytest.raises(ExportError, match=r"traced at 20 tokens, does not run at 48 tokens"):
+        export_onnx(SlicedPositions().eval(), sample, tmp_path / "bad.onnx", target, extra_dynamic_axes=axes,
+                    shape=InputShape(sequence_length=48))
+    assert not (tmp_path / "bad.onnx").exists()
+    # at the traced length the device's inputs are the sample's own: the graph is checked at half of it too
+    with pytest.raises(ExportError, match=r"traced at 20 tokens, does not run at 10 tokens \(a second length"):
+        export_onnx(SlicedPositions().eval(), sample, tmp_path / "bad.onnx", target, extra_dynamic_axes=axes,
+                    shape=InputShape(sequence_length=20))
