@@ -239,7 +239,7 @@ def spec_feeds(specs: list[InputSpec], shape: ShapeLike, seed: int = 0,
                              f"(supported: {supported})")
         dims = resolve_shape(spec, shape)
         _check_positions(spec.name, dims, limits.get(spec.name))
-        feeds[spec.name] = _values(spec.name.lower(), dims, np.dtype(dtype), rng, limits.get(spec.name))
+        feeds[spec.name] = _values(spec.name, dims, np.dtype(dtype), rng, limits.get(spec.name))
     return feeds
 
 
@@ -273,18 +273,79 @@ def _check_positions(name: str, dims: tuple[int, ...], rows: int | None) -> None
                          f"length); profile it with a device whose inputs.sequence_length is at most {rows}")
 
 
+Role = str
+"""What an input carries, by its name and type: ``floats``, ``mask``, ``positions``, ``segments`` (token types),
+``bytes`` (an image's pixels) or ``ids`` (token ids, or any other integers)."""
+
+
+def input_role(name: str, dtype: np.dtype, limit: int | None) -> Role:
+    """What the input ``name`` of ``dtype`` carries (see :data:`Role`); ``limit`` is the row count of the table its
+    ids index, if any. :func:`make_feeds` fills each role its own way, and :func:`length_axes` finds the token
+    inputs' lengths by it."""
+    name = name.lower()
+    if dtype.kind == "f":
+        return "floats"
+    if dtype.kind == "b" or "mask" in name:
+        return "mask"
+    if "position" in name:
+        return "positions"
+    if "type" in name or "segment" in name:
+        return "segments"
+    if dtype == np.uint8 and limit is None:  # bytes (an image's pixels), not ids of a table
+        return "bytes"
+    return "ids"
+
+
+def length_axes(specs: list[InputSpec], limits: dict[str, int] | None = None) -> dict[str, int]:
+    """The axis of each token input of a text graph that carries the sequence length, by what the input is.
+
+    The token ids are ``input_ids``, else the 2-D integer input indexing an embedding table (``limits``, see
+    :func:`token_id_limits`), else the first 2-D ``ids`` input (:func:`input_role`); their axis 1 is the length.
+    Other inputs carry it where they share the ids' dynamic length dim (its ``dim_param``), and 2-D masks, token
+    types and positions at axis 1 when it has the ids' static length. Any other input (a ``[batch, k]`` of features
+    or of a fixed count of ids) carries no length. Empty for a graph without token ids (an image model)."""
+    limits = limits or {}
+    roles = {spec.name: input_role(spec.name, np.dtype(_NUMPY_DTYPES.get(spec.type_name, np.float32)),
+                                   limits.get(spec.name)) for spec in specs}
+    ids = [spec for spec in specs if len(spec.dims) == 2 and roles[spec.name] == "ids"]
+    tokens = next((spec for spec in ids if spec.name == "input_ids"), None) \
+        or next((spec for spec in ids if spec.name in limits), None) or next(iter(ids), None)
+    if tokens is None:
+        return {}
+    length = tokens.dims[1]
+    axes = {tokens.name: 1}
+    for spec in specs:
+        if spec is tokens:
+            continue
+        if isinstance(length, str) and length in spec.dims:
+            axes[spec.name] = spec.dims.index(length)
+        elif len(spec.dims) == 2 and roles[spec.name] in ("mask", "segments", "positions") \
+                and _is_static(length) and spec.dims[1] == length:
+            axes[spec.name] = 1
+    return axes
+
+
+def fed_length(specs: list[InputSpec], feeds: dict[str, np.ndarray],
+               limits: dict[str, int] | None = None) -> int | None:
+    """The tokens per row ``feeds`` give a text graph of inputs ``specs`` (the longest of its :func:`length_axes`);
+    None for a graph without token ids."""
+    lengths = [feeds[name].shape[axis] for name, axis in length_axes(specs, limits).items() if name in feeds]
+    return int(max(lengths)) if lengths else None
+
+
 def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
             limit: int | None) -> np.ndarray:
     """Values for one input (see the module docstring); ``limit`` is the row count of the table its ids index."""
-    if dtype.kind == "f":
+    role = input_role(name, dtype, limit)
+    if role == "floats":
         return rng.standard_normal(dims).astype(dtype)
-    if dtype.kind == "b" or "mask" in name:
+    if role == "mask":
         return np.ones(dims, dtype=dtype)
-    if "position" in name and dims:
+    if role == "positions" and dims:
         return np.broadcast_to(np.arange(dims[-1], dtype=dtype), dims).copy()
-    if "type" in name or "segment" in name:
+    if role in ("segments", "positions"):
         return np.zeros(dims, dtype=dtype)
-    if dtype == np.uint8 and limit is None:  # bytes (an image's pixels), not ids of a table
+    if role == "bytes":
         return rng.integers(0, 256, dims, dtype=dtype)
     return rng.integers(0, max(1, min(TOKEN_ID_HIGH, limit or TOKEN_ID_HIGH)), dims, dtype=dtype)
 
