@@ -63,7 +63,7 @@ class StageKind:
     uses_device: bool = False
     device_fields: tuple[str, ...] = ()
     """Fields of the device profile a stage that does not use all of it reads (its fingerprint hashes these): the
-    export stage checks its graphs at the device's ``inputs``."""
+    export stage checks its graphs at the device's ``inputs`` (a causal LM's at its ``generation`` prompt)."""
     cacheable: bool = True
     shareable: bool = False
     """Its finished result is kept in the shared stage store and reused by other run directories

@@ -108,3 +108,47 @@ def test_the_check_compares_values_not_only_shapes_and_keeps_the_traced_length(t
     with pytest.raises(ExportError, match=r"traced at 20 tokens, does not run at 10 tokens \(a second length"):
         export_onnx(SlicedPositions().eval(), sample, tmp_path / "bad.onnx", target, extra_dynamic_axes=axes,
                     shape=InputShape(sequence_length=20))
+
+
+def _scaled_when_long(base: nn.Module, threshold: int) -> nn.Module:
+    """``base`` (a Hugging Face causal LM) whose logits are halved once the cache and new tokens together pass
+    ``threshold``: a Python branch on the length, which tracing takes once and fixes in the graph."""
+
+    class ScaledWhenLong(type(base)):  # type: ignore[misc, valid-type]
+        def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - transformers' own signature
+            out = super().forward(*args, **kwargs)
+            mask = kwargs.get("attention_mask")  # the cache and the new tokens; a whole sequence comes without
+            if int((mask if mask is not None else kwargs["input_ids"]).shape[1]) > threshold:
+                out.logits = out.logits * 0.5
+            return out
+
+    model = ScaledWhenLong(base.config).eval()
+    model.load_state_dict(base.state_dict())
+    return model
+
+
+def test_a_causal_lm_graph_is_checked_at_the_devices_prompt_length(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step-wise check runs a 9-token prefix and cached steps; the profile stage starts from the device's
+    prompt_tokens. A graph right on the first and wrong on the second is refused, naming both lengths."""
+    from edgekd.export import causal_lm_stage
+    from edgekd.export.causal_lm_stage import export_cached, parity_rows, prompt_row
+    from tests.causal_lms import spread_causal_lm
+
+    # TorchScript's graph alone: transformers' exporter, tried after a refusal, takes half a minute on 2 cores
+    monkeypatch.setattr(causal_lm_stage, "exporters_for", lambda model: ("torchscript",))
+
+    model = _scaled_when_long(spread_causal_lm("gpt2", 1, 32, 2, vocab=23, context=48), threshold=24)
+    ids = torch.randint(0, 23, (200,), generator=torch.Generator().manual_seed(0))
+    rows, prefix = parity_rows(ids, 48)
+    assert rows.shape[1] <= 24  # the prefix and its cached steps stay below the branch: they pass
+    export_cached(model, rows, prefix, tmp_path / "prefix-only.onnx", ExportTarget(name="test"))
+    with pytest.raises(ExportError) as raised:
+        export_cached(model, rows, prefix, tmp_path / "lm.onnx", ExportTarget(name="test"),
+                      prompt=prompt_row(ids, 48, 32))
+    message = str(raised.value)
+    assert "\n" not in message and not (tmp_path / "lm.onnx").exists()
+    assert f"checked on a {prefix}-token prompt, disagrees with PyTorch on the device's 32-token prompt" in message
+    ok = export_cached(spread_causal_lm("gpt2", 1, 32, 2, vocab=23, context=48), rows, prefix,
+                       tmp_path / "ok.onnx", ExportTarget(name="test"), prompt=prompt_row(ids, 48, 32))
+    assert ok.parity.passed

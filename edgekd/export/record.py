@@ -58,6 +58,10 @@ class KVCacheExportRecord(_Exported):
 
     kv_cache: Literal[True]
     optimization_level: Literal["disabled", "basic", "extended", "all"]
+    checked_prompts: list[int] = Field(
+        default_factory=list, description="The prompt lengths (tokens with an empty cache) the graph was compared "
+        "with PyTorch at: the parity prefix and the device's generation.prompt_tokens; empty in records written "
+        "before they were recorded.")
 
 
 def _kind(value: Any) -> str:
