@@ -7,8 +7,8 @@ Transformer, Longformer, a user's module) passes them, then fails in the quantiz
 the user's app, with an onnxruntime shape error. So once the gate has passed, :func:`check_later_shapes` runs the
 graph at the device profile's inputs, filled as the profiler fills them (:func:`edgekd.profile.inputs.spec_feeds`:
 its ``sequence_length``, ``image_size`` and batch; token ids below the vocabulary the graph's embedding reads) and,
-when the graph has a sequence axis, at a second length other than the traced one, and compares each with PyTorch
-under the same tolerance. A graph that cannot run there or disagrees is refused in one line naming the model, the
+when the graph has a sequence axis, at a second length other than the traced one (half it, else half again as
+long: the first PyTorch itself runs at), and compares each with PyTorch under the same tolerance. A graph that cannot run there or disagrees is refused in one line naming the model, the
 length it was traced at and the length that failed. A graph whose other axes are static (edgekd exports images
 at their fixed size) is checked at that shape only: the device's shape resolves to it.
 """
@@ -58,8 +58,9 @@ def check_later_shapes(model: nn.Module, onnx_path: Path, sample: Batch, dynamic
     except EdgekdError as exc:  # a dynamic axis the profiler could not fill either
         raise ExportError(f"{shown}: {describe(model)} cannot be fed the device profile's inputs: {exc}") from None
     traced_shapes = {name: tuple(tensor.shape[1:]) for name, tensor in sample.items()}
-    checked: list[Shapes] = []
-    for length, why in _lengths(traced, shape.sequence_length, positions):
+
+    def check_at(length: int, why: str) -> Shapes | None:
+        """The inputs at ``length`` compared (None: the traced shape, which the parity gate compared)."""
         wanted = InputShape(batch=shape.batch, sequence_length=length, image_size=shape.image_size)
         try:
             feeds = spec_feeds(specs, wanted, FEED_SEED, limits)
@@ -67,14 +68,28 @@ def check_later_shapes(model: nn.Module, onnx_path: Path, sample: Batch, dynamic
             raise ExportError(f"{shown}: {describe(model)} cannot be fed the device profile's inputs: {exc}") from None
         shapes = {name: tuple(array.shape) for name, array in feeds.items()}
         if {name: dims[1:] for name, dims in shapes.items() if name in traced_shapes} == traced_shapes:
-            continue  # the traced shape itself: the parity gate compared it
+            return None
         batch = {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in feeds.items()}
         refusal = _Refusal(describe(model), traced, length, why, shapes)
         result = _compare(model, onnx_path, batch, atol, rtol, shown, refusal)
         if not result.passed:
             raise ExportError(refusal.disagrees(shown, result))
-        checked.append(shapes)
+        return shapes
+
+    device, seconds = _lengths(traced, shape.sequence_length, positions)
+    checked = [found for found in [check_at(device, _DEVICE_LENGTH)] if found is not None]
+    for length in seconds:
+        try:
+            found = check_at(length, _SECOND_LENGTH)
+        except _TorchFails:
+            continue  # a length the model itself does not take (later stages never feed it): try the next
+        checked += [found] if found is not None else []
+        break
     return checked
+
+
+class _TorchFails(ExportError):
+    """PyTorch itself cannot run the model at a checked shape."""
 
 
 def _compare(model: nn.Module, onnx_path: Path, batch: Batch, atol: float, rtol: float, shown: str | Path,
@@ -87,7 +102,7 @@ def _compare(model: nn.Module, onnx_path: Path, batch: Batch, atol: float, rtol:
     except Exception as exc:  # PyTorch itself cannot run the model at this shape
         if is_out_of_memory(exc):
             raise
-        raise ExportError(refusal.torch_fails(shown, f"{type(exc).__name__}: {first_line(exc)}")) from None
+        raise _TorchFails(refusal.torch_fails(shown, f"{type(exc).__name__}: {first_line(exc)}")) from None
 
 
 class _Refusal:
@@ -126,17 +141,16 @@ class _Refusal:
                 "inputs the model takes (--device my-device.yaml; see docs/devices.md)")
 
 
-def _lengths(traced: int | None, device: int, positions: int | None) -> list[tuple[int, str]]:
-    """The sequence lengths to check, each with what it is: the device's (within ``positions``) and, for a graph
-    with a sequence axis (``traced`` known), a second one other than the traced length: shorter (half), or, for a
-    traced length of 1 or a device length of half the traced one, longer within the positions."""
+def _lengths(traced: int | None, device: int, positions: int | None) -> tuple[int, list[int]]:
+    """The device's length to check (within ``positions``) and, for a graph with a sequence axis (``traced``
+    known), the candidates for a second length other than the traced one, in order: half of it, then half again as
+    long within the positions (the first PyTorch runs at is checked)."""
     limit = positions or max(device, traced or 0)
-    lengths = [(min(device, limit), _DEVICE_LENGTH)]
+    device = min(device, limit)
     if traced is None:
-        return lengths
-    shorter, longer = traced // 2, min(traced + max(1, traced // 2), limit)
-    second = next((n for n in (shorter, longer) if n >= 1 and n not in (traced, lengths[0][0])), None)
-    return lengths + ([(second, _SECOND_LENGTH)] if second is not None else [])
+        return device, []
+    candidates = (traced // 2, min(traced + max(1, traced // 2), limit))
+    return device, [n for n in dict.fromkeys(candidates) if n >= 1 and n not in (traced, device)]
 
 
 def _traced_length(specs: list[InputSpec], sample: Batch, shape: ShapeLike) -> int | None:
