@@ -19,6 +19,8 @@ from edgekd.config.device import InputShape
 from edgekd.errors import EdgekdError, ExportError
 from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import export_onnx
+from edgekd.pipeline import load_run
+from edgekd.run_plan import plan_run
 from tests.test_text_pipeline import text_data  # noqa: F401  (fixture)
 
 DEVICE_LENGTH = InputShape().sequence_length  # host-cpu's, which the quantize, profile and bundle stages feed
@@ -88,6 +90,14 @@ def test_an_ordinary_bert_student_passes_and_records_the_lengths_checked(
         assert DEVICE_LENGTH in lengths
         assert len(lengths) >= 3  # the traced length, the device's and a second one
         assert record[role]["parity"]["passed"]
+    # the export depends on the device's inputs (it is checked at them), not on the rest of the profile
+    recipe, device, _ = load_run(tmp_path / "run")
+    budget = device.budget.model_copy(update={"p90_ms": device.budget.p90_ms * 2})
+    assert [plan.status for plan in plan_run(recipe, device.model_copy(update={"budget": budget}),
+                                             tmp_path / "run")] == ["cached"] * 3
+    shorter = device.model_copy(update={"inputs": device.inputs.model_copy(update={"sequence_length": 64})})
+    assert [plan.describe() for plan in plan_run(recipe, shorter, tmp_path / "run")][1:] == [
+        "02-distill  cached", f"03-export  re-runs: device profile.inputs.sequence_length changed {DEVICE_LENGTH} → 64"]
 
 
 def test_the_check_compares_values_not_only_shapes_and_keeps_the_traced_length(tmp_path: Path) -> None:
