@@ -162,3 +162,22 @@ def test_a_causal_lm_graph_is_checked_at_the_devices_prompt_length(tmp_path: Pat
     ok = export_cached(spread_causal_lm("gpt2", 1, 32, 2, vocab=23, context=48), rows, prefix,
                        tmp_path / "ok.onnx", ExportTarget(name="test"), prompt=prompt_row(ids, 48, 32))
     assert ok.parity.passed
+
+
+def test_an_onnx_file_fixed_at_its_traced_length_is_refused_naming_the_devices_length(tmp_path: Path) -> None:
+    """A file exported elsewhere (here without the device's shapes) has no PyTorch model to compare with: converting
+    it to .ort runs it at the device's inputs first and refuses it in one line saying what to do."""
+    from edgekd.export.config import load_export_target
+    from edgekd.export.ort_format import export_file
+
+    torch.manual_seed(0)
+    sample = {"input_ids": torch.randint(0, 256, (8, 20)), "attention_mask": torch.ones(8, 20, dtype=torch.long)}
+    axes = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}
+    fixed = export_onnx(SlicedPositions().eval(), sample, tmp_path / "fixed.onnx", ExportTarget(name="test"),
+                        extra_dynamic_axes=axes).path  # the batch-only gate passes it
+    with pytest.raises(ExportError) as raised:
+        export_file(fixed, load_export_target("ort-mobile"), tmp_path / "out", shape=InputShape(sequence_length=48))
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"{fixed}: the graph does not run at 48 tokens")
+    assert "give a device profile whose inputs.sequence_length it runs at" in message
+    assert not any((tmp_path / "out").glob("*.ort"))  # nothing converted

@@ -8,9 +8,12 @@ the user's app, with an onnxruntime shape error. So once the gate has passed, :f
 graph at the device profile's inputs, filled as the profiler fills them (:func:`edgekd.profile.inputs.spec_feeds`:
 its ``sequence_length``, ``image_size`` and batch; token ids below the vocabulary the graph's embedding reads) and,
 when the graph has a sequence axis, at a second length other than the traced one (half it, else half again as
-long: the first PyTorch itself runs at), and compares each with PyTorch under the same tolerance. A graph that cannot run there or disagrees is refused in one line naming the model, the
-length it was traced at and the length that failed. A graph whose other axes are static (edgekd exports images
-at their fixed size) is checked at that shape only: the device's shape resolves to it.
+long: the first PyTorch itself runs at), and compares each with PyTorch under the same tolerance. A graph that
+cannot run there or disagrees is refused in one line naming the model, the length it was traced at and the length
+that failed. A graph whose other axes are static (edgekd exports images at their fixed size) is checked at that
+shape only: the device's shape resolves to it. A model file given as it is (an ONNX file to convert or bundle) has
+no PyTorch model to compare with: :func:`check_file_runs` runs it at the device's inputs and refuses it in one line
+when it does not run there.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import nn
 from edgekd.config.device import InputShape
 from edgekd.errors import EdgekdError, ExportError, first_line, is_out_of_memory
 from edgekd.export.guard import describe
-from edgekd.export.parity import Batch, ParityResult, check_parity
+from edgekd.export.parity import Batch, ParityResult, check_parity, cpu_session, graph_feed, one_line
 from edgekd.profile.inputs import InputSpec, ShapeLike, input_specs, sequence_axes, spec_feeds, token_id_limits
 
 #: Seed of the feeds (the profiler's own seed is 0: the same values it times).
@@ -86,6 +89,28 @@ def check_later_shapes(model: nn.Module, onnx_path: Path, sample: Batch, dynamic
         checked += [found] if found is not None else []
         break
     return checked
+
+
+def check_file_runs(path: Path, feeds: list[dict[str, np.ndarray]], shape: ShapeLike) -> None:
+    """Run a model file on ``feeds`` made at the device profile's inputs ``shape`` (a file given as it is: no PyTorch
+    to compare it with), refusing in one line a graph that does not run there, with what to do, rather than the
+    onnxruntime error of the conversion or the profile."""
+    session = cpu_session(path, path)
+    text = bool(sequence_axes(input_specs(session), shape))
+    for feed in feeds:
+        try:
+            session.run(None, graph_feed(session, feed))
+        except Exception as exc:  # onnxruntime raises its own types for inputs a graph cannot take
+            shapes = {name: tuple(array.shape) for name, array in feed.items()}
+            if text:
+                raise ExportError(
+                    f"{path}: the graph does not run at {shape.sequence_length} tokens ({_DEVICE_LENGTH}): "
+                    f"{one_line(exc)}; its sequence axis is dynamic, but a length was fixed in the graph when it was "
+                    "traced: export it again with a length-independent forward, or give a device profile whose "
+                    "inputs.sequence_length it runs at (--device my-device.yaml)") from None
+            raise ExportError(f"{path}: the graph does not run at inputs {_show(shapes)} (the device profile's "
+                              f"inputs): {one_line(exc)}; give a device profile whose inputs it takes (--device "
+                              "my-device.yaml)") from None
 
 
 class _TorchFails(ExportError):
