@@ -61,6 +61,7 @@ def check_later_shapes(model: nn.Module, onnx_path: Path, sample: Batch, dynamic
     except EdgekdError as exc:  # a dynamic axis the profiler could not fill either
         raise ExportError(f"{shown}: {describe(model)} cannot be fed the device profile's inputs: {exc}") from None
     traced_shapes = {name: tuple(tensor.shape[1:]) for name, tensor in sample.items()}
+    session = cpu_session(onnx_path, shown)  # loaded once for every shape checked
 
     def check_at(length: int, why: str) -> Shapes | None:
         """The inputs at ``length`` compared (None: the traced shape, which the parity gate compared)."""
@@ -74,7 +75,7 @@ def check_later_shapes(model: nn.Module, onnx_path: Path, sample: Batch, dynamic
             return None
         batch = {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in feeds.items()}
         refusal = _Refusal(describe(model), traced, length, why, shapes)
-        result = _compare(model, onnx_path, batch, atol, rtol, shown, refusal)
+        result = _compare(model, onnx_path, session, batch, atol, rtol, shown, refusal)
         if not result.passed:
             raise ExportError(refusal.disagrees(shown, result))
         return shapes
@@ -117,11 +118,11 @@ class _TorchFails(ExportError):
     """PyTorch itself cannot run the model at a checked shape."""
 
 
-def _compare(model: nn.Module, onnx_path: Path, batch: Batch, atol: float, rtol: float, shown: str | Path,
-             refusal: _Refusal) -> ParityResult:
+def _compare(model: nn.Module, onnx_path: Path, session: Any, batch: Batch, atol: float, rtol: float,
+             shown: str | Path, refusal: _Refusal) -> ParityResult:
     """:func:`check_parity` on one batch; a failure of either side is the refusal's one line."""
     try:
-        return check_parity(model, onnx_path, [batch], atol, rtol=rtol, label=shown)
+        return check_parity(model, onnx_path, [batch], atol, rtol=rtol, label=shown, session=session)
     except ExportError as exc:  # onnxruntime cannot run the graph at this shape, or answers in another shape
         raise ExportError(refusal.fails(shown, str(exc).removeprefix(f"{shown}: "))) from None
     except Exception as exc:  # PyTorch itself cannot run the model at this shape

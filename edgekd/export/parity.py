@@ -128,6 +128,7 @@ def check_parity(
     *,
     rtol: float = 0.0,
     label: str | Path | None = None,
+    session: ort.InferenceSession | None = None,
 ) -> ParityResult:
     """Compare ``model``'s outputs with onnxruntime's (CPU provider) on ``onnx_path``.
 
@@ -138,13 +139,14 @@ def check_parity(
     :func:`parity_batches`), to check the dynamic batch axis. The model must return one tensor
     (or an object with ``.logits``). The model runs in eval mode under ``torch.no_grad()``; its train/eval
     modes are restored afterwards. ``label`` names the file in error messages (default
-    ``onnx_path``). Raises :class:`ExportError` when onnxruntime cannot load or run the file or
+    ``onnx_path``); ``session``, when given, is one already open on it (:func:`cpu_session`), so several checks of
+    one file load it once. Raises :class:`ExportError` when onnxruntime cannot load or run the file or
     when the outputs differ in shape; a difference larger than ``atol + rtol × max |torch output|``
     is reported through ``ParityResult.passed``, not raised.
     """
     single = isinstance(inputs, (torch.Tensor, Mapping))
     shown = label if label is not None else onnx_path
-    session = cpu_session(Path(onnx_path), shown)
+    session = session if session is not None else cpu_session(Path(onnx_path), shown)
     only_input = session.get_inputs()[0].name
     batches = [as_batch(b, only_input) for b in ([inputs] if single else list(inputs))]
     if not batches:
