@@ -30,7 +30,6 @@ from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.input_rules import (
     check_sequence_fits,
     check_tokenizer_present,
-    check_vocabulary_fits,
     warn_foreign_tokenizers,
 )
 from edgekd.pipeline import RunResult, run_pipeline
@@ -97,7 +96,6 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_generation_fits(loaded, profile, source)
     check_sequence_fits(loaded, profile, source)
     check_tokenizer_present(loaded, source)
-    check_vocabulary_fits(loaded, source)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
     check_corpus_validation(loaded, profile, source)
