@@ -114,8 +114,8 @@ def test_a_family_that_cannot_take_the_data_is_one_line_before_training(family: 
                                                                         tmp_path: Path) -> None:
     sizes, reason = REFUSED[family]
     checkpoint = _checkpoint(family, sizes, tmp_path / family, None)
-    with pytest.raises(ConfigError, match=rf"teacher\.model\.pretrained: '.*': model 'hf' \({family}\) does not run on the "
-                                          rf"data's inputs .*{reason}"):
+    with pytest.raises(ConfigError, match=rf"teacher\.model\.pretrained: '.*': model 'hf' \({family}\) does not run "
+                                          rf"on the data's inputs .*{reason}"):
         edgekd.run(_one_epoch(recipe("image", "teacher", checkpoint, text_files)), out=tmp_path / "run")
     assert not (tmp_path / "run" / "01-teacher" / "teacher").exists()
 
