@@ -246,7 +246,7 @@ def compress(
 
     given = recipe if isinstance(recipe, Recipe) else validate(recipe, device=device, budget_ms=budget_ms,
                                                                latency=False)
-    loaded = _with_threads(search_recipe(given), threads)
+    loaded = _with_threads(search_recipe(given, _source(recipe)), threads)
     check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)
