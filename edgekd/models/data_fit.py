@@ -72,7 +72,16 @@ def check_spec(spec: HFSpec | BertSpec, state: PlanState, key: str) -> None:
     if facts is None:
         return
     signature, class_names = facts
-    message = _misfit(spec, recipe, signature, class_names)
+    key_of_try = _facts_key(recipe)
+    if key_of_try is None:
+        message = _misfit(spec, recipe, signature, class_names)
+    else:  # a search checks each candidate's recipe, with the same teacher: tried once
+        key_of_try += f"|{spec.model_dump_json()}"
+        if key_of_try not in _TRIED:
+            if len(_TRIED) >= 64:  # a long process (a notebook, a test session) keeps only recent ones
+                _TRIED.clear()
+            _TRIED[key_of_try] = _misfit(spec, recipe, signature, class_names)
+        message = _TRIED[key_of_try]
     if message is not None and spec.pretrained is not None:
         raise state.fail(f"{key}.pretrained", f"'{spec.pretrained}': {message}")
     if message is not None:
@@ -123,6 +132,8 @@ def _misfit(spec: Any, recipe: Any, signature: InputSignature, class_names: tupl
         return run_failure(model, spec.label, sequence=max(sequence, 1))
 
 
+#: What each model was found unable to take (None: it takes the data), by spec and the data's facts.
+_TRIED: dict[str, str | None] = {}
 #: The data's facts by data config and seed (a recipe's teacher and student are tried on one load).
 _FACTS: dict[str, tuple[InputSignature, tuple[str, ...]] | None] = {}
 
@@ -131,10 +142,7 @@ def _data_facts(recipe: Any) -> tuple[InputSignature, tuple[str, ...]] | None:
     """The recipe's input signature and class names as the run will have them (text: the tokenizer's padding id and
     size, a trained WordPiece's as its ``vocab_size`` bound, see :func:`_tokenizer_size`); None for data only the
     run loads, or data whose own checks fail."""
-    try:
-        key = f"{recipe.data.model_dump_json()}|{recipe.seed}|{recipe.tokenizer}"
-    except Exception:  # noqa: BLE001 - data given as Python objects: not cached
-        key = None
+    key = _facts_key(recipe)
     if key is not None and key in _FACTS:
         return _FACTS[key]
     facts = _read_facts(recipe)
@@ -142,6 +150,14 @@ def _data_facts(recipe: Any) -> tuple[InputSignature, tuple[str, ...]] | None:
         _FACTS.clear()  # one recipe's data at a time
         _FACTS[key] = facts
     return facts
+
+
+def _facts_key(recipe: Any) -> str | None:
+    """The recipe's data, seed and tokenizer as a cache key; None for data given as Python objects (not cached)."""
+    try:
+        return f"{recipe.data.model_dump_json()}|{recipe.seed}|{recipe.tokenizer}"
+    except Exception:  # noqa: BLE001 - pydantic cannot write objects held in memory as JSON
+        return None
 
 
 def _read_facts(recipe: Any) -> tuple[InputSignature, tuple[str, ...]] | None:
