@@ -20,7 +20,9 @@ resumes every finished stage:
 3. The draft size: the recipe's student with ``--draft-config`` fields replaced (default: one layer, the
    drafts of speculative decoding are usually much smaller than the student a user ships), its four
    variants trained per seed as above (runs ``generative-kd-draft-…``).
-4. Speed, once every training has finished: the first seed's ``combined`` run of each size gains a profile stage
+   ``--variants`` trains a subset (the ``corpus`` baseline always).
+4. Speed, once every training has finished: the first seed's ``combined`` run of each size (or of the first
+   distilled variant trained) gains a profile stage
    (its other stages are reused) that times generation on ``host-cpu``: teacher and student
    interleaved, time to first token, per-token p50/p90, tokens per second, peak memory, and the
    student's per-token speed-up over the teacher as the median of the rounds' ratios.
@@ -37,6 +39,7 @@ Validation losses are nats per character on the whole validation split (the last
     .venv/bin/python benchmarks/generative_kd.py --out benchmarks/results/generative_kd-<cpu>.json
     [--quick] [--work DIR] [--corpus FILE] [--seeds 0 1 2] [--student-epochs N] [--jobs 2] [--threads 1]
     [--draft-config '{"n_layer": 1}' | --draft-config null] [--draft-stop 0.4 0.6 0.8] [--adaptive]
+    [--variants corpus sequence]
 
 ``--quick`` runs tiny models for one epoch on the first 20,000 characters, one seed and three draft
 lengths: a smoke run of the whole benchmark (the test runs it); its figures mean nothing.
@@ -95,6 +98,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="adaptive drafting: stop thresholds on the draft's top-token probability, each in [0, 1)")
     parser.add_argument("--adaptive", action="store_true",
                         help="adaptive drafting: also the acceptance-driven draft length (alone and with each stop)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="the student variants trained (default: all four; corpus, the baseline, always)")
     args = parser.parse_args(argv)
     if not args.corpus.is_file():
         parser.error(f"--corpus {args.corpus}: file not found")
@@ -109,6 +114,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.draft_config is not None and not isinstance(args.draft_config, dict):
         parser.error(f"--draft-config: expected a JSON object of config fields or null, got {args.draft_config!r}")
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    args.variants = [variant for variant in VARIANTS if variant in args.variants or variant == "corpus"]
+    if args.variants == ["corpus"]:
+        parser.error("--variants: name at least one distilled variant (token, combined or sequence)")
     args.threads = args.threads if args.threads == "auto" else int(args.threads)
     return args
 
@@ -326,11 +334,13 @@ def targets(teacher: dict[str, Any], sizes: dict[str, dict[str, Any]]) -> dict[s
 
 def train_size(base: dict[str, Any], args: argparse.Namespace, weights: Path, cache: Path,
                draft: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The recipe jobs of one student size: every (variant, seed) run and the profiled run of the first seed."""
-    jobs = [(variant, seed) for seed in args.seeds for variant in VARIANTS]
+    """The recipe jobs of one student size: every (variant, seed) run and the profiled run of the first seed (of
+    ``combined``, or of the first distilled variant trained)."""
+    jobs = [(variant, seed) for seed in args.seeds for variant in args.variants]
+    timed = "combined" if "combined" in args.variants else next(v for v in args.variants if v != "corpus")
     return {"jobs": jobs,
             "recipes": [student_recipe(base, variant, seed, weights, cache, False, draft) for variant, seed in jobs],
-            "profile": student_recipe(base, "combined", args.seeds[0], weights, cache, True, draft)}
+            "profile": student_recipe(base, timed, args.seeds[0], weights, cache, True, draft)}
 
 
 def measure_size(size: dict[str, Any], trained: list[Path], profile_run: Path, validation: list[int],
@@ -396,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": str(args.corpus), "recipe": str(RECIPE.relative_to(REPO)), "seeds": args.seeds,
         "student_epochs": _stage(base, "distill")["epochs"], "jobs": args.jobs, "threads": args.threads,
         "models": {"teacher": base["teacher"]["model"], "student": base["student"]["model"]},
-        "losses": {variant: variant_losses(base, variant) for variant in VARIANTS},
+        "variants": args.variants, "losses": {variant: variant_losses(base, variant) for variant in args.variants},
         "teacher": teacher,
         **measured["student"],
         "draft": None if draft is None else {"config": args.draft_config, **draft},

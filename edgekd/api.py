@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
+from edgekd.config.base import MAX_ROUNDS, MAX_RUNS, MAX_WARMUP, MIN_RUNS
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
 from edgekd.config.paths import user_path, user_text
@@ -30,7 +31,6 @@ from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.input_rules import (
     check_sequence_fits,
     check_tokenizer_present,
-    check_vocabulary_fits,
     warn_foreign_tokenizers,
 )
 from edgekd.pipeline import RunResult, run_pipeline
@@ -46,13 +46,15 @@ RecipeLike = str | Path | Mapping[str, Any] | Recipe
 
 
 class Timing(BaseModel):
-    """How the ONNX verbs time a model, as their CLI options bound it (``--runs`` at least 10: percentiles)."""
+    """How the ONNX verbs time a model, bounded as their CLI options and the recipe's stages are (``runs`` from
+    :data:`~edgekd.config.base.MIN_RUNS` to :data:`~edgekd.config.base.MAX_RUNS`: percentiles need the first, and
+    a typo beyond the second would time for hours)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    warmup: int = Field(default=20, ge=0)
-    runs: int = Field(default=200, ge=10)
-    rounds: int = Field(default=4, ge=1)
+    warmup: int = Field(default=20, ge=0, le=MAX_WARMUP)
+    runs: int = Field(default=200, ge=MIN_RUNS, le=MAX_RUNS)
+    rounds: int = Field(default=4, ge=1, le=MAX_ROUNDS)
 
 
 def _timing(**settings: Any) -> Timing:
@@ -97,7 +99,6 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_generation_fits(loaded, profile, source)
     check_sequence_fits(loaded, profile, source)
     check_tokenizer_present(loaded, source)
-    check_vocabulary_fits(loaded, source)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
     check_corpus_validation(loaded, profile, source)
@@ -267,7 +268,7 @@ def compress(
 
     given = _revalidated(recipe) if isinstance(recipe, Recipe) else validate(recipe, device=device,
                                                                              budget_ms=budget_ms, latency=False)
-    loaded = _with_threads(search_recipe(given), threads)
+    loaded = _with_threads(search_recipe(given, _source(recipe)), threads)
     check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile)

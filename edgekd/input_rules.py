@@ -135,37 +135,6 @@ def check_tokenizer_present(recipe: Recipe, source: str) -> None:
         raise ConfigError(f"{source}: tokenizer.pretrained: {exc}") from None
 
 
-def check_vocabulary_fits(recipe: Recipe, source: str) -> None:
-    """Raise ``ConfigError`` when a pretrained text model's vocabulary (its config's ``vocab_size``) is smaller than
-    the recipe's ``tokenizer.pretrained``: its embeddings have no row for the tokenizer's last ids (refused when
-    the model was built, the teacher's stage already running)."""
-    from edgekd.data.tokenizer import load_pretrained_tokenizer
-    from edgekd.models.families import read_config
-
-    given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
-    if recipe.data.modality != "text" or is_corpus(recipe.data) or given is None \
-            or not Path(given).is_dir():  # a hub id: validate downloads nothing
-        return
-    checkpoints = {}
-    for role in ("teacher", "assistant", "student"):
-        model = getattr(getattr(recipe, role, None), "model", None)
-        pretrained = getattr(model, "pretrained", None)
-        if pretrained is not None and not getattr(model, "trust_remote_code", False):
-            checkpoints[role] = pretrained
-    if not checkpoints:
-        return
-    size = len(load_pretrained_tokenizer(given, trust_remote_code=False))
-    for role, pretrained in checkpoints.items():
-        try:
-            rows = read_config(pretrained).get("vocab_size")
-        except ValueError:  # no readable checkpoint: its own check names the key
-            continue
-        if isinstance(rows, int) and rows < size:
-            raise ConfigError(f"{source}: {role}.model: pretrained '{pretrained}' has a vocabulary of {rows} tokens, "
-                              f"fewer than tokenizer.pretrained '{given}' with {size}; give a tokenizer of the model's "
-                              "vocabulary (its own, saved beside it)")
-
-
 def warn_foreign_tokenizers(recipe: Recipe, source: str) -> None:
     """One warning per text model whose local checkpoint directory has a tokenizer other than the recipe's."""
     if recipe.data.modality != "text":

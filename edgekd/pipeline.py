@@ -133,7 +133,8 @@ class RunResult(ReportFile):
 def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device: DeviceProfile,
                        kind: StageKind) -> dict[str, Any]:
     """Everything a stage's result depends on, as JSON: its config, the recipe fields it reads, the device
-    profile if it uses one, its extra inputs, the previous stage's fingerprint and edgekd's version."""
+    profile (or the fields of it) if it uses one, its extra inputs, the previous stage's fingerprint and edgekd's
+    version."""
     inputs: dict[str, Any] = {
         "edgekd": __version__,
         "previous": previous,
@@ -142,6 +143,8 @@ def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device:
     }
     if kind.uses_device:
         inputs["device"] = device.model_dump(mode="json")
+    elif kind.device_fields:
+        inputs["device"] = device.model_dump(mode="json", include=set(kind.device_fields))
     if kind.extra_inputs is not None:
         inputs["extra"] = kind.extra_inputs(stage_config, recipe)
     checkpoints = {name: source_digest(name) for name in _pretrained_names(inputs["recipe"])}

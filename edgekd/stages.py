@@ -76,7 +76,6 @@ def check_recipe(recipe: Recipe, source: str, registry: StageRegistry = DEFAULT_
     state = PlanState(recipe=recipe, source=source)
     _check_models(state)
     check_task(state)
-    _check_brought_models(state)
     for index, config in enumerate(recipe.stages):
         where = f"stages[{index}]"
         kind = registry[config.stage]
@@ -97,6 +96,7 @@ def check_recipe(recipe: Recipe, source: str, registry: StageRegistry = DEFAULT_
         if kind.trains is not None:
             state.trained.add(kind.trains(config))
         state.seen.append(kind.name)
+    _check_brought_models(PlanState(recipe=recipe, source=source))
 
 
 def _check_models(state: PlanState) -> None:
@@ -127,8 +127,8 @@ def _check_models(state: PlanState) -> None:
 
 
 def _check_brought_models(state: PlanState) -> None:
-    """An architecture's own validate-time check (a user's module, an ONNX file: tried on the data now); after the
-    task's rules, which may refuse a model for what it is without running it."""
+    """An architecture's own validate-time check (a user's module, an ONNX file, a Hugging Face model: tried on the
+    data now); after the task's and the stages' rules, which refuse a model for what it is without building it."""
     from edgekd.models.architectures import ARCHITECTURES
 
     for role in ("teacher", "assistant", "student"):

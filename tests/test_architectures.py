@@ -21,6 +21,7 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
+from edgekd.config.device import InputShape
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError
 from edgekd.export.config import load_export_target
@@ -101,9 +102,14 @@ def test_build_export_parity_reload(arch: str, tmp_path: Path) -> None:
         built = call_logits(model.module.eval(), inputs).numpy()
     assert built.shape == (3, len(CLASSES)) and np.isfinite(built).all()
     if ARCHITECTURES[arch].spec.trainable:
+        # checked at a device's 24 tokens too (within the model's positions: the hf example takes 16) and a second
+        # length: every text arch's graph runs at lengths other than the one it was traced at
         result = export_onnx(model.module, inputs, tmp_path / "model.onnx", load_export_target("onnx-fp32"),
-                             extra_dynamic_axes=model.signature.dynamic_axes())
+                             extra_dynamic_axes=model.signature.dynamic_axes(), shape=InputShape(sequence_length=24))
         assert result.parity.max_abs_diff < 1e-4
+        lengths = {dims[1] for shapes in result.checked_shapes for name, dims in shapes.items() if name == "input_ids"}
+        assert len(lengths) == (3 if model.signature.kind == "text" else 0)
+        assert not lengths or lengths & {16, 24}  # the device length, or the positions it is cut to
     else:  # a model given as an ONNX file is its own export (the export stage does not export it again)
         shutil.copy(model.module.path, tmp_path / "model.onnx")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

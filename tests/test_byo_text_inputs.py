@@ -177,9 +177,8 @@ def test_a_checkpoint_of_a_smaller_vocabulary_than_the_tokenizer_is_refused_by_v
     recipe[role]["model"] = {"arch": "hf", "pretrained": str(model_dir)}
     recipe["tokenizer"] = {"pretrained": str(tokenizer_dir), "max_length": 32}
     path.write_text(yaml.safe_dump(recipe))
-    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), f"{role}.model: pretrained '{model_dir}' has "
-                           f"a vocabulary of {size - 3} tokens, fewer than tokenizer.pretrained '{tokenizer_dir}' "
-                           f"with {size}")
+    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), f"{role}.model.pretrained: '{model_dir}': "
+                           f"its vocabulary has {size - 3} tokens, fewer than the tokenizer's {size}")
 
 
 def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,

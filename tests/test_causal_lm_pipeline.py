@@ -111,6 +111,8 @@ def test_export_is_checked_on_cached_steps_and_records_the_context(lm_run) -> No
     assert export.to_json() == record["metrics"] and set(export.models) == {"teacher", "student"}
     for exported in export.models.values():
         assert isinstance(exported, KVCacheExportRecord) and exported.ort is None  # the onnx-fp32 target
+        # the step-wise check's prefix, and the device's prompt the profile stage starts from
+        assert DEVICE["generation"]["prompt_tokens"] in exported.checked_prompts and len(exported.checked_prompts) == 2
         parity = exported.parity
         assert parity.passed and parity.max_abs_diff <= parity.atol + parity.rtol * parity.reference_max_abs
         graph = onnx.load(str(run_dir / exported.path), load_external_data=False)

@@ -88,3 +88,20 @@ def test_bad_draft_stop_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
                         "--draft-stop", "-0.1"])
     assert stop.value.code == 2
     assert "--draft-stop -0.1: a threshold" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_variants_train_a_subset_beside_the_corpus_baseline_and_time_a_distilled_one(tmp_path: Path, capsys) -> None:
+    benchmark = load_benchmark("generative_kd")
+    corpus = _corpus(tmp_path / "p.txt")
+    args = benchmark.parse(["--out", str(tmp_path / "o.json"), "--corpus", str(corpus), "--variants", "sequence"])
+    assert args.variants == ["corpus", "sequence"]
+    base = benchmark.base_recipe(corpus, False, tmp_path)
+    size = benchmark.train_size(base, args, tmp_path / "teacher.safetensors", tmp_path / "cache")
+    assert size["jobs"] == [("corpus", 0), ("sequence", 0), ("corpus", 1), ("sequence", 1), ("corpus", 2),
+                            ("sequence", 2)]
+    assert size["profile"]["name"] == "generative-kd-sequence-s0"
+    assert [stage["stage"] for stage in size["profile"]["stages"]][-1] == "profile"
+    with pytest.raises(SystemExit) as stop:
+        benchmark.parse(["--out", str(tmp_path / "o.json"), "--corpus", str(corpus), "--variants", "corpus"])
+    assert stop.value.code == 2
+    assert "--variants: name at least one distilled variant" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -3,7 +3,7 @@
 The families here are ones no issue names (encoders, decoders and vision backbones beyond the matrix of
 ``test_hf_matrix``, each a tiny random checkpoint saved with ``save_pretrained``; causal-LM families beyond
 the generation tests', built from sizes and exported with their KV cache). A family either trains,
-exports with its graph matching PyTorch and reloads, or is refused with one :class:`ModelError` line naming
+exports with its graph matching PyTorch and reloads, or is refused by validate in one line naming its key and
 the family before anything trains; never a traceback.
 """
 
@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForImageClassification, AutoModelF
 import edgekd
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
-from edgekd.errors import ModelError
+from edgekd.errors import ConfigError
 from edgekd.models.task_model import TaskModel
 from tests import char_lm, hf_families
 from tests.test_hf_matrix import recipe
@@ -114,7 +114,8 @@ def test_a_family_that_cannot_take_the_data_is_one_line_before_training(family: 
                                                                         tmp_path: Path) -> None:
     sizes, reason = REFUSED[family]
     checkpoint = _checkpoint(family, sizes, tmp_path / family, None)
-    with pytest.raises(ModelError, match=rf"model 'hf' \({family}\) does not run on the data's inputs .*{reason}"):
+    with pytest.raises(ConfigError, match=rf"teacher\.model\.pretrained: '.*': model 'hf' \({family}\) does not run "
+                                          rf"on the data's inputs .*{reason}"):
         edgekd.run(_one_epoch(recipe("image", "teacher", checkpoint, text_files)), out=tmp_path / "run")
     assert not (tmp_path / "run" / "01-teacher" / "teacher").exists()
 

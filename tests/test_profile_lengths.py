@@ -61,3 +61,59 @@ def test_a_teacher_fixed_at_a_longer_sequence_is_reported_at_its_own_length(tmp_
             ) in report["warnings"]
     assert not any("The student was timed" in warning for warning in report["warnings"])
     assert "The teacher was timed at 48 tokens" in (result.run_dir / "report.md").read_text()
+
+
+def _two_input_model(path: Path, length: int | str, extra: int) -> Path:
+    """Word vectors of ``input_ids`` (``length`` tokens, a name when dynamic) mean-pooled, plus the pooled vectors
+    of a second integer input ``bucket_ids`` of a fixed ``[batch, extra]``: ids too, but not a sequence."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=(32, 8)).astype(np.float32), "vectors"),
+               numpy_helper.from_array(rng.normal(size=(6, 8)).astype(np.float32), "buckets"),
+               numpy_helper.from_array(rng.normal(size=(8, 2)).astype(np.float32), "w")]
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["vectors", "input_ids"], ["embedded"]),
+         helper.make_node("ReduceMean", ["embedded"], ["pooled"], axes=[1], keepdims=0),
+         helper.make_node("Gather", ["buckets", "bucket_ids"], ["bucketed"]),
+         helper.make_node("ReduceMean", ["bucketed"], ["bucket"], axes=[1], keepdims=0),
+         helper.make_node("Add", ["pooled", "bucket"], ["summed"]),
+         helper.make_node("MatMul", ["summed", "w"], ["logits"])],
+        "two-inputs", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", length]),
+                       helper.make_tensor_value_info("bucket_ids", TensorProto.INT64, ["batch", extra])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_an_extra_two_dimensional_input_is_not_read_as_a_sequence_length(tmp_path: Path) -> None:
+    """A ``[batch, 4]`` input beside the token ids is timed at 4 columns, which are not tokens: the report warns only
+    about a graph whose token ids are fixed at another length than the device's, and names that length alone."""
+    from edgekd.config.device import DeviceProfile
+    from edgekd.config.loading import validate_model
+    from edgekd.config.recipe import Recipe
+    from edgekd.profile.inputs import input_specs, length_axes, token_id_limits
+    from edgekd.profile.record import ProfileRecord
+    from edgekd.profile.runner import profile_onnx
+    from edgekd.report.build import _length_warnings
+
+    device = validate_model({"name": "short-phone", "threads": 1, "inputs": {"sequence_length": 16},
+                             "budget": {"p90_ms": 100, "size_mb": 50, "peak_memory_mb": 500}}, DeviceProfile,
+                            source="test")
+    _write_tsv(tmp_path / "train.tsv", 20, seed=1)
+    text = {"source": "tsv", "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "train.tsv")}
+    recipe = validate_model({"name": "lengths", "data": text, "teacher": {"model": {"arch": "textcnn"}},
+                             "student": {"model": {"arch": "textcnn"}}, "stages": [{"stage": "teacher"}]},
+                            Recipe, source="test")
+    dynamic = _two_input_model(tmp_path / "dynamic.onnx", "sequence", extra=4)
+    fixed = _two_input_model(tmp_path / "fixed.onnx", 48, extra=4)
+    assert length_axes(input_specs(dynamic), token_id_limits(dynamic)) == {"input_ids": 1}
+
+    figures = {}
+    for role, path in (("student", dynamic), ("teacher", fixed)):
+        result = profile_onnx(path, device, warmup=1, runs=3)
+        assert result.input_shapes["bucket_ids"] == [1, 4]
+        figures[role] = {**result.model_dump(mode="json"), "macs": 1, "params": 1, "macs_by_op": {}}
+    profile = ProfileRecord.model_validate(figures)
+    assert profile.models["student"].sequence_length == 16 and profile.models["teacher"].sequence_length == 48
+    assert _length_warnings(recipe, device, profile) == [
+        "The teacher was timed at 48 tokens (its graph fixes that length), not at the device's sequence_length 16 "
+        "('short-phone'): its latency, and any speed-up over it, compare inputs of different lengths."]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from edgekd.cli.common import JsonOpt, RequiredDeviceOpt, add_columns, api, handle_errors, print_warnings
+from edgekd.cli.common import JsonOpt, RequiredDeviceOpt, add_columns, api, handle_errors, print_warnings, timing_option
 from edgekd.console import out, print_json, shown
 from edgekd.errors import ConfigError
 
@@ -35,8 +35,8 @@ def export(
         help="A factory's input per example, e.g. 1,8,8 (random float inputs).")] = None,
     sample: Annotated[Path | None, typer.Option(
         help="A factory's input batch as .npz: one float array, or input_ids (and attention_mask).")] = None,
-    runs: Annotated[int, typer.Option(min=10, help="Timed runs of the profile (PyTorch sources).")] = 200,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs of the profile.")] = 20,
+    runs: Annotated[int, timing_option("runs", "Timed runs of the profile (PyTorch sources).")] = 200,
+    warmup: Annotated[int, timing_option("warmup", "Untimed warm-up runs of the profile.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a model for deployment: an ONNX file to ONNX Runtime's .ort format for Android/iOS apps, or a
@@ -118,8 +118,9 @@ def quantize(
         "--mode", help="Variant to try: auto, dynamic, static or fp16 (repeatable; default auto).")] = None,
     min_speedup: Annotated[float | None, typer.Option(
         help="How much faster than FP32 a variant must be to be kept (default 1.05).")] = None,
-    runs: Annotated[int | None, typer.Option(help="Timed runs per variant (default 200).")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Interleaved timing sessions per variant (default 4).")] = None,
+    runs: Annotated[int | None, timing_option("runs", "Timed runs per variant (default 200).")] = None,
+    rounds: Annotated[int | None, timing_option(
+        "rounds", "Interleaved timing sessions per variant (default 4).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Quantize an ONNX model as the quantize stage does: INT8/FP16 variants for the device's ISA, timed
@@ -161,8 +162,8 @@ def bundle(
     preprocessing: Annotated[Path | None, typer.Option(
         help="JSON or YAML mapping stored as the manifest's preprocessing (kind: image|text|...).")] = None,
     target: TargetOpt = "ort-mobile",
-    runs: Annotated[int, typer.Option(min=10, help="Timed runs for the manifest's latency.")] = 200,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 20,
+    runs: Annotated[int, timing_option("runs", "Timed runs for the manifest's latency.")] = 200,
+    warmup: Annotated[int, timing_option("warmup", "Untimed warm-up runs.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Pack an ONNX model for an Android/iOS app as a run's bundle stage does: .ort + reduced-operator config,

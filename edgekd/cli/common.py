@@ -111,3 +111,19 @@ ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, help="torch threads for training (default: the recipe's threads, auto = free physical cores).")]
 BudgetOpt = Annotated[float | None, typer.Option(
     "--budget-ms", help="p90 latency budget in ms, instead of the device profile's.")]
+
+
+def timing_option(setting: str, help_text: str) -> Any:
+    """The ``--runs``, ``--warmup`` or ``--rounds`` option of a timing command, bounded as the API's timing arguments
+    and the recipe's stages are (:data:`edgekd.config.base.MAX_RUNS` ...): a value outside is refused naming the flag
+    and the range (exit code 2), and the help states the range."""
+    from edgekd.config.base import MAX_ROUNDS, MAX_RUNS, MAX_WARMUP, MIN_RUNS
+
+    low, high = {"runs": (MIN_RUNS, MAX_RUNS), "warmup": (0, MAX_WARMUP), "rounds": (1, MAX_ROUNDS)}[setting]
+
+    def in_range(value: int | None) -> int | None:
+        if value is not None and not low <= value <= high:
+            raise typer.BadParameter(f"expected {low} to {high}, got {value}")
+        return value
+
+    return typer.Option(f"--{setting}", callback=in_range, help=f"{help_text.rstrip('.')} ({low} to {high}).")

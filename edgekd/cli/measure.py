@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgekd.cli.common import HostDeviceOpt, JsonOpt, add_columns, api, handle_errors, print_warnings
+from edgekd.cli.common import HostDeviceOpt, JsonOpt, add_columns, api, handle_errors, print_warnings, timing_option
 from edgekd.console import out, print_json, shown
 from edgekd.profile.stability import stability_warning
 
@@ -17,8 +17,8 @@ from edgekd.profile.stability import stability_warning
 def profile(
     model: Annotated[Path, typer.Argument(help="An ONNX (.onnx) or ORT format (.ort) model file.")],
     device: HostDeviceOpt = "host-cpu",
-    runs: Annotated[int, typer.Option(min=10, help="Timed runs.")] = 200,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs.")] = 20,
+    runs: Annotated[int, timing_option("runs", "Timed runs.")] = 200,
+    warmup: Annotated[int, timing_option("warmup", "Untimed warm-up runs.")] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Profile any ONNX model with onnxruntime under a device profile's threads and input shapes.
@@ -51,9 +51,9 @@ def bench(
     device: HostDeviceOpt = "host-cpu",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for bench.json/.md/.html.")] = Path(
         "runs/bench"),
-    runs: Annotated[int, typer.Option(min=10, help="Timed runs per model.")] = 200,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs per session.")] = 20,
-    rounds: Annotated[int, typer.Option(min=1, help="Interleaved sessions per model (A B, B A, ...).")] = 4,
+    runs: Annotated[int, timing_option("runs", "Timed runs per model.")] = 200,
+    warmup: Annotated[int, timing_option("warmup", "Untimed warm-up runs per session.")] = 20,
+    rounds: Annotated[int, timing_option("rounds", "Interleaved sessions per model (A B, B A, ...).")] = 4,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark several ONNX or .ort models side by side on this CPU under a device profile (interleaved timing).

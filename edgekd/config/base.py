@@ -16,6 +16,16 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 #: A seed numpy, torch and Python's ``random`` all accept.
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
+#: How a measurement times a model: ``runs`` timed runs (at least :data:`MIN_RUNS`, which its percentiles need, and at
+#: most :data:`MAX_RUNS`: a typo such as 10000000 would time for hours, and 10,000 runs already give stable p99s),
+#: after ``warmup`` untimed ones, over ``rounds`` interleaved sessions. One bound for the CLI's ``--runs``,
+#: ``--warmup`` and ``--rounds``, the API's timing arguments and the recipe's stages.
+MIN_RUNS, MAX_RUNS = 10, 10_000
+MAX_WARMUP = 1_000
+MAX_ROUNDS = 20
+TimedRuns = Annotated[StrictInt, Field(ge=MIN_RUNS, le=MAX_RUNS)]
+WarmupRuns = Annotated[StrictInt, Field(ge=0, le=MAX_WARMUP)]
+TimingRounds = Annotated[StrictInt, Field(ge=1, le=MAX_ROUNDS)]
 #: A local file or folder, given as text or a ``pathlib.Path``: ``~`` and ``$VAR``/``${VAR}`` expanded
 #: (:mod:`edgekd.config.paths`), then, in a recipe file, relative to its folder.
 LocalPath = Annotated[Path, BeforeValidator(expand_field), WrapSerializer(escape_field)]

@@ -103,7 +103,8 @@ def check_export_target(config: Any, state: PlanState, where: str) -> None:
 
 
 EXPORT = StageKind(
-    ExportStage, "edgekd.export.stage:run_export", reads=("seed", "data"), extra_inputs=export_target_input,
+    ExportStage, "edgekd.export.stage:run_export", reads=("seed", "data"), device_fields=("inputs", "generation"),
+    extra_inputs=export_target_input,
     after=("teacher", "distill"), check=check_export_target)
 BUNDLE = StageKind(
     BundleStage, "edgekd.export.bundle_stage:run_bundle", reads=("name", "data"), uses_device=True, cacheable=False,

@@ -20,7 +20,10 @@ from edgekd.errors import EdgekdError, ExportError, first_line, is_out_of_memory
 
 
 def describe(model: nn.Module) -> str:
-    """``GlmForCausalLM (model_type 'glm')`` for a Hugging Face model, the class name otherwise."""
+    """``GlmForCausalLM (model_type 'glm')`` for a Hugging Face model, the class name otherwise: of the module a
+    wrapper holds as ``.module`` (a user's module inside edgekd's :class:`~edgekd.models.user_module.UserModule`)."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     return f"{type(model).__name__} (model_type '{model_type}')" if model_type else type(model).__name__
 

@@ -44,6 +44,7 @@ from edgekd.export import hf_exporter
 from edgekd.export.backends import Exporter, Trace, exporters_for, graph_opset, write_first
 from edgekd.export.config import ExportTarget
 from edgekd.export.guard import describe, export_failures
+from edgekd.export.later_shapes import check_later_shapes
 from edgekd.export.op_patches import exportable_ops
 from edgekd.export.parity import (
     DEFAULT_BATCH_SIZES,
@@ -57,7 +58,9 @@ from edgekd.export.parity import (
 )
 from edgekd.export.torch_log import quiet_torch_exporter
 from edgekd.models.call import call_logits, eval_mode, used_inputs
+from edgekd.models.hf import usable_positions
 from edgekd.models.weights import non_finite
+from edgekd.profile.inputs import ShapeLike
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,9 @@ class ExportResult:
     input_shapes: dict[str, tuple[int | str, ...]]
     parity: ParityResult
     exporter: Exporter = "torchscript"
+    checked_shapes: tuple[dict[str, tuple[int, ...]], ...] = ()
+    """The input shapes the graph was run at and compared with PyTorch: the parity gate's batches, then those of
+    :func:`edgekd.export.later_shapes.check_later_shapes` (the device's inputs, a second sequence length)."""
 
     def to_json(self) -> dict[str, Any]:
         """The result as a JSON-ready dict (paths as strings, shapes as lists)."""
@@ -98,6 +104,7 @@ class ExportResult:
             "input_shapes": {name: list(dims) for name, dims in self.input_shapes.items()},
             "parity": self.parity.to_json(),
             "exporter": self.exporter,
+            "checked_shapes": [{name: list(dims) for name, dims in shapes.items()} for shapes in self.checked_shapes],
         }
 
 
@@ -110,6 +117,7 @@ def export_onnx(
     input_name: str = "input",
     output_name: str = "logits",
     extra_dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    shape: ShapeLike | None = None,
 ) -> ExportResult:
     """Export ``model`` to ONNX at ``path`` as ``target`` describes, and check it against PyTorch.
 
@@ -125,7 +133,11 @@ def export_onnx(
     The model is exported in eval mode under ``torch.no_grad()`` (its train/eval modes are
     restored afterwards), optimized by onnxruntime unless ``target.optimization_level`` is
     ``"disabled"``, validated with ``onnx.checker``, and compared with PyTorch on batches of 1
-    and 7 rows built from the sample and on the whole sample (so real inputs are checked in full).
+    and 7 rows built from the sample and on the whole sample (so real inputs are checked in full). Given
+    ``shape``, the input shape later stages feed (the device profile's ``inputs``), the graph is also compared
+    with PyTorch there and, with a sequence axis, at a second length other than the traced one
+    (:mod:`edgekd.export.later_shapes`), so a graph that fixed a length while it was traced is refused here, not by
+    onnxruntime in a later stage. ``ExportResult.checked_shapes`` lists every input shape compared.
 
     The file is written atomically and only once every check has passed. Raises
     :class:`ExportError` (one line) when PyTorch cannot export the model, onnxruntime cannot
@@ -135,7 +147,8 @@ def export_onnx(
     """
     path = Path(path)
     with export_failures(model, path):
-        return _export_checked(model, sample_input, path, target, input_name, output_name, extra_dynamic_axes)
+        return _export_checked(model, sample_input, path, target, input_name, output_name, extra_dynamic_axes,
+                               shape)
 
 
 def _export_checked(
@@ -146,6 +159,7 @@ def _export_checked(
     input_name: str,
     output_name: str,
     extra_dynamic_axes: Mapping[str, Mapping[int, str]] | None,
+    shape: ShapeLike | None,
 ) -> ExportResult:
     """:func:`export_onnx` without its guard."""
     bad = non_finite(model.state_dict().items())
@@ -161,9 +175,18 @@ def _export_checked(
         "transformers": lambda: hf_exporter.classifier_onnx(model, sample, axes, output_name, target.opset),
     }
     batches = parity_batches(sample, sorted({*DEFAULT_BATCH_SIZES, batch_rows(sample)}))
-    proto, size_mb, parity, exporter = write_first(
-        path, target, {name: traces[name] for name in exporters_for(model)},
-        lambda tmp: check_parity(model, tmp, batches, target.parity_atol, rtol=target.parity_rtol, label=path))
+    later: list[dict[str, tuple[int, ...]]] = []
+
+    def parity(tmp: Path) -> ParityResult:
+        result = check_parity(model, tmp, batches, target.parity_atol, rtol=target.parity_rtol, label=path)
+        if result.passed and shape is not None:
+            later[:] = check_later_shapes(model, tmp, sample, axes, shape, target.parity_atol,
+                                          rtol=target.parity_rtol, label=path, positions=_positions(model))
+        return result
+
+    proto, size_mb, parity_result, exporter = write_first(
+        path, target, {name: traces[name] for name in exporters_for(model)}, parity)
+    graph_inputs = {i.name for i in proto.graph.input}
     result = ExportResult(
         path=path,
         size_mb=size_mb,
@@ -171,12 +194,14 @@ def _export_checked(
         input_names=tuple(i.name for i in proto.graph.input),
         output_names=tuple(o.name for o in proto.graph.output),
         input_shapes={i.name: _dims(i) for i in proto.graph.input},
-        parity=parity,
+        parity=parity_result,
         exporter=exporter,
+        checked_shapes=tuple({name: dims for name, dims in shapes.items() if name in graph_inputs}
+                             for shapes in (*({n: tuple(t.shape) for n, t in b.items()} for b in batches), *later)),
     )
     log.info(
         "exported %s with the %s exporter (%.3f MB, opset %d, optimization %s, parity max diff %.2e)",
-        path, exporter, size_mb, result.opset, target.optimization_level, parity.max_abs_diff,
+        path, exporter, size_mb, result.opset, target.optimization_level, parity_result.max_abs_diff,
     )
     return result
 
@@ -284,6 +309,12 @@ def _ort_optimize(onnx_bytes: bytes, out: Path, level: str, path: Path) -> None:
         raise ExportError(
             f"{path}: onnxruntime cannot optimize the exported graph (level '{level}'): {one_line(exc)}"
         ) from exc
+
+
+def _positions(model: torch.nn.Module) -> int | None:
+    """The most tokens a Hugging Face text model takes (None for other models, or when its config sets none)."""
+    config = getattr(model, "config", None)
+    return usable_positions(model) if config is not None and hasattr(config, "to_dict") else None
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:

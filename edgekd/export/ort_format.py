@@ -40,6 +40,7 @@ from edgekd.atomic import write_errors_reported, write_text, write_with
 from edgekd.config.device import InputShape
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export.config import ExportTarget
+from edgekd.export.later_shapes import check_file_runs
 from edgekd.export.parity import DEFAULT_BATCH_SIZES, ParityResult, check_file_parity, one_line, parity_batches
 from edgekd.model_file import copy_model, require_onnx
 from edgekd.profile.inputs import make_feeds
@@ -119,9 +120,13 @@ def numpy_feeds(sample: Mapping[str, torch.Tensor]) -> list[dict[str, np.ndarray
 
 
 def random_feeds(onnx_path: Path, shape: InputShape | None = None) -> list[dict[str, np.ndarray]]:
-    """Seeded random inputs of batch 1 and 7 (other dynamic axes from ``shape``) to check parity on."""
+    """Seeded random inputs of batch 1 and 7 (other dynamic axes from ``shape``) to check parity on, each run on
+    ``onnx_path`` first: a graph that does not run at them is refused in one line naming the device's length
+    (:func:`edgekd.export.later_shapes.check_file_runs`)."""
     shape = shape or InputShape()
-    return [make_feeds(onnx_path, shape.model_copy(update={"batch": size}), seed=size) for size in DEFAULT_BATCH_SIZES]
+    feeds = [make_feeds(onnx_path, shape.model_copy(update={"batch": size}), seed=size) for size in DEFAULT_BATCH_SIZES]
+    check_file_runs(Path(onnx_path), feeds, shape)
+    return feeds
 
 
 def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path, shape: InputShape | None = None) -> OrtModel:

@@ -128,6 +128,7 @@ def check_parity(
     *,
     rtol: float = 0.0,
     label: str | Path | None = None,
+    session: ort.InferenceSession | None = None,
 ) -> ParityResult:
     """Compare ``model``'s outputs with onnxruntime's (CPU provider) on ``onnx_path``.
 
@@ -138,13 +139,14 @@ def check_parity(
     :func:`parity_batches`), to check the dynamic batch axis. The model must return one tensor
     (or an object with ``.logits``). The model runs in eval mode under ``torch.no_grad()``; its train/eval
     modes are restored afterwards. ``label`` names the file in error messages (default
-    ``onnx_path``). Raises :class:`ExportError` when onnxruntime cannot load or run the file or
+    ``onnx_path``); ``session``, when given, is one already open on it (:func:`cpu_session`), so several checks of
+    one file load it once. Raises :class:`ExportError` when onnxruntime cannot load or run the file or
     when the outputs differ in shape; a difference larger than ``atol + rtol × max |torch output|``
     is reported through ``ParityResult.passed``, not raised.
     """
     single = isinstance(inputs, (torch.Tensor, Mapping))
     shown = label if label is not None else onnx_path
-    session = _cpu_session(Path(onnx_path), shown)
+    session = session if session is not None else cpu_session(Path(onnx_path), shown)
     only_input = session.get_inputs()[0].name
     batches = [as_batch(b, only_input) for b in ([inputs] if single else list(inputs))]
     if not batches:
@@ -185,7 +187,7 @@ def check_file_parity(
     cannot be loaded or run, or when their outputs differ in number or shape.
     """
     shown = label if label is not None else candidate
-    sessions = _cpu_session(Path(reference), reference), _cpu_session(Path(candidate), shown)
+    sessions = cpu_session(Path(reference), reference), cpu_session(Path(candidate), shown)
     if not feeds:
         raise ValueError("check_file_parity needs at least one feed")
     outputs, samples = OutputDiffs(), 0
@@ -252,7 +254,9 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _cpu_session(path: Path, shown: str | Path) -> ort.InferenceSession:
+def cpu_session(path: Path, shown: str | Path) -> ort.InferenceSession:
+    """An onnxruntime CPU session on ``path``, quiet; one that cannot load is an :class:`ExportError` naming
+    ``shown``."""
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4  # a failing run is reported in one line (ExportError), not also in its log

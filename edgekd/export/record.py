@@ -47,6 +47,10 @@ class OnnxExportRecord(_Exported):
     input_names: list[str]
     output_names: list[str]
     input_shapes: dict[str, list[int | str]]
+    checked_shapes: list[dict[str, list[int]]] = Field(
+        default_factory=list, description="Every input shape the graph was compared with PyTorch at: the parity "
+        "gate's batches, the device profile's inputs and, for text, a second sequence length "
+        "(edgekd.export.later_shapes); empty in records written before it was recorded.")
 
 
 class KVCacheExportRecord(_Exported):
@@ -54,6 +58,10 @@ class KVCacheExportRecord(_Exported):
 
     kv_cache: Literal[True]
     optimization_level: Literal["disabled", "basic", "extended", "all"]
+    checked_prompts: list[int] = Field(
+        default_factory=list, description="The prompt lengths (tokens with an empty cache) the graph was compared "
+        "with PyTorch at: the parity prefix and the device's generation.prompt_tokens; empty in records written "
+        "before they were recorded.")
 
 
 def _kind(value: Any) -> str:

@@ -15,8 +15,9 @@ and a profile on the device:
   with an ``attention_mask`` for token ids), as :mod:`edgekd.models.user_module` feeds it in a run.
 
 The parity gate is :func:`edgekd.export.onnx_export.export_onnx`'s (batches of 1 and 7 rows and the
-whole sample); an ``ort`` target also converts and checks the ``.ort`` (:func:`convert_to_ort`). The
-deployed file is then profiled on the device (:func:`edgekd.profile.runner.profile_onnx`).
+whole sample, then the device profile's input shapes and, for text, a second length); an ``ort`` target also
+converts and checks the ``.ort`` (:func:`convert_to_ort`). The deployed file is then profiled on the device
+(:func:`edgekd.profile.runner.profile_onnx`).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def export_source(source: str, target: ExportTarget, device: DeviceProfile, out:
     onnx_path = Path(out) / f"{STEM}.onnx"
     with torch.random.fork_rng():
         result = export_onnx(loaded.module, loaded.sample, onnx_path, target,
-                             extra_dynamic_axes=loaded.dynamic_axes)
+                             extra_dynamic_axes=loaded.dynamic_axes, shape=(loaded.device or device).inputs)
     for extra in loaded.extras:
         extra.save_pretrained(out)
     ort_model = convert_to_ort(onnx_path, target, numpy_feeds(loaded.sample)) if target.format == "ort" else None

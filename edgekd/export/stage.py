@@ -1,4 +1,5 @@
-"""The ``export`` stage: every model with weights → ONNX, checked against PyTorch on real test inputs.
+"""The ``export`` stage: every model with weights → ONNX, checked against PyTorch on real test inputs and at the
+device profile's input shapes, which the later stages feed (:mod:`edgekd.export.later_shapes`).
 
 A causal language model is exported with its KV cache instead (:mod:`edgekd.export.causal_lm_stage`).
 """
@@ -37,7 +38,7 @@ def run_export(config: ExportStage, artifact: Artifact, ctx: StageContext) -> St
         data = prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=model.tokenizer)
         _, sample, _ = next(data.test.batches(PARITY_SAMPLES, shuffle=False))
         result = export_onnx(model.module, sample, ctx.path(f"{role}.onnx"), target,
-                             extra_dynamic_axes=model.signature.dynamic_axes())
+                             extra_dynamic_axes=model.signature.dynamic_axes(), shape=ctx.device.inputs)
         exported[role] = {**result.to_json(), "path": ctx.ref(f"{role}.onnx")}
         ort_figures = {}
         if target.format == "ort":

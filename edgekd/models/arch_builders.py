@@ -51,7 +51,8 @@ def bert(spec: BertSpec, signature: InputSignature, class_names: tuple[str, ...]
          ) -> nn.Module:
     """A BERT classifier (``arch: bert``) of the spec's sizes or checkpoint."""
     return hf.build_bert(spec, vocab_size=signature.vocab_size, num_classes=len(class_names), pad_id=signature.pad_id,
-                         max_positions=signature.max_length, per_token=signature.per_token)
+                         max_positions=signature.max_length, per_token=signature.per_token,
+                         class_names=class_names)
 
 
 def hf_model(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ...], _teacher: nn.Module | None

@@ -85,14 +85,17 @@ def _builder(name: str) -> str:
     return f"edgekd.models.arch_builders:{name}"
 
 
+#: A Hugging Face model's validate-time rule: its untrained twin takes the recipe's data.
+_DATA_FIT = "edgekd.models.data_fit:check_spec"
+
 #: Every architecture, by ``arch`` (the recipe union lists them in this order).
 ARCHITECTURES: dict[str, Architecture] = {entry.arch: entry for entry in (
     Architecture(CNNSpec, _builder("cnn")),
     Architecture(MLPSpec, _builder("mlp")),
     Architecture(ResNetSpec, _builder("resnet")),
     Architecture(MobileNetV2Spec, _builder("mobilenet_v2")),
-    Architecture(BertSpec, _builder("bert"), positions="edgekd.input_rules:bert_positions"),
-    Architecture(HFSpec, _builder("hf_model"), positions="edgekd.input_rules:hf_positions"),
+    Architecture(BertSpec, _builder("bert"), check=_DATA_FIT, positions="edgekd.input_rules:bert_positions"),
+    Architecture(HFSpec, _builder("hf_model"), check=_DATA_FIT, positions="edgekd.input_rules:hf_positions"),
     Architecture(DropLayersSpec, _builder("drop_layers")),
     Architecture(BiLSTMSpec, _builder("bilstm")),
     Architecture(TextCNNSpec, _builder("textcnn")),

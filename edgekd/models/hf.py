@@ -23,6 +23,7 @@ from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
 from edgekd.models.checkpoint_files import load_options
+from edgekd.models.data_fit import channel_misfit, vocabulary_misfit
 from edgekd.models.head_labels import fresh_head, keep_head_rows, match_head_labels, subset_rows, unmatched_note
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
@@ -44,24 +45,21 @@ def quiet_transformers() -> None:
 
 
 def build_bert(spec: BertSpec, *, vocab_size: int, num_classes: int, pad_id: int, max_positions: int,
-               per_token: bool = False) -> nn.Module:
+               per_token: bool = False, class_names: tuple[str, ...] | None = None) -> nn.Module:
     """A ``BertForSequenceClassification`` (``per_token``: ``BertForTokenClassification``): ``spec.pretrained``
-    weights, or a fresh config of ``spec``'s sizes."""
+    weights, or a fresh config of ``spec``'s sizes.
+
+    A checkpoint is loaded as :func:`build_hf` loads one (its head kept, trimmed to the data's classes or replaced,
+    the same fit to the tokenizer); ``class_names`` (default ``'0'``, ``'1'``, ...) name the head's labels."""
     quiet_transformers()
     import transformers
     from transformers import BertConfig
 
     if spec.pretrained is not None:
-        source = resolve_pretrained(spec.pretrained)
-        try:
-            model = auto_class("text", per_token).from_pretrained(
-                source, num_labels=num_classes, attn_implementation=ATTENTION, dtype=LOAD_DTYPE,
-                trust_remote_code=spec.trust_remote_code, **load_options(source),
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
-        _check_fits_tokenizer(model, f"pretrained model '{spec.pretrained}'", vocab_size, max_positions)
-        return model
+        signature = InputSignature(kind="text", vocab_size=vocab_size, pad_id=pad_id, max_length=max_positions,
+                                   per_token=per_token)
+        checkpoint = HFSpec(arch="hf", pretrained=spec.pretrained, trust_remote_code=spec.trust_remote_code)
+        return build_hf(checkpoint, signature, class_names or tuple(str(index) for index in range(num_classes)))
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=spec.hidden,
@@ -101,15 +99,13 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
     quiet_transformers()
     from transformers import AutoConfig
 
-    labels = {"num_labels": len(class_names), "id2label": dict(enumerate(class_names)),
-              "label2id": {name: index for index, name in enumerate(class_names)}}
+    missing = missing_classifier(spec.model_type, spec.modality, signature.per_token)
+    if missing is not None:
+        raise ModelError(f"{_named(spec)}: {missing}")
+    labels = _labels(class_names)
     auto = auto_class(spec.modality, signature.per_token)
     if spec.pretrained is None:
-        sizes = {key: value for key, value in (spec.config or {}).items() if key != "model_type"}
-        config = AutoConfig.for_model(spec.model_type, **{**_data_sizes(spec, signature), **sizes, **labels})
-        config._attn_implementation = ATTENTION
-        _name_the_class(config, spec.modality, signature.per_token)
-        module = auto.from_config(config)
+        module = auto.from_config(_fresh_config(spec, signature, labels))
     else:
         source = resolve_pretrained(spec.pretrained)
         try:
@@ -132,6 +128,44 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         elif not rows and not _has_head(config, signature.per_token):
             fresh_head(module, len(class_names))  # not another kind of head's rows, loaded by name
     _fit_data(module, spec, signature)
+    return module
+
+
+def _labels(class_names: tuple[str, ...]) -> dict[str, Any]:
+    """The config fields naming the data's classes."""
+    return {"num_labels": len(class_names), "id2label": dict(enumerate(class_names)),
+            "label2id": {name: index for index, name in enumerate(class_names)}}
+
+
+def _fresh_config(spec: HFSpec, signature: InputSignature, labels: dict[str, Any]) -> Any:
+    """The transformers config of a model built from the recipe's ``config`` (the data's sizes under it)."""
+    from transformers import AutoConfig
+
+    sizes = {key: value for key, value in (spec.config or {}).items() if key != "model_type"}
+    config = AutoConfig.for_model(spec.model_type, **{**_data_sizes(spec, signature), **sizes, **labels})
+    config._attn_implementation = ATTENTION
+    _name_the_class(config, spec.modality, signature.per_token)
+    return config
+
+
+def untrained_classifier(spec: HFSpec | BertSpec, signature: InputSignature, class_names: tuple[str, ...]
+                         ) -> nn.Module:
+    """The classifier :func:`build_hf` (a checkpoint, ``build_bert``'s too) builds for data of ``signature``, of the
+    same class and config but randomly initialised: its checkpoint's weights are not read, so ``edgekd validate``
+    can try it on the data (:mod:`edgekd.models.data_fit`) without loading them. Seed torch first."""
+    quiet_transformers()
+    from transformers import AutoConfig
+
+    modality = "text" if isinstance(spec, BertSpec) else spec.modality
+    auto = auto_class(modality, signature.per_token)
+    if spec.pretrained is None and isinstance(spec, HFSpec):
+        return auto.from_config(_fresh_config(spec, signature, _labels(class_names)))
+    config = AutoConfig.from_pretrained(resolve_pretrained(spec.pretrained), trust_remote_code=False,
+                                        **_labels(class_names), problem_type=None)
+    config._attn_implementation = ATTENTION
+    module = auto.from_config(config)
+    if signature.kind == "text" and getattr(module.config, "pad_token_id", None) is None:
+        module.config.pad_token_id = signature.pad_id
     return module
 
 
@@ -159,6 +193,16 @@ def classifier_class(config: Any, modality: str, per_token: bool = False) -> typ
     if not isinstance(names, str) or not hasattr(transformers, names):
         raise ModelError(f"transformers has no {modality} classifier for model_type '{config.model_type}'")
     return getattr(transformers, names)
+
+
+def missing_classifier(model_type: str, modality: str, per_token: bool = False) -> str | None:
+    """Why a model of family ``model_type`` cannot classify the data (transformers has no classifier of the kind the
+    data asks for: a causal LM family without a sequence classifier, say); None when it has one."""
+    if _classifier_names(model_type, modality, per_token) is not None:
+        return None
+    kind = "image" if modality == "image" else "token" if per_token else "sequence"
+    return (f"transformers has no {kind} classifier for model_type '{model_type}', so it cannot classify the data; "
+            f"use a family with one ({auto_class(modality, per_token).__name__} lists them)")
 
 
 def has_token_classifier(model_type: str) -> bool:
@@ -211,17 +255,21 @@ def _has_head(config: Any, per_token: bool = False) -> bool:
 def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> None:
     """Refuse (one line) a model the data cannot feed: token ids beyond its vocabulary, other image channels."""
     config = module.config
-    where = (f"pretrained model '{spec.pretrained}'" if spec.pretrained is not None
-             else f"model config (model_type {spec.model_type})")
+    where = _named(spec)
     if signature.kind == "text":
         _check_fits_tokenizer(module, where, signature.vocab_size, signature.max_length)
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = signature.pad_id
     else:
-        channels = getattr(config, "num_channels", signature.image_shape[0])
-        if channels != signature.image_shape[0]:
-            raise ConfigError(f"{where}: takes {channels}-channel images, the data has "
-                              f"{signature.image_shape[0]}")
+        misfit = channel_misfit(config, signature.image_shape[0])
+        if misfit is not None:
+            raise ConfigError(f"{where}: {misfit}")
+
+
+def _named(spec: HFSpec) -> str:
+    """How build-time messages name the model: its checkpoint, or the recipe's config."""
+    return (f"pretrained model '{spec.pretrained}'" if spec.pretrained is not None
+            else f"model config (model_type {spec.model_type})")
 
 
 def _check_fits_tokenizer(model: nn.Module, where: str, vocab_size: int, max_length: int) -> None:
@@ -229,10 +277,9 @@ def _check_fits_tokenizer(model: nn.Module, where: str, vocab_size: int, max_len
 
     ``where`` names the model in the message: ``pretrained model '<path>'`` or the recipe's config.
     """
-    rows = model.get_input_embeddings().num_embeddings
-    if rows < vocab_size:
-        raise ModelError(f"{where}: its vocabulary has {rows} tokens, fewer than the tokenizer's "
-                         f"{vocab_size}; use the model's own tokenizer (tokenizer.pretrained) or a smaller vocab_size")
+    misfit = vocabulary_misfit(model, vocab_size)
+    if misfit is not None:
+        raise ModelError(f"{where}: {misfit}")
     positions = usable_positions(model)
     if positions is not None and positions < max_length:
         raise ModelError(f"{where}: it takes at most {positions} tokens, fewer than the "

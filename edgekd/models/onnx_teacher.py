@@ -104,7 +104,8 @@ class OnnxTeacher(nn.Module):
         self.external_parameters = _weight_count(self.path)
         self._session = _session(self.path)
         self.inputs = _matched_inputs(self._session, signature)
-        self.output = _matched_output(self._session, signature, num_classes)
+        self.output, self.binary = _matched_output(self._session, signature, num_classes, self.path)
+        self.activation = score_activation(self.path, self.output)
         self.fixed_batch, self.fixed_sequence = _fixed_sizes(self._session, signature)
         self.pad_id = signature.pad_id
 
@@ -129,7 +130,10 @@ class OnnxTeacher(nn.Module):
         logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if self.fixed_sequence is not None and logits.ndim == 3:
             logits = logits[:, :length]
-        return torch.from_numpy(as_logits(np.asarray(logits, dtype=np.float32), self.path)).to(first.device)
+        scores = as_logits(np.asarray(logits, dtype=np.float32), self.path, self.activation)
+        if self.binary:  # one sigmoid score z of the second class: softmax([0, z]) is [1 - sigmoid(z), sigmoid(z)]
+            scores = np.concatenate([np.zeros_like(scores), scores], axis=-1)
+        return torch.from_numpy(scores).to(first.device)
 
     def describe(self) -> dict[str, Any]:
         """The file as the teacher record gives it: path, SHA-256, the graph inputs fed and the output read."""
@@ -144,24 +148,66 @@ class OnnxTeacher(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
-def as_logits(scores: np.ndarray, path: Path) -> np.ndarray:
-    """A graph's scores as logits: probabilities (every row non-negative, summing to 1 over the classes: a graph
-    ending in Softmax, as scikit-learn-onnx's classifiers and many exported apps do) become their logarithm, which
-    is the logits up to a per-row constant that softmax ignores at every temperature; read as logits themselves,
-    they softened into near-uniform targets. Other scores are returned as they are."""
-    if scores.shape[-1] < 2 or scores.size == 0 or scores.min() < 0:
-        return scores
-    if not np.allclose(scores.sum(axis=-1, dtype=np.float64), 1.0, atol=PROBABILITY_TOLERANCE):
-        return scores
+def as_logits(scores: np.ndarray, path: Path, activation: str | None = None) -> np.ndarray:
+    """A graph's scores as logits.
+
+    Scores of a graph whose scored output comes from a Sigmoid (``activation`` ``'sigmoid'``, see
+    :func:`score_activation`: a multi-label model, or a binary one with one score) are per-label probabilities:
+    they become their logits ``log(p / (1 - p))``, ``p`` clipped to [:data:`SIGMOID_CLIP`, 1 - it] (the saturated
+    ends of float32), which sigmoid-based losses turn back into the same probabilities; read as logits, a label
+    the teacher is sure of (0.99) taught a student a probability of sigmoid(0.99) = 0.73. Probabilities of a
+    Softmax (``'softmax'``, or without a known activation every row non-negative and summing to 1 over the classes:
+    a graph ending in Softmax, as scikit-learn-onnx's classifiers and many exported apps do) become their
+    logarithm, which is the logits up to a per-row constant that softmax ignores at every temperature; read as
+    logits themselves, they softened into near-uniform targets. Other scores are returned as they are."""
+    if activation == "sigmoid":
+        _say(path, "sigmoid probabilities (its scored output comes from a Sigmoid): their logits log(p / (1 - p)) "
+             "are taken")
+        clipped = np.clip(scores.astype(np.float64), SIGMOID_CLIP, 1 - SIGMOID_CLIP)
+        return (np.log(clipped) - np.log1p(-clipped)).astype(np.float32)
+    if activation != "softmax":
+        if scores.shape[-1] < 2 or scores.size == 0 or scores.min() < 0:
+            return scores
+        if not np.allclose(scores.sum(axis=-1, dtype=np.float64), 1.0, atol=PROBABILITY_TOLERANCE):
+            return scores
+    _say(path, "probabilities (rows summing to 1): its logarithm is taken as the logits")
+    return np.log(np.maximum(scores, np.finfo(np.float32).tiny))
+
+
+def _say(path: Path, what: str) -> None:
+    """One log line per file and process: how its scores are read as logits."""
     if path not in _SAID_PROBABILITIES:
         _SAID_PROBABILITIES.add(path)
-        log.info("%s answers with probabilities (rows summing to 1): its logarithm is taken as the logits", path)
-    return np.log(np.maximum(scores, np.finfo(np.float32).tiny))
+        log.info("%s answers with %s", path, what)
+
+
+#: The smallest probability (and distance from 1) a sigmoid score is read as: its logit is at most ±16.1.
+SIGMOID_CLIP = 1e-7
+#: Ops that pass a graph's scores on unchanged in value (renamed, reshaped or cast after the last activation).
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast"})
+
+
+def score_activation(path: Path, output: str) -> str | None:
+    """``'sigmoid'`` or ``'softmax'`` when the graph at ``path`` computes its output ``output`` with that op last
+    (through ops that only rename, reshape or cast it: :data:`PASS_THROUGH`), else None (logits, or an
+    activation spelt in other ops, which :func:`as_logits` judges by the values)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producers = {name: node for node in graph.node for name in node.output}
+    name = output
+    while (node := producers.get(name)) is not None:
+        if node.op_type in ("Sigmoid", "Softmax"):
+            return node.op_type.lower()
+        if node.op_type not in PASS_THROUGH or not node.input:
+            return None
+        name = node.input[0]
+    return None
 
 
 #: How far from 1 a row of probabilities may sum (float32 softmax rounding over many classes).
 PROBABILITY_TOLERANCE = 1e-3
-#: ONNX files whose probabilities were said to be read as logits (once per process).
+#: ONNX files whose scores were said to be read as logits (once per process).
 _SAID_PROBABILITIES: set[Path] = set()
 
 
@@ -379,20 +425,26 @@ def _filled(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
                                      for name, value in feeds.items()}
 
 
-def _matched_output(session: Any, signature: InputSignature, num_classes: int) -> str:
+def _matched_output(session: Any, signature: InputSignature, num_classes: int, path: Path) -> tuple[str, bool]:
     """The name of the graph's logits output: ``logits`` when the graph names one, else the first output whose
     declared shape is the task's, one with the class count fixed before one left open (a graph may return
-    hidden states before its logits); :class:`Refused` when none is."""
+    hidden states before its logits); for two classes, else one sigmoid score per row (a binary classifier: the
+    second class's, said by the returned flag); :class:`Refused` when none is."""
     outputs = session.get_outputs()
     named = [value for value in outputs if value.name == "logits"]
     fitting = [value for value in named or outputs if _fits(value.shape, signature, num_classes)]
+    if not fitting and num_classes == 2:
+        binary = [value for value in named or outputs if _fits(value.shape, signature, 1)
+                  and value.shape[-1] == 1 and score_activation(path, value.name) == "sigmoid"]
+        if binary:
+            return binary[0].name, True
     if not fitting:
         shapes = ", ".join(f"'{value.name}' {_shape(value)}" for value in named or outputs)
         what = "its output" if len(named or outputs) == 1 else "none of its outputs fits:"
         raise Refused(f"{what} {shapes}; expected logits {_expected(signature, num_classes)} "
                       f"({num_classes} classes in the data)")
     exact = [value for value in fitting if value.shape[-1] == num_classes]  # before outputs of open width
-    return (exact or fitting)[0].name
+    return (exact or fitting)[0].name, False
 
 
 def _fits(shape: list[Any], signature: InputSignature, num_classes: int) -> bool:

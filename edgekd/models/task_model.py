@@ -131,21 +131,26 @@ def build_task_model(
     model = TaskModel(module=module, spec=spec.model_dump(mode="json"), signature=signature,
                       class_names=class_names, tokenizer=tokenizer)
     if isinstance(spec, HFSpec):
-        _check_runs(model, spec.label)
+        failure = run_failure(model, spec.label)
+        if failure is not None:
+            raise ModelError(failure)
     return model
 
 
-def _check_runs(model: TaskModel, label: str) -> None:
-    """One forward pass on placeholder inputs of the data's shape: a family that cannot take them (an image
-    too small for its downsampling, say) is a one-line :class:`ModelError` before any training."""
+def run_failure(model: TaskModel, label: str, sequence: int = 16) -> str | None:
+    """Why one forward pass on placeholder inputs of the data's shape (text: ``sequence`` tokens) fails, in one line
+    naming the model ``label`` (a family that cannot take them: an image too small for its downsampling, say); None
+    when it runs. Refused when the model is built and, on an untrained twin, by ``edgekd validate``
+    (:mod:`edgekd.models.data_fit`)."""
     from edgekd.models.call import call_logits, eval_mode
 
     try:
         with eval_mode(model.module), torch.no_grad():
-            call_logits(model.module, model.example_inputs(batch=1))
+            call_logits(model.module, model.example_inputs(batch=1, sequence=sequence))
     except Exception as exc:  # noqa: BLE001 - whatever a foreign forward raises, it does not run on these inputs
         shape = model.signature.image_shape if model.signature.kind == "image" else "token ids"
-        raise ModelError(f"model {label} does not run on the data's inputs ({shape}): {first_line(exc)}") from None
+        return f"model {label} does not run on the data's inputs ({shape}): {first_line(exc)}"
+    return None
 
 
 def _load_hf(directory: Path, per_token: bool = False) -> nn.Module:

@@ -210,8 +210,6 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
     Raises :class:`ModelError` for an input type that cannot be fed (strings, bfloat16, ...) and for position
     ids longer than the table they index.
     """
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
     path = str(onnx_path_or_session) if isinstance(onnx_path_or_session, str | Path) else None
     try:
         if path is not None:  # the file is parsed once, for its inputs and its tables
@@ -219,20 +217,52 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
             specs, limits = _specs_of(graph), _limits_of(graph) if limits is None else limits
         else:
             specs, limits = input_specs(onnx_path_or_session), limits or {}
-        for spec in specs:
-            dtype = _NUMPY_DTYPES.get(spec.type_name)
-            if dtype is None:
-                supported = ", ".join(sorted(_NUMPY_DTYPES))
-                raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} "
-                                 f"(supported: {supported})")
-            dims = resolve_shape(spec, shape)
-            _check_positions(spec.name, dims, limits.get(spec.name))
-            feeds[spec.name] = _values(spec.name.lower(), dims, np.dtype(dtype), rng, limits.get(spec.name))
+        return spec_feeds(specs, shape, seed, limits)
     except ModelError as exc:
         if path is None or str(exc).startswith(path):
             raise
         raise ModelError(f"{path}: {exc}") from None  # name the file when the caller did not
+
+
+def spec_feeds(specs: list[InputSpec], shape: ShapeLike, seed: int = 0,
+               limits: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """:func:`make_feeds` of inputs already read: an array for each of ``specs`` shaped by :func:`resolve_shape`,
+    token ids below its ``limits`` entry. Raises :class:`ModelError` as :func:`make_feeds` does."""
+    rng = np.random.default_rng(seed)
+    limits = limits or {}
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        dtype = _NUMPY_DTYPES.get(spec.type_name)
+        if dtype is None:
+            supported = ", ".join(sorted(_NUMPY_DTYPES))
+            raise ModelError(f"input '{spec.name}' has unsupported type {spec.type_name} "
+                             f"(supported: {supported})")
+        dims = resolve_shape(spec, shape)
+        _check_positions(spec.name, dims, limits.get(spec.name))
+        feeds[spec.name] = _values(spec.name, dims, np.dtype(dtype), rng, limits.get(spec.name))
     return feeds
+
+
+def sequence_axes(specs: list[InputSpec], shape: ShapeLike) -> dict[str, tuple[int, ...]]:
+    """For each input of ``specs``, the axes :func:`resolve_shape` fills with the sequence length (the dims that
+    change with ``shape.sequence_length``, all else equal); inputs without one are left out."""
+    other = _Shape(shape.batch, shape.sequence_length + 1, shape.image_size)
+    axes = {}
+    for spec in specs:
+        first, second = resolve_shape(spec, shape), resolve_shape(spec, other)
+        changed = tuple(axis for axis, (a, b) in enumerate(zip(first, second, strict=True)) if a != b)
+        if changed:
+            axes[spec.name] = changed
+    return axes
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A :class:`ShapeLike` of given values."""
+
+    batch: int
+    sequence_length: int
+    image_size: int | None
 
 
 def _check_positions(name: str, dims: tuple[int, ...], rows: int | None) -> None:
@@ -243,18 +273,79 @@ def _check_positions(name: str, dims: tuple[int, ...], rows: int | None) -> None
                          f"length); profile it with a device whose inputs.sequence_length is at most {rows}")
 
 
+Role = str
+"""What an input carries, by its name and type: ``floats``, ``mask``, ``positions``, ``segments`` (token types),
+``bytes`` (an image's pixels) or ``ids`` (token ids, or any other integers)."""
+
+
+def input_role(name: str, dtype: np.dtype, limit: int | None) -> Role:
+    """What the input ``name`` of ``dtype`` carries (see :data:`Role`); ``limit`` is the row count of the table its
+    ids index, if any. :func:`make_feeds` fills each role its own way, and :func:`length_axes` finds the token
+    inputs' lengths by it."""
+    name = name.lower()
+    if dtype.kind == "f":
+        return "floats"
+    if dtype.kind == "b" or "mask" in name:
+        return "mask"
+    if "position" in name:
+        return "positions"
+    if "type" in name or "segment" in name:
+        return "segments"
+    if dtype == np.uint8 and limit is None:  # bytes (an image's pixels), not ids of a table
+        return "bytes"
+    return "ids"
+
+
+def length_axes(specs: list[InputSpec], limits: dict[str, int] | None = None) -> dict[str, int]:
+    """The axis of each token input of a text graph that carries the sequence length, by what the input is.
+
+    The token ids are ``input_ids``, else the 2-D integer input indexing an embedding table (``limits``, see
+    :func:`token_id_limits`), else the first 2-D ``ids`` input (:func:`input_role`); their axis 1 is the length.
+    Other inputs carry it where they share the ids' dynamic length dim (its ``dim_param``), and 2-D masks, token
+    types and positions at axis 1 when it has the ids' static length. Any other input (a ``[batch, k]`` of features
+    or of a fixed count of ids) carries no length. Empty for a graph without token ids (an image model)."""
+    limits = limits or {}
+    roles = {spec.name: input_role(spec.name, np.dtype(_NUMPY_DTYPES.get(spec.type_name, np.float32)),
+                                   limits.get(spec.name)) for spec in specs}
+    ids = [spec for spec in specs if len(spec.dims) == 2 and roles[spec.name] == "ids"]
+    tokens = next((spec for spec in ids if spec.name == "input_ids"), None) \
+        or next((spec for spec in ids if spec.name in limits), None) or next(iter(ids), None)
+    if tokens is None:
+        return {}
+    length = tokens.dims[1]
+    axes = {tokens.name: 1}
+    for spec in specs:
+        if spec is tokens:
+            continue
+        if isinstance(length, str) and length in spec.dims:
+            axes[spec.name] = spec.dims.index(length)
+        elif len(spec.dims) == 2 and roles[spec.name] in ("mask", "segments", "positions") \
+                and _is_static(length) and spec.dims[1] == length:
+            axes[spec.name] = 1
+    return axes
+
+
+def fed_length(specs: list[InputSpec], feeds: dict[str, np.ndarray],
+               limits: dict[str, int] | None = None) -> int | None:
+    """The tokens per row ``feeds`` give a text graph of inputs ``specs`` (the longest of its :func:`length_axes`);
+    None for a graph without token ids."""
+    lengths = [feeds[name].shape[axis] for name, axis in length_axes(specs, limits).items() if name in feeds]
+    return int(max(lengths)) if lengths else None
+
+
 def _values(name: str, dims: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
             limit: int | None) -> np.ndarray:
     """Values for one input (see the module docstring); ``limit`` is the row count of the table its ids index."""
-    if dtype.kind == "f":
+    role = input_role(name, dtype, limit)
+    if role == "floats":
         return rng.standard_normal(dims).astype(dtype)
-    if dtype.kind == "b" or "mask" in name:
+    if role == "mask":
         return np.ones(dims, dtype=dtype)
-    if "position" in name and dims:
+    if role == "positions" and dims:
         return np.broadcast_to(np.arange(dims[-1], dtype=dtype), dims).copy()
-    if "type" in name or "segment" in name:
+    if role in ("segments", "positions"):
         return np.zeros(dims, dtype=dtype)
-    if dtype == np.uint8 and limit is None:  # bytes (an image's pixels), not ids of a table
+    if role == "bytes":
         return rng.integers(0, 256, dims, dtype=dtype)
     return rng.integers(0, max(1, min(TOKEN_ID_HIGH, limit or TOKEN_ID_HIGH)), dims, dtype=dtype)
 

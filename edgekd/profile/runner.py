@@ -47,6 +47,10 @@ class ProfileResult(FullRecord):
     host_p50_ms: float
     host_p90_ms: float
     input_shapes: dict[str, list[int]]
+    sequence_length: int | None = Field(
+        default=None, description="The tokens per row a text model was timed at: the length of its token inputs "
+        "(edgekd.profile.inputs.length_axes), the device's sequence_length unless its graph fixes another; null "
+        "for a model without token ids, and in records written before it was recorded.")
     cpu: CpuInfo
     runs: int
     warmup: int
@@ -129,6 +133,7 @@ def summarize_timings(path: Path, device: DeviceProfile, timings: list[HostTimin
         host_p50_ms=float(np.percentile(host, 50)),
         host_p90_ms=float(np.percentile(host, 90)),
         input_shapes=timing.input_shapes,
+        sequence_length=timing.sequence_length,
         cpu=detect_cpu(),
         runs=len(host),
         warmup=warmup,

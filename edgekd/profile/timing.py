@@ -38,6 +38,8 @@ class HostTiming:
     size_mb: float
     threads: int
     onnxruntime: str
+    sequence_length: int | None = None
+    """The tokens per row a text graph was fed (:func:`edgekd.profile.inputs.fed_length`); None without token ids."""
 
     @property
     def p50_ms(self) -> float:
@@ -77,6 +79,7 @@ def time_onnx(
         size_mb=size_mb,
         threads=threads,
         onnxruntime=str(result["onnxruntime"]),
+        sequence_length=result.get("sequence_length"),
     )
 
 

@@ -29,7 +29,7 @@ import onnxruntime as ort
 
 from edgekd.errors import ModelError, first_line
 from edgekd.model_file import load_as_ort_if_needed
-from edgekd.profile.inputs import make_feeds
+from edgekd.profile.inputs import fed_length, input_specs, make_feeds
 
 
 def memory_kb() -> tuple[int, int]:
@@ -68,8 +68,8 @@ def profile(request: dict[str, Any], emit: Any) -> dict[str, Any]:
         session = ort.InferenceSession(model, load_as_ort_if_needed(model, options), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise ModelError(f"onnxruntime cannot load it: {first_line(exc)}") from None
-    feeds = make_feeds(session, SimpleNamespace(**request["shape"]), seed=int(request["seed"]),
-                       limits=request.get("token_id_limits", {}))
+    limits = request.get("token_id_limits", {})
+    feeds = make_feeds(session, SimpleNamespace(**request["shape"]), seed=int(request["seed"]), limits=limits)
     warmup, runs = int(request["warmup"]), int(request["runs"])
     total, every = warmup + runs, max(1, (warmup + runs) // 100)
     times: list[float] = []
@@ -89,6 +89,7 @@ def profile(request: dict[str, Any], emit: Any) -> dict[str, Any]:
         "event": "result",
         "times_ms": times,
         "input_shapes": {name: list(array.shape) for name, array in feeds.items()},
+        "sequence_length": fed_length(input_specs(session), feeds, limits),
         "peak_memory_mb": max(0, peak_kb - baseline_kb) / 1024.0,
         "baseline_memory_mb": baseline_kb / 1024.0,
         "onnxruntime": ort.__version__,

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt
 
-from edgekd.config.base import PositiveInt, StrictModel
+from edgekd.config.base import PositiveInt, StrictModel, TimedRuns, TimingRounds, WarmupRuns
 from edgekd.stage_kind import PlanState, StageKind, measuring_host
 
 
@@ -39,9 +39,9 @@ class QuantizeSettings(StrictModel):
         default=3, description="Retries excluding the most sensitive nodes (1, 2, 4, ... of them) from INT8.")
     min_speedup: Annotated[float, Field(ge=1)] = Field(
         default=1.05, description="How much faster than FP32 a variant must be to be kept for speed.")
-    warmup: Annotated[StrictInt, Field(ge=0)] = 20
-    runs: Annotated[StrictInt, Field(ge=10)] = 200
-    rounds: Annotated[StrictInt, Field(ge=1, le=20)] = Field(
+    warmup: WarmupRuns = 20
+    runs: TimedRuns = 200
+    rounds: TimingRounds = Field(
         default=4, description="Timing sessions per variant, interleaved with the others'.")
 
 

@@ -189,15 +189,17 @@ def _length_warnings(recipe: Recipe, device: DeviceProfile,
                      profile: ProfileRecord | LMProfileRecord | None) -> list[str]:
     """Text models the profile stage timed at another length than the device's ``inputs.sequence_length``: a graph
     that fixes its sequence axis (an ONNX teacher exported at 256 tokens) is timed at that length, so its latency,
-    and the speed-ups against it, compare inputs of different lengths."""
+    and the speed-ups against it, compare inputs of different lengths. The length timed is the profile record's
+    ``sequence_length``, read from the token inputs by what they are (:func:`edgekd.profile.inputs.length_axes`), so
+    another 2-D input (``[batch, k]`` features or a fixed count of ids) is not taken for one."""
     if not isinstance(profile, ProfileRecord) or recipe.data.modality != "text":
         return []
     wanted = device.inputs.sequence_length
-    other = {role: sorted({dims[1] for dims in figures.input_shapes.values() if len(dims) == 2} - {wanted})
-             for role, figures in profile.models.items()}
-    return [f"The {role} was timed at {' and '.join(map(str, lengths))} tokens (its graph fixes that length), not at "
-            f"the device's sequence_length {wanted} ('{device.name}'): its latency, and any speed-up over it, compare "
-            "inputs of different lengths." for role, lengths in other.items() if lengths]
+    other = {role: figures.sequence_length for role, figures in profile.models.items()
+             if figures.sequence_length is not None and figures.sequence_length != wanted}
+    return [f"The {role} was timed at {length} tokens (its graph fixes that length), not at the device's "
+            f"sequence_length {wanted} ('{device.name}'): its latency, and any speed-up over it, compare inputs of "
+            "different lengths." for role, length in other.items()]
 
 
 def _ratio_text(profile: ProfileRecord | LMProfileRecord | None) -> str:

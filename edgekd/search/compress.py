@@ -14,6 +14,8 @@ search's :class:`~edgekd.errors.BudgetError` when no candidate fits, before the 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +62,9 @@ class CompressResult:
         return read_search_record(record.data)
 
 
-def search_recipe(recipe: Recipe) -> Recipe:
-    """``recipe`` as a budget search (see the module docstring)."""
+def search_recipe(recipe: Recipe, source: str | None = None) -> Recipe:
+    """``recipe`` as a budget search (see the module docstring). A refusal of the recipe it derives names ``recipe``'s
+    file (``source``; default ``recipe '<name>'``) and keys, as :func:`check_search`'s do (:func:`in_users_terms`)."""
     if "search" in recipe.stage_names():
         return recipe
     parts = _parts(recipe)
@@ -76,15 +79,26 @@ def search_recipe(recipe: Recipe) -> Recipe:
                                                                         include=set(QuantizeSettings.model_fields))
     stages = [search if kind == "search" else recipe.stages[parts[kind]] if kind in KEPT_STAGES and kind in parts
               else {"stage": kind} for kind in _derived_kinds(parts)]
+    student = getattr(recipe, _varied_role(recipe)).model
+    # only the fields the recipe set: a default written out reads as given (data.color beside an image processor,
+    # a pretrained teacher's default sizes beside its checkpoint)
+    derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}, exclude_unset=True),
+               "name": f"{recipe.name}-search",
+               "student": {"model": student.model_dump(mode="json", exclude_unset=True)},
+               "stages": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in stages]}
+    source = source or f"recipe '{recipe.name}'"
+    with in_users_terms(recipe, source):
+        return validate_model(derived, Recipe, source=source, expanded=True)
+
+
+def _varied_role(recipe: Recipe) -> str:
+    """Whose model the search varies: the student's, or the teacher's architecture when the student's cannot be
+    varied (``drop_layers``, a pretrained checkpoint, an architecture without a search space)."""
     student = recipe.student.model
     if not is_corpus(recipe.data) and (student.arch not in SEARCHABLE
                                      or getattr(student, "pretrained", None) is not None):
-        student = recipe.teacher.model
-    # only the fields the recipe set: a default written out reads as given (data.color beside an image processor)
-    derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}, exclude_unset=True),
-               "name": f"{recipe.name}-search", "student": {"model": student.model_dump(mode="json")},
-               "stages": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in stages]}
-    return validate_model(derived, Recipe, source=f"recipe '{recipe.name}' as a search", expanded=True)
+        return "teacher"
+    return "student"
 
 
 def _parts(recipe: Recipe) -> dict[str, int]:
@@ -107,7 +121,8 @@ def _derived_kinds(parts: dict[str, int]) -> list[str]:
 def written_keys(recipe: Recipe) -> dict[str, str]:
     """Key paths of :func:`search_recipe`'s recipe (prefixes) → where ``recipe`` wrote them: the search's
     ``distill``, ``target`` and ``quantize`` are the recipe's distill, export and quantize stages', the kept stages
-    are the recipe's own; what compress adds (the search's space and table, a stage the recipe lacks) is named as
+    are the recipe's own, the searched student's spec is the teacher's when the search varies the teacher's
+    architecture; what compress adds (the search's space and table, a stage the recipe lacks) is named as
     compress's (``compress's search.space``)."""
     if "search" in recipe.stage_names():
         return {}
@@ -116,7 +131,7 @@ def written_keys(recipe: Recipe) -> dict[str, str]:
     def at(kind: str, suffix: str = "", added: str = "") -> str:
         return f"stages[{parts[kind]}]{suffix}" if kind in parts else added or f"compress's {kind}"
 
-    keys: dict[str, str] = {}
+    keys: dict[str, str] = {"student": "teacher"} if _varied_role(recipe) == "teacher" else {}
     for position, kind in enumerate(_derived_kinds(parts)):
         where = f"stages[{position}]"
         if kind != "search":
@@ -141,16 +156,31 @@ def as_written(key: str, keys: dict[str, str]) -> str:
 def check_search(search: Recipe, recipe: Recipe, source: str) -> None:
     """:func:`~edgekd.stages.check_recipe` of ``search`` (made from ``recipe`` by :func:`search_recipe`) with its
     refusals naming ``recipe``'s file (``source``) and keys: ``recipe.yaml: stages[3].target: …``, not the derived
-    recipe's ``stages[1].target``, which the user never wrote. A refusal is ``source: key: message``; its key is
-    renamed."""
-    try:
+    recipe's ``stages[1].target``, which the user never wrote (:func:`in_users_terms`)."""
+    with in_users_terms(recipe, source):
         check_recipe(search, source)
+
+
+@contextmanager
+def in_users_terms(recipe: Recipe, source: str) -> Iterator[None]:
+    """Re-raise a :class:`~edgekd.errors.ConfigError` about the search recipe made from ``recipe``
+    (``source: key: message``, ``key`` one of the derived recipe) with its key renamed to where ``recipe`` wrote
+    it (:func:`written_keys`). The one translation of :func:`search_recipe`'s and :func:`check_search`'s
+    refusals."""
+    try:
+        yield
     except ConfigError as exc:
         head, _, rest = str(exc).partition(f"{source}: ")
         key, separator, message = rest.partition(": ")
         if head or not separator or not _KEY.fullmatch(key):
             raise
-        raise type(exc)(f"{source}: {as_written(key, written_keys(recipe))}: {message}") from None
+        keys = written_keys(recipe)
+        told = _MENTION.sub(lambda mention: as_written(mention.group(0), keys), message)
+        raise type(exc)(f"{source}: {as_written(key, keys)}: {told}") from None
+
+
+#: A key path a refusal's message mentions (``student.model.arch``, ``stages[1].target``): renamed as its key is.
+_MENTION = re.compile(r"\b(?:student|stages)(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)+|\bstages\[\d+\]")
 
 
 #: A key path as refusals write it: ``stages[1].distill.losses[0].kind``.

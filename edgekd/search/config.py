@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt
+from pydantic import Field
 
-from edgekd.config.base import Fraction, PathOrId, PositiveInt, StrictModel
+from edgekd.config.base import Fraction, PathOrId, PositiveInt, StrictModel, TimedRuns, TimingRounds, WarmupRuns
 from edgekd.data.config import is_corpus
 from edgekd.distill.config import DistillSettings
 from edgekd.export.config import check_export_target, export_target_input
@@ -20,9 +20,9 @@ from edgekd.stage_kind import PlanState, StageKind, check_losses_fit, measuring_
 class LatencyTableConfig(StrictModel):
     """How each candidate of a search's latency table is timed: interleaved sessions, as ``edgekd bench`` does."""
 
-    warmup: Annotated[StrictInt, Field(ge=0)] = 10
-    runs: Annotated[StrictInt, Field(ge=10)] = 100
-    rounds: Annotated[StrictInt, Field(ge=1, le=20)] = Field(
+    warmup: WarmupRuns = 10
+    runs: TimedRuns = 100
+    rounds: TimingRounds = Field(
         default=2, description="Timing sessions per candidate, interleaved with the other candidates'.")
 
 
@@ -60,7 +60,7 @@ class SearchStage(StrictModel):
     quantize: QuantizeSettings = Field(default_factory=QuantizeSettings, description="How int8 candidates are made.")
     target: PathOrId = Field(default="onnx-fp32", description="Export preset from exporters/ or a YAML path.")
     table: LatencyTableConfig = Field(default_factory=LatencyTableConfig)
-    confirm_runs: Annotated[StrictInt, Field(ge=10)] = Field(
+    confirm_runs: TimedRuns = Field(
         default=200, description="Timed runs of the re-profile that confirms the chosen model.")
 
 
