@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import ConfigError
-from edgekd.profile.generate import CachedGenerator, DecodeState, TokenBuffer, probabilities
+from edgekd.profile.generate import CachedGenerator, DecodeState, TokenBuffer, check_request, probabilities
 
 
 @dataclass
@@ -136,44 +136,28 @@ class DraftLength:
             self.current = min(self.policy.gamma, self.current + 1)
 
 
-def vocabulary_size(generator: CachedGenerator) -> int | None:
-    """The vocabulary size of ``generator``'s logits output, or None when the graph leaves it dynamic."""
-    size = next(o for o in generator.session.get_outputs() if o.name == "logits").shape[-1]
-    return size if isinstance(size, int) else None
-
-
 class SpeculativeDecoder:
     """Generates with ``target``'s output, drafting tokens with ``draft`` (both over onnxruntime).
 
-    ``context`` is the number of positions both models take (the smaller of the two). Raises
-    :class:`ConfigError` when the two vocabularies differ.
+    ``context`` is the number of positions both models take (the smaller of the two); a graph that states a
+    shorter context of its own (edgekd's exports do) lowers it to that. Raises :class:`ConfigError` when the two
+    vocabularies differ.
     """
 
     def __init__(self, draft: CachedGenerator, target: CachedGenerator, context: int) -> None:
-        draft_vocab, target_vocab = vocabulary_size(draft), vocabulary_size(target)
-        if None not in (draft_vocab, target_vocab) and draft_vocab != target_vocab:
-            raise ConfigError(f"speculative decoding: the draft's vocabulary has {draft_vocab} tokens but the "
-                              f"target's has {target_vocab}; the draft must use the target's tokenizer")
-        self.draft, self.target, self.context = draft, target, context
-        self.vocab = target_vocab
+        if None not in (draft.vocab, target.vocab) and draft.vocab != target.vocab:
+            raise ConfigError(f"speculative decoding: the draft's vocabulary has {draft.vocab} tokens but the "
+                              f"target's has {target.vocab}; the draft must use the target's tokenizer")
+        self.draft, self.target = draft, target
+        self.context = min([context] + [model.context for model in (draft, target) if model.context is not None])
+        self.vocab = target.vocab
 
     def check(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy,
               temperature: float = 0.0) -> None:
         """Raise :class:`ConfigError` naming the first bad argument of :meth:`generate`."""
-        if not temperature >= 0:
-            raise ConfigError(f"speculative decoding: temperature must be >= 0, got {temperature}")
         as_policy(gamma).check()
-        if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1:
-            raise ConfigError(f"speculative decoding: new_tokens must be an integer >= 1, got {new_tokens!r}")
-        if not prompt:
-            raise ConfigError("speculative decoding: the prompt is empty; give at least one token")
-        bad = [t for t in prompt if t < 0 or (self.vocab is not None and t >= self.vocab)]
-        if bad:
-            known = f" (0..{self.vocab - 1})" if self.vocab is not None else ""
-            raise ConfigError(f"speculative decoding: prompt token {bad[0]} is outside the vocabulary{known}")
-        if len(prompt) + new_tokens > self.context:
-            raise ConfigError(f"speculative decoding: a {len(prompt)}-token prompt plus {new_tokens} new tokens "
-                              f"exceeds the context of {self.context} tokens; shorten the prompt or generate fewer")
+        check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context, least=1,
+                      who="speculative decoding")
 
     def generate(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy, temperature: float = 0.0,
                  seed: int = 0) -> SpeculativeResult:
