@@ -74,13 +74,23 @@ def build_char_tokenizer(text: str):  # -> transformers.PreTrainedTokenizerFast
 def encode(tokenizer, text: str, where: str) -> Tensor:
     """``text`` as a 1-D tensor of token ids; :class:`DataError` naming ``where`` for a character a
     character-level tokenizer does not know (byte-level and subword tokenizers encode any text)."""
-    from tokenizers import models
-
-    vocab = tokenizer.get_vocab()
-    per_character = isinstance(tokenizer.backend_tokenizer.model, models.WordLevel)
-    unknown = sorted(set(text) - set(vocab)) if per_character else []
+    unknown = unknown_characters(tokenizer, text)
     if unknown:
         shown = ", ".join(repr(char) for char in unknown[:5])
         raise DataError(f"{where}: {len(unknown)} character(s) the tokenizer does not know ({shown}); "
                         f"build the tokenizer from this text or one containing it")
     return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
+def per_character(tokenizer) -> bool:
+    """True for a tokenizer with one token per known character (:func:`build_char_tokenizer`'s kind): a
+    character outside its vocabulary encodes as its unknown token instead of failing or splitting into bytes."""
+    from tokenizers import models
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and isinstance(backend.model, models.WordLevel)
+
+
+def unknown_characters(tokenizer, text: str) -> list[str]:
+    """The characters of ``text`` a per-character tokenizer does not know, sorted (none for other tokenizers)."""
+    return sorted(set(text) - set(tokenizer.get_vocab())) if per_character(tokenizer) else []
