@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from edgekd.data.config import MemoryData, TokenizerConfig, is_corpus
 from edgekd.errors import ConfigError
 from edgekd.models.checkpoint_files import VOCABULARY_FILES, check_tokenizer_files
-from edgekd.task_rules import hf_config
+from edgekd.task_rules import check_corpus_vocabulary, hf_config
 
 if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
@@ -138,13 +138,16 @@ def check_tokenizer_present(recipe: Recipe, source: str) -> None:
 def check_vocabulary_fits(recipe: Recipe, source: str) -> None:
     """Raise ``ConfigError`` when a pretrained text model's vocabulary (its config's ``vocab_size``) is smaller than
     the recipe's ``tokenizer.pretrained``: its embeddings have no row for the tokenizer's last ids (refused when
-    the model was built, the teacher's stage already running)."""
+    the model was built, the teacher's stage already running). A causal LM's is
+    :func:`~edgekd.task_rules.check_corpus_vocabulary`."""
     from edgekd.data.tokenizer import load_pretrained_tokenizer
     from edgekd.models.families import read_config
 
     given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
-    if recipe.data.modality != "text" or is_corpus(recipe.data) or given is None \
-            or not Path(given).is_dir():  # a hub id: validate downloads nothing
+    if is_corpus(recipe.data):  # a causal LM's tokenizer may come from the corpus or its teacher
+        check_corpus_vocabulary(recipe, source)
+        return
+    if recipe.data.modality != "text" or given is None or not Path(given).is_dir():  # a hub id: downloads nothing
         return
     checkpoints = {}
     for role in ("teacher", "assistant", "student"):
