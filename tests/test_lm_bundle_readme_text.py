@@ -20,7 +20,7 @@ from tests.test_quantize_tasks import assert_readme_generates_as_edgekd
 TEXT = 'a "quoted" \\ path 😀 and 🎉\ttab\x00nul\nline 2\n'
 
 
-def _bundle(folder: Path, prompt: str) -> Path:
+def _bundle(folder: Path, prompt: str, *, end_of_text: bool = True) -> Path:
     """A bundle of a tiny random GPT-2 over TEXT's characters: the graph, its tokenizer, a manifest and README."""
     tokenizer = build_char_tokenizer(TEXT)
     model = spread_causal_lm("gpt2", 1, 16, 2, vocab=len(tokenizer), context=32)
@@ -32,7 +32,7 @@ def _bundle(folder: Path, prompt: str) -> Path:
         "model": {"file": "model.onnx", "format": "onnx", "opset": 17, "onnxruntime": "1"},
         "inputs": inputs, "outputs": outputs,
         "tokenizer": {"directory": "tokenizer", "per_character": per_character(tokenizer)},
-        "generation": {"context_length": 32, "end_of_text_id": tokenizer.eos_token_id,
+        "generation": {"context_length": 32, "end_of_text_id": tokenizer.eos_token_id if end_of_text else None,
                        "example": {"prompt": prompt, "prompt_tokens": len(prompt), "new_tokens": 12},
                        "cache": {"layers": 1, "kv_heads": 2, "head_dim": 8, "layout": "[batch, kv_heads, positions, "
                                                                                    "head_dim]"}},
@@ -59,3 +59,12 @@ def test_a_character_the_model_never_saw_stops_the_readme_loop(tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", code], cwd=bundle, capture_output=True, text=True, check=False)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == "the prompt has characters the model does not know: ['🚀']"
+
+
+def test_a_tokenizer_without_an_end_of_text_token_gets_a_loop_that_does_not_look_for_one(tmp_path: Path) -> None:
+    """A tokenizer.json without a tokenizer config names no end-of-text token: the README compared each token
+    with None and said to stop at "the end-of-text id None"."""
+    bundle = _bundle(tmp_path, "a path", end_of_text=False)
+    readme = (bundle / "README.md").read_text()
+    assert "== None" not in readme and "id None" not in readme and "the tokenizer has no end-of-text token" in readme
+    assert_readme_generates_as_edgekd(bundle)

@@ -119,7 +119,7 @@ _UNKNOWN_CHECK = ["unknown = sorted(set(prompt) - set(tokenizer.get_vocab()))  #
 def render_readme(manifest: dict[str, Any]) -> str:
     """README.md of a causal-LM bundle: files, the graph's inputs and cache, the generation loop, figures."""
     generation, latency, cache = manifest["generation"], manifest["latency"], manifest["generation"]["cache"]
-    example = generation["example"]
+    example, end = generation["example"], generation["end_of_text_id"]
     lines = [
         f"# {manifest['name']}: on-device text generator",
         "",
@@ -149,8 +149,9 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "softmax(logits / temperature).",
         "3. Call again with `input_ids` = that one token, `attention_mask` = ones of (positions so far + 1), and "
         "each `past_key_values.{i}.*` = the previous call's `present.{i}.*`. Repeat.",
-        f"4. Stop at the end-of-text id {generation['end_of_text_id']} or after enough tokens; the prompt plus "
-        f"new tokens must stay within the context of {generation['context_length']} positions.",
+        (f"4. Stop at the end-of-text id {end} or after enough tokens" if end is not None else
+         "4. Stop after enough tokens (the tokenizer has no end-of-text token)")
+        + f"; the prompt plus new tokens must stay within the context of {generation['context_length']} positions.",
         "",
         "```python",
         "import numpy as np, onnxruntime as ort",
@@ -170,8 +171,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "    logits, *present = session.run(None, {\"input_ids\": ids, \"attention_mask\": mask, **cache})",
         "    cache = dict(zip((i.name for i in cache_inputs), present))",
         "    token = int(logits[0, -1].argmax())",
-        f"    if token == {generation['end_of_text_id']}:  # end of text",
-        "        break",
+        *([f"    if token == {end}:  # end of text", "        break"] if end is not None else []),
         "    new.append(token)",
         "    ids = np.array([[token]], np.int64)",
         "print(tokenizer.decode(new))",
