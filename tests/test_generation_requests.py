@@ -82,3 +82,28 @@ def test_requests_at_the_edges_generate(pair):
     assert target.generate(numpy_prompt, 3).tokens == filled[:3]
     sampled = [target.generate(prompt, 8, temperature=1.0, seed=seed).tokens for seed in (7, 7, 8)]
     assert sampled[0] == sampled[1] and sampled[0] != sampled[2]  # a seed reproduces its sample, another differs
+
+
+def test_generation_ends_at_the_stop_token_as_the_target_alone_would(pair):
+    """``stop`` (an end-of-text id) ends both loops where it is generated: the tokens are the unstopped
+    generation's up to and including its first ``stop``, greedy and sampled (the seed draws the same)."""
+    draft, target = pair
+    prompt, decoder = [3, 1, 4], SpeculativeDecoder(draft, target, CONTEXT)
+    for temperature, seed in ((0.0, 0), (1.0, 5)):
+        full = target.generate(prompt, 12, temperature=temperature, seed=seed).tokens
+        stop = full[6]
+        expected = full[:full.index(stop) + 1]
+        assert len(expected) < len(full) or full.count(stop) == 1
+        assert target.generate(prompt, 12, temperature=temperature, seed=seed, stop=stop).tokens == expected
+        speculative = decoder.generate(prompt, 12, 4, temperature=temperature, seed=seed)
+        stopped = decoder.generate(prompt, 12, 4, temperature=temperature, seed=seed, stop=stop).tokens
+        assert stopped == speculative.tokens[:speculative.tokens.index(stop) + 1] if stop in speculative.tokens \
+            else stopped == speculative.tokens
+        if temperature == 0:  # greedy speculative output is the target's, stop included
+            assert stopped == expected
+    greedy = target.generate(prompt, 12).tokens
+    absent = next(token for token in range(VOCAB) if token not in greedy)
+    assert target.generate(prompt, 12, stop=absent).tokens == greedy
+    with pytest.raises(ConfigError, match=f"generation: stop must be a token id of the vocabulary or None, got "
+                                          f"{VOCAB}"):
+        target.generate(prompt, 3, stop=VOCAB)

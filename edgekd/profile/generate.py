@@ -109,10 +109,13 @@ class CachedGenerator:
         logits, *present = self.session.run(self.outputs, self.feed(ids, cache))
         return logits, dict(zip(self.past_names, present, strict=True))
 
-    def generate(self, prompt: list[int], new_tokens: int, temperature: float = 0.0, seed: int = 0) -> Generation:
+    def generate(self, prompt: list[int], new_tokens: int, temperature: float = 0.0, seed: int = 0,
+                 stop: int | None = None) -> Generation:
         """``new_tokens`` tokens after ``prompt``: greedy when ``temperature`` is 0, else sampled from a generator
-        seeded with ``seed``. Bad arguments are a :class:`ConfigError` naming the first (:func:`check_request`)."""
-        check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context)
+        seeded with ``seed``; with ``stop`` (e.g. the tokenizer's end-of-text id) fewer when that token comes
+        first (it is then the last token returned). Bad arguments are a :class:`ConfigError` naming the first
+        (:func:`check_request`)."""
+        check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context, stop=stop)
         rng = np.random.default_rng(seed)
         tokens, state, result = TokenBuffer(prompt, new_tokens), DecodeState(self), Generation([])
         for _ in range(new_tokens):
@@ -120,15 +123,18 @@ class CachedGenerator:
             logits = state.advance(tokens)
             result.seconds.append(time.perf_counter() - start)
             tokens.append(_pick(logits[0, -1], temperature, rng))
+            if tokens.cut_after(stop, tokens.length - 1):
+                break
         result.tokens = tokens.new()
         return result
 
 
 def check_request(prompt: Sequence[int], new_tokens: int, temperature: float, *, vocab: int | None,
-                  context: int | None, least: int = 0, who: str = "generation") -> None:
+                  context: int | None, least: int = 0, who: str = "generation", stop: int | None = None) -> None:
     """Raise :class:`ConfigError` (one line starting with ``who``) naming the first bad argument of a generation:
     a temperature that is not a finite number >= 0, ``new_tokens`` not an integer >= ``least``, an empty prompt, a
-    prompt token outside ``0 .. vocab - 1``, or a prompt plus new tokens longer than ``context`` (when known)."""
+    prompt token or ``stop`` outside ``0 .. vocab - 1``, or a prompt plus new tokens longer than ``context`` (when
+    known)."""
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature < math.inf:
         raise ConfigError(f"{who}: temperature must be >= 0, got {temperature!r} (0: greedy)")
     if isinstance(new_tokens, bool) or not isinstance(new_tokens, int | np.integer) or new_tokens < least:
@@ -140,6 +146,9 @@ def check_request(prompt: Sequence[int], new_tokens: int, temperature: float, *,
     if bad:
         known = f" (0..{vocab - 1})" if vocab is not None else ""
         raise ConfigError(f"{who}: prompt token {bad[0]!r} is outside the vocabulary{known}")
+    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int | np.integer) or stop < 0
+                             or (vocab is not None and stop >= vocab)):
+        raise ConfigError(f"{who}: stop must be a token id of the vocabulary or None, got {stop!r}")
     if context is not None and len(prompt) + new_tokens > context:
         raise ConfigError(f"{who}: a {len(prompt)}-token prompt plus {new_tokens} new tokens exceeds the context of "
                           f"{context} tokens; shorten the prompt or generate fewer")
@@ -167,6 +176,16 @@ class TokenBuffer:
     def truncate(self, length: int) -> None:
         """Keep the first ``length`` tokens."""
         self.length = length
+
+    def cut_after(self, token: int | None, start: int) -> bool:
+        """Keep the tokens up to the first ``token`` from position ``start`` on (it included); whether there was
+        one (never for ``token`` None)."""
+        if token is None:
+            return False
+        found = np.flatnonzero(self.ids[0, start:self.length] == token)
+        if found.size:
+            self.length = start + int(found[0]) + 1
+        return bool(found.size)
 
     def new(self) -> list[int]:
         """The tokens after the prompt."""

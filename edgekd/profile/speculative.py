@@ -153,22 +153,23 @@ class SpeculativeDecoder:
         self.vocab = target.vocab
 
     def check(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy,
-              temperature: float = 0.0) -> None:
+              temperature: float = 0.0, stop: int | None = None) -> None:
         """Raise :class:`ConfigError` naming the first bad argument of :meth:`generate`."""
         as_policy(gamma).check()
         check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context, least=1,
-                      who="speculative decoding")
+                      who="speculative decoding", stop=stop)
 
     def generate(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy, temperature: float = 0.0,
-                 seed: int = 0) -> SpeculativeResult:
+                 seed: int = 0, stop: int | None = None) -> SpeculativeResult:
         """``new_tokens`` tokens after ``prompt``, drafting ``gamma`` tokens per round (an int: fixed-length
         drafting), or as a :class:`DraftPolicy` says.
 
         Greedy when ``temperature`` is 0 (then identical to the target's greedy output), else sampled at
         ``temperature`` from a generator seeded with ``seed``. The last round drafts fewer tokens so that
-        exactly ``new_tokens`` come out.
+        exactly ``new_tokens`` come out; with ``stop`` (e.g. the end-of-text id) fewer when the kept tokens reach
+        it (the tokens after it in its round are dropped, as the target alone would not have generated them).
         """
-        self.check(prompt, new_tokens, gamma, temperature)
+        self.check(prompt, new_tokens, gamma, temperature, stop)
         policy = as_policy(gamma)
         rng = np.random.default_rng(seed)
         tokens, end = TokenBuffer(prompt, new_tokens), len(prompt) + new_tokens
@@ -176,10 +177,12 @@ class SpeculativeDecoder:
         result, length = SpeculativeResult([]), DraftLength(policy)
         start = time.perf_counter()
         while tokens.length < end:
-            drafted = result.drafted
+            drafted, before = result.drafted, tokens.length
             accepted = self.round(tokens, draft, target, min(length.current, end - tokens.length - 1), temperature,
                                   rng, result, policy.stop)
             length.update(result.drafted - drafted, accepted)
+            if tokens.cut_after(stop, before):
+                break
         result.seconds = time.perf_counter() - start
         result.tokens = tokens.new()
         return result
