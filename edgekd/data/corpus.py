@@ -35,17 +35,42 @@ def read_corpus(path: Path, train_fraction: float = 0.9) -> CorpusSplit:
     Raises :class:`DataError` naming the file when it is missing, not UTF-8 text, or too short to
     leave characters on both sides of the split.
     """
-    path = Path(path)
-    if not 0.0 < train_fraction < 1.0:
-        raise DataError(f"{path}: train_fraction must be between 0 and 1, got {train_fraction}")
+    return split_text(read_text(Path(path)), train_fraction, Path(path))
+
+
+def read_text_folder(folder: Path, train_fraction: float = 0.9) -> CorpusSplit:
+    """The ``.txt`` files under ``folder`` (in path order, each ending with a newline) as one text, split like
+    :func:`read_corpus`."""
+    texts = [read_text(path) for path in text_files(folder)]
+    return split_text("".join(text if text.endswith("\n") or not text else text + "\n" for text in texts),
+                      train_fraction, folder)
+
+
+def text_files(folder: Path) -> list[Path]:
+    """The ``.txt`` files under ``folder``, sorted by path; none when it is a saved ``datasets`` directory."""
+    if any((folder / marker).is_file() for marker in ("dataset_dict.json", "dataset_info.json", "state.json")):
+        return []
+    return sorted(path for path in folder.rglob("*.txt") if path.is_file())
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's text (a byte-order mark is not text); :class:`DataError` naming it when it is missing,
+    a directory or not UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: no such text file") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a text file") from None
+
+
+def split_text(text: str, train_fraction: float, path: Path) -> CorpusSplit:
+    """``text`` split by characters, the first ``train_fraction`` training; :class:`DataError` naming ``path``
+    when a side would be empty."""
+    if not 0.0 < train_fraction < 1.0:
+        raise DataError(f"{path}: train_fraction must be between 0 and 1, got {train_fraction}")
     cut = int(len(text) * train_fraction)
     if cut == 0 or cut == len(text):
         raise DataError(f"{path}: {len(text)} characters are too few to split {train_fraction:g} / "
