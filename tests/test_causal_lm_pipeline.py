@@ -182,6 +182,25 @@ def test_the_bundle_readme_loop_generates_what_edgekd_generates(lm_run, tmp_path
     assert done.stdout.rstrip("\n") == expected
 
 
+def test_open_run_loads_the_causal_lms_as_transformers_models(lm_run) -> None:
+    """``open_run(...).load_model`` read a causal LM's directory as a classifier's (KeyError 'signature')."""
+    import torch
+
+    from edgekd.workflow import open_run
+
+    _, run_dir, _ = lm_run
+    opened = open_run(run_dir)
+    teacher, student = opened.load_model("teacher"), opened.load_model("student")
+    assert (teacher.config.model_type, student.config.model_type) == ("llama", "gpt2") and not student.training
+    prompt = [1, 2, 3, 4]
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        for _ in range(6):  # the loaded student's greedy tokens are the exported student's
+            ids = torch.cat([ids, student(input_ids=ids).logits[:, -1:].argmax(-1)], dim=1)
+    exported = CachedGenerator(run_dir / _record(run_dir, "export")["artifact"]["student"]["onnx"])
+    assert ids[0, len(prompt):].tolist() == exported.generate(prompt, 6).tokens
+
+
 def test_a_rerun_reuses_every_trained_stage(lm_run) -> None:
     recipe, run_dir, _ = lm_run
     result = run(recipe, out=run_dir, show_progress=False)

@@ -60,6 +60,14 @@ class CausalLM:
         return cls(module=load_causal_lm(directory), tokenizer=load_tokenizer(directory))
 
 
+def is_causal_lm_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a causal LM saved by :meth:`CausalLM.save` (its marker file says so)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST).read_text()).get("task") == "causal_lm"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_tokenizer(directory: Path) -> Any:
     """The tokenizer saved beside a causal LM (by :meth:`CausalLM.save`)."""
     from transformers import AutoTokenizer
