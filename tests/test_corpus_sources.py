@@ -50,3 +50,26 @@ def test_a_held_out_split_named_otherwise_is_said(tmp_path: Path, caplog: pytest
     assert "no split 'validation' (data.validation_split)" in caplog.text and "split 'test' is not read" in caplog.text
     named = load_corpus(data.model_copy(update={"validation_split": "test"}))
     assert named.validation == "\n".join(lines[30:])
+
+
+def test_gpt2s_own_vocab_and_merges_files_are_a_byte_level_tokenizer(tmp_path: Path) -> None:
+    """GPT-2's tokenizer layout (vocab.json and merges.txt, no tokenizer.json nor config naming a class) was 'cannot
+    load': transformers has no class to read them with."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    from edgekd.data.config import TokenizerConfig
+    from edgekd.data.tokenizer import load_pretrained_tokenizer
+
+    text = "".join(f"line {i}: the cat sat on the mat, naïvely 😀\n" for i in range(60))
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    trained = ByteLevelBPETokenizer()
+    trained.train_from_iterator([text], vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False)
+    (tmp_path / "gpt2-files").mkdir()
+    trained.save_model(str(tmp_path / "gpt2-files"))
+    tokenizer = load_pretrained_tokenizer(str(tmp_path / "gpt2-files"), trust_remote_code=False, padded=False)
+    assert len(tokenizer) == trained.get_vocab_size() and tokenizer.eos_token == "<|endoftext|>"
+    ids = tokenizer(text[:80], add_special_tokens=False)["input_ids"]
+    assert ids == trained.encode(text[:80]).ids and tokenizer.decode(ids) == text[:80]
+    data = CorpusData(source="corpus", path=tmp_path / "corpus.txt", context=8)
+    lm = prepare_lm_data(data, TokenizerConfig(pretrained=str(tmp_path / "gpt2-files")))
+    assert tokenizer.decode(lm.train.tolist() + lm.validation.tolist()) == text
