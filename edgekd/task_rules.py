@@ -206,7 +206,7 @@ def check_corpus_vocabulary(recipe: Recipe, source: str) -> None:
     cannot load is refused here too. More rows than tokens is fine (checkpoints pad their vocabulary)."""
     if not is_corpus(recipe.data):
         return
-    known = _corpus_tokenizer_size(recipe)
+    known = _corpus_tokenizer_size(recipe, source)
     if known is None:
         return
     size, what = known
@@ -217,7 +217,7 @@ def check_corpus_vocabulary(recipe: Recipe, source: str) -> None:
                               f"{what}; give the model vocab_size {size} or more, or use its own tokenizer")
 
 
-def _corpus_tokenizer_size(recipe: Recipe) -> tuple[int, str] | None:
+def _corpus_tokenizer_size(recipe: Recipe, source: str) -> tuple[int, str] | None:
     """How many tokens a corpus recipe's tokenizer has, and which tokenizer it is, when known before training."""
     from pathlib import Path
 
@@ -235,7 +235,15 @@ def _corpus_tokenizer_size(recipe: Recipe) -> tuple[int, str] | None:
         return None
     from edgekd.data.tokenizer import load_pretrained_tokenizer
 
-    return len(load_pretrained_tokenizer(given, trust_remote_code=False, padded=False)), f"{key} '{given}'"
+    try:
+        tokenizer = load_pretrained_tokenizer(given, trust_remote_code=False, padded=False)
+    except ConfigError as exc:
+        if key == "tokenizer.pretrained":
+            raise
+        raise ConfigError(f"{source}: teacher.model.pretrained: with no tokenizer section the corpus is read with the "
+                          f"teacher's own tokenizer, which {str(exc).removeprefix('tokenizer.pretrained: ')}; save it "
+                          "beside the checkpoint or set tokenizer (kind: char, kind: bpe or pretrained)") from None
+    return len(tokenizer), f"{key} '{given}'"
 
 
 def _char_tokenized(recipe: Recipe) -> bool:

@@ -303,6 +303,18 @@ def test_a_pretrained_student_with_a_smaller_vocabulary_is_one_line_before_the_t
     assert not list(tmp_path.glob("run/*-teacher"))  # refused before the teacher trained
 
 
+def test_a_pretrained_teacher_without_its_tokenizer_and_no_tokenizer_section_is_refused_by_validate(
+        tmp_path: Path) -> None:
+    """The corpus is then read with the teacher's own tokenizer: validate said ok and the teacher stage failed."""
+    from edgekd.models.causal_lm import build_causal_lm
+
+    build_causal_lm("llama", vocab_size=40, context=32, layers=1, width=16, heads=2).save_pretrained(tmp_path / "t")
+    code, output = _validate(_recipe(tmp_path, teacher={"model": {"arch": "hf", "pretrained": str(tmp_path / "t")}}))
+    assert code == 2 and len(output.strip().splitlines()) == 1, output
+    assert "recipe.yaml: teacher.model.pretrained: with no tokenizer section" in output and "has no tokenizer files" \
+        in output, output
+
+
 def test_a_local_pretrained_tokenizer_larger_than_a_models_vocabulary_is_refused_by_validate(tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
