@@ -38,7 +38,7 @@ from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
 from edgekd.run_plan import StagePlan, plan_run
 from edgekd.stages import check_recipe
-from edgekd.task_rules import check_corpus_validation, check_generation_fits
+from edgekd.task_rules import check_corpus_validation, check_corpus_vocabulary, check_generation_fits
 from edgekd.threads import training_threads
 
 #: What names a recipe wherever one is taken (see :func:`validate`).
@@ -99,6 +99,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_generation_fits(loaded, profile, source)
     check_sequence_fits(loaded, profile, source)
     check_tokenizer_present(loaded, source)
+    check_corpus_vocabulary(loaded, source)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
     check_corpus_validation(loaded, profile, source)

@@ -197,6 +197,55 @@ def check_corpus_validation(recipe: Recipe, device: DeviceProfile, source: str) 
                     "" if exact else "at most ", tokens, recipe.data.context)
 
 
+def check_corpus_vocabulary(recipe: Recipe, source: str) -> None:
+    """Before anything trains, refuse a causal LM whose vocabulary (``vocab_size`` of its config or checkpoint) has
+    fewer rows than the recipe's tokenizer has tokens: its embeddings have no row for the last ids, and the model
+    was refused only when its stage built it (a student's after the teacher had trained). Checked when the
+    tokenizer's size is known without training one: edgekd's character tokenizer (the corpus's characters plus the
+    end-of-text token) or a local ``tokenizer.pretrained`` / pretrained teacher's own tokenizer; a tokenizer that
+    cannot load is refused here too. More rows than tokens is fine (checkpoints pad their vocabulary)."""
+    if not is_corpus(recipe.data):
+        return
+    known = _corpus_tokenizer_size(recipe, source)
+    if known is None:
+        return
+    size, what = known
+    for role in ("teacher", "assistant", "student"):
+        rows = (role_config(recipe, role) or {}).get("vocab_size")
+        if isinstance(rows, int) and rows < size:
+            raise ConfigError(f"{source}: {role}.model: its vocabulary has {rows} tokens, fewer than the {size} of "
+                              f"{what}; give the model vocab_size {size} or more, or use its own tokenizer")
+
+
+def _corpus_tokenizer_size(recipe: Recipe, source: str) -> tuple[int, str] | None:
+    """How many tokens a corpus recipe's tokenizer has, and which tokenizer it is, when known before training."""
+    from pathlib import Path
+
+    from edgekd.data.lm_data import load_corpus
+
+    if _char_tokenized(recipe):
+        split = load_corpus(recipe.data)
+        return len(set(split.train + split.validation)) + 1, "the character tokenizer of data.path (its " \
+            "characters and the end-of-text token)"
+    given = recipe.tokenizer.pretrained if recipe.tokenizer is not None else None
+    key = "tokenizer.pretrained"
+    if given is None and recipe.tokenizer is None and recipe.teacher is not None:  # a pretrained teacher's own
+        given, key = getattr(recipe.teacher.model, "pretrained", None), "teacher.model.pretrained"
+    if given is None or not Path(given).expanduser().is_dir():  # a hub id: validate downloads nothing
+        return None
+    from edgekd.data.tokenizer import load_pretrained_tokenizer
+
+    try:
+        tokenizer = load_pretrained_tokenizer(given, trust_remote_code=False, padded=False)
+    except ConfigError as exc:
+        if key == "tokenizer.pretrained":
+            raise
+        raise ConfigError(f"{source}: teacher.model.pretrained: with no tokenizer section the corpus is read with the "
+                          f"teacher's own tokenizer, which {str(exc).removeprefix('tokenizer.pretrained: ')}; save it "
+                          "beside the checkpoint or set tokenizer (kind: char, kind: bpe or pretrained)") from None
+    return len(tokenizer), f"{key} '{given}'"
+
+
 def _char_tokenized(recipe: Recipe) -> bool:
     """Whether a corpus recipe's models read edgekd's character tokenizer (its default, as the teacher stage picks)."""
     if recipe.tokenizer is not None:

@@ -215,12 +215,17 @@ class Run(ReportFile):
         """The PyTorch module of ``role``, rebuilt from its spec and safetensors weights (nothing is unpickled).
 
         A user's own module (``arch: module``) is rebuilt by calling its factory and comes back as the
-        user's class, taking the input the user's ``forward`` takes.
+        user's class, taking the input the user's ``forward`` takes. A causal LM comes back as its transformers
+        model (its tokenizer is saved beside it: ``edgekd.models.causal_lm.load_tokenizer(run.model_dir(role))``).
         """
+        from edgekd.models.causal_lm import is_causal_lm_dir, load_causal_lm
         from edgekd.models.task_model import TaskModel
         from edgekd.models.user_module import unwrap
 
-        return unwrap(TaskModel.load(self.model_dir(role)).module)
+        directory = self.model_dir(role)
+        if is_causal_lm_dir(directory):
+            return load_causal_lm(directory).eval()
+        return unwrap(TaskModel.load(directory).module)
 
 
 def open_run(directory: str | Path) -> Run:

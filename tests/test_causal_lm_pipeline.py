@@ -184,6 +184,25 @@ def test_the_bundle_readme_loop_generates_what_edgekd_generates(lm_run, tmp_path
     assert done.stdout.rstrip("\n") == expected
 
 
+def test_open_run_loads_the_causal_lms_as_transformers_models(lm_run) -> None:
+    """``open_run(...).load_model`` read a causal LM's directory as a classifier's (KeyError 'signature')."""
+    import torch
+
+    from edgekd.workflow import open_run
+
+    _, run_dir, _ = lm_run
+    opened = open_run(run_dir)
+    teacher, student = opened.load_model("teacher"), opened.load_model("student")
+    assert (teacher.config.model_type, student.config.model_type) == ("llama", "gpt2") and not student.training
+    prompt = [1, 2, 3, 4]
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        for _ in range(6):  # the loaded student's greedy tokens are the exported student's
+            ids = torch.cat([ids, student(input_ids=ids).logits[:, -1:].argmax(-1)], dim=1)
+    exported = CachedGenerator(run_dir / _record(run_dir, "export")["artifact"]["student"]["onnx"])
+    assert ids[0, len(prompt):].tolist() == exported.generate(prompt, 6).tokens
+
+
 def test_a_rerun_reuses_every_trained_stage(lm_run) -> None:
     recipe, run_dir, _ = lm_run
     result = run(recipe, out=run_dir, show_progress=False)
@@ -211,6 +230,8 @@ def _validate(recipe: Path) -> tuple[int, str]:
         {"kind": "on_policy", "prompt_tokens": 8, "new_tokens": 30}]}]}, ("stages[1].losses[0]", "context of 32")),
     ({"student": {"model": STUDENT | {"config": STUDENT["config"] | {"n_positions": 16}}}},
      ("student.model", "16 positions", "data.context 32")),
+    ({"teacher": {"model": TEACHER | {"config": TEACHER["config"] | {"vocab_size": 10}}}},
+     ("teacher.model", "its vocabulary has 10 tokens", "the character tokenizer of data.path")),
 ])
 def test_recipes_a_causal_lm_cannot_run_are_one_line(tmp_path: Path, change: dict, fragments: tuple[str, ...]) -> None:
     code, output = _validate(_recipe(tmp_path, **change))
@@ -270,7 +291,7 @@ def test_a_generation_loss_on_a_classifier_is_one_line(write_recipe) -> None:
     assert code == 2 and "'token_kl' does not apply" in output and "stages[1].losses[0].kind" in output, output
 
 
-def test_a_pretrained_student_with_another_vocabulary_is_one_line(tmp_path: Path) -> None:
+def test_a_pretrained_student_with_a_smaller_vocabulary_is_one_line_before_the_teacher_trains(tmp_path: Path) -> None:
     from edgekd.models.causal_lm import build_causal_lm
 
     other = tmp_path / "other-vocab"
@@ -280,7 +301,45 @@ def test_a_pretrained_student_with_another_vocabulary_is_one_line(tmp_path: Path
                                                                   "losses": [{"kind": "token_kl"}]}])
     result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run")], env={"COLUMNS": "400"})
     assert result.exit_code == 2, result.output
-    assert "student.model" in result.output and "11" in result.output and "vocab" in result.output
+    assert "student.model: its vocabulary has 11 tokens" in result.output
+    assert not list(tmp_path.glob("run/*-teacher"))  # refused before the teacher trained
+
+
+def test_a_pretrained_teacher_without_its_tokenizer_and_no_tokenizer_section_is_refused_by_validate(
+        tmp_path: Path) -> None:
+    """The corpus is then read with the teacher's own tokenizer: validate said ok and the teacher stage failed."""
+    from edgekd.models.causal_lm import build_causal_lm
+
+    build_causal_lm("llama", vocab_size=40, context=32, layers=1, width=16, heads=2).save_pretrained(tmp_path / "t")
+    code, output = _validate(_recipe(tmp_path, teacher={"model": {"arch": "hf", "pretrained": str(tmp_path / "t")}}))
+    assert code == 2 and len(output.strip().splitlines()) == 1, output
+    assert "recipe.yaml: teacher.model.pretrained: with no tokenizer section" in output and "has no tokenizer files" \
+        in output, output
+
+
+def test_a_local_pretrained_tokenizer_larger_than_a_models_vocabulary_is_refused_by_validate(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.train_from_iterator([_corpus(tmp_path / "c.txt").read_text()], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=core, eos_token="</s>").save_pretrained(tmp_path / "tok")
+    size = len(PreTrainedTokenizerFast.from_pretrained(tmp_path / "tok"))
+    student = {"model": STUDENT | {"config": STUDENT["config"] | {"vocab_size": size - 1}}}
+    code, output = _validate(_recipe(tmp_path, tokenizer={"pretrained": str(tmp_path / "tok")}, student=student))
+    assert code == 2 and len(output.strip().splitlines()) == 1, output
+    assert f"student.model: its vocabulary has {size - 1} tokens, fewer than the {size} of tokenizer.pretrained" \
+        in output, output
+    student["model"]["config"]["vocab_size"] = size  # as many rows as tokens: fine
+    code, output = _validate(_recipe(tmp_path, tokenizer={"pretrained": str(tmp_path / "tok")}, student=student))
+    assert code == 0, output
+    (tmp_path / "tok" / "tokenizer.json").unlink()  # vocab.json and merges.txt only, which transformers cannot read
+    (tmp_path / "tok" / "vocab.json").write_text("{}")
+    (tmp_path / "tok" / "merges.txt").write_text("")
+    code, output = _validate(_recipe(tmp_path, tokenizer={"pretrained": str(tmp_path / "tok")}, student=student))
+    assert code == 2 and "tokenizer.pretrained: cannot load" in output, output
 
 
 def test_bpe_and_datasets_corpora_train_and_save_their_tokenizer(tmp_path: Path) -> None:

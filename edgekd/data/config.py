@@ -155,7 +155,8 @@ class CorpusData(StrictModel):
 
     source: Literal["corpus"]
     task: Literal["causal_lm"] = "causal_lm"
-    path: LocalPath = Field(description="A UTF-8 text file, or a datasets save_to_disk directory.")
+    path: LocalPath = Field(description="A UTF-8 text file, a folder of .txt files (read in path order, one "
+                                        "text), or a datasets save_to_disk directory.")
     text_column: str = Field(default="text", description="The text column of a datasets directory.")
     train_split: str = "train"
     validation_split: str = "validation"

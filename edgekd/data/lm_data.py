@@ -13,6 +13,7 @@ every token once and different epochs see different window boundaries.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,19 @@ import torch
 from torch import Tensor
 
 from edgekd.data.config import CorpusData, TokenizerConfig
-from edgekd.data.corpus import END_OF_TEXT, CorpusSplit, build_char_tokenizer, encode, read_corpus
+from edgekd.data.corpus import (
+    END_OF_TEXT,
+    CorpusSplit,
+    build_char_tokenizer,
+    encode,
+    read_corpus,
+    read_text_folder,
+    text_files,
+)
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,10 +106,13 @@ def device_prompt(validation: Tensor, prompt_tokens: int) -> list[int]:
 
 
 def load_corpus(data: CorpusData) -> CorpusSplit:
-    """The training and validation text of a ``source: corpus`` recipe (a text file or a datasets directory)."""
+    """The training and validation text of a ``source: corpus`` recipe: a text file, a folder of ``.txt`` files
+    (:func:`~edgekd.data.corpus.read_text_folder`) or a datasets directory."""
     path = Path(data.path)
     if not path.is_dir():
         return read_corpus(path, data.train_fraction)
+    if text_files(path):
+        return read_text_folder(path, data.train_fraction)
     import datasets
 
     loaded = load_saved_dataset(path, "a text file or a dataset saved with save_to_disk")
@@ -109,6 +123,11 @@ def load_corpus(data: CorpusData) -> CorpusSplit:
     if data.validation_split in splits:
         return CorpusSplit(train=train, validation=_column_text(
             splits[data.validation_split], data, f"{path} split '{data.validation_split}'"))
+    others = [name for name in splits if name != data.train_split]
+    if others:
+        log.warning("%s: no split '%s' (data.validation_split), so the training text is split by "
+                    "data.train_fraction and split %s is not read; set data.validation_split to validate on it",
+                    path, data.validation_split, ", ".join(repr(name) for name in others))
     cut = int(len(train) * data.train_fraction)
     if cut in (0, len(train)):
         raise DataError(f"{path}: {len(train)} characters are too few to split into training and validation text")

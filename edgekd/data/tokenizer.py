@@ -67,8 +67,10 @@ def load_pretrained_tokenizer(name: str, *, padded: bool = True, trust_remote_co
         check_tokenizer_files(resolve_pretrained(name))
         tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"tokenizer.pretrained: cannot load '{name}': {detail}") from exc
+        tokenizer = _byte_level_bpe_files(Path(resolve_pretrained(name)))
+        if tokenizer is None:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"tokenizer.pretrained: cannot load '{name}': {detail}") from exc
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ConfigError(f"tokenizer.pretrained: '{name}' has no fast (tokenizers-backed) tokenizer")
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # transformers makes one up from a model's config
@@ -85,6 +87,30 @@ def load_pretrained_tokenizer(name: str, *, padded: bool = True, trust_remote_co
         log.info("tokenizer.pretrained: '%s' has no padding token; padding with its end-of-text token %r",
                  name, tokenizer.eos_token)
     return tokenizer
+
+
+#: GPT-2's end-of-text token, the end-of-text token of byte-level BPE files that name no tokenizer class.
+_GPT2_END = "<|endoftext|>"
+
+
+def _byte_level_bpe_files(directory: Path) -> PreTrainedTokenizerFast | None:
+    """GPT-2's own tokenizer layout, ``vocab.json`` and ``merges.txt`` with no ``tokenizer.json`` nor config naming a
+    class (which transformers cannot read: it has no class to convert them with), as a byte-level BPE tokenizer
+    (GPT-2's ``<|endoftext|>`` as its end-of-text token when the vocabulary has it); None for any other directory."""
+    vocab, merges = directory / "vocab.json", directory / "merges.txt"
+    if not (vocab.is_file() and merges.is_file()) or (directory / "tokenizer.json").is_file() \
+            or (directory / "tokenizer_config.json").is_file():
+        return None
+    try:
+        core = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    except Exception:  # noqa: BLE001 - tokenizers raises its own exception types for unreadable files
+        return None
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    end = _GPT2_END if _GPT2_END in core.get_vocab() else None
+    log.info("tokenizer.pretrained: '%s' has GPT-2's vocab.json and merges.txt only; read as byte-level BPE", directory)
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=end, bos_token=end, unk_token=end,
+                                   clean_up_tokenization_spaces=False)
 
 
 def _train_wordpiece(texts: Sequence[str], vocab_size: int, *, lowercase: bool) -> PreTrainedTokenizerFast:

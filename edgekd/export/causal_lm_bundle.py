@@ -9,7 +9,6 @@ loop and gives it as runnable Python over onnxruntime.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
+from edgekd.data.corpus import per_character
 from edgekd.data.lm_data import prepare_lm_data
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_NAMES, BUNDLE_ZIP, write_bundle
 from edgekd.export.bundle_record import BundleRecord
@@ -43,6 +43,7 @@ def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profi
         tokenizer_files=[path.name for path in tokenizer], end_of_text_id=loaded_tokenizer.eos_token_id,
         device=ctx.device.model_dump(mode="json"), profile=profile, role=role)
     validation = prepare_lm_data(ctx.recipe.data, None, tokenizer=loaded_tokenizer).validation
+    manifest["tokenizer"]["per_character"] = per_character(loaded_tokenizer)
     manifest["generation"]["example"] = example_prompt(validation, loaded_tokenizer,
                                                        manifest["generation"]["context_length"])
     manifest = write_bundle(ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP, sources, manifest, render_readme)
@@ -106,10 +107,19 @@ def _basis(profile: LMProfileRecord, role: str) -> str:
     return f"estimate from the host→device speed ratio: {measured}" if profile.models[role].estimate else measured
 
 
+#: The README's words and code on a per-character tokenizer meeting a character it never saw: it would encode it
+#: as its unknown token (the end-of-text id) and the model would go on from a wrong prompt.
+_UNKNOWN_NOTE = (" (the tokenizer knows only the characters of the text the model learnt; any other character "
+                 "would encode as its unknown token, so check for them first, as below)")
+_UNKNOWN_CHECK = ["unknown = sorted(set(prompt) - set(tokenizer.get_vocab()))  # characters the model never saw",
+                  "if unknown:",
+                  "    raise SystemExit(f\"the prompt has characters the model does not know: {unknown}\")"]
+
+
 def render_readme(manifest: dict[str, Any]) -> str:
     """README.md of a causal-LM bundle: files, the graph's inputs and cache, the generation loop, figures."""
     generation, latency, cache = manifest["generation"], manifest["latency"], manifest["generation"]["cache"]
-    example = generation["example"]
+    example, end = generation["example"], generation["end_of_text_id"]
     lines = [
         f"# {manifest['name']}: on-device text generator",
         "",
@@ -132,14 +142,16 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "",
         "## Generating",
         "",
-        "1. Encode the prompt. Call the model once with `input_ids` = the prompt ids, `attention_mask` = ones "
-        "of the same length, and every `past_key_values.*` empty (0 positions).",
+        "1. Encode the prompt" + (_UNKNOWN_NOTE if manifest["tokenizer"].get("per_character") else "")
+        + ". Call the model once with `input_ids` = the prompt ids, `attention_mask` = ones of the same length, and "
+        "every `past_key_values.*` empty (0 positions).",
         "2. The next token is the arg-max of the last position's logits (greedy), or a sample from "
         "softmax(logits / temperature).",
         "3. Call again with `input_ids` = that one token, `attention_mask` = ones of (positions so far + 1), and "
         "each `past_key_values.{i}.*` = the previous call's `present.{i}.*`. Repeat.",
-        f"4. Stop at the end-of-text id {generation['end_of_text_id']} or after enough tokens; the prompt plus "
-        f"new tokens must stay within the context of {generation['context_length']} positions.",
+        (f"4. Stop at the end-of-text id {end} or after enough tokens" if end is not None else
+         "4. Stop after enough tokens (the tokenizer has no end-of-text token)")
+        + f"; the prompt plus new tokens must stay within the context of {generation['context_length']} positions.",
         "",
         "```python",
         "import numpy as np, onnxruntime as ort",
@@ -149,8 +161,9 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"tokenizer = AutoTokenizer.from_pretrained(\"{manifest['tokenizer']['directory']}\")",
         "cache_inputs = [i for i in session.get_inputs() if i.name.startswith(\"past_key_values.\")]",
         "cache = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in cache_inputs}",
-        f"ids = np.array([tokenizer({json.dumps(example['prompt'])}, add_special_tokens=False)[\"input_ids\"]], "
-        "np.int64)",
+        f"prompt = {example['prompt']!r}",
+        *(_UNKNOWN_CHECK if manifest["tokenizer"].get("per_character") else []),
+        "ids = np.array([tokenizer(prompt, add_special_tokens=False)[\"input_ids\"]], np.int64)",
         "new = []",
         f"for _ in range({example['new_tokens']}):",
         "    total = ids.shape[1] + next(iter(cache.values())).shape[2]",
@@ -158,8 +171,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "    logits, *present = session.run(None, {\"input_ids\": ids, \"attention_mask\": mask, **cache})",
         "    cache = dict(zip((i.name for i in cache_inputs), present))",
         "    token = int(logits[0, -1].argmax())",
-        f"    if token == {generation['end_of_text_id']}:  # end of text",
-        "        break",
+        *([f"    if token == {end}:  # end of text", "        break"] if end is not None else []),
         "    new.append(token)",
         "    ids = np.array([[token]], np.int64)",
         "print(tokenizer.decode(new))",

@@ -24,11 +24,9 @@ from edgekd.atomic import atomic_path
 from edgekd.errors import ExportError, first_line
 from edgekd.export.op_patches import exportable_ops
 from edgekd.export.torch_log import quiet_torch_exporter
+from edgekd.profile.generate import CONTEXT_KEY  # the graph metadata key of the context the generation loop reads
 
 log = logging.getLogger(__name__)
-
-#: ONNX metadata key holding the model's context length (positions it takes: prompt plus new tokens).
-CONTEXT_KEY = "edgekd.context_length"
 
 
 def probed_layout(model: nn.Module) -> list[tuple[int, int, int]]:

@@ -10,6 +10,7 @@ never names a family's attributes.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ from edgekd.prune.structure import pruned_class
 
 if TYPE_CHECKING:
     from edgekd.models.specs import HFSpec
+
+log = logging.getLogger(__name__)
 
 #: The file that marks a directory as an edgekd causal LM (beside config.json and the tokenizer).
 MANIFEST = "edgekd_model.json"
@@ -55,6 +58,14 @@ class CausalLM:
     def load(cls, directory: Path) -> CausalLM:
         """Reload a directory written by :meth:`save`."""
         return cls(module=load_causal_lm(directory), tokenizer=load_tokenizer(directory))
+
+
+def is_causal_lm_dir(directory: Path) -> bool:
+    """Whether ``directory`` holds a causal LM saved by :meth:`CausalLM.save` (its marker file says so)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST).read_text()).get("task") == "causal_lm"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_tokenizer(directory: Path) -> Any:
@@ -102,6 +113,7 @@ def causal_lm_from_spec(spec: HFSpec, tokenizer: Any, context: int, where: str) 
             raise ConfigError(f"{where}.config: model_type '{spec.model_type}' cannot build a causal LM: "
                               f"{str(exc).splitlines()[0]}") from None
     check_tokenizer_fits(module, tokenizer, f"{where}")
+    fit_vocabulary(module, tokenizer, where)
     if context_length(module) < context:
         raise ConfigError(f"{where}: the model takes {context_length(module)} positions, fewer than "
                           f"data.context {context}; lower data.context")
@@ -167,12 +179,29 @@ def check_tokenizer_fits(model: nn.Module, tokenizer: Any, key: str) -> None:
     """Refuse a tokenizer with more tokens than the model has embedding rows, naming the recipe ``key``.
 
     More rows than tokens is fine: checkpoints pad their vocabulary (Qwen2: 151,936 rows for about
-    151,650 tokens); the extra rows are never fed and losses compare logits over the tokenizer's ids only.
+    151,650 tokens); :func:`fit_vocabulary` cuts the rows no token id reaches.
     """
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise ConfigError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has only "
                           f"{rows}; use the tokenizer saved with the model or set vocab_size to {len(tokenizer)}")
+
+
+def fit_vocabulary(model: nn.Module, tokenizer: Any, where: str) -> None:
+    """Cut a checkpoint's vocabulary rows beyond the tokenizer's largest id (said in one log line).
+
+    Checkpoints pad their vocabulary (Qwen2: 151,936 rows for about 151,650 tokens), and a checkpoint fine-tuned on
+    a smaller tokenizer keeps rows no token id reaches. Losses compare logits over the tokenizer's ids only, so
+    nothing trains those rows' logits down: sampling from the exported graph drew ids the tokenizer cannot decode
+    (a third of the tokens of a student with 80 rows on a 56-token tokenizer), and a draft and target over one
+    tokenizer looked like different vocabularies. Cut, the graph's logits are exactly the tokenizer's ids.
+    """
+    rows = model.get_input_embeddings().num_embeddings
+    needed = max(tokenizer.get_vocab().values()) + 1
+    if rows > needed:
+        model.resize_token_embeddings(needed)
+        log.info("%s: the model's %d vocabulary rows cut to the tokenizer's %d token ids (the rest are never fed "
+                 "and would only be sampled)", where, rows, needed)
 
 
 def check_prompt_fits(model: nn.Module, prompt_tokens: int, new_tokens: int, key: str) -> None:

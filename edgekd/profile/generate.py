@@ -8,6 +8,7 @@ token, the rest are per-token latencies.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgekd.errors import ModelError
+from edgekd.errors import ConfigError, ModelError
 from edgekd.stage_record import FullRecord
+
+#: ONNX metadata key holding the model's context length (positions it takes: prompt plus new tokens), written by
+#: the exporter (:mod:`edgekd.export.causal_lm_onnx`) and read by :class:`CachedGenerator`.
+CONTEXT_KEY = "edgekd.context_length"
 
 
 @dataclass
@@ -77,6 +82,12 @@ class CachedGenerator:
         self.past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
         self.past_names = tuple(i.name for i in self.past)
         self.outputs = [o.name for o in self.session.get_outputs()]
+        size = next((o.shape[-1] for o in self.session.get_outputs() if o.name == "logits"), None)
+        #: Tokens in the vocabulary (the logits' last axis), None when the graph leaves it dynamic.
+        self.vocab: int | None = size if isinstance(size, int) else None
+        context = self.session.get_modelmeta().custom_metadata_map.get(CONTEXT_KEY)
+        #: Positions the model takes (prompt plus new tokens), None when the graph does not say.
+        self.context: int | None = int(context) if context is not None else None
 
     def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
         """A zero-length cache for ``batch`` sequences."""
@@ -98,8 +109,13 @@ class CachedGenerator:
         logits, *present = self.session.run(self.outputs, self.feed(ids, cache))
         return logits, dict(zip(self.past_names, present, strict=True))
 
-    def generate(self, prompt: list[int], new_tokens: int, temperature: float = 0.0, seed: int = 0) -> Generation:
-        """``new_tokens`` tokens after ``prompt``: greedy when ``temperature`` is 0, else sampled."""
+    def generate(self, prompt: list[int], new_tokens: int, temperature: float = 0.0, seed: int = 0,
+                 stop: int | None = None) -> Generation:
+        """``new_tokens`` tokens after ``prompt``: greedy when ``temperature`` is 0, else sampled from a generator
+        seeded with ``seed``; with ``stop`` (e.g. the tokenizer's end-of-text id) fewer when that token comes
+        first (it is then the last token returned). Bad arguments are a :class:`ConfigError` naming the first
+        (:func:`check_request`)."""
+        check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context, stop=stop)
         rng = np.random.default_rng(seed)
         tokens, state, result = TokenBuffer(prompt, new_tokens), DecodeState(self), Generation([])
         for _ in range(new_tokens):
@@ -107,8 +123,35 @@ class CachedGenerator:
             logits = state.advance(tokens)
             result.seconds.append(time.perf_counter() - start)
             tokens.append(_pick(logits[0, -1], temperature, rng))
+            if tokens.cut_after(stop, tokens.length - 1):
+                break
         result.tokens = tokens.new()
         return result
+
+
+def check_request(prompt: Sequence[int], new_tokens: int, temperature: float, *, vocab: int | None,
+                  context: int | None, least: int = 0, who: str = "generation", stop: int | None = None) -> None:
+    """Raise :class:`ConfigError` (one line starting with ``who``) naming the first bad argument of a generation:
+    a temperature that is not a finite number >= 0, ``new_tokens`` not an integer >= ``least``, an empty prompt, a
+    prompt token or ``stop`` outside ``0 .. vocab - 1``, or a prompt plus new tokens longer than ``context`` (when
+    known)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature < math.inf:
+        raise ConfigError(f"{who}: temperature must be >= 0, got {temperature!r} (0: greedy)")
+    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int | np.integer) or new_tokens < least:
+        raise ConfigError(f"{who}: new_tokens must be an integer >= {least}, got {new_tokens!r}")
+    if len(prompt) == 0:
+        raise ConfigError(f"{who}: the prompt is empty; give at least one token")
+    bad = [t for t in prompt if isinstance(t, bool) or not isinstance(t, int | np.integer) or t < 0
+           or (vocab is not None and t >= vocab)]
+    if bad:
+        known = f" (0..{vocab - 1})" if vocab is not None else ""
+        raise ConfigError(f"{who}: prompt token {bad[0]!r} is outside the vocabulary{known}")
+    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int | np.integer) or stop < 0
+                             or (vocab is not None and stop >= vocab)):
+        raise ConfigError(f"{who}: stop must be a token id of the vocabulary or None, got {stop!r}")
+    if context is not None and len(prompt) + new_tokens > context:
+        raise ConfigError(f"{who}: a {len(prompt)}-token prompt plus {new_tokens} new tokens exceeds the context of "
+                          f"{context} tokens; shorten the prompt or generate fewer")
 
 
 class TokenBuffer:
@@ -133,6 +176,16 @@ class TokenBuffer:
     def truncate(self, length: int) -> None:
         """Keep the first ``length`` tokens."""
         self.length = length
+
+    def cut_after(self, token: int | None, start: int) -> bool:
+        """Keep the tokens up to the first ``token`` from position ``start`` on (it included); whether there was
+        one (never for ``token`` None)."""
+        if token is None:
+            return False
+        found = np.flatnonzero(self.ids[0, start:self.length] == token)
+        if found.size:
+            self.length = start + int(found[0]) + 1
+        return bool(found.size)
 
     def new(self) -> list[int]:
         """The tokens after the prompt."""

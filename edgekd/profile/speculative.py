@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import ConfigError
-from edgekd.profile.generate import CachedGenerator, DecodeState, TokenBuffer, probabilities
+from edgekd.profile.generate import CachedGenerator, DecodeState, TokenBuffer, check_request, probabilities
 
 
 @dataclass
@@ -136,55 +136,40 @@ class DraftLength:
             self.current = min(self.policy.gamma, self.current + 1)
 
 
-def vocabulary_size(generator: CachedGenerator) -> int | None:
-    """The vocabulary size of ``generator``'s logits output, or None when the graph leaves it dynamic."""
-    size = next(o for o in generator.session.get_outputs() if o.name == "logits").shape[-1]
-    return size if isinstance(size, int) else None
-
-
 class SpeculativeDecoder:
     """Generates with ``target``'s output, drafting tokens with ``draft`` (both over onnxruntime).
 
-    ``context`` is the number of positions both models take (the smaller of the two). Raises
-    :class:`ConfigError` when the two vocabularies differ.
+    ``context`` is the number of positions both models take (the smaller of the two); a graph that states a
+    shorter context of its own (edgekd's exports do) lowers it to that. Raises :class:`ConfigError` when the two
+    vocabularies differ.
     """
 
     def __init__(self, draft: CachedGenerator, target: CachedGenerator, context: int) -> None:
-        draft_vocab, target_vocab = vocabulary_size(draft), vocabulary_size(target)
-        if None not in (draft_vocab, target_vocab) and draft_vocab != target_vocab:
-            raise ConfigError(f"speculative decoding: the draft's vocabulary has {draft_vocab} tokens but the "
-                              f"target's has {target_vocab}; the draft must use the target's tokenizer")
-        self.draft, self.target, self.context = draft, target, context
-        self.vocab = target_vocab
+        if None not in (draft.vocab, target.vocab) and draft.vocab != target.vocab:
+            raise ConfigError(f"speculative decoding: the draft's vocabulary has {draft.vocab} tokens but the "
+                              f"target's has {target.vocab}; the draft must use the target's tokenizer")
+        self.draft, self.target = draft, target
+        self.context = min([context] + [model.context for model in (draft, target) if model.context is not None])
+        self.vocab = target.vocab
 
     def check(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy,
-              temperature: float = 0.0) -> None:
+              temperature: float = 0.0, stop: int | None = None) -> None:
         """Raise :class:`ConfigError` naming the first bad argument of :meth:`generate`."""
-        if not temperature >= 0:
-            raise ConfigError(f"speculative decoding: temperature must be >= 0, got {temperature}")
         as_policy(gamma).check()
-        if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1:
-            raise ConfigError(f"speculative decoding: new_tokens must be an integer >= 1, got {new_tokens!r}")
-        if not prompt:
-            raise ConfigError("speculative decoding: the prompt is empty; give at least one token")
-        bad = [t for t in prompt if t < 0 or (self.vocab is not None and t >= self.vocab)]
-        if bad:
-            known = f" (0..{self.vocab - 1})" if self.vocab is not None else ""
-            raise ConfigError(f"speculative decoding: prompt token {bad[0]} is outside the vocabulary{known}")
-        if len(prompt) + new_tokens > self.context:
-            raise ConfigError(f"speculative decoding: a {len(prompt)}-token prompt plus {new_tokens} new tokens "
-                              f"exceeds the context of {self.context} tokens; shorten the prompt or generate fewer")
+        check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context, least=1,
+                      who="speculative decoding", stop=stop)
 
     def generate(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy, temperature: float = 0.0,
-                 seed: int = 0) -> SpeculativeResult:
+                 seed: int = 0, stop: int | None = None) -> SpeculativeResult:
         """``new_tokens`` tokens after ``prompt``, drafting ``gamma`` tokens per round (an int: fixed-length
         drafting), or as a :class:`DraftPolicy` says.
 
         Greedy when ``temperature`` is 0 (then identical to the target's greedy output), else sampled at
         ``temperature`` from a generator seeded with ``seed``. The last round drafts fewer tokens so that
-        exactly ``new_tokens`` come out.
+        exactly ``new_tokens`` come out; with ``stop`` (e.g. the end-of-text id) fewer when the kept tokens reach
+        it (the tokens after it in its round are dropped, as the target alone would not have generated them).
         """
-        self.check(prompt, new_tokens, gamma, temperature)
+        self.check(prompt, new_tokens, gamma, temperature, stop)
         policy = as_policy(gamma)
         rng = np.random.default_rng(seed)
         tokens, end = TokenBuffer(prompt, new_tokens), len(prompt) + new_tokens
@@ -192,10 +177,12 @@ class SpeculativeDecoder:
         result, length = SpeculativeResult([]), DraftLength(policy)
         start = time.perf_counter()
         while tokens.length < end:
-            drafted = result.drafted
+            drafted, before = result.drafted, tokens.length
             accepted = self.round(tokens, draft, target, min(length.current, end - tokens.length - 1), temperature,
                                   rng, result, policy.stop)
             length.update(result.drafted - drafted, accepted)
+            if tokens.cut_after(stop, before):
+                break
         result.seconds = time.perf_counter() - start
         result.tokens = tokens.new()
         return result
