@@ -55,7 +55,8 @@ def prepare_task_data(
         return _memory_text(config, seed)
     if isinstance(config, SklearnData | NpzData | MemoryData) or is_image_data(config):
         splits = load_dataset(config, seed)  # type: ignore[call-overload]
-        _check_classes(splits.y_train, str(getattr(config, "path", "data.train")))
+        if splits.soft_train is None:  # soft labels (a distilled set's) carry every class whatever the hard ones
+            _check_classes(splits.y_train, str(getattr(config, "path", "data.train")))
         return TaskData(
             train=ImageExamples(splits.x_train, splits.y_train),
             val=ImageExamples(splits.x_val, splits.y_val),
