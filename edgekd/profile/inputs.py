@@ -25,6 +25,8 @@ TOKEN_ID_HIGH = 32
 _SEQ_NAME = re.compile(r"seq|sequence|length|len|token|time|step", re.IGNORECASE)
 _BATCH_NAME = re.compile(r"batch|^n$|^b$", re.IGNORECASE)
 _SPATIAL_NAME = re.compile(r"height|width|^h$|^w$", re.IGNORECASE)
+#: A key/value cache input of a causal LM's generation graph (``past_key_values.0.key``, ``past.0``, ``past_3``).
+_CACHE_NAME = re.compile(r"^(past_key_values|past|cache)[._]?\d", re.IGNORECASE)
 
 _NUMPY_DTYPES: dict[str, Any] = {
     "float": np.float32, "float16": np.float16, "double": np.float64,
@@ -99,9 +101,16 @@ def resolve_shape(spec: InputSpec, shape: ShapeLike) -> tuple[int, ...]:
     next dynamic dim of a 2-D or 3-D input is the sequence length (token ids ``[batch, sequence]``;
     frames or embeddings ``[batch, time, features]`` or ``[batch, channels, time]``). A model whose
     static image size differs from the profile's ``image_size``, or with a dynamic dim none of
-    these rules fills, is a :class:`ModelError`.
+    these rules fills, is a :class:`ModelError`, as is a causal LM's key/value cache input (its graph is timed
+    per generated token by the causal-LM stages, never fed as one pass).
     """
     dims = spec.dims
+    if _CACHE_NAME.search(spec.name):
+        raise ModelError(
+            f"input '{spec.name}' is a key/value cache: this is a causal LM's generation graph, which is not timed, "
+            "quantized or bundled as one forward pass; run it through a recipe with data.source: corpus, whose "
+            "stages do that per generated token (see docs/generation.md)"
+        )
     image = _spatial_axes(spec)
     if image and shape.image_size is not None:
         static = [dims[a] for a in image if _is_static(dims[a])]
