@@ -25,13 +25,12 @@ def read_table_text(path: Path, key: str, kind: str) -> str:
     Raises :class:`DataError` for a binary format, a file this user may not read, or bytes that do not decode.
     """
     try:
-        with path.open("rb") as raw:
-            start = raw.read(8)
-        what = next((name for magic, name in BINARY_FORMATS if start.startswith(magic)), None)
+        data = path.read_bytes()
+        what = next((name for magic, name in BINARY_FORMATS if data.startswith(magic)), None)
         if what is not None:
             raise DataError(f"{path}: {what}, not {kind} text ({key}); save the table as {kind} (pandas: to_csv), "
                             "or as a datasets directory (save_to_disk, data.source: hf_disk)")
-        return path.read_bytes().decode(text_encoding(start))
+        return data.decode(text_encoding(data[:8]))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}) ({key}); save the file as UTF-8 (or UTF-16 with "
                         "its byte-order mark)") from None
