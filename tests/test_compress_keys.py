@@ -77,10 +77,11 @@ def test_every_part_of_the_search_is_named_where_the_recipe_wrote_it(tmp_path: P
 
 
 def test_a_search_varying_a_pretrained_teacher_is_refused_in_the_recipes_terms(tmp_path: Path) -> None:
-    """A drop_layers student is not varied, so the search varies the teacher's spec, here a pretrained BERT: its
+    """A pretrained student is not varied, so the search varies the teacher's spec, here a pretrained BERT: its
     derived recipe was refused by search_recipe's own validation as ``recipe 'keys' as a search: student.model:
     give either 'pretrained' or sizes`` (the teacher's default sizes written out beside its checkpoint), naming
-    neither the user's file nor a key they wrote."""
+    neither the user's file nor a key they wrote. (A drop_layers student of it is searched by the layers it keeps:
+    tests/test_layer_search.py.)"""
     from tests import hf_families
     from tests.test_text_pipeline import _write_tsv
 
@@ -91,10 +92,11 @@ def test_a_search_varying_a_pretrained_teacher_is_refused_in_the_recipes_terms(t
     path.write_text(yaml.safe_dump({
         "name": "keys", "data": {"source": "tsv", "train": "train.tsv", "test": "dev.tsv", "val_examples": 5},
         "tokenizer": {"vocab_size": 100}, "teacher": {"model": {"arch": "bert", "pretrained": str(checkpoint)}},
-        "student": {"model": {"arch": "drop_layers", "keep": [0]}},
+        "student": {"model": {"arch": "bert", "pretrained": str(checkpoint)}},
         "stages": [{"stage": "teacher", "epochs": 1}, {"stage": "distill", "epochs": 1}, {"stage": "export"}]}))
-    assert _compress_refusal(path, tmp_path) == (f"error: {path}: compress's search: a search varies the student's "
-                                                 "sizes; teacher.model.pretrained must be unset")
+    assert _compress_refusal(path, tmp_path) == (
+        f"error: {path}: compress's search: a search varies the student's sizes; teacher.model.pretrained must be "
+        "unset (a 'drop_layers' student of a pretrained teacher is searched by how many layers it keeps)")
 
 
 def test_the_searched_teachers_keys_are_named_as_the_teachers(tmp_path: Path) -> None:

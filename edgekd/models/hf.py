@@ -305,16 +305,11 @@ def drop_layers(teacher: nn.Module, spec: DropLayersSpec) -> nn.Module:
     """DistilBERT's student initialisation: a copy of ``teacher`` keeping only some encoder layers.
 
     ``every_other`` keeps layers 0, 2, 4, … (DistilBERT keeps one layer in two); a list keeps
-    those layer indices (0-based) in order. Embeddings, pooler and classifier are copied as they are.
+    those layer indices (0-based) in order; a count keeps that many, spread evenly. Embeddings,
+    pooler and classifier are copied as they are.
     """
     encoder = _encoder_layers(teacher)
-    total = len(encoder)
-    keep = list(range(0, total, 2)) if spec.keep == "every_other" else list(spec.keep)
-    bad = [i for i in keep if i >= total]
-    if bad or not keep or len(set(keep)) != len(keep):
-        raise ConfigError(
-            f"student.model.keep: expected distinct layer indices below {total} (the teacher's layers), got {keep}"
-        )
+    keep = spec.layers_kept(len(encoder))
     student = copy.deepcopy(teacher)
     holder, name = _layer_stack(student)
     setattr(holder, name, nn.ModuleList(copy.deepcopy(encoder[i]) for i in keep))
@@ -324,6 +319,11 @@ def drop_layers(teacher: nn.Module, spec: DropLayersSpec) -> nn.Module:
     for index, layer in enumerate(getattr(holder, name)):
         _renumber(layer, index)
     return student
+
+
+def layer_count(model: nn.Module) -> int:
+    """How many blocks the model's stack has (what ``drop_layers`` keeps some of)."""
+    return len(_encoder_layers(model))
 
 
 def _layer_stack(model: nn.Module) -> tuple[nn.Module, str]:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
 from edgekd.config.base import LocalPath, PathOrId, PositiveInt, StrictModel
+from edgekd.errors import ConfigError
 from edgekd.models import families
 from edgekd.models.checkpoint_files import check_local_path, check_weights, looks_local
 from edgekd.models.packaged import is_packaged, resolve_pretrained
@@ -268,7 +269,11 @@ class HFSpec(SpecBase):
 
 
 class DropLayersSpec(SpecBase):
-    """DistilBERT-style student: the teacher with encoder layers dropped, the kept ones' weights copied."""
+    """DistilBERT-style student: the teacher with encoder layers dropped, the kept ones' weights copied.
+
+    ``keep``: ``every_other`` (layers 0, 2, 4, …), a list of layer indices, or a count ``N``: N layers spread
+    evenly over the teacher's (the first of each of N equal blocks; a budget search varies this count).
+    """
 
     modality: ClassVar[Modality] = "text"
     prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
@@ -276,7 +281,26 @@ class DropLayersSpec(SpecBase):
     tags_tokens: ClassVar[bool] = True
 
     arch: Literal["drop_layers"]
-    keep: Literal["every_other"] | list[Annotated[StrictInt, Field(ge=0)]] = "every_other"
+    keep: Literal["every_other"] | list[Annotated[StrictInt, Field(ge=0)]] | Annotated[StrictInt, Field(ge=1)] = (
+        "every_other")
+
+    def layers_kept(self, total: int) -> list[int]:
+        """The indices of the teacher's ``total`` layers this student keeps.
+
+        A count ``N`` keeps the first layer of each of N equal blocks (``i * total // N``): 3 of 6 → 0, 2, 4,
+        as ``every_other``; 2 of 6 → 0, 3. Raises :class:`ConfigError` for indices beyond the teacher's, repeated
+        indices or a count above ``total``.
+        """
+        if isinstance(self.keep, int):
+            if self.keep > total:
+                raise ConfigError(f"student.model.keep: expected at most {total} layers (the teacher's), "
+                                  f"got {self.keep}")
+            return [i * total // self.keep for i in range(self.keep)]
+        kept = list(range(0, total, 2)) if self.keep == "every_other" else list(self.keep)
+        if any(i >= total for i in kept) or not kept or len(set(kept)) != len(kept):
+            raise ConfigError(f"student.model.keep: expected distinct layer indices below {total} (the teacher's "
+                              f"layers), got {kept}")
+        return kept
 
 
 class BiLSTMSpec(EmbeddingStudent):

@@ -32,6 +32,7 @@ from edgekd.quantize.graph import prepare_graphs
 from edgekd.quantize.isa import expand_modes
 from edgekd.quantize.model import int8_options
 from edgekd.quantize.quantizers import WEIGHTED_OPS, quantize_dynamic_int8, quantize_static_int8
+from edgekd.search.layer_source import LayerSource
 from edgekd.search.space import Structure
 
 #: How a search prunes, in the latency table and in training alike (layer scope: shapes independent of weights).
@@ -42,27 +43,42 @@ CALIBRATION_BATCHES = 4
 
 @dataclass(frozen=True)
 class Family:
-    """What every candidate of a search shares: the architecture, what it is fed and the classes."""
+    """What every candidate of a search shares: the architecture, what it is fed and the classes (and, for
+    ``drop_layers`` students, the teacher whose blocks they keep)."""
 
     arch: str
     signature: InputSignature
     class_names: tuple[str, ...]
+    teacher: LayerSource | None = None
 
     @classmethod
     def of_model_dir(cls, directory: Path, arch: str) -> Family:
         """The family of ``arch`` students for the data a saved model (the teacher) was built for."""
         manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
-        return cls(arch, InputSignature.from_json(manifest["signature"]), tuple(manifest["class_names"]))
+        teacher = LayerSource(directory=Path(directory)) if arch == "drop_layers" else None
+        return cls(arch, InputSignature.from_json(manifest["signature"]), tuple(manifest["class_names"]), teacher)
+
+    @property
+    def depth(self) -> int | None:
+        """The teacher's block count for ``drop_layers`` students (None for other archs)."""
+        return None if self.teacher is None else self.teacher.depth(self.signature, self.class_names)
+
+    def teacher_model(self) -> TaskModel | None:
+        """The teacher ``drop_layers`` candidates are built from (None for other archs)."""
+        return None if self.teacher is None else self.teacher.model(self.signature, self.class_names)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (the classes by count: their names do not change a model)."""
-        return {"arch": self.arch, "signature": self.signature.to_json(), "classes": len(self.class_names)}
+        teacher = {} if self.teacher is None else {"teacher": self.teacher.to_json(self.signature, self.class_names)}
+        return {"arch": self.arch, "signature": self.signature.to_json(), "classes": len(self.class_names), **teacher}
 
 
 def build_random(structure: Structure, family: Family, device: DeviceProfile) -> TaskModel:
-    """The structure's model with random weights (seeded), pruned and factorized as training will."""
+    """The structure's model with random weights (seeded; a ``drop_layers`` one copies the teacher's), pruned and
+    factorized as training will."""
     torch.manual_seed(0)
-    model = build_task_model(structure.model_spec(), family.signature, family.class_names)
+    model = build_task_model(structure.model_spec(), family.signature, family.class_names,
+                             teacher=family.teacher_model())
     if structure.prune:
         config = PruneConfig(ratio=structure.prune, **PRUNE_SETTINGS)
         prune_step(model, config, structure.prune, device_inputs(model, device))

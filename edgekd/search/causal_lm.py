@@ -38,7 +38,7 @@ from edgekd.search.lm_space import lm_candidates, lm_space_for
 from edgekd.search.lm_table import LMFamily, lm_latency_table, time_decoders
 from edgekd.search.plan import Row, SearchPlan, exceeded, rank_feasible
 from edgekd.search.record import LMSearchRecord, TableStats, search_fields, stage_metrics
-from edgekd.search.train import Trained, Variant, moved_under, train
+from edgekd.search.train import Trained, Variant, carry_over, moved_under, train
 
 #: What chooses among a causal-LM search's trained candidates.
 METRIC = {"name": "val_loss", "description": "validation loss (nats per token; lower is better)"}
@@ -163,6 +163,7 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
     ctx.log.info("search: %d of %d candidates fit the per-token budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
     prompt = device_prompt(data.validation, ctx.device.generation.prompt_tokens)
+    carry_over(ctx.run_dir / ctx.stage_dir_name, ctx.work_dir)
     trained: list[Trained] = []
     measured: list[LMMeasured] = []
     attempts: list[LMMeasured] = []

@@ -5,7 +5,10 @@ Otherwise the result (named ``<name>-search``) keeps the recipe's data, teacher 
 runs a ``search`` stage that distils with the recipe's own distill settings (its last distillation
 into the student), exports with its export target and quantizes with its quantize settings, then its
 profile stage (or a default one), its bundle stage if it has one, and a report. The search varies the
-recipe's student, or the teacher's architecture when the student cannot be varied (``drop_layers``).
+recipe's student, or the teacher's architecture when the student cannot be varied (a ``drop_layers`` student
+of a teacher trained from scratch, a pretrained student, an architecture without a search space). A
+``drop_layers`` student of a pretrained teacher is varied by how many of the teacher's blocks it keeps: every
+candidate starts from the pretrained weights, which a student of other sizes would lack.
 
 :func:`preflight` builds the latency table (cached, so the search stage reuses it) and raises the
 search's :class:`~edgekd.errors.BudgetError` when no candidate fits, before the teacher trains.
@@ -32,8 +35,10 @@ from edgekd.report.record import RunReport
 from edgekd.search.build import Family
 from edgekd.search.causal_lm import lm_preflight
 from edgekd.search.config import SearchStage
+from edgekd.search.layer_source import LayerSource
 from edgekd.search.plan import plan_search
 from edgekd.search.record import LMSearchRecord, SearchRecord, TableStats, read_search_record
+from edgekd.search.space import LAYER_COPY
 from edgekd.stages import check_recipe
 
 #: Stages of a recipe a derived search keeps (the others are what the search does itself).
@@ -92,9 +97,10 @@ def search_recipe(recipe: Recipe, source: str | None = None) -> Recipe:
 
 
 def _varied_role(recipe: Recipe) -> str:
-    """Whose model the search varies: the student's, or the teacher's architecture when the student's cannot be
-    varied (``drop_layers``, a pretrained checkpoint, an architecture without a search space)."""
+    """Whose model the search varies (see the module docstring): the student's, or the teacher's architecture."""
     student = recipe.student.model
+    if student.arch == LAYER_COPY and getattr(recipe.teacher.model, "pretrained", None) is not None:
+        return "student"
     if not is_corpus(recipe.data) and (student.arch not in SEARCHABLE
                                      or getattr(student, "pretrained", None) is not None):
         return "teacher"
@@ -204,5 +210,7 @@ def preflight(recipe: Recipe, device: DeviceProfile) -> TableStats | None:
     if is_corpus(recipe.data):
         return lm_preflight(stage, recipe, device)
     data = teacher_task_data(recipe, recipe.seed)
-    family = Family(recipe.student.model.arch, data.signature, data.class_names)
+    arch = recipe.student.model.arch
+    teacher = LayerSource(spec=recipe.teacher.model) if arch == LAYER_COPY else None  # the teacher before training
+    family = Family(arch, data.signature, data.class_names, teacher)
     return plan_search(stage, recipe.student.model, family, device).table.stats

@@ -80,7 +80,7 @@ def plan_search(stage: SearchStage, student: Any, family: Family, device: Device
 
     Raises :class:`BudgetError` when no candidate fits the device's budget.
     """
-    grid = candidates(stage, student)
+    grid = candidates(stage, student, depth=family.depth)
     table = latency_table(grid, family, device, stage)
     rows = tuple(Row(c, table[c], exceeded(table[c], device.budget, stage.latency_margin)) for c in grid)
     feasible = [row for row in rows if row.feasible]

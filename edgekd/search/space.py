@@ -28,6 +28,8 @@ from edgekd.models.architectures import SEARCHABLE, ModelSpec, spec_class
 if TYPE_CHECKING:
     from edgekd.search.config import SearchStage
 
+#: The arch a search varies by how many of the teacher's blocks it keeps (its default space needs the teacher).
+LAYER_COPY = "drop_layers"
 #: Spec fields a search never varies.
 FIXED_FIELDS = ("arch", "pretrained", "trust_remote_code")
 #: Spec fields that do not change the exported graph (so not its latency either).
@@ -84,9 +86,18 @@ class Candidate:
         return f"{self.structure.label} {self.precision}"
 
 
-def space_for(stage: SearchStage, student: BaseModel) -> dict[str, list[Any]]:
-    """The space a search stage varies: its own, else the default for the student's arch."""
-    return stage.space if stage.space is not None else type(student).search_space
+def space_for(stage: SearchStage, student: BaseModel, depth: int | None = None) -> dict[str, list[Any]]:
+    """The space a search stage varies: its own, else the default for the student's arch.
+
+    A ``drop_layers`` student's default is every count of the teacher's ``depth`` blocks below it, each spread
+    evenly (:mod:`edgekd.search.layer_source`); without the depth (a recipe checked before its teacher exists) it is
+    the student as written.
+    """
+    if stage.space is not None:
+        return stage.space
+    if student.arch == LAYER_COPY:
+        return {"keep": list(range(1, depth))} if depth is not None else {}
+    return type(student).search_space
 
 
 def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
@@ -97,11 +108,12 @@ def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
     valid candidate and no more than ``max_candidates``.
     """
     arch = student.arch
-    if arch not in SEARCHABLE:
+    if arch not in (*SEARCHABLE, LAYER_COPY):
         raise ConfigError(f"{where}: a search varies a student built from sizes; student.model.arch '{arch}' is not "
                           f"one (searchable: {', '.join(SEARCHABLE)})")
     if getattr(student, "pretrained", None) is not None:
-        raise ConfigError(f"{where}: a search varies the student's sizes; student.model.pretrained must be unset")
+        raise ConfigError(f"{where}: a search varies the student's sizes; student.model.pretrained must be unset "
+                          "(a 'drop_layers' student of a pretrained teacher is searched by how many layers it keeps)")
     if any(ratio > 0 for ratio in stage.prune) and not student.prune_targets:
         prunable = [name for name in SEARCHABLE if spec_class(name).prune_targets]
         raise ConfigError(f"{where}.prune: structured pruning supports {', '.join(prunable)} students, not '{arch}'")
@@ -119,13 +131,15 @@ def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
     candidates(stage, student, where)
 
 
-def candidates(stage: SearchStage, student: BaseModel, where: str = "search") -> list[Candidate]:
-    """Every valid candidate of the grid, in a stable order (see the module docstring).
+def candidates(stage: SearchStage, student: BaseModel, where: str = "search", depth: int | None = None
+               ) -> list[Candidate]:
+    """Every valid candidate of the grid, in a stable order (see the module docstring); ``depth`` is a
+    ``drop_layers`` student's teacher's block count (:func:`space_for`).
 
     Raises :class:`ConfigError` (prefixed by ``where``) when no combination is valid or the grid
     exceeds ``max_candidates``.
     """
-    space = space_for(stage, student)
+    space = space_for(stage, student, depth)
     names = [name for name in type(student).model_fields if name in space]  # the spec's order, for stable labels
     template = student.model_dump(mode="json")
     structures: list[Structure] = []
@@ -133,11 +147,16 @@ def candidates(stage: SearchStage, student: BaseModel, where: str = "search") ->
     for values in itertools.product(*(_unique(space[name]) for name in names)):
         combination = dict(zip(names, values, strict=True))
         try:
-            spec = type(student).model_validate({**template, **combination},
-                                                context=ALREADY_EXPANDED).model_dump(mode="json")
+            built = type(student).model_validate({**template, **combination}, context=ALREADY_EXPANDED)
+            if depth is not None and student.arch == LAYER_COPY:
+                built.layers_kept(depth)  # a count or index beyond the teacher's blocks
         except ValidationError as exc:
             rejected.append(f"{_compact(combination)}: {exc.errors(include_url=False)[0]['msg']}")
             continue
+        except ConfigError as exc:
+            rejected.append(f"{_compact(combination)}: {exc}")
+            continue
+        spec = built.model_dump(mode="json")
         for prune, factorize in itertools.product(_unique(stage.prune), _unique(stage.factorize)):
             structures.append(Structure(spec, prune, factorize, tuple(combination.items())))
     if not structures:

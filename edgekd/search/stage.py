@@ -32,7 +32,7 @@ from edgekd.search.plan import SearchPlan, plan_search
 from edgekd.search.record import SearchRecord, search_fields, stage_metrics
 from edgekd.search.select import Confirmation, Measured, choose, measure
 from edgekd.search.space import space_for
-from edgekd.search.train import Trained, moved_under, train
+from edgekd.search.train import Trained, carry_over, moved_under, train
 from edgekd.task_heads import LOWER_IS_BETTER
 
 #: Teacher figures carried over from the candidate run that exported it.
@@ -50,6 +50,7 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
     plan = plan_search(config, student_spec, family, ctx.device)
     ctx.log.info("search: %d of %d candidates fit the budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
+    carry_over(ctx.run_dir / ctx.stage_dir_name, ctx.work_dir)
     trained: list[Trained] = []
     measured: list[Measured] = []
     attempts: list[Confirmation] = []
@@ -72,7 +73,7 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
         exported_teacher.metrics.model_dump(include=set(EXPORT_FIGURES), exclude_unset=True)))
     student = _chosen_student(chosen, ctx)
     summary = _summary(config, ctx.device, family, plan, trained, measured, attempts, chosen, started,
-                       space_for(config, student_spec))
+                       space_for(config, student_spec, family.depth))
     ctx.log.info("search: chose %s (validation %s %.4f, p90 %.3f ms)", chosen.measured.variant.label,
                  chosen.measured.metric, chosen.measured.val_score, chosen.result.p90_ms)
     return StageOutput(artifact=artifact.with_model(teacher).with_model(student),

@@ -6,12 +6,16 @@ the student, and the stages teacher → distill (the search's ``distill`` settin
 with ``recovery``) → factorize (its parameter ratio, with ``recovery``) → export (the search's
 ``target``, parity-checked) → quantize (the search's ``quantize`` settings; only for structures
 feasible in INT8, and keeping INT8 only where it pays, as the quantize stage always does). Being a
-pipeline run, it resumes where an interrupted search stopped.
+pipeline run, it resumes where an interrupted search stopped; and a search run again in the same run
+directory with another budget starts from the structure runs of the previous one (:func:`carry_over`), so
+only structures not trained before are.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,6 +68,31 @@ class Trained:
     wall_seconds: float
     note: str | None = None
     """Why INT8 is missing, when the quantize stage refused every INT8 variant."""
+
+
+def carry_over(previous: Path, work_dir: Path) -> list[str]:
+    """Give this search the structures an earlier search of the same run directory trained (``previous``: that
+    search's finished stage directory, e.g. before the budget changed): their runs are hard-linked into
+    ``work_dir``'s candidates, where each resumes as any interrupted run does, so a structure trained for one
+    budget is not trained again for the next. Returns the keys carried over."""
+    source, target = previous / CANDIDATES, work_dir / CANDIDATES
+    if not source.is_dir() or source.resolve() == target.resolve():
+        return []
+    carried = []
+    for run in sorted(path for path in source.iterdir() if path.is_dir() and not (target / path.name).exists()):
+        shutil.copytree(run, target / run.name, copy_function=_link_or_copy)
+        carried.append(run.name)
+    if carried:
+        log.info("search: %d structure run(s) of the previous search kept; those trained again resume", len(carried))
+    return carried
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link (stage files are replaced, never written in place), or a copy across filesystems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def moved_under(model: ModelArtifact, prefix: str) -> ModelArtifact:

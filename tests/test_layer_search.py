@@ -1,0 +1,131 @@
+"""A budget search over a pretrained teacher's own layers: ``edgekd compress`` of a recipe whose student is
+``drop_layers`` and whose teacher is a checkpoint varies how many of the teacher's blocks the student keeps
+(the issue-20 recipe ``sst2-minilm``, which compress refused before), each candidate starting from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import edgekd
+from edgekd.config.device import Budget, load_device
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
+from edgekd.errors import ConfigError
+from edgekd.models.specs import DropLayersSpec
+from edgekd.models.task_model import TaskModel
+from edgekd.pipeline import load_run_records
+from edgekd.search.compress import search_recipe
+from edgekd.search.config import SearchStage
+from edgekd.search.record import SearchRecord, read_search_record
+from edgekd.search.space import candidates, space_for
+from tests import hf_families
+
+LAYERS = 4
+ROOMY = Budget(p90_ms=1000, size_mb=500, peak_memory_mb=4000)
+
+
+@pytest.mark.parametrize(("keep", "total", "kept"), [
+    (3, 6, [0, 2, 4]), (2, 6, [0, 3]), (1, 6, [0]), (4, 6, [0, 1, 3, 4]), (6, 6, [0, 1, 2, 3, 4, 5]),
+    ("every_other", 5, [0, 2, 4]), ([5, 1], 6, [5, 1])])
+def test_a_count_keeps_that_many_layers_spread_over_the_teachers(keep: Any, total: int, kept: list[int]) -> None:
+    assert DropLayersSpec(arch="drop_layers", keep=keep).layers_kept(total) == kept
+
+
+@pytest.mark.parametrize(("keep", "message"), [
+    (7, "student.model.keep: expected at most 6 layers (the teacher's), got 7"),
+    ([0, 6], "student.model.keep: expected distinct layer indices below 6 (the teacher's layers), got [0, 6]"),
+    ([1, 1], "student.model.keep: expected distinct layer indices below 6 (the teacher's layers), got [1, 1]")])
+def test_layers_beyond_the_teachers_are_one_line_errors(keep: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        DropLayersSpec(arch="drop_layers", keep=keep).layers_kept(6)
+    assert str(raised.value) == message
+
+
+def test_the_default_space_is_every_count_below_the_teachers_depth() -> None:
+    student = DropLayersSpec(arch="drop_layers")
+    stage = SearchStage(precision=["fp32"])
+    assert space_for(stage, student, depth=4) == {"keep": [1, 2, 3]}
+    assert space_for(stage, student) == {}  # before the teacher exists: the student as written
+    assert [c.label for c in candidates(stage, student, depth=4)] == [f"drop_layers keep={n} fp32" for n in (1, 2, 3)]
+    own = SearchStage(precision=["fp32"], space={"keep": [2, 9, [0, 3]]})  # 9 is beyond a 4-layer teacher
+    assert [c.label for c in candidates(own, student, depth=4)] == ["drop_layers keep=2 fp32",
+                                                                     "drop_layers keep=[0,3] fp32"]
+    with pytest.raises(ConfigError, match=r"no combination makes a valid student \(e\.g\. \{\"keep\":9\}: "
+                                          r"student\.model\.keep: expected at most 4 layers"):
+        candidates(SearchStage(space={"keep": [9]}), student, depth=4)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sentiment TSVs, a WordPiece tokenizer and a 4-layer BERT classifier checkpoint saved with it."""
+    root = tmp_path_factory.mktemp("layer-search")
+    tokenizer = hf_families.sentiment_files(root, train=160, dev=40)["tokenizer"]
+    return hf_families.save("bert", root / "bert", num_labels=2, tokenizer=tokenizer, num_hidden_layers=LAYERS)
+
+
+def _recipe(checkpoint: Path) -> Recipe:
+    root = checkpoint.parent
+    return validate_model({
+        "name": "layers",
+        "data": {"source": "tsv", "train": str(root / "train.tsv"), "test": str(root / "dev.tsv"), "val_examples": 20},
+        "tokenizer": {"pretrained": str(checkpoint), "max_length": 32},
+        "teacher": {"model": {"arch": "bert", "pretrained": str(checkpoint)}},
+        "student": {"model": {"arch": "drop_layers"}},
+        "stages": [{"stage": "teacher", "epochs": 1, "batch_size": 16},
+                   {"stage": "distill", "epochs": 1, "batch_size": 16,
+                    "losses": [{"kind": "hinton", "alpha": 0.5}, {"kind": "cosine"}]},
+                   {"stage": "export"}],
+    }, Recipe, source="layers.yaml")
+
+
+def test_compress_varies_the_layers_a_pretrained_teacher_keeps(pretrained: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    recipe = _recipe(pretrained)
+    derived = search_recipe(recipe)
+    assert derived.student.model.arch == "drop_layers"  # not the teacher's architecture trained from scratch
+    assert derived.stages[1].distill.losses[1].kind == "cosine"  # the recipe's own distillation
+    device = load_device("host-cpu").model_copy(update={"budget": ROOMY})
+    found = edgekd.compress(recipe, device=device, out=tmp_path / "run")
+    search = _search_record(found)
+    labels = {row.label for row in search.table.candidates}
+    assert labels == {f"drop_layers keep={n} {p}" for n in range(1, LAYERS) for p in ("fp32", "int8")}
+    macs = {row.label: row.macs for row in search.table.candidates}
+    assert macs["drop_layers keep=1 fp32"] < macs["drop_layers keep=2 fp32"] < macs["drop_layers keep=3 fp32"]
+    # the three feasible structures, the most MACs first; the table was timed once, by compress's check
+    assert [t.label for t in search.trained] == [f"drop_layers keep={n}" for n in (3, 2, 1)]
+    assert found.table.profiled == len(labels) and search.table.profiled == 0
+    # the chosen student is the teacher's blocks kept: as many layers as its label says, the teacher's width
+    student = TaskModel.load(found.run.run_dir / found.run.artifact.models["student"].weights).module.config
+    kept = int(search.chosen.label.split("keep=")[1].split()[0])
+    assert (student.num_hidden_layers, student.hidden_size) == (kept, 24)
+
+
+def test_a_search_with_another_budget_in_the_same_run_trains_nothing_twice(pretrained: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second budget's search stage runs again (its budget changed) but starts from the first one's structure
+    runs: no distillation runs for a structure trained before."""
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    recipe = _recipe(pretrained)
+    device = load_device("host-cpu").model_copy(update={"budget": ROOMY})
+    before = _search_record(edgekd.compress(recipe, device=device, out=tmp_path / "run"))
+
+    def no_training(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("a structure trained by the first search was distilled again")
+
+    monkeypatch.setattr("edgekd.distill.stage.run_distill", no_training)
+    tighter = device.model_copy(update={"budget": ROOMY.model_copy(update={"p90_ms": 900.0})})
+    after = _search_record(edgekd.compress(recipe, device=tighter, out=tmp_path / "run"))
+    assert (before.budget.p90_ms, after.budget.p90_ms) == (1000.0, 900.0)
+    assert [t.label for t in after.trained] == [t.label for t in before.trained]
+    assert after.chosen.label == before.chosen.label and after.chosen.val_accuracy == before.chosen.val_accuracy
+
+
+def _search_record(found: Any) -> SearchRecord:
+    """The search stage's record of a compress run."""
+    record = read_search_record(next(r for r in load_run_records(found.run.run_dir) if r["stage"] == "search"))
+    assert isinstance(record, SearchRecord)
+    return record
