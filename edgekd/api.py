@@ -38,7 +38,7 @@ from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
 from edgekd.run_plan import StagePlan, plan_run
 from edgekd.stages import check_recipe
-from edgekd.task_rules import check_corpus_validation, check_corpus_vocabulary, check_generation_fits
+from edgekd.task_rules import check_corpus_validation, check_corpus_vocabulary, check_generation_fits, corpus_reader
 from edgekd.threads import training_threads
 
 #: What names a recipe wherever one is taken (see :func:`validate`).
@@ -99,10 +99,11 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_generation_fits(loaded, profile, source)
     check_sequence_fits(loaded, profile, source)
     check_tokenizer_present(loaded, source)
-    check_corpus_vocabulary(loaded, source)
+    corpus = corpus_reader(loaded)  # the corpus checks share one read of data.path
+    check_corpus_vocabulary(loaded, source, corpus)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
-    check_corpus_validation(loaded, profile, source)
+    check_corpus_validation(loaded, profile, source, corpus)
     _check_inputs(loaded)
     return loaded
 
@@ -230,7 +231,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
     check_generation_fits(loaded, profile, f"recipe '{loaded.name}'")
     check_sequence_fits(loaded, profile, f"recipe '{loaded.name}'")
     if isinstance(recipe, Recipe):  # else validate checked it, against this device
-        check_corpus_validation(loaded, profile, f"recipe '{loaded.name}'")
+        check_corpus_validation(loaded, profile, f"recipe '{loaded.name}'", corpus_reader(loaded))
     if searches:
         from edgekd.search.compress import preflight
 

@@ -27,7 +27,9 @@ Token classification (:mod:`edgekd.token_rules`) also needs TSV/CSV data, Huggin
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData, is_corpus
@@ -38,6 +40,7 @@ from edgekd.token_rules import check_token_classification
 if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
     from edgekd.config.recipe import Recipe
+    from edgekd.data.corpus import CorpusSplit
     from edgekd.models.specs import HFSpec
 
 log = logging.getLogger(__name__)
@@ -171,18 +174,31 @@ def validation_needs(recipe: Recipe, device: DeviceProfile) -> list[tuple[int, s
     return needs
 
 
-def check_corpus_validation(recipe: Recipe, device: DeviceProfile, source: str) -> None:
+def corpus_reader(recipe: Recipe) -> Callable[[], CorpusSplit]:
+    """The text of a corpus recipe's ``data.path``, read by the first call and given again by later ones: the corpus
+    checks of one validation share a reader, so the corpus is read once, when a check first needs it."""
+
+    @functools.cache
+    def read() -> CorpusSplit:
+        from edgekd.data.lm_data import load_corpus
+
+        return load_corpus(recipe.data)
+
+    return read
+
+
+def check_corpus_validation(recipe: Recipe, device: DeviceProfile, source: str,
+                            corpus: Callable[[], CorpusSplit]) -> None:
     """Before anything trains, refuse a corpus whose validation text is too short for the stages after training,
     and warn when it is shorter than one ``data.context`` window (its loss would rest on a handful of tokens).
 
     With edgekd's character tokenizer the tokens are the characters. Another tokenizer spends one UTF-8 byte at
     least on each token but a leading word-boundary marker (SentencePiece's ``▁``), so the bytes plus one bound its
-    tokens; the stages themselves check the exact count (:func:`edgekd.data.lm_data.device_prompt`)."""
+    tokens; the stages themselves check the exact count (:func:`edgekd.data.lm_data.device_prompt`). ``corpus``
+    reads the text (:func:`corpus_reader`)."""
     if not is_corpus(recipe.data):
         return
-    from edgekd.data.lm_data import load_corpus
-
-    validation = load_corpus(recipe.data).validation
+    validation = corpus().validation
     exact = _char_tokenized(recipe)
     tokens = len(validation) if exact else len(validation.encode("utf-8")) + 1
     where = f"{source}: {recipe.data.path} (data.path)"
@@ -197,16 +213,17 @@ def check_corpus_validation(recipe: Recipe, device: DeviceProfile, source: str) 
                     "" if exact else "at most ", tokens, recipe.data.context)
 
 
-def check_corpus_vocabulary(recipe: Recipe, source: str) -> None:
+def check_corpus_vocabulary(recipe: Recipe, source: str, corpus: Callable[[], CorpusSplit]) -> None:
     """Before anything trains, refuse a causal LM whose vocabulary (``vocab_size`` of its config or checkpoint) has
     fewer rows than the recipe's tokenizer has tokens: its embeddings have no row for the last ids, and the model
     was refused only when its stage built it (a student's after the teacher had trained). Checked when the
     tokenizer's size is known without training one: edgekd's character tokenizer (the corpus's characters plus the
     end-of-text token) or a local ``tokenizer.pretrained`` / pretrained teacher's own tokenizer; a tokenizer that
-    cannot load is refused here too. More rows than tokens is fine (checkpoints pad their vocabulary)."""
+    cannot load is refused here too. More rows than tokens is fine (checkpoints pad their vocabulary). ``corpus``
+    reads the text (:func:`corpus_reader`)."""
     if not is_corpus(recipe.data):
         return
-    known = _corpus_tokenizer_size(recipe, source)
+    known = _corpus_tokenizer_size(recipe, source, corpus)
     if known is None:
         return
     size, what = known
@@ -217,14 +234,13 @@ def check_corpus_vocabulary(recipe: Recipe, source: str) -> None:
                               f"{what}; give the model vocab_size {size} or more, or use its own tokenizer")
 
 
-def _corpus_tokenizer_size(recipe: Recipe, source: str) -> tuple[int, str] | None:
+def _corpus_tokenizer_size(recipe: Recipe, source: str,
+                           corpus: Callable[[], CorpusSplit]) -> tuple[int, str] | None:
     """How many tokens a corpus recipe's tokenizer has, and which tokenizer it is, when known before training."""
     from pathlib import Path
 
-    from edgekd.data.lm_data import load_corpus
-
     if _char_tokenized(recipe):
-        split = load_corpus(recipe.data)
+        split = corpus()
         return len(set(split.train + split.validation)) + 1, "the character tokenizer of data.path (its " \
             "characters and the end-of-text token)"
     given = recipe.tokenizer.pretrained if recipe.tokenizer is not None else None

@@ -284,6 +284,28 @@ def test_a_validation_text_shorter_than_one_window_is_warned_about(tmp_path: Pat
     assert len(said) == 1 and "corpus.txt (data.path): the validation text is " in said[0], caplog.text
 
 
+def test_validate_reads_the_corpus_once_for_its_vocabulary_and_validation_checks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The character tokenizer's size and the validation text's length come from one read of data.path (validate
+    read it for each), and a validation text too short is still refused from that read."""
+    from edgekd.api import validate
+    from edgekd.data import lm_data
+    from edgekd.errors import DataError
+
+    reads = []
+    load = lm_data.load_corpus
+    monkeypatch.setattr(lm_data, "load_corpus", lambda data: reads.append(data.path.name) or load(data))
+    assert validate(_recipe(tmp_path)).name == "tiny-lm"
+    assert reads == ["corpus.txt"]
+
+    reads.clear()
+    recipe = yaml.safe_load(_recipe(tmp_path).read_text())
+    recipe["data"]["train_fraction"] = 0.9998
+    with pytest.raises(DataError, match="fewer than the 8 device 'tiny-gen' generation.prompt_tokens"):
+        validate(recipe)
+    assert reads == ["corpus.txt"]
+
+
 def test_a_generation_loss_on_a_classifier_is_one_line(write_recipe) -> None:
     recipe = write_recipe(shrink(demo_recipe_dict()) | {
         "stages": [{"stage": "teacher"}, {"stage": "distill", "losses": [{"kind": "token_kl"}]}]})

@@ -120,6 +120,32 @@ def test_the_check_compares_values_not_only_shapes_and_keeps_the_traced_length(t
                     shape=InputShape(sequence_length=20))
 
 
+def test_the_later_shapes_check_parses_the_graph_once_for_its_inputs_and_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """specs_and_limits reads an exported text model's inputs and embedding rows as input_specs and token_id_limits
+    do, from one parse of the file, and the later-shapes check parses the file once (it parsed it twice)."""
+    import onnx
+
+    from edgekd.export.later_shapes import check_later_shapes
+    from edgekd.profile.inputs import input_specs, specs_and_limits, token_id_limits
+
+    torch.manual_seed(0)
+    model = TracedPositions().eval()
+    sample = {"input_ids": torch.randint(0, 256, (8, 20)), "attention_mask": torch.ones(8, 20, dtype=torch.long)}
+    axes = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}
+    path = export_onnx(model, sample, tmp_path / "ok.onnx", ExportTarget(name="test"), extra_dynamic_axes=axes).path
+    specs, limits = specs_and_limits(path)
+    assert (specs, limits) == (input_specs(path), token_id_limits(path))
+    assert [spec.name for spec in specs] == ["input_ids", "attention_mask"] and limits == {"input_ids": 256}
+
+    loads = []
+    load = onnx.load
+    monkeypatch.setattr(onnx, "load", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))
+    checked = check_later_shapes(model, path, sample, axes, InputShape(sequence_length=48), atol=1e-4)
+    assert _lengths([{k: list(v) for k, v in s.items()} for s in checked]) == {48, 10}
+    assert len(loads) == 1
+
+
 def _scaled_when_long(base: nn.Module, threshold: int) -> nn.Module:
     """``base`` (a Hugging Face causal LM) whose logits are halved once the cache and new tokens together pass
     ``threshold``: a Python branch on the length, which tracing takes once and fixes in the graph."""

@@ -30,7 +30,7 @@ from edgekd.config.device import InputShape
 from edgekd.errors import EdgekdError, ExportError, first_line, is_out_of_memory
 from edgekd.export.guard import describe
 from edgekd.export.parity import Batch, ParityResult, check_parity, cpu_session, graph_feed, one_line
-from edgekd.profile.inputs import InputSpec, ShapeLike, input_specs, sequence_axes, spec_feeds, token_id_limits
+from edgekd.profile.inputs import InputSpec, ShapeLike, input_specs, sequence_axes, spec_feeds, specs_and_limits
 
 #: Seed of the feeds (the profiler's own seed is 0: the same values it times).
 FEED_SEED = 0
@@ -52,10 +52,9 @@ def check_later_shapes(model: nn.Module, onnx_path: Path, sample: Batch, dynamic
     sample's own). Raises a one-line :class:`ExportError` when the graph fails or disagrees at one of them.
     """
     shown = label if label is not None else onnx_path
-    specs = input_specs(onnx_path)
+    specs, limits = specs_and_limits(onnx_path)
     specs += [_sample_spec(name, tensor, dynamic_axes.get(name, {}))
               for name, tensor in sample.items() if name not in {spec.name for spec in specs}]
-    limits = token_id_limits(onnx_path)
     try:
         traced = _traced_length(specs, sample, shape)
     except EdgekdError as exc:  # a dynamic axis the profiler could not fill either

@@ -67,6 +67,16 @@ def input_specs(model: str | Path | Any) -> list[InputSpec]:
     ]
 
 
+def specs_and_limits(path: str | Path) -> tuple[list[InputSpec], dict[str, int]]:
+    """:func:`input_specs` and :func:`token_id_limits` of the ONNX file at ``path``, which is parsed once for both.
+
+    Raises :class:`ModelError` for a file onnx cannot read, as :func:`input_specs` does (where
+    :func:`token_id_limits` alone gives ``{}``).
+    """
+    graph = _load_graph(Path(path))
+    return _specs_of(graph), _limits_of(graph)
+
+
 def _load_graph(path: Path) -> Any:
     import onnx
 
@@ -221,11 +231,12 @@ def make_feeds(onnx_path_or_session: str | Path | Any, shape: ShapeLike, seed: i
     """
     path = str(onnx_path_or_session) if isinstance(onnx_path_or_session, str | Path) else None
     try:
-        if path is not None:  # the file is parsed once, for its inputs and its tables
-            graph = _load_graph(Path(path))
-            specs, limits = _specs_of(graph), _limits_of(graph) if limits is None else limits
-        else:
+        if path is None:
             specs, limits = input_specs(onnx_path_or_session), limits or {}
+        elif limits is None:
+            specs, limits = specs_and_limits(path)
+        else:
+            specs = input_specs(path)
         return spec_feeds(specs, shape, seed, limits)
     except ModelError as exc:
         if path is None or str(exc).startswith(path):
