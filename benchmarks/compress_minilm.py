@@ -33,6 +33,7 @@ from edgekd.atomic import write_json
 from edgekd.config.device import load_device
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
+from edgekd.errors import BudgetError
 from edgekd.search.record import SearchRecord, search_record
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -67,7 +68,11 @@ def search(recipe: Recipe, device: str, budget_ms: float | None, run_dir: Path, 
 
     The chosen ONNX file is copied to ``chosen_dir`` (the next search replaces the run's search stage)."""
     started = time.perf_counter()
-    found = edgekd.compress(recipe, device=device, budget_ms=budget_ms, out=run_dir)
+    try:
+        found = edgekd.compress(recipe, device=device, budget_ms=budget_ms, out=run_dir)
+    except BudgetError as exc:  # no candidate fits: the search's one-line answer is the row
+        return {"device": device, "budget_p90_ms": budget_ms, "chosen": None, "refused": str(exc),
+                "wall_seconds": time.perf_counter() - started}
     wall = time.perf_counter() - started
     stage = next(r for r in found.run.stages if r.stage == "search")
     record = search_record(stage.metrics["search"])
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(*, final: bool) -> dict[str, Any]:
         """The result so far (rewritten after every search; ``complete`` once the interleaved timing is in)."""
-        hosts = [s for s in searches if s["device"] == HOST]
+        hosts = [s for s in searches if s["device"] == HOST and s["chosen"] is not None]
         result = {**result_header("compress_minilm", args, argv, HOST), "complete": final, "recipe": RECIPE,
                   "teacher_row": teacher_row, "searches": searches, "hand_written": compare,
                   "checks": {"host_choices_within_budget": all(s["within_budget"] for s in hosts),
@@ -144,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     for device, budget, fraction in plan:
         row = search(recipe, device, budget, work / "search", work / "chosen")
         searches.append({"fraction_of_teacher_p90": fraction, **row})
-        print(f"{device} {row['budget_p90_ms']:.3g} ms: {row['chosen']} dev {row['dev_accuracy']:.4f}", flush=True)
+        print(f"{device} {row['budget_p90_ms']}: {row['chosen'] or row['refused']}", flush=True)
         write(final=False)
 
-    timed = time_side_by_side([teacher_file, *(Path(s["onnx"]) for s in searches)], quick=args.quick)
+    chosen = [row for row in searches if row["chosen"] is not None]
+    timed = time_side_by_side([teacher_file, *(Path(s["onnx"]) for s in chosen)], quick=args.quick)
     teacher_row.update(interleaved_p50_ms=timed[0].p50_ms, interleaved_p90_ms=timed[0].p90_ms)
-    for row, measured in zip(searches, timed[1:], strict=True):
+    for row, measured in zip(chosen, timed[1:], strict=True):
         row.update(interleaved_p50_ms=measured.p50_ms, interleaved_p90_ms=measured.p90_ms,
                    speedup=timed[0].p50_ms / measured.p50_ms, accuracy_ratio=row["dev_accuracy"] / teacher_accuracy)
     result = write(final=True)
