@@ -200,7 +200,7 @@ def run(
     its torch training threads (see :mod:`edgekd.threads`); ``out`` is the run directory (default
     ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
     """
-    loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, threads)
+    loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, threads, fresh_table=fresh)
     with training_threads(loaded.threads):
         return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
 
@@ -220,8 +220,10 @@ def plan(
 
 def _prepared(recipe: RecipeLike, device: DeviceLike | None,
               out: str | Path | None, budget_ms: float | None,
-              threads: int | Literal["auto"] | None) -> tuple[Recipe, DeviceProfile, Path]:
-    """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use."""
+              threads: int | Literal["auto"] | None, *,
+              fresh_table: bool = False) -> tuple[Recipe, DeviceProfile, Path]:
+    """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use (a search's
+    latency table built or read first; ``fresh_table``: timed again)."""
     loaded = _with_threads(_revalidated(recipe) if isinstance(recipe, Recipe) else
                            validate(recipe, device=device, budget_ms=budget_ms, latency=False), threads)
     if isinstance(recipe, Recipe):
@@ -235,7 +237,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
     if searches:
         from edgekd.search.compress import preflight
 
-        preflight(loaded, profile)
+        preflight(loaded, profile, fresh=fresh_table)
     return loaded, profile, _path(out, "out") or Path("runs") / loaded.name
 
 
@@ -263,8 +265,8 @@ def compress(
     The recipe (a built-in name, a YAML path, a mapping or a :class:`Recipe`) becomes a budget search (see
     :func:`edgekd.search.compress.search_recipe`); ``budget_ms`` replaces the device profile's p90
     budget; ``out`` is the run directory (default ``runs/<recipe name>-search``). The latency table
-    is built (or read from the cache) first: a budget no candidate meets raises
-    :class:`~edgekd.errors.BudgetError` before anything trains.
+    is built (or read from the cache; ``fresh``: timed again, and earlier stages ignored) first: a budget no
+    candidate meets raises :class:`~edgekd.errors.BudgetError` before anything trains.
     """
     from edgekd.search.compress import CompressResult, check_search, preflight, search_recipe
 
@@ -273,7 +275,7 @@ def compress(
     loaded = _with_threads(search_recipe(given, _source(recipe)), threads)
     check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
     profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
-    table = preflight(loaded, profile)
+    table = preflight(loaded, profile, fresh=fresh)
     run_dir = _path(out, "out") or Path("runs") / loaded.name
     with training_threads(loaded.threads):
         result = run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)

@@ -127,6 +127,11 @@ def test_latency_table_is_cached_per_device_and_cpu(cache: Path) -> None:
     again = latency_table(grid, DIGITS, with_budget(host, 0.5), stage)
     assert (again.stats.profiled, again.stats.reused, again.stats.seconds) == (0, 6, 0.0)
     assert again.entries == first.entries
+    # --fresh times every candidate again (a table timed on a busy machine) and replaces the cached entries
+    timed_again = latency_table(grid, DIGITS, host, stage, fresh=True)
+    assert (timed_again.stats.profiled, timed_again.stats.reused) == (6, 0)
+    cached = latency_table(grid, DIGITS, host, stage)
+    assert cached.stats.profiled == 0 and cached.entries == timed_again.entries != first.entries
     # another profile, another CPU: another table
     one_thread = host.model_copy(update={"threads": 1})
     assert table_path(table_key(DIGITS, one_thread, stage)) != Path(first.stats.path)

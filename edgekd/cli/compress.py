@@ -11,7 +11,6 @@ from rich.table import Table
 from edgekd.cli.common import (
     BudgetOpt,
     DeviceOpt,
-    FreshOpt,
     JsonOpt,
     QuietOpt,
     RecipeArg,
@@ -38,7 +37,8 @@ def compress(
     out_dir: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Run directory (default runs/<recipe name>-search).")] = None,
     threads: ThreadsOpt = None,
-    fresh: FreshOpt = False,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Time the latency table again and ignore finished stages of an earlier run.")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -51,13 +51,14 @@ def per_token_limit(budget: Budget) -> float:
     return budget.ms_per_token if budget.ms_per_token is not None else budget.p90_ms
 
 
-def plan_lm_search(stage: SearchStage, student: HFSpec, family: LMFamily, device: DeviceProfile) -> SearchPlan:
+def plan_lm_search(stage: SearchStage, student: HFSpec, family: LMFamily, device: DeviceProfile, *,
+                   fresh: bool = False) -> SearchPlan:
     """The per-token latency table of ``stage``'s grid around ``student`` and what to train, best first.
 
     Raises :class:`BudgetError` when no candidate fits the device's budget.
     """
     grid = lm_candidates(stage, student)
-    table = lm_latency_table(grid, family, device, stage)
+    table = lm_latency_table(grid, family, device, stage, fresh=fresh)
     per_token = device.budget.model_copy(update={"p90_ms": per_token_limit(device.budget)})
     rows = tuple(Row(c, table[c], tuple("ms_per_token" if limit == "p90_ms" else limit
                                         for limit in exceeded(table[c], per_token, stage.latency_margin)))
@@ -90,12 +91,13 @@ def no_fit_message(rows: Sequence[Row], device: DeviceProfile, stage: SearchStag
             "vocabulary (tokenizer.vocab_size), int8 or smaller students in space")
 
 
-def lm_preflight(stage: SearchStage, recipe: Recipe, device: DeviceProfile) -> TableStats:
+def lm_preflight(stage: SearchStage, recipe: Recipe, device: DeviceProfile, *, fresh: bool = False) -> TableStats:
     """Judge a causal-LM recipe's search grid against ``device``'s budget before anything trains (see
     :func:`edgekd.search.compress.preflight`): the corpus is tokenized as the teacher stage will, for its
     vocabulary."""
     data = prepare_lm_data(recipe.data, recipe.tokenizer)
-    return plan_lm_search(stage, recipe.student.model, LMFamily(data.tokenizer, data.context), device).table.stats
+    family = LMFamily(data.tokenizer, data.context)
+    return plan_lm_search(stage, recipe.student.model, family, device, fresh=fresh).table.stats
 
 
 @dataclass(frozen=True)

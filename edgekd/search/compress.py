@@ -198,7 +198,7 @@ def search_stage(recipe: Recipe) -> SearchStage | None:
     return next((stage for stage in recipe.stages if isinstance(stage, SearchStage)), None)
 
 
-def preflight(recipe: Recipe, device: DeviceProfile) -> TableStats | None:
+def preflight(recipe: Recipe, device: DeviceProfile, *, fresh: bool = False) -> TableStats | None:
     """Judge the recipe's search grid against ``device``'s budget before anything trains (None: no search).
 
     Builds (or reads) the latency table and raises :class:`~edgekd.errors.BudgetError` when no
@@ -208,9 +208,9 @@ def preflight(recipe: Recipe, device: DeviceProfile) -> TableStats | None:
     if stage is None:
         return None
     if is_corpus(recipe.data):
-        return lm_preflight(stage, recipe, device)
+        return lm_preflight(stage, recipe, device, fresh=fresh)
     data = teacher_task_data(recipe, recipe.seed)
     arch = recipe.student.model.arch
     teacher = LayerSource(spec=recipe.teacher.model) if arch == LAYER_COPY else None  # the teacher before training
     family = Family(arch, data.signature, data.class_names, teacher)
-    return plan_search(stage, recipe.student.model, family, device).table.stats
+    return plan_search(stage, recipe.student.model, family, device, fresh=fresh).table.stats

@@ -58,11 +58,12 @@ class LMFamily:
         return {"arch": "causal-lm", "vocab_size": len(self.tokenizer), "context": self.context}
 
 
-def lm_latency_table(grid: list[Candidate], family: LMFamily, device: DeviceProfile,
-                     stage: SearchStage) -> LatencyTable:
-    """The per-token table of ``grid``: cached entries, the missing ones measured now (and cached)."""
+def lm_latency_table(grid: list[Candidate], family: LMFamily, device: DeviceProfile, stage: SearchStage, *,
+                     fresh: bool = False) -> LatencyTable:
+    """The per-token table of ``grid``: cached entries, the missing ones measured now (and cached); ``fresh``:
+    all measured now."""
     return cached_table(grid, table_key(family, device, stage), device,  # type: ignore[arg-type]
-                        lambda missing: _measure(missing, family, device, stage))
+                        lambda missing: _measure(missing, family, device, stage), fresh=fresh)
 
 
 def random_decoder(spec: Any, family: LMFamily) -> nn.Module:

@@ -75,13 +75,15 @@ def exceeded(entry: Entry, budget: Budget, margin: float) -> tuple[str, ...]:
     return tuple(name for name, value, limit in limits if value > limit)
 
 
-def plan_search(stage: SearchStage, student: Any, family: Family, device: DeviceProfile) -> SearchPlan:
-    """The latency table of ``stage``'s grid around ``student`` and what to train, best first.
+def plan_search(stage: SearchStage, student: Any, family: Family, device: DeviceProfile, *,
+                fresh: bool = False) -> SearchPlan:
+    """The latency table of ``stage``'s grid around ``student`` (``fresh``: every candidate timed again) and what
+    to train, best first.
 
     Raises :class:`BudgetError` when no candidate fits the device's budget.
     """
     grid = candidates(stage, student, depth=family.depth)
-    table = latency_table(grid, family, device, stage)
+    table = latency_table(grid, family, device, stage, fresh=fresh)
     rows = tuple(Row(c, table[c], exceeded(table[c], device.budget, stage.latency_margin)) for c in grid)
     feasible = [row for row in rows if row.feasible]
     if not feasible:

@@ -81,18 +81,22 @@ def table_path(key: dict[str, Any]) -> Path:
     return cache_root() / TABLE_DIR / f"{device}-{key['family']['arch']}-{digest}.json"
 
 
-def latency_table(grid: list[Candidate], family: Family, device: DeviceProfile, stage: SearchStage) -> LatencyTable:
-    """The table of ``grid``: cached entries, the missing ones measured now (and cached)."""
+def latency_table(grid: list[Candidate], family: Family, device: DeviceProfile, stage: SearchStage, *,
+                  fresh: bool = False) -> LatencyTable:
+    """The table of ``grid``: cached entries, the missing ones measured now (and cached); ``fresh``: all measured
+    now (the cached ones replaced)."""
     return cached_table(grid, table_key(family, device, stage), device,
-                        lambda missing: _measure(missing, family, device, stage))
+                        lambda missing: _measure(missing, family, device, stage), fresh=fresh)
 
 
 def cached_table(grid: list[Candidate], key: dict[str, Any], device: DeviceProfile,
-                 measure: Callable[[list[Candidate]], dict[str, Entry]]) -> LatencyTable:
-    """The table of ``grid`` cached under ``key``: cached entries, the missing ones ``measure`` d now (and cached)."""
+                 measure: Callable[[list[Candidate]], dict[str, Entry]], *, fresh: bool = False) -> LatencyTable:
+    """The table of ``grid`` cached under ``key``: cached entries, the missing ones ``measure`` d now (and cached);
+    ``fresh`` measures every candidate again (``edgekd compress --fresh``: say, a table timed while the machine
+    was busy) and replaces their cached entries."""
     path = table_path(key)
     entries = _read(path, key)
-    missing = [c for c in grid if c.key not in entries]
+    missing = [c for c in grid if fresh or c.key not in entries]
     started = time.perf_counter()
     if missing:
         log.info("latency table: timing %d of %d candidates on %s (%d cached in %s)", len(missing), len(grid),
