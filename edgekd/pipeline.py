@@ -142,7 +142,7 @@ def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device:
         "recipe": kind.fingerprint_inputs(recipe, stage_config),
     }
     if kind.uses_device:
-        inputs["device"] = device.model_dump(mode="json")
+        inputs["device"] = _without(device.model_dump(mode="json"), kind.device_ignores)
     elif kind.device_fields:
         inputs["device"] = device.model_dump(mode="json", include=set(kind.device_fields))
     if kind.extra_inputs is not None:
@@ -154,6 +154,17 @@ def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device:
     if content is not None:  # local data files: their bytes, so an edited example re-runs the stages reading it
         inputs["data_content"] = content
     return json.loads(json.dumps(inputs, default=str))
+
+
+def _without(fields: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
+    """``fields`` without the nested keys ``dotted`` names (``budget.p90_ms``)."""
+    for path in dotted:
+        *parents, last = path.split(".")
+        holder = fields
+        for parent in parents:
+            holder = holder.get(parent) or {}
+        holder.pop(last, None)
+    return fields
 
 
 def _pretrained_names(value: Any) -> set[str]:

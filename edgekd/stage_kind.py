@@ -61,6 +61,9 @@ class StageKind:
     """Top-level recipe fields the stage reads (its fingerprint hashes exactly these); ``ALL_FIELDS`` for all;
     or a function of the stage's config giving them (a distill stage reads the spec of the role it trains)."""
     uses_device: bool = False
+    device_ignores: tuple[str, ...] = ()
+    """Dotted fields of the device profile a stage that uses it never reads (left out of its fingerprint): the
+    quantize stage's decision reads the size budget, not the latency ones."""
     device_fields: tuple[str, ...] = ()
     """Fields of the device profile a stage that does not use all of it reads (its fingerprint hashes these): the
     export stage checks its graphs at the device's ``inputs`` (a causal LM's at its ``generation`` prompt)."""

@@ -301,3 +301,23 @@ def test_a_teacher_in_the_shared_store_is_planned_as_copied_and_then_copied(tmp_
     assert plan[1].status == "runs"
     assert _ran(_recipe(), tmp_path / "two", registry)[0] == "02-distill"  # the teacher was not run again
     assert plan_run(_recipe(), DEVICE, tmp_path / "three", fresh=True, registry=registry)[0].status == "runs"
+
+
+def test_a_latency_budget_does_not_re_run_quantization_but_a_size_budget_does() -> None:
+    """The quantize stage keeps INT8 where it is faster, or where only it fits the size budget: a new p90 budget
+    (compress at another budget) keeps its result, a new size budget re-runs it; the profile stage, which judges
+    the p90, re-runs for either."""
+    recipe = _recipe()
+    budget = DEVICE.budget
+
+    def fingerprints(**changes: float) -> tuple[str, str]:
+        device = DEVICE.model_copy(update={"budget": budget.model_copy(update=changes)})
+        return tuple(fingerprint(fingerprint_inputs("", DEFAULT_REGISTRY[kind].config.model_validate({"stage": kind}),
+                                                    recipe, device, DEFAULT_REGISTRY[kind]))
+                     for kind in ("quantize", "profile"))  # type: ignore[return-value]
+
+    quantize, profile = fingerprints()
+    faster = fingerprints(p90_ms=budget.p90_ms / 2, peak_memory_mb=budget.peak_memory_mb / 2)
+    assert faster[0] == quantize and faster[1] != profile
+    smaller = fingerprints(size_mb=budget.size_mb / 2)
+    assert smaller[0] != quantize and smaller[1] != profile
