@@ -33,7 +33,7 @@ from edgekd.quantize.isa import expand_modes
 from edgekd.quantize.model import int8_options
 from edgekd.quantize.quantizers import WEIGHTED_OPS, quantize_dynamic_int8, quantize_static_int8
 from edgekd.search.layer_source import LayerSource
-from edgekd.search.space import Structure
+from edgekd.search.space import LAYER_COPY, Structure
 
 #: How a search prunes, in the latency table and in training alike (layer scope: shapes independent of weights).
 PRUNE_SETTINGS: dict[str, Any] = {"importance": "l2", "scope": "layer"}
@@ -55,7 +55,7 @@ class Family:
     def of_model_dir(cls, directory: Path, arch: str) -> Family:
         """The family of ``arch`` students for the data a saved model (the teacher) was built for."""
         manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
-        teacher = LayerSource(directory=Path(directory)) if arch == "drop_layers" else None
+        teacher = LayerSource(directory=Path(directory)) if arch == LAYER_COPY else None
         return cls(arch, InputSignature.from_json(manifest["signature"]), tuple(manifest["class_names"]), teacher)
 
     @property

@@ -48,4 +48,3 @@ class LayerSource:
         shapes = {name: list(parameter.shape) for name, parameter in module.named_parameters()}
         digest = hashlib.sha256(json.dumps(shapes, sort_keys=True).encode()).hexdigest()[:16]
         return {"model_type": getattr(module.config, "model_type", None), "shapes": digest}
-

@@ -5,7 +5,8 @@ data, seed and tokenizer, the teacher loaded from the teacher stage's weights, t
 the student, and the stages teacher → distill (the search's ``distill`` settings) → prune (its ratio,
 with ``recovery``) → factorize (its parameter ratio, with ``recovery``) → export (the search's
 ``target``, parity-checked) → quantize (the search's ``quantize`` settings; only for structures
-feasible in INT8, and keeping INT8 only where it pays, as the quantize stage always does). Being a
+feasible in INT8, and keeping INT8 only where it pays, as the quantize stage always does); the teacher's
+outputs are cached once for all the structures (``teacher-outputs/`` in the stage's directory). Being a
 pipeline run, it resumes where an interrupted search stopped; and a search run again in the same run
 directory with another budget starts from the structure runs of the previous one (:func:`carry_over`), so
 only structures not trained before are.
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: The subdirectory of the search stage holding one run per trained structure.
 CANDIDATES = "candidates"
+#: The subdirectory of the search stage caching the teacher's outputs that every structure's distillation reads.
+TEACHER_OUTPUTS = "teacher-outputs"
 
 
 @dataclass(frozen=True)
@@ -72,14 +75,17 @@ class Trained:
 
 def carry_over(previous: Path, work_dir: Path) -> list[str]:
     """Give this search the structures an earlier search of the same run directory trained (``previous``: that
-    search's finished stage directory, e.g. before the budget changed): their runs are hard-linked into
-    ``work_dir``'s candidates, where each resumes as any interrupted run does, so a structure trained for one
-    budget is not trained again for the next. Returns the keys carried over."""
-    source, target = previous / CANDIDATES, work_dir / CANDIDATES
-    if not source.is_dir() or source.resolve() == target.resolve():
+    search's finished stage directory, e.g. before the budget changed): their runs, and the teacher outputs they
+    were distilled from, are hard-linked into ``work_dir``, where each run resumes as any interrupted run does, so
+    a structure trained for one budget is not trained again for the next. Returns the keys carried over."""
+    if not previous.is_dir() or previous.resolve() == work_dir.resolve():
         return []
+    if (previous / TEACHER_OUTPUTS).is_dir() and not (work_dir / TEACHER_OUTPUTS).exists():
+        shutil.copytree(previous / TEACHER_OUTPUTS, work_dir / TEACHER_OUTPUTS, copy_function=_link_or_copy)
+    source, target = previous / CANDIDATES, work_dir / CANDIDATES
+    runs = sorted(path for path in source.iterdir() if path.is_dir()) if source.is_dir() else []
     carried = []
-    for run in sorted(path for path in source.iterdir() if path.is_dir() and not (target / path.name).exists()):
+    for run in (path for path in runs if not (target / path.name).exists()):
         shutil.copytree(run, target / run.name, copy_function=_link_or_copy)
         carried.append(run.name)
     if carried:
@@ -107,11 +113,18 @@ def moved_under(model: ModelArtifact, prefix: str) -> ModelArtifact:
 
 
 def candidate_recipe(recipe: Recipe, choice: Choice, stage: SearchStage, teacher_weights: Path, *,
-                     quantize: bool = True) -> Recipe:
-    """The recipe of one structure's run (see the module docstring); ``quantize=False`` leaves INT8 out."""
+                     quantize: bool = True, teacher_outputs: Path | None = None) -> Recipe:
+    """The recipe of one structure's run (see the module docstring); ``quantize=False`` leaves INT8 out.
+
+    ``teacher_outputs``: where the distillation caches the teacher's outputs when the search's settings name no
+    ``teacher_cache_dir`` (:func:`train`: one cache for every structure of the search, all distilled from the
+    same teacher on the same transfer set, so the teacher runs over it once, not once per structure)."""
     structure = choice.structure
     recovery = stage.recovery.model_dump(mode="json")
-    stages: list[dict[str, Any]] = [{"stage": "teacher"}, {"stage": "distill", **stage.distill.model_dump(mode="json")}]
+    distill = stage.distill.model_dump(mode="json")
+    if teacher_outputs is not None and distill["cache_teacher"] and distill["teacher_cache_dir"] is None:
+        distill["teacher_cache_dir"] = str(teacher_outputs)
+    stages: list[dict[str, Any]] = [{"stage": "teacher"}, {"stage": "distill", **distill}]
     if structure.prune:
         stages.append({"stage": "prune", "ratio": structure.prune, **PRUNE_SETTINGS, "recovery": recovery})
     if structure.factorize is not None:
@@ -142,18 +155,19 @@ def train(choice: Choice, stage: SearchStage, recipe: Recipe, device: DeviceProf
     started = time.perf_counter()
     key = choice.structure.key
     run_dir = work_dir / CANDIDATES / key
+    outputs = work_dir.resolve() / TEACHER_OUTPUTS
     log.info("search: training %s", choice.structure.label)
     note = None
     try:
-        result = run_pipeline(candidate_recipe(recipe, choice, stage, teacher_weights), device, run_dir,
-                              show_progress=show_progress)
+        result = run_pipeline(candidate_recipe(recipe, choice, stage, teacher_weights, teacher_outputs=outputs),
+                              device, run_dir, show_progress=show_progress)
     except (ExportError, ModelError) as exc:
         if "int8" not in choice.precisions:
             raise
         note = f"int8 refused: {exc}"  # the agreement gate or the quantizer; FP32 stays a candidate
         log.info("search: %s: %s", choice.structure.label, note)
-        result = run_pipeline(candidate_recipe(recipe, choice, stage, teacher_weights, quantize=False), device,
-                              run_dir, show_progress=show_progress)
+        result = run_pipeline(candidate_recipe(recipe, choice, stage, teacher_weights, quantize=False,
+                                               teacher_outputs=outputs), device, run_dir, show_progress=show_progress)
     prefix = f"{CANDIDATES}/{key}"
     artifacts = {record.stage: Artifact.from_json(record.data["artifact"]) for record in result.stages}
     exported = artifacts["export"]
