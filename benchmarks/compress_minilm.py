@@ -13,7 +13,8 @@ its own budget. All searches share one run directory, so a structure trained for
 trained again for the next. At the end the teacher and every chosen model are timed again side by
 side on ``host-cpu`` (interleaved), which gives the speed-ups; ``--compare`` adds the rows of
 ``kd_sst2.py`` results (hand-written students, their speed-ups measured against the same teacher
-in their own runs) for the table the README shows.
+in their own runs) for the table the README shows. ``--top-k 1`` trains only the largest feasible
+structure per search (compress trains three) when time is short.
 
 ``--quick`` shrinks the data and epochs (2,000 training sentences, one epoch) to check the path in
 minutes; its accuracies mean nothing.
@@ -34,6 +35,8 @@ from edgekd.config.device import load_device
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.errors import BudgetError
+from edgekd.search.compress import search_recipe
+from edgekd.search.config import SearchStage
 from edgekd.search.record import SearchRecord, search_record
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -96,6 +99,15 @@ def search(recipe: Recipe, device: str, budget_ms: float | None, run_dir: Path, 
     }
 
 
+def with_top_k(recipe: Recipe, top_k: int | None) -> Recipe:
+    """``recipe`` as compress makes it a search, training ``top_k`` structures per search (None: as compress does)."""
+    if top_k is None:
+        return recipe
+    search = search_recipe(recipe, RECIPE)
+    stages = [s.model_copy(update={"top_k": top_k}) if s.stage == "search" else s for s in search.stages]
+    return search.model_copy(update={"stages": stages})
+
+
 def hand_written(files: list[Path]) -> list[dict[str, Any]]:
     """The students of ``kd_sst2.py`` results: name, dev accuracy, accuracy ratio and speed-up (their own runs)."""
     rows = []
@@ -112,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="host-cpu p90 budgets as fractions of the teacher's p90")
     parser.add_argument("--devices", nargs="*", default=list(DEVICES), help="profiles searched at their own budget")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="kd_sst2.py results to list beside")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="structures each search trains (default: compress's, 3); 1 trains the largest feasible")
     args = parser.parse_args(argv)
     args.teacher = "minilm"
+    if args.top_k is not None and args.top_k < 1:
+        print(f"error: --top-k: expected at least 1, got {args.top_k}")
+        return 2
     if any(not 0 < f <= 1 for f in args.fractions):
         print(f"error: --fractions: expected fractions of the teacher's p90 in (0, 1], got {args.fractions}")
         return 2
@@ -125,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     base = recipe_dict(RECIPE, args.data.resolve(), quick=args.quick, teacher="minilm")
     teacher_file, teacher_accuracy = teacher_onnx(base, teachers_dir(args).resolve() / "teacher")
     teacher_p90 = time_side_by_side([teacher_file], quick=args.quick)[0].p90_ms
-    recipe = validate_model(base, Recipe, source=RECIPE)
+    recipe = with_top_k(validate_model(base, Recipe, source=RECIPE), args.top_k)
     work = (args.work / mode(args)).resolve()
     teacher_row = {"name": "teacher", "dev_accuracy": teacher_accuracy, "onnx": shown_path(teacher_file),
                    "p90_ms_for_budgets": teacher_p90}
@@ -135,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         """The result so far (rewritten after every search; ``complete`` once the interleaved timing is in)."""
         hosts = [s for s in searches if s["device"] == HOST and s["chosen"] is not None]
         result = {**result_header("compress_minilm", args, argv, HOST), "complete": final, "recipe": RECIPE,
+                  "top_k": args.top_k or SearchStage.model_fields["top_k"].default,
                   "teacher_row": teacher_row, "searches": searches, "hand_written": compare,
                   "checks": {"host_choices_within_budget": all(s["within_budget"] for s in hosts),
                              "later_searches_timed_no_host_candidate": all(s["table"]["profiled"] == 0

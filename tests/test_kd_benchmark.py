@@ -216,6 +216,8 @@ def test_compress_minilm_refuses_bad_arguments_before_training(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     compress_minilm = load_benchmark("compress_minilm")
     common = ["--data", str(tmp_path), "--out", str(tmp_path / "out.json"), "--work", str(tmp_path / "work")]
+    assert compress_minilm.main([*common, "--top-k", "0"]) == 2
+    assert capsys.readouterr().out == "error: --top-k: expected at least 1, got 0\n"
     assert compress_minilm.main([*common, "--fractions", "0.2", "1.5"]) == 2
     assert capsys.readouterr().out == ("error: --fractions: expected fractions of the teacher's p90 in (0, 1], "
                                        "got [0.2, 1.5]\n")
@@ -237,7 +239,7 @@ def test_quick_compress_minilm_searches_the_teachers_layers_at_each_budget(tmp_p
     out = tmp_path / "cm.json"
     assert compress_minilm.main(["--data", str(SST2), "--out", str(out), "--work", str(tmp_path / "work"),
                                  "--teachers", str(tmp_path / "teachers"), "--quick",
-                                 "--fractions", "0.3", "0.6"]) == 0
+                                 "--fractions", "0.3", "0.6", "--top-k", "1"]) == 0
     result = json.loads(out.read_text())
     teacher_p90 = result["teacher_row"]["p90_ms_for_budgets"]
     host = [s for s in result["searches"] if s["device"] == "host-cpu"]
@@ -248,4 +250,4 @@ def test_quick_compress_minilm_searches_the_teachers_layers_at_each_budget(tmp_p
         assert 0.0 <= row["dev_accuracy"] <= 1.0 and row["interleaved_p50_ms"] > 0 and row["speedup"] > 0
     assert result["searches"][2]["estimated"] is True
     assert result["checks"]["later_searches_timed_no_host_candidate"] is True
-    assert result["cpu"]["brand"]
+    assert result["cpu"]["brand"] and result["top_k"] == 1
