@@ -13,7 +13,7 @@ import edgekd
 from edgekd.config.device import Budget, load_device
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
-from edgekd.errors import ConfigError
+from edgekd.errors import BudgetError, ConfigError
 from edgekd.models.specs import DropLayersSpec
 from edgekd.models.task_model import TaskModel
 from edgekd.pipeline import load_run_records
@@ -136,3 +136,25 @@ def _search_record(found: Any) -> SearchRecord:
     record = read_search_record(next(r for r in load_run_records(found.run.run_dir) if r["stage"] == "search"))
     assert isinstance(record, SearchRecord)
     return record
+
+
+def test_a_search_that_missed_its_budget_after_training_keeps_its_structures(pretrained: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A budget missed after the real export ('relax the budget', the message says) is re-run with another budget:
+    the structures the failed search trained are kept beside the stage and not trained again."""
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    device = load_device("host-cpu").model_copy(update={"budget": ROOMY})
+    with monkeypatch.context() as patch:
+        patch.setattr("edgekd.search.stage.choose", lambda *_args: (None, []))  # every real export "over budget"
+        with pytest.raises(BudgetError, match="after the real export"):
+            edgekd.compress(_recipe(pretrained), device=device, out=tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run" / ".02-search.tried" / "candidates").iterdir())
+
+    def no_training(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("a structure the failed search trained was distilled again")
+
+    monkeypatch.setattr("edgekd.distill.stage.run_distill", no_training)
+    relaxed = device.model_copy(update={"budget": ROOMY.model_copy(update={"p90_ms": 2000.0})})
+    after = _search_record(edgekd.compress(_recipe(pretrained), device=relaxed, out=tmp_path / "run"))
+    assert [t.label for t in after.trained] == [f"drop_layers keep={n}" for n in (3, 2, 1)]
+    assert not (tmp_path / "run" / ".02-search.tried").exists()  # the finished search holds them now

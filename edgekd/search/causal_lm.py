@@ -38,7 +38,7 @@ from edgekd.search.lm_space import lm_candidates, lm_space_for
 from edgekd.search.lm_table import LMFamily, lm_latency_table, time_decoders
 from edgekd.search.plan import Row, SearchPlan, exceeded, rank_feasible
 from edgekd.search.record import LMSearchRecord, TableStats, search_fields, stage_metrics
-from edgekd.search.train import Trained, Variant, carry_over, moved_under, train
+from edgekd.search.train import Trained, Variant, earlier_structures, moved_under, train
 
 #: What chooses among a causal-LM search's trained candidates.
 METRIC = {"name": "val_loss", "description": "validation loss (nats per token; lower is better)"}
@@ -165,24 +165,24 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
     ctx.log.info("search: %d of %d candidates fit the per-token budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
     prompt = device_prompt(data.validation, ctx.device.generation.prompt_tokens)
-    carry_over(ctx.run_dir / ctx.stage_dir_name, ctx.work_dir)
-    trained: list[Trained] = []
-    measured: list[LMMeasured] = []
-    attempts: list[LMMeasured] = []
-    chosen = None
-    for batch in plan.batches(config.top_k):
-        fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, teacher_dir / WEIGHTS,
-                       show_progress=ctx.show_progress) for choice in batch]
-        trained += fresh
-        new = measure([v for t in fresh for v in t.variants], ctx.device, prompt, warmup=config.table.warmup,
-                      runs=config.table.runs, path=ctx.path)
-        measured += new
-        chosen, tried = choose(new, ctx.device, config, prompt, ctx.path)
-        attempts += tried
-        if chosen is not None:
-            break
-    if chosen is None:
-        raise BudgetError(missed_message(measured, ctx.device))
+    with earlier_structures(ctx):
+        trained: list[Trained] = []
+        measured: list[LMMeasured] = []
+        attempts: list[LMMeasured] = []
+        chosen = None
+        for batch in plan.batches(config.top_k):
+            fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, teacher_dir / WEIGHTS,
+                           show_progress=ctx.show_progress) for choice in batch]
+            trained += fresh
+            new = measure([v for t in fresh for v in t.variants], ctx.device, prompt, warmup=config.table.warmup,
+                          runs=config.table.runs, path=ctx.path)
+            measured += new
+            chosen, tried = choose(new, ctx.device, config, prompt, ctx.path)
+            attempts += tried
+            if chosen is not None:
+                break
+        if chosen is None:
+            raise BudgetError(missed_message(measured, ctx.device))
     best, confirmed = chosen
     exported = moved_under(trained[0].teacher, ctx.stage_dir_name)
     export_figures = exported.metrics.model_dump(include=set(TEACHER_EXPORT_FIGURES), exclude_unset=True)

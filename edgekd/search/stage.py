@@ -32,7 +32,7 @@ from edgekd.search.plan import SearchPlan, plan_search
 from edgekd.search.record import SearchRecord, search_fields, stage_metrics
 from edgekd.search.select import Confirmation, Measured, choose, measure
 from edgekd.search.space import space_for
-from edgekd.search.train import Trained, carry_over, moved_under, train
+from edgekd.search.train import Trained, earlier_structures, moved_under, train
 from edgekd.task_heads import LOWER_IS_BETTER
 
 #: Teacher figures carried over from the candidate run that exported it.
@@ -50,24 +50,24 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
     plan = plan_search(config, student_spec, family, ctx.device)
     ctx.log.info("search: %d of %d candidates fit the budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
-    carry_over(ctx.run_dir / ctx.stage_dir_name, ctx.work_dir)
-    trained: list[Trained] = []
-    measured: list[Measured] = []
-    attempts: list[Confirmation] = []
-    chosen = None
-    for batch in plan.batches(config.top_k):
-        fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, ctx.resolve(teacher.weights) / WEIGHTS,
-                       show_progress=ctx.show_progress) for choice in batch]
-        trained += fresh
-        new = measure([v for t in fresh for v in t.variants], ctx.device, config, ctx.path)
-        measured += new
-        chosen, tried = choose(new, ctx.device, config, ctx.path)
-        attempts += tried
-        if chosen is not None:
-            break
-    if chosen is None:
-        raise BudgetError(missed_message([(m.variant.label, m.result.p90_ms, m.variant.table_p90_ms)
-                                          for m in measured], ctx.device))
+    with earlier_structures(ctx):
+        trained: list[Trained] = []
+        measured: list[Measured] = []
+        attempts: list[Confirmation] = []
+        chosen = None
+        for batch in plan.batches(config.top_k):
+            fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, ctx.resolve(teacher.weights) / WEIGHTS,
+                           show_progress=ctx.show_progress) for choice in batch]
+            trained += fresh
+            new = measure([v for t in fresh for v in t.variants], ctx.device, config, ctx.path)
+            measured += new
+            chosen, tried = choose(new, ctx.device, config, ctx.path)
+            attempts += tried
+            if chosen is not None:
+                break
+        if chosen is None:
+            raise BudgetError(missed_message([(m.variant.label, m.result.p90_ms, m.variant.table_p90_ms)
+                                              for m in measured], ctx.device))
     exported_teacher = moved_under(trained[0].teacher, ctx.stage_dir_name)
     teacher = replace(teacher, onnx=exported_teacher.onnx, metrics=teacher.metrics.merged(
         exported_teacher.metrics.model_dump(include=set(EXPORT_FIGURES), exclude_unset=True)))

@@ -18,11 +18,13 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgekd.artifacts import Artifact, ModelArtifact
+from edgekd.artifacts import Artifact, ModelArtifact, StageContext
 from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
@@ -71,6 +73,22 @@ class Trained:
     wall_seconds: float
     note: str | None = None
     """Why INT8 is missing, when the quantize stage refused every INT8 variant."""
+
+
+@contextmanager
+def earlier_structures(ctx: StageContext) -> Iterator[None]:
+    """Run a search (the ``with`` body) from the structure runs earlier searches of the run directory trained: the
+    last finished search's, and those of searches stopped before they finished (a budget missed after training,
+    an interruption), kept beside the stage (``.<stage>.tried/``) until a search finishes."""
+    kept = ctx.run_dir / f".{ctx.stage_dir_name}.tried"
+    for earlier in (ctx.run_dir / ctx.stage_dir_name, kept):
+        carry_over(earlier, ctx.work_dir)
+    try:
+        yield
+    except BaseException:
+        carry_over(ctx.work_dir, kept)
+        raise
+    shutil.rmtree(kept, ignore_errors=True)
 
 
 def carry_over(previous: Path, work_dir: Path) -> list[str]:
