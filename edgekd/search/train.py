@@ -91,24 +91,22 @@ def earlier_structures(ctx: StageContext) -> Iterator[None]:
     shutil.rmtree(kept, ignore_errors=True)
 
 
-def carry_over(previous: Path, work_dir: Path) -> list[str]:
+def carry_over(previous: Path, work_dir: Path) -> None:
     """Give this search the structures an earlier search of the same run directory trained (``previous``: that
     search's finished stage directory, e.g. before the budget changed): their runs, and the teacher outputs they
     were distilled from, are hard-linked into ``work_dir``, where each run resumes as any interrupted run does, so
-    a structure trained for one budget is not trained again for the next. Returns the keys carried over."""
+    a structure trained for one budget is not trained again for the next."""
     if not previous.is_dir() or previous.resolve() == work_dir.resolve():
-        return []
+        return
     if (previous / TEACHER_OUTPUTS).is_dir() and not (work_dir / TEACHER_OUTPUTS).exists():
         shutil.copytree(previous / TEACHER_OUTPUTS, work_dir / TEACHER_OUTPUTS, copy_function=_link_or_copy)
     source, target = previous / CANDIDATES, work_dir / CANDIDATES
     runs = sorted(path for path in source.iterdir() if path.is_dir()) if source.is_dir() else []
-    carried = []
-    for run in (path for path in runs if not (target / path.name).exists()):
+    carried = [run for run in runs if not (target / run.name).exists()]
+    for run in carried:
         shutil.copytree(run, target / run.name, copy_function=_link_or_copy)
-        carried.append(run.name)
     if carried:
         log.info("search: %d structure run(s) of the previous search kept; those trained again resume", len(carried))
-    return carried
 
 
 def _link_or_copy(source: str, target: str) -> None:
