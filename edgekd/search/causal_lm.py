@@ -38,7 +38,7 @@ from edgekd.search.lm_space import lm_candidates, lm_space_for
 from edgekd.search.lm_table import LMFamily, lm_latency_table, time_decoders
 from edgekd.search.plan import Row, SearchPlan, exceeded, rank_feasible
 from edgekd.search.record import LMSearchRecord, TableStats, search_fields, stage_metrics
-from edgekd.search.train import Trained, Variant, earlier_structures, moved_under, train
+from edgekd.search.train import SearchRounds, Variant, moved_under, train_until_chosen
 
 #: What chooses among a causal-LM search's trained candidates.
 METRIC = {"name": "val_loss", "description": "validation loss (nats per token; lower is better)"}
@@ -165,31 +165,19 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
     ctx.log.info("search: %d of %d candidates fit the per-token budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
     prompt = device_prompt(data.validation, ctx.device.generation.prompt_tokens)
-    with earlier_structures(ctx):
-        trained: list[Trained] = []
-        measured: list[LMMeasured] = []
-        attempts: list[LMMeasured] = []
-        chosen = None
-        for batch in plan.batches(config.top_k):
-            fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, teacher_dir / WEIGHTS,
-                           show_progress=ctx.show_progress) for choice in batch]
-            trained += fresh
-            new = measure([v for t in fresh for v in t.variants], ctx.device, prompt, warmup=config.table.warmup,
-                          runs=config.table.runs, path=ctx.path)
-            measured += new
-            chosen, tried = choose(new, ctx.device, config, prompt, ctx.path)
-            attempts += tried
-            if chosen is not None:
-                break
-        if chosen is None:
-            raise BudgetError(missed_message(measured, ctx.device))
-    best, confirmed = chosen
-    exported = moved_under(trained[0].teacher, ctx.stage_dir_name)
+    rounds = train_until_chosen(
+        plan, config, ctx, teacher_dir / WEIGHTS,
+        measure=lambda variants: measure(variants, ctx.device, prompt, warmup=config.table.warmup,
+                                         runs=config.table.runs, path=ctx.path),
+        choose=lambda new: choose(new, ctx.device, config, prompt, ctx.path),
+        missed=lambda measured: missed_message(measured, ctx.device))
+    best, confirmed = rounds.chosen
+    exported = moved_under(rounds.trained[0].teacher, ctx.stage_dir_name)
     export_figures = exported.metrics.model_dump(include=set(TEACHER_EXPORT_FIGURES), exclude_unset=True)
     teacher = replace(teacher.updated(**export_figures), onnx=exported.onnx)
     student = moved_under(best.variant.model, ctx.stage_dir_name).updated(search_candidate=best.variant.label)
     student = replace(student, role="student")
-    summary = lm_summary(config, ctx.device, family, plan, trained, measured, attempts, chosen, started,
+    summary = lm_summary(config, ctx.device, family, plan, rounds, started,
                          lm_space_for(config, ctx.recipe.student.model))
     ctx.log.info("search: chose %s (validation loss %.4f nats/token, %.3f ms per token p90)", best.variant.label,
                  best.val_loss, confirmed.figures["per_token_p90_ms"])
@@ -210,14 +198,14 @@ def missed_message(measured: Sequence[LMMeasured], device: DeviceProfile) -> str
 
 
 def lm_summary(config: SearchStage, device: DeviceProfile, family: LMFamily, plan: SearchPlan,
-               trained: list[Trained], measured: list[LMMeasured], attempts: list[LMMeasured],
-               chosen: tuple[LMMeasured, LMMeasured], started: float, space: dict[str, list[Any]]) -> LMSearchRecord:
+               rounds: SearchRounds[LMMeasured, LMMeasured, tuple[LMMeasured, LMMeasured]], started: float,
+               space: dict[str, list[Any]]) -> LMSearchRecord:
     """The search's record: budget, metric, table (each candidate's status), trained candidates, the choice."""
-    best, confirmed = chosen
+    best, confirmed = rounds.chosen
     return LMSearchRecord(
-        **search_fields(config, device, family.to_json(), plan, trained, space, started),
+        **search_fields(config, device, family.to_json(), plan, rounds.trained, space, started),
         task="causal_lm", metric=METRIC, per_token_limit_ms=per_token_limit(device.budget),
-        generation=device.generation, measured=[m.to_json() for m in measured],
-        confirmations=[{**a.to_json(), "runs": config.confirm_runs} for a in attempts],
+        generation=device.generation, measured=[m.to_json() for m in rounds.measured],
+        confirmations=[{**a.to_json(), "runs": config.confirm_runs} for a in rounds.attempts],
         chosen={**best.to_json(), "confirmed": {**confirmed.to_json(), "runs": config.confirm_runs}},
     )

@@ -22,7 +22,6 @@ from typing import Any
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.config.device import DeviceProfile
 from edgekd.data.config import is_corpus
-from edgekd.errors import BudgetError
 from edgekd.models.task_model import WEIGHTS
 from edgekd.search.build import Family
 from edgekd.search.causal_lm import run_lm_search
@@ -32,7 +31,7 @@ from edgekd.search.plan import SearchPlan, plan_search
 from edgekd.search.record import SearchRecord, search_fields, stage_metrics
 from edgekd.search.select import Confirmation, Measured, choose, measure
 from edgekd.search.space import space_for
-from edgekd.search.train import Trained, earlier_structures, moved_under, train
+from edgekd.search.train import SearchRounds, moved_under, train_until_chosen
 from edgekd.task_heads import LOWER_IS_BETTER
 
 #: Teacher figures carried over from the candidate run that exported it.
@@ -50,29 +49,18 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
     plan = plan_search(config, student_spec, family, ctx.device)
     ctx.log.info("search: %d of %d candidates fit the budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
-    with earlier_structures(ctx):
-        trained: list[Trained] = []
-        measured: list[Measured] = []
-        attempts: list[Confirmation] = []
-        chosen = None
-        for batch in plan.batches(config.top_k):
-            fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, ctx.resolve(teacher.weights) / WEIGHTS,
-                           show_progress=ctx.show_progress) for choice in batch]
-            trained += fresh
-            new = measure([v for t in fresh for v in t.variants], ctx.device, config, ctx.path)
-            measured += new
-            chosen, tried = choose(new, ctx.device, config, ctx.path)
-            attempts += tried
-            if chosen is not None:
-                break
-        if chosen is None:
-            raise BudgetError(missed_message([(m.variant.label, m.result.p90_ms, m.variant.table_p90_ms)
-                                              for m in measured], ctx.device))
-    exported_teacher = moved_under(trained[0].teacher, ctx.stage_dir_name)
+    rounds = train_until_chosen(
+        plan, config, ctx, ctx.resolve(teacher.weights) / WEIGHTS,
+        measure=lambda variants: measure(variants, ctx.device, config, ctx.path),
+        choose=lambda new: choose(new, ctx.device, config, ctx.path),
+        missed=lambda measured: missed_message(
+            [(m.variant.label, m.result.p90_ms, m.variant.table_p90_ms) for m in measured], ctx.device))
+    chosen = rounds.chosen
+    exported_teacher = moved_under(rounds.trained[0].teacher, ctx.stage_dir_name)
     teacher = replace(teacher, onnx=exported_teacher.onnx, metrics=teacher.metrics.merged(
         exported_teacher.metrics.model_dump(include=set(EXPORT_FIGURES), exclude_unset=True)))
     student = _chosen_student(chosen, ctx)
-    summary = _summary(config, ctx.device, family, plan, trained, measured, attempts, chosen, started,
+    summary = _summary(config, ctx.device, family, plan, rounds, started,
                        space_for(config, student_spec, family.depth))
     ctx.log.info("search: chose %s (validation %s %.4f, p90 %.3f ms)", chosen.measured.variant.label,
                  chosen.measured.metric, chosen.measured.val_score, chosen.result.p90_ms)
@@ -87,13 +75,14 @@ def _chosen_student(chosen: Confirmation, ctx: StageContext) -> ModelArtifact:
     return replace(model, role="student", metrics=model.metrics.merged({"search_candidate": variant.label}))
 
 
-def _summary(config: SearchStage, device: DeviceProfile, family: Family, plan: SearchPlan, trained: list[Trained],
-             measured: list[Measured], attempts: list[Confirmation], chosen: Confirmation, started: float,
+def _summary(config: SearchStage, device: DeviceProfile, family: Family, plan: SearchPlan,
+             rounds: SearchRounds[Measured, Confirmation, Confirmation], started: float,
              space: dict[str, list[Any]]) -> SearchRecord:
     """The search's record: budget, table (with each candidate's status), trained candidates, the choice."""
+    chosen = rounds.chosen
     return SearchRecord(
-        **search_fields(config, device, family.to_json(), plan, trained, space, started),
+        **search_fields(config, device, family.to_json(), plan, rounds.trained, space, started),
         metric=chosen.measured.metric, lower_is_better=chosen.measured.metric in LOWER_IS_BETTER,
-        measured=[m.to_json() for m in measured], confirmations=[a.to_json() for a in attempts],
+        measured=[m.to_json() for m in rounds.measured], confirmations=[a.to_json() for a in rounds.attempts],
         chosen={**chosen.measured.to_json(), "confirmed": chosen.to_json()},
     )

@@ -18,21 +18,21 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext
 from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
-from edgekd.errors import ExportError, ModelError
+from edgekd.errors import BudgetError, ExportError, ModelError
 from edgekd.pipeline import run_pipeline
 from edgekd.search.build import PRUNE_SETTINGS
 from edgekd.search.config import SearchStage
-from edgekd.search.plan import Choice
+from edgekd.search.plan import Choice, SearchPlan
 from edgekd.stages import check_recipe
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 CANDIDATES = "candidates"
 #: The subdirectory of the search stage caching the teacher's outputs that every structure's distillation reads.
 TEACHER_OUTPUTS = "teacher-outputs"
+
+MeasuredT = TypeVar("MeasuredT")
+AttemptT = TypeVar("AttemptT")
+ChosenT = TypeVar("ChosenT")
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,51 @@ def earlier_structures(ctx: StageContext) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        carry_over(ctx.work_dir, kept)
+        try:
+            carry_over(ctx.work_dir, kept)
+        except OSError as exc:  # e.g. a full disk: the search's own error is the one to report
+            log.warning("search: could not keep the trained structures in %s (%s); a re-run trains them again",
+                        kept, exc)
         raise
     shutil.rmtree(kept, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SearchRounds(Generic[MeasuredT, AttemptT, ChosenT]):
+    """What training until a structure is chosen gave: every structure trained, every variant measured, every
+    confirmation attempted, and the confirmed choice."""
+
+    trained: list[Trained]
+    measured: list[MeasuredT]
+    attempts: list[AttemptT]
+    chosen: ChosenT
+
+
+def train_until_chosen(plan: SearchPlan, config: SearchStage, ctx: StageContext, teacher_weights: Path, *,
+                       measure: Callable[[list[Variant]], list[MeasuredT]],
+                       choose: Callable[[list[MeasuredT]], tuple[ChosenT | None, list[AttemptT]]],
+                       missed: Callable[[list[MeasuredT]], str]) -> SearchRounds[MeasuredT, AttemptT, ChosenT]:
+    """Train ``plan``'s ranked structures ``top_k`` at a time (starting from the structures earlier searches of the
+    run directory trained, :func:`earlier_structures`) until ``choose`` confirms one of the variants ``measure``
+    timed in a round; none after the last round is a :class:`BudgetError` with ``missed``'s message over them all.
+
+    The task decides how variants are measured and chosen (a classifier's p90 and validation score, a causal
+    LM's per-token time and validation loss); the rounds are the same for every task."""
+    trained: list[Trained] = []
+    measured: list[MeasuredT] = []
+    attempts: list[AttemptT] = []
+    with earlier_structures(ctx):
+        for batch in plan.batches(config.top_k):
+            fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, teacher_weights,
+                           show_progress=ctx.show_progress) for choice in batch]
+            trained += fresh
+            new = measure([variant for structure in fresh for variant in structure.variants])
+            measured += new
+            chosen, tried = choose(new)
+            attempts += tried
+            if chosen is not None:
+                return SearchRounds(trained, measured, attempts, chosen)
+        raise BudgetError(missed(measured))
 
 
 def carry_over(previous: Path, work_dir: Path) -> None:
