@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,14 +14,19 @@ import edgekd
 from edgekd.config.device import Budget, load_device
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
+from edgekd.distill.stage import teacher_task_data
 from edgekd.errors import BudgetError, ConfigError
 from edgekd.models.specs import DropLayersSpec
 from edgekd.models.task_model import TaskModel
 from edgekd.pipeline import load_run_records
-from edgekd.search.compress import search_recipe
+from edgekd.search.build import Family
+from edgekd.search.compress import search_recipe, search_stage
 from edgekd.search.config import SearchStage
+from edgekd.search.layer_source import LayerSource
+from edgekd.search.plan import plan_search
 from edgekd.search.record import SearchRecord, read_search_record
-from edgekd.search.space import candidates, space_for
+from edgekd.search.space import LAYER_COPY, candidates, space_for
+from edgekd.search.train import earlier_structures
 from tests import hf_families
 
 LAYERS = 4
@@ -108,6 +114,29 @@ def test_compress_varies_the_layers_a_pretrained_teacher_keeps(pretrained: Path,
     assert (student.num_hidden_layers, student.hidden_size) == (kept, 24)
 
 
+def test_a_budget_below_one_kept_layer_suggests_pruning_not_fewer_layers(pretrained: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fastest candidate keeps one of the teacher's blocks: no student in the space is smaller, so the
+    one-line refusal suggests the compression the search does not try yet instead."""
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    recipe = search_recipe(_recipe(pretrained))
+    stage = search_stage(recipe)
+    assert stage is not None
+    data = teacher_task_data(recipe, recipe.seed)
+    family = Family(LAYER_COPY, data.signature, data.class_names, LayerSource(spec=recipe.teacher.model))
+    device = load_device("host-cpu").model_copy(update={"budget": ROOMY})
+    fastest = min(row.entry.p90_ms for row in plan_search(stage, recipe.student.model, family, device).rows)
+    tight = device.model_copy(update={"budget": ROOMY.model_copy(update={"p90_ms": fastest / 2})})
+    with pytest.raises(BudgetError) as raised:  # the same table, cached: refused before anything trains
+        edgekd.compress(_recipe(pretrained), device=tight, out=tmp_path / "run")
+    message = str(raised.value)
+    assert "no candidate meets the p90 budget" in message and "(drop_layers keep=1 " in message, message
+    assert "smaller students in space" not in message
+    assert message.endswith("structured pruning after distillation (prune: [0.5]) or low-rank factorization "
+                            "(factorize: [0.5])"), message
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_search_with_another_budget_in_the_same_run_trains_nothing_twice(pretrained: Path, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The second budget's search stage runs again (its budget changed) but starts from the first one's structure
@@ -158,3 +187,22 @@ def test_a_search_that_missed_its_budget_after_training_keeps_its_structures(pre
     after = _search_record(edgekd.compress(_recipe(pretrained), device=relaxed, out=tmp_path / "run"))
     assert [t.label for t in after.trained] == [f"drop_layers keep={n}" for n in (3, 2, 1)]
     assert not (tmp_path / "run" / ".02-search.tried").exists()  # the finished search holds them now
+
+
+def test_structures_that_cannot_be_kept_leave_the_searchs_own_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Keeping a failed search's structures can fail too (a full disk); the user still reads why the search
+    stopped, and a warning says the structures will train again."""
+    work = tmp_path / "run" / ".02-search.partial"
+    (work / "candidates" / "abc").mkdir(parents=True)
+    (work / "candidates" / "abc" / "weights.safetensors").write_bytes(b"trained")
+    ctx = SimpleNamespace(run_dir=tmp_path / "run", stage_dir_name="02-search", work_dir=work)
+
+    def full_disk(_source: str, _target: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("edgekd.search.train._link_or_copy", full_disk)
+    with (pytest.raises(BudgetError, match="^none of the trained candidates fits$"),
+          earlier_structures(ctx)):  # type: ignore[arg-type]
+        raise BudgetError("none of the trained candidates fits")
+    assert "could not keep the trained structures" in caplog.text and "No space left on device" in caplog.text

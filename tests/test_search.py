@@ -199,6 +199,11 @@ def test_budget_error_says_what_would_be_needed() -> None:
     assert "fastest candidate 62 ms p90 (estimated) vs budget 50 ms" in slow, slow
     assert "a smaller max sequence length (inputs.sequence_length is 128)" in slow
     assert "int8 on a VNNI device (this one: neon-only)" in slow
+    assert slow.endswith("smaller students in space, structured pruning after distillation (prune: [0.5]) or "
+                         "low-rank factorization (factorize: [0.5])"), slow
+    compressing = stage.model_copy(update={"prune": [0.0, 0.5], "factorize": [None, 0.5]})
+    assert no_fit_message(rows(62.0, 1.0), phone, compressing, family).endswith(
+        "int8 on a VNNI device (this one: neon-only) or smaller students in space")
     big = [replace(row, over=("size_mb",)) for row in rows(1.0, 60.0)]
     assert "smallest file 60 MB vs budget 25 MB" in no_fit_message(big, phone, stage, family)
 

@@ -1,7 +1,8 @@
 """One-line explanations of a budget search that cannot succeed, with what would be needed.
 
 Before training (:func:`no_fit_message`): the fastest candidate's p90 against the budget and what
-could close the gap (a shorter input, INT8 where the CPU has int8 dot products, smaller students),
+could close the gap (a shorter input, INT8 where the CPU has int8 dot products, smaller students, the
+pruning or factorization the search leaves out),
 or, when the limit is below what an empty ONNX graph takes here, that no model can meet it. After
 training (:func:`missed_message`): the trained candidates' measured figures against the budget.
 """
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from edgekd.config.device import DeviceProfile
+from edgekd.models.specs import DropLayersSpec
 from edgekd.profile.cpu import device_isa, host_threads, resolve_threads
 from edgekd.profile.floor import FLOOR_MARGIN, SURELY_MET, empty_graph_floor
 from edgekd.quantize.isa import INT8_DOT_PRODUCT, isa_label
@@ -39,7 +41,7 @@ def no_fit_message(rows: Sequence[Row], device: DeviceProfile, stage: SearchStag
         if floor is not None and budget.p90_ms < FLOOR_MARGIN * floor:
             return (f"{head}; no model can be that fast on this machine: an empty ONNX graph already takes "
                     f"{floor:.3g} ms per run here")
-        return f"{head}; try {_or(_latency_hints(device, stage, family))}"
+        return f"{head}; try {_or(_latency_hints(device, stage, family) + _smaller_hints(stage, family, fastest))}"
     parts = []
     smallest = min(fast, key=lambda row: row.entry.size_mb)
     if smallest.entry.size_mb > budget.size_mb:
@@ -52,7 +54,7 @@ def no_fit_message(rows: Sequence[Row], device: DeviceProfile, stage: SearchStag
     what = "; ".join(parts) or "none fits the size and peak memory limits at once"
     hints = (["int8 (add it to precision)"] if "int8" not in stage.precision else [])
     hints += ["a smaller vocabulary (tokenizer.vocab_size)"] if family.signature.kind == "text" else []
-    hints.append("smaller students in space")
+    hints += _smaller_hints(stage, family, smallest)
     return (f"{where}: {len(fast)} candidate(s) meet the p90 budget but not the rest of it: {what}; "
             f"try {_or(hints)}")
 
@@ -79,8 +81,25 @@ def _latency_hints(device: DeviceProfile, stage: SearchStage, family: Family) ->
         hints.append("int8 (add it to precision)")
     elif not any(feature in isa for feature in INT8_DOT_PRODUCT):
         hints.append(f"int8 on a VNNI device (this one: {isa_label(isa)})")
-    hints.append("smaller students in space")
     return hints
+
+
+def _smaller_hints(stage: SearchStage, family: Family, closest: Row) -> list[str]:
+    """What makes the students themselves smaller than ``closest`` (the candidate nearest the budget): smaller
+    students in ``space`` (unless it keeps one block of the teacher already), and the compression the search
+    does not try yet."""
+    hints = [] if _one_teacher_block(closest, family) else ["smaller students in space"]
+    if not any(stage.prune):
+        hints.append("structured pruning after distillation (prune: [0.5])")
+    if all(ratio is None for ratio in stage.factorize):
+        hints.append("low-rank factorization (factorize: [0.5])")
+    return hints or ["higher prune ratios or lower factorize ratios"]
+
+
+def _one_teacher_block(row: Row, family: Family) -> bool:
+    """True when ``row`` is a ``drop_layers`` student keeping a single block of the teacher: none is smaller."""
+    spec = row.candidate.structure.model_spec()
+    return isinstance(spec, DropLayersSpec) and family.depth is not None and len(spec.layers_kept(family.depth)) == 1
 
 
 def _floor_ms(device: DeviceProfile) -> float | None:
