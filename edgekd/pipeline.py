@@ -64,6 +64,7 @@ from edgekd.rundir import (
 from edgekd.stage_kind import StageKind
 from edgekd.stage_store import fetch_stage, keep_stage
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
+from edgekd.threads import retune_training_threads
 from edgekd.version import __version__
 
 if TYPE_CHECKING:
@@ -242,6 +243,7 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
             record = StageRecord(index, stage_config.stage, name, fp, True, cached)
         else:
             log.info("stage %s: running", name)
+            retune_training_threads()
             rerun = rerun or kind.cacheable
             stage_world = world if kind.data_parallel else world.alone()
             work_dir = _partial_dir(run_dir, name, fp, fresh) if world.is_main else run_dir / f".{name}.partial"

@@ -6,7 +6,9 @@ thread that has to share its core with another process stalls all of them: on a 
 work kept about one core busy, the demo took 129 s with 2 threads and 23 s with 1. ``threads: auto``
 therefore means the physical cores of the affinity mask that other processes leave free when the run
 starts (measured over a fraction of a second), at least one. :func:`training_threads` sets torch's
-threads for the length of a run and restores them after.
+threads for the length of a run and restores them after. A long run outlives the load it started beside
+(a test suite that ends, a job that starts): with ``auto`` the pipeline decides again before each stage
+once the last decision is :data:`RETUNE_AFTER_S` old (:func:`retune_training_threads`).
 
 Timing never overlaps training: the pipeline runs its stages one after the other, and each measurement
 runs in a fresh worker process (:mod:`edgekd.profile.runner`) while this process waits for it, its torch
@@ -17,8 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +32,19 @@ log = logging.getLogger(__name__)
 _TOPOLOGY = Path("/sys/devices/system/cpu")
 LOAD_SAMPLE_S = 0.3
 """How long ``auto`` watches the CPUs before deciding how many of them are free."""
+RETUNE_AFTER_S = 60.0
+"""How old an ``auto`` decision must be before a stage start decides again (short stages keep theirs)."""
+
+
+@dataclass
+class _AutoDecision:
+    """The ``auto`` thread count in force for a run: how many processes share the machine, and when it was set."""
+
+    processes: int
+    decided_at: float
+
+
+_auto_decision: ContextVar[_AutoDecision | None] = ContextVar("edgekd_auto_threads", default=None)
 
 
 def allowed_cpus() -> set[int]:
@@ -83,8 +101,9 @@ def resolve_training_threads(setting: int | Literal["auto"], processes: int = 1)
     A number is capped at the logical CPUs of the mask (more threads than CPUs only take turns).
     """
     cpus = allowed_cpus()
-    if setting == "auto" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        setting = int(os.environ["OMP_NUM_THREADS"]) or 1  # the launcher's or the user's explicit choice
+    omp = _omp_threads()
+    if setting == "auto" and omp is not None:
+        setting = omp or 1  # the launcher's or the user's explicit choice
     if setting != "auto":
         return max(1, min(int(setting), len(cpus)))
     cores = physical_cores(cpus)
@@ -92,6 +111,12 @@ def resolve_training_threads(setting: int | Literal["auto"], processes: int = 1)
         return max(1, cores // processes)
     free = max(0.0, 1.0 - busy_cpus(cpus) / len(cpus))
     return max(1, min(cores, round(cores * free)))
+
+
+def _omp_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is set to a number."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else None
 
 
 @contextmanager
@@ -102,7 +127,10 @@ def training_threads(setting: int | Literal["auto"]) -> Iterator[int]:
     """
     import torch
 
-    threads = resolve_training_threads(setting, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = resolve_training_threads(setting, processes)
+    decides_again = setting == "auto" and _omp_threads() is None and processes == 1  # else: no load measured
+    token = _auto_decision.set(_AutoDecision(processes, time.monotonic()) if decides_again else None)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -113,4 +141,26 @@ def training_threads(setting: int | Literal["auto"]) -> Iterator[int]:
     try:
         yield threads
     finally:
+        _auto_decision.reset(token)
         torch.set_num_threads(before)
+
+
+def retune_training_threads() -> None:
+    """Decide ``threads: auto`` again for the stage about to run, when the run's decision is
+    :data:`RETUNE_AFTER_S` old: the load other processes put on the machine when the run started may have
+    gone (a run that began beside a test suite trained on one of two cores for hours) or come.
+
+    Nothing happens outside :func:`training_threads`, or when its setting was a number or ``OMP_NUM_THREADS``,
+    or several processes share the machine (their share does not depend on the load).
+    """
+    decision = _auto_decision.get()
+    if decision is None or time.monotonic() - decision.decided_at < RETUNE_AFTER_S:
+        return
+    import torch
+
+    threads = resolve_training_threads("auto", decision.processes)
+    decision.decided_at = time.monotonic()
+    if threads != torch.get_num_threads():
+        log.info("training with %d torch thread(s) from now on (threads: auto; was %d: the load of other processes "
+                 "changed)", threads, torch.get_num_threads())
+        torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import edgekd
 from edgekd import threads
+from edgekd.config.loading import validate_model
+from edgekd.config.recipe import Recipe
 from edgekd.threads import allowed_cpus, busy_cpus, physical_cores, resolve_training_threads, training_threads
 from tests.reliability import assert_user_error, cli, tiny_recipe, write_yaml
 
@@ -79,6 +83,57 @@ def test_training_threads_sets_and_restores_torch_threads(no_omp_env: None, monk
     with training_threads(len(CPUS) + 5) as count:
         assert count == len(CPUS) == torch.get_num_threads()
     assert torch.get_num_threads() == before
+
+
+def test_auto_decides_again_before_a_stage_once_its_decision_is_old(
+        no_omp_env: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A run started while another process kept both cores busy trains its later stages on both once that
+    process is gone (not on one for the rest of the run); a recent decision is kept."""
+    monkeypatch.setattr(threads, "allowed_cpus", lambda: {0, 1})
+    monkeypatch.setattr(threads, "physical_cores", lambda mask: 2)
+    load = iter([2.0, 0.0])  # busy when the run starts, idle at the next stage
+    monkeypatch.setattr(threads, "busy_cpus", lambda mask: next(load))
+    before = torch.get_num_threads()
+    caplog.set_level(logging.INFO, logger="edgekd")
+    with training_threads("auto") as count:
+        assert count == 1
+        threads.retune_training_threads()  # decided a moment ago: kept, no load measured
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(threads, "RETUNE_AFTER_S", 0.0)
+        threads.retune_training_threads()
+        assert torch.get_num_threads() == 2
+    assert "training with 2 torch thread(s) from now on (threads: auto; was 1" in caplog.text
+    assert torch.get_num_threads() == before
+    threads.retune_training_threads()  # outside a run: nothing to decide
+    assert torch.get_num_threads() == before
+
+
+def test_a_number_or_omp_num_threads_is_never_decided_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "RETUNE_AFTER_S", 0.0)
+    monkeypatch.setattr(threads, "busy_cpus", lambda mask: pytest.fail("the count was given: no load measurement"))
+    with training_threads(1):
+        threads.retune_training_threads()
+        assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with training_threads("auto"):
+        threads.retune_training_threads()
+        assert torch.get_num_threads() == 1
+
+
+def test_a_pipeline_decides_auto_threads_again_at_its_stages(no_omp_env: None, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(threads, "allowed_cpus", lambda: {0, 1})
+    monkeypatch.setattr(threads, "physical_cores", lambda mask: 2)
+    monkeypatch.setattr(threads, "RETUNE_AFTER_S", 0.0)
+    load = iter([2.0] + [0.0] * 10)  # busy at the start only
+    monkeypatch.setattr(threads, "busy_cpus", lambda mask: next(load))
+    recipe = validate_model({**tiny_recipe(teacher_epochs=1, stages=("teacher",)), "threads": "auto"}, Recipe,
+                            source="test")
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    assert "training with 1 torch thread(s) (threads: auto)" in caplog.text
+    assert "training with 2 torch thread(s) from now on" in caplog.text  # before the teacher stage
 
 
 def test_cli_threads_reaches_training_and_bad_values_are_refused(tmp_path: Path) -> None:
