@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import edgekd
 from edgekd import threads
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
+from edgekd.profile.load import is_loaded, watch_other_load
 from edgekd.threads import allowed_cpus, busy_cpus, physical_cores, resolve_training_threads, training_threads
 from tests.reliability import assert_user_error, cli, tiny_recipe, write_yaml
 
@@ -72,6 +74,23 @@ def test_busy_cpus_sees_a_busy_loop_on_a_pinned_cpu() -> None:
     finally:
         loop.kill()
         loop.wait()
+
+
+def test_other_load_sees_a_busy_process_beside_a_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a latency table records beside its figures: the CPUs other processes kept busy meanwhile."""
+    cpu = min(CPUS)
+    code = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    loop = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.2)  # started
+        with watch_other_load() as watch:
+            time.sleep(0.5)
+        assert watch.cores is not None and watch.cores >= 0.7
+    finally:
+        loop.kill()
+        loop.wait()
+    monkeypatch.setattr(threads, "allowed_cpus", lambda: set(range(8)))
+    assert is_loaded(2.0) and not is_loaded(1.9) and not is_loaded(None)  # a quarter of the CPUs
 
 
 def test_training_threads_sets_and_restores_torch_threads(no_omp_env: None, monkeypatch: pytest.MonkeyPatch) -> None:

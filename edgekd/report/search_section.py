@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from edgekd.profile.load import is_loaded
 from edgekd.report.document import Block, Figure, Paragraph, Section, Table, fmt, si
 from edgekd.search.record import LMSearchRecord, SearchRecord, TableRecord
 
@@ -103,7 +104,10 @@ def _origin(table: TableRecord) -> str:
     """Where the latency table's entries came from: timed in this run or read from its cache file."""
     timed = (f"{table.profiled} timed in this run ({table.seconds:.1f} s)" if table.profiled
              else "none timed in this run")
-    return f"{timed}, {table.reused} read from the cache ({table.path})"
+    loaded = [row.other_load for row in table.candidates if is_loaded(row.other_load)]
+    load = (f"; {len(loaded)} timed while other processes kept up to {max(loaded):.2g} CPUs busy (their figures may "
+            "be slow)" if loaded else "")
+    return f"{timed}, {table.reused} read from the cache ({table.path}){load}"
 
 
 def _candidates(table: TableRecord, per: str) -> Table:

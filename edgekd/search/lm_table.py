@@ -41,7 +41,7 @@ from edgekd.quantize.quantizers import quantize_dynamic_int8
 from edgekd.search.config import SearchStage
 from edgekd.search.record import Entry
 from edgekd.search.space import Candidate
-from edgekd.search.table import LatencyTable, cached_table, table_key
+from edgekd.search.table import TIME_FORMAT, LatencyTable, cached_table, table_key
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _measure(missing: list[Candidate], family: LMFamily, device: DeviceProfile,
                     fp32, Path(tmp) / f"{structure.key}.int8.onnx", int8_options(stage.quantize, device))
         prompt = [i % len(family.tokenizer) for i in range(device.generation.prompt_tokens)]
         timed = time_decoders(files, device, prompt, warmup=stage.table.warmup, runs=stage.table.runs)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    now = time.strftime(TIME_FORMAT)
     entries = {}
     for c in missing:
         figures = timed[c.key]

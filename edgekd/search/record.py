@@ -43,6 +43,9 @@ class Entry(FullRecord):
     macs: int
     params: int
     measured_at: str
+    other_load: float | None = Field(
+        default=None, description="CPUs other processes kept busy, on average, while the table timed it (None: not "
+                                  "watched, a table cached by an older edgekd).")
 
 
 class TableStats(FullRecord):

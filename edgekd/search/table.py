@@ -12,6 +12,11 @@ the edgekd, onnxruntime and torch versions, the export target, the INT8 settings
 settings. A table measured on another CPU or under another profile is therefore never reused;
 budgets can change freely. Entries accumulate: a later grid on the same key times only
 candidates the file lacks. Writes are atomic and merge with what another process wrote meanwhile.
+
+Each entry records how many CPUs other processes kept busy while it was timed
+(:mod:`edgekd.profile.load`). Entries an earlier edgekd process timed on a loaded machine are timed
+again when a search finds the machine quiet (a loaded machine keeps them, with a warning); within one
+process the table stays as it was timed, so a command's checks and its search agree.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -35,17 +41,21 @@ from edgekd.errors import EdgekdError
 from edgekd.export.config import load_export_target
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
+from edgekd.profile.load import is_loaded, watch_other_load
 from edgekd.profile.macs import GraphCount, count_macs
 from edgekd.search.build import Family, export_for_latency
 from edgekd.search.config import SearchStage
 from edgekd.search.record import Entry, TableStats
 from edgekd.search.space import Candidate
+from edgekd.threads import allowed_cpus, busy_cpus
 from edgekd.version import __version__
 
 log = logging.getLogger(__name__)
 
 TABLE_DIR = "latency-tables"
 FORMAT = 1
+#: How an entry's ``measured_at`` is written (local time with its UTC offset).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
 @dataclass(frozen=True)
@@ -96,16 +106,52 @@ def cached_table(grid: list[Candidate], key: dict[str, Any], device: DeviceProfi
     was busy) and replaces their cached entries."""
     path = table_path(key)
     entries = _read(path, key)
-    missing = [c for c in grid if fresh or c.key not in entries]
+    stale = set() if fresh else _timed_under_load(grid, entries)
+    missing = [c for c in grid if fresh or c.key not in entries or c.key in stale]
     started = time.perf_counter()
     if missing:
         log.info("latency table: timing %d of %d candidates on %s (%d cached in %s)", len(missing), len(grid),
                  device.name, len(grid) - len(missing), path)
-        measured = measure(missing)
-        entries = _write(path, key, measured)
+        with watch_other_load() as load:
+            measured = measure(missing)
+        if is_loaded(load.cores):
+            log.warning("latency table: other processes kept %.2g CPUs busy while it was timed, so its figures may "
+                        "be slow; a later search on a quiet machine times these candidates again", load.cores)
+        entries = _write(path, key, {name: entry.model_copy(update={"other_load": load.cores})
+                                     for name, entry in measured.items()})
     stats = TableStats(path=str(path), entries=len(grid), profiled=len(missing), reused=len(grid) - len(missing),
                        seconds=round(time.perf_counter() - started, 3) if missing else 0.0)
     return LatencyTable(entries={c.key: entries[c.key] for c in grid}, stats=stats)
+
+
+def _timed_under_load(grid: list[Candidate], entries: dict[str, Entry]) -> set[str]:
+    """The keys of ``grid``'s cached entries an earlier process timed on a loaded machine, to time again if the
+    machine is quiet now."""
+    loaded = {c.key for c in grid if c.key in entries and is_loaded(entries[c.key].other_load)
+              and _before_this_process(entries[c.key].measured_at)}
+    if not loaded:
+        return set()
+    worst = max(float(entries[name].other_load or 0.0) for name in loaded)
+    now = busy_cpus(allowed_cpus())
+    if is_loaded(now):
+        log.warning("latency table: %d cached candidate(s) were timed while other processes kept up to %.2g CPUs "
+                    "busy, and %.2g are busy now: kept as they are (edgekd compress --fresh times them again)",
+                    len(loaded), worst, now)
+        return set()
+    log.info("latency table: %d cached candidate(s) were timed while other processes kept up to %.2g CPUs busy; "
+             "timing them again on the quieter machine", len(loaded), worst)
+    return loaded
+
+
+def _before_this_process(measured_at: str) -> bool:
+    """True when an entry's ``measured_at`` is earlier than this process's start (an unreadable one counts)."""
+    import psutil
+
+    try:
+        when = datetime.strptime(measured_at, TIME_FORMAT).timestamp()
+    except ValueError:
+        return True
+    return when < psutil.Process().create_time() - 1  # measured_at has whole seconds
 
 
 def _measure(missing: list[Candidate], family: Family, device: DeviceProfile, stage: SearchStage) -> dict[str, Entry]:
@@ -127,7 +173,7 @@ def _measure(missing: list[Candidate], family: Family, device: DeviceProfile, st
         timed = stage.table
         results = benchmark([files[c.key] for c in missing], device, warmup=timed.warmup, runs=timed.runs,
                             rounds=timed.rounds)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    now = time.strftime(TIME_FORMAT)
     return {c.key: Entry(key=c.key, label=c.label, precision=c.precision, p50_ms=r.p50_ms, p90_ms=r.p90_ms,
                          size_mb=r.size_mb, peak_memory_mb=r.peak_memory_mb, host_p90_ms=r.host_p90_ms,
                          estimate=r.estimate, macs=counts[c.structure.key].macs,

@@ -30,6 +30,7 @@ from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.errors import BudgetError, ExportError, ModelError
 from edgekd.pipeline import run_pipeline
+from edgekd.profile.load import is_loaded, watch_other_load
 from edgekd.search.build import PRUNE_SETTINGS
 from edgekd.search.config import SearchStage
 from edgekd.search.plan import Choice, SearchPlan
@@ -123,18 +124,26 @@ def train_until_chosen(plan: SearchPlan, config: SearchStage, ctx: StageContext,
     trained: list[Trained] = []
     measured: list[MeasuredT] = []
     attempts: list[AttemptT] = []
+    busiest = 0.0  # the most CPUs other processes kept busy while a round was timed
     with earlier_structures(ctx):
         for batch in plan.batches(config.top_k):
             fresh = [train(choice, config, ctx.recipe, ctx.device, ctx.work_dir, teacher_weights,
                            show_progress=ctx.show_progress) for choice in batch]
             trained += fresh
-            new = measure([variant for structure in fresh for variant in structure.variants])
+            with watch_other_load() as load:
+                new = measure([variant for structure in fresh for variant in structure.variants])
+                chosen, tried = choose(new)
+            busiest = max(busiest, load.cores or 0.0)
             measured += new
-            chosen, tried = choose(new)
             attempts += tried
             if chosen is not None:
+                if is_loaded(busiest):
+                    ctx.log.warning("search: the trained candidates were timed while other processes kept %.2g CPUs "
+                                    "busy: a larger one may fit the budget on a quiet machine", busiest)
                 return SearchRounds(trained, measured, attempts, chosen)
-        raise BudgetError(missed(measured))
+        loaded = (f"; they were timed while other processes kept {busiest:.2g} CPUs busy, so time them again on a "
+                  "quiet machine (re-run: nothing trains twice) before relaxing anything") if is_loaded(busiest) else ""
+        raise BudgetError(missed(measured) + loaded)
 
 
 def carry_over(previous: Path, work_dir: Path) -> None:
