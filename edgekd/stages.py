@@ -109,9 +109,8 @@ def _check_models(state: PlanState) -> None:
         holder = getattr(recipe, role)
         if holder is None:
             continue
-        if holder.model.arch == "drop_layers" and "hidden_states" not in recipe.teacher.model.exposes:
-            raise state.fail(f"{role}.model.arch", f"'drop_layers' copies layers of a transformer teacher; "
-                             f"teacher.model.arch {recipe.teacher.model.label} is not one")
+        if holder.model.arch == "drop_layers":
+            _check_layers_kept(state, role)
         if role != "teacher" and not holder.model.trainable:
             raise state.fail(f"{role}.model.arch", f"a {holder.model.label} model is a fixed trained model (not "
                              "trained here): it can be the teacher only; a student or assistant is trained, so give "
@@ -124,6 +123,24 @@ def _check_models(state: PlanState) -> None:
     if recipe.tokenizer is not None and modality != "text":
         raise state.fail("tokenizer", f"a tokenizer applies to text data; data.source '{recipe.data.source}' "
                          "gives images")
+
+
+def _check_layers_kept(state: PlanState, role: str) -> None:
+    """A ``drop_layers`` model copies a transformer teacher, and keeps layers it has (when its depth can be read
+    without building it: a bert spec's ``layers``, a config's or a checkpoint's ``config.json``)."""
+    from edgekd.models.specs import declared_depth
+
+    teacher = state.recipe.teacher.model
+    if "hidden_states" not in teacher.exposes:
+        raise state.fail(f"{role}.model.arch", f"'drop_layers' copies layers of a transformer teacher; "
+                         f"teacher.model.arch {teacher.label} is not one")
+    depth = declared_depth(teacher)
+    if depth is None:
+        return
+    try:
+        getattr(state.recipe, role).model.layers_kept(depth)
+    except ConfigError as exc:
+        raise state.fail(f"{role}.model.keep", str(exc).partition(": ")[2]) from None
 
 
 def _check_brought_models(state: PlanState) -> None:

@@ -16,9 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
+import edgekd
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.errors import ModelError
+from edgekd.models.hf import layer_count
+from edgekd.models.task_model import TaskModel
 from edgekd.models.weights import load_weights
 from edgekd.search.compress import search_recipe
 from edgekd.search.config import SearchStage
@@ -93,3 +96,17 @@ def test_a_search_of_an_image_folder_recipe_keeps_the_teachers_image_processor(t
     (tmp_path / "trained" / "model.safetensors").rename(weights)
     candidate = candidate_recipe(derived, choice, SearchStage(stage="search"), weights, quantize=False)
     assert candidate.data == recipe.data and candidate.teacher.weights is not None
+
+
+def test_a_vit_teacher_gives_a_drop_layers_student_of_its_own_blocks(tmp_path: Path) -> None:
+    """drop_layers is the teacher with blocks removed, whatever it takes: it was refused for images ('takes text')
+    by the distill stage, after the teacher trained, although validate accepted it."""
+    recipe = _image_recipe(tmp_path).model_dump(mode="json", exclude_unset=True)
+    recipe["student"] = {"model": {"arch": "drop_layers", "keep": 1}}
+    recipe["stages"] = [{"stage": "teacher", "epochs": 1}, {"stage": "distill", "epochs": 1, "cache_teacher": False},
+                        {"stage": "export"}]
+    run = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    student = run.artifact.get("student")
+    module = TaskModel.load(run.run_dir / student.weights).module
+    assert module.config.num_hidden_layers == 1 and layer_count(module) == 1
+    assert student.metrics.parity_max_abs_diff is not None and student.metrics.parity_max_abs_diff < 1e-4

@@ -4,11 +4,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from transformers import AutoTokenizer
 
 import edgekd
 from edgekd.config.device import Budget, load_device
@@ -19,8 +22,9 @@ from edgekd.errors import BudgetError, ConfigError
 from edgekd.models.specs import DropLayersSpec
 from edgekd.models.task_model import TaskModel
 from edgekd.pipeline import load_run_records
+from edgekd.profile.load import LoadWatch
 from edgekd.search.build import Family
-from edgekd.search.compress import search_recipe, search_stage
+from edgekd.search.compress import preflight, search_recipe, search_stage
 from edgekd.search.config import SearchStage
 from edgekd.search.layer_source import LayerSource
 from edgekd.search.plan import plan_search
@@ -73,8 +77,12 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _recipe(checkpoint: Path) -> Recipe:
+    return validate_model(_recipe_dict(checkpoint), Recipe, source="layers.yaml")
+
+
+def _recipe_dict(checkpoint: Path) -> dict[str, Any]:
     root = checkpoint.parent
-    return validate_model({
+    return {
         "name": "layers",
         "data": {"source": "tsv", "train": str(root / "train.tsv"), "test": str(root / "dev.tsv"), "val_examples": 20},
         "tokenizer": {"pretrained": str(checkpoint), "max_length": 32},
@@ -84,7 +92,69 @@ def _recipe(checkpoint: Path) -> Recipe:
                    {"stage": "distill", "epochs": 1, "batch_size": 16,
                     "losses": [{"kind": "hinton", "alpha": 0.5}, {"kind": "cosine"}]},
                    {"stage": "export"}],
-    }, Recipe, source="layers.yaml")
+    }
+
+
+@pytest.mark.parametrize(("changes", "key", "message"), [
+    ({"keep": 9}, "student.model.keep", "expected at most 4 layers (the teacher's), got 9"),
+    ({"keep": [0, 0]}, "student.model.keep", "expected distinct layer indices below 4 (the teacher's layers), "
+                                             "got [0, 0]"),
+    ({"keep": []}, "student.model.keep", "expected distinct layer indices below 4 (the teacher's layers), got []"),
+    ({"search": {"space": {"keep": [9]}}}, "stages[1].space",
+     "no combination makes a valid student (e.g. {\"keep\":9}"),
+    # a count of the right type but too small: that alone is said, not also "should be 'every_other'" or "a list"
+    ({"keep": 0}, "student.model.keep", "Input should be greater than or equal to 1 (got 0)"),
+    ({"search": {"space": {"keep": [2, 0]}}}, "stages[1].space.keep[1]",
+     "Input should be greater than or equal to 1 (got 0)"),
+])
+def test_validate_refuses_layers_the_teacher_lacks_before_it_trains(pretrained: Path, changes: dict[str, Any],
+                                                                    key: str, message: str) -> None:
+    """The checkpoint's config.json says how many layers it has: validate (and so the run's start) refuses what a
+    drop_layers student cannot keep, instead of the distill stage after the teacher trained."""
+    recipe = _recipe_dict(pretrained)
+    if "search" in changes:
+        recipe["stages"][1:] = [{"stage": "search", "precision": ["fp32"], **changes["search"]}]
+    else:
+        recipe["student"]["model"].update(changes)
+    with pytest.raises(ConfigError) as raised:
+        edgekd.validate(recipe, latency=False)
+    assert f": {key}: {message}" in str(raised.value) and "\n" not in str(raised.value), raised.value
+
+
+def test_a_one_layer_teacher_has_nothing_to_search(pretrained: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    one = hf_families.save("bert", tmp_path / "one-layer", num_labels=2, num_hidden_layers=1,
+                           tokenizer=AutoTokenizer.from_pretrained(pretrained))
+    recipe = _recipe_dict(pretrained)
+    recipe["teacher"]["model"]["pretrained"] = recipe["tokenizer"]["pretrained"] = str(one)
+    device = load_device("host-cpu").model_copy(update={"budget": ROOMY})
+    with pytest.raises(ConfigError, match="the teacher has 1 layer, so a 'drop_layers' student has none to drop; "
+                                          "search a student architecture of its own"):
+        edgekd.compress(validate_model(recipe, Recipe, source="one.yaml"), device=device, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_trained_from_scratch_is_searched_by_the_layers_kept_too(pretrained: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a search of the teacher's architecture at any size (it chose students 200× the teacher's size)."""
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    recipe = _recipe_dict(pretrained)
+    recipe["teacher"]["model"] = {"arch": "bert", "layers": 3, "hidden": 24, "heads": 3, "ffn": 37}
+    derived = search_recipe(validate_model(recipe, Recipe, source="scratch.yaml"))
+    assert derived.student.model.arch == LAYER_COPY
+    stats = preflight(derived, load_device("host-cpu").model_copy(update={"budget": ROOMY}))
+    assert stats is not None and stats.entries == 4  # keep 1 and 2 of 3, fp32 and int8
+
+
+def test_a_search_cannot_prune_a_teacher_family_pruning_does_not_know(pretrained: Path) -> None:
+    recipe = _recipe_dict(pretrained)
+    recipe["teacher"]["model"] = {"arch": "hf", "config": {"model_type": "bloom", "vocab_size": 200, "hidden_size": 24,
+                                                           "n_layer": 2, "n_head": 3}}
+    recipe["stages"][1:] = [{"stage": "search", "prune": [0.5], "precision": ["fp32"]}]
+    with pytest.raises(ConfigError, match=r": stages\[1\]\.prune: structured pruning supports .* not "
+                                          r"'drop_layers' of a teacher 'hf' \(bloom\)$"):
+        edgekd.validate(recipe, latency=False)
 
 
 def test_compress_varies_the_layers_a_pretrained_teacher_keeps(pretrained: Path, tmp_path: Path,
@@ -160,6 +230,12 @@ def test_a_search_with_another_budget_in_the_same_run_trains_nothing_twice(pretr
     assert after.chosen.val_accuracy == before.chosen.val_accuracy
 
 
+@contextmanager
+def _busy_machine() -> Iterator[LoadWatch]:
+    """:func:`~edgekd.profile.load.watch_other_load` on a machine whose 64 CPUs other work keeps busy."""
+    yield LoadWatch(cores=64.0)
+
+
 def _search_record(found: Any) -> SearchRecord:
     """The search stage's record of a compress run."""
     record = read_search_record(next(r for r in load_run_records(found.run.run_dir) if r["stage"] == "search"))
@@ -175,8 +251,12 @@ def test_a_search_that_missed_its_budget_after_training_keeps_its_structures(pre
     device = load_device("host-cpu").model_copy(update={"budget": ROOMY})
     with monkeypatch.context() as patch:
         patch.setattr("edgekd.search.stage.choose", lambda *_args: (None, []))  # every real export "over budget"
-        with pytest.raises(BudgetError, match="after the real export"):
+        patch.setattr("edgekd.search.train.watch_other_load", _busy_machine)
+        with pytest.raises(BudgetError, match="after the real export") as raised:
             edgekd.compress(_recipe(pretrained), device=device, out=tmp_path / "run")
+    # timed beside other work: the message says so before suggesting a larger budget
+    assert str(raised.value).endswith("; they were timed while other processes kept 64 CPUs busy, so time them again "
+                                      "on a quiet machine (re-run: nothing trains twice) before relaxing anything")
     assert sorted(p.name for p in (tmp_path / "run" / ".02-search.tried" / "candidates").iterdir())
 
     def no_training(*_args: Any, **_kwargs: Any) -> None:

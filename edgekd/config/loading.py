@@ -152,15 +152,23 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel], sour
             message = "required key is missing"
         elif first["type"] == "value_error":
             message = first["msg"].removeprefix("Value error, ")
-        else:  # a value a union rejects fails each member at the same key: say every alternative
-            alternatives = [e["msg"] for e in errors if _walk(model, tuple(e["loc"]))[1] == key_parts]
-            explained = len(alternatives)
-            message = f"{' or '.join(dict.fromkeys(alternatives))} (got {brief(first.get('input'))})"
+        else:  # a value a union rejects fails each member at the same key
+            members = [e for e in errors if _walk(model, tuple(e["loc"]))[1] == key_parts]
+            explained = len(members)
+            message = f"{' or '.join(union_expectations(members))} (got {brief(first.get('input'))})"
     others = len(errors) - explained
     more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
     key = format_key_path(key_parts)
     where = f"{key}: " if key else ""
     return f"{source}: {where}{message}{more}"
+
+
+def union_expectations(errors: list[Any]) -> list[str]:
+    """What a value rejected by every member of a union (``errors``: one per member) should have been: the members
+    of its own type say which of its values would do (``keep: 0`` → 'greater than or equal to 1', not also 'should
+    be every_other' and 'a valid list'); when none is of its type, what each member expected."""
+    fitting = [e["msg"] for e in errors if e["type"] != "literal_error" and not e["type"].endswith("_type")]
+    return list(dict.fromkeys(fitting or [e["msg"] for e in errors]))
 
 
 def _typo_first(errors: list[Any]) -> Any:

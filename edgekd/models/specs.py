@@ -275,7 +275,7 @@ class DropLayersSpec(SpecBase):
     evenly over the teacher's (the first of each of N equal blocks; a budget search varies this count).
     """
 
-    modality: ClassVar[Modality] = "text"
+    modality: ClassVar[Modality | None] = None  # the teacher's: a text or an image transformer
     prune_targets: ClassVar[frozenset[str]] = frozenset({"heads", "ffn"})
     exposes: ClassVar[frozenset[str]] = frozenset({"hidden_states", "attentions", "qkv"})
     tags_tokens: ClassVar[bool] = True
@@ -386,6 +386,28 @@ class OnnxSpec(SpecBase):
         from edgekd.models.onnx_teacher import onnx_digest
 
         return onnx_digest(self.path)
+
+
+def declared_depth(spec: Any) -> int | None:
+    """How many blocks a (teacher) spec's model has, read from its sizes, its ``config`` or its checkpoint's
+    ``config.json`` without building it: what a ``drop_layers`` student keeps some of, known at ``edgekd validate``.
+    None when only the built model can tell (a hub checkpoint not in the local cache, a family without one stack of
+    blocks, a model that is not a transformer)."""
+    if isinstance(spec, BertSpec) and spec.pretrained is None:
+        return spec.layers
+    try:
+        if getattr(spec, "pretrained", None) is not None:
+            config = families.read_config(spec.pretrained, trust_remote_code=spec.trust_remote_code)
+        elif isinstance(spec, HFSpec) and spec.config is not None:
+            config = spec.config
+        else:
+            return None
+        built = families.built_config(config)
+        stacked = families.family(built.model_type).stacked
+    except (ValueError, KeyError):
+        return None
+    depth = getattr(built, "num_hidden_layers", None)
+    return depth if stacked and isinstance(depth, int) else None
 
 
 def spec_of(recipe: Any, role: str) -> BaseModel:

@@ -5,10 +5,10 @@ Otherwise the result (named ``<name>-search``) keeps the recipe's data, teacher 
 runs a ``search`` stage that distils with the recipe's own distill settings (its last distillation
 into the student), exports with its export target and quantizes with its quantize settings, then its
 profile stage (or a default one), its bundle stage if it has one, and a report. The search varies the
-recipe's student, or the teacher's architecture when the student cannot be varied (a ``drop_layers`` student
-of a teacher trained from scratch, a pretrained student, an architecture without a search space). A
-``drop_layers`` student of a pretrained teacher is varied by how many of the teacher's blocks it keeps: every
-candidate starts from the pretrained weights, which a student of other sizes would lack.
+recipe's student, or the teacher's architecture when the student cannot be varied (a pretrained student, an
+architecture without a search space). A ``drop_layers`` student is varied by how many of the teacher's blocks it
+keeps: every candidate starts from the trained teacher's weights (pretrained ones too), which a student of other
+sizes would lack, and none is larger than the teacher.
 
 :func:`preflight` builds the latency table (cached, so the search stage reuses it) and raises the
 search's :class:`~edgekd.errors.BudgetError` when no candidate fits, before the teacher trains.
@@ -99,7 +99,7 @@ def search_recipe(recipe: Recipe, source: str | None = None) -> Recipe:
 def _varied_role(recipe: Recipe) -> str:
     """Whose model the search varies (see the module docstring): the student's, or the teacher's architecture."""
     student = recipe.student.model
-    if student.arch == LAYER_COPY and getattr(recipe.teacher.model, "pretrained", None) is not None:
+    if student.arch == LAYER_COPY:
         return "student"
     if not is_corpus(recipe.data) and (student.arch not in SEARCHABLE
                                      or getattr(student, "pretrained", None) is not None):

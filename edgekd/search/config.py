@@ -76,7 +76,7 @@ def _check_search(config: SearchStage, state: PlanState, where: str) -> None:
     if is_corpus(state.recipe.data):
         check_lm_search(config, state, where)
     else:
-        check_space(config, state.recipe.student.model, f"{state.source}: {where}")
+        check_space(config, state.recipe, f"{state.source}: {where}")
     check_losses_fit(config.distill.losses, "student", "teacher", state, f"{where}.distill.losses")
 
 

@@ -3,10 +3,10 @@
 A ``drop_layers`` student is the teacher with some of its blocks kept, so a search over it varies
 how many it keeps (``keep``: 1 … the teacher's depth − 1, each spread evenly) and needs the teacher
 itself: to build each candidate of the latency table (the compress command's check before training
-builds it from the recipe's spec, a pretrained checkpoint; the search stage loads the fine-tuned
-teacher it saved) and to know its depth. Latency depends on the teacher's architecture, not its
-weights: the table's cache key holds the teacher's family and parameter shapes, which are the same
-for the checkpoint and its fine-tuned copy.
+builds it from the recipe's spec: a checkpoint, or sizes; the search stage loads the trained teacher
+it saved) and to know its depth. Latency depends on the teacher's architecture, not its weights: the
+table's cache key holds the teacher's family and parameter shapes, which are the same for the spec's
+model and its trained copy.
 """
 
 from __future__ import annotations

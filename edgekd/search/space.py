@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from edgekd.config.loading import brief
+from edgekd.config.loading import brief, union_expectations
 from edgekd.config.paths import ALREADY_EXPANDED
 from edgekd.errors import ConfigError
 from edgekd.models.architectures import SEARCHABLE, ModelSpec, spec_class
+from edgekd.models.specs import declared_depth, spec_of
 
 if TYPE_CHECKING:
     from edgekd.search.config import SearchStage
@@ -100,13 +101,15 @@ def space_for(stage: SearchStage, student: BaseModel, depth: int | None = None) 
     return type(student).search_space
 
 
-def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
-    """Raise a one-line :class:`ConfigError` (prefixed by ``where``) for a search the student cannot take.
+def check_space(stage: SearchStage, recipe: Any, where: str) -> None:
+    """Raise a one-line :class:`ConfigError` (prefixed by ``where``) for a search ``recipe``'s student cannot take.
 
     Checked: the student's arch can be varied, every ``space`` key is a field of its spec and every
-    value fits that field, pruning is asked only of prunable archs, and the grid has at least one
-    valid candidate and no more than ``max_candidates``.
+    value fits that field, pruning is asked only of prunable models (a ``drop_layers`` student's teacher's
+    family), and the grid has at least one valid candidate and no more than ``max_candidates`` (a
+    ``drop_layers`` grid against the teacher's depth, when validate can read it).
     """
+    student = recipe.student.model
     arch = student.arch
     if arch not in (*SEARCHABLE, LAYER_COPY):
         raise ConfigError(f"{where}: a search varies a student built from sizes; student.model.arch '{arch}' is not "
@@ -114,12 +117,16 @@ def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
     if getattr(student, "pretrained", None) is not None:
         raise ConfigError(f"{where}: a search varies the student's sizes; student.model.pretrained must be unset "
                           "(a 'drop_layers' student of a pretrained teacher is searched by how many layers it keeps)")
-    if any(ratio > 0 for ratio in stage.prune) and not student.prune_targets:
+    traits = spec_of(recipe, "student")  # a drop_layers student is its teacher with blocks removed
+    if any(ratio > 0 for ratio in stage.prune) and not traits.prune_targets:
         prunable = [name for name in SEARCHABLE if spec_class(name).prune_targets]
-        raise ConfigError(f"{where}.prune: structured pruning supports {', '.join(prunable)} students, not '{arch}'")
+        what = f"'{arch}'" if traits is student else f"'{arch}' of a teacher {traits.label}"
+        raise ConfigError(f"{where}.prune: structured pruning supports {', '.join(prunable)} students and the "
+                          f"transformer families it knows, not {what}")
+    depth = declared_depth(recipe.teacher.model) if arch == LAYER_COPY else None
     fields = [name for name in type(student).model_fields if name not in FIXED_FIELDS]
     template = student.model_dump(mode="json")
-    for name, values in space_for(stage, student).items():
+    for name, values in space_for(stage, student, depth).items():
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; fields: {', '.join(fields)}"
@@ -128,7 +135,7 @@ def check_space(stage: SearchStage, student: BaseModel, where: str) -> None:
             problem = _value_problem(type(student), template, name, value)
             if problem is not None:
                 raise ConfigError(f"{where}.space.{name}[{index}]: {problem} (got {brief(value)})")
-    candidates(stage, student, where)
+    candidates(stage, student, where, depth=depth)
 
 
 def candidates(stage: SearchStage, student: BaseModel, where: str = "search", depth: int | None = None
@@ -159,6 +166,12 @@ def candidates(stage: SearchStage, student: BaseModel, where: str = "search", de
         spec = built.model_dump(mode="json")
         for prune, factorize in itertools.product(_unique(stage.prune), _unique(stage.factorize)):
             structures.append(Structure(spec, prune, factorize, tuple(combination.items())))
+    if not structures and not rejected:  # a list of the space is empty
+        if student.arch == LAYER_COPY and depth is not None and depth <= 1:
+            raise ConfigError(f"{where}: the teacher has {depth} layer, so a 'drop_layers' student has none to drop; "
+                              "search a student architecture of its own (e.g. arch: bert) instead")
+        empty = next(name for name in names if not space[name])
+        raise ConfigError(f"{where}.space.{empty}: expected at least one value, got []")
     if not structures:
         example = rejected[0].replace("Value error, ", "")
         raise ConfigError(f"{where}.space: no combination makes a valid student (e.g. {example})")
@@ -174,8 +187,8 @@ def _value_problem(spec_class: type[BaseModel], template: dict[str, Any], name: 
     try:
         spec_class.model_validate({**template, name: value}, context=ALREADY_EXPANDED)
     except ValidationError as exc:
-        own = [e["msg"] for e in exc.errors(include_url=False) if e["loc"] and e["loc"][0] == name]
-        return own[0] if own else None
+        own = [e for e in exc.errors(include_url=False) if e["loc"] and e["loc"][0] == name]
+        return " or ".join(union_expectations(own)) if own else None
     return None
 
 
