@@ -69,8 +69,11 @@ def test_a_checkpoint_with_fewer_tokens_than_the_trained_wordpiece_is_refused_by
     """The tokenizer is trained on the data when the run starts (100 tokens here): its size is known at validate."""
     checkpoint = hf_families.save("bert", tmp_path / "bert", vocab_size=40)
     recipe = _text_recipe(SMALL_BERT, {"arch": arch, "pretrained": str(checkpoint)}, ONE_EPOCH)
-    _assert_one_line_error(_validate(tmp_path, recipe), "student.model.pretrained", "its vocabulary has 40 tokens, "
+    result = _validate(tmp_path, recipe)
+    _assert_one_line_error(result, "student.model.pretrained", "its vocabulary has 40 tokens, "
                            "fewer than the tokenizer's 100")
+    # the way out when the checkpoint's own tokenizer is the longer one (tokens added, embeddings not resized)
+    assert "use the model's own tokenizer" in result.output and "resize_token_embeddings" in result.output
 
 
 def test_the_trained_wordpieces_own_size_is_compared_not_its_bound(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ def vocabulary_misfit(module: nn.Module, vocab_size: int) -> str | None:
     rows = module.get_input_embeddings().num_embeddings
     if rows < vocab_size:
         return (f"its vocabulary has {rows} tokens, fewer than the tokenizer's {vocab_size}; use the model's own "
-                "tokenizer (tokenizer.pretrained) or a smaller vocab_size")
+                "tokenizer (tokenizer.pretrained) or a smaller vocab_size (if that is its own tokenizer, tokens were "
+                "added to it without resizing the model's embeddings: resize_token_embeddings and save it again)")
     return None
 
 
