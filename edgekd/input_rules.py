@@ -136,21 +136,39 @@ def check_tokenizer_present(recipe: Recipe, source: str) -> None:
 
 
 def warn_foreign_tokenizers(recipe: Recipe, source: str) -> None:
-    """One warning per text model whose local checkpoint directory has a tokenizer other than the recipe's."""
+    """One warning per text model whose local checkpoint directory has a tokenizer other than the one the run
+    takes its token ids from (:func:`_token_ids_source`)."""
     if recipe.data.modality != "text":
         return
-    given = getattr(getattr(recipe, "tokenizer", None), "pretrained", None)
-    recipe_vocabulary = _vocabulary_digest(given) if given is not None else None
+    source_name, ids = _token_ids_source(recipe)
+    recipe_vocabulary = _vocabulary_digest(source_name) if source_name is not None else None
     for role in ("teacher", "assistant", "student"):
         pretrained = getattr(getattr(getattr(recipe, role, None), "model", None), "pretrained", None)
         own = _vocabulary_digest(pretrained) if pretrained is not None else None
         if own is None or own == recipe_vocabulary:
             continue
-        ids = (f"tokenizer.pretrained '{given}'" if given is not None
-               else "a WordPiece vocabulary trained on the data (tokenizer.pretrained is unset)")
         log.warning("%s: %s.model.pretrained '%s' comes with its own tokenizer, but the token ids come from %s: its "
                     "embeddings would read other tokens' rows; set tokenizer.pretrained: %s", source, role, pretrained,
                     ids, pretrained)
+
+
+#: How warnings name a tokenizer trained on the data, by ``tokenizer.kind``.
+TRAINED_KINDS = {"wordpiece": "a WordPiece vocabulary", "char": "a character vocabulary",
+                 "bpe": "a byte-level BPE vocabulary"}
+
+
+def _token_ids_source(recipe: Recipe) -> tuple[str | None, str]:
+    """Where a text recipe's token ids come from: the checkpoint or tokenizer directory (None: a vocabulary trained
+    on the data) and how a warning names it. A corpus without a tokenizer section takes its pretrained teacher's."""
+    tokenizer = getattr(recipe, "tokenizer", None)
+    given = getattr(tokenizer, "pretrained", None)
+    if given is not None:
+        return given, f"tokenizer.pretrained '{given}'"
+    teacher = getattr(recipe.teacher.model, "pretrained", None)
+    if is_corpus(recipe.data) and tokenizer is None and teacher is not None:
+        return teacher, f"the teacher's tokenizer ('{teacher}')"
+    kind = getattr(tokenizer, "kind", None) or ("char" if is_corpus(recipe.data) else "wordpiece")
+    return None, f"{TRAINED_KINDS[kind]} trained on the data (tokenizer.pretrained is unset)"
 
 
 def _vocabulary_digest(name: str) -> str | None:

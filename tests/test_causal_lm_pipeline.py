@@ -9,6 +9,7 @@ what edgekd's own loop generates, a re-run is cached, and bad recipes are refuse
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from edgekd.api import run
+from edgekd.api import run, validate
 from edgekd.cli import app
 from edgekd.distill.record import LMDistillFigures, LMTrainedFigures, read_distill_record, read_teacher_record
 from edgekd.export.record import KVCacheExportRecord, read_export_record
@@ -337,6 +338,36 @@ def test_a_pretrained_teacher_without_its_tokenizer_and_no_tokenizer_section_is_
     assert code == 2 and len(output.strip().splitlines()) == 1, output
     assert "recipe.yaml: teacher.model.pretrained: with no tokenizer section" in output and "has no tokenizer files" \
         in output, output
+
+
+def test_a_corpus_read_with_the_teachers_own_tokenizer_is_not_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without a tokenizer section a corpus is read with the pretrained teacher's tokenizer: validate warned that its
+    ids came from "a WordPiece vocabulary trained on the data", which a corpus never uses; a character tokenizer
+    (tokenizer.kind: char) does read other rows of the teacher's embeddings, and the warning names it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from edgekd.models.causal_lm import build_causal_lm
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.train_from_iterator([_corpus(tmp_path / "c.txt").read_text()], trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="</s>")
+    build_causal_lm("llama", vocab_size=len(tokenizer), context=32, layers=1, width=16,
+                    heads=2).save_pretrained(tmp_path / "t")
+    tokenizer.save_pretrained(tmp_path / "t")
+    teacher = {"model": {"arch": "hf", "pretrained": str(tmp_path / "t")}}
+    with caplog.at_level(logging.WARNING, logger="edgekd"):
+        validate(_recipe(tmp_path, teacher=teacher))
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("edgekd")] == []
+    with caplog.at_level(logging.WARNING, logger="edgekd"):
+        validate(_recipe(tmp_path, teacher=teacher, tokenizer={"kind": "char"}))
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.name.startswith("edgekd")] == [
+        f"teacher.model.pretrained '{tmp_path / 't'}' comes with its own tokenizer, but the token ids come from a "
+        "character vocabulary trained on the data (tokenizer.pretrained is unset): its embeddings would read other "
+        f"tokens' rows; set tokenizer.pretrained: {tmp_path / 't'}"]
 
 
 def test_a_local_pretrained_tokenizer_larger_than_a_models_vocabulary_is_refused_by_validate(tmp_path: Path) -> None:
