@@ -38,6 +38,8 @@ runner = CliRunner()
 GPT2 = {"arch": "hf", "config": {"model_type": "gpt2", "n_embd": 24, "n_layer": 1, "n_head": 2}}
 LLAMA = {"arch": "hf", "config": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1,
                                   "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64}}
+PHI = {"arch": "hf", "config": {"model_type": "phi", "hidden_size": 16, "num_hidden_layers": 1,
+                                "num_attention_heads": 4, "intermediate_size": 32}}
 #: Narrow decoders, and a 256-wide one whose file (≈3 MB for one layer) is over the 2 MB budget on any machine.
 SPACE = {"num_hidden_layers": [1, 2], "hidden_size": [16, 32, 256]}
 #: Per-token latency every tiny decoder meets even on a loaded machine; the size limit does the excluding.
@@ -92,11 +94,24 @@ def test_space_keys_are_canonical_and_written_under_each_familys_own_names() -> 
     (GPT2, {"hidden_size": [20, 21, 24]}, [20, 24]),  # 21 is not divisible by 2 heads
     (LLAMA, {"hidden_size": [24, 36, 40]}, [24, 40]),  # 36 / 4 heads = 9: an odd rotary head size
     (LLAMA, {"num_key_value_heads": [1, 2, 3, 4]}, [1, 2, 4]),  # 4 heads are not divisible by 3 KV heads
+    # Phi rotates half of each head: 24 / 4 heads = 6, 3 rotary dimensions (one model in a search stopped it)
+    (PHI, {"hidden_size": [16, 24, 32]}, [16, 32]),
 ])
 def test_decoders_that_cannot_be_built_are_left_out(student: dict, space: dict, kept: list[int]) -> None:
     key = next(iter(space))
     grid = lm_candidates(SearchStage(stage="search", space=space, precision=["fp32"]), HFSpec(**student))
     assert [dict(c.structure.varied)[key] for c in grid] == kept
+
+
+def test_a_decoder_with_an_odd_rotary_part_is_refused_as_written() -> None:
+    """transformers builds it and fails at its first forward pass: the run stopped in the distill stage with an
+    internal error, after the teacher trained."""
+    config = {**PHI["config"], "hidden_size": 24}
+    with pytest.raises(ConfigError, match=r"config: rotary positions turn pairs of dimensions, but each head has 3 "
+                                              r"rotary dimension\(s\) \(head size 6 × partial_rotary_factor 0\.5\)"):
+        HFSpec(arch="hf", config=config)
+    whole = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}
+    HFSpec(arch="hf", config={**config, "rope_parameters": whole})  # the whole head rotates: 6 dimensions
 
 
 def test_default_space_halves_keeps_and_doubles_the_students_layers_and_width() -> None:
@@ -105,6 +120,12 @@ def test_default_space_halves_keeps_and_doubles_the_students_layers_and_width() 
     assert lm_space_for(stage, gpt2) == {"num_hidden_layers": [1, 2, 4], "hidden_size": [32, 64, 128]}
     assert len(lm_candidates(stage, gpt2)) == 3 * 3 * 2  # fp32 and int8
     assert lm_space_for(stage, HFSpec(**LLAMA)) == {"num_hidden_layers": [1, 2], "hidden_size": [16, 32, 64]}
+    # never past the teacher's layers or width: 5 of 7 families chose a student with more parameters than its teacher
+    teacher = HFSpec(arch="hf", config={"model_type": "llama", "hidden_size": 96, "num_hidden_layers": 3,
+                                        "num_attention_heads": 4, "intermediate_size": 192})
+    assert lm_space_for(stage, gpt2, teacher) == {"num_hidden_layers": [1, 2], "hidden_size": [32, 64]}
+    assert lm_space_for(stage, HFSpec(**LLAMA), teacher) == {"num_hidden_layers": [1, 2],
+                                                             "hidden_size": [16, 32, 64]}
 
 
 @pytest.mark.parametrize(("student", "key", "fragment"), [

@@ -425,6 +425,25 @@ def transformer_sizes(built: Any) -> tuple[int, int, int] | None:
     return layers, hidden, ffn if isinstance(ffn, int) else 4 * hidden
 
 
+def rotary_problem(built: Any) -> str | None:
+    """Why a rotary decoder of transformers config ``built`` cannot run, or None: rotary positions turn pairs of
+    dimensions, so the rotary part of each head (its size × ``partial_rotary_factor``, as transformers rounds it)
+    must be even. transformers builds such a model and fails at its first forward pass."""
+    rope = getattr(built, "rope_parameters", None) or {}
+    if not rope and getattr(built, "rope_theta", None) is None:
+        return None
+    fraction = rope.get("partial_rotary_factor") or getattr(built, "partial_rotary_factor", None) or 1.0
+    width, heads = getattr(built, "hidden_size", None), getattr(built, "num_attention_heads", None)
+    head = getattr(built, "head_dim", None)
+    if not isinstance(head, int) and isinstance(width, int) and isinstance(heads, int) and heads > 0:
+        head = width // heads
+    if not isinstance(head, int) or int(head * fraction) % 2 == 0:
+        return None
+    return (f"rotary positions turn pairs of dimensions, but each head has {int(head * fraction)} rotary dimension(s) "
+            f"(head size {head} × partial_rotary_factor {fraction:g}); choose hidden_size and num_attention_heads "
+            "that make it even")
+
+
 def check_buildable(built: Any) -> None:
     """Raise ``ValueError`` (one line) when transformers cannot build the family's model from the config object
     ``built`` (:func:`built_config`), e.g. a hidden size that is not a multiple of the head count. The model is

@@ -232,6 +232,9 @@ class HFSpec(SpecBase):
             if sizes is not None:
                 check_transformer_size(*sizes)  # before building: a huge config would take long even on meta
             families.check_buildable(built)
+            rotary = families.rotary_problem(built)
+            if rotary is not None:
+                raise ValueError(f"config: {rotary}")
         else:
             model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code)
         self._model_type = model_type
@@ -388,26 +391,32 @@ class OnnxSpec(SpecBase):
         return onnx_digest(self.path)
 
 
-def declared_depth(spec: Any) -> int | None:
-    """How many blocks a (teacher) spec's model has, read from its sizes, its ``config`` or its checkpoint's
-    ``config.json`` without building it: what a ``drop_layers`` student keeps some of, known at ``edgekd validate``.
-    None when only the built model can tell (a hub checkpoint not in the local cache, a family without one stack of
-    blocks, a model that is not a transformer)."""
-    if isinstance(spec, BertSpec) and spec.pretrained is None:
-        return spec.layers
+def declared_config(spec: Any) -> Any | None:
+    """The transformers config of a spec's model, read from its ``config`` or its checkpoint's ``config.json``
+    without building it or loading weights; None when there is none here (a spec of edgekd's own architectures, a
+    hub checkpoint not in the local cache, a config transformers cannot read)."""
     try:
         if getattr(spec, "pretrained", None) is not None:
-            config = families.read_config(spec.pretrained, trust_remote_code=spec.trust_remote_code)
-        elif isinstance(spec, HFSpec) and spec.config is not None:
-            config = spec.config
-        else:
-            return None
-        built = families.built_config(config)
-        stacked = families.family(built.model_type).stacked
+            return families.built_config(families.read_config(spec.pretrained,
+                                                              trust_remote_code=spec.trust_remote_code))
+        if isinstance(spec, HFSpec) and spec.config is not None:
+            return families.built_config(spec.config)
     except (ValueError, KeyError):
         return None
+    return None
+
+
+def declared_depth(spec: Any) -> int | None:
+    """How many blocks a (teacher) spec's model has, read from its sizes or :func:`declared_config` without building
+    it: what a ``drop_layers`` student keeps some of, known at ``edgekd validate``. None when only the built model
+    can tell (a family without one stack of blocks, a model that is not a transformer)."""
+    if isinstance(spec, BertSpec) and spec.pretrained is None:
+        return spec.layers
+    built = declared_config(spec)
+    if built is None:
+        return None
     depth = getattr(built, "num_hidden_layers", None)
-    return depth if stacked and isinstance(depth, int) else None
+    return depth if families.family(built.model_type).stacked and isinstance(depth, int) else None
 
 
 def spec_of(recipe: Any, role: str) -> BaseModel:

@@ -36,6 +36,7 @@ from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.search.config import SearchStage
 from edgekd.search.lm_space import lm_candidates, lm_space_for
 from edgekd.search.lm_table import LMFamily, lm_latency_table, time_decoders
+from edgekd.search.messages import unconfirmed_message
 from edgekd.search.plan import Row, SearchPlan, exceeded, rank_feasible
 from edgekd.search.record import LMSearchRecord, TableStats, search_fields, stage_metrics
 from edgekd.search.train import SearchRounds, Variant, moved_under, train_until_chosen
@@ -51,13 +52,14 @@ def per_token_limit(budget: Budget) -> float:
     return budget.ms_per_token if budget.ms_per_token is not None else budget.p90_ms
 
 
-def plan_lm_search(stage: SearchStage, student: HFSpec, family: LMFamily, device: DeviceProfile, *,
+def plan_lm_search(stage: SearchStage, student: HFSpec, family: LMFamily, device: DeviceProfile, teacher: Any, *,
                    fresh: bool = False) -> SearchPlan:
-    """The per-token latency table of ``stage``'s grid around ``student`` and what to train, best first.
+    """The per-token latency table of ``stage``'s grid around ``student`` (no larger than the ``teacher`` spec's model
+    by default) and what to train, best first.
 
     Raises :class:`BudgetError` when no candidate fits the device's budget.
     """
-    grid = lm_candidates(stage, student)
+    grid = lm_candidates(stage, student, teacher=teacher)
     table = lm_latency_table(grid, family, device, stage, fresh=fresh)
     per_token = device.budget.model_copy(update={"p90_ms": per_token_limit(device.budget)})
     rows = tuple(Row(c, table[c], tuple("ms_per_token" if limit == "p90_ms" else limit
@@ -97,7 +99,7 @@ def lm_preflight(stage: SearchStage, recipe: Recipe, device: DeviceProfile, *, f
     vocabulary."""
     data = prepare_lm_data(recipe.data, recipe.tokenizer)
     family = LMFamily(data.tokenizer, data.context)
-    return plan_lm_search(stage, recipe.student.model, family, device, fresh=fresh).table.stats
+    return plan_lm_search(stage, recipe.student.model, family, device, recipe.teacher.model, fresh=fresh).table.stats
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
     teacher_dir = ctx.resolve(teacher.weights)
     data = prepare_lm_data(ctx.recipe.data, None, tokenizer=load_tokenizer(teacher_dir))
     family = LMFamily(data.tokenizer, data.context)
-    plan = plan_lm_search(config, ctx.recipe.student.model, family, ctx.device)
+    plan = plan_lm_search(config, ctx.recipe.student.model, family, ctx.device, ctx.recipe.teacher.model)
     ctx.log.info("search: %d of %d candidates fit the per-token budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
     prompt = device_prompt(data.validation, ctx.device.generation.prompt_tokens)
@@ -170,7 +172,7 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
         measure=lambda variants: measure(variants, ctx.device, prompt, warmup=config.table.warmup,
                                          runs=config.table.runs, path=ctx.path),
         choose=lambda new: choose(new, ctx.device, config, prompt, ctx.path),
-        missed=lambda measured: missed_message(measured, ctx.device))
+        missed=lambda measured, attempts: missed_message(measured, ctx.device, attempts))
     best, confirmed = rounds.chosen
     exported = moved_under(rounds.trained[0].teacher, ctx.stage_dir_name)
     export_figures = exported.metrics.model_dump(include=set(TEACHER_EXPORT_FIGURES), exclude_unset=True)
@@ -178,22 +180,31 @@ def run_lm_search(config: SearchStage, artifact: Artifact, ctx: StageContext) ->
     student = moved_under(best.variant.model, ctx.stage_dir_name).updated(search_candidate=best.variant.label)
     student = replace(student, role="student")
     summary = lm_summary(config, ctx.device, family, plan, rounds, started,
-                         lm_space_for(config, ctx.recipe.student.model))
+                         lm_space_for(config, ctx.recipe.student.model, ctx.recipe.teacher.model))
     ctx.log.info("search: chose %s (validation loss %.4f nats/token, %.3f ms per token p90)", best.variant.label,
                  best.val_loss, confirmed.figures["per_token_p90_ms"])
     return StageOutput(artifact=artifact.with_model(teacher).with_model(student),
                        metrics=stage_metrics(summary, config))
 
 
-def missed_message(measured: Sequence[LMMeasured], device: DeviceProfile) -> str:
-    """Why none of the trained causal-LM candidates fits after the real export (one line)."""
+def missed_message(measured: Sequence[LMMeasured], device: DeviceProfile,
+                   unconfirmed: Sequence[LMMeasured] = ()) -> str:
+    """Why none of the trained causal-LM candidates fits after the real export (one line); ``unconfirmed``: the
+    re-measurements of those that met the budget at first but not when timed again to confirm it."""
+    where, limit = f"search on '{device.name}'", per_token_limit(device.budget)
+    if unconfirmed:
+        again = min(unconfirmed, key=lambda m: m.figures["per_token_p90_ms"])
+        first = next(m for m in measured if m.variant.label == again.variant.label)
+        timings = (first.figures["per_token_p90_ms"], again.figures["per_token_p90_ms"])
+        return unconfirmed_message(where, len(unconfirmed), again.variant.label, timings, f"{limit:g} ms per token",
+                                   "ms per token p90")
     fastest = min(measured, key=lambda m: m.figures["per_token_p90_ms"])
     table = (f" (the latency table said {fastest.variant.table_p90_ms:.3g} ms)"
              if fastest.variant.table_p90_ms is not None else "")
     failed = [c.name for c in fastest.verdict.checks if not c.passed]
-    return (f"search on '{device.name}': none of the {len(measured)} trained candidate model(s) meets the budget "
+    return (f"{where}: none of the {len(measured)} trained candidate model(s) meets the budget "
             f"after the real export: fastest {fastest.figures['per_token_p90_ms']:.3g} ms per token p90 vs budget "
-            f"{per_token_limit(device.budget):g} ms{table} ({fastest.variant.label}; over: {', '.join(failed)}); "
+            f"{limit:g} ms{table} ({fastest.variant.label}; over: {', '.join(failed)}); "
             "raise latency_margin so the table keeps more room, or relax the budget")
 
 

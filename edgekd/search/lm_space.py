@@ -6,7 +6,9 @@ llama, qwen2, mistral...). Its ``space`` keys are config attributes under transf
 config class's ``attribute_map`` (GPT-2: ``n_layer``, ``n_embd``, ``n_head``). A family has the sizes its
 config has: GPT-2 no ``intermediate_size`` (its MLP is 4 × the width) nor ``num_key_value_heads``.
 
-Unset, the space is derived from the student: half, the same and twice its layers and its width. When
+Unset, the space is derived from the student: half, the same and twice its layers and its width, none above
+the teacher's (its config's layers and width, when it has them: a student larger than its teacher is no
+compression). When
 the space varies ``hidden_size`` but not ``intermediate_size``, the MLP follows the width at the student's
 ratio. Combinations a decoder cannot take are left out (a width not divisible by the heads, heads not
 divisible by the KV heads, an odd rotary head size, a spec over edgekd's size limit).
@@ -25,7 +27,7 @@ from pydantic import ValidationError
 
 from edgekd.config.loading import brief
 from edgekd.errors import ConfigError
-from edgekd.models.specs import HFSpec
+from edgekd.models.specs import HFSpec, declared_config
 from edgekd.search.space import Candidate, Structure
 
 if TYPE_CHECKING:
@@ -59,14 +61,20 @@ def student_sizes(student: HFSpec) -> dict[str, Any]:
     return sizes
 
 
-def lm_space_for(stage: SearchStage, student: HFSpec) -> dict[str, list[Any]]:
-    """The space a causal-LM search varies: its own, else the student's layers and width halved, kept and doubled."""
+def lm_space_for(stage: SearchStage, student: HFSpec, teacher: Any = None) -> dict[str, list[Any]]:
+    """The space a causal-LM search varies: its own, else the student's layers and width halved, kept and doubled,
+    the doubled ones only up to the ``teacher`` spec's (see the module docstring)."""
     if stage.space is not None:
         return stage.space
     sizes = student_sizes(student)
-    layers, width = sizes["num_hidden_layers"], sizes["hidden_size"]
-    return {"num_hidden_layers": sorted({max(1, layers // 2), layers, 2 * layers}),
-            "hidden_size": sorted({max(1, width // 2), width, 2 * width})}
+    built = declared_config(teacher) if teacher is not None else None
+    space = {}
+    for key in ("num_hidden_layers", "hidden_size"):
+        own = sizes[key]
+        ceiling = getattr(built, key, None)
+        doubled = [2 * own] if not isinstance(ceiling, int) or 2 * own <= ceiling else []
+        space[key] = sorted({max(1, own // 2), own, *doubled})
+    return space
 
 
 def check_lm_search(stage: SearchStage, state: PlanState, where: str) -> None:
@@ -77,10 +85,10 @@ def check_lm_search(stage: SearchStage, state: PlanState, where: str) -> None:
         if loss.kind not in GENERATION_LOSSES:
             raise state.fail(f"{where}.distill.losses[{index}].kind", f"loss '{loss.kind}' does not apply to a causal "
                              f"language model; expected {', '.join(GENERATION_LOSSES)}")
-    check_lm_space(stage, state.recipe.student.model, f"{state.source}: {where}")
+    check_lm_space(stage, state.recipe.student.model, f"{state.source}: {where}", state.recipe.teacher.model)
 
 
-def check_lm_space(stage: SearchStage, student: HFSpec, where: str) -> None:
+def check_lm_space(stage: SearchStage, student: HFSpec, where: str, teacher: Any = None) -> None:
     """Raise a one-line :class:`ConfigError` (prefixed by ``where``) for a search a causal-LM student cannot take.
 
     Checked: the student is built from a config, the search compresses by sizes and precision only, every
@@ -95,7 +103,7 @@ def check_lm_space(stage: SearchStage, student: HFSpec, where: str) -> None:
             raise ConfigError(f"{where}.{name}: a causal-LM search varies sizes and precision; leave {name} unset "
                               "(prune or factorize the chosen student with their own stages in a later run)")
     names = family_names(student.model_type)
-    for key, values in lm_space_for(stage, student).items():
+    for key, values in lm_space_for(stage, student, teacher).items():
         if key not in names:
             raise ConfigError(f"{where}.space.{key}: not a size of a '{student.model_type}' config"
                               f"{_hint(key, student.model_type, names)}")
@@ -103,16 +111,17 @@ def check_lm_space(stage: SearchStage, student: HFSpec, where: str) -> None:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{where}.space.{key}[{index}]: expected a positive whole number "
                                   f"(got {brief(value)})")
-    lm_candidates(stage, student, where)
+    lm_candidates(stage, student, where, teacher)
 
 
-def lm_candidates(stage: SearchStage, student: HFSpec, where: str = "search") -> list[Candidate]:
-    """Every valid candidate of the causal-LM grid, in a stable order (see the module docstring).
+def lm_candidates(stage: SearchStage, student: HFSpec, where: str = "search", teacher: Any = None) -> list[Candidate]:
+    """Every valid candidate of the causal-LM grid, in a stable order (see the module docstring); ``teacher``: its
+    spec, which bounds the default space.
 
     Raises :class:`ConfigError` (prefixed by ``where``) when no combination is valid or the grid exceeds
     ``max_candidates``.
     """
-    space = lm_space_for(stage, student)
+    space = lm_space_for(stage, student, teacher)
     names = family_names(student.model_type)
     keys = [key for key in SIZE_KEYS if key in space]  # canonical order, for stable labels
     sizes = student_sizes(student)

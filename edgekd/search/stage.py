@@ -53,8 +53,9 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
         plan, config, ctx, ctx.resolve(teacher.weights) / WEIGHTS,
         measure=lambda variants: measure(variants, ctx.device, config, ctx.path),
         choose=lambda new: choose(new, ctx.device, config, ctx.path),
-        missed=lambda measured: missed_message(
-            [(m.variant.label, m.result.p90_ms, m.variant.table_p90_ms) for m in measured], ctx.device))
+        missed=lambda measured, attempts: missed_message(
+            [(m.variant.label, m.result.p90_ms, m.variant.table_p90_ms) for m in measured], ctx.device,
+            [(a.measured.variant.label, a.measured.result.p90_ms, a.result.p90_ms) for a in attempts]))
     chosen = rounds.chosen
     exported_teacher = moved_under(rounds.trained[0].teacher, ctx.stage_dir_name)
     teacher = replace(teacher, onnx=exported_teacher.onnx, metrics=teacher.metrics.merged(

@@ -114,10 +114,12 @@ class SearchRounds(Generic[MeasuredT, AttemptT, ChosenT]):
 def train_until_chosen(plan: SearchPlan, config: SearchStage, ctx: StageContext, teacher_weights: Path, *,
                        measure: Callable[[list[Variant]], list[MeasuredT]],
                        choose: Callable[[list[MeasuredT]], tuple[ChosenT | None, list[AttemptT]]],
-                       missed: Callable[[list[MeasuredT]], str]) -> SearchRounds[MeasuredT, AttemptT, ChosenT]:
+                       missed: Callable[[list[MeasuredT], list[AttemptT]], str]
+                       ) -> SearchRounds[MeasuredT, AttemptT, ChosenT]:
     """Train ``plan``'s ranked structures ``top_k`` at a time (starting from the structures earlier searches of the
     run directory trained, :func:`earlier_structures`) until ``choose`` confirms one of the variants ``measure``
-    timed in a round; none after the last round is a :class:`BudgetError` with ``missed``'s message over them all.
+    timed in a round; none after the last round is a :class:`BudgetError` with ``missed``'s message over them all
+    and the confirmations that failed.
 
     The task decides how variants are measured and chosen (a classifier's p90 and validation score, a causal
     LM's per-token time and validation loss); the rounds are the same for every task."""
@@ -143,7 +145,7 @@ def train_until_chosen(plan: SearchPlan, config: SearchStage, ctx: StageContext,
                 return SearchRounds(trained, measured, attempts, chosen)
         loaded = (f"; they were timed while other processes kept {busiest:.2g} CPUs busy, so time them again on a "
                   "quiet machine (re-run: nothing trains twice) before relaxing anything") if is_loaded(busiest) else ""
-        raise BudgetError(missed(measured) + loaded)
+        raise BudgetError(missed(measured, attempts) + loaded)
 
 
 def carry_over(previous: Path, work_dir: Path) -> None:
