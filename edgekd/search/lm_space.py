@@ -8,10 +8,10 @@ config has: GPT-2 no ``intermediate_size`` (its MLP is 4 × the width) nor ``num
 
 Unset, the space is derived from the student: half, the same and twice its layers and its width, none above
 the teacher's (its config's layers and width, when it has them: a student larger than its teacher is no
-compression). When
-the space varies ``hidden_size`` but not ``intermediate_size``, the MLP follows the width at the student's
-ratio. Combinations a decoder cannot take are left out (a width not divisible by the heads, heads not
-divisible by the KV heads, an odd rotary head size, a spec over edgekd's size limit).
+compression). When the space varies ``hidden_size`` but not ``intermediate_size``, the MLP follows the
+width at the student's ratio. Combinations a decoder cannot take are left out (a width not divisible by
+the heads, heads not divisible by the KV heads, an odd rotary head size or an odd number of rotary
+dimensions per head, a spec over edgekd's size limit).
 
 This module imports transformers' config classes only (no torch): validating a recipe checks its space here.
 """
