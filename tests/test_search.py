@@ -22,7 +22,7 @@ from edgekd.config.device import Budget, InputShape, load_device, with_budget
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
-from edgekd.errors import BudgetError, StorageError
+from edgekd.errors import BudgetError, ConfigError, StorageError
 from edgekd.models.specs import BertSpec, MLPSpec
 from edgekd.pipeline import load_run_records
 from edgekd.profile import speed_ratio as speed_ratio_module
@@ -35,7 +35,7 @@ from edgekd.search.build import Family
 from edgekd.search.compress import preflight, search_recipe
 from edgekd.search.config import SearchStage
 from edgekd.search.messages import no_fit_message
-from edgekd.search.plan import Row
+from edgekd.search.plan import Row, plan_search
 from edgekd.search.record import Entry, SearchRecord, read_search_record
 from edgekd.search.space import candidates
 from edgekd.search.table import latency_table, table_key, table_path
@@ -251,6 +251,44 @@ def test_budget_error_says_what_would_be_needed() -> None:
         "int8 on a VNNI device (this one: neon-only) or smaller students in space")
     big = [replace(row, over=("size_mb",)) for row in rows(1.0, 60.0)]
     assert "smallest file 60 MB vs budget 25 MB" in no_fit_message(big, phone, stage, family)
+
+
+def test_a_default_space_leaves_out_students_larger_than_the_teacher(cache: Path) -> None:
+    # the MLP's default space (hidden [32], [64], [128], [64, 64], [128, 128]) around digits' 64 inputs
+    stage = SearchStage(stage="search", precision=["fp32"], table=FAST_TABLE)
+    student, device = MLPSpec(arch="mlp", hidden=[32]), load_device("host-cpu")
+    teacher_params = 64 * 64 + 64 + 64 * 10 + 10  # an MLP teacher with hidden [64]
+    plan = plan_search(stage, student, DIGITS, device, teacher_params=teacher_params)
+    outgrown = {row.candidate.label for row in plan.rows if row.larger_than_teacher}
+    assert outgrown == {"mlp hidden=[128] fp32", "mlp hidden=[64,64] fp32", "mlp hidden=[128,128] fp32"}
+    assert all(row.entry.params > teacher_params for row in plan.rows if row.larger_than_teacher)
+    ranked = [choice.structure.label for choice in plan.ranked]
+    assert "mlp hidden=[32]" in ranked and not any(label + " fp32" in outgrown for label in ranked)
+    # a space the recipe gives is taken as written
+    given = stage.model_copy(update={"space": {"hidden": [[32], [128]]}})
+    assert not any(row.larger_than_teacher for row in plan_search(given, student, DIGITS, device,
+                                                                  teacher_params=teacher_params).rows)
+    # a teacher smaller than every default candidate: one line saying what to do
+    with pytest.raises(ConfigError) as refused:
+        plan_search(stage, student, DIGITS, device, teacher_params=1210)
+    assert str(refused.value) == (
+        "search.space: every candidate of the default 'mlp' space has more parameters than the teacher (1,210; the "
+        "smallest, mlp hidden=[32] fp32, has 2,410), and a student larger than its teacher is no compression; give "
+        "search.space sizes below the teacher's")
+
+
+def test_compress_on_a_default_space_keeps_the_student_smaller_than_its_teacher(cache: Path, tmp_path: Path) -> None:
+    recipe = _recipe(space=None, prune=[0.0], top_k=1)
+    recipe["teacher"]["model"]["hidden"] = [64]
+    found = edgekd.compress(validate_model(recipe, Recipe, source="test"),
+                            device=load_device("host-cpu").model_copy(update={"budget": TIGHT}), out=tmp_path / "run")
+    search = read_search_record(next(r for r in load_run_records(found.run.run_dir) if r["stage"] == "search"))
+    teacher = found.report()["teacher"]["params"]
+    statuses = {row.label: row.status for row in search.table.candidates}
+    assert statuses["mlp hidden=[128,128] fp32"] == "larger than the teacher"
+    assert all(row.params <= teacher for row in search.table.candidates if row.status != "larger than the teacher")
+    assert search.chosen.params <= teacher
+    assert "larger than the teacher" in (found.run.run_dir / "report.md").read_text()
 
 
 # --------------------------------------------------------------------------- a search end to end

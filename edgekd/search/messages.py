@@ -1,6 +1,7 @@
 """One-line explanations of a budget search that cannot succeed, with what would be needed.
 
-Before training (:func:`no_fit_message`): the fastest candidate's p90 against the budget and what
+Before training (:func:`no_fit_message`, or :func:`outgrown_message` when a default space outgrows the
+teacher): the fastest candidate's p90 against the budget and what
 could close the gap (a shorter input, INT8 where the CPU has int8 dot products, smaller students, the
 pruning or factorization the search leaves out),
 or, when the limit is below what an empty ONNX graph takes here, that no model can meet it. After
@@ -57,6 +58,14 @@ def no_fit_message(rows: Sequence[Row], device: DeviceProfile, stage: SearchStag
     hints += _smaller_hints(stage, family, smallest)
     return (f"{where}: {len(fast)} candidate(s) meet the p90 budget but not the rest of it: {what}; "
             f"try {_or(hints)}")
+
+
+def outgrown_message(rows: Sequence[Row], arch: str, teacher_params: int) -> str:
+    """Why a search on its arch's default space has nothing to train: every candidate is larger than the teacher."""
+    smallest = min(rows, key=lambda row: row.entry.params)
+    return (f"search.space: every candidate of the default '{arch}' space has more parameters than the teacher "
+            f"({teacher_params:,}; the smallest, {smallest.candidate.label}, has {smallest.entry.params:,}), and a "
+            "student larger than its teacher is no compression; give search.space sizes below the teacher's")
 
 
 def missed_message(measured: Sequence[tuple[str, float, float | None]], device: DeviceProfile,

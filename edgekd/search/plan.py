@@ -6,6 +6,10 @@ noisy) and its size and peak memory are within the budget. Feasible candidates a
 structure (one training run serves every precision of it) and ranked by capacity: ``rank_by``
 (MACs or parameters of the exported graph) descending, then the lower table p90. When nothing is
 feasible the search fails here, before any training, with :func:`edgekd.search.messages.no_fit_message`.
+
+A search on its arch's default space (no ``space`` in the recipe) leaves out candidates with more parameters
+than the teacher: the fixed default lists (a BERT student up to hidden 512) can outgrow a small teacher, and a
+student larger than its teacher is no compression. A ``space`` the recipe gives is taken as written.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgekd.config.device import Budget, DeviceProfile
-from edgekd.errors import BudgetError
+from edgekd.errors import BudgetError, ConfigError
 from edgekd.search.build import Family
 from edgekd.search.config import SearchStage
-from edgekd.search.messages import no_fit_message
+from edgekd.search.messages import no_fit_message, outgrown_message
 from edgekd.search.record import Entry
 from edgekd.search.space import Candidate, Structure, candidates
 from edgekd.search.table import LatencyTable, latency_table
@@ -31,11 +35,13 @@ class Row:
     candidate: Candidate
     entry: Entry
     over: tuple[str, ...]
+    larger_than_teacher: bool = False
+    """More parameters than the teacher in a default space: left out whatever the budget."""
 
     @property
     def feasible(self) -> bool:
-        """True when the table entry is within every limit."""
-        return not self.over
+        """True when the table entry is within every limit (and not left out as larger than the teacher)."""
+        return not self.over and not self.larger_than_teacher
 
     def to_json(self) -> dict[str, Any]:
         """The entry's figures with the candidate's label, its structure's key and what it exceeds."""
@@ -76,18 +82,24 @@ def exceeded(entry: Entry, budget: Budget, margin: float) -> tuple[str, ...]:
 
 
 def plan_search(stage: SearchStage, student: Any, family: Family, device: DeviceProfile, *,
-                fresh: bool = False) -> SearchPlan:
+                fresh: bool = False, teacher_params: int | None = None) -> SearchPlan:
     """The latency table of ``stage``'s grid around ``student`` (``fresh``: every candidate timed again) and what
-    to train, best first.
+    to train, best first; with ``teacher_params`` a default space leaves out candidates larger than the teacher.
 
-    Raises :class:`BudgetError` when no candidate fits the device's budget.
+    Raises :class:`BudgetError` when no candidate fits the device's budget, :class:`ConfigError` when every
+    candidate of a default space is larger than the teacher.
     """
     grid = candidates(stage, student, depth=family.depth)
     table = latency_table(grid, family, device, stage, fresh=fresh)
-    rows = tuple(Row(c, table[c], exceeded(table[c], device.budget, stage.latency_margin)) for c in grid)
-    feasible = [row for row in rows if row.feasible]
+    ceiling = teacher_params if stage.space is None and teacher_params else None
+    rows = tuple(Row(c, table[c], exceeded(table[c], device.budget, stage.latency_margin),
+                     larger_than_teacher=ceiling is not None and table[c].params > ceiling) for c in grid)
+    kept = [row for row in rows if not row.larger_than_teacher]
+    if not kept:
+        raise ConfigError(outgrown_message(rows, student.arch, teacher_params or 0))
+    feasible = [row for row in kept if row.feasible]
     if not feasible:
-        raise BudgetError(no_fit_message(rows, device, stage, family))
+        raise BudgetError(no_fit_message(kept, device, stage, family))
     return SearchPlan(table=table, rows=rows, ranked=rank_feasible(feasible, stage.rank_by))
 
 

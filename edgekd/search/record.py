@@ -21,11 +21,11 @@ from edgekd.stage_record import FullRecord, read_stage_record
 
 if TYPE_CHECKING:
     from edgekd.search.config import SearchStage
-    from edgekd.search.plan import SearchPlan
+    from edgekd.search.plan import Row, SearchPlan
     from edgekd.search.train import Trained
 
 #: What became of a latency-table candidate.
-Status = Literal["trained", "feasible", "over budget"]
+Status = Literal["trained", "feasible", "over budget", "larger than the teacher"]
 
 
 class Entry(FullRecord):
@@ -253,11 +253,20 @@ def _reference(device: DeviceProfile) -> dict[str, Any] | None:
 
 
 def table_record(plan: SearchPlan, trained: Sequence[Trained]) -> TableRecord:
-    """The plan's latency table with each candidate's status: trained, feasible or over budget."""
+    """The plan's latency table with each candidate's status: trained, feasible, over budget or larger than the
+    teacher."""
     done = {t.choice.structure.key for t in trained}
-    rows = [TableCandidate(**row.to_json(), status="over budget" if not row.feasible else
-                           "trained" if row.candidate.structure.key in done else "feasible") for row in plan.rows]
+    rows = [TableCandidate(**row.to_json(), status=_status(row, done)) for row in plan.rows]
     return TableRecord(**plan.table.stats.to_json(), feasible=sum(row.feasible for row in plan.rows), candidates=rows)
+
+
+def _status(row: Row, trained: set[str]) -> Status:
+    """What became of a latency-table candidate (``trained``: the keys of the structures trained)."""
+    if row.larger_than_teacher:
+        return "larger than the teacher"
+    if not row.feasible:
+        return "over budget"
+    return "trained" if row.candidate.structure.key in trained else "feasible"
 
 
 def trained_structures(trained: Sequence[Trained]) -> list[TrainedStructure]:
