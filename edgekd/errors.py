@@ -8,6 +8,7 @@ error (exit code 1).
 from __future__ import annotations
 
 import errno
+import re
 
 
 class EdgekdError(Exception):
@@ -47,6 +48,8 @@ class StorageError(EdgekdError):
     """A result cannot be written: the disk (or the user's quota) is full."""
 
 
+#: A terminal colour or style escape (``\x1b[1m``).
+_TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 #: What torch, onnxruntime and the C++ runtime say when an allocation fails (lower case).
 _OUT_OF_MEMORY = ("can't allocate memory", "cannot allocate memory", "not enough memory", "out of memory",
                   "std::bad_alloc", "failed to allocate memory")
@@ -72,6 +75,7 @@ def too_long_name(exc: BaseException) -> str | None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message (or its type name), for one-line errors."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """The first non-blank line of an exception's message (or its type name), for one-line errors, without the
+    terminal escapes some libraries colour their messages with (torch's ``weights_only`` refusal)."""
+    lines = [line.strip() for line in _TERMINAL_ESCAPE.sub("", str(exc)).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__

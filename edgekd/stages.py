@@ -137,10 +137,9 @@ def _check_layers_kept(state: PlanState, role: str) -> None:
     depth = declared_depth(teacher)
     if depth is None:
         return
-    try:
-        getattr(state.recipe, role).model.layers_kept(depth)
-    except ConfigError as exc:
-        raise state.fail(f"{role}.model.keep", str(exc).partition(": ")[2]) from None
+    problem = getattr(state.recipe, role).model.keep_problem(depth)
+    if problem is not None:
+        raise state.fail(f"{role}.model.keep", problem)
 
 
 def _check_brought_models(state: PlanState) -> None:

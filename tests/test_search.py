@@ -259,22 +259,24 @@ def test_a_default_space_leaves_out_students_larger_than_the_teacher(cache: Path
     student, device = MLPSpec(arch="mlp", hidden=[32]), load_device("host-cpu")
     teacher_params = 64 * 64 + 64 + 64 * 10 + 10  # an MLP teacher with hidden [64]
     plan = plan_search(stage, student, DIGITS, device, teacher_params=teacher_params)
-    outgrown = {row.candidate.label for row in plan.rows if row.larger_than_teacher}
-    assert outgrown == {"mlp hidden=[128] fp32", "mlp hidden=[64,64] fp32", "mlp hidden=[128,128] fp32"}
-    assert all(row.entry.params > teacher_params for row in plan.rows if row.larger_than_teacher)
+    outgrown = {row.candidate.label for row in plan.rows if row.outgrows_teacher}
+    # hidden [64] is the teacher itself: no compression either
+    assert outgrown == {"mlp hidden=[64] fp32", "mlp hidden=[128] fp32", "mlp hidden=[64,64] fp32",
+                        "mlp hidden=[128,128] fp32"}
+    assert all((row.entry.params >= teacher_params) == row.outgrows_teacher for row in plan.rows)
     ranked = [choice.structure.label for choice in plan.ranked]
     assert "mlp hidden=[32]" in ranked and not any(label + " fp32" in outgrown for label in ranked)
     # a space the recipe gives is taken as written
     given = stage.model_copy(update={"space": {"hidden": [[32], [128]]}})
-    assert not any(row.larger_than_teacher for row in plan_search(given, student, DIGITS, device,
+    assert not any(row.outgrows_teacher for row in plan_search(given, student, DIGITS, device,
                                                                   teacher_params=teacher_params).rows)
     # a teacher smaller than every default candidate: one line saying what to do
     with pytest.raises(ConfigError) as refused:
         plan_search(stage, student, DIGITS, device, teacher_params=1210)
     assert str(refused.value) == (
-        "search.space: every candidate of the default 'mlp' space has more parameters than the teacher (1,210; the "
-        "smallest, mlp hidden=[32] fp32, has 2,410), and a student larger than its teacher is no compression; give "
-        "search.space sizes below the teacher's")
+        "search.space: every candidate of the default 'mlp' space has as many parameters as the teacher or more "
+        "(1,210; the smallest, mlp hidden=[32] fp32, has 2,410), and a student as large as its teacher is no "
+        "compression; give search.space sizes below the teacher's")
 
 
 def test_compress_on_a_default_space_keeps_the_student_smaller_than_its_teacher(cache: Path, tmp_path: Path) -> None:
@@ -285,10 +287,10 @@ def test_compress_on_a_default_space_keeps_the_student_smaller_than_its_teacher(
     search = read_search_record(next(r for r in load_run_records(found.run.run_dir) if r["stage"] == "search"))
     teacher = found.report()["teacher"]["params"]
     statuses = {row.label: row.status for row in search.table.candidates}
-    assert statuses["mlp hidden=[128,128] fp32"] == "larger than the teacher"
-    assert all(row.params <= teacher for row in search.table.candidates if row.status != "larger than the teacher")
-    assert search.chosen.params <= teacher
-    assert "larger than the teacher" in (found.run.run_dir / "report.md").read_text()
+    assert statuses["mlp hidden=[128,128] fp32"] == "not smaller than the teacher"
+    assert all(row.params < teacher for row in search.table.candidates if row.status != "not smaller than the teacher")
+    assert search.chosen.params < teacher
+    assert "not smaller than the teacher" in (found.run.run_dir / "report.md").read_text()
 
 
 # --------------------------------------------------------------------------- a search end to end

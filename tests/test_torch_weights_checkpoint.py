@@ -91,3 +91,21 @@ def test_pytorch_weights_holding_an_object_are_refused_before_it_runs(shards: in
     message = str(refused.value)
     assert f"'{victim}' is not PyTorch weights torch's weights_only loader reads" in message
     assert CALLED == []
+    assert "\x1b" not in message  # torch colours its refusal; a one-line error carries no terminal escapes
+
+
+def test_edgekd_export_of_pytorch_weights_holding_an_object_is_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    checkpoint = tmp_path / "checkpoint"
+    _save_as_torch_weights(hf_families.build("bert", num_labels=2), checkpoint, 1)
+    torch.save({"classifier.weight": torch.zeros(2, 24), "hook": _RunsCode()}, checkpoint / "pytorch_model.bin")
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "--target", "onnx-fp32",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "pytorch_model.bin' is not PyTorch weights torch's weights_only loader reads" in message, message
+    assert "internal error" not in message and "Traceback" not in result.output and "\x1b" not in result.output
+    assert CALLED == []

@@ -157,6 +157,43 @@ def test_objects_fingerprint_by_initial_weights() -> None:
     assert spec[0].startswith("tests.user_modules.SmallCNN@sha256:")
 
 
+def test_objects_differing_only_in_an_attribute_are_two_models() -> None:
+    from tests.user_modules import Activated
+
+    stages = [Teacher(epochs=1)]
+    keys = [Pipeline(data=DIGITS, teacher=Activated(name), student=CNN, stages=stages).recipe.teacher.model.instance
+            for name in ("relu", "tanh", "relu")]
+    assert keys[0] == keys[2] != keys[1]
+
+
+def test_a_module_with_tied_weights_trains_saves_and_reloads_tied(tmp_path: Path) -> None:
+    tied = {"arch": "module", "factory": "tests.user_modules:tied_head"}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe(tied, tied, FAST_STAGES)))
+    edgekd.run(path, out=tmp_path / "run")
+    run = edgekd.open_run(tmp_path / "run")
+    student = run.load_model("student")
+    assert student.decode.weight is student.encode.weight  # tied again by the factory, one tensor on disk
+    saved = load_file(str(next((tmp_path / "run").glob("02-distill/student/*.safetensors"))))
+    assert sum(name.endswith(("encode.weight", "decode.weight")) for name in saved) == 1
+    labels = torch.as_tensor(load_dataset(SklearnData(**DIGITS), 0).y_test[:32])
+    with torch.no_grad():
+        assert (student.eval()(_test_images()).argmax(1) == labels).float().mean() > 0.5
+
+
+def test_a_batchnorm_module_trains_when_the_last_batch_holds_one_example(tmp_path: Path) -> None:
+    from edgekd.data.task_data import prepare_task_data
+
+    train = len(prepare_task_data(SklearnData(**DIGITS), 0).train)
+    bn = {"arch": "module", "factory": "tests.user_modules:batchnorm_mlp"}
+    stages = [{"stage": "teacher", "epochs": 2, "lr": 0.02, "batch_size": train - 1},
+              {"stage": "distill", "epochs": 2, "lr": 0.02, "batch_size": train - 1}]
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe(bn, bn, stages)))
+    edgekd.run(path, out=tmp_path / "run")
+    assert edgekd.open_run(tmp_path / "run").stages[1]["metrics"]["student"]["accuracy"] > 0.1
+
+
 def test_a_pipeline_given_import_paths_round_trips_through_yaml(tmp_path: Path) -> None:
     pipeline = Pipeline(data=DIGITS, teacher=CNN, student={"arch": "module", "factory": CNN, "kwargs": {"width": 4}},
                         stages=[Teacher(epochs=1), Distill(epochs=1)])
@@ -174,6 +211,10 @@ REFUSALS = [
     ("tests.user_modules:not_a_module", {}, "teacher.model.factory", "returned dict; expected a torch.nn.Module"),
     ("tests.user_modules:wrong_classes", {}, "teacher.model.factory", "shape [2, 3]"),
     ("tests.user_modules:no_logits", {}, "teacher.model.factory", "holding 'logits'"),
+    ("tests.user_modules:integer_logits", {}, "teacher.model.factory", "returns torch.int64 logits; expected "
+     "floating-point scores"),
+    ("tests.user_modules:auxiliary_in_training", {}, "teacher.model.factory", "in training mode, the module "
+     "returned tuple"),
     ("tests.user_modules:wrong_input", {}, "teacher.model.factory", "fails on the data's inputs (input [2, 1, 8, 8])"),
     ("tests.user_modules:no_parameters", {}, "teacher.model.factory", "Sequential has no trainable parameters"),
     ("tests.user_modules:frozen", {}, "teacher.model.factory", "SmallCNN has no trainable parameters"),

@@ -170,3 +170,71 @@ class BagOfWords(nn.Module):
 def bag_of_words(vocab: int = 256, dim: int = 16) -> BagOfWords:
     """A text classifier for two classes over a vocabulary of ``vocab`` token ids."""
     return BagOfWords(vocab=vocab, dim=dim)
+
+
+def integer_logits() -> nn.Module:
+    """A classifier that rounds its scores to integers: nothing a loss can differentiate."""
+    return _Rounded()
+
+
+class _Rounded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)).to(torch.int64)
+
+
+def auxiliary_in_training() -> nn.Module:
+    """A classifier that returns (logits, auxiliary logits) in training mode only, as Inception-style nets do."""
+    return _Auxiliary()
+
+
+class _Auxiliary(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits = self.linear(x.flatten(1))
+        return (logits, logits.detach()) if self.training else logits
+
+
+def tied_head() -> nn.Module:
+    """An MLP whose output layer shares its weight with the input projection's transpose partner: one
+    parameter under two names (``encode.weight`` and ``decode.weight``), as tied embeddings are."""
+    return _TiedHead()
+
+
+class _TiedHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encode = nn.Linear(64, 10)
+        self.mix = nn.Linear(10, 64, bias=False)
+        self.decode = nn.Linear(64, 10)
+        self.decode.weight = self.encode.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        return self.encode(flat) + self.decode(torch.relu(self.mix(self.encode(flat))))
+
+
+def batchnorm_mlp(hidden: int = 16) -> nn.Module:
+    """An MLP with BatchNorm1d, which cannot normalise a training batch of one example."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, 10))
+
+
+class Activated(nn.Module):
+    """An MLP whose activation is chosen by name: two objects with equal weights can compute different things."""
+
+    def __init__(self, activation: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.hidden, self.out = nn.Linear(64, 16), nn.Linear(16, 10)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(x.flatten(1))
+        return self.out(torch.relu(h) if self.activation == "relu" else torch.tanh(h))

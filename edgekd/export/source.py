@@ -140,7 +140,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     """A Hugging Face classifier from a directory or the local hub cache, with a synthetic sample."""
     from transformers import AutoConfig
 
-    from edgekd.models.checkpoint_files import load_options
+    from edgekd.models.checkpoint_files import check_weights, load_options
     from edgekd.models.families import family
     from edgekd.models.hf import ATTENTION, LOAD_DTYPE, auto_class, classifier_class, quiet_transformers
     from edgekd.prune.structure import CONFIG_KEY, pruned_class
@@ -162,6 +162,11 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
                          "classifiers: a causal LM is exported with its KV cache by a corpus recipe's export stage "
                          "(docs/generation.md)")
     per_token = any(name.endswith("ForTokenClassification") for name in architectures)
+    if Path(source).is_dir():
+        try:  # what a recipe's pretrained checkpoint is checked for: readable weights, plain tensors only
+            check_weights(Path(source))
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
     loader: Any = auto_class(modality, per_token)
     if hasattr(config, CONFIG_KEY):  # pruned or factorized by edgekd: rebuilt to its structure (edgekd.prune)
         loader = pruned_class(classifier_class(config, modality, per_token))

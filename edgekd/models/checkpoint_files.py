@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgekd.errors import first_line
+
 #: Weight files edgekd refuses to load (other names and other frameworks' formats), named in the message.
 _OTHER_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 #: Files holding a tokenizer's vocabulary, as save_pretrained writes them (fast, WordPiece, BPE, SentencePiece).
@@ -126,8 +128,7 @@ def _check_torch_file(path: Path) -> None:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # UnpicklingError (an object the restricted loader refuses), RuntimeError (not torch's)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"'{path}' is not PyTorch weights torch's weights_only loader reads ({reason}); "
+        raise ValueError(f"'{path}' is not PyTorch weights torch's weights_only loader reads ({first_line(exc)}); "
                          "re-download it or re-save the model with save_pretrained") from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ValueError(f"'{path}' is not a state dict (a mapping of names to tensors)")

@@ -291,19 +291,24 @@ class DropLayersSpec(SpecBase):
         """The indices of the teacher's ``total`` layers this student keeps.
 
         A count ``N`` keeps the first layer of each of N equal blocks (``i * total // N``): 3 of 6 → 0, 2, 4,
-        as ``every_other``; 2 of 6 → 0, 3. Raises :class:`ConfigError` for indices beyond the teacher's, repeated
-        indices or a count above ``total``.
+        as ``every_other``; 2 of 6 → 0, 3. Raises :class:`ConfigError` (see :meth:`keep_problem`).
         """
+        problem = self.keep_problem(total)
+        if problem is not None:
+            raise ConfigError(f"student.model.keep: {problem}")
         if isinstance(self.keep, int):
-            if self.keep > total:
-                raise ConfigError(f"student.model.keep: expected at most {total} layers (the teacher's), "
-                                  f"got {self.keep}")
             return [i * total // self.keep for i in range(self.keep)]
+        return list(range(0, total, 2)) if self.keep == "every_other" else list(self.keep)
+
+    def keep_problem(self, total: int) -> str | None:
+        """What is wrong with ``keep`` for a teacher of ``total`` layers (indices beyond the teacher's, repeated
+        indices, none, a count above ``total``), without the key; None when nothing is."""
+        if isinstance(self.keep, int):
+            return f"expected at most {total} layers (the teacher's), got {self.keep}" if self.keep > total else None
         kept = list(range(0, total, 2)) if self.keep == "every_other" else list(self.keep)
         if any(i >= total for i in kept) or not kept or len(set(kept)) != len(kept):
-            raise ConfigError(f"student.model.keep: expected distinct layer indices below {total} (the teacher's "
-                              f"layers), got {kept}")
-        return kept
+            return f"expected distinct layer indices below {total} (the teacher's layers), got {kept}"
+        return None
 
 
 class BiLSTMSpec(EmbeddingStudent):

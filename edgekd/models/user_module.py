@@ -116,10 +116,16 @@ def logits_of(output: Any) -> torch.Tensor:
 
 
 def register_object(module: nn.Module) -> str:
-    """Keep a copy of ``module`` for this process; the ``instance`` key is its class and initial-weights digest."""
+    """Keep a copy of ``module`` for this process; the ``instance`` key is its class and a digest of its initial
+    weights and of its submodules' own attributes (two objects differing only in an activation or a temperature
+    are two models)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         update_with_tensor(digest, name, tensor.reshape(-1))
+    for prefix, submodule in module.named_modules():
+        for name, value in sorted(vars(submodule).items()):
+            if not name.startswith("_") and name != "training":
+                _update_with_attribute(digest, f"{prefix}.{name}", value)
     key = f"{type(module).__module__}.{type(module).__qualname__}@sha256:{digest.hexdigest()[:16]}"
     if key not in _OBJECTS:
         log.warning("%s was given as an object: the run keeps it in this process and its run directory cannot be "
@@ -127,6 +133,30 @@ def register_object(module: nn.Module) -> str:
                     type(module).__name__)
         _OBJECTS[key] = copy.deepcopy(module)
     return key
+
+
+def _update_with_attribute(digest: Any, name: str, value: Any) -> None:
+    """Fold a module attribute into ``digest``: a tensor by content, plain values by ``repr``, a function or class
+    by its qualified name, containers element by element, any other object by its type (its own attributes are
+    not read)."""
+    if isinstance(value, torch.Tensor):
+        update_with_tensor(digest, name, value.detach().reshape(-1))
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _update_with_attribute(digest, f"{name}[{index}]", item)
+        return
+    if isinstance(value, Mapping):
+        for key in sorted(value, key=repr):
+            _update_with_attribute(digest, f"{name}[{key!r}]", value[key])
+        return
+    if value is None or isinstance(value, (str, int, float, bool, complex, bytes)):
+        text = repr(value)
+    elif callable(value) and hasattr(value, "__qualname__"):
+        text = f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    else:
+        text = type(value).__qualname__
+    digest.update(f"{name}={text};".encode())
 
 
 def resolve_factory(path: str) -> Callable[..., Any]:
@@ -221,24 +251,43 @@ def probe_inputs(signature: InputSignature) -> dict[str, torch.Tensor]:
 
 
 def check_outputs(model: UserModule, signature: InputSignature, num_classes: int) -> None:
-    """Refuse a module without trainable parameters, one that fails on the data's inputs or does not return logits
-    ``[batch, classes]``."""
+    """Refuse a module without trainable parameters, one that fails on the data's inputs or does not return
+    floating-point logits ``[batch, classes]``, in eval mode or in training mode."""
     if not any(parameter.requires_grad for parameter in model.parameters()):
         raise Refused("factory", f"{type(unwrap(model)).__name__} has no trainable parameters; edgekd trains the "
                       "teacher and the student (a fixed teacher can be an ONNX file: arch: onnx)")
     inputs = probe_inputs(signature)
     shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in inputs.items())
-    try:
-        with eval_mode(model), torch.no_grad():
-            logits = model(**inputs)
-    except ModelError as exc:
-        raise Refused("factory", str(exc)) from exc
-    except Exception as exc:
-        raise Refused("factory", f"the module fails on the data's inputs ({shapes}): {_one_line(exc)}") from exc
     expected = [PROBE_BATCH, num_classes]
-    if list(logits.shape) != expected:
-        raise Refused("factory", f"the module returns logits of shape {list(logits.shape)} for inputs {shapes}; "
-                      f"expected [batch, classes] = {expected} ({num_classes} classes in the data)")
+    for training in (False, True):
+        logits = _probe(model, inputs, shapes, training=training)
+        mode = " in training mode" if training else ""
+        if list(logits.shape) != expected:
+            raise Refused("factory", f"the module returns logits of shape {list(logits.shape)}{mode} for inputs "
+                          f"{shapes}; expected [batch, classes] = {expected} ({num_classes} classes in the data)")
+        if not logits.is_floating_point():
+            raise Refused("factory", f"the module returns {logits.dtype} logits{mode}; expected floating-point "
+                          "scores (the values before softmax), which the losses differentiate")
+
+
+def _probe(model: UserModule, inputs: dict[str, torch.Tensor], shapes: str, *, training: bool) -> torch.Tensor:
+    """The module's logits for ``inputs`` in eval or training mode (dropout, batch statistics: what training
+    calls); the random stream, every submodule's mode and the buffers (batch-norm running statistics) are as
+    they were after."""
+    buffers = [(buffer, buffer.clone()) for buffer in model.buffers()]
+    mode = " in training mode" if training else ""
+    try:
+        with eval_mode(model), torch.no_grad(), torch.random.fork_rng():
+            model.train(training)
+            return model(**inputs)
+    except ModelError as exc:
+        raise Refused("factory", f"in training mode, {exc}" if training else str(exc)) from exc
+    except Exception as exc:
+        raise Refused("factory", f"the module fails on the data's inputs{mode} ({shapes}): {_one_line(exc)}") from exc
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
 
 
 def build_user_module(spec: ModuleSpec, signature: InputSignature, num_classes: int) -> UserModule:

@@ -18,8 +18,25 @@ log = logging.getLogger(__name__)
 
 
 def save_weights(model: nn.Module, path: Path) -> Path:
-    """Atomically write ``model``'s state dict (parameters and buffers) to ``path``."""
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    """Atomically write ``model``'s state dict (parameters and buffers) to ``path``.
+
+    A tied tensor (one parameter under two names, such as a head sharing its embedding's weight) is written once,
+    under its first name, as ``save_pretrained`` does: safetensors refuses tensors that share memory, and
+    :func:`load_weights` takes the missing copy from the model, which ties it again.
+    """
+    state: dict[str, torch.Tensor] = {}
+    written: set[tuple[int, int, tuple[int, ...], tuple[int, ...]]] = set()
+    storages: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        storage = tensor.untyped_storage().data_ptr()
+        view = (storage, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
+        if tensor.numel() and view in written:
+            continue
+        written.add(view)
+        # a view overlapping another tensor without being it (a slice of a shared weight) gets its own copy
+        state[name] = tensor.contiguous().clone() if tensor.numel() and storage in storages else tensor.contiguous()
+        storages.add(storage)
     return write_with(Path(path), lambda tmp: save_file(state, str(tmp)))
 
 

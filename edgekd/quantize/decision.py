@@ -52,9 +52,9 @@ def decide(variants: Sequence[Variant], *, eligible: Callable[[Variant], bool], 
     fits = [v for v in ok if _size(v) <= size_budget_mb]
     if _size(fp32) > size_budget_mb and fits:
         kept = fits[0]
-        return Decision(kept.name, f"{kept.name} kept: {_size(kept):.2f} MB fits the {size_budget_mb:g} MB size "
-                                   f"budget fp32 ({_size(fp32):.2f} MB) exceeds; {_speedup(kept).ratio:.2f}× fp32 "
-                                   f"speed {on_cpu}, {quality_change(kept)}")
+        return Decision(kept.name, f"{kept.name} kept: {_size(kept):.3g} MB fits the {size_budget_mb:g} MB size "
+                                   f"budget, which fp32 ({_size(fp32):.3g} MB) exceeds; "
+                                   f"{_speedup(kept).ratio:.2f}× fp32 speed {on_cpu}, {quality_change(kept)}")
     if not others:
         return Decision("fp32", "fp32 kept: no other variant was tried")
     reduced = [v for v in others if v.precision != "fp32"]

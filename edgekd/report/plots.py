@@ -139,7 +139,7 @@ def plot_latency_distribution(series: dict[str, Sequence[float]], budget_ms: flo
 
 #: How a budget search's latency-table candidates are drawn in the strip under its Pareto plot.
 _TABLE_STATUS = (("trained", "tab:blue"), ("feasible", "tab:green"), ("over budget", "tab:gray"),
-                 ("larger than the teacher", "tab:brown"))
+                 ("not smaller than the teacher", "tab:brown"))
 
 
 def plot_search_pareto(search: SearchRecord | LMSearchRecord, teacher: ModelFigures | None,
@@ -151,7 +151,7 @@ def plot_search_pareto(search: SearchRecord | LMSearchRecord, teacher: ModelFigu
     The choice is made on the validation metric, so that is what the markers, the Pareto front and the chosen
     star show; each candidate's test figure (what the report quotes) hangs below or above it as a hollow
     marker on a thin line. Below, every latency-table candidate's p90 by status (trained, feasible, over
-    budget, larger than the teacher); the budget line on both. The legend sits under the plot, clear of the points.
+    budget, not smaller than the teacher); the budget line on both. The legend sits under the plot, clear of the points.
     """
     if not isinstance(search, SearchRecord):
         return None

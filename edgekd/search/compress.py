@@ -16,6 +16,7 @@ search's :class:`~edgekd.errors.BudgetError` when no candidate fits, before the 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,8 @@ from edgekd.search.plan import plan_search
 from edgekd.search.record import LMSearchRecord, SearchRecord, TableStats, read_search_record
 from edgekd.search.space import LAYER_COPY
 from edgekd.stages import check_recipe
+
+log = logging.getLogger(__name__)
 
 #: Stages of a recipe a derived search keeps (the others are what the search does itself).
 KEPT_STAGES = ("teacher", "profile", "bundle")
@@ -84,7 +87,15 @@ def search_recipe(recipe: Recipe, source: str | None = None) -> Recipe:
                                                                         include=set(QuantizeSettings.model_fields))
     stages = [search if kind == "search" else recipe.stages[parts[kind]] if kind in KEPT_STAGES and kind in parts
               else {"stage": kind} for kind in _derived_kinds(parts)]
-    student = getattr(recipe, _varied_role(recipe)).model
+    role = _varied_role(recipe)
+    student = getattr(recipe, role).model
+    if role == "teacher":
+        own = recipe.student.model
+        why = "a pretrained checkpoint" if getattr(own, "pretrained", None) is not None else \
+            f"searchable: {', '.join(SEARCHABLE)}"
+        log.warning("compress: the recipe's student (%s) cannot be varied by a search (%s), so the search varies "
+                    "the teacher's architecture (%s) instead; a search stage of your own chooses otherwise",
+                    own.label, why, student.label)
     # only the fields the recipe set: a default written out reads as given (data.color beside an image processor,
     # a pretrained teacher's default sizes beside its checkpoint)
     derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}, exclude_unset=True),

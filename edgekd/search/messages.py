@@ -61,11 +61,12 @@ def no_fit_message(rows: Sequence[Row], device: DeviceProfile, stage: SearchStag
 
 
 def outgrown_message(rows: Sequence[Row], arch: str, teacher_params: int) -> str:
-    """Why a search on its arch's default space has nothing to train: every candidate is larger than the teacher."""
+    """Why a search on its arch's default space has nothing to train: no candidate is smaller than the
+    teacher."""
     smallest = min(rows, key=lambda row: row.entry.params)
-    return (f"search.space: every candidate of the default '{arch}' space has more parameters than the teacher "
-            f"({teacher_params:,}; the smallest, {smallest.candidate.label}, has {smallest.entry.params:,}), and a "
-            "student larger than its teacher is no compression; give search.space sizes below the teacher's")
+    return (f"search.space: every candidate of the default '{arch}' space has as many parameters as the teacher or "
+            f"more ({teacher_params:,}; the smallest, {smallest.candidate.label}, has {smallest.entry.params:,}), and "
+            "a student as large as its teacher is no compression; give search.space sizes below the teacher's")
 
 
 def missed_message(measured: Sequence[tuple[str, float, float | None]], device: DeviceProfile,

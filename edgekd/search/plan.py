@@ -7,9 +7,9 @@ structure (one training run serves every precision of it) and ranked by capacity
 (MACs or parameters of the exported graph) descending, then the lower table p90. When nothing is
 feasible the search fails here, before any training, with :func:`edgekd.search.messages.no_fit_message`.
 
-A search on its arch's default space (no ``space`` in the recipe) leaves out candidates with more parameters
-than the teacher: the fixed default lists (a BERT student up to hidden 512) can outgrow a small teacher, and a
-student larger than its teacher is no compression. A ``space`` the recipe gives is taken as written.
+A search on its arch's default space (no ``space`` in the recipe) leaves out candidates with as many parameters
+as the teacher or more: the fixed default lists (a BERT student up to hidden 512) can outgrow a small teacher,
+and a student as large as its teacher is no compression. A ``space`` the recipe gives is taken as written.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ class Row:
     candidate: Candidate
     entry: Entry
     over: tuple[str, ...]
-    larger_than_teacher: bool = False
-    """More parameters than the teacher in a default space: left out whatever the budget."""
+    outgrows_teacher: bool = False
+    """As many parameters as the teacher or more, in a default space: left out whatever the budget."""
 
     @property
     def feasible(self) -> bool:
-        """True when the table entry is within every limit (and not left out as larger than the teacher)."""
-        return not self.over and not self.larger_than_teacher
+        """True when the table entry is within every limit (and not left out as outgrowing the teacher)."""
+        return not self.over and not self.outgrows_teacher
 
     def to_json(self) -> dict[str, Any]:
         """The entry's figures with the candidate's label, its structure's key and what it exceeds."""
@@ -84,17 +84,18 @@ def exceeded(entry: Entry, budget: Budget, margin: float) -> tuple[str, ...]:
 def plan_search(stage: SearchStage, student: Any, family: Family, device: DeviceProfile, *,
                 fresh: bool = False, teacher_params: int | None = None) -> SearchPlan:
     """The latency table of ``stage``'s grid around ``student`` (``fresh``: every candidate timed again) and what
-    to train, best first; with ``teacher_params`` a default space leaves out candidates larger than the teacher.
+    to train, best first; with ``teacher_params`` a default space leaves out candidates not smaller than the
+    teacher.
 
     Raises :class:`BudgetError` when no candidate fits the device's budget, :class:`ConfigError` when every
-    candidate of a default space is larger than the teacher.
+    candidate of a default space is at least as large as the teacher.
     """
     grid = candidates(stage, student, depth=family.depth)
     table = latency_table(grid, family, device, stage, fresh=fresh)
     ceiling = teacher_params if stage.space is None and teacher_params else None
     rows = tuple(Row(c, table[c], exceeded(table[c], device.budget, stage.latency_margin),
-                     larger_than_teacher=ceiling is not None and table[c].params > ceiling) for c in grid)
-    kept = [row for row in rows if not row.larger_than_teacher]
+                     outgrows_teacher=ceiling is not None and table[c].params >= ceiling) for c in grid)
+    kept = [row for row in rows if not row.outgrows_teacher]
     if not kept:
         raise ConfigError(outgrown_message(rows, student.arch, teacher_params or 0))
     feasible = [row for row in kept if row.feasible]

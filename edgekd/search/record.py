@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from edgekd.search.train import Trained
 
 #: What became of a latency-table candidate.
-Status = Literal["trained", "feasible", "over budget", "larger than the teacher"]
+Status = Literal["trained", "feasible", "over budget", "not smaller than the teacher"]
 
 
 class Entry(FullRecord):
@@ -253,8 +253,8 @@ def _reference(device: DeviceProfile) -> dict[str, Any] | None:
 
 
 def table_record(plan: SearchPlan, trained: Sequence[Trained]) -> TableRecord:
-    """The plan's latency table with each candidate's status: trained, feasible, over budget or larger than the
-    teacher."""
+    """The plan's latency table with each candidate's status: trained, feasible, over budget or not smaller
+    than the teacher."""
     done = {t.choice.structure.key for t in trained}
     rows = [TableCandidate(**row.to_json(), status=_status(row, done)) for row in plan.rows]
     return TableRecord(**plan.table.stats.to_json(), feasible=sum(row.feasible for row in plan.rows), candidates=rows)
@@ -262,8 +262,8 @@ def table_record(plan: SearchPlan, trained: Sequence[Trained]) -> TableRecord:
 
 def _status(row: Row, trained: set[str]) -> Status:
     """What became of a latency-table candidate (``trained``: the keys of the structures trained)."""
-    if row.larger_than_teacher:
-        return "larger than the teacher"
+    if row.outgrows_teacher:
+        return "not smaller than the teacher"
     if not row.feasible:
         return "over budget"
     return "trained" if row.candidate.structure.key in trained else "feasible"

@@ -48,10 +48,10 @@ def run_search(config: SearchStage, artifact: Artifact, ctx: StageContext) -> St
     family = Family.of_model_dir(ctx.resolve(teacher.weights), student_spec.arch)
     teacher_params = teacher.metrics.get("params")
     plan = plan_search(config, student_spec, family, ctx.device, teacher_params=teacher_params)
-    outgrown = sum(row.larger_than_teacher for row in plan.rows)
+    outgrown = sum(row.outgrows_teacher for row in plan.rows)
     if outgrown:
-        ctx.log.info("search: left out %d candidate(s) of the default space with more parameters than the teacher "
-                     "(%s)", outgrown, f"{teacher_params:,}")
+        ctx.log.info("search: left out %d candidate(s) of the default space with as many parameters as the "
+                     "teacher (%s) or more", outgrown, f"{teacher_params:,}")
     ctx.log.info("search: %d of %d candidates fit the budget; training up to %d of %d feasible structures",
                  sum(row.feasible for row in plan.rows), len(plan.rows), config.top_k, len(plan.ranked))
     rounds = train_until_chosen(
