@@ -55,7 +55,8 @@ def default_opset(model: Any) -> int | None:
 
 
 def read_model(path: str | Path):  # noqa: ANN201 - onnx.ModelProto | None, onnx imported lazily
-    """The ONNX model of ``path`` (without external weights), or None for an ORT format model; see the module."""
+    """The ONNX model of ``path`` (without external weights, whose files must be beside it), or None for an ORT format
+    model; see the module."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: model file not found")
@@ -70,7 +71,11 @@ def read_model(path: str | Path):  # noqa: ANN201 - onnx.ModelProto | None, onnx
     if path.suffix.lower() == ORT_SUFFIX:
         raise ModelError(f"{path}: not an ORT format model (no 'ORTM' flatbuffer identifier at byte 4); "
                          "expected a file written by onnxruntime's converter (edgekd export)")
-    return load_onnx_graph(path)
+    model = load_onnx_graph(path)
+    missing = [name for name in external_data_locations(model) if not (path.parent / name).is_file()]
+    if missing:  # every verb says so, before onnxruntime's own message about its directory check
+        raise ModelError(f"{path}: external data file '{missing[0]}' not found beside it")
+    return model
 
 
 def load_onnx_graph(path: Path):  # noqa: ANN201 - onnx.ModelProto, imported lazily
@@ -114,7 +119,7 @@ def copy_model(source: str | Path, target: str | Path) -> Path:
     An ORT format model or an ONNX file with its weights inside is copied byte for byte. An ONNX file
     with external data gets its weights embedded (they are read from ``source``'s folder); weights
     beyond protobuf's 2 GiB go to one external file named ``<target name>.data`` beside ``target``.
-    A missing external data file is a :class:`ModelError` naming it.
+    A missing external data file is a :class:`ModelError` naming it (:func:`read_model`).
     """
     source, target = Path(source), Path(target)
     model = read_model(source)
@@ -124,9 +129,6 @@ def copy_model(source: str | Path, target: str | Path) -> Path:
     import onnx
     from onnx.external_data_helper import load_external_data_for_model
 
-    missing = [name for name in locations if not (source.parent / name).is_file()]
-    if missing:
-        raise ModelError(f"{source}: external data file '{missing[0]}' not found beside it")
     try:
         load_external_data_for_model(model, str(source.parent))
     except (OSError, ValueError) as exc:

@@ -96,6 +96,12 @@ def test_hostile_onnx_input_name_and_path_are_shown_inert(tmp_path: Path) -> Non
     assert "[/bold]" in outcome.output and "\\x1b[2J" in outcome.output
     missing = cli("profile", directory / "none.onnx")
     assert missing.exit_code == 2 and _raw_controls(missing.output) == [] and "[/bold]" in missing.output
+    # the bundle's README (read in a terminal with cat) names the input: escaped there too
+    bundled = cli("bundle", directory / "m.onnx", "--device", "host-cpu", "--out", tmp_path / "app", "--runs", "10",
+                  "--warmup", "0")
+    assert bundled.exit_code == 0, bundled.output
+    readme = (tmp_path / "app" / "bundle" / "README.md").read_text(encoding="utf-8")
+    assert _raw_controls(readme) == [] and "\\x1b[2J" in readme
 
 
 @pytest.fixture(scope="module")

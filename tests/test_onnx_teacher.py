@@ -439,6 +439,44 @@ def test_a_graph_returning_hidden_states_before_its_logits_is_read_at_its_logits
     assert teacher["accuracy"] == _metrics(onnx_run)["teacher"]["teacher"]["accuracy"]
 
 
+def _decoy_first(source: Path, target: Path) -> Path:
+    """``source`` with its logits renamed ``scores`` and, first among its outputs, their negation ``decoy``: two
+    outputs of the logits' shape, the first not the logits."""
+    model = onnx.load(str(source))
+    graph = model.graph
+    (logits,) = graph.output
+    for node in graph.node:
+        node.output[:] = ["scores" if name == logits.name else name for name in node.output]
+    logits.name = "scores"
+    graph.node.append(onnx.helper.make_node("Neg", ["scores"], ["decoy"]))
+    decoy = onnx.helper.make_tensor_value_info("decoy", onnx.TensorProto.FLOAT, ["batch", 10])
+    graph.output.insert(0, decoy)
+    onnx.save(model, str(target))
+    return target
+
+
+def test_a_graph_with_two_outputs_of_the_logits_shape_reads_the_one_the_recipe_names(
+        digits_runs: tuple[Path, Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder, _, onnx_run = digits_runs
+    recipe = yaml.safe_load((folder / "onnx.yaml").read_text())
+    path = _decoy_first(folder / "teacher.onnx", tmp_path / "decoy.onnx")
+    recipe["teacher"]["model"]["path"] = str(path)
+    recipe["stages"] = [TEACHER_STAGE]
+    with caplog.at_level("WARNING", logger="edgekd.models.onnx_teacher"):
+        edgekd.run(_write(tmp_path / "first.yaml", recipe), out=tmp_path / "first")
+    assert _metrics(tmp_path / "first")["teacher"]["teacher"]["onnx"]["output"] == "decoy"
+    assert "outputs 'scores' fit the logits ['batch', 10] too; reading 'decoy' (the first) as the logits: set " \
+           "teacher.model.output to read another" in caplog.text
+    recipe["teacher"]["model"]["output"] = "scores"
+    edgekd.run(_write(tmp_path / "named.yaml", recipe), out=tmp_path / "named")
+    teacher = _metrics(tmp_path / "named")["teacher"]["teacher"]
+    assert teacher["onnx"]["output"] == "scores"
+    assert teacher["accuracy"] == _metrics(onnx_run)["teacher"]["teacher"]["accuracy"]
+    out = _refusal(folder, tmp_path, {"arch": "onnx", "path": str(path), "output": "probabilities"})
+    assert "teacher.model.output" in out
+    assert "'probabilities' is not an output of the graph (its outputs: 'decoy', 'scores')" in out
+
+
 def test_a_graph_of_fixed_sequence_gets_padded_rows(text_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     folder, _, onnx_run = text_runs
     recipe = yaml.safe_load((folder / "onnx.yaml").read_text())

@@ -280,6 +280,26 @@ def test_bundle_summary_without_labels(digits: OnnxCase, tmp_path: Path) -> None
 # ---------------------------------------------------------------- .ort in bench and profile
 
 
+def test_a_graph_of_another_fixed_batch_is_timed_with_a_warning(digits: OnnxCase, tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(digits.path))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 2  # exported for batches of 2; host-cpu feeds 1
+    onnx.save(model, str(tmp_path / "pairs.onnx"))
+    expected = "its graph fixes their first axis, while the device profile feeds batches of 1"
+    profiled = cli("profile", tmp_path / "pairs.onnx", "--runs", "10", "--warmup", "0", "--json")
+    assert profiled.exit_code == 0, profiled.output
+    (warning,) = [w for w in json.loads(profiled.output)["warnings"] if expected in w]  # beside any on stability
+    assert "pairs.onnx was timed on inputs input [2, 1, 8, 8]" in warning
+    benched = cli("bench", digits.path, tmp_path / "pairs.onnx", "--out", tmp_path / "b", "--runs", "10",
+                  "--warmup", "0", "--rounds", "1")
+    assert benched.exit_code == 0, benched.output
+    warnings = json.loads((tmp_path / "b" / "bench.json").read_text())["warnings"]
+    assert [w for w in warnings if expected in w] == [w for w in warnings if "pairs.onnx" in w and expected in w]
+    assert len([w for w in warnings if expected in w]) == 1
+
+
 def test_bench_and_profile_take_ort_files(digits: OnnxCase, tmp_path: Path) -> None:
     exported = cli("export", digits.path, "--device", "host-cpu", "--out", tmp_path / "m")
     assert exported.exit_code == 0, exported.output
@@ -312,11 +332,21 @@ def _fake_ort(tmp: Path, case: OnnxCase) -> Path:
     return path
 
 
+def _without_its_external_data(tmp: Path, case: OnnxCase) -> Path:
+    import onnx
+
+    onnx.save_model(onnx.load(str(case.path)), str(tmp / "split.onnx"), save_as_external_data=True,
+                    location="split.data", size_threshold=0)
+    (tmp / "split.data").unlink()
+    return tmp / "split.onnx"
+
+
 @pytest.mark.parametrize(("make", "fragments"), [
     (lambda tmp, case: tmp / "missing.onnx", ("missing.onnx", "model file not found")),
     (_not_onnx, ("notes.onnx", "not a readable ONNX model")),
     (_fake_ort, ("model.ort", "not an ORT format model", "ORTM")),
-], ids=["missing", "not-onnx", "fake-ort"])
+    (_without_its_external_data, ("split.onnx", "external data file 'split.data' not found beside it")),
+], ids=["missing", "not-onnx", "fake-ort", "no-external-data"])
 @pytest.mark.parametrize("command", ["bench", "profile", "quantize", "bundle", "export"])
 def test_every_verb_refuses_a_bad_model_file(command: str, make: Callable[[Path, OnnxCase], Path],
                                              fragments: tuple[str, ...], digits: OnnxCase, tmp_path: Path) -> None:
@@ -377,6 +407,36 @@ def test_quantize_refuses_npz_files_that_disagree_with_the_graph(
     outcome = cli("quantize", case.path, "-d", "host-cpu", "-o", tmp_path / "q", option, make(tmp_path, case))
     assert_user_error(outcome, *fragments)
     assert not (tmp_path / "q").exists()  # checked before anything is written
+
+
+@pytest.mark.parametrize("option", ["--calibration", "--eval"])
+def test_nan_inputs_are_refused_naming_the_file_array_and_row(option: str, digits: OnnxCase, tmp_path: Path) -> None:
+    images = digits.inputs["input"][:8].copy()
+    images[3, 0, 2, 2] = np.nan
+    bad = digits.save_npz(tmp_path / "d.npz", labelled=option == "--eval", stop=8, input=images)
+    assert_user_error(cli("quantize", digits.path, "-d", "host-cpu", "-o", tmp_path / "q", option, bad),
+                      "d.npz", "array 'input' holds NaN or infinite values (1 of 8 example(s), the first at row 3)")
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_graph_with_two_score_outputs_and_no_logits_says_which_it_reads(
+        digits: OnnxCase, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import onnx
+
+    model = onnx.load(str(digits.path))
+    (scores,) = model.graph.output
+    for node in model.graph.node:  # its logits renamed: no output says which holds the scores
+        node.output[:] = ["scores" if name == scores.name else name for name in node.output]
+    scores.name = "scores"
+    model.graph.node.append(onnx.helper.make_node("Neg", ["scores"], ["negated"]))
+    model.graph.output.insert(0, onnx.helper.make_tensor_value_info("negated", onnx.TensorProto.FLOAT, ["batch", 10]))
+    onnx.save(model, str(tmp_path / "two.onnx"))
+    with caplog.at_level("WARNING", logger="edgekd.export.manifest"):
+        outcome = cli("bundle", tmp_path / "two.onnx", "-d", "host-cpu", "-o", tmp_path / "b", "--runs", "10",
+                      "--warmup", "0")
+    assert outcome.exit_code == 0, outcome.output
+    assert "outputs 'negated', 'scores' are all floating-point tensors and none is named 'logits': the " \
+           "first, 'negated', is read as the model's scores" in caplog.text
 
 
 def test_wrong_static_size_names_the_graph_shape(digits: OnnxCase, tmp_path: Path) -> None:

@@ -27,9 +27,14 @@ def profile(
     """
     result = api().profile(model, device=device, runs=runs, warmup=warmup, show_progress=not as_json)
     figures = result.to_json()
-    unstable = stability_warning(str(model), figures)
+    from edgekd.config.device import load_device
+    from edgekd.profile.inputs import batch_warning
+
+    batch = load_device(device).inputs.batch
+    warnings = [w for w in (stability_warning(str(model), figures),
+                            batch_warning(str(model), result.input_shapes, batch)) if w]
     if as_json:
-        print_json({**figures, "warnings": [unstable] if unstable else []})
+        print_json({**figures, "warnings": warnings})
         return
     estimate = (f" — estimate: host × speed ratio {result.speed_ratio:.2f} from '{result.reference}'"
                 if result.estimate else " — measured")
@@ -42,7 +47,7 @@ def profile(
                                                  "size_mb"}).items():
         table.add_row(key, f"{value:.3f}")
     out.print(table)
-    print_warnings([unstable] if unstable else [])
+    print_warnings(warnings)
 
 
 @handle_errors

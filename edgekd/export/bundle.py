@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from edgekd.atomic import atomic_dir, write_with
 from edgekd.config.device import DeviceProfile
+from edgekd.console import printable
 from edgekd.export.bundle_readme import render_readme
 from edgekd.export.config import ExportTarget
 from edgekd.export.manifest import MANIFEST, TOKENIZER_DIR, build_manifest, file_entries
@@ -106,7 +107,8 @@ def write_bundle(
 ) -> dict[str, Any]:
     """Write ``sources`` (bundle path → file), ``README.md`` and ``manifest.json``, then the zip.
 
-    ``readme`` renders the README from the manifest. The manifest gets ``files``: the sha256 and
+    ``readme`` renders the README from the manifest (control characters escaped, see
+    :func:`edgekd.console.printable`). The manifest gets ``files``: the sha256 and
     size of every file but itself. Returns the complete manifest.
     """
     with atomic_dir(bundle_dir) as tmp:
@@ -117,7 +119,9 @@ def write_bundle(
                 copy_model(source, tmp / name)  # standalone: external weights embedded
             else:
                 shutil.copyfile(source, tmp / name)
-        (tmp / README).write_text(readme(manifest), encoding="utf-8")
+        # names from the graph may hold control characters (an escape sequence would recolour a terminal that
+        # shows the README): written as visible escapes
+        (tmp / README).write_text(printable(readme(manifest)), encoding="utf-8")
         manifest = {**manifest, "files": file_entries(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     write_zip(bundle_dir, zip_path, folder=manifest["name"])

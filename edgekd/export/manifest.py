@@ -27,7 +27,9 @@ Paths in ``model``, ``tokenizer`` and ``files`` are relative to the bundle direc
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ from edgekd.export.image_manifest import image_file_preprocessing
 from edgekd.profile.runner import ProfileResult
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.version import __version__
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -67,9 +71,20 @@ def tensor_specs(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
 def scored_output(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The output (of :func:`tensor_specs`) a model's answer is read from: the one named ``logits``, else the first
     floating-point tensor (a scikit-learn-onnx classifier returns its int64 label first, then probabilities as a
-    sequence of maps); None when no output is a floating-point tensor."""
+    sequence of maps); None when no output is a floating-point tensor. Several floating-point outputs and none
+    named ``logits`` are ambiguous: a warning (once per set of names) says which one is read."""
     named = [spec for spec in outputs if spec["name"] == "logits"]
-    return next((spec for spec in named or outputs if spec["dtype"] in FLOAT_DTYPES), None)
+    scores = [spec for spec in named or outputs if spec["dtype"] in FLOAT_DTYPES]
+    if len(scores) > 1 and not named:
+        _warn_several_scores(tuple(spec["name"] for spec in scores))
+    return scores[0] if scores else None
+
+
+@functools.cache
+def _warn_several_scores(names: tuple[str, ...]) -> None:
+    log.warning("outputs %s are all floating-point tensors and none is named 'logits': the first, '%s', is read as "
+                "the model's scores (export the scores under the name 'logits' to choose another)",
+                ", ".join(f"'{name}'" for name in names), names[0])
 
 
 #: Floating-point tensor element types, as :func:`type_name` spells them.

@@ -10,8 +10,9 @@ The file is checked as the ONNX verbs check theirs (an ONNX model with inputs, `
 external data files beside it, loadable by onnxruntime), then matched to the recipe's data: text
 graphs take some of ``input_ids``, ``attention_mask`` and ``token_type_ids`` (``input_ids`` among
 them; int64 or int32 as the graph says), image and feature graphs one input ``[N, C, H, W]`` or
-``[N, F]`` whose fixed sizes are the data's. Its output (``logits`` when the graph names one, else
-the first whose declared shape fits, so hidden states returned before the logits are passed over) must be
+``[N, F]`` whose fixed sizes are the data's. Its output (``output`` when the spec names one, else ``logits``
+when the graph names one, else the first whose declared shape fits, so hidden states returned before the
+logits are passed over; a warning names others of the same shape) must be
 ``[batch, classes]`` (``[batch, sequence, classes]`` for token classification) with the data's class count.
 Every mismatch is one line naming ``teacher.model.path``, from ``edgekd validate`` when the data can be read
 then, else when the teacher stage builds the model.
@@ -50,11 +51,16 @@ log = logging.getLogger(__name__)
 DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
           "tensor(float16)": np.float16, "tensor(double)": np.float64}
 #: Specs already checked on data of a given signature and class count (validate, plan and run all check).
-_CHECKED: set[tuple[str, str, str, int]] = set()
+_CHECKED: set[tuple[str, str, str, int, str | None]] = set()
 
 
 class Refused(Exception):
-    """An ONNX file that cannot be this recipe's teacher (the message names what was expected and found)."""
+    """An ONNX file that cannot be this recipe's teacher (the message names what was expected and found); ``key``
+    is the spec field to blame."""
+
+    def __init__(self, message: str, key: str = "path") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def onnx_digest(path: Path) -> str:
@@ -76,16 +82,12 @@ def check_file(path: Path) -> None:
     external data files are beside it (the checks the ONNX verbs make)."""
     import onnx
 
-    from edgekd.model_file import external_data_locations, read_model, require_onnx
+    from edgekd.model_file import require_onnx
 
     try:
-        require_onnx(path, "an ONNX teacher")
-        missing = [name for name in external_data_locations(read_model(path))
-                   if not (path.parent / name).is_file()]
+        require_onnx(path, "an ONNX teacher")  # read_model: external data files beside it
     except EdgekdError as exc:
         raise Refused(str(exc).removeprefix(f"{path}: ")) from None
-    if missing:
-        raise Refused(f"external data file '{missing[0]}' not found beside it")
     try:
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, OSError, ValueError) as exc:
@@ -95,7 +97,7 @@ def check_file(path: Path) -> None:
 class OnnxTeacher(nn.Module):
     """The ONNX file at ``path`` run by onnxruntime on CPU; returns the graph's logits as a float tensor."""
 
-    def __init__(self, path: Path, signature: InputSignature, num_classes: int) -> None:
+    def __init__(self, path: Path, signature: InputSignature, num_classes: int, output: str | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         check_file(self.path)
@@ -104,7 +106,7 @@ class OnnxTeacher(nn.Module):
         self.external_parameters = _weight_count(self.path)
         self._session = _session(self.path)
         self.inputs = _matched_inputs(self._session, signature)
-        self.output, self.binary = _matched_output(self._session, signature, num_classes, self.path)
+        self.output, self.binary = _matched_output(self._session, signature, num_classes, self.path, output)
         self.activation = score_activation(self.path, self.output)
         self.fixed_batch, self.fixed_sequence = _fixed_sizes(self._session, signature)
         self.pad_id = signature.pad_id
@@ -236,11 +238,12 @@ def build_onnx_teacher(spec: OnnxSpec, signature: InputSignature, num_classes: i
     try:
         return _built(spec, signature, num_classes)
     except Refused as exc:
-        raise ConfigError(f"teacher.model.path: '{spec.path}': {exc}") from None
+        raise ConfigError(f"teacher.model.{exc.key}: '{spec.path}': {exc}") from None
 
 
 def _built(spec: OnnxSpec, signature: InputSignature, num_classes: int) -> OnnxTeacher:
-    model = (ImageOnnxTeacher if signature.kind == "image" else TextOnnxTeacher)(spec.path, signature, num_classes)
+    model = (ImageOnnxTeacher if signature.kind == "image" else TextOnnxTeacher)(spec.path, signature, num_classes,
+                                                                                spec.output)
     _check_probe(model, signature, num_classes)
     return model
 
@@ -275,13 +278,13 @@ def check_spec(spec: OnnxSpec, state: Any, where: str) -> None:
     signature, num_classes = data
     if signature.kind == "text":  # rows as long as the tokenizer's max_length reach the graph's positions
         signature = replace(signature, max_length=recipe.tokenizer.max_length)
-    key = (str(spec.path), onnx_digest(spec.path), repr(signature), num_classes)
+    key = (str(spec.path), onnx_digest(spec.path), repr(signature), num_classes, spec.output)
     if key in _CHECKED:
         return
     try:
         _built(spec, signature, num_classes)
     except Refused as exc:
-        raise state.fail(f"{where}.path", f"'{spec.path}': {exc}") from None
+        raise state.fail(f"{where}.{exc.key}", f"'{spec.path}': {exc}") from None
     _CHECKED.add(key)
 
 
@@ -425,13 +428,18 @@ def _filled(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
                                      for name, value in feeds.items()}
 
 
-def _matched_output(session: Any, signature: InputSignature, num_classes: int, path: Path) -> tuple[str, bool]:
-    """The name of the graph's logits output: ``logits`` when the graph names one, else the first output whose
-    declared shape is the task's, one with the class count fixed before one left open (a graph may return
-    hidden states before its logits); for two classes, else one sigmoid score per row (a binary classifier: the
-    second class's, said by the returned flag); :class:`Refused` when none is."""
+def _matched_output(session: Any, signature: InputSignature, num_classes: int, path: Path,
+                    output: str | None = None) -> tuple[str, bool]:
+    """The name of the graph's logits output: ``output`` when the recipe names one, else ``logits`` when the graph
+    names one, else the first output whose declared shape is the task's, one with the class count fixed before one
+    left open (a graph may return hidden states before its logits; a warning names the others that fit); for two
+    classes, else one sigmoid score per row (a binary classifier: the second class's, said by the returned flag);
+    :class:`Refused` when none is."""
     outputs = session.get_outputs()
-    named = [value for value in outputs if value.name == "logits"]
+    if output is not None and output not in {value.name for value in outputs}:
+        listed = ", ".join(f"'{value.name}'" for value in outputs)
+        raise Refused(f"'{output}' is not an output of the graph (its outputs: {listed})", key="output")
+    named = [value for value in outputs if value.name == (output or "logits")]
     fitting = [value for value in named or outputs if _fits(value.shape, signature, num_classes)]
     if not fitting and num_classes == 2:
         binary = [value for value in named or outputs if _fits(value.shape, signature, 1)
@@ -444,7 +452,12 @@ def _matched_output(session: Any, signature: InputSignature, num_classes: int, p
         raise Refused(f"{what} {shapes}; expected logits {_expected(signature, num_classes)} "
                       f"({num_classes} classes in the data)")
     exact = [value for value in fitting if value.shape[-1] == num_classes]  # before outputs of open width
-    return (exact or fitting)[0].name, False
+    chosen, others = (exact or fitting)[0], (exact or fitting)[1:]
+    if others and not named:
+        log.warning("%s: outputs %s fit the logits %s too; reading '%s' (the first) as the logits: set "
+                    "teacher.model.output to read another", path, ", ".join(f"'{value.name}'" for value in others),
+                    _expected(signature, num_classes), chosen.name)
+    return chosen.name, False
 
 
 def _fits(shape: list[Any], signature: InputSignature, num_classes: int) -> bool:

@@ -388,6 +388,9 @@ class OnnxSpec(SpecBase):
     arch: Literal["onnx"]
     path: LocalPath = Field(description="The .onnx file (relative paths: from the recipe's folder); external data "
                        "files beside it.")
+    output: str | None = Field(default=None, description="The graph output holding the logits; default: 'logits' "
+                               "when the graph names one, else the first output whose shape fits (with a warning "
+                               "naming the others that fit too).")
 
     def content_digest(self) -> str | None:
         """The SHA-256 of the file and of its external data: a new file re-runs the teacher stage."""

@@ -13,6 +13,7 @@ light; it accepts anything shaped like :class:`edgekd.config.device.InputShape`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -387,3 +388,14 @@ def _show(dims: tuple[Dim, ...]) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
 
 
+def batch_warning(name: str, input_shapes: Mapping[str, list[int]], batch: int) -> str | None:
+    """One sentence when ``name`` was timed on inputs whose first axis is not the device's ``batch`` (its graph fixes
+    that axis, or has no batch axis): its latency is not a batch's, so it does not compare with models timed on
+    the device's batch; None when every input's first axis is ``batch``."""
+    firsts = sorted({shape[0] for shape in input_shapes.values() if shape})
+    if not firsts or firsts == [batch]:
+        return None
+    shapes = ", ".join(f"{input_name} {shape}" for input_name, shape in input_shapes.items())
+    return (f"{name} was timed on inputs {shapes}: its graph fixes their first axis, while the device profile feeds "
+            f"batches of {batch}, so its latency is not a batch of {batch}'s (export it with a dynamic batch axis to "
+            "compare it with models timed on the device's batch)")

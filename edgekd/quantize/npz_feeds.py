@@ -102,7 +102,8 @@ def read_arrays(path: Path, what: str) -> dict[str, np.ndarray]:
 
 
 def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
-    """The array of one graph input: its element type, rank and static sizes after the example axis."""
+    """The array of one graph input: its element type, rank, static sizes after the example axis and, for floating
+    point, finite values."""
     name, dims = spec["name"], spec["shape"]
     if array.dtype != np.dtype(spec["dtype"]):
         raise DataError(f"{path}: array {name!r} is {array.dtype}, expected {spec['dtype']} (the type of graph input "
@@ -118,6 +119,11 @@ def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
         expected = "[" + ", ".join(["N", *(str(d) for d in dims[1:])]) + "]"
         raise DataError(f"{path}: array {name!r} has shape {list(array.shape)}, expected {expected} (N examples; "
                         f"graph input {name!r} is {_shape(dims)})")
+    if array.dtype.kind in "fc" and array.size and not np.isfinite(array).all():
+        rows = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1) if array.ndim else np.array([True])
+        raise DataError(f"{path}: array {name!r} holds NaN or infinite values ({int(rows.sum())} of {rows.size} "
+                        f"example(s), the first at row {int(np.flatnonzero(rows)[0])}); expected finite numbers (a "
+                        "model's outputs on them, and a calibration's ranges, would be meaningless)")
 
 
 def _check_labels(path: Path, labels: np.ndarray, outputs: list[Spec]) -> None:
