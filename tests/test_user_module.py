@@ -284,6 +284,18 @@ def test_a_module_layer_pruning_cannot_rebuild_is_refused_by_name(tmp_path: Path
     assert "layer '1' (Scale) cannot be pruned" in message and "\n" not in message
 
 
+def test_a_module_pruning_can_remove_nothing_from_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = Pipeline(data=DIGITS, teacher=CNN, student="tests.user_modules:layernorm_mlp",
+                        stages=[Teacher(epochs=1), Distill(epochs=1), Prune(ratio=0.5, targets=["channels"])],
+                        threads=1)
+    with caplog.at_level("WARNING", logger="edgekd.prune.user_module"):
+        pipeline.run(tmp_path / "run")
+    assert "prune: nothing in the module (Sequential) was removed: its layers are coupled to ones kept whole, e.g. " \
+           "2 (LayerNorm)" in caplog.text
+    prune = next(s for s in edgekd.open_run(tmp_path / "run").stages if s["stage"] == "prune")
+    assert prune["metrics"]["student"]["params_ratio"] == 1.0
+
+
 def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(tmp_path: Path) -> None:
     from edgekd.data.examples import InputSignature
     from edgekd.models.specs import ModuleSpec

@@ -4,10 +4,13 @@ Any module Torch-Pruning can trace is pruned: the layer producing the logits kee
 layers whose shapes a run directory cannot record (anything but ``Conv2d``, ``BatchNorm2d`` and
 ``Linear``) keep theirs. A layer whose parameters pruning would reshape anyway (a custom layer with
 its own parameters coupled to pruned channels) is refused by name, as is a module that cannot be traced.
+A step that can remove nothing (every prunable layer is coupled to one kept whole: a LayerNorm, a GRU) says so
+in a warning naming those layers, rather than passing for a pruned model.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +20,8 @@ from torch import nn
 
 from edgekd.errors import ConfigError
 from edgekd.models.user_module import unwrap
+
+log = logging.getLogger(__name__)
 
 #: The layer types whose pruned shapes a model directory records and rebuilds (see ``vision.layer_shapes``).
 REBUILT = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
@@ -60,6 +65,13 @@ def rebuildable(model: nn.Module) -> Iterator[None]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"prune: Torch-Pruning cannot prune the module ({type(inner).__name__}): {first}") from exc
     owners = dict(_own_parameter_layers(inner))
+    if _shapes(inner) == before:
+        kept = [f"{name} ({type(layer).__name__})" for name, layer in owners.items() if not isinstance(layer, REBUILT)]
+        log.warning("prune: nothing in the module (%s) was removed: %s; its size and speed are unchanged (drop the "
+                    "prune stage, or try factorize)", type(inner).__name__,
+                    f"its layers are coupled to ones kept whole, e.g. {', '.join(kept[:3])}" if kept
+                    else "the ratio removes no whole channel")
+        return
     for name, shape in _shapes(inner).items():
         if before.get(name) != shape:
             layer_name = name.rpartition(".")[0]
