@@ -157,6 +157,13 @@ def test_objects_fingerprint_by_initial_weights() -> None:
     assert spec[0].startswith("tests.user_modules.SmallCNN@sha256:")
 
 
+def test_factory_kwargs_that_are_not_json_values_are_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"student\.model\.kwargs\.width: input was not a valid JSON value "
+                                          r"\(got tensor\(8\)\)"):
+        Pipeline(data=DIGITS, teacher=CNN, stages=[Teacher(epochs=1), Distill(epochs=1)],
+                 student={"arch": "module", "factory": CNN, "kwargs": {"width": torch.tensor(8)}})
+
+
 def test_objects_differing_only_in_an_attribute_are_two_models() -> None:
     from tests.user_modules import Activated
 
@@ -255,6 +262,16 @@ def test_a_module_without_an_onnx_export_is_refused_before_training_when_the_rec
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "teacher.model.factory: the recipe exports the model, but the module does not export to ONNX" in message
     assert "aten::histc" in message
+    # no export stage, but a prune stage timing the student's ONNX export after each step: checked too
+    pruned = _recipe({"arch": "module", "factory": CNN},
+                     {"arch": "module", "factory": "tests.user_modules:not_exportable"},
+                     [*FAST_STAGES, {"stage": "prune", "ratio": 0.5, "targets": ["channels"]}])
+    path.write_text(yaml.safe_dump(pruned))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "student.model.factory: the prune stage times each step's ONNX export, but the module does not export " \
+           "to ONNX" in message
 
 
 @pytest.mark.parametrize(("student", "loss"), [(CNN, "hidden"), (CNN, "attention"), ("tests.user_modules:dict_mlp",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
+from pydantic import BaseModel, Field, JsonValue, PrivateAttr, StrictInt, model_validator
 
 from edgekd.config.base import LocalPath, PathOrId, PositiveInt, StrictModel
 from edgekd.errors import ConfigError
@@ -356,7 +356,8 @@ class ModuleSpec(SpecBase):
     arch: Literal["module"]
     factory: str | None = Field(default=None, pattern=IMPORT_PATH,
                                 description="'package.module:factory' returning the nn.Module.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the factory.")
+    kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="Keyword arguments of the factory: JSON "
+                                         "values (numbers, strings, lists, mappings), as a YAML recipe holds.")
     instance: str | None = Field(default=None, description="Set by Pipeline(...) for a module given as an object: "
                                  "its class and a digest of its initial weights.")
     shapes: LayerShapes | None = Field(default=None, description="Written by pruning: the layers' pruned shapes.")

@@ -302,30 +302,45 @@ def build_user_module(spec: ModuleSpec, signature: InputSignature, num_classes: 
 
 def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
     """``check_recipe``'s rule for a user's module: it builds and returns logits for the recipe's data and, when
-    the recipe exports, exports to ONNX with the export stage's target."""
+    the recipe exports it (an export stage, or a prune or factorize stage timing its steps), exports to ONNX."""
     data = data_shape(state.recipe)
     if data is None:
         return
     signature, num_classes = data
-    export = next((stage for stage in state.recipe.stages if stage.stage == "export"), None)
-    target = export.target if export is not None else None
-    key = (spec.model_dump_json(), repr(signature), num_classes, target)
+    export = _export_of(state.recipe, where.partition(".")[0])
+    key = (spec.model_dump_json(), repr(signature), num_classes, export)
     if key in _CHECKED:
         return
     try:
         with torch.random.fork_rng():  # the factory's initialisation must not shift the run's random stream
             model = wrap(instantiate(spec), signature.kind)
             check_outputs(model, signature, num_classes)
-            if target is not None:
-                check_exports(model, signature, target)
+            if export is not None:
+                check_exports(model, signature, *export)
     except Refused as exc:
         raise state.fail(f"{where}.{exc.key}", exc.message) from None
     _CHECKED.add(key)
 
 
-def check_exports(model: UserModule, signature: InputSignature, target_name: str) -> None:
-    """Refuse a module the export stage could not export: it is exported once, untrained, to a temporary file
-    by the stage's exporter and target (parity with PyTorch included), so the failure comes before training."""
+def _export_of(recipe: Any, role: str) -> tuple[str, str] | None:
+    """The export target the recipe's model of ``role`` first goes through and which stage exports it: the export
+    stage's, else the check target of a prune, factorize or (timed) hybrid stage changing that model; None when
+    nothing exports it."""
+    from edgekd.prune.measure import CHECK_TARGET
+
+    for stage in recipe.stages:
+        if stage.stage == "export":
+            return stage.target, "the recipe exports the model"
+        timed = stage.stage in ("prune", "factorize") or (stage.stage == "hybrid" and stage.measure_latency)
+        if timed and stage.role == role:
+            return CHECK_TARGET, f"the {stage.stage} stage times each step's ONNX export"
+    return None
+
+
+def check_exports(model: UserModule, signature: InputSignature, target_name: str, why: str) -> None:
+    """Refuse a module that could not be exported (``why``: which stage exports it): it is exported once, untrained,
+    to a temporary file by that exporter and target (parity with PyTorch included), so the failure comes before
+    training."""
     from edgekd.export.config import load_export_target
     from edgekd.export.onnx_export import export_onnx
 
@@ -333,7 +348,7 @@ def check_exports(model: UserModule, signature: InputSignature, target_name: str
         target = load_export_target(target_name)
     except EdgekdError:
         return  # the export stage's own check names its target
-    check_traceable(unwrap(model), "the recipe exports the model, but ")
+    check_traceable(unwrap(model), f"{why}, but ")
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
             raised_level("edgekd.export", logging.WARNING):
         warnings.simplefilter("ignore")  # tracer warnings of a trial, not of the run's export
@@ -342,8 +357,7 @@ def check_exports(model: UserModule, signature: InputSignature, target_name: str
             export_onnx(model, probe_inputs(signature), path, target, extra_dynamic_axes=signature.dynamic_axes())
         except EdgekdError as exc:
             reason = str(exc).removeprefix(f"{path}: ")
-            raise Refused("factory", f"the recipe exports the model, but the module does not export to ONNX "
-                          f"({reason})") from exc
+            raise Refused("factory", f"{why}, but the module does not export to ONNX ({reason})") from exc
 
 
 def data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
