@@ -283,6 +283,20 @@ def test_text_without_the_teachers_tokenizer_is_refused(text_runs: tuple[Path, P
     assert "tokenizer.pretrained" in out and "ONNX teacher" in out
 
 
+def test_a_tokenizer_larger_than_the_teachers_embedding_is_refused(text_runs: tuple[Path, Path, Path],
+                                                                   tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(text_runs[0] / "tokenizer"))
+    tokenizer.add_tokens([f"extra{i}" for i in range(100)])
+    tokenizer.save_pretrained(str(tmp_path / "bigger"))
+    out = _refusal(text_runs[0], tmp_path, {"arch": "onnx", "path": "teacher.onnx"},
+                   tokenizer={"pretrained": "bigger", "max_length": 32})
+    rows = len(tokenizer) - 100  # the teacher's own tokenizer: one embedding row per token
+    assert "tokenizer.pretrained: " in out and f"bigger' has {len(tokenizer)} tokens, but the input_ids of " in out
+    assert f"teacher.onnx' index an embedding of {rows} rows (ids from {rows} on fail in onnxruntime)" in out, out
+
+
 @pytest.mark.parametrize("loss", ["hidden", "attention"])
 def test_a_loss_reading_internals_is_refused(text_runs: tuple[Path, Path, Path], tmp_path: Path, loss: str) -> None:
     recipe = yaml.safe_load((text_runs[0] / "onnx.yaml").read_text())

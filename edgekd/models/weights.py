@@ -57,9 +57,10 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
     state = _unwrapped(model, state, path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelError(f"{path}: weights do not fit the recipe's model ({first})") from exc
+    except RuntimeError as exc:  # torch's first line only says "Error(s) in loading state_dict for ..."
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")
+        raise ModelError(f"{path}: weights do not fit the recipe's model ({reason.rstrip('.')})") from exc
     missing = sorted(set(missing) - _tied_copies(model, state))
     if missing or unexpected:
         from edgekd.models.hf_weights import converted_state
