@@ -83,6 +83,19 @@ class BagOfEmbeddings(nn.Module):
         return self.head((self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1))
 
 
+class PositionedBag(BagOfEmbeddings):
+    """The bag of embeddings plus a 64-row position table: rows longer than 64 tokens index past it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = nn.Embedding(64, 16)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        embedded = self.embed(input_ids) + self.positions(torch.arange(input_ids.shape[1]))
+        return self.head((embedded * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
 def _digits_case(directory: Path) -> OnnxCase:
     digits = load_digits()
     x = (digits.images / 16).astype(np.float32)[:, None]
@@ -437,6 +450,19 @@ def test_a_graph_with_two_score_outputs_and_no_logits_says_which_it_reads(
     assert outcome.exit_code == 0, outcome.output
     assert "outputs 'negated', 'scores' are all floating-point tensors and none is named 'logits': the " \
            "first, 'negated', is read as the model's scores" in caplog.text
+
+
+def test_a_graph_with_a_short_position_table_is_told_its_length(tmp_path: Path) -> None:
+    """host-cpu feeds 128 tokens; the graph's position table has 64 rows: onnxruntime's own message names a
+    Gather index, the verbs name the length."""
+    ids = torch.ones(2, 8, dtype=torch.long)
+    path = tmp_path / "short.onnx"
+    export_onnx(PositionedBag().eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, path,
+                load_export_target("onnx-fp32"),
+                extra_dynamic_axes={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}})
+    for outcome in (cli("profile", path, "--runs", "10"), cli("bench", path, "--out", tmp_path / "b", "--runs", "10")):
+        assert_user_error(outcome, "short.onnx", "it takes at most 64 tokens (a position table or a length fixed "
+                          "when it was traced), but the device profile feeds inputs.sequence_length 128")
 
 
 def test_wrong_static_size_names_the_graph_shape(digits: OnnxCase, tmp_path: Path) -> None:

@@ -330,39 +330,15 @@ def graph_positions(spec: OnnxSpec, recipe: Any, length: int) -> int | None:
 
 @functools.lru_cache(maxsize=16)
 def _longest_run(path: str, digest: str, length: int) -> int | None:
-    """None when the graph at ``path`` (of SHA-256 ``digest``) runs on a row of ``length`` tokens, else the longest
-    row it runs on (bisected; None when none does: its own check says why)."""
-    from edgekd.profile.inputs import token_id_limits
+    """:func:`edgekd.profile.positions.longest_run` of the graph at ``path`` (of SHA-256 ``digest``, so a changed
+    file is run again), in an onnxruntime session with torch's thread count."""
+    from edgekd.profile.positions import longest_run
 
     try:
         session = _session(Path(path))
     except Refused:
         return None
-    limits = token_id_limits(path)
-    if _runs(session, length, limits):
-        return None
-    runs, fails = 0, length
-    while fails - runs > 1:
-        middle = (runs + fails) // 2
-        runs, fails = (middle, fails) if _runs(session, middle, limits) else (runs, middle)
-    return runs or None
-
-
-def _runs(session: Any, length: int, limits: dict[str, int]) -> bool:
-    """Whether ``session`` runs on one row of ``length`` tokens, fed as the profiler feeds it (token ids below
-    ``limits``)."""
-    import onnxruntime as ort
-
-    from edgekd.config.device import InputShape
-    from edgekd.profile.inputs import make_feeds
-
-    quiet = ort.RunOptions()
-    quiet.log_severity_level = 4  # a failure is the answer here, not an error to log
-    try:
-        session.run(None, make_feeds(session, InputShape(batch=1, sequence_length=length), limits=limits), quiet)
-    except Exception:  # noqa: BLE001 - onnxruntime raises its own types for inputs a graph cannot take
-        return False
-    return True
+    return longest_run(path, length, session)
 
 
 def _session(path: Path) -> Any:

@@ -26,6 +26,8 @@ from edgekd.model_file import external_data_locations, read_model
 from edgekd.profile.inputs import token_id_limits
 
 MIB = 1024 * 1024
+#: How the worker's message begins when onnxruntime loaded the graph but failed to run it on the feeds.
+RUN_FAILED = "onnxruntime failed to run it"
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def time_onnx(
     }
     result = _run_worker(request, label=path.name, show_progress=show_progress)
     if result.get("event") == "error":
-        raise ModelError(f"{path}: {result['message']}")
+        raise ModelError(f"{path}: {_diagnosed(path, shape, result['message'])}")
     return HostTiming(
         times_ms=tuple(result["times_ms"]),
         input_shapes={k: list(v) for k, v in result["input_shapes"].items()},
@@ -81,6 +83,18 @@ def time_onnx(
         onnxruntime=str(result["onnxruntime"]),
         sequence_length=result.get("sequence_length"),
     )
+
+
+def _diagnosed(path: Path, shape: Any, message: str) -> str:
+    """The worker's failure, or what caused it when the graph runs on shorter rows than the device's
+    ``sequence_length`` (onnxruntime's own message names a kernel's broadcast or gather, not the length)."""
+    from edgekd.profile.positions import longest_run, too_long_message
+
+    length = getattr(shape, "sequence_length", None)
+    if not message.startswith(RUN_FAILED) or not length:
+        return message
+    longest = longest_run(path, length)
+    return too_long_message(longest, length) if longest is not None else message
 
 
 def model_size_mb(path: Path) -> float:

@@ -30,6 +30,7 @@ import onnxruntime as ort
 from edgekd.errors import ModelError, first_line
 from edgekd.model_file import load_as_ort_if_needed
 from edgekd.profile.inputs import fed_length, input_specs, make_feeds
+from edgekd.profile.timing import RUN_FAILED
 
 
 def memory_kb() -> tuple[int, int]:
@@ -83,7 +84,7 @@ def profile(request: dict[str, Any], emit: Any) -> dict[str, Any]:
             if request.get("progress") and ((i + 1) % every == 0 or i + 1 == total):
                 emit({"event": "progress", "done": i + 1, "total": total})
     except Exception as exc:
-        raise ModelError(f"onnxruntime failed to run it: {first_line(exc)}") from None
+        raise ModelError(f"{RUN_FAILED}: {first_line(exc)}") from None
     _, peak_kb = memory_kb()
     return {
         "event": "result",
