@@ -383,7 +383,7 @@ def _first(case: OnnxCase) -> str:
 NPZ_CASES: list[tuple[str, Callable[[Path, OnnxCase], Path], bool, tuple[str, ...]]] = [
     ("missing-file", lambda tmp, c: tmp / "absent.npz", False, ("absent.npz", "file not found")),
     ("not-npz", lambda tmp, c: (tmp / "bad.npz").write_text("x") and tmp / "bad.npz", False,
-     ("bad.npz", "not a readable NumPy .npz file")),
+     ("bad.npz", "not a readable NumPy .npz file (not a zip archive")),
     ("object-array", lambda tmp, c: np.savez(tmp / "o.npz", **{k: np.array([None] * 8, dtype=object)
                                                                for k in c.inputs}) or tmp / "o.npz", False,
      ("o.npz", "not a readable NumPy .npz file")),

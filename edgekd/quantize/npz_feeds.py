@@ -93,6 +93,9 @@ def read_arrays(path: Path, what: str) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path`` (no object arrays); ``what`` says in errors what it should hold."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected a .npz of {what})")
+    if not zipfile.is_zipfile(path):  # numpy would guess pickled data for any other file, and refuse it as such
+        raise DataError(f"{path}: not a readable NumPy .npz file (not a zip archive: write it with np.savez); "
+                        f"expected arrays {what}")
     try:
         with np.load(path) as npz:  # object arrays refused: numpy loads plain arrays only by default
             return {name: npz[name] for name in npz.files}
