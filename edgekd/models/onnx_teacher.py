@@ -453,10 +453,18 @@ def _matched_output(session: Any, signature: InputSignature, num_classes: int, p
     exact = [value for value in fitting if value.shape[-1] == num_classes]  # before outputs of open width
     chosen, others = (exact or fitting)[0], (exact or fitting)[1:]
     if others and not named:
-        log.warning("%s: outputs %s fit the logits %s too; reading '%s' (the first) as the logits: set "
-                    "teacher.model.output to read another", path, ", ".join(f"'{value.name}'" for value in others),
-                    _expected(signature, num_classes), chosen.name)
+        _warn_other_outputs(str(path), chosen.name, tuple(value.name for value in others),
+                            str(_expected(signature, num_classes)))
     return chosen.name, False
+
+
+@functools.cache
+def _warn_other_outputs(path: str, chosen: str, others: tuple[str, ...], expected: str) -> None:
+    """Say once per process (validate, plan and each stage build the teacher) which of several fitting outputs is
+    read as the logits."""
+    log.warning("%s: outputs %s fit the logits %s too; reading '%s' (the first) as the logits: set "
+                "teacher.model.output to read another", path, ", ".join(f"'{name}'" for name in others), expected,
+                chosen)
 
 
 def _fits(shape: list[Any], signature: InputSignature, num_classes: int) -> bool:
