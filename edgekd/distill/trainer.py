@@ -149,7 +149,7 @@ def fit(
         log.info("%s: resuming after epoch %d", description, history.epochs_run)
     steps = _Steps(modules, objective, optimizer, config, world, description)
     # batch norm cannot normalise one example in training mode: a last batch of one is left out of the epoch
-    single_batches = len(train) == 1 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+    singles_trainable = len(train) == 1 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
                                                 for m in modules.modules())
     if not isinstance(val, Validation):
         val = Validation("val_accuracy", partial(accuracy, examples=val))
@@ -165,7 +165,7 @@ def fit(
             modules.train()
             total_loss, seen = 0.0, 0
             for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
-                if len(batch[0]) == 1 and not single_batches:
+                if len(batch[0]) == 1 and not singles_trainable:
                     continue
                 loss_sum, count = steps.step(batch)
                 if not steps.skipped:
