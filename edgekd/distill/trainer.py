@@ -150,7 +150,7 @@ def fit(
     steps = _Steps(modules, objective, optimizer, config, world, description)
     # batch norm cannot normalise one example in training mode: a last batch of one is left out of the epoch
     singles_trainable = len(train) == 1 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                                for m in modules.modules())
+                                                   for m in modules.modules())
     if not isinstance(val, Validation):
         val = Validation("val_accuracy", partial(accuracy, examples=val))
 
