@@ -342,6 +342,17 @@ def test_compress_picks_a_model_within_budget_and_reports_it(cache: Path, tmp_pa
     assert f"; {len(rows)} timed while other processes kept up to 64 CPUs busy (their figures may be slow)" in text
 
 
+def test_compress_says_when_it_varies_the_teachers_architecture_instead_of_the_students(
+        caplog: pytest.LogCaptureFixture) -> None:
+    recipe = demo_recipe_dict()
+    recipe["student"]["model"] = {"arch": "module", "factory": "tests.user_modules:small_cnn"}
+    with caplog.at_level("WARNING", logger="edgekd.search.compress"):
+        derived = search_recipe(validate_model(recipe, Recipe, source="demo"))
+    assert derived.student.model.arch == recipe["teacher"]["model"]["arch"]
+    assert "compress: the recipe's student ('module') cannot be varied by a search (searchable: " in caplog.text
+    assert f"the search varies the teacher's architecture ('{derived.student.model.arch}') instead" in caplog.text
+
+
 def test_compress_turns_a_plain_recipe_into_a_search() -> None:
     recipe = validate_model(demo_recipe_dict(), Recipe, source="demo")
     derived = search_recipe(recipe)
