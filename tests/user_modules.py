@@ -177,27 +177,30 @@ def integer_logits() -> nn.Module:
     return _Rounded()
 
 
-class _Rounded(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.flatten(1)).to(torch.int64)
-
-
 def auxiliary_in_training() -> nn.Module:
     """A classifier that returns (logits, auxiliary logits) in training mode only, as Inception-style nets do."""
     return _Auxiliary()
 
 
-class _Auxiliary(nn.Module):
+class _LinearDigits(nn.Module):
+    """One linear layer over the flattened 8 × 8 digit: the logits the broken variants below change."""
+
     def __init__(self) -> None:
         super().__init__()
         self.linear = nn.Linear(64, 10)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+class _Rounded(_LinearDigits):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).to(torch.int64)
+
+
+class _Auxiliary(_LinearDigits):
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        logits = self.linear(x.flatten(1))
+        logits = super().forward(x)
         return (logits, logits.detach()) if self.training else logits
 
 

@@ -326,13 +326,13 @@ def _export_of(recipe: Any, role: str) -> tuple[str, str] | None:
     """The export target the recipe's model of ``role`` first goes through and which stage exports it: the export
     stage's, else the check target of a prune, factorize or (timed) hybrid stage changing that model; None when
     nothing exports it."""
-    from edgekd.prune.measure import CHECK_TARGET
-
     for stage in recipe.stages:
         if stage.stage == "export":
             return stage.target, "the recipe exports the model"
         timed = stage.stage in ("prune", "factorize") or (stage.stage == "hybrid" and stage.measure_latency)
         if timed and stage.role == role:
+            from edgekd.prune.measure import CHECK_TARGET  # the prune stages' own imports: only when one exports
+
             return CHECK_TARGET, f"the {stage.stage} stage times each step's ONNX export"
     return None
 
