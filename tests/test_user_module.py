@@ -355,11 +355,37 @@ def test_a_text_module_takes_the_inputs_its_forward_names(tmp_path: Path) -> Non
     assert metrics["teacher"]["teacher"]["accuracy"] > 0.8  # one sentiment word decides the label
     assert metrics["distill"]["student"]["accuracy"] > 0.7
     assert metrics["export"]["student"]["parity"]["passed"]
-    small = {"arch": "module", "factory": words, "kwargs": {"vocab": 50}}  # fewer ids than the tokenizer gives
-    with pytest.raises(ConfigError, match=r"model\.factory: the module fails on the data's inputs") as raised:
-        Pipeline(name="text-module", data=data, tokenizer={"vocab_size": 200, "max_length": 32}, teacher=small,
-                 student=small, stages=[Teacher(epochs=1)], threads=1).run(tmp_path / "small")
+
+
+def test_a_text_module_smaller_than_the_tokenizer_is_refused_before_the_teacher_trains(tmp_path: Path) -> None:
+    """A student module embedding fewer token ids than the tokenizer gives passed validate (it was tried on 8 ids)
+    and failed in the distill stage, after the teacher trained. A WordPiece trained on the data has at most its
+    vocab_size tokens: a module as large as the tokenizer the run trains is taken."""
+    from edgekd.data.config import TokenizerConfig
+    from edgekd.data.tokenizer import load_or_train_tokenizer
+    from tests.test_text_pipeline import _write_tsv
+
+    _write_tsv(tmp_path / "train.tsv", 400, seed=1)
+    _write_tsv(tmp_path / "dev.tsv", 80, seed=2)
+    data = {"source": "tsv", "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "dev.tsv"),
+            "val_examples": 80}
+    tokenizer = {"vocab_size": 200, "max_length": 32}
+    texts = [line.split("\t")[0] for line in (tmp_path / "train.tsv").read_text().splitlines()[1:]]
+    trained = len(load_or_train_tokenizer(TokenizerConfig(**tokenizer), texts))
+    assert 50 < trained < 200  # the data has fewer distinct words than vocab_size allows
+
+    def recipe(vocab: int) -> dict:
+        return {"name": "text-module", "data": data, "tokenizer": tokenizer, "threads": 1,
+                "teacher": {"model": {"arch": "module", "factory": "tests.user_modules:bag_of_words"}},
+                "student": {"model": {"arch": "module", "factory": "tests.user_modules:bag_of_words",
+                                      "kwargs": {"vocab": vocab}}},
+                "stages": [{"stage": "teacher", "epochs": 1}, {"stage": "distill", "epochs": 1}]}
+
+    says = rf"student\.model\.factory: the module fails on the data's inputs .*token ids up to {trained - 1}, "
+    with pytest.raises(ConfigError, match=says + "the tokenizer's last.*IndexError") as raised:
+        edgekd.validate(recipe(50))
     assert "\n" not in str(raised.value)
+    edgekd.validate(recipe(trained))  # exactly the tokenizer the run trains
 
 
 def test_modules_in_float64_or_half_or_wrapped_for_parallelism_or_compiled_train_and_export(tmp_path: Path) -> None:

@@ -127,8 +127,9 @@ def _misfit(spec: Any, recipe: Any, signature: InputSignature, class_names: tupl
             misfit = vocabulary_misfit(module, _tokenizer_size(recipe, signature, module))
         if misfit is not None:
             return misfit
+        tokenizer = _trial_tokenizer(recipe) if signature.kind == "text" else None
         model = TaskModel(module=module, spec=spec.model_dump(mode="json"), signature=signature,
-                          class_names=class_names)
+                          class_names=class_names, tokenizer=tokenizer)
         sequence = min(TRIAL_TOKENS, usable_positions(module) or TRIAL_TOKENS) if signature.kind == "text" else 1
         return run_failure(model, spec.label, sequence=max(sequence, 1))
 
@@ -162,11 +163,9 @@ def _facts_key(recipe: Any) -> str | None:
 
 
 def _read_facts(recipe: Any) -> tuple[InputSignature, tuple[str, ...]] | None:
-    from edgekd.data.config import HubData, MemoryData, TokenizerConfig
+    from edgekd.data.config import HubData, MemoryData
     from edgekd.data.datasets import load_dataset
-    from edgekd.data.examples import InputSignature
     from edgekd.data.task_data import prepare_task_data
-    from edgekd.data.tokenizer import load_pretrained_tokenizer
 
     data = recipe.data
     if isinstance(data, HubData):
@@ -177,33 +176,70 @@ def _read_facts(recipe: Any) -> tuple[InputSignature, tuple[str, ...]] | None:
             prepared = prepare_task_data(data, recipe.seed)
             return prepared.signature, prepared.class_names
         texts = load_dataset(data, seed)
-        config = recipe.tokenizer or TokenizerConfig()
-        per_token = texts.task == "token_classification"
-        if config.pretrained is None:  # trained on the data: at most vocab_size tokens, [PAD] first
-            signature = InputSignature(kind="text", vocab_size=config.vocab_size, pad_id=0,
-                                       max_length=config.max_length, per_token=per_token)
-        elif Path(config.pretrained).is_dir():
-            tokenizer = load_pretrained_tokenizer(config.pretrained, trust_remote_code=False)
-            signature = InputSignature(kind="text", vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
-                                       max_length=config.max_length, per_token=per_token)
-        else:
-            return None  # a hub tokenizer: validate downloads nothing
+        signature = text_signature(recipe, per_token=texts.task == "token_classification")
     except EdgekdError:
         return None  # the data's (or tokenizer's) own checks report it
-    return signature, texts.class_names
+    return None if signature is None else (signature, texts.class_names)
 
 
-def _tokenizer_size(recipe: Any, signature: InputSignature, module: nn.Module) -> int:
-    """The size of the tokenizer the run will have. A WordPiece trained on the data has at most ``vocab_size``
-    tokens (``signature.vocab_size`` here); only when the model has fewer rows is it trained, as the run will."""
+def text_signature(recipe: Any, *, per_token: bool) -> InputSignature | None:
+    """The text inputs the recipe's tokenizer gives, without training it: a local pretrained tokenizer's size and
+    padding id; a WordPiece trained on the data has at most ``vocab_size`` tokens, ``[PAD]`` first (its exact size:
+    :func:`trained_tokenizer_size`); None for a hub tokenizer (validate downloads nothing). ``ConfigError`` when
+    the pretrained tokenizer cannot load."""
+    from edgekd.data.config import TokenizerConfig
+    from edgekd.data.examples import InputSignature
+    from edgekd.data.tokenizer import load_pretrained_tokenizer
+
+    config = recipe.tokenizer or TokenizerConfig()
+    if config.pretrained is None:
+        return InputSignature(kind="text", vocab_size=config.vocab_size, pad_id=0, max_length=config.max_length,
+                              per_token=per_token)
+    if not Path(config.pretrained).is_dir():
+        return None
+    tokenizer = load_pretrained_tokenizer(config.pretrained, trust_remote_code=False)
+    return InputSignature(kind="text", vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
+                          max_length=config.max_length, per_token=per_token)
+
+
+def trained_tokenizer_size(recipe: Any) -> int | None:
+    """The exact size of the WordPiece the run trains on the recipe's training texts (trained here as the run
+    will: seconds to a minute on a large set); None when the recipe names a pretrained tokenizer or gives token
+    ids in Python."""
     from edgekd.data.config import MemoryData, TokenizerConfig
     from edgekd.data.datasets import load_dataset
     from edgekd.data.tokenizer import load_or_train_tokenizer
 
     config = recipe.tokenizer or TokenizerConfig()
-    rows = module.get_input_embeddings().num_embeddings
-    if rows >= signature.vocab_size or config.pretrained is not None or isinstance(recipe.data, MemoryData):
-        return signature.vocab_size
+    if config.pretrained is not None or isinstance(recipe.data, MemoryData):
+        return None
     data = recipe.data
     texts = load_dataset(data, data.split_seed if data.split_seed is not None else recipe.seed)
     return len(load_or_train_tokenizer(config, texts.train.texts))
+
+
+def _trial_tokenizer(recipe: Any) -> Any | None:
+    """A tokenizer laying out a sentence as the run's will (its special tokens, where it puts them), for the trial
+    pass: a local pretrained one itself; for a WordPiece the run trains on the data, one trained on a single
+    sentence (the same special tokens at the same ids, in milliseconds); None when it cannot be had here."""
+    from edgekd.data.config import MemoryData, TokenizerConfig
+    from edgekd.data.tokenizer import load_or_train_tokenizer, load_pretrained_tokenizer
+
+    config = recipe.tokenizer or TokenizerConfig()
+    if isinstance(recipe.data, MemoryData):
+        return None  # token ids given in Python: no tokenizer
+    try:
+        if config.pretrained is None:
+            return load_or_train_tokenizer(config, ["a sentence"])
+        return load_pretrained_tokenizer(config.pretrained, trust_remote_code=False) \
+            if Path(config.pretrained).is_dir() else None
+    except EdgekdError:
+        return None  # the tokenizer's own check names it
+
+
+def _tokenizer_size(recipe: Any, signature: InputSignature, module: nn.Module) -> int:
+    """The size of the tokenizer the run will have. A WordPiece trained on the data has at most ``vocab_size``
+    tokens (``signature.vocab_size`` here); only when the model has fewer rows is it trained, as the run will."""
+    if module.get_input_embeddings().num_embeddings >= signature.vocab_size:
+        return signature.vocab_size
+    return trained_tokenizer_size(recipe) or signature.vocab_size

@@ -281,31 +281,24 @@ def check_spec(spec: OnnxSpec, state: Any, where: str) -> None:
     key = (str(spec.path), onnx_digest(spec.path), repr(signature), num_classes, spec.output)
     if key in _CHECKED:
         return
+    if signature.kind == "text" and Path(recipe.tokenizer.pretrained).is_dir():  # its ids: the probe's too
+        problem = _vocabulary_problem(spec.path, recipe.tokenizer.pretrained, signature.vocab_size)
+        if problem is not None:
+            raise state.fail("tokenizer.pretrained", problem)
     try:
         _built(spec, signature, num_classes)
     except Refused as exc:
         raise state.fail(f"{where}.{exc.key}", f"'{spec.path}': {exc}") from None
-    if signature.kind == "text":
-        problem = _vocabulary_problem(spec.path, recipe.tokenizer.pretrained)
-        if problem is not None:
-            raise state.fail("tokenizer.pretrained", problem)
     _CHECKED.add(key)
 
 
-def _vocabulary_problem(path: Path, pretrained: str) -> str | None:
-    """Why the tokenizer at ``pretrained`` gives ids the graph's ``input_ids`` cannot take (more tokens than the rows
-    of the embedding they index); None when it can, or when either size cannot be read here (a hub tokenizer)."""
-    from edgekd.data.tokenizer import load_pretrained_tokenizer
+def _vocabulary_problem(path: Path, pretrained: str, size: int) -> str | None:
+    """Why the tokenizer at ``pretrained`` (of ``size`` tokens) gives ids the graph's ``input_ids`` cannot take (more
+    tokens than the rows of the embedding they index); None when it can, or when the graph's rows cannot be read."""
     from edgekd.profile.inputs import token_id_limits
 
     rows = token_id_limits(path).get("input_ids")
-    if rows is None or not Path(pretrained).is_dir():
-        return None
-    try:
-        size = len(load_pretrained_tokenizer(pretrained, trust_remote_code=False))
-    except EdgekdError:
-        return None  # the tokenizer's own check names it
-    if size <= rows:
+    if rows is None or size <= rows:
         return None
     return (f"'{pretrained}' has {size} tokens, but the input_ids of '{path}' index an embedding of {rows} rows "
             f"(ids from {rows} on fail in onnxruntime); name the tokenizer the teacher was trained with")

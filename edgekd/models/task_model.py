@@ -97,10 +97,17 @@ class TaskModel:
                    tokenizer=tokenizer)
 
     def example_inputs(self, batch: int = 2, sequence: int = 16) -> dict[str, torch.Tensor]:
-        """Placeholder inputs of the right names, dtypes and shapes (for tracing and smoke tests)."""
+        """Placeholder inputs of the right names, dtypes and shapes (for tracing and smoke tests). Text rows are
+        laid out as the model's tokenizer (when it has one) lays out a sentence: its special tokens where it puts
+        them (BART's and T5's classifiers pool the hidden state at the end-of-text token and refuse rows without
+        one)."""
         if self.signature.kind == "image":
             return {"input": torch.zeros(batch, *self.signature.image_shape)}
         ids = torch.full((batch, sequence), min(5, self.signature.vocab_size - 1), dtype=torch.long)
+        if self.tokenizer is not None:
+            words = " ".join(["a"] * sequence)
+            row = self.tokenizer(words, truncation=True, max_length=sequence, add_special_tokens=True)["input_ids"]
+            ids[:, :len(row)] = torch.tensor(row[:sequence], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
 

@@ -21,6 +21,7 @@ object is kept in this process under its class name and a digest of its initial 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -258,6 +259,8 @@ def check_outputs(model: UserModule, signature: InputSignature, num_classes: int
                       "teacher and the student (a fixed teacher can be an ONNX file: arch: onnx)")
     inputs = probe_inputs(signature)
     shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in inputs.items())
+    if signature.kind == "text":
+        shapes += f"; token ids up to {signature.vocab_size - 1}, the tokenizer's last"
     expected = [PROBE_BATCH, num_classes]
     for training in (False, True):
         logits = _probe(model, inputs, shapes, training=training)
@@ -314,12 +317,27 @@ def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
     try:
         with torch.random.fork_rng():  # the factory's initialisation must not shift the run's random stream
             model = wrap(instantiate(spec), signature.kind)
-            check_outputs(model, signature, num_classes)
+            _check_on_data(model, state.recipe, signature, num_classes)
             if export is not None:
                 check_exports(model, signature, *export)
     except Refused as exc:
         raise state.fail(f"{where}.{exc.key}", exc.message) from None
     _CHECKED.add(key)
+
+
+def _check_on_data(model: UserModule, recipe: Any, signature: InputSignature, num_classes: int) -> None:
+    """:func:`check_outputs` on the recipe's inputs. A WordPiece the run trains has at most ``vocab_size`` tokens
+    (the bound ``signature`` holds): a module failing on the bound is tried again on the exact size of the
+    tokenizer the run will train, trained here only then."""
+    from edgekd.models.data_fit import trained_tokenizer_size
+
+    try:
+        check_outputs(model, signature, num_classes)
+    except Refused:
+        exact = trained_tokenizer_size(recipe) if signature.kind == "text" else None
+        if exact is None or exact >= signature.vocab_size:
+            raise
+        check_outputs(model, dataclasses.replace(signature, vocab_size=exact), num_classes)
 
 
 def _export_of(recipe: Any, role: str) -> tuple[str, str] | None:
@@ -361,10 +379,13 @@ def check_exports(model: UserModule, signature: InputSignature, target_name: str
 
 
 def data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
-    """The recipe's input signature (text: token ids of any vocabulary) and class count; None for hub data."""
+    """The recipe's input signature and class count; None for hub data. Text: the ids of the tokenizer the run will
+    have (a trained WordPiece's ``vocab_size`` as their bound), the first few ids of a hub tokenizer's (validate
+    downloads nothing)."""
     from edgekd.data.config import HubData, MemoryData
     from edgekd.data.datasets import load_dataset
     from edgekd.data.task_data import prepare_task_data
+    from edgekd.models.data_fit import text_signature
 
     data = recipe.data
     if isinstance(data, HubData):
@@ -374,10 +395,13 @@ def data_shape(recipe: Any) -> tuple[InputSignature, int] | None:
             prepared = prepare_task_data(data, recipe.seed)
             return prepared.signature, len(prepared.class_names)
         texts = load_dataset(data, data.split_seed if data.split_seed is not None else recipe.seed)
+        per_token = texts.task == "token_classification"
+        signature = text_signature(recipe, per_token=per_token)
     except EdgekdError:
-        return None  # the data's own checks report it
-    per_token = texts.task == "token_classification"
-    return InputSignature(kind="text", vocab_size=PROBE_TOKENS, per_token=per_token), texts.num_classes
+        return None  # the data's (or tokenizer's) own checks report it
+    if signature is None:
+        signature = InputSignature(kind="text", vocab_size=PROBE_TOKENS, per_token=per_token)
+    return signature, texts.num_classes
 
 
 def unwrap(module: nn.Module) -> nn.Module:
