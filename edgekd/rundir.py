@@ -236,17 +236,17 @@ def _inside(ref: str) -> bool:
     return bool(ref) and "\\" not in ref and not path.is_absolute() and ".." not in path.parts
 
 
-def inventory(stage_dir: Path) -> dict[str, dict[str, Any]]:
-    """The files a stage wrote (path relative to ``stage_dir`` → bytes, and sha256 of small files)."""
+def inventory(stage_dir: Path, *, hash_below: float = HASHED_BELOW) -> dict[str, dict[str, Any]]:
+    """The files a stage wrote (path relative to ``stage_dir`` → bytes, and sha256 of files smaller than
+    ``hash_below`` bytes)."""
     files = {}
     for path in sorted(p for p in stage_dir.rglob("*") if p.is_file() and not p.is_symlink()):
         name = path.relative_to(stage_dir).as_posix()
         if name in _NOT_WRITTEN_BY_STAGE:
             continue
         size = path.stat().st_size
-        files[name] = {"bytes": size, "sha256": file_digest(path)} if size < HASHED_BELOW else {"bytes": size}
+        files[name] = {"bytes": size, "sha256": file_digest(path)} if size < hash_below else {"bytes": size}
     return files
-
 
 
 def cached_record(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -268,11 +268,11 @@ def cached_record(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
 
 def stage_problem(stage_dir: Path, record: dict[str, Any]) -> str | None:
     """Why a finished stage's record (read from ``stage_dir``) cannot be trusted, or None when it can."""
-    return _record_problem(record) or _files_problem(stage_dir, record.get(FILES_KEY))
+    return _record_problem(record) or files_problem(stage_dir, record.get(FILES_KEY))
 
 
-def _files_problem(stage_dir: Path, files: Any) -> str | None:
-    """What differs between the files a stage record lists and ``stage_dir``'s, or None."""
+def files_problem(stage_dir: Path, files: Any) -> str | None:
+    """What differs between the files a record lists (:func:`inventory`) and ``stage_dir``'s, or None."""
     if not isinstance(files, dict):
         return f"it has no '{FILES_KEY}' list to check"
     root = stage_dir.resolve()

@@ -79,6 +79,31 @@ def test_cache_is_reused_only_when_teacher_and_data_match(tmp_path: Path) -> Non
     assert len({c.directory for c in (first, other_teacher, other_data, other_layers)}) == 4
 
 
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "missing", "meta"])
+def test_a_damaged_or_changed_cache_is_built_again(damage: str, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A cache shared by runs (``teacher_cache_dir``) or left in a killed stage's directory was read as it was: a
+    truncated array failed every later run with 'internal error: ValueError: EOF: reading array header', and an
+    array overwritten with other values of its shape was trained on silently."""
+    teacher, examples, layers = _bert(0), _examples(), {"hidden_states": {1}}
+    cache = TeacherOutputCache.open_or_build([teacher], [1.0], examples, layers, tmp_path)
+    want = np.array(cache.logits)
+    logits, stored = cache.directory / "logits.npy", cache.directory / "hidden_states-1.npy"
+    if damage == "truncated":
+        logits.write_bytes(logits.read_bytes()[:50])
+    elif damage == "zeroed":
+        np.save(logits, np.zeros_like(np.load(logits)))
+    elif damage == "missing":
+        stored.unlink()
+    else:
+        (cache.directory / "cache.json").write_text('{"counts": {')
+    del cache
+    again = TeacherOutputCache.open_or_build([teacher], [1.0], examples, layers, tmp_path)
+    np.testing.assert_array_equal(np.asarray(again.logits), want)
+    assert stored.is_file()
+    assert "not reused" in caplog.text and "running the teacher over the transfer set again" in caplog.text
+
+
 def test_ensemble_cache_holds_weighted_average_probabilities(tmp_path: Path) -> None:
     members, weights, examples = [_bert(0), _bert(1)], [0.25, 0.75], _examples()
     cache = TeacherOutputCache.open_or_build(members, weights, examples, {}, tmp_path)

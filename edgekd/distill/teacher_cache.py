@@ -15,7 +15,8 @@ losses; ``float32`` logits):
 - ``hidden_states-<i>.npy`` / ``qkv-<i>.npy`` ``[total_tokens, D]`` — per real token;
 - ``attentions-<i>.npy`` ``[sum(H · L²)]`` with ``attention_offsets.npy`` — each example's
   ``[H, L, L]`` map over its real tokens;
-- ``cache.json`` — the key and the shapes; written last, so a directory holding it is complete.
+- ``cache.json`` — the key, the shapes and every file's size and SHA-256; written last, so a directory holding
+  it is complete, and checked when read: a damaged or changed cache is built again (with a warning).
 
 Padding never changes a real token's outputs (attention masks keep padded keys out), so a batch
 rebuilt from the cache at any padded length equals a live teacher pass on the real tokens, which
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,11 +45,14 @@ from edgekd.atomic import atomic_dir, write_json
 from edgekd.data.examples import Examples
 from edgekd.distill.outputs import ModelOutputs, forward_outputs
 from edgekd.distill.trainer import EVAL_BATCH
+from edgekd.rundir import FILES_KEY, files_problem, inventory, read_json
 from edgekd.version import __version__
 
 #: Output kinds stored per real token (``[T, D]`` each) rather than per attention map.
 _PER_TOKEN = ("hidden_states", "qkv")
 _META = "cache.json"
+
+log = logging.getLogger(__name__)
 
 
 class TeacherOutputCache:
@@ -82,9 +88,13 @@ class TeacherOutputCache:
         if len(teachers) > 1 and layers:
             raise ValueError("an ensemble's cache holds averaged logits only")
         directory = root / _key(teachers, weights, examples, layers)
-        if not (directory / _META).is_file():
-            with atomic_dir(directory) as tmp:
-                _build(tmp, teachers, weights, examples, layers)
+        if (directory / _META).is_file():
+            problem = _cache_problem(directory)
+            if problem is None:
+                return cls(directory)
+            log.warning("%s: not reused (%s); running the teacher over the transfer set again", directory, problem)
+        with atomic_dir(directory) as tmp:
+            _build(tmp, teachers, weights, examples, layers)
         return cls(directory)
 
     def lookup(self, idx: np.ndarray, mask: Tensor | None) -> ModelOutputs:
@@ -120,6 +130,16 @@ class TeacherOutputCache:
             out[row][:, positions[:, None], positions[None, :]] = torch.from_numpy(
                 np.asarray(flat, dtype=np.float32).reshape(heads, length, length))
         return out
+
+
+def _cache_problem(directory: Path) -> str | None:
+    """Why the cache in ``directory`` cannot be trusted (``cache.json`` unreadable, a file missing, truncated or
+    changed since it was written: a cache shared by runs, or left by a killed stage, is read by the next run);
+    None when it can."""
+    meta = read_json(directory / _META)
+    if not isinstance(meta, dict) or not {"counts", "layers", "heads"} <= meta.keys():
+        return f"{_META} is unreadable or incomplete"
+    return files_problem(directory, meta.get(FILES_KEY))
 
 
 def _key(teachers: Sequence[nn.Module], weights: Sequence[float], examples: Examples,
@@ -182,7 +202,7 @@ def _build(directory: Path, teachers: Sequence[nn.Module], weights: Sequence[flo
     for array in (logits, *(array for array, _ in arrays.values())):
         array.flush()
     write_json(directory / _META, {"counts": counts, "layers": dict(layers), "heads": heads, "examples": len(examples),
-                                   "teachers": len(teachers)})
+                                   "teachers": len(teachers), FILES_KEY: inventory(directory, hash_below=math.inf)})
 
 
 def _real_lengths(examples: Examples) -> np.ndarray:
