@@ -59,6 +59,24 @@ def test_resumed_training_equals_uninterrupted(tmp_path: Path, monkeypatch: pyte
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_checkpoint_is_trained_over_from_the_first_epoch(damage: str, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint truncated or overwritten after it was written failed every re-run of the stage with 'internal
+    error: SafetensorError: Error while deserializing header' (only --fresh got past it): training starts over,
+    saying why, and ends as an uninterrupted run does."""
+    straight, _ = _train(tmp_path / "straight", epochs=3)
+    (tmp_path / "damaged").mkdir()
+    checkpoint = tmp_path / "damaged" / CHECKPOINT
+    _train(tmp_path / "damaged", epochs=3)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000] if damage == "truncated" else b"\x00" * 64)
+    again, history = _train(tmp_path / "damaged", epochs=3)
+    assert history.resumed_from_epoch == 0 and history.epochs_run == 3
+    assert f"{checkpoint}: cannot resume from it" in caplog.text and "training from the first epoch" in caplog.text
+    for (name, a), (_, b) in zip(straight.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_early_stopping_stops_after_patience(tmp_path: Path) -> None:
     # lr 0 never improves on epoch 1, so patience 2 stops after epoch 3.
     _, history = _train(tmp_path, epochs=10, lr=1e-12, patience=2)

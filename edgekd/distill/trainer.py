@@ -38,7 +38,7 @@ from edgekd.atomic import write_with
 from edgekd.config.training import TrainingConfig
 from edgekd.data.examples import Examples
 from edgekd.distributed import LOCAL, World, accelerator
-from edgekd.errors import TrainingError
+from edgekd.errors import TrainingError, first_line
 from edgekd.models.call import call_logits, parameter_device
 from edgekd.task_heads import selection_score, task_metrics
 
@@ -142,8 +142,10 @@ def fit(
     history = TrainHistory()
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 1
-    if world.broadcast((checkpoint_dir / CHECKPOINT).is_file()):
-        history, best_state = _load_checkpoint(checkpoint_dir, modules, optimizer, scheduler)
+    checkpoint = checkpoint_dir / CHECKPOINT
+    saved = _read_checkpoint(checkpoint) if world.broadcast(checkpoint.is_file()) else None
+    if saved is not None:
+        history, best_state = _load_checkpoint(saved, modules, optimizer, scheduler)
         start_epoch = history.epochs_run + 1
         history.resumed_from_epoch = history.epochs_run
         log.info("%s: resuming after epoch %d", description, history.epochs_run)
@@ -334,16 +336,27 @@ def _save_checkpoint(
     write_with(directory / CHECKPOINT, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
+def _read_checkpoint(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]] | None:
+    """The metadata and tensors of the checkpoint at ``path``; None, with a warning, when it cannot be read (a
+    file truncated or damaged after it was written: training then starts from the first epoch)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        json.loads(metadata["history"])
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a damaged file
+        log.warning("%s: cannot resume from it (%s); training from the first epoch", path, first_line(exc))
+        return None
+    return metadata, tensors
+
+
 def _load_checkpoint(
-    directory: Path,
+    saved: tuple[dict[str, str], dict[str, torch.Tensor]],
     modules: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> tuple[TrainHistory, dict[str, torch.Tensor]]:
-    path = directory / CHECKPOINT
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    metadata, tensors = saved
     history = TrainHistory(**json.loads(metadata["history"]))
     modules.load_state_dict({k.removeprefix("modules."): v for k, v in tensors.items() if k.startswith("modules.")})
     best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
