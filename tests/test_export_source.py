@@ -176,6 +176,9 @@ BAD_SOURCES: list[tuple[str, Any, tuple[str, ...]]] = [
     ("sample-ids-1d", lambda tmp: ["tests.user_modules:bag_of_words", "--sample", _npz(tmp, input_ids=np.ones(4, int))],
      ("s.npz", "'input_ids' [4]", "[batch, tokens]")),
     ("kwargs-for-hf", lambda tmp: [_saved_bert(tmp), "--kwargs", "{}"], ("apply to a 'package.module:factory'",)),
+    ("weights-unlike-config", lambda tmp: [_relabelled_bert(tmp)],  # was: internal error: RuntimeError
+     ("bert: cannot load the model (its weights do not fit its config.json", "classifier.weight is [3, ",
+      "in the weights but [2, ", "save_pretrained")),
     ("kwargs-for-onnx", lambda tmp: [_onnx(tmp), "--input-shape", "1,8,8"], ("apply to a 'package.module:factory'",)),
     ("missing-onnx", lambda tmp: [tmp / "absent.onnx"], ("absent.onnx", "model file not found")),
 ]
@@ -184,6 +187,16 @@ BAD_SOURCES: list[tuple[str, Any, tuple[str, ...]]] = [
 def _saved_bert(tmp: Path) -> Path:
     hf_families.build("bert").save_pretrained(tmp / "bert")
     return tmp / "bert"
+
+
+def _relabelled_bert(tmp: Path) -> Path:
+    """A saved classifier whose config.json was edited to 2 labels after its 3-label head was saved."""
+    path = _saved_bert(tmp)
+    config = json.loads((path / "config.json").read_text())
+    config["id2label"] = {str(i): f"L{i}" for i in range(2)}
+    config["label2id"] = {f"L{i}": i for i in range(2)}
+    (path / "config.json").write_text(json.dumps(config))
+    return path
 
 
 def _onnx(tmp: Path) -> Path:

@@ -170,13 +170,16 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     loader: Any = auto_class(modality, per_token)
     if hasattr(config, CONFIG_KEY):  # pruned or factorized by edgekd: rebuilt to its structure (edgekd.prune)
         loader = pruned_class(classifier_class(config, modality, per_token))
+    options = {"local_files_only": True, "trust_remote_code": False, **load_options(str(source)),
+               "attn_implementation": ATTENTION, "output_loading_info": True, "dtype": LOAD_DTYPE}
     try:
-        module, info = loader.from_pretrained(
-            source, local_files_only=True, trust_remote_code=False, **load_options(str(source)),
-            attn_implementation=ATTENTION, output_loading_info=True, dtype=LOAD_DTYPE)
+        module, info = loader.from_pretrained(source, **options)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{source}: cannot load the model ({first_line(exc)}); edgekd reads weights as "
                          "safetensors or pytorch_model.bin through torch's weights_only loader") from None
+    except RuntimeError as exc:  # weights of other shapes than config.json states: transformers prints a table
+        raise ModelError(f"{source}: cannot load the model ({_mismatch(loader, source, options) or first_line(exc)})"
+                         ) from None
     loaded = _Loaded(module=module.eval(), sample={}, extras=[config])
     if info.get("missing_keys"):
         loaded.notes.append(f"the checkpoint has no weights for {', '.join(sorted(info['missing_keys'])[:3])}"
@@ -230,6 +233,23 @@ def _padded_text(config: Any, length: int, generator: torch.Generator) -> dict[s
     mask = (torch.arange(width)[None] < lengths[:, None]).long()
     ids[mask == 0] = pad
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def _mismatch(loader: Any, source: str, options: dict[str, Any]) -> str | None:
+    """Which weights of the checkpoint at ``source`` have other shapes than its ``config.json`` gives them, in one
+    line; None when a load that tolerates them fails too."""
+    try:
+        _, info = loader.from_pretrained(source, **options, ignore_mismatched_sizes=True)
+    except Exception:  # noqa: BLE001 - only the first failure is reported
+        return None
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if not mismatched:
+        return None
+    listed = ", ".join(f"{name} is {list(saved)} in the weights but {list(expected)} by config.json"
+                       for name, saved, expected in mismatched[:2])
+    more = f" (and {len(mismatched) - 2} more)" if len(mismatched) > 2 else ""
+    return (f"its weights do not fit its config.json: {listed}{more}; a config without num_labels, or edited after "
+            "save_pretrained? Save the model again with save_pretrained")
 
 
 def _tokenizer(source: str) -> Any | None:
