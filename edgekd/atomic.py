@@ -69,6 +69,12 @@ def write_errors_reported(target: Path) -> Iterator[None]:
         yield
     except StorageError:
         raise
+    except FileNotFoundError as exc:
+        if exc.filename is None or not Path(target).is_relative_to(Path(exc.filename)):
+            raise
+        # creating the target or a directory above it: a filesystem taking no new entries (/proc) says ENOENT
+        raise StorageError(f"{target}: cannot write it: {exc.filename} cannot be created there ({exc.strerror.lower()}"
+                           "); choose a place you can write to") from exc
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno in _DISK_FULL + _TOO_LARGE + _NOT_WRITABLE + _NOT_A_DIRECTORY:
             code: int | None = exc.errno

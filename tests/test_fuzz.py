@@ -388,6 +388,14 @@ def test_a_read_only_place_to_write_is_one_line(read_only_dir: Path, tmp_path: P
     assert_user_error(outcome, str(read_only_dir / "edgekd"), "read-only file system", "EDGEKD_CACHE", logged=True)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_place_that_takes_no_new_entries_is_one_line(tmp_path: Path) -> None:
+    """/proc refuses to create anything with 'no such file or directory', which escaped as an internal error."""
+    path = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(stages=("teacher",)))
+    for out in ("/proc/edgekd-run", "/proc/self/edgekd/run"):
+        assert_user_error(cli("run", path, "--out", out, "-q"), out, "cannot be created there", logged=True)
+
+
 def test_a_pretrained_model_smaller_than_the_tokenizer_is_one_line(tmp_path: Path) -> None:
     from transformers import BertConfig, BertForSequenceClassification
 
