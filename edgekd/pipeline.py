@@ -60,6 +60,7 @@ from edgekd.rundir import (
     remove_stale_stage_dirs,
     replace_stage_dir,
     stage_dir_name,
+    stage_problem,
 )
 from edgekd.stage_kind import StageKind
 from edgekd.stage_store import fetch_stage, keep_stage
@@ -378,6 +379,20 @@ def load_run(run_dir: Path) -> tuple[Recipe, DeviceProfile, list[dict[str, Any]]
     recipe = validate_model(record["recipe"], Recipe, source=f"{source} (recipe)", expanded=True)
     device = validate_model(record["device"], DeviceProfile, source=f"{source} (device)", expanded=True)
     return recipe, device, load_run_records(run_dir)
+
+
+def damaged_stage(run_dir: Path) -> str | None:
+    """Which finished stage directory of ``run_dir`` (the report stage's aside) cannot be trusted, and why: its
+    ``stage.json`` missing or unreadable, or a file it lists missing or changed; None when every one verifies."""
+    for stage_dir in sorted(p for p in Path(run_dir).glob("[0-9][0-9]-*") if p.is_dir()):
+        if stage_dir.name.endswith("-report"):
+            continue
+        path = stage_dir / STAGE_RECORD
+        record = read_stage_record(path)
+        problem = "missing or unreadable" if record is None else stage_problem(stage_dir, record)
+        if problem is not None:
+            return f"{path}: {problem}"
+    return None
 
 
 def load_run_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -104,6 +104,29 @@ def test_report_command_rebuilds_from_the_run_directory(run_dir: Path, tmp_path:
     assert all((copy / name).is_file() for name in after["files"])
 
 
+@pytest.mark.parametrize("damage", ["record-removed", "record-truncated", "file-changed"])
+def test_report_command_refuses_a_damaged_stage_and_keeps_the_report(damage: str, run_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    """A stage.json removed or truncated left that stage and every later one out of the rebuilt report (the profile
+    read as 'not measured'), which replaced the good one with exit 0."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = {name: (copy / name).read_bytes() for name in ("report.json", "report.md", "report.html")}
+    record = next(copy.glob("0[0-9]-distill/stage.json"))
+    if damage == "record-removed":
+        record.unlink()
+    elif damage == "record-truncated":
+        record.write_bytes(record.read_bytes()[:10])
+    else:
+        model = next(copy.glob("0[0-9]-export/student.onnx"))
+        record = model.parent / "stage.json"
+        model.write_bytes(model.read_bytes()[:100])
+    result = runner.invoke(app, ["report", str(copy)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot rebuild the report: {record}" in " ".join(result.output.split())
+    assert {name: (copy / name).read_bytes() for name in before} == before
+
+
 def test_report_command_rejects_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not an edgekd run directory" in result.output

@@ -84,12 +84,16 @@ def write_documents(out_dir: Path, stem: str, document: Document, record: dict[s
 
 def rebuild_report(run_dir: Path) -> list[Path]:
     """Rebuild the report files of a finished (or partly finished) run directory; returns their paths."""
-    from edgekd.pipeline import load_run
+    from edgekd.pipeline import damaged_stage, load_run
 
     run_dir = Path(run_dir)
     load_run(run_dir)  # a directory that is not a run is refused before anything (a lock file) is written in it
     with claimed(run_dir):  # and a run's report is not rebuilt while that run is writing into the directory
         recipe, device, records = load_run(run_dir)
+        damaged = damaged_stage(run_dir)
+        if damaged is not None:  # its stage and those after it would be left out of the report, silently
+            raise ConfigError(f"{run_dir}: cannot rebuild the report: {damaged}; run the recipe again into this "
+                              "directory (it redoes that stage and the report); the report files are kept as they were")
         records = [r for r in records if r["stage"] != "report"]
         if not records:
             raise ConfigError(f"{run_dir}: no finished stage to report on (run the recipe first)")
