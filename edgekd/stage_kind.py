@@ -168,4 +168,5 @@ def check_losses_fit(losses: Iterable[Any], student: str, teacher: str, state: P
             missing = loss.needs - spec.exposes
             if missing:
                 raise state.fail(f"{where}[{index}].kind", f"loss '{loss.kind}' compares the models' "
-                                 f"{', '.join(sorted(missing))}, which a {spec.label} {role} does not have")
+                                 f"{', '.join(sorted(missing))}, which edgekd does not read from a {spec.label} "
+                                 f"{role}; losses on the logits alone apply to it")

@@ -156,9 +156,13 @@ def check_generation_fits(recipe: Recipe, device: DeviceProfile, source: str) ->
     for role in ("teacher", "assistant", "student"):
         context = declared_context(recipe, role)
         if context is not None and needed > context:
-            raise ConfigError(f"{source}: {role}.model: it takes {context} positions, but device '{device.name}' "
-                              f"generates {device.generation.prompt_tokens} prompt + {device.generation.new_tokens} "
-                              "new tokens; lower generation.prompt_tokens or new_tokens, or raise the model's context")
+            config = role_config(recipe, role) or {}
+            own = "max_position_embeddings" in config or "n_positions" in config
+            raise ConfigError(f"{source}: {role}.model: it takes {context} positions"
+                              f"{'' if own else ' (data.context: a model built from sizes gets that many)'}, but "
+                              f"device '{device.name}' generates {device.generation.prompt_tokens} prompt + "
+                              f"{device.generation.new_tokens} new tokens; lower generation.prompt_tokens or "
+                              f"new_tokens, or {'give a model of a longer context' if own else 'raise data.context'}")
 
 
 def validation_needs(recipe: Recipe, device: DeviceProfile) -> list[tuple[int, str]]:

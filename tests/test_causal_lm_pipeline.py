@@ -248,6 +248,7 @@ def test_a_device_generating_past_the_models_context_is_refused_before_training(
                                                                                     "new_tokens": new}}))
     code, output = _validate(recipe)
     assert code == 2 and "32 positions" in output and f"{prompt} prompt + {new} new" in output, output
+    assert "(data.context: a model built from sizes gets that many)" in output and "raise data.context" in output
 
 
 @pytest.mark.parametrize("tokenizer, stages, fraction, fragments", [
