@@ -29,6 +29,7 @@ from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, DataError, ModelError
 from edgekd.input_rules import (
+    check_image_fits,
     check_sequence_fits,
     check_tokenizer_present,
     warn_foreign_tokenizers,
@@ -93,11 +94,12 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     path = Path(source)  # a recipe file's "# Data:" comment says where to get missing data
     check_recipe(loaded, source)
     try:
-        profile = _checked_device(device or loaded.device, latency=latency, budget_ms=budget_ms)
+        profile = _checked_device(loaded.device if device is None else device, latency=latency, budget_ms=budget_ms)
     except UnknownEntryError as exc:
         raise ConfigError(f"{source}: device: {exc}") from None
     check_generation_fits(loaded, profile, source)
     check_sequence_fits(loaded, profile, source)
+    check_image_fits(loaded, profile, source)
     check_tokenizer_present(loaded, source)
     corpus = corpus_reader(loaded)  # the corpus checks share one read of data.path
     check_corpus_vocabulary(loaded, source, corpus)
@@ -229,9 +231,10 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
     if isinstance(recipe, Recipe):
         check_recipe(loaded, f"recipe '{loaded.name}'")
     searches = "search" in loaded.stage_names()
-    profile = _checked_device(device or loaded.device, latency=not searches, budget_ms=budget_ms)
+    profile = _checked_device(loaded.device if device is None else device, latency=not searches, budget_ms=budget_ms)
     check_generation_fits(loaded, profile, f"recipe '{loaded.name}'")
     check_sequence_fits(loaded, profile, f"recipe '{loaded.name}'")
+    check_image_fits(loaded, profile, f"recipe '{loaded.name}'")
     if isinstance(recipe, Recipe):  # else validate checked it, against this device
         check_corpus_validation(loaded, profile, f"recipe '{loaded.name}'", corpus_reader(loaded))
     if searches:
@@ -274,7 +277,7 @@ def compress(
                                                                              budget_ms=budget_ms, latency=False)
     loaded = _with_threads(search_recipe(given, _source(recipe)), threads)
     check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
-    profile = _checked_device(device or loaded.device, latency=False, budget_ms=budget_ms)
+    profile = _checked_device(loaded.device if device is None else device, latency=False, budget_ms=budget_ms)
     table = preflight(loaded, profile, fresh=fresh)
     run_dir = _path(out, "out") or Path("runs") / loaded.name
     with training_threads(loaded.threads):

@@ -1,4 +1,4 @@
-"""The tokenizer's lengths, and the device's text inputs, fit every text classifier of a recipe.
+"""The tokenizer's lengths, and the device's text inputs (and image size), fit every classifier of a recipe.
 
 Training and evaluation feed up to ``tokenizer.max_length`` tokens, so a Hugging Face model with fewer positions
 is refused before anything trains (it was refused when its stage built it, after the stages before had trained).
@@ -67,6 +67,26 @@ def check_sequence_fits(recipe: Recipe, device: DeviceProfile, source: str) -> N
             raise ConfigError(f"{source}: {role}.model: it takes at most {positions} tokens, but device "
                               f"'{device.name}' feeds inputs.sequence_length {length}; give a device profile with "
                               f"a shorter sequence_length (--device my-device.yaml) or a model with more positions")
+
+
+def check_image_fits(recipe: Recipe, device: DeviceProfile, source: str) -> None:
+    """Raise ``ConfigError`` when the device sets ``inputs.image_size`` to another size than the recipe's images, in
+    a recipe that exports or times its models: they are exported at the data's size, which the exporter's parity
+    check and the profiler would feed at the device's (it failed in the export stage, after training)."""
+    from edgekd.models.data_fit import data_facts
+
+    side = device.inputs.image_size
+    stages = set(recipe.stage_names())
+    if side is None or recipe.data.modality != "image" or not (TIMING_STAGES | {"export"}) & stages:
+        return
+    facts = data_facts(recipe)
+    if facts is None:
+        return  # data only the run loads (the hub)
+    height, width = facts[0].image_shape[-2:]
+    if (height, width) != (side, side):
+        raise ConfigError(f"{source}: device '{device.name}' sets inputs.image_size {side}, but the recipe's models "
+                          f"take the data's {height}×{width} images and are exported at that size; give a device "
+                          "profile with image_size: null (each model's own size) or the data's size")
 
 
 def _role_positions(recipe: Recipe, role: str, length: int) -> int | None:

@@ -63,6 +63,19 @@ def test_the_same_image_checkpoint_fitting_the_images_validates(tmp_path: Path) 
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_an_image_classifier_built_from_sizes_the_images_do_not_fit_is_refused_by_validate(role: str,
+                                                                                           tmp_path: Path) -> None:
+    """A CNN of more pooling blocks than the digits' 8 pixels halve to passed validate; as the student it was
+    refused by the distill stage, after the teacher trained."""
+    deep = {"arch": "cnn", "channels": [4, 4, 4, 4], "hidden": 8}
+    result = _validate(tmp_path, _image_recipe(role, deep))
+    _assert_one_line_error(result, str(tmp_path / "recipe.yaml"), f"{role}.model: model.channels: 4 pooling blocks "
+                           "need images of at least 16 pixels a side, got 8×8")
+    shallow = {**deep, "channels": [4, 4, 4]}
+    assert _validate(tmp_path, _image_recipe(role, shallow)).exit_code == 0
+
+
 @pytest.mark.parametrize("arch", ["hf", "bert"])
 def test_a_checkpoint_with_fewer_tokens_than_the_trained_wordpiece_is_refused_by_validate(arch: str,
                                                                                          tmp_path: Path) -> None:

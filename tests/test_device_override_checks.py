@@ -124,3 +124,25 @@ def test_a_pretrained_bert_role_is_checked_against_its_checkpoints_positions(tmp
     assert refused.exit_code == 2
     assert "teacher.model: it takes at most 64 tokens" in " ".join(refused.output.split()), refused.output
     assert CliRunner().invoke(app, ["validate", str(recipe), "--device", str(_device(tmp_path, 64))]).exit_code == 0
+
+
+def test_a_device_image_size_other_than_the_datas_is_refused_before_training(tmp_path: Path) -> None:
+    """A device profile setting inputs.image_size 3 for the 8 × 8 digits passed validate and failed in the export
+    stage, after training ('input has static shape [batch, 1, 8, 8] but the device profile sets image_size=3')."""
+    from tests.conftest import demo_recipe_dict
+
+    recipe = tmp_path / "digits.yaml"
+    recipe.write_text(yaml.safe_dump(demo_recipe_dict()))
+    for side, fits in ((3, False), (8, True), (None, True)):
+        device = tmp_path / f"d{side}.yaml"
+        device.write_text(yaml.safe_dump({**SHORT, "name": f"d{side}", "inputs": {**SHORT["inputs"],
+                                                                                 "image_size": side}}))
+        for command in ("validate", "run"):
+            args = [command, str(recipe), "--device", str(device), *(["--dry-run"] if command == "run" else [])]
+            result = CliRunner().invoke(app, args)
+            if fits:
+                assert result.exit_code == 0, result.output
+                continue
+            assert result.exit_code == 2
+            assert ("device 'd3' sets inputs.image_size 3, but the recipe's models take the data's 8×8 images"
+                    in " ".join(result.output.split()))

@@ -131,6 +131,11 @@ def test_a_device_mapping_is_a_device_profile(tmp_path: Path) -> None:
                     out=tmp_path / "run")
     with pytest.raises(TypeError, match="device: expected a built-in name, a YAML path, a mapping or a DeviceProfile"):
         edgekd.plan(_pipeline().recipe, device=3, out=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"^device mapping: name: required key is missing"):  # was: the recipe's
+        edgekd.validate(_pipeline().recipe, device={})
+    for budget in (True, "5"):  # True was a 1 ms budget
+        with pytest.raises(ConfigError, match=r"^--budget-ms: expected a number of milliseconds, got "):
+            edgekd.validate(_pipeline().recipe, budget_ms=budget)
 
 
 def test_a_damaged_report_is_one_line_naming_the_file_and_field(tmp_path: Path) -> None:

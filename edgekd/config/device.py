@@ -11,6 +11,7 @@ from pydantic import Field, StrictInt, field_validator
 from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
 from edgekd.config.loading import load_yaml_model, validate_model
+from edgekd.errors import ConfigError
 from edgekd.profile.cpu import KNOWN_ISA
 from edgekd.profile.references import REFERENCE_MODELS
 
@@ -107,6 +108,8 @@ def with_budget(device: DeviceProfile, p90_ms: float | None) -> DeviceProfile:
     """``device`` with its p90 latency budget replaced by ``p90_ms`` (unchanged for None)."""
     if p90_ms is None:
         return device
+    if isinstance(p90_ms, bool) or not isinstance(p90_ms, int | float):  # True would read as 1 ms
+        raise ConfigError(f"--budget-ms: expected a number of milliseconds, got {p90_ms!r}")
     data = device.model_dump(mode="json")
     data["budget"]["p90_ms"] = p90_ms
     if data["budget"].get("ms_per_token") is not None:  # a causal LM's latency limit is per token

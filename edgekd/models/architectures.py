@@ -87,13 +87,15 @@ def _builder(name: str) -> str:
 
 #: A Hugging Face model's validate-time rule: its untrained twin takes the recipe's data.
 _DATA_FIT = "edgekd.models.data_fit:check_spec"
+#: An image classifier edgekd builds from sizes: built for the recipe's images, it runs on them.
+_IMAGE_FIT = "edgekd.models.data_fit:check_image_spec"
 
 #: Every architecture, by ``arch`` (the recipe union lists them in this order).
 ARCHITECTURES: dict[str, Architecture] = {entry.arch: entry for entry in (
-    Architecture(CNNSpec, _builder("cnn")),
-    Architecture(MLPSpec, _builder("mlp")),
-    Architecture(ResNetSpec, _builder("resnet")),
-    Architecture(MobileNetV2Spec, _builder("mobilenet_v2")),
+    Architecture(CNNSpec, _builder("cnn"), check=_IMAGE_FIT),
+    Architecture(MLPSpec, _builder("mlp"), check=_IMAGE_FIT),
+    Architecture(ResNetSpec, _builder("resnet"), check=_IMAGE_FIT),
+    Architecture(MobileNetV2Spec, _builder("mobilenet_v2"), check=_IMAGE_FIT),
     Architecture(BertSpec, _builder("bert"), check=_DATA_FIT, positions="edgekd.input_rules:bert_positions"),
     Architecture(HFSpec, _builder("hf_model"), check=_DATA_FIT, positions="edgekd.input_rules:hf_positions"),
     Architecture(DropLayersSpec, _builder("drop_layers")),

@@ -1,5 +1,6 @@
 """Whether a Hugging Face classifier can take the recipe's data: one rule, run where the model is built and by
-``edgekd validate``.
+``edgekd validate`` (and :func:`check_image_spec`, the same question for the image classifiers edgekd builds from
+sizes).
 
 A model is built by the stage that trains it: a pretrained student by the distill stage, after the teacher
 trained for minutes or hours. So what makes a checkpoint (or a transformers ``config``) unable to serve the data
@@ -27,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, first_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -69,7 +70,7 @@ def check_spec(spec: HFSpec | BertSpec, state: PlanState, key: str) -> None:
     recipe = state.recipe
     if is_corpus(recipe.data) or not _triable(spec):
         return
-    facts = _data_facts(recipe)
+    facts = data_facts(recipe)
     if facts is None:
         return
     signature, class_names = facts
@@ -87,6 +88,29 @@ def check_spec(spec: HFSpec | BertSpec, state: PlanState, key: str) -> None:
         raise state.fail(f"{key}.pretrained", f"'{spec.pretrained}': {message}")
     if message is not None:
         raise state.fail(f"{key}.config", message)
+
+
+def check_image_spec(spec: Any, state: PlanState, key: str) -> None:
+    """``check_recipe``'s rule for an image classifier edgekd builds from sizes (``cnn``, ``mlp``, ``resnet``,
+    ``mobilenet_v2``): built for the recipe's images (random weights: milliseconds), it runs one pass on them; else
+    ``state.fail`` naming ``key`` (more pooling blocks than the images have pixels, say), before any stage trains."""
+    import torch
+
+    from edgekd.models.architectures import build_module
+
+    facts = data_facts(state.recipe)
+    if facts is None or facts[0].kind != "image":
+        return  # text data: the spec's modality check names it
+    signature, class_names = facts
+    with torch.random.fork_rng(), torch.no_grad():  # building initialises weights: the run's stream must not move
+        try:
+            module = build_module(spec, signature, class_names).eval()
+            module(torch.zeros(2, *signature.image_shape))
+        except EdgekdError as exc:
+            raise state.fail(key, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - whatever the layers raise, they cannot take these images
+            raise state.fail(key, f"does not run on the data's images {list(signature.image_shape)}: "
+                                  f"{first_line(exc)}") from None
 
 
 def _triable(spec: Any) -> bool:
@@ -140,7 +164,7 @@ _TRIED: dict[str, str | None] = {}
 _FACTS: dict[str, tuple[InputSignature, tuple[str, ...]] | None] = {}
 
 
-def _data_facts(recipe: Any) -> tuple[InputSignature, tuple[str, ...]] | None:
+def data_facts(recipe: Any) -> tuple[InputSignature, tuple[str, ...]] | None:
     """The recipe's input signature and class names as the run will have them (text: the tokenizer's padding id and
     size, a trained WordPiece's as its ``vocab_size`` bound, see :func:`_tokenizer_size`); None for data only the
     run loads, or data whose own checks fail."""
