@@ -401,3 +401,24 @@ def test_an_encoder_decoder_classifier_is_refused_pruning_with_why(family: str, 
     assert result.exit_code == 0, result.output
     export = json.loads((tmp_path / "run" / "03-export" / "stage.json").read_text())
     assert export["metrics"]["student"]["parity"]["passed"]
+
+
+def test_a_block_sparse_bigbird_trains_with_attention_losses_and_exports(tmp_path: Path) -> None:
+    """BigBird's block-sparse attention forms no attention probabilities (the distill stage failed asking for
+    attn_implementation="eager", which it was) and the exporter traced its sparse pattern at one length (the
+    prune stage's check graph failed in a Reshape at another): the model gets full attention over the same
+    weights, as transformers itself gives it for short inputs, and runs through every stage."""
+    teacher = {"arch": "hf", "config": {"model_type": "big_bird", "hidden_size": 16, "num_hidden_layers": 2,
+                                        "num_attention_heads": 2, "intermediate_size": 32,
+                                        "attention_type": "block_sparse", "block_size": 4, "num_random_blocks": 2}}
+    losses = [{"kind": "hinton"}, {"kind": "attention", "layer_map": {"kind": "uniform"}}]
+    stages = [{"stage": "teacher", "epochs": 1}, {"stage": "distill", "epochs": 1, "losses": losses},
+              {"stage": "export"}]
+    recipe = _text_recipe(teacher, {"arch": "drop_layers", "keep": 1}, stages)
+    assert _validate(tmp_path, recipe).exit_code == 0
+    result = runner.invoke(app, ["run", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    export = json.loads((tmp_path / "run" / "03-export" / "stage.json").read_text())
+    assert export["metrics"]["teacher"]["parity"]["passed"] and export["metrics"]["student"]["parity"]["passed"]
+    saved = json.loads(next((tmp_path / "run").glob("01-teacher/*/config.json")).read_text())
+    assert saved["attention_type"] == "original_full"

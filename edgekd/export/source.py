@@ -37,7 +37,7 @@ from edgekd.errors import ConfigError, DataError, ModelError, first_line
 from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.ort_format import OrtModel, convert_to_ort, numpy_feeds
-from edgekd.models.hf import usable_positions
+from edgekd.models.hf import dense_attention, usable_positions
 from edgekd.models.specs import IMPORT_PATH
 from edgekd.profile.runner import ProfileResult, profile_onnx
 
@@ -180,6 +180,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     except RuntimeError as exc:  # weights of other shapes than config.json states: transformers prints a table
         raise ModelError(f"{source}: cannot load the model ({_mismatch(loader, source, options) or first_line(exc)})"
                          ) from None
+    dense_attention(module)
     loaded = _Loaded(module=module.eval(), sample={}, extras=[config])
     if info.get("missing_keys"):
         loaded.notes.append(f"the checkpoint has no weights for {', '.join(sorted(info['missing_keys'])[:3])}"

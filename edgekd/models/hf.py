@@ -131,6 +131,23 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
     return module
 
 
+def dense_attention(module: nn.Module) -> None:
+    """Give a model of block-sparse attention (BigBird's ``attention_type: block_sparse``) full attention over the
+    same weights, as transformers itself does for inputs up to ``(5 + 2 · num_random_blocks) · block_size`` tokens:
+    the ONNX exporter traced the sparse pattern at one length (the graph failed at another), and attention losses
+    read probabilities the sparse kernel does not form. Said in one log line; saved in the model's config."""
+    config = getattr(module, "config", None)
+    if getattr(config, "attention_type", None) != "block_sparse":
+        return
+    for part in module.modules():
+        if hasattr(part, "set_attention_type"):
+            part.set_attention_type("original_full")
+    config.attention_type = "original_full"
+    log.info("%s: block-sparse attention replaced by full attention over the same weights (transformers does so "
+             "itself for inputs up to %d tokens); ONNX export and attention losses need it", type(module).__name__,
+             (5 + 2 * config.num_random_blocks) * config.block_size)
+
+
 def _labels(class_names: tuple[str, ...]) -> dict[str, Any]:
     """The config fields naming the data's classes."""
     return {"num_labels": len(class_names), "id2label": dict(enumerate(class_names)),

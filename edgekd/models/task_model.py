@@ -46,6 +46,9 @@ class TaskModel:
     class_names: tuple[str, ...]
     tokenizer: Any | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        hf.dense_attention(self.module)
+
     @property
     def params(self) -> int:
         """Number of parameters."""
