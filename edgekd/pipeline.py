@@ -210,6 +210,7 @@ def run_pipeline(
 def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: World, registry: StageRegistry, *,
                 fresh: bool, show_progress: bool) -> RunResult:
     if world.is_main:
+        _say_other_recipe(run_dir, recipe)
         write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__, "recipe": recipe.model_dump(mode="json"),
                                           "device": device.model_dump(mode="json")})
     last_parallel = max((i for i, s in enumerate(recipe.stages, start=1) if registry[s.stage].data_parallel),
@@ -273,6 +274,17 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
     # launcher then stopped rank 0 mid-stage.
     everyone.barrier()
     return RunResult(run_dir=run_dir, artifact=artifact, stages=tuple(records), is_main_process=world.is_main)
+
+
+def _say_other_recipe(run_dir: Path, recipe: Recipe) -> None:
+    """Warn when ``run_dir`` holds a run of a recipe of another name: its stages are replaced (stages of the same
+    inputs are kept, the others run again, and directories of stages this recipe does not have are removed)."""
+    earlier = read_run_record(run_dir / RUN_RECORD)
+    name = (earlier or {}).get("recipe", {}).get("name")
+    if isinstance(name, str) and name != recipe.name:
+        log.warning("%s: holds a run of recipe '%s'; this run of '%s' replaces it (its stages whose inputs differ "
+                    "run again, those this recipe does not have are removed); give another --out to keep both",
+                    run_dir, name, recipe.name)
 
 
 def _check_training(recipe: Recipe, world: World, registry: StageRegistry) -> None:

@@ -122,12 +122,16 @@ def test_stage_record_contents(write_recipe, tmp_path: Path) -> None:
     assert len(record["metrics"]["history"]) == record["config"]["epochs"]
 
 
-def test_removed_stages_leave_no_stale_directories(write_recipe, tmp_path: Path) -> None:
+def test_removed_stages_leave_no_stale_directories(write_recipe, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     edgekd.run(write_recipe(_recipe()), out=tmp_path / "run")
     shorter = _recipe()
     shorter["stages"] = shorter["stages"][:2]
     edgekd.run(write_recipe(shorter, name="short.yaml"), out=tmp_path / "run")
     assert not (tmp_path / "run" / "03-export").exists()
+    assert "holds a run of recipe" not in caplog.text  # the same recipe, changed
+    edgekd.run(write_recipe({**shorter, "name": "other"}, name="other.yaml"), out=tmp_path / "run")
+    assert f"{tmp_path / 'run'}: holds a run of recipe 'demo-digits'; this run of 'other' replaces it" in caplog.text
     shutil.rmtree(tmp_path / "run")
 
 
