@@ -102,6 +102,19 @@ def test_integer_labels_sort_numerically(tmp_path: Path) -> None:
     assert splits.test.labels.tolist() == [2, 0]
 
 
+def test_a_stray_word_among_number_labels_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A single 'pos' in a 0/1 column became a third class silently: read as one, with a warning naming it."""
+    train = [f"sentence {i}\t{label}" for i, label in enumerate([0, 1, 0, 1, "pos", 1, 0])]
+    splits = load_text_dataset(tsv_config(tmp_path, train, ["x\t0", "y\t1"], val_examples=1), seed=0)
+    assert splits.class_names == ("0", "1", "pos")
+    assert "train.tsv line 6: column 'label' holds the classes 0, 1, but also 'pos' (1 row(s))" in caplog.text
+    caplog.clear()
+    words = [f"sentence {i}\t{label}" for i, label in enumerate(["good", "bad", "good", "bad"])]
+    (tmp_path / "words").mkdir()
+    load_text_dataset(tsv_config(tmp_path / "words", words, ["x\tgood", "y\tbad"], val_examples=1), seed=0)
+    assert "holds the classes" not in caplog.text
+
+
 def test_load_from_disk_with_class_label(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     features = datasets.Features({"text": datasets.Value("string"),

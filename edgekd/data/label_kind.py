@@ -32,7 +32,7 @@ TASKS: tuple[str, ...] = get_args(TaskKind)
 
 def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str) -> TaskKind:
     """The task ``labels`` read as (see the module docstring); :class:`DataError` when ambiguous."""
-    numbers = [_number(label) for label in labels]
+    numbers = [as_number(label) for label in labels]
     fractional = next((i for i, n in enumerate(numbers) if n is not None and not n.is_integer()), None)
     if fractional is not None:
         other = next((i for i, n in enumerate(numbers) if n is None), None)
@@ -55,7 +55,7 @@ def whole_numbers(labels: Sequence[str]) -> list[str] | None:
     """The labels written as plain integers (``'1.0'`` → ``'1'``) when every one is a whole number, else None: a
     class column pandas wrote as floats (an integer column with a gap becomes float) is the same classes as
     the integers another file holds."""
-    values = [_number(label) for label in labels]
+    values = [as_number(label) for label in labels]
     if not values or any(value is None or not value.is_integer() for value in values):
         return None
     return [str(int(value)) for value in values]  # type: ignore[arg-type]
@@ -120,7 +120,7 @@ def multi_hot(name: str, labels: Sequence[str], lines: Sequence[int], unit: str,
 
 def regression_values(name: str, labels: Sequence[str], lines: Sequence[int], unit: str) -> np.ndarray:
     """The labels as float32 values ``[N]``; a label that is not a finite number is a :class:`DataError`."""
-    values = [_number(label) for label in labels]
+    values = [as_number(label) for label in labels]
     bad = next((i for i, value in enumerate(values) if value is None), None)
     if bad is not None:
         raise DataError(f"{name} {unit} {lines[bad]}: label '{labels[bad]}' is not a finite number "
@@ -136,7 +136,8 @@ def _non_finite(label: str) -> bool:
         return False
 
 
-def _number(label: str) -> float | None:
+def as_number(label: str) -> float | None:
+    """``label`` read as a finite number; None when it is not one."""
     try:
         value = float(label)
     except ValueError:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -45,11 +46,21 @@ from typing import Any
 import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
-from edgekd.data.label_kind import infer_task, label_name, label_sets, multi_hot, regression_values, whole_numbers
+from edgekd.data.label_kind import (
+    as_number,
+    infer_task,
+    label_name,
+    label_sets,
+    multi_hot,
+    regression_values,
+    whole_numbers,
+)
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.table_text import read_table_text
 from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
 from edgekd.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: csv's field size limit while a table is read (its default, 128 KiB, refuses a long document).
 FIELD_LIMIT = 2**31 - 1
@@ -139,7 +150,23 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
     class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
                                                                                    config.label_column)
     _check_distinct_classes(train, class_names, task, config.label_column)
+    if task == "single_label":
+        _warn_stray_labels(train, class_names, config.label_column)
     return _split(train, test, class_names, task, config, seed)
+
+
+def _warn_stray_labels(train: _RawSplit, class_names: tuple[str, ...], label_column: str) -> None:
+    """Warn when the classes are numbers but for a few names that are not: a stray word in a 0/1 column (a typo,
+    a header row pasted in) becomes a class of its own, which the model is then built and scored for."""
+    words = [name for name in class_names if as_number(name) is None]
+    numbers = len(class_names) - len(words)
+    if not words or numbers < 2 or len(words) >= numbers:
+        return
+    rows = [i for i, label in enumerate(train.labels) if label in words]
+    log.warning("%s %s %s: column '%s' holds the classes %s, but also %s (%d row(s)): each read as a class of its "
+                "own; fix the file if that is a mistake", train.name, train.unit, train.lines[rows[0]], label_column,
+                ", ".join(name for name in class_names if name not in words),
+                ", ".join(repr(word) for word in words[:3]), len(rows))
 
 
 def _plain_integers(train: _RawSplit, test: _RawSplit) -> tuple[_RawSplit, _RawSplit]:
