@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -108,8 +109,9 @@ def with_budget(device: DeviceProfile, p90_ms: float | None) -> DeviceProfile:
     """``device`` with its p90 latency budget replaced by ``p90_ms`` (unchanged for None)."""
     if p90_ms is None:
         return device
-    if isinstance(p90_ms, bool) or not isinstance(p90_ms, int | float):  # True would read as 1 ms
+    if isinstance(p90_ms, bool) or not isinstance(p90_ms, numbers.Real):  # True would read as 1 ms
         raise ConfigError(f"--budget-ms: expected a number of milliseconds, got {p90_ms!r}")
+    p90_ms = float(p90_ms)  # a numpy number too
     data = device.model_dump(mode="json")
     data["budget"]["p90_ms"] = p90_ms
     if data["budget"].get("ms_per_token") is not None:  # a causal LM's latency limit is per token
