@@ -228,8 +228,9 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
     latency table built or read first; ``fresh_table``: timed again)."""
     loaded = _with_threads(_revalidated(recipe) if isinstance(recipe, Recipe) else
                            validate(recipe, device=device, budget_ms=budget_ms, latency=False), threads)
-    if isinstance(recipe, Recipe):
+    if isinstance(recipe, Recipe):  # what validate checks of a recipe given as a file or mapping
         check_recipe(loaded, f"recipe '{loaded.name}'")
+        _check_inputs(loaded)
     searches = "search" in loaded.stage_names()
     profile = _checked_device(loaded.device if device is None else device, latency=not searches, budget_ms=budget_ms)
     check_generation_fits(loaded, profile, f"recipe '{loaded.name}'")

@@ -14,7 +14,7 @@ from edgekd import Distill, Export, Pipeline, Profile, Report, Teacher
 from edgekd.cli.run import print_run
 from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.console import out
-from edgekd.errors import ConfigError, StorageError
+from edgekd.errors import ConfigError, ModelError, StorageError
 from edgekd.models.specs import CNNSpec
 
 
@@ -121,6 +121,17 @@ def test_a_recipe_mapping_is_the_same_recipe_as_its_yaml_file(tmp_path: Path) ->
     assert "\n" not in str(raised.value)
     with pytest.raises(TypeError, match="expected a built-in name, a YAML path, a mapping or a Recipe, got int"):
         edgekd.validate(42)
+
+
+def test_a_recipe_object_is_checked_for_its_files_as_a_recipe_file_is(tmp_path: Path) -> None:
+    """A Recipe given to plan/run skipped validate's file checks: plan listed a run whose teacher weights were gone."""
+    weights = tmp_path / "teacher.safetensors"
+    weights.write_bytes(b"checked when read")
+    mapping = _pipeline().recipe.model_dump(mode="json", exclude_unset=True)
+    recipe = edgekd.validate({**mapping, "teacher": {**mapping["teacher"], "weights": str(weights)}})
+    weights.unlink()
+    with pytest.raises(ModelError, match=r"teacher\.safetensors: weights file not found \(teacher\.weights\)"):
+        edgekd.plan(recipe, out=tmp_path / "run")
 
 
 def test_a_device_mapping_is_a_device_profile(tmp_path: Path) -> None:
