@@ -167,6 +167,9 @@ def check_losses_fit(losses: Iterable[Any], student: str, teacher: str, state: P
             spec = spec_of(state.recipe, role)
             missing = loss.needs - spec.exposes
             if missing:
+                # a transformers family has them, but edgekd does not read them from its layout
+                lacks = (f"edgekd does not read from a {spec.label} {role}" if spec.arch == "hf"
+                         else f"a {spec.label} {role} does not have")
                 raise state.fail(f"{where}[{index}].kind", f"loss '{loss.kind}' compares the models' "
-                                 f"{', '.join(sorted(missing))}, which edgekd does not read from a {spec.label} "
-                                 f"{role}; losses on the logits alone apply to it")
+                                 f"{', '.join(sorted(missing))}, which {lacks}; losses on the logits alone apply to "
+                                 "it")

@@ -422,3 +422,14 @@ def test_a_block_sparse_bigbird_trains_with_attention_losses_and_exports(tmp_pat
     assert export["metrics"]["teacher"]["parity"]["passed"] and export["metrics"]["student"]["parity"]["passed"]
     saved = json.loads(next((tmp_path / "run").glob("01-teacher/*/config.json")).read_text())
     assert saved["attention_type"] == "original_full"
+
+
+def test_a_hidden_loss_on_a_family_edgekd_does_not_read_says_so(tmp_path: Path) -> None:
+    """ALBERT returns hidden states; the refusal said the model 'does not have' them."""
+    from tests.test_attention_heads_prune import _TINY
+
+    student = {"arch": "hf", "config": {"model_type": "albert", **_TINY, "embedding_size": 16}}
+    stages = [{"stage": "teacher"}, {"stage": "distill", "losses": [{"kind": "hidden"}]}]
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, stages)), "stages[1].losses[0].kind",
+                           "loss 'hidden' compares the models' hidden_states, which edgekd does not read from a "
+                           "'hf' (albert) student; losses on the logits alone apply to it")

@@ -266,7 +266,7 @@ def test_the_python_api_expands_its_path_arguments(tmp_path: Path, elsewhere: Pa
     data = _text_data(tmp_path / "data")
     monkeypatch.setenv("PATHS_DATA", str(data))
     pipeline = Pipeline(name="api", data={"source": "tsv", "train": "${PATHS_DATA}/train.tsv",
-                                          "test": Path("$PATHS_DATA/dev.tsv")},
+                                          "test": Path("$PATHS_DATA/dev.tsv"), "val_examples": 10},
                         teacher={"arch": "textcnn"}, student={"arch": "textcnn"},
                         stages=[edgekd.Teacher(epochs=1)])
     assert (pipeline.recipe.data.train, pipeline.recipe.data.test) == (data / "train.tsv", data / "dev.tsv")
