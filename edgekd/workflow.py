@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel
@@ -119,18 +119,21 @@ class Pipeline:
         return text
 
     def run(self, out: str | Path | None = None, *, device: str | Path | DeviceProfile | None = None,
-            fresh: bool = False, show_progress: bool = False) -> RunResult:
-        """Run the pipeline as ``edgekd run`` does (finished stages in ``out`` are reused)."""
+            budget_ms: float | None = None, threads: int | Literal["auto"] | None = None, fresh: bool = False,
+            show_progress: bool = False) -> RunResult:
+        """Run the pipeline as ``edgekd run`` does (finished stages in ``out`` are reused; ``device``, ``budget_ms``
+        and ``threads`` as its ``--device``, ``--budget-ms`` and ``--threads``)."""
         import edgekd.api as api
 
-        return api.run(self.recipe, device=device, out=out, fresh=fresh, show_progress=show_progress)
+        return api.run(self.recipe, device=device, out=out, budget_ms=budget_ms, threads=threads, fresh=fresh,
+                       show_progress=show_progress)
 
     def plan(self, out: str | Path | None = None, *, device: str | Path | DeviceProfile | None = None,
-             fresh: bool = False) -> list[StagePlan]:
+             budget_ms: float | None = None, fresh: bool = False) -> list[StagePlan]:
         """What :meth:`run` would do, stage by stage (``edgekd run --dry-run``)."""
         import edgekd.api as api
 
-        return api.plan(self.recipe, device=device, out=out, fresh=fresh)
+        return api.plan(self.recipe, device=device, out=out, budget_ms=budget_ms, fresh=fresh)
 
     def __repr__(self) -> str:
         return f"Pipeline(name={self.recipe.name!r}, stages={self.recipe.stage_names()})"

@@ -134,6 +134,16 @@ def test_a_recipe_object_is_checked_for_its_files_as_a_recipe_file_is(tmp_path: 
         edgekd.plan(recipe, out=tmp_path / "run")
 
 
+def test_pipeline_run_takes_the_commands_budget_and_threads(tmp_path: Path) -> None:
+    """Pipeline.run had no threads or budget_ms (a TypeError), which edgekd.run and `edgekd run` take."""
+    pipeline = _pipeline(stages=[Teacher(epochs=1)])
+    with pytest.raises(ConfigError, match=r"^--budget-ms: expected a number of milliseconds, got True"):
+        pipeline.plan(tmp_path / "run", budget_ms=True)
+    result = pipeline.run(tmp_path / "run", threads=1, budget_ms=50)
+    assert [r.stage for r in result.stages] == ["teacher"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["device"]["budget"]["p90_ms"] == 50
+
+
 def test_a_device_mapping_is_a_device_profile(tmp_path: Path) -> None:
     device = {"name": "phone", "threads": 1, "budget": {"p90_ms": 5, "size_mb": 5, "peak_memory_mb": 200}}
     assert [p.status for p in edgekd.plan(_pipeline().recipe, device=device, out=tmp_path / "run")] == ["runs"] * 5
