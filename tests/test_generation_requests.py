@@ -63,6 +63,16 @@ def test_a_bad_request_is_one_line_before_any_model_call(pair, prompt, new_token
         assert message.replace("integer >= 0", "integer >= 1") in str(speculative.value)
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_a_bad_seed_is_one_line(pair, seed) -> None:
+    """seed=-1 was numpy's 'expected non-negative integer' from inside the sampler."""
+    draft, target = pair
+    with pytest.raises(ConfigError, match=rf"^generation: seed must be an integer >= 0, got {seed!r}$"):
+        target.generate([1, 2], 3, temperature=1.0, seed=seed)
+    with pytest.raises(ConfigError, match=rf"^speculative decoding: seed must be an integer >= 0, got {seed!r}$"):
+        SpeculativeDecoder(draft, target, CONTEXT).generate([1, 2], 3, 2, temperature=1.0, seed=seed)
+
+
 def test_a_context_larger_than_the_graphs_is_lowered_to_theirs(pair):
     draft, target = pair
     decoder = SpeculativeDecoder(draft, target, context=1000)

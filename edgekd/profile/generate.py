@@ -115,7 +115,7 @@ class CachedGenerator:
         seeded with ``seed``; with ``stop`` (e.g. the tokenizer's end-of-text id) fewer when that token comes
         first (it is then the last token returned). Bad arguments are a :class:`ConfigError` naming the first
         (:func:`check_request`)."""
-        check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context, stop=stop)
+        check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context, stop=stop, seed=seed)
         rng = np.random.default_rng(seed)
         tokens, state, result = TokenBuffer(prompt, new_tokens), DecodeState(self), Generation([])
         for _ in range(new_tokens):
@@ -130,13 +130,16 @@ class CachedGenerator:
 
 
 def check_request(prompt: Sequence[int], new_tokens: int, temperature: float, *, vocab: int | None,
-                  context: int | None, least: int = 0, who: str = "generation", stop: int | None = None) -> None:
+                  context: int | None, least: int = 0, who: str = "generation", stop: int | None = None,
+                  seed: int = 0) -> None:
     """Raise :class:`ConfigError` (one line starting with ``who``) naming the first bad argument of a generation:
-    a temperature that is not a finite number >= 0, ``new_tokens`` not an integer >= ``least``, an empty prompt, a
-    prompt token or ``stop`` outside ``0 .. vocab - 1``, or a prompt plus new tokens longer than ``context`` (when
-    known)."""
+    a temperature that is not a finite number >= 0, a ``seed`` that is not an integer >= 0, ``new_tokens`` not an
+    integer >= ``least``, an empty prompt, a prompt token or ``stop`` outside ``0 .. vocab - 1``, or a prompt plus
+    new tokens longer than ``context`` (when known)."""
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature < math.inf:
         raise ConfigError(f"{who}: temperature must be >= 0, got {temperature!r} (0: greedy)")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"{who}: seed must be an integer >= 0, got {seed!r}")
     if isinstance(new_tokens, bool) or not isinstance(new_tokens, int | np.integer) or new_tokens < least:
         raise ConfigError(f"{who}: new_tokens must be an integer >= {least}, got {new_tokens!r}")
     if len(prompt) == 0:

@@ -153,11 +153,11 @@ class SpeculativeDecoder:
         self.vocab = target.vocab
 
     def check(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy,
-              temperature: float = 0.0, stop: int | None = None) -> None:
+              temperature: float = 0.0, stop: int | None = None, seed: int = 0) -> None:
         """Raise :class:`ConfigError` naming the first bad argument of :meth:`generate`."""
         as_policy(gamma).check()
         check_request(prompt, new_tokens, temperature, vocab=self.vocab, context=self.context, least=1,
-                      who="speculative decoding", stop=stop)
+                      who="speculative decoding", stop=stop, seed=seed)
 
     def generate(self, prompt: Sequence[int], new_tokens: int, gamma: int | DraftPolicy, temperature: float = 0.0,
                  seed: int = 0, stop: int | None = None) -> SpeculativeResult:
@@ -169,7 +169,7 @@ class SpeculativeDecoder:
         exactly ``new_tokens`` come out; with ``stop`` (e.g. the end-of-text id) fewer when the kept tokens reach
         it (the tokens after it in its round are dropped, as the target alone would not have generated them).
         """
-        self.check(prompt, new_tokens, gamma, temperature, stop)
+        self.check(prompt, new_tokens, gamma, temperature, stop, seed)
         policy = as_policy(gamma)
         rng = np.random.default_rng(seed)
         tokens, end = TokenBuffer(prompt, new_tokens), len(prompt) + new_tokens
