@@ -24,7 +24,10 @@ rows are that compressed teacher, with its ``params_ratio``/``macs_ratio``, ``ta
 ``--int8`` adds each distilled student as the quantize stage keeps it (``<name>-int8``: its run copied,
 so only quantization, profiling and the report run again; the row records the kept precision, why,
 and the FP32 accuracy it was judged against). ``--embeddings teacher`` starts BiLSTM and TextCNN
-students (and their twins) from the teacher's word embeddings.
+students (and their twins) from the teacher's word embeddings. ``--augment-copies N`` gives the
+students whose recipes augment their transfer set N augmented copies of each sentence instead
+(``<name>-copiesN``), with their distillation epochs scaled so they see about as many sentences as
+the recipe's own schedule: a more varied transfer set for the same training budget.
 
 ``--merge A.json B.json --out C.json`` combines runs that trained the same teacher (e.g. one
 ``--only`` recipe each, run on different days) into one result.
@@ -219,6 +222,18 @@ def hard_label_twin(recipe: dict[str, Any], distilled: RunResult) -> dict[str, A
             except StorageError as exc:
                 raise SystemExit(f"error: {distilled.run_dir}/{exc}; delete that run directory and run again") from None
             stage["epochs"] = round(stage["epochs"] * seen.transfer_set_size / seen.labelled_examples)
+    return recipe
+
+
+def with_augment_copies(recipe: dict[str, Any], copies: int) -> dict[str, Any]:
+    """``recipe`` whose augmenting distillation stages make ``copies`` copies of each sentence, their
+    epochs scaled so the student sees about as many sentences as with the recipe's own copies."""
+    recipe = copy.deepcopy(recipe)
+    for stage in distill_stages(recipe):
+        if stage.get("augment"):
+            sentences = stage["epochs"] * (1 + stage["augment"]["copies"])
+            stage["augment"]["copies"] = copies
+            stage["epochs"] = max(1, round(sentences / (1 + copies)))
     return recipe
 
 
@@ -562,11 +577,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embeddings", choices=["random", "teacher"], default="random",
                         help="teacher: BiLSTM and TextCNN students start from the teacher's word embeddings "
                         "(both twins; named <student>-teacher-embeddings)")
+    parser.add_argument("--augment-copies", type=int, metavar="N",
+                        help="students whose recipes augment: N copies of each sentence, as many sentences seen "
+                        "(named <student>-copiesN)")
     parser.add_argument("--int8", action="store_true",
                         help="also each distilled student through the quantize stage (<student>-int8)")
     parser.add_argument("--merge", type=Path, nargs="+",
                         help="instead of running: merge these result files (same teacher) into --out")
     args = parser.parse_args(argv)
+    if args.augment_copies is not None and args.augment_copies < 1:
+        parser.error(f"--augment-copies: expected a whole number of copies of 1 or more, got {args.augment_copies}")
     if args.merge:
         write_json(args.out, merge(args.merge))
         return 0
@@ -581,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.embeddings == "teacher" and recipe["student"]["model"]["arch"] in ("bilstm", "textcnn"):
             recipe["student"]["model"]["embeddings"] = "teacher"
             label += "-teacher-embeddings"
+        if args.augment_copies and any(stage.get("augment") for stage in distill_stages(recipe)):
+            recipe = with_augment_copies(recipe, args.augment_copies)
+            label += f"-copies{args.augment_copies}"
         for hard in (False, True):
             bench.student(label, recipe, hard=hard)
             bench.write(final=False)

@@ -186,6 +186,26 @@ def test_quick_shrinks_bert_students_to_the_width_of_the_teacher_whose_embedding
         _validates(quick)
 
 
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
+def test_more_augmented_copies_keep_the_number_of_sentences_the_student_sees() -> None:
+    kd_sst2 = load_benchmark()
+    recipe = kd_sst2.recipe_dict("sst2-bilstm", SST2, quick=False, teacher="minilm")
+    shipped = next(stage for stage in kd_sst2.distill_stages(recipe))
+    more = next(stage for stage in kd_sst2.distill_stages(kd_sst2.with_augment_copies(recipe, 4)))
+    assert more["augment"] == {**shipped["augment"], "copies": 4}
+    assert shipped["epochs"] * (1 + shipped["augment"]["copies"]) == 9 and more["epochs"] == 2  # 9 / 5 sentences
+    few = next(stage for stage in kd_sst2.distill_stages(kd_sst2.with_augment_copies(recipe, 20)))
+    assert few["epochs"] == 1  # never below one epoch
+    _validates(kd_sst2.with_augment_copies(recipe, 4))
+
+
+def test_augment_copies_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kd_sst2 = load_benchmark()
+    with pytest.raises(SystemExit):
+        kd_sst2.main(["--data", str(tmp_path), "--out", str(tmp_path / "o.json"), "--augment-copies", "0"])
+    assert "--augment-copies: expected a whole number of copies of 1 or more, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # 7.5 min beside two other runs on 2 cores (a fine-tune, a benchmark)
 @pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
 def test_quick_benchmark_runs_the_minilm_style_student_and_the_hybrid(tmp_path: Path) -> None:
