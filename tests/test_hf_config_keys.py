@@ -52,3 +52,27 @@ def test_validate_names_the_misspelt_key_in_one_line(tmp_path: Path) -> None:
     teacher = {"arch": "hf", "config": {"model_type": "llama", **hf_families.TEXT["llama"], "num_key_value_head": 1}}
     _assert_one_line_error(_validate(tmp_path, _text_recipe(teacher, SMALL_BERT, DISTILL)), "teacher.model",
                            "unknown key 'num_key_value_head'", "did you mean 'num_key_value_heads'?")
+
+
+@pytest.mark.parametrize(("model_type", "key", "value", "fraction"), [
+    ("phi", "partial_rotary_factor", 0.25, 0.25),   # Phi checkpoints' own spelling
+    ("gpt_neox", "rotary_pct", 0.5, 0.5),           # GPT-NeoX's, converted by its config class
+    ("llama", "rope_theta", 500000.0, None),        # the spelling before rope_parameters
+])
+def test_older_rotary_spellings_are_taken_and_applied(model_type: str, key: str, value: float,
+                                                      fraction: float | None) -> None:
+    from edgekd.models.families import built_config
+
+    spec = _spec(model_type, {"hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 1, key: value})
+    rope = built_config(spec.config).rope_parameters
+    if fraction is None:
+        assert rope["rope_theta"] == value
+    else:
+        assert rope["partial_rotary_factor"] == fraction
+
+
+@pytest.mark.parametrize("key", ["rope_theta", "trust_remote_code"])
+def test_keys_a_bert_config_does_not_read_are_still_refused(key: str) -> None:
+    """Rotary keys mean nothing to BERT, and a loading argument is not a size of the model."""
+    with pytest.raises(ValidationError, match=f"unknown key '{key}' for model_type 'bert'"):
+        _spec("bert", {key: 1})

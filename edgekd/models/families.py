@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -363,7 +364,9 @@ def check_config_keys(config: dict[str, Any]) -> None:
     transformers stores any unknown keyword as an attribute nobody reads, so a misspelt size
     (``hidden_szie``) would silently build the default-sized model. Fields the family's model code reads with a
     default though its config class does not define them (DeBERTa-v2's ``share_att_key``, ``position_buckets``,
-    ``norm_rel_ebd``, set by DeBERTa-v3 checkpoints) are known too.
+    ``norm_rel_ebd``, set by DeBERTa-v3 checkpoints) are known too, as are the older spellings the config class
+    converts from its keyword arguments (GPT-NeoX's ``rotary_pct``; a rotary family's ``rope_theta``,
+    ``rope_scaling`` and ``partial_rotary_factor``, which transformers moves into ``rope_parameters``).
     """
     import inspect
 
@@ -373,7 +376,7 @@ def check_config_keys(config: dict[str, Any]) -> None:
     known = (set(config_class().to_dict()) | set(config_class.attribute_map)
              | set(inspect.signature(config_class.__init__).parameters)
              | {name for name in dir(config_class) if isinstance(getattr(config_class, name, None), property)}
-             | _fields_model_code_reads(config["model_type"]))
+             | _fields_model_code_reads(config["model_type"]) | _keywords_config_converts(config_class))
     for key in config:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
@@ -381,12 +384,37 @@ def check_config_keys(config: dict[str, Any]) -> None:
             raise ValueError(f"config: unknown key '{key}' for model_type '{config['model_type']}' ({hint})")
 
 
+_KEYWORD_READ = re.compile(r"kwargs\.(?:pop|get)\(\s*[\"'](\w+)[\"']")
+
+
+@cache
+def _keywords_config_converts(config_class: type) -> frozenset[str]:
+    """The keyword arguments ``config_class`` reads from its ``**kwargs`` (``kwargs.pop("rotary_pct", …)``) in its
+    own family's code, plus the legacy rotary keys transformers' rope mixin converts when the family is rotary.
+    The loading arguments every config pops (``cache_dir``, ``trust_remote_code`` …) are not among them."""
+    import inspect
+
+    from transformers import modeling_rope_utils
+
+    sources = [cls for cls in config_class.__mro__ if cls.__module__.startswith("transformers.models.")]
+    if getattr(config_class(), "rope_parameters", None):
+        sources += [cls for cls in vars(modeling_rope_utils).values()
+                    if inspect.isclass(cls) and cls.__module__ == modeling_rope_utils.__name__
+                    and cls in config_class.__mro__]
+    found: set[str] = set()
+    for cls in sources:
+        try:
+            found |= set(_KEYWORD_READ.findall(inspect.getsource(cls)))
+        except (OSError, TypeError):  # no source shipped (a compiled or frozen install): nothing more is known
+            continue
+    return frozenset(found)
+
+
 @cache
 def _fields_model_code_reads(model_type: str) -> frozenset[str]:
     """The config fields the family's modeling code reads with ``getattr(config, "<name>", default)``, found in its
     source (not imported); none when transformers has no modeling module of that name."""
     import importlib.util
-    import re
 
     from transformers.models.auto.configuration_auto import model_type_to_module_name
 
