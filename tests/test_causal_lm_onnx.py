@@ -99,3 +99,15 @@ def test_a_graph_torch_cannot_export_is_one_line_and_prints_nothing(tmp_path, ca
         export_causal_lm(AutoModelForCausalLM.from_config(config), tmp_path / "model.onnx")
     printed = capfd.readouterr()
     assert "Torch IR graph" not in printed.out + printed.err and not (tmp_path / "model.onnx").exists()
+
+
+def test_one_stalled_call_does_not_set_the_token_rate():
+    """Tokens per second follow the median per-token latency: a call stalled by another process (200 ms among
+    1 ms calls) would otherwise report a fifth of the model's rate."""
+    from edgekd.profile.generate import Generation
+
+    runs = [Generation(tokens=list(range(11)), seconds=[0.005] + [0.001] * 9 + [0.2]) for _ in range(2)]
+    figures = generation_figures(runs)
+    assert figures["per_token_p50_ms"] == pytest.approx(1.0)
+    assert figures["tokens_per_second"] == pytest.approx(1000.0)
+    assert figures["time_to_first_token_ms"] == pytest.approx(5.0) and figures["tokens_timed"] == 20

@@ -36,7 +36,7 @@ class Generation:
 
 class GenerationFigures(FullRecord):
     """How fast a model generated: time to first token (the prompt call), per-token latency over every later
-    call, tokens per second over those calls, and how many calls were timed."""
+    call, tokens per second at the median per-token latency, and how many calls were timed."""
 
     time_to_first_token_ms: float
     per_token_p50_ms: float
@@ -57,14 +57,15 @@ class PerTokenSpeedup(FullRecord):
 
 def generation_timing(runs: list[Generation], factor: float = 1.0) -> GenerationFigures:
     """Figures of generations of two or more tokens, their times scaled by ``factor``: time to first token
-    (median over runs), per-token p50/p90 over every later call of every run, and tokens per second over
-    those calls (the prompt call excluded)."""
+    (median over runs), per-token p50/p90 over every later call of every run, and tokens per second at
+    the median of those calls (the prompt call excluded): on a shared machine one stalled call would
+    otherwise set the rate of them all."""
     first = np.array([run.seconds[0] for run in runs]) * 1e3 * factor
     steps = np.concatenate([np.array(run.seconds[1:]) for run in runs]) * 1e3 * factor
-    return GenerationFigures(time_to_first_token_ms=float(np.median(first)),
-                             per_token_p50_ms=float(np.percentile(steps, 50)),
+    p50 = float(np.percentile(steps, 50))
+    return GenerationFigures(time_to_first_token_ms=float(np.median(first)), per_token_p50_ms=p50,
                              per_token_p90_ms=float(np.percentile(steps, 90)),
-                             tokens_per_second=float(1e3 / steps.mean()), tokens_timed=int(steps.size))
+                             tokens_per_second=1e3 / p50, tokens_timed=int(steps.size))
 
 
 def generation_figures(runs: list[Generation], factor: float = 1.0) -> dict[str, float]:
