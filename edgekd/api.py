@@ -39,7 +39,7 @@ from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
 from edgekd.run_plan import StagePlan, plan_run
 from edgekd.stages import check_recipe
-from edgekd.task_rules import check_corpus_validation, check_corpus_vocabulary, check_generation_fits, corpus_reader
+from edgekd.task_rules import check_corpus_lengths, check_corpus_vocabulary, check_generation_fits, corpus_reader
 from edgekd.threads import training_threads
 
 #: What names a recipe wherever one is taken (see :func:`validate`).
@@ -105,7 +105,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_corpus_vocabulary(loaded, source, corpus)
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
-    check_corpus_validation(loaded, profile, source, corpus)
+    check_corpus_lengths(loaded, profile, source, corpus)
     _check_inputs(loaded)
     return loaded
 
@@ -237,7 +237,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
     check_sequence_fits(loaded, profile, f"recipe '{loaded.name}'")
     check_image_fits(loaded, profile, f"recipe '{loaded.name}'")
     if isinstance(recipe, Recipe):  # else validate checked it, against this device
-        check_corpus_validation(loaded, profile, f"recipe '{loaded.name}'", corpus_reader(loaded))
+        check_corpus_lengths(loaded, profile, f"recipe '{loaded.name}'", corpus_reader(loaded))
     if searches:
         from edgekd.search.compress import preflight
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import HFDiskData, NpzData, TaskKind, TextFileData, is_corpus
+from edgekd.data.corpus import CorpusSplit, training_tokens_needed
 from edgekd.errors import ConfigError, DataError
 from edgekd.stage_kind import PlanState
 from edgekd.token_rules import check_token_classification
@@ -40,7 +41,6 @@ from edgekd.token_rules import check_token_classification
 if TYPE_CHECKING:
     from edgekd.config.device import DeviceProfile
     from edgekd.config.recipe import Recipe
-    from edgekd.data.corpus import CorpusSplit
     from edgekd.models.specs import HFSpec
 
 log = logging.getLogger(__name__)
@@ -191,30 +191,37 @@ def corpus_reader(recipe: Recipe) -> Callable[[], CorpusSplit]:
     return read
 
 
-def check_corpus_validation(recipe: Recipe, device: DeviceProfile, source: str,
-                            corpus: Callable[[], CorpusSplit]) -> None:
-    """Before anything trains, refuse a corpus whose validation text is too short for the stages after training,
-    and warn when it is shorter than one ``data.context`` window (its loss would rest on a handful of tokens).
+def check_corpus_lengths(recipe: Recipe, device: DeviceProfile, source: str,
+                         corpus: Callable[[], CorpusSplit]) -> None:
+    """Before anything trains, refuse a corpus whose training text is too short for two ``data.context`` windows
+    (what the training stages take) or whose validation text is too short for the stages after training, and warn
+    when the validation text is shorter than one window (its loss would rest on a handful of tokens).
 
     With edgekd's character tokenizer the tokens are the characters. Another tokenizer spends one UTF-8 byte at
     least on each token but a leading word-boundary marker (SentencePiece's ``▁``), so the bytes plus one bound its
-    tokens; the stages themselves check the exact count (:func:`edgekd.data.lm_data.device_prompt`). ``corpus``
-    reads the text (:func:`corpus_reader`)."""
+    tokens, and only a text too short even at that bound is refused here; the stages themselves check the exact
+    count (:class:`edgekd.data.lm_data.TokenWindows`, :func:`edgekd.data.lm_data.device_prompt`). ``corpus`` reads
+    the text (:func:`corpus_reader`)."""
     if not is_corpus(recipe.data):
         return
-    validation = corpus().validation
     exact = _char_tokenized(recipe)
-    tokens = len(validation) if exact else len(validation.encode("utf-8")) + 1
+    at_most = "" if exact else "at most "
     where = f"{source}: {recipe.data.path} (data.path)"
+    train, validation = (len(text) if exact else len(text.encode("utf-8")) + 1
+                         for text in (corpus().train, corpus().validation))
+    windows = training_tokens_needed(recipe.data.context)
+    if train < windows:
+        raise DataError(f"{where}: the training text is {at_most}{train} token(s), too few for two windows of "
+                        f"data.context {recipe.data.context} ({windows} tokens); lower data.context or give more text")
     for needed, why in validation_needs(recipe, device):
-        if tokens < needed:
-            raise DataError(f"{where}: the validation text is {'' if exact else 'at most '}{tokens} token(s), "
-                            f"fewer than the {needed} {why} takes; give a longer validation text (data.train_fraction "
-                            "or data.validation_split) or lower that setting")
-    if tokens <= recipe.data.context:
+        if validation < needed:
+            raise DataError(f"{where}: the validation text is {at_most}{validation} token(s), fewer than the {needed} "
+                            f"{why} takes; give a longer validation text (data.train_fraction or "
+                            "data.validation_split) or lower that setting")
+    if validation <= recipe.data.context:
         log.warning("%s: the validation text is %s%d token(s), less than one data.context window of %d: its loss "
-                    "rests on few tokens and will be noisy; give a longer validation text", where,
-                    "" if exact else "at most ", tokens, recipe.data.context)
+                    "rests on few tokens and will be noisy; give a longer validation text", where, at_most,
+                    validation, recipe.data.context)
 
 
 def check_corpus_vocabulary(recipe: Recipe, source: str, corpus: Callable[[], CorpusSplit]) -> None:

@@ -274,6 +274,24 @@ def test_a_validation_text_too_short_for_the_later_stages_is_refused_before_trai
     assert len(output.strip().splitlines()) == 1, output
 
 
+@pytest.mark.parametrize(("tokenizer", "fragment"), [
+    (None, "the training text is 25 token(s), too few for two windows of data.context 32 (66 tokens)"),
+    ({"kind": "bpe", "vocab_size": 300}, "the training text is at most 26 token(s), too few for two windows"),
+])
+def test_a_training_text_too_short_for_two_windows_is_refused_by_validate(
+        tmp_path: Path, tokenizer: dict | None, fragment: str) -> None:
+    """The teacher stage refused it when it started; validate names the file, the tokens and data.context."""
+    recipe = yaml.safe_load(_recipe(tmp_path, stages=[{"stage": "teacher"}]).read_text())
+    (tmp_path / "corpus.txt").write_text("To be or not to be, that is the question. " * 2)
+    recipe["data"]["train_fraction"] = 0.3
+    if tokenizer:
+        recipe["tokenizer"] = tokenizer
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    code, output = _validate(tmp_path / "recipe.yaml")
+    assert code == 2 and "corpus.txt (data.path)" in output and fragment in output, output
+    assert len(output.strip().splitlines()) == 1, output
+
+
 def test_a_validation_text_shorter_than_one_window_is_warned_about(tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     from edgekd.api import validate

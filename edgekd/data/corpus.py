@@ -28,6 +28,11 @@ class CorpusSplit:
     validation: str
 
 
+def training_tokens_needed(context: int) -> int:
+    """The fewest training tokens a causal LM of ``context`` trains on: two windows and their next tokens."""
+    return 2 * context + 2
+
+
 def read_corpus(path: Path, train_fraction: float = 0.9) -> CorpusSplit:
     """Read a UTF-8 text file (a byte-order mark is not text) and split it by characters: the first
     ``train_fraction`` trains.

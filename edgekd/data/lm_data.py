@@ -32,6 +32,7 @@ from edgekd.data.corpus import (
     read_corpus,
     read_text_folder,
     text_files,
+    training_tokens_needed,
 )
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.errors import ConfigError, DataError
@@ -61,7 +62,7 @@ class TokenWindows:
     """
 
     def __init__(self, ids: Tensor, context: int) -> None:
-        if ids.numel() < 2 * context + 2:
+        if ids.numel() < training_tokens_needed(context):
             raise DataError(f"the training text has {ids.numel()} tokens, too few for two windows of "
                             f"data.context {context}; lower data.context or give more text")
         self.ids = ids
