@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 import edgekd
@@ -312,6 +313,21 @@ def test_bad_input_is_one_line_and_exit_2(write_recipe, tmp_path: Path, change: 
     assert expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before anything ran
+
+
+def test_labels_with_gaps_are_named_not_blamed_on_images_per_class(write_recipe, tmp_path: Path) -> None:
+    """Labels 0, 2 and 5 make six classes of which three have no examples: the refusal names them."""
+    digits = load_digits()
+    keep = np.isin(digits.target, [0, 2, 5])
+    np.savez(tmp_path / "gaps.npz", inputs=(digits.images[keep] / 16).astype(np.float32)[:, None],
+             labels=digits.target[keep])
+    recipe = recipe_dict()
+    recipe["data"] = {"source": "npz", "path": str(tmp_path / "gaps.npz")}
+    result = runner.invoke(app, ["distill-data", str(write_recipe(recipe)), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert ("the training set has no examples of class 1, 3, 4 (its labels run from 0 to 5)" in result.output
+            and "number the classes 0 to 2 without gaps" in result.output), result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 TEACHER = {"stage": "teacher", "epochs": 1}

@@ -29,8 +29,15 @@ class SyntheticSet:
 
 
 def check_images_per_class(labels: torch.Tensor, num_classes: int, images_per_class: int, where: str) -> None:
-    """Refuse more synthetic images per class than the smallest class has real ones (one-line DataError)."""
+    """Refuse more synthetic images per class than the smallest class has real ones, or a class with none at all
+    (labels with gaps, such as 0, 2, 5, which no synthetic image can stand for): a one-line DataError."""
     counts = torch.bincount(labels, minlength=num_classes)
+    missing = [str(label) for label in torch.nonzero(counts == 0).flatten().tolist()]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise DataError(f"{where}: the training set has no examples of class {shown} (its labels run from 0 to "
+                        f"{num_classes - 1}), and dataset distillation learns images of every class; number the "
+                        f"classes 0 to {num_classes - len(missing) - 1} without gaps")
     smallest = int(counts.min())
     if images_per_class > smallest:
         raise DataError(f"{where}.images_per_class: {images_per_class} is more than the smallest class of the "
