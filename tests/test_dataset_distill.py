@@ -377,7 +377,7 @@ def test_recipe_calibrates_int8_on_the_synthetic_set(write_recipe, tmp_path: Pat
         {"stage": "teacher", "epochs": 5, "batch_size": 64, "lr": 0.004},
         {"stage": "distill", "epochs": 5, "batch_size": 64, "lr": 0.004, "losses": [{"kind": "hinton"}]},
         {"stage": "export", "target": "onnx-fp32"},
-        {"stage": "quantize", "modes": ["static"], "calibration": "synthetic", "calibration_samples": 50,
+        {"stage": "quantize", "modes": ["static"], "calibration": "synthetic", "calibration_samples": 500,
          "tolerance": 0.05, "agreement": 0.9},
         {"stage": "report"},
     ]
@@ -386,6 +386,7 @@ def test_recipe_calibrates_int8_on_the_synthetic_set(write_recipe, tmp_path: Pat
     assert result.exit_code == 0, result.output
     quantize = json.loads((out / "05-quantize" / "stage.json").read_text())["metrics"]["student"]
     assert quantize["calibration_set"] == "01-dataset_distill/synthetic.npz"
+    assert quantize["calibration_examples"] == 50  # all of the set's 5 per class, not the 500 asked
     variants = quantize["variants"]
     int8 = [name for name in variants if name.startswith("int8")]
     assert int8 and all(variants[name]["accuracy"] >= variants["fp32"]["accuracy"] - 0.05 for name in int8)

@@ -89,6 +89,29 @@ def test_the_digest_is_the_content_not_the_batching_order_or_object() -> None:
         assert register_data(sets, "t")["digest"] != base["digest"]
 
 
+def test_a_loader_split_by_samplers_is_read_as_its_sampler_reads(caplog: pytest.LogCaptureFixture) -> None:
+    """One dataset split by SubsetRandomSampler was read in full for every set: the test set was the training set."""
+    from torch.utils.data import BatchSampler, SubsetRandomSampler, WeightedRandomSampler
+
+    images, labels = _digits(400)
+    full = TensorDataset(images, labels)
+    split = {"train": DataLoader(full, batch_size=32, sampler=SubsetRandomSampler(range(300))),
+             "test": DataLoader(full, batch_size=32, sampler=SubsetRandomSampler(range(300, 400)))}
+    exact = {"train": TensorDataset(images[:300], labels[:300]), "test": TensorDataset(images[300:], labels[300:])}
+    assert register_data(split, "t") == register_data(exact, "t")
+    batched = {"train": DataLoader(full, batch_sampler=BatchSampler(SubsetRandomSampler(range(300)), 7, True)),
+               "test": DataLoader(full, batch_sampler=[list(range(300, 350)), list(range(350, 400))])}
+    assert register_data(batched, "t") == register_data(exact, "t")  # drop_last loses nothing either
+    unbatched = {"train": DataLoader(full, batch_size=None, sampler=SubsetRandomSampler(range(300))),
+                 "test": exact["test"]}
+    assert register_data(unbatched, "t") == register_data(exact, "t")
+    weighted = DataLoader(full, batch_size=32, sampler=WeightedRandomSampler([1.0] * 400, 100))
+    with caplog.at_level(logging.WARNING, logger="edgekd.data.memory"):
+        whole = register_data({"train": weighted, "test": exact["test"]}, "t")
+    assert whole == register_data({"train": full, "test": exact["test"]}, "t")
+    assert "WeightedRandomSampler draws examples with replacement" in caplog.text
+
+
 def test_lists_and_generators_of_examples_are_sets_like_a_dataset() -> None:
     """A list of (image, label) pairs was refused as 'not a Dataset', and a mapping of generators was read as a data
     config ('data.source: required key is missing')."""

@@ -171,6 +171,7 @@ def test_stage_keeps_a_variant_and_records_why(run) -> None:
     assert fp32.size_mb / static.size_mb >= 3.0
     assert teacher.decision in teacher.variants and teacher.reason.startswith(teacher.decision)
     assert record.cpu.isa == detect_cpu().isa and teacher.calibration_set == "train split"
+    assert teacher.calibration_examples == 256  # the default calibration_samples, four whole batches of 64
     model = run.artifact.get("teacher")
     assert model.onnx == teacher.variants[teacher.decision].path
     assert (run.run_dir / model.onnx).is_file()

@@ -55,7 +55,7 @@ def _classifier_metrics(metric: str = "accuracy", score: float | None = 0.9) -> 
         decision = decide(variants, eligible=lambda v: True, min_speedup=1.05, size_budget_mb=50.0,
                           cpu_label="test", tolerance=0.01)
         result = QuantizeResult(graphs=PreparedGraphs(preprocessed=Path("pre.onnx"), fused=None, transformer=False),
-                                variants=variants, decision=decision, options=_int8_options())
+                                variants=variants, decision=decision, options=_int8_options(), calibration_examples=0)
         metrics[role] = result.to_json(lambda path: f"04-quantize/{path}") | {"calibration_set": "train split"}
     return metrics
 

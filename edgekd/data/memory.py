@@ -13,8 +13,11 @@ user); anything else must hold one float tensor, fed to the model as its one pos
 
 How they are materialized: each set is read once, in order, through a DataLoader (a Dataset is wrapped
 in one reading :data:`READ_BATCH` examples at a time; a DataLoader that shuffles or samples is re-read
-in order over its dataset, with its own ``collate_fn`` and batch size, as is one with ``drop_last``: every
-example counts), and the batches become tensors:
+in order over the examples its sampler reads, with its own ``collate_fn`` and batch size, as is one with
+``drop_last``: every example counts. A sampler of a subset (``SubsetRandomSampler``, a
+``DistributedSampler``'s shard, any sampler or batch sampler that reads some indices) gives those examples,
+each once; one that draws with replacement (``WeightedRandomSampler``) gives the whole dataset, with a
+warning that its weights are not applied), and the batches become tensors:
 images one float32 tensor ``[N, ...]``, text one int64 array per example with the padding dropped (by
 ``attention_mask``; the id found under the mask is the pad id, 0 when nothing is padded). edgekd's
 training loop then batches, pads and shuffles (seeded) as it does for every other source, so the
@@ -192,7 +195,7 @@ def _batches(source: Any, split: str, where: str) -> Iterator[Any]:
         plain = isinstance(source.sampler, SequentialSampler) and source.batch_size is not None and not source.drop_last
         if plain or isinstance(source.dataset, IterableDataset):
             return iter(source)
-        return iter(DataLoader(source.dataset, batch_size=source.batch_size or READ_BATCH,
+        return iter(DataLoader(_sampled(source, split), batch_size=source.batch_size or READ_BATCH,
                                collate_fn=source.collate_fn if source.batch_size else None))
     columns = _columns(source)
     if columns is not None:
@@ -207,6 +210,29 @@ def _batches(source: Any, split: str, where: str) -> Iterator[Any]:
         return iter(DataLoader(source, batch_size=READ_BATCH, collate_fn=_collate))
     raise ConfigError(f"{where}: data.{split}: expected a torch Dataset or DataLoader (or a list or a generator of "
                       f"examples), got {type(source).__name__}")
+
+
+def _sampled(loader: Any, split: str) -> Any:
+    """The examples of ``loader``'s dataset its sampler reads, each once, in index order: the whole dataset for a
+    sampler of every index (sequential or shuffled) or one drawing with replacement (said in a warning: its
+    weights are not applied), else the subset of indices it reads (a ``SubsetRandomSampler``, a shard)."""
+    from torch.utils.data import BatchSampler, Subset
+
+    batches = loader.batch_sampler
+    sampler = batches.sampler if isinstance(batches, BatchSampler) else batches or loader.sampler
+    name = type(sampler).__name__
+    if getattr(sampler, "replacement", False):
+        log.warning("data.%s: the DataLoader's %s draws examples with replacement; edgekd reads each example of its "
+                    "dataset once (its own training shuffles them), so the sampling weights are not applied", split,
+                    name)
+        return loader.dataset
+    indices = sorted({int(index) for item in sampler for index in (item if isinstance(item, list | tuple) else [item])})
+    total = len(loader.dataset)
+    if len(indices) == total:
+        return loader.dataset
+    log.info("data.%s: the DataLoader's %s reads %d of its dataset's %d examples; those are the set", split, name,
+             len(indices), total)
+    return Subset(loader.dataset, indices)
 
 
 def _read(batches: Iterator[Any], split: str) -> Iterator[Any]:

@@ -82,6 +82,12 @@ class QuantData:
     class_names: tuple[str, ...] | None = None
     """The labels' names (token classification's BIO tags give entity scores), or None."""
 
+    @property
+    def calibration_examples(self) -> int:
+        """How many examples the calibration batches hold (whole batches: fewer than asked when the data has fewer,
+        or when the last batch would be short)."""
+        return sum(len(next(iter(feed.values()))) for feed in self.calibration)
+
     @classmethod
     def from_dataset(cls, data: TaskData, calibration_samples: int, batch_size: int = 64,
                      input_names: Collection[str] | None = None) -> QuantData:

@@ -29,6 +29,7 @@ class QuantizeResult:
     variants: tuple[Variant, ...]
     decision: Decision
     options: Int8Options
+    calibration_examples: int
 
     @property
     def kept(self) -> Variant:
@@ -40,8 +41,14 @@ class QuantizeResult:
         """The FP32 model as exported."""
         return next(v for v in self.variants if v.name == "fp32")
 
+    @property
+    def static_int8(self) -> bool:
+        """Whether a static INT8 candidate was calibrated."""
+        return any(v.name.startswith("int8-static") for v in self.variants)
+
     def to_json(self, ref: Callable[[Path], str | None] = str) -> dict[str, Any]:
-        """Variants by name (file paths through ``ref``; None: not kept), the decision, INT8 settings, fusions."""
+        """Variants by name (file paths through ``ref``; None: not kept), the decision, INT8 settings, fusions and
+        how many examples calibrated static INT8 (None when no static candidate was made)."""
         return {
             "variants": {v.name: {**v.to_json(), "path": ref(v.path)} for v in self.variants},
             "decision": self.decision.kept,
@@ -49,6 +56,7 @@ class QuantizeResult:
             "int8_settings": self.options.settings.to_json(),
             "transformer": self.graphs.transformer,
             "fusions": self.graphs.fusions,
+            "calibration_examples": self.calibration_examples if self.static_int8 else None,
         }
 
 
@@ -122,4 +130,4 @@ def quantize_model(source: Path, out_dir: Path, stem: str, data: QuantData, conf
         graphs, variants = builder.build(source, out_dir, stem, precision=device.precision)
     timed = time_variants(variants, device, config)
     return QuantizeResult(graphs=graphs, variants=tuple(timed), decision=decide_for(timed, config, device),
-                          options=builder.options)
+                          options=builder.options, calibration_examples=data.calibration_examples)

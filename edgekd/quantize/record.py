@@ -74,6 +74,9 @@ class QuantizedModel(FrozenRecord):
     fusions: dict[str, int]
     calibration_set: str | None = Field(
         default=None, description="What static INT8 was calibrated on: the train split or a synthetic set's file.")
+    calibration_examples: int | None = Field(
+        default=None, description="How many examples calibrated static INT8 (whole batches, at most "
+        "calibration_samples); None without calibration data.")
 
 
 class WindowQuality(FullRecord):
