@@ -449,3 +449,16 @@ def test_an_image_csv_in_utf16_is_read_and_one_in_latin1_is_one_line(colour_sets
     with pytest.raises(DataError, match=r"train-latin1.csv: not UTF-8 text \(.*\) \(data.train\); save the file as "
                                         r"UTF-8"):
         prepare_task_data(plain.model_copy(update={"train": narrow}), 3)
+
+
+def test_digits_batches_are_row_major_so_a_view_after_a_convolution_works() -> None:
+    """numpy's split left the one channel with stride 1, which torch reads as channels-last: a convolution then
+    returned channels-last activations and a model's ``x.view(x.size(0), -1)`` failed in the teacher stage."""
+    from edgekd.data.config import SklearnData
+
+    data = prepare_task_data(SklearnData(source="sklearn", name="digits"), 0)
+    conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+    for split in (data.train, data.val, data.test):
+        _, inputs, _ = next(split.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0)))
+        assert inputs["input"].stride() == (64, 64, 8, 1)
+        assert conv(inputs["input"]).view(32, -1).shape == (32, 256)

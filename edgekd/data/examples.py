@@ -75,10 +75,21 @@ class Examples(Protocol):
 
 @dataclass(frozen=True)
 class ImageExamples:
-    """Images already in memory as one float tensor ``[N, C, H, W]``."""
+    """Images already in memory as one float tensor ``[N, C, H, W]``, held in row-major strides.
+
+    A one-channel array that numpy indexed (scikit-learn's digits after the split) has channel stride 1, which
+    torch reads as channels-last: a convolution then returns channels-last activations, and a model's
+    ``x.view(x.size(0), -1)`` after it failed in training although the same model ran on other batches."""
 
     images: torch.Tensor
     labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        row_major = [1]
+        for size in reversed(self.images.shape[1:]):
+            row_major.insert(0, row_major[0] * size)
+        if self.images.stride() != tuple(row_major):  # copied only when laid out otherwise
+            object.__setattr__(self, "images", self.images.clone(memory_format=torch.contiguous_format))
 
     def __len__(self) -> int:
         return len(self.labels)
