@@ -85,6 +85,18 @@ def claimed(run_dir: Path, *, main: bool = True, record: str = RUN_RECORD) -> It
         handle.close()  # closing releases the lock; the file stays (deleting it would race a waiting process)
 
 
+def check_source_outside(source: Path, out: Path, command: str) -> None:
+    """Refuse a one-file command's input that lies inside its output directory ``out``: the command replaces what
+    it wrote there before, so re-running it on its own earlier output deleted the file it read."""
+    try:
+        inside = source.resolve().is_relative_to(out.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: check_claimable names it
+        return
+    if inside:
+        raise ConfigError(f"{source}: is inside the output directory {out} (--out), whose earlier outputs {command} "
+                          "replaces; give another --out, or copy the file out of it first")
+
+
 def check_claimable(run_dir: Path, record: str = RUN_RECORD) -> None:
     """Refuse a run directory that is a file, a filesystem root, or a non-empty directory of other files.
 

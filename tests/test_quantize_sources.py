@@ -44,3 +44,16 @@ def test_an_already_quantized_graph_is_refused(tmp_path: Path) -> None:
     assert_user_error(cli("quantize", quantized, "--device", "host-cpu", "--out", out), str(quantized),
                       "already quantized", "DynamicQuantizeLinear")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["quantize", "bundle"])
+def test_a_file_inside_the_output_directory_is_refused_and_kept(command: str, tmp_path: Path) -> None:
+    """Quantizing the file an earlier quantize kept, into that same directory, deleted it (the command replaces its
+    earlier outputs)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    model = tiny_onnx(out / "model.fp32.onnx")
+    before = model.read_bytes()
+    assert_user_error(cli(command, model, "--device", "host-cpu", "--out", out), str(model),
+                      "is inside the output directory", "give another --out")
+    assert model.read_bytes() == before

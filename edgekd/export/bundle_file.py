@@ -35,7 +35,7 @@ from edgekd.model_file import default_opset, read_model, require_onnx
 from edgekd.profile.budget import judge
 from edgekd.profile.runner import ProfileResult, profile_onnx
 from edgekd.profile.verdict_record import BudgetVerdict
-from edgekd.rundir import claimed
+from edgekd.rundir import check_source_outside, claimed
 from edgekd.stage_record import Record
 from edgekd.version import __version__
 
@@ -90,6 +90,7 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
     class_names = read_labels(labels, source) if labels is not None else []
     pre = read_preprocessing(preprocessing) if preprocessing is not None else None
     out = Path(out)
+    check_source_outside(source, out, "edgekd bundle")
     with claimed(out, record=RECORD):
         with tempfile.TemporaryDirectory(prefix=".bundle-", suffix=".tmp", dir=out) as work:
             if target.format == "ort":

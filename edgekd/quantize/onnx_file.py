@@ -33,7 +33,7 @@ from edgekd.quantize.feeds import QuantData
 from edgekd.quantize.model import quantize_model
 from edgekd.quantize.npz_feeds import load_quant_data
 from edgekd.quantize.record import QuantizedModel
-from edgekd.rundir import claimed, read_command_record
+from edgekd.rundir import check_source_outside, claimed, read_command_record
 from edgekd.version import __version__
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
     data = load_quant_data(source, calibration=calibration, evaluation=evaluation,
                            calibration_samples=config.calibration_samples)
     out = Path(out)
+    check_source_outside(source, out, "edgekd quantize")
     with claimed(out, record=RECORD):
         previous = read_command_record(out / RECORD)
         with tempfile.TemporaryDirectory(prefix=".quantize-", suffix=".tmp", dir=out) as work:
