@@ -118,3 +118,27 @@ def test_bundle_needs_a_profile_stage_before_it() -> None:
     loaded = validate_model(recipe, Recipe, source="r.yaml")
     with pytest.raises(ConfigError, match=r"r.yaml: stages\[3\].stage: 'bundle' needs a 'profile' stage before it"):
         check_recipe(loaded, "r.yaml")
+
+
+def test_a_graph_of_non_negative_inputs_bundles_with_a_parity_check_on_numbers(tmp_path: Path) -> None:
+    """A log-feature graph answered NaN to the Gaussian parity inputs on both sides, and NaN never matches: bundle and
+    export refused a faithful conversion. It is checked on the inputs' absolute values."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.reliability import cli
+
+    weights = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32), "W")
+    graph = helper.make_graph([helper.make_node("Log", ["input"], ["l"]), helper.make_node("MatMul", ["l", "W"],
+                                                                                            ["logits"])], "logs",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "log_features.onnx")
+    outcome = cli("bundle", tmp_path / "log_features.onnx", "--device", "host-cpu", "--runs", "10", "--out",
+                  tmp_path / "b")
+    assert outcome.exit_code == 0, outcome.output
+    parity = json.loads((tmp_path / "b" / "bundle.json").read_text())["parity"]
+    assert parity["passed"] and parity["max_abs_diff"] == parity["max_abs_diff"]  # a number, not NaN

@@ -91,15 +91,18 @@ def check_later_shapes(model: nn.Module, onnx_path: Path, sample: Batch, dynamic
     return checked
 
 
-def check_file_runs(path: Path, feeds: list[dict[str, np.ndarray]], shape: ShapeLike) -> None:
+def check_file_runs(path: Path, feeds: list[dict[str, np.ndarray]], shape: ShapeLike) -> bool:
     """Run a model file on ``feeds`` made at the device profile's inputs ``shape`` (a file given as it is: no PyTorch
     to compare it with), refusing in one line a graph that does not run there, with what to do, rather than the
-    onnxruntime error of the conversion or the profile."""
+    onnxruntime error of the conversion or the profile. Returns whether an output held NaN."""
     session = cpu_session(path, path)
     text = bool(sequence_axes(input_specs(session), shape))
+    nan = False
     for feed in feeds:
         try:
-            session.run(None, graph_feed(session, feed))
+            outputs = session.run(None, graph_feed(session, feed))
+            nan = nan or any(isinstance(out, np.ndarray) and out.dtype.kind == "f" and bool(np.isnan(out).any())
+                             for out in outputs)
         except Exception as exc:  # onnxruntime raises its own types for inputs a graph cannot take
             shapes = {name: tuple(array.shape) for name, array in feed.items()}
             if text:
@@ -111,6 +114,7 @@ def check_file_runs(path: Path, feeds: list[dict[str, np.ndarray]], shape: Shape
             raise ExportError(f"{path}: the graph does not run at inputs {_show(shapes)} (the device profile's "
                               f"inputs): {one_line(exc)}; give a device profile whose inputs it takes (--device "
                               "my-device.yaml)") from None
+    return nan
 
 
 class _TorchFails(ExportError):
