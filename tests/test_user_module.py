@@ -274,6 +274,15 @@ def test_a_module_without_an_onnx_export_is_refused_before_training_when_the_rec
            "to ONNX" in message
 
 
+def test_a_module_of_torch_attention_layers_exports(tmp_path: Path) -> None:
+    """nn.TransformerEncoder (and nn.MultiheadAttention) took torch's fused fast path under no_grad, which the
+    exporter has no symbolic for: such a student was refused as 'does not export to ONNX'."""
+    result = Pipeline(data=DIGITS, teacher=CNN, student="tests.user_modules:rows_attention",
+                      stages=[Teacher(epochs=1), Distill(epochs=1), Export()]).run(tmp_path / "run")
+    parity = {record.stage: record.metrics for record in result.stages}["export"]["student"]["parity"]
+    assert parity["passed"] and parity["max_abs_diff"] < 1e-4
+
+
 @pytest.mark.parametrize(("student", "loss"), [(CNN, "hidden"), (CNN, "attention"), ("tests.user_modules:dict_mlp",
                                                                                        "hidden")])
 def test_hidden_and_attention_losses_are_refused_for_a_module(student: str, loss: str) -> None:

@@ -18,6 +18,10 @@ their KV cache), whatever the family, as Optimum's exporter patches unsupported 
   the Keys coefficient ``a = -0.5`` and weights renormalised inside the image, as PyTorch's antialiased kernel
   (PIL's) computes it, plus ``antialias`` from opset 18, which a smaller output needs. Tested at the model's own
   image size (the resize keeps the size); any other size is left to the parity gate.
+- ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` (a user's own module): without gradients they take
+  torch's fused fast path (``aten::_native_multi_head_attention``, ``_transformer_encoder_layer_fwd``), which the
+  exporter has no symbolic for; the fast path is switched off while tracing, so they export as the same
+  matrix products they compute in training.
 
 Every export is still checked against PyTorch by the parity gate, so a patch that did not compute the same
 values could not pass unnoticed. Outside the context manager nothing is changed.
@@ -130,4 +134,15 @@ def exportable_ops() -> Iterator[None]:
         stack.enter_context(_patched(torch, "rms_norm", traceable_rms_norm))
         stack.enter_context(_patched(torch, "expm1", _expm1))
         stack.enter_context(_patched(torch.Tensor, "expm1", _expm1))
+        stack.enter_context(_mha_fast_path_off())
         yield
+
+
+@contextmanager
+def _mha_fast_path_off() -> Iterator[None]:
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
