@@ -266,3 +266,17 @@ class _RowsAttention(nn.Module):
 def rows_attention(width: int = 16) -> nn.Module:
     """A module of ``nn.TransformerEncoder``: without gradients it takes torch's fused fast path."""
     return _RowsAttention(width)
+
+
+class _NormalisesInPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.sub_(0.5).mul_(2).flatten(1))
+
+
+def normalises_in_place() -> nn.Module:
+    """A linear classifier that normalises its input in place (``x.sub_(0.5).mul_(2)``)."""
+    return _NormalisesInPlace()

@@ -277,8 +277,10 @@ def graph_feed(session: ort.InferenceSession, batch: Mapping[str, np.ndarray | t
 
 
 def _torch_output(model: torch.nn.Module, batch: Batch, shown: str | Path) -> np.ndarray:
+    """The model's logits on a copy of ``batch``: a model that changes its input in place (``x.mul_(…)``) would
+    otherwise hand onnxruntime other inputs than it was given."""
     with eval_mode(model), torch.no_grad():
-        output = call_model(model, batch)
+        output = call_model(model, {name: tensor.clone() for name, tensor in batch.items()})
     try:
         return model_logits(output).detach().cpu().numpy()
     except TypeError:
