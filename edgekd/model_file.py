@@ -28,9 +28,12 @@ PROTOBUF_LIMIT = 2**31 - 1
 
 
 def is_ort_file(path: Path) -> bool:
-    """Whether ``path`` starts like an ORT format model (its flatbuffer identifier is ``ORTM``)."""
+    """Whether ``path`` starts like an ORT format model: a flatbuffer's root offset (a little-endian uint32 that points
+    into the first few hundred bytes, so its upper two bytes are zero), then the identifier ``ORTM``. An ONNX file
+    whose producer name starts with ``ORTM`` has those four letters at byte 4 too, after protobuf's field tags."""
     with open(path, "rb") as handle:
-        return handle.read(8)[4:8] == ORT_IDENTIFIER
+        head = handle.read(8)
+    return head[4:8] == ORT_IDENTIFIER and head[2:4] == b"\0\0"
 
 
 def load_as_ort_if_needed(path: str | Path, options: Any) -> Any:

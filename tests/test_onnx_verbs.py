@@ -354,6 +354,22 @@ def _without_its_external_data(tmp: Path, case: OnnxCase) -> Path:
     return tmp / "split.onnx"
 
 
+def test_an_onnx_file_whose_producer_name_starts_with_ortm_is_read_as_onnx(digits: OnnxCase, tmp_path: Path) -> None:
+    """Bytes 4..8 of an ONNX file are its producer name's first letters: 'ORTM…' made it an ORT format model, which
+    onnxruntime then failed to verify and quantize refused as 'an ORT format model'."""
+    import onnx
+
+    model = onnx.load(str(digits.path))
+    model.producer_name = "ORTModelMaker"
+    path = tmp_path / "ortm.onnx"
+    onnx.save(model, str(path))
+    assert path.read_bytes()[4:8] == b"ORTM"
+    profiled = cli("profile", path, "--runs", "10", "--json")
+    assert profiled.exit_code == 0 and json.loads(profiled.output)["p50_ms"] > 0, profiled.output
+    quantized = cli("quantize", path, "--device", "host-cpu", "--runs", "10", "--rounds", "1", "--out", tmp_path / "q")
+    assert quantized.exit_code == 0, quantized.output
+
+
 @pytest.mark.parametrize(("make", "fragments"), [
     (lambda tmp, case: tmp / "missing.onnx", ("missing.onnx", "model file not found")),
     (_not_onnx, ("notes.onnx", "not a readable ONNX model")),
