@@ -438,6 +438,46 @@ def test_quantize_refuses_npz_files_that_disagree_with_the_graph(
     assert not (tmp_path / "q").exists()  # checked before anything is written
 
 
+def _scores_graph(path: Path, scores: str) -> Path:
+    """A [N, 64] → scores graph: ``symbolic`` [N, classes] (10), ``per-token`` [N, 8, 5] or ``one-score`` [N]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    width = {"symbolic": 10, "per-token": 40, "one-score": 10}[scores]
+    weights = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, width)).astype(np.float32), "W")
+    nodes, extra = [helper.make_node("MatMul", ["input", "W"], ["m"])], [weights]
+    if scores == "per-token":
+        extra.append(numpy_helper.from_array(np.array([0, 8, 5], dtype=np.int64), "to"))
+        nodes.append(helper.make_node("Reshape", ["m", "to"], ["scores"]))
+    elif scores == "one-score":
+        extra.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"))
+        nodes.append(helper.make_node("ReduceSum", ["m", "axis"], ["scores"], keepdims=0))
+    else:
+        nodes.append(helper.make_node("Identity", ["m"], ["scores"]))
+    declared = {"symbolic": ["N", "classes"], "per-token": ["N", 8, 5], "one-score": ["N"]}[scores]
+    graph = helper.make_graph(nodes, scores, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, declared)], extra)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("scores", "fragments"), [
+    ("per-token", ("gives shape [64, 8, 5]", "[batch, classes]")),   # was an internal error from the metric
+    ("one-score", ("gives shape [64]", "[batch, classes]")),         # was scored as logits of 64 classes
+    ("symbolic", ("holds label 10", "expected classes 0..9", "has 10 classes")),  # was 1.8% accuracy, exit 0
+])
+def test_quantize_eval_refuses_outputs_it_cannot_score_against_one_label_per_example(
+        scores: str, fragments: tuple[str, ...], tmp_path: Path) -> None:
+    model = _scores_graph(tmp_path / f"{scores}.onnx", scores)
+    labels = np.arange(100) % (15 if scores == "symbolic" else 5)
+    np.savez(tmp_path / "eval.npz", input=np.random.default_rng(1).random((100, 64), dtype=np.float32), y=labels)
+    outcome = cli("quantize", model, "-d", "host-cpu", "-o", tmp_path / "q", "--eval", tmp_path / "eval.npz")
+    assert_user_error(outcome, "eval.npz", *fragments)
+    assert not (tmp_path / "q").exists()
+
+
 @pytest.mark.parametrize("option", ["--calibration", "--eval"])
 def test_nan_inputs_are_refused_naming_the_file_array_and_row(option: str, digits: OnnxCase, tmp_path: Path) -> None:
     images = digits.inputs["input"][:8].copy()

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import DataError, first_line
-from edgekd.export.manifest import scored_output, tensor_specs
+from edgekd.export.manifest import tensor_specs
 from edgekd.quantize.calibration import equal_batch_size
-from edgekd.quantize.evaluate import scored_output_name
+from edgekd.quantize.evaluate import cpu_session, run_batches, scored_output_name
 from edgekd.quantize.feeds import Feed, LabelledBatch, QuantData
 
 #: The evaluation file's array of class labels.
@@ -59,8 +59,8 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
         if static and count % static:
             raise DataError(f"{evaluation}: {count} examples, but {model} has a static batch size of {batch}: give a "
                             "multiple of it")
-        _check_labels(evaluation, arrays[LABELS], outputs)
         batches = tuple(_batches(arrays, count, batch, labelled=True))
+        _check_labels(evaluation, arrays[LABELS], model, batches[0][0])
     return QuantData(calibration=calibration_feeds, val=batches, test=batches)
 
 
@@ -129,18 +129,24 @@ def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
                         "model's outputs on them, and a calibration's ranges, would be meaningless)")
 
 
-def _check_labels(path: Path, labels: np.ndarray, outputs: list[Spec]) -> None:
-    """``y``: one integer class per example, each below the scored output's number of classes when it is static."""
+def _check_labels(path: Path, labels: np.ndarray, model: Path, feed: Feed) -> None:
+    """``y``: one integer class per example, each below the number of classes of the scored output, which must give
+    one row of class scores per example (``[batch, classes]``). The output's shape is read from the graph run on the
+    first batch, ``feed``: a symbolic class axis (``['batch', 'classes']``) or an undeclared shape says nothing."""
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: array {LABELS!r} is {labels.dtype} of shape {list(labels.shape)}, expected one "
                         "integer class per example (shape [N])")
-    scored = scored_output(outputs)
-    classes = scored["shape"][-1] if scored and scored["shape"] else None
-    bad = labels[(labels < 0) | (labels >= classes)] if isinstance(classes, int) and classes > 0 else labels[labels < 0]
+    name = scored_output_name(model)
+    (scores,) = run_batches(cpu_session(model, 1, model), [feed], model, outputs=[name])[0]
+    shape = list(np.shape(scores))
+    if len(shape) != 2 or shape[1] < 2:
+        raise DataError(f"{path}: array {LABELS!r} holds one class per example, but {model}'s output {name!r} gives "
+                        f"shape {shape} for {len(next(iter(feed.values())))} example(s); --eval scores a classifier "
+                        "whose output is one row of two or more class scores per example ([batch, classes])")
+    bad = labels[(labels < 0) | (labels >= shape[1])]
     if bad.size:
-        limit = f"0..{classes - 1} (output {scored['name']!r} has {classes} classes)" if scored and isinstance(
-            classes, int) and classes > 0 else "non-negative"
-        raise DataError(f"{path}: array {LABELS!r} holds label {int(bad[0])}, expected classes {limit}")
+        raise DataError(f"{path}: array {LABELS!r} holds label {int(bad[0])}, expected classes 0..{shape[1] - 1} "
+                        f"(output {name!r} has {shape[1]} classes)")
 
 
 def _batches(arrays: dict[str, np.ndarray], count: int, batch: int, *, labelled: bool):  # noqa: ANN202 - generator
