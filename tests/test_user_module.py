@@ -188,6 +188,28 @@ def test_a_module_with_tied_weights_trains_saves_and_reloads_tied(tmp_path: Path
         assert (student.eval()(_test_images()).argmax(1) == labels).float().mean() > 0.5
 
 
+@pytest.mark.parametrize("order", [("prune", "factorize"), ("factorize", "prune")])
+def test_a_module_pruned_and_factorized_reloads_as_it_was_exported(order: tuple[str, ...], tmp_path: Path) -> None:
+    """A factorized module recorded its factor pairs' own layers (``1.0``, ``1.1``) as shapes to rebuild, which no
+    module its factory builds has: every stage after factorize, and open_run().load_model(), failed."""
+    import onnxruntime as ort
+
+    module = {"arch": "module", "factory": "tests.user_modules:mlp", "kwargs": {"hidden": 48}}
+    compress = {"prune": {"stage": "prune", "ratio": 0.5, "targets": ["channels"]},
+                "factorize": {"stage": "factorize", "param_ratio": 0.5}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe(module, module, [*FAST_STAGES, *(compress[s] for s in order),
+                                                            {"stage": "export"}])))
+    edgekd.run(path, out=tmp_path / "run")
+    student = edgekd.open_run(tmp_path / "run").load_model("student").eval()
+    assert student[1].__class__.__name__ == "LowRankLinear" and student[1][1].out_features == 24  # pruned, factorized
+    images = _test_images()
+    session = ort.InferenceSession(str(tmp_path / "run" / "05-export" / "student.onnx"))
+    with torch.no_grad():
+        expected = student(images).numpy()
+    assert abs(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0] - expected).max() < 1e-4
+
+
 def test_a_batchnorm_module_trains_when_the_last_batch_holds_one_example(tmp_path: Path) -> None:
     from edgekd.data.task_data import prepare_task_data
 

@@ -280,3 +280,9 @@ class _NormalisesInPlace(nn.Module):
 def normalises_in_place() -> nn.Module:
     """A linear classifier that normalises its input in place (``x.sub_(0.5).mul_(2)``)."""
     return _NormalisesInPlace()
+
+
+def mlp(hidden: int = 32) -> nn.Module:
+    """A plain two-hidden-layer MLP of the digits' 64 pixels."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, 10))

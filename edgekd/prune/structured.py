@@ -49,6 +49,8 @@ from edgekd.prune.gated_mlp import gated_mlps, gated_plan, sync_gated_config
 from edgekd.prune.kv_groups import attention_blocks, prune_kv_groups, sync_attention_config
 from edgekd.prune.plain_mlp import plain_mlps, prune_plain_mlps, sync_plain_config
 from edgekd.prune.structure import (
+    LowRank,
+    LowRankConv2d,
     LowRankLinear,
     encoder_layers,
     linear_layers,
@@ -235,7 +237,23 @@ def record_structure(model: TaskModel) -> None:
     elif model.spec.get("arch") in IMAGE_ARCHS:
         model.spec = {**model.spec, "shapes": layer_shapes(model.module)}
     elif model.spec.get("arch") == "module":
-        model.spec = {**model.spec, "shapes": layer_shapes(unwrap(model.module))}
+        model.spec = {**model.spec, "shapes": dense_layer_shapes(unwrap(model.module))}
+
+
+def dense_layer_shapes(module: nn.Module) -> dict[str, list[int]]:
+    """:func:`~edgekd.models.vision.layer_shapes` of a user's module with each factor pair in place of the dense layer
+    it replaced (its name, that layer's shape): the module is rebuilt from its factory, reshaped as these record, and
+    the pairs then made from those layers (:func:`~edgekd.prune.structure.apply_low_rank`). The pair's own two
+    layers (``a.0``, ``a.1``) exist in no freshly built module, which failed every later stage."""
+    pairs = {name: layer for name, layer in module.named_modules() if isinstance(layer, LowRank)}
+    shapes = {name: shape for name, shape in layer_shapes(module).items()
+              if not any(name.startswith(f"{pair}.") for pair in pairs)}
+    for name, pair in pairs.items():
+        if isinstance(pair, LowRankLinear):
+            shapes[name] = [pair[0].in_features, pair[1].out_features]
+        elif isinstance(pair, LowRankConv2d):
+            shapes[name] = [pair.in_channels, pair.out_channels, 1]
+    return shapes
 
 
 def check_inputs(model: TaskModel, batch: int = 2) -> dict[str, torch.Tensor]:
