@@ -324,14 +324,21 @@ def test_an_object_from_another_process_is_refused_with_its_key(tmp_path: Path) 
     assert "\n" not in str(raised.value)
 
 
-def test_a_module_layer_pruning_cannot_rebuild_is_refused_by_name(tmp_path: Path) -> None:
-    pipeline = Pipeline(data=DIGITS, teacher=CNN, student="tests.user_modules:scaled_cnn",
+@pytest.mark.parametrize(("student", "fragment"), [
+    ("scaled_cnn", "layer '1' (Scale) cannot be pruned"),
+    ("fixed_flatten_cnn", "(_FixedFlatten)"),  # the tutorial CNN: x.view(-1, 16 * 4 * 4)
+])
+def test_a_module_the_prune_stage_cannot_prune_is_refused_before_training(student: str, fragment: str,
+                                                                          tmp_path: Path) -> None:
+    """Both were refused (the second as a bare IndexError) by the prune stage, after teacher and student trained."""
+    pipeline = Pipeline(data=DIGITS, teacher=CNN, student=f"tests.user_modules:{student}",
                         stages=[Teacher(epochs=1), Distill(epochs=1), Prune(ratio=0.5, targets=["channels"])],
                         threads=1)
     with pytest.raises(ConfigError) as raised:
         pipeline.run(tmp_path / "run")
     message = str(raised.value)
-    assert "layer '1' (Scale) cannot be pruned" in message and "\n" not in message
+    assert "stages[2]: student.model: " in message and fragment in message and "\n" not in message, message
+    assert not (tmp_path / "run" / "01-teacher").exists()
 
 
 def test_a_module_pruning_can_remove_nothing_from_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

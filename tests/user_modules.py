@@ -286,3 +286,20 @@ def mlp(hidden: int = 32) -> nn.Module:
     """A plain two-hidden-layer MLP of the digits' 64 pixels."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, 10))
+
+
+class _FixedFlatten(nn.Module):
+    """The PyTorch tutorial's CNN: the flattened size is written into forward (16 channels × 4 × 4)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.head = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(nn.functional.max_pool2d(torch.relu(self.conv(x)), 2).view(-1, 16 * 4 * 4))
+
+
+def fixed_flatten_cnn() -> nn.Module:
+    """A CNN whose forward hard-codes the flattened size: pruning its conv channels breaks it."""
+    return _FixedFlatten()

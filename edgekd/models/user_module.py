@@ -304,14 +304,19 @@ def build_user_module(spec: ModuleSpec, signature: InputSignature, num_classes: 
 
 
 def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
-    """``check_recipe``'s rule for a user's module: it builds and returns logits for the recipe's data and, when
-    the recipe exports it (an export stage, or a prune or factorize stage timing its steps), exports to ONNX."""
+    """``check_recipe``'s rule for a user's module: it builds and returns logits for the recipe's data; when the
+    recipe exports it (an export stage, or a prune or factorize stage timing its steps), exports to ONNX; and when a
+    prune stage prunes it, prunes and runs once (:func:`edgekd.prune.structured.trial_prune`)."""
     data = data_shape(state.recipe)
     if data is None:
         return
     signature, num_classes = data
-    export = _export_of(state.recipe, where.partition(".")[0])
-    key = (spec.model_dump_json(), repr(signature), num_classes, export)
+    role = where.partition(".")[0]
+    export = _export_of(state.recipe, role)
+    prunes = [(index, stage) for index, stage in enumerate(state.recipe.stages)
+              if stage.stage == "prune" and stage.role == role]
+    key = (spec.model_dump_json(), repr(signature), num_classes, export,
+           tuple(stage.model_dump_json() for _, stage in prunes))
     if key in _CHECKED:
         return
     try:
@@ -320,9 +325,23 @@ def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
             _check_on_data(model, state.recipe, signature, num_classes)
             if export is not None:
                 check_exports(model, signature, *export)
+            for index, stage in prunes:
+                _check_prunes(model, signature, stage, state, f"stages[{index}]", where)
     except Refused as exc:
         raise state.fail(f"{where}.{exc.key}", exc.message) from None
     _CHECKED.add(key)
+
+
+def _check_prunes(model: UserModule, signature: InputSignature, stage: Any, state: Any, key: str, where: str) -> None:
+    """Refuse, before training, a module the prune ``stage`` would refuse after it (see ``trial_prune``)."""
+    from edgekd.prune.structured import trial_prune  # Torch-Pruning: only for recipes that prune a module
+
+    try:  # the stage itself warns (nothing removed; Torch-Pruning's notes on the graph)
+        with raised_level("edgekd.prune", logging.ERROR), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trial_prune(model, probe_inputs(signature), stage)
+    except ConfigError as exc:
+        raise state.fail(key, f"{where}: {str(exc).removeprefix('prune: ')}") from None
 
 
 def _check_on_data(model: UserModule, recipe: Any, signature: InputSignature, num_classes: int) -> None:

@@ -27,6 +27,7 @@ factorized layer are pruned only through their outer dimensions, never their ran
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -117,9 +118,20 @@ def prune_step(
         inputs: Any = model_inputs(module, example_inputs)
     else:
         inputs = example_inputs if own else next(iter(example_inputs.values()))
-    with rebuildable(module) if own else nullcontext():
+    with rebuildable(module, example_inputs) if own else nullcontext():
         prune_module(module, inputs, config, ratio, plan, gradients=gradients)
     record_structure(model)
+
+
+def trial_prune(module: nn.Module, example: dict[str, torch.Tensor], config: PruneConfig) -> None:
+    """Prune a copy of a user's untrained ``module`` (wrapped as edgekd calls it) by the stage's whole ``ratio`` and
+    run it once, so what the prune stage would refuse after training (a module Torch-Pruning cannot follow, or one
+    that no longer runs once pruned) is refused before it: a :class:`ConfigError`. The channels chosen do not
+    matter here, so importance is L1 whatever the stage ranks by."""
+    module = copy.deepcopy(module)
+    plan = module_plan(module, config.targets, example, _rank_factors(module))
+    with rebuildable(module, example):
+        prune_module(module, example, config.model_copy(update={"importance": "l1"}), config.ratio, plan)
 
 
 def prune_image_classifier(

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, first_line
 from edgekd.models.user_module import unwrap
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,18 @@ def output_layer(model: nn.Module, example: dict[str, torch.Tensor]) -> nn.Modul
 
 
 @contextmanager
-def rebuildable(model: nn.Module) -> Iterator[None]:
-    """Run a pruning step; refuse by name a layer it cannot trace through or reshapes beyond what is recorded."""
+def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Run a pruning step; refuse by name a layer it cannot trace through or reshapes beyond what is recorded, and
+    a pruned module that no longer runs on ``example`` (a size written into its forward, ``x.view(-1, 256)``)."""
     inner = unwrap(model)
     before = _shapes(inner)
     try:
         yield
-    except (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"prune: Torch-Pruning cannot prune the module ({type(inner).__name__}): {first}") from exc
+    except ConfigError:
+        raise
+    except Exception as exc:  # Torch-Pruning's tracing and index arithmetic raise any type on what it cannot follow
+        raise ConfigError(f"prune: Torch-Pruning cannot prune the module ({type(inner).__name__}): "
+                          f"{type(exc).__name__}: {first_line(exc)}") from exc
     owners = dict(_own_parameter_layers(inner))
     if _shapes(inner) == before:
         kept = [f"{name} ({type(layer).__name__})" for name, layer in owners.items() if not isinstance(layer, REBUILT)]
@@ -82,6 +85,14 @@ def rebuildable(model: nn.Module) -> Iterator[None]:
                     f"prune: layer '{layer_name or name}' ({kind}) cannot be pruned: its parameter '{name}' would "
                     f"change shape {before.get(name)} → {shape}, and only Conv2d, BatchNorm2d and Linear layers "
                     "are rebuilt from a run directory; make it one of those or keep its channels out of pruning")
+    try:
+        with torch.no_grad():
+            model.eval()(**example)
+    except Exception as exc:  # the user's forward on its new shapes
+        raise ConfigError(f"prune: the pruned module ({type(inner).__name__}) fails on its inputs: "
+                          f"{type(exc).__name__}: {first_line(exc)}; "
+                          "a size written into its forward cannot follow pruned channels: compute it from the input "
+                          "(x.flatten(1)), or keep that layer out of pruning") from exc
 
 
 def _own_parameter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
