@@ -120,25 +120,50 @@ def test_bundle_needs_a_profile_stage_before_it() -> None:
         check_recipe(loaded, "r.yaml")
 
 
-def test_a_graph_of_non_negative_inputs_bundles_with_a_parity_check_on_numbers(tmp_path: Path) -> None:
-    """A log-feature graph answered NaN to the Gaussian parity inputs on both sides, and NaN never matches: bundle and
-    export refused a faithful conversion. It is checked on the inputs' absolute values."""
+def _linear_graph(path: Path, before: str | None = None, after: str | None = None) -> Path:
+    """A [N, 64] → [N, 10] ONNX graph: ``before`` (e.g. Log) on the input, a MatMul, ``after`` (e.g. Softmax)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from tests.reliability import cli
-
     weights = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32), "W")
-    graph = helper.make_graph([helper.make_node("Log", ["input"], ["l"]), helper.make_node("MatMul", ["l", "W"],
-                                                                                            ["logits"])], "logs",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [weights])
+    nodes = [helper.make_node(before, ["input"], ["x"])] if before else []
+    nodes.append(helper.make_node("MatMul", ["x" if before else "input", "W"], ["m" if after else "scores"]))
+    if after:
+        nodes.append(helper.make_node(after, ["m"], ["scores"]))
+    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 10])], [weights])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, tmp_path / "log_features.onnx")
-    outcome = cli("bundle", tmp_path / "log_features.onnx", "--device", "host-cpu", "--runs", "10", "--out",
-                  tmp_path / "b")
+    onnx.save(model, path)
+    return path
+
+
+def test_a_graph_of_non_negative_inputs_bundles_with_a_parity_check_on_numbers(tmp_path: Path) -> None:
+    """A log-feature graph answered NaN to the Gaussian parity inputs on both sides, and NaN never matches: bundle and
+    export refused a faithful conversion. It is checked on the inputs' absolute values."""
+    from tests.reliability import cli
+
+    outcome = cli("bundle", _linear_graph(tmp_path / "log_features.onnx", before="Log"), "--device", "host-cpu",
+                  "--runs", "10", "--out", tmp_path / "b")
     assert outcome.exit_code == 0, outcome.output
     parity = json.loads((tmp_path / "b" / "bundle.json").read_text())["parity"]
     assert parity["passed"] and parity["max_abs_diff"] == parity["max_abs_diff"]  # a number, not NaN
+
+
+def test_a_graph_ending_in_softmax_is_described_and_read_as_probabilities(tmp_path: Path) -> None:
+    """The manifest called its output logits and the README applied softmax again to print the probability."""
+    from tests.reliability import cli
+
+    (tmp_path / "labels.txt").write_text("\n".join(f"digit {i}" for i in range(10)) + "\n")
+    outcome = cli("bundle", _linear_graph(tmp_path / "probs.onnx", after="Softmax"), "--device", "host-cpu",
+                  "--labels", tmp_path / "labels.txt", "--runs", "10", "--out", tmp_path / "b")
+    assert outcome.exit_code == 0, outcome.output
+    post = json.loads((tmp_path / "b" / "bundle" / "manifest.json").read_text())["postprocessing"]
+    assert post["kind"] == "probabilities" and post["output"] == "scores"
+    readme = (tmp_path / "b" / "bundle" / "README.md").read_text()
+    assert "probabilities = logits[0]  # the graph ends in a softmax" in readme and "np.exp(logits" not in readme
+    plain = cli("bundle", _linear_graph(tmp_path / "logits.onnx"), "--device", "host-cpu", "--runs", "10", "--out",
+                tmp_path / "c")
+    assert plain.exit_code == 0, plain.output
+    assert json.loads((tmp_path / "c" / "bundle" / "manifest.json").read_text())["postprocessing"]["kind"] == "logits"

@@ -79,7 +79,7 @@ def _assert_reproduces_the_manifest(bundle: Path, answers: list[tuple[str, float
     labels = [manifest["labels"][i] for i in probabilities.argmax(1)]
     assert [label for label, _ in answers] == labels
     np.testing.assert_allclose([p for _, p in answers], probabilities.max(1), atol=atol)
-    assert len({p for _, p in answers}) > 1  # answers of the images, not of one constant input
+    assert len(set(answers)) > 1  # answers of the images, not of one constant input (a sure model: labels differ)
 
 
 @pytest.mark.parametrize("teacher", [
@@ -90,7 +90,7 @@ def _assert_reproduces_the_manifest(bundle: Path, answers: list[tuple[str, float
 def test_the_python_example_classifies_image_files_as_the_model_was_tested(teacher: dict[str, Any], colour_files: Path,
                                                                            tmp_path: Path) -> None:
     data = {"source": "imagefolder", "train": str(colour_files / "train"), "test": str(colour_files / "test")}
-    recipe = _run(tmp_path, data, teacher, [{"stage": "teacher", "epochs": 2, "lr": 0.01, "batch_size": 16}])
+    recipe = _run(tmp_path, data, teacher, [{"stage": "teacher", "epochs": 2, "lr": 0.005, "batch_size": 16}])
     assert json.loads((tmp_path / "run" / "bundle" / "manifest.json").read_text())["name"].endswith("teacher")
     items = folder_items(colour_files / "test")
     bundle = tmp_path / "run" / "bundle"

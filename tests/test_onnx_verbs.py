@@ -765,7 +765,7 @@ def test_a_graph_answering_with_its_label_first_is_scored_on_its_probabilities(d
     assert manifest["postprocessing"]["output"] == "probability_tensor"
     readme = (tmp_path / "app" / "bundle" / "README.md").read_text()
     assert "- Output `label`: int64 [batch]\n" in readme
-    assert f"- Output `probability_tensor`: float32 [batch, {digits.classes}]: softmax" in readme
+    assert f"- Output `probability_tensor`: float32 [batch, {digits.classes}]: probabilities" in readme
     assert 'logits = session.run(["probability_tensor"], {"input": x})[0]' in readme  # the examples read it too
     assert 'session.run(mapOf("input" to tensor), setOf("probability_tensor"))' in readme
 

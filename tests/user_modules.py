@@ -303,3 +303,9 @@ class _FixedFlatten(nn.Module):
 def fixed_flatten_cnn() -> nn.Module:
     """A CNN whose forward hard-codes the flattened size: pruning its conv channels breaks it."""
     return _FixedFlatten()
+
+
+def softmax_mlp(log: bool = False) -> nn.Module:
+    """An MLP ending in softmax (probabilities) or, with ``log``, in log_softmax (log-probabilities: logits)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10),
+                         nn.LogSoftmax(dim=1) if log else nn.Softmax(dim=1))

@@ -77,9 +77,10 @@ class Examples(Protocol):
 class ImageExamples:
     """Images already in memory as one float tensor ``[N, C, H, W]``, held in row-major strides.
 
-    A one-channel array that numpy indexed (scikit-learn's digits after the split) has channel stride 1, which
-    torch reads as channels-last: a convolution then returns channels-last activations, and a model's
-    ``x.view(x.size(0), -1)`` after it failed in training although the same model ran on other batches."""
+    Images laid out channels-last (an image folder's height × width × channel pixels, permuted; a one-channel array
+    numpy indexed, scikit-learn's digits after the split, whose channel stride is 1) make a convolution return
+    channels-last activations, and a user's model doing ``x.view(x.size(0), -1)`` after it failed in training
+    although validate had run it on row-major inputs."""
 
     images: torch.Tensor
     labels: torch.Tensor

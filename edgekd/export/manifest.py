@@ -38,6 +38,7 @@ import onnx
 from edgekd.config.device import DeviceProfile
 from edgekd.data.config import DataConfig, SklearnData
 from edgekd.export.image_manifest import image_file_preprocessing
+from edgekd.models.onnx_teacher import score_activation
 from edgekd.profile.runner import ProfileResult
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.version import __version__
@@ -229,6 +230,7 @@ def build_manifest(
     inputs, outputs = tensor_specs(onnx_path)
     scored = scored_output(outputs)
     read = scored or outputs[0]
+    softmax = scored is not None and not postprocessing and score_activation(onnx_path, read["name"]) == "softmax"
     return {
         "schema_version": SCHEMA_VERSION,
         "name": name,
@@ -239,6 +241,10 @@ def build_manifest(
         "labels": labels,
         "preprocessing": preprocessing,
         "postprocessing": {"output": read["name"], **postprocessing} if postprocessing else {
+            "output": read["name"],
+            "kind": "probabilities",
+            "note": "probabilities, one per class (the graph ends in a softmax); the arg-max indexes labels",
+        } if softmax else {
             "output": read["name"],
             "kind": "logits",
             "note": "softmax over the last axis gives probabilities; its argmax indexes labels",

@@ -20,6 +20,10 @@ probabilities = np.exp(logits[0] - logits[0].max())
 probabilities /= probabilities.sum()  # softmax over the classes
 best = int(probabilities.argmax())
 print(manifest["labels"][best], f"{probabilities[best]:.4f}")  # the label and its probability""",
+    "probabilities": """\
+probabilities = logits[0]  # the graph ends in a softmax: its scores are probabilities already
+best = int(probabilities.argmax())
+print(manifest["labels"][best], f"{probabilities[best]:.4f}")  # the label and its probability""",
     "labels": """\
 post = manifest["postprocessing"]
 probabilities = 1 / (1 + np.exp(-logits[0]))  # sigmoid: each label on its own
@@ -43,6 +47,9 @@ _KOTLIN = {
     "class": ("String", """\
 val logits = (result[0].value as Array<FloatArray>)[0]
 return LABELS[logits.indices.maxByOrNull { logits[it] }!!]"""),
+    "probabilities": ("String", """\
+val probabilities = (result[0].value as Array<FloatArray>)[0]
+return LABELS[probabilities.indices.maxByOrNull { probabilities[it] }!!]"""),
     "labels": ("List<String>", """\
 val logits = (result[0].value as Array<FloatArray>)[0]
 return LABELS.filterIndexed { i, _ -> 1f / (1f + kotlin.math.exp(-logits[i])) > {threshold}f }"""),
@@ -56,11 +63,12 @@ return logits.take(length).map { row -> LABELS[row.indices.maxByOrNull { row[it]
 
 
 def answer_kind(manifest: dict[str, Any]) -> str:
-    """``class``, ``labels`` (multi-label), ``values`` (regression) or ``tags`` (per token) for ``manifest``."""
+    """``class``, ``probabilities`` (a class from a graph ending in softmax), ``labels`` (multi-label), ``values``
+    (regression) or ``tags`` (per token) for ``manifest``."""
     post = manifest.get("postprocessing") or {}
     if post.get("per_token"):
         return "tags"
-    return {"sigmoid": "labels", "identity": "values"}.get(post.get("kind"), "class")
+    return {"sigmoid": "labels", "identity": "values", "probabilities": "probabilities"}.get(post.get("kind"), "class")
 
 
 def python_answer(manifest: dict[str, Any]) -> list[str]:

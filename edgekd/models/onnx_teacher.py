@@ -43,6 +43,7 @@ from torch import nn
 
 from edgekd.data.examples import TEXT_INPUTS, InputSignature
 from edgekd.errors import ConfigError, EdgekdError, first_line
+from edgekd.models.logits import are_probabilities
 from edgekd.models.specs import OnnxSpec
 
 log = logging.getLogger(__name__)
@@ -167,11 +168,8 @@ def as_logits(scores: np.ndarray, path: Path, activation: str | None = None) -> 
              "are taken")
         clipped = np.clip(scores.astype(np.float64), SIGMOID_CLIP, 1 - SIGMOID_CLIP)
         return (np.log(clipped) - np.log1p(-clipped)).astype(np.float32)
-    if activation != "softmax":
-        if scores.shape[-1] < 2 or scores.size == 0 or scores.min() < 0:
-            return scores
-        if not np.allclose(scores.sum(axis=-1, dtype=np.float64), 1.0, atol=PROBABILITY_TOLERANCE):
-            return scores
+    if activation != "softmax" and not are_probabilities(scores):
+        return scores
     _say(path, "probabilities (rows summing to 1): its logarithm is taken as the logits")
     return np.log(np.maximum(scores, np.finfo(np.float32).tiny))
 
@@ -207,8 +205,6 @@ def score_activation(path: Path, output: str) -> str | None:
     return None
 
 
-#: How far from 1 a row of probabilities may sum (float32 softmax rounding over many classes).
-PROBABILITY_TOLERANCE = 1e-3
 #: ONNX files whose scores were said to be read as logits (once per process).
 _SAID_PROBABILITIES: set[Path] = set()
 

@@ -40,6 +40,7 @@ from edgekd.digest import update_with_tensor
 from edgekd.errors import ConfigError, EdgekdError, ModelError
 from edgekd.log_level import raised_level
 from edgekd.models.call import eval_mode
+from edgekd.models.logits import are_probabilities
 from edgekd.models.specs import ModuleSpec
 from edgekd.models.vision import reshape_layers
 
@@ -271,6 +272,11 @@ def check_outputs(model: UserModule, signature: InputSignature, num_classes: int
         if not logits.is_floating_point():
             raise Refused("factory", f"the module returns {logits.dtype} logits{mode}; expected floating-point "
                           "scores (the values before softmax), which the losses differentiate")
+        if are_probabilities(logits.float().numpy()):
+            raise Refused("factory", f"the module returns probabilities{mode} (every row non-negative, summing to 1); "
+                          "edgekd trains on logits, the scores before softmax (its cross-entropy and distillation "
+                          "losses apply softmax themselves, and on probabilities the model trains poorly): return "
+                          "the scores before the softmax (a log_softmax is fine)")
 
 
 def _probe(model: UserModule, inputs: dict[str, torch.Tensor], shapes: str, *, training: bool) -> torch.Tensor:
