@@ -210,6 +210,19 @@ def test_a_module_pruned_and_factorized_reloads_as_it_was_exported(order: tuple[
     assert abs(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0] - expected).max() < 1e-4
 
 
+def test_a_module_holding_a_layer_under_two_names_is_pruned_and_reloads(tmp_path: Path) -> None:
+    """self.classifier = self.head: after pruning, the rebuilt module replaced the layer under one name only, and the
+    export stage could not load the prune stage's weights ('module.classifier.bias' missing)."""
+    aliased = {"arch": "module", "factory": "tests.user_modules:aliased_head"}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe(aliased, aliased, [*FAST_STAGES, {"stage": "prune", "ratio": 0.5,
+                                                                             "targets": ["channels"]},
+                                                              {"stage": "export"}])))
+    edgekd.run(path, out=tmp_path / "run")
+    student = edgekd.open_run(tmp_path / "run").load_model("student")
+    assert student.classifier is student.head and student.hidden.out_features == 16
+
+
 def test_a_batchnorm_module_trains_when_the_last_batch_holds_one_example(tmp_path: Path) -> None:
     from edgekd.data.task_data import prepare_task_data
 
@@ -340,6 +353,7 @@ def test_an_object_from_another_process_is_refused_with_its_key(tmp_path: Path) 
 @pytest.mark.parametrize(("student", "fragment"), [
     ("scaled_cnn", "layer '1' (Scale) cannot be pruned"),
     ("fixed_flatten_cnn", "(_FixedFlatten)"),  # the tutorial CNN: x.view(-1, 16 * 4 * 4)
+    ("tied_hidden", "'b.weight' and 'c.weight' are one parameter"),  # was silently untied by pruning
 ])
 def test_a_module_the_prune_stage_cannot_prune_is_refused_before_training(student: str, fragment: str,
                                                                           tmp_path: Path) -> None:

@@ -309,3 +309,37 @@ def softmax_mlp(log: bool = False) -> nn.Module:
     """An MLP ending in softmax (probabilities) or, with ``log``, in log_softmax (log-probabilities: logits)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10),
                          nn.LogSoftmax(dim=1) if log else nn.Softmax(dim=1))
+
+
+class _AliasedHead(nn.Module):
+    """An MLP whose output layer is registered twice (``self.classifier = self.head``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.head = nn.Linear(64, 32), nn.Linear(32, 10)
+        self.classifier = self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.relu(self.hidden(x.flatten(1))))
+
+
+def aliased_head() -> nn.Module:
+    """One output layer under two names."""
+    return _AliasedHead()
+
+
+class _TiedHidden(nn.Module):
+    """Two hidden layers computing with one weight (``c.weight = b.weight``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c, self.head = nn.Linear(64, 32), nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 10)
+        self.c.weight = self.b.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.c(torch.relu(self.b(torch.relu(self.a(x.flatten(1))))))))
+
+
+def tied_hidden() -> nn.Module:
+    """Hidden layers sharing one parameter."""
+    return _TiedHidden()

@@ -67,11 +67,15 @@ def layer_shapes(module: nn.Module) -> dict[str, list[int]]:
 
 
 def reshape_layers(module: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
-    """Replace each named layer by a fresh one of the recorded shape, other settings kept (in place)."""
+    """Replace each named layer whose shape differs from the recorded one by a fresh one of that shape, other
+    settings kept (in place); a layer of the recorded shape stays as built (weights its factory tied stay tied)."""
+    built = layer_shapes(module)
     for name, shape in shapes.items():
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name)
         old = getattr(parent, child)
+        if built.get(name) == list(shape):
+            continue
         new: nn.Module
         if isinstance(old, nn.Conv2d):
             new = nn.Conv2d(shape[0], shape[1], old.kernel_size, stride=old.stride, padding=old.padding,
@@ -85,8 +89,18 @@ def reshape_layers(module: nn.Module, shapes: dict[str, list[int]]) -> nn.Module
         else:
             raise ConfigError(f"model.shapes: '{name}' is a {type(old).__name__}, "
                               "not a conv, batch norm or linear layer")
-        setattr(parent, child, new)
+        replace_submodule(module, old, new)
     return module
+
+
+def replace_submodule(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` wherever ``root`` holds ``old`` (in place): a module held under several names (``self.classifier
+    = self.head``, weights shared by aliasing one module) is replaced under all of them, so every use computes with
+    ``new``. (``named_children`` lists such a module once per parent, so the parents' own tables are read.)"""
+    for _, parent in root.named_modules(remove_duplicate=False):
+        for child, module in list(parent._modules.items()):
+            if module is old:
+                setattr(parent, child, new)
 
 
 def _channels(arch: str, input_shape: tuple[int, ...]) -> int:

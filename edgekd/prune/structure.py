@@ -42,6 +42,7 @@ from torch import nn
 
 from edgekd.errors import ModelError
 from edgekd.models.families import Attention, family
+from edgekd.models.vision import replace_submodule
 from edgekd.prune.channel_structure import CHANNELS_KEY, reshape_channels
 
 CONFIG_KEY = "edgekd_structure"
@@ -227,11 +228,7 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     A module held under several names (weights shared by aliasing one module) is replaced under all of them, so
     every use computes with ``new`` and its parameters exist once; ``named_modules`` lists it under its first name.
     """
-    old = model.get_submodule(name)
-    for _, parent in model.named_modules(remove_duplicate=False):
-        for child, module in list(parent.named_children()):
-            if module is old:
-                setattr(parent, child, new)
+    replace_submodule(model, model.get_submodule(name), new)
 
 
 def apply_low_rank(model: nn.Module, ranks: dict[str, int]) -> nn.Module:

@@ -29,10 +29,12 @@ REBUILT = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 
 def module_plan(model: nn.Module, targets: list[str], example: dict[str, torch.Tensor],
                 ignored: list[nn.Module]) -> dict[str, Any]:
-    """MetaPruner arguments for a user's module: its output layer and the layers not rebuilt are kept whole."""
+    """MetaPruner arguments for a user's module: its output layer, the layers not rebuilt and the layers sharing a
+    parameter (``c.weight = b.weight``: Torch-Pruning would cut each use into a tensor of its own) are kept whole."""
     if "channels" not in targets:
         raise ConfigError("targets: a user's module ('module') prunes 'channels'")
-    fixed = [layer for _, layer in _own_parameter_layers(model) if not isinstance(layer, REBUILT)]
+    fixed = [layer for _, layer in _own_parameter_layers(model)
+             if not isinstance(layer, REBUILT) or _shares_a_parameter(model, layer)]
     return {"ignored_layers": [output_layer(model, example), *fixed, *ignored]}
 
 
@@ -59,7 +61,7 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
     """Run a pruning step; refuse by name a layer it cannot trace through or reshapes beyond what is recorded, and
     a pruned module that no longer runs on ``example`` (a size written into its forward, ``x.view(-1, 256)``)."""
     inner = unwrap(model)
-    before = _shapes(inner)
+    before, tied = _shapes(inner), _tied_names(inner)
     try:
         yield
     except ConfigError:
@@ -85,6 +87,12 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
                     f"prune: layer '{layer_name or name}' ({kind}) cannot be pruned: its parameter '{name}' would "
                     f"change shape {before.get(name)} → {shape}, and only Conv2d, BatchNorm2d and Linear layers "
                     "are rebuilt from a run directory; make it one of those or keep its channels out of pruning")
+    parameters = dict(inner.named_parameters(remove_duplicate=False))
+    for names in tied:
+        if len({id(parameters[name]) for name in names}) > 1:
+            raise ConfigError(f"prune: {' and '.join(repr(n) for n in names)} are one parameter of the module "
+                              f"({type(inner).__name__}), which pruning cuts into tensors of their own; untie them "
+                              "(give each layer its own parameter) or keep the prune stage off this module")
     try:
         with torch.no_grad():
             model.eval()(**example)
@@ -93,6 +101,23 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
                           f"{type(exc).__name__}: {first_line(exc)}; "
                           "a size written into its forward cannot follow pruned channels: compute it from the input "
                           "(x.flatten(1)), or keep that layer out of pruning") from exc
+
+
+def _tied_names(model: nn.Module) -> list[tuple[str, ...]]:
+    """The names of each parameter registered under several (``c.weight = b.weight``), one tuple per parameter."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return [tuple(group) for group in names.values() if len(group) > 1]
+
+
+def _shares_a_parameter(model: nn.Module, layer: nn.Module) -> bool:
+    """Whether one of ``layer``'s own parameters is also another layer's (weights tied by assigning a parameter)."""
+    owners: dict[int, set[int]] = {}
+    for _, owner in _own_parameter_layers(model):
+        for parameter in owner.parameters(recurse=False):
+            owners.setdefault(id(parameter), set()).add(id(owner))
+    return any(len(owners[id(parameter)]) > 1 for parameter in layer.parameters(recurse=False))
 
 
 def _own_parameter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
