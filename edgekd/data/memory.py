@@ -48,7 +48,7 @@ import torch
 
 from edgekd.data.config import MemoryData
 from edgekd.digest import update_with_tensor
-from edgekd.errors import ConfigError, DataError
+from edgekd.errors import ConfigError, DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,11 @@ def _batches(source: Any, split: str, where: str) -> Iterator[Any]:
             return iter(source)
         return iter(DataLoader(_sampled(source, split), batch_size=source.batch_size or READ_BATCH,
                                collate_fn=source.collate_fn if source.batch_size else None))
-    columns = _columns(source)
+    try:
+        columns = _columns(source)
+    except (TypeError, ValueError, RuntimeError) as exc:  # a column torch cannot hold (strings, objects)
+        raise DataError(f"data.{split}: its columns cannot be read as tensors ({first_line(exc)}); expected numbers: "
+                        "float inputs and integer class labels") from None
     if columns is not None:
         return iter(DataLoader(columns, batch_size=READ_BATCH))
     if isinstance(source, tuple | list) and len(source) == 2 and all(
@@ -359,7 +363,13 @@ class _Reader:
         return inputs
 
     def _labels(self, labels: Any) -> torch.Tensor:
-        labels = torch.as_tensor(labels)
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError) as exc:  # strings, a label wrapped in a tuple or list per example
+            shown = repr(labels[0]) if isinstance(labels, list | tuple) and labels else type(labels).__name__
+            raise DataError(f"data.{self.name}: labels such as {shown[:60]} are not class indices ({first_line(exc)}); "
+                            "expected one integer ≥ 0 per example (class names: number them first, e.g. "
+                            "{name: i for i, name in enumerate(sorted(set(names)))})") from None
         if labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool or bool((labels < 0).any()):
             raise DataError(f"data.{self.name}: labels of dtype {labels.dtype} and shape {list(labels.shape)} per "
                             "batch; expected one class index (an integer ≥ 0) per example")
