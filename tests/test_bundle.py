@@ -147,8 +147,10 @@ def test_a_graph_of_non_negative_inputs_bundles_with_a_parity_check_on_numbers(t
     outcome = cli("bundle", _linear_graph(tmp_path / "log_features.onnx", before="Log"), "--device", "host-cpu",
                   "--runs", "10", "--out", tmp_path / "b")
     assert outcome.exit_code == 0, outcome.output
-    parity = json.loads((tmp_path / "b" / "bundle.json").read_text())["parity"]
-    assert parity["passed"] and parity["max_abs_diff"] == parity["max_abs_diff"]  # a number, not NaN
+    record = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert record["parity"]["passed"] and record["parity"]["max_abs_diff"] == record["parity"]["max_abs_diff"]  # no NaN
+    assert record["profile"]["model"] == "bundle/model.ort"  # the file shipped, not the deleted scratch copy timed
+    assert (tmp_path / "b" / record["profile"]["model"]).is_file()
 
 
 def test_a_graph_ending_in_softmax_is_described_and_read_as_probabilities(tmp_path: Path) -> None:

@@ -114,7 +114,8 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
             "target": target.model_dump(mode="json"),
             "format": manifest["model"]["format"],
             "parity": parity.to_json() if parity is not None else None,
-            "profile": {key: value for key, value in profile.to_json().items() if key != "times_ms"},
+            "profile": {**{key: value for key, value in profile.to_json().items() if key != "times_ms"},
+                        "model": f"{BUNDLE_DIR}/{manifest['model']['file']}"},  # not the scratch copy it timed
             "profiled_file": shipped.name,
             "budget": verdict.to_json(),
             "directory": BUNDLE_DIR,
