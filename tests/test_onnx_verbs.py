@@ -199,6 +199,9 @@ def test_quantize_without_calibration_offers_no_static_int8_and_without_eval_gat
     assert any("accuracy not checked" in note and "--eval" in note for note in record["notes"])
     assert all(v["accuracy"] is None and v["val_agreement"] is None for v in record["variants"].values())
     assert result.model.is_file() and result.model.parent == tmp_path / "q"
+    fp16 = api.quantize(digits.path, device="host-cpu", out=tmp_path / "h", settings={"modes": ["fp16"], "runs": 20,
+                                                                                       "rounds": 2}).to_json()
+    assert not any("static INT8" in note for note in fp16["notes"])  # FP16 was asked for by name: nothing left out
 
 
 def test_quantize_with_eval_but_no_calibration_gates_dynamic_int8_and_retries_on_eval_inputs(

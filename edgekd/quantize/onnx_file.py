@@ -100,7 +100,7 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
             "cpu": detect_cpu().to_json(),
             "settings": config.model_dump(mode="json", exclude={"stage", "roles"}),
             "data": _data_json(data, calibration, evaluation),
-            "notes": _notes(data),
+            "notes": _notes(data, config.modes),
             **quantized.to_json(),
         }
         path = write_json(out / RECORD, record)
@@ -145,10 +145,11 @@ def _data_json(data: QuantData, calibration: Path | None, evaluation: Path | Non
             if evaluation else None}
 
 
-def _notes(data: QuantData) -> list[str]:
-    """What the missing data files left out."""
+def _notes(data: QuantData, modes: list[str]) -> list[str]:
+    """What the missing data files left out (static INT8 only when ``modes`` let edgekd choose the variants: asked
+    for by name, static INT8 without calibration data is refused before)."""
     notes = []
-    if not data.calibration:
+    if not data.calibration and "auto" in modes:
         notes.append("static INT8 not offered: it needs calibration data (--calibration FILE.npz); "
                      "dynamic INT8 and FP16 need none")
     if not data.val:
