@@ -136,12 +136,9 @@ def check_quantizable(source: Path) -> None:
 
 def _data_json(data: QuantData, calibration: Path | None, evaluation: Path | None) -> dict[str, Any]:
     """Which files fed calibration and evaluation, and how many examples each gave."""
-    def examples(batches: tuple) -> int:
-        return sum(len(next(iter(feed.values()))) for feed in batches)
-
-    return {"calibration": {"file": str(calibration), "examples": examples(data.calibration),
+    return {"calibration": {"file": str(calibration), "examples": data.calibration_examples,
                             "batches": len(data.calibration)} if calibration else None,
-            "eval": {"file": str(evaluation), "examples": examples(tuple(f for f, _ in data.val))}
+            "eval": {"file": str(evaluation), "examples": sum(len(labels) for _, labels in data.val)}
             if evaluation else None}
 
 
