@@ -140,8 +140,10 @@ def _source(recipe: RecipeLike) -> str:
         return "recipe mapping"
     if isinstance(recipe, str | Path):
         return str(find("pipelines", recipe))
+    held = getattr(recipe, "recipe", None)  # an edgekd.Pipeline holds its validated Recipe
+    hint = "; a Pipeline's is pipeline.recipe (or call pipeline.plan/run)" if isinstance(held, Recipe) else ""
     raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
-                    f"got {type(recipe).__name__}")
+                    f"got {type(recipe).__name__}{hint}")
 
 
 def pipelines() -> list[BuiltInRecipe]:

@@ -121,6 +121,8 @@ def test_a_recipe_mapping_is_the_same_recipe_as_its_yaml_file(tmp_path: Path) ->
     assert "\n" not in str(raised.value)
     with pytest.raises(TypeError, match="expected a built-in name, a YAML path, a mapping or a Recipe, got int"):
         edgekd.validate(42)
+    with pytest.raises(TypeError, match=r"got Pipeline; a Pipeline's is pipeline\.recipe \(or call pipeline\.plan"):
+        edgekd.validate(pipeline)
 
 
 def test_a_recipe_object_is_checked_for_its_files_as_a_recipe_file_is(tmp_path: Path) -> None:
