@@ -100,7 +100,7 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
             "cpu": detect_cpu().to_json(),
             "settings": config.model_dump(mode="json", exclude={"stage", "roles"}),
             "data": _data_json(data, calibration, evaluation),
-            "notes": _notes(data, config.modes),
+            "notes": _notes(data, config),
             **quantized.to_json(),
         }
         path = write_json(out / RECORD, record)
@@ -142,16 +142,22 @@ def _data_json(data: QuantData, calibration: Path | None, evaluation: Path | Non
             if evaluation else None}
 
 
-def _notes(data: QuantData, modes: list[str]) -> list[str]:
-    """What the missing data files left out (static INT8 only when ``modes`` let edgekd choose the variants: asked
-    for by name, static INT8 without calibration data is refused before)."""
+def _notes(data: QuantData, config: QuantizeStage) -> list[str]:
+    """What the data files left out (static INT8 only when the modes let edgekd choose the variants: asked for by
+    name, static INT8 without calibration data is refused before), and an evaluation set too small for the accuracy
+    gate to mean anything (one example weighs more than the tolerance)."""
     notes = []
-    if not data.calibration and "auto" in modes:
+    if not data.calibration and "auto" in config.modes:
         notes.append("static INT8 not offered: it needs calibration data (--calibration FILE.npz); "
                      "dynamic INT8 and FP16 need none")
     if not data.val:
         notes.append("accuracy not checked: without --eval FILE.npz no variant was scored, so no accuracy or "
                      "agreement gate applied and the decision is by speed and size alone")
+    examples = sum(len(labels) for _, labels in data.val)
+    if examples and 1 / examples > config.tolerance:
+        notes.append(f"accuracy gate coarse: the {examples} evaluation example(s) each weigh "
+                     f"{100 / examples:.3g} points, more than the {100 * config.tolerance:g}-point tolerance, so one "
+                     f"example's answer decides it; give at least {int(1 / config.tolerance) + 1} examples (--eval)")
     return notes
 
 
