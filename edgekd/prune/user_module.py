@@ -33,8 +33,8 @@ def module_plan(model: nn.Module, targets: list[str], example: dict[str, torch.T
     parameter (``c.weight = b.weight``: Torch-Pruning would cut each use into a tensor of its own) are kept whole."""
     if "channels" not in targets:
         raise ConfigError("targets: a user's module ('module') prunes 'channels'")
-    fixed = [layer for _, layer in _own_parameter_layers(model)
-             if not isinstance(layer, REBUILT) or _shares_a_parameter(model, layer)]
+    sharing = _layers_sharing_a_parameter(model)
+    fixed = [layer for _, layer in _own_parameter_layers(model) if not isinstance(layer, REBUILT) or layer in sharing]
     return {"ignored_layers": [output_layer(model, example), *fixed, *ignored]}
 
 
@@ -111,13 +111,13 @@ def _tied_names(model: nn.Module) -> list[tuple[str, ...]]:
     return [tuple(group) for group in names.values() if len(group) > 1]
 
 
-def _shares_a_parameter(model: nn.Module, layer: nn.Module) -> bool:
-    """Whether one of ``layer``'s own parameters is also another layer's (weights tied by assigning a parameter)."""
-    owners: dict[int, set[int]] = {}
-    for _, owner in _own_parameter_layers(model):
-        for parameter in owner.parameters(recurse=False):
-            owners.setdefault(id(parameter), set()).add(id(owner))
-    return any(len(owners[id(parameter)]) > 1 for parameter in layer.parameters(recurse=False))
+def _layers_sharing_a_parameter(model: nn.Module) -> list[nn.Module]:
+    """The layers one of whose own parameters is also another layer's (weights tied by assigning a parameter)."""
+    owners: dict[int, list[nn.Module]] = {}
+    for _, layer in _own_parameter_layers(model):
+        for parameter in layer.parameters(recurse=False):
+            owners.setdefault(id(parameter), []).append(layer)
+    return [layer for layers in owners.values() if len(layers) > 1 for layer in layers]
 
 
 def _own_parameter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -51,7 +51,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
                             f"size {batch}")
     batches: tuple[LabelledBatch, ...] = ()
     if evaluation is not None:
-        scored_output_name(model, outputs)  # a graph with no scores to evaluate is refused before any work
+        scored = scored_output_name(model, outputs)  # a graph with no scores to evaluate is refused before any work
         arrays = _read(evaluation, model, inputs, labelled=True)
         count = _count(arrays)
         static = _static_batch(inputs)
@@ -60,7 +60,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
             raise DataError(f"{evaluation}: {count} examples, but {model} has a static batch size of {batch}: give a "
                             "multiple of it")
         batches = tuple(_batches(arrays, count, batch, labelled=True))
-        _check_labels(evaluation, arrays[LABELS], model, batches[0][0])
+        _check_labels(evaluation, arrays[LABELS], model, scored, batches[0][0])
     return QuantData(calibration=calibration_feeds, val=batches, test=batches)
 
 
@@ -129,14 +129,14 @@ def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
                         "model's outputs on them, and a calibration's ranges, would be meaningless)")
 
 
-def _check_labels(path: Path, labels: np.ndarray, model: Path, feed: Feed) -> None:
-    """``y``: one integer class per example, each below the number of classes of the scored output, which must give
-    one row of class scores per example (``[batch, classes]``). The output's shape is read from the graph run on the
-    first batch, ``feed``: a symbolic class axis (``['batch', 'classes']``) or an undeclared shape says nothing."""
+def _check_labels(path: Path, labels: np.ndarray, model: Path, name: str, feed: Feed) -> None:
+    """``y``: one integer class per example, each below the number of classes of the scored output ``name``, which
+    must give one row of class scores per example (``[batch, classes]``). The output's shape is read from the graph
+    run on the first batch, ``feed``: a symbolic class axis (``['batch', 'classes']``) or an undeclared shape says
+    nothing."""
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: array {LABELS!r} is {labels.dtype} of shape {list(labels.shape)}, expected one "
                         "integer class per example (shape [N])")
-    name = scored_output_name(model)
     (scores,) = run_batches(cpu_session(model, 1, model), [feed], model, outputs=[name])[0]
     shape = list(np.shape(scores))
     if len(shape) != 2 or shape[1] < 2:
