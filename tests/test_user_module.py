@@ -210,6 +210,26 @@ def test_a_module_pruned_and_factorized_reloads_as_it_was_exported(order: tuple[
     assert abs(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0] - expected).max() < 1e-4
 
 
+def test_a_1d_conv_module_is_pruned_and_reloads_as_it_was_exported(tmp_path: Path) -> None:
+    """Conv1d and BatchNorm1d were kept whole (only 2-d convs and batch norms were rebuilt from a run directory):
+    a 1-d CNN passed through the prune stage unpruned, with a warning."""
+    import onnxruntime as ort
+
+    conv1d = {"arch": "module", "factory": "tests.user_modules:rows_conv1d", "kwargs": {"width": 16}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe(conv1d, conv1d, [*FAST_STAGES, {"stage": "prune", "ratio": 0.5,
+                                                                           "targets": ["channels"]},
+                                                            {"stage": "export"}])))
+    edgekd.run(path, out=tmp_path / "run")
+    student = edgekd.open_run(tmp_path / "run").load_model("student").eval()
+    assert [layer.num_features for layer in student.features if isinstance(layer, torch.nn.BatchNorm1d)] == [8, 8]
+    images = _test_images()
+    session = ort.InferenceSession(str(tmp_path / "run" / "04-export" / "student.onnx"))
+    with torch.no_grad():
+        expected = student(images).numpy()
+    assert abs(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0] - expected).max() < 1e-4
+
+
 def test_a_module_holding_a_layer_under_two_names_is_pruned_and_reloads(tmp_path: Path) -> None:
     """self.classifier = self.head: after pruning, the rebuilt module replaced the layer under one name only, and the
     export stage could not load the prune stage's weights ('module.classifier.bias' missing)."""
@@ -369,18 +389,25 @@ def test_a_module_the_prune_stage_cannot_prune_is_refused_before_training(studen
 
 
 def test_a_module_pruning_can_remove_nothing_from_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    pipeline = Pipeline(data=DIGITS, teacher=CNN, student="tests.user_modules:layernorm_mlp",
+    pipeline = Pipeline(data=DIGITS, teacher=CNN, student="tests.user_modules:rows_gru",
                         stages=[Teacher(epochs=1), Distill(epochs=1), Prune(ratio=0.5, targets=["channels"])],
                         threads=1)
     with caplog.at_level("WARNING", logger="edgekd.prune.user_module"):
         pipeline.run(tmp_path / "run")
-    assert "prune: nothing in the module (Sequential) was removed: its layers are coupled to ones kept whole, e.g. " \
-           "2 (LayerNorm)" in caplog.text
+    assert "prune: nothing in the module (_RowsGRU) was removed: its layers are coupled to ones kept whole, e.g. " \
+           "gru (GRU)" in caplog.text
     prune = next(s for s in edgekd.open_run(tmp_path / "run").stages if s["stage"] == "prune")
     assert prune["metrics"]["student"]["params_ratio"] == 1.0
 
 
-def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("factory", "kwargs"), [
+    (CNN, {"width": 16}), (CNN, {"width": 8}), (CNN, {"width": 12}),
+    ("tests.user_modules:rows_conv1d", {"width": 16}),  # Conv1d + BatchNorm1d were kept whole: nothing pruned
+    ("tests.user_modules:layernorm_mlp", {"hidden": 32}),  # LayerNorm was kept whole, so were the Linears it feeds
+])
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75])
+def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(factory: str, kwargs: dict,
+                                                                              ratio: float, tmp_path: Path) -> None:
     from edgekd.data.examples import InputSignature
     from edgekd.models.specs import ModuleSpec
     from edgekd.models.task_model import TaskModel, build_task_model
@@ -390,18 +417,42 @@ def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(t
     torch.manual_seed(0)
     signature = InputSignature(kind="image", image_shape=(1, 8, 8))
     classes = tuple(str(i) for i in range(10))
-    for width, ratio in ((16, 0.5), (8, 0.25), (12, 0.75)):
-        model = build_task_model(ModuleSpec(arch="module", factory=CNN, kwargs={"width": width}), signature, classes)
-        before = model.params
-        inputs = {"input": _test_images(8)}
-        prune_step(model, PruneStage(stage="prune", ratio=ratio, targets=["channels"]), ratio, inputs)
-        assert model.params < before
-        with torch.no_grad():
-            pruned = model.module.eval()(**inputs)
-        assert pruned.shape == (8, 10)
-        model.save(tmp_path / f"w{width}")
-        with torch.no_grad():
-            assert torch.equal(TaskModel.load(tmp_path / f"w{width}").module(**inputs), pruned)
+    model = build_task_model(ModuleSpec(arch="module", factory=factory, kwargs=kwargs), signature, classes)
+    before = model.params
+    inputs = {"input": _test_images(8)}
+    prune_step(model, PruneStage(stage="prune", ratio=ratio, targets=["channels"]), ratio, inputs)
+    assert model.params < before * (1 - ratio / 2)
+    with torch.no_grad():
+        pruned = model.module.eval()(**inputs)
+    assert pruned.shape == (8, 10)
+    model.save(tmp_path / "pruned")
+    with torch.no_grad():
+        assert torch.equal(TaskModel.load(tmp_path / "pruned").module(**inputs), pruned)
+
+
+def test_a_text_module_has_its_embedding_width_pruned_and_rebuilt(tmp_path: Path) -> None:
+    """A residual addition couples the embedding's width to the hidden layer's outputs: an Embedding was kept
+    whole, so nothing was pruned."""
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.specs import ModuleSpec
+    from edgekd.models.task_model import TaskModel, build_task_model
+    from edgekd.models.user_module import unwrap
+    from edgekd.prune.config import PruneStage
+    from edgekd.prune.structured import prune_step
+
+    torch.manual_seed(0)
+    signature = InputSignature(kind="text", vocab_size=256, max_length=16)
+    model = build_task_model(ModuleSpec(arch="module", factory="tests.user_modules:bag_of_words",
+                                        kwargs={"dim": 32, "residual": True}), signature, ("neg", "pos"))
+    inputs = model.example_inputs(4)
+    prune_step(model, PruneStage(stage="prune", ratio=0.5, targets=["channels"]), 0.5, inputs)
+    embed = unwrap(model.module).embed
+    assert embed.embedding_dim == 16 and embed.num_embeddings == 256
+    with torch.no_grad():
+        pruned = model.module.eval()(**inputs)
+    model.save(tmp_path / "pruned")
+    with torch.no_grad():
+        assert torch.equal(TaskModel.load(tmp_path / "pruned").module(**inputs), pruned)
 
 
 def test_a_text_module_takes_the_inputs_its_forward_names(tmp_path: Path) -> None:

@@ -155,21 +155,24 @@ NOT_CALLABLE = 42
 class BagOfWords(nn.Module):
     """Token embeddings averaged over the attention mask, then a linear classifier (text, by keyword)."""
 
-    def __init__(self, vocab: int = 256, dim: int = 16, classes: int = 2) -> None:
+    def __init__(self, vocab: int = 256, dim: int = 16, classes: int = 2, residual: bool = False) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
         self.hidden = nn.Linear(dim, dim)
         self.classifier = nn.Linear(dim, classes)
+        self.residual = residual
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
         pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return self.classifier(torch.relu(self.hidden(pooled)))
+        hidden = torch.relu(self.hidden(pooled))
+        return self.classifier(pooled + hidden if self.residual else hidden)
 
 
-def bag_of_words(vocab: int = 256, dim: int = 16) -> BagOfWords:
-    """A text classifier for two classes over a vocabulary of ``vocab`` token ids."""
-    return BagOfWords(vocab=vocab, dim=dim)
+def bag_of_words(vocab: int = 256, dim: int = 16, residual: bool = False) -> BagOfWords:
+    """A text classifier for two classes over a vocabulary of ``vocab`` token ids (``residual``: the pooled
+    embedding is added to the hidden layer's output, which couples the embedding's width to it)."""
+    return BagOfWords(vocab=vocab, dim=dim, residual=residual)
 
 
 def integer_logits() -> nn.Module:
@@ -244,9 +247,42 @@ class Activated(nn.Module):
 
 
 def layernorm_mlp(hidden: int = 32) -> nn.Module:
-    """An MLP whose hidden units feed a LayerNorm: pruning them would reshape a layer a run directory cannot
-    rebuild, so nothing can be pruned."""
+    """An MLP whose hidden units feed a LayerNorm (pruned with them)."""
     return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+class _RowsConv1d(nn.Module):
+    """The digits' 8 rows as a sequence of 8 steps of 8 features through 1-d convolutions and batch norms."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv1d(8, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
+                                      nn.Conv1d(width, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU())
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(x.shape[0], 8, 8)  # [batch, row features, row]
+        return self.head(self.features(rows).mean(-1))
+
+
+def rows_conv1d(width: int = 16) -> nn.Module:
+    """A 1-d CNN over the digits' rows (Conv1d + BatchNorm1d)."""
+    return _RowsConv1d(width)
+
+
+class _RowsGRU(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(8, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.gru(x.reshape(x.shape[0], 8, 8))[0][:, -1])
+
+
+def rows_gru(hidden: int = 16) -> nn.Module:
+    """A GRU over the digits' rows: its hidden units are the only prunable channels, and a GRU is kept whole."""
+    return _RowsGRU(hidden)
 
 
 class _RowsAttention(nn.Module):

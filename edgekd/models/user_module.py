@@ -40,9 +40,9 @@ from edgekd.digest import update_with_tensor
 from edgekd.errors import ConfigError, EdgekdError, ModelError
 from edgekd.log_level import raised_level
 from edgekd.models.call import eval_mode
+from edgekd.models.layer_shapes import reshape_layers
 from edgekd.models.logits import are_probabilities
 from edgekd.models.specs import ModuleSpec
-from edgekd.models.vision import reshape_layers
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from torch import nn
 
 from edgekd.errors import ModelError
 from edgekd.models.families import Attention, family
-from edgekd.models.vision import replace_submodule
+from edgekd.models.layer_shapes import replace_submodule
 from edgekd.prune.channel_structure import CHANNELS_KEY, reshape_channels
 
 CONFIG_KEY = "edgekd_structure"

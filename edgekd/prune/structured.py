@@ -40,10 +40,10 @@ from edgekd.errors import ConfigError, ModelError
 from edgekd.models.architectures import IMAGE_ARCHS
 from edgekd.models.call import model_inputs
 from edgekd.models.families import family
+from edgekd.models.layer_shapes import layer_shapes
 from edgekd.models.logits import model_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.models.user_module import unwrap
-from edgekd.models.vision import layer_shapes
 from edgekd.prune.channels import channel_plan, pruning, sync_channel_config
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.gated_mlp import gated_mlps, gated_plan, sync_gated_config
@@ -52,6 +52,7 @@ from edgekd.prune.plain_mlp import plain_mlps, prune_plain_mlps, sync_plain_conf
 from edgekd.prune.structure import (
     LowRank,
     LowRankConv2d,
+    LowRankEmbedding,
     LowRankLinear,
     encoder_layers,
     linear_layers,
@@ -253,10 +254,10 @@ def record_structure(model: TaskModel) -> None:
 
 
 def dense_layer_shapes(module: nn.Module) -> dict[str, list[int]]:
-    """:func:`~edgekd.models.vision.layer_shapes` of a user's module with each factor pair in place of the dense layer
-    it replaced (its name, that layer's shape): the module is rebuilt from its factory, reshaped as these record, and
-    the pairs then made from those layers (:func:`~edgekd.prune.structure.apply_low_rank`). The pair's own two
-    layers (``a.0``, ``a.1``) exist in no freshly built module, which failed every later stage."""
+    """:func:`~edgekd.models.layer_shapes.layer_shapes` of a user's module with each factor pair in place of the
+    dense layer it replaced (its name, that layer's shape): the module is rebuilt from its factory, reshaped as these
+    record, and the pairs then made from those layers (:func:`~edgekd.prune.structure.apply_low_rank`). The pair's
+    own two layers (``a.0``, ``a.1``) exist in no freshly built module, which failed every later stage."""
     pairs = {name: layer for name, layer in module.named_modules() if isinstance(layer, LowRank)}
     shapes = {name: shape for name, shape in layer_shapes(module).items()
               if not any(name.startswith(f"{pair}.") for pair in pairs)}
@@ -265,6 +266,8 @@ def dense_layer_shapes(module: nn.Module) -> dict[str, list[int]]:
             shapes[name] = [pair[0].in_features, pair[1].out_features]
         elif isinstance(pair, LowRankConv2d):
             shapes[name] = [pair.in_channels, pair.out_channels, 1]
+        elif isinstance(pair, LowRankEmbedding):
+            shapes[name] = [pair[0].num_embeddings, pair[1].out_features]
     return shapes
 
 

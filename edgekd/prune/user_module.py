@@ -1,11 +1,11 @@
 """Structured pruning of a user's own module (``arch: module``) through Torch-Pruning's dependency graph.
 
-Any module Torch-Pruning can trace is pruned: the layer producing the logits keeps its outputs, and
-layers whose shapes a run directory cannot record (anything but ``Conv2d``, ``BatchNorm2d`` and
-``Linear``) keep theirs. A layer whose parameters pruning would reshape anyway (a custom layer with
-its own parameters coupled to pruned channels) is refused by name, as is a module that cannot be traced.
-A step that can remove nothing (every prunable layer is coupled to one kept whole: a LayerNorm, a GRU) says so
-in a warning naming those layers, rather than passing for a pruned model.
+Any module Torch-Pruning can trace is pruned: the layer producing the logits keeps its outputs, and layers
+whose shapes a run directory cannot record (:mod:`edgekd.models.layer_shapes`: anything but convolutions, batch
+norms, ``Linear``, ``LayerNorm`` and ``Embedding``) keep theirs. A layer whose parameters pruning would reshape
+anyway (a custom layer with its own parameters coupled to pruned channels) is refused by name, as is a module that
+cannot be traced. A step that can remove nothing (every prunable layer is coupled to one kept whole: a GRU, a
+subclass of a layer type) says so in a warning naming those layers, rather than passing for a pruned model.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError, first_line
+from edgekd.models.layer_shapes import is_rebuilt, rebuilt_kinds
 from edgekd.models.user_module import unwrap
 
 log = logging.getLogger(__name__)
-
-#: The layer types whose pruned shapes a model directory records and rebuilds (see ``vision.layer_shapes``).
-REBUILT = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
-
 
 def module_plan(model: nn.Module, targets: list[str], example: dict[str, torch.Tensor],
                 ignored: list[nn.Module]) -> dict[str, Any]:
@@ -34,7 +31,7 @@ def module_plan(model: nn.Module, targets: list[str], example: dict[str, torch.T
     if "channels" not in targets:
         raise ConfigError("targets: a user's module ('module') prunes 'channels'")
     sharing = _layers_sharing_a_parameter(model)
-    fixed = [layer for _, layer in _own_parameter_layers(model) if not isinstance(layer, REBUILT) or layer in sharing]
+    fixed = [layer for _, layer in _own_parameter_layers(model) if not is_rebuilt(layer) or layer in sharing]
     return {"ignored_layers": [output_layer(model, example), *fixed, *ignored]}
 
 
@@ -71,7 +68,7 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
                           f"{type(exc).__name__}: {first_line(exc)}") from exc
     owners = dict(_own_parameter_layers(inner))
     if _shapes(inner) == before:
-        kept = [f"{name} ({type(layer).__name__})" for name, layer in owners.items() if not isinstance(layer, REBUILT)]
+        kept = [f"{name} ({type(layer).__name__})" for name, layer in owners.items() if not is_rebuilt(layer)]
         log.warning("prune: nothing in the module (%s) was removed: %s; its size and speed are unchanged (drop the "
                     "prune stage, or try factorize)", type(inner).__name__,
                     f"its layers are coupled to ones kept whole, e.g. {', '.join(kept[:3])}" if kept
@@ -81,12 +78,12 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
         if before.get(name) != shape:
             layer_name = name.rpartition(".")[0]
             layer = owners.get(layer_name)
-            if layer is None or not isinstance(layer, REBUILT):
+            if layer is None or not is_rebuilt(layer):
                 kind = type(layer).__name__ if layer is not None else "parameter"
                 raise ConfigError(
                     f"prune: layer '{layer_name or name}' ({kind}) cannot be pruned: its parameter '{name}' would "
-                    f"change shape {before.get(name)} → {shape}, and only Conv2d, BatchNorm2d and Linear layers "
-                    "are rebuilt from a run directory; make it one of those or keep its channels out of pruning")
+                    f"change shape {before.get(name)} → {shape}, and only these layers are rebuilt from a run "
+                    f"directory: {rebuilt_kinds()}; make it one of those or keep its channels out of pruning")
     parameters = dict(inner.named_parameters(remove_duplicate=False))
     for names in tied:
         if len({id(parameters[name]) for name in names}) > 1:
