@@ -119,7 +119,8 @@ def _text_manifest(task: str, inputs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("task", "returns", "reads"), [
-    ("single_label", "String", "return LABELS[logits.indices.maxByOrNull"),
+    ("single_label", "String", "val best = logits.indices.maxByOrNull { logits[it] }!!\n"
+                               "            return LABELS[best]"),
     ("multi_label", "List<String>", "kotlin.math.exp(-logits[i])) > 0.5f"),
     ("regression", "FloatArray", "return (result[0].value as Array<FloatArray>)[0]"),
     ("token_classification", "List<String>", "(result[0].value as Array<Array<FloatArray>>)[0]"),

@@ -29,7 +29,7 @@ from edgekd.errors import ConfigError, DataError
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
 from edgekd.export.bundle_record import BundleFile
 from edgekd.export.config import ExportTarget
-from edgekd.export.manifest import scored_output, tensor_specs
+from edgekd.export.manifest import is_single_score, scored_output, tensor_specs
 from edgekd.export.parity import ParityResult
 from edgekd.model_file import default_opset, read_model, require_onnx
 from edgekd.profile.budget import judge
@@ -151,6 +151,12 @@ def read_labels(path: Path, model: Path) -> list[str]:
     _, outputs = tensor_specs(model)
     scored = scored_output(outputs) or (outputs[0] if outputs else None)
     shape = scored["shape"] if scored else []
+    if scored and is_single_score(shape):
+        if len(names) != 2:
+            raise DataError(f"{path}: {len(names)} labels, but {model}'s output {scored['name']!r} gives one score "
+                            f"per example (shape {shape}); expected two lines, a binary classifier's classes (the "
+                            "second is the one its score is for)")
+        return names
     classes = shape[-1] if shape else None
     if scored and isinstance(classes, int) and classes > 0 and classes != len(names):
         raise DataError(f"{path}: {len(names)} labels, but {model}'s output {scored['name']!r} has {classes} "

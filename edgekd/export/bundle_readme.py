@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekd.export.code_literals import kotlin_string, python_string
 from edgekd.export.readme_answer import answer_kind, kotlin_answer, python_answer
 from edgekd.export.readme_image import SCRIPT, image_python
 
@@ -147,7 +148,7 @@ fun classify({argument}): {returns} {{
     {convert}
     val shape = longArrayOf({shape})
     OnnxTensor.createTensor(env, FloatBuffer.wrap(input), shape).use {{ tensor ->
-        session.run(mapOf("{input_name}" to tensor), setOf("{output}")).use {{ result ->
+        session.run(mapOf({input_name} to tensor), setOf({output})).use {{ result ->
 {answer}
         }}
     }}
@@ -163,7 +164,7 @@ fun classify(ids: LongArray, length: Int): {returns} {{
 {columns})
     val feeds = columns.mapValues {{ (_, values) -> OnnxTensor.createTensor(env, LongBuffer.wrap(values), shape) }}
     try {{
-        session.run(feeds, setOf("{output}")).use {{ result ->
+        session.run(feeds, setOf({output})).use {{ result ->
 {answer}
         }}
     }} finally {{
@@ -196,11 +197,11 @@ encoded = tokenizer([sentence], padding="max_length", truncation=True, max_lengt
                     return_tensors="np"{extra})
 zeros = np.zeros_like(encoded["input_ids"])  # token_type_ids the tokenizer does not give: one segment, as trained
 feeds = {{i.name: encoded.get(i.name, zeros).astype(np.int64) for i in session.get_inputs()}}
-logits = session.run(["{output}"], feeds)[0]"""
+logits = session.run([{output}], feeds)[0]"""
 
 _PYTHON_OTHER = """\
 x = np.zeros(({shape}), dtype=np.{dtype})  # your input here, preprocessed as in training
-logits = session.run(["{output}"], {{"{input_name}": x}})[0]"""
+logits = session.run([{output}], {{{input_name}: x}})[0]"""
 
 
 def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list[str]:
@@ -209,16 +210,16 @@ def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list
     answer_text = "\n".join(" " * 12 + line for line in answer)
     text = pre.get("kind") == "text"
     head = _KOTLIN_HEAD.format(buffer="LongBuffer" if text else "FloatBuffer",
-                               labels=", ".join(f'"{label}"' for label in manifest["labels"]),
+                               labels=", ".join(kotlin_string(label) for label in manifest["labels"]),
                                model_file=manifest["model"]["file"])
     if text:
-        columns = ",\n".join(f'        "{tensor["name"]}" to '
+        columns = ",\n".join(f'        {kotlin_string(tensor["name"])} to '
                               + _KOTLIN_TEXT_COLUMNS.get(tensor["name"], "ids")
                               for tensor in manifest["inputs"])
         body = _KOTLIN_TEXT.format(directory=(manifest.get("tokenizer") or {}).get("directory", "tokenizer"),
                                    pad_id=pre.get("pad_id", 0), max_length=pre.get("max_length"),
                                    returns=returns, columns=columns, answer=answer_text,
-                                   output=manifest["postprocessing"]["output"])
+                                   output=kotlin_string(manifest["postprocessing"]["output"]))
         return [*head.splitlines(), "", *body.splitlines()]
     if pre.get("kind") == "image":
         convert = "\n    ".join((
@@ -236,8 +237,8 @@ def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list
         convert = "val input = features"
         argument, doc = "features: FloatArray", "features: the model's input, preprocessed as in training"
     body = _KOTLIN_FLOAT.format(argument=argument, argument_doc=doc, returns=returns, convert=convert,
-                                shape=", ".join(map(str, shape)), input_name=input_name, answer=answer_text,
-                                output=manifest["postprocessing"]["output"])
+                                shape=", ".join(map(str, shape)), input_name=kotlin_string(input_name),
+                                answer=answer_text, output=kotlin_string(manifest["postprocessing"]["output"]))
     return [*head.splitlines(), "", *body.splitlines()]
 
 
@@ -270,12 +271,12 @@ def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -
         extra = (", return_offsets_mapping=True,\n                    return_special_tokens_mask=True"
                  if answer_kind(manifest) == "tags" else "")
         body = _PYTHON_TEXT.format(directory=manifest["tokenizer"]["directory"], max_length=pre["max_length"],
-                                   extra=extra, output=manifest["postprocessing"]["output"])
+                                   extra=extra, output=python_string(manifest["postprocessing"]["output"]))
     elif pre.get("kind") == "image":
         return image_python(manifest, python_answer(manifest))
     else:
-        body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=first["name"],
-                                    output=manifest["postprocessing"]["output"])
+        body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=python_string(first["name"]),
+                                    output=python_string(manifest["postprocessing"]["output"]))
     return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body.splitlines(),
             *python_answer(manifest)]
 

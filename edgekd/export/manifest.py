@@ -13,7 +13,8 @@ Schema (``schema_version`` 1)::
                      null if unknown. ``example`` is a real input (``pixels_8bit``: an 8-bit bitmap, row by row),
                      the exact model ``input`` the formulas make of it, and the model's ``logits`` and ``label``
     postprocessing   what the output is and how to turn it into a label; for a multi-label or regression
-                     model (``task``): ``kind`` sigmoid (with ``threshold``) or identity, and the label list
+                     model (``task``): ``kind`` sigmoid (with ``threshold``) or identity, and the label list; for a
+                     graph no recipe trained, :func:`graph_postprocessing`'s reading of it
     tokenizer        text models: {directory, files}; null for image models
     device           the device profile the model was tuned for
     latency          p50/p90/p99 ms on that device, estimate (true: host time × speed ratio), basis
@@ -207,6 +208,36 @@ def recipe_preprocessing(onnx_path: Path, data: DataConfig, signature: dict[str,
     return pre
 
 
+def graph_postprocessing(onnx_path: Path, scored: dict[str, Any] | None, labels: int) -> dict[str, Any]:
+    """How an app reads the ``scored`` output of a graph no recipe trained (the manifest's ``postprocessing``
+    without its ``output``), from the graph's last op and shape and the number of ``labels`` given."""
+    if scored is None:
+        return {"kind": "as_given",
+                "note": "the graph's outputs as they are (none is a floating-point tensor of scores)"}
+    activation = score_activation(onnx_path, scored["name"])
+    if is_single_score(scored["shape"]):
+        if activation == "sigmoid":
+            return {"kind": "binary_probability", "threshold": 0.5,
+                    "note": "one probability per example, the second class's (the graph ends in a sigmoid): labels[1] "
+                            "above the threshold, else labels[0]"}
+        if labels == 2:
+            return {"kind": "binary_logit", "threshold": 0.5,
+                    "note": "one logit per example, the second class's: its sigmoid is that class's probability; "
+                            "labels[1] above the threshold, else labels[0]"}
+        return {"kind": "score", "note": "one value per example, as the graph gives it (`edgekd bundle --labels` with "
+                                         "two labels reads it as a binary classifier's logit of the second)"}
+    if activation == "softmax":
+        return {"kind": "probabilities",
+                "note": "probabilities, one per class (the graph ends in a softmax); the arg-max indexes labels"}
+    return {"kind": "logits", "note": "softmax over the last axis gives probabilities; its argmax indexes labels"}
+
+
+def is_single_score(shape: list[Any]) -> bool:
+    """Whether an output of this shape gives one score per example (``[batch, 1]``): a binary classifier's, or a
+    regression's value."""
+    return len(shape) == 2 and shape[1] == 1
+
+
 def build_manifest(
     *,
     name: str,
@@ -230,7 +261,6 @@ def build_manifest(
     inputs, outputs = tensor_specs(onnx_path)
     scored = scored_output(outputs)
     read = scored or outputs[0]
-    softmax = scored is not None and not postprocessing and score_activation(onnx_path, read["name"]) == "softmax"
     return {
         "schema_version": SCHEMA_VERSION,
         "name": name,
@@ -240,19 +270,8 @@ def build_manifest(
         "outputs": outputs,
         "labels": labels,
         "preprocessing": preprocessing,
-        "postprocessing": {"output": read["name"], **postprocessing} if postprocessing else {
-            "output": read["name"],
-            "kind": "probabilities",
-            "note": "probabilities, one per class (the graph ends in a softmax); the arg-max indexes labels",
-        } if softmax else {
-            "output": read["name"],
-            "kind": "logits",
-            "note": "softmax over the last axis gives probabilities; its argmax indexes labels",
-        } if scored is not None else {
-            "output": read["name"],
-            "kind": "as_given",
-            "note": "the graph's outputs as they are (none is a floating-point tensor of scores)",
-        },
+        "postprocessing": {"output": read["name"],
+                           **(postprocessing or graph_postprocessing(onnx_path, scored, len(labels)))},
         "tokenizer": tokenizer,
         "device": device.model_dump(mode="json"),
         "latency": latency_entry(profile),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekd.export.code_literals import python_string
+
 #: Run as ``python classify.py IMAGE...`` in the bundle directory.
 SCRIPT = "classify.py"
 
@@ -88,8 +90,8 @@ def image_python(manifest: dict[str, Any], answer: list[str]) -> list[str]:
     head = _HEAD.format(model_file=manifest["model"]["file"], dims=" × ".join(map(str, (1, *sizes))),
                         mode=_pil_mode(pre), color=pre["color"])
     loop = _LOOP_EXAMPLE if pre.get("example") else _LOOP_FILES.format(script=SCRIPT)
-    body = [f'    logits = session.run(["{manifest["postprocessing"]["output"]}"], '
-            f'{{"{first["name"]}": model_input(image)}})[0]',
+    body = [f'    logits = session.run([{python_string(manifest["postprocessing"]["output"])}], '
+            f'{{{python_string(first["name"])}: model_input(image)}})[0]',
             *("    " + line for line in answer)]
     if pre.get("example"):
         body += ["    if len(sys.argv) < 2:  # the example's logits, to compare with preprocessing.example.logits",

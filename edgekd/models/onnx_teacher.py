@@ -141,9 +141,7 @@ class OnnxTeacher(nn.Module):
         if self.fixed_sequence is not None and logits.ndim == 3:
             logits = logits[:, :length]
         scores = as_logits(np.asarray(logits, dtype=np.float32), self.path, self.activation)
-        if self.binary:  # one sigmoid score z of the second class: softmax([0, z]) is [1 - sigmoid(z), sigmoid(z)]
-            scores = np.concatenate([np.zeros_like(scores), scores], axis=-1)
-        return torch.from_numpy(scores).to(first.device)
+        return torch.from_numpy(two_class_logits(scores) if self.binary else scores).to(first.device)
 
     def describe(self) -> dict[str, Any]:
         """The file as the teacher record gives it: path, SHA-256, the graph inputs fed and the output read."""
@@ -179,6 +177,13 @@ def as_logits(scores: np.ndarray, path: Path, activation: str | None = None) -> 
         return scores
     _say(path, "probabilities (rows summing to 1): its logarithm is taken as the logits")
     return np.log(np.maximum(scores, np.finfo(np.float32).tiny))
+
+
+def two_class_logits(scores: np.ndarray) -> np.ndarray:
+    """A binary classifier's one logit ``z`` per row (of the second class, ``[..., 1]``) as two classes' logits
+    ``[0, z]``: their softmax is ``[1 - sigmoid(z), sigmoid(z)]``, and the arg-max is the second class exactly when
+    ``z > 0``."""
+    return np.concatenate([np.zeros_like(scores), scores], axis=-1)
 
 
 def _say(path: Path, what: str) -> None:

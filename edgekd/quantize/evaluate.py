@@ -12,6 +12,7 @@ import onnxruntime as ort
 from edgekd.errors import ModelError
 from edgekd.export.manifest import scored_output, tensor_specs
 from edgekd.export.parity import one_line
+from edgekd.models.onnx_teacher import as_logits, two_class_logits
 from edgekd.quantize.feeds import Feed, LabelledBatch
 
 
@@ -36,13 +37,19 @@ def run_batches(session: ort.InferenceSession, feeds: Sequence[Feed], label: Pat
         raise ModelError(f"{label}: onnxruntime failed on the evaluation data: {one_line(exc)}") from exc
 
 
-def model_outputs(path: Path, batches: Sequence[LabelledBatch], threads: int) -> np.ndarray:
+def model_outputs(path: Path, batches: Sequence[LabelledBatch], threads: int,
+                  single_score: str | None = None) -> np.ndarray:
     """The model's scores for every example of ``batches``, in order (``[N, ...]``, as the graph gives it;
     :mod:`edgekd.quantize.quality` scores it for the task): its output named ``logits``, else its first
-    floating-point tensor (:func:`~edgekd.export.manifest.scored_output`); a ModelError when it has none."""
+    floating-point tensor (:func:`~edgekd.export.manifest.scored_output`); a ModelError when it has none.
+    A binary classifier's one score per example (``single_score``: ``'sigmoid'`` probabilities or ``'logit'``s,
+    see :class:`~edgekd.quantize.feeds.QuantData`) comes back as two classes' logits."""
     session = cpu_session(path, threads, path)
     outputs = run_batches(session, [feed for feed, _ in batches], path, outputs=[scored_output_name(path)])
-    return np.concatenate([np.asarray(out[0]) for out in outputs])
+    scores = np.concatenate([np.asarray(out[0]) for out in outputs])
+    if single_score is None:
+        return scores
+    return two_class_logits(as_logits(scores, path, "sigmoid") if single_score == "sigmoid" else scores)
 
 
 def scored_output_name(path: Path, outputs: list[dict[str, Any]] | None = None) -> str:

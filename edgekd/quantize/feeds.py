@@ -81,6 +81,9 @@ class QuantData:
     test: tuple[LabelledBatch, ...]
     class_names: tuple[str, ...] | None = None
     """The labels' names (token classification's BIO tags give entity scores), or None."""
+    single_score: Literal["sigmoid", "logit"] | None = None
+    """A binary classifier answering with one score per example (``[batch, 1]``, of the second class): a sigmoid's
+    probability or a logit; None when the scored output gives one score per class."""
 
     @property
     def calibration_examples(self) -> int:

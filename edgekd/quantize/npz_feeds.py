@@ -2,7 +2,8 @@
 
 A calibration file holds one array per graph input, named as the input, whose first axis counts
 examples (``np.savez("calib.npz", input=x)``); an evaluation file holds the same plus ``y``, the
-integer class of every example. Each array must have the input's element type and rank, and its
+integer class of every example (0 or 1 for a binary classifier answering with one score per example,
+``[batch, 1]``: a Sigmoid's probability, or a logit). Each array must have the input's element type and rank, and its
 size on every static axis after the first; all arrays must count the same examples. A graph with
 a static batch axis of size B is fed batches of B examples. Any disagreement is a one-line
 :class:`~edgekd.errors.DataError` naming the file, the array and what the graph expects.
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from edgekd.errors import DataError, first_line
 from edgekd.export.manifest import tensor_specs
+from edgekd.models.onnx_teacher import score_activation
 from edgekd.quantize.calibration import equal_batch_size
 from edgekd.quantize.evaluate import cpu_session, run_batches, scored_output_name
 from edgekd.quantize.feeds import Feed, LabelledBatch, QuantData
@@ -28,6 +30,8 @@ LABELS = "y"
 BATCH_SIZE = 64
 
 Spec = dict[str, Any]
+#: How a binary classifier's one score per example reads (see :class:`~edgekd.quantize.feeds.QuantData`).
+SingleScore = Literal["sigmoid", "logit"] | None
 
 
 def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path | None,
@@ -50,6 +54,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
             raise DataError(f"{calibration}: {count} example(s), fewer than one batch of the graph's static batch "
                             f"size {batch}")
     batches: tuple[LabelledBatch, ...] = ()
+    single_score: SingleScore = None
     if evaluation is not None:
         scored = scored_output_name(model, outputs)  # a graph with no scores to evaluate is refused before any work
         arrays = _read(evaluation, model, inputs, labelled=True)
@@ -60,8 +65,8 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
             raise DataError(f"{evaluation}: {count} examples, but {model} has a static batch size of {batch}: give a "
                             "multiple of it")
         batches = tuple(_batches(arrays, count, batch, labelled=True))
-        _check_labels(evaluation, arrays[LABELS], model, scored, batches[0][0])
-    return QuantData(calibration=calibration_feeds, val=batches, test=batches)
+        single_score = _check_labels(evaluation, arrays[LABELS], model, scored, batches[0][0])
+    return QuantData(calibration=calibration_feeds, val=batches, test=batches, single_score=single_score)
 
 
 def _read(path: Path, model: Path, inputs: list[Spec], *, labelled: bool) -> dict[str, np.ndarray]:
@@ -129,24 +134,31 @@ def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
                         "model's outputs on them, and a calibration's ranges, would be meaningless)")
 
 
-def _check_labels(path: Path, labels: np.ndarray, model: Path, name: str, feed: Feed) -> None:
+def _check_labels(path: Path, labels: np.ndarray, model: Path, name: str, feed: Feed) -> SingleScore:
     """``y``: one integer class per example, each below the number of classes of the scored output ``name``, which
-    must give one row of class scores per example (``[batch, classes]``). The output's shape is read from the graph
-    run on the first batch, ``feed``: a symbolic class axis (``['batch', 'classes']``) or an undeclared shape says
-    nothing."""
+    must give one row of class scores per example (``[batch, classes]``), or one score per example of a binary
+    classifier (``[batch, 1]``, the second class's: a probability when a Sigmoid computes it, else a logit; which,
+    is returned). The output's shape is read from the graph run on the first batch, ``feed``: a symbolic class axis
+    (``['batch', 'classes']``) or an undeclared shape says nothing."""
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: array {LABELS!r} is {labels.dtype} of shape {list(labels.shape)}, expected one "
                         "integer class per example (shape [N])")
     (scores,) = run_batches(cpu_session(model, 1, model), [feed], model, outputs=[name])[0]
     shape = list(np.shape(scores))
-    if len(shape) != 2 or shape[1] < 2:
+    if len(shape) != 2:
         raise DataError(f"{path}: array {LABELS!r} holds one class per example, but {model}'s output {name!r} gives "
                         f"shape {shape} for {len(next(iter(feed.values())))} example(s); --eval scores a classifier "
-                        "whose output is one row of two or more class scores per example ([batch, classes])")
-    bad = labels[(labels < 0) | (labels >= shape[1])]
+                        "whose output is one row of class scores per example ([batch, classes]), or one score per "
+                        "example of a binary classifier ([batch, 1])")
+    classes = max(shape[1], 2)
+    bad = labels[(labels < 0) | (labels >= classes)]
     if bad.size:
-        raise DataError(f"{path}: array {LABELS!r} holds label {int(bad[0])}, expected classes 0..{shape[1] - 1} "
-                        f"(output {name!r} has {shape[1]} classes)")
+        what = "one score per example: a binary classifier's" if shape[1] == 1 else f"{classes} classes"
+        raise DataError(f"{path}: array {LABELS!r} holds label {int(bad[0])}, expected classes 0..{classes - 1} "
+                        f"(output {name!r} has {what})")
+    if shape[1] > 1:
+        return None
+    return "sigmoid" if score_activation(model, name) == "sigmoid" else "logit"
 
 
 def _batches(arrays: dict[str, np.ndarray], count: int, batch: int, *, labelled: bool):  # noqa: ANN202 - generator

@@ -150,8 +150,8 @@ class VariantBuilder:
         """FP32 outputs of ``source`` on the validation and test splits (none without labelled data)."""
         if not self.data.val:
             return Reference(val=np.empty(0), test=np.empty(0), val_score=None)
-        val = model_outputs(source, self.data.val, self.threads)
-        test = model_outputs(source, self.data.test, self.threads)
+        val = self._outputs(source, "val")
+        test = self._outputs(source, "test")
         return Reference(val=val, test=test, val_score=self._scores(val, val, "val").primary)
 
     def evaluate(self, name: str, precision: str, path: Path, reference: Reference,
@@ -160,11 +160,15 @@ class VariantBuilder:
         if not self.data.val:
             return Variant(name=name, precision=precision, path=path, val_metrics=None, val_agreement=None,
                            metrics=None, agreement=None, excluded_nodes=tuple(excluded), retries=retries)
-        val = self._scores(model_outputs(path, self.data.val, self.threads), reference.val, "val")
-        test = self._scores(model_outputs(path, self.data.test, self.threads), reference.test, "test")
+        val = self._scores(self._outputs(path, "val"), reference.val, "val")
+        test = self._scores(self._outputs(path, "test"), reference.test, "test")
         return Variant(name=name, precision=precision, path=path, val_metrics=val.metrics,
                        val_agreement=val.agreement, metrics=test.metrics, agreement=test.agreement,
                        metric=primary_metric(self.data.val), excluded_nodes=tuple(excluded), retries=retries)
+
+    def _outputs(self, path: Path, split: str) -> np.ndarray:
+        return model_outputs(path, self.data.val if split == "val" else self.data.test, self.threads,
+                             self.data.single_score)
 
     def _scores(self, outputs: np.ndarray, reference: np.ndarray, split: str) -> SplitScores:
         batches = self.data.val if split == "val" else self.data.test
