@@ -270,25 +270,39 @@ def test_multi_label_end_to_end(tmp_path: Path) -> None:
     assert manifest["metrics"]["micro_f1"] == pytest.approx(report["student"]["micro_f1"])
 
 
-def test_image_regression_from_npz(tmp_path: Path) -> None:
-    """Images of a bright square at a random column; the target is that column, as a fraction of the width."""
+@pytest.mark.parametrize(("scale", "shift"), [(0.2, 0.0), (20_000.0, 100_000.0)], ids=["unit", "prices"])
+def test_image_regression_from_npz(scale: float, shift: float, tmp_path: Path) -> None:
+    """Images of a bright square at a random column; the target is that column, as a fraction of the width, or in
+    units like prices (100,000 + 20,000 per column), which trained to a constant: an output layer starting near
+    zero cannot reach 100,000 by steps of the learning rate (see edgekd.distill.target_scale)."""
+    import onnxruntime as ort
+
     rng = np.random.default_rng(0)
     columns = rng.integers(0, 6, size=400)
     images = rng.normal(0, 0.1, size=(400, 1, 8, 8)).astype(np.float32)
     for image, column in zip(images, columns, strict=True):
         image[0, 3:5, column:column + 3] += 1.0
-    np.savez(tmp_path / "squares.npz", inputs=images, labels=(columns / 5).astype(np.float32))
+    targets = (columns * scale + shift).astype(np.float32)
+    np.savez(tmp_path / "squares.npz", inputs=images, labels=targets)
     training = {"epochs": 15, "batch_size": 32, "lr": 0.005}
     recipe = {"name": "squares", "data": {"source": "npz", "path": str(tmp_path / "squares.npz"),
-                                          "val_fraction": 0.15, "test_fraction": 0.25},
+                                          "val_fraction": 0.15, "test_fraction": 0.25, "task": "regression"},
               "teacher": {"model": {"arch": "cnn", "channels": [16, 32], "hidden": 32}},
               "student": {"model": {"arch": "cnn", "channels": [8, 16], "hidden": 16}},
               "stages": [{"stage": "teacher", **training}, {"stage": "distill", **training,
                                                              "losses": [{"kind": "hinton", "alpha": 0.5}]},
-                         {"stage": "report"}]}
+                         {"stage": "export"}, {"stage": "report"}]}
     report = edgekd.run(validate_model(recipe, Recipe, source="test"), out=tmp_path / "run").report()
-    baseline = float(np.var(columns / 5))  # answering the mean
+    baseline = float(np.var(targets))  # answering the mean
     for role in ("teacher", "student"):
         assert report[role]["task"] == "regression"
         figures = report[role]
         assert figures["mse"] < 0.3 * baseline and figures["spearman"] > 0.8, (role, figures["mse"], baseline)
+    student = edgekd.open_run(tmp_path / "run").load_model("student").eval()
+    assert not any("parametrizations" in name for name, _ in student.named_parameters())  # a plain model again
+    session = ort.InferenceSession(str(tmp_path / "run" / "03-export" / "student.onnx"))
+    with torch.no_grad():
+        expected = student(torch.from_numpy(images[:16])).numpy()
+    exported = session.run(None, {session.get_inputs()[0].name: images[:16]})[0]
+    np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-4 * max(scale, 1.0))
+    assert abs(float(np.mean(exported)) - float(np.mean(targets))) < 2 * float(np.std(targets))

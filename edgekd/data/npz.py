@@ -134,7 +134,9 @@ def _labels(path: Path, labels: np.ndarray, task: TaskKind,
             raise DataError(f"{path}: {labels.shape[1]} label columns but {len(names)} class_names")
         return labels.astype(np.float32), names
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise DataError(f"{path}: 'labels' must be class indices (integers ≥ 0), got {labels.dtype}")
+        hint = (" of whole numbers: store class indices as integers (labels.astype(np.int64)), or set data.task: "
+                "regression if they are values to predict" if np.issubdtype(labels.dtype, np.floating) else "")
+        raise DataError(f"{path}: 'labels' must be class indices (integers ≥ 0), got {labels.dtype}{hint}")
     count = int(labels.max()) + 1
     names = given or tuple(map(str, range(count)))
     if len(names) < count:

@@ -37,6 +37,7 @@ from torch import nn
 from edgekd.atomic import write_with
 from edgekd.config.training import TrainingConfig
 from edgekd.data.examples import Examples
+from edgekd.distill.target_scale import unit_scale_targets
 from edgekd.distributed import LOCAL, World, accelerator
 from edgekd.errors import TrainingError, first_line
 from edgekd.models.call import call_logits, parameter_device
@@ -131,8 +132,17 @@ def fit(
     after its last finished epoch. With a ``world`` of several processes every process calls
     ``fit`` alike: each computes its share of every batch, DDP averages the gradients, rank 0
     validates and writes the checkpoints. Training runs on ``world.device``; the model is
-    returned on the CPU.
+    returned on the CPU. Regression targets far from unit scale are learnt at unit scale
+    (:mod:`edgekd.distill.target_scale`).
     """
+    with unit_scale_targets(model, train):
+        return _fit(model, train, val, config, objective, seed=seed, checkpoint_dir=checkpoint_dir,
+                    description=description, show_progress=show_progress, extra=extra, world=world)
+
+
+def _fit(model: nn.Module, train: Examples, val: Examples | Validation, config: TrainingConfig, objective: Objective,
+         *, seed: int, checkpoint_dir: Path, description: str, show_progress: bool, extra: nn.Module | None,
+         world: World) -> TrainHistory:
     modules = nn.ModuleDict({"model": model, **({"extra": extra} if extra is not None else {})})
     optimizer = torch.optim.AdamW(modules.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
