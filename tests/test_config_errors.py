@@ -66,6 +66,13 @@ def _set(tree: dict, key_path: str, value: object) -> None:
     tree[parts[-1]] = value
 
 
+def test_a_name_of_the_wrong_form_is_told_in_words_not_as_a_regular_expression(write_recipe) -> None:
+    recipe = demo_recipe_dict()
+    recipe["name"] = "my run"
+    _assert_one_line_error(_validate(write_recipe(recipe)), "name: expected a name of letters, digits",
+                           "(got 'my run')")
+
+
 def test_unknown_stage_and_arch_names_suggest_closest(write_recipe) -> None:
     recipe = demo_recipe_dict()
     recipe["stages"][1]["stage"] = "distil"

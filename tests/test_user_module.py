@@ -280,8 +280,8 @@ REFUSALS = [
     ("tests.user_modules:wrong_input", {}, "teacher.model.factory", "fails on the data's inputs (input [2, 1, 8, 8])"),
     ("tests.user_modules:no_parameters", {}, "teacher.model.factory", "Sequential has no trainable parameters"),
     ("tests.user_modules:frozen", {}, "teacher.model.factory", "SmallCNN has no trainable parameters"),
-    ("tests/user_modules.py", {}, "teacher.model.factory", "String should match pattern"),
-    ("tests.user_modules", {}, "teacher.model.factory", "String should match pattern"),
+    ("tests/user_modules.py", {}, "teacher.model.factory", "expected an import path 'package.module:factory'"),
+    ("tests.user_modules", {}, "teacher.model.factory", "the callable's name; not a file path) (got"),
 ]
 
 

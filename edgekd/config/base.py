@@ -11,6 +11,16 @@ from edgekd.config.paths import escape_field, expand_field
 
 M = TypeVar("M", bound=BaseModel)
 
+#: What each spelt pattern of the config models asks for, in words (pydantic's message quotes the regular expression).
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def spelt_pattern(pattern: str, words: str) -> str:
+    """``pattern`` for a ``Field(pattern=...)``, registered so that a value not matching it is told ``words``."""
+    PATTERN_WORDS[pattern] = words
+    return pattern
+
+
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]

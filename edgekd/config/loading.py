@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edgekd.config.base import M
+from edgekd.config.base import PATTERN_WORDS, M
 from edgekd.config.paths import ALREADY_EXPANDED
 from edgekd.config.yaml_reader import MAX_BYTES, DuplicateKeyError, YamlLimitError, load_bounded
 from edgekd.errors import ConfigError
@@ -167,8 +167,15 @@ def union_expectations(errors: list[Any]) -> list[str]:
     """What a value rejected by every member of a union (``errors``: one per member) should have been: the members
     of its own type say which of its values would do (``keep: 0`` → 'greater than or equal to 1', not also 'should
     be every_other' and 'a valid list'); when none is of its type, what each member expected."""
-    fitting = [e["msg"] for e in errors if e["type"] != "literal_error" and not e["type"].endswith("_type")]
-    return list(dict.fromkeys(fitting or [e["msg"] for e in errors]))
+    fitting = [_said(e) for e in errors if e["type"] != "literal_error" and not e["type"].endswith("_type")]
+    return list(dict.fromkeys(fitting or [_said(e) for e in errors]))
+
+
+def _said(error: Any) -> str:
+    """pydantic's message of ``error``, a spelt pattern's in words (:func:`~edgekd.config.base.spelt_pattern`)."""
+    words = PATTERN_WORDS.get(error.get("ctx", {}).get("pattern", "")) if error["type"] == "string_pattern_mismatch" \
+        else None
+    return f"expected {words}" if words else error["msg"]
 
 
 def _typo_first(errors: list[Any]) -> Any:

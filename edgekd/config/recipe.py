@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, StrictInt, Tag, ValidationInfo, field_validator, model_validator
 
 from edgekd.catalog import find
-from edgekd.config.base import LocalPath, PathOrId, PositiveFloat, PositiveInt, Seed, StrictModel
+from edgekd.config.base import LocalPath, PathOrId, PositiveFloat, PositiveInt, Seed, StrictModel, spelt_pattern
 from edgekd.config.loading import read_yaml, validate_model
 from edgekd.config.paths import escaped, expanded_or_given
 from edgekd.data.config import DataConfig, TokenizerConfig
@@ -99,7 +99,8 @@ StageConfig = DEFAULT_REGISTRY.config_union()
 class Recipe(StrictModel):
     """A compression recipe: data, teacher, student and the stages to run, in order."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=spelt_pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "a name of letters, digits, '_', '.' "
+                                            "and '-', starting with a letter or digit (it names the run's files)"))
     description: str = ""
     seed: Seed = 0
     device: PathOrId = Field(default="host-cpu", description="A profile name from devices/ or a YAML path.")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, JsonValue, PrivateAttr, StrictInt, model_validator
 
-from edgekd.config.base import LocalPath, PathOrId, PositiveInt, StrictModel
+from edgekd.config.base import LocalPath, PathOrId, PositiveInt, StrictModel, spelt_pattern
 from edgekd.errors import ConfigError
 from edgekd.models import families
 from edgekd.models.checkpoint_files import check_local_path, check_weights, looks_local
@@ -337,7 +337,10 @@ class TextCNNSpec(EmbeddingStudent):
 
 
 #: ``package.module:factory`` (dotted attribute names allowed after the colon).
-IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+IMPORT_PATH = spelt_pattern(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+    "an import path 'package.module:factory' (a module's dotted name, a colon, the callable's name; "
+    "not a file path)")
 
 
 class ModuleSpec(SpecBase):
