@@ -445,6 +445,20 @@ def test_quantize_refuses_npz_files_that_disagree_with_the_graph(
     assert not (tmp_path / "q").exists()  # checked before anything is written
 
 
+@pytest.mark.parametrize("option", ["--eval", "--calibration"])
+def test_quantize_refuses_token_ids_beyond_the_embedding_table(option: str, tmp_path: Path,
+                                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """onnxruntime failed on them with its Gather kernel's message, after logging it raw on stderr."""
+    text = _text_case(tmp_path_factory.mktemp("text-ids"))
+    ids = text.inputs["input_ids"][:8].copy()
+    ids[3, 5] = 45  # the bag of embeddings has 40 rows
+    data = text.save_npz(tmp_path / "d.npz", labelled=option == "--eval", stop=8, input_ids=ids)
+    outcome = cli("quantize", text.path, "-d", "host-cpu", "-o", tmp_path / "q", option, data)
+    assert_user_error(outcome, "d.npz", "array 'input_ids' holds id 45 (example 3)", "embedding table of 40 rows",
+                      "expected ids 0..39")
+    assert "onnxruntime" not in outcome.output
+
+
 def _scores_graph(path: Path, scores: str) -> Path:
     """A [N, 64] → scores graph: ``symbolic`` [N, classes] (10), ``per-token`` [N, 8, 5] or ``one-score`` [N]."""
     import onnx

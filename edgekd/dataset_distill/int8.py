@@ -14,6 +14,7 @@ import torch
 
 from edgekd.atomic import write_bytes
 from edgekd.export.onnx_export import _torch_export
+from edgekd.ort_options import session_options
 from edgekd.profile.cpu import detect_cpu
 from edgekd.quantize.feeds import IMAGE_INPUT
 from edgekd.quantize.graph import preprocess
@@ -31,9 +32,7 @@ def export_fp32(model: torch.nn.Module, example: torch.Tensor, target: Path) -> 
 
 def onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of ``images`` the ONNX graph classifies as ``labels`` (one thread)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
     logits = session.run(None, {IMAGE_INPUT: images.numpy().astype(np.float32)})[0]
     return float((logits.argmax(1) == labels.numpy()).mean())
 

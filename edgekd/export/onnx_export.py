@@ -60,6 +60,7 @@ from edgekd.export.torch_log import quiet_torch_exporter
 from edgekd.models.call import call_logits, eval_mode, used_inputs
 from edgekd.models.hf import usable_positions
 from edgekd.models.weights import non_finite
+from edgekd.ort_options import session_options
 from edgekd.profile.inputs import ShapeLike
 
 log = logging.getLogger(__name__)
@@ -292,11 +293,9 @@ def _torch_export(
 
 def _ort_optimize(onnx_bytes: bytes, out: Path, level: str, path: Path) -> None:
     """Let onnxruntime optimize the graph at ``level`` and write the optimized model to ``out``."""
-    options = ort.SessionOptions()
+    options = session_options()  # quiet: at "all" onnxruntime warns on stderr that the layout is hardware-specific
     options.graph_optimization_level = _ORT_LEVELS[level]
     options.optimized_model_filepath = str(out)
-    # At "all" onnxruntime warns on stderr that the layout is hardware-specific; say it in the log.
-    options.log_severity_level = 3
     if level == "all":
         log.warning(
             "%s: optimization level 'all' writes CPU-specific layouts; run the file only on CPUs "

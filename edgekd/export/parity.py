@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from edgekd.errors import ExportError
 from edgekd.models.call import call_model, eval_mode
 from edgekd.models.logits import model_logits
+from edgekd.ort_options import session_options
 
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 7)
 """Batch sizes :func:`parity_batches` builds by default: 1 and an odd size larger than 1."""
@@ -258,9 +259,7 @@ def cpu_session(path: Path, shown: str | Path) -> ort.InferenceSession:
     """An onnxruntime CPU session on ``path``, quiet; one that cannot load is an :class:`ExportError` naming
     ``shown``."""
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # a failing run is reported in one line (ExportError), not also in its log
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(f"{shown}: onnxruntime cannot load the model: {one_line(exc)}") from exc
 

@@ -346,11 +346,11 @@ def _session(path: Path) -> Any:
     """An onnxruntime CPU session on ``path`` with torch's thread count; a load failure is :class:`Refused`."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3
+    from edgekd.ort_options import session_options
+
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), session_options(torch.get_num_threads()),
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a graph it cannot load
         raise Refused(f"onnxruntime cannot load it: {first_line(exc)}") from None
 

@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekd.errors import ConfigError, ModelError
+from edgekd.ort_options import session_options
 from edgekd.stage_record import FullRecord
 
 #: ONNX metadata key holding the model's context length (positions it takes: prompt plus new tokens), written by
@@ -77,8 +78,8 @@ class CachedGenerator:
     """Generates from an ONNX causal LM with KV-cache inputs, reusing the cache between tokens."""
 
     def __init__(self, model: Path, threads: int = 1) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        options = session_options(threads)
+        options.inter_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
         self.past_names = tuple(i.name for i in self.past)

@@ -33,6 +33,7 @@ import onnxruntime as ort
 
 from edgekd.errors import ModelError, first_line
 from edgekd.model_file import model_format
+from edgekd.ort_options import session_options
 from edgekd.profile.inputs import ShapeLike, make_feeds
 from edgekd.stage_record import FullRecord
 
@@ -122,9 +123,8 @@ def _run_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray], path: Path
             if name and name not in names:
                 exposed.graph.output.append(onnx.ValueInfoProto(name=name))
                 names.add(name)
-    options = ort.SessionOptions()
+    options = session_options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     try:
         session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
         values = session.run(None, feeds)

@@ -23,6 +23,7 @@ import onnxruntime as ort
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ModelError, first_line
 from edgekd.model_file import load_as_ort_if_needed
+from edgekd.ort_options import session_options
 from edgekd.profile.cpu import host_threads, resolve_threads
 from edgekd.profile.inputs import make_feeds, token_id_limits
 from edgekd.stage_record import FullRecord
@@ -52,11 +53,7 @@ def profile_operators(onnx_path: str | Path, device: DeviceProfile, *, warmup: i
     """
     path = Path(onnx_path)
     with tempfile.TemporaryDirectory(prefix="edgekd-ort-profile-") as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = host_threads(resolve_threads(device))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
+        options = session_options(host_threads(resolve_threads(device)), sequential=True)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ort")
         try:

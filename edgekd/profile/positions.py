@@ -22,11 +22,11 @@ def longest_run(path: str | Path, length: int, session: Any = None) -> int | Non
     onnxruntime session on ``path`` already open."""
     import onnxruntime as ort
 
+    from edgekd.ort_options import session_options
+
     if session is None:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
         except Exception:  # noqa: BLE001 - onnxruntime raises its own types for a graph it cannot load
             return None
     limits = token_id_limits(path)
@@ -51,8 +51,10 @@ def _runs(session: Any, length: int, limits: dict[str, int]) -> bool:
     ``limits``)."""
     import onnxruntime as ort
 
+    from edgekd.ort_options import QUIET
+
     quiet = ort.RunOptions()
-    quiet.log_severity_level = 4  # a failure is the answer here, not an error to log
+    quiet.log_severity_level = QUIET  # a failure is the answer here, not an error to log
     try:
         session.run(None, make_feeds(session, InputShape(batch=1, sequence_length=length), limits=limits), quiet)
     except Exception:  # noqa: BLE001 - onnxruntime raises its own types for inputs a graph cannot take

@@ -29,6 +29,7 @@ import onnxruntime as ort
 
 from edgekd.errors import ModelError, first_line
 from edgekd.model_file import load_as_ort_if_needed
+from edgekd.ort_options import QUIET, session_options
 from edgekd.profile.inputs import fed_length, input_specs, make_feeds
 from edgekd.profile.timing import RUN_FAILED
 
@@ -59,12 +60,8 @@ def profile(request: dict[str, Any], emit: Any) -> dict[str, Any]:
     model = request["model"]
     reset_peak()
     baseline_kb, _ = memory_kb()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(request["threads"])
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    ort.set_default_logger_severity(3)
+    options = session_options(int(request["threads"]), sequential=True)
+    ort.set_default_logger_severity(QUIET)
     try:
         session = ort.InferenceSession(model, load_as_ort_if_needed(model, options), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types

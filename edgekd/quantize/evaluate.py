@@ -13,16 +13,14 @@ from edgekd.errors import ModelError
 from edgekd.export.manifest import scored_output, tensor_specs
 from edgekd.export.parity import one_line
 from edgekd.models.onnx_teacher import as_logits, two_class_logits
+from edgekd.ort_options import session_options
 from edgekd.quantize.feeds import Feed, LabelledBatch
 
 
 def cpu_session(model: Path | bytes, threads: int, label: Path) -> ort.InferenceSession:
     """An onnxruntime CPU session on a file or serialized model; load failures are ModelErrors naming ``label``."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), session_options(threads),
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelError(f"{label}: onnxruntime cannot load the model: {one_line(exc)}") from exc

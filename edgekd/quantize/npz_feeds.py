@@ -20,6 +20,7 @@ import numpy as np
 from edgekd.errors import DataError, first_line
 from edgekd.export.manifest import tensor_specs
 from edgekd.models.onnx_teacher import score_activation
+from edgekd.profile.inputs import token_id_limits
 from edgekd.quantize.calibration import equal_batch_size
 from edgekd.quantize.evaluate import cpu_session, run_batches, scored_output_name
 from edgekd.quantize.feeds import Feed, LabelledBatch, QuantData
@@ -84,8 +85,10 @@ def _read(path: Path, model: Path, inputs: list[Spec], *, labelled: bool) -> dic
             f"missing {_quoted(missing)}" if missing else "", f"unexpected {_quoted(extra)}" if extra else "") if part)
         raise DataError(f"{path}: {problem}; expected arrays {what} ({model} has these graph inputs)")
     counts = {name: array.shape[0] if array.ndim else None for name, array in arrays.items()}
+    limits = token_id_limits(model)
     for spec in inputs:
         _check_input(path, arrays[spec["name"]], spec)
+        _check_ids(path, arrays[spec["name"]], spec["name"], limits.get(spec["name"]), model)
     if len(set(counts.values())) != 1:
         raise DataError(f"{path}: arrays count different numbers of examples on their first axis "
                         f"({', '.join(f'{k}: {v}' for k, v in counts.items())}); they must all count the same")
@@ -132,6 +135,18 @@ def _check_input(path: Path, array: np.ndarray, spec: Spec) -> None:
         raise DataError(f"{path}: array {name!r} holds NaN or infinite values ({int(rows.sum())} of {rows.size} "
                         f"example(s), the first at row {int(np.flatnonzero(rows)[0])}); expected finite numbers (a "
                         "model's outputs on them, and a calibration's ranges, would be meaningless)")
+
+
+def _check_ids(path: Path, array: np.ndarray, name: str, rows: int | None, model: Path) -> None:
+    """An input that indexes an embedding table of ``rows`` rows (token ids) must hold ids 0 .. rows − 1: onnxruntime
+    fails on any other with its kernel's message (and some kernels read past the table)."""
+    if rows is None or not array.size or array.dtype.kind not in "iu":
+        return
+    outside = (array < 0) | (array >= rows)
+    if outside.any():
+        row = int(np.flatnonzero(outside.reshape(len(array), -1).any(axis=1))[0]) if array.ndim else 0
+        raise DataError(f"{path}: array {name!r} holds id {int(array[outside][0])} (example {row}), but {model}'s "
+                        f"input {name!r} indexes an embedding table of {rows} rows: expected ids 0..{rows - 1}")
 
 
 def _check_labels(path: Path, labels: np.ndarray, model: Path, name: str, feed: Feed) -> SingleScore:
