@@ -72,8 +72,8 @@ class Pipeline:
                               "a DeviceProfile object goes to run(device=...) or plan(device=...)")
         _check_stage_list(stages)
         fields = {"name": name, "description": description, "seed": seed, "device": str(device), "threads": threads,
-                  "data": _data(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher),
-                  "assistant": _role(assistant), "student": _role(student),
+                  "data": _data(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher, "teacher"),
+                  "assistant": _role(assistant, "assistant"), "student": _role(student, "student"),
                   "stages": [_plain(stage) for stage in stages]}
         self.recipe: Recipe = validate_model(fields, Recipe, source=SOURCE, base_dir=Path.cwd())
         if self.recipe.data.source == "memory" and tokenizer is not None:
@@ -168,7 +168,7 @@ def _data(value: Any) -> Any:
     return register_data(value, SOURCE) if is_memory_data(value) else _plain(value)
 
 
-def _role(value: Any) -> Any:
+def _role(value: Any, role: str) -> Any:
     """A model role: a spec (or its mapping) is wrapped as ``{model: spec}``; a role config passes through.
 
     An ``nn.Module`` object or a ``"package.module:factory"`` string is the user's own module (``arch: module``);
@@ -179,7 +179,7 @@ def _role(value: Any) -> Any:
     from edgekd.models.user_module import register_object
 
     if isinstance(value, nn.Module):
-        return {"model": {"arch": "module", "instance": register_object(value)}}
+        return {"model": {"arch": "module", "instance": register_object(value, f"{SOURCE}: {role}")}}
     if isinstance(value, Path) or isinstance(value, str) and value.lower().endswith(".onnx"):
         return {"model": {"arch": "onnx", "path": str(value)}}  # a trained model's ONNX file (a teacher)
     if isinstance(value, str):

@@ -157,6 +157,18 @@ def test_objects_fingerprint_by_initial_weights() -> None:
     assert spec[0].startswith("tests.user_modules.SmallCNN@sha256:")
 
 
+@pytest.mark.parametrize(("make", "fragment"), [
+    ("on_meta_device", "holds tensors on the 'meta' device (shapes without data)"),  # was NotImplementedError
+    ("torch_quantized", "holds torch-quantized layers, e.g. 1 (torch.ao.nn.quantized"),  # was AttributeError
+])
+def test_objects_edgekd_cannot_train_are_refused_naming_their_role(make: str, fragment: str) -> None:
+    import tests.user_modules as modules
+
+    with pytest.raises(ConfigError, match="^Pipeline\\(\\.\\.\\.\\): student: the module ") as raised:
+        Pipeline(data=DIGITS, teacher=CNN, student=getattr(modules, make)(), stages=[Teacher(epochs=1)])
+    assert fragment in str(raised.value) and "\n" not in str(raised.value)
+
+
 def test_factory_kwargs_that_are_not_json_values_are_refused_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"student\.model\.kwargs\.width: input was not a valid JSON value "
                                           r"\(got tensor\(8\)\)"):
@@ -280,6 +292,8 @@ REFUSALS = [
     ("tests.user_modules:wrong_input", {}, "teacher.model.factory", "fails on the data's inputs (input [2, 1, 8, 8])"),
     ("tests.user_modules:no_parameters", {}, "teacher.model.factory", "Sequential has no trainable parameters"),
     ("tests.user_modules:frozen", {}, "teacher.model.factory", "SmallCNN has no trainable parameters"),
+    ("tests.user_modules:on_meta_device", {}, "teacher.model.factory", "holds tensors on the 'meta' device"),
+    ("tests.user_modules:torch_quantized", {}, "teacher.model.factory", "holds torch-quantized layers, e.g. 1 ("),
     ("tests/user_modules.py", {}, "teacher.model.factory", "expected an import path 'package.module:factory'"),
     ("tests.user_modules", {}, "teacher.model.factory", "the callable's name; not a file path) (got"),
 ]

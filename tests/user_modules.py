@@ -379,3 +379,17 @@ class _TiedHidden(nn.Module):
 def tied_hidden() -> nn.Module:
     """Hidden layers sharing one parameter."""
     return _TiedHidden()
+
+
+def on_meta_device() -> nn.Module:
+    """A CNN built on the 'meta' device: shapes without data."""
+    return SmallCNN(width=4).to("meta")
+
+
+def torch_quantized() -> nn.Module:
+    """An MLP whose Linear layers torch quantized to INT8 (packed weights, not parameters)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates its eager quantization for torchao's
+        return torch.ao.quantization.quantize_dynamic(mlp(), {nn.Linear})

@@ -117,10 +117,14 @@ def logits_of(output: Any) -> torch.Tensor:
     return logits
 
 
-def register_object(module: nn.Module) -> str:
+def register_object(module: nn.Module, role: str = "module") -> str:
     """Keep a copy of ``module`` for this process; the ``instance`` key is its class and a digest of its initial
     weights and of its submodules' own attributes (two objects differing only in an activation or a temperature
-    are two models)."""
+    are two models). A module edgekd cannot train (:func:`untrainable`) is a :class:`ConfigError` naming
+    ``role``."""
+    problem = untrainable(module)
+    if problem is not None:
+        raise ConfigError(f"{role}: {problem}")
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         update_with_tensor(digest, name, tensor.reshape(-1))
@@ -197,6 +201,9 @@ def instantiate(spec: ModuleSpec) -> nn.Module:
             raise Refused("factory", f"'{spec.factory}'(**{spec.kwargs}) raised {_one_line(exc)}") from exc
         if not isinstance(module, nn.Module):
             raise Refused("factory", f"'{spec.factory}' returned {type(module).__name__}; expected a torch.nn.Module")
+        problem = untrainable(module)
+        if problem is not None:
+            raise Refused("factory", f"'{spec.factory}': {problem}")
     module = plain_float32(module)
     if spec.shapes:
         try:
@@ -208,6 +215,21 @@ def instantiate(spec: ModuleSpec) -> nn.Module:
 
 #: Wrappers around the user's module and the attribute holding it: data parallelism's and torch.compile's.
 _WRAPPERS = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
+
+
+def untrainable(module: nn.Module) -> str | None:
+    """Why edgekd cannot train ``module`` as it is, or None: parameters on the ``meta`` device (shapes without
+    data), or layers torch already quantized (``torch.ao`` INT8 layers hold packed weights, not parameters)."""
+    name = type(module).__name__
+    if any(tensor.is_meta for tensor in [*module.parameters(), *module.buffers()]):
+        return (f"the module ({name}) holds tensors on the 'meta' device (shapes without data); build it on the CPU, "
+                "or give it its weights first (module.to_empty(device='cpu') then load_state_dict)")
+    quantized = next((f"{child} ({type(layer).__module__}.{type(layer).__name__})" for child, layer
+                      in module.named_modules() if type(layer).__module__.startswith("torch.ao.nn.quantized")), None)
+    if quantized is not None:
+        return (f"the module ({name}) holds torch-quantized layers, e.g. {quantized}; give the float module: edgekd "
+                "trains in float and quantizes the exported model itself (a quantize stage, or edgekd quantize)")
+    return None
 
 
 def plain_float32(module: nn.Module) -> nn.Module:
