@@ -552,3 +552,18 @@ def test_an_unlabelled_test_file_says_the_test_set_must_be_labelled(tmp_path: Pa
     with pytest.raises(DataError, match=r"test.tsv: no column 'label' \(data.label_column\); the columns are 'index', "
                                         r"'sentence'; data.test must be labelled .*use dev.tsv$"):
         load_text_dataset(TextFileData(source="tsv", train=train, test=test, val_examples=1), seed=0)
+
+
+def test_a_semicolon_csv_reads_decimal_comma_labels_as_numbers(tmp_path: Path) -> None:
+    """Excel's semicolon CSV writes 0.671 as '0,671': split on the comma, it trained as 33 multi-label classes, and
+    with task: regression it was refused ('label '1,008' is not a finite number')."""
+    train = write_table(tmp_path / "train.csv", "sentence;label",
+                        ["good film;0,671", "dull film;-1,5", "fine;2", "slow;1,008e1"])
+    config = TextFileData(source="csv", train=train, test=train, val_examples=1)
+    splits = load_text_dataset(config, seed=0)
+    assert splits.task == "regression" and splits.class_names == ("label",)
+    assert splits.test.labels.tolist() == pytest.approx([0.671, -1.5, 2.0, 10.08])
+    assert load_text_dataset(config.model_copy(update={"task": "regression"}), seed=0).task == "regression"
+    names = write_table(tmp_path / "names.csv", "sentence;label", ["good film;pos,movie", "dull;neg", "ok;1,5,2"])
+    multi = load_text_dataset(TextFileData(source="csv", train=names, test=names, val_examples=1), seed=0)
+    assert multi.task == "multi_label" and multi.class_names == ("1", "2", "5", "movie", "neg", "pos")

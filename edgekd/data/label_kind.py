@@ -128,6 +128,17 @@ def regression_values(name: str, labels: Sequence[str], lines: Sequence[int], un
     return np.asarray(values, dtype=np.float32)
 
 
+#: A number written with a decimal comma (``0,671``, ``-1,5e3``): one comma, digits after it.
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
+
+
+def decimal_point(label: str) -> str:
+    """``label`` with its decimal comma made a point when it is a number written with one (``0,671`` → ``0.671``),
+    else as written: in a semicolon-separated CSV (Excel's where the decimal mark is a comma) such a label is that
+    number, never a list of two names."""
+    return label.replace(",", ".") if _DECIMAL_COMMA.fullmatch(label) else label
+
+
 def _non_finite(label: str) -> bool:
     """Whether ``label`` reads as NaN or an infinity."""
     try:

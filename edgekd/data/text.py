@@ -48,6 +48,7 @@ import numpy as np
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
 from edgekd.data.label_kind import (
     as_number,
+    decimal_point,
     infer_task,
     label_name,
     label_sets,
@@ -203,7 +204,7 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     if not path.is_file():
         what = f"a directory, not a {config.source.upper()} file" if path.is_dir() else "file not found"
         raise DataError(f"{path}: {what} (data.{key})")
-    rows = _table_rows(path, read_table_text(path, f"data.{key}", config.source.upper()), config)
+    rows, delimiter = _table_rows(path, read_table_text(path, f"data.{key}", config.source.upper()), config)
     if not rows:
         raise DataError(
             f"{path}: empty file; expected a header line naming the columns "
@@ -230,6 +231,8 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
         text, label = row[text_at].strip(), row[label_at].strip()
         if tagged:
             text, label = tagged_row(f"{path} line {line}", text, label)
+        elif delimiter == ";":
+            label = decimal_point(label)
         texts.append(text)
         labels.append(label)
         lines.append(line)
@@ -240,20 +243,26 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     return split
 
 
-def _table_rows(path: Path, content: str, config: TextFileData) -> list[tuple[int, list[str]]]:
-    """The (line, fields) rows of a table's text, blank lines left out.
+def _table_rows(path: Path, content: str, config: TextFileData) -> tuple[list[tuple[int, list[str]]], str]:
+    """The (line, fields) rows of a table's text, blank lines left out, and the delimiter that separated them.
 
     CSV is comma-separated, or semicolon-separated when its header holds ';' and no ',' (Excel's CSV in locales
-    whose decimal mark is a comma). TSV is read without quote processing (SST-2 sentences hold quote
-    characters), unless the file was written with CSV quoting (pandas' ``to_csv(sep="\t")`` quotes a field
-    holding a quote, a tab or a line break): rows whose field counts disagree, or a field wholly in quotes with
-    doubled quotes inside, are read again with quoting, which is kept when every row then has the header's fields.
+    whose decimal mark is a comma; its labels' decimal commas are read as :func:`decimal_point` says). TSV is read
+    without quote processing (SST-2 sentences hold quote characters), unless the file was written with CSV quoting
+    (pandas' ``to_csv(sep="\t")`` quotes a field holding a quote, a tab or a line break): rows whose field counts
+    disagree, or a field wholly in quotes with doubled quotes inside, are read again with quoting, which is kept
+    when every row then has the header's fields.
     """
     if config.source == "csv":
         rows = _parsed(path, content, ",", csv.QUOTE_MINIMAL, config)
         if rows and len(rows[0][1]) == 1 and ";" in rows[0][1][0]:  # Excel's CSV where ',' is the decimal mark
-            return _parsed(path, content, ";", csv.QUOTE_MINIMAL, config)
-        return rows
+            return _parsed(path, content, ";", csv.QUOTE_MINIMAL, config), ";"
+        return rows, ","
+    return _tsv_rows(path, content, config), "\t"
+
+
+def _tsv_rows(path: Path, content: str, config: TextFileData) -> list[tuple[int, list[str]]]:
+    """A TSV's rows: unquoted, or with CSV quoting when the file was written with it (see :func:`_table_rows`)."""
     plain = _parsed(path, content, "\t", csv.QUOTE_NONE, config)
     if plain and (any(len(row) != len(plain[0][1]) for _, row in plain)
                   or any(_csv_quoted(field) for _, row in plain for field in row)):
