@@ -462,3 +462,14 @@ def test_digits_batches_are_row_major_so_a_view_after_a_convolution_works() -> N
         _, inputs, _ = next(split.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0)))
         assert inputs["input"].stride() == (64, 64, 8, 1)
         assert conv(inputs["input"]).view(32, -1).shape == (32, 256)
+
+
+def test_an_image_csv_naming_a_read_column_twice_is_refused(tmp_path: Path) -> None:
+    """'path,label,label' was read silently with the last 'label' (the text reader took the first)."""
+    write_folder(tmp_path / "train", 2)
+    rows = "".join(f"{path},{label},{label}\n" for path, label in folder_items(tmp_path / "train"))
+    (tmp_path / "dup.csv").write_text("path,label,label\n" + rows)
+    with pytest.raises(DataError, match=r"dup.csv: the header names column 'label' 2 times \(columns 2, 3\) "
+                                        r"\(data.train\); expected each column once"):
+        edgekd.validate(recipe_of({"source": "image_csv", "train": str(tmp_path / "dup.csv"),
+                                   "test": str(tmp_path / "dup.csv")}, [{"stage": "teacher", "epochs": 1}]))

@@ -567,3 +567,18 @@ def test_a_semicolon_csv_reads_decimal_comma_labels_as_numbers(tmp_path: Path) -
     names = write_table(tmp_path / "names.csv", "sentence;label", ["good film;pos,movie", "dull;neg", "ok;1,5,2"])
     multi = load_text_dataset(TextFileData(source="csv", train=names, test=names, val_examples=1), seed=0)
     assert multi.task == "multi_label" and multi.class_names == ("1", "2", "5", "movie", "neg", "pos")
+
+
+@pytest.mark.parametrize(("source", "header", "column"), [("tsv", "sentence\tlabel\tlabel", "label"),
+                                                          ("csv", "sentence,label,sentence", "sentence")])
+def test_a_header_naming_a_read_column_twice_is_refused(tmp_path: Path, source: str, header: str, column: str) -> None:
+    """'sentence\\tlabel\\tlabel' was read silently, the first 'label' taken and the second ignored."""
+    sep = "\t" if source == "tsv" else ","
+    train = write_table(tmp_path / f"train.{source}", header, [sep.join(["good film", "1", "0"]),
+                                                               sep.join(["dull film", "0", "1"])])
+    with pytest.raises(DataError, match=rf"train.{source}: the header names column '{column}' 2 times \(columns "
+                                        rf"\d, 3\) \(data.train\); expected each column once"):
+        load_text_dataset(TextFileData(source=source, train=train, test=train, val_examples=1), seed=0)
+    other = write_table(tmp_path / "notes.tsv", "sentence\tlabel\tnote\tnote", ["good film\t1\ta\tb", "dull\t0\tc\td"])
+    assert load_text_dataset(TextFileData(source="tsv", train=other, test=other, val_examples=1),
+                             seed=0).class_names == ("0", "1")  # a repeated column that is not read is no matter

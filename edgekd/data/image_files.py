@@ -27,7 +27,7 @@ from edgekd.data.config import HFDiskData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.data.label_kind import label_name
 from edgekd.data.saved_dataset import load_saved_dataset
-from edgekd.data.table_text import read_table_text
+from edgekd.data.table_text import check_unique_columns, read_table_text
 from edgekd.errors import DataError, first_line
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
         if missing:
             raise DataError(f"{path}: no column {', '.join(repr(c) for c in missing)} ({key}); the header has "
                             f"{', '.join(repr(c) for c in columns) or 'no columns'}")
+        check_unique_columns(path, columns, (config.path_column, config.label_column), key)
         images: list[ImageRef] = []
         labels: list[str] = []
         for row in reader:

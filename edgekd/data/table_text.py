@@ -9,6 +9,7 @@ refused naming the file and the encodings read.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from edgekd.errors import DataError
@@ -36,6 +37,16 @@ def read_table_text(path: Path, key: str, kind: str) -> str:
                         "its byte-order mark)") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc}) ({key})") from None
+
+
+def check_unique_columns(path: Path, header: Sequence[str], read: Iterable[str], key: str) -> None:
+    """Refuse a header naming a column that is read (``read``) more than once: which of the two holds the data is a
+    guess (the text reader took the first, the image CSV reader the last), so neither is taken silently."""
+    for name in read:
+        places = [str(i + 1) for i, column in enumerate(header) if column == name]
+        if len(places) > 1:
+            raise DataError(f"{path}: the header names column '{name}' {len(places)} times (columns "
+                            f"{', '.join(places)}) ({key}); expected each column once: rename or drop the repeat")
 
 
 def text_encoding(start: bytes) -> str:

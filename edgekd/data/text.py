@@ -57,7 +57,7 @@ from edgekd.data.label_kind import (
     whole_numbers,
 )
 from edgekd.data.saved_dataset import load_saved_dataset
-from edgekd.data.table_text import read_table_text
+from edgekd.data.table_text import check_unique_columns, read_table_text
 from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
 from edgekd.errors import DataError
 
@@ -217,6 +217,7 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
         _check_single_text(str(path), header, config)
     _check_columns(str(path), header, config, (text_column, label_column),
                    _other_delimiter(header, config) or _unlabelled(header, key, text_column[0]))
+    check_unique_columns(path, header, (text_column[0], label_column[0]), f"data.{key}")
     text_at, label_at = header.index(text_column[0]), header.index(label_column[0])
     texts: list[str] = []
     labels: list[str] = []
