@@ -473,3 +473,15 @@ def test_an_image_csv_naming_a_read_column_twice_is_refused(tmp_path: Path) -> N
                                         r"\(data.train\); expected each column once"):
         edgekd.validate(recipe_of({"source": "image_csv", "train": str(tmp_path / "dup.csv"),
                                    "test": str(tmp_path / "dup.csv")}, [{"stage": "teacher", "epochs": 1}]))
+
+
+def test_an_image_csv_label_written_as_a_missing_value_marker_is_no_label(tmp_path: Path) -> None:
+    """An image CSV's 'N/A' label became a class of its own."""
+    write_folder(tmp_path / "train", 2)
+    items = folder_items(tmp_path / "train")
+    (tmp_path / "na.csv").write_text("path,label\n" + "".join(f"{path},{label}\n" for path, label in items[:-1])
+                                     + f"{items[-1][0]},N/A\n")
+    with pytest.raises(DataError, match=rf"na.csv:{len(items) + 1}: no label \('N/A', a missing-value marker\); "
+                                        "expected an image path and its class label"):
+        edgekd.validate(recipe_of({"source": "image_csv", "train": str(tmp_path / "na.csv"),
+                                   "test": str(tmp_path / "na.csv")}, [{"stage": "teacher", "epochs": 1}]))

@@ -582,3 +582,24 @@ def test_a_header_naming_a_read_column_twice_is_refused(tmp_path: Path, source: 
     other = write_table(tmp_path / "notes.tsv", "sentence\tlabel\tnote\tnote", ["good film\t1\ta\tb", "dull\t0\tc\td"])
     assert load_text_dataset(TextFileData(source="tsv", train=other, test=other, val_examples=1),
                              seed=0).class_names == ("0", "1")  # a repeated column that is not read is no matter
+
+
+@pytest.mark.parametrize("marker", ["N/A", "NaN", "null", "None", "NA", "#N/A", "n/a"])
+def test_a_label_written_as_a_missing_value_marker_is_no_label(tmp_path: Path, marker: str) -> None:
+    """'N/A' (pandas' na_values) became a class of its own beside pos/neg, or a stray word among 0/1 (a warning)."""
+    for labels, fields in ((["pos", "neg", marker], {}), (["1", "0", marker], {}),
+                           (["pos,movie", "neg", marker], {})):
+        rows = [f"text {i}\t{label}" for i, label in enumerate(labels)]
+        with pytest.raises(DataError, match=rf"train.tsv line 4: no label in column 'label' \('{marker}', a "
+                                            r"missing-value marker\); expected"):
+            load_text_dataset(tsv_config(tmp_path, rows, val_examples=1, **fields), seed=0)
+    rows = ["a\t0.25", "b\t1.5", f"c\t{marker}"]
+    expected = (rf"label '{marker}' is not a finite number" if marker.lower() == "nan"
+                else rf"no label \('{marker}', a missing-value marker\)")
+    with pytest.raises(DataError, match=rf"train.tsv line 4: {expected}; expected a number for every example"):
+        load_text_dataset(tsv_config(tmp_path, rows, val_examples=1), seed=0)
+    with pytest.raises(DataError, match=rf"train.tsv line 4: {expected} \(data.task is regression\)"):
+        load_text_dataset(tsv_config(tmp_path, rows, val_examples=1, task="regression"), seed=0)
+    fine = load_text_dataset(tsv_config(tmp_path, ["a\tpos", "b\tneg", "c\t-", "d\tNone of these"], val_examples=1),
+                             seed=0)
+    assert fine.class_names == ("-", "None of these", "neg", "pos")  # markers are whole cells, as pandas reads them

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.data.config import HFDiskData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
-from edgekd.data.label_kind import label_name
+from edgekd.data.label_kind import is_missing, label_name, missing_what
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.table_text import check_unique_columns, read_table_text
 from edgekd.errors import DataError, first_line
@@ -154,9 +154,9 @@ def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
             if not given and not label:
                 continue
             line = f"{path}:{reader.line_num}"
-            if not given or not label:
-                raise DataError(f"{line}: empty {'path' if not given else 'label'}; expected an image path and "
-                                "its class label")
+            if not given or is_missing(label):
+                what = "empty path" if not given else f"no label ({missing_what(label)})"
+                raise DataError(f"{line}: {what}; expected an image path and its class label")
             image = Path(given) if Path(given).is_absolute() else path.parent / given
             if not image.is_file():
                 raise DataError(f"{line}: image '{given}' not found (looked for {image})")

@@ -9,7 +9,9 @@ that is unambiguous:
 - otherwise (class names, or whole numbers such as SST-2's 0/1) → ``single_label``.
 
 Fractional numbers mixed with names (``0.5`` and ``pos``) fit no task: refused with one line naming
-``data.task``. Encodings: ``single_label`` int64 class indices ``[N]``; ``multi_label`` float32
+``data.task``. A label written as a missing-value marker (pandas' default ``na_values``: ``N/A``, ``NaN``,
+``null``, ``None``, ``NA``, ``#N/A``, ...) is no label, refused as an empty one is (see :func:`missing_marker`),
+never a class or a number. Encodings: ``single_label`` int64 class indices ``[N]``; ``multi_label`` float32
 multi-hot rows ``[N, classes]`` (the distinct names, sorted); ``regression`` float32 values ``[N]``
 with the one output named after the label column.
 """
@@ -38,9 +40,9 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
         other = next((i for i, n in enumerate(numbers) if n is None), None)
         if other is None:
             return "regression"
-        empty = not labels[other].strip()
-        if empty or _non_finite(labels[other]):
-            what = "no label (empty)" if empty else f"label '{labels[other]}' is not a finite number"
+        if _non_finite(labels[other]) or is_missing(labels[other]):
+            what = (f"label '{labels[other]}' is not a finite number" if _non_finite(labels[other])
+                    else f"no label ({missing_what(labels[other])})")
             raise DataError(f"{name} {unit} {lines[other]}: {what}; expected a number for every example of a "
                             f"regression ({unit} {lines[fractional]} holds '{labels[fractional]}')")
         raise DataError(f"{name} {unit} {lines[other]}: label '{labels[other]}' is not a number but "
@@ -49,6 +51,22 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
     if any(_SEPARATOR.search(label) or _listed(label) is not None for label in labels):
         return "multi_label"
     return "single_label"
+
+
+#: The cells pandas reads as missing by default (``pandas.read_csv``'s ``na_values``).
+MISSING_MARKERS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                             "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
+def is_missing(label: str) -> bool:
+    """Whether ``label`` is empty or a missing-value marker (:data:`MISSING_MARKERS`): no label (pandas reads it as
+    NaN), which must not become a class of its own or a number."""
+    return label.strip() in MISSING_MARKERS
+
+
+def missing_what(label: str) -> str:
+    """How a message describes the missing label ``label``: ``empty``, or ``'N/A', a missing-value marker``."""
+    return f"'{label}', a missing-value marker" if label.strip() else "empty"
 
 
 def whole_numbers(labels: Sequence[str]) -> list[str] | None:
@@ -123,8 +141,9 @@ def regression_values(name: str, labels: Sequence[str], lines: Sequence[int], un
     values = [as_number(label) for label in labels]
     bad = next((i for i, value in enumerate(values) if value is None), None)
     if bad is not None:
-        raise DataError(f"{name} {unit} {lines[bad]}: label '{labels[bad]}' is not a finite number "
-                        "(data.task is regression)")
+        what = (f"no label ({missing_what(labels[bad])})" if is_missing(labels[bad]) and not _non_finite(labels[bad])
+                else f"label '{labels[bad]}' is not a finite number")
+        raise DataError(f"{name} {unit} {lines[bad]}: {what} (data.task is regression)")
     return np.asarray(values, dtype=np.float32)
 
 

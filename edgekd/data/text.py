@@ -50,8 +50,10 @@ from edgekd.data.label_kind import (
     as_number,
     decimal_point,
     infer_task,
+    is_missing,
     label_name,
     label_sets,
+    missing_what,
     multi_hot,
     regression_values,
     whole_numbers,
@@ -180,12 +182,18 @@ def _plain_integers(train: _RawSplit, test: _RawSplit) -> tuple[_RawSplit, _RawS
 
 
 def _check_labelled(split: _RawSplit, task: TaskKind, label_column: str) -> None:
-    """Refuse a single-label example without a label: it would silently become a class named ''."""
-    if task != "single_label" or "" not in split.labels:
+    """Refuse a single-label example without a label, and a class label written as a missing-value marker
+    (``N/A``, ``NaN``, ``null``: :func:`~edgekd.data.label_kind.is_missing`): either would silently become a class
+    of its own. A multi-label row may be empty (no class)."""
+    if task not in ("single_label", "multi_label"):
         return
-    at = split.labels.index("")
-    raise DataError(f"{split.name} {split.unit} {split.lines[at]}: no label in column '{label_column}' (empty, "
-                    "null or -1); expected a class name for every example")
+    at = next((i for i, label in enumerate(split.labels) if is_missing(label) and (label or task == "single_label")),
+              None)
+    if at is not None:
+        what = "empty, null or -1" if not split.labels[at] else missing_what(split.labels[at])
+        expected = "a class name for every example" if task == "single_label" else "class names (an empty cell: none)"
+        raise DataError(f"{split.name} {split.unit} {split.lines[at]}: no label in column '{label_column}' ({what}); "
+                        f"expected {expected}")
 
 
 def _check_distinct_classes(train: _RawSplit, class_names: tuple[str, ...], task: TaskKind,
