@@ -603,3 +603,15 @@ def test_a_label_written_as_a_missing_value_marker_is_no_label(tmp_path: Path, m
     fine = load_text_dataset(tsv_config(tmp_path, ["a\tpos", "b\tneg", "c\t-", "d\tNone of these"], val_examples=1),
                              seed=0)
     assert fine.class_names == ("-", "None of these", "neg", "pos")  # markers are whole cells, as pandas reads them
+
+
+def test_labels_that_are_one_number_written_two_ways_stay_distinct_classes(tmp_path: Path) -> None:
+    """Labels 01, 1 and 2 gave the classes ('1', '2'): two classes merged silently by the conversion to integers."""
+    splits = load_text_dataset(tsv_config(tmp_path, ["a\t01", "b\t1", "c\t2", "d\t01"], ["e\t1", "f\t01"],
+                                          val_examples=1), seed=0)
+    assert splits.class_names == ("01", "1", "2") and splits.test.labels.tolist() == [1, 0]
+    floats = load_text_dataset(tsv_config(tmp_path, ["a\t1.0", "b\t1", "c\t2"], val_examples=1), seed=0)
+    assert floats.class_names == ("1", "1.0", "2")
+    one_to_one = load_text_dataset(tsv_config(tmp_path, ["a\t01", "b\t02", "c\t10"], ["d\t1", "e\t10.0"],
+                                              val_examples=1), seed=0)
+    assert one_to_one.class_names == ("1", "2", "10") and one_to_one.test.labels.tolist() == [0, 2]

@@ -70,13 +70,15 @@ def missing_what(label: str) -> str:
 
 
 def whole_numbers(labels: Sequence[str]) -> list[str] | None:
-    """The labels written as plain integers (``'1.0'`` → ``'1'``) when every one is a whole number, else None: a
-    class column pandas wrote as floats (an integer column with a gap becomes float) is the same classes as
-    the integers another file holds."""
+    """The labels written as plain integers (``'1.0'`` → ``'1'``) when every one is a whole number and no two
+    written forms are one number, else None: a class column pandas wrote as floats (an integer column with a gap
+    becomes float) is the same classes as the integers another file holds, but ``01`` beside ``1`` in one file are
+    two classes as written (codes), which the conversion would merge."""
     values = [as_number(label) for label in labels]
     if not values or any(value is None or not value.is_integer() for value in values):
         return None
-    return [str(int(value)) for value in values]  # type: ignore[arg-type]
+    converted = [str(int(value)) for value in values]  # type: ignore[arg-type]
+    return converted if len(set(converted)) == len(set(labels)) else None
 
 
 def label_name(value: Any, names: Sequence[str] | None) -> str:

@@ -495,9 +495,11 @@ def _class_names(task: TaskKind, labels: list[str], label_column: str) -> tuple[
 
 
 def _sorted_labels(labels: list[str]) -> tuple[str, ...]:
+    """The distinct labels, sorted numerically when all are integers (``01`` before ``1``, as written), else as
+    strings."""
     distinct = set(labels)
     try:
-        return tuple(sorted(distinct, key=int))
+        return tuple(sorted(distinct, key=lambda label: (int(label), label)))
     except ValueError:
         return tuple(sorted(distinct))
 
