@@ -615,3 +615,23 @@ def test_labels_that_are_one_number_written_two_ways_stay_distinct_classes(tmp_p
     one_to_one = load_text_dataset(tsv_config(tmp_path, ["a\t01", "b\t02", "c\t10"], ["d\t1", "e\t10.0"],
                                               val_examples=1), seed=0)
     assert one_to_one.class_names == ("1", "2", "10") and one_to_one.test.labels.tolist() == [0, 2]
+
+
+def test_labels_read_as_multi_label_from_a_separator_are_warned_about_once(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A class named 'Arts, Culture' made the file multi-label without a word: the inference now says so, once,
+    and how to read such names as single classes."""
+    from edgekd.data.text import text_file_task
+
+    config = tsv_config(tmp_path, ["a\tArts, Culture", "b\tSports", "c\tArts, Culture"], val_examples=1)
+    assert text_file_task(config) == "multi_label"
+    assert load_text_dataset(config, seed=0).class_names == ("Arts", "Culture", "Sports")
+    warnings = [r.getMessage() for r in caplog.records if "so the task is read as multi_label" in r.getMessage()]
+    assert len(warnings) == 1 and "train.tsv line 2: label 'Arts, Culture' holds ',' or '|'" in warnings[0]
+    assert "set data.task: single_label" in warnings[0]
+    single = load_text_dataset(config.model_copy(update={"task": "single_label"}), seed=0)
+    assert single.task == "single_label" and single.class_names == ("Arts, Culture", "Sports")
+    caplog.clear()
+    (tmp_path / "listed").mkdir()
+    load_text_dataset(tsv_config(tmp_path / "listed", ["a\t['x', 'y']", "b\t['y']"], val_examples=1), seed=0)
+    assert "so the task is read as multi_label" not in caplog.text  # a list literal is no guess

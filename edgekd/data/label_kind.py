@@ -5,7 +5,8 @@ that is unambiguous:
 
 - every label a number and at least one fractional (``0.53``) → ``regression``;
 - some label holding several names (``pos,movie``, ``pos|movie``, or a list literal ``['pos', 'movie']`` as
-  pandas writes a column of lists) → ``multi_label``;
+  pandas writes a column of lists) → ``multi_label`` (from a separator with a warning, once per file: a class
+  name may hold one, ``Arts, Culture``, which ``data.task: single_label`` reads as one class);
 - otherwise (class names, or whole numbers such as SST-2's 0/1) → ``single_label``.
 
 Fractional numbers mixed with names (``0.5`` and ``pos``) fit no task: refused with one line naming
@@ -19,6 +20,7 @@ with the one output named after the label column.
 from __future__ import annotations
 
 import ast
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -30,6 +32,9 @@ from edgekd.data.config import TaskKind
 from edgekd.errors import DataError
 
 TASKS: tuple[str, ...] = get_args(TaskKind)
+log = logging.getLogger(__name__)
+#: The files whose separated labels were warned about (:func:`_warn_separated`), so each is warned about once.
+_WARNED: set[str] = set()
 
 
 def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str) -> TaskKind:
@@ -48,9 +53,24 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
         raise DataError(f"{name} {unit} {lines[other]}: label '{labels[other]}' is not a number but "
                         f"{unit} {lines[fractional]} holds '{labels[fractional]}', so the task is ambiguous; "
                         f"set data.task to one of {', '.join(TASKS)}")
-    if any(_SEPARATOR.search(label) or _listed(label) is not None for label in labels):
+    if any(_listed(label) is not None for label in labels):
+        return "multi_label"
+    separated = next((i for i, label in enumerate(labels) if _SEPARATOR.search(label)), None)
+    if separated is not None:
+        _warn_separated(name, labels[separated], f"{unit} {lines[separated]}")
         return "multi_label"
     return "single_label"
+
+
+def _warn_separated(name: str, label: str, where: str) -> None:
+    """Say once per file that its labels were read as multi-label because one holds ',' or '|': a class name
+    holding a comma (``Arts, Culture``) is otherwise split into two classes without a word."""
+    if name in _WARNED:
+        return
+    _WARNED.add(name)
+    log.warning("%s %s: label '%s' holds ',' or '|', so the task is read as multi_label (each label a set of "
+                "classes split there); if a class name holds the separator, set data.task: single_label",
+                name, where, label)
 
 
 #: The cells pandas reads as missing by default (``pandas.read_csv``'s ``na_values``).
