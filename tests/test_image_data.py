@@ -485,3 +485,23 @@ def test_an_image_csv_label_written_as_a_missing_value_marker_is_no_label(tmp_pa
                                         "expected an image path and its class label"):
         edgekd.validate(recipe_of({"source": "image_csv", "train": str(tmp_path / "na.csv"),
                                    "test": str(tmp_path / "na.csv")}, [{"stage": "teacher", "epochs": 1}]))
+
+
+def test_system_files_beside_images_are_skipped(tmp_path: Path) -> None:
+    """Thumbs.db (Windows' thumbnail cache) in a class folder was refused as 'not an image file'; desktop.ini,
+    AppleDouble ._ files and a zip's __MACOSX folder are no images of the user's either."""
+    from edgekd.data.image_data import checked_splits
+
+    write_folder(tmp_path / "train", 2)
+    images = [str(path) for path, _ in folder_items(tmp_path / "train")]
+    for folder in (tmp_path / "train").iterdir():
+        (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 cache")
+        (folder / "desktop.ini").write_text("[.ShellClassInfo]")
+        (folder / "._000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "train" / "__MACOSX" / "red").mkdir(parents=True)
+    (tmp_path / "train" / "__MACOSX" / "red" / "._000.png").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "train" / "Desktop.ini").write_text("[.ShellClassInfo]")
+    splits, classes = checked_splits(ImageFolderData(source="imagefolder", train=tmp_path / "train",
+                                                     test=tmp_path / "train"))
+    assert classes == tuple(sorted(COLOURS))
+    assert [ref.where for ref in splits["train"].images] == images and len(images) == 2 * len(COLOURS)

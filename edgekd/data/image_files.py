@@ -1,9 +1,10 @@
 """The labelled images a recipe's image source names, before any pixel is read: a reference per image.
 
 - ``imagefolder``: ``DIR/<class>/<image>`` (PNG or JPEG), images in sub-folders of a class folder belonging to
-  that class (as torchvision's ``ImageFolder`` reads them); hidden files and folders (``.DS_Store``) are
-  skipped. Any other file, a file beside the class folders, a class folder without images or fewer than two
-  classes is a one-line error.
+  that class (as torchvision's ``ImageFolder`` reads them); hidden files and folders (``.DS_Store``, macOS's
+  ``._*`` AppleDouble files) and the files operating systems leave beside images (``Thumbs.db``, ``desktop.ini``,
+  ``__MACOSX``: :data:`SYSTEM_FILES`) are skipped. Any other file, a file beside the class folders, a class
+  folder without images or fewer than two classes is a one-line error.
 - ``image_csv``: a CSV with a header naming ``path_column`` and ``label_column``; a relative path is
   relative to the CSV file's folder.
 - ``hf_disk`` with ``image_column``: a ``datasets`` directory whose column holds images (the ``Image``
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 #: File name endings of the images an image folder or CSV may hold.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ImageDataConfig = ImageFolderData | ImageCsvData | HFDiskData
+#: Names (lower case) of the files and folders operating systems and NAS boxes write beside a user's images:
+#: Windows' thumbnail caches and folder settings, the folder a macOS zip adds, a Synology's index, macOS's icon.
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "__macosx", "@eadir",
+                          "icon\r"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
     images: list[ImageRef] = []
     labels: list[str] = []
     for entry in sorted(root.iterdir()):
-        if entry.name.startswith("."):
+        if _skipped(entry.name):
             continue
         if not entry.is_dir():
             raise DataError(f"{entry}: a file beside the class folders ({key}); expected only one sub-folder "
@@ -127,12 +132,18 @@ def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
 
 def _visible_files(folder: Path) -> list[Path]:
     """The files below ``folder``, in sub-folders too (symbolic links to folders not followed), sorted by their
-    path; hidden files and folders (a name starting with ``.``) are left out."""
+    path; hidden and system files and folders (:func:`_skipped`) are left out."""
     found = []
     for parent, folders, names in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        found += [Path(parent, name) for name in names if not name.startswith(".")]
+        folders[:] = [name for name in folders if not _skipped(name)]
+        found += [Path(parent, name) for name in names if not _skipped(name)]
     return sorted(found, key=lambda path: path.relative_to(folder).parts)
+
+
+def _skipped(name: str) -> bool:
+    """Whether an image folder's entry ``name`` is no image of the user's: hidden (``.DS_Store``, ``._photo.jpg``)
+    or a file the system writes there (:data:`SYSTEM_FILES`: ``Thumbs.db``, ``desktop.ini``)."""
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
 
 
 def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
