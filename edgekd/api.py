@@ -180,9 +180,9 @@ def _check_inputs(recipe: Recipe) -> None:
 
         load_text_dataset(data, recipe.seed)  # a saved dataset's splits, columns and labels too
     if is_image_data(data):
-        from edgekd.data.image_data import checked_splits
+        from edgekd.data.image_data import check_images
 
-        checked_splits(data)  # lists the files and classes; pixels are read when the data is loaded
+        check_images(data)  # lists the files and classes and reads each image's header; pixels when it is loaded
     for weights in recipe.teacher.weight_files:
         if not weights.is_file():
             raise ModelError(f"{weights}: weights file not found (teacher.weights)")

@@ -4,6 +4,7 @@ image processor or plain resizing; preprocessing recorded for the bundle; conten
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,8 @@ ERRORS = {
     "corrupt png": (lambda root: (root / "train" / "green" / "000.png").write_bytes(b"\x89PNG not really"),
                     "train/green/000.png: not a readable image, the file is corrupt or not PNG/JPEG (no image format "
                     "PIL knows starts it)"),
+    "empty file": (lambda root: (root / "train" / "green" / "000.png").write_bytes(b""),
+                   "train/green/000.png: empty file (0 bytes); expected a PNG/JPEG image"),
     "truncated jpeg": (lambda root: (root / "test" / "blue" / "001.jpg").write_bytes(
         (root / "test" / "blue" / "001.jpg").read_bytes()[:200]), "test/blue/001.jpg: not a readable image"),
     "test class not in train": (lambda root: write_folder(root / "test", 1, colours={"purple": (90, 0, 90)}),
@@ -309,8 +312,8 @@ ERRORS = {
                                   "train/labels.txt: a file beside the class folders"),
     "missing folder": (lambda root: shutil.rmtree(root / "test"), "directory not found"),
 }
-#: Faults found only by decoding the pixels, which the run does, not ``validate``.
-PIXEL_FAULTS = ("corrupt png", "truncated jpeg")
+#: Faults found only by decoding the pixels, which the run does, not ``validate`` (which reads each header only).
+PIXEL_FAULTS = ("truncated jpeg",)
 
 
 @pytest.mark.parametrize("case", sorted(ERRORS))
@@ -505,3 +508,23 @@ def test_system_files_beside_images_are_skipped(tmp_path: Path) -> None:
                                                      test=tmp_path / "train"))
     assert classes == tuple(sorted(COLOURS))
     assert [ref.where for ref in splits["train"].images] == images and len(images) == 2 * len(COLOURS)
+
+
+def test_validate_reads_each_image_s_header_and_names_an_empty_file(tmp_path: Path) -> None:
+    """A zero-byte or corrupt image passed validate and failed at run, the empty one said to be of a format 'no
+    image format PIL knows starts it'; a dataset's stored bytes are checked the same way."""
+    from edgekd.data.image_files import ImageRef, check_image, open_image
+
+    for data, fragment in ((b"", "empty file (0 bytes); expected a PNG/JPEG image"),
+                           (b"GIF89 not really", "not a readable image, the file is corrupt or not PNG/JPEG")):
+        file = tmp_path / "image.png"
+        file.write_bytes(data)
+        for ref in (ImageRef("row 3", lambda data=data: data), ImageRef("row 3", file.read_bytes, file)):
+            for read in (check_image, open_image):
+                with pytest.raises(DataError, match=rf"^row 3: {re.escape(fragment)}"):
+                    read(ref)
+    write_folder(tmp_path / "train", 2)
+    (tmp_path / "train" / "red" / "junk.png").write_bytes(b"<html>not an image</html>")
+    data = {"source": "imagefolder", "train": str(tmp_path / "train"), "test": str(tmp_path / "train")}
+    with pytest.raises(DataError, match=r"train/red/junk.png: not a readable image, the file is corrupt"):
+        edgekd.validate(recipe_of(data, [{"stage": "teacher", "epochs": 1}]))

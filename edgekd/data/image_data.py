@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 
 from edgekd.data.config import HFDiskData
 from edgekd.data.content_digest import image_data_digest
-from edgekd.data.image_files import ImageDataConfig, LabelledImages, list_splits, open_image
+from edgekd.data.image_files import ImageDataConfig, LabelledImages, check_image, list_splits, open_image
 from edgekd.data.image_prep import make_preparer
 from edgekd.errors import DataError
 
@@ -54,6 +54,16 @@ def checked_splits(config: ImageDataConfig) -> tuple[dict[str, LabelledImages], 
     for split in splits.values():
         _check_classes(split, class_names)
     return splits, class_names
+
+
+def check_images(config: ImageDataConfig) -> None:
+    """What ``edgekd validate`` checks of image data: :func:`checked_splits`, and every image's header readable
+    (:func:`~edgekd.data.image_files.check_image`: an empty or corrupt file is refused before training, not at
+    the run's first decode)."""
+    splits, _ = checked_splits(config)
+    for split in splits.values():
+        for ref in split.images:
+            check_image(ref)
 
 
 @lru_cache(maxsize=2)

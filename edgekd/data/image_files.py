@@ -11,7 +11,8 @@
   feature); labels from ``label_column`` (a ``ClassLabel`` keeps its names).
 
 Each image is an :class:`ImageRef`: where it is (a path, or the dataset, split and row, for messages) and
-how to read its encoded bytes. Decoding (and the error naming a corrupt file) is :func:`open_image`'s.
+how to read its encoded bytes. Decoding (and the error naming a corrupt file) is :func:`open_image`'s;
+:func:`check_image` reads only an image's header (what ``edgekd validate`` does for every image listed).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class ImageRef:
 
     where: str
     read: Callable[[], bytes]
+    path: Path | None = None
+    """The image's file, when it is one (its header is then read without reading the whole file)."""
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,31 @@ def list_splits(config: ImageDataConfig) -> dict[str, LabelledImages]:
 
 def open_image(ref: ImageRef) -> Image.Image:
     """The decoded image of ``ref`` (a :class:`DataError` naming it when it is not a readable image)."""
+    return _image(ref, decode=True)
+
+
+def check_image(ref: ImageRef) -> None:
+    """Refuse ``ref`` when its header is not a readable image's (an empty file, a corrupt or foreign format): the
+    header alone is read (PIL's ``Image.open`` is lazy), so a folder of images is checked cheaply; a file damaged
+    after its header is found when :func:`open_image` decodes it."""
+    _image(ref, decode=False).close()
+
+
+def _image(ref: ImageRef, *, decode: bool) -> Image.Image:
+    """``ref`` opened by PIL, its pixels decoded when ``decode``; one-line :class:`DataError` naming it otherwise."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        data = ref.read()
+        data = ref.read() if decode or ref.path is None else None
+        size = len(data) if data is not None else ref.path.stat().st_size  # type: ignore[union-attr]
     except OSError as exc:
         raise DataError(f"{ref.where}: cannot be read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise DataError(f"{ref.where}: empty file (0 bytes); expected a PNG/JPEG image")
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        image = Image.open(io.BytesIO(data) if data is not None else ref.path)
+        if decode:
+            image.load()
     except Image.DecompressionBombError as exc:  # more pixels than PIL decodes (a decompression bomb, or a scan)
         raise DataError(f"{ref.where}: too many pixels to decode ({first_line(exc)}); resize the image") from None
     except UnidentifiedImageError:  # its message names the in-memory buffer by address, which says nothing
@@ -100,7 +119,7 @@ def open_image(ref: ImageRef) -> Image.Image:
 
 
 def _file_ref(path: Path) -> ImageRef:
-    return ImageRef(str(path), path.read_bytes)
+    return ImageRef(str(path), path.read_bytes, path)
 
 
 def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
@@ -223,4 +242,4 @@ def _row_ref(where: str, value: dict[str, Any] | None) -> ImageRef:
     if value.get("bytes") is not None:
         data = value["bytes"]
         return ImageRef(where, lambda: data)
-    return ImageRef(f"{where}: {value['path']}", Path(value["path"]).read_bytes)
+    return ImageRef(f"{where}: {value['path']}", Path(value["path"]).read_bytes, Path(value["path"]))
