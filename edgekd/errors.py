@@ -74,6 +74,14 @@ def too_long_name(exc: BaseException) -> str | None:
     return None
 
 
+def quoted(value: object, most: int = 60) -> str:
+    """``value`` in single quotes for a one-line message, its line breaks escaped, cut to its first ``most``
+    characters (its length said) when longer: a whole file read as one column name or label must not fill the
+    terminal."""
+    text = str(value).replace("\r", "\\r").replace("\n", "\\n")
+    return f"'{text}'" if len(text) <= most else f"'{text[:most]}…' ({len(text)} characters)"
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an exception's message (or its type name), for one-line errors, without the
     terminal escapes some libraries colour their messages with (torch's ``weights_only`` refusal)."""

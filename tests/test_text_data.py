@@ -485,8 +485,11 @@ def test_whole_number_labels_written_as_floats_are_the_integer_classes(tmp_path:
     assert floats.class_names == ("0", "1", "10") and floats.task == "single_label"
 
 
-@pytest.mark.parametrize(("name", "what"), [("parquet", "a Parquet file"), ("gzip", "gzip-compressed"),
-                                            ("jsonl", "the file holds JSON \\(lines\\), which edgekd does not read")])
+@pytest.mark.parametrize(("name", "what"), [
+    ("parquet", "a Parquet file"), ("gzip", "gzip-compressed"),
+    ("jsonl", "the file holds JSON \\(lines, or an array of records\\), which edgekd does not read"),
+    ("json", "the columns are '\\[{\"sentence\": \"good film\", \"label\": 1}[^']*…' \\(\\d+ characters\\); "
+             "the file holds JSON \\(lines, or an array of records\\)")])
 def test_tables_of_other_formats_say_what_they_are(tmp_path: Path, name: str, what: str) -> None:
     """A Parquet or gzipped table given as a CSV was 'not UTF-8 text (invalid start byte)', a JSON-lines file a
     header of JSON fragments."""
@@ -499,10 +502,14 @@ def test_tables_of_other_formats_say_what_they_are(tmp_path: Path, name: str, wh
         pytest.importorskip("pandas").DataFrame(rows).to_parquet(path)
     elif name == "gzip":
         path.write_bytes(gzip.compress(b"sentence,label\ngood film,1\ndull film,0\n"))
+    elif name == "json":  # an array of records: the whole file was quoted as one column name (15 KB)
+        path.write_text(json.dumps(rows * 100))
     else:
         path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(DataError, match=rf"train.{name}: .*{what}") as caught:
-        load_text_dataset(TextFileData(source="csv", train=path, test=path, val_examples=1), seed=0)
+        load_text_dataset(TextFileData(source="tsv" if name == "json" else "csv", train=path, test=path,
+                                       val_examples=1), seed=0)
+    assert len(str(caught.value)) < 400
     assert "datasets directory (save_to_disk, data.source: hf_disk)" in str(caught.value)
 
 

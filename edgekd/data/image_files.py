@@ -30,7 +30,7 @@ from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.data.label_kind import is_missing, label_name, missing_what
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.table_text import check_unique_columns, read_table_text
-from edgekd.errors import DataError, first_line
+from edgekd.errors import DataError, first_line, quoted
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -174,8 +174,8 @@ def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
         columns = reader.fieldnames or []
         missing = [c for c in (config.path_column, config.label_column) if c not in columns]
         if missing:
-            raise DataError(f"{path}: no column {', '.join(repr(c) for c in missing)} ({key}); the header has "
-                            f"{', '.join(repr(c) for c in columns) or 'no columns'}")
+            raise DataError(f"{path}: no column {', '.join(quoted(c) for c in missing)} ({key}); the header has "
+                            f"{', '.join(quoted(c) for c in columns[:10]) or 'no columns'}")
         check_unique_columns(path, columns, (config.path_column, config.label_column), key)
         images: list[ImageRef] = []
         labels: list[str] = []
@@ -189,7 +189,7 @@ def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
                 raise DataError(f"{line}: {what}; expected an image path and its class label")
             image = Path(given) if Path(given).is_absolute() else path.parent / given
             if not image.is_file():
-                raise DataError(f"{line}: image '{given}' not found (looked for {image})")
+                raise DataError(f"{line}: image {quoted(given)} not found (looked for {image})")
             images.append(_file_ref(image))
             labels.append(label)
     if not images:

@@ -29,7 +29,7 @@ from typing import Any, get_args
 import numpy as np
 
 from edgekd.data.config import TaskKind
-from edgekd.errors import DataError
+from edgekd.errors import DataError, quoted
 
 TASKS: tuple[str, ...] = get_args(TaskKind)
 log = logging.getLogger(__name__)
@@ -46,12 +46,12 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
         if other is None:
             return "regression"
         if _non_finite(labels[other]) or is_missing(labels[other]):
-            what = (f"label '{labels[other]}' is not a finite number" if _non_finite(labels[other])
+            what = (f"label {quoted(labels[other])} is not a finite number" if _non_finite(labels[other])
                     else f"no label ({missing_what(labels[other])})")
             raise DataError(f"{name} {unit} {lines[other]}: {what}; expected a number for every example of a "
-                            f"regression ({unit} {lines[fractional]} holds '{labels[fractional]}')")
-        raise DataError(f"{name} {unit} {lines[other]}: label '{labels[other]}' is not a number but "
-                        f"{unit} {lines[fractional]} holds '{labels[fractional]}', so the task is ambiguous; "
+                            f"regression ({unit} {lines[fractional]} holds {quoted(labels[fractional])})")
+        raise DataError(f"{name} {unit} {lines[other]}: label {quoted(labels[other])} is not a number but "
+                        f"{unit} {lines[fractional]} holds {quoted(labels[fractional])}, so the task is ambiguous; "
                         f"set data.task to one of {', '.join(TASKS)}")
     if any(_listed(label) is not None for label in labels):
         return "multi_label"
@@ -68,9 +68,9 @@ def _warn_separated(name: str, label: str, where: str) -> None:
     if name in _WARNED:
         return
     _WARNED.add(name)
-    log.warning("%s %s: label '%s' holds ',' or '|', so the task is read as multi_label (each label a set of "
+    log.warning("%s %s: label %s holds ',' or '|', so the task is read as multi_label (each label a set of "
                 "classes split there); if a class name holds the separator, set data.task: single_label",
-                name, where, label)
+                name, where, quoted(label))
 
 
 #: The cells pandas reads as missing by default (``pandas.read_csv``'s ``na_values``).
@@ -86,7 +86,7 @@ def is_missing(label: str) -> bool:
 
 def missing_what(label: str) -> str:
     """How a message describes the missing label ``label``: ``empty``, or ``'N/A', a missing-value marker``."""
-    return f"'{label}', a missing-value marker" if label.strip() else "empty"
+    return f"{quoted(label)}, a missing-value marker" if label.strip() else "empty"
 
 
 def whole_numbers(labels: Sequence[str]) -> list[str] | None:
@@ -152,8 +152,8 @@ def multi_hot(name: str, labels: Sequence[str], lines: Sequence[int], unit: str,
     for row, names in enumerate(label_sets(labels)):
         for label in names:
             if label not in index:
-                raise DataError(f"{name} {unit} {lines[row]}: label '{label}' is not one of the training "
-                                f"split's labels ({', '.join(repr(n) for n in class_names[:10])})")
+                raise DataError(f"{name} {unit} {lines[row]}: label {quoted(label)} is not one of the training "
+                                f"split's labels ({', '.join(quoted(n) for n in class_names[:10])})")
             rows[row, index[label]] = 1.0
     return rows
 
@@ -164,7 +164,7 @@ def regression_values(name: str, labels: Sequence[str], lines: Sequence[int], un
     bad = next((i for i, value in enumerate(values) if value is None), None)
     if bad is not None:
         what = (f"no label ({missing_what(labels[bad])})" if is_missing(labels[bad]) and not _non_finite(labels[bad])
-                else f"label '{labels[bad]}' is not a finite number")
+                else f"label {quoted(labels[bad])} is not a finite number")
         raise DataError(f"{name} {unit} {lines[bad]}: {what} (data.task is regression)")
     return np.asarray(values, dtype=np.float32)
 

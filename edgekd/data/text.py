@@ -61,7 +61,7 @@ from edgekd.data.label_kind import (
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.table_text import check_unique_columns, read_table_text
 from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
-from edgekd.errors import DataError
+from edgekd.errors import DataError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _warn_stray_labels(train: _RawSplit, class_names: tuple[str, ...], label_col
     log.warning("%s %s %s: column '%s' holds the classes %s, but also %s (%d row(s)): each read as a class of its "
                 "own; fix the file if that is a mistake", train.name, train.unit, train.lines[rows[0]], label_column,
                 ", ".join(name for name in class_names if name not in words),
-                ", ".join(repr(word) for word in words[:3]), len(rows))
+                ", ".join(quoted(word) for word in words[:3]), len(rows))
 
 
 def _plain_integers(train: _RawSplit, test: _RawSplit) -> tuple[_RawSplit, _RawSplit]:
@@ -316,11 +316,11 @@ def _unlabelled(header: list[str], key: str, text_column: str) -> str:
 
 def _other_delimiter(header: list[str], config: TextFileData) -> str:
     """A hint when a header is another format's: a one-column header holding the other delimiter (a CSV read as
-    TSV, or the reverse), or a JSON object (JSON lines)."""
+    TSV, or the reverse), or JSON (an object: JSON lines; an array of records)."""
     other, source = (",", "csv") if config.source == "tsv" else ("\t", "tsv")
-    if header and header[0].lstrip().startswith("{"):
-        return ("; the file holds JSON (lines), which edgekd does not read: save it as TSV/CSV, or as a datasets "
-                "directory (save_to_disk, data.source: hf_disk)")
+    if header and header[0].lstrip().startswith(("{", "[")):
+        return ("; the file holds JSON (lines, or an array of records), which edgekd does not read: save it as "
+                "TSV/CSV, or as a datasets directory (save_to_disk, data.source: hf_disk)")
     if len(header) == 1 and other in header[0]:
         return f"; the header holds {other!r}: is it a {source.upper()} file (data.source: {source})?"
     return ""
@@ -516,7 +516,7 @@ def _encode_labels(split: _RawSplit, class_names: tuple[str, ...], task: TaskKin
     if -1 in codes:
         at = codes.index(-1)
         raise DataError(
-            f"{split.name} {split.unit} {split.lines[at]}: label '{split.labels[at]}' is not one of "
+            f"{split.name} {split.unit} {split.lines[at]}: label {quoted(split.labels[at])} is not one of "
             f"the training split's labels ({_listing(class_names)})"
         )
     return np.asarray(codes, dtype=np.int64)
@@ -553,5 +553,5 @@ def _subset(texts: list[str], labels: np.ndarray, rows: np.ndarray) -> TextSet:
 
 
 def _listing(items: Sequence[str], most: int = 10) -> str:
-    shown = ", ".join(f"'{item}'" for item in items[:most])
+    shown = ", ".join(quoted(item) for item in items[:most])
     return shown + (f", … ({len(items)} in all)" if len(items) > most else "")
