@@ -27,7 +27,7 @@ from edgekd.config.recipe import Recipe, load_recipe
 from edgekd.data.config import HFDiskData, TextFileData
 from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
-from edgekd.errors import ConfigError, DataError, ModelError
+from edgekd.errors import ConfigError, ModelError
 from edgekd.input_rules import (
     check_image_fits,
     check_sequence_fits,
@@ -173,8 +173,10 @@ def _check_inputs(recipe: Recipe) -> None:
     """Read local text data (files, saved datasets) as the teacher stage will, list image data's files and classes,
     and check that named directories and weights exist."""
     data = recipe.data
-    if isinstance(data, HFDiskData) and not data.path.is_dir():
-        raise DataError(f"{data.path}: directory not found (data.path)")
+    if isinstance(data, HFDiskData):
+        from edgekd.data.places import check_place
+
+        check_place(data.path, "data.path", "directory", "a datasets directory saved with save_to_disk")
     if isinstance(data, TextFileData) or isinstance(data, HFDiskData) and data.modality == "text":
         from edgekd.data.text import load_text_dataset
 

@@ -528,3 +528,17 @@ def test_validate_reads_each_image_s_header_and_names_an_empty_file(tmp_path: Pa
     data = {"source": "imagefolder", "train": str(tmp_path / "train"), "test": str(tmp_path / "train")}
     with pytest.raises(DataError, match=r"train/red/junk.png: not a readable image, the file is corrupt"):
         edgekd.validate(recipe_of(data, [{"stage": "teacher", "epochs": 1}]))
+
+
+def test_a_file_where_a_folder_is_expected_or_the_reverse_says_what_it_is(tmp_path: Path) -> None:
+    """An image CSV's train naming a directory said 'file not found', an image folder naming a file 'not a
+    directory'."""
+    write_folder(tmp_path / "train", 2)
+    (tmp_path / "afile").write_text("x")
+    cases = [({"source": "image_csv", "train": str(tmp_path / "train"), "test": str(tmp_path / "train")},
+              "train: a directory, not a CSV file (data.train); expected a CSV of image paths and labels"),
+             ({"source": "imagefolder", "train": str(tmp_path / "afile"), "test": str(tmp_path / "train")},
+              "afile: a file, not a directory (data.train); expected a folder with one sub-folder per class")]
+    for data, fragment in cases:
+        with pytest.raises(DataError, match=re.escape(fragment)):
+            edgekd.validate(recipe_of(data, [{"stage": "teacher", "epochs": 1}]))

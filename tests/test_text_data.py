@@ -473,6 +473,10 @@ def test_validate_reads_a_saved_text_dataset(tmp_path: Path) -> None:
         edgekd.validate({**recipe, "data": {**recipe["data"], "path": str(tmp_path / "plain")}})
     with pytest.raises(DataError, match=r"saved: no split 'test' \(data.test_split\)"):
         edgekd.validate({**recipe, "data": {**recipe["data"], "test_split": "test"}})
+    (tmp_path / "saved.arrow").write_bytes(b"")  # a file where the directory is expected: was 'directory not found'
+    with pytest.raises(DataError, match=r"saved.arrow: a file, not a directory \(data.path\); expected a datasets "
+                                        r"directory saved with save_to_disk$"):
+        edgekd.validate({**recipe, "data": {**recipe["data"], "path": str(tmp_path / "saved.arrow")}})
 
 
 def test_whole_number_labels_written_as_floats_are_the_integer_classes(tmp_path: Path) -> None:

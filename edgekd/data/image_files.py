@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from edgekd.data.config import HFDiskData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
 from edgekd.data.label_kind import is_missing, label_name, missing_what
+from edgekd.data.places import check_place
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.table_text import check_unique_columns, read_table_text
 from edgekd.errors import DataError, first_line, quoted
@@ -124,8 +125,7 @@ def _file_ref(path: Path) -> ImageRef:
 
 def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
     """``root/<class>/<image>`` as references, classes and images in sorted order."""
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory ({key}); expected a folder with one sub-folder per class")
+    check_place(root, key, "directory", "a folder with one sub-folder per class")
     images: list[ImageRef] = []
     labels: list[str] = []
     for entry in sorted(root.iterdir()):
@@ -167,8 +167,7 @@ def _skipped(name: str) -> bool:
 
 def _csv_file(path: Path, key: str, config: ImageCsvData) -> LabelledImages:
     """The rows of a CSV of image paths and labels (blank lines skipped)."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found ({key}); expected a CSV of image paths and labels")
+    check_place(path, key, "CSV file", "a CSV of image paths and labels")
     with io.StringIO(read_table_text(path, key, "CSV"), newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []

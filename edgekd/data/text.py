@@ -58,6 +58,7 @@ from edgekd.data.label_kind import (
     regression_values,
     whole_numbers,
 )
+from edgekd.data.places import check_place
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.table_text import check_unique_columns, read_table_text
 from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
@@ -209,9 +210,7 @@ def _check_distinct_classes(train: _RawSplit, class_names: tuple[str, ...], task
 
 
 def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
-    if not path.is_file():
-        what = f"a directory, not a {config.source.upper()} file" if path.is_dir() else "file not found"
-        raise DataError(f"{path}: {what} (data.{key})")
+    check_place(path, f"data.{key}", f"{config.source.upper()} file")
     rows, delimiter = _table_rows(path, read_table_text(path, f"data.{key}", config.source.upper()), config)
     if not rows:
         raise DataError(
