@@ -646,3 +646,15 @@ def test_labels_read_as_multi_label_from_a_separator_are_warned_about_once(tmp_p
     (tmp_path / "listed").mkdir()
     load_text_dataset(tsv_config(tmp_path / "listed", ["a\t['x', 'y']", "b\t['y']"], val_examples=1), seed=0)
     assert "so the task is read as multi_label" not in caplog.text  # a list literal is no guess
+
+
+def test_a_class_label_named_like_a_missing_value_marker_is_a_class(tmp_path: Path) -> None:
+    """A ClassLabel declares its names: one called 'None' is a class, not a missing label (text cells are)."""
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["None", "some", "many"])})
+    rows = {"sentence": ["a", "b", "c", "d"], "label": [0, 1, 2, 0]}
+    datasets.DatasetDict({split: datasets.Dataset.from_dict(rows, features=features)
+                          for split in ("train", "validation")}).save_to_disk(str(tmp_path / "saved"))
+    splits = load_text_dataset(HFDiskData(source="hf_disk", path=tmp_path / "saved", val_examples=1), seed=0)
+    assert splits.class_names == ("None", "some", "many") and splits.test.labels.tolist() == [0, 1, 2, 0]

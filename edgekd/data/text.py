@@ -148,7 +148,7 @@ def _load_cached(config: TextDataConfig, seed: int, stamps: tuple[tuple[int, int
         train, test, known_names, known_task = _read_hf(config)
     task = config.task or train.task or known_task or infer_task(train.name, train.labels, train.lines, train.unit)
     for split in (train, test):
-        _check_labelled(split, task, config.label_column)
+        _check_labelled(split, task, config.label_column, named=known_names)
     if task == "single_label" and known_names is None:
         train, test = _plain_integers(train, test)
     class_names = (known_names if task != "regression" else None) or _class_names(task, train.labels,
@@ -182,14 +182,16 @@ def _plain_integers(train: _RawSplit, test: _RawSplit) -> tuple[_RawSplit, _RawS
     return replace(train, labels=train_labels), replace(test, labels=test_labels)
 
 
-def _check_labelled(split: _RawSplit, task: TaskKind, label_column: str) -> None:
+def _check_labelled(split: _RawSplit, task: TaskKind, label_column: str,
+                    named: tuple[str, ...] | None = None) -> None:
     """Refuse a single-label example without a label, and a class label written as a missing-value marker
     (``N/A``, ``NaN``, ``null``: :func:`~edgekd.data.label_kind.is_missing`): either would silently become a class
-    of its own. A multi-label row may be empty (no class)."""
+    of its own. A multi-label row may be empty (no class). A class the dataset declares (``named``, a
+    ``ClassLabel``'s names) is a class whatever it is called."""
     if task not in ("single_label", "multi_label"):
         return
-    at = next((i for i, label in enumerate(split.labels) if is_missing(label) and (label or task == "single_label")),
-              None)
+    at = next((i for i, label in enumerate(split.labels) if is_missing(label) and (label or task == "single_label")
+               and label not in (named or ())), None)
     if at is not None:
         what = "empty, null or -1" if not split.labels[at] else missing_what(split.labels[at])
         expected = "a class name for every example" if task == "single_label" else "class names (an empty cell: none)"
