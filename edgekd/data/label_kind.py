@@ -11,7 +11,7 @@ that is unambiguous:
 
 Fractional numbers mixed with names (``0.5`` and ``pos``) fit no task: refused with one line naming
 ``data.task``. A label written as a missing-value marker (pandas' default ``na_values``: ``N/A``, ``NaN``,
-``null``, ``None``, ``NA``, ``#N/A``, ...) is no label, refused as an empty one is (see :func:`missing_marker`),
+``null``, ``None``, ``NA``, ``#N/A``, ...) is no label, refused as an empty one is (see :func:`is_missing`),
 never a class or a number. Encodings: ``single_label`` int64 class indices ``[N]``; ``multi_label`` float32
 multi-hot rows ``[N, classes]`` (the distinct names, sorted); ``regression`` float32 values ``[N]``
 with the one output named after the label column.
@@ -46,10 +46,9 @@ def infer_task(name: str, labels: Sequence[str], lines: Sequence[int], unit: str
         if other is None:
             return "regression"
         if _non_finite(labels[other]) or is_missing(labels[other]):
-            what = (f"label {quoted(labels[other])} is not a finite number" if _non_finite(labels[other])
-                    else f"no label ({missing_what(labels[other])})")
-            raise DataError(f"{name} {unit} {lines[other]}: {what}; expected a number for every example of a "
-                            f"regression ({unit} {lines[fractional]} holds {quoted(labels[fractional])})")
+            raise DataError(f"{name} {unit} {lines[other]}: {_not_a_number(labels[other])}; expected a number for "
+                            f"every example of a regression ({unit} {lines[fractional]} holds "
+                            f"{quoted(labels[fractional])})")
         raise DataError(f"{name} {unit} {lines[other]}: label {quoted(labels[other])} is not a number but "
                         f"{unit} {lines[fractional]} holds {quoted(labels[fractional])}, so the task is ambiguous; "
                         f"set data.task to one of {', '.join(TASKS)}")
@@ -163,9 +162,7 @@ def regression_values(name: str, labels: Sequence[str], lines: Sequence[int], un
     values = [as_number(label) for label in labels]
     bad = next((i for i, value in enumerate(values) if value is None), None)
     if bad is not None:
-        what = (f"no label ({missing_what(labels[bad])})" if is_missing(labels[bad]) and not _non_finite(labels[bad])
-                else f"label {quoted(labels[bad])} is not a finite number")
-        raise DataError(f"{name} {unit} {lines[bad]}: {what} (data.task is regression)")
+        raise DataError(f"{name} {unit} {lines[bad]}: {_not_a_number(labels[bad])} (data.task is regression)")
     return np.asarray(values, dtype=np.float32)
 
 
@@ -178,6 +175,14 @@ def decimal_point(label: str) -> str:
     else as written: in a semicolon-separated CSV (Excel's where the decimal mark is a comma) such a label is that
     number, never a list of two names."""
     return label.replace(",", ".") if _DECIMAL_COMMA.fullmatch(label) else label
+
+
+def _not_a_number(label: str) -> str:
+    """What a regression's message says of ``label``, which is not a finite number: NaN or an infinity as written
+    (``nan``, ``-inf``), no label (empty, or a missing-value marker such as ``N/A``), or a word."""
+    if is_missing(label) and not _non_finite(label):
+        return f"no label ({missing_what(label)})"
+    return f"label {quoted(label)} is not a finite number"
 
 
 def _non_finite(label: str) -> bool:

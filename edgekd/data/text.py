@@ -26,9 +26,11 @@ CSV files with standard CSV quoting; both need a header line (its names stripped
 skipped) or UTF-16/32 with their byte-order mark, and may contain blank lines (or lines of spaces only), which
 are skipped; a field may be of any length. Texts and labels are stripped (SST-2 sentences end with a space). An
 example needs a text, and a single-label one a label: an empty one (or a ``datasets`` null, or a ClassLabel's
--1, which marks an unlabelled row) is refused, naming the line or row. Sentence pairs are not encoded: a table
-holding both columns of a known pair (``sentence1``/``sentence2``, QNLI's ``question``/``sentence``, ...) is
-refused unless the recipe sets ``text_column``.
+-1, which marks an unlabelled row) is refused, naming the line or row, and so is a label cell written as a
+missing-value marker (``N/A``, ``NaN``, ``null``: :func:`~edgekd.data.label_kind.is_missing`). A header naming
+a column that is read twice is refused; a semicolon CSV's decimal-comma labels (``0,671``) are numbers.
+Sentence pairs are not encoded: a table holding both columns of a known pair (``sentence1``/``sentence2``, QNLI's
+``question``/``sentence``, ...) is refused unless the recipe sets ``text_column``.
 """
 
 from __future__ import annotations
