@@ -229,6 +229,9 @@ def test_the_data_digest_follows_image_content_not_timestamps(mutation: str, tmp
     assert touched.is_file()
     touched.write_bytes(touched.read_bytes())  # same bytes, new modification time
     assert image_data_digest(config) == before
+    (tmp_path / "train" / "red" / "Thumbs.db").write_bytes(b"cache")  # files the reader skips are no content
+    (tmp_path / "train" / ".DS_Store").write_bytes(b"finder")
+    assert image_data_digest(config) == before
     MUTATIONS[mutation](tmp_path)
     assert image_data_digest(config) != before
 

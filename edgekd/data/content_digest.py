@@ -3,7 +3,9 @@ example re-runs the stages that read the data; an unchanged copy elsewhere, or a
 
 - ``tsv``/``csv``: the training and test files' bytes; ``npz``: the file's bytes; ``corpus``: the text
   file's bytes, or every file of a ``save_to_disk`` directory;
-- ``imagefolder``: every file below each split's folder (relative path = class and name, and its bytes);
+- ``imagefolder``: every file below each split's folder (relative path = class and name, and its bytes) but the
+  hidden and system files the folder reader skips (``.DS_Store``, ``Thumbs.db``: a thumbnail cache rewritten
+  by the desktop re-ran every stage);
 - ``image_csv``: the CSV's bytes and the bytes of every image it names, by the path as written;
 - ``hf_disk``: every file of the ``save_to_disk`` directory (Arrow data and metadata) and, for an image
   column, the bytes of every image file a row names by path instead of storing it (``Image`` features
@@ -22,11 +24,13 @@ import csv
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekd.data.config import CorpusData, HFDiskData, NpzData, TextFileData
 from edgekd.data.image_config import ImageCsvData, ImageFolderData
+from edgekd.data.image_files import skipped_name
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.table_text import read_table_text
 from edgekd.digest import file_digest
@@ -65,7 +69,7 @@ def image_data_digest(config: ImageFolderData | ImageCsvData | HFDiskData) -> st
         for name in ("train", "val", "test"):
             place = getattr(config, name)
             if place is not None:
-                _tree(hasher, name, place)
+                _tree(hasher, name, place, skipped_name)
     else:
         for name in ("train", "val", "test"):
             place = getattr(config, name)
@@ -74,13 +78,15 @@ def image_data_digest(config: ImageFolderData | ImageCsvData | HFDiskData) -> st
     return f"sha256:{hasher.hexdigest()}"
 
 
-def _tree(hasher: Any, name: str, root: Path) -> None:
-    """Every file below ``root`` (sorted, relative paths) with its content digest."""
+def _tree(hasher: Any, name: str, root: Path, skipped: Callable[[str], bool] | None = None) -> None:
+    """Every file below ``root`` (sorted, relative paths) with its content digest, but those with a part of their
+    relative path ``skipped`` says is no data."""
     hasher.update(f"[{name}]\n".encode())
     if not root.is_dir():
         hasher.update(b"missing\n")
         return
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file()
+                       and not (skipped and any(skipped(part) for part in p.relative_to(root).parts))):
         hasher.update(f"{path.relative_to(root).as_posix()}\0{_file(path)}\n".encode())
 
 

@@ -129,7 +129,7 @@ def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
     images: list[ImageRef] = []
     labels: list[str] = []
     for entry in sorted(root.iterdir()):
-        if _skipped(entry.name):
+        if skipped_name(entry.name):
             continue
         if not entry.is_dir():
             raise DataError(f"{entry}: a file beside the class folders ({key}); expected only one sub-folder "
@@ -151,15 +151,15 @@ def _folder(root: Path, key: str, _config: Any) -> LabelledImages:
 
 def _visible_files(folder: Path) -> list[Path]:
     """The files below ``folder``, in sub-folders too (symbolic links to folders not followed), sorted by their
-    path; hidden and system files and folders (:func:`_skipped`) are left out."""
+    path; hidden and system files and folders (:func:`skipped_name`) are left out."""
     found = []
     for parent, folders, names in os.walk(folder):
-        folders[:] = [name for name in folders if not _skipped(name)]
-        found += [Path(parent, name) for name in names if not _skipped(name)]
+        folders[:] = [name for name in folders if not skipped_name(name)]
+        found += [Path(parent, name) for name in names if not skipped_name(name)]
     return sorted(found, key=lambda path: path.relative_to(folder).parts)
 
 
-def _skipped(name: str) -> bool:
+def skipped_name(name: str) -> bool:
     """Whether an image folder's entry ``name`` is no image of the user's: hidden (``.DS_Store``, ``._photo.jpg``)
     or a file the system writes there (:data:`SYSTEM_FILES`: ``Thumbs.db``, ``desktop.ini``)."""
     return name.startswith(".") or name.lower() in SYSTEM_FILES
