@@ -233,8 +233,9 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
         if world.is_main:
             inputs = fingerprint_inputs(previous, stage_config, recipe, device, kind)
             fp = fingerprint(inputs)
-            cached = None if rerun or not kind.cacheable else _finished_record(run_dir, name, fp)
-            shared = None if cached is not None or rerun or not kind.shareable else _shared_record(run_dir, name, fp)
+            cached = None if rerun or not kind.cacheable else _finished_record(run_dir, name, fp, kind)
+            shared = (None if cached is not None or rerun or not kind.shareable
+                      else _shared_record(run_dir, name, fp, kind))
             decision = (fp, inputs, cached or shared, shared is not None)
         fp, inputs, cached, from_store = world.broadcast(decision)
         if cached is not None:
@@ -307,24 +308,25 @@ def _check_shared(work_dir: Path, fp: str, world: World) -> None:
                           "over several machines needs its run directory (--out) on a filesystem they all share")
 
 
-def _finished_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None:
-    """The record of a finished stage with fingerprint ``fp`` whose files verify, completing an interrupted rename."""
+def _finished_record(run_dir: Path, name: str, fp: str, kind: StageKind) -> dict[str, Any] | None:
+    """The record of a finished stage of ``kind`` with fingerprint ``fp`` whose files verify, completing an
+    interrupted rename."""
     final = run_dir / name
-    record = cached_record(final, fp)
+    record = cached_record(final, fp, kind)
     if record is not None:
         return record
     partial = run_dir / f".{name}.partial"
-    record = cached_record(partial, fp)
+    record = cached_record(partial, fp, kind)
     if record is not None:
         replace_stage_dir(partial, final)  # the stage finished but was stopped before its rename
         return record
     return None
 
 
-def _shared_record(run_dir: Path, name: str, fp: str) -> dict[str, Any] | None:
+def _shared_record(run_dir: Path, name: str, fp: str, kind: StageKind) -> dict[str, Any] | None:
     """The record of the same stage finished by another run (:mod:`edgekd.stage_store`), copied into this one."""
     partial = run_dir / f".{name}.partial"
-    record = fetch_stage(name, fp, partial)
+    record = fetch_stage(name, fp, partial, kind)
     if record is not None:
         replace_stage_dir(partial, run_dir / name)
     return record
@@ -393,15 +395,20 @@ def load_run(run_dir: Path) -> tuple[Recipe, DeviceProfile, list[dict[str, Any]]
     return recipe, device, load_run_records(run_dir)
 
 
-def damaged_stage(run_dir: Path) -> str | None:
+def damaged_stage(run_dir: Path, registry: StageRegistry = DEFAULT_REGISTRY) -> str | None:
     """Which finished stage directory of ``run_dir`` (the report stage's aside) cannot be trusted, and why: its
-    ``stage.json`` missing or unreadable, or a file it lists missing or changed; None when every one verifies."""
+    ``stage.json`` missing or unreadable or of no kind in ``registry``, its metrics not its kind's typed record, or
+    a file it lists missing or changed; None when every one verifies."""
     for stage_dir in sorted(p for p in Path(run_dir).glob("[0-9][0-9]-*") if p.is_dir()):
         if stage_dir.name.endswith("-report"):
             continue
         path = stage_dir / STAGE_RECORD
         record = read_stage_record(path)
-        problem = "missing or unreadable" if record is None else stage_problem(stage_dir, record)
+        if record is None:
+            return f"{path}: missing or unreadable"
+        if record["stage"] not in registry.names():
+            return f"{path}: stage: names no stage kind ({record['stage'][:40]!r})"
+        problem = stage_problem(stage_dir, record, registry[record["stage"]])
         if problem is not None:
             return f"{path}: {problem}"
     return None

@@ -22,6 +22,7 @@ from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
 from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name
 from edgekd.rundir import STAGE_RECORD, cached_record, read_json, stage_problem
+from edgekd.stage_kind import StageKind
 from edgekd.stage_store import stored_stage
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
 
@@ -70,12 +71,12 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
         fp = fingerprint(inputs)
         stage_dir = Path(run_dir) / name
         record = read_json(stage_dir / STAGE_RECORD)
-        problem = stage_problem(stage_dir, record) if isinstance(record, dict) else None
+        problem = stage_problem(stage_dir, record, kind) if isinstance(record, dict) else None
         reusable = not fresh and not upstream_reruns
         if reusable and kind.cacheable and isinstance(record, dict) and record.get("fingerprint") == fp \
                 and problem is None:
             status, changes = "cached", ()
-        elif reusable and kind.shareable and _stored(name, fp):
+        elif reusable and kind.shareable and _stored(name, fp, kind):
             status, changes = "cached", ("copied from the shared stage store (an earlier run made it)",)
             upstream_reruns = True  # as the pipeline does: what follows a copied stage runs again
         elif not isinstance(record, dict):
@@ -99,10 +100,10 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
     return plans
 
 
-def _stored(name: str, fingerprint: str) -> bool:
-    """Whether the shared stage store holds this stage finished and intact."""
+def _stored(name: str, fingerprint: str, kind: StageKind) -> bool:
+    """Whether the shared stage store holds this stage (of ``kind``) finished and intact."""
     stored = stored_stage(name, fingerprint)
-    return stored is not None and stored.is_dir() and cached_record(stored, fingerprint) is not None
+    return stored is not None and stored.is_dir() and cached_record(stored, fingerprint, kind) is not None
 
 
 def describe_changes(old: Any, new: dict[str, Any], stage_index: int, *, upstream_reruns: bool) -> list[str]:

@@ -10,8 +10,9 @@ in the directory it holds an advisory lock (``.edgekd.lock``, :func:`fcntl.flock
 the same directory stops at once and names the process holding it.
 
 Each stage's ``stage.json`` lists the files the stage wrote (:func:`inventory`: size, and the
-sha256 of small files). A finished stage is reused only when its record has the expected shape,
-every path in it stays inside the run directory, and its files are still there as recorded
+sha256 of small files). A finished stage is reused only when its record has the expected shape
+(its metrics read back as its stage kind's typed record), every path in it stays inside the run directory, and its
+files are still there as recorded
 (:func:`cached_record`); otherwise it runs again. Stage directories are deleted only when they
 carry edgekd's own markers (:func:`remove_stale_stage_dirs`, :func:`replace_stage_dir`).
 """
@@ -28,12 +29,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.atomic import write_errors_reported
 from edgekd.digest import file_digest
 from edgekd.errors import ConfigError
 from edgekd.model_metrics import ModelMetrics
+
+if TYPE_CHECKING:
+    from edgekd.stage_kind import StageKind
 
 log = logging.getLogger(__name__)
 
@@ -261,26 +265,30 @@ def inventory(stage_dir: Path, *, hash_below: float = HASHED_BELOW) -> dict[str,
     return files
 
 
-def cached_record(stage_dir: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The record of a finished stage in ``stage_dir`` with ``fingerprint`` whose files verify, else None.
+def cached_record(stage_dir: Path, fingerprint: str, kind: StageKind) -> dict[str, Any] | None:
+    """The record of a finished stage of ``kind`` in ``stage_dir`` with ``fingerprint`` whose files verify, else None.
 
-    A record that exists with the right fingerprint but fails (wrong shape, a path outside the run,
-    a file missing or changed) is logged with the reason: the stage runs again.
+    A record that exists with the right fingerprint but fails (wrong shape, metrics that do not read back as the
+    kind's typed record, a path outside the run, a file missing or changed) is logged with the reason: the stage
+    runs again.
     """
     path = stage_dir / STAGE_RECORD
     record = read_json(path)
     if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
         return None
-    problem = stage_problem(stage_dir, record)
+    problem = stage_problem(stage_dir, record, kind)
     if problem is not None:
         log.warning("%s: not reused (%s); running the stage again", path, problem)
         return None
     return record
 
 
-def stage_problem(stage_dir: Path, record: dict[str, Any]) -> str | None:
-    """Why a finished stage's record (read from ``stage_dir``) cannot be trusted, or None when it can."""
-    return _record_problem(record) or files_problem(stage_dir, record.get(FILES_KEY))
+def stage_problem(stage_dir: Path, record: dict[str, Any], kind: StageKind) -> str | None:
+    """Why a finished stage's record (read from ``stage_dir``) cannot be trusted, or None when it can: its shape or
+    paths, its metrics read back as the typed record of its stage ``kind``
+    (:meth:`~edgekd.stage_kind.StageKind.record_problem`), or the files it lists."""
+    return (_record_problem(record) or kind.record_problem(record)
+            or files_problem(stage_dir, record.get(FILES_KEY)))
 
 
 def files_problem(stage_dir: Path, files: Any) -> str | None:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, StorageError
+from edgekd.stage_record import stage_record_file
 
 if TYPE_CHECKING:
     from edgekd.artifacts import Artifact, StageContext, StageOutput
@@ -85,6 +86,10 @@ class StageKind:
     check: Check | None = None
     trains: Callable[[Any], str | None] | None = None
     """The model role this stage trains (recorded for later stages' rules)."""
+    record: str | None = None
+    """``"module:function"`` of ``read(stage_record) -> typed record``: reads the metrics of the kind's
+    ``stage.json`` back, raising a one-line :class:`~edgekd.errors.StorageError` when malformed (None: the kind
+    writes no typed record, e.g. ``report``, which every run makes again)."""
 
     @property
     def name(self) -> str:
@@ -93,8 +98,18 @@ class StageKind:
 
     def runner(self) -> Callable[[Any, Artifact, StageContext], StageOutput]:
         """Import and return the stage's run function."""
-        module, function = self.run.split(":")
-        return getattr(importlib.import_module(module), function)
+        return _imported(self.run)
+
+    def record_problem(self, record: dict[str, Any]) -> str | None:
+        """What is wrong with the metrics of a finished stage ``record`` of this kind, read back as its typed
+        record (``metrics.student.losses: Input should be a valid list``), or None when they read back."""
+        if self.record is None:
+            return None
+        try:
+            _imported(self.record)(record)
+        except StorageError as exc:
+            return str(exc).removeprefix(f"{stage_record_file(record)}: ")
+        return None
 
     def reads_of(self, config: Any) -> tuple[str, ...]:
         """The recipe fields a stage with this config reads."""
@@ -107,6 +122,12 @@ class StageKind:
     def fingerprint_inputs(self, recipe: Recipe, config: Any) -> dict[str, Any]:
         """The recipe fields this stage reads, as JSON (what its fingerprint hashes from the recipe)."""
         return self.view(recipe, config).model_dump(mode="json")
+
+
+def _imported(reference: str) -> Any:
+    """The function a ``"module:function"`` reference names, imported now."""
+    module, function = reference.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 class UndeclaredReadError(AttributeError):

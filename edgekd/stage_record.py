@@ -19,10 +19,15 @@ def read_stage_record(model: type[RecordT], record: dict[str, Any], key: str | N
     :class:`StorageError` naming the stage's ``stage.json`` and the first bad field."""
     metrics = record["metrics"]
     prefix = "metrics" if key is None else f"metrics.{key}"
-    where = f"{record['index']:02d}-{record['stage']}/stage.json"
+    where = stage_record_file(record)
     if key is not None and key not in metrics:
         raise StorageError(f"{where}: {prefix}: missing")
     return read_stored(model, metrics if key is None else metrics[key], where, prefix)
+
+
+def stage_record_file(record: dict[str, Any]) -> str:
+    """``NN-<stage>/stage.json``: the file of a stage ``record``, relative to its run directory."""
+    return f"{record['index']:02d}-{record['stage']}/stage.json"
 
 
 def read_stored(model: type[RecordT], stored: Any, where: str, prefix: str = "") -> RecordT:

@@ -21,10 +21,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.cache import cache_root
 from edgekd.rundir import cached_record
+
+if TYPE_CHECKING:
+    from edgekd.stage_kind import StageKind
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +46,11 @@ def stored_stage(name: str, fingerprint: str) -> Path | None:
     return None if store is None else store / f"{name}-{fingerprint[:32]}"
 
 
-def fetch_stage(name: str, fingerprint: str, target: Path) -> dict[str, Any] | None:
-    """Copy the stored stage into ``target`` (a fresh working directory) and return its record, if it verifies."""
+def fetch_stage(name: str, fingerprint: str, target: Path, kind: StageKind) -> dict[str, Any] | None:
+    """Copy the stored stage (of ``kind``) into ``target`` (a fresh working directory) and return its record, if it
+    verifies."""
     source = stored_stage(name, fingerprint)
-    record = cached_record(source, fingerprint) if source is not None and source.is_dir() else None
+    record = cached_record(source, fingerprint, kind) if source is not None and source.is_dir() else None
     if record is None:
         return None
     if target.exists():

@@ -127,6 +127,65 @@ def test_report_command_refuses_a_damaged_stage_and_keeps_the_report(damage: str
     assert {name: (copy / name).read_bytes() for name in before} == before
 
 
+#: One damage per stage kind of the run to its ``stage.json`` metrics: (stage, field path the refusal names, damage).
+METRICS_DAMAGE = [
+    ("teacher", "metrics.teacher.accuracy", lambda m: m["teacher"].update(accuracy="abc")),
+    ("distill", "metrics.student.losses", lambda m: m["student"].update(losses=5)),
+    ("distill", "metrics.student.accuracy", lambda m: m["student"].update(accuracy="abc")),
+    ("export", "metrics.student.size_mb", lambda m: m["student"].update(size_mb="big")),
+    ("profile", "metrics.student.p50_ms", lambda m: m["student"].update(p50_ms="fast")),
+    ("bundle", "metrics.format", lambda m: m.update(format=7)),
+]
+
+
+def _damaged_copy(run_dir: Path, tmp_path: Path, stage: str, damage) -> tuple[Path, Path]:
+    """A copy of the run with ``damage`` done to the metrics of its ``stage`` stage; (copy, that stage.json)."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    path = next(copy.glob(f"0[0-9]-{stage}/stage.json"))
+    record = json.loads(path.read_text())
+    damage(record["metrics"])
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return copy, path
+
+
+@pytest.mark.parametrize("stage,field,damage", METRICS_DAMAGE, ids=lambda v: v if isinstance(v, str) else "")
+def test_report_command_refuses_a_stage_whose_metrics_are_not_its_typed_record(
+        stage: str, field: str, damage, run_dir: Path, tmp_path: Path) -> None:
+    """A distill or teacher record's figure of the wrong type was accepted (exit 0): every stage kind's metrics are
+    read back as its typed record, and the refusal names the stage.json and the field."""
+    copy, path = _damaged_copy(run_dir, tmp_path, stage, damage)
+    before = (copy / "report.json").read_bytes()
+    result = runner.invoke(app, ["report", str(copy)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot rebuild the report: {path}: {field}: " in " ".join(result.output.split())
+    assert (copy / "report.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("stage,field,damage", METRICS_DAMAGE, ids=lambda v: v if isinstance(v, str) else "")
+def test_a_stage_whose_metrics_are_not_its_typed_record_is_not_reused(
+        stage: str, field: str, damage, run_dir: Path, tmp_path: Path) -> None:
+    copy, path = _damaged_copy(run_dir, tmp_path, stage, damage)
+    plan = runner.invoke(app, ["run", str(run_dir.parent / "recipe.yaml"), "--out", str(copy), "--dry-run"])
+    assert plan.exit_code == 0, plan.output
+    said = " ".join(plan.output.split())
+    why = "this stage always runs" if stage == "bundle" else f"its finished result cannot be reused ({field}: "
+    assert f"{path.parent.name} re-runs: {why}" in said, plan.output
+    assert stage == "teacher" or "01-teacher cached" in said
+
+
+def test_a_distill_stage_whose_metrics_are_damaged_runs_again(run_dir: Path, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A distill record with ``losses: 5`` was reused ("skipped, finished earlier"): it runs again, the teacher
+    before it is reused, and the record is whole again."""
+    copy, path = _damaged_copy(run_dir, tmp_path, "distill", lambda m: m["student"].update(losses=5))
+    with caplog.at_level(logging.WARNING, logger="edgekd"):
+        result = edgekd.run(run_dir.parent / "recipe.yaml", out=copy, show_progress=False)
+    assert f"{path}: not reused (metrics.student.losses: Input should be a valid list)" in caplog.text
+    assert [r.stage for r in result.stages if r.skipped] == ["teacher"]
+    assert json.loads(path.read_text())["metrics"]["student"]["losses"] == ["hinton"]
+
+
 def test_report_command_rejects_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not an edgekd run directory" in result.output

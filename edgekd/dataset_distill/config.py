@@ -104,5 +104,6 @@ def _check_dataset_distill(config: DatasetDistillStage, state: PlanState, where:
 
 DATASET_DISTILL = StageKind(
     DatasetDistillStage, "edgekd.dataset_distill.stage:run_dataset_distill",
-    reads=lambda config: ("seed", "data", config.role), repeatable=True, check=_check_dataset_distill)
+    reads=lambda config: ("seed", "data", config.role), repeatable=True, check=_check_dataset_distill,
+    record="edgekd.dataset_distill.record:read_dataset_distill_record")
 KINDS = (DATASET_DISTILL,)

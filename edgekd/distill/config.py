@@ -107,8 +107,10 @@ def _check_distill(config: DistillStage, state: PlanState, where: str) -> None:
 
 TEACHER = StageKind(
     TeacherStage, "edgekd.distill.stage:run_teacher", reads=("seed", "data", "tokenizer", "teacher"),
-    extra_inputs=_teacher_weight_digests, data_parallel=True, shareable=True, trains=lambda _config: "teacher")
+    extra_inputs=_teacher_weight_digests, data_parallel=True, shareable=True, trains=lambda _config: "teacher",
+    record="edgekd.distill.record:read_teacher_record")
 DISTILL = StageKind(
     DistillStage, "edgekd.distill.stage:run_distill", reads=lambda config: ("seed", "data", config.student),
-    data_parallel=True, repeatable=True, check=_check_distill, trains=lambda config: config.student)
+    data_parallel=True, repeatable=True, check=_check_distill, trains=lambda config: config.student,
+    record="edgekd.distill.record:read_distill_record")
 KINDS = (TEACHER, DISTILL)

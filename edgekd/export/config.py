@@ -105,8 +105,9 @@ def check_export_target(config: Any, state: PlanState, where: str) -> None:
 EXPORT = StageKind(
     ExportStage, "edgekd.export.stage:run_export", reads=("seed", "data"), device_fields=("inputs", "generation"),
     extra_inputs=export_target_input,
-    after=("teacher", "distill"), check=check_export_target)
+    after=("teacher", "distill"), check=check_export_target, record="edgekd.export.record:read_export_record")
 BUNDLE = StageKind(
     BundleStage, "edgekd.export.bundle_stage:run_bundle", reads=("name", "data"), uses_device=True, cacheable=False,
-    after=("profile",), after_reason="the manifest carries the latency")
+    after=("profile",), after_reason="the manifest carries the latency",
+    record="edgekd.export.bundle_record:read_bundle_record")
 KINDS = (EXPORT, BUNDLE)

@@ -19,7 +19,7 @@ from edgekd.config.device import GenerationShape
 from edgekd.errors import StorageError
 from edgekd.profile.bench import Speedup
 from edgekd.profile.generate import PerTokenSpeedup
-from edgekd.stage_record import FullRecord, read_stage_record
+from edgekd.stage_record import FullRecord, read_stage_record, stage_record_file
 
 
 class LayerRankRecord(FullRecord):
@@ -125,6 +125,17 @@ def read_compression_record(record: dict[str, Any], role: str) -> CompressionRec
     ``stage.json`` and the first bad field."""
     figures = record["metrics"].get(role)
     if not isinstance(figures, dict):
-        raise StorageError(f"{record['index']:02d}-{record['stage']}/stage.json: metrics.{role}: missing")
+        raise StorageError(f"{stage_record_file(record)}: metrics.{role}: missing")
     kind = LMCompressionRecord if "val_loss_change" in figures else CompressionRecord
     return read_stage_record(kind, record, role)
+
+
+def read_compression_stage(record: dict[str, Any]) -> CompressionRecord | LMCompressionRecord:
+    """The compression stage ``record``'s figures of the one model it compressed (its metrics' one role), as
+    :func:`read_compression_record` reads them; metrics of no model, or of several, raise a one-line
+    :class:`StorageError`."""
+    roles = list(record["metrics"])
+    if len(roles) != 1:
+        raise StorageError(f"{stage_record_file(record)}: metrics: expected the figures of one model, found "
+                           f"{len(roles)}")
+    return read_compression_record(record, roles[0])

@@ -90,5 +90,6 @@ SEARCH = StageKind(
     reads=("name", "seed", "device", "data", "tokenizer", "teacher", "student"), uses_device=True,
     extra_inputs=_search_inputs, check=_check_search, trains=lambda _config: "student",
     followed_only_by=("profile", "bundle", "report"),
-    followed_reason="the search distils, compresses, exports and quantizes the student itself")
+    followed_reason="the search distils, compresses, exports and quantizes the student itself",
+    record="edgekd.search.record:read_search_record")
 KINDS = (SEARCH,)
