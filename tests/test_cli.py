@@ -88,6 +88,24 @@ def test_validate_json(write_recipe) -> None:
     assert record["stages"] == ["teacher", "distill", "export", "profile", "bundle", "report"]
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(debug: bool, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``edgekd --debug validate bad.yaml`` printed the traceback alone and exited 1, a user error read as a bug."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    flag = ["--debug"] if debug else []
+    user = _invoke(*flag, "validate", bad)
+    assert user.exit_code == 2, user.output
+    assert f"error: {bad}: malformed YAML" in " ".join(user.output.split())
+    assert ("Traceback (most recent call last)" in user.output) == debug
+    monkeypatch.setattr("edgekd.api.validate", lambda *_a, **_k: 1 / 0)  # a bug in edgekd
+    internal = _invoke(*flag, "validate", bad)
+    assert internal.exit_code == 1, internal.output
+    assert "internal error: ZeroDivisionError: division by zero" in internal.output
+    assert ("Traceback (most recent call last)" in internal.output) == debug
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A tiny run with a report, made through ``edgekd run --json --budget-ms 1000``, and its JSON output."""

@@ -56,7 +56,8 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Print an error's traceback before its one line (the exit code stays).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print edgekd's version and exit.",
                                           callback=_show_version, is_eager=True)] = False,

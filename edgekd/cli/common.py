@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal e
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Collection, Iterable
 from functools import wraps
 from pathlib import Path
@@ -34,15 +35,15 @@ state = {"debug": False}  # set by the global --debug option (see edgekd.cli)
 
 
 def handle_errors(func: F) -> F:
-    """Turn user errors into one line on stderr and exit code 2; other failures into exit code 1."""
+    """Turn user errors into one line on stderr and exit code 2; other failures into exit code 1. With ``--debug``
+    the traceback is printed before that line; the exit code stays the same."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except EdgekdError as exc:
-            if state["debug"]:
-                raise
+            _debug_traceback()
             err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main)
@@ -53,23 +54,30 @@ def handle_errors(func: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
-            too_long = None if state["debug"] else too_long_name(exc)
+            _debug_traceback()
+            too_long = too_long_name(exc)
             if too_long is not None:
                 err.print(f"[bold red]error:[/] {shown(too_long)}: a name longer than this filesystem allows "
                           "(ENAMETOOLONG); expected a path whose every part is under 255 bytes, or a hub id",
                           highlight=False, soft_wrap=True)
                 raise typer.Exit(code=2) from None
-            if is_out_of_memory(exc) and not state["debug"]:
+            if is_out_of_memory(exc):
                 err.print(f"[bold red]error:[/] out of memory: {one_line(exc)}; this machine cannot hold "
                           "the model, batch or input as given: use smaller ones", highlight=False, soft_wrap=True)
                 raise typer.Exit(code=2) from None
-            if state["debug"]:
-                raise
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {one_line(exc)} "
-                      "(run with --debug for the traceback)", highlight=False, soft_wrap=True)
+            hint = "" if state["debug"] else " (run with --debug for the traceback)"
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {one_line(exc)}{hint}",
+                      highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _debug_traceback() -> None:
+    """Under ``--debug``, print the traceback of the exception being handled on stderr (its one-line message and
+    exit code follow, as without ``--debug``)."""
+    if state["debug"]:
+        err.print(traceback.format_exc().rstrip(), markup=False, highlight=False, soft_wrap=True)
 
 
 class Terminated(KeyboardInterrupt):
