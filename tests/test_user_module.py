@@ -549,3 +549,40 @@ def test_a_torchscript_module_is_refused_when_the_recipe_exports(tmp_path: Path)
                                           r"TorchScript \(RecursiveScriptModule\)") as raised:
         pipeline.run(tmp_path / "run")
     assert "0x" not in str(raised.value)
+
+
+OWN_MODULE = '''
+from torch import nn
+
+
+def tiny_mlp(hidden=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+'''
+
+
+def test_a_module_in_the_current_directory_is_found_as_python_m_finds_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console script does not put the working directory on sys.path: a recipe naming the user's module beside
+    it failed with "cannot import". It is looked for there after sys.path, so an installed package still wins."""
+    from typer.testing import CliRunner
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "edgekd_own_nets.py").write_text(OWN_MODULE)
+    (project / "yaml.py").write_text(OWN_MODULE)  # not imported: the installed PyYAML comes first
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(project))])
+    monkeypatch.delitem(sys.modules, "edgekd_own_nets", raising=False)
+    try:
+        mlp = {"arch": "module", "factory": "edgekd_own_nets:tiny_mlp", "kwargs": {"hidden": 8}}
+        (project / "own.yaml").write_text(yaml.safe_dump(_recipe(mlp, mlp, FAST_STAGES)))
+        found = CliRunner().invoke(app, ["validate", "own.yaml"])
+        assert found.exit_code == 0, found.output
+        assert sys.path[-1] == str(project)
+        shadowed = {**mlp, "factory": "yaml:tiny_mlp"}
+        (project / "shadowed.yaml").write_text(yaml.safe_dump(_recipe(shadowed, mlp, FAST_STAGES)))
+        refused = CliRunner().invoke(app, ["validate", "shadowed.yaml"])
+        assert refused.exit_code == 2, refused.output
+        assert "teacher.model.factory: 'yaml' has no attribute 'tiny_mlp'" in " ".join(refused.output.split())
+    finally:
+        sys.modules.pop("edgekd_own_nets", None)

@@ -24,8 +24,10 @@ import copy
 import dataclasses
 import hashlib
 import importlib
+import importlib.machinery
 import inspect
 import logging
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -166,13 +168,13 @@ def _update_with_attribute(digest: Any, name: str, value: Any) -> None:
 
 
 def resolve_factory(path: str) -> Callable[..., Any]:
-    """The callable at ``package.module:factory``: only that module is imported."""
+    """The callable at ``package.module:factory``: only that module is imported (see :func:`import_user_module`)."""
     module_name, _, attribute = path.partition(":")
     try:
-        found: Any = importlib.import_module(module_name)
+        found: Any = import_user_module(module_name)
     except ImportError as exc:
         raise Refused("factory", f"cannot import '{module_name}' ({exc}); expected an importable "
-                      "'package.module:factory' (is the package installed or on PYTHONPATH?)") from exc
+                      "'package.module:factory' (installed, on PYTHONPATH, or in the current directory)") from exc
     except Exception as exc:  # the user's module failed while importing
         raise Refused("factory", f"importing '{module_name}' raised {_one_line(exc)}") from exc
     for part in attribute.split("."):
@@ -183,6 +185,23 @@ def resolve_factory(path: str) -> Callable[..., Any]:
         raise Refused("factory", f"'{path}' is a {type(found).__name__}, not callable; expected a function or "
                       "class returning a torch.nn.Module")
     return found
+
+
+def import_user_module(name: str) -> Any:
+    """Import the module ``name``; one not found on ``sys.path`` is looked for in the current directory too, as
+    ``python -m`` finds it (the ``edgekd`` console script does not put that directory on ``sys.path``). The
+    directory is appended, so an installed package of the same name still wins; it stays on ``sys.path`` for the
+    modules the user's module imports in turn."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        cwd, top = str(Path.cwd()), name.partition(".")[0]
+        # the directory searched already, a module the user's module imports missing, or none there by that name
+        if exc.name != top or cwd in sys.path or importlib.machinery.PathFinder.find_spec(top, [cwd]) is None:
+            raise
+        sys.path.append(cwd)
+        log.debug("importing %s from the current directory %s", name, cwd)
+        return importlib.import_module(name)
 
 
 def instantiate(spec: ModuleSpec) -> nn.Module:
