@@ -155,6 +155,32 @@ def test_documented_profiles_and_recipes_match_the_shipped_files() -> None:
     assert checked >= 2  # the device profile and the recipe walkthrough
 
 
+#: A line naming a source file and ending with a colon, then a blank line and an indented block: a quote of it.
+QUOTE = re.compile(r"^.*`([\w/]+\.py)`[^`\n]*:\n\n((?:(?: {4}.*)?\n)+)", re.MULTILINE)
+
+
+def test_quoted_source_is_the_files_own_text() -> None:
+    """An indented block after a line naming a source file (``edgekd/profile/config.py`` is ...:) is that file's
+    text verbatim: docs/extending.md quoted a profile stage definition the code had left behind."""
+    checked = 0
+    for doc in DOCS:
+        for match in QUOTE.finditer(doc.read_text(encoding="utf-8")):
+            quoted = "\n".join(line[4:] for line in match.group(2).rstrip("\n").splitlines())
+            assert quoted in (ROOT / match.group(1)).read_text(encoding="utf-8"), f"{doc.name}: {match.group(1)}"
+            checked += 1
+    assert checked >= 1  # extending.md's stage definition
+
+
+def test_every_test_the_docs_cite_exists() -> None:
+    """docs/guarantees.md cited a test under a name it had lost: each `test_...` a document names in backticks is a
+    test function of tests/."""
+    defined = {name for path in (ROOT / "tests").glob("*.py")
+               for name in re.findall(r"^(?:async )?def (test_\w+)", path.read_text(encoding="utf-8"), re.MULTILINE)}
+    cited = {(doc.name, name) for doc in DOCS for name in re.findall(r"`(test_\w+)`", doc.read_text(encoding="utf-8"))}
+    assert len(cited) >= 10
+    assert sorted(c for c in cited if c[1] not in defined) == []
+
+
 def test_api_profile_is_callable_after_any_import() -> None:
     """``edgekd.profile(...)`` works whether or not the ``edgekd.profile`` subpackage was imported first."""
     probes = [
