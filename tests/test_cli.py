@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def _commands(group: click.Group = COMMAND, prefix: tuple[str, ...] = ()) -> lis
     """Every command path of the CLI (``("devices", "list")``, ...)."""
     paths = []
     for name, command in group.commands.items():
-        if isinstance(command, click.Group):
+        if hasattr(command, "commands"):  # a group (typer's own click, not click.Group, in typer ≥ 0.2x)
             paths += _commands(command, (*prefix, name))
         else:
             paths.append((*prefix, name))
@@ -77,6 +78,40 @@ def test_devices_list_json_is_every_profile() -> None:
     devices = json.loads(result.stdout)
     assert [d["name"] for d in devices] == [load_device(n).name for n in catalog.names("devices")]
     assert all(Path(d["source"]).is_file() and "budget" in d for d in devices)
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command = COMMAND
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+def _options(command: click.Command) -> list[list[str]]:
+    """The names of each option of ``command`` (``["--quiet", "-q"]``)."""
+    return [p.opts for p in command.params if p.param_type_name == "option"]
+
+
+def _names_one(text: str, names: list[str]) -> bool:
+    """Whether ``text`` names the option by one of its ``names`` (``-q`` for ``--quiet``), as a whole word."""
+    return any(re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) for name in names)
+
+
+def test_the_command_table_of_docs_cli_lists_every_option() -> None:
+    """docs/cli.md's table lacked ``run --dry-run`` and ``--warmup`` of bench, export and bundle: each command's
+    options are in its row(s), and the options before the command in the text below the table."""
+    doc = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = [line for line in doc.splitlines() if line.startswith("| `edgekd ")]
+    missing = []
+    for path in _commands():
+        name = "edgekd " + " ".join(path)
+        rows = " ".join(cell for line in table for cell in line.split("` / `") if cell.lstrip("| `").startswith(name)
+                        and cell.lstrip("| `")[len(name):][:1] in (" ", "`"))
+        assert rows, f"docs/cli.md has no row for {name}"
+        missing += [f"{name} {names[0]}" for names in _options(_command(path)) if not _names_one(rows, names)]
+    before = doc.split("`RECIPE` is a YAML path", 1)[1].split("```", 1)[0]
+    missing += [f"edgekd {names[0]}" for names in _options(COMMAND) if not _names_one(before, names)]
+    assert missing == [], f"docs/cli.md does not list: {', '.join(missing)}"
 
 
 def test_validate_json(write_recipe) -> None:
