@@ -114,6 +114,11 @@ def test_the_command_table_of_docs_cli_lists_every_option() -> None:
     assert missing == [], f"docs/cli.md does not list: {', '.join(missing)}"
 
 
+def test_demo_help_names_the_directory_the_demo_runs_into() -> None:
+    """``edgekd demo --help`` said ``default runs/<recipe name>`` (runs/demo-digits); the demo runs into runs/demo."""
+    assert "(default runs/demo)" in " ".join(_invoke("demo", "--help").stdout.split())
+
+
 def test_validate_json(write_recipe) -> None:
     recipe = write_recipe()
     result = _invoke("validate", recipe, "--json")
