@@ -407,7 +407,7 @@ def damaged_stage(run_dir: Path, registry: StageRegistry = DEFAULT_REGISTRY) -> 
         if record is None:
             return f"{path}: missing or unreadable"
         if record["stage"] not in registry.names():
-            return f"{path}: stage: names no stage kind ({record['stage'][:40]!r})"
+            return f"{path}: 'stage' names no stage kind of edgekd ({record['stage'][:40]!r})"
         problem = stage_problem(stage_dir, record, registry[record["stage"]])
         if problem is not None:
             return f"{path}: {problem}"

@@ -104,7 +104,7 @@ def test_report_command_rebuilds_from_the_run_directory(run_dir: Path, tmp_path:
     assert all((copy / name).is_file() for name in after["files"])
 
 
-@pytest.mark.parametrize("damage", ["record-removed", "record-truncated", "file-changed"])
+@pytest.mark.parametrize("damage", ["record-removed", "record-truncated", "file-changed", "kind-unknown"])
 def test_report_command_refuses_a_damaged_stage_and_keeps_the_report(damage: str, run_dir: Path,
                                                                      tmp_path: Path) -> None:
     """A stage.json removed or truncated left that stage and every later one out of the rebuilt report (the profile
@@ -117,13 +117,17 @@ def test_report_command_refuses_a_damaged_stage_and_keeps_the_report(damage: str
         record.unlink()
     elif damage == "record-truncated":
         record.write_bytes(record.read_bytes()[:10])
+    elif damage == "kind-unknown":
+        record.write_text(json.dumps({**json.loads(record.read_text()), "stage": "distil"}))
     else:
         model = next(copy.glob("0[0-9]-export/student.onnx"))
         record = model.parent / "stage.json"
         model.write_bytes(model.read_bytes()[:100])
     result = runner.invoke(app, ["report", str(copy)])
     assert result.exit_code == 2, result.output
-    assert f"cannot rebuild the report: {record}" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert f"cannot rebuild the report: {record}" in said
+    assert damage != "kind-unknown" or "'stage' names no stage kind of edgekd ('distil')" in said
     assert {name: (copy / name).read_bytes() for name in before} == before
 
 
