@@ -304,6 +304,8 @@ def test_prune_and_hybrid_stages_in_a_pipeline(tmp_path: Path) -> None:
     student = result.artifact.get("student")
     assert student.onnx is not None and student.metrics["params"] == hybrid.params
     assert TaskModel.load(tmp_path / "run" / "04-hybrid" / "student").params == hybrid.params
+    again = edgekd.run(recipe, out=tmp_path / "run", show_progress=False)  # the records read back: all reused
+    assert all(stage.skipped for stage in again.stages)
     records[3]["metrics"]["student"]["trajectory"][1].pop("macs")  # a damaged record is one line
     with pytest.raises(StorageError, match=r"^04-hybrid/stage\.json: metrics\.student\.trajectory\[1\]\.macs: "):
         read_compression_record(records[3], "student")

@@ -16,7 +16,7 @@ from edgekd.config.device import load_device
 from edgekd.data.config import SklearnData, TextFileData, TokenizerConfig
 from edgekd.data.task_data import prepare_task_data
 from edgekd.errors import ConfigError, ExportError
-from edgekd.pipeline import RunResult
+from edgekd.pipeline import RunResult, damaged_stage
 from edgekd.profile.bench import Speedup
 from edgekd.profile.cpu import detect_cpu
 from edgekd.quantize import variants as variants_module
@@ -178,6 +178,7 @@ def test_stage_keeps_a_variant_and_records_why(run) -> None:
     report = run.report()
     assert report["teacher"]["precision"] == teacher.decision
     assert report["teacher"]["quantization_reason"] == teacher.reason
+    assert damaged_stage(run.run_dir) is None  # every stage's record reads back as its kind's: a re-run reuses it
 
 
 def test_wrecked_calibration_is_repaired_by_excluding_sensitive_nodes(exported: Path, data: QuantData,

@@ -24,7 +24,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
 from edgekd.errors import BudgetError, ConfigError, StorageError
 from edgekd.models.specs import BertSpec, MLPSpec
-from edgekd.pipeline import load_run_records
+from edgekd.pipeline import damaged_stage, load_run_records
 from edgekd.profile import speed_ratio as speed_ratio_module
 from edgekd.profile.cpu import CpuInfo
 from edgekd.report.document import Document
@@ -303,6 +303,7 @@ def test_compress_picks_a_model_within_budget_and_reports_it(cache: Path, tmp_pa
     stage = next(r for r in load_run_records(found.run.run_dir) if r["stage"] == "search")
     search = read_search_record(stage)
     assert isinstance(search, SearchRecord) and search.model_dump(mode="json") == stage["metrics"]["search"]
+    assert damaged_stage(found.run.run_dir) is None  # every stage's record reads back as its kind's: reusable
     rows = search.table.candidates
     over = [row for row in rows if row.over]
     assert {row.label for row in over} == {"mlp hidden=[2048,2048] fp32", "mlp hidden=[2048,2048] prune=0.5 fp32"}
