@@ -11,10 +11,10 @@ that is unambiguous:
 
 Fractional numbers mixed with names (``0.5`` and ``pos``) fit no task: refused with one line naming
 ``data.task``. A label written as a missing-value marker (pandas' default ``na_values``: ``N/A``, ``NaN``,
-``null``, ``None``, ``NA``, ``#N/A``, ...) is no label, refused as an empty one is (see :func:`is_missing`),
-never a class or a number. Encodings: ``single_label`` int64 class indices ``[N]``; ``multi_label`` float32
-multi-hot rows ``[N, classes]`` (the distinct names, sorted); ``regression`` float32 values ``[N]``
-with the one output named after the label column.
+``null``, ``#N/A``, ...; not ``None`` or ``NA``, which may name a class) is no label, refused as an empty one
+is (see :func:`is_missing`), never a class or a number. Encodings: ``single_label`` int64 class indices
+``[N]``; ``multi_label`` float32 multi-hot rows ``[N, classes]`` (the distinct names, sorted); ``regression``
+float32 values ``[N]`` with the one output named after the label column.
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def _warn_separated(name: str, label: str, where: str) -> None:
                 name, where, quoted(label))
 
 
-#: The cells pandas reads as missing by default (``pandas.read_csv``'s ``na_values``).
+#: The cells pandas reads as missing by default (``pandas.read_csv``'s ``na_values``), but ``None`` and ``NA``: words a
+#: class may be named by (an intent set's "None", North America), which stay classes.
 MISSING_MARKERS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                             "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+                             "<NA>", "N/A", "NULL", "NaN", "n/a", "nan", "null"})
 
 
 def is_missing(label: str) -> bool:
