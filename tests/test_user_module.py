@@ -418,6 +418,7 @@ def test_a_module_pruning_can_remove_nothing_from_says_so(tmp_path: Path, caplog
     (CNN, {"width": 16}), (CNN, {"width": 8}), (CNN, {"width": 12}),
     ("tests.user_modules:rows_conv1d", {"width": 16}),  # Conv1d + BatchNorm1d were kept whole: nothing pruned
     ("tests.user_modules:layernorm_mlp", {"hidden": 32}),  # LayerNorm was kept whole, so were the Linears it feeds
+    ("tests.user_modules:class_prior_mlp", {"hidden": 32}),  # the module itself was taken for the output layer
 ])
 @pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75])
 def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(factory: str, kwargs: dict,

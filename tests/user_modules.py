@@ -393,3 +393,20 @@ def torch_quantized() -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates its eager quantization for torchao's
         return torch.ao.quantization.quantize_dynamic(mlp(), {nn.Linear})
+
+
+class _ClassPrior(nn.Module):
+    """An MLP whose logits add a learnt per-class prior, a parameter of the module itself beside its layers."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.hidden, self.head = nn.Linear(64, hidden), nn.Linear(hidden, 10)
+        self.prior = nn.Parameter(torch.zeros(10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.hidden(x.flatten(1)))) + self.prior
+
+
+def class_prior_mlp(hidden: int = 32) -> nn.Module:
+    """An MLP with a learnt class prior added to its logits."""
+    return _ClassPrior(hidden)

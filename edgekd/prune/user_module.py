@@ -31,15 +31,28 @@ def module_plan(model: nn.Module, targets: list[str], example: dict[str, torch.T
     if "channels" not in targets:
         raise ConfigError("targets: a user's module ('module') prunes 'channels'")
     sharing = _layers_sharing_a_parameter(model)
-    fixed = [layer for _, layer in _own_parameter_layers(model) if not is_rebuilt(layer) or layer in sharing]
+    fixed = [kept for _, layer in _own_parameter_layers(model) if not is_rebuilt(layer) or layer in sharing
+             for kept in _kept_whole(layer)]
     return {"ignored_layers": [output_layer(model, example), *fixed, *ignored]}
 
 
+def _kept_whole(layer: nn.Module) -> list[nn.Module | nn.Parameter]:
+    """What Torch-Pruning must leave whole of a layer edgekd cannot rebuild: the layer, or, for a module holding
+    layers besides parameters of its own (a learnt class prior added to the logits), only those parameters
+    (Torch-Pruning keeps an ignored module's every submodule whole: nothing in the model was pruned)."""
+    if any(True for _ in layer.children()):
+        return list(layer.parameters(recurse=False))
+    return [layer]
+
+
 def output_layer(model: nn.Module, example: dict[str, torch.Tensor]) -> nn.Module:
-    """The last layer holding parameters that a forward pass runs (the one producing the logits)."""
+    """The last layer holding parameters that a forward pass runs (the one producing the logits): a layer without
+    sub-layers, so a module holding a parameter of its own beside its layers (a learnt class prior added to the
+    logits) is not taken for it, which kept all its layers whole."""
     called: list[nn.Module] = []
-    handles = [layer.register_forward_hook(lambda layer, *_: called.append(layer))
-               for _, layer in _own_parameter_layers(model)]
+    layers = [layer for _, layer in _own_parameter_layers(model)]
+    leaves = [layer for layer in layers if not any(True for _ in layer.children())] or layers
+    handles = [layer.register_forward_hook(lambda layer, *_: called.append(layer)) for layer in leaves]
     training = model.training
     try:
         with torch.no_grad():
@@ -68,7 +81,8 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
                           f"{type(exc).__name__}: {first_line(exc)}") from exc
     owners = dict(_own_parameter_layers(inner))
     if _shapes(inner) == before:
-        kept = [f"{name} ({type(layer).__name__})" for name, layer in owners.items() if not is_rebuilt(layer)]
+        kept = [f"{name or 'the module itself'} ({type(layer).__name__})" for name, layer in owners.items()
+                if not is_rebuilt(layer)]
         log.warning("prune: nothing in the module (%s) was removed: %s; its size and speed are unchanged (drop the "
                     "prune stage, or try factorize)", type(inner).__name__,
                     f"its layers are coupled to ones kept whole, e.g. {', '.join(kept[:3])}" if kept
