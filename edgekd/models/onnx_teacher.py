@@ -171,12 +171,17 @@ def as_logits(scores: np.ndarray, path: Path, activation: str | None = None) -> 
     if activation == "sigmoid":
         _say(path, "sigmoid probabilities (its scored output comes from a Sigmoid): their logits log(p / (1 - p)) "
              "are taken")
-        clipped = np.clip(scores.astype(np.float64), SIGMOID_CLIP, 1 - SIGMOID_CLIP)
-        return (np.log(clipped) - np.log1p(-clipped)).astype(np.float32)
+        return sigmoid_logits(scores)
     if activation != "softmax" and not are_probabilities(scores):
         return scores
     _say(path, "probabilities (rows summing to 1): its logarithm is taken as the logits")
     return np.log(np.maximum(scores, np.finfo(np.float32).tiny))
+
+
+def sigmoid_logits(probabilities: np.ndarray) -> np.ndarray:
+    """The logits ``log(p / (1 - p))`` of sigmoid probabilities, ``p`` clipped to [:data:`SIGMOID_CLIP`, 1 − it]."""
+    clipped = np.clip(probabilities.astype(np.float64), SIGMOID_CLIP, 1 - SIGMOID_CLIP)
+    return (np.log(clipped) - np.log1p(-clipped)).astype(np.float32)
 
 
 def two_class_logits(scores: np.ndarray) -> np.ndarray:

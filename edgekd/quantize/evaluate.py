@@ -12,7 +12,7 @@ import onnxruntime as ort
 from edgekd.errors import ModelError
 from edgekd.export.manifest import scored_output, tensor_specs
 from edgekd.export.parity import one_line
-from edgekd.models.onnx_teacher import as_logits, two_class_logits
+from edgekd.models.onnx_teacher import sigmoid_logits, two_class_logits
 from edgekd.ort_options import session_options
 from edgekd.quantize.feeds import Feed, LabelledBatch
 
@@ -47,7 +47,7 @@ def model_outputs(path: Path, batches: Sequence[LabelledBatch], threads: int,
     scores = np.concatenate([np.asarray(out[0]) for out in outputs])
     if single_score is None:
         return scores
-    return two_class_logits(as_logits(scores, path, "sigmoid") if single_score == "sigmoid" else scores)
+    return two_class_logits(sigmoid_logits(scores) if single_score == "sigmoid" else scores)
 
 
 def scored_output_name(path: Path, outputs: list[dict[str, Any]] | None = None) -> str:
