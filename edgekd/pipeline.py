@@ -65,7 +65,7 @@ from edgekd.rundir import (
 from edgekd.stage_kind import StageKind
 from edgekd.stage_store import fetch_stage, keep_stage
 from edgekd.stages import DEFAULT_REGISTRY, StageRegistry, check_recipe
-from edgekd.threads import retune_training_threads
+from edgekd.threads import retune_training_threads, torch_threads
 from edgekd.version import __version__
 
 if TYPE_CHECKING:
@@ -370,6 +370,7 @@ def _run_stage(kind: StageKind, stage_config: Any, artifact: Artifact, ctx: Stag
         "metrics": output.metrics,
         "started_at": started_at,
         "wall_seconds": round(time.perf_counter() - started, 3),
+        "torch_threads": torch_threads(),
         "edgekd_version": __version__,
     }
     if not ctx.world.is_main:

@@ -145,6 +145,14 @@ def training_threads(setting: int | Literal["auto"]) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def torch_threads() -> int:
+    """torch's intra-op thread count now: recorded with every stage, since the order of a parallel sum, and so a
+    trained model's last bits, depend on it (the same seed gives bit-identical weights only with the same count)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def retune_training_threads() -> None:
     """Decide ``threads: auto`` again for the stage about to run, when the run's decision is
     :data:`RETUNE_AFTER_S` old: the load other processes put on the machine when the run started may have

@@ -153,6 +153,7 @@ def _stage_row(record: dict[str, Any]) -> dict[str, Any]:
         "stage": record["stage"],
         "wall_seconds": record["wall_seconds"],
         "started_at": record["started_at"],
+        "torch_threads": record.get("torch_threads"),  # absent from stage records written before it was kept
         "fingerprint": record["fingerprint"],
         "models": {role: stage_figures(ModelArtifact.from_json(m).metrics).model_dump(exclude_unset=True)
                    for role, m in after.items()},

@@ -53,6 +53,7 @@ class StageRow(Record):
     models: dict[str, StageFigures]
     wall_seconds: float
     started_at: str | None = None
+    torch_threads: int | None = None
 
 
 class DatasetDistillRun(LearntSet):
