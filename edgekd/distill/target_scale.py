@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from edgekd.data.examples import Examples
-from edgekd.models.call import call_logits, eval_mode, parameter_device
+from edgekd.models.call import call_logits, eval_mode, layers_called, parameter_device
 from edgekd.task_heads import task_of
 
 log = logging.getLogger(__name__)
@@ -90,18 +90,13 @@ def _target_scale(train: Examples) -> tuple[float, float] | None:
 
 def _output_layer(model: nn.Module, train: Examples) -> nn.Linear | None:
     """The ``nn.Linear`` of one unit whose output is the model's output on a training batch, or None."""
-    outputs: list[tuple[nn.Linear, torch.Tensor]] = []
     linears = [module for module in model.modules() if type(module) is nn.Linear and module.out_features == 1]
-    handles = [linear.register_forward_hook(lambda layer, _, out: outputs.append((layer, out))) for linear in linears]
-    try:
-        _, inputs, _ = next(iter(train.batches(min(8, len(train)), shuffle=False)))
-        device = parameter_device(model)
-        with torch.no_grad(), eval_mode(model):
-            logits = call_logits(model, {name: value.to(device) for name, value in inputs.items()})
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not outputs:
+    _, inputs, _ = next(iter(train.batches(min(8, len(train)), shuffle=False)))
+    device = parameter_device(model)
+    with torch.no_grad(), eval_mode(model):
+        logits, called = layers_called(
+            linears, lambda: call_logits(model, {name: value.to(device) for name, value in inputs.items()}))
+    if not called:
         return None
-    layer, out = outputs[-1]
+    layer, out = called[-1]
     return layer if out.numel() == logits.numel() and torch.equal(out.reshape(-1), logits.reshape(-1)) else None

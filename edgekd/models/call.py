@@ -18,7 +18,7 @@ leaves out the ones it does not take:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -93,3 +93,16 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes.items():
             module.train(training)
+
+
+def layers_called(layers: Iterable[nn.Module], forward: Callable[[], Any]) -> tuple[Any, list[tuple[nn.Module, Any]]]:
+    """What ``forward()`` returns, and which of ``layers`` it ran, in the order they ran, each with its output
+    (a layer run twice appears twice): how edgekd finds a model's output layer."""
+    called: list[tuple[nn.Module, Any]] = []
+    handles = [layer.register_forward_hook(lambda layer, _, out: called.append((layer, out))) for layer in layers]
+    try:
+        result = forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return result, called

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError, first_line
+from edgekd.models.call import eval_mode, layers_called
 from edgekd.models.layer_shapes import is_rebuilt, rebuilt_kinds
 from edgekd.models.user_module import unwrap
 
@@ -49,21 +50,13 @@ def output_layer(model: nn.Module, example: dict[str, torch.Tensor]) -> nn.Modul
     """The last layer holding parameters that a forward pass runs (the one producing the logits): a layer without
     sub-layers, so a module holding a parameter of its own beside its layers (a learnt class prior added to the
     logits) is not taken for it, which kept all its layers whole."""
-    called: list[nn.Module] = []
     layers = [layer for _, layer in _own_parameter_layers(model)]
     leaves = [layer for layer in layers if not any(True for _ in layer.children())] or layers
-    handles = [layer.register_forward_hook(lambda layer, *_: called.append(layer)) for layer in leaves]
-    training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(**example)
-    finally:
-        model.train(training)
-        for handle in handles:
-            handle.remove()
+    with torch.no_grad(), eval_mode(model):
+        _, called = layers_called(leaves, lambda: model(**example))
     if not called:
         raise ConfigError(f"prune: the module ({type(unwrap(model)).__name__}) runs no layer with parameters")
-    return called[-1]
+    return called[-1][0]
 
 
 @contextmanager
