@@ -57,8 +57,8 @@ def test_a_teacher_fixed_at_a_longer_sequence_is_reported_at_its_own_length(tmp_
     assert {tuple(dims) for dims in shapes["student"].values()} == {(1, 16)}
     report = json.loads((result.run_dir / "report.json").read_text())
     assert ("The teacher was timed at 48 tokens (its graph fixes that length), not at the device's sequence_length "
-            "16 ('short-phone'): its latency, and any speed-up over it, compare inputs of different lengths."
-            ) in report["warnings"]
+            "16 ('short-phone'): its latency, and any speed-up over it, compare inputs of different lengths (export "
+            "it with a dynamic sequence axis to time it at the device's length).") in report["warnings"]
     assert not any("The student was timed" in warning for warning in report["warnings"])
     assert "The teacher was timed at 48 tokens" in (result.run_dir / "report.md").read_text()
 
@@ -116,4 +116,35 @@ def test_an_extra_two_dimensional_input_is_not_read_as_a_sequence_length(tmp_pat
     assert profile.models["student"].sequence_length == 16 and profile.models["teacher"].sequence_length == 48
     assert _length_warnings(recipe, device, profile) == [
         "The teacher was timed at 48 tokens (its graph fixes that length), not at the device's sequence_length 16 "
-        "('short-phone'): its latency, and any speed-up over it, compare inputs of different lengths."]
+        "('short-phone'): its latency, and any speed-up over it, compare inputs of different lengths (export it with "
+        "a dynamic sequence axis to time it at the device's length)."]
+
+
+def test_profile_and_bench_warn_of_a_graph_timed_at_another_length(tmp_path: Path) -> None:
+    """The ``profile`` and ``bench`` verbs say so too: a user's file fixed at 48 tokens, timed for a device of 16."""
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    (tmp_path / "phone.yaml").write_text(yaml.safe_dump({
+        "name": "phone", "threads": 1, "inputs": {"batch": 1, "sequence_length": 16},
+        "budget": {"p90_ms": 100, "size_mb": 50, "peak_memory_mb": 500}}))
+    fixed = _two_input_model(tmp_path / "fixed.onnx", 48, extra=4)
+    dynamic = _two_input_model(tmp_path / "dynamic.onnx", "sequence", extra=4)
+    expected = ("was timed at 48 tokens (its graph fixes that length), not at the device's sequence_length 16 "
+                "('phone'): its latency, and any speed-up over it, compare inputs of different lengths")
+    runner = CliRunner()
+    profiled = runner.invoke(app, ["profile", str(fixed), "-d", str(tmp_path / "phone.yaml"), "--runs", "10",
+                                   "--warmup", "0", "--json"])
+    assert profiled.exit_code == 0, profiled.output
+    assert [w for w in json.loads(profiled.output)["warnings"] if "tokens" in w] == [
+        f"{fixed} {expected} (export it with a dynamic sequence axis to time it at the device's length)."]
+    quiet = runner.invoke(app, ["profile", str(dynamic), "-d", str(tmp_path / "phone.yaml"), "--runs", "10",
+                                "--warmup", "0", "--json"])
+    assert not [w for w in json.loads(quiet.output)["warnings"] if "tokens" in w]
+    benched = runner.invoke(app, ["bench", str(dynamic), str(fixed), "-d", str(tmp_path / "phone.yaml"), "--out",
+                                  str(tmp_path / "bench"), "--runs", "10", "--warmup", "0", "--rounds", "1"])
+    assert benched.exit_code == 0, benched.output
+    warnings = json.loads((tmp_path / "bench" / "bench.json").read_text())["warnings"]
+    assert [w for w in warnings if "tokens" in w] == [
+        f"fixed.onnx {expected} (export it with a dynamic sequence axis to time it at the device's length)."]

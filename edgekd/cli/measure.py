@@ -28,11 +28,13 @@ def profile(
     result = api().profile(model, device=device, runs=runs, warmup=warmup, show_progress=not as_json)
     figures = result.to_json()
     from edgekd.config.device import load_device
-    from edgekd.profile.inputs import batch_warning
+    from edgekd.profile.inputs import batch_warning, length_warning
 
-    batch = load_device(device).inputs.batch
+    inputs = load_device(device).inputs
     warnings = [w for w in (stability_warning(str(model), figures),
-                            batch_warning(str(model), result.input_shapes, batch)) if w]
+                            batch_warning(str(model), result.input_shapes, inputs.batch),
+                            length_warning(str(model), result.sequence_length, inputs.sequence_length,
+                                           result.device)) if w]
     if as_json:
         print_json({**figures, "warnings": warnings})
         return

@@ -399,3 +399,15 @@ def batch_warning(name: str, input_shapes: Mapping[str, list[int]], batch: int) 
     return (f"{name} was timed on inputs {shapes}: its graph fixes their first axis, while the device profile feeds "
             f"batches of {batch}, so its latency is not a batch of {batch}'s (export it with a dynamic batch axis to "
             "compare it with models timed on the device's batch)")
+
+
+def length_warning(name: str, sequence_length: int | None, device_length: int, device: str) -> str | None:
+    """One sentence when the text model ``name`` was timed at ``sequence_length`` tokens per row, not at the
+    device's ``device_length`` (its graph fixes its sequence axis: an ONNX file exported at 256 tokens is timed at
+    256): its latency, and any speed-up against it, compare inputs of different lengths. None for a model timed at
+    the device's length or without token ids (``sequence_length`` None)."""
+    if sequence_length is None or sequence_length == device_length:
+        return None
+    return (f"{name} was timed at {sequence_length} tokens (its graph fixes that length), not at the device's "
+            f"sequence_length {device_length} ('{device}'): its latency, and any speed-up over it, compare inputs of "
+            "different lengths (export it with a dynamic sequence axis to time it at the device's length).")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.config.device import DeviceProfile
-from edgekd.profile.inputs import batch_warning
+from edgekd.profile.inputs import batch_warning, length_warning
 from edgekd.profile.stability import stability_warning
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.bench_record import BenchModel, BenchReport
@@ -57,7 +57,9 @@ def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu:
         warnings=([f"Latencies for '{device.name}' are estimates: host times × speed ratio "
                    f"{_ratio(rows[0])} of reference model '{rows[0].reference}'."] if estimate else [])
         + [w for m, figures in zip(rows, models, strict=True) if (w := stability_warning(m.name, figures)) is not None]
-        + [w for m in rows if (w := batch_warning(m.name, m.input_shapes, device.inputs.batch)) is not None],
+        + [w for m in rows if (w := batch_warning(m.name, m.input_shapes, device.inputs.batch)) is not None]
+        + [w for m in rows if (w := length_warning(m.name, m.sequence_length, device.inputs.sequence_length,
+                                                   device.name)) is not None],
     )
     plot = plot_latency_distribution({m.name: m.times_ms for m in rows}, device.budget.p90_ms,
                                      f"latency per run on {device.name} (ms)" + (" (estimate)" if estimate else ""),

@@ -23,6 +23,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.export.bundle_record import read_bundle_record
 from edgekd.model_metrics import ModelMetrics
 from edgekd.profile.budget import judged_role
+from edgekd.profile.inputs import length_warning
 from edgekd.profile.record import LMProfileRecord, ProfiledModel, ProfileRecord, read_profile_record
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
@@ -195,12 +196,9 @@ def _length_warnings(recipe: Recipe, device: DeviceProfile,
     another 2-D input (``[batch, k]`` features or a fixed count of ids) is not taken for one."""
     if not isinstance(profile, ProfileRecord) or recipe.data.modality != "text":
         return []
-    wanted = device.inputs.sequence_length
-    other = {role: figures.sequence_length for role, figures in profile.models.items()
-             if figures.sequence_length is not None and figures.sequence_length != wanted}
-    return [f"The {role} was timed at {length} tokens (its graph fixes that length), not at the device's "
-            f"sequence_length {wanted} ('{device.name}'): its latency, and any speed-up over it, compare inputs of "
-            "different lengths." for role, length in other.items()]
+    return [warning for role, figures in profile.models.items()
+            if (warning := length_warning(f"The {role}", figures.sequence_length, device.inputs.sequence_length,
+                                          device.name)) is not None]
 
 
 def _ratio_text(profile: ProfileRecord | LMProfileRecord | None) -> str:
