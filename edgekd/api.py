@@ -401,11 +401,12 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: Devi
 
 def quantize(model: str | Path, *, device: DeviceLike, out: str | Path,
              calibration: str | Path | None = None, eval: str | Path | None = None,  # noqa: A002 - the CLI's --eval
-             settings: QuantizeSettings | Mapping[str, Any] | None = None) -> QuantizedFile:
+             settings: QuantizeSettings | Mapping[str, Any] | None = None, scores: str | None = None) -> QuantizedFile:
     """Quantize an ONNX file for ``device`` as the quantize stage does; the kept model and quantize.json go to ``out``.
 
     ``calibration``: a ``.npz`` with one array per graph input, named as the input (needed for static
-    INT8); ``eval``: the same plus ``y`` labels (the accuracy and agreement gates). ``settings``: the
+    INT8); ``eval``: the same plus ``y`` labels (the accuracy and agreement gates), scored on the graph output
+    ``scores`` (default: the one named ``logits``, else the first floating-point one). ``settings``: the
     quantize stage's settings (:class:`~edgekd.quantize.config.QuantizeSettings` or a mapping of them).
     Returns a :class:`~edgekd.quantize.onnx_file.QuantizedFile` (the kept model, the decision, the record).
     """
@@ -413,7 +414,7 @@ def quantize(model: str | Path, *, device: DeviceLike, out: str | Path,
 
     return quantize_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
                          calibration=_path(calibration, "calibration"), evaluation=_path(eval, "eval"),
-                         settings=_quantize_settings(settings))
+                         settings=_quantize_settings(settings), scores=scores)
 
 
 def _quantize_settings(settings: QuantizeSettings | Mapping[str, Any] | None) -> QuantizeSettings | None:
@@ -425,13 +426,16 @@ def _quantize_settings(settings: QuantizeSettings | Mapping[str, Any] | None) ->
 
 def bundle(model: str | Path, *, device: DeviceLike, out: str | Path,
            labels: str | Path | None = None, preprocessing: str | Path | None = None,
-           target: str | Path = "ort-mobile", warmup: int = 20, runs: int = 200) -> BundledFile:
+           target: str | Path = "ort-mobile", warmup: int = 20, runs: int = 200,
+           scores: str | None = None) -> BundledFile:
     """Pack an ONNX file for an Android/iOS app as the bundle stage does: ``out``/bundle/, bundle.zip, bundle.json.
 
     The model is converted as the export ``target`` says (``.ort`` with its reduced-operator config,
     parity-checked at ``device``'s input shapes) and profiled on ``device`` for the manifest's latency.
     ``labels``: a text file with one class name per line; ``preprocessing``: a JSON or YAML mapping
-    stored as the manifest's ``preprocessing``. Returns a :class:`~edgekd.export.bundle_file.BundledFile`.
+    stored as the manifest's ``preprocessing``; ``scores``: the graph output holding the model's answer (default:
+    the one named ``logits``, else the first floating-point one). Returns a
+    :class:`~edgekd.export.bundle_file.BundledFile`.
     """
     from edgekd.export.bundle_file import bundle_file
     from edgekd.export.config import load_export_target
@@ -440,7 +444,7 @@ def bundle(model: str | Path, *, device: DeviceLike, out: str | Path,
     return bundle_file(user_path(model, "model"), load_device(device), user_path(out, "out"),
                        load_export_target(target), labels=_path(labels, "labels"),
                        preprocessing=_path(preprocessing, "preprocessing"),
-                       warmup=warmup, runs=runs)
+                       warmup=warmup, runs=runs, scores=scores)
 
 
 def _path(value: str | Path | None, what: str) -> Path | None:

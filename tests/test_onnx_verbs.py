@@ -509,24 +509,74 @@ def test_nan_inputs_are_refused_naming_the_file_array_and_row(option: str, digit
     assert not (tmp_path / "q").exists()
 
 
-def test_a_graph_with_two_score_outputs_and_no_logits_says_which_it_reads(
-        digits: OnnxCase, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def _two_score_outputs(digits: OnnxCase, path: Path) -> Path:
+    """The digits model with its logits renamed ``scores`` and their negation ``negated`` as the first output: no
+    output says which holds the scores."""
     import onnx
 
     model = onnx.load(str(digits.path))
     (scores,) = model.graph.output
-    for node in model.graph.node:  # its logits renamed: no output says which holds the scores
+    for node in model.graph.node:
         node.output[:] = ["scores" if name == scores.name else name for name in node.output]
     scores.name = "scores"
     model.graph.node.append(onnx.helper.make_node("Neg", ["scores"], ["negated"]))
     model.graph.output.insert(0, onnx.helper.make_tensor_value_info("negated", onnx.TensorProto.FLOAT, ["batch", 10]))
-    onnx.save(model, str(tmp_path / "two.onnx"))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_graph_with_two_score_outputs_and_no_logits_says_which_it_reads(
+        digits: OnnxCase, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    two = _two_score_outputs(digits, tmp_path / "two.onnx")
     with caplog.at_level("WARNING", logger="edgekd.export.manifest"):
-        outcome = cli("bundle", tmp_path / "two.onnx", "-d", "host-cpu", "-o", tmp_path / "b", "--runs", "10",
-                      "--warmup", "0")
+        outcome = cli("bundle", two, "-d", "host-cpu", "-o", tmp_path / "b", "--runs", "10", "--warmup", "0")
     assert outcome.exit_code == 0, outcome.output
     assert "outputs 'negated', 'scores' are all floating-point tensors and none is named 'logits': the " \
-           "first, 'negated', is read as the model's scores" in caplog.text
+           "first, 'negated', is read as the model's scores (--scores NAME chooses another)" in caplog.text
+
+
+def test_scores_names_the_output_quantize_scores_and_bundle_reads(
+        digits: OnnxCase, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    two = _two_score_outputs(digits, tmp_path / "two.onnx")
+    evaluation = digits.save_npz(tmp_path / "eval.npz", labelled=True)
+    expected = float(np.mean(_predict(digits.path, digits.inputs).argmax(1) == digits.labels))
+    assert expected > 0.5  # the model learnt: scoring the negated output would be told apart
+    accuracies = {}
+    for chosen in (None, "scores"):
+        out = tmp_path / f"q-{chosen}"
+        outcome = cli("quantize", two, "-d", "host-cpu", "-o", out, "--eval", evaluation, "--mode", "dynamic",
+                      "--runs", "10", "--rounds", "1", *(["--scores", chosen] if chosen else []), "--json")
+        assert outcome.exit_code == 0, outcome.output
+        accuracies[chosen] = json.loads(outcome.output)["variants"]["fp32"]["accuracy"]
+    assert accuracies["scores"] == pytest.approx(expected) and accuracies[None] < 0.2  # the default read 'negated'
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"digit {d}\n" for d in range(10)))
+    with caplog.at_level("WARNING", logger="edgekd.export.manifest"):
+        outcome = cli("bundle", two, "-d", "host-cpu", "-o", tmp_path / "b", "--runs", "10", "--warmup", "0",
+                      "--labels", labels, "--scores", "scores")
+    assert outcome.exit_code == 0, outcome.output
+    assert "none is named 'logits'" not in caplog.text  # chosen: nothing ambiguous
+    manifest = json.loads((tmp_path / "b" / "bundle" / "manifest.json").read_text())
+    assert manifest["postprocessing"]["output"] == "scores"
+    readme = (tmp_path / "b" / "bundle" / "README.md").read_text()
+    assert 'session.run(["scores"], {"input": x})' in readme and 'setOf("scores")' in readme  # Python and Kotlin
+
+
+@pytest.mark.parametrize("verb", ["quantize", "bundle"])
+@pytest.mark.parametrize(("chosen", "what"), [("missing", "is not an output of the graph"),
+                                              ("label", "is a int64 output, not floating-point scores")])
+def test_scores_naming_no_floating_point_output_is_refused_listing_the_outputs(
+        verb: str, chosen: str, what: str, digits: OnnxCase, tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(_two_score_outputs(digits, tmp_path / "two.onnx")))
+    model.graph.node.append(onnx.helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("label", onnx.TensorProto.INT64, ["batch"]))
+    onnx.save(model, str(tmp_path / "three.onnx"))
+    outcome = cli(verb, tmp_path / "three.onnx", "-d", "host-cpu", "-o", tmp_path / "out", "--scores", chosen)
+    assert_user_error(outcome, "three.onnx", f"scores: '{chosen}' {what} (its outputs: 'negated' (float32), "
+                      "'scores' (float32), 'label' (int64))")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_graph_with_a_short_position_table_is_told_its_length(tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from edgekd.export.source import ExportedModel
 
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="Export preset from exporters/ or a YAML path.")]
+ScoresOpt = Annotated[str | None, typer.Option(
+    "--scores", metavar="OUTPUT", help="The graph output holding the model's scores (default: the one named logits, "
+    "else the first floating-point one).")]
 
 
 @handle_errors
@@ -121,6 +124,7 @@ def quantize(
     runs: Annotated[int | None, timing_option("runs", "Timed runs per variant (default 200).")] = None,
     rounds: Annotated[int | None, timing_option(
         "rounds", "Interleaved timing sessions per variant (default 4).")] = None,
+    scores: ScoresOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Quantize an ONNX model as the quantize stage does: INT8/FP16 variants for the device's ISA, timed
@@ -130,7 +134,7 @@ def quantize(
     """
     given = {"modes": modes, "min_speedup": min_speedup, "runs": runs, "rounds": rounds}
     result = api().quantize(model, device=device, out=out_dir, calibration=calibration, eval=eval_file,
-                            settings={key: value for key, value in given.items() if value is not None})
+                            settings={key: value for key, value in given.items() if value is not None}, scores=scores)
     record = result.to_json()
     if as_json:
         print_json(record)
@@ -164,6 +168,7 @@ def bundle(
     target: TargetOpt = "ort-mobile",
     runs: Annotated[int, timing_option("runs", "Timed runs for the manifest's latency.")] = 200,
     warmup: Annotated[int, timing_option("warmup", "Untimed warm-up runs.")] = 20,
+    scores: ScoresOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pack an ONNX model for an Android/iOS app as a run's bundle stage does: .ort + reduced-operator config,
@@ -172,7 +177,7 @@ def bundle(
     Example: edgekd bundle runs/demo/03-export/student.onnx --device host-cpu --labels labels.txt --out app/
     """
     result = api().bundle(model, device=device, out=out_dir, labels=labels, preprocessing=preprocessing,
-                          target=target, runs=runs, warmup=warmup)
+                          target=target, runs=runs, warmup=warmup, scores=scores)
     if as_json:
         print_json(result.to_json())
         return

@@ -69,6 +69,7 @@ def pack_model(
     accuracy: float | None,
     postprocessing: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
+    scores: str | None = None,
 ) -> dict[str, Any]:
     """Write the bundle of one model: its ``deploy`` files (by kind), tokenizer, manifest and README, and the zip.
 
@@ -94,6 +95,7 @@ def pack_model(
         accuracy=accuracy,
         postprocessing=postprocessing,
         metrics=metrics,
+        scores=scores,
     )
     return write_bundle(bundle_dir, zip_path, sources, manifest, render_readme)
 

@@ -84,10 +84,15 @@ class BundledFile:
 
 
 def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTarget, *, labels: Path | None = None,
-                preprocessing: Path | None = None, warmup: int = 20, runs: int = 200) -> BundledFile:
-    """Bundle the ONNX file ``model`` for ``device`` into ``out``; see the module docstring."""
+                preprocessing: Path | None = None, warmup: int = 20, runs: int = 200,
+                scores: str | None = None) -> BundledFile:
+    """Bundle the ONNX file ``model`` for ``device`` into ``out``; see the module docstring. ``scores`` names the
+    output holding the model's answer (default: the one named ``logits``, else the first floating-point one)."""
     source = require_onnx(model, "edgekd bundle")
-    class_names = read_labels(labels, source) if labels is not None else []
+    _, outputs = tensor_specs(source)
+    scored = scored_output(outputs, scores, source)  # a name the graph lacks is refused before any work
+    read = scored or (outputs[0] if outputs else None)
+    class_names = read_labels(labels, source, read) if labels is not None else []
     pre = read_preprocessing(preprocessing) if preprocessing is not None else None
     out = Path(out)
     check_source_outside(source, out, "edgekd bundle")
@@ -103,7 +108,7 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
             manifest = pack_model(out / BUNDLE_DIR, out / BUNDLE_ZIP, onnx_path=source, deploy=deploy,
                                   name=source.stem, opset=_opset(source), labels=class_names, preprocessing=pre,
                                   tokenizer=[], device=device, profile=profile, budget=verdict,
-                                  accuracy=None)
+                                  accuracy=None, scores=scores)
         record = BundleFileRecord.model_validate({  # a mapping, so that every field given counts as set
             "edgekd_version": __version__,
             "command": "bundle",
@@ -127,9 +132,9 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
     return BundledFile(directory=out / BUNDLE_DIR, zip_path=out / BUNDLE_ZIP, record_path=path, record=record)
 
 
-def read_labels(path: Path, model: Path) -> list[str]:
-    """Class names, one per line (UTF-8, a byte-order mark allowed), distinct, as many as ``model``'s first output
-    has classes (when that size is static)."""
+def read_labels(path: Path, model: Path, scored: dict[str, Any] | None) -> list[str]:
+    """Class names, one per line (UTF-8, a byte-order mark allowed), distinct, as many as ``model``'s output
+    ``scored`` (of :func:`tensor_specs`) has classes when that size is static (two for one score per example)."""
     if not path.is_file():
         raise DataError(f"{path}: labels file not found (expected one class name per line)")
     try:
@@ -148,8 +153,6 @@ def read_labels(path: Path, model: Path) -> list[str]:
         first = names.index(names[repeated - 1]) + 1
         raise DataError(f"{path}: line {repeated} repeats line {first} ({names[repeated - 1]!r}); expected a distinct "
                         "class name per line")
-    _, outputs = tensor_specs(model)
-    scored = scored_output(outputs) or (outputs[0] if outputs else None)
     shape = scored["shape"] if scored else []
     if scored and is_single_score(shape):
         if len(names) != 2:

@@ -38,6 +38,7 @@ import onnx
 
 from edgekd.config.device import DeviceProfile
 from edgekd.data.config import DataConfig, SklearnData
+from edgekd.errors import ModelError
 from edgekd.export.image_manifest import image_file_preprocessing
 from edgekd.models.onnx_teacher import score_activation
 from edgekd.profile.runner import ProfileResult
@@ -70,11 +71,16 @@ def tensor_specs(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     return ([spec(v) for v in graph.input if v.name not in initializers], [spec(v) for v in graph.output])
 
 
-def scored_output(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The output (of :func:`tensor_specs`) a model's answer is read from: the one named ``logits``, else the first
-    floating-point tensor (a scikit-learn-onnx classifier returns its int64 label first, then probabilities as a
-    sequence of maps); None when no output is a floating-point tensor. Several floating-point outputs and none
-    named ``logits`` are ambiguous: a warning (once per set of names) says which one is read."""
+def scored_output(outputs: list[dict[str, Any]], chosen: str | None = None,
+                  model: Path | None = None) -> dict[str, Any] | None:
+    """The output (of :func:`tensor_specs`) a model's answer is read from: ``chosen`` when the user names one
+    (``--scores``; a ModelError naming ``model`` and its outputs when the graph has no floating-point output of
+    that name), else the one named ``logits``, else the first floating-point tensor (a scikit-learn-onnx
+    classifier returns its int64 label first, then probabilities as a sequence of maps); None when no output is a
+    floating-point tensor. Several floating-point outputs and none named ``logits`` are ambiguous: a warning (once
+    per set of names) says which one is read."""
+    if chosen is not None:
+        return _chosen_output(outputs, chosen, model)
     named = [spec for spec in outputs if spec["name"] == "logits"]
     scores = [spec for spec in named or outputs if spec["dtype"] in FLOAT_DTYPES]
     if len(scores) > 1 and not named:
@@ -85,8 +91,20 @@ def scored_output(outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
 @functools.cache
 def _warn_several_scores(names: tuple[str, ...]) -> None:
     log.warning("outputs %s are all floating-point tensors and none is named 'logits': the first, '%s', is read as "
-                "the model's scores (export the scores under the name 'logits' to choose another)",
+                "the model's scores (--scores NAME chooses another)",
                 ", ".join(f"'{name}'" for name in names), names[0])
+
+
+def _chosen_output(outputs: list[dict[str, Any]], chosen: str, model: Path | None) -> dict[str, Any]:
+    """The output named ``chosen``; a ModelError listing the graph's outputs when there is none of that name or it
+    is not a floating-point tensor of scores."""
+    spec = next((spec for spec in outputs if spec["name"] == chosen), None)
+    if spec is not None and spec["dtype"] in FLOAT_DTYPES:
+        return spec
+    what = ("is not an output of the graph" if spec is None
+            else f"is a {spec['dtype']} output, not floating-point scores")
+    listed = ", ".join(f"'{spec['name']}' ({spec['dtype']})" for spec in outputs)
+    raise ModelError(f"{model or 'the model'}: scores: '{chosen}' {what} (its outputs: {listed})")
 
 
 #: Floating-point tensor element types, as :func:`type_name` spells them.
@@ -252,14 +270,16 @@ def build_manifest(
     accuracy: float | None,
     postprocessing: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
+    scores: str | None = None,
 ) -> dict[str, Any]:
     """The manifest without ``files`` (added once every other file of the bundle is written).
 
     ``inputs`` and ``outputs`` are read from the graph of ``onnx_path``; ``preprocessing`` is taken as
-    given (:func:`recipe_preprocessing` for a model a recipe trained, a user's file for ``edgekd bundle``).
+    given (:func:`recipe_preprocessing` for a model a recipe trained, a user's file for ``edgekd bundle``);
+    ``scores`` names the output an app reads (default: :func:`scored_output`'s choice).
     """
     inputs, outputs = tensor_specs(onnx_path)
-    scored = scored_output(outputs)
+    scored = scored_output(outputs, scores, onnx_path)
     read = scored or outputs[0]
     return {
         "schema_version": SCHEMA_VERSION,

@@ -36,27 +36,28 @@ def run_batches(session: ort.InferenceSession, feeds: Sequence[Feed], label: Pat
 
 
 def model_outputs(path: Path, batches: Sequence[LabelledBatch], threads: int,
-                  single_score: str | None = None) -> np.ndarray:
+                  single_score: str | None = None, scores: str | None = None) -> np.ndarray:
     """The model's scores for every example of ``batches``, in order (``[N, ...]``, as the graph gives it;
-    :mod:`edgekd.quantize.quality` scores it for the task): its output named ``logits``, else its first
-    floating-point tensor (:func:`~edgekd.export.manifest.scored_output`); a ModelError when it has none.
-    A binary classifier's one score per example (``single_score``: ``'sigmoid'`` probabilities or ``'logit'``s,
-    see :class:`~edgekd.quantize.feeds.QuantData`) comes back as two classes' logits."""
+    :mod:`edgekd.quantize.quality` scores it for the task): its output ``scores`` when given, else the one named
+    ``logits``, else its first floating-point tensor (:func:`~edgekd.export.manifest.scored_output`); a ModelError
+    when it has none. A binary classifier's one score per example (``single_score``: ``'sigmoid'`` probabilities
+    or ``'logit'``s, see :class:`~edgekd.quantize.feeds.QuantData`) comes back as two classes' logits."""
     session = cpu_session(path, threads, path)
-    outputs = run_batches(session, [feed for feed, _ in batches], path, outputs=[scored_output_name(path)])
+    outputs = run_batches(session, [feed for feed, _ in batches], path, outputs=[scores or scored_output_name(path)])
     scores = np.concatenate([np.asarray(out[0]) for out in outputs])
     if single_score is None:
         return scores
     return two_class_logits(sigmoid_logits(scores) if single_score == "sigmoid" else scores)
 
 
-def scored_output_name(path: Path, outputs: list[dict[str, Any]] | None = None) -> str:
-    """The name of the output of ``path``'s graph that evaluation scores (``outputs``: its output specs, read from
-    the file when not given); a ModelError naming its outputs when none is a floating-point tensor (a graph
-    answering only with labels cannot be scored against them)."""
+def scored_output_name(path: Path, outputs: list[dict[str, Any]] | None = None, chosen: str | None = None) -> str:
+    """The name of the output of ``path``'s graph that evaluation scores: ``chosen`` when the user names one, else
+    :func:`~edgekd.export.manifest.scored_output`'s choice (``outputs``: the graph's output specs, read from the
+    file when not given); a ModelError naming its outputs when none is a floating-point tensor (a graph answering
+    only with labels cannot be scored against them) or ``chosen`` is not one."""
     if outputs is None:
         _, outputs = tensor_specs(path)
-    scored = scored_output(outputs)
+    scored = scored_output(outputs, chosen, path)
     if scored is None:
         listed = ", ".join(f"{spec['name']!r} ({spec['dtype']})" for spec in outputs)
         raise ModelError(f"{path}: no output is a floating-point tensor of scores to evaluate (outputs: {listed}); "

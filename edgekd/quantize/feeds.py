@@ -84,6 +84,9 @@ class QuantData:
     single_score: Literal["sigmoid", "logit"] | None = None
     """A binary classifier answering with one score per example (``[batch, 1]``, of the second class): a sigmoid's
     probability or a logit; None when the scored output gives one score per class."""
+    scores: str | None = None
+    """The graph output evaluation reads, when a user's file names it (``edgekd quantize --scores``); None: the
+    output named ``logits``, else the first floating-point one."""
 
     @property
     def calibration_examples(self) -> int:

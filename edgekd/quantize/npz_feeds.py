@@ -36,14 +36,17 @@ SingleScore = Literal["sigmoid", "logit"] | None
 
 
 def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path | None,
-                    calibration_samples: int) -> QuantData:
-    """Calibration batches (the first ``calibration_samples`` examples) and labelled evaluation batches.
+                    calibration_samples: int, scores: str | None = None) -> QuantData:
+    """Calibration batches (the first ``calibration_samples`` examples) and labelled evaluation batches, scored on
+    the output ``scores`` (default: the one named ``logits``, else the first floating-point one).
 
     The evaluation file serves as both the validation split (the gates) and the test split (the
     accuracy recorded). Either file may be absent: no calibration (no static INT8), no evaluation
     (no accuracy, agreement or gates).
     """
     inputs, outputs = tensor_specs(model)
+    if scores is not None:
+        scored_output_name(model, outputs, scores)  # a name the graph lacks is refused, evaluated or not
     calibration_feeds: tuple[Feed, ...] = ()
     if calibration is not None:
         arrays = _read(calibration, model, inputs, labelled=False)
@@ -57,7 +60,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
     batches: tuple[LabelledBatch, ...] = ()
     single_score: SingleScore = None
     if evaluation is not None:
-        scored = scored_output_name(model, outputs)  # a graph with no scores to evaluate is refused before any work
+        scored = scored_output_name(model, outputs, scores)  # a graph without scores is refused before any work
         arrays = _read(evaluation, model, inputs, labelled=True)
         count = _count(arrays)
         static = _static_batch(inputs)
@@ -67,7 +70,8 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
                             "multiple of it")
         batches = tuple(_batches(arrays, count, batch, labelled=True))
         single_score = _check_labels(evaluation, arrays[LABELS], model, scored, batches[0][0])
-    return QuantData(calibration=calibration_feeds, val=batches, test=batches, single_score=single_score)
+    return QuantData(calibration=calibration_feeds, val=batches, test=batches, single_score=single_score,
+                     scores=scores)
 
 
 def _read(path: Path, model: Path, inputs: list[Spec], *, labelled: bool) -> dict[str, np.ndarray]:

@@ -68,8 +68,10 @@ class QuantizedFile:
 
 
 def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration: Path | None = None,
-                  evaluation: Path | None = None, settings: QuantizeSettings | None = None) -> QuantizedFile:
-    """Quantize the ONNX file ``model`` for ``device`` into ``out``; see the module docstring."""
+                  evaluation: Path | None = None, settings: QuantizeSettings | None = None,
+                  scores: str | None = None) -> QuantizedFile:
+    """Quantize the ONNX file ``model`` for ``device`` into ``out``; see the module docstring. ``scores`` names the
+    output evaluation reads (default: the one named ``logits``, else the first floating-point one)."""
     source = require_onnx(model, "edgekd quantize")
     check_quantizable(source)
     cpu_session(source, 1, source)  # a graph onnxruntime cannot load: named as the user's file, not a scratch copy
@@ -78,7 +80,7 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
         raise ConfigError("--mode static: static INT8 needs calibration data; pass --calibration FILE.npz (one array "
                           "per graph input, named as the input)")
     data = load_quant_data(source, calibration=calibration, evaluation=evaluation,
-                           calibration_samples=config.calibration_samples)
+                           calibration_samples=config.calibration_samples, scores=scores)
     out = Path(out)
     check_source_outside(source, out, "edgekd quantize")
     with claimed(out, record=RECORD):

@@ -168,7 +168,7 @@ class VariantBuilder:
 
     def _outputs(self, path: Path, split: str) -> np.ndarray:
         return model_outputs(path, self.data.val if split == "val" else self.data.test, self.threads,
-                             self.data.single_score)
+                             self.data.single_score, self.data.scores)
 
     def _scores(self, outputs: np.ndarray, reference: np.ndarray, split: str) -> SplitScores:
         batches = self.data.val if split == "val" else self.data.test
