@@ -525,6 +525,25 @@ def _two_score_outputs(digits: OnnxCase, path: Path) -> Path:
     return path
 
 
+def test_quantize_evaluates_a_static_batch_graph_on_any_number_of_examples(digits: OnnxCase, tmp_path: Path) -> None:
+    """A graph exported for batches of 4 takes 4 rows at a time: the last 3 of 103 examples are run filled up to 4
+    and scored alone (it used to be refused: "give a multiple of it")."""
+    import onnx
+
+    model = onnx.load(str(digits.path))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(model, str(tmp_path / "fours.onnx"))
+    evaluation = digits.save_npz(tmp_path / "eval.npz", labelled=True, stop=103)
+    outcome = cli("quantize", tmp_path / "fours.onnx", "-d", "host-cpu", "-o", tmp_path / "q", "--eval", evaluation,
+                  "--mode", "dynamic", "--runs", "10", "--rounds", "1", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    record = json.loads(outcome.output)
+    predicted = _predict(digits.path, {"input": digits.inputs["input"][:103]}).argmax(1)
+    assert record["variants"]["fp32"]["accuracy"] == pytest.approx(float(np.mean(predicted == digits.labels[:103])))
+    assert record["data"]["eval"]["examples"] == 103
+
+
 def test_a_graph_with_two_score_outputs_and_no_logits_says_which_it_reads(
         digits: OnnxCase, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     two = _two_score_outputs(digits, tmp_path / "two.onnx")

@@ -134,7 +134,7 @@ class OnnxTeacher(nn.Module):
             feeds = {name: _padded_to(value, self.fixed_sequence, self.pad_id if name == "input_ids" else 0)
                      for name, value in feeds.items()}
         step = self.fixed_batch or rows
-        parts = [self._session.run([self.output], _filled({n: v[start:start + step] for n, v in feeds.items()},
+        parts = [self._session.run([self.output], filled({n: v[start:start + step] for n, v in feeds.items()},
                                                           step))[0][: min(step, rows - start)]
                  for start in range(0, rows, step)]
         logits = np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -426,8 +426,9 @@ def _padded_to(array: np.ndarray, length: int, value: int) -> np.ndarray:
     return np.pad(array, ((0, 0), (0, length - array.shape[1])), constant_values=value)
 
 
-def _filled(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    """``feeds`` with fewer than ``rows`` rows filled up with copies of their first row."""
+def filled(feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """``feeds`` with fewer than ``rows`` rows filled up with copies of their first row (a graph exported with a
+    fixed batch of ``rows`` runs a short last batch so; the copies' outputs are dropped)."""
     short = rows - len(next(iter(feeds.values())))
     return feeds if short <= 0 else {name: np.concatenate([value, np.repeat(value[:1], short, axis=0)])
                                      for name, value in feeds.items()}

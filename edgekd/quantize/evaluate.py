@@ -44,7 +44,9 @@ def model_outputs(path: Path, batches: Sequence[LabelledBatch], threads: int,
     or ``'logit'``s, see :class:`~edgekd.quantize.feeds.QuantData`) comes back as two classes' logits."""
     session = cpu_session(path, threads, path)
     outputs = run_batches(session, [feed for feed, _ in batches], path, outputs=[scores or scored_output_name(path)])
-    scores = np.concatenate([np.asarray(out[0]) for out in outputs])
+    # a short last batch of a static-batch graph was filled up with copies of its first row: their outputs dropped
+    scores = np.concatenate([np.asarray(out[0])[:len(labels)] for out, (_, labels) in zip(outputs, batches,
+                                                                                           strict=True)])
     if single_score is None:
         return scores
     return two_class_logits(sigmoid_logits(scores) if single_score == "sigmoid" else scores)

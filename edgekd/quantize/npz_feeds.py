@@ -19,7 +19,7 @@ import numpy as np
 
 from edgekd.errors import DataError, first_line
 from edgekd.export.manifest import tensor_specs
-from edgekd.models.onnx_teacher import score_activation
+from edgekd.models.onnx_teacher import filled, score_activation
 from edgekd.profile.inputs import token_id_limits
 from edgekd.quantize.calibration import equal_batch_size
 from edgekd.quantize.evaluate import cpu_session, run_batches, scored_output_name
@@ -64,11 +64,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
         arrays = _read(evaluation, model, inputs, labelled=True)
         count = _count(arrays)
         static = _static_batch(inputs)
-        batch = static or BATCH_SIZE
-        if static and count % static:
-            raise DataError(f"{evaluation}: {count} examples, but {model} has a static batch size of {batch}: give a "
-                            "multiple of it")
-        batches = tuple(_batches(arrays, count, batch, labelled=True))
+        batches = tuple(_batches(arrays, count, static or BATCH_SIZE, labelled=True, static=static is not None))
         single_score = _check_labels(evaluation, arrays[LABELS], model, scored, batches[0][0])
     return QuantData(calibration=calibration_feeds, val=batches, test=batches, single_score=single_score,
                      scores=scores)
@@ -180,13 +176,18 @@ def _check_labels(path: Path, labels: np.ndarray, model: Path, name: str, feed: 
     return "sigmoid" if score_activation(model, name) == "sigmoid" else "logit"
 
 
-def _batches(arrays: dict[str, np.ndarray], count: int, batch: int, *, labelled: bool):  # noqa: ANN202 - generator
+def _batches(arrays: dict[str, np.ndarray], count: int, batch: int, *, labelled: bool,  # noqa: ANN202 - generator
+             static: bool = False):
     """(feed, labels) batches of the first ``count`` examples; labels are empty unless ``labelled`` (``y``
-    holds them; unlabelled, an array ``y`` is the graph input of that name)."""
+    holds them; unlabelled, an array ``y`` is the graph input of that name). For a graph of a ``static`` batch
+    size, which takes no other, a short last batch is fed as ``batch`` rows, filled up with copies of its first
+    row, and keeps only its own labels: the copies' outputs are dropped
+    (:func:`~edgekd.quantize.evaluate.model_outputs`)."""
     for start in range(0, count, batch):
         stop = min(start + batch, count)
         feed = {name: np.ascontiguousarray(array[start:stop]) for name, array in arrays.items()
                 if not (labelled and name == LABELS)}
+        feed = filled(feed, batch) if static else feed
         labels = arrays[LABELS][start:stop].astype(np.int64) if labelled else np.empty(0, np.int64)
         yield feed, labels
 
