@@ -676,8 +676,13 @@ GOOD_IMAGE = ("kind: image\nlayout: NCHW\nchannels: 1\nheight: 8\nwidth: 8\ncolo
     (GOOD_IMAGE.replace("std: [1.0]", "std: [1.0, 2.0, 3.0]"), ("pre.yaml", "one value per channel (1)")),
     (GOOD_IMAGE.replace("std: [1.0]", "std: [0]"), ("pre.yaml", "std[0]", "greater than 0")),
     ("kind: [unclosed\n", ("pre.yaml", "malformed YAML")),
+    (GOOD_IMAGE.replace("channels: 1\nheight: 8\nwidth: 8", "channels: 3\nheight: 224\nwidth: 224")
+     .replace("mean: [0.5]\nstd: [1.0]", "mean: [0.5, 0.5, 0.5]\nstd: [1, 1, 1]"),
+     ("pre.yaml: channels 3, height 224, width 224 (NCHW), but", "digits.onnx's input 'input' is ['batch', 1, 8, 8]: "
+      "expected channels 1, height 8, width 8")),
+    (GOOD_IMAGE.replace("NCHW", "NHWC"), ("pre.yaml: height 8, channels 1 (NHWC)", "expected height 1, channels 8")),
 ], ids=["not-mapping", "image-keys", "text-keys", "text-length", "range-scalar", "mean-scalar", "std-per-channel",
-        "std-zero", "malformed"])
+        "std-zero", "malformed", "image-size-not-the-graphs", "layout-not-the-graphs"])
 def test_bundle_refuses_a_bad_preprocessing_file(text: str, fragments: tuple[str, ...], digits: OnnxCase,
                                                  tmp_path: Path) -> None:
     pre = tmp_path / "pre.yaml"
@@ -685,7 +690,31 @@ def test_bundle_refuses_a_bad_preprocessing_file(text: str, fragments: tuple[str
     outcome = cli("bundle", digits.path, "-d", "host-cpu", "-o", tmp_path / "a", "--preprocessing", pre)
     assert_user_error(outcome, *fragments)
     pre.write_text(GOOD_IMAGE)  # the same file made right is read as written
-    assert read_preprocessing(pre)["mean"] == [0.5]
+    assert read_preprocessing(pre, digits.path)["mean"] == [0.5]
+
+
+def test_bundle_refuses_a_text_length_other_than_the_graph_fixes(tmp_path: Path) -> None:
+    """The README's code pads or truncates to ``max_length``: a graph fixed at 16 tokens cannot take 32."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["vectors", "input_ids"], ["embedded"]),
+         helper.make_node("ReduceMean", ["embedded"], ["pooled"], axes=[1], keepdims=0),
+         helper.make_node("MatMul", ["pooled", "w"], ["logits"])],
+        "fixed", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(rng.normal(size=(30, 4)).astype(np.float32), "vectors"),
+         numpy_helper.from_array(rng.normal(size=(4, 2)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "fixed.onnx")
+    pre = tmp_path / "pre.yaml"
+    pre.write_text("kind: text\nmax_length: 32\npad_id: 0\n")
+    outcome = cli("bundle", tmp_path / "fixed.onnx", "-d", "host-cpu", "-o", tmp_path / "a", "--preprocessing", pre)
+    assert_user_error(outcome, "pre.yaml: max_length 32, but", "fixed.onnx's input 'input_ids' fixes 16 tokens: "
+                      "expected max_length 16")
+    pre.write_text("kind: text\nmax_length: 16\npad_id: 0\n")
+    assert read_preprocessing(pre, tmp_path / "fixed.onnx")["max_length"] == 16
 
 
 @pytest.mark.parametrize("command", ["quantize", "bundle"])

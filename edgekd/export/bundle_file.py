@@ -33,6 +33,7 @@ from edgekd.export.manifest import is_single_score, scored_output, tensor_specs
 from edgekd.export.parity import ParityResult
 from edgekd.model_file import default_opset, read_model, require_onnx
 from edgekd.profile.budget import judge
+from edgekd.profile.inputs import length_axes, specs_and_limits
 from edgekd.profile.runner import ProfileResult, profile_onnx
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.rundir import check_source_outside, claimed
@@ -93,7 +94,7 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
     scored = scored_output(outputs, scores, source)  # a name the graph lacks is refused before any work
     read = scored or (outputs[0] if outputs else None)
     class_names = read_labels(labels, source, read) if labels is not None else []
-    pre = read_preprocessing(preprocessing) if preprocessing is not None else None
+    pre = read_preprocessing(preprocessing, source) if preprocessing is not None else None
     out = Path(out)
     check_source_outside(source, out, "edgekd bundle")
     with claimed(out, record=RECORD):
@@ -201,16 +202,44 @@ class TextPreprocessing(BaseModel):
     pad_id: Annotated[int, Field(ge=0)]
 
 
-def read_preprocessing(path: Path) -> dict[str, Any]:
-    """The manifest's ``preprocessing`` from a JSON or YAML mapping with a ``kind``; ``image``/``text`` ones typed."""
+def read_preprocessing(path: Path, model: Path) -> dict[str, Any]:
+    """The manifest's ``preprocessing`` from a JSON or YAML mapping with a ``kind``; ``image``/``text`` ones typed
+    and checked against ``model``'s graph inputs (:func:`_check_against_graph`)."""
     data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
         keys = ", ".join(ImagePreprocessing.model_fields)
         raise ConfigError(f"{path}: expected a mapping with a 'kind' (e.g. kind: image, with {keys})")
     schema = {"image": ImagePreprocessing, "text": TextPreprocessing}.get(data["kind"])
     if schema is not None:
-        validate_model(data, schema, source=str(path))
+        _check_against_graph(validate_model(data, schema, source=str(path)), path, model)
     return data
+
+
+def _check_against_graph(pre: BaseModel, path: Path, model: Path) -> None:
+    """Refuse a description the graph cannot take, as the README's code would build its input from it: an image of
+    other channels, height or width than the graph's static ones (its first 4-D input, read in the description's
+    layout), or a text length other than the one its token ids fix."""
+    if isinstance(pre, ImagePreprocessing):
+        inputs, _ = tensor_specs(model)
+        image = next((spec for spec in inputs if len(spec["shape"]) == 4), None)
+        axes = {"NCHW": ("channels", "height", "width"), "NHWC": ("height", "width", "channels")}.get(pre.layout)
+        if image is None or axes is None:
+            return
+        wrong = [(key, getattr(pre, key), size) for key, size in zip(axes, image["shape"][1:], strict=True)
+                 if isinstance(size, int) and size > 0 and getattr(pre, key) != size]
+        if wrong:
+            said = ", ".join(f"{key} {given}" for key, given, _ in wrong)
+            graph = ", ".join(f"{key} {size}" for key, _, size in wrong)
+            raise ConfigError(f"{path}: {said} ({pre.layout}), but {model}'s input {image['name']!r} is "
+                              f"{image['shape']}: expected {graph}")
+    elif isinstance(pre, TextPreprocessing):
+        specs, limits = specs_and_limits(model)
+        dims = {spec.name: spec.dims for spec in specs}
+        for name, axis in length_axes(specs, limits).items():
+            size = dims[name][axis]
+            if isinstance(size, int) and size > 0 and size != pre.max_length:
+                raise ConfigError(f"{path}: max_length {pre.max_length}, but {model}'s input {name!r} fixes {size} "
+                                  f"tokens: expected max_length {size}")
 
 
 def _opset(path: Path) -> int | None:
