@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from edgekd.atomic import write_with
+from edgekd.atomic import atomic_path, write_with
 from edgekd.errors import ModelError, first_line
 
 ModelFormat = Literal["onnx", "ort"]
@@ -142,3 +142,21 @@ def copy_model(source: str | Path, target: str | Path) -> Path:
     return write_with(target, lambda tmp: onnx.save_model(model, str(tmp), save_as_external_data=True,
                                                           all_tensors_to_one_file=True,
                                                           location=f"{target.name}.data"))
+
+
+def convert_opset(source: Path, model: Any, opset: int, target: Path, purpose: str) -> Path:
+    """The graph of ``source`` (loaded as ``model``) converted to default-domain ``opset`` by ONNX's version
+    converter, written to ``target``; a ModelError naming ``source`` and what needs that opset (``purpose``) when
+    the converter cannot convert it (it has no adapter for every operator and version)."""
+    import onnx
+    from onnx import version_converter
+
+    before = default_opset(model)
+    try:
+        converted = version_converter.convert_version(model, opset)
+        with atomic_path(target) as tmp:
+            onnx.save(converted, str(tmp))
+    except Exception as exc:  # the converter raises plain RuntimeErrors on ops it has no adapter for
+        raise ModelError(f"{source}: its opset {before} graph cannot be converted to opset {opset}, which {purpose} "
+                         f"needs ({first_line(exc)}); export it with opset {opset}") from exc
+    return target

@@ -693,6 +693,61 @@ def test_bundle_refuses_a_bad_preprocessing_file(text: str, fragments: tuple[str
     assert read_preprocessing(pre, digits.path)["mean"] == [0.5]
 
 
+def _mlp_graph(path: Path) -> Path:
+    """Flatten, Gemm, Sigmoid, Gemm at opset 17: operators unchanged since opset 13, so ONNX's converter takes the
+    graph down to 13."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("Gemm", ["flat", "w1", "b1"], ["hidden"]),
+         helper.make_node("Sigmoid", ["hidden"], ["active"]), helper.make_node("Gemm", ["active", "w2", "b2"],
+                                                                               ["logits"])],
+        "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+         for name, shape in (("w1", (64, 32)), ("b1", (32,)), ("w2", (32, 10)), ("b2", (10,)))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize(("graph", "opset", "shipped"), [("mlp", 13, 13), ("mlp", 17, 17), ("cnn", 13, 17)])
+def test_bundle_converts_a_newer_opset_down_to_the_export_targets_where_onnx_can(
+        graph: str, opset: int, shipped: int, digits: OnnxCase, tmp_path: Path) -> None:
+    """The target's opset is the operator set the app's runtime is built for: a file of a newer opset is shipped
+    converted down to it (checked against the file), one of that opset or older as it is, and one the converter
+    cannot take down (the CNN's Relu has no adapter from opset 14 to 13) as it is, with a note."""
+    import onnx
+    import yaml
+
+    from edgekd.catalog import find
+
+    target = yaml.safe_load(find("exporters", "ort-mobile").read_text())
+    (tmp_path / "old-runtime.yaml").write_text(yaml.safe_dump({**target, "name": "old-runtime", "opset": opset}))
+    model = _mlp_graph(tmp_path / "mlp.onnx") if graph == "mlp" else digits.path
+    assert onnx.load(str(model)).opset_import[0].version == 17
+    outcome = cli("bundle", model, "-d", "host-cpu", "-o", tmp_path / "b", "--runs", "10", "--warmup", "0",
+                  "--target", tmp_path / "old-runtime.yaml")
+    assert outcome.exit_code == 0, outcome.output
+    record = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    manifest = json.loads((tmp_path / "b" / "bundle" / "manifest.json").read_text())
+    in_file = onnx.load(str(tmp_path / "b" / "bundle" / "model.onnx")).opset_import
+    assert manifest["model"]["opset"] == shipped == next(entry.version for entry in in_file if entry.domain == "")
+    assert record.get("converted_from_opset") == (17 if shipped < 17 else None)
+    if shipped == opset:
+        assert "notes" not in record
+    else:
+        (note,) = record["notes"]
+        assert note.startswith("shipped at its own opset 17, newer than the export target's 13 ('old-runtime'), "
+                               "which an app runtime built for opset 13 cannot load: ONNX's version converter cannot "
+                               "take it down (") and "Relu" in note and note.endswith("for such a runtime")
+        assert "warning: shipped at its own opset 17" in outcome.output
+    x = digits.inputs["input"][:50]
+    assert np.allclose(_predict(tmp_path / "b" / "bundle" / "model.ort", {"input": x}), _predict(model, {"input": x}),
+                       atol=1e-4)
+
+
 def test_bundle_refuses_a_text_length_other_than_the_graph_fixes(tmp_path: Path) -> None:
     """The README's code pads or truncates to ``max_length``: a graph fixed at 16 tokens cannot take 32."""
     import onnx

@@ -186,6 +186,10 @@ def bundle(
     out.print(f"bundle of {shown(model)} ({record.format}) for {shown(record.device.name)}: "
               f"{len(record.files) + 1} files in {shown(result.directory)}, {shown(result.zip_path)} "
               f"({record.zip_bytes:,} bytes)", soft_wrap=True)
+    print_warnings(record.notes)
+    if record.converted_from_opset is not None:
+        out.print(f"converted from opset {record.converted_from_opset} to opset {record.target.opset}, the export "
+                  f"target's", soft_wrap=True)
     if record.parity is not None:
         out.print(f".ort parity with the ONNX model: max abs diff {record.parity.max_abs_diff:.2e}", soft_wrap=True)
     colour = "green" if budget.passed else "red"

@@ -15,6 +15,7 @@ device, export target, parity, latency, verdict, files); it must be new, empty o
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from edgekd.atomic import write_json
 from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import read_yaml, validate_model
-from edgekd.errors import ConfigError, DataError
+from edgekd.errors import ConfigError, DataError, EdgekdError, ModelError, first_line
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
 from edgekd.export.bundle_record import BundleFile
 from edgekd.export.config import ExportTarget
 from edgekd.export.manifest import is_single_score, scored_output, tensor_specs
-from edgekd.export.parity import ParityResult
-from edgekd.model_file import default_opset, read_model, require_onnx
+from edgekd.export.ort_format import random_feeds
+from edgekd.export.parity import ParityResult, check_file_parity
+from edgekd.model_file import convert_opset, default_opset, read_model, require_onnx
 from edgekd.profile.budget import judge
 from edgekd.profile.inputs import length_axes, specs_and_limits
 from edgekd.profile.runner import ProfileResult, profile_onnx
@@ -41,6 +43,7 @@ from edgekd.stage_record import Record
 from edgekd.version import __version__
 
 RECORD = "bundle.json"
+log = logging.getLogger(__name__)
 
 
 class BundleFileRecord(Record):
@@ -57,6 +60,12 @@ class BundleFileRecord(Record):
     target: ExportTarget
     format: Literal["onnx", "ort"]
     parity: ParityResult | None
+    converted_from_opset: int | None = Field(
+        default=None, description="The file's own opset when it was newer than the export target's and its graph was "
+        "converted down to the target's (checked against the file at the device's input shapes); null otherwise.")
+    notes: list[str] = Field(
+        default_factory=list, description="What the bundle could not do as the export target says (a graph of a "
+        "newer opset that ONNX's converter cannot take down to the target's is shipped as it is).")
     profile: ProfileResult
     profiled_file: str
     budget: BudgetVerdict
@@ -99,15 +108,16 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
     check_source_outside(source, out, "edgekd bundle")
     with claimed(out, record=RECORD):
         with tempfile.TemporaryDirectory(prefix=".bundle-", suffix=".tmp", dir=out) as work:
+            graph, converted_from, notes = _in_target_opset(source, target, device, Path(work) / "opset")
             if target.format == "ort":
-                deploy, parity = converted_files(source, target, device, Path(work))
+                deploy, parity = converted_files(graph, target, device, Path(work))
             else:
-                deploy, parity = {"onnx": source}, None
+                deploy, parity = {"onnx": graph}, None
             shipped = deploy.get("ort", source)
             profile = profile_onnx(shipped, device, warmup=warmup, runs=runs)
             verdict = judge(profile, device.budget)
-            manifest = pack_model(out / BUNDLE_DIR, out / BUNDLE_ZIP, onnx_path=source, deploy=deploy,
-                                  name=source.stem, opset=_opset(source), labels=class_names, preprocessing=pre,
+            manifest = pack_model(out / BUNDLE_DIR, out / BUNDLE_ZIP, onnx_path=graph, deploy=deploy,
+                                  name=source.stem, opset=_opset(graph), labels=class_names, preprocessing=pre,
                                   tokenizer=[], device=device, profile=profile, budget=verdict,
                                   accuracy=None, scores=scores)
         record = BundleFileRecord.model_validate({  # a mapping, so that every field given counts as set
@@ -120,6 +130,8 @@ def bundle_file(model: Path, device: DeviceProfile, out: Path, target: ExportTar
             "target": target.model_dump(mode="json"),
             "format": manifest["model"]["format"],
             "parity": parity.to_json() if parity is not None else None,
+            **({"converted_from_opset": converted_from} if converted_from is not None else {}),
+            **({"notes": notes} if notes else {}),
             "profile": {**{key: value for key, value in profile.to_json().items() if key != "times_ms"},
                         "model": f"{BUNDLE_DIR}/{manifest['model']['file']}"},  # not the scratch copy it timed
             "profiled_file": shipped.name,
@@ -240,6 +252,39 @@ def _check_against_graph(pre: BaseModel, path: Path, model: Path) -> None:
             if isinstance(size, int) and size > 0 and size != pre.max_length:
                 raise ConfigError(f"{path}: max_length {pre.max_length}, but {model}'s input {name!r} fixes {size} "
                                   f"tokens: expected max_length {size}")
+
+
+def _in_target_opset(source: Path, target: ExportTarget, device: DeviceProfile,
+                     work: Path) -> tuple[Path, int | None, list[str]]:
+    """The graph to ship, the file's own opset when that graph is a conversion, and notes.
+
+    A file whose opset is newer than the export target's (the operator set the app's runtime is built for) is
+    converted down to the target's by ONNX's version converter and checked against the file at ``device``'s input
+    shapes. The converter has no adapter for every operator and version (Relu from 14 to 13): a graph it cannot
+    convert, or whose conversion answers otherwise, is shipped as it is, with a note (a runtime older than its
+    opset cannot load it)."""
+    import onnx
+
+    opset = _opset(source)
+    if opset is None or opset <= target.opset:
+        return source, None, []
+    work.mkdir()
+    try:
+        converted = convert_opset(source, onnx.load(str(source)), target.opset, work / f"{source.stem}.onnx",
+                                  f"export target '{target.name}'")
+        parity = check_file_parity(source, converted, random_feeds(source, device.inputs), target.parity_atol,
+                                   rtol=target.parity_rtol, label=f"{source} converted to opset {target.opset}")
+        if not parity.passed:
+            raise ModelError(f"converted to opset {target.opset}, its answers differ by {parity.max_abs_diff:.3g}, "
+                             f"more than {parity.tolerance_text()}")
+    except EdgekdError as exc:
+        return source, None, [f"shipped at its own opset {opset}, newer than the export target's {target.opset} "
+                              f"('{target.name}'), which an app runtime built for opset {target.opset} cannot load: "
+                              f"ONNX's version converter cannot take it down ({first_line(exc.__cause__ or exc)}); "
+                              f"export it with opset {target.opset} for such a runtime"]
+    log.info("%s: opset %d graph converted to opset %d, the export target's ('%s')", source, opset, target.opset,
+             target.name)
+    return converted, opset, []
 
 
 def _opset(path: Path) -> int | None:

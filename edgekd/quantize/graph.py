@@ -24,7 +24,7 @@ from onnx import numpy_helper
 from edgekd.atomic import atomic_path
 from edgekd.errors import ModelError
 from edgekd.export.parity import one_line
-from edgekd.model_file import default_opset
+from edgekd.model_file import convert_opset, default_opset
 from edgekd.quantize.evaluate import cpu_session
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,7 @@ def quantizable_opset(source: Path, model: onnx.ModelProto, target: Path) -> Pat
     opset = default_opset(model)
     if opset is None or opset >= QUANTIZE_MIN_OPSET:
         return source
-    from onnx import version_converter
-
-    try:
-        converted = version_converter.convert_version(onnx.load(str(source)), QUANTIZE_MIN_OPSET)
-        with atomic_path(target) as tmp:
-            onnx.save(converted, str(tmp))
-    except Exception as exc:  # the converter raises plain RuntimeErrors on ops it has no adapter for
-        raise ModelError(f"{source}: its opset {opset} graph cannot be converted to opset {QUANTIZE_MIN_OPSET}, "
-                         f"which INT8 quantization needs ({one_line(exc)}); export it with opset "
-                         f"{QUANTIZE_MIN_OPSET} or newer") from exc
+    convert_opset(source, onnx.load(str(source)), QUANTIZE_MIN_OPSET, target, "INT8 quantization")
     log.info("%s: opset %d graph converted to opset %d for quantization", source, opset, QUANTIZE_MIN_OPSET)
     return target
 
