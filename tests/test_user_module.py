@@ -419,6 +419,7 @@ def test_a_module_pruning_can_remove_nothing_from_says_so(tmp_path: Path, caplog
     ("tests.user_modules:rows_conv1d", {"width": 16}),  # Conv1d + BatchNorm1d were kept whole: nothing pruned
     ("tests.user_modules:layernorm_mlp", {"hidden": 32}),  # LayerNorm was kept whole, so were the Linears it feeds
     ("tests.user_modules:class_prior_mlp", {"hidden": 32}),  # the module itself was taken for the output layer
+    ("tests.user_modules:scaled_mlp", {"hidden": 32}),  # containers' per-unit scales, kept whole, failed the run
 ])
 @pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75])
 def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(factory: str, kwargs: dict,
@@ -443,6 +444,36 @@ def test_prune_of_a_module_keeps_outputs_and_rebuilds_from_the_recorded_shapes(f
     model.save(tmp_path / "pruned")
     with torch.no_grad():
         assert torch.equal(TaskModel.load(tmp_path / "pruned").module(**inputs), pruned)
+
+
+def test_per_unit_parameters_of_containers_are_pruned_with_their_units_and_restored(tmp_path: Path) -> None:
+    """A block's layer scale and the model's own scale follow the hidden units they multiply: each keeps the values
+    of the units kept, Torch-Pruning's "unwrapped parameters" warning does not reach the user, and the run
+    directory's spec records their shapes."""
+    import warnings
+
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.specs import ModuleSpec
+    from edgekd.models.task_model import build_task_model
+    from edgekd.models.user_module import unwrap
+    from edgekd.prune.config import PruneStage
+    from edgekd.prune.structured import prune_step
+
+    torch.manual_seed(0)
+    model = build_task_model(ModuleSpec(arch="module", factory="tests.user_modules:scaled_mlp"),
+                             InputSignature(kind="image", image_shape=(1, 8, 8)), tuple("0123456789"))
+    module = unwrap(model.module)
+    bias, gamma, scale = (module.block.linear.bias.detach().clone(), module.block.gamma.detach().clone(),
+                          module.scale.detach().clone())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prune_step(model, PruneStage(stage="prune", ratio=0.5, targets=["channels"]), 0.5, {"input": _test_images(4)})
+    assert not [w for w in caught if "nwrapped" in str(w.message)]
+    module = unwrap(model.module)
+    kept = [int((bias == value).nonzero()) for value in module.block.linear.bias.detach()]  # the units kept
+    assert len(kept) == 16 and module.block.gamma.shape == (1, 16) and module.scale.shape == (16,)
+    assert torch.equal(module.block.gamma.detach(), gamma[:, kept]) and torch.equal(module.scale.detach(), scale[kept])
+    assert model.spec["shapes"]["block.gamma"] == [1, 16] and model.spec["shapes"]["scale"] == [16]
 
 
 def test_a_text_module_has_its_embedding_width_pruned_and_rebuilt(tmp_path: Path) -> None:

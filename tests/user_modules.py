@@ -410,3 +410,32 @@ class _ClassPrior(nn.Module):
 def class_prior_mlp(hidden: int = 32) -> nn.Module:
     """An MLP with a learnt class prior added to its logits."""
     return _ClassPrior(hidden)
+
+
+class _ScaledBlock(nn.Module):
+    """A hidden layer whose units a learnt layer scale ``[1, hidden]`` of the block itself multiplies."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, hidden)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, hidden)[None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.linear(x)) * self.gamma
+
+
+class _ScaledMLP(nn.Module):
+    """Two per-unit scales held by containers, not layers: the block's ``gamma`` and the model's ``scale``."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.block, self.head = _ScaledBlock(hidden), nn.Linear(hidden, 10)
+        self.scale = nn.Parameter(torch.linspace(2.0, 1.0, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(x.flatten(1)) * self.scale)
+
+
+def scaled_mlp(hidden: int = 32) -> nn.Module:
+    """An MLP whose hidden units are scaled by per-unit parameters of its containers."""
+    return _ScaledMLP(hidden)

@@ -7,7 +7,9 @@ recorded shape, every other setting taken from the layer it replaces, before the
 
 Rebuildable are the layers whose shape is their constructor's sizes: convolutions (1-, 2- and 3-d), batch norms
 (1-, 2- and 3-d), ``Linear``, ``LayerNorm`` and ``Embedding``, of exactly these types (a subclass may take other
-constructor arguments or compute differently, so it is never rebuilt as its base class).
+constructor arguments or compute differently, so it is never rebuilt as its base class). So are a container's own
+per-channel parameters (a module holding layers and a learnt ``[C]`` scale of its own, :func:`loose_parameters`):
+recorded by their names (``blocks.0.scale``) and restored as parameters of the recorded shape.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from edgekd.errors import ConfigError
@@ -78,19 +81,40 @@ def rebuilt_kinds() -> str:
     return ", ".join(kind.__name__ for kind in REBUILDS)
 
 
+def channel_dim(parameter: torch.Tensor) -> int | None:
+    """The one dimension of a bare per-channel parameter longer than 1 (a layer scale ``[C]``, ConvNeXt-V2's GRN
+    ``[1, 1, 1, C]``); ``None`` for any other shape."""
+    dims = [index for index, size in enumerate(parameter.shape) if size > 1]
+    return dims[0] if len(dims) == 1 else None
+
+
+def loose_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """The per-channel parameters (:func:`channel_dim`) that containers of ``module`` (modules holding layers)
+    hold themselves, by name: pruned with the channels they scale, and restored to their recorded shape."""
+    return {f"{owner}.{name}" if owner else name: parameter for owner, layer in module.named_modules()
+            if any(True for _ in layer.children())
+            for name, parameter in layer.named_parameters(recurse=False) if channel_dim(parameter) is not None}
+
+
 def layer_shapes(module: nn.Module) -> dict[str, list[int]]:
-    """Each rebuildable layer's shape, by its name in ``module``."""
-    return {name: REBUILDS[type(layer)].shape(layer) for name, layer in module.named_modules() if is_rebuilt(layer)}
+    """Each rebuildable layer's shape and each loose per-channel parameter's, by its name in ``module``."""
+    return {**{name: REBUILDS[type(layer)].shape(layer) for name, layer in module.named_modules() if is_rebuilt(layer)},
+            **{name: list(parameter.shape) for name, parameter in loose_parameters(module).items()}}
 
 
 def reshape_layers(module: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
-    """Replace each named layer whose shape differs from the recorded one by a fresh one of that shape, other
-    settings kept (in place); a layer of the recorded shape stays as built (weights its factory tied stay tied)."""
+    """Replace each named layer (or loose parameter) whose shape differs from the recorded one by a fresh one of that
+    shape, other settings kept (in place); one of the recorded shape stays as built (weights its factory tied stay
+    tied). The pruned weights are read into them after."""
     built = layer_shapes(module)
     for name, shape in shapes.items():
         parent_name, _, child = name.rpartition(".")
-        old = getattr(module.get_submodule(parent_name), child)
+        parent = module.get_submodule(parent_name)
+        old = getattr(parent, child)
         if built.get(name) == list(shape):
+            continue
+        if isinstance(old, nn.Parameter) and name in built:
+            setattr(parent, child, nn.Parameter(old.new_empty(shape), requires_grad=old.requires_grad))
             continue
         if not is_rebuilt(old):
             raise ConfigError(f"model.shapes: '{name}' is a {type(old).__name__}, not one of the layers a pruned "

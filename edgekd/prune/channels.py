@@ -27,6 +27,7 @@ from torch import nn
 
 from edgekd.errors import ModelError, first_line
 from edgekd.models.families import family
+from edgekd.models.layer_shapes import channel_dim
 from edgekd.prune.channel_structure import CHANNELS_KEY, channel_changes
 from edgekd.prune.structure import CONFIG_KEY, apply_low_rank, low_rank_layers, pruned_class, unpruned_class
 from edgekd.prune.user_module import output_layer
@@ -46,16 +47,9 @@ def channel_plan(model: nn.Module, inputs: Inputs) -> dict[str, Any]:
     bare per-channel parameters pruned with their channels."""
     whole = family(model.config.model_type).whole
     kept = [m for m in model.modules() if type(m).__name__ in whole]
-    bare = [(p, _channel_dim(p)) for m in model.modules() if not isinstance(m, _WRAPPED)
-            for p in m.parameters(recurse=False) if _channel_dim(p) is not None]
+    bare = [(p, channel_dim(p)) for m in model.modules() if not isinstance(m, _WRAPPED)
+            for p in m.parameters(recurse=False) if channel_dim(p) is not None]
     return {"ignored_layers": [output_layer(model, dict(inputs)), *kept], "unwrapped_parameters": bare}
-
-
-def _channel_dim(parameter: torch.Tensor) -> int | None:
-    """The one dimension of a bare per-channel parameter longer than 1 (ConvNeXt's layer scale ``[C]``,
-    ConvNeXt-V2's GRN ``[1, 1, 1, C]``); ``None`` for any other shape (left to Torch-Pruning's own guess)."""
-    dims = [index for index, size in enumerate(parameter.shape) if size > 1]
-    return dims[0] if len(dims) == 1 else None
 
 
 @contextmanager

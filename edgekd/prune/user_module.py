@@ -2,7 +2,9 @@
 
 Any module Torch-Pruning can trace is pruned: the layer producing the logits keeps its outputs, and layers
 whose shapes a run directory cannot record (:mod:`edgekd.models.layer_shapes`: anything but convolutions, batch
-norms, ``Linear``, ``LayerNorm`` and ``Embedding``) keep theirs. A layer whose parameters pruning would reshape
+norms, ``Linear``, ``LayerNorm`` and ``Embedding``) keep theirs. A container's own per-channel parameters (a layer
+scale ``[C]``) are given to Torch-Pruning to prune with the channels they scale, and recorded too. A layer whose
+parameters pruning would reshape
 anyway (a custom layer with its own parameters coupled to pruned channels) is refused by name, as is a module that
 cannot be traced. A step that can remove nothing (every prunable layer is coupled to one kept whole: a GRU, a
 subclass of a layer type) says so in a warning naming those layers, rather than passing for a pruned model.
@@ -11,7 +13,7 @@ subclass of a layer type) says so in a warning naming those layers, rather than 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from edgekd.errors import ConfigError, first_line
 from edgekd.models.call import eval_mode, layers_called
-from edgekd.models.layer_shapes import is_rebuilt, rebuilt_kinds
+from edgekd.models.layer_shapes import channel_dim, is_rebuilt, layer_shapes, loose_parameters, rebuilt_kinds
 from edgekd.models.user_module import unwrap
 
 log = logging.getLogger(__name__)
@@ -32,17 +34,21 @@ def module_plan(model: nn.Module, targets: list[str], example: dict[str, torch.T
     if "channels" not in targets:
         raise ConfigError("targets: a user's module ('module') prunes 'channels'")
     sharing = _layers_sharing_a_parameter(model)
+    loose = loose_parameters(model)
     fixed = [kept for _, layer in _own_parameter_layers(model) if not is_rebuilt(layer) or layer in sharing
-             for kept in _kept_whole(layer)]
-    return {"ignored_layers": [output_layer(model, example), *fixed, *ignored]}
+             for kept in _kept_whole(layer, loose.values())]
+    return {"ignored_layers": [output_layer(model, example), *fixed, *ignored],
+            "unwrapped_parameters": [(parameter, channel_dim(parameter)) for parameter in loose.values()]}
 
 
-def _kept_whole(layer: nn.Module) -> list[nn.Module | nn.Parameter]:
+def _kept_whole(layer: nn.Module, loose: Iterable[nn.Parameter]) -> list[nn.Module | nn.Parameter]:
     """What Torch-Pruning must leave whole of a layer edgekd cannot rebuild: the layer, or, for a module holding
-    layers besides parameters of its own (a learnt class prior added to the logits), only those parameters
-    (Torch-Pruning keeps an ignored module's every submodule whole: nothing in the model was pruned)."""
+    layers besides parameters of its own (a learnt class prior added to the logits), only those parameters that are
+    not ``loose`` per-channel ones, which are pruned with their channels (Torch-Pruning keeps an ignored module's
+    every submodule whole: nothing in the model was pruned)."""
     if any(True for _ in layer.children()):
-        return list(layer.parameters(recurse=False))
+        return [parameter for parameter in layer.parameters(recurse=False)
+                if not any(parameter is other for other in loose)]
     return [layer]
 
 
@@ -81,8 +87,9 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
                     f"its layers are coupled to ones kept whole, e.g. {', '.join(kept[:3])}" if kept
                     else "the ratio removes no whole channel")
         return
+    recorded = layer_shapes(inner)
     for name, shape in _shapes(inner).items():
-        if before.get(name) != shape:
+        if before.get(name) != shape and name not in recorded:  # a loose per-channel parameter is recorded itself
             layer_name = name.rpartition(".")[0]
             layer = owners.get(layer_name)
             if layer is None or not is_rebuilt(layer):
