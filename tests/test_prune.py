@@ -109,6 +109,24 @@ def test_pruned_bert_saves_reloads_with_from_pretrained_exports_and_runs(tmp_pat
     _assert_reloads_and_exports(model, inputs, tmp_path / "pruned")
 
 
+@pytest.mark.parametrize(("heads", "ratio", "kept"), [(3, 0.5, 1), (3, 0.7, 1), (3, 0.9, 1), (4, 0.9, 1), (4, 0.25, 3),
+                                                   (1, 0.9, 1)])
+def test_heads_pruned_at_any_ratio_keep_one_head_per_layer(heads: int, ratio: float, kept: int,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Torch-Pruning removes ceil(ratio × heads) heads of a layer and skips a layer that would lose them all: at 0.7
+    of 3 heads no head went at all. The ratio it is given leaves one; layers of one head say they stay whole."""
+    torch.manual_seed(0)
+    signature = InputSignature("text", vocab_size=100, pad_id=0, max_length=32)
+    model = build_task_model(BertSpec(arch="bert", layers=2, hidden=heads * 8, heads=heads, ffn=32), signature,
+                             ("neg", "pos"))
+    with caplog.at_level("WARNING", logger="edgekd.prune.structured"):
+        prune_step(model, PruneConfig(targets=["heads"], importance="l1"), ratio,
+                   model.example_inputs(batch=2, sequence=8))
+    assert [layer.attention.self.num_attention_heads for layer in model.module.bert.encoder.layer] == [kept, kept]
+    assert ("down to one head, which stays: 'heads' removes nothing more (add 'ffn' to the targets to prune "
+            "further)" in caplog.text) == (heads == 1)
+
+
 def _assert_reloads_and_exports(model: TaskModel, inputs: dict[str, torch.Tensor], directory: Path) -> None:
     """``model`` saved to ``directory`` reloads with Hugging Face's loader and ``TaskModel.load`` to the same
     logits, and its ONNX export passes parity and gives them too."""

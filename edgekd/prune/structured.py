@@ -309,9 +309,19 @@ def _bert_plan(model: nn.Module, config: PruneConfig, ratio: float) -> dict[str,
             ignored.append(outer_linear(layer.intermediate.dense))
     ignored += [outer_linear(m) for name, m in linear_layers(model)
                 if ".encoder." not in f".{name}."]  # pooler, classifier
+    if num_heads and min(num_heads.values()) == 1:
+        log.warning("prune: the attention layers are down to one head, which stays: 'heads' removes nothing more%s",
+                    "" if "ffn" in config.targets else " (add 'ffn' to the targets to prune further)")
     return {"ignored_layers": ignored + _rank_factors(model), "num_heads": num_heads,
             "prune_num_heads": bool(num_heads), "prune_head_dims": False,
-            "head_pruning_ratio": ratio if num_heads else 0.0}
+            "head_pruning_ratio": head_ratio(ratio, min(num_heads.values())) if num_heads else 0.0}
+
+
+def head_ratio(ratio: float, heads: int) -> float:
+    """The head-pruning ratio Torch-Pruning is given for ``ratio`` of layers of ``heads`` heads: at most what leaves
+    one head. It removes ``ceil(ratio × heads)`` heads of a layer and skips a layer it would empty, so 0.7 of 3
+    heads (ceil 2.1 = 3) removed none at all where 2 of them can go."""
+    return min(ratio, (heads - 1) / heads - 1e-6) if heads > 1 else 0.0
 
 
 def _plain_plan(model: nn.Module, config: PruneConfig) -> dict[str, Any]:
