@@ -198,8 +198,8 @@ def test_agreement_gate_fails_the_stage_with_a_clear_message(exported: Path, dat
                                                             tmp_path: Path) -> None:
     wrecked = replace(data, calibration=tuple({"input": f["input"] * 0.01} for f in data.calibration))
     config = QuantizeStage(stage="quantize", modes=["static"], max_retries=0, **FAST_TIMING)
-    with pytest.raises(ExportError, match=r"^teacher: int8-static-minmax agrees with fp32 on .*% of validation "
-                                          r"inputs \(< agreement 0.99\) after excluding 0 node\(s\)"):
+    with pytest.raises(ExportError, match=r"^teacher: int8-static-minmax agrees with fp32 on [0-9]+\.[0-9]{2}% of "
+                                          r"validation inputs \(below the 99% required\) after excluding 0 node\(s\)"):
         quantize_model(exported, tmp_path, "teacher", wrecked, config, load_device("host-cpu"), label="teacher")
 
 
@@ -357,3 +357,20 @@ def test_nan_scores_fail_every_gate() -> None:
         assert decision.kept == "fp32", (field, decision.reason)
     nan_agreement = replace(_variant("int8-dynamic", 4.0), val_agreement=float("nan"))
     assert gate_failure([nan_agreement], config, label="student") is not None
+
+
+@pytest.mark.parametrize(("metric", "agreement", "required", "text"), [
+    ("accuracy", 0.9899244, 0.99, "agrees with fp32 on 98.99% of validation inputs (below the 99% required)"),
+    ("accuracy", 0.99999, None, "agrees with fp32 on 99.99% of validation inputs"),
+    ("accuracy", float("nan"), 0.99, "agrees with fp32 on nan% of validation inputs (below the 99% required)"),
+    ("token_accuracy", 0.5, 0.9, "agrees with fp32 on 50.00% of validation tokens (below the 90% required)"),
+    ("mse", 0.98001, 0.99, "changes its predictions by 2.00% of their spread on the validation split (more than the "
+                           "1% allowed)"),
+])
+def test_an_agreement_shortfall_never_reads_as_the_gate(metric: str, agreement: float, required: float | None,
+                                                        text: str) -> None:
+    """98.992% below a 99% gate read "agrees with fp32 on 99.0%", without the gate: figures are cut toward the failing
+    side and the gate is named."""
+    from edgekd.quantize.quality import agreement_text
+
+    assert agreement_text(metric, agreement, required) == text

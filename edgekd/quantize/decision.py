@@ -34,8 +34,9 @@ class Decision:
 
 
 def decide(variants: Sequence[Variant], *, eligible: Callable[[Variant], bool], min_speedup: float,
-           size_budget_mb: float, cpu_label: str, tolerance: float) -> Decision:
-    """Choose among timed ``variants`` (one named ``fp32``); see the module docstring."""
+           size_budget_mb: float, cpu_label: str, tolerance: float, agreement: float | None = None) -> Decision:
+    """Choose among timed ``variants`` (one named ``fp32``); see the module docstring. ``agreement`` is the
+    agreement gate, named when a variant falls short of it."""
     fp32 = next(v for v in variants if v.name == "fp32")
     others = sorted((v for v in variants if v.name != "fp32"), key=lambda v: _p50(v))
     ok = [v for v in others if eligible(v)]
@@ -72,7 +73,7 @@ def decide(variants: Sequence[Variant], *, eligible: Callable[[Variant], bool], 
         why = (f"{best.name} ({speed:.2f}× fp32's speed) "
                f"{loss_text(best.metric, fp32.val_score, best.val_score, tolerance)}{excluded}")
     else:
-        why = f"{best.name} ({speed:.2f}× fp32's speed) {agreement_text(best.metric, best.val_agreement)}"
+        why = f"{best.name} ({speed:.2f}× fp32's speed) {agreement_text(best.metric, best.val_agreement, agreement)}"
     return Decision("fp32", f"fp32 kept: {why}")
 
 

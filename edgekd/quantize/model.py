@@ -77,9 +77,9 @@ def gate_failure(variants: Sequence[Variant], config: QuantizeStage, *, label: s
     for variant in variants:
         # NaN (no validation inputs agree or none ran) fails; None (no labelled data: nothing gated) passes
         if variant.val_agreement is not None and not variant.val_agreement >= config.agreement:
-            return (f"{label}: {variant.name} {agreement_text(variant.metric, variant.val_agreement)} (< agreement "
-                    f"{config.agreement:g}) after excluding {len(variant.excluded_nodes)} node(s); raise max_retries, "
-                    "lower agreement, or drop that mode from modes")
+            shortfall = agreement_text(variant.metric, variant.val_agreement, config.agreement)
+            return (f"{label}: {variant.name} {shortfall} after excluding {len(variant.excluded_nodes)} node(s); "
+                    "raise max_retries, lower agreement, or drop that mode from modes")
     return None
 
 
@@ -109,7 +109,7 @@ def decide_for(variants: Sequence[Variant], config: QuantizeStage, device: Devic
     fp32 = next(v for v in variants if v.name == "fp32")
     return decide(variants, eligible=lambda v: within_gates(v, fp32.val_score, config),
                   min_speedup=config.min_speedup, size_budget_mb=device.budget.size_mb,
-                  cpu_label=isa_label(detect_cpu().isa), tolerance=config.tolerance)
+                  cpu_label=isa_label(detect_cpu().isa), tolerance=config.tolerance, agreement=config.agreement)
 
 
 def quantize_model(source: Path, out_dir: Path, stem: str, data: QuantData, config: QuantizeStage,

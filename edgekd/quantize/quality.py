@@ -24,7 +24,8 @@ answers wrong, and a regression's MSE is then NaN, which fails every gate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,12 +123,22 @@ def loss_text(metric: str, reference: float, value: float, tolerance: float) -> 
     return f"loses {amount} validation {_spoken(metric)} (tolerance {limit})"
 
 
-def agreement_text(metric: str, agreement: float) -> str:
-    """How a variant agreed with FP32, in the words of its task (the primary ``metric`` names it)."""
+def agreement_text(metric: str, agreement: float, required: float | None = None) -> str:
+    """How a variant agreed with FP32, in the words of its task (the primary ``metric`` names it), and, given the
+    ``required`` agreement it fell short of, that gate. Figures are cut to two decimals toward the failing side, so a
+    shortfall never reads as the gate itself (98.992% is 98.99%, not 99.0%)."""
     if metric in RELATIVE:
-        return f"changes its predictions by {100 * (1 - agreement):.1f}% of their spread on the validation split"
+        gate = "" if required is None else f" (more than the {100 * (1 - required):g}% allowed)"
+        return f"changes its predictions by {_percent(1 - agreement, math.ceil)} of their spread on the validation " \
+               f"split{gate}"
     what = "tokens" if metric == "token_accuracy" else "inputs"
-    return f"agrees with fp32 on {100 * agreement:.1f}% of validation {what}"
+    gate = "" if required is None else f" (below the {100 * required:g}% required)"
+    return f"agrees with fp32 on {_percent(agreement, math.floor)} of validation {what}{gate}"
+
+
+def _percent(share: float, cut: Callable[[float], int]) -> str:
+    """``share`` as a percentage of two decimals, ``cut`` (floor or ceil) rather than rounded; NaN as it is."""
+    return f"{share:.0%}" if math.isnan(share) else f"{cut(10_000 * share) / 100:.2f}%"
 
 
 def _spoken(metric: str) -> str:
