@@ -59,17 +59,20 @@ def test_resumed_training_equals_uninterrupted(tmp_path: Path, monkeypatch: pyte
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "same-size"])
 def test_a_damaged_checkpoint_is_trained_over_from_the_first_epoch(damage: str, tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """A checkpoint truncated or overwritten after it was written failed every re-run of the stage with 'internal
-    error: SafetensorError: Error while deserializing header' (only --fresh got past it): training starts over,
-    saying why, and ends as an uninterrupted run does."""
+    error: SafetensorError: Error while deserializing header' (only --fresh got past it); one whose tensor bytes
+    were overwritten in place (same size: it still parses) was resumed from, and its NaN weights failed every
+    re-run. Training starts over, saying why, and ends as an uninterrupted run does."""
     straight, _ = _train(tmp_path / "straight", epochs=3)
     (tmp_path / "damaged").mkdir()
     checkpoint = tmp_path / "damaged" / CHECKPOINT
     _train(tmp_path / "damaged", epochs=3)
-    checkpoint.write_bytes(checkpoint.read_bytes()[:1000] if damage == "truncated" else b"\x00" * 64)
+    data = checkpoint.read_bytes()
+    damaged = {"truncated": data[:1000], "garbage": b"\x00" * 64, "same-size": data[:-64] + b"\xff" * 64}
+    checkpoint.write_bytes(damaged[damage])
     again, history = _train(tmp_path / "damaged", epochs=3)
     assert history.resumed_from_epoch == 0 and history.epochs_run == 3
     assert f"{checkpoint}: cannot resume from it" in caplog.text and "training from the first epoch" in caplog.text

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import hashlib
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from torch import nn
 from edgekd.atomic import write_with
 from edgekd.config.training import TrainingConfig
 from edgekd.data.examples import Examples
+from edgekd.digest import update_with_tensor
 from edgekd.distill.target_scale import unit_scale_targets
 from edgekd.distributed import LOCAL, World, accelerator
 from edgekd.errors import TrainingError, first_line
@@ -342,8 +344,18 @@ def _save_checkpoint(
         "optimizer_scalars": json.dumps(scalars),
         "param_groups": json.dumps(opt_state["param_groups"]),
         "scheduler": json.dumps(scheduler.state_dict()),
+        "tensors_sha256": _tensors_digest(tensors),
     }
     write_with(directory / CHECKPOINT, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """The SHA-256 of a checkpoint's tensors (names, dtypes, shapes and bytes, in name order): a file damaged in
+    place after it was written (same size, other bytes) still parses, and would be resumed from."""
+    hasher = hashlib.sha256()
+    for name in sorted(tensors):
+        update_with_tensor(hasher, name, tensors[name])
+    return hasher.hexdigest()
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]] | None:
@@ -354,6 +366,8 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor
             metadata = handle.metadata()
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
         json.loads(metadata["history"])
+        if metadata.get("tensors_sha256", _tensors_digest(tensors)) != _tensors_digest(tensors):
+            raise ValueError("its tensors changed since it was written (SHA-256 differs)")
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a damaged file
         log.warning("%s: cannot resume from it (%s); training from the first epoch", path, first_line(exc))
         return None
