@@ -10,7 +10,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgekd.errors import ConfigError
+
 
 def cache_root() -> Path:
     """edgekd's cache directory (it may not exist yet)."""
-    return Path(os.environ.get("EDGEKD_CACHE") or "~/.cache/edgekd").expanduser()
+    return env_path("EDGEKD_CACHE", "~/.cache/edgekd")
+
+
+def env_path(variable: str, default: str) -> Path:
+    """The path the environment ``variable`` names (``default`` when unset or empty), ``~`` expanded; a ConfigError
+    naming the variable and its value when ``~`` cannot be (``~nosuchuser/x``, or no home directory)."""
+    value = os.environ.get(variable) or default
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as exc:  # pathlib: "Could not determine home directory."
+        given = f"{variable}={value!r}" if os.environ.get(variable) else f"{variable} unset, so {value!r}"
+        raise ConfigError(f"{given}: cannot expand '~' ({exc}); set {variable} to an absolute path") from None

@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.cache import cache_root
+from edgekd.cache import cache_root, env_path
+from edgekd.errors import ConfigError
 from edgekd.rundir import cached_record
 
 if TYPE_CHECKING:
@@ -37,7 +38,11 @@ def store_dir() -> Path | None:
     configured = os.environ.get("EDGEKD_STAGE_STORE")
     if configured == "off":
         return None
-    return Path(configured).expanduser() if configured else cache_root() / "stages"
+    try:
+        return env_path("EDGEKD_STAGE_STORE", "") if configured else cache_root() / "stages"
+    except ConfigError as exc:  # a store that cannot be used is no reason to stop a run
+        log.warning("shared stage store off: %s", exc)
+        return None
 
 
 def stored_stage(name: str, fingerprint: str) -> Path | None:

@@ -570,6 +570,7 @@ def test_scores_names_the_output_quantize_scores_and_bundle_reads(
     assert accuracies["scores"] == pytest.approx(expected) and accuracies[None] < 0.2  # the default read 'negated'
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"digit {d}\n" for d in range(10)))
+    caplog.clear()  # the default quantize above may have said which output it read
     with caplog.at_level("WARNING", logger="edgekd.export.manifest"):
         outcome = cli("bundle", two, "-d", "host-cpu", "-o", tmp_path / "b", "--runs", "10", "--warmup", "0",
                       "--labels", labels, "--scores", "scores")

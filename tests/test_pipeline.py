@@ -168,3 +168,28 @@ def test_the_store_is_not_used_when_off_or_fresh(write_recipe, tmp_path: Path, m
     assert not edgekd.run(path, out=tmp_path / "two", fresh=True).stages[0].skipped
     monkeypatch.setenv("EDGEKD_STAGE_STORE", "off")
     assert not edgekd.run(path, out=tmp_path / "three").stages[0].skipped
+
+
+@pytest.mark.parametrize("value", ["~nosuchuser-edgekd/store", "~"])
+def test_a_stage_store_path_whose_home_cannot_be_found_turns_sharing_off(
+        value: str, write_recipe, tmp_path: Path, monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``~nosuchuser/x`` (or ``~`` without a home) was an internal error naming neither the variable nor its value:
+    the run goes on without the store, saying why."""
+    monkeypatch.setenv("EDGEKD_STAGE_STORE", value)
+    if value == "~":
+        monkeypatch.delenv("HOME")
+        monkeypatch.setattr("pwd.getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    with caplog.at_level("WARNING", logger="edgekd.stage_store"):
+        result = edgekd.run(write_recipe(_recipe()), out=tmp_path / "run")
+    assert not any(stage.skipped for stage in result.stages)
+    assert f"shared stage store off: EDGEKD_STAGE_STORE='{value}': cannot expand '~'" in caplog.text
+
+
+def test_a_cache_path_whose_home_cannot_be_found_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    from edgekd.cache import cache_root
+    from edgekd.errors import ConfigError
+
+    monkeypatch.setenv("EDGEKD_CACHE", "~nosuchuser-edgekd/cache")
+    with pytest.raises(ConfigError, match=r"^EDGEKD_CACHE='~nosuchuser-edgekd/cache': cannot expand '~' \(.*\); set "
+                                          r"EDGEKD_CACHE to an absolute path$"):
+        cache_root()
