@@ -24,7 +24,7 @@ from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_bu
 from edgekd.config.loading import validate_model
 from edgekd.config.paths import user_path, user_text
 from edgekd.config.recipe import Recipe, load_recipe
-from edgekd.data.config import HFDiskData, TextFileData
+from edgekd.data.config import HFDiskData, NpzData, TextFileData
 from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
 from edgekd.errors import ConfigError, ModelError
@@ -170,9 +170,13 @@ def _checked_device(device: DeviceLike, *, latency: bool = True,
 
 
 def _check_inputs(recipe: Recipe) -> None:
-    """Read local text data (files, saved datasets) as the teacher stage will, list image data's files and classes,
-    and check that named directories and weights exist."""
+    """Read local text data (files, saved datasets) and ``.npz`` sets as the teacher stage will, list image data's
+    files and classes, and check that named directories and weights exist."""
     data = recipe.data
+    if isinstance(data, NpzData):
+        from edgekd.data.task_data import prepare_task_data
+
+        prepare_task_data(data, recipe.seed)  # the run's own read: its shape, label and class checks
     if isinstance(data, HFDiskData):
         from edgekd.data.places import check_place
 

@@ -38,6 +38,7 @@ from edgekd.models.specs import CNNSpec
 from edgekd.quantize.calibration import npz_calibration_feeds
 from edgekd.report.dataset_distill import dataset_distill_section
 from edgekd.report.record import check_report
+from tests.reliability import assert_user_error, cli
 
 runner = CliRunner()
 DIGITS = SklearnData(source="sklearn", name="digits", val_fraction=0.15, test_fraction=0.25)
@@ -170,6 +171,8 @@ def test_npz_without_eval_data_is_split(digits, tmp_path: Path) -> None:
     ({"inputs": np.where(np.arange(96).reshape(3, 2, 4, 4) == 50, np.nan, 0).astype(np.float32),
       "labels": np.zeros(3, np.int64)}, r"'inputs' of 1 example\(s\) hold NaN or infinity \(the first: example 1\)"),
     ({"inputs": np.full((2, 1, 2, 2), "x"), "labels": np.zeros(2, np.int64)}, "'inputs' holds <U1 values"),
+    ({"inputs": np.zeros((2, 8, 8, 3), np.uint8), "labels": np.zeros(2, np.int64)},
+     r"'inputs' of shape \(2, 8, 8, 3\) look channels-last \(N, H, W, C\)"),
 ])
 def test_bad_npz_files_name_file_and_problem(tmp_path: Path, arrays: dict, expected: str) -> None:
     path = tmp_path / "bad.npz"
@@ -177,6 +180,41 @@ def test_bad_npz_files_name_file_and_problem(tmp_path: Path, arrays: dict, expec
     with pytest.raises(DataError, match=expected) as raised:
         load_npz(path)
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def _npz_recipe(tmp_path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """A recipe of two MLPs trained on ``arrays`` saved as ``set.npz``."""
+    np.savez(tmp_path / "set.npz", **arrays)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "npz", "seed": 0, "data": {"source": "npz", "path": str(tmp_path / "set.npz")},
+        "teacher": {"model": {"arch": "mlp", "hidden": [8]}}, "student": {"model": {"arch": "mlp", "hidden": [4]}},
+        "stages": [{"stage": "teacher", "epochs": 1}, {"stage": "distill", "epochs": 1}]}))
+    return recipe
+
+
+@pytest.mark.parametrize(("arrays", "expected"), [
+    ({"inputs": np.zeros((40, 13), np.float32), "labels": np.arange(40) % 2},
+     "expected 'inputs' N × C × H × W and 'labels' of N entries, got shapes (40, 13) and (40,)"),
+    ({"inputs": np.zeros((40, 1, 8, 8), np.float32), "labels": np.array(["a", "b"] * 20)},
+     "'labels' must be class indices (integers ≥ 0), got <U1"),
+    ({"inputs": np.zeros((40, 8, 8, 1), np.uint8), "labels": np.arange(40) % 2},
+     "'inputs' of shape (40, 8, 8, 1) look channels-last (N, H, W, C): edgekd reads them as 8 channels of 8×1 "
+     "pixels and expects NCHW (N, C, H, W); save inputs.transpose(0, 3, 1, 2)"),
+], ids=["features", "string-labels", "channels-last"])
+def test_validate_refuses_the_npz_files_a_run_refuses(tmp_path: Path, arrays: dict, expected: str) -> None:
+    """validate said ok without opening the file (a feature matrix, string labels), and the run then refused it; an
+    image set saved channels-last was read as 8 channels of 8×1 pixels and refused for its pooling size."""
+    recipe = _npz_recipe(tmp_path, arrays)
+    assert_user_error(cli("validate", recipe), f"{tmp_path / 'set.npz'}: {expected}")
+    assert_user_error(cli("run", recipe, "--out", tmp_path / "run"), f"{tmp_path / 'set.npz'}: {expected}",
+                      logged=True)
+
+
+def test_validate_reads_a_good_npz_set(tmp_path: Path) -> None:
+    recipe = _npz_recipe(tmp_path, {"inputs": np.zeros((40, 1, 8, 8), np.float32), "labels": np.arange(40) % 2})
+    outcome = cli("validate", recipe)
+    assert outcome.exit_code == 0 and outcome.output.startswith("ok: recipe 'npz'"), outcome.output
 
 
 def test_truncated_npz_files_and_bad_metadata_are_one_line(tmp_path: Path) -> None:

@@ -75,6 +75,10 @@ def load_npz(path: Path, task: TaskKind | None = "single_label") -> NpzSet:
         raise DataError(f"{path}: expected 'inputs' N × C × H × W and 'labels' of N entries"
                         f"{' (rows of 0/1 per class)' if task == 'multi_label' else ''}, got shapes "
                         f"{inputs.shape} and {labels.shape}")
+    if _channels_last(inputs.shape):
+        raise DataError(f"{path}: 'inputs' of shape {inputs.shape} look channels-last (N, H, W, C): edgekd reads "
+                        f"them as {inputs.shape[1]} channels of {inputs.shape[2]}×{inputs.shape[3]} pixels and "
+                        "expects NCHW (N, C, H, W); save inputs.transpose(0, 3, 1, 2)")
     given = tuple(str(n) for n in arrays["class_names"]) if "class_names" in arrays else None
     labels, names = _labels(path, labels, task, given)
     try:
@@ -83,6 +87,12 @@ def load_npz(path: Path, task: TaskKind | None = "single_label") -> NpzSet:
         raise DataError(f"{path}: 'metadata' is not JSON text (edgekd writes it as a JSON string)") from None
     return NpzSet(_float_inputs(path, inputs), labels, names, _soft_labels(path, arrays, len(labels), len(names)),
                   metadata)
+
+
+def _channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether N × C × H × W ``shape`` looks like images stored N × H × W × C: its last axis has 1, 3 or 4 entries
+    (grey, RGB, RGBA), fewer than either other image axis, and its axis 1 is no such channel count."""
+    return shape[3] in (1, 3, 4) and shape[3] < min(shape[1], shape[2]) and shape[1] not in (1, 3, 4)
 
 
 def _float_inputs(path: Path, inputs: np.ndarray) -> np.ndarray:
