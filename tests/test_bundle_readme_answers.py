@@ -51,16 +51,24 @@ def _readme_answers(bundle: Path, sentences: list[str]) -> list[str]:
     assert code.count(EXAMPLE) == 1
     code = code.replace(EXAMPLE, "sentence = SENTENCE")
     printed: list[str] = []
+    for sentence in sentences:
+        printed += _run_readme_python(bundle, code, {"SENTENCE": sentence})[0]
+    assert len(printed) == len(sentences)
+    return printed
+
+
+def _run_readme_python(bundle: Path, code: str, names: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """What ``code`` (the README's Python example) prints, run in the bundle directory given ``names``, and the
+    names it leaves."""
+    printed: list[str] = []
+    scope = {**names, "print": lambda *args: printed.append(" ".join(map(str, args)))}
     here = Path.cwd()
     os.chdir(bundle)
     try:
-        for sentence in sentences:
-            exec(compile(code, "README.md", "exec"),  # noqa: S102 - the README's own example, as a user runs it
-                 {"SENTENCE": sentence, "print": lambda *args: printed.append(" ".join(map(str, args)))})
+        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example, as a user runs it
     finally:
         os.chdir(here)
-    assert len(printed) == len(sentences)
-    return printed
+    return printed, scope
 
 
 def _column(path: str, index: int) -> list[str]:
@@ -125,16 +133,85 @@ def _text_manifest(task: str, inputs: tuple[str, ...]) -> dict[str, Any]:
     ("regression", "FloatArray", "return (result[0].value as Array<FloatArray>)[0]"),
     ("token_classification", "List<String>", "(result[0].value as Array<Array<FloatArray>>)[0]"),
 ])
-def test_the_kotlin_example_of_a_text_model_feeds_every_input_as_int64(task: str, returns: str, reads: str) -> None:
-    readme = render_readme(_text_manifest(task, ("input_ids", "attention_mask", "token_type_ids")))
-    kotlin = readme.split("```kotlin\n", 1)[1].split("```", 1)[0]
-    assert "import java.nio.LongBuffer" in kotlin and "FloatBuffer" not in kotlin
-    assert f"fun classify(ids: LongArray, length: Int): {returns} {{" in kotlin and reads in kotlin
-    assert '"input_ids" to ids,' in kotlin
-    assert '"attention_mask" to LongArray(ids.size) { i -> if (i < length) 1L else 0L },' in kotlin
-    assert '"token_type_ids" to LongArray(ids.size))' in kotlin
+@pytest.mark.parametrize(("dtype", "array", "buffer", "one"), [("int64", "LongArray", "LongBuffer", "1L"),
+                                                               ("int32", "IntArray", "IntBuffer", "1")])
+def test_the_kotlin_example_of_a_text_model_feeds_every_input_at_its_dtype(
+        task: str, returns: str, reads: str, dtype: str, array: str, buffer: str, one: str) -> None:
+    """An int32 graph was fed LongBuffer (int64) tensors, which onnxruntime refuses."""
+    manifest = _text_manifest(task, ("input_ids", "attention_mask", "token_type_ids"))
+    for tensor in manifest["inputs"]:
+        tensor["dtype"] = dtype
+    kotlin = render_readme(manifest).split("```kotlin\n", 1)[1].split("```", 1)[0]
+    assert f"import java.nio.{buffer}\n\n" in kotlin and kotlin.count("Buffer") == 2  # imported, wrapped: only it
+    assert f"fun classify(ids: {array}, length: Int): {returns} {{" in kotlin and reads in kotlin
+    assert '"input_ids" to tensor(ids),' in kotlin
+    assert f'"attention_mask" to tensor({array}(ids.size) {{ i -> if (i < length) {one} else 0{one[1:]} }}),' in kotlin
+    assert f'"token_type_ids" to tensor({array}(ids.size)))' in kotlin
+    assert f"fun tensor(values: {array}): OnnxTensor =" in kotlin and f"{buffer}.wrap(values)" in kotlin
     assert "padded with 0 or cut to 48" in kotlin and "leading and trailing whitespace removed" in kotlin
-    assert kotlin.count("{") == kotlin.count("}")
+    assert "from the bundled tokenizer (tokenizer/)" in kotlin
+    assert kotlin.count("{") == kotlin.count("}") and kotlin.count("(") == kotlin.count(")")
+
+
+def _text_graph(path: Path, dtype: str) -> Path:
+    """A text classifier of three ``dtype`` inputs (token ids, attention mask, token type ids): the masked mean of
+    the tokens' and segments' embeddings, times a matrix, gives 2 logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    element = {"int64": TensorProto.INT64, "int32": TensorProto.INT32}[dtype]
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    weights = {"words": (40, 4), "segments": (2, 4), "head": (4, 2)}  # 40 rows: the profile feeds ids below 32
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["words", "input_ids"], ["tokens"]),
+         helper.make_node("Gather", ["segments", "token_type_ids"], ["types"]),
+         helper.make_node("Add", ["tokens", "types"], ["embedded"]),
+         helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+         helper.make_node("Unsqueeze", ["mask", "last"], ["column"]),
+         helper.make_node("Mul", ["embedded", "column"], ["masked"]),
+         helper.make_node("ReduceMean", ["masked"], ["pooled"], axes=[1], keepdims=0),
+         helper.make_node("MatMul", ["pooled", "head"], ["logits"])],
+        "text", [helper.make_tensor_value_info(name, element, ["batch", "sequence"]) for name in names],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [*(numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+           for name, shape in weights.items()), numpy_helper.from_array(np.array([-1], np.int64), "last")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32"])
+@pytest.mark.parametrize("preprocessing", [None, "kind: text\nmax_length: 16\npad_id: 0\n"], ids=["bare", "text"])
+def test_the_python_example_of_a_user_s_text_graph_feeds_every_input_and_answers_as_onnxruntime(
+        dtype: str, preprocessing: str | None, tmp_path: Path) -> None:
+    """A user's text ONNX of several inputs: the README's Python fed only the first ('Required inputs
+    (['attention_mask']) are missing'), and the README pointed to a tokenizer/ folder the bundle does not have."""
+    import onnxruntime as ort
+
+    from tests.reliability import cli
+
+    model = _text_graph(tmp_path / "text.onnx", dtype)
+    options = ["--labels", tmp_path / "labels.txt"]
+    (tmp_path / "labels.txt").write_text("neg\npos\n")
+    if preprocessing:
+        (tmp_path / "pre.yaml").write_text(preprocessing)
+        options += ["--preprocessing", tmp_path / "pre.yaml"]
+    outcome = cli("bundle", model, "-d", "host-cpu", "-o", tmp_path / "app", "--runs", "10", "--warmup", "0",
+                  *options)
+    assert outcome.exit_code == 0, outcome.output
+    bundle = tmp_path / "app" / "bundle"
+    readme = (bundle / "README.md").read_text()
+    assert "tokenizer/" not in readme and not (bundle / "tokenizer").exists()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "PLACEHOLDER: your text's token ids" in code
+    (printed,), scope = _run_readme_python(bundle, code, {})
+    feeds = scope["feeds"]
+    assert {name: (array.dtype.name, array.shape) for name, array in feeds.items()} == {
+        name: (dtype, (1, 16 if preprocessing else 128)) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    assert (feeds["attention_mask"] == 1).all() and (feeds["token_type_ids"] == 0).all()
+    logits = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0][0]
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert printed == f"{['neg', 'pos'][int(probabilities.argmax())]} {probabilities.max():.4f}"
 
 
 def test_a_text_bundle_says_to_strip_whitespace_as_training_did(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekd.export.code_literals import kotlin_string, python_string
+from edgekd.export.code_literals import kotlin_string
 from edgekd.export.readme_answer import answer_kind, kotlin_answer, python_answer
+from edgekd.export.readme_feeds import input_shapes, is_token_model, kotlin_classify, python_feeds
 from edgekd.export.readme_image import SCRIPT, image_python
 
 _FILE_PURPOSES = {
@@ -23,8 +24,6 @@ _FILE_PURPOSES = {
 def render_readme(manifest: dict[str, Any]) -> str:
     """README.md text for the bundle described by ``manifest`` (its ``files`` entry is not needed)."""
     model, latency = manifest["model"], manifest["latency"]
-    first = manifest["inputs"][0]
-    shape = _concrete(first["shape"])
     lines = [
         f"# {manifest['name']}: on-device model bundle",
         "",
@@ -58,7 +57,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"dependencies and copy `{model['file']}` to `app/src/main/assets/`. The Java API has the same classes.",
         "",
         "```kotlin",
-        *_kotlin(manifest, first["name"], shape),
+        *_kotlin(manifest),
         "```",
         "",
         "On iOS the same model runs with the `onnxruntime-objc` pod (`ORTSession` on the same file and inputs).",
@@ -67,7 +66,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "",
         *_python_intro(manifest.get("preprocessing") or {}),
         "```python",
-        *_python(manifest, first, shape),
+        *_python(manifest),
         "```",
         "",
     ]
@@ -134,7 +133,7 @@ _KOTLIN_HEAD = """\
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
 import ai.onnxruntime.OrtSession
-import java.nio.{buffer}
+{imports}
 
 val LABELS = arrayOf({labels})
 val env: OrtEnvironment = OrtEnvironment.getEnvironment()
@@ -154,30 +153,6 @@ fun classify({argument}): {returns} {{
     }}
 }}"""
 
-_KOTLIN_TEXT = """\
-// ids: the token ids of one text, leading and trailing whitespace removed (as in training), from the bundled
-// tokenizer ({directory}/), padded with {pad_id} or cut to {max_length};
-// length: how many of them are the text's own tokens (the rest is padding)
-fun classify(ids: LongArray, length: Int): {returns} {{
-    val shape = longArrayOf(1, ids.size.toLong())
-    val columns = mapOf(
-{columns})
-    val feeds = columns.mapValues {{ (_, values) -> OnnxTensor.createTensor(env, LongBuffer.wrap(values), shape) }}
-    try {{
-        session.run(feeds, setOf({output})).use {{ result ->
-{answer}
-        }}
-    }} finally {{
-        feeds.values.forEach {{ it.close() }}
-    }}
-}}"""
-
-#: What a text model's input gets in the Kotlin example, by input name; any other name gets the ids.
-_KOTLIN_TEXT_COLUMNS = {
-    "attention_mask": "LongArray(ids.size) { i -> if (i < length) 1L else 0L }",
-    "token_type_ids": "LongArray(ids.size)",
-}
-
 _PYTHON_HEAD = """\
 import json
 
@@ -194,33 +169,25 @@ tokenizer = AutoTokenizer.from_pretrained("{directory}")
 sentence = "an example sentence"
 sentence = sentence.strip()  # as in training: leading and trailing whitespace removed
 encoded = tokenizer([sentence], padding="max_length", truncation=True, max_length={max_length},
-                    return_tensors="np"{extra})
-zeros = np.zeros_like(encoded["input_ids"])  # token_type_ids the tokenizer does not give: one segment, as trained
-feeds = {{i.name: encoded.get(i.name, zeros).astype(np.int64) for i in session.get_inputs()}}
-logits = session.run([{output}], feeds)[0]"""
-
-_PYTHON_OTHER = """\
-x = np.zeros(({shape}), dtype=np.{dtype})  # your input here, preprocessed as in training
-logits = session.run([{output}], {{{input_name}: x}})[0]"""
+                    return_tensors="np"{extra})"""
 
 
-def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list[str]:
-    pre = manifest.get("preprocessing") or {}
+def _kotlin(manifest: dict[str, Any]) -> list[str]:
     returns, answer = kotlin_answer(manifest)
     answer_text = "\n".join(" " * 12 + line for line in answer)
-    text = pre.get("kind") == "text"
-    head = _KOTLIN_HEAD.format(buffer="LongBuffer" if text else "FloatBuffer",
+    if is_token_model(manifest):
+        buffers, body = kotlin_classify(manifest, returns, answer_text)
+    else:
+        buffers, body = ["FloatBuffer"], _kotlin_features(manifest, returns, answer_text)
+    head = _KOTLIN_HEAD.format(imports="\n".join(f"import java.nio.{buffer}" for buffer in buffers),
                                labels=", ".join(kotlin_string(label) for label in manifest["labels"]),
                                model_file=manifest["model"]["file"])
-    if text:
-        columns = ",\n".join(f'        {kotlin_string(tensor["name"])} to '
-                              + _KOTLIN_TEXT_COLUMNS.get(tensor["name"], "ids")
-                              for tensor in manifest["inputs"])
-        body = _KOTLIN_TEXT.format(directory=(manifest.get("tokenizer") or {}).get("directory", "tokenizer"),
-                                   pad_id=pre.get("pad_id", 0), max_length=pre.get("max_length"),
-                                   returns=returns, columns=columns, answer=answer_text,
-                                   output=kotlin_string(manifest["postprocessing"]["output"]))
-        return [*head.splitlines(), "", *body.splitlines()]
+    return [*head.splitlines(), "", *body]
+
+
+def _kotlin_features(manifest: dict[str, Any], returns: str, answer: str) -> list[str]:
+    """``classify`` of a model of one float input: an image's bytes (its preprocessing in Kotlin) or features."""
+    pre = manifest.get("preprocessing") or {}
     if pre.get("kind") == "image":
         convert = "\n    ".join((
             f"val mean = floatArrayOf({_floats(pre['mean'])})",
@@ -236,10 +203,12 @@ def _kotlin(manifest: dict[str, Any], input_name: str, shape: list[int]) -> list
     else:
         convert = "val input = features"
         argument, doc = "features: FloatArray", "features: the model's input, preprocessed as in training"
+    first = manifest["inputs"][0]["name"]
     body = _KOTLIN_FLOAT.format(argument=argument, argument_doc=doc, returns=returns, convert=convert,
-                                shape=", ".join(map(str, shape)), input_name=kotlin_string(input_name),
-                                answer=answer_text, output=kotlin_string(manifest["postprocessing"]["output"]))
-    return [*head.splitlines(), "", *body.splitlines()]
+                                shape=", ".join(map(str, input_shapes(manifest)[first])),
+                                input_name=kotlin_string(first),
+                                answer=answer, output=kotlin_string(manifest["postprocessing"]["output"]))
+    return body.splitlines()
 
 
 def _kotlin_steps(pre: dict[str, Any]) -> list[str]:
@@ -264,21 +233,19 @@ def _python_intro(pre: dict[str, Any]) -> list[str]:
             f"per image.{default}", ""]
 
 
-def _python(manifest: dict[str, Any], first: dict[str, Any], shape: list[int]) -> list[str]:
+def _python(manifest: dict[str, Any]) -> list[str]:
     pre = manifest.get("preprocessing") or {}
-    dims = ", ".join(map(str, shape))
-    if pre.get("kind") == "text" and manifest.get("tokenizer"):
+    if pre.get("kind") == "image":
+        return image_python(manifest, python_answer(manifest))
+    body: list[str] = []
+    tokenized = pre.get("kind") == "text" and bool(manifest.get("tokenizer"))
+    if tokenized:
         extra = (", return_offsets_mapping=True,\n                    return_special_tokens_mask=True"
                  if answer_kind(manifest) == "tags" else "")
         body = _PYTHON_TEXT.format(directory=manifest["tokenizer"]["directory"], max_length=pre["max_length"],
-                                   extra=extra, output=python_string(manifest["postprocessing"]["output"]))
-    elif pre.get("kind") == "image":
-        return image_python(manifest, python_answer(manifest))
-    else:
-        body = _PYTHON_OTHER.format(shape=dims, dtype=first["dtype"], input_name=python_string(first["name"]),
-                                    output=python_string(manifest["postprocessing"]["output"]))
-    return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body.splitlines(),
-            *python_answer(manifest)]
+                                   extra=extra).splitlines()
+    return [*_PYTHON_HEAD.format(model_file=manifest["model"]["file"]).splitlines(), *body,
+            *python_feeds(manifest, tokenized=tokenized), *python_answer(manifest)]
 
 
 def _test_figures(manifest: dict[str, Any]) -> str:
@@ -292,11 +259,6 @@ def _test_figures(manifest: dict[str, Any]) -> str:
 def _floats(values: list[float]) -> str:
     """Kotlin float literals, one per value (each channel keeps its own mean and std)."""
     return ", ".join(f"{float(v)!r}f" for v in values)
-
-
-def _concrete(shape: list[Any]) -> list[int]:
-    """A shape with every dynamic axis (batch, ...) set to 1."""
-    return [dim if isinstance(dim, int) and dim > 0 else 1 for dim in shape]
 
 
 def _shape(shape: list[Any]) -> str:
