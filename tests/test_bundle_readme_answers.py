@@ -186,32 +186,57 @@ def test_the_python_example_of_a_user_s_text_graph_feeds_every_input_and_answers
         dtype: str, preprocessing: str | None, tmp_path: Path) -> None:
     """A user's text ONNX of several inputs: the README's Python fed only the first ('Required inputs
     (['attention_mask']) are missing'), and the README pointed to a tokenizer/ folder the bundle does not have."""
+    model = _text_graph(tmp_path / "text.onnx", dtype)
+    options = []
+    if preprocessing:
+        (tmp_path / "pre.yaml").write_text(preprocessing)
+        options = ["--preprocessing", tmp_path / "pre.yaml"]
+    readme, feeds = _bundle_runs_its_readme(model, tmp_path, *options)
+    assert "tokenizer/" not in readme and not (tmp_path / "app" / "bundle" / "tokenizer").exists()
+    assert "PLACEHOLDER: your text's token ids" in readme
+    assert {name: (array.dtype.name, array.shape) for name, array in feeds.items()} == {
+        name: (dtype, (1, 16 if preprocessing else 128)) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    assert (feeds["attention_mask"] == 1).all() and (feeds["token_type_ids"] == 0).all()
+
+
+def test_the_examples_of_a_graph_of_several_float_inputs_feed_each(tmp_path: Path) -> None:
+    """Python and Kotlin fed only the first of two float inputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["x", "y"], ["both"], axis=1), helper.make_node("MatMul", ["both", "w"], ["out"])],
+        "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6]),
+                helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(rng.normal(size=(10, 2)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "two.onnx"))
+    readme, feeds = _bundle_runs_its_readme(tmp_path / "two.onnx", tmp_path)
+    assert {name: array.shape for name, array in feeds.items()} == {"x": (1, 6), "y": (1, 4)}
+    kotlin = readme.split("```kotlin\n", 1)[1].split("```", 1)[0]
+    assert "fun classify(features: Map<String, FloatArray>): String {" in kotlin
+    assert '"x" to longArrayOf(1, 6),\n        "y" to longArrayOf(1, 4))' in kotlin
+
+
+def _bundle_runs_its_readme(model: Path, tmp_path: Path, *options: str | Path) -> tuple[str, dict[str, np.ndarray]]:
+    """Bundle ``model`` (classes neg and pos) and run its README's Python: the README and the feeds it built, on
+    which onnxruntime answers what it printed."""
     import onnxruntime as ort
 
     from tests.reliability import cli
 
-    model = _text_graph(tmp_path / "text.onnx", dtype)
-    options = ["--labels", tmp_path / "labels.txt"]
     (tmp_path / "labels.txt").write_text("neg\npos\n")
-    if preprocessing:
-        (tmp_path / "pre.yaml").write_text(preprocessing)
-        options += ["--preprocessing", tmp_path / "pre.yaml"]
     outcome = cli("bundle", model, "-d", "host-cpu", "-o", tmp_path / "app", "--runs", "10", "--warmup", "0",
-                  *options)
+                  "--labels", tmp_path / "labels.txt", *options)
     assert outcome.exit_code == 0, outcome.output
-    bundle = tmp_path / "app" / "bundle"
-    readme = (bundle / "README.md").read_text()
-    assert "tokenizer/" not in readme and not (bundle / "tokenizer").exists()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    assert "PLACEHOLDER: your text's token ids" in code
-    (printed,), scope = _run_readme_python(bundle, code, {})
-    feeds = scope["feeds"]
-    assert {name: (array.dtype.name, array.shape) for name, array in feeds.items()} == {
-        name: (dtype, (1, 16 if preprocessing else 128)) for name in ("input_ids", "attention_mask", "token_type_ids")}
-    assert (feeds["attention_mask"] == 1).all() and (feeds["token_type_ids"] == 0).all()
-    logits = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0][0]
+    readme = (tmp_path / "app" / "bundle" / "README.md").read_text()
+    (printed,), scope = _run_readme_python(tmp_path / "app" / "bundle",
+                                           readme.split("```python\n", 1)[1].split("```", 1)[0], {})
+    logits = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, scope["feeds"])[0][0]
     probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert printed == f"{['neg', 'pos'][int(probabilities.argmax())]} {probabilities.max():.4f}"
+    return readme, scope["feeds"]
 
 
 def test_a_text_bundle_says_to_strip_whitespace_as_training_did(tmp_path: Path) -> None:

@@ -112,11 +112,7 @@ def kotlin_classify(manifest: dict[str, Any], returns: str, answer: str) -> tupl
     lines = [f"// ids: the token ids of one text{strip},", f"// {source}, {length};",
              "// length: how many of them are the text's own tokens (the rest is padding)",
              f"fun classify(ids: {_KOTLIN_TYPES[ids][0]}, length: Int): {returns} {{",
-             "    val feeds = mapOf(", ",\n".join(columns) + ")",
-             "    try {",
-             f"        session.run(feeds, setOf({kotlin_string(manifest['postprocessing']['output'])})).use "
-             "{ result ->",
-             answer, "        }", "    } finally {", "        feeds.values.forEach { it.close() }", "    }", "}"]
+             "    val feeds = mapOf(", ",\n".join(columns) + ")", *_kotlin_run(manifest, answer)]
     for dtype in sorted(used):
         array, buffer = _KOTLIN_TYPES[dtype][:2]
         make = (f"OnnxTensor.createTensor(env, {buffer}.wrap(values), longArrayOf(1, values.size.toLong()))" if buffer
@@ -124,6 +120,27 @@ def kotlin_classify(manifest: dict[str, Any], returns: str, answer: str) -> tupl
         lines += ["", f"fun tensor(values: {array}): OnnxTensor =  // one row: a [1, size] tensor", f"    {make}"]
     buffers = sorted(filter(None, (_KOTLIN_TYPES[dtype][1] for dtype in used)))
     return buffers, "\n".join(lines).splitlines()
+
+
+def kotlin_features(manifest: dict[str, Any], returns: str, answer: str) -> list[str]:
+    """Kotlin's ``classify(features)`` of a model of several float32 inputs: each input's values by name, fed as a
+    tensor of the shape the model takes; ``answer`` reads ``result``."""
+    shapes = input_shapes(manifest)
+    rows = ",\n".join(f"        {kotlin_string(name)} to longArrayOf({', '.join(map(str, shape))})"
+                      for name, shape in shapes.items())
+    return [f"// features: each input's values by name ({', '.join(shapes)}), preprocessed as in training",
+            f"fun classify(features: Map<String, FloatArray>): {returns} {{",
+            "    val shapes = mapOf(", rows + ")",
+            "    val feeds = shapes.mapValues { (name, shape) ->",
+            "        OnnxTensor.createTensor(env, FloatBuffer.wrap(features.getValue(name)), shape) }",
+            *_kotlin_run(manifest, answer)]
+
+
+def _kotlin_run(manifest: dict[str, Any], answer: str) -> list[str]:
+    """The end of a Kotlin ``classify``: run the session on ``feeds``, read the answer, close the tensors."""
+    output = kotlin_string(manifest["postprocessing"]["output"])
+    return ["    try {", f"        session.run(feeds, setOf({output})).use {{ result ->", answer, "        }",
+            "    } finally {", "        feeds.values.forEach { it.close() }", "    }", "}"]
 
 
 def _kotlin_column(role: Role, dtype: str, ids: str) -> str | None:
