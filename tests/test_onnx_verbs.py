@@ -525,6 +525,27 @@ def _two_score_outputs(digits: OnnxCase, path: Path) -> Path:
     return path
 
 
+def test_quantize_takes_a_graph_whose_weights_are_in_external_data(digits: OnnxCase, tmp_path: Path) -> None:
+    """onnxruntime's pre-processing wrote its scratch copy elsewhere and could not find the weights: exit 2 naming a
+    temporary path, where profile, bench and bundle took the same file."""
+    import onnx
+
+    (tmp_path / "ext").mkdir()
+    onnx.save(onnx.load(str(digits.path)), str(tmp_path / "ext" / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    assert (tmp_path / "ext" / "model.onnx.data").stat().st_size > 1000
+    calibration = digits.save_npz(tmp_path / "calib.npz", labelled=False, stop=64)
+    evaluation = digits.save_npz(tmp_path / "eval.npz", labelled=True, start=64, stop=200)
+    outcome = cli("quantize", tmp_path / "ext" / "model.onnx", "-d", "host-cpu", "-o", tmp_path / "q", "--calibration",
+                  calibration, "--eval", evaluation, "--runs", "10", "--rounds", "1", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    record = json.loads(outcome.output)
+    predicted = _predict(digits.path, {"input": digits.inputs["input"][64:200]}).argmax(1)
+    assert record["variants"]["fp32"]["accuracy"] == pytest.approx(float(np.mean(predicted == digits.labels[64:200])))
+    kept = tmp_path / "q" / record["model"]
+    assert kept.is_file() and not list((tmp_path / "q").glob("*.data"))  # the kept model stands alone
+
+
 def test_quantize_evaluates_a_static_batch_graph_on_any_number_of_examples(digits: OnnxCase, tmp_path: Path) -> None:
     """A graph exported for batches of 4 takes 4 rows at a time: the last 3 of 103 examples are run filled up to 4
     and scored alone (it used to be refused: "give a multiple of it")."""

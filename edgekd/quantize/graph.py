@@ -24,7 +24,7 @@ from onnx import numpy_helper
 from edgekd.atomic import atomic_path
 from edgekd.errors import ModelError
 from edgekd.export.parity import one_line
-from edgekd.model_file import convert_opset, default_opset
+from edgekd.model_file import convert_opset, copy_model, default_opset, external_data_locations
 from edgekd.quantize.evaluate import cpu_session
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,12 @@ def is_transformer(model: onnx.ModelProto) -> bool:
 
 
 def prepare_graphs(source: Path, out_dir: Path, stem: str) -> PreparedGraphs:
-    """Write ``<stem>.preprocessed.onnx`` (and ``<stem>.fused.onnx`` for a transformer) to ``out_dir``."""
+    """Write ``<stem>.preprocessed.onnx`` (and ``<stem>.fused.onnx`` for a transformer) to ``out_dir``. A graph
+    keeping its weights in external data files is first copied with them embedded (onnxruntime's pre-processing
+    writes its scratch copy elsewhere and cannot find them there)."""
     model = onnx.load(str(source), load_external_data=False)
+    if external_data_locations(model):
+        source = copy_model(source, out_dir / f"{stem}.embedded.onnx")
     transformer = is_transformer(model)
     source = quantizable_opset(source, model, out_dir / f"{stem}.opset{QUANTIZE_MIN_OPSET}.onnx")
     preprocessed = preprocess(source, out_dir / f"{stem}.preprocessed.onnx")
