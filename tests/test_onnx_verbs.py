@@ -703,8 +703,9 @@ GOOD_IMAGE = ("kind: image\nlayout: NCHW\nchannels: 1\nheight: 8\nwidth: 8\ncolo
      ("pre.yaml: channels 3, height 224, width 224 (NCHW), but", "digits.onnx's input 'input' is ['batch', 1, 8, 8]: "
       "expected channels 1, height 8, width 8")),
     (GOOD_IMAGE.replace("NCHW", "NHWC"), ("pre.yaml: height 8, channels 1 (NHWC)", "expected height 1, channels 8")),
+    (GOOD_IMAGE.replace("NCHW", "banana"), ("pre.yaml", "layout", "'NCHW' or 'NHWC'")),
 ], ids=["not-mapping", "image-keys", "text-keys", "text-length", "range-scalar", "mean-scalar", "std-per-channel",
-        "std-zero", "malformed", "image-size-not-the-graphs", "layout-not-the-graphs"])
+        "std-zero", "malformed", "image-size-not-the-graphs", "layout-not-the-graphs", "layout-unknown"])
 def test_bundle_refuses_a_bad_preprocessing_file(text: str, fragments: tuple[str, ...], digits: OnnxCase,
                                                  tmp_path: Path) -> None:
     pre = tmp_path / "pre.yaml"

@@ -185,7 +185,7 @@ class ImagePreprocessing(BaseModel):
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
-    layout: str
+    layout: Literal["NCHW", "NHWC"]
     channels: PositiveInt
     height: PositiveInt
     width: PositiveInt
@@ -234,8 +234,8 @@ def _check_against_graph(pre: BaseModel, path: Path, model: Path) -> None:
     if isinstance(pre, ImagePreprocessing):
         inputs, _ = tensor_specs(model)
         image = next((spec for spec in inputs if len(spec["shape"]) == 4), None)
-        axes = {"NCHW": ("channels", "height", "width"), "NHWC": ("height", "width", "channels")}.get(pre.layout)
-        if image is None or axes is None:
+        axes = {"NCHW": ("channels", "height", "width"), "NHWC": ("height", "width", "channels")}[pre.layout]
+        if image is None:
             return
         wrong = [(key, getattr(pre, key), size) for key, size in zip(axes, image["shape"][1:], strict=True)
                  if isinstance(size, int) and size > 0 and getattr(pre, key) != size]
