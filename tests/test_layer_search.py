@@ -159,6 +159,21 @@ def test_a_search_cannot_prune_a_teacher_family_pruning_does_not_know(pretrained
         edgekd.validate(recipe, latency=False)
 
 
+def test_a_search_cannot_factorize_a_teacher_family_factorization_does_not_know(tmp_path: Path) -> None:
+    """A ViT student's factorized candidates passed validate, were timed into the latency table, and the search
+    stopped after training the first of them."""
+    hf_families.save("vit", tmp_path / "vit", num_labels=10)
+    recipe = {"name": "vit", "data": {"source": "sklearn", "name": "digits"},
+              "teacher": {"model": {"arch": "hf", "pretrained": str(tmp_path / "vit")}},
+              "student": {"model": {"arch": "drop_layers", "keep": 1}},
+              "stages": [{"stage": "teacher", "epochs": 1}, {"stage": "search", "factorize": [None, 0.5]}]}
+    with pytest.raises(ConfigError, match=r": stages\[1\]\.factorize: a 'hf' \(vit\) student cannot be factorized "
+                                          r"\(.*\); leave factorize at \[null\]$"):
+        edgekd.validate(recipe, latency=False)
+    recipe["stages"][1]["factorize"] = [None]
+    edgekd.validate(recipe, latency=False)
+
+
 def test_compress_varies_the_layers_a_pretrained_teacher_keeps(pretrained: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))

@@ -105,8 +105,8 @@ def check_space(stage: SearchStage, recipe: Any, where: str) -> None:
     """Raise a one-line :class:`ConfigError` (prefixed by ``where``) for a search ``recipe``'s student cannot take.
 
     Checked: the student's arch can be varied, every ``space`` key is a field of its spec and every
-    value fits that field, pruning is asked only of prunable models (a ``drop_layers`` student's teacher's
-    family), and the grid has at least one valid candidate and no more than ``max_candidates`` (a
+    value fits that field, pruning and factorizing are asked only of models that take them (a ``drop_layers``
+    student's teacher's family), and the grid has at least one valid candidate and no more than ``max_candidates`` (a
     ``drop_layers`` grid against the teacher's depth, when validate can read it).
     """
     student = recipe.student.model
@@ -123,6 +123,11 @@ def check_space(stage: SearchStage, recipe: Any, where: str) -> None:
         what = f"'{arch}'" if traits is student else f"'{arch}' of a teacher {traits.label}"
         raise ConfigError(f"{where}.prune: structured pruning supports {', '.join(prunable)} students and the "
                           f"transformer families it knows, not {what}")
+    if any(share is not None for share in stage.factorize) and not traits.factorizable:
+        family = getattr(traits, "family", None)  # arch: hf: its family says why
+        why = f" ({family.why_not})" if family is not None and family.why_not else ""
+        raise ConfigError(f"{where}.factorize: a {traits.label} student cannot be factorized{why}; leave factorize "
+                          "at [null]")
     depth = declared_depth(recipe.teacher.model) if arch == LAYER_COPY else None
     fields = [name for name in type(student).model_fields if name not in FIXED_FIELDS]
     template = student.model_dump(mode="json")
