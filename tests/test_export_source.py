@@ -78,6 +78,26 @@ def test_an_image_model_directory_exports_at_its_config_size(tmp_path: Path) -> 
                                atol=1e-4)
 
 
+def test_a_run_model_directory_exports_at_the_image_shape_it_was_trained_on(tmp_path: Path) -> None:
+    """A ResNet's config has no image size: a run's model directory of one trained on 8×8 digits was exported with
+    a static 224×224 input it cannot have been trained on, and profiled at it."""
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.specs import HFSpec
+    from edgekd.models.task_model import build_task_model
+
+    hf_families.save("resnet", tmp_path / "resnet", num_labels=10)
+    model = build_task_model(HFSpec(arch="hf", pretrained=str(tmp_path / "resnet")),
+                             InputSignature(kind="image", image_shape=(1, 8, 8)), tuple("0123456789"))
+    model.save(tmp_path / "run-student")
+    result = api.export(tmp_path / "run-student", out=tmp_path / "out", target="onnx-fp32", runs=10, warmup=1)
+    assert result.profile.input_shapes == {"pixel_values": [1, 1, 8, 8]}
+    images = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        expected = model.module.eval()(pixel_values=images).logits.numpy()
+    np.testing.assert_allclose(_session(result.path).run(None, {"pixel_values": images.numpy()})[0], expected,
+                               atol=1e-4)
+
+
 def test_a_factory_exports_its_module_and_the_api_defaults_to_runs_export(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

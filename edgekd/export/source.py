@@ -8,7 +8,8 @@ and a profile on the device:
 - Hugging Face classifiers are loaded with their auto class (sequence or image classification by family)
   and exported from synthetic inputs: text as a padded batch of :data:`SAMPLE_ROWS` rows of different
   lengths (so the attention mask is not all ones: parity covers padding), the sequence axis dynamic;
-  images at the config's ``image_size`` (else the device profile's, else 224). The config and, when the
+  images at the shape an edgekd run trained a model directory on (its ``edgekd_model.json``), else the config's
+  ``image_size`` (else the device profile's, else 224). The config and, when the
   directory has one, the tokenizer are saved beside ``model.onnx``, as optimum does.
 - A factory's module is fed what it is given: ``input_shape`` (one float input per example, e.g.
   ``(1, 8, 8)``; seeded random values) or a ``sample`` ``.npz`` (arrays named as the inputs; ``input_ids``
@@ -22,6 +23,7 @@ converts and checks the ``.ort`` (:func:`convert_to_ort`). The deployed file is 
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.ort_format import OrtModel, convert_to_ort, numpy_feeds
 from edgekd.models.hf import dense_attention, usable_positions
 from edgekd.models.specs import IMPORT_PATH
+from edgekd.models.task_model import MANIFEST
 from edgekd.profile.runner import ProfileResult, profile_onnx
 
 #: Rows of the synthetic batch a Hugging Face model is exported and parity-checked on.
@@ -190,8 +193,8 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     if modality == "image":
         size = getattr(config, "image_size", None)
         side = size if isinstance(size, int) else device.inputs.image_size or DEFAULT_IMAGE_SIZE
-        channels = getattr(config, "num_channels", 3)
-        loaded.sample = {"pixel_values": torch.randn(SAMPLE_ROWS, channels, side, side, generator=generator)}
+        shape = _trained_image_shape(Path(source)) or (getattr(config, "num_channels", 3), side, side)
+        loaded.sample = {"pixel_values": torch.randn(SAMPLE_ROWS, *shape, generator=generator)}
         return loaded
     length = min(device.inputs.sequence_length, usable_positions(module) or sys.maxsize)
     if length < device.inputs.sequence_length:
@@ -210,6 +213,16 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     loaded.sample = _padded_text(config, length, generator)
     loaded.dynamic_axes = {name: {1: "sequence"} for name in (*loaded.sample, *(("logits",) if per_token else ()))}
     return loaded
+
+
+def _trained_image_shape(directory: Path) -> tuple[int, ...] | None:
+    """The ``[channels, height, width]`` an edgekd run trained the model directory's images at (its
+    ``edgekd_model.json``): a ResNet trained on 8×8 digits has no image size in its config, and 224 is not its."""
+    try:
+        shape = json.loads((directory / MANIFEST).read_text())["signature"]["image_shape"]
+    except (OSError, ValueError, KeyError, TypeError):  # not a run's model directory
+        return None
+    return tuple(shape) if isinstance(shape, list) and len(shape) == 3 else None
 
 
 def _pad_id(config: Any, tokenizer: Any | None) -> tuple[int, str]:
