@@ -10,22 +10,27 @@ The key is the stage's directory name and fingerprint (its config, the recipe fi
 extra inputs such as given weight files, the previous stage's fingerprint and edgekd's version), so
 a stored stage is reused exactly where the run directory's own cache would have been. A stored stage
 is trusted only when its record and files verify as a run directory's do
-(:func:`edgekd.rundir.cached_record`); ``--fresh`` neither reads nor trusts it. Copies, not links:
-nothing a user does to a run directory can change the store.
+(:func:`edgekd.rundir.cached_record`) and every file, weights included, still has the SHA-256 it was kept with
+(``<NN-stage>-<fingerprint>.sha256.json`` beside it: a run directory checks large files by size only, but a
+damaged stored teacher would be copied into every new run); ``--fresh`` neither reads nor trusts it. Copies, not
+links: nothing a user does to a run directory can change the store.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekd.atomic import write_json
 from edgekd.cache import cache_root, env_path
 from edgekd.errors import ConfigError
-from edgekd.rundir import cached_record
+from edgekd.rundir import cached_record, inventory
 
 if TYPE_CHECKING:
     from edgekd.stage_kind import StageKind
@@ -56,7 +61,7 @@ def fetch_stage(name: str, fingerprint: str, target: Path, kind: StageKind) -> d
     verifies."""
     source = stored_stage(name, fingerprint)
     record = cached_record(source, fingerprint, kind) if source is not None and source.is_dir() else None
-    if record is None:
+    if record is None or not _intact(source):
         return None
     if target.exists():
         shutil.rmtree(target)
@@ -75,8 +80,34 @@ def keep_stage(stage_dir: Path, fingerprint: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         shutil.copytree(stage_dir, staging, dirs_exist_ok=True)
+        digests = inventory(staging, hash_below=math.inf)
         os.replace(staging, target)
+        write_json(_digests_file(target), digests)
     except OSError as exc:
         log.warning("stage %s: not kept in the shared stage store (%s)", stage_dir.name, exc)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _digests_file(stored: Path) -> Path:
+    """Where the SHA-256 of every file of the ``stored`` stage is kept."""
+    return stored.with_name(f"{stored.name}.sha256.json")
+
+
+def _intact(stored: Path) -> bool:
+    """Whether every file of the ``stored`` stage has the SHA-256 it was kept with (a store kept before digests
+    were recorded is trusted as its record verifies). A damaged one is removed, with a warning, so the stage runs
+    and is kept again."""
+    try:
+        kept = json.loads(_digests_file(stored).read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        kept = None
+    if kept == inventory(stored, hash_below=math.inf):
+        return True
+    log.warning("%s: the shared stage store's copy changed since it was kept (damaged on disk?): not reused, removed",
+                stored)
+    shutil.rmtree(stored, ignore_errors=True)
+    _digests_file(stored).unlink(missing_ok=True)
+    return False

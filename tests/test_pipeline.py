@@ -159,7 +159,7 @@ def test_an_identical_teacher_is_reused_from_another_run_directory(write_recipe,
     assert _metrics(second) == _metrics(first)
     changed = edgekd.run(write_recipe(_recipe(teacher={"lr": 0.003}), name="changed.yaml"), out=tmp_path / "three")
     assert not changed.stages[0].skipped  # another teacher: trained, not fetched
-    assert len(list(own_stage_store.iterdir())) == 2
+    assert len([stored for stored in own_stage_store.iterdir() if stored.is_dir()]) == 2
 
 
 def test_the_store_is_not_used_when_off_or_fresh(write_recipe, tmp_path: Path, monkeypatch) -> None:
@@ -193,3 +193,26 @@ def test_a_cache_path_whose_home_cannot_be_found_is_one_line(tmp_path: Path, mon
     with pytest.raises(ConfigError, match=r"^EDGEKD_CACHE='~nosuchuser-edgekd/cache': cannot expand '~' \(.*\); set "
                                           r"EDGEKD_CACHE to an absolute path$"):
         cache_root()
+
+
+def test_a_stored_teacher_damaged_in_place_is_not_copied_into_new_runs(
+        write_recipe, tmp_path: Path, own_stage_store: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Weights damaged in the store (same size: a run directory checks large files by size) were copied into every
+    new run, whose teacher then failed naming the run's copy: the store's copy is checked against the SHA-256 it was
+    kept with, and a damaged one is trained again and kept anew."""
+    recipe = {**_recipe(), "threads": 1}
+    recipe["teacher"]["model"]["hidden"] = 4096  # weights over 1 MiB: a run directory checks them by size only
+    path = write_recipe(recipe)
+    first = edgekd.run(path, out=tmp_path / "one")
+    (stored,) = [p for p in own_stage_store.iterdir() if p.is_dir()]
+    weights = stored / "teacher" / "model.safetensors"
+    data = weights.read_bytes()
+    assert len(data) > 1 << 20
+    weights.write_bytes(data[:-64] + b"\xff" * 64)
+    with caplog.at_level("WARNING", logger="edgekd.stage_store"):
+        second = edgekd.run(path, out=tmp_path / "two")
+    assert not second.stages[0].skipped  # trained again, not fetched
+    assert f"{stored}: the shared stage store's copy changed since it was kept" in caplog.text
+    assert _metrics(second) == _metrics(first)
+    assert (stored / "teacher" / "model.safetensors").read_bytes() == data  # kept anew from the new run
+    assert edgekd.run(path, out=tmp_path / "three").stages[0].skipped
