@@ -19,17 +19,19 @@ carry edgekd's own markers (:func:`remove_stale_stage_dirs`, :func:`replace_stag
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
 import shutil
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from edgekd.atomic import write_errors_reported
 from edgekd.digest import file_digest
@@ -80,7 +82,7 @@ def claimed(run_dir: Path, *, main: bool = True, record: str = RUN_RECORD) -> It
     check_claimable(run_dir, record)
     with write_errors_reported(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until the block ends
+        handle = _open_lock(run_dir / LOCK_FILE)
     try:
         _lock(handle, run_dir)
         _remove_leftovers(run_dir)
@@ -158,6 +160,30 @@ def is_edgekd_run(run_dir: Path) -> bool:
         return True
     return any(read_stage_record(path / STAGE_RECORD) is not None
                for path in run_dir.iterdir() if is_stage_dir_name(path.name) and path.is_dir())
+
+
+def _open_lock(path: Path) -> IO[str]:
+    """Open the lock file ``path`` for reading and writing, creating it; refuse anything but a file of its own.
+
+    Its holder is written into it: a symlink is never followed and a hard link never written through (either
+    would overwrite a file outside the run directory), and a directory or device is not taken for it.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR):
+            raise
+        raise _not_a_lock(path, "a symbolic link" if exc.errno == errno.ELOOP else "a directory") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise _not_a_lock(path, "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file")
+    return os.fdopen(fd, "r+", encoding="utf-8")
+
+
+def _not_a_lock(path: Path, what: str) -> ConfigError:
+    return ConfigError(f"{path}: is {what}, not edgekd's lock file; edgekd writes its lock only into a file of its "
+                       "own: remove it and run again")
 
 
 def _lock(handle: Any, run_dir: Path) -> None:
