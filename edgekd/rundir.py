@@ -14,7 +14,9 @@ sha256 of small files). A finished stage is reused only when its record has the 
 (its metrics read back as its stage kind's typed record), every path in it stays inside the run directory, and its
 files are still there as recorded
 (:func:`cached_record`); otherwise it runs again. Stage directories are deleted only when they
-carry edgekd's own markers (:func:`remove_stale_stage_dirs`, :func:`replace_stage_dir`).
+carry edgekd's own markers (:func:`remove_stale_stage_dirs`, :func:`replace_stage_dir`), or, where a finished
+stage is committed, hold nothing but files that stage lists (what an interrupted delete of its earlier run left).
+A stage directory being replaced is renamed aside first, so a kill at any moment leaves a run that resumes.
 """
 
 from __future__ import annotations
@@ -339,13 +341,40 @@ def files_problem(stage_dir: Path, files: Any) -> str | None:
 
 
 def replace_stage_dir(source: Path, target: Path) -> None:
-    """Move the finished ``source`` stage directory to ``target``, replacing edgekd's earlier one there."""
+    """Move the finished ``source`` stage directory to ``target``, replacing edgekd's earlier one there.
+
+    The earlier directory is renamed aside to ``.<name>.old`` (a temporary of the run directory, which the next
+    claim removes should a kill come before it is deleted here) before ``source`` takes its place: at every instant
+    ``target`` is the earlier stage, the new one or absent beside the finished ``source``, all of which a re-run
+    completes. Deleting it in place left a directory without its stage record (deleted first) that no run took for
+    edgekd's again; such a leftover (:func:`_left_by_interrupted_delete`) is replaced too.
+    """
+    trash = None
     if target.is_symlink() or target.exists():
-        if not _owned(target):
+        if not (_owned(target) or _left_by_interrupted_delete(target, source)):
             raise ConfigError(f"{target}: exists and was not written by edgekd (no {STAGE_RECORD} in it); move it "
                               "away and run again")
-        shutil.rmtree(target)
+        trash = target.with_name(f".{target.name}.old")
+        os.replace(target, trash)
     os.replace(source, target)
+    if trash is not None:
+        shutil.rmtree(trash)
+
+
+def _left_by_interrupted_delete(path: Path, finished: Path) -> bool:
+    """Whether the stage directory ``path``, which has no marker, is what an interrupted delete of an earlier run of
+    its stage left: only directories and files the finished stage directory ``finished`` lists (the same stage writes
+    the same names), no symlink, no file of anyone else's."""
+    record = read_stage_record(finished / STAGE_RECORD)
+    listed = record.get(FILES_KEY) if record is not None else None
+    if not isinstance(listed, dict) or path.is_symlink() or not path.is_dir():
+        return False
+    for root, dirs, files in os.walk(path):
+        for entry in (Path(root, name) for name in dirs + files):
+            if entry.is_symlink() or not (entry.is_dir() or (entry.is_file() and
+                                                             entry.relative_to(path).as_posix() in listed)):
+                return False
+    return True
 
 
 def remove_stale_stage_dirs(run_dir: Path, planned: set[str]) -> None:

@@ -69,14 +69,17 @@ class Killed:
 
 
 class Attempt:
-    """``edgekd run RECIPE --out RUN_DIR`` in a subprocess of its own session, logging to a file."""
+    """``edgekd run RECIPE --out RUN_DIR [OPTIONS]`` in a subprocess of its own session, logging to a file, after
+    running ``prelude`` in it (Python code)."""
 
-    def __init__(self, recipe: Path, run_dir: Path, log: Path) -> None:
+    def __init__(self, recipe: Path, run_dir: Path, log: Path, *options: str, prelude: str = "") -> None:
         self.run_dir, self.log_path = run_dir, log
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+        argv = ["edgekd", "run", str(recipe), "--out", str(run_dir), "-q", *options]
+        code = f"{prelude}\nimport runpy, sys\nsys.argv = {argv!r}\nrunpy.run_module('edgekd', run_name='__main__')"
         with log.open("w") as handle:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edgekd", "run", str(recipe), "--out", str(run_dir), "-q"],
+                [sys.executable, "-c", code],
                 stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )
 
@@ -283,3 +286,43 @@ def test_same_text_recipe_and_seed_give_identical_figures_and_onnx_bytes(tmp_pat
     for role in ("teacher", "student"):
         assert (tmp_path / "a/03-export" / f"{role}.onnx").read_bytes() == (
             tmp_path / "b/03-export" / f"{role}.onnx").read_bytes()
+
+
+#: SIGKILL the process at a moment of replacing ``01-teacher`` by the new one finished beside it (what a kill -9, an
+#: OOM kill or a power loss there leaves): after the first or second rename of a directory of that stage, or once the
+#: first stage.json (the mark of edgekd's stage directories) is deleted.
+KILL_WHILE_REPLACING = """
+import os, signal
+from pathlib import Path
+POINT, RENAMES = {point!r}, []
+real_replace, real_unlink = os.replace, os.unlink
+def replace(src, dst, **kwargs):
+    real_replace(src, dst, **kwargs)
+    if "01-teacher" in Path(src).name + Path(dst).name:
+        RENAMES.append(dst)
+        if POINT == f"rename {{len(RENAMES)}}":
+            os.kill(os.getpid(), signal.SIGKILL)
+def unlink(path, *args, **kwargs):
+    real_unlink(path, *args, **kwargs)
+    if POINT == "stage.json deleted" and os.path.basename(path) == "stage.json":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace, os.unlink = replace, unlink
+"""
+
+
+@pytest.mark.parametrize("point", ["rename 1", "rename 2", "stage.json deleted"])
+def test_killed_while_a_finished_stage_is_replaced_resumes_with_its_files_whole(tmp_path: Path, point: str) -> None:
+    """A kill while ``--fresh`` replaced a finished stage directory left it without its stage.json (deleted first):
+    every later run was refused ('exists and was not written by edgekd')."""
+    path = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(teacher_epochs=1, distill_epochs=1,
+                                                            stages=("teacher", "distill")))
+    run_dir = tmp_path / "run"
+    Attempt(path, run_dir, tmp_path / "first.log").finish()
+    prelude = KILL_WHILE_REPLACING.format(point=point)
+    killed = Attempt(path, run_dir, tmp_path / "killed.log", "--fresh", prelude=prelude)
+    assert killed.proc.wait(timeout=TIMEOUT_S) == -signal.SIGKILL, killed.log
+    final_log = Attempt(path, run_dir, tmp_path / "final.log").finish()
+    assert "stage 01-teacher: skipped" in final_log and "stage 02-distill: skipped" in final_log, final_log
+    _assert_finished_stages_are_whole(run_dir)
+    assert [r["stage"] for r in load_run_records(run_dir)] == ["teacher", "distill"]
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".0")], "a stage directory was left aside"

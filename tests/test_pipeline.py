@@ -11,6 +11,7 @@ import pytest
 import edgekd
 from edgekd.pipeline import load_run_records
 from tests.conftest import demo_recipe_dict, shrink
+from tests.reliability import assert_user_error, cli
 
 TRAIN_AND_EXPORT = ("teacher", "distill", "export")
 
@@ -216,3 +217,50 @@ def test_a_stored_teacher_damaged_in_place_is_not_copied_into_new_runs(
     assert _metrics(second) == _metrics(first)
     assert (stored / "teacher" / "model.safetensors").read_bytes() == data  # kept anew from the new run
     assert edgekd.run(path, out=tmp_path / "three").stages[0].skipped
+
+
+def _killed_while_replacing(run_dir: Path, state: str) -> None:
+    """Leave ``02-distill`` as a kill while a re-run of it (``--fresh``) was replacing it left it: the new stage
+    finished in ``.02-distill.partial``, the earlier one somewhere between in place and deleted."""
+    stage, partial, aside = (run_dir / name for name in ("02-distill", ".02-distill.partial", ".02-distill.old"))
+    shutil.copytree(stage, partial)
+    if state == "deleted in place":  # edgekd up to this fix: rmtree() unlinks stage.json first
+        (stage / "stage.json").unlink()
+        (stage / "student" / "model.safetensors").unlink()
+    elif state == "deleted in place, among a user's files":
+        (stage / "stage.json").unlink()
+        (stage / "student" / "mine.txt").write_text("keep")
+    else:
+        shutil.copytree(stage, aside)
+        if state == "renamed aside":
+            shutil.rmtree(stage)
+        elif state == "replaced, the earlier one half deleted":
+            shutil.rmtree(partial)
+            (aside / "stage.json").unlink()
+        else:
+            shutil.rmtree(partial)
+
+
+@pytest.mark.parametrize("state", ["deleted in place", "renamed aside", "replaced", "replaced, the earlier one half "
+                                   "deleted", "deleted in place, among a user's files"])
+def test_a_run_killed_while_replacing_a_finished_stage_resumes(write_recipe, tmp_path: Path, state: str) -> None:
+    """A kill while a stage directory was deleted before its new one took its place left it without its stage.json:
+    every later run was refused ('exists and was not written by edgekd')."""
+    path = write_recipe(_recipe())
+    run_dir = tmp_path / "run"
+    edgekd.run(path, out=run_dir)
+    written = _stage_files(run_dir)
+    _killed_while_replacing(run_dir, state)
+    if "user" in state:  # files edgekd did not write: never taken for its own
+        outcome = cli("run", path, "--out", run_dir, "-q")
+        assert_user_error(outcome, "02-distill", "was not written by edgekd", logged=True)
+        assert (run_dir / "02-distill" / "student" / "mine.txt").read_text() == "keep"
+        return
+    outcome = cli("run", path, "--out", run_dir, "-q")
+    assert outcome.exit_code == 0, outcome.output
+    assert _stage_files(run_dir) == written  # every stage resumed whole (their records too: none ran again)
+    assert not list(run_dir.glob(".02-distill.*"))
+
+
+def _stage_files(run_dir: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in run_dir.glob("[0-9][0-9]-*/**/*") if p.is_file()}
