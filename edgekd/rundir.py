@@ -369,12 +369,20 @@ def _left_by_interrupted_delete(path: Path, finished: Path) -> bool:
     listed = record.get(FILES_KEY) if record is not None else None
     if not isinstance(listed, dict) or path.is_symlink() or not path.is_dir():
         return False
-    for root, dirs, files in os.walk(path):
+    try:
+        walked = list(os.walk(path, onerror=_raise))
+    except OSError:  # a directory it cannot read may hold anything
+        return False
+    for root, dirs, files in walked:
         for entry in (Path(root, name) for name in dirs + files):
             if entry.is_symlink() or not (entry.is_dir() or (entry.is_file() and
                                                              entry.relative_to(path).as_posix() in listed)):
                 return False
     return True
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 def remove_stale_stage_dirs(run_dir: Path, planned: set[str]) -> None:

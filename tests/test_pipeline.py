@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -242,24 +243,35 @@ def _killed_while_replacing(run_dir: Path, state: str) -> None:
 
 
 @pytest.mark.parametrize("state", ["deleted in place", "renamed aside", "replaced", "replaced, the earlier one half "
-                                   "deleted", "deleted in place, among a user's files"])
-def test_a_run_killed_while_replacing_a_finished_stage_resumes(write_recipe, tmp_path: Path, state: str) -> None:
+                                   "deleted", "deleted in place, among a user's files", "deleted in place, unreadable"])
+def test_a_run_killed_while_replacing_a_finished_stage_resumes(write_recipe, tmp_path: Path, state: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A kill while a stage directory was deleted before its new one took its place left it without its stage.json:
     every later run was refused ('exists and was not written by edgekd')."""
     path = write_recipe(_recipe())
     run_dir = tmp_path / "run"
     edgekd.run(path, out=run_dir)
     written = _stage_files(run_dir)
-    _killed_while_replacing(run_dir, state)
-    if "user" in state:  # files edgekd did not write: never taken for its own
+    _killed_while_replacing(run_dir, state.removesuffix(", unreadable"))
+    left = {p: p.read_bytes() for p in (run_dir / "02-distill").rglob("*") if p.is_file()}
+    if state.endswith("unreadable"):  # a directory in it that cannot be listed may hold anything
+        unreadable, scandir = run_dir / "02-distill" / "student", os.scandir
+        monkeypatch.setattr(os, "scandir", lambda p=".": (
+            _raise(PermissionError(13, "Permission denied", str(p))) if Path(p) == unreadable else scandir(p)))
+    if "user" in state or "unreadable" in state:  # what edgekd may not have written is never taken for its own
         outcome = cli("run", path, "--out", run_dir, "-q")
         assert_user_error(outcome, "02-distill", "was not written by edgekd", logged=True)
-        assert (run_dir / "02-distill" / "student" / "mine.txt").read_text() == "keep"
+        monkeypatch.undo()
+        assert {p: p.read_bytes() for p in (run_dir / "02-distill").rglob("*") if p.is_file()} == left
         return
     outcome = cli("run", path, "--out", run_dir, "-q")
     assert outcome.exit_code == 0, outcome.output
     assert _stage_files(run_dir) == written  # every stage resumed whole (their records too: none ran again)
     assert not list(run_dir.glob(".02-distill.*"))
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 def _stage_files(run_dir: Path) -> dict[Path, bytes]:
