@@ -330,6 +330,10 @@ def test_compress_picks_a_model_within_budget_and_reports_it(cache: Path, tmp_pa
     markdown = (run_dir / "report.md").read_text()
     assert "## Budget search" in markdown and "latency table candidate" in markdown and "← chosen" in markdown
     assert "Budget search" in (run_dir / "report.html").read_text()
+    # compress timed the table before the teacher trained, its stage read it back: the report says when it was timed
+    moments = sorted({row.measured_at for row in search.table.candidates})
+    assert (f"none timed by the search stage, {len(rows)} read from the cache ({search.table.path}), timed "
+            f"{moments[0]}") in markdown
     assert json.loads((run_dir / "report.json").read_text())["search"]["chosen"]["label"] == search.chosen.label
     # the table was timed once, by the pre-flight check; the stage and a second search reuse it
     assert found.table.profiled + found.table.reused == len(rows) and search.table.profiled == 0

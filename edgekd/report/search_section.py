@@ -101,13 +101,16 @@ def _lm_section(search: LMSearchRecord) -> Section:
 
 
 def _origin(table: TableRecord) -> str:
-    """Where the latency table's entries came from: timed in this run or read from its cache file."""
-    timed = (f"{table.profiled} timed in this run ({table.seconds:.1f} s)" if table.profiled
-             else "none timed in this run")
+    """Where the latency table's entries came from: timed by the search stage or read from its cache file, and when
+    they were timed (``edgekd compress`` times the table before the teacher trains; its stage then reads it)."""
+    timed = (f"{table.profiled} timed by the search stage ({table.seconds:.1f} s)" if table.profiled
+             else "none timed by the search stage")
+    moments = sorted({row.measured_at for row in table.candidates})
+    when = f", timed {moments[0]}" + (f" to {moments[-1]}" if len(moments) > 1 else "") if moments else ""
     loaded = [row.other_load for row in table.candidates if is_loaded(row.other_load)]
     load = (f"; {len(loaded)} timed while other processes kept up to {max(loaded):.2g} CPUs busy (their figures may "
             "be slow)" if loaded else "")
-    return f"{timed}, {table.reused} read from the cache ({table.path}){load}"
+    return f"{timed}, {table.reused} read from the cache ({table.path}){when}{load}"
 
 
 def _candidates(table: TableRecord, per: str) -> Table:
