@@ -603,6 +603,16 @@ def test_scores_names_the_output_quantize_scores_and_bundle_reads(
     assert 'session.run(["scores"], {"input": x})' in readme and 'setOf("scores")' in readme  # Python and Kotlin
 
 
+def test_a_label_count_other_than_the_read_outputs_names_the_outputs_scores_can_read(digits: OnnxCase,
+                                                                                     tmp_path: Path) -> None:
+    two = _two_score_outputs(digits, tmp_path / "two.onnx")
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    outcome = cli("bundle", two, "-d", "host-cpu", "-o", tmp_path / "b", "--labels", tmp_path / "labels.txt")
+    assert_user_error(outcome, "labels.txt: 2 labels, but", "two.onnx's output 'negated' has 10 classes (shape "
+                      "['batch', 10]); expected one line per class; --scores OUTPUT reads another: 'scores' "
+                      "['batch', 10]")
+
+
 @pytest.mark.parametrize("verb", ["quantize", "bundle"])
 @pytest.mark.parametrize(("chosen", "what"), [("missing", "is not an output of the graph"),
                                               ("label", "is a int64 output, not floating-point scores")])

@@ -30,7 +30,7 @@ from edgekd.errors import ConfigError, DataError, EdgekdError, ModelError, first
 from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
 from edgekd.export.bundle_record import BundleFile
 from edgekd.export.config import ExportTarget
-from edgekd.export.manifest import is_single_score, scored_output, tensor_specs
+from edgekd.export.manifest import is_single_score, other_scores, scored_output, tensor_specs
 from edgekd.export.ort_format import random_feeds
 from edgekd.export.parity import ParityResult, check_file_parity
 from edgekd.model_file import convert_opset, default_opset, read_model, require_onnx
@@ -171,12 +171,12 @@ def read_labels(path: Path, model: Path, scored: dict[str, Any] | None) -> list[
         if len(names) != 2:
             raise DataError(f"{path}: {len(names)} labels, but {model}'s output {scored['name']!r} gives one score "
                             f"per example (shape {shape}); expected two lines, a binary classifier's classes (the "
-                            "second is the one its score is for)")
+                            f"second is the one its score is for){other_scores(model, scored['name'])}")
         return names
     classes = shape[-1] if shape else None
     if scored and isinstance(classes, int) and classes > 0 and classes != len(names):
         raise DataError(f"{path}: {len(names)} labels, but {model}'s output {scored['name']!r} has {classes} "
-                        f"classes (shape {shape}); expected one line per class")
+                        f"classes (shape {shape}); expected one line per class{other_scores(model, scored['name'])}")
     return names
 
 

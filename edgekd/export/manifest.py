@@ -95,6 +95,15 @@ def _warn_several_scores(names: tuple[str, ...]) -> None:
                 ", ".join(f"'{name}'" for name in names), names[0])
 
 
+def other_scores(model: Path, read: str) -> str:
+    """For a message about the output ``read``: the other floating-point outputs of ``model`` ``--scores`` could
+    name instead (``; --scores OUTPUT reads another: 'out1' [batch, 2]``), or nothing when it has none."""
+    _, outputs = tensor_specs(model)
+    others = [f"'{spec['name']}' {spec['shape']}" for spec in outputs
+              if spec["name"] != read and spec["dtype"] in FLOAT_DTYPES]
+    return f"; --scores OUTPUT reads another: {', '.join(others)}" if others else ""
+
+
 def _chosen_output(outputs: list[dict[str, Any]], chosen: str, model: Path | None) -> dict[str, Any]:
     """The output named ``chosen``; a ModelError listing the graph's outputs when there is none of that name or it
     is not a floating-point tensor of scores."""

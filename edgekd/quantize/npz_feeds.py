@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.errors import DataError, first_line
-from edgekd.export.manifest import tensor_specs
+from edgekd.export.manifest import other_scores, tensor_specs
 from edgekd.models.onnx_teacher import filled, score_activation
 from edgekd.profile.inputs import token_id_limits
 from edgekd.quantize.calibration import equal_batch_size
@@ -164,13 +164,13 @@ def _check_labels(path: Path, labels: np.ndarray, model: Path, name: str, feed: 
         raise DataError(f"{path}: array {LABELS!r} holds one class per example, but {model}'s output {name!r} gives "
                         f"shape {shape} for {len(next(iter(feed.values())))} example(s); --eval scores a classifier "
                         "whose output is one row of class scores per example ([batch, classes]), or one score per "
-                        "example of a binary classifier ([batch, 1])")
+                        f"example of a binary classifier ([batch, 1]){other_scores(model, name)}")
     classes = max(shape[1], 2)
     bad = labels[(labels < 0) | (labels >= classes)]
     if bad.size:
         what = "one score per example: a binary classifier's" if shape[1] == 1 else f"{classes} classes"
         raise DataError(f"{path}: array {LABELS!r} holds label {int(bad[0])}, expected classes 0..{classes - 1} "
-                        f"(output {name!r} has {what})")
+                        f"(output {name!r} has {what}){other_scores(model, name)}")
     if shape[1] > 1:
         return None
     return "sigmoid" if score_activation(model, name) == "sigmoid" else "logit"
