@@ -94,6 +94,19 @@ def write_errors_reported(target: Path) -> Iterator[None]:
                            "version of it, if any, is kept)") from exc
 
 
+def refuse_if_full(directory: Path, needed: int, exc: BaseException) -> None:
+    """After a library failed to write a file of about ``needed`` bytes into ``directory`` (onnxruntime says only
+    "Protobuf serialization failed"): a one-line :class:`StorageError` when the filesystem has less room than that
+    left, so a full disk is told as such rather than as a broken model."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if free < needed:
+        raise StorageError(f"{directory}: no space left for a file of about {needed / 2**20:.1f} MiB "
+                           f"({free / 2**20:.1f} MiB free); free some space and run again") from exc
+
+
 def remove_temporaries(directory: Path) -> None:
     """Delete what interrupted atomic writes left anywhere under ``directory`` (``.<name>.*.tmp``/``.old``)."""
     for pattern in (".*.tmp", ".*.old"):

@@ -102,6 +102,35 @@ def _check(case: Case, outcome: CliOutcome) -> None:
         f"none of {case.names_one_of} in: {outcome.output}")
 
 
+@pytest.mark.parametrize("target", ["onnx-fp32", "ort-mobile"])
+def test_a_full_disk_under_onnxruntimes_own_writes_is_told_as_one(target: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime writes the optimized graph and the .ort file itself and says only 'Protobuf serialization
+    failed' or 'Failed to save ORT format model': on a full disk that read as a broken graph."""
+    import shutil
+    from collections import namedtuple
+
+    import onnxruntime
+
+    recipe = tiny_recipe(teacher_epochs=1, stages=("teacher", "export"))
+    recipe["stages"][1]["target"] = target
+    real_session = onnxruntime.InferenceSession
+
+    def no_room(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - onnxruntime's signature
+        options = args[1] if len(args) > 1 else kwargs.get("sess_options")
+        if getattr(options, "optimized_model_filepath", ""):
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Protobuf serialization failed.")
+        return real_session(*args, **kwargs)
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(onnxruntime, "InferenceSession", no_room)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with one_torch_thread():
+        outcome = cli("run", write_yaml(tmp_path / "recipe.yaml", recipe), "--out", tmp_path / "run", "-q")
+    assert_user_error(outcome, "no space left for a file of about", "MiB (0.0 MiB free); free some space and run "
+                      "again", logged=True)
+
+
 def test_full_disk_while_writing_an_artifact_is_one_line_and_keeps_the_previous_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = tiny_recipe(teacher_epochs=1, stages=("teacher", "export"))

@@ -38,7 +38,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from edgekd.atomic import atomic_path
+from edgekd.atomic import atomic_path, refuse_if_full
 from edgekd.errors import ExportError
 from edgekd.export import hf_exporter
 from edgekd.export.backends import Exporter, Trace, exporters_for, graph_opset, write_first
@@ -305,6 +305,7 @@ def _ort_optimize(onnx_bytes: bytes, out: Path, level: str, path: Path) -> None:
     try:
         ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
+        refuse_if_full(Path(out).parent, len(onnx_bytes), exc)
         raise ExportError(
             f"{path}: onnxruntime cannot optimize the exported graph (level '{level}'): {one_line(exc)}"
         ) from exc

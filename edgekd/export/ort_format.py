@@ -36,7 +36,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from edgekd.atomic import write_errors_reported, write_text, write_with
+from edgekd.atomic import refuse_if_full, write_errors_reported, write_text, write_with
 from edgekd.config.device import InputShape
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export.config import ExportTarget
@@ -170,6 +170,7 @@ def _run_converter(onnx_path: Path, out_dir: Path, level: str) -> tuple[Path, Pa
             convert_onnx_models_to_ort(onnx_path.resolve(), output_dir=out_dir,
                                        optimization_styles=[OptimizationStyle.Fixed])
         except Exception as exc:  # the converter raises ValueError, onnxruntime's Fail, ...
+            refuse_if_full(out_dir, onnx_path.stat().st_size, exc)
             raise ExportError(f"{onnx_path}: onnxruntime cannot convert it to ORT format: {one_line(exc)}") from exc
     log.debug("onnxruntime converter output:\n%s", printed.getvalue())
     models, configs = sorted(out_dir.glob("*.ort")), sorted(out_dir.glob("*.config"))
