@@ -546,6 +546,24 @@ def test_quantize_takes_a_graph_whose_weights_are_in_external_data(digits: OnnxC
     assert kept.is_file() and not list((tmp_path / "q").glob("*.data"))  # the kept model stands alone
 
 
+def test_quantize_takes_a_file_name_as_long_as_the_filesystem_does(digits: OnnxCase, tmp_path: Path) -> None:
+    """edgekd's own scratch names (``.<stem>.preprocessed.onnx.<random>.tmp``) outgrew a 245-byte name the
+    filesystem took: 'File name too long', blamed on pre-processing. The kept variant's name is cut to fit."""
+    import shutil
+
+    from edgekd.quantize.onnx_file import NAME_BYTES, kept_name
+
+    long = tmp_path / f"{'m' * 240}.onnx"
+    shutil.copyfile(digits.path, long)
+    outcome = cli("quantize", long, "-d", "host-cpu", "-o", tmp_path / "q", "--mode", "dynamic", "--runs", "10",
+                  "--rounds", "1", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    kept = json.loads(outcome.output)["model"]
+    assert (tmp_path / "q" / kept).is_file() and kept.startswith("m" * 200) and len(kept.encode()) <= NAME_BYTES
+    suffix = ".int8-dynamic.onnx"
+    assert kept_name("é" * 200, "int8-dynamic") == "é" * ((NAME_BYTES - len(suffix)) // 2) + suffix  # whole chars
+
+
 def test_quantize_evaluates_a_static_batch_graph_on_any_number_of_examples(digits: OnnxCase, tmp_path: Path) -> None:
     """A graph exported for batches of 4 takes 4 rows at a time: the last 3 of 103 examples are run filled up to 4
     and scored alone (it used to be refused: "give a multiple of it")."""

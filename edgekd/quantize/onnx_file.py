@@ -86,9 +86,10 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
     with claimed(out, record=RECORD):
         previous = read_command_record(out / RECORD)
         with tempfile.TemporaryDirectory(prefix=".quantize-", suffix=".tmp", dir=out) as work:
-            result = quantize_model(source.resolve(), Path(work), source.stem, data, config, device,
+            # scratch files are named "model": edgekd's own names for them must fit where the user's name just does
+            result = quantize_model(source.resolve(), Path(work), "model", data, config, device,
                                     label=str(source), strict=False)
-            kept = out / f"{source.stem}.{result.kept.name}.onnx"
+            kept = out / kept_name(source.stem, result.kept.name)
             copy_model(result.kept.path, kept)
         quantized = QuantizedModel.model_validate(result.to_json(lambda path: kept.name if path == result.kept.path
                                                                  else None))
@@ -134,6 +135,19 @@ def check_quantizable(source: Path) -> None:
     if quantized:
         raise ModelError(f"{source}: already quantized (it has {', '.join(quantized)} operators); give edgekd "
                          "quantize the FP32 model it was made from")
+
+
+#: The longest file name most filesystems take, in bytes, less what an atomic write adds around it
+#: (``.<name>.<8 random characters>.tmp``).
+NAME_BYTES = 255 - len("..12345678.tmp")
+
+
+def kept_name(stem: str, variant: str) -> str:
+    """``<stem>.<variant>.onnx``, its stem cut (at a character boundary) so the name fits :data:`NAME_BYTES`: a
+    file name the filesystem just took gave a kept variant's name it does not."""
+    suffix = f".{variant}.onnx"
+    room = NAME_BYTES - len(suffix.encode())
+    return stem.encode()[:room].decode(errors="ignore") + suffix
 
 
 def _data_json(data: QuantData, calibration: Path | None, evaluation: Path | None) -> dict[str, Any]:
