@@ -165,10 +165,12 @@ def is_edgekd_run(run_dir: Path) -> bool:
 
 
 def _open_lock(path: Path) -> IO[str]:
-    """Open the lock file ``path`` for reading and writing, creating it; refuse anything but a file of its own.
+    """Open the lock file ``path`` for reading and writing, creating it; refuse anything but a file.
 
-    Its holder is written into it: a symlink is never followed and a hard link never written through (either
-    would overwrite a file outside the run directory), and a directory or device is not taken for it.
+    Its holder is written into it: a symlink is never followed (it would overwrite a file outside the run
+    directory), and a directory or device is not taken for it. A lock sharing its file with another name (a
+    directory copied with hard links, as a search's kept candidates are) is replaced by a file of its own first,
+    so the other name's file is never written through.
     """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
@@ -177,9 +179,15 @@ def _open_lock(path: Path) -> IO[str]:
             raise
         raise _not_a_lock(path, "a symbolic link" if exc.errno == errno.ELOOP else "a directory") from None
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise _not_a_lock(path, "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file")
+        raise _not_a_lock(path, "not a regular file")
+    if info.st_nlink > 1:
+        os.close(fd)
+        own = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a claim's leftover clean-up removes it if killed
+        own.touch()
+        os.replace(own, path)
+        return _open_lock(path)
     return os.fdopen(fd, "r+", encoding="utf-8")
 
 

@@ -2,6 +2,7 @@
 
 ``.edgekd.lock`` is opened, truncated and written with its holder by every run, ``edgekd quantize`` and
 ``edgekd bundle``: a symlink or hard link in its place made edgekd overwrite the file it leads to (exit 0).
+A hard link (a directory copied with links) is replaced by a file of its own; a symlink is refused.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ def _foreign_lock(tmp_path: Path, kind: str) -> tuple[Path, Path]:
     return out, precious
 
 
-@pytest.mark.parametrize("kind", ["symlink", "hardlink", "directory", "fifo"])
+@pytest.mark.parametrize("kind", ["symlink", "directory", "fifo"])
 def test_a_lock_file_that_is_not_a_file_of_its_own_is_refused(kind: str, tmp_path: Path) -> None:
     out, precious = _foreign_lock(tmp_path, kind)
-    described = {"symlink": "a symbolic link", "hardlink": "a hard link to another file", "directory": "a directory",
-                 "fifo": "not a regular file"}[kind]
+    described = {"symlink": "a symbolic link", "directory": "a directory", "fifo": "not a regular file"}[kind]
     with pytest.raises(ConfigError, match=f"^{re.escape(str(out / LOCK_FILE))}: is {described}, not edgekd's lock"), \
             claimed(out):
         pytest.fail("claimed through a lock file that is not edgekd's")
@@ -58,3 +58,12 @@ def test_quantize_and_bundle_refuse_an_output_whose_lock_is_a_symlink(command: s
     assert_user_error(outcome, f"{out / LOCK_FILE}: is a symbolic link")
     assert precious.read_text() == PRECIOUS
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+
+
+def test_a_hard_linked_lock_gets_a_file_of_its_own_and_the_other_name_is_untouched(tmp_path: Path) -> None:
+    """A directory copied with hard links (a search's kept candidates) shares its lock's file with the original:
+    claiming it writes a file of its own rather than through the link, and does not refuse it."""
+    out, precious = _foreign_lock(tmp_path, "hardlink")
+    with claimed(out):
+        assert (out / LOCK_FILE).stat().st_nlink == 1 and "pid" in (out / LOCK_FILE).read_text()
+    assert precious.read_text() == PRECIOUS and precious.stat().st_nlink == 1
