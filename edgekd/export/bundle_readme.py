@@ -180,14 +180,14 @@ def _kotlin(manifest: dict[str, Any]) -> list[str]:
     elif len(manifest["inputs"]) > 1 and {t["dtype"] for t in manifest["inputs"]} == {"float32"}:
         buffers, body = ["FloatBuffer"], kotlin_features(manifest, returns, answer_text)
     else:
-        buffers, body = ["FloatBuffer"], _kotlin_features(manifest, returns, answer_text)
+        buffers, body = ["FloatBuffer"], _kotlin_one_input(manifest, returns, answer_text)
     head = _KOTLIN_HEAD.format(imports="\n".join(f"import java.nio.{buffer}" for buffer in buffers),
                                labels=", ".join(kotlin_string(label) for label in manifest["labels"]),
                                model_file=manifest["model"]["file"])
     return [*head.splitlines(), "", *body]
 
 
-def _kotlin_features(manifest: dict[str, Any], returns: str, answer: str) -> list[str]:
+def _kotlin_one_input(manifest: dict[str, Any], returns: str, answer: str) -> list[str]:
     """``classify`` of a model of one float input: an image's bytes (its preprocessing in Kotlin) or features."""
     pre = manifest.get("preprocessing") or {}
     if pre.get("kind") == "image":
