@@ -50,6 +50,7 @@ def test_wrong_type_names_key_and_value(write_recipe) -> None:
     ("stages[1].losses[0].temperature", -1.0, "greater than 0"),
     ("stages[1].losses[0].alpha", 1.5, "less than or equal to 1"),
     ("stages[0].epochs", 0, "greater than 0"),
+    ("stages[0].epochs", 99999999999999999999999, "less than or equal to 100000"),
     ("stages[1].warmup_ratio", 1.0, "less than 1"),
 ])
 def test_out_of_range_values(write_recipe, key_path: str, value: float, expected: str) -> None:

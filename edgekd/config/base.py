@@ -24,6 +24,10 @@ def spelt_pattern(pattern: str, words: str) -> str:
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+#: Epochs of a training stage: at most :data:`MAX_EPOCHS`, so that a typo (``epochs: 30000000``) is told at validate
+#: time instead of training for ever; early stopping (``patience``) ends a long run sooner.
+MAX_EPOCHS = 100_000
+Epochs = Annotated[StrictInt, Field(gt=0, le=MAX_EPOCHS)]
 #: A seed numpy, torch and Python's ``random`` all accept.
 Seed = Annotated[StrictInt, Field(ge=0, lt=2**32)]
 #: How a measurement times a model: ``runs`` timed runs (at least :data:`MIN_RUNS`, which its percentiles need, and at

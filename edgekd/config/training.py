@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
+from edgekd.config.base import Epochs, PositiveFloat, PositiveInt, StrictModel
 
 
 class TrainingConfig(StrictModel):
     """Optimizer settings shared by every stage that trains (AdamW, linear warm-up then linear decay)."""
 
-    epochs: PositiveInt = 10
+    epochs: Epochs = 10
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0

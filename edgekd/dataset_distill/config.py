@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
+from edgekd.config.base import Epochs, PositiveFloat, PositiveInt, StrictModel
 from edgekd.models.architectures import IMAGE_ARCHS
 from edgekd.stage_kind import PlanState, StageKind
 
@@ -33,7 +33,7 @@ class EvaluationSettings(StrictModel):
     inits: Annotated[int, Field(ge=1)] = Field(default=5, description="Fresh initialisations trained per set.")
     random_draws: Annotated[int, Field(ge=1)] = Field(default=5, description="Random real subsets drawn.")
     steps: PositiveInt = Field(default=300, description="Training steps on a small set (synthetic, subset, coreset).")
-    full_epochs: PositiveInt = Field(default=30, description="Epochs over the full training set (the reference).")
+    full_epochs: Epochs = Field(default=30, description="Epochs over the full training set (the reference).")
     batch_size: PositiveInt = 256
     lr: PositiveFloat = 0.001
     augment: bool = Field(default=False, description="Train with the stage's differentiable augmentation too.")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edgekd.config.base import Fraction, PositiveFloat, PositiveInt, StrictModel
+from edgekd.config.base import Epochs, Fraction, PositiveFloat, PositiveInt, StrictModel
 from edgekd.config.training import TrainingConfig
 from edgekd.distill.losses.hinton import HintonLoss
 from edgekd.distill.losses.registry import LossConfig
@@ -21,7 +21,7 @@ class RecoveryConfig(TrainingConfig):
     """Short distillation from the teacher after a prune/factorize step (LadaBERT's recovery); a causal LM's
     distils from the unpruned model (:mod:`edgekd.prune.causal_lm`)."""
 
-    epochs: PositiveInt = 1
+    epochs: Epochs = 1
     losses: list[LossConfig] = Field(
         default_factory=lambda: [HintonLoss(kind="hinton")], min_length=1,
         description="Classifiers: hinton unless given; causal LMs: generation losses, token_kl unless given.")
