@@ -293,6 +293,16 @@ def test_compress_on_a_default_space_keeps_the_student_smaller_than_its_teacher(
     assert "not smaller than the teacher" in (found.run.run_dir / "report.md").read_text()
 
 
+def test_compress_refuses_a_teacher_smaller_than_every_default_candidate_before_it_trains(
+        cache: Path, tmp_path: Path) -> None:
+    recipe = _recipe(space=None, prune=[0.0], top_k=1)
+    recipe["teacher"]["model"]["hidden"] = [16]  # 1,210 parameters: below the default space's smallest (2,410)
+    with pytest.raises(ConfigError, match=r"every candidate of the default 'mlp' space .* \(1,210; the smallest"):
+        edgekd.compress(validate_model(recipe, Recipe, source="test"), device=load_device("host-cpu"),
+                        out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused at preflight: no teacher trained
+
+
 # --------------------------------------------------------------------------- a search end to end
 
 

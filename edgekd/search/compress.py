@@ -213,7 +213,9 @@ def preflight(recipe: Recipe, device: DeviceProfile, *, fresh: bool = False) -> 
     """Judge the recipe's search grid against ``device``'s budget before anything trains (None: no search).
 
     Builds (or reads) the latency table and raises :class:`~edgekd.errors.BudgetError` when no
-    candidate fits; returns how the table was obtained.
+    candidate fits, :class:`~edgekd.errors.ConfigError` when a default space holds nothing smaller than the
+    teacher (counted on the untrained teacher: its size does not change with training); returns how the table was
+    obtained.
     """
     stage = search_stage(recipe)
     if stage is None:
@@ -222,6 +224,8 @@ def preflight(recipe: Recipe, device: DeviceProfile, *, fresh: bool = False) -> 
         return lm_preflight(stage, recipe, device, fresh=fresh)
     data = teacher_task_data(recipe, recipe.seed)
     arch = recipe.student.model.arch
-    teacher = LayerSource(spec=recipe.teacher.model) if arch == LAYER_COPY else None  # the teacher before training
-    family = Family(arch, data.signature, data.class_names, teacher)
-    return plan_search(stage, recipe.student.model, family, device, fresh=fresh).table.stats
+    untrained = LayerSource(spec=recipe.teacher.model)  # the teacher before training
+    family = Family(arch, data.signature, data.class_names, untrained if arch == LAYER_COPY else None)
+    teacher_params = untrained.model(data.signature, data.class_names).params if stage.space is None else None
+    return plan_search(stage, recipe.student.model, family, device, fresh=fresh,
+                       teacher_params=teacher_params).table.stats
