@@ -187,6 +187,25 @@ def test_token_ids_stay_inside_a_small_vocabulary(tmp_path: Path) -> None:
     assert timed.input_shapes == {"input_ids": [1, 128]}
 
 
+@pytest.mark.parametrize(("rows", "limits"), [(20, {"input_ids": 20}), (1, {"input_ids": 1}), (40, {})])
+def test_token_ids_of_an_ort_file_stay_inside_its_table(tmp_path: Path, rows: int, limits: dict[str, int]) -> None:
+    """An ``.ort`` file's tables cannot be read: its id ceiling is found by running it, so a 20-symbol model converted
+    to ORT format is timed (ids below 32 failed with 'indices element out of data bounds', and read as too long a
+    row); a table of 32 rows or more keeps the default ceiling."""
+    from edgekd.export.config import load_export_target
+    from edgekd.export.ort_format import export_file
+    from edgekd.profile.inputs import token_id_limits
+
+    onnx_path = small_vocabulary_model(tmp_path / "chars.onnx", rows=rows)
+    ort_path = export_file(onnx_path, load_export_target("ort-mobile"), tmp_path / "ort").path
+    assert token_id_limits(ort_path) == limits
+    session = ort.InferenceSession(str(ort_path), providers=["CPUExecutionProvider"])
+    feeds = make_feeds(session, InputShape(batch=2, sequence_length=64), limits=token_id_limits(ort_path))
+    assert feeds["input_ids"].max() < min(rows, TOKEN_ID_HIGH)
+    timed = profile_onnx(ort_path, load_device("host-cpu"), warmup=1, runs=3)
+    assert timed.input_shapes == {"input_ids": [1, 128]}
+
+
 def test_byte_ids_of_a_table_stay_inside_it(tmp_path: Path) -> None:
     """uint8 inputs are fed any byte (an image's pixels) unless they index a table: byte ids of a 20-symbol
     model stay below 20."""

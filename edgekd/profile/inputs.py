@@ -72,7 +72,7 @@ def specs_and_limits(path: str | Path) -> tuple[list[InputSpec], dict[str, int]]
     """:func:`input_specs` and :func:`token_id_limits` of the ONNX file at ``path``, which is parsed once for both.
 
     Raises :class:`ModelError` for a file onnx cannot read, as :func:`input_specs` does (where
-    :func:`token_id_limits` alone gives ``{}``).
+    :func:`token_id_limits` alone runs the file instead).
     """
     graph = _load_graph(Path(path))
     return _specs_of(graph), _limits_of(graph)
@@ -178,12 +178,14 @@ def token_id_limits(path: str | Path) -> dict[str, int]:
     read along its ``axis``; the ids of onnxruntime's fused ``EmbedLayerNormalization``), directly or
     through casts and reshapes, and the lookup reads a weight (an initializer, possibly dequantized or
     cast). Inputs that index several tables get the smallest. A file onnx cannot read as a protobuf (an
-    ``.ort`` file) has no limits to give: ``{}``.
+    ``.ort`` file) is run instead (:func:`edgekd.profile.id_ceiling.probed_id_limits`).
     """
     try:
         return _limits_of(_load_graph(Path(path)))
     except ModelError:
-        return {}
+        from edgekd.profile.id_ceiling import probed_id_limits
+
+        return probed_id_limits(path)
 
 
 def _limits_of(graph: Any) -> dict[str, int]:
@@ -317,6 +319,11 @@ def input_role(name: str, dtype: np.dtype, limit: int | None) -> Role:
     return "ids"
 
 
+def spec_role(spec: InputSpec, limit: int | None = None) -> Role:
+    """:func:`input_role` of a graph input read by :func:`input_specs` (a type numpy lacks counts as floats)."""
+    return input_role(spec.name, np.dtype(_NUMPY_DTYPES.get(spec.type_name, np.float32)), limit)
+
+
 def length_axes(specs: list[InputSpec], limits: dict[str, int] | None = None) -> dict[str, int]:
     """The axis of each token input of a text graph that carries the sequence length, by what the input is.
 
@@ -326,8 +333,7 @@ def length_axes(specs: list[InputSpec], limits: dict[str, int] | None = None) ->
     types and positions at axis 1 when it has the ids' static length. Any other input (a ``[batch, k]`` of features
     or of a fixed count of ids) carries no length. Empty for a graph without token ids (an image model)."""
     limits = limits or {}
-    roles = {spec.name: input_role(spec.name, np.dtype(_NUMPY_DTYPES.get(spec.type_name, np.float32)),
-                                   limits.get(spec.name)) for spec in specs}
+    roles = {spec.name: spec_role(spec, limits.get(spec.name)) for spec in specs}
     ids = [spec for spec in specs if len(spec.dims) == 2 and roles[spec.name] == "ids"]
     tokens = next((spec for spec in ids if spec.name == "input_ids"), None) \
         or next((spec for spec in ids if spec.name in limits), None) or next(iter(ids), None)
