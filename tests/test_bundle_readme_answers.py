@@ -215,8 +215,33 @@ def test_the_examples_of_a_graph_of_several_float_inputs_feed_each(tmp_path: Pat
     readme, feeds = _bundle_runs_its_readme(tmp_path / "two.onnx", tmp_path)
     assert {name: array.shape for name, array in feeds.items()} == {"x": (1, 6), "y": (1, 4)}
     kotlin = readme.split("```kotlin\n", 1)[1].split("```", 1)[0]
-    assert "fun classify(features: Map<String, FloatArray>): String {" in kotlin
-    assert '"x" to longArrayOf(1, 6),\n        "y" to longArrayOf(1, 4))' in kotlin
+    assert "fun classify(x: FloatArray, y: FloatArray): String {" in kotlin
+    assert '"x" to OnnxTensor.createTensor(env, FloatBuffer.wrap(x), longArrayOf(1, 6)),\n' in kotlin
+    assert '"y" to OnnxTensor.createTensor(env, FloatBuffer.wrap(y), longArrayOf(1, 4)))' in kotlin
+
+
+@pytest.mark.parametrize(("dtypes", "arguments", "imports"), [
+    (("float32", "float64"), "input_1: FloatArray, input_fun: DoubleArray", ["DoubleBuffer", "FloatBuffer"]),
+    (("uint8",), "input_1: ByteArray", ["ByteBuffer"]),
+    (("float32", "bfloat16"), "input_1: FloatArray", ["FloatBuffer"]),
+])
+def test_the_kotlin_example_of_a_model_of_the_users_own_values_takes_each_input_at_its_dtype(
+        dtypes: tuple[str, ...], arguments: str, imports: list[str]) -> None:
+    """A graph of inputs of several types, or of one byte input, got a FloatBuffer of its first input only; each input
+    is now an argument of its own array type, named after it as Kotlin allows."""
+    names = ["1", "fun"][:len(dtypes)]
+    manifest = {**_text_manifest("single_label", ()), "preprocessing": None, "tokenizer": None,
+                "inputs": [{"name": name, "dtype": dtype, "shape": ["batch", 4]}
+                           for name, dtype in zip(names, dtypes, strict=True)]}
+    kotlin = render_readme(manifest).split("```kotlin\n", 1)[1].split("```", 1)[0]
+    assert f"fun classify({arguments}): String {{" in kotlin
+    assert [line.removeprefix("import java.nio.") for line in kotlin.splitlines()
+            if line.startswith("import java.nio.")] == imports
+    if "uint8" in dtypes:
+        assert "ByteBuffer.wrap(input_1), longArrayOf(1, 4), ai.onnxruntime.OnnxJavaType.UINT8)" in kotlin
+    if "bfloat16" in dtypes:
+        assert "\"fun\" to TODO(\"input 'fun' (bfloat16): build its tensor as in training\")" in kotlin
+    assert kotlin.count("{") == kotlin.count("}") and kotlin.count("(") == kotlin.count(")")
 
 
 def _bundle_runs_its_readme(model: Path, tmp_path: Path, *options: str | Path) -> tuple[str, dict[str, np.ndarray]]:

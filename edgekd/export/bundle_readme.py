@@ -11,7 +11,7 @@ from typing import Any
 
 from edgekd.export.code_literals import kotlin_string
 from edgekd.export.readme_answer import answer_kind, kotlin_answer, python_answer
-from edgekd.export.readme_feeds import input_shapes, is_token_model, kotlin_classify, kotlin_features, python_feeds
+from edgekd.export.readme_feeds import input_shapes, is_token_model, kotlin_classify, kotlin_inputs, python_feeds
 from edgekd.export.readme_image import SCRIPT, image_python
 
 _FILE_PURPOSES = {
@@ -177,8 +177,8 @@ def _kotlin(manifest: dict[str, Any]) -> list[str]:
     answer_text = "\n".join(" " * 12 + line for line in answer)
     if is_token_model(manifest):
         buffers, body = kotlin_classify(manifest, returns, answer_text)
-    elif len(manifest["inputs"]) > 1 and {t["dtype"] for t in manifest["inputs"]} == {"float32"}:
-        buffers, body = ["FloatBuffer"], kotlin_features(manifest, returns, answer_text)
+    elif len(manifest["inputs"]) != 1 or manifest["inputs"][0]["dtype"] != "float32":
+        buffers, body = kotlin_inputs(manifest, returns, answer_text)
     else:
         buffers, body = ["FloatBuffer"], _kotlin_one_input(manifest, returns, answer_text)
     head = _KOTLIN_HEAD.format(imports="\n".join(f"import java.nio.{buffer}" for buffer in buffers),

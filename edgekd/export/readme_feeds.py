@@ -4,11 +4,13 @@ What an input carries is :func:`edgekd.profile.inputs.input_role`'s answer, as w
 (from the bundled tokenizer, else a placeholder marked as such), an attention mask of ones for the text's tokens,
 token type ids of zeros (one segment), positions counting up, or the user's own preprocessed values. Python builds
 ``feeds`` (or ``x`` for a model of one input, as its user's own array); Kotlin's ``classify(ids, length)`` builds a
-``[1, length]`` tensor per input with the buffer of its dtype (``LongBuffer`` for int64, ``IntBuffer`` for int32).
+``[1, length]`` tensor per input with the buffer of its dtype (``LongBuffer`` for int64, ``IntBuffer`` for int32),
+and a model of the user's own values (several inputs, or one not float32) gets one typed argument per input.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -45,17 +47,31 @@ _KOTLIN_TYPES = {"int64": ("LongArray", "LongBuffer", "1L", "0L", "toLong"),
                  "bool": ("BooleanArray", None, "true", "false", "")}
 
 
+#: Kotlin of an input of the user's own values by dtype: its array, the java.nio buffer wrapping it and what
+#: ``OnnxTensor.createTensor`` needs beside them (a byte buffer's element type).
+_KOTLIN_TENSORS = {"float32": ("FloatArray", "FloatBuffer", ""), "float64": ("DoubleArray", "DoubleBuffer", ""),
+                   "int64": ("LongArray", "LongBuffer", ""), "int32": ("IntArray", "IntBuffer", ""),
+                   "int16": ("ShortArray", "ShortBuffer", ""),
+                   "int8": ("ByteArray", "ByteBuffer", ", ai.onnxruntime.OnnxJavaType.INT8"),
+                   "uint8": ("ByteArray", "ByteBuffer", ", ai.onnxruntime.OnnxJavaType.UINT8")}
+
+#: Kotlin's hard keywords: not an argument name.
+_KOTLIN_KEYWORDS = frozenset({"as", "break", "class", "continue", "do", "else", "false", "for", "fun", "if", "in",
+                              "interface", "is", "null", "object", "package", "return", "super", "this", "throw",
+                              "true", "try", "typealias", "typeof", "val", "var", "when", "while"})
+
+
 def roles(manifest: dict[str, Any]) -> dict[str, Role]:
-    """What each graph input of ``manifest`` carries (:func:`input_role`); an input that is no numpy tensor (a
-    sequence or map) is the user's own (``floats``)."""
+    """What each graph input of ``manifest`` carries (:func:`input_role`); an input that is no numpy number tensor
+    (a sequence or map, a bfloat16 tensor) is the user's own (``floats``)."""
     found = {}
     for tensor in manifest["inputs"]:
         try:
             dtype = np.dtype(tensor["dtype"])
         except TypeError:
-            found[tensor["name"]] = "floats"
-            continue
-        found[tensor["name"]] = input_role(tensor["name"], dtype, None)
+            dtype = None
+        found[tensor["name"]] = input_role(tensor["name"], dtype, None) if dtype is not None and dtype.kind in "fiub" \
+            else "floats"
     return found
 
 
@@ -122,18 +138,44 @@ def kotlin_classify(manifest: dict[str, Any], returns: str, answer: str) -> tupl
     return buffers, "\n".join(lines).splitlines()
 
 
-def kotlin_features(manifest: dict[str, Any], returns: str, answer: str) -> list[str]:
-    """Kotlin's ``classify(features)`` of a model of several float32 inputs: each input's values by name, fed as a
-    tensor of the shape the model takes; ``answer`` reads ``result``."""
-    shapes = input_shapes(manifest)
-    rows = ",\n".join(f"        {kotlin_string(name)} to longArrayOf({', '.join(map(str, shape))})"
-                      for name, shape in shapes.items())
-    return [f"// features: each input's values by name ({', '.join(shapes)}), preprocessed as in training",
-            f"fun classify(features: Map<String, FloatArray>): {returns} {{",
-            "    val shapes = mapOf(", rows + ")",
-            "    val feeds = shapes.mapValues { (name, shape) ->",
-            "        OnnxTensor.createTensor(env, FloatBuffer.wrap(features.getValue(name)), shape) }",
-            *_kotlin_run(manifest, answer)]
+def kotlin_inputs(manifest: dict[str, Any], returns: str, answer: str) -> tuple[list[str], list[str]]:
+    """The ``java.nio`` buffers and ``classify`` of a model whose inputs are the user's own values (several inputs,
+    or one that is not float32): one typed argument per graph input, named after it, fed as a tensor of the shape
+    the model takes; an input of a type the example has no array for stops there when run, saying so. ``answer``
+    reads ``result``."""
+    shapes, arguments, columns, buffers = input_shapes(manifest), [], [], set()
+    for tensor, argument in zip(manifest["inputs"], _kotlin_names([t["name"] for t in manifest["inputs"]]),
+                                strict=True):
+        name, dtype = tensor["name"], tensor["dtype"]
+        kind = _KOTLIN_TENSORS.get(dtype)
+        if kind is None:
+            todo = kotlin_string(f"input {name!r} ({dtype}): build its tensor as in training")
+            columns.append(f"        {kotlin_string(name)} to TODO({todo})")
+            continue
+        array, buffer, java_type = kind
+        arguments.append(f"{argument}: {array}")
+        buffers.add(buffer)
+        columns.append(f"        {kotlin_string(name)} to OnnxTensor.createTensor(env, {buffer}.wrap({argument}), "
+                       f"longArrayOf({', '.join(map(str, shapes[name]))}){java_type})")
+    lines = ["// each argument: that input's values row by row, preprocessed as in training",
+             f"fun classify({', '.join(arguments)}): {returns} {{", "    val feeds = mapOf(", ",\n".join(columns) + ")",
+             *_kotlin_run(manifest, answer)]
+    return sorted(buffers), lines
+
+
+def _kotlin_names(names: list[str]) -> list[str]:
+    """Kotlin identifiers for graph input names: other characters become ``_``, a leading digit or a keyword gets
+    ``input_`` before it, and repeats a number after."""
+    found: list[str] = []
+    for name in names:
+        identifier = re.sub(r"\W", "_", name, flags=re.ASCII) or "input"
+        if identifier[0].isdigit() or identifier in _KOTLIN_KEYWORDS:
+            identifier = f"input_{identifier}"
+        candidate, number = identifier, 2
+        while candidate in found:
+            candidate, number = f"{identifier}_{number}", number + 1
+        found.append(candidate)
+    return found
 
 
 def _kotlin_run(manifest: dict[str, Any], answer: str) -> list[str]:
