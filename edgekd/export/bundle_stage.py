@@ -14,9 +14,7 @@ model is packed with its KV-cache layout and generation loop instead (:mod:`edge
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.errors import ConfigError
@@ -27,6 +25,7 @@ from edgekd.export.config import BundleStage
 from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
 from edgekd.export.record import recorded_target
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
+from edgekd.models.task_model import ModelDescription, read_description
 from edgekd.profile.budget import judged_role
 from edgekd.profile.record import LMProfileRecord, read_profile_record
 from edgekd.task_heads import task_postprocessing
@@ -44,9 +43,9 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
     model = artifact.get(role)
     deploy = _deploy_files(model, ctx)
     model_dir = ctx.resolve(model.weights) if model.weights else None
-    info = _model_info(model_dir)
+    info = read_description(model_dir) if model_dir is not None and (model_dir / MODEL_MANIFEST).is_file() else None
     onnx_path = ctx.resolve(model.onnx)
-    labels = list(info.get("class_names", []))
+    labels = list(info.class_names) if info is not None else []
     manifest = pack_model(
         ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP,
         onnx_path=onnx_path,
@@ -54,7 +53,8 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
         name=f"{ctx.recipe.name}-{role}",
         opset=model.metrics.opset,
         labels=labels,
-        preprocessing=recipe_preprocessing(onnx_path, ctx.recipe.data, info.get("signature", {}), labels),
+        preprocessing=recipe_preprocessing(onnx_path, ctx.recipe.data,
+                                           info.signature.to_json() if info is not None else {}, labels),
         tokenizer=_tokenizer_files(model_dir, info),
         device=ctx.device,
         profile=profile.models[role],
@@ -81,15 +81,8 @@ def _deploy_files(model: ModelArtifact, ctx: StageContext) -> dict[str, Path]:
     return files
 
 
-def _model_info(model_dir: Path | None) -> dict[str, Any]:
-    """The model directory's own description (class names, input signature), or nothing."""
-    if model_dir is None or not (model_dir / MODEL_MANIFEST).is_file():
-        return {}
-    return json.loads((model_dir / MODEL_MANIFEST).read_text(encoding="utf-8"))
-
-
-def _tokenizer_files(model_dir: Path | None, info: dict[str, Any]) -> list[Path]:
+def _tokenizer_files(model_dir: Path | None, info: ModelDescription | None) -> list[Path]:
     """A text model's tokenizer files, as saved beside its weights."""
-    if model_dir is None or info.get("signature", {}).get("kind") != "text":
+    if model_dir is None or info is None or info.signature.kind != "text":
         return []
     return [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]

@@ -23,7 +23,6 @@ converts and checks the ``.ort`` (:func:`convert_to_ort`). The deployed file is 
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.ort_format import OrtModel, convert_to_ort, numpy_feeds
 from edgekd.models.hf import dense_attention, usable_positions
 from edgekd.models.specs import IMPORT_PATH
-from edgekd.models.task_model import MANIFEST
+from edgekd.models.task_model import read_description
 from edgekd.profile.runner import ProfileResult, profile_onnx
 
 #: Rows of the synthetic batch a Hugging Face model is exported and parity-checked on.
@@ -219,10 +218,10 @@ def _trained_image_shape(directory: Path) -> tuple[int, ...] | None:
     """The ``[channels, height, width]`` an edgekd run trained the model directory's images at (its
     ``edgekd_model.json``): a ResNet trained on 8×8 digits has no image size in its config, and 224 is not its."""
     try:
-        shape = json.loads((directory / MANIFEST).read_text())["signature"]["image_shape"]
-    except (OSError, ValueError, KeyError, TypeError):  # not a run's model directory
+        shape = read_description(directory).signature.image_shape
+    except ModelError:  # not a run's model directory
         return None
-    return tuple(shape) if isinstance(shape, list) and len(shape) == 3 else None
+    return tuple(shape) if len(shape) == 3 else None
 
 
 def _pad_id(config: Any, tokenizer: Any | None) -> tuple[int, str]:

@@ -36,6 +36,31 @@ MANIFEST = "edgekd_model.json"
 WEIGHTS = "model.safetensors"
 
 
+@dataclass(frozen=True)
+class ModelDescription:
+    """A model directory's ``edgekd_model.json``: what :meth:`TaskModel.save` wrote beside the weights."""
+
+    spec: dict[str, Any]
+    signature: InputSignature
+    class_names: tuple[str, ...]
+    huggingface: bool
+    low_rank: dict[str, Any]
+
+
+def read_description(directory: Path) -> ModelDescription:
+    """The ``edgekd_model.json`` of the model directory ``directory``; :class:`ModelError` naming the directory when
+    it is missing, unreadable or not of this form (not a directory a run saved)."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        return ModelDescription(spec=manifest["spec"], signature=InputSignature.from_json(manifest["signature"]),
+                                class_names=tuple(manifest["class_names"]), huggingface=bool(manifest["huggingface"]),
+                                low_rank=manifest.get("low_rank", {}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{directory}: not an edgekd model directory ({MANIFEST} missing or unreadable: "
+                         f"{first_line(exc)})") from None
+
+
 @dataclass
 class TaskModel:
     """A classifier module plus its spec, input signature, class names and (text) tokenizer."""
@@ -79,24 +104,20 @@ class TaskModel:
     def load(cls, directory: Path) -> TaskModel:
         """Reload a directory written by :meth:`save` (weights as safetensors only)."""
         directory = Path(directory)
-        try:
-            manifest = json.loads((directory / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{directory}: not an edgekd model directory ({MANIFEST} missing or unreadable)") from exc
-        signature = InputSignature.from_json(manifest["signature"])
-        class_names = tuple(manifest["class_names"])
-        if manifest["huggingface"]:
+        described = read_description(directory)
+        signature, class_names = described.signature, described.class_names
+        if described.huggingface:
             module = _load_hf(directory, signature.per_token)
         else:
             from pydantic import TypeAdapter
 
-            spec = TypeAdapter(ModelSpec).validate_python(manifest["spec"])
+            spec = TypeAdapter(ModelSpec).validate_python(described.spec)
             module = build_module(spec, signature, class_names)
-            module = load_weights(apply_low_rank(module, manifest.get("low_rank", {})), directory / WEIGHTS)
+            module = load_weights(apply_low_rank(module, described.low_rank), directory / WEIGHTS)
         # text given as token ids in Python (edgekd.data.memory) has no tokenizer to save
         saved = signature.kind == "text" and (directory / "tokenizer_config.json").is_file()
         tokenizer = _load_tokenizer(directory) if saved else None
-        return cls(module=module.eval(), spec=manifest["spec"], signature=signature, class_names=class_names,
+        return cls(module=module.eval(), spec=described.spec, signature=signature, class_names=class_names,
                    tokenizer=tokenizer)
 
     def example_inputs(self, batch: int = 2, sequence: int = 16) -> dict[str, torch.Tensor]:

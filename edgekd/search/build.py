@@ -10,7 +10,6 @@ inputs otherwise).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from edgekd.config.device import DeviceProfile
 from edgekd.data.examples import InputSignature
 from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import export_onnx
-from edgekd.models.task_model import MANIFEST, TaskModel, build_task_model
+from edgekd.models.task_model import TaskModel, build_task_model, read_description
 from edgekd.profile.inputs import make_feeds
 from edgekd.prune.config import FactorizeConfig, PruneConfig
 from edgekd.prune.lowrank import factorize_task_model
@@ -54,9 +53,9 @@ class Family:
     @classmethod
     def of_model_dir(cls, directory: Path, arch: str) -> Family:
         """The family of ``arch`` students for the data a saved model (the teacher) was built for."""
-        manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
+        described = read_description(directory)
         teacher = LayerSource(directory=Path(directory)) if arch == LAYER_COPY else None
-        return cls(arch, InputSignature.from_json(manifest["signature"]), tuple(manifest["class_names"]), teacher)
+        return cls(arch, described.signature, described.class_names, teacher)
 
     @property
     def depth(self) -> int | None:
