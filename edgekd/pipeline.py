@@ -47,6 +47,7 @@ from edgekd.data_needs import check_run_dir_outside_data
 from edgekd.distributed import World, check_training, current_world
 from edgekd.errors import ConfigError
 from edgekd.models.packaged import source_digest
+from edgekd.module_cache import drop_orphan_modules
 from edgekd.rundir import (
     FILES_KEY,
     FINGERPRINT_FILE,
@@ -204,7 +205,11 @@ def run_pipeline(
     run_dir = Path(run_dir)
     check_run_dir_outside_data(recipe, run_dir)
     with claimed(run_dir, main=world.is_main):  # refuses directories that are not runs; one run at a time
-        return _run_stages(recipe, device, run_dir, world, registry, fresh=fresh, show_progress=show_progress)
+        try:
+            return _run_stages(recipe, device, run_dir, world, registry, fresh=fresh, show_progress=show_progress)
+        except KeyboardInterrupt:  # a re-run in this process (a notebook's) imports what the stage was importing
+            drop_orphan_modules()
+            raise
 
 
 def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: World, registry: StageRegistry, *,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,42 @@ def test_a_recipe_mistake_found_while_running_names_the_stage(tmp_path: Path) ->
     registry = _fake_registry(distill=f"{__name__}:fake_failure")
     with pytest.raises(ConfigError, match=r"^recipe 'contract': stages\[1\] \(distill\): targets: 'heads'"):
         run_pipeline(_recipe(), DEVICE, tmp_path, show_progress=False, registry=registry)
+
+
+def fake_importing(config: Any, artifact: Artifact, ctx: StageContext) -> StageOutput:
+    """A stage that imports a library in the middle of its work (as the report stage imports matplotlib) and uses it."""
+    import interrupted_library
+
+    assert interrupted_library.submodule.package_value() == "loaded"
+    return fake_run(config, artifact, ctx)
+
+
+def test_a_re_run_in_the_same_process_after_a_ctrl_c_inside_an_import_imports_the_library_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while a stage imported a package left its submodules cached on the half-built package: every re-run in
+    that process (a notebook's) failed in the import (matplotlib: no attribute 'get_data_path') until a restart."""
+    package = tmp_path / "lib" / "interrupted_library"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from . import submodule\n"
+        "import os\n"
+        "if os.environ.get('EDGEKD_TEST_INTERRUPT'):\n"
+        "    raise KeyboardInterrupt  # Ctrl-C half-way through the import\n"
+        "VALUE = 'loaded'\n")
+    (package / "submodule.py").write_text(
+        "import interrupted_library\n\n\ndef package_value():\n    return interrupted_library.VALUE\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    monkeypatch.setenv("EDGEKD_TEST_INTERRUPT", "1")
+    registry = _fake_registry(distill=f"{__name__}:fake_importing")
+    with pytest.raises(KeyboardInterrupt):
+        _ran(_recipe(), tmp_path / "run", registry)
+    assert "interrupted_library.submodule" not in sys.modules  # not left bound to the half-built package
+    monkeypatch.delenv("EDGEKD_TEST_INTERRUPT")
+    try:
+        assert _ran(_recipe(), tmp_path / "run", registry)[0] == "02-distill"  # the teacher stage resumed
+    finally:
+        for name in ("interrupted_library", "interrupted_library.submodule"):
+            sys.modules.pop(name, None)
 
 
 # --------------------------------------------------------------------------- validation before training
