@@ -155,7 +155,8 @@ def test_a_pipeline_decides_auto_threads_again_at_its_stages(no_omp_env: None, t
     assert "training with 2 torch thread(s) from now on" in caplog.text  # before the teacher stage
 
 
-def test_cli_threads_reaches_training_and_bad_values_are_refused(tmp_path: Path) -> None:
+def test_cli_threads_reaches_training_and_bad_values_are_refused(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     recipe = write_yaml(tmp_path / "recipe.yaml", tiny_recipe(teacher_epochs=1, stages=("teacher",)))
     done = subprocess.run([sys.executable, "-m", "edgekd", "run", str(recipe), "--out", str(tmp_path / "run"), "-q",
                            "--threads", "1"], capture_output=True, text=True,
@@ -164,5 +165,11 @@ def test_cli_threads_reaches_training_and_bad_values_are_refused(tmp_path: Path)
     assert "training with 1 torch thread(s) (threads: 1)" in done.stderr
     outcome = cli("run", recipe, "--out", tmp_path / "other", "--threads", "0")
     assert outcome.exit_code == 2 and "--threads" in outcome.output
+    assert "'auto'" in cli("run", recipe, "--out", tmp_path / "other", "--threads", "some").output
+    # a recipe's fixed count set back to auto (the option took numbers only)
+    fixed = write_yaml(tmp_path / "fixed.yaml", {**tiny_recipe(teacher_epochs=1, stages=("teacher",)), "threads": 1})
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        assert cli("run", fixed, "--out", tmp_path / "auto", "-q", "--threads", "auto").exit_code == 0
+    assert "torch thread(s) (threads: auto)" in caplog.text
     bad = write_yaml(tmp_path / "bad.yaml", {**tiny_recipe(), "threads": "many"})
     assert_user_error(cli("validate", bad), "threads")

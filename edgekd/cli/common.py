@@ -115,8 +115,19 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory 
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished stages of an earlier run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
-ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", min=1, help="torch threads for training (default: the recipe's threads, auto = free physical cores).")]
+def _threads(text: str) -> int | str:
+    """``--threads``: a positive number, or ``auto``."""
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise typer.BadParameter(f"expected a positive number of threads or 'auto', got {text!r}")
+
+
+# Any: typer takes no union of int and str; the parser gives an int or "auto"
+ThreadsOpt = Annotated[Any, typer.Option(
+    "--threads", parser=_threads, metavar="N|auto",
+    help="torch threads for training (default: the recipe's threads; auto = free physical cores).")]
 BudgetOpt = Annotated[float | None, typer.Option(
     "--budget-ms", help="p90 latency budget in ms, instead of the device profile's.")]
 

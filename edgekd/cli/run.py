@@ -54,8 +54,8 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, bud
                   quiet=quiet, as_json=as_json)
 
 
-def run_and_print(recipe: str, *, out_dir: Path | None, threads: int | None, fresh: bool, quiet: bool, as_json: bool,
-                  device: str | None = None, budget_ms: float | None = None) -> None:
+def run_and_print(recipe: str, *, out_dir: Path | None, threads: int | str | None, fresh: bool, quiet: bool,
+                  as_json: bool, device: str | None = None, budget_ms: float | None = None) -> None:
     """Run a recipe through the API and print it (see :func:`print_run`): ``edgekd run`` and ``edgekd demo``.
     Only the main process of a data-parallel run prints."""
     result = api().run(recipe, device=device, out=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
