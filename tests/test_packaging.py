@@ -1,4 +1,5 @@
-"""The wheel carries every subpackage and the three YAML catalogs, and they are found once installed."""
+"""The wheel carries every subpackage and the three YAML catalogs, and they are found once installed; the source
+distribution carries what builds, tests and documents it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -29,15 +31,17 @@ def test_catalogs_are_found_in_the_checkout() -> None:
     assert "demo-digits" in catalog.names("pipelines")
 
 
-def _clean_source_copy(tmp_path: Path) -> Path:
-    """The project's sources without a stale build/ directory, which setuptools would pack too."""
+def _clean_source_copy(tmp_path: Path, *extra: str) -> Path:
+    """The project's sources (and the ``extra`` files and folders) without a stale build/ directory, which
+    setuptools would pack too."""
     source = tmp_path / "source"
     source.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
-    for name in ("edgekd", "pipelines", "devices", "exporters"):
-        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in", "edgekd", "pipelines", "devices", "exporters", *extra):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, source / name)
     return source
 
 
@@ -75,3 +79,18 @@ def test_pip_install_into_fresh_venv_then_devices_list(tmp_path: Path) -> None:
                           text=True, env={**os.environ, "COLUMNS": "200"}, check=True)
     for name in ("host-cpu", "android-midrange-cpu", "raspberry-pi-4", "x86-server-1core"):
         assert name in done.stdout
+
+
+def test_sdist_carries_the_docs_the_tests_with_their_helpers_and_the_build_files(tmp_path: Path) -> None:
+    """The sdist shipped the tests without their conftest and helper modules (every test failed to collect) and
+    none of the docs the README links to."""
+    source = _clean_source_copy(tmp_path, "docs", "tests", "benchmarks", ".ci", "Makefile")
+    code = "from setuptools import build_meta; print(build_meta.build_sdist('dist'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True, text=True, timeout=300,
+                          check=True)
+    with tarfile.open(source / "dist" / done.stdout.split()[-1]) as archive:
+        names = {Path(*Path(name).parts[1:]).as_posix() for name in archive.getnames()}
+    expected = {p.relative_to(ROOT).as_posix() for folder in ("tests", "docs") for p in (ROOT / folder).rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+    assert expected <= names, sorted(expected - names)[:5]
+    assert {"Makefile", ".ci/run", "README.md", "benchmarks/kd_sst2.py"} <= names
