@@ -23,7 +23,7 @@ from edgekd.config.base import MAX_ROUNDS, MAX_RUNS, MAX_WARMUP, MIN_RUNS
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
 from edgekd.config.paths import user_path, user_text
-from edgekd.config.recipe import Recipe, load_recipe
+from edgekd.config.recipe import Recipe, load_recipe, validate_recipe
 from edgekd.data.config import HFDiskData, NpzData, TextFileData
 from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
@@ -88,7 +88,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     if isinstance(recipe, Recipe):
         loaded = _revalidated(recipe)
     elif isinstance(recipe, Mapping):
-        loaded = validate_model(dict(recipe), Recipe, source=source)
+        loaded = validate_recipe(dict(recipe), source=source, folder=Path.cwd())
     else:
         loaded = load_recipe(source)
     path = Path(source)  # a recipe file's "# Data:" comment says where to get missing data
@@ -113,7 +113,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
 def _revalidated(recipe: Recipe) -> Recipe:
     """``recipe`` validated again: a :class:`Recipe` is frozen, but pydantic's ``model_copy(update=...)`` makes one
     without validating (a teacher stage copied with ``epochs=-5`` ran and trained nothing)."""
-    return validate_model(_as_given(recipe), Recipe, source=f"recipe '{recipe.name}'", expanded=True)
+    return validate_recipe(_as_given(recipe), source=f"recipe '{recipe.name}'", folder=Path.cwd(), expanded=True)
 
 
 def _as_given(value: Any) -> Any:

@@ -216,7 +216,9 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
                 fresh: bool, show_progress: bool) -> RunResult:
     if world.is_main:
         _say_other_recipe(run_dir, recipe)
-        write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__, "recipe": recipe.model_dump(mode="json"),
+        # the recipe's fields as given: a default written out would read back as a setting (load_run validates it)
+        write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__,
+                                          "recipe": recipe.model_dump(mode="json", exclude_unset=True),
                                           "device": device.model_dump(mode="json")})
     last_parallel = max((i for i, s in enumerate(recipe.stages, start=1) if registry[s.stage].data_parallel),
                         default=0)

@@ -37,9 +37,9 @@ import yaml
 from pydantic import BaseModel
 
 from edgekd.config.device import DeviceProfile
-from edgekd.config.loading import parse_yaml, validate_model
+from edgekd.config.loading import parse_yaml
 from edgekd.config.paths import AS_WRITTEN, user_path
-from edgekd.config.recipe import Recipe, load_recipe
+from edgekd.config.recipe import Recipe, load_recipe, validate_recipe
 from edgekd.distill.config import DistillStage as Distill
 from edgekd.distill.config import TeacherStage as Teacher
 from edgekd.errors import ConfigError
@@ -75,7 +75,7 @@ class Pipeline:
                   "data": _data(data), "tokenizer": _plain(tokenizer), "teacher": _role(teacher, "teacher"),
                   "assistant": _role(assistant, "assistant"), "student": _role(student, "student"),
                   "stages": [_plain(stage) for stage in stages]}
-        self.recipe: Recipe = validate_model(fields, Recipe, source=SOURCE, base_dir=Path.cwd())
+        self.recipe: Recipe = validate_recipe(fields, source=SOURCE, folder=Path.cwd())
         if self.recipe.data.source == "memory" and tokenizer is not None:
             raise ConfigError(f"{SOURCE}: tokenizer: the data given as Dataset/DataLoader objects is fed as given "
                               "(token ids already tokenized); leave tokenizer out")
@@ -93,8 +93,7 @@ class Pipeline:
         string of several lines; its relative paths start from the working directory)."""
         if isinstance(path, str) and "\n" in path:
             source = "Pipeline.from_yaml(text)"
-            return cls.from_recipe(validate_model(parse_yaml(path, source), Recipe, source=source,
-                                                  base_dir=Path.cwd()))
+            return cls.from_recipe(validate_recipe(parse_yaml(path, source), source=source, folder=Path.cwd()))
         return cls.from_recipe(load_recipe(path))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
@@ -113,7 +112,8 @@ class Pipeline:
             if instance is not None:
                 raise ConfigError(f"{SOURCE}.to_yaml(): {role}: the module given as an object ({instance}) is not "
                                   "serializable; give it as 'package.module:factory' (with kwargs) instead")
-        text = yaml.safe_dump(self.recipe.model_dump(mode="json", context=AS_WRITTEN), sort_keys=False)
+        given = self.recipe.model_dump(mode="json", context=AS_WRITTEN, exclude_unset=True)  # defaults read as set
+        text = yaml.safe_dump(given, sort_keys=False)
         if path is not None:
             user_path(path, "to_yaml(path)").write_text(text, encoding="utf-8")
         return text

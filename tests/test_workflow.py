@@ -223,3 +223,38 @@ def test_data_that_is_no_mapping_is_one_line(data: Any) -> None:
     with pytest.raises(ConfigError, match=r"^Pipeline\(...\): data: expected a data mapping \({'source': ...}\) or "
                                           rf"the sets {{'train': ..., 'test': ...}}, got {type(data).__name__}$"):
         _pipeline(data=data)
+
+
+def test_a_pretrained_teacher_named_from_the_working_directory_round_trips_and_its_run_reopens_anywhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """to_yaml() and the run record wrote every default, so a pretrained BERT's default sizes read back as given
+    beside its checkpoint ('give either pretrained or sizes'): the YAML could not be read and the finished run could
+    not be reported; and a checkpoint named relative to the working directory was recorded relative, so the run
+    reopened from another directory looked for it there."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    BertForSequenceClassification(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32)).save_pretrained(work / "my-bert")
+    rows = [f"{'a good film' if i % 2 else 'a dull plot'} number {i}\t{i % 2}" for i in range(80)]
+    for name in ("train.tsv", "test.tsv"):
+        (work / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    pipeline = Pipeline(name="pretrained", data={"source": "tsv", "train": "train.tsv", "test": "test.tsv",
+                                                 "val_examples": 20},
+                        tokenizer={"vocab_size": 300, "max_length": 16},
+                        teacher={"arch": "bert", "pretrained": "my-bert"},
+                        student={"arch": "bert", "layers": 1, "hidden": 16, "heads": 2},
+                        stages=[Teacher(epochs=1, batch_size=16), Report()])
+    assert Pipeline.from_yaml(pipeline.to_yaml()).recipe == pipeline.recipe
+    assert "layers" not in pipeline.to_yaml().split("student:")[0]  # the teacher's sizes are its checkpoint's
+    pipeline.run(work / "runs" / "pretrained")
+    recorded = json.loads((work / "runs" / "pretrained" / "run.json").read_text())["recipe"]
+    assert recorded["teacher"]["model"] == {"arch": "bert", "pretrained": str(work / "my-bert")}
+    monkeypatch.chdir(tmp_path)
+    reopened = edgekd.open_run(work / "runs" / "pretrained")
+    assert reopened.recipe == pipeline.recipe
+    from edgekd.api import report
+
+    assert {path.name for path in report(work / "runs" / "pretrained")} >= {"report.json", "report.md"}

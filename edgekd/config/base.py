@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, WrapSerializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    WrapSerializer,
+    model_validator,
+)
 
 from edgekd.config.paths import escape_field, expand_field
 
@@ -69,3 +79,18 @@ class StrictModel(BaseModel, metaclass=_OneLineErrors):
     one-line :class:`~edgekd.errors.ConfigValueError`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _tags_given(self) -> Self:
+        """A one-value ``Literal`` field (a stage's ``stage``) counts as given even when defaulted: it says which
+        member of a union the model is, so a dump of the fields given (``exclude_unset``: the run record,
+        ``Pipeline.to_yaml``) keeps it and validates back to the same model."""
+        self.__pydantic_fields_set__.update(_tag_fields(type(self)))
+        return self
+
+
+@functools.cache
+def _tag_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The one-value ``Literal`` fields of ``model``."""
+    return frozenset(name for name, field in model.model_fields.items()
+                     if get_origin(field.annotation) is Literal and len(get_args(field.annotation)) == 1)

@@ -134,32 +134,42 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     working directory as given.
     """
     path = find("pipelines", name_or_path)
-    data = _checkpoints_beside(read_yaml(path), path.parent)
-    recipe = validate_model(data, Recipe, source=str(path), base_dir=path.parent)
+    recipe = validate_recipe(read_yaml(path), source=str(path), folder=path.parent)
     stages = [stage.model_copy(update={"target": _beside(path, stage.target)})
               if isinstance(getattr(stage, "target", None), str) else stage for stage in recipe.stages]
     return recipe.model_copy(update={"device": _beside(path, recipe.device), "stages": stages})
+
+
+def validate_recipe(data: Any, *, source: str, folder: Path, expanded: bool = False) -> Recipe:
+    """The recipe of parsed ``data`` (a mapping; ``expanded``: one edgekd wrote, its paths expanded already) whose
+    relative paths start from ``folder``: the recipe file's, or the working directory for one given in Python. Its
+    path fields, and a ``pretrained`` checkpoint or ``image_processor`` naming a directory there, are made absolute,
+    so that the run record names the same files from any working directory (``edgekd report``, ``open_run``)."""
+    return validate_model(_checkpoints_beside(data, folder, expanded), Recipe, source=source, base_dir=folder,
+                          expanded=expanded)
 
 
 #: Recipe keys whose value is a hub id or a local directory (a checkpoint, a tokenizer, an image processor).
 CHECKPOINT_KEYS = ("pretrained", "image_processor")
 
 
-def _checkpoints_beside(values: Any, folder: Path) -> Any:
-    """Raw recipe ``values`` with every :data:`CHECKPOINT_KEYS` value that names a directory in ``folder`` (the
-    recipe's) made that directory's absolute path, before validation reads it (image preprocessing defaults
-    look for the teacher's processor files there)."""
+def _checkpoints_beside(values: Any, folder: Path, expanded: bool) -> Any:
+    """Raw recipe ``values`` with every :data:`CHECKPOINT_KEYS` value that names a directory in ``folder`` made that
+    directory's absolute path, before validation reads it (image preprocessing defaults look for the teacher's
+    processor files there); ``expanded``: the values' ``~`` and variables are expanded already."""
     if isinstance(values, list):
-        return [_checkpoints_beside(item, folder) for item in values]
+        return [_checkpoints_beside(item, folder, expanded) for item in values]
     if not isinstance(values, dict):
         return values
     out = {}
     for key, value in values.items():
-        local = expanded_or_given(value) if key in CHECKPOINT_KEYS and isinstance(value, str) else ""
+        local = "" if key not in CHECKPOINT_KEYS or not isinstance(value, str) else \
+            value if expanded else expanded_or_given(value)
         if local and not local.startswith("pypi:") and not Path(local).is_absolute() and (folder / local).is_dir():
-            out[key] = escaped(str((folder / local).resolve()))  # validated (expanded) again as the field's value
+            absolute = str((folder / local).resolve())
+            out[key] = absolute if expanded else escaped(absolute)  # else validated (expanded) again as the value
         else:
-            out[key] = _checkpoints_beside(value, folder)
+            out[key] = _checkpoints_beside(value, folder, expanded)
     return out
 
 
