@@ -278,6 +278,13 @@ def _check_trained_on_with_the_split_it_was_learnt_from(path: Path, loaded: NpzS
         load_dataset(NpzData(source="npz", path=path, eval_data=source), seed + 1)
     pinned = source.model_copy(update={"split_seed": seed})  # the eval data's own split seed wins
     assert torch.equal(load_dataset(NpzData(source="npz", path=path, eval_data=pinned), seed + 1).x_test, same.x_test)
+    # other fractions or a limit split it another way too (the docs' eval_data, of the default test_fraction 0.2,
+    # tested on 6 learnt-from images of the recipe's 0.25 split), whatever the seed
+    for other in ({"test_fraction": 0.2}, {"limit": 1500}):
+        with pytest.raises(DataError, match=r"holds [1-9]\d* of the \d+ test and \d+ of the \d+ validation examples .*"
+                                            r"split data.eval_data as the set was learnt \(val_fraction: 0.15, "
+                                            rf"test_fraction: 0.25, split_seed: {seed}\)"):
+            load_dataset(NpzData(source="npz", path=path, eval_data=pinned.model_copy(update=other)), seed)
 
 
 def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: Path) -> None:

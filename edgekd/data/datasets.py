@@ -133,14 +133,64 @@ def check_held_out_split(config: NpzData, metadata: dict[str, Any] | None, eval_
     ``eval_data``'s test split, and the accuracy measured there would be inflated.
     """
     source = (metadata or {}).get("learned_from")
-    if not isinstance(source, dict) or source.get("data") != config.eval_data.model_dump(mode="json",
-                                                                                          exclude={"split_seed"}):
+    if not isinstance(source, dict):
         return
-    if source.get("split_seed") != eval_seed:
-        raise DataError(f"{config.path}: its examples were learnt from the training split of this data split with "
-                        f"seed {source.get('split_seed')}; data.eval_data splits it with seed {eval_seed}, so its "
-                        f"test examples include images the set was learnt from: set data.eval_data.split_seed: "
-                        f"{source.get('split_seed')}")
+    if source.get("data") == config.eval_data.model_dump(mode="json", exclude={"split_seed"}):
+        if source.get("split_seed") != eval_seed:
+            raise DataError(f"{config.path}: its examples were learnt from the training split of this data split with "
+                            f"seed {source.get('split_seed')}; data.eval_data splits it with seed {eval_seed}, so its "
+                            f"test examples include images the set was learnt from: set data.eval_data.split_seed: "
+                            f"{source.get('split_seed')}")
+        return
+    learnt = _learnt_sklearn(source, config.eval_data.name)
+    if learnt is None:  # learnt from other data: nothing of eval_data's was seen
+        return
+    learnt_train, _, _ = _split_indices(_sklearn_labels(learnt), learnt.val_fraction, learnt.test_fraction,
+                                        source["split_seed"])
+    _, val, test = _split_indices(_sklearn_labels(config.eval_data), config.eval_data.val_fraction,
+                                  config.eval_data.test_fraction, eval_seed)
+    seen = {name: len(np.intersect1d(held, learnt_train)) for name, held in (("test", test), ("validation", val))}
+    if any(seen.values()):
+        written = learnt.model_dump(mode="json", include={"limit", "val_fraction", "test_fraction"},
+                                    exclude_none=True)
+        raise DataError(f"{config.path}: its examples were learnt from a training split of {learnt.name} that holds "
+                        f"{seen['test']} of the {len(test)} test and {seen['validation']} of the {len(val)} validation "
+                        f"examples data.eval_data splits off, so the accuracy measured there would be inflated: split "
+                        f"data.eval_data as the set was learnt ({', '.join(f'{k}: {v}' for k, v in written.items())}, "
+                        f"split_seed: {source['split_seed']})")
+
+
+def _learnt_sklearn(source: dict[str, Any], name: str) -> SklearnData | None:
+    """The scikit-learn data named ``name`` a synthetic set's ``learned_from`` record says it was learnt from, or
+    None (other data, or a record this version cannot read)."""
+    data = source.get("data")
+    if not isinstance(data, dict) or data.get("source") != "sklearn" or data.get("name") != name \
+            or not isinstance(source.get("split_seed"), int):
+        return None
+    try:
+        return SklearnData.model_validate(data)
+    except ValueError:
+        return None
+
+
+def _sklearn_labels(config: SklearnData) -> np.ndarray:
+    """The labels of ``config``'s examples (its ``limit`` first ones), in the order its split indexes them."""
+    labels = _load_sklearn(config)[1]
+    return labels[: config.limit] if config.limit is not None else labels
+
+
+def _split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int, *,
+                   stratify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training, validation and test indices of :func:`_split` (they depend on the count, the seed and, when
+    ``stratify``, the labels only)."""
+    rest, test = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels if stratify else None
+    )
+    val_share = val_fraction / (1.0 - test_fraction)
+    train, val = train_test_split(
+        rest, test_size=val_share, random_state=seed, stratify=labels[rest] if stratify else None
+    )
+    return train, val, test
 
 
 def _load_sklearn(config: SklearnData) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -176,13 +226,7 @@ def _split(
             f"data: {len(labels)} examples are too few to split into validation and test sets "
             f"holding each of the {n_classes} classes (raise data.limit or the fractions)"
         )
-    rest, test = train_test_split(
-        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels if stratify else None
-    )
-    val_share = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(
-        rest, test_size=val_share, random_state=seed, stratify=labels[rest] if stratify else None
-    )
+    train, val, test = _split_indices(labels, val_fraction, test_fraction, seed, stratify=stratify)
     return DatasetSplits(
         x_train=torch.from_numpy(features[train]), y_train=torch.from_numpy(labels[train]),
         x_val=torch.from_numpy(features[val]), y_val=torch.from_numpy(labels[val]),
