@@ -451,7 +451,8 @@ def test_teacher_soft_labels_are_saved_and_train_the_evaluated_models(digits, tm
     family = Family(SMALL_CNN, digits.input_shape, 10)
     teacher = train_model(family, digits.x_train, F.one_hot(digits.y_train, 10).float(), 150,
                           stage.evaluation, stage.augment, torch.Generator().manual_seed(0))
-    result = distill_dataset(stage, recipe, 0, tmp_path / "set.npz", where="test", teacher=teacher)
+    result = distill_dataset(stage, recipe, 0, tmp_path / "set.npz", where="test", teachers=[teacher],
+                             teacher_weights=[1.0])
     saved = load_npz(tmp_path / "set.npz")
     with torch.no_grad():
         expected = F.softmax(teacher(torch.from_numpy(saved.inputs)) / 2.0, dim=1).numpy()
@@ -461,6 +462,15 @@ def test_teacher_soft_labels_are_saved_and_train_the_evaluated_models(digits, tm
     torch.testing.assert_close(result.synthetic.targets(10), torch.from_numpy(saved.soft_labels))
     with pytest.raises(ConfigError, match="labels: 'teacher' needs a trained teacher"):
         distill_dataset(stage, recipe, 0, tmp_path / "other.npz", where="test")
+    # an ensemble labels with its members' probabilities averaged by weight (member 0 alone labelled every set)
+    other = train_model(family, digits.x_train, F.one_hot(digits.y_train, 10).float(), 30, stage.evaluation,
+                        stage.augment, torch.Generator().manual_seed(1))
+    distill_dataset(stage, recipe, 0, tmp_path / "ensemble.npz", where="test", teachers=[teacher, other],
+                    teacher_weights=[0.25, 0.75])
+    with torch.no_grad():
+        inputs = torch.from_numpy(load_npz(tmp_path / "ensemble.npz").inputs)
+        weighted = (0.25 * F.softmax(teacher(inputs) / 2.0, dim=1) + 0.75 * F.softmax(other(inputs) / 2.0, dim=1))
+    np.testing.assert_allclose(load_npz(tmp_path / "ensemble.npz").soft_labels, weighted.numpy(), atol=1e-6)
 
 
 def _mislabelled_set(digits, path: Path) -> Path:

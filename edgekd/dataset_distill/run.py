@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,13 @@ class DistilledSet:
 
 
 def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out: Path, *, where: str,
-                    teacher: torch.nn.Module | None = None) -> DistilledSet:
+                    teachers: Sequence[torch.nn.Module] = (), teacher_weights: Sequence[float] = ()) -> DistilledSet:
     """Learn ``config.images_per_class`` synthetic examples per class of ``recipe``'s data, judge them, save ``out``.
 
-    ``teacher`` (needed for ``labels: teacher``) labels the synthetic images with its softened outputs.
+    ``teachers`` (needed for ``labels: teacher``: one, or an ensemble's members with their ``teacher_weights``)
+    label the synthetic images with their softened outputs, averaged by weight.
     """
-    if config.labels == "teacher" and teacher is None:
+    if config.labels == "teacher" and not teachers:
         raise ConfigError(f"{where}.labels: 'teacher' needs a trained teacher (a 'teacher' stage before it)")
     splits = load_dataset(recipe.data, data_seed(recipe, seed))
     spec = image_family(_spec(config, recipe), f"{where}.role ({config.role}.model)")
@@ -57,10 +59,11 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     synthetic = METHODS[config.method](problem)
     wall = time.perf_counter() - started
     log.info("%s: %d synthetic examples learnt in %.1f s", config.method, len(synthetic.labels), wall)
-    if teacher is not None and config.labels == "teacher":
-        with torch.no_grad():
-            logits = call_logits(teacher.eval(), {"input": synthetic.images})  # any image teacher, hf ones too
-            synthetic.soft_labels = F.softmax(logits / config.temperature, dim=1)
+    if teachers and config.labels == "teacher":
+        with torch.no_grad():  # any image teacher, hf ones too
+            synthetic.soft_labels = sum(weight * F.softmax(call_logits(member.eval(), {"input": synthetic.images})
+                                                           / config.temperature, dim=1)
+                                        for member, weight in zip(teachers, teacher_weights, strict=True))
     accuracy = compare(problem, synthetic, (splits.x_test, splits.y_test))
     metadata = {"method": config.method, "config": config.model_dump(mode="json"), "seed": seed,
                 "family": family.spec.model_dump(mode="json"), "learned_from": learned_from(recipe, seed),
