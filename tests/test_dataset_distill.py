@@ -473,6 +473,23 @@ def test_teacher_soft_labels_are_saved_and_train_the_evaluated_models(digits, tm
     np.testing.assert_allclose(load_npz(tmp_path / "ensemble.npz").soft_labels, weighted.numpy(), atol=1e-6)
 
 
+def test_a_sets_classes_are_matched_to_eval_data_by_name(digits, tmp_path: Path) -> None:
+    """A set whose class k is digit 9 - k (class_names '9' ... '0') was trained index against index on eval_data's
+    classes and tested below chance, reported as a normal result; its labels and soft labels now follow the names,
+    and a name eval_data lacks is refused."""
+    reversed_names = tuple(str(9 - k) for k in range(10))
+    labels = 9 - digits.y_train.numpy()
+    soft = np.eye(10, dtype=np.float32)[labels]
+    path = save_npz(tmp_path / "reversed.npz", NpzSet(digits.x_train.numpy(), labels, reversed_names, soft))
+    loaded = load_dataset(NpzData(source="npz", path=path, eval_data=DIGITS), 0)
+    assert torch.equal(loaded.y_train, digits.y_train)
+    assert torch.equal(loaded.soft_train.argmax(1), digits.y_train)
+    path = save_npz(tmp_path / "letters.npz", NpzSet(digits.x_train.numpy(), labels, tuple("abcdefghij"), None))
+    with pytest.raises(DataError, match=r"letters.npz: class_names 'a', 'b', 'c', 'd', 'e', 'f' and 4 more are not "
+                                        r"classes of data.eval_data \('0', '1'"):
+        load_dataset(NpzData(source="npz", path=path, eval_data=DIGITS), 0)
+
+
 def _mislabelled_set(digits, path: Path) -> Path:
     """Digits whose hard labels are all 0 but whose soft labels hold the true class (smoothed)."""
     soft = np.full((len(digits.y_train), 10), 0.1 / 9, dtype=np.float32)

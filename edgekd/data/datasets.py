@@ -8,8 +8,10 @@ see :mod:`edgekd.data.text`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
@@ -118,11 +120,35 @@ def _load_npz_splits(config: NpzData, seed: int) -> DatasetSplits:
     eval_seed = config.eval_data.split_seed if config.eval_data.split_seed is not None else seed
     check_held_out_split(config, loaded.metadata, eval_seed)
     held_out = _load_sklearn_splits(config.eval_data, eval_seed)
-    if held_out.input_shape != loaded.inputs.shape[1:] or len(loaded.class_names) > held_out.num_classes:
-        raise DataError(f"{config.path}: inputs of shape {loaded.inputs.shape[1:]} in {len(loaded.class_names)} "
-                        f"classes do not fit data.eval_data ({held_out.input_shape}, {held_out.num_classes} classes)")
-    return replace(held_out, x_train=torch.from_numpy(loaded.inputs), y_train=torch.from_numpy(loaded.labels),
+    if held_out.input_shape != loaded.inputs.shape[1:]:
+        raise DataError(f"{config.path}: inputs of shape {loaded.inputs.shape[1:]} do not fit data.eval_data's "
+                        f"{held_out.input_shape}")
+    labels, soft = _in_classes_of(config.path, loaded.class_names, held_out.class_names, loaded.labels, soft)
+    return replace(held_out, x_train=torch.from_numpy(loaded.inputs), y_train=torch.from_numpy(labels),
                    soft_train=torch.from_numpy(soft) if soft is not None else None)
+
+
+def _in_classes_of(path: Path, names: tuple[str, ...], held_out: tuple[str, ...], labels: np.ndarray,
+                   soft: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A training set's class indices (and soft-label columns) of its class ``names`` as the indices of the same
+    names among ``held_out``'s (eval_data's, which the model's outputs follow): a set whose classes come in
+    another order was trained and tested index against index, silently wrong. A name eval_data lacks is refused."""
+    missing = [name for name in names if name not in held_out]
+    if missing:
+        raise DataError(f"{path}: class_names {_listed(missing)} are not classes of data.eval_data "
+                        f"({_listed(held_out)}); expected the set's classes by eval_data's names")
+    index = np.asarray([held_out.index(name) for name in names], dtype=np.int64)
+    if soft is not None:
+        columns = np.zeros((len(soft), len(held_out)), dtype=soft.dtype)
+        columns[:, index] = soft
+        soft = columns
+    return index[labels], soft
+
+
+def _listed(names: Sequence[str], shown: int = 6) -> str:
+    """Up to ``shown`` quoted names, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(name) for name in names[:shown]) + more
 
 
 def check_held_out_split(config: NpzData, metadata: dict[str, Any] | None, eval_seed: int) -> None:
