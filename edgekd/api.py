@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,7 +106,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     warn_foreign_tokenizers(loaded, source)
     check_data_present(data_need(loaded, path), path)
     check_corpus_lengths(loaded, profile, source, corpus)
-    _check_inputs(loaded)
+    _check_inputs(loaded, source)
     return loaded
 
 
@@ -118,13 +118,11 @@ def _revalidated(recipe: Recipe) -> Recipe:
 
 def _as_given(value: Any) -> Any:
     """A validated config's fields as given (set, not defaulted: a default written out reads as a setting the user
-    chose, which some checks refuse beside others), with the one-value ``Literal`` fields that discriminate unions
-    (a stage's ``stage``) even when defaulted; lists and mappings item by item."""
+    chose, which some checks refuse beside others; a union's one-value tag always counts as given); lists and
+    mappings item by item."""
     if isinstance(value, BaseModel):
-        fields = type(value).model_fields
-        tags = {name for name, field in fields.items()
-                if get_origin(field.annotation) is Literal and len(get_args(field.annotation)) == 1}
-        return {name: _as_given(getattr(value, name)) for name in fields if name in value.model_fields_set | tags}
+        return {name: _as_given(getattr(value, name)) for name in type(value).model_fields
+                if name in value.model_fields_set}
     if isinstance(value, list | tuple):
         return [_as_given(item) for item in value]
     if isinstance(value, Mapping):
@@ -169,9 +167,10 @@ def _checked_device(device: DeviceLike, *, latency: bool = True,
     return loaded
 
 
-def _check_inputs(recipe: Recipe) -> None:
+def _check_inputs(recipe: Recipe, source: str) -> None:
     """Read local text data (files, saved datasets) and ``.npz`` sets as the teacher stage will, list image data's
-    files and classes, and check that named directories and weights exist."""
+    files and classes, check that named directories and weights exist, and that the training split holds the
+    images per class each ``dataset_distill`` stage asks (``source`` names the recipe in that refusal)."""
     data = recipe.data
     if isinstance(data, NpzData):
         from edgekd.data.task_data import prepare_task_data
@@ -192,6 +191,10 @@ def _check_inputs(recipe: Recipe) -> None:
     for weights in recipe.teacher.weight_files:
         if not weights.is_file():
             raise ModelError(f"{weights}: weights file not found (teacher.weights)")
+    if "dataset_distill" in recipe.stage_names():
+        from edgekd.dataset_distill.run import check_class_sizes
+
+        check_class_sizes(recipe, source)
 
 
 def run(
@@ -238,7 +241,7 @@ def _prepared(recipe: RecipeLike, device: DeviceLike | None,
                            validate(recipe, device=device, budget_ms=budget_ms, latency=False), threads)
     if isinstance(recipe, Recipe):  # what validate checks of a recipe given as a file or mapping
         check_recipe(loaded, f"recipe '{loaded.name}'")
-        _check_inputs(loaded)
+        _check_inputs(loaded, f"recipe '{loaded.name}'")
     searches = "search" in loaded.stage_names()
     profile = _checked_device(loaded.device if device is None else device, latency=not searches, budget_ms=budget_ms)
     check_generation_fits(loaded, profile, f"recipe '{loaded.name}'")

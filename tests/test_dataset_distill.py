@@ -390,6 +390,8 @@ DD = {"stage": "dataset_distill"}
     ([DD, TEACHER, DISTILL, EXPORT, SYNTHETIC_INT8], None),
     ([TEACHER, {**DD, "labels": "teacher"}, {**DD, "images_per_class": 1, "method": "meta"}, DISTILL, EXPORT,
       SYNTHETIC_INT8], None),
+    # refused by distill-data before training, but by edgekd run only after the teacher stage
+    ([TEACHER, {**DD, "images_per_class": 500}], "stages[1].images_per_class: 500 is more than the smallest class"),
 ])
 def test_validate_checks_the_stages_a_synthetic_set_needs(write_recipe, stages: list, expected: str | None) -> None:
     recipe = recipe_dict()

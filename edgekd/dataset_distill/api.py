@@ -8,10 +8,8 @@ from edgekd.catalog import find
 from edgekd.config.device import load_device
 from edgekd.config.paths import user_path
 from edgekd.config.recipe import Recipe, load_recipe
-from edgekd.data.datasets import load_dataset
 from edgekd.dataset_distill.config import DatasetDistillStage
-from edgekd.dataset_distill.problem import check_images_per_class
-from edgekd.dataset_distill.run import data_seed
+from edgekd.dataset_distill.run import check_class_sizes
 from edgekd.errors import ConfigError
 from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.stages import check_recipe
@@ -33,9 +31,7 @@ def distill_data(recipe: str | Path | Recipe, *, out: str | Path | None = None, 
         raise ConfigError(f"{source}: stages: no 'dataset_distill' stage; expected one to run")
     partial = loaded.model_copy(update={"stages": loaded.stages[:index + 1]})
     check_recipe(partial, source)
-    splits = load_dataset(loaded.data, data_seed(loaded, loaded.seed))
-    check_images_per_class(splits.y_train, splits.num_classes, loaded.stages[index].images_per_class,
-                           f"{source}: stages[{index}]")
+    check_class_sizes(partial, source)
     run_dir = user_path(out, "out") if out is not None else Path("runs") / f"{loaded.name}-distill-data"
     with training_threads(loaded.threads):
         return run_pipeline(partial, load_device(loaded.device), run_dir, fresh=fresh, show_progress=show_progress)

@@ -19,7 +19,7 @@ from edgekd.dataset_distill.compare import compare
 from edgekd.dataset_distill.config import DatasetDistillStage
 from edgekd.dataset_distill.methods import METHODS
 from edgekd.dataset_distill.network import Family, image_family
-from edgekd.dataset_distill.problem import Problem, SyntheticSet
+from edgekd.dataset_distill.problem import Problem, SyntheticSet, check_images_per_class
 from edgekd.errors import ConfigError
 from edgekd.models.call import call_logits
 
@@ -72,6 +72,20 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     soft = synthetic.soft_labels.numpy() if synthetic.soft_labels is not None else None
     save_npz(out, NpzSet(synthetic.images.numpy(), synthetic.labels.numpy(), splits.class_names, soft, metadata))
     return DistilledSet(synthetic, Path(out), wall, accuracy)
+
+
+def check_class_sizes(recipe: Recipe, source: str, stages: Sequence[int] | None = None) -> None:
+    """Refuse, before anything trains, a ``dataset_distill`` stage of ``recipe`` (the ``stages`` indices, default
+    all) asking more images per class than the training split's smallest class holds, or data with a class of no
+    examples (:func:`~edgekd.dataset_distill.problem.check_images_per_class`); ``source`` names the recipe."""
+    indices = [i for i, stage in enumerate(recipe.stages) if isinstance(stage, DatasetDistillStage)
+               and (stages is None or i in stages)]
+    if not indices:
+        return
+    splits = load_dataset(recipe.data, data_seed(recipe, recipe.seed))
+    for index in indices:
+        check_images_per_class(splits.y_train, splits.num_classes, recipe.stages[index].images_per_class,
+                               f"{source}: stages[{index}]")
 
 
 def data_seed(recipe: Recipe, seed: int) -> int:
