@@ -278,6 +278,21 @@ LATE_MISTAKES = {
     "attention recovery on a cnn": (
         _with_stage(_demo(), 2, {"stage": "prune", "recovery": {"losses": [{"kind": "attention"}]}}),
         "stages[2].recovery.losses[0].kind: loss 'attention'"),
+    # the losses are built for the models' declared sizes: these failed only after the teacher trained
+    "skip map deeper than the teacher": (
+        _text(stages=[{"stage": "teacher"}, {"stage": "distill", "losses": [
+            {"kind": "hidden", "layer_map": {"kind": "skip", "k": 5}}]}]),
+        "stages[1].losses[0]: layer map 'skip' with k=5 maps student layer 1 to teacher layer 5, but the teacher "
+        "has 4 layers"),
+    "relation heads not dividing the widths": (
+        _text(stages=[{"stage": "teacher"}, {"stage": "distill", "losses": [{"kind": "minilm", "relation_heads": 5}]}]),
+        "stages[1].losses[0]: loss 'minilm': the student's hidden size 32 is not divisible by relation_heads=5"),
+    "explicit pair beyond the assistant": (
+        _text(stages=[{"stage": "teacher"}, {"stage": "distill", "teacher": "teacher", "student": "assistant"},
+                      {"stage": "distill", "teacher": "assistant", "student": "student", "losses": [
+                          {"kind": "attention", "layer_map": {"kind": "explicit", "pairs": [[1, 3]]}}]}]),
+        "stages[2].losses[0]: layer map 'explicit' pair [1, 3] is out of range: student layers are 0..1 and teacher "
+        "layers 0..2"),
     "ensemble with a hidden loss": (
         _text(teacher={"model": {"arch": "bert"}, "ensemble": {"members": 2}}, stages=[
             {"stage": "teacher"}, {"stage": "distill", "student": "student", "losses": [{"kind": "cosine"}]}]),

@@ -10,7 +10,9 @@ from edgekd.config.base import LocalPath, PositiveInt, StrictModel
 from edgekd.config.training import TrainingConfig
 from edgekd.digest import file_digest
 from edgekd.distill.losses.hinton import HintonLoss
-from edgekd.distill.losses.registry import LossConfig
+from edgekd.distill.losses.registry import LossConfig, build_loss
+from edgekd.distill.outputs import ModelInfo
+from edgekd.errors import ConfigError
 from edgekd.models.embeddings import check_embedding_width
 from edgekd.models.specs import spec_of
 from edgekd.stage_kind import PlanState, StageKind, check_losses_fit
@@ -98,12 +100,28 @@ def _check_distill(config: DistillStage, state: PlanState, where: str) -> None:
                 raise state.fail(f"{where}.losses[{index}].kind", "distilling from an ensemble transfers averaged "
                                  f"soft targets only: use 'hinton' (got '{loss.kind}'), or a single teacher")
     check_losses_fit(config.losses, config.student, config.teacher, state, f"{where}.losses")
+    _check_loss_sizes(config, state, where)
     check_embedding_width(spec_of(recipe, config.student), spec_of(recipe, config.teacher), state.fail,
                           f"{config.student}.model")
     compared = sorted({need for loss in config.losses for need in loss.needs})
     if compared and config.cache_teacher and recipe.data.modality != "text":
         raise state.fail(f"{where}.cache_teacher", f"the teacher-output cache stores {', '.join(compared)} per "
                          "token of text; for image transformers set cache_teacher: false")
+
+def _check_loss_sizes(config: DistillStage, state: PlanState, where: str) -> None:
+    """Build each loss for the two models' declared sizes, as the run will once they are built: a layer map that
+    does not fit their depths or MiniLM ``relation_heads`` that do not divide their widths is refused before the
+    teacher trains. Models whose sizes only the built model tells are checked when the stage runs."""
+    student = ModelInfo.declared(getattr(state.recipe, config.student).model)
+    teacher = ModelInfo.declared(getattr(state.recipe, config.teacher).model)
+    if student is None or teacher is None:
+        return
+    for index, loss in enumerate(config.losses):
+        try:
+            build_loss(loss, student, teacher)
+        except ConfigError as exc:
+            raise state.fail(f"{where}.losses[{index}]", str(exc)) from None
+
 
 TEACHER = StageKind(
     TeacherStage, "edgekd.distill.stage:run_teacher", reads=("seed", "data", "tokenizer", "teacher"),

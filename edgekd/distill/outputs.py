@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -55,6 +56,22 @@ class ModelInfo:
     layers: int
     hidden: int
     heads: int
+
+    @classmethod
+    def declared(cls, spec: Any) -> ModelInfo | None:
+        """The sizes of ``spec``'s model read from its own sizes or its transformers config without building it
+        (:func:`~edgekd.models.specs.declared_config`), so that ``edgekd validate`` builds the losses the run will;
+        None when only the built model can tell (an edgekd architecture that is not BERT, a ``drop_layers``
+        student, a hub checkpoint not cached here)."""
+        from edgekd.models.specs import BertSpec, declared_config
+
+        if isinstance(spec, BertSpec) and spec.pretrained is None:
+            return cls(spec.layers, spec.hidden, spec.heads)
+        config = declared_config(spec)
+        if config is None:
+            return None
+        return cls(*(getattr(config, name, 0) or 0
+                     for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")))
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelInfo:
