@@ -293,6 +293,13 @@ LATE_MISTAKES = {
                           {"kind": "attention", "layer_map": {"kind": "explicit", "pairs": [[1, 3]]}}]}]),
         "stages[2].losses[0]: layer map 'explicit' pair [1, 3] is out of range: student layers are 0..1 and teacher "
         "layers 0..2"),
+    "keep beyond the assistant it is cut from": (
+        _text(student={"model": {"arch": "drop_layers", "keep": [0, 2, 3]}}),
+        "student.model.keep: expected distinct layer indices below 2 (the assistant's layers), got [0, 2, 3]"),
+    "keep beyond a drop_layers assistant": (
+        _text(assistant={"model": {"arch": "drop_layers", "keep": 2}},
+              student={"model": {"arch": "drop_layers", "keep": 3}}),
+        "student.model.keep: expected at most 2 layers (the assistant's), got 3"),
     "ensemble with a hidden loss": (
         _text(teacher={"model": {"arch": "bert"}, "ensemble": {"members": 2}}, stages=[
             {"stage": "teacher"}, {"stage": "distill", "student": "student", "losses": [{"kind": "cosine"}]}]),

@@ -300,14 +300,21 @@ class DropLayersSpec(SpecBase):
             return [i * total // self.keep for i in range(self.keep)]
         return list(range(0, total, 2)) if self.keep == "every_other" else list(self.keep)
 
-    def keep_problem(self, total: int) -> str | None:
-        """What is wrong with ``keep`` for a teacher of ``total`` layers (indices beyond the teacher's, repeated
-        indices, none, a count above ``total``), without the key; None when nothing is."""
+    def kept(self, total: int) -> int:
+        """How many layers this model keeps of a teacher of ``total`` layers."""
         if isinstance(self.keep, int):
-            return f"expected at most {total} layers (the teacher's), got {self.keep}" if self.keep > total else None
+            return self.keep
+        return len(range(0, total, 2)) if self.keep == "every_other" else len(self.keep)
+
+    def keep_problem(self, total: int, source: str = "teacher") -> str | None:
+        """What is wrong with ``keep`` for a ``source`` model (the teacher, or an assistant) of ``total`` layers
+        (indices beyond its layers, repeated indices, none, a count above ``total``), without the key; None when
+        nothing is."""
+        if isinstance(self.keep, int):
+            return f"expected at most {total} layers (the {source}'s), got {self.keep}" if self.keep > total else None
         kept = list(range(0, total, 2)) if self.keep == "every_other" else list(self.keep)
         if any(i >= total for i in kept) or not kept or len(set(kept)) != len(kept):
-            return f"expected distinct layer indices below {total} (the teacher's layers), got {kept}"
+            return f"expected distinct layer indices below {total} (the {source}'s layers), got {kept}"
         return None
 
 
