@@ -197,3 +197,15 @@ def test_export_takes_a_device_for_its_input_shapes(tmp_path: Path) -> None:
     assert (tmp_path / "mobile" / "m.ort").is_file()
     assert_user_error(cli("export", model, "--device", "no-such-device", "--out", tmp_path / "other"),
                       "no-such-device")
+
+
+def test_a_failing_command_run_with_json_prints_its_error_as_json_on_stdout(tmp_path: Path) -> None:
+    """`edgekd validate bad.yaml --json` printed nothing on stdout: a script reading it got no document."""
+    bad = write_yaml(tmp_path / "bad.yaml", {**tiny_recipe(), "seed": "many"})
+    result = _invoke("validate", bad, "--json")
+    assert result.exit_code == 2
+    answer = json.loads(result.stdout)
+    assert answer["exit_code"] == 2 and answer["internal"] is False
+    assert answer["error"].startswith(f"{bad}: seed:") and answer["error"] in " ".join(result.stderr.split())
+    plain = _invoke("validate", bad)
+    assert plain.exit_code == 2 and plain.stdout == ""  # without --json, the one line on stderr only

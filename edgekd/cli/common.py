@@ -7,12 +7,14 @@ Exit codes: 0 success, 2 user error (bad input, impossible budget), 1 internal e
 
 from __future__ import annotations
 
+import json
+import sys
 import traceback
 from collections.abc import Callable, Collection, Iterable
 from functools import wraps
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.table import Table
@@ -36,41 +38,46 @@ state = {"debug": False}  # set by the global --debug option (see edgekd.cli)
 
 def handle_errors(func: F) -> F:
     """Turn user errors into one line on stderr and exit code 2; other failures into exit code 1. With ``--debug``
-    the traceback is printed before that line; the exit code stays the same."""
+    the traceback is printed before that line; the exit code stays the same. A command run with ``--json`` also
+    prints the failure as its one JSON object on stdout (``{"error": ..., "internal": ..., "exit_code": ...}``), so
+    that a script reading stdout gets a document either way."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return func(*args, **kwargs)
         except EdgekdError as exc:
             _debug_traceback()
-            err.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+            _fail(one_line(exc), 2, as_json)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main)
             terminated = isinstance(exc, Terminated)
-            err.print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; finished stages are kept and "
-                      "a re-run resumes from them")
-            raise typer.Exit(code=143 if terminated else 130) from None
+            _fail(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; finished stages are kept and a re-run "
+                  "resumes from them", 143 if terminated else 130, as_json, label=None)
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
             _debug_traceback()
             too_long = too_long_name(exc)
             if too_long is not None:
-                err.print(f"[bold red]error:[/] {shown(too_long)}: a name longer than this filesystem allows "
-                          "(ENAMETOOLONG); expected a path whose every part is under 255 bytes, or a hub id",
-                          highlight=False, soft_wrap=True)
-                raise typer.Exit(code=2) from None
+                _fail(f"{shown(too_long)}: a name longer than this filesystem allows (ENAMETOOLONG); expected a path "
+                      "whose every part is under 255 bytes, or a hub id", 2, as_json)
             if is_out_of_memory(exc):
-                err.print(f"[bold red]error:[/] out of memory: {one_line(exc)}; this machine cannot hold "
-                          "the model, batch or input as given: use smaller ones", highlight=False, soft_wrap=True)
-                raise typer.Exit(code=2) from None
+                _fail(f"out of memory: {one_line(exc)}; this machine cannot hold the model, batch or input as given: "
+                      "use smaller ones", 2, as_json)
             hint = "" if state["debug"] else " (run with --debug for the traceback)"
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {one_line(exc)}{hint}",
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(code=1) from None
+            _fail(f"{type(exc).__name__}: {one_line(exc)}{hint}", 1, as_json, label="internal error")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: int, as_json: bool, *, label: str | None = "error") -> NoReturn:
+    """Say ``message`` on stderr (after ``label``), and on stdout as JSON for ``--json``; exit with ``code``."""
+    err.print(f"[bold red]{label}:[/] {message}" if label else message, highlight=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps({"error": message, "internal": label == "internal error", "exit_code": code})
+                         + "\n")
+    raise typer.Exit(code=code)
 
 
 def _debug_traceback() -> None:
