@@ -26,7 +26,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.data.config import MemoryData, TokenizerConfig, is_corpus
+from edgekd.data.config import MemoryData, is_corpus, run_tokenizer
 from edgekd.errors import ConfigError
 from edgekd.models.checkpoint_files import VOCABULARY_FILES, check_tokenizer_files
 from edgekd.task_rules import hf_config
@@ -48,7 +48,7 @@ def check_sequence_fits(recipe: Recipe, device: DeviceProfile, source: str) -> N
     ``inputs.sequence_length``."""
     if recipe.data.modality != "text" or is_corpus(recipe.data):
         return
-    max_length = None if isinstance(recipe.data, MemoryData) else (recipe.tokenizer or TokenizerConfig()).max_length
+    max_length = None if isinstance(recipe.data, MemoryData) else run_tokenizer(recipe).max_length
     timed = bool(TIMING_STAGES & set(recipe.stage_names()))
     length = device.inputs.sequence_length
     asked = max(length if timed else 0, max_length or 0)  # the most tokens any stage feeds
@@ -179,13 +179,13 @@ TRAINED_KINDS = {"wordpiece": "a WordPiece vocabulary", "char": "a character voc
 
 def _token_ids_source(recipe: Recipe) -> tuple[str | None, str]:
     """Where a text recipe's token ids come from: the checkpoint or tokenizer directory (None: a vocabulary trained
-    on the data) and how a warning names it. A corpus without a tokenizer section takes its pretrained teacher's."""
+    on the data) and how a warning names it. A recipe without a tokenizer section takes its pretrained teacher's."""
     tokenizer = getattr(recipe, "tokenizer", None)
     given = getattr(tokenizer, "pretrained", None)
     if given is not None:
         return given, f"tokenizer.pretrained '{given}'"
     teacher = getattr(recipe.teacher.model, "pretrained", None)
-    if is_corpus(recipe.data) and tokenizer is None and teacher is not None:
+    if tokenizer is None and teacher is not None:  # as the teacher stage (run_tokenizer)
         return teacher, f"the teacher's tokenizer ('{teacher}')"
     kind = getattr(tokenizer, "kind", None) or ("char" if is_corpus(recipe.data) else "wordpiece")
     return None, f"{TRAINED_KINDS[kind]} trained on the data (tokenizer.pretrained is unset)"

@@ -181,6 +181,34 @@ def test_a_checkpoint_of_a_smaller_vocabulary_than_the_tokenizer_is_refused_by_v
                            f"its vocabulary has {size - 3} tokens, fewer than the tokenizer's {size}")
 
 
+def test_without_a_tokenizer_section_validate_checks_against_the_pretrained_teachers_tokenizer(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The run tokenizes with a pretrained teacher's own tokenizer when the recipe names none, but validate assumed
+    a WordPiece trained on the data: it warned falsely that the teacher's ids came from that WordPiece, and passed a
+    student of fewer tokens than the teacher's tokenizer, refused by the run after the teacher trained."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    teacher_dir = _byte_level_tokenizer(tmp_path / "teacher", TEXTS, eos_token="<|endoftext|>")
+    size = len(AutoTokenizer.from_pretrained(teacher_dir))
+    for directory, vocabulary in ((teacher_dir, size), (tmp_path / "student", size - 3)):
+        config = BertConfig(vocab_size=vocabulary, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32)
+        BertForSequenceClassification(config).save_pretrained(directory)
+    path = _recipe(tmp_path, {"arch": "bilstm", "hidden": 8, "embedding_dim": 8}, TIMED[:3])
+    recipe = yaml.safe_load(path.read_text())
+    recipe.pop("tokenizer", None)
+    recipe["teacher"]["model"] = {"arch": "hf", "pretrained": str(teacher_dir)}
+    path.write_text(yaml.safe_dump(recipe))
+    with caplog.at_level(logging.WARNING, logger="edgekd"):
+        assert runner.invoke(app, ["validate", str(path)]).exit_code == 0
+    assert not [r for r in caplog.records if "comes with its own tokenizer" in r.getMessage()]
+    recipe["student"]["model"] = {"arch": "hf", "pretrained": str(tmp_path / "student")}
+    path.write_text(yaml.safe_dump(recipe))
+    _assert_one_line_error(runner.invoke(app, ["validate", str(path)]), "student.model.pretrained: "
+                           f"'{tmp_path / 'student'}': its vocabulary has {size - 3} tokens, fewer than the "
+                           f"tokenizer's {size}")
+
+
 def test_pretrained_given_as_a_path_object_or_with_a_tilde_loads(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """From Python a directory is naturally a ``pathlib.Path`` (refused as 'not a valid string'), and ``~/...``

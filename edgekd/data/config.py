@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
@@ -217,3 +217,13 @@ class TokenizerConfig(StrictModel):
         if pretrained is not None:
             check_local_path(pretrained)
         return pretrained
+
+
+def run_tokenizer(recipe: Any) -> TokenizerConfig:
+    """The tokenizer a text recipe's run takes its token ids from: the recipe's ``tokenizer``; with none, a
+    pretrained teacher's own (its checkpoint's tokenizer, as the teacher stage loads it); else a WordPiece trained
+    on the data at the defaults. What ``validate`` checks the models' vocabularies against."""
+    if recipe.tokenizer is not None:
+        return recipe.tokenizer
+    pretrained = getattr(recipe.teacher.model, "pretrained", None)
+    return TokenizerConfig(pretrained=pretrained) if pretrained is not None else TokenizerConfig()

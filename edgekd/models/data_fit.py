@@ -211,11 +211,11 @@ def text_signature(recipe: Any, *, per_token: bool) -> InputSignature | None:
     padding id; a WordPiece trained on the data has at most ``vocab_size`` tokens, ``[PAD]`` first (its exact size:
     :func:`trained_tokenizer_size`); None for a hub tokenizer (validate downloads nothing). ``ConfigError`` when
     the pretrained tokenizer cannot load."""
-    from edgekd.data.config import TokenizerConfig
+    from edgekd.data.config import run_tokenizer
     from edgekd.data.examples import InputSignature
     from edgekd.data.tokenizer import load_pretrained_tokenizer
 
-    config = recipe.tokenizer or TokenizerConfig()
+    config = run_tokenizer(recipe)
     if config.pretrained is None:
         return InputSignature(kind="text", vocab_size=config.vocab_size, pad_id=0, max_length=config.max_length,
                               per_token=per_token)
@@ -230,11 +230,11 @@ def trained_tokenizer_size(recipe: Any) -> int | None:
     """The exact size of the WordPiece the run trains on the recipe's training texts (trained here as the run
     will: seconds to a minute on a large set); None when the recipe names a pretrained tokenizer or gives token
     ids in Python."""
-    from edgekd.data.config import MemoryData, TokenizerConfig
+    from edgekd.data.config import MemoryData, run_tokenizer
     from edgekd.data.datasets import load_dataset
     from edgekd.data.tokenizer import load_or_train_tokenizer
 
-    config = recipe.tokenizer or TokenizerConfig()
+    config = run_tokenizer(recipe)
     if config.pretrained is not None or isinstance(recipe.data, MemoryData):
         return None
     data = recipe.data
@@ -246,10 +246,10 @@ def _trial_tokenizer(recipe: Any) -> Any | None:
     """A tokenizer laying out a sentence as the run's will (its special tokens, where it puts them), for the trial
     pass: a local pretrained one itself; for a WordPiece the run trains on the data, one trained on a single
     sentence (the same special tokens at the same ids, in milliseconds); None when it cannot be had here."""
-    from edgekd.data.config import MemoryData, TokenizerConfig
+    from edgekd.data.config import MemoryData, run_tokenizer
     from edgekd.data.tokenizer import load_or_train_tokenizer, load_pretrained_tokenizer
 
-    config = recipe.tokenizer or TokenizerConfig()
+    config = run_tokenizer(recipe)
     if isinstance(recipe.data, MemoryData):
         return None  # token ids given in Python: no tokenizer
     try:
