@@ -169,3 +169,23 @@ def test_a_graph_ending_in_softmax_is_described_and_read_as_probabilities(tmp_pa
                 tmp_path / "c")
     assert plain.exit_code == 0, plain.output
     assert json.loads((tmp_path / "c" / "bundle" / "manifest.json").read_text())["postprocessing"]["kind"] == "logits"
+
+
+def test_a_runs_bundle_gives_the_size_latency_and_verdict_of_the_ort_file_it_ships(tmp_path: Path) -> None:
+    """The manifest said model.ort but gave the profiled ONNX file's size, latency and verdict: a size limit
+    between the two files read 'pass' in the run and 'fail' from edgekd bundle of the same model."""
+    import edgekd
+    from tests.reliability import tiny_recipe
+
+    recipe = tiny_recipe(distill_epochs=2)
+    for stage in recipe["stages"]:
+        if stage["stage"] == "export":
+            stage["target"] = "ort-mobile"
+    result = edgekd.run(validate_model(recipe, Recipe, source="test"), out=tmp_path / "run")
+    manifest = json.loads((result.run_dir / "bundle" / "manifest.json").read_text())
+    assert manifest["model"]["file"] == "model.ort"
+    shipped_mb = (result.run_dir / "bundle" / "model.ort").stat().st_size / 2**20
+    size_check = next(check for check in manifest["budget"]["checks"] if check["name"] == "model_size")
+    assert size_check["value"] == pytest.approx(shipped_mb, abs=1e-4)
+    profiled_mb = result.artifact.get("student").metrics["size_mb"]  # the ONNX file the profile stage timed
+    assert abs(profiled_mb - shipped_mb) > 1e-3
