@@ -295,7 +295,9 @@ def test_a_run_directory_of_the_earlier_layout_resumes(run_dir: Path, tmp_path: 
     for role in before["roles"]:
         assert after[role] == before[role]
     assert [row["models"] for row in after["stages"]] == [row["models"] for row in before["stages"]]
-    assert after["bundle"]["files"] == before["bundle"]["files"]
+    # the same files ship (the README gives the shipped .ort's latency, timed again by each bundle stage)
+    assert {k: v for k, v in after["bundle"]["files"].items() if k != "README.md"} == \
+        {k: v for k, v in before["bundle"]["files"].items() if k != "README.md"}
 
 
 def test_report_html_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
