@@ -17,7 +17,7 @@ from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.report.bench_record import BenchModel, BenchReport
 from edgekd.report.document import Bullets, Code, Document, Figure, Paragraph, Section, Table, fmt, si
 from edgekd.report.plots import plot_latency_distribution
-from edgekd.report.sections import cpu_line, device_line, operators_table, yaml_text
+from edgekd.report.sections import PROFILER_NOTE, cpu_line, device_line, operators_table, yaml_text
 from edgekd.report.write import document_files, write_documents
 from edgekd.version import __version__
 
@@ -108,7 +108,7 @@ def bench_document(report: BenchReport) -> Document:
         sections.append(Section("Latency distribution", (
             Figure(report.plots["latency_distribution"],
                    "Per-run latency of each model: p50 (solid), p90 (dashed), p99 (dotted)."),)))
-    operator_blocks = []
+    operator_blocks: list = [Paragraph(PROFILER_NOTE)]
     for model in models:
         operator_blocks += [Paragraph(model.name), operators_table(model.operators, TOP_OPERATORS)]
     sections.append(Section("Top operators", tuple(operator_blocks)))

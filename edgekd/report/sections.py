@@ -78,9 +78,15 @@ def model_cell(value: Any, pattern: str | None) -> str:
     return si(value) if pattern is None else fmt(value, pattern)
 
 
+#: What the operator tables' times are (the run and bench reports).
+PROFILER_NOTE = ("Times are host times under onnxruntime's profiler, whose own recording adds to every kernel, so on a "
+                 "small model they add up to more than the latency measured without it: compare operators by their "
+                 "share, which carries over to the device.")
+
+
 def operators_table(operators: Sequence[OperatorTime], limit: int = TOP_OPERATORS) -> Table:
-    """The largest ``limit`` operator types of an onnxruntime profile: nodes, host ms per run, share."""
-    return Table(("operator", "nodes", "host ms / run", "share of kernel time"),
+    """The largest ``limit`` operator types of an onnxruntime profile: nodes, profiled host ms per run, share."""
+    return Table(("operator", "nodes", "profiled ms / run", "share of kernel time"),
                  tuple((op.op_type, str(op.nodes), f"{op.ms_per_run:.4f}", f"{op.share * 100:.1f}%")
                        for op in operators[:limit]))
 
@@ -188,8 +194,7 @@ def _operators(operators: list[OperatorTime], final_model: str | None) -> Sectio
     if not operators:
         return None
     note = Paragraph(f"onnxruntime's profiler on the final model ({final_model}), after its graph "
-                     "optimizations, on this machine with the device's threads and shapes; times are host times "
-                     "(their shares carry over to the device).")
+                     f"optimizations, on this machine with the device's threads and shapes. {PROFILER_NOTE}")
     return Section("Top operators", (operators_table(operators), note))
 
 
