@@ -43,6 +43,10 @@ profile.__class__ = _CallablePackage
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("api", "workflow"):  # `import edgekd; edgekd.api.bench(...)`, as the docs write it
+        import importlib
+
+        return importlib.import_module(f"edgekd.{name}")
     if name in _API:
         from edgekd import api
 

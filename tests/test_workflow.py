@@ -258,3 +258,16 @@ def test_a_pretrained_teacher_named_from_the_working_directory_round_trips_and_i
     from edgekd.api import report
 
     assert {path.name for path in report(work / "runs" / "pretrained")} >= {"report.json", "report.md"}
+
+
+def test_the_api_module_is_an_attribute_of_edgekd_after_a_plain_import() -> None:
+    """The docs call `edgekd.api.bench(...)` after `import edgekd`; in a fresh interpreter that was an AttributeError
+    until something imported edgekd.api."""
+    import subprocess
+    import sys
+
+    code = "import edgekd; print(edgekd.api.pipelines.__name__, edgekd.workflow.open_run.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["pipelines", "open_run"]
