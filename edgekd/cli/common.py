@@ -122,6 +122,8 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory 
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished stages of an earlier run.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+
+
 def _threads(text: str) -> int | str:
     """``--threads``: a positive number, or ``auto``."""
     if text == "auto":

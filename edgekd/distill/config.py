@@ -108,6 +108,7 @@ def _check_distill(config: DistillStage, state: PlanState, where: str) -> None:
         raise state.fail(f"{where}.cache_teacher", f"the teacher-output cache stores {', '.join(compared)} per "
                          "token of text; for image transformers set cache_teacher: false")
 
+
 def _check_loss_sizes(config: DistillStage, state: PlanState, where: str) -> None:
     """Build each loss for the two models' declared sizes, as the run will once they are built: a layer map that
     does not fit their depths or MiniLM ``relation_heads`` that do not divide their widths is refused before the
