@@ -535,3 +535,26 @@ def test_bad_soft_labels_are_one_line(digits, tmp_path: Path, soft: np.ndarray, 
     with pytest.raises(DataError, match=expected) as raised:
         load_npz(path)
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_set_learnt_from_image_files_records_the_preprocessing_its_inputs_live_in(tmp_path: Path) -> None:
+    """The set of an image folder recorded only {'source': 'imagefolder'}: not the size and normalisation its inputs
+    were made with, which the docs promise (a model trained on it must be fed images made the same way)."""
+    from tests.image_sets import write_folder
+
+    write_folder(tmp_path / "images" / "train", 12, seed=0)
+    write_folder(tmp_path / "images" / "test", 4, seed=1)
+    recipe = validate_model({
+        "name": "folder-set", "seed": 0, "threads": 1,
+        "data": {"source": "imagefolder", "train": str(tmp_path / "images" / "train"),
+                 "test": str(tmp_path / "images" / "test")},
+        "teacher": {"model": SMALL_CNN.model_dump()}, "student": {"model": SMALL_CNN.model_dump()},
+        "stages": [{"stage": "dataset_distill", "images_per_class": 2, "iterations": 5,
+                    "evaluation": {"inits": 1, "random_draws": 1, "steps": 10, "full_epochs": 1,
+                                                  "baselines": False}}]},
+        Recipe, source="test")
+    distill_dataset(recipe.stages[0], recipe, 0, tmp_path / "set.npz", where="test")
+    recorded = load_npz(tmp_path / "set.npz").metadata["preprocessing"]
+    splits = load_dataset(recipe.data, 0)
+    assert recorded == {"source": "imagefolder", **splits.preprocessing}
+    assert {"mean", "std", "resize"} <= set(recorded)

@@ -67,11 +67,21 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     accuracy = compare(problem, synthetic, (splits.x_test, splits.y_test))
     metadata = {"method": config.method, "config": config.model_dump(mode="json"), "seed": seed,
                 "family": family.spec.model_dump(mode="json"), "learned_from": learned_from(recipe, seed),
-                "preprocessing": PREPROCESSING.get(getattr(recipe.data, "name", ""), {"source": recipe.data.source}),
+                "preprocessing": _preprocessing(recipe, splits.preprocessing),
                 "wall_seconds": wall, "accuracy": accuracy, "details": synthetic.details}
     soft = synthetic.soft_labels.numpy() if synthetic.soft_labels is not None else None
     save_npz(out, NpzSet(synthetic.images.numpy(), synthetic.labels.numpy(), splits.class_names, soft, metadata))
     return DistilledSet(synthetic, Path(out), wall, accuracy)
+
+
+def _preprocessing(recipe: Recipe, loaded: dict[str, Any] | None) -> dict[str, Any]:
+    """How the set's inputs are made from the source's images, so that it is trained on and tested with inputs of
+    the same making: the image files' resizing and normalisation the data loader recorded (``loaded``), a bundled
+    dataset's fixed scaling (:data:`PREPROCESSING`), else the inputs as the data gives them."""
+    if loaded:
+        return {"source": recipe.data.source, **loaded}
+    return PREPROCESSING.get(getattr(recipe.data, "name", ""),
+                             {"source": recipe.data.source, "note": "the inputs as the data gives them"})
 
 
 def check_class_sizes(recipe: Recipe, source: str, stages: Sequence[int] | None = None) -> None:
