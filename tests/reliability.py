@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,14 +44,19 @@ def assert_user_error(outcome: CliOutcome, *fragments: str, logged: bool = False
     """A user error: exit code 2, exactly one line starting ``error:``, no traceback, each fragment in it.
 
     ``logged``: the command logs its progress (``edgekd run``), so log records (a level name, then
-    indented continuation lines) may stand around that one line.
+    indented continuation lines) may stand around that one line. A command run with ``--json`` also prints the
+    error as its JSON document on stdout: the same message.
     """
     output = outcome.output
     lines = [line for line in output.splitlines()
              if line.strip() and not (logged and line.startswith((" ", "INFO", "WARNING")))]
+    documents = [json.loads(line) for line in lines if line.startswith('{"error": ')]
+    lines = [line for line in lines if not line.startswith('{"error": ')]
     assert outcome.exit_code == 2, f"exit code {outcome.exit_code}, expected 2:\n{output}"
     assert "Traceback" not in output, output
     assert len(lines) == 1 and lines[0].startswith("error: "), f"expected one 'error:' line, got:\n{output}"
+    assert all(document == {"error": lines[0].removeprefix("error: "), "internal": False, "exit_code": 2}
+               for document in documents), output
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in: {lines[0]}"
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from edgekd.console import err, shown
 from edgekd.errors import EdgekdError, is_out_of_memory, too_long_name
@@ -72,11 +73,12 @@ def handle_errors(func: F) -> F:
 
 
 def _fail(message: str, code: int, as_json: bool, *, label: str | None = "error") -> NoReturn:
-    """Say ``message`` on stderr (after ``label``), and on stdout as JSON for ``--json``; exit with ``code``."""
+    """Say ``message`` (rich markup, its user text escaped) on stderr after ``label``, and on stdout as JSON (the
+    plain text) for ``--json``; exit with ``code``."""
     err.print(f"[bold red]{label}:[/] {message}" if label else message, highlight=False, soft_wrap=True)
     if as_json:
-        sys.stdout.write(json.dumps({"error": message, "internal": label == "internal error", "exit_code": code})
-                         + "\n")
+        plain = Text.from_markup(message).plain
+        sys.stdout.write(json.dumps({"error": plain, "internal": label == "internal error", "exit_code": code}) + "\n")
     raise typer.Exit(code=code)
 
 
