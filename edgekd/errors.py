@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import re
+from collections.abc import Sequence
 
 
 class EdgekdError(Exception):
@@ -80,6 +81,12 @@ def quoted(value: object, most: int = 60) -> str:
     terminal."""
     text = str(value).replace("\r", "\\r").replace("\n", "\\n")
     return f"'{text}'" if len(text) <= most else f"'{text[:most]}…' ({len(text)} characters)"
+
+
+def listing(names: Sequence[str], shown: int) -> str:
+    """The first ``shown`` of ``names`` repr-quoted and comma-separated, then how many more, for one-line messages."""
+    return ", ".join(repr(name) for name in names[:shown]) + (f" and {len(names) - shown} more"
+                                                              if len(names) > shown else "")
 
 
 def first_line(exc: BaseException) -> str:

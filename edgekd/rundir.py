@@ -37,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from edgekd.atomic import write_errors_reported
 from edgekd.digest import file_digest
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, listing
 from edgekd.model_metrics import ModelMetrics
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def check_claimable(run_dir: Path, record: str = RUN_RECORD) -> None:
         raise ConfigError(f"{run_dir}: cannot read the run directory (--out): {exc.strerror or exc}") from None
     if foreign:
         raise ConfigError(
-            f"{run_dir}: not empty and not an edgekd run directory (it holds {_listing(foreign)}); edgekd writes "
+            f"{run_dir}: not empty and not an edgekd run directory (it holds {listing(foreign, 3)}); edgekd writes "
             f"only into a new or empty directory or an earlier run's (with its {record}): choose another --out")
 
 
@@ -149,11 +149,6 @@ def _remove_leftovers(run_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def _listing(names: list[str], shown: int = 3) -> str:
-    quoted = ", ".join(repr(n) for n in names[:shown])
-    return quoted + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def is_edgekd_run(run_dir: Path) -> bool:

@@ -8,7 +8,6 @@ see :mod:`edgekd.data.text`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +23,7 @@ from edgekd.data.image_files import ImageDataConfig, is_image_data
 from edgekd.data.memory import held
 from edgekd.data.npz import load_npz
 from edgekd.data.text import TextDataConfig, TextSplits, load_text_dataset
-from edgekd.errors import DataError
+from edgekd.errors import DataError, listing
 
 
 @dataclass(frozen=True)
@@ -135,20 +134,14 @@ def _in_classes_of(path: Path, names: tuple[str, ...], held_out: tuple[str, ...]
     another order was trained and tested index against index, silently wrong. A name eval_data lacks is refused."""
     missing = [name for name in names if name not in held_out]
     if missing:
-        raise DataError(f"{path}: class_names {_listed(missing)} are not classes of data.eval_data "
-                        f"({_listed(held_out)}); expected the set's classes by eval_data's names")
+        raise DataError(f"{path}: class_names {listing(missing, 6)} are not classes of data.eval_data "
+                        f"({listing(held_out, 6)}); expected the set's classes by eval_data's names")
     index = np.asarray([held_out.index(name) for name in names], dtype=np.int64)
     if soft is not None:
         columns = np.zeros((len(soft), len(held_out)), dtype=soft.dtype)
         columns[:, index] = soft
         soft = columns
     return index[labels], soft
-
-
-def _listed(names: Sequence[str], shown: int = 6) -> str:
-    """Up to ``shown`` quoted names, and how many more."""
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(repr(name) for name in names[:shown]) + more
 
 
 def check_held_out_split(config: NpzData, metadata: dict[str, Any] | None, eval_seed: int) -> None:

@@ -84,12 +84,11 @@ def _preprocessing(recipe: Recipe, loaded: dict[str, Any] | None) -> dict[str, A
                              {"source": recipe.data.source, "note": "the inputs as the data gives them"})
 
 
-def check_class_sizes(recipe: Recipe, source: str, stages: Sequence[int] | None = None) -> None:
-    """Refuse, before anything trains, a ``dataset_distill`` stage of ``recipe`` (the ``stages`` indices, default
-    all) asking more images per class than the training split's smallest class holds, or data with a class of no
-    examples (:func:`~edgekd.dataset_distill.problem.check_images_per_class`); ``source`` names the recipe."""
-    indices = [i for i, stage in enumerate(recipe.stages) if isinstance(stage, DatasetDistillStage)
-               and (stages is None or i in stages)]
+def check_class_sizes(recipe: Recipe, source: str) -> None:
+    """Refuse, before anything trains, a ``dataset_distill`` stage of ``recipe`` asking more images per class than
+    the training split's smallest class holds, or data with a class of no examples
+    (:func:`~edgekd.dataset_distill.problem.check_images_per_class`); ``source`` names the recipe."""
+    indices = [i for i, stage in enumerate(recipe.stages) if isinstance(stage, DatasetDistillStage)]
     if not indices:
         return
     splits = load_dataset(recipe.data, data_seed(recipe, recipe.seed))

@@ -68,17 +68,19 @@ class ModelInfo:
         if isinstance(spec, BertSpec) and spec.pretrained is None:
             return cls(spec.layers, spec.hidden, spec.heads)
         config = declared_config(spec)
-        if config is None:
-            return None
-        return cls(*(getattr(config, name, 0) or 0
-                     for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")))
+        return None if config is None else cls._of_config(config)
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelInfo:
         """Sizes of a Hugging Face ``PreTrainedModel`` from its config; ``ModelInfo(0, 0, 0)`` otherwise."""
         if not _is_hf(model):
             return cls(0, 0, 0)
-        config = model.config  # image families without one transformer stack (ConvNeXt) have none of these
+        return cls._of_config(model.config)
+
+    @classmethod
+    def _of_config(cls, config: Any) -> ModelInfo:
+        """The sizes a transformers config gives (image families without one transformer stack, ConvNeXt, have none
+        of them: 0)."""
         return cls(*(getattr(config, name, 0) or 0
                      for name in ("num_hidden_layers", "hidden_size", "num_attention_heads")))
 
