@@ -5,7 +5,7 @@
 Trains the BERT-Small teacher (4 × 512, 8 heads) from scratch once (cached in ``--teachers``;
 the ensemble recipe adds two more teachers with seeds 1 and 2), then for each student recipe and
 seed: distils the student, and trains the same student on the hard labels only (``<name>-hard``:
-same architecture, data and budget of steps). Seeds change initialisation, dropout and batch order only:
+same architecture, data and budget of steps), seed by seed. Seeds change initialisation, dropout and batch order only:
 every run uses the same train/validation split (``data.split_seed``), so the teachers' tokenizer
 and weights apply, and teacher outputs are cached once per teacher and transfer set
 (``distill.teacher_cache_dir``) and shared by all runs. Every model is evaluated on SST-2 dev,
@@ -14,7 +14,8 @@ timed again side by side in interleaved sessions, and those figures give the spe
 lists, per model, parameters, mean/std dev accuracy over seeds, ONNX p50/p90, size, and accuracy
 ratio and speed-up against the teacher, plus how many (pooled) standard deviations each distilled
 student beats its twin by, and the issue's targets with whether they were met. It is rewritten
-after every model (``"complete": false`` until the end), so an interrupted run keeps its figures.
+after every seed's pair of runs and every model (``"complete": false`` until the end), so an interrupted
+run keeps its figures, each row over the seeds it finished (``seeds``).
 
 ``sst2-hybrid-5x`` and ``sst2-hybrid-10x`` run ``pipelines/sst2-hybrid.yaml`` (LadaBERT: the teacher
 itself pruned, factorized and recovered by distillation, step by step) to 5× and 10× fewer MACs: their
@@ -502,33 +503,44 @@ class Benchmark:
         self.weights.append(teacher_weights(directory))
         self.timings[name] = time.perf_counter() - begun
 
-    def student(self, name: str, recipe: dict[str, Any], *, hard: bool) -> None:
-        """Distil (or, ``hard``, train on the labels) the recipe's student once per seed.
+    def students(self, name: str, recipe: dict[str, Any]) -> None:
+        """Distil the recipe's student and train its hard-label twin, seed by seed.
 
-        The hard-label twin of a seed takes its budget of steps from that seed's distilled run,
-        so ``student(name, hard=False)`` runs first.
+        Each twin takes its budget of steps from its seed's distilled run. The JSON is written after
+        every seed, so an interrupted run keeps complete pairs (distilled and twin of the same seed).
         """
-        label = f"{name}-hard" if hard else name
         members = (recipe["teacher"].get("ensemble") or {}).get("members", 1)
         while len(self.weights) < members:
             self.teacher(len(self.weights))
-        begun = time.perf_counter()
-        results = []
+        hard_label, role = f"{name}-hard", measured_role(recipe)
+        results: dict[str, list[RunResult]] = {name: [], hard_label: []}
         for seed in self.seeds:
             seeded = with_trained_teacher(recipe, self.weights, seed, self.work / "teacher-outputs")
-            if hard:
-                seeded = hard_label_twin(seeded, self.distilled[name, seed])
-            results.append(run(seeded, self.work / f"{label}-seed{seed}"))
-            if not hard:
-                self.distilled[name, seed] = results[-1]
-        role = measured_role(recipe)
-        self.rows.append({**model_row(label, results, role, self.seeds), **compression_figures(results[0], role)})
-        if members > 1:  # what the student learnt from: the averaged teachers' own dev accuracy
-            teacher = next(stage.data for stage in results[0].stages if stage.stage == "teacher")
-            self.rows[-1]["teacher_ensemble_dev_accuracy"] = read_teacher_record(teacher).teacher.ensemble_accuracy
-        self.timings[label] = time.perf_counter() - begun
-        print(f"{label}: dev {self.rows[-1]['dev_accuracy']:.4f} ± {self.rows[-1]['dev_accuracy_std']:.4f}",
-              flush=True)
+            distilled = self.timed_run(name, seeded, self.work / f"{name}-seed{seed}")
+            self.distilled[name, seed] = distilled
+            results[name].append(distilled)
+            twin = hard_label_twin(seeded, distilled)
+            results[hard_label].append(self.timed_run(hard_label, twin, self.work / f"{hard_label}-seed{seed}"))
+            for label, done in results.items():
+                row = {**model_row(label, done, role, self.seeds[:len(done)]), **compression_figures(done[0], role)}
+                if members > 1:  # what the student learnt from: the averaged teachers' own dev accuracy
+                    teacher = next(stage.data for stage in done[0].stages if stage.stage == "teacher")
+                    row["teacher_ensemble_dev_accuracy"] = read_teacher_record(teacher).teacher.ensemble_accuracy
+                self.put_row(row)
+                print(f"{label}: dev {row['dev_accuracy']:.4f} ± {row['dev_accuracy_std']:.4f} "
+                      f"({len(done)} seed(s))", flush=True)
+            self.write(final=False)
+
+    def timed_run(self, label: str, recipe: dict[str, Any], out: Path) -> RunResult:
+        """``run``, adding its wall time to ``label``'s."""
+        begun = time.perf_counter()
+        result = run(recipe, out)
+        self.timings[label] = self.timings.get(label, 0.0) + time.perf_counter() - begun
+        return result
+
+    def put_row(self, row: dict[str, Any]) -> None:
+        """Add ``row``, or replace the row of the same name (a model gaining a seed)."""
+        self.rows = [r for r in self.rows if r["name"] != row["name"]] + [row]
 
     def int8(self, name: str, recipe: dict[str, Any]) -> None:
         """The distilled student ``name`` through the quantize stage, as ``<name>-int8``.
@@ -604,9 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.augment_copies and any(stage.get("augment") for stage in distill_stages(recipe)):
             recipe = with_augment_copies(recipe, args.augment_copies)
             label += f"-copies{args.augment_copies}"
-        for hard in (False, True):
-            bench.student(label, recipe, hard=hard)
-            bench.write(final=False)
+        bench.students(label, recipe)
         if args.int8:
             bench.int8(label, recipe)
             bench.write(final=False)
