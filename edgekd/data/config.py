@@ -98,9 +98,10 @@ class TextSplitsConfig(SplitSeed):
 
 
 class TextFileData(TextSplitsConfig):
-    """Labelled text in local TSV or CSV files with a header line (e.g. GLUE SST-2)."""
+    """Labelled text in local files: TSV or CSV with a header line (e.g. GLUE SST-2), or JSON (one object per line,
+    or one array of objects; the keys are the columns)."""
 
-    source: Literal["tsv", "csv"]
+    source: Literal["tsv", "csv", "json"]
     train: LocalPath
     test: LocalPath = Field(description="Labelled file the reported accuracy is measured on (SST-2: dev.tsv).")
 

@@ -1,4 +1,4 @@
-"""A user's table file read as text (TSV/CSV of texts, CSV of image paths), with one-line errors naming the file.
+"""A user's table file read as text (TSV/CSV/JSON of texts, CSV of image paths), with one-line errors naming the file.
 
 Text is UTF-8 (a byte-order mark skipped when there is one), or UTF-16/32 when the file starts with their
 byte-order mark (how Windows tools save "Unicode" text). A binary table format (Parquet, gzip, an Excel
@@ -29,7 +29,8 @@ def read_table_text(path: Path, key: str, kind: str) -> str:
         data = path.read_bytes()
         what = next((name for magic, name in BINARY_FORMATS if data.startswith(magic)), None)
         if what is not None:
-            raise DataError(f"{path}: {what}, not {kind} text ({key}); save the table as {kind} (pandas: to_csv), "
+            writer = "to_json(orient='records', lines=True)" if kind == "JSON" else "to_csv"
+            raise DataError(f"{path}: {what}, not {kind} text ({key}); save the table as {kind} (pandas: {writer}), "
                             "or as a datasets directory (save_to_disk, data.source: hf_disk)")
         return data.decode(text_encoding(data[:8]))
     except UnicodeDecodeError as exc:

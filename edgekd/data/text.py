@@ -1,4 +1,4 @@
-"""Labelled text datasets: local TSV/CSV files, datasets saved to disk, and hub datasets.
+"""Labelled text datasets: local TSV/CSV/JSON files, datasets saved to disk, and hub datasets.
 
 Every source gives a training and a test split of (sentence, label) pairs; :func:`load_text_dataset`
 turns them into :class:`TextSplits`:
@@ -29,6 +29,8 @@ example needs a text, and a single-label one a label: an empty one (or a ``datas
 -1, which marks an unlabelled row) is refused, naming the line or row, and so is a label cell written as a
 missing-value marker (``N/A``, ``NaN``, ``null``: :func:`~edgekd.data.label_kind.is_missing`). A header naming
 a column that is read twice is refused; a semicolon CSV's decimal-comma labels (``0,671``) are numbers.
+JSON files (JSON lines, or one array of records) are read as the table their keys make
+(:mod:`edgekd.data.json_table`); their lines or records are named in messages.
 Sentence pairs are not encoded: a table holding both columns of a known pair (``sentence1``/``sentence2``, QNLI's
 ``question``/``sentence``, ...) is refused unless the recipe sets ``text_column``.
 """
@@ -48,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
+from edgekd.data.json_table import Role, json_cell, json_columns, json_records
 from edgekd.data.label_kind import (
     as_number,
     decimal_point,
@@ -129,7 +132,7 @@ def load_text_dataset(config: TextDataConfig, seed: int) -> TextSplits:
 
 
 def text_file_task(config: TextFileData) -> TaskKind:
-    """The task of a TSV/CSV source: ``data.task``, else what its training file's labels read as."""
+    """The task of a TSV/CSV/JSON source: ``data.task``, else what its training file's labels read as."""
     train = _read_table(config.train, "train", config)
     return config.task or train.task or infer_task(train.name, train.labels, train.lines, train.unit)
 
@@ -215,14 +218,19 @@ def _check_distinct_classes(train: _RawSplit, class_names: tuple[str, ...], task
 
 def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     check_place(path, f"data.{key}", f"{config.source.upper()} file")
-    rows, delimiter = _table_rows(path, read_table_text(path, f"data.{key}", config.source.upper()), config)
-    if not rows:
-        raise DataError(
-            f"{path}: empty file; expected a header line naming the columns "
-            f"'{config.text_column}' and '{config.label_column}'"
-        )
-    (_, header), body = rows[0], rows[1:]
-    header = [name.strip() for name in header]
+    content = read_table_text(path, f"data.{key}", config.source.upper())
+    if config.source == "json":
+        header, body, unit = _json_rows(path, key, content, config)
+        delimiter = ""
+    else:
+        rows, delimiter = _table_rows(path, content, config)
+        if not rows:
+            raise DataError(
+                f"{path}: empty file; expected a header line naming the columns "
+                f"'{config.text_column}' and '{config.label_column}'"
+            )
+        (_, header), body, unit = rows[0], rows[1:], "line"
+        header = [name.strip() for name in header]
     text_column, label_column, tagged = table_columns(config, header)
     if not tagged:
         _check_single_text(str(path), header, config)
@@ -242,7 +250,7 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
             )
         text, label = row[text_at].strip(), row[label_at].strip()
         if tagged:
-            text, label = tagged_row(f"{path} line {line}", text, label)
+            text, label = tagged_row(f"{path} {unit} {line}", text, label)
         elif delimiter == ";":
             label = decimal_point(label)
         texts.append(text)
@@ -250,9 +258,27 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
         lines.append(line)
     if not texts:
         raise DataError(f"{path}: no data rows after the header line")
-    split = _RawSplit(str(path), texts, labels, lines, "line", "token_classification" if tagged else None)
+    split = _RawSplit(str(path), texts, labels, lines, unit, "token_classification" if tagged else None)
     _check_texts(split, text_column[0])
     return split
+
+
+def _json_rows(path: Path, key: str, content: str,
+               config: TextFileData) -> tuple[list[str], list[tuple[int, list[str]]], str]:
+    """A JSON file's columns, its records as (position, cells) rows of the table a TSV would hold (the text and label
+    columns read as :func:`~edgekd.data.json_table.json_cell` says, the others left empty), and what positions
+    count (``line`` or ``record``)."""
+    records, unit = json_records(f"{path} (data.{key})", content)
+    if not records:
+        raise DataError(f"{path}: no records (data.{key}); expected objects with the columns "
+                        f"'{config.text_column}' and '{config.label_column}', one per line or in one array")
+    header = json_columns(records)
+    (text_column, _), (label_column, _), tagged = table_columns(config, header)
+    roles: dict[str, Role] = {text_column: "words" if tagged else "text", label_column: "words" if tagged else "label"}
+    rows = [(position, [json_cell(f"{path} {unit} {position}", column, record.get(column), roles[column])
+                        if column in roles else "" for column in header])
+            for position, record in records]
+    return header, rows, unit
 
 
 def _table_rows(path: Path, content: str, config: TextFileData) -> tuple[list[tuple[int, list[str]]], str]:
@@ -320,10 +346,11 @@ def _unlabelled(header: list[str], key: str, text_column: str) -> str:
 def _other_delimiter(header: list[str], config: TextFileData) -> str:
     """A hint when a header is another format's: a one-column header holding the other delimiter (a CSV read as
     TSV, or the reverse), or JSON (an object: JSON lines; an array of records)."""
+    if config.source == "json":
+        return ""
     other, source = (",", "csv") if config.source == "tsv" else ("\t", "tsv")
     if header and header[0].lstrip().startswith(("{", "[")):
-        return ("; the file holds JSON (lines, or an array of records), which edgekd does not read: save it as "
-                "TSV/CSV, or as a datasets directory (save_to_disk, data.source: hf_disk)")
+        return "; the file holds JSON (lines, or an array of records): set data.source: json"
     if len(header) == 1 and other in header[0]:
         return f"; the header holds {other!r}: is it a {source.upper()} file (data.source: {source})?"
     return ""
