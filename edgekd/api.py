@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,6 +22,7 @@ from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.base import MAX_ROUNDS, MAX_RUNS, MAX_WARMUP, MIN_RUNS
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
+from edgekd.config.overrides import apply_overrides
 from edgekd.config.paths import user_path, user_text
 from edgekd.config.recipe import Recipe, load_recipe, validate_recipe
 from edgekd.data.config import HFDiskData, NpzData, TextFileData
@@ -75,9 +76,11 @@ if TYPE_CHECKING:
 
 
 def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms: float | None = None,
-             latency: bool = True) -> Recipe:
+             latency: bool = True, overrides: Sequence[str] = ()) -> Recipe:
     """Load and check a recipe without running it: a built-in name, a YAML path, a mapping of the same keys as
     a recipe file or a :class:`Recipe` (relative paths of these two start from the working directory).
+    ``overrides`` (``KEY=VALUE`` strings, ``--set``: :mod:`edgekd.config.overrides`) change a file's or a
+    mapping's keys before it is validated.
 
     Checked: keys, types, names, stage order, the device profile (and that some model could meet
     its budget on this machine), local data files (columns, labels, sizes) and teacher weights. ``device`` and
@@ -86,11 +89,12 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     """
     source = _source(recipe)
     if isinstance(recipe, Recipe):
+        _no_overrides(overrides)
         loaded = _revalidated(recipe)
     elif isinstance(recipe, Mapping):
-        loaded = validate_recipe(dict(recipe), source=source, folder=Path.cwd())
+        loaded = validate_recipe(apply_overrides(dict(recipe), overrides), source=source, folder=Path.cwd())
     else:
-        loaded = load_recipe(source)
+        loaded = load_recipe(source, overrides)
     path = Path(source)  # a recipe file's "# Data:" comment says where to get missing data
     check_recipe(loaded, source)
     try:
@@ -108,6 +112,23 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     check_corpus_lengths(loaded, profile, source, corpus)
     _check_inputs(loaded, source)
     return loaded
+
+
+def _no_overrides(overrides: Sequence[str]) -> None:
+    """Refuse ``overrides`` beside a :class:`Recipe` object: they change a file's or a mapping's keys."""
+    if overrides:
+        raise ConfigError("overrides: they change the keys of a recipe file, a built-in recipe or a mapping, not of "
+                          "a Recipe object (build the Recipe with the new values instead)")
+
+
+def _given(recipe: RecipeLike, device: DeviceLike | None, budget_ms: float | None,
+           overrides: Sequence[str]) -> Recipe:
+    """The recipe :func:`run`, :func:`plan` and :func:`compress` start from: a :class:`Recipe` validated again,
+    anything else checked by :func:`validate` (the budget's feasibility left to them)."""
+    if isinstance(recipe, Recipe):
+        _no_overrides(overrides)
+        return _revalidated(recipe)
+    return validate(recipe, device=device, budget_ms=budget_ms, latency=False, overrides=overrides)
 
 
 def _revalidated(recipe: Recipe) -> Recipe:
@@ -206,14 +227,16 @@ def run(
     threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
+    overrides: Sequence[str] = (),
 ) -> RunResult:
     """Run a recipe (a built-in name, a YAML path, a mapping or a :class:`Recipe`) and return its result.
 
     ``device`` overrides the recipe's device profile, ``budget_ms`` its p90 latency budget and ``threads``
     its torch training threads (see :mod:`edgekd.threads`); ``out`` is the run directory (default
-    ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run.
+    ``runs/<recipe name>``); ``fresh`` ignores stages cached by an earlier run; ``overrides`` change the
+    recipe's keys as :func:`validate`'s do.
     """
-    loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, threads, fresh_table=fresh)
+    loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, threads, overrides, fresh_table=fresh)
     with training_threads(loaded.threads):
         return run_pipeline(loaded, profile, run_dir, fresh=fresh, show_progress=show_progress)
 
@@ -225,20 +248,20 @@ def plan(
     out: str | Path | None = None,
     budget_ms: float | None = None,
     fresh: bool = False,
+    overrides: Sequence[str] = (),
 ) -> list[StagePlan]:
     """What :func:`run` with the same arguments would do, stage by stage, without doing it (``--dry-run``)."""
-    loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, None)
+    loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, None, overrides)
     return plan_run(loaded, profile, run_dir, fresh=fresh)
 
 
 def _prepared(recipe: RecipeLike, device: DeviceLike | None,
               out: str | Path | None, budget_ms: float | None,
-              threads: int | Literal["auto"] | None, *,
+              threads: int | Literal["auto"] | None, overrides: Sequence[str], *,
               fresh_table: bool = False) -> tuple[Recipe, DeviceProfile, Path]:
     """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use (a search's
     latency table built or read first; ``fresh_table``: timed again)."""
-    loaded = _with_threads(_revalidated(recipe) if isinstance(recipe, Recipe) else
-                           validate(recipe, device=device, budget_ms=budget_ms, latency=False), threads)
+    loaded = _with_threads(_given(recipe, device, budget_ms, overrides), threads)
     if isinstance(recipe, Recipe):  # what validate checks of a recipe given as a file or mapping
         check_recipe(loaded, f"recipe '{loaded.name}'")
         _check_inputs(loaded, f"recipe '{loaded.name}'")
@@ -274,6 +297,7 @@ def compress(
     threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
+    overrides: Sequence[str] = (),
 ) -> CompressResult:
     """Find the most accurate student of ``recipe`` that fits ``device``'s budget, and run it to a report.
 
@@ -285,8 +309,7 @@ def compress(
     """
     from edgekd.search.compress import CompressResult, check_search, preflight, search_recipe
 
-    given = _revalidated(recipe) if isinstance(recipe, Recipe) else validate(recipe, device=device,
-                                                                             budget_ms=budget_ms, latency=False)
+    given = _given(recipe, device, budget_ms, overrides)
     loaded = _with_threads(search_recipe(given, _source(recipe)), threads)
     check_search(loaded, given, _source(recipe))  # its refusals name the keys of the recipe given
     profile = _checked_device(loaded.device if device is None else device, latency=False, budget_ms=budget_ms)

@@ -107,7 +107,9 @@ def check_data_present(need: DataNeed, source: Path) -> None:
         return
     listed = ", ".join(f"{problem} ({key})" for key, problem in problems.items())
     where = need.where or "The recipe does not say where to get it (add a '# Data:' comment to it)."
-    raise DataError(f"{source}: recipe '{need.recipe}' needs data that is not here ({listed}). {where}")
+    elsewhere = " ".join(f"--set {key}=PATH" for key in problems)
+    raise DataError(f"{source}: recipe '{need.recipe}' needs data that is not here ({listed}). {where} Data you "
+                    f"have elsewhere: {elsewhere}")
 
 
 def check_run_dir_outside_data(recipe: Recipe, run_dir: Path) -> None:

@@ -44,7 +44,8 @@ def test_a_fresh_clone_without_the_data_gets_one_line_saying_where_to_get_it(nam
     assert not need.ready and set(need.missing) == {"data.train", "data.test"}
     outcome = cli("validate", recipe)
     assert_user_error(outcome, str(recipe), "needs data that is not here", "(data.train)", "(data.test)",
-                      "Data: the GLUE SST-2 TSV files")
+                      "Data: the GLUE SST-2 TSV files", "Data you have elsewhere: --set data.train=PATH --set "
+                      "data.test=PATH")
     assert_user_error(cli("run", recipe, "--out", tmp_path / "run"), "needs data that is not here", logged=True)
     assert not (tmp_path / "run").exists()
 

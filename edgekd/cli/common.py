@@ -117,6 +117,10 @@ def add_columns(table: Table, columns: Iterable[str], *, left: Collection[str] =
 
 RecipeArg = Annotated[str, typer.Argument(help="A recipe YAML path or a built-in name (see pipelines/).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", "-d", help="Device profile name or YAML path.")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="KEY=VALUE",
+    help="Change one of the recipe's keys (repeatable): data.train=train.tsv, stages.distill.epochs=3, "
+    "teacher.model.pretrained=./my-model. VALUE is YAML; a relative path is from the working directory.")]
 HostDeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Device profile name or YAML path.")]
 RequiredDeviceOpt = Annotated[str, typer.Option(
     "--device", "-d", help="Device profile name or YAML path (its threads, input shapes, ISA and budget).")]

@@ -14,6 +14,7 @@ from edgekd.cli.common import (
     JsonOpt,
     QuietOpt,
     RecipeArg,
+    SetOpt,
     ThreadsOpt,
     add_columns,
     api,
@@ -41,6 +42,7 @@ def compress(
         "--fresh", help="Time the latency table again and ignore finished stages of an earlier run.")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    overrides: SetOpt = None,
 ) -> None:
     """Find the most accurate student that fits a device's budget: latency table first, training second.
 
@@ -51,7 +53,7 @@ def compress(
     Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.02
     """
     result = api().compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, threads=threads, fresh=fresh,
-                            show_progress=not (quiet or as_json))
+                            show_progress=not (quiet or as_json), overrides=overrides or ())
     if as_json:
         print_json({**run_json(result.run), "table": result.table.to_json(), "search": result.search().to_json()})
         return

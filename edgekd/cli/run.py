@@ -19,6 +19,7 @@ from edgekd.cli.common import (
     OutOpt,
     QuietOpt,
     RecipeArg,
+    SetOpt,
     ThreadsOpt,
     api,
     handle_errors,
@@ -37,13 +38,14 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, bud
         threads: ThreadsOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False, as_json: JsonOpt = False,
         dry_run: Annotated[bool, typer.Option(
             "--dry-run", help="Only say which stages would be cached, run or re-run (and what changed).")] = False,
-        ) -> None:
+        overrides: SetOpt = None) -> None:
     """Run a recipe's stages; finished stages of an earlier run are skipped.
 
-    Example: edgekd run pipelines/demo-digits.yaml --device host-cpu --out runs/demo
+    Example: edgekd run pipelines/demo-digits.yaml --device host-cpu --out runs/demo --set stages.teacher.epochs=2
     """
     if dry_run:
-        plans = api().plan(recipe, device=device, out=out_dir, budget_ms=budget_ms, fresh=fresh)
+        plans = api().plan(recipe, device=device, out=out_dir, budget_ms=budget_ms, fresh=fresh,
+                           overrides=overrides or ())
         if as_json:
             print_json([stage.to_json() for stage in plans])
             return
@@ -51,28 +53,29 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, bud
             out.print(shown(stage.describe()), highlight=False)
         return
     run_and_print(recipe, device=device, out_dir=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
-                  quiet=quiet, as_json=as_json)
+                  quiet=quiet, as_json=as_json, overrides=overrides or ())
 
 
 def run_and_print(recipe: str, *, out_dir: Path | None, threads: int | str | None, fresh: bool, quiet: bool,
-                  as_json: bool, device: str | None = None, budget_ms: float | None = None) -> None:
+                  as_json: bool, device: str | None = None, budget_ms: float | None = None,
+                  overrides: list[str] | tuple[str, ...] = ()) -> None:
     """Run a recipe through the API and print it (see :func:`print_run`): ``edgekd run`` and ``edgekd demo``.
     Only the main process of a data-parallel run prints."""
     result = api().run(recipe, device=device, out=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
-                       show_progress=not (quiet or as_json))
+                       show_progress=not (quiet or as_json), overrides=overrides)
     if result.is_main_process:
         print_run(result, as_json)
 
 
 @handle_errors
 def validate(recipe: RecipeArg, device: DeviceOpt = None, budget_ms: BudgetOpt = None,
-             as_json: JsonOpt = False) -> None:
+             as_json: JsonOpt = False, overrides: SetOpt = None) -> None:
     """Check a recipe (keys, types, names, stage order, files) without running it; with --device or --budget-ms,
     against the device and budget a run would be given.
 
     Example: edgekd validate pipelines/demo-digits.yaml --device android-midrange-cpu
     """
-    loaded = api().validate(recipe, device=device, budget_ms=budget_ms)
+    loaded = api().validate(recipe, device=device, budget_ms=budget_ms, overrides=overrides or ())
     checked = device or str(loaded.device)
     if as_json:
         print_json({"ok": True, "recipe": loaded.name, "source": str(catalog.find("pipelines", recipe)),

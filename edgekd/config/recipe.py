@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -10,6 +11,7 @@ from pydantic import Discriminator, Field, StrictInt, Tag, ValidationInfo, field
 from edgekd.catalog import find
 from edgekd.config.base import LocalPath, PathOrId, PositiveFloat, PositiveInt, Seed, StrictModel, spelt_pattern
 from edgekd.config.loading import read_yaml, validate_model
+from edgekd.config.overrides import apply_overrides, override_list
 from edgekd.config.paths import escaped, expanded_or_given
 from edgekd.data.config import DataConfig, TokenizerConfig
 from edgekd.data.image_defaults import with_model_defaults
@@ -124,8 +126,9 @@ class Recipe(StrictModel):
         return [s.stage for s in self.stages]
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
-    """Load a recipe by built-in name (``demo-digits``) or path.
+def load_recipe(name_or_path: str | Path, overrides: Sequence[str] | str = ()) -> Recipe:
+    """Load a recipe by built-in name (``demo-digits``) or path, with ``overrides`` (``KEY=VALUE``,
+    :mod:`edgekd.config.overrides`) set in it before it is validated.
 
     ``~`` and environment variables (``$VAR``, ``${VAR}``) in its paths are expanded (:mod:`edgekd.config.paths`);
     its relative paths are relative to the recipe file; so are ``device`` and a stage's export ``target`` when
@@ -134,7 +137,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     working directory as given.
     """
     path = find("pipelines", name_or_path)
-    recipe = validate_recipe(read_yaml(path), source=str(path), folder=path.parent)
+    overrides = override_list(overrides)
+    source = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
+    recipe = validate_recipe(apply_overrides(read_yaml(path), overrides), source=source, folder=path.parent)
     stages = [stage.model_copy(update={"target": _beside(path, stage.target)})
               if isinstance(getattr(stage, "target", None), str) else stage for stage in recipe.stages]
     return recipe.model_copy(update={"device": _beside(path, recipe.device), "stages": stages})

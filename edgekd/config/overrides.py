@@ -1,0 +1,172 @@
+"""Changes to a recipe's keys given beside it: ``--set KEY=VALUE`` on the command line, ``overrides=`` in Python.
+
+``KEY`` is a dotted path of the recipe's keys (``data.train``, ``teacher.model.pretrained``); a list item is its
+index (``stages.1.epochs``), and an item of ``stages`` may also be named by its kind when the recipe has one stage
+of that kind (``stages.distill.epochs``). A missing key is added (``data.limit_train=2000``), with the mappings
+above it; validation then refuses a key the recipe does not have, naming it, as it would in the file. ``VALUE`` is
+read as YAML (``3`` a number, ``true`` a boolean, ``[a, b]`` a list, ``null`` no value, anything else text).
+Overrides apply in order, after the file is read and before it is validated, so the run's record, its stage
+fingerprints and ``--dry-run`` see the changed recipe.
+
+A path given this way is typed in a shell, so a relative one that names a file or folder from the working
+directory is that file or folder (the recipe's own relative paths start from its folder): this applies to the
+keys that hold paths (:func:`path_keys`), e.g. ``--set data.train=data/train.tsv``. Any other value, a hub id
+or a built-in name, is taken as written.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, BeforeValidator
+
+from edgekd.config.paths import escaped, expand_field, expanded_or_given
+from edgekd.config.yaml_reader import load_bounded
+from edgekd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Override:
+    """One ``KEY=VALUE``: the key path (mapping keys, list indices or stage kinds) and the parsed value."""
+
+    text: str
+    keys: tuple[str, ...]
+    value: Any
+
+
+def parse_override(text: str) -> Override:
+    """``KEY=VALUE`` read as the module docstring says; a one-line :class:`ConfigError` naming ``text`` otherwise."""
+    key, equals, raw = text.partition("=")
+    keys = tuple(part.strip() for part in key.split("."))
+    if not equals or not all(keys):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. data.train=train.tsv or "
+                          "stages.0.epochs=3")
+    try:
+        value = load_bounded(raw) if raw.strip() else None
+    except Exception as exc:  # noqa: BLE001  (yaml's and the reader's bounds errors: any is an unreadable value)
+        raise ConfigError(f"--set {text!r}: the value is not readable YAML ({str(exc).splitlines()[0]}); quote "
+                          "text holding ': ' or '#', e.g. --set \"name='a: b'\"") from None
+    return Override(text, keys, value)
+
+
+def override_list(overrides: Sequence[str] | str) -> list[str]:
+    """``overrides`` as a list of ``KEY=VALUE`` texts (one text alone is one override); anything but text is a
+    one-line :class:`ConfigError`."""
+    listed = [overrides] if isinstance(overrides, str) else list(overrides)
+    wrong = next((item for item in listed if not isinstance(item, str)), None)
+    if wrong is not None:
+        raise ConfigError(f"overrides: expected KEY=VALUE texts, got {type(wrong).__name__} {wrong!r}")
+    return listed
+
+
+def apply_overrides(data: Any, overrides: Sequence[str] | str) -> Any:
+    """A copy of the parsed recipe ``data`` with each ``KEY=VALUE`` of ``overrides`` set, in order."""
+    overrides = override_list(overrides)
+    if not overrides or not isinstance(data, dict):
+        return data  # validation refuses a recipe that is no mapping, naming the file
+    changed = copy.deepcopy(data)
+    for text in overrides:
+        override = parse_override(text)
+        _set(changed, override, _from_working_directory(override))
+    return changed
+
+
+def _set(data: dict[str, Any], override: Override, value: Any) -> None:
+    node: Any = data
+    *parents, last = override.keys
+    for depth, key in enumerate(parents):
+        child = _child(node, key, override, depth)
+        if child is None and isinstance(node, dict):
+            child = node[key] = {}
+        if not isinstance(child, dict | list):
+            where = ".".join(override.keys[: depth + 1])
+            raise ConfigError(f"--set {override.text!r}: {where} is {child!r}, not a mapping or a list of keys")
+        node = child
+    if isinstance(node, list):
+        node[_index(node, last, override, len(parents))] = value
+    else:
+        node[last] = value
+
+
+def _child(node: dict[str, Any] | list[Any], key: str, override: Override, depth: int) -> Any:
+    if isinstance(node, dict):
+        return node.get(key)
+    return node[_index(node, key, override, depth)]
+
+
+def _index(items: list[Any], key: str, override: Override, depth: int) -> int:
+    """The position ``key`` names in ``items``: a whole number within the list, or the kind of its one stage."""
+    where = ".".join(override.keys[:depth]) or "the recipe"
+    if key.isdigit():
+        if int(key) < len(items):
+            return int(key)
+        raise ConfigError(f"--set {override.text!r}: {where} has {len(items)} item(s), numbered 0 to "
+                          f"{len(items) - 1}; got {key}")
+    kinds = [item.get("stage") if isinstance(item, dict) else None for item in items]
+    matches = [i for i, kind in enumerate(kinds) if kind == key]
+    if len(matches) == 1:
+        return matches[0]
+    named = ", ".join(f"{i} ({kind})" for i, kind in enumerate(kinds) if kind)
+    problem = f"{len(matches)} '{key}' stages ({', '.join(map(str, matches))}): give its index" if matches else \
+        f"no item named '{key}'; give an index" + (f" ({named})" if named else "")
+    raise ConfigError(f"--set {override.text!r}: {where} has {problem}")
+
+
+def _from_working_directory(override: Override) -> Any:
+    """The override's value, a relative path of a path key naming something in the working directory made
+    absolute (see the module docstring); else as given."""
+    value = override.value
+    if override.keys[-1] not in path_keys() or not isinstance(value, str) or not value:
+        return value
+    local = Path(expanded_or_given(value))
+    if local.is_absolute() or not local.exists():
+        return value
+    return escaped(str(local.resolve()))
+
+
+@cache
+def path_keys() -> frozenset[str]:
+    """The names of the recipe's keys (in any of its nested configs) that hold paths: what ``~`` and ``$VAR``
+    expansion applies to."""
+    from edgekd.config.recipe import Recipe
+
+    names: set[str] = set()
+    _collect_path_keys(Recipe, names, set())
+    return frozenset(names)
+
+
+def _collect_path_keys(model: type[BaseModel], names: set[str], seen: set[type]) -> None:
+    if model in seen:
+        return
+    seen.add(model)
+    for name, field in model.model_fields.items():
+        annotation_parts = [field.annotation, *field.metadata]
+        if any(_holds_path(part) for part in annotation_parts):
+            names.add(name)
+        for nested in _models_in(field.annotation):
+            _collect_path_keys(nested, names, seen)
+
+
+def _holds_path(annotation: Any) -> bool:
+    if isinstance(annotation, BeforeValidator):
+        return annotation.func is expand_field
+    return any(_holds_path(arg) for arg in _args(annotation))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in _args(annotation) for model in _models_in(arg)]
+
+
+def _args(annotation: Any) -> tuple[Any, ...]:
+    """The parts of a type: a union's members, a generic's parameters, an ``Annotated`` type's type and metadata."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return (annotation.__origin__, *annotation.__metadata__)
+    return typing.get_args(annotation)
