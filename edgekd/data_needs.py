@@ -60,7 +60,7 @@ def data_need(recipe: Recipe, source: Path | None = None) -> DataNeed:
         return DataNeed(recipe.name, "bundled", f"scikit-learn's bundled '{data.name}' (no download)", {}, "")
     if isinstance(data, TextFileData):
         paths = {"data.train": data.train, "data.test": data.test}
-        return DataNeed(recipe.name, "files", f"{data.source.upper()} files {data.train.name}, {data.test.name}",
+        return DataNeed(recipe.name, "files", f"{data.file_kind} files {data.train.name}, {data.test.name}",
                         paths, where)
     if isinstance(data, NpzData):
         return DataNeed(recipe.name, "files", f"an .npz image set {data.path.name}", {"data.path": data.path}, where)

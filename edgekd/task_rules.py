@@ -5,7 +5,7 @@ Losses are checked against the task first: generation losses (``token_kl``...) f
 model (``data.source: corpus``, always ``arch: hf`` models), classifier losses for everything else; a
 corpus's tokenizer is ``char``, ``bpe`` or pretrained.
 
-The task is the recipe's ``data.task``, or the one local data's labels read as (a TSV/CSV/JSON training
+The task is the recipe's ``data.task``, or the one local data's labels read as (a TSV/CSV/JSON/Parquet training
 file, a ``save_to_disk`` directory, an ``.npz`` set; :mod:`edgekd.data.label_kind`); a hub dataset's
 is known only when the run loads it. For a multi-label or regression task these are
 refused before anything trains, each with its key path:
@@ -21,7 +21,7 @@ refused before anything trains, each with its key path:
   sentences are unlabelled, which only single-label cross-entropy can skip), and ``data.eval_data``
   (scikit-learn's digits are single-label).
 
-Token classification (:mod:`edgekd.token_rules`) also needs TSV/CSV/JSON data, Hugging Face transformer models
+Token classification (:mod:`edgekd.token_rules`) also needs TSV/CSV/JSON/Parquet data, Hugging Face transformer models
 (one output per token) and logit-level distillation losses.
 """
 

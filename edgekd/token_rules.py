@@ -1,6 +1,6 @@
 """``edgekd validate``'s rules for token classification: what must hold beyond the other tasks' rules.
 
-- the data is text with tagged tokens: TSV/CSV/JSON files or ``datasets`` tables (``hf_disk``, ``hub``);
+- the data is text with tagged tokens: TSV/CSV/JSON/Parquet files or ``datasets`` tables (``hf_disk``, ``hub``);
 - every model (teacher, assistant, student) answers per token: an architecture whose spec ``tags_tokens`` (a
   Hugging Face transformer, built as its family's token classifier; the BiLSTM and TextCNN students, built as
   taggers; an ONNX teacher returning ``[batch, sequence, tags]``); a user module gives one answer a sentence;
@@ -19,7 +19,7 @@ TOKEN_ARCHS = tuple(arch for arch, entry in ARCHITECTURES.items() if entry.spec.
 #: Distillation losses that apply per token.
 TOKEN_LOSSES = ("hinton", "logit_mse")
 #: Data sources token classification is read from.
-TOKEN_SOURCES = ("tsv", "csv", "json", "hf_disk", "hub")
+TOKEN_SOURCES = ("tsv", "csv", "json", "parquet", "hf_disk", "hub")
 
 
 def check_token_classification(state: PlanState) -> None:

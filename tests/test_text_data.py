@@ -490,7 +490,8 @@ def test_whole_number_labels_written_as_floats_are_the_integer_classes(tmp_path:
 
 
 @pytest.mark.parametrize(("name", "what"), [
-    ("parquet", "a Parquet file"), ("gzip", "gzip-compressed"),
+    ("parquet", "a Parquet file, not CSV text \\(data.train\\); set data.source: parquet to read it$"),
+    ("gzip", "gzip-compressed"),
     ("jsonl", "the file holds JSON \\(lines, or an array of records\\): set data.source: json$"),
     ("json", "the columns are '\\[{\"sentence\": \"good film\", \"label\": 1}[^']*…' \\(\\d+ characters\\); "
              "the file holds JSON \\(lines, or an array of records\\): set data.source: json$")])
@@ -514,7 +515,7 @@ def test_tables_of_other_formats_say_what_they_are(tmp_path: Path, name: str, wh
         load_text_dataset(TextFileData(source="tsv" if name == "json" else "csv", train=path, test=path,
                                        val_examples=1), seed=0)
     assert len(str(caught.value)) < 400
-    if name in ("parquet", "gzip"):
+    if name == "gzip":
         assert "datasets directory (save_to_disk, data.source: hf_disk)" in str(caught.value)
 
 

@@ -98,12 +98,17 @@ class TextSplitsConfig(SplitSeed):
 
 
 class TextFileData(TextSplitsConfig):
-    """Labelled text in local files: TSV or CSV with a header line (e.g. GLUE SST-2), or JSON (one object per line,
-    or one array of objects; the keys are the columns)."""
+    """Labelled text in local files: TSV or CSV with a header line (e.g. GLUE SST-2), JSON (one object per line, or
+    one array of objects; the keys are the columns) or Parquet (as the Hugging Face hub stores datasets)."""
 
-    source: Literal["tsv", "csv", "json"]
+    source: Literal["tsv", "csv", "json", "parquet"]
     train: LocalPath
     test: LocalPath = Field(description="Labelled file the reported accuracy is measured on (SST-2: dev.tsv).")
+
+    @property
+    def file_kind(self) -> str:
+        """How messages name the files' format: ``TSV``, ``CSV``, ``JSON`` or ``Parquet``."""
+        return "Parquet" if self.source == "parquet" else self.source.upper()
 
 
 class HFDiskData(TextSplitsConfig, ImagePrep):

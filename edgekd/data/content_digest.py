@@ -1,8 +1,8 @@
 """Content digests of a recipe's local data, for stage fingerprints: a changed, added, removed or relabelled
 example re-runs the stages that read the data; an unchanged copy elsewhere, or a touched file, does not.
 
-- ``tsv``/``csv``/``json``: the training and test files' bytes; ``npz``: the file's bytes; ``corpus``: the text
-  file's bytes, or every file of a ``save_to_disk`` directory;
+- ``tsv``/``csv``/``json``/``parquet``: the training and test files' bytes; ``npz``: the file's bytes; ``corpus``:
+  the text file's bytes, or every file of a ``save_to_disk`` directory;
 - ``imagefolder``: every file below each split's folder (relative path = class and name, and its bytes) but the
   hidden and system files the folder reader skips (``.DS_Store``, ``Thumbs.db``: a thumbnail cache rewritten
   by the desktop re-ran every stage);

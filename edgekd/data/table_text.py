@@ -15,19 +15,23 @@ from pathlib import Path
 from edgekd.errors import DataError
 
 #: The first bytes of binary files users hold tables in, and what each is.
-BINARY_FORMATS = ((b"PAR1", "a Parquet file"), (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook is one)"),
+PARQUET = "a Parquet file"
+BINARY_FORMATS = ((b"PAR1", PARQUET), (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook is one)"),
                   (b"\x1f\x8b", "gzip-compressed"), (b"ARROW1", "an Arrow file"), (b"\x93NUMPY", "a NumPy array"),
                   (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) workbook"))
 
 
-def read_table_text(path: Path, key: str, kind: str) -> str:
-    """The text of the ``kind`` (``TSV``, ``CSV``) file ``path`` that recipe key ``key`` names (``data.train``).
+def read_table_text(path: Path, key: str, kind: str, *, parquet_source: bool = False) -> str:
+    """The text of the ``kind`` (``TSV``, ``CSV``) file ``path`` that recipe key ``key`` names (``data.train``);
+    ``parquet_source``: the data config reads Parquet too (``data.source: parquet``), which a refusal names.
 
     Raises :class:`DataError` for a binary format, a file this user may not read, or bytes that do not decode.
     """
     try:
         data = path.read_bytes()
         what = next((name for magic, name in BINARY_FORMATS if data.startswith(magic)), None)
+        if what == PARQUET and parquet_source:
+            raise DataError(f"{path}: {what}, not {kind} text ({key}); set data.source: parquet to read it")
         if what is not None:
             writer = "to_json(orient='records', lines=True)" if kind == "JSON" else "to_csv"
             raise DataError(f"{path}: {what}, not {kind} text ({key}); save the table as {kind} (pandas: {writer}), "

@@ -1,4 +1,4 @@
-"""Labelled text datasets: local TSV/CSV/JSON files, datasets saved to disk, and hub datasets.
+"""Labelled text datasets: local TSV/CSV/JSON/Parquet files, datasets saved to disk, and hub datasets.
 
 Every source gives a training and a test split of (sentence, label) pairs; :func:`load_text_dataset`
 turns them into :class:`TextSplits`:
@@ -29,8 +29,8 @@ example needs a text, and a single-label one a label: an empty one (or a ``datas
 -1, which marks an unlabelled row) is refused, naming the line or row, and so is a label cell written as a
 missing-value marker (``N/A``, ``NaN``, ``null``: :func:`~edgekd.data.label_kind.is_missing`). A header naming
 a column that is read twice is refused; a semicolon CSV's decimal-comma labels (``0,671``) are numbers.
-JSON files (JSON lines, or one array of records) are read as the table their keys make
-(:mod:`edgekd.data.json_table`); their lines or records are named in messages.
+JSON files (JSON lines, or one array of records) and Parquet files are read as the table their records' keys make
+(:mod:`edgekd.data.record_table`); their lines, records or rows are named in messages.
 Sentence pairs are not encoded: a table holding both columns of a known pair (``sentence1``/``sentence2``, QNLI's
 ``question``/``sentence``, ...) is refused unless the recipe sets ``text_column``.
 """
@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 
 from edgekd.data.config import HFDiskData, HubData, TaskKind, TextFileData
-from edgekd.data.json_table import Role, json_cell, json_columns, json_records
 from edgekd.data.label_kind import (
     as_number,
     decimal_point,
@@ -64,6 +63,7 @@ from edgekd.data.label_kind import (
     whole_numbers,
 )
 from edgekd.data.places import check_place
+from edgekd.data.record_table import Role, json_records, parquet_records, record_cell, record_columns
 from edgekd.data.saved_dataset import load_saved_dataset
 from edgekd.data.table_text import check_unique_columns, read_table_text
 from edgekd.data.token_tags import hf_tagged_rows, table_columns, tag_ids, tag_names, tagged_row
@@ -132,7 +132,7 @@ def load_text_dataset(config: TextDataConfig, seed: int) -> TextSplits:
 
 
 def text_file_task(config: TextFileData) -> TaskKind:
-    """The task of a TSV/CSV/JSON source: ``data.task``, else what its training file's labels read as."""
+    """The task of a TSV/CSV/JSON/Parquet source: ``data.task``, else what its training file's labels read as."""
     train = _read_table(config.train, "train", config)
     return config.task or train.task or infer_task(train.name, train.labels, train.lines, train.unit)
 
@@ -213,16 +213,17 @@ def _check_distinct_classes(train: _RawSplit, class_names: tuple[str, ...], task
                         "expected at least 2 classes")
 
 
-# --------------------------------------------------------------------------- local TSV / CSV files
+# --------------------------------------------------------------------------- local TSV / CSV / JSON / Parquet files
 
 
 def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
-    check_place(path, f"data.{key}", f"{config.source.upper()} file")
-    content = read_table_text(path, f"data.{key}", config.source.upper())
-    if config.source == "json":
-        header, body, unit = _json_rows(path, key, content, config)
+    kind = config.file_kind
+    check_place(path, f"data.{key}", f"{kind} file")
+    if config.source in ("json", "parquet"):
+        header, body, unit = _record_rows(path, key, config)
         delimiter = ""
     else:
+        content = read_table_text(path, f"data.{key}", kind, parquet_source=True)
         rows, delimiter = _table_rows(path, content, config)
         if not rows:
             raise DataError(
@@ -263,19 +264,21 @@ def _read_table(path: Path, key: str, config: TextFileData) -> _RawSplit:
     return split
 
 
-def _json_rows(path: Path, key: str, content: str,
-               config: TextFileData) -> tuple[list[str], list[tuple[int, list[str]]], str]:
-    """A JSON file's columns, its records as (position, cells) rows of the table a TSV would hold (the text and label
-    columns read as :func:`~edgekd.data.json_table.json_cell` says, the others left empty), and what positions
-    count (``line`` or ``record``)."""
-    records, unit = json_records(f"{path} (data.{key})", content)
+def _record_rows(path: Path, key: str,
+                 config: TextFileData) -> tuple[list[str], list[tuple[int, list[str]]], str]:
+    """A JSON or Parquet file's columns, its records as (position, cells) rows of the table a TSV would hold (the text
+    and label columns read as :func:`~edgekd.data.record_table.record_cell` says, the others left empty), and what
+    positions count (``line``, ``record`` or ``row``)."""
+    where = f"{path} (data.{key})"
+    records, unit = parquet_records(where, path) if config.source == "parquet" else \
+        json_records(where, read_table_text(path, f"data.{key}", "JSON", parquet_source=True))
     if not records:
-        raise DataError(f"{path}: no records (data.{key}); expected objects with the columns "
-                        f"'{config.text_column}' and '{config.label_column}', one per line or in one array")
-    header = json_columns(records)
+        raise DataError(f"{path}: no records (data.{key}); expected records with the columns "
+                        f"'{config.text_column}' and '{config.label_column}'")
+    header = record_columns(records)
     (text_column, _), (label_column, _), tagged = table_columns(config, header)
     roles: dict[str, Role] = {text_column: "words" if tagged else "text", label_column: "words" if tagged else "label"}
-    rows = [(position, [json_cell(f"{path} {unit} {position}", column, record.get(column), roles[column])
+    rows = [(position, [record_cell(f"{path} {unit} {position}", column, record.get(column), roles[column])
                         if column in roles else "" for column in header])
             for position, record in records]
     return header, rows, unit
@@ -346,7 +349,7 @@ def _unlabelled(header: list[str], key: str, text_column: str) -> str:
 def _other_delimiter(header: list[str], config: TextFileData) -> str:
     """A hint when a header is another format's: a one-column header holding the other delimiter (a CSV read as
     TSV, or the reverse), or JSON (an object: JSON lines; an array of records)."""
-    if config.source == "json":
+    if config.source in ("json", "parquet"):
         return ""
     other, source = (",", "csv") if config.source == "tsv" else ("\t", "tsv")
     if header and header[0].lstrip().startswith(("{", "[")):

@@ -1,5 +1,5 @@
-"""Labelled text in JSON files (data.source: json): JSON lines or one array of records, read as the table a TSV
-holds, with one-line errors naming the line or record."""
+"""Labelled text in JSON files (data.source: json: JSON lines or one array of records) and Parquet files
+(data.source: parquet), read as the table a TSV holds, with one-line errors naming the line, record or row."""
 
 from __future__ import annotations
 
@@ -25,9 +25,17 @@ def _jsonl(path: Path, records: list[Any]) -> Path:
     return path
 
 
-def _load(train: Path, test: Path | None = None, **fields: Any) -> TextSplits:
-    return load_text_dataset(TextFileData(source="json", train=train, test=test or train,
+def _load(train: Path, test: Path | None = None, source: str = "json", **fields: Any) -> TextSplits:
+    return load_text_dataset(TextFileData(source=source, train=train, test=test or train,
                                           **{"val_examples": 4, **fields}), seed=0)
+
+
+def _parquet(path: Path, records: list[dict[str, Any]]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return path
 
 
 def _same(a: TextSplits, b: TextSplits) -> None:
@@ -37,7 +45,7 @@ def _same(a: TextSplits, b: TextSplits) -> None:
         np.testing.assert_array_equal(getattr(a, split).labels, getattr(b, split).labels)
 
 
-def test_json_lines_and_an_array_of_records_read_as_the_same_table_as_a_tsv(tmp_path: Path) -> None:
+def test_json_lines_an_array_of_records_and_parquet_read_as_the_same_table_as_a_tsv(tmp_path: Path) -> None:
     tsv = tmp_path / "train.tsv"
     tsv.write_text("sentence\tlabel\n" + "".join(f"{r['sentence']}\t{r['label']}\n" for r in ROWS))
     from_tsv = load_text_dataset(TextFileData(source="tsv", train=tsv, test=tsv, val_examples=4), seed=0)
@@ -47,6 +55,7 @@ def test_json_lines_and_an_array_of_records_read_as_the_same_table_as_a_tsv(tmp_
     array.write_text(json.dumps(ROWS, indent=1))  # pandas' to_json(orient="records"), spread over lines
     _same(_load(lines), from_tsv)
     _same(_load(array), from_tsv)
+    _same(_load(_parquet(tmp_path / "train.parquet", ROWS), source="parquet"), from_tsv)
     assert from_tsv.class_names == ("0", "1") and len(from_tsv.test) == 40
 
 
@@ -99,7 +108,7 @@ def test_token_classification_reads_lists_of_words_and_tags(tmp_path: Path) -> N
     ('{"sentence": "a", "label": 1}\n{"sentence": "b"}\n{"sentence": "c", "label": 0}\n', r"train.jsonl line 2: "),
     ('{"text": "a", "label": 1}\n', r"train.jsonl: no column 'sentence' \(data.text_column\); the columns are "
      r"'text', 'label'; set data.text_column: 'text'$"),
-    ("\n\n", r"train.jsonl: no records \(data.train\); expected objects with the columns 'sentence' and 'label'"),
+    ("\n\n", r"train.jsonl: no records \(data.train\); expected records with the columns 'sentence' and 'label'"),
 ])
 def test_malformed_json_is_one_line_naming_the_line_or_record(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "train.jsonl"
@@ -131,3 +140,23 @@ def test_a_recipe_of_json_files_validates_and_runs_from_the_command_line(tmp_pat
                              check=False, timeout=600)
     assert refused.returncode != 0
     assert "test.jsonl line 1: label '7' is not one of the training split's labels ('0', '1')" in refused.stderr
+
+
+def test_parquet_lists_and_nulls_read_as_json_s_do_and_other_types_are_refused(tmp_path: Path) -> None:
+    import datetime
+
+    records = [{"sentence": f"text {i}", "label": ["sport", "news"][: i % 2 + 1]} for i in range(12)]
+    topics = _load(_parquet(tmp_path / "m.parquet", records), source="parquet")
+    assert topics.task == "multi_label" and topics.test.labels[:2].tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    records = [{"sentence": f"text {i}", "label": datetime.date(2024, 1, 1 + i)} for i in range(12)]
+    with pytest.raises(DataError, match=r"d.parquet row 1: column 'label' holds a date value, expected a label$"):
+        _load(_parquet(tmp_path / "d.parquet", records), source="parquet")
+    nulls = [{"sentence": f"text {i}", "label": None if i == 4 else i % 2} for i in range(12)]
+    with pytest.raises(DataError, match=r"n.parquet row 5: "):
+        _load(_parquet(tmp_path / "n.parquet", nulls), source="parquet")
+    (tmp_path / "bad.parquet").write_text("sentence,label\na,1\n")
+    with pytest.raises(DataError, match=r"bad.parquet \(data.train\): not a readable Parquet file \("):
+        _load(tmp_path / "bad.parquet", source="parquet")
+    with pytest.raises(DataError, match=r"m.parquet: a Parquet file, not CSV text \(data.train\); set data.source: "
+                                        r"parquet to read it$"):
+        _load(tmp_path / "m.parquet", source="csv")
