@@ -40,6 +40,7 @@ from edgekd.artifacts import Artifact, StageContext
 from edgekd.atomic import remove_temporaries, write_json
 from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
+from edgekd.config.paths import recorded_context
 from edgekd.config.recipe import Recipe
 from edgekd.config.training import TrainingConfig
 from edgekd.data.content_digest import data_content_digest
@@ -47,6 +48,7 @@ from edgekd.data_needs import check_run_dir_outside_data
 from edgekd.distributed import World, check_training, current_world
 from edgekd.errors import ConfigError
 from edgekd.models.packaged import source_digest
+from edgekd.models.specs import HFSpec
 from edgekd.module_cache import drop_orphan_modules
 from edgekd.rundir import (
     FILES_KEY,
@@ -219,7 +221,8 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
         # the recipe's fields as given: a default written out would read back as a setting (load_run validates it)
         write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__,
                                           "recipe": recipe.model_dump(mode="json", exclude_unset=True),
-                                          "device": device.model_dump(mode="json")})
+                                          "device": device.model_dump(mode="json"),
+                                          "checkpoints": _checkpoint_types(recipe)})
     last_parallel = max((i for i, s in enumerate(recipe.stages, start=1) if registry[s.stage].data_parallel),
                         default=0)
     artifact = Artifact()
@@ -282,6 +285,13 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
     # launcher then stopped rank 0 mid-stage.
     everyone.barrier()
     return RunResult(run_dir=run_dir, artifact=artifact, stages=tuple(records), is_main_process=world.is_main)
+
+
+def _checkpoint_types(recipe: Recipe) -> dict[str, str]:
+    """The model type of each ``arch: hf`` checkpoint the recipe's models load, by its ``pretrained`` value: what
+    :func:`load_run` needs of one moved or deleted since (``edgekd report``, ``open_run``)."""
+    specs = [getattr(getattr(recipe, role), "model", None) for role in ("teacher", "assistant", "student")]
+    return {spec.pretrained: spec.model_type for spec in specs if isinstance(spec, HFSpec) and spec.pretrained}
 
 
 def _say_other_recipe(run_dir: Path, recipe: Recipe) -> None:
@@ -398,7 +408,11 @@ def load_run(run_dir: Path) -> tuple[Recipe, DeviceProfile, list[dict[str, Any]]
         raise ConfigError(f"{run_dir}: not an edgekd run directory ({RUN_RECORD} missing, unreadable or not "
                           "an edgekd run record)")
     source = str(Path(run_dir) / RUN_RECORD)
-    recipe = validate_model(record["recipe"], Recipe, source=f"{source} (recipe)", expanded=True)
+    checkpoints = record.get("checkpoints")  # absent from the records of runs before edgekd recorded them
+    context = recorded_context({path: kind for path, kind in checkpoints.items()
+                                if isinstance(path, str) and isinstance(kind, str)}
+                               if isinstance(checkpoints, dict) else {})
+    recipe = validate_model(record["recipe"], Recipe, source=f"{source} (recipe)", context=context)
     device = validate_model(record["device"], DeviceProfile, source=f"{source} (device)", expanded=True)
     return recipe, device, load_run_records(run_dir)
 

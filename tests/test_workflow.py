@@ -271,3 +271,43 @@ def test_the_api_module_is_an_attribute_of_edgekd_after_a_plain_import() -> None
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["pipelines", "open_run"]
+
+
+@pytest.mark.parametrize("arch", ["bert", "hf"])
+def test_a_run_whose_checkpoint_was_moved_away_is_still_reported_and_reopened(tmp_path: Path, arch: str) -> None:
+    """The run record was validated again as a new recipe: a pretrained checkpoint moved or deleted after the run
+    ('is not a directory') made the finished run impossible to report or reopen. The record's checkpoints were
+    checked when the run began; an arch: hf one's model type is recorded beside the recipe."""
+    import shutil
+
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from edgekd.api import report
+
+    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=300, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+                                        ).save_pretrained(tmp_path / "checkpoint")
+    if arch == "bert":  # a BERT-layout family for arch: bert
+        from transformers import BertConfig, BertForSequenceClassification
+
+        BertForSequenceClassification(BertConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=32)
+                                      ).save_pretrained(tmp_path / "checkpoint")
+    rows = [f"{'a good film' if i % 2 else 'a dull plot'} number {i}\t{i % 2}" for i in range(80)]
+    for name in ("train.tsv", "test.tsv"):
+        (tmp_path / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    pipeline = Pipeline(name="moved", data={"source": "tsv", "train": str(tmp_path / "train.tsv"),
+                                            "test": str(tmp_path / "test.tsv"), "val_examples": 20},
+                        tokenizer={"vocab_size": 300, "max_length": 16},
+                        teacher={"arch": arch, "pretrained": str(tmp_path / "checkpoint")},
+                        student={"arch": "bilstm", "embedding_dim": 8, "hidden": 8},
+                        stages=[Teacher(epochs=1, batch_size=16), Report()])
+    pipeline.run(tmp_path / "run")
+    shutil.move(tmp_path / "checkpoint", tmp_path / "elsewhere")
+    reopened = edgekd.open_run(tmp_path / "run")
+    assert reopened.recipe.teacher.model.pretrained == str(tmp_path / "checkpoint")
+    if arch == "hf":
+        assert reopened.recipe.teacher.model.model_type == "distilbert"
+    assert {path.name for path in report(tmp_path / "run")} >= {"report.json", "report.md"}
+    assert isinstance(reopened.load_model("teacher"), torch.nn.Module)  # the run's own copy of the trained teacher
+    with pytest.raises(ConfigError, match=r"teacher.model: '.*checkpoint' is not a directory"):
+        pipeline.run(tmp_path / "run")  # a new run still needs the checkpoint, and says so before anything runs

@@ -80,17 +80,20 @@ def load_yaml_model(path: Path, model: type[M], *, base_dir: Path | None = None)
 
 
 def validate_model(data: Any, model: type[M], *, source: str, base_dir: Path | None = None,
-                   expanded: bool = False) -> M:
+                   expanded: bool = False, context: dict[str, Any] | None = None) -> M:
     """Validate a parsed mapping into ``model``, raising a one-line :class:`ConfigError`.
 
     Path fields have ``~`` and ``$VAR``/``${VAR}`` expanded (:mod:`edgekd.config.paths`) unless ``expanded`` says
-    ``data`` is a record edgekd wrote from a model it validated before (its paths are expanded already).
+    ``data`` is a record edgekd wrote from a model it validated before (its paths are expanded already);
+    ``context`` replaces that validation context (:func:`~edgekd.config.paths.recorded_context`).
     """
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {kind}")
+    if context is None and expanded:
+        context = ALREADY_EXPANDED
     try:
-        obj = model.model_validate(data, context=ALREADY_EXPANDED if expanded else None)
+        obj = model.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, model, source)) from None
     return _resolve_paths(obj, base_dir) if base_dir is not None else obj

@@ -40,6 +40,19 @@ from edgekd.errors import ConfigValueError
 #: The pydantic validation context of a value edgekd expanded before (a record it wrote): not expanded again.
 ALREADY_EXPANDED = {"paths_expanded": True}
 
+
+def recorded_context(checkpoints: dict[str, str]) -> dict[str, Any]:
+    """The validation context of a finished run's recipe (``run.json``): paths expanded already, and checked when
+    the run began, so a checkpoint moved or deleted since is not refused; ``checkpoints`` gives the model type of
+    each ``pretrained`` checkpoint as the run read it (what an ``arch: hf`` spec needs of one it cannot read)."""
+    return {**ALREADY_EXPANDED, "recorded_checkpoints": dict(checkpoints)}
+
+
+def recorded_checkpoints(info: ValidationInfo) -> dict[str, str] | None:
+    """The model types of a finished run's checkpoints when ``info`` validates its record (:func:`recorded_context`),
+    else None."""
+    return (info.context or {}).get("recorded_checkpoints")
+
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOLLAR = re.compile(rf"\$(?:\{{(?P<braced>[^}}]*)\}}|(?P<name>{_NAME})|(?P<dollar>\$)|(?P<open>\{{))")
 

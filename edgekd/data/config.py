@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, StrictInt, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from edgekd.config.base import Fraction, LocalPath, PathOrId, PositiveInt, StrictModel
+from edgekd.config.paths import recorded_checkpoints
 from edgekd.data.image_config import ImageCsvData, ImageFolderData, ImagePrep
 from edgekd.models.checkpoint_files import check_local_path
 
@@ -219,8 +220,8 @@ class TokenizerConfig(StrictModel):
 
     @field_validator("pretrained")
     @classmethod
-    def _path_exists(cls, pretrained: str | None) -> str | None:
-        if pretrained is not None:
+    def _path_exists(cls, pretrained: str | None, info: ValidationInfo) -> str | None:
+        if pretrained is not None and recorded_checkpoints(info) is None:  # a finished run's: checked when it began
             check_local_path(pretrained)
         return pretrained
 

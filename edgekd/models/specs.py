@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, JsonValue, PrivateAttr, StrictInt, model_validator
+from pydantic import BaseModel, Field, JsonValue, PrivateAttr, StrictInt, ValidationInfo, model_validator
 
 from edgekd.config.base import LocalPath, PathOrId, PositiveInt, StrictModel, spelt_pattern
+from edgekd.config.paths import recorded_checkpoints
 from edgekd.errors import ConfigError
 from edgekd.models import families
 from edgekd.models.checkpoint_files import check_local_path, check_weights, looks_local
@@ -155,7 +156,7 @@ class BertSpec(EmbeddingStudent):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
     @model_validator(mode="after")
-    def _sizes_fit(self) -> BertSpec:
+    def _sizes_fit(self, info: ValidationInfo) -> BertSpec:
         sized = self.model_fields_set & {"layers", "hidden", "heads", "ffn"}
         if self.pretrained is not None and sized:
             raise ValueError(f"give either 'pretrained' or sizes ({', '.join(sorted(sized))}), not both")
@@ -166,20 +167,30 @@ class BertSpec(EmbeddingStudent):
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         readable = self.pretrained is not None and (is_packaged(self.pretrained) or looks_local(self.pretrained)
                                                     or Path(self.pretrained).is_dir())
-        if readable:
-            model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code)
-            if not families.family(model_type).bert_layout:
-                raise ValueError(f"pretrained '{self.pretrained}' is a '{model_type}' checkpoint, not a BERT-layout "
-                                 "encoder; use arch: hf to load any family")
+        model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code, info) if readable else None
+        if model_type is not None and not families.family(model_type).bert_layout:
+            raise ValueError(f"pretrained '{self.pretrained}' is a '{model_type}' checkpoint, not a BERT-layout "
+                             "encoder; use arch: hf to load any family")
         check_transformer_size(self.layers, self.hidden, self.ffn or 4 * self.hidden)
         return self
 
 
-def _checked_checkpoint(pretrained: str, trust_remote_code: bool) -> str:
+def _checked_checkpoint(pretrained: str, trust_remote_code: bool, info: ValidationInfo) -> str | None:
     """The ``model_type`` of checkpoint ``pretrained``, once it is known to load: a path that exists, a family
     transformers knows (unless the checkpoint brings its own code) and, for a local directory, readable
     weights (safetensors, or PyTorch's read by its weights_only loader). Raises ``ValueError`` (one line)
-    otherwise, so ``validate`` names the key."""
+    otherwise, so ``validate`` names the key; except in a finished run's record (checked when the run began), where
+    a checkpoint moved or deleted since gives the model type the run recorded (None if it recorded none)."""
+    recorded = recorded_checkpoints(info)
+    if recorded is None:
+        return _checkpoint_type(pretrained, trust_remote_code)
+    try:
+        return _checkpoint_type(pretrained, trust_remote_code)
+    except ValueError:
+        return recorded.get(pretrained)
+
+
+def _checkpoint_type(pretrained: str, trust_remote_code: bool) -> str:
     check_local_path(pretrained)
     model_type = families.read_config(pretrained, trust_remote_code=trust_remote_code).get("model_type")
     if not isinstance(model_type, str):
@@ -217,7 +228,7 @@ class HFSpec(SpecBase):
     _model_type: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
-    def _one_source(self) -> HFSpec:
+    def _one_source(self, info: ValidationInfo) -> HFSpec:
         if (self.pretrained is None) == (self.config is None):
             which = "not both" if self.config is not None else "one of them is needed"
             raise ValueError(f"give either 'pretrained' (a checkpoint) or 'config' (a transformers config), {which}")
@@ -236,7 +247,10 @@ class HFSpec(SpecBase):
             if rotary is not None:
                 raise ValueError(f"config: {rotary}")
         else:
-            model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code)
+            model_type = _checked_checkpoint(self.pretrained, self.trust_remote_code, info)
+            if model_type is None:  # a finished run's checkpoint, gone since, of a run that recorded no model types
+                raise ValueError(f"'{self.pretrained}' cannot be read (moved or deleted since the run began) and the "
+                                 "run did not record its model type; put the checkpoint back to reopen the run")
         self._model_type = model_type
         return self
 
