@@ -410,7 +410,8 @@ def recipe_dict(data: dict, **changes: object) -> dict:
     ({"data": {"source": "npz", "path": "images.npz", "task": "token_classification"},
       "teacher": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}},
       "student": {"model": {"arch": "cnn", "channels": [4], "hidden": 8}}, "tokenizer": None}, "data.source",
-     "token classification reads a tokens and a tags column from text data (tsv, csv, json, parquet, hf_disk, hub), not 'npz'"),
+     "token classification reads a tokens and a tags column from text data (tsv, csv, json, parquet, hf_disk, "
+     "hub), not 'npz'"),
 ], ids=["module", "minilm-loss", "augment", "ensemble", "npz"])
 def test_validate_refuses_what_does_not_apply(tmp_path: Path, change: dict, key: str, message: str) -> None:
     recipe = recipe_dict(tagged_data(tmp_path, train=60, test=20))
