@@ -101,3 +101,27 @@ def test_ort_mobile_export_of_text_students_without_token_type_ids(spec, tmp_pat
     converted = convert_to_ort(onnx_path, target, feeds, out_dir=tmp_path / "ort")
     assert converted.parity.passed and converted.parity.samples == 8
     assert np.isfinite(converted.parity.max_abs_diff)
+
+
+def test_a_decoder_checkpoint_pads_with_the_tokenizers_id_so_padding_does_not_change_its_answer(
+        tmp_path: Path) -> None:
+    """OPT's checkpoints say pad_token_id 1; with a tokenizer padding with 0 the classifier read its answer off the
+    last token that is not 1: a padding position. A row padded as the bundle pads got another answer."""
+    from transformers import OPTConfig, OPTForSequenceClassification
+
+    from edgekd.models.specs import HFSpec
+
+    torch.manual_seed(0)
+    OPTForSequenceClassification(OPTConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                           ffn_dim=32, max_position_embeddings=32, word_embed_proj_dim=16,
+                                           pad_token_id=1, bos_token_id=2, eos_token_id=2, num_labels=2)
+                                 ).save_pretrained(tmp_path / "opt")
+    model = build_text_student(HFSpec(arch="hf", pretrained=str(tmp_path / "opt")), vocab_size=60, num_classes=2,
+                               pad_id=0).eval()
+    assert model.config.pad_token_id == 0
+    ids = torch.tensor([[5, 9, 1, 14]])  # id 1 is a word here, not padding
+    padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        alone = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        with_padding = model(input_ids=padded, attention_mask=(padded != 0).long()).logits
+    torch.testing.assert_close(with_padding, alone)

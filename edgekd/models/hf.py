@@ -181,8 +181,8 @@ def untrained_classifier(spec: HFSpec | BertSpec, signature: InputSignature, cla
                                         **_labels(class_names), problem_type=None)
     config._attn_implementation = ATTENTION
     module = auto.from_config(config)
-    if signature.kind == "text" and getattr(module.config, "pad_token_id", None) is None:
-        module.config.pad_token_id = signature.pad_id
+    if signature.kind == "text":
+        pad_like_tokenizer(module.config, signature.pad_id, quiet=True)
     return module
 
 
@@ -275,12 +275,25 @@ def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> Non
     where = _named(spec)
     if signature.kind == "text":
         _check_fits_tokenizer(module, where, signature.vocab_size, signature.max_length)
-        if getattr(config, "pad_token_id", None) is None:
-            config.pad_token_id = signature.pad_id
+        pad_like_tokenizer(config, signature.pad_id, where=where)
     else:
         misfit = channel_misfit(config, signature.image_shape[0])
         if misfit is not None:
             raise ConfigError(f"{where}: {misfit}")
+
+
+def pad_like_tokenizer(config: Any, pad_id: int, *, where: str = "", quiet: bool = False) -> None:
+    """Make ``config.pad_token_id`` the id the data's tokenizer pads with. A decoder classifier (GPT-2, OPT, Llama)
+    reads its answer at the last token that is not ``pad_token_id``: a checkpoint's own pad id (OPT's 1) beside a
+    tokenizer that pads with another (0) read the answer off a padding position, so a padded input (as the bundle
+    pads) got another answer than an unpadded one. A changed id is logged (``where`` names the model) unless
+    ``quiet``."""
+    own = getattr(config, "pad_token_id", None)
+    if own == pad_id:
+        return
+    if own is not None and not quiet:
+        log.info("%s: pad_token_id %s → %s, the id the data's tokenizer pads with", where, own, pad_id)
+    config.pad_token_id = pad_id
 
 
 def _named(spec: HFSpec) -> str:
