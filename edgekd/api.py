@@ -28,7 +28,7 @@ from edgekd.config.recipe import Recipe, load_recipe, validate_recipe
 from edgekd.data.config import HFDiskData, NpzData, TextFileData
 from edgekd.data.image_files import is_image_data
 from edgekd.data_needs import check_data_present, data_need
-from edgekd.errors import ConfigError, ModelError
+from edgekd.errors import ConfigError, ConfigTypeError, ModelError
 from edgekd.input_rules import (
     check_image_fits,
     check_sequence_fits,
@@ -39,6 +39,7 @@ from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
 from edgekd.run_plan import StagePlan, plan_run
+from edgekd.rundir import check_claimable
 from edgekd.stages import check_recipe
 from edgekd.task_rules import check_corpus_lengths, check_corpus_vocabulary, check_generation_fits, corpus_reader
 from edgekd.threads import training_threads
@@ -161,7 +162,7 @@ def _source(recipe: RecipeLike) -> str:
         return str(find("pipelines", recipe))
     held = getattr(recipe, "recipe", None)  # an edgekd.Pipeline holds its validated Recipe
     hint = "; a Pipeline's is pipeline.recipe (or call pipeline.plan/run)" if isinstance(held, Recipe) else ""
-    raise TypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
+    raise ConfigTypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
                     f"got {type(recipe).__name__}{hint}")
 
 
@@ -250,8 +251,10 @@ def plan(
     fresh: bool = False,
     overrides: Sequence[str] = (),
 ) -> list[StagePlan]:
-    """What :func:`run` with the same arguments would do, stage by stage, without doing it (``--dry-run``)."""
+    """What :func:`run` with the same arguments would do, stage by stage, without doing it (``--dry-run``); a run
+    directory :func:`run` would refuse (a file, another program's files) is refused as it would be."""
     loaded, profile, run_dir = _prepared(recipe, device, out, budget_ms, None, overrides)
+    check_claimable(run_dir)
     return plan_run(loaded, profile, run_dir, fresh=fresh)
 
 

@@ -20,6 +20,11 @@ class ConfigError(EdgekdError):
     """A recipe, device profile or export target is malformed or names something unknown."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """An argument of the Python API of a type it does not take (``edgekd.validate(None)``): a ``TypeError`` too,
+    and an :class:`EdgekdError`, so a handler of edgekd's mistakes catches it with the rest."""
+
+
 class ConfigValueError(ConfigError, ValueError):
     """A config object built in Python with a wrong value (:class:`edgekd.config.base.StrictModel`): a
     ``ValueError`` too, so a validator that builds one reports it as the field's error."""

@@ -12,16 +12,20 @@ from pydantic import Field, StrictInt, field_validator
 from edgekd.catalog import find
 from edgekd.config.base import PositiveFloat, PositiveInt, StrictModel
 from edgekd.config.loading import load_yaml_model, validate_model
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ConfigTypeError
 from edgekd.profile.cpu import KNOWN_ISA
 from edgekd.profile.references import REFERENCE_MODELS
+
+#: The largest batch and token count a device profile may run: beyond them one input alone would take gigabytes
+#: (and onnx refuses dimensions past 2**31 only when the model is exported, after training).
+MAX_BATCH, MAX_SEQUENCE = 4096, 32768
 
 
 class InputShape(StrictModel):
     """Input shapes the device runs: dynamic axes of a model are filled from these."""
 
-    batch: PositiveInt = 1
-    sequence_length: PositiveInt = 128
+    batch: Annotated[StrictInt, Field(gt=0, le=MAX_BATCH)] = 1
+    sequence_length: Annotated[StrictInt, Field(gt=0, le=MAX_SEQUENCE)] = 128
     image_size: PositiveInt | None = Field(
         default=None, description="Side of a square image input; null keeps the model's own size."
     )
@@ -94,13 +98,13 @@ DeviceLike = str | Path | Mapping[str, Any] | DeviceProfile
 
 def load_device(device: DeviceLike) -> DeviceProfile:
     """A device profile: by built-in name (``host-cpu``), YAML path, a mapping of a profile file's keys, or as
-    given (a :class:`DeviceProfile`); any other type is a ``TypeError``."""
+    given (a :class:`DeviceProfile`); any other type is a :class:`~edgekd.errors.ConfigTypeError`."""
     if isinstance(device, DeviceProfile):
         return device
     if isinstance(device, Mapping):
         return validate_model(dict(device), DeviceProfile, source="device mapping")
     if not isinstance(device, str | Path):
-        raise TypeError(f"device: expected a built-in name, a YAML path, a mapping or a DeviceProfile, "
+        raise ConfigTypeError(f"device: expected a built-in name, a YAML path, a mapping or a DeviceProfile, "
                         f"got {type(device).__name__}")
     return load_yaml_model(find("devices", device), DeviceProfile)
 

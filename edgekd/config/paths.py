@@ -138,6 +138,12 @@ def user_text(value: str | os.PathLike[str], what: str) -> str:
     if not isinstance(value, str | os.PathLike):
         raise ConfigValueError(f"{what}: expected a path (a str or a pathlib.Path), got {type(value).__name__}")
     try:
-        return expand_path(os.fspath(value))
+        text = expand_path(os.fspath(value))
     except ConfigValueError as exc:
         raise ConfigValueError(f"{what}: {exc}") from None
+    try:  # a shell's bytes that are not UTF-8 arrive as surrogates: safetensors and others refuse such paths later
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise ConfigValueError(f"{what}: '{shown}' is not valid UTF-8; name it in UTF-8") from None
+    return text

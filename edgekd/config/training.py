@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -24,6 +24,12 @@ class TrainingConfig(StrictModel):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         default="no", description="Autocast forward passes to this precision (accelerate); 'fp16' needs CUDA GPUs."
     )
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        """``mixed_precision: no`` unquoted, as the docs write it, is YAML's false."""
+        return "no" if value is False else value
     gradient_accumulation_steps: PositiveInt = Field(
         default=1,
         description="Compute each batch of batch_size examples in this many sequential parts per process "
