@@ -77,7 +77,7 @@ if TYPE_CHECKING:
 
 
 def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms: float | None = None,
-             latency: bool = True, overrides: Sequence[str] = ()) -> Recipe:
+             latency: bool = True, overrides: Sequence[str] | str | None = None) -> Recipe:
     """Load and check a recipe without running it: a built-in name, a YAML path, a mapping of the same keys as
     a recipe file or a :class:`Recipe` (relative paths of these two start from the working directory).
     ``overrides`` (``KEY=VALUE`` strings, ``--set``: :mod:`edgekd.config.overrides`) change a file's or a
@@ -115,7 +115,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     return loaded
 
 
-def _no_overrides(overrides: Sequence[str]) -> None:
+def _no_overrides(overrides: Sequence[str] | str | None) -> None:
     """Refuse ``overrides`` beside a :class:`Recipe` object: they change a file's or a mapping's keys."""
     if overrides:
         raise ConfigError("overrides: they change the keys of a recipe file, a built-in recipe or a mapping, not of "
@@ -123,7 +123,7 @@ def _no_overrides(overrides: Sequence[str]) -> None:
 
 
 def _given(recipe: RecipeLike, device: DeviceLike | None, budget_ms: float | None,
-           overrides: Sequence[str]) -> Recipe:
+           overrides: Sequence[str] | str | None) -> Recipe:
     """The recipe :func:`run`, :func:`plan` and :func:`compress` start from: a :class:`Recipe` validated again,
     anything else checked by :func:`validate` (the budget's feasibility left to them)."""
     if isinstance(recipe, Recipe):
@@ -228,7 +228,7 @@ def run(
     threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] | str | None = None,
 ) -> RunResult:
     """Run a recipe (a built-in name, a YAML path, a mapping or a :class:`Recipe`) and return its result.
 
@@ -249,7 +249,7 @@ def plan(
     out: str | Path | None = None,
     budget_ms: float | None = None,
     fresh: bool = False,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] | str | None = None,
 ) -> list[StagePlan]:
     """What :func:`run` with the same arguments would do, stage by stage, without doing it (``--dry-run``); a run
     directory :func:`run` would refuse (a file, another program's files) is refused as it would be."""
@@ -260,7 +260,7 @@ def plan(
 
 def _prepared(recipe: RecipeLike, device: DeviceLike | None,
               out: str | Path | None, budget_ms: float | None,
-              threads: int | Literal["auto"] | None, overrides: Sequence[str], *,
+              threads: int | Literal["auto"] | None, overrides: Sequence[str] | str | None, *,
               fresh_table: bool = False) -> tuple[Recipe, DeviceProfile, Path]:
     """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use (a search's
     latency table built or read first; ``fresh_table``: timed again)."""
@@ -300,7 +300,7 @@ def compress(
     threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] | str | None = None,
 ) -> CompressResult:
     """Find the most accurate student of ``recipe`` that fits ``device``'s budget, and run it to a report.
 

@@ -53,7 +53,7 @@ def compress(
     Example: edgekd compress demo-digits --device host-cpu --budget-ms 0.02
     """
     result = api().compress(recipe, device=device, budget_ms=budget_ms, out=out_dir, threads=threads, fresh=fresh,
-                            show_progress=not (quiet or as_json), overrides=overrides or ())
+                            show_progress=not (quiet or as_json), overrides=overrides)
     if as_json:
         print_json({**run_json(result.run), "table": result.table.to_json(), "search": result.search().to_json()})
         return

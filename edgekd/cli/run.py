@@ -45,7 +45,7 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, bud
     """
     if dry_run:
         plans = api().plan(recipe, device=device, out=out_dir, budget_ms=budget_ms, fresh=fresh,
-                           overrides=overrides or ())
+                           overrides=overrides)
         if as_json:
             print_json([stage.to_json() for stage in plans])
             return
@@ -53,12 +53,12 @@ def run(recipe: RecipeArg, device: DeviceOpt = None, out_dir: OutOpt = None, bud
             out.print(shown(stage.describe()), highlight=False)
         return
     run_and_print(recipe, device=device, out_dir=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
-                  quiet=quiet, as_json=as_json, overrides=overrides or ())
+                  quiet=quiet, as_json=as_json, overrides=overrides)
 
 
 def run_and_print(recipe: str, *, out_dir: Path | None, threads: int | str | None, fresh: bool, quiet: bool,
                   as_json: bool, device: str | None = None, budget_ms: float | None = None,
-                  overrides: list[str] | tuple[str, ...] = ()) -> None:
+                  overrides: list[str] | None = None) -> None:
     """Run a recipe through the API and print it (see :func:`print_run`): ``edgekd run`` and ``edgekd demo``.
     Only the main process of a data-parallel run prints."""
     result = api().run(recipe, device=device, out=out_dir, budget_ms=budget_ms, threads=threads, fresh=fresh,
@@ -75,7 +75,7 @@ def validate(recipe: RecipeArg, device: DeviceOpt = None, budget_ms: BudgetOpt =
 
     Example: edgekd validate pipelines/demo-digits.yaml --device android-midrange-cpu
     """
-    loaded = api().validate(recipe, device=device, budget_ms=budget_ms, overrides=overrides or ())
+    loaded = api().validate(recipe, device=device, budget_ms=budget_ms, overrides=overrides)
     checked = device or str(loaded.device)
     if as_json:
         print_json({"ok": True, "recipe": loaded.name, "source": str(catalog.find("pipelines", recipe)),

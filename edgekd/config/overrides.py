@@ -55,17 +55,17 @@ def parse_override(text: str) -> Override:
     return Override(text, keys, value)
 
 
-def override_list(overrides: Sequence[str] | str) -> list[str]:
-    """``overrides`` as a list of ``KEY=VALUE`` texts (one text alone is one override); anything but text is a
-    one-line :class:`ConfigError`."""
-    listed = [overrides] if isinstance(overrides, str) else list(overrides)
+def override_list(overrides: Sequence[str] | str | None) -> list[str]:
+    """``overrides`` as a list of ``KEY=VALUE`` texts (one text alone is one override, None none); anything but text
+    is a one-line :class:`ConfigError`."""
+    listed = [] if overrides is None else [overrides] if isinstance(overrides, str) else list(overrides)
     wrong = next((item for item in listed if not isinstance(item, str)), None)
     if wrong is not None:
         raise ConfigError(f"overrides: expected KEY=VALUE texts, got {type(wrong).__name__} {wrong!r}")
     return listed
 
 
-def apply_overrides(data: Any, overrides: Sequence[str] | str) -> Any:
+def apply_overrides(data: Any, overrides: Sequence[str] | str | None) -> Any:
     """A copy of the parsed recipe ``data`` with each ``KEY=VALUE`` of ``overrides`` set, in order."""
     overrides = override_list(overrides)
     if not overrides or not isinstance(data, dict):

@@ -126,7 +126,7 @@ class Recipe(StrictModel):
         return [s.stage for s in self.stages]
 
 
-def load_recipe(name_or_path: str | Path, overrides: Sequence[str] | str = ()) -> Recipe:
+def load_recipe(name_or_path: str | Path, overrides: Sequence[str] | str | None = None) -> Recipe:
     """Load a recipe by built-in name (``demo-digits``) or path, with ``overrides`` (``KEY=VALUE``,
     :mod:`edgekd.config.overrides`) set in it before it is validated.
 
