@@ -400,3 +400,28 @@ def test_a_described_decoder_as_causal_lm_prunes_factorizes_reloads_and_exports_
         torch.testing.assert_close(again(input_ids=rows).logits, expected, rtol=0, atol=0)
     _, parity = export_with_cache(again, rows, 8, tmp_path / "lm.onnx", load_export_target("onnx-fp32"))
     assert parity.passed
+
+
+def test_a_heads_step_that_removes_no_head_says_so(caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A RoFormer student in a run lost no head (Torch-Pruning found none it could remove; its FFN did shrink) and
+    nothing said so. A step that removes no head warns, whatever the family: here Torch-Pruning's step is stubbed
+    to remove nothing, and the real step on the same model removes heads without the warning."""
+    import edgekd.prune.structured as structured
+
+    def run(stubbed: bool) -> TaskModel:
+        torch.manual_seed(0)
+        model = TaskModel(module=hf_families.build("bert", num_labels=2), spec={"arch": "hf"}, signature=TEXT,
+                          class_names=("a", "b"))
+        with monkeypatch.context() as patch, caplog.at_level("WARNING", logger="edgekd.prune.structured"):
+            if stubbed:
+                patch.setattr(structured, "prune_module", lambda *args, **kwargs: None)
+            caplog.clear()
+            prune_step(model, PruneConfig(targets=["heads"]), 0.5, padded_batch())
+        return model
+
+    run(stubbed=True)
+    assert "no attention head of this bert was removed" in caplog.text
+    pruned = run(stubbed=False)
+    assert pruned.module.bert.encoder.layer[0].attention.self.query.out_features < 24
+    assert "no attention head" not in caplog.text

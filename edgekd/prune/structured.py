@@ -119,9 +119,18 @@ def prune_step(
         inputs: Any = model_inputs(module, example_inputs)
     else:
         inputs = example_inputs if own else next(iter(example_inputs.values()))
+    widths = _head_widths(plan)
     with rebuildable(module, example_inputs) if own else nullcontext():
         prune_module(module, inputs, config, ratio, plan, gradients=gradients)
+    if plan.get("head_pruning_ratio") and _head_widths(plan) == widths:
+        log.warning("prune: no attention head of this %s was removed (Torch-Pruning found none it could remove); "
+                    "its heads are unchanged and only its other targets shrank", module.config.model_type)
     record_structure(model)
+
+
+def _head_widths(plan: dict[str, Any]) -> list[int]:
+    """The output widths of the projections whose heads ``plan`` prunes (they shrink as heads go)."""
+    return [projection.out_features for projection in plan.get("num_heads", {})]
 
 
 def trial_prune(module: nn.Module, example: dict[str, torch.Tensor], config: PruneConfig) -> None:
