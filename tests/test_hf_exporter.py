@@ -219,3 +219,26 @@ def test_moe_causal_lm_runs_through_export_quantize_and_its_bundle_generates(tmp
     assert quantized["variants"][int8]["next_token_agreement"] > 0.5
     # the bundle's README loop generates what edgekd's own loop over the bundled graph does
     assert_readme_generates_as_edgekd(run_dir / "bundle")
+
+
+LONGFORMER = {"model_type": "longformer", "vocab_size": 160, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 48, "attention_window": [4, 4],
+              "max_position_embeddings": 130, "pad_token_id": 1}
+
+
+def test_a_failed_trace_prints_nothing_its_partial_graph_goes_to_the_debug_log(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """torch.export prints the graph it traced to stderr when tracing fails (a Longformer's: 1,700 lines, before
+    edgekd's one-line error, also under --json): it goes to the debug log."""
+    import logging
+
+    from edgekd.export import hf_exporter
+
+    ids = torch.randint(3, 150, (4, 32), generator=torch.Generator().manual_seed(0))
+    sample = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with caplog.at_level(logging.DEBUG, logger="edgekd"), pytest.raises(Exception, match="data-dependent"):
+        hf_exporter.classifier_onnx(_model("sequence", LONGFORMER), sample, {k: {1: "sequence"} for k in sample},
+                                    "logits", 17)
+    printed = capfd.readouterr()
+    assert "def forward" not in printed.err + printed.out
+    assert any("printed to stderr" in message and "def forward" in message for message in caplog.messages)

@@ -62,12 +62,13 @@ def is_hf_model(model: nn.Module) -> bool:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter's progress lines and version-drift notice, torch.onnx's registration warnings, and torch.export's
-    symbolic-shape warnings (which print a whole traced graph) held back."""
+    symbolic-shape warnings and failure notes (which print a whole traced graph) held back: a failed trace is one
+    :class:`~edgekd.errors.ExportError` line (:func:`edgekd.export.backends.write_first`)."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.fx", "torch.export", "torch._export",
                                                     "transformers.exporters", "onnxscript", "onnx_ir")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(logging.CRITICAL)
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
