@@ -360,6 +360,32 @@ def test_a_causal_language_model_directory_is_refused_not_given_a_random_head(tm
                       "a causal language model (LlamaForCausalLM); edgekd export takes classifiers")
 
 
+#: Tiny sequence classifiers of families the export sweep found unexportable (edgekd.models.export_support).
+UNEXPORTABLE = {
+    "longformer": {"vocab_size": 160, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "intermediate_size": 48, "attention_window": [4, 4], "max_position_embeddings": 130,
+                   "pad_token_id": 1},
+    "funnel": {"vocab_size": 160, "d_model": 32, "n_head": 2, "d_head": 16, "d_inner": 48, "block_sizes": [1, 1],
+               "pad_token_id": 0},
+}
+
+
+@pytest.mark.parametrize("family", UNEXPORTABLE)
+def test_a_family_known_unexportable_is_refused_before_tracing_as_validate_refuses_it(family: str,
+                                                                                      tmp_path: Path) -> None:
+    """It was traced, written and failed in onnxruntime's words (a Longformer after torch.export's 1,700-line
+    dump of its graph on stderr, also under --json)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.for_model(family, num_labels=2, **UNEXPORTABLE[family])
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / family)
+    for json_flag in ((), ("--json",)):
+        outcome = cli("export", tmp_path / family, "-o", tmp_path / "out", "--target", "onnx-fp32", *json_flag)
+        assert_user_error(outcome, f"{tmp_path / family}: '{family}' models cannot be exported to ONNX",
+                          "fails in onnxruntime on other batch sizes or lengths", "choose another family")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("factory", ["float64_cnn", "compiled_cnn"])
 def test_a_float64_or_compiled_factory_module_exports_in_float32(factory: str, tmp_path: Path) -> None:
     """A float64 module failed on the float32 sample ('mat1 and mat2 must have the same dtype'), a torch.compile'd

@@ -78,7 +78,7 @@ def check_export_target(config: Any, state: PlanState, where: str) -> None:
     routing transformers uses, ``aten::histc``; :mod:`edgekd.export.backends`), and so is a family the export sweep
     found unexportable for this use (:mod:`edgekd.models.export_support`)."""
     from edgekd.export import hf_exporter
-    from edgekd.models.export_support import export_refusal, recipe_use
+    from edgekd.models.export_support import export_refusal, recipe_use, refusal_message
     from edgekd.task_rules import role_config
 
     try:
@@ -97,9 +97,8 @@ def check_export_target(config: Any, state: PlanState, where: str) -> None:
         model_type = model.get("model_type")
         reason = export_refusal(model_type, recipe_use(state.recipe, model_type)) if model_type else None
         if reason is not None:
-            raise state.fail(f"{role}.model", f"'{model_type}' models cannot be exported to ONNX: {reason}, "
-                             f"so its export ({where}) would fail after training; choose another family or drop "
-                             "the export")
+            raise state.fail(f"{role}.model", f"{refusal_message(model_type, reason)}, so its export ({where}) "
+                             "would fail after training; choose another family or drop the export")
 
 
 EXPORT = StageKind(

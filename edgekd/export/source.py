@@ -34,10 +34,11 @@ import torch
 from torch import nn
 
 from edgekd.config.device import DeviceProfile
-from edgekd.errors import ConfigError, DataError, ModelError, first_line
+from edgekd.errors import ConfigError, DataError, ExportError, ModelError, first_line
 from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.ort_format import OrtModel, convert_to_ort, numpy_feeds
+from edgekd.models.export_support import Use, export_refusal, refusal_message
 from edgekd.models.hf import dense_attention, usable_positions
 from edgekd.models.specs import IMPORT_PATH
 from edgekd.models.task_model import read_description
@@ -164,6 +165,8 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
                          "classifiers: a causal LM is exported with its KV cache by a corpus recipe's export stage "
                          "(docs/generation.md)")
     per_token = any(name.endswith("ForTokenClassification") for name in architectures)
+    _refuse_unexportable(source, config.model_type, "image" if modality == "image" else
+                         "token" if per_token else "sequence")
     if Path(source).is_dir():
         try:  # what a recipe's pretrained checkpoint is checked for: readable weights, plain tensors only
             check_weights(Path(source))
@@ -212,6 +215,15 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     loaded.sample = _padded_text(config, length, generator)
     loaded.dynamic_axes = {name: {1: "sequence"} for name in (*loaded.sample, *(("logits",) if per_token else ()))}
     return loaded
+
+
+def _refuse_unexportable(source: str, model_type: str, use: Use) -> None:
+    """Refuse, before tracing, a family the export sweep found unexportable as ``use``
+    (:mod:`edgekd.models.export_support`), in the words ``edgekd validate`` refuses it in: its trace fails after a
+    while, in onnxruntime's words or after torch.export's dump of the traced graph."""
+    reason = export_refusal(model_type, use)
+    if reason is not None:
+        raise ExportError(f"{source}: {refusal_message(model_type, reason)}; choose another family")
 
 
 def _trained_image_shape(directory: Path) -> tuple[int, ...] | None:

@@ -84,6 +84,12 @@ def export_refusal(model_type: str | None, use: Use) -> str | None:
     return NOT_EXPORTED.get(model_type or "", {}).get(use)
 
 
+def refusal_message(model_type: str, reason: str) -> str:
+    """How ``edgekd validate`` and ``edgekd export`` both say that ``model_type`` models cannot be exported
+    (``reason``: :func:`export_refusal`'s)."""
+    return f"'{model_type}' models cannot be exported to ONNX: {reason}"
+
+
 def recipe_use(recipe: object, model_type: str) -> Use:
     """How a recipe uses a ``model_type`` model: a causal LM on a text corpus, else an image classifier for an image
     family, a token classifier for ``token_classification`` data, a sequence classifier otherwise."""
