@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -402,16 +403,77 @@ def test_a_module_the_prune_stage_cannot_prune_is_refused_before_training(studen
     assert not (tmp_path / "run" / "01-teacher").exists()
 
 
-def test_a_module_pruning_can_remove_nothing_from_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    pipeline = Pipeline(data=DIGITS, teacher=CNN, student="tests.user_modules:rows_gru",
-                        stages=[Teacher(epochs=1), Distill(epochs=1), Prune(ratio=0.5, targets=["channels"])],
-                        threads=1)
-    with caplog.at_level("WARNING", logger="edgekd.prune.user_module"):
+def _compressed(student: str, stage: Any, logger: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+                ) -> dict[str, Any]:
+    """Run teacher, distill and the compression ``stage`` on the ``student`` factory, capturing ``logger``'s
+    warnings; the stage's figures of the student."""
+    pipeline = Pipeline(data=DIGITS, teacher=CNN, student=f"tests.user_modules:{student}",
+                        stages=[Teacher(epochs=1), Distill(epochs=1), stage], threads=1)
+    with caplog.at_level("WARNING", logger=logger):
         pipeline.run(tmp_path / "run")
+    record = next(s for s in edgekd.open_run(tmp_path / "run").stages if s["stage"] == stage.stage)
+    return record["metrics"]["student"]
+
+
+def test_a_module_pruning_can_remove_nothing_from_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    figures = _compressed("rows_gru", Prune(ratio=0.5, targets=["channels"]), "edgekd.prune.user_module", tmp_path,
+                          caplog)
     assert "prune: nothing in the module (_RowsGRU) was removed: its layers are coupled to ones kept whole, e.g. " \
            "gru (GRU)" in caplog.text
-    prune = next(s for s in edgekd.open_run(tmp_path / "run").stages if s["stage"] == "prune")
-    assert prune["metrics"]["student"]["params_ratio"] == 1.0
+    assert figures["params_ratio"] == 1.0
+
+
+@pytest.mark.parametrize(("factory", "suggested"), [("groupnorm_cnn", False), ("rows_gru", False),
+                                                     ("groupnorm_mlp", True)])
+def test_the_prune_warning_suggests_factorize_only_where_factorize_changes_the_module(
+        factory: str, suggested: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """It suggested factorize to modules whose only linear layer is the classifier, where factorize changes
+    nothing."""
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.user_module import probe_inputs, wrap
+    from edgekd.prune.config import PruneStage
+    from edgekd.prune.structured import trial_prune
+    from tests import user_modules
+
+    model = wrap(getattr(user_modules, factory)(), "image")
+    with caplog.at_level("WARNING", logger="edgekd.prune.user_module"):
+        trial_prune(model, probe_inputs(InputSignature(kind="image", image_shape=(1, 8, 8))),
+                    PruneStage(ratio=0.5, targets=["channels"]))
+    assert "prune: nothing in the module" in caplog.text
+    assert ("(drop the prune stage, or try factorize)" in caplog.text) == suggested, caplog.text
+    assert suggested or "(drop the prune stage)" in caplog.text
+
+
+@pytest.mark.parametrize(("student", "factorize", "fragments"), [
+    ("groupnorm_cnn", {}, ("the module (_GroupNormCNN) has no layer factorize rewrites, so the stage would change "
+                           "nothing", "but the classifier ('head')", "drop the factorize stage")),
+    ("mlp", {"param_ratio": 0.9}, ("no layer of the module (Sequential) gets smaller by factorize",
+                                   "'1', '3' keep more than max_size_ratio 0.8 of their weights at param_ratio 0.9")),
+])
+def test_a_factorize_stage_that_would_leave_a_module_as_it_was_is_refused_before_training(
+        student: str, factorize: dict, fragments: tuple[str, ...], tmp_path: Path) -> None:
+    """The stage ran, reported params 770 -> 770 and layers [], and said nothing."""
+    from edgekd import Factorize
+
+    pipeline = Pipeline(data=DIGITS, teacher=CNN, student=f"tests.user_modules:{student}",
+                        stages=[Teacher(epochs=1), Distill(epochs=1), Factorize(**factorize)], threads=1)
+    with pytest.raises(ConfigError) as raised:
+        pipeline.run(tmp_path / "run")
+    message = str(raised.value)
+    assert "stages[2]: student.model: " in message and "\n" not in message, message
+    assert all(fragment in message for fragment in fragments), message
+    assert not (tmp_path / "run" / "01-teacher").exists()
+
+
+def test_a_factorize_stage_whose_ranks_keep_every_layer_dense_warns_and_records_why(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """At an energy the trained weights keep near full rank nothing is factorized, which validate cannot know."""
+    from edgekd import Factorize
+
+    figures = _compressed("mlp", Factorize(energy=0.99999), "edgekd", tmp_path, caplog)
+    assert "factorize: no layer of the student was factorized: at energy 0.99999 no factor pair of its 2 layer(s) " \
+           "(module.1, module.3) is at most max_size_ratio 0.8 of the dense weights" in caplog.text
+    assert figures["params_ratio"] == 1.0 and figures["unchanged"].startswith("at energy 0.99999 no factor pair")
 
 
 @pytest.mark.parametrize(("factory", "kwargs"), [

@@ -439,3 +439,29 @@ class _ScaledMLP(nn.Module):
 def scaled_mlp(hidden: int = 32) -> nn.Module:
     """An MLP whose hidden units are scaled by per-unit parameters of its containers."""
     return _ScaledMLP(hidden)
+
+
+class _GroupNormCNN(nn.Module):
+    """Convs each feeding a GroupNorm, and a linear classifier."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.GroupNorm(2, width), nn.ReLU(),
+                                      nn.Conv2d(width, 2 * width, 3, padding=1), nn.GroupNorm(2, 2 * width),
+                                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(2 * width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def groupnorm_cnn(width: int = 8) -> nn.Module:
+    """A CNN that neither prune nor factorize changes: a GroupNorm (kept whole) holds every conv's channels, its one
+    linear layer is the classifier and a user's module's convs stay dense."""
+    return _GroupNormCNN(width)
+
+
+def groupnorm_mlp(hidden: int = 32) -> nn.Module:
+    """An MLP whose hidden units feed a GroupNorm (kept whole, so pruning removes nothing); factorize changes it."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.GroupNorm(2, hidden), nn.ReLU(),
+                         nn.Linear(hidden, 10))

@@ -352,18 +352,19 @@ def build_user_module(spec: ModuleSpec, signature: InputSignature, num_classes: 
 
 def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
     """``check_recipe``'s rule for a user's module: it builds and returns logits for the recipe's data; when the
-    recipe exports it (an export stage, or a prune or factorize stage timing its steps), exports to ONNX; and when a
-    prune stage prunes it, prunes and runs once (:func:`edgekd.prune.structured.trial_prune`)."""
+    recipe exports it (an export stage, or a prune or factorize stage timing its steps), exports to ONNX; when a
+    prune stage prunes it, prunes and runs once (:func:`edgekd.prune.structured.trial_prune`); and when a factorize
+    stage factorizes it, has a layer that stage makes smaller."""
     data = data_shape(state.recipe)
     if data is None:
         return
     signature, num_classes = data
     role = where.partition(".")[0]
     export = _export_of(state.recipe, role)
-    prunes = [(index, stage) for index, stage in enumerate(state.recipe.stages)
-              if stage.stage == "prune" and stage.role == role]
+    changes = [(index, stage) for index, stage in enumerate(state.recipe.stages)
+               if stage.stage in ("prune", "factorize") and stage.role == role]
     key = (spec.model_dump_json(), repr(signature), num_classes, export,
-           tuple(stage.model_dump_json() for _, stage in prunes))
+           tuple(stage.model_dump_json() for _, stage in changes))
     if key in _CHECKED:
         return
     try:
@@ -372,8 +373,9 @@ def check_spec(spec: ModuleSpec, state: Any, where: str) -> None:
             _check_on_data(model, state.recipe, signature, num_classes)
             if export is not None:
                 check_exports(model, signature, *export)
-            for index, stage in prunes:
-                _check_prunes(model, signature, stage, state, f"stages[{index}]", where)
+            for index, stage in changes:
+                check = _check_prunes if stage.stage == "prune" else _check_factorizes
+                check(model, signature, stage, state, f"stages[{index}]", where)
     except Refused as exc:
         raise state.fail(f"{where}.{exc.key}", exc.message) from None
     _CHECKED.add(key)
@@ -389,6 +391,35 @@ def _check_prunes(model: UserModule, signature: InputSignature, stage: Any, stat
             trial_prune(model, probe_inputs(signature), stage)
     except ConfigError as exc:
         raise state.fail(key, f"{where}: {str(exc).removeprefix('prune: ')}") from None
+
+
+def _check_factorizes(model: UserModule, _signature: InputSignature, stage: Any, state: Any, key: str,
+                      where: str) -> None:
+    """Refuse a factorize ``stage`` that would leave the module as it was, which it did silently: no layer it
+    rewrites (linear layers but the classifier, embedding tables with ``embeddings``; a user's module's convs stay
+    dense), or none its rank rule makes smaller (the module's shapes decide it, see
+    :func:`edgekd.prune.lowrank.can_shrink`)."""
+    from edgekd.prune.lowrank import classifier_skip, considered_layers, shrinkable_layers
+
+    inner = unwrap(model)
+    if shrinkable_layers(inner, stage):
+        return
+    name, layers = type(inner).__name__, [layer for layer, _ in considered_layers(inner, stage,
+                                                                                    skip=classifier_skip(inner))]
+    if layers:
+        rule = "even at rank 1" if stage.param_ratio is None else f"at param_ratio {stage.param_ratio:g}"
+        raise state.fail(key, f"{where}: no layer of the module ({name}) gets smaller by factorize, so the stage "
+                         f"would change nothing: the factor pairs of {', '.join(map(repr, layers[:3]))} keep more than "
+                         f"max_size_ratio {stage.max_size_ratio:g} of their weights {rule}; lower param_ratio, "
+                         "raise max_size_ratio or drop the factorize stage")
+    skipped = classifier_skip(inner)
+    tables = "" if stage.embeddings or not any(isinstance(m, nn.Embedding) for m in inner.modules()) \
+        else " (or set embeddings: true to factorize its embedding tables)"
+    raise state.fail(key, f"{where}: the module ({name}) has no layer factorize rewrites, so the stage would change "
+                     "nothing: it factorizes linear layers but the classifier "
+                     f"({', '.join(map(repr, skipped)) or 'none here'})"
+                     f"{' and embedding tables' if stage.embeddings else ''}, and a user's module's convs stay dense; "
+                     f"drop the factorize stage{tables}")
 
 
 def _check_on_data(model: UserModule, recipe: Any, signature: InputSignature, num_classes: int) -> None:

@@ -120,11 +120,7 @@ def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[st
     Returns one :class:`LayerRank` per layer considered (a conv's shape: ``[out, in·kh·kw]``).
     """
     decisions: list[LayerRank] = []
-    layers = (linear_layers(model) + (conv_layers(model) if convs else [])
-              + (embedding_tables(model) if config.embeddings else []))
-    for name, layer in layers:
-        if name in skip:
-            continue
+    for name, layer in considered_layers(model, config, skip=skip, convs=convs):
         out_dim, in_dim = dense_weight(layer).shape
         rank, kept = choose_rank(layer, config)
         current = layer.rank if isinstance(layer, LowRank) else None
@@ -137,15 +133,60 @@ def factorize_model(model: nn.Module, config: FactorizeConfig, *, skip: tuple[st
     return decisions
 
 
+def considered_layers(model: nn.Module, config: FactorizeConfig, *, skip: tuple[str, ...] = (),
+                      convs: bool = False) -> list[tuple[str, nn.Module]]:
+    """The layers :func:`factorize_model` weighs: every linear layer, conv layer (with ``convs``) and embedding
+    table (with ``config.embeddings``) not in ``skip``."""
+    layers = (linear_layers(model) + (conv_layers(model) if convs else [])
+              + (embedding_tables(model) if config.embeddings else []))
+    return [(name, layer) for name, layer in layers if name not in skip]
+
+
+def can_shrink(layer: nn.Module, config: FactorizeConfig) -> bool:
+    """Whether a rank ``config`` may choose makes ``layer``'s factor pair at most ``max_size_ratio`` of its dense
+    weights: the rank ``param_ratio`` gives (its shape's alone), or under ``energy`` (the trained weights') rank 1."""
+    out_dim, in_dim = dense_weight(layer).shape
+    rank = 1 if config.param_ratio is None else min(rank_for_params((out_dim, in_dim), config.param_ratio),
+                                                    out_dim, in_dim)
+    return rank * (out_dim + in_dim) <= config.max_size_ratio * out_dim * in_dim
+
+
+def classifier_skip(model: nn.Module) -> tuple[str, ...]:
+    """The name of ``model``'s classifier, its last linear layer (its few outputs never pay for two products);
+    none for a model without linear layers (a conv producing the logits)."""
+    linears = linear_layers(model)
+    return (linears[-1][0],) if linears else ()
+
+
+def shrinkable_layers(model: nn.Module, config: FactorizeConfig, *, convs: bool = False) -> list[str]:
+    """The layers of ``model`` but its classifier that a factorize step by ``config`` may make smaller
+    (:func:`can_shrink`); none: the step would leave the model as it was."""
+    return [name for name, layer in considered_layers(model, config, skip=classifier_skip(model), convs=convs)
+            if can_shrink(layer, config)]
+
+
 def factorize_task_model(model: TaskModel, config: FactorizeConfig) -> list[LayerRank]:
-    """Factorize every linear layer of ``model`` but the classifier (its few outputs never pay for two products),
-    and an image CNN family's conv layers.
+    """Factorize every linear layer of ``model`` but the classifier, and an image CNN family's conv layers.
 
     The model's spec or config then states its new structure, so its directory rebuilds it. (The convs of
-    edgekd's own ``cnn``/``resnet``/``mobilenet_v2`` are left dense: their specs record layer shapes by name,
-    which a factor pair's two convs would not fit.)
+    edgekd's own ``cnn``/``resnet``/``mobilenet_v2`` and of a user's module are left dense: their specs record
+    layer shapes by name, which a factor pair's two convs would not fit.)
     """
-    classifier, _ = linear_layers(model.module)[-1]
-    decisions = factorize_model(model.module, config, skip=(classifier,), convs=is_channel_family(model))
+    decisions = factorize_model(model.module, config, skip=classifier_skip(model.module),
+                                convs=is_channel_family(model))
     record_structure(model)
     return decisions
+
+
+def nothing_factorized(decisions: list[LayerRank], config: FactorizeConfig) -> str | None:
+    """Why a factorize step whose ``decisions`` factorized no layer left the model as it was; None when it
+    factorized one."""
+    if any(decision.rank is not None for decision in decisions):
+        return None
+    if not decisions:
+        return ("it has no layer factorize rewrites (linear layers but the classifier"
+                f"{', embedding tables' if config.embeddings else ''}, an image CNN family's convs)")
+    rule = f"param_ratio {config.param_ratio:g}" if config.param_ratio is not None else f"energy {config.energy:g}"
+    return (f"at {rule} no factor pair of its {len(decisions)} layer(s) ({', '.join(d.name for d in decisions[:3])}"
+            f"{' ...' if len(decisions) > 3 else ''}) is at most max_size_ratio {config.max_size_ratio:g} of the "
+            "dense weights")

@@ -74,6 +74,8 @@ class Outcome(FullRecord):
     speedup_interval: Speedup | None
     ratio_per_step: float | None = Field(default=None, description="prune: the share removed at each step.")
     layers: list[LayerRankRecord] | None = Field(default=None, description="factorize: each linear layer's rank.")
+    unchanged: str | None = Field(default=None, description="factorize: why no layer was factorized (the model is "
+                                  "as it was; the run warned).")
     target_reached: bool | None = Field(default=None, description="hybrid: whether every target was met.")
     steps_run: int | None = Field(default=None, description="hybrid: prune-factorize-recover steps run.")
     prune_ratios: list[float] | None = Field(

@@ -28,7 +28,7 @@ from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import CompressStage, FactorizeStage, HybridStage, PruneStage
 from edgekd.prune.landing import Size, landing_ratio, sizes_met
-from edgekd.prune.lowrank import LayerRank, factorize_task_model
+from edgekd.prune.lowrank import LayerRank, factorize_task_model, nothing_factorized
 from edgekd.prune.measure import (
     Snapshot,
     check_shape,
@@ -156,9 +156,13 @@ def run_factorize(config: FactorizeStage, artifact: Artifact, ctx: StageContext)
     job = compression(config, artifact, ctx)
     job.measure(0)
     decisions = job.factorize()
+    unchanged = nothing_factorized(decisions, config)
+    if unchanged is not None:
+        ctx.log.warning("factorize: no layer of the %s was factorized: %s; its size and speed are unchanged (drop "
+                        "the factorize stage)", config.role, unchanged)
     job.recover(1)
     job.measure(1)
-    return job.finish({"layers": [vars(d) for d in decisions]})
+    return job.finish({"layers": [vars(d) for d in decisions], **({"unchanged": unchanged} if unchanged else {})})
 
 
 def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> StageOutput:

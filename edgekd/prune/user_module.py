@@ -83,9 +83,9 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
         kept = [f"{name or 'the module itself'} ({type(layer).__name__})" for name, layer in owners.items()
                 if not is_rebuilt(layer)]
         log.warning("prune: nothing in the module (%s) was removed: %s; its size and speed are unchanged (drop the "
-                    "prune stage, or try factorize)", type(inner).__name__,
+                    "prune stage%s)", type(inner).__name__,
                     f"its layers are coupled to ones kept whole, e.g. {', '.join(kept[:3])}" if kept
-                    else "the ratio removes no whole channel")
+                    else "the ratio removes no whole channel", ", or try factorize" if _factorizes(inner) else "")
         return
     recorded = layer_shapes(inner)
     for name, shape in _shapes(inner).items():
@@ -112,6 +112,15 @@ def rebuildable(model: nn.Module, example: dict[str, torch.Tensor]) -> Iterator[
                           f"{type(exc).__name__}: {first_line(exc)}; "
                           "a size written into its forward cannot follow pruned channels: compute it from the input "
                           "(x.flatten(1)), or keep that layer out of pruning") from exc
+
+
+def _factorizes(module: nn.Module) -> bool:
+    """Whether a factorize stage (its defaults) would change ``module``: it has a linear layer besides its classifier
+    (a user's module's convs stay dense), so the prune warning may suggest it."""
+    from edgekd.prune.config import FactorizeConfig
+    from edgekd.prune.lowrank import shrinkable_layers  # it imports this module (through structured)
+
+    return bool(shrinkable_layers(module, FactorizeConfig()))
 
 
 def _tied_names(model: nn.Module) -> list[tuple[str, ...]]:
