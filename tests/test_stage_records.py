@@ -119,3 +119,13 @@ def test_a_distill_record_of_two_models_is_refused(result: RunResult, tmp_path: 
     both = {**record, "metrics": {**record["metrics"], "assistant": record["metrics"]["student"]}}
     with pytest.raises(StorageError, match=r"^02-distill/stage\.json: metrics: .*one model, found 2"):
         read_distill_record(both)
+
+
+@pytest.mark.parametrize("metrics", [{}, {"budget": None}])
+def test_a_profile_record_of_no_model_is_damaged_and_its_stage_runs_again(metrics: dict) -> None:
+    """A profile stage.json whose metrics were emptied read as a finished stage: every later run stopped at the
+    bundle ('the student was not profiled') and never healed, and edgekd report wrote 'not measured'."""
+    from edgekd.stages import DEFAULT_REGISTRY
+
+    problem = DEFAULT_REGISTRY["profile"].record_problem({"index": 4, "stage": "profile", "metrics": metrics})
+    assert problem is not None and "no profiled model" in problem

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Discriminator, Field, RootModel, Tag
+from pydantic import Discriminator, Field, RootModel, Tag, model_validator
 
 from edgekd.config.device import GenerationShape
 from edgekd.profile.bench import Speedup
@@ -54,6 +54,14 @@ class ProfileRecord(RoleRecord):
     __pydantic_extra__: dict[str, ProfiledModel] = Field(init=False)
 
     budget: BudgetVerdict | None = None
+
+    @model_validator(mode="after")
+    def _some_model(self) -> ProfileRecord:
+        """The stage profiles every model the run exported: a record of none (``metrics: {}``, a damaged file) was
+        read as a finished stage, and every later run stopped at the bundle for want of the student's figures."""
+        if not self.models:
+            raise ValueError("no profiled model: expected the figures of each model the stage timed, by role")
+        return self
 
     @property
     def cpu(self) -> CpuInfo | None:
