@@ -13,6 +13,7 @@ stays off unless a recipe asks for it.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from typing import Any
 
@@ -182,7 +183,7 @@ def untrained_classifier(spec: HFSpec | BertSpec, signature: InputSignature, cla
     config._attn_implementation = ATTENTION
     module = auto.from_config(config)
     if signature.kind == "text":
-        pad_like_tokenizer(module.config, signature.pad_id, quiet=True)
+        pad_like_tokenizer(module, signature.pad_id, quiet=True)
     return module
 
 
@@ -275,25 +276,35 @@ def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> Non
     where = _named(spec)
     if signature.kind == "text":
         _check_fits_tokenizer(module, where, signature.vocab_size, signature.max_length)
-        pad_like_tokenizer(config, signature.pad_id, where=where)
+        pad_like_tokenizer(module, signature.pad_id, where=where)
     else:
         misfit = channel_misfit(config, signature.image_shape[0])
         if misfit is not None:
             raise ConfigError(f"{where}: {misfit}")
 
 
-def pad_like_tokenizer(config: Any, pad_id: int, *, where: str = "", quiet: bool = False) -> None:
-    """Make ``config.pad_token_id`` the id the data's tokenizer pads with. A decoder classifier (GPT-2, OPT, Llama)
-    reads its answer at the last token that is not ``pad_token_id``: a checkpoint's own pad id (OPT's 1) beside a
-    tokenizer that pads with another (0) read the answer off a padding position, so a padded input (as the bundle
-    pads) got another answer than an unpadded one. A changed id is logged (``where`` names the model) unless
-    ``quiet``."""
+def pad_like_tokenizer(module: nn.Module, pad_id: int, *, where: str = "", quiet: bool = False) -> None:
+    """Give ``module``'s config the id the data's tokenizer pads with where it has none, or where its classifier
+    reads its answer at the last token that is not ``pad_token_id`` (decoders: GPT-2, OPT, Llama, ...): a checkpoint's
+    own pad id there (OPT's 1) beside a tokenizer padding with another (0) read the answer off a padding position,
+    so a padded input (as the bundle pads) got another answer than an unpadded one. Other models keep their own id
+    (RoBERTa builds its position ids from it). A changed id is logged (``where`` names the model) unless ``quiet``."""
+    config = module.config
     own = getattr(config, "pad_token_id", None)
-    if own == pad_id:
+    if own == pad_id or (own is not None and not _reads_last_token(module)):
         return
     if own is not None and not quiet:
         log.info("%s: pad_token_id %s → %s, the id the data's tokenizer pads with", where, own, pad_id)
     config.pad_token_id = pad_id
+
+
+def _reads_last_token(module: nn.Module) -> bool:
+    """Whether the classifier's forward looks for the last token that is not ``config.pad_token_id`` (its source
+    names it: transformers' decoder sequence classifiers do, encoders pool the first token or all of them)."""
+    try:
+        return "pad_token_id" in inspect.getsource(type(module).forward)
+    except (OSError, TypeError):  # no source (a compiled or dynamically made class): leave the checkpoint's id
+        return False
 
 
 def _named(spec: HFSpec) -> str:
