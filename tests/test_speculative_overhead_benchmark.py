@@ -64,7 +64,10 @@ def test_runs_share_one_trained_pair_and_are_compared_by_label(tmp_path: Path) -
 def test_bad_arguments_are_one_line_exit_2(tmp_path: Path, capsys, extra, message) -> None:
     benchmark = load_benchmark("speculative_overhead")
     extra = [str(tmp_path / item) if item.endswith(".txt") else item for item in extra]
+    corpus = tmp_path / "corpus.txt"  # the default corpus is shared data, absent from a fresh clone
+    corpus.write_text("a few words of text\n")
+    given = [] if "--corpus" in extra else ["--corpus", str(corpus)]
     with pytest.raises(SystemExit) as stop:
-        benchmark.main(["--out", str(tmp_path / "o.json"), "--label", "x", *extra])
+        benchmark.main(["--out", str(tmp_path / "o.json"), "--label", "x", *given, *extra])
     assert stop.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
