@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
+from edgekd.errors import ConfigError, EdgekdError
 from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name
 from edgekd.rundir import STAGE_RECORD, cached_record, read_json, stage_problem
 from edgekd.stage_kind import StageKind
@@ -98,6 +99,45 @@ def plan_run(recipe: Recipe, device: DeviceProfile, run_dir: Path, *, fresh: boo
         plans.append(StagePlan(directory=name, stage=config.stage, status=status, changes=changes))
         previous = fp
     return plans
+
+
+def check_recipe_matches(run_dir: Path, recipe: Recipe, device: DeviceProfile, records: list[dict[str, Any]],
+                         doing: str) -> None:
+    """Refuse (a one-line :class:`ConfigError` starting ``<run_dir>: <doing>``) a run directory whose finished
+    stages were made from other inputs than its ``run.json`` states (:func:`recipe_mismatch`)."""
+    mismatch = recipe_mismatch(recipe, device, records)
+    if mismatch is not None:
+        raise ConfigError(f"{run_dir}: {doing}: its recipe (run.json) is not the one its stages ran with ({mismatch}):"
+                          " a run of a changed recipe stopped before finishing; run it again into this directory "
+                          "(it resumes)")
+
+
+#: The fingerprint inputs a recipe and device profile state (not the files' contents, nor edgekd's version): what a
+#: finished stage must share with its run's ``run.json``.
+RECIPE_INPUTS = ("config", "recipe", "device", "extra")
+
+
+def recipe_mismatch(recipe: Recipe, device: DeviceProfile, records: list[dict[str, Any]],
+                    registry: StageRegistry = DEFAULT_REGISTRY) -> str | None:
+    """Which finished stage of a run directory was made from another recipe or device than its ``run.json`` states,
+    and what differs; None when every one matches (or its inputs cannot be read now, e.g. files moved since).
+
+    A run writes its recipe first: one that changed a value and stopped before that stage finished leaves the new
+    recipe beside the earlier run's stages, which a report would otherwise show as the new recipe's results. Data
+    edited or a newer edgekd since the run are no mismatch: the stages are still the recipe's."""
+    for index, (config, record) in enumerate(zip(recipe.stages, records, strict=False), start=1):
+        try:
+            inputs = fingerprint_inputs("", config, recipe, device, registry[config.stage])
+        except (EdgekdError, OSError, ValueError):
+            return None
+        recorded = record.get("fingerprint_inputs")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        if any(recorded.get(key) != inputs.get(key) for key in RECIPE_INPUTS):
+            # the other inputs as recorded, so that only the recipe's and the device's changes are described
+            shown = {**inputs, **{key: value for key, value in recorded.items() if key not in RECIPE_INPUTS}}
+            changes = describe_changes(recorded, shown, index - 1, upstream_reruns=False)
+            return f"{stage_dir_name(index, config.stage)}: {'; '.join(changes) or 'its settings differ'}"
+    return None
 
 
 def _stored(name: str, fingerprint: str, kind: StageKind) -> bool:

@@ -233,6 +233,9 @@ class Run(ReportFile):
 
 def open_run(directory: str | Path) -> Run:
     """A finished run directory as a :class:`Run` (its recipe, device profile, stage records, report, models)."""
+    from edgekd.run_plan import check_recipe_matches
+
     directory = user_path(directory, "directory")
     recipe, device, records = load_run(directory)
+    check_recipe_matches(directory, recipe, device, records, "cannot open the run")
     return Run(directory=directory, recipe=recipe, device=device, stages=tuple(records))

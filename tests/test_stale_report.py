@@ -99,3 +99,27 @@ def test_a_report_rebuilt_after_a_stopped_run_reads_only_the_stages_that_follow_
     rebuild_report(run)
     student = opened.report_record().figures("student")
     assert student is not None and student.accuracy == opened.stages[-1]["metrics"]["student"]["accuracy"]
+
+
+def test_a_changed_recipe_that_stopped_in_its_first_changed_stage_is_not_reported_as_the_earlier_stages(
+        tmp_path: Path) -> None:
+    """The second run wrote its recipe (distill lr 1e30) to run.json and failed inside distill, leaving the first
+    run's stages: edgekd report and open_run showed the earlier student's accuracy beside the new lr (exit 0)."""
+    run = tmp_path / "run"
+    edgekd.run(_recipe(tmp_path / "r.yaml", 2), out=run)
+    changed = yaml.safe_load((tmp_path / "r.yaml").read_text())
+    changed["stages"][1]["lr"] = 1.0e30  # diverges at once: the stage fails before writing anything
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(changed))
+    with pytest.raises(edgekd.errors.EdgekdError):
+        edgekd.run(tmp_path / "r.yaml", out=run)
+    before = (run / "report.json").read_bytes()
+    for read in (lambda: edgekd.open_run(run), lambda: rebuild_report(run)):
+        with pytest.raises(ConfigError, match=r"its recipe \(run.json\) is not the one its stages ran with "
+                                              r"\(02-distill: stages\[1\].lr changed 0.01 → 1e\+30\)") as error:
+            read()
+        assert "\n" not in str(error.value)
+    assert (run / "report.json").read_bytes() == before
+    changed["stages"][1]["lr"] = 0.01  # the recipe its stages ran with: reported again
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(changed))
+    edgekd.run(tmp_path / "r.yaml", out=run)
+    assert {path.name for path in rebuild_report(run)} >= {"report.json"}

@@ -85,6 +85,7 @@ def write_documents(out_dir: Path, stem: str, document: Document, record: dict[s
 def rebuild_report(run_dir: Path) -> list[Path]:
     """Rebuild the report files of a finished (or partly finished) run directory; returns their paths."""
     from edgekd.pipeline import damaged_stage, load_run
+    from edgekd.run_plan import check_recipe_matches
 
     run_dir = Path(run_dir)
     load_run(run_dir)  # a directory that is not a run is refused before anything (a lock file) is written in it
@@ -94,6 +95,7 @@ def rebuild_report(run_dir: Path) -> list[Path]:
         if damaged is not None:  # its stage and those after it would be left out of the report, silently
             raise ConfigError(f"{run_dir}: cannot rebuild the report: {damaged}; run the recipe again into this "
                               "directory (it redoes that stage and the report); the report files are kept as they were")
+        check_recipe_matches(run_dir, recipe, device, records, "cannot rebuild the report (its files are kept)")
         records = [r for r in records if r["stage"] != "report"]
         if not records:
             raise ConfigError(f"{run_dir}: no finished stage to report on (run the recipe first)")
