@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,7 +22,7 @@ from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.base import MAX_ROUNDS, MAX_RUNS, MAX_WARMUP, MIN_RUNS
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
-from edgekd.config.overrides import apply_overrides
+from edgekd.config.overrides import Overrides, apply_overrides
 from edgekd.config.paths import user_path, user_text
 from edgekd.config.recipe import Recipe, load_recipe, validate_recipe
 from edgekd.data.config import HFDiskData, NpzData, TextFileData
@@ -77,7 +77,7 @@ if TYPE_CHECKING:
 
 
 def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms: float | None = None,
-             latency: bool = True, overrides: Sequence[str] | str | None = None) -> Recipe:
+             latency: bool = True, overrides: Overrides = None) -> Recipe:
     """Load and check a recipe without running it: a built-in name, a YAML path, a mapping of the same keys as
     a recipe file or a :class:`Recipe` (relative paths of these two start from the working directory).
     ``overrides`` (``KEY=VALUE`` strings, ``--set``: :mod:`edgekd.config.overrides`) change a file's or a
@@ -115,7 +115,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     return loaded
 
 
-def _no_overrides(overrides: Sequence[str] | str | None) -> None:
+def _no_overrides(overrides: Overrides) -> None:
     """Refuse ``overrides`` beside a :class:`Recipe` object: they change a file's or a mapping's keys."""
     if overrides:
         raise ConfigError("overrides: they change the keys of a recipe file, a built-in recipe or a mapping, not of "
@@ -123,7 +123,7 @@ def _no_overrides(overrides: Sequence[str] | str | None) -> None:
 
 
 def _given(recipe: RecipeLike, device: DeviceLike | None, budget_ms: float | None,
-           overrides: Sequence[str] | str | None) -> Recipe:
+           overrides: Overrides) -> Recipe:
     """The recipe :func:`run`, :func:`plan` and :func:`compress` start from: a :class:`Recipe` validated again,
     anything else checked by :func:`validate` (the budget's feasibility left to them)."""
     if isinstance(recipe, Recipe):
@@ -163,7 +163,7 @@ def _source(recipe: RecipeLike) -> str:
     held = getattr(recipe, "recipe", None)  # an edgekd.Pipeline holds its validated Recipe
     hint = "; a Pipeline's is pipeline.recipe (or call pipeline.plan/run)" if isinstance(held, Recipe) else ""
     raise ConfigTypeError(f"recipe: expected a built-in name, a YAML path, a mapping or a Recipe, "
-                    f"got {type(recipe).__name__}{hint}")
+                          f"got {type(recipe).__name__}{hint}")
 
 
 def pipelines() -> list[BuiltInRecipe]:
@@ -228,7 +228,7 @@ def run(
     threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
-    overrides: Sequence[str] | str | None = None,
+    overrides: Overrides = None,
 ) -> RunResult:
     """Run a recipe (a built-in name, a YAML path, a mapping or a :class:`Recipe`) and return its result.
 
@@ -249,7 +249,7 @@ def plan(
     out: str | Path | None = None,
     budget_ms: float | None = None,
     fresh: bool = False,
-    overrides: Sequence[str] | str | None = None,
+    overrides: Overrides = None,
 ) -> list[StagePlan]:
     """What :func:`run` with the same arguments would do, stage by stage, without doing it (``--dry-run``); a run
     directory :func:`run` would refuse (a file, another program's files) is refused as it would be."""
@@ -260,7 +260,7 @@ def plan(
 
 def _prepared(recipe: RecipeLike, device: DeviceLike | None,
               out: str | Path | None, budget_ms: float | None,
-              threads: int | Literal["auto"] | None, overrides: Sequence[str] | str | None, *,
+              threads: int | Literal["auto"] | None, overrides: Overrides, *,
               fresh_table: bool = False) -> tuple[Recipe, DeviceProfile, Path]:
     """The checked recipe, its device profile and the run directory :func:`run` and :func:`plan` use (a search's
     latency table built or read first; ``fresh_table``: timed again)."""
@@ -300,7 +300,7 @@ def compress(
     threads: int | Literal["auto"] | None = None,
     fresh: bool = False,
     show_progress: bool = False,
-    overrides: Sequence[str] | str | None = None,
+    overrides: Overrides = None,
 ) -> CompressResult:
     """Find the most accurate student of ``recipe`` that fits ``device``'s budget, and run it to a report.
 

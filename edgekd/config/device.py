@@ -105,7 +105,7 @@ def load_device(device: DeviceLike) -> DeviceProfile:
         return validate_model(dict(device), DeviceProfile, source="device mapping")
     if not isinstance(device, str | Path):
         raise ConfigTypeError(f"device: expected a built-in name, a YAML path, a mapping or a DeviceProfile, "
-                        f"got {type(device).__name__}")
+                              f"got {type(device).__name__}")
     return load_yaml_model(find("devices", device), DeviceProfile)
 
 

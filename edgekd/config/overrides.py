@@ -30,6 +30,9 @@ from edgekd.config.paths import escaped, expand_field, expanded_or_given
 from edgekd.config.yaml_reader import load_bounded
 from edgekd.errors import ConfigError
 
+#: Overrides as callers give them: ``KEY=VALUE`` texts, one text, or none.
+Overrides = Sequence[str] | str | None
+
 
 @dataclass(frozen=True)
 class Override:
@@ -55,7 +58,7 @@ def parse_override(text: str) -> Override:
     return Override(text, keys, value)
 
 
-def override_list(overrides: Sequence[str] | str | None) -> list[str]:
+def override_list(overrides: Overrides) -> list[str]:
     """``overrides`` as a list of ``KEY=VALUE`` texts (one text alone is one override, None none); anything but text
     is a one-line :class:`ConfigError`."""
     listed = [] if overrides is None else [overrides] if isinstance(overrides, str) else list(overrides)
@@ -65,7 +68,7 @@ def override_list(overrides: Sequence[str] | str | None) -> list[str]:
     return listed
 
 
-def apply_overrides(data: Any, overrides: Sequence[str] | str | None) -> Any:
+def apply_overrides(data: Any, overrides: Overrides) -> Any:
     """A copy of the parsed recipe ``data`` with each ``KEY=VALUE`` of ``overrides`` set, in order."""
     overrides = override_list(overrides)
     if not overrides or not isinstance(data, dict):

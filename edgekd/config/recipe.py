@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,7 +10,7 @@ from pydantic import Discriminator, Field, StrictInt, Tag, ValidationInfo, field
 from edgekd.catalog import find
 from edgekd.config.base import LocalPath, PathOrId, PositiveFloat, PositiveInt, Seed, StrictModel, spelt_pattern
 from edgekd.config.loading import read_yaml, validate_model
-from edgekd.config.overrides import apply_overrides, override_list
+from edgekd.config.overrides import Overrides, apply_overrides, override_list
 from edgekd.config.paths import escaped, expanded_or_given
 from edgekd.data.config import DataConfig, TokenizerConfig
 from edgekd.data.image_defaults import with_model_defaults
@@ -126,7 +125,7 @@ class Recipe(StrictModel):
         return [s.stage for s in self.stages]
 
 
-def load_recipe(name_or_path: str | Path, overrides: Sequence[str] | str | None = None) -> Recipe:
+def load_recipe(name_or_path: str | Path, overrides: Overrides = None) -> Recipe:
     """Load a recipe by built-in name (``demo-digits``) or path, with ``overrides`` (``KEY=VALUE``,
     :mod:`edgekd.config.overrides`) set in it before it is validated.
 
