@@ -109,8 +109,8 @@ def _index(items: list[Any], key: str, override: Override, depth: int) -> int:
     if key.isdigit():
         if int(key) < len(items):
             return int(key)
-        raise ConfigError(f"--set {override.text!r}: {where} has {len(items)} item(s), numbered 0 to "
-                          f"{len(items) - 1}; got {key}")
+        numbered = f"numbered 0 to {len(items) - 1}" if items else "nothing to change"
+        raise ConfigError(f"--set {override.text!r}: {where} has {len(items)} item(s), {numbered}; got {key}")
     kinds = [item.get("stage") if isinstance(item, dict) else None for item in items]
     matches = [i for i, kind in enumerate(kinds) if kind == key]
     if len(matches) == 1:
