@@ -181,12 +181,12 @@ def _checked_checkpoint(pretrained: str, trust_remote_code: bool, info: Validati
     weights (safetensors, or PyTorch's read by its weights_only loader). Raises ``ValueError`` (one line)
     otherwise, so ``validate`` names the key; except in a finished run's record (checked when the run began), where
     a checkpoint moved or deleted since gives the model type the run recorded (None if it recorded none)."""
-    recorded = recorded_checkpoints(info)
-    if recorded is None:
-        return _checkpoint_type(pretrained, trust_remote_code)
     try:
         return _checkpoint_type(pretrained, trust_remote_code)
     except ValueError:
+        recorded = recorded_checkpoints(info)
+        if recorded is None:
+            raise
         return recorded.get(pretrained)
 
 
