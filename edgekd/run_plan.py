@@ -112,9 +112,10 @@ def check_recipe_matches(run_dir: Path, recipe: Recipe, device: DeviceProfile, r
                           "(it resumes)")
 
 
-#: The fingerprint inputs a recipe and device profile state (not the files' contents, nor edgekd's version): what a
-#: finished stage must share with its run's ``run.json``.
-RECIPE_INPUTS = ("config", "recipe", "device", "extra")
+#: The fingerprint inputs a recipe and device profile state (not the contents of files such as the data, a
+#: checkpoint or teacher weights, nor the measuring CPU, nor edgekd's version): what a finished stage must share
+#: with its run's ``run.json``.
+RECIPE_INPUTS = ("config", "recipe", "device")
 
 
 def recipe_mismatch(recipe: Recipe, device: DeviceProfile, records: list[dict[str, Any]],
