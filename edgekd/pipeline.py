@@ -140,16 +140,8 @@ def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device:
     """Everything a stage's result depends on, as JSON: its config, the recipe fields it reads, the device
     profile (or the fields of it) if it uses one, its extra inputs, the previous stage's fingerprint and edgekd's
     version."""
-    inputs: dict[str, Any] = {
-        "edgekd": __version__,
-        "previous": previous,
-        "config": stage_config.model_dump(mode="json"),
-        "recipe": kind.fingerprint_inputs(recipe, stage_config),
-    }
-    if kind.uses_device:
-        inputs["device"] = _without(device.model_dump(mode="json"), kind.device_ignores)
-    elif kind.device_fields:
-        inputs["device"] = device.model_dump(mode="json", include=set(kind.device_fields))
+    inputs: dict[str, Any] = {"edgekd": __version__, "previous": previous,
+                              **stated_inputs(stage_config, recipe, device, kind)}
     if kind.extra_inputs is not None:
         inputs["extra"] = kind.extra_inputs(stage_config, recipe)
     checkpoints = {name: source_digest(name) for name in _pretrained_names(inputs["recipe"])}
@@ -158,6 +150,21 @@ def fingerprint_inputs(previous: str, stage_config: Any, recipe: Recipe, device:
     content = data_content_digest(recipe.data) if "data" in inputs["recipe"] else None
     if content is not None:  # local data files: their bytes, so an edited example re-runs the stages reading it
         inputs["data_content"] = content
+    return json.loads(json.dumps(inputs, default=str))
+
+
+def stated_inputs(stage_config: Any, recipe: Recipe, device: DeviceProfile, kind: StageKind) -> dict[str, Any]:
+    """The part of a stage's :func:`fingerprint_inputs` the recipe and the device profile state, as JSON: its config,
+    the recipe fields it reads, and the device profile (or the fields of it) if it uses one. Not the contents of
+    files (data, checkpoints, weights) nor edgekd's version: nothing here reads a file."""
+    inputs: dict[str, Any] = {
+        "config": stage_config.model_dump(mode="json"),
+        "recipe": kind.fingerprint_inputs(recipe, stage_config),
+    }
+    if kind.uses_device:
+        inputs["device"] = _without(device.model_dump(mode="json"), kind.device_ignores)
+    elif kind.device_fields:
+        inputs["device"] = device.model_dump(mode="json", include=set(kind.device_fields))
     return json.loads(json.dumps(inputs, default=str))
 
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
-from edgekd.errors import ConfigError, EdgekdError
-from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name
+from edgekd.errors import ConfigError
+from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name, stated_inputs
 from edgekd.rundir import STAGE_RECORD, cached_record, read_json, stage_problem
 from edgekd.stage_kind import StageKind
 from edgekd.stage_store import stored_stage
@@ -112,30 +112,22 @@ def check_recipe_matches(run_dir: Path, recipe: Recipe, device: DeviceProfile, r
                           "(it resumes)")
 
 
-#: The fingerprint inputs a recipe and device profile state (not the contents of files such as the data, a
-#: checkpoint or teacher weights, nor the measuring CPU, nor edgekd's version): what a finished stage must share
-#: with its run's ``run.json``.
-RECIPE_INPUTS = ("config", "recipe", "device")
-
-
 def recipe_mismatch(recipe: Recipe, device: DeviceProfile, records: list[dict[str, Any]],
                     registry: StageRegistry = DEFAULT_REGISTRY) -> str | None:
     """Which finished stage of a run directory was made from another recipe or device than its ``run.json`` states,
-    and what differs; None when every one matches (or its inputs cannot be read now, e.g. files moved since).
+    and what differs; None when every one matches.
 
     A run writes its recipe first: one that changed a value and stopped before that stage finished leaves the new
-    recipe beside the earlier run's stages, which a report would otherwise show as the new recipe's results. Data
-    edited or a newer edgekd since the run are no mismatch: the stages are still the recipe's."""
+    recipe beside the earlier run's stages, which a report would otherwise show as the new recipe's results. Only
+    what the recipe and device state is compared (:func:`~edgekd.pipeline.stated_inputs`): data edited, a newer
+    edgekd or another measuring CPU since are no mismatch, and no file is read or hashed."""
     for index, (config, record) in enumerate(zip(recipe.stages, records, strict=False), start=1):
-        try:
-            inputs = fingerprint_inputs("", config, recipe, device, registry[config.stage])
-        except (EdgekdError, OSError, ValueError):
-            return None
+        stated = stated_inputs(config, recipe, device, registry[config.stage])
         recorded = record.get("fingerprint_inputs")
-        recorded = recorded if isinstance(recorded, dict) else {}
-        if any(recorded.get(key) != inputs.get(key) for key in RECIPE_INPUTS):
+        given = recorded if isinstance(recorded, dict) else {}
+        if any(given.get(key) != value for key, value in stated.items()):
             # the other inputs as recorded, so that only the recipe's and the device's changes are described
-            shown = {**inputs, **{key: value for key, value in recorded.items() if key not in RECIPE_INPUTS}}
+            shown = {"edgekd": None, "previous": None, **given, **stated}
             changes = describe_changes(recorded, shown, index - 1, upstream_reruns=False)
             return f"{stage_dir_name(index, config.stage)}: {'; '.join(changes) or 'its settings differ'}"
     return None
