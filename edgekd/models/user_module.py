@@ -404,15 +404,14 @@ def _check_factorizes(model: UserModule, _signature: InputSignature, stage: Any,
     inner = unwrap(model)
     if shrinkable_layers(inner, stage):
         return
-    name, layers = type(inner).__name__, [layer for layer, _ in considered_layers(inner, stage,
-                                                                                    skip=classifier_skip(inner))]
+    skipped = classifier_skip(inner)
+    name, layers = type(inner).__name__, [layer for layer, _ in considered_layers(inner, stage, skip=skipped)]
     if layers:
         rule = "even at rank 1" if stage.param_ratio is None else f"at param_ratio {stage.param_ratio:g}"
         raise state.fail(key, f"{where}: no layer of the module ({name}) gets smaller by factorize, so the stage "
                          f"would change nothing: the factor pairs of {', '.join(map(repr, layers[:3]))} keep more than "
                          f"max_size_ratio {stage.max_size_ratio:g} of their weights {rule}; lower param_ratio, "
                          "raise max_size_ratio or drop the factorize stage")
-    skipped = classifier_skip(inner)
     tables = "" if stage.embeddings or not any(isinstance(m, nn.Embedding) for m in inner.modules()) \
         else " (or set embeddings: true to factorize its embedding tables)"
     raise state.fail(key, f"{where}: the module ({name}) has no layer factorize rewrites, so the stage would change "
