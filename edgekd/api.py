@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekd.atomic import write_errors_reported
 from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.base import MAX_ROUNDS, MAX_RUNS, MAX_WARMUP, MIN_RUNS
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
@@ -39,7 +38,7 @@ from edgekd.pipeline import RunResult, run_pipeline
 from edgekd.profile.floor import check_budget
 from edgekd.quantize.config import QuantizeSettings
 from edgekd.run_plan import StagePlan, plan_run
-from edgekd.rundir import check_claimable
+from edgekd.rundir import check_claimable, claimed
 from edgekd.stages import check_recipe
 from edgekd.task_rules import check_corpus_lengths, check_corpus_vocabulary, check_generation_fits, corpus_reader
 from edgekd.threads import training_threads
@@ -360,7 +359,7 @@ def bench(
     content)."""
     from edgekd.profile.bench import bench_models
     from edgekd.profile.cpu import detect_cpu
-    from edgekd.report.bench import write_bench_report
+    from edgekd.report.bench import BENCH_RECORD, write_bench_report
 
     _timing(warmup=warmup, runs=runs, rounds=rounds)
     profile_ = load_device(device)
@@ -369,11 +368,10 @@ def bench(
     if not paths:
         raise ConfigError("bench: no models given; expected one or more ONNX or .ort files")
     out = user_path(out, "out")
-    with write_errors_reported(out):  # an --out that cannot be written fails now, not after the timing
-        out.mkdir(parents=True, exist_ok=True)
-    figures = bench_models(paths, profile_, warmup=warmup, runs=runs, rounds=rounds)
-    settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "interleaved": True}
-    return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, out)
+    with claimed(out, record=BENCH_RECORD):  # new, empty or an earlier bench's: refused now, not after the timing
+        figures = bench_models(paths, profile_, warmup=warmup, runs=runs, rounds=rounds)
+        settings = {"warmup": warmup, "runs": runs, "rounds": rounds, "interleaved": True}
+        return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, out)
 
 
 def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[CalibratedDevice]:

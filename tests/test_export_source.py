@@ -408,3 +408,23 @@ def test_a_torchscript_factory_module_is_refused_in_one_line(tmp_path: Path) -> 
     outcome = cli("export", "tests.user_modules:scripted_cnn", "--input-shape", "1,8,8", "-o", tmp_path / "out")
     assert_user_error(outcome, "tests.user_modules:scripted_cnn: the module is TorchScript (RecursiveScriptModule)")
     assert "0x" not in outcome.output
+
+
+def test_a_pytorch_export_claims_its_directory_and_replaces_only_its_own_files(tmp_path: Path) -> None:
+    out = tmp_path / "cnn"
+    for target in ("ort-mobile", "onnx-fp32"):  # a re-export replaces the earlier one's files, its .ort included
+        torch.manual_seed(0)
+        api.export("tests.user_modules:small_cnn", input_shape=(1, 8, 8), target=target, out=out, runs=10, warmup=1)
+    record = json.loads((out / "export.json").read_text())
+    assert record["command"] == "export" and record["target"] == "onnx-fp32" and record["onnx"]["parity"]["passed"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["export.json", "model.onnx"]
+    assert sorted(record["files"]) == ["model.onnx"] and record["profile"]["p50_ms"] > 0
+    cli("export", out / "model.onnx")  # converting its ONNX beside itself keeps both records
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "export.json", "model.export.json", "model.onnx", "model.ort", "model.required_operators.config"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.onnx").write_text("a model of mine")
+    outcome = cli("export", "tests.user_modules:small_cnn", "--input-shape", "1,8,8", "-o", mine)
+    assert outcome.exit_code == 2 and "not empty and not an edgekd run directory" in outcome.output
+    assert (mine / "model.onnx").read_text() == "a model of mine"

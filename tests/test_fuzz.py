@@ -212,7 +212,8 @@ def test_bench_and_export_out_at_or_below_a_file_is_one_line(tmp_path: Path) -> 
         assert_user_error(cli("export", model, "--target", "ort-mobile", "--out", out), str(tmp_path / "taken"),
                           "a part of its path is a file")
         assert_user_error(cli("bench", model, "--out", out, "--runs", "10", "--rounds", "1", "--warmup", "0"),
-                          str(tmp_path / "taken"), "a part of its path is a file")
+                          str(tmp_path / "taken"),
+                          "is a file" if out.parent == tmp_path else "a part of its path is a file")
     assert (tmp_path / "taken").read_text() == "mine\n"
 
 

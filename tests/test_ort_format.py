@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from edgekd.cli import app
+from edgekd.digest import file_digest
 from edgekd.errors import ConfigError, ExportError
 from edgekd.export import ort_format
 from edgekd.export.config import ExportTarget, load_export_target
@@ -65,8 +67,44 @@ def test_export_command_writes_ort_files(onnx_model: Path, tmp_path: Path) -> No
     result = runner.invoke(app, ["export", str(onnx_model), "--target", "ort-mobile", "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "small.onnx", "small.ort", "small.required_operators.config"]  # keep_onnx copies the ONNX file
-    assert "parity with small.onnx" in result.output
+        "small.export.json", "small.onnx", "small.ort", "small.required_operators.config"]  # keep_onnx: a copy
+    assert "parity with small.onnx" in result.output and "copied the ONNX model to" in result.output
+    record = json.loads((tmp_path / "m" / "small.export.json").read_text())
+    assert record["command"] == "export" and record["target"] == "ort-mobile" and record["parity"]["passed"]
+    assert sorted(record["files"]) == ["small.onnx", "small.ort", "small.required_operators.config"]
+    assert record["files"]["small.onnx"]["sha256"] == file_digest(onnx_model)
+
+
+def test_export_replaces_its_own_files_and_refuses_the_users(onnx_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    for _ in range(2):  # a re-run replaces what the first run wrote
+        result = runner.invoke(app, ["export", str(onnx_model), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    (out / "small.required_operators.config").write_text("# edited by hand\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "small.onnx").write_bytes(b"another model of mine")
+    (mine / "small.ort").write_text("my notes")
+    for directory, names in ((out, "'small.required_operators.config'"), (mine, "'small.onnx', 'small.ort'")):
+        before = {p.name: p.read_bytes() for p in directory.iterdir()}
+        result = runner.invoke(app, ["export", str(onnx_model), "--out", str(directory)])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert f"{directory.name}: holds {names}, which edgekd export would replace but did not write" in \
+            " ".join(result.output.split())
+        assert {p.name: p.read_bytes() for p in directory.iterdir()} == before  # nothing written or replaced
+
+
+def test_export_with_another_target_deletes_what_only_the_earlier_one_wrote(onnx_model: Path, tmp_path: Path) -> None:
+    lean = tmp_path / "lean.yaml"
+    lean.write_text("name: lean\nformat: ort\nkeep_onnx: false\nreduced_operator_config: false\n")
+    copy = tmp_path / "model" / "small.onnx"  # exported beside itself: the default --out
+    copy.parent.mkdir()
+    copy.write_bytes(onnx_model.read_bytes())
+    assert runner.invoke(app, ["export", str(copy)]).exit_code == 0
+    assert (copy.parent / "small.required_operators.config").is_file()
+    result = runner.invoke(app, ["export", str(copy), "--target", str(lean)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["small.export.json", "small.onnx", "small.ort"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

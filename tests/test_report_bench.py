@@ -133,6 +133,20 @@ def test_bench_command_writes_a_side_by_side_report(models: list[Path], tmp_path
     html = (out / "bench.html").read_text()
     (image,) = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n"
+    again = runner.invoke(app, ["bench", str(models[1]), "--out", str(out), "--runs", "10", "--warmup", "1"])
+    assert again.exit_code == 0, again.output  # an earlier bench's directory is replaced
+    assert [m["name"] for m in json.loads((out / "bench.json").read_text())["models"]] == ["narrow.onnx"]
+
+
+def test_bench_refuses_a_directory_of_the_users_files_before_any_timing(models: list[Path], tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    timed: list[object] = []
+    monkeypatch.setattr(bench, "bench_models", lambda *args, **kwargs: timed.append(args) or [])
+    (tmp_path / "bench.md").write_text("my notes\n")
+    result = runner.invoke(app, ["bench", str(models[0]), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "not empty and not an edgekd run directory" in result.output, result.output
+    assert "bench.json" in " ".join(result.output.split())
+    assert timed == [] and (tmp_path / "bench.md").read_text() == "my notes\n"
 
 
 def test_bench_command_rejects_a_model_given_twice(models: list[Path], tmp_path: Path) -> None:

@@ -58,10 +58,12 @@ def export(
         _print_exported(result, as_json)
         return
     if as_json:
-        print_json({"path": str(result.path), **result.to_json()})
+        print_json({"path": str(result.path), **result.to_json(),
+                    "onnx_copy": str(result.onnx_copy) if result.onnx_copy else None})
         return
     out.print(f"wrote {shown(result.path)} ({result.size_mb:.3f} MB)"
               + (f" and {shown(result.operators_config)}" if result.operators_config else "")
+              + (f", copied the ONNX model to {shown(result.onnx_copy)}" if result.onnx_copy else "")
               + f"; parity with {shown(Path(source).name)}: max abs diff {result.parity.max_abs_diff:.2e}",
               soft_wrap=True)
 

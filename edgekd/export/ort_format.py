@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import torch
 from edgekd.atomic import refuse_if_full, write_errors_reported, write_text, write_with
 from edgekd.config.device import InputShape
 from edgekd.errors import ConfigError, ExportError
+from edgekd.export.beside_files import check_replaceable, record_path, write_record
 from edgekd.export.config import ExportTarget
 from edgekd.export.later_shapes import check_file_runs
 from edgekd.export.parity import DEFAULT_BATCH_SIZES, ParityResult, check_file_parity, one_line, parity_batches
@@ -61,6 +62,8 @@ class OrtModel:
     operators_config: Path | None
     size_mb: float
     parity: ParityResult
+    onnx_copy: Path | None = None
+    """The copy of the ONNX model written beside it (``edgekd export`` of a file, targets that keep the ONNX)."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (file names, relative to the directory they were written to)."""
@@ -138,17 +141,28 @@ def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path, shape: Inp
 
     Parity is checked on seeded random inputs of batch 1 and 7 (other dynamic axes filled from ``shape``,
     default a default device profile's). With ``target.keep_onnx`` the ONNX file is copied beside the result.
+    The files written are recorded in ``<stem>.export.json``; files in the way that an earlier export did not
+    write are refused before the conversion (:mod:`edgekd.export.beside_files`).
     """
-    onnx_path = Path(onnx_path)
+    onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if target.format != "ort":
         raise ConfigError(f"export target '{target.name}' has format '{target.format}', which {onnx_path} "
                           "already is; choose a target with format 'ort' (e.g. ort-mobile)")
     require_onnx(onnx_path, "edgekd export")
+    copy = out_dir / onnx_path.name
+    keeps_copy = target.keep_onnx and copy.resolve() != onnx_path.resolve()
+    outputs = [out_dir / f"{onnx_path.stem}.ort", out_dir / f"{onnx_path.stem}.required_operators.config",
+               *([copy, copy.with_name(f"{copy.name}.data")] if keeps_copy else [])]
+    record = record_path(out_dir, onnx_path)
+    check_replaceable(record, outputs, onnx_path)
     result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, shape), out_dir=out_dir)
-    copy = Path(out_dir) / onnx_path.name
-    if target.keep_onnx and copy.resolve() != onnx_path.resolve():
+    if keeps_copy:
         copy_model(onnx_path, copy)
-    return result
+    written = [result.path, *([result.operators_config] if result.operators_config else []),
+               *([path for path in outputs[2:] if path.is_file()] if keeps_copy else [])]
+    write_record(record, written, {"source": str(onnx_path), "target": target.name, **result.to_json()},
+                 source=onnx_path)
+    return replace(result, onnx_copy=copy if keeps_copy else None)
 
 
 def portable_operator_config(text: str, model_name: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,7 @@ from torch import nn
 
 from edgekd.config.device import DeviceProfile
 from edgekd.errors import ConfigError, DataError, ExportError, ModelError, first_line
+from edgekd.export.beside_files import SOURCE_RECORD, write_record
 from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.ort_format import OrtModel, convert_to_ort, numpy_feeds
@@ -43,6 +45,7 @@ from edgekd.models.hf import dense_attention, usable_positions
 from edgekd.models.specs import IMPORT_PATH
 from edgekd.models.task_model import read_description
 from edgekd.profile.runner import ProfileResult, profile_onnx
+from edgekd.rundir import check_claimable, claimed
 
 #: Rows of the synthetic batch a Hugging Face model is exported and parity-checked on.
 SAMPLE_ROWS = 4
@@ -119,6 +122,9 @@ def export_source(source: str, target: ExportTarget, device: DeviceProfile, out:
                   sample: Path | None = None, warmup: int = 20, runs: int = 200) -> ExportedModel:
     """Export the PyTorch model ``source`` names into ``out`` and profile it on ``device`` (see the module)."""
     kind = source_kind(source)
+    onnx_path = Path(out) / f"{STEM}.onnx"
+    record = Path(out) / SOURCE_RECORD
+    check_claimable(Path(out), record.name)  # before the model loads; claimed() below holds it while writing
     if kind == "huggingface":
         if kwargs is not None or input_shape is not None or sample is not None:
             raise ConfigError(f"{source}: kwargs, input shape and sample apply to a 'package.module:factory'; a "
@@ -126,17 +132,30 @@ def export_source(source: str, target: ExportTarget, device: DeviceProfile, out:
         loaded = _load_huggingface(str(source), device)
     else:
         loaded = _load_factory(str(source), kwargs or {}, input_shape, sample)
-    onnx_path = Path(out) / f"{STEM}.onnx"
-    with torch.random.fork_rng():
-        result = export_onnx(loaded.module, loaded.sample, onnx_path, target,
-                             extra_dynamic_axes=loaded.dynamic_axes, shape=(loaded.device or device).inputs)
-    for extra in loaded.extras:
-        extra.save_pretrained(out)
-    ort_model = convert_to_ort(onnx_path, target, numpy_feeds(loaded.sample)) if target.format == "ort" else None
-    deployed = ort_model.path if ort_model is not None else onnx_path
-    profile = profile_onnx(deployed, loaded.device or device, warmup=warmup, runs=runs)
-    return ExportedModel(source=str(source), kind=kind, onnx=result, ort=ort_model, profile=profile,
-                         notes=tuple(loaded.notes))
+    with claimed(Path(out), record=record.name):  # its own directory: new, empty or an earlier export's
+        with torch.random.fork_rng():
+            result = export_onnx(loaded.module, loaded.sample, onnx_path, target,
+                                 extra_dynamic_axes=loaded.dynamic_axes, shape=(loaded.device or device).inputs)
+        extras = _save_extras(loaded.extras, Path(out))
+        ort_model = convert_to_ort(onnx_path, target, numpy_feeds(loaded.sample)) if target.format == "ort" else None
+        deployed = ort_model.path if ort_model is not None else onnx_path
+        profile = profile_onnx(deployed, loaded.device or device, warmup=warmup, runs=runs)
+        exported = ExportedModel(source=str(source), kind=kind, onnx=result, ort=ort_model, profile=profile,
+                                 notes=tuple(loaded.notes))
+        written = [onnx_path, *extras, *([ort_model.path] if ort_model else []),
+                   *([ort_model.operators_config] if ort_model and ort_model.operators_config else [])]
+        timing = {key: value for key, value in profile.to_json().items() if key != "times_ms"}
+        write_record(record, written, {**exported.to_json(), "profile": timing, "target": target.name})
+    return exported
+
+
+def _save_extras(extras: list[Any], out: Path) -> list[Path]:
+    """Save the config and tokenizer beside the model (``save_pretrained`` into a scratch folder, each file then
+    renamed into ``out``: atomic, and the names written are known); returns the files."""
+    with tempfile.TemporaryDirectory(prefix=".extras-", suffix=".tmp", dir=out) as scratch:
+        for extra in extras:
+            extra.save_pretrained(scratch)
+        return [path.replace(out / path.name) for path in sorted(Path(scratch).iterdir()) if path.is_file()]
 
 
 def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:

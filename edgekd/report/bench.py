@@ -37,6 +37,8 @@ BENCH_ROWS = (
     ("verdict", "budget verdict", "{}"),
 )
 TOP_OPERATORS = 5
+BENCH_RECORD = "bench.json"
+"""The record ``edgekd bench`` writes into its ``--out``; it marks the directory as an earlier bench's."""
 
 
 def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu: dict[str, Any],
@@ -53,7 +55,8 @@ def write_bench_report(models: list[dict[str, Any]], device: DeviceProfile, cpu:
                                                "p50_vs_first": figures["p50_ms"] / baseline if baseline else None}))
     estimate = any(m.estimate for m in rows)
     report = BenchReport(
-        edgekd_version=__version__, device=device.model_dump(mode="json"), cpu=cpu, settings=settings, models=rows,
+        edgekd_version=__version__, command="bench", device=device.model_dump(mode="json"), cpu=cpu,
+        settings=settings, models=rows,
         warnings=([f"Latencies for '{device.name}' are estimates: host times × speed ratio "
                    f"{_ratio(rows[0])} of reference model '{rows[0].reference}'."] if estimate else [])
         + [w for m, figures in zip(rows, models, strict=True) if (w := stability_warning(m.name, figures)) is not None]

@@ -7,7 +7,7 @@ is its :meth:`BenchReport.to_json`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -45,6 +45,8 @@ class BenchReport(Record):
     """``bench.json``: several models timed side by side on one device profile."""
 
     edgekd_version: str
+    command: Literal["bench"] = Field(
+        "bench", description="The command that wrote it: marks its directory as edgekd's, for a later bench there.")
     device: DeviceProfile = Field(description="The device profile the models were timed and judged on.")
     cpu: CpuInfo
     settings: BenchSettings
