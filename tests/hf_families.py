@@ -59,6 +59,16 @@ IMAGE: dict[str, dict[str, Any]] = {
     "resnet": dict(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"),
 }
 
+#: Image transformers whose configs are also backbones' (transformers' ``BackboneConfigMixin``: ``stage_names`` and
+#: ``out_indices`` derived from the depth), at scikit-learn digits' shape; the first stage and the last are output.
+_BACKBONE = dict(image_size=8, patch_size=2, num_channels=1, hidden_size=24, num_hidden_layers=3, num_attention_heads=3,
+                 out_indices=[1, 3])
+BACKBONE_IMAGE: dict[str, dict[str, Any]] = {
+    "beit": {**_BACKBONE, "intermediate_size": 37},
+    "dinov2": {**_BACKBONE, "mlp_ratio": 2},
+    "dinov2_with_registers": {**_BACKBONE, "mlp_ratio": 2, "num_register_tokens": 2},
+}
+
 
 def build(family: str, num_labels: int = 3, seed: int = 0, **overrides: Any) -> torch.nn.Module:
     """A randomly initialised classifier of ``family`` (eval mode); ``overrides`` change config fields."""
@@ -66,9 +76,10 @@ def build(family: str, num_labels: int = 3, seed: int = 0, **overrides: Any) -> 
 
     torch.manual_seed(seed)
     sizes = {**(TEXT.get(family) or DECODERS.get(family) or PLAIN_MLP.get(family) or MORE_ENCODERS.get(family)
-                or IMAGE[family]), **overrides}
+                or IMAGE.get(family) or BACKBONE_IMAGE[family]), **overrides}
     config = AutoConfig.for_model(family, num_labels=num_labels, **sizes)
-    auto = AutoModelForImageClassification if family in IMAGE else AutoModelForSequenceClassification
+    images = family in IMAGE or family in BACKBONE_IMAGE
+    auto = AutoModelForImageClassification if images else AutoModelForSequenceClassification
     return auto.from_config(config).eval()
 
 

@@ -107,6 +107,27 @@ def test_drop_layers_copies_the_kept_layers_and_reloads(family: str, tmp_path: P
         torch.testing.assert_close(call_logits(again, batch), call_logits(student.eval(), batch))
 
 
+@pytest.mark.parametrize("family", list(hf_families.BACKBONE_IMAGE))
+@pytest.mark.parametrize(("keep", "stages", "outputs"), [
+    ([0, 2], ["stem", "stage1", "stage2"], [1, 2]),  # the layers of both output stages kept: still output
+    ([1], ["stem", "stage1"], [1]),  # neither kept: the last stage, transformers' default
+])
+def test_drop_layers_of_a_backbone_config_cuts_its_stages_and_reloads(family: str, keep: list[int], stages: list[str],
+                                                                      outputs: list[int], tmp_path: Path) -> None:
+    """BEiT's and DINOv2's configs derive stage names and output stages from the depth: a student keeping the
+    teacher's (out_features beyond its stages) was saved, then refused by transformers when the next stage loaded it."""
+    from transformers import AutoModelForImageClassification
+
+    teacher = hf_families.build(family)
+    student = drop_layers(teacher, DropLayersSpec(arch="drop_layers", keep=keep))
+    assert (student.config.stage_names, student.config.out_indices) == (stages, outputs)
+    student.save_pretrained(tmp_path / "student")
+    again = AutoModelForImageClassification.from_pretrained(tmp_path / "student").eval()
+    images = {"input": torch.randn(2, 1, 8, 8)}
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(again, images), call_logits(student.eval(), images))
+
+
 @pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("family", ["bert", "llama", "vit"])
 def test_a_half_precision_checkpoint_loads_in_float32(stored: torch.dtype, family: str, tmp_path: Path) -> None:

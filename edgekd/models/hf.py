@@ -357,9 +357,31 @@ def drop_layers(teacher: nn.Module, spec: DropLayersSpec) -> nn.Module:
     student.config.num_hidden_layers = len(keep)
     if getattr(student.config, "layer_types", None) is not None:  # decoders list each layer's attention kind
         student.config.layer_types = [student.config.layer_types[i] for i in keep]
+    _keep_backbone_stages(student.config, keep)
     for index, layer in enumerate(getattr(holder, name)):
         _renumber(layer, index)
     return student
+
+
+def _keep_backbone_stages(config: Any, keep: list[int]) -> None:
+    """Cut a backbone config's stages to the kept layers (BEiT, DINOv2 …: transformers' ``BackboneConfigMixin``).
+
+    Such a config names a stage per layer after the stem (``stage_names``: ``stem``, ``stage1`` …) and the stages a
+    backbone outputs (``out_features``/``out_indices``), derived from ``num_hidden_layers`` when it is built: a config
+    keeping the teacher's would not load again (transformers refuses out_features beyond stage_names). The stage
+    names are those the config class gives the kept depth; an output stage of a kept layer stays the same layer's,
+    and when none is kept the backbone outputs the last stage (transformers' default).
+    """
+    stages = getattr(config, "stage_names", None)
+    if not stages or not hasattr(config, "set_output_features_output_indices"):
+        return
+    fresh = {key: value for key, value in config.to_dict().items()
+             if key not in ("stage_names", "out_features", "out_indices")}
+    kept_stage = {0: 0} | {layer + 1: index + 1 for index, layer in enumerate(keep)}  # stage 0 is the stem
+    outputs = [kept_stage[stage % len(stages)] for stage in config.out_indices or ()
+               if stage % len(stages) in kept_stage]
+    config.stage_names = type(config).from_dict(fresh).stage_names
+    config.set_output_features_output_indices(out_features=None, out_indices=outputs or None)
 
 
 def layer_count(model: nn.Module) -> int:
