@@ -129,15 +129,16 @@ def _check_layers_kept(state: PlanState, role: str) -> None:
     """A ``drop_layers`` model copies the transformer it is distilled from (the teacher, or the assistant in a
     chain), and keeps layers it has (when its depth can be read without building it: a bert spec's ``layers``, a
     config's or a checkpoint's ``config.json``)."""
-    from edgekd.models.specs import declared_depth
+    from edgekd.models.specs import declared_depth, why_not_cut
 
     source = next((stage.teacher for stage in state.recipe.stages
                    if stage.stage == "distill" and getattr(stage, "student", None) == role), "teacher")
     cut = getattr(state.recipe, source).model
     teacher = state.recipe.teacher.model if cut.arch == "drop_layers" else cut  # an assistant cut from the teacher
-    if "hidden_states" not in teacher.exposes:
-        raise state.fail(f"{role}.model.arch", f"'drop_layers' copies layers of a transformer {source}; "
-                         f"{source}.model.arch {teacher.label} is not one")
+    uncut = why_not_cut(teacher)
+    if uncut is not None:
+        raise state.fail(f"{role}.model.arch", f"'drop_layers' keeps some layers of the {source}'s stack of "
+                         f"transformer blocks; a {source}.model.arch {teacher.label} cannot be cut so: {uncut}")
     depth = declared_depth(teacher)
     if depth is not None and cut is not teacher:
         depth = cut.kept(depth)

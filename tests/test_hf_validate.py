@@ -235,13 +235,24 @@ def test_families_edgekd_rewrites_may_be_pruned_and_factorized(family: str, chec
     check_recipe(validate_model(recipe, Recipe, source="recipe"), "recipe")
 
 
-@pytest.mark.parametrize("family", ["convnext", "resnet"])
-def test_drop_layers_needs_a_stack_of_layers(family: str, checkpoints: dict[str, str], tmp_path: Path) -> None:
-    recipe = shrink(demo_recipe_dict())
-    recipe["teacher"]["model"] = {"arch": "hf", "pretrained": checkpoints[family]}
-    recipe["student"]["model"] = {"arch": "drop_layers"}
-    _assert_one_line_error(_validate(tmp_path, recipe), "student.model.arch", "'drop_layers' copies layers",
-                           f"teacher.model.arch 'hf' ({family}) is not one")
+@pytest.mark.parametrize(("family", "layout"), [
+    ("convnext", "its blocks form stages of different widths, not one stack of equal blocks"),
+    ("resnet", "its blocks form stages of different widths, not one stack of equal blocks"),
+    ("albert", "its layers share their weights (ALBERT runs num_hidden_layers passes through num_hidden_groups "
+               "shared layer groups), so it has no separate layers to keep some of"),
+])
+def test_drop_layers_of_a_teacher_not_one_stack_of_layers_says_how_they_are_laid_out(
+        family: str, layout: str, checkpoints: dict[str, str], tmp_path: Path) -> None:
+    """ALBERT was refused as "not a transformer": the reason is its one shared layer, as a CNN's is its stages."""
+    teacher = {"arch": "hf", "pretrained": checkpoints[family]}
+    if family in hf_families.IMAGE:
+        recipe = shrink(demo_recipe_dict())
+        recipe["teacher"]["model"], recipe["student"]["model"] = teacher, {"arch": "drop_layers"}
+    else:
+        recipe = _text_recipe(teacher, {"arch": "drop_layers"}, DISTILL)
+    _assert_one_line_error(_validate(tmp_path, recipe), "student.model.arch",
+                           "'drop_layers' keeps some layers of the teacher's stack of transformer blocks; a "
+                           f"teacher.model.arch 'hf' ({family}) cannot be cut so: {layout}")
 
 
 @pytest.mark.parametrize("teacher", [{"arch": "bert", "pretrained": "bert"}, {"arch": "hf", "pretrained": "llama"}],

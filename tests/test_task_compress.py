@@ -312,7 +312,8 @@ def test_pruning_a_family_that_cannot_be_pruned_is_refused_at_validate(family: s
 
 @pytest.mark.parametrize(("model_type", "stages", "key", "message"), [
     ("albert", [], "student.model.arch",
-     "'drop_layers' copies layers of a transformer teacher; teacher.model.arch 'hf' (albert) is not one"),
+     "'drop_layers' keeps some layers of the teacher's stack of transformer blocks; a teacher.model.arch 'hf' "
+     "(albert) cannot be cut so: its layers share their weights"),
 ])
 @pytest.mark.parametrize("task", TASKS)
 def test_what_a_family_cannot_do_is_refused_with_its_key_and_family(model_type: str, stages: list, key: str,

@@ -7,7 +7,8 @@ checks the recipe before anything is loaded or trained:
 - ``modality``: ``image`` for families transformers lists as image classifiers, else ``text``;
 - ``stacked``: whether the model is one stack of ``num_hidden_layers`` blocks (``drop_layers`` copies
   some of them; the stack is found by its length, whatever a transformers version names it), not
-  ConvNeXt's stages or ALBERT's one shared layer;
+  ConvNeXt's stages or ALBERT's one shared layer; ``unstacked`` says how a family's layers are laid out
+  instead, for ``drop_layers``' one-line refusal (:func:`why_not_stacked`);
 - ``exposes``: the intermediate outputs distillation losses may compare (``qkv`` needs BERT's
   ``attention.self.{query,key,value}`` layout, the hook's path);
 - ``prune_targets`` and ``factorize``: what the pruning code can rewrite *and reload*
@@ -132,6 +133,9 @@ class Family:
     attention: Attention | None = None
     """Where each layer's attention lives: its heads (KV groups) are pruned alike in every layer
     (:mod:`edgekd.prune.kv_groups`), ``scope: layer`` only."""
+    unstacked: str = ""
+    """How the layers of a family that is not ``stacked`` are laid out instead (ALBERT's shared weights, a CNN's
+    stages): why ``drop_layers`` cannot keep some of them (:func:`why_not_stacked`)."""
     whole: tuple[str, ...] = ()
     """Class names of the blocks channel pruning keeps whole (MobileViT's transformer blocks, whose attention
     splits channels into heads): their layers and every channel coupled to them keep their width
@@ -157,15 +161,17 @@ _VIT = Family("image", True, TRANSFORMER, _HEADS_FFN, why_not="edgekd factorizes
     "intermediate_size", (("mlp.fc1", "mlp.fc2"), ("intermediate.dense", "output.dense"))),
     attention=Attention(_QKVO, "o_proj", "num_attention_heads", module_heads=("num_attention_heads",)))
 _CHANNELS = frozenset({"channels"})
+_STAGES = "its blocks form stages of different widths, not one stack of equal blocks"
 #: Image CNN families: conv channels pruned through Torch-Pruning's dependency graph and the pruned layers'
 #: shapes recorded in the config's structure (:mod:`edgekd.prune.channels`).
-_CNN = Family("image", prune_targets=_CHANNELS, factorize=True, why_not="")
+_CNN = Family("image", prune_targets=_CHANNELS, factorize=True, why_not="", unstacked=_STAGES)
 _FFN = frozenset({"ffn"})
 
 
-def _refused(modality: Modality, reason: str) -> Family:
-    """A family edgekd looked at and does not prune or factorize, for ``reason``."""
-    return Family(modality, why_not=f"{reason}; edgekd does not prune or factorize it")
+def _refused(modality: Modality, reason: str, unstacked: str = "") -> Family:
+    """A family edgekd looked at and does not prune or factorize, for ``reason`` (``unstacked``: see
+    :class:`Family`)."""
+    return Family(modality, why_not=f"{reason}; edgekd does not prune or factorize it", unstacked=unstacked)
 
 
 _BERT_MLP = PlainMLP("intermediate_size", (("intermediate.dense", "output.dense"),))
@@ -196,7 +202,9 @@ FAMILIES: dict[str, Family] = {
     "albert": Family("text", False, prune_targets=_HEADS_FFN, factorize=True, mlp=PlainMLP(
         "intermediate_size", (("ffn", "ffn_output"),)), attention=Attention(
         ("query", "key", "value"), "dense", "num_attention_heads", "attention_head_size", head_dim_field=None,
-        module_heads=("num_attention_heads",), module_width=("all_head_size",))),
+        module_heads=("num_attention_heads",), module_width=("all_head_size",)), unstacked=(
+        "its layers share their weights (ALBERT runs num_hidden_layers passes through num_hidden_groups shared "
+        "layer groups), so it has no separate layers to keep some of")),
     "deberta-v2": Family("text", True, TRANSFORMER, _HEADS_FFN, factorize=True, mlp=_BERT_MLP, attention=Attention(
         ("self.query_proj", "self.key_proj", "self.value_proj"), "output.dense", "num_attention_heads",
         "self.attention_head_size", head_dim_field="attention_head_size", module_heads=("self.num_attention_heads",),
@@ -222,7 +230,8 @@ FAMILIES: dict[str, Family] = {
     "nystromformer": _refused("text", "Nyströmformer convolves each head's values with a convolution grouped by the "
                               "head count and approximates attention through landmarks"),
     "funnel": _refused("text", "Funnel Transformer pools the sequence between blocks and its relative attention "
-                       "holds per-head position and segment parameters laid out across its dimensions"),
+                       "holds per-head position and segment parameters laid out across its dimensions",
+                       "its blocks pool the sequence between them (block_sizes), not one stack of equal blocks"),
     **dict.fromkeys(("xlm", "flaubert"), Family("text", True, TRANSFORMER, frozenset({"heads"}), factorize=True,
                                                 attention=Attention(("q_lin", "k_lin", "v_lin"), "out_lin", "n_heads",
                                                                     head_dim_field=None, module_heads=("n_heads",)),
@@ -296,13 +305,15 @@ FAMILIES: dict[str, Family] = {
     **dict.fromkeys(("resnet", "regnet", "mobilenet_v1", "mobilenet_v2", "efficientnet", "convnext",
                      "convnextv2", "poolformer"), _CNN),
     "bit": Family("image", prune_targets=_CHANNELS, why_not="BiT's convs standardise their weights in the forward "
-                  "pass, which a factor pair of plain convs would not; edgekd prunes its channels only"),
-    "mobilevit": Family("image", prune_targets=_CHANNELS, factorize=True, why_not="", whole=("MobileViTTransformer",)),
+                  "pass, which a factor pair of plain convs would not; edgekd prunes its channels only",
+                  unstacked=_STAGES),
+    "mobilevit": Family("image", prune_targets=_CHANNELS, factorize=True, why_not="", whole=("MobileViTTransformer",),
+                        unstacked=_STAGES),
     "swin": Family("image", why_not="Swin's patch merging concatenates each 2 × 2 neighbourhood along the channels, "
                    "which Torch-Pruning's dependency graph does not prune consistently (its layer norm would no "
-                   "longer fit); edgekd does not prune or factorize it"),
+                   "longer fit); edgekd does not prune or factorize it", unstacked=_STAGES),
     "levit": _refused("image", "LeViT's attention mixes heads through batch-normed convolution-style projections "
-                      "and per-head attention biases indexed by position"),
+                      "and per-head attention biases indexed by position", _STAGES),
 }
 
 
@@ -332,8 +343,18 @@ def family(model_type: str) -> Family:
     if _encoder_decoder(model_type):
         return _refused(modality, f"'{model_type}' is an encoder-decoder model: its encoder and decoder state their "
                         "head counts and MLP widths in separate fields and its decoder layers add a cross-attention, "
-                        "which edgekd's layouts (one head count and one MLP width for every layer) do not describe")
+                        "which edgekd's layouts (one head count and one MLP width for every layer) do not describe",
+                        "it is an encoder-decoder model: two stacks of layers (encoder and decoder), not one")
     return Family(modality, why_not=f"'{model_type}' is not a family edgekd knows the layout of; {NOT_REWRITTEN}")
+
+
+def why_not_stacked(model_type: str) -> str | None:
+    """Why ``drop_layers`` cannot keep some layers of a ``model_type`` model (how its layers are laid out
+    instead), or None when it is one stack of blocks."""
+    traits = family(model_type)
+    if traits.stacked:
+        return None
+    return traits.unstacked or f"edgekd does not know a '{model_type}' model's layers as one stack of blocks"
 
 
 @cache

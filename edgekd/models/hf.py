@@ -397,14 +397,15 @@ def _layer_stack(model: nn.Module) -> tuple[nn.Module, str]:
     """
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type is not None and families.family(model_type).stacked:
-        count = config.num_hidden_layers
+    uncut = families.why_not_stacked(model_type) if model_type is not None else "it is not a Hugging Face model"
+    if uncut is None:
         for path, module in model.base_model.named_modules():
-            if isinstance(module, nn.ModuleList) and len(module) == count and path:
+            if isinstance(module, nn.ModuleList) and len(module) == config.num_hidden_layers and path:
                 parent, _, name = path.rpartition(".")
                 return (model.base_model.get_submodule(parent) if parent else model.base_model), name
-    raise ConfigError(f"student.model.arch 'drop_layers' copies a stack of transformer layers; a "
-                      f"{type(model).__name__} ({model_type or 'not a Hugging Face model'}) has none")
+        uncut = f"its base model holds no list of its {config.num_hidden_layers} layers"
+    raise ConfigError(f"student.model.arch 'drop_layers' keeps some layers of one stack of transformer blocks; a "
+                      f"{type(model).__name__} cannot be cut so: {uncut}")
 
 
 def _encoder_layers(model: nn.Module) -> Any:

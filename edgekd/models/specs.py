@@ -452,6 +452,14 @@ def declared_depth(spec: Any) -> int | None:
     return depth if families.family(built.model_type).stacked and isinstance(depth, int) else None
 
 
+def why_not_cut(spec: Any) -> str | None:
+    """Why ``drop_layers`` cannot keep some layers of (teacher) ``spec``'s model, as a clause (ALBERT's shared
+    layers, a CNN's stages, a model that is not a transformer); None when it can (one stack of transformer blocks)."""
+    if isinstance(spec, HFSpec):
+        return families.why_not_stacked(spec.model_type)
+    return None if "hidden_states" in spec.exposes else "it is not a transformer"
+
+
 def spec_of(recipe: Any, role: str) -> BaseModel:
     """The spec whose traits (``modality``, ``prune_targets``, ``exposes``) the model of ``role`` has.
 
