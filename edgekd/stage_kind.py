@@ -181,6 +181,7 @@ def measuring_host(_config: Any, _recipe: Recipe) -> dict[str, Any]:
 
 def check_losses_fit(losses: Iterable[Any], student: str, teacher: str, state: PlanState, where: str) -> None:
     """Each loss compares only outputs that both models have (a ``hidden`` loss needs two transformers)."""
+    from edgekd.distill.losses.registry import losses_applying
     from edgekd.models.specs import spec_of
 
     for index, loss in enumerate(losses):
@@ -192,5 +193,4 @@ def check_losses_fit(losses: Iterable[Any], student: str, teacher: str, state: P
                 lacks = (f"edgekd does not read from a {spec.label} {role}" if spec.arch == "hf"
                          else f"a {spec.label} {role} does not have")
                 raise state.fail(f"{where}[{index}].kind", f"loss '{loss.kind}' compares the models' "
-                                 f"{', '.join(sorted(missing))}, which {lacks}; losses on the logits alone apply to "
-                                 "it")
+                                 f"{', '.join(sorted(missing))}, which {lacks}; {losses_applying(spec.exposes)}")

@@ -443,4 +443,19 @@ def test_a_hidden_loss_on_a_family_edgekd_does_not_read_says_so(tmp_path: Path) 
     stages = [{"stage": "teacher"}, {"stage": "distill", "losses": [{"kind": "hidden"}]}]
     _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, stages)), "stages[1].losses[0].kind",
                            "loss 'hidden' compares the models' hidden_states, which edgekd does not read from a "
-                           "'hf' (albert) student; losses on the logits alone apply to it")
+                           "'hf' (albert) student; losses on the logits alone apply to it (hinton, logit_mse)")
+
+
+def test_a_loss_a_family_cannot_take_names_the_losses_it_can(tmp_path: Path) -> None:
+    """A Llama student takes the hidden-state and attention losses; refusing MiniLM's (queries, keys and values), the
+    message said that only losses on the logits applied to it."""
+    student = {"arch": "hf", "config": {"model_type": "llama", **hf_families.TEXT["llama"], "num_hidden_layers": 1}}
+    losses = [{"kind": "hinton"}, {"kind": "hidden", "layer_map": {"kind": "uniform"}},
+              {"kind": "attention", "layer_map": {"kind": "uniform"}}]
+    stages = [{"stage": "teacher"}, {"stage": "distill", "losses": losses}]
+    assert _validate(tmp_path, _text_recipe(SMALL_BERT, student, stages)).exit_code == 0
+    stages[1]["losses"] = [*losses, {"kind": "minilm"}]
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, stages)), "stages[1].losses[3].kind",
+                           "loss 'minilm' compares the models' qkv, which edgekd does not read from a 'hf' (llama) "
+                           "student; losses on the logits and its attentions, hidden_states apply to it (hinton, "
+                           "logit_mse, hidden, pkd, attention, embedding, cosine)")

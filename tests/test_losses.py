@@ -350,7 +350,8 @@ def test_encoder_losses_need_a_transformer_student() -> None:
     bilstm, bert = ModelInfo(0, 0, 0), ModelInfo(4, 32, 4)
     assert isinstance(build_loss(HintonLoss(kind="hinton"), bilstm, bert), HintonDistillationLoss)
     with pytest.raises(ConfigError, match="loss 'hidden' compares .*hidden_states, but the student has no "
-                                          "transformer encoder; only hinton, logit_mse apply"):
+                                          r"transformer encoder; losses on the logits alone apply to it "
+                                          r"\(hinton, logit_mse\)"):
         build_loss(HiddenLoss(kind="hidden"), bilstm, bert)
 
 

@@ -50,6 +50,14 @@ LossConfig = Annotated[Union[tuple(cls.config_model for cls in (LOSSES | GENERAT
                        Field(discriminator="kind")]
 
 
+def losses_applying(exposes: frozenset[str]) -> str:
+    """Which classifier losses apply to a model that ``exposes`` these intermediate outputs (beyond its logits),
+    as a clause: ``losses on the logits and its attentions, hidden_states apply to it (hinton, …)``."""
+    compared = f"the logits and its {', '.join(sorted(exposes))}" if exposes else "the logits alone"
+    kinds = ", ".join(kind for kind, cls in LOSSES.items() if cls.needs <= exposes)
+    return f"losses on {compared} apply to it ({kinds})"
+
+
 def build_loss(config: WeightedLoss, student: ModelInfo, teacher: ModelInfo) -> DistillationLoss:
     """The loss ``config`` describes, sized for ``student`` and ``teacher``.
 
@@ -60,9 +68,8 @@ def build_loss(config: WeightedLoss, student: ModelInfo, teacher: ModelInfo) -> 
     cls = (LOSSES | GENERATION_LOSSES)[config.kind]
     for role, info in (("student", student), ("teacher", teacher)):
         if cls.needs and info.layers == 0:
-            logit_only = ", ".join(kind for kind, other in LOSSES.items() if not other.needs)
             raise ConfigError(
                 f"loss '{config.kind}' compares the models' {', '.join(sorted(cls.needs))}, but the {role} "
-                f"has no transformer encoder; only {logit_only} apply to it"
+                f"has no transformer encoder; {losses_applying(frozenset())}"
             )
     return cls.from_config(config, student, teacher)
