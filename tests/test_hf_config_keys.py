@@ -76,3 +76,46 @@ def test_keys_a_bert_config_does_not_read_are_still_refused(key: str) -> None:
     """Rotary keys mean nothing to BERT, and a loading argument is not a size of the model."""
     with pytest.raises(ValidationError, match=f"unknown key '{key}' for model_type 'bert'"):
         _spec("bert", {key: 1})
+
+
+_T5 = dict(vocab_size=hf_families.VOCAB, d_model=16, num_layers=1, num_heads=2, d_ff=32, d_kv=8)
+_BART = dict(vocab_size=hf_families.VOCAB, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+             decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64)
+
+
+@pytest.mark.parametrize(("model_type", "sizes"), [("t5", _T5), ("bart", _BART), ("mbart", _BART)])
+@pytest.mark.parametrize("key", ["decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"])
+def test_special_token_ids_are_keys_of_every_family(model_type: str, sizes: dict[str, Any], key: str) -> None:
+    """T5's classifier reads decoder_start_token_id, which T5Config does not define: it was refused as unknown."""
+    from edgekd.models.families import built_config
+
+    spec = _spec(model_type, {**sizes, key: 3})
+    assert getattr(built_config(spec.config), key) == 3
+
+
+@pytest.mark.parametrize(("model_type", "sizes"), [("t5", _T5), ("bart", _BART), ("mbart", _BART)])
+def test_an_encoder_decoder_classifier_from_a_config_validates(model_type: str, sizes: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    """Its decoder starts from decoder_start_token_id and its classifier reads the last end-of-sequence token: the
+    tokenizer's [SEP] (id 3) ends every example."""
+    student = {"arch": "hf", "config": {"model_type": model_type, **sizes, "decoder_start_token_id": 0,
+                                        "eos_token_id": 3}}
+    recipe = _text_recipe(SMALL_BERT, student, DISTILL)
+    recipe["tokenizer"]["max_length"] = 32
+    result = _validate(tmp_path, recipe)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_key_the_model_reads_and_its_config_lacks_is_named(tmp_path: Path) -> None:
+    """T5Config has no decoder_start_token_id, which T5's classifier reads: validate said only
+    "'T5Config' object has no attribute 'decoder_start_token_id'"."""
+    student = {"arch": "hf", "config": {"model_type": "t5", **_T5, "eos_token_id": 3}}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, DISTILL)), "student.model.config",
+                           "model 'hf' (t5) reads 'decoder_start_token_id' from its config, which does not set it",
+                           "set decoder_start_token_id in the model's config")
+
+
+def test_a_misspelt_special_token_id_is_still_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown key 'decoder_start_tokn_id' for model_type 't5' "
+                                              r"\(did you mean 'decoder_start_token_id'\?\)"):
+        _spec("t5", {**_T5, "decoder_start_tokn_id": 0})

@@ -387,7 +387,9 @@ def check_config_keys(config: dict[str, Any]) -> None:
     default though its config class does not define them (DeBERTa-v2's ``share_att_key``, ``position_buckets``,
     ``norm_rel_ebd``, set by DeBERTa-v3 checkpoints) are known too, as are the older spellings the config class
     converts from its keyword arguments (GPT-NeoX's ``rotary_pct``; a rotary family's ``rope_theta``,
-    ``rope_scaling`` and ``partial_rotary_factor``, which transformers moves into ``rope_parameters``).
+    ``rope_scaling`` and ``partial_rotary_factor``, which transformers moves into ``rope_parameters``), and the
+    special-token ids every config may hold (:func:`_special_token_ids`: T5's classifier reads
+    ``decoder_start_token_id``, which ``T5Config`` does not define).
     """
     import inspect
 
@@ -397,12 +399,27 @@ def check_config_keys(config: dict[str, Any]) -> None:
     known = (set(config_class().to_dict()) | set(config_class.attribute_map)
              | set(inspect.signature(config_class.__init__).parameters)
              | {name for name in dir(config_class) if isinstance(getattr(config_class, name, None), property)}
-             | _fields_model_code_reads(config["model_type"]) | _keywords_config_converts(config_class))
+             | _fields_model_code_reads(config["model_type"]) | _keywords_config_converts(config_class)
+             | _special_token_ids())
     for key in config:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"see transformers' {config_class.__name__}"
             raise ValueError(f"config: unknown key '{key}' for model_type '{config['model_type']}' ({hint})")
+
+
+@cache
+def _special_token_ids() -> frozenset[str]:
+    """The special-token ids any model's config keeps (``pad``, ``bos``, ``eos``, ``decoder_start``): generic fields
+    the base config class once took itself and transformers still reads from a model's config into its generation
+    config, which a family's model code may read although the family's config class does not define them. Of the
+    generation config's token ids, those a base config keeps (transformers drops the ones moved to the generation
+    config alone: ``forced_eos_token_id`` …)."""
+    from transformers import GenerationConfig, PretrainedConfig
+
+    names = [key for key in GenerationConfig().to_dict() if key.endswith("_token_id")]
+    kept = PretrainedConfig(**dict.fromkeys(names, 0))
+    return frozenset(name for name in names if hasattr(kept, name))
 
 
 _KEYWORD_READ = re.compile(r"kwargs\.(?:pop|get)\(\s*[\"'](\w+)[\"']")

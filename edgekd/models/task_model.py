@@ -179,8 +179,23 @@ def run_failure(model: TaskModel, label: str, sequence: int = 16) -> str | None:
         with eval_mode(model.module), torch.no_grad():
             call_logits(model.module, model.example_inputs(batch=1, sequence=sequence))
     except Exception as exc:  # noqa: BLE001 - whatever a foreign forward raises, it does not run on these inputs
+        unset = _unset_config_key(exc)
+        if unset is not None:
+            return (f"model {label} reads '{unset}' from its config, which does not set it (its config class has no "
+                    f"default for it); set {unset} in the model's config")
         shape = model.signature.image_shape if model.signature.kind == "image" else "token ids"
         return f"model {label} does not run on the data's inputs ({shape}): {first_line(exc)}"
+    return None
+
+
+def _unset_config_key(exc: BaseException) -> str | None:
+    """The key a model read from its transformers config that the config does not have (T5's classifier reads
+    ``decoder_start_token_id``, which ``T5Config`` does not define: an ``AttributeError`` on the config), or None
+    when ``exc`` is another failure."""
+    from transformers import PretrainedConfig
+
+    if isinstance(exc, AttributeError) and isinstance(getattr(exc, "obj", None), PretrainedConfig):
+        return exc.name
     return None
 
 
