@@ -386,6 +386,21 @@ def test_a_family_known_unexportable_is_refused_before_tracing_as_validate_refus
     assert not (tmp_path / "out").exists()
 
 
+def test_a_model_whose_own_forward_fails_on_the_example_input_is_refused_as_such(tmp_path: Path) -> None:
+    """An EfficientNet narrowed by width_coefficient keeps hidden_dim 2560 for a last conv of 128 channels: its own
+    forward pass fails, which was reported as both exporters failing to export it."""
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    config = AutoConfig.for_model("efficientnet", num_labels=2, image_size=32, num_channels=1, width_coefficient=0.1,
+                                  depth_coefficient=0.1)
+    AutoModelForImageClassification.from_config(config).save_pretrained(tmp_path / "efficientnet")
+    outcome = cli("export", tmp_path / "efficientnet", "-o", tmp_path / "out", "--target", "onnx-fp32")
+    assert_user_error(outcome, "not exported: the forward pass of EfficientNetForImageClassification (model_type "
+                      "'efficientnet') itself fails on the example input {'pixel_values': [",
+                      ", 1, 32, 32]}: RuntimeError: running_mean should contain 128 elements not 2560")
+    assert "exporter" not in outcome.output and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("factory", ["float64_cnn", "compiled_cnn"])
 def test_a_float64_or_compiled_factory_module_exports_in_float32(factory: str, tmp_path: Path) -> None:
     """A float64 module failed on the float32 sample ('mat1 and mat2 must have the same dtype'), a torch.compile'd

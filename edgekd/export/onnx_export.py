@@ -39,7 +39,7 @@ import onnxruntime as ort
 import torch
 
 from edgekd.atomic import atomic_path, refuse_if_full
-from edgekd.errors import ExportError
+from edgekd.errors import EdgekdError, ExportError, is_out_of_memory
 from edgekd.export import hf_exporter
 from edgekd.export.backends import Exporter, Trace, exporters_for, graph_opset, write_first
 from edgekd.export.config import ExportTarget
@@ -167,6 +167,7 @@ def _export_checked(
     if bad is not None:
         raise ExportError(f"{path}: not exported: the model's {bad} (training diverged or its weights are broken)")
     sample = used_inputs(model, as_batch(sample_input, input_name))
+    _check_forward(model, sample, path)
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in (*sample, output_name)}
     for name, extra in (extra_dynamic_axes or {}).items():
         if name in axes:
@@ -205,6 +206,23 @@ def _export_checked(
         path, exporter, size_mb, result.opset, target.optimization_level, parity_result.max_abs_diff,
     )
     return result
+
+
+def _check_forward(model: torch.nn.Module, sample: Batch, path: Path) -> None:
+    """Refuse (one line, naming the input shapes) a model whose own forward pass fails on the example input: every
+    exporter runs it while tracing, so its failure was reported as the exporters' (an EfficientNet whose config's
+    hidden_dim does not match its last conv's width fails in its batch norm)."""
+    try:
+        with eval_mode(model), torch.no_grad():
+            call_logits(model, sample)
+    except EdgekdError:
+        raise
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        shapes = {name: list(tensor.shape) for name, tensor in sample.items()}
+        raise ExportError(f"{path}: not exported: the forward pass of {describe(model)} itself fails on the example "
+                          f"input {shapes}: {one_line(exc)}") from exc
 
 
 def write_checked(
