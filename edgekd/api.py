@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -374,8 +374,10 @@ def bench(
         return write_bench_report(figures, profile_, detect_cpu().to_json(), settings, out)
 
 
-def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -> list[CalibratedDevice]:
-    """Measure the host→device speed ratio of estimated devices (default: every built-in one with a reference).
+def calibrate(devices: list[str | Path] | str | Path | None = None, *, fresh: bool = False
+              ) -> list[CalibratedDevice]:
+    """Measure the host→device speed ratio of estimated devices (default: every built-in one with a reference;
+    one name or path is that one device).
 
     Each entry: the device's name and its :class:`~edgekd.profile.speed_ratio.SpeedRatio` (``speed``: ratio,
     range, spread, whether it was cached; ``to_json()`` is the entry as ``--json`` prints it). ``fresh``
@@ -388,7 +390,7 @@ def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -
     if devices is None:
         profiles = [p for p in (load_device(name) for name in names("devices")) if p.reference is not None]
     else:
-        profiles = [load_device(device) for device in devices]
+        profiles = [load_device(device) for device in ([devices] if isinstance(devices, str | Path) else devices)]
     calibrated = []
     for profile_ in profiles:
         if profile_.reference is None:
@@ -400,7 +402,7 @@ def calibrate(devices: list[str | Path] | None = None, *, fresh: bool = False) -
 
 def export(model: str | Path, *, target: str | Path = "ort-mobile", device: DeviceLike = "host-cpu",
            out: str | Path | None = None, kwargs: Mapping[str, Any] | None = None,
-           input_shape: tuple[int, ...] | None = None, sample: str | Path | None = None, warmup: int = 20,
+           input_shape: Sequence[int] | str | None = None, sample: str | Path | None = None, warmup: int = 20,
            runs: int = 200) -> OrtModel | ExportedModel:
     """``edgekd export``: an ONNX file converted as an export target says, or a PyTorch model exported to ONNX.
 
@@ -414,7 +416,7 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: Devi
     """
     from edgekd.export.config import load_export_target
     from edgekd.export.ort_format import export_file
-    from edgekd.export.source import default_out, export_source, source_kind
+    from edgekd.export.source import default_out, export_source, input_shape_of, source_kind
 
     _timing(warmup=warmup, runs=runs)
     model = user_text(model, "model")  # a file, a Hugging Face directory or hub id, or package.module:factory
@@ -422,7 +424,8 @@ def export(model: str | Path, *, target: str | Path = "ort-mobile", device: Devi
     profile_, target_ = load_device(device), load_export_target(target)
     if source_kind(model) != "onnx":
         return export_source(str(model), target_, profile_, out_dir,
-                             kwargs=dict(kwargs) if kwargs is not None else None, input_shape=input_shape,
+                             kwargs=dict(kwargs) if kwargs is not None else None,
+                             input_shape=input_shape_of(input_shape, "input_shape"),
                              sample=_path(sample, "sample"), warmup=warmup, runs=runs)
     if kwargs is not None or input_shape is not None or sample is not None:
         raise ConfigError(f"{model}: kwargs, input shape and sample apply to a 'package.module:factory', not to an "

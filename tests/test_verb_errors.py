@@ -124,3 +124,31 @@ def test_python_bench_takes_one_path_as_one_model_and_refuses_none(cnn_onnx: Pat
     assert [model.name for model in record.models] == ["cnn.onnx"]
     with pytest.raises(ConfigError, match="bench: no models given"):
         api.bench([], out=tmp_path / "b2")
+
+
+def test_python_calibrate_takes_one_name_as_one_device() -> None:
+    """calibrate("raspberry-pi-4") iterated the name's letters ('unknown device 'r'')."""
+    from edgekd import api
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="device 'host-cpu' has no reference figure"):
+        api.calibrate("host-cpu")
+
+
+@pytest.mark.parametrize("shape", ["1,8,x", "", (1.0, 8, 8), ("1", 8, 8), (0, 8, 8), (True, 8), 8, []])
+def test_python_export_input_shape_is_checked_as_the_cli_checks_it(shape: object, tmp_path: Path) -> None:
+    """A factory's input_shape went to torch.rand unchecked: a TypeError, or a size 0 blamed on the module."""
+    from edgekd import api
+    from edgekd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^input_shape: .*; expected positive sizes separated by commas"):
+        api.export("tests.user_modules:small_cnn", input_shape=shape, out=tmp_path / "e")  # type: ignore[arg-type]
+    assert not (tmp_path / "e").exists()
+
+
+def test_python_export_takes_the_clis_input_shape_text(tmp_path: Path) -> None:
+    from edgekd import api
+
+    result = api.export("tests.user_modules:small_cnn", input_shape="1, 8,8", target="onnx-fp32", out=tmp_path / "e",
+                        runs=10, warmup=1)
+    assert result.profile.input_shapes == {"input": [1, 1, 8, 8]}

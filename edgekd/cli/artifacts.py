@@ -50,10 +50,11 @@ def export(
 
     Example: edgekd export tests.user_modules:small_cnn --kwargs '{"width": 8}' --input-shape 1,8,8 -o cnn/
     """
-    from edgekd.export.source import ExportedModel
+    from edgekd.export.source import ExportedModel, input_shape_of
 
     result = api().export(source, target=target, device=device, out=out_dir, kwargs=_json_object(kwargs, "--kwargs"),
-                          input_shape=_dims(input_shape, "--input-shape"), sample=sample, warmup=warmup, runs=runs)
+                          input_shape=input_shape_of(input_shape, "--input-shape"), sample=sample, warmup=warmup,
+                          runs=runs)
     if isinstance(result, ExportedModel):
         _print_exported(result, as_json)
         return
@@ -98,16 +99,6 @@ def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ConfigError(f"{option}: expected a JSON object of keyword arguments, got {type(value).__name__}")
     return value
-
-
-def _dims(text: str | None, option: str) -> tuple[int, ...] | None:
-    """An option's comma-separated positive sizes (``--input-shape 1,8,8``)."""
-    if text is None:
-        return None
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise ConfigError(f"{option}: '{text}'; expected positive sizes separated by commas, e.g. 1,8,8")
-    return tuple(int(part) for part in parts)
 
 
 @handle_errors

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -115,6 +116,23 @@ def default_out(source: str | Path) -> Path:
     else:
         name = Path(text).resolve().name if Path(text).is_dir() else text.replace("/", "--")  # hub: owner--name
     return Path("runs") / "export" / (name or STEM)
+
+
+def input_shape_of(value: str | Sequence[int] | None, option: str) -> tuple[int, ...] | None:
+    """A factory's input shape per example from ``option``: positive sizes, as a sequence of ints or as text
+    separated by commas (``1,8,8``, the CLI's form); anything else is a one-line :class:`ConfigError`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",")]
+        sizes = [int(part) for part in parts] if all(part.isdigit() for part in parts) else None
+    elif isinstance(value, Sequence) and all(isinstance(size, int) and not isinstance(size, bool) for size in value):
+        sizes = list(value)
+    else:
+        sizes = None
+    if not sizes or min(sizes) <= 0:
+        raise ConfigError(f"{option}: {value!r}; expected positive sizes separated by commas, e.g. 1,8,8")
+    return tuple(sizes)
 
 
 def export_source(source: str, target: ExportTarget, device: DeviceProfile, out: Path, *,
