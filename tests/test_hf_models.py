@@ -107,6 +107,25 @@ def test_drop_layers_copies_the_kept_layers_and_reloads(family: str, tmp_path: P
         torch.testing.assert_close(call_logits(again, batch), call_logits(student.eval(), batch))
 
 
+def test_drop_layers_cuts_every_per_layer_list_of_the_config(tmp_path: Path) -> None:
+    """SmolLM3 lists which layers skip the rotary embedding (``no_rope_layers``) beside ``layer_types``: only the
+    latter was cut, so a student keeping layers 0 and 3 reloaded its layer 1 with the teacher's layer-1 flag."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("smollm3", num_labels=2, **{**hf_families.TEXT["llama"], "num_hidden_layers": 4},
+                                  no_rope_layers=[1, 1, 1, 0], image_size=[8, 8, 8, 8])  # not per layer: kept
+    teacher = AutoModelForSequenceClassification.from_config(config).eval()
+    student = drop_layers(teacher, DropLayersSpec(arch="drop_layers", keep=[0, 3]))
+    assert student.config.no_rope_layers == [1, 0] and len(student.config.layer_types) == 2
+    assert student.config.image_size == [8, 8, 8, 8]
+    student.save_pretrained(tmp_path / "student")
+    again = type(student).from_pretrained(tmp_path / "student").eval()
+    batch = padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(again, batch), call_logits(student.eval(), batch))
+
+
 @pytest.mark.parametrize("family", list(hf_families.BACKBONE_IMAGE))
 @pytest.mark.parametrize(("keep", "stages", "outputs"), [
     ([0, 2], ["stem", "stage1", "stage2"], [1, 2]),  # the layers of both output stages kept: still output

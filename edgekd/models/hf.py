@@ -354,13 +354,30 @@ def drop_layers(teacher: nn.Module, spec: DropLayersSpec) -> nn.Module:
     student = copy.deepcopy(teacher)
     holder, name = _layer_stack(student)
     setattr(holder, name, nn.ModuleList(copy.deepcopy(encoder[i]) for i in keep))
+    for key in _per_layer_keys(student.config):
+        setattr(student.config, key, [getattr(student.config, key)[i] for i in keep])
     student.config.num_hidden_layers = len(keep)
-    if getattr(student.config, "layer_types", None) is not None:  # decoders list each layer's attention kind
-        student.config.layer_types = [student.config.layer_types[i] for i in keep]
     _keep_backbone_stages(student.config, keep)
     for index, layer in enumerate(getattr(holder, name)):
         _renumber(layer, index)
     return student
+
+
+def _per_layer_keys(config: Any) -> list[str]:
+    """The config's lists with one entry per layer (each layer's attention kind, ``layer_types``; SmolLM3's
+    ``no_rope_layers`` …): lists as long as the stack whose default, in a config of the class one layer deeper,
+    grows with it — so a list that is merely as long (an ``image_size`` of two sides) is not taken for one."""
+    depth = config.num_hidden_layers
+    candidates = [key for key, value in config.to_dict().items()
+                  if isinstance(value, list | tuple) and len(value) == depth and key != "architectures"]
+    if not candidates:
+        return []
+    try:
+        deeper = type(config)(num_hidden_layers=depth + 1)
+    except Exception:  # noqa: BLE001 - a config class that needs more to build: only layer_types is known
+        return [key for key in candidates if key == "layer_types"]
+    return [key for key in candidates
+            if isinstance(grown := getattr(deeper, key, None), list | tuple) and len(grown) == depth + 1]
 
 
 def _keep_backbone_stages(config: Any, keep: list[int]) -> None:
