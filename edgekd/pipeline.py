@@ -64,6 +64,7 @@ from edgekd.rundir import (
     replace_stage_dir,
     stage_dir_name,
     stage_problem,
+    stage_record_problem,
 )
 from edgekd.stage_kind import StageKind
 from edgekd.stage_store import fetch_stage, keep_stage
@@ -434,7 +435,7 @@ def damaged_stage(run_dir: Path, registry: StageRegistry = DEFAULT_REGISTRY) -> 
         path = stage_dir / STAGE_RECORD
         record = read_stage_record(path)
         if record is None:
-            return f"{path}: missing or unreadable"
+            return f"{path}: {stage_record_problem(path)}"
         if record["stage"] not in registry.names():
             return f"{path}: 'stage' names no stage kind of edgekd ({record['stage'][:40]!r})"
         problem = stage_problem(stage_dir, record, registry[record["stage"]])

@@ -237,6 +237,17 @@ def read_stage_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and _record_problem(record) is None else None
 
 
+def stage_record_problem(path: Path) -> str | None:
+    """Why :func:`read_stage_record` refuses ``path`` (naming the field where the file reads as a JSON object),
+    or None."""
+    if not path.is_file():
+        return "missing"
+    record = read_json(path)
+    if not isinstance(record, dict):
+        return "not readable as JSON (UTF-8)" if record is None else "not a JSON object"
+    return _record_problem(record)
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

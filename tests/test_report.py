@@ -104,7 +104,8 @@ def test_report_command_rebuilds_from_the_run_directory(run_dir: Path, tmp_path:
     assert all((copy / name).is_file() for name in after["files"])
 
 
-@pytest.mark.parametrize("damage", ["record-removed", "record-truncated", "file-changed", "kind-unknown"])
+@pytest.mark.parametrize("damage", ["record-removed", "record-truncated", "file-changed", "kind-unknown",
+                                    "metrics-a-list", "metrics-null"])
 def test_report_command_refuses_a_damaged_stage_and_keeps_the_report(damage: str, run_dir: Path,
                                                                      tmp_path: Path) -> None:
     """A stage.json removed or truncated left that stage and every later one out of the rebuilt report (the profile
@@ -119,6 +120,8 @@ def test_report_command_refuses_a_damaged_stage_and_keeps_the_report(damage: str
         record.write_bytes(record.read_bytes()[:10])
     elif damage == "kind-unknown":
         record.write_text(json.dumps({**json.loads(record.read_text()), "stage": "distil"}))
+    elif damage.startswith("metrics"):
+        record.write_text(json.dumps({**json.loads(record.read_text()), "metrics": [] if "list" in damage else None}))
     else:
         model = next(copy.glob("0[0-9]-export/student.onnx"))
         record = model.parent / "stage.json"
@@ -128,6 +131,11 @@ def test_report_command_refuses_a_damaged_stage_and_keeps_the_report(damage: str
     said = " ".join(result.output.split())
     assert f"cannot rebuild the report: {record}" in said
     assert damage != "kind-unknown" or "'stage' names no stage kind of edgekd ('distil')" in said
+    assert said.split(f"{record}: ")[1].startswith({  # what is wrong with it, naming the field
+        "record-removed": "missing;", "record-truncated": "not readable as JSON (UTF-8);",
+        "metrics-a-list": "'metrics' missing or of the wrong type;",
+        "metrics-null": "'metrics' missing or of the wrong type;",
+    }.get(damage, ""))
     assert {name: (copy / name).read_bytes() for name in before} == before
 
 
