@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.cli import app
-from edgekd.config.device import load_device
+from edgekd.config.device import DeviceProfile, load_device
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
@@ -372,6 +372,25 @@ def test_a_teacher_in_the_shared_store_is_planned_as_copied_and_then_copied(tmp_
     assert plan[1].status == "runs"
     assert _ran(_recipe(), tmp_path / "two", registry)[0] == "02-distill"  # the teacher was not run again
     assert plan_run(_recipe(), DEVICE, tmp_path / "three", fresh=True, registry=registry)[0].status == "runs"
+
+
+def test_a_description_re_runs_no_stage_that_times_or_exports(tmp_path: Path) -> None:
+    """A device profile's or export preset's description is shown in listings and reports only: a changed one
+    re-timed every model (profile, quantize) and re-exported them."""
+    preset = tmp_path / "mine.yaml"
+    recipe = _recipe()
+
+    def fingerprints(device: DeviceProfile, description: str) -> dict[str, str]:
+        preset.write_text(f"name: mine\nformat: ort\ndescription: {description}\n")
+        configs = {"quantize": {}, "profile": {}, "export": {"target": str(preset)}}
+        return {kind: fingerprint(fingerprint_inputs("", DEFAULT_REGISTRY[kind].config.model_validate(
+            {"stage": kind, **settings}), recipe, device, DEFAULT_REGISTRY[kind]))
+            for kind, settings in configs.items()}
+
+    before = fingerprints(DEVICE, "one")
+    assert fingerprints(DEVICE.model_copy(update={"description": "my laptop"}), "two") == before
+    wider = DEVICE.model_copy(update={"inputs": DEVICE.inputs.model_copy(update={"batch": DEVICE.inputs.batch + 1})})
+    assert all(a != b for a, b in zip(fingerprints(wider, "two").values(), before.values(), strict=True))
 
 
 def test_a_latency_budget_does_not_re_run_quantization_but_a_size_budget_does() -> None:

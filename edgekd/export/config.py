@@ -63,8 +63,9 @@ def load_export_target(name_or_path: str | Path) -> ExportTarget:
 
 
 def export_target_input(config: ExportStage, _recipe: Any) -> dict[str, Any]:
-    """Extra input of a stage that exports: the export target's settings (a changed preset re-runs it)."""
-    return {"export_target": load_export_target(config.target).model_dump(mode="json")}
+    """Extra input of a stage that exports: the export target's settings (a changed preset re-runs it; its
+    description, shown in listings only, does not)."""
+    return {"export_target": load_export_target(config.target).model_dump(mode="json", exclude={"description"})}
 
 
 #: transformers config keys that give a mixture-of-experts model its number of experts.

@@ -17,5 +17,6 @@ class ProfileStage(StrictModel):
 
 
 PROFILE = StageKind(ProfileStage, "edgekd.profile.stage:run_profile", reads=("data",), uses_device=True,
-                    after=("export", "search"), record="edgekd.profile.record:read_profile_record")
+                    device_ignores=("description",), after=("export", "search"),
+                    record="edgekd.profile.record:read_profile_record")
 KINDS = (PROFILE,)

@@ -75,7 +75,7 @@ def _check_quantize(config: QuantizeStage, state: PlanState, where: str) -> None
 
 QUANTIZE = StageKind(
     QuantizeStage, "edgekd.quantize.stage:run_quantize", reads=("seed", "data"), uses_device=True,
-    device_ignores=("budget.p90_ms", "budget.peak_memory_mb", "budget.ms_per_token"),  # it weighs size alone
+    device_ignores=("description", "budget.p90_ms", "budget.peak_memory_mb", "budget.ms_per_token"),  # size alone
     extra_inputs=measuring_host, after=("export",), after_reason="it quantizes the ONNX files", check=_check_quantize,
     record="edgekd.quantize.record:read_quantize_record")
 KINDS = (QUANTIZE,)
