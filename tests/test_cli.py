@@ -209,3 +209,40 @@ def test_a_failing_command_run_with_json_prints_its_error_as_json_on_stdout(tmp_
     assert answer["error"].startswith(f"{bad}: seed:") and answer["error"] in " ".join(result.stderr.split())
     plain = _invoke("validate", bad)
     assert plain.exit_code == 2 and plain.stdout == ""  # without --json, the one line on stderr only
+
+
+def _json_commands() -> list[tuple[str, ...]]:
+    """Every command path that takes ``--json``."""
+    return [path for path in _commands() if "--json" in _invoke(*path, "--help").stdout]
+
+
+@pytest.mark.parametrize("path", _json_commands(), ids=" ".join)
+def test_a_usage_error_of_any_command_given_json_is_its_json_document(path: tuple[str, ...]) -> None:
+    """An unknown option (a mistake click catches while it reads the arguments, before the command runs) printed
+    nothing on stdout and a usage box on stderr, though ``--json`` promises a document either way."""
+    result = _invoke(*path, "--json", "--no-such-option")
+    assert result.exit_code == 2, result.output
+    answer = json.loads(result.stdout)
+    assert answer == {"error": answer["error"], "internal": False, "exit_code": 2}
+    assert "No such option: --no-such-option" in answer["error"] and f"{' '.join(path)} --help" in answer["error"]
+    assert result.stderr.splitlines() == [f"error: {answer['error']}"]
+    plain = _invoke(*path, "--no-such-option")  # without --json: click's usage box, nothing on stdout
+    assert plain.exit_code == 2 and plain.stdout == "" and "Usage:" in plain.stderr
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("run", "RECIPE", "--budget-ms", "abc", "--dry-run"), "Invalid value for '--budget-ms'"),
+    (("run", "RECIPE", "--threads", "-3"), "expected a positive number of threads or 'auto', got '-3'"),
+    (("validate", "RECIPE", "--budget-ms", "abc"), "Invalid value for '--budget-ms'"),
+    (("profile", "model.onnx", "--runs", "0"), "Invalid value for '--runs': expected 10 to"),
+    (("run",), "Missing argument 'recipe'"),
+], ids=["mistyped", "parser", "validate", "out-of-range", "missing"])
+def test_a_bad_option_value_or_missing_argument_given_json_is_the_json_document(
+        args: tuple[str, ...], said: str, write_recipe) -> None:
+    """The same kind of mistake caught later (``--budget-ms -1``) was a JSON document; one caught by click was not."""
+    recipe = str(write_recipe(tiny_recipe()))
+    args = tuple(recipe if arg == "RECIPE" else arg for arg in args)
+    result = _invoke(*args, "--json")
+    assert result.exit_code == 2, result.output
+    assert said in json.loads(result.stdout)["error"] and said in result.stderr
+    assert_user_error(cli(*args, "--json"), said)

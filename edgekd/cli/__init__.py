@@ -20,11 +20,11 @@ import typer.core
 from edgekd import __version__
 from edgekd.cli import artifacts, compress, data_distill, demo, measure, run
 from edgekd.cli.catalogs import devices_app, pipelines_app
-from edgekd.cli.common import state, terminate
+from edgekd.cli.common import Typer, state, terminate
 from edgekd.console import SafeRichHandler, err, out
 from edgekd.distributed import exit_launched, launched_rank, launched_size
 
-app = typer.Typer(
+app = Typer(
     name="edgekd",
     help="Distill, export and profile models against an edge device's latency budget.\n\n"
     "Example: edgekd demo --out runs/demo",

@@ -10,14 +10,14 @@ from rich import box
 from rich.table import Table
 
 from edgekd import catalog
-from edgekd.cli.common import JsonOpt, add_columns, api, handle_errors
+from edgekd.cli.common import JsonOpt, Typer, add_columns, api, handle_errors
 from edgekd.config.device import load_device
 from edgekd.console import out, print_json, shown
 
-devices_app = typer.Typer(help="List and show device profiles.\n\nExample: edgekd devices show host-cpu",
-                          no_args_is_help=True)
-pipelines_app = typer.Typer(help="List the built-in recipes and the data they need.\n\nExample: edgekd pipelines list",
-                            no_args_is_help=True)
+devices_app = Typer(help="List and show device profiles.\n\nExample: edgekd devices show host-cpu",
+                    no_args_is_help=True)
+pipelines_app = Typer(help="List the built-in recipes and the data they need.\n\nExample: edgekd pipelines list",
+                      no_args_is_help=True)
 
 
 @devices_app.command("list")

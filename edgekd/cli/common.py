@@ -17,11 +17,17 @@ from types import ModuleType
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+import typer.core
 from rich.table import Table
 from rich.text import Text
 
 from edgekd.console import err, shown
 from edgekd.errors import EdgekdError, is_out_of_memory, too_long_name
+
+try:  # typer ≥ 0.2x parses with its own copy of click, whose errors are not click's
+    from typer._click.exceptions import UsageError
+except ImportError:
+    from click.exceptions import UsageError
 
 
 def api() -> ModuleType:
@@ -80,6 +86,40 @@ def _fail(message: str, code: int, as_json: bool, *, label: str | None = "error"
         plain = Text.from_markup(message).plain
         sys.stdout.write(json.dumps({"error": plain, "internal": label == "internal error", "exit_code": code}) + "\n")
     raise typer.Exit(code=code)
+
+
+class JsonUsageCommand(typer.core.TyperCommand):
+    """A command whose usage errors (an option value of the wrong type or out of range, an unknown option, a missing
+    argument: click's, raised while it reads its arguments, before :func:`handle_errors` runs) are also printed as
+    its one JSON document on stdout when it is given ``--json``, as every later error is; without ``--json`` click's
+    usage box stays."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        """The command's context, as click makes it; a usage error of a command given ``--json`` as that
+        document."""
+        given = list(args)  # click's parser consumes the list it reads
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            if not _asks_for_json(self, given):
+                raise
+            path = exc.ctx.command_path if exc.ctx is not None else info_name
+            _fail(f"{shown(exc.format_message().rstrip('.'))}; see '{shown(path)} --help'", exc.exit_code, True)
+
+
+def _asks_for_json(command: typer.core.TyperCommand, args: list[str]) -> bool:
+    """Whether ``command`` has a ``--json`` option and ``args`` (its own, before any ``--``) give it."""
+    options = args[:args.index("--")] if "--" in args else args
+    return "--json" in options and any("--json" in param.opts for param in command.params)
+
+
+class Typer(typer.Typer):
+    """``typer.Typer`` whose commands are :class:`JsonUsageCommand` unless one names another class."""
+
+    def command(self, name: str | None = None, *, cls: type[typer.core.TyperCommand] | None = JsonUsageCommand,
+                **settings: Any) -> Callable[[F], F]:
+        """Register a command, as ``typer.Typer.command`` does."""
+        return super().command(name, cls=cls, **settings)
 
 
 def _debug_traceback() -> None:
