@@ -118,7 +118,9 @@ def _text_manifest(task: str, inputs: tuple[str, ...]) -> dict[str, Any]:
         "model": {"file": "model.ort", "format": "ort", "opset": 17, "onnxruntime": "1.20.0"},
         "latency": {"p50_ms": 1.0, "p90_ms": 2.0, "basis": "measured"},
         "inputs": [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in inputs],
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)]}],
+        "outputs": [{"name": "logits", "dtype": "float32",  # the graph's: the README reads by its rank
+                     "shape": ["batch", "sequence", len(classes)] if task == "token_classification"
+                     else ["batch", len(classes)]}],
         "labels": list(classes) if task != "regression" else ["label"], "accuracy": {"test": None},
         "preprocessing": {"kind": "text", "max_length": 48, "pad_id": 0, "strip": True},
         "tokenizer": {"directory": "tokenizer", "files": ["tokenizer.json"]},

@@ -39,6 +39,7 @@ import onnx
 from edgekd.config.device import DeviceProfile
 from edgekd.data.config import DataConfig, SklearnData
 from edgekd.errors import ModelError
+from edgekd.export.answer_shape import example_shape
 from edgekd.export.image_manifest import image_file_preprocessing
 from edgekd.models.onnx_teacher import score_activation
 from edgekd.profile.runner import ProfileResult
@@ -242,6 +243,9 @@ def graph_postprocessing(onnx_path: Path, scored: dict[str, Any] | None, labels:
         return {"kind": "as_given",
                 "note": "the graph's outputs as they are (none is a floating-point tensor of scores)"}
     activation = score_activation(onnx_path, scored["name"])
+    per_example = example_shape(scored["shape"])
+    if len(per_example) > 1:
+        return {"kind": "as_given", "note": f"{_shape_text(per_example)} values per example, as the graph gives them"}
     if is_single_score(scored["shape"]):
         if activation == "sigmoid":
             return {"kind": "binary_probability", "threshold": 0.5,
@@ -260,9 +264,14 @@ def graph_postprocessing(onnx_path: Path, scored: dict[str, Any] | None, labels:
 
 
 def is_single_score(shape: list[Any]) -> bool:
-    """Whether an output of this shape gives one score per example (``[batch, 1]``): a binary classifier's, or a
-    regression's value."""
-    return len(shape) == 2 and shape[1] == 1
+    """Whether an output of this shape gives one score per example (``[batch, 1]``, ``[batch]``, ``[1]``): a binary
+    classifier's, or a regression's value."""
+    return example_shape(shape) in ([], [1])
+
+
+def _shape_text(shape: list[Any]) -> str:
+    """A shape in words: ``sequence × 5``."""
+    return " × ".join(map(str, shape))
 
 
 def build_manifest(

@@ -8,47 +8,54 @@ per sub-token (``per_token``; a word's tag is its first sub-token's, words locat
 offsets exactly as :mod:`edgekd.data.token_tags` does in training), or an output read as it is. Each snippet
 starts from ``logits`` (the output ``postprocessing.output`` names, the only one requested: Python's
 ``session.run([output], ...)[0]``, Kotlin's ``result[0]``) and ends with the answer; without labels, the class's
-index.
+index. The snippets follow the output's rank as the graph declares it (:mod:`edgekd.export.answer_shape`): the
+example's answer is ``logits[0]`` when its first axis is the batch, the whole output when the graph has none
+(``[10]``), its one score ``[0]`` of ``[batch, 1]`` or ``logits[0]`` of ``[batch]``; Kotlin casts the output to
+the array of its rank. An answer of another rank than its kind reads (a vector of classes, a matrix of tags per
+token) is printed as the graph gives it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from edgekd.export.answer_shape import example_shape, has_batch_axis
+
 #: Python lines after ``logits = session.run([output], feeds)[0]``, by answer kind; ``{label}`` is the chosen class's
-#: name (or index, when no labels were given).
+#: name (or index, when no labels were given), ``{row}`` the example's answer, ``{value}`` its one score,
+#: ``{values}`` its values as a list.
 _PYTHON = {
     "class": """\
-probabilities = np.exp(logits[0] - logits[0].max())
+probabilities = np.exp({row} - {row}.max())
 probabilities /= probabilities.sum()  # softmax over the classes
 best = int(probabilities.argmax())
 print({label}, f"{{probabilities[best]:.4f}}")  # the {what} and its probability""",
     "probabilities": """\
-probabilities = logits[0]  # the graph ends in a softmax: its scores are probabilities already
+probabilities = {row}  # the graph ends in a softmax: its scores are probabilities already
 best = int(probabilities.argmax())
 print({label}, f"{{probabilities[best]:.4f}}")  # the {what} and its probability""",
     "binary_probability": """\
-probability = float(logits[0][0])  # the graph ends in a sigmoid: the second class's probability
+probability = float({value})  # the graph ends in a sigmoid: the second class's probability
 best = int(probability > 0.5)
 print({label}, f"{{max(probability, 1 - probability):.4f}}")  # the {what} and its probability""",
     "binary_logit": """\
-probability = 1 / (1 + np.exp(-float(logits[0][0])))  # sigmoid of the second class's logit
+probability = 1 / (1 + np.exp(-float({value})))  # sigmoid of the second class's logit
 best = int(probability > 0.5)
 print({label}, f"{{max(probability, 1 - probability):.4f}}")  # the {what} and its probability""",
     "labels": """\
 post = manifest["postprocessing"]
-probabilities = 1 / (1 + np.exp(-logits[0]))  # sigmoid: each label on its own
+probabilities = 1 / (1 + np.exp(-{row}))  # sigmoid: each label on its own
 print([label for label, p in zip(post["labels"], probabilities) if p > post["threshold"]])""",
     "values": """\
-print(dict(zip(manifest["labels"], logits[0].tolist())))  # the predicted value(s), as they are""",
+print(dict(zip(manifest["labels"], {values})))  # the predicted value(s), as they are""",
     "scores": """\
-print(logits[0].tolist())  # the model's answer, as the graph gives it""",
+print({row}.tolist())  # the model's answer, as the graph gives it""",
     "tags": """\
 post = manifest["postprocessing"]
 words = sentence.split(" ")
 starts = np.cumsum([0] + [len(word) + 1 for word in words])  # each word's first character
 tags = {{}}
-for (begin, end), special, row in zip(encoded["offset_mapping"][0], encoded["special_tokens_mask"][0], logits[0]):
+for (begin, end), special, row in zip(encoded["offset_mapping"][0], encoded["special_tokens_mask"][0], {row}):
     if special or end <= begin:
         continue  # [CLS], padding ...: no word
     word = int(np.searchsorted(starts, end - 1, side="right")) - 1
@@ -57,34 +64,35 @@ print(" ".join(f"{{words[word]}}/{{tag}}" for word, tag in sorted(tags.items()))
 }
 
 #: Kotlin: the function's return type and its last lines (``result`` is the session's output), by answer kind;
-#: ``{label}`` is the chosen class's name (or index), ``{threshold}`` a multi-label model's.
+#: ``{label}`` is the chosen class's name (or index), ``{threshold}`` a multi-label model's, ``{row}``,
+#: ``{value}`` and ``{values}`` as in Python, ``{returns}`` the type of ``{row}``, ``{vector}`` of ``{values}``.
 _KOTLIN = {
     "class": ("String", """\
-val logits = (result[0].value as Array<FloatArray>)[0]
+val logits = {row}
 val best = logits.indices.maxByOrNull {{ logits[it] }}!!
 return {label}"""),
     "probabilities": ("String", """\
-val probabilities = (result[0].value as Array<FloatArray>)[0]
+val probabilities = {row}
 val best = probabilities.indices.maxByOrNull {{ probabilities[it] }}!!
 return {label}"""),
     "binary_probability": ("String", """\
-val probability = (result[0].value as Array<FloatArray>)[0][0]  // the second class's (the graph ends in a sigmoid)
+val probability = {value}  // the second class's (the graph ends in a sigmoid)
 val best = if (probability > 0.5f) 1 else 0
 return {label}"""),
     "binary_logit": ("String", """\
-val logit = (result[0].value as Array<FloatArray>)[0][0]  // the second class's
+val logit = {value}  // the second class's
 val best = if (1f / (1f + kotlin.math.exp(-logit)) > 0.5f) 1 else 0
 return {label}"""),
     "labels": ("List<String>", """\
-val logits = (result[0].value as Array<FloatArray>)[0]
+val logits = {row}
 return LABELS.filterIndexed {{ i, _ -> 1f / (1f + kotlin.math.exp(-logits[i])) > {threshold}f }}"""),
-    "values": ("FloatArray", """\
-return (result[0].value as Array<FloatArray>)[0]  // the predicted value(s), as they are"""),
-    "scores": ("FloatArray", """\
-return (result[0].value as Array<FloatArray>)[0]  // the model's answer, as the graph gives it"""),
+    "values": ("{vector}", """\
+return {values}  // the predicted value(s), as they are"""),
+    "scores": ("{returns}", """\
+return {row}  // the model's answer, as the graph gives it"""),
     "tags": ("List<String>", """\
 // one tag per sub-token (padding excluded); a word's tag is its first sub-token's
-val logits = (result[0].value as Array<Array<FloatArray>>)[0]
+val logits = {row}
 return logits.take(length).map {{ row -> LABELS[row.indices.maxByOrNull {{ row[it] }}!!] }}"""),
 }
 
@@ -94,14 +102,26 @@ _KINDS = {"sigmoid": "labels", "identity": "values", "probabilities": "probabili
           "as_given": "scores"}
 
 
+#: The ranks of one example's answer each kind reads (any rank: ``scores``); one of another rank is read as it is.
+_RANKS = {"class": (1,), "probabilities": (1,), "labels": (1,), "values": (0, 1), "binary_probability": (0, 1),
+          "binary_logit": (0, 1), "tags": (2,)}
+
+
 def answer_kind(manifest: dict[str, Any]) -> str:
     """``class``, ``probabilities`` (a class from a graph ending in softmax), ``binary_probability`` /
     ``binary_logit`` (a binary classifier's one score per example), ``labels`` (multi-label), ``values``
-    (regression), ``scores`` (an output read as it is) or ``tags`` (per token) for ``manifest``."""
+    (regression), ``scores`` (an output read as it is) or ``tags`` (per token) for ``manifest``; ``scores`` when
+    the example's answer has another rank than the kind reads."""
     post = manifest.get("postprocessing") or {}
-    if post.get("per_token"):
-        return "tags"
-    return _KINDS.get(post.get("kind"), "class")
+    kind = "tags" if post.get("per_token") else _KINDS.get(post.get("kind"), "class")
+    ranks = _RANKS.get(kind)
+    return "scores" if ranks is not None and len(example_shape(_scored(manifest)["shape"])) not in ranks else kind
+
+
+def python_row(manifest: dict[str, Any]) -> str:
+    """The Python expression of the example's answer in ``logits``: ``logits[0]``, or ``logits`` for a graph whose
+    output has no batch axis."""
+    return "logits[0]" if has_batch_axis(_scored(manifest)["shape"]) else "logits"
 
 
 def python_answer(manifest: dict[str, Any]) -> list[str]:
@@ -109,7 +129,8 @@ def python_answer(manifest: dict[str, Any]) -> list[str]:
     named = bool(manifest.get("labels"))
     return _PYTHON[answer_kind(manifest)].format(
         label='manifest["labels"][best]' if named else "best",
-        what="label" if named else "class index (no labels were given)").splitlines()
+        what="label" if named else "class index (no labels were given)",
+        **_reads(manifest, python_row(manifest), vector="{}.tolist()", scalar="[{}.item()]")).splitlines()
 
 
 def kotlin_answer(manifest: dict[str, Any]) -> tuple[str, list[str]]:
@@ -117,4 +138,36 @@ def kotlin_answer(manifest: dict[str, Any]) -> tuple[str, list[str]]:
     returns, body = _KOTLIN[answer_kind(manifest)]
     threshold = (manifest.get("postprocessing") or {}).get("threshold", 0.5)
     label = "LABELS[best]" if manifest.get("labels") else "best.toString()  // the class index (no labels were given)"
-    return returns, body.format(label=label, threshold=repr(float(threshold))).splitlines()
+    scored = _scored(manifest)
+    shape, element = scored["shape"], _KOTLIN_ELEMENTS.get(scored["dtype"], "Float")
+    row = f"(result[0].value as {_kotlin_array(len(shape), element)})" + ("[0]" if has_batch_axis(shape) else "")
+    reads = {**_reads(manifest, row, vector="{}", scalar=f"{element.lower()}ArrayOf({{}})"),
+             "returns": _kotlin_array(len(example_shape(shape)), element), "vector": _kotlin_array(1, element)}
+    return returns.format(**reads), body.format(label=label, threshold=repr(float(threshold)), **reads).splitlines()
+
+
+def _reads(manifest: dict[str, Any], row: str, *, vector: str, scalar: str) -> dict[str, str]:
+    """How a snippet reads the example's answer ``row``: itself, ``value`` (its one score: ``row[0]`` of a
+    ``[1]``, ``row`` of a scalar) and ``values`` (a list: ``vector`` or ``scalar`` formats ``row``, by its rank)."""
+    rank = len(example_shape(_scored(manifest)["shape"]))
+    return {"row": row, "value": row + "[0]" * rank, "values": (vector if rank else scalar).format(row)}
+
+
+def _scored(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The output the answer is read from (``postprocessing.output``), as the graph declares it."""
+    output = manifest["postprocessing"]["output"]
+    return next(tensor for tensor in manifest["outputs"] if tensor["name"] == output)
+
+
+#: The Kotlin element onnxruntime's Java API gives a tensor's values as, by dtype (any other: ``Float``, which it
+#: gives float16 as).
+_KOTLIN_ELEMENTS = {"float64": "Double", "int64": "Long", "int32": "Int", "int16": "Short", "int8": "Byte",
+                    "uint8": "Byte", "bool": "Boolean"}
+
+
+def _kotlin_array(rank: int, element: str) -> str:
+    """The Kotlin type onnxruntime's Java API gives a tensor of ``rank`` and ``element``s as (the element itself
+    for a scalar): ``Array<FloatArray>`` for a float32 matrix."""
+    if rank == 0:
+        return element
+    return "Array<" * (rank - 1) + f"{element}Array" + ">" * (rank - 1)

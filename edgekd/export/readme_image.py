@@ -4,9 +4,10 @@ It carries out the manifest's ``preprocessing`` steps with PIL and numpy exactly
 (:mod:`edgekd.data.image_prep`, or the Hugging Face image processor it recorded): colour conversion (16-bit and
 float grey first brought to 8 bits, as :func:`edgekd.data.image_prep.in_color` does), the resize (a fixed size,
 or the shortest edge with the other side in proportion), the centre crop, the rescale, the per-channel mean/std
-normalisation, channels first (NCHW). The code is generated for the manifest's own resize and crop, with their
-numbers written out, so an app developer can port it line by line. Image paths come from the command line; a
-bundle whose manifest holds an example bitmap (scikit-learn digits) uses it when none is given.
+normalisation, channels first (NCHW), a batch axis of one when the graph's input has one. The code is generated
+for the manifest's own resize and crop, with their numbers written out, so an app developer can port it line by
+line. Image paths come from the command line; a bundle whose manifest holds an example bitmap (scikit-learn
+digits) uses it when none is given.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.export.code_literals import python_string
+from edgekd.export.readme_answer import python_row
 
 #: Run as ``python classify.py IMAGE...`` in the bundle directory.
 SCRIPT = "classify.py"
@@ -45,7 +47,7 @@ _TAIL = """\
     pixel = np.asarray(image, dtype=np.float64)
     pixel = pixel[None] if pixel.ndim == 2 else pixel.transpose(2, 0, 1)  # channels first: C × H × W
     x = (pixel * pre["byte_scale"] * pre["scale"] - mean) / std  # byte_scale: 0..255 → the range trained on
-    return x{layout}[None].astype(np.{dtype})  # layout {layout_name}, batch of one
+    return x{layout}{batch}.astype(np.{dtype})  # layout {layout_name}{batch_note}
 
 
 """
@@ -87,17 +89,21 @@ def image_python(manifest: dict[str, Any], answer: list[str]) -> list[str]:
     pre, first = manifest["preprocessing"], manifest["inputs"][0]
     nhwc = str(pre.get("layout", "NCHW")).upper() == "NHWC"
     sizes = (pre["height"], pre["width"], pre["channels"]) if nhwc else (pre["channels"], pre["height"], pre["width"])
-    head = _HEAD.format(model_file=manifest["model"]["file"], dims=" × ".join(map(str, (1, *sizes))),
-                        mode=_pil_mode(pre), color=pre["color"])
+    batched = len(first["shape"]) > len(sizes)  # the graph's input has a batch axis before the image's
+    dims = ((1,) if batched else ()) + sizes
+    head = _HEAD.format(model_file=manifest["model"]["file"], dims=" × ".join(map(str, dims)), mode=_pil_mode(pre),
+                        color=pre["color"])
     loop = _LOOP_EXAMPLE if pre.get("example") else _LOOP_FILES.format(script=SCRIPT)
     body = [f'    logits = session.run([{python_string(manifest["postprocessing"]["output"])}], '
             f'{{{python_string(first["name"])}: model_input(image)}})[0]',
             *("    " + line for line in answer)]
     if pre.get("example"):
         body += ["    if len(sys.argv) < 2:  # the example's logits, to compare with preprocessing.example.logits",
-                 '        print(" ".join(f"{v:.4f}" for v in logits[0]))']
+                 f'        print(" ".join(f"{{v:.4f}}" for v in {python_row(manifest)}))']
     tail = _TAIL.format(dtype=first["dtype"], layout=".transpose(1, 2, 0)" if nhwc else "",
-                        layout_name="NHWC" if nhwc else "NCHW").splitlines()
+                        layout_name="NHWC" if nhwc else "NCHW", batch="[None]" if batched else "",
+                        batch_note=", batch of one" if batched else " (the graph's input has no batch axis)"
+                        ).splitlines()
     order = str(pre.get("channel_order", ""))
     if order != "RGB" and sorted(order) == sorted("RGB"):  # decoded as R, G, B; the model takes another order
         tail.insert(2, f"    pixel = pixel[{['RGB'.index(c) for c in order]}]  # channels in the order "
