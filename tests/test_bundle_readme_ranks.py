@@ -1,9 +1,11 @@
-"""The bundle README's code follows the graph's own input and output ranks.
+"""The bundle README's code follows the graph's own input and output ranks, and calls no input a text's it cannot
+know is one.
 
 A graph made for one example (``pixels [1, 8, 8]`` → ``scores [10]``, no batch axis) was bundled with a Python
 example that crashed on ``logits[0]`` (an IndexError on the scalar) and a Kotlin one casting the 1-D output to
-``Array<FloatArray>``. Each README's Python example is run on the bundled model with a real input and must print
-what onnxruntime answers on it.
+``Array<FloatArray>``; an int64 input that is not a text (a category per example, ``category [N]``) was called
+"your text's token ids" and built as a ``[1, size]`` tensor in Kotlin. Each README's Python example is run on the
+bundled model with a real input and must print what onnxruntime answers on it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ class _OneImage(nn.Module):
         return self.head(torch.relu(self.conv(x[None])).flatten())
 
 
+class _Category(nn.Module):
+    """Three class scores per example from one category index each: ``category [N]`` → ``[N, 3]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Embedding(5, 3)
+
+    def forward(self, category: torch.Tensor) -> torch.Tensor:
+        return self.table(category)
+
+
 class _OneScore(nn.Module):
     """One logit per example, squeezed: ``[batch, 4]`` → ``[batch]``."""
 
@@ -60,6 +73,8 @@ _MODELS = {
     "no-batch-image": (_OneImage, torch.zeros(1, 8, 8), "pixels", "scores", {}),
     "batch-classes": (lambda: nn.Linear(4, 3), torch.zeros(2, 4), "x", "logits", {"x": {0: "batch"},
                                                                                   "logits": {0: "batch"}}),
+    "category": (_Category, torch.zeros(2, dtype=torch.int64), "category", "logits", {"category": {0: "N"},
+                                                                                     "logits": {0: "N"}}),
     "one-score": (_OneScore, torch.zeros(2, 4), "x", "score", {"x": {0: "batch"}, "score": {0: "batch"}}),
     "argmax": (_Argmax, torch.zeros(2, 4), "x", "label", {"x": {0: "batch"}, "label": {0: "batch"}}),
 }
@@ -111,7 +126,8 @@ def _class_and_probability(scores: np.ndarray) -> str:
      "val logits = (result[0].value as FloatArray)\n"),
     ("batch-classes", np.random.default_rng(0).normal(size=(1, 4)).astype(np.float32),
      "val logits = (result[0].value as Array<FloatArray>)[0]\n"),
-], ids=["no-batch-image", "batch-classes"])
+    ("category", np.array([3], dtype=np.int64), "val logits = (result[0].value as Array<FloatArray>)[0]\n"),
+], ids=["no-batch-image", "batch-classes", "category"])
 def test_the_python_example_prints_the_class_the_graph_answers_for_its_ranks(
         kind: str, given: np.ndarray, cast: str, tmp_path: Path) -> None:
     model = _export(kind, tmp_path)
@@ -122,6 +138,18 @@ def test_the_python_example_prints_the_class_the_graph_answers_for_its_ranks(
     assert cast in kotlin
     shape = ", ".join(map(str, given.shape))
     assert f"longArrayOf({shape})" in kotlin
+
+
+def test_an_integer_input_that_is_no_text_is_not_called_one(tmp_path: Path) -> None:
+    """``category [N]``: the README says it does not know what the integers are; Kotlin takes them as a LongArray
+    fed as a ``[1]`` tensor, not a text's ``[1, size]`` token ids."""
+    readme = (_bundle(_export("category", tmp_path), tmp_path) / "README.md").read_text()
+    assert "your text" not in readme and "token" not in readme.lower()
+    assert ("x = np.zeros((1,), dtype=np.int64)  # PLACEHOLDER: this input's values, as in training (the bundle does "
+            "not record what they mean)") in readme
+    kotlin = readme.split("```kotlin\n", 1)[1]
+    assert "fun classify(category: LongArray): String {" in kotlin
+    assert '"category" to OnnxTensor.createTensor(env, LongBuffer.wrap(category), longArrayOf(1)))' in kotlin
 
 
 @pytest.mark.parametrize("labels", [True, False], ids=["two-labels", "no-labels"])

@@ -2,10 +2,13 @@
 
 What an input carries is :func:`edgekd.profile.inputs.input_role`'s answer, as when the model is timed: token ids
 (from the bundled tokenizer, else a placeholder marked as such), an attention mask of ones for the text's tokens,
-token type ids of zeros (one segment), positions counting up, or the user's own preprocessed values. Python builds
-``feeds`` (or ``x`` for a model of one input, as its user's own array); Kotlin's ``classify(ids, length)`` builds a
-``[1, length]`` tensor per input with the buffer of its dtype (``LongBuffer`` for int64, ``IntBuffer`` for int32),
-and a model of the user's own values (several inputs, or one not float32) gets one typed argument per input.
+token type ids of zeros (one segment), positions counting up, or the user's own preprocessed values. Only the
+inputs of a text (:func:`text_inputs`) are fed as its tokens: any other integer input (a category per example,
+``[batch]``; a fixed count of ids, ``[batch, 3]``) is a placeholder that says the bundle does not record what it
+holds. Python builds ``feeds`` (or ``x`` for a model of one input, as its user's own array); Kotlin's
+``classify(ids, length)`` builds a ``[1, length]`` tensor per input with the buffer of its dtype (``LongBuffer``
+for int64, ``IntBuffer`` for int32), and a model of the user's own values (several inputs, or one not float32)
+gets one typed argument per input, a tensor of the input's own rank.
 """
 
 from __future__ import annotations
@@ -20,13 +23,19 @@ from edgekd.profile.inputs import InputSpec, Role, input_role, length_axes
 
 #: The roles of a token input (a text model's; any other input is ``floats`` or ``bytes``).
 _TOKEN_ROLES = frozenset({"ids", "mask", "segments", "positions"})
+#: Hugging Face's names of a text's inputs: a graph taking them takes a text, whatever its length axis.
+_TEXT_NAMES = frozenset({"input_ids", "attention_mask", "token_type_ids", "position_ids"})
 
+#: Python placeholder of an integer input that is not a text's (role ``unknown``).
+_PYTHON_UNKNOWN = ("np.zeros({shape}, dtype={dtype})",
+                   "PLACEHOLDER: this input's values, as in training (the bundle does not record what they mean)")
 #: Python placeholders by role: the array's expression and its comment; ``{shape}`` is a literal, ``{dtype}`` numpy's.
 _PYTHON_PLACEHOLDERS = {
     "ids": ("np.zeros({shape}, dtype={dtype})", "PLACEHOLDER: your text's token ids ({ids_from})"),
     "mask": ("np.ones({shape}, dtype={dtype})", "attention mask: 1 for each of the text's tokens, 0 for padding"),
     "segments": ("np.zeros({shape}, dtype={dtype})", "token type ids: one segment"),
     "positions": ("np.zeros({shape}, dtype={dtype}) + np.arange({length}, dtype={dtype})", "positions 0, 1, 2 ..."),
+    "unknown": _PYTHON_UNKNOWN,
 }
 _PYTHON_USER = ("np.zeros({shape}, dtype={dtype})", "your input here, preprocessed as in training")
 
@@ -37,6 +46,7 @@ _PYTHON_TOKENIZED = {
     "segments": ('np.zeros(encoded["input_ids"].shape, dtype={dtype})', "token type ids: one segment, as trained"),
     "positions": ('np.zeros(encoded["input_ids"].shape, dtype={dtype}) + np.arange({length}, dtype={dtype})',
                   "positions 0, 1, 2 ..."),
+    "unknown": _PYTHON_UNKNOWN,
 }
 
 #: Kotlin by dtype: the array type, the java.nio buffer a tensor is made from (None: a boolean[1][size] array), its
@@ -63,16 +73,30 @@ _KOTLIN_KEYWORDS = frozenset({"as", "break", "class", "continue", "do", "else", 
 
 def roles(manifest: dict[str, Any]) -> dict[str, Role]:
     """What each graph input of ``manifest`` carries (:func:`input_role`); an input that is no numpy number tensor
-    (a sequence or map, a bfloat16 tensor) is the user's own (``floats``)."""
+    (a sequence or map, a bfloat16 tensor) is the user's own (``floats``), and a token role's input that is not one
+    of a text's (:func:`text_inputs`) is ``unknown``: integers the bundle does not say the meaning of."""
+    text = text_inputs(manifest)
     found = {}
     for tensor in manifest["inputs"]:
         try:
             dtype = np.dtype(tensor["dtype"])
         except TypeError:
             dtype = None
-        found[tensor["name"]] = input_role(tensor["name"], dtype, None) if dtype is not None and dtype.kind in "fiub" \
-            else "floats"
+        role = input_role(tensor["name"], dtype, None) if dtype is not None and dtype.kind in "fiub" else "floats"
+        found[tensor["name"]] = "unknown" if role in _TOKEN_ROLES and tensor["name"] not in text else role
     return found
+
+
+def text_inputs(manifest: dict[str, Any]) -> frozenset[str]:
+    """The graph inputs of ``manifest`` that carry a text's tokens, one row each: the 2-D inputs
+    :func:`length_axes` finds the text's length in, when the manifest's preprocessing is a text's, or the token
+    ids' length axis is dynamic, or the inputs have Hugging Face's names; none otherwise (integers of a fixed count
+    per example are not known to be a text's)."""
+    specs = {t["name"]: InputSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in manifest["inputs"]}
+    axes = {name: axis for name, axis in length_axes(list(specs.values())).items() if len(specs[name].dims) == 2}
+    dynamic = any(not isinstance(specs[name].dims[axis], int) for name, axis in axes.items())
+    text = (manifest.get("preprocessing") or {}).get("kind") == "text" or dynamic or bool(set(axes) & _TEXT_NAMES)
+    return frozenset(axes) if text else frozenset()
 
 
 def is_token_model(manifest: dict[str, Any]) -> bool:
@@ -92,7 +116,7 @@ def python_feeds(manifest: dict[str, Any], *, tokenized: bool) -> list[str]:
     for tensor in manifest["inputs"]:
         name, role, shape = tensor["name"], found[tensor["name"]], shapes[tensor["name"]]
         expression, comment = (_PYTHON_TOKENIZED if tokenized else _PYTHON_PLACEHOLDERS).get(role, _PYTHON_USER)
-        values = {"shape": "(" + ", ".join(map(str, shape)) + ")", "dtype": _numpy_dtype(tensor["dtype"]),
+        values = {"shape": repr(tuple(shape)), "dtype": _numpy_dtype(tensor["dtype"]),
                   "length": pre.get("max_length") if tokenized else (shape or [1])[-1], "ids_from": _ids_from(pre)}
         lines.append((expression.format(**values), comment.format(**values), name))
     if len(lines) == 1 and not tokenized:
