@@ -371,3 +371,24 @@ def test_labels_in_another_order_without_a_head_layer_to_permute_are_a_warning(
     warned = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warned) == 1 and "head layer was not found" in warned[0].getMessage()
     assert "wrong classes until trained" in warned[0].getMessage()
+
+
+def test_a_checkpoint_loads_with_the_tables_its_class_freezes_frozen_and_its_heads_prune(tmp_path: Path) -> None:
+    """transformers loads every saved tensor as trainable: RoFormer's sinusoidal position table (frozen when its class
+    builds it) was trained, and Torch-Pruning, seeing it trainable beside every head's query and key, pruned no
+    head of a RoFormer loaded from a checkpoint (one built from a config lost half its heads)."""
+    from edgekd.models.task_model import TaskModel
+    from edgekd.prune.config import PruneConfig
+    from edgekd.prune.structured import prune_step
+
+    config = {"model_type": "roformer", **hf_families.TEXT["bert"], "num_attention_heads": 2, "hidden_size": 32}
+    module = build_hf(spec(config=config), TEXT, TWO)
+    module.save_pretrained(tmp_path / "roformer")
+    loaded = build_hf(spec(pretrained=str(tmp_path / "roformer")), TEXT, TWO)
+    table = loaded.roformer.encoder.embed_positions.weight
+    assert not table.requires_grad and not module.roformer.encoder.embed_positions.weight.requires_grad
+    model = TaskModel(module=loaded, spec={"arch": "hf"}, signature=TEXT, class_names=TWO)
+    again = TaskModel.load(model.save(tmp_path / "saved"))
+    assert not again.module.roformer.encoder.embed_positions.weight.requires_grad
+    prune_step(again, PruneConfig(targets=["heads"], importance="l2"), 0.5, padded_batch())
+    assert [layer.attention.self.query.out_features for layer in again.module.roformer.encoder.layer] == [16, 16]

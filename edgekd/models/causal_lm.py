@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from edgekd.atomic import atomic_dir
 from edgekd.errors import ConfigError, ModelError
-from edgekd.models.hf import LOAD_DTYPE, quiet_transformers
+from edgekd.models.hf import LOAD_DTYPE, frozen_as_built, quiet_transformers
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 from edgekd.prune.structure import pruned_class
 
@@ -95,9 +95,9 @@ def causal_lm_from_spec(spec: HFSpec, tokenizer: Any, context: int, where: str) 
     if spec.pretrained is not None:
         source = resolve_pretrained(spec.pretrained)
         try:
-            module = AutoModelForCausalLM.from_pretrained(
+            module = frozen_as_built(AutoModelForCausalLM.from_pretrained(
                 source, attn_implementation="eager", trust_remote_code=spec.trust_remote_code, dtype=LOAD_DTYPE,
-                **load_options(source))
+                **load_options(source)))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{where}.pretrained: cannot load '{spec.pretrained}' as a causal LM: "
                              f"{str(exc).splitlines()[0]}") from None
@@ -165,7 +165,8 @@ def load_causal_lm(directory: Path) -> nn.Module:
         config = AutoConfig.from_pretrained(directory)
         if hasattr(config, STRUCTURE_KEY):  # factorized layers (edgekd.prune): rebuilt before the weights load
             loader = pruned_class(AutoModelForCausalLM._model_mapping[type(config)])
-        return loader.from_pretrained(directory, use_safetensors=True, attn_implementation="eager", dtype=LOAD_DTYPE)
+        return frozen_as_built(loader.from_pretrained(directory, use_safetensors=True, attn_implementation="eager",
+                                                      dtype=LOAD_DTYPE))
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"pretrained '{directory}': {str(exc).splitlines()[0]}") from None
 

@@ -115,10 +115,10 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
             rows = subset_rows(config.id2label, class_names) if _has_head(config, signature.per_token) else None
             # problem_type is the checkpoint's old task's (transformers' pipelines pick softmax, sigmoid or identity
             # by it): cleared, as a model built from a config has none; edgekd's losses follow data.task.
-            module = auto.from_pretrained(
+            module = frozen_as_built(auto.from_pretrained(
                 source, **({} if rows else labels), problem_type=None, ignore_mismatched_sizes=True,
                 attn_implementation=ATTENTION, dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code,
-                **load_options(source))
+                **load_options(source)))
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
         if rows and not keep_head_rows(module, rows, class_names, spec.pretrained):
@@ -129,6 +129,27 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         elif not rows and not _has_head(config, signature.per_token):
             fresh_head(module, len(class_names))  # not another kind of head's rows, loaded by name
     _fit_data(module, spec, signature)
+    return module
+
+
+def frozen_as_built(module: nn.Module) -> nn.Module:
+    """``module`` (just loaded by ``from_pretrained``) with the parameters its class builds frozen frozen again.
+
+    transformers (5.x) loads every saved tensor as a trainable parameter, so a table its model class fixes —
+    RoFormer's sinusoidal positions (``requires_grad=False`` when built) — became trainable: training changed it,
+    and Torch-Pruning, seeing a trainable table coupled to every head's query and key, removed no RoFormer head.
+    The class is built once on the meta device (no memory, no weights) to read which parameters it freezes; a class
+    that cannot be built so is left as loaded. Returns ``module``.
+    """
+    try:
+        with torch.device("meta"):
+            built = type(module)(copy.deepcopy(module.config))  # a model's __init__ may adjust its config
+    except Exception:  # noqa: BLE001 - a class needing more than its config to build: nothing to learn from it
+        return module
+    frozen = {name for name, parameter in built.named_parameters() if not parameter.requires_grad}
+    for name, parameter in module.named_parameters():
+        if name in frozen:
+            parameter.requires_grad_(False)
     return module
 
 

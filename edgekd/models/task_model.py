@@ -213,10 +213,10 @@ def _load_hf(directory: Path, per_token: bool = False) -> nn.Module:
         loader: Any = hf.auto_class(modality, per_token)
         if hasattr(config, STRUCTURE_KEY):
             loader = pruned_class(hf.classifier_class(config, modality, per_token))
-        return loader.from_pretrained(
+        return hf.frozen_as_built(loader.from_pretrained(
             directory, attn_implementation=hf.ATTENTION, use_safetensors=True, trust_remote_code=False,
             dtype=hf.LOAD_DTYPE,
-        )
+        ))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{directory}: cannot load the Hugging Face model ({str(exc).splitlines()[0]})") from exc
 
