@@ -39,9 +39,9 @@ def test_a_family_that_cannot_take_the_data_is_refused_when_built() -> None:
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    # T5's classifier starts its decoder from decoder_start_token_id, which this config lacks (AttributeError)
+    # T5's classifier pools the end-of-sequence token too, and these inputs (no tokenizer: no end token) have none
     ({"model_type": "t5", "vocab_size": 40, "d_model": 16, "d_kv": 4, "d_ff": 24, "num_layers": 1, "num_heads": 4},
-     "no attribute 'decoder_start_token_id'"),
+     "at least one <eos> token"),
     # BART's classifier pools the last end-of-sequence token; ids without one are a ValueError
     ({"model_type": "bart", "vocab_size": 40, "d_model": 16, "encoder_layers": 1, "decoder_layers": 1,
       "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 24, "decoder_ffn_dim": 24,

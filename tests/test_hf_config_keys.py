@@ -3,18 +3,22 @@ refused with one line naming it (transformers would store it unread and build th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from edgekd.data.examples import InputSignature
 from edgekd.models.architectures import ModelSpec
 from tests import hf_families
 from tests.test_config_errors import _assert_one_line_error
 from tests.test_hf_validate import DISTILL, SMALL_BERT, _text_recipe, _validate
 
 FAMILIES = {**hf_families.TEXT, **hf_families.IMAGE}
+#: The inputs a trained WordPiece gives: [PAD] 0 pads, [SEP] 3 ends each example.
+TEXT = InputSignature(kind="text", vocab_size=hf_families.VOCAB, pad_id=0, max_length=32, end_id=3)
 
 
 def _spec(model_type: str, config: dict[str, Any]) -> Any:
@@ -93,13 +97,18 @@ def test_special_token_ids_are_keys_of_every_family(model_type: str, sizes: dict
     assert getattr(built_config(spec.config), key) == 3
 
 
+@pytest.mark.parametrize("ids", [{}, {"decoder_start_token_id": 0, "eos_token_id": 3}])
 @pytest.mark.parametrize(("model_type", "sizes"), [("t5", _T5), ("bart", _BART), ("mbart", _BART)])
 def test_an_encoder_decoder_classifier_from_a_config_validates(model_type: str, sizes: dict[str, Any],
-                                                               tmp_path: Path) -> None:
-    """Its decoder starts from decoder_start_token_id and its classifier reads the last end-of-sequence token: the
-    tokenizer's [SEP] (id 3) ends every example."""
-    student = {"arch": "hf", "config": {"model_type": model_type, **sizes, "decoder_start_token_id": 0,
-                                        "eos_token_id": 3}}
+                                                               ids: dict[str, int], tmp_path: Path) -> None:
+    """Its decoder starts from decoder_start_token_id and its classifier reads the last end-of-sequence token: given,
+    or the tokenizer's (its padding id; the [SEP], id 3, that ends every example). A T5 from a config without them
+    was refused (no decoder start; its end id 1 is [UNK] here), a BART read its answer at [CLS] (its end id 2)."""
+    from edgekd.models.hf import build_hf
+
+    student = {"arch": "hf", "config": {"model_type": model_type, **sizes, **ids}}
+    module = build_hf(_spec(model_type, student["config"]), TEXT, ("neg", "pos"))
+    assert (module.config.decoder_start_token_id, module.config.eos_token_id) == (0, 3)
     recipe = _text_recipe(SMALL_BERT, student, DISTILL)
     recipe["tokenizer"]["max_length"] = 32
     result = _validate(tmp_path, recipe)
@@ -108,9 +117,15 @@ def test_an_encoder_decoder_classifier_from_a_config_validates(model_type: str, 
 
 def test_a_key_the_model_reads_and_its_config_lacks_is_named(tmp_path: Path) -> None:
     """T5Config has no decoder_start_token_id, which T5's classifier reads: validate said only
-    "'T5Config' object has no attribute 'decoder_start_token_id'"."""
-    student = {"arch": "hf", "config": {"model_type": "t5", **_T5, "eos_token_id": 3}}
-    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, DISTILL)), "student.model.config",
+    "'T5Config' object has no attribute 'decoder_start_token_id'" of a checkpoint saved without it."""
+    from transformers import T5Config, T5ForSequenceClassification
+
+    T5ForSequenceClassification(T5Config(**_T5, eos_token_id=3)).save_pretrained(tmp_path / "t5")
+    config = json.loads((tmp_path / "t5" / "config.json").read_text())
+    (tmp_path / "t5" / "config.json").write_text(json.dumps(
+        {key: value for key, value in config.items() if key != "decoder_start_token_id"}))
+    student = {"arch": "hf", "pretrained": str(tmp_path / "t5")}
+    _assert_one_line_error(_validate(tmp_path, _text_recipe(SMALL_BERT, student, DISTILL)), "student.model.pretrained",
                            "model 'hf' (t5) reads 'decoder_start_token_id' from its config, which does not set it",
                            "set decoder_start_token_id in the model's config")
 
@@ -119,3 +134,27 @@ def test_a_misspelt_special_token_id_is_still_refused() -> None:
     with pytest.raises(ValidationError, match="unknown key 'decoder_start_tokn_id' for model_type 't5' "
                                               r"\(did you mean 'decoder_start_token_id'\?\)"):
         _spec("t5", {**_T5, "decoder_start_tokn_id": 0})
+
+
+def test_a_checkpoint_reading_its_answer_at_the_end_token_takes_the_tokenizers(tmp_path: Path) -> None:
+    """A BART checkpoint ends rows with its own </s> (2); beside a trained WordPiece, where 2 is [CLS] and [SEP] (3)
+    ends each row, it read its answer at the first token. A BERT checkpoint, which pools the first token, keeps its
+    own id."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from edgekd.models.call import call_logits
+    from edgekd.models.hf import build_hf
+
+    for family, sizes in (("bart", {**_BART, "eos_token_id": 2}), ("bert", {**hf_families.TEXT["bert"],
+                                                                           "eos_token_id": 2})):
+        AutoModelForSequenceClassification.from_config(AutoConfig.for_model(family, num_labels=2, **sizes)
+                                                       ).save_pretrained(tmp_path / family)
+    bart = build_hf(TypeAdapter(ModelSpec).validate_python({"arch": "hf", "pretrained": str(tmp_path / "bart")}),
+                    TEXT, ("neg", "pos")).eval()
+    bert = build_hf(TypeAdapter(ModelSpec).validate_python({"arch": "hf", "pretrained": str(tmp_path / "bert")}),
+                    TEXT, ("neg", "pos"))
+    assert (bart.config.eos_token_id, bert.config.eos_token_id) == (3, 2)
+    rows = torch.tensor([[2, 7, 8, 9, 3, 0], [2, 7, 8, 3, 0, 0]])  # [CLS] … [SEP] [PAD]: one end token per row
+    with torch.no_grad():
+        assert call_logits(bart, {"input_ids": rows, "attention_mask": (rows != 0).long()}).shape == (2, 2)

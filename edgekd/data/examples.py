@@ -33,6 +33,8 @@ class InputSignature:
     pad_id: int = 0
     max_length: int = 0
     per_token: bool = False
+    end_id: int | None = None
+    """The special token the tokenizer ends every example with (``[SEP]``, ``</s>``); None for none, or unknown."""
     preprocessing: dict[str, Any] | None = field(default=None, hash=False)
     """Image files: how decoded images became the inputs (colour, resize, crop, rescale, mean, std; see
     :mod:`edgekd.data.image_prep`); None for inputs given as tensors."""
@@ -52,12 +54,14 @@ class InputSignature:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "image_shape": list(self.image_shape), "vocab_size": self.vocab_size,
                 "pad_id": self.pad_id, "max_length": self.max_length, **({"per_token": True} if self.per_token else {}),
+                **({"end_id": self.end_id} if self.end_id is not None else {}),
                 **({"preprocessing": self.preprocessing} if self.preprocessing is not None else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputSignature:
         return cls(kind=data["kind"], image_shape=tuple(data["image_shape"]), vocab_size=data["vocab_size"],
                    pad_id=data["pad_id"], max_length=data["max_length"], per_token=data.get("per_token", False),
+                   end_id=data.get("end_id"),
                    preprocessing=data.get("preprocessing"))
 
 

@@ -16,7 +16,7 @@ from edgekd.data.image_files import is_image_data
 from edgekd.data.memory import held
 from edgekd.data.text import TextSplits
 from edgekd.data.token_tags import token_examples
-from edgekd.data.tokenizer import load_or_train_tokenizer
+from edgekd.data.tokenizer import end_token_id, load_or_train_tokenizer
 from edgekd.errors import DataError
 
 
@@ -71,7 +71,7 @@ def prepare_task_data(
     max_length = tokenizer.model_max_length if tokenizer_config is None else tokenizer_config.max_length
     per_token = texts.task == "token_classification"
     signature = InputSignature(kind="text", vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
-                               max_length=int(max_length), per_token=per_token)
+                               max_length=int(max_length), per_token=per_token, end_id=end_token_id(tokenizer))
     examples = token_examples if per_token else text_examples
     return TaskData(
         train=examples(tokenizer, texts.train.texts, texts.train.labels, max_length),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -25,6 +26,18 @@ log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
+
+
+TRAINED_END_ID = list(SPECIAL_TOKENS).index("sep_token")
+"""The id of ``[SEP]``, which ends every example a trained WordPiece encodes (its special tokens come first, in
+:data:`SPECIAL_TOKENS` order)."""
+
+
+def end_token_id(tokenizer: Any) -> int | None:
+    """The special token ``tokenizer`` ends every example with (BERT's ``[SEP]``, T5's and BART's ``</s>``), or None
+    when it ends them with none (GPT-2's): read off an encoded word, not assumed from the token's name."""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return int(ids[-1]) if ids and ids[-1] in set(tokenizer.all_special_ids) else None
 
 
 def load_or_train_tokenizer(

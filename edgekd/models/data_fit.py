@@ -213,17 +213,17 @@ def text_signature(recipe: Any, *, per_token: bool) -> InputSignature | None:
     the pretrained tokenizer cannot load."""
     from edgekd.data.config import run_tokenizer
     from edgekd.data.examples import InputSignature
-    from edgekd.data.tokenizer import load_pretrained_tokenizer
+    from edgekd.data.tokenizer import TRAINED_END_ID, end_token_id, load_pretrained_tokenizer
 
     config = run_tokenizer(recipe)
     if config.pretrained is None:
         return InputSignature(kind="text", vocab_size=config.vocab_size, pad_id=0, max_length=config.max_length,
-                              per_token=per_token)
+                              per_token=per_token, end_id=TRAINED_END_ID)
     if not Path(config.pretrained).is_dir():
         return None
     tokenizer = load_pretrained_tokenizer(config.pretrained, trust_remote_code=False)
     return InputSignature(kind="text", vocab_size=len(tokenizer), pad_id=int(tokenizer.pad_token_id),
-                          max_length=config.max_length, per_token=per_token)
+                          max_length=config.max_length, per_token=per_token, end_id=end_token_id(tokenizer))
 
 
 def trained_tokenizer_size(recipe: Any) -> int | None:

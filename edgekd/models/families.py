@@ -340,7 +340,7 @@ def family(model_type: str) -> Family:
     if known is not None:
         return known
     modality: Modality = "image" if model_type in _image_types() else "text"
-    if _encoder_decoder(model_type):
+    if is_encoder_decoder(model_type):
         return _refused(modality, f"'{model_type}' is an encoder-decoder model: its encoder and decoder state their "
                         "head counts and MLP widths in separate fields and its decoder layers add a cross-attention, "
                         "which edgekd's layouts (one head count and one MLP width for every layer) do not describe",
@@ -358,7 +358,7 @@ def why_not_stacked(model_type: str) -> str | None:
 
 
 @cache
-def _encoder_decoder(model_type: str) -> bool:
+def is_encoder_decoder(model_type: str) -> bool:
     """Whether transformers builds ``model_type`` as an encoder-decoder (BART, mBART, T5 …) by default."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 

@@ -205,6 +205,7 @@ def untrained_classifier(spec: HFSpec | BertSpec, signature: InputSignature, cla
     module = auto.from_config(config)
     if signature.kind == "text":
         pad_like_tokenizer(module, signature.pad_id, quiet=True)
+        end_like_tokenizer(module, signature.end_id, quiet=True)
     return module
 
 
@@ -264,7 +265,10 @@ def _data_sizes(spec: HFSpec, signature: InputSignature) -> dict[str, Any]:
     if signature.kind == "image":
         channels, height, _width = signature.image_shape
         return {"num_channels": channels, "image_size": height}
-    return {"vocab_size": signature.vocab_size, "pad_token_id": signature.pad_id}
+    ends = {} if signature.end_id is None else {"eos_token_id": signature.end_id}  # where BART and T5 read answers
+    # T5's config has no decoder start; its convention (the padding id) gives the decoder's first position
+    starts = {"decoder_start_token_id": signature.pad_id} if families.is_encoder_decoder(spec.model_type) else {}
+    return {"vocab_size": signature.vocab_size, "pad_token_id": signature.pad_id, **ends, **starts}
 
 
 def _note_head(pretrained: str, config: Any, class_names: tuple[str, ...], per_token: bool = False) -> bool:
@@ -298,6 +302,7 @@ def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> Non
     if signature.kind == "text":
         _check_fits_tokenizer(module, where, signature.vocab_size, signature.max_length)
         pad_like_tokenizer(module, signature.pad_id, where=where)
+        end_like_tokenizer(module, signature.end_id, where=where)
     else:
         misfit = channel_misfit(config, signature.image_shape[0])
         if misfit is not None:
@@ -319,11 +324,30 @@ def pad_like_tokenizer(module: nn.Module, pad_id: int, *, where: str = "", quiet
     config.pad_token_id = pad_id
 
 
+def end_like_tokenizer(module: nn.Module, end_id: int | None, *, where: str = "", quiet: bool = False) -> None:
+    """Give ``module``'s config the id the data's tokenizer ends every example with, where its classifier reads its
+    answer at the end-of-text token (``eos_token_id``: BART's, T5's and their peers' sequence classifiers): a
+    checkpoint's own id (BART's 2) beside a tokenizer ending rows with another (a trained WordPiece's ``[SEP]``, 3,
+    where 2 is ``[CLS]``) read the answer at the first token instead. Logged (``where``) unless ``quiet``."""
+    config = module.config
+    own = getattr(config, "eos_token_id", None)
+    if end_id is None or own == end_id or not _forward_reads(module, "eos_token_id"):
+        return
+    if not quiet:
+        log.info("%s: eos_token_id %s → %s, the id the data's tokenizer ends each example with", where, own, end_id)
+    config.eos_token_id = end_id
+
+
 def _reads_last_token(module: nn.Module) -> bool:
     """Whether the classifier's forward looks for the last token that is not ``config.pad_token_id`` (its source
     names it: transformers' decoder sequence classifiers do, encoders pool the first token or all of them)."""
+    return _forward_reads(module, "pad_token_id")
+
+
+def _forward_reads(module: nn.Module, key: str) -> bool:
+    """Whether the classifier's forward names the config field ``key`` (its source)."""
     try:
-        return "pad_token_id" in inspect.getsource(type(module).forward)
+        return key in inspect.getsource(type(module).forward)
     except (OSError, TypeError):  # no source (a compiled or dynamically made class): leave the checkpoint's id
         return False
 
