@@ -392,3 +392,32 @@ def test_a_checkpoint_loads_with_the_tables_its_class_freezes_frozen_and_its_hea
     assert not again.module.roformer.encoder.embed_positions.weight.requires_grad
     prune_step(again, PruneConfig(targets=["heads"], importance="l2"), 0.5, padded_batch())
     assert [layer.attention.self.query.out_features for layer in again.module.roformer.encoder.layer] == [16, 16]
+
+
+def test_a_model_edgekd_pruned_loads_as_pruned_and_a_misfit_checkpoint_is_refused(tmp_path: Path) -> None:
+    """Both were loaded with transformers' ignore_mismatched_sizes (meant for the classification head): a directory
+    edgekd pruned came back at its original widths with the pruned layers drawn at random (a teacher at chance), and
+    a checkpoint whose config.json gives other widths than its weights (a BERT pruned by transformers 4's prune_heads
+    records pruned_heads, which the model class does not rebuild) got those layers drawn at random."""
+    from edgekd.models.task_model import TaskModel
+    from edgekd.prune.config import PruneConfig
+    from edgekd.prune.structured import prune_step
+
+    teacher = TaskModel(module=hf_families.build("bert", num_labels=2), spec={"arch": "hf"}, signature=TEXT,
+                        class_names=TWO)
+    prune_step(teacher, PruneConfig(targets=["heads", "ffn"], importance="l2"), 0.5, padded_batch())
+    directory = teacher.save(tmp_path / "pruned")
+    loaded = build_hf(spec(pretrained=str(directory)), TEXT, TWO).eval()
+    assert sum(p.numel() for p in loaded.parameters()) == teacher.params
+    with torch.no_grad():
+        torch.testing.assert_close(call_logits(loaded, padded_batch()), call_logits(teacher.module.eval(),
+                                                                                    padded_batch()))
+    hf_families.build("bert", num_labels=2).save_pretrained(tmp_path / "edited")
+    config = json.loads((tmp_path / "edited" / "config.json").read_text())
+    (tmp_path / "edited" / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
+    with pytest.raises(ModelError, match=r"^pretrained model '.*edited': its weights do not fit its config.json: "
+                                         r"bert.encoder.layer.0.intermediate.dense.bias is \[37\] in the weights but "
+                                         r"\[40\] by config.json"):
+        build_hf(spec(pretrained=str(tmp_path / "edited")), TEXT, TWO)
+    three = build_hf(spec(pretrained=str(directory)), TEXT, ("neg", "pos", "new"))  # a replaced head is no misfit
+    assert call_logits(three.eval(), padded_batch()).shape[-1] == 3

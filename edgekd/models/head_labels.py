@@ -61,7 +61,7 @@ def match_head_labels(module: nn.Module, checkpoint_labels: dict[Any, str] | Non
         pairs = ", ".join(f"{name!r} ← {saved[row]!r}" for name, row in zip(class_names, order, strict=True))
         log.info("%s labels its outputs %s: matched to the data's classes by name (%s)", pretrained, saved, pairs)
         return
-    head = _head(module, len(class_names))
+    head = head_layer(module, len(class_names))
     if head is None:
         log.warning("%s labels its outputs %s in another order than the data's %s, and its head layer was not "
                     "found: taken in order, so its outputs start mapped to the wrong classes until trained",
@@ -138,7 +138,7 @@ def keep_head_rows(module: nn.Module, rows: list[int], class_names: tuple[str, .
     """Cut ``module``'s head down to the checkpoint outputs ``rows`` (one per class, in ``class_names``' order),
     its config labelled with ``class_names``; False (nothing changed) when the head layer is not found."""
     config = module.config
-    head = _head(module, config.num_labels)
+    head = head_layer(module, config.num_labels)
     if head is None:
         return False
     saved = _saved_names(config.id2label)
@@ -163,7 +163,7 @@ def fresh_head(module: nn.Module, outputs: int) -> None:
     A checkpoint with a head of another kind (a sentence classifier used per token, or the reverse) has that
     head's weights loaded into the new one, which has the same name and shape: rows that meant other classes.
     """
-    head = _head(module, outputs)
+    head = head_layer(module, outputs)
     if head is None:
         return
     std = float(getattr(module.config, "initializer_range", None) or 0.02)
@@ -182,7 +182,7 @@ def _norm(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
 
 
-def _head(module: nn.Module, outputs: int) -> nn.Linear | None:
+def head_layer(module: nn.Module, outputs: int) -> nn.Linear | None:
     """The layer producing the logits: the last ``Linear`` with one output per class (BERT's ``classifier``,
     RoBERTa's ``classifier.out_proj``, GPT-2's ``score``, ResNet's ``classifier.1``, ...)."""
     heads = [layer for layer in module.modules() if isinstance(layer, nn.Linear) and layer.out_features == outputs]

@@ -25,7 +25,14 @@ from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
 from edgekd.models.checkpoint_files import load_options
 from edgekd.models.data_fit import channel_misfit, vocabulary_misfit
-from edgekd.models.head_labels import fresh_head, keep_head_rows, match_head_labels, subset_rows, unmatched_note
+from edgekd.models.head_labels import (
+    fresh_head,
+    head_layer,
+    keep_head_rows,
+    match_head_labels,
+    subset_rows,
+    unmatched_note,
+)
 from edgekd.models.packaged import resolve_pretrained
 from edgekd.models.specs import BertSpec, DropLayersSpec, HFSpec
 
@@ -115,12 +122,14 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
             rows = subset_rows(config.id2label, class_names) if _has_head(config, signature.per_token) else None
             # problem_type is the checkpoint's old task's (transformers' pipelines pick softmax, sigmoid or identity
             # by it): cleared, as a model built from a config has none; edgekd's losses follow data.task.
-            module = frozen_as_built(auto.from_pretrained(
+            module, info = auto_or_structured(auto, config, spec.modality, signature.per_token).from_pretrained(
                 source, **({} if rows else labels), problem_type=None, ignore_mismatched_sizes=True,
                 attn_implementation=ATTENTION, dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code,
-                **load_options(source)))
+                output_loading_info=True, **load_options(source))
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
+        frozen_as_built(module)
+        _refuse_misfits(module, info, spec.pretrained, len(class_names))
         if rows and not keep_head_rows(module, rows, class_names, spec.pretrained):
             raise ModelError(f"pretrained model '{spec.pretrained}': its classification head layer (one output per "
                              f"label of its {config.num_labels}) was not found to keep the data's classes' rows")
@@ -130,6 +139,37 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
             fresh_head(module, len(class_names))  # not another kind of head's rows, loaded by name
     _fit_data(module, spec, signature)
     return module
+
+
+def auto_or_structured(auto: Any, config: Any, modality: str, per_token: bool) -> Any:
+    """The class to load a checkpoint of ``config`` with: ``auto``, or for a model edgekd pruned or factorized (its
+    structure in the config) the classifier rebuilt to that structure (:mod:`edgekd.prune.structure`); loaded with
+    ``auto``, its pruned layers had the original widths and were drawn at random."""
+    from edgekd.prune.structure import CONFIG_KEY, pruned_class
+
+    return pruned_class(classifier_class(config, modality, per_token)) if hasattr(config, CONFIG_KEY) else auto
+
+
+def _refuse_misfits(module: nn.Module, info: dict[str, Any], pretrained: str, classes: int) -> None:
+    """Refuse (one line) a checkpoint whose weights have other shapes than its config gives them, but for the
+    classification head (replaced when the data has other classes): transformers draws such weights at random
+    (``ignore_mismatched_sizes``, asked for the head), silently. A BERT pruned by transformers' ``prune_heads`` is
+    one (its config records ``pruned_heads``, which the model class does not rebuild)."""
+    head = _head_parameters(module, classes)
+    misfits = sorted(entry for entry in info.get("mismatched_keys") or () if entry[0] not in head)
+    if misfits:
+        listed = ", ".join(f"{name} is {list(saved)} in the weights but {list(built)} by config.json"
+                           for name, saved, built in misfits[:2])
+        more = f" (and {len(misfits) - 2} more)" if len(misfits) > 2 else ""
+        raise ModelError(f"pretrained model '{pretrained}': its weights do not fit its config.json: {listed}{more}; "
+                         "edgekd does not load a model whose layers it would have to draw at random: save it again "
+                         "with save_pretrained from the model that has these weights")
+
+
+def _head_parameters(module: nn.Module, classes: int) -> set[str]:
+    """The names of the classification head layer's parameters (:func:`head_layer`)."""
+    head = head_layer(module, classes)
+    return {f"{name}.{kind}" for name, layer in module.named_modules() if layer is head for kind in ("weight", "bias")}
 
 
 def frozen_as_built(module: nn.Module) -> nn.Module:
