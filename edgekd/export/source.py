@@ -42,7 +42,7 @@ from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.ort_format import OrtModel, convert_to_ort, numpy_feeds
 from edgekd.models.export_support import Use, export_refusal, refusal_message
-from edgekd.models.hf import dense_attention, usable_positions
+from edgekd.models.hf import dense_attention, usable_positions, weights_misfit
 from edgekd.models.specs import IMPORT_PATH
 from edgekd.models.task_model import read_description
 from edgekd.profile.runner import ProfileResult, profile_onnx
@@ -182,8 +182,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
 
     from edgekd.models.checkpoint_files import check_weights, load_options
     from edgekd.models.families import family
-    from edgekd.models.hf import ATTENTION, LOAD_DTYPE, auto_class, classifier_class, quiet_transformers
-    from edgekd.prune.structure import CONFIG_KEY, pruned_class
+    from edgekd.models.hf import ATTENTION, LOAD_DTYPE, checkpoint_class, quiet_transformers
 
     quiet_transformers()
     if not Path(source).is_dir() and not HUB_ID.match(source):
@@ -209,9 +208,7 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
             check_weights(Path(source))
         except ValueError as exc:
             raise ModelError(str(exc)) from None
-    loader: Any = auto_class(modality, per_token)
-    if hasattr(config, CONFIG_KEY):  # pruned or factorized by edgekd: rebuilt to its structure (edgekd.prune)
-        loader = pruned_class(classifier_class(config, modality, per_token))
+    loader = checkpoint_class(config, modality, per_token)  # pruned or factorized by edgekd: rebuilt to that
     options = {"local_files_only": True, "trust_remote_code": False, **load_options(str(source)),
                "attn_implementation": ATTENTION, "output_loading_info": True, "dtype": LOAD_DTYPE}
     try:
@@ -307,11 +304,8 @@ def _mismatch(loader: Any, source: str, options: dict[str, Any]) -> str | None:
     mismatched = sorted(info.get("mismatched_keys") or ())
     if not mismatched:
         return None
-    listed = ", ".join(f"{name} is {list(saved)} in the weights but {list(expected)} by config.json"
-                       for name, saved, expected in mismatched[:2])
-    more = f" (and {len(mismatched) - 2} more)" if len(mismatched) > 2 else ""
-    return (f"its weights do not fit its config.json: {listed}{more}; a config without num_labels, or edited after "
-            "save_pretrained? Save the model again with save_pretrained")
+    return (f"{weights_misfit(mismatched)}; a config without num_labels, or edited after save_pretrained? Save the "
+            "model again with save_pretrained")
 
 
 def _tokenizer(source: str) -> Any | None:

@@ -122,7 +122,7 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
             rows = subset_rows(config.id2label, class_names) if _has_head(config, signature.per_token) else None
             # problem_type is the checkpoint's old task's (transformers' pipelines pick softmax, sigmoid or identity
             # by it): cleared, as a model built from a config has none; edgekd's losses follow data.task.
-            module, info = auto_or_structured(auto, config, spec.modality, signature.per_token).from_pretrained(
+            module, info = checkpoint_class(config, spec.modality, signature.per_token).from_pretrained(
                 source, **({} if rows else labels), problem_type=None, ignore_mismatched_sizes=True,
                 attn_implementation=ATTENTION, dtype=LOAD_DTYPE, trust_remote_code=spec.trust_remote_code,
                 output_loading_info=True, **load_options(source))
@@ -141,13 +141,24 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
     return module
 
 
-def auto_or_structured(auto: Any, config: Any, modality: str, per_token: bool) -> Any:
-    """The class to load a checkpoint of ``config`` with: ``auto``, or for a model edgekd pruned or factorized (its
-    structure in the config) the classifier rebuilt to that structure (:mod:`edgekd.prune.structure`); loaded with
-    ``auto``, its pruned layers had the original widths and were drawn at random."""
+def checkpoint_class(config: Any, modality: str, per_token: bool = False) -> Any:
+    """The class to load a classifier checkpoint of ``config`` with: the family's auto class (:func:`auto_class`),
+    or for a model edgekd pruned or factorized (its structure in the config) the classifier rebuilt to that structure
+    (:mod:`edgekd.prune.structure`); loaded with the auto class, its pruned layers had the original widths and were
+    drawn at random."""
     from edgekd.prune.structure import CONFIG_KEY, pruned_class
 
-    return pruned_class(classifier_class(config, modality, per_token)) if hasattr(config, CONFIG_KEY) else auto
+    if hasattr(config, CONFIG_KEY):
+        return pruned_class(classifier_class(config, modality, per_token))
+    return auto_class(modality, per_token)
+
+
+def weights_misfit(mismatched: list[tuple[str, Any, Any]]) -> str:
+    """``mismatched`` (transformers' ``mismatched_keys``: name, shape saved, shape built) in one clause."""
+    listed = ", ".join(f"{name} is {list(saved)} in the weights but {list(built)} by config.json"
+                       for name, saved, built in mismatched[:2])
+    more = f" (and {len(mismatched) - 2} more)" if len(mismatched) > 2 else ""
+    return f"its weights do not fit its config.json: {listed}{more}"
 
 
 def _refuse_misfits(module: nn.Module, info: dict[str, Any], pretrained: str, classes: int) -> None:
@@ -158,12 +169,9 @@ def _refuse_misfits(module: nn.Module, info: dict[str, Any], pretrained: str, cl
     head = _head_parameters(module, classes)
     misfits = sorted(entry for entry in info.get("mismatched_keys") or () if entry[0] not in head)
     if misfits:
-        listed = ", ".join(f"{name} is {list(saved)} in the weights but {list(built)} by config.json"
-                           for name, saved, built in misfits[:2])
-        more = f" (and {len(misfits) - 2} more)" if len(misfits) > 2 else ""
-        raise ModelError(f"pretrained model '{pretrained}': its weights do not fit its config.json: {listed}{more}; "
-                         "edgekd does not load a model whose layers it would have to draw at random: save it again "
-                         "with save_pretrained from the model that has these weights")
+        raise ModelError(f"pretrained model '{pretrained}': {weights_misfit(misfits)}; edgekd does not load a model "
+                         "whose layers it would have to draw at random: save it again with save_pretrained from the "
+                         "model that has these weights")
 
 
 def _head_parameters(module: nn.Module, classes: int) -> set[str]:
@@ -244,8 +252,7 @@ def untrained_classifier(spec: HFSpec | BertSpec, signature: InputSignature, cla
     config._attn_implementation = ATTENTION
     module = auto.from_config(config)
     if signature.kind == "text":
-        pad_like_tokenizer(module, signature.pad_id, quiet=True)
-        end_like_tokenizer(module, signature.end_id, quiet=True)
+        ids_like_tokenizer(module, signature, quiet=True)
     return module
 
 
@@ -341,12 +348,18 @@ def _fit_data(module: nn.Module, spec: HFSpec, signature: InputSignature) -> Non
     where = _named(spec)
     if signature.kind == "text":
         _check_fits_tokenizer(module, where, signature.vocab_size, signature.max_length)
-        pad_like_tokenizer(module, signature.pad_id, where=where)
-        end_like_tokenizer(module, signature.end_id, where=where)
+        ids_like_tokenizer(module, signature, where=where)
     else:
         misfit = channel_misfit(config, signature.image_shape[0])
         if misfit is not None:
             raise ConfigError(f"{where}: {misfit}")
+
+
+def ids_like_tokenizer(module: nn.Module, signature: InputSignature, *, where: str = "", quiet: bool = False) -> None:
+    """Give ``module``'s config the padding and end-of-text ids of the data's tokenizer where its classifier reads
+    them (:func:`pad_like_tokenizer`, :func:`end_like_tokenizer`)."""
+    pad_like_tokenizer(module, signature.pad_id, where=where, quiet=quiet)
+    end_like_tokenizer(module, signature.end_id, where=where, quiet=quiet)
 
 
 def pad_like_tokenizer(module: nn.Module, pad_id: int, *, where: str = "", quiet: bool = False) -> None:

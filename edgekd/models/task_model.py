@@ -29,8 +29,7 @@ from edgekd.models.architectures import ModelSpec, build_module
 from edgekd.models.builders import count_params
 from edgekd.models.specs import HFSpec
 from edgekd.models.weights import load_weights, save_weights
-from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
-from edgekd.prune.structure import apply_low_rank, low_rank_layers, pruned_class
+from edgekd.prune.structure import apply_low_rank, low_rank_layers
 
 MANIFEST = "edgekd_model.json"
 WEIGHTS = "model.safetensors"
@@ -210,10 +209,7 @@ def _load_hf(directory: Path, per_token: bool = False) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
         modality = family(config.model_type).modality
-        loader: Any = hf.auto_class(modality, per_token)
-        if hasattr(config, STRUCTURE_KEY):
-            loader = pruned_class(hf.classifier_class(config, modality, per_token))
-        return hf.frozen_as_built(loader.from_pretrained(
+        return hf.frozen_as_built(hf.checkpoint_class(config, modality, per_token).from_pretrained(
             directory, attn_implementation=hf.ATTENTION, use_safetensors=True, trust_remote_code=False,
             dtype=hf.LOAD_DTYPE,
         ))
