@@ -65,14 +65,12 @@ from edgekd.pipeline import RunResult
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
 from edgekd.profile.runner import ProfileResult
-from edgekd.prune.record import CompressionRecord
+from edgekd.prune.record import COMPRESS_STAGES, CompressionRecord
 
 STUDENT_RECIPES = ("sst2-distilbert-style", "sst2-tinybert-style", "sst2-minilm-style", "sst2-bilstm",
                    "sst2-assistant", "sst2-ensemble", "sst2-hybrid-5x", "sst2-hybrid-10x")
 #: The LadaBERT hybrid (pipelines/sst2-hybrid.yaml) run to these fractions of the teacher's MACs.
 HYBRID_MACS_RATIOS = {"sst2-hybrid-5x": 0.2, "sst2-hybrid-10x": 0.1}
-#: Stages that compress a model in place, with an optional distillation recovery.
-COMPRESS_STAGES = ("prune", "factorize", "hybrid")
 HARD_LABELS = [{"kind": "hinton", "alpha": 0.0}]  # the Hinton loss with alpha 0 is plain cross-entropy
 #: Pretrained teachers (``--teacher``), each fine-tuned as its shipped recipe's teacher stage does.
 PRETRAINED_TEACHERS = {"minilm": "sst2-minilm"}

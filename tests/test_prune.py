@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -327,6 +328,82 @@ def test_prune_and_hybrid_stages_in_a_pipeline(tmp_path: Path) -> None:
     records[3]["metrics"]["student"]["trajectory"][1].pop("macs")  # a damaged record is one line
     with pytest.raises(StorageError, match=r"^04-hybrid/stage\.json: metrics\.student\.trajectory\[1\]\.macs: "):
         read_compression_record(records[3], "student")
+
+
+def interrupt_recovery(monkeypatch: pytest.MonkeyPatch, job_class: type, at_step: int) -> list[int]:
+    """``job_class``'s recovery stopped (as by Ctrl-C) the first time it reaches ``at_step``; the steps it was called
+    for are appended to the list returned."""
+    recovered: list[int] = []
+    recover = job_class.recover
+
+    def stopping(job: object, step: int) -> None:
+        recovered.append(step)
+        if step == at_step and recovered.count(at_step) == 1:
+            raise KeyboardInterrupt
+        recover(job, step)
+
+    monkeypatch.setattr(job_class, "recover", stopping)
+    return recovered
+
+
+def _trajectory(run_dir: Path, index: int) -> list[tuple[int, int, int, float]]:
+    """Each step's parameters, MACs and validation accuracy, as the stage ``index`` (from 0) recorded them."""
+    record = read_compression_record(load_run_records(run_dir)[index], "student")
+    return [(s.step, s.params, s.macs, s.val_accuracy) for s in record.trajectory]
+
+
+@pytest.mark.parametrize("stage", [
+    {"stage": "hybrid", "target_params_ratio": 0.3, "max_steps": 4, "prune": {"ratio": 0.2},
+     "factorize": {"energy": 0.9}},
+    {"stage": "prune", "ratio": 0.6, "steps": 4, "importance": "taylor"},
+])
+def test_an_interrupted_schedule_resumes_after_its_last_finished_step(stage: dict, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = _digits_recipe([{**stage, "recovery": {"epochs": 1, "lr": 0.005}, "measure_latency": False}
+                             if stage["stage"] == "hybrid" else {**stage, "recovery": {"epochs": 1, "lr": 0.005}}])
+    edgekd.run(recipe, out=tmp_path / "straight", show_progress=False)
+    steps = len(_trajectory(tmp_path / "straight", 2)) - 1
+    assert steps >= 3
+    recovered = interrupt_recovery(monkeypatch, prune_stage._Compression, at_step=3)
+    with pytest.raises(KeyboardInterrupt):
+        edgekd.run(recipe, out=tmp_path / "stopped", show_progress=False)
+    partial = tmp_path / "stopped" / ".03-{}.partial".format(stage["stage"])
+    assert sorted(p.name for p in partial.glob("schedule-step-*")) == ["schedule-step-2"]  # only the newest step
+    edgekd.run(recipe, out=tmp_path / "stopped", show_progress=False)
+    assert recovered == [1, 2, 3, *range(3, steps + 1)]  # steps 1 and 2 were not run again
+    assert _trajectory(tmp_path / "stopped", 2) == _trajectory(tmp_path / "straight", 2)  # as if never stopped
+    finished = tmp_path / "stopped" / "03-{}".format(stage["stage"])
+    assert not list(finished.glob("schedule*")) and not (finished / "schedule.json").exists()
+
+
+def test_a_hybrid_whose_model_meets_its_target_already_keeps_it(tmp_path: Path) -> None:
+    recipe = _digits_recipe([{"stage": "hybrid", "target_latency_ms": 10_000, "max_steps": 3}])
+    edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    hybrid = read_compression_record(load_run_records(tmp_path / "run")[2], "student")
+    assert hybrid.target_reached and hybrid.steps_run == 0 and hybrid.params_ratio == 1.0
+    assert [s.step for s in hybrid.trajectory] == [0] and hybrid.shortfall is None
+    distilled = TaskModel.load(tmp_path / "run" / "02-distill" / "student")
+    assert TaskModel.load(tmp_path / "run" / "03-hybrid" / "student").params == distilled.params
+
+
+@pytest.mark.parametrize(("schedule", "steps", "why"), [
+    ({"max_steps": 2, "prune": {"ratio": 0.2}}, 2, "max_steps 2 reached"),
+    ({"max_steps": 15, "prune": {"ratio": 0.5}}, 5,  # the CNN's channels and layers are all at their least by then
+     "step 6 would remove nothing more (no unit left to prune, no layer left to factorize)"),
+])
+def test_a_hybrid_that_misses_its_target_says_by_how_much_and_why_it_stopped(
+        schedule: dict, steps: int, why: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    recipe = _digits_recipe([{"stage": "hybrid", "target_macs_ratio": 0.001, "measure_latency": False,
+                              "factorize": {"energy": 0.9}, **schedule}, {"stage": "report"}])
+    edgekd.run(recipe, out=tmp_path / "run", show_progress=False)
+    hybrid = read_compression_record(load_run_records(tmp_path / "run")[2], "student")
+    assert not hybrid.target_reached and hybrid.steps_run == steps and len(hybrid.prune_ratios) == steps
+    expected = (f"the student missed its target after {steps} step(s), {why}: MACs {hybrid.macs_ratio:.3g} of the "
+                "input model's (target 0.001)")
+    assert hybrid.shortfall == expected
+    assert f"hybrid: {expected}" in caplog.text
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert f"03-hybrid: {expected}" in report["warnings"]
 
 
 @pytest.mark.parametrize(("stages", "message"), [

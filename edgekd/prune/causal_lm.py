@@ -76,6 +76,8 @@ class LMSnapshot(LMStepRecord):
 class LMCompression:
     """One prune/factorize/hybrid stage's causal LM, its data and its unpruned copy (see the module docstring)."""
 
+    snapshot_type = LMSnapshot
+
     def __init__(self, config: CompressStage, artifact: Artifact, ctx: StageContext) -> None:
         self.config, self.artifact, self.ctx = config, artifact, ctx
         self.source = artifact.get(config.role)

@@ -21,6 +21,9 @@ from edgekd.profile.bench import Speedup
 from edgekd.profile.generate import PerTokenSpeedup
 from edgekd.stage_record import FullRecord, read_stage_record, stage_record_file
 
+#: The stages whose record is a compression record (:func:`read_compression_stage`).
+COMPRESS_STAGES = ("prune", "factorize", "hybrid")
+
 
 class LayerRankRecord(FullRecord):
     """What factorization decided for one linear layer (``rank`` null: left as it was)."""
@@ -78,6 +81,8 @@ class Outcome(FullRecord):
                                   "as it was; the run warned).")
     target_reached: bool | None = Field(default=None, description="hybrid: whether every target was met.")
     steps_run: int | None = Field(default=None, description="hybrid: prune-factorize-recover steps run.")
+    shortfall: str | None = Field(default=None, description="hybrid: the targets missed, by how much and why the "
+                                  "schedule stopped (the run warned).")
     prune_ratios: list[float] | None = Field(
         default=None, description="hybrid: the share pruned at each step (the last one's lands on a size target).")
 

@@ -39,6 +39,7 @@ from edgekd.prune.measure import (
     time_interleaved,
 )
 from edgekd.prune.record import CompressionRecord, schedule_fields
+from edgekd.prune.resume import clear, resume, save_step, seed_step
 from edgekd.prune.structured import TAYLOR_BATCH_SIZE, TAYLOR_BATCHES, prune_step
 from edgekd.task_heads import hard_loss
 
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 class _Compression:
     """One stage's model, data, teacher and checks, shared by the three stages."""
+
+    snapshot_type = Snapshot
 
     def __init__(self, config: CompressStage, artifact: Artifact, ctx: StageContext) -> None:
         self.config, self.artifact, self.ctx = config, artifact, ctx
@@ -140,15 +143,20 @@ def compression(config: CompressStage, artifact: Artifact, ctx: StageContext) ->
 
 
 def run_prune(config: PruneStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
-    """Remove ``ratio`` of the heads/channels in ``steps`` equal geometric steps, recovering after each."""
+    """Remove ``ratio`` of the heads/channels in ``steps`` equal geometric steps, recovering after each (an
+    interrupted run resumes after its last finished step)."""
     job = compression(config, artifact, ctx)
-    job.measure(0)
     per_step = 1 - (1 - config.ratio) ** (1 / config.steps)
-    for step in range(1, config.steps + 1):
+    if resume(job) is None:
+        job.measure(0)
+    for step in range(len(job.snapshots), config.steps + 1):
+        seed_step(ctx.seed, step)
         job.prune(per_step)
         job.recover(step)
         job.measure(step, latency=step == config.steps)
-    return job.finish({"ratio_per_step": per_step})
+        if step < config.steps:
+            save_step(job, step, [])
+    return _finished(job, {"ratio_per_step": per_step})
 
 
 def run_factorize(config: FactorizeStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -166,25 +174,50 @@ def run_factorize(config: FactorizeStage, artifact: Artifact, ctx: StageContext)
 
 
 def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
-    """Prune, factorize and recover, step by step, until every target is met or ``max_steps`` have run; the step
-    that reaches a parameter or MAC target prunes only the share that lands on it (:mod:`edgekd.prune.landing`)."""
+    """Prune, factorize and recover, step by step, until every target is met, ``max_steps`` have run or a step
+    removes nothing more; the step that reaches a parameter or MAC target prunes only the share that lands on it
+    (:mod:`edgekd.prune.landing`). A model that meets the targets already is kept as it is; a target missed is
+    warned of and recorded (``shortfall``). An interrupted run resumes after its last finished step."""
     job = compression(config, artifact, ctx)
-    base = job.measure(0, latency=config.measure_latency)
-    reached = False
-    ratios = []
-    for step in range(1, config.max_steps + 1):
-        ratios.append(landing_ratio(job, config, Size(base.params, base.macs)))
-        if ratios[-1] < config.prune.ratio:
+    ratios = resume(job)
+    if ratios is None:
+        seed_step(ctx.seed, 0)
+        ratios = []
+        job.measure(0, latency=config.measure_latency, timed_now=config.target_latency_ms is not None)
+    base = job.snapshots[0]
+    reached = _targets_met(config, base, job.snapshots[-1])
+    if reached and len(job.snapshots) == 1:
+        ctx.log.info("hybrid: the %s meets every target already; it is kept as it is", config.role)
+    stalled = None
+    while not reached and (step := len(job.snapshots)) <= config.max_steps:
+        seed_step(ctx.seed, step)
+        ratio = landing_ratio(job, config, Size(base.params, base.macs))
+        if ratio < config.prune.ratio:
             ctx.log.info("hybrid step %d prunes %.3g of the units (not %g): enough to land on the target", step,
-                         ratios[-1], config.prune.ratio)
-        job.prune(ratios[-1])
+                         ratio, config.prune.ratio)
+        job.prune(ratio)
         job.factorize()
+        if job.size() == Size(job.snapshots[-1].params, job.snapshots[-1].macs):
+            stalled = step
+            break
+        ratios.append(ratio)
         job.recover(step)
         reached = _targets_met(config, base, job.measure(step, latency=config.measure_latency,
                                                          timed_now=config.target_latency_ms is not None))
-        if reached:
-            break
-    return job.finish({"target_reached": reached, "steps_run": len(job.snapshots) - 1, "prune_ratios": ratios})
+        if not reached and step < config.max_steps:
+            save_step(job, step, ratios)
+    shortfall = None if reached else _shortfall(config, base, job.snapshots[-1], stalled)
+    if shortfall is not None:
+        ctx.log.warning("hybrid: %s", shortfall)
+    return _finished(job, {"target_reached": reached, "steps_run": len(job.snapshots) - 1, "prune_ratios": ratios,
+                           **({"shortfall": shortfall} if shortfall else {})})
+
+
+def _finished(job: _Compression | LMCompression, outcome: dict[str, Any]) -> StageOutput:
+    """The stage's output (:meth:`_Compression.finish`), the steps kept for a resumption removed once it is saved."""
+    output = job.finish(outcome)
+    clear(job.ctx)
+    return output
 
 
 def _targets_met(config: HybridStage, base: Snapshot | LMSnapshot, now: Snapshot | LMSnapshot) -> bool:
@@ -192,3 +225,21 @@ def _targets_met(config: HybridStage, base: Snapshot | LMSnapshot, now: Snapshot
     if limit is not None and (now.latency_ms is None or now.latency_ms > limit):
         return False
     return sizes_met(config, Size(base.params, base.macs), Size(now.params, now.macs))
+
+
+def _shortfall(config: HybridStage, base: Snapshot | LMSnapshot, now: Snapshot | LMSnapshot,
+               stalled: int | None) -> str:
+    """Which targets ``now`` misses, by how much, and why the schedule stopped (``stalled``: the step that would
+    have removed nothing more)."""
+    missed = []
+    if config.target_params_ratio is not None and now.params > config.target_params_ratio * base.params:
+        missed.append(f"parameters {now.params / base.params:.3g} of the input model's "
+                      f"(target {config.target_params_ratio:g})")
+    if config.target_macs_ratio is not None and now.macs > config.target_macs_ratio * base.macs:
+        missed.append(f"MACs {now.macs / base.macs:.3g} of the input model's (target {config.target_macs_ratio:g})")
+    if config.target_latency_ms is not None and (now.latency_ms is None or now.latency_ms > config.target_latency_ms):
+        timed = "not timed" if now.latency_ms is None else f"p50 {now.latency_ms:.3g} ms"
+        missed.append(f"{timed} (target {config.target_latency_ms:g} ms)")
+    why = (f"step {stalled} would remove nothing more (no unit left to prune, no layer left to factorize)"
+           if stalled is not None else f"max_steps {config.max_steps} reached")
+    return f"the {config.role} missed its target after {now.step} step(s), {why}: {'; '.join(missed)}"

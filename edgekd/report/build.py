@@ -28,9 +28,11 @@ from edgekd.profile.record import LMProfileRecord, ProfiledModel, ProfileRecord,
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
 from edgekd.profile.verdict_record import BudgetVerdict
+from edgekd.prune.record import COMPRESS_STAGES, read_compression_stage
 from edgekd.quantize.record import quantization_decisions
 from edgekd.report.dataset_distill import dataset_distill_summary
 from edgekd.report.record import stage_figures
+from edgekd.rundir import stage_dir_name
 from edgekd.search.record import read_search_record
 from edgekd.version import __version__
 
@@ -70,7 +72,8 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "search": _search(last_record(records, "search")),
         "dataset_distill": dataset_distill_summary(records),
         "trust_remote_code": list(remote_code),
-        "warnings": [*_warnings(device, models, remote_code, profile), *_length_warnings(recipe, device, profile)],
+        "warnings": [*_warnings(device, models, remote_code, profile), *_length_warnings(recipe, device, profile),
+                     *_compression_warnings(records)],
         "notes": _notes(device, cpu, profile),
     }
     if "teacher" in models and "student" in models:
@@ -184,6 +187,18 @@ def _warnings(device: DeviceProfile, models: dict[str, dict[str, Any]],
             warnings.append(f"The {role} was not profiled: no latency figures.")
         elif (unstable := stability_warning(f"the {role}", figures)) is not None:
             warnings.append(unstable)
+    return warnings
+
+
+def _compression_warnings(records: list[dict[str, Any]]) -> list[str]:
+    """What the prune, factorize and hybrid stages warned of: a hybrid's target missed (and why it stopped), a
+    factorization that changed no layer."""
+    warnings = []
+    for record in records:
+        if record["stage"] in COMPRESS_STAGES:
+            compressed = read_compression_stage(record)
+            warnings += [f"{stage_dir_name(record['index'], record['stage'])}: {said}"
+                         for said in (compressed.shortfall, compressed.unchanged) if said]
     return warnings
 
 
