@@ -347,6 +347,31 @@ def test_a_pretrained_student_with_a_smaller_vocabulary_is_one_line_before_the_t
     assert not list(tmp_path.glob("run/*-teacher"))  # refused before the teacher trained
 
 
+def test_a_pretrained_causal_lm_whose_weights_do_not_fit_its_config_is_refused_by_validate_as_its_load_is(
+        tmp_path: Path) -> None:
+    """Its load raised transformers' RuntimeError (an internal error after a table of tensors) when the stage built
+    it, and validate said ok: both now say it in one line, validate from the safetensors headers."""
+    from pydantic import TypeAdapter
+
+    from edgekd.errors import ModelError
+    from edgekd.models.architectures import ModelSpec
+    from edgekd.models.causal_lm import build_causal_lm, causal_lm_from_spec
+
+    edited = tmp_path / "edited"
+    build_causal_lm("llama", vocab_size=40, context=32, layers=1, width=16, heads=2).save_pretrained(edited)
+    config = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))  # the weights' is 64
+    spec = TypeAdapter(ModelSpec).validate_python({"arch": "hf", "pretrained": str(edited)})
+    with pytest.raises(ModelError) as refused:
+        causal_lm_from_spec(spec, None, 32, "student.model")
+    reason = str(refused.value).removeprefix(f"pretrained model '{edited}': ")
+    assert reason.startswith("its weights do not fit its config.json: model.layers.0.mlp.down_proj.weight is "
+                             "[16, 64] in the weights but [16, 48] by config.json, "), reason
+    code, output = _validate(_recipe(tmp_path, student={"model": {"arch": "hf", "pretrained": str(edited)}}))
+    assert code == 2 and len(output.strip().splitlines()) == 1, output
+    assert f"student.model.pretrained: '{edited}': {reason}" in output, output
+
+
 def test_a_pretrained_teacher_without_its_tokenizer_and_no_tokenizer_section_is_refused_by_validate(
         tmp_path: Path) -> None:
     """The corpus is then read with the teacher's own tokenizer: validate said ok and the teacher stage failed."""

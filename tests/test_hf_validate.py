@@ -453,3 +453,95 @@ def test_a_loss_a_family_cannot_take_names_the_losses_it_can(tmp_path: Path) -> 
                            "loss 'minilm' compares the models' qkv, which edgekd does not read from a 'hf' (llama) "
                            "student; losses on the logits and its attentions, hidden_states apply to it (hinton, "
                            "logit_mse, hidden, pkd, attention, embedding, cosine)")
+
+
+def _pruned_by_transformers_4(directory: Path, *, sharded: bool) -> Path:
+    """A BERT as transformers 4 saved one after ``prune_heads({0: [0]})``: layer 0's query, key and value keep 2 of
+    its 3 heads (16 of 24 rows) and config.json lists ``pruned_heads``, which transformers 5 does not rebuild;
+    ``sharded``: its tensors in two safetensors files named by ``model.safetensors.index.json``."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    hf_families.save("bert", directory, num_labels=2)
+    state = load_file(directory / "model.safetensors")
+    (directory / "model.safetensors").unlink()
+    kept, layer = torch.arange(8, 24), "bert.encoder.layer.0.attention"
+    for name in [f"{layer}.self.{part}.{kind}" for part in ("query", "key", "value") for kind in ("weight", "bias")]:
+        state[name] = state[name][kept].contiguous()
+    state[f"{layer}.output.dense.weight"] = state[f"{layer}.output.dense.weight"][:, kept].contiguous()
+    names = sorted(state)
+    files = {f"model-0000{part + 1}-of-00002.safetensors": names[part::2] for part in range(2)} if sharded \
+        else {"model.safetensors": names}
+    for file, stored in files.items():
+        save_file({name: state[name] for name in stored}, str(directory / file), metadata={"format": "pt"})
+    if sharded:
+        weight_map = {name: file for file, stored in files.items() for name in stored}
+        (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "pruned_heads": {"0": [0]}}))
+    return directory
+
+
+@pytest.mark.parametrize(("role", "sharded"), [("teacher", False), ("student", True)])
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused_by_validate_as_its_load_refuses_it(
+        role: str, sharded: bool, tmp_path: Path) -> None:
+    """It was refused only when its stage built it (the run directory made, the teacher trained before a student
+    was built) while validate said ok; validate now reads the shapes from the safetensors headers (no weights)."""
+    from pydantic import TypeAdapter
+
+    from edgekd.data.examples import InputSignature
+    from edgekd.errors import ModelError
+    from edgekd.models.architectures import ModelSpec
+    from edgekd.models.hf import build_hf
+
+    checkpoint = _pruned_by_transformers_4(tmp_path / "pruned-v4", sharded=sharded)
+    spec = TypeAdapter(ModelSpec).validate_python({"arch": "hf", "pretrained": str(checkpoint)})
+    with pytest.raises(ModelError) as refused:
+        build_hf(spec, InputSignature(kind="text", vocab_size=100, pad_id=0, max_length=32), ("0", "1"))
+    reason = str(refused.value).removeprefix(f"pretrained model '{checkpoint}': ")
+    assert reason.startswith("its weights do not fit its config.json: bert.encoder.layer.0.attention.output.dense."
+                             "weight is [24, 16] in the weights but [24, 24] by config.json, "), reason
+    models = {"teacher": SMALL_BERT, "student": SMALL_BERT, role: {"arch": "hf", "pretrained": str(checkpoint)}}
+    result = _validate(tmp_path, _text_recipe(models["teacher"], models["student"], DISTILL))
+    _assert_one_line_error(result, f"{role}.model.pretrained: '{checkpoint}': {reason}")
+
+
+def _fitting_bert(kind: str, directory: Path) -> Path:
+    """A BERT checkpoint whose weights fit its config: saved for the data's 2 classes, saved with a head of 3 labels
+    (replaced by the load), or pruned by edgekd (heads removed: config.json records the structure its class is
+    rebuilt to)."""
+    from edgekd.data.examples import InputSignature
+    from edgekd.models.task_model import TaskModel
+    from edgekd.prune.config import PruneConfig
+    from edgekd.prune.structured import prune_step
+
+    if kind != "pruned by edgekd":
+        return hf_families.save("bert", directory, num_labels=3 if kind == "three labels" else 2)
+    signature = InputSignature(kind="text", vocab_size=hf_families.VOCAB, pad_id=hf_families.PAD, max_length=32)
+    model = TaskModel(module=hf_families.build("bert", num_labels=2), spec={"arch": "hf"}, signature=signature,
+                      class_names=("0", "1"))
+    prune_step(model, PruneConfig(targets=["heads"], importance="l2"), 0.5, hf_families.padded_batch())
+    return model.save(directory)
+
+
+@pytest.mark.parametrize("kind", ["as saved", "three labels", "pruned by edgekd"])
+def test_a_checkpoint_whose_weights_fit_validates_and_is_refused_once_its_config_is_edited(kind: str,
+                                                                                          tmp_path: Path) -> None:
+    """The weights are compared with the class that loads them: a replaced head and the widths an edgekd-pruned
+    model is rebuilt to fit; the same directory with the FFN width in its config.json edited does not."""
+    from safetensors import safe_open
+
+    checkpoint = _fitting_bert(kind, tmp_path / "checkpoint")
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as weights:
+        rows = weights.get_slice("bert.encoder.layer.0.attention.self.query.weight").get_shape()[0]
+    assert rows < 24 if kind == "pruned by edgekd" else rows == 24  # heads of 8 rows removed, or 3 heads kept
+    recipe = _text_recipe({"arch": "hf", "pretrained": str(checkpoint)}, SMALL_BERT, DISTILL)
+    result = _validate(tmp_path, recipe)
+    assert result.exit_code == 0, result.output
+    config = json.loads((checkpoint / "config.json").read_text())
+    if "edgekd_structure" in config:  # each layer's FFN width, which its class is rebuilt to
+        config["edgekd_structure"]["intermediate"] = [40, 40]
+    (checkpoint / "config.json").write_text(json.dumps({**config, "intermediate_size": 40}))
+    _assert_one_line_error(_validate(tmp_path, recipe), f"teacher.model.pretrained: '{checkpoint}': its weights do "
+                           "not fit its config.json: bert.encoder.layer.0.intermediate.dense.bias is [37] in the "
+                           "weights but [40] by config.json")

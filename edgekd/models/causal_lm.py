@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from edgekd.atomic import atomic_dir
 from edgekd.errors import ConfigError, ModelError
-from edgekd.models.hf import LOAD_DTYPE, frozen_as_built, quiet_transformers
+from edgekd.models.hf import LOAD_DTYPE, frozen_as_built, quiet_transformers, refuse_misfits
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
 from edgekd.prune.structure import pruned_class
 
@@ -95,12 +95,14 @@ def causal_lm_from_spec(spec: HFSpec, tokenizer: Any, context: int, where: str) 
     if spec.pretrained is not None:
         source = resolve_pretrained(spec.pretrained)
         try:
-            module = frozen_as_built(AutoModelForCausalLM.from_pretrained(
+            module, info = AutoModelForCausalLM.from_pretrained(
                 source, attn_implementation="eager", trust_remote_code=spec.trust_remote_code, dtype=LOAD_DTYPE,
-                **load_options(source)))
+                ignore_mismatched_sizes=True, output_loading_info=True, **load_options(source))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{where}.pretrained: cannot load '{spec.pretrained}' as a causal LM: "
                              f"{str(exc).splitlines()[0]}") from None
+        refuse_misfits(module, info, spec.pretrained, classes=None)  # transformers raised a RuntimeError after a table
+        frozen_as_built(module)
     else:
         end = tokenizer.eos_token_id
         sizes = {"vocab_size": len(tokenizer), "max_position_embeddings": context, "bos_token_id": end,

@@ -58,22 +58,46 @@ def check_weights(directory: Path) -> None:
     """Raise ``ValueError`` (one line naming the file) unless ``directory`` holds weights edgekd reads: safetensors
     whose headers parse (``model.safetensors``, or every shard ``model.safetensors.index.json`` names), else
     PyTorch weights (``pytorch_model.bin`` or the shards of its index) that torch's ``weights_only`` loader reads."""
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        files = [directory / name for name in sorted(set(_index_map(index).values()))]
+    if files := safetensors_files(directory):
+        for path in files:
+            _check_header(path)
     elif pytorch_files := torch_weights(directory):
         for path in pytorch_files:
-            _check_torch_file(path)
-        return
+            _torch_state(path)
     else:
         others = sorted(path.name for path in directory.iterdir() if path.suffix in _OTHER_WEIGHTS)
         hint = (f"; it has {', '.join(others)}, which edgekd does not read: save the model with save_pretrained "
                 f"(safetensors) or name PyTorch weights {TORCH_WEIGHTS}") if others else ""
         raise ValueError(f"'{directory}' has no model.safetensors nor {TORCH_WEIGHTS}{hint}")
-    for path in files:
-        _check_header(path)
+
+
+def saved_shapes(directory: Path) -> dict[str, list[int]]:
+    """The shape of every tensor the checkpoint ``directory`` holds (the weights :func:`check_weights` accepts), by
+    name, without reading any tensor's values: from the safetensors headers (of every shard, for a sharded
+    checkpoint), or from PyTorch weights memory-mapped by torch's ``weights_only`` loader."""
+    from safetensors import safe_open
+
+    shapes: dict[str, list[int]] = {}
+    if files := safetensors_files(directory):
+        for path in files:
+            with safe_open(str(path), framework="pt") as handle:
+                names = handle.keys()  # a safetensors handle is not iterable
+                shapes.update({name: list(handle.get_slice(name).get_shape()) for name in names})
+        return shapes
+    for path in torch_weights(directory):
+        shapes.update({name: list(tensor.shape) for name, tensor in _torch_state(path).items()})
+    return shapes
+
+
+def safetensors_files(directory: Path) -> list[Path]:
+    """The safetensors files of a checkpoint ``directory``: ``model.safetensors``, or the shards
+    ``model.safetensors.index.json`` names; empty when it has neither."""
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        return [directory / name for name in sorted(set(_index_map(index).values()))]
+    return []
 
 
 def torch_weights(directory: Path) -> list[Path]:
@@ -90,8 +114,7 @@ def load_options(source: str) -> dict[str, Any]:
     """``from_pretrained`` keywords for checkpoint ``source``: safetensors, or for a local directory holding only
     PyTorch weights, those through torch's restricted loader (``weights_only``)."""
     local = Path(source)
-    if local.is_dir() and not (local / "model.safetensors").is_file() \
-            and not (local / "model.safetensors.index.json").is_file() and torch_weights(local):
+    if local.is_dir() and not safetensors_files(local) and torch_weights(local):
         return {"use_safetensors": False, "weights_only": True}
     return {"use_safetensors": True}
 
@@ -120,7 +143,9 @@ def _check_header(path: Path) -> None:
             from None
 
 
-def _check_torch_file(path: Path) -> None:
+def _torch_state(path: Path) -> dict[str, Any]:
+    """The tensors of PyTorch weights file ``path``, memory-mapped (their values are read when used) through torch's
+    ``weights_only`` loader; ``ValueError`` (one line naming the file) when it is missing or not plain tensors."""
     import torch
 
     if not path.is_file():
@@ -132,3 +157,4 @@ def _check_torch_file(path: Path) -> None:
                          "re-download it or re-save the model with save_pretrained") from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ValueError(f"'{path}' is not a state dict (a mapping of names to tensors)")
+    return state

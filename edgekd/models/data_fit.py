@@ -18,9 +18,12 @@ architecture's validate-time ``check`` (:mod:`edgekd.models.architectures`). Ref
   its position table or downsampling cannot take, a classifier whose head or task its config cannot serve;
   :func:`edgekd.models.task_model.run_failure`).
 
-Too few positions for ``tokenizer.max_length`` or the device's sequence length has its own rule
-(:func:`edgekd.input_rules.check_sequence_fits`). Data only the run can load (a hub dataset), a hub checkpoint
-(validate downloads nothing) and a checkpoint bringing its own code (``trust_remote_code``) are tried when built.
+A checkpoint whose weights have other shapes than its config.json gives them is refused for any data (a corpus
+too), as its load refuses it (:func:`edgekd.models.hf.checkpoint_misfit`: its safetensors headers against the class
+that loads it built on the meta device, no weights read). Too few positions for ``tokenizer.max_length`` or the
+device's sequence length has its own rule (:func:`edgekd.input_rules.check_sequence_fits`). Data only the run can
+load (a hub dataset), a hub checkpoint (validate downloads nothing) and a checkpoint bringing its own code
+(``trust_remote_code``) are tried when built.
 """
 
 from __future__ import annotations
@@ -62,15 +65,17 @@ def channel_misfit(config: Any, channels: int) -> str | None:
 
 
 def check_spec(spec: HFSpec | BertSpec, state: PlanState, key: str) -> None:
-    """``check_recipe``'s rule for a Hugging Face model (``arch: hf``, ``arch: bert`` from a checkpoint): its untrained
-    twin takes the recipe's data (see the module docstring), else ``state.fail`` naming ``key.pretrained`` or
-    ``key.config``."""
+    """``check_recipe``'s rule for a Hugging Face model (``arch: hf``, ``arch: bert`` from a checkpoint): a checkpoint's
+    weights fit the class that loads it, and its untrained twin takes the recipe's data (see the module docstring),
+    else ``state.fail`` naming ``key.pretrained`` or ``key.config``."""
     from edgekd.data.config import is_corpus
 
     recipe = state.recipe
-    if is_corpus(recipe.data) or not _triable(spec):
+    if not _triable(spec):
         return
-    facts = data_facts(recipe)
+    corpus = is_corpus(recipe.data)
+    facts = None if corpus else data_facts(recipe)
+    _check_weights_fit(spec, state, key, per_token=facts is not None and facts[0].per_token, causal=corpus)
     if facts is None:
         return
     signature, class_names = facts
@@ -88,6 +93,20 @@ def check_spec(spec: HFSpec | BertSpec, state: PlanState, key: str) -> None:
         raise state.fail(f"{key}.pretrained", f"'{spec.pretrained}': {message}")
     if message is not None:
         raise state.fail(f"{key}.config", message)
+
+
+def _check_weights_fit(spec: HFSpec | BertSpec, state: PlanState, key: str, *, per_token: bool, causal: bool
+                       ) -> None:
+    """``state.fail`` naming ``key.pretrained`` when the checkpoint's weights do not fit the class that loads it, in
+    the words its load refuses it in (:func:`edgekd.models.hf.checkpoint_misfit`: from its files' headers, no
+    weights read), for any data: the model is built by the stage that trains it."""
+    from edgekd.models.hf import checkpoint_misfit
+
+    if spec.pretrained is None:
+        return
+    misfit = checkpoint_misfit(spec, per_token=per_token, causal=causal)
+    if misfit is not None:
+        raise state.fail(f"{key}.pretrained", f"'{spec.pretrained}': {misfit}")
 
 
 def check_image_spec(spec: Any, state: PlanState, key: str) -> None:

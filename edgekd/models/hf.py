@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 from edgekd.data.examples import InputSignature
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import families
-from edgekd.models.checkpoint_files import load_options
+from edgekd.models.checkpoint_files import load_options, saved_shapes
 from edgekd.models.data_fit import channel_misfit, vocabulary_misfit
 from edgekd.models.head_labels import (
     fresh_head,
@@ -129,7 +130,7 @@ def build_hf(spec: HFSpec, signature: InputSignature, class_names: tuple[str, ..
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load pretrained model '{spec.pretrained}': {first_line(exc)}") from exc
         frozen_as_built(module)
-        _refuse_misfits(module, info, spec.pretrained, len(class_names))
+        refuse_misfits(module, info, spec.pretrained, len(class_names))
         if rows and not keep_head_rows(module, rows, class_names, spec.pretrained):
             raise ModelError(f"pretrained model '{spec.pretrained}': its classification head layer (one output per "
                              f"label of its {config.num_labels}) was not found to keep the data's classes' rows")
@@ -161,17 +162,50 @@ def weights_misfit(mismatched: list[tuple[str, Any, Any]]) -> str:
     return f"its weights do not fit its config.json: {listed}{more}"
 
 
-def _refuse_misfits(module: nn.Module, info: dict[str, Any], pretrained: str, classes: int) -> None:
-    """Refuse (one line) a checkpoint whose weights have other shapes than its config gives them, but for the
-    classification head (replaced when the data has other classes): transformers draws such weights at random
-    (``ignore_mismatched_sizes``, asked for the head), silently. A BERT pruned by transformers' ``prune_heads`` is
-    one (its config records ``pruned_heads``, which the model class does not rebuild)."""
-    head = _head_parameters(module, classes)
+def refuse_misfits(module: nn.Module, info: dict[str, Any], pretrained: str, classes: int | None) -> None:
+    """Refuse (one line, :func:`misfit_reason`) checkpoint ``pretrained`` just loaded into ``module``."""
+    reason = misfit_reason(module, info, classes)
+    if reason is not None:
+        raise ModelError(f"pretrained model '{pretrained}': {reason}")
+
+
+def misfit_reason(module: nn.Module, info: dict[str, Any], classes: int | None) -> str | None:
+    """Why a checkpoint loaded into ``module`` (``info``: transformers' loading info) is refused: weights of other
+    shapes than its config gives them, but for the classification head of ``classes`` outputs (replaced when the
+    data has other classes; None: no head is replaced, as a causal LM's); None when none. transformers draws such
+    weights at random (``ignore_mismatched_sizes``, asked for the head), silently. A BERT pruned by transformers'
+    ``prune_heads`` is one (its config records ``pruned_heads``, which the model class does not rebuild). The one
+    rule of the load (:func:`build_hf`) and of ``edgekd validate`` (:func:`checkpoint_misfit`)."""
+    head = _head_parameters(module, classes) if classes is not None else set()
     misfits = sorted(entry for entry in info.get("mismatched_keys") or () if entry[0] not in head)
-    if misfits:
-        raise ModelError(f"pretrained model '{pretrained}': {weights_misfit(misfits)}; edgekd does not load a model "
-                         "whose layers it would have to draw at random: save it again with save_pretrained from the "
-                         "model that has these weights")
+    if not misfits:
+        return None
+    return (f"{weights_misfit(misfits)}; edgekd does not load a model whose layers it would have to draw at random: "
+            "save it again with save_pretrained from the model that has these weights")
+
+
+def checkpoint_misfit(spec: HFSpec | BertSpec, *, per_token: bool = False, causal: bool = False) -> str | None:
+    """Why the local checkpoint ``spec.pretrained`` would be refused when loaded (:func:`misfit_reason`), asked
+    without reading its weights: the shapes its files' headers give (:func:`saved_shapes`), as meta tensors, loaded
+    by transformers into the class that loads it (a classifier, ``per_token`` a token classifier; ``causal`` a causal
+    LM) built for its own config.json on the meta device, so its own key renames and conversions decide what fits, as
+    at the load (the head, of the config's ``num_labels`` outputs, is the one the load keeps or replaces). None when
+    the weights fit, or the class cannot be built so (its load then says what is wrong). Milliseconds."""
+    quiet_transformers()
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = resolve_pretrained(spec.pretrained)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        loader = AutoModelForCausalLM if causal else checkpoint_class(config, spec.modality, per_token)
+        state = {name: torch.empty(shape, device="meta") for name, shape in saved_shapes(Path(source)).items()}
+        module, info = type(built_on_meta(loader, config)).from_pretrained(
+            None, config=copy.deepcopy(config), state_dict=state, device_map="meta", use_kernels=False,
+            ignore_mismatched_sizes=True, output_loading_info=True, attn_implementation=ATTENTION, dtype=LOAD_DTYPE)
+    except Exception as exc:  # noqa: BLE001 - what stops the class building or loading is said by the load itself
+        log.debug("%s: weights not compared with the class that loads them: %s", spec.pretrained, first_line(exc))
+        return None
+    return misfit_reason(module, info, None if causal else config.num_labels)
 
 
 def _head_parameters(module: nn.Module, classes: int) -> set[str]:
@@ -190,8 +224,7 @@ def frozen_as_built(module: nn.Module) -> nn.Module:
     that cannot be built so is left as loaded. Returns ``module``.
     """
     try:
-        with torch.device("meta"):
-            built = type(module)(copy.deepcopy(module.config))  # a model's __init__ may adjust its config
+        built = built_on_meta(type(module), module.config)
     except Exception:  # noqa: BLE001 - a class needing more than its config to build: nothing to learn from it
         return module
     frozen = {name for name, parameter in built.named_parameters() if not parameter.requires_grad}
@@ -199,6 +232,17 @@ def frozen_as_built(module: nn.Module) -> nn.Module:
         if name in frozen:
             parameter.requires_grad_(False)
     return module
+
+
+def built_on_meta(model_class: Any, config: Any) -> nn.Module:
+    """``model_class`` (a transformers model class, or an auto class picking one by ``config``) built for a copy of
+    ``config`` (a model's ``__init__`` may adjust it) on the meta device: no memory, no weights."""
+    from transformers import PreTrainedModel
+
+    with torch.device("meta"):
+        if issubclass(model_class, PreTrainedModel):
+            return model_class(copy.deepcopy(config))
+        return model_class.from_config(copy.deepcopy(config))
 
 
 def dense_attention(module: nn.Module) -> None:
