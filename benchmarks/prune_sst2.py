@@ -8,7 +8,7 @@ the linear layers and the embedding tables, one epoch of distillation recovery f
 uncompressed teacher, repeated) run once to 10× fewer parameters, reporting the first steps that
 reach 2× and 5× on the way (the steps do not depend on the target, so a run to 2× is this run's
 prefix); and for comparison pruning alone and factorization alone at two strengths each. Per
-point: params, MACs (PyTorch FLOP counter at batch 1 × 128 tokens), dev accuracy, accuracy ratio,
+point: params, MACs (on the ONNX graph at batch 1 × 128 tokens), dev accuracy, accuracy ratio,
 compression, ONNX p50 on ``host-cpu`` and speed-up against the uncompressed model. The final
 models are exported and, at the end, timed side by side with the uncompressed one in interleaved
 sessions (``"latency": "interleaved"``); the hybrid's intermediate steps keep the p50 timed right

@@ -122,14 +122,15 @@ def test_a_shared_albert_layer_is_factorized_once_and_used_by_every_layer(layers
     params, macs = model.params, count_macs(model, batch)
     factorize_task_model(model, FactorizeConfig(param_ratio=0.5))
     assert model.params == params - _saved("albert")
-    calls: list[str] = []
-    for name, pair in model.module.named_modules():
-        if isinstance(pair, LowRankLinear):
-            pair.register_forward_hook(lambda *_, name=name: calls.append(name))
     tokens, rows = batch["input_ids"].numel(), len(batch["input_ids"])
     saved_per_layer = 4 * SAVED[(24, 24)] + SAVED[(37, 24)] + SAVED[(24, 37)]
     assert count_macs(model, batch) == macs - tokens * (SAVED[(24, 16)] + layers * saved_per_layer) \
         - rows * SAVED[(24, 24)]  # the pooler reads the first token of each row
+    calls: list[str] = []
+    for name, pair in model.module.named_modules():
+        if isinstance(pair, LowRankLinear):
+            pair.register_forward_hook(lambda *_, name=name: calls.append(name))
+    _logits(model, batch)
     shared = "albert.encoder.albert_layer_groups.0.albert_layers.0.attention.query"
     assert calls.count(shared) == layers
 

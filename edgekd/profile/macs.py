@@ -24,6 +24,7 @@ counted either.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,28 @@ def count_macs(onnx_path: str | Path, shape: ShapeLike) -> GraphCount:
     Raises :class:`ModelError` (one line, naming the file) when the file cannot be read or run.
     """
     path = Path(onnx_path)
+    return _count(_load(path), make_feeds(path, shape), path)
+
+
+def count_macs_fed(onnx_path: str | Path, feeds: Mapping[str, np.ndarray]) -> GraphCount:
+    """:func:`count_macs` of one inference on ``feeds`` (an array for every graph input) instead of a device profile's
+    shapes: for a caller that holds the very inputs the graph was made for (a compression stage's model)."""
+    path = Path(onnx_path)
+    return _count(_load(path), feeds, path)
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    """The ONNX graph at ``path``, or :class:`ModelError` (one line) when it cannot be read."""
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as exc:  # protobuf raises several unrelated types for a bad file
         raise ModelError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+
+
+def _count(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], path: Path) -> GraphCount:
+    """The :class:`GraphCount` of ``model`` (read from ``path``) run once on ``feeds``."""
     shapes = {t.name: tuple(int(d) for d in t.dims) for t in model.graph.initializer}
-    shapes.update(_run_shapes(model, make_feeds(path, shape), path))
+    shapes.update(_run_shapes(model, feeds, path))
     by_op: dict[str, int] = {}
     for node in model.graph.node:
         macs = node_macs(node, shapes)
@@ -113,7 +130,7 @@ def node_macs(node: onnx.NodeProto, shapes: Shapes) -> int:
     return 0
 
 
-def _run_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray], path: Path) -> Shapes:
+def _run_shapes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], path: Path) -> Shapes:
     """The shape of every node output, from one unoptimized onnxruntime run exposing them all."""
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
@@ -127,7 +144,7 @@ def _run_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray], path: Path
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        values = session.run(None, feeds)
+        values = session.run(None, dict(feeds))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise ModelError(f"{path}: onnxruntime cannot run it to count MACs: {first_line(exc)}") from None
     shapes = {name: tuple(array.shape) for name, array in feeds.items()}

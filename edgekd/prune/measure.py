@@ -4,9 +4,15 @@ Quality is the data's task's own (:mod:`edgekd.task_heads`): accuracy for single
 for multi-label ones, MSE (lower is better) for regression, token accuracy for token classification; a
 snapshot names it (``metric``) and holds every figure of the task (``figures``, as the distill stage records them).
 
-MACs are counted by PyTorch's ``FlopCounterMode`` (matrix products and convolutions; FLOPs / 2) at
-the device profile's input shapes; the ONNX file is written by
-:func:`edgekd.export.onnx_export.export_onnx`, whose parity gate checks it against PyTorch. The
+MACs are counted on the model's ONNX graph at the device profile's input shapes
+(:func:`edgekd.profile.macs.count_macs_fed`), the count the profile stage and ``edgekd bench`` make of the
+exported files, so a stage's ``macs_ratio`` (and the share a hybrid step prunes to land on a
+``target_macs_ratio``) is the deployed graph's. Not PyTorch's FLOP counter: it counts what the graph does not
+compute (the exporter folds away every product of weights alone, such as DeBERTa-v2's projections of its
+relative-position table) and misses what its formulas do not cover (an LSTM on the CPU).
+The ONNX file is written by :func:`edgekd.export.onnx_export.export_onnx`, whose parity gate checks it against
+PyTorch: a step measured with latency is counted on the file it is timed with, any other count exports to a
+temporary file (seconds for a 6-layer × 384 BERT). The
 exports of every measured step are timed together at the end (:func:`time_interleaved`), in
 interleaved rounds under the device profile, so that the latencies and speed-ups recorded compare
 models timed side by side rather than minutes apart under whatever load the machine had then.
@@ -14,23 +20,25 @@ models timed side by side rather than minutes apart under whatever load the mach
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import logging
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from edgekd.config.device import DeviceProfile
 from edgekd.data.task_data import TaskData
 from edgekd.distill.task_metrics import evaluation_metrics
 from edgekd.errors import ModelError
 from edgekd.export.config import load_export_target
-from edgekd.export.onnx_export import export_onnx
+from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.stage import PARITY_SAMPLES
-from edgekd.models.call import call_logits, call_model
+from edgekd.log_level import raised_level
+from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.profile.bench import benchmark, paired_speedup
+from edgekd.profile.macs import count_macs_fed
 from edgekd.profile.runner import profile_onnx
 from edgekd.prune.record import StepRecord
 
@@ -55,28 +63,24 @@ def device_inputs(model: TaskModel, device: DeviceProfile) -> dict[str, torch.Te
     return model.example_inputs(batch=device.inputs.batch, sequence=device.inputs.sequence_length)
 
 
-@torch.no_grad()
 def count_macs(model: TaskModel, inputs: dict[str, torch.Tensor]) -> int:
-    """Multiply-accumulates of one forward pass on ``inputs`` (PyTorch's FLOP counter / 2)."""
-    model.module.eval()
-    with _frozen(model.module), FlopCounterMode(display=False) as counter:
-        call_model(model.module, inputs)
-    return counter.get_total_flops() // 2
+    """Multiply-accumulates of one inference on ``inputs``, counted on the model's ONNX graph (exported to a
+    temporary file; its export log is kept quiet, being no step of the stage's)."""
+    with tempfile.TemporaryDirectory(prefix="edgekd-macs-") as tmp, raised_level("edgekd.export", logging.WARNING):
+        return graph_macs(export_for_checks(model, inputs, Path(tmp) / "model.onnx"), inputs)
 
 
-@contextmanager
-def _frozen(module: torch.nn.Module) -> Iterator[None]:
-    """``module``'s parameters require no gradients meanwhile: the FLOP counter hooks the gradients of every module
-    input that requires them, and fails on a parameter passed to a module as its input under ``no_grad`` (DeBERTa-v2
-    hands its relative-position table to a dropout)."""
-    flags = [(param, param.requires_grad) for param in module.parameters()]
-    for param, _ in flags:
-        param.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for param, flag in flags:
-            param.requires_grad_(flag)
+def export_for_checks(model: TaskModel, sample: dict[str, torch.Tensor], path: Path) -> ExportResult:
+    """Export ``model`` to ``path`` as the checks do (:data:`CHECK_TARGET`, the text's sequence axis dynamic),
+    parity-gated on ``sample``."""
+    return export_onnx(model.module, sample, path, load_export_target(CHECK_TARGET),
+                       extra_dynamic_axes=model.signature.dynamic_axes())
+
+
+def graph_macs(export: ExportResult, inputs: dict[str, torch.Tensor]) -> int:
+    """The MACs of one run of ``export``'s graph on ``inputs`` (those the graph takes)."""
+    feeds = {name: inputs[name].numpy() for name in export.input_names}
+    return count_macs_fed(export.path, feeds).macs
 
 
 @torch.no_grad()
@@ -100,16 +104,18 @@ def snapshot(model: TaskModel, data: TaskData, device: DeviceProfile, step: int,
     figure recorded is the interleaved one :func:`time_interleaved` puts in its place.
     """
     p50 = parity = None
-    if onnx_path is not None:
+    inputs = device_inputs(model, device)
+    if onnx_path is None:
+        macs = count_macs(model, inputs)
+    else:
         _, sample, _ = next(data.test.batches(PARITY_SAMPLES, shuffle=False))
-        result = export_onnx(model.module, sample, onnx_path, load_export_target(CHECK_TARGET),
-                             extra_dynamic_axes=model.signature.dynamic_axes())
-        parity = result.parity.max_abs_diff
+        result = export_for_checks(model, sample, onnx_path)
+        parity, macs = result.parity.max_abs_diff, graph_macs(result, inputs)
         if timed_now:
             p50 = profile_onnx(onnx_path, device, warmup=WARMUP, runs=RUNS).p50_ms
     figures = evaluation_metrics(model, data)
     metric = figures.get("primary_metric", "accuracy")
-    return Snapshot(step=step, params=model.params, macs=count_macs(model, device_inputs(model, device)),
+    return Snapshot(step=step, params=model.params, macs=macs,
                     metric=metric, score=figures[metric], val_score=figures[f"val_{metric}"],
                     accuracy=figures["accuracy"], val_accuracy=figures["val_accuracy"], figures=figures,
                     onnx_p50_ms=p50, parity_max_abs_diff=parity)
