@@ -230,6 +230,29 @@ def test_a_usage_error_of_any_command_given_json_is_its_json_document(path: tupl
     assert plain.exit_code == 2 and plain.stdout == "" and "Usage:" in plain.stderr
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (("nosuch", "--json"), "No such command 'nosuch'; see 'edgekd --help'"),
+    (("devices", "lst", "--json"), "No such command 'lst'. Did you mean 'list'? See 'edgekd devices --help'"),
+    (("--json",), "No command before --json, which commands take after their name "
+                  "('edgekd COMMAND [ARGS]... --json'); see 'edgekd --help'"),
+    (("devices", "--json"), "No command before --json, which commands take after their name "
+                            "('edgekd devices COMMAND [ARGS]... --json'); see 'edgekd devices --help'"),
+    (("--debug", "--json", "run", "recipe.yaml"), "No command before --json, which commands take after their name "
+                                                  "('edgekd COMMAND [ARGS]... --json'); see 'edgekd --help'"),
+], ids=["unknown", "unknown-in-group", "missing", "missing-in-group", "before-the-command"])
+def test_no_command_chosen_given_json_is_the_json_document(args: tuple[str, ...], message: str) -> None:
+    """An unknown command name or none (``edgekd nosuch --json``, ``edgekd --json``) printed click's usage box and
+    nothing on stdout, though every command's usage error given ``--json`` is its JSON document."""
+    result = _invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout) == {"error": message, "internal": False, "exit_code": 2}
+    assert result.stderr.splitlines() == [f"error: {message}"]
+    plain = _invoke(*(arg for arg in args if arg != "--json"), "nosuch")  # no --json (a stray word: never valid)
+    assert plain.exit_code == 2 and plain.stdout == "" and "Usage:" in plain.stderr
+    after_dashes = _invoke("nosuch", "--", "--json")  # after --, --json is an argument's value
+    assert after_dashes.exit_code == 2 and after_dashes.stdout == "" and "Usage:" in after_dashes.stderr
+
+
 @pytest.mark.parametrize(("args", "said"), [
     (("run", "RECIPE", "--budget-ms", "abc", "--dry-run"), "Invalid value for '--budget-ms'"),
     (("run", "RECIPE", "--threads", "-3"), "expected a positive number of threads or 'auto', got '-3'"),

@@ -25,9 +25,9 @@ from edgekd.console import err, shown
 from edgekd.errors import EdgekdError, is_out_of_memory, too_long_name
 
 try:  # typer ≥ 0.2x parses with its own copy of click, whose errors are not click's
-    from typer._click.exceptions import UsageError
+    from typer._click.exceptions import NoSuchOption, UsageError
 except ImportError:
-    from click.exceptions import UsageError
+    from click.exceptions import NoSuchOption, UsageError
 
 
 def api() -> ModuleType:
@@ -88,33 +88,81 @@ def _fail(message: str, code: int, as_json: bool, *, label: str | None = "error"
     raise typer.Exit(code=code)
 
 
-class JsonUsageCommand(typer.core.TyperCommand):
-    """A command whose usage errors (an option value of the wrong type or out of range, an unknown option, a missing
-    argument: click's, raised while it reads its arguments, before :func:`handle_errors` runs) are also printed as
-    its one JSON document on stdout when it is given ``--json``, as every later error is; without ``--json`` click's
+class _JsonUsageErrors:
+    """What :class:`JsonUsageCommand` and :class:`JsonUsageGroup` share: a usage error click raises while it reads
+    their arguments (before :func:`handle_errors` runs) is printed as the one JSON document on stdout when the
+    arguments ask for ``--json`` (see :meth:`asks_for_json`), as every later error is; without ``--json`` click's
     usage box stays."""
 
+    def asks_for_json(self, args: list[str]) -> bool:
+        """Whether ``args`` (this command's or group's own) ask for the JSON document."""
+        raise NotImplementedError
+
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
-        """The command's context, as click makes it; a usage error of a command given ``--json`` as that
-        document."""
+        """The context, as click makes it; a usage error of arguments asking for ``--json`` as that document."""
         given = list(args)  # click's parser consumes the list it reads
         try:
-            return super().make_context(info_name, args, parent, **extra)
+            return super().make_context(info_name, args, parent, **extra)  # type: ignore[misc]
         except UsageError as exc:
-            if not _asks_for_json(self, given):
+            if not self.asks_for_json(given):
                 raise
-            path = exc.ctx.command_path if exc.ctx is not None else info_name
-            _fail(f"{shown(exc.format_message().rstrip('.'))}; see '{shown(path)} --help'", exc.exit_code, True)
+            _usage_error_as_json(exc, info_name)
 
 
-def _asks_for_json(command: typer.core.TyperCommand, args: list[str]) -> bool:
-    """Whether ``command`` has a ``--json`` option and ``args`` (its own, before any ``--``) give it."""
-    options = args[:args.index("--")] if "--" in args else args
-    return "--json" in options and any("--json" in param.opts for param in command.params)
+class JsonUsageCommand(_JsonUsageErrors, typer.core.TyperCommand):
+    """A command whose usage errors (an option value of the wrong type or out of range, an unknown option, a missing
+    argument) are also printed as its one JSON document on stdout when it is given ``--json``."""
+
+    def asks_for_json(self, args: list[str]) -> bool:
+        """Whether this command has a ``--json`` option and ``args`` give it."""
+        return _json_among(args) and any("--json" in param.opts for param in self.params)
+
+
+class JsonUsageGroup(_JsonUsageErrors, typer.core.TyperGroup):
+    """A group of commands (``edgekd``, ``edgekd devices``) whose usage errors when no command was chosen (an unknown
+    command name, or ``--json`` with no command before it) are printed as the JSON document too when ``--json`` is
+    among the arguments: the command the user meant would have printed one."""
+
+    def asks_for_json(self, args: list[str]) -> bool:
+        """Whether ``--json`` is among ``args`` (the group's and its command's; no group has that option itself)."""
+        return _json_among(args)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        """The command ``args`` name, as typer finds it; an unknown name given ``--json`` as the JSON document."""
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            if not self.asks_for_json(args):
+                raise
+            _usage_error_as_json(exc, ctx.info_name)
+
+
+def _json_among(args: list[str]) -> bool:
+    """Whether ``--json`` is one of ``args`` before any ``--`` (after it, an argument's value)."""
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _usage_error_as_json(exc: UsageError, info_name: str | None) -> NoReturn:
+    """Print click's usage error ``exc`` as the one-line error and its JSON document (:func:`_fail`), pointing at the
+    help of the command or group it came from; exit with click's usage exit code (2). ``--json`` refused by a group
+    (no command came before it) says so rather than click's list of the group's options."""
+    path = exc.ctx.command_path if exc.ctx is not None else info_name
+    if isinstance(exc, NoSuchOption) and exc.option_name == "--json":
+        message = ("No command before --json, which commands take after their name "
+                   f"('{shown(path)} COMMAND [ARGS]... --json')")
+    else:
+        message = shown(exc.format_message().rstrip("."))
+    see = " See" if message.endswith("?") else "; see"  # after typer's "Did you mean 'list'?"
+    _fail(f"{message}{see} '{shown(path)} --help'", exc.exit_code, True)
 
 
 class Typer(typer.Typer):
-    """``typer.Typer`` whose commands are :class:`JsonUsageCommand` unless one names another class."""
+    """``typer.Typer`` whose groups are :class:`JsonUsageGroup` and whose commands are :class:`JsonUsageCommand`,
+    unless one names another class."""
+
+    def __init__(self, *, cls: type[typer.core.TyperGroup] | None = JsonUsageGroup, **settings: Any) -> None:
+        """A group of commands, as ``typer.Typer`` makes it."""
+        super().__init__(cls=cls, **settings)
 
     def command(self, name: str | None = None, *, cls: type[typer.core.TyperCommand] | None = JsonUsageCommand,
                 **settings: Any) -> Callable[[F], F]:
