@@ -26,6 +26,7 @@ return after the last data-parallel stage.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -162,11 +163,20 @@ def stated_inputs(stage_config: Any, recipe: Recipe, device: DeviceProfile, kind
         "config": stage_config.model_dump(mode="json"),
         "recipe": kind.fingerprint_inputs(recipe, stage_config),
     }
-    if kind.uses_device:
-        inputs["device"] = _without(device.model_dump(mode="json"), kind.device_ignores)
-    elif kind.device_fields:
-        inputs["device"] = device.model_dump(mode="json", include=set(kind.device_fields))
+    stated_device = device_inputs(device.model_dump(mode="json"), kind)
+    if stated_device is not None:
+        inputs["device"] = stated_device
     return json.loads(json.dumps(inputs, default=str))
+
+
+def device_inputs(device: dict[str, Any], kind: StageKind) -> dict[str, Any] | None:
+    """What of a device profile (as JSON) a stage of ``kind`` depends on: all of it less its ``device_ignores`` if it
+    uses the device, else its ``device_fields``; None when neither."""
+    if kind.uses_device:
+        return _without(copy.deepcopy(device), kind.device_ignores)
+    if kind.device_fields:
+        return {key: value for key, value in device.items() if key in kind.device_fields}
+    return None
 
 
 def _without(fields: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
@@ -254,7 +264,7 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
             cached = None if rerun or not kind.cacheable else _finished_record(run_dir, name, fp, kind)
             shared = (None if cached is not None or rerun or not kind.shareable
                       else _shared_record(run_dir, name, fp, kind))
-            decision = (fp, inputs, cached or shared, shared is not None)
+            decision = (fp, inputs, _rejudged(run_dir / name, cached or shared, kind, device), shared is not None)
         fp, inputs, cached, from_store = world.broadcast(decision)
         if cached is not None:
             if not from_store:
@@ -346,6 +356,19 @@ def _finished_record(run_dir: Path, name: str, fp: str, kind: StageKind) -> dict
         replace_stage_dir(partial, final)  # the stage finished but was stopped before its rename
         return record
     return None
+
+
+def _rejudged(stage_dir: Path, record: dict[str, Any] | None, kind: StageKind,
+              device: DeviceProfile) -> dict[str, Any] | None:
+    """A reused finished stage's ``record`` judged again against this run's ``device`` (a profile's verdict under
+    another budget, :attr:`~edgekd.stage_kind.StageKind.rejudge`), its ``stage.json`` rewritten when that changed
+    it; None when no stage is reused."""
+    if record is None:
+        return None
+    judged = kind.rejudged(record, device)
+    if judged is not record:
+        write_json(stage_dir / STAGE_RECORD, judged)
+    return judged
 
 
 def _shared_record(run_dir: Path, name: str, fp: str, kind: StageKind) -> dict[str, Any] | None:

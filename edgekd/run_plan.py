@@ -21,7 +21,7 @@ from typing import Any, Literal
 from edgekd.config.device import DeviceProfile
 from edgekd.config.recipe import Recipe
 from edgekd.errors import ConfigError
-from edgekd.pipeline import fingerprint, fingerprint_inputs, stage_dir_name, stated_inputs
+from edgekd.pipeline import device_inputs, fingerprint, fingerprint_inputs, stage_dir_name, stated_inputs
 from edgekd.rundir import STAGE_RECORD, cached_record, read_json, stage_problem
 from edgekd.stage_kind import StageKind
 from edgekd.stage_store import stored_stage
@@ -124,13 +124,22 @@ def recipe_mismatch(recipe: Recipe, device: DeviceProfile, records: list[dict[st
     for index, (config, record) in enumerate(zip(recipe.stages, records, strict=False), start=1):
         stated = stated_inputs(config, recipe, device, registry[config.stage])
         recorded = record.get("fingerprint_inputs")
-        given = recorded if isinstance(recorded, dict) else {}
+        given = _as_stated_now(recorded, registry[config.stage]) if isinstance(recorded, dict) else {}
         if any(given.get(key) != value for key, value in stated.items()):
             # the other inputs as recorded, so that only the recipe's and the device's changes are described
             shown = {"edgekd": None, "previous": None, **given, **stated}
             changes = describe_changes(recorded, shown, index - 1, upstream_reruns=False)
             return f"{stage_dir_name(index, config.stage)}: {'; '.join(changes) or 'its settings differ'}"
     return None
+
+
+def _as_stated_now(recorded: dict[str, Any], kind: StageKind) -> dict[str, Any]:
+    """A finished stage's recorded inputs with its device profile as a stage of ``kind`` now depends on it
+    (:func:`~edgekd.pipeline.device_inputs`): a field an earlier edgekd hashed and this one ignores (the profile
+    stage's budget) is no mismatch."""
+    device = recorded.get("device")
+    stated_device = device_inputs(device, kind) if isinstance(device, dict) else None
+    return recorded if stated_device is None else {**recorded, "device": stated_device}
 
 
 def _stored(name: str, fingerprint: str, kind: StageKind) -> bool:

@@ -25,6 +25,7 @@ from edgekd.stage_record import stage_record_file
 
 if TYPE_CHECKING:
     from edgekd.artifacts import Artifact, StageContext, StageOutput
+    from edgekd.config.device import DeviceProfile
     from edgekd.config.recipe import Recipe
 
 #: ``reads`` of a stage that reads the whole recipe (the report shows it).
@@ -90,6 +91,11 @@ class StageKind:
     """``"module:function"`` of ``read(stage_record) -> typed record``: reads the metrics of the kind's
     ``stage.json`` back, raising a one-line :class:`~edgekd.errors.StorageError` when malformed (None: the kind
     writes no typed record, e.g. ``report``, which every run makes again)."""
+    rejudge: str | None = None
+    """``"module:function"`` of ``rejudge(stage_record, device) -> stage_record``: a reused finished stage's record
+    judged again against this run's device profile, for what the record states of device fields its fingerprint
+    leaves out (``device_ignores``): the profile stage's budget verdict, so that another budget judges the stored
+    timings instead of timing again. It returns the record itself when nothing changed (None: never judged again)."""
 
     @property
     def name(self) -> str:
@@ -110,6 +116,11 @@ class StageKind:
         except StorageError as exc:
             return str(exc).removeprefix(f"{stage_record_file(record)}: ")
         return None
+
+    def rejudged(self, record: dict[str, Any], device: DeviceProfile) -> dict[str, Any]:
+        """A reused finished stage's ``record`` judged again against ``device`` (:attr:`rejudge`); ``record``
+        itself when the kind judges nothing or nothing changed."""
+        return record if self.rejudge is None else _imported(self.rejudge)(record, device)
 
     def reads_of(self, config: Any) -> tuple[str, ...]:
         """The recipe fields a stage with this config reads."""

@@ -23,10 +23,12 @@ from typer.testing import CliRunner
 
 from edgekd.api import run, validate
 from edgekd.cli import app
+from edgekd.config.device import DeviceProfile
 from edgekd.distill.record import LMDistillFigures, LMTrainedFigures, read_distill_record, read_teacher_record
 from edgekd.export.record import KVCacheExportRecord, read_export_record
 from edgekd.profile.generate import CachedGenerator
 from edgekd.profile.record import LMProfileRecord, read_profile_record
+from edgekd.profile.rejudge import rejudge_profile
 from tests.conftest import demo_recipe_dict, shrink
 from tests.test_report_schema import _assert_damage_is_one_line
 
@@ -160,6 +162,28 @@ def test_profile_times_generation_on_the_devices_prompt(lm_run) -> None:
     assert profile.budget is not None and profile.budget.judged == "student"
     checks = {c.name: c for c in profile.budget.checks}
     assert checks["per_token_p90_latency"].limit == 50 and report["budget"]["verdict"] in ("pass", "fail")
+
+
+def test_another_budget_judges_the_stored_generation_timings(lm_run) -> None:
+    """A reused causal-LM profile stage is judged against another budget (the pipeline's re-judging of a profile
+    under a new budget, test_pipeline.py) by its per-token p90, as the stage judges it, its figures kept."""
+    record = _record(lm_run[1], "profile")
+    assert rejudge_profile(record, DeviceProfile.model_validate(DEVICE)) is record  # the budget it was judged by
+
+    def verdict(**budget: float) -> tuple[str, list[tuple[str, float, bool]], str]:
+        judged = rejudge_profile(record, DeviceProfile.model_validate(DEVICE | {"budget": budget}))
+        assert {key: value for key, value in judged["metrics"].items() if key != "budget"} == {
+            key: value for key, value in record["metrics"].items() if key != "budget"}
+        said = judged["metrics"]["budget"]
+        checks = [(check["name"], check["limit"], check["passed"]) for check in said["checks"]]
+        return said["verdict"], checks, judged["artifact"]["student"]["metrics"]["budget_verdict"]
+
+    roomy = {"p90_ms": 1e6, "size_mb": 1e6, "peak_memory_mb": 1e6}
+    assert verdict(**roomy) == ("pass", [("per_token_p90_latency", 1e6, True), ("model_size", 1e6, True),
+                                         ("peak_memory", 1e6, True)], "pass")
+    assert verdict(**roomy, ms_per_token=1e-3) == ("fail", [("per_token_p90_latency", 1e-3, False),
+                                                            ("model_size", 1e6, True), ("peak_memory", 1e6, True)],
+                                                   "fail")
 
 
 def test_the_bundle_readme_loop_generates_what_edgekd_generates(lm_run, tmp_path: Path) -> None:

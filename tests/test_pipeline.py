@@ -8,11 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 import edgekd
+from edgekd import catalog
+from edgekd.cli import app
 from edgekd.pipeline import load_run_records
 from tests.conftest import demo_recipe_dict, shrink
-from tests.reliability import assert_user_error, cli
+from tests.reliability import TINY_STAGES, assert_user_error, cli, tiny_recipe
 
 TRAIN_AND_EXPORT = ("teacher", "distill", "export")
 
@@ -46,6 +50,50 @@ def test_changed_stage_reruns_it_and_later_stages_only(write_recipe, tmp_path: P
     changed = write_recipe(_recipe(distill={"lr": 0.002}), name="changed.yaml")
     result = edgekd.run(changed, out=tmp_path / "run")
     assert [r.skipped for r in result.stages] == [True, False, False]
+
+
+def _run_json(recipe: Path, run_dir: Path, *args: str | Path) -> dict:
+    """``edgekd run RECIPE --out RUN_DIR --json ARGS``'s document (the run must succeed)."""
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(run_dir), "--json", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_new_budget_judges_the_stored_timings_again(write_recipe, tmp_path: Path, caplog) -> None:
+    """A budget changes only the profile stage's verdict, not what it measures, yet another one (``--budget-ms``, a
+    device profile's) timed every model again: the stage is reused, its timings judged against the new budget."""
+    recipe = write_recipe(tiny_recipe(stages=(*TINY_STAGES, "report")))
+    run_dir = tmp_path / "run"
+    first = _run_json(recipe, run_dir, "--budget-ms", 1000)
+    profiled = json.loads((run_dir / "04-profile" / "stage.json").read_text())
+    assert first["report"]["budget"]["verdict"] == "pass" and first["report"]["budget"]["limits"]["p90_ms"] == 1000
+    device = yaml.safe_load(catalog.find("devices", "host-cpu").read_text())  # the same device, half as much disk
+    size_mb = profiled["metrics"]["student"]["size_mb"]
+    device["budget"]["size_mb"] = size_mb / 2
+    (tmp_path / "smaller.yaml").write_text(yaml.safe_dump(device))
+    caplog.clear()
+
+    second = _run_json(recipe, run_dir, "--budget-ms", 500, "--device", tmp_path / "smaller.yaml")
+    assert [stage["skipped"] for stage in second["stages"]] == [True, True, True, True, False, False]
+    assert "stage 04-profile: skipped" in caplog.text and "stage 04-profile: running" not in caplog.text
+    rejudged = json.loads((run_dir / "04-profile" / "stage.json").read_text())
+    assert {key: value for key, value in rejudged.items() if key not in ("metrics", "artifact")} == {
+        key: value for key, value in profiled.items() if key not in ("metrics", "artifact")}
+    assert {role: rejudged["metrics"][role] for role in ("teacher", "student")} == {
+        role: profiled["metrics"][role] for role in ("teacher", "student")}  # the same timings, not new ones
+    verdict = rejudged["metrics"]["budget"]
+    assert verdict["verdict"] == "fail" and verdict["limits"] == {**device["budget"], "p90_ms": 500}
+    assert [(check["name"], check["limit"], check["passed"]) for check in verdict["checks"]] == [
+        ("p90_latency", 500, True), ("model_size", size_mb / 2, False), ("peak_memory", 500, True)]
+    assert rejudged["artifact"]["student"]["metrics"]["budget_verdict"] == "fail"
+    assert second["report"]["budget"] == verdict
+    assert json.loads((run_dir / "bundle" / "manifest.json").read_text())["budget"]["verdict"] == "fail"
+
+    hashed = rejudged["fingerprint_inputs"] | {"device": rejudged["fingerprint_inputs"]["device"] | {
+        "budget": rejudged["metrics"]["budget"]["limits"]}}  # as an edgekd that hashed the budget recorded it
+    (run_dir / "04-profile" / "stage.json").write_text(json.dumps(rejudged | {"fingerprint_inputs": hashed}))
+    rebuilt = cli("report", run_dir)  # such a run's report is rebuilt: the budget it ignores now is no mismatch
+    assert rebuilt.exit_code == 0, rebuilt.output
 
 
 def test_fresh_ignores_cache(write_recipe, tmp_path: Path) -> None:

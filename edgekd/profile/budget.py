@@ -1,8 +1,8 @@
-"""Judging a profile against a device budget: p90 latency, model size and peak memory."""
+"""Judging a profile against a device budget: p90 latency (a causal LM's per token), model size and peak memory."""
 
 from __future__ import annotations
 
-from edgekd.config.device import Budget
+from edgekd.config.device import Budget, DeviceProfile
 from edgekd.profile.runner import ProfileResult
 from edgekd.profile.verdict_record import BudgetCheck, BudgetVerdict
 
@@ -30,3 +30,14 @@ def verdict_of(measured: list[tuple[str, float, float, str]], budget: Budget, *,
               for name, value, limit, unit in measured]
     return BudgetVerdict(verdict="pass" if all(c.passed for c in checks) else "fail", checks=checks, limits=budget,
                          estimate=estimate)
+
+
+def judge_generation(figures: dict[str, float], device: DeviceProfile) -> BudgetVerdict:
+    """The budget verdict of a causal LM: per-token p90 latency (against ``ms_per_token``, else ``p90_ms``),
+    model size and peak memory."""
+    budget = device.budget
+    limit = budget.ms_per_token if budget.ms_per_token is not None else budget.p90_ms
+    return verdict_of([("per_token_p90_latency", figures["per_token_p90_ms"], limit, "ms"),
+                       ("model_size", figures["size_mb"], budget.size_mb, "MB"),
+                       ("peak_memory", figures["peak_memory_mb"], budget.peak_memory_mb, "MB")],
+                      budget, estimate=device.reference is not None)

@@ -25,7 +25,7 @@ from edgekd.config.device import DeviceProfile
 from edgekd.data.lm_data import device_prompt, prepare_lm_data
 from edgekd.errors import ConfigError
 from edgekd.models.causal_lm import load_tokenizer
-from edgekd.profile.budget import judged_role, verdict_of
+from edgekd.profile.budget import judge_generation, judged_role
 from edgekd.profile.config import ProfileStage
 from edgekd.profile.cpu import detect_cpu, resolve_threads
 from edgekd.profile.generate import (
@@ -38,7 +38,6 @@ from edgekd.profile.generate import (
 )
 from edgekd.profile.record import profile_record
 from edgekd.profile.speed_ratio import speed_ratio
-from edgekd.profile.verdict_record import BudgetVerdict
 
 
 def run_causal_lm_profile(config: ProfileStage, artifact: Artifact, ctx: StageContext) -> StageOutput:
@@ -104,14 +103,3 @@ def per_token_speedup(before: list[Generation], after: list[Generation]) -> dict
                        for b, a in zip(before, after, strict=True)])
     return PerTokenSpeedup(ratio=float(np.median(ratios)), low=float(ratios.min()), high=float(ratios.max()),
                            runs=int(ratios.size)).to_json()
-
-
-def judge_generation(figures: dict[str, float], device: DeviceProfile) -> BudgetVerdict:
-    """The budget verdict of a causal LM: per-token p90 latency (against ``ms_per_token``, else ``p90_ms``),
-    model size and peak memory."""
-    budget = device.budget
-    limit = budget.ms_per_token if budget.ms_per_token is not None else budget.p90_ms
-    return verdict_of([("per_token_p90_latency", figures["per_token_p90_ms"], limit, "ms"),
-                       ("model_size", figures["size_mb"], budget.size_mb, "MB"),
-                       ("peak_memory", figures["peak_memory_mb"], budget.peak_memory_mb, "MB")],
-                      budget, estimate=device.reference is not None)

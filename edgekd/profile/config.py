@@ -17,6 +17,6 @@ class ProfileStage(StrictModel):
 
 
 PROFILE = StageKind(ProfileStage, "edgekd.profile.stage:run_profile", reads=("data",), uses_device=True,
-                    device_ignores=("description",), after=("export", "search"),
-                    record="edgekd.profile.record:read_profile_record")
+                    device_ignores=("description", "budget"), rejudge="edgekd.profile.rejudge:rejudge_profile",
+                    after=("export", "search"), record="edgekd.profile.record:read_profile_record")
 KINDS = (PROFILE,)

@@ -31,7 +31,7 @@ from edgekd.errors import BudgetError
 from edgekd.models.causal_lm import load_tokenizer
 from edgekd.models.specs import HFSpec
 from edgekd.models.task_model import WEIGHTS
-from edgekd.profile.causal_lm_stage import judge_generation
+from edgekd.profile.budget import judge_generation
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.search.config import SearchStage
 from edgekd.search.lm_space import lm_candidates, lm_space_for
