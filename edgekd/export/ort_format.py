@@ -80,6 +80,39 @@ class OrtModel:
         return files
 
 
+@dataclass(frozen=True)
+class OrtPaths:
+    """The files converting ``<stem>.onnx`` into a directory may write there: the ``.ort`` model and its reduced
+    operator configuration and, when the ONNX model is kept beside them (:func:`export_file`), its copy and the
+    copy's external-data file."""
+
+    ort: Path
+    operators_config: Path
+    onnx_copy: Path | None = None
+    """The ONNX model's copy; None when the target does not keep it, or the model already is that file."""
+    onnx_copy_data: Path | None = None
+    """The copy's external-data file (``<copy>.data``, written only for a model with external data)."""
+
+    @classmethod
+    def of(cls, onnx_path: Path, out_dir: Path, *, keep_onnx: bool = False) -> OrtPaths:
+        """The paths for converting ``onnx_path`` into ``out_dir``; with ``keep_onnx``, its copy's too."""
+        converted = cls(ort=out_dir / f"{onnx_path.stem}.ort",
+                        operators_config=out_dir / f"{onnx_path.stem}.required_operators.config")
+        copy = out_dir / onnx_path.name
+        if not keep_onnx or copy.resolve() == onnx_path.resolve():
+            return converted
+        return replace(converted, onnx_copy=copy, onnx_copy_data=copy.with_name(f"{copy.name}.data"))
+
+    def named(self) -> list[Path]:
+        """Every file named here: what an earlier conversion into the directory may have written."""
+        return [path for path in (self.ort, self.operators_config, self.onnx_copy, self.onnx_copy_data)
+                if path is not None]
+
+    def copy_written(self) -> list[Path]:
+        """The files of the kept ONNX copy that exist (none when it is not kept)."""
+        return [path for path in (self.onnx_copy, self.onnx_copy_data) if path is not None and path.is_file()]
+
+
 def convert_to_ort(
     onnx_path: Path,
     target: ExportTarget,
@@ -98,23 +131,24 @@ def convert_to_ort(
     out_dir = Path(out_dir) if out_dir is not None else onnx_path.parent
     with write_errors_reported(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
-    ort_path = out_dir / f"{onnx_path.stem}.ort"
-    config_path = out_dir / f"{onnx_path.stem}.required_operators.config"
+    paths = OrtPaths.of(onnx_path, out_dir)
     with tempfile.TemporaryDirectory(prefix=".ort-", dir=out_dir) as tmp:
         converted, config = _run_converter(onnx_path, Path(tmp), target.ort_optimization_level)
         parity = check_file_parity(onnx_path, converted, feeds, target.parity_atol, rtol=target.parity_rtol,
-                                   label=ort_path)
+                                   label=paths.ort)
         if not parity.passed:
             raise ExportError(
-                f"{ort_path}: parity check failed: max |onnx - ort| = {parity.max_abs_diff:.3g} exceeds "
+                f"{paths.ort}: parity check failed: max |onnx - ort| = {parity.max_abs_diff:.3g} exceeds "
                 f"{parity.tolerance_text()} (export target '{target.name}'); the file was not written"
             )
-        write_with(ort_path, lambda tmp_path: shutil.copyfile(converted, tmp_path))
+        write_with(paths.ort, lambda tmp_path: shutil.copyfile(converted, tmp_path))
         if target.reduced_operator_config:
-            write_text(config_path, portable_operator_config(config.read_text(encoding="utf-8"), ort_path.name))
-    log.debug("converted %s to %s (parity max diff %.2e)", onnx_path, ort_path, parity.max_abs_diff)
-    return OrtModel(path=ort_path, operators_config=config_path if target.reduced_operator_config else None,
-                    size_mb=ort_path.stat().st_size / _MIB, parity=parity)
+            write_text(paths.operators_config,
+                       portable_operator_config(config.read_text(encoding="utf-8"), paths.ort.name))
+    log.debug("converted %s to %s (parity max diff %.2e)", onnx_path, paths.ort, parity.max_abs_diff)
+    return OrtModel(path=paths.ort,
+                    operators_config=paths.operators_config if target.reduced_operator_config else None,
+                    size_mb=paths.ort.stat().st_size / _MIB, parity=parity)
 
 
 def numpy_feeds(sample: Mapping[str, torch.Tensor]) -> list[dict[str, np.ndarray]]:
@@ -149,20 +183,16 @@ def export_file(onnx_path: Path, target: ExportTarget, out_dir: Path, shape: Inp
         raise ConfigError(f"export target '{target.name}' has format '{target.format}', which {onnx_path} "
                           "already is; choose a target with format 'ort' (e.g. ort-mobile)")
     require_onnx(onnx_path, "edgekd export")
-    copy = out_dir / onnx_path.name
-    keeps_copy = target.keep_onnx and copy.resolve() != onnx_path.resolve()
-    outputs = [out_dir / f"{onnx_path.stem}.ort", out_dir / f"{onnx_path.stem}.required_operators.config",
-               *([copy, copy.with_name(f"{copy.name}.data")] if keeps_copy else [])]
+    paths = OrtPaths.of(onnx_path, out_dir, keep_onnx=target.keep_onnx)
     record = record_path(out_dir, onnx_path)
-    check_replaceable(record, outputs, onnx_path)
+    check_replaceable(record, paths.named(), onnx_path)
     result = convert_to_ort(onnx_path, target, random_feeds(onnx_path, shape), out_dir=out_dir)
-    if keeps_copy:
-        copy_model(onnx_path, copy)
-    written = [result.path, *([result.operators_config] if result.operators_config else []),
-               *([path for path in outputs[2:] if path.is_file()] if keeps_copy else [])]
+    if paths.onnx_copy is not None:
+        copy_model(onnx_path, paths.onnx_copy)
+    written = [result.path, *([result.operators_config] if result.operators_config else []), *paths.copy_written()]
     write_record(record, written, {"source": str(onnx_path), "target": target.name, **result.to_json()},
                  source=onnx_path)
-    return replace(result, onnx_copy=copy if keeps_copy else None)
+    return replace(result, onnx_copy=paths.onnx_copy)
 
 
 def portable_operator_config(text: str, model_name: str) -> str:
