@@ -21,7 +21,7 @@ from edgekd.catalog import UnknownEntryError, find
 from edgekd.config.base import MAX_ROUNDS, MAX_RUNS, MAX_WARMUP, MIN_RUNS
 from edgekd.config.device import DeviceLike, DeviceProfile, load_device, with_budget
 from edgekd.config.loading import validate_model
-from edgekd.config.overrides import Overrides, apply_overrides
+from edgekd.config.overrides import Overrides, apply_overrides, no_overrides_of_object
 from edgekd.config.paths import user_path, user_text
 from edgekd.config.recipe import Recipe, load_recipe, validate_recipe
 from edgekd.data.config import HFDiskData, NpzData, TextFileData
@@ -89,7 +89,7 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     """
     source = _source(recipe)
     if isinstance(recipe, Recipe):
-        _no_overrides(overrides)
+        no_overrides_of_object(overrides)
         loaded = _revalidated(recipe)
     elif isinstance(recipe, Mapping):
         loaded = validate_recipe(apply_overrides(dict(recipe), overrides), source=source, folder=Path.cwd())
@@ -114,19 +114,12 @@ def validate(recipe: RecipeLike, *, device: DeviceLike | None = None, budget_ms:
     return loaded
 
 
-def _no_overrides(overrides: Overrides) -> None:
-    """Refuse ``overrides`` beside a :class:`Recipe` object: they change a file's or a mapping's keys."""
-    if overrides:
-        raise ConfigError("overrides: they change the keys of a recipe file, a built-in recipe or a mapping, not of "
-                          "a Recipe object (build the Recipe with the new values instead)")
-
-
 def _given(recipe: RecipeLike, device: DeviceLike | None, budget_ms: float | None,
            overrides: Overrides) -> Recipe:
     """The recipe :func:`run`, :func:`plan` and :func:`compress` start from: a :class:`Recipe` validated again,
     anything else checked by :func:`validate` (the budget's feasibility left to them)."""
     if isinstance(recipe, Recipe):
-        _no_overrides(overrides)
+        no_overrides_of_object(overrides)
         return _revalidated(recipe)
     return validate(recipe, device=device, budget_ms=budget_ms, latency=False, overrides=overrides)
 

@@ -360,6 +360,23 @@ def test_bad_input_is_one_line_and_exit_2(write_recipe, tmp_path: Path, change: 
     assert not (tmp_path / "run").exists()  # refused before anything ran
 
 
+def test_distill_data_takes_set_overrides_as_run_does(write_recipe, tmp_path: Path) -> None:
+    """``edgekd distill-data`` lacked ``--set KEY=VALUE`` (no such option), which ``edgekd run`` takes: the override
+    changes the recipe before it is checked, so 500 images per class is refused before anything trains."""
+    recipe = str(write_recipe(recipe_dict()))
+    refused = cli("distill-data", recipe, "--out", tmp_path / "run",
+                  "--set", "stages.dataset_distill.images_per_class=500")
+    assert_user_error(refused, f"{recipe}: stages[0].images_per_class: 500 is more than the smallest class")
+    malformed = cli("distill-data", recipe, "--out", tmp_path / "run", "--set", "seed")
+    assert_user_error(malformed, "--set 'seed': expected KEY=VALUE with a dotted key")
+    assert not (tmp_path / "run").exists()
+    from edgekd.dataset_distill.api import distill_data
+
+    loaded = edgekd.validate(recipe)
+    with pytest.raises(ConfigError, match="not of a Recipe object"):
+        distill_data(loaded, out=tmp_path / "run", overrides=["seed=1"])
+
+
 def test_labels_with_gaps_are_named_not_blamed_on_images_per_class(write_recipe, tmp_path: Path) -> None:
     """Labels 0, 2 and 5 make six classes of which three have no examples: the refusal names them."""
     digits = load_digits()

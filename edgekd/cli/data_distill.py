@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from edgekd.cli.common import FreshOpt, OutOpt, QuietOpt, RecipeArg, handle_errors
+from edgekd.cli.common import FreshOpt, OutOpt, QuietOpt, RecipeArg, SetOpt, handle_errors
 from edgekd.console import out
 
 
 @handle_errors
-def distill_data(recipe: RecipeArg, out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False) -> None:
+def distill_data(recipe: RecipeArg, out_dir: OutOpt = None, fresh: FreshOpt = False, quiet: QuietOpt = False,
+                 overrides: SetOpt = None) -> None:
     """Learn a recipe's synthetic training set (its dataset_distill stage) and compare it with real subsets.
 
     Example: edgekd distill-data pipelines/digits-dataset-distill.yaml --out runs/digits-dd
@@ -18,7 +19,7 @@ def distill_data(recipe: RecipeArg, out_dir: OutOpt = None, fresh: FreshOpt = Fa
     from edgekd.report.dataset_distill import dataset_distill_summary
     from edgekd.report.record import DatasetDistillRun
 
-    result = run_distill_data(recipe, out=out_dir, fresh=fresh, show_progress=not quiet)
+    result = run_distill_data(recipe, out=out_dir, fresh=fresh, show_progress=not quiet, overrides=overrides)
     (learnt,) = (DatasetDistillRun.model_validate(entry) for entry in dataset_distill_summary([result.stages[-1].data]))
     table = Table(title=f"{learnt.method}, {learnt.images_per_class} per class "
                         f"({learnt.distill_seconds:.1f} s): test accuracy of fresh models")

@@ -68,6 +68,14 @@ def override_list(overrides: Overrides) -> list[str]:
     return listed
 
 
+def no_overrides_of_object(overrides: Overrides) -> None:
+    """Refuse ``overrides`` beside a :class:`~edgekd.config.recipe.Recipe` object: they change a file's or a
+    mapping's keys."""
+    if overrides:
+        raise ConfigError("overrides: they change the keys of a recipe file, a built-in recipe or a mapping, not of "
+                          "a Recipe object (build the Recipe with the new values instead)")
+
+
 def apply_overrides(data: Any, overrides: Overrides) -> Any:
     """A copy of the parsed recipe ``data`` with each ``KEY=VALUE`` of ``overrides`` set, in order."""
     overrides = override_list(overrides)
