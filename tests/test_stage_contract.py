@@ -397,6 +397,25 @@ def test_a_description_re_runs_no_stage_that_times_or_exports(tmp_path: Path) ->
     assert all(a != b for a, b in zip(fingerprints(wider, "two").values(), before.values(), strict=True))
 
 
+def test_neither_a_budget_nor_a_description_re_runs_a_compression_stage() -> None:
+    """prune, factorize and hybrid measure at the device's input shapes and threads (a hybrid's latency target is its
+    own): another budget or description re-trained them and every stage after."""
+    recipe = _recipe()
+    configs = {"prune": {}, "factorize": {}, "hybrid": {"target_params_ratio": 0.5}}
+
+    def fingerprints(device: DeviceProfile) -> list[str]:
+        return [fingerprint(fingerprint_inputs("", DEFAULT_REGISTRY[kind].config.model_validate(
+            {"stage": kind, **settings}), recipe, device, DEFAULT_REGISTRY[kind]))
+            for kind, settings in configs.items()]
+
+    before = fingerprints(DEVICE)
+    budget = DEVICE.budget.model_copy(update={"p90_ms": DEVICE.budget.p90_ms / 2, "size_mb": DEVICE.budget.size_mb / 2})
+    assert fingerprints(DEVICE.model_copy(update={"budget": budget, "description": "my phone"})) == before
+    longer = DEVICE.model_copy(update={"inputs": DEVICE.inputs.model_copy(
+        update={"sequence_length": DEVICE.inputs.sequence_length * 2})})
+    assert all(a != b for a, b in zip(fingerprints(longer), before, strict=True))
+
+
 def test_a_latency_budget_does_not_re_run_quantization_but_a_size_budget_does() -> None:
     """The quantize stage keeps INT8 where it is faster, or where only it fits the size budget: a new p90 budget
     (compress at another budget) keeps its result, a new size budget re-runs it; the profile stage, whose timings

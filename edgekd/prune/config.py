@@ -152,7 +152,8 @@ def _check_compress(config: CompressStage, state: PlanState, where: str) -> None
         check_losses_fit(config.recovery.losses, config.role, "teacher", state, f"{where}.recovery.losses")
 
 
-_COMPRESS = {"reads": ("seed", "data"), "uses_device": True, "extra_inputs": measuring_host, "check": _check_compress,
+_COMPRESS = {"reads": ("seed", "data"), "uses_device": True, "device_ignores": ("description", "budget"),
+             "extra_inputs": measuring_host, "check": _check_compress,
              "record": "edgekd.prune.record:read_compression_stage"}
 PRUNE = StageKind(PruneStage, "edgekd.prune.stage:run_prune", **_COMPRESS)
 FACTORIZE = StageKind(FactorizeStage, "edgekd.prune.stage:run_factorize", **_COMPRESS)
