@@ -17,6 +17,7 @@ from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.examples import InputSignature
+from edgekd.distill import teacher_cache
 from edgekd.errors import ConfigError, StorageError
 from edgekd.export.config import load_export_target
 from edgekd.export.onnx_export import export_onnx
@@ -374,6 +375,24 @@ def test_an_interrupted_schedule_resumes_after_its_last_finished_step(stage: dic
     assert _trajectory(tmp_path / "stopped", 2) == _trajectory(tmp_path / "straight", 2)  # as if never stopped
     finished = tmp_path / "stopped" / "03-{}".format(stage["stage"])
     assert not list(finished.glob("schedule*")) and not (finished / "schedule.json").exists()
+
+
+def test_the_recoveries_run_the_teacher_over_the_training_set_once(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    recovery = {"epochs": 1, "lr": 0.005}
+    recipe = _digits_recipe([{"stage": "hybrid", "target_params_ratio": 0.3, "max_steps": 3, "measure_latency": False,
+                              "prune": {"ratio": 0.2}, "factorize": {"energy": 0.9}, "recovery": recovery}])
+    built = []
+    build = teacher_cache._build
+    monkeypatch.setattr(teacher_cache, "_build", lambda *args: built.append(args[0]) or build(*args))
+    edgekd.run(recipe, out=tmp_path / "cached", show_progress=False)
+    assert len(_trajectory(tmp_path / "cached", 2)) > 2
+    assert len([path for path in built if "hybrid" in str(path)]) == 1  # one pass, read by every step's recovery
+    assert not (tmp_path / "cached" / "03-hybrid" / prune_stage.TEACHER_OUTPUTS).exists()
+    monkeypatch.setattr(teacher_cache.TeacherOutputCache, "open_or_build", lambda *_: None)  # the teacher run live
+    edgekd.run(recipe, out=tmp_path / "live", show_progress=False)
+    for cached, live in zip(_trajectory(tmp_path / "cached", 2), _trajectory(tmp_path / "live", 2), strict=True):
+        assert cached[:3] == live[:3] and cached[3] == pytest.approx(live[3], abs=0.02)
 
 
 def test_a_hybrid_whose_model_meets_its_target_already_keeps_it(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from edgekd.artifacts import Artifact, StageContext, StageOutput
 from edgekd.data.config import is_corpus
 from edgekd.data.task_data import TaskData, prepare_task_data
 from edgekd.distill.objective import combined_loss, distillation_objective
+from edgekd.distill.teacher_cache import TeacherOutputCache
 from edgekd.distill.trainer import fit
 from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
@@ -46,6 +47,9 @@ from edgekd.task_heads import hard_loss
 if TYPE_CHECKING:
     from edgekd.prune.causal_lm import LMCompression, LMSnapshot
 
+#: Where the recoveries' teacher outputs are kept, in the stage's working directory.
+TEACHER_OUTPUTS = "teacher-outputs"
+
 
 class _Compression:
     """One stage's model, data, teacher and checks, shared by the three stages."""
@@ -58,6 +62,7 @@ class _Compression:
         self.model = TaskModel.load(ctx.resolve(self.source.weights))
         self.data: TaskData = prepare_task_data(ctx.recipe.data, ctx.seed, tokenizer=self.model.tokenizer)
         self.teacher = TaskModel.load(ctx.resolve(artifact.get("teacher").weights)) if config.recovery else None
+        self.teacher_outputs: TeacherOutputCache | None = None
         self.inputs = device_inputs(self.model, ctx.device)
         self.shape = output_shape(self.model, self.inputs)
         self.snapshots: list[Snapshot] = []
@@ -94,14 +99,19 @@ class _Compression:
         return factorize_task_model(self.model, factorize_config)
 
     def recover(self, step: int) -> None:
-        """LadaBERT's recovery: a short distillation from the teacher (no-op without ``recovery``)."""
+        """LadaBERT's recovery: a short distillation from the teacher (no-op without ``recovery``). The teacher's
+        outputs the losses read are computed over the training set once, at the first recovery, and read back by
+        every step's (:class:`~edgekd.distill.teacher_cache.TeacherOutputCache`, kept until the stage finishes)."""
         if self.config.recovery is None or self.teacher is None:
             return
         checkpoints = self.ctx.path(f"recovery-{step}")
         loss = combined_loss(self.config.recovery.losses, self.model.module, self.teacher.module)
+        if self.teacher_outputs is None:
+            self.teacher_outputs = TeacherOutputCache.open_or_build(
+                [self.teacher.module], [1.0], self.data.train, loss.teacher_layers(), self.ctx.path(TEACHER_OUTPUTS))
         fit(self.model.module, self.data.train, self.data.val, self.config.recovery,
-            distillation_objective(loss, self.teacher.module), seed=self.ctx.seed + step, extra=loss,
-            checkpoint_dir=checkpoints, description=f"{self.config.stage} recovery {step}",
+            distillation_objective(loss, self.teacher.module, self.teacher_outputs), seed=self.ctx.seed + step,
+            extra=loss, checkpoint_dir=checkpoints, description=f"{self.config.stage} recovery {step}",
             show_progress=self.ctx.show_progress)
         shutil.rmtree(checkpoints, ignore_errors=True)
 
@@ -110,6 +120,7 @@ class _Compression:
         stage kind adds to its :class:`~edgekd.prune.record.CompressionRecord`)."""
         role = self.config.role
         self.model.save(self.ctx.path(role))
+        shutil.rmtree(self.ctx.path(TEACHER_OUTPUTS), ignore_errors=True)
         self.snapshots = time_interleaved(self.snapshots, self.exports, self.ctx.device)
         before, after = self.snapshots[0], self.snapshots[-1]
         record = CompressionRecord(
