@@ -189,6 +189,7 @@ def _train(model: Any, batches: list[Any], *, epochs: int, seed: int) -> None:
 def cnn_case(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], Any]:
     """The demo CNNs, trained and exported by the demo-digits-int8 recipe's first stages."""
     import edgekd
+    from edgekd.config.device import load_device
     from edgekd.config.recipe import load_recipe
     from edgekd.data.task_data import prepare_task_data
     from edgekd.quantize.feeds import QuantData
@@ -200,7 +201,8 @@ def cnn_case(args: argparse.Namespace, work: Path) -> tuple[dict[str, Path], Any
     path.write_text(json.dumps(export_only.model_dump(mode="json")))
     result = edgekd.run(_yaml(path), out=work / "demo-run")
     files = {role: result.run_dir / m.onnx for role, m in result.artifact.models.items()}
-    return files, QuantData.from_dataset(prepare_task_data(recipe.data, recipe.seed), args.calibration)
+    return files, QuantData.from_dataset(prepare_task_data(recipe.data, recipe.seed), args.calibration,
+                                        eval_batch=load_device("host-cpu").inputs.batch)
 
 
 def _yaml(json_path: Path) -> Path:

@@ -16,6 +16,7 @@ from edgekd.config.device import load_device
 from edgekd.data.config import SklearnData, TextFileData, TokenizerConfig
 from edgekd.data.task_data import prepare_task_data
 from edgekd.errors import ConfigError, ExportError
+from edgekd.models.task_model import TaskModel
 from edgekd.pipeline import RunResult, damaged_stage
 from edgekd.profile.bench import Speedup
 from edgekd.profile.cpu import detect_cpu
@@ -66,7 +67,7 @@ def exported(run) -> Path:
 @pytest.fixture(scope="module")
 def data() -> QuantData:
     digits = SklearnData(**demo_recipe_dict()["data"])
-    return QuantData.from_dataset(prepare_task_data(digits, 0), calibration_samples=128)
+    return QuantData.from_dataset(prepare_task_data(digits, 0), calibration_samples=128, eval_batch=1)
 
 
 # --------------------------------------------------------------------------- settings and modes
@@ -344,6 +345,15 @@ def test_quantize_stage_on_a_text_model(tmp_path: Path) -> None:
     result = edgekd.run(recipe, out=tmp_path / "run")
     quantized = result.stages[2].metrics["teacher"]
     assert "int8-dynamic" in quantized["variants"] and quantized["transformer"]
+    # dynamic INT8 scales each activation by its whole batch: scored as the device (host-cpu) runs it, one at a time
+    teacher = TaskModel.load(result.run_dir / "01-teacher" / "teacher")
+    data = QuantData.from_dataset(prepare_task_data(recipe.data, recipe.seed, tokenizer=teacher.tokenizer), 64,
+                                  eval_batch=1, input_names={"input_ids", "attention_mask", "token_type_ids"})
+    assert {len(labels) for _, labels in data.test} == {1}
+    dynamic = quantized["variants"]["int8-dynamic"]
+    scores = model_outputs(result.run_dir / dynamic["path"], data.test, threads=1)
+    labels = np.concatenate([labels for _, labels in data.test])
+    assert dynamic["accuracy"] == pytest.approx(float((scores.argmax(-1) == labels).mean()))
     assert result.report()["teacher"]["precision"] == quantized["decision"] in quantized["variants"]
     assert result.artifact.get("teacher").onnx == quantized["variants"][quantized["decision"]]["path"]
 

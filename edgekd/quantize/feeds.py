@@ -24,6 +24,10 @@ LabelledBatch = tuple[Feed, np.ndarray]
 IMAGE_INPUT = "input"
 
 
+#: Examples per calibration batch (entropy and percentile calibration pool every batch's activations).
+CALIBRATION_BATCH = 64
+
+
 def dataset_feeds(data: TaskData, split: Split, batch_size: int, *, limit: int | None = None,
                   drop_last: bool = False, input_names: Collection[str] | None = None) -> Iterator[LabelledBatch]:
     """Batches of ``split`` as (onnxruntime feeds by input name, labels), in dataset order.
@@ -95,17 +99,20 @@ class QuantData:
         return sum(len(next(iter(feed.values()))) for feed in self.calibration)
 
     @classmethod
-    def from_dataset(cls, data: TaskData, calibration_samples: int, batch_size: int = 64,
+    def from_dataset(cls, data: TaskData, calibration_samples: int, *, eval_batch: int,
                      input_names: Collection[str] | None = None) -> QuantData:
         """Calibration from the first training examples; evaluation on all of val and test.
 
         Calibration takes whole batches of one shape: ``calibration_samples`` rounded down to a
-        multiple of ``batch_size`` (at least one batch).
+        multiple of :data:`CALIBRATION_BATCH` (at least one batch). Evaluation batches hold ``eval_batch``
+        examples, the device's batch: dynamic INT8 quantizes each activation tensor with the range of its whole
+        batch, so its scores depend on which examples share one (FP32's and static INT8's do not), and the device
+        runs its own batch.
         """
-        calibration = tuple(feed for feed, _ in dataset_feeds(data, "train", min(batch_size, calibration_samples),
-                                                              limit=calibration_samples, drop_last=True,
-                                                              input_names=input_names))
+        batch = min(CALIBRATION_BATCH, calibration_samples)
+        calibration = tuple(feed for feed, _ in dataset_feeds(data, "train", batch, limit=calibration_samples,
+                                                              drop_last=True, input_names=input_names))
         return cls(calibration=calibration,
-                   val=tuple(dataset_feeds(data, "val", batch_size, input_names=input_names)),
-                   test=tuple(dataset_feeds(data, "test", batch_size, input_names=input_names)),
+                   val=tuple(dataset_feeds(data, "val", eval_batch, input_names=input_names)),
+                   test=tuple(dataset_feeds(data, "test", eval_batch, input_names=input_names)),
                    class_names=data.class_names)

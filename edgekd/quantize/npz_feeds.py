@@ -23,22 +23,20 @@ from edgekd.models.onnx_teacher import filled, score_activation
 from edgekd.profile.inputs import token_id_limits
 from edgekd.quantize.calibration import equal_batch_size
 from edgekd.quantize.evaluate import cpu_session, run_batches, scored_output_name
-from edgekd.quantize.feeds import Feed, LabelledBatch, QuantData
+from edgekd.quantize.feeds import CALIBRATION_BATCH, Feed, LabelledBatch, QuantData
 
 #: The evaluation file's array of class labels.
 LABELS = "y"
-#: Examples per batch when the graph's batch axis is dynamic (as the quantize stage batches its data).
-BATCH_SIZE = 64
-
 Spec = dict[str, Any]
 #: How a binary classifier's one score per example reads (see :class:`~edgekd.quantize.feeds.QuantData`).
 SingleScore = Literal["sigmoid", "logit"] | None
 
 
 def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path | None,
-                    calibration_samples: int, scores: str | None = None) -> QuantData:
-    """Calibration batches (the first ``calibration_samples`` examples) and labelled evaluation batches, scored on
-    the output ``scores`` (default: the one named ``logits``, else the first floating-point one).
+                    calibration_samples: int, eval_batch: int, scores: str | None = None) -> QuantData:
+    """Calibration batches (the first ``calibration_samples`` examples) and labelled evaluation batches of
+    ``eval_batch`` examples (the device's batch, see :meth:`QuantData.from_dataset`; a static batch axis: its own),
+    scored on the output ``scores`` (default: the one named ``logits``, else the first floating-point one).
 
     The evaluation file serves as both the validation split (the gates) and the test split (the
     accuracy recorded). Either file may be absent: no calibration (no static INT8), no evaluation
@@ -51,7 +49,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
     if calibration is not None:
         arrays = _read(calibration, model, inputs, labelled=False)
         count = min(calibration_samples, _count(arrays))
-        batch = _static_batch(inputs) or equal_batch_size(count, BATCH_SIZE)  # dynamic: every example used
+        batch = _static_batch(inputs) or equal_batch_size(count, CALIBRATION_BATCH)  # dynamic: every example used
         calibration_feeds = tuple(feed for feed, _ in _batches(arrays, count - count % batch, batch,
                                                                labelled=False))
         if not calibration_feeds:
@@ -64,7 +62,7 @@ def load_quant_data(model: Path, *, calibration: Path | None, evaluation: Path |
         arrays = _read(evaluation, model, inputs, labelled=True)
         count = _count(arrays)
         static = _static_batch(inputs)
-        batches = tuple(_batches(arrays, count, static or BATCH_SIZE, labelled=True, static=static is not None))
+        batches = tuple(_batches(arrays, count, static or eval_batch, labelled=True, static=static is not None))
         single_score = _check_labels(evaluation, arrays[LABELS], model, scored, batches[0][0])
     return QuantData(calibration=calibration_feeds, val=batches, test=batches, single_score=single_score,
                      scores=scores)

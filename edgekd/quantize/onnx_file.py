@@ -80,7 +80,8 @@ def quantize_file(model: Path, device: DeviceProfile, out: Path, *, calibration:
         raise ConfigError("--mode static: static INT8 needs calibration data; pass --calibration FILE.npz (one array "
                           "per graph input, named as the input)")
     data = load_quant_data(source, calibration=calibration, evaluation=evaluation,
-                           calibration_samples=config.calibration_samples, scores=scores)
+                           calibration_samples=config.calibration_samples, eval_batch=device.inputs.batch,
+                           scores=scores)
     out = Path(out)
     check_source_outside(source, out, "edgekd quantize")
     with claimed(out, record=RECORD):

@@ -41,7 +41,7 @@ def run_quantize(config: QuantizeStage, artifact: Artifact, ctx: StageContext) -
         model_artifact = exported_model(artifact, role)
         source = ctx.resolve(model_artifact.onnx)
         data = QuantData.from_dataset(_task_data(ctx, model_artifact.weights), config.calibration_samples,
-                                      input_names=_graph_inputs(source))
+                                      eval_batch=ctx.device.inputs.batch, input_names=_graph_inputs(source))
         calibration_set = "train split"
         if config.calibration == "synthetic":
             synthetic = _synthetic_set(ctx)
