@@ -6,7 +6,8 @@ runs a ``search`` stage that distils with the recipe's own distill settings (its
 into the student), exports with its export target and quantizes with its quantize settings, then its
 profile stage (or a default one), its bundle stage if it has one, and a report. The search varies the
 recipe's student, or the teacher's architecture when the student cannot be varied (a pretrained student, an
-architecture without a search space). A ``drop_layers`` student is varied by how many of the teacher's blocks it
+architecture without a search space) and the teacher's can; when neither can, compress refuses in one line naming
+the students a search varies. A ``drop_layers`` student is varied by how many of the teacher's blocks it
 keeps: every candidate starts from the trained teacher's weights (pretrained ones too), which a student of other
 sizes would lack, and none is larger than the teacher.
 
@@ -30,6 +31,7 @@ from edgekd.data.config import is_corpus
 from edgekd.distill.stage import teacher_task_data
 from edgekd.errors import ConfigError
 from edgekd.models.architectures import SEARCHABLE
+from edgekd.models.specs import SpecBase
 from edgekd.pipeline import RunResult
 from edgekd.quantize.config import QuantizeSettings
 from edgekd.report.record import RunReport
@@ -39,7 +41,7 @@ from edgekd.search.config import SearchStage
 from edgekd.search.layer_source import LayerSource
 from edgekd.search.plan import plan_search
 from edgekd.search.record import LMSearchRecord, SearchRecord, TableStats, read_search_record
-from edgekd.search.space import LAYER_COPY
+from edgekd.search.space import LAYER_COPY, searchable_archs
 from edgekd.stages import check_recipe
 
 log = logging.getLogger(__name__)
@@ -89,20 +91,15 @@ def search_recipe(recipe: Recipe, source: str | None = None) -> Recipe:
               else {"stage": kind} for kind in _derived_kinds(parts)]
     role = _varied_role(recipe)
     student = getattr(recipe, role).model
+    source = source or f"recipe '{recipe.name}'"
     if role == "teacher":
-        own = recipe.student.model
-        why = "a pretrained checkpoint" if getattr(own, "pretrained", None) is not None else \
-            f"searchable: {', '.join(SEARCHABLE)}"
-        log.warning("compress: the recipe's student (%s) cannot be varied by a search (%s), so the search varies "
-                    "the teacher's architecture (%s) instead; a search stage of your own chooses otherwise",
-                    own.label, why, student.label)
+        _vary_teacher_instead(recipe, source)
     # only the fields the recipe set: a default written out reads as given (data.color beside an image processor,
     # a pretrained teacher's default sizes beside its checkpoint)
     derived = {**recipe.model_dump(mode="json", exclude={"assistant", "student", "stages"}, exclude_unset=True),
                "name": f"{recipe.name}-search",
                "student": {"model": student.model_dump(mode="json", exclude_unset=True)},
                "stages": [s if isinstance(s, dict) else s.model_dump(mode="json") for s in stages]}
-    source = source or f"recipe '{recipe.name}'"
     with in_users_terms(recipe, source):
         return validate_model(derived, Recipe, source=source, expanded=True)
 
@@ -112,10 +109,43 @@ def _varied_role(recipe: Recipe) -> str:
     student = recipe.student.model
     if student.arch == LAYER_COPY:
         return "student"
-    if not is_corpus(recipe.data) and (student.arch not in SEARCHABLE
-                                     or getattr(student, "pretrained", None) is not None):
+    if not is_corpus(recipe.data) and _unsearchable(student):
         return "teacher"
     return "student"
+
+
+def _unsearchable(spec: SpecBase) -> bool:
+    """Whether a search cannot vary ``spec``'s sizes: an architecture without a search space, or a pretrained
+    checkpoint (its sizes are the checkpoint's)."""
+    return spec.arch not in SEARCHABLE or getattr(spec, "pretrained", None) is not None
+
+
+def _vary_teacher_instead(recipe: Recipe, source: str) -> None:
+    """Warn that the search varies the teacher's architecture, the recipe's student being one it cannot vary
+    (:func:`_unsearchable`); when it cannot vary the teacher's either, refuse in one line naming the student's key
+    and the students it does vary (:func:`~edgekd.search.space.searchable_archs`), ``drop_layers`` first among them
+    where the teacher can be cut."""
+    own, teacher = recipe.student.model, recipe.teacher.model
+    archs = searchable_archs(recipe)
+    searchable = f"searchable: {', '.join(archs)}"
+    own_arch_searchable = own.arch in SEARCHABLE  # so its checkpoint is what the search cannot vary
+    if not _unsearchable(teacher):
+        log.warning("compress: the recipe's student (%s) cannot be varied by a search (%s), so the search varies "
+                    "the teacher's architecture (%s) instead; a search stage of your own chooses otherwise", own.label,
+                    "a pretrained checkpoint" if own_arch_searchable else searchable, teacher.label)
+        return
+    key = "student.model.pretrained" if own_arch_searchable else "student.model.arch"
+    fix = "unset student.model.pretrained or set" if own_arch_searchable else "set"
+    copies = (": drop_layers starts from the teacher's weights and varies how many of its layers the student keeps"
+              if LAYER_COPY in archs else "")
+    raise ConfigError(f"{source}: {key}: a search cannot vary the student ({_named(own)}), nor the teacher's "
+                      f"architecture in its place ({_named(teacher)}); {fix} student.model.arch to one it varies "
+                      f"({searchable}){copies}")
+
+
+def _named(spec: SpecBase) -> str:
+    """How :func:`_vary_teacher_instead` names a model: its label, and whether it is pretrained."""
+    return f"{spec.label}, pretrained" if getattr(spec, "pretrained", None) is not None else spec.label
 
 
 def _parts(recipe: Recipe) -> dict[str, int]:

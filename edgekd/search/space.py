@@ -24,7 +24,7 @@ from edgekd.config.loading import brief, union_expectations
 from edgekd.config.paths import ALREADY_EXPANDED
 from edgekd.errors import ConfigError
 from edgekd.models.architectures import SEARCHABLE, ModelSpec, spec_class
-from edgekd.models.specs import declared_depth, spec_of
+from edgekd.models.specs import declared_depth, spec_of, why_not_cut
 
 if TYPE_CHECKING:
     from edgekd.search.config import SearchStage
@@ -101,6 +101,15 @@ def space_for(stage: SearchStage, student: BaseModel, depth: int | None = None) 
     return type(student).search_space
 
 
+def searchable_archs(recipe: Any) -> tuple[str, ...]:
+    """The student archs a search of ``recipe`` can vary: the registered ones with a default space
+    (:data:`~edgekd.models.architectures.SEARCHABLE`) that take the recipe's data, then ``drop_layers`` when the
+    teacher is one stack of transformer blocks it can keep some of."""
+    modality = recipe.data.modality
+    own = tuple(arch for arch in SEARCHABLE if spec_class(arch).modality in (None, modality))
+    return (*own, LAYER_COPY) if why_not_cut(recipe.teacher.model) is None else own
+
+
 def check_space(stage: SearchStage, recipe: Any, where: str) -> None:
     """Raise a one-line :class:`ConfigError` (prefixed by ``where``) for a search ``recipe``'s student cannot take.
 
@@ -112,8 +121,8 @@ def check_space(stage: SearchStage, recipe: Any, where: str) -> None:
     student = recipe.student.model
     arch = student.arch
     if arch not in (*SEARCHABLE, LAYER_COPY):
-        raise ConfigError(f"{where}: a search varies a student built from sizes; student.model.arch '{arch}' is not "
-                          f"one (searchable: {', '.join(SEARCHABLE)})")
+        raise ConfigError(f"{where}: student.model.arch '{arch}' is not one a search varies "
+                          f"(searchable: {', '.join(searchable_archs(recipe))})")
     if getattr(student, "pretrained", None) is not None:
         raise ConfigError(f"{where}: a search varies the student's sizes; student.model.pretrained must be unset "
                           "(a 'drop_layers' student of a pretrained teacher is searched by how many layers it keeps)")
