@@ -357,6 +357,36 @@ def test_compress_picks_a_model_within_budget_and_reports_it(cache: Path, tmp_pa
     assert f"; {len(rows)} timed while other processes kept up to 64 CPUs busy (their figures may be slow)" in text
 
 
+def test_compress_reports_the_chosen_candidates_quantize_decision_and_one_params_count(
+        cache: Path, tmp_path: Path) -> None:
+    """The chosen candidate's quantize stage ran and kept FP32 (INT8 would have to be 1000× faster), with a reason:
+    the report's student carried neither (precision and quantization_reason null: the search took the export's
+    student, which the decision was never written on). A CNN's batch norms are folded into its exported graph, whose
+    initializers the latency table counted as parameters (2,146 in the model, 2,122 in the graph here): the table
+    now counts the model's, as every other params figure of the report does, and writes them in full as they do."""
+    recipe = _recipe(space={"channels": [[8, 16]], "hidden": [32]}, prune=[0.0], precision=["fp32", "int8"], top_k=1,
+                     quantize={"runs": 20, "rounds": 1, "min_speedup": 1000, "agreement": 0.01, "tolerance": 0.5})
+    recipe["student"]["model"] = {"arch": "cnn", "channels": [8, 16], "hidden": 32}
+    device = load_device("host-cpu").model_copy(update={"budget": TIGHT})
+    found = edgekd.compress(validate_model(recipe, Recipe, source="test"), device=device, out=tmp_path / "run")
+    report, search = found.report(), found.search()
+    candidate_run = found.run.run_dir / "02-search" / "candidates" / search.chosen.structure
+    quantized = next(r for r in load_run_records(candidate_run) if r["stage"] == "quantize")
+    decided = quantized["artifact"]["student"]["metrics"]
+    assert (decided["precision"], search.chosen.precision) == ("fp32", "fp32")
+    assert decided["quantization_reason"].startswith("fp32 kept: ")
+    assert decided["quantization_reason"].endswith("keeping it needs 1000×")
+    assert report["student"]["precision"] == "fp32"
+    assert report["student"]["quantization_reason"] == decided["quantization_reason"]
+    params = report["student"]["params"]
+    assert params == 2146 and search.chosen.params == params
+    assert [row.params for row in search.table.candidates] == [params, params]  # fp32 and int8 of the one structure
+    markdown = (found.run.run_dir / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| cnn channels=[8,16] hidden=32 ")
+            and line.endswith(" | trained |")]  # the latency table's rows (the trained candidates' table follows)
+    assert len(rows) == 2 and all(row.endswith(" | 2,146 | trained |") for row in rows), rows
+
+
 def test_compress_says_when_it_varies_the_teachers_architecture_instead_of_the_students(
         caplog: pytest.LogCaptureFixture) -> None:
     recipe = demo_recipe_dict()

@@ -114,12 +114,13 @@ def _origin(table: TableRecord) -> str:
 
 
 def _candidates(table: TableRecord, per: str) -> Table:
-    """Every latency-table candidate by p90 (``per``: the latency's unit suffix), with what became of it."""
+    """Every latency-table candidate by p90 (``per``: the latency's unit suffix), with what became of it; parameters
+    written in full, as the report's other tables write them (the same count: the model's)."""
     macs = "MACs" + per
     return Table(
         ("latency table candidate", f"p90 (ms{per})", "size (MB)", "peak mem (MB)", macs, "params", "status"),
         tuple((row.label, f"{row.p90_ms:.4f}", f"{row.size_mb:.3f}", f"{row.peak_memory_mb:.1f}", si(row.macs),
-               si(row.params), row.status + (f" ({', '.join(row.over)})" if row.over else ""))
+               f"{row.params:,}", row.status + (f" ({', '.join(row.over)})" if row.over else ""))
               for row in sorted(table.candidates, key=lambda row: row.p90_ms)))
 
 

@@ -86,17 +86,29 @@ def build_random(structure: Structure, family: Family, device: DeviceProfile) ->
     return model
 
 
+@dataclass(frozen=True)
+class LatencyExport:
+    """A structure as the latency table times it: its ONNX files by precision and its model's parameters."""
+
+    files: dict[str, Path]
+    params: int
+    """The parameters of the model built (:attr:`~edgekd.models.task_model.TaskModel.params`), counted as a trained
+    student's are, so the table and the report give one figure (the graph's initializers differ: folded batch
+    norms, shape constants, quantized weights with their scales)."""
+
+
 def export_for_latency(structure: Structure, precisions: list[str], family: Family, device: DeviceProfile,
-                       target: ExportTarget, quantize: QuantizeSettings, out_dir: Path) -> dict[str, Path]:
-    """ONNX files of ``structure`` (random weights) in ``out_dir`` by precision: ``fp32`` always, ``int8`` if asked."""
+                       target: ExportTarget, quantize: QuantizeSettings, out_dir: Path) -> LatencyExport:
+    """ONNX files of ``structure`` (random weights) in ``out_dir`` by precision (``fp32`` always, ``int8`` if asked)
+    and the built model's parameter count."""
     model = build_random(structure, family, device)
     fp32 = out_dir / f"{structure.key}.fp32.onnx"
     export_onnx(model.module, model.example_inputs(), fp32, target,
                 extra_dynamic_axes=family.signature.dynamic_axes())
-    paths = {"fp32": fp32}
+    files = {"fp32": fp32}
     if "int8" in precisions:
-        paths["int8"] = int8_for_latency(fp32, out_dir, structure.key, device, quantize)
-    return paths
+        files["int8"] = int8_for_latency(fp32, out_dir, structure.key, device, quantize)
+    return LatencyExport(files=files, params=model.params)
 
 
 def int8_for_latency(fp32: Path, out_dir: Path, stem: str, device: DeviceProfile, settings: QuantizeSettings) -> Path:

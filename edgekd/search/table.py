@@ -3,7 +3,8 @@
 Each missing candidate is built with random weights (:mod:`edgekd.search.build`), exported, and
 timed with the profiler's interleaved sessions (:func:`edgekd.profile.bench.benchmark`, a fresh
 worker process per session) under the device profile, so a device with a ``reference`` gets
-host times × its speed ratio, marked as estimates. MACs and parameters come from the ONNX graph.
+host times × its speed ratio, marked as estimates. MACs come from the ONNX graph; parameters are the built
+model's, counted as the report counts a trained student's (so one structure has one figure).
 
 The table is cached in ``<cache>/latency-tables/`` (see :mod:`edgekd.cache`) under a key of
 everything a latency depends on: the architecture family (arch, input signature, classes), the
@@ -42,7 +43,7 @@ from edgekd.export.config import load_export_target
 from edgekd.profile.bench import benchmark
 from edgekd.profile.cpu import detect_cpu
 from edgekd.profile.load import is_loaded, watch_other_load
-from edgekd.profile.macs import GraphCount, count_macs
+from edgekd.profile.macs import count_macs
 from edgekd.search.build import Family, export_for_latency
 from edgekd.search.config import SearchStage
 from edgekd.search.record import Entry, TableStats
@@ -53,7 +54,9 @@ from edgekd.version import __version__
 log = logging.getLogger(__name__)
 
 TABLE_DIR = "latency-tables"
-FORMAT = 1
+#: The entries' layout: 2 since a classifier entry's ``params`` are the model's, no longer the graph's initializer
+#: elements (a table cached with those is not read, lest its figures disagree with the report's).
+FORMAT = 2
 #: How an entry's ``measured_at`` is written (local time with its UTC offset).
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
@@ -162,22 +165,22 @@ def _measure(missing: list[Candidate], family: Family, device: DeviceProfile, st
         by_structure.setdefault(candidate.structure.key, []).append(candidate)
     with tempfile.TemporaryDirectory(prefix="edgekd-latency-table-") as tmp:
         files: dict[str, Path] = {}
-        counts: dict[str, GraphCount] = {}
+        counts: dict[str, tuple[int, int]] = {}  # MACs of the FP32 graph, the model's parameters
         for index, group in enumerate(by_structure.values(), start=1):
             structure = group[0].structure
             log.info("latency table: exporting %d/%d: %s", index, len(by_structure), structure.label)
-            paths = export_for_latency(structure, [c.precision for c in group], family, device, target,
-                                       stage.quantize, Path(tmp))
-            counts[structure.key] = count_macs(paths["fp32"], device.inputs)
-            files.update({c.key: paths[c.precision] for c in group})
+            exported = export_for_latency(structure, [c.precision for c in group], family, device, target,
+                                          stage.quantize, Path(tmp))
+            counts[structure.key] = (count_macs(exported.files["fp32"], device.inputs).macs, exported.params)
+            files.update({c.key: exported.files[c.precision] for c in group})
         timed = stage.table
         results = benchmark([files[c.key] for c in missing], device, warmup=timed.warmup, runs=timed.runs,
                             rounds=timed.rounds)
     now = time.strftime(TIME_FORMAT)
     return {c.key: Entry(key=c.key, label=c.label, precision=c.precision, p50_ms=r.p50_ms, p90_ms=r.p90_ms,
                          size_mb=r.size_mb, peak_memory_mb=r.peak_memory_mb, host_p90_ms=r.host_p90_ms,
-                         estimate=r.estimate, macs=counts[c.structure.key].macs,
-                         params=counts[c.structure.key].params, measured_at=now)
+                         estimate=r.estimate, macs=counts[c.structure.key][0], params=counts[c.structure.key][1],
+                         measured_at=now)
             for c, r in zip(missing, results, strict=True)}
 
 

@@ -253,14 +253,28 @@ def train(choice: Choice, stage: SearchStage, recipe: Recipe, device: DeviceProf
     prefix = f"{CANDIDATES}/{key}"
     artifacts = {record.stage: Artifact.from_json(record.data["artifact"]) for record in result.stages}
     exported = artifacts["export"]
-    variants = [Variant(choice, moved_under(exported.get("student"), prefix), _table_p90(choice, "fp32"))]
-    quantized = artifacts.get("quantize")
-    if quantized is not None and quantized.get("student").onnx != exported.get("student").onnx:
-        kept = moved_under(quantized.get("student"), prefix)
-        family = "int8" if (kept.metrics.precision or "").startswith("int8") else "fp32"
-        variants.append(Variant(choice, kept, _table_p90(choice, family)))
+    variants = [Variant(choice, moved_under(model, prefix), _table_p90(choice, _precision_family(model)))
+                for model in deployable_students(exported, artifacts.get("quantize"))]
     return Trained(choice=choice, variants=tuple(variants), teacher=moved_under(exported.get("teacher"), prefix),
                    wall_seconds=time.perf_counter() - started, note=note)
+
+
+def deployable_students(exported: Artifact, quantized: Artifact | None) -> list[ModelArtifact]:
+    """The students a structure's run can deploy: the FP32 export and, when its quantize stage kept another file,
+    that one. When the quantize stage kept the FP32 file it is the quantize stage's student that is returned, whose
+    metrics carry that decision (``precision``, ``quantization_reason``): the export's lack them, and a search
+    choosing it would report neither."""
+    fp32 = exported.get("student")
+    if quantized is None:
+        return [fp32]
+    kept = quantized.get("student")
+    return [kept] if kept.onnx == fp32.onnx else [fp32, kept]
+
+
+def _precision_family(model: ModelArtifact) -> str:
+    """The latency table's precision a deployable student was timed at: ``int8`` for an INT8 variant, else ``fp32``
+    (as exported, kept by the quantize stage, or its optimized FP32 graph)."""
+    return "int8" if (model.metrics.precision or "").startswith("int8") else "fp32"
 
 
 def _table_p90(choice: Choice, precision: str) -> float | None:
