@@ -6,6 +6,7 @@ Grouped-query KV groups and decoder factorization: ``tests/test_decoder_compress
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from edgekd.models.call import call_logits
 from edgekd.models.task_model import TaskModel
 from edgekd.prune.config import PruneConfig
 from edgekd.prune.structured import prune_step
+from edgekd.prune.tp_warnings import torch_pruning_warnings_logged
 from tests import hf_families
 from tests.hf_families import padded_batch
 
@@ -51,3 +53,28 @@ def test_gated_mlp_pruning_shrinks_every_layer_alike_and_reloads(family: str, im
         torch.testing.assert_close(call_logits(again, batch), expected)
     result = export_onnx(again, batch, tmp_path / "pruned.onnx", load_export_target("onnx-fp32"))
     assert result.parity.passed and result.input_names == ("input_ids", "attention_mask")
+
+
+def test_torch_prunings_warnings_go_to_the_debug_log_not_the_terminal(caplog: pytest.LogCaptureFixture) -> None:
+    """Torch-Pruning warns of a Qwen2's RMSNorm weights (``Unwrapped parameters detected: [...] Torch-Pruning will
+    prune the last non-singleton dimension``), a raw UserWarning of three lines on stderr; those weights span the
+    hidden width, which is never pruned. No UserWarning leaves the prune now: the warning is one debug line."""
+    module = hf_families.build("qwen2", num_labels=2)
+    model = TaskModel(module=module, spec={"arch": "hf"}, signature=SIGNATURE, class_names=("a", "b"))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("DEBUG", logger="edgekd.prune.tp_warnings"):
+        warnings.simplefilter("always")
+        prune_step(model, PruneConfig(targets=["heads", "ffn"]), 0.5, padded_batch())
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    logged = [record for record in caplog.records if record.name == "edgekd.prune.tp_warnings"]
+    assert [record.levelname for record in logged] == ["DEBUG"]
+    said = logged[0].getMessage()
+    assert said.startswith("Torch-Pruning warned: Unwrapped parameters detected: [") and "\n" not in said
+    assert "'model.norm.weight'" in said and model.module.config.intermediate_size == 37 - math.ceil(37 * 0.5)
+
+
+def test_other_warnings_raised_while_torch_pruning_runs_are_shown_as_before() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch_pruning_warnings_logged():
+            warnings.warn("not Torch-Pruning's", UserWarning, stacklevel=1)
+    assert [(w.category, str(w.message)) for w in caught] == [(UserWarning, "not Torch-Pruning's")]

@@ -61,6 +61,7 @@ from edgekd.prune.structure import (
     sync_bert_config,
     sync_low_rank_config,
 )
+from edgekd.prune.tp_warnings import torch_pruning_warnings_logged
 from edgekd.prune.user_module import module_plan, rebuildable
 
 log = logging.getLogger(__name__)
@@ -187,17 +188,19 @@ def prune_module(
     *,
     gradients: Callable[[nn.Module], None] | None = None,
 ) -> None:
-    """Run one Torch-Pruning ``MetaPruner`` step over ``module`` with ``plan``'s arguments (ignored layers, heads)."""
+    """Run one Torch-Pruning ``MetaPruner`` step over ``module`` with ``plan``'s arguments (ignored layers, heads);
+    Torch-Pruning's warnings go to the debug log (:mod:`edgekd.prune.tp_warnings`)."""
     import torch_pruning as tp
 
     _fill_gradients(module, config, gradients)
-    pruner = tp.pruner.MetaPruner(
-        module, example, importance=importance(config.importance), pruning_ratio=ratio,
-        global_pruning=config.scope == "global", max_pruning_ratio=MAX_LAYER_RATIO,
-        output_transform=model_logits, **plan,
-    )
-    module.eval()
-    pruner.step()
+    with torch_pruning_warnings_logged():
+        pruner = tp.pruner.MetaPruner(
+            module, example, importance=importance(config.importance), pruning_ratio=ratio,
+            global_pruning=config.scope == "global", max_pruning_ratio=MAX_LAYER_RATIO,
+            output_transform=model_logits, **plan,
+        )
+        module.eval()
+        pruner.step()
     module.zero_grad(set_to_none=True)
 
 
