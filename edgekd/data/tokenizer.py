@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from edgekd.atomic import atomic_dir
 from edgekd.data.config import TokenizerConfig
+from edgekd.data.saved_tokenizer import read_tokenizer, write_tokenizer
 from edgekd.errors import ConfigError, DataError
 from edgekd.models.checkpoint_files import check_tokenizer_files
 from edgekd.models.packaged import resolve_pretrained
@@ -45,11 +46,11 @@ def load_or_train_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """The tokenizer a recipe asks for, with ``model_max_length`` set to ``config.max_length``.
 
-    ``config.pretrained`` set: loaded with ``AutoTokenizer.from_pretrained`` from a local directory
-    or a hub id (``vocab_size`` and ``lowercase`` are then the pretrained tokenizer's own); code
-    shipped with a hub tokenizer runs only when ``trust_remote_code`` is true. Unset (or ``config``
-    None, meaning the defaults): a WordPiece vocabulary of ``config.vocab_size`` pieces is trained
-    on ``train_texts``; the same texts give the same vocabulary and ids.
+    ``config.pretrained`` set: loaded from a local directory or a hub id by :func:`read_tokenizer` (a directory
+    edgekd saved exactly as saved, others with ``AutoTokenizer.from_pretrained``; ``vocab_size`` and ``lowercase``
+    are then the pretrained tokenizer's own); code shipped with a hub tokenizer runs only when
+    ``trust_remote_code`` is true. Unset (or ``config`` None, meaning the defaults): a WordPiece vocabulary of
+    ``config.vocab_size`` pieces is trained on ``train_texts``; the same texts give the same vocabulary and ids.
     """
     config = config or TokenizerConfig()
     if config.pretrained is None:
@@ -61,14 +62,15 @@ def load_or_train_tokenizer(
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> Path:
-    """Write ``tokenizer`` to ``directory`` (replacing it), readable by ``AutoTokenizer.from_pretrained``.
+    """Write ``tokenizer`` to ``directory`` (replacing it), read back as it was saved by :func:`read_tokenizer` (and
+    by ``AutoTokenizer.from_pretrained``, there being no model config beside it; see :func:`write_tokenizer`).
 
     The files are written into a temporary directory beside ``directory`` and renamed into place,
     so a crash leaves the old directory or none, never a half-written one.
     """
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
-        tokenizer.save_pretrained(tmp)
+        write_tokenizer(tokenizer, tmp)
     return directory
 
 
@@ -78,7 +80,7 @@ def load_pretrained_tokenizer(name: str, *, padded: bool = True, trust_remote_co
     with its end-of-text token (said in one log line), and one with neither is refused."""
     try:
         check_tokenizer_files(resolve_pretrained(name))
-        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name), trust_remote_code=trust_remote_code)
+        tokenizer = read_tokenizer(resolve_pretrained(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         tokenizer = _byte_level_bpe_files(Path(resolve_pretrained(name)))
         if tokenizer is None:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from edgekd.config.device import DeviceProfile
+from edgekd.data.saved_tokenizer import read_tokenizer, write_tokenizer
 from edgekd.errors import ConfigError, DataError, ExportError, ModelError, first_line
 from edgekd.export.beside_files import SOURCE_RECORD, write_record
 from edgekd.export.config import ExportTarget
@@ -168,11 +169,17 @@ def export_source(source: str, target: ExportTarget, device: DeviceProfile, out:
 
 
 def _save_extras(extras: list[Any], out: Path) -> list[Path]:
-    """Save the config and tokenizer beside the model (``save_pretrained`` into a scratch folder, each file then
-    renamed into ``out``: atomic, and the names written are known); returns the files."""
+    """Save the config and tokenizer beside the model (``save_pretrained``, the tokenizer as it reads back exactly:
+    :func:`write_tokenizer`; into a scratch folder, each file then renamed into ``out``: atomic, and the names
+    written are known); returns the files."""
+    from transformers import PreTrainedTokenizerBase
+
     with tempfile.TemporaryDirectory(prefix=".extras-", suffix=".tmp", dir=out) as scratch:
         for extra in extras:
-            extra.save_pretrained(scratch)
+            if isinstance(extra, PreTrainedTokenizerBase):
+                write_tokenizer(extra, Path(scratch))
+            else:
+                extra.save_pretrained(scratch)
         return [path.replace(out / path.name) for path in sorted(Path(scratch).iterdir()) if path.is_file()]
 
 
@@ -309,15 +316,15 @@ def _mismatch(loader: Any, source: str, options: dict[str, Any]) -> str | None:
 
 
 def _tokenizer(source: str) -> Any | None:
-    """The source's tokenizer, when it has one (saved beside the ONNX file); None otherwise."""
-    from transformers import AutoTokenizer
+    """The source's tokenizer, when it has one (saved beside the ONNX file), read as :func:`read_tokenizer` reads it
+    (one an edgekd run saved: exactly as saved); None otherwise."""
     from transformers.utils import cached_file
 
     if cached_file(source, "tokenizer_config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False,
                    _raise_exceptions_for_connection_errors=False) is None:
         return None  # transformers would otherwise make an empty tokenizer up
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False)
+        return read_tokenizer(source, local_files_only=True)
     except (OSError, ValueError, TypeError):
         return None
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.atomic import atomic_dir
+from edgekd.data.saved_tokenizer import read_tokenizer, write_tokenizer
 from edgekd.errors import ConfigError, ModelError
 from edgekd.models.hf import LOAD_DTYPE, frozen_as_built, quiet_transformers, refuse_misfits
 from edgekd.prune.structure import CONFIG_KEY as STRUCTURE_KEY
@@ -49,7 +50,7 @@ class CausalLM:
         """Write ``save_pretrained`` weights (safetensors), the tokenizer and the marker file, atomically."""
         with atomic_dir(Path(directory)) as tmp:
             self.module.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
+            write_tokenizer(self.tokenizer, tmp)
             (tmp / MANIFEST).write_text(json.dumps({"format": 1, "task": "causal_lm",
                                                     "model_type": self.module.config.model_type}, indent=2) + "\n")
         return Path(directory)
@@ -69,11 +70,10 @@ def is_causal_lm_dir(directory: Path) -> bool:
 
 
 def load_tokenizer(directory: Path) -> Any:
-    """The tokenizer saved beside a causal LM (by :meth:`CausalLM.save`)."""
-    from transformers import AutoTokenizer
-
+    """The tokenizer saved beside a causal LM (by :meth:`CausalLM.save`), read as it was saved
+    (:func:`read_tokenizer`)."""
     try:
-        return AutoTokenizer.from_pretrained(Path(directory))
+        return read_tokenizer(Path(directory))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{directory}: no readable tokenizer saved with the model: "
                          f"{str(exc).splitlines()[0]}") from None

@@ -23,6 +23,7 @@ from torch import nn
 
 from edgekd.atomic import atomic_dir
 from edgekd.data.examples import InputSignature
+from edgekd.data.saved_tokenizer import read_tokenizer, write_tokenizer
 from edgekd.errors import ConfigError, ModelError, first_line
 from edgekd.models import hf
 from edgekd.models.architectures import ModelSpec, build_module
@@ -90,7 +91,7 @@ class TaskModel:
             else:
                 save_weights(self.module, tmp / WEIGHTS)
             if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
+                write_tokenizer(self.tokenizer, tmp)
             manifest = {"format": 1, "spec": self.spec, "signature": self.signature.to_json(),
                         "class_names": list(self.class_names), "huggingface": self.is_hf}
             low_rank = {} if self.is_hf else low_rank_layers(self.module)  # HF: in config.json
@@ -218,9 +219,8 @@ def _load_hf(directory: Path, per_token: bool = False) -> nn.Module:
 
 
 def _load_tokenizer(directory: Path) -> Any:
-    from transformers import AutoTokenizer
-
+    """The tokenizer saved beside the model, read as it was saved (:func:`read_tokenizer`)."""
     try:
-        return AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+        return read_tokenizer(directory)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{directory}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from exc
