@@ -24,7 +24,7 @@ from edgekd.data.corpus import build_char_tokenizer
 from edgekd.data.examples import InputSignature
 from edgekd.data.saved_tokenizer import read_tokenizer
 from edgekd.data.task_data import prepare_task_data
-from edgekd.data.tokenizer import load_or_train_tokenizer
+from edgekd.data.tokenizer import load_or_train_tokenizer, save_tokenizer
 from edgekd.distill.task_metrics import evaluation_metrics
 from edgekd.errors import ModelError
 from edgekd.models.causal_lm import CausalLM, build_causal_lm
@@ -32,6 +32,8 @@ from edgekd.models.task_model import TaskModel
 from tests import hf_families
 
 SENTENCE = "the film is a great story"
+#: 36 words: longer than the recipes' max_length of 32 tokens.
+LONG = " ".join(["the film is a story with cast and plot"] * 4)
 ONE_EPOCH = {"epochs": 1, "batch_size": 16, "lr": 0.005}
 
 
@@ -48,6 +50,11 @@ def _ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 def _file_ids(directory: Path, texts: list[str]) -> list[list[int]]:
     """The ids an app reading ``directory/tokenizer.json`` with the ``tokenizers`` library gets."""
     return [encoding.ids for encoding in Tokenizer.from_file(str(directory / "tokenizer.json")).encode_batch(texts)]
+
+
+def _file_length(directory: Path, text: str = LONG) -> int:
+    """How many ids an app reading ``directory/tokenizer.json`` with the ``tokenizers`` library gets for ``text``."""
+    return len(Tokenizer.from_file(str(directory / "tokenizer.json")).encode(text).ids)
 
 
 def _texts(text_files: dict[str, Any]) -> list[str]:
@@ -118,6 +125,19 @@ def test_a_run_s_teacher_scores_as_recorded_when_reloaded_and_exports_its_tokeni
     api.export(teacher_dir, out=tmp_path / "export", target="onnx-fp32", runs=10, warmup=1)
     assert _file_ids(tmp_path / "export", texts) == trained
     assert _ids(read_tokenizer(tmp_path / "export"), texts) == trained  # beside Qwen2's config.json too
+    # truncating where the recipe says (the teacher's last call before saving had truncated at 16)
+    assert [_file_length(directory) for directory in (teacher_dir, student_dir, tmp_path / "export")] == [32] * 3
+
+
+def test_a_saved_tokenizer_json_truncates_at_max_length_and_pads_nothing_whatever_the_last_call(
+        text_files: dict[str, Any], tmp_path: Path) -> None:
+    tokenizer = text_files["tokenizer"]  # max_length 32
+    tokenizer([LONG], truncation=True, max_length=16, padding="max_length")  # what its backend is left set to
+    save_tokenizer(tokenizer, tmp_path / "wordpiece")
+    assert (_file_length(tmp_path / "wordpiece"), _file_length(tmp_path / "wordpiece", SENTENCE)) == (32, 8)
+    assert len(tokenizer([LONG])["input_ids"][0]) == len(LONG.split()) + 2  # calls are not truncated by it
+    save_tokenizer(build_char_tokenizer(LONG), tmp_path / "characters")  # no max_length: truncated nowhere
+    assert _file_length(tmp_path / "characters") == len(LONG)
 
 
 def test_a_tokenizer_that_reads_back_otherwise_than_its_tokenizer_json_is_refused(text_files: dict[str, Any],

@@ -13,6 +13,11 @@ every word out in characters). So:
   checkpoint) is ``AutoTokenizer``'s, as transformers itself would read it.
 
 Each check encodes a few probe texts (:func:`probe_texts`) both ways; different ids are a :class:`ModelError`.
+
+The written ``tokenizer.json`` truncates at the tokenizer's ``model_max_length`` (edgekd sets it to the recipe's
+``max_length``: what the model was trained and exported for, and what a bundle's manifest says to truncate at), or
+nowhere when it has none, and pads nothing, whatever the tokenizer's last call left in its state: transformers sets
+the backend's truncation at each call (``tokenizer(..., max_length=16)``) and ``save_pretrained`` writes it as set.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from edgekd.errors import ModelError
 
@@ -41,13 +47,16 @@ PROBE_TOKENS = 8
 def write_tokenizer(tokenizer: Any, directory: Path) -> None:
     """Save ``tokenizer``'s files into the existing ``directory`` so that they read back exactly as it encodes.
 
-    A fast tokenizer's ``tokenizer_config.json`` names the generic class; :class:`ModelError` when
-    :func:`read_tokenizer` reads the files back encoding a probe text otherwise. A slow tokenizer (no
-    ``tokenizer.json``) is saved as it is."""
+    A fast tokenizer's ``tokenizer.json`` truncates at :func:`saved_truncation` and pads nothing (its backend is
+    left so); its ``tokenizer_config.json`` names the generic class; :class:`ModelError` when :func:`read_tokenizer`
+    reads the files back encoding a probe text otherwise. A slow tokenizer (no ``tokenizer.json``) is saved as it
+    is."""
     directory = Path(directory)
-    tokenizer.save_pretrained(directory)
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        tokenizer.save_pretrained(directory)
         return
+    _set_saved_limits(tokenizer)
+    tokenizer.save_pretrained(directory)
     _name_generic_class(directory / TOKENIZER_CONFIG)
     texts = probe_texts(Tokenizer.from_file(str(directory / TOKENIZER_JSON)))
     _check_same_ids(texts, _encoded(tokenizer, texts), read_tokenizer(directory), directory,
@@ -75,6 +84,25 @@ def read_tokenizer(source: str | Path, *, trust_remote_code: bool = False, local
     _check_same_ids(texts, [encoding.ids for encoding in core.encode_batch(texts)], loaded, directory,
                     f"its {TOKENIZER_JSON}")
     return loaded
+
+
+def saved_truncation(tokenizer: Any) -> int | None:
+    """Where a saved ``tokenizer.json`` truncates: the tokenizer's ``model_max_length``, None when it has none
+    (transformers' stand-in for no limit is a huge number)."""
+    limit = tokenizer.model_max_length
+    return int(limit) if isinstance(limit, int) and 0 < limit < VERY_LARGE_INTEGER else None
+
+
+def _set_saved_limits(tokenizer: PreTrainedTokenizerFast) -> None:
+    """Set the backend of ``tokenizer`` to truncate at :func:`saved_truncation` and pad nothing (transformers sets
+    both anew at each call, so only what is saved changes)."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_padding()
+    limit = saved_truncation(tokenizer)
+    if limit is None:
+        backend.no_truncation()
+    else:
+        backend.enable_truncation(limit, direction=tokenizer.truncation_side)
 
 
 def probe_texts(core: Tokenizer) -> list[str]:
