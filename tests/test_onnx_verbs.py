@@ -143,6 +143,25 @@ def _predict(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------- quantize
 
 
+@pytest.mark.parametrize(("examples", "tolerance", "advised"), [
+    (99, 0.01, 100), (100, 0.01, None), (33, 0.03, 34), (34, 0.03, None), (5, 0.0, None)])
+def test_the_coarse_gate_note_starts_where_one_example_outweighs_the_tolerance(
+        examples: int, tolerance: float, advised: int | None) -> None:
+    """At 100 examples one changed answer drops accuracy by exactly the 1-point tolerance, which the gate allows: the
+    note (and docs/cli.md) begins at 99, and asks for the count where it stops (it asked for 101). A tolerance of 0
+    allows no change whatever the count: no note (it divided by zero)."""
+    from edgekd.quantize.config import QuantizeStage
+    from edgekd.quantize.feeds import QuantData
+    from edgekd.quantize.onnx_file import _notes
+
+    data = QuantData(calibration=({"input": np.zeros((1, 4), np.float32)},),
+                     val=(({"input": np.zeros((examples, 4), np.float32)}, np.zeros(examples, np.int64)),), test=())
+    notes = _notes(data, QuantizeStage(stage="quantize", tolerance=tolerance))
+    assert notes == ([f"accuracy gate coarse: the {examples} evaluation example(s) each weigh {100 / examples:.3g} "
+                      f"points, more than the {100 * tolerance:g}-point tolerance, so one example's answer decides "
+                      f"it; give at least {advised} examples (--eval)"] if advised else [])
+
+
 def test_quantize_end_to_end_records_every_variant_and_a_decision_its_figures_support(
         case: OnnxCase, tmp_path: Path) -> None:
     calibration = case.save_npz(tmp_path / "calib.npz", labelled=False, stop=128)
@@ -156,10 +175,10 @@ def test_quantize_end_to_end_records_every_variant_and_a_decision_its_figures_su
     variants, kept = record["variants"], record["decision"]
     assert {"fp32", "fp32-optimized", "int8-static-minmax"} <= set(variants)  # auto: static for a non-transformer
     assert record["data"]["calibration"]["examples"] == 128
-    examples = len(case.labels) - 128  # fewer than 101 (the text case's 72): one example outweighs the 1-point gate
-    assert record["notes"] == ([] if examples > 100 else [
+    examples = len(case.labels) - 128  # fewer than 100 (the text case's 72): one example outweighs the 1-point gate
+    assert record["notes"] == ([] if examples >= 100 else [
         f"accuracy gate coarse: the {examples} evaluation example(s) each weigh {100 / examples:.3g} points, more "
-        "than the 1-point tolerance, so one example's answer decides it; give at least 101 examples (--eval)"])
+        "than the 1-point tolerance, so one example's answer decides it; give at least 100 examples (--eval)"])
 
     # accuracy as recorded is the FP32 model's own on the eval file
     eval_x = {k: v[128:] for k, v in case.inputs.items()}

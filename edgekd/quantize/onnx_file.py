@@ -17,6 +17,7 @@ atomically; ``OUT`` must be new, empty or an earlier ``edgekd quantize`` output.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,8 @@ def _data_json(data: QuantData, calibration: Path | None, evaluation: Path | Non
 def _notes(data: QuantData, config: QuantizeStage) -> list[str]:
     """What the data files left out (static INT8 only when the modes let edgekd choose the variants: asked for by
     name, static INT8 without calibration data is refused before), and an evaluation set too small for the accuracy
-    gate to mean anything (one example weighs more than the tolerance)."""
+    gate to mean anything (one example weighs more than the tolerance; a tolerance of 0 allows no change at all,
+    whatever the count)."""
     notes = []
     if not data.calibration and "auto" in config.modes:
         notes.append("static INT8 not offered: it needs calibration data (--calibration FILE.npz); "
@@ -171,11 +173,18 @@ def _notes(data: QuantData, config: QuantizeStage) -> list[str]:
         notes.append("accuracy not checked: without --eval FILE.npz no variant was scored, so no accuracy or "
                      "agreement gate applied and the decision is by speed and size alone")
     examples = sum(len(labels) for _, labels in data.val)
-    if examples and 1 / examples > config.tolerance:
+    if examples and config.tolerance and examples < fine_gate_examples(config.tolerance):
         notes.append(f"accuracy gate coarse: the {examples} evaluation example(s) each weigh "
                      f"{100 / examples:.3g} points, more than the {100 * config.tolerance:g}-point tolerance, so one "
-                     f"example's answer decides it; give at least {int(1 / config.tolerance) + 1} examples (--eval)")
+                     f"example's answer decides it; give at least {fine_gate_examples(config.tolerance)} examples "
+                     "(--eval)")
     return notes
+
+
+def fine_gate_examples(tolerance: float) -> int:
+    """The fewest evaluation examples none of which weighs more than ``tolerance`` (> 0): 100 at 0.01, where one
+    changed answer is a drop of exactly the tolerance, which the gate allows (at 99 it is more)."""
+    return math.ceil(1 / tolerance)
 
 
 def _remove_replaced(out: Path, previous: dict[str, Any] | None, kept: str) -> None:
