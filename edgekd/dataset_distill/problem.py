@@ -7,6 +7,9 @@ from typing import Any
 
 import torch
 
+from edgekd.data.class_coverage import class_text, classes_without_training_examples
+from edgekd.data.config import DataConfig
+from edgekd.data.datasets import DatasetSplits
 from edgekd.dataset_distill.config import DatasetDistillStage
 from edgekd.dataset_distill.network import Family
 from edgekd.errors import DataError
@@ -28,36 +31,37 @@ class SyntheticSet:
         return torch.nn.functional.one_hot(self.labels, num_classes).float()
 
 
-def check_images_per_class(labels: torch.Tensor, num_classes: int, images_per_class: int, where: str) -> None:
-    """Refuse more synthetic images per class than the smallest class has real ones, or a class with none at all
-    (labels with gaps, such as 0, 2, 5, which no synthetic image can stand for): a one-line DataError."""
-    counts = torch.bincount(labels, minlength=num_classes)
-    missing = [str(label) for label in torch.nonzero(counts == 0).flatten().tolist()]
+def check_images_per_class(splits: DatasetSplits, data: DataConfig, images_per_class: int, where: str) -> None:
+    """Refuse, in one line naming classes as the data does, a class of no training examples (a synthetic image
+    stands for each class: :func:`~edgekd.data.class_coverage.classes_without_training_examples` says why and what
+    to do) or more synthetic images per class than the smallest class has real ones."""
+    missing = classes_without_training_examples(splits, data)
     if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise DataError(f"{where}: the training set has no examples of class {shown} (its labels run from 0 to "
-                        f"{num_classes - 1}), and dataset distillation learns images of every class; number the "
-                        f"classes 0 to {num_classes - len(missing) - 1} without gaps")
+        raise DataError(f"{where}: dataset distillation learns images of every class, but {missing}")
+    counts = torch.bincount(splits.y_train, minlength=splits.num_classes)
     smallest = int(counts.min())
     if images_per_class > smallest:
+        examples = "example" if smallest == 1 else "examples"
         raise DataError(f"{where}.images_per_class: {images_per_class} is more than the smallest class of the "
-                        f"training set holds (class {int(counts.argmin())}: {smallest} examples); expected at most "
-                        f"{smallest}")
+                        f"training set holds (class {class_text(splits.class_names, [int(counts.argmin())])}: "
+                        f"{smallest} {examples}); expected at most {smallest}")
 
 
 @dataclass
 class Problem:
-    """A real labelled training set, the family to distil for and the stage's settings."""
+    """A real labelled training set, the family to distil for and the stage's settings.
+
+    Every class has at least ``images_per_class`` examples (:func:`check_images_per_class`, which names the
+    classes as the data does, checks it before a problem is made of a recipe's data).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     family: Family
     config: DatasetDistillStage
     seed: int
-    where: str = "dataset_distill"
 
     def __post_init__(self) -> None:
-        check_images_per_class(self.labels, self.num_classes, self.config.images_per_class, self.where)
         self._by_class = [torch.nonzero(self.labels == c).flatten() for c in range(self.num_classes)]
         self.low, self.high = float(self.images.min()), float(self.images.max())
 

@@ -54,7 +54,8 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
     splits = load_dataset(recipe.data, data_seed(recipe, seed))
     spec = image_family(_spec(config, recipe), f"{where}.role ({config.role}.model)")
     family = Family(spec, splits.input_shape, splits.num_classes)
-    problem = Problem(splits.x_train, splits.y_train, family, config, seed, where=where)
+    check_images_per_class(splits, recipe.data, config.images_per_class, where)
+    problem = Problem(splits.x_train, splits.y_train, family, config, seed)
     started = time.perf_counter()
     synthetic = METHODS[config.method](problem)
     wall = time.perf_counter() - started
@@ -86,15 +87,14 @@ def _preprocessing(recipe: Recipe, loaded: dict[str, Any] | None) -> dict[str, A
 
 def check_class_sizes(recipe: Recipe, source: str) -> None:
     """Refuse, before anything trains, a ``dataset_distill`` stage of ``recipe`` asking more images per class than
-    the training split's smallest class holds, or data with a class of no examples
+    the training split's smallest class holds, or data with a class of no training examples
     (:func:`~edgekd.dataset_distill.problem.check_images_per_class`); ``source`` names the recipe."""
     indices = [i for i, stage in enumerate(recipe.stages) if isinstance(stage, DatasetDistillStage)]
     if not indices:
         return
     splits = load_dataset(recipe.data, data_seed(recipe, recipe.seed))
     for index in indices:
-        check_images_per_class(splits.y_train, splits.num_classes, recipe.stages[index].images_per_class,
-                               f"{source}: stages[{index}]")
+        check_images_per_class(splits, recipe.data, recipe.stages[index].images_per_class, f"{source}: stages[{index}]")
 
 
 def data_seed(recipe: Recipe, seed: int) -> int:
