@@ -6,7 +6,8 @@ The settings are the ``digits-dataset-distill`` recipe's (ConvNet student ``cnn 
 ``dataset_distill`` stage), run at 1 and 10 images per class (``--ipc``). Each row: the method's
 wall time (one torch thread), then the test accuracy (mean ± std) of fresh random inits trained on
 the synthetic set, on random real subsets of the same size (several draws × inits), on a herding
-coreset and on the full training set. INT8: the student trained on the full set, exported, static
+coreset and on the full training set (trained until its validation accuracy stops rising, each row
+recording its steps). INT8: the student trained on the full set, exported, static
 INT8 (minmax) calibrated on the 10-per-class synthetic set vs on as many real training images vs
 on 256 real ones (the quantize stage's default), each scored on the test split. ``targets`` says
 which of the issue's targets are met. The JSON is rewritten after every row.
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -34,7 +34,7 @@ from edgekd.data.datasets import load_dataset  # noqa: E402
 from edgekd.dataset_distill.baselines import random_subset  # noqa: E402
 from edgekd.dataset_distill.compare import compare  # noqa: E402
 from edgekd.dataset_distill.config import DatasetDistillStage  # noqa: E402
-from edgekd.dataset_distill.evaluate import Score, full_set_steps, train_model  # noqa: E402
+from edgekd.dataset_distill.full_set import FullSet, judge_full_set  # noqa: E402
 from edgekd.dataset_distill.int8 import export_fp32, onnx_accuracy, static_int8_accuracy  # noqa: E402
 from edgekd.dataset_distill.methods import METHODS  # noqa: E402
 from edgekd.dataset_distill.network import Family, image_family  # noqa: E402
@@ -44,27 +44,23 @@ from edgekd.profile.cpu import detect_cpu  # noqa: E402
 RECIPE = REPO / "pipelines" / "digits-dataset-distill.yaml"
 
 
-def distil_row(problem: Problem, test: tuple[torch.Tensor, torch.Tensor], full: Score | None) -> dict[str, Any]:
-    """Learn the set, time it, compare it with the baselines."""
+def distil_row(problem: Problem, test: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor],
+               full: FullSet) -> dict[str, Any]:
+    """Learn the set, time it, compare it with the baselines (``full``: the full training set's judgement)."""
     started = time.perf_counter()
     synthetic = METHODS[problem.config.method](problem)
     seconds = time.perf_counter() - started
     row = {"images_per_class": problem.config.images_per_class, "method": problem.config.method,
            "iterations": problem.config.iterations, "distill_seconds": round(seconds, 2),
            "details": synthetic.details}
-    row["accuracy"] = compare(problem, synthetic, test, full_score=full)
+    row["accuracy"] = compare(problem, synthetic, test, validation, full=full)
     return row | {"images": synthetic.images}
 
 
-def int8_rows(problem: Problem, synthetic: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor],
-              work: Path) -> dict[str, Any]:
-    """FP32 vs static INT8 calibrated on the synthetic set, on as many real images, on 256 real images."""
-    settings = problem.config.evaluation
-    torch.manual_seed(problem.seed)
-    labels = F.one_hot(problem.labels, problem.num_classes).float()
-    model = train_model(problem.family, problem.images, labels, full_set_steps(len(labels), settings), settings,
-                        problem.config.augment.model_copy(update={"enabled": False}),
-                        torch.Generator().manual_seed(problem.seed))
+def int8_rows(problem: Problem, model: torch.nn.Module, synthetic: torch.Tensor,
+              test: tuple[torch.Tensor, torch.Tensor], work: Path) -> dict[str, Any]:
+    """``model`` (trained on the full set) in FP32 vs static INT8 calibrated on the synthetic set, on as many real
+    images, on 256 real images."""
     fp32 = export_fp32(model, problem.images[:1], work / "fp32.onnx")
     real = problem.images[random_subset(problem.labels, problem.config.images_per_class, problem.num_classes,
                                         torch.Generator().manual_seed(problem.seed))]
@@ -109,7 +105,7 @@ def main() -> int:
     overrides = {k: v for k, v in (("method", args.method), ("iterations", args.iterations)) if v is not None}
     splits = load_dataset(recipe.data, recipe.seed)
     family = Family(image_family(recipe.student.model, "student.model"), splits.input_shape, splits.num_classes)
-    test = (splits.x_test, splits.y_test)
+    test, validation = (splits.x_test, splits.y_test), (splits.x_val, splits.y_val)
     cpu = detect_cpu()
     out = args.out or REPO / "benchmarks" / "results" / (
         "dataset_distill-" + (re.sub(r"[^a-z0-9]+", "-", cpu.brand.lower()).strip("-") or "cpu") + ".json")
@@ -117,14 +113,14 @@ def main() -> int:
                               "train_examples": len(splits.y_train), "test_examples": len(splits.y_test),
                               "cpu": cpu.to_json(), "torch_threads": args.threads, "rows": []}
     rows: dict[int, dict[str, Any]] = {}
-    full: Score | None = None
+    full: FullSet | None = None
     int8: dict[str, Any] | None = None
     for ipc in args.ipc:
         config = stage.model_copy(update={"images_per_class": ipc, **overrides})
         problem = Problem(splits.x_train, splits.y_train, family, config, recipe.seed)
-        row = distil_row(problem, test, full)
+        full = full or judge_full_set(problem, validation, test)  # the same for every row
+        row = distil_row(problem, test, validation, full)
         images = row.pop("images")
-        full = Score(tuple(row["accuracy"]["full"]["accuracies"]))
         rows[ipc] = row
         result["rows"].append(row)
         print(f"ipc {ipc}: " + ", ".join(f"{k} {100 * v['mean']:.2f}±{100 * v['std']:.2f}"
@@ -132,7 +128,7 @@ def main() -> int:
               file=sys.stderr)
         if ipc == 10:
             with tempfile.TemporaryDirectory() as work:
-                int8 = int8_rows(problem, images, test, Path(work))
+                int8 = int8_rows(problem, full.reference.model, images, test, Path(work))
             result["int8"] = int8
             print(f"int8: {int8}", file=sys.stderr)
         result["targets"] = targets(rows, int8)

@@ -25,8 +25,8 @@ from edgekd.data.datasets import load_dataset
 from edgekd.data.npz import NpzSet, load_npz, save_npz
 from edgekd.data.task_data import prepare_task_data
 from edgekd.dataset_distill.baselines import coreset, herding, k_center, random_subset
-from edgekd.dataset_distill.config import DatasetDistillStage
-from edgekd.dataset_distill.evaluate import Score, evaluate_set, train_model
+from edgekd.dataset_distill.config import DatasetDistillStage, EvaluationSettings
+from edgekd.dataset_distill.evaluate import Score, evaluate_set, full_set_steps, train_model
 from edgekd.dataset_distill.int8 import export_fp32, onnx_accuracy, static_int8_accuracy
 from edgekd.dataset_distill.methods import METHODS
 from edgekd.dataset_distill.network import Family
@@ -313,7 +313,7 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
     synthetic = f"{100 * accuracy['synthetic']['mean']:.2f} ± {100 * accuracy['synthetic']['std']:.2f}"
     markdown = (out / "report.md").read_text()
     assert "## Dataset distillation" in markdown and "dataset_distill_01_2_per_class.png" in markdown
-    assert f"| 2 | distribution_matching | synthetic (learnt) | {synthetic} | 2 |" in markdown
+    assert f"| 2 | distribution_matching | synthetic (learnt) | {synthetic} | 2 | 50 |" in markdown
     html = (out / "report.html").read_text()
     assert "Dataset distillation" in html and synthetic in html
     run_report = check_report(report)
@@ -330,6 +330,50 @@ def test_distill_data_cli_writes_the_set_and_its_scores(write_recipe, tmp_path: 
                                            r"\[0\]: [^\n]+$"):
         read_dataset_distill_record(record)
     assert dataset_distill_section([], run_report.plots) is None
+
+
+@pytest.mark.parametrize(("count", "settings", "expected"), [
+    (240, {}, 300),  # 30 epochs of one batch: 30 steps, fewer than a small set's 300
+    (1077, {"steps": 50, "full_epochs": 15, "batch_size": 64}, 255),  # 15 epochs of 17 batches
+    (20_000, {}, 30 * 79),
+])
+def test_the_full_set_first_trains_its_epochs_but_never_fewer_steps_than_a_small_set(
+        count: int, settings: dict, expected: int) -> None:
+    assert full_set_steps(count, EvaluationSettings(**settings)) == expected
+
+
+#: Ten classes told apart by colour: learnable, but not within 30 epochs of 60 images (30 Adam steps).
+TEN_COLOURS = {f"c{i}": ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256) for i in range(10)}
+
+
+def test_the_full_set_reference_trains_until_it_stops_improving(write_recipe, tmp_path: Path) -> None:
+    """On small data the full set trained full_epochs × ceil(N / batch) steps (here 30) while every small set trained
+    ``steps`` (100): it scored 28% to random real subsets' 57%, so the table said one image per class beat all 60.
+    It now trains no fewer steps than a small set, doubled while a model's validation accuracy rises, and every
+    row records its steps."""
+    from tests.image_sets import write_folder
+
+    for seed, (split, count) in enumerate((("train", 8), ("test", 3))):
+        write_folder(tmp_path / "images" / split, count, colours=TEN_COLOURS, seed=seed)
+    cnn = {"arch": "cnn", "channels": [8, 16], "hidden": 16}
+    recipe = write_recipe({
+        "name": "colours", "seed": 0, "device": "host-cpu", "threads": 1,
+        "data": {"source": "imagefolder", "train": str(tmp_path / "images" / "train"),
+                 "test": str(tmp_path / "images" / "test"), "image_size": 8, "val_fraction": 0.25},
+        "teacher": {"model": cnn}, "student": {"model": cnn},
+        "stages": [{"stage": "dataset_distill", "images_per_class": 1, "iterations": 5,
+                    "evaluation": {"inits": 2, "random_draws": 2, "steps": 100}}]})
+    outcome = cli("distill-data", recipe, "--out", tmp_path / "run")
+    assert outcome.exit_code == 0, outcome.output
+    accuracy = json.loads((tmp_path / "run" / "01-dataset_distill" / "stage.json").read_text())["metrics"]["accuracy"]
+    full, small = accuracy.pop("full"), accuracy
+    assert full["mean"] >= small["random_real"]["mean"] and full["mean"] > 0.7, full
+    assert {name: score["steps"] for name, score in small.items()} == dict.fromkeys(small, 100)
+    tried = {entry["steps"]: entry["validation_accuracy"] for entry in full["steps_tried"]}
+    assert list(tried) == [100 * 2 ** k for k in range(len(tried))] and len(tried) > 1  # 100 steps did not suffice
+    assert full["steps"] == max(tried, key=tried.get) > 100 and full["examples"] == 60
+    shown = ", ".join(f"{100 * value:.1f}% at {steps}" for steps, value in tried.items())
+    assert f"{full['steps']} (val. {shown})" in outcome.output  # the printed table's full row
 
 
 @pytest.mark.parametrize(("change", "expected"), [

@@ -33,7 +33,11 @@ class EvaluationSettings(StrictModel):
     inits: Annotated[int, Field(ge=1)] = Field(default=5, description="Fresh initialisations trained per set.")
     random_draws: Annotated[int, Field(ge=1)] = Field(default=5, description="Random real subsets drawn.")
     steps: PositiveInt = Field(default=300, description="Training steps on a small set (synthetic, subset, coreset).")
-    full_epochs: Epochs = Field(default=30, description="Epochs over the full training set (the reference).")
+    full_epochs: Epochs = Field(default=30, description="Epochs the full training set (the reference) is first "
+                                "trained, never fewer steps than 'steps'.")
+    full_doublings: Annotated[int, Field(ge=0, le=6)] = Field(
+        default=3, description="Times the full set's steps may double while a model's validation accuracy rises: "
+        "the reference is trained until it stops improving, not cut short.")
     batch_size: PositiveInt = 256
     lr: PositiveFloat = 0.001
     augment: bool = Field(default=False, description="Train with the stage's differentiable augmentation too.")

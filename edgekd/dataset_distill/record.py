@@ -15,15 +15,27 @@ from edgekd.profile.cpu import CpuInfo
 from edgekd.stage_record import FrozenRecord, read_stage_record
 
 
+class StepsTried(FrozenRecord):
+    """One length the full training set was trained for, and the validation accuracy the model reached."""
+
+    steps: int
+    validation_accuracy: float
+
+
 class SetScore(FrozenRecord):
     """Test accuracies of fresh models trained on one set alone, with their mean and standard deviation."""
 
     mean: float
     std: float
     accuracies: list[float]
+    steps: int | None = Field(default=None, description="Training steps of each model (records before edgekd kept "
+                              "them lack it).")
     draws: int | None = Field(default=None, description="Random real subsets drawn (random_real).")
     kind: str | None = Field(default=None, description="The coreset's selection (coreset: herding or k_center).")
     examples: int | None = Field(default=None, description="Size of the full training set (full).")
+    steps_tried: list[StepsTried] | None = Field(
+        default=None, description="full: each length tried, doubling while validation accuracy rose; 'steps' is "
+        "the best's.")
 
 
 class LearntSet(FrozenRecord):

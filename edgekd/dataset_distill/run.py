@@ -65,7 +65,7 @@ def distill_dataset(config: DatasetDistillStage, recipe: Recipe, seed: int, out:
             synthetic.soft_labels = sum(weight * F.softmax(call_logits(member.eval(), {"input": synthetic.images})
                                                            / config.temperature, dim=1)
                                         for member, weight in zip(teachers, teacher_weights, strict=True))
-    accuracy = compare(problem, synthetic, (splits.x_test, splits.y_test))
+    accuracy = compare(problem, synthetic, (splits.x_test, splits.y_test), (splits.x_val, splits.y_val))
     metadata = {"method": config.method, "config": config.model_dump(mode="json"), "seed": seed,
                 "family": family.spec.model_dump(mode="json"), "learned_from": learned_from(recipe, seed),
                 "preprocessing": _preprocessing(recipe, splits.preprocessing),
