@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pydantic import TypeAdapter
 
 from edgekd.data.class_coverage import class_text, classes_without_training_examples, held_out_of_train
@@ -97,3 +101,26 @@ def test_class_text_names_at_most_ten_classes_by_name_or_number() -> None:
     assert class_text(NAMES, [3, 0]) == "'rare', 'cat dog'"
     assert class_text(tuple(map(str, range(20))), list(range(12))) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more"
     assert isinstance(data(**DIGITS), SklearnData) and isinstance(data(source="npz", path="x.npz"), NpzData)
+
+
+def test_a_run_reading_data_without_a_class_in_training_warns_once_naming_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from edgekd.data.task_data import prepare_task_data
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 4)):
+        for index, name in enumerate(NAMES):
+            for i in range(1 if name == "rare" and split == "train" else count):
+                path = tmp_path / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pixels = np.array([60 * index, 200 - 40 * index, 90]) + rng.normal(0, 30, (8, 8, 3))
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    config = data(source="imagefolder", train=str(tmp_path / "train"), test=str(tmp_path / "test"), val_fraction=0.2)
+    for _ in range(2):  # as every stage of a run reads its data
+        prepared = prepare_task_data(config, 7)  # the seed whose split holds 'rare''s only image out for validation
+    rare = prepared.class_names.index("rare")
+    assert rare not in prepared.train.labels.tolist() and rare in prepared.val.labels.tolist()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "'rare'" in r.getMessage()]
+    assert warnings == ["data: class 'rare' has no training example: its only example was held out for validation by "
+                        "data.val_fraction (0.2); lower data.val_fraction or add training examples of it; no model "
+                        "learns it, and each of its test examples counts as wrong"]

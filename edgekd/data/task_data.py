@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,8 +11,9 @@ import numpy as np
 import torch
 
 from edgekd.data.batching import encode
+from edgekd.data.class_coverage import classes_without_training_examples
 from edgekd.data.config import DataConfig, MemoryData, NpzData, SklearnData, TokenizerConfig
-from edgekd.data.datasets import load_dataset
+from edgekd.data.datasets import DatasetSplits, load_dataset
 from edgekd.data.examples import Examples, ImageExamples, InputSignature, TextExamples
 from edgekd.data.image_files import is_image_data
 from edgekd.data.memory import held
@@ -18,6 +21,8 @@ from edgekd.data.text import TextSplits
 from edgekd.data.token_tags import token_examples
 from edgekd.data.tokenizer import end_token_id, load_or_train_tokenizer
 from edgekd.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ def prepare_task_data(
         splits = load_dataset(config, seed)  # type: ignore[call-overload]
         if splits.soft_train is None:  # soft labels (a distilled set's) carry every class whatever the hard ones
             _check_classes(splits.y_train, str(getattr(config, "path", "data.train")))
+            _warn_of_untrained_classes(splits, config)
         return TaskData(
             train=ImageExamples(splits.x_train, splits.y_train),
             val=ImageExamples(splits.x_val, splits.y_val),
@@ -107,6 +113,23 @@ def _check_classes(labels: torch.Tensor, where: str) -> None:
     column or folders; this covers arrays: npz files and sets given in Python)."""
     if labels.ndim == 1 and not labels.is_floating_point() and len(labels) and len(torch.unique(labels)) < 2:
         raise DataError(f"{where}: every training example has class {int(labels[0])}; expected at least 2 classes")
+
+
+def _warn_of_untrained_classes(splits: DatasetSplits, config: DataConfig) -> None:
+    """Warn (once a process: every stage reads the data) of classes the training split lacks
+    (:func:`~edgekd.data.class_coverage.classes_without_training_examples`): no model learns them, and each of their
+    test examples counts as wrong."""
+    labels = splits.y_train
+    if labels.ndim != 1 or labels.is_floating_point():  # multi-label and regression targets have no classes to lack
+        return
+    missing = classes_without_training_examples(splits, config)
+    if missing is not None:
+        _warn_once(f"data: {missing}; no model learns it, and each of its test examples counts as wrong")
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning("%s", message)
 
 
 def text_examples(tokenizer: Any, texts: Any, labels: Any, max_length: int) -> TextExamples:
