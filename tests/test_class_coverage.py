@@ -105,8 +105,9 @@ def test_class_text_names_at_most_ten_classes_by_name_or_number() -> None:
 
 def test_a_run_reading_data_without_a_class_in_training_warns_once_naming_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from edgekd.data.task_data import prepare_task_data
+    from edgekd.data import task_data
 
+    task_data._warn_once.cache_clear()  # once a process: forget what earlier tests' data warned of
     rng = np.random.default_rng(0)
     for split, count in (("train", 12), ("test", 4)):
         for index, name in enumerate(NAMES):
@@ -117,7 +118,7 @@ def test_a_run_reading_data_without_a_class_in_training_warns_once_naming_it(
                 Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
     config = data(source="imagefolder", train=str(tmp_path / "train"), test=str(tmp_path / "test"), val_fraction=0.2)
     for _ in range(2):  # as every stage of a run reads its data
-        prepared = prepare_task_data(config, 7)  # the seed whose split holds 'rare''s only image out for validation
+        prepared = task_data.prepare_task_data(config, 7)  # a seed that holds 'rare''s only image out for validation
     rare = prepared.class_names.index("rare")
     assert rare not in prepared.train.labels.tolist() and rare in prepared.val.labels.tolist()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "'rare'" in r.getMessage()]
