@@ -208,7 +208,7 @@ def run_hybrid(config: HybridStage, artifact: Artifact, ctx: StageContext) -> St
                          ratio, config.prune.ratio)
         job.prune(ratio)
         job.factorize()
-        if job.size() == Size(job.snapshots[-1].params, job.snapshots[-1].macs):
+        if _removed_nothing(job):
             stalled = step
             break
         ratios.append(ratio)
@@ -229,6 +229,13 @@ def _finished(job: _Compression | LMCompression, outcome: dict[str, Any]) -> Sta
     output = job.finish(outcome)
     clear(job.ctx)
     return output
+
+
+def _removed_nothing(job: _Compression | LMCompression) -> bool:
+    """Whether the model has the parameters and MACs of the last step measured (MACs, an export to count, only
+    counted when the parameters are unchanged)."""
+    last = job.snapshots[-1]
+    return job.model.params == last.params and job.size() == Size(last.params, last.macs)
 
 
 def _targets_met(config: HybridStage, base: Snapshot | LMSnapshot, now: Snapshot | LMSnapshot) -> bool:
