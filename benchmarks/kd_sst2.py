@@ -22,6 +22,9 @@ itself pruned, factorized and recovered by distillation, step by step) to 5× an
 rows are that compressed teacher, with its ``params_ratio``/``macs_ratio``, ``target_reached`` and
 ``steps_run``; their twins run the same steps recovering from the hard labels.
 
+With a pretrained ``--teacher``, ``sst2-ensemble`` fine-tunes it three times (seeds 0, 1, 2) and distils the
+members' averaged logits into the TinyBERT-style student on that recipe's schedule (:data:`ENSEMBLE_STUDENT_RECIPE`).
+
 ``--int8`` adds each distilled student as the quantize stage keeps it (``<name>-int8``: its run copied,
 so only quantization, profiling and the report run again; the row records the kept precision, why,
 and the FP32 accuracy it was judged against). ``--embeddings teacher`` starts BiLSTM and TextCNN
@@ -74,6 +77,8 @@ HYBRID_MACS_RATIOS = {"sst2-hybrid-5x": 0.2, "sst2-hybrid-10x": 0.1}
 HARD_LABELS = [{"kind": "hinton", "alpha": 0.0}]  # the Hinton loss with alpha 0 is plain cross-entropy
 #: Pretrained teachers (``--teacher``), each fine-tuned as its shipped recipe's teacher stage does.
 PRETRAINED_TEACHERS = {"minilm": "sst2-minilm"}
+#: With a pretrained teacher, the ensemble recipe's members teach this recipe's student (with its schedule).
+ENSEMBLE_STUDENT_RECIPE = "sst2-tinybert-style"
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ def recipe_dict(name: str, data: Path, *, quick: bool, teacher: str = "scratch")
     recipe["data"].update(train=str(data / "train.tsv"), test=str(data / "dev.tsv"))
     if teacher != "scratch":
         recipe = with_pretrained_teacher(recipe, teacher)
+        if recipe["teacher"].get("ensemble"):
+            recipe = with_student_of(recipe, read_yaml(find("pipelines", ENSEMBLE_STUDENT_RECIPE)))
     if quick:
         recipe["data"].update(limit_train=2000, val_examples=200, limit_test=300)
         if teacher == "scratch":
@@ -138,6 +145,19 @@ def with_pretrained_teacher(recipe: dict[str, Any], teacher: str) -> dict[str, A
     fine_tune = next(stage for stage in source["stages"] if stage["stage"] == "teacher")
     recipe["stages"] = [copy.deepcopy(fine_tune) if stage["stage"] == "teacher" else stage
                         for stage in recipe["stages"]]
+    return recipe
+
+
+def with_student_of(recipe: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` training ``other``'s student on ``other``'s distillation schedule (epochs, batch, learning rate,
+    warm-up, clipping), with ``recipe``'s own losses: the pretrained teachers' ensemble (which transfers averaged
+    logits only) distilled into the student a single teacher taught with more losses."""
+    recipe = copy.deepcopy(recipe)
+    recipe["student"] = copy.deepcopy(other["student"])
+    schedule = {key: value for key, value in distill_stages(other)[0].items()
+                if key in ("epochs", "batch_size", "lr", "warmup_ratio", "max_grad_norm")}
+    for stage in distill_stages(recipe):
+        stage.update(schedule)
     return recipe
 
 

@@ -271,3 +271,21 @@ def test_quick_compress_minilm_searches_the_teachers_layers_at_each_budget(tmp_p
     assert result["searches"][2]["estimated"] is True
     assert result["checks"]["later_searches_timed_no_host_candidate"] is True
     assert result["cpu"]["brand"] and result["top_k"] == 1
+
+
+@pytest.mark.skipif(not (SST2 / "train.tsv").is_file(), reason=f"SST-2 data not found at {SST2}")
+def test_pretrained_teachers_ensemble_teaches_the_tinybert_style_student_its_averaged_logits() -> None:
+    kd_sst2 = load_benchmark()
+    recipe = kd_sst2.recipe_dict("sst2-ensemble", SST2, quick=False, teacher="minilm")
+    tinybert = kd_sst2.recipe_dict("sst2-tinybert-style", SST2, quick=False, teacher="minilm")
+    shipped = kd_sst2.recipe_dict("sst2-ensemble", SST2, quick=False)
+    assert recipe["teacher"]["ensemble"] == shipped["teacher"]["ensemble"]
+    assert recipe["teacher"]["model"] == tinybert["teacher"]["model"]  # the pretrained teacher, three fine-tunes
+    assert recipe["student"] == tinybert["student"]
+    (stage,), (schedule,) = kd_sst2.distill_stages(recipe), kd_sst2.distill_stages(tinybert)
+    assert {k: stage[k] for k in ("epochs", "lr", "batch_size")} == {k: schedule[k] for k in ("epochs", "lr",
+                                                                                               "batch_size")}
+    assert stage["losses"] == kd_sst2.distill_stages(shipped)[0]["losses"]  # logits: all an ensemble transfers
+    scratch = kd_sst2.recipe_dict("sst2-ensemble", SST2, quick=True)["student"]["model"]
+    assert scratch["layers"] == shipped["student"]["model"]["layers"] != tinybert["student"]["model"]["layers"]
+    _validates(recipe)
