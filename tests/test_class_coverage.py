@@ -103,8 +103,14 @@ def test_class_text_names_at_most_ten_classes_by_name_or_number() -> None:
     assert isinstance(data(**DIGITS), SklearnData) and isinstance(data(source="npz", path="x.npz"), NpzData)
 
 
-def test_a_run_reading_data_without_a_class_in_training_warns_once_naming_it(
+def _warnings_of(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and repr(name) in r.getMessage()]
+
+
+def test_an_image_folder_keeps_the_only_training_image_of_a_class_out_of_its_validation_set(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """val_fraction held 'rare''s only image out for validation (seed 7): the run trained without the class, and
+    scored each of its test images as wrong. The hold-out now draws from all but one image of each class."""
     from edgekd.data import task_data
 
     task_data._warn_once.cache_clear()  # once a process: forget what earlier tests' data warned of
@@ -117,11 +123,43 @@ def test_a_run_reading_data_without_a_class_in_training_warns_once_naming_it(
                 pixels = np.array([60 * index, 200 - 40 * index, 90]) + rng.normal(0, 30, (8, 8, 3))
                 Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
     config = data(source="imagefolder", train=str(tmp_path / "train"), test=str(tmp_path / "test"), val_fraction=0.2)
+    for seed in range(8):
+        prepared = task_data.prepare_task_data(config, seed)
+        train, val = prepared.train.labels.tolist(), prepared.val.labels.tolist()
+        assert train.count(prepared.class_names.index("rare")) == 1 and len(val) == round(37 * 0.2)
+        assert {train.count(c) for c, name in enumerate(prepared.class_names) if name != "rare"} <= set(range(8, 12))
+    assert _warnings_of(caplog, "rare") == []
+
+
+def test_a_run_reading_text_without_a_class_in_training_warns_once_naming_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from edgekd.data import task_data
+    from edgekd.data.config import TokenizerConfig
+
+    task_data._warn_once.cache_clear()
+    rows = [(f"good film number {i}", "pos") if i % 2 else (f"bad film number {i}", "neg") for i in range(40)]
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{c}\n" for t, c in rows)
+                                        + "a rare film\trare\n")
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\ngood\tpos\nbad\tneg\nrare\trare\n")
+    files = {"source": "tsv", "train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "test.tsv")}
+    tokenizer = TokenizerConfig(vocab_size=100, max_length=8)
+    held_out, limited = data(**files, val_examples=10), data(**files, val_examples=1, limit_train=5)
+
+    def classes(config: DataConfig, seed: int, split: str) -> set[str]:
+        texts = task_data.load_dataset(config, seed)
+        return {texts.class_names[label] for label in getattr(texts, split).labels}
+
+    seed = next(s for s in range(50) if "rare" in classes(held_out, s, "val"))  # 'rare''s only example held out
     for _ in range(2):  # as every stage of a run reads its data
-        prepared = task_data.prepare_task_data(config, 7)  # a seed that holds 'rare''s only image out for validation
-    rare = prepared.class_names.index("rare")
-    assert rare not in prepared.train.labels.tolist() and rare in prepared.val.labels.tolist()
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "'rare'" in r.getMessage()]
-    assert warnings == ["data: class 'rare' has no training example: its only example was held out for validation by "
-                        "data.val_fraction (0.2); lower data.val_fraction or add training examples of it; no model "
-                        "learns it, and each of its test examples counts as wrong"]
+        task_data.prepare_task_data(held_out, seed, tokenizer_config=tokenizer)
+    assert _warnings_of(caplog, "rare") == [
+        "data: class 'rare' has no training example: its only example was held out for validation by "
+        "data.val_examples (10); lower data.val_examples or add training examples of it; no model learns it, and "
+        "each of its test examples counts as wrong"]
+    caplog.clear()
+    seed = next(s for s in range(50) if classes(limited, s, "train") == {"pos", "neg"}
+                and "rare" not in classes(limited, s, "val"))
+    task_data.prepare_task_data(limited, seed, tokenizer_config=tokenizer)
+    assert _warnings_of(caplog, "rare") == [
+        "data: the 5 training examples data.limit_train keeps hold none of class 'rare'; raise data.limit_train or "
+        "unset it; no model learns it, and each of its test examples counts as wrong"]

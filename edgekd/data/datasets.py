@@ -15,9 +15,9 @@ from typing import Any, overload
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from edgekd.data.config import DataConfig, MemoryData, NpzData, SklearnData
+from edgekd.data.hold_out import hold_out
 from edgekd.data.image_data import load_image_splits
 from edgekd.data.image_files import ImageDataConfig, is_image_data
 from edgekd.data.memory import held
@@ -202,13 +202,10 @@ def _split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float
                    stratify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The training, validation and test indices of :func:`_split` (they depend on the count, the seed and, when
     ``stratify``, the labels only)."""
-    rest, test = train_test_split(
-        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=labels if stratify else None
-    )
+    by_class = labels if stratify else None
+    rest, test = hold_out(np.arange(len(labels)), by_class, test_fraction, seed)
     val_share = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(
-        rest, test_size=val_share, random_state=seed, stratify=labels[rest] if stratify else None
-    )
+    train, val = hold_out(rest, labels[rest] if stratify else None, val_share, seed)
     return train, val, test
 
 
@@ -228,7 +225,8 @@ def _split(
     features: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], val_fraction: float,
     test_fraction: float, seed: int, *, stratify: bool = True, soft: np.ndarray | None = None
 ) -> DatasetSplits:
-    """Split three ways, seeded; stratified by class unless ``stratify`` is false (multi-label, regression).
+    """Split three ways, seeded; by class unless ``stratify`` is false (multi-label, regression): see
+    :func:`~edgekd.data.hold_out.hold_out`.
 
     The split is of example indices (the permutation depends on the count, the seed and the labels only),
     so ``soft`` training targets follow their examples.

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from edgekd.data.config import HFDiskData
 from edgekd.data.content_digest import image_data_digest
+from edgekd.data.hold_out import hold_out
 from edgekd.data.image_files import ImageDataConfig, LabelledImages, check_image, list_splits, open_image
 from edgekd.data.image_prep import make_preparer
 from edgekd.errors import DataError
@@ -90,16 +90,15 @@ def _check_classes(split: LabelledImages, class_names: tuple[str, ...]) -> None:
 
 
 def _hold_out(config: ImageDataConfig, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices kept for training and held out for validation (stratified when every class can give one)."""
+    """Indices kept for training and held out for validation (:func:`~edgekd.data.hold_out.hold_out`: stratified
+    where it can be, never taking a class's last image where there is room for it)."""
     count = len(labels)
     if isinstance(config, HFDiskData):
         held, key = config.val_examples, "data.val_examples"
     else:
         held, key = round(count * config.val_fraction), "data.val_fraction"
-    classes, per_class = np.unique(labels, return_counts=True)
     if held < 1 or held >= count:
         raise DataError(f"{key}: holds out {held} of {count} training images; expected at least 1 and fewer "
                         "than all (or give a 'val' set)")
-    stratify = labels if per_class.min() >= 2 and len(classes) <= held <= count - len(classes) else None
-    keep, val = train_test_split(np.arange(count), test_size=held, random_state=seed, stratify=stratify)
+    keep, val = hold_out(np.arange(count), labels, held, seed)
     return np.sort(keep), np.sort(val)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from edgekd.data.batching import encode
-from edgekd.data.class_coverage import classes_without_training_examples
+from edgekd.data.class_coverage import classes_without_training_examples, split_labels
 from edgekd.data.config import DataConfig, MemoryData, NpzData, SklearnData, TokenizerConfig
 from edgekd.data.datasets import DatasetSplits, load_dataset
 from edgekd.data.examples import Examples, ImageExamples, InputSignature, TextExamples
@@ -72,6 +72,7 @@ def prepare_task_data(
             train_targets=splits.soft_train,
         )
     texts = load_dataset(config, seed)
+    _warn_of_untrained_classes(texts, config)
     if tokenizer is None:
         tokenizer = load_or_train_tokenizer(tokenizer_config, texts.train.texts, trust_remote_code=trust_remote_code)
     max_length = tokenizer.model_max_length if tokenizer_config is None else tokenizer_config.max_length
@@ -115,12 +116,12 @@ def _check_classes(labels: torch.Tensor, where: str) -> None:
         raise DataError(f"{where}: every training example has class {int(labels[0])}; expected at least 2 classes")
 
 
-def _warn_of_untrained_classes(splits: DatasetSplits, config: DataConfig) -> None:
+def _warn_of_untrained_classes(splits: DatasetSplits | TextSplits, config: DataConfig) -> None:
     """Warn (once a process: every stage reads the data) of classes the training split lacks
     (:func:`~edgekd.data.class_coverage.classes_without_training_examples`): no model learns them, and each of their
     test examples counts as wrong."""
-    labels = splits.y_train
-    if labels.ndim != 1 or labels.is_floating_point():  # multi-label and regression targets have no classes to lack
+    labels = split_labels(splits, "train")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":  # multi-label, regression and token targets: no class
         return
     missing = classes_without_training_examples(splits, config)
     if missing is not None:
