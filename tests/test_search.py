@@ -378,6 +378,8 @@ def test_compress_reports_the_chosen_candidates_quantize_decision_and_one_params
     assert decided["quantization_reason"].endswith("keeping it needs 1000×")
     assert report["student"]["precision"] == "fp32"
     assert report["student"]["quantization_reason"] == decided["quantization_reason"]
+    assert report["quantization"] == [{"stage": "search", "role": "student", "decision": "fp32",
+                                       "reason": decided["quantization_reason"]}]  # was empty: no quantize stage here
     params = report["student"]["params"]
     assert params == 2146 and search.chosen.params == params
     assert [row.params for row in search.table.candidates] == [params, params]  # fp32 and int8 of the one structure

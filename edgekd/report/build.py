@@ -29,7 +29,7 @@ from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
 from edgekd.profile.verdict_record import BudgetVerdict
 from edgekd.prune.record import COMPRESS_STAGES, read_compression_stage
-from edgekd.quantize.record import quantization_decisions
+from edgekd.quantize.record import QuantizationDecision, quantization_decisions
 from edgekd.report.dataset_distill import dataset_distill_summary
 from edgekd.report.record import stage_figures
 from edgekd.rundir import stage_dir_name
@@ -68,7 +68,7 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "stages": [_stage_row(r) for r in records],
         "operators": _operators(profile, final),
         "bundle": _bundle(last_record(records, "bundle")),
-        "quantization": [d.model_dump() for d in quantization_decisions(records)],
+        "quantization": [d.model_dump() for d in _quantization(records, artifact)],
         "search": _search(last_record(records, "search")),
         "dataset_distill": dataset_distill_summary(records),
         "trust_remote_code": list(remote_code),
@@ -126,6 +126,19 @@ def _operators(profile: ProfileRecord | LMProfileRecord | None, final: str | Non
     figures = profile.models.get(final) if profile is not None and final is not None else None
     operators = figures.operators if isinstance(figures, ProfiledModel) else None
     return [op.to_json() for op in operators or []]
+
+
+def _quantization(records: list[dict[str, Any]], artifact: Artifact) -> list[QuantizationDecision]:
+    """Every quantize stage's decision for each model it quantized, and a budget search's for the model it chose:
+    the chosen candidate's own quantize stage decided, in the candidate's run (its model carries the decision)."""
+    decisions = quantization_decisions(records)
+    if last_record(records, "search") is None:
+        return decisions
+    decided = {decision.role for decision in decisions}
+    return decisions + [QuantizationDecision(stage="search", role=role, decision=model.metrics.precision,
+                                             reason=model.metrics.quantization_reason)
+                        for role, model in artifact.models.items()
+                        if role not in decided and model.metrics.quantization_reason is not None]
 
 
 def _search(record: dict[str, Any] | None) -> dict[str, Any] | None:
