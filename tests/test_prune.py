@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +304,23 @@ def test_the_hybrid_step_that_reaches_a_size_target_prunes_only_enough_to_land_o
     less.factorize()
     assert not sizes_met(config, base, less.size())
     assert landing_ratio(_BertJob(), config.model_copy(update={"target_macs_ratio": 0.3}), base) == 0.5
+
+
+def test_the_landing_trials_say_nothing_the_step_itself_does_not(caplog: pytest.LogCaptureFixture) -> None:
+    """Down to one head, every trial of the landing bisection warned that 'heads' removes nothing more: the MiniLM
+    hybrid's log held the warning 8 times for its last step."""
+    job = _BertJob()
+    base = job.size()
+    job.prune(0.75)  # 4 heads to 1 in each layer
+    assert {layer.attention.self.num_attention_heads for layer in job.model.module.bert.encoder.layer} == {1}
+    config = HybridStage(prune={"ratio": 0.5}, factorize={"energy": 0.9}, target_macs_ratio=0.99)
+    with caplog.at_level(logging.INFO, logger="edgekd"):
+        ratio = landing_ratio(job, config, job.size())
+        assert 0 < ratio < 0.5 and caplog.records == []
+        job.prune(ratio)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "prune: the attention layers are down to one head, which stays: 'heads' removes nothing more"]
+    assert job.size().macs < base.macs
 
 
 def test_prune_and_hybrid_stages_in_a_pipeline(tmp_path: Path) -> None:

@@ -71,8 +71,9 @@ def sizes_met(config: HybridStage, base: Size, now: Size) -> bool:
 
 
 def _trial(job: CompressionJob, ratio: float) -> Size:
-    """The size a step pruning ``ratio`` and factorizing would leave, found on a copy of the job's model."""
-    with _on_copy(job), raised_level("edgekd.prune", logging.WARNING):
+    """The size a step pruning ``ratio`` and factorizing would leave, found on a copy of the job's model; quiet up to
+    its warnings, which the step itself gives again (once, not once a trial)."""
+    with _on_copy(job), raised_level("edgekd.prune", logging.ERROR):
         job.prune(ratio)
         job.factorize()
         return job.size()
