@@ -67,7 +67,7 @@ def check_task(state: PlanState) -> None:
         return
     told = f"data.task is {task}" if getattr(recipe.data, "task", None) else f"the labels read as {task}"
     if getattr(recipe.data, "eval_data", None) is not None:
-        raise state.fail("data.eval_data", f"scikit-learn's digits are single-label but {told}; leave it unset")
+        raise state.fail("data.eval_data", f"eval_data's classes are single-label but {told}; leave it unset")
     if recipe.teacher.ensemble is not None:
         raise state.fail("teacher.ensemble", f"an ensemble averages class probabilities, but {told}; leave it unset")
     for index, stage in enumerate(recipe.stages):

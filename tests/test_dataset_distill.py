@@ -673,3 +673,52 @@ def test_a_set_learnt_from_image_files_records_the_preprocessing_its_inputs_live
     splits = load_dataset(recipe.data, 0)
     assert recorded == {"source": "imagefolder", **splits.preprocessing}
     assert {"mean", "std", "resize"} <= set(recorded)
+
+
+def test_a_set_learnt_from_an_image_folder_trains_a_model_tested_on_that_folder(write_recipe, tmp_path: Path) -> None:
+    """data.eval_data took scikit-learn's digits only: a set distilled from the user's own image folder could not be
+    trained on and tested against that folder. Image eval_data is prepared as the set's inputs were (anything else
+    refused), and split as the set was learnt (or its validation images would include some the set was learnt
+    from); its test folder is never learnt from."""
+    from pydantic import TypeAdapter
+
+    from edgekd.data.image_config import ImageFolderData
+    from tests.image_sets import write_folder
+
+    images = tmp_path / "images"
+    for split, count, seed in (("train", 12, 0), ("test", 6, 1), ("val", 3, 2)):
+        write_folder(images / split, count, seed=seed)
+    source = {"source": "imagefolder", "train": str(images / "train"), "test": str(images / "test"),
+              "image_size": 8, "mean": [0.5] * 3, "std": [0.25] * 3, "val_fraction": 0.25}
+    recipe = {"name": "folder", "seed": 3, "device": "host-cpu", "data": source,
+              "teacher": {"model": SMALL_CNN.model_dump()}, "student": {"model": SMALL_CNN.model_dump()},
+              "stages": [{"stage": "dataset_distill", "images_per_class": 2, "iterations": 5,
+                          "evaluation": {"inits": 1, "random_draws": 1, "steps": 20, "full_epochs": 2}}]}
+    out = tmp_path / "distilled"
+    result = runner.invoke(app, ["distill-data", str(write_recipe(recipe, "distill.yaml")), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    path = out / "01-dataset_distill" / "synthetic.npz"
+    assert load_npz(path).metadata["learned_from"]["split_seed"] == 3
+
+    trained = {**recipe, "data": {"source": "npz", "path": str(path), "eval_data": {**source, "split_seed": 3}},
+               "stages": [{"stage": "teacher", "epochs": 2, "batch_size": 6}, {"stage": "report"}]}
+    loaded = validate_model(trained, Recipe, source="trained")
+    run = edgekd.run(loaded, out=tmp_path / "run", show_progress=False)
+    folder, held_out = load_dataset(ImageFolderData(**source), 3), load_dataset(loaded.data, 0)
+    assert torch.equal(held_out.x_test, folder.x_test) and torch.equal(held_out.x_val, folder.x_val)
+    assert len(held_out.y_train) == 6 and held_out.preprocessing == folder.preprocessing
+    assert run.report()["teacher"]["accuracy"] is not None
+
+    def npz(**eval_data: Any) -> NpzData:
+        return TypeAdapter(NpzData).validate_python({"source": "npz", "path": str(path), "eval_data": eval_data})
+
+    for other in ({"split_seed": 4}, {"val_fraction": 0.5, "split_seed": 3}):
+        with pytest.raises(DataError, match=r"so validation would score images the set was learnt from: set "
+                                            r"data.eval_data.val_fraction: 0.25 and data.eval_data.split_seed: 3$"):
+            load_dataset(npz(**{**source, **other}), 3)
+    with pytest.raises(DataError, match=rf"^{path}: its inputs were prepared otherwise than data.eval_data prepares "
+                                        r"its images: resize .*size \[8, 8\] \(eval_data: \[10, 10\]\); give"):
+        load_dataset(npz(**{**source, "image_size": 10, "split_seed": 3}), 3)
+    # a val folder of its own holds no image the set was learnt from, whatever the split seed
+    given = load_dataset(npz(**source, val=str(images / "val"), split_seed=9), 3)
+    assert len(given.y_val) == 9 and torch.equal(given.x_test, folder.x_test)

@@ -57,7 +57,8 @@ class NpzData(SplitSeed):
     """Images and labels in a ``.npz`` file (``inputs`` N × C × H × W, ``labels``; see :mod:`edgekd.data.npz`).
 
     With ``eval_data``, the whole file is the training set (e.g. a synthetic set from ``dataset_distill``)
-    and validation/test come from that source; else the file is split like scikit-learn data.
+    and validation/test come from that source (prepared as it prepares its images); else the file is split like
+    scikit-learn data.
     """
 
     modality: ClassVar[Literal["image", "text"]] = "image"
@@ -67,8 +68,9 @@ class NpzData(SplitSeed):
     task: TaskKind | None = Field(default=None, description=TASK_DESCRIPTION)
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.2
-    eval_data: SklearnData | None = Field(
-        default=None, description="Where validation and test examples come from; unset splits the file.")
+    eval_data: Annotated[SklearnData | ImageFolderData | ImageCsvData, Field(discriminator="source")] | None = Field(
+        default=None, description="Where validation and test examples come from (scikit-learn data, an image folder "
+        "or an image CSV: the data the set was learnt from, split and prepared as it was); unset splits the file.")
     soft_labels: bool = Field(
         default=True, description="Train on the file's soft_labels (class probabilities) where it has them, "
         "as the set was evaluated; false: on its hard labels.")

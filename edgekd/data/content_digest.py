@@ -1,7 +1,8 @@
 """Content digests of a recipe's local data, for stage fingerprints: a changed, added, removed or relabelled
 example re-runs the stages that read the data; an unchanged copy elsewhere, or a touched file, does not.
 
-- ``tsv``/``csv``/``json``/``parquet``: the training and test files' bytes; ``npz``: the file's bytes; ``corpus``:
+- ``tsv``/``csv``/``json``/``parquet``: the training and test files' bytes; ``npz``: the file's bytes (and its
+  ``eval_data``'s digest, image files as below); ``corpus``:
   the text file's bytes, or every file of a ``save_to_disk`` directory;
 - ``imagefolder``: every file below each split's folder (relative path = class and name, and its bytes) but the
   hidden and system files the folder reader skips (``.DS_Store``, ``Thumbs.db``: a thumbnail cache rewritten
@@ -50,6 +51,9 @@ def data_content_digest(data: object) -> str | None:
             hasher.update(f"[{name}]\0{_file(getattr(data, name))}\n".encode())
     elif isinstance(data, NpzData | CorpusData) and not data.path.is_dir():
         hasher.update(f"[path]\0{_file(data.path)}\n".encode())
+        held_out = data_content_digest(getattr(data, "eval_data", None))
+        if held_out is not None:
+            hasher.update(f"[eval_data]\0{held_out}\n".encode())
     elif isinstance(data, HFDiskData | CorpusData):
         _tree(hasher, "path", data.path)
     else:

@@ -8,6 +8,7 @@ see :mod:`edgekd.data.text`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -118,7 +119,11 @@ def _load_npz_splits(config: NpzData, seed: int) -> DatasetSplits:
                       seed, stratify=loaded.labels.dtype == np.int64, soft=soft)
     eval_seed = config.eval_data.split_seed if config.eval_data.split_seed is not None else seed
     check_held_out_split(config, loaded.metadata, eval_seed)
-    held_out = _load_sklearn_splits(config.eval_data, eval_seed)
+    if isinstance(config.eval_data, SklearnData):
+        held_out = _load_sklearn_splits(config.eval_data, eval_seed)
+    else:
+        held_out = _image_file_splits(config.eval_data, eval_seed)
+        _check_preprocessing(config, loaded.metadata, held_out.preprocessing)
     if held_out.input_shape != loaded.inputs.shape[1:]:
         raise DataError(f"{config.path}: inputs of shape {loaded.inputs.shape[1:]} do not fit data.eval_data's "
                         f"{held_out.input_shape}")
@@ -154,6 +159,9 @@ def check_held_out_split(config: NpzData, metadata: dict[str, Any] | None, eval_
     source = (metadata or {}).get("learned_from")
     if not isinstance(source, dict):
         return
+    if not isinstance(config.eval_data, SklearnData):
+        _check_image_validation(config, source, eval_seed)
+        return
     if source.get("data") == config.eval_data.model_dump(mode="json", exclude={"split_seed"}):
         if source.get("split_seed") != eval_seed:
             raise DataError(f"{config.path}: its examples were learnt from the training split of this data split with "
@@ -177,6 +185,42 @@ def check_held_out_split(config: NpzData, metadata: dict[str, Any] | None, eval_
                         f"examples data.eval_data splits off, so the accuracy measured there would be inflated: split "
                         f"data.eval_data as the set was learnt ({', '.join(f'{k}: {v}' for k, v in written.items())}, "
                         f"split_seed: {source['split_seed']})")
+
+
+def _check_image_validation(config: NpzData, source: dict[str, Any], eval_seed: int) -> None:
+    """Refuse image ``eval_data`` whose validation split, held out of its training images, would hold images the set
+    was learnt from: the same training images split another way (another ``val_fraction`` or split seed), or all of
+    them learnt from (their data had a ``val`` set). Its test set is files of their own, never learnt from."""
+    eval_data, learnt = config.eval_data, source.get("data")
+    if eval_data.val is not None or not isinstance(learnt, dict) or learnt.get("source") != eval_data.source \
+            or not isinstance(learnt.get("train"), str) or Path(learnt["train"]).resolve() != eval_data.train.resolve():
+        return
+    if learnt.get("val") is not None:
+        raise DataError(f"{config.path}: its examples were learnt from all the training images of {eval_data.train} "
+                        "(their data had a val set); data.eval_data holds validation images out of them, so "
+                        "validation would score images the set was learnt from: give data.eval_data that val set")
+    learnt_split = (learnt.get("val_fraction"), source.get("split_seed"))
+    if learnt_split != (eval_data.val_fraction, eval_seed):
+        raise DataError(f"{config.path}: its examples were learnt from the training images of {eval_data.train} left "
+                        f"after a validation split of val_fraction {learnt_split[0]} with split seed {learnt_split[1]};"
+                        f" data.eval_data holds out val_fraction {eval_data.val_fraction} with split seed {eval_seed}, "
+                        f"so validation would score images the set was learnt from: set data.eval_data.val_fraction: "
+                        f"{learnt_split[0]} and data.eval_data.split_seed: {learnt_split[1]}")
+
+
+def _check_preprocessing(config: NpzData, metadata: dict[str, Any] | None, made: dict[str, Any] | None) -> None:
+    """Refuse image ``eval_data`` that prepares its images otherwise than the set's inputs were made (its metadata's
+    ``preprocessing``, which :mod:`edgekd.dataset_distill` writes): a model trained on the one and tested on the
+    other would be scored on inputs of another scale, size or colour."""
+    recorded = (metadata or {}).get("preprocessing")
+    if not isinstance(recorded, dict) or made is None:
+        return
+    expected = json.loads(json.dumps({"source": config.eval_data.source, **made}))
+    differing = [key for key in sorted(set(recorded) | set(expected)) if recorded.get(key) != expected.get(key)]
+    if differing:
+        said = "; ".join(f"{key} {recorded.get(key)} (eval_data: {expected.get(key)})" for key in differing[:4])
+        raise DataError(f"{config.path}: its inputs were prepared otherwise than data.eval_data prepares its images: "
+                        f"{said}; give data.eval_data the image settings of the data the set was learnt from")
 
 
 def _learnt_sklearn(source: dict[str, Any], name: str) -> SklearnData | None:
