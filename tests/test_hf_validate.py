@@ -545,3 +545,57 @@ def test_a_checkpoint_whose_weights_fit_validates_and_is_refused_once_its_config
     _assert_one_line_error(_validate(tmp_path, recipe), f"teacher.model.pretrained: '{checkpoint}': its weights do "
                            "not fit its config.json: bert.encoder.layer.0.intermediate.dense.bias is [37] in the "
                            "weights but [40] by config.json")
+
+
+def _with_weights_not_of_its_config(kind: str, directory: Path) -> Path:
+    """A BERT checkpoint whose safetensors hold what its config.json does not say: every name under a wrapper's
+    ``module.`` prefix, a config of more layers than the weights hold, or of fewer."""
+    from safetensors.torch import load_file, save_file
+
+    hf_families.save("bert", directory, num_labels=2)
+    config = json.loads((directory / "config.json").read_text())
+    if kind == "prefixed":
+        state = load_file(directory / "model.safetensors")
+        save_file({f"module.{name}": tensor for name, tensor in state.items()}, str(directory / "model.safetensors"),
+                  metadata={"format": "pt"})
+    layers = {"fewer weights": config["num_hidden_layers"] + 1, "more weights": config["num_hidden_layers"] - 1}
+    if kind in layers:
+        (directory / "config.json").write_text(json.dumps({**config, "num_hidden_layers": layers[kind]}))
+    return directory
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("prefixed", r"its weights hold nothing for \d+ of the model's tensors \(bert\.embeddings\.LayerNorm\.bias, "
+                 r"bert\.embeddings\.LayerNorm\.weight, …\): its tensors are named 'module\.…', a prefix over the "
+                 r"model's"),
+    ("fewer weights", r"its weights hold nothing for 16 of the model's tensors \(bert\.encoder\.layer\.2\.attention"),
+    ("more weights", r"its weights hold 16 tensors of layers its config\.json does not have "
+                     r"\(bert\.encoder\.layer\.1\.attention"),
+])
+def test_a_checkpoint_lacking_its_layers_or_holding_more_is_refused_by_validate_run_and_export(
+        kind: str, reason: str, tmp_path: Path) -> None:
+    """transformers draws missing weights at random and drops unexpected ones, saying so in a table edgekd kept
+    quiet: validate said ok, and the run trained a teacher that was all random (a DDP state_dict's 'module.'
+    names), had a random layer, or had silently lost one. A head saved for another task still loads (the
+    from-scratch base model's own, a masked LM's: test_hf_models)."""
+    import re
+
+    from pydantic import TypeAdapter
+
+    from edgekd.data.examples import InputSignature
+    from edgekd.errors import ModelError
+    from edgekd.models.architectures import ModelSpec
+    from edgekd.models.hf import build_hf
+
+    checkpoint = _with_weights_not_of_its_config(kind, tmp_path / kind.replace(" ", "-"))
+    spec = TypeAdapter(ModelSpec).validate_python({"arch": "hf", "pretrained": str(checkpoint)})
+    with pytest.raises(ModelError, match=f"^pretrained model '{checkpoint}': {reason}.*; edgekd does not load a model "
+                                         "whose layers it would have to draw at random or drop: save it again"):
+        build_hf(spec, InputSignature(kind="text", vocab_size=100, pad_id=0, max_length=32), ("0", "1"))
+    result = _validate(tmp_path, _text_recipe({"arch": "hf", "pretrained": str(checkpoint)}, SMALL_BERT, DISTILL))
+    assert result.exit_code == 2 and re.search(f"teacher.model.pretrained: '{checkpoint}': {reason}", result.output)
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    exported = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(tmp_path / "export")])
+    assert exported.exit_code == 2 and re.search(f"{checkpoint}: {reason}.*; exported, those layers would be random",
+                                                 exported.output), exported.output
+    assert not (tmp_path / "export").exists()

@@ -43,7 +43,7 @@ from edgekd.export.config import ExportTarget
 from edgekd.export.onnx_export import ExportResult, export_onnx
 from edgekd.export.ort_format import OrtModel, convert_to_ort, numpy_feeds
 from edgekd.models.export_support import Use, export_refusal, refusal_message
-from edgekd.models.hf import dense_attention, usable_positions, weights_misfit
+from edgekd.models.hf import dense_attention, unloaded_weights, usable_positions, weights_misfit
 from edgekd.models.specs import IMPORT_PATH
 from edgekd.models.task_model import read_description
 from edgekd.profile.runner import ProfileResult, profile_onnx
@@ -226,6 +226,10 @@ def _load_huggingface(source: str, device: DeviceProfile) -> _Loaded:
     except RuntimeError as exc:  # weights of other shapes than config.json states: transformers prints a table
         raise ModelError(f"{source}: cannot load the model ({_mismatch(loader, source, options) or first_line(exc)})"
                          ) from None
+    unloaded = unloaded_weights(module, info)
+    if unloaded is not None:
+        raise ModelError(f"{source}: {unloaded}; exported, those layers would be random or missing: save the model "
+                         "again with save_pretrained from the model that has these weights")
     dense_attention(module)
     loaded = _Loaded(module=module.eval(), sample={}, extras=[config])
     if info.get("missing_keys"):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -172,16 +174,58 @@ def refuse_misfits(module: nn.Module, info: dict[str, Any], pretrained: str, cla
 def misfit_reason(module: nn.Module, info: dict[str, Any], classes: int | None) -> str | None:
     """Why a checkpoint loaded into ``module`` (``info``: transformers' loading info) is refused: weights of other
     shapes than its config gives them, but for the classification head of ``classes`` outputs (replaced when the
-    data has other classes; None: no head is replaced, as a causal LM's); None when none. transformers draws such
-    weights at random (``ignore_mismatched_sizes``, asked for the head), silently. A BERT pruned by transformers'
+    data has other classes; None: no head is replaced, as a causal LM's), or base-model weights it lacks or holds
+    beyond the config's layers (:func:`unloaded_weights`); None when none. transformers draws such weights at random
+    (``ignore_mismatched_sizes``, asked for the head) or drops them, silently. A BERT pruned by transformers'
     ``prune_heads`` is one (its config records ``pruned_heads``, which the model class does not rebuild). The one
     rule of the load (:func:`build_hf`) and of ``edgekd validate`` (:func:`checkpoint_misfit`)."""
     head = _head_parameters(module, classes) if classes is not None else set()
     misfits = sorted(entry for entry in info.get("mismatched_keys") or () if entry[0] not in head)
-    if not misfits:
+    reason = weights_misfit(misfits) if misfits else unloaded_weights(module, info)
+    if reason is None:
         return None
-    return (f"{weights_misfit(misfits)}; edgekd does not load a model whose layers it would have to draw at random: "
-            "save it again with save_pretrained from the model that has these weights")
+    return (f"{reason}; edgekd does not load a model whose layers it would have to draw at random or drop: save it "
+            "again with save_pretrained from the model that has these weights")
+
+
+def unloaded_weights(module: nn.Module, info: dict[str, Any]) -> str | None:
+    """The base model's weights (``module.base_model_prefix``) a checkpoint loaded into ``module`` lacks, or holds
+    for more layers than its config has, in one clause; None when it has them all.
+
+    A task head (outside the base model) is new whenever the checkpoint was saved for another task, and a pooler
+    is one some checkpoints lack and some classes leave out: neither counts. Names that carry a prefix over the
+    model's (a ``module.`` of a wrapper's ``state_dict``) are said so."""
+    prefix = getattr(module, "base_model_prefix", "")
+    if not prefix:
+        return None
+    missing = sorted(name for name in info.get("missing_keys") or ()
+                     if name.startswith(f"{prefix}.") and ".pooler." not in f".{name}")
+    if missing:
+        wrapped = _wrapper_prefix(missing, info.get("unexpected_keys") or ())
+        return (f"its weights hold nothing for {len(missing)} of the model's tensors ({', '.join(missing[:2])}"
+                f"{', …' if len(missing) > 2 else ''})" + (f": its tensors are named '{wrapped}…', a prefix over the "
+                                                           "model's" if wrapped else ""))
+    layered = {_layer_pattern(name) for name, _ in module.named_parameters()}
+    extra = sorted(name for name in info.get("unexpected_keys") or () if _layer_pattern(name) in layered)
+    if extra:
+        return (f"its weights hold {len(extra)} tensors of layers its config.json does not have ({', '.join(extra[:2])}"
+                f"{', …' if len(extra) > 2 else ''})")
+    return None
+
+
+def _layer_pattern(name: str) -> str:
+    """A parameter name with its layer numbers blanked: ``encoder.layer.#.output.dense.weight``."""
+    return re.sub(r"\.\d+(?=\.)", ".#", name)
+
+
+def _wrapper_prefix(missing: list[str], unexpected: Iterable[str]) -> str | None:
+    """The prefix the checkpoint's names carry over the model's (``module.`` for ``module.bert.…``), if one does."""
+    wanted = set(missing)
+    for name in unexpected:
+        for cut in range(1, len(name)):
+            if name[cut - 1] == "." and name[cut:] in wanted:
+                return name[:cut]
+    return None
 
 
 def checkpoint_misfit(spec: HFSpec | BertSpec, *, per_token: bool = False, causal: bool = False) -> str | None:
