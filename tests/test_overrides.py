@@ -28,6 +28,9 @@ def test_keys_are_set_by_path_index_or_stage_kind_and_values_read_as_yaml() -> N
     assert changed["data"] == {"limit": 300} and changed["name"] == "x" and changed["seed"] == 7
     assert changed["description"] is None
     assert STAGES["stages"][0]["epochs"] == 2  # the parsed recipe is not changed in place
+    # a free-form mapping (a Hugging Face config's id2label) takes numbered keys where the recipe has none
+    config = apply_overrides({"student": {"model": {"config": {}}}}, ["student.model.config.id2label.0=neg"])
+    assert config["student"]["model"]["config"] == {"id2label": {"0": "neg"}}
     assert {"train", "test", "path", "pretrained", "weights", "device", "image_processor"} <= path_keys()
     assert not {"arch", "name", "epochs", "stage"} & path_keys()
 
@@ -43,6 +46,12 @@ def test_keys_are_set_by_path_index_or_stage_kind_and_values_read_as_yaml() -> N
                                r"\(0 \(teacher\), 1 \(distill\), 2 \(export\), 3 \(export\)\)$"),
     ("stages.0.epochs.x=1", r"--set 'stages.0.epochs.x=1': stages.0.epochs is 2, not a mapping or a list of keys$"),
     ("name=[unclosed", r"--set 'name=\[unclosed': the value is not readable YAML"),
+    # the distill stage's losses are its default list: validation said "stages[1].losses: Input should be a valid
+    # list (got {'0': {'temperature': 2}})", a mapping the user never wrote
+    ("stages.distill.losses.0.temperature=2", r"--set 'stages.distill.losses.0.temperature=2': stages.distill.losses "
+                                              r"is not in the recipe \(its default applies\), so it has no item 0 to "
+                                              r"change; set the whole list instead, e.g. --set "
+                                              r"'stages.distill.losses=\[...\]'$"),
 ])
 def test_malformed_overrides_are_one_line_naming_them(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:

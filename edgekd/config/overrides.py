@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -94,6 +94,7 @@ def _set(data: dict[str, Any], override: Override, value: Any) -> None:
     for depth, key in enumerate(parents):
         child = _child(node, key, override, depth)
         if child is None and isinstance(node, dict):
+            _refuse_indexing_unset(override, depth)
             child = node[key] = {}
         if not isinstance(child, dict | list):
             where = ".".join(override.keys[: depth + 1])
@@ -103,6 +104,17 @@ def _set(data: dict[str, Any], override: Override, value: Any) -> None:
         node[_index(node, last, override, len(parents))] = value
     else:
         node[last] = value
+
+
+def _refuse_indexing_unset(override: Override, depth: int) -> None:
+    """Refuse a path through an item of a list the recipe does not give (its default applies): the item is not in
+    the file to change, and a mapping made up in its place fails validation in words the user never wrote."""
+    following = override.keys[depth + 1]
+    if not following.isdigit() or override.keys[depth] not in list_keys():
+        return
+    where = ".".join(override.keys[: depth + 1])
+    raise ConfigError(f"--set {override.text!r}: {where} is not in the recipe (its default applies), so it has no "
+                      f"item {following} to change; set the whole list instead, e.g. --set '{where}=[...]'")
 
 
 def _child(node: dict[str, Any] | list[Any], key: str, override: Override, depth: int) -> Any:
@@ -145,23 +157,44 @@ def _from_working_directory(override: Override) -> Any:
 def path_keys() -> frozenset[str]:
     """The names of the recipe's keys (in any of its nested configs) that hold paths: what ``~`` and ``$VAR``
     expansion applies to."""
+    return _keys_where(lambda parts: any(_holds_path(part) for part in parts))
+
+
+@cache
+def list_keys() -> frozenset[str]:
+    """The names of the recipe's keys (in any of its nested configs) that hold lists, and mappings in none."""
+    lists = _keys_where(lambda parts: _holds(parts[0], (list, tuple)))
+    return lists - _keys_where(lambda parts: _holds(parts[0], (dict,)))
+
+
+def _keys_where(wanted: Callable[[list[Any]], bool]) -> frozenset[str]:
+    """The names of the recipe's keys whose annotation parts (type, then metadata) are ``wanted``."""
     from edgekd.config.recipe import Recipe
 
     names: set[str] = set()
-    _collect_path_keys(Recipe, names, set())
+    _collect_keys(Recipe, wanted, names, set())
     return frozenset(names)
 
 
-def _collect_path_keys(model: type[BaseModel], names: set[str], seen: set[type]) -> None:
+def _collect_keys(model: type[BaseModel], wanted: Callable[[list[Any]], bool], names: set[str],
+                  seen: set[type]) -> None:
     if model in seen:
         return
     seen.add(model)
     for name, field in model.model_fields.items():
-        annotation_parts = [field.annotation, *field.metadata]
-        if any(_holds_path(part) for part in annotation_parts):
+        if wanted([field.annotation, *field.metadata]):
             names.add(name)
         for nested in _models_in(field.annotation):
-            _collect_path_keys(nested, names, seen)
+            _collect_keys(nested, wanted, names, seen)
+
+
+def _holds(annotation: Any, origins: tuple[type, ...]) -> bool:
+    """Whether ``annotation`` is, or is a union with, a generic of one of ``origins`` (``list[int] | None``)."""
+    if typing.get_origin(annotation) in origins:
+        return True
+    if typing.get_origin(annotation) in (list, tuple, dict):
+        return False
+    return any(_holds(arg, origins) for arg in _args(annotation))
 
 
 def _holds_path(annotation: Any) -> bool:
