@@ -6,6 +6,7 @@ Images are scikit-learn's digits as a ``TensorDataset``; text is token ids in di
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import edgekd
-from edgekd import Distill, Export, Pipeline, Profile, Teacher
+from edgekd import Bundle, Distill, Export, Pipeline, Profile, Teacher
 from edgekd.data.config import MemoryData, NpzData
 from edgekd.data.memory import held, register_data
 from edgekd.data.task_data import prepare_task_data
@@ -259,7 +260,8 @@ def test_token_id_dicts_train_a_text_module_and_export_with_parity(tmp_path: Pat
     pipeline = Pipeline(name="memory-text", data=sets, threads=1,
                         teacher={"arch": "module", "factory": WORDS, "kwargs": {"dim": 32, "vocab": VOCAB}},
                         student={"arch": "module", "factory": WORDS, "kwargs": {"dim": 8, "vocab": VOCAB}},
-                        stages=[Teacher(epochs=8, lr=0.05), Distill(epochs=8, lr=0.05), Export()])
+                        stages=[Teacher(epochs=8, lr=0.05), Distill(epochs=8, lr=0.05), Export(), Profile(runs=10),
+                                Bundle()])
     result = pipeline.run(tmp_path / "run")
     metrics = {record.stage: record.metrics for record in result.stages}
     assert metrics["teacher"]["teacher"]["accuracy"] > 0.8  # one token decides the label
@@ -267,6 +269,12 @@ def test_token_id_dicts_train_a_text_module_and_export_with_parity(tmp_path: Pat
     assert metrics["export"]["student"]["parity"]["passed"]
     signature = held(pipeline.recipe.data)
     assert (signature.pad_id, signature.vocab_size) == (PAD, VOCAB)
+    # the bundle's manifest told apps to strip the text and use the bundled tokenizer: there is neither
+    manifest = json.loads((tmp_path / "run" / "bundle" / "manifest.json").read_text())
+    assert manifest["tokenizer"] is None and not (tmp_path / "run" / "bundle" / "tokenizer").exists()
+    assert manifest["preprocessing"]["pad_id"] == PAD and "strip" not in manifest["preprocessing"]
+    assert manifest["preprocessing"]["note"].startswith("token ids, as the sets given in Python held them (edgekd "
+                                                        "saw no text and bundles no tokenizer)")
     with pytest.raises(ConfigError, match=r"stages\[1\]\.augment: augmentation makes new sentences from raw text"):
         Pipeline(name="memory-text", data=sets, teacher=WORDS, student=WORDS,
                  stages=[Teacher(epochs=1), Distill(epochs=1, augment={"copies": 1})]).plan(tmp_path / "aug")

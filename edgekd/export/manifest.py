@@ -37,7 +37,7 @@ from typing import Any
 import onnx
 
 from edgekd.config.device import DeviceProfile
-from edgekd.data.config import DataConfig, SklearnData
+from edgekd.data.config import DataConfig, MemoryData, SklearnData
 from edgekd.errors import ModelError
 from edgekd.export.answer_shape import example_shape
 from edgekd.export.image_manifest import image_file_preprocessing
@@ -149,6 +149,10 @@ def preprocessing(data: DataConfig, signature: dict[str, Any], inputs: list[dict
     ``signature`` is the model directory's input signature (text: max length, pad id); ``inputs``
     are the model's graph inputs (:func:`tensor_specs`), whose dimensions give an image's size.
     """
+    if signature.get("kind") == "text" and isinstance(data, MemoryData):
+        return {"kind": "text", "max_length": signature.get("max_length"), "pad_id": signature.get("pad_id"),
+                "note": "token ids, as the sets given in Python held them (edgekd saw no text and bundles no "
+                        "tokenizer): tokenize as training did; pad with pad_id up to max_length"}
     if signature.get("kind") == "text":
         return {"kind": "text", "max_length": signature.get("max_length"), "pad_id": signature.get("pad_id"),
                 "strip": True,  # the data loaders strip every text: a byte-level BPE reads a trailing space
