@@ -148,3 +148,33 @@ def test_profile_and_bench_warn_of_a_graph_timed_at_another_length(tmp_path: Pat
     warnings = json.loads((tmp_path / "bench" / "bench.json").read_text())["warnings"]
     assert [w for w in warnings if "tokens" in w] == [
         f"fixed.onnx {expected} (export it with a dynamic sequence axis to time it at the device's length)."]
+
+
+def test_a_teacher_fixed_at_a_batch_of_four_is_not_compared_per_batch_with_the_student(tmp_path: Path) -> None:
+    """An ONNX teacher exported at batch 4 was timed and counted on four examples and the student on the device's
+    one: the report gave p50 latency and MACs ratios (a 1.35x speed-up) as if like for like, with no warning, while
+    edgekd profile and bench warned of the same file (probe 48/D2)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
+    torch.onnx.export(net, torch.zeros(4, 1, 8, 8), tmp_path / "static4.onnx", input_names=["input"],
+                      output_names=["logits"], opset_version=17, dynamo=False)
+    recipe = {"name": "static-teacher", "device": "host-cpu", "data": {"source": "sklearn", "name": "digits",
+                                                                      "limit": 400},
+              "teacher": {"model": {"arch": "onnx", "path": str(tmp_path / "static4.onnx")}},
+              "student": {"model": {"arch": "mlp", "hidden": [16]}},
+              "stages": [{"stage": "teacher"}, {"stage": "distill", "epochs": 1}, {"stage": "export"},
+                         {"stage": "profile", "runs": 10, "warmup": 2}, {"stage": "report"}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    report = edgekd.run(tmp_path / "recipe.yaml", out=tmp_path / "run", show_progress=False).report()
+    assert [w for w in report["warnings"] if "first axis" in w] == [
+        "The teacher was timed on inputs input [4, 1, 8, 8]: its graph fixes their first axis, while the device "
+        "profile feeds batches of 1, so its latency (and MACs) are not a batch of 1's (export it with a dynamic batch "
+        "axis to compare it with models timed on the device's batch)"]
+    comparison = report["comparison"]
+    assert comparison["p50_latency_ratio"] is None and comparison["macs_ratio"] is None
+    assert comparison["accuracy_ratio"] is not None and comparison["params_ratio"] is not None
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "latency ratio" not in markdown and "val loss ratio" not in markdown and "params ratio" in markdown

@@ -403,8 +403,8 @@ def batch_warning(name: str, input_shapes: Mapping[str, list[int]], batch: int) 
         return None
     shapes = ", ".join(f"{input_name} {shape}" for input_name, shape in input_shapes.items())
     return (f"{name} was timed on inputs {shapes}: its graph fixes their first axis, while the device profile feeds "
-            f"batches of {batch}, so its latency is not a batch of {batch}'s (export it with a dynamic batch axis to "
-            "compare it with models timed on the device's batch)")
+            f"batches of {batch}, so its latency (and MACs) are not a batch of {batch}'s (export it with a dynamic "
+            "batch axis to compare it with models timed on the device's batch)")
 
 
 def length_warning(name: str, sequence_length: int | None, device_length: int, device: str) -> str | None:

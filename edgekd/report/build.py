@@ -23,7 +23,7 @@ from edgekd.config.recipe import Recipe
 from edgekd.export.bundle_record import read_bundle_record
 from edgekd.model_metrics import ModelMetrics
 from edgekd.profile.budget import judged_role
-from edgekd.profile.inputs import length_warning
+from edgekd.profile.inputs import batch_warning, length_warning
 from edgekd.profile.record import LMProfileRecord, ProfiledModel, ProfileRecord, read_profile_record
 from edgekd.profile.speed_ratio import MAX_SPREAD
 from edgekd.profile.stability import stability_warning
@@ -73,11 +73,13 @@ def build_report(recipe: Recipe, device: DeviceProfile, artifact: Artifact, reco
         "dataset_distill": dataset_distill_summary(records),
         "trust_remote_code": list(remote_code),
         "warnings": [*_warnings(device, models, remote_code, profile), *_length_warnings(recipe, device, profile),
+                     *_batch_warnings(device, profile),
                      *_compression_warnings(records)],
         "notes": _notes(device, cpu, profile),
     }
     if "teacher" in models and "student" in models:
-        report["comparison"] = _comparison(models["teacher"], models["student"])
+        same_batch = _first_axes(profile, "teacher") == _first_axes(profile, "student")
+        report["comparison"] = _comparison(models["teacher"], models["student"], same_batch=same_batch)
     return report
 
 
@@ -146,9 +148,15 @@ def _search(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return read_search_record(record).model_dump(mode="json") if record is not None else None
 
 
-def _comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, Any]:
+def _comparison(teacher: dict[str, Any], student: dict[str, Any], *, same_batch: bool = True) -> dict[str, Any]:
+    """The student's figures over the teacher's; latencies and MACs only when both were measured on batches of one
+    size (a graph that fixes its batch axis is timed and counted at its own batch)."""
+    per_batch = ("macs", "p50_ms", "p90_ms", "per_token_p50_ms")
+
     def ratio(key: str) -> float | None:
         t, s = teacher.get(key), student.get(key)
+        if key in per_batch and not same_batch:
+            return None
         return s / t if isinstance(t, (int, float)) and isinstance(s, (int, float)) and t else None
 
     return {
@@ -227,6 +235,23 @@ def _length_warnings(recipe: Recipe, device: DeviceProfile,
     return [warning for role, figures in profile.models.items()
             if (warning := length_warning(f"The {role}", figures.sequence_length, device.inputs.sequence_length,
                                           device.name)) is not None]
+
+
+def _batch_warnings(device: DeviceProfile, profile: ProfileRecord | LMProfileRecord | None) -> list[str]:
+    """Models the profile stage timed on another batch than the device's ``inputs.batch``: a graph that fixes its
+    first axis (an ONNX teacher exported at batch 4) is timed and counted at that batch, so its latency and MACs
+    compare with no model timed at the device's batch."""
+    if not isinstance(profile, ProfileRecord):
+        return []
+    return [warning for role, figures in profile.models.items()
+            if (warning := batch_warning(f"The {role}", figures.input_shapes, device.inputs.batch)) is not None]
+
+
+def _first_axes(profile: ProfileRecord | LMProfileRecord | None, role: str) -> list[int] | None:
+    """The first axes of the inputs ``role`` was timed on (None when the profile stage did not time it)."""
+    if not isinstance(profile, ProfileRecord) or role not in profile.models:
+        return None
+    return sorted({shape[0] for shape in profile.models[role].input_shapes.values() if shape})
 
 
 def _ratio_text(profile: ProfileRecord | LMProfileRecord | None) -> str:

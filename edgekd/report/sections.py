@@ -146,8 +146,8 @@ def _models(report: RunReport) -> Section:
                                        for key, label, pattern in MODEL_ROWS
                                        if any(getattr(f, key) is not None for f in models.values())))
     blocks: list[Block] = [table]
-    if report.comparison is not None:
-        ratios = report.comparison.model_dump(exclude_unset=True)
+    ratios = report.comparison.model_dump(exclude_none=True) if report.comparison is not None else {}
+    if ratios:  # a classifier has no loss or per-token ratios, models timed at other batches no latency ratios
         blocks.append(Paragraph("Student / teacher: " + ", ".join(
             f"{name.replace('_', ' ')} {fmt(value, '{:.3f}')}" for name, value in ratios.items())))
     return Section("Models", tuple(blocks))
