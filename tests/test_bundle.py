@@ -6,6 +6,7 @@ tests/test_report.py and tests/test_demo_end_to_end.py.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, StorageError
 from edgekd.export.bundle import ZIP_EPOCH, write_bundle
 from edgekd.export.bundle_readme import render_readme
 from edgekd.stages import check_recipe
@@ -86,6 +87,31 @@ def test_bundle_files_are_hashed_and_the_zip_is_reproducible(tmp_path: Path) -> 
         assert names == sorted(names) and all(n.startswith("demo-student/") for n in names)
         assert {info.date_time for info in archive.infolist()} == {ZIP_EPOCH}
         assert archive.read("demo-student/manifest.json") == (bundle / "manifest.json").read_bytes()
+
+
+def _bundle_files(directory: Path) -> dict[str, bytes]:
+    """The bundle directory's files and the zip in ``directory``, by path."""
+    files = {path.relative_to(directory).as_posix(): path.read_bytes()
+             for path in (directory / "bundle").rglob("*") if path.is_file()}
+    return {**files, "bundle.zip": (directory / "bundle.zip").read_bytes()}
+
+
+def test_a_bundle_that_fails_while_zipping_leaves_the_earlier_directory_and_zip_together(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new directory was renamed over the earlier one before the zip was written: a full disk while zipping left
+    the new bundle/ beside the earlier bundle.zip."""
+    sources = _sources(tmp_path)
+    write_bundle(tmp_path / "bundle", tmp_path / "bundle.zip", sources, _manifest(), render_readme)
+    earlier = _bundle_files(tmp_path)
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", full)
+    with pytest.raises(StorageError, match="no space left"):
+        write_bundle(tmp_path / "bundle", tmp_path / "bundle.zip", sources, _manifest(accuracy={"test": 0.5}),
+                     render_readme)
+    assert _bundle_files(tmp_path) == earlier
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bundle", "bundle.zip", "src"]  # no temporaries
 
 
 def test_readme_shows_android_and_python_use_of_an_image_model() -> None:

@@ -1,9 +1,9 @@
 """Write a mobile bundle: a directory an app developer drops into a project, and the same as a ``.zip``.
 
-The directory is built beside its target and renamed into place (readers see the old bundle or
-the complete new one). The zip is reproducible: entries sorted by path, every timestamp the ZIP
-epoch (1980-01-01), permissions 0644, DEFLATE level 9, all under one top-level folder; the same
-files always give the same bytes.
+The directory and the zip are built beside their targets and renamed into place (readers see the
+old bundle or the complete new one, never one's directory beside the other's zip). The zip is
+reproducible: entries sorted by path, every timestamp the ZIP epoch (1980-01-01), permissions 0644,
+DEFLATE level 9, all under one top-level folder; the same files always give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from edgekd.atomic import atomic_dir, write_with
+from edgekd.atomic import atomic_dir, atomic_path
 from edgekd.config.device import DeviceProfile
 from edgekd.console import printable
 from edgekd.export.bundle_readme import render_readme
@@ -112,8 +112,13 @@ def write_bundle(
     ``readme`` renders the README from the manifest (control characters escaped, see
     :func:`edgekd.console.printable`). The manifest gets ``files``: the sha256 and
     size of every file but itself. Returns the complete manifest.
+
+    The directory and the zip are both built beside the earlier ones before either replaces them; the earlier zip is
+    deleted before the directory is renamed over, and the new zip renamed in after it: a failure or a kill leaves the
+    earlier bundle, the earlier or new directory without a zip, or the new bundle, never one bundle's directory
+    beside another's zip.
     """
-    with atomic_dir(bundle_dir) as tmp:
+    with atomic_path(zip_path) as zipped, atomic_dir(bundle_dir) as tmp:
         tmp.chmod(0o755)  # a temporary directory is private; the bundle is not
         for name, source in sorted(sources.items()):
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -126,22 +131,19 @@ def write_bundle(
         (tmp / README).write_text(printable(readme(manifest)), encoding="utf-8")
         manifest = {**manifest, "files": file_entries(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    write_zip(bundle_dir, zip_path, folder=manifest["name"])
+        _zip_into(zipped, tmp, folder=manifest["name"])
+        zip_path.unlink(missing_ok=True)  # then the directory is renamed over, then the zip in (leaving the blocks)
     return manifest
 
 
-def write_zip(source_dir: Path, zip_path: Path, *, folder: str) -> Path:
-    """Atomically zip every file below ``source_dir`` as ``folder/<relative path>``, reproducibly."""
+def _zip_into(zip_path: Path, source_dir: Path, *, folder: str) -> None:
+    """Write every file below ``source_dir`` into ``zip_path`` as ``folder/<relative path>``, reproducibly."""
     files = sorted((p for p in source_dir.rglob("*") if p.is_file()),
                    key=lambda p: p.relative_to(source_dir).as_posix())
-
-    def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w") as archive:
-            for path in files:
-                info = zipfile.ZipInfo(f"{folder}/{path.relative_to(source_dir).as_posix()}", date_time=ZIP_EPOCH)
-                info.create_system = 3  # unix, whatever this machine is, so the attributes below mean the same
-                info.external_attr = 0o100644 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, path.read_bytes(), compresslevel=9)
-
-    return write_with(zip_path, write)
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in files:
+            info = zipfile.ZipInfo(f"{folder}/{path.relative_to(source_dir).as_posix()}", date_time=ZIP_EPOCH)
+            info.create_system = 3  # unix, whatever this machine is, so the attributes below mean the same
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes(), compresslevel=9)
