@@ -14,6 +14,7 @@ from typing import Any
 from edgekd.config.device import DeviceProfile
 from edgekd.distributed import LOCAL, World
 from edgekd.model_metrics import ModelMetrics
+from edgekd.rundir import note_outputs
 from edgekd.stage_kind import RecipeView
 
 #: ``ModelArtifact.updated``'s default for ``deploy_files``: keep the model's.
@@ -90,7 +91,8 @@ class StageContext:
 
     A stage writes its files only through :meth:`path` (inside the stage's working directory,
     which the pipeline renames into place once the stage has finished) and stores the
-    matching :meth:`ref` in the artifact it returns.
+    matching :meth:`ref` in the artifact it returns. What it writes at the top of the run
+    directory (the bundle) is named by :meth:`output` first, which lists it in ``run.json``.
     """
 
     recipe: RecipeView
@@ -117,6 +119,13 @@ class StageContext:
     def path(self, name: str) -> Path:
         """Where to write the file ``name`` of this stage."""
         return self.work_dir / name
+
+    def output(self, name: str) -> Path:
+        """Where to write ``name`` at the top of the run directory, beside the stage directories (``bundle``): the
+        name, which the stage's kind declares in its ``outputs``, is listed in ``run.json`` first
+        (:func:`~edgekd.rundir.note_outputs`), so a later run whose recipe has no such stage removes it."""
+        note_outputs(self.run_dir, add=(name,))
+        return self.run_dir / name
 
     def ref(self, name: str) -> str:
         """The run-relative reference under which ``name`` is found once the stage is committed."""

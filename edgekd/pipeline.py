@@ -15,7 +15,10 @@ so a directory without the ``.partial`` suffix is always a finished stage. The f
 stage hashes its config, the parts of the recipe (and device profile) it reads, and the
 fingerprint of the stage before it: a changed stage re-runs together with every stage after
 it, the others are skipped. An interrupted stage keeps its ``.partial`` directory so that
-training can resume from its last epoch checkpoint.
+training can resume from its last epoch checkpoint. What stages write beside their directories
+(``bundle/``, ``bundle.zip``, the report's files) is listed in ``run.json``; before its first stage
+a run removes those no stage of its recipe writes, as it removes the directories of stages its
+recipe no longer has after its last.
 
 Launched as several processes (``torchrun``/``accelerate launch``, see :mod:`edgekd.distributed`),
 every process runs this loop: rank 0 decides which stages are cached, prepares and commits stage
@@ -27,6 +30,7 @@ return after the last data-parallel stage.
 from __future__ import annotations
 
 import copy
+import glob
 import hashlib
 import json
 import logging
@@ -54,13 +58,18 @@ from edgekd.module_cache import drop_orphan_modules
 from edgekd.rundir import (
     FILES_KEY,
     FINGERPRINT_FILE,
+    OUTPUTS_KEY,
     RUN_RECORD,
     STAGE_RECORD,
     cached_record,
     claimed,
     inventory,
+    is_output_name,
+    read_json,
     read_run_record,
     read_stage_record,
+    recorded_outputs,
+    remove_outputs,
     remove_stale_stage_dirs,
     replace_stage_dir,
     stage_dir_name,
@@ -236,11 +245,12 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
                 fresh: bool, show_progress: bool) -> RunResult:
     if world.is_main:
         _say_other_recipe(run_dir, recipe)
+        outputs = _remove_earlier_outputs(run_dir, recipe, registry)
         # the recipe's fields as given: a default written out would read back as a setting (load_run validates it)
         write_json(run_dir / RUN_RECORD, {"edgekd_version": __version__,
                                           "recipe": recipe.model_dump(mode="json", exclude_unset=True),
                                           "device": device.model_dump(mode="json"),
-                                          "checkpoints": _checkpoint_types(recipe)})
+                                          "checkpoints": _checkpoint_types(recipe), OUTPUTS_KEY: outputs})
     last_parallel = max((i for i, s in enumerate(recipe.stages, start=1) if registry[s.stage].data_parallel),
                         default=0)
     artifact = Artifact()
@@ -303,6 +313,35 @@ def _run_stages(recipe: Recipe, device: DeviceProfile, run_dir: Path, world: Wor
     # launcher then stopped rank 0 mid-stage.
     everyone.barrier()
     return RunResult(run_dir=run_dir, artifact=artifact, stages=tuple(records), is_main_process=world.is_main)
+
+
+def _remove_earlier_outputs(run_dir: Path, recipe: Recipe, registry: StageRegistry) -> list[str]:
+    """Delete what earlier runs wrote at the top of ``run_dir`` that no stage of ``recipe`` writes (the bundle of a
+    recipe that no longer has a bundle stage, the report of one without a report stage), before any stage runs: a
+    run that stops half way leaves no earlier run's bundle beside its own stages. Returns the outputs kept, which the
+    recipe's stages write again.
+
+    Only what ``run.json`` lists is deleted (:func:`~edgekd.rundir.remove_outputs`) and only under a name some stage
+    kind declares (:attr:`~edgekd.stage_kind.StageKind.outputs`): never a file of the user's. A run directory of an
+    edgekd that kept no list has the names of its kinds' fixed outputs and its report's ``files`` taken for it."""
+    kinds = [registry[stage.stage] for stage in recipe.stages]
+    earlier = recorded_outputs(run_dir)
+    if earlier is None:
+        earlier = _outputs_before_the_list(run_dir, registry)
+    earlier = [name for name in earlier if any(kind.writes(name) for kind in registry)]
+    gone = remove_outputs(run_dir, [name for name in earlier if not any(kind.writes(name) for kind in kinds)])
+    return [name for name in earlier if name not in gone]
+
+
+def _outputs_before_the_list(run_dir: Path, registry: StageRegistry) -> list[str]:
+    """What an edgekd that listed no outputs in ``run.json`` wrote at the top of ``run_dir``: the outputs of fixed
+    names its stage kinds declare (``bundle``, ``report.json``) that are there, and the files its ``report.json``
+    lists (the plots)."""
+    fixed = [pattern for kind in registry for pattern in kind.outputs if not glob.has_magic(pattern)]
+    report = read_json(run_dir / "report.json")
+    files = report.get("files") if isinstance(report, dict) else None
+    listed = [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
+    return sorted({name for name in fixed + listed if is_output_name(name) and (run_dir / name).exists()})
 
 
 def _checkpoint_types(recipe: Recipe) -> dict[str, str]:

@@ -17,6 +17,10 @@ files are still there as recorded
 carry edgekd's own markers (:func:`remove_stale_stage_dirs`, :func:`replace_stage_dir`), or, where a finished
 stage is committed, hold nothing but files that stage lists (what an interrupted delete of its earlier run left).
 A stage directory being replaced is renamed aside first, so a kill at any moment leaves a run that resumes.
+
+What stages write at the top of the run directory, beside their stage directories (``bundle/``, ``bundle.zip``,
+``report.json`` and the plots), is listed in ``run.json`` (:data:`OUTPUTS_KEY`, :func:`note_outputs`) before it is
+written; a re-run removes those no stage of its recipe writes again (:func:`remove_outputs`), and nothing else.
 """
 
 from __future__ import annotations
@@ -29,13 +33,13 @@ import os
 import shutil
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
-from edgekd.atomic import write_errors_reported
+from edgekd.atomic import write_errors_reported, write_json
 from edgekd.digest import file_digest
 from edgekd.errors import ConfigError, listing
 from edgekd.model_metrics import ModelMetrics
@@ -57,7 +61,10 @@ HASHED_BELOW = 1 << 20
 hashed; larger ones (weights, models) are checked by size, which catches truncation without re-reading
 hundreds of megabytes on every re-run."""
 _NOT_WRITTEN_BY_STAGE = {STAGE_RECORD, FINGERPRINT_FILE, LOCK_FILE}
-
+OUTPUTS_KEY = "outputs"
+"""The key of ``run.json`` listing the names of the files and folders edgekd wrote at the top of the run directory,
+beside the stage directories (``bundle``, ``bundle.zip``, ``report.json``, the plots): a run's stages and
+``edgekd report`` add a name before they write it there, so a re-run knows what of the directory's top is its own."""
 
 
 def stage_dir_name(index: int, stage: str) -> str:
@@ -414,3 +421,60 @@ def _owned(path: Path) -> bool:
     """Whether a stage directory carries edgekd's marks: a stage record, or a partial stage's fingerprint."""
     return not path.is_symlink() and path.is_dir() and any(
         (path / marker).is_file() for marker in (STAGE_RECORD, FINGERPRINT_FILE))
+
+
+def recorded_outputs(run_dir: Path) -> list[str] | None:
+    """The names ``run.json`` lists as written by edgekd at the top of ``run_dir`` (:data:`OUTPUTS_KEY`), or None
+    when it lists none (no run record, or one written before edgekd kept the list). Only plain names beside the stage
+    directories are read back: never a path, a stage directory, a record, the lock or a temporary."""
+    record = read_run_record(run_dir / RUN_RECORD)
+    listed = record.get(OUTPUTS_KEY) if record is not None else None
+    if not isinstance(listed, list):
+        return None
+    return sorted({name for name in listed if isinstance(name, str) and is_output_name(name)})
+
+
+def is_output_name(name: str) -> bool:
+    """Whether ``name`` may be an output at the top of a run directory: one plain, visible name that is not a stage
+    directory, ``run.json`` or the lock."""
+    return (_inside(name) and "/" not in name and not name.startswith(".") and not is_stage_dir_name(name)
+            and name not in (RUN_RECORD, LOCK_FILE))
+
+
+def note_outputs(run_dir: Path, *, add: Iterable[str] = (), drop: Iterable[str] = ()) -> None:
+    """List the outputs ``add`` in ``run_dir``'s ``run.json`` (before they are written there, so a kill while writing
+    them leaves them listed) and no longer list ``drop`` (once they are removed). A ``run.json`` without the list
+    (written before edgekd kept it) is left alone: the next run lists what edgekd's records name."""
+    record = read_run_record(run_dir / RUN_RECORD)
+    listed = recorded_outputs(run_dir)
+    if record is None or listed is None:
+        return
+    outputs = sorted((set(listed) | set(add)) - set(drop))
+    if outputs != record.get(OUTPUTS_KEY):
+        write_json(run_dir / RUN_RECORD, {**record, OUTPUTS_KEY: outputs})
+
+
+def remove_outputs(run_dir: Path, names: Iterable[str]) -> list[str]:
+    """Delete the outputs ``names`` (listed by :func:`recorded_outputs`) from the top of ``run_dir``; returns those
+    gone. A folder is renamed aside to ``.<name>.old`` first (a temporary the next claim removes), so a kill leaves it
+    whole or gone, never half deleted; a symlink or anything but a file or folder is left in place (edgekd writes
+    none), so nothing outside the run directory is touched."""
+    gone = []
+    for name in names:
+        path = run_dir / name
+        if not is_output_name(name):
+            continue
+        if not (path.is_symlink() or path.exists()):
+            gone.append(name)
+        elif path.is_symlink() or not (path.is_file() or path.is_dir()):
+            log.warning("%s: left in place: not a file or folder edgekd wrote", path)
+        elif path.is_file():
+            path.unlink()
+            gone.append(name)
+        else:
+            trash = path.with_name(f".{name}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(path, trash)
+            shutil.rmtree(trash)
+            gone.append(name)
+    return gone

@@ -12,6 +12,7 @@ exactly those fields) covers everything its result depends on.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import typing
 from collections.abc import Callable, Iterable
@@ -91,6 +92,12 @@ class StageKind:
     """``"module:function"`` of ``read(stage_record) -> typed record``: reads the metrics of the kind's
     ``stage.json`` back, raising a one-line :class:`~edgekd.errors.StorageError` when malformed (None: the kind
     writes no typed record, e.g. ``report``, which every run makes again)."""
+    outputs: tuple[str, ...] = ()
+    """What a stage of this kind writes at the top of the run directory, beside the stage directories (``bundle``,
+    ``bundle.zip``; the report's ``report.json`` and ``*.png`` plots), as :func:`fnmatch.fnmatchcase` patterns of
+    names. The stage lists each name in ``run.json`` before writing it (:meth:`StageContext.output
+    <edgekd.artifacts.StageContext.output>`); a run whose recipe has no stage of this kind removes those an earlier
+    run wrote before its first stage runs, so they are never taken for its own."""
     rejudge: str | None = None
     """``"module:function"`` of ``rejudge(stage_record, device) -> stage_record``: a reused finished stage's record
     judged again against this run's device profile, for what the record states of device fields its fingerprint
@@ -101,6 +108,10 @@ class StageKind:
     def name(self) -> str:
         """The kind's tag, from its config model's ``stage`` literal."""
         return typing.get_args(self.config.model_fields["stage"].annotation)[0]
+
+    def writes(self, name: str) -> bool:
+        """Whether a stage of this kind may write ``name`` at the top of the run directory (:attr:`outputs`)."""
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.outputs)
 
     def runner(self) -> Callable[[Any, Artifact, StageContext], StageOutput]:
         """Import and return the stage's run function."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from edgekd import catalog
 from edgekd.cli import app
 from edgekd.pipeline import load_run_records
 from tests.conftest import demo_recipe_dict, shrink
-from tests.reliability import TINY_STAGES, assert_user_error, cli, tiny_recipe
+from tests.reliability import TINY_STAGES, assert_user_error, cli, tiny_recipe, write_yaml
 
 TRAIN_AND_EXPORT = ("teacher", "distill", "export")
 
@@ -186,6 +187,116 @@ def test_removed_stages_leave_no_stale_directories(write_recipe, tmp_path: Path,
     edgekd.run(write_recipe({**shorter, "name": "other"}, name="other.yaml"), out=tmp_path / "run")
     assert f"{tmp_path / 'run'}: holds a run of recipe 'demo-digits'; this run of 'other' replaces it" in caplog.text
     shutil.rmtree(tmp_path / "run")
+
+
+ALL_STAGES = (*TINY_STAGES, "report")
+#: Files of the user's at the top of a run directory, one under a name like a plot's.
+USERS_FILES = {"notes.txt": b"mine", "photo.png": b"not a plot of edgekd's"}
+
+
+@pytest.fixture(scope="module")
+def bundled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run with every stage writing at the top of the run directory (profile, bundle, report)."""
+    root = tmp_path_factory.mktemp("bundled")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(teacher_epochs=1, distill_epochs=2, stages=ALL_STAGES)))
+    edgekd.run(recipe, out=root / "run")
+    return root / "run"
+
+
+def _copied_with_users_files(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    for name, data in USERS_FILES.items():
+        (to / name).write_bytes(data)
+    return to
+
+
+def _top(run_dir: Path) -> set[str]:
+    """What is at the top of ``run_dir`` besides stage directories and edgekd's hidden files."""
+    return {path.name for path in run_dir.iterdir() if not path.name.startswith(".") and not path.name[:2].isdigit()}
+
+
+def _outputs_are_the_reports(run_dir: Path) -> None:
+    """The top of ``run_dir`` holds run.json, the report's files and the user's, and run.json lists the report's."""
+    files = json.loads((run_dir / "report.json").read_text())["files"]
+    assert _top(run_dir) == {"run.json", *files, *USERS_FILES}
+    assert json.loads((run_dir / "run.json").read_text())["outputs"] == sorted(files)
+    assert all((run_dir / name).read_bytes() == data for name, data in USERS_FILES.items())
+
+
+def test_a_rerun_without_the_bundle_stage_removes_the_bundle_before_its_stages_run(
+        bundled_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundle stayed, an earlier student's, beside a report saying the run had none."""
+    from tests.test_stale_report import _stopping_export
+
+    assert {"bundle", "bundle.zip", "latency_distribution.png"} <= _top(bundled_run)
+    run_dir = _copied_with_users_files(bundled_run, tmp_path / "run")
+    without = tmp_path / "without.yaml"
+    without.write_text(yaml.safe_dump(tiny_recipe(teacher_epochs=1, distill_epochs=3,
+                                                  stages=tuple(s for s in ALL_STAGES if s != "bundle"))))
+    _stopping_export(monkeypatch)
+    with pytest.raises(RuntimeError, match="export stopped"):  # a run that stops half way ...
+        edgekd.run(without, out=run_dir)
+    assert not {"bundle", "bundle.zip"} & _top(run_dir)  # ... shows no earlier run's bundle as its own
+    monkeypatch.undo()
+    result = edgekd.run(without, out=run_dir)
+    assert result.report_record().bundle is None
+    _outputs_are_the_reports(run_dir)
+    assert "latency_distribution.png" in _top(run_dir)  # profiled again
+
+
+def test_a_rerun_without_profile_or_report_stages_removes_their_plots_and_report(
+        bundled_run: Path, tmp_path: Path) -> None:
+    """Another recipe into the same directory left the bundle and the latency plots of the earlier one."""
+    run_dir = _copied_with_users_files(bundled_run, tmp_path / "run")
+    other = tiny_recipe(teacher_epochs=1, distill_epochs=3, stages=("teacher", "distill", "export", "report"))
+    edgekd.run(write_yaml(tmp_path / "other.yaml", {**other, "name": "other"}), out=run_dir)
+    assert "latency_distribution.png" not in _top(run_dir)
+    _outputs_are_the_reports(run_dir)
+    other["stages"] = other["stages"][:-1]
+    edgekd.run(write_yaml(tmp_path / "other.yaml", {**other, "name": "other"}), out=run_dir)
+    assert _top(run_dir) == {"run.json", *USERS_FILES}
+    assert json.loads((run_dir / "run.json").read_text())["outputs"] == []
+
+
+def test_outputs_of_a_run_record_without_their_list_are_found_and_a_tampered_list_deletes_nothing_else(
+        bundled_run: Path, tmp_path: Path) -> None:
+    """A run directory of an edgekd that kept no list loses its bundle too; a list naming the user's files, a stage
+    directory or a path leaves them."""
+    tampered = ["bundle", "bundle.zip", "notes.txt", "01-teacher", "../outside.png", "/tmp", "run.json"]
+    for case, listed in enumerate((None, tampered)):
+        run_dir = _copied_with_users_files(bundled_run, tmp_path / f"run{case}")
+        record = json.loads((run_dir / "run.json").read_text())
+        if listed is None:
+            record.pop("outputs", None)
+        else:
+            record["outputs"] = listed
+        (run_dir / "run.json").write_text(json.dumps(record))
+        (tmp_path / "outside.png").write_bytes(b"outside")
+        without = tiny_recipe(teacher_epochs=1, distill_epochs=2, stages=("teacher", "distill", "export", "report"))
+        result = edgekd.run(write_yaml(tmp_path / "without.yaml", without), out=run_dir)
+        assert [r.skipped for r in result.stages] == [True, True, True, False]
+        assert not {"bundle", "bundle.zip"} & _top(run_dir)
+        if listed is None:
+            _outputs_are_the_reports(run_dir)  # and the earlier latency plot gone, which its report.json listed
+        assert (run_dir / "01-teacher" / "stage.json").is_file() and (tmp_path / "outside.png").is_file()
+        assert all((run_dir / name).read_bytes() == data for name, data in USERS_FILES.items())
+
+
+def test_a_rerun_with_the_bundle_stage_replaces_the_bundle_and_its_zip_together(
+        bundled_run: Path, tmp_path: Path) -> None:
+    run_dir = _copied_with_users_files(bundled_run, tmp_path / "run")
+    changed = tiny_recipe(teacher_epochs=1, distill_epochs=3, stages=ALL_STAGES)
+    result = edgekd.run(write_yaml(tmp_path / "changed.yaml", changed), out=run_dir)
+    manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
+    assert manifest["accuracy"]["test"] == result.artifact.get("student").metrics.accuracy
+    assert (run_dir / "bundle" / "model.onnx").read_bytes() != (bundled_run / "bundle" / "model.onnx").read_bytes()
+    with zipfile.ZipFile(run_dir / "bundle.zip") as archive:  # the zip is of the new directory
+        assert {name.split("/", 1)[1]: archive.read(name) for name in archive.namelist()} == {
+            path.relative_to(run_dir / "bundle").as_posix(): path.read_bytes()
+            for path in (run_dir / "bundle").rglob("*") if path.is_file()}
+    files = json.loads((run_dir / "report.json").read_text())["files"]
+    assert json.loads((run_dir / "run.json").read_text())["outputs"] == sorted([*files, "bundle", "bundle.zip"])
 
 
 def test_run_directory_records_recipe_and_device(write_recipe, tmp_path: Path) -> None:

@@ -30,9 +30,6 @@ from edgekd.profile.runner import ProfileResult
 from edgekd.profile.verdict_record import BudgetVerdict
 
 README = "README.md"
-#: Where a bundle goes in a run directory (or ``edgekd bundle``'s ``--out``).
-BUNDLE_DIR = "bundle"
-BUNDLE_ZIP = "bundle.zip"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 #: Bundle file names of each deployable file kind.
 BUNDLE_NAMES = {"ort": "model.ort", "onnx": "model.onnx", "required_operators": "model.required_operators.config"}

@@ -27,9 +27,9 @@ from edgekd.atomic import write_json
 from edgekd.config.device import DeviceProfile
 from edgekd.config.loading import read_yaml, validate_model
 from edgekd.errors import ConfigError, DataError, EdgekdError, ModelError, first_line
-from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
+from edgekd.export.bundle import converted_files, pack_model
 from edgekd.export.bundle_record import BundleFile
-from edgekd.export.config import ExportTarget
+from edgekd.export.config import BUNDLE_DIR, BUNDLE_ZIP, ExportTarget
 from edgekd.export.manifest import is_single_score, other_scores, scored_output, tensor_specs
 from edgekd.export.ort_format import random_feeds
 from edgekd.export.parity import ParityResult, check_file_parity

@@ -20,10 +20,10 @@ from pathlib import Path
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.config.base import MIN_RUNS
 from edgekd.errors import ConfigError
-from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_ZIP, converted_files, pack_model
+from edgekd.export.bundle import converted_files, pack_model
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.export.causal_lm_bundle import run_causal_lm_bundle
-from edgekd.export.config import BundleStage
+from edgekd.export.config import BUNDLE_DIR, BUNDLE_ZIP, BundleStage
 from edgekd.export.manifest import TOKENIZER_FILES, recipe_preprocessing
 from edgekd.export.record import recorded_target
 from edgekd.models.task_model import MANIFEST as MODEL_MANIFEST
@@ -55,7 +55,7 @@ def run_bundle(_config: BundleStage, artifact: Artifact, ctx: StageContext) -> S
     labels = list(info.class_names) if info is not None else []
     figures, verdict = _shipped_figures(deploy, profile.models[role], profile.budget, ctx)
     manifest = pack_model(
-        ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP,
+        ctx.output(BUNDLE_DIR), ctx.output(BUNDLE_ZIP),
         onnx_path=onnx_path,
         deploy=deploy,
         name=f"{ctx.recipe.name}-{role}",

@@ -18,9 +18,10 @@ import onnxruntime as ort
 from edgekd.artifacts import Artifact, ModelArtifact, StageContext, StageOutput
 from edgekd.data.corpus import per_character
 from edgekd.data.lm_data import prepare_lm_data
-from edgekd.export.bundle import BUNDLE_DIR, BUNDLE_NAMES, BUNDLE_ZIP, write_bundle
+from edgekd.export.bundle import BUNDLE_NAMES, write_bundle
 from edgekd.export.bundle_record import BundleRecord
 from edgekd.export.causal_lm_onnx import CONTEXT_KEY, past_names, present_names
+from edgekd.export.config import BUNDLE_DIR, BUNDLE_ZIP
 from edgekd.export.manifest import SCHEMA_VERSION, TOKENIZER_DIR, TOKENIZER_FILES, tensor_specs
 from edgekd.models.causal_lm import load_tokenizer
 from edgekd.profile.record import LMProfileRecord
@@ -46,7 +47,7 @@ def run_causal_lm_bundle(artifact: Artifact, ctx: StageContext, role: str, profi
     manifest["tokenizer"]["per_character"] = per_character(loaded_tokenizer)
     manifest["generation"]["example"] = example_prompt(validation, loaded_tokenizer,
                                                        manifest["generation"]["context_length"])
-    manifest = write_bundle(ctx.run_dir / BUNDLE_DIR, ctx.run_dir / BUNDLE_ZIP, sources, manifest, render_readme)
+    manifest = write_bundle(ctx.output(BUNDLE_DIR), ctx.output(BUNDLE_ZIP), sources, manifest, render_readme)
     ctx.log.info("bundle of the %s (%s, KV cache) written to %s and %s", role, fmt, BUNDLE_DIR, BUNDLE_ZIP)
     record = BundleRecord(role=role, format=fmt, directory=BUNDLE_DIR, zip=BUNDLE_ZIP,
                           zip_bytes=(ctx.run_dir / BUNDLE_ZIP).stat().st_size, files=manifest["files"])

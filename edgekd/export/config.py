@@ -12,6 +12,10 @@ from edgekd.config.base import PathOrId, StrictModel
 from edgekd.config.loading import load_yaml_model
 from edgekd.stage_kind import PlanState, StageKind
 
+#: Where a bundle goes in a run directory (or ``edgekd bundle``'s ``--out``).
+BUNDLE_DIR = "bundle"
+BUNDLE_ZIP = "bundle.zip"
+
 
 class ExportTarget(StrictModel):
     """How a model is exported: format, opset, graph optimization and the parity gate."""
@@ -109,5 +113,5 @@ EXPORT = StageKind(
 BUNDLE = StageKind(
     BundleStage, "edgekd.export.bundle_stage:run_bundle", reads=("name", "data"), uses_device=True, cacheable=False,
     after=("profile",), after_reason="the manifest carries the latency",
-    record="edgekd.export.bundle_record:read_bundle_record")
+    record="edgekd.export.bundle_record:read_bundle_record", outputs=(BUNDLE_DIR, BUNDLE_ZIP))
 KINDS = (EXPORT, BUNDLE)

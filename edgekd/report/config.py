@@ -21,5 +21,6 @@ def _check(_config: ReportStage, state: PlanState, where: str) -> None:
 
 
 REPORT = StageKind(ReportStage, "edgekd.report.stage:run_report", reads=ALL_FIELDS, uses_device=True,
-                   cacheable=False, repeatable=True, check=_check)
+                   cacheable=False, repeatable=True, check=_check,
+                   outputs=("report.json", "report.md", "report.html", "*.png"))
 KINDS = (REPORT,)

@@ -6,7 +6,9 @@ without re-running anything.
 
 Every file is first written in a staging directory (the report stage's ``.NN-report.partial/``, or
 ``.report.partial/`` for a rebuild) and then renamed into the run directory, so a process killed
-while plotting or writing leaves no temporary file at the top of the run directory.
+while plotting or writing leaves no temporary file at the top of the run directory. They are listed in
+``run.json`` before they are renamed there (:func:`~edgekd.rundir.note_outputs`); those an earlier report wrote that
+this one does not (a latency plot, once the run has no profile stage) are removed after.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from edgekd.errors import ConfigError
 from edgekd.profile.cpu import detect_cpu
 from edgekd.profile.record import LMProfileRecord, ProfiledModel, ProfileRecord, read_profile_record
 from edgekd.report.build import build_report, last_record
+from edgekd.report.config import REPORT
 from edgekd.report.dataset_distill import draw_dataset_distill_plots
 from edgekd.report.document import Document
 from edgekd.report.html import render_html
@@ -36,7 +39,7 @@ from edgekd.report.plots import (
 )
 from edgekd.report.record import RunReport, check_report
 from edgekd.report.sections import run_document
-from edgekd.rundir import claimed
+from edgekd.rundir import claimed, note_outputs, recorded_outputs, remove_outputs
 
 PLOT_FILES = {"accuracy_vs_latency": "accuracy_vs_latency.png", "size_per_stage": "size_per_stage.png",
               "latency_distribution": "latency_distribution.png", "search_pareto": "search_pareto.png"}
@@ -63,11 +66,20 @@ def write_run_report(run_dir: Path, recipe: Recipe, device: DeviceProfile, artif
                     **draw_dataset_distill_plots(report.dataset_distill, Path(run_dir), staging)}
     report.files = document_files("report", report.plots)
     write_documents(staging, "report", run_document(report), report.to_json())
+    note_outputs(Path(run_dir), add=report.files)  # listed before they are there: a kill leaves none unlisted
     for name in report.files:
         os.replace(staging / name, Path(run_dir) / name)
+    _remove_earlier_files(Path(run_dir), report.files)
     if owned:
         shutil.rmtree(staging)
     return report
+
+
+def _remove_earlier_files(run_dir: Path, files: list[str]) -> None:
+    """Delete the report files an earlier report of ``run_dir`` wrote that this one, ``files``, does not replace (a
+    latency plot, once the recipe has no profile stage): the directory's report files are all of one report."""
+    earlier = [name for name in recorded_outputs(run_dir) or [] if REPORT.writes(name) and name not in files]
+    note_outputs(run_dir, drop=remove_outputs(run_dir, earlier))
 
 
 def document_files(stem: str, plots: dict[str, str]) -> list[str]:
