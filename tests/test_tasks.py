@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score
+from torch import nn
 from typer.testing import CliRunner
 
 import edgekd
@@ -20,9 +21,11 @@ from edgekd.config.loading import validate_model
 from edgekd.config.recipe import Recipe
 from edgekd.data.config import HFDiskData, NpzData, TextFileData
 from edgekd.data.datasets import load_dataset
+from edgekd.data.examples import ImageExamples
 from edgekd.data.label_kind import infer_task
 from edgekd.data.text import load_text_dataset
 from edgekd.distill.losses.hinton import HintonDistillationLoss
+from edgekd.distill.target_scale import unit_scale_targets
 from edgekd.errors import DataError
 from edgekd.task_heads import hard_loss, selection_score, soft_loss, task_metrics, task_of
 
@@ -32,9 +35,9 @@ TOPICS = {"music": ["song", "band", "tune"], "food": ["pizza", "soup", "bread"],
 FILLER = ["the", "film", "is", "a", "story", "with", "its", "cast", "and", "plot", "quite", "really"]
 
 
-def _rows(task: str, count: int, seed: int) -> list[str]:
-    """``count`` TSV rows whose label is a function of the text: a score from sentiment words (regression)
-    or the topics whose keywords occur (multi-label)."""
+def _rows(task: str, count: int, seed: int, scale: float = 0.5, shift: float = 0.0) -> list[str]:
+    """``count`` TSV rows whose label is a function of the text: a score from sentiment words (regression:
+    ``shift + scale · (good − bad)``) or the topics whose keywords occur (multi-label)."""
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
@@ -42,7 +45,7 @@ def _rows(task: str, count: int, seed: int) -> list[str]:
         if task == "regression":
             good, bad = rng.randint(0, 3), rng.randint(0, 3)
             words += rng.choices(GOOD, k=good) + rng.choices(BAD, k=bad)
-            label = f"{(good - bad) / 2:.2f}"
+            label = f"{shift + scale * (good - bad):.2f}"
         else:
             chosen = [topic for topic in TOPICS if rng.random() < 0.4]
             words += [rng.choice(TOPICS[topic]) for topic in chosen]
@@ -52,9 +55,10 @@ def _rows(task: str, count: int, seed: int) -> list[str]:
     return rows
 
 
-def _tsv(directory: Path, task: str, train: int = 300, test: int = 80) -> dict:
+def _tsv(directory: Path, task: str, train: int = 300, test: int = 80, **units: float) -> dict:
     for name, count, seed in (("train", train, 1), ("dev", test, 2)):
-        (directory / f"{name}.tsv").write_text("\n".join(["sentence\tlabel", *_rows(task, count, seed)]) + "\n")
+        rows = _rows(task, count, seed, **units)
+        (directory / f"{name}.tsv").write_text("\n".join(["sentence\tlabel", *rows]) + "\n")
     return {"source": "tsv", "train": str(directory / "train.tsv"), "test": str(directory / "dev.tsv"),
             "val_examples": 60}
 
@@ -306,3 +310,68 @@ def test_image_regression_from_npz(scale: float, shift: float, tmp_path: Path) -
     exported = session.run(None, {session.get_inputs()[0].name: images[:16]})[0]
     np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-4 * max(scale, 1.0))
     assert abs(float(np.mean(exported)) - float(np.mean(targets))) < 2 * float(np.std(targets))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_decoder_regression_teacher_learns_prices(family: str, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A decoder classifier (GPT-2, Llama, Qwen2, ...) scores every position with a `score` Linear without a bias and
+    reads the last token's: its regression targets around 100,000 are learnt at unit scale too (they were skipped
+    in silence, and the teacher answered about 6 for every sentence), and the model saved, reloaded with
+    transformers and exported to ONNX predicts in the data's units."""
+    import onnxruntime as ort
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tests import hf_families
+
+    data = {**_tsv(tmp_path, "regression", scale=20_000.0, shift=100_000.0), "task": "regression"}  # not classes
+    hf_families.save(family, tmp_path / family, num_labels=1, vocab_size=200, pad_token_id=0)
+    recipe = {**_recipe_dict(data, []), "teacher": {"model": {"arch": "hf", "pretrained": str(tmp_path / family)}},
+              "stages": [{"stage": "teacher", "epochs": 6, "batch_size": 16, "lr": 0.003}, {"stage": "export"}]}
+    caplog.set_level("INFO", logger="edgekd.distill.target_scale")
+    edgekd.run(validate_model(recipe, Recipe, source="test"), out=tmp_path / "run")
+
+    rows = [line.split("\t") for line in Path(data["test"]).read_text().splitlines()[1:]]
+    sentences, targets = [row[0] for row in rows], np.array([float(row[1]) for row in rows])
+    baseline = float(np.var(targets))  # answering the mean
+    figures = json.loads((tmp_path / "run" / "01-teacher" / "stage.json").read_text())["metrics"]["teacher"]
+    assert figures["mse"] < 0.3 * baseline and figures["pearson"] > 0.8, (figures["mse"], baseline, figures["pearson"])
+    assert "the output layer (score, without a bias: its weight carries the mean) is trained at unit scale" in \
+        caplog.text
+    saved = tmp_path / "run" / "01-teacher" / "teacher"
+    model = AutoModelForSequenceClassification.from_pretrained(saved).eval()
+    assert not any("parametrizations" in name for name, _ in model.named_parameters())  # a plain model again
+    session = ort.InferenceSession(str(tmp_path / "run" / "02-export" / "teacher.onnx"))
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    reloaded, exported = [], []
+    for sentence in sentences:  # one at a time: no padding
+        ids = np.array([tokenizer(sentence)["input_ids"]], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None]}
+        with torch.no_grad():
+            reloaded.append(float(model(input_ids=torch.from_numpy(ids)).logits[0, 0]))
+        exported.append(float(session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0][0, 0]))
+    np.testing.assert_allclose(exported, reloaded, rtol=1e-4)
+    assert float(np.mean((np.array(reloaded) - targets) ** 2)) < 0.3 * baseline
+    assert pearsonr(reloaded, targets)[0] > 0.8
+
+
+def _prices(count: int = 40) -> ImageExamples:
+    """Images whose targets are prices: 60,000 to 140,000."""
+    images = torch.randn(count, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return ImageExamples(images=images, labels=torch.linspace(60_000.0, 140_000.0, count) + 0.5)
+
+
+@pytest.mark.parametrize(("model", "why"), [
+    (nn.Sequential(nn.Flatten(), nn.Linear(64, 1), nn.Softplus()),
+     "its output is neither the output of its last nn.Linear of one unit (1) nor an average or a choice of its "
+     "outputs: more layers follow it"),
+    (nn.Sequential(nn.Conv2d(1, 1, 8), nn.Flatten()), "it has no nn.Linear of one unit"),
+], ids=["softplus-after", "conv-head"])
+def test_a_head_that_cannot_train_at_unit_scale_is_warned_of(model: nn.Module, why: str,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    prices = _prices()
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    with caplog.at_level("WARNING", logger="edgekd.distill.target_scale"), unit_scale_targets(model, prices):
+        assert model.state_dict().keys() == state.keys()  # trains as it is
+    assert f"but Sequential trains at their scale ({why}): it may learn no more than a constant" in caplog.text
+    assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())

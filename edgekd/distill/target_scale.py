@@ -3,20 +3,25 @@
 A model's output layer starts near zero and AdamW moves each weight by about the learning rate per step, so
 targets around 100,000 (prices, counts) are out of reach in any run: a regression teacher on them ended with a
 Pearson correlation of 0. While a regression model trains, its output layer computes with weights stored divided
-by the targets' standard deviation and its bias shifted by their mean (``torch.nn.utils.parametrize``): the
-outputs, the losses and every metric stay in the targets' units, while the parameters the optimiser moves are at
-unit scale. After training, the scale is folded back into a plain layer, so what is saved, exported and reloaded
-is the model as it was, with its trained weights.
+by the targets' standard deviation (``torch.nn.utils.parametrize``), having started where the model's average output
+on a training batch is their mean: the outputs, the losses and every metric stay in the targets' units, while the
+parameters the optimiser moves are at unit scale. After training, the scale is folded back into a plain layer, so
+what is saved, exported and reloaded is the model as it was (the same layers and config), with its trained weights.
 
-Only an output layer whose result *is* the model's output (an ``nn.Linear`` of one unit, the last layer run) is
-scaled; any other model trains as it is. Targets already near unit scale (standard deviation and mean within
-:data:`UNIT_SCALE`) are left alone.
+The output layer is the last ``nn.Linear`` of one unit run whose outputs the model's output is, or averages, or
+picks from: a classifier's on pooled features (BERT, ViT), or a decoder's ``score``, run at every position and read
+at each sentence's last token (GPT-2, Llama, Qwen2, ...). It is found by moving the layer's outputs and seeing the
+model's output move alike. The mean starts in its bias or, for a layer without one (a decoder's ``score``: a bias
+added would be dropped by ``from_pretrained``), in its weight, along the average of the inputs the model's output
+reads it at. A model without such a layer trains at the targets' scale, with a warning naming it and why. Targets
+already near unit scale (standard deviation and mean within :data:`UNIT_SCALE`) are left alone.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -32,6 +37,9 @@ log = logging.getLogger(__name__)
 #: Targets whose standard deviation lies within [1 / UNIT_SCALE, UNIT_SCALE] and whose mean is at most UNIT_SCALE
 #: standard deviations (and UNIT_SCALE) from zero train as they are.
 UNIT_SCALE = 10.0
+
+#: The training examples the output layer is found and started at the targets' mean with.
+BATCH = 32
 
 
 class _Affine(nn.Module):
@@ -51,20 +59,35 @@ class _Affine(nn.Module):
 @contextmanager
 def unit_scale_targets(model: nn.Module, train: Examples) -> Iterator[None]:
     """Train ``model`` on ``train``'s regression targets at unit scale for the block (module docstring): its output
-    layer's weight is stored divided by the targets' standard deviation and its bias starts at their mean. The
-    block must create the optimiser (the stored parameters are new ones); on leaving, the layer is plain again,
-    holding the trained weights."""
+    layer starts at the targets' mean (its bias, or its weight where the model's average output on a training batch is
+    their mean), and its weight (and bias) are stored divided by their standard deviation. The block must create the
+    optimiser (the stored parameters are new ones); on leaving, the layer is plain again, holding the trained weights.
+    A model without such a layer trains as it is, with a warning (once a process for each kind of model and reason)."""
     scale = _target_scale(train)
-    layer = _output_layer(model, train) if scale is not None else None
-    if scale is None or layer is None:
+    if scale is None:
         yield
         return
     mean, std = scale
-    log.info("regression targets of mean %.4g and standard deviation %.4g: the output layer is trained at unit "
-             "scale", mean, std)
-    with torch.no_grad():
-        if layer.bias is not None:
-            layer.bias.add_(mean)  # the bias starts at the targets' mean: stored at unit scale as what it was
+    _, batch, _ = next(iter(train.batches(min(BATCH, len(train)), shuffle=False)))
+    device = parameter_device(model)
+    inputs = {name: value.to(device) for name, value in batch.items()}
+    layer = _output_layer(model, inputs)
+    if isinstance(layer, str):
+        _warn_once(f"regression targets of mean {mean:.4g} and standard deviation {std:.4g} are far from unit scale, "
+                   f"but {type(model).__name__} trains at their scale ({layer}): it may learn no more than a "
+                   "constant")
+        yield
+        return
+    where = next(name for name, module in model.named_modules() if module is layer)
+    carried = "" if layer.bias is not None else ", without a bias: its weight carries the mean"
+    log.info("regression targets of mean %.4g and standard deviation %.4g: the output layer (%s%s) is trained at "
+             "unit scale", mean, std, where, carried)
+    spread = _start_at_mean(model, layer, inputs, mean)
+    if layer.bias is None and spread > std:
+        _warn_once(f"{type(model).__name__}'s output layer ({where}) has no bias: carried by its weight, the "
+                   f"regression targets' mean {mean:.4g} leaves its outputs {spread:.4g} apart (standard deviation), "
+                   f"more than the targets' {std:.4g}; it may learn little more than their mean (targets with their "
+                   "mean subtracted train better)")
     parametrize.register_parametrization(layer, "weight", _Affine(std))
     if layer.bias is not None:
         parametrize.register_parametrization(layer, "bias", _Affine(std, mean))
@@ -74,6 +97,40 @@ def unit_scale_targets(model: nn.Module, train: Examples) -> Iterator[None]:
         for name in ("weight", "bias"):
             if parametrize.is_parametrized(layer, name):
                 parametrize.remove_parametrizations(layer, name, leave_parametrized=True)
+
+
+def _start_at_mean(model: nn.Module, layer: nn.Linear, inputs: dict[str, torch.Tensor], mean: float) -> float:
+    """Start ``layer`` at the targets' ``mean``; the outputs' standard deviation then on ``inputs``, for a layer
+    without a bias. A layer with a bias has ``mean`` added to it; one without (a decoder's ``score``) is shifted by its
+    weight so that ``model``'s average output on ``inputs`` is ``mean``, along the average of the inputs the model's
+    output reads it at: the gradient of the average output with respect to the weight, as the output is linear in it."""
+    if layer.bias is not None:
+        with torch.no_grad():
+            layer.bias.add_(mean)
+        return 0.0
+    trainable = {parameter: parameter.requires_grad for parameter in model.parameters()}
+    try:  # only the weight asks for a gradient: no activation before the layer is kept for the backward pass
+        for parameter in trainable:
+            parameter.requires_grad_(parameter is layer.weight)
+        with torch.enable_grad(), eval_mode(model):
+            outputs = call_logits(model, inputs)
+            (pooled,) = torch.autograd.grad(outputs.mean(), layer.weight)
+    finally:
+        for parameter, wanted in trainable.items():
+            parameter.requires_grad_(wanted)
+    with torch.no_grad(), eval_mode(model):
+        if pooled.any():
+            layer.weight.add_(pooled * ((mean - float(outputs.mean())) / pooled.square().sum()))
+        return _spread(call_logits(model, inputs))
+
+
+def _spread(outputs: torch.Tensor) -> float:
+    return float(outputs.float().std()) if outputs.numel() > 1 else 0.0
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning("%s", message)
 
 
 def _target_scale(train: Examples) -> tuple[float, float] | None:
@@ -88,15 +145,40 @@ def _target_scale(train: Examples) -> tuple[float, float] | None:
     return mean, std
 
 
-def _output_layer(model: nn.Module, train: Examples) -> nn.Linear | None:
-    """The ``nn.Linear`` of one unit whose output is the model's output on a training batch, or None."""
+def _output_layer(model: nn.Module, inputs: dict[str, torch.Tensor]) -> nn.Linear | str:
+    """The model's output layer on a batch of ``inputs`` (module docstring), or why it has none."""
     linears = [module for module in model.modules() if type(module) is nn.Linear and module.out_features == 1]
-    _, inputs, _ = next(iter(train.batches(min(8, len(train)), shuffle=False)))
-    device = parameter_device(model)
+    if not linears:
+        return "it has no nn.Linear of one unit"
+
+    def forward() -> torch.Tensor:
+        return call_logits(model, inputs)
+
     with torch.no_grad(), eval_mode(model):
-        logits, called = layers_called(
-            linears, lambda: call_logits(model, {name: value.to(device) for name, value in inputs.items()}))
-    if not called:
-        return None
-    layer, out = called[-1]
-    return layer if out.numel() == logits.numel() and torch.equal(out.reshape(-1), logits.reshape(-1)) else None
+        logits, called = layers_called(linears, forward)
+        ran = list(dict.fromkeys(layer for layer, _ in reversed(called)))  # the last run first
+        for layer in ran:
+            if _moves_output(layer, forward, logits):
+                return layer
+    if not ran:
+        return "none of its nn.Linear layers of one unit ran"
+    names = {module: name for name, module in model.named_modules()}
+    return (f"its output is neither the output of its last nn.Linear of one unit ({names[ran[0]]}) nor an average "
+            "or a choice of its outputs: more layers follow it")
+
+
+#: The change :func:`_moves_output` makes to a layer's output: ``SHIFT - output``, which no ReLU or sigmoid after the
+#: layer passes through unchanged.
+_SHIFT = 3.0
+
+
+def _moves_output(layer: nn.Module, forward: Callable[[], torch.Tensor], logits: torch.Tensor) -> bool:
+    """Whether the model's output moves with ``layer``'s as an affine map that keeps constants (the layer's outputs,
+    pooled as the model pools them: the one output of each example, or a decoder's ``score`` at its last token): an
+    output layer scaled and shifted scales and shifts the model's output alike."""
+    handle = layer.register_forward_hook(lambda _, __, out: _SHIFT - out)
+    try:
+        moved = forward()
+    finally:
+        handle.remove()
+    return moved.shape == logits.shape and torch.allclose(moved, _SHIFT - logits, rtol=1e-4, atol=1e-4)
