@@ -59,10 +59,10 @@ class _Affine(nn.Module):
 @contextmanager
 def unit_scale_targets(model: nn.Module, train: Examples) -> Iterator[None]:
     """Train ``model`` on ``train``'s regression targets at unit scale for the block (module docstring): its output
-    layer starts at the targets' mean (its bias, or its weight where the model's average output on a training batch is
-    their mean), and its weight (and bias) are stored divided by their standard deviation. The block must create the
-    optimiser (the stored parameters are new ones); on leaving, the layer is plain again, holding the trained weights.
-    A model without such a layer trains as it is, with a warning (once a process for each kind of model and reason)."""
+    layer starts where the model's average output on a training batch is the targets' mean, and its weight (and bias)
+    are stored divided by their standard deviation. The block must create the optimiser (the stored parameters are
+    new ones); on leaving, the layer is plain again, holding the trained weights. A model without such a layer trains
+    as it is, with a warning (once a process for each kind of model and reason)."""
     scale = _target_scale(train)
     if scale is None:
         yield
@@ -100,14 +100,15 @@ def unit_scale_targets(model: nn.Module, train: Examples) -> Iterator[None]:
 
 
 def _start_at_mean(model: nn.Module, layer: nn.Linear, inputs: dict[str, torch.Tensor], mean: float) -> float:
-    """Start ``layer`` at the targets' ``mean``; the outputs' standard deviation then on ``inputs``, for a layer
-    without a bias. A layer with a bias has ``mean`` added to it; one without (a decoder's ``score``) is shifted by its
-    weight so that ``model``'s average output on ``inputs`` is ``mean``, along the average of the inputs the model's
-    output reads it at: the gradient of the average output with respect to the weight, as the output is linear in it."""
+    """Shift ``layer`` so that ``model``'s average output on ``inputs`` is ``mean``; the outputs' standard deviation
+    then. A layer with a bias is shifted by its bias (a model already answering about ``mean`` stays as it is); one
+    without (a decoder's ``score``) by its weight, along the average of the inputs the model's output reads it at: the
+    gradient of the average output with respect to the weight, as the output is linear in it."""
     if layer.bias is not None:
-        with torch.no_grad():
-            layer.bias.add_(mean)
-        return 0.0
+        with torch.no_grad(), eval_mode(model):
+            outputs = call_logits(model, inputs)
+            layer.bias.add_(mean - float(outputs.mean()))
+        return _spread(outputs)  # a bias moves every output alike
     trainable = {parameter: parameter.requires_grad for parameter in model.parameters()}
     try:  # only the weight asks for a gradient: no activation before the layer is kept for the backward pass
         for parameter in trainable:
