@@ -384,3 +384,28 @@ def test_an_agreement_shortfall_never_reads_as_the_gate(metric: str, agreement: 
     from edgekd.quantize.quality import agreement_text
 
     assert agreement_text(metric, agreement, required) == text
+
+
+def test_dynamic_int8_keeps_the_gemm_nodes_it_excludes_in_fp32(tmp_path: Path) -> None:
+    """onnxruntime's dynamic quantizer turns each Gemm (an nn.Linear on 2-D input: MLPs, CNN heads) into a MatMul
+    named '<name>_MatMul' before it reads nodes_to_exclude, so the Gemm names the retries excluded matched nothing:
+    every layer stayed INT8 while the record listed them as FP32 (probe 48b/01)."""
+    import torch
+    from torch import nn
+
+    from edgekd.quantize.model import int8_options
+
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    source = tmp_path / "mlp.onnx"
+    torch.onnx.export(net, torch.zeros(1, 16), source, input_names=["input"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    gemms = [node.name for node in onnx.load(str(source)).graph.node if node.op_type == "Gemm"]
+    assert len(gemms) == 3 and weighted_nodes(source) == gemms
+    options = int8_options(QuantizeStage(stage="quantize"), load_device("host-cpu"))
+
+    def quantized_ops(exclude: list[str]) -> list[str]:
+        path = quantize_dynamic_int8(source, tmp_path / f"mlp.{len(exclude)}.onnx", options, exclude)
+        return [node.op_type for node in onnx.load(str(path)).graph.node if node.op_type == "MatMulInteger"]
+
+    assert len(quantized_ops([])) == 3
+    assert len(quantized_ops(gemms[:1])) == 2 and quantized_ops(gemms) == []

@@ -50,14 +50,17 @@ class Int8Options:
 
 
 def quantize_dynamic_int8(source: Path, target: Path, options: Int8Options, exclude: Sequence[str] = ()) -> Path:
-    """Dynamic INT8: weights quantized offline, activations at run time (no calibration)."""
+    """Dynamic INT8: weights quantized offline, activations at run time (no calibration). ``exclude`` names nodes
+    kept in FP32; onnxruntime turns a Gemm into a MatMul named ``<name>_MatMul`` before it reads them, so both names
+    are given (a Gemm excluded by its own name alone was quantized all the same)."""
     from onnxruntime.quantization import quantize_dynamic
 
     with _writing(source, target, "dynamic INT8") as tmp:
         quantize_dynamic(str(source), str(tmp), per_channel=options.per_channel,
                          reduce_range=options.settings.reduce_range,
                          weight_type=_quant_type(options.settings.weight_type),
-                         nodes_to_exclude=list(exclude), extra_options=options.extra_options())
+                         nodes_to_exclude=[*exclude, *(f"{name}_MatMul" for name in exclude)],
+                         extra_options=options.extra_options())
     return target
 
 
