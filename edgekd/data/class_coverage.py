@@ -3,8 +3,8 @@ labels, an npz's ``class_names``; numbers only where the labels are numbers) wit
 
 A class can lack training examples because the splits :func:`edgekd.data.datasets.load_dataset` holds out of the
 training data (``val_fraction`` or ``val_examples`` for validation, ``test_fraction`` for testing) took all of
-them, or because the training data has none: labels given as numbers with gaps (0, 2, 5 make six classes, three of
-them empty), or a named class without examples.
+them, because a text source's ``limit_train`` kept none of them, or because the training data has none: labels
+given as numbers with gaps (0, 2, 5 make six classes, three of them empty), or a named class without examples.
 """
 
 from __future__ import annotations
