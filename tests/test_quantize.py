@@ -409,3 +409,28 @@ def test_dynamic_int8_keeps_the_gemm_nodes_it_excludes_in_fp32(tmp_path: Path) -
 
     assert len(quantized_ops([])) == 3
     assert len(quantized_ops(gemms[:1])) == 2 and quantized_ops(gemms) == []
+
+
+def test_the_transformer_optimizer_says_nothing_below_an_error(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """onnxruntime's fusion modules log under top-level names ('fusion_embedlayer'): a BERT with fewer words than
+    positions printed 'word_embedding_table ... size 32 <= position_embedding_table ... size 64' once per candidate
+    of a budget search, 18 times under compress -q (probe 48b/03)."""
+    import logging
+
+    import torch
+    import transformers
+
+    from edgekd.profile.references import export_encoder
+    from edgekd.quantize.graph import fuse_transformer
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    config._attn_implementation = "eager"
+    source = tmp_path / "bert.onnx"
+    export_encoder(transformers.BertForSequenceClassification(config), source, sequence_length=16, dynamic=True,
+                   output="logits")
+    with caplog.at_level(logging.INFO):
+        fuse_transformer(source, tmp_path / "fused.onnx", None)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -24,6 +24,7 @@ from onnx import numpy_helper
 from edgekd.atomic import atomic_path
 from edgekd.errors import ModelError
 from edgekd.export.parity import one_line
+from edgekd.log_level import raised_level
 from edgekd.model_file import convert_opset, copy_model, default_opset, external_data_locations
 from edgekd.quantize.evaluate import cpu_session
 
@@ -117,9 +118,11 @@ def fuse_transformer(source: Path, target: Path, shape: tuple[int, int] | None) 
     from onnxruntime.transformers import optimizer
 
     num_heads, hidden_size = shape or (0, 0)
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)  # "failed to detect num_heads" noise
-    try:
-        fused = optimizer.optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+    try:  # its modules log under their own top-level names ("fusion_embedlayer"): "failed to detect num_heads" and
+        # "word_embedding_table size 300 <= position_embedding_table" noise, once a candidate of a search
+        with raised_level(None, logging.ERROR), raised_level("onnxruntime.transformers", logging.ERROR):
+            fused = optimizer.optimize_model(str(source), model_type="bert", num_heads=num_heads,
+                                             hidden_size=hidden_size)
         with atomic_path(target) as tmp:
             fused.save_model_to_file(str(tmp))
     except Exception as exc:
