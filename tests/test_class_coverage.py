@@ -15,6 +15,7 @@ from edgekd.data.class_coverage import class_text, classes_without_training_exam
 from edgekd.data.config import DataConfig, MemoryData, NpzData, SklearnData
 from edgekd.data.datasets import DatasetSplits
 from edgekd.data.memory import register_data
+from edgekd.log_level import warn_once
 
 DIGITS = {"source": "sklearn", "name": "digits"}
 
@@ -113,7 +114,7 @@ def test_an_image_folder_keeps_the_only_training_image_of_a_class_out_of_its_val
     scored each of its test images as wrong. The hold-out now draws from all but one image of each class."""
     from edgekd.data import task_data
 
-    task_data._warn_once.cache_clear()  # once a process: forget what earlier tests' data warned of
+    warn_once.cache_clear()  # once a process: forget what earlier tests' data warned of
     rng = np.random.default_rng(0)
     for split, count in (("train", 12), ("test", 4)):
         for index, name in enumerate(NAMES):
@@ -136,7 +137,7 @@ def test_a_run_reading_text_without_a_class_in_training_warns_once_naming_it(
     from edgekd.data import task_data
     from edgekd.data.config import TokenizerConfig
 
-    task_data._warn_once.cache_clear()
+    warn_once.cache_clear()
     rows = [(f"good film number {i}", "pos") if i % 2 else (f"bad film number {i}", "neg") for i in range(40)]
     (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{c}\n" for t, c in rows)
                                         + "a rare film\trare\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from edgekd.data.text import TextSplits
 from edgekd.data.token_tags import token_examples
 from edgekd.data.tokenizer import end_token_id, load_or_train_tokenizer
 from edgekd.errors import DataError
+from edgekd.log_level import warn_once
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,7 @@ def _warn_of_untrained_classes(splits: DatasetSplits | TextSplits, config: DataC
         return
     missing = classes_without_training_examples(splits, config)
     if missing is not None:
-        _warn_once(f"data: {missing}; no model learns it, and each of its test examples counts as wrong")
-
-
-@functools.cache
-def _warn_once(message: str) -> None:
-    log.warning("%s", message)
+        warn_once(log, f"data: {missing}; no model learns it, and each of its test examples counts as wrong")
 
 
 def text_examples(tokenizer: Any, texts: Any, labels: Any, max_length: int) -> TextExamples:

@@ -19,7 +19,6 @@ already near unit scale (standard deviation and mean within :data:`UNIT_SCALE`) 
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from edgekd.data.examples import Examples
+from edgekd.log_level import warn_once
 from edgekd.models.call import call_logits, eval_mode, layers_called, parameter_device
 from edgekd.task_heads import task_of
 
@@ -73,9 +73,9 @@ def unit_scale_targets(model: nn.Module, train: Examples) -> Iterator[None]:
     inputs = {name: value.to(device) for name, value in batch.items()}
     layer = _output_layer(model, inputs)
     if isinstance(layer, str):
-        _warn_once(f"regression targets of mean {mean:.4g} and standard deviation {std:.4g} are far from unit scale, "
-                   f"but {type(model).__name__} trains at their scale ({layer}): it may learn no more than a "
-                   "constant")
+        warn_once(log, f"regression targets of mean {mean:.4g} and standard deviation {std:.4g} are far from unit "
+                  f"scale, but {type(model).__name__} trains at their scale ({layer}): it may learn no more than a "
+                  "constant")
         yield
         return
     where = next(name for name, module in model.named_modules() if module is layer)
@@ -84,10 +84,10 @@ def unit_scale_targets(model: nn.Module, train: Examples) -> Iterator[None]:
              "unit scale", mean, std, where, carried)
     spread = _start_at_mean(model, layer, inputs, mean)
     if layer.bias is None and spread > std:
-        _warn_once(f"{type(model).__name__}'s output layer ({where}) has no bias: carried by its weight, the "
-                   f"regression targets' mean {mean:.4g} leaves its outputs {spread:.4g} apart (standard deviation), "
-                   f"more than the targets' {std:.4g}; it may learn little more than their mean (targets with their "
-                   "mean subtracted train better)")
+        warn_once(log, f"{type(model).__name__}'s output layer ({where}) has no bias: carried by its weight, the "
+                  f"regression targets' mean {mean:.4g} leaves its outputs {spread:.4g} apart (standard deviation), "
+                  f"more than the targets' {std:.4g}; it may learn little more than their mean (targets with their "
+                  "mean subtracted train better)")
     parametrize.register_parametrization(layer, "weight", _Affine(std))
     if layer.bias is not None:
         parametrize.register_parametrization(layer, "bias", _Affine(std, mean))
@@ -127,11 +127,6 @@ def _start_at_mean(model: nn.Module, layer: nn.Linear, inputs: dict[str, torch.T
 
 def _spread(outputs: torch.Tensor) -> float:
     return float(outputs.float().std()) if outputs.numel() > 1 else 0.0
-
-
-@functools.cache
-def _warn_once(message: str) -> None:
-    log.warning("%s", message)
 
 
 def _target_scale(train: Examples) -> tuple[float, float] | None:

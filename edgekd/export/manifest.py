@@ -149,13 +149,12 @@ def preprocessing(data: DataConfig, signature: dict[str, Any], inputs: list[dict
     ``signature`` is the model directory's input signature (text: max length, pad id); ``inputs``
     are the model's graph inputs (:func:`tensor_specs`), whose dimensions give an image's size.
     """
-    if signature.get("kind") == "text" and isinstance(data, MemoryData):
-        return {"kind": "text", "max_length": signature.get("max_length"), "pad_id": signature.get("pad_id"),
-                "note": "token ids, as the sets given in Python held them (edgekd saw no text and bundles no "
-                        "tokenizer): tokenize as training did; pad with pad_id up to max_length"}
     if signature.get("kind") == "text":
-        return {"kind": "text", "max_length": signature.get("max_length"), "pad_id": signature.get("pad_id"),
-                "strip": True,  # the data loaders strip every text: a byte-level BPE reads a trailing space
+        text = {"kind": "text", "max_length": signature.get("max_length"), "pad_id": signature.get("pad_id")}
+        if isinstance(data, MemoryData):
+            return {**text, "note": "token ids, as the sets given in Python held them (edgekd saw no text and bundles "
+                                    "no tokenizer): tokenize as training did; pad with pad_id up to max_length"}
+        return {**text, "strip": True,  # the data loaders strip every text: a byte-level BPE reads a trailing space
                 "note": "remove leading and trailing whitespace (as training did), tokenize with the bundled "
                         "tokenizer; pad or truncate to max_length"}
     if signature.get("preprocessing"):  # image files: as the data loader recorded it
